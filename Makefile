@@ -1,0 +1,44 @@
+# Two commands from a fresh clone: `make run` (the whole system) and `make test` (the suite).
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: run test install migrate demo lint format check bench chaos clean
+
+$(VENV)/.installed: pyproject.toml requirements.lock
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "Python 3.11 is required ($(PYTHON) not found)"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c requirements.lock -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+migrate: install
+	$(PY) manage.py migrate --noinput
+
+demo: migrate
+	$(PY) manage.py create_demo_data
+
+run: demo
+	$(PY) manage.py collectstatic --noinput --verbosity 0
+	$(PY) -m config.devstack
+
+test: install
+	$(PY) -m pytest
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+check: install
+	$(PY) manage.py makemigrations --check --dry-run
+	$(PY) manage.py spectacular --file /dev/null --validate --fail-on-warn
+
+clean:
+	rm -rf var/redis var/sandbox staticfiles

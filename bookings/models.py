@@ -1,0 +1,337 @@
+"""The booking contract: offers, quotes, bookings with their state machine, and the timeline."""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+from django_fsm import ConcurrentTransitionMixin, FSMField, transition
+
+from bookings.states import (
+    CANCELLABLE_STATES,
+    OPEN_STATES,
+    TERMINAL_STATES,
+    BookingState,
+    CustomerStatus,
+    customer_view,
+)
+
+S = BookingState
+REFERENCE_ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"  # no 0/O, 1/I: read over the phone
+
+
+def new_reference() -> str:
+    return "BK-" + "".join(secrets.choice(REFERENCE_ALPHABET) for _ in range(6))
+
+
+class Offer(models.Model):
+    """Something a partner sells: priced per night (or per unit), for up to `capacity` guests."""
+
+    partner = models.ForeignKey("partners.Partner", on_delete=models.PROTECT, related_name="offers")
+    product_id = models.CharField(max_length=100, help_text="The partner's product id.")
+    name = models.CharField(max_length=200, blank=True)
+    unit_price = models.DecimalField(max_digits=10, decimal_places=2)
+    currency = models.CharField(max_length=3)
+    capacity = models.PositiveIntegerField(help_text="Most guests one booking may bring.")
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["partner", "product_id"], name="offer_unique_product"),
+            models.CheckConstraint(condition=Q(unit_price__gte=0), name="offer_price_not_negative"),
+        ]
+        ordering = ["partner_id", "product_id"]
+
+    def __str__(self) -> str:
+        return self.name or self.product_id
+
+
+class Quote(models.Model):
+    """A price locked for one customer and stay until it expires."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    customer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="quotes")
+    offer = models.ForeignKey(Offer, on_delete=models.PROTECT, related_name="quotes")
+    start_date = models.DateField()
+    end_date = models.DateField()
+    guests = models.PositiveIntegerField()
+    total_price = models.DecimalField(max_digits=12, decimal_places=2)
+    currency = models.CharField(max_length=3)
+    expires_at = models.DateTimeField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"Quote {self.id}"
+
+    def is_expired(self, *, now=None) -> bool:
+        return (now or timezone.now()) >= self.expires_at
+
+
+class BookingQuerySet(models.QuerySet["Booking"]):
+    def open(self) -> BookingQuerySet:
+        return self.filter(status__in=OPEN_STATES)
+
+    def for_customer(self, customer) -> BookingQuerySet:
+        return self.filter(customer=customer)
+
+
+class Booking(ConcurrentTransitionMixin, models.Model):
+    """Our booking record: the source of truth. State changes only through transitions."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    reference = models.CharField(max_length=12, unique=True, default=new_reference, editable=False)
+    customer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="bookings")
+    offer = models.ForeignKey(Offer, on_delete=models.PROTECT, related_name="bookings")
+    partner = models.ForeignKey("partners.Partner", on_delete=models.PROTECT, related_name="bookings")
+    quote = models.ForeignKey(Quote, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    start_date = models.DateField()
+    end_date = models.DateField()
+    guests = models.PositiveIntegerField()
+    total_price = models.DecimalField(max_digits=12, decimal_places=2)
+    currency = models.CharField(max_length=3)
+
+    status = FSMField(max_length=20, choices=BookingState.choices, default=S.REQUESTED, protected=True)
+    status_changed_at = models.DateTimeField(default=timezone.now)
+    # By this time the partner must have confirmed, or the booking expires (invariant 7).
+    deadline = models.DateTimeField()
+    # When automation should look at this booking next (sync, retry); the sweeper's index.
+    next_check_at = models.DateTimeField(null=True, blank=True)
+    last_synced_at = models.DateTimeField(null=True, blank=True)
+    submission_count = models.PositiveIntegerField(default=0)
+    attention_reason = models.CharField(max_length=64, blank=True)
+    attention_detail = models.TextField(blank=True)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = BookingQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["customer", "-created_at"], name="booking_customer_recent"),
+            models.Index(
+                fields=["next_check_at"],
+                name="booking_due_open",
+                condition=Q(status__in=sorted(OPEN_STATES)),
+            ),
+            models.Index(fields=["status", "status_changed_at"], name="booking_status_age"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(end_date__gt=models.F("start_date")), name="booking_end_after_start"
+            ),
+            models.CheckConstraint(condition=Q(guests__gte=1), name="booking_guests_positive"),
+        ]
+        permissions = [
+            ("sync_booking", "Can force a partner sync of a booking"),
+            ("retry_booking", "Can retry a booking's submission"),
+            ("compensate_booking", "Can cancel a booking's reservation at the partner and fail it"),
+            ("resolve_booking", "Can mark a booking that needs attention as resolved"),
+            ("cancel_booking_support", "Can cancel a booking on a customer's behalf"),
+        ]
+
+    def __str__(self) -> str:
+        return self.reference
+
+    # --- derived -------------------------------------------------------------------------
+    @property
+    def partner_key(self) -> str:
+        """The idempotency key / client reference we send the partner: ours, never the customer's."""
+        return f"bk-{self.id.hex}"
+
+    @property
+    def nights(self) -> int:
+        return (self.end_date - self.start_date).days
+
+    @property
+    def customer_status(self) -> CustomerStatus:
+        return customer_view(self.status)[0]
+
+    @property
+    def customer_message(self) -> str:
+        return customer_view(self.status)[1]
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_STATES
+
+    @property
+    def is_cancellable(self) -> bool:
+        return self.status in CANCELLABLE_STATES
+
+    # --- transitions: pure, own row only; services save and record them --------------------
+    def _moved(self) -> None:
+        self.status_changed_at = timezone.now()
+
+    @transition(field=status, source=S.REQUESTED, target=S.SUBMITTING)
+    def start_submission(self) -> None:
+        self._moved()
+        self.submission_count += 1
+
+    # REQUESTED appears among the sources below because partner truth may arrive for a booking
+    # whose earlier attempt we had already given up on (a late listing entry after a requeue).
+    @transition(field=status, source=[S.REQUESTED, S.SUBMITTING, S.UNKNOWN], target=S.PENDING_PARTNER)
+    def mark_partner_pending(self) -> None:
+        self._moved()
+
+    @transition(field=status, source=S.SUBMITTING, target=S.UNKNOWN)
+    def mark_outcome_unknown(self) -> None:
+        self._moved()
+
+    @transition(
+        field=status,
+        source=[S.REQUESTED, S.SUBMITTING, S.UNKNOWN, S.PENDING_PARTNER, S.NEEDS_ATTENTION],
+        target=S.CONFIRMED,
+    )
+    def confirm(self) -> None:
+        self._moved()
+        self.attention_reason = ""
+
+    @transition(
+        field=status,
+        source=[S.REQUESTED, S.SUBMITTING, S.UNKNOWN, S.PENDING_PARTNER],
+        target=S.REJECTED,
+    )
+    def reject(self) -> None:
+        self._moved()
+
+    @transition(
+        field=status,
+        source=[S.REQUESTED, S.SUBMITTING, S.UNKNOWN, S.PENDING_PARTNER, S.NEEDS_ATTENTION],
+        target=S.FAILED,
+    )
+    def fail(self) -> None:
+        self._moved()
+
+    @transition(
+        field=status,
+        source=[S.REQUESTED, S.SUBMITTING, S.UNKNOWN, S.PENDING_PARTNER],
+        target=S.EXPIRED,
+    )
+    def expire(self) -> None:
+        self._moved()
+
+    @transition(field=status, source=sorted(CANCELLABLE_STATES), target=S.CANCEL_REQUESTED)
+    def request_cancel(self) -> None:
+        self._moved()
+
+    @transition(field=status, source=[S.CANCEL_REQUESTED, S.NEEDS_ATTENTION], target=S.CANCELLED)
+    def mark_cancelled(self) -> None:
+        self._moved()
+
+    @transition(
+        field=status,
+        # Terminal states too: a live partner reservation we cannot cancel needs a person.
+        source=[
+            S.SUBMITTING,
+            S.UNKNOWN,
+            S.PENDING_PARTNER,
+            S.CONFIRMED,
+            S.CANCEL_REQUESTED,
+            S.REJECTED,
+            S.FAILED,
+            S.EXPIRED,
+            S.CANCELLED,
+        ],
+        target=S.NEEDS_ATTENTION,
+    )
+    def flag_for_attention(self, *, reason: str, detail: str = "") -> None:
+        self._moved()
+        self.attention_reason = reason
+        self.attention_detail = detail
+
+    @transition(field=status, source=[S.UNKNOWN, S.NEEDS_ATTENTION], target=S.REQUESTED)
+    def requeue_submission(self) -> None:
+        """Only once a lookup proved the partner holds nothing for this booking."""
+        self._moved()
+        self.attention_reason = ""
+
+    @transition(field=status, source=[S.SUBMITTING], target=S.REQUESTED)
+    def release_submission(self) -> None:
+        """The call provably never left (connect error, partner circuit open): try again later."""
+        self._moved()
+
+
+class BookingEventQuerySet(models.QuerySet["BookingEvent"]):
+    def update(self, **kwargs):  # type: ignore[override]
+        raise TypeError("The booking timeline is append-only.")
+
+    def delete(self):  # type: ignore[override]
+        raise TypeError("The booking timeline is append-only.")
+
+
+class Actor(models.TextChoices):
+    CUSTOMER = "customer", "Customer"
+    WORKER = "worker", "Worker"
+    WEBHOOK = "webhook", "Webhook"
+    SWEEPER = "sweeper", "Sweeper"
+    SUPPORT = "support", "Support user"
+    SYSTEM = "system", "System"
+
+
+class BookingEvent(models.Model):
+    """One append-only row of a booking's timeline.
+
+    `kind` is a namespaced code (`booking.confirmed`, `partner.attempt.ambiguous`,
+    `support.resolved`). `partner_time` is the partner's clock when the row reflects something
+    the partner said; `skew_ms` is our estimate of the partner's clock offset at that moment.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    booking = models.ForeignKey(Booking, on_delete=models.PROTECT, related_name="events")
+    kind = models.CharField(max_length=64)
+    actor = models.CharField(max_length=16, choices=Actor.choices)
+    actor_label = models.CharField(max_length=150, blank=True, help_text="User name, worker id, ...")
+    from_state = models.CharField(max_length=20, blank=True)
+    to_state = models.CharField(max_length=20, blank=True)
+    summary = models.CharField(max_length=300, blank=True)
+    occurred_at = models.DateTimeField(default=timezone.now, db_index=True)
+    partner_time = models.DateTimeField(null=True, blank=True)
+    skew_ms = models.IntegerField(null=True, blank=True)
+    data = models.JSONField(default=dict, blank=True)
+
+    objects = BookingEventQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["occurred_at", "id"]
+        indexes = [models.Index(fields=["booking", "occurred_at", "id"], name="event_booking_time")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} @ {self.occurred_at:%Y-%m-%d %H:%M:%S}"
+
+    def save(self, *args, **kwargs) -> None:
+        if not self._state.adding:
+            raise TypeError("The booking timeline is append-only.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise TypeError("The booking timeline is append-only.")
+
+
+class IdempotencyRecord(models.Model):
+    """A customer's Idempotency-Key, committed in the same transaction as the booking it made."""
+
+    customer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=255)
+    request_fingerprint = models.CharField(max_length=64)
+    booking = models.ForeignKey(Booking, on_delete=models.CASCADE, related_name="+")
+    response_status = models.PositiveSmallIntegerField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["customer", "key"], name="idempotency_unique_per_customer")
+        ]
+
+    def __str__(self) -> str:
+        return self.key

@@ -1,0 +1,84 @@
+"""Validation and pricing of a stay. The price is always computed here, never taken from a client."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+
+from django.conf import settings
+from django.utils import timezone
+
+from bookings.models import Offer
+from config.errors import ValidationFailed
+
+CENT = Decimal("0.01")
+
+
+@dataclass(frozen=True)
+class Stay:
+    offer: Offer
+    start_date: date
+    end_date: date
+    guests: int
+
+    @property
+    def nights(self) -> int:
+        return (self.end_date - self.start_date).days
+
+
+@dataclass(frozen=True)
+class Price:
+    unit_price: Decimal
+    nights: int
+    fee: Decimal
+    total: Decimal
+    currency: str
+
+
+def confirmation_deadline(*, start_date: date, now: datetime) -> datetime:
+    """The booking must be resolved by then: the window, but well before the booked start."""
+    start_of_stay = datetime.combine(start_date, time.min, tzinfo=UTC)
+    return min(now + settings.BOOKING_CONFIRMATION_WINDOW, start_of_stay - settings.BOOKING_MIN_LEAD_TIME)
+
+
+def validate_stay(stay: Stay, *, now: datetime | None = None) -> None:
+    """Raise `ValidationFailed` naming every field that is wrong."""
+    now = now or timezone.now()
+    errors: dict[str, list[str]] = {}
+    offer = stay.offer
+    if not offer.is_active:
+        errors.setdefault("offer", []).append("This offer is no longer available.")
+    if not offer.partner.enabled:
+        errors.setdefault("offer", []).append("This offer's partner is not taking bookings right now.")
+    if stay.start_date <= now.date():
+        errors.setdefault("start_date", []).append("The start date must be in the future.")
+    elif confirmation_deadline(start_date=stay.start_date, now=now) <= now + timedelta(minutes=1):
+        lead_hours = int(settings.BOOKING_MIN_LEAD_TIME.total_seconds() // 3600)
+        errors.setdefault("start_date", []).append(
+            f"Too close to the start: bookings close {lead_hours} hours before the start date."
+        )
+    if stay.end_date <= stay.start_date:
+        errors.setdefault("end_date", []).append("The end date must be after the start date.")
+    elif stay.nights > settings.BOOKING_MAX_NIGHTS:
+        errors.setdefault("end_date", []).append(
+            f"A booking may cover at most {settings.BOOKING_MAX_NIGHTS} nights."
+        )
+    if stay.guests < 1:
+        errors.setdefault("guests", []).append("At least one guest is required.")
+    elif stay.guests > offer.capacity:
+        errors.setdefault("guests", []).append(f"This offer takes at most {offer.capacity} guests.")
+    if errors:
+        raise ValidationFailed("The booking request is invalid.", fields=errors)
+
+
+def price_stay(stay: Stay) -> Price:
+    fee = Decimal(settings.BOOKING_SERVICE_FEE).quantize(CENT)
+    total = (stay.offer.unit_price * stay.nights + fee).quantize(CENT)
+    return Price(
+        unit_price=stay.offer.unit_price,
+        nights=stay.nights,
+        fee=fee,
+        total=total,
+        currency=stay.offer.currency,
+    )

@@ -1,0 +1,290 @@
+"""Writes of the booking core. Each service owns its transaction; views and actors call these."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+from uuid import UUID
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from django_fsm import ConcurrentTransition, TransitionNotAllowed, can_proceed
+
+from bookings import ports
+from bookings.models import Actor, Booking, IdempotencyRecord, Offer, Quote
+from bookings.pricing import Stay, confirmation_deadline, price_stay, validate_stay
+from bookings.states import BookingState
+from bookings.timeline import record_event
+from config.errors import InvalidTransition, Unprocessable, ValidationFailed
+from config.logging import log_context
+
+logger = logging.getLogger(__name__)
+S = BookingState
+
+
+# --- the one way a booking changes state -----------------------------------------------------
+def lock_booking(booking_id: UUID) -> Booking:
+    """Load a booking with a row lock; call inside `transaction.atomic()`."""
+    return Booking.objects.select_for_update().select_related("partner").get(pk=booking_id)
+
+
+def apply_transition(
+    booking: Booking,
+    transition: str,
+    *,
+    actor: Actor | str,
+    actor_label: str = "",
+    kind: str | None = None,
+    summary: str = "",
+    data: dict[str, Any] | None = None,
+    partner_time: datetime | None = None,
+    skew_ms: int | None = None,
+    extra_fields: tuple[str, ...] = (),
+    **transition_kwargs: Any,
+) -> Booking:
+    """Run a transition on a locked booking, save it and write its timeline row.
+
+    Must run inside the caller's `atomic()` block, on a row from `lock_booking`.
+    """
+    method = getattr(booking, transition)
+    old = booking.status
+    if not can_proceed(method):
+        raise InvalidTransition(
+            f"Booking {booking.reference} cannot {transition.replace('_', ' ')} from {old}.",
+            fields={"status": [old]},
+        )
+    try:
+        method(**transition_kwargs)
+        booking.save(
+            update_fields=[
+                "status",
+                "status_changed_at",
+                "submission_count",
+                "attention_reason",
+                "attention_detail",
+                "updated_at",
+                *extra_fields,
+            ]
+        )
+    except (TransitionNotAllowed, ConcurrentTransition) as exc:
+        raise InvalidTransition(str(exc)) from exc
+    record_event(
+        booking,
+        kind or f"booking.{booking.status}",
+        actor=actor,
+        actor_label=actor_label,
+        summary=summary or f"{old} → {booking.status}",
+        from_state=old,
+        to_state=booking.status,
+        partner_time=partner_time,
+        skew_ms=skew_ms,
+        data=data,
+    )
+    logger.info(
+        "booking transition",
+        extra={
+            "booking": booking.reference,
+            "transition": transition,
+            "from": old,
+            "to": booking.status,
+        },
+    )
+    return booking
+
+
+# --- quotes ---------------------------------------------------------------------------------
+def _active_offer(offer_id: int) -> Offer:
+    try:
+        return Offer.objects.select_related("partner").get(pk=offer_id)
+    except Offer.DoesNotExist:
+        raise ValidationFailed("Unknown offer.", fields={"offer": ["No such offer."]}) from None
+
+
+def quote_create(*, customer, offer_id: int, start_date: date, end_date: date, guests: int) -> Quote:
+    stay = Stay(offer=_active_offer(offer_id), start_date=start_date, end_date=end_date, guests=guests)
+    validate_stay(stay)
+    price = price_stay(stay)
+    return Quote.objects.create(
+        customer=customer,
+        offer=stay.offer,
+        start_date=start_date,
+        end_date=end_date,
+        guests=guests,
+        total_price=price.total,
+        currency=price.currency,
+        expires_at=timezone.now() + settings.QUOTE_TTL,
+    )
+
+
+# --- bookings -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class BookingRequest:
+    offer_id: int
+    start_date: date
+    end_date: date
+    guests: int
+    quote_id: UUID | None = None
+
+    def fingerprint(self) -> str:
+        canonical = json.dumps(
+            {
+                "offer": self.offer_id,
+                "start_date": self.start_date.isoformat(),
+                "end_date": self.end_date.isoformat(),
+                "guests": self.guests,
+                "quote": str(self.quote_id) if self.quote_id else None,
+            },
+            sort_keys=True,
+        )
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class BookingCreated:
+    booking: Booking
+    created: bool  # False when an earlier request with the same key made it
+    response_status: int
+
+
+def _replay(*, customer, idempotency_key: str, fingerprint: str) -> BookingCreated | None:
+    record = (
+        IdempotencyRecord.objects.select_related("booking")
+        .filter(customer=customer, key=idempotency_key)
+        .first()
+    )
+    if record is None:
+        return None
+    if record.request_fingerprint != fingerprint:
+        raise Unprocessable(
+            "This Idempotency-Key was already used with a different request body.",
+            code="idempotency_key_reused",
+        )
+    return BookingCreated(booking=record.booking, created=False, response_status=record.response_status)
+
+
+def _quote_for(*, customer, request: BookingRequest, offer: Offer) -> Quote | None:
+    if request.quote_id is None:
+        return None
+    quote = Quote.objects.filter(pk=request.quote_id, customer=customer).first()
+    if quote is None:
+        raise ValidationFailed("Unknown quote.", fields={"quote": ["No such quote."]})
+    if quote.is_expired():
+        raise ValidationFailed("The quote has expired.", fields={"quote": ["This quote has expired."]})
+    mismatched = [
+        name
+        for name, value in (
+            ("offer", offer.pk),
+            ("start_date", request.start_date),
+            ("end_date", request.end_date),
+            ("guests", request.guests),
+        )
+        if getattr(quote, "offer_id" if name == "offer" else name) != value
+    ]
+    if mismatched:
+        raise ValidationFailed(
+            "The quote does not match this booking.",
+            fields={name: ["Differs from the quote."] for name in mismatched},
+        )
+    return quote
+
+
+def booking_create(*, customer, request: BookingRequest, idempotency_key: str) -> BookingCreated:
+    """Validate, price and store a booking, and queue its submission after commit.
+
+    The customer's Idempotency-Key commits with the booking (unique per customer), so the same
+    key gives the same booking even when two requests race.
+    """
+    fingerprint = request.fingerprint()
+    replay = _replay(customer=customer, idempotency_key=idempotency_key, fingerprint=fingerprint)
+    if replay:
+        return replay
+
+    offer = _active_offer(request.offer_id)
+    stay = Stay(offer=offer, start_date=request.start_date, end_date=request.end_date, guests=request.guests)
+    validate_stay(stay)
+    quote = _quote_for(customer=customer, request=request, offer=offer)
+    price = price_stay(stay)
+    now = timezone.now()
+
+    for _ in range(3):  # a new random reference on the (very rare) reference collision
+        try:
+            with transaction.atomic():
+                booking = Booking.objects.create(
+                    customer=customer,
+                    offer=offer,
+                    partner=offer.partner,
+                    quote=quote,
+                    start_date=request.start_date,
+                    end_date=request.end_date,
+                    guests=request.guests,
+                    total_price=quote.total_price if quote else price.total,
+                    currency=quote.currency if quote else price.currency,
+                    deadline=confirmation_deadline(start_date=request.start_date, now=now),
+                    next_check_at=now + settings.BOOKING_SUBMIT_GRACE,
+                )
+                IdempotencyRecord.objects.create(
+                    customer=customer,
+                    key=idempotency_key,
+                    request_fingerprint=fingerprint,
+                    booking=booking,
+                    response_status=202,
+                )
+                record_event(
+                    booking,
+                    "booking.requested",
+                    actor=Actor.CUSTOMER,
+                    actor_label=customer.get_username(),
+                    summary=f"Requested {offer.product_id}, {stay.nights} nights, {booking.total_price} {booking.currency}",
+                    to_state=booking.status,
+                    data={
+                        "price": {
+                            "unit_price": str(price.unit_price),
+                            "nights": price.nights,
+                            "fee": str(price.fee),
+                            "total": str(booking.total_price),
+                            "currency": booking.currency,
+                        },
+                        "quote": str(quote.pk) if quote else None,
+                        "deadline": booking.deadline.isoformat(),
+                    },
+                )
+                ports.submit_on_commit(booking.pk)
+        except IntegrityError:
+            replay = _replay(customer=customer, idempotency_key=idempotency_key, fingerprint=fingerprint)
+            if replay:
+                return replay
+            continue
+        with log_context(booking=booking.reference, partner_key=booking.partner_key):
+            logger.info("booking requested", extra={"partner": offer.partner.code})
+        return BookingCreated(booking=booking, created=True, response_status=202)
+    raise IntegrityError("Could not allocate a unique booking reference.")
+
+
+def booking_request_cancel(*, booking_id: UUID, actor: Actor | str, actor_label: str = "") -> Booking:
+    """Ask for a cancellation; idempotent while one is under way or done."""
+    with transaction.atomic():
+        booking = lock_booking(booking_id)
+        if booking.status in (S.CANCEL_REQUESTED, S.CANCELLED):
+            return booking
+        if not booking.is_cancellable:
+            raise InvalidTransition(
+                f"Booking {booking.reference} is {booking.status} and can no longer be cancelled.",
+                code="not_cancellable",
+            )
+        booking.next_check_at = timezone.now() + settings.BOOKING_SUBMIT_GRACE
+        apply_transition(
+            booking,
+            "request_cancel",
+            actor=actor,
+            actor_label=actor_label,
+            kind="booking.cancel_requested",
+            summary="Cancellation requested",
+            extra_fields=("next_check_at",),
+        )
+        ports.cancel_on_commit(booking.pk)
+        return booking

@@ -1,0 +1,41 @@
+"""`make run`: every process of the Procfile under honcho, with the embedded Redis when no
+REDIS_URL is set. Stops everything it started (the Redis server too) on Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from config import embedded_redis
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def main() -> int:
+    env = dict(os.environ)
+    var_dir = Path(env.get("VAR_DIR", BASE_DIR / "var"))
+    port = env.get("PORT", "8000")
+    env.setdefault("WEB_PORT", port)
+    redis_server = None
+    if not env.get("REDIS_URL"):
+        redis_server = embedded_redis.EmbeddedRedis(var_dir).start()
+        env["REDIS_URL"] = redis_server.url
+        print(f"embedded redis-server on {redis_server.socket}", flush=True)
+    (var_dir / "sandbox").mkdir(parents=True, exist_ok=True)
+    honcho = [sys.executable, "-m", "honcho", "start", "-f", str(BASE_DIR / "Procfile"), "-p", port]
+    process = subprocess.Popen(honcho, env=env, cwd=BASE_DIR)
+    try:
+        return process.wait()
+    except KeyboardInterrupt:
+        process.send_signal(signal.SIGINT)
+        return process.wait()
+    finally:
+        if redis_server is not None:
+            redis_server.stop()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

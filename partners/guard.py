@@ -1,0 +1,131 @@
+"""Per-partner concurrency cap and circuit breaker, shared by every worker process through Redis.
+
+A partner that keeps failing trips its breaker: further calls are not made (they come back as
+transient, "circuit open") until the reset timeout lets one trial call through. The state is
+visible to support and ops through `guard_status`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from functools import cache
+from typing import Any
+
+import pybreaker
+import redis
+from django.conf import settings
+from dramatiq.rate_limits import ConcurrentRateLimiter
+from dramatiq.rate_limits.backends import RedisBackend
+
+from config.embedded_redis import with_socket_timeouts
+from partners.connectors.base import CallResult
+from partners.models import Outcome, Partner
+
+_breakers: dict[str, pybreaker.CircuitBreaker] = {}
+_lock = threading.Lock()
+
+
+class _PartnerFailing(Exception):
+    """Carries a failed result through pybreaker so that it counts as a failure."""
+
+    def __init__(self, result: CallResult) -> None:
+        super().__init__(result.error or result.outcome)
+        self.result = result
+
+
+@cache
+def _redis() -> redis.Redis:
+    return redis.Redis.from_url(with_socket_timeouts(settings.REDIS_URL, 5))
+
+
+@cache
+def _limiter_backend() -> RedisBackend:
+    return RedisBackend(client=_redis())
+
+
+def _namespace(partner: Partner) -> str:
+    return f"{settings.PARTNER_GUARD_NAMESPACE}:{partner.code}"
+
+
+def breaker_for(partner: Partner) -> pybreaker.CircuitBreaker:
+    with _lock:
+        breaker = _breakers.get(partner.code)
+        if breaker is None:
+            storage = pybreaker.CircuitRedisStorage(
+                pybreaker.STATE_CLOSED, _redis(), namespace=f"{_namespace(partner)}:breaker"
+            )
+            breaker = pybreaker.CircuitBreaker(
+                fail_max=settings.PARTNER_BREAKER_FAIL_MAX,
+                reset_timeout=settings.PARTNER_BREAKER_RESET_S,
+                state_storage=storage,
+                name=partner.code,
+            )
+            _breakers[partner.code] = breaker
+        return breaker
+
+
+def limiter_for(partner: Partner) -> ConcurrentRateLimiter:
+    ttl_ms = int(max(60.0, (partner.connect_timeout_s + partner.read_timeout_s) * 3) * 1000)
+    return ConcurrentRateLimiter(
+        _limiter_backend(),
+        f"{_namespace(partner)}:concurrency",
+        limit=partner.max_concurrency,
+        ttl=ttl_ms,
+    )
+
+
+def _counts_as_failure(result: CallResult) -> bool:
+    # The partner misbehaving (timeouts, 5xx, dropped connections) trips the breaker; its own
+    # throttling (429) and answers about our request (4xx, rejections) do not.
+    return result.outcome in (Outcome.AMBIGUOUS, Outcome.TRANSIENT) and result.http_status != 429
+
+
+def not_sent(reason: str, *, retry_after_s: float) -> CallResult:
+    return CallResult(outcome=Outcome.TRANSIENT, error=reason, error_code=reason, retry_after_s=retry_after_s)
+
+
+def guarded_call(partner: Partner, call: Callable[[], CallResult]) -> CallResult:
+    """Make `call` within the partner's concurrency cap and circuit breaker.
+
+    When the cap is reached or the circuit is open, no call is made and the result is transient.
+    """
+    if not partner.enabled:
+        return not_sent("partner_disabled", retry_after_s=settings.PARTNER_BREAKER_RESET_S)
+
+    def checked() -> CallResult:
+        result = call()
+        if _counts_as_failure(result):
+            raise _PartnerFailing(result)
+        return result
+
+    with limiter_for(partner).acquire(raise_on_failure=False) as acquired:
+        if not acquired:
+            return not_sent("concurrency_limit", retry_after_s=1.0)
+        try:
+            return breaker_for(partner).call(checked)
+        except _PartnerFailing as failing:
+            return failing.result
+        except pybreaker.CircuitBreakerError as exc:
+            cause = exc.__cause__ or exc.__context__
+            if isinstance(cause, _PartnerFailing):  # this very call tripped the breaker
+                return cause.result
+            return not_sent("circuit_open", retry_after_s=settings.PARTNER_BREAKER_RESET_S)
+
+
+def guard_status(partner: Partner) -> dict[str, Any]:
+    breaker = breaker_for(partner)
+    in_flight = _redis().get(f"{_namespace(partner)}:concurrency")
+    opened_at = breaker._state_storage.opened_at
+    return {
+        "circuit": breaker.current_state,
+        "fail_counter": breaker.fail_counter,
+        "opened_at": opened_at.isoformat() if opened_at else None,
+        "in_flight": int(in_flight or 0),
+        "max_concurrency": partner.max_concurrency,
+    }
+
+
+def reset(partner: Partner) -> None:
+    """Close the breaker (ops, tests)."""
+    breaker_for(partner).close()

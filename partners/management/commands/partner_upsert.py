@@ -1,0 +1,87 @@
+"""Register or update a partner and its offers."""
+
+from __future__ import annotations
+
+import json
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from config.errors import ValidationFailed
+from partners.models import Adapter
+from partners.services.registry import OfferSpec, partner_upsert
+
+
+def _timeouts(text: str) -> tuple[float, float]:
+    try:
+        connect, read = (float(part) for part in text.split(","))
+    except ValueError:
+        raise CommandError(f"--timeouts {text!r}: expected CONNECT,READ seconds, e.g. 2,10") from None
+    return connect, read
+
+
+class Command(BaseCommand):
+    help = "Register or update a partner (adapter, URL, credentials, capabilities) and its offers."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--code", required=True)
+        parser.add_argument("--name", default="")
+        parser.add_argument("--adapter", required=True, choices=Adapter.values)
+        parser.add_argument("--base-url", required=True)
+        parser.add_argument(
+            "--api-key", required=True, help="The key, or env:VARIABLE to read it at call time."
+        )
+        parser.add_argument(
+            "--capabilities",
+            help="Comma-separated: idempotency_keys,lookup_by_reference,webhooks,async_confirmation,"
+            "change_listing. Default: everything the adapter's protocol offers.",
+        )
+        parser.add_argument("--webhook-secret", default="", help="whsec_... (or env:VARIABLE)")
+        parser.add_argument("--timezone", default="UTC", help="The partner's local time zone (legacy).")
+        parser.add_argument("--timeouts", default="2,10", help="CONNECT,READ seconds (default 2,10).")
+        parser.add_argument("--max-concurrency", type=int, default=8)
+        parser.add_argument("--disabled", action="store_true", help="Register it disabled.")
+        parser.add_argument(
+            "--offer",
+            action="append",
+            default=[],
+            metavar="PRODUCT_ID:UNIT_PRICE:CURRENCY:CAPACITY",
+        )
+        parser.add_argument("--json", action="store_true", help="Print the result as JSON.")
+
+    def handle(self, *args, **options) -> None:
+        try:
+            offers = [OfferSpec.parse(text) for text in options["offer"]]
+            caps = options["capabilities"]
+            partner, created = partner_upsert(
+                code=options["code"],
+                name=options["name"],
+                adapter=options["adapter"],
+                base_url=options["base_url"],
+                api_key=options["api_key"],
+                capabilities=[c.strip() for c in caps.split(",") if c.strip()] if caps is not None else None,
+                webhook_secret=options["webhook_secret"],
+                timezone_name=options["timezone"],
+                timeouts=_timeouts(options["timeouts"]),
+                max_concurrency=options["max_concurrency"],
+                enabled=not options["disabled"],
+                offers=offers,
+            )
+        except ValidationFailed as exc:
+            details = "; ".join(f"{k}: {' '.join(v)}" for k, v in exc.fields.items())
+            raise CommandError(f"{exc.message} {details}".strip()) from None
+        result = {
+            "code": partner.code,
+            "created": created,
+            "adapter": partner.adapter,
+            "base_url": partner.base_url,
+            "capabilities": partner.capabilities,
+            "queue": partner.queue_name,
+            "offers": [o.product_id for o in offers],
+        }
+        if options["json"]:
+            self.stdout.write(json.dumps(result))
+        else:
+            verb = "Registered" if created else "Updated"
+            self.stdout.write(self.style.SUCCESS(f"{verb} partner {partner.code} ({partner.adapter})"))
+            for product in result["offers"]:
+                self.stdout.write(f"  offer {product}")

@@ -1,0 +1,323 @@
+"""Everything we know about partners and what they told us.
+
+`Partner` rows carry an adapter and capabilities: recovery rules read capabilities, never codes.
+`PartnerAttempt` is written (and committed) before each outbound call and completed after it.
+`PartnerReservation` is every reservation a partner holds that we know of.
+`PartnerObservation` is every piece of partner truth that came in (response, webhook, lookup,
+listing), applied or ignored: the one door of invariant 1 writes it.
+`InboundEvent` is every webhook delivery as received, raw.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+
+class Adapter(models.TextChoices):
+    REFERENCE = "reference", "Reference (JSON, webhooks)"
+    LEGACY = "legacy", "Legacy (listing only)"
+
+
+class Capability(models.TextChoices):
+    IDEMPOTENCY_KEYS = "idempotency_keys", "Honours idempotency keys"
+    LOOKUP_BY_REFERENCE = "lookup_by_reference", "Lookup by client reference"
+    WEBHOOKS = "webhooks", "Sends webhooks"
+    ASYNC_CONFIRMATION = "async_confirmation", "Confirms asynchronously"
+    CHANGE_LISTING = "change_listing", "Lists changes since a time"
+
+
+class Partner(models.Model):
+    code = models.SlugField(max_length=40, unique=True)
+    name = models.CharField(max_length=200)
+    adapter = models.CharField(max_length=20, choices=Adapter.choices)
+    base_url = models.URLField()
+    # The API key, or `env:VARIABLE` to read it from the environment. Never shown in the admin.
+    api_key = models.CharField(max_length=500, blank=True)
+    capabilities = models.JSONField(default=list, blank=True)
+    connect_timeout_s = models.FloatField(default=2.0)
+    read_timeout_s = models.FloatField(default=10.0)
+    max_concurrency = models.PositiveIntegerField(default=8)
+    webhook_secret = models.CharField(max_length=500, blank=True)
+    timezone = models.CharField(max_length=64, default="UTC", help_text="Legacy partners' local time.")
+    enabled = models.BooleanField(default=True)
+    # Estimated partner clock minus ours (ms), from Date headers and webhook timestamps.
+    clock_skew_ms = models.IntegerField(null=True, blank=True)
+    clock_skew_measured_at = models.DateTimeField(null=True, blank=True)
+    # Legacy change listing: the partner-local `modified` time up to which we have read.
+    listing_checkpoint = models.CharField(max_length=32, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["code"]
+
+    def __str__(self) -> str:
+        return self.code
+
+    def has(self, capability: str) -> bool:
+        return capability in (self.capabilities or [])
+
+    @property
+    def queue_name(self) -> str:
+        return f"partner-{self.code}"
+
+    def resolved_api_key(self) -> str:
+        return _resolve_secret(self.api_key)
+
+    def resolved_webhook_secret(self) -> str:
+        return _resolve_secret(self.webhook_secret)
+
+
+def _resolve_secret(value: str) -> str:
+    if value.startswith("env:"):
+        return os.environ.get(value.removeprefix("env:"), "")
+    return value
+
+
+class ReservationStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    CONFIRMED = "confirmed", "Confirmed"
+    REJECTED = "rejected", "Rejected"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+LIVE_RESERVATION_STATUSES = (ReservationStatus.PENDING, ReservationStatus.CONFIRMED)
+
+
+class Source(models.TextChoices):
+    RESPONSE = "response", "Call response"
+    WEBHOOK = "webhook", "Webhook"
+    LOOKUP = "lookup", "Lookup"
+    LISTING = "listing", "Change listing"
+
+
+class ReservationRole(models.TextChoices):
+    PRIMARY = "primary", "The booking's reservation"
+    DUPLICATE = "duplicate", "Duplicate (to compensate)"
+    ORPHAN = "orphan", "Orphan (no booking wants it)"
+
+
+class PartnerReservation(models.Model):
+    partner = models.ForeignKey(Partner, on_delete=models.PROTECT, related_name="reservations")
+    partner_ref = models.CharField(max_length=100, help_text="The partner's id / booking number.")
+    booking = models.ForeignKey(
+        "bookings.Booking",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="partner_reservations",
+    )
+    client_reference = models.CharField(max_length=100, blank=True, db_index=True)
+    role = models.CharField(max_length=12, choices=ReservationRole.choices, default=ReservationRole.PRIMARY)
+    status = models.CharField(max_length=12, choices=ReservationStatus.choices)
+    reason = models.CharField(max_length=100, blank=True)
+    version = models.PositiveIntegerField(null=True, blank=True)
+    partner_created_at = models.DateTimeField(null=True, blank=True)
+    partner_modified_at = models.DateTimeField(null=True, blank=True)
+    learned_from = models.CharField(max_length=10, choices=Source.choices)
+    first_seen_at = models.DateTimeField(default=timezone.now)
+    last_observed_at = models.DateTimeField(default=timezone.now)
+    # Compensation: set when we decided to cancel it at the partner; done when verified.
+    compensation_requested_at = models.DateTimeField(null=True, blank=True)
+    compensation_reason = models.CharField(max_length=64, blank=True)
+    compensated_at = models.DateTimeField(null=True, blank=True)
+    payload = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["partner", "partner_ref"], name="reservation_unique_per_partner")
+        ]
+        indexes = [models.Index(fields=["booking", "status"], name="reservation_booking_status")]
+        ordering = ["first_seen_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.partner_id}:{self.partner_ref}"
+
+    @property
+    def is_live(self) -> bool:
+        return self.status in LIVE_RESERVATION_STATUSES
+
+
+class Operation(models.TextChoices):
+    CREATE = "create", "Create"
+    GET = "get", "Get"
+    LOOKUP = "lookup", "Lookup by reference"
+    LIST = "list", "Change listing"
+    CANCEL = "cancel", "Cancel"
+
+
+class Outcome(models.TextChoices):
+    IN_FLIGHT = "in_flight", "In flight"
+    OK = "ok", "OK"
+    REJECTED = "rejected", "Rejected by partner"
+    AMBIGUOUS = "ambiguous", "Ambiguous (may have happened)"
+    TRANSIENT = "transient", "Transient (did not happen)"
+    PERMANENT = "permanent", "Permanent error"
+
+
+class PartnerAttemptQuerySet(models.QuerySet["PartnerAttempt"]):
+    def fencing(self) -> PartnerAttemptQuerySet:
+        """Create attempts whose outcome is not known: they fence the booking (invariant 4)."""
+        return self.filter(
+            operation=Operation.CREATE,
+            outcome__in=[Outcome.IN_FLIGHT, Outcome.AMBIGUOUS],
+            resolved_at__isnull=True,
+        )
+
+
+class PartnerAttempt(models.Model):
+    id = models.BigAutoField(primary_key=True)
+    request_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    partner = models.ForeignKey(Partner, on_delete=models.PROTECT, related_name="attempts")
+    booking = models.ForeignKey(
+        "bookings.Booking",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="partner_attempts",
+    )
+    reservation = models.ForeignKey(
+        PartnerReservation,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="attempts",
+    )
+    operation = models.CharField(max_length=10, choices=Operation.choices)
+    idempotency_key = models.CharField(max_length=100, blank=True)
+    started_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.CharField(max_length=10, choices=Outcome.choices, default=Outcome.IN_FLIGHT)
+    http_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    partner_time = models.DateTimeField(null=True, blank=True)
+    # An ambiguous create stays a fence until a lookup says what the partner holds.
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    resolution = models.CharField(max_length=40, blank=True)
+
+    objects = PartnerAttemptQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["started_at", "id"]
+        indexes = [
+            models.Index(fields=["booking", "started_at"], name="attempt_booking_time"),
+            models.Index(fields=["partner", "started_at"], name="attempt_partner_time"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.operation} {self.outcome} ({self.request_id})"
+
+
+class ObservationResult(models.TextChoices):
+    APPLIED = "applied", "Applied"
+    STALE = "stale", "Ignored: older than what we hold"
+    DUPLICATE = "duplicate", "Ignored: same as what we hold"
+
+
+class PartnerObservation(models.Model):
+    """One piece of partner truth about one reservation, as it came in, applied or ignored."""
+
+    id = models.BigAutoField(primary_key=True)
+    reservation = models.ForeignKey(PartnerReservation, on_delete=models.PROTECT, related_name="observations")
+    booking = models.ForeignKey(
+        "bookings.Booking",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="partner_observations",
+    )
+    source = models.CharField(max_length=10, choices=Source.choices)
+    status = models.CharField(max_length=12, choices=ReservationStatus.choices)
+    version = models.PositiveIntegerField(null=True, blank=True)
+    partner_modified_at = models.DateTimeField(null=True, blank=True)
+    received_at = models.DateTimeField(default=timezone.now)
+    result = models.CharField(max_length=10, choices=ObservationResult.choices)
+    attempt = models.ForeignKey(
+        PartnerAttempt, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    inbound_event = models.ForeignKey(
+        "partners.InboundEvent",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="observations",
+    )
+    payload = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["received_at", "id"]
+        indexes = [models.Index(fields=["booking", "received_at"], name="observation_booking_time")]
+
+    def __str__(self) -> str:
+        return f"{self.reservation_id} {self.status} v{self.version} {self.result}"
+
+
+class InboundState(models.TextChoices):
+    RECEIVED = "received", "Received, not processed"
+    PROCESSED = "processed", "Processed"
+    REJECTED = "rejected", "Rejected on receipt"
+    FAILED = "failed", "Processing failed"
+
+
+class InboundResult(models.TextChoices):
+    APPLIED = "applied", "Applied"
+    STALE = "stale", "Stale (older than what we hold)"
+    DUPLICATE = "duplicate", "Duplicate"
+    UNLINKED = "unlinked", "For no booking of ours (orphan case)"
+    REJECTED = "rejected", "Rejected (signature or body)"
+
+
+class InboundEvent(models.Model):
+    id = models.BigAutoField(primary_key=True)
+    partner = models.ForeignKey(Partner, on_delete=models.PROTECT, related_name="inbound_events")
+    event_id = models.CharField(max_length=200, blank=True)
+    received_at = models.DateTimeField(default=timezone.now)
+    raw_body = models.BinaryField()
+    # Only the headers needed to re-verify and to estimate skew; no credentials.
+    headers = models.JSONField(default=dict)
+    partner_timestamp = models.DateTimeField(null=True, blank=True)
+    signature_valid = models.BooleanField(default=False)
+    # A verified redelivery of an event we already hold: recorded, never applied again.
+    duplicate_of = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    state = models.CharField(max_length=10, choices=InboundState.choices, default=InboundState.RECEIVED)
+    result = models.CharField(max_length=10, choices=InboundResult.choices, blank=True)
+    error = models.TextField(blank=True)
+    processed_at = models.DateTimeField(null=True, blank=True)
+    booking = models.ForeignKey(
+        "bookings.Booking",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="inbound_events",
+    )
+    reservation = models.ForeignKey(
+        PartnerReservation,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="inbound_events",
+    )
+
+    class Meta:
+        constraints = [
+            # Only verified deliveries claim an event id: a forged one cannot block the real one.
+            models.UniqueConstraint(
+                fields=["partner", "event_id"],
+                condition=Q(signature_valid=True, duplicate_of__isnull=True),
+                name="inbound_event_unique_verified",
+            )
+        ]
+        indexes = [models.Index(fields=["state", "received_at"], name="inbound_state_time")]
+        ordering = ["-received_at", "-id"]
+        permissions = [("replay_inboundevent", "Can re-verify and replay a stored webhook")]
+
+    def __str__(self) -> str:
+        return f"{self.partner_id}:{self.event_id}"

@@ -1,0 +1,148 @@
+"""Outbound partner calls: attempt recorded before, guarded while, outcome recorded after.
+
+No call may happen inside a database transaction (invariant 2): the attempt row is committed
+first, so a worker killed mid-call leaves an in-flight attempt that fences the booking.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from contextlib import contextmanager
+
+from django.db import connection
+from django.utils import timezone
+
+from bookings.models import Booking
+from config.logging import log_context
+from partners import guard
+from partners.connectors.base import CallResult
+from partners.models import Outcome, Partner, PartnerAttempt, PartnerReservation
+from partners.services.skew import record_skew_sample
+
+logger = logging.getLogger(__name__)
+
+
+class PartnerCallInTransaction(RuntimeError):
+    """Raised when code tries to call a partner while holding a database transaction."""
+
+
+def attempt_open(
+    *,
+    partner: Partner,
+    operation: str,
+    booking: Booking | None = None,
+    reservation: PartnerReservation | None = None,
+    idempotency_key: str = "",
+) -> PartnerAttempt:
+    return PartnerAttempt.objects.create(
+        partner=partner,
+        booking=booking,
+        reservation=reservation,
+        operation=operation,
+        idempotency_key=idempotency_key,
+    )
+
+
+def attempt_close(attempt: PartnerAttempt, result: CallResult) -> PartnerAttempt:
+    attempt.finished_at = timezone.now()
+    attempt.outcome = result.outcome
+    attempt.http_status = result.http_status
+    attempt.latency_ms = result.latency_ms
+    attempt.error = (result.error or result.error_code)[:2000]
+    attempt.partner_time = result.partner_time
+    fields = ["finished_at", "outcome", "http_status", "latency_ms", "error", "partner_time"]
+    if result.outcome != Outcome.AMBIGUOUS and attempt.resolved_at is None:
+        # Anything but an ambiguous outcome tells us what happened: no fence remains.
+        attempt.resolved_at = attempt.finished_at
+        attempt.resolution = result.outcome
+        fields += ["resolved_at", "resolution"]
+    attempt.save(update_fields=fields)
+    return attempt
+
+
+@contextmanager
+def _call_context(attempt: PartnerAttempt):
+    booking_ref = attempt.booking.reference if attempt.booking_id else None
+    partner_key = attempt.idempotency_key or (attempt.booking.partner_key if attempt.booking_id else None)
+    with log_context(
+        booking=booking_ref,
+        partner_key=partner_key,
+        partner=attempt.partner.code,
+        request_id=str(attempt.request_id),
+    ):
+        yield
+
+
+def perform(attempt: PartnerAttempt, call: Callable[[], CallResult]) -> CallResult:
+    """Make the call of an open (committed) attempt through the partner's guard.
+
+    The caller records the outcome with `attempt_close` in the same transaction as its effect,
+    so that no crash can leave a finished attempt whose effect was never recorded.
+    """
+    if connection.in_atomic_block:
+        raise PartnerCallInTransaction(
+            f"{attempt.operation} call to {attempt.partner.code} inside a transaction"
+        )
+    with _call_context(attempt):
+        result = guard.guarded_call(attempt.partner, call)
+        finished = timezone.now()
+        if result.partner_time is not None:
+            record_skew_sample(
+                attempt.partner,
+                partner_time=result.partner_time,
+                our_time=attempt.started_at + (finished - attempt.started_at) / 2,
+            )
+        logger.info(
+            "partner call",
+            extra={
+                "operation": attempt.operation,
+                "outcome": result.outcome,
+                "http_status": result.http_status,
+                "latency_ms": result.latency_ms,
+                "error": result.error_code or result.error[:200],
+            },
+        )
+    return result
+
+
+def attempt_summary(attempt: PartnerAttempt, result: CallResult) -> str:
+    status = f" HTTP {result.http_status}" if result.http_status else ""
+    detail = f": {result.error_code or result.error[:120]}" if (result.error or result.error_code) else ""
+    return f"{attempt.operation} {result.outcome}{status} in {result.latency_ms} ms{detail}"
+
+
+def attempt_data(attempt: PartnerAttempt, result: CallResult) -> dict:
+    return {
+        "attempt_id": attempt.pk,
+        "request_id": str(attempt.request_id),
+        "operation": attempt.operation,
+        "idempotency_key": attempt.idempotency_key,
+        "outcome": result.outcome,
+        "http_status": result.http_status,
+        "latency_ms": result.latency_ms,
+        "error": result.error_code or result.error[:500],
+        "retry_after_s": result.retry_after_s,
+    }
+
+
+def call_and_close(
+    *,
+    partner: Partner,
+    operation: str,
+    call: Callable[[], CallResult],
+    booking: Booking | None = None,
+    reservation: PartnerReservation | None = None,
+    idempotency_key: str = "",
+) -> tuple[PartnerAttempt, CallResult]:
+    """For reads and idempotent calls: open, perform and close at once."""
+    attempt = attempt_open(
+        partner=partner,
+        operation=operation,
+        booking=booking,
+        reservation=reservation,
+        idempotency_key=idempotency_key,
+    )
+    result = perform(attempt, call)
+    attempt_close(attempt, result)
+    return attempt, result

@@ -1,0 +1,308 @@
+"""The one door for partner truth (invariant 1).
+
+Every piece of partner data (call responses, webhooks, lookups, listings) enters through
+`observation_apply`: it is recorded, ordered against what we hold (by version, else partner
+time, then receipt), applied only when newer, and then the booking is reconciled with what its
+partner holds. Stale and duplicate observations are recorded on the timeline as ignored and
+change nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from uuid import UUID
+
+from django.db import transaction
+from django.utils import timezone
+
+from bookings.models import Actor, Booking
+from bookings.services import apply_transition, lock_booking
+from bookings.timeline import record_event
+from partners import decisions
+from partners.connectors.base import ReservationSnapshot
+from partners.models import (
+    InboundEvent,
+    ObservationResult,
+    Partner,
+    PartnerAttempt,
+    PartnerObservation,
+    PartnerReservation,
+    ReservationRole,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Observed:
+    reservation: PartnerReservation
+    observation: PartnerObservation
+    booking: Booking | None
+
+    @property
+    def result(self) -> str:
+        return self.observation.result
+
+
+def _find_booking_id(partner: Partner, snapshot: ReservationSnapshot, booking_id: UUID | None) -> UUID | None:
+    if booking_id:
+        return booking_id
+    linked = (
+        PartnerReservation.objects.filter(partner=partner, partner_ref=snapshot.partner_ref)
+        .values_list("booking_id", flat=True)
+        .first()
+    )
+    if linked:
+        return linked
+    if snapshot.client_reference:
+        return (
+            Booking.objects.filter(partner=partner, reference=snapshot.client_reference)
+            .values_list("id", flat=True)
+            .first()
+        )
+    return None
+
+
+def observation_apply(
+    *,
+    partner: Partner,
+    snapshot: ReservationSnapshot,
+    source: str,
+    actor: Actor | str,
+    actor_label: str = "",
+    booking_id: UUID | None = None,
+    attempt: PartnerAttempt | None = None,
+    inbound_event: InboundEvent | None = None,
+) -> Observed:
+    """Record one partner observation, apply it if newer, and reconcile its booking."""
+    with transaction.atomic():
+        target_id = _find_booking_id(partner, snapshot, booking_id)
+        booking = lock_booking(target_id) if target_id else None  # lock order: booking, then reservation
+        reservation, created = PartnerReservation.objects.select_for_update().get_or_create(
+            partner=partner,
+            partner_ref=snapshot.partner_ref,
+            defaults={
+                "booking": booking,
+                "client_reference": snapshot.client_reference,
+                "status": snapshot.status,
+                "reason": snapshot.reason,
+                "version": snapshot.version,
+                "partner_created_at": snapshot.created_at,
+                "partner_modified_at": snapshot.modified_at,
+                "learned_from": source,
+                "role": ReservationRole.PRIMARY if booking else ReservationRole.ORPHAN,
+                "payload": snapshot.raw,
+            },
+        )
+        incoming = decisions.Held(snapshot.status, snapshot.version, snapshot.modified_at)
+        if created:
+            result = ObservationResult.APPLIED
+        else:
+            held = decisions.Held(reservation.status, reservation.version, reservation.partner_modified_at)
+            result = decisions.order_observation(held, incoming)
+            if result == ObservationResult.APPLIED:
+                _update_reservation(reservation, snapshot, booking)
+            else:
+                reservation.last_observed_at = timezone.now()
+                reservation.save(update_fields=["last_observed_at"])
+
+        observation = PartnerObservation.objects.create(
+            reservation=reservation,
+            booking=booking,
+            source=source,
+            status=snapshot.status,
+            version=snapshot.version,
+            partner_modified_at=snapshot.modified_at,
+            result=result,
+            attempt=attempt,
+            inbound_event=inbound_event,
+            payload=snapshot.raw,
+        )
+        if booking is not None:
+            _record_on_timeline(booking, reservation, observation, partner, actor, actor_label)
+            if result == ObservationResult.APPLIED:
+                reconcile_booking(booking, actor=actor, actor_label=actor_label)
+        elif reservation.is_live and result == ObservationResult.APPLIED:
+            _handle_orphan(reservation)
+        logger.info(
+            "partner observation",
+            extra={
+                "partner": partner.code,
+                "partner_ref": snapshot.partner_ref,
+                "booking": booking.reference if booking else None,
+                "source": source,
+                "status": snapshot.status,
+                "version": snapshot.version,
+                "result": result,
+            },
+        )
+        return Observed(reservation=reservation, observation=observation, booking=booking)
+
+
+def _update_reservation(
+    reservation: PartnerReservation, snapshot: ReservationSnapshot, booking: Booking | None
+) -> None:
+    reservation.status = snapshot.status
+    reservation.reason = snapshot.reason
+    reservation.version = snapshot.version
+    reservation.partner_modified_at = snapshot.modified_at or reservation.partner_modified_at
+    reservation.partner_created_at = reservation.partner_created_at or snapshot.created_at
+    reservation.last_observed_at = timezone.now()
+    reservation.payload = snapshot.raw or reservation.payload
+    fields = [
+        "status",
+        "reason",
+        "version",
+        "partner_modified_at",
+        "partner_created_at",
+        "last_observed_at",
+        "payload",
+    ]
+    if booking is not None and reservation.booking_id is None:
+        reservation.booking = booking
+        reservation.role = ReservationRole.PRIMARY
+        fields += ["booking", "role"]
+    reservation.save(update_fields=fields)
+
+
+def _record_on_timeline(
+    booking: Booking,
+    reservation: PartnerReservation,
+    observation: PartnerObservation,
+    partner: Partner,
+    actor: Actor | str,
+    actor_label: str,
+) -> None:
+    ignored = observation.result != ObservationResult.APPLIED
+    version = f" v{observation.version}" if observation.version is not None else ""
+    record_event(
+        booking,
+        f"partner.observation.{observation.result}",
+        actor=actor,
+        actor_label=actor_label,
+        summary=(
+            f"{observation.source}: {reservation.partner_ref} {observation.status}{version}"
+            + (f" ignored ({observation.result})" if ignored else "")
+        ),
+        partner_time=observation.partner_modified_at,
+        skew_ms=partner.clock_skew_ms,
+        data={
+            "observation_id": observation.pk,
+            "reservation": reservation.partner_ref,
+            "source": observation.source,
+            "status": observation.status,
+            "version": observation.version,
+            "result": observation.result,
+            "inbound_event_id": observation.inbound_event_id,
+            "attempt_id": observation.attempt_id,
+        },
+    )
+
+
+def _views(booking: Booking) -> list[decisions.ReservationView]:
+    rows = booking.partner_reservations.order_by("first_seen_at", "id").values_list(
+        "id", "status", "compensation_requested_at"
+    )
+    return [
+        decisions.ReservationView(
+            id=pk, status=status, linked_order=index, compensating=requested is not None
+        )
+        for index, (pk, status, requested) in enumerate(rows)
+    ]
+
+
+def is_fenced(booking: Booking) -> bool:
+    return PartnerAttempt.objects.fencing().filter(booking=booking).exists()
+
+
+def reconcile_booking(
+    booking: Booking, *, actor: Actor | str, actor_label: str = ""
+) -> decisions.Reconciliation:
+    """Bring a locked booking in line with what its partner holds (call inside `atomic()`)."""
+    plan = decisions.reconcile(booking.status, _views(booking), fenced=is_fenced(booking))
+    if plan.primary is not None:
+        # A live reservation for the booking is the partner's answer to our create.
+        PartnerAttempt.objects.fencing().filter(booking=booking).update(
+            resolved_at=timezone.now(), resolution="partner_holds_reservation"
+        )
+    for reservation_id, reason in plan.compensate.items():
+        request_compensation(
+            reservation_id, reason=reason, booking=booking, actor=actor, actor_label=actor_label
+        )
+    if plan.transition:
+        kwargs = {"reason": plan.reason} if plan.transition == "flag_for_attention" else {}
+        apply_transition(
+            booking,
+            plan.transition,
+            actor=actor,
+            actor_label=actor_label,
+            summary=f"{booking.status} → {_target(plan.transition)} ({plan.reason})",
+            data={"reason": plan.reason},
+            **kwargs,
+        )
+    return plan
+
+
+def _target(transition: str) -> str:
+    return {
+        "confirm": "confirmed",
+        "mark_partner_pending": "pending_partner",
+        "reject": "rejected",
+        "fail": "failed",
+        "mark_cancelled": "cancelled",
+        "flag_for_attention": "needs_attention",
+    }.get(transition, transition)
+
+
+def request_compensation(
+    reservation_id: int,
+    *,
+    reason: str,
+    booking: Booking | None,
+    actor: Actor | str,
+    actor_label: str = "",
+) -> None:
+    """Mark a reservation to be cancelled at the partner and queue that after commit."""
+    from partners import tasks  # the actors import the services; import here to avoid a cycle
+
+    changes: dict[str, object] = {
+        "compensation_requested_at": timezone.now(),
+        "compensation_reason": reason,
+    }
+    if reason == "duplicate":
+        changes["role"] = ReservationRole.DUPLICATE
+    elif booking is None:
+        changes["role"] = ReservationRole.ORPHAN
+    updated = PartnerReservation.objects.filter(
+        pk=reservation_id, compensation_requested_at__isnull=True
+    ).update(**changes)
+    if not updated:
+        return  # already decided: running twice does nothing extra
+    reservation = PartnerReservation.objects.get(pk=reservation_id)
+    if booking is not None:
+        record_event(
+            booking,
+            "partner.compensation.requested",
+            actor=actor,
+            actor_label=actor_label,
+            summary=f"Cancel {reservation.partner_ref} at the partner ({reason})",
+            data={"reservation": reservation.partner_ref, "reason": reason},
+        )
+    transaction.on_commit(
+        lambda: tasks.send_for_partner(tasks.compensate_reservation, reservation.partner, reservation_id)
+    )
+
+
+def _handle_orphan(reservation: PartnerReservation) -> None:
+    from django.conf import settings
+
+    logger.warning(
+        "orphan partner reservation",
+        extra={
+            "partner_ref": reservation.partner_ref,
+            "client_reference": reservation.client_reference,
+        },
+    )
+    if settings.PARTNER_COMPENSATE_ORPHANS:
+        request_compensation(reservation.pk, reason="orphan", booking=None, actor=Actor.SYSTEM)

@@ -1,0 +1,121 @@
+"""Registering partners and their offers (ops, demo data, tests and the chaos run use this)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from django.db import transaction
+
+from bookings.models import Offer
+from config.errors import ValidationFailed
+from partners.models import Adapter, Capability, Partner
+
+DEFAULT_CAPABILITIES = {
+    Adapter.REFERENCE: [
+        Capability.IDEMPOTENCY_KEYS,
+        Capability.LOOKUP_BY_REFERENCE,
+        Capability.WEBHOOKS,
+        Capability.ASYNC_CONFIRMATION,
+    ],
+    Adapter.LEGACY: [Capability.CHANGE_LISTING],
+}
+
+
+@dataclass(frozen=True)
+class OfferSpec:
+    product_id: str
+    unit_price: Decimal
+    currency: str
+    capacity: int
+
+    @classmethod
+    def parse(cls, text: str) -> OfferSpec:
+        """`PRODUCT_ID:UNIT_PRICE:CURRENCY:CAPACITY`, e.g. `hotel-42-dbl:120.00:EUR:2`."""
+        parts = text.split(":")
+        if len(parts) != 4:
+            raise ValidationFailed(f"Offer {text!r} is not PRODUCT_ID:UNIT_PRICE:CURRENCY:CAPACITY.")
+        product_id, price, currency, capacity = parts
+        try:
+            unit_price = Decimal(price)
+            seats = int(capacity)
+        except (InvalidOperation, ValueError):
+            raise ValidationFailed(
+                f"Offer {text!r}: price must be a decimal and capacity an integer."
+            ) from None
+        if not product_id or unit_price < 0 or seats < 1 or len(currency) != 3 or not currency.isalpha():
+            raise ValidationFailed(
+                f"Offer {text!r}: needs a product id, a price >= 0, a 3-letter currency, capacity >= 1."
+            )
+        return cls(product_id, unit_price.quantize(Decimal("0.01")), currency.upper(), seats)
+
+
+def _check(adapter: str, capabilities: list[str], timezone_name: str, timeouts: tuple[float, float]) -> None:
+    errors: dict[str, list[str]] = {}
+    if adapter not in Adapter.values:
+        errors["adapter"] = [f"Must be one of {', '.join(Adapter.values)}."]
+    unknown = sorted(set(capabilities) - set(Capability.values))
+    if unknown:
+        errors["capabilities"] = [f"Unknown: {', '.join(unknown)}. Known: {', '.join(Capability.values)}."]
+    try:
+        ZoneInfo(timezone_name)
+    except (ZoneInfoNotFoundError, ValueError):
+        errors["timezone"] = [f"Unknown time zone {timezone_name!r}."]
+    if any(t <= 0 or t > 120 for t in timeouts):
+        errors["timeouts"] = ["Connect and read timeouts must be between 0 and 120 seconds."]
+    if errors:
+        raise ValidationFailed("Invalid partner settings.", fields=errors)
+
+
+@transaction.atomic
+def partner_upsert(
+    *,
+    code: str,
+    adapter: str,
+    base_url: str,
+    api_key: str,
+    name: str = "",
+    capabilities: list[str] | None = None,
+    webhook_secret: str = "",
+    timezone_name: str = "UTC",
+    timeouts: tuple[float, float] = (2.0, 10.0),
+    max_concurrency: int = 8,
+    enabled: bool = True,
+    offers: list[OfferSpec] = (),  # type: ignore[assignment]
+) -> tuple[Partner, bool]:
+    caps = list(DEFAULT_CAPABILITIES.get(adapter, [])) if capabilities is None else capabilities
+    _check(adapter, caps, timezone_name, timeouts)
+    if max_concurrency < 1:
+        raise ValidationFailed(
+            "max_concurrency must be at least 1.", fields={"max_concurrency": ["Must be >= 1."]}
+        )
+    partner, created = Partner.objects.update_or_create(
+        code=code,
+        defaults={
+            "name": name or code,
+            "adapter": adapter,
+            "base_url": base_url.rstrip("/"),
+            "api_key": api_key,
+            "capabilities": [str(c) for c in caps],
+            "webhook_secret": webhook_secret,
+            "timezone": timezone_name,
+            "connect_timeout_s": timeouts[0],
+            "read_timeout_s": timeouts[1],
+            "max_concurrency": max_concurrency,
+            "enabled": enabled,
+        },
+    )
+    for spec in offers:
+        Offer.objects.update_or_create(
+            partner=partner,
+            product_id=spec.product_id,
+            defaults={
+                "unit_price": spec.unit_price,
+                "currency": spec.currency,
+                "capacity": spec.capacity,
+                "is_active": True,
+                "name": spec.product_id,
+            },
+        )
+    return partner, created

@@ -1,0 +1,73 @@
+"""Partner-facing endpoints: the signed webhook receiver."""
+
+from __future__ import annotations
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    inline_serializer,
+)
+from rest_framework import serializers
+from rest_framework.parsers import BaseParser
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from config.errors import error_body
+from partners.models import Partner
+from partners.services.webhooks import inbound_event_receive
+
+
+class RawBodyParser(BaseParser):
+    """Leave the body as bytes: the signature covers the exact raw bytes."""
+
+    media_type = "*/*"
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        return {}
+
+
+_ack = inline_serializer(
+    "WebhookAck", {"status": serializers.CharField(), "message": serializers.CharField()}
+)
+
+
+class PartnerWebhookView(APIView):
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+    throttle_classes: list = []
+    parser_classes = [RawBodyParser]
+
+    @extend_schema(
+        operation_id="partner_webhook",
+        summary="Receive a signed partner webhook (Standard Webhooks)",
+        tags=["partners"],
+        request={"application/json": OpenApiTypes.OBJECT},
+        parameters=[
+            OpenApiParameter("webhook-id", str, OpenApiParameter.HEADER, required=True),
+            OpenApiParameter("webhook-timestamp", str, OpenApiParameter.HEADER, required=True),
+            OpenApiParameter("webhook-signature", str, OpenApiParameter.HEADER, required=True),
+        ],
+        responses={
+            200: OpenApiResponse(
+                _ack, description="A delivery we already hold: acknowledged, not applied again."
+            ),
+            202: OpenApiResponse(_ack, description="Stored; processed asynchronously."),
+            400: OpenApiResponse(description="Malformed body (recorded, not applied)."),
+            401: OpenApiResponse(description="Bad or stale signature (recorded, not applied)."),
+            404: OpenApiResponse(description="Unknown partner."),
+            413: OpenApiResponse(description="Body too large (recorded, not applied)."),
+        },
+    )
+    def post(self, request: Request, code: str) -> Response:
+        raw = request.body  # before anything touches request.data
+        partner = Partner.objects.filter(code=code).first()
+        if partner is None:
+            return Response(error_body("not_found", f"No partner {code}."), status=404)
+        receipt = inbound_event_receive(partner=partner, raw=raw, headers=dict(request.headers))
+        if receipt.status >= 400:
+            return Response(error_body(receipt.code, receipt.message), status=receipt.status)
+        return Response({"status": receipt.code, "message": receipt.message}, status=receipt.status)

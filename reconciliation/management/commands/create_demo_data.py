@@ -1,0 +1,118 @@
+"""Demo data for `make run`: two sandbox partners with offers, a customer with an API token, a
+support and an ops user, and the support/ops groups. Safe to run again."""
+
+from __future__ import annotations
+
+import json
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group, Permission
+from django.core.management.base import BaseCommand, CommandParser
+from django.db import transaction
+from rest_framework.authtoken.models import Token
+
+from partners.models import Adapter
+from partners.services.registry import OfferSpec, partner_upsert
+
+DEMO_TOKEN = "demo0customer0token0000000000000000000000"  # noqa: S105 - demo only, printed on purpose
+GROUP_PERMISSIONS = {
+    "support": [
+        "bookings.view_booking",
+        "bookings.view_bookingevent",
+        "bookings.view_offer",
+        "bookings.sync_booking",
+        "bookings.retry_booking",
+        "partners.view_partner",
+        "partners.view_partnerreservation",
+        "partners.view_partnerattempt",
+        "partners.view_inboundevent",
+    ],
+}
+GROUP_PERMISSIONS["ops"] = [
+    *GROUP_PERMISSIONS["support"],
+    "bookings.compensate_booking",
+    "bookings.resolve_booking",
+    "bookings.cancel_booking_support",
+    "partners.replay_inboundevent",
+]
+USERS = [
+    # username, password, group, superuser
+    ("support", "support-demo-pass", "support", False),
+    ("ops", "ops-demo-pass", "ops", False),
+    ("admin", "admin-demo-pass", None, True),
+]
+
+
+def ensure_groups() -> dict[str, Group]:
+    groups = {}
+    for name, codenames in GROUP_PERMISSIONS.items():
+        group, _ = Group.objects.get_or_create(name=name)
+        perms = [
+            Permission.objects.get(content_type__app_label=label, codename=codename)
+            for label, codename in (p.split(".") for p in codenames)
+        ]
+        group.permissions.set(perms)
+        groups[name] = group
+    return groups
+
+
+class Command(BaseCommand):
+    help = "Create (or refresh) the demo partners, offers, customer, support and ops users."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--json", action="store_true", help="Print the credentials as JSON.")
+
+    @transaction.atomic
+    def handle(self, *args, **options) -> None:
+        partner_upsert(
+            code="demo-reference",
+            name="Demo hotels (reference protocol)",
+            adapter=Adapter.REFERENCE,
+            base_url=settings.REFERENCE_SANDBOX_URL,
+            api_key=settings.SANDBOX_API_KEY,
+            webhook_secret=settings.SANDBOX_WEBHOOK_SECRET,
+            offers=[
+                OfferSpec.parse("hotel-42-dbl:120.00:EUR:2"),
+                OfferSpec.parse("hotel-42-fam:180.00:EUR:4"),
+            ],
+        )
+        partner_upsert(
+            code="demo-legacy",
+            name="Demo tours (legacy protocol)",
+            adapter=Adapter.LEGACY,
+            base_url=settings.LEGACY_SANDBOX_URL,
+            api_key=settings.SANDBOX_API_KEY,
+            timezone_name="Europe/Berlin",
+            offers=[OfferSpec.parse("tour-7-city:45.00:EUR:6")],
+        )
+        groups = ensure_groups()
+        user_model = get_user_model()
+        customer, _ = user_model.objects.get_or_create(
+            username="demo-customer", defaults={"email": "demo-customer@example.com"}
+        )
+        Token.objects.filter(user=customer).exclude(key=DEMO_TOKEN).delete()
+        Token.objects.get_or_create(user=customer, key=DEMO_TOKEN)
+        for username, password, group, superuser in USERS:
+            user, created = user_model.objects.get_or_create(
+                username=username, defaults={"email": f"{username}@example.com"}
+            )
+            user.is_staff = True
+            user.is_superuser = superuser
+            if created:
+                user.set_password(password)
+            user.save()
+            if group:
+                user.groups.set([groups[group]])
+        credentials = {
+            "api_token": DEMO_TOKEN,
+            "console": [{"username": u, "password": p, "role": g or "superuser"} for u, p, g, _ in USERS],
+            "partners": ["demo-reference", "demo-legacy"],
+        }
+        if options["json"]:
+            self.stdout.write(json.dumps(credentials))
+            return
+        self.stdout.write(self.style.SUCCESS("Demo data ready."))
+        self.stdout.write(f"  API token (demo-customer): {DEMO_TOKEN}")
+        for entry in credentials["console"]:
+            self.stdout.write(f"  Console login: {entry['username']} / {entry['password']} ({entry['role']})")

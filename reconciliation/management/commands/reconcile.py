@@ -1,0 +1,49 @@
+"""One reconciliation sweep, now."""
+
+from __future__ import annotations
+
+import json
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from partners.models import Partner
+from reconciliation.services.sweeper import sweep
+
+
+class Command(BaseCommand):
+    help = "Run one sweep: queue due syncs, re-submissions, expiries, stale webhooks and listing walks."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--dry-run", action="store_true", help="Report what is due; change nothing.")
+        parser.add_argument("--partner", help="Only this partner's work (its code).")
+        parser.add_argument("--json", action="store_true", help="Print the report as JSON.")
+
+    def handle(self, *args, **options) -> None:
+        partner = None
+        if options["partner"]:
+            partner = Partner.objects.filter(code=options["partner"]).first()
+            if partner is None:
+                known = ", ".join(Partner.objects.values_list("code", flat=True)) or "none"
+                raise CommandError(f"No partner {options['partner']!r} (known: {known}).")
+        if options["json"]:
+            report = sweep(dry_run=options["dry_run"], partner=partner)
+            self.stdout.write(json.dumps(report.as_dict()))
+            return
+        console = Console(file=self.stdout, highlight=False)
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task("sweeping", total=None)
+            report = sweep(
+                dry_run=options["dry_run"], partner=partner, progress=lambda n: progress.advance(task, n)
+            )
+        table = Table(title="Sweep" + (" (dry run)" if options["dry_run"] else ""))
+        table.add_column("work")
+        table.add_column("count", justify="right")
+        for state, count in sorted(report.due.items()):
+            table.add_row(f"due booking: {state}", str(count))
+        table.add_row("stale webhooks re-queued", str(report.inbound_requeued))
+        table.add_row("settled bookings with an unresolved create", str(report.fenced_terminal))
+        table.add_row("change listings walked", ", ".join(report.listings) or "-")
+        console.print(table)

@@ -1,0 +1,186 @@
+"""The sweeper: the database alone says what work is due (invariants 3 and 7).
+
+One sweep selects due rows in batches by index, pushes their `next_check_at` forward in one
+statement per batch, and queues one `sweep_booking` message per row; the actor locks the row,
+re-checks and acts through the same services as the interactive path (`booking_due_run`).
+A sweep never calls a partner itself, and running it twice in a row queues nothing new.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from bookings.models import Actor, Booking
+from bookings.services import apply_transition, lock_booking
+from bookings.states import OPEN_STATES, BookingState
+from partners import tasks as partner_tasks
+from partners.models import Capability, InboundEvent, InboundState, Partner, PartnerAttempt
+from partners.services.observations import is_fenced, reconcile_booking
+
+logger = logging.getLogger(__name__)
+S = BookingState
+
+
+@dataclass
+class SweepReport:
+    started_at: datetime
+    dry_run: bool
+    due: Counter = field(default_factory=Counter)  # booking state -> count queued
+    inbound_requeued: int = 0
+    fenced_terminal: int = 0
+    listings: list[str] = field(default_factory=list)
+    batches: int = 0
+
+    def as_dict(self) -> dict:
+        return {
+            "started_at": self.started_at.isoformat(),
+            "dry_run": self.dry_run,
+            "due_bookings": dict(self.due),
+            "due_total": sum(self.due.values()),
+            "inbound_requeued": self.inbound_requeued,
+            "fenced_terminal": self.fenced_terminal,
+            "listings": self.listings,
+            "batches": self.batches,
+        }
+
+
+def _due_batches(now: datetime, partner: Partner | None, batch_size: int) -> Iterator[list[tuple]]:
+    """Keyset-paginated batches of (id, status, partner code) of open bookings due now."""
+    last: tuple[datetime, object] | None = None
+    while True:
+        rows = Booking.objects.filter(status__in=OPEN_STATES, next_check_at__lte=now)
+        if partner is not None:
+            rows = rows.filter(partner=partner)
+        if last is not None:
+            rows = rows.filter(next_check_at__gte=last[0]).exclude(next_check_at=last[0], id__lte=last[1])
+        batch = list(
+            rows.order_by("next_check_at", "id").values_list(
+                "id", "status", "partner__code", "next_check_at"
+            )[:batch_size]
+        )
+        if not batch:
+            return
+        yield batch
+        last = (batch[-1][3], batch[-1][0])
+        if len(batch) < batch_size:
+            return
+
+
+def sweep(
+    *,
+    dry_run: bool = False,
+    partner: Partner | None = None,
+    batch_size: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> SweepReport:
+    from reconciliation import tasks
+
+    now = timezone.now()
+    report = SweepReport(started_at=now, dry_run=dry_run)
+    size = batch_size or settings.RECONCILE_BATCH_SIZE
+    recheck_at = now + timedelta(seconds=settings.RECONCILE_SYNC_AGE_S)
+
+    for batch in _due_batches(now, partner, size):
+        report.batches += 1
+        report.due.update(status for _, status, _, _ in batch)
+        if not dry_run:
+            ids = [row[0] for row in batch]
+            with transaction.atomic():
+                Booking.objects.filter(id__in=ids, next_check_at__lte=now).update(next_check_at=recheck_at)
+                transaction.on_commit(lambda b=batch: tasks.queue_sweep_messages(b))
+        if progress:
+            progress(len(batch))
+
+    report.inbound_requeued = _requeue_stale_inbound(now, partner, dry_run)
+    report.fenced_terminal = _resolve_fences_of_settled(now, partner, dry_run)
+    report.listings = _walk_listings(partner, dry_run)
+    logger.info("sweep finished", extra=report.as_dict())
+    return report
+
+
+def _requeue_stale_inbound(now: datetime, partner: Partner | None, dry_run: bool) -> int:
+    stale = InboundEvent.objects.filter(
+        state=InboundState.RECEIVED,
+        received_at__lte=now - timedelta(seconds=settings.RECONCILE_INBOUND_STALE_S),
+    )
+    if partner is not None:
+        stale = stale.filter(partner=partner)
+    ids = list(stale.order_by("received_at").values_list("id", flat=True)[: settings.RECONCILE_BATCH_SIZE])
+    if not dry_run:
+        for event_id in ids:
+            partner_tasks.process_inbound_event.send(event_id)
+    return len(ids)
+
+
+def _resolve_fences_of_settled(now: datetime, partner: Partner | None, dry_run: bool) -> int:
+    """A booking that left the open states with an unresolved create (expired while unknown)
+    still owes a lookup: the partner may hold a reservation that must be cancelled."""
+    fences = (
+        PartnerAttempt.objects.fencing()
+        .filter(started_at__lte=now - timedelta(seconds=settings.RECONCILE_SYNC_AGE_S))
+        .exclude(booking__status__in=OPEN_STATES)
+    )
+    if partner is not None:
+        fences = fences.filter(partner=partner)
+    booking_ids = list(
+        fences.values_list("booking_id", flat=True).distinct()[: settings.RECONCILE_BATCH_SIZE]
+    )
+    if not dry_run:
+        for booking_id in booking_ids:
+            partner_tasks.send_for_booking(partner_tasks.sync_booking, booking_id)
+    return len(booking_ids)
+
+
+def _walk_listings(partner: Partner | None, dry_run: bool) -> list[str]:
+    partners = Partner.objects.filter(enabled=True)
+    if partner is not None:
+        partners = partners.filter(pk=partner.pk)
+    codes = []
+    for candidate in partners:
+        if candidate.has(Capability.CHANGE_LISTING):
+            codes.append(candidate.code)
+            if not dry_run:
+                partner_tasks.send_for_partner(partner_tasks.walk_change_listing, candidate, candidate.pk)
+    return codes
+
+
+def booking_due_run(booking_id) -> None:
+    """The per-booking step of a sweep: lock, re-check, act through the usual services."""
+    with transaction.atomic():
+        booking = lock_booking(booking_id)
+        if booking.status not in OPEN_STATES:
+            return
+        now = timezone.now()
+        expired = booking.deadline <= now and booking.status != S.CANCEL_REQUESTED
+        if expired:
+            fenced = is_fenced(booking)
+            apply_transition(
+                booking,
+                "expire",
+                actor=Actor.SWEEPER,
+                summary="No confirmation by the deadline: expired"
+                + (" (outcome of the last call still being resolved)" if fenced else ""),
+                data={"deadline": booking.deadline.isoformat()},
+            )
+            reconcile_booking(booking, actor=Actor.SWEEPER)  # cancels whatever the partner holds
+            if fenced:
+                transaction.on_commit(
+                    lambda: partner_tasks.send_for_booking(partner_tasks.sync_booking, booking_id)
+                )
+            return
+        status = booking.status
+    if status == S.REQUESTED:
+        partner_tasks.send_for_booking(partner_tasks.submit_booking, booking_id)
+    elif status == S.CANCEL_REQUESTED:
+        partner_tasks.send_for_booking(partner_tasks.cancel_booking, booking_id)
+        partner_tasks.send_for_booking(partner_tasks.sync_booking, booking_id)
+    else:
+        partner_tasks.send_for_booking(partner_tasks.sync_booking, booking_id)

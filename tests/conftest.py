@@ -1,0 +1,75 @@
+"""Shared fixtures: the embedded Redis when no REDIS_URL is given, a clean broker, real workers."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+_embedded = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Without REDIS_URL the suite runs on the embedded redis-server (started here, stopped at exit)."""
+    global _embedded
+    if os.environ.get("REDIS_URL"):
+        return
+    from config import embedded_redis
+
+    var_dir = Path(os.environ.get("VAR_DIR", Path(__file__).resolve().parent.parent / "var"))
+    _embedded = embedded_redis.EmbeddedRedis(var_dir).start()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _embedded is not None:
+        _embedded.stop()
+
+
+@pytest.fixture
+def broker():
+    """The project's real Redis broker, emptied before and after the test."""
+    import dramatiq
+
+    broker = dramatiq.get_broker()
+    broker.flush_all()
+    yield broker
+    broker.flush_all()
+
+
+@pytest.fixture
+def worker(broker, transactional_db) -> Iterator:
+    """A real Dramatiq worker (threads in this process) consuming from Redis.
+
+    Needs `transactional_db`: worker threads use their own connections and cannot see the data
+    of a test wrapped in a transaction.
+    """
+    import dramatiq
+
+    worker = dramatiq.Worker(broker, worker_threads=4, worker_timeout=100)
+    worker.start()
+    yield worker
+    worker.stop()
+    from django.db import connections
+
+    connections.close_all()
+
+
+@pytest.fixture
+def customer(db):
+    from tests.factories import UserFactory
+
+    return UserFactory()
+
+
+@pytest.fixture
+def api_client(customer):
+    from rest_framework.test import APIClient
+
+    from tests.factories import TokenFactory
+
+    client = APIClient()
+    token = TokenFactory(user=customer)
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    return client
