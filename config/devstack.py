@@ -27,10 +27,16 @@ def main() -> int:
     (var_dir / "sandbox").mkdir(parents=True, exist_ok=True)
     honcho = [sys.executable, "-m", "honcho", "start", "-f", str(BASE_DIR / "Procfile"), "-p", port]
     process = subprocess.Popen(honcho, env=env, cwd=BASE_DIR)
+
+    def stop_processes(signum: int, frame: object) -> None:
+        # Ctrl-C reaches honcho directly (same process group); TERM or HUP sent to us alone
+        # must be passed on, or honcho and its children would outlive us.
+        if signum != signal.SIGINT:
+            process.send_signal(signal.SIGINT)
+
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, stop_processes)
     try:
-        return process.wait()
-    except KeyboardInterrupt:
-        process.send_signal(signal.SIGINT)
         return process.wait()
     finally:
         if redis_server is not None:

@@ -1,0 +1,63 @@
+"""Configuration: documented, secure in production, embedded services that clean up."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import redis
+
+from config import embedded_redis
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_env_example_documents_every_variable_the_settings_read():
+    read = set()
+    for module in (ROOT / "config" / "settings").glob("*.py"):
+        read |= set(re.findall(r'env\.(?:str|int|bool|float|list)\("([A-Z_]+)"', module.read_text()))
+    documented = set(re.findall(r"^#?\s*([A-Z_]+)=", (ROOT / ".env.example").read_text(), re.M))
+    assert read - documented == set()
+
+
+def _production_import(secret_key: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.production", "SECRET_KEY": secret_key}
+    code = "import django; django.setup(); print('started')"
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("secret", ["", "short", "dev-" + "x" * 60, "a" * 60])
+def test_production_refuses_an_insecure_secret_key(secret):
+    result = _production_import(secret)
+    assert result.returncode != 0
+    assert "SECRET_KEY must be set" in result.stderr
+
+
+def test_production_starts_with_a_random_secret_key():
+    result = _production_import("k3J9x" + "q8Zr2mVt7Lw4Ns1Pb6Hc0Yd5Fe" * 2)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "started"
+
+
+def test_redis_urls_get_socket_timeouts_so_a_blocked_redis_cannot_hold_a_thread():
+    url = embedded_redis.with_socket_timeouts("unix:///tmp/x/redis.sock?db=0", 5)
+    assert url == "unix:///tmp/x/redis.sock?db=0&socket_timeout=5&socket_connect_timeout=5"
+    kept = embedded_redis.with_socket_timeouts("redis://h:6379/1?socket_timeout=2", 5)
+    assert kept == "redis://h:6379/1?socket_timeout=2&socket_connect_timeout=5"
+
+
+def test_embedded_redis_starts_a_real_server_and_stops_it_without_leftovers(tmp_path):
+    server = embedded_redis.EmbeddedRedis(tmp_path).start()
+    client = redis.Redis(unix_socket_path=str(server.socket))
+    assert client.set("k", "v") is True
+    assert client.get("k") == b"v"
+    pid = server.process.pid
+    server.stop()
+    assert not server.socket.exists()
+    assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
+    with pytest.raises(redis.ConnectionError):
+        redis.Redis(unix_socket_path=str(server.socket), socket_timeout=1).ping()
