@@ -239,7 +239,10 @@ def booking_create(*, customer, request: BookingRequest, idempotency_key: str) -
                     "booking.requested",
                     actor=Actor.CUSTOMER,
                     actor_label=customer.get_username(),
-                    summary=f"Requested {offer.product_id}, {stay.nights} nights, {booking.total_price} {booking.currency}",
+                    summary=(
+                        f"Requested {offer.product_id}, {stay.nights} nights, "
+                        f"{booking.total_price} {booking.currency}"
+                    ),
                     to_state=booking.status,
                     data={
                         "price": {
