@@ -1,0 +1,146 @@
+"""Input and output serializers of the customer API.
+
+Inputs only parse types and required fields; every business rule (dates, capacity, offer
+availability, quotes) lives in `bookings.pricing` and `bookings.services`. Outputs present the
+customer's view of a booking: the customer-facing `status` and `message` derived from the state
+(`bookings.states`), never the internal state name.
+"""
+
+from __future__ import annotations
+
+from django.urls import reverse
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from bookings.models import Booking
+from bookings.states import BookingState, CustomerStatus
+
+# A database id fits a signed 64-bit integer; anything larger is not an id.
+MAX_ID = 2**63 - 1
+# The states from which `POST .../cancel` answers 202 (a cancel is idempotent once asked).
+_CANCEL_ACCEPTED = frozenset({BookingState.CANCEL_REQUESTED, BookingState.CANCELLED})
+
+
+# --- errors ---------------------------------------------------------------------------------
+class ErrorDetailSerializer(serializers.Serializer):
+    code = serializers.CharField(help_text="Stable machine-readable code, e.g. `not_cancellable`.")
+    message = serializers.CharField(help_text="Human-readable explanation.")
+    fields = serializers.DictField(
+        child=serializers.ListField(child=serializers.CharField()),
+        required=False,
+        help_text="Per-field messages (request fields or headers); present on validation errors.",
+    )
+
+
+class ErrorSerializer(serializers.Serializer):
+    """The one error shape of the API: `{"error": {"code", "message", "fields"}}`."""
+
+    error = ErrorDetailSerializer()
+
+
+# --- inputs ---------------------------------------------------------------------------------
+class StayInputSerializer(serializers.Serializer):
+    offer = serializers.IntegerField(min_value=1, max_value=MAX_ID, help_text="An offer id.")
+    start_date = serializers.DateField(help_text="First night (YYYY-MM-DD).")
+    end_date = serializers.DateField(help_text="Departure day (YYYY-MM-DD), after `start_date`.")
+    guests = serializers.IntegerField(help_text="Number of guests.")
+
+
+class QuoteCreateInputSerializer(StayInputSerializer):
+    pass
+
+
+class BookingCreateInputSerializer(StayInputSerializer):
+    quote = serializers.UUIDField(
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="A quote from `POST /quotes` locking the price; it must match the stay.",
+    )
+
+
+class BookingFilterSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(
+        choices=CustomerStatus.choices,
+        required=False,
+        help_text="Only bookings the customer currently sees with this status.",
+    )
+
+
+# --- outputs --------------------------------------------------------------------------------
+class PartnerRefSerializer(serializers.Serializer):
+    code = serializers.CharField()
+
+
+class OfferRefSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    product_id = serializers.CharField()
+    name = serializers.CharField()
+
+
+class OfferOutputSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    product_id = serializers.CharField()
+    name = serializers.CharField()
+    unit_price = serializers.DecimalField(max_digits=10, decimal_places=2)
+    currency = serializers.CharField()
+    capacity = serializers.IntegerField()
+    partner = PartnerRefSerializer()
+
+
+class QuoteOutputSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    offer = OfferRefSerializer()
+    start_date = serializers.DateField()
+    end_date = serializers.DateField()
+    nights = serializers.SerializerMethodField()
+    guests = serializers.IntegerField()
+    total_price = serializers.DecimalField(max_digits=12, decimal_places=2)
+    currency = serializers.CharField()
+    expires_at = serializers.DateTimeField()
+
+    def get_nights(self, quote) -> int:
+        return (quote.end_date - quote.start_date).days
+
+
+class BookingLinksSerializer(serializers.Serializer):
+    self = serializers.URLField()
+    cancel = serializers.URLField(
+        allow_null=True,
+        help_text="Where to cancel this booking; null once it can no longer be cancelled.",
+    )
+
+
+class BookingOutputSerializer(serializers.Serializer):
+    reference = serializers.CharField()
+    status = serializers.ChoiceField(
+        source="customer_status",
+        choices=CustomerStatus.choices,
+        help_text="What the customer sees; `pending` until the partner's answer is known.",
+    )
+    message = serializers.CharField(source="customer_message")
+    offer = OfferRefSerializer()
+    partner = PartnerRefSerializer()
+    start_date = serializers.DateField()
+    end_date = serializers.DateField()
+    nights = serializers.IntegerField()
+    guests = serializers.IntegerField()
+    total_price = serializers.DecimalField(max_digits=12, decimal_places=2)
+    currency = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+    deadline = serializers.DateTimeField(
+        help_text="By then the booking is confirmed or has failed (you are not charged)."
+    )
+    links = serializers.SerializerMethodField()
+
+    @extend_schema_field(BookingLinksSerializer)
+    def get_links(self, booking: Booking) -> dict[str, str | None]:
+        request = self.context["request"]
+        detail = reverse("bookings-api:booking-detail", kwargs={"reference": booking.reference})
+        cancel = reverse("bookings-api:booking-cancel", kwargs={"reference": booking.reference})
+        accepts_cancel = booking.is_cancellable or booking.status in _CANCEL_ACCEPTED
+        return {
+            "self": request.build_absolute_uri(detail),
+            "cancel": request.build_absolute_uri(cancel) if accepts_cancel else None,
+        }

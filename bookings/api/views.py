@@ -1,0 +1,306 @@
+"""The customer API: thin views that parse, call a selector or service, and present.
+
+Authentication is the project default (DRF token, `Authorization: Token <key>`), so is per-user
+throttling. A customer only ever reaches their own bookings: every lookup goes through the
+customer-scoped selectors, so another customer's booking is a 404 like a missing one.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.urls import reverse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import status
+from rest_framework.parsers import JSONParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.settings import api_settings
+from rest_framework.views import APIView
+
+from bookings import selectors, services
+from bookings.api.serializers import (
+    BookingCreateInputSerializer,
+    BookingFilterSerializer,
+    BookingOutputSerializer,
+    ErrorSerializer,
+    OfferOutputSerializer,
+    QuoteCreateInputSerializer,
+    QuoteOutputSerializer,
+)
+from bookings.models import Actor
+from config.errors import ValidationFailed
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+IDEMPOTENCY_KEY_MAX_LENGTH = 255
+
+# --- OpenAPI pieces shared by the views -------------------------------------------------------
+_TAG = "bookings"
+
+
+def _error(description: str) -> OpenApiResponse:
+    return OpenApiResponse(ErrorSerializer, description=description)
+
+
+_UNAUTHENTICATED = _error("Missing or invalid token (`Authorization: Token <key>`).")
+_THROTTLED = _error("Too many requests for this customer; retry after `Retry-After` seconds.")
+_UNSUPPORTED_MEDIA = _error("The body must be JSON (`Content-Type: application/json`).")
+_PAGE_NOT_FOUND = _error("No such page.")
+_NOT_FOUND = _error("No such booking for this customer (another customer's booking included).")
+_REFERENCE = OpenApiParameter(
+    "reference",
+    OpenApiTypes.STR,
+    OpenApiParameter.PATH,
+    description="The booking reference, e.g. `BK-7KQ2MX`.",
+)
+_IDEMPOTENCY_KEY = OpenApiParameter(
+    IDEMPOTENCY_HEADER,
+    OpenApiTypes.STR,
+    OpenApiParameter.HEADER,
+    required=True,
+    description=(
+        "Required. A key of your choosing (1-255 printable ASCII characters), unique per "
+        "booking you mean to make. Repeating a request with the same key and body returns "
+        "the same booking; the same key with another body is refused with 422."
+    ),
+)
+_POLL_HEADERS = [
+    OpenApiParameter(
+        "Retry-After",
+        OpenApiTypes.INT,
+        OpenApiParameter.HEADER,
+        response=[202],
+        description="Seconds to wait before polling the booking again.",
+    ),
+    OpenApiParameter(
+        "Location",
+        OpenApiTypes.URI,
+        OpenApiParameter.HEADER,
+        response=[202],
+        description="The booking's URL: poll it until its status is no longer `pending`.",
+    ),
+]
+
+
+# --- helpers --------------------------------------------------------------------------------
+class CustomerAPIView(APIView):
+    # Default authentication, permissions and per-customer throttling; JSON bodies only.
+    parser_classes = [JSONParser]
+    pagination_class = api_settings.DEFAULT_PAGINATION_CLASS
+
+    def paginated(self, request: Request, queryset, serializer_class) -> Response:
+        paginator = self.pagination_class()
+        page = paginator.paginate_queryset(queryset, request, view=self)
+        data = serializer_class(page, many=True, context={"request": request}).data
+        return paginator.get_paginated_response(data)
+
+
+def _idempotency_key(request: Request) -> str:
+    key = request.headers.get(IDEMPOTENCY_HEADER, "").strip()
+    if not key:
+        raise ValidationFailed(
+            f"The {IDEMPOTENCY_HEADER} header is required to create a booking.",
+            code="idempotency_key_required",
+            fields={IDEMPOTENCY_HEADER: ["This header is required."]},
+        )
+    if len(key) > IDEMPOTENCY_KEY_MAX_LENGTH or not all(" " <= char <= "~" for char in key):
+        raise ValidationFailed(
+            f"The {IDEMPOTENCY_HEADER} header is invalid.",
+            code="idempotency_key_invalid",
+            fields={
+                IDEMPOTENCY_HEADER: [f"Use 1 to {IDEMPOTENCY_KEY_MAX_LENGTH} printable ASCII characters."]
+            },
+        )
+    return key
+
+
+def _booking_response(request: Request, booking, *, status_code: int) -> Response:
+    """A booking accepted for processing: 202, where to poll it, and when."""
+    location = reverse("bookings-api:booking-detail", kwargs={"reference": booking.reference})
+    return Response(
+        BookingOutputSerializer(booking, context={"request": request}).data,
+        status=status_code,
+        headers={
+            "Location": request.build_absolute_uri(location),
+            "Retry-After": str(settings.BOOKING_POLL_AFTER_S),
+        },
+    )
+
+
+# --- views ----------------------------------------------------------------------------------
+class BookingCollectionView(CustomerAPIView):
+    """My bookings, newest first; booking requests."""
+
+    @extend_schema(
+        operation_id="bookings_list",
+        summary="List my bookings",
+        description=(
+            "My bookings, newest first, paginated; `status` filters by the status I see "
+            "(`pending`, `confirmed`, `failed`, `cancelling`, `cancelled`)."
+        ),
+        tags=[_TAG],
+        parameters=[BookingFilterSerializer],
+        responses={
+            200: BookingOutputSerializer(many=True),
+            400: _error("Unknown `status` filter value."),
+            401: _UNAUTHENTICATED,
+            404: _PAGE_NOT_FOUND,
+            429: _THROTTLED,
+        },
+    )
+    def get(self, request: Request) -> Response:
+        filters = BookingFilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        bookings = selectors.customer_bookings(
+            customer=request.user, status=filters.validated_data.get("status")
+        )
+        return self.paginated(request, bookings, BookingOutputSerializer)
+
+    @extend_schema(
+        operation_id="bookings_create",
+        summary="Request a booking",
+        description=(
+            "Validates and prices the stay, stores the booking and answers 202 at once: the "
+            "partner is asked asynchronously, so the booking is `pending` until its answer is "
+            "known. Poll the `Location` after `Retry-After` seconds. The price is computed by "
+            "us (or taken from a matching, unexpired quote of yours), never from the client."
+        ),
+        tags=[_TAG],
+        parameters=[_IDEMPOTENCY_KEY, *_POLL_HEADERS],
+        request=BookingCreateInputSerializer,
+        responses={
+            202: OpenApiResponse(
+                BookingOutputSerializer,
+                description="Accepted (also for a replay of the same key and body).",
+            ),
+            400: _error(
+                "Invalid body or stay (`validation_error`, with the fields), or a missing or "
+                "invalid Idempotency-Key (`idempotency_key_required`, `idempotency_key_invalid`)."
+            ),
+            401: _UNAUTHENTICATED,
+            415: _UNSUPPORTED_MEDIA,
+            422: _error("`idempotency_key_reused`: this key was used with a different body."),
+            429: _THROTTLED,
+        },
+    )
+    def post(self, request: Request) -> Response:
+        idempotency_key = _idempotency_key(request)
+        payload = BookingCreateInputSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        data = payload.validated_data
+        result = services.booking_create(
+            customer=request.user,
+            request=services.BookingRequest(
+                offer_id=data["offer"],
+                start_date=data["start_date"],
+                end_date=data["end_date"],
+                guests=data["guests"],
+                quote_id=data["quote"],
+            ),
+            idempotency_key=idempotency_key,
+        )
+        return _booking_response(request, result.booking, status_code=result.response_status)
+
+
+class BookingDetailView(CustomerAPIView):
+    """One of my bookings, as I should see it now (poll it while it is `pending`)."""
+
+    @extend_schema(
+        operation_id="bookings_retrieve",
+        summary="Get one of my bookings",
+        description="The booking as I should see it now; poll it while it is `pending`.",
+        tags=[_TAG],
+        parameters=[_REFERENCE],
+        responses={
+            200: BookingOutputSerializer,
+            401: _UNAUTHENTICATED,
+            404: _NOT_FOUND,
+            429: _THROTTLED,
+        },
+    )
+    def get(self, request: Request, reference: str) -> Response:
+        booking = selectors.customer_booking(customer=request.user, reference=reference)
+        return Response(BookingOutputSerializer(booking, context={"request": request}).data)
+
+
+class BookingCancelView(CustomerAPIView):
+    """Cancelling one of my bookings."""
+
+    @extend_schema(
+        operation_id="bookings_cancel",
+        summary="Cancel one of my bookings",
+        description=(
+            "Asks for the cancellation; the partner is told asynchronously, so the booking is "
+            "`cancelling` until it is `cancelled`. Idempotent: asking again returns the same "
+            "booking with 202."
+        ),
+        tags=[_TAG],
+        parameters=[_REFERENCE, *_POLL_HEADERS],
+        request=None,
+        responses={
+            202: OpenApiResponse(BookingOutputSerializer, description="Cancellation accepted."),
+            401: _UNAUTHENTICATED,
+            404: _NOT_FOUND,
+            409: _error("`not_cancellable`: the booking has already failed or ended."),
+            429: _THROTTLED,
+        },
+    )
+    def post(self, request: Request, reference: str) -> Response:
+        booking = selectors.customer_booking(customer=request.user, reference=reference)
+        booking = services.booking_request_cancel(
+            booking_id=booking.pk, actor=Actor.CUSTOMER, actor_label=request.user.get_username()
+        )
+        return _booking_response(request, booking, status_code=status.HTTP_202_ACCEPTED)
+
+
+class OfferListView(CustomerAPIView):
+    """What can be booked."""
+
+    @extend_schema(
+        operation_id="offers_list",
+        summary="List bookable offers",
+        description="Active offers of partners that take bookings right now.",
+        tags=["offers"],
+        responses={
+            200: OfferOutputSerializer(many=True),
+            401: _UNAUTHENTICATED,
+            404: _PAGE_NOT_FOUND,
+            429: _THROTTLED,
+        },
+    )
+    def get(self, request: Request) -> Response:
+        return self.paginated(request, selectors.bookable_offers(), OfferOutputSerializer)
+
+
+class QuoteCreateView(CustomerAPIView):
+    """Price quotes."""
+
+    @extend_schema(
+        operation_id="quotes_create",
+        summary="Get a price quote for a stay",
+        description=(
+            "Validates and prices the stay and locks the price for you until `expires_at`; "
+            "pass its `id` as `quote` when booking the same stay."
+        ),
+        tags=["quotes"],
+        request=QuoteCreateInputSerializer,
+        responses={
+            201: QuoteOutputSerializer,
+            400: _error("Invalid body or stay (`validation_error`, with the fields)."),
+            401: _UNAUTHENTICATED,
+            415: _UNSUPPORTED_MEDIA,
+            429: _THROTTLED,
+        },
+    )
+    def post(self, request: Request) -> Response:
+        payload = QuoteCreateInputSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        data = payload.validated_data
+        quote = services.quote_create(
+            customer=request.user,
+            offer_id=data["offer"],
+            start_date=data["start_date"],
+            end_date=data["end_date"],
+            guests=data["guests"],
+        )
+        return Response(QuoteOutputSerializer(quote).data, status=status.HTTP_201_CREATED)

@@ -1,0 +1,742 @@
+"""The customer API (`/api/v1/`): auth, ownership, the booking representation, idempotency,
+listing, cancelling, offers and quotes. Concurrency lives in test_api_concurrency.py."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from django.conf import settings
+from rest_framework.fields import DateTimeField
+from rest_framework.test import APIClient
+
+from bookings.models import Booking, BookingEvent, IdempotencyRecord, Quote
+from bookings.states import BookingState, CustomerStatus
+from partners.models import PartnerAttempt
+from tests.bookings.conftest import (
+    BOOKINGS_URL,
+    post_booking,
+    queued_messages,
+    stay_body,
+    wait_until,
+)
+from tests.factories import BookingFactory, OfferFactory, PartnerFactory
+
+S = BookingState
+SERVER = "http://testserver"
+
+
+def iso(value) -> str:
+    return DateTimeField().to_representation(value)
+
+
+def booking_json(booking: Booking, *, status: str, message: str, cancellable: bool = True):
+    booking.refresh_from_db()
+    url = f"{SERVER}{BOOKINGS_URL}/{booking.reference}"
+    return {
+        "reference": booking.reference,
+        "status": status,
+        "message": message,
+        "offer": {
+            "id": booking.offer.pk,
+            "product_id": booking.offer.product_id,
+            "name": booking.offer.name,
+        },
+        "partner": {"code": booking.partner.code},
+        "start_date": booking.start_date.isoformat(),
+        "end_date": booking.end_date.isoformat(),
+        "nights": booking.nights,
+        "guests": booking.guests,
+        "total_price": str(booking.total_price),
+        "currency": booking.currency,
+        "created_at": iso(booking.created_at),
+        "updated_at": iso(booking.updated_at),
+        "deadline": iso(booking.deadline),
+        "links": {"self": url, "cancel": f"{url}/cancel" if cancellable else None},
+    }
+
+
+PENDING_MESSAGE = "We received your booking and are sending it to the partner."
+CANCELLING_MESSAGE = "We are cancelling your booking with the partner."
+
+
+# --- authentication -------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("method", "url"),
+    [
+        ("get", BOOKINGS_URL),
+        ("post", BOOKINGS_URL),
+        ("get", f"{BOOKINGS_URL}/BK-AAAAAA"),
+        ("post", f"{BOOKINGS_URL}/BK-AAAAAA/cancel"),
+        ("get", "/api/v1/offers"),
+        ("post", "/api/v1/quotes"),
+    ],
+)
+def test_every_endpoint_requires_a_token(db, method, url):
+    # given a client without credentials
+    client = APIClient()
+
+    # when it calls the endpoint
+    response = getattr(client, method)(url, {}, format="json")
+
+    # then it is told to authenticate, in the one error shape
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"] == "Token"
+    assert response.json() == {
+        "error": {
+            "code": "not_authenticated",
+            "message": "Authentication credentials were not provided.",
+        }
+    }
+
+
+def test_an_invalid_token_is_refused(db):
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION="Token not-a-real-token")
+
+    response = client.get(BOOKINGS_URL)
+
+    assert response.status_code == 401
+    assert response.json() == {"error": {"code": "authentication_failed", "message": "Invalid token."}}
+
+
+# --- create -----------------------------------------------------------------------------------
+def test_create_booking_returns_202_with_location_and_retry_after(
+    api_client, customer, offer, django_capture_on_commit_callbacks
+):
+    # given a valid stay of 3 nights at 120.00
+    body = stay_body(offer)
+
+    # when the customer books it
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = post_booking(api_client, body, key="create-1")
+
+    # then the booking is stored, pending, and the submission is queued after commit
+    booking = Booking.objects.get()
+    assert response.status_code == 202
+    assert response.headers["Location"] == f"{SERVER}{BOOKINGS_URL}/{booking.reference}"
+    assert response.headers["Retry-After"] == str(settings.BOOKING_POLL_AFTER_S)
+    assert response.json() == booking_json(booking, status="pending", message=PENDING_MESSAGE)
+    assert response.json()["total_price"] == "360.00"
+    assert booking.customer == customer
+    assert booking.status == S.REQUESTED
+    assert len(callbacks) == 1
+    record = IdempotencyRecord.objects.get()
+    assert (record.customer, record.key, record.booking) == (customer, "create-1", booking)
+    assert list(booking.events.values_list("kind", "actor", "to_state")) == [
+        ("booking.requested", "customer", "requested")
+    ]
+
+
+def test_create_booking_does_not_expose_the_internal_state(api_client, offer):
+    response = post_booking(api_client, stay_body(offer))
+
+    assert response.status_code == 202
+    assert "state" not in response.json()
+    assert response.json()["status"] == "pending"
+
+
+@pytest.mark.parametrize("url", [BOOKINGS_URL, f"{BOOKINGS_URL}/"])
+def test_booking_collection_answers_with_and_without_trailing_slash(api_client, offer, url):
+    response = api_client.post(url, stay_body(offer), format="json", headers={"Idempotency-Key": "slash"})
+    listing = api_client.get(url)
+
+    assert response.status_code == 202
+    assert listing.status_code == 200
+    assert [row["reference"] for row in listing.json()["results"]] == [response.json()["reference"]]
+
+
+def test_create_booking_requires_an_idempotency_key(api_client, offer, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = post_booking(api_client, stay_body(offer), key=None)
+
+    assert response.status_code == 400
+    assert response.json() == {
+        "error": {
+            "code": "idempotency_key_required",
+            "message": "The Idempotency-Key header is required to create a booking.",
+            "fields": {"Idempotency-Key": ["This header is required."]},
+        }
+    }
+    assert Booking.objects.count() == 0
+    assert callbacks == []
+
+
+@pytest.mark.parametrize("key", ["", "   "])
+def test_a_blank_idempotency_key_counts_as_missing(api_client, offer, key):
+    response = post_booking(api_client, stay_body(offer), key=key)
+
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "idempotency_key_required"
+    assert Booking.objects.count() == 0
+
+
+@pytest.mark.parametrize("key", ["k" * 256, "tab\there", "bell\x07", "clé"])
+def test_an_invalid_idempotency_key_is_refused(api_client, offer, key):
+    response = post_booking(api_client, stay_body(offer), key=key)
+
+    assert response.status_code == 400
+    assert response.json() == {
+        "error": {
+            "code": "idempotency_key_invalid",
+            "message": "The Idempotency-Key header is invalid.",
+            "fields": {"Idempotency-Key": ["Use 1 to 255 printable ASCII characters."]},
+        }
+    }
+    assert Booking.objects.count() == 0
+    assert IdempotencyRecord.objects.count() == 0
+
+
+def test_an_idempotency_key_of_255_characters_is_accepted(api_client, offer):
+    response = post_booking(api_client, stay_body(offer), key="k" * 255)
+
+    assert response.status_code == 202
+    assert IdempotencyRecord.objects.get().key == "k" * 255
+
+
+def test_create_booking_requires_every_stay_field(api_client, db):
+    response = post_booking(api_client, {})
+
+    assert response.status_code == 400
+    assert response.json() == {
+        "error": {
+            "code": "validation_error",
+            "message": "The request is invalid.",
+            "fields": {
+                "offer": ["This field is required."],
+                "start_date": ["This field is required."],
+                "end_date": ["This field is required."],
+                "guests": ["This field is required."],
+            },
+        }
+    }
+
+
+def test_create_booking_parses_types(api_client, db):
+    response = post_booking(
+        api_client,
+        {
+            "offer": "one",
+            "start_date": "tomorrow",
+            "end_date": "2030-02-30",
+            "guests": "two",
+            "quote": "not-a-uuid",
+        },
+    )
+
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"] == {
+        "offer": ["A valid integer is required."],
+        "start_date": [
+            "Date has wrong format. Use one of these formats instead: YYYY-MM-DD.",
+        ],
+        "end_date": [
+            "Date has wrong format. Use one of these formats instead: YYYY-MM-DD.",
+        ],
+        "guests": ["A valid integer is required."],
+        "quote": ["Must be a valid UUID."],
+    }
+    assert Booking.objects.count() == 0
+
+
+def test_an_offer_id_beyond_64_bits_is_a_validation_error(api_client, db):
+    response = post_booking(api_client, {"offer": 2**63, "start_date": "2030-01-01"})
+
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"]["offer"] == [
+        "Ensure this value is less than or equal to 9223372036854775807."
+    ]
+
+
+def test_an_unknown_offer_is_a_validation_error(api_client, db):
+    response = post_booking(api_client, {**stay_body(OfferFactory.build(pk=999_999))})
+
+    assert response.status_code == 400
+    assert response.json() == {
+        "error": {
+            "code": "validation_error",
+            "message": "Unknown offer.",
+            "fields": {"offer": ["No such offer."]},
+        }
+    }
+
+
+def test_malformed_json_is_a_parse_error(api_client, db):
+    response = api_client.post(
+        BOOKINGS_URL,
+        data="{not json",
+        content_type="application/json",
+        headers={"Idempotency-Key": "k"},
+    )
+
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "parse_error"
+    assert Booking.objects.count() == 0
+
+
+def test_only_json_bodies_are_accepted(api_client, offer):
+    response = api_client.post(
+        BOOKINGS_URL, stay_body(offer), format="multipart", headers={"Idempotency-Key": "k"}
+    )
+
+    assert response.status_code == 415
+    assert response.json()["error"]["code"] == "unsupported_media_type"
+    assert Booking.objects.count() == 0
+
+
+# --- idempotency ------------------------------------------------------------------------------
+def test_a_replay_with_the_same_key_and_body_returns_the_same_booking(
+    api_client, offer, django_capture_on_commit_callbacks
+):
+    # given a booking made with a key
+    body = stay_body(offer)
+    with django_capture_on_commit_callbacks() as first_callbacks:
+        first = post_booking(api_client, body, key="same")
+
+    # when the same request is sent again
+    with django_capture_on_commit_callbacks() as replay_callbacks:
+        replay = post_booking(api_client, body, key="same")
+
+    # then it is the same booking, the same status code and headers, and nothing new happened
+    assert first.status_code == replay.status_code == 202
+    assert replay.json() == first.json()
+    assert replay.headers["Location"] == first.headers["Location"]
+    assert replay.headers["Retry-After"] == first.headers["Retry-After"]
+    assert Booking.objects.count() == 1
+    assert IdempotencyRecord.objects.count() == 1
+    assert BookingEvent.objects.filter(kind="booking.requested").count() == 1
+    assert len(first_callbacks) == 1
+    assert replay_callbacks == []
+
+
+def test_a_replay_returns_the_booking_as_it_is_now(api_client, offer):
+    first = post_booking(api_client, stay_body(offer), key="later")
+    Booking.objects.filter(reference=first.json()["reference"]).update(status=S.CONFIRMED)
+
+    replay = post_booking(api_client, stay_body(offer), key="later")
+
+    assert replay.status_code == 202
+    assert replay.json()["reference"] == first.json()["reference"]
+    assert replay.json()["status"] == "confirmed"
+
+
+def test_a_replay_still_works_after_the_offer_is_withdrawn(api_client, offer):
+    first = post_booking(api_client, stay_body(offer), key="withdrawn")
+    offer.is_active = False
+    offer.save(update_fields=["is_active"])
+
+    replay = post_booking(api_client, stay_body(offer), key="withdrawn")
+
+    assert replay.status_code == 202
+    assert replay.json()["reference"] == first.json()["reference"]
+
+
+def test_the_same_key_with_another_body_is_refused_and_writes_nothing(
+    api_client, offer, django_capture_on_commit_callbacks
+):
+    # given a booking made with a key
+    post_booking(api_client, stay_body(offer), key="reused")
+    events_before = BookingEvent.objects.count()
+
+    # when the key is sent with another body
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = post_booking(api_client, stay_body(offer, guests=3), key="reused")
+
+    # then it is refused and nothing is written or queued
+    assert response.status_code == 422
+    assert response.json() == {
+        "error": {
+            "code": "idempotency_key_reused",
+            "message": "This Idempotency-Key was already used with a different request body.",
+        }
+    }
+    assert Booking.objects.count() == 1
+    assert IdempotencyRecord.objects.count() == 1
+    assert BookingEvent.objects.count() == events_before
+    assert callbacks == []
+
+
+def test_idempotency_keys_are_per_customer(api_client, other_client, offer):
+    mine = post_booking(api_client, stay_body(offer), key="shared-key")
+    theirs = post_booking(other_client, stay_body(offer), key="shared-key")
+
+    assert mine.status_code == theirs.status_code == 202
+    assert mine.json()["reference"] != theirs.json()["reference"]
+    assert Booking.objects.count() == 2
+    assert IdempotencyRecord.objects.count() == 2
+
+
+def test_booking_with_a_quote_keeps_the_quoted_price(api_client, offer):
+    # given a quote, then a price rise
+    quote = api_client.post("/api/v1/quotes", stay_body(offer), format="json").json()
+    offer.unit_price = Decimal("200.00")
+    offer.save(update_fields=["unit_price"])
+
+    # when the customer books with the quote
+    response = post_booking(api_client, stay_body(offer, quote=quote["id"]))
+
+    # then the quoted price holds
+    assert response.status_code == 202
+    assert response.json()["total_price"] == "360.00"
+    assert str(Booking.objects.get().quote_id) == quote["id"]
+
+
+# --- detail -----------------------------------------------------------------------------------
+def test_a_customer_sees_their_booking(api_client, customer, django_assert_num_queries):
+    booking = BookingFactory(customer=customer)
+
+    with django_assert_num_queries(2):  # the token with its user, the booking with its relations
+        response = api_client.get(f"{BOOKINGS_URL}/{booking.reference}")
+
+    assert response.status_code == 200
+    assert response.json() == booking_json(booking, status="pending", message=PENDING_MESSAGE)
+
+
+def test_detail_answers_with_a_trailing_slash(api_client, customer):
+    booking = BookingFactory(customer=customer)
+
+    response = api_client.get(f"{BOOKINGS_URL}/{booking.reference}/")
+
+    assert response.status_code == 200
+    assert response.json()["reference"] == booking.reference
+
+
+@pytest.mark.parametrize(
+    ("state", "status", "message", "cancellable"),
+    [
+        (S.SUBMITTING, "pending", "We are placing your booking with the partner.", True),
+        (S.UNKNOWN, "pending", "We are checking your booking with the partner.", True),
+        (S.CONFIRMED, "confirmed", "Your booking is confirmed.", True),
+        (S.REJECTED, "failed", "The partner could not accept this booking.", False),
+        (
+            S.EXPIRED,
+            "failed",
+            "The partner did not confirm in time. You have not been charged.",
+            False,
+        ),
+        (S.CANCEL_REQUESTED, "cancelling", CANCELLING_MESSAGE, True),
+        (S.CANCELLED, "cancelled", "Your booking is cancelled.", True),
+        (
+            S.NEEDS_ATTENTION,
+            "pending",
+            "Our support team is reviewing your booking; we will update you shortly.",
+            True,
+        ),
+    ],
+)
+def test_detail_shows_the_customer_facing_status(api_client, customer, state, status, message, cancellable):
+    booking = BookingFactory(customer=customer, status=state)
+
+    response = api_client.get(f"{BOOKINGS_URL}/{booking.reference}")
+
+    assert response.json() == booking_json(booking, status=status, message=message, cancellable=cancellable)
+
+
+def test_another_customers_booking_is_not_found(api_client, other_customer):
+    # given a booking of another customer
+    booking = BookingFactory(customer=other_customer)
+
+    # when this customer asks for it, and for a reference that does not exist
+    response = api_client.get(f"{BOOKINGS_URL}/{booking.reference}")
+    missing = api_client.get(f"{BOOKINGS_URL}/BK-NONE00")
+
+    # then both are the same 404
+    assert response.status_code == missing.status_code == 404
+    assert response.json() == {"error": {"code": "not_found", "message": f"No booking {booking.reference}."}}
+    assert missing.json() == {"error": {"code": "not_found", "message": "No booking BK-NONE00."}}
+
+
+# --- list -------------------------------------------------------------------------------------
+def test_the_list_holds_only_my_bookings_newest_first(
+    api_client, customer, other_customer, django_assert_num_queries
+):
+    older = BookingFactory(customer=customer)
+    newer = BookingFactory(customer=customer)
+    BookingFactory(customer=other_customer)
+
+    with django_assert_num_queries(3):  # token, count, page with relations
+        response = api_client.get(BOOKINGS_URL)
+
+    assert response.status_code == 200
+    assert response.json() == {
+        "count": 2,
+        "next": None,
+        "previous": None,
+        "results": [
+            booking_json(newer, status="pending", message=PENDING_MESSAGE),
+            booking_json(older, status="pending", message=PENDING_MESSAGE),
+        ],
+    }
+
+
+def test_the_list_is_paginated(api_client, customer):
+    bookings = BookingFactory.create_batch(settings.REST_FRAMEWORK["PAGE_SIZE"] + 1, customer=customer)
+
+    first = api_client.get(BOOKINGS_URL)
+    second = api_client.get(first.json()["next"])
+
+    assert first.json()["count"] == 21
+    assert len(first.json()["results"]) == 20
+    assert first.json()["next"] == f"{SERVER}{BOOKINGS_URL}?page=2"
+    assert [row["reference"] for row in second.json()["results"]] == [bookings[0].reference]
+    assert second.json()["previous"] == f"{SERVER}{BOOKINGS_URL}"
+
+
+def test_a_page_out_of_range_is_not_found(api_client, db):
+    response = api_client.get(f"{BOOKINGS_URL}?page=9")
+
+    assert response.status_code == 404
+    assert response.json() == {"error": {"code": "not_found", "message": "Invalid page."}}
+
+
+@pytest.mark.parametrize(
+    ("status", "states"),
+    [
+        (
+            CustomerStatus.PENDING,
+            {S.REQUESTED, S.SUBMITTING, S.PENDING_PARTNER, S.UNKNOWN, S.NEEDS_ATTENTION},
+        ),
+        (CustomerStatus.CONFIRMED, {S.CONFIRMED}),
+        (CustomerStatus.FAILED, {S.REJECTED, S.FAILED, S.EXPIRED}),
+        (CustomerStatus.CANCELLING, {S.CANCEL_REQUESTED}),
+        (CustomerStatus.CANCELLED, {S.CANCELLED}),
+    ],
+)
+def test_the_list_filters_by_customer_facing_status(api_client, customer, other_customer, status, states):
+    # given one booking of mine in every state, and another customer's in the same states
+    mine = {state: BookingFactory(customer=customer, status=state) for state in S}
+    for state in S:
+        BookingFactory(customer=other_customer, status=state)
+
+    # when I filter by a status
+    response = api_client.get(BOOKINGS_URL, {"status": status})
+
+    # then I see exactly my bookings the customer sees with that status
+    assert response.status_code == 200
+    assert {row["reference"] for row in response.json()["results"]} == {
+        mine[state].reference for state in states
+    }
+    assert {row["status"] for row in response.json()["results"]} == {status}
+
+
+def test_an_unknown_status_filter_is_refused(api_client, db):
+    response = api_client.get(BOOKINGS_URL, {"status": "needs_attention"})
+
+    assert response.status_code == 400
+    assert response.json() == {
+        "error": {
+            "code": "validation_error",
+            "message": "The request is invalid.",
+            "fields": {"status": ['"needs_attention" is not a valid choice.']},
+        }
+    }
+
+
+# --- cancel -----------------------------------------------------------------------------------
+def test_cancel_is_accepted_and_idempotent(api_client, customer, django_capture_on_commit_callbacks):
+    # given a confirmed booking
+    booking = BookingFactory(customer=customer, status=S.CONFIRMED)
+    url = f"{BOOKINGS_URL}/{booking.reference}/cancel"
+
+    # when the customer cancels it twice
+    with django_capture_on_commit_callbacks() as first_callbacks:
+        first = api_client.post(url)
+    with django_capture_on_commit_callbacks() as second_callbacks:
+        second = api_client.post(url)
+
+    # then both answers are the same 202, with one timeline row and one queued cancellation
+    booking.refresh_from_db()
+    assert first.status_code == second.status_code == 202
+    assert first.json() == second.json()
+    assert first.json() == booking_json(booking, status="cancelling", message=CANCELLING_MESSAGE)
+    assert first.headers["Location"] == f"{SERVER}{BOOKINGS_URL}/{booking.reference}"
+    assert first.headers["Retry-After"] == str(settings.BOOKING_POLL_AFTER_S)
+    assert booking.status == S.CANCEL_REQUESTED
+    assert list(booking.events.values_list("kind", "actor", "actor_label", "from_state")) == [
+        ("booking.cancel_requested", "customer", customer.username, "confirmed")
+    ]
+    assert len(first_callbacks) == 1
+    assert second_callbacks == []
+
+
+def test_cancel_answers_with_a_trailing_slash(api_client, customer):
+    booking = BookingFactory(customer=customer)
+
+    response = api_client.post(f"{BOOKINGS_URL}/{booking.reference}/cancel/")
+
+    assert response.status_code == 202
+    assert response.json()["status"] == "cancelling"
+
+
+def test_cancelling_a_cancelled_booking_answers_202(api_client, customer):
+    booking = BookingFactory(customer=customer, status=S.CANCELLED)
+
+    response = api_client.post(f"{BOOKINGS_URL}/{booking.reference}/cancel")
+
+    assert response.status_code == 202
+    assert response.json()["status"] == "cancelled"
+    assert booking.events.count() == 0
+
+
+@pytest.mark.parametrize("state", [S.REJECTED, S.FAILED, S.EXPIRED])
+def test_a_finished_booking_is_not_cancellable(
+    api_client, customer, state, django_capture_on_commit_callbacks
+):
+    booking = BookingFactory(customer=customer, status=state)
+
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = api_client.post(f"{BOOKINGS_URL}/{booking.reference}/cancel")
+
+    booking.refresh_from_db()
+    assert response.status_code == 409
+    assert response.json() == {
+        "error": {
+            "code": "not_cancellable",
+            "message": f"Booking {booking.reference} is {state} and can no longer be cancelled.",
+        }
+    }
+    assert booking.status == state
+    assert booking.events.count() == 0
+    assert callbacks == []
+
+
+def test_another_customers_booking_cannot_be_cancelled(
+    api_client, other_customer, django_capture_on_commit_callbacks
+):
+    booking = BookingFactory(customer=other_customer, status=S.CONFIRMED)
+
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = api_client.post(f"{BOOKINGS_URL}/{booking.reference}/cancel")
+
+    booking.refresh_from_db()
+    assert response.status_code == 404
+    assert response.json() == {"error": {"code": "not_found", "message": f"No booking {booking.reference}."}}
+    assert booking.status == S.CONFIRMED
+    assert booking.events.count() == 0
+    assert callbacks == []
+
+
+def test_cancel_needs_no_body_and_takes_get_as_not_allowed(api_client, customer):
+    booking = BookingFactory(customer=customer)
+
+    response = api_client.get(f"{BOOKINGS_URL}/{booking.reference}/cancel")
+
+    assert response.status_code == 405
+    assert response.json() == {
+        "error": {"code": "method_not_allowed", "message": 'Method "GET" not allowed.'}
+    }
+
+
+# --- offers -----------------------------------------------------------------------------------
+def test_offers_lists_active_offers_of_enabled_partners(api_client, offer):
+    # given the bookable offer, an inactive one and one of a disabled partner
+    OfferFactory(partner=offer.partner, is_active=False)
+    OfferFactory(partner=PartnerFactory(enabled=False))
+
+    response = api_client.get("/api/v1/offers")
+
+    assert response.status_code == 200
+    assert response.json() == {
+        "count": 1,
+        "next": None,
+        "previous": None,
+        "results": [
+            {
+                "id": offer.pk,
+                "product_id": offer.product_id,
+                "name": offer.name,
+                "unit_price": "120.00",
+                "currency": "EUR",
+                "capacity": 4,
+                "partner": {"code": offer.partner.code},
+            }
+        ],
+    }
+
+
+# --- quotes -----------------------------------------------------------------------------------
+def test_a_quote_prices_the_stay_and_expires(api_client, customer, offer):
+    body = stay_body(offer)
+
+    response = api_client.post("/api/v1/quotes/", body, format="json")
+
+    quote = Quote.objects.get()
+    assert response.status_code == 201
+    assert response.json() == {
+        "id": str(quote.pk),
+        "offer": {"id": offer.pk, "product_id": offer.product_id, "name": offer.name},
+        "start_date": body["start_date"],
+        "end_date": body["end_date"],
+        "nights": 3,
+        "guests": 2,
+        "total_price": "360.00",
+        "currency": "EUR",
+        "expires_at": iso(quote.expires_at),
+    }
+    assert quote.customer == customer
+    assert quote.expires_at - quote.created_at == pytest.approx(settings.QUOTE_TTL, abs=timedelta(seconds=1))
+
+
+def test_a_quote_requires_every_stay_field(api_client, db):
+    response = api_client.post("/api/v1/quotes", {"offer": 1}, format="json")
+
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"] == {
+        "start_date": ["This field is required."],
+        "end_date": ["This field is required."],
+        "guests": ["This field is required."],
+    }
+    assert Quote.objects.count() == 0
+
+
+# --- enqueue after commit, through the API ------------------------------------------------------
+def test_a_committed_booking_queues_one_submission_on_its_partner_queue(
+    api_client, offer, broker, partner_queue, django_capture_on_commit_callbacks
+):
+    # when the booking request commits
+    with django_capture_on_commit_callbacks(execute=True):
+        response = post_booking(api_client, stay_body(offer))
+
+    # then exactly one submit_booking message for it waits on the partner's queue
+    booking = Booking.objects.get(reference=response.json()["reference"])
+    messages = queued_messages(broker, partner_queue)
+    assert [(m.actor_name, m.args) for m in messages] == [("submit_booking", (str(booking.pk),))]
+
+
+# --- a real worker --------------------------------------------------------------------------
+@pytest.mark.integration
+def test_a_real_worker_picks_up_the_submission(
+    no_stray_db_sessions, partner_queue, worker, broker, settings, api_client, offer
+):
+    # given a worker consuming the partner's queue; the partner's base_url is a closed port, and
+    # the re-send after a failed connect is a minute away, so the booking holds still for us
+    settings.PARTNER_RETRY_MIN_S = 60.0
+    broker.declare_queue(partner_queue)
+
+    # when a booking is requested over the API (no test transaction: it really commits)
+    response = post_booking(api_client, stay_body(offer))
+    assert response.status_code == 202
+    booking = Booking.objects.get(reference=response.json()["reference"])
+
+    # then a worker ran the submission: it recorded an attempt with our key and, since nothing
+    # reached the partner, put the booking back to requested with a deferral on its timeline
+    wait_until(
+        booking.events.filter(kind="booking.submission_deferred").exists,
+        what="a worker to pick the submission up",
+    )
+    booking.refresh_from_db()
+    attempt = PartnerAttempt.objects.get(booking=booking)
+    assert (attempt.operation, attempt.outcome, attempt.idempotency_key) == (
+        "create",
+        "transient",
+        booking.partner_key,
+    )
+    assert booking.status == S.REQUESTED
+    assert booking.submission_count == 1
+    assert list(booking.events.values_list("kind", flat=True)) == [
+        "booking.requested",
+        "booking.submitting",
+        "partner.attempt.transient",
+        "booking.submission_deferred",
+    ]
