@@ -1,0 +1,343 @@
+"""Real sandbox partner processes (`manage.py run_sandbox_partner`) and a real webhook receiver.
+
+No database: the sandbox keeps its own SQLite store in a temp directory. The two shared
+partners (one per profile) are module-scoped for speed; each test gets them with faults back at
+their defaults and an empty store.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.server
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+ROOT = Path(__file__).resolve().parents[2]
+API_KEY = "sandbox-test-key"
+SECRET = "whsec_" + base64.b64encode(b"sandbox-test-secret-0123456789ab").decode()
+DEFAULT_FAULTS: dict[str, Any] = {
+    "latency_ms": [0, 0],
+    "timeout_after_commit_rate": 0,
+    "error_5xx_rate": 0,
+    "rate_limit_rate": 0,
+    "reject_rate": 0,
+    "async_confirm_delay_s": None,
+    "webhook_duplicate_rate": 0,
+    "webhook_reorder_rate": 0,
+    "webhook_delay_s": [0, 0],
+    "webhook_early_rate": 0,
+    "clock_skew_s": 0,
+    "honour_idempotency_keys": True,
+    "time_scale": 1,
+    "seed": 1234,
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def unique_ref() -> str:
+    return f"BK-{uuid.uuid4().hex[:8].upper()}"
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, interval: float = 0.02) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(interval)
+
+
+# --- webhook receiver ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Hook:
+    headers: dict[str, str]
+    body: bytes
+    at: float  # time.monotonic() on arrival
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        return json.loads(self.body)
+
+    @property
+    def webhook_id(self) -> str:
+        return self.headers["webhook-id"]
+
+
+@dataclass
+class WebhookReceiver:
+    """Records every POST; answers 204 unless told to fail the next ones."""
+
+    hooks: list[Hook] = field(default_factory=list)
+    planned_codes: list[int] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    port: int = 0
+    server: http.server.ThreadingHTTPServer | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hooks/partner"
+
+    def start(self) -> WebhookReceiver:
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                with receiver.lock:
+                    receiver.hooks.append(Hook(headers, body, time.monotonic()))
+                    code = receiver.planned_codes.pop(0) if receiver.planned_codes else 204
+                self.send_response(code)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+
+    def reset(self) -> None:
+        with self.lock:
+            self.hooks.clear()
+            self.planned_codes.clear()
+
+    def for_reservation(self, reservation_id: str) -> list[Hook]:
+        with self.lock:
+            return [h for h in self.hooks if h.payload["data"]["id"] == reservation_id]
+
+    def wait_for(self, reservation_id: str, count: int, timeout: float = 5.0) -> list[Hook]:
+        return wait_until(
+            lambda: (hooks := self.for_reservation(reservation_id)) and len(hooks) >= count and hooks,
+            timeout,
+        )
+
+
+# --- sandbox partner process -------------------------------------------------------------------
+@dataclass
+class SandboxProcess:
+    profile: str
+    store: Path
+    extra: list[str] = field(default_factory=list)
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def auth(self) -> dict[str, str]:
+        if self.profile == "reference":
+            return {"Authorization": f"Bearer {API_KEY}"}
+        return {"X-Api-Key": API_KEY}
+
+    @property
+    def log_path(self) -> Path:
+        return self.store.with_suffix(".log")
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable,
+            str(ROOT / "manage.py"),
+            "run_sandbox_partner",
+            "--profile",
+            self.profile,
+            "--port",
+            str(self.port),
+            "--store",
+            str(self.store),
+            "--api-key",
+            API_KEY,
+            *self.extra,
+        ]
+
+    def start(self, timeout: float = 30.0) -> SandboxProcess:
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                self.command(), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"sandbox exited {self.proc.returncode}: {self.log()}")
+            try:
+                requests.get(f"{self.base}/_sandbox/faults", headers=self.auth, timeout=1)
+                return self
+            except requests.ConnectionError:
+                time.sleep(0.05)
+        raise AssertionError(f"sandbox did not answer within {timeout}s: {self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def terminate(self, timeout: float = 15.0) -> int:
+        """SIGTERM and wait; the exit status."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    # --- HTTP helpers --------------------------------------------------------------------
+    def request(
+        self, method: str, path: str, *, authenticated: bool = True, **kwargs: Any
+    ) -> requests.Response:
+        """Sends the API key unless `authenticated` is False (then only the given headers)."""
+        headers = {**(self.auth if authenticated else {}), **kwargs.pop("headers", {})}
+        kwargs.setdefault("timeout", 10)
+        return requests.request(method, f"{self.base}{path}", headers=headers, **kwargs)
+
+    def set_faults(self, **changes: Any) -> dict[str, Any]:
+        response = self.request("POST", "/_sandbox/faults", json=changes)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def truth(self, client_reference: str | None = None) -> list[dict[str, Any]]:
+        params = {"client_reference": client_reference} if client_reference else None
+        response = self.request("GET", "/_sandbox/reservations", params=params)
+        assert response.status_code == 200, response.text
+        return response.json()["reservations"]
+
+    def stats(self) -> dict[str, Any]:
+        return self.request("GET", "/_sandbox/stats").json()
+
+    def reset(self) -> None:
+        self.set_faults(**DEFAULT_FAULTS)
+        assert self.request("POST", "/_sandbox/reset").status_code == 200
+
+
+def reference_body(client_reference: str | None = None, **overrides: Any) -> dict[str, Any]:
+    return {
+        "client_reference": client_reference or unique_ref(),
+        "product_id": "hotel-42-dbl",
+        "start_date": "2027-03-01",
+        "end_date": "2027-03-04",
+        "guests": 2,
+        "total_price": "360.00",
+        "currency": "EUR",
+        **overrides,
+    }
+
+
+def legacy_body(ref: str | None = None, **overrides: Any) -> dict[str, Any]:
+    return {
+        "ref": ref or unique_ref(),
+        "item": "hotel-42-dbl",
+        "from": "2027-03-01",
+        "to": "2027-03-04",
+        "pax": 2,
+        "amount": "360.00",
+        "ccy": "EUR",
+        **overrides,
+    }
+
+
+# --- fixtures ----------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def session_receiver() -> Iterator[WebhookReceiver]:
+    receiver = WebhookReceiver().start()
+    yield receiver
+    receiver.stop()
+
+
+@pytest.fixture(scope="session")
+def shared_reference(
+    tmp_path_factory: pytest.TempPathFactory, session_receiver: WebhookReceiver
+) -> Iterator[SandboxProcess]:
+    store = tmp_path_factory.mktemp("reference") / "partner.sqlite3"
+    partner = SandboxProcess(
+        "reference",
+        store,
+        [
+            "--webhook-url",
+            session_receiver.url,
+            "--webhook-secret",
+            SECRET,
+            "--timezone",
+            "Europe/Berlin",
+            "--hang-s",
+            "3",
+        ],
+    ).start()
+    yield partner
+    partner.kill()
+
+
+@pytest.fixture(scope="session")
+def shared_legacy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxProcess]:
+    store = tmp_path_factory.mktemp("legacy") / "partner.sqlite3"
+    # --hang-s 0: a timeout-after-commit drops the connection at once.
+    partner = SandboxProcess("legacy", store, ["--timezone", "Europe/Berlin", "--hang-s", "0"]).start()
+    yield partner
+    partner.kill()
+
+
+@pytest.fixture
+def receiver(session_receiver: WebhookReceiver) -> WebhookReceiver:
+    session_receiver.reset()
+    return session_receiver
+
+
+@pytest.fixture
+def reference(shared_reference: SandboxProcess, receiver: WebhookReceiver) -> SandboxProcess:
+    shared_reference.reset()
+    receiver.reset()  # drop anything the sender was still delivering from the previous test
+    return shared_reference
+
+
+@pytest.fixture
+def legacy(shared_legacy: SandboxProcess) -> SandboxProcess:
+    shared_legacy.reset()
+    return shared_legacy
+
+
+@pytest.fixture
+def start_sandbox(tmp_path: Path) -> Iterator[Callable[..., SandboxProcess]]:
+    """Start a partner of its own (for restarts, signals, start options); killed at teardown."""
+    started: list[SandboxProcess] = []
+
+    def start(
+        profile: str, *extra: str, store: Path | None = None, port: int | None = None
+    ) -> SandboxProcess:
+        partner = SandboxProcess(profile, store or tmp_path / f"{profile}.sqlite3", list(extra))
+        if port is not None:
+            partner.port = port
+        started.append(partner)
+        return partner.start()
+
+    yield start
+    for partner in started:
+        partner.kill()
