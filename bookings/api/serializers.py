@@ -13,12 +13,10 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from bookings.models import Booking
-from bookings.states import BookingState, CustomerStatus
+from bookings.states import CustomerStatus
 
 # A database id fits a signed 64-bit integer; anything larger is not an id.
 MAX_ID = 2**63 - 1
-# The states from which `POST .../cancel` answers 202 (a cancel is idempotent once asked).
-_CANCEL_ACCEPTED = frozenset({BookingState.CANCEL_REQUESTED, BookingState.CANCELLED})
 
 
 # --- errors ---------------------------------------------------------------------------------
@@ -107,7 +105,10 @@ class BookingLinksSerializer(serializers.Serializer):
     self = serializers.URLField()
     cancel = serializers.URLField(
         allow_null=True,
-        help_text="Where to cancel this booking; null once it can no longer be cancelled.",
+        help_text=(
+            "Where to cancel this booking; null when there is nothing to cancel (already "
+            "cancelling or cancelled, or failed). Cancelling again is harmless: it answers 202."
+        ),
     )
 
 
@@ -139,8 +140,7 @@ class BookingOutputSerializer(serializers.Serializer):
         request = self.context["request"]
         detail = reverse("bookings-api:booking-detail", kwargs={"reference": booking.reference})
         cancel = reverse("bookings-api:booking-cancel", kwargs={"reference": booking.reference})
-        accepts_cancel = booking.is_cancellable or booking.status in _CANCEL_ACCEPTED
         return {
             "self": request.build_absolute_uri(detail),
-            "cancel": request.build_absolute_uri(cancel) if accepts_cancel else None,
+            "cancel": request.build_absolute_uri(cancel) if booking.is_cancellable else None,
         }

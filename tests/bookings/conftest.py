@@ -12,7 +12,7 @@ from typing import Any
 import dramatiq
 import pytest
 from django.conf import settings
-from django.db import connection, connections
+from django.db import connections
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -141,20 +141,3 @@ def other_customer(db):
 @pytest.fixture
 def other_client(other_customer) -> APIClient:
     return authed_client(other_customer)
-
-
-@pytest.fixture
-def no_stray_db_sessions(transactional_db):
-    """Close database sessions that worker-side threads leave behind, after the worker stops.
-
-    Workaround (reported): the partner-queue refresh thread of `partners.queues` exits without
-    closing its connection; on PostgreSQL that session then delays the test database's drop
-    by 5 s and fails it ("being accessed by other users"). Request this before `worker`.
-    """
-    yield
-    if IS_POSTGRES:
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            )

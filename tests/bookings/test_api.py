@@ -3,6 +3,7 @@ listing, cancelling, offers and quotes. Concurrency lives in test_api_concurrenc
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 from decimal import Decimal
 
@@ -10,6 +11,7 @@ import pytest
 from django.conf import settings
 from rest_framework.fields import DateTimeField
 from rest_framework.test import APIClient
+from rest_framework.throttling import UserRateThrottle
 
 from bookings.models import Booking, BookingEvent, IdempotencyRecord, Quote
 from bookings.states import BookingState, CustomerStatus
@@ -99,6 +101,22 @@ def test_an_invalid_token_is_refused(db):
 
     assert response.status_code == 401
     assert response.json() == {"error": {"code": "authentication_failed", "message": "Invalid token."}}
+
+
+def test_throttled_requests_get_429_in_the_one_shape(api_client, monkeypatch):
+    # given a per-customer limit of 2 requests a minute, counted under a key of this test only
+    monkeypatch.setattr(UserRateThrottle, "THROTTLE_RATES", {"user": "2/min"})
+    monkeypatch.setattr(UserRateThrottle, "cache_format", f"throttle-{uuid.uuid4().hex}-%(scope)s-%(ident)s")
+
+    # when the customer makes a third request within the minute
+    statuses = [api_client.get("/api/v1/offers").status_code for _ in range(2)]
+    response = api_client.get("/api/v1/offers")
+
+    # then it is refused with 429, Retry-After and the error shape
+    assert statuses == [200, 200]
+    assert response.status_code == 429
+    assert 0 < int(response.headers["Retry-After"]) <= 60
+    assert response.json()["error"]["code"] == "throttled"
 
 
 # --- create -----------------------------------------------------------------------------------
@@ -405,18 +423,26 @@ def test_detail_answers_with_a_trailing_slash(api_client, customer):
 @pytest.mark.parametrize(
     ("state", "status", "message", "cancellable"),
     [
+        (S.REQUESTED, "pending", PENDING_MESSAGE, True),
         (S.SUBMITTING, "pending", "We are placing your booking with the partner.", True),
+        (S.PENDING_PARTNER, "pending", "The partner is confirming your booking.", True),
         (S.UNKNOWN, "pending", "We are checking your booking with the partner.", True),
         (S.CONFIRMED, "confirmed", "Your booking is confirmed.", True),
         (S.REJECTED, "failed", "The partner could not accept this booking.", False),
+        (
+            S.FAILED,
+            "failed",
+            "We could not complete this booking. You have not been charged.",
+            False,
+        ),
         (
             S.EXPIRED,
             "failed",
             "The partner did not confirm in time. You have not been charged.",
             False,
         ),
-        (S.CANCEL_REQUESTED, "cancelling", CANCELLING_MESSAGE, True),
-        (S.CANCELLED, "cancelled", "Your booking is cancelled.", True),
+        (S.CANCEL_REQUESTED, "cancelling", CANCELLING_MESSAGE, False),
+        (S.CANCELLED, "cancelled", "Your booking is cancelled.", False),
         (
             S.NEEDS_ATTENTION,
             "pending",
@@ -549,7 +575,9 @@ def test_cancel_is_accepted_and_idempotent(api_client, customer, django_capture_
     booking.refresh_from_db()
     assert first.status_code == second.status_code == 202
     assert first.json() == second.json()
-    assert first.json() == booking_json(booking, status="cancelling", message=CANCELLING_MESSAGE)
+    assert first.json() == booking_json(
+        booking, status="cancelling", message=CANCELLING_MESSAGE, cancellable=False
+    )
     assert first.headers["Location"] == f"{SERVER}{BOOKINGS_URL}/{booking.reference}"
     assert first.headers["Retry-After"] == str(settings.BOOKING_POLL_AFTER_S)
     assert booking.status == S.CANCEL_REQUESTED
@@ -707,7 +735,7 @@ def test_a_committed_booking_queues_one_submission_on_its_partner_queue(
 # --- a real worker --------------------------------------------------------------------------
 @pytest.mark.integration
 def test_a_real_worker_picks_up_the_submission(
-    no_stray_db_sessions, partner_queue, worker, broker, settings, api_client, offer
+    transactional_db, partner_queue, worker, broker, settings, api_client, offer
 ):
     # given a worker consuming the partner's queue; the partner's base_url is a closed port, and
     # the re-send after a failed connect is a minute away, so the booking holds still for us

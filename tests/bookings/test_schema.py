@@ -1,0 +1,87 @@
+"""The OpenAPI schema: generated with warnings as errors, valid, served, and documenting the
+customer API's contract (errors, the Idempotency-Key header, the polling headers)."""
+
+from __future__ import annotations
+
+import yaml
+from django.core.management import call_command
+from rest_framework.test import APIClient
+
+ERROR_REF = {"$ref": "#/components/schemas/Error"}
+
+
+def test_the_schema_generates_with_warnings_as_errors_and_validates(tmp_path):
+    target = tmp_path / "schema.yml"
+
+    call_command("spectacular", "--file", str(target), "--validate", "--fail-on-warn")
+
+    schema = yaml.safe_load(target.read_text())
+    assert schema["openapi"] == "3.0.3"
+    assert {path for path in schema["paths"] if path.startswith("/api/v1/")} == {
+        "/api/v1/bookings",
+        "/api/v1/bookings/{reference}",
+        "/api/v1/bookings/{reference}/cancel",
+        "/api/v1/offers",
+        "/api/v1/quotes",
+    }
+
+
+def test_the_schema_and_docs_are_served(db):
+    client = APIClient()
+
+    schema = client.get("/api/schema/", {"format": "json"})
+    docs = client.get("/api/docs/")
+
+    assert schema.status_code == 200
+    assert docs.status_code == 200
+    assert "swagger-ui" in docs.content.decode()
+
+
+def operations(client) -> dict[str, dict]:
+    schema = client.get("/api/schema/", {"format": "json"}).json()
+    return {
+        op["operationId"]: op
+        for item in schema["paths"].values()
+        for op in item.values()
+        if isinstance(op, dict) and "operationId" in op
+    }
+
+
+def error_codes(operation: dict) -> set[str]:
+    return {
+        code
+        for code, response in operation["responses"].items()
+        if response.get("content", {}).get("application/json", {}).get("schema") == ERROR_REF
+    }
+
+
+def test_every_customer_operation_documents_its_errors_in_the_one_shape(db):
+    ops = operations(APIClient())
+
+    assert {name: error_codes(ops[name]) for name in ops if not name.startswith("partner")} == {
+        "bookings_list": {"400", "401", "404", "429"},
+        "bookings_create": {"400", "401", "415", "422", "429"},
+        "bookings_retrieve": {"401", "404", "429"},
+        "bookings_cancel": {"401", "404", "409", "429"},
+        "offers_list": {"401", "404", "429"},
+        "quotes_create": {"400", "401", "415", "429"},
+    }
+
+
+def test_booking_create_documents_its_headers(db):
+    create = operations(APIClient())["bookings_create"]
+
+    assert [(p["name"], p["in"], p["required"]) for p in create["parameters"] if p["in"] == "header"] == [
+        ("Idempotency-Key", "header", True)
+    ]
+    assert set(create["responses"]["202"]["headers"]) == {"Retry-After", "Location"}
+    assert set(create["requestBody"]["content"]) == {"application/json"}
+
+
+def test_the_error_shape_is_a_component(db):
+    schema = APIClient().get("/api/schema/", {"format": "json"}).json()
+    components = schema["components"]["schemas"]
+
+    assert components["Error"]["required"] == ["error"]
+    assert components["ErrorDetail"]["required"] == ["code", "message"]
+    assert set(components["ErrorDetail"]["properties"]) == {"code", "message", "fields"}
