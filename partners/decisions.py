@@ -43,9 +43,12 @@ def order_observation(current: Held | None, incoming: Held) -> ObservationResult
         if incoming.version == current.version:
             return ObservationResult.DUPLICATE
         return ObservationResult.APPLIED
-    if current.modified_at is not None and incoming.modified_at is not None:
-        if incoming.modified_at < current.modified_at:
-            return ObservationResult.STALE
+    if (
+        current.modified_at is not None
+        and incoming.modified_at is not None
+        and incoming.modified_at < current.modified_at
+    ):
+        return ObservationResult.STALE
     if incoming.status == current.status:
         return ObservationResult.DUPLICATE
     return ObservationResult.APPLIED  # same or unknown time, new status: receipt order decides
@@ -80,6 +83,14 @@ def reconcile(state: str, reservations: list[ReservationView], *, fenced: bool) 
 
     `fenced` is True while a create attempt's outcome is unknown: then nothing is concluded
     from the absence of a live reservation (another may exist that we have not seen).
+
+    - terminal: every live reservation is cancelled at the partner (compensated);
+    - cancel_requested: the same, and once nothing is live (and nothing unknown) it is cancelled;
+    - confirmed: stays so only while a confirmed reservation is live, else support decides
+      (invariant 6);
+    - needs_attention: support decides; automation only cancels clear duplicates;
+    - open: the live reservation (confirmed first, else the oldest) is the booking's, extras
+      are duplicates to cancel; without a live one, the last settled one decides.
     """
     plan = Reconciliation()
     live = [r for r in reservations if r.status in (R.PENDING, R.CONFIRMED) and not r.compensating]
@@ -92,9 +103,14 @@ def reconcile(state: str, reservations: list[ReservationView], *, fenced: bool) 
     if state == S.CANCEL_REQUESTED:
         for r in live:
             plan.compensate[r.id] = "cancel_requested"
-        pending_cancels = [r for r in reservations if r.status in (R.PENDING, R.CONFIRMED)]
-        if not pending_cancels and not fenced:
+        still_live = [r for r in reservations if r.status in (R.PENDING, R.CONFIRMED)]
+        if not still_live and not fenced:
             plan.transition, plan.reason = "mark_cancelled", "nothing_live_at_partner"
+        return plan
+
+    if state == S.CONFIRMED and reservations and not any(r.status == R.CONFIRMED for r in live):
+        # The reservation that made it confirmed is gone at the partner: never silently confirmed.
+        plan.transition, plan.reason = "flag_for_attention", "partner_cancelled_confirmed"
         return plan
 
     if live:
@@ -103,22 +119,20 @@ def reconcile(state: str, reservations: list[ReservationView], *, fenced: bool) 
         plan.primary = primary.id
         for r in extras:
             plan.compensate[r.id] = "duplicate"
-        if primary.status == R.CONFIRMED and state in _OPEN | {S.NEEDS_ATTENTION}:
+        if primary.status == R.CONFIRMED and state in _OPEN:
             plan.transition, plan.reason = "confirm", "partner_confirmed"
         elif primary.status == R.PENDING and state in {S.REQUESTED, S.SUBMITTING, S.UNKNOWN}:
             plan.transition, plan.reason = "mark_partner_pending", "partner_pending"
         return plan
 
-    if fenced or not reservations:
+    if fenced or not reservations or state not in _OPEN:
         return plan
     settled = sorted(reservations, key=lambda r: r.linked_order)
     last = [r for r in settled if not r.compensating] or settled
     final = last[-1]
-    if state == S.CONFIRMED and final.status == R.CANCELLED:
-        plan.transition, plan.reason = "flag_for_attention", "partner_cancelled_confirmed"
-    elif state in _OPEN and final.status == R.REJECTED:
+    if final.status == R.REJECTED:
         plan.transition, plan.reason = "reject", "partner_rejected"
-    elif state in _OPEN - {S.REQUESTED} and final.status == R.CANCELLED:
+    elif final.status == R.CANCELLED and state != S.REQUESTED:
         plan.transition, plan.reason = "fail", "partner_cancelled"
     return plan
 
