@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Any
 
@@ -44,6 +45,34 @@ def _limiter_backend() -> RedisBackend:
     return RedisBackend(client=_redis())
 
 
+class SharedBreaker(pybreaker.CircuitBreaker):
+    """pybreaker's breaker (state in Redis), minus one trait: `CircuitBreaker.call` holds the
+    breaker's lock for the whole guarded call, which would let only one thread per process talk
+    to a partner at a time (a hung call would block every other). Here the lock covers only the
+    state checks before and the bookkeeping after; the call itself runs unlocked. The states and
+    their rules (open until the reset timeout, then one half-open trial) are pybreaker's own.
+    """
+
+    def call(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            state = self.state  # re-read from Redis: another process may have opened it
+            if isinstance(state, pybreaker.CircuitOpenState):
+                opened_at = self._state_storage.opened_at
+                if opened_at and datetime.now(UTC) < opened_at + timedelta(seconds=self.reset_timeout):
+                    raise pybreaker.CircuitBreakerError("Timeout not elapsed yet, circuit breaker still open")
+                self.half_open()
+                state = self.state
+        try:
+            result = func(*args, **kwargs)
+        except BaseException as exc:
+            with self._lock:
+                state._handle_error(exc)  # re-raises exc, or CircuitBreakerError when it trips
+            raise
+        with self._lock:
+            state._handle_success()
+        return result
+
+
 def _namespace(partner: Partner) -> str:
     return f"{settings.PARTNER_GUARD_NAMESPACE}:{partner.code}"
 
@@ -55,7 +84,7 @@ def breaker_for(partner: Partner) -> pybreaker.CircuitBreaker:
             storage = pybreaker.CircuitRedisStorage(
                 pybreaker.STATE_CLOSED, _redis(), namespace=f"{_namespace(partner)}:breaker"
             )
-            breaker = pybreaker.CircuitBreaker(
+            breaker = SharedBreaker(
                 fail_max=settings.PARTNER_BREAKER_FAIL_MAX,
                 reset_timeout=settings.PARTNER_BREAKER_RESET_S,
                 state_storage=storage,

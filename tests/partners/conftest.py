@@ -1,0 +1,465 @@
+"""Fixtures of the partner-boundary tests: partners, bookings in any state, partner snapshots,
+the broker's queues, a real worker, and (for integration tests) real sandbox partner processes
+whose webhooks reach this project through a live server.
+
+Connector tests (test_connector*.py) bring their own servers and use none of the sandbox
+fixtures here.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import dramatiq
+import pytest
+import requests
+from django.conf import settings
+from django.db import connection, connections
+from django.utils import timezone
+
+from bookings.models import Booking, BookingEvent
+from bookings.states import BookingState
+from partners.connectors.base import ReservationSnapshot
+from partners.connectors.http import close_sessions
+from partners.models import Adapter, Capability, Partner, ReservationStatus
+from tests.factories import BookingFactory, OfferFactory, PartnerFactory
+
+ROOT = Path(__file__).resolve().parents[2]
+IS_POSTGRES = settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
+S = BookingState
+REFERENCE_CAPS = [
+    Capability.IDEMPOTENCY_KEYS,
+    Capability.LOOKUP_BY_REFERENCE,
+    Capability.WEBHOOKS,
+    Capability.ASYNC_CONFIRMATION,
+]
+WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"partner-tests-webhook-secret-01").decode()
+SANDBOX_KEY = "sandbox-partner-tests-key"
+PERFECT = {
+    "latency_ms": [0, 0],
+    "timeout_after_commit_rate": 0,
+    "error_5xx_rate": 0,
+    "rate_limit_rate": 0,
+    "reject_rate": 0,
+    "async_confirm_delay_s": None,
+    "webhook_duplicate_rate": 0,
+    "webhook_reorder_rate": 0,
+    "webhook_delay_s": [0, 0],
+    "webhook_early_rate": 0,
+    "clock_skew_s": 0,
+    "honour_idempotency_keys": True,
+    "time_scale": 1,
+    "seed": 4242,
+}
+
+
+def unique_code(prefix: str = "p") -> str:
+    """A partner code nobody else uses (its queue and guard keys in Redis are this test's)."""
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def wait_until(condition: Callable[[], Any], *, timeout_s: float = 10.0, what: str, interval_s: float = 0.02):
+    """Poll `condition` until it is truthy and return it; fail after `timeout_s` (bounded)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out after {timeout_s} s waiting for {what}"
+        time.sleep(interval_s)
+
+
+def queued_messages(broker: dramatiq.Broker, queue_name: str) -> list[dramatiq.Message]:
+    """Messages waiting on a Redis queue (`<ns>:<queue>` ids, `<ns>:<queue>.msgs` bodies)."""
+    key = f"{broker.namespace}:{queue_name}"
+    ids = broker.client.lrange(key, 0, -1)
+    encoded = broker.client.hmget(f"{key}.msgs", ids) if ids else []
+    return [dramatiq.Message.decode(data) for data in encoded]
+
+
+def delayed_messages(broker: dramatiq.Broker, queue_name: str) -> list[dramatiq.Message]:
+    return queued_messages(broker, f"{queue_name}.DQ")
+
+
+def timeline(booking: Booking) -> list[str]:
+    return list(
+        BookingEvent.objects.filter(booking=booking)
+        .order_by("occurred_at", "id")
+        .values_list("kind", flat=True)
+    )
+
+
+def transitions(booking: Booking) -> list[tuple[str, str]]:
+    rows = BookingEvent.objects.filter(booking=booking).exclude(to_state="").order_by("occurred_at", "id")
+    return [(row.from_state, row.to_state) for row in rows]
+
+
+def snapshot(
+    ref: str,
+    status: str = ReservationStatus.CONFIRMED,
+    *,
+    version: int | None = 1,
+    client_reference: str = "",
+    modified_at: datetime | None = None,
+    created_at: datetime | None = None,
+) -> ReservationSnapshot:
+    modified_at = modified_at or datetime(2027, 1, 1, 12, 0, tzinfo=UTC) + timedelta(seconds=version or 0)
+    raw = {"id": ref, "client_reference": client_reference, "status": status, "version": version}
+    return ReservationSnapshot(
+        partner_ref=ref,
+        client_reference=client_reference,
+        status=ReservationStatus(status),
+        version=version,
+        created_at=created_at,
+        modified_at=modified_at,
+        raw=raw,
+    )
+
+
+# --- rows --------------------------------------------------------------------------------------
+@pytest.fixture
+def ref_partner(db) -> Partner:
+    """A reference partner row (nothing listens at its URL: unit tests make no calls)."""
+    return PartnerFactory(
+        code=unique_code("ref"),
+        adapter=Adapter.REFERENCE,
+        capabilities=list(REFERENCE_CAPS),
+        webhook_secret=WEBHOOK_SECRET,
+    )
+
+
+@pytest.fixture
+def legacy_partner(db) -> Partner:
+    return PartnerFactory(
+        code=unique_code("leg"),
+        adapter=Adapter.LEGACY,
+        capabilities=[Capability.CHANGE_LISTING],
+        webhook_secret="",
+        timezone="Europe/Berlin",
+    )
+
+
+@pytest.fixture
+def make_booking(db) -> Callable[..., Booking]:
+    def make(partner: Partner, status: str = S.SUBMITTING, **fields: Any) -> Booking:
+        offer = OfferFactory(partner=partner)
+        return BookingFactory(offer=offer, partner=partner, status=status, **fields)
+
+    return make
+
+
+# --- broker and worker -------------------------------------------------------------------------
+@pytest.fixture
+def clean_queues(broker) -> Callable[[Partner], str]:
+    """Empty a partner's queues (and its delay queue) now and at teardown."""
+    names: list[str] = []
+
+    def clean(partner: Partner) -> str:
+        for name in (partner.queue_name, f"{partner.queue_name}.DQ"):
+            broker.client.delete(f"{broker.namespace}:{name}", f"{broker.namespace}:{name}.msgs")
+        names.append(partner.queue_name)
+        return partner.queue_name
+
+    yield clean
+    for name in names:
+        for queue in (name, f"{name}.DQ"):
+            broker.client.delete(f"{broker.namespace}:{queue}", f"{broker.namespace}:{queue}.msgs")
+
+
+@pytest.fixture
+def reset_guard() -> Callable[[Partner], None]:
+    """Forget a partner's breaker and concurrency state (Redis keys and this process's cache)."""
+    from partners import guard
+
+    def reset(partner: Partner) -> None:
+        client = guard._redis()
+        keys = list(client.scan_iter(f"{settings.PARTNER_GUARD_NAMESPACE}:{partner.code}:*"))
+        if keys:
+            client.delete(*keys)
+        guard._breakers.pop(partner.code, None)
+
+    return reset
+
+
+@pytest.fixture
+def no_stray_db_sessions(transactional_db):
+    """On PostgreSQL, end sessions that threads of this test left behind (the live server's,
+    a killed subprocess's), so that flushing and dropping the test database never waits."""
+    yield
+    connections.close_all()
+    if IS_POSTGRES:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+
+
+@pytest.fixture
+def partner_worker(
+    broker, transactional_db, no_stray_db_sessions
+) -> Iterator[Callable[..., dramatiq.Worker]]:
+    """Start a real Dramatiq worker (threads in this process, on Redis) once the partners exist.
+
+    Unlike a bare `dramatiq.Worker`, it declares the given partners' queues before starting and,
+    when stopped, removes the middleware the worker registered on the (process-wide) broker:
+    left there, a later `declare_queue` would start consumers for the stopped worker, which
+    would take messages off Redis that no thread ever runs.
+    """
+    started: list[dramatiq.Worker] = []
+
+    def start(*partners: Partner, threads: int = 4) -> dramatiq.Worker:
+        for partner in partners:
+            broker.declare_queue(partner.queue_name)
+        worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=50)
+        worker.start()
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop(timeout=10_000)
+        broker.middleware[:] = [m for m in broker.middleware if getattr(m, "worker", None) is not worker]
+    connections.close_all()
+
+
+# --- sandbox partners ----------------------------------------------------------------------------
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Sandbox:
+    """One `manage.py run_sandbox_partner` process, and the partner code we register it as."""
+
+    profile: str
+    code: str
+    store: Path
+    extra: list[str] = field(default_factory=list)
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def auth(self) -> dict[str, str]:
+        if self.profile == "reference":
+            return {"Authorization": f"Bearer {SANDBOX_KEY}"}
+        return {"X-Api-Key": SANDBOX_KEY}
+
+    def start(self, timeout_s: float = 30.0) -> Sandbox:
+        log = open(self.store.with_suffix(".log"), "ab")  # noqa: SIM115 - the child keeps it
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                str(ROOT / "manage.py"),
+                "run_sandbox_partner",
+                "--profile",
+                self.profile,
+                "--port",
+                str(self.port),
+                "--store",
+                str(self.store),
+                "--api-key",
+                SANDBOX_KEY,
+                *self.extra,
+            ],
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.test"},
+        )
+        log.close()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, f"sandbox exited: {self.log()}"
+            try:
+                requests.get(f"{self.base_url}/_sandbox/faults", headers=self.auth, timeout=1)
+                return self
+            except requests.ConnectionError:
+                time.sleep(0.05)
+        raise AssertionError(f"sandbox did not answer within {timeout_s}s: {self.log()}")
+
+    def log(self) -> str:
+        path = self.store.with_suffix(".log")
+        return path.read_text(errors="replace")[-4000:] if path.exists() else ""
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        response = requests.request(method, f"{self.base_url}{path}", headers=self.auth, timeout=10, **kwargs)
+        assert response.status_code == 200, response.text
+        return response
+
+    def faults(self, **changes: Any) -> dict[str, Any]:
+        return self._request("POST", "/_sandbox/faults", json=changes).json()
+
+    def reset(self) -> None:
+        self.faults(**PERFECT)
+        self._request("POST", "/_sandbox/reset")
+
+    def truth(self, client_reference: str | None = None) -> list[dict[str, Any]]:
+        """Ground truth: every reservation the partner holds (for one client reference)."""
+        params = {"client_reference": client_reference} if client_reference else None
+        return self._request("GET", "/_sandbox/reservations", params=params).json()["reservations"]
+
+    def live(self, client_reference: str) -> list[dict[str, Any]]:
+        states = ("pending", "confirmed") if self.profile == "reference" else ("PENDING", "OK")
+        key = "status" if self.profile == "reference" else "state"
+        return [r for r in self.truth(client_reference) if r[key] in states]
+
+    def stats(self) -> dict[str, Any]:
+        return self._request("GET", "/_sandbox/stats").json()
+
+    def webhook_attempts(self) -> list[dict[str, Any]]:
+        return self.stats()["webhooks"]["attempt_log"]
+
+
+@pytest.fixture(scope="session")
+def sandboxes(live_server, tmp_path_factory) -> Iterator[dict[str, Sandbox]]:
+    """One sandbox partner per profile for the session; the reference one signs webhooks to our
+    live server under its partner code (fixed for the session, unique to this run)."""
+    store = tmp_path_factory.mktemp("sandboxes")
+    ref_code, legacy_code = unique_code("sbx-ref"), unique_code("sbx-leg")
+    reference = Sandbox(
+        "reference",
+        ref_code,
+        store / "reference.sqlite3",
+        [
+            "--webhook-url",
+            f"{live_server.url}/partners/{ref_code}/webhooks/",
+            "--webhook-secret",
+            WEBHOOK_SECRET,
+            "--timezone",
+            "Europe/Berlin",
+            "--hang-s",
+            "5",
+        ],
+    )
+    legacy = Sandbox(
+        "legacy", legacy_code, store / "legacy.sqlite3", ["--timezone", "Europe/Berlin", "--hang-s", "5"]
+    )
+    started = []
+    try:
+        for sandbox in (reference, legacy):
+            started.append(sandbox.start())
+        yield {"reference": reference, "legacy": legacy}
+    finally:
+        for sandbox in started:
+            sandbox.stop()
+
+
+@dataclass
+class Harness:
+    """A sandbox partner registered as a Partner row, with the Redis state of this test."""
+
+    sandbox: Sandbox
+    partner: Partner
+    broker: dramatiq.Broker
+
+    @property
+    def profile(self) -> str:
+        return self.sandbox.profile
+
+    def faults(self, **changes: Any) -> dict[str, Any]:
+        return self.sandbox.faults(**changes)
+
+    def booking(self, **fields: Any) -> Booking:
+        offer = self.partner.offers.get()
+        defaults = {
+            "start_date": timezone.now().date() + timedelta(days=40),
+            "status": S.REQUESTED,
+            "deadline": timezone.now() + timedelta(minutes=30),
+        }
+        defaults.update(fields)
+        defaults["end_date"] = defaults.get("end_date", defaults["start_date"] + timedelta(days=3))
+        return BookingFactory(offer=offer, partner=self.partner, **defaults)
+
+    def live(self, booking: Booking) -> list[dict[str, Any]]:
+        return self.sandbox.live(booking.reference)
+
+    def truth(self, booking: Booking) -> list[dict[str, Any]]:
+        return self.sandbox.truth(booking.reference)
+
+
+def _register(sandbox: Sandbox, *, capabilities: list[str] | None = None) -> Partner:
+    from partners.services.registry import OfferSpec, partner_upsert
+
+    partner, _ = partner_upsert(
+        code=sandbox.code,
+        adapter=sandbox.profile,
+        base_url=sandbox.base_url,
+        api_key=SANDBOX_KEY,
+        capabilities=capabilities,
+        webhook_secret=WEBHOOK_SECRET if sandbox.profile == "reference" else "",
+        timezone_name="Europe/Berlin",
+        timeouts=(0.5, 1.0),
+        max_concurrency=8,
+        offers=[OfferSpec.parse("hotel-42-dbl:120.00:EUR:4")],
+    )
+    return partner
+
+
+@pytest.fixture
+def fast_settings(settings):
+    """Short delays, so that recoveries fit in a test (the logic is the production one)."""
+    settings.PARTNER_SYNC_DELAY_S = 0.3
+    settings.PARTNER_RETRY_MIN_S = 0.1
+    settings.PARTNER_RETRY_BASE_S = 0.2
+    settings.PARTNER_RETRY_MAX_S = 1.0
+    settings.PARTNER_LISTING_SETTLE_S = 0.5
+    settings.PARTNER_IN_FLIGHT_GRACE_S = 0.5
+    settings.PARTNER_BREAKER_FAIL_MAX = 50  # faults are on purpose here; test_guard covers it
+    settings.RECONCILE_SYNC_AGE_S = 2
+    return settings
+
+
+@pytest.fixture
+def harness(
+    request,
+    sandboxes,
+    transactional_db,
+    broker,
+    fast_settings,
+    clean_queues,
+    reset_guard,
+    no_stray_db_sessions,
+) -> Iterator[Callable[..., Harness]]:
+    """`harness("reference" | "legacy", capabilities=None)`: a clean sandbox, registered."""
+    made: list[Harness] = []
+
+    def make(profile: str, *, capabilities: list[str] | None = None) -> Harness:
+        sandbox = sandboxes[profile]
+        sandbox.reset()
+        partner = _register(sandbox, capabilities=capabilities)
+        clean_queues(partner)
+        reset_guard(partner)
+        made.append(Harness(sandbox, partner, broker))
+        return made[-1]
+
+    yield make
+    for harness in made:
+        harness.sandbox.reset()  # stop redeliveries into the next test
+        reset_guard(harness.partner)
+    close_sessions()

@@ -1,0 +1,249 @@
+"""Per-partner circuit breaker and concurrency cap, shared by every worker process via Redis."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import pybreaker
+import pytest
+
+from partners import guard
+from partners.connectors import connector_for
+from partners.models import Adapter, Outcome, Partner
+from tests.partners.conftest import REFERENCE_CAPS, unique_code
+
+
+class ScriptedPartner:
+    """A real HTTP server answering every GET with `status` after `delay_s`, counting requests."""
+
+    def __init__(self) -> None:
+        self.status = 200
+        self.delay_s = 0.0
+        self.requests = 0
+        self.in_flight = 0
+        self.most_in_flight = 0
+        self.lock = threading.Lock()
+        partner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                with partner.lock:
+                    partner.requests += 1
+                    partner.in_flight += 1
+                    partner.most_in_flight = max(partner.most_in_flight, partner.in_flight)
+                time.sleep(partner.delay_s)
+                status = partner.status
+                payload = {"id": "R-1", "client_reference": "BK-1", "status": "confirmed", "version": 1}
+                body = json.dumps(payload if status == 200 else {"error": "server_error"}).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                if status == 429:
+                    self.send_header("Retry-After", "7")
+                self.end_headers()
+                self.wfile.write(body)
+                with partner.lock:
+                    partner.in_flight -= 1
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def scripted() -> Iterator[ScriptedPartner]:
+    server = ScriptedPartner()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def partner(scripted, settings, reset_guard) -> Iterator[Partner]:
+    """An unsaved partner row (the guard needs no database), with clean Redis state."""
+    settings.PARTNER_BREAKER_FAIL_MAX = 3
+    settings.PARTNER_BREAKER_RESET_S = 1.0
+    partner = Partner(
+        code=unique_code("guard"),
+        adapter=Adapter.REFERENCE,
+        base_url=scripted.url,
+        api_key="k",
+        capabilities=list(REFERENCE_CAPS),
+        connect_timeout_s=0.5,
+        read_timeout_s=2.0,
+        max_concurrency=8,
+    )
+    reset_guard(partner)
+    yield partner
+    reset_guard(partner)
+
+
+def get(partner: Partner):
+    connector = connector_for(partner)
+    return guard.guarded_call(partner, lambda: connector.get("R-1"))
+
+
+def test_breaker_trips_after_n_failures_and_then_makes_no_call(partner, scripted):
+    scripted.status = 503
+
+    failures = [get(partner) for _ in range(3)]
+
+    assert [(r.outcome, r.http_status) for r in failures] == [(Outcome.TRANSIENT, 503)] * 3
+    assert scripted.requests == 3
+    assert guard.guard_status(partner)["circuit"] == "open"
+
+    blocked = get(partner)
+
+    assert (blocked.outcome, blocked.error_code, blocked.http_status) == (
+        Outcome.TRANSIENT,
+        "circuit_open",
+        None,
+    )
+    assert blocked.retry_after_s == 1.0
+    assert scripted.requests == 3  # no HTTP request was made
+
+
+def test_breaker_state_is_shared_through_redis(partner, scripted):
+    scripted.status = 503
+    for _ in range(3):
+        get(partner)
+
+    # another worker process: its own breaker object, the same Redis keys
+    guard._breakers.pop(partner.code)
+    other = guard.breaker_for(partner)
+
+    assert other is not None and other.current_state == "open"
+    assert get(partner).error_code == "circuit_open"
+    assert scripted.requests == 3
+
+
+def test_failures_count_across_instances(partner, scripted):
+    scripted.status = 503
+    get(partner)
+    get(partner)
+    guard._breakers.pop(partner.code)  # the third failure happens in "another process"
+
+    get(partner)
+
+    assert guard.breaker_for(partner).current_state == "open"
+
+
+def test_after_the_reset_timeout_one_trial_call_closes_it_again(partner, scripted):
+    scripted.status = 503
+    for _ in range(3):
+        get(partner)
+    scripted.status = 200
+
+    deadline = time.monotonic() + 5
+    while (result := get(partner)).error_code == "circuit_open":
+        assert time.monotonic() < deadline, "breaker never let a trial call through"
+        time.sleep(0.1)
+
+    assert result.outcome == Outcome.OK
+    assert guard.guard_status(partner)["circuit"] == "closed"
+    assert guard.guard_status(partner)["fail_counter"] == 0
+
+
+def test_a_failed_trial_call_opens_it_again(partner, scripted):
+    scripted.status = 503
+    for _ in range(3):
+        get(partner)
+    time.sleep(2.1)  # pybreaker stores opened_at in whole seconds
+
+    trial = get(partner)
+
+    assert (trial.outcome, trial.http_status) == (Outcome.TRANSIENT, 503)  # the trial's own answer
+    assert guard.breaker_for(partner).current_state == "open"
+    assert get(partner).error_code == "circuit_open"
+
+
+def test_rate_limiting_and_success_do_not_trip_it(partner, scripted):
+    scripted.status = 429
+    results = [get(partner) for _ in range(5)]
+    assert {(r.outcome, r.http_status, r.retry_after_s) for r in results} == {(Outcome.TRANSIENT, 429, 7.0)}
+    assert guard.guard_status(partner)["circuit"] == "closed"
+
+    scripted.status = 503
+    get(partner)
+    get(partner)
+    scripted.status = 200
+    get(partner)  # a success resets the count
+    scripted.status = 503
+    get(partner)
+    assert guard.guard_status(partner)["circuit"] == "closed"
+
+
+def test_calls_to_one_partner_run_in_parallel_within_a_process(partner, scripted):
+    """The breaker must not hold a lock across the call: one slow call would block every other."""
+    scripted.delay_s = 0.4
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: get(partner), range(4)))
+    elapsed = time.monotonic() - started
+
+    assert [r.outcome for r in results] == [Outcome.OK] * 4
+    assert scripted.most_in_flight == 4
+    assert elapsed < 1.2
+
+
+def test_concurrency_cap_is_shared_and_excess_calls_are_not_made(partner, scripted):
+    partner.max_concurrency = 2
+    scripted.delay_s = 0.5
+
+    with ThreadPoolExecutor(5) as pool:
+        results = list(pool.map(lambda _: get(partner), range(5)))
+
+    made = [r for r in results if r.outcome == Outcome.OK]
+    refused = [r for r in results if r.error_code == "concurrency_limit"]
+    assert (len(made), len(refused)) == (2, 3)
+    assert {(r.outcome, r.http_status) for r in refused} == {(Outcome.TRANSIENT, None)}
+    assert scripted.requests == 2
+    assert scripted.most_in_flight == 2
+    assert guard.guard_status(partner)["in_flight"] == 0  # every slot given back
+
+
+def test_disabled_partner_is_not_called(partner, scripted):
+    partner.enabled = False
+
+    result = get(partner)
+
+    assert (result.outcome, result.error_code) == (Outcome.TRANSIENT, "partner_disabled")
+    assert scripted.requests == 0
+
+
+def test_guard_status_shows_what_support_needs(partner, scripted):
+    scripted.status = 503
+    get(partner)
+
+    status = guard.guard_status(partner)
+
+    assert status == {
+        "circuit": "closed",
+        "fail_counter": 1,
+        "opened_at": None,
+        "in_flight": 0,
+        "max_concurrency": 8,
+    }
+
+
+def test_shared_breaker_is_pybreakers_with_redis_storage(partner):
+    breaker = guard.breaker_for(partner)
+    assert isinstance(breaker, pybreaker.CircuitBreaker)
+    assert isinstance(breaker._state_storage, pybreaker.CircuitRedisStorage)
+    assert breaker.fail_max == 3
