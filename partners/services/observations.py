@@ -96,16 +96,23 @@ def observation_apply(
             },
         )
         incoming = decisions.Held(snapshot.status, snapshot.version, snapshot.modified_at)
+        linked_now = False
         if created:
             result = ObservationResult.APPLIED
         else:
             held = decisions.Held(reservation.status, reservation.version, reservation.partner_modified_at)
             result = decisions.order_observation(held, incoming)
+            linked_now = booking is not None and reservation.booking_id is None
             if result == ObservationResult.APPLIED:
                 _update_reservation(reservation, snapshot, booking)
             else:
                 reservation.last_observed_at = timezone.now()
-                reservation.save(update_fields=["last_observed_at"])
+                fields = ["last_observed_at"]
+                if linked_now:
+                    # An orphan we now know the booking of: link it even when the news is old.
+                    reservation.booking, reservation.role = booking, ReservationRole.PRIMARY
+                    fields += ["booking", "role"]
+                reservation.save(update_fields=fields)
 
         observation = PartnerObservation.objects.create(
             reservation=reservation,
@@ -121,7 +128,7 @@ def observation_apply(
         )
         if booking is not None:
             _record_on_timeline(booking, reservation, observation, partner, actor, actor_label)
-            if result == ObservationResult.APPLIED:
+            if result == ObservationResult.APPLIED or linked_now:
                 reconcile_booking(booking, actor=actor, actor_label=actor_label)
         elif reservation.is_live and result == ObservationResult.APPLIED:
             _handle_orphan(reservation)
