@@ -38,13 +38,16 @@ class PartnerQueuesMiddleware(Middleware):
         self._stop.set()
 
     def _refresh(self, broker: dramatiq.Broker) -> None:
-        from django.db import close_old_connections
+        from django.db import DatabaseError, connection
 
-        while not self._stop.is_set():
-            try:
-                declare_partner_queues(broker)
-            except Exception:
-                logger.warning("could not declare partner queues", exc_info=True)
-            finally:
-                close_old_connections()
-            self._stop.wait(settings.PARTNER_QUEUE_REFRESH_S)
+        try:
+            while not self._stop.is_set():
+                try:
+                    declare_partner_queues(broker)
+                except DatabaseError:
+                    logger.warning("could not declare partner queues", exc_info=True)
+                finally:
+                    connection.close()  # one query every few seconds: no connection kept open
+                self._stop.wait(settings.PARTNER_QUEUE_REFRESH_S)
+        finally:
+            connection.close()

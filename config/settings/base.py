@@ -229,3 +229,8 @@ RECONCILE_INTERVAL_S = env.float("RECONCILE_INTERVAL_S", default=15.0)
 RECONCILE_BATCH_SIZE = env.int("RECONCILE_BATCH_SIZE", default=1000)
 # A webhook stored but not processed after this long is queued again.
 RECONCILE_INBOUND_STALE_S = env.int("RECONCILE_INBOUND_STALE_S", default=60)
+
+# --- Partner boundary (issue 4) ----------------------------------------------------------------
+# An in-flight partner call is taken as abandoned (its worker died) once twice its connect + read
+# timeouts plus this grace have passed; only then does a sync look up what the partner holds.
+PARTNER_IN_FLIGHT_GRACE_S = env.float("PARTNER_IN_FLIGHT_GRACE_S", default=5.0)

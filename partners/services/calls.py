@@ -10,10 +10,11 @@ import logging
 from collections.abc import Callable
 from contextlib import contextmanager
 
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 
 from bookings.models import Booking
+from bookings.timeline import record_event
 from config.logging import log_context
 from partners import guard
 from partners.connectors.base import CallResult
@@ -44,18 +45,21 @@ def attempt_open(
     )
 
 
-def attempt_close(attempt: PartnerAttempt, result: CallResult) -> PartnerAttempt:
+def attempt_close(
+    attempt: PartnerAttempt, result: CallResult, *, outcome: str | None = None
+) -> PartnerAttempt:
+    """Record how a call ended (`outcome` overrides the result's, e.g. a 2xx we cannot use)."""
     attempt.finished_at = timezone.now()
-    attempt.outcome = result.outcome
+    attempt.outcome = outcome or result.outcome
     attempt.http_status = result.http_status
     attempt.latency_ms = result.latency_ms
     attempt.error = (result.error or result.error_code)[:2000]
     attempt.partner_time = result.partner_time
     fields = ["finished_at", "outcome", "http_status", "latency_ms", "error", "partner_time"]
-    if result.outcome != Outcome.AMBIGUOUS and attempt.resolved_at is None:
+    if attempt.outcome != Outcome.AMBIGUOUS and attempt.resolved_at is None:
         # Anything but an ambiguous outcome tells us what happened: no fence remains.
         attempt.resolved_at = attempt.finished_at
-        attempt.resolution = result.outcome
+        attempt.resolution = attempt.outcome
         fields += ["resolved_at", "resolution"]
     attempt.save(update_fields=fields)
     return attempt
@@ -109,7 +113,7 @@ def perform(attempt: PartnerAttempt, call: Callable[[], CallResult]) -> CallResu
 def attempt_summary(attempt: PartnerAttempt, result: CallResult) -> str:
     status = f" HTTP {result.http_status}" if result.http_status else ""
     detail = f": {result.error_code or result.error[:120]}" if (result.error or result.error_code) else ""
-    return f"{attempt.operation} {result.outcome}{status} in {result.latency_ms} ms{detail}"
+    return f"{attempt.operation} {attempt.outcome}{status} in {result.latency_ms} ms{detail}"
 
 
 def attempt_data(attempt: PartnerAttempt, result: CallResult) -> dict:
@@ -118,7 +122,7 @@ def attempt_data(attempt: PartnerAttempt, result: CallResult) -> dict:
         "request_id": str(attempt.request_id),
         "operation": attempt.operation,
         "idempotency_key": attempt.idempotency_key,
-        "outcome": result.outcome,
+        "outcome": attempt.outcome,
         "http_status": result.http_status,
         "latency_ms": result.latency_ms,
         "error": result.error_code or result.error[:500],
@@ -134,8 +138,10 @@ def call_and_close(
     booking: Booking | None = None,
     reservation: PartnerReservation | None = None,
     idempotency_key: str = "",
+    actor: str = "worker",
 ) -> tuple[PartnerAttempt, CallResult]:
-    """For reads and idempotent calls: open, perform and close at once."""
+    """For reads and idempotent calls: open, perform, then close the attempt and (for a
+    booking's call) put it on the booking's timeline, both in one short transaction."""
     attempt = attempt_open(
         partner=partner,
         operation=operation,
@@ -144,5 +150,21 @@ def call_and_close(
         idempotency_key=idempotency_key,
     )
     result = perform(attempt, call)
-    attempt_close(attempt, result)
+    with transaction.atomic():
+        attempt_close(attempt, result)
+        if booking is not None:
+            record_attempt(booking, attempt, result, actor=actor)
     return attempt, result
+
+
+def record_attempt(booking: Booking, attempt: PartnerAttempt, result: CallResult, *, actor: str) -> None:
+    """The attempt's row on the booking's timeline (invariant 8), with the partner's time."""
+    record_event(
+        booking,
+        f"partner.attempt.{attempt.outcome}",
+        actor=actor,
+        summary=attempt_summary(attempt, result),
+        partner_time=result.partner_time,
+        skew_ms=attempt.partner.clock_skew_ms,
+        data=attempt_data(attempt, result),
+    )

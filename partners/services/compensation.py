@@ -11,6 +11,7 @@ from uuid import UUID
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from bookings.models import Actor
@@ -28,7 +29,7 @@ from partners.models import (
     Source,
 )
 from partners.services import backoff
-from partners.services.calls import attempt_data, attempt_summary, call_and_close
+from partners.services.calls import call_and_close
 from partners.services.observations import is_fenced, observation_apply, reconcile_booking
 from partners.services.submission import FollowUp
 
@@ -71,8 +72,6 @@ def reservation_compensate(
                 reservation=reservation,
                 call=lambda: connector.cancel(reservation.partner_ref),
             )
-            if booking is not None:
-                _record_attempt(booking.pk, attempt, result)
             if result.ok and result.reservation is not None:
                 observation_apply(
                     partner=reservation.partner,
@@ -135,22 +134,17 @@ def _verify(reservation_id: int, *, actor: Actor | str, actor_label: str) -> Fol
     return FollowUp()
 
 
-def _record_attempt(booking_id: UUID, attempt: PartnerAttempt, result) -> None:
-    with transaction.atomic():
-        booking = lock_booking(booking_id)
-        record_event(
-            booking,
-            f"partner.attempt.{result.outcome}",
-            actor=Actor.WORKER,
-            summary=attempt_summary(attempt, result),
-            partner_time=result.partner_time,
-            skew_ms=booking.partner.clock_skew_ms,
-            data=attempt_data(attempt, result),
-        )
-
-
 def _retry_or_give_up(reservation: PartnerReservation, error: str, retry_after_s: float | None) -> FollowUp:
-    tries = PartnerAttempt.objects.filter(reservation=reservation, operation=Operation.CANCEL).count()
+    # Every failed cancel or verification since we decided to compensate counts as a try, so a
+    # partner that keeps failing the verifying GET cannot keep us trying for ever either.
+    tries = (
+        PartnerAttempt.objects.filter(
+            reservation=reservation,
+            started_at__gte=reservation.compensation_requested_at or reservation.first_seen_at,
+        )
+        .filter(Q(operation=Operation.CANCEL) | (Q(operation=Operation.GET) & ~Q(outcome=Outcome.OK)))
+        .count()
+    )
     if tries < settings.PARTNER_COMPENSATION_MAX_TRIES:
         return FollowUp(compensate_after_s=backoff.delay_s(tries, retry_after_s=retry_after_s))
     logger.error("compensation failed", extra={"partner_ref": reservation.partner_ref, "error": error})

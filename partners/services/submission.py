@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from uuid import UUID
 
 from django.db import transaction
@@ -14,20 +14,13 @@ from django.utils import timezone
 from bookings.models import Actor, Booking
 from bookings.services import apply_transition, lock_booking
 from bookings.states import BookingState
-from bookings.timeline import record_event
 from config.logging import log_context
 from partners import decisions
 from partners.connectors import connector_for
 from partners.connectors.base import CallResult, CreateRequest
-from partners.models import Operation, Outcome, PartnerAttempt, Source
+from partners.models import Capability, Operation, Outcome, PartnerAttempt, Source
 from partners.services import backoff
-from partners.services.calls import (
-    attempt_close,
-    attempt_data,
-    attempt_open,
-    attempt_summary,
-    perform,
-)
+from partners.services.calls import attempt_close, attempt_open, perform, record_attempt
 from partners.services.observations import is_fenced, observation_apply, reconcile_booking
 
 logger = logging.getLogger(__name__)
@@ -107,6 +100,15 @@ def submission_run(booking_id: UUID) -> FollowUp:
         return record_create_outcome(booking.pk, attempt, result)
 
 
+def poll_delay_s(booking: Booking, now: datetime) -> float:
+    """How soon to ask a partner without webhooks again about a pending booking: half the time
+    it has been pending, so polls thin out geometrically (between the sync delay and the sweep age)."""
+    from django.conf import settings
+
+    waited = (now - booking.status_changed_at).total_seconds()
+    return min(max(waited / 2, settings.PARTNER_SYNC_DELAY_S), settings.RECONCILE_SYNC_AGE_S)
+
+
 def record_create_outcome(booking_id: UUID, attempt: PartnerAttempt, result: CallResult) -> FollowUp:
     """Record a create's outcome and its effect on the booking in one transaction."""
     from django.conf import settings
@@ -114,24 +116,17 @@ def record_create_outcome(booking_id: UUID, attempt: PartnerAttempt, result: Cal
     step = decisions.after_create(
         result.outcome, error_code=result.error_code, http_status=result.http_status
     )
+    outcome: str | None = None
     if step == decisions.NextStep.APPLY_RESPONSE and result.reservation is None:
-        step = decisions.NextStep.RESOLVE_AMBIGUITY  # a 2xx without a reservation tells us nothing
+        if result.outcome == Outcome.REJECTED:
+            step = decisions.NextStep.REJECT  # declined without a booking number: nothing is held
+        else:
+            # A 2xx without a reservation tells us nothing: treat it as ambiguous (a fence).
+            step, outcome = decisions.NextStep.RESOLVE_AMBIGUITY, Outcome.AMBIGUOUS
     with transaction.atomic():
         booking = lock_booking(booking_id)
-        attempt_close(attempt, result)
-        if step == decisions.NextStep.RESOLVE_AMBIGUITY and result.outcome != Outcome.AMBIGUOUS:
-            PartnerAttempt.objects.filter(pk=attempt.pk).update(
-                outcome=Outcome.AMBIGUOUS, resolved_at=None, resolution=""
-            )
-        record_event(
-            booking,
-            f"partner.attempt.{result.outcome}",
-            actor=Actor.WORKER,
-            summary=attempt_summary(attempt, result),
-            partner_time=result.partner_time,
-            skew_ms=booking.partner.clock_skew_ms,
-            data=attempt_data(attempt, result),
-        )
+        attempt_close(attempt, result, outcome=outcome)
+        record_attempt(booking, attempt, result, actor=Actor.WORKER)
         if step == decisions.NextStep.APPLY_RESPONSE:
             for snapshot in result.reservations:
                 observation_apply(
@@ -142,6 +137,14 @@ def record_create_outcome(booking_id: UUID, attempt: PartnerAttempt, result: Cal
                     booking_id=booking.pk,
                     attempt=attempt,
                 )
+            booking = lock_booking(booking_id)  # the one door moved it: read what it holds now
+            if booking.status == S.PENDING_PARTNER and not booking.partner.has(Capability.WEBHOOKS):
+                # Nobody will tell us when it settles: ask again.
+                delay = poll_delay_s(booking, timezone.now())
+                grace = settings.BOOKING_SUBMIT_GRACE
+                booking.next_check_at = timezone.now() + timedelta(seconds=delay) + grace
+                booking.save(update_fields=["next_check_at", "updated_at"])
+                return FollowUp(sync_after_s=delay)
             return FollowUp()
         if step == decisions.NextStep.RESOLVE_AMBIGUITY:
             if booking.status == S.SUBMITTING:
@@ -155,10 +158,11 @@ def record_create_outcome(booking_id: UUID, attempt: PartnerAttempt, result: Cal
                     extra_fields=("next_check_at",),
                 )
             return FollowUp(sync_after_s=settings.PARTNER_SYNC_DELAY_S)
+        if booking.status != S.SUBMITTING:
+            # Partner truth (an early webhook) moved it meanwhile; the one door has decided.
+            reconcile_booking(booking, actor=Actor.WORKER)
+            return FollowUp()
         if step == decisions.NextStep.RETRY_LATER:
-            if booking.status != S.SUBMITTING:
-                reconcile_booking(booking, actor=Actor.WORKER)
-                return FollowUp()
             delay = backoff.delay_s(booking.submission_count, retry_after_s=result.retry_after_s)
             retry_at = timezone.now() + timedelta(seconds=delay)
             booking.next_check_at = min(retry_at, booking.deadline)
@@ -167,28 +171,29 @@ def record_create_outcome(booking_id: UUID, attempt: PartnerAttempt, result: Cal
                 "release_submission",
                 actor=Actor.WORKER,
                 kind="booking.submission_deferred",
-                summary=f"Nothing reached the partner ({result.error_code or result.outcome}); retry in {delay:.1f}s",
+                summary=(
+                    f"Nothing reached the partner ({result.error_code or result.outcome}); "
+                    f"retry in {delay:.1f}s"
+                ),
+                data={"retry_in_s": round(delay, 3), "error": result.error_code or result.outcome},
                 extra_fields=("next_check_at",),
             )
             # Past the deadline the sweeper expires it instead of retrying.
             return FollowUp(submit_after_s=delay) if retry_at < booking.deadline else FollowUp()
-        if booking.status == S.SUBMITTING:
-            if step == decisions.NextStep.REJECT:
-                apply_transition(
-                    booking,
-                    "reject",
-                    actor=Actor.WORKER,
-                    summary=f"Partner refused the request: {result.error_code or result.http_status}",
-                    data={"reason": result.error_code, "message": result.error[:500]},
-                )
-            else:
-                apply_transition(
-                    booking,
-                    "flag_for_attention",
-                    actor=Actor.WORKER,
-                    reason=f"partner_{result.error_code or result.http_status}",
-                    detail=result.error[:1000],
-                )
+        if step == decisions.NextStep.REJECT:
+            apply_transition(
+                booking,
+                "reject",
+                actor=Actor.WORKER,
+                summary=f"Partner refused: {result.error_code or result.error or result.http_status}",
+                data={"reason": result.error_code or result.error[:100], "message": result.error[:500]},
+            )
         else:
-            reconcile_booking(booking, actor=Actor.WORKER)
+            apply_transition(
+                booking,
+                "flag_for_attention",
+                actor=Actor.WORKER,
+                reason=f"partner_{result.error_code or result.http_status}",
+                detail=result.error[:1000],
+            )
         return FollowUp()

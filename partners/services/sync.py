@@ -1,15 +1,23 @@
 """Status sync: find out what the partner holds for a booking and reconcile (invariants 4-6).
 
 After an ambiguous create the booking is fenced; the way to learn the truth depends on the
-partner's capabilities (`decisions.ambiguity_strategy`), never on its code. Only when the
-partner provably holds nothing is the fence lifted and the booking submitted again.
+partner's capabilities (`decisions.ambiguity_strategy`), never on its code:
+
+- lookup by client reference: one call answers completely (an empty answer proves nothing is held);
+- idempotent replay: the same create with the same key returns what the first one made (or makes
+  it now, once); it never proves "nothing";
+- change listing: complete once the listing has settled past the fenced call's time window;
+- none of these: support decides (needs_attention).
+
+Only a complete answer lifts the fence; only "complete and empty" lets the booking be submitted
+again.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from datetime import timedelta
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from uuid import UUID
 
 from django.conf import settings
@@ -24,95 +32,135 @@ from config.logging import log_context
 from partners import decisions
 from partners.connectors import connector_for
 from partners.connectors.base import CallResult, ReservationSnapshot
-from partners.models import Operation, Outcome, PartnerAttempt, Source
+from partners.models import Capability, Operation, Outcome, PartnerAttempt, Source
 from partners.services import backoff
 from partners.services.calls import (
     attempt_close,
     attempt_open,
     call_and_close,
     perform,
+    record_attempt,
 )
-from partners.services.observations import observation_apply, reconcile_booking
-from partners.services.submission import FollowUp, create_request
+from partners.services.observations import is_fenced, observation_apply, reconcile_booking
+from partners.services.submission import FollowUp, create_request, poll_delay_s
 
 logger = logging.getLogger(__name__)
 S = BookingState
 Strategy = decisions.Strategy
 
+# Listing times are read with this much slack on each side of the fenced call.
+LISTING_MARGIN = timedelta(minutes=5)
+
 
 @dataclass
 class Findings:
-    """What one sync learned. `holds_nothing` is True only when proven."""
+    """What one sync learned."""
 
-    snapshots: list[tuple[ReservationSnapshot, str, PartnerAttempt]]
-    holds_nothing: bool = False
+    snapshots: list[tuple[ReservationSnapshot, str, PartnerAttempt]] = field(default_factory=list)
+    # True when the search answered, for certain, everything the partner holds for the booking.
+    complete: bool = False
     failed: CallResult | None = None
     strategy: str = ""
+    searched: bool = False
+    come_back_in_s: float | None = None  # not settled yet: look again then
+    # The fences this search answers for: only those existing when it began (a create that
+    # starts meanwhile is not covered by what we read before it).
+    fence_ids: list[int] = field(default_factory=list)
+
+    @property
+    def holds_nothing(self) -> bool:
+        """Proven only by a complete search that found nothing."""
+        return self.complete and not self.snapshots
 
 
-def _in_flight_may_still_run(attempt: PartnerAttempt) -> bool:
+def in_flight_budget(attempt: PartnerAttempt) -> timedelta:
+    """How long a worker may still be in the middle of this call (connect retries, the read,
+    the body's own deadline), plus a grace. After that an in-flight attempt is an orphaned one."""
     partner = attempt.partner
-    budget = timedelta(seconds=(partner.connect_timeout_s + partner.read_timeout_s) * 2 + 5)
-    return attempt.outcome == Outcome.IN_FLIGHT and timezone.now() - attempt.started_at < budget
+    return timedelta(
+        seconds=(partner.connect_timeout_s + partner.read_timeout_s) * 2 + settings.PARTNER_IN_FLIGHT_GRACE_S
+    )
 
 
-def _find_reservations(booking: Booking, fence: PartnerAttempt | None) -> Findings:
+def _in_flight_remaining_s(attempt: PartnerAttempt, now: datetime) -> float:
+    if attempt.outcome != Outcome.IN_FLIGHT:
+        return 0.0
+    return (attempt.started_at + in_flight_budget(attempt) - now).total_seconds()
+
+
+def _lookup(booking: Booking, findings: Findings) -> None:
+    connector = connector_for(booking.partner)
+    attempt, result = call_and_close(
+        partner=booking.partner,
+        operation=Operation.LOOKUP,
+        booking=booking,
+        call=lambda: connector.lookup(booking.reference),
+    )
+    if not result.ok:
+        findings.failed = result
+        return
+    findings.snapshots += [(s, Source.LOOKUP, attempt) for s in result.reservations]
+    findings.complete = True
+
+
+def _replay(booking: Booking, findings: Findings) -> None:
+    """The retry of invariant 4 for partners that honour keys: same key, same body."""
     partner = booking.partner
     connector = connector_for(partner)
-    strategy = decisions.ambiguity_strategy(partner.capabilities)
-    findings = Findings(snapshots=[], strategy=strategy)
+    attempt = attempt_open(
+        partner=partner, operation=Operation.CREATE, booking=booking, idempotency_key=booking.partner_key
+    )
+    request = create_request(booking)
+    result = perform(attempt, lambda: connector.create(request, idempotency_key=booking.partner_key))
+    usable = result.outcome in (Outcome.OK, Outcome.REJECTED) and result.reservation is not None
+    with transaction.atomic():
+        attempt_close(attempt, result, outcome=None if usable or not result.ok else Outcome.AMBIGUOUS)
+        record_attempt(booking, attempt, result, actor=Actor.WORKER)
+    if not usable:
+        findings.failed = result
+        return
+    findings.snapshots.append((result.reservation, Source.RESPONSE, attempt))
+    findings.complete = True  # the key's reservation is the only one those creates could make
 
-    if strategy == Strategy.LOOKUP_BY_REFERENCE:
+
+def _search_listing(booking: Booking, fence: PartnerAttempt | None, findings: Findings) -> None:
+    partner = booking.partner
+    connector = connector_for(partner)
+    started = fence.started_at if fence else booking.created_at
+    skew = timedelta(milliseconds=partner.clock_skew_ms or 0)
+    since = started + skew - LISTING_MARGIN  # the partner writes `modified` by its own clock
+    page: int | None = 1
+    while page:
         attempt, result = call_and_close(
             partner=partner,
-            operation=Operation.LOOKUP,
+            operation=Operation.LIST,
             booking=booking,
-            call=lambda: connector.lookup(booking.reference),
+            call=lambda p=page: connector.list_changes(since=since, page=p),
         )
         if not result.ok:
             findings.failed = result
-            return findings
-        findings.snapshots += [(s, Source.LOOKUP, attempt) for s in result.reservations]
-        findings.holds_nothing = not result.reservations
-    elif strategy == Strategy.REPLAY_IDEMPOTENT_CREATE:
-        if fence is None:
-            return findings  # without a fence there is nothing to replay
-        attempt = attempt_open(
-            partner=partner,
-            operation=Operation.CREATE,
-            booking=booking,
-            idempotency_key=booking.partner_key,
-        )
-        request = create_request(booking)
-        result = perform(attempt, lambda: connector.create(request, idempotency_key=booking.partner_key))
-        attempt_close(attempt, result)
-        if result.outcome not in (Outcome.OK, Outcome.REJECTED) or result.reservation is None:
-            findings.failed = result
-            return findings
-        findings.snapshots.append((result.reservation, Source.RESPONSE, attempt))
-    elif strategy == Strategy.SEARCH_CHANGE_LISTING:
-        since = (fence.started_at if fence else booking.created_at) - timedelta(minutes=5)
-        page: int | None = 1
-        while page:
-            attempt, result = call_and_close(
-                partner=partner,
-                operation=Operation.LIST,
-                booking=booking,
-                call=lambda p=page: connector.list_changes(since=since, page=p),
-            )
-            if not result.ok:
-                findings.failed = result
-                return findings
-            findings.snapshots += [
-                (s, Source.LISTING, attempt)
-                for s in result.reservations
-                if s.client_reference == booking.reference
-            ]
-            page = result.next_page
-        settled_after = (fence.started_at if fence else booking.created_at) + timedelta(
-            seconds=partner.connect_timeout_s + partner.read_timeout_s + settings.PARTNER_LISTING_SETTLE_S
-        )
-        findings.holds_nothing = not findings.snapshots and timezone.now() >= settled_after
+            return
+        ours = [s for s in result.reservations if s.client_reference == booking.reference]
+        findings.snapshots += [(s, Source.LISTING, attempt) for s in ours]
+        page = result.next_page
+    settled_at = started + timedelta(
+        seconds=partner.connect_timeout_s + partner.read_timeout_s + settings.PARTNER_LISTING_SETTLE_S
+    )
+    now = timezone.now()
+    findings.complete = now >= settled_at
+    if not findings.complete:
+        findings.come_back_in_s = (settled_at - now).total_seconds()
+
+
+def _find_reservations(booking: Booking, fence: PartnerAttempt | None) -> Findings:
+    findings = Findings(strategy=decisions.ambiguity_strategy(booking.partner.capabilities), searched=True)
+    if findings.strategy == Strategy.LOOKUP_BY_REFERENCE:
+        _lookup(booking, findings)
+    elif findings.strategy == Strategy.REPLAY_IDEMPOTENT_CREATE:
+        if fence is not None:
+            _replay(booking, findings)
+    elif findings.strategy == Strategy.SEARCH_CHANGE_LISTING:
+        _search_listing(booking, fence, findings)
     return findings
 
 
@@ -137,15 +185,23 @@ def _refresh_known(booking: Booking, findings: Findings) -> None:
 
 
 def booking_sync(booking_id: UUID, *, actor: Actor | str = Actor.WORKER, actor_label: str = "") -> FollowUp:
+    """Ask the partner what it holds for a booking and bring the booking in line. Safe to run
+    twice, and at any time: it only reads (or replays with the same key) and then goes through
+    the one door and `reconcile_booking`."""
     booking = Booking.objects.select_related("partner", "offer").get(pk=booking_id)
     with log_context(booking=booking.reference, partner_key=booking.partner_key):
-        fence = PartnerAttempt.objects.fencing().filter(booking=booking).order_by("started_at").first()
-        if fence is not None and _in_flight_may_still_run(fence):
-            return FollowUp(sync_after_s=settings.PARTNER_SYNC_DELAY_S)  # its worker may still answer
+        fences = list(PartnerAttempt.objects.fencing().filter(booking=booking).order_by("started_at"))
+        now = timezone.now()
+        waiting = max((_in_flight_remaining_s(a, now) for a in fences), default=0.0)
+        if waiting > 0:
+            # Its worker may still be in the call and will record the answer itself.
+            return FollowUp(sync_after_s=waiting + 0.1)
+        fence = fences[0] if fences else None
         needs_search = fence is not None or (
             booking.status in (S.SUBMITTING, S.UNKNOWN) and not booking.partner_reservations.exists()
         )
-        findings = _find_reservations(booking, fence) if needs_search else Findings(snapshots=[])
+        findings = _find_reservations(booking, fence) if needs_search else Findings()
+        findings.fence_ids = [a.pk for a in fences]
         _refresh_known(booking, findings)
         for snapshot, source, attempt in findings.snapshots:
             observation_apply(
@@ -165,68 +221,93 @@ def _conclude(booking_id: UUID, findings: Findings, *, actor: Actor | str, actor
         booking = lock_booking(booking_id)
         now = timezone.now()
         booking.last_synced_at = now
-        follow_up = FollowUp()
-        if findings.holds_nothing:
-            PartnerAttempt.objects.fencing().filter(booking=booking).update(
-                resolved_at=now, resolution="partner_holds_nothing"
+        if findings.searched and findings.complete and findings.failed is None:
+            resolution = "partner_holds_nothing" if findings.holds_nothing else f"found_{findings.strategy}"
+            PartnerAttempt.objects.fencing().filter(pk__in=findings.fence_ids).update(
+                resolved_at=now, resolution=resolution
             )
-        if findings.failed is not None:
-            delay = backoff.delay_s(2, retry_after_s=findings.failed.retry_after_s)
-            follow_up = FollowUp(sync_after_s=delay)
-            booking.next_check_at = now + timedelta(seconds=delay)
-        else:
-            booking.next_check_at = _next_check(booking, now)
-        booking.save(update_fields=["last_synced_at", "next_check_at", "updated_at"])
-        summary = _summary(findings)
         record_event(
             booking,
             "sync.failed" if findings.failed else "sync.completed",
             actor=actor,
             actor_label=actor_label,
-            summary=summary,
+            summary=_summary(findings),
             data={
                 "strategy": findings.strategy,
                 "found": [s.partner_ref for s, _, _ in findings.snapshots],
+                "complete": findings.complete,
                 "holds_nothing": findings.holds_nothing,
-                "error": (findings.failed.error_code or findings.failed.error[:300])
-                if findings.failed
-                else "",
+                "error": _error(findings.failed),
             },
         )
-        if findings.holds_nothing and booking.status == S.UNKNOWN:
+        follow_up = FollowUp()
+        if findings.holds_nothing and booking.status in (S.UNKNOWN, S.SUBMITTING) and not is_fenced(booking):
+            # UNKNOWN: the ambiguous create never took effect. SUBMITTING: its worker died before
+            # (or during) a call that never reached the partner. Either way: submit again.
             apply_transition(
                 booking,
-                "requeue_submission",
+                "requeue_submission" if booking.status == S.UNKNOWN else "release_submission",
                 actor=actor,
                 actor_label=actor_label,
-                summary="The partner provably holds nothing: submit again",
-            )
-            follow_up = FollowUp(submit_after_s=0)
-        elif findings.holds_nothing and booking.status == S.SUBMITTING:
-            # The worker died mid-call and the partner never got it: submit again.
-            apply_transition(
-                booking,
-                "release_submission",
-                actor=actor,
-                actor_label=actor_label,
-                summary="Interrupted submission never reached the partner: submit again",
+                summary="The partner provably holds nothing for this booking: submit again",
             )
             follow_up = FollowUp(submit_after_s=0)
         else:
             reconcile_booking(booking, actor=actor, actor_label=actor_label)
+            still_fenced = is_fenced(booking)
+            if (
+                still_fenced
+                and findings.strategy == Strategy.ASK_SUPPORT
+                and booking.status in (S.SUBMITTING, S.UNKNOWN)
+            ):
+                apply_transition(
+                    booking,
+                    "flag_for_attention",
+                    actor=actor,
+                    actor_label=actor_label,
+                    reason="outcome_unknown_no_lookup",
+                    detail="The partner offers no lookup, idempotency key or change listing: "
+                    "support must ask it what it holds before anything is created again.",
+                )
+            elif findings.failed is not None:
+                follow_up = FollowUp(
+                    sync_after_s=backoff.delay_s(2, retry_after_s=findings.failed.retry_after_s)
+                )
+            elif still_fenced and booking.status in (S.SUBMITTING, S.UNKNOWN, S.CANCEL_REQUESTED):
+                delay = max(findings.come_back_in_s or 0, settings.PARTNER_SYNC_DELAY_S)
+                follow_up = FollowUp(sync_after_s=delay)
+            elif booking.status == S.PENDING_PARTNER and not booking.partner.has(Capability.WEBHOOKS):
+                follow_up = FollowUp(sync_after_s=poll_delay_s(booking, now))
+        booking.next_check_at = _next_check(booking, now, follow_up)
+        booking.save(update_fields=["last_synced_at", "next_check_at", "updated_at"])
         return follow_up
 
 
-def _next_check(booking: Booking, now) -> object:
-    if booking.status in (S.PENDING_PARTNER, S.UNKNOWN, S.CANCEL_REQUESTED, S.SUBMITTING):
-        return now + timedelta(seconds=settings.RECONCILE_SYNC_AGE_S)
-    return booking.next_check_at
+def _next_check(booking: Booking, now: datetime, follow_up: FollowUp) -> datetime | None:
+    """When the sweeper should look again if the follow-up message is lost (never later than
+    the deadline, so that expiry is not missed)."""
+    if booking.status not in (S.PENDING_PARTNER, S.UNKNOWN, S.CANCEL_REQUESTED, S.SUBMITTING, S.REQUESTED):
+        return booking.next_check_at
+    delays = [follow_up.sync_after_s, follow_up.submit_after_s]
+    soonest = min((d for d in delays if d is not None), default=settings.RECONCILE_SYNC_AGE_S)
+    # Leave the follow-up message time to arrive before the sweeper steps in.
+    at = now + timedelta(seconds=soonest) + settings.BOOKING_SUBMIT_GRACE
+    return min(at, max(booking.deadline, now))
+
+
+def _error(failed: CallResult | None) -> str:
+    return (failed.error_code or failed.error[:300]) if failed is not None else ""
 
 
 def _summary(findings: Findings) -> str:
     if findings.failed is not None:
-        return f"Sync could not reach the partner: {findings.failed.outcome} {findings.failed.error_code or ''}".strip()
+        code = findings.failed.error_code or ""
+        return f"Sync could not reach the partner: {findings.failed.outcome} {code}".strip()
     found = sorted({s.partner_ref for s, _, _ in findings.snapshots})
     if findings.holds_nothing:
         return "Partner holds nothing for this booking"
-    return f"Partner holds {', '.join(found)}" if found else "Nothing new at the partner"
+    if found:
+        return f"Partner holds {', '.join(found)}"
+    if findings.searched and not findings.complete:
+        return "Nothing found at the partner yet; the listing has not settled"
+    return "Nothing new at the partner"
