@@ -270,7 +270,8 @@ class InboundResult(models.TextChoices):
     STALE = "stale", "Stale (older than what we hold)"
     DUPLICATE = "duplicate", "Duplicate"
     UNLINKED = "unlinked", "For no booking of ours (orphan case)"
-    REJECTED = "rejected", "Rejected (signature or body)"
+    REJECTED = "rejected", "Rejected (signature, body or size)"
+    UNSUPPORTED = "unsupported", "Authentic, but of an event type we do not handle"
 
 
 class InboundEvent(models.Model):
@@ -288,7 +289,7 @@ class InboundEvent(models.Model):
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     state = models.CharField(max_length=10, choices=InboundState.choices, default=InboundState.RECEIVED)
-    result = models.CharField(max_length=10, choices=InboundResult.choices, blank=True)
+    result = models.CharField(max_length=12, choices=InboundResult.choices, blank=True)
     error = models.TextField(blank=True)
     processed_at = models.DateTimeField(null=True, blank=True)
     booking = models.ForeignKey(
@@ -308,10 +309,11 @@ class InboundEvent(models.Model):
 
     class Meta:
         constraints = [
-            # Only verified deliveries claim an event id: a forged one cannot block the real one.
+            # Only verified, accepted deliveries claim an event id: a forged one cannot block the
+            # real one, and a refused one (malformed body) is refused again, not a crash.
             models.UniqueConstraint(
                 fields=["partner", "event_id"],
-                condition=Q(signature_valid=True, duplicate_of__isnull=True),
+                condition=Q(signature_valid=True, duplicate_of__isnull=True) & ~Q(state="rejected"),
                 name="inbound_event_unique_verified",
             )
         ]

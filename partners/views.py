@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.core.exceptions import RequestDataTooBig
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -18,7 +19,14 @@ from rest_framework.views import APIView
 
 from config.errors import error_body
 from partners.models import Partner
-from partners.services.webhooks import inbound_event_receive
+from partners.services.webhooks import body_too_large, inbound_event_receive
+
+
+def _content_length(request: Request) -> int | None:
+    try:
+        return int(request.META.get("CONTENT_LENGTH") or "")
+    except ValueError:
+        return None
 
 
 class RawBodyParser(BaseParser):
@@ -53,7 +61,9 @@ class PartnerWebhookView(APIView):
         ],
         responses={
             200: OpenApiResponse(
-                _ack, description="A delivery we already hold: acknowledged, not applied again."
+                _ack,
+                description="A delivery we already hold, or an event type we do not handle: "
+                "acknowledged, not applied.",
             ),
             202: OpenApiResponse(_ack, description="Stored; processed asynchronously."),
             400: OpenApiResponse(description="Malformed body (recorded, not applied)."),
@@ -63,11 +73,17 @@ class PartnerWebhookView(APIView):
         },
     )
     def post(self, request: Request, code: str) -> Response:
-        raw = request.body  # before anything touches request.data
         partner = Partner.objects.filter(code=code).first()
         if partner is None:
             return Response(error_body("not_found", f"No partner {code}."), status=404)
-        receipt = inbound_event_receive(partner=partner, raw=raw, headers=dict(request.headers))
+        headers = dict(request.headers)
+        try:
+            raw = request.body  # the raw bytes, before anything touches request.data
+        except RequestDataTooBig:
+            # Bigger than Django reads at all: recorded as refused, like any other oversized body.
+            receipt = body_too_large(partner, b"", headers, size=_content_length(request))
+        else:
+            receipt = inbound_event_receive(partner=partner, raw=raw, headers=headers)
         if receipt.status >= 400:
             return Response(error_body(receipt.code, receipt.message), status=receipt.status)
         return Response({"status": receipt.code, "message": receipt.message}, status=receipt.status)

@@ -1,0 +1,465 @@
+"""The webhook receiver (invariant 9): verified, deduplicated, stored raw, acknowledged fast,
+processed asynchronously through the one door."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from standardwebhooks.webhooks import Webhook
+
+from bookings.states import BookingState
+from config.errors import Conflict
+from partners.connectors.base import CallResult
+from partners.connectors.reference import parse_reservation
+from partners.models import (
+    InboundEvent,
+    InboundResult,
+    InboundState,
+    Operation,
+    Outcome,
+    PartnerAttempt,
+    PartnerObservation,
+    PartnerReservation,
+)
+from partners.services.calls import attempt_open
+from partners.services.submission import record_create_outcome
+from partners.services.webhooks import inbound_event_process, inbound_event_replay
+from tests.partners.conftest import WEBHOOK_SECRET, queued_messages, timeline, transitions, wait_until
+
+S = BookingState
+
+
+def reservation(ref="R-1", *, client_reference="BK-NOBODY", status="confirmed", version=1) -> dict:
+    return {
+        "id": ref,
+        "client_reference": client_reference,
+        "product_id": "hotel-42-dbl",
+        "start_date": "2027-03-01",
+        "end_date": "2027-03-04",
+        "guests": 2,
+        "total_price": "360.00",
+        "currency": "EUR",
+        "status": status,
+        "reason": None,
+        "version": version,
+        "created_at": "2027-01-01T12:00:00.000+01:00",
+        "updated_at": f"2027-01-01T12:00:{version:02d}.000+01:00",
+    }
+
+
+def body(**kwargs) -> bytes:
+    data = {
+        "type": "reservation.updated",
+        "timestamp": "2027-01-01T12:00:05.000+01:00",
+        "data": reservation(**kwargs),
+    }
+    return json.dumps(data, separators=(",", ":")).encode()
+
+
+def signed(
+    raw: bytes, *, event_id: str | None = None, at: datetime | None = None, secret: str = WEBHOOK_SECRET
+):
+    event_id = event_id or f"msg_{uuid.uuid4().hex}"
+    at = at or datetime.now(UTC)
+    return {
+        "HTTP_WEBHOOK_ID": event_id,
+        "HTTP_WEBHOOK_TIMESTAMP": str(int(at.timestamp())),
+        "HTTP_WEBHOOK_SIGNATURE": Webhook(secret).sign(event_id, at, raw.decode()),
+    }
+
+
+@pytest.fixture
+def post(client, ref_partner):
+    def send(raw: bytes, headers: dict, code: str | None = None):
+        url = f"/partners/{code or ref_partner.code}/webhooks/"
+        return client.post(url, data=raw, content_type="application/json", **headers)
+
+    return send
+
+
+@pytest.fixture
+def webhooks_queue(broker):
+    broker.flush("webhooks")
+    yield "webhooks"
+    broker.flush("webhooks")
+
+
+def test_valid_delivery_is_stored_raw_acknowledged_and_queued_after_commit(
+    post, ref_partner, broker, webhooks_queue, django_capture_on_commit_callbacks
+):
+    raw = body()
+    headers = signed(raw, event_id="msg_1")
+
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        response = post(raw, headers)
+
+    assert response.status_code == 202
+    assert response.json() == {"status": "accepted", "message": "Stored; it will be processed shortly."}
+    event = InboundEvent.objects.get()
+    assert (event.event_id, bytes(event.raw_body), event.signature_valid, event.state) == (
+        "msg_1",
+        raw,
+        True,
+        InboundState.RECEIVED,
+    )
+    assert set(event.headers) >= {"webhook-id", "webhook-timestamp", "webhook-signature"}
+    assert "authorization" not in event.headers and "cookie" not in event.headers
+    assert len(callbacks) == 1
+    assert [(m.actor_name, m.args) for m in queued_messages(broker, webhooks_queue)] == [
+        ("process_inbound_event", (event.pk,))
+    ]
+    assert PartnerReservation.objects.count() == 0  # not applied on receipt: a worker does it
+
+
+def test_stored_delivery_is_applied_once_through_the_one_door(post, ref_partner, make_booking):
+    booking = make_booking(ref_partner, S.PENDING_PARTNER)
+    raw = body(client_reference=booking.reference, status="confirmed", version=2)
+    post(raw, signed(raw))
+    event = InboundEvent.objects.get()
+
+    inbound_event_process(event.pk)
+    inbound_event_process(event.pk)  # the actor run twice (at-least-once delivery)
+
+    event.refresh_from_db()
+    assert (event.state, event.result, event.booking_id) == (
+        InboundState.PROCESSED,
+        InboundResult.APPLIED,
+        booking.pk,
+    )
+    assert PartnerObservation.objects.count() == 1
+    booking.refresh_from_db()
+    assert booking.status == S.CONFIRMED
+    assert transitions(booking) == [("pending_partner", "confirmed")]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_delivery_is_processed_by_a_real_worker(
+    post, ref_partner, make_booking, partner_worker, webhooks_queue
+):
+    booking = make_booking(ref_partner, S.PENDING_PARTNER)
+    partner_worker(ref_partner)
+    raw = body(client_reference=booking.reference, status="confirmed", version=2)
+
+    assert post(raw, signed(raw)).status_code == 202
+
+    wait_until(lambda: InboundEvent.objects.filter(state=InboundState.PROCESSED).exists(), what="processing")
+    booking.refresh_from_db()
+    assert booking.status == S.CONFIRMED
+    assert InboundEvent.objects.get().result == InboundResult.APPLIED
+
+
+def _assert_refused(response, status: int, code: str, *, signature_valid: bool):
+    assert response.status_code == status
+    assert response.json()["error"]["code"] == code
+    event = InboundEvent.objects.order_by("-id").first()
+    assert (event.state, event.result, event.signature_valid) == (
+        InboundState.REJECTED,
+        InboundResult.REJECTED,
+        signature_valid,
+    )
+    assert event.error
+    assert PartnerReservation.objects.count() == 0
+    return event
+
+
+def test_forged_signature_is_401_recorded_never_applied(
+    post, ref_partner, make_booking, broker, webhooks_queue, django_capture_on_commit_callbacks
+):
+    booking = make_booking(ref_partner, S.PENDING_PARTNER)
+    raw = body(client_reference=booking.reference)
+    forged = signed(raw, secret="whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo=")
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = post(raw, forged)
+
+    event = _assert_refused(response, 401, "invalid_signature", signature_valid=False)
+    assert bytes(event.raw_body) == raw
+    assert queued_messages(broker, webhooks_queue) == []
+    booking.refresh_from_db()
+    assert booking.status == S.PENDING_PARTNER
+
+
+def test_tampered_body_is_401(post, ref_partner):
+    raw = body(status="pending")
+    headers = signed(raw)
+    response = post(raw.replace(b'"pending"', b'"confirmed"'), headers)
+    _assert_refused(response, 401, "invalid_signature", signature_valid=False)
+
+
+@pytest.mark.parametrize("age", [timedelta(minutes=6), timedelta(minutes=-6)])
+def test_stale_or_future_timestamp_is_401(post, ref_partner, age):
+    raw = body()
+    response = post(raw, signed(raw, at=datetime.now(UTC) - age))
+    event = _assert_refused(response, 401, "invalid_signature", signature_valid=False)
+    assert "timestamp" in event.error
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        pytest.param({"HTTP_WEBHOOK_SIGNATURE": "v1,!!!not-base64!!!"}, id="bad-base64"),
+        pytest.param({"HTTP_WEBHOOK_SIGNATURE": "no-comma-at-all"}, id="no-version"),
+        pytest.param({"HTTP_WEBHOOK_SIGNATURE": "v1,abc v1"}, id="second-part-malformed"),
+        pytest.param({"HTTP_WEBHOOK_TIMESTAMP": "yesterday"}, id="bad-timestamp"),
+        pytest.param({"HTTP_WEBHOOK_SIGNATURE": ""}, id="empty-signature"),
+        pytest.param({"HTTP_WEBHOOK_ID": ""}, id="empty-id"),
+    ],
+)
+def test_malformed_signature_headers_are_401_not_500(post, ref_partner, headers):
+    raw = body()
+    response = post(raw, {**signed(raw), **headers})
+    _assert_refused(response, 401, "invalid_signature", signature_valid=False)
+
+
+def test_missing_signature_headers_are_401(post, ref_partner):
+    response = post(body(), {})
+    _assert_refused(response, 401, "invalid_signature", signature_valid=False)
+
+
+def test_partner_without_a_secret_refuses_everything(post, ref_partner):
+    ref_partner.webhook_secret = ""
+    ref_partner.save(update_fields=["webhook_secret"])
+    raw = body()
+    _assert_refused(post(raw, signed(raw)), 401, "invalid_signature", signature_valid=False)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        pytest.param(b"not json at all", id="not-json"),
+        pytest.param(b'["a list"]', id="not-an-object"),
+        pytest.param(b'{"type": "reservation.updated"}', id="no-data"),
+        pytest.param(
+            b'{"type": "reservation.updated", "data": {"id": "R-1", "status": "teleported"}}', id="bad-status"
+        ),
+    ],
+)
+def test_malformed_body_with_a_valid_signature_is_400_recorded(post, ref_partner, raw):
+    response = post(raw, signed(raw))
+    _assert_refused(response, 400, "malformed_body", signature_valid=True)
+
+
+def test_body_that_is_not_utf8_is_refused_not_a_crash(post, ref_partner):
+    # Standard Webhooks signs text: bytes that are not UTF-8 cannot carry a valid signature.
+    raw = b"\xff\xfe{}"
+    response = post(raw, signed(b"{}"))
+    _assert_refused(response, 401, "invalid_signature", signature_valid=False)
+
+
+def test_malformed_body_delivered_again_is_refused_again_not_a_crash(post, ref_partner):
+    raw = b"not json at all"
+    headers = signed(raw, event_id="msg_bad")
+
+    first, second = post(raw, headers), post(raw, headers)
+
+    assert (first.status_code, second.status_code) == (400, 400)
+    assert InboundEvent.objects.filter(event_id="msg_bad", state=InboundState.REJECTED).count() == 2
+
+
+def test_unsupported_event_type_is_acknowledged_and_recorded_not_applied(
+    post, ref_partner, broker, webhooks_queue, django_capture_on_commit_callbacks
+):
+    raw = json.dumps({"type": "invoice.paid", "data": {"id": "INV-1"}}).encode()
+    with django_capture_on_commit_callbacks(execute=True):
+        response = post(raw, signed(raw))
+
+    assert response.status_code == 200
+    assert response.json()["status"] == "ignored"
+    event = InboundEvent.objects.get()
+    assert (event.state, event.result) == (InboundState.PROCESSED, InboundResult.UNSUPPORTED)
+    assert queued_messages(broker, webhooks_queue) == []
+
+
+def test_oversized_body_is_413_recorded(post, ref_partner, settings):
+    settings.WEBHOOK_MAX_BYTES = 1024
+    raw = body()[:-1] + b', "pad": "' + b"x" * 2000 + b'"}'
+    response = post(raw, signed(raw))
+    event = _assert_refused(response, 413, "payload_too_large", signature_valid=False)
+    assert len(bytes(event.raw_body)) == 1024
+
+
+def test_body_bigger_than_django_reads_is_413_recorded(post, ref_partner, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 2048
+    raw = b'{"pad": "' + b"x" * 5000 + b'"}'
+    response = post(raw, signed(raw))
+    event = _assert_refused(response, 413, "payload_too_large", signature_valid=False)
+    assert bytes(event.raw_body) == b""
+
+
+def test_replayed_event_id_is_acknowledged_recorded_and_changes_nothing(
+    post, ref_partner, make_booking, broker, webhooks_queue, django_capture_on_commit_callbacks
+):
+    booking = make_booking(ref_partner, S.PENDING_PARTNER)
+    raw = body(client_reference=booking.reference, status="confirmed", version=2)
+    headers = signed(raw, event_id="msg_once")
+    with django_capture_on_commit_callbacks(execute=True):
+        assert post(raw, headers).status_code == 202
+    original = InboundEvent.objects.get()
+    inbound_event_process(original.pk)
+    before = timeline(booking)
+    broker.flush(webhooks_queue)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        again = post(raw, signed(raw, event_id="msg_once"))  # the partner's redelivery
+
+    assert again.status_code == 200
+    assert again.json()["status"] == "duplicate"
+    copy = InboundEvent.objects.exclude(pk=original.pk).get()
+    assert (copy.duplicate_of_id, copy.state, copy.result) == (
+        original.pk,
+        InboundState.PROCESSED,
+        InboundResult.DUPLICATE,
+    )
+    assert queued_messages(broker, webhooks_queue) == []
+    assert PartnerObservation.objects.count() == 1
+    assert timeline(booking) == [*before, "webhook.duplicate"]
+    booking.refresh_from_db()
+    assert booking.status == S.CONFIRMED
+
+
+def test_a_forged_delivery_cannot_claim_the_event_id_of_the_real_one(post, ref_partner):
+    raw = body()
+    forged = signed(raw, event_id="msg_x", secret="whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo=")
+    assert post(raw, forged).status_code == 401
+
+    assert post(raw, signed(raw, event_id="msg_x")).status_code == 202
+
+
+def test_unknown_partner_is_404_and_stores_nothing(post, ref_partner):
+    raw = body()
+    response = post(raw, signed(raw), code="no-such-partner")
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
+    assert InboundEvent.objects.count() == 0
+
+
+def test_event_for_an_unknown_reservation_opens_an_orphan_case(
+    post, ref_partner, broker, clean_queues, django_capture_on_commit_callbacks
+):
+    queue = clean_queues(ref_partner)
+    raw = body(ref="R-stranger", client_reference="BK-UNKNOWN", status="confirmed")
+    assert post(raw, signed(raw)).status_code == 202
+    event = InboundEvent.objects.get()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        inbound_event_process(event.pk)
+
+    event.refresh_from_db()
+    assert (event.result, event.booking_id) == (InboundResult.UNLINKED, None)
+    orphan = PartnerReservation.objects.get(partner_ref="R-stranger")
+    assert (orphan.role, orphan.compensation_reason) == ("orphan", "orphan")
+    assert event.reservation_id == orphan.pk
+    assert [(m.actor_name, m.args) for m in queued_messages(broker, queue)] == [
+        ("compensate_reservation", (orphan.pk,))
+    ]
+
+
+def test_out_of_order_events_the_older_one_is_ignored_as_stale(post, ref_partner, make_booking):
+    booking = make_booking(ref_partner, S.PENDING_PARTNER)
+    v3 = body(client_reference=booking.reference, status="cancelled", version=3)
+    v2 = body(client_reference=booking.reference, status="confirmed", version=2)
+    post(v3, signed(v3))
+    post(v2, signed(v2))
+    first, second = InboundEvent.objects.order_by("id")
+
+    inbound_event_process(first.pk)
+    inbound_event_process(second.pk)
+
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert (first.result, second.result) == (InboundResult.APPLIED, InboundResult.STALE)
+    reservation = PartnerReservation.objects.get()
+    assert (reservation.status, reservation.version) == ("cancelled", 3)
+    booking.refresh_from_db()
+    assert booking.status == S.FAILED  # the partner cancelled it before it was confirmed
+    assert "partner.observation.stale" in timeline(booking)
+
+
+def test_early_webhook_links_by_client_reference_and_the_late_response_is_a_duplicate(
+    post, ref_partner, make_booking
+):
+    # given a create in flight (attempt committed, no answer yet)
+    booking = make_booking(ref_partner, S.SUBMITTING)
+    attempt = attempt_open(
+        partner=ref_partner, operation=Operation.CREATE, booking=booking, idempotency_key=booking.partner_key
+    )
+    data = reservation(ref="R-early", client_reference=booking.reference, status="confirmed", version=1)
+    raw = json.dumps({"type": "reservation.updated", "data": data}).encode()
+
+    # when the partner's webhook arrives before the response
+    post(raw, signed(raw))
+    inbound_event_process(InboundEvent.objects.get().pk)
+
+    booking.refresh_from_db()
+    assert booking.status == S.CONFIRMED
+    assert PartnerReservation.objects.get().booking_id == booking.pk
+    attempt.refresh_from_db()
+    assert attempt.resolution == "partner_holds_reservation"
+
+    # and then the response to the POST
+    response = CallResult(outcome=Outcome.OK, http_status=201, reservations=(parse_reservation(data),))
+    record_create_outcome(booking.pk, attempt, response)
+
+    observations = list(PartnerObservation.objects.order_by("id").values_list("source", "result"))
+    assert observations == [("webhook", "applied"), ("response", "duplicate")]
+    assert PartnerReservation.objects.count() == 1
+    booking.refresh_from_db()
+    assert booking.status == S.CONFIRMED
+    assert transitions(booking) == [("submitting", "confirmed")]
+    attempt.refresh_from_db()
+    assert attempt.outcome == Outcome.OK
+    assert not PartnerAttempt.objects.fencing().exists()
+
+
+def test_replay_service_reprocesses_a_stored_delivery_through_the_one_door(post, ref_partner, make_booking):
+    booking = make_booking(ref_partner, S.PENDING_PARTNER)
+    raw = body(client_reference=booking.reference, status="confirmed", version=2)
+    post(raw, signed(raw))
+    event = InboundEvent.objects.get()
+    inbound_event_process(event.pk)
+
+    replayed = inbound_event_replay(event.pk, actor_label="support@example.com")
+
+    assert (replayed.state, replayed.result) == (InboundState.PROCESSED, InboundResult.DUPLICATE)
+    assert list(PartnerObservation.objects.values_list("result", flat=True)) == ["applied", "duplicate"]
+    booking.refresh_from_db()
+    assert booking.status == S.CONFIRMED
+
+
+def test_replay_applies_an_authentic_delivery_refused_as_too_old(post, ref_partner, make_booking):
+    booking = make_booking(ref_partner, S.PENDING_PARTNER)
+    raw = body(client_reference=booking.reference, status="confirmed", version=2)
+    post(raw, signed(raw, at=datetime.now(UTC) - timedelta(hours=2)))  # e.g. a partner clock far off
+    event = InboundEvent.objects.get()
+    assert event.state == InboundState.REJECTED
+
+    replayed = inbound_event_replay(event.pk, actor_label="support@example.com")
+
+    assert replayed.result == InboundResult.APPLIED
+    booking.refresh_from_db()
+    assert booking.status == S.CONFIRMED
+
+
+def test_replay_refuses_a_forged_delivery(post, ref_partner):
+    raw = body()
+    post(raw, signed(raw, secret="whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo="))
+
+    with pytest.raises(Conflict) as refused:
+        inbound_event_replay(InboundEvent.objects.get().pk, actor_label="support@example.com")
+
+    assert refused.value.code == "signature_mismatch"
+    assert PartnerReservation.objects.count() == 0
+
+
+def test_partner_clock_skew_is_estimated_from_the_delivery(post, ref_partner):
+    raw = body()
+    partner_clock = datetime.now(UTC) + timedelta(seconds=90)
+
+    post(raw, signed(raw, at=partner_clock))
+
+    ref_partner.refresh_from_db()
+    assert 88_000 <= ref_partner.clock_skew_ms <= 92_000
+    assert ref_partner.clock_skew_measured_at is not None
