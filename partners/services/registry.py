@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import binascii
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_slug
 from django.db import transaction
+from standardwebhooks.webhooks import EmptyWebhookSecretError, Webhook
 
 from bookings.models import Offer
 from config.errors import ValidationFailed
@@ -51,8 +56,35 @@ class OfferSpec:
         return cls(product_id, unit_price.quantize(Decimal("0.01")), currency.upper(), seats)
 
 
-def _check(adapter: str, capabilities: list[str], timezone_name: str, timeouts: tuple[float, float]) -> None:
+def _check(
+    *,
+    code: str,
+    adapter: str,
+    base_url: str,
+    api_key: str,
+    webhook_secret: str,
+    capabilities: list[str],
+    timezone_name: str,
+    timeouts: tuple[float, float],
+) -> None:
     errors: dict[str, list[str]] = {}
+    try:
+        validate_slug(code)
+        if len(code) > 40:
+            raise ValidationError("too long")
+    except ValidationError:
+        errors["code"] = ["Letters, digits, - and _ only, at most 40 characters (it names a queue)."]
+    # Not URLValidator: it refuses internal host names without a dot (http://sandbox:8101).
+    url = urlsplit(base_url)
+    if url.scheme not in ("http", "https") or not url.hostname or url.query or url.fragment:
+        errors["base_url"] = [f"Not an http(s) base URL: {base_url!r}."]
+    if not api_key.strip():
+        errors["api_key"] = ["Required (the key itself, or env:VARIABLE)."]
+    if webhook_secret and not webhook_secret.startswith("env:"):
+        try:
+            Webhook(webhook_secret)
+        except (ValueError, binascii.Error, EmptyWebhookSecretError):
+            errors["webhook_secret"] = ["Not a Standard Webhooks secret (whsec_ followed by base64)."]
     if adapter not in Adapter.values:
         errors["adapter"] = [f"Must be one of {', '.join(Adapter.values)}."]
     unknown = sorted(set(capabilities) - set(Capability.values))
@@ -85,7 +117,16 @@ def partner_upsert(
     offers: list[OfferSpec] = (),  # type: ignore[assignment]
 ) -> tuple[Partner, bool]:
     caps = list(DEFAULT_CAPABILITIES.get(adapter, [])) if capabilities is None else capabilities
-    _check(adapter, caps, timezone_name, timeouts)
+    _check(
+        code=code,
+        adapter=adapter,
+        base_url=base_url,
+        api_key=api_key,
+        webhook_secret=webhook_secret,
+        capabilities=caps,
+        timezone_name=timezone_name,
+        timeouts=timeouts,
+    )
     if max_concurrency < 1:
         raise ValidationFailed(
             "max_concurrency must be at least 1.", fields={"max_concurrency": ["Must be >= 1."]}

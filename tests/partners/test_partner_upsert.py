@@ -1,0 +1,200 @@
+"""`manage.py partner_upsert`: registers or updates a partner and its offers."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from bookings.models import Offer
+from partners.models import Partner
+from tests.partners.conftest import WEBHOOK_SECRET
+
+pytestmark = pytest.mark.django_db
+
+BASE = [
+    "--code",
+    "acme",
+    "--adapter",
+    "reference",
+    "--base-url",
+    "http://127.0.0.1:8101/",
+    "--api-key",
+    "k-1",
+]
+
+
+def upsert(*args: str) -> str:
+    out = StringIO()
+    call_command("partner_upsert", *args, stdout=out)
+    return out.getvalue()
+
+
+def test_creates_a_reference_partner_with_its_protocols_capabilities_and_offers():
+    output = upsert(
+        *BASE,
+        "--webhook-secret",
+        WEBHOOK_SECRET,
+        "--timeouts",
+        "0.5,3",
+        "--max-concurrency",
+        "4",
+        "--offer",
+        "hotel-42-dbl:120.00:eur:2",
+        "--offer",
+        "hotel-42-fam:180:EUR:4",
+    )
+
+    partner = Partner.objects.get(code="acme")
+    assert output.splitlines() == [
+        "Registered partner acme (reference)",
+        "  offer hotel-42-dbl",
+        "  offer hotel-42-fam",
+    ]
+    assert (partner.adapter, partner.base_url, partner.api_key, partner.webhook_secret) == (
+        "reference",
+        "http://127.0.0.1:8101",
+        "k-1",
+        WEBHOOK_SECRET,
+    )
+    assert partner.capabilities == [
+        "idempotency_keys",
+        "lookup_by_reference",
+        "webhooks",
+        "async_confirmation",
+    ]
+    assert (partner.connect_timeout_s, partner.read_timeout_s, partner.max_concurrency, partner.enabled) == (
+        0.5,
+        3.0,
+        4,
+        True,
+    )
+    assert list(
+        Offer.objects.order_by("product_id").values_list("product_id", "unit_price", "currency", "capacity")
+    ) == [
+        ("hotel-42-dbl", Decimal("120.00"), "EUR", 2),
+        ("hotel-42-fam", Decimal("180.00"), "EUR", 4),
+    ]
+
+
+def test_legacy_partner_defaults_to_the_change_listing_and_keeps_its_timezone():
+    upsert(
+        "--code",
+        "old-tours",
+        "--adapter",
+        "legacy",
+        "--base-url",
+        "http://sandbox-legacy:8102",
+        "--api-key",
+        "env:LEGACY_KEY",
+        "--timezone",
+        "Europe/Berlin",
+    )
+
+    partner = Partner.objects.get(code="old-tours")
+    assert (partner.capabilities, partner.timezone, partner.api_key) == (
+        ["change_listing"],
+        "Europe/Berlin",
+        "env:LEGACY_KEY",
+    )
+
+
+def test_running_it_again_updates_the_partner_and_its_offers():
+    upsert(*BASE, "--offer", "hotel-42-dbl:120.00:EUR:2")
+
+    output = upsert(
+        *BASE[:4],
+        "--base-url",
+        "http://127.0.0.1:9999",
+        "--api-key",
+        "k-2",
+        "--capabilities",
+        "idempotency_keys, webhooks",
+        "--disabled",
+        "--offer",
+        "hotel-42-dbl:99.50:EUR:3",
+    )
+
+    assert output.startswith("Updated partner acme (reference)")
+    partner = Partner.objects.get()
+    assert (partner.base_url, partner.api_key, partner.capabilities, partner.enabled) == (
+        "http://127.0.0.1:9999",
+        "k-2",
+        ["idempotency_keys", "webhooks"],
+        False,
+    )
+    offer = Offer.objects.get()
+    assert (offer.unit_price, offer.capacity) == (Decimal("99.50"), 3)
+
+
+def test_json_output():
+    result = json.loads(upsert(*BASE, "--json", "--offer", "room-1:10:EUR:1"))
+
+    assert result == {
+        "code": "acme",
+        "created": True,
+        "adapter": "reference",
+        "base_url": "http://127.0.0.1:8101",
+        "capabilities": ["idempotency_keys", "lookup_by_reference", "webhooks", "async_confirmation"],
+        "queue": "partner-acme",
+        "offers": ["room-1"],
+    }
+    assert json.loads(upsert(*BASE, "--json"))["created"] is False
+
+
+def _replace(args: list[str], flag: str, value: str) -> list[str]:
+    args = list(args)
+    args[args.index(flag) + 1] = value
+    return args
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        pytest.param(_replace(BASE, "--adapter", "soap"), "invalid choice: 'soap'", id="adapter"),
+        pytest.param(_replace(BASE, "--code", "bad code!"), "code:", id="code"),
+        pytest.param(_replace(BASE, "--base-url", "not-a-url"), "base_url:", id="base-url"),
+        pytest.param(_replace(BASE, "--base-url", "ftp://x/"), "base_url:", id="base-url-scheme"),
+        pytest.param(_replace(BASE, "--api-key", " "), "api_key:", id="api-key"),
+        pytest.param(
+            [*BASE, "--capabilities", "teleport"], "capabilities: Unknown: teleport", id="capability"
+        ),
+        pytest.param([*BASE, "--timezone", "Mars/Olympus"], "timezone: Unknown time zone", id="timezone"),
+        pytest.param(
+            [*BASE, "--timeouts", "2"], "--timeouts '2': expected CONNECT,READ", id="timeouts-shape"
+        ),
+        pytest.param([*BASE, "--timeouts", "0,10"], "timeouts:", id="timeouts-range"),
+        pytest.param(
+            [*BASE, "--max-concurrency", "0"], "max_concurrency must be at least 1", id="concurrency"
+        ),
+        pytest.param([*BASE, "--webhook-secret", "whsec_!!!"], "webhook_secret:", id="secret"),
+        pytest.param(
+            [*BASE, "--offer", "room:10:EUR"],
+            "is not PRODUCT_ID:UNIT_PRICE:CURRENCY:CAPACITY",
+            id="offer-shape",
+        ),
+        pytest.param([*BASE, "--offer", "room:ten:EUR:2"], "price must be a decimal", id="offer-price"),
+        pytest.param([*BASE, "--offer", "room:10:EURO:2"], "3-letter currency", id="offer-currency"),
+        pytest.param([*BASE, "--offer", "room:-1:EUR:2"], "price >= 0", id="offer-negative"),
+        pytest.param([*BASE, "--offer", "room:10:EUR:0"], "capacity >= 1", id="offer-capacity"),
+    ],
+)
+def test_bad_input_is_a_clear_command_error_and_writes_nothing(args, message):
+    with pytest.raises(CommandError) as error:
+        upsert(*args)
+
+    assert message in str(error.value)
+    assert Partner.objects.count() == 0
+    assert Offer.objects.count() == 0
+
+
+def test_a_bad_offer_leaves_an_existing_partner_as_it_was():
+    upsert(*BASE)
+
+    with pytest.raises(CommandError):
+        upsert(*_replace(BASE, "--api-key", "k-new"), "--offer", "room:10:EUR:0")
+
+    assert Partner.objects.get().api_key == "k-1"
