@@ -230,6 +230,11 @@ RECONCILE_BATCH_SIZE = env.int("RECONCILE_BATCH_SIZE", default=1000)
 # A webhook stored but not processed after this long is queued again.
 RECONCILE_INBOUND_STALE_S = env.int("RECONCILE_INBOUND_STALE_S", default=60)
 
+# --- Reconciliation: sweeper de-duplication (owned by the reconciliation app) ----------------
+# A legacy partner's change listing is walked at most this often, however often sweeps run
+# (two sweeps in a row queue one walk).
+RECONCILE_LISTING_MIN_GAP_S = env.float("RECONCILE_LISTING_MIN_GAP_S", default=RECONCILE_INTERVAL_S / 2)
+
 # --- Partner boundary (issue 4) ----------------------------------------------------------------
 # An in-flight partner call is taken as abandoned (its worker died) once twice its connect + read
 # timeouts plus this grace have passed; only then does a sync look up what the partner holds.

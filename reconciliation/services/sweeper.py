@@ -13,7 +13,9 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cache
 
+import redis
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
@@ -21,6 +23,7 @@ from django.utils import timezone
 from bookings.models import Actor, Booking
 from bookings.services import apply_transition, lock_booking
 from bookings.states import OPEN_STATES, BookingState
+from config.embedded_redis import with_socket_timeouts
 from partners import tasks as partner_tasks
 from partners.models import Capability, InboundEvent, InboundState, Partner, PartnerAttempt
 from partners.services.observations import is_fenced, reconcile_booking
@@ -106,6 +109,25 @@ def sweep(
     return report
 
 
+def _first_time(keys: list[str], ttl_s: float) -> list[bool]:
+    """Claim each key in Redis for `ttl_s` (SET NX EX, one pipeline); True where newly claimed.
+
+    Work that has no row of its own to push forward (stale webhooks, settled fences, listing
+    walks) is queued at most once per window: running a sweep twice queues nothing new.
+    """
+    if not keys:
+        return []
+    pipe = _guard_redis().pipeline(transaction=False)
+    for key in keys:
+        pipe.set(f"reconciliation:queued:{key}", "1", nx=True, px=max(1, int(ttl_s * 1000)))
+    return [bool(ok) for ok in pipe.execute()]
+
+
+@cache
+def _guard_redis() -> redis.Redis:
+    return redis.Redis.from_url(with_socket_timeouts(settings.REDIS_URL, 5))
+
+
 def _requeue_stale_inbound(now: datetime, partner: Partner | None, dry_run: bool) -> int:
     stale = InboundEvent.objects.filter(
         state=InboundState.RECEIVED,
@@ -113,11 +135,20 @@ def _requeue_stale_inbound(now: datetime, partner: Partner | None, dry_run: bool
     )
     if partner is not None:
         stale = stale.filter(partner=partner)
-    ids = list(stale.order_by("received_at").values_list("id", flat=True)[: settings.RECONCILE_BATCH_SIZE])
-    if not dry_run:
-        for event_id in ids:
+    rows = list(
+        stale.order_by("received_at", "id").values_list("id", "partner__code")[
+            : settings.RECONCILE_BATCH_SIZE
+        ]
+    )
+    if dry_run:
+        return len(rows)
+    claimed = _first_time([f"inbound:{code}:{pk}" for pk, code in rows], settings.RECONCILE_INBOUND_STALE_S)
+    queued = 0
+    for (event_id, _code), first in zip(rows, claimed, strict=True):
+        if first:
             partner_tasks.process_inbound_event.send(event_id)
-    return len(ids)
+            queued += 1
+    return queued
 
 
 def _resolve_fences_of_settled(now: datetime, partner: Partner | None, dry_run: bool) -> int:
@@ -127,28 +158,39 @@ def _resolve_fences_of_settled(now: datetime, partner: Partner | None, dry_run: 
         PartnerAttempt.objects.fencing()
         .filter(started_at__lte=now - timedelta(seconds=settings.RECONCILE_SYNC_AGE_S))
         .exclude(booking__status__in=OPEN_STATES)
+        .filter(booking__isnull=False)
     )
     if partner is not None:
         fences = fences.filter(partner=partner)
-    booking_ids = list(
-        fences.values_list("booking_id", flat=True).distinct()[: settings.RECONCILE_BATCH_SIZE]
+    rows = list(
+        fences.order_by("booking_id")
+        .values_list("booking_id", "booking__partner__code")
+        .distinct()[: settings.RECONCILE_BATCH_SIZE]
     )
-    if not dry_run:
-        for booking_id in booking_ids:
-            partner_tasks.send_for_booking(partner_tasks.sync_booking, booking_id)
-    return len(booking_ids)
+    if dry_run:
+        return len(rows)
+    claimed = _first_time([f"fence:{booking_id}" for booking_id, _ in rows], settings.RECONCILE_SYNC_AGE_S)
+    queued = 0
+    for (booking_id, code), first in zip(rows, claimed, strict=True):
+        if first:
+            partner_tasks.send_for_partner(partner_tasks.sync_booking, Partner(code=code), str(booking_id))
+            queued += 1
+    return queued
 
 
 def _walk_listings(partner: Partner | None, dry_run: bool) -> list[str]:
     partners = Partner.objects.filter(enabled=True)
     if partner is not None:
         partners = partners.filter(pk=partner.pk)
+    walkers = [candidate for candidate in partners if candidate.has(Capability.CHANGE_LISTING)]
+    if dry_run:
+        return [candidate.code for candidate in walkers]
+    claimed = _first_time([f"listing:{c.code}" for c in walkers], settings.RECONCILE_LISTING_MIN_GAP_S)
     codes = []
-    for candidate in partners:
-        if candidate.has(Capability.CHANGE_LISTING):
+    for candidate, first in zip(walkers, claimed, strict=True):
+        if first:
+            partner_tasks.send_for_partner(partner_tasks.walk_change_listing, candidate, candidate.pk)
             codes.append(candidate.code)
-            if not dry_run:
-                partner_tasks.send_for_partner(partner_tasks.walk_change_listing, candidate, candidate.pk)
     return codes
 
 

@@ -55,7 +55,7 @@ class Command(BaseCommand):
                 lock.release()
         except redis.RedisError:
             logger.warning("sweep skipped: Redis unavailable", exc_info=True)
-        except Exception:  # noqa: BLE001 - one bad sweep must not end the scheduler
+        except Exception:
             logger.exception("sweep failed")
         finally:
             close_old_connections()

@@ -1,0 +1,361 @@
+"""The support console: the Django admin, extended with the timeline, the support actions, the
+needs-attention queue, partner health, stored-webhook replay and the state machine diagram.
+
+Every button here is an interface over `reconciliation.services.support`: it shows the action's
+preview (our state beside the partner's), and a confirmed POST calls the service, which checks
+the permission again, locks, re-checks, dedupes by the form's one-time token and audits.
+No raw state transition is exposed (no FSMAdminMixin): states move only through services.
+"""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.safestring import mark_safe
+
+from bookings.admin import BookingAdmin
+from bookings.models import Booking
+from config.errors import ApplicationError
+from partners.admin import InboundEventAdmin, PartnerAdmin
+from partners.models import InboundEvent, Partner
+from reconciliation import diagram
+from reconciliation.selectors import (
+    booking_timeline,
+    needs_attention_queue,
+    needs_attention_summary,
+    partner_health,
+)
+from reconciliation.services import support
+
+# --- forms ----------------------------------------------------------------
+
+
+class SupportActionForm(forms.Form):
+    token = forms.CharField(widget=forms.HiddenInput, max_length=64)
+    note = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 70}),
+        help_text="Why; it goes on the booking's timeline with your name.",
+    )
+    outcome = forms.ChoiceField(required=False, choices=[], widget=forms.RadioSelect)
+
+    def __init__(self, *args, action: str, outcomes: list[tuple[str, str, str]] = (), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.action = action
+        if action == support.RESOLVE:
+            self.fields["note"].required = True
+            self.fields["note"].help_text = "Required: what you found and decided."
+            self.fields["outcome"].required = True
+            self.fields["outcome"].choices = [
+                (value, f"{label}" + (f" — not possible: {refusal}" if refusal else ""))
+                for value, label, refusal in outcomes
+            ] or [(value, value) for value in support.RESOLUTIONS]
+        else:
+            del self.fields["outcome"]
+
+
+def _operator(request: HttpRequest) -> support.Operator:
+    return support.Operator.for_user(request.user)
+
+
+# --- bookings ----------------------------------------------------------------
+
+
+admin.site.unregister(Booking)
+
+
+@admin.register(Booking)
+class SupportBookingAdmin(BookingAdmin):
+    change_form_template = "admin/reconciliation/booking_change_form.html"
+    change_list_template = "admin/reconciliation/booking_change_list.html"
+    actions = ["force_sync_selected"]
+
+    # Permission hooks for actions (`allowed_permissions`) and buttons.
+    def has_sync_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(support.ACTIONS[support.SYNC]["permission"])
+
+    def get_urls(self):
+        wrap = self.admin_site.admin_view
+        prefix = f"{self.opts.app_label}_{self.opts.model_name}"
+        return [
+            path("needs-attention/", wrap(self.needs_attention_view), name=f"{prefix}_needs_attention"),
+            path("state-machine/", wrap(self.state_machine_view), name=f"{prefix}_state_machine"),
+            path(
+                "<path:object_id>/support/<str:action>/",
+                wrap(self.support_action_view),
+                name=f"{prefix}_support_action",
+            ),
+            path("<path:object_id>/timeline.json", wrap(self.timeline_json_view), name=f"{prefix}_timeline"),
+            *super().get_urls(),
+        ]
+
+    # --- the booking page ------------------------------------------------------------------------
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None):
+        booking = self.get_object(request, object_id)
+        extra = dict(extra_context or {})
+        if booking is not None and self.has_view_permission(request, booking):
+            operator = _operator(request)
+            extra.update(
+                timeline=booking_timeline(booking),
+                reservations=list(
+                    booking.partner_reservations.select_related("partner").order_by("first_seen_at", "id")
+                ),
+                support_actions=[
+                    {
+                        "name": name,
+                        "title": spec["title"],
+                        "allowed": operator.can(spec["permission"]),
+                        "url": reverse("admin:bookings_booking_support_action", args=[booking.pk, name]),
+                    }
+                    for name, spec in support.ACTIONS.items()
+                ],
+                timeline_json_url=reverse("admin:bookings_booking_timeline", args=[booking.pk]),
+            )
+        return super().change_view(request, object_id, form_url, extra_context=extra)
+
+    def _booking_or_404(self, request: HttpRequest, object_id: str) -> Booking:
+        booking = self.get_object(request, object_id)
+        if booking is None:
+            raise Http404("No such booking.")
+        if not self.has_view_permission(request, booking):
+            raise PermissionDenied
+        return booking
+
+    def timeline_json_view(self, request: HttpRequest, object_id: str) -> JsonResponse:
+        """The same timeline for scripts and support tooling (staff session, view permission)."""
+        booking = self._booking_or_404(request, object_id)
+        return JsonResponse(
+            {
+                "booking": booking.reference,
+                "status": booking.status,
+                "timeline": [row.as_dict() for row in booking_timeline(booking)],
+            }
+        )
+
+    def support_action_view(self, request: HttpRequest, object_id: str, action: str) -> HttpResponse:
+        """GET: the preview and a confirm form. POST: perform it (once per token), then back."""
+        if action not in support.ACTIONS:
+            raise Http404("No such support action.")
+        booking = self._booking_or_404(request, object_id)
+        operator = _operator(request)
+        if not operator.can(support.ACTIONS[action]["permission"]):
+            raise PermissionDenied
+        change_url = reverse("admin:bookings_booking_change", args=[booking.pk])
+        if request.method == "POST":
+            form = SupportActionForm(request.POST, action=action, outcomes=[])
+            if form.is_valid():
+                try:
+                    result = support.perform(
+                        action,
+                        booking_id=booking.pk,
+                        operator=operator,
+                        token=form.cleaned_data["token"],
+                        note=form.cleaned_data.get("note", ""),
+                        outcome=form.cleaned_data.get("outcome", ""),
+                    )
+                except support.SupportActionDenied as exc:
+                    raise PermissionDenied(exc.message) from exc
+                except ApplicationError as exc:
+                    messages.error(request, f"{support.ACTIONS[action]['title']}: {exc.message}")
+                    return HttpResponseRedirect(change_url)
+                level = messages.SUCCESS if result.performed else messages.WARNING
+                transition = (
+                    f" ({result.from_state} → {result.to_state})"
+                    if result.from_state != result.to_state
+                    else ""
+                )
+                messages.add_message(
+                    request,
+                    level,
+                    f"{booking.reference}: {support.ACTIONS[action]['title']}{transition}. {result.message}",
+                )
+                return HttpResponseRedirect(change_url)
+            shown = support.preview(action, booking, live=False, token=request.POST.get("token"))
+            form = SupportActionForm(request.POST, action=action, outcomes=shown.outcomes)
+            form.is_valid()
+        else:
+            shown = support.preview(action, booking)
+            form = SupportActionForm(initial={"token": shown.token}, action=action, outcomes=shown.outcomes)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"{shown.title}: {booking.reference}",
+            "subtitle": None,
+            "opts": self.opts,
+            "original": booking,
+            "booking": booking,
+            "preview": shown,
+            "form": form,
+            "change_url": change_url,
+            "has_view_permission": True,
+        }
+        return TemplateResponse(request, "admin/reconciliation/support_action.html", context)
+
+    # --- bulk actions --------------------------------------------------------------------------
+    @admin.action(description="Force a partner sync of the selected bookings", permissions=["sync"])
+    def force_sync_selected(self, request: HttpRequest, queryset):
+        """Safe in bulk (a sync only asks and applies); confirmed on a page with a one-time token."""
+        bookings = list(queryset.select_related("partner")[:500])
+        if request.POST.get("confirm") == "yes":
+            token = request.POST.get("token", "")
+            operator = _operator(request)
+            performed = skipped = 0
+            for booking in bookings:
+                try:
+                    result = support.support_sync(booking_id=booking.pk, operator=operator, token=token)
+                except ApplicationError as exc:
+                    messages.error(request, f"{booking.reference}: {exc.message}")
+                    continue
+                performed += result.performed
+                skipped += not result.performed
+            messages.success(request, f"Sync queued for {performed} booking(s).")
+            if skipped:
+                messages.warning(
+                    request, f"{skipped} already queued by this confirmation; nothing more was done."
+                )
+            return None
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Force a partner sync",
+            "opts": self.opts,
+            "bookings": bookings,
+            "token": support.new_token(),
+            "action_name": "force_sync_selected",
+            "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+        }
+        return TemplateResponse(request, "admin/reconciliation/bulk_sync_confirm.html", context)
+
+    # --- pages -------------------------------------------------------------------------------------
+    def needs_attention_view(self, request: HttpRequest) -> HttpResponse:
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        partner_code = request.GET.get("partner") or ""
+        partner = Partner.objects.filter(code=partner_code).first() if partner_code else None
+        reason = request.GET.get("reason") or ""
+        rows = needs_attention_queue(partner=partner)
+        if reason:
+            rows = rows.filter(attention_reason=reason)
+        now = timezone.now()
+        bookings = list(rows[:500])
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Needs attention",
+            "opts": self.opts,
+            "bookings": [
+                {
+                    "booking": b,
+                    "age": now - b.status_changed_at,
+                    "url": reverse("admin:bookings_booking_change", args=[b.pk]),
+                }
+                for b in bookings
+            ],
+            "summary": needs_attention_summary(),
+            "reason": reason,
+            "partner_code": partner_code,
+            "truncated": len(bookings) == 500,
+        }
+        return TemplateResponse(request, "admin/reconciliation/needs_attention.html", context)
+
+    def state_machine_view(self, request: HttpRequest) -> HttpResponse:
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        svg, drawn_by = diagram.state_machine_svg()
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Booking state machine",
+            "opts": self.opts,
+            "svg": mark_safe(svg),  # built here from our own state names, each escaped
+            "drawn_by": drawn_by,
+            "transitions": diagram.transition_table(),
+        }
+        return TemplateResponse(request, "admin/reconciliation/state_machine.html", context)
+
+
+# --- partners ----------------------------------------------------------------
+
+
+admin.site.unregister(Partner)
+
+
+@admin.register(Partner)
+class SupportPartnerAdmin(PartnerAdmin):
+    change_list_template = "admin/reconciliation/partner_change_list.html"
+
+    def get_urls(self):
+        wrap = self.admin_site.admin_view
+        return [
+            path("health/", wrap(self.health_view), name="partners_partner_health"),
+            *super().get_urls(),
+        ]
+
+    def health_view(self, request: HttpRequest) -> HttpResponse:
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Partner health (last hour)",
+            "opts": self.opts,
+            "rows": partner_health(),
+            "now": timezone.now(),
+        }
+        return TemplateResponse(request, "admin/reconciliation/partner_health.html", context)
+
+
+# --- stored webhooks ----------------------------------------------------------------
+
+
+admin.site.unregister(InboundEvent)
+
+
+@admin.register(InboundEvent)
+class SupportInboundEventAdmin(InboundEventAdmin):
+    actions = ["reverify_selected", "replay_selected"]
+
+    def has_replay_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(support.REPLAY_PERMISSION)
+
+    @admin.action(description="Re-verify the signature of the selected webhooks", permissions=["replay"])
+    def reverify_selected(self, request: HttpRequest, queryset):
+        for event in queryset.select_related("partner")[:200]:
+            ok = support.inbound_event_reverify(event)
+            messages.add_message(
+                request,
+                messages.SUCCESS if ok else messages.WARNING,
+                f"Webhook #{event.pk} ({event.event_id or 'no id'}): "
+                + ("signature verifies." if ok else "signature does NOT verify."),
+            )
+
+    @admin.action(
+        description="Replay the selected webhooks (re-verify, then process again)", permissions=["replay"]
+    )
+    def replay_selected(self, request: HttpRequest, queryset):
+        events = list(queryset.select_related("partner", "booking")[:100])
+        if request.POST.get("confirm") == "yes":
+            token = request.POST.get("token", "")
+            operator = _operator(request)
+            for event in events:
+                try:
+                    result = support.support_replay_inbound(event_id=event.pk, operator=operator, token=token)
+                except ApplicationError as exc:
+                    messages.error(request, f"Webhook #{event.pk}: {exc.message}")
+                    continue
+                messages.add_message(
+                    request,
+                    messages.SUCCESS if result.performed else messages.WARNING,
+                    f"Webhook #{event.pk}: {result.message}",
+                )
+            return None
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Replay stored webhooks",
+            "opts": self.opts,
+            "events": [{"event": e, "verifies": support.inbound_event_reverify(e)} for e in events],
+            "token": support.new_token(),
+            "action_name": "replay_selected",
+            "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+        }
+        return TemplateResponse(request, "admin/reconciliation/replay_confirm.html", context)

@@ -1,0 +1,207 @@
+"""Shared parts of the ops commands: options, the operator, previews as rich tables, JSON."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from config.errors import ApplicationError
+from reconciliation.services import support
+
+
+def add_operator_arguments(parser: CommandParser) -> None:
+    parser.add_argument(
+        "--as",
+        dest="as_user",
+        metavar="USER",
+        help="Act as this console user (their permissions are checked); default: ops:<os user>.",
+    )
+    parser.add_argument("--json", action="store_true", help="Print machine-readable JSON only.")
+
+
+def operator_from(options: dict[str, Any]) -> support.Operator:
+    try:
+        return support.Operator.shell(options.get("as_user"))
+    except ApplicationError as exc:
+        raise CommandError(exc.message) from exc
+
+
+def console_for(command: BaseCommand) -> Console:
+    return Console(file=command.stdout, highlight=False, width=160)
+
+
+def err_console(command: BaseCommand) -> Console:
+    return Console(file=command.stderr, highlight=False, width=160)
+
+
+def dump(command: BaseCommand, payload: Any) -> None:
+    command.stdout.write(json.dumps(payload, default=str, indent=2))
+
+
+@contextmanager
+def progress_over(command: BaseCommand, items: list[Any], label: str) -> Iterator[Callable[[], None]]:
+    """A progress bar on stderr when there is more than one item (stdout stays clean for --json)."""
+    if len(items) <= 1:
+        yield lambda: None
+        return
+    with Progress(
+        TextColumn(label),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console(command),
+        transient=True,
+    ) as progress:
+        task = progress.add_task(label, total=len(items))
+        yield lambda: progress.advance(task)
+
+
+def preview_table(shown: support.Preview) -> Table:
+    booking = shown.booking
+    table = Table(title=f"{shown.title}: {booking.reference}", show_lines=False)
+    table.add_column("")
+    table.add_column("ours")
+    table.add_column(f"{booking.partner.code} ({'live' if shown.partner.live else 'last known'})")
+    table.add_row("booking", f"{booking.status} (customer sees {booking.customer_status})", "")
+    if booking.attention_reason:
+        table.add_row("attention", booking.attention_reason, "")
+    if shown.fenced:
+        table.add_row("fence", "an earlier create's outcome is unknown", "")
+    for pair in shown.pairs:
+        version = f" v{pair.version_ours}" if pair.version_ours is not None else ""
+        theirs_version = f" v{pair.version_theirs}" if pair.version_theirs is not None else ""
+        mark = " [bold red]≠[/]" if pair.mismatch else ""
+        table.add_row(
+            pair.partner_ref,
+            (pair.ours + version) if pair.ours else "(unknown to us)",
+            ((pair.theirs + theirs_version) if pair.theirs else "(not listed)") + mark,
+        )
+    if not shown.pairs:
+        table.add_row("reservations", "none", "none")
+    if shown.partner.note:
+        table.caption = shown.partner.note
+    return table
+
+
+def print_preview(console: Console, shown: support.Preview) -> None:
+    console.print(preview_table(shown))
+    if shown.allowed:
+        for effect in shown.effects:
+            console.print(f"  • {effect}")
+    else:
+        console.print(f"[bold red]Not possible now:[/] {shown.refusal}")
+
+
+def confirm(command: BaseCommand, question: str, options: dict[str, Any]) -> None:
+    if options.get("yes"):
+        return
+    if not sys.stdin.isatty():
+        raise CommandError(f"{question} Not confirmed: review the preview (--dry-run), then pass --yes.")
+    answer = input(f"{question} [y/N] ").strip().lower()
+    if answer not in ("y", "yes"):
+        raise CommandError("Not confirmed; nothing was done.")
+
+
+class BookingActionCommand(BaseCommand):
+    """`<action>_booking REF [REF ...]`: preview each booking, then perform the support action."""
+
+    action: str = ""
+    confirm_question: str = ""  # set for actions that change the partner's state
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "references", nargs="+", metavar="REF", help="Booking reference(s), e.g. BK-7F3K2Q."
+        )
+        parser.add_argument("--note", default="", help="Why; it goes on the timeline.")
+        parser.add_argument(
+            "--token",
+            help="Action token: a repeated run with the same token does nothing extra (default: a new one).",
+        )
+        parser.add_argument(
+            "--dry-run", action="store_true", help="Only show what it would do (asks the partner)."
+        )
+        parser.add_argument(
+            "--no-live", action="store_true", help="Do not ask the partner; last known state."
+        )
+        if self.confirm_question:
+            parser.add_argument("--yes", action="store_true", help="Do not ask for confirmation.")
+        add_operator_arguments(parser)
+
+    def perform(self, booking, operator: support.Operator, token: str, options: dict[str, Any]):
+        return support.perform(
+            self.action, booking_id=booking.pk, operator=operator, token=token, note=options["note"]
+        )
+
+    def handle(self, *args, **options) -> None:
+        operator = operator_from(options)
+        permission = support.ACTIONS[self.action]["permission"]
+        if not operator.can(permission):
+            raise CommandError(f"{operator.label} lacks the permission {permission}.")
+        bookings = []
+        for reference in options["references"]:
+            try:
+                bookings.append(support.booking_by_reference(reference))
+            except ApplicationError as exc:
+                raise CommandError(exc.message) from exc
+        console = console_for(self)
+        previews = []
+        with progress_over(self, bookings, "previewing") as step:
+            for booking in bookings:
+                previews.append(support.preview(self.action, booking, live=not options["no_live"]))
+                step()
+        if not options["json"]:
+            for shown in previews:
+                print_preview(console, shown)
+        if options["dry_run"]:
+            if options["json"]:
+                dump(self, {"dry_run": True, "previews": [p.as_dict() for p in previews]})
+            return
+        if self.confirm_question and any(p.allowed for p in previews):
+            confirm(self, self.confirm_question, options)
+        token = options.get("token") or support.new_token()
+        results: list[dict[str, Any]] = []
+        failures = 0
+        with progress_over(self, previews, self.action) as step:
+            for shown in previews:
+                try:
+                    result = self.perform(shown.booking, operator, token, options)
+                    results.append({"preview": shown.as_dict(), "result": result.as_dict()})
+                    if not options["json"]:
+                        style = "green" if result.performed else "yellow"
+                        moved = (
+                            f" ({result.from_state} → {result.to_state})"
+                            if result.from_state != result.to_state
+                            else ""
+                        )
+                        console.print(f"[{style}]{shown.booking.reference}{moved}: {result.message}[/]")
+                except support.SupportActionDenied as exc:
+                    raise CommandError(exc.message) from exc
+                except ApplicationError as exc:
+                    failures += 1
+                    results.append(
+                        {"preview": shown.as_dict(), "error": {"code": exc.code, "message": exc.message}}
+                    )
+                    if not options["json"]:
+                        console.print(f"[red]{shown.booking.reference}: {exc.message}[/]")
+                step()
+        if options["json"]:
+            dump(self, {"token": token, "results": results})
+        if failures and failures == len(previews):
+            raise CommandError(f"{self.action}: nothing was done ({failures} refused).")
+
+
+def rows_table(title: str, columns: Iterable[str], rows: Iterable[Iterable[Any]]) -> Table:
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*("" if value is None else str(value) for value in row))
+    return table

@@ -1,0 +1,71 @@
+"""Partner health: calls, error rate, p50/p99 latency, queue depth, circuit, last webhook, skew."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from reconciliation.management.commands._ops import console_for, dump, rows_table
+from reconciliation.selectors import partner_health
+
+
+def _n(value: int | None) -> str:
+    return "?" if value is None else str(value)
+
+
+class Command(BaseCommand):
+    help = (
+        "Per partner over the last hour (or --minutes): calls, error rate, latency, queue, circuit, webhooks."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--minutes", type=int, default=60, help="Window in minutes (default 60).")
+        parser.add_argument("--partner", help="Only this partner (its code).")
+        parser.add_argument("--json", action="store_true", help="Print JSON.")
+
+    def handle(self, *args, **options) -> None:
+        if options["minutes"] < 1:
+            raise CommandError("--minutes must be at least 1.")
+        rows = partner_health(window=timedelta(minutes=options["minutes"]))
+        if options["partner"]:
+            rows = [r for r in rows if r.partner.code == options["partner"]]
+            if not rows:
+                raise CommandError(f"No partner {options['partner']!r}.")
+        if options["json"]:
+            dump(self, {"window_minutes": options["minutes"], "partners": [r.as_dict() for r in rows]})
+            return
+        console = console_for(self)
+        console.print(
+            rows_table(
+                f"Partner health, last {options['minutes']} min",
+                [
+                    "partner",
+                    "calls",
+                    "error rate",
+                    "p50 ms",
+                    "p99 ms",
+                    "queue ready/delayed",
+                    "circuit",
+                    "last webhook",
+                    "skew ms",
+                ],
+                [
+                    (
+                        r.partner.code + ("" if r.partner.enabled else " (disabled)"),
+                        r.calls,
+                        "-" if r.error_rate is None else f"{r.error_rate:.1%}",
+                        r.p50_ms if r.p50_ms is not None else "-",
+                        r.p99_ms if r.p99_ms is not None else "-",
+                        f"{_n(r.queue_ready)}/{_n(r.queue_delayed)}",
+                        (r.circuit or {}).get("circuit", "?"),
+                        r.last_webhook_at.strftime("%Y-%m-%d %H:%M:%S") if r.last_webhook_at else "never",
+                        r.partner.clock_skew_ms if r.partner.clock_skew_ms is not None else "-",
+                    )
+                    for r in rows
+                ],
+            )
+        )
+        for r in rows:
+            for problem in r.problems:
+                console.print(f"[red]{r.partner.code}: {problem}[/]")

@@ -1,0 +1,89 @@
+"""Re-verify and replay stored webhooks (the console's inbound-event replay)."""
+
+from __future__ import annotations
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from config.errors import ApplicationError
+from partners.models import InboundEvent
+from reconciliation.management.commands._ops import (
+    add_operator_arguments,
+    console_for,
+    dump,
+    operator_from,
+    progress_over,
+    rows_table,
+)
+from reconciliation.services import support
+
+
+class Command(BaseCommand):
+    help = (
+        "Verify a stored webhook's signature again and process it again through the one door (which "
+        "records, and ignores, what it already holds). A delivery that does not verify is not replayed."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "ids", nargs="+", type=int, metavar="ID", help="Inbound event id(s) (the admin's #)."
+        )
+        parser.add_argument("--dry-run", action="store_true", help="Only re-verify; replay nothing.")
+        parser.add_argument("--token", help="Action token: a repeated run with it does nothing extra.")
+        add_operator_arguments(parser)
+
+    def handle(self, *args, **options) -> None:
+        operator = operator_from(options)
+        if not operator.can(support.REPLAY_PERMISSION):
+            raise CommandError(f"{operator.label} lacks the permission {support.REPLAY_PERMISSION}.")
+        events = {
+            e.pk: e
+            for e in InboundEvent.objects.select_related("partner", "booking").filter(pk__in=options["ids"])
+        }
+        missing = [str(pk) for pk in options["ids"] if pk not in events]
+        if missing:
+            raise CommandError(f"No inbound event {', '.join(missing)}.")
+        token = options.get("token") or support.new_token()
+        rows = []
+        with progress_over(self, list(events.values()), "replaying") as step:
+            for event in events.values():
+                entry = {
+                    "inbound_event": event.pk,
+                    "event_id": event.event_id,
+                    "partner": event.partner.code,
+                    "verifies": support.inbound_event_reverify(event),
+                }
+                if not options["dry_run"]:
+                    try:
+                        entry.update(
+                            support.support_replay_inbound(
+                                event_id=event.pk, operator=operator, token=token
+                            ).as_dict()
+                        )
+                    except ApplicationError as exc:
+                        entry["error"] = {"code": exc.code, "message": exc.message}
+                rows.append(entry)
+                step()
+        if options["json"]:
+            dump(self, {"dry_run": options["dry_run"], "token": token, "results": rows})
+        else:
+            console_for(self).print(
+                rows_table(
+                    "Stored webhooks" + (" (re-verify only)" if options["dry_run"] else ""),
+                    ["#", "partner", "event id", "signature", "state", "result", "booking", "message"],
+                    [
+                        (
+                            r["inbound_event"],
+                            r["partner"],
+                            r["event_id"],
+                            "verifies" if r["verifies"] else "DOES NOT VERIFY",
+                            r.get("state", ""),
+                            r.get("result", ""),
+                            r.get("booking", ""),
+                            r.get("message", "") or (r.get("error") or {}).get("message", ""),
+                        )
+                        for r in rows
+                    ],
+                )
+            )
+        if not options["dry_run"] and all("error" in r for r in rows):
+            raise CommandError("Nothing was replayed.")

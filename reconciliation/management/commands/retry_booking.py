@@ -1,0 +1,15 @@
+"""Retry the submission of one or more bookings (the console's "Retry the submission")."""
+
+from __future__ import annotations
+
+from reconciliation.management.commands._ops import BookingActionCommand
+from reconciliation.services import support
+
+
+class Command(BookingActionCommand):
+    help = (
+        "Submit a booking again: re-queue a lost submission, or send a needs-attention booking that the "
+        "partner provably holds nothing for back to requested. Refused while an earlier create's outcome "
+        "is unknown (never a blind second create). Recorded as support.retry_requested."
+    )
+    action = support.RETRY

@@ -1,0 +1,426 @@
+"""The support console: pages, filters, and every action (permission, confirm, double submit, effect)."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import timedelta
+
+import pytest
+from django.contrib.messages import get_messages
+from django.test import Client
+from django.urls import reverse
+from django.utils import timezone
+
+from bookings.states import BookingState
+from partners.models import InboundState
+from tests.factories import UserFactory
+from tests.reconciliation.conftest import actor_names, add_inbound, add_reservation, calls
+
+S = BookingState
+pytestmark = pytest.mark.django_db
+CHANGELIST = reverse("admin:bookings_booking_changelist")
+
+
+def _change(booking) -> str:
+    return reverse("admin:bookings_booking_change", args=[booking.pk])
+
+
+def _action(booking, name: str) -> str:
+    return reverse("admin:bookings_booking_support_action", args=[booking.pk, name])
+
+
+def _token(response) -> str:
+    return re.search(r'name="token" value="([0-9a-f]+)"', response.content.decode()).group(1)
+
+
+def _messages(response) -> list[str]:
+    return [str(m) for m in get_messages(response.wsgi_request)]
+
+
+# --- list, filters, search ----------------------------------------------------------------
+def test_booking_list_filters_by_state_customer_status_partner_reason_and_age(make_booking, support_client):
+    stuck = make_booking(status=S.NEEDS_ATTENTION, attention_reason="compensation_failed")
+    fine = make_booking(status=S.CONFIRMED)
+    old = make_booking(status=S.PENDING_PARTNER)
+    type(old).objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(days=2))
+
+    def listed(query: str) -> set[str]:
+        response = support_client.get(f"{CHANGELIST}?{query}")
+        assert response.status_code == 200
+        return {
+            ref
+            for ref in (stuck.reference, fine.reference, old.reference)
+            if ref in response.content.decode()
+        }
+
+    assert listed("status__exact=needs_attention") == {stuck.reference}
+    assert listed("customer_status=pending") == {stuck.reference, old.reference}
+    assert listed("customer_status=confirmed") == {fine.reference}
+    assert listed(f"partner__id__exact={stuck.partner_id}") == {
+        stuck.reference,
+        fine.reference,
+        old.reference,
+    }
+    assert listed("attention_reason=compensation_failed") == {stuck.reference}
+    assert listed("age=gt1d") == {old.reference}
+    assert listed("age=lt5m") == {stuck.reference, fine.reference}
+
+
+def test_booking_list_searches_reference_partner_reservation_id_and_customer_email(
+    make_booking, support_client
+):
+    booking = make_booking(status=S.CONFIRMED)
+    other = make_booking(status=S.CONFIRMED)
+    add_reservation(booking, "R-needle-77")
+
+    for query in (booking.reference, "R-needle-77", booking.customer.email):
+        content = support_client.get(CHANGELIST, {"q": query}).content.decode()
+        assert booking.reference in content, query
+        assert other.reference not in content, query
+
+
+def test_booking_page_shows_the_timeline_reservations_and_the_actions_the_user_may_take(
+    make_booking, support_client, ops_client
+):
+    booking = make_booking(status=S.NEEDS_ATTENTION, attention_reason="partner_cancelled_confirmed")
+    add_reservation(booking, "R-page-1", status="cancelled", version=4)
+    from bookings.timeline import record_event
+
+    record_event(booking, "booking.requested", actor="customer", summary="Requested hotel-42-dbl")
+
+    page = support_client.get(_change(booking)).content.decode()
+
+    assert "Requested hotel-42-dbl" in page and 'id="timeline"' in page
+    assert "R-page-1" in page and "cancelled" in page
+    assert f'href="{_action(booking, "sync")}"' in page
+    assert f'href="{_action(booking, "compensate")}"' not in page  # shown disabled for support
+    assert 'name="_save"' not in page  # nothing is edited here
+    assert f'href="{_action(booking, "compensate")}"' in ops_client.get(_change(booking)).content.decode()
+
+
+def test_timeline_json_for_support_tooling(make_booking, support_client):
+    booking = make_booking(status=S.CONFIRMED)
+    from bookings.timeline import record_event
+
+    record_event(booking, "booking.confirmed", actor="worker", summary="ok")
+
+    body = support_client.get(reverse("admin:bookings_booking_timeline", args=[booking.pk])).json()
+
+    assert body["booking"] == booking.reference
+    assert [row["kind"] for row in body["timeline"]] == ["booking.confirmed"]
+
+
+def test_console_needs_a_staff_login(make_booking):
+    booking = make_booking(status=S.CONFIRMED)
+    response = Client().get(_action(booking, "sync"))
+    assert response.status_code == 302 and "/admin/login/" in response["Location"]
+
+
+# --- the confirm page ----------------------------------------------------------------
+def test_confirm_page_shows_our_state_beside_the_partners(make_booking, support_client):
+    booking = make_booking(status=S.NEEDS_ATTENTION, attention_reason="partner_cancelled_confirmed")
+    add_reservation(booking, "R-side-1", status="confirmed", version=2)
+
+    response = support_client.get(_action(booking, "sync"))
+
+    page = response.content.decode()
+    assert response.status_code == 200
+    assert 'id="ours"' in page and 'id="theirs"' in page
+    assert "needs_attention" in page and "R-side-1" in page
+    assert "Live lookup failed" in page and "Showing the last known state" in page  # closed port
+    assert "Queue a partner sync" in page
+    assert 'name="csrfmiddlewaretoken"' in page and _token(response)
+
+
+@pytest.mark.parametrize("action", ["compensate", "cancel", "resolve"])
+def test_support_is_denied_the_ops_actions_on_get_and_post(
+    action, make_booking, support_client, partner_queue, broker
+):
+    booking = make_booking(status=S.NEEDS_ATTENTION)
+
+    assert support_client.get(_action(booking, action)).status_code == 403
+    response = support_client.post(
+        _action(booking, action), {"token": "t" * 32, "note": "x", "outcome": "failed"}
+    )
+
+    booking.refresh_from_db()
+    assert response.status_code == 403
+    assert booking.status == S.NEEDS_ATTENTION and not booking.events.exists()
+    assert calls(broker, partner_queue) == []
+
+
+def test_unknown_action_is_not_found(make_booking, ops_client):
+    assert ops_client.get(_action(make_booking(), "explode")).status_code == 404
+
+
+def test_post_without_csrf_token_is_refused(make_booking, support_user, partner_queue, broker):
+    booking = make_booking(status=S.PENDING_PARTNER)
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(support_user)
+
+    response = client.post(_action(booking, "sync"), {"token": "a" * 32})
+
+    assert response.status_code == 403
+    assert not booking.events.exists()
+
+
+# --- performing, twice ----------------------------------------------------------------
+def test_force_sync_from_the_console_queues_the_sync_once_per_confirmation(
+    make_booking, support_client, support_user, partner_queue, broker, django_capture_on_commit_callbacks
+):
+    booking = make_booking(status=S.NEEDS_ATTENTION, attention_reason="partner_cancelled_confirmed")
+    token = _token(support_client.get(_action(booking, "sync")))
+
+    with django_capture_on_commit_callbacks(execute=True):
+        first = support_client.post(
+            _action(booking, "sync"), {"token": token, "note": "checking"}, follow=True
+        )
+        second = support_client.post(
+            _action(booking, "sync"), {"token": token, "note": "checking"}, follow=True
+        )
+
+    assert first.redirect_chain == [(_change(booking), 302)]
+    assert any("Force a partner sync" in m and "Sync queued." in m for m in _messages(first))
+    assert any("nothing more was done" in m for m in _messages(second))
+    assert list(booking.events.values_list("kind", "actor_label")) == [
+        ("support.sync_requested", support_user.username)
+    ]
+    assert actor_names(broker, partner_queue) == ["sync_booking"]
+
+
+def test_compensate_from_the_console_fails_and_cancels_at_the_partner(
+    make_booking, ops_client, partner_queue, broker, django_capture_on_commit_callbacks
+):
+    booking = make_booking(status=S.NEEDS_ATTENTION, attention_reason="partner_cancelled_confirmed")
+    live = add_reservation(booking, "R-cmp-1", status="confirmed")
+    page = ops_client.get(_action(booking, "compensate"))
+    assert "Cancel R-cmp-1 (confirmed) at the partner" in page.content.decode()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = ops_client.post(
+            _action(booking, "compensate"), {"token": _token(page), "note": "dup"}, follow=True
+        )
+        ops_client.post(_action(booking, "compensate"), {"token": _token(page), "note": "dup"})
+
+    booking.refresh_from_db()
+    assert booking.status == S.FAILED
+    assert any("needs_attention → failed" in m for m in _messages(response))
+    assert calls(broker, partner_queue) == [("compensate_reservation", [live.pk])]
+    assert booking.events.filter(kind="support.compensated").count() == 1
+
+
+def test_resolve_without_a_note_shows_the_form_again_and_changes_nothing(make_booking, ops_client):
+    booking = make_booking(status=S.NEEDS_ATTENTION)
+    add_reservation(booking, status="cancelled")
+    page = ops_client.get(_action(booking, "resolve"))
+    assert 'name="outcome"' in page.content.decode()
+
+    response = ops_client.post(
+        _action(booking, "resolve"), {"token": _token(page), "outcome": "failed", "note": ""}
+    )
+
+    booking.refresh_from_db()
+    assert response.status_code == 200
+    assert "This field is required." in response.content.decode()
+    assert booking.status == S.NEEDS_ATTENTION
+
+
+def test_resolve_with_a_note_settles_the_booking(
+    make_booking, ops_client, django_capture_on_commit_callbacks
+):
+    booking = make_booking(status=S.NEEDS_ATTENTION)
+    add_reservation(booking, status="cancelled")
+    token = _token(ops_client.get(_action(booking, "resolve")))
+
+    with django_capture_on_commit_callbacks(execute=True):
+        ops_client.post(
+            _action(booking, "resolve"), {"token": token, "outcome": "cancelled", "note": "partner call"}
+        )
+
+    booking.refresh_from_db()
+    assert booking.status == S.CANCELLED
+    assert booking.events.get().data["note"] == "partner call"
+
+
+def test_a_refused_action_is_reported_and_changes_nothing(make_booking, ops_client, partner_queue, broker):
+    booking = make_booking(status=S.CONFIRMED)
+    page = ops_client.get(_action(booking, "compensate")).content.decode()
+    assert 'id="refusal"' in page and 'id="confirm-form"' not in page
+
+    response = ops_client.post(_action(booking, "compensate"), {"token": "b" * 32}, follow=True)
+
+    assert any("cannot be failed" in m for m in _messages(response))
+    booking.refresh_from_db()
+    assert booking.status == S.CONFIRMED
+
+
+def test_cancel_and_retry_from_the_console(
+    make_booking, ops_client, support_client, partner_queue, broker, django_capture_on_commit_callbacks
+):
+    confirmed = make_booking(status=S.CONFIRMED)
+    stuck = make_booking(status=S.NEEDS_ATTENTION, attention_reason="partner_401")
+    with django_capture_on_commit_callbacks(execute=True):
+        ops_client.post(
+            _action(confirmed, "cancel"), {"token": _token(ops_client.get(_action(confirmed, "cancel")))}
+        )
+        support_client.post(
+            _action(stuck, "retry"), {"token": _token(support_client.get(_action(stuck, "retry")))}
+        )
+
+    confirmed.refresh_from_db()
+    stuck.refresh_from_db()
+    assert (confirmed.status, stuck.status) == (S.CANCEL_REQUESTED, S.REQUESTED)
+    assert sorted(actor_names(broker, partner_queue)) == ["cancel_booking", "submit_booking"]
+
+
+# --- bulk sync ----------------------------------------------------------------
+def test_bulk_force_sync_asks_then_queues_once(
+    make_booking, support_client, partner_queue, broker, django_capture_on_commit_callbacks
+):
+    bookings = [make_booking(status=S.PENDING_PARTNER) for _ in range(3)]
+    selection = {"action": "force_sync_selected", "_selected_action": [str(b.pk) for b in bookings]}
+
+    confirm_page = support_client.post(CHANGELIST, selection)
+    assert confirm_page.status_code == 200 and "Queue the syncs" in confirm_page.content.decode()
+    assert calls(broker, partner_queue) == []
+    token = _token(confirm_page)
+    with django_capture_on_commit_callbacks(execute=True):
+        support_client.post(CHANGELIST, {**selection, "confirm": "yes", "token": token})
+        again = support_client.post(CHANGELIST, {**selection, "confirm": "yes", "token": token}, follow=True)
+
+    assert actor_names(broker, partner_queue) == ["sync_booking"] * 3
+    assert any("nothing more was done" in m for m in _messages(again))
+
+
+def test_bulk_sync_is_not_offered_without_the_permission(make_booking, groups):
+    user = UserFactory(is_staff=True)
+    user.user_permissions.add(*groups["support"].permissions.filter(codename="view_booking"))
+    client = Client()
+    client.force_login(user)
+    assert "force_sync_selected" not in client.get(CHANGELIST).content.decode()
+
+
+# --- pages ----------------------------------------------------------------
+def test_needs_attention_queue_lists_reason_age_and_partner(make_booking, support_client):
+    booking = make_booking(status=S.NEEDS_ATTENTION, attention_reason="compensation_failed")
+    type(booking).objects.filter(pk=booking.pk).update(status_changed_at=timezone.now() - timedelta(hours=3))
+    make_booking(status=S.CONFIRMED)
+
+    page = support_client.get(reverse("admin:bookings_booking_needs_attention")).content.decode()
+
+    assert booking.reference in page and "compensation_failed" in page and "3\xa0hours" in page
+    assert booking.partner.code in page
+    filtered = support_client.get(reverse("admin:bookings_booking_needs_attention"), {"reason": "other"})
+    assert booking.reference not in filtered.content.decode()
+
+
+def test_state_machine_page_draws_every_transition(support_client):
+    page = support_client.get(reverse("admin:bookings_booking_state_machine")).content.decode()
+    assert "<svg" in page
+    for name in ("start_submission", "confirm", "flag_for_attention", "requeue_submission", "mark_cancelled"):
+        assert name in page
+
+
+def test_partner_health_page(partner, support_client, make_booking, broker, partner_queue):
+    from tests.reconciliation.conftest import add_attempt
+
+    booking = make_booking()
+    for latency, outcome in ((100, "ok"), (200, "ok"), (900, "transient")):
+        add_attempt(booking, operation="get", outcome=outcome, latency_ms=latency)
+
+    page = support_client.get(reverse("admin:partners_partner_health")).content.decode()
+
+    row = page[page.index(f'data-partner="{partner.code}"') :]
+    assert re.search(r"<td class=\"num\">3</td>", row)
+    assert "33%" in row and "closed" in row
+
+
+def test_partner_admin_never_shows_secrets(partner, superuser_client):
+    partner.api_key = "sk-very-secret-value"
+    partner.save()
+
+    change = superuser_client.get(
+        reverse("admin:partners_partner_change", args=[partner.pk])
+    ).content.decode()
+    listing = superuser_client.get(reverse("admin:partners_partner_changelist")).content.decode()
+
+    for page in (change, listing):
+        assert "sk-very-secret-value" not in page
+        assert partner.webhook_secret not in page
+    assert 'name="api_key"' not in change and 'name="webhook_secret"' not in change
+    assert ">set<" in change
+
+
+def test_timeline_rows_are_read_only(make_booking, superuser_client):
+    from bookings.timeline import record_event
+
+    event = record_event(make_booking(), "booking.requested", actor="customer")
+    assert superuser_client.get(reverse("admin:bookings_bookingevent_add")).status_code == 403
+    page = superuser_client.get(
+        reverse("admin:bookings_bookingevent_change", args=[event.pk])
+    ).content.decode()
+    assert 'name="_save"' not in page
+    assert (
+        superuser_client.get(reverse("admin:bookings_bookingevent_delete", args=[event.pk])).status_code
+        == 403
+    )
+
+
+# --- stored webhooks ----------------------------------------------------------------
+def _signed_inbound(partner, booking_ref: str = "BK-NONE00"):
+    from datetime import UTC, datetime
+
+    from standardwebhooks.webhooks import Webhook
+
+    body = json.dumps(
+        {
+            "type": "reservation.updated",
+            "timestamp": "2027-02-01T10:15:32+00:00",
+            "data": {"id": "R-hook-1", "client_reference": booking_ref, "status": "confirmed", "version": 2},
+        }
+    )
+    now = datetime.now(tz=UTC)
+    headers = {
+        "webhook-id": "msg_replay",
+        "webhook-timestamp": str(int(now.timestamp())),
+        "webhook-signature": Webhook(partner.webhook_secret).sign("msg_replay", now, body),
+    }
+    return add_inbound(
+        partner, body=body.encode(), event_id="msg_replay", state=InboundState.FAILED, headers=headers
+    )
+
+
+def test_replay_is_for_ops_and_runs_once_per_confirmation(partner, ops_client, support_client, make_booking):
+    booking = make_booking(status=S.PENDING_PARTNER)
+    event = _signed_inbound(partner, booking.reference)
+    url = reverse("admin:partners_inboundevent_changelist")
+    selection = {"action": "replay_selected", "_selected_action": [str(event.pk)]}
+
+    assert "replay_selected" not in support_client.get(url).content.decode()
+    confirm_page = ops_client.post(url, selection)
+    assert "verifies" in confirm_page.content.decode()
+    token = _token(confirm_page)
+    done = ops_client.post(url, {**selection, "confirm": "yes", "token": token}, follow=True)
+    again = ops_client.post(url, {**selection, "confirm": "yes", "token": token}, follow=True)
+
+    event.refresh_from_db()
+    assert event.state == InboundState.PROCESSED and event.booking_id == booking.pk
+    assert any("Replayed" in m for m in _messages(done))
+    assert any("Already replayed" in m for m in _messages(again))
+    booking.refresh_from_db()
+    assert booking.status == S.CONFIRMED
+    assert booking.events.filter(kind="support.webhook_replayed").count() == 1
+
+
+def test_reverify_reports_a_tampered_delivery(partner, ops_client):
+    event = _signed_inbound(partner)
+    type(event).objects.filter(pk=event.pk).update(raw_body=b'{"tampered": true}')
+
+    response = ops_client.post(
+        reverse("admin:partners_inboundevent_changelist"),
+        {"action": "reverify_selected", "_selected_action": [str(event.pk)]},
+        follow=True,
+    )
+
+    assert any("does NOT verify" in m for m in _messages(response))

@@ -1,0 +1,346 @@
+"""The sweeper: due work from the database alone, queued on the real Redis broker, once."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import time_machine
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from bookings.models import Booking
+from bookings.states import BookingState
+from partners.models import InboundState
+from reconciliation.services.sweeper import booking_due_run, sweep
+from tests.factories import BookingFactory, OfferFactory
+from tests.reconciliation.conftest import (
+    actor_names,
+    add_fence,
+    add_inbound,
+    add_reservation,
+    calls,
+    queued,
+)
+
+S = BookingState
+pytestmark = pytest.mark.django_db
+
+
+def _due(make_booking, status: str, **fields) -> Booking:
+    return make_booking(status=status, next_check_at=timezone.now() - timedelta(seconds=1), **fields)
+
+
+def _sweep(django_capture_on_commit_callbacks, **kwargs):
+    with django_capture_on_commit_callbacks(execute=True):
+        return sweep(**kwargs)
+
+
+def _run_due(django_capture_on_commit_callbacks, booking: Booking) -> Booking:
+    with django_capture_on_commit_callbacks(execute=True):
+        booking_due_run(booking.pk)
+    booking.refresh_from_db()
+    return booking
+
+
+# --- one sweep finds due bookings and queues one message each -----------------------------
+def test_sweep_queues_one_sweep_message_per_due_open_booking_and_pushes_its_check(
+    make_booking, partner_queue, broker, django_capture_on_commit_callbacks, settings
+):
+    due = [_due(make_booking, state) for state in (S.REQUESTED, S.SUBMITTING, S.UNKNOWN, S.PENDING_PARTNER)]
+    due.append(_due(make_booking, S.CANCEL_REQUESTED))
+    make_booking(status=S.PENDING_PARTNER)  # not due yet
+    _due(make_booking, S.CONFIRMED)  # not open
+    _due(make_booking, S.NEEDS_ATTENTION)  # a person decides
+
+    report = _sweep(django_capture_on_commit_callbacks)
+
+    messages = queued(broker, partner_queue)
+    assert [m.actor_name for m in messages] == ["sweep_booking"] * 5
+    assert sorted(m.args[0] for m in messages) == sorted(str(b.pk) for b in due)
+    assert report.due == {
+        s: 1 for s in (S.REQUESTED, S.SUBMITTING, S.UNKNOWN, S.PENDING_PARTNER, S.CANCEL_REQUESTED)
+    }
+    later = timezone.now() + timedelta(seconds=settings.RECONCILE_SYNC_AGE_S - 5)
+    assert all(b.next_check_at > later for b in Booking.objects.filter(pk__in=[b.pk for b in due]))
+
+
+def test_running_the_sweep_twice_queues_nothing_new(
+    make_booking,
+    partner,
+    legacy_partner,
+    partner_queue,
+    webhooks_queue,
+    broker,
+    django_capture_on_commit_callbacks,
+):
+    for state in (S.REQUESTED, S.UNKNOWN, S.PENDING_PARTNER, S.CANCEL_REQUESTED):
+        _due(make_booking, state)
+    settled = make_booking(status=S.EXPIRED)
+    add_fence(settled)
+    add_inbound(partner, state=InboundState.RECEIVED, received_at=timezone.now() - timedelta(minutes=5))
+    broker.flush(legacy_partner.queue_name)
+
+    first = _sweep(django_capture_on_commit_callbacks)
+    counts = {
+        name: len(queued(broker, name)) for name in (partner_queue, webhooks_queue, legacy_partner.queue_name)
+    }
+    second = _sweep(django_capture_on_commit_callbacks)
+
+    assert counts == {partner_queue: 4 + 1, webhooks_queue: 1, legacy_partner.queue_name: 1}
+    assert {
+        name: len(queued(broker, name)) for name in (partner_queue, webhooks_queue, legacy_partner.queue_name)
+    } == counts
+    assert first.as_dict()["due_total"] == 4 and first.inbound_requeued == 1 and first.fenced_terminal == 1
+    assert second.as_dict()["due_total"] == 0
+    assert (second.inbound_requeued, second.fenced_terminal, second.listings) == (0, 0, [])
+    broker.flush(legacy_partner.queue_name)
+
+
+def test_dry_run_reports_due_work_and_changes_nothing(
+    make_booking, partner_queue, broker, django_capture_on_commit_callbacks
+):
+    booking = _due(make_booking, S.UNKNOWN)
+    before = booking.next_check_at
+
+    report = _sweep(django_capture_on_commit_callbacks, dry_run=True)
+
+    booking.refresh_from_db()
+    assert report.due == {S.UNKNOWN: 1}
+    assert booking.next_check_at == before
+    assert queued(broker, partner_queue) == []
+
+
+def test_partner_filter_sweeps_only_that_partners_bookings(
+    make_booking, partner, partner_queue, broker, django_capture_on_commit_callbacks
+):
+    mine = _due(make_booking, S.UNKNOWN)
+    other_offer = OfferFactory()
+    other = BookingFactory(
+        offer=other_offer, partner=other_offer.partner, status=S.UNKNOWN, next_check_at=timezone.now()
+    )
+
+    _sweep(django_capture_on_commit_callbacks, partner=partner)
+
+    other.refresh_from_db()
+    assert [m.args[0] for m in queued(broker, partner_queue)] == [str(mine.pk)]
+    assert other.next_check_at <= timezone.now()
+
+
+# --- the per-booking step: each due-work kind ----------------------------------------------------
+@pytest.mark.parametrize(
+    ("state", "expected"),
+    [
+        (S.REQUESTED, ["submit_booking"]),  # the submission message was lost: submit again
+        (S.SUBMITTING, ["sync_booking"]),  # a worker died mid-call: find out what the partner holds
+        (S.UNKNOWN, ["sync_booking"]),
+        (S.PENDING_PARTNER, ["sync_booking"]),
+        (S.CANCEL_REQUESTED, ["cancel_booking", "sync_booking"]),
+    ],
+)
+def test_due_run_queues_the_work_of_each_open_state(
+    state, expected, make_booking, partner_queue, broker, django_capture_on_commit_callbacks
+):
+    booking = _due(make_booking, state)
+
+    booking = _run_due(django_capture_on_commit_callbacks, booking)
+
+    assert actor_names(broker, partner_queue) == expected
+    assert booking.status == state
+    assert [m.args[0] for m in queued(broker, partner_queue)] == [str(booking.pk)] * len(expected)
+
+
+@pytest.mark.parametrize("state", [S.CONFIRMED, S.NEEDS_ATTENTION, S.FAILED, S.CANCELLED])
+def test_due_run_skips_a_booking_that_moved_on(
+    state, make_booking, partner_queue, broker, django_capture_on_commit_callbacks
+):
+    booking = _due(make_booking, state)
+
+    booking = _run_due(django_capture_on_commit_callbacks, booking)
+
+    assert booking.status == state
+    assert queued(broker, partner_queue) == []
+    assert not booking.events.exists()
+
+
+def test_past_deadline_expires_and_requests_compensation_of_the_live_reservation(
+    make_booking, partner_queue, broker, django_capture_on_commit_callbacks
+):
+    booking = _due(make_booking, S.PENDING_PARTNER, deadline=timezone.now() - timedelta(seconds=1))
+    reservation = add_reservation(booking, status="pending")
+
+    booking = _run_due(django_capture_on_commit_callbacks, booking)
+
+    reservation.refresh_from_db()
+    assert booking.status == S.EXPIRED
+    assert reservation.compensation_requested_at is not None
+    assert reservation.compensation_reason == "booking_expired"
+    assert list(booking.events.values_list("kind", flat=True)) == [
+        "booking.expired",
+        "partner.compensation.requested",
+    ]
+    assert calls(broker, partner_queue) == [("compensate_reservation", [reservation.pk])]
+
+
+def test_past_deadline_without_a_reservation_expires_and_queues_nothing(
+    make_booking, partner_queue, broker, django_capture_on_commit_callbacks
+):
+    booking = _due(make_booking, S.REQUESTED, deadline=timezone.now() - timedelta(seconds=1))
+
+    booking = _run_due(django_capture_on_commit_callbacks, booking)
+
+    assert booking.status == S.EXPIRED
+    assert queued(broker, partner_queue) == []
+
+
+def test_past_deadline_while_fenced_expires_and_syncs_to_find_what_the_partner_holds(
+    make_booking, partner_queue, broker, django_capture_on_commit_callbacks
+):
+    booking = _due(make_booking, S.UNKNOWN, deadline=timezone.now() - timedelta(seconds=1))
+    add_fence(booking)
+
+    booking = _run_due(django_capture_on_commit_callbacks, booking)
+
+    assert booking.status == S.EXPIRED
+    assert (
+        "outcome of the last call still being resolved" in booking.events.get(kind="booking.expired").summary
+    )
+    assert actor_names(broker, partner_queue) == ["sync_booking"]
+
+
+def test_cancel_requested_past_deadline_keeps_cancelling(
+    make_booking, partner_queue, broker, django_capture_on_commit_callbacks
+):
+    booking = _due(make_booking, S.CANCEL_REQUESTED, deadline=timezone.now() - timedelta(seconds=1))
+
+    booking = _run_due(django_capture_on_commit_callbacks, booking)
+
+    assert booking.status == S.CANCEL_REQUESTED
+    assert actor_names(broker, partner_queue) == ["cancel_booking", "sync_booking"]
+
+
+def test_deadline_follows_frozen_time(
+    make_booking, partner_queue, broker, django_capture_on_commit_callbacks
+):
+    start = datetime(2030, 1, 15, 12, 0, tzinfo=UTC)
+    with time_machine.travel(start, tick=False):
+        booking = make_booking(
+            status=S.PENDING_PARTNER,
+            deadline=start + timedelta(minutes=30),
+            next_check_at=start,
+        )
+    with time_machine.travel(start + timedelta(minutes=29, seconds=59), tick=False):
+        booking = _run_due(django_capture_on_commit_callbacks, booking)
+        assert booking.status == S.PENDING_PARTNER
+        assert actor_names(broker, partner_queue) == ["sync_booking"]
+    with time_machine.travel(start + timedelta(minutes=30), tick=False):
+        booking = _run_due(django_capture_on_commit_callbacks, booking)
+        assert booking.status == S.EXPIRED
+        assert booking.status_changed_at == start + timedelta(minutes=30)
+
+
+def test_sweep_picks_a_booking_up_only_once_its_check_is_due(
+    make_booking, partner_queue, broker, django_capture_on_commit_callbacks
+):
+    start = datetime(2030, 1, 15, 12, 0, tzinfo=UTC)
+    with time_machine.travel(start, tick=False):
+        make_booking(
+            status=S.UNKNOWN, next_check_at=start + timedelta(seconds=30), deadline=start + timedelta(hours=1)
+        )
+        assert _sweep(django_capture_on_commit_callbacks).due == {}
+    with time_machine.travel(start + timedelta(seconds=30), tick=False):
+        assert _sweep(django_capture_on_commit_callbacks).due == {S.UNKNOWN: 1}
+    assert actor_names(broker, partner_queue) == ["sweep_booking"]
+
+
+# --- work without a booking row of its own ----------------------------------------------------------------
+def test_stale_unprocessed_webhooks_are_queued_again_once(
+    partner, webhooks_queue, broker, django_capture_on_commit_callbacks, settings
+):
+    stale = add_inbound(
+        partner, state=InboundState.RECEIVED, received_at=timezone.now() - timedelta(minutes=5)
+    )
+    add_inbound(partner, state=InboundState.RECEIVED)  # fresh: its own message is still on the way
+    add_inbound(partner, state=InboundState.PROCESSED, received_at=timezone.now() - timedelta(minutes=5))
+
+    first = _sweep(django_capture_on_commit_callbacks)
+    second = _sweep(django_capture_on_commit_callbacks)
+
+    assert (first.inbound_requeued, second.inbound_requeued) == (1, 0)
+    assert calls(broker, webhooks_queue) == [("process_inbound_event", [stale.pk])]
+
+
+def test_settled_booking_with_an_unresolved_create_is_synced_once(
+    make_booking, partner_queue, broker, django_capture_on_commit_callbacks
+):
+    expired = make_booking(status=S.EXPIRED)
+    add_fence(expired)
+    add_fence(expired, age=timedelta(minutes=20))  # two fences, one sync
+    open_one = make_booking(status=S.UNKNOWN)
+    add_fence(open_one)  # open bookings are the due-booking path's
+    young = make_booking(status=S.FAILED)
+    add_fence(young, age=timedelta(seconds=1))  # its call may still be answered
+
+    first = _sweep(django_capture_on_commit_callbacks)
+    second = _sweep(django_capture_on_commit_callbacks)
+
+    assert (first.fenced_terminal, second.fenced_terminal) == (1, 0)
+    assert calls(broker, partner_queue) == [("sync_booking", [str(expired.pk)])]
+
+
+def test_legacy_partner_listing_walk_is_queued_once_per_gap(
+    legacy_partner, partner, broker, django_capture_on_commit_callbacks, settings
+):
+    broker.flush(legacy_partner.queue_name)
+    settings.RECONCILE_LISTING_MIN_GAP_S = 0.2
+
+    first = _sweep(django_capture_on_commit_callbacks)
+    second = _sweep(django_capture_on_commit_callbacks)
+
+    assert first.listings == [legacy_partner.code]  # the reference partner has no listing
+    assert second.listings == []
+    assert calls(broker, legacy_partner.queue_name) == [("walk_change_listing", [legacy_partner.pk])]
+    broker.flush(legacy_partner.queue_name)
+
+
+# --- constant queries per batch ----------------------------------------------------------------
+def _queries_for(count: int, make_booking, django_capture_on_commit_callbacks) -> tuple[int, int]:
+    Booking.objects.filter(status=S.UNKNOWN).delete()
+    for _ in range(count):
+        _due(make_booking, S.UNKNOWN)
+    with CaptureQueriesContext(connection) as captured:
+        report = _sweep(django_capture_on_commit_callbacks, batch_size=2)
+    return report.batches, len(captured.captured_queries)
+
+
+def test_sweep_runs_a_constant_number_of_queries_per_batch(
+    make_booking, partner_queue, broker, django_capture_on_commit_callbacks, django_assert_num_queries
+):
+    batches_2, queries_2 = _queries_for(3, make_booking, django_capture_on_commit_callbacks)
+    broker.flush(partner_queue)
+    batches_5, queries_5 = _queries_for(9, make_booking, django_capture_on_commit_callbacks)
+
+    assert (batches_2, batches_5) == (2, 5)
+    per_batch = (queries_5 - queries_2) // 3
+    assert per_batch * 3 == queries_5 - queries_2
+    assert queries_2 - 2 * per_batch == queries_5 - 5 * per_batch  # the same fixed part
+    # select, savepoint, update, release: four per batch; three for webhooks, fences and listings
+    assert per_batch == 4
+    assert queries_2 == 3 + 2 * per_batch
+    for _ in range(2):
+        _due(make_booking, S.UNKNOWN)
+    with django_assert_num_queries(3 + 4 * 1 + 1):  # one full batch, then an empty look
+        _sweep(django_capture_on_commit_callbacks, batch_size=2)
+
+
+def test_fenced_attempt_of_an_open_booking_is_left_to_the_due_path(
+    make_booking, partner_queue, broker, django_capture_on_commit_callbacks
+):
+    booking = make_booking(status=S.PENDING_PARTNER)
+    add_fence(booking)
+
+    report = _sweep(django_capture_on_commit_callbacks)
+
+    assert report.fenced_terminal == 0
+    assert queued(broker, partner_queue) == []

@@ -1,0 +1,230 @@
+"""The booking's one timeline, built from what the real services record."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.db import transaction
+from django.utils import timezone
+from standardwebhooks.webhooks import Webhook
+
+from bookings.models import Actor, Booking
+from bookings.services import apply_transition, lock_booking
+from bookings.states import BookingState
+from bookings.timeline import record_event
+from partners.connectors.base import CallResult, ReservationSnapshot
+from partners.models import InboundEvent, Operation, Outcome, ReservationStatus
+from partners.services.calls import attempt_close, attempt_open
+from partners.services.submission import record_create_outcome
+from partners.services.webhooks import inbound_event_process, inbound_event_receive
+from reconciliation.selectors import booking_timeline
+from reconciliation.services import support
+from tests.reconciliation.conftest import add_attempt, add_inbound, add_reservation
+
+S = BookingState
+pytestmark = pytest.mark.django_db
+PARTNER_REF = "R-5a1e"
+
+
+def _snapshot(booking: Booking, status: str, version: int, modified: datetime) -> ReservationSnapshot:
+    raw = {
+        "id": PARTNER_REF,
+        "client_reference": booking.reference,
+        "status": status,
+        "version": version,
+        "updated_at": modified.isoformat(),
+    }
+    return ReservationSnapshot(
+        partner_ref=PARTNER_REF,
+        client_reference=booking.reference,
+        status=ReservationStatus(status),
+        version=version,
+        modified_at=modified,
+        raw=raw,
+    )
+
+
+def _deliver(partner, booking: Booking, *, status: str, version: int, msg_id: str, secret: str | None = None):
+    body = json.dumps(
+        {
+            "type": "reservation.updated",
+            "timestamp": timezone.now().isoformat(),
+            "data": {
+                "id": PARTNER_REF,
+                "client_reference": booking.reference,
+                "product_id": "hotel-42-dbl",
+                "status": status,
+                "version": version,
+                "created_at": timezone.now().isoformat(),
+                "updated_at": timezone.now().isoformat(),
+            },
+        }
+    )
+    now = datetime.now(tz=UTC)
+    signature = Webhook(secret or partner.webhook_secret).sign(msg_id, now, body)
+    headers = {
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(int(now.timestamp())),
+        "webhook-signature": signature,
+    }
+    with transaction.atomic():
+        receipt = inbound_event_receive(partner=partner, raw=body.encode(), headers=headers)
+    if receipt.event is not None and receipt.status == 202:
+        inbound_event_process(receipt.event.pk)
+    return receipt
+
+
+@pytest.fixture
+def story(make_booking, partner, django_capture_on_commit_callbacks, support_user):
+    """A booking's life through the real services: submit, respond, look up, webhooks (one applied,
+    one redelivered, one stale, one forged), and a support sync."""
+    booking = make_booking(status=S.REQUESTED)
+    record_event(
+        booking, "booking.requested", actor=Actor.CUSTOMER, actor_label="customer", to_state=S.REQUESTED
+    )
+    with django_capture_on_commit_callbacks(execute=False):
+        with transaction.atomic():
+            locked = lock_booking(booking.pk)
+            apply_transition(locked, "start_submission", actor=Actor.WORKER, summary="Submitting")
+            create = attempt_open(
+                partner=partner,
+                operation=Operation.CREATE,
+                booking=locked,
+                idempotency_key=locked.partner_key,
+            )
+        response_time = timezone.now() + timedelta(milliseconds=250)
+        record_create_outcome(
+            booking.pk,
+            create,
+            CallResult(
+                outcome=Outcome.OK,
+                http_status=201,
+                reservations=(_snapshot(booking, "pending", 1, response_time),),
+                partner_time=response_time,
+                latency_ms=120,
+            ),
+        )
+        lookup = attempt_open(partner=partner, operation=Operation.LOOKUP, booking=booking)
+        attempt_close(
+            lookup, CallResult(outcome=Outcome.TRANSIENT, http_status=503, error="busy", latency_ms=30)
+        )
+        _deliver(partner, booking, status="confirmed", version=2, msg_id="msg_confirm")
+        _deliver(partner, booking, status="confirmed", version=2, msg_id="msg_confirm")  # redelivered
+        _deliver(partner, booking, status="pending", version=1, msg_id="msg_late")  # stale, out of order
+        _deliver(
+            partner, booking, status="cancelled", version=3, msg_id="msg_forged", secret="whsec_Zm9yZ2Vk"
+        )
+        support.support_sync(
+            booking_id=booking.pk,
+            operator=support.Operator.for_user(support_user),
+            token="tok-1",
+            note="customer called",
+        )
+    return Booking.objects.select_related("partner").get(pk=booking.pk), create, lookup
+
+
+def test_timeline_merges_every_source_in_our_time_order(story):
+    booking, _, _ = story
+
+    rows = booking_timeline(booking)
+
+    assert [(row.kind, row.mark) for row in rows] == [
+        ("booking.requested", ""),
+        ("booking.submitting", ""),
+        ("partner.attempt.ok", ""),
+        ("partner.observation.applied", ""),
+        ("booking.pending_partner", ""),
+        ("partner.attempt.transient", ""),  # a lookup no event describes: a row of its own
+        ("partner.observation.applied", ""),
+        ("booking.confirmed", ""),
+        ("webhook.duplicate", "duplicate"),
+        ("partner.observation.stale", "stale"),
+        ("webhook.rejected", "rejected"),  # forged: linked to no booking, found by its body
+        ("support.sync_requested", ""),
+    ]
+    assert [row.at for row in rows] == sorted(row.at for row in rows)
+    assert booking.status == S.CONFIRMED
+
+
+def test_timeline_attaches_raw_data_instead_of_repeating_rows(story):
+    booking, create, lookup = story
+
+    rows = booking_timeline(booking)
+
+    attempt_rows = [r for r in rows if r.source == "attempt"]
+    assert [r.source_id for r in attempt_rows] == [lookup.pk]  # the create is described by its event
+    create_row = next(r for r in rows if r.kind == "partner.attempt.ok")
+    assert create_row.data["attempt"]["attempt_id"] == create.pk
+    assert create_row.data["attempt"]["idempotency_key"] == booking.partner_key
+    assert create_row.data["attempt"]["latency_ms"] == 120
+    applied_by_webhook = [r for r in rows if r.kind == "partner.observation.applied"][1]
+    assert applied_by_webhook.actor == Actor.WEBHOOK
+    assert applied_by_webhook.actor_label == f"{booking.partner.code}:msg_confirm"
+    assert applied_by_webhook.data["observation"]["status"] == "confirmed"
+    assert applied_by_webhook.data["inbound_event"]["event_id"] == "msg_confirm"
+    assert applied_by_webhook.data["inbound_event"]["body"]["data"]["version"] == 2
+    assert "webhook-signature" not in applied_by_webhook.data["inbound_event"]["headers"]
+    inbound_ids = [r.source_id for r in rows if r.source == "inbound"]
+    forged = InboundEvent.objects.get(event_id="msg_forged")
+    assert inbound_ids == [forged.pk]  # every other delivery is described by an event
+
+
+def test_timeline_rows_carry_both_clocks_the_skew_and_the_actor(story):
+    booking, _, _ = story
+
+    rows = booking_timeline(booking)
+
+    create_row = next(r for r in rows if r.kind == "partner.attempt.ok")
+    assert create_row.partner_time is not None
+    stale = next(r for r in rows if r.kind == "partner.observation.stale")
+    assert stale.summary.endswith("ignored (stale)")
+    support_row = rows[-1]
+    assert support_row.actor == Actor.SUPPORT
+    assert support_row.actor_label == story[0].events.get(kind="support.sync_requested").actor_label
+    assert (support_row.from_state, support_row.to_state) == (S.CONFIRMED, S.CONFIRMED)
+    assert support_row.data["note"] == "customer called"
+    assert support_row.is_support
+    rejected = next(r for r in rows if r.mark == "rejected")
+    assert rejected.skew_ms is not None and abs(rejected.skew_ms) < 5_000
+    assert rejected.data["signature_valid"] is False
+    as_dict = support_row.as_dict()
+    assert as_dict["kind"] == "support.sync_requested" and as_dict["at"].endswith("+00:00")
+
+
+def test_orphan_rows_without_events_still_show(make_booking, partner):
+    booking = make_booking(status=S.EXPIRED)
+    reservation = add_reservation(booking, status="cancelled")
+    reservation.compensation_requested_at = timezone.now() + timedelta(seconds=1)
+    reservation.compensation_reason = "orphan"
+    reservation.compensated_at = timezone.now() + timedelta(seconds=2)
+    reservation.save()
+    add_attempt(booking, operation=Operation.CANCEL, outcome=Outcome.OK, http_status=200, latency_ms=40)
+
+    rows = booking_timeline(Booking.objects.select_related("partner").get(pk=booking.pk))
+
+    assert [(r.source, r.kind) for r in rows] == [
+        ("attempt", "partner.attempt.ok"),
+        ("compensation", "partner.compensation.requested"),
+        ("compensation", "partner.compensation.verified"),
+    ]
+
+
+def test_timeline_runs_six_queries_whatever_its_length(make_booking, partner, django_assert_num_queries):
+    small = make_booking(status=S.PENDING_PARTNER)
+    record_event(small, "booking.requested", actor=Actor.CUSTOMER)
+    big = make_booking(status=S.PENDING_PARTNER)
+    reservation = add_reservation(big, status="pending")
+    for index in range(25):
+        record_event(big, f"test.step{index}", actor=Actor.WORKER, data={"attempt_id": None})
+        add_attempt(big, operation=Operation.GET, latency_ms=index)
+        add_inbound(partner, booking=big, reservation=reservation)
+        add_inbound(partner, state="rejected", signature_valid=False, body=big.reference.encode())
+    small = Booking.objects.select_related("partner").get(pk=small.pk)
+    big = Booking.objects.select_related("partner").get(pk=big.pk)
+
+    with django_assert_num_queries(6):
+        assert len(booking_timeline(small)) == 1
+    with django_assert_num_queries(6):
+        assert len(booking_timeline(big)) == 25 * 4
