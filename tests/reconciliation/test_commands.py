@@ -1,0 +1,263 @@
+"""The ops commands: the same support services, text and --json output, clear errors."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+
+from bookings.states import BookingState
+from bookings.timeline import record_event
+from partners.models import InboundState
+from tests.reconciliation.conftest import actor_names, add_attempt, add_inbound, add_reservation, calls
+
+S = BookingState
+pytestmark = pytest.mark.django_db
+
+
+def run(*args, capture=None) -> str:
+    out = io.StringIO()
+    if capture is None:
+        call_command(*args, stdout=out, stderr=io.StringIO())
+    else:
+        with capture(execute=True):
+            call_command(*args, stdout=out, stderr=io.StringIO())
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "booking_timeline",
+        "sync_booking",
+        "retry_booking",
+        "compensate_booking",
+        "replay_inbound_event",
+        "partner_health",
+        "reconcile",
+    ],
+)
+def test_every_command_has_help_and_json(command):
+    from django.core.management import load_command_class
+
+    parser = load_command_class("reconciliation", command).create_parser("manage.py", command)
+    text = parser.format_help()
+    assert "--json" in text
+
+
+@pytest.mark.parametrize(
+    ("command", "args"),
+    [
+        ("booking_timeline", ["BK-NOPE99"]),
+        ("sync_booking", ["BK-NOPE99"]),
+        ("retry_booking", ["BK-NOPE99"]),
+        ("compensate_booking", ["BK-NOPE99", "--yes"]),
+    ],
+)
+def test_a_bad_reference_is_a_clear_error(command, args):
+    with pytest.raises(CommandError, match="No booking 'BK-NOPE99'"):
+        run(command, *args)
+
+
+def test_booking_timeline_prints_the_timeline(make_booking):
+    booking = make_booking(status=S.PENDING_PARTNER)
+    record_event(booking, "booking.requested", actor="customer", actor_label="ann", summary="Requested it")
+    add_attempt(booking, operation="get", outcome="ok", http_status=200, latency_ms=12)
+
+    text = run("booking_timeline", booking.reference.lower())
+    data = json.loads(run("booking_timeline", booking.reference, "--json"))
+
+    assert booking.reference in text and "Requested it" in text and "partner.attempt.ok" in text
+    assert data["booking"] == booking.reference and data["partner_key"] == booking.partner_key
+    assert [row["kind"] for row in data["timeline"]] == ["booking.requested", "partner.attempt.ok"]
+    assert data["timeline"][1]["data"]["latency_ms"] == 12
+
+
+def test_sync_booking_queues_a_sync_as_the_os_user(
+    make_booking, partner_queue, broker, django_capture_on_commit_callbacks, monkeypatch
+):
+    from reconciliation.services import support
+
+    monkeypatch.setattr(support.getpass, "getuser", lambda: "opsbot")
+    booking = make_booking(status=S.UNKNOWN)
+
+    data = json.loads(
+        run("sync_booking", booking.reference, "--json", capture=django_capture_on_commit_callbacks)
+    )
+
+    assert data["results"][0]["result"]["performed"] is True
+    assert data["results"][0]["preview"]["partner"]["live"] is False  # closed port: last known
+    assert actor_names(broker, partner_queue) == ["sync_booking"]
+    assert booking.events.get().actor_label == "ops:opsbot"
+
+
+def test_sync_booking_with_the_same_token_twice_does_nothing_extra(
+    make_booking, partner_queue, broker, django_capture_on_commit_callbacks
+):
+    booking = make_booking(status=S.UNKNOWN)
+    run("sync_booking", booking.reference, "--token", "ops-1", capture=django_capture_on_commit_callbacks)
+
+    text = run(
+        "sync_booking", booking.reference, "--token", "ops-1", capture=django_capture_on_commit_callbacks
+    )
+
+    assert "nothing more was done" in text
+    assert actor_names(broker, partner_queue) == ["sync_booking"]
+
+
+def test_sync_booking_dry_run_only_previews(make_booking, partner_queue, broker):
+    booking = make_booking(status=S.UNKNOWN)
+    add_reservation(booking, "R-dry-1", status="pending")
+
+    text = run("sync_booking", booking.reference, "--dry-run", "--no-live")
+    data = json.loads(run("sync_booking", booking.reference, "--dry-run", "--no-live", "--json"))
+
+    assert "R-dry-1" in text and "Queue a partner sync" in text
+    assert data["dry_run"] is True and data["previews"][0]["reservations"][0]["partner_ref"] == "R-dry-1"
+    assert not booking.events.exists()
+    assert calls(broker, partner_queue) == []
+
+
+def test_acting_as_a_console_user_checks_their_permission(make_booking, support_user, partner_queue):
+    booking = make_booking(status=S.PENDING_PARTNER)
+    add_reservation(booking, status="pending")
+
+    with pytest.raises(CommandError, match=r"lacks the permission bookings\.compensate_booking"):
+        run("compensate_booking", booking.reference, "--yes", "--as", support_user.username)
+    with pytest.raises(CommandError, match="No active user"):
+        run("sync_booking", booking.reference, "--as", "ghost")
+    booking.refresh_from_db()
+    assert booking.status == S.PENDING_PARTNER
+
+
+def test_compensate_booking_wants_confirmation_when_not_interactive(make_booking, partner_queue, broker):
+    booking = make_booking(status=S.PENDING_PARTNER)
+    add_reservation(booking, status="pending")
+
+    with pytest.raises(CommandError, match="pass --yes"):
+        run("compensate_booking", booking.reference)
+
+    booking.refresh_from_db()
+    assert booking.status == S.PENDING_PARTNER and not booking.events.exists()
+
+
+def test_compensate_booking_fails_and_cancels_at_the_partner(
+    make_booking, ops_user, partner_queue, broker, django_capture_on_commit_callbacks
+):
+    booking = make_booking(status=S.PENDING_PARTNER)
+    live = add_reservation(booking, status="pending")
+
+    data = json.loads(
+        run(
+            "compensate_booking",
+            booking.reference,
+            "--yes",
+            "--json",
+            "--as",
+            ops_user.username,
+            "--note",
+            "duplicate hold",
+            capture=django_capture_on_commit_callbacks,
+        )
+    )
+
+    booking.refresh_from_db()
+    assert booking.status == S.FAILED
+    assert data["results"][0]["result"]["to_state"] == "failed"
+    assert calls(broker, partner_queue) == [("compensate_reservation", [live.pk])]
+    assert booking.events.get(kind="support.compensated").actor_label == ops_user.username
+
+
+def test_retry_booking_reports_a_refusal(make_booking, partner_queue, broker):
+    booking = make_booking(status=S.UNKNOWN)
+
+    with pytest.raises(CommandError, match="nothing was done"):
+        run("retry_booking", booking.reference)
+
+    assert calls(broker, partner_queue) == []
+
+
+def test_retry_booking_of_many_with_a_progress_bar(
+    make_booking, partner_queue, broker, django_capture_on_commit_callbacks
+):
+    bookings = [make_booking(status=S.NEEDS_ATTENTION, attention_reason="partner_401") for _ in range(3)]
+
+    data = json.loads(
+        run(
+            "retry_booking",
+            *[b.reference for b in bookings],
+            "--json",
+            capture=django_capture_on_commit_callbacks,
+        )
+    )
+
+    assert [r["result"]["to_state"] for r in data["results"]] == ["requested"] * 3
+    assert actor_names(broker, partner_queue) == ["submit_booking"] * 3
+
+
+def test_replay_inbound_event(partner, make_booking):
+    from tests.reconciliation.test_admin import _signed_inbound
+
+    booking = make_booking(status=S.PENDING_PARTNER)
+    event = _signed_inbound(partner, booking.reference)
+
+    dry = json.loads(run("replay_inbound_event", str(event.pk), "--dry-run", "--json"))
+    done = json.loads(run("replay_inbound_event", str(event.pk), "--json", "--token", "r1"))
+    again = json.loads(run("replay_inbound_event", str(event.pk), "--json", "--token", "r1"))
+
+    assert dry["results"][0]["verifies"] is True and "performed" not in dry["results"][0]
+    assert done["results"][0]["performed"] is True and done["results"][0]["booking"] == booking.reference
+    assert again["results"][0]["performed"] is False
+    event.refresh_from_db()
+    assert event.state == InboundState.PROCESSED
+
+
+def test_replay_inbound_event_bad_id(db):
+    with pytest.raises(CommandError, match="No inbound event 999999"):
+        run("replay_inbound_event", "999999")
+
+
+def test_replay_of_a_tampered_delivery_is_refused(partner):
+    from tests.reconciliation.test_admin import _signed_inbound
+
+    event = _signed_inbound(partner)
+    type(event).objects.filter(pk=event.pk).update(raw_body=b'{"tampered": 1}')
+
+    with pytest.raises(CommandError, match="Nothing was replayed"):
+        run("replay_inbound_event", str(event.pk))
+
+
+def test_partner_health(partner, make_booking, broker, partner_queue):
+    booking = make_booking()
+    for latency in (10, 20, 30, 40):
+        add_attempt(booking, operation="get", outcome="ok", latency_ms=latency)
+    add_attempt(booking, operation="get", outcome="ambiguous", latency_ms=5000)
+    add_inbound(partner)
+
+    data = json.loads(run("partner_health", "--json", "--partner", partner.code))
+    text = run("partner_health", "--partner", partner.code)
+
+    row = data["partners"][0]
+    assert (row["calls"], row["errors"], row["error_rate"]) == (5, 1, 0.2)
+    assert (row["p50_ms"], row["p99_ms"]) == (30, 5000)
+    assert row["queue_ready"] == 0 and row["circuit"]["circuit"] == "closed"
+    assert row["last_webhook_at"] is not None
+    assert partner.code in text and "20.0%" in text
+    with pytest.raises(CommandError, match="No partner"):
+        run("partner_health", "--partner", "nope")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_sync_booking_now_runs_the_sync_here(make_booking, partner_queue, broker):
+    booking = make_booking(status=S.UNKNOWN)
+
+    text = run("sync_booking", booking.reference, "--now")
+
+    assert "Synced:" in text
+    kinds = list(booking.events.values_list("kind", flat=True))
+    assert kinds[0] == "support.sync_requested"
+    assert "sync.failed" in kinds  # the closed port: recorded, retried later
+    assert actor_names(broker, partner_queue) == ["sync_booking"]  # the follow-up
