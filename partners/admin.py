@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 
 from django.contrib import admin
+from django.db import models
 from django.http import HttpRequest
 from django.utils.html import format_html
 
@@ -47,6 +48,7 @@ class PartnerAdmin(admin.ModelAdmin):
     list_filter = ("adapter", "enabled")
     search_fields = ("code", "name")
     exclude = SECRET_FIELDS
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
     readonly_fields = (
         "api_key_status",
         "webhook_secret_status",

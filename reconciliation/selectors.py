@@ -431,6 +431,10 @@ class PartnerHealth:
         finished = self.calls - self.in_flight
         return None if finished <= 0 else self.errors / finished
 
+    @property
+    def error_rate_display(self) -> str:
+        return "-" if self.error_rate is None else f"{self.error_rate:.1%}"
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "partner": self.partner.code,

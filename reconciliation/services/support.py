@@ -356,6 +356,11 @@ def _uncompensated_live(held: list[PartnerReservation]) -> list[PartnerReservati
     return [r for r in _live(held) if r.compensation_requested_at is None]
 
 
+def _stalled_compensations(held: list[PartnerReservation]) -> list[PartnerReservation]:
+    """Live reservations we decided to cancel earlier whose cancel was never verified."""
+    return [r for r in _live(held) if r.compensation_requested_at is not None and r.compensated_at is None]
+
+
 def _refusal(action: str, booking: Booking, held: list[PartnerReservation], fenced: bool) -> str:
     """Why `action` cannot run on the booking as it is now ('' when it can). Shared by the
     preview and the locked re-check of the action itself."""
@@ -439,7 +444,13 @@ def _effects(action: str, booking: Booking, held: list[PartnerReservation], fenc
         steps += [
             f"Cancel {r.partner_ref} ({r.status}) at the partner, then verify by a lookup." for r in live
         ]
-        if not live:
+        stalled = _stalled_compensations(held)
+        steps += [
+            f"Cancel {r.partner_ref} ({r.status}) again: the cancel decided "
+            f"{r.compensation_requested_at:%Y-%m-%d %H:%M} UTC ({r.compensation_reason}) was never verified."
+            for r in stalled
+        ]
+        if not live and not stalled:
             steps.append("We know of no live reservation at the partner: nothing to cancel there.")
         if fenced:
             steps.append(
@@ -681,7 +692,7 @@ def support_compensate(*, booking_id: UUID, operator: Operator, token: str, note
         if refusal:
             raise InvalidTransition(refusal)
         old = booking.status
-        live = [r.partner_ref for r in _uncompensated_live(held)]
+        live = [r.partner_ref for r in _live(held) if r.compensated_at is None]
         apply_transition(
             booking,
             "fail",
@@ -700,6 +711,14 @@ def support_compensate(*, booking_id: UUID, operator: Operator, token: str, note
         )
         # The same rule automation applies to a failed booking: cancel what is live, verified.
         reconcile_booking(booking, actor=Actor.SUPPORT, actor_label=operator.label)
+        # A cancel decided earlier that never got verified (it failed, or its message was lost)
+        # is driven again: the compensation actor is idempotent and verifies by a lookup.
+        for reservation in _stalled_compensations(held):
+            transaction.on_commit(
+                lambda r=reservation: partner_tasks.send_for_partner(
+                    partner_tasks.compensate_reservation, booking.partner, r.pk
+                )
+            )
         if fenced:
             _queue_after_commit(partner_tasks.sync_booking, booking.pk)
     _log(COMPENSATE, booking, operator)

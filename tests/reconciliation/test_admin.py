@@ -333,7 +333,7 @@ def test_partner_health_page(partner, support_client, make_booking, broker, part
 
     row = page[page.index(f'data-partner="{partner.code}"') :]
     assert re.search(r"<td class=\"num\">3</td>", row)
-    assert "33%" in row and "closed" in row
+    assert "33.3% (1)" in row and "closed" in row
 
 
 def test_partner_admin_never_shows_secrets(partner, superuser_client):

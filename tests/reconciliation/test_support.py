@@ -394,3 +394,22 @@ def test_preview_resolve_lists_each_outcome_with_why_not(make_booking):
 def test_preview_of_an_unknown_action_is_refused(make_booking):
     with pytest.raises(ValidationFailed):
         support.preview("delete", make_booking())
+
+
+def test_compensate_drives_a_stalled_cancel_again(
+    make_booking, as_ops, partner_queue, broker, django_capture_on_commit_callbacks
+):
+    booking = make_booking(status=S.NEEDS_ATTENTION, attention_reason="compensation_failed")
+    stalled = add_reservation(
+        booking,
+        status="confirmed",
+        compensation_requested_at=timezone.now() - timedelta(hours=1),
+        compensation_reason="duplicate",
+    )
+    assert "was never verified" in support.preview("compensate", booking, live=False).effects[1]
+
+    _run(django_capture_on_commit_callbacks, "compensate", booking, as_ops)
+
+    assert booking.status == S.FAILED
+    assert calls(broker, partner_queue) == [("compensate_reservation", [stalled.pk])]
+    assert booking.events.get(kind="support.compensated").data["cancel"] == [stalled.partner_ref]

@@ -1,0 +1,242 @@
+"""The support console in a real browser: headless Debian Chromium driven by Playwright, against
+the live server, a real Dramatiq worker and a real sandbox partner.
+
+Support logs in, opens a needs-attention booking from the queue, reads its timeline and forces a
+sync (the preview asks the sandbox live); ops logs in, compensates, and sees the booking failed
+and the reservation cancelled at the partner and verified. Screenshots go to
+artifacts/screenshots/.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from django.utils import timezone
+
+from bookings.models import Booking
+from bookings.states import BookingState
+from bookings.timeline import record_event
+from partners.models import PartnerReservation
+from tests.factories import BookingFactory, OfferFactory, PartnerFactory, UserFactory
+from tests.reconciliation.conftest import unique_code
+from tests.sandbox.conftest import API_KEY, SandboxProcess, reference_body
+
+S = BookingState
+pytestmark = [pytest.mark.browser, pytest.mark.integration]
+
+ROOT = Path(__file__).resolve().parents[2]
+SCREENSHOTS = ROOT / "artifacts" / "screenshots"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+PASSWORD = "console-pass-123"
+
+
+def _ensure_chromium() -> None:
+    if Path(CHROMIUM).exists():
+        return
+    if shutil.which("apt-get") is None:
+        pytest.skip("Debian's chromium is missing and apt-get is not available to install it")
+    try:
+        subprocess.run(["apt-get", "update", "-qq"], check=True, capture_output=True, timeout=300)
+        subprocess.run(
+            ["apt-get", "install", "-y", "-qq", "chromium"],
+            check=True,
+            capture_output=True,
+            timeout=600,
+            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+        )
+    except (subprocess.SubprocessError, OSError) as exc:
+        pytest.skip(f"could not install Debian's chromium: {exc}")
+    if not Path(CHROMIUM).exists():
+        pytest.skip("apt-get ran but /usr/bin/chromium is still missing")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator:
+    playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    _ensure_chromium()
+    # Playwright's sync API runs an event loop in this thread: the ORM (the test's and the
+    # database teardown's) refuses to run beside it unless told (PITFALLS.md).
+    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    try:
+        with playwright_api.sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+            yield browser
+            browser.close()
+    finally:
+        if previous is None:
+            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+        else:
+            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
+
+
+@pytest.fixture
+def sandbox(tmp_path) -> Iterator[SandboxProcess]:
+    partner = SandboxProcess("reference", tmp_path / "reference.sqlite3", ["--hang-s", "0"]).start()
+    yield partner
+    partner.kill()
+
+
+@pytest.fixture
+def page(browser):
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    context.set_default_timeout(15_000)
+    page = context.new_page()
+    yield page
+    context.close()
+
+
+def _shot(page, name: str) -> None:
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+def _login(page, live_server, username: str) -> None:
+    page.context.clear_cookies()
+    page.goto(f"{live_server.url}/admin/login/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", PASSWORD)
+    page.click("input[type=submit]")
+    page.wait_for_selector("#user-tools")
+
+
+def _wait_for(predicate, what: str, timeout: float = 20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _staff(groups, group: str):
+    user = UserFactory(username=f"{group}-{uuid.uuid4().hex[:6]}", is_staff=True)
+    user.set_password(PASSWORD)
+    user.save(update_fields=["password"])
+    user.groups.set([groups[group]])
+    return user
+
+
+def test_support_syncs_and_ops_compensates_in_the_console(
+    page, live_server, sandbox, worker, broker, groups, settings
+):
+    # given a booking that needs a person: the sandbox still holds a confirmed reservation for it
+    # that we decided to cancel an hour ago, and that cancel never got verified
+    partner = PartnerFactory(code=unique_code(), base_url=sandbox.base, api_key=API_KEY)
+    broker.declare_queue(partner.queue_name)
+    offer = OfferFactory(partner=partner, product_id="hotel-42-dbl")
+    booking = BookingFactory(
+        offer=offer,
+        partner=partner,
+        status=S.NEEDS_ATTENTION,
+        attention_reason="compensation_failed",
+        attention_detail="Could not cancel at the partner after 8 tries: partner_5xx",
+        deadline=timezone.now() + timedelta(hours=1),
+    )
+    created = sandbox.request(
+        "POST",
+        "/v1/reservations",
+        json=reference_body(booking.reference),
+        headers={"Idempotency-Key": booking.partner_key},
+    ).json()
+    assert created["status"] == "confirmed"
+    reservation = PartnerReservation.objects.create(
+        partner=partner,
+        booking=booking,
+        partner_ref=created["id"],
+        client_reference=booking.reference,
+        status="confirmed",
+        version=created["version"],
+        learned_from="response",
+        compensation_requested_at=timezone.now() - timedelta(hours=1),
+        compensation_reason="duplicate",
+    )
+    record_event(booking, "booking.requested", actor="customer", summary="Requested hotel-42-dbl, 3 nights")
+    record_event(
+        booking,
+        "booking.needs_attention",
+        actor="worker",
+        from_state=S.CONFIRMED,
+        to_state=S.NEEDS_ATTENTION,
+        summary="Could not cancel at the partner after 8 tries",
+    )
+    support_user = _staff(groups, "support")
+    ops_user = _staff(groups, "ops")
+
+    # when support opens it from the needs-attention queue and reads its timeline
+    _login(page, live_server, support_user.username)
+    page.goto(f"{live_server.url}/admin/bookings/booking/needs-attention/")
+    _shot(page, "01-needs-attention-queue")
+    page.click(f"text={booking.reference}")
+    page.wait_for_selector("#timeline")
+    timeline = page.inner_text("#timeline")
+    assert "Could not cancel at the partner after 8 tries" in timeline
+    assert created["id"] in page.inner_text("#reservations")
+    assert page.locator("#support-actions span.disabled", has_text="Compensate").count() == 1
+    _shot(page, "02-booking-page-support")
+
+    # and forces a sync: the preview asked the sandbox live, beside our state
+    page.click("#support-actions a[data-action=sync]")
+    page.wait_for_selector("#confirm-form")
+    assert "Asked live" in page.inner_text("#theirs")
+    assert "confirmed" in page.inner_text("#pairs")
+    _shot(page, "03-sync-preview")
+    page.fill("#id_note", "Customer asked whether the booking holds")
+    page.click("#confirm-form input[type=submit]")
+    page.wait_for_selector(".messagelist")
+    assert "Sync queued." in page.inner_text(".messagelist")
+
+    # then a worker ran that sync through the usual service: it is on the timeline
+    _wait_for(lambda: booking.events.filter(kind__in=["sync.completed", "sync.failed"]).exists(), "the sync")
+    page.reload()
+    timeline = page.inner_text("#timeline")
+    assert "support.sync_requested" in timeline and support_user.username in timeline
+    assert "sync.completed" in timeline
+    _shot(page, "04-after-sync")
+
+    # when ops logs in and compensates
+    _login(page, live_server, ops_user.username)
+    page.goto(f"{live_server.url}/admin/bookings/booking/{booking.pk}/change/")
+    page.click("#support-actions a[data-action=compensate]")
+    page.wait_for_selector("#confirm-form")
+    assert "was never verified" in page.inner_text("#content-main")
+    assert "Asked live" in page.inner_text("#theirs")
+    _shot(page, "05-compensate-preview")
+    page.fill("#id_note", "Duplicate hold; the customer rebooked")
+    page.click("#confirm-form input[type=submit]")
+    page.wait_for_selector(".messagelist")
+    assert "needs_attention → failed" in page.inner_text(".messagelist")
+
+    # then the booking failed and the worker cancelled the reservation at the partner, verified
+    _wait_for(
+        lambda: PartnerReservation.objects.filter(pk=reservation.pk, compensated_at__isnull=False).exists(),
+        "the compensation to be verified",
+    )
+    page.reload()
+    assert Booking.objects.get(pk=booking.pk).status == S.FAILED
+    assert "cancelled" in page.inner_text("#reservations")
+    timeline = page.inner_text("#timeline")
+    assert "support.compensated" in timeline and ops_user.username in timeline
+    assert "partner.compensation.verified" in timeline
+    assert [r["status"] for r in sandbox.truth(booking.reference)] == ["cancelled"]
+    _shot(page, "06-after-compensation")
+
+    # and the other console pages render for ops
+    page.goto(f"{live_server.url}/admin/partners/partner/health/")
+    assert partner.code in page.inner_text("#health")
+    _shot(page, "07-partner-health")
+    page.goto(f"{live_server.url}/admin/bookings/booking/state-machine/")
+    assert page.locator("#diagram svg").count() == 1
+    _shot(page, "08-state-machine")
+    page.goto(f"{live_server.url}/admin/bookings/booking/?status__exact=failed")
+    _shot(page, "09-booking-list")
