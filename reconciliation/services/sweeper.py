@@ -3,7 +3,10 @@
 One sweep selects due rows in batches by index, pushes their `next_check_at` forward in one
 statement per batch, and queues one `sweep_booking` message per row; the actor locks the row,
 re-checks and acts through the same services as the interactive path (`booking_due_run`).
-A sweep never calls a partner itself, and running it twice in a row queues nothing new.
+Work without a row of its own to push forward (stale webhooks, settled bookings whose create is
+still unresolved, legacy change-listing walks) is claimed in Redis for a window before it is
+queued. A sweep never calls a partner itself, and running it twice in a row queues nothing new.
+Queries are constant per batch: one select and one update (plus one each for the side work).
 """
 
 from __future__ import annotations
