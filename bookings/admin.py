@@ -105,7 +105,6 @@ class BookingAdmin(ReadOnlyAdmin):
         "attention_reason",
         "age",
         "customer_email",
-        "created_at",
     )
     list_filter = ("status", CustomerStatusFilter, "partner", AttentionReasonFilter, AgeFilter)
     search_fields = ("reference", "=partner_reservations__partner_ref", "customer__email")
