@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -12,19 +12,22 @@ _embedded = None
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Without REDIS_URL the suite runs on the embedded redis-server (started here, stopped at exit)."""
+    """Start this run's embedded Redis when no REDIS_URL is given; children inherit the run's ids."""
     global _embedded
-    if os.environ.get("REDIS_URL"):
-        return
-    from config import embedded_redis
+    from django.conf import settings
 
-    var_dir = Path(os.environ.get("VAR_DIR", Path(__file__).resolve().parent.parent / "var"))
-    _embedded = embedded_redis.EmbeddedRedis(var_dir).start()
+    os.environ["TEST_RUN_ID"] = settings.TEST_RUN_ID
+    if settings.EMBEDDED_REDIS_DIR is not None:
+        from config import embedded_redis
+
+        _embedded = embedded_redis.EmbeddedRedis(settings.EMBEDDED_REDIS_DIR).start()
+    os.environ["REDIS_URL"] = settings.REDIS_URL
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     if _embedded is not None:
         _embedded.stop()
+        shutil.rmtree(_embedded.dir.parent, ignore_errors=True)
 
 
 @pytest.fixture

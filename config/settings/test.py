@@ -1,7 +1,18 @@
-"""Test settings: the same stack as production (a real database and Redis), plain static files."""
+"""Test settings: the same stack as production (a real database and Redis), plain static files.
+
+Each test run gets its own test database, Redis namespace and (without REDIS_URL) its own
+embedded Redis, keyed by TEST_RUN_ID (default: the process id), so that two runs on one
+machine never wipe each other's data. Processes a test starts inherit TEST_RUN_ID and REDIS_URL.
+"""
+
+import os
+
+from config import embedded_redis
 
 from .base import *  # noqa: F403
-from .base import DATABASES, STORAGES
+from .base import CACHES, DATABASES, DRAMATIQ_BROKER, REDIS_URL, REST_FRAMEWORK, STORAGES, VAR_DIR, env
+
+TEST_RUN_ID = os.environ.get("TEST_RUN_ID") or str(os.getpid())
 
 DEBUG = False
 SECRET_KEY = "test-only-secret-key-not-for-production-3b7c9e1f5a2d4b6c8e0f1a3c5e7b9d1f"
@@ -10,8 +21,21 @@ STORAGES = {
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-DRAMATIQ_BROKER["OPTIONS"]["namespace"] = "dramatiq-test"  # noqa: F405
+REST_FRAMEWORK = {**REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"user": "100000/min"}}
+
+# Without REDIS_URL: an embedded server of this run's own (tests/conftest.py starts and stops it).
+EMBEDDED_REDIS_DIR = None
+if not env.str("REDIS_URL", default=""):
+    EMBEDDED_REDIS_DIR = VAR_DIR / "test-runs" / TEST_RUN_ID
+    REDIS_URL = embedded_redis.url(EMBEDDED_REDIS_DIR)
+    DRAMATIQ_BROKER["OPTIONS"]["url"] = embedded_redis.with_socket_timeouts(REDIS_URL)
+    CACHES["default"]["LOCATION"] = embedded_redis.with_socket_timeouts(REDIS_URL)
+DRAMATIQ_BROKER["OPTIONS"]["namespace"] = f"dramatiq-test-{TEST_RUN_ID}"
+CACHES["default"]["KEY_PREFIX"] = f"test-{TEST_RUN_ID}"
+PARTNER_GUARD_NAMESPACE = f"partner-guard-test-{TEST_RUN_ID}"
+
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # A file database: worker threads share it (an in-memory one gives "table is locked").
-    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-db.sqlite3")}  # noqa: F405
-REST_FRAMEWORK = {**REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"user": "100000/min"}}  # noqa: F405
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-db-{TEST_RUN_ID}.sqlite3")}
+else:
+    DATABASES["default"]["TEST"] = {"NAME": f"test_{DATABASES['default']['NAME']}_{TEST_RUN_ID}"}
