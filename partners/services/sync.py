@@ -196,6 +196,8 @@ def booking_sync(booking_id: UUID, *, actor: Actor | str = Actor.WORKER, actor_l
         if waiting > 0:
             # Its worker may still be in the call and will record the answer itself.
             return FollowUp(sync_after_s=waiting + 0.1)
+        in_flight = PartnerAttempt.objects.filter(booking=booking, outcome=Outcome.IN_FLIGHT)
+        _mark_abandoned(booking, [a for a in in_flight if _in_flight_remaining_s(a, now) <= 0], actor=actor)
         fence = fences[0] if fences else None
         needs_search = fence is not None or (
             booking.status in (S.SUBMITTING, S.UNKNOWN) and not booking.partner_reservations.exists()
@@ -214,6 +216,37 @@ def booking_sync(booking_id: UUID, *, actor: Actor | str = Actor.WORKER, actor_l
                 attempt=attempt,
             )
         return _conclude(booking.pk, findings, actor=actor, actor_label=actor_label)
+
+
+def _mark_abandoned(booking: Booking, attempts: list[PartnerAttempt], *, actor: Actor | str) -> None:
+    """In-flight attempts past their budget: their worker died during (or just before) the call.
+    Their outcome is unknown, i.e. ambiguous; they keep fencing until this sync answers."""
+    if not attempts:
+        return
+    now = timezone.now()
+    with transaction.atomic():
+        lock_booking(booking.pk)
+        for attempt in attempts:
+            updated = PartnerAttempt.objects.filter(pk=attempt.pk, outcome=Outcome.IN_FLIGHT).update(
+                outcome=Outcome.AMBIGUOUS,
+                finished_at=now,
+                error="no outcome recorded: the worker stopped during the call",
+            )
+            if updated:
+                attempt.outcome = Outcome.AMBIGUOUS
+                record_event(
+                    booking,
+                    "partner.attempt.abandoned",
+                    actor=actor,
+                    summary=f"{attempt.operation} started {attempt.started_at:%H:%M:%S} never recorded an "
+                    "outcome (its worker stopped): treated as ambiguous",
+                    data={
+                        "attempt_id": attempt.pk,
+                        "request_id": str(attempt.request_id),
+                        "operation": attempt.operation,
+                        "idempotency_key": attempt.idempotency_key,
+                    },
+                )
 
 
 def _conclude(booking_id: UUID, findings: Findings, *, actor: Actor | str, actor_label: str) -> FollowUp:
