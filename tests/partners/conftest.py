@@ -9,6 +9,7 @@ fixtures here.
 from __future__ import annotations
 
 import base64
+import itertools
 import os
 import signal
 import subprocess
@@ -463,3 +464,100 @@ def harness(
         harness.sandbox.reset()  # stop redeliveries into the next test
         reset_guard(harness.partner)
     close_sessions()
+
+
+# --- integration helpers -------------------------------------------------------------------------
+def book(h: Harness, *, key: str | None = None) -> Booking:
+    """A customer books through the booking service: committed, submission queued on commit."""
+    from bookings.services import BookingRequest, booking_create
+    from tests.factories import UserFactory
+
+    offer = h.partner.offers.get()
+    start = timezone.now().date() + timedelta(days=40)
+    created = booking_create(
+        customer=UserFactory(),
+        request=BookingRequest(
+            offer_id=offer.pk, start_date=start, end_date=start + timedelta(days=3), guests=2
+        ),
+        idempotency_key=key or f"customer-key-{uuid.uuid4().hex}",
+    )
+    return created.booking
+
+
+def status_of(booking: Booking) -> str:
+    return Booking.objects.values_list("status", flat=True).get(pk=booking.pk)
+
+
+def wait_for_status(booking: Booking, *states: str, timeout_s: float = 15.0) -> str:
+    return wait_until(
+        lambda: (s := status_of(booking)) in states and s,
+        timeout_s=timeout_s,
+        what=f"{booking.reference} to reach {'/'.join(states)} (now {status_of(booking)})",
+    )
+
+
+# Moves a booking may make; anything else on the timeline is a regression.
+ALLOWED_MOVES = {
+    ("", "requested"),
+    ("requested", "submitting"),
+    ("submitting", "requested"),
+    ("submitting", "unknown"),
+    ("submitting", "pending_partner"),
+    ("submitting", "confirmed"),
+    ("submitting", "rejected"),
+    ("submitting", "failed"),
+    ("submitting", "needs_attention"),
+    ("unknown", "requested"),
+    ("unknown", "pending_partner"),
+    ("unknown", "confirmed"),
+    ("unknown", "rejected"),
+    ("unknown", "failed"),
+    ("unknown", "expired"),
+    ("unknown", "needs_attention"),
+    ("requested", "pending_partner"),
+    ("requested", "confirmed"),
+    ("requested", "expired"),
+    ("pending_partner", "confirmed"),
+    ("pending_partner", "rejected"),
+    ("pending_partner", "failed"),
+    ("pending_partner", "expired"),
+    ("confirmed", "needs_attention"),
+    ("confirmed", "cancel_requested"),
+    ("cancel_requested", "cancelled"),
+}
+
+
+def assert_at_rest(h: Harness, booking: Booking, status: str) -> None:
+    """Invariants at rest: the booking's state, at most one live partner reservation (ground
+    truth), our records agree with the partner's, and the timeline never regressed."""
+    booking.refresh_from_db()
+    assert booking.status == status, f"{booking.reference}: {booking.status} {booking.attention_reason}"
+    truth = h.truth(booking)
+    live = h.live(booking)
+    assert len(live) <= 1, f"{len(live)} live reservations at the partner: {live}"
+    if status == S.CONFIRMED:
+        assert len(live) == 1
+        ours = booking.partner_reservations.get(partner_ref=str(_partner_id(h, live[0])))
+        assert ours.status == "confirmed" and ours.compensation_requested_at is None
+    if status in (S.REJECTED, S.FAILED, S.EXPIRED, S.CANCELLED):
+        assert live == []
+    known = {r.partner_ref: r.status for r in booking.partner_reservations.all()}
+    for reservation in truth:  # every reservation the partner holds for the booking is known
+        assert str(_partner_id(h, reservation)) in known, f"unknown to us: {reservation}"
+    moves = transitions(booking)
+    assert set(moves) <= ALLOWED_MOVES, f"unexpected moves: {set(moves) - ALLOWED_MOVES}"
+    for (_, to_state), (from_state, _) in itertools.pairwise(moves):
+        assert to_state == from_state, f"timeline does not chain: {moves}"
+    assert not booking.partner_attempts.filter(outcome="in_flight").exists()
+
+
+def _partner_id(h: Harness, reservation: dict[str, Any]) -> str:
+    return str(reservation["id"] if h.profile == "reference" else reservation["booking_no"])
+
+
+def partner_status(h: Harness, reservation: dict[str, Any]) -> str:
+    if h.profile == "reference":
+        return reservation["status"]
+    return {"OK": "confirmed", "PENDING": "pending", "FAIL": "rejected", "CXL": "cancelled"}[
+        reservation["state"]
+    ]

@@ -1,0 +1,228 @@
+"""One test per partner fault, for each profile where the fault applies: a real sandbox partner
+process, a real Dramatiq worker on Redis, webhooks through a live server. After each the partner's
+ground truth holds at most one live reservation per booking, the booking reached the right state,
+the timeline tells how, and nothing regressed (`assert_at_rest`)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from bookings.states import BookingState
+from partners.models import Operation, Outcome, PartnerAttempt, PartnerObservation
+from tests.partners.conftest import (
+    assert_at_rest,
+    book,
+    partner_status,
+    status_of,
+    timeline,
+    wait_for_status,
+    wait_until,
+)
+
+S = BookingState
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
+BOTH = pytest.mark.parametrize("profile", ["reference", "legacy"])
+
+
+def creates(booking) -> list[str]:
+    return list(
+        PartnerAttempt.objects.filter(booking=booking, operation=Operation.CREATE)
+        .order_by("started_at", "id")
+        .values_list("outcome", flat=True)
+    )
+
+
+def first_create_finished(booking) -> bool:
+    return (
+        PartnerAttempt.objects.filter(booking=booking, operation=Operation.CREATE)
+        .exclude(outcome=Outcome.IN_FLIGHT)
+        .exists()
+    )
+
+
+def seed_for(*, after_commit: bool) -> int:
+    """A sandbox seed whose first 5xx falls before (or after) the partner commits: the sandbox
+    rolls once for the 5xx and then tosses a coin for before/after commit."""
+    for seed in range(1000):
+        rng = random.Random(seed)
+        rng.random()
+        if (rng.random() < 0.5) == after_commit:
+            return seed
+    raise AssertionError("no seed")
+
+
+# --- timeout after commit --------------------------------------------------------------------
+@BOTH
+def test_timeout_after_commit_is_resolved_by_lookup_without_a_second_create(harness, partner_worker, profile):
+    h = harness(profile)
+    # the create commits, then the partner hangs past our read timeout; its webhook comes late
+    h.faults(timeout_after_commit_rate=1, webhook_delay_s=[3, 3])
+    partner_worker(h.partner)
+
+    booking = book(h)
+
+    wait_for_status(booking, S.CONFIRMED)
+    assert_at_rest(h, booking, S.CONFIRMED)
+    assert creates(booking) == [Outcome.AMBIGUOUS]  # never a blind second create
+    assert len(h.truth(booking)) == 1
+    kinds = timeline(booking)
+    assert kinds[:4] == [
+        "booking.requested",
+        "booking.submitting",
+        "partner.attempt.ambiguous",
+        "booking.unknown",
+    ]
+    search = "partner.attempt.ok"  # the lookup (reference) or the change listing (legacy)
+    assert kinds[4] == search and kinds[-3:-1] == ["partner.observation.applied", "booking.confirmed"]
+    assert kinds[-1] == "sync.completed"
+    operation = (
+        PartnerAttempt.objects.filter(booking=booking).exclude(operation=Operation.CREATE).first().operation
+    )
+    assert operation == (Operation.LOOKUP if profile == "reference" else Operation.LIST)
+    if profile == "reference":  # the first call's late callback arrives and changes nothing
+        wait_until(lambda: "partner.observation.duplicate" in timeline(booking), what="late webhook")
+        assert_at_rest(h, booking, S.CONFIRMED)
+
+
+# --- 5xx ----------------------------------------------------------------------------------
+@BOTH
+@pytest.mark.parametrize("after_commit", [True, False], ids=["after-commit", "before-commit"])
+def test_5xx_on_create_is_ambiguous_and_resolved_by_what_the_partner_holds(
+    harness, partner_worker, profile, after_commit
+):
+    h = harness(profile)
+    h.faults(error_5xx_rate=1, seed=seed_for(after_commit=after_commit))
+    partner_worker(h.partner)
+
+    booking = book(h)
+    wait_until(lambda: first_create_finished(booking), what="the first create")
+    h.faults(error_5xx_rate=0)
+
+    wait_for_status(booking, S.CONFIRMED)
+    assert_at_rest(h, booking, S.CONFIRMED)
+    assert len(h.truth(booking)) == 1
+    if after_commit:
+        assert creates(booking) == [Outcome.AMBIGUOUS]  # found at the partner: no second create
+    else:
+        # the partner provably held nothing, so (and only so) it was created again
+        assert creates(booking) == [Outcome.AMBIGUOUS, Outcome.OK]
+        assert "booking.requested" in timeline(booking)[3:]
+        sync = booking.events.filter(kind="sync.completed", data__holds_nothing=True).get()
+        assert sync.summary == "Partner holds nothing for this booking"
+
+
+# --- rate limiting ---------------------------------------------------------------------------
+@BOTH
+def test_rate_limited_create_is_retried_after_retry_after(harness, partner_worker, profile):
+    h = harness(profile)
+    h.faults(rate_limit_rate=1, time_scale=30)  # Retry-After 1..30 s, scaled down to 1 s
+    partner_worker(h.partner)
+
+    booking = book(h)
+    wait_until(lambda: first_create_finished(booking), what="the first create")
+    h.faults(rate_limit_rate=0)
+
+    wait_for_status(booking, S.CONFIRMED)
+    assert_at_rest(h, booking, S.CONFIRMED)
+    assert len(h.truth(booking)) == 1
+    first = PartnerAttempt.objects.filter(booking=booking, operation=Operation.CREATE).earliest("started_at")
+    if profile == "reference":
+        # 429: the partner did nothing; release and retry after Retry-After
+        assert creates(booking) == [Outcome.TRANSIENT, Outcome.OK]
+        assert first.http_status == 429
+        deferred = booking.events.get(kind="booking.submission_deferred")
+        assert deferred.data["retry_in_s"] >= 1.0
+    else:
+        # the legacy partner throttles with a 503 (+ Retry-After): on a create that is ambiguous,
+        # so the change listing must show nothing before it is created again
+        assert creates(booking) == [Outcome.AMBIGUOUS, Outcome.OK]
+        assert first.http_status == 503
+
+
+# --- rejection --------------------------------------------------------------------------------
+@BOTH
+def test_rejected_by_the_partner(harness, partner_worker, profile):
+    h = harness(profile)
+    h.faults(reject_rate=1)
+    partner_worker(h.partner)
+
+    booking = book(h)
+
+    wait_for_status(booking, S.REJECTED)
+    assert_at_rest(h, booking, S.REJECTED)
+    assert [partner_status(h, r) for r in h.truth(booking)] == ["rejected"]
+    assert creates(booking) == [Outcome.REJECTED]
+    assert booking.customer_status == "failed"
+
+
+def test_asynchronous_rejection_arrives_by_webhook(harness, partner_worker):
+    h = harness("reference")
+    h.faults(reject_rate=1, async_confirm_delay_s=0.5)
+    partner_worker(h.partner)
+
+    booking = book(h)
+
+    wait_for_status(booking, S.REJECTED)
+    assert_at_rest(h, booking, S.REJECTED)
+    assert ("pending_partner", "rejected") in [(e.from_state, e.to_state) for e in booking.events.all()]
+
+
+# --- asynchronous confirmation -----------------------------------------------------------------
+@BOTH
+def test_asynchronous_confirmation(harness, partner_worker, profile):
+    h = harness(profile)
+    h.faults(async_confirm_delay_s=1.0)
+    partner_worker(h.partner)
+
+    booking = book(h)
+
+    wait_for_status(booking, S.PENDING_PARTNER)
+    assert booking.customer_status == "pending"
+    wait_for_status(booking, S.CONFIRMED)
+    assert_at_rest(h, booking, S.CONFIRMED)
+    applied = list(
+        PartnerObservation.objects.filter(booking=booking, result="applied").values_list("source", "status")
+    )
+    if profile == "reference":
+        assert applied == [("response", "pending"), ("webhook", "confirmed")]
+    else:  # no webhooks: polled until it settles
+        assert applied == [("response", "pending"), ("lookup", "confirmed")]
+
+
+# --- a partner that ignores idempotency keys -----------------------------------------------------
+def test_timeout_at_a_partner_ignoring_keys_is_still_resolved_by_lookup(harness, partner_worker):
+    h = harness("reference")
+    h.faults(timeout_after_commit_rate=1, honour_idempotency_keys=False, webhook_delay_s=[3, 3])
+    partner_worker(h.partner)
+
+    booking = book(h)
+
+    wait_for_status(booking, S.CONFIRMED)
+    assert_at_rest(h, booking, S.CONFIRMED)
+    assert creates(booking) == [Outcome.AMBIGUOUS]
+    assert len(h.truth(booking)) == 1
+    assert status_of(booking) == S.CONFIRMED
+
+
+# --- no fault at all ---------------------------------------------------------------------------
+@BOTH
+def test_perfect_partner_confirms_at_once(harness, partner_worker, profile):
+    h = harness(profile)
+    partner_worker(h.partner)
+
+    booking = book(h)
+
+    wait_for_status(booking, S.CONFIRMED)
+    assert_at_rest(h, booking, S.CONFIRMED)
+    assert creates(booking) == [Outcome.OK]
+    if profile == "reference":  # its webhook follows and is recognised as known
+        wait_until(lambda: "partner.observation.duplicate" in timeline(booking), what="the webhook")
+    assert timeline(booking)[:5] == [
+        "booking.requested",
+        "booking.submitting",
+        "partner.attempt.ok",
+        "partner.observation.applied",
+        "booking.confirmed",
+    ]
