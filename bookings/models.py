@@ -212,6 +212,7 @@ class Booking(ConcurrentTransitionMixin, models.Model):
     )
     def fail(self) -> None:
         self._moved()
+        self.attention_reason = ""
 
     @transition(
         field=status,
@@ -228,6 +229,7 @@ class Booking(ConcurrentTransitionMixin, models.Model):
     @transition(field=status, source=[S.CANCEL_REQUESTED, S.NEEDS_ATTENTION], target=S.CANCELLED)
     def mark_cancelled(self) -> None:
         self._moved()
+        self.attention_reason = ""
 
     @transition(
         field=status,

@@ -3,6 +3,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from config.health import healthz
+from reconciliation.apis import BookingTimelineApi
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
@@ -10,5 +11,10 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api/v1/", include("bookings.api.urls")),
+    path(
+        "api/v1/support/bookings/<str:reference>/timeline",
+        BookingTimelineApi.as_view(),
+        name="support-booking-timeline",
+    ),
     path("partners/", include("partners.urls")),
 ]

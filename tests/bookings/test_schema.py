@@ -23,6 +23,7 @@ def test_the_schema_generates_with_warnings_as_errors_and_validates(tmp_path):
         "/api/v1/bookings/{reference}/cancel",
         "/api/v1/offers",
         "/api/v1/quotes",
+        "/api/v1/support/bookings/{reference}/timeline",
     }
 
 
@@ -60,6 +61,7 @@ def test_every_customer_operation_documents_its_errors_in_the_one_shape(db):
 
     assert {name: error_codes(ops[name]) for name in ops if not name.startswith("partner")} == {
         "bookings_list": {"400", "401", "404", "429"},
+        "support_booking_timeline": {"401", "403", "404"},
         "bookings_create": {"400", "401", "415", "422", "429"},
         "bookings_retrieve": {"401", "404", "429"},
         "bookings_cancel": {"401", "404", "409", "429"},

@@ -1,0 +1,76 @@
+"""Support-only API: the same reconciled timeline the console and `booking_timeline` show."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import permissions, serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from bookings.api.serializers import ErrorSerializer
+from bookings.models import Booking
+from config.errors import NotFound
+from reconciliation.selectors import booking_timeline
+
+
+class CanViewBookings(permissions.BasePermission):
+    """Staff with the booking view permission (the support and ops groups); customers never."""
+
+    def has_permission(self, request: Request, view: APIView) -> bool:
+        user = request.user
+        return bool(
+            user and user.is_authenticated and user.is_staff and user.has_perm("bookings.view_booking")
+        )
+
+
+_rows = inline_serializer(
+    "TimelineRow",
+    many=True,
+    fields={
+        "at": serializers.DateTimeField(),
+        "kind": serializers.CharField(),
+        "actor": serializers.CharField(),
+        "actor_label": serializers.CharField(),
+        "summary": serializers.CharField(),
+        "from_state": serializers.CharField(),
+        "to_state": serializers.CharField(),
+        "source": serializers.CharField(),
+        "source_id": serializers.IntegerField(),
+        "partner_time": serializers.DateTimeField(allow_null=True),
+        "skew_ms": serializers.IntegerField(allow_null=True),
+        "mark": serializers.CharField(),
+        "data": serializers.DictField(),
+    },
+)
+
+
+class BookingTimelineApi(APIView):
+    permission_classes = [CanViewBookings]
+
+    @extend_schema(
+        operation_id="support_booking_timeline",
+        summary="A booking's reconciled timeline (support staff only)",
+        tags=["support"],
+        responses={
+            200: inline_serializer(
+                "BookingTimeline",
+                {
+                    "reference": serializers.CharField(),
+                    "state": serializers.CharField(),
+                    "timeline": _rows,
+                },
+            ),
+            401: OpenApiResponse(ErrorSerializer, description="Not authenticated."),
+            403: OpenApiResponse(ErrorSerializer, description="Not support staff."),
+            404: OpenApiResponse(ErrorSerializer, description="No such booking."),
+        },
+    )
+    def get(self, request: Request, reference: str) -> Response:
+        booking = Booking.objects.select_related("partner", "offer").filter(reference=reference).first()
+        if booking is None:
+            raise NotFound(f"No booking {reference}.")
+        rows = booking_timeline(booking)
+        return Response(
+            {"reference": booking.reference, "state": booking.status, "timeline": [r.as_dict() for r in rows]}
+        )
