@@ -1,0 +1,177 @@
+"""A chaos run's options, and the settings every child process of the run receives.
+
+The children are configured only through the environment (config/settings/base.py reads every
+tunable from it), with short deadlines and intervals so that a run fits in minutes, and with
+Redis namespaces of their own so that a run never shares queues, locks or caches with another.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+PROFILES = ("reference", "legacy")
+# States in which a booking is at rest: automation owes it nothing more (DESIGN.md, invariant 7).
+SETTLED_STATES = frozenset({"confirmed", "rejected", "failed", "expired", "cancelled", "needs_attention"})
+# The children's settings module: `config.settings.test` pins a shared Dramatiq namespace, which
+# would mix this run's queues with the test suite's.
+DEFAULT_CHILD_SETTINGS = "config.settings.dev"
+
+
+def new_run_id() -> str:
+    return secrets.token_hex(3)
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Short deadlines and intervals for the children (seconds)."""
+
+    confirmation_window_s: int = 120
+    sweep_interval_s: float = 2.0
+    sync_age_s: int = 3
+    submit_grace_s: int = 3
+    sync_delay_s: float = 1.0
+    retry_min_s: float = 0.2
+    retry_base_s: float = 0.5
+    retry_max_s: float = 5.0
+    listing_settle_s: float = 2.0
+    inbound_stale_s: int = 5
+    breaker_reset_s: float = 3.0
+    connect_timeout_s: float = 1.0
+    read_timeout_s: float = 2.0
+
+    def env(self) -> dict[str, str]:
+        return {
+            "BOOKING_CONFIRMATION_WINDOW_S": str(self.confirmation_window_s),
+            "BOOKING_SUBMIT_GRACE_S": str(self.submit_grace_s),
+            "RECONCILE_INTERVAL_S": str(self.sweep_interval_s),
+            "RECONCILE_SYNC_AGE_S": str(self.sync_age_s),
+            "RECONCILE_INBOUND_STALE_S": str(self.inbound_stale_s),
+            "PARTNER_SYNC_DELAY_S": str(self.sync_delay_s),
+            "PARTNER_RETRY_MIN_S": str(self.retry_min_s),
+            "PARTNER_RETRY_BASE_S": str(self.retry_base_s),
+            "PARTNER_RETRY_MAX_S": str(self.retry_max_s),
+            "PARTNER_LISTING_SETTLE_S": str(self.listing_settle_s),
+            "PARTNER_BREAKER_RESET_S": str(self.breaker_reset_s),
+            "PARTNER_QUEUE_REFRESH_S": "2",
+            "PARTNER_ACTOR_TIME_LIMIT_MS": "60000",
+        }
+
+
+@dataclass(frozen=True)
+class ClientBehaviour:
+    """How the load generator behaves like real clients."""
+
+    retries: int = 8
+    connect_timeout_s: float = 3.0
+    read_timeout_s: float = 10.0
+    replay_rate: float = 0.05  # resend an accepted request with the same key: same booking?
+    race_rate: float = 0.05  # send the same request twice at once (double click)
+    cancel_rate: float = 0.03  # cancel an accepted booking a little later
+
+
+@dataclass(frozen=True)
+class ChaosConfig:
+    bookings: int = 2000
+    concurrency: int = 16
+    customers: int = 0  # 0: twice the concurrency
+    duration_s: float = 0.0  # spread the bookings over this long; 0: as fast as they go
+    settle_timeout_s: float = 0.0  # 0: the confirmation window plus a margin
+    profiles: tuple[str, ...] = PROFILES
+    fault_rate: float = 1.0
+    fault_overrides: tuple[tuple[str | None, str, Any], ...] = ()  # (profile or None, key, value)
+    phase_interval_s: float = 10.0
+    kill_workers: bool = True
+    kill_interval_s: float = 10.0
+    restart_delay_s: float = 1.0
+    redis_restart: bool = True
+    db_drop: bool = True
+    workers: int = 3
+    worker_threads: int = 4
+    web_workers: int = 2
+    seed: int = 0
+    json_path: Path | None = None
+    allow_sqlite: bool = False
+    own_database: bool = False
+    keep_database: bool = False
+    deadline_slack_s: float = 5.0
+    quiet_s: float = 4.0
+    time_scale: float = 60.0
+    log_level: str = "INFO"
+    child_settings: str = DEFAULT_CHILD_SETTINGS
+    run_root: Path = Path("var/chaos")
+    live: bool | None = None  # None: a live display only on a terminal
+    timing: Timing = field(default_factory=Timing)
+    client: ClientBehaviour = field(default_factory=ClientBehaviour)
+
+    @property
+    def customer_count(self) -> int:
+        return self.customers or max(2, self.concurrency * 2)
+
+    @property
+    def effective_settle_timeout_s(self) -> float:
+        if self.settle_timeout_s:
+            return self.settle_timeout_s
+        # Long enough for the last booking's deadline, one sweep and the compensations after it.
+        return self.timing.confirmation_window_s + 6 * self.timing.sweep_interval_s + 30
+
+    @property
+    def deadline_allowance_s(self) -> float:
+        """Invariant 7: terminal or needs_attention within deadline + one sweep (+ slack)."""
+        return self.timing.sweep_interval_s + self.deadline_slack_s
+
+
+@dataclass(frozen=True)
+class RunIdentity:
+    """Names this run gives to everything it creates, so that nothing collides with another."""
+
+    run_id: str
+    directory: Path
+
+    @property
+    def namespace(self) -> str:
+        return f"chaos-{self.run_id}"
+
+    def partner_code(self, profile: str) -> str:
+        return f"chaos-{profile[:3]}-{self.run_id}"
+
+    def app_name(self, role: str) -> str:
+        """PostgreSQL application_name of a child: lets the run drop only its own connections."""
+        return f"{self.namespace}-{role}"
+
+    @property
+    def app_name_pattern(self) -> str:
+        return f"{self.namespace}-%"
+
+
+def child_env(
+    base: dict[str, str],
+    *,
+    config: ChaosConfig,
+    identity: RunIdentity,
+    database_url: str,
+    redis_url: str,
+    role: str,
+) -> dict[str, str]:
+    """The environment of one child process of the run."""
+    env = dict(base)
+    env.update(config.timing.env())
+    env.update(
+        {
+            "DJANGO_SETTINGS_MODULE": config.child_settings,
+            "DEBUG": "false",
+            "SECRET_KEY": f"chaos-run-{identity.run_id}-" + "k" * 40,
+            "DATABASE_URL": database_url,
+            "REDIS_URL": redis_url,
+            "DRAMATIQ_NAMESPACE": identity.namespace,
+            "CACHE_KEY_PREFIX": identity.namespace,
+            "PARTNER_GUARD_NAMESPACE": f"{identity.namespace}-guard",
+            "API_THROTTLE_RATE": "1000000/min",
+            "LOG_LEVEL": config.log_level,
+            "PGAPPNAME": identity.app_name(role),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    return env

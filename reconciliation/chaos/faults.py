@@ -1,0 +1,120 @@
+"""The sandbox fault plan: what each partner is told to do wrong (partner-protocols.md keys).
+
+`--fault-rate` scales every rate (0 makes perfect partners: no delays, no skew either);
+`--fault [PROFILE.]KEY=VALUE` overrides one key, its value read as JSON. The plan is sent to
+each sandbox through `POST /_sandbox/faults`, which validates it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+RATE_KEYS = frozenset(
+    {
+        "timeout_after_commit_rate",
+        "error_5xx_rate",
+        "rate_limit_rate",
+        "reject_rate",
+        "webhook_duplicate_rate",
+        "webhook_reorder_rate",
+        "webhook_early_rate",
+    }
+)
+KNOWN_KEYS = RATE_KEYS | {
+    "latency_ms",
+    "async_confirm_delay_s",
+    "webhook_delay_s",
+    "clock_skew_s",
+    "honour_idempotency_keys",
+    "time_scale",
+    "seed",
+}
+
+# Every fault on. Delays are in partner seconds, divided by `time_scale` (60 by default), so
+# "webhooks up to 10 minutes late" take up to 10 real seconds.
+_COMMON: dict[str, Any] = {
+    "latency_ms": [0, 1500],
+    "timeout_after_commit_rate": 0.04,
+    "error_5xx_rate": 0.04,
+    "rate_limit_rate": 0.03,
+    "reject_rate": 0.05,
+    "async_confirm_delay_s": 180,
+}
+_PER_PROFILE: dict[str, dict[str, Any]] = {
+    "reference": {
+        "webhook_duplicate_rate": 0.2,
+        "webhook_reorder_rate": 0.1,
+        "webhook_delay_s": [0, 600],
+        "webhook_early_rate": 0.1,
+        "clock_skew_s": 75,
+    },
+    "legacy": {"clock_skew_s": -50},
+}
+_OFF: dict[str, Any] = {
+    "latency_ms": [0, 0],
+    "async_confirm_delay_s": None,
+    "webhook_delay_s": [0, 0],
+    "clock_skew_s": 0,
+}
+
+
+class FaultOptionError(ValueError):
+    pass
+
+
+def parse_override(text: str) -> tuple[str | None, str, Any]:
+    """`KEY=VALUE` or `PROFILE.KEY=VALUE`; VALUE is JSON (`0.2`, `[0, 5]`, `null`, `true`)."""
+    name, sep, raw = text.partition("=")
+    if not sep:
+        raise FaultOptionError(f"--fault {text!r}: want [PROFILE.]KEY=VALUE")
+    profile, dot, key = name.strip().rpartition(".")
+    if key not in KNOWN_KEYS:
+        raise FaultOptionError(
+            f"--fault {text!r}: unknown key {key!r} (known: {', '.join(sorted(KNOWN_KEYS))})"
+        )
+    if dot and profile not in ("reference", "legacy"):
+        raise FaultOptionError(f"--fault {text!r}: profile must be reference or legacy")
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        raise FaultOptionError(f"--fault {text!r}: the value must be JSON, e.g. 0.2, [0, 5], null") from None
+    return (profile or None), key, value
+
+
+@dataclass(frozen=True)
+class FaultPlan:
+    profile: str
+    settings: dict[str, Any]
+
+    @property
+    def async_delay(self) -> float | None:
+        return self.settings.get("async_confirm_delay_s")
+
+    @property
+    def clock_skew_s(self) -> float:
+        return float(self.settings.get("clock_skew_s") or 0.0)
+
+
+def build_plan(
+    profile: str,
+    *,
+    fault_rate: float,
+    time_scale: float,
+    seed: int,
+    overrides: tuple[tuple[str | None, str, Any], ...] = (),
+) -> FaultPlan:
+    settings: dict[str, Any] = {**_COMMON, **_PER_PROFILE.get(profile, {})}
+    for key in RATE_KEYS & settings.keys():
+        settings[key] = round(min(1.0, max(0.0, settings[key] * fault_rate)), 4)
+    if fault_rate <= 0:
+        settings.update(_OFF)
+    if profile == "legacy":  # no webhooks: their keys would be harmless noise
+        settings = {k: v for k, v in settings.items() if not k.startswith("webhook_")}
+    settings["time_scale"] = time_scale
+    settings["seed"] = seed
+    for scope, key, value in overrides:
+        if scope in (None, profile):
+            settings[key] = value
+    return FaultPlan(profile=profile, settings=settings)

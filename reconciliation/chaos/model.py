@@ -1,0 +1,156 @@
+"""What the checks look at, as plain data: our side, each partner's side, and the clients' record.
+
+`snapshot.py` fills these from the database and the sandboxes; the checks are pure functions
+over them, so they can be tested with hand-made data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+LIVE = frozenset({"pending", "confirmed"})
+
+
+@dataclass(frozen=True)
+class EventRow:
+    id: int
+    kind: str
+    actor: str
+    from_state: str
+    to_state: str
+    occurred_at: datetime
+    summary: str = ""
+    data: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_transition(self) -> bool:
+        return bool(self.to_state)
+
+    def excerpt(self) -> str:
+        move = f" {self.from_state or '∅'}→{self.to_state}" if self.to_state else ""
+        at = self.occurred_at.isoformat(timespec="milliseconds")
+        return f"{at} #{self.id} {self.kind}{move} [{self.actor}] {self.summary}"
+
+
+@dataclass(frozen=True)
+class BookingRow:
+    reference: str
+    partner_code: str
+    customer: str
+    status: str
+    attention_reason: str
+    attention_detail: str
+    deadline: datetime
+    created_at: datetime
+    events: tuple[EventRow, ...] = ()
+
+    def first_reached(self, states: frozenset[str] | set[str]) -> EventRow | None:
+        return next((e for e in self.events if e.to_state in states), None)
+
+
+@dataclass(frozen=True)
+class IdempotencyRow:
+    customer: str
+    key: str
+    booking_reference: str
+
+
+@dataclass(frozen=True)
+class OurReservation:
+    partner_code: str
+    partner_ref: str
+    booking_reference: str | None
+    role: str
+    status: str
+    version: int | None
+    compensation_requested_at: datetime | None
+    compensation_reason: str
+    compensated_at: datetime | None
+
+
+@dataclass(frozen=True)
+class ObservationRow:
+    id: int
+    partner_code: str
+    partner_ref: str
+    source: str
+    status: str
+    version: int | None
+    partner_modified_at: datetime | None
+    received_at: datetime
+    result: str
+
+
+@dataclass(frozen=True)
+class PartnerChange:
+    version: int
+    status: str  # our vocabulary: pending | confirmed | rejected | cancelled
+    at: datetime  # the partner's clock (skew included), aware
+    cause: str
+
+
+@dataclass(frozen=True)
+class TruthReservation:
+    partner_code: str
+    partner_ref: str
+    client_reference: str
+    status: str
+    history: tuple[PartnerChange, ...]
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def live(self) -> bool:
+        return self.status in LIVE
+
+    def first(self, status: str) -> PartnerChange | None:
+        return next((h for h in self.history if h.status == status), None)
+
+    def excerpt(self) -> str:
+        steps = ", ".join(
+            f"v{h.version} {h.status} @{h.at.isoformat(timespec='milliseconds')} ({h.cause})"
+            for h in self.history
+        )
+        return (
+            f"{self.partner_code}:{self.partner_ref} ref={self.client_reference} now={self.status} [{steps}]"
+        )
+
+
+@dataclass(frozen=True)
+class ClientKey:
+    """What one client idempotency key got from the API."""
+
+    key: str
+    customer: str
+    outcome: str  # accepted | refused | gave_up | pending
+    references: tuple[str, ...]  # from every 202, in order
+    responses: tuple[str, ...]
+    refusal: str = ""
+
+
+@dataclass
+class Snapshot:
+    profiles: dict[str, str]  # partner code -> profile
+    skew_s: dict[str, float]  # partner code -> configured clock skew (partner minus real)
+    bookings: dict[str, BookingRow]  # by reference
+    idempotency: list[IdempotencyRow]
+    reservations: list[OurReservation]
+    observations: list[ObservationRow]
+    truth: list[TruthReservation]
+    clients: list[ClientKey]
+    unresolved_fences: int = 0
+    pending_compensations: int = 0
+
+    def truth_by_reference(self) -> dict[str, list[TruthReservation]]:
+        grouped: dict[str, list[TruthReservation]] = {}
+        for reservation in self.truth:
+            grouped.setdefault(reservation.client_reference, []).append(reservation)
+        return grouped
+
+    def ours_by_key(self) -> dict[tuple[str, str], OurReservation]:
+        return {(r.partner_code, r.partner_ref): r for r in self.reservations}
+
+    def real_time(self, partner_code: str, partner_time: datetime) -> datetime:
+        """A partner timestamp on our clock: the sandbox's clock is real time plus its skew."""
+        return partner_time - timedelta(seconds=self.skew_s.get(partner_code, 0.0))

@@ -1,0 +1,353 @@
+"""The chaos run's invariant checks on hand-made snapshots: each one must see what it claims to.
+
+A checker that passes everything proves nothing, so every violation kind is provoked here once,
+next to a clean snapshot that must pass every check.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from reconciliation.chaos.checks import allowed_transitions, run_all
+from reconciliation.chaos.checks.consistency import check_confirmed_matches_partner
+from reconciliation.chaos.checks.ending import check_everything_ends
+from reconciliation.chaos.checks.latency import check_latency
+from reconciliation.chaos.checks.lost import check_no_booking_lost
+from reconciliation.chaos.checks.reservations import check_partner_reservations
+from reconciliation.chaos.checks.timelines import check_observations, check_timelines
+from reconciliation.chaos.model import (
+    BookingRow,
+    ClientKey,
+    EventRow,
+    IdempotencyRow,
+    ObservationRow,
+    OurReservation,
+    PartnerChange,
+    Snapshot,
+    TruthReservation,
+)
+
+T0 = datetime(2027, 1, 1, 12, 0, tzinfo=UTC)
+SKEW_S = 75.0
+ALLOWED = allowed_transitions()
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def events(*moves: tuple[str, str, float], actor: str = "worker") -> tuple[EventRow, ...]:
+    return tuple(
+        EventRow(id=i + 1, kind=f"booking.{to}", actor=actor, from_state=src, to_state=to, occurred_at=at(t))
+        for i, (src, to, t) in enumerate(moves)
+    )
+
+
+def confirmed_booking(reference: str = "BK-AAAAAA", *, confirmed_at: float = 2.0) -> BookingRow:
+    return BookingRow(
+        reference=reference,
+        partner_code="ref",
+        customer="c1",
+        status="confirmed",
+        attention_reason="",
+        attention_detail="",
+        deadline=at(120),
+        created_at=at(0),
+        events=events(
+            ("", "requested", 0),
+            ("requested", "submitting", 0.5),
+            ("submitting", "confirmed", confirmed_at),
+        ),
+    )
+
+
+def truth(
+    ref: str = "R-1", client_reference: str = "BK-AAAAAA", status: str = "confirmed", *, at_s: float = 1.0
+) -> TruthReservation:
+    history = [
+        PartnerChange(
+            version=1,
+            status="confirmed" if status != "pending" else "pending",
+            at=at(at_s + SKEW_S),
+            cause="create",
+        )
+    ]
+    if status in ("cancelled", "rejected"):
+        history = [
+            PartnerChange(version=1, status="pending", at=at(at_s + SKEW_S), cause="create"),
+            PartnerChange(version=2, status=status, at=at(at_s + 1 + SKEW_S), cause="settle"),
+        ]
+    return TruthReservation(
+        partner_code="ref",
+        partner_ref=ref,
+        client_reference=client_reference,
+        status=status,
+        history=tuple(history),
+    )
+
+
+def ours(
+    ref: str = "R-1", booking: str | None = "BK-AAAAAA", status: str = "confirmed", **changes
+) -> OurReservation:
+    row = OurReservation(
+        partner_code="ref",
+        partner_ref=ref,
+        booking_reference=booking,
+        role="primary",
+        status=status,
+        version=1,
+        compensation_requested_at=None,
+        compensation_reason="",
+        compensated_at=None,
+    )
+    return replace(row, **changes)
+
+
+def clean_snapshot() -> Snapshot:
+    return Snapshot(
+        profiles={"ref": "reference"},
+        skew_s={"ref": SKEW_S},
+        bookings={"BK-AAAAAA": confirmed_booking()},
+        idempotency=[IdempotencyRow(customer="c1", key="k1", booking_reference="BK-AAAAAA")],
+        reservations=[ours()],
+        observations=[
+            ObservationRow(
+                id=1,
+                partner_code="ref",
+                partner_ref="R-1",
+                source="response",
+                status="confirmed",
+                version=1,
+                partner_modified_at=at(1 + SKEW_S),
+                received_at=at(2),
+                result="applied",
+            )
+        ],
+        truth=[truth()],
+        clients=[
+            ClientKey(
+                key="k1",
+                customer="c1",
+                outcome="accepted",
+                references=("BK-AAAAAA",),
+                responses=("202 BK-AAAAAA",),
+            )
+        ],
+    )
+
+
+def kinds(result) -> list[str]:
+    return sorted(v.kind for v in result.violations)
+
+
+def test_a_clean_run_passes_every_check():
+    results = run_all(clean_snapshot(), allowed=ALLOWED, allowance_s=7, checked_at=at(300))
+    assert {r.name: kinds(r) for r in results} == {r.name: [] for r in results}
+
+
+# --- no booking lost ---------------------------------------------------------------------------
+def test_an_accepted_request_without_a_booking_is_lost():
+    snapshot = clean_snapshot()
+    snapshot.clients.append(
+        ClientKey(
+            key="k2",
+            customer="c1",
+            outcome="accepted",
+            references=("BK-BBBBBB",),
+            responses=("202 BK-BBBBBB",),
+        )
+    )
+    assert kinds(check_no_booking_lost(snapshot)) == ["accepted_but_lost"]
+
+
+def test_one_key_answered_with_two_references_is_a_violation():
+    snapshot = clean_snapshot()
+    snapshot.clients[0] = replace(snapshot.clients[0], references=("BK-AAAAAA", "BK-CCCCCC"))
+    assert kinds(check_no_booking_lost(snapshot)) == ["same_key_different_bookings"]
+
+
+def test_a_booking_no_request_made_is_a_violation():
+    snapshot = clean_snapshot()
+    snapshot.bookings["BK-DDDDDD"] = confirmed_booking("BK-DDDDDD")
+    snapshot.idempotency.append(IdempotencyRow(customer="c9", key="stranger", booking_reference="BK-DDDDDD"))
+    assert kinds(check_no_booking_lost(snapshot)) == ["booking_from_unknown_request"]
+
+
+def test_a_refused_request_that_left_a_booking_is_half_written():
+    snapshot = clean_snapshot()
+    snapshot.clients[0] = replace(snapshot.clients[0], outcome="refused", references=(), refusal="400 x")
+    assert kinds(check_no_booking_lost(snapshot)) == ["refused_but_stored"]
+
+
+# --- partner reservations ----------------------------------------------------------------------
+def test_two_live_reservations_for_one_booking_are_a_violation_and_counted():
+    snapshot = clean_snapshot()
+    snapshot.truth.append(truth("R-2", status="confirmed"))
+    snapshot.reservations.append(ours("R-2", role="duplicate"))
+    result = check_partner_reservations(snapshot)
+    assert kinds(result) == ["more_than_one_live"]
+    assert (result.figures["duplicates_created"], result.figures["duplicates_left_live"]) == (1, 1)
+
+
+def test_a_compensated_duplicate_is_fine():
+    snapshot = clean_snapshot()
+    snapshot.truth.append(truth("R-2", status="cancelled"))
+    snapshot.reservations.append(
+        ours(
+            "R-2", status="cancelled", role="duplicate", compensation_requested_at=at(3), compensated_at=at(4)
+        )
+    )
+    result = check_partner_reservations(snapshot)
+    assert kinds(result) == []
+    assert (result.figures["duplicates_created"], result.figures["cancelled_by_compensation"]) == (1, 1)
+
+
+def test_a_live_reservation_we_never_learned_of_is_a_violation():
+    snapshot = clean_snapshot()
+    snapshot.truth.append(truth("R-9", status="pending"))
+    assert kinds(check_partner_reservations(snapshot)) == ["live_unknown_to_us", "more_than_one_live"]
+
+
+def test_a_live_reservation_for_an_expired_booking_is_a_violation():
+    snapshot = clean_snapshot()
+    booking = snapshot.bookings["BK-AAAAAA"]
+    snapshot.bookings["BK-AAAAAA"] = replace(
+        booking,
+        status="expired",
+        events=events(("", "requested", 0), ("requested", "submitting", 1), ("submitting", "expired", 121)),
+    )
+    assert kinds(check_partner_reservations(snapshot)) == ["live_for_unwanting_booking"]
+
+
+def test_a_reservation_we_hold_but_the_partner_never_had_is_a_phantom():
+    snapshot = clean_snapshot()
+    snapshot.reservations.append(ours("R-404", status="pending"))
+    assert kinds(check_partner_reservations(snapshot)) == ["phantom_reservation"]
+
+
+# --- confirmed means confirmed -----------------------------------------------------------------
+def test_confirmed_here_but_cancelled_at_the_partner_is_a_violation():
+    snapshot = clean_snapshot()
+    snapshot.truth = [truth(status="cancelled")]
+    assert kinds(check_confirmed_matches_partner(snapshot)) == ["confirmed_but_not_at_partner"]
+
+
+def test_confirmed_at_the_partner_but_still_pending_here_is_a_violation():
+    snapshot = clean_snapshot()
+    booking = snapshot.bookings["BK-AAAAAA"]
+    snapshot.bookings["BK-AAAAAA"] = replace(
+        booking,
+        status="pending_partner",
+        events=events(
+            ("", "requested", 0), ("requested", "submitting", 1), ("submitting", "pending_partner", 2)
+        ),
+    )
+    assert kinds(check_confirmed_matches_partner(snapshot)) == ["partner_confirmed_not_reflected"]
+
+
+def test_partner_confirmed_for_a_booking_with_support_is_a_counted_case():
+    snapshot = clean_snapshot()
+    booking = snapshot.bookings["BK-AAAAAA"]
+    snapshot.bookings["BK-AAAAAA"] = replace(booking, status="needs_attention", attention_reason="x")
+    result = check_confirmed_matches_partner(snapshot)
+    assert (kinds(result), result.figures["partner_confirmed_needs_attention"]) == ([], 1)
+
+
+# --- timelines and observations ----------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("moves", "status", "expected"),
+    [
+        (
+            (("", "requested", 0), ("submitting", "confirmed", 1)),
+            "confirmed",
+            ["broken_chain"],
+        ),
+        (
+            (("", "requested", 0), ("requested", "confirmed", 1), ("confirmed", "requested", 2)),
+            "requested",
+            ["transition_not_allowed"],
+        ),
+        ((("", "requested", 0), ("requested", "submitting", 1)), "confirmed", ["state_not_on_timeline"]),
+        ((("requested", "submitting", 1),), "submitting", ["no_creation_event"]),
+    ],
+)
+def test_a_timeline_must_be_a_chain_of_declared_transitions(moves, status, expected):
+    snapshot = clean_snapshot()
+    booking = snapshot.bookings["BK-AAAAAA"]
+    snapshot.bookings["BK-AAAAAA"] = replace(booking, status=status, events=events(*moves))
+    assert kinds(check_timelines(snapshot, allowed=ALLOWED)) == expected
+
+
+def test_an_older_version_applied_after_a_newer_one_is_a_regression():
+    snapshot = clean_snapshot()
+    first = snapshot.observations[0]
+    snapshot.truth = [
+        replace(
+            truth(),
+            history=(
+                PartnerChange(1, "pending", at(1), "create"),
+                PartnerChange(2, "confirmed", at(2), "settle"),
+            ),
+        )
+    ]
+    snapshot.observations = [
+        replace(first, id=1, status="confirmed", version=2),
+        replace(first, id=2, status="pending", version=1),
+    ]
+    assert kinds(check_observations(snapshot)) == ["applied_older"]
+
+
+def test_an_applied_observation_the_partner_never_said_is_untrue():
+    snapshot = clean_snapshot()
+    snapshot.observations = [replace(snapshot.observations[0], status="rejected")]
+    assert kinds(check_observations(snapshot)) == ["applied_untrue"]
+
+
+def test_stale_observations_ignored_are_no_violation():
+    snapshot = clean_snapshot()
+    snapshot.observations.append(replace(snapshot.observations[0], id=2, status="pending", result="stale"))
+    assert kinds(check_observations(snapshot)) == []
+
+
+# --- everything ends ---------------------------------------------------------------------------
+def test_an_open_booking_at_the_end_is_not_at_rest():
+    snapshot = clean_snapshot()
+    booking = snapshot.bookings["BK-AAAAAA"]
+    snapshot.bookings["BK-AAAAAA"] = replace(
+        booking, status="submitting", events=events(("", "requested", 0), ("requested", "submitting", 1))
+    )
+    assert kinds(check_everything_ends(snapshot, allowance_s=7, checked_at=at(300))) == ["not_at_rest"]
+
+
+def test_reaching_rest_after_deadline_plus_allowance_is_late():
+    snapshot = clean_snapshot()
+    snapshot.bookings["BK-AAAAAA"] = confirmed_booking(confirmed_at=128)
+    assert kinds(check_everything_ends(snapshot, allowance_s=7, checked_at=at(300))) == ["at_rest_too_late"]
+    snapshot.bookings["BK-AAAAAA"] = confirmed_booking(confirmed_at=126)
+    assert kinds(check_everything_ends(snapshot, allowance_s=7, checked_at=at(300))) == []
+
+
+def test_needs_attention_needs_a_reason_and_reasons_are_listed_with_the_partner_view():
+    snapshot = clean_snapshot()
+    booking = snapshot.bookings["BK-AAAAAA"]
+    moves = (("", "requested", 0), ("requested", "submitting", 1), ("submitting", "needs_attention", 2))
+    snapshot.bookings["BK-AAAAAA"] = replace(booking, status="needs_attention", events=events(*moves))
+    result = check_everything_ends(snapshot, allowance_s=7, checked_at=at(300))
+    assert kinds(result) == ["needs_attention_without_reason"]
+    assert result.figures["needs_attention"] == {"(none)": {"count": 1, "partner_holds": {"1 confirmed": 1}}}
+
+
+# --- latency -----------------------------------------------------------------------------------
+def test_latency_runs_from_the_partner_change_on_our_clock_to_our_transition():
+    result = check_latency(clean_snapshot())  # partner confirmed at 1 s (skewed by 75 s), we at 2 s
+    assert result.figures["booking_state"]["reference confirmed"] == {
+        "n": 1,
+        "p50": 1.0,
+        "p95": 1.0,
+        "p99": 1.0,
+        "max": 1.0,
+    }
+    assert result.figures["observation_received"]["reference via response"]["p50"] == 1.0

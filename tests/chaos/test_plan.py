@@ -1,0 +1,91 @@
+"""The chaos run's fault plan, options and helpers (no processes)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from reconciliation.chaos.config import ChaosConfig, RunIdentity, child_env
+from reconciliation.chaos.faults import FaultOptionError, build_plan, parse_override
+from reconciliation.chaos.logscan import scan
+from reconciliation.chaos.stats import summary
+
+
+def test_every_fault_is_on_by_default_and_the_rate_scales_them():
+    plan = build_plan("reference", fault_rate=0.5, time_scale=60, seed=7)
+    assert plan.settings["timeout_after_commit_rate"] == 0.02
+    assert plan.settings["webhook_duplicate_rate"] == 0.1
+    assert (plan.settings["time_scale"], plan.settings["seed"], plan.clock_skew_s) == (60, 7, 75.0)
+    assert plan.async_delay == 180
+
+
+def test_fault_rate_zero_makes_a_perfect_partner():
+    plan = build_plan("reference", fault_rate=0, time_scale=60, seed=1)
+    rates = {k: v for k, v in plan.settings.items() if k.endswith("_rate")}
+    assert set(rates.values()) == {0}
+    assert (plan.async_delay, plan.clock_skew_s, plan.settings["webhook_delay_s"]) == (None, 0.0, [0, 0])
+
+
+def test_legacy_gets_no_webhook_faults():
+    plan = build_plan("legacy", fault_rate=1, time_scale=60, seed=1)
+    assert not [k for k in plan.settings if k.startswith("webhook_")]
+    assert plan.clock_skew_s == -50.0
+
+
+def test_overrides_apply_to_their_profile_only():
+    overrides = (
+        parse_override("reference.reject_rate=0.5"),
+        parse_override("clock_skew_s=-400"),
+        parse_override("legacy.async_confirm_delay_s=null"),
+    )
+    reference = build_plan("reference", fault_rate=1, time_scale=60, seed=1, overrides=overrides)
+    legacy = build_plan("legacy", fault_rate=1, time_scale=60, seed=1, overrides=overrides)
+    assert (reference.settings["reject_rate"], reference.clock_skew_s, reference.async_delay) == (
+        0.5,
+        -400,
+        180,
+    )
+    assert (legacy.settings["reject_rate"], legacy.clock_skew_s, legacy.async_delay) == (0.05, -400, None)
+
+
+@pytest.mark.parametrize("text", ["reject_rate", "nonsense=1", "mainframe.reject_rate=1", "reject_rate=high"])
+def test_bad_fault_overrides_are_refused(text):
+    with pytest.raises(FaultOptionError):
+        parse_override(text)
+
+
+def test_children_get_their_own_namespaces_and_short_timings(tmp_path: Path):
+    identity = RunIdentity(run_id="abc123", directory=tmp_path)
+    env = child_env(
+        {"PATH": "/bin", "DRAMATIQ_NAMESPACE": "shared"},
+        config=ChaosConfig(),
+        identity=identity,
+        database_url="postgres://db/x",
+        redis_url="redis://r/0",
+        role="worker-2",
+    )
+    assert env["DRAMATIQ_NAMESPACE"] == "chaos-abc123"
+    assert env["PARTNER_GUARD_NAMESPACE"] == "chaos-abc123-guard"
+    assert env["PGAPPNAME"] == "chaos-abc123-worker-2"
+    assert identity.app_name_pattern == "chaos-abc123-%"
+    assert (env["RECONCILE_INTERVAL_S"], env["DATABASE_URL"], env["DEBUG"]) == (
+        "2.0",
+        "postgres://db/x",
+        "false",
+    )
+
+
+def test_percentiles_are_measured_values():
+    assert summary([3.0, 1.0, 2.0, 10.0]) == {"n": 4, "p50": 2.0, "p95": 10.0, "p99": 10.0, "max": 10.0}
+    assert summary([])["n"] == 0
+
+
+def test_the_log_scan_groups_errors_by_their_last_exception(tmp_path: Path):
+    (tmp_path / "worker-1.log").write_text(
+        'ts=1 level=error msg="Failed" exc="Traceback\\npsycopg.errors.DeadlockDetected: deadlock detected\\n'
+        'django.db.utils.OperationalError: deadlock detected\\nDETAIL: x"\n'
+        "ts=2 level=info msg=fine\n"
+        'ts=3 level=error msg="Failed" exc="django.db.utils.OperationalError: deadlock detected\\n"\n'
+    )
+    assert scan(tmp_path) == {"worker-1": {"django.db.utils.OperationalError: deadlock detected": 2}}
