@@ -50,10 +50,17 @@ def worker(broker, transactional_db) -> Iterator:
     """
     import dramatiq
 
+    from dramatiq.worker import _WorkerMiddleware
+
     worker = dramatiq.Worker(broker, worker_threads=4, worker_timeout=100)
     worker.start()
     yield worker
     worker.stop()
+    # A stopped worker's middleware stays on the shared broker and would start consumers for
+    # queues declared later (prefetching messages nobody runs): take it off.
+    broker.middleware[:] = [
+        m for m in broker.middleware if not (isinstance(m, _WorkerMiddleware) and m.worker is worker)
+    ]
     from django.db import connections
 
     connections.close_all()
