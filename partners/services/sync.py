@@ -127,7 +127,8 @@ def _search_listing(booking: Booking, fence: PartnerAttempt | None, findings: Fi
     partner = booking.partner
     connector = connector_for(partner)
     started = fence.started_at if fence else booking.created_at
-    skew = timedelta(milliseconds=partner.clock_skew_ms or 0)
+    used_skew_ms = partner.clock_skew_ms
+    skew = timedelta(milliseconds=used_skew_ms or 0)
     since = started + skew - LISTING_MARGIN  # the partner writes `modified` by its own clock
     page: int | None = 1
     while page:
@@ -150,6 +151,15 @@ def _search_listing(booking: Booking, fence: PartnerAttempt | None, findings: Fi
     findings.complete = now >= settled_at
     if not findings.complete:
         findings.come_back_in_s = (settled_at - now).total_seconds()
+    # The listing's own Date headers refine the skew estimate. If the window we read was placed
+    # on a wrong (or no) estimate, it may have missed the entry: read again before concluding.
+    partner.refresh_from_db(fields=["clock_skew_ms"])
+    measured = partner.clock_skew_ms
+    if measured is not None and (
+        used_skew_ms is None or abs(measured - used_skew_ms) > LISTING_MARGIN.total_seconds() * 500
+    ):
+        findings.complete = False
+        findings.come_back_in_s = max(findings.come_back_in_s or 0, settings.PARTNER_SYNC_DELAY_S)
 
 
 def _find_reservations(booking: Booking, fence: PartnerAttempt | None) -> Findings:

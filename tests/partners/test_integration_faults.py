@@ -6,6 +6,7 @@ the timeline tells how, and nothing regressed (`assert_at_rest`)."""
 from __future__ import annotations
 
 import random
+from datetime import timedelta
 
 import pytest
 
@@ -226,3 +227,34 @@ def test_perfect_partner_confirms_at_once(harness, partner_worker, profile):
         "partner.observation.applied",
         "booking.confirmed",
     ]
+
+
+# --- clock skew ----------------------------------------------------------------------------------
+@BOTH
+def test_partner_clock_skew_is_measured_and_the_listing_window_follows_it(
+    harness, partner_worker, profile, settings
+):
+    # the first sync comes after the listing has settled: an empty answer would be final
+    settings.PARTNER_LISTING_SETTLE_S = 0
+    settings.PARTNER_SYNC_DELAY_S = 1.0
+    h = harness(profile)
+    # the partner's clock is 10 minutes behind ours (its listing times too), and its create
+    # times out after committing, before we ever heard its clock
+    h.faults(clock_skew_s=-600, timeout_after_commit_rate=1, webhook_delay_s=[3, 3])
+    assert h.partner.clock_skew_ms is None
+    partner_worker(h.partner)
+
+    booking = book(h)
+
+    wait_for_status(booking, S.CONFIRMED)
+    assert_at_rest(h, booking, S.CONFIRMED)
+    assert creates(booking) == [Outcome.AMBIGUOUS]  # the listing found it: no second create
+    h.partner.refresh_from_db()
+    assert -602_000 < h.partner.clock_skew_ms < -598_000
+    confirmed = booking.events.get(kind="booking.confirmed")
+    observed = booking.events.filter(kind="partner.observation.applied").last()
+    assert observed.skew_ms == h.partner.clock_skew_ms
+    assert observed.partner_time < confirmed.occurred_at - timedelta(minutes=9)  # its clock, not ours
+    if profile == "legacy":  # the first listing was read on no estimate: read again, not concluded
+        syncs = list(booking.events.filter(kind="sync.completed").values_list("data__complete", flat=True))
+        assert syncs[0] is False

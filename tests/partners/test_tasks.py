@@ -1,0 +1,103 @@
+"""The actors' plumbing: per-partner queues, explicit retry limits, and what happens when an
+actor's retries run out (the booking is handed to reconciliation, never dropped)."""
+
+from __future__ import annotations
+
+import dramatiq
+import pytest
+from django.conf import settings
+from dramatiq.broker import MessageProxy
+
+from bookings.states import BookingState
+from partners import tasks
+from partners.middleware import RetriesExhausted
+from partners.queues import declare_partner_queues
+from tests.partners.conftest import delayed_messages, queued_messages, timeline
+
+S = BookingState
+PARTNER_ACTORS = [
+    tasks.submit_booking,
+    tasks.sync_booking,
+    tasks.cancel_booking,
+    tasks.compensate_reservation,
+    tasks.process_inbound_event,
+    tasks.walk_change_listing,
+]
+
+
+def test_booking_work_goes_to_its_partners_own_queue(
+    ref_partner, legacy_partner, make_booking, broker, clean_queues
+):
+    ref_queue, legacy_queue = clean_queues(ref_partner), clean_queues(legacy_partner)
+    ref_booking = make_booking(ref_partner, S.REQUESTED)
+    legacy_booking = make_booking(legacy_partner, S.REQUESTED)
+
+    tasks.send_for_booking(tasks.submit_booking, ref_booking.pk)
+    tasks.send_for_booking(tasks.sync_booking, legacy_booking.pk, delay_s=2.5)
+
+    assert [(m.actor_name, m.args, m.queue_name) for m in queued_messages(broker, ref_queue)] == [
+        ("submit_booking", (str(ref_booking.pk),), ref_queue)
+    ]
+    assert queued_messages(broker, legacy_queue) == []
+    (delayed,) = delayed_messages(broker, legacy_queue)
+    assert (delayed.actor_name, delayed.args, delayed.queue_name) == (
+        "sync_booking",
+        (str(legacy_booking.pk),),
+        f"{legacy_queue}.DQ",
+    )
+    assert delayed.options["eta"] > 0
+
+
+def test_work_for_a_booking_that_does_not_exist_is_not_sent(ref_partner, broker, clean_queues, caplog):
+    queue = clean_queues(ref_partner)
+
+    tasks.send_for_booking(tasks.submit_booking, "00000000-0000-0000-0000-000000000000")
+
+    assert queued_messages(broker, queue) == []
+    assert "no booking to queue work for" in caplog.text
+
+
+def test_workers_declare_every_partners_queue(ref_partner, legacy_partner, broker):
+    names = declare_partner_queues(broker)
+
+    assert {ref_partner.queue_name, legacy_partner.queue_name} <= set(names)
+    assert {ref_partner.queue_name, legacy_partner.queue_name} <= broker.get_declared_queues()
+
+
+@pytest.mark.parametrize("actor", PARTNER_ACTORS, ids=lambda a: a.actor_name)
+def test_every_actor_has_explicit_bounded_retries_and_a_time_limit(actor):
+    assert actor.options["max_retries"] == settings.PARTNER_ACTOR_MAX_RETRIES
+    assert actor.options["max_backoff"] == 60_000
+    assert actor.options["time_limit"] == settings.PARTNER_ACTOR_TIME_LIMIT_MS
+
+
+def test_retries_exhausted_hands_the_booking_to_reconciliation(ref_partner, make_booking, broker):
+    booking = make_booking(ref_partner, S.SUBMITTING, next_check_at=None)
+    message = MessageProxy(tasks.sync_booking.message(str(booking.pk)))
+    message.fail()  # what the Retries middleware does when the last retry failed
+
+    RetriesExhausted().after_process_message(broker, message, exception=RuntimeError("database down"))
+
+    booking.refresh_from_db()
+    assert booking.next_check_at is not None  # due now: the next sweep takes it
+    assert booking.status == S.SUBMITTING
+    assert timeline(booking) == ["worker.retries_exhausted"]
+    event = booking.events.get()
+    assert (event.actor, event.actor_label) == ("worker", "sync_booking")
+    assert "database down" in event.data["error"]
+
+
+def test_a_failure_that_will_be_retried_is_not_handed_over(ref_partner, make_booking, broker):
+    booking = make_booking(ref_partner, S.SUBMITTING, next_check_at=None)
+    message = MessageProxy(tasks.sync_booking.message(str(booking.pk)))  # not failed: retries remain
+
+    RetriesExhausted().after_process_message(broker, message, exception=RuntimeError("blip"))
+
+    booking.refresh_from_db()
+    assert (booking.next_check_at, timeline(booking)) == (None, [])
+
+
+def test_the_handover_middleware_runs_after_retries_decided(broker):
+    names = [type(m).__name__ for m in broker.middleware]
+    assert names.index("RetriesExhausted") < names.index("Retries")  # after_* hooks run reversed
+    assert isinstance(broker, dramatiq.brokers.redis.RedisBroker)
