@@ -110,6 +110,16 @@ def _states_table(report: RunReport, ending: CheckResult) -> Table:
         table.add_row(f"final state: {state}", str(count))
     for key, value in report.clients.items():
         table.add_row(f"clients: {key}", str(value))
+    settle = report.phases
+    if "settled" in settle:
+        owed = settle.get("at_settle_end", {})
+        table.add_row(
+            f"settled in {settle.get('settle_s')} s"
+            if settle["settled"]
+            else f"NOT settled after {settle.get('settle_s')} s",
+            f"open {owed.get('open', '?')}, fences {owed.get('fences', '?')}, "
+            f"compensations owed {owed.get('compensations', '?')}",
+        )
     rest = ending.figures.get("seconds_to_rest", {})
     if rest.get("n"):
         table.add_row("seconds to rest p50 / p99 / max", f"{rest['p50']} / {rest['p99']} / {rest['max']}")

@@ -188,11 +188,11 @@ def test_two_live_reservations_for_one_booking_are_a_violation_and_counted():
     snapshot.truth.append(truth("R-2", status="confirmed"))
     snapshot.reservations.append(ours("R-2", role="duplicate"))
     result = check_partner_reservations(snapshot)
-    assert kinds(result) == ["more_than_one_live"]
+    assert kinds(result) == ["duplicate_created", "more_than_one_live"]
     assert (result.figures["duplicates_created"], result.figures["duplicates_left_live"]) == (1, 1)
 
 
-def test_a_compensated_duplicate_is_fine():
+def test_a_compensated_duplicate_still_broke_the_no_second_create_rule():
     snapshot = clean_snapshot()
     snapshot.truth.append(truth("R-2", status="cancelled"))
     snapshot.reservations.append(
@@ -201,14 +201,18 @@ def test_a_compensated_duplicate_is_fine():
         )
     )
     result = check_partner_reservations(snapshot)
-    assert kinds(result) == []
-    assert (result.figures["duplicates_created"], result.figures["cancelled_by_compensation"]) == (1, 1)
+    assert kinds(result) == ["duplicate_created"]
+    assert (result.figures["duplicates_left_live"], result.figures["cancelled_by_compensation"]) == (0, 1)
 
 
 def test_a_live_reservation_we_never_learned_of_is_a_violation():
     snapshot = clean_snapshot()
     snapshot.truth.append(truth("R-9", status="pending"))
-    assert kinds(check_partner_reservations(snapshot)) == ["live_unknown_to_us", "more_than_one_live"]
+    assert kinds(check_partner_reservations(snapshot)) == [
+        "duplicate_created",
+        "live_unknown_to_us",
+        "more_than_one_live",
+    ]
 
 
 def test_a_live_reservation_for_an_expired_booking_is_a_violation():

@@ -1,5 +1,7 @@
 """Partner reservations at rest (invariants 4 and 5), judged by the partner's own store.
 
+- never a blind second create: the partner holds one reservation per booking reference (each
+  duplicate is a violation, even when compensated; the figures say how many were left live);
 - at most one live reservation per booking at the partner;
 - every reservation the partner holds is linked to the booking it was made for, or is no
   longer live (cancelled by compensation, or rejected);
@@ -13,7 +15,7 @@ from __future__ import annotations
 from collections import Counter
 
 from reconciliation.chaos.checks.base import CheckResult, Violation, booking_evidence
-from reconciliation.chaos.model import Snapshot
+from reconciliation.chaos.model import OurReservation, Snapshot
 
 UNWANTED = frozenset({"rejected", "failed", "expired", "cancelled"})
 
@@ -21,8 +23,9 @@ UNWANTED = frozenset({"rejected", "failed", "expired", "cancelled"})
 def check_partner_reservations(snapshot: Snapshot) -> CheckResult:
     result = CheckResult(
         name="partner_reservations",
-        invariant="at most one live partner reservation per booking; every partner reservation is "
-        "linked to its booking or was cancelled by compensation",
+        invariant="never a second create while the partner holds one; at most one live partner "
+        "reservation per booking; every partner reservation is linked to its booking or was "
+        "cancelled by compensation",
     )
     ours = snapshot.ours_by_key()
     by_reference = snapshot.truth_by_reference()
@@ -88,7 +91,7 @@ def check_partner_reservations(snapshot: Snapshot) -> CheckResult:
                 Violation(
                     "live_for_unwanting_booking",
                     f"{reservation.partner_ref} is {reservation.status} at the partner but booking "
-                    f"{booking.reference} is {booking.status}",
+                    f"{booking.reference} is {booking.status} ({_compensation(known)})",
                     booking=booking.reference,
                     evidence=evidence,
                 )
@@ -100,6 +103,15 @@ def check_partner_reservations(snapshot: Snapshot) -> CheckResult:
         if len(reservations) > 1:
             figures["bookings_with_duplicates"] += 1
             figures["duplicates_created"] += len(reservations) - 1
+            result.violations.append(
+                Violation(
+                    "duplicate_created",
+                    f"booking {reference} was created {len(reservations)} times at the partner: "
+                    + ", ".join(f"{r.partner_ref} ({r.status})" for r in reservations),
+                    booking=reference,
+                    evidence=booking_evidence(snapshot.bookings.get(reference), reservations),
+                )
+            )
         live = [r for r in reservations if r.live]
         if len(live) > 1:
             figures["duplicates_left_live"] += len(live) - 1
@@ -128,3 +140,13 @@ def check_partner_reservations(snapshot: Snapshot) -> CheckResult:
     result.figures = dict(sorted(figures.items()))
     result.figures["our_roles"] = dict(Counter(r.role for r in snapshot.reservations))
     return result
+
+
+def _compensation(known: OurReservation) -> str:
+    if known.compensation_requested_at is None:
+        return "no compensation decided"
+    decided = known.compensation_requested_at.isoformat(timespec="seconds")
+    done = (
+        f"done {known.compensated_at.isoformat(timespec='seconds')}" if known.compensated_at else "not done"
+    )
+    return f"compensation ({known.compensation_reason}) decided {decided}, {done}"
