@@ -8,7 +8,6 @@ import dramatiq
 from django.conf import settings
 
 from config.logging import log_context
-from partners.models import Partner
 
 
 @dramatiq.actor(
@@ -26,10 +25,10 @@ def sweep_booking(booking_id: str) -> None:
 
 
 def queue_sweep_messages(batch: list[tuple]) -> None:
-    """One message per due booking, on its partner's queue, pipelined to Redis."""
-    broker = sweep_booking.broker
-    for booking_id, _status, partner_code, _due in batch:
-        message = sweep_booking.message_with_options(args=(str(booking_id),)).copy(
-            queue_name=Partner(code=partner_code).queue_name
-        )
-        broker.enqueue(message)
+    """One message per due booking on the reconciliation queue.
+
+    Not on the partner's queue: the step is database work only (it queues any partner call on
+    the partner's queue itself), so an expiry is never stuck behind a slow partner's backlog.
+    """
+    for booking_id, *_ in batch:
+        sweep_booking.send(str(booking_id))

@@ -3,10 +3,13 @@
 One sweep selects due rows in batches by index, pushes their `next_check_at` forward in one
 statement per batch, and queues one `sweep_booking` message per row; the actor locks the row,
 re-checks and acts through the same services as the interactive path (`booking_due_run`).
-Work without a row of its own to push forward (stale webhooks, settled bookings whose create is
-still unresolved, legacy change-listing walks) is claimed in Redis for a window before it is
-queued. A sweep never calls a partner itself, and running it twice in a row queues nothing new.
-Queries are constant per batch: one select and one update (plus one each for the side work).
+Every piece of work is also claimed in Redis for a window before it is queued (one pipelined
+round trip per batch), so that when workers fall behind, sweeps do not pile copies of the same
+work into the queues; a claim lost with Redis is simply made again. Work without a row of its
+own to push forward (stale webhooks, owed compensations, settled bookings whose create is still
+unresolved, legacy change-listing walks) relies on the claim alone. A sweep never calls a
+partner itself, and running it twice in a row queues nothing new. Queries are constant per
+batch: one select and one update (plus one each for the side work).
 """
 
 from __future__ import annotations
@@ -28,7 +31,14 @@ from bookings.services import apply_transition, lock_booking
 from bookings.states import OPEN_STATES, BookingState
 from config.embedded_redis import with_socket_timeouts
 from partners import tasks as partner_tasks
-from partners.models import Capability, InboundEvent, InboundState, Partner, PartnerAttempt
+from partners.models import (
+    Capability,
+    InboundEvent,
+    InboundState,
+    Partner,
+    PartnerAttempt,
+    PartnerReservation,
+)
 from partners.services.observations import is_fenced, reconcile_booking
 
 logger = logging.getLogger(__name__)
@@ -41,6 +51,7 @@ class SweepReport:
     dry_run: bool
     due: Counter = field(default_factory=Counter)  # booking state -> count queued
     inbound_requeued: int = 0
+    compensations_requeued: int = 0
     fenced_terminal: int = 0
     listings: list[str] = field(default_factory=list)
     batches: int = 0
@@ -52,6 +63,7 @@ class SweepReport:
             "due_bookings": dict(self.due),
             "due_total": sum(self.due.values()),
             "inbound_requeued": self.inbound_requeued,
+            "compensations_requeued": self.compensations_requeued,
             "fenced_terminal": self.fenced_terminal,
             "listings": self.listings,
             "batches": self.batches,
@@ -69,7 +81,7 @@ def _due_batches(now: datetime, partner: Partner | None, batch_size: int) -> Ite
             rows = rows.filter(next_check_at__gte=last[0]).exclude(next_check_at=last[0], id__lte=last[1])
         batch = list(
             rows.order_by("next_check_at", "id").values_list(
-                "id", "status", "partner__code", "next_check_at"
+                "id", "status", "partner__code", "next_check_at", "deadline"
             )[:batch_size]
         )
         if not batch:
@@ -87,8 +99,6 @@ def sweep(
     batch_size: int | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> SweepReport:
-    from reconciliation import tasks
-
     now = timezone.now()
     report = SweepReport(started_at=now, dry_run=dry_run)
     size = batch_size or settings.RECONCILE_BATCH_SIZE
@@ -96,16 +106,17 @@ def sweep(
 
     for batch in _due_batches(now, partner, size):
         report.batches += 1
-        report.due.update(status for _, status, _, _ in batch)
+        report.due.update(row[1] for row in batch)
         if not dry_run:
             ids = [row[0] for row in batch]
             with transaction.atomic():
                 Booking.objects.filter(id__in=ids, next_check_at__lte=now).update(next_check_at=recheck_at)
-                transaction.on_commit(lambda b=batch: tasks.queue_sweep_messages(b))
+                transaction.on_commit(lambda b=batch: _queue_due(b, now))
         if progress:
             progress(len(batch))
 
     report.inbound_requeued = _requeue_stale_inbound(now, partner, dry_run)
+    report.compensations_requeued = _requeue_owed_compensations(now, partner, dry_run)
     report.fenced_terminal = _resolve_fences_of_settled(now, partner, dry_run)
     report.listings = _walk_listings(partner, dry_run)
     logger.info("sweep finished", extra=report.as_dict())
@@ -129,6 +140,45 @@ def _first_time(keys: list[str], ttl_s: float) -> list[bool]:
 @cache
 def _guard_redis() -> redis.Redis:
     return redis.Redis.from_url(with_socket_timeouts(settings.REDIS_URL, 5))
+
+
+def _queue_due(batch: list[tuple], now: datetime) -> None:
+    """Queue one sweep message per due booking not already claimed.
+
+    A booking past its deadline is claimed under its own key, so that its expiry is never held
+    back behind an earlier sync claim.
+    """
+    from reconciliation import tasks
+
+    keys = [f"{'expire' if deadline <= now else 'due'}:{booking_id}" for booking_id, *_, deadline in batch]
+    claimed = _first_time(keys, settings.RECONCILE_CLAIM_TTL_S)
+    tasks.queue_sweep_messages([row for row, first in zip(batch, claimed, strict=True) if first])
+
+
+def _requeue_owed_compensations(now: datetime, partner: Partner | None, dry_run: bool) -> int:
+    """Compensations decided but never verified (their message lost with Redis, or a worker died)."""
+    owed = PartnerReservation.objects.filter(
+        compensation_requested_at__lte=now - timedelta(seconds=settings.RECONCILE_SYNC_AGE_S),
+        compensated_at__isnull=True,
+    ).exclude(booking__status=S.NEEDS_ATTENTION)  # support owns those; no automatic retries
+    if partner is not None:
+        owed = owed.filter(partner=partner)
+    rows = list(
+        owed.order_by("compensation_requested_at", "id").values_list("id", "partner__code")[
+            : settings.RECONCILE_BATCH_SIZE
+        ]
+    )
+    if dry_run:
+        return len(rows)
+    claimed = _first_time([f"compensation:{pk}" for pk, _ in rows], settings.RECONCILE_CLAIM_TTL_S)
+    queued = 0
+    for (reservation_id, code), first in zip(rows, claimed, strict=True):
+        if first:
+            partner_tasks.send_for_partner(
+                partner_tasks.compensate_reservation, Partner(code=code), reservation_id
+            )
+            queued += 1
+    return queued
 
 
 def _requeue_stale_inbound(now: datetime, partner: Partner | None, dry_run: bool) -> int:

@@ -97,6 +97,16 @@ def partner_queue(broker, partner) -> str:
 
 
 @pytest.fixture
+def sweep_queue(broker) -> str:
+    """The reconciliation queue, where the sweeper's per-booking messages go."""
+    for name in ("reconciliation", "reconciliation.DQ"):
+        broker.flush(name)
+    yield "reconciliation"
+    for name in ("reconciliation", "reconciliation.DQ"):
+        broker.flush(name)
+
+
+@pytest.fixture
 def webhooks_queue(broker) -> str:
     broker.flush("webhooks")
     yield "webhooks"

@@ -46,7 +46,7 @@ def _run_due(django_capture_on_commit_callbacks, booking: Booking) -> Booking:
 
 # --- one sweep finds due bookings and queues one message each -----------------------------
 def test_sweep_queues_one_sweep_message_per_due_open_booking_and_pushes_its_check(
-    make_booking, partner_queue, broker, django_capture_on_commit_callbacks, settings
+    make_booking, sweep_queue, broker, django_capture_on_commit_callbacks, settings
 ):
     due = [_due(make_booking, state) for state in (S.REQUESTED, S.SUBMITTING, S.UNKNOWN, S.PENDING_PARTNER)]
     due.append(_due(make_booking, S.CANCEL_REQUESTED))
@@ -56,7 +56,7 @@ def test_sweep_queues_one_sweep_message_per_due_open_booking_and_pushes_its_chec
 
     report = _sweep(django_capture_on_commit_callbacks)
 
-    messages = queued(broker, partner_queue)
+    messages = queued(broker, sweep_queue)
     assert [m.actor_name for m in messages] == ["sweep_booking"] * 5
     assert sorted(m.args[0] for m in messages) == sorted(str(b.pk) for b in due)
     assert report.due == {
@@ -71,6 +71,7 @@ def test_running_the_sweep_twice_queues_nothing_new(
     partner,
     legacy_partner,
     partner_queue,
+    sweep_queue,
     webhooks_queue,
     broker,
     django_capture_on_commit_callbacks,
@@ -83,15 +84,12 @@ def test_running_the_sweep_twice_queues_nothing_new(
     broker.flush(legacy_partner.queue_name)
 
     first = _sweep(django_capture_on_commit_callbacks)
-    counts = {
-        name: len(queued(broker, name)) for name in (partner_queue, webhooks_queue, legacy_partner.queue_name)
-    }
+    names = (sweep_queue, partner_queue, webhooks_queue, legacy_partner.queue_name)
+    counts = {name: len(queued(broker, name)) for name in names}
     second = _sweep(django_capture_on_commit_callbacks)
 
-    assert counts == {partner_queue: 4 + 1, webhooks_queue: 1, legacy_partner.queue_name: 1}
-    assert {
-        name: len(queued(broker, name)) for name in (partner_queue, webhooks_queue, legacy_partner.queue_name)
-    } == counts
+    assert counts == {sweep_queue: 4, partner_queue: 1, webhooks_queue: 1, legacy_partner.queue_name: 1}
+    assert {name: len(queued(broker, name)) for name in names} == counts
     assert first.as_dict()["due_total"] == 4 and first.inbound_requeued == 1 and first.fenced_terminal == 1
     assert second.as_dict()["due_total"] == 0
     assert (second.inbound_requeued, second.fenced_terminal, second.listings) == (0, 0, [])
@@ -113,7 +111,7 @@ def test_dry_run_reports_due_work_and_changes_nothing(
 
 
 def test_partner_filter_sweeps_only_that_partners_bookings(
-    make_booking, partner, partner_queue, broker, django_capture_on_commit_callbacks
+    make_booking, partner, sweep_queue, broker, django_capture_on_commit_callbacks
 ):
     mine = _due(make_booking, S.UNKNOWN)
     other_offer = OfferFactory()
@@ -124,7 +122,7 @@ def test_partner_filter_sweeps_only_that_partners_bookings(
     _sweep(django_capture_on_commit_callbacks, partner=partner)
 
     other.refresh_from_db()
-    assert [m.args[0] for m in queued(broker, partner_queue)] == [str(mine.pk)]
+    assert [m.args[0] for m in queued(broker, sweep_queue)] == [str(mine.pk)]
     assert other.next_check_at <= timezone.now()
 
 
@@ -241,7 +239,7 @@ def test_deadline_follows_frozen_time(
 
 
 def test_sweep_picks_a_booking_up_only_once_its_check_is_due(
-    make_booking, partner_queue, broker, django_capture_on_commit_callbacks
+    make_booking, sweep_queue, broker, django_capture_on_commit_callbacks
 ):
     start = datetime(2030, 1, 15, 12, 0, tzinfo=UTC)
     with time_machine.travel(start, tick=False):
@@ -251,7 +249,7 @@ def test_sweep_picks_a_booking_up_only_once_its_check_is_due(
         assert _sweep(django_capture_on_commit_callbacks).due == {}
     with time_machine.travel(start + timedelta(seconds=30), tick=False):
         assert _sweep(django_capture_on_commit_callbacks).due == {S.UNKNOWN: 1}
-    assert actor_names(broker, partner_queue) == ["sweep_booking"]
+    assert actor_names(broker, sweep_queue) == ["sweep_booking"]
 
 
 # --- work without a booking row of its own ----------------------------------------------------------------
@@ -315,22 +313,23 @@ def _queries_for(count: int, make_booking, django_capture_on_commit_callbacks) -
 
 
 def test_sweep_runs_a_constant_number_of_queries_per_batch(
-    make_booking, partner_queue, broker, django_capture_on_commit_callbacks, django_assert_num_queries
+    make_booking, sweep_queue, broker, django_capture_on_commit_callbacks, django_assert_num_queries
 ):
     batches_2, queries_2 = _queries_for(3, make_booking, django_capture_on_commit_callbacks)
-    broker.flush(partner_queue)
+    broker.flush(sweep_queue)
     batches_5, queries_5 = _queries_for(9, make_booking, django_capture_on_commit_callbacks)
 
     assert (batches_2, batches_5) == (2, 5)
     per_batch = (queries_5 - queries_2) // 3
     assert per_batch * 3 == queries_5 - queries_2
     assert queries_2 - 2 * per_batch == queries_5 - 5 * per_batch  # the same fixed part
-    # select, savepoint, update, release: four per batch; three for webhooks, fences and listings
+    # select, savepoint, update, release: four per batch; four for webhooks, compensations,
+    # fences and listings
     assert per_batch == 4
-    assert queries_2 == 3 + 2 * per_batch
+    assert queries_2 == 4 + 2 * per_batch
     for _ in range(2):
         _due(make_booking, S.UNKNOWN)
-    with django_assert_num_queries(3 + 4 * 1 + 1):  # one full batch, then an empty look
+    with django_assert_num_queries(4 + 4 * 1 + 1):  # one full batch, then an empty look
         _sweep(django_capture_on_commit_callbacks, batch_size=2)
 
 
@@ -344,3 +343,63 @@ def test_fenced_attempt_of_an_open_booking_is_left_to_the_due_path(
 
     assert report.fenced_terminal == 0
     assert queued(broker, partner_queue) == []
+
+
+# --- backlogs and lost messages ------------------------------------------------------------------
+def test_a_due_booking_whose_message_still_waits_is_not_queued_again(
+    make_booking, sweep_queue, broker, django_capture_on_commit_callbacks
+):
+    booking = _due(make_booking, S.UNKNOWN)
+    _sweep(django_capture_on_commit_callbacks)
+    # Workers are behind: the booking is due again before its message ran.
+    Booking.objects.filter(pk=booking.pk).update(next_check_at=timezone.now() - timedelta(seconds=1))
+
+    again = _sweep(django_capture_on_commit_callbacks)
+
+    assert again.due == {S.UNKNOWN: 1}
+    assert [m.args[0] for m in queued(broker, sweep_queue)] == [str(booking.pk)]
+
+
+def test_an_expiry_is_queued_even_while_an_earlier_sync_is_claimed(
+    make_booking, sweep_queue, broker, django_capture_on_commit_callbacks
+):
+    booking = _due(make_booking, S.PENDING_PARTNER)
+    _sweep(django_capture_on_commit_callbacks)
+    Booking.objects.filter(pk=booking.pk).update(
+        next_check_at=timezone.now() - timedelta(seconds=1), deadline=timezone.now() - timedelta(seconds=1)
+    )
+
+    _sweep(django_capture_on_commit_callbacks)
+
+    assert [m.args[0] for m in queued(broker, sweep_queue)] == [str(booking.pk)] * 2
+
+
+def test_an_owed_compensation_whose_message_was_lost_is_queued_again_once(
+    make_booking, partner_queue, broker, django_capture_on_commit_callbacks, settings
+):
+    cancelled = make_booking(status=S.CANCEL_REQUESTED)
+    owed = add_reservation(
+        cancelled,
+        status="confirmed",
+        compensation_requested_at=timezone.now() - timedelta(seconds=settings.RECONCILE_SYNC_AGE_S + 1),
+        compensation_reason="cancel_requested",
+    )
+    held = make_booking(status=S.NEEDS_ATTENTION)
+    add_reservation(
+        held,
+        status="confirmed",
+        compensation_requested_at=timezone.now() - timedelta(hours=1),
+        compensation_reason="duplicate",
+    )
+    add_reservation(  # verified already: nothing owed
+        make_booking(status=S.CANCELLED),
+        status="cancelled",
+        compensation_requested_at=timezone.now() - timedelta(hours=1),
+        compensated_at=timezone.now(),
+    )
+
+    first = _sweep(django_capture_on_commit_callbacks)
+    second = _sweep(django_capture_on_commit_callbacks)
+
+    assert calls(broker, partner_queue) == [("compensate_reservation", [owed.pk])]
+    assert (first.compensations_requeued, second.compensations_requeued) == (1, 0)
