@@ -11,13 +11,14 @@ from datetime import timedelta
 import pytest
 
 from bookings.states import BookingState
-from partners.models import Operation, Outcome, PartnerAttempt, PartnerObservation
+from partners.models import Capability, Operation, Outcome, PartnerAttempt, PartnerObservation
 from tests.partners.conftest import (
     assert_at_rest,
     book,
     partner_status,
     status_of,
     timeline,
+    transitions,
     wait_for_status,
     wait_until,
 )
@@ -258,3 +259,22 @@ def test_partner_clock_skew_is_measured_and_the_listing_window_follows_it(
     if profile == "legacy":  # the first listing was read on no estimate: read again, not concluded
         syncs = list(booking.events.filter(kind="sync.completed").values_list("data__complete", flat=True))
         assert syncs[0] is False
+
+
+# --- a partner that offers no way to find out ------------------------------------------------------
+def test_ambiguous_create_at_a_partner_without_lookup_keys_or_listing_goes_to_support(
+    harness, partner_worker
+):
+    h = harness("reference", capabilities=[Capability.WEBHOOKS])
+    h.faults(timeout_after_commit_rate=1, webhook_delay_s=[30, 30])
+    partner_worker(h.partner)
+
+    booking = book(h)
+
+    wait_for_status(booking, S.NEEDS_ATTENTION)
+    booking.refresh_from_db()
+    assert booking.attention_reason == "outcome_unknown_no_lookup"
+    assert creates(booking) == [Outcome.AMBIGUOUS]  # and nothing was created again
+    assert len(h.truth(booking)) == 1
+    assert transitions(booking)[-1] == ("unknown", "needs_attention")
+    assert PartnerAttempt.objects.fencing().filter(booking=booking).exists()  # still fenced
