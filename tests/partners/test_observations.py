@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from django.db import transaction
+from django.db import connections, transaction
 
 from bookings.models import Actor
 from bookings.states import BookingState
@@ -331,3 +332,43 @@ def test_nothing_is_queued_from_a_rolled_back_transaction(
     assert queued_messages(broker, queue) == []
     assert PartnerReservation.objects.count() == 0
     assert timeline(booking) == []
+
+
+def _concurrently(*targets):
+    """Run targets in threads released together; each closes its own connection."""
+    barrier = threading.Barrier(len(targets))
+    results: list = [None] * len(targets)
+
+    def run(index):
+        try:
+            barrier.wait(timeout=10)
+            results[index] = targets[index]()
+        except Exception as exc:  # noqa: BLE001 - handed back to the test
+            results[index] = exc
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(targets))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    return results
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("linked", [True, False], ids=["for-a-booking", "orphan"])
+def test_the_same_news_arriving_twice_at_once_is_applied_once(ref_partner, make_booking, linked, settings):
+    """A webhook and a call's response racing: one reservation, one applied, one duplicate."""
+    settings.PARTNER_COMPENSATE_ORPHANS = False
+    booking = make_booking(ref_partner, S.SUBMITTING)
+    client_reference = booking.reference if linked else "BK-NOBODY"
+    snap = snapshot("R-race", "confirmed", client_reference=client_reference)
+
+    results = _concurrently(*[lambda: apply(ref_partner, snap).result for _ in range(4)])
+
+    assert sorted(results) == ["applied", "duplicate", "duplicate", "duplicate"], results
+    assert PartnerReservation.objects.count() == 1
+    if linked:
+        assert reload(booking).status == S.CONFIRMED
+        assert transitions(booking) == [("submitting", "confirmed")]
