@@ -66,6 +66,7 @@ def test_timeout_after_commit_is_resolved_by_lookup_without_a_second_create(harn
     booking = book(h)
 
     wait_for_status(booking, S.CONFIRMED)
+    wait_until(lambda: "sync.completed" in timeline(booking), what="the sync to finish")
     assert_at_rest(h, booking, S.CONFIRMED)
     assert creates(booking) == [Outcome.AMBIGUOUS]  # never a blind second create
     assert len(h.truth(booking)) == 1
