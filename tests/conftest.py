@@ -49,7 +49,6 @@ def worker(broker, transactional_db) -> Iterator:
     of a test wrapped in a transaction.
     """
     import dramatiq
-
     from dramatiq.worker import _WorkerMiddleware
 
     worker = dramatiq.Worker(broker, worker_threads=4, worker_timeout=100)
