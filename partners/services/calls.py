@@ -19,7 +19,7 @@ from config.logging import log_context
 from partners import guard
 from partners.connectors.base import CallResult
 from partners.models import Outcome, Partner, PartnerAttempt, PartnerReservation
-from partners.services.skew import record_skew_sample
+from partners.services.skew import WHOLE_SECOND_CENTRE, record_skew_sample
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ def perform(attempt: PartnerAttempt, call: Callable[[], CallResult]) -> CallResu
         if result.partner_time is not None:
             record_skew_sample(
                 attempt.partner,
-                partner_time=result.partner_time,
+                partner_time=result.partner_time + WHOLE_SECOND_CENTRE,  # from the Date header
                 our_time=attempt.started_at + (finished - attempt.started_at) / 2,
             )
         logger.info(

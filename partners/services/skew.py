@@ -1,14 +1,25 @@
-"""Per-partner clock skew: partner clock minus ours, from `Date` headers and webhook timestamps."""
+"""Per-partner clock skew: partner clock minus ours, from `Date` headers and webhook timestamps.
+
+The estimate is an exponential moving average kept on the Partner row. Every partner call
+yields a sample, so the row is written at most every `PERSIST_EVERY` (or on a jump of a second
+or more): a row that every call rewrote would be the hottest row of the database, contended by
+every worker.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
+from django.db.models import Q
 from django.utils import timezone
 
 from partners.models import Partner
 
-SMOOTHING = 0.2  # exponential moving average: one odd header does not swing the estimate
+SMOOTHING = 0.2  # one odd header does not swing the estimate
+PERSIST_EVERY = timedelta(seconds=10)
+JUMP_MS = 1000
+# HTTP dates have whole seconds, truncated by the sender: a sample is centred on its second.
+WHOLE_SECOND_CENTRE = timedelta(milliseconds=500)
 
 
 def record_skew_sample(partner: Partner, *, partner_time: datetime, our_time: datetime) -> int:
@@ -16,9 +27,11 @@ def record_skew_sample(partner: Partner, *, partner_time: datetime, our_time: da
     sample = round((partner_time - our_time).total_seconds() * 1000)
     previous = partner.clock_skew_ms
     estimate = sample if previous is None else round(previous + SMOOTHING * (sample - previous))
-    Partner.objects.filter(pk=partner.pk).update(
-        clock_skew_ms=estimate, clock_skew_measured_at=timezone.now()
-    )
+    now = timezone.now()
+    due = Q(clock_skew_measured_at__isnull=True) | Q(clock_skew_measured_at__lt=now - PERSIST_EVERY)
+    if previous is None or abs(estimate - previous) >= JUMP_MS:
+        due |= Q(pk=partner.pk)
+    Partner.objects.filter(due, pk=partner.pk).update(clock_skew_ms=estimate, clock_skew_measured_at=now)
     partner.clock_skew_ms = estimate
     return sample
 

@@ -8,7 +8,7 @@ import hmac
 import json
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
 from django.conf import settings
@@ -29,7 +29,7 @@ from partners.models import (
     Source,
 )
 from partners.services.observations import observation_apply
-from partners.services.skew import record_skew_sample
+from partners.services.skew import WHOLE_SECOND_CENTRE, record_skew_sample
 
 logger = logging.getLogger(__name__)
 
@@ -201,9 +201,11 @@ def _sample_skew(partner: Partner, headers: dict[str, str], received_at: datetim
             partner_time = None
         if partner_time is not None and partner_time.tzinfo is None:
             partner_time = partner_time.replace(tzinfo=UTC)
+        if partner_time is not None:
+            partner_time += WHOLE_SECOND_CENTRE
     if partner_time is None:
         stamp = _timestamp(headers)  # whole seconds, floored by the sender: centre it
-        partner_time = stamp + timedelta(milliseconds=500) if stamp is not None else None
+        partner_time = stamp + WHOLE_SECOND_CENTRE if stamp is not None else None
     if partner_time is not None:
         record_skew_sample(partner, partner_time=partner_time, our_time=received_at)
 
