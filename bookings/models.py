@@ -125,6 +125,10 @@ class Booking(ConcurrentTransitionMixin, models.Model):
                 condition=Q(status__in=sorted(OPEN_STATES)),
             ),
             models.Index(fields=["status", "status_changed_at"], name="booking_status_age"),
+            # The sweeper's audit of confirmed bookings against their partner.
+            models.Index(
+                fields=["last_synced_at"], name="booking_confirmed_audit", condition=Q(status=S.CONFIRMED)
+            ),
         ]
         constraints = [
             models.CheckConstraint(

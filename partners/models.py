@@ -132,7 +132,15 @@ class PartnerReservation(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["partner", "partner_ref"], name="reservation_unique_per_partner")
         ]
-        indexes = [models.Index(fields=["booking", "status"], name="reservation_booking_status")]
+        indexes = [
+            models.Index(fields=["booking", "status"], name="reservation_booking_status"),
+            # Compensations decided but not verified: the sweeper re-sends them.
+            models.Index(
+                fields=["compensation_requested_at"],
+                name="reservation_owed_compensation",
+                condition=Q(compensation_requested_at__isnull=False, compensated_at__isnull=True),
+            ),
+        ]
         ordering = ["first_seen_at", "id"]
 
     def __str__(self) -> str:
@@ -208,6 +216,14 @@ class PartnerAttempt(models.Model):
         indexes = [
             models.Index(fields=["booking", "started_at"], name="attempt_booking_time"),
             models.Index(fields=["partner", "started_at"], name="attempt_partner_time"),
+            # Unresolved creates (fences): checked before every create and by every sweep.
+            models.Index(
+                fields=["booking", "started_at"],
+                name="attempt_fencing",
+                condition=Q(
+                    operation="create", outcome__in=["in_flight", "ambiguous"], resolved_at__isnull=True
+                ),
+            ),
         ]
 
     def __str__(self) -> str:

@@ -230,6 +230,10 @@ RECONCILE_BATCH_SIZE = env.int("RECONCILE_BATCH_SIZE", default=1000)
 # The sweeper queues a piece of work at most once per this window while it stays due, so that a
 # backlog of slow workers is not multiplied by every sweep.
 RECONCILE_CLAIM_TTL_S = env.float("RECONCILE_CLAIM_TTL_S", default=max(10.0, 2.0 * RECONCILE_SYNC_AGE_S))
+# Confirmed bookings (stay still ahead) are re-read at their partner this often, at most
+# RECONCILE_AUDIT_BATCH per sweep: a cancellation at the partner must not go unnoticed.
+RECONCILE_AUDIT_AGE_S = env.int("RECONCILE_AUDIT_AGE_S", default=6 * 3600)
+RECONCILE_AUDIT_BATCH = env.int("RECONCILE_AUDIT_BATCH", default=200)
 # A webhook stored but not processed after this long is queued again.
 RECONCILE_INBOUND_STALE_S = env.int("RECONCILE_INBOUND_STALE_S", default=60)
 

@@ -24,6 +24,7 @@ from functools import cache
 import redis
 from django.conf import settings
 from django.db import transaction
+from django.db.models import F, Q
 from django.utils import timezone
 
 from bookings.models import Actor, Booking
@@ -52,6 +53,7 @@ class SweepReport:
     due: Counter = field(default_factory=Counter)  # booking state -> count queued
     inbound_requeued: int = 0
     compensations_requeued: int = 0
+    confirmed_audited: int = 0
     fenced_terminal: int = 0
     listings: list[str] = field(default_factory=list)
     batches: int = 0
@@ -64,6 +66,7 @@ class SweepReport:
             "due_total": sum(self.due.values()),
             "inbound_requeued": self.inbound_requeued,
             "compensations_requeued": self.compensations_requeued,
+            "confirmed_audited": self.confirmed_audited,
             "fenced_terminal": self.fenced_terminal,
             "listings": self.listings,
             "batches": self.batches,
@@ -117,6 +120,7 @@ def sweep(
 
     report.inbound_requeued = _requeue_stale_inbound(now, partner, dry_run)
     report.compensations_requeued = _requeue_owed_compensations(now, partner, dry_run)
+    report.confirmed_audited = _audit_confirmed(now, partner, dry_run)
     report.fenced_terminal = _resolve_fences_of_settled(now, partner, dry_run)
     report.listings = _walk_listings(partner, dry_run)
     logger.info("sweep finished", extra=report.as_dict())
@@ -177,6 +181,32 @@ def _requeue_owed_compensations(now: datetime, partner: Partner | None, dry_run:
             partner_tasks.send_for_partner(
                 partner_tasks.compensate_reservation, Partner(code=code), reservation_id
             )
+            queued += 1
+    return queued
+
+
+def _audit_confirmed(now: datetime, partner: Partner | None, dry_run: bool) -> int:
+    """Confirmed means confirmed (invariant 6): re-read confirmed bookings whose stay is ahead of
+    them every RECONCILE_AUDIT_AGE_S, in case the news of a cancellation at the partner was lost
+    (a webhook the partner gave up on). The sync sets `last_synced_at`."""
+    stale = now - timedelta(seconds=settings.RECONCILE_AUDIT_AGE_S)
+    audit = Booking.objects.filter(status=S.CONFIRMED, start_date__gte=now.date()).filter(
+        Q(last_synced_at__isnull=True) | Q(last_synced_at__lt=stale)
+    )
+    if partner is not None:
+        audit = audit.filter(partner=partner)
+    rows = list(
+        audit.order_by(F("last_synced_at").asc(nulls_first=True), "id").values_list("id", "partner__code")[
+            : settings.RECONCILE_AUDIT_BATCH
+        ]
+    )
+    if dry_run:
+        return len(rows)
+    claimed = _first_time([f"audit:{pk}" for pk, _ in rows], settings.RECONCILE_AUDIT_AGE_S)
+    queued = 0
+    for (booking_id, code), first in zip(rows, claimed, strict=True):
+        if first:
+            partner_tasks.send_for_partner(partner_tasks.sync_booking, Partner(code=code), str(booking_id))
             queued += 1
     return queued
 

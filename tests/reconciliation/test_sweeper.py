@@ -323,13 +323,13 @@ def test_sweep_runs_a_constant_number_of_queries_per_batch(
     per_batch = (queries_5 - queries_2) // 3
     assert per_batch * 3 == queries_5 - queries_2
     assert queries_2 - 2 * per_batch == queries_5 - 5 * per_batch  # the same fixed part
-    # select, savepoint, update, release: four per batch; four for webhooks, compensations,
-    # fences and listings
+    # select, savepoint, update, release: four per batch; five for webhooks, compensations,
+    # the confirmed audit, fences and listings
     assert per_batch == 4
-    assert queries_2 == 4 + 2 * per_batch
+    assert queries_2 == 5 + 2 * per_batch
     for _ in range(2):
         _due(make_booking, S.UNKNOWN)
-    with django_assert_num_queries(4 + 4 * 1 + 1):  # one full batch, then an empty look
+    with django_assert_num_queries(5 + 4 * 1 + 1):  # one full batch, then an empty look
         _sweep(django_capture_on_commit_callbacks, batch_size=2)
 
 
@@ -403,3 +403,28 @@ def test_an_owed_compensation_whose_message_was_lost_is_queued_again_once(
 
     assert calls(broker, partner_queue) == [("compensate_reservation", [owed.pk])]
     assert (first.compensations_requeued, second.compensations_requeued) == (1, 0)
+
+
+def test_confirmed_bookings_are_audited_at_their_partner_once_per_window(
+    make_booking, partner_queue, broker, django_capture_on_commit_callbacks, settings
+):
+    never = make_booking(status=S.CONFIRMED)
+    long_ago = make_booking(
+        status=S.CONFIRMED,
+        last_synced_at=timezone.now() - timedelta(seconds=settings.RECONCILE_AUDIT_AGE_S + 5),
+    )
+    make_booking(status=S.CONFIRMED, last_synced_at=timezone.now())  # recently read
+    past_stay = make_booking(status=S.CONFIRMED)
+    Booking.objects.filter(pk=past_stay.pk).update(
+        start_date=timezone.now().date() - timedelta(days=3),
+        end_date=timezone.now().date() - timedelta(days=1),
+    )
+
+    first = _sweep(django_capture_on_commit_callbacks)
+    second = _sweep(django_capture_on_commit_callbacks)
+
+    assert sorted(args[0] for _, args in calls(broker, partner_queue)) == sorted(
+        [str(never.pk), str(long_ago.pk)]
+    )
+    assert {name for name, _ in calls(broker, partner_queue)} == {"sync_booking"}
+    assert (first.confirmed_audited, second.confirmed_audited) == (2, 0)
