@@ -24,7 +24,7 @@ from functools import cache
 import redis
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from bookings.models import Actor, Booking
@@ -135,9 +135,11 @@ def _first_time(keys: list[str], ttl_s: float) -> list[bool]:
     """
     if not keys:
         return []
+    # Under the broker's namespace: the claims belong with the queues they stand for.
+    prefix = f"{settings.DRAMATIQ_BROKER['OPTIONS']['namespace']}:reconciliation:queued"
     pipe = _guard_redis().pipeline(transaction=False)
     for key in keys:
-        pipe.set(f"reconciliation:queued:{key}", "1", nx=True, px=max(1, int(ttl_s * 1000)))
+        pipe.set(f"{prefix}:{key}", "1", nx=True, px=max(1, int(ttl_s * 1000)))
     return [bool(ok) for ok in pipe.execute()]
 
 
@@ -159,30 +161,50 @@ def _queue_due(batch: list[tuple], now: datetime) -> None:
     tasks.queue_sweep_messages([row for row, first in zip(batch, claimed, strict=True) if first])
 
 
+def _send_claimed(
+    rows: list[tuple], *, key: str, ttl_s: float, send: Callable[[object, str], None], dry_run: bool
+) -> int:
+    """For side work selected as `(id, partner code)` rows: claim each (`key` formats the id),
+    send the newly claimed ones, and return how many were sent (or are due, on a dry run)."""
+    if dry_run:
+        return len(rows)
+    claimed = _first_time([key.format(pk) for pk, _ in rows], ttl_s)
+    sent = 0
+    for (pk, code), first in zip(rows, claimed, strict=True):
+        if first:
+            send(pk, code)
+            sent += 1
+    return sent
+
+
+def _sync(booking_id: object, code: str) -> None:
+    partner_tasks.send_for_partner(partner_tasks.sync_booking, Partner(code=code), str(booking_id))
+
+
+def _for_partner(rows: QuerySet, partner: Partner | None, field: str = "partner") -> QuerySet:
+    return rows if partner is None else rows.filter(**{field: partner})
+
+
 def _requeue_owed_compensations(now: datetime, partner: Partner | None, dry_run: bool) -> int:
     """Compensations decided but never verified (their message lost with Redis, or a worker died)."""
     owed = PartnerReservation.objects.filter(
         compensation_requested_at__lte=now - timedelta(seconds=settings.RECONCILE_SYNC_AGE_S),
         compensated_at__isnull=True,
     ).exclude(booking__status=S.NEEDS_ATTENTION)  # support owns those; no automatic retries
-    if partner is not None:
-        owed = owed.filter(partner=partner)
     rows = list(
-        owed.order_by("compensation_requested_at", "id").values_list("id", "partner__code")[
-            : settings.RECONCILE_BATCH_SIZE
-        ]
+        _for_partner(owed, partner)
+        .order_by("compensation_requested_at", "id")
+        .values_list("id", "partner__code")[: settings.RECONCILE_BATCH_SIZE]
     )
-    if dry_run:
-        return len(rows)
-    claimed = _first_time([f"compensation:{pk}" for pk, _ in rows], settings.RECONCILE_CLAIM_TTL_S)
-    queued = 0
-    for (reservation_id, code), first in zip(rows, claimed, strict=True):
-        if first:
-            partner_tasks.send_for_partner(
-                partner_tasks.compensate_reservation, Partner(code=code), reservation_id
-            )
-            queued += 1
-    return queued
+    return _send_claimed(
+        rows,
+        key="compensation:{}",
+        ttl_s=settings.RECONCILE_CLAIM_TTL_S,
+        send=lambda pk, code: partner_tasks.send_for_partner(
+            partner_tasks.compensate_reservation, Partner(code=code), pk
+        ),
+        dry_run=dry_run,
+    )
 
 
 def _audit_confirmed(now: datetime, partner: Partner | None, dry_run: bool) -> int:
@@ -193,22 +215,14 @@ def _audit_confirmed(now: datetime, partner: Partner | None, dry_run: bool) -> i
     audit = Booking.objects.filter(status=S.CONFIRMED, start_date__gte=now.date()).filter(
         Q(last_synced_at__isnull=True) | Q(last_synced_at__lt=stale)
     )
-    if partner is not None:
-        audit = audit.filter(partner=partner)
     rows = list(
-        audit.order_by(F("last_synced_at").asc(nulls_first=True), "id").values_list("id", "partner__code")[
-            : settings.RECONCILE_AUDIT_BATCH
-        ]
+        _for_partner(audit, partner)
+        .order_by(F("last_synced_at").asc(nulls_first=True), "id")
+        .values_list("id", "partner__code")[: settings.RECONCILE_AUDIT_BATCH]
     )
-    if dry_run:
-        return len(rows)
-    claimed = _first_time([f"audit:{pk}" for pk, _ in rows], settings.RECONCILE_AUDIT_AGE_S)
-    queued = 0
-    for (booking_id, code), first in zip(rows, claimed, strict=True):
-        if first:
-            partner_tasks.send_for_partner(partner_tasks.sync_booking, Partner(code=code), str(booking_id))
-            queued += 1
-    return queued
+    return _send_claimed(
+        rows, key="audit:{}", ttl_s=settings.RECONCILE_AUDIT_AGE_S, send=_sync, dry_run=dry_run
+    )
 
 
 def _requeue_stale_inbound(now: datetime, partner: Partner | None, dry_run: bool) -> int:
@@ -216,22 +230,18 @@ def _requeue_stale_inbound(now: datetime, partner: Partner | None, dry_run: bool
         state=InboundState.RECEIVED,
         received_at__lte=now - timedelta(seconds=settings.RECONCILE_INBOUND_STALE_S),
     )
-    if partner is not None:
-        stale = stale.filter(partner=partner)
     rows = list(
-        stale.order_by("received_at", "id").values_list("id", "partner__code")[
-            : settings.RECONCILE_BATCH_SIZE
-        ]
+        _for_partner(stale, partner)
+        .order_by("received_at", "id")
+        .values_list("id", "partner__code")[: settings.RECONCILE_BATCH_SIZE]
     )
-    if dry_run:
-        return len(rows)
-    claimed = _first_time([f"inbound:{code}:{pk}" for pk, code in rows], settings.RECONCILE_INBOUND_STALE_S)
-    queued = 0
-    for (event_id, _code), first in zip(rows, claimed, strict=True):
-        if first:
-            partner_tasks.process_inbound_event.send(event_id)
-            queued += 1
-    return queued
+    return _send_claimed(
+        rows,
+        key="inbound:{}",
+        ttl_s=settings.RECONCILE_INBOUND_STALE_S,
+        send=lambda pk, _code: partner_tasks.process_inbound_event.send(pk),
+        dry_run=dry_run,
+    )
 
 
 def _resolve_fences_of_settled(now: datetime, partner: Partner | None, dry_run: bool) -> int:
@@ -243,22 +253,15 @@ def _resolve_fences_of_settled(now: datetime, partner: Partner | None, dry_run: 
         .exclude(booking__status__in=OPEN_STATES)
         .filter(booking__isnull=False)
     )
-    if partner is not None:
-        fences = fences.filter(partner=partner)
     rows = list(
-        fences.order_by("booking_id")
+        _for_partner(fences, partner)
+        .order_by("booking_id")
         .values_list("booking_id", "booking__partner__code")
         .distinct()[: settings.RECONCILE_BATCH_SIZE]
     )
-    if dry_run:
-        return len(rows)
-    claimed = _first_time([f"fence:{booking_id}" for booking_id, _ in rows], settings.RECONCILE_SYNC_AGE_S)
-    queued = 0
-    for (booking_id, code), first in zip(rows, claimed, strict=True):
-        if first:
-            partner_tasks.send_for_partner(partner_tasks.sync_booking, Partner(code=code), str(booking_id))
-            queued += 1
-    return queued
+    return _send_claimed(
+        rows, key="fence:{}", ttl_s=settings.RECONCILE_SYNC_AGE_S, send=_sync, dry_run=dry_run
+    )
 
 
 def _walk_listings(partner: Partner | None, dry_run: bool) -> list[str]:
