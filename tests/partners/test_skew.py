@@ -29,13 +29,17 @@ def test_later_samples_are_smoothed_and_the_row_is_written_at_most_every_window(
     with time_machine.travel(start, tick=False):
         partner = PartnerFactory()
         record_skew_sample(partner, partner_time=OURS + timedelta(seconds=10), our_time=OURS)
-        record_skew_sample(partner, partner_time=OURS + timedelta(seconds=10, milliseconds=500), our_time=OURS)
+        record_skew_sample(
+            partner, partner_time=OURS + timedelta(seconds=10, milliseconds=500), our_time=OURS
+        )
 
         assert partner.clock_skew_ms == 10_100  # 10000 + 0.2 * 500, in memory
         assert Partner.objects.get(pk=partner.pk).clock_skew_ms == 10_000  # not rewritten yet
 
     with time_machine.travel(start + PERSIST_EVERY + timedelta(seconds=1), tick=False):
-        record_skew_sample(partner, partner_time=OURS + timedelta(seconds=10, milliseconds=100), our_time=OURS)
+        record_skew_sample(
+            partner, partner_time=OURS + timedelta(seconds=10, milliseconds=100), our_time=OURS
+        )
         assert Partner.objects.get(pk=partner.pk).clock_skew_ms == 10_100
 
 
