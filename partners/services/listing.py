@@ -2,8 +2,10 @@
 
 Every entry enters through the one door, so the walk both settles our own bookings and finds
 reservations nobody asked for (orphans). The checkpoint moves only after a complete walk; it
-overlaps the last one a little because listing times have one-second resolution, and the one
-door drops what it has already seen.
+overlaps the last one because listing times have one-second resolution and an entry may be
+committed after a walk that already passed its time. Entries of the overlap that say exactly
+what we already hold (same status, same modified time) are re-reads, not news: they are not
+fed to the one door again, which would write an ignored observation per entry per walk.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from django.utils import timezone
 
 from bookings.models import Actor
 from partners.connectors import connector_for
-from partners.models import Operation, Partner, Source
+from partners.models import Operation, Partner, PartnerReservation, Source
 from partners.services.calls import call_and_close
 from partners.services.observations import observation_apply
 
@@ -26,7 +28,7 @@ FIRST_WALK = timedelta(days=1)
 
 
 def change_listing_walk(partner_id: int) -> int:
-    """Apply every change since the checkpoint; return how many entries were seen."""
+    """Apply every change since the checkpoint; return how many entries were news."""
     partner = Partner.objects.get(pk=partner_id)
     connector = connector_for(partner)
     since = (
@@ -48,7 +50,17 @@ def change_listing_walk(partner_id: int) -> int:
                 "change listing walk stopped", extra={"partner": partner.code, "error": result.error_code}
             )
             return seen
+        held = dict(
+            (ref, (status, modified))
+            for ref, status, modified in PartnerReservation.objects.filter(
+                partner=partner, partner_ref__in=[s.partner_ref for s in result.reservations]
+            ).values_list("partner_ref", "status", "partner_modified_at")
+        )
         for snapshot in result.reservations:
+            if snapshot.modified_at and snapshot.modified_at > newest:
+                newest = snapshot.modified_at
+            if held.get(snapshot.partner_ref) == (snapshot.status, snapshot.modified_at):
+                continue
             observation_apply(
                 partner=partner,
                 snapshot=snapshot,
@@ -56,8 +68,6 @@ def change_listing_walk(partner_id: int) -> int:
                 actor=Actor.SWEEPER,
                 actor_label="listing",
             )
-            if snapshot.modified_at and snapshot.modified_at > newest:
-                newest = snapshot.modified_at
             seen += 1
         page = result.next_page
     Partner.objects.filter(pk=partner.pk).update(listing_checkpoint=newest.isoformat())
