@@ -31,6 +31,11 @@ def _profiles(text: str) -> tuple[str, ...]:
     return chosen
 
 
+# A steady arrival rate the default stack (3 workers x 4 threads on two cores) keeps up with
+# under every fault; flat out, queues grow without bound and deadlines pass in the queue.
+DEFAULT_ARRIVALS_PER_S = 8.0
+
+
 class Command(BaseCommand):
     help = (
         "Run the whole system (gunicorn, Dramatiq workers, scheduler, sandbox partners) under load "
@@ -46,8 +51,12 @@ class Command(BaseCommand):
         size.add_argument(
             "--duration",
             type=float,
-            default=0.0,
-            help="Spread the requests over this many seconds (default: flat out).",
+            default=None,
+            help=(
+                "Spread the requests over this many seconds (default: bookings / "
+                f"{DEFAULT_ARRIVALS_PER_S:g} per second, what two cores sustain with every fault on; "
+                "0: flat out, to find where the system saturates)."
+            ),
         )
         size.add_argument(
             "--settle-timeout",
@@ -168,7 +177,11 @@ class Command(BaseCommand):
             bookings=options["bookings"],
             concurrency=options["concurrency"],
             customers=options["customers"],
-            duration_s=options["duration"],
+            duration_s=(
+                options["duration"]
+                if options["duration"] is not None
+                else options["bookings"] / DEFAULT_ARRIVALS_PER_S
+            ),
             settle_timeout_s=options["settle_timeout"],
             profiles=_profiles(options["profiles"]),
             fault_rate=options["fault_rate"],
