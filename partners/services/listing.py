@@ -3,9 +3,9 @@
 Every entry enters through the one door, so the walk both settles our own bookings and finds
 reservations nobody asked for (orphans). The checkpoint moves only after a complete walk; it
 overlaps the last one because listing times have one-second resolution and an entry may be
-committed after a walk that already passed its time. Entries of the overlap that say exactly
-what we already hold (same status, same modified time) are re-reads, not news: they are not
-fed to the one door again, which would write an ignored observation per entry per walk.
+committed after a walk that already passed its time. Entries that say what we already hold
+(the same status, no later modified time) are re-reads, not news: they are not fed to the one
+door again, which would write an ignored observation per entry per walk.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from bookings.models import Actor
 from partners.connectors import connector_for
+from partners.connectors.base import ReservationSnapshot
 from partners.models import Operation, Partner, PartnerReservation, Source
 from partners.services.calls import call_and_close
 from partners.services.observations import observation_apply
@@ -59,7 +60,7 @@ def change_listing_walk(partner_id: int) -> int:
         for snapshot in result.reservations:
             if snapshot.modified_at and snapshot.modified_at > newest:
                 newest = snapshot.modified_at
-            if held.get(snapshot.partner_ref) == (snapshot.status, snapshot.modified_at):
+            if _is_reread(held.get(snapshot.partner_ref), snapshot):
                 continue
             observation_apply(
                 partner=partner,
@@ -72,3 +73,12 @@ def change_listing_walk(partner_id: int) -> int:
         page = result.next_page
     Partner.objects.filter(pk=partner.pk).update(listing_checkpoint=newest.isoformat())
     return seen
+
+
+def _is_reread(held: tuple[str, datetime | None] | None, snapshot: ReservationSnapshot) -> bool:
+    """The same status and nothing later than what we hold (a create response carries no
+    modified time, so what we hold may have none): the one door would only ignore it."""
+    if held is None or held[0] != snapshot.status:
+        return False
+    held_modified = held[1]
+    return held_modified is None or snapshot.modified_at is None or snapshot.modified_at <= held_modified
