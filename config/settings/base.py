@@ -227,6 +227,8 @@ LEGACY_SANDBOX_URL = env.str("LEGACY_SANDBOX_URL", default="http://127.0.0.1:810
 # --- Reconciliation ---------------------------------------------------------------------------
 RECONCILE_INTERVAL_S = env.float("RECONCILE_INTERVAL_S", default=15.0)
 RECONCILE_BATCH_SIZE = env.int("RECONCILE_BATCH_SIZE", default=1000)
+# Due bookings per queued message (the per-booking steps run one after another in a worker).
+RECONCILE_MESSAGE_CHUNK = env.int("RECONCILE_MESSAGE_CHUNK", default=50)
 # The sweeper queues a piece of work at most once per this window while it stays due, so that a
 # backlog of slow workers is not multiplied by every sweep.
 RECONCILE_CLAIM_TTL_S = env.float("RECONCILE_CLAIM_TTL_S", default=max(10.0, 2.0 * RECONCILE_SYNC_AGE_S))

@@ -1,7 +1,7 @@
 """The sweeper: the database alone says what work is due (invariants 3 and 7).
 
 One sweep selects due rows in batches by index, pushes their `next_check_at` forward in one
-statement per batch, and queues one `sweep_booking` message per row; the actor locks the row,
+statement per batch, and queues their ids in `sweep_bookings` messages; the actor locks each row,
 re-checks and acts through the same services as the interactive path (`booking_due_run`).
 Every piece of work is also claimed in Redis for a window before it is queued (one pipelined
 round trip per batch), so that when workers fall behind, sweeps do not pile copies of the same

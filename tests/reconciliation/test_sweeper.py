@@ -57,8 +57,8 @@ def test_sweep_queues_one_sweep_message_per_due_open_booking_and_pushes_its_chec
     report = _sweep(django_capture_on_commit_callbacks)
 
     messages = queued(broker, sweep_queue)
-    assert [m.actor_name for m in messages] == ["sweep_booking"] * 5
-    assert sorted(m.args[0] for m in messages) == sorted(str(b.pk) for b in due)
+    assert [m.actor_name for m in messages] == ["sweep_bookings"]
+    assert sorted(messages[0].args[0]) == sorted(str(b.pk) for b in due)
     assert report.due == {
         s: 1 for s in (S.REQUESTED, S.SUBMITTING, S.UNKNOWN, S.PENDING_PARTNER, S.CANCEL_REQUESTED)
     }
@@ -88,7 +88,8 @@ def test_running_the_sweep_twice_queues_nothing_new(
     counts = {name: len(queued(broker, name)) for name in names}
     second = _sweep(django_capture_on_commit_callbacks)
 
-    assert counts == {sweep_queue: 4, partner_queue: 1, webhooks_queue: 1, legacy_partner.queue_name: 1}
+    assert counts == {sweep_queue: 1, partner_queue: 1, webhooks_queue: 1, legacy_partner.queue_name: 1}
+    assert len(queued(broker, sweep_queue)[0].args[0]) == 4  # one chunk of the four due bookings
     assert {name: len(queued(broker, name)) for name in names} == counts
     assert first.as_dict()["due_total"] == 4 and first.inbound_requeued == 1 and first.fenced_terminal == 1
     assert second.as_dict()["due_total"] == 0
@@ -122,7 +123,7 @@ def test_partner_filter_sweeps_only_that_partners_bookings(
     _sweep(django_capture_on_commit_callbacks, partner=partner)
 
     other.refresh_from_db()
-    assert [m.args[0] for m in queued(broker, sweep_queue)] == [str(mine.pk)]
+    assert [m.args[0] for m in queued(broker, sweep_queue)] == [[str(mine.pk)]]
     assert other.next_check_at <= timezone.now()
 
 
@@ -249,7 +250,7 @@ def test_sweep_picks_a_booking_up_only_once_its_check_is_due(
         assert _sweep(django_capture_on_commit_callbacks).due == {}
     with time_machine.travel(start + timedelta(seconds=30), tick=False):
         assert _sweep(django_capture_on_commit_callbacks).due == {S.UNKNOWN: 1}
-    assert actor_names(broker, sweep_queue) == ["sweep_booking"]
+    assert actor_names(broker, sweep_queue) == ["sweep_bookings"]
 
 
 # --- work without a booking row of its own ----------------------------------------------------------------
@@ -357,7 +358,7 @@ def test_a_due_booking_whose_message_still_waits_is_not_queued_again(
     again = _sweep(django_capture_on_commit_callbacks)
 
     assert again.due == {S.UNKNOWN: 1}
-    assert [m.args[0] for m in queued(broker, sweep_queue)] == [str(booking.pk)]
+    assert [m.args[0] for m in queued(broker, sweep_queue)] == [[str(booking.pk)]]
 
 
 def test_an_expiry_is_queued_even_while_an_earlier_sync_is_claimed(
@@ -371,7 +372,7 @@ def test_an_expiry_is_queued_even_while_an_earlier_sync_is_claimed(
 
     _sweep(django_capture_on_commit_callbacks)
 
-    assert [m.args[0] for m in queued(broker, sweep_queue)] == [str(booking.pk)] * 2
+    assert [m.args[0] for m in queued(broker, sweep_queue)] == [[str(booking.pk)]] * 2
 
 
 def test_an_owed_compensation_whose_message_was_lost_is_queued_again_once(
@@ -428,3 +429,35 @@ def test_confirmed_bookings_are_audited_at_their_partner_once_per_window(
     )
     assert {name for name, _ in calls(broker, partner_queue)} == {"sync_booking"}
     assert (first.confirmed_audited, second.confirmed_audited) == (2, 0)
+
+
+def test_due_bookings_are_queued_in_chunks(
+    make_booking, sweep_queue, broker, django_capture_on_commit_callbacks, settings
+):
+    settings.RECONCILE_MESSAGE_CHUNK = 2
+    due = [_due(make_booking, S.UNKNOWN) for _ in range(5)]
+
+    _sweep(django_capture_on_commit_callbacks)
+
+    chunks = [m.args[0] for m in queued(broker, sweep_queue)]
+    assert [len(chunk) for chunk in chunks] == [2, 2, 1]
+    assert sorted(i for chunk in chunks for i in chunk) == sorted(str(b.pk) for b in due)
+
+
+def test_a_failing_step_does_not_starve_the_rest_of_its_chunk(make_booking, monkeypatch):
+    from reconciliation import tasks
+    from reconciliation.services import sweeper
+
+    ran = []
+
+    def step(booking_id):
+        ran.append(str(booking_id))
+        if len(ran) == 1:
+            raise RuntimeError("database hiccup")
+
+    monkeypatch.setattr(sweeper, "booking_due_run", step)
+    ids = [str(_due(make_booking, S.UNKNOWN).pk) for _ in range(3)]
+
+    with pytest.raises(tasks.SweepStepsFailed, match="1 of 3"):
+        tasks.sweep_bookings.fn(ids)
+    assert ran == ids
