@@ -16,9 +16,11 @@ from django.utils.module_loading import import_string
 
 
 class PartnerPort(Protocol):
-    def queue_submission(self, booking_id: UUID) -> None: ...
+    """`partner_code` routes the work (one queue per partner) without another database read."""
 
-    def queue_cancellation(self, booking_id: UUID) -> None: ...
+    def queue_submission(self, booking_id: UUID, partner_code: str) -> None: ...
+
+    def queue_cancellation(self, booking_id: UUID, partner_code: str) -> None: ...
 
 
 @cache
@@ -26,10 +28,10 @@ def _port() -> PartnerPort:
     return import_string(settings.BOOKINGS_PARTNER_PORT)()
 
 
-def submit_on_commit(booking_id: UUID) -> None:
+def submit_on_commit(booking_id: UUID, partner_code: str) -> None:
     """Queue the partner submission once the booking row is committed (never before)."""
-    transaction.on_commit(lambda: _port().queue_submission(booking_id))
+    transaction.on_commit(lambda: _port().queue_submission(booking_id, partner_code))
 
 
-def cancel_on_commit(booking_id: UUID) -> None:
-    transaction.on_commit(lambda: _port().queue_cancellation(booking_id))
+def cancel_on_commit(booking_id: UUID, partner_code: str) -> None:
+    transaction.on_commit(lambda: _port().queue_cancellation(booking_id, partner_code))

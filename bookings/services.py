@@ -256,7 +256,7 @@ def booking_create(*, customer, request: BookingRequest, idempotency_key: str) -
                         "deadline": booking.deadline.isoformat(),
                     },
                 )
-                ports.submit_on_commit(booking.pk)
+                ports.submit_on_commit(booking.pk, offer.partner.code)
         except IntegrityError:
             replay = _replay(customer=customer, idempotency_key=idempotency_key, fingerprint=fingerprint)
             if replay:
@@ -289,5 +289,5 @@ def booking_request_cancel(*, booking_id: UUID, actor: Actor | str, actor_label:
             summary="Cancellation requested",
             extra_fields=("next_check_at",),
         )
-        ports.cancel_on_commit(booking.pk)
+        ports.cancel_on_commit(booking.pk, booking.partner.code)
         return booking
