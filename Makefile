@@ -40,5 +40,11 @@ check: install
 	$(PY) manage.py makemigrations --check --dry-run
 	$(PY) manage.py spectacular --file /dev/null --validate --fail-on-warn
 
+bench: install
+	$(PY) -m bench
+
+chaos: migrate
+	$(PY) manage.py chaos
+
 clean:
 	rm -rf var/redis var/sandbox staticfiles

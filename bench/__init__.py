@@ -1,0 +1,1 @@
+"""Benchmarks of the booking system (`python -m bench`, `make bench`); see docs/benchmarks.md."""

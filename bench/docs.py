@@ -1,0 +1,242 @@
+"""Write the figures of `bench/results/*.json` into `docs/benchmarks.md`.
+
+Only the part between the two markers is generated; the analysis around it is written by hand
+and kept as it is.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from bench import common, output
+
+DOC = common.ROOT / "docs" / "benchmarks.md"
+BEGIN = "<!-- bench:generated:begin (python -m bench report rewrites this part) -->"
+END = "<!-- bench:generated:end -->"
+ORDER = ("api", "independence", "pipeline", "sweeper", "timeline")
+
+
+def _table(columns: list[str], rows: list[list[object]]) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    lines += ["| " + " | ".join(output.fmt(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _machine(data: dict[str, Any]) -> str:
+    m = data["machine"]
+    other = m.get("other_load", {})
+    quiet = m.get("quiet", {})
+    return (
+        f"Run {data['started_at']} on {m['nproc']} x {m['cpu_model']}, {m['ram_gib']} GiB RAM, "
+        f"Python {m['python']}, Django {m['django']}, PostgreSQL {m['postgresql']}, Redis {m['redis']}, "
+        f"commit {m.get('git_commit') or '?'}"
+        + (" (quick configuration)" if data.get("quick") else "")
+        + f". Machine CPU {quiet.get('cpu_percent_at_start', '?')}% busy at the start; other processes used "
+        f"{other.get('foreign_cpu_s', '?')} CPU-s during the {other.get('wall_s', '?')} s run."
+    )
+
+
+def _met(flag: bool) -> str:
+    return "**met**" if flag else "**missed**"
+
+
+def _api(data: dict[str, Any]) -> str:
+    rows = []
+    for clients, row in data["by_concurrency"].items():
+        for name in ("baseline", "bookings"):
+            s = row[name]
+            rows.append(
+                [
+                    f"{name}, {clients} clients",
+                    s["throughput_rps"],
+                    s["p50_ms"],
+                    s["p95_ms"],
+                    s["p99_ms"],
+                    s["requests_ok"],
+                    sum(s["errors"].values()),
+                    f"{row['ratio'] * 100:.0f}%" if name == "bookings" else "",
+                ]
+            )
+    return "\n".join(
+        [
+            _table(["endpoint", "req/s", "p50 ms", "p95 ms", "p99 ms", "ok", "errors", "of baseline"], rows),
+            "",
+            f"Target (bookings >= 70% of the baseline's throughput): {_met(data['target_met'])}.",
+        ]
+    )
+
+
+def _independence(data: dict[str, Any]) -> str:
+    parts = []
+    for placement, variant in data["variants"].items():
+        rows = []
+        for latency, phase in variant["phases"].items():
+            for clients, s in phase["by_concurrency"].items():
+                rows.append(
+                    [
+                        f"{placement}: partner {int(latency) // 1000} s, {clients} clients",
+                        s["throughput_rps"],
+                        s["p50_ms"],
+                        s["p95_ms"],
+                        s["p99_ms"],
+                        sum(s["errors"].values()),
+                        phase["cpu_s_during_load"]["workers"],
+                        phase["lock_waits"]["backends_waiting_on_locks_per_sample"],
+                    ]
+                )
+        spread = [
+            [
+                f"{placement}, {c} clients",
+                r["p99_0s_ms"],
+                r["p99_3s_ms"],
+                f"{r['spread'] * 100:.0f}%",
+                r["target_met"],
+            ]
+            for c, r in variant["comparison"].items()
+        ]
+        parts += [
+            _table(
+                [
+                    "phase",
+                    "req/s",
+                    "p50 ms",
+                    "p95 ms",
+                    "p99 ms",
+                    "errors",
+                    "worker CPU-s",
+                    "backends waiting on locks",
+                ],
+                rows,
+            ),
+            "",
+            _table(["", "p99 @ 0 s", "p99 @ 3 s", "spread", "within 10%"], spread),
+            "",
+        ]
+    parts.append(f"Target (p99 within 10%, co-located): {_met(data['target_met'])}.")
+    return "\n".join(parts)
+
+
+def _pipeline(data: dict[str, Any]) -> str:
+    rows = []
+    for processes, row in data["by_processes"].items():
+        p, n = row["pipeline"], row["noop"]
+        rows.append(
+            [
+                f"{processes} x {data['setup']['threads']}",
+                p["per_s"],
+                n["per_s"],
+                f"{p['elapsed_s']:.1f}" + ("" if p["completed"] else " (timeout)"),
+                p["peak_rss_mib_max"],
+                n["peak_rss_mib_max"],
+                p["worker_cpu_s"],
+            ]
+        )
+    return _table(
+        [
+            "processes x threads",
+            "bookings confirmed/s",
+            "no-op msg/s",
+            "time s",
+            "peak RSS/process MiB",
+            "no-op peak RSS MiB",
+            "worker CPU-s",
+        ],
+        rows,
+    )
+
+
+def _sweeper(data: dict[str, Any]) -> str:
+    rows = [
+        [
+            r["label"],
+            r["due_total"],
+            r["batches"],
+            r["seconds"],
+            r["queries"],
+            r["queries_per_batch"],
+            r.get("on_commit_s", ""),
+            r.get("enqueue_s", ""),
+            r.get("enqueue_msgs_per_s", ""),
+        ]
+        for r in data["runs"]
+    ]
+    return "\n".join(
+        [
+            _table(
+                [
+                    "run",
+                    "due",
+                    "batches",
+                    "s",
+                    "queries",
+                    "queries/batch",
+                    "on-commit (Redis) s",
+                    "of which enqueue s",
+                    "enqueued msg/s",
+                ],
+                rows,
+            ),
+            "",
+            f"Queries per batch by batch size: {data['queries_per_batch_by_batch_size']} "
+            f"(constant: {data['queries_per_batch_constant']}). "
+            f"Target (constant queries per batch, under 10 s): {_met(data['target_met'])}.",
+        ]
+    )
+
+
+def _timeline(data: dict[str, Any]) -> str:
+    rows = []
+    for size, row in data["sizes"].items():
+        b, a = row["build"], row["admin_page"]
+        rows.append([f"booking_timeline(), {size} rows", b["queries"], b["ms"], ""])
+        rows.append([f"admin change page, {size} rows", a["queries"], a["ms"], a["bytes"]])
+    return "\n".join(
+        [
+            _table(["what", "queries", "ms (median)", "bytes"], rows),
+            "",
+            f"Constant queries: {data['queries_constant']}; under 300 ms at "
+            f"{data['rows'][1]} rows: {data['under_target']}. Target: {_met(data['target_met'])}.",
+        ]
+    )
+
+
+RENDER = {
+    "api": ("1. Customer API", _api),
+    "independence": ("2. Partner independence", _independence),
+    "pipeline": ("3. Pipeline", _pipeline),
+    "sweeper": ("4. Sweeper", _sweeper),
+    "timeline": ("5. Timeline", _timeline),
+}
+
+
+def generated(results_dir: Path = common.RESULTS_DIR) -> str:
+    parts = [BEGIN, ""]
+    for name in ORDER:
+        path = results_dir / f"{name}.json"
+        title, render = RENDER[name]
+        parts.append(f"### {title}")
+        parts.append("")
+        if not path.exists():
+            parts += ["Not run yet.", ""]
+            continue
+        data = json.loads(path.read_text())
+        parts += [_machine(data), "", render(data), "", f"![{title}](img/bench-{name}.png)", ""]
+    parts.append(END)
+    return "\n".join(parts)
+
+
+def write(doc: Path = DOC) -> Path:
+    block = generated()
+    text = doc.read_text() if doc.exists() else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        _, tail = rest.split(END, 1)
+        text = head + block + tail
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    doc.write_text(text)
+    print(f"wrote {doc.relative_to(common.ROOT)}")
+    return doc

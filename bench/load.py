@@ -1,0 +1,118 @@
+"""A closed-loop HTTP load generator: C clients, each a process with one `requests.Session`,
+each sending N requests back to back. Processes, not threads, so that one client's GIL does not
+add to another's latency; the clients start together on a barrier after a short warm-up.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+WARMUP_REQUESTS = 5
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """What to POST: a path, a JSON body and the status that means success."""
+
+    name: str
+    path: str
+    body: dict[str, Any]
+    ok_status: int
+    idempotency_key: bool = False
+
+
+@dataclass
+class LoadResult:
+    endpoint: str
+    clients: int
+    requests_each: int
+    duration_s: float
+    latencies_s: list[float] = field(default_factory=list)
+    errors: dict[str, int] = field(default_factory=dict)
+    error_samples: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> int:
+        return len(self.latencies_s)
+
+    @property
+    def throughput(self) -> float:
+        return self.ok / self.duration_s if self.duration_s else 0.0
+
+
+def _client(
+    base: str,
+    endpoint: Endpoint,
+    tokens: list[str],
+    requests_each: int,
+    barrier: Any,
+    results: Any,
+) -> None:
+    import requests
+
+    session = requests.Session()
+
+    failures: list[str] = []
+
+    def post(index: int) -> tuple[float, float, int]:
+        headers = {"Authorization": f"Token {tokens[index % len(tokens)]}"}
+        if endpoint.idempotency_key:
+            headers["Idempotency-Key"] = uuid.uuid4().hex
+        start = time.perf_counter()
+        try:
+            response = session.post(f"{base}{endpoint.path}", json=endpoint.body, headers=headers, timeout=60)
+            status = response.status_code
+            if status != endpoint.ok_status and len(failures) < 3:
+                failures.append(f"{status}: {response.text[:300]}")
+        except requests.RequestException as exc:
+            status = -1
+            if len(failures) < 3:
+                failures.append(f"-1: {exc!r}"[:300])
+        return start, time.perf_counter(), status
+
+    for index in range(WARMUP_REQUESTS):
+        post(index)
+    barrier.wait()
+    samples = [post(index) for index in range(requests_each)]
+    results.put((samples, failures))
+
+
+def run_load(base: str, endpoint: Endpoint, *, tokens: list[list[str]], requests_each: int) -> LoadResult:
+    """`len(tokens)` clients; client i cycles through the customer tokens `tokens[i]`."""
+    ctx = multiprocessing.get_context("spawn")
+    clients = len(tokens)
+    barrier = ctx.Barrier(clients)
+    results = ctx.Queue()
+    procs = [
+        ctx.Process(
+            target=_client, args=(base, endpoint, tokens[i], requests_each, barrier, results), daemon=True
+        )
+        for i in range(clients)
+    ]
+    for proc in procs:
+        proc.start()
+    samples: list[tuple[float, float, int]] = []
+    failures: list[str] = []
+    for _ in procs:
+        client_samples, client_failures = results.get(timeout=600)
+        samples.extend(client_samples)
+        failures.extend(client_failures)
+    for proc in procs:
+        proc.join(30)
+    result = LoadResult(
+        endpoint=endpoint.name,
+        clients=clients,
+        requests_each=requests_each,
+        duration_s=max(end for _, end, _ in samples) - min(start for start, _, _ in samples),
+        error_samples=failures[:5],
+    )
+    for start, end, status in samples:
+        if status == endpoint.ok_status:
+            result.latencies_s.append(end - start)
+        else:
+            result.errors[str(status)] = result.errors.get(str(status), 0) + 1
+    return result

@@ -1,0 +1,15 @@
+"""Benchmark settings (`python -m bench`): the production stack plus the baseline endpoint.
+
+Only the benchmark runner uses this module: the baseline app and its route never reach the
+production URLs (`config.urls`). Database and Redis come from the environment, as everywhere.
+"""
+
+from .base import *  # noqa: F403
+from .base import ALLOWED_HOSTS, INSTALLED_APPS
+
+DEBUG = False
+SECRET_KEY = "bench-only-secret-key-never-used-in-production-7d1e4c9a2b5f8e3d6c0a9b4f1e7d2c5a"
+INSTALLED_APPS = [*INSTALLED_APPS, "bench.baseline"]
+ROOT_URLCONF = "config.urls_bench"
+# The admin page timing uses Django's test Client, which sends `Host: testserver`.
+ALLOWED_HOSTS = [*ALLOWED_HOSTS, "testserver"]
