@@ -158,7 +158,7 @@ def _sweeper(data: dict[str, Any]) -> str:
             r["queries_per_batch"],
             r.get("on_commit_s", ""),
             r.get("enqueue_s", ""),
-            r.get("enqueue_msgs_per_s", ""),
+            r.get("enqueue_bookings_per_s", ""),
         ]
         for r in data["runs"]
     ]
@@ -174,7 +174,7 @@ def _sweeper(data: dict[str, Any]) -> str:
                     "queries/batch",
                     "on-commit (Redis) s",
                     "of which enqueue s",
-                    "enqueued msg/s",
+                    "bookings queued/s",
                 ],
                 rows,
             ),

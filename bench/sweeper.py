@@ -77,7 +77,7 @@ def one_sweep(*, dry_run: bool, batch_size: int, label: str) -> dict[str, Any]:
     from reconciliation.services.sweeper import sweep
 
     marks: list[int] = []
-    redis_work = {"on_commit_s": 0.0, "enqueue_s": 0.0, "messages": 0}
+    redis_work = {"on_commit_s": 0.0, "enqueue_s": 0.0, "bookings": 0}
     queue_messages = tasks.queue_sweep_messages
     run_hooks = connection.run_and_clear_commit_hooks
 
@@ -85,7 +85,7 @@ def one_sweep(*, dry_run: bool, batch_size: int, label: str) -> dict[str, Any]:
         start = time.perf_counter()
         queue_messages(batch)
         redis_work["enqueue_s"] += time.perf_counter() - start
-        redis_work["messages"] += len(batch)
+        redis_work["bookings"] += len(batch)
 
     def timed_hooks() -> None:
         start = time.perf_counter()
@@ -119,9 +119,9 @@ def one_sweep(*, dry_run: bool, batch_size: int, label: str) -> dict[str, Any]:
         # On-commit work: the claims (SET NX, pipelined) and the enqueues (one round trip each).
         result["on_commit_s"] = round(redis_work["on_commit_s"], 3)
         result["enqueue_s"] = round(redis_work["enqueue_s"], 3)
-        result["messages_queued"] = redis_work["messages"]
-        result["enqueue_msgs_per_s"] = (
-            round(redis_work["messages"] / redis_work["enqueue_s"]) if redis_work["enqueue_s"] else None
+        result["bookings_queued"] = redis_work["bookings"]
+        result["enqueue_bookings_per_s"] = (
+            round(redis_work["bookings"] / redis_work["enqueue_s"]) if redis_work["enqueue_s"] else None
         )
         result["db_s"] = round(elapsed - redis_work["on_commit_s"], 3)
     return result

@@ -40,7 +40,13 @@ DRY_RUN_KEYS = {
     "queries_outside_batches",
     "slowest_query_ms",
 }
-REAL_RUN_KEYS = DRY_RUN_KEYS | {"on_commit_s", "enqueue_s", "messages_queued", "enqueue_msgs_per_s", "db_s"}
+REAL_RUN_KEYS = DRY_RUN_KEYS | {
+    "on_commit_s",
+    "enqueue_s",
+    "bookings_queued",
+    "enqueue_bookings_per_s",
+    "db_s",
+}
 TIMELINE_KEYS = {
     "benchmark",
     "started_at",
@@ -88,7 +94,7 @@ def test_sweeper_bench_writes_its_figures_and_queries_per_batch_do_not_depend_on
     assert dry_small["due_total"] == dry_large["due_total"] == real["due_total"] == 400
     assert saved["queries_per_batch_by_batch_size"]["50"] == saved["queries_per_batch_by_batch_size"]["100"]
     assert dry_small["queries_per_batch_values"] == [dry_small["queries_per_batch"]]
-    assert real["messages_queued"] == 400  # counted as they are sent (a worker may take them off Redis)
+    assert real["bookings_queued"] == 400  # counted as they are sent (a worker may take them off Redis)
     assert again["due_total"] == 0
     assert (tmp_path / "bench-sweeper.png").stat().st_size > 0
 
