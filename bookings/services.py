@@ -197,18 +197,25 @@ def booking_create(*, customer, request: BookingRequest, idempotency_key: str) -
     """Validate, price and store a booking, and queue its submission after commit.
 
     The customer's Idempotency-Key commits with the booking (unique per customer), so the same
-    key gives the same booking even when two requests race.
+    key gives the same booking even when two requests race: a used key makes the insert fail,
+    and the failure is answered from the stored record.
     """
     fingerprint = request.fingerprint()
-    replay = _replay(customer=customer, idempotency_key=idempotency_key, fingerprint=fingerprint)
-    if replay:
-        return replay
-
-    offer = _active_offer(request.offer_id)
-    stay = Stay(offer=offer, start_date=request.start_date, end_date=request.end_date, guests=request.guests)
-    validate_stay(stay)
-    quote = _quote_for(customer=customer, request=request, offer=offer)
-    price = price_stay(stay)
+    try:
+        offer = _active_offer(request.offer_id)
+        stay = Stay(
+            offer=offer, start_date=request.start_date, end_date=request.end_date, guests=request.guests
+        )
+        validate_stay(stay)
+        quote = _quote_for(customer=customer, request=request, offer=offer)
+        price = price_stay(stay)
+    except ValidationFailed:
+        # Most keys are new, so the key is looked up only when the fast path fails: a replay
+        # answers as the first request did even if its stay no longer validates (dates passed).
+        replay = _replay(customer=customer, idempotency_key=idempotency_key, fingerprint=fingerprint)
+        if replay:
+            return replay
+        raise
     now = timezone.now()
 
     for _ in range(3):  # a new random reference on the (very rare) reference collision

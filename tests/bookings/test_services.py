@@ -81,9 +81,9 @@ def test_booking_create_stores_a_priced_requested_booking(customer, offer):
 
 
 def test_booking_create_is_a_short_fixed_number_of_queries(customer, offer, django_assert_num_queries):
-    # replay lookup, offer with partner, then in one atomic block: savepoint, booking,
-    # idempotency record, timeline row, release
-    with django_assert_num_queries(7):
+    # offer with partner, then in one atomic block: savepoint, booking, idempotency record,
+    # timeline row, release (a new key needs no lookup: a used one makes the insert fail)
+    with django_assert_num_queries(6):
         booking_create(customer=customer, request=a_request(offer), idempotency_key="q")
 
 
@@ -107,6 +107,39 @@ def test_booking_create_refuses_the_same_key_for_another_request(customer, offer
     assert error.value.code == "idempotency_key_reused"
     assert Booking.objects.count() == 1
     assert BookingEvent.objects.count() == 1
+
+
+def test_booking_create_replays_a_key_even_when_its_offer_was_withdrawn_since(customer, offer):
+    first = booking_create(customer=customer, request=a_request(offer), idempotency_key="retry")
+    offer.is_active = False
+    offer.save(update_fields=["is_active"])
+
+    replay = booking_create(customer=customer, request=a_request(offer), idempotency_key="retry")
+
+    assert (replay.booking, replay.created) == (first.booking, False)
+    assert Booking.objects.count() == 1
+
+
+def test_booking_create_refuses_a_reused_key_before_validating_the_new_body(customer, offer):
+    booking_create(customer=customer, request=a_request(offer), idempotency_key="same")
+    offer.is_active = False
+    offer.save(update_fields=["is_active"])
+
+    with pytest.raises(Unprocessable) as error:
+        booking_create(customer=customer, request=a_request(offer, guests=1), idempotency_key="same")
+
+    assert error.value.code == "idempotency_key_reused"
+
+
+def test_booking_create_without_a_stored_key_reports_the_validation_error(customer, offer):
+    offer.is_active = False
+    offer.save(update_fields=["is_active"])
+
+    with pytest.raises(ValidationFailed) as error:
+        booking_create(customer=customer, request=a_request(offer), idempotency_key="new")
+
+    assert "offer" in error.value.fields
+    assert not IdempotencyRecord.objects.exists()
 
 
 def test_booking_create_with_a_quote_takes_the_quoted_price(customer, offer):
