@@ -29,8 +29,19 @@ S = BookingState
 
 # --- the one way a booking changes state -----------------------------------------------------
 def lock_booking(booking_id: UUID) -> Booking:
-    """Load a booking with a row lock; call inside `transaction.atomic()`."""
-    return Booking.objects.select_for_update().select_related("partner").get(pk=booking_id)
+    """Load a booking with a row lock; call inside `transaction.atomic()`.
+
+    The lock is PostgreSQL's FOR NO KEY UPDATE of the booking row alone. It serialises the
+    booking's writers, yet leaves alone what only references rows: the foreign key checks of
+    other transactions (a customer's new booking on the same partner, a timeline row, an
+    attempt) take KEY SHARE locks, which FOR UPDATE would block, and a plain FOR UPDATE with
+    the partner joined would also lock the partner's one row, serialising every booking of it.
+    """
+    return (
+        Booking.objects.select_for_update(of=("self",), no_key=True)
+        .select_related("partner")
+        .get(pk=booking_id)
+    )
 
 
 def apply_transition(

@@ -12,7 +12,7 @@ from bookings.timeline import record_event
 def hand_to_reconciliation(booking_id: str, *, actor_name: str, error: str) -> None:
     """Mark the booking due now, so that the next sweep syncs it, and say so on its timeline."""
     with transaction.atomic():
-        booking = Booking.objects.select_for_update().filter(pk=booking_id).first()
+        booking = Booking.objects.select_for_update(no_key=True).filter(pk=booking_id).first()
         if booking is None:
             return
         booking.next_check_at = timezone.now()

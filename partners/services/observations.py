@@ -79,7 +79,7 @@ def observation_apply(
     with transaction.atomic():
         target_id = _find_booking_id(partner, snapshot, booking_id)
         booking = lock_booking(target_id) if target_id else None  # lock order: booking, then reservation
-        reservation, created = PartnerReservation.objects.select_for_update().get_or_create(
+        reservation, created = PartnerReservation.objects.select_for_update(no_key=True).get_or_create(
             partner=partner,
             partner_ref=snapshot.partner_ref,
             defaults={

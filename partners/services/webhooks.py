@@ -13,6 +13,7 @@ from email.utils import parsedate_to_datetime
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 from standardwebhooks.webhooks import EmptyWebhookSecretError, Webhook, WebhookVerificationError
 
@@ -213,7 +214,7 @@ def _sample_skew(partner: Partner, headers: dict[str, str], received_at: datetim
 def _record_duplicate(fields: dict) -> Receipt:
     with transaction.atomic():
         original = (
-            InboundEvent.objects.select_for_update()
+            InboundEvent.objects.select_for_update(no_key=True)
             .exclude(state=InboundState.REJECTED)
             .get(
                 partner=fields["partner"],
@@ -258,11 +259,22 @@ _RESULTS = {
 }
 
 
+def _locked_events() -> QuerySet[InboundEvent]:
+    # The delivery's row only (not its partner's, which every delivery shares), in the mode
+    # that leaves other transactions' foreign key checks alone (see `lock_booking`).
+    return InboundEvent.objects.select_for_update(of=("self",), no_key=True).select_related("partner")
+
+
 def inbound_event_process(event_id: int) -> InboundEvent | None:
     """Apply a stored delivery through the one door. Safe to run twice: only a delivery still
     `received` is applied, under its row lock, and the one door ignores what it already holds."""
     with transaction.atomic():
-        event = InboundEvent.objects.select_for_update().select_related("partner").filter(pk=event_id).first()
+        event = (
+            InboundEvent.objects.select_for_update(of=("self",), no_key=True)
+            .select_related("partner")
+            .filter(pk=event_id)
+            .first()
+        )
         if event is None or event.state != InboundState.RECEIVED:
             return event
         try:
@@ -297,7 +309,11 @@ def inbound_event_replay(event_id: int, *, actor_label: str) -> InboundEvent:
     """Support: re-verify a stored delivery (its HMAC; its age no longer matters) and process it
     again through the one door, which records it as a duplicate or stale if nothing is new."""
     with transaction.atomic():
-        event = InboundEvent.objects.select_for_update().select_related("partner").get(pk=event_id)
+        event = (
+            InboundEvent.objects.select_for_update(of=("self",), no_key=True)
+            .select_related("partner")
+            .get(pk=event_id)
+        )
         if event.duplicate_of_id is not None:
             raise Conflict(
                 f"Delivery {event.pk} repeats delivery {event.duplicate_of_id}; replay that one.",

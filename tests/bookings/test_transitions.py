@@ -10,9 +10,10 @@ import pytest
 from django.db import connection, transaction
 from django_fsm import ConcurrentTransition, TransitionNotAllowed, can_proceed
 
-from bookings.models import Booking
+from bookings.models import Actor, Booking, BookingEvent
 from bookings.services import lock_booking
 from bookings.states import TERMINAL_STATES, BookingState
+from bookings.timeline import record_event
 from tests.bookings.conftest import postgres_only, run_concurrently, wait_until
 from tests.factories import BookingFactory
 
@@ -276,3 +277,36 @@ def test_with_lock_booking_the_second_transition_sees_the_first():
     assert seen_by_second == [S.SUBMITTING]
     booking.refresh_from_db()
     assert (booking.status, booking.submission_count) == (S.CANCEL_REQUESTED, 1)
+
+
+@postgres_only
+@pytest.mark.django_db(transaction=True)
+def test_a_locked_booking_holds_up_neither_its_partners_new_bookings_nor_rows_that_reference_it():
+    # given a worker that holds a booking's row lock (its partner is joined in the same query)
+    booking = BookingFactory(status=S.REQUESTED)
+    locked = threading.Event()
+    others_committed = threading.Event()
+
+    def worker() -> bool:
+        with transaction.atomic():
+            lock_booking(booking.pk)
+            locked.set()
+            # Holds the lock until the other transaction is done, or gives up after 5 s.
+            return others_committed.wait(timeout=5)
+
+    def customer_and_timeline() -> str:
+        assert locked.wait(timeout=10)
+        with transaction.atomic():
+            # a new booking on the same partner and offer, and a timeline row of the locked
+            # booking: both commit with foreign key checks on rows the worker has locked
+            BookingFactory(offer=booking.offer, partner=booking.partner, customer=booking.customer)
+            record_event(booking, "support.note", actor=Actor.SUPPORT, summary="noted")
+        others_committed.set()
+        return "committed"
+
+    # when both run
+    results = run_concurrently(worker, customer_and_timeline)
+
+    # then the other transaction committed while the worker still held its lock
+    assert results == [True, "committed"], results
+    assert BookingEvent.objects.filter(booking=booking, kind="support.note").count() == 1
