@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bench import common, output
+from bench import common, independence, output
 
 DOC = common.ROOT / "docs" / "benchmarks.md"
 BEGIN = "<!-- bench:generated:begin (python -m bench report rewrites this part) -->"
@@ -76,7 +76,7 @@ def _independence(data: dict[str, Any]) -> str:
             for clients, s in phase["by_concurrency"].items():
                 rows.append(
                     [
-                        f"{placement}: partner {int(latency) // 1000} s, {clients} clients",
+                        f"{placement}: partner {int(latency) // 1000} s, {independence.label(clients)}",
                         s["throughput_rps"],
                         s["p50_ms"],
                         s["p95_ms"],
@@ -88,7 +88,7 @@ def _independence(data: dict[str, Any]) -> str:
                 )
         spread = [
             [
-                f"{placement}, {c} clients",
+                f"{placement}, {independence.label(c)}",
                 r["p99_0s_ms"],
                 r["p99_3s_ms"],
                 f"{r['spread'] * 100:.0f}%",
@@ -114,7 +114,11 @@ def _independence(data: dict[str, Any]) -> str:
             _table(["", "p99 @ 0 s", "p99 @ 3 s", "spread", "within 10%"], spread),
             "",
         ]
-    parts.append(f"Target (p99 within 10%, co-located): {_met(data['target_met'])}.")
+    target_load = next(iter(data["variants"].values())).get("target_load", "paced")
+    parts.append(
+        f"Target (p99 within 10%, co-located, {target_load} load; the closed-loop rows are at "
+        f"saturation): {_met(data['target_met'])}."
+    )
     return "\n".join(parts)
 
 

@@ -1,6 +1,11 @@
-"""A closed-loop HTTP load generator: C clients, each a process with one `requests.Session`,
-each sending N requests back to back. Processes, not threads, so that one client's GIL does not
-add to another's latency; the clients start together on a barrier after a short warm-up.
+"""An HTTP load generator: C clients, each a process with one `requests.Session`, each sending
+N requests. Processes, not threads, so that one client's GIL does not add to another's latency;
+the clients start together on a barrier after a short warm-up.
+
+Closed loop by default (each client sends its next request when the last one is answered: the
+server's throughput). Paced with `rate_per_s` (the whole load's fixed offered rate, spread over
+the clients): a client sends on its schedule, and a request's latency counts from the moment it
+was due, so a stalled server shows as latency instead of as fewer requests.
 """
 
 from __future__ import annotations
@@ -51,6 +56,8 @@ def _client(
     requests_each: int,
     barrier: Any,
     results: Any,
+    interval_s: float | None = None,
+    offset_s: float = 0.0,
 ) -> None:
     import requests
 
@@ -58,11 +65,11 @@ def _client(
 
     failures: list[str] = []
 
-    def post(index: int) -> tuple[float, float, int]:
+    def post(index: int, due: float | None = None) -> tuple[float, float, int]:
         headers = {"Authorization": f"Token {tokens[index % len(tokens)]}"}
         if endpoint.idempotency_key:
             headers["Idempotency-Key"] = uuid.uuid4().hex
-        start = time.perf_counter()
+        start = time.perf_counter() if due is None else due
         try:
             response = session.post(f"{base}{endpoint.path}", json=endpoint.body, headers=headers, timeout=60)
             status = response.status_code
@@ -77,19 +84,42 @@ def _client(
     for index in range(WARMUP_REQUESTS):
         post(index)
     barrier.wait()
-    samples = [post(index) for index in range(requests_each)]
+    if interval_s is None:
+        samples = [post(index) for index in range(requests_each)]
+    else:
+        begin = time.perf_counter() + offset_s
+        samples = []
+        for index in range(requests_each):
+            due = begin + index * interval_s
+            time.sleep(max(0.0, due - time.perf_counter()))
+            samples.append(post(index, due))
     results.put((samples, failures))
 
 
-def run_load(base: str, endpoint: Endpoint, *, tokens: list[list[str]], requests_each: int) -> LoadResult:
-    """`len(tokens)` clients; client i cycles through the customer tokens `tokens[i]`."""
+def run_load(
+    base: str,
+    endpoint: Endpoint,
+    *,
+    tokens: list[list[str]],
+    requests_each: int,
+    rate_per_s: float | None = None,
+) -> LoadResult:
+    """`len(tokens)` clients; client i cycles through the customer tokens `tokens[i]`. With
+    `rate_per_s`, paced: the clients take turns, together offering that many requests a second."""
     ctx = multiprocessing.get_context("spawn")
     clients = len(tokens)
+    interval_s = clients / rate_per_s if rate_per_s else None
     barrier = ctx.Barrier(clients)
     results = ctx.Queue()
     procs = [
         ctx.Process(
-            target=_client, args=(base, endpoint, tokens[i], requests_each, barrier, results), daemon=True
+            target=_client,
+            args=(base, endpoint, tokens[i], requests_each, barrier, results),
+            kwargs={
+                "interval_s": interval_s,
+                "offset_s": (interval_s or 0.0) * i / clients,
+            },
+            daemon=True,
         )
         for i in range(clients)
     ]
