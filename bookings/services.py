@@ -15,7 +15,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django_fsm import ConcurrentTransition, TransitionNotAllowed, can_proceed
 
-from bookings import ports
+from bookings import catalogue, ports
 from bookings.models import Actor, Booking, IdempotencyRecord, Offer, Quote
 from bookings.pricing import Stay, confirmation_deadline, price_stay, validate_stay
 from bookings.states import BookingState
@@ -110,10 +110,10 @@ def apply_transition(
 
 # --- quotes ---------------------------------------------------------------------------------
 def _active_offer(offer_id: int) -> Offer:
-    try:
-        return Offer.objects.select_related("partner").get(pk=offer_id)
-    except Offer.DoesNotExist:
-        raise ValidationFailed("Unknown offer.", fields={"offer": ["No such offer."]}) from None
+    offer = catalogue.offer_with_partner(offer_id)
+    if offer is None:
+        raise ValidationFailed("Unknown offer.", fields={"offer": ["No such offer."]})
+    return offer
 
 
 def quote_create(*, customer, offer_id: int, start_date: date, end_date: date, guests: int) -> Quote:

@@ -90,3 +90,12 @@ def api_client(customer):
     token = TokenFactory(user=customer)
     client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
     return client
+
+
+@pytest.fixture(autouse=True)
+def _fresh_catalogue_cache():
+    # The booking path's per-process offer cache: no test sees another test's offers.
+    from bookings import catalogue
+
+    catalogue.forget_offers()
+    yield

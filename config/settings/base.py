@@ -126,8 +126,16 @@ CACHES = {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
         "LOCATION": embedded_redis.with_socket_timeouts(REDIS_URL),
         "KEY_PREFIX": env.str("CACHE_KEY_PREFIX", default="bk"),
-    }
+    },
+    # Offers and their partners as the booking path reads them, per process (bookings.catalogue).
+    "catalogue": {
+        "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+        "LOCATION": "catalogue",
+        "OPTIONS": {"MAX_ENTRIES": 10_000},
+    },
 }
+# How long another process may still see an offer or partner as it was before a change.
+CATALOGUE_CACHE_TTL_S = env.float("CATALOGUE_CACHE_TTL_S", default=5.0)
 
 # --- Auth, i18n, static -------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
