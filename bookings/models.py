@@ -109,6 +109,10 @@ class Booking(ConcurrentTransitionMixin, models.Model):
     submission_count = models.PositiveIntegerField(default=0)
     attention_reason = models.CharField(max_length=64, blank=True)
     attention_detail = models.TextField(blank=True)
+    # The customer's Idempotency-Key and a hash of the request it came with: committed with the
+    # booking, unique per customer, so a retried request finds the booking it made.
+    idempotency_key = models.CharField(max_length=255, blank=True, editable=False)
+    request_fingerprint = models.CharField(max_length=64, blank=True, editable=False)
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -135,6 +139,11 @@ class Booking(ConcurrentTransitionMixin, models.Model):
                 condition=Q(end_date__gt=models.F("start_date")), name="booking_end_after_start"
             ),
             models.CheckConstraint(condition=Q(guests__gte=1), name="booking_guests_positive"),
+            models.UniqueConstraint(
+                fields=["customer", "idempotency_key"],
+                condition=~Q(idempotency_key=""),
+                name="booking_idempotency_key_per_customer",
+            ),
         ]
         permissions = [
             ("sync_booking", "Can force a partner sync of a booking"),
@@ -322,22 +331,3 @@ class BookingEvent(models.Model):
 
     def delete(self, *args, **kwargs):
         raise TypeError("The booking timeline is append-only.")
-
-
-class IdempotencyRecord(models.Model):
-    """A customer's Idempotency-Key, committed in the same transaction as the booking it made."""
-
-    customer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
-    key = models.CharField(max_length=255)
-    request_fingerprint = models.CharField(max_length=64)
-    booking = models.ForeignKey(Booking, on_delete=models.CASCADE, related_name="+")
-    response_status = models.PositiveSmallIntegerField()
-    created_at = models.DateTimeField(auto_now_add=True)
-
-    class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["customer", "key"], name="idempotency_unique_per_customer")
-        ]
-
-    def __str__(self) -> str:
-        return self.key

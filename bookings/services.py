@@ -16,7 +16,7 @@ from django.utils import timezone
 from django_fsm import ConcurrentTransition, TransitionNotAllowed, can_proceed
 
 from bookings import catalogue, ports
-from bookings.models import Actor, Booking, IdempotencyRecord, Offer, Quote
+from bookings.models import Actor, Booking, Offer, Quote
 from bookings.pricing import Stay, confirmation_deadline, price_stay, validate_stay
 from bookings.states import BookingState
 from bookings.timeline import record_event
@@ -159,23 +159,18 @@ class BookingRequest:
 class BookingCreated:
     booking: Booking
     created: bool  # False when an earlier request with the same key made it
-    response_status: int
 
 
 def _replay(*, customer, idempotency_key: str, fingerprint: str) -> BookingCreated | None:
-    record = (
-        IdempotencyRecord.objects.select_related("booking")
-        .filter(customer=customer, key=idempotency_key)
-        .first()
-    )
-    if record is None:
+    booking = Booking.objects.filter(customer=customer, idempotency_key=idempotency_key).first()
+    if booking is None:
         return None
-    if record.request_fingerprint != fingerprint:
+    if booking.request_fingerprint != fingerprint:
         raise Unprocessable(
             "This Idempotency-Key was already used with a different request body.",
             code="idempotency_key_reused",
         )
-    return BookingCreated(booking=record.booking, created=False, response_status=record.response_status)
+    return BookingCreated(booking=booking, created=False)
 
 
 def _quote_for(*, customer, request: BookingRequest, offer: Offer) -> Quote | None:
@@ -244,13 +239,8 @@ def booking_create(*, customer, request: BookingRequest, idempotency_key: str) -
                     currency=quote.currency if quote else price.currency,
                     deadline=confirmation_deadline(start_date=request.start_date, now=now),
                     next_check_at=now + settings.BOOKING_SUBMIT_GRACE,
-                )
-                IdempotencyRecord.objects.create(
-                    customer=customer,
-                    key=idempotency_key,
+                    idempotency_key=idempotency_key,
                     request_fingerprint=fingerprint,
-                    booking=booking,
-                    response_status=202,
                 )
                 record_event(
                     booking,
@@ -282,7 +272,7 @@ def booking_create(*, customer, request: BookingRequest, idempotency_key: str) -
             continue
         with log_context(booking=booking.reference, partner_key=booking.partner_key):
             logger.info("booking requested", extra={"partner": offer.partner.code})
-        return BookingCreated(booking=booking, created=True, response_status=202)
+        return BookingCreated(booking=booking, created=True)
     raise IntegrityError("Could not allocate a unique booking reference.")
 
 

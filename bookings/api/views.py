@@ -199,7 +199,7 @@ class BookingCollectionView(CustomerAPIView):
             ),
             idempotency_key=idempotency_key,
         )
-        return _booking_response(request, result.booking, status_code=result.response_status)
+        return _booking_response(request, result.booking, status_code=status.HTTP_202_ACCEPTED)
 
 
 class BookingDetailView(CustomerAPIView):

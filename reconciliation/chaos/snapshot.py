@@ -10,7 +10,7 @@ from typing import Any
 
 from django.db.models import Count, Q
 
-from bookings.models import Booking, BookingEvent, IdempotencyRecord
+from bookings.models import Booking, BookingEvent
 from bookings.states import OPEN_STATES
 from partners.models import (
     Operation,
@@ -168,8 +168,10 @@ def _bookings(codes: list[str]) -> dict[str, BookingRow]:
 def _idempotency(codes: list[str]) -> list[IdempotencyRow]:
     return [
         IdempotencyRow(customer=c, key=k, booking_reference=r)
-        for c, k, r in IdempotencyRecord.objects.filter(booking__partner__code__in=codes).values_list(
-            "customer__username", "key", "booking__reference"
+        for c, k, r in (
+            Booking.objects.filter(partner__code__in=codes)
+            .exclude(idempotency_key="")
+            .values_list("customer__username", "idempotency_key", "reference")
         )
     ]
 

@@ -13,7 +13,7 @@ from rest_framework.fields import DateTimeField
 from rest_framework.test import APIClient
 from rest_framework.throttling import UserRateThrottle
 
-from bookings.models import Booking, BookingEvent, IdempotencyRecord, Quote
+from bookings.models import Booking, BookingEvent, Quote
 from bookings.states import BookingState, CustomerStatus
 from partners.models import PartnerAttempt
 from tests.bookings.conftest import (
@@ -140,8 +140,7 @@ def test_create_booking_returns_202_with_location_and_retry_after(
     assert booking.customer == customer
     assert booking.status == S.REQUESTED
     assert len(callbacks) == 1
-    record = IdempotencyRecord.objects.get()
-    assert (record.customer, record.key, record.booking) == (customer, "create-1", booking)
+    assert (booking.customer, booking.idempotency_key) == (customer, "create-1")
     assert list(booking.events.values_list("kind", "actor", "to_state")) == [
         ("booking.requested", "customer", "requested")
     ]
@@ -203,14 +202,13 @@ def test_an_invalid_idempotency_key_is_refused(api_client, offer, key):
         }
     }
     assert Booking.objects.count() == 0
-    assert IdempotencyRecord.objects.count() == 0
 
 
 def test_an_idempotency_key_of_255_characters_is_accepted(api_client, offer):
     response = post_booking(api_client, stay_body(offer), key="k" * 255)
 
     assert response.status_code == 202
-    assert IdempotencyRecord.objects.get().key == "k" * 255
+    assert Booking.objects.get().idempotency_key == "k" * 255
 
 
 def test_create_booking_requires_every_stay_field(api_client, db):
@@ -322,7 +320,7 @@ def test_a_replay_with_the_same_key_and_body_returns_the_same_booking(
     assert replay.headers["Location"] == first.headers["Location"]
     assert replay.headers["Retry-After"] == first.headers["Retry-After"]
     assert Booking.objects.count() == 1
-    assert IdempotencyRecord.objects.count() == 1
+    assert Booking.objects.exclude(idempotency_key="").count() == 1
     assert BookingEvent.objects.filter(kind="booking.requested").count() == 1
     assert len(first_callbacks) == 1
     assert replay_callbacks == []
@@ -370,7 +368,7 @@ def test_the_same_key_with_another_body_is_refused_and_writes_nothing(
         }
     }
     assert Booking.objects.count() == 1
-    assert IdempotencyRecord.objects.count() == 1
+    assert Booking.objects.exclude(idempotency_key="").count() == 1
     assert BookingEvent.objects.count() == events_before
     assert callbacks == []
 
@@ -382,7 +380,7 @@ def test_idempotency_keys_are_per_customer(api_client, other_client, offer):
     assert mine.status_code == theirs.status_code == 202
     assert mine.json()["reference"] != theirs.json()["reference"]
     assert Booking.objects.count() == 2
-    assert IdempotencyRecord.objects.count() == 2
+    assert Booking.objects.exclude(idempotency_key="").count() == 2
 
 
 def test_booking_with_a_quote_keeps_the_quoted_price(api_client, offer):

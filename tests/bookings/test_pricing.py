@@ -10,7 +10,7 @@ import pytest
 import time_machine
 from django.utils import timezone
 
-from bookings.models import Booking, BookingEvent, IdempotencyRecord, Quote
+from bookings.models import Booking, BookingEvent, Quote
 from bookings.pricing import Stay, confirmation_deadline, price_stay, validate_stay
 from config.errors import ValidationFailed
 from tests.bookings.conftest import post_booking, stay_body, today
@@ -21,7 +21,6 @@ QUOTES_URL = "/api/v1/quotes"
 
 def assert_nothing_written() -> None:
     assert Booking.objects.count() == 0
-    assert IdempotencyRecord.objects.count() == 0
     assert BookingEvent.objects.count() == 0
 
 
