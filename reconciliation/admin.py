@@ -29,6 +29,7 @@ from reconciliation.selectors import (
     needs_attention_queue,
     needs_attention_summary,
     partner_health,
+    timeline_display,
 )
 from reconciliation.services import support
 
@@ -101,7 +102,7 @@ class SupportBookingAdmin(BookingAdmin):
         if booking is not None and self.has_view_permission(request, booking):
             operator = _operator(request)
             extra.update(
-                timeline=booking_timeline(booking),
+                timeline=timeline_display(booking_timeline(booking)),
                 reservations=list(
                     booking.partner_reservations.select_related("partner").order_by("first_seen_at", "id")
                 ),

@@ -228,3 +228,52 @@ def test_timeline_runs_six_queries_whatever_its_length(make_booking, partner, dj
         assert len(booking_timeline(small)) == 1
     with django_assert_num_queries(6):
         assert len(booking_timeline(big)) == 25 * 4
+
+
+@pytest.mark.parametrize("zone", ["UTC", "America/St_Johns"])
+def test_display_formats_rows_once_as_the_date_filters_did(zone):
+    from django.template import Context, Template
+
+    from reconciliation.selectors import NO_VALUE, TimelineRow, timeline_display
+
+    at = datetime(2024, 3, 1, 23, 59, 59, 987654, tzinfo=UTC)
+    rows = [
+        TimelineRow(
+            at=at,
+            kind="support.note",
+            actor=Actor.SUPPORT,
+            actor_label="ann",
+            summary="called",
+            source="event",
+            source_id=7,
+            partner_time=at - timedelta(milliseconds=1500),
+            skew_ms=-1500,
+            mark="failed",
+            data={"b": 1, "a": [at]},
+        ),
+        TimelineRow(
+            at=at.replace(microsecond=0),
+            kind="booking.note",
+            actor=Actor.WORKER,
+            actor_label="",
+            summary="",
+            source="attempt",
+            source_id=8,
+        ),
+    ]
+    filters = Template('{{ t|date:"c" }}|{{ t|date:"Y-m-d" }}|{{ t|date:"H:i:s.u"|slice:":12" }}')
+
+    with timezone.override(zone):
+        shown = timeline_display(rows)
+        expected = [
+            filters.render(Context({"t": moment})) for moment in (at, rows[1].at, rows[0].partner_time)
+        ]
+
+    assert [f"{row['at_iso']}|{row['at_date']}|{row['at_clock']}" for row in shown] == expected[:2]
+    assert expected[2].split("|")[1:] == [shown[0]["partner_date"], shown[0]["partner_clock"]]
+    assert (shown[1]["partner_date"], shown[1]["partner_clock"]) == ("", "")
+    assert (shown[0]["css_class"], shown[1]["css_class"]) == ("support marked", "")
+    assert (shown[0]["skew"], shown[1]["skew"]) == ("-1500", NO_VALUE)
+    assert (shown[0]["source_label"], shown[1]["source_label"]) == ("event #7", "attempt #8")
+    assert shown[0]["raw"] == rows[0].data_json and json.loads(shown[0]["raw"]) == {"a": [str(at)], "b": 1}
+    assert shown[1]["raw"] == ""
