@@ -1,15 +1,22 @@
 """The sweeper: the database alone says what work is due (invariants 3 and 7).
 
-One sweep selects due rows in batches by index, pushes their `next_check_at` forward in one
-statement per batch, and queues their ids in `sweep_bookings` messages; the actor locks each row,
-re-checks and acts through the same services as the interactive path (`booking_due_run`).
-Every piece of work is also claimed in Redis for a window before it is queued (one pipelined
-round trip per batch), so that when workers fall behind, sweeps do not pile copies of the same
-work into the queues; a claim lost with Redis is simply made again. Work without a row of its
-own to push forward (stale webhooks, owed compensations, settled bookings whose create is still
-unresolved, legacy change-listing walks) relies on the claim alone. A sweep never calls a
-partner itself, and running it twice in a row queues nothing new. Queries are constant per
-batch: one select and one update (plus one each for the side work).
+One sweep takes the due rows in batches, oldest check first: one UPDATE per batch pushes the
+batch's `next_check_at` forward and returns its ids, states and whether each deadline has passed,
+so a pushed row leaves the due set and the next batch starts where this one ended (no offset, no
+select-then-update). On PostgreSQL the batch is picked FOR UPDATE SKIP LOCKED: two concurrent
+sweeps split the due rows between them instead of waiting on each other, and a row locked by a
+transaction of its own at that instant is left for the next sweep. The ids are then queued in
+`sweep_bookings` messages; the actor locks each row, re-checks and acts through the same services
+as the interactive path (`booking_due_run`). A dry run changes nothing: it reads the due rows in
+batches paginated by id instead.
+
+Every piece of work is also claimed in Redis for a window before it is queued (one Lua call per
+batch sets all its claims), so that when workers fall behind, sweeps do not pile copies of the same
+work into the queues; a claim lost with Redis is simply made again. Work without a row of its own
+to push forward (stale webhooks, owed compensations, settled bookings whose create is still
+unresolved, legacy change-listing walks) relies on the claim alone. A sweep never calls a partner
+itself, and running it twice in a row queues nothing new. Queries are constant per batch: one
+UPDATE in its own transaction (one select on a dry run), plus one each for the side work.
 """
 
 from __future__ import annotations
@@ -23,9 +30,10 @@ from functools import cache
 
 import redis
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
+from redis.commands.core import Script
 
 from bookings.models import Actor, Booking
 from bookings.services import apply_transition, lock_booking
@@ -73,26 +81,63 @@ class SweepReport:
         }
 
 
+def _due(now: datetime, partner: Partner | None) -> QuerySet:
+    """Open bookings whose check is due at `now` (the partial index `booking_due_open`)."""
+    rows = Booking.objects.filter(status__in=OPEN_STATES, next_check_at__lte=now)
+    return rows if partner is None else rows.filter(partner=partner)
+
+
 def _due_batches(now: datetime, partner: Partner | None, batch_size: int) -> Iterator[list[tuple]]:
-    """Keyset-paginated batches of (id, status, partner code) of open bookings due now."""
-    last: tuple[datetime, object] | None = None
-    while True:
-        rows = Booking.objects.filter(status__in=OPEN_STATES, next_check_at__lte=now)
-        if partner is not None:
-            rows = rows.filter(partner=partner)
-        if last is not None:
-            rows = rows.filter(next_check_at__gte=last[0]).exclude(next_check_at=last[0], id__lte=last[1])
-        batch = list(
-            rows.order_by("next_check_at", "id").values_list(
-                "id", "status", "partner__code", "next_check_at", "deadline"
-            )[:batch_size]
-        )
-        if not batch:
-            return
+    """The dry run's batches: (id, status) of the due bookings, keyset-paginated by id.
+
+    By id, a unique key: bookings due at the same instant (as every batch a sweep pushes is) cost
+    nothing extra, and no timestamp has to be loaded for the next page.
+    """
+    rows = _due(now, partner).order_by("id").values_list("id", "status")
+    batch = list(rows[:batch_size])
+    while batch:
         yield batch
-        last = (batch[-1][3], batch[-1][0])
         if len(batch) < batch_size:
             return
+        batch = list(rows.filter(id__gt=batch[-1][0])[:batch_size])
+
+
+def _push_due(now: datetime, recheck_at: datetime, partner: Partner | None, batch_size: int) -> list[tuple]:
+    """Push the check of the next `batch_size` due bookings (oldest check first) to `recheck_at`,
+    in one statement; their (id, status, deadline passed) rows.
+
+    Run inside a transaction (the pick is FOR UPDATE SKIP LOCKED where the database has it). As
+    `recheck_at` is after `now`, the pushed rows drop out of the due set: calling this again gives
+    the next batch.
+    """
+    picked = (
+        _due(now, partner)
+        .order_by("next_check_at")
+        .values("id")[:batch_size]
+        .select_for_update(skip_locked=True)  # a no-op on SQLite, which has one writer at a time
+    )
+    pick_sql, pick_params = picked.query.get_compiler(connection=connection).as_sql()
+    # PostgreSQL plans `id IN (subquery)` here as a hash join over a sequential scan of the whole
+    # table; an array of the picked ids is looked up in the primary key instead.
+    match = f"= ANY(ARRAY({pick_sql}))" if connection.vendor == "postgresql" else f"IN ({pick_sql})"
+    meta, quote = Booking._meta, connection.ops.quote_name
+    column = {
+        name: quote(meta.get_field(name).column) for name in ("id", "status", "next_check_at", "deadline")
+    }
+    timestamp = meta.get_field("next_check_at")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {quote(meta.db_table)} SET {column['next_check_at']} = %s WHERE {column['id']} {match} "
+            f"RETURNING {column['id']}, {column['status']}, {column['deadline']} <= %s",
+            [
+                timestamp.get_db_prep_value(recheck_at, connection),
+                *pick_params,
+                timestamp.get_db_prep_value(now, connection),
+            ],
+        )
+        rows = cursor.fetchall()
+    to_id = meta.pk.to_python  # SQLite returns the id as text
+    return [(to_id(pk), status, bool(expired)) for pk, status, expired in rows]
 
 
 def sweep(
@@ -105,18 +150,28 @@ def sweep(
     now = timezone.now()
     report = SweepReport(started_at=now, dry_run=dry_run)
     size = batch_size or settings.RECONCILE_BATCH_SIZE
-    recheck_at = now + timedelta(seconds=settings.RECONCILE_SYNC_AGE_S)
-
-    for batch in _due_batches(now, partner, size):
-        report.batches += 1
-        report.due.update(row[1] for row in batch)
-        if not dry_run:
-            ids = [row[0] for row in batch]
+    if dry_run:
+        for batch in _due_batches(now, partner, size):
+            report.batches += 1
+            report.due.update(status for _, status in batch)
+            if progress:
+                progress(len(batch))
+    else:
+        # Strictly after `now`, even with RECONCILE_SYNC_AGE_S = 0: pushed rows must leave the due set.
+        recheck_at = now + max(timedelta(seconds=settings.RECONCILE_SYNC_AGE_S), timedelta(microseconds=1))
+        while True:
             with transaction.atomic():
-                Booking.objects.filter(id__in=ids, next_check_at__lte=now).update(next_check_at=recheck_at)
-                transaction.on_commit(lambda b=batch: _queue_due(b, now))
-        if progress:
-            progress(len(batch))
+                batch = _push_due(now, recheck_at, partner, size)
+                if batch:
+                    transaction.on_commit(lambda b=batch: _queue_due(b))
+            if not batch:
+                break
+            report.batches += 1
+            report.due.update(status for _, status, _ in batch)
+            if progress:
+                progress(len(batch))
+            if len(batch) < size:
+                break
 
     report.inbound_requeued = _requeue_stale_inbound(now, partner, dry_run)
     report.compensations_requeued = _requeue_owed_compensations(now, partner, dry_run)
@@ -127,20 +182,30 @@ def sweep(
     return report
 
 
+# SET NX PX for every key, in one call: True (1) where the key is newly claimed.
+_CLAIM_SCRIPT = """
+local claimed = {}
+for i, key in ipairs(KEYS) do
+  claimed[i] = redis.call('SET', key, '1', 'NX', 'PX', ARGV[1]) and 1 or 0
+end
+return claimed
+"""
+
+
 def _first_time(keys: list[str], ttl_s: float) -> list[bool]:
-    """Claim each key in Redis for `ttl_s` (SET NX EX, one pipeline); True where newly claimed.
+    """Claim each key in Redis for `ttl_s` (SET NX PX, one Lua call); True where newly claimed.
 
     Work that has no row of its own to push forward (stale webhooks, settled fences, listing
     walks) is queued at most once per window: running a sweep twice queues nothing new.
+    One script call, not a pipeline of one SET per key: building and parsing 1,000 commands in
+    redis-py cost more than everything else Redis did in a sweep.
     """
     if not keys:
         return []
     # Under the broker's namespace: the claims belong with the queues they stand for.
     prefix = f"{settings.DRAMATIQ_BROKER['OPTIONS']['namespace']}:reconciliation:queued"
-    pipe = _guard_redis().pipeline(transaction=False)
-    for key in keys:
-        pipe.set(f"{prefix}:{key}", "1", nx=True, px=max(1, int(ttl_s * 1000)))
-    return [bool(ok) for ok in pipe.execute()]
+    claimed = _claim_script()(keys=[f"{prefix}:{key}" for key in keys], args=[max(1, int(ttl_s * 1000))])
+    return [flag == 1 for flag in claimed]
 
 
 @cache
@@ -148,15 +213,22 @@ def _guard_redis() -> redis.Redis:
     return redis.Redis.from_url(with_socket_timeouts(settings.REDIS_URL, 5))
 
 
-def _queue_due(batch: list[tuple], now: datetime) -> None:
-    """Queue one sweep message per due booking not already claimed.
+@cache
+def _claim_script() -> Script:
+    """Runs as EVALSHA, loading the script again if Redis lost it."""
+    return _guard_redis().register_script(_CLAIM_SCRIPT)
+
+
+def _queue_due(batch: list[tuple]) -> None:
+    """Queue the due bookings of a batch, as (id, status, deadline passed) rows, that are not
+    already claimed (in chunks of RECONCILE_MESSAGE_CHUNK per message).
 
     A booking past its deadline is claimed under its own key, so that its expiry is never held
     back behind an earlier sync claim.
     """
     from reconciliation import tasks
 
-    keys = [f"{'expire' if deadline <= now else 'due'}:{booking_id}" for booking_id, *_, deadline in batch]
+    keys = [f"{'expire' if expired else 'due'}:{booking_id}" for booking_id, _, expired in batch]
     claimed = _first_time(keys, settings.RECONCILE_CLAIM_TTL_S)
     tasks.queue_sweep_messages([row for row, first in zip(batch, claimed, strict=True) if first])
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta
+from uuid import uuid4
 
 import pytest
 import time_machine
-from django.db import connection
+from django.db import connection, connections, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -324,14 +326,116 @@ def test_sweep_runs_a_constant_number_of_queries_per_batch(
     per_batch = (queries_5 - queries_2) // 3
     assert per_batch * 3 == queries_5 - queries_2
     assert queries_2 - 2 * per_batch == queries_5 - 5 * per_batch  # the same fixed part
-    # select, savepoint, update, release: four per batch; five for webhooks, compensations,
-    # the confirmed audit, fences and listings
-    assert per_batch == 4
+    # savepoint, one update that returns the batch, release: three per batch; five for webhooks,
+    # compensations, the confirmed audit, fences and listings
+    assert per_batch == 3
     assert queries_2 == 5 + 2 * per_batch
     for _ in range(2):
         _due(make_booking, S.UNKNOWN)
-    with django_assert_num_queries(5 + 4 * 1 + 1):  # one full batch, then an empty look
+    with django_assert_num_queries(5 + 3 * 1 + 3):  # one full batch, then an empty look (an update)
         _sweep(django_capture_on_commit_callbacks, batch_size=2)
+
+
+def test_dry_run_runs_one_select_per_batch(make_booking, django_capture_on_commit_callbacks):
+    for _ in range(5):
+        _due(make_booking, S.UNKNOWN)
+    marks: list[int] = []
+
+    with CaptureQueriesContext(connection) as captured:
+        report = sweep(dry_run=True, batch_size=2, progress=lambda n: marks.append(len(captured)))
+
+    assert (report.batches, report.as_dict()["due_total"]) == (3, 5)
+    assert marks == [1, 2, 3]
+
+
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_batches_take_every_due_booking_once_even_at_equal_check_times(
+    dry_run, make_booking, sweep_queue, broker, django_capture_on_commit_callbacks
+):
+    at = timezone.now() - timedelta(minutes=1)
+    due = [make_booking(status=S.UNKNOWN, next_check_at=at) for _ in range(5)]
+
+    report = _sweep(django_capture_on_commit_callbacks, dry_run=dry_run, batch_size=2)
+
+    assert (report.batches, report.due) == (3, {S.UNKNOWN: 5})
+    ids = [i for m in queued(broker, sweep_queue) for i in m.args[0]]
+    assert sorted(ids) == ([] if dry_run else sorted(str(b.pk) for b in due))
+
+
+def test_a_sweep_ends_even_when_checks_are_pushed_by_no_time_at_all(
+    make_booking, sweep_queue, broker, django_capture_on_commit_callbacks, settings
+):
+    settings.RECONCILE_SYNC_AGE_S = 0
+    due = [_due(make_booking, S.UNKNOWN) for _ in range(3)]
+
+    report = _sweep(django_capture_on_commit_callbacks, batch_size=2)
+
+    assert (report.batches, report.due) == (2, {S.UNKNOWN: 3})
+    assert sorted(i for m in queued(broker, sweep_queue) for i in m.args[0]) == sorted(str(b.pk) for b in due)
+
+
+def test_the_claims_of_a_batch_are_made_in_one_redis_call(
+    make_booking, sweep_queue, broker, django_capture_on_commit_callbacks, monkeypatch
+):
+    from reconciliation.services import sweeper
+
+    sweeper._first_time([f"warm-up:{uuid4()}"], 1)  # the script is loaded in Redis
+    client = sweeper._guard_redis()
+    commands: list[tuple] = []
+    execute = client.execute_command
+
+    def spy(*args, **options):
+        commands.append(args)
+        return execute(*args, **options)
+
+    monkeypatch.setattr(client, "execute_command", spy)
+    for _ in range(5):
+        _due(make_booking, S.UNKNOWN)
+
+    _sweep(django_capture_on_commit_callbacks, batch_size=2)
+
+    assert [(name, keys) for name, _sha, keys, *_ in commands] == [
+        ("EVALSHA", 2),
+        ("EVALSHA", 2),
+        ("EVALSHA", 1),
+    ]
+    assert sum(len(m.args[0]) for m in queued(broker, sweep_queue)) == 5
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_booking_locked_elsewhere_is_left_for_the_next_sweep_without_waiting(
+    make_booking, sweep_queue, broker, django_capture_on_commit_callbacks
+):
+    if not connection.features.has_select_for_update_skip_locked:
+        pytest.skip("SQLite has one writer at a time: nothing else can hold a row")
+    locked, *others = [_due(make_booking, S.UNKNOWN) for _ in range(3)]
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:  # another sweep's batch, or a worker's step, holding the row
+        try:
+            with transaction.atomic():
+                Booking.objects.select_for_update().get(pk=locked.pk)
+                holding.set()
+                release.wait(10)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    try:
+        assert holding.wait(10)
+        report = _sweep(django_capture_on_commit_callbacks, batch_size=2)
+    finally:
+        release.set()
+        thread.join()
+
+    assert report.due == {S.UNKNOWN: 2}
+    assert sorted(i for m in queued(broker, sweep_queue) for i in m.args[0]) == sorted(
+        str(b.pk) for b in others
+    )
+    locked.refresh_from_db()
+    assert locked.next_check_at <= timezone.now()  # still due: the next sweep takes it
+    assert _sweep(django_capture_on_commit_callbacks).due == {S.UNKNOWN: 1}
 
 
 def test_fenced_attempt_of_an_open_booking_is_left_to_the_due_path(
