@@ -88,8 +88,13 @@ class Booking(ConcurrentTransitionMixin, models.Model):
     """Our booking record: the source of truth. State changes only through transitions."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    reference = models.CharField(max_length=12, unique=True, default=new_reference, editable=False)
-    customer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="bookings")
+    # Unique by a constraint rather than `unique=True`, which on PostgreSQL also builds a
+    # pattern-matching (LIKE) index nobody queries; every insert and sweep update pays per index.
+    reference = models.CharField(max_length=12, default=new_reference, editable=False)
+    # Indexed by `booking_customer_recent` (customer first), not by an index of its own.
+    customer = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="bookings", db_index=False
+    )
     offer = models.ForeignKey(Offer, on_delete=models.PROTECT, related_name="bookings")
     partner = models.ForeignKey("partners.Partner", on_delete=models.PROTECT, related_name="bookings")
     quote = models.ForeignKey(Quote, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
@@ -139,6 +144,7 @@ class Booking(ConcurrentTransitionMixin, models.Model):
                 condition=Q(end_date__gt=models.F("start_date")), name="booking_end_after_start"
             ),
             models.CheckConstraint(condition=Q(guests__gte=1), name="booking_guests_positive"),
+            models.UniqueConstraint(fields=["reference"], name="booking_reference_unique"),
             models.UniqueConstraint(
                 fields=["customer", "idempotency_key"],
                 condition=~Q(idempotency_key=""),
