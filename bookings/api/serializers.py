@@ -8,6 +8,8 @@ customer's view of a booking: the customer-facing `status` and `message` derived
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.urls import reverse
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -135,6 +137,33 @@ class BookingOutputSerializer(serializers.Serializer):
     )
     links = serializers.SerializerMethodField()
 
+    def to_representation(self, booking: Booking) -> dict[str, Any]:
+        """The declared fields, written out: DRF would deep-copy and bind every declared field
+        (and the nested serializers') for each booking, a tenth of a booking POST in the
+        profile. The declared fields still define the schema; a test holds this output equal
+        to DRF's generic rendering of them, and values go through the same field classes."""
+        return {
+            "reference": booking.reference,
+            "status": str(booking.customer_status),
+            "message": booking.customer_message,
+            "offer": {
+                "id": booking.offer.id,
+                "product_id": booking.offer.product_id,
+                "name": booking.offer.name,
+            },
+            "partner": {"code": booking.partner.code},
+            "start_date": _DATE.to_representation(booking.start_date),
+            "end_date": _DATE.to_representation(booking.end_date),
+            "nights": booking.nights,
+            "guests": booking.guests,
+            "total_price": _PRICE.to_representation(booking.total_price),
+            "currency": booking.currency,
+            "created_at": _DATETIME.to_representation(booking.created_at),
+            "updated_at": _DATETIME.to_representation(booking.updated_at),
+            "deadline": _DATETIME.to_representation(booking.deadline),
+            "links": self.get_links(booking),
+        }
+
     @extend_schema_field(BookingLinksSerializer)
     def get_links(self, booking: Booking) -> dict[str, str | None]:
         request = self.context["request"]
@@ -144,3 +173,9 @@ class BookingOutputSerializer(serializers.Serializer):
             "self": request.build_absolute_uri(detail),
             "cancel": request.build_absolute_uri(cancel) if booking.is_cancellable else None,
         }
+
+
+# Unbound field instances: only their value formatting is used (BookingOutputSerializer).
+_DATE = serializers.DateField()
+_DATETIME = serializers.DateTimeField()
+_PRICE = serializers.DecimalField(max_digits=12, decimal_places=2)
