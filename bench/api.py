@@ -1,6 +1,6 @@
 """Benchmark 1, customer API: `POST /api/v1/bookings` beside a bare DRF model create.
 
-gunicorn as in the Procfile (2 workers x 4 threads) on PostgreSQL; the Dramatiq workers are NOT
+gunicorn as in the Procfile (4 workers x 2 threads) on PostgreSQL; the Dramatiq workers are NOT
 running, so this measures the customer path alone (its submission is still queued to Redis on
 commit, which is part of that path). Both endpoints use the same customers, tokens, per-user
 throttling and database; rounds alternate which endpoint goes first.
@@ -164,7 +164,7 @@ def run(quick: bool = False) -> dict[str, Any]:
             "quick": quick,
             "machine": env.machine(),
             "setup": {
-                "web": "gunicorn config.wsgi --workers 2 --threads 4 (as in the Procfile)",
+                "web": "gunicorn config.wsgi --workers 4 --threads 2 (as in the Procfile)",
                 "workers": "not running (customer path only; submissions are queued to Redis)",
                 "clients": "one process per client, one requests.Session each, closed loop",
                 "requests_each": config.requests_each,

@@ -358,7 +358,7 @@ class BenchEnv:
             self.procs.remove(proc)
 
     def start_web(
-        self, *, workers: int = 2, threads: int = 4, port: int | None = None, cpus: str | None = None
+        self, *, workers: int = 4, threads: int = 2, port: int | None = None, cpus: str | None = None
     ) -> tuple[Proc, str]:
         """gunicorn as in the Procfile, on a free port; returns it and its base URL.
         `cpus` pins it (and its children) to those CPUs (`taskset -c`)."""

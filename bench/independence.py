@@ -1,7 +1,7 @@
 """Benchmark 2, partner independence: the customer path while the partner answers at once, then
 while every partner call takes 3 s.
 
-Everything runs as in production: gunicorn (2 x 4), Dramatiq workers (2 processes x 4 threads,
+Everything runs as in production: gunicorn (4 x 2), Dramatiq workers (2 processes x 4 threads,
 as in the Procfile) and a reference sandbox partner that sends its webhooks to our gunicorn. The
 same loads run at each latency; between the two, the first phase's bookings are left to settle.
 Target: the customer path's p99 at 3 s within 10% of its p99 at 0 s, with every process on the
@@ -208,7 +208,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         "quick": quick,
         "machine": machine,
         "setup": {
-            "web": "gunicorn --workers 2 --threads 4",
+            "web": "gunicorn --workers 4 --threads 2",
             "workers": "rundramatiq --processes 2 --threads 4 (as in the Procfile)",
             "partner": "reference sandbox, webhooks to our gunicorn, max_concurrency 8 (default)",
             "requests_each": config.requests_each,

@@ -220,7 +220,7 @@ def run(quick: bool = False) -> dict[str, Any]:
                 "noop_messages": config.noop_messages,
                 "threads": THREADS,
                 "partner": "reference sandbox, no latency, synchronous confirmation, webhooks on, cap 64",
-                "web": "gunicorn --workers 2 --threads 4 (receives the partner's webhooks)",
+                "web": "gunicorn --workers 4 --threads 2 (receives the partner's webhooks)",
             },
             "by_processes": rows,
             "submission_profile": profile,
