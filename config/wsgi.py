@@ -1,6 +1,13 @@
+import gc
 import os
 
 from django.core.wsgi import get_wsgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.dev")
 application = get_wsgi_application()
+
+# What start-up built (modules, URL patterns, model metadata) lives as long as the process. Moved
+# out of the collector's generations, it is no longer scanned by every full collection, which
+# otherwise cost a request tens of milliseconds now and then (the 1,000-row console timeline).
+gc.collect()
+gc.freeze()
