@@ -16,7 +16,7 @@ from django.utils import timezone
 from django_fsm import ConcurrentTransition, TransitionNotAllowed, can_proceed
 
 from bookings import catalogue, ports
-from bookings.models import Actor, Booking, Offer, Quote
+from bookings.models import Actor, Booking, Offer, Quote, new_reference
 from bookings.pricing import Stay, confirmation_deadline, price_stay, validate_stay
 from bookings.states import BookingState
 from bookings.timeline import record_event
@@ -225,9 +225,11 @@ def booking_create(*, customer, request: BookingRequest, idempotency_key: str) -
     now = timezone.now()
 
     for _ in range(3):  # a new random reference on the (very rare) reference collision
+        reference = new_reference()
         try:
             with transaction.atomic():
                 booking = Booking.objects.create(
+                    reference=reference,
                     customer=customer,
                     offer=offer,
                     partner=offer.partner,
@@ -269,7 +271,9 @@ def booking_create(*, customer, request: BookingRequest, idempotency_key: str) -
             replay = _replay(customer=customer, idempotency_key=idempotency_key, fingerprint=fingerprint)
             if replay:
                 return replay
-            continue
+            if Booking.objects.filter(reference=reference).exists():
+                continue  # the random reference was taken: draw another
+            raise
         with log_context(booking=booking.reference, partner_key=booking.partner_key):
             logger.info("booking requested", extra={"partner": offer.partner.code})
         return BookingCreated(booking=booking, created=True)

@@ -9,7 +9,7 @@ from decimal import Decimal
 
 import pytest
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from bookings.models import Actor, Booking, BookingEvent, Quote
@@ -346,3 +346,27 @@ def test_quote_create_validates_the_stay(customer, offer):
 
     assert error.value.fields == {"start_date": ["The start date must be in the future."]}
     assert Quote.objects.count() == 0
+
+
+def test_booking_create_draws_another_reference_when_the_random_one_is_taken(customer, offer, monkeypatch):
+    taken = booking_create(customer=customer, request=a_request(offer), idempotency_key="first").booking
+    draws = iter([taken.reference, "BK-FRESH1"])
+    monkeypatch.setattr("bookings.services.new_reference", lambda: next(draws))
+
+    result = booking_create(customer=customer, request=a_request(offer), idempotency_key="second")
+
+    assert result.booking.reference == "BK-FRESH1"
+    assert Booking.objects.count() == 2
+
+
+def test_booking_create_reraises_an_integrity_error_that_is_not_a_reference_collision(
+    customer, offer, monkeypatch
+):
+    def refuse(*args, **kwargs):
+        raise IntegrityError("timeline row refused")
+
+    monkeypatch.setattr("bookings.services.record_event", refuse)
+
+    with pytest.raises(IntegrityError, match="timeline row refused"):
+        booking_create(customer=customer, request=a_request(offer), idempotency_key="k")
+    assert Booking.objects.count() == 0
