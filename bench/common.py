@@ -9,6 +9,7 @@ at a spare Redis database, migrates, and drops everything again at the end, what
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import math
 import os
 import platform
@@ -40,6 +41,10 @@ GUNICORN = str(Path(PYTHON).with_name("gunicorn"))
 PG_URL = os.environ.get("BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/9")
 SETTINGS_MODULE = "config.settings.bench"
+
+# One benchmark at a time on a machine: they share that Redis database (and flush it), the
+# partner queue names and the CPUs being measured.
+LOCK_PATH = Path(tempfile.gettempdir()) / "bookings-bench.lock"
 
 # Sandbox partner credentials used by the benchmarks (loopback only).
 SANDBOX_API_KEY = "bench-sandbox-key"
@@ -248,11 +253,13 @@ class BenchEnv:
     started: int = 0  # processes started so far: names their log files
     quiet: dict[str, Any] = field(default_factory=dict)
     foreign: ForeignLoad | None = None
+    lock: Any = None
 
     # --- lifecycle ------------------------------------------------------------------------
     def __enter__(self) -> BenchEnv:
         from bench.observe import ForeignLoad, wait_until_quiet
 
+        self.lock = exclusive_run()
         self.quiet = wait_until_quiet()
         self.foreign = ForeignLoad(self.db_name)
         try:
@@ -277,6 +284,9 @@ class BenchEnv:
         self._drop_database()
         self._keep_logs()
         shutil.rmtree(self.tmp, ignore_errors=True)
+        if self.lock is not None:
+            self.lock.close()  # releases the flock
+            self.lock = None
 
     def _keep_logs(self) -> None:
         """The processes' logs go to `bench/results/logs/<name>/` (the last run's only)."""
@@ -444,6 +454,27 @@ class BenchEnv:
             headers={"Authorization": f"Bearer {SANDBOX_API_KEY}"},
         )
         return proc, base
+
+
+def exclusive_run(path: Path = LOCK_PATH) -> Any:
+    """An exclusive lock on `path`, held by the returned open file until it is closed (or this
+    process dies); a clear error if another benchmark holds it. Two benchmarks at once would
+    flush each other's Redis database and consume each other's partner queues."""
+    handle = open(path, "a+")  # noqa: SIM115 - the caller keeps it open while it runs
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise RuntimeError(
+            f"another benchmark is running ({holder}, lock {path}); wait for it or stop it"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()}: {' '.join(sys.argv)}")
+    handle.flush()
+    return handle
 
 
 def _pinned(cpus: str | None) -> list[str]:

@@ -68,47 +68,70 @@ def _api(data: dict[str, Any]) -> str:
     )
 
 
+ROUND_COLUMNS = ["paced round", "partner", "p50 ms", "p95 ms", "p99 ms", "max ms"]
+ROUND_COLUMNS += ["worker CPU-s", "settled s"]
+
+
 def _independence(data: dict[str, Any]) -> str:
     parts = []
     for placement, variant in data["variants"].items():
-        rows = []
-        for latency, phase in variant["phases"].items():
-            for clients, s in phase["by_concurrency"].items():
-                rows.append(
-                    [
-                        f"{placement}: partner {int(latency) // 1000} s, {independence.label(clients)}",
-                        s["throughput_rps"],
-                        s["p50_ms"],
-                        s["p95_ms"],
-                        s["p99_ms"],
-                        sum(s["errors"].values()),
-                        phase["cpu_s_during_load"]["workers"],
-                        phase["lock_waits"]["backends_waiting_on_locks_per_sample"],
-                    ]
-                )
+        rounds = [
+            [
+                f"{placement}: {index}",
+                f"{r['latency_ms'] // 1000} s",
+                r["p50_ms"],
+                r["p95_ms"],
+                r["p99_ms"],
+                r["max_ms"],
+                r["cpu_s"]["workers"],
+                r["settled_s"],
+            ]
+            for index, r in enumerate(variant.get("paced_rounds", []), start=1)
+        ]
+        loads = [
+            [
+                f"{placement}: partner {int(latency) // 1000} s, {independence.label(key)}",
+                s["throughput_rps"],
+                s["p50_ms"],
+                s["p95_ms"],
+                s["p99_ms"],
+                s["requests_ok"],
+                sum(s["errors"].values()),
+                s["worker_cpu_s"],
+                s["lock_waits_per_sample"],
+            ]
+            for latency, phase in variant["phases"].items()
+            for key, s in phase["by_concurrency"].items()
+        ]
         spread = [
             [
                 f"{placement}, {independence.label(c)}",
                 r["p99_0s_ms"],
                 r["p99_3s_ms"],
-                f"{r['spread'] * 100:.0f}%",
+                f"{r['spread'] * 100:.1f}%",
                 r["target_met"],
             ]
             for c, r in variant["comparison"].items()
         ]
+        if rounds:
+            parts += [
+                _table(ROUND_COLUMNS, rounds),
+                "",
+            ]
         parts += [
             _table(
                 [
-                    "phase",
+                    "load (paced: its rounds pooled)",
                     "req/s",
                     "p50 ms",
                     "p95 ms",
                     "p99 ms",
+                    "requests",
                     "errors",
                     "worker CPU-s",
                     "backends waiting on locks",
                 ],
-                rows,
+                loads,
             ),
             "",
             _table(["", "p99 @ 0 s", "p99 @ 3 s", "spread", "within 10%"], spread),

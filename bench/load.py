@@ -6,17 +6,42 @@ Closed loop by default (each client sends its next request when the last one is 
 server's throughput). Paced with `rate_per_s` (the whole load's fixed offered rate, spread over
 the clients): a client sends on its schedule, and a request's latency counts from the moment it
 was due, so a stalled server shows as latency instead of as fewer requests.
+
+A paced schedule is either `uniform` (evenly spaced) or `poisson` (independent arrivals, as
+customers arrive: exponential gaps with the same mean, seeded so a run can be repeated). Evenly
+spaced requests can fall into step with work they cause themselves (a booking's pipeline runs
+in the gap before the next request), which random arrivals do not.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import random
 import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 WARMUP_REQUESTS = 5
+ARRIVALS = ("uniform", "poisson")
+
+
+def _check_arrivals(arrivals: str) -> None:
+    if arrivals not in ARRIVALS:
+        raise ValueError(f"arrivals must be one of {', '.join(ARRIVALS)}, not {arrivals!r}")
+
+
+def due_offsets(requests: int, interval_s: float, arrivals: str, seed: int) -> list[float]:
+    """When each of a client's paced requests is due, in seconds from its start."""
+    _check_arrivals(arrivals)
+    if arrivals == "uniform":
+        return [index * interval_s for index in range(requests)]
+    rng = random.Random(seed)
+    offsets, due = [], 0.0
+    for _ in range(requests):
+        offsets.append(due)
+        due += rng.expovariate(1 / interval_s)
+    return offsets
 
 
 @dataclass(frozen=True)
@@ -58,6 +83,8 @@ def _client(
     results: Any,
     interval_s: float | None = None,
     offset_s: float = 0.0,
+    arrivals: str = "uniform",
+    seed: int = 0,
 ) -> None:
     import requests
 
@@ -89,8 +116,8 @@ def _client(
     else:
         begin = time.perf_counter() + offset_s
         samples = []
-        for index in range(requests_each):
-            due = begin + index * interval_s
+        for index, offset in enumerate(due_offsets(requests_each, interval_s, arrivals, seed)):
+            due = begin + offset
             time.sleep(max(0.0, due - time.perf_counter()))
             samples.append(post(index, due))
     results.put((samples, failures))
@@ -103,9 +130,13 @@ def run_load(
     tokens: list[list[str]],
     requests_each: int,
     rate_per_s: float | None = None,
+    arrivals: str = "uniform",
+    seed: int = 0,
 ) -> LoadResult:
     """`len(tokens)` clients; client i cycles through the customer tokens `tokens[i]`. With
-    `rate_per_s`, paced: the clients take turns, together offering that many requests a second."""
+    `rate_per_s`, paced: together the clients offer that many requests a second, `uniform`ly
+    (taking turns) or as `poisson` arrivals (each client its own seeded stream)."""
+    _check_arrivals(arrivals)
     ctx = multiprocessing.get_context("spawn")
     clients = len(tokens)
     interval_s = clients / rate_per_s if rate_per_s else None
@@ -118,6 +149,8 @@ def run_load(
             kwargs={
                 "interval_s": interval_s,
                 "offset_s": (interval_s or 0.0) * i / clients,
+                "arrivals": arrivals,
+                "seed": seed * 1000 + i,
             },
             daemon=True,
         )

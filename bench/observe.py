@@ -108,14 +108,19 @@ class ActivitySampler:
     for (a wait-event profile, PostgreSQL's view of where time goes), and for lock waits, on
     which statement (the first 60 characters) and blocked by which statement."""
 
+    # pg_blocking_pids() takes every lock manager partition lock: called for each busy backend
+    # 20 times a second it would itself stall the backends it watches. So only lock waiters get
+    # it, in a second query.
     QUERY = """
-        SELECT coalesce(w.wait_event_type, 'CPU'),
-               coalesce(w.wait_event, 'running'),
-               left(regexp_replace(w.query, '\\s+', ' ', 'g'), 60),
-               left(regexp_replace(coalesce(b.query, ''), '\\s+', ' ', 'g'), 60)
-        FROM pg_stat_activity w
+        SELECT pid, coalesce(wait_event_type, 'CPU'), coalesce(wait_event, 'running'),
+               left(regexp_replace(query, '\\s+', ' ', 'g'), 60)
+        FROM pg_stat_activity
+        WHERE datname = %s AND state <> 'idle' AND pid <> pg_backend_pid()
+    """
+    BLOCKERS = """
+        SELECT w.pid, left(regexp_replace(coalesce(b.query, ''), '\\s+', ' ', 'g'), 60)
+        FROM unnest(%s::int[]) AS w(pid)
         LEFT JOIN pg_stat_activity b ON b.pid = (pg_blocking_pids(w.pid))[1]
-        WHERE w.datname = %s AND w.state NOT IN ('idle') AND w.pid <> pg_backend_pid()
     """
 
     def __init__(self, database_url: str, db_name: str, interval_s: float = 0.05) -> None:
@@ -161,12 +166,15 @@ class ActivitySampler:
             while not self._stop.is_set():
                 if not self._active.wait(0.2) or self._stop.is_set():
                     continue
-                for kind, event, waiting, blocker in conn.execute(self.QUERY, (self.db_name,)).fetchall():
+                rows = conn.execute(self.QUERY, (self.db_name,)).fetchall()
+                waiting = {pid: (event, query) for pid, kind, event, query in rows if kind == "Lock"}
+                blockers = dict(conn.execute(self.BLOCKERS, (list(waiting),)).fetchall()) if waiting else {}
+                for _pid, kind, event, _query in rows:
                     self.busy += 1
                     self.events[f"{kind}:{event}"] = self.events.get(f"{kind}:{event}", 0) + 1
-                    if kind == "Lock":
-                        key = (waiting, blocker, event)
-                        self.waits[key] = self.waits.get(key, 0) + 1
+                for pid, (event, query) in waiting.items():
+                    key = (query, blockers.get(pid, ""), event)
+                    self.waits[key] = self.waits.get(key, 0) + 1
                 self.samples += 1
                 self._stop.wait(self.interval_s)
 

@@ -117,8 +117,12 @@ DRAMATIQ_BROKER = {
         "dramatiq.middleware.CurrentMessage",
         "django_dramatiq.middleware.DbConnectionsMiddleware",
         "partners.queues.PartnerQueuesMiddleware",
+        "config.worker_priority.WorkerPriorityMiddleware",
     ],
 }
+# Worker processes run at this nice value (0: as the web server) so that the customer path gets
+# the CPU first where they share cores (config/worker_priority.py).
+WORKER_NICE = env.int("WORKER_NICE", default=10)
 DRAMATIQ_AUTODISCOVER_MODULES = ["tasks"]
 
 CACHES = {

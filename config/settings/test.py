@@ -43,3 +43,6 @@ else:
 # WhiteNoise warns on every request while STATIC_ROOT is missing; tests never collect static.
 STATIC_ROOT = VAR_DIR / "test-static"
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+
+# Tests run Dramatiq workers inside the pytest process: it must not lower its own priority.
+WORKER_NICE = 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Iterator
@@ -9,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from bench.load import WARMUP_REQUESTS, Endpoint, run_load
+from bench.load import WARMUP_REQUESTS, Endpoint, due_offsets, run_load
 
 STALL_S = 0.4
 CLIENTS = 2
@@ -65,3 +66,25 @@ def test_a_closed_loop_load_sends_each_request_when_the_last_is_answered(server)
 
     assert result.ok == 20 and not result.errors
     assert sum(latency >= STALL_S * 0.9 for latency in result.latencies_s) == 1
+
+
+def test_uniform_arrivals_are_evenly_spaced():
+    assert due_offsets(4, 0.25, "uniform", seed=1) == [0.0, 0.25, 0.5, 0.75]
+
+
+def test_poisson_arrivals_have_the_same_mean_rate_with_random_gaps_and_repeat_with_their_seed():
+    offsets = due_offsets(4000, 0.1, "poisson", seed=7)
+    gaps = [later - earlier for earlier, later in itertools.pairwise(offsets)]
+
+    assert offsets[0] == 0.0 and all(gap >= 0 for gap in gaps)
+    assert sum(gaps) / len(gaps) == pytest.approx(0.1, rel=0.05)  # the offered rate holds
+    # exponential gaps: about 1 - 1/e (63%) shorter than the mean, some several times longer
+    assert 0.58 < sum(gap < 0.1 for gap in gaps) / len(gaps) < 0.68
+    assert max(gaps) > 0.4
+    assert due_offsets(4000, 0.1, "poisson", seed=7) == offsets
+    assert due_offsets(4000, 0.1, "poisson", seed=8) != offsets
+
+
+def test_an_unknown_arrival_process_is_refused_before_any_client_starts(server):
+    with pytest.raises(ValueError, match="uniform, poisson"):
+        run_load(server, ENDPOINT, tokens=[["a"]], requests_each=1, rate_per_s=1, arrivals="bursty")

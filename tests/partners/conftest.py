@@ -10,21 +10,16 @@ from __future__ import annotations
 
 import base64
 import itertools
-import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import dramatiq
 import pytest
-import requests
 from django.conf import settings
 from django.db import connection, connections
 from django.utils import timezone
@@ -35,6 +30,7 @@ from partners.connectors.base import ReservationSnapshot
 from partners.connectors.http import close_sessions
 from partners.models import Adapter, Capability, Partner, ReservationStatus
 from tests.factories import BookingFactory, OfferFactory, PartnerFactory
+from tests.sandbox_process import SandboxProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 IS_POSTGRES = settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
@@ -47,22 +43,6 @@ REFERENCE_CAPS = [
 ]
 WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"partner-tests-webhook-secret-01").decode()
 SANDBOX_KEY = "sandbox-partner-tests-key"
-PERFECT = {
-    "latency_ms": [0, 0],
-    "timeout_after_commit_rate": 0,
-    "error_5xx_rate": 0,
-    "rate_limit_rate": 0,
-    "reject_rate": 0,
-    "async_confirm_delay_s": None,
-    "webhook_duplicate_rate": 0,
-    "webhook_reorder_rate": 0,
-    "webhook_delay_s": [0, 0],
-    "webhook_early_rate": 0,
-    "clock_skew_s": 0,
-    "honour_idempotency_keys": True,
-    "time_scale": 1,
-    "seed": 4242,
-}
 
 
 def unique_code(prefix: str = "p") -> str:
@@ -236,102 +216,16 @@ def partner_worker(
 
 
 # --- sandbox partners ----------------------------------------------------------------------------
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @dataclass
-class Sandbox:
-    """One `manage.py run_sandbox_partner` process, and the partner code we register it as."""
+class Sandbox(SandboxProcess):
+    """A sandbox partner process, and the partner code we register it as."""
 
-    profile: str
-    code: str
-    store: Path
-    extra: list[str] = field(default_factory=list)
-    port: int = field(default_factory=free_port)
-    proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def auth(self) -> dict[str, str]:
-        if self.profile == "reference":
-            return {"Authorization": f"Bearer {SANDBOX_KEY}"}
-        return {"X-Api-Key": SANDBOX_KEY}
-
-    def start(self, timeout_s: float = 30.0) -> Sandbox:
-        log = open(self.store.with_suffix(".log"), "ab")  # noqa: SIM115 - the child keeps it
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                str(ROOT / "manage.py"),
-                "run_sandbox_partner",
-                "--profile",
-                self.profile,
-                "--port",
-                str(self.port),
-                "--store",
-                str(self.store),
-                "--api-key",
-                SANDBOX_KEY,
-                *self.extra,
-            ],
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            env={**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.test"},
-        )
-        log.close()
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, f"sandbox exited: {self.log()}"
-            try:
-                requests.get(f"{self.base_url}/_sandbox/faults", headers=self.auth, timeout=1)
-                return self
-            except requests.ConnectionError:
-                time.sleep(0.05)
-        raise AssertionError(f"sandbox did not answer within {timeout_s}s: {self.log()}")
-
-    def log(self) -> str:
-        path = self.store.with_suffix(".log")
-        return path.read_text(errors="replace")[-4000:] if path.exists() else ""
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-
-    def _request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
-        response = requests.request(method, f"{self.base_url}{path}", headers=self.auth, timeout=10, **kwargs)
-        assert response.status_code == 200, response.text
-        return response
-
-    def faults(self, **changes: Any) -> dict[str, Any]:
-        return self._request("POST", "/_sandbox/faults", json=changes).json()
-
-    def reset(self) -> None:
-        self.faults(**PERFECT)
-        self._request("POST", "/_sandbox/reset")
-
-    def truth(self, client_reference: str | None = None) -> list[dict[str, Any]]:
-        """Ground truth: every reservation the partner holds (for one client reference)."""
-        params = {"client_reference": client_reference} if client_reference else None
-        return self._request("GET", "/_sandbox/reservations", params=params).json()["reservations"]
+    code: str = ""
 
     def live(self, client_reference: str) -> list[dict[str, Any]]:
         states = ("pending", "confirmed") if self.profile == "reference" else ("PENDING", "OK")
         key = "status" if self.profile == "reference" else "state"
         return [r for r in self.truth(client_reference) if r[key] in states]
-
-    def stats(self) -> dict[str, Any]:
-        return self._request("GET", "/_sandbox/stats").json()
 
     def webhook_attempts(self) -> list[dict[str, Any]]:
         return self.stats()["webhooks"]["attempt_log"]
@@ -345,8 +239,8 @@ def sandboxes(live_server, tmp_path_factory) -> Iterator[dict[str, Sandbox]]:
     ref_code, legacy_code = unique_code("sbx-ref"), unique_code("sbx-leg")
     reference = Sandbox(
         "reference",
-        ref_code,
         store / "reference.sqlite3",
+        SANDBOX_KEY,
         [
             "--webhook-url",
             f"{live_server.url}/partners/{ref_code}/webhooks/",
@@ -357,9 +251,16 @@ def sandboxes(live_server, tmp_path_factory) -> Iterator[dict[str, Sandbox]]:
             "--hang-s",
             "5",
         ],
+        seed=4242,
+        code=ref_code,
     )
     legacy = Sandbox(
-        "legacy", legacy_code, store / "legacy.sqlite3", ["--timezone", "Europe/Berlin", "--hang-s", "5"]
+        "legacy",
+        store / "legacy.sqlite3",
+        SANDBOX_KEY,
+        ["--timezone", "Europe/Berlin", "--hang-s", "5"],
+        seed=4242,
+        code=legacy_code,
     )
     started = []
     try:
@@ -368,7 +269,7 @@ def sandboxes(live_server, tmp_path_factory) -> Iterator[dict[str, Sandbox]]:
         yield {"reference": reference, "legacy": legacy}
     finally:
         for sandbox in started:
-            sandbox.stop()
+            sandbox.kill()
 
 
 @dataclass
@@ -384,7 +285,7 @@ class Harness:
         return self.sandbox.profile
 
     def faults(self, **changes: Any) -> dict[str, Any]:
-        return self.sandbox.faults(**changes)
+        return self.sandbox.set_faults(**changes)
 
     def booking(self, **fields: Any) -> Booking:
         offer = self.partner.offers.get()

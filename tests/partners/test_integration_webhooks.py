@@ -214,11 +214,9 @@ def test_webhook_for_a_reservation_nobody_asked_for_is_compensated(harness, part
     h = harness("reference")
     partner_worker(h.partner)
     # a reservation made at the partner that no booking of ours wants
-    h.sandbox._request(
-        "GET", "/_sandbox/faults"
-    )  # (warm the connection; the create below is the partner API itself)
-    stray = requests.post(
-        f"{h.sandbox.base_url}/v1/reservations",
+    stray = h.sandbox.request(
+        "POST",
+        "/v1/reservations",
         json={
             "client_reference": "BK-STRAY1",
             "product_id": "hotel-42-dbl",
@@ -228,8 +226,6 @@ def test_webhook_for_a_reservation_nobody_asked_for_is_compensated(harness, part
             "total_price": "360.00",
             "currency": "EUR",
         },
-        headers=h.sandbox.auth,
-        timeout=5,
     ).json()
 
     wait_until(lambda: h.sandbox.truth("BK-STRAY1")[0]["status"] == "cancelled", what="the orphan's cancel")

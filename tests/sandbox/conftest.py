@@ -10,11 +10,6 @@ from __future__ import annotations
 import base64
 import http.server
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -24,33 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.sandbox_process import PERFECT_FAULTS, SandboxProcess
+
 API_KEY = "sandbox-test-key"
 SECRET = "whsec_" + base64.b64encode(b"sandbox-test-secret-0123456789ab").decode()
-DEFAULT_FAULTS: dict[str, Any] = {
-    "latency_ms": [0, 0],
-    "timeout_after_commit_rate": 0,
-    "error_5xx_rate": 0,
-    "rate_limit_rate": 0,
-    "reject_rate": 0,
-    "async_confirm_delay_s": None,
-    "webhook_duplicate_rate": 0,
-    "webhook_reorder_rate": 0,
-    "webhook_delay_s": [0, 0],
-    "webhook_early_rate": 0,
-    "clock_skew_s": 0,
-    "honour_idempotency_keys": True,
-    "time_scale": 1,
-    "seed": 1234,
-}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+DEFAULT_FAULTS: dict[str, Any] = {**PERFECT_FAULTS, "seed": 1234}  # the sandbox's own defaults
 
 
 def unique_ref() -> str:
@@ -141,104 +115,6 @@ class WebhookReceiver:
         )
 
 
-# --- sandbox partner process -------------------------------------------------------------------
-@dataclass
-class SandboxProcess:
-    profile: str
-    store: Path
-    extra: list[str] = field(default_factory=list)
-    port: int = field(default_factory=free_port)
-    proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def auth(self) -> dict[str, str]:
-        if self.profile == "reference":
-            return {"Authorization": f"Bearer {API_KEY}"}
-        return {"X-Api-Key": API_KEY}
-
-    @property
-    def log_path(self) -> Path:
-        return self.store.with_suffix(".log")
-
-    def command(self) -> list[str]:
-        return [
-            sys.executable,
-            str(ROOT / "manage.py"),
-            "run_sandbox_partner",
-            "--profile",
-            self.profile,
-            "--port",
-            str(self.port),
-            "--store",
-            str(self.store),
-            "--api-key",
-            API_KEY,
-            *self.extra,
-        ]
-
-    def start(self, timeout: float = 30.0) -> SandboxProcess:
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                self.command(), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"sandbox exited {self.proc.returncode}: {self.log()}")
-            try:
-                requests.get(f"{self.base}/_sandbox/faults", headers=self.auth, timeout=1)
-                return self
-            except requests.ConnectionError:
-                time.sleep(0.05)
-        raise AssertionError(f"sandbox did not answer within {timeout}s: {self.log()}")
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def terminate(self, timeout: float = 15.0) -> int:
-        """SIGTERM and wait; the exit status."""
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout)
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-
-    # --- HTTP helpers --------------------------------------------------------------------
-    def request(
-        self, method: str, path: str, *, authenticated: bool = True, **kwargs: Any
-    ) -> requests.Response:
-        """Sends the API key unless `authenticated` is False (then only the given headers)."""
-        headers = {**(self.auth if authenticated else {}), **kwargs.pop("headers", {})}
-        kwargs.setdefault("timeout", 10)
-        return requests.request(method, f"{self.base}{path}", headers=headers, **kwargs)
-
-    def set_faults(self, **changes: Any) -> dict[str, Any]:
-        response = self.request("POST", "/_sandbox/faults", json=changes)
-        assert response.status_code == 200, response.text
-        return response.json()
-
-    def truth(self, client_reference: str | None = None) -> list[dict[str, Any]]:
-        params = {"client_reference": client_reference} if client_reference else None
-        response = self.request("GET", "/_sandbox/reservations", params=params)
-        assert response.status_code == 200, response.text
-        return response.json()["reservations"]
-
-    def stats(self) -> dict[str, Any]:
-        return self.request("GET", "/_sandbox/stats").json()
-
-    def reset(self) -> None:
-        self.set_faults(**DEFAULT_FAULTS)
-        assert self.request("POST", "/_sandbox/reset").status_code == 200
-
-
 def reference_body(client_reference: str | None = None, **overrides: Any) -> dict[str, Any]:
     return {
         "client_reference": client_reference or unique_ref(),
@@ -281,6 +157,7 @@ def shared_reference(
     partner = SandboxProcess(
         "reference",
         store,
+        API_KEY,
         [
             "--webhook-url",
             session_receiver.url,
@@ -300,7 +177,9 @@ def shared_reference(
 def shared_legacy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxProcess]:
     store = tmp_path_factory.mktemp("legacy") / "partner.sqlite3"
     # --hang-s 0: a timeout-after-commit drops the connection at once.
-    partner = SandboxProcess("legacy", store, ["--timezone", "Europe/Berlin", "--hang-s", "0"]).start()
+    partner = SandboxProcess(
+        "legacy", store, API_KEY, ["--timezone", "Europe/Berlin", "--hang-s", "0"]
+    ).start()
     yield partner
     partner.kill()
 
@@ -332,7 +211,7 @@ def start_sandbox(tmp_path: Path) -> Iterator[Callable[..., SandboxProcess]]:
     def start(
         profile: str, *extra: str, store: Path | None = None, port: int | None = None
     ) -> SandboxProcess:
-        partner = SandboxProcess(profile, store or tmp_path / f"{profile}.sqlite3", list(extra))
+        partner = SandboxProcess(profile, store or tmp_path / f"{profile}.sqlite3", API_KEY, list(extra))
         if port is not None:
             partner.port = port
         started.append(partner)

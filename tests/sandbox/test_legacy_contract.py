@@ -7,7 +7,8 @@ import time
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from tests.sandbox.conftest import SandboxProcess, legacy_body, unique_ref
+from tests.sandbox.conftest import legacy_body, unique_ref
+from tests.sandbox_process import SandboxProcess
 
 BERLIN = ZoneInfo("Europe/Berlin")
 LOCAL_TIME = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$")

@@ -15,14 +15,13 @@ import requests
 
 from tests.sandbox.conftest import (
     API_KEY,
-    ROOT,
     SECRET,
-    SandboxProcess,
     WebhookReceiver,
     legacy_body,
     reference_body,
     wait_until,
 )
+from tests.sandbox_process import ROOT, SandboxProcess
 
 
 def test_every_fault_can_be_set_by_a_start_option(start_sandbox) -> None:
@@ -211,7 +210,7 @@ def test_sigterm_stops_cleanly_even_with_a_hung_request(start_sandbox) -> None:
         try:
             outcome.append(
                 requests.post(
-                    f"{partner.base}/v1/reservations",
+                    f"{partner.base_url}/v1/reservations",
                     json=reference_body(),
                     headers={"Authorization": f"Bearer {API_KEY}"},
                     timeout=60,
@@ -225,7 +224,7 @@ def test_sigterm_stops_cleanly_even_with_a_hung_request(start_sandbox) -> None:
     wait_until(lambda: partner.truth())
 
     started = time.monotonic()
-    status = partner.terminate(timeout=15)
+    status = partner.terminate(timeout_s=15)
     client.join(10)
 
     assert status == 0

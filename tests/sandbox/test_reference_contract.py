@@ -8,7 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 from werkzeug.http import parse_date
 
-from tests.sandbox.conftest import SandboxProcess, reference_body, unique_ref
+from tests.sandbox.conftest import reference_body, unique_ref
+from tests.sandbox_process import SandboxProcess
 
 RESERVATION_FIELDS = {
     "id",

@@ -7,7 +7,8 @@ import time
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from tests.sandbox.conftest import SECRET, SandboxProcess, WebhookReceiver, reference_body
+from tests.sandbox.conftest import SECRET, WebhookReceiver, reference_body
+from tests.sandbox_process import SandboxProcess
 
 
 def create(partner: SandboxProcess, **overrides):
