@@ -238,7 +238,20 @@ RENDER = {
 }
 
 
-def generated(results_dir: Path = common.RESULTS_DIR) -> str:
+def _sections(block: str) -> dict[str, str]:
+    """The body of each `### title` section of a generated block."""
+    sections: dict[str, str] = {}
+    for chunk in block.split("\n### ")[1:]:
+        title, _, body = chunk.partition("\n")
+        sections[title.strip()] = body.replace(END, "").strip("\n")
+    return sections
+
+
+def generated(results_dir: Path = common.RESULTS_DIR, previous: str = "") -> str:
+    """The figures section. A benchmark without results here (they are not committed) keeps its
+    section from `previous`, the block as it stood: a report after one benchmark updates that
+    one's figures and leaves the others' as they were last recorded."""
+    kept = _sections(previous)
     parts = [BEGIN, ""]
     for name in ORDER:
         path = results_dir / f"{name}.json"
@@ -246,7 +259,7 @@ def generated(results_dir: Path = common.RESULTS_DIR) -> str:
         parts.append(f"### {title}")
         parts.append("")
         if not path.exists():
-            parts += ["Not run yet.", ""]
+            parts += [kept.get(title, "Not run yet."), ""]
             continue
         data = json.loads(path.read_text())
         parts += [_machine(data), "", render(data), "", f"![{title}](img/bench-{name}.png)", ""]
@@ -255,14 +268,13 @@ def generated(results_dir: Path = common.RESULTS_DIR) -> str:
 
 
 def write(doc: Path = DOC) -> Path:
-    block = generated()
     text = doc.read_text() if doc.exists() else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
     if BEGIN in text and END in text:
         head, rest = text.split(BEGIN, 1)
-        _, tail = rest.split(END, 1)
-        text = head + block + tail
+        previous, tail = rest.split(END, 1)
+        text = head + generated(previous=previous) + tail
     else:
-        text = text.rstrip() + "\n\n" + block + "\n"
+        text = text.rstrip() + "\n\n" + generated() + "\n"
     doc.parent.mkdir(parents=True, exist_ok=True)
     doc.write_text(text)
     print(f"wrote {doc.relative_to(common.ROOT)}")

@@ -11,7 +11,7 @@ shared between sessions first and a process's nice only ranks it within its sess
 session's autogroup gets the same nice value, but only when the session holds nothing but this
 worker (its launcher, its sibling worker processes and their children): honcho and the
 benchmarks start each process in its own session. Under systemd or containers, CPU weights of
-the cgroups do this job (see the README's operations section).
+the cgroups do this job (README, "Against PostgreSQL and Redis").
 """
 
 from __future__ import annotations
