@@ -27,7 +27,8 @@ from bookings.timeline import record_event
 from partners.models import PartnerReservation
 from tests.factories import BookingFactory, OfferFactory, PartnerFactory, UserFactory
 from tests.reconciliation.conftest import unique_code
-from tests.sandbox.conftest import API_KEY, SandboxProcess, reference_body
+from tests.sandbox.conftest import API_KEY, reference_body
+from tests.sandbox_process import SandboxProcess
 
 S = BookingState
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
@@ -81,7 +82,7 @@ def browser() -> Iterator:
 
 @pytest.fixture
 def sandbox(tmp_path) -> Iterator[SandboxProcess]:
-    partner = SandboxProcess("reference", tmp_path / "reference.sqlite3", ["--hang-s", "0"]).start()
+    partner = SandboxProcess("reference", tmp_path / "reference.sqlite3", API_KEY, ["--hang-s", "0"]).start()
     yield partner
     partner.kill()
 
@@ -132,7 +133,7 @@ def test_support_syncs_and_ops_compensates_in_the_console(
 ):
     # given a booking that needs a person: the sandbox still holds a confirmed reservation for it
     # that we decided to cancel an hour ago, and that cancel never got verified
-    partner = PartnerFactory(code=unique_code(), base_url=sandbox.base, api_key=API_KEY)
+    partner = PartnerFactory(code=unique_code(), base_url=sandbox.base_url, api_key=API_KEY)
     broker.declare_queue(partner.queue_name)
     offer = OfferFactory(partner=partner, product_id="hotel-42-dbl")
     booking = BookingFactory(
