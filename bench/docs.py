@@ -75,34 +75,8 @@ ROUND_COLUMNS += ["worker CPU-s", "settled s"]
 def _independence(data: dict[str, Any]) -> str:
     parts = []
     for placement, variant in data["variants"].items():
-        rounds = [
-            [
-                f"{placement}: {index}",
-                f"{r['latency_ms'] // 1000} s",
-                r["p50_ms"],
-                r["p95_ms"],
-                r["p99_ms"],
-                r["max_ms"],
-                r["cpu_s"]["workers"],
-                r["settled_s"],
-            ]
-            for index, r in enumerate(variant.get("paced_rounds", []), start=1)
-        ]
-        loads = [
-            [
-                f"{placement}: partner {int(latency) // 1000} s, {independence.label(key)}",
-                s["throughput_rps"],
-                s["p50_ms"],
-                s["p95_ms"],
-                s["p99_ms"],
-                s["requests_ok"],
-                sum(s["errors"].values()),
-                s["worker_cpu_s"],
-                s["lock_waits_per_sample"],
-            ]
-            for latency, phase in variant["phases"].items()
-            for key, s in phase["by_concurrency"].items()
-        ]
+        rounds = [[f"{placement}: {row[0]}", *row[1:]] for row in independence.round_rows(variant)]
+        loads = [[f"{placement}: {row[0]}", *row[1:]] for row in independence.load_rows(variant)]
         spread = [
             [
                 f"{placement}, {independence.label(c)}",

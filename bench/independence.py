@@ -342,43 +342,37 @@ def run(quick: bool = False) -> dict[str, Any]:
     return data
 
 
+def round_rows(variant: dict[str, Any]) -> list[list[Any]]:
+    """One row per paced round, in the order they ran (the terminal table and the docs)."""
+    return [
+        [index, f"{r['latency_ms'] // 1000} s", r["p50_ms"], r["p95_ms"], r["p99_ms"], r["max_ms"],
+         r["cpu_s"]["workers"], r["settled_s"]]
+        for index, r in enumerate(variant.get("paced_rounds", []), start=1)
+    ]  # fmt: skip
+
+
+def load_rows(variant: dict[str, Any]) -> list[list[Any]]:
+    """One row per load and partner latency (paced: its rounds pooled)."""
+    return [
+        [f"partner {int(latency) // 1000} s, {label(key)}", s["throughput_rps"], s["p50_ms"],
+         s["p95_ms"], s["p99_ms"], s["requests_ok"], sum(s["errors"].values()), s["worker_cpu_s"],
+         s["lock_waits_per_sample"]]
+        for latency, phase in variant["phases"].items()
+        for key, s in phase["by_concurrency"].items()
+    ]  # fmt: skip
+
+
 def report(data: dict[str, Any]) -> None:
     for placement, variant in data["variants"].items():
         output.print_table(
             f"Partner independence ({placement}): paced rounds in the order they ran (after a warm-up)",
             ["round", "partner", "p50 ms", "p95 ms", "p99 ms", "max ms", "worker CPU s", "settled s"],
-            [
-                [
-                    index,
-                    f"{r['latency_ms'] / 1000:.0f} s",
-                    r["p50_ms"],
-                    r["p95_ms"],
-                    r["p99_ms"],
-                    r["max_ms"],
-                    r["cpu_s"]["workers"],
-                    r["settled_s"],
-                ]
-                for index, r in enumerate(variant["paced_rounds"], start=1)
-            ],
+            round_rows(variant),
         )
         output.print_table(
             f"Partner independence ({placement}): customer path with the partner at 0 s and 3 s",
             ["load", "req/s", "p50 ms", "p95 ms", "p99 ms", "ok", "errors", "worker CPU s", "lock waits"],
-            [
-                [
-                    f"partner {int(latency) / 1000:.0f} s, {label(key)}",
-                    stats["throughput_rps"],
-                    stats["p50_ms"],
-                    stats["p95_ms"],
-                    stats["p99_ms"],
-                    stats["requests_ok"],
-                    sum(stats["errors"].values()),
-                    stats["worker_cpu_s"],
-                    stats["lock_waits_per_sample"],
-                ]
-                for latency, phase in variant["phases"].items()
-                for key, stats in phase["by_concurrency"].items()
-            ],
+            load_rows(variant),
         )
         output.print_table(
             f"p99 spread ({placement}; target <= 10% under the paced load)",
