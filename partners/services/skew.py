@@ -28,10 +28,18 @@ def record_skew_sample(partner: Partner, *, partner_time: datetime, our_time: da
     previous = partner.clock_skew_ms
     estimate = sample if previous is None else round(previous + SMOOTHING * (sample - previous))
     now = timezone.now()
+    jumped = previous is None or abs(estimate - previous) >= JUMP_MS
+    measured_at = partner.clock_skew_measured_at
+    if not jumped and measured_at is not None and measured_at >= now - PERSIST_EVERY:
+        # The row was written less than PERSIST_EVERY ago (it can only be newer than this copy),
+        # so the conditional update below would match nothing: skip its round trip.
+        partner.clock_skew_ms = estimate
+        return sample
     due = Q(clock_skew_measured_at__isnull=True) | Q(clock_skew_measured_at__lt=now - PERSIST_EVERY)
-    if previous is None or abs(estimate - previous) >= JUMP_MS:
+    if jumped:
         due |= Q(pk=partner.pk)
-    Partner.objects.filter(due, pk=partner.pk).update(clock_skew_ms=estimate, clock_skew_measured_at=now)
+    if Partner.objects.filter(due, pk=partner.pk).update(clock_skew_ms=estimate, clock_skew_measured_at=now):
+        partner.clock_skew_measured_at = now
     partner.clock_skew_ms = estimate
     return sample
 

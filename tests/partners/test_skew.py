@@ -50,3 +50,17 @@ def test_a_jump_of_a_second_or_more_is_stored_at_once():
     record_skew_sample(partner, partner_time=OURS + timedelta(seconds=30), our_time=OURS)
 
     assert Partner.objects.get(pk=partner.pk).clock_skew_ms == 6_000
+
+
+def test_a_fresh_copy_of_the_partner_skips_the_write_without_a_query(django_assert_num_queries):
+    partner = PartnerFactory()
+    record_skew_sample(partner, partner_time=OURS + timedelta(seconds=10), our_time=OURS)
+    fresh = Partner.objects.get(pk=partner.pk)  # as each booking's lock loads it
+
+    with django_assert_num_queries(0):
+        record_skew_sample(fresh, partner_time=OURS + timedelta(seconds=10, milliseconds=200), our_time=OURS)
+
+    assert fresh.clock_skew_ms == 10_040
+    with django_assert_num_queries(1):  # a jump is written however recent the last write
+        record_skew_sample(fresh, partner_time=OURS + timedelta(seconds=20), our_time=OURS)
+    assert Partner.objects.get(pk=partner.pk).clock_skew_ms == 12_032
