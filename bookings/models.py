@@ -31,7 +31,10 @@ def new_reference() -> str:
 class Offer(models.Model):
     """Something a partner sells: priced per night (or per unit), for up to `capacity` guests."""
 
-    partner = models.ForeignKey("partners.Partner", on_delete=models.PROTECT, related_name="offers")
+    # Indexed by `offer_unique_product` (partner first), not by an index of its own.
+    partner = models.ForeignKey(
+        "partners.Partner", on_delete=models.PROTECT, related_name="offers", db_index=False
+    )
     product_id = models.CharField(max_length=100, help_text="The partner's product id.")
     name = models.CharField(max_length=200, blank=True)
     unit_price = models.DecimalField(max_digits=10, decimal_places=2)
@@ -309,7 +312,8 @@ class BookingEvent(models.Model):
     """
 
     id = models.BigAutoField(primary_key=True)
-    booking = models.ForeignKey(Booking, on_delete=models.PROTECT, related_name="events")
+    # Indexed by `event_booking_time` (booking first), not by an index of its own.
+    booking = models.ForeignKey(Booking, on_delete=models.PROTECT, related_name="events", db_index=False)
     kind = models.CharField(max_length=64)
     actor = models.CharField(max_length=16, choices=Actor.choices)
     actor_label = models.CharField(max_length=150, blank=True, help_text="User name, worker id, ...")

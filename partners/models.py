@@ -103,7 +103,11 @@ class ReservationRole(models.TextChoices):
 
 
 class PartnerReservation(models.Model):
-    partner = models.ForeignKey(Partner, on_delete=models.PROTECT, related_name="reservations")
+    # The foreign keys below without an index of their own are indexed by a constraint or
+    # index that starts with them (every insert pays per index; these would be read by none).
+    partner = models.ForeignKey(
+        Partner, on_delete=models.PROTECT, related_name="reservations", db_index=False
+    )
     partner_ref = models.CharField(max_length=100, help_text="The partner's id / booking number.")
     booking = models.ForeignKey(
         "bookings.Booking",
@@ -111,6 +115,7 @@ class PartnerReservation(models.Model):
         blank=True,
         on_delete=models.PROTECT,
         related_name="partner_reservations",
+        db_index=False,
     )
     client_reference = models.CharField(max_length=100, blank=True, db_index=True)
     role = models.CharField(max_length=12, choices=ReservationRole.choices, default=ReservationRole.PRIMARY)
@@ -181,13 +186,15 @@ class PartnerAttemptQuerySet(models.QuerySet["PartnerAttempt"]):
 class PartnerAttempt(models.Model):
     id = models.BigAutoField(primary_key=True)
     request_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
-    partner = models.ForeignKey(Partner, on_delete=models.PROTECT, related_name="attempts")
+    # Indexed by `attempt_partner_time` and `attempt_booking_time`, not by indexes of their own.
+    partner = models.ForeignKey(Partner, on_delete=models.PROTECT, related_name="attempts", db_index=False)
     booking = models.ForeignKey(
         "bookings.Booking",
         null=True,
         blank=True,
         on_delete=models.PROTECT,
         related_name="partner_attempts",
+        db_index=False,
     )
     reservation = models.ForeignKey(
         PartnerReservation,
@@ -241,12 +248,14 @@ class PartnerObservation(models.Model):
 
     id = models.BigAutoField(primary_key=True)
     reservation = models.ForeignKey(PartnerReservation, on_delete=models.PROTECT, related_name="observations")
+    # Indexed by `observation_booking_time` (booking first), not by an index of its own.
     booking = models.ForeignKey(
         "bookings.Booking",
         null=True,
         blank=True,
         on_delete=models.PROTECT,
         related_name="partner_observations",
+        db_index=False,
     )
     source = models.CharField(max_length=10, choices=Source.choices)
     status = models.CharField(max_length=12, choices=ReservationStatus.choices)
