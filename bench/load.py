@@ -16,6 +16,7 @@ in the gap before the next request), which random arrivals do not.
 from __future__ import annotations
 
 import multiprocessing
+import queue
 import random
 import time
 import uuid
@@ -123,6 +124,29 @@ def _client(
     results.put((samples, failures))
 
 
+CLIENT_TIMEOUT_S = 600.0
+
+
+def _client_results(results: Any, procs: list[Any], *, timeout_s: float) -> list[tuple[list, list]]:
+    """Each client's results; a clear error as soon as a client process dies without them
+    (rather than waiting out the timeout for an answer that cannot come)."""
+    collected: list[tuple[list, list]] = []
+    deadline = time.monotonic() + timeout_s
+    while len(collected) < len(procs):
+        try:
+            collected.append(results.get(timeout=0.5))
+            continue
+        except queue.Empty:
+            pass
+        alive = sum(1 for proc in procs if proc.exitcode is None)
+        if alive < len(procs) - len(collected):
+            codes = [proc.exitcode for proc in procs if proc.exitcode not in (None, 0)]
+            raise RuntimeError(f"a load client process died without its results (exit codes {codes})")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"load clients gave no results within {timeout_s:.0f} s")
+    return collected
+
+
 def run_load(
     base: str,
     endpoint: Endpoint,
@@ -160,8 +184,7 @@ def run_load(
         proc.start()
     samples: list[tuple[float, float, int]] = []
     failures: list[str] = []
-    for _ in procs:
-        client_samples, client_failures = results.get(timeout=600)
+    for client_samples, client_failures in _client_results(results, procs, timeout_s=CLIENT_TIMEOUT_S):
         samples.extend(client_samples)
         failures.extend(client_failures)
     for proc in procs:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import queue
 import threading
 import time
 from collections.abc import Iterator
@@ -10,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from bench.load import WARMUP_REQUESTS, Endpoint, due_offsets, run_load
+from bench.load import WARMUP_REQUESTS, Endpoint, _client_results, due_offsets, run_load
 
 STALL_S = 0.4
 CLIENTS = 2
@@ -88,3 +89,30 @@ def test_poisson_arrivals_have_the_same_mean_rate_with_random_gaps_and_repeat_wi
 def test_an_unknown_arrival_process_is_refused_before_any_client_starts(server):
     with pytest.raises(ValueError, match="uniform, poisson"):
         run_load(server, ENDPOINT, tokens=[["a"]], requests_each=1, rate_per_s=1, arrivals="bursty")
+
+
+class _FakeClient:
+    def __init__(self, exitcode: int | None) -> None:
+        self.exitcode = exitcode
+
+
+def test_a_client_process_that_dies_without_results_fails_the_load_at_once():
+    results: queue.Queue = queue.Queue()
+    results.put(([(0.0, 0.01, 201)], []))  # the first client answered and exited
+    clients = [_FakeClient(0), _FakeClient(1)]
+
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match=r"died without its results \(exit codes \[1\]\)"):
+        _client_results(results, clients, timeout_s=60)
+
+    assert time.monotonic() - started < 5
+
+
+def test_client_results_are_collected_while_clients_run_and_time_out_when_none_come():
+    results: queue.Queue = queue.Queue()
+    results.put(([(0.0, 0.01, 201)], []))
+    results.put(([(0.0, 0.02, 201)], ["boom"]))
+
+    assert len(_client_results(results, [_FakeClient(0), _FakeClient(None)], timeout_s=5)) == 2
+    with pytest.raises(TimeoutError):
+        _client_results(queue.Queue(), [_FakeClient(None)], timeout_s=0.2)
