@@ -29,17 +29,17 @@ def record_skew_sample(partner: Partner, *, partner_time: datetime, our_time: da
     estimate = sample if previous is None else round(previous + SMOOTHING * (sample - previous))
     now = timezone.now()
     jumped = previous is None or abs(estimate - previous) >= JUMP_MS
-    measured_at = partner.clock_skew_measured_at
-    if not jumped and measured_at is not None and measured_at >= now - PERSIST_EVERY:
-        # The row was written less than PERSIST_EVERY ago (it can only be newer than this copy),
-        # so the conditional update below would match nothing: skip its round trip.
-        partner.clock_skew_ms = estimate
-        return sample
-    due = Q(clock_skew_measured_at__isnull=True) | Q(clock_skew_measured_at__lt=now - PERSIST_EVERY)
-    if jumped:
-        due |= Q(pk=partner.pk)
-    if Partner.objects.filter(due, pk=partner.pk).update(clock_skew_ms=estimate, clock_skew_measured_at=now):
-        partner.clock_skew_measured_at = now
+    written_at = partner.clock_skew_measured_at
+    # A copy that shows a write less than PERSIST_EVERY ago needs no round trip: the row can
+    # only be newer, so the conditional update would match nothing.
+    if jumped or written_at is None or written_at < now - PERSIST_EVERY:
+        due = Q(clock_skew_measured_at__isnull=True) | Q(clock_skew_measured_at__lt=now - PERSIST_EVERY)
+        if jumped:
+            due |= Q(pk=partner.pk)
+        if Partner.objects.filter(due, pk=partner.pk).update(
+            clock_skew_ms=estimate, clock_skew_measured_at=now
+        ):
+            partner.clock_skew_measured_at = now
     partner.clock_skew_ms = estimate
     return sample
 
