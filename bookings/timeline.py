@@ -8,7 +8,7 @@ from typing import Any
 from bookings.models import Actor, Booking, BookingEvent
 
 
-def record_event(
+def new_event(
     booking: Booking,
     kind: str,
     *,
@@ -21,7 +21,8 @@ def record_event(
     skew_ms: int | None = None,
     data: dict[str, Any] | None = None,
 ) -> BookingEvent:
-    return BookingEvent.objects.create(
+    """A timeline row, not yet saved: for a caller that inserts it together with its booking."""
+    return BookingEvent(
         booking=booking,
         kind=kind,
         actor=actor,
@@ -33,3 +34,10 @@ def record_event(
         skew_ms=skew_ms,
         data=data or {},
     )
+
+
+def record_event(booking: Booking, kind: str, **fields: Any) -> BookingEvent:
+    """Write a timeline row now (in the caller's transaction); `fields` as for `new_event`."""
+    event = new_event(booking, kind, **fields)
+    event.save(force_insert=True)
+    return event
