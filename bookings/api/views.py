@@ -8,7 +8,6 @@ customer-scoped selectors, so another customer's booking is a 404 like a missing
 from __future__ import annotations
 
 from django.conf import settings
-from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
@@ -115,13 +114,13 @@ def _idempotency_key(request: Request) -> str:
 
 
 def _booking_response(request: Request, booking, *, status_code: int) -> Response:
-    """A booking accepted for processing: 202, where to poll it, and when."""
-    location = reverse("bookings-api:booking-detail", kwargs={"reference": booking.reference})
+    """A booking accepted for processing: 202, where to poll it (its `self` link), and when."""
+    data = BookingOutputSerializer(booking, context={"request": request}).data
     return Response(
-        BookingOutputSerializer(booking, context={"request": request}).data,
+        data,
         status=status_code,
         headers={
-            "Location": request.build_absolute_uri(location),
+            "Location": data["links"]["self"],
             "Retry-After": str(settings.BOOKING_POLL_AFTER_S),
         },
     )
