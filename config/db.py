@@ -16,8 +16,9 @@ def insert_together(*objs: Model, using: str = DEFAULT_DB_ALIAS) -> None:
     two rows, each waking the database backend and psycopg. On PostgreSQL the rows go in one
     statement (data-modifying CTEs), atomic without a transaction block; inside an open one, a
     savepoint keeps a failed insert (a unique violation the caller answers) from aborting the
-    caller's transaction, as a nested `atomic()` would. Deferred foreign keys are checked at the
-    end of the statement, so a row may reference another of the same call.
+    caller's transaction, as a nested `atomic()` would. Foreign keys are checked once the whole
+    statement is done (Django's are deferred to the commit), so a row may reference another row
+    of the same call.
 
     Like `QuerySet.bulk_create`, it calls no `save()` and sends no model signals: it is for
     models whose saving is their fields' defaults alone. Other databases save each row in
