@@ -1,4 +1,5 @@
-"""Writing the booking timeline. Every service writes its rows through `record_event`."""
+"""Writing the booking timeline. Every service writes its rows through `record_event`, or builds
+one with `new_event` to insert it together with its booking."""
 
 from __future__ import annotations
 
