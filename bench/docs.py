@@ -72,6 +72,23 @@ ROUND_COLUMNS = ["paced round", "partner", "p50 ms", "p95 ms", "p99 ms", "max ms
 ROUND_COLUMNS += ["worker CPU-s", "settled s"]
 
 
+def wake_line(wake: dict[str, dict[str, float]]) -> str:
+    """The machine's cost of waking an idle process, measured before and after the run."""
+
+    def label(key: str) -> str:  # "after_100ms"
+        idle_ms = int(key.removeprefix("after_").removesuffix("ms"))
+        return f"after {idle_ms} ms asleep" if idle_ms else "back to back"
+
+    figures = "; ".join(
+        f"{when} the run: " + ", ".join(f"{value:,.0f} µs {label(key)}" for key, value in trips.items())
+        for when, trips in wake.items()
+    )
+    return (
+        "Waking an idle process here (median round trip of one byte to another process, "
+        f"`bench.observe.wake_after_idle_us`): {figures}."
+    )
+
+
 def _independence(data: dict[str, Any]) -> str:
     parts = []
     for placement, variant in data["variants"].items():
@@ -111,6 +128,8 @@ def _independence(data: dict[str, Any]) -> str:
             _table(["", "p99 @ 0 s", "p99 @ 3 s", "spread", "within 10%"], spread),
             "",
         ]
+    if "wake_after_idle_us" in data:
+        parts += [wake_line(data["wake_after_idle_us"]), ""]
     target_load = next(iter(data["variants"].values())).get("target_load", "paced")
     parts.append(
         f"Target (p99 within 10%, co-located, {target_load} load; the closed-loop rows are at "

@@ -309,16 +309,20 @@ def run(quick: bool = False) -> dict[str, Any]:
     variants: dict[str, Any] = {}
     machine: dict[str, Any] = {}
     started = common.now_iso()
+    # What waking an idle process costs on this machine, beside the figures it shapes.
+    wake = {"before": observe.wake_after_idle_us()}
     for placement in placements():
         with common.BenchEnv(f"{NAME}-{placement}") as env:
             variants[placement] = measure(env, config, PLACEMENTS[placement])
             variants[placement]["machine"] = env.machine()
             machine = machine or variants[placement]["machine"]
+    wake["after"] = observe.wake_after_idle_us()
     data = {
         "benchmark": NAME,
         "started_at": started,
         "quick": quick,
         "machine": machine,
+        "wake_after_idle_us": wake,
         "setup": {
             "web": "gunicorn --workers 4 --threads 2",
             "workers": "rundramatiq --processes 2 --threads 4 (as in the Procfile)",

@@ -1,10 +1,13 @@
 """What else the machine and the database are doing during a benchmark: whether the machine is
-quiet before it starts, how much CPU other processes take meanwhile, and what the database's
-backends wait for (a `pg_stat_activity` sampler)."""
+quiet before it starts, how much CPU other processes take meanwhile, what the database's
+backends wait for (a `pg_stat_activity` sampler), and what waking an idle process costs here."""
 
 from __future__ import annotations
 
 import os
+import statistics
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -28,6 +31,44 @@ def wait_until_quiet() -> dict[str, Any]:
         "waited_s": round(time.monotonic() - start, 1),
         "quiet_at_start": busy <= QUIET_CPU_PERCENT,
     }
+
+
+# A child that answers each byte on stdin with one on stdout, unbuffered.
+_ECHO = "import os\nwhile os.read(0, 1):\n    os.write(1, b'.')"
+
+
+def wake_after_idle_us(idle_s: tuple[float, ...] = (0.0, 0.01, 0.1), samples: int = 30) -> dict[str, float]:
+    """Median round trip (µs) of one byte to another process and back, after each idle time.
+
+    On a bare machine it barely depends on the idle time. On some virtual machines a process
+    woken after sleeping ~100 ms costs a millisecond or more (seen under nested virtualization,
+    CPUs kept busy or not), and a paced load, whose processes sleep between requests, then pays
+    it several times per request: its latency depends on how often other work keeps our
+    processes awake, not only on what the request does."""
+    child = subprocess.Popen([sys.executable, "-c", _ECHO], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert child.stdin is not None and child.stdout is not None
+    send, receive = child.stdin.fileno(), child.stdout.fileno()
+
+    def round_trip_us() -> float:
+        start = time.perf_counter()
+        os.write(send, b".")
+        os.read(receive, 1)
+        return (time.perf_counter() - start) * 1e6
+
+    try:
+        for _ in range(10):
+            round_trip_us()
+        result = {}
+        for idle in idle_s:
+            trips = []
+            for _ in range(samples):
+                time.sleep(idle)
+                trips.append(round_trip_us())
+            result[f"after_{round(idle * 1000)}ms"] = round(statistics.median(trips), 1)
+        return result
+    finally:
+        child.stdin.close()
+        child.wait(timeout=5)
 
 
 class ForeignLoad:
