@@ -13,6 +13,7 @@ import fcntl
 import math
 import os
 import platform
+import random
 import shutil
 import signal
 import socket
@@ -75,6 +76,34 @@ def latency_summary_ms(latencies_s: Sequence[float]) -> dict[str, float]:
 
 def median(values: Sequence[float]) -> float:
     return percentile(values, 50)
+
+
+def percentile_change_interval(
+    baseline: Sequence[float],
+    other: Sequence[float],
+    q: float,
+    *,
+    confidence: float = 0.95,
+    resamples: int = 2000,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """A bootstrap interval for `percentile(other, q) / percentile(baseline, q) - 1`.
+
+    Both samples are drawn again with replacement, `resamples` times: the interval shows how far
+    the two percentiles could differ by the luck of which requests happened to be slow, which a
+    tail percentile of a few thousand requests is very sensitive to. It covers that sampling
+    noise only, not a drift of the machine between the loads, so the true uncertainty is wider.
+    """
+    if not baseline or not other:
+        return math.nan, math.nan
+    rng = random.Random(seed)
+
+    def resampled(sample: Sequence[float]) -> float:
+        return percentile(rng.choices(sample, k=len(sample)), q)
+
+    changes = [resampled(other) / resampled(baseline) - 1 for _ in range(resamples)]
+    tail = (1 - confidence) / 2 * 100
+    return percentile(changes, tail), percentile(changes, 100 - tail)
 
 
 # --- machine ------------------------------------------------------------------------------
