@@ -79,27 +79,32 @@ def median(values: Sequence[float]) -> float:
 
 
 def percentile_change_interval(
-    baseline: Sequence[float],
-    other: Sequence[float],
+    baseline: Sequence[Sequence[float]],
+    other: Sequence[Sequence[float]],
     q: float,
     *,
     confidence: float = 0.95,
     resamples: int = 2000,
     seed: int = 0,
 ) -> tuple[float, float]:
-    """A bootstrap interval for `percentile(other, q) / percentile(baseline, q) - 1`.
+    """A bootstrap interval for `percentile(other, q) / percentile(baseline, q) - 1`, each side
+    given as its rounds (lists of request latencies) and its percentile taken over them pooled.
 
-    Both samples are drawn again with replacement, `resamples` times: the interval shows how far
-    the two percentiles could differ by the luck of which requests happened to be slow, which a
-    tail percentile of a few thousand requests is very sensitive to. It covers that sampling
-    noise only, not a drift of the machine between the loads, so the true uncertainty is wider.
+    Each resample draws a side's rounds again with replacement, then each drawn round's requests
+    (a two-stage bootstrap): the interval shows how far the two percentiles could differ by the
+    luck of which requests happened to be slow, which a tail percentile of a few thousand
+    requests is very sensitive to, and, given several rounds, by how the machine drifted from
+    one round to the next. Given one round a side, it covers the requests' luck only.
     """
-    if not baseline or not other:
+    if not any(baseline) or not any(other):
         return math.nan, math.nan
     rng = random.Random(seed)
 
-    def resampled(sample: Sequence[float]) -> float:
-        return percentile(rng.choices(sample, k=len(sample)), q)
+    def resampled(rounds: Sequence[Sequence[float]]) -> float:
+        pooled: list[float] = []
+        for drawn in rng.choices(rounds, k=len(rounds)):
+            pooled += rng.choices(drawn, k=len(drawn))
+        return percentile(pooled, q)
 
     changes = [resampled(other) / resampled(baseline) - 1 for _ in range(resamples)]
     tail = (1 - confidence) / 2 * 100

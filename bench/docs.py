@@ -91,10 +91,10 @@ def wake_line(wake: dict[str, dict[str, float]]) -> str:
 
 CHANGE_NOTE = (
     "3 s vs 0 s: the p99 with the partner at 3 s against the p99 at 0 s; in brackets, the range "
-    "that the luck of which requests happened to be slow gives that comparison on its own (95%, "
-    "bootstrap over each latency's requests, `bench.common.percentile_change_interval`; a drift "
-    "of the machine between rounds widens it further). A difference inside that range is below "
-    "what the run can resolve."
+    "that chance alone gives that comparison (95%, a two-stage bootstrap: each latency's rounds, "
+    "then each round's requests, drawn again; `bench.common.percentile_change_interval`). It "
+    "covers which requests happened to be slow and, for the paced load's rounds, how the machine "
+    "drifted between them. A difference inside that range is below what the run can resolve."
 )
 
 
