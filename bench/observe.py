@@ -5,13 +5,12 @@ backends wait for (a `pg_stat_activity` sampler), and what waking an idle proces
 from __future__ import annotations
 
 import os
-import statistics
 import subprocess
 import sys
 import time
 from typing import Any
 
-from bench.common import libpq_url
+from bench.common import libpq_url, median
 
 QUIET_CPU_PERCENT = float(os.environ.get("BENCH_QUIET_CPU_PERCENT", "25"))
 QUIET_MAX_WAIT_S = float(os.environ.get("BENCH_QUIET_MAX_WAIT_S", "900"))
@@ -64,7 +63,7 @@ def wake_after_idle_us(idle_s: tuple[float, ...] = (0.0, 0.01, 0.1), samples: in
             for _ in range(samples):
                 time.sleep(idle)
                 trips.append(round_trip_us())
-            result[f"after_{round(idle * 1000)}ms"] = round(statistics.median(trips), 1)
+            result[f"after_{round(idle * 1000)}ms"] = round(median(trips), 1)
         return result
     finally:
         child.stdin.close()
