@@ -57,7 +57,20 @@ def test_a_paced_load_keeps_its_rate_and_counts_a_stall_as_latency_from_the_due_
     # then 20 requests took about a second, not less: the rate held
     assert result.ok == 20 and not result.errors
     assert result.duration_s >= 19 / 20
-    # and the stalled answer shows as latency (the requests due behind it on that client too)
+    # and the stalled answer shows as latency, its alone: the requests due after it on that
+    # client were sent when due, as independent customers send theirs
+    assert max(result.latencies_s) >= STALL_S * 0.9
+    assert sum(latency >= 0.1 for latency in result.latencies_s) == 1
+
+
+def test_a_paced_request_that_finds_every_sender_busy_counts_its_wait_from_the_due_time(server):
+    # when each client has a single sender, and one answer stalls
+    result = run_load(
+        server, ENDPOINT, tokens=[["a"], ["b"]], requests_each=10, rate_per_s=20, senders_per_client=1
+    )
+
+    # then the requests due behind it on that client count their wait: a stall cannot hide
+    assert result.ok == 20 and not result.errors
     assert max(result.latencies_s) >= STALL_S * 0.9
     assert sum(latency >= 0.1 for latency in result.latencies_s) >= 2
 
