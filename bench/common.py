@@ -402,13 +402,19 @@ class BenchEnv:
             self.procs.remove(proc)
 
     def start_web(
-        self, *, workers: int = 4, threads: int = 2, port: int | None = None, cpus: str | None = None
+        self,
+        *,
+        workers: int = 4,
+        threads: int = 2,
+        port: int | None = None,
+        cpus: str | None = None,
+        name: str = "web",
     ) -> tuple[Proc, str]:
-        """gunicorn as in the Procfile, on a free port; returns it and its base URL.
+        """gunicorn as the Procfile's `web`, on a free port; returns it and its base URL.
         `cpus` pins it (and its children) to those CPUs (`taskset -c`)."""
         port = port or free_port()
         proc = self.start(
-            f"web-{port}",
+            f"{name}-{port}",
             [
                 *_pinned(cpus),
                 GUNICORN,
@@ -429,6 +435,11 @@ class BenchEnv:
         base = f"http://127.0.0.1:{port}"
         wait_http(proc, f"{base}/healthz", timeout_s=60)
         return proc, base
+
+    def start_webhooks(self, *, port: int | None = None, cpus: str | None = None) -> tuple[Proc, str]:
+        """The partners' webhook receiver as the Procfile's `webhooks`: its own gunicorn (2 x 4),
+        so that partner traffic never shares a process with the customer path."""
+        return self.start_web(workers=2, threads=4, port=port, cpus=cpus, name="webhooks")
 
     def start_workers(
         self, *, processes: int, threads: int, queues: Sequence[str] = (), cpus: str | None = None

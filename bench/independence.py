@@ -1,8 +1,9 @@
 """Benchmark 2, partner independence: the customer path while the partner answers at once, and
 while every partner call takes 3 s.
 
-Everything runs as in production: gunicorn (4 x 2), Dramatiq workers (2 processes x 4 threads,
-as in the Procfile) and a reference sandbox partner that sends its webhooks to our gunicorn.
+Everything runs as in production (the Procfile): gunicorn for customers (4 x 2), the partners'
+webhook receiver in its own gunicorn (2 x 4), Dramatiq workers (2 processes x 4 threads) and a
+reference sandbox partner that sends its webhooks to that receiver.
 Target: the customer path's p99 with the partner at 3 s within 10% of its p99 at 0 s, with
 every process on the same 2 cores ("co-located"), under a paced load: a fixed offered rate, each
 request's latency counted from when it was due (so a stall cannot hide as fewer requests).
@@ -202,19 +203,23 @@ class Stack:
 
 
 def start_stack(env: common.BenchEnv, cpus: dict[str, str | None]) -> Stack:
-    web_port = common.free_port()
-    # The sandbox needs our webhook URL and we need its base URL: fix the web port first.
+    """The Procfile's processes: web (customers), webhooks (the partner's callbacks), workers,
+    and the sandbox partner; pinned, the partner's side shares the workers' CPUs."""
+    webhook_port = common.free_port()
+    # The sandbox needs our webhook URL and we need its base URL: fix the webhook port first.
     sandbox, sandbox_base = env.start_sandbox(
-        webhook_url=f"http://127.0.0.1:{web_port}/partners/{fixtures.PARTNER_CODE}/webhooks/",
+        webhook_url=f"http://127.0.0.1:{webhook_port}/partners/{fixtures.PARTNER_CODE}/webhooks/",
         cpus=cpus["workers"],
     )
     _, offer = fixtures.bench_partner(base_url=sandbox_base)
-    web, base = env.start_web(port=web_port, cpus=cpus["web"])
+    web, base = env.start_web(cpus=cpus["web"])
+    webhooks, _ = env.start_webhooks(port=webhook_port, cpus=cpus["workers"])
     workers = env.start_workers(processes=2, threads=4, cpus=cpus["workers"])
     endpoint = Endpoint(
         "bookings", "/api/v1/bookings", fixtures.booking_body(offer.pk), ok_status=202, idempotency_key=True
     )
-    return Stack(env, base, sandbox_base, endpoint, {"web": web, "workers": workers, "sandbox": sandbox})
+    roles = {"web": web, "webhooks": webhooks, "workers": workers, "sandbox": sandbox}
+    return Stack(env, base, sandbox_base, endpoint, roles)
 
 
 def _summary(loads: list[dict[str, Any]]) -> dict[str, Any]:
@@ -286,7 +291,7 @@ def measure(env: common.BenchEnv, config: Config, cpus: dict[str, str | None]) -
             phase["settled_s"] = stack.settle(config.settle_timeout_s)
             phase["states_settled"] = _states()
         phases[str(latency_ms)] = phase
-    for role in ("workers", "web", "sandbox"):
+    for role in ("workers", "web", "webhooks", "sandbox"):
         env.stop(stack.roles[role])
 
     comparison = {}
@@ -335,7 +340,8 @@ def run(quick: bool = False) -> dict[str, Any]:
         "machine": machine,
         "wake_after_idle_us": wake,
         "setup": {
-            "web": "gunicorn --workers 4 --threads 2",
+            "web": "gunicorn --workers 4 --threads 2 (customers)",
+            "webhooks": "gunicorn --workers 2 --threads 4 (the partner's webhooks, as in the Procfile)",
             "workers": "rundramatiq --processes 2 --threads 4 (as in the Procfile)",
             "partner": "reference sandbox, webhooks to our gunicorn, max_concurrency 8 (default)",
             "requests_each": config.requests_each,

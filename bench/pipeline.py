@@ -5,7 +5,8 @@ For each K: N bookings are created through `booking_create` (the customer path's
 transaction, so their N submissions reach Redis together on commit while no worker runs. Then K
 worker processes start; the clock starts once all K are ready for action and stops when every
 booking is confirmed. The no-op run is the same with M messages of `bench.baseline.tasks.noop`
-(workers restricted to its queue). gunicorn runs for the partner's webhooks; the reference sandbox
+(workers restricted to its queue). The webhook receiver runs as in the Procfile (its own
+gunicorn, 2 x 4) for the partner's webhooks; the reference sandbox
 answers at once and confirms synchronously; the partner's concurrency cap is raised to 64 so
 that the cap (a per-partner setting) does not hide the pipeline's own capacity.
 Peak memory is VmHWM of each worker process.
@@ -153,12 +154,12 @@ def run(quick: bool = False) -> dict[str, Any]:
         from bench.baseline import tasks as noop_tasks
         from partners.models import Partner
 
-        web_port = common.free_port()
+        webhook_port = common.free_port()
         sandbox, sandbox_base = env.start_sandbox(
-            webhook_url=f"http://127.0.0.1:{web_port}/partners/{fixtures.PARTNER_CODE}/webhooks/"
+            webhook_url=f"http://127.0.0.1:{webhook_port}/partners/{fixtures.PARTNER_CODE}/webhooks/"
         )
         _, offer = fixtures.bench_partner(base_url=sandbox_base, max_concurrency=64)
-        web, _ = env.start_web(port=web_port)
+        webhooks, _ = env.start_webhooks(port=webhook_port)
         ((customer, _token),) = fixtures.customers(1)
         broker = dramatiq.get_broker()
         partner_queue = Partner(code=fixtures.PARTNER_CODE).queue_name
@@ -206,9 +207,9 @@ def run(quick: bool = False) -> dict[str, Any]:
         # queued on commit, are dropped afterwards).
         profile = profile_submissions(customer, offer, 50 if quick else 200)
         env.flush_redis()
-        web_cpu_s = web.cpu_seconds()
+        webhooks_cpu_s = webhooks.cpu_seconds()
         sandbox_cpu_s = sandbox.cpu_seconds()
-        for proc in (web, sandbox):
+        for proc in (webhooks, sandbox):
             env.stop(proc)
         data = {
             "benchmark": NAME,
@@ -220,11 +221,11 @@ def run(quick: bool = False) -> dict[str, Any]:
                 "noop_messages": config.noop_messages,
                 "threads": THREADS,
                 "partner": "reference sandbox, no latency, synchronous confirmation, webhooks on, cap 64",
-                "web": "gunicorn --workers 4 --threads 2 (receives the partner's webhooks)",
+                "webhooks": "gunicorn --workers 2 --threads 4 (the Procfile's webhooks receiver)",
             },
             "by_processes": rows,
             "submission_profile": profile,
-            "web_cpu_s": round(web_cpu_s, 1),
+            "webhooks_cpu_s": round(webhooks_cpu_s, 1),
             "sandbox_cpu_s": round(sandbox_cpu_s, 1),
         }
     report(data)

@@ -19,6 +19,8 @@ def main() -> int:
     var_dir = Path(env.get("VAR_DIR", BASE_DIR / "var"))
     port = env.get("PORT", "8000")
     env.setdefault("WEB_PORT", port)
+    # Partner webhooks have their own gunicorn (Procfile `webhooks`), on the next port.
+    env.setdefault("WEBHOOK_PORT", str(int(env["WEB_PORT"]) + 1))
     redis_server = None
     if not env.get("REDIS_URL"):
         redis_server = embedded_redis.EmbeddedRedis(var_dir).start()
