@@ -1,5 +1,6 @@
-"""The system under test as real processes: web (gunicorn), Dramatiq workers, the scheduler, and
-the sandbox partners. Starts them, kills and restarts workers, and stops everything it started.
+"""The system under test as real processes, in the Procfile's shape: web (gunicorn), the partners'
+webhook receiver (its own gunicorn), Dramatiq workers, the scheduler, and the sandbox partners.
+Starts them, kills and restarts workers, and stops everything it started.
 """
 
 from __future__ import annotations
@@ -7,6 +8,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+from functools import partial
 from pathlib import Path
 
 import requests
@@ -41,7 +43,9 @@ class Stack:
         self.redis = redis
         self.sandboxes = sandboxes
         self.web_port = free_port()
+        self.webhook_port = free_port()
         self.web: ManagedProcess | None = None
+        self.webhooks: ManagedProcess | None = None
         self.scheduler: ManagedProcess | None = None
         self.workers: list[ManagedProcess] = []
         self._lock = threading.Lock()  # worker list changes (kills, restarts) vs. readers
@@ -51,7 +55,7 @@ class Stack:
         return f"http://127.0.0.1:{self.web_port}"
 
     def webhook_url(self, code: str) -> str:
-        return f"{self.web_url}/partners/{code}/webhooks/"
+        return f"http://127.0.0.1:{self.webhook_port}/partners/{code}/webhooks/"
 
     def _process(self, name: str, argv: list[str], *, role: str) -> ManagedProcess:
         env = child_env(
@@ -83,30 +87,31 @@ class Stack:
             if not sandbox.wait_ready(timeout_s=START_TIMEOUT_S):
                 raise StartupFailed(f"sandbox {sandbox.code} did not start; see {sandbox.process.log_path}")
 
+    def _gunicorn(self, name: str, port: int) -> ManagedProcess:
+        argv = [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "config.wsgi:application",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            str(self.config.web_workers),
+            "--threads",
+            "4",
+            "--timeout",
+            "60",
+            "--graceful-timeout",
+            "5",
+            "--no-control-socket",
+            "--log-level",
+            "warning",
+        ]
+        return self._process(name, argv, role=name)
+
     def start_system(self) -> None:
-        self.web = self._process(
-            "web",
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "config.wsgi:application",
-                "--bind",
-                f"127.0.0.1:{self.web_port}",
-                "--workers",
-                str(self.config.web_workers),
-                "--threads",
-                "4",
-                "--timeout",
-                "60",
-                "--graceful-timeout",
-                "5",
-                "--no-control-socket",
-                "--log-level",
-                "warning",
-            ],
-            role="web",
-        ).start()
+        self.web = self._gunicorn("web", self.web_port).start()
+        self.webhooks = self._gunicorn("webhooks", self.webhook_port).start()
         for index in range(self.config.workers):
             self.workers.append(self._worker(index).start())
         self.scheduler = self._process(
@@ -120,8 +125,9 @@ class Stack:
             ],
             role="scheduler",
         ).start()
-        if not wait_until(self._web_healthy, timeout_s=START_TIMEOUT_S, interval_s=0.3):
-            raise StartupFailed(f"web did not become healthy; see {self.web.log_path}")
+        for server, port in ((self.web, self.web_port), (self.webhooks, self.webhook_port)):
+            if not wait_until(partial(_healthy, server, port), timeout_s=START_TIMEOUT_S, interval_s=0.3):
+                raise StartupFailed(f"{server.name} did not become healthy; see {server.log_path}")
         for worker in self.workers:
             if not worker.wait_for_log(WORKER_READY, timeout_s=START_TIMEOUT_S):
                 raise StartupFailed(f"{worker.name} did not boot; see {worker.log_path}")
@@ -144,14 +150,6 @@ class Stack:
             ],
             role=f"worker-{index + 1}",
         )
-
-    def _web_healthy(self) -> bool:
-        if self.web is None or not self.web.alive:
-            return False
-        try:
-            return requests.get(f"{self.web_url}/healthz", timeout=2).status_code == 200
-        except requests.RequestException:
-            return False
 
     # --- chaos -----------------------------------------------------------------------------
     def alive_workers(self) -> list[int]:
@@ -176,19 +174,19 @@ class Stack:
     def pgids(self) -> set[int]:
         """Process groups of the system under test (not the sandboxes: they are partners)."""
         with self._lock:
-            processes = [self.web, self.scheduler, *self.workers]
+            processes = [self.web, self.webhooks, self.scheduler, *self.workers]
             return {p.pid for p in processes if p is not None and p.pid is not None}
 
     def crashed(self) -> list[str]:
-        """Processes that died without being killed by us (web, scheduler, sandboxes)."""
-        watched = [self.web, self.scheduler, *(s.process for s in self.sandboxes)]
+        """Processes that died without being killed by us (web, webhooks, scheduler, sandboxes)."""
+        watched = [self.web, self.webhooks, self.scheduler, *(s.process for s in self.sandboxes)]
         return [p.name for p in watched if p is not None and p.popen is not None and not p.alive]
 
     # --- stop ------------------------------------------------------------------------------
     def stop_system(self) -> None:
         """Stop our processes (not the partners): the scheduler first, so nothing new is queued."""
         _stop_together([self.scheduler])
-        _stop_together([*self.workers, self.web])
+        _stop_together([*self.workers, self.web, self.webhooks])
 
     def stop_sandboxes(self) -> None:
         _stop_together([s.process for s in self.sandboxes])
@@ -197,6 +195,15 @@ class Stack:
         self.stop_system()
         self.stop_sandboxes()
         self.redis.stop()
+
+
+def _healthy(server: ManagedProcess, port: int) -> bool:
+    if not server.alive:
+        return False
+    try:
+        return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
 
 
 def _stop_together(processes: list[ManagedProcess | None]) -> None:

@@ -103,7 +103,9 @@ class Command(BaseCommand):
         system = parser.add_argument_group("system under test")
         system.add_argument("--workers", type=int, default=3, help="Dramatiq worker processes (default 3).")
         system.add_argument("--worker-threads", type=int, default=4)
-        system.add_argument("--web-workers", type=int, default=2)
+        system.add_argument(
+            "--web-workers", type=int, default=2, help="gunicorn workers of web, and of the webhook receiver."
+        )
         system.add_argument(
             "--confirmation-window",
             type=int,
