@@ -11,6 +11,11 @@ PARTNER_CODE = "bench-ref"
 PRODUCT_ID = "bench-room"
 
 
+def webhook_url(receiver_base: str) -> str:
+    """Where the bench partner's sandbox sends its webhooks: our webhook receiver."""
+    return f"{receiver_base}/partners/{PARTNER_CODE}/webhooks/"
+
+
 def bench_partner(*, base_url: str, max_concurrency: int = 8, webhooks: bool = True) -> tuple[Any, Any]:
     """The reference-protocol partner of the benchmarks and its one offer (via the service)."""
     from bench.common import SANDBOX_API_KEY, SANDBOX_WEBHOOK_SECRET

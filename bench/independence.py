@@ -207,15 +207,13 @@ class Stack:
 def start_stack(env: common.BenchEnv, cpus: dict[str, str | None]) -> Stack:
     """The Procfile's processes: web (customers), webhooks (the partner's callbacks), workers,
     and the sandbox partner; pinned, the partner's side shares the workers' CPUs."""
-    webhook_port = common.free_port()
-    # The sandbox needs our webhook URL and we need its base URL: fix the webhook port first.
+    # The receiver first: the sandbox is told its URL.
+    webhooks, receiver_base = env.start_webhooks(cpus=cpus["workers"])
     sandbox, sandbox_base = env.start_sandbox(
-        webhook_url=f"http://127.0.0.1:{webhook_port}/partners/{fixtures.PARTNER_CODE}/webhooks/",
-        cpus=cpus["workers"],
+        webhook_url=fixtures.webhook_url(receiver_base), cpus=cpus["workers"]
     )
     _, offer = fixtures.bench_partner(base_url=sandbox_base)
     web, base = env.start_web(cpus=cpus["web"])
-    webhooks, _ = env.start_webhooks(port=webhook_port, cpus=cpus["workers"])
     workers = env.start_workers(processes=2, threads=4, cpus=cpus["workers"])
     endpoint = Endpoint(
         "bookings", "/api/v1/bookings", fixtures.booking_body(offer.pk), ok_status=202, idempotency_key=True
@@ -348,7 +346,7 @@ def run(quick: bool = False) -> dict[str, Any]:
             "web": "gunicorn --workers 4 --threads 2 (customers)",
             "webhooks": "gunicorn --workers 2 --threads 4 (the partner's webhooks, as in the Procfile)",
             "workers": "rundramatiq --processes 2 --threads 4 (as in the Procfile)",
-            "partner": "reference sandbox, webhooks to our gunicorn, max_concurrency 8 (default)",
+            "partner": "reference sandbox, webhooks to the receiver, max_concurrency 8 (default)",
             "requests_each": config.requests_each,
             "paced": {
                 "clients": PACED_CLIENTS,

@@ -154,12 +154,9 @@ def run(quick: bool = False) -> dict[str, Any]:
         from bench.baseline import tasks as noop_tasks
         from partners.models import Partner
 
-        webhook_port = common.free_port()
-        sandbox, sandbox_base = env.start_sandbox(
-            webhook_url=f"http://127.0.0.1:{webhook_port}/partners/{fixtures.PARTNER_CODE}/webhooks/"
-        )
+        webhooks, receiver_base = env.start_webhooks()
+        sandbox, sandbox_base = env.start_sandbox(webhook_url=fixtures.webhook_url(receiver_base))
         _, offer = fixtures.bench_partner(base_url=sandbox_base, max_concurrency=64)
-        webhooks, _ = env.start_webhooks(port=webhook_port)
         ((customer, _token),) = fixtures.customers(1)
         broker = dramatiq.get_broker()
         partner_queue = Partner(code=fixtures.PARTNER_CODE).queue_name
