@@ -72,13 +72,23 @@ def observation_apply(
     actor: Actor | str,
     actor_label: str = "",
     booking_id: UUID | None = None,
+    locked_booking: Booking | None = None,
     attempt: PartnerAttempt | None = None,
     inbound_event: InboundEvent | None = None,
 ) -> Observed:
-    """Record one partner observation, apply it if newer, and reconcile its booking."""
-    with transaction.atomic():
-        target_id = _find_booking_id(partner, snapshot, booking_id)
-        booking = lock_booking(target_id) if target_id else None  # lock order: booking, then reservation
+    """Record one partner observation, apply it if newer, and reconcile its booking.
+
+    `locked_booking`: the booking, already locked by the caller's open transaction (its copy is
+    current), so it is not locked and read a second time.
+    """
+    # No savepoint of its own inside a caller's transaction (two round trips saved per call):
+    # an error here always ends the caller's transaction too, nobody goes on after one.
+    with transaction.atomic(savepoint=False):
+        if locked_booking is not None:
+            booking: Booking | None = locked_booking
+        else:
+            target_id = _find_booking_id(partner, snapshot, booking_id)
+            booking = lock_booking(target_id) if target_id else None  # lock order: booking, then reservation
         reservation, created = PartnerReservation.objects.select_for_update(no_key=True).get_or_create(
             partner=partner,
             partner_ref=snapshot.partner_ref,
@@ -227,9 +237,11 @@ def reconcile_booking(
     booking: Booking, *, actor: Actor | str, actor_label: str = ""
 ) -> decisions.Reconciliation:
     """Bring a locked booking in line with what its partner holds (call inside `atomic()`)."""
-    plan = decisions.reconcile(booking.status, _views(booking), fenced=is_fenced(booking))
-    if plan.primary is not None:
-        # A live reservation for the booking is the partner's answer to our create.
+    fenced = is_fenced(booking)
+    plan = decisions.reconcile(booking.status, _views(booking), fenced=fenced)
+    if plan.primary is not None and fenced:
+        # A live reservation for the booking is the partner's answer to our create. Unfenced,
+        # there is nothing to resolve (a sync's replay opened since resolves with its answer).
         PartnerAttempt.objects.fencing().filter(booking=booking).update(
             resolved_at=timezone.now(), resolution="partner_holds_reservation"
         )

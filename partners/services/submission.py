@@ -138,10 +138,10 @@ def record_create_outcome(booking_id: UUID, attempt: PartnerAttempt, result: Cal
                     snapshot=snapshot,
                     source=Source.RESPONSE,
                     actor=Actor.WORKER,
-                    booking_id=booking.pk,
+                    locked_booking=booking,
                     attempt=attempt,
                 )
-                # The one door locked and moved its own copy of the booking: that copy is current.
+                # The one door moved our locked copy of the booking: it is current.
                 booking = observed.booking or booking
             if booking.status == S.PENDING_PARTNER and not booking.partner.has(Capability.WEBHOOKS):
                 # Nobody will tell us when it settles: ask again.
