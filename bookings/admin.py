@@ -2,7 +2,7 @@
 
 Nothing here changes a booking: states move only through services. The support console
 (`reconciliation/admin.py`) extends these classes with the service-backed actions, the timeline
-and the custom pages; the booking core itself knows nothing of the partner side (DESIGN.md).
+and the custom pages; the booking core itself knows nothing of the partner side (docs/design.md).
 """
 
 from __future__ import annotations

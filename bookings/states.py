@@ -1,4 +1,4 @@
-"""Booking states (DESIGN.md) and what a customer is told about each.
+"""Booking states (docs/design.md) and what a customer is told about each.
 
 The customer-facing status and message are derived from the state here and nowhere else.
 """

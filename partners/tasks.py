@@ -21,7 +21,7 @@ from partners.services.submission import FollowUp
 
 logger = logging.getLogger(__name__)
 
-# Longer than the worst call budget: a time limit cannot interrupt blocking I/O (PITFALLS.md),
+# Longer than the worst call budget: a time limit cannot interrupt blocking I/O (docs/design.md),
 # every socket has its own timeout and this is only the last resort.
 ACTOR_OPTIONS = {
     "max_retries": settings.PARTNER_ACTOR_MAX_RETRIES,

@@ -3,7 +3,7 @@
 Adapters speak the wire format and classify every outcome; they never touch the database.
 What a call did is one `CallResult`; what the partner holds is `ReservationSnapshot`s.
 
-Outcome classes (see PITFALLS.md on requests):
+Outcome classes (see "Traps of the stack" in docs/design.md on requests):
 - ok: the partner answered and we know what it holds (a GET's 404 is ok with no reservation);
 - rejected: a create answered with a declined reservation (sold out, invalid);
 - transient: the request provably did not take effect (connect refused or timed out, 429, a 5xx

@@ -1,4 +1,4 @@
-"""The `legacy` protocol (partner-protocols.md §2): X-Api-Key auth, no idempotency, no lookup,
+"""The `legacy` protocol (docs/partner-protocols.md §2): X-Api-Key auth, no idempotency, no lookup,
 no webhooks; a change listing and partner-local times without offset.
 
 Classification per operation (what is not listed falls back to `http.classify_status`):

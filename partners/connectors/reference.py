@@ -1,4 +1,4 @@
-"""The `reference` protocol (partner-protocols.md §1): JSON, Bearer auth, optional idempotency
+"""The `reference` protocol (docs/partner-protocols.md §1): JSON, Bearer auth, optional idempotency
 keys, lookup by client reference, signed webhooks.
 
 Classification per operation (what is not listed falls back to `http.classify_status`):

@@ -1,6 +1,6 @@
 """Sandbox partners: real partner servers that misbehave on purpose.
 
-One process serves one partner speaking either protocol of `partner-protocols.md` (`reference`
+One process serves one partner speaking either protocol of `docs/partner-protocols.md` (`reference`
 or `legacy`), keeps its own ground truth in its own SQLite file and injects the faults listed
 there. It is a partner system, not part of ours: nothing here imports the project's apps, its
 settings or the Django ORM, so it can run (`python -m partners.sandbox.server`) without them.

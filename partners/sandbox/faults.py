@@ -1,4 +1,4 @@
-"""Fault settings (exactly the keys of partner-protocols.md) and the seeded dice that apply them.
+"""Fault settings (exactly the keys of docs/partner-protocols.md) and the seeded dice that apply them.
 
 Settings change at run time from other threads (`POST /_sandbox/faults`), so every read and
 every roll goes through one lock; a roll never sees half of an update.

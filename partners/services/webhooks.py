@@ -75,7 +75,7 @@ def verify_signature(partner: Partner, raw: bytes, headers: dict[str, str]) -> s
         Webhook(secret).verify(raw, headers, json_parse=False)
     except WebhookVerificationError as exc:
         return str(exc) or "signature verification failed"
-    except (ValueError, binascii.Error, TypeError) as exc:  # malformed header (PITFALLS.md)
+    except (ValueError, binascii.Error, TypeError) as exc:  # malformed header: see docs/design.md
         return f"malformed signature header: {exc}"
     except EmptyWebhookSecretError:
         return "partner has no webhook secret configured"

@@ -9,7 +9,7 @@ Modules, in the order a run uses them:
 - `disruptions`: SIGKILLs of workers, the Redis restart, the connection drop, fault phases;
 - `progress`: the live display;
 - `snapshot`: our database and each sandbox partner's ground truth as plain data;
-- `checks`: the invariants of DESIGN.md, as pure functions over a snapshot;
+- `checks`: the invariants of docs/design.md, as pure functions over a snapshot;
 - `report`: the terminal tables and the JSON document;
 - `runner`: one run from start to verdict.
 """

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 PROFILES = ("reference", "legacy")
-# States in which a booking is at rest: automation owes it nothing more (DESIGN.md, invariant 7).
+# States in which a booking is at rest: automation owes it nothing more (docs/design.md, invariant 7).
 SETTLED_STATES = frozenset({"confirmed", "rejected", "failed", "expired", "cancelled", "needs_attention"})
 # The children's settings module: `config.settings.test` pins a shared Dramatiq namespace, which
 # would mix this run's queues with the test suite's.

@@ -1,4 +1,4 @@
-"""The sandbox fault plan: what each partner is told to do wrong (partner-protocols.md keys).
+"""The sandbox fault plan: what each partner is told to do wrong (docs/partner-protocols.md keys).
 
 `--fault-rate` scales every rate (0 makes perfect partners: no delays, no skew either);
 `--fault [PROFILE.]KEY=VALUE` overrides one key, its value read as JSON. The plan is sent to

@@ -20,7 +20,7 @@ from tests.factories import BookingFactory
 S = BookingState
 ALL_STATES = list(S)
 
-# The graph of DESIGN.md, written out here on purpose (not read from the model): a change to
+# The graph of docs/design.md, written out here on purpose (not read from the model): a change to
 # the model's graph must be a deliberate change to this table too.
 # transition -> (allowed source states, target state, keyword arguments)
 TRANSITIONS: dict[str, tuple[frozenset[str], str, dict[str, Any]]] = {

@@ -1,4 +1,4 @@
-"""The failure story at the top of DESIGN.md, end to end, made impossible.
+"""The failure story at the top of docs/design.md, end to end, made impossible.
 
 1. We call the partner to create a reservation. The call times out, but the partner did create it.
 2. A naive retry would create a second reservation. Ours is a retry with the same key: the

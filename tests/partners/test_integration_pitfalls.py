@@ -1,5 +1,5 @@
-"""The traps PITFALLS.md names, each asserted against the real stack: actors are idempotent,
-nothing leaves a rolled-back transaction, no partner call inside a transaction, and the key we
+"""The stack traps that docs/design.md names, each asserted against the real stack: actors are
+idempotent, nothing leaves a rolled-back transaction, no partner call inside a transaction, and the key we
 send the partner is ours and shows up in every log line about the call."""
 
 from __future__ import annotations

@@ -65,7 +65,7 @@ def browser() -> Iterator:
     playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
     _ensure_chromium()
     # Playwright's sync API runs an event loop in this thread: the ORM (the test's and the
-    # database teardown's) refuses to run beside it unless told (PITFALLS.md).
+    # database teardown's) refuses to run beside it unless told (docs/design.md).
     previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
     os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
     try:

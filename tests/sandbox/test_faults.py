@@ -1,4 +1,4 @@
-"""Each fault of partner-protocols.md happens as configured (webhook faults: test_webhooks.py)."""
+"""Each fault of docs/partner-protocols.md happens as configured (webhook faults: test_webhooks.py)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The `reference` profile keeps the wire contract of partner-protocols.md, call by call."""
+"""The `reference` profile keeps the wire contract of docs/partner-protocols.md, call by call."""
 
 from __future__ import annotations
 

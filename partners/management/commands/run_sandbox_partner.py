@@ -16,7 +16,7 @@ from partners.sandbox.server import run
 
 
 class Command(BaseCommand):
-    help = "Run a sandbox partner server that misbehaves on purpose (see partner-protocols.md)."
+    help = "Run a sandbox partner server that misbehaves on purpose (see docs/partner-protocols.md)."
     requires_system_checks: list[str] = []  # it touches nothing of the project
 
     def add_arguments(self, parser: CommandParser) -> None:

@@ -1,4 +1,4 @@
-"""The invariants of DESIGN.md, checked over a run's snapshot. Pure: no database, no network."""
+"""The invariants of docs/design.md, checked over a run's snapshot. Pure: no database, no network."""
 
 from __future__ import annotations
 

@@ -39,7 +39,7 @@ DEFAULT_ARRIVALS_PER_S = 8.0
 class Command(BaseCommand):
     help = (
         "Run the whole system (gunicorn, Dramatiq workers, scheduler, sandbox partners) under load "
-        "and faults, then check the invariants of DESIGN.md against our database and each partner's "
+        "and faults, then check the invariants of docs/design.md against our database and each partner's "
         "ground truth. Exit status 1 on any violation."
     )
 
