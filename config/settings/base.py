@@ -39,6 +39,8 @@ INSTALLED_APPS = [
     "bookings",
     "partners",
     "reconciliation",
+    # The proving harness (commands only, no models): the chaos run and the sandbox partners.
+    "chaos",
 ]
 
 MIDDLEWARE = [

@@ -11,14 +11,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from reconciliation.chaos.checks import allowed_transitions, run_all
-from reconciliation.chaos.checks.consistency import check_confirmed_matches_partner
-from reconciliation.chaos.checks.ending import check_everything_ends
-from reconciliation.chaos.checks.latency import check_latency
-from reconciliation.chaos.checks.lost import check_no_booking_lost
-from reconciliation.chaos.checks.reservations import check_partner_reservations
-from reconciliation.chaos.checks.timelines import check_observations, check_timelines
-from reconciliation.chaos.model import (
+from chaos.checks import allowed_transitions, run_all
+from chaos.checks.consistency import check_confirmed_matches_partner
+from chaos.checks.ending import check_everything_ends
+from chaos.checks.latency import check_latency
+from chaos.checks.lost import check_no_booking_lost
+from chaos.checks.reservations import check_partner_reservations
+from chaos.checks.timelines import check_observations, check_timelines
+from chaos.model import (
     BookingRow,
     ClientKey,
     EventRow,

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from reconciliation.chaos.config import ChaosConfig, RunIdentity, child_env
-from reconciliation.chaos.faults import FaultOptionError, build_plan, parse_override
-from reconciliation.chaos.logscan import scan
-from reconciliation.chaos.stats import summary
+from chaos.config import ChaosConfig, RunIdentity, child_env
+from chaos.faults import FaultOptionError, build_plan, parse_override
+from chaos.logscan import scan
+from chaos.stats import summary
 
 
 def test_every_fault_is_on_by_default_and_the_rate_scales_them():

@@ -1,0 +1,152 @@
+"""Partner reservations at rest (invariants 4 and 5), judged by the partner's own store.
+
+- never a blind second create: the partner holds one reservation per booking reference (each
+  duplicate is a violation, even when compensated; the figures say how many were left live);
+- at most one live reservation per booking at the partner;
+- every reservation the partner holds is linked to the booking it was made for, or is no
+  longer live (cancelled by compensation, or rejected);
+- no live reservation for a booking that does not want it (failed, expired, rejected,
+  cancelled); one for a booking in needs_attention is a support case, counted apart;
+- duplicates: how many were created, how many were left live.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from chaos.checks.base import CheckResult, Violation, booking_evidence
+from chaos.model import OurReservation, Snapshot
+
+UNWANTED = frozenset({"rejected", "failed", "expired", "cancelled"})
+
+
+def check_partner_reservations(snapshot: Snapshot) -> CheckResult:
+    result = CheckResult(
+        name="partner_reservations",
+        invariant="never a second create while the partner holds one; at most one live partner "
+        "reservation per booking; every partner reservation is linked to its booking or was "
+        "cancelled by compensation",
+    )
+    ours = snapshot.ours_by_key()
+    by_reference = snapshot.truth_by_reference()
+    truth_keys = {(t.partner_code, t.partner_ref) for t in snapshot.truth}
+    figures: Counter[str] = Counter()
+
+    for reservation in snapshot.truth:
+        figures[f"at_partner_{reservation.status}"] += 1
+        booking = snapshot.bookings.get(reservation.client_reference)
+        known = ours.get((reservation.partner_code, reservation.partner_ref))
+        evidence = booking_evidence(booking, by_reference.get(reservation.client_reference, []))
+        if booking is None:
+            if reservation.live:
+                result.violations.append(
+                    Violation(
+                        "live_for_no_booking",
+                        f"{reservation.partner_code}:{reservation.partner_ref} is live for unknown "
+                        f"reference {reservation.client_reference}",
+                        evidence=evidence,
+                    )
+                )
+            continue
+        if known is None:
+            figures["unknown_to_us"] += 1
+            if reservation.live:
+                result.violations.append(
+                    Violation(
+                        "live_unknown_to_us",
+                        f"the partner holds live {reservation.partner_ref} ({reservation.status}) for "
+                        f"{booking.reference} ({booking.status}); we never learned of it",
+                        booking=booking.reference,
+                        evidence=evidence,
+                    )
+                )
+            continue
+        if known.compensation_requested_at is not None:
+            figures["compensation_requested"] += 1
+            if not reservation.live:
+                figures["cancelled_by_compensation"] += 1
+        if known.booking_reference not in (None, booking.reference):
+            result.violations.append(
+                Violation(
+                    "linked_to_wrong_booking",
+                    f"{reservation.partner_ref} was made for {booking.reference} but we linked it to "
+                    f"{known.booking_reference}",
+                    booking=booking.reference,
+                    evidence=evidence,
+                )
+            )
+        if not reservation.live:
+            continue
+        if known.booking_reference is None:
+            result.violations.append(
+                Violation(
+                    "orphan_left_live",
+                    f"{reservation.partner_ref} ({reservation.status}) is held as an orphan and still live",
+                    booking=booking.reference,
+                    evidence=evidence,
+                )
+            )
+        elif booking.status in UNWANTED:
+            result.violations.append(
+                Violation(
+                    "live_for_unwanting_booking",
+                    f"{reservation.partner_ref} is {reservation.status} at the partner but booking "
+                    f"{booking.reference} is {booking.status} ({_compensation(known)})",
+                    booking=booking.reference,
+                    evidence=evidence,
+                )
+            )
+        elif booking.status == "needs_attention":
+            figures["live_for_needs_attention"] += 1
+
+    for reference, reservations in by_reference.items():
+        if len(reservations) > 1:
+            figures["bookings_with_duplicates"] += 1
+            figures["duplicates_created"] += len(reservations) - 1
+            result.violations.append(
+                Violation(
+                    "duplicate_created",
+                    f"booking {reference} was created {len(reservations)} times at the partner: "
+                    + ", ".join(f"{r.partner_ref} ({r.status})" for r in reservations),
+                    booking=reference,
+                    evidence=booking_evidence(snapshot.bookings.get(reference), reservations),
+                )
+            )
+        live = [r for r in reservations if r.live]
+        if len(live) > 1:
+            figures["duplicates_left_live"] += len(live) - 1
+            result.violations.append(
+                Violation(
+                    "more_than_one_live",
+                    f"booking {reference} has {len(live)} live reservations at the partner: "
+                    + ", ".join(f"{r.partner_ref} ({r.status})" for r in live),
+                    booking=reference,
+                    evidence=booking_evidence(snapshot.bookings.get(reference), reservations),
+                )
+            )
+
+    for known in snapshot.reservations:
+        if (known.partner_code, known.partner_ref) not in truth_keys:
+            result.violations.append(
+                Violation(
+                    "phantom_reservation",
+                    f"we hold {known.partner_code}:{known.partner_ref} ({known.status}), which the "
+                    "partner never had",
+                    booking=known.booking_reference,
+                )
+            )
+    for key in ("duplicates_created", "duplicates_left_live", "bookings_with_duplicates"):
+        figures.setdefault(key, 0)
+    result.figures = dict(sorted(figures.items()))
+    result.figures["our_roles"] = dict(Counter(r.role for r in snapshot.reservations))
+    return result
+
+
+def _compensation(known: OurReservation) -> str:
+    if known.compensation_requested_at is None:
+        return "no compensation decided"
+    decided = known.compensation_requested_at.isoformat(timespec="seconds")
+    done = (
+        f"done {known.compensated_at.isoformat(timespec='seconds')}" if known.compensated_at else "not done"
+    )
+    return f"compensation ({known.compensation_reason}) decided {decided}, {done}"

@@ -1,0 +1,33 @@
+"""Run one sandbox partner (reference or legacy profile) until SIGTERM/SIGINT.
+
+A thin interface over `sandbox`: it parses options and hands over. The sandbox is a
+partner system, not part of ours, so it uses neither the project's database nor its apps.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from sandbox.cli import ConfigError, add_arguments, config_from_options
+from sandbox.server import run
+
+
+class Command(BaseCommand):
+    help = "Run a sandbox partner server that misbehaves on purpose (see docs/partner-protocols.md)."
+    requires_system_checks: list[str] = []  # it touches nothing of the project
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        add_arguments(parser)
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        try:
+            config = config_from_options(options)
+        except ConfigError as exc:
+            raise CommandError(str(exc)) from exc
+        logging.getLogger("sandbox").setLevel(logging.INFO)
+        status = run(config)
+        if status:
+            raise CommandError(f"sandbox partner exited with status {status}", returncode=status)

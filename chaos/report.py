@@ -1,0 +1,212 @@
+"""The run's verdict: a JSON document and tables on the terminal."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from chaos.checks import CheckResult
+
+SHOWN_PER_KIND = 3
+
+
+@dataclass
+class RunReport:
+    run_id: str
+    run_dir: str
+    config: dict[str, Any]
+    environment: dict[str, Any]
+    phases: dict[str, Any] = field(default_factory=dict)
+    clients: dict[str, Any] = field(default_factory=dict)
+    disruptions: list[dict[str, Any]] = field(default_factory=list)
+    harness_errors: list[str] = field(default_factory=list)
+    partners: dict[str, Any] = field(default_factory=dict)
+    log_errors: dict[str, dict[str, int]] = field(default_factory=dict)
+    checks: list[CheckResult] = field(default_factory=list)
+
+    @property
+    def violations(self) -> int:
+        return sum(len(c.violations) for c in self.checks)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.checks) and self.violations == 0 and not self.harness_errors
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "verdict": "pass" if self.passed else "fail",
+            "violations": self.violations,
+            "violations_by_check": {c.name: len(c.violations) for c in self.checks},
+            "harness_errors": self.harness_errors,
+            "run_dir": self.run_dir,
+            "config": self.config,
+            "environment": self.environment,
+            "phases": self.phases,
+            "clients": self.clients,
+            "disruptions": self.disruptions,
+            "partners": self.partners,
+            "log_errors": self.log_errors,
+            "checks": [c.as_dict() for c in self.checks],
+        }
+
+    def write_json(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.as_dict(), indent=2, default=str))
+
+
+def render(report: RunReport, console: Console) -> None:
+    console.print(_checks_table(report))
+    by_name = {c.name: c for c in report.checks}
+    if "everything_ends" in by_name:
+        console.print(_states_table(report, by_name["everything_ends"]))
+        attention = by_name["everything_ends"].figures.get("needs_attention") or {}
+        if attention:
+            console.print(_attention_table(attention))
+    if "partner_to_us_latency" in by_name:
+        console.print(_latency_table(by_name["partner_to_us_latency"]))
+    console.print(_disruptions_table(report))
+    console.print(_faults_table(report))
+    if report.log_errors:
+        console.print(_log_errors_table(report))
+    _print_violations(report, console)
+    verdict = "[bold green]PASS[/]" if report.passed else "[bold red]FAIL[/]"
+    console.print(
+        f"Chaos run {report.run_id}: {verdict} - {report.violations} violation(s); logs in {report.run_dir}"
+    )
+
+
+def _checks_table(report: RunReport) -> Table:
+    table = Table(title=f"Chaos run {report.run_id}: invariants")
+    table.add_column("check")
+    table.add_column("result")
+    table.add_column("violations", justify="right")
+    table.add_column("figures")
+    for check in report.checks:
+        result = "[green]pass[/]" if check.passed else "[red]FAIL[/]"
+        kinds = ", ".join(f"{k} {n}" for k, n in check.violation_counts().items())
+        table.add_row(
+            check.name, result, f"{len(check.violations)}" + (f" ({kinds})" if kinds else ""), _short(check)
+        )
+    return table
+
+
+def _short(check: CheckResult) -> str:
+    figures = {k: v for k, v in check.figures.items() if isinstance(v, int | float | str)}
+    return ", ".join(f"{k}={v}" for k, v in list(figures.items())[:8])
+
+
+def _states_table(report: RunReport, ending: CheckResult) -> Table:
+    table = Table(title="Bookings and clients")
+    table.add_column("what")
+    table.add_column("count", justify="right")
+    for state, count in ending.figures.get("final_states", {}).items():
+        table.add_row(f"final state: {state}", str(count))
+    for key, value in report.clients.items():
+        table.add_row(f"clients: {key}", str(value))
+    settle = report.phases
+    if "settled" in settle:
+        owed = settle.get("at_settle_end", {})
+        table.add_row(
+            f"settled in {settle.get('settle_s')} s"
+            if settle["settled"]
+            else f"NOT settled after {settle.get('settle_s')} s",
+            f"open {owed.get('open', '?')}, fences {owed.get('fences', '?')}, "
+            f"compensations owed {owed.get('compensations', '?')}",
+        )
+    rest = ending.figures.get("seconds_to_rest", {})
+    if rest.get("n"):
+        table.add_row("seconds to rest p50 / p99 / max", f"{rest['p50']} / {rest['p99']} / {rest['max']}")
+    return table
+
+
+def _attention_table(attention: dict[str, Any]) -> Table:
+    table = Table(title="needs_attention: reasons")
+    table.add_column("reason")
+    table.add_column("count", justify="right")
+    table.add_column("what the partner holds")
+    for reason, data in attention.items():
+        holds = "; ".join(f"{view}: {n}" for view, n in data["partner_holds"].items())
+        table.add_row(escape(reason), str(data["count"]), escape(holds))
+    return table
+
+
+def _latency_table(latency: CheckResult) -> Table:
+    table = Table(title="Partner change -> our booking state (seconds)")
+    table.add_column("partner / path")
+    for column in ("n", "p50", "p95", "p99", "max"):
+        table.add_column(column, justify="right")
+    for key, figures in latency.figures.get("booking_state", {}).items():
+        table.add_row(key, *(str(figures[c]) for c in ("n", "p50", "p95", "p99", "max")))
+    return table
+
+
+def _disruptions_table(report: RunReport) -> Table:
+    table = Table(title="Disruptions")
+    table.add_column("kind")
+    table.add_column("count", justify="right")
+    table.add_column("detail")
+    kinds: dict[str, list[dict[str, Any]]] = {}
+    for event in report.disruptions:
+        kinds.setdefault(event["kind"], []).append(event)
+    for kind, events in kinds.items():
+        detail = ""
+        if kind in ("redis_restart", "db_drop"):
+            detail = "; ".join(
+                f"at {e['at_s']}s: {e.get('detail', '')}"
+                + (
+                    f" (clients killed {e['clients_killed']}, keys deleted {e['keys_deleted']})"
+                    if "keys_deleted" in e
+                    else ""
+                )
+                + (f" (connections terminated {e['terminated']})" if "terminated" in e else "")
+                for e in events
+            )
+        table.add_row(kind, str(len(events)), escape(detail))
+    for error in report.harness_errors:
+        table.add_row("[red]harness error[/]", "", escape(error))
+    return table
+
+
+def _faults_table(report: RunReport) -> Table:
+    table = Table(title="Faults injected by the partners")
+    table.add_column("partner")
+    table.add_column("fault")
+    table.add_column("count", justify="right")
+    for code, data in report.partners.items():
+        for fault, count in sorted((data.get("stats", {}).get("faults") or {}).items()):
+            table.add_row(code, fault, str(count))
+    return table
+
+
+def _log_errors_table(report: RunReport) -> Table:
+    table = Table(title="Errors in the processes' logs (survived or not: look here first)")
+    table.add_column("process")
+    table.add_column("error")
+    table.add_column("count", justify="right")
+    for process, errors in report.log_errors.items():
+        for signature, count in errors.items():
+            table.add_row(process, escape(signature), str(count))
+    return table
+
+
+def _print_violations(report: RunReport, console: Console) -> None:
+    for check in report.checks:
+        shown: dict[str, int] = {}
+        for violation in check.violations:
+            shown[violation.kind] = shown.get(violation.kind, 0) + 1
+            if shown[violation.kind] > SHOWN_PER_KIND:
+                continue
+            console.print(
+                f"[red]{check.name}/{violation.kind}[/]: {escape(violation.message)}", highlight=False
+            )
+            for line in violation.evidence.get("timeline", [])[-12:]:
+                console.print(f"    ours:    {line}", highlight=False, markup=False, soft_wrap=True)
+            for line in violation.evidence.get("partner_truth", [])[:4]:
+                console.print(f"    partner: {line}", highlight=False, markup=False, soft_wrap=True)

@@ -1,0 +1,283 @@
+"""One chaos run, start to verdict.
+
+1. set-up: the run's directory, database (migrated), Redis, sandbox partners with their faults,
+   registered under codes unique to the run; customers and tokens;
+2. the system: gunicorn, Dramatiq workers, the scheduler;
+3. load: bookings through the HTTP API while workers are SIGKILLed, Redis restarts once and the
+   database connections drop once;
+4. settle: until every booking is at rest and no work is owed (bounded);
+5. stop our processes, read each partner's ground truth, check the invariants.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import platform
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from chaos import checks, database, logscan, snapshot
+from chaos.config import ChaosConfig, RunIdentity, new_run_id
+from chaos.disruptions import Disruptor
+from chaos.faults import build_plan
+from chaos.load import (
+    BookingClient,
+    ClientLedger,
+    LoadGenerator,
+    create_customers,
+    plan_bookings,
+    run_offers,
+)
+from chaos.progress import ProgressDisplay
+from chaos.redis_ops import redis_handle
+from chaos.report import RunReport
+from chaos.sandboxes import SandboxPartner
+from chaos.stack import Stack, StartupFailed
+
+MAX_CONCURRENCY_PER_PARTNER = 16
+
+
+class ChaosRun:
+    def __init__(self, config: ChaosConfig, *, console: Console) -> None:
+        self.config = config
+        self.console = console
+        run_id = new_run_id()
+        self.identity = RunIdentity(run_id=run_id, directory=(config.run_root / run_id).resolve())
+        self.ledger = ClientLedger()
+        self.stack: Stack | None = None
+        self.sandboxes: list[SandboxPartner] = []
+        self.own_database: str | None = None
+        self.original_database = database.current_name()
+        self.report = RunReport(
+            run_id=run_id,
+            run_dir=str(self.identity.directory),
+            config=_config_dict(config),
+            environment={},
+        )
+
+    # --- the run ---------------------------------------------------------------------------
+    def run(self) -> RunReport:
+        database.check_supported(allow_sqlite=self.config.allow_sqlite)
+        self.identity.directory.mkdir(parents=True, exist_ok=True)
+        try:
+            self._run()
+        except StartupFailed as exc:
+            self.report.harness_errors.append(f"startup failed: {exc}")
+        finally:
+            self._tear_down()
+        self.report.log_errors = logscan.scan(self.identity.directory)
+        self.report.write_json(self.identity.directory / "report.json")
+        if self.config.json_path:
+            self.report.write_json(self.config.json_path)
+        return self.report
+
+    def _run(self) -> None:
+        config, phases = self.config, self.report.phases
+        started = time.monotonic()
+        database_url = self._database()
+        redis = redis_handle(os.environ.get("REDIS_URL", ""), self.identity.directory)
+        redis.start()
+        self.sandboxes = [
+            SandboxPartner(
+                profile=profile,
+                code=self.identity.partner_code(profile),
+                plan=build_plan(
+                    profile,
+                    fault_rate=config.fault_rate,
+                    time_scale=config.time_scale,
+                    seed=config.seed,
+                    overrides=config.fault_overrides,
+                ),
+            )
+            for profile in config.profiles
+        ]
+        self.stack = Stack(
+            config=config,
+            identity=self.identity,
+            database_url=database_url,
+            redis=redis,
+            sandboxes=self.sandboxes,
+        )
+        self.report.environment = self._environment(redis.mode)
+        self._say(
+            f"chaos run {self.identity.run_id}: database {database.vendor()} {database.current_name()}, "
+            f"Redis {redis.mode}, logs in {self.identity.directory}"
+        )
+        self.stack.start_sandboxes()
+        for sandbox in self.sandboxes:
+            sandbox.set_faults(sandbox.plan.settings)
+            sandbox.register(
+                connect_timeout_s=config.timing.connect_timeout_s,
+                read_timeout_s=config.timing.read_timeout_s,
+                max_concurrency=MAX_CONCURRENCY_PER_PARTNER,
+            )
+        customers = create_customers(self.identity, config.customer_count)
+        offers = run_offers({s.code: s.profile for s in self.sandboxes})
+        planned = plan_bookings(config=config, identity=self.identity, customers=customers, offers=offers)
+        self.stack.start_system()
+        phases["startup_s"] = round(time.monotonic() - started, 1)
+
+        client = BookingClient(base_url=self.stack.web_url, behaviour=config.client, ledger=self.ledger)
+        generator = LoadGenerator(client=client, concurrency=config.concurrency, duration_s=config.duration_s)
+        load_done = threading.Event()
+        disruptor = Disruptor(
+            config=config,
+            identity=self.identity,
+            stack=self.stack,
+            sandboxes=self.sandboxes,
+            load_progress=lambda: self.ledger.counts()["sent"] / max(1, config.bookings),
+            load_done=load_done,
+        )
+        codes = [s.code for s in self.sandboxes]
+
+        def poll() -> dict[str, Any]:
+            counts = snapshot.live_counts(codes, compensation_max_tries=_compensation_max_tries())
+            return {"states": counts, "accepted": self.ledger.counts()["accepted"], **disruptor.counts()}
+
+        live = config.live if config.live is not None else self.console.is_terminal
+        with ProgressDisplay(console=self.console, live=live, total=config.bookings, poll=poll) as display:
+            display.set_phase("load")
+            load_started = time.monotonic()
+            disruptor.start()
+            try:
+                generator.run(planned)
+            finally:
+                load_done.set()
+            phases["load_s"] = round(time.monotonic() - load_started, 1)
+            display.set_phase("disruptions (tail)")
+            self._disruption_tail(disruptor)
+            display.set_phase("settle")
+            self._settle(codes)
+            display.set_phase("stopping")
+        self.report.disruptions = [e.as_dict() for e in disruptor.events]
+        self.report.harness_errors += disruptor.errors
+        self.report.clients = self.ledger.counts()
+        self._verdict(codes)
+
+    def _database(self) -> str:
+        if self.config.own_database:
+            self.own_database = f"{self.original_database}_chaos_{self.identity.run_id}"
+            url = database.create_own_database(self.own_database)
+        else:
+            url = database.configured_url()
+        database.migrate()
+        return url
+
+    def _disruption_tail(self, disruptor: Disruptor) -> None:
+        """Keep disrupting a little after the last request, so late work meets kills too."""
+        if self.config.kill_workers:
+            time.sleep(min(self.config.kill_interval_s * 1.5, 15.0))
+        disruptor.halt()
+
+    def _settle(self, codes: list[str]) -> None:
+        """Wait (bounded) until every booking is at rest and nothing is owed for `quiet_s`."""
+        started = time.monotonic()
+        deadline = started + self.config.effective_settle_timeout_s
+        quiet_since: float | None = None
+        counts: dict[str, int] = {}
+        while time.monotonic() < deadline:
+            assert self.stack is not None
+            crashed = self.stack.crashed()
+            if crashed:
+                self.report.harness_errors.append(f"processes died on their own: {', '.join(crashed)}")
+                break
+            try:
+                counts = snapshot.live_counts(codes, compensation_max_tries=_compensation_max_tries())
+            except Exception as exc:  # noqa: BLE001 - keep waiting through a transient database error
+                self.report.harness_errors.append(f"settle poll failed once: {exc!r}")
+                time.sleep(1.0)
+                continue
+            at_rest = counts["open"] == 0 and counts["fences"] == 0 and counts["compensations"] == 0
+            if not at_rest:
+                quiet_since = None
+            elif quiet_since is None:
+                quiet_since = time.monotonic()
+            elif time.monotonic() - quiet_since >= self.config.quiet_s:
+                break
+            time.sleep(0.5)
+        self.report.phases.update(
+            {
+                "settle_s": round(time.monotonic() - started, 1),
+                "settled": quiet_since is not None and time.monotonic() - quiet_since >= self.config.quiet_s,
+                "at_settle_end": counts,
+            }
+        )
+
+    def _verdict(self, codes: list[str]) -> None:
+        assert self.stack is not None
+        self.stack.stop_system()  # nothing of ours moves while we look
+        truth = {s.code: s.ground_truth() for s in self.sandboxes}
+        for sandbox in self.sandboxes:
+            self.report.partners[sandbox.code] = {
+                "profile": sandbox.profile,
+                "faults": sandbox.plan.settings,
+                "stats": sandbox.stats(),
+            }
+        checked_at = datetime.now(UTC)
+        data = snapshot.take(
+            sandboxes=self.sandboxes,
+            ledger=self.ledger,
+            truth=truth,
+            compensation_max_tries=_compensation_max_tries(),
+        )
+        self.report.checks = checks.run_all(
+            data,
+            allowed=checks.allowed_transitions(),
+            allowance_s=self.config.deadline_allowance_s,
+            checked_at=checked_at,
+        )
+
+    def _tear_down(self) -> None:
+        if self.stack is not None:
+            self.stack.stop_all()
+            try:
+                self.report.phases["redis_keys_left_deleted"] = self.stack.redis.forget(
+                    self.identity.namespace
+                )
+            except Exception as exc:  # noqa: BLE001 - cleaning up must not hide the verdict
+                self.report.harness_errors.append(f"could not delete the run's Redis keys: {exc!r}")
+        if not self.own_database:
+            return
+        if self.config.keep_database or self.report.violations:
+            # Evidence: a failed run keeps its database for investigation.
+            self.report.phases["kept_database"] = self.own_database
+            self._say(
+                f'kept database {self.own_database} (drop it with: DROP DATABASE "{self.own_database}")'
+            )
+        else:
+            database.drop_own_database(self.own_database, original=self.original_database)
+
+    # --- helpers ---------------------------------------------------------------------------
+    def _say(self, text: str) -> None:
+        self.console.print(text, highlight=False, markup=False, soft_wrap=True)
+
+    def _environment(self, redis_mode: str) -> dict[str, Any]:
+        return {
+            "database_vendor": database.vendor(),
+            "database_name": database.current_name(),
+            "own_database": bool(self.own_database),
+            "redis": redis_mode,
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+
+
+def _compensation_max_tries() -> int:
+    return int(os.environ.get("PARTNER_COMPENSATION_MAX_TRIES", "8"))
+
+
+def _config_dict(config: ChaosConfig) -> dict[str, Any]:
+    data = dataclasses.asdict(config)
+    for key, value in data.items():
+        if isinstance(value, Path):
+            data[key] = str(value)
+    data["fault_overrides"] = [list(o) for o in config.fault_overrides]
+    return data

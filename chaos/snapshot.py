@@ -1,0 +1,268 @@
+"""Reading a run's outcome: our database (this run's partners only), each sandbox's ground truth,
+and the clients' ledger, into the plain data of `model.py`. Also the cheap live counts.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime
+from typing import Any
+
+from django.db.models import Count, Q
+
+from bookings.models import Booking, BookingEvent
+from bookings.states import OPEN_STATES
+from chaos.load import ClientLedger
+from chaos.model import (
+    BookingRow,
+    ClientKey,
+    EventRow,
+    IdempotencyRow,
+    ObservationRow,
+    OurReservation,
+    PartnerChange,
+    Snapshot,
+    TruthReservation,
+)
+from chaos.sandboxes import SandboxPartner
+from partners.models import (
+    Operation,
+    PartnerAttempt,
+    PartnerObservation,
+    PartnerReservation,
+)
+
+LEGACY_STATES = {"PENDING": "pending", "OK": "confirmed", "FAIL": "rejected", "CXL": "cancelled"}
+CHUNK = 2000
+
+
+# --- live counts -------------------------------------------------------------------------------
+def live_counts(partner_codes: list[str], *, compensation_max_tries: int) -> dict[str, int]:
+    """Bookings per state plus the work still owed (fences, compensations): for progress and settle."""
+    counts: Counter[str] = Counter(
+        {
+            row["status"]: row["n"]
+            for row in Booking.objects.filter(partner__code__in=partner_codes)
+            .order_by()
+            .values("status")
+            .annotate(n=Count("id"))
+        }
+    )
+    result = dict(counts)
+    result["total"] = sum(counts.values())
+    result["open"] = sum(counts[s] for s in OPEN_STATES)
+    result["fences"] = (
+        PartnerAttempt.objects.fencing()
+        .filter(partner__code__in=partner_codes)
+        .values("booking")
+        .distinct()
+        .count()
+    )
+    result["compensations"] = (
+        PartnerReservation.objects.filter(
+            partner__code__in=partner_codes,
+            compensation_requested_at__isnull=False,
+            compensated_at__isnull=True,
+        )
+        .annotate(cancels=Count("attempts", filter=Q(attempts__operation=Operation.CANCEL)))
+        .filter(cancels__lt=compensation_max_tries)
+        .count()
+    )
+    return result
+
+
+# --- the full snapshot -------------------------------------------------------------------------
+def take(
+    *,
+    sandboxes: list[SandboxPartner],
+    ledger: ClientLedger,
+    truth: dict[str, list[dict[str, Any]]],
+    compensation_max_tries: int,
+) -> Snapshot:
+    codes = [s.code for s in sandboxes]
+    counts = live_counts(codes, compensation_max_tries=compensation_max_tries)
+    return Snapshot(
+        profiles={s.code: s.profile for s in sandboxes},
+        skew_s={s.code: s.plan.clock_skew_s for s in sandboxes},
+        bookings=_bookings(codes),
+        idempotency=_idempotency(codes),
+        reservations=_reservations(codes),
+        observations=_observations(codes),
+        truth=[_truth_row(s.code, s.profile, row) for s in sandboxes for row in truth.get(s.code, [])],
+        clients=[
+            ClientKey(
+                key=r.key,
+                customer=r.customer,
+                outcome=r.outcome,
+                references=tuple(r.references),
+                responses=tuple(r.responses),
+                refusal=r.refusal,
+            )
+            for r in ledger.records.values()
+        ],
+        unresolved_fences=counts["fences"],
+        pending_compensations=counts["compensations"],
+    )
+
+
+def _bookings(codes: list[str]) -> dict[str, BookingRow]:
+    rows = list(
+        Booking.objects.filter(partner__code__in=codes).values_list(
+            "id",
+            "reference",
+            "partner__code",
+            "customer__username",
+            "status",
+            "attention_reason",
+            "attention_detail",
+            "deadline",
+            "created_at",
+        )
+    )
+    events: dict[Any, list[EventRow]] = {}
+    ids = [row[0] for row in rows]
+    for start in range(0, len(ids), CHUNK):
+        for e in (
+            BookingEvent.objects.filter(booking_id__in=ids[start : start + CHUNK])
+            .order_by("booking_id", "id")
+            .values_list(
+                "booking_id",
+                "id",
+                "kind",
+                "actor",
+                "from_state",
+                "to_state",
+                "occurred_at",
+                "summary",
+                "data",
+            )
+        ):
+            events.setdefault(e[0], []).append(
+                EventRow(
+                    id=e[1],
+                    kind=e[2],
+                    actor=e[3],
+                    from_state=e[4],
+                    to_state=e[5],
+                    occurred_at=e[6],
+                    summary=e[7],
+                    data=e[8] or {},
+                )
+            )
+    return {
+        row[1]: BookingRow(
+            reference=row[1],
+            partner_code=row[2],
+            customer=row[3],
+            status=row[4],
+            attention_reason=row[5],
+            attention_detail=row[6],
+            deadline=row[7],
+            created_at=row[8],
+            events=tuple(events.get(row[0], [])),
+        )
+        for row in rows
+    }
+
+
+def _idempotency(codes: list[str]) -> list[IdempotencyRow]:
+    return [
+        IdempotencyRow(customer=c, key=k, booking_reference=r)
+        for c, k, r in (
+            Booking.objects.filter(partner__code__in=codes)
+            .exclude(idempotency_key="")
+            .values_list("customer__username", "idempotency_key", "reference")
+        )
+    ]
+
+
+def _reservations(codes: list[str]) -> list[OurReservation]:
+    return [
+        OurReservation(
+            partner_code=row[0],
+            partner_ref=row[1],
+            booking_reference=row[2],
+            role=row[3],
+            status=row[4],
+            version=row[5],
+            compensation_requested_at=row[6],
+            compensation_reason=row[7],
+            compensated_at=row[8],
+        )
+        for row in PartnerReservation.objects.filter(partner__code__in=codes).values_list(
+            "partner__code",
+            "partner_ref",
+            "booking__reference",
+            "role",
+            "status",
+            "version",
+            "compensation_requested_at",
+            "compensation_reason",
+            "compensated_at",
+        )
+    ]
+
+
+def _observations(codes: list[str]) -> list[ObservationRow]:
+    return [
+        ObservationRow(
+            id=row[0],
+            partner_code=row[1],
+            partner_ref=row[2],
+            source=row[3],
+            status=row[4],
+            version=row[5],
+            partner_modified_at=row[6],
+            received_at=row[7],
+            result=row[8],
+        )
+        for row in PartnerObservation.objects.filter(reservation__partner__code__in=codes)
+        .order_by("id")
+        .values_list(
+            "id",
+            "reservation__partner__code",
+            "reservation__partner_ref",
+            "source",
+            "status",
+            "version",
+            "partner_modified_at",
+            "received_at",
+            "result",
+        )
+    ]
+
+
+def _truth_row(code: str, profile: str, row: dict[str, Any]) -> TruthReservation:
+    if profile == "legacy":
+        return TruthReservation(
+            partner_code=code,
+            partner_ref=str(row["booking_no"]),
+            client_reference=str(row["ref"]),
+            status=LEGACY_STATES[row["state"]],
+            history=tuple(
+                PartnerChange(
+                    version=int(h["version"]),
+                    status=LEGACY_STATES[h["state"]],
+                    at=datetime.fromisoformat(h["at_utc"]),
+                    cause=str(h["cause"]),
+                )
+                for h in row.get("history", [])
+            ),
+            raw=row,
+        )
+    return TruthReservation(
+        partner_code=code,
+        partner_ref=str(row["id"]),
+        client_reference=str(row["client_reference"]),
+        status=str(row["status"]),
+        history=tuple(
+            PartnerChange(
+                version=int(h["version"]),
+                status=str(h["status"]),
+                at=datetime.fromisoformat(h["at"]),
+                cause=str(h["cause"]),
+            )
+            for h in row.get("history", [])
+        ),
+        raw=row,
+    )

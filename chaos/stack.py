@@ -1,0 +1,214 @@
+"""The system under test as real processes, in the Procfile's shape: web (gunicorn), the partners'
+webhook receiver (its own gunicorn), Dramatiq workers, the scheduler, and the sandbox partners.
+Starts them, kills and restarts workers, and stops everything it started.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from functools import partial
+from pathlib import Path
+
+import requests
+
+from chaos.config import ChaosConfig, RunIdentity, child_env
+from chaos.procs import ManagedProcess, free_port, wait_until
+from chaos.redis_ops import EmbeddedRedisHandle, ExternalRedisHandle
+from chaos.sandboxes import SandboxPartner
+
+BASE_DIR = Path(__file__).resolve().parents[2]
+WORKER_READY = "Worker process is ready for action."
+START_TIMEOUT_S = 90.0
+
+
+class StartupFailed(RuntimeError):
+    pass
+
+
+class Stack:
+    def __init__(
+        self,
+        *,
+        config: ChaosConfig,
+        identity: RunIdentity,
+        database_url: str,
+        redis: EmbeddedRedisHandle | ExternalRedisHandle,
+        sandboxes: list[SandboxPartner],
+    ) -> None:
+        self.config = config
+        self.identity = identity
+        self.database_url = database_url
+        self.redis = redis
+        self.sandboxes = sandboxes
+        self.web_port = free_port()
+        self.webhook_port = free_port()
+        self.web: ManagedProcess | None = None
+        self.webhooks: ManagedProcess | None = None
+        self.scheduler: ManagedProcess | None = None
+        self.workers: list[ManagedProcess] = []
+        self._lock = threading.Lock()  # worker list changes (kills, restarts) vs. readers
+
+    @property
+    def web_url(self) -> str:
+        return f"http://127.0.0.1:{self.web_port}"
+
+    def webhook_url(self, code: str) -> str:
+        return f"http://127.0.0.1:{self.webhook_port}/partners/{code}/webhooks/"
+
+    def _process(self, name: str, argv: list[str], *, role: str) -> ManagedProcess:
+        env = child_env(
+            dict(os.environ),
+            config=self.config,
+            identity=self.identity,
+            database_url=self.database_url,
+            redis_url=self.redis.url,
+            role=role,
+        )
+        return ManagedProcess(
+            name, argv, env=env, cwd=BASE_DIR, log_path=self.identity.directory / f"{name}.log"
+        )
+
+    # --- start -----------------------------------------------------------------------------
+    def start_sandboxes(self) -> None:
+        hang_s = self.config.timing.read_timeout_s + 1.0  # outlasts our read timeout, then drops
+        for sandbox in self.sandboxes:
+            argv = sandbox.argv(
+                store=self.identity.directory / f"{sandbox.profile}-store.sqlite3",
+                webhook_url=self.webhook_url(sandbox.code),
+                hang_s=hang_s,
+            )
+            sandbox.process = self._process(
+                f"sandbox-{sandbox.profile}", argv, role=f"sandbox-{sandbox.profile}"
+            )
+            sandbox.process.start()
+        for sandbox in self.sandboxes:
+            if not sandbox.wait_ready(timeout_s=START_TIMEOUT_S):
+                raise StartupFailed(f"sandbox {sandbox.code} did not start; see {sandbox.process.log_path}")
+
+    def _gunicorn(self, name: str, port: int) -> ManagedProcess:
+        argv = [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "config.wsgi:application",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            str(self.config.web_workers),
+            "--threads",
+            "4",
+            "--timeout",
+            "60",
+            "--graceful-timeout",
+            "5",
+            "--no-control-socket",
+            "--log-level",
+            "warning",
+        ]
+        return self._process(name, argv, role=name)
+
+    def start_system(self) -> None:
+        self.web = self._gunicorn("web", self.web_port).start()
+        self.webhooks = self._gunicorn("webhooks", self.webhook_port).start()
+        for index in range(self.config.workers):
+            self.workers.append(self._worker(index).start())
+        self.scheduler = self._process(
+            "scheduler",
+            [
+                sys.executable,
+                "manage.py",
+                "run_scheduler",
+                "--interval",
+                f"{self.config.timing.sweep_interval_s:g}",
+            ],
+            role="scheduler",
+        ).start()
+        for server, port in ((self.web, self.web_port), (self.webhooks, self.webhook_port)):
+            if not wait_until(partial(_healthy, server, port), timeout_s=START_TIMEOUT_S, interval_s=0.3):
+                raise StartupFailed(f"{server.name} did not become healthy; see {server.log_path}")
+        for worker in self.workers:
+            if not worker.wait_for_log(WORKER_READY, timeout_s=START_TIMEOUT_S):
+                raise StartupFailed(f"{worker.name} did not boot; see {worker.log_path}")
+        if not self.scheduler.alive:
+            raise StartupFailed(f"the scheduler exited; see {self.scheduler.log_path}")
+
+    def _worker(self, index: int) -> ManagedProcess:
+        return self._process(
+            f"worker-{index + 1}",
+            [
+                sys.executable,
+                "manage.py",
+                "rundramatiq",
+                "--processes",
+                "1",
+                "--threads",
+                str(self.config.worker_threads),
+                "--worker-shutdown-timeout",
+                "5000",
+            ],
+            role=f"worker-{index + 1}",
+        )
+
+    # --- chaos -----------------------------------------------------------------------------
+    def alive_workers(self) -> list[int]:
+        with self._lock:
+            return [i for i, worker in enumerate(self.workers) if worker.alive]
+
+    def kill_worker(self, index: int) -> int | None:
+        """SIGKILL one worker's whole process group; return the pid it had."""
+        with self._lock:
+            worker = self.workers[index]
+            pid = worker.pid
+            worker.kill()
+            return pid
+
+    def restart_worker(self, index: int) -> int | None:
+        with self._lock:
+            worker = self.workers[index]
+            if not worker.alive:
+                worker.start()
+            return worker.pid
+
+    def pgids(self) -> set[int]:
+        """Process groups of the system under test (not the sandboxes: they are partners)."""
+        with self._lock:
+            processes = [self.web, self.webhooks, self.scheduler, *self.workers]
+            return {p.pid for p in processes if p is not None and p.pid is not None}
+
+    def crashed(self) -> list[str]:
+        """Processes that died without being killed by us (web, webhooks, scheduler, sandboxes)."""
+        watched = [self.web, self.webhooks, self.scheduler, *(s.process for s in self.sandboxes)]
+        return [p.name for p in watched if p is not None and p.popen is not None and not p.alive]
+
+    # --- stop ------------------------------------------------------------------------------
+    def stop_system(self) -> None:
+        """Stop our processes (not the partners): the scheduler first, so nothing new is queued."""
+        _stop_together([self.scheduler])
+        _stop_together([*self.workers, self.web, self.webhooks])
+
+    def stop_sandboxes(self) -> None:
+        _stop_together([s.process for s in self.sandboxes])
+
+    def stop_all(self) -> None:
+        self.stop_system()
+        self.stop_sandboxes()
+        self.redis.stop()
+
+
+def _healthy(server: ManagedProcess, port: int) -> bool:
+    if not server.alive:
+        return False
+    try:
+        return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def _stop_together(processes: list[ManagedProcess | None]) -> None:
+    running = [p for p in processes if p is not None]
+    for process in running:
+        process.request_stop()
+    for process in running:
+        process.finish_stop()

@@ -1,0 +1,225 @@
+"""Assemble one sandbox partner and run it on cheroot until SIGTERM/SIGINT.
+
+`python -m sandbox.server --profile reference --port 8101 --store var/p.sqlite3 ...`
+runs it without Django; `manage.py run_sandbox_partner` takes the same options.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from cheroot.wsgi import Server as WSGIServer
+
+from sandbox.app import SandboxApp
+from sandbox.clock import PartnerClock
+from sandbox.control import Control, catalogue_json
+from sandbox.faults import Faults, FaultSettings
+from sandbox.ledger import Ledger, Product
+from sandbox.legacy import LegacyProtocol
+from sandbox.reference import ReferenceProtocol, render
+from sandbox.store import Store
+from sandbox.webhooks import Outbox
+from sandbox.wire import WireProtocol
+
+logger = logging.getLogger("sandbox")
+
+JOIN_TIMEOUT_S = 5.0
+
+
+@dataclass(frozen=True)
+class SandboxConfig:
+    profile: str
+    port: int
+    store: Path
+    host: str = "127.0.0.1"
+    api_key: str = "sandbox-key"
+    webhook_url: str | None = None
+    webhook_secret: str | None = None
+    timezone: str = "UTC"
+    catalogue: dict[str, Product] | None = None
+    faults: FaultSettings = field(default_factory=FaultSettings)
+    hang_s: float = 30.0
+    threads: int = 64
+    lookup_by_reference: bool = True
+
+
+class Worker(threading.Thread):
+    """Runs `step` again and again; `step` returns how long to sleep unless woken earlier."""
+
+    def __init__(self, name: str, step: Callable[[], float], stopping: threading.Event) -> None:
+        super().__init__(name=name, daemon=True)
+        self._step = step
+        self._stopping = stopping
+        self._wake = threading.Event()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def run(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.clear()  # before the step, so a wake during it is not lost
+            try:
+                wait = self._step()
+            except Exception:
+                logger.exception("%s step failed", self.name)
+                wait = 1.0
+            if wait > 0:
+                self._wake.wait(wait)
+
+
+class Sandbox:
+    """One partner: store, faults, ledger, protocol, background threads and the HTTP server."""
+
+    def __init__(self, config: SandboxConfig) -> None:
+        self.config = config
+        self.stopping = threading.Event()
+        self.store = Store(config.store, config.profile)
+        self.faults = Faults(config.faults)
+        self.clock = PartnerClock(self.faults.skew_s, ZoneInfo(config.timezone))
+        self.outbox: Outbox | None = None
+        if config.profile == "reference" and config.webhook_url and config.webhook_secret:
+            self.outbox = Outbox(
+                store=self.store,
+                faults=self.faults,
+                clock=self.clock,
+                url=config.webhook_url,
+                secret=config.webhook_secret,
+                render=lambda r: render(r, self.clock),
+                stopping=self.stopping,
+            )
+        self.ledger = Ledger(
+            store=self.store,
+            faults=self.faults,
+            clock=self.clock,
+            catalogue=config.catalogue,
+            outbox=self.outbox,
+        )
+        self.ledger.release_stale_keys()
+        self.protocol: WireProtocol
+        if config.profile == "reference":
+            self.protocol = ReferenceProtocol(
+                ledger=self.ledger,
+                outbox=self.outbox,
+                faults=self.faults,
+                clock=self.clock,
+                lookup_by_reference=config.lookup_by_reference,
+            )
+        else:
+            self.protocol = LegacyProtocol(ledger=self.ledger, clock=self.clock)
+        self.workers = [Worker("sandbox-settler", self.ledger.settle_due, self.stopping)]
+        self.ledger.on_pending = self.workers[0].wake
+        if self.outbox is not None:
+            sender = Worker("sandbox-webhooks", self.outbox.deliver_due, self.stopping)
+            self.outbox.wake = sender.wake
+            self.workers.append(sender)
+        control = Control(
+            protocol=self.protocol,
+            ledger=self.ledger,
+            faults=self.faults,
+            info=self._info(),
+            on_faults_changed=self._wake_all,
+        )
+        self.app = SandboxApp(
+            protocol=self.protocol,
+            control_routes=control.routes(),
+            faults=self.faults,
+            clock=self.clock,
+            store=self.store,
+            api_key=config.api_key,
+            hang_s=config.hang_s,
+            stopping=self.stopping,
+        )
+        self.server = WSGIServer(
+            (config.host, config.port),
+            self.app,
+            numthreads=config.threads,
+            server_name=f"sandbox-{config.profile}",
+            shutdown_timeout=JOIN_TIMEOUT_S,
+        )
+        self._serve_thread: threading.Thread | None = None
+
+    def _info(self) -> dict[str, Any]:
+        return {
+            "profile": self.config.profile,
+            "timezone": self.config.timezone,
+            "webhook_url": self.config.webhook_url,
+            "hang_s": self.config.hang_s,
+            "lookup_by_reference": self.config.lookup_by_reference,
+            "products": catalogue_json(self.config.catalogue),
+        }
+
+    def _wake_all(self) -> None:
+        for worker in self.workers:
+            worker.wake()
+
+    def start(self) -> None:
+        self.server.prepare()  # binds now, so a busy port fails here, in the caller
+        self._serve_thread = threading.Thread(target=self.server.serve, name="sandbox-http", daemon=True)
+        self._serve_thread.start()
+        for worker in self.workers:
+            worker.start()
+        logger.info(
+            "sandbox partner %s listening on http://%s:%s (store %s)",
+            self.config.profile,
+            self.config.host,
+            self.server.bind_addr[1],
+            self.config.store,
+        )
+
+    def stop(self) -> None:
+        self.stopping.set()  # wakes hung requests, latency sleeps and the workers
+        self._wake_all()
+        self.server.stop()
+        threads = [t for t in [*self.workers, self._serve_thread] if t is not None]
+        for thread in threads:
+            thread.join(JOIN_TIMEOUT_S)
+        # A sender stuck in a slow delivery keeps its connection; process exit closes it.
+        if not any(t.is_alive() for t in threads):
+            self.store.close()
+        logger.info("sandbox partner %s stopped", self.config.profile)
+
+
+def run(config: SandboxConfig) -> int:
+    """Serve until SIGTERM or SIGINT, then stop cleanly; return the exit status."""
+    sandbox = Sandbox(config)
+    stop_requested = threading.Event()
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        stop_requested.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    sandbox.start()
+    while not stop_requested.wait(0.5):  # a timed wait keeps the main thread responsive
+        pass
+    sandbox.stop()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    from sandbox.cli import ConfigError, add_arguments, config_from_options
+
+    parser = argparse.ArgumentParser(description="Run one sandbox partner.")
+    add_arguments(parser)
+    options = vars(parser.parse_args(argv))
+    try:
+        config = config_from_options(options)
+    except ConfigError as exc:
+        parser.error(str(exc))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    return run(config)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
