@@ -18,7 +18,7 @@ from chaos.procs import ManagedProcess, free_port, wait_until
 from chaos.redis_ops import EmbeddedRedisHandle, ExternalRedisHandle
 from chaos.sandboxes import SandboxPartner
 
-BASE_DIR = Path(__file__).resolve().parents[2]
+BASE_DIR = Path(__file__).resolve().parents[1]
 WORKER_READY = "Worker process is ready for action."
 START_TIMEOUT_S = 90.0
 
