@@ -15,7 +15,7 @@ from rest_framework.authtoken.models import Token
 from partners.models import Adapter
 from partners.services.registry import OfferSpec, partner_upsert
 
-DEMO_TOKEN = "demo0customer0token0000000000000000000000"  # demo only, printed on purpose
+DEMO_TOKEN = "demo0customer0token000000000000000000000"  # demo only, printed on purpose
 GROUP_PERMISSIONS = {
     "support": [
         "bookings.view_booking",
