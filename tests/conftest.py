@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -78,6 +79,20 @@ def customer(db):
     from tests.factories import UserFactory
 
     return UserFactory()
+
+
+@pytest.fixture
+def make_booking(db) -> Callable[..., Any]:
+    """`make_booking(partner, status, **fields)`: a booking with the partner in any state, on an
+    offer of its own unless one is given."""
+    from bookings.states import BookingState
+    from tests.factories import BookingFactory, OfferFactory
+
+    def make(partner, status: str = BookingState.REQUESTED, **fields: Any):
+        offer = fields.pop("offer", None) or OfferFactory(partner=partner)
+        return BookingFactory(offer=offer, status=status, **fields)
+
+    return make
 
 
 @pytest.fixture

@@ -10,9 +10,22 @@ from django.contrib.auth import get_user_model
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
-from bookings.models import Booking, Offer
+from bookings.models import Booking, Offer, Quote
 from bookings.states import BookingState
-from partners.models import Partner
+from partners.models import (
+    InboundEvent,
+    InboundState,
+    Operation,
+    Outcome,
+    Partner,
+    PartnerAttempt,
+    PartnerReservation,
+    ReservationStatus,
+    Source,
+)
+
+
+PASSWORD = "pw-customer-123"  # every user's, to log in with
 
 
 class UserFactory(factory.django.DjangoModelFactory):
@@ -23,7 +36,7 @@ class UserFactory(factory.django.DjangoModelFactory):
 
     username = factory.Sequence(lambda n: f"customer{n}")
     email = factory.LazyAttribute(lambda u: f"{u.username}@example.com")
-    password = factory.django.Password("pw-customer-123")
+    password = factory.django.Password(PASSWORD)
 
 
 class TokenFactory(factory.django.DjangoModelFactory):
@@ -77,3 +90,65 @@ class BookingFactory(factory.django.DjangoModelFactory):
     currency = "EUR"
     status = BookingState.REQUESTED
     deadline = factory.LazyFunction(lambda: timezone.now() + timedelta(minutes=30))
+
+
+class QuoteFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Quote
+
+    customer = factory.SubFactory(UserFactory)
+    offer = factory.SubFactory(OfferFactory)
+    start_date = factory.LazyFunction(lambda: timezone.now().date() + timedelta(days=30))
+    end_date = factory.LazyAttribute(lambda q: q.start_date + timedelta(days=3))
+    guests = 2
+    total_price = Decimal("300.00")
+    currency = "EUR"
+    expires_at = factory.LazyFunction(lambda: timezone.now() + timedelta(minutes=15))
+
+
+class PartnerReservationFactory(factory.django.DjangoModelFactory):
+    """A reservation the partner holds for a booking (an orphan: `booking=None` and a partner)."""
+
+    class Meta:
+        model = PartnerReservation
+
+    booking = factory.SubFactory(BookingFactory)
+    partner = factory.LazyAttribute(lambda r: r.booking.partner)
+    partner_ref = factory.Sequence(lambda n: f"R-{n:06d}")
+    client_reference = factory.LazyAttribute(lambda r: r.booking.reference if r.booking else "")
+    status = ReservationStatus.CONFIRMED
+    version = 1
+    learned_from = Source.RESPONSE
+
+
+class PartnerAttemptFactory(factory.django.DjangoModelFactory):
+    """A finished call to the partner for a booking; `fence=True`: an ambiguous create nobody has
+    resolved, started `age` ago (ten minutes unless told), which fences the booking."""
+
+    class Meta:
+        model = PartnerAttempt
+
+    class Params:
+        age = timedelta(0)
+        fence = factory.Trait(outcome=Outcome.AMBIGUOUS, age=timedelta(minutes=10))
+
+    booking = factory.SubFactory(BookingFactory)
+    partner = factory.LazyAttribute(lambda a: a.booking.partner)
+    operation = Operation.CREATE
+    outcome = Outcome.OK
+    idempotency_key = factory.LazyAttribute(lambda a: a.booking.partner_key)
+    started_at = factory.LazyAttribute(lambda a: timezone.now() - a.age)
+
+
+class InboundEventFactory(factory.django.DjangoModelFactory):
+    """A verified webhook delivery, processed unless told otherwise."""
+
+    class Meta:
+        model = InboundEvent
+
+    partner = factory.SubFactory(PartnerFactory)
+    event_id = factory.Sequence(lambda n: f"msg_{n:010d}")
+    raw_body = b'{"type": "reservation.updated"}'
+    headers = factory.LazyAttribute(lambda e: {"webhook-id": e.event_id})
+    signature_valid = True
+    state = InboundState.PROCESSED

@@ -12,12 +12,13 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import requests
+
+from tests.helpers import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 # No fault at all; `reset()` puts these back (with the process's own seed).
@@ -95,16 +96,22 @@ class SandboxProcess:
                 start_new_session=True,  # kill() takes the whole process group
                 env={**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.test"},
             )
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"sandbox exited {self.proc.returncode}: {self.log()[-4000:]}")
-            try:
-                requests.get(f"{self.base_url}/_sandbox/faults", headers=self.auth, timeout=1)
-                return self
-            except requests.ConnectionError:
-                time.sleep(0.05)
-        raise AssertionError(f"sandbox did not answer within {timeout_s}s: {self.log()[-4000:]}")
+        wait_until(
+            self._answers,
+            timeout_s=timeout_s,
+            interval_s=0.05,
+            what=f"the {self.profile} sandbox at {self.base_url} to answer (its log: {self.log_path})",
+        )
+        return self
+
+    def _answers(self) -> bool:
+        assert self.proc is not None
+        assert self.proc.poll() is None, f"sandbox exited {self.proc.returncode}: {self.log()[-4000:]}"
+        try:
+            requests.get(f"{self.base_url}/_sandbox/faults", headers=self.auth, timeout=1)
+        except requests.ConnectionError:
+            return False
+        return True
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

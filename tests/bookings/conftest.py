@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
-import uuid
 from collections.abc import Callable
 from datetime import date, timedelta
 from typing import Any
@@ -17,6 +15,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from tests.factories import OfferFactory, PartnerFactory, TokenFactory, UserFactory
+from tests.helpers import unique_code
 
 BOOKINGS_URL = "/api/v1/bookings"
 IS_POSTGRES = settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
@@ -28,11 +27,6 @@ postgres_only = pytest.mark.skipif(
 
 def today() -> date:
     return timezone.now().date()
-
-
-def unique_code() -> str:
-    """A partner code no other test (or test run sharing this Redis) uses: its queue is ours."""
-    return f"t-{uuid.uuid4().hex[:12]}"
 
 
 def stay_body(offer, **overrides: Any) -> dict[str, Any]:
@@ -56,18 +50,6 @@ def authed_client(user) -> APIClient:
 def post_booking(client: APIClient, body: dict[str, Any], key: str | None = "key-1"):
     headers = {} if key is None else {"Idempotency-Key": key}
     return client.post(BOOKINGS_URL, body, format="json", headers=headers)
-
-
-def queued_messages(broker: dramatiq.Broker, queue_name: str) -> list[dramatiq.Message]:
-    """The messages waiting on a queue of the Redis broker, in order (not the delay queue).
-
-    dramatiq's RedisBroker keeps the message ids in the list `<namespace>:<queue>` and the
-    encoded messages in the hash `<namespace>:<queue>.msgs`.
-    """
-    key = f"{broker.namespace}:{queue_name}"
-    ids = broker.client.lrange(key, 0, -1)
-    encoded = broker.client.hmget(f"{key}.msgs", ids) if ids else []
-    return [dramatiq.Message.decode(data) for data in encoded]
 
 
 def queue_length(broker: dramatiq.Broker, queue_name: str) -> int:
@@ -105,14 +87,6 @@ def run_concurrently(
             thread.join(timeout=30)
     assert not any(thread.is_alive() for thread in threads), "a thread did not finish"
     return results
-
-
-def wait_until(condition: Callable[[], bool], *, timeout_s: float = 10.0, what: str) -> None:
-    """Poll `condition` until it holds; fail after `timeout_s` (a bounded wait, not a sleep)."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out after {timeout_s} s waiting for {what}"
-        time.sleep(0.02)
 
 
 @pytest.fixture

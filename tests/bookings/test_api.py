@@ -19,11 +19,10 @@ from partners.models import PartnerAttempt
 from tests.bookings.conftest import (
     BOOKINGS_URL,
     post_booking,
-    queued_messages,
     stay_body,
-    wait_until,
 )
 from tests.factories import BookingFactory, OfferFactory, PartnerFactory
+from tests.helpers import queued_messages, wait_until
 
 S = BookingState
 SERVER = "http://testserver"

@@ -15,11 +15,11 @@ from bookings.models import Booking, BookingEvent
 from bookings.states import BookingState
 from tests.bookings.conftest import (
     BOOKINGS_URL,
-    queued_messages,
     run_concurrently,
     stay_body,
 )
 from tests.factories import BookingFactory
+from tests.helpers import queued_messages
 
 S = BookingState
 THREADS = 8

@@ -14,7 +14,7 @@ from bookings.models import Booking, BookingEvent, Quote
 from bookings.pricing import Stay, confirmation_deadline, price_stay, validate_stay
 from config.errors import ValidationFailed
 from tests.bookings.conftest import post_booking, stay_body, today
-from tests.factories import OfferFactory, PartnerFactory, UserFactory
+from tests.factories import OfferFactory, PartnerFactory, QuoteFactory
 
 QUOTES_URL = "/api/v1/quotes"
 
@@ -193,24 +193,8 @@ def test_a_stay_starting_tomorrow_is_accepted_early_in_the_day(api_client, offer
 
 
 # --- quotes -----------------------------------------------------------------------------------
-def quote_for(customer, offer, **overrides) -> Quote:
-    body = stay_body(offer)
-    return Quote.objects.create(
-        customer=customer,
-        offer=offer,
-        start_date=body["start_date"],
-        end_date=body["end_date"],
-        guests=body["guests"],
-        total_price=Decimal("300.00"),
-        currency="EUR",
-        expires_at=timezone.now() + timedelta(minutes=15),
-        **overrides,
-    )
-
-
 def test_an_expired_quote_is_a_400(api_client, customer, offer):
-    quote = quote_for(customer, offer)
-    Quote.objects.filter(pk=quote.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+    quote = QuoteFactory(customer=customer, offer=offer, expires_at=timezone.now() - timedelta(seconds=1))
 
     response = post_booking(api_client, stay_body(offer, quote=str(quote.pk)))
 
@@ -228,7 +212,7 @@ def test_an_expired_quote_is_a_400(api_client, customer, offer):
 @pytest.mark.parametrize("whose", ["another-customer", "nobody"])
 def test_a_quote_that_is_not_mine_is_a_400(api_client, offer, whose):
     quote_id = (
-        str(quote_for(UserFactory(), offer).pk)
+        str(QuoteFactory(offer=offer).pk)
         if whose == "another-customer"
         else "00000000-0000-4000-8000-000000000000"
     )
@@ -247,7 +231,7 @@ def test_a_quote_that_is_not_mine_is_a_400(api_client, offer, whose):
 
 
 def test_a_quote_for_another_stay_is_a_400_naming_what_differs(api_client, customer, offer):
-    quote = quote_for(customer, offer)
+    quote = QuoteFactory(customer=customer, offer=offer)
     other_offer = OfferFactory(partner=offer.partner)
     body = stay_body(
         other_offer,

@@ -24,8 +24,9 @@ from bookings.services import (
 from bookings.states import BookingState
 from bookings.timeline import new_event
 from config.errors import InvalidTransition, Unprocessable, ValidationFailed
-from tests.bookings.conftest import queue_length, queued_messages, today
+from tests.bookings.conftest import queue_length, today
 from tests.factories import BookingFactory
+from tests.helpers import queued_messages
 
 S = BookingState
 

@@ -14,8 +14,9 @@ from bookings.models import Actor, Booking, BookingEvent
 from bookings.services import lock_booking
 from bookings.states import TERMINAL_STATES, BookingState
 from bookings.timeline import record_event
-from tests.bookings.conftest import postgres_only, run_concurrently, wait_until
+from tests.bookings.conftest import postgres_only, run_concurrently
 from tests.factories import BookingFactory
+from tests.helpers import wait_until
 
 S = BookingState
 ALL_STATES = list(S)

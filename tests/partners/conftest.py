@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import itertools
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -29,7 +28,8 @@ from bookings.states import BookingState
 from partners.connectors.base import ReservationSnapshot
 from partners.connectors.http import close_sessions
 from partners.models import Adapter, Capability, Partner, ReservationStatus
-from tests.factories import BookingFactory, OfferFactory, PartnerFactory
+from tests.factories import BookingFactory, PartnerFactory
+from tests.helpers import queued_messages, unique_code, wait_until
 from tests.sandbox_process import SandboxProcess
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,30 +43,6 @@ REFERENCE_CAPS = [
 ]
 WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"partner-tests-webhook-secret-01").decode()
 SANDBOX_KEY = "sandbox-partner-tests-key"
-
-
-def unique_code(prefix: str = "p") -> str:
-    """A partner code nobody else uses (its queue and guard keys in Redis are this test's)."""
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
-def wait_until(condition: Callable[[], Any], *, timeout_s: float = 10.0, what: str, interval_s: float = 0.02):
-    """Poll `condition` until it is truthy and return it; fail after `timeout_s` (bounded)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out after {timeout_s} s waiting for {what}"
-        time.sleep(interval_s)
-
-
-def queued_messages(broker: dramatiq.Broker, queue_name: str) -> list[dramatiq.Message]:
-    """Messages waiting on a Redis queue (`<ns>:<queue>` ids, `<ns>:<queue>.msgs` bodies)."""
-    key = f"{broker.namespace}:{queue_name}"
-    ids = broker.client.lrange(key, 0, -1)
-    encoded = broker.client.hmget(f"{key}.msgs", ids) if ids else []
-    return [dramatiq.Message.decode(data) for data in encoded]
 
 
 def delayed_messages(broker: dramatiq.Broker, queue_name: str) -> list[dramatiq.Message]:
@@ -129,15 +105,6 @@ def legacy_partner(db) -> Partner:
         webhook_secret="",
         timezone="Europe/Berlin",
     )
-
-
-@pytest.fixture
-def make_booking(db) -> Callable[..., Booking]:
-    def make(partner: Partner, status: str = S.SUBMITTING, **fields: Any) -> Booking:
-        offer = OfferFactory(partner=partner)
-        return BookingFactory(offer=offer, partner=partner, status=status, **fields)
-
-    return make
 
 
 # --- broker and worker -------------------------------------------------------------------------

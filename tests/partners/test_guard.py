@@ -15,7 +15,8 @@ import pytest
 from partners import guard
 from partners.connectors import connector_for
 from partners.models import Adapter, Outcome, Partner
-from tests.partners.conftest import REFERENCE_CAPS, unique_code
+from tests.helpers import unique_code
+from tests.partners.conftest import REFERENCE_CAPS
 
 
 class ScriptedPartner:

@@ -16,15 +16,8 @@ from bookings.states import BookingState
 from partners.models import Capability, Operation, PartnerAttempt, PartnerReservation
 from partners.services.listing import change_listing_walk
 from reconciliation.services.sweeper import booking_due_run
-from tests.partners.conftest import (
-    assert_at_rest,
-    book,
-    partner_status,
-    status_of,
-    timeline,
-    wait_for_status,
-    wait_until,
-)
+from tests.helpers import wait_until
+from tests.partners.conftest import assert_at_rest, book, partner_status, status_of, timeline, wait_for_status
 
 S = BookingState
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]

@@ -14,14 +14,8 @@ import pytest
 
 from bookings.states import BookingState
 from partners.models import Capability, Operation, PartnerAttempt, PartnerObservation
-from tests.partners.conftest import (
-    assert_at_rest,
-    book,
-    timeline,
-    transitions,
-    wait_for_status,
-    wait_until,
-)
+from tests.helpers import wait_until
+from tests.partners.conftest import assert_at_rest, book, timeline, transitions, wait_for_status
 
 S = BookingState
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]

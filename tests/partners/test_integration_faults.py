@@ -12,6 +12,7 @@ import pytest
 
 from bookings.states import BookingState
 from partners.models import Capability, Operation, Outcome, PartnerAttempt, PartnerObservation
+from tests.helpers import wait_until
 from tests.partners.conftest import (
     assert_at_rest,
     book,
@@ -20,7 +21,6 @@ from tests.partners.conftest import (
     timeline,
     transitions,
     wait_for_status,
-    wait_until,
 )
 
 S = BookingState

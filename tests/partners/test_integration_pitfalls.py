@@ -20,16 +20,9 @@ from partners.services.calls import PartnerCallInTransaction
 from partners.services.compensation import reservation_compensate
 from partners.services.submission import submission_run
 from partners.services.sync import booking_sync
-from tests.factories import TokenFactory, UserFactory
-from tests.partners.conftest import (
-    assert_at_rest,
-    queued_messages,
-    status_of,
-    timeline,
-    transitions,
-    wait_for_status,
-    wait_until,
-)
+from tests.factories import PartnerAttemptFactory, PartnerReservationFactory, TokenFactory, UserFactory
+from tests.helpers import queued_messages, wait_until
+from tests.partners.conftest import assert_at_rest, status_of, timeline, transitions, wait_for_status
 
 S = BookingState
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
@@ -131,13 +124,11 @@ def test_a_partner_call_inside_a_transaction_is_refused_before_anything_is_sent(
     assert CREATE_CALL[profile] not in partner_calls(h)
 
     unknown = h.booking(status=S.UNKNOWN)
-    PartnerAttempt.objects.create(
-        partner=h.partner, booking=unknown, operation=Operation.CREATE, outcome=Outcome.AMBIGUOUS
-    )
+    PartnerAttemptFactory(booking=unknown, fence=True)
     with pytest.raises(PartnerCallInTransaction), transaction.atomic():
         booking_sync(unknown.pk)
-    reservation = PartnerReservation.objects.create(
-        partner=h.partner, partner_ref="1", status="confirmed", learned_from="lookup"
+    reservation = PartnerReservationFactory(
+        booking=None, partner=h.partner, partner_ref="1", learned_from="lookup"
     )
     with pytest.raises(PartnerCallInTransaction), transaction.atomic():
         reservation_compensate(reservation.pk)

@@ -16,14 +16,8 @@ from partners.models import (
     PartnerObservation,
 )
 from partners.services.sync import booking_sync
-from tests.partners.conftest import (
-    WEBHOOK_SECRET,
-    assert_at_rest,
-    book,
-    timeline,
-    wait_for_status,
-    wait_until,
-)
+from tests.helpers import wait_until
+from tests.partners.conftest import WEBHOOK_SECRET, assert_at_rest, book, timeline, wait_for_status
 
 S = BookingState
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]

@@ -27,6 +27,7 @@ from partners.connectors import connector_for
 from partners.models import Operation, Outcome, PartnerAttempt
 from partners.services.calls import perform
 from partners.services.submission import _claim, create_request
+from tests.helpers import wait_until
 from tests.partners.conftest import (
     IS_POSTGRES,
     ROOT,
@@ -36,7 +37,6 @@ from tests.partners.conftest import (
     timeline,
     transitions,
     wait_for_status,
-    wait_until,
 )
 
 S = BookingState

@@ -12,16 +12,15 @@ from bookings.models import Actor
 from bookings.states import BookingState
 from partners.models import (
     ObservationResult,
-    Operation,
-    Outcome,
-    PartnerAttempt,
     PartnerObservation,
     PartnerReservation,
     ReservationRole,
     Source,
 )
 from partners.services.observations import observation_apply
-from tests.partners.conftest import queued_messages, snapshot, timeline, transitions
+from tests.factories import PartnerAttemptFactory
+from tests.helpers import queued_messages
+from tests.partners.conftest import snapshot, timeline, transitions
 
 S = BookingState
 T = datetime(2027, 1, 1, 12, 0, tzinfo=UTC)
@@ -292,9 +291,7 @@ def test_late_confirmation_for_a_settled_booking_is_compensated(
 
 def test_a_live_reservation_resolves_the_fence(ref_partner, make_booking):
     booking = make_booking(ref_partner, S.UNKNOWN)
-    fence = PartnerAttempt.objects.create(
-        partner=ref_partner, booking=booking, operation=Operation.CREATE, outcome=Outcome.AMBIGUOUS
-    )
+    fence = PartnerAttemptFactory(booking=booking, fence=True)
 
     apply(ref_partner, snapshot("R-1", "pending", client_reference=booking.reference))
 
@@ -305,9 +302,7 @@ def test_a_live_reservation_resolves_the_fence(ref_partner, make_booking):
 
 def test_a_rejection_while_fenced_concludes_nothing(ref_partner, make_booking):
     booking = make_booking(ref_partner, S.UNKNOWN)
-    PartnerAttempt.objects.create(
-        partner=ref_partner, booking=booking, operation=Operation.CREATE, outcome=Outcome.AMBIGUOUS
-    )
+    PartnerAttemptFactory(booking=booking, fence=True)
 
     apply(ref_partner, snapshot("R-1", "rejected", client_reference=booking.reference))
 

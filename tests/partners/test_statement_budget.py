@@ -15,7 +15,8 @@ from bookings.states import BookingState
 from partners.models import InboundEvent, InboundResult, InboundState
 from partners.services.submission import submission_run
 from partners.services.webhooks import inbound_event_process
-from tests.partners.conftest import book, wait_until
+from tests.helpers import wait_until
+from tests.partners.conftest import book
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 

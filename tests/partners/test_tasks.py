@@ -12,7 +12,8 @@ from bookings.states import BookingState
 from partners import tasks
 from partners.middleware import RetriesExhausted
 from partners.queues import declare_partner_queues
-from tests.partners.conftest import delayed_messages, queued_messages, timeline
+from tests.helpers import queued_messages
+from tests.partners.conftest import delayed_messages, timeline
 
 S = BookingState
 PARTNER_ACTORS = [

@@ -27,7 +27,8 @@ from partners.models import (
 from partners.services.calls import attempt_open
 from partners.services.submission import record_create_outcome
 from partners.services.webhooks import inbound_event_process, inbound_event_replay
-from tests.partners.conftest import WEBHOOK_SECRET, queued_messages, timeline, transitions, wait_until
+from tests.helpers import queued_messages, wait_until
+from tests.partners.conftest import WEBHOOK_SECRET, timeline, transitions
 
 S = BookingState
 

@@ -14,8 +14,8 @@ from django.utils import timezone
 
 from bookings.states import BookingState
 from partners.models import InboundState
-from tests.factories import UserFactory
-from tests.reconciliation.conftest import actor_names, add_inbound, add_reservation, calls
+from tests.factories import InboundEventFactory, PartnerAttemptFactory, PartnerReservationFactory, UserFactory
+from tests.reconciliation.conftest import actor_names, calls
 
 S = BookingState
 pytestmark = pytest.mark.django_db
@@ -72,7 +72,7 @@ def test_booking_list_searches_reference_partner_reservation_id_and_customer_ema
 ):
     booking = make_booking(status=S.CONFIRMED)
     other = make_booking(status=S.CONFIRMED)
-    add_reservation(booking, "R-needle-77")
+    PartnerReservationFactory(booking=booking, partner_ref="R-needle-77")
 
     for query in (booking.reference, "R-needle-77", booking.customer.email):
         content = support_client.get(CHANGELIST, {"q": query}).content.decode()
@@ -84,7 +84,7 @@ def test_booking_page_shows_the_timeline_reservations_and_the_actions_the_user_m
     make_booking, support_client, ops_client
 ):
     booking = make_booking(status=S.NEEDS_ATTENTION, attention_reason="partner_cancelled_confirmed")
-    add_reservation(booking, "R-page-1", status="cancelled", version=4)
+    PartnerReservationFactory(booking=booking, partner_ref="R-page-1", status="cancelled", version=4)
     from bookings.timeline import record_event
 
     record_event(booking, "booking.requested", actor="customer", summary="Requested hotel-42-dbl")
@@ -120,7 +120,7 @@ def test_console_needs_a_staff_login(make_booking):
 # --- the confirm page ----------------------------------------------------------------
 def test_confirm_page_shows_our_state_beside_the_partners(make_booking, support_client):
     booking = make_booking(status=S.NEEDS_ATTENTION, attention_reason="partner_cancelled_confirmed")
-    add_reservation(booking, "R-side-1", status="confirmed", version=2)
+    PartnerReservationFactory(booking=booking, partner_ref="R-side-1", status="confirmed", version=2)
 
     response = support_client.get(_action(booking, "sync"))
 
@@ -193,7 +193,7 @@ def test_compensate_from_the_console_fails_and_cancels_at_the_partner(
     make_booking, ops_client, partner_queue, broker, django_capture_on_commit_callbacks
 ):
     booking = make_booking(status=S.NEEDS_ATTENTION, attention_reason="partner_cancelled_confirmed")
-    live = add_reservation(booking, "R-cmp-1", status="confirmed")
+    live = PartnerReservationFactory(booking=booking, partner_ref="R-cmp-1", status="confirmed")
     page = ops_client.get(_action(booking, "compensate"))
     assert "Cancel R-cmp-1 (confirmed) at the partner" in page.content.decode()
 
@@ -212,7 +212,7 @@ def test_compensate_from_the_console_fails_and_cancels_at_the_partner(
 
 def test_resolve_without_a_note_shows_the_form_again_and_changes_nothing(make_booking, ops_client):
     booking = make_booking(status=S.NEEDS_ATTENTION)
-    add_reservation(booking, status="cancelled")
+    PartnerReservationFactory(booking=booking, status="cancelled")
     page = ops_client.get(_action(booking, "resolve"))
     assert 'name="outcome"' in page.content.decode()
 
@@ -230,7 +230,7 @@ def test_resolve_with_a_note_settles_the_booking(
     make_booking, ops_client, django_capture_on_commit_callbacks
 ):
     booking = make_booking(status=S.NEEDS_ATTENTION)
-    add_reservation(booking, status="cancelled")
+    PartnerReservationFactory(booking=booking, status="cancelled")
     token = _token(ops_client.get(_action(booking, "resolve")))
 
     with django_capture_on_commit_callbacks(execute=True):
@@ -323,11 +323,9 @@ def test_state_machine_page_draws_every_transition(support_client):
 
 
 def test_partner_health_page(partner, support_client, make_booking, broker, partner_queue):
-    from tests.reconciliation.conftest import add_attempt
-
     booking = make_booking()
     for latency, outcome in ((100, "ok"), (200, "ok"), (900, "transient")):
-        add_attempt(booking, operation="get", outcome=outcome, latency_ms=latency)
+        PartnerAttemptFactory(booking=booking, operation="get", outcome=outcome, latency_ms=latency)
 
     page = support_client.get(reverse("admin:partners_partner_health")).content.decode()
 
@@ -386,8 +384,12 @@ def _signed_inbound(partner, booking_ref: str = "BK-NONE00"):
         "webhook-timestamp": str(int(now.timestamp())),
         "webhook-signature": Webhook(partner.webhook_secret).sign("msg_replay", now, body),
     }
-    return add_inbound(
-        partner, body=body.encode(), event_id="msg_replay", state=InboundState.FAILED, headers=headers
+    return InboundEventFactory(
+        partner=partner,
+        raw_body=body.encode(),
+        event_id="msg_replay",
+        state=InboundState.FAILED,
+        headers=headers,
     )
 
 

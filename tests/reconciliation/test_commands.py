@@ -12,7 +12,8 @@ from django.core.management.base import CommandError
 from bookings.states import BookingState
 from bookings.timeline import record_event
 from partners.models import InboundState
-from tests.reconciliation.conftest import actor_names, add_attempt, add_inbound, add_reservation, calls
+from tests.factories import InboundEventFactory, PartnerAttemptFactory, PartnerReservationFactory
+from tests.reconciliation.conftest import actor_names, calls
 
 S = BookingState
 pytestmark = pytest.mark.django_db
@@ -65,7 +66,7 @@ def test_a_bad_reference_is_a_clear_error(command, args):
 def test_booking_timeline_prints_the_timeline(make_booking):
     booking = make_booking(status=S.PENDING_PARTNER)
     record_event(booking, "booking.requested", actor="customer", actor_label="ann", summary="Requested it")
-    add_attempt(booking, operation="get", outcome="ok", http_status=200, latency_ms=12)
+    PartnerAttemptFactory(booking=booking, operation="get", outcome="ok", http_status=200, latency_ms=12)
 
     text = run("booking_timeline", booking.reference.lower())
     data = json.loads(run("booking_timeline", booking.reference, "--json"))
@@ -110,7 +111,7 @@ def test_sync_booking_with_the_same_token_twice_does_nothing_extra(
 
 def test_sync_booking_dry_run_only_previews(make_booking, partner_queue, broker):
     booking = make_booking(status=S.UNKNOWN)
-    add_reservation(booking, "R-dry-1", status="pending")
+    PartnerReservationFactory(booking=booking, partner_ref="R-dry-1", status="pending")
 
     text = run("sync_booking", booking.reference, "--dry-run", "--no-live")
     data = json.loads(run("sync_booking", booking.reference, "--dry-run", "--no-live", "--json"))
@@ -123,7 +124,7 @@ def test_sync_booking_dry_run_only_previews(make_booking, partner_queue, broker)
 
 def test_acting_as_a_console_user_checks_their_permission(make_booking, support_user, partner_queue):
     booking = make_booking(status=S.PENDING_PARTNER)
-    add_reservation(booking, status="pending")
+    PartnerReservationFactory(booking=booking, status="pending")
 
     with pytest.raises(CommandError, match=r"lacks the permission bookings\.compensate_booking"):
         run("compensate_booking", booking.reference, "--yes", "--as", support_user.username)
@@ -135,7 +136,7 @@ def test_acting_as_a_console_user_checks_their_permission(make_booking, support_
 
 def test_compensate_booking_wants_confirmation_when_not_interactive(make_booking, partner_queue, broker):
     booking = make_booking(status=S.PENDING_PARTNER)
-    add_reservation(booking, status="pending")
+    PartnerReservationFactory(booking=booking, status="pending")
 
     with pytest.raises(CommandError, match="pass --yes"):
         run("compensate_booking", booking.reference)
@@ -148,7 +149,7 @@ def test_compensate_booking_fails_and_cancels_at_the_partner(
     make_booking, ops_user, partner_queue, broker, django_capture_on_commit_callbacks
 ):
     booking = make_booking(status=S.PENDING_PARTNER)
-    live = add_reservation(booking, status="pending")
+    live = PartnerReservationFactory(booking=booking, status="pending")
 
     data = json.loads(
         run(
@@ -233,9 +234,9 @@ def test_replay_of_a_tampered_delivery_is_refused(partner):
 def test_partner_health(partner, make_booking, broker, partner_queue):
     booking = make_booking()
     for latency in (10, 20, 30, 40):
-        add_attempt(booking, operation="get", outcome="ok", latency_ms=latency)
-    add_attempt(booking, operation="get", outcome="ambiguous", latency_ms=5000)
-    add_inbound(partner)
+        PartnerAttemptFactory(booking=booking, operation="get", outcome="ok", latency_ms=latency)
+    PartnerAttemptFactory(booking=booking, operation="get", outcome="ambiguous", latency_ms=5000)
+    InboundEventFactory(partner=partner)
 
     data = json.loads(run("partner_health", "--json", "--partner", partner.code))
     text = run("partner_health", "--partner", partner.code)

@@ -12,8 +12,8 @@ from bookings.models import Actor, BookingEvent
 from bookings.states import BookingState
 from config.errors import InvalidTransition, NotFound, ValidationFailed
 from reconciliation.services import support
-from tests.factories import UserFactory
-from tests.reconciliation.conftest import actor_names, add_fence, add_reservation, calls
+from tests.factories import PartnerAttemptFactory, PartnerReservationFactory, UserFactory
+from tests.reconciliation.conftest import actor_names, calls
 
 S = BookingState
 pytestmark = pytest.mark.django_db
@@ -179,9 +179,9 @@ def test_retry_is_refused_when_it_could_duplicate_or_cannot_help(
     )
     booking = make_booking(status=state, deadline=deadline)
     if setup == "fence":
-        add_fence(booking)
+        PartnerAttemptFactory(booking=booking, fence=True)
     if setup == "live":
-        add_reservation(booking, status="pending")
+        PartnerReservationFactory(booking=booking, status="pending")
 
     assert why in support.preview("retry", booking, live=False).refusal
     with pytest.raises(InvalidTransition, match=why):
@@ -197,8 +197,8 @@ def test_compensate_fails_the_booking_and_cancels_its_live_reservations(
     make_booking, as_ops, ops_user, partner_queue, broker, django_capture_on_commit_callbacks
 ):
     booking = make_booking(status=S.NEEDS_ATTENTION, attention_reason="partner_cancelled_confirmed")
-    live = add_reservation(booking, status="confirmed")
-    add_reservation(booking, status="cancelled")
+    live = PartnerReservationFactory(booking=booking, status="confirmed")
+    PartnerReservationFactory(booking=booking, status="cancelled")
 
     result = _run(django_capture_on_commit_callbacks, "compensate", booking, as_ops, note="double hold")
 
@@ -217,7 +217,7 @@ def test_compensate_while_fenced_also_syncs_to_find_what_the_unknown_create_made
     make_booking, as_ops, partner_queue, broker, django_capture_on_commit_callbacks
 ):
     booking = make_booking(status=S.UNKNOWN)
-    add_fence(booking)
+    PartnerAttemptFactory(booking=booking, fence=True)
 
     _run(django_capture_on_commit_callbacks, "compensate", booking, as_ops)
 
@@ -229,7 +229,7 @@ def test_double_submitted_compensation_does_nothing_extra(
     make_booking, as_ops, partner_queue, broker, django_capture_on_commit_callbacks
 ):
     booking = make_booking(status=S.PENDING_PARTNER)
-    add_reservation(booking, status="pending")
+    PartnerReservationFactory(booking=booking, status="pending")
     _run(django_capture_on_commit_callbacks, "compensate", booking, as_ops, token="t1")
 
     again = _run(django_capture_on_commit_callbacks, "compensate", booking, as_ops, token="t1")
@@ -253,7 +253,7 @@ def test_cancel_on_the_customers_behalf_runs_the_customers_cancellation(
     make_booking, as_ops, ops_user, partner_queue, broker, django_capture_on_commit_callbacks
 ):
     booking = make_booking(status=S.CONFIRMED)
-    add_reservation(booking, status="confirmed")
+    PartnerReservationFactory(booking=booking, status="confirmed")
 
     result = _run(django_capture_on_commit_callbacks, "cancel", booking, as_ops, note="asked by phone")
 
@@ -285,7 +285,7 @@ def test_resolve_to_confirmed_when_the_partner_confirmed(
     make_booking, as_ops, partner_queue, broker, django_capture_on_commit_callbacks
 ):
     booking = make_booking(status=S.NEEDS_ATTENTION, attention_reason="partner_401")
-    add_reservation(booking, status="confirmed")
+    PartnerReservationFactory(booking=booking, status="confirmed")
 
     result = _run(
         django_capture_on_commit_callbacks,
@@ -318,7 +318,7 @@ def test_resolve_refuses_an_outcome_the_partner_contradicts(
 ):
     booking = make_booking(status=S.NEEDS_ATTENTION)
     if reservation:
-        add_reservation(booking, status=reservation)
+        PartnerReservationFactory(booking=booking, status=reservation)
 
     with pytest.raises(InvalidTransition, match=why):
         _run(django_capture_on_commit_callbacks, "resolve", booking, as_ops, outcome=outcome, note="n")
@@ -332,7 +332,7 @@ def test_resolve_to_failed_or_cancelled_when_nothing_is_live(
     outcome, make_booking, as_ops, django_capture_on_commit_callbacks
 ):
     booking = make_booking(status=S.NEEDS_ATTENTION, attention_reason="compensation_failed")
-    add_reservation(booking, status="cancelled")
+    PartnerReservationFactory(booking=booking, status="cancelled")
 
     _run(django_capture_on_commit_callbacks, "resolve", booking, as_ops, outcome=outcome, note="called them")
 
@@ -350,7 +350,7 @@ def test_resolve_only_a_booking_that_needs_attention(
 # --- previews ----------------------------------------------------------------
 def test_preview_falls_back_to_the_last_known_state_when_the_partner_cannot_be_asked(make_booking):
     booking = make_booking(status=S.NEEDS_ATTENTION, attention_reason="partner_cancelled_confirmed")
-    add_reservation(booking, "R-known", status="confirmed", version=3)
+    PartnerReservationFactory(booking=booking, partner_ref="R-known", status="confirmed", version=3)
 
     shown = support.preview("compensate", booking)
 
@@ -381,7 +381,7 @@ def test_preview_of_a_partner_without_lookup_says_it_cannot_be_asked(make_bookin
 
 def test_preview_resolve_lists_each_outcome_with_why_not(make_booking):
     booking = make_booking(status=S.NEEDS_ATTENTION)
-    add_reservation(booking, status="confirmed")
+    PartnerReservationFactory(booking=booking, status="confirmed")
 
     shown = support.preview("resolve", booking, live=False)
 
@@ -400,8 +400,8 @@ def test_compensate_drives_a_stalled_cancel_again(
     make_booking, as_ops, partner_queue, broker, django_capture_on_commit_callbacks
 ):
     booking = make_booking(status=S.NEEDS_ATTENTION, attention_reason="compensation_failed")
-    stalled = add_reservation(
-        booking,
+    stalled = PartnerReservationFactory(
+        booking=booking,
         status="confirmed",
         compensation_requested_at=timezone.now() - timedelta(hours=1),
         compensation_reason="duplicate",

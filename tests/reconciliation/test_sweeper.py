@@ -16,15 +16,14 @@ from bookings.models import Booking
 from bookings.states import BookingState
 from partners.models import InboundState
 from reconciliation.services.sweeper import booking_due_run, sweep
-from tests.factories import BookingFactory, OfferFactory
-from tests.reconciliation.conftest import (
-    actor_names,
-    add_fence,
-    add_inbound,
-    add_reservation,
-    calls,
-    queued,
+from tests.factories import (
+    BookingFactory,
+    InboundEventFactory,
+    OfferFactory,
+    PartnerAttemptFactory,
+    PartnerReservationFactory,
 )
+from tests.reconciliation.conftest import actor_names, calls, queued
 
 S = BookingState
 pytestmark = pytest.mark.django_db
@@ -81,8 +80,10 @@ def test_running_the_sweep_twice_queues_nothing_new(
     for state in (S.REQUESTED, S.UNKNOWN, S.PENDING_PARTNER, S.CANCEL_REQUESTED):
         _due(make_booking, state)
     settled = make_booking(status=S.EXPIRED)
-    add_fence(settled)
-    add_inbound(partner, state=InboundState.RECEIVED, received_at=timezone.now() - timedelta(minutes=5))
+    PartnerAttemptFactory(booking=settled, fence=True)
+    InboundEventFactory(
+        partner=partner, state=InboundState.RECEIVED, received_at=timezone.now() - timedelta(minutes=5)
+    )
     broker.flush(legacy_partner.queue_name)
 
     first = _sweep(django_capture_on_commit_callbacks)
@@ -169,7 +170,7 @@ def test_past_deadline_expires_and_requests_compensation_of_the_live_reservation
     make_booking, partner_queue, broker, django_capture_on_commit_callbacks
 ):
     booking = _due(make_booking, S.PENDING_PARTNER, deadline=timezone.now() - timedelta(seconds=1))
-    reservation = add_reservation(booking, status="pending")
+    reservation = PartnerReservationFactory(booking=booking, status="pending")
 
     booking = _run_due(django_capture_on_commit_callbacks, booking)
 
@@ -199,7 +200,7 @@ def test_past_deadline_while_fenced_expires_and_syncs_to_find_what_the_partner_h
     make_booking, partner_queue, broker, django_capture_on_commit_callbacks
 ):
     booking = _due(make_booking, S.UNKNOWN, deadline=timezone.now() - timedelta(seconds=1))
-    add_fence(booking)
+    PartnerAttemptFactory(booking=booking, fence=True)
 
     booking = _run_due(django_capture_on_commit_callbacks, booking)
 
@@ -259,11 +260,14 @@ def test_sweep_picks_a_booking_up_only_once_its_check_is_due(
 def test_stale_unprocessed_webhooks_are_queued_again_once(
     partner, webhooks_queue, broker, django_capture_on_commit_callbacks, settings
 ):
-    stale = add_inbound(
-        partner, state=InboundState.RECEIVED, received_at=timezone.now() - timedelta(minutes=5)
+    stale = InboundEventFactory(
+        partner=partner, state=InboundState.RECEIVED, received_at=timezone.now() - timedelta(minutes=5)
     )
-    add_inbound(partner, state=InboundState.RECEIVED)  # fresh: its own message is still on the way
-    add_inbound(partner, state=InboundState.PROCESSED, received_at=timezone.now() - timedelta(minutes=5))
+    # fresh: its own message is still on the way
+    InboundEventFactory(partner=partner, state=InboundState.RECEIVED)
+    InboundEventFactory(
+        partner=partner, state=InboundState.PROCESSED, received_at=timezone.now() - timedelta(minutes=5)
+    )
 
     first = _sweep(django_capture_on_commit_callbacks)
     second = _sweep(django_capture_on_commit_callbacks)
@@ -276,12 +280,13 @@ def test_settled_booking_with_an_unresolved_create_is_synced_once(
     make_booking, partner_queue, broker, django_capture_on_commit_callbacks
 ):
     expired = make_booking(status=S.EXPIRED)
-    add_fence(expired)
-    add_fence(expired, age=timedelta(minutes=20))  # two fences, one sync
+    PartnerAttemptFactory(booking=expired, fence=True)
+    PartnerAttemptFactory(booking=expired, fence=True, age=timedelta(minutes=20))  # two fences, one sync
     open_one = make_booking(status=S.UNKNOWN)
-    add_fence(open_one)  # open bookings are the due-booking path's
+    PartnerAttemptFactory(booking=open_one, fence=True)  # open bookings are the due-booking path's
     young = make_booking(status=S.FAILED)
-    add_fence(young, age=timedelta(seconds=1))  # its call may still be answered
+    # its call may still be answered
+    PartnerAttemptFactory(booking=young, fence=True, age=timedelta(seconds=1))
 
     first = _sweep(django_capture_on_commit_callbacks)
     second = _sweep(django_capture_on_commit_callbacks)
@@ -442,7 +447,7 @@ def test_fenced_attempt_of_an_open_booking_is_left_to_the_due_path(
     make_booking, partner_queue, broker, django_capture_on_commit_callbacks
 ):
     booking = make_booking(status=S.PENDING_PARTNER)
-    add_fence(booking)
+    PartnerAttemptFactory(booking=booking, fence=True)
 
     report = _sweep(django_capture_on_commit_callbacks)
 
@@ -483,21 +488,21 @@ def test_an_owed_compensation_whose_message_was_lost_is_queued_again_once(
     make_booking, partner_queue, broker, django_capture_on_commit_callbacks, settings
 ):
     cancelled = make_booking(status=S.CANCEL_REQUESTED)
-    owed = add_reservation(
-        cancelled,
+    owed = PartnerReservationFactory(
+        booking=cancelled,
         status="confirmed",
         compensation_requested_at=timezone.now() - timedelta(seconds=settings.RECONCILE_SYNC_AGE_S + 1),
         compensation_reason="cancel_requested",
     )
     held = make_booking(status=S.NEEDS_ATTENTION)
-    add_reservation(
-        held,
+    PartnerReservationFactory(
+        booking=held,
         status="confirmed",
         compensation_requested_at=timezone.now() - timedelta(hours=1),
         compensation_reason="duplicate",
     )
-    add_reservation(  # verified already: nothing owed
-        make_booking(status=S.CANCELLED),
+    PartnerReservationFactory(  # verified already: nothing owed
+        booking=make_booking(status=S.CANCELLED),
         status="cancelled",
         compensation_requested_at=timezone.now() - timedelta(hours=1),
         compensated_at=timezone.now(),

@@ -21,7 +21,7 @@ from partners.services.submission import record_create_outcome
 from partners.services.webhooks import inbound_event_process, inbound_event_receive
 from reconciliation.selectors import booking_timeline
 from reconciliation.services import support
-from tests.reconciliation.conftest import add_attempt, add_inbound, add_reservation
+from tests.factories import InboundEventFactory, PartnerAttemptFactory, PartnerReservationFactory
 
 S = BookingState
 pytestmark = pytest.mark.django_db
@@ -195,12 +195,14 @@ def test_timeline_rows_carry_both_clocks_the_skew_and_the_actor(story):
 
 def test_orphan_rows_without_events_still_show(make_booking, partner):
     booking = make_booking(status=S.EXPIRED)
-    reservation = add_reservation(booking, status="cancelled")
+    reservation = PartnerReservationFactory(booking=booking, status="cancelled")
     reservation.compensation_requested_at = timezone.now() + timedelta(seconds=1)
     reservation.compensation_reason = "orphan"
     reservation.compensated_at = timezone.now() + timedelta(seconds=2)
     reservation.save()
-    add_attempt(booking, operation=Operation.CANCEL, outcome=Outcome.OK, http_status=200, latency_ms=40)
+    PartnerAttemptFactory(
+        booking=booking, operation=Operation.CANCEL, outcome=Outcome.OK, http_status=200, latency_ms=40
+    )
 
     rows = booking_timeline(Booking.objects.select_related("partner").get(pk=booking.pk))
 
@@ -215,12 +217,14 @@ def test_timeline_runs_six_queries_whatever_its_length(make_booking, partner, dj
     small = make_booking(status=S.PENDING_PARTNER)
     record_event(small, "booking.requested", actor=Actor.CUSTOMER)
     big = make_booking(status=S.PENDING_PARTNER)
-    reservation = add_reservation(big, status="pending")
+    reservation = PartnerReservationFactory(booking=big, status="pending")
     for index in range(25):
         record_event(big, f"test.step{index}", actor=Actor.WORKER, data={"attempt_id": None})
-        add_attempt(big, operation=Operation.GET, latency_ms=index)
-        add_inbound(partner, booking=big, reservation=reservation)
-        add_inbound(partner, state="rejected", signature_valid=False, body=big.reference.encode())
+        PartnerAttemptFactory(booking=big, operation=Operation.GET, latency_ms=index)
+        InboundEventFactory(partner=partner, booking=big, reservation=reservation)
+        InboundEventFactory(
+            partner=partner, state="rejected", signature_valid=False, raw_body=big.reference.encode()
+        )
     small = Booking.objects.select_related("partner").get(pk=small.pk)
     big = Booking.objects.select_related("partner").get(pk=big.pk)
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import wait_until
 from tests.sandbox_process import PERFECT_FAULTS, SandboxProcess
 
 API_KEY = "sandbox-test-key"
@@ -29,17 +30,6 @@ DEFAULT_FAULTS: dict[str, Any] = {**PERFECT_FAULTS, "seed": 1234}  # the sandbox
 
 def unique_ref() -> str:
     return f"BK-{uuid.uuid4().hex[:8].upper()}"
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, interval: float = 0.02) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        time.sleep(interval)
 
 
 # --- webhook receiver ------------------------------------------------------------------------
@@ -111,7 +101,8 @@ class WebhookReceiver:
     def wait_for(self, reservation_id: str, count: int, timeout: float = 5.0) -> list[Hook]:
         return wait_until(
             lambda: (hooks := self.for_reservation(reservation_id)) and len(hooks) >= count and hooks,
-            timeout,
+            timeout_s=timeout,
+            what=f"{count} webhook(s) for {reservation_id}",
         )
 
 

@@ -10,13 +10,13 @@ import pytest
 import requests
 from werkzeug.http import parse_date
 
+from tests.helpers import wait_until
 from tests.sandbox.conftest import (
     DEFAULT_FAULTS,
     SandboxProcess,
     WebhookReceiver,
     legacy_body,
     reference_body,
-    wait_until,
 )
 
 
@@ -256,7 +256,8 @@ def test_async_confirm_with_reject_rate_settles_rejected(reference: SandboxProce
     settled = wait_until(
         lambda: (
             (r := reference.request("GET", f"/v1/reservations/{created['id']}").json())["version"] == 2 and r
-        )
+        ),
+        what="the pending reservation to settle",
     )
     assert (settled["status"], settled["reason"]) == ("rejected", "sold_out")
 
@@ -281,7 +282,10 @@ def test_legacy_async_confirm_is_visible_by_get_and_in_the_change_listing(legacy
     assert created["state"] == "PENDING"
     path = f"/api/bookings/{created['booking_no']}"
     assert legacy.request("GET", path).json()["state"] == "PENDING"
-    settled = wait_until(lambda: (b := legacy.request("GET", path).json())["state"] == "OK" and b)
+    settled = wait_until(
+        lambda: (b := legacy.request("GET", path).json())["state"] == "OK" and b,
+        what="the pending booking to settle",
+    )
     listing = legacy.request("GET", "/api/bookings", params={"modified_since": settled["modified"]}).json()
     assert {"booking_no": created["booking_no"], "state": "OK"}.items() <= listing["items"][-1].items()
 

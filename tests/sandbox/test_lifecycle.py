@@ -13,14 +13,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.sandbox.conftest import (
-    API_KEY,
-    SECRET,
-    WebhookReceiver,
-    legacy_body,
-    reference_body,
-    wait_until,
-)
+from tests.helpers import wait_until
+from tests.sandbox.conftest import API_KEY, SECRET, WebhookReceiver, legacy_body, reference_body
 from tests.sandbox_process import ROOT, SandboxProcess
 
 
@@ -138,7 +132,8 @@ def test_async_settlement_respects_capacity(start_sandbox) -> None:
             (rs := [partner.request("GET", f"/v1/reservations/{i}").json() for i in ids])
             and all(r["version"] == 2 for r in rs)
             and rs
-        )
+        ),
+        what="both pending reservations to settle",
     )
     assert [(r["status"], r["reason"]) for r in settled] == [("confirmed", None), ("rejected", "sold_out")]
 
@@ -166,7 +161,7 @@ def test_a_restart_keeps_reservations_keys_and_undelivered_webhooks(start_sandbo
         created = partner.request(
             "POST", "/v1/reservations", json=body, headers={"Idempotency-Key": "k-1"}
         ).json()
-        wait_until(lambda: len(receiver.hooks) >= 2)
+        wait_until(lambda: len(receiver.hooks) >= 2, what="two refused deliveries")
         assert partner.terminate() == 0
 
         receiver.planned_codes.clear()
@@ -175,7 +170,10 @@ def test_a_restart_keeps_reservations_keys_and_undelivered_webhooks(start_sandbo
         assert again.request("GET", f"/v1/reservations/{created['id']}").json() == created
         replay = again.request("POST", "/v1/reservations", json=body, headers={"Idempotency-Key": "k-1"})
         assert (replay.status_code, replay.json()) == (200, created)
-        wait_until(lambda: again.stats()["webhooks"]["events_by_status"] == {"delivered": 1})
+        wait_until(
+            lambda: again.stats()["webhooks"]["events_by_status"] == {"delivered": 1},
+            what="the restarted partner to deliver the stored webhook",
+        )
         assert receiver.hooks[-1].payload["data"] == created
         assert len({h.webhook_id for h in receiver.hooks}) == 1
     finally:
@@ -221,7 +219,7 @@ def test_sigterm_stops_cleanly_even_with_a_hung_request(start_sandbox) -> None:
 
     client = threading.Thread(target=hung_create)
     client.start()
-    wait_until(lambda: partner.truth())
+    wait_until(partner.truth, what="the hung create to commit")
 
     started = time.monotonic()
     status = partner.terminate(timeout_s=15)

@@ -1,0 +1,42 @@
+"""Helpers every test directory uses: unique partner codes, bounded waits, the broker's queues."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from typing import TypeVar
+
+import dramatiq
+
+T = TypeVar("T")
+
+
+def unique_code(prefix: str = "t") -> str:
+    """A partner code no other test (or test run sharing this Redis) uses: its queue and guard
+    keys are this test's alone."""
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def wait_until(
+    condition: Callable[[], T], *, what: str, timeout_s: float = 10.0, interval_s: float = 0.02
+) -> T:
+    """Poll `condition` until it returns something truthy and return that; fail after
+    `timeout_s` (a bounded wait on a condition, never a sleep then an assertion)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out after {timeout_s} s waiting for {what}"
+        time.sleep(interval_s)
+
+
+def queued_messages(broker: dramatiq.Broker, queue_name: str) -> list[dramatiq.Message]:
+    """The messages waiting on a queue of the Redis broker, in order (`<queue>.DQ` is the delay
+    queue): dramatiq keeps their ids in the list `<namespace>:<queue>` and the encoded messages
+    in the hash `<namespace>:<queue>.msgs`."""
+    key = f"{broker.namespace}:{queue_name}"
+    ids = broker.client.lrange(key, 0, -1)
+    encoded = broker.client.hmget(f"{key}.msgs", ids) if ids else []
+    return [dramatiq.Message.decode(data) for data in encoded]
