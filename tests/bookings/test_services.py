@@ -1,6 +1,6 @@
 """Services of the booking core: create (with idempotency), cancel, quote, apply_transition, and
-the rule that work is queued for the partner side only after commit (PITFALLS: send after
-commit), checked against the real Redis broker."""
+the rule that work is queued for the partner side only after commit (docs/design.md, invariant
+3), checked against the real Redis broker."""
 
 from __future__ import annotations
 
