@@ -24,7 +24,6 @@ from partners.models import (
     Source,
 )
 
-
 PASSWORD = "pw-customer-123"  # every user's, to log in with
 
 

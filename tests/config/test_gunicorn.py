@@ -7,10 +7,10 @@ import os
 import re
 import subprocess
 import sys
-import time
 
 from django.conf import settings
 
+from tests.helpers import wait_until
 from tests.sandbox_process import free_port
 
 
@@ -26,21 +26,10 @@ def test_the_access_log_line_of_a_request_carries_its_duration(tmp_path):
         stderr=subprocess.PIPE,
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-                connection.request("GET", "/healthz")
-                status = connection.getresponse().status
-                connection.close()
-                break
-            except OSError:
-                assert gunicorn.poll() is None, gunicorn.stderr.read().decode()[-2000:]
-                assert time.monotonic() < deadline, "gunicorn did not answer within 30 s"
-                time.sleep(0.2)
-        deadline = time.monotonic() + 10
-        while "/healthz" not in (log.read_text() if log.exists() else "") and time.monotonic() < deadline:
-            time.sleep(0.1)
+        status = wait_until(
+            lambda: _health_status(port, gunicorn), timeout_s=30, interval_s=0.2, what="gunicorn to answer"
+        )
+        wait_until(lambda: log.exists() and "/healthz" in log.read_text(), what="the access log line")
     finally:
         gunicorn.terminate()
         gunicorn.wait(timeout=30)
@@ -49,3 +38,16 @@ def test_the_access_log_line_of_a_request_carries_its_duration(tmp_path):
     # address [time] "request line" status bytes duration "user agent" (http.client sends none)
     pattern = rf'127\.0\.0\.1 \[[^]]+\] "GET /healthz HTTP/1\.1" {status} \d+ \d+ms "-"'
     assert re.fullmatch(pattern, line), line
+
+
+def _health_status(port: int, gunicorn: subprocess.Popen) -> int | None:
+    """The status of GET /healthz, or None while nothing listens yet."""
+    assert gunicorn.poll() is None, gunicorn.stderr.read().decode()[-2000:]
+    try:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        connection.request("GET", "/healthz")
+        status = connection.getresponse().status
+        connection.close()
+    except OSError:
+        return None
+    return status

@@ -265,9 +265,13 @@ def test_async_confirm_with_reject_rate_settles_rejected(reference: SandboxProce
 def test_cancel_of_a_pending_reservation_wins_over_the_settlement(reference: SandboxProcess) -> None:
     reference.set_faults(async_confirm_delay_s=60, time_scale=60)  # one second
     created = create(reference, reference_body()).json()
+    witness = create(reference, reference_body()).json()  # due after the first: settled after it
 
     cancelled = reference.request("POST", f"/v1/reservations/{created['id']}/cancel").json()
-    time.sleep(1.3)
+    wait_until(
+        lambda: reference.request("GET", f"/v1/reservations/{witness['id']}").json()["version"] == 2,
+        what="the reservation created next to settle",
+    )
 
     assert (cancelled["status"], cancelled["version"]) == ("cancelled", 2)
     [truth] = reference.truth(created["client_reference"])

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import concurrent.futures
-import time
 from datetime import UTC, datetime, timedelta
 
 from werkzeug.http import parse_date
 
+from tests.helpers import wait_until
 from tests.sandbox.conftest import reference_body, unique_ref
 from tests.sandbox_process import SandboxProcess
 
@@ -129,7 +129,10 @@ def test_a_repeat_while_the_first_is_in_flight_gets_409(reference: SandboxProces
 
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         first = pool.submit(create, reference, body, "key-in-flight")
-        time.sleep(0.3)
+        wait_until(
+            lambda: reference.stats()["calls"].get("POST /v1/reservations") == 1,
+            what="the first request to reach the partner",
+        )
         second = pool.submit(create, reference, body, "key-in-flight")
         responses = {r.status_code: r for r in (first.result(), second.result())}
     reference.set_faults(latency_ms=[0, 0])
