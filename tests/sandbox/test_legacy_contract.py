@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import re
-import time
 from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from zoneinfo import ZoneInfo
 
+from tests.helpers import wait_until
 from tests.sandbox.conftest import legacy_body, unique_ref
 from tests.sandbox_process import SandboxProcess
 
@@ -16,6 +17,11 @@ LOCAL_TIME = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$")
 
 def create(partner: SandboxProcess, body: dict):
     return partner.request("POST", "/api/bookings", json=body)
+
+
+def _partner_now(partner: SandboxProcess) -> datetime:
+    """The partner's clock, from the Date header it sends with every answer."""
+    return parsedate_to_datetime(partner.request("GET", "/_sandbox/faults").headers["Date"])
 
 
 def test_every_post_creates_a_new_booking(legacy: SandboxProcess) -> None:
@@ -137,7 +143,10 @@ def test_listing_is_ordered_by_modified_and_paged_by_100(legacy: SandboxProcess)
 
 def test_listing_filters_by_modified_since_in_local_time(legacy: SandboxProcess) -> None:
     old = create(legacy, legacy_body()).json()["booking_no"]
-    time.sleep(1.1)  # legacy times have whole seconds
+    modified = legacy.request("GET", f"/api/bookings/{old}").json()["modified"]
+    old_modified = datetime.strptime(modified, "%Y-%m-%d %H:%M:%S").replace(tzinfo=BERLIN)
+    # legacy times have whole seconds: the next booking must be modified a second later
+    wait_until(lambda: _partner_now(legacy) > old_modified, what="the partner's clock to pass that second")
     since = legacy.request("GET", "/api/bookings/" + str(create(legacy, legacy_body()).json()["booking_no"]))
     since_modified = since.json()["modified"]
 
