@@ -12,15 +12,16 @@ from django.utils import timezone
 from django_fsm import ConcurrentTransitionMixin, FSMField, transition
 
 from bookings.states import (
+    AWAITING_PARTNER,
     CANCELLABLE_STATES,
     OPEN_STATES,
-    TERMINAL_STATES,
+    SETTLEABLE,
+    UNACKNOWLEDGED,
     BookingState,
     CustomerStatus,
     customer_view,
 )
 
-S = BookingState
 REFERENCE_ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"  # no 0/O, 1/I: read over the phone
 
 
@@ -83,9 +84,6 @@ class BookingQuerySet(models.QuerySet["Booking"]):
     def open(self) -> BookingQuerySet:
         return self.filter(status__in=OPEN_STATES)
 
-    def for_customer(self, customer) -> BookingQuerySet:
-        return self.filter(customer=customer)
-
 
 class Booking(ConcurrentTransitionMixin, models.Model):
     """Our booking record: the source of truth. State changes only through transitions."""
@@ -107,7 +105,9 @@ class Booking(ConcurrentTransitionMixin, models.Model):
     total_price = models.DecimalField(max_digits=12, decimal_places=2)
     currency = models.CharField(max_length=3)
 
-    status = FSMField(max_length=20, choices=BookingState.choices, default=S.REQUESTED, protected=True)
+    status = FSMField(
+        max_length=20, choices=BookingState.choices, default=BookingState.REQUESTED, protected=True
+    )
     status_changed_at = models.DateTimeField(default=timezone.now)
     # By this time the partner must have confirmed, or the booking expires (invariant 7).
     deadline = models.DateTimeField()
@@ -139,7 +139,9 @@ class Booking(ConcurrentTransitionMixin, models.Model):
             models.Index(fields=["status", "status_changed_at"], name="booking_status_age"),
             # The sweeper's audit of confirmed bookings against their partner.
             models.Index(
-                fields=["last_synced_at"], name="booking_confirmed_audit", condition=Q(status=S.CONFIRMED)
+                fields=["last_synced_at"],
+                name="booking_confirmed_audit",
+                condition=Q(status=BookingState.CONFIRMED),
             ),
         ]
         constraints = [
@@ -184,10 +186,6 @@ class Booking(ConcurrentTransitionMixin, models.Model):
         return customer_view(self.status)[1]
 
     @property
-    def is_terminal(self) -> bool:
-        return self.status in TERMINAL_STATES
-
-    @property
     def is_cancellable(self) -> bool:
         return self.status in CANCELLABLE_STATES
 
@@ -195,60 +193,48 @@ class Booking(ConcurrentTransitionMixin, models.Model):
     def _moved(self) -> None:
         self.status_changed_at = timezone.now()
 
-    @transition(field=status, source=S.REQUESTED, target=S.SUBMITTING)
+    @transition(field=status, source=BookingState.REQUESTED, target=BookingState.SUBMITTING)
     def start_submission(self) -> None:
         self._moved()
         self.submission_count += 1
 
     # REQUESTED appears among the sources below because partner truth may arrive for a booking
     # whose earlier attempt we had already given up on (a late listing entry after a requeue).
-    @transition(field=status, source=[S.REQUESTED, S.SUBMITTING, S.UNKNOWN], target=S.PENDING_PARTNER)
+    @transition(field=status, source=sorted(UNACKNOWLEDGED), target=BookingState.PENDING_PARTNER)
     def mark_partner_pending(self) -> None:
         self._moved()
 
-    @transition(field=status, source=S.SUBMITTING, target=S.UNKNOWN)
+    @transition(field=status, source=BookingState.SUBMITTING, target=BookingState.UNKNOWN)
     def mark_outcome_unknown(self) -> None:
         self._moved()
 
-    @transition(
-        field=status,
-        source=[S.REQUESTED, S.SUBMITTING, S.UNKNOWN, S.PENDING_PARTNER, S.NEEDS_ATTENTION],
-        target=S.CONFIRMED,
-    )
+    @transition(field=status, source=sorted(SETTLEABLE), target=BookingState.CONFIRMED)
     def confirm(self) -> None:
         self._moved()
         self.attention_reason = ""
 
-    @transition(
-        field=status,
-        source=[S.REQUESTED, S.SUBMITTING, S.UNKNOWN, S.PENDING_PARTNER],
-        target=S.REJECTED,
-    )
+    @transition(field=status, source=sorted(AWAITING_PARTNER), target=BookingState.REJECTED)
     def reject(self) -> None:
         self._moved()
 
-    @transition(
-        field=status,
-        source=[S.REQUESTED, S.SUBMITTING, S.UNKNOWN, S.PENDING_PARTNER, S.NEEDS_ATTENTION],
-        target=S.FAILED,
-    )
+    @transition(field=status, source=sorted(SETTLEABLE), target=BookingState.FAILED)
     def fail(self) -> None:
         self._moved()
         self.attention_reason = ""
 
-    @transition(
-        field=status,
-        source=[S.REQUESTED, S.SUBMITTING, S.UNKNOWN, S.PENDING_PARTNER],
-        target=S.EXPIRED,
-    )
+    @transition(field=status, source=sorted(AWAITING_PARTNER), target=BookingState.EXPIRED)
     def expire(self) -> None:
         self._moved()
 
-    @transition(field=status, source=sorted(CANCELLABLE_STATES), target=S.CANCEL_REQUESTED)
+    @transition(field=status, source=sorted(CANCELLABLE_STATES), target=BookingState.CANCEL_REQUESTED)
     def request_cancel(self) -> None:
         self._moved()
 
-    @transition(field=status, source=[S.CANCEL_REQUESTED, S.NEEDS_ATTENTION], target=S.CANCELLED)
+    @transition(
+        field=status,
+        source=[BookingState.CANCEL_REQUESTED, BookingState.NEEDS_ATTENTION],
+        target=BookingState.CANCELLED,
+    )
     def mark_cancelled(self) -> None:
         self._moved()
         self.attention_reason = ""
@@ -257,30 +243,34 @@ class Booking(ConcurrentTransitionMixin, models.Model):
         field=status,
         # Terminal states too: a live partner reservation we cannot cancel needs a person.
         source=[
-            S.SUBMITTING,
-            S.UNKNOWN,
-            S.PENDING_PARTNER,
-            S.CONFIRMED,
-            S.CANCEL_REQUESTED,
-            S.REJECTED,
-            S.FAILED,
-            S.EXPIRED,
-            S.CANCELLED,
+            BookingState.SUBMITTING,
+            BookingState.UNKNOWN,
+            BookingState.PENDING_PARTNER,
+            BookingState.CONFIRMED,
+            BookingState.CANCEL_REQUESTED,
+            BookingState.REJECTED,
+            BookingState.FAILED,
+            BookingState.EXPIRED,
+            BookingState.CANCELLED,
         ],
-        target=S.NEEDS_ATTENTION,
+        target=BookingState.NEEDS_ATTENTION,
     )
     def flag_for_attention(self, *, reason: str, detail: str = "") -> None:
         self._moved()
         self.attention_reason = reason
         self.attention_detail = detail
 
-    @transition(field=status, source=[S.UNKNOWN, S.NEEDS_ATTENTION], target=S.REQUESTED)
+    @transition(
+        field=status,
+        source=[BookingState.UNKNOWN, BookingState.NEEDS_ATTENTION],
+        target=BookingState.REQUESTED,
+    )
     def requeue_submission(self) -> None:
         """Only once a lookup proved the partner holds nothing for this booking."""
         self._moved()
         self.attention_reason = ""
 
-    @transition(field=status, source=[S.SUBMITTING], target=S.REQUESTED)
+    @transition(field=status, source=[BookingState.SUBMITTING], target=BookingState.REQUESTED)
     def release_submission(self) -> None:
         """The call provably never left (connect error, partner circuit open): try again later."""
         self._moved()

@@ -18,14 +18,13 @@ from django_fsm import ConcurrentTransition, TransitionNotAllowed, can_proceed
 from bookings import catalogue, ports
 from bookings.models import Actor, Booking, Offer, Quote, new_reference
 from bookings.pricing import Stay, confirmation_deadline, price_stay, validate_stay
-from bookings.states import BookingState
+from bookings.states import CANCEL_ACCEPTED
 from bookings.timeline import new_event, record_event
 from config.db import insert_together
 from config.errors import InvalidTransition, Unprocessable, ValidationFailed
 from config.logging import log_context
 
 logger = logging.getLogger(__name__)
-S = BookingState
 
 
 # --- the one way a booking changes state -----------------------------------------------------
@@ -286,7 +285,7 @@ def booking_request_cancel(*, booking_id: UUID, actor: Actor | str, actor_label:
     """Ask for a cancellation; idempotent while one is under way or done."""
     with transaction.atomic():
         booking = lock_booking(booking_id)
-        if booking.status in (S.CANCEL_REQUESTED, S.CANCELLED):
+        if booking.status in CANCEL_ACCEPTED:
             return booking
         if not booking.is_cancellable:
             raise InvalidTransition(

@@ -12,14 +12,22 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
-from bookings.states import BookingState
-from partners.models import Capability, ObservationResult, Outcome, ReservationStatus
-
-S = BookingState
-R = ReservationStatus
+from bookings.states import AWAITING_PARTNER, TERMINAL_STATES, UNACKNOWLEDGED, BookingState
+from partners.models import (
+    LIVE_RESERVATION_STATUSES,
+    Capability,
+    ObservationResult,
+    Outcome,
+    ReservationStatus,
+)
 
 # Partner statuses only move forward: pending -> confirmed | rejected | cancelled, confirmed -> cancelled.
-_RANK = {R.PENDING: 0, R.CONFIRMED: 1, R.REJECTED: 2, R.CANCELLED: 2}
+_RANK = {
+    ReservationStatus.PENDING: 0,
+    ReservationStatus.CONFIRMED: 1,
+    ReservationStatus.REJECTED: 2,
+    ReservationStatus.CANCELLED: 2,
+}
 
 
 @dataclass(frozen=True)
@@ -69,14 +77,6 @@ class Reconciliation:
     primary: int | None = None
     compensate: dict[int, str] = field(default_factory=dict)  # reservation id -> reason
 
-    @property
-    def is_noop(self) -> bool:
-        return self.transition is None and not self.compensate
-
-
-_OPEN = {S.REQUESTED, S.SUBMITTING, S.UNKNOWN, S.PENDING_PARTNER}
-_TERMINAL = {S.REJECTED, S.FAILED, S.EXPIRED, S.CANCELLED}
-
 
 def reconcile(state: str, reservations: list[ReservationView], *, fenced: bool) -> Reconciliation:
     """Decide the booking's next step from the partner's truth about all its reservations.
@@ -93,46 +93,50 @@ def reconcile(state: str, reservations: list[ReservationView], *, fenced: bool) 
       are duplicates to cancel; without a live one, the last settled one decides.
     """
     plan = Reconciliation()
-    live = [r for r in reservations if r.status in (R.PENDING, R.CONFIRMED) and not r.compensating]
+    live = [r for r in reservations if r.status in LIVE_RESERVATION_STATUSES and not r.compensating]
 
-    if state in _TERMINAL:
+    if state in TERMINAL_STATES:
         for r in live:
             plan.compensate[r.id] = f"booking_{state}"
         return plan
 
-    if state == S.CANCEL_REQUESTED:
+    if state == BookingState.CANCEL_REQUESTED:
         for r in live:
             plan.compensate[r.id] = "cancel_requested"
-        still_live = [r for r in reservations if r.status in (R.PENDING, R.CONFIRMED)]
+        still_live = [r for r in reservations if r.status in LIVE_RESERVATION_STATUSES]
         if not still_live and not fenced:
             plan.transition, plan.reason = "mark_cancelled", "nothing_live_at_partner"
         return plan
 
-    if state == S.CONFIRMED and reservations and not any(r.status == R.CONFIRMED for r in live):
+    if (
+        state == BookingState.CONFIRMED
+        and reservations
+        and not any(r.status == ReservationStatus.CONFIRMED for r in live)
+    ):
         # The reservation that made it confirmed is gone at the partner: never silently confirmed.
         plan.transition, plan.reason = "flag_for_attention", "partner_cancelled_confirmed"
         return plan
 
     if live:
-        ordered = sorted(live, key=lambda r: (r.status != R.CONFIRMED, r.linked_order))
+        ordered = sorted(live, key=lambda r: (r.status != ReservationStatus.CONFIRMED, r.linked_order))
         primary, extras = ordered[0], ordered[1:]
         plan.primary = primary.id
         for r in extras:
             plan.compensate[r.id] = "duplicate"
-        if primary.status == R.CONFIRMED and state in _OPEN:
+        if primary.status == ReservationStatus.CONFIRMED and state in AWAITING_PARTNER:
             plan.transition, plan.reason = "confirm", "partner_confirmed"
-        elif primary.status == R.PENDING and state in {S.REQUESTED, S.SUBMITTING, S.UNKNOWN}:
+        elif primary.status == ReservationStatus.PENDING and state in UNACKNOWLEDGED:
             plan.transition, plan.reason = "mark_partner_pending", "partner_pending"
         return plan
 
-    if fenced or not reservations or state not in _OPEN:
+    if fenced or not reservations or state not in AWAITING_PARTNER:
         return plan
     settled = sorted(reservations, key=lambda r: r.linked_order)
     last = [r for r in settled if not r.compensating] or settled
     final = last[-1]
-    if final.status == R.REJECTED:
+    if final.status == ReservationStatus.REJECTED:
         plan.transition, plan.reason = "reject", "partner_rejected"
-    elif final.status == R.CANCELLED and state != S.REQUESTED:
+    elif final.status == ReservationStatus.CANCELLED and state != BookingState.REQUESTED:
         plan.transition, plan.reason = "fail", "partner_cancelled"
     return plan
 

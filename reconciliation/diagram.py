@@ -15,8 +15,6 @@ from html import escape
 from bookings.models import Booking
 from bookings.states import OPEN_STATES, TERMINAL_STATES, BookingState
 
-S = BookingState
-
 
 @dataclass(frozen=True)
 class Edge:
@@ -58,17 +56,17 @@ def graphviz_svg() -> str | None:
 
 # Where each state sits on the circle (clockwise from the top): the happy path first.
 _ORDER = [
-    S.REQUESTED,
-    S.SUBMITTING,
-    S.UNKNOWN,
-    S.PENDING_PARTNER,
-    S.CONFIRMED,
-    S.CANCEL_REQUESTED,
-    S.CANCELLED,
-    S.EXPIRED,
-    S.FAILED,
-    S.REJECTED,
-    S.NEEDS_ATTENTION,
+    BookingState.REQUESTED,
+    BookingState.SUBMITTING,
+    BookingState.UNKNOWN,
+    BookingState.PENDING_PARTNER,
+    BookingState.CONFIRMED,
+    BookingState.CANCEL_REQUESTED,
+    BookingState.CANCELLED,
+    BookingState.EXPIRED,
+    BookingState.FAILED,
+    BookingState.REJECTED,
+    BookingState.NEEDS_ATTENTION,
 ]
 _PALETTE = {
     "confirm": "#2e7d32",
@@ -82,9 +80,9 @@ _PALETTE = {
 
 
 def _fill(state: str) -> str:
-    if state == S.NEEDS_ATTENTION:
+    if state == BookingState.NEEDS_ATTENTION:
         return "#fff3e0"
-    if state == S.CONFIRMED:
+    if state == BookingState.CONFIRMED:
         return "#e8f5e9"
     if state in TERMINAL_STATES:
         return "#eceff1"
@@ -94,7 +92,7 @@ def _fill(state: str) -> str:
 
 
 def own_svg(width: int = 900, height: int = 720) -> str:
-    states = [s.value for s in _ORDER] + [s for s in S.values if s not in _ORDER]
+    states = [s.value for s in _ORDER] + [s for s in BookingState.values if s not in _ORDER]
     cx, cy, radius = width / 2, height / 2, min(width, height) / 2 - 90
     position = {}
     for index, state in enumerate(states):

@@ -30,8 +30,6 @@ from partners.models import (
     PartnerReservation,
 )
 
-S = BookingState
-
 # Where a row came from; the admin template and the command colour rows by it.
 SOURCE_EVENT = "event"
 SOURCE_ATTEMPT = "attempt"
@@ -461,14 +459,14 @@ def _compensation_row(reservation: PartnerReservation, step: str, at: datetime) 
 # --- the support console's lists ------------------------------------------------------------
 def needs_attention_queue(*, partner: Partner | None = None) -> QuerySet[Booking]:
     """Bookings waiting for a person, oldest first."""
-    rows = Booking.objects.filter(status=S.NEEDS_ATTENTION).select_related("partner", "customer")
+    rows = Booking.objects.filter(status=BookingState.NEEDS_ATTENTION).select_related("partner", "customer")
     if partner is not None:
         rows = rows.filter(partner=partner)
     return rows.order_by("status_changed_at", "id")
 
 
 def needs_attention_summary() -> dict[str, list[tuple[str, int]]]:
-    base = Booking.objects.filter(status=S.NEEDS_ATTENTION)
+    base = Booking.objects.filter(status=BookingState.NEEDS_ATTENTION)
     by_reason = (
         base.values_list("attention_reason").annotate(n=Count("id")).order_by("-n", "attention_reason")
     )

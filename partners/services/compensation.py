@@ -34,7 +34,6 @@ from partners.services.observations import is_fenced, observation_apply, reconci
 from partners.services.submission import FollowUp
 
 logger = logging.getLogger(__name__)
-S = BookingState
 
 
 def booking_cancel_run(
@@ -43,7 +42,7 @@ def booking_cancel_run(
     """Carry out a requested cancellation: cancel what the partner holds, then the booking."""
     with transaction.atomic():
         booking = lock_booking(booking_id)
-        if booking.status != S.CANCEL_REQUESTED:
+        if booking.status != BookingState.CANCEL_REQUESTED:
             return FollowUp()
         if is_fenced(booking):
             return FollowUp(sync_after_s=settings.PARTNER_SYNC_DELAY_S)  # learn what it holds first
@@ -153,7 +152,7 @@ def _retry_or_give_up(reservation: PartnerReservation, error: str, retry_after_s
     with transaction.atomic():
         booking = lock_booking(reservation.booking_id)
         detail = f"Could not cancel {reservation.partner_ref} at the partner after {tries} tries: {error}"
-        if booking.status == S.NEEDS_ATTENTION:
+        if booking.status == BookingState.NEEDS_ATTENTION:
             record_event(
                 booking,
                 "partner.compensation.failed",

@@ -256,22 +256,16 @@ def reconcile_booking(
             plan.transition,
             actor=actor,
             actor_label=actor_label,
-            summary=f"{booking.status} → {_target(plan.transition)} ({plan.reason})",
+            summary=f"{booking.status} → {_target(booking, plan.transition)} ({plan.reason})",
             data={"reason": plan.reason},
             **kwargs,
         )
     return plan
 
 
-def _target(transition: str) -> str:
-    return {
-        "confirm": "confirmed",
-        "mark_partner_pending": "pending_partner",
-        "reject": "rejected",
-        "fail": "failed",
-        "mark_cancelled": "cancelled",
-        "flag_for_attention": "needs_attention",
-    }.get(transition, transition)
+def _target(booking: Booking, transition: str) -> str:
+    """Where `transition` takes the booking, as its state machine says."""
+    return next(t.target for t in booking.get_available_status_transitions() if t.name == transition)
 
 
 def request_compensation(

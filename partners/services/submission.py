@@ -25,7 +25,6 @@ from partners.services.calls import attempt_close, attempt_open, perform, record
 from partners.services.observations import is_fenced, observation_apply, reconcile_booking
 
 logger = logging.getLogger(__name__)
-S = BookingState
 
 
 @dataclass(frozen=True)
@@ -58,7 +57,7 @@ def _claim(booking_id: UUID) -> tuple[Booking, PartnerAttempt] | FollowUp | None
 
     with transaction.atomic():
         booking = lock_booking(booking_id)
-        if booking.status != S.REQUESTED:
+        if booking.status != BookingState.REQUESTED:
             logger.info("submission skipped", extra={"booking": booking.reference, "status": booking.status})
             return None
         if is_fenced(booking):
@@ -143,7 +142,8 @@ def record_create_outcome(booking_id: UUID, attempt: PartnerAttempt, result: Cal
                 )
                 # The one door moved our locked copy of the booking: it is current.
                 booking = observed.booking or booking
-            if booking.status == S.PENDING_PARTNER and not booking.partner.has(Capability.WEBHOOKS):
+            no_webhooks = not booking.partner.has(Capability.WEBHOOKS)
+            if booking.status == BookingState.PENDING_PARTNER and no_webhooks:
                 # Nobody will tell us when it settles: ask again.
                 delay = poll_delay_s(booking, timezone.now())
                 grace = settings.BOOKING_SUBMIT_GRACE
@@ -152,7 +152,7 @@ def record_create_outcome(booking_id: UUID, attempt: PartnerAttempt, result: Cal
                 return FollowUp(sync_after_s=delay)
             return FollowUp()
         if step == decisions.NextStep.RESOLVE_AMBIGUITY:
-            if booking.status == S.SUBMITTING:
+            if booking.status == BookingState.SUBMITTING:
                 booking.next_check_at = timezone.now() + timedelta(seconds=settings.PARTNER_SYNC_DELAY_S)
                 apply_transition(
                     booking,
@@ -163,7 +163,7 @@ def record_create_outcome(booking_id: UUID, attempt: PartnerAttempt, result: Cal
                     extra_fields=("next_check_at",),
                 )
             return FollowUp(sync_after_s=settings.PARTNER_SYNC_DELAY_S)
-        if booking.status != S.SUBMITTING:
+        if booking.status != BookingState.SUBMITTING:
             # Partner truth (an early webhook) moved it meanwhile; the one door has decided.
             reconcile_booking(booking, actor=Actor.WORKER)
             return FollowUp()

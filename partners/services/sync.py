@@ -26,7 +26,7 @@ from django.utils import timezone
 
 from bookings.models import Actor, Booking
 from bookings.services import apply_transition, lock_booking
-from bookings.states import BookingState
+from bookings.states import CREATE_UNANSWERED, OPEN_STATES, BookingState
 from bookings.timeline import record_event
 from config.logging import log_context
 from partners import decisions
@@ -45,7 +45,6 @@ from partners.services.observations import is_fenced, observation_apply, reconci
 from partners.services.submission import FollowUp, create_request, poll_delay_s
 
 logger = logging.getLogger(__name__)
-S = BookingState
 Strategy = decisions.Strategy
 
 # Listing times are read with this much slack on each side of the fenced call.
@@ -210,7 +209,7 @@ def booking_sync(booking_id: UUID, *, actor: Actor | str = Actor.WORKER, actor_l
         _mark_abandoned(booking, [a for a in in_flight if _in_flight_remaining_s(a, now) <= 0], actor=actor)
         fence = fences[0] if fences else None
         needs_search = fence is not None or (
-            booking.status in (S.SUBMITTING, S.UNKNOWN) and not booking.partner_reservations.exists()
+            booking.status in CREATE_UNANSWERED and not booking.partner_reservations.exists()
         )
         findings = _find_reservations(booking, fence) if needs_search else Findings()
         findings.fence_ids = [a.pk for a in fences]
@@ -284,12 +283,12 @@ def _conclude(booking_id: UUID, findings: Findings, *, actor: Actor | str, actor
             },
         )
         follow_up = FollowUp()
-        if findings.holds_nothing and booking.status in (S.UNKNOWN, S.SUBMITTING) and not is_fenced(booking):
+        if findings.holds_nothing and booking.status in CREATE_UNANSWERED and not is_fenced(booking):
             # UNKNOWN: the ambiguous create never took effect. SUBMITTING: its worker died before
             # (or during) a call that never reached the partner. Either way: submit again.
             apply_transition(
                 booking,
-                "requeue_submission" if booking.status == S.UNKNOWN else "release_submission",
+                "requeue_submission" if booking.status == BookingState.UNKNOWN else "release_submission",
                 actor=actor,
                 actor_label=actor_label,
                 summary="The partner provably holds nothing for this booking: submit again",
@@ -297,12 +296,8 @@ def _conclude(booking_id: UUID, findings: Findings, *, actor: Actor | str, actor
             follow_up = FollowUp(submit_after_s=0)
         else:
             reconcile_booking(booking, actor=actor, actor_label=actor_label)
-            still_fenced = is_fenced(booking)
-            if (
-                still_fenced
-                and findings.strategy == Strategy.ASK_SUPPORT
-                and booking.status in (S.SUBMITTING, S.UNKNOWN)
-            ):
+            still_fenced, status = is_fenced(booking), booking.status
+            if still_fenced and findings.strategy == Strategy.ASK_SUPPORT and status in CREATE_UNANSWERED:
                 apply_transition(
                     booking,
                     "flag_for_attention",
@@ -316,10 +311,10 @@ def _conclude(booking_id: UUID, findings: Findings, *, actor: Actor | str, actor
                 follow_up = FollowUp(
                     sync_after_s=backoff.delay_s(2, retry_after_s=findings.failed.retry_after_s)
                 )
-            elif still_fenced and booking.status in (S.SUBMITTING, S.UNKNOWN, S.CANCEL_REQUESTED):
+            elif still_fenced and (status in CREATE_UNANSWERED or status == BookingState.CANCEL_REQUESTED):
                 delay = max(findings.come_back_in_s or 0, settings.PARTNER_SYNC_DELAY_S)
                 follow_up = FollowUp(sync_after_s=delay)
-            elif booking.status == S.PENDING_PARTNER and not booking.partner.has(Capability.WEBHOOKS):
+            elif status == BookingState.PENDING_PARTNER and not booking.partner.has(Capability.WEBHOOKS):
                 follow_up = FollowUp(sync_after_s=poll_delay_s(booking, now))
         booking.next_check_at = _next_check(booking, now, follow_up)
         booking.save(update_fields=["last_synced_at", "next_check_at", "updated_at"])
@@ -329,7 +324,7 @@ def _conclude(booking_id: UUID, findings: Findings, *, actor: Actor | str, actor
 def _next_check(booking: Booking, now: datetime, follow_up: FollowUp) -> datetime | None:
     """When the sweeper should look again if the follow-up message is lost (never later than
     the deadline, so that expiry is not missed)."""
-    if booking.status not in (S.PENDING_PARTNER, S.UNKNOWN, S.CANCEL_REQUESTED, S.SUBMITTING, S.REQUESTED):
+    if booking.status not in OPEN_STATES:
         return booking.next_check_at
     delays = [follow_up.sync_after_s, follow_up.submit_after_s]
     soonest = min((d for d in delays if d is not None), default=settings.RECONCILE_SYNC_AGE_S)

@@ -26,10 +26,11 @@ from uuid import UUID
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
+from django_fsm import can_proceed
 
 from bookings.models import Actor, Booking, BookingEvent
 from bookings.services import apply_transition, booking_request_cancel, lock_booking
-from bookings.states import CANCELLABLE_STATES, BookingState
+from bookings.states import CANCEL_ACCEPTED, CREATE_UNANSWERED, TERMINAL_STATES, BookingState
 from bookings.timeline import record_event
 from config.errors import ApplicationError, InvalidTransition, NotFound, ValidationFailed
 from config.logging import log_context
@@ -46,7 +47,6 @@ from partners.models import (
 from partners.services.observations import is_fenced, reconcile_booking
 
 logger = logging.getLogger(__name__)
-S = BookingState
 
 SYNC, RETRY, COMPENSATE, CANCEL, RESOLVE = "sync", "retry", "compensate", "cancel", "resolve"
 ACTIONS: dict[str, dict[str, str]] = {
@@ -77,11 +77,13 @@ ACTIONS: dict[str, dict[str, str]] = {
     },
 }
 REPLAY_PERMISSION = "partners.replay_inboundevent"
-# Outcomes support may resolve a needs_attention booking to, with the transition each uses.
+# Outcomes support may resolve a needs_attention booking to, with the transition each runs: the
+# state machine's own transitions from needs_attention to an outcome.
 RESOLUTIONS = {
-    S.CONFIRMED: "confirm",
-    S.FAILED: "fail",
-    S.CANCELLED: "mark_cancelled",
+    transition.target: transition.name
+    for transition in Booking._meta.get_field("status").get_all_transitions(Booking)
+    if transition.source == BookingState.NEEDS_ATTENTION
+    and (transition.target == BookingState.CONFIRMED or transition.target in TERMINAL_STATES)
 }
 MAX_LIVE_GETS = 5  # a preview asks about at most this many known reservations one by one
 
@@ -368,14 +370,14 @@ def _refusal(action: str, booking: Booking, held: list[PartnerReservation], fenc
     if action == SYNC:
         return ""
     if action == RETRY:
-        if fenced or status in (S.SUBMITTING, S.UNKNOWN):
+        if fenced or status in CREATE_UNANSWERED:
             return (
                 "The outcome of an earlier create is not known yet: never a blind second create. "
                 "Force a sync first."
             )
-        if status == S.REQUESTED:
+        if status == BookingState.REQUESTED:
             return ""
-        if status != S.NEEDS_ATTENTION:
+        if not can_proceed(booking.requeue_submission):
             return f"Only a requested or needs-attention booking can be submitted again (it is {status})."
         if _live(held):
             refs = ", ".join(r.partner_ref for r in _live(held))
@@ -389,18 +391,18 @@ def _refusal(action: str, booking: Booking, held: list[PartnerReservation], fenc
             )
         return ""
     if action == COMPENSATE:
-        if status not in (S.REQUESTED, S.SUBMITTING, S.UNKNOWN, S.PENDING_PARTNER, S.NEEDS_ATTENTION):
-            hint = " Use cancel for a confirmed booking." if status == S.CONFIRMED else ""
+        if not can_proceed(booking.fail):
+            hint = " Use cancel for a confirmed booking." if status == BookingState.CONFIRMED else ""
             return f"A {status} booking cannot be failed.{hint}"
         return ""
     if action == CANCEL:
-        if status in (S.CANCEL_REQUESTED, S.CANCELLED):
+        if status in CANCEL_ACCEPTED:
             return f"It is already {status}."
-        if status not in CANCELLABLE_STATES:
+        if not can_proceed(booking.request_cancel):
             return f"A {status} booking can no longer be cancelled."
         return ""
     if action == RESOLVE:
-        if status != S.NEEDS_ATTENTION:
+        if status != BookingState.NEEDS_ATTENTION:
             return f"Only a booking that needs attention can be resolved (it is {status})."
         return ""
     raise ValidationFailed(f"Unknown support action {action!r}.")
@@ -409,7 +411,7 @@ def _refusal(action: str, booking: Booking, held: list[PartnerReservation], fenc
 def _outcome_refusal(outcome: str, held: list[PartnerReservation], fenced: bool) -> str:
     if outcome not in RESOLUTIONS:
         return f"Unknown outcome {outcome!r}; choose one of {', '.join(RESOLUTIONS)}."
-    if outcome == S.CONFIRMED:
+    if outcome == BookingState.CONFIRMED:
         if not any(r.status == ReservationStatus.CONFIRMED for r in _uncompensated_live(held)):
             return "We hold no confirmed reservation from the partner: sync first, or choose another outcome."
         return ""
@@ -432,7 +434,7 @@ def _effects(action: str, booking: Booking, held: list[PartnerReservation], fenc
         ]
     if action == RETRY:
         steps = []
-        if booking.status == S.NEEDS_ATTENTION:
+        if booking.status == BookingState.NEEDS_ATTENTION:
             steps.append("needs_attention → requested (the attention reason is cleared).")
         steps.append(
             f"Queue a submission on {queue}: one create with our key {booking.partner_key}, "
@@ -509,7 +511,7 @@ def preview(action: str, booking: Booking, *, live: bool = True, token: str | No
     result.allowed = not result.refusal
     if action == RESOLVE:
         result.outcomes = [
-            (value, S(value).label, _outcome_refusal(value, held, fenced)) for value in RESOLUTIONS
+            (value, BookingState(value).label, _outcome_refusal(value, held, fenced)) for value in RESOLUTIONS
         ]
         if result.allowed and all(refusal for _, _, refusal in result.outcomes):
             result.allowed = False
@@ -649,7 +651,7 @@ def support_retry(*, booking_id: UUID, operator: Operator, token: str, note: str
         old = booking.status
         booking.next_check_at = timezone.now() + settings.BOOKING_SUBMIT_GRACE
         data = _correction_data(token, note, queue=booking.partner.queue_name)
-        if old == S.NEEDS_ATTENTION:
+        if old == BookingState.NEEDS_ATTENTION:
             data["attention_reason"] = booking.attention_reason
             apply_transition(
                 booking,

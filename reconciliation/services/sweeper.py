@@ -33,6 +33,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
+from django_fsm import can_proceed
 from redis.commands.core import Script
 
 from bookings.models import Actor, Booking
@@ -51,7 +52,6 @@ from partners.models import (
 from partners.services.observations import is_fenced, reconcile_booking
 
 logger = logging.getLogger(__name__)
-S = BookingState
 
 
 @dataclass
@@ -262,7 +262,7 @@ def _requeue_owed_compensations(now: datetime, partner: Partner | None, dry_run:
     owed = PartnerReservation.objects.filter(
         compensation_requested_at__lte=now - timedelta(seconds=settings.RECONCILE_SYNC_AGE_S),
         compensated_at__isnull=True,
-    ).exclude(booking__status=S.NEEDS_ATTENTION)  # support owns those; no automatic retries
+    ).exclude(booking__status=BookingState.NEEDS_ATTENTION)  # support owns those; no automatic retries
     rows = list(
         _for_partner(owed, partner)
         .order_by("compensation_requested_at", "id")
@@ -284,7 +284,7 @@ def _audit_confirmed(now: datetime, partner: Partner | None, dry_run: bool) -> i
     them every RECONCILE_AUDIT_AGE_S, in case the news of a cancellation at the partner was lost
     (a webhook the partner gave up on). The sync sets `last_synced_at`."""
     stale = now - timedelta(seconds=settings.RECONCILE_AUDIT_AGE_S)
-    audit = Booking.objects.filter(status=S.CONFIRMED, start_date__gte=now.date()).filter(
+    audit = Booking.objects.filter(status=BookingState.CONFIRMED, start_date__gte=now.date()).filter(
         Q(last_synced_at__isnull=True) | Q(last_synced_at__lt=stale)
     )
     rows = list(
@@ -359,7 +359,7 @@ def booking_due_run(booking_id) -> None:
         if booking.status not in OPEN_STATES:
             return
         now = timezone.now()
-        expired = booking.deadline <= now and booking.status != S.CANCEL_REQUESTED
+        expired = booking.deadline <= now and can_proceed(booking.expire)
         if expired:
             fenced = is_fenced(booking)
             apply_transition(
@@ -377,9 +377,9 @@ def booking_due_run(booking_id) -> None:
                 )
             return
         status = booking.status
-    if status == S.REQUESTED:
+    if status == BookingState.REQUESTED:
         partner_tasks.send_for_booking(partner_tasks.submit_booking, booking_id)
-    elif status == S.CANCEL_REQUESTED:
+    elif status == BookingState.CANCEL_REQUESTED:
         partner_tasks.send_for_booking(partner_tasks.cancel_booking, booking_id)
         partner_tasks.send_for_booking(partner_tasks.sync_booking, booking_id)
     else:

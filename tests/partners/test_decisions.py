@@ -252,7 +252,7 @@ def test_terminal_booking_with_live_reservations_compensates_every_one(state):
 @pytest.mark.parametrize("state", TERMINAL)
 def test_terminal_booking_with_nothing_live_does_nothing(state):
     assert plan(state, [res(1, "cancelled"), res(2, "rejected")]) == (None, "", None, {})
-    assert decisions.reconcile(state, [res(1, "cancelled")], fenced=False).is_noop
+    assert decisions.reconcile(state, [res(1, "cancelled")], fenced=False) == decisions.Reconciliation()
 
 
 @pytest.mark.parametrize("state", TERMINAL)
