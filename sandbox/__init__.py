@@ -10,12 +10,15 @@ Modules:
     faults      fault settings, their validation, and the seeded dice
     store       the SQLite store (reservations, history, keys, webhooks, counters)
     ledger      the partner's business rules: create, settle, cancel, capacity
+    initiatives what the partner does on its own: cancel, lose (vanish) or amend a reservation
+    garbage     out-of-range values for the garbage_values fault
     webhooks    the persistent webhook outbox and its sender thread
     reference   the `reference` wire protocol
     legacy      the `legacy` wire protocol
     wire        what both protocols share: JSON responses, body checks, routes, call context
     control     the `/_sandbox/*` endpoints (faults, ground truth, stats, reset)
     app         the WSGI application: routing, auth, fault injection around every call
-    server      configuration, the cheroot server and the run loop
+    listener    the HTTP port (cheroot), closed and reopened by an outage window
+    server      configuration, assembly and the run loop
     cli         command-line options shared by `manage.py run_sandbox_partner` and `__main__`
 """

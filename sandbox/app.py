@@ -1,7 +1,8 @@
 """The WSGI application: routing, auth, and fault injection around every partner API call.
 
-Order of one call: auth (401) -> count -> latency -> 429 -> 5xx before commit -> handler (the
-commit) -> timeout/drop after commit (writes) -> 5xx after commit. Dropping a connection is
+Order of one call: auth (401) -> rotated key (auth failure window: 401 or 403) -> count ->
+latency -> 429 -> 5xx before commit -> handler (the commit) -> timeout/drop after commit
+(writes) -> 5xx after commit -> garbage values in a success body. Dropping a connection is
 done by raising ECONNRESET from the WSGI callable: cheroot then closes the socket without
 writing a response, which is what a client sees when a partner dies mid-request.
 """
@@ -9,6 +10,7 @@ writing a response, which is what a client sees when a partner dies mid-request.
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import math
 import threading
@@ -21,6 +23,7 @@ from werkzeug.wrappers import Request, Response
 
 from sandbox.clock import PartnerClock
 from sandbox.faults import Faults
+from sandbox.garbage import garble
 from sandbox.store import Store
 from sandbox.wire import CallContext, Route, WireProtocol
 
@@ -84,6 +87,9 @@ class SandboxApp:
         try:
             if endpoint in self.control_routes:
                 return self.control_routes[endpoint].handler(request, **args)
+            if self.faults.window_open("auth_failure_window_s"):
+                self.store.bump("faults", "auth_failure")
+                return self.protocol.auth_failure()
             return self.call(self.api_routes[endpoint], request, args)
         except ConnectionResetError:
             raise
@@ -119,7 +125,19 @@ class SandboxApp:
         if after_commit:
             self.store.bump("faults", "error_5xx_after_commit")
             return self.protocol.server_error()
+        if response.status_code < 300 and self.faults.chance("garbage_values_rate"):
+            self.spoil(response)
         return response
+
+    def spoil(self, response: Response) -> None:
+        """Out-of-range values in every reservation of a success body (`garbage_values_rate`)."""
+        body = response.get_json()
+        spoiled = [
+            garble(obj, self.protocol.garbage, self.faults) for obj in self.protocol.reservation_objects(body)
+        ]
+        if any(spoiled):
+            response.set_data(json.dumps(body, separators=(",", ":")))
+            self.store.bump("faults", "garbage_values")
 
     def hang_and_drop(self) -> None:
         """Committed; now outlast any client timeout, then drop the connection unanswered."""

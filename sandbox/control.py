@@ -6,11 +6,12 @@ These are the sandbox's own endpoints, not the partner API, so no fault applies 
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from werkzeug.wrappers import Request, Response
 
-from sandbox.faults import Faults, FaultSettingError
+from sandbox.faults import WINDOW_KEYS, Faults, FaultSettingError
 from sandbox.ledger import Ledger, Product
 from sandbox.wire import BadRequest, Route, WireProtocol, json_response, read_json_object
 
@@ -90,6 +91,7 @@ class Control:
                 "calls": counters.get("calls", {}),
                 "faults": counters.get("faults", {}),
                 "outcomes": counters.get("outcomes", {}),
+                "windows": {key: window_json(self.faults.window(key)) for key in WINDOW_KEYS},
                 "webhooks": {
                     "events": sum(events.values()),
                     "events_by_status": events,
@@ -107,6 +109,16 @@ class Control:
 
     def get_info(self, request: Request) -> Response:
         return json_response(200, self.info)
+
+
+def window_json(window: tuple[float, float] | None) -> dict[str, str] | None:
+    """A fault window in real UTC time, so a run can line its own observations up with it."""
+    if window is None:
+        return None
+    opens, closes = (
+        datetime.fromtimestamp(moment, UTC).isoformat(timespec="milliseconds") for moment in window
+    )
+    return {"opens": opens, "closes": closes}
 
 
 def catalogue_json(catalogue: dict[str, Product] | None) -> list[dict[str, Any]] | None:

@@ -1,7 +1,11 @@
 """Fault settings (exactly the keys of docs/partner-protocols.md) and the seeded dice that apply them.
 
 Settings change at run time from other threads (`POST /_sandbox/faults`), so every read and
-every roll goes through one lock; a roll never sees half of an update.
+every roll goes through one lock; a roll never sees half of an update. A rate of 0 never rolls,
+so faults left off do not shift the dice of those switched on.
+
+A window (`[start, length]` seconds) is fixed in real time when it is set, or at process start
+for a start option, using the `time_scale` in force then; setting it again starts it afresh.
 """
 
 from __future__ import annotations
@@ -10,9 +14,12 @@ import math
 import random
 import secrets
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 RATE_KEYS = (
     "timeout_after_commit_rate",
@@ -22,8 +29,13 @@ RATE_KEYS = (
     "webhook_duplicate_rate",
     "webhook_reorder_rate",
     "webhook_early_rate",
+    "partner_cancel_rate",
+    "vanish_rate",
+    "amend_rate",
+    "garbage_values_rate",
 )
-RANGE_KEYS = ("latency_ms", "webhook_delay_s")
+RANGE_KEYS = ("latency_ms", "webhook_delay_s", "partner_cancel_delay_s", "vanish_delay_s")
+WINDOW_KEYS = ("auth_failure_window_s", "outage_window_s")
 
 
 class FaultSettingError(ValueError):
@@ -46,13 +58,21 @@ class FaultSettings:
     webhook_early_rate: float = 0.0
     clock_skew_s: float = 0.0
     honour_idempotency_keys: bool = True
+    partner_cancel_rate: float = 0.0
+    partner_cancel_delay_s: tuple[float, float] = (60.0, 600.0)
+    vanish_rate: float = 0.0
+    vanish_delay_s: tuple[float, float] = (60.0, 600.0)
+    amend_rate: float = 0.0
+    auth_failure_window_s: tuple[float, float] | None = None
+    outage_window_s: tuple[float, float] | None = None
+    garbage_values_rate: float = 0.0
     time_scale: float = 1.0
     seed: int | None = None
 
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
-        for key in RANGE_KEYS:
-            data[key] = list(data[key])
+        for key in (*RANGE_KEYS, *WINDOW_KEYS):
+            data[key] = None if data[key] is None else list(data[key])
         return data
 
 
@@ -82,6 +102,15 @@ def validate(key: str, value: object) -> Any:
         if not 0.0 <= low <= high:
             raise FaultSettingError(f"{key} must satisfy 0 <= min <= max")
         return (low, high)
+    if key in WINDOW_KEYS:
+        if value is None:
+            return None
+        if not isinstance(value, list | tuple) or len(value) != 2:
+            raise FaultSettingError(f"{key} must be [start, length] or null")
+        start, length = (_number(key, v) for v in value)
+        if start < 0 or length < 0:
+            raise FaultSettingError(f"{key} must have start >= 0 and length >= 0")
+        return (start, length)
     if key == "async_confirm_delay_s":
         if value is None:
             return None
@@ -109,10 +138,18 @@ def validate(key: str, value: object) -> Any:
 
 
 def parse_cli(key: str, text: str) -> Any:
-    """Command-line spelling: ranges as `min,max`, booleans as true/false, null as `null`."""
+    """Command-line spelling: ranges as `min,max`, windows as `start,length`, booleans as
+    true/false, null as `null`."""
     raw: object
     lowered = text.strip().lower()
-    if key in RANGE_KEYS:
+    if key in WINDOW_KEYS and lowered in ("null", "none", ""):
+        raw = None
+    elif key in WINDOW_KEYS:
+        try:
+            raw = [float(p) for p in text.replace(" ", "").split(",")]
+        except ValueError as exc:
+            raise FaultSettingError(f"{key} must be start,length") from exc
+    elif key in RANGE_KEYS:
         parts = [p for p in text.replace(" ", "").split(",") if p]
         if len(parts) == 1:
             parts = parts * 2  # one number means a fixed value
@@ -150,6 +187,7 @@ class Faults:
             settings = replace(settings, seed=secrets.randbelow(2**31))
         self._settings = settings
         self._rng = random.Random(settings.seed)
+        self._windows = {key: self._fix_window(settings, key, time.time()) for key in WINDOW_KEYS}
 
     @property
     def settings(self) -> FaultSettings:
@@ -165,7 +203,28 @@ class Faults:
             self._settings = replace(self._settings, **clean)
             if "seed" in clean:
                 self._rng.seed(self._settings.seed)
+            now = time.time()
+            for key in WINDOW_KEYS:
+                if key in clean:
+                    self._windows[key] = self._fix_window(self._settings, key, now)
             return self._settings
+
+    @staticmethod
+    def _fix_window(settings: FaultSettings, key: str, now: float) -> tuple[float, float] | None:
+        window = getattr(settings, key)
+        if window is None:
+            return None
+        start, length = (seconds / settings.time_scale for seconds in window)
+        return (now + start, now + start + length)
+
+    def window(self, key: str) -> tuple[float, float] | None:
+        """The window under `key` as real epoch seconds [opens, closes), or None."""
+        with self._lock:
+            return self._windows[key]
+
+    def window_open(self, key: str) -> bool:
+        window = self.window(key)
+        return window is not None and window[0] <= time.time() < window[1]
 
     def chance(self, key: str) -> bool:
         """True with the probability configured under `key` (a rate key)."""
@@ -185,7 +244,7 @@ class Faults:
         with self._lock:
             return self._rng.randint(low, high)
 
-    def choice(self, options: tuple[int, ...]) -> int:
+    def choice(self, options: Sequence[T]) -> T:
         with self._lock:
             return self._rng.choice(options)
 

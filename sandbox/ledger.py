@@ -1,25 +1,28 @@
 """The partner's business rules, shared by both wire protocols.
 
 Every change is one store transaction that updates the reservation, bumps its version, appends
-a history row and queues its webhook (outbox), so no change exists without its record.
+a history row and queues its webhook (outbox), so no change exists without its record. A
+reservation the partner lost (`vanished_at`) is absent from every read but the ground truth.
 """
 
 from __future__ import annotations
 
+import json
 import secrets
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from sandbox.clock import PartnerClock, to_store
 from sandbox.faults import Faults
 from sandbox.store import Reservation, Store
 
 if TYPE_CHECKING:
+    from sandbox.initiatives import Initiatives
     from sandbox.webhooks import Outbox
 
 LIVE = ("pending", "confirmed")
@@ -89,39 +92,63 @@ class Ledger:
         self.catalogue = catalogue
         self.outbox = outbox
         self.on_pending = on_pending  # wakes the settler thread
+        self.initiatives: Initiatives | None = None  # what the partner does on its own
 
-    # --- reads ---------------------------------------------------------------------------
+    # --- reads (what the partner's API still knows) ------------------------------------
     def get(self, reservation_id: str) -> Reservation | None:
-        rows = self.store.query("SELECT * FROM reservations WHERE id = ?", (reservation_id,))
+        rows = self.store.query(
+            "SELECT * FROM reservations WHERE id = ? AND vanished_at IS NULL", (reservation_id,)
+        )
         return Reservation.from_row(rows[0]) if rows else None
 
     def get_by_seq(self, seq: int) -> Reservation | None:
-        rows = self.store.query("SELECT * FROM reservations WHERE seq = ?", (seq,))
+        rows = self.store.query("SELECT * FROM reservations WHERE seq = ? AND vanished_at IS NULL", (seq,))
         return Reservation.from_row(rows[0]) if rows else None
 
     def by_client_reference(self, client_reference: str) -> list[Reservation]:
         rows = self.store.query(
-            "SELECT * FROM reservations WHERE client_reference = ? ORDER BY seq",
+            "SELECT * FROM reservations WHERE client_reference = ? AND vanished_at IS NULL ORDER BY seq",
             (client_reference,),
         )
         return [Reservation.from_row(r) for r in rows]
 
     def changed_since(self, since: datetime | None, offset: int, limit: int) -> list[Reservation]:
         rows = self.store.query(
-            "SELECT * FROM reservations WHERE updated_at >= ? ORDER BY updated_at, seq LIMIT ? OFFSET ?",
+            "SELECT * FROM reservations WHERE updated_at >= ? AND vanished_at IS NULL "
+            "ORDER BY updated_at, seq LIMIT ? OFFSET ?",
             (to_store(since) if since else "", limit, offset),
         )
         return [Reservation.from_row(r) for r in rows]
 
+    # --- ground truth (everything, vanished included) ------------------------------------
     def all(self, client_reference: str | None = None) -> list[Reservation]:
-        if client_reference is not None:
-            return self.by_client_reference(client_reference)
-        return [Reservation.from_row(r) for r in self.store.query("SELECT * FROM reservations ORDER BY seq")]
+        if client_reference is None:
+            rows = self.store.query("SELECT * FROM reservations ORDER BY seq")
+        else:
+            rows = self.store.query(
+                "SELECT * FROM reservations WHERE client_reference = ? ORDER BY seq", (client_reference,)
+            )
+        return [Reservation.from_row(r) for r in rows]
 
-    def history(self) -> dict[str, list[sqlite3.Row]]:
-        result: dict[str, list[sqlite3.Row]] = {}
+    def history(self) -> dict[str, list[dict[str, Any]]]:
+        """Every version of every reservation, then a `vanish` entry for each one the partner lost."""
+        result: dict[str, list[dict[str, Any]]] = {}
         for row in self.store.query("SELECT * FROM history ORDER BY reservation_id, version"):
-            result.setdefault(row["reservation_id"], []).append(row)
+            result.setdefault(row["reservation_id"], []).append(dict(row))
+        for row in self.store.query(
+            "SELECT id, version, status, reason, vanished_at FROM reservations WHERE vanished_at IS NOT NULL"
+        ):
+            result.setdefault(row["id"], []).append(
+                {
+                    "reservation_id": row["id"],
+                    "version": row["version"],
+                    "status": row["status"],
+                    "reason": row["reason"],
+                    "at": row["vanished_at"],
+                    "cause": "vanish",
+                    "changes": None,
+                }
+            )
         return result
 
     # --- idempotency keys (reference) ----------------------------------------------------
@@ -198,25 +225,26 @@ class Ledger:
                     (reservation_id, idempotency_key),
                 )
             Store.bump_in(tx, "outcomes", f"created_{status}")
-            reservation = self._load(tx, reservation_id)
+            reservation = self.load_in(tx, reservation_id)
             assert reservation is not None
             inline = self.outbox.enqueue(tx, reservation, created=True) if self.outbox else None
-        self._committed()
+            planned = self._plan(tx, reservation, created=True)
+        self.committed(planned=planned)
         if settle_at is not None:
             self.on_pending()
         return Change(reservation, changed=True, inline_event=inline)
 
     def cancel(self, reservation_id: str) -> Change:
         with self.store.transaction() as tx:
-            current = self._load(tx, reservation_id)
-            if current is None:
+            current = self.load_in(tx, reservation_id)
+            if current is None or current.vanished_at is not None:
                 raise NotFound(reservation_id)
             if current.status == "rejected":
                 raise NotCancellable(reservation_id)
             if current.status == "cancelled":
                 return Change(current, changed=False)
-            updated = self._apply(tx, current, "cancelled", None, "cancel")
-        self._committed()
+            updated = self.apply_change(tx, current, "cancelled", None, "cancel")
+        self.committed()
         return Change(updated, changed=True)
 
     def settle_due(self) -> float:
@@ -238,8 +266,8 @@ class Ledger:
 
     def _settle(self, reservation_id: str) -> None:
         with self.store.transaction() as tx:
-            current = self._load(tx, reservation_id)
-            # Re-check under the lock: a cancel may have won the race.
+            current = self.load_in(tx, reservation_id)
+            # Re-check under the lock: a cancel (or a vanish) may have won the race.
             if current is None or current.status != "pending" or current.settle_at is None:
                 return
             new = NewReservation(
@@ -253,14 +281,23 @@ class Ledger:
             )
             # Only confirmed ones hold the product now; pending ones settle first come, first served.
             status, reason = self._decide(tx, new, reservation_id=reservation_id, blocking=("confirmed",))
-            self._apply(tx, current, status, reason, "settle")
-        self._committed()
+            settled = self.apply_change(tx, current, status, reason, "settle")
+            planned = self._plan(tx, settled, created=False)
+        self.committed(planned=planned)
 
     # --- helpers -------------------------------------------------------------------------
-    def _committed(self) -> None:
-        """After a commit (never inside it): the sender can now see the new event."""
+    def committed(self, *, planned: bool = False) -> None:
+        """After a commit (never inside it): the sender can now see the new event, and the
+        partner's own worker an action it just planned."""
         if self.outbox is not None:
             self.outbox.wake()
+        if planned and self.initiatives is not None:
+            self.initiatives.wake()
+
+    def _plan(self, tx: sqlite3.Connection, reservation: Reservation, *, created: bool) -> bool:
+        if self.initiatives is None:
+            return False
+        return self.initiatives.plan(tx, reservation, created=created)
 
     def _decide(
         self,
@@ -278,7 +315,7 @@ class Ledger:
             marks = ",".join("?" * len(blocking))
             taken = tx.execute(
                 f"SELECT COUNT(*) FROM reservations WHERE product_id = ? AND status IN ({marks}) "
-                "AND start_date < ? AND end_date > ? AND id != ?",
+                "AND start_date < ? AND end_date > ? AND id != ? AND vanished_at IS NULL",
                 (
                     new.product_id,
                     *blocking,
@@ -292,26 +329,34 @@ class Ledger:
                 return "rejected", "sold_out"
         return "confirmed", None
 
-    def _apply(
+    def apply_change(
         self,
         tx: sqlite3.Connection,
         current: Reservation,
         status: str,
         reason: str | None,
         cause: str,
+        *,
+        changes: Mapping[str, tuple[object, object]] | None = None,
+        notify: bool = True,
     ) -> Reservation:
+        """The next version: new status and reason, and `changes` ({column: (old, new)}) if any."""
         now = self.clock.now()
         version = current.version + 1
+        changes = changes or {}
+        assignments = "".join(f"{column} = ?, " for column in changes)
         tx.execute(
-            "UPDATE reservations SET status = ?, reason = ?, version = ?, updated_at = ?, "
-            "settle_at = NULL WHERE id = ?",
-            (status, reason, version, to_store(now), current.id),
+            f"UPDATE reservations SET {assignments}status = ?, reason = ?, version = ?, "
+            "updated_at = ?, settle_at = NULL WHERE id = ?",
+            (*(new for _, new in changes.values()), status, reason, version, to_store(now), current.id),
         )
-        self._append_history(tx, current.id, version, status, reason, now, cause)
+        self._append_history(
+            tx, current.id, version, status, reason, now, cause, json.dumps(changes) if changes else None
+        )
         Store.bump_in(tx, "outcomes", f"{cause}_{status}")
-        updated = self._load(tx, current.id)
+        updated = self.load_in(tx, current.id)
         assert updated is not None
-        if self.outbox is not None:
+        if notify and self.outbox is not None:
             self.outbox.enqueue(tx, updated, created=False)
         return updated
 
@@ -324,14 +369,16 @@ class Ledger:
         reason: str | None,
         at: datetime,
         cause: str,
+        changes: str | None = None,
     ) -> None:
         tx.execute(
-            "INSERT INTO history (reservation_id, version, status, reason, at, cause) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (reservation_id, version, status, reason, to_store(at), cause),
+            "INSERT INTO history (reservation_id, version, status, reason, at, cause, changes) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (reservation_id, version, status, reason, to_store(at), cause, changes),
         )
 
     @staticmethod
-    def _load(tx: sqlite3.Connection, reservation_id: str) -> Reservation | None:
+    def load_in(tx: sqlite3.Connection, reservation_id: str) -> Reservation | None:
+        """The row as it is inside `tx`, vanished or not."""
         row = tx.execute("SELECT * FROM reservations WHERE id = ?", (reservation_id,)).fetchone()
         return Reservation.from_row(row) if row else None

@@ -2,7 +2,9 @@
 
 Every POST creates a booking. The change listing (ordered by `modified`, 100 per page) is the
 only way a client finds a booking whose POST timed out. Transient failures are `503`; a rate
-limit is a `503` with `Retry-After` too, since this older partner documents no `429`.
+limit is a `503` with `Retry-After` too, since this older partner documents no `429`; a rotated
+key is a `403`. A booking (GET, listing item) echoes its terms (`from`, `to`, `pax`, `amount`,
+`ccy`), as the partner holds them now: the only way a client sees a silent amendment.
 """
 
 from __future__ import annotations
@@ -13,12 +15,14 @@ from typing import Any
 from werkzeug.wrappers import Request, Response
 
 from sandbox.clock import PartnerClock, from_store
+from sandbox.garbage import AMOUNTS
 from sandbox.ledger import Ledger, NewReservation, NotCancellable, NotFound, UnknownProduct
 from sandbox.store import Reservation
 from sandbox.wire import (
     BadRequest,
     CallContext,
     Route,
+    changes_json,
     currency_field,
     date_field,
     int_field,
@@ -31,6 +35,10 @@ from sandbox.wire import (
 STATES = {"pending": "PENDING", "confirmed": "OK", "rejected": "FAIL", "cancelled": "CXL"}
 MESSAGES = {"PENDING": "awaiting confirmation", "OK": "confirmed", "FAIL": "sold out"}
 PAGE_SIZE = 100
+# Stored column -> legacy wire name, for the fields an amendment may change.
+WIRE_NAMES = {"start_date": "from", "end_date": "to", "guests": "pax", "total_price": "amount"}
+# No version field here: only times and amounts can be out of range.
+GARBAGE = {"modified": ("0001-01-01 00:00:00", "9999-12-31 23:59:59"), "amount": AMOUNTS}
 
 
 def parse_new(body: dict[str, Any]) -> NewReservation:
@@ -54,6 +62,7 @@ def parse_new(body: dict[str, Any]) -> NewReservation:
 
 class LegacyProtocol:
     name = "legacy"
+    garbage = GARBAGE
 
     def __init__(self, *, ledger: Ledger, clock: PartnerClock) -> None:
         self.ledger = ledger
@@ -74,6 +83,13 @@ class LegacyProtocol:
     def error(self, status: int, code: str, message: str) -> Response:
         return json_response(status, {"err": message})
 
+    def auth_failure(self) -> Response:
+        return self.error(403, "forbidden", "api key not valid")
+
+    def reservation_objects(self, body: Any) -> list[dict[str, Any]]:
+        """The bookings in a success body: a listing's `items`, or the answer itself."""
+        return body.get("items", [body])
+
     def rate_limited(self, retry_after_s: int) -> Response:
         response = self.error(503, "rate_limited", "too many requests, slow down")
         response.headers["Retry-After"] = str(retry_after_s)
@@ -88,19 +104,22 @@ class LegacyProtocol:
             "ref": reservation.client_reference,
             "state": STATES[reservation.status],
             "modified": self.clock.local_naive(reservation.updated_at),
-        }
-
-    def ground_truth(self, reservation: Reservation, history: list[Any]) -> dict[str, Any]:
-        return {
-            **self.render(reservation),
-            "item": reservation.product_id,
             "from": reservation.start_date,
             "to": reservation.end_date,
             "pax": reservation.guests,
             "amount": reservation.total_price,
             "ccy": reservation.currency,
+        }
+
+    def ground_truth(self, reservation: Reservation, history: list[Any]) -> dict[str, Any]:
+        vanished = reservation.vanished_at
+        return {
+            **self.render(reservation),
+            "item": reservation.product_id,
             "created": self.clock.local_naive(reservation.created_at),
             "modified_utc": self.clock.rfc3339(reservation.updated_at),
+            "vanished": vanished and self.clock.local_naive(vanished),
+            "vanished_utc": vanished and vanished.isoformat(timespec="milliseconds"),
             "history": [
                 {
                     "version": h["version"],
@@ -108,6 +127,7 @@ class LegacyProtocol:
                     "modified": self.clock.local_naive(from_store(h["at"])),
                     "at_utc": from_store(h["at"]).isoformat(timespec="milliseconds"),
                     "cause": h["cause"],
+                    "changes": changes_json(h["changes"], WIRE_NAMES),
                 }
                 for h in history
             ],

@@ -11,6 +11,7 @@ from werkzeug.wrappers import Request, Response
 
 from sandbox.clock import PartnerClock, from_store
 from sandbox.faults import Faults
+from sandbox.garbage import AMOUNTS, VERSIONS
 from sandbox.ledger import (
     Change,
     Ledger,
@@ -25,6 +26,7 @@ from sandbox.wire import (
     BadRequest,
     CallContext,
     Route,
+    changes_json,
     currency_field,
     date_field,
     int_field,
@@ -35,6 +37,9 @@ from sandbox.wire import (
 )
 
 SERVER_ERRORS = (500, 502, 503, 504)
+TIMESTAMPS = ("0001-01-01T00:00:00.000+00:00", "9999-12-31T23:59:59.999+00:00")
+# The fields of a reservation object that `garbage_values_rate` spoils, answers and webhooks alike.
+GARBAGE = {"version": VERSIONS, "created_at": TIMESTAMPS, "updated_at": TIMESTAMPS, "total_price": AMOUNTS}
 
 
 def render(reservation: Reservation, clock: PartnerClock) -> dict[str, Any]:
@@ -82,6 +87,7 @@ def fingerprint(body: dict[str, Any]) -> str:
 
 class ReferenceProtocol:
     name = "reference"
+    garbage = GARBAGE
 
     def __init__(
         self,
@@ -113,6 +119,13 @@ class ReferenceProtocol:
     def error(self, status: int, code: str, message: str) -> Response:
         return json_response(status, {"error": code, "message": message})
 
+    def auth_failure(self) -> Response:
+        return self.error(401, "unauthorized", "invalid API key")
+
+    def reservation_objects(self, body: Any) -> list[dict[str, Any]]:
+        """The reservations in a success body: the object itself, or a lookup's `data`."""
+        return body.get("data", [body])
+
     def rate_limited(self, retry_after_s: int) -> Response:
         response = self.error(429, "rate_limited", "too many requests")
         response.headers["Retry-After"] = str(retry_after_s)
@@ -129,6 +142,7 @@ class ReferenceProtocol:
         return {
             **self.render(reservation),
             "idempotency_key": reservation.idempotency_key,
+            "vanished_at": reservation.vanished_at and self.clock.rfc3339(reservation.vanished_at),
             "history": [
                 {
                     "version": h["version"],
@@ -136,6 +150,7 @@ class ReferenceProtocol:
                     "reason": h["reason"],
                     "at": self.clock.rfc3339(from_store(h["at"])),
                     "cause": h["cause"],
+                    "changes": changes_json(h["changes"]),
                 }
                 for h in history
             ],

@@ -17,22 +17,20 @@ from types import FrameType
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from cheroot.wsgi import Server as WSGIServer
-
 from sandbox.app import SandboxApp
 from sandbox.clock import PartnerClock
 from sandbox.control import Control, catalogue_json
 from sandbox.faults import Faults, FaultSettings
+from sandbox.initiatives import Initiatives
 from sandbox.ledger import Ledger, Product
 from sandbox.legacy import LegacyProtocol
-from sandbox.reference import ReferenceProtocol, render
+from sandbox.listener import JOIN_TIMEOUT_S, Listener
+from sandbox.reference import GARBAGE, ReferenceProtocol, render
 from sandbox.store import Store
 from sandbox.webhooks import Outbox
 from sandbox.wire import WireProtocol
 
 logger = logging.getLogger("sandbox")
-
-JOIN_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -77,7 +75,7 @@ class Worker(threading.Thread):
 
 
 class Sandbox:
-    """One partner: store, faults, ledger, protocol, background threads and the HTTP server."""
+    """One partner: store, faults, ledger, protocol, background threads and the HTTP port."""
 
     def __init__(self, config: SandboxConfig) -> None:
         self.config = config
@@ -94,6 +92,7 @@ class Sandbox:
                 url=config.webhook_url,
                 secret=config.webhook_secret,
                 render=lambda r: render(r, self.clock),
+                garbage=GARBAGE,
                 stopping=self.stopping,
             )
         self.ledger = Ledger(
@@ -104,6 +103,8 @@ class Sandbox:
             outbox=self.outbox,
         )
         self.ledger.release_stale_keys()
+        self.initiatives = Initiatives(ledger=self.ledger)
+        self.ledger.initiatives = self.initiatives
         self.protocol: WireProtocol
         if config.profile == "reference":
             self.protocol = ReferenceProtocol(
@@ -115,8 +116,11 @@ class Sandbox:
             )
         else:
             self.protocol = LegacyProtocol(ledger=self.ledger, clock=self.clock)
-        self.workers = [Worker("sandbox-settler", self.ledger.settle_due, self.stopping)]
-        self.ledger.on_pending = self.workers[0].wake
+        settler = Worker("sandbox-settler", self.ledger.settle_due, self.stopping)
+        self.ledger.on_pending = settler.wake
+        initiator = Worker("sandbox-initiatives", self.initiatives.run_due, self.stopping)
+        self.initiatives.wake = initiator.wake
+        self.workers = [settler, initiator]
         if self.outbox is not None:
             sender = Worker("sandbox-webhooks", self.outbox.deliver_due, self.stopping)
             self.outbox.wake = sender.wake
@@ -138,14 +142,17 @@ class Sandbox:
             hang_s=config.hang_s,
             stopping=self.stopping,
         )
-        self.server = WSGIServer(
-            (config.host, config.port),
-            self.app,
-            numthreads=config.threads,
+        self.listener = Listener(
+            host=config.host,
+            port=config.port,
+            app=self.app,
+            threads=config.threads,
             server_name=f"sandbox-{config.profile}",
-            shutdown_timeout=JOIN_TIMEOUT_S,
+            faults=self.faults,
+            store=self.store,
+            stopping=self.stopping,
         )
-        self._serve_thread: threading.Thread | None = None
+        self.workers.append(Worker("sandbox-outage", self.listener.watch_outage, self.stopping))
 
     def _info(self) -> dict[str, Any]:
         return {
@@ -162,28 +169,25 @@ class Sandbox:
             worker.wake()
 
     def start(self) -> None:
-        self.server.prepare()  # binds now, so a busy port fails here, in the caller
-        self._serve_thread = threading.Thread(target=self.server.serve, name="sandbox-http", daemon=True)
-        self._serve_thread.start()
+        self.listener.start()
         for worker in self.workers:
             worker.start()
         logger.info(
             "sandbox partner %s listening on http://%s:%s (store %s)",
             self.config.profile,
             self.config.host,
-            self.server.bind_addr[1],
+            self.listener.port,
             self.config.store,
         )
 
     def stop(self) -> None:
         self.stopping.set()  # wakes hung requests, latency sleeps and the workers
         self._wake_all()
-        self.server.stop()
-        threads = [t for t in [*self.workers, self._serve_thread] if t is not None]
-        for thread in threads:
-            thread.join(JOIN_TIMEOUT_S)
+        self.listener.stop()
+        for worker in self.workers:
+            worker.join(JOIN_TIMEOUT_S)
         # A sender stuck in a slow delivery keeps its connection; process exit closes it.
-        if not any(t.is_alive() for t in threads):
+        if not any(worker.is_alive() for worker in self.workers):
             self.store.close()
         logger.info("sandbox partner %s stopped", self.config.profile)
 

@@ -39,7 +39,8 @@ CREATE TABLE IF NOT EXISTS reservations (
     created_at TEXT NOT NULL,                   -- partner clock, UTC
     updated_at TEXT NOT NULL,                   -- partner clock, UTC (legacy modified)
     settle_at REAL,                             -- real epoch when a pending create settles
-    idempotency_key TEXT
+    idempotency_key TEXT,
+    vanished_at TEXT                            -- partner clock, UTC: lost to every read since
 );
 CREATE INDEX IF NOT EXISTS reservations_client_reference ON reservations (client_reference);
 CREATE INDEX IF NOT EXISTS reservations_updated ON reservations (updated_at, seq);
@@ -53,8 +54,16 @@ CREATE TABLE IF NOT EXISTS history (
     reason TEXT,
     at TEXT NOT NULL,
     cause TEXT NOT NULL,
+    changes TEXT,                               -- amend: JSON {column: [old, new]}
     UNIQUE (reservation_id, version)
 );
+CREATE TABLE IF NOT EXISTS partner_actions (    -- changes the partner makes on its own, when due
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    reservation_id TEXT NOT NULL,
+    action TEXT NOT NULL,                       -- cancel|vanish|amend
+    due_at REAL NOT NULL                        -- real epoch
+);
+CREATE INDEX IF NOT EXISTS partner_actions_due ON partner_actions (due_at, seq);
 CREATE TABLE IF NOT EXISTS idempotency_keys (
     key TEXT PRIMARY KEY,
     fingerprint TEXT NOT NULL,
@@ -94,9 +103,12 @@ CREATE TABLE IF NOT EXISTS counters (
     PRIMARY KEY (kind, name)
 );
 """
+# Columns added since the first stores were written; a store from before gets them at open.
+ADDED_COLUMNS = (("reservations", "vanished_at", "TEXT"), ("history", "changes", "TEXT"))
 DATA_TABLES = (
     "reservations",
     "history",
+    "partner_actions",
     "idempotency_keys",
     "webhook_events",
     "webhook_attempts",
@@ -126,12 +138,14 @@ class Reservation:
     updated_at: datetime
     settle_at: float | None
     idempotency_key: str | None
+    vanished_at: datetime | None
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Reservation:
         data = dict(row)
         data["created_at"] = from_store(data["created_at"])
         data["updated_at"] = from_store(data["updated_at"])
+        data["vanished_at"] = data["vanished_at"] and from_store(data["vanished_at"])
         return cls(**data)
 
 
@@ -146,12 +160,19 @@ class Store:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.executescript(SCHEMA)
         with self.transaction() as tx:
+            self._add_missing_columns(tx)
             row = tx.execute("SELECT value FROM meta WHERE key = 'profile'").fetchone()
             if row is None:
                 tx.execute("INSERT INTO meta (key, value) VALUES ('profile', ?)", (profile,))
                 self._seed_booking_numbers(tx)
             elif row["value"] != profile:
                 raise StoreProfileError(f"{self.path} holds a {row['value']} partner")
+
+    @staticmethod
+    def _add_missing_columns(tx: sqlite3.Connection) -> None:
+        for table, column, kind in ADDED_COLUMNS:
+            if not any(c["name"] == column for c in tx.execute(f"PRAGMA table_info({table})")):
+                tx.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
     @staticmethod
     def _seed_booking_numbers(tx: sqlite3.Connection) -> None:

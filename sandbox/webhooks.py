@@ -3,8 +3,8 @@
 Events are queued in the same transaction as the change they describe, so they survive a
 restart; a background thread delivers due ones, records every attempt, and redelivers with
 exponential backoff until a 2xx (or until it gives up after a day). Faults shape delivery:
-extra delay, duplicates (same webhook-id), held back behind later events, or sent inline
-before the create's response.
+extra delay, duplicates (same webhook-id), held back behind later events, sent inline
+before the create's response, or carrying out-of-range values (signed like any other body).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import requests
@@ -24,6 +24,7 @@ from standardwebhooks.webhooks import Webhook
 
 from sandbox.clock import PartnerClock, to_store
 from sandbox.faults import Faults
+from sandbox.garbage import garble
 from sandbox.store import Reservation, Store
 
 logger = logging.getLogger(__name__)
@@ -61,6 +62,7 @@ class Outbox:
         url: str,
         secret: str,
         render: Callable[[Reservation], dict[str, Any]],
+        garbage: Mapping[str, Sequence[object]],
         stopping: threading.Event,
     ) -> None:
         self.store = store
@@ -69,17 +71,21 @@ class Outbox:
         self.url = url
         self._signer = Webhook(secret)
         self._render = render
+        self._garbage = garbage
         self._stopping = stopping
         self._local = threading.local()
         self.wake: Callable[[], None] = lambda: None  # set by the server to its sender thread
 
     def enqueue(self, tx: sqlite3.Connection, reservation: Reservation, *, created: bool) -> str | None:
         """Queue the event for this version; return its id if it must be sent inline (early)."""
+        data = self._render(reservation)
+        if self.faults.chance("garbage_values_rate") and garble(data, self._garbage, self.faults):
+            Store.bump_in(tx, "faults", "webhook_garbage_values")
         payload = json.dumps(
             {
                 "type": "reservation.updated",
                 "timestamp": self.clock.rfc3339(reservation.updated_at),
-                "data": self._render(reservation),
+                "data": data,
             },
             separators=(",", ":"),
         )

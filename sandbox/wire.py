@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal, InvalidOperation
@@ -85,6 +85,17 @@ def money_field(body: dict[str, Any], name: str) -> tuple[str, Decimal]:
     return value, amount
 
 
+def changes_json(stored: str | None, names: Mapping[str, str] | None = None) -> dict[str, Any] | None:
+    """An amendment's stored `{column: [old, new]}` as `{field: {"old", "new"}}`, in wire names."""
+    if stored is None:
+        return None
+    names = names or {}
+    return {
+        names.get(column, column): {"old": old, "new": new}
+        for column, (old, new) in json.loads(stored).items()
+    }
+
+
 def currency_field(body: dict[str, Any], name: str) -> str:
     value = body.get(name)
     if not isinstance(value, str) or not CURRENCY.match(value):
@@ -123,6 +134,7 @@ class Route:
 
 class WireProtocol(Protocol):
     name: str
+    garbage: Mapping[str, Sequence[object]]  # fields `garbage_values_rate` spoils, and with what
 
     def routes(self) -> list[Route]: ...
 
@@ -133,5 +145,9 @@ class WireProtocol(Protocol):
     def rate_limited(self, retry_after_s: int) -> Response: ...
 
     def server_error(self) -> Response: ...
+
+    def auth_failure(self) -> Response: ...
+
+    def reservation_objects(self, body: Any) -> list[dict[str, Any]]: ...
 
     def ground_truth(self, reservation: Reservation, history: list[Any]) -> dict[str, Any]: ...

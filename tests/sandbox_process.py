@@ -35,6 +35,14 @@ PERFECT_FAULTS: dict[str, Any] = {
     "webhook_early_rate": 0,
     "clock_skew_s": 0,
     "honour_idempotency_keys": True,
+    "partner_cancel_rate": 0,
+    "partner_cancel_delay_s": [60, 600],
+    "vanish_rate": 0,
+    "vanish_delay_s": [60, 600],
+    "amend_rate": 0,
+    "auth_failure_window_s": None,
+    "outage_window_s": None,
+    "garbage_values_rate": 0,
     "time_scale": 1,
 }
 

@@ -57,6 +57,15 @@ def test_posting_some_keys_keeps_the_others(reference: SandboxProcess) -> None:
         {"time_scale": 0},
         {"seed": 1.5},
         {"reject_rate": 0.5, "timeout_after_commit_rate": 2},
+        {"partner_cancel_rate": -0.1},
+        {"vanish_delay_s": [600, 60]},
+        {"partner_cancel_delay_s": None},
+        {"amend_rate": "1"},
+        {"garbage_values_rate": 1.01},
+        {"auth_failure_window_s": [5]},
+        {"auth_failure_window_s": [-1, 5]},
+        {"outage_window_s": [1, -5]},
+        {"outage_window_s": "0,5"},
     ],
 )
 def test_unknown_keys_and_bad_values_get_400_and_change_nothing(

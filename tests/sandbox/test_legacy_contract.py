@@ -13,6 +13,8 @@ from tests.sandbox_process import SandboxProcess
 
 BERLIN = ZoneInfo("Europe/Berlin")
 LOCAL_TIME = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$")
+# A booking as GET and the listing show it: its state and the terms the partner holds now.
+BOOKING_FIELDS = {"booking_no", "ref", "state", "modified", "from", "to", "pax", "amount", "ccy"}
 
 
 def create(partner: SandboxProcess, body: dict):
@@ -47,8 +49,10 @@ def test_get_shows_state_and_local_naive_modified_time(legacy: SandboxProcess) -
 
     assert response.status_code == 200
     booking = response.json()
-    assert set(booking) == {"booking_no", "ref", "state", "modified"}
+    assert set(booking) == BOOKING_FIELDS
     assert (booking["booking_no"], booking["ref"], booking["state"]) == (booking_no, body["ref"], "OK")
+    terms = {name: body[name] for name in ("from", "to", "pax", "amount", "ccy")}
+    assert {name: booking[name] for name in terms} == terms
     assert LOCAL_TIME.match(booking["modified"])
     local = datetime.strptime(booking["modified"], "%Y-%m-%d %H:%M:%S").replace(tzinfo=BERLIN)
     assert abs(local - datetime.now(UTC)) < timedelta(seconds=5)
@@ -138,7 +142,7 @@ def test_listing_is_ordered_by_modified_and_paged_by_100(legacy: SandboxProcess)
     assert [i["booking_no"] for i in items] == [*numbers[1:], numbers[0]]
     assert items[-1]["state"] == "CXL"
     assert [i["modified"] for i in items] == sorted(i["modified"] for i in items)
-    assert set(items[0]) == {"booking_no", "ref", "state", "modified"}
+    assert set(items[0]) == BOOKING_FIELDS
 
 
 def test_listing_filters_by_modified_since_in_local_time(legacy: SandboxProcess) -> None:
