@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -204,6 +205,26 @@ def test_legacy_booking_numbers_go_on_after_a_restart(start_sandbox) -> None:
 
     assert second == first + 1
     assert again.request("GET", f"/api/bookings/{first}").json()["state"] == "OK"
+
+
+def test_a_store_written_before_the_partner_faults_opens_and_gains_their_columns(start_sandbox) -> None:
+    partner = start_sandbox("reference")
+    created = partner.request("POST", "/v1/reservations", json=reference_body()).json()
+    assert partner.terminate() == 0
+    with sqlite3.connect(partner.store) as old:  # as the first stores were written
+        old.execute("ALTER TABLE reservations DROP COLUMN vanished_at")
+        old.execute("ALTER TABLE history DROP COLUMN changes")
+        old.execute("DROP TABLE partner_actions")
+
+    again = start_sandbox("reference", "--vanish-rate", "1", "--vanish-delay-s", "0", store=partner.store)
+
+    assert again.request("GET", f"/v1/reservations/{created['id']}").json() == created
+    lost = again.request("POST", "/v1/reservations", json=reference_body()).json()
+    wait_until(
+        lambda: again.request("GET", f"/v1/reservations/{lost['id']}").status_code == 404,
+        what="a reservation of the reopened store to vanish",
+    )
+    assert [t["vanished_at"] is not None for t in again.truth()] == [False, True]
 
 
 def test_a_store_of_the_other_profile_is_refused(start_sandbox, tmp_path: Path) -> None:
