@@ -73,6 +73,26 @@ class ClientBehaviour:
 
 
 @dataclass(frozen=True)
+class ClusterOptions:
+    """`--cluster`: every role on a host of its own (docs/chaos.md, "Cluster"), and the faults
+    that only exist between machines."""
+
+    web_hosts: int = 2
+    worker_hosts: int = 2
+    standby_scheduler: bool = True
+    network_faults: bool = True
+    # Longer than Dramatiq's heartbeat timeout (60 s): the broker hands the host's messages to
+    # another worker while the cut-off one still holds them.
+    worker_cut_s: float = 75.0
+    web_cut_s: float = 15.0
+    broker_cut_s: float = 8.0
+    # Longer than the sweeper lock's timeout (60 s): the standby takes over mid-sweep.
+    scheduler_cut_s: float = 70.0
+    partition_s: float = 20.0
+    subnet: str = ""  # "": the first free 10.231.N.0/24
+
+
+@dataclass(frozen=True)
 class ChaosConfig:
     bookings: int = 2000
     concurrency: int = 16
@@ -105,6 +125,7 @@ class ChaosConfig:
     live: bool | None = None  # None: a live display only on a terminal
     timing: Timing = field(default_factory=Timing)
     client: ClientBehaviour = field(default_factory=ClientBehaviour)
+    cluster: ClusterOptions | None = None  # None: every process on this machine's network
 
     @property
     def customer_count(self) -> int:
@@ -169,6 +190,7 @@ def child_env(
             "CACHE_KEY_PREFIX": identity.namespace,
             "PARTNER_GUARD_NAMESPACE": f"{identity.namespace}-guard",
             "API_THROTTLE_RATE": "1000000/min",
+            "API_THROTTLE_ADDRESS_RATE": "1000000/min",
             "LOG_LEVEL": config.log_level,
             "PGAPPNAME": identity.app_name(role),
             "PYTHONUNBUFFERED": "1",

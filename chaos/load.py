@@ -215,16 +215,24 @@ def plan_bookings(
 
 # --- the clients -------------------------------------------------------------------------------
 class BookingClient:
-    def __init__(self, *, base_url: str, behaviour: ClientBehaviour, ledger: ClientLedger) -> None:
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        behaviour: ClientBehaviour,
+        ledger: ClientLedger,
+        session_factory: Callable[[], requests.Session] = requests.Session,
+    ) -> None:
         self.base_url = base_url
         self.behaviour = behaviour
         self.ledger = ledger
+        self.session_factory = session_factory  # one session per client thread
         self._local = threading.local()
 
     def _session(self) -> requests.Session:
         session = getattr(self._local, "session", None)
         if session is None:
-            session = self._local.session = requests.Session()
+            session = self._local.session = self.session_factory()
         return session
 
     def book(self, planned: PlannedBooking) -> KeyRecord:

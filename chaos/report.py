@@ -29,6 +29,7 @@ class RunReport:
     partners: dict[str, Any] = field(default_factory=dict)
     log_errors: dict[str, dict[str, int]] = field(default_factory=dict)
     checks: list[CheckResult] = field(default_factory=list)
+    cluster: dict[str, Any] = field(default_factory=dict)  # hosts and network faults (--cluster)
 
     @property
     def violations(self) -> int:
@@ -54,6 +55,7 @@ class RunReport:
             "partners": self.partners,
             "log_errors": self.log_errors,
             "checks": [c.as_dict() for c in self.checks],
+            **({"cluster": self.cluster} if self.cluster else {}),
         }
 
     def write_json(self, path: Path) -> None:

@@ -18,14 +18,14 @@ import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from rich.console import Console
 
 from chaos import checks, database, logscan, snapshot
 from chaos.config import ChaosConfig, RunIdentity, new_run_id
-from chaos.disruptions import Disruptor
-from chaos.faults import build_plan
+from chaos.disruptions import Disruption, Disruptor
+from chaos.faults import FaultPlan, build_plan
 from chaos.load import (
     BookingClient,
     ClientLedger,
@@ -34,13 +34,27 @@ from chaos.load import (
     plan_bookings,
     run_offers,
 )
+from chaos.model import Snapshot
 from chaos.progress import ProgressDisplay
-from chaos.redis_ops import redis_handle
+from chaos.redis_ops import EmbeddedRedisHandle, ExternalRedisHandle, redis_handle
 from chaos.report import RunReport
 from chaos.sandboxes import SandboxPartner
 from chaos.stack import Stack, StartupFailed
 
 MAX_CONCURRENCY_PER_PARTNER = 16
+
+
+class DisruptionSource(Protocol):
+    """A thread that disrupts the system during the load and writes down what it did."""
+
+    events: list[Disruption]
+    errors: list[str]
+
+    def start(self) -> None: ...
+
+    def halt(self) -> None: ...
+
+    def counts(self) -> dict[str, int]: ...
 
 
 class ChaosRun:
@@ -53,6 +67,7 @@ class ChaosRun:
         self.stack: Stack | None = None
         self.sandboxes: list[SandboxPartner] = []
         self.own_database: str | None = None
+        self.snapshot: Snapshot | None = None  # what the checks judged
         self.original_database = database.current_name()
         self.report = RunReport(
             run_id=run_id,
@@ -81,10 +96,10 @@ class ChaosRun:
         config, phases = self.config, self.report.phases
         started = time.monotonic()
         database_url = self._database()
-        redis = redis_handle(os.environ.get("REDIS_URL", ""), self.identity.directory)
+        redis = self._redis()
         redis.start()
         self.sandboxes = [
-            SandboxPartner(
+            self._sandbox(
                 profile=profile,
                 code=self.identity.partner_code(profile),
                 plan=build_plan(
@@ -97,13 +112,7 @@ class ChaosRun:
             )
             for profile in config.profiles
         ]
-        self.stack = Stack(
-            config=config,
-            identity=self.identity,
-            database_url=database_url,
-            redis=redis,
-            sandboxes=self.sandboxes,
-        )
+        self.stack = self._stack(database_url=database_url, redis=redis)
         self.report.environment = self._environment(redis.mode)
         self._say(
             f"chaos run {self.identity.run_id}: database {database.vendor()} {database.current_name()}, "
@@ -123,40 +132,37 @@ class ChaosRun:
         self.stack.start_system()
         phases["startup_s"] = round(time.monotonic() - started, 1)
 
-        client = BookingClient(base_url=self.stack.web_url, behaviour=config.client, ledger=self.ledger)
-        generator = LoadGenerator(client=client, concurrency=config.concurrency, duration_s=config.duration_s)
-        load_done = threading.Event()
-        disruptor = Disruptor(
-            config=config,
-            identity=self.identity,
-            stack=self.stack,
-            sandboxes=self.sandboxes,
-            load_progress=lambda: self.ledger.counts()["sent"] / max(1, config.bookings),
-            load_done=load_done,
+        generator = LoadGenerator(
+            client=self._client(), concurrency=config.concurrency, duration_s=config.duration_s
         )
+        load_done = threading.Event()
+        disruptors = self._disruptors(load_done)
         codes = [s.code for s in self.sandboxes]
 
         def poll() -> dict[str, Any]:
             counts = snapshot.live_counts(codes, compensation_max_tries=_compensation_max_tries())
-            return {"states": counts, "accepted": self.ledger.counts()["accepted"], **disruptor.counts()}
+            disrupted = {k: v for d in disruptors for k, v in d.counts().items()}
+            return {"states": counts, "accepted": self.ledger.counts()["accepted"], **disrupted}
 
         live = config.live if config.live is not None else self.console.is_terminal
         with ProgressDisplay(console=self.console, live=live, total=config.bookings, poll=poll) as display:
             display.set_phase("load")
             load_started = time.monotonic()
-            disruptor.start()
+            for disruptor in disruptors:
+                disruptor.start()
             try:
                 generator.run(planned)
             finally:
                 load_done.set()
             phases["load_s"] = round(time.monotonic() - load_started, 1)
             display.set_phase("disruptions (tail)")
-            self._disruption_tail(disruptor)
+            self._disruption_tail(disruptors)
             display.set_phase("settle")
             self._settle(codes)
             display.set_phase("stopping")
-        self.report.disruptions = [e.as_dict() for e in disruptor.events]
-        self.report.harness_errors += disruptor.errors
+        events = [e for d in disruptors for e in d.events]
+        self.report.disruptions = [e.as_dict() for e in sorted(events, key=lambda e: e.at_s)]
+        self.report.harness_errors += [error for d in disruptors for error in d.errors]
         self.report.clients = self.ledger.counts()
         self._verdict(codes)
 
@@ -169,11 +175,45 @@ class ChaosRun:
         database.migrate()
         return url
 
-    def _disruption_tail(self, disruptor: Disruptor) -> None:
+    # --- what a cluster run (chaos/cluster) replaces ------------------------------------------
+    def _redis(self) -> EmbeddedRedisHandle | ExternalRedisHandle:
+        return redis_handle(os.environ.get("REDIS_URL", ""), self.identity.directory)
+
+    def _sandbox(self, *, profile: str, code: str, plan: FaultPlan) -> SandboxPartner:
+        return SandboxPartner(profile=profile, code=code, plan=plan)
+
+    def _stack(self, *, database_url: str, redis: EmbeddedRedisHandle | ExternalRedisHandle) -> Stack:
+        return Stack(
+            config=self.config,
+            identity=self.identity,
+            database_url=database_url,
+            redis=redis,
+            sandboxes=self.sandboxes,
+        )
+
+    def _client(self) -> BookingClient:
+        assert self.stack is not None
+        return BookingClient(base_url=self.stack.web_url, behaviour=self.config.client, ledger=self.ledger)
+
+    def _disruptors(self, load_done: threading.Event) -> list[DisruptionSource]:
+        assert self.stack is not None
+        return [
+            Disruptor(
+                config=self.config,
+                identity=self.identity,
+                stack=self.stack,
+                sandboxes=self.sandboxes,
+                load_progress=lambda: self.ledger.counts()["sent"] / max(1, self.config.bookings),
+                load_done=load_done,
+            )
+        ]
+
+    def _disruption_tail(self, disruptors: list[DisruptionSource]) -> None:
         """Keep disrupting a little after the last request, so late work meets kills too."""
         if self.config.kill_workers:
             time.sleep(min(self.config.kill_interval_s * 1.5, 15.0))
-        disruptor.halt()
+        for disruptor in disruptors:
+            disruptor.halt()
 
     def _settle(self, codes: list[str]) -> None:
         """Wait (bounded) until every booking is at rest and nothing is owed for `quiet_s`."""
@@ -220,7 +260,7 @@ class ChaosRun:
                 "stats": sandbox.stats(),
             }
         checked_at = datetime.now(UTC)
-        data = snapshot.take(
+        self.snapshot = data = snapshot.take(
             sandboxes=self.sandboxes,
             ledger=self.ledger,
             truth=truth,

@@ -87,14 +87,14 @@ class Stack:
             if not sandbox.wait_ready(timeout_s=START_TIMEOUT_S):
                 raise StartupFailed(f"sandbox {sandbox.code} did not start; see {sandbox.process.log_path}")
 
-    def _gunicorn(self, name: str, port: int) -> ManagedProcess:
+    def _gunicorn(self, name: str, bind: str) -> ManagedProcess:
         argv = [
             sys.executable,
             "-m",
             "gunicorn",
             "config.wsgi:application",
             "--bind",
-            f"127.0.0.1:{port}",
+            bind,
             "--workers",
             str(self.config.web_workers),
             "--threads",
@@ -110,12 +110,33 @@ class Stack:
         return self._process(name, argv, role=name)
 
     def start_system(self) -> None:
-        self.web = self._gunicorn("web", self.web_port).start()
-        self.webhooks = self._gunicorn("webhooks", self.webhook_port).start()
+        self.web = self._gunicorn("web", f"127.0.0.1:{self.web_port}").start()
+        self.webhooks = self._gunicorn("webhooks", f"127.0.0.1:{self.webhook_port}").start()
         for index in range(self.config.workers):
-            self.workers.append(self._worker(index).start())
-        self.scheduler = self._process(
-            "scheduler",
+            self.workers.append(self._worker(f"worker-{index + 1}").start())
+        self.scheduler = self._scheduler("scheduler").start()
+        self.wait_ready(
+            servers=[(self.web, self.web_url), (self.webhooks, f"http://127.0.0.1:{self.webhook_port}")],
+            schedulers=[self.scheduler],
+        )
+
+    def wait_ready(
+        self, *, servers: list[tuple[ManagedProcess, str]], schedulers: list[ManagedProcess]
+    ) -> None:
+        """Every server answers /healthz, every worker booted, every scheduler still runs."""
+        for server, base_url in servers:
+            if not wait_until(partial(_healthy, server, base_url), timeout_s=START_TIMEOUT_S, interval_s=0.3):
+                raise StartupFailed(f"{server.name} did not become healthy; see {server.log_path}")
+        for worker in self.workers:
+            if not worker.wait_for_log(WORKER_READY, timeout_s=START_TIMEOUT_S):
+                raise StartupFailed(f"{worker.name} did not boot; see {worker.log_path}")
+        for scheduler in schedulers:
+            if not scheduler.alive:
+                raise StartupFailed(f"{scheduler.name} exited; see {scheduler.log_path}")
+
+    def _scheduler(self, name: str) -> ManagedProcess:
+        return self._process(
+            name,
             [
                 sys.executable,
                 "manage.py",
@@ -123,20 +144,12 @@ class Stack:
                 "--interval",
                 f"{self.config.timing.sweep_interval_s:g}",
             ],
-            role="scheduler",
-        ).start()
-        for server, port in ((self.web, self.web_port), (self.webhooks, self.webhook_port)):
-            if not wait_until(partial(_healthy, server, port), timeout_s=START_TIMEOUT_S, interval_s=0.3):
-                raise StartupFailed(f"{server.name} did not become healthy; see {server.log_path}")
-        for worker in self.workers:
-            if not worker.wait_for_log(WORKER_READY, timeout_s=START_TIMEOUT_S):
-                raise StartupFailed(f"{worker.name} did not boot; see {worker.log_path}")
-        if not self.scheduler.alive:
-            raise StartupFailed(f"the scheduler exited; see {self.scheduler.log_path}")
+            role=name,
+        )
 
-    def _worker(self, index: int) -> ManagedProcess:
+    def _worker(self, name: str) -> ManagedProcess:
         return self._process(
-            f"worker-{index + 1}",
+            name,
             [
                 sys.executable,
                 "manage.py",
@@ -148,7 +161,7 @@ class Stack:
                 "--worker-shutdown-timeout",
                 "5000",
             ],
-            role=f"worker-{index + 1}",
+            role=name,
         )
 
     # --- chaos -----------------------------------------------------------------------------
@@ -171,22 +184,29 @@ class Stack:
                 worker.start()
             return worker.pid
 
+    def servers(self) -> list[ManagedProcess | None]:
+        """Our web servers: the customers' and the partners' webhook receivers."""
+        return [self.web, self.webhooks]
+
+    def schedulers(self) -> list[ManagedProcess | None]:
+        return [self.scheduler]
+
     def pgids(self) -> set[int]:
         """Process groups of the system under test (not the sandboxes: they are partners)."""
         with self._lock:
-            processes = [self.web, self.webhooks, self.scheduler, *self.workers]
+            processes = [*self.servers(), *self.schedulers(), *self.workers]
             return {p.pid for p in processes if p is not None and p.pid is not None}
 
     def crashed(self) -> list[str]:
         """Processes that died without being killed by us (web, webhooks, scheduler, sandboxes)."""
-        watched = [self.web, self.webhooks, self.scheduler, *(s.process for s in self.sandboxes)]
+        watched = [*self.servers(), *self.schedulers(), *(s.process for s in self.sandboxes)]
         return [p.name for p in watched if p is not None and p.popen is not None and not p.alive]
 
     # --- stop ------------------------------------------------------------------------------
     def stop_system(self) -> None:
         """Stop our processes (not the partners): the scheduler first, so nothing new is queued."""
-        _stop_together([self.scheduler])
-        _stop_together([*self.workers, self.web, self.webhooks])
+        _stop_together(self.schedulers())
+        _stop_together([*self.workers, *self.servers()])
 
     def stop_sandboxes(self) -> None:
         _stop_together([s.process for s in self.sandboxes])
@@ -197,11 +217,11 @@ class Stack:
         self.redis.stop()
 
 
-def _healthy(server: ManagedProcess, port: int) -> bool:
+def _healthy(server: ManagedProcess, base_url: str) -> bool:
     if not server.alive:
         return False
     try:
-        return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
+        return requests.get(f"{base_url}/healthz", timeout=2).status_code == 200
     except requests.RequestException:
         return False
 

@@ -17,7 +17,10 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from rich.console import Console
 
 from chaos import report as chaos_report
-from chaos.config import PROFILES, ChaosConfig, ClientBehaviour, Timing
+from chaos.cluster import registry
+from chaos.cluster import report as cluster_report
+from chaos.cluster.runner import ClusterRun, ClusterUnavailable, check_possible
+from chaos.config import PROFILES, ChaosConfig, ClientBehaviour, ClusterOptions, Timing
 from chaos.database import DatabaseNotSupported
 from chaos.faults import FaultOptionError, parse_override
 from chaos.runner import ChaosRun
@@ -134,6 +137,35 @@ class Command(BaseCommand):
         )
         system.add_argument("--log-level", default="INFO", help="LOG_LEVEL of the children.")
 
+        cluster = parser.add_argument_group(
+            "cluster (root only: network namespaces, a bridge, cgroups; see docs/chaos.md)"
+        )
+        cluster.add_argument(
+            "--cluster",
+            action="store_true",
+            help="Every role on a host of its own (its own PostgreSQL and Redis), plus network faults.",
+        )
+        cluster.add_argument("--web-hosts", type=int, default=2, help="Web hosts (default 2).")
+        cluster.add_argument(
+            "--worker-hosts", type=int, default=2, help="Worker hosts, --workers processes each (default 2)."
+        )
+        cluster.add_argument("--no-standby-scheduler", action="store_true", help="No second scheduler host.")
+        cluster.add_argument("--no-network-faults", action="store_true", help="No cuts, no partition.")
+        for name, default, what in (
+            ("worker-cut", 75.0, "a worker host is cut off (> the broker's 60 s heartbeat timeout)"),
+            ("web-cut", 15.0, "web-1 is cut off"),
+            ("broker-cut", 8.0, "the broker host is cut off"),
+            ("scheduler-cut", 70.0, "the scheduler host is cut off (> the sweeper lock's 60 s)"),
+            ("partition", 20.0, "the partners are unreachable from the last worker host"),
+        ):
+            cluster.add_argument(f"--{name}", type=float, default=default, help=f"Seconds {what} (0: not).")
+        cluster.add_argument("--subnet", default="", help="Default: the first free 10.231.N.0/24.")
+        cluster.add_argument(
+            "--cleanup",
+            action="store_true",
+            help="Only remove what crashed cluster runs left (namespaces, links, processes, data).",
+        )
+
         output = parser.add_argument_group("output")
         output.add_argument("--json", dest="json_path", type=Path, help="Write the full report here.")
         output.add_argument("--run-dir", type=Path, default=None, help="Parent of the run's directory.")
@@ -145,22 +177,52 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if options["cleanup"]:
+            self._cleanup()
+            return
         config = self._config(options)
         console = Console(file=self.stdout, highlight=False)
         if not console.is_terminal:
             console = Console(file=self.stdout, highlight=False, width=140)  # CI logs: room for tables
         signal.signal(signal.SIGTERM, _interrupt)
+        run = ClusterRun(config, console=console) if config.cluster else ChaosRun(config, console=console)
         try:
-            result = ChaosRun(config, console=console).run()
-        except DatabaseNotSupported as exc:
+            result = run.run()
+        except (DatabaseNotSupported, ClusterUnavailable) as exc:
             raise CommandError(str(exc), returncode=2) from None
         chaos_report.render(result, console)
+        if result.cluster:
+            cluster_report.render(result, console)
         if config.json_path:
             console.print(f"JSON report: {config.json_path}")
         if result.violations:
             raise SystemExit(1)
         if not result.passed:
             raise SystemExit(2)
+
+    def _cleanup(self) -> None:
+        try:
+            check_possible()
+        except ClusterUnavailable as exc:
+            raise CommandError(str(exc), returncode=2) from None
+        removed = registry.sweep()
+        self.stdout.write("\n".join(removed) if removed else "nothing left by earlier cluster runs")
+
+    def _cluster(self, options: dict[str, Any]) -> ClusterOptions | None:
+        if not options["cluster"]:
+            return None
+        return ClusterOptions(
+            web_hosts=options["web_hosts"],
+            worker_hosts=options["worker_hosts"],
+            standby_scheduler=not options["no_standby_scheduler"],
+            network_faults=not options["no_network_faults"],
+            worker_cut_s=options["worker_cut"],
+            web_cut_s=options["web_cut"],
+            broker_cut_s=options["broker_cut"],
+            scheduler_cut_s=options["scheduler_cut"],
+            partition_s=options["partition"],
+            subnet=options["subnet"],
+        )
 
     def _config(self, options: dict[str, Any]) -> ChaosConfig:
         if options["bookings"] < 1 or options["concurrency"] < 1 or options["workers"] < 1:
@@ -216,6 +278,7 @@ class Command(BaseCommand):
                 race_rate=options["client_race_rate"],
                 cancel_rate=options["cancel_rate"],
             ),
+            cluster=self._cluster(options),
         )
 
 
