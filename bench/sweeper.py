@@ -90,12 +90,12 @@ def one_sweep(*, dry_run: bool, batch_size: int, label: str) -> dict[str, Any]:
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
-    from reconciliation import tasks
+    from reconciliation.services import sweeper as sweep_service
     from reconciliation.services.sweeper import sweep
 
     marks: list[int] = []
     redis_work = {"on_commit_s": 0.0, "enqueue_s": 0.0, "bookings": 0}
-    queue_messages = tasks.queue_sweep_messages
+    queue_messages = sweep_service.queue_sweep_messages
     run_hooks = connection.run_and_clear_commit_hooks
 
     def timed_queue(batch: list[tuple]) -> None:
@@ -111,7 +111,7 @@ def one_sweep(*, dry_run: bool, batch_size: int, label: str) -> dict[str, Any]:
 
     with (
         CaptureQueriesContext(connection) as queries,
-        mock.patch.object(tasks, "queue_sweep_messages", timed_queue),
+        mock.patch.object(sweep_service, "queue_sweep_messages", timed_queue),
         mock.patch.object(connection, "run_and_clear_commit_hooks", timed_hooks),
     ):
         start = time.perf_counter()

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from partners import tasks
+from partners import messages
 from partners.models import Partner
 
 
 class DramatiqPartnerPort:
     def queue_submission(self, booking_id: UUID, partner_code: str) -> None:
-        tasks.send_for_partner(tasks.submit_booking, Partner(code=partner_code), str(booking_id))
+        messages.send_for_partner(messages.SUBMIT_BOOKING, Partner(code=partner_code), str(booking_id))
 
     def queue_cancellation(self, booking_id: UUID, partner_code: str) -> None:
-        tasks.send_for_partner(tasks.cancel_booking, Partner(code=partner_code), str(booking_id))
+        messages.send_for_partner(messages.CANCEL_BOOKING, Partner(code=partner_code), str(booking_id))

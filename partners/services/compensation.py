@@ -20,6 +20,7 @@ from bookings.states import BookingState
 from bookings.timeline import record_event
 from config.logging import log_context
 from partners.connectors import connector_for
+from partners.messages import FollowUp
 from partners.models import (
     LIVE_RESERVATION_STATUSES,
     Operation,
@@ -31,7 +32,6 @@ from partners.models import (
 from partners.services import backoff
 from partners.services.calls import call_and_close
 from partners.services.observations import is_fenced, observation_apply, reconcile_booking
-from partners.services.submission import FollowUp
 
 logger = logging.getLogger(__name__)
 

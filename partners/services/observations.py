@@ -13,13 +13,14 @@ import logging
 from dataclasses import dataclass
 from uuid import UUID
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
 from bookings.models import Actor, Booking
 from bookings.services import apply_transition, lock_booking
 from bookings.timeline import record_event
-from partners import decisions
+from partners import decisions, messages
 from partners.connectors.base import ReservationSnapshot
 from partners.models import (
     InboundEvent,
@@ -277,8 +278,6 @@ def request_compensation(
     actor_label: str = "",
 ) -> None:
     """Mark a reservation to be cancelled at the partner and queue that after commit."""
-    from partners import tasks  # the actors import the services; import here to avoid a cycle
-
     changes: dict[str, object] = {
         "compensation_requested_at": timezone.now(),
         "compensation_reason": reason,
@@ -303,13 +302,13 @@ def request_compensation(
             data={"reservation": reservation.partner_ref, "reason": reason},
         )
     transaction.on_commit(
-        lambda: tasks.send_for_partner(tasks.compensate_reservation, reservation.partner, reservation_id)
+        lambda: messages.send_for_partner(
+            messages.COMPENSATE_RESERVATION, reservation.partner, reservation_id
+        )
     )
 
 
 def _handle_orphan(reservation: PartnerReservation) -> None:
-    from django.conf import settings
-
     logger.warning(
         "orphan partner reservation",
         extra={

@@ -4,10 +4,10 @@ record the outcome with its effect (invariants 2, 3 and 4)."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from uuid import UUID
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -19,21 +19,13 @@ from config.logging import log_context
 from partners import decisions
 from partners.connectors import connector_for
 from partners.connectors.base import CallResult, CreateRequest
+from partners.messages import FollowUp
 from partners.models import Capability, Operation, Outcome, PartnerAttempt, Source
 from partners.services import backoff
 from partners.services.calls import attempt_close, attempt_open, perform, record_attempt
 from partners.services.observations import is_fenced, observation_apply, reconcile_booking
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class FollowUp:
-    """What the actor must queue after the service returns (after commit)."""
-
-    submit_after_s: float | None = None
-    sync_after_s: float | None = None
-    compensate_after_s: float | None = None
 
 
 def create_request(booking: Booking) -> CreateRequest:
@@ -53,8 +45,6 @@ def create_request(booking: Booking) -> CreateRequest:
 
 def _claim(booking_id: UUID) -> tuple[Booking, PartnerAttempt] | FollowUp | None:
     """Take the booking for submission and commit the attempt before any call is made."""
-    from django.conf import settings
-
     with transaction.atomic():
         booking = lock_booking(booking_id)
         if booking.status != BookingState.REQUESTED:
@@ -106,16 +96,12 @@ def submission_run(booking_id: UUID) -> FollowUp:
 def poll_delay_s(booking: Booking, now: datetime) -> float:
     """How soon to ask a partner without webhooks again about a pending booking: half the time
     it has been pending, so polls thin out geometrically (between the sync delay and the sweep age)."""
-    from django.conf import settings
-
     waited = (now - booking.status_changed_at).total_seconds()
     return min(max(waited / 2, settings.PARTNER_SYNC_DELAY_S), settings.RECONCILE_SYNC_AGE_S)
 
 
 def record_create_outcome(booking_id: UUID, attempt: PartnerAttempt, result: CallResult) -> FollowUp:
     """Record a create's outcome and its effect on the booking in one transaction."""
-    from django.conf import settings
-
     step = decisions.after_create(
         result.outcome, error_code=result.error_code, http_status=result.http_status
     )

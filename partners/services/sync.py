@@ -32,6 +32,7 @@ from config.logging import log_context
 from partners import decisions
 from partners.connectors import connector_for
 from partners.connectors.base import CallResult, ReservationSnapshot
+from partners.messages import FollowUp
 from partners.models import Capability, Operation, Outcome, PartnerAttempt, Source
 from partners.services import backoff
 from partners.services.calls import (
@@ -42,7 +43,7 @@ from partners.services.calls import (
     record_attempt,
 )
 from partners.services.observations import is_fenced, observation_apply, reconcile_booking
-from partners.services.submission import FollowUp, create_request, poll_delay_s
+from partners.services.submission import create_request, poll_delay_s
 
 logger = logging.getLogger(__name__)
 Strategy = decisions.Strategy

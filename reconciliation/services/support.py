@@ -34,7 +34,7 @@ from bookings.states import CANCEL_ACCEPTED, CREATE_UNANSWERED, TERMINAL_STATES,
 from bookings.timeline import record_event
 from config.errors import ApplicationError, InvalidTransition, NotFound, ValidationFailed
 from config.logging import log_context
-from partners import tasks as partner_tasks
+from partners import messages
 from partners.connectors import connector_for
 from partners.connectors.base import CallResult
 from partners.models import (
@@ -587,8 +587,8 @@ def _correction_data(token: str, note: str, **extra: Any) -> dict[str, Any]:
     return {"action_token": token, "note": note[:2000], **extra}
 
 
-def _queue_after_commit(actor, booking_id: UUID) -> None:
-    transaction.on_commit(lambda: partner_tasks.send_for_booking(actor, booking_id))
+def _queue_after_commit(actor_name: str, booking_id: UUID) -> None:
+    transaction.on_commit(lambda: messages.send_for_booking(actor_name, booking_id))
 
 
 def support_sync(
@@ -616,7 +616,7 @@ def support_sync(
             data=_correction_data(token, note, queue=booking.partner.queue_name, inline=inline),
         )
         if not inline:
-            _queue_after_commit(partner_tasks.sync_booking, booking.pk)
+            _queue_after_commit(messages.SYNC_BOOKING, booking.pk)
     old = booking.status
     _log(SYNC, booking, operator)
     if not inline:
@@ -624,12 +624,7 @@ def support_sync(
     from partners.services.sync import booking_sync
 
     follow_up = booking_sync(booking.pk, actor=Actor.SUPPORT, actor_label=operator.label)
-    if follow_up.submit_after_s is not None:
-        partner_tasks.send_for_booking(
-            partner_tasks.submit_booking, booking.pk, delay_s=follow_up.submit_after_s
-        )
-    if follow_up.sync_after_s is not None:
-        partner_tasks.send_for_booking(partner_tasks.sync_booking, booking.pk, delay_s=follow_up.sync_after_s)
+    messages.send_follow_up(booking.pk, follow_up)
     booking.refresh_from_db()
     last = booking.events.filter(kind__startswith="sync.").order_by("-occurred_at", "-id").first()
     return ActionResult(
@@ -675,7 +670,7 @@ def support_retry(*, booking_id: UUID, operator: Operator, token: str, note: str
                 to_state=booking.status,
                 data=data,
             )
-        _queue_after_commit(partner_tasks.submit_booking, booking.pk)
+        _queue_after_commit(messages.SUBMIT_BOOKING, booking.pk)
     _log(RETRY, booking, operator)
     return ActionResult(RETRY, booking, True, old, booking.status, "Submission queued.")
 
@@ -717,12 +712,12 @@ def support_compensate(*, booking_id: UUID, operator: Operator, token: str, note
         # is driven again: the compensation actor is idempotent and verifies by a lookup.
         for reservation in _stalled_compensations(held):
             transaction.on_commit(
-                lambda r=reservation: partner_tasks.send_for_partner(
-                    partner_tasks.compensate_reservation, booking.partner, r.pk
+                lambda r=reservation: messages.send_for_partner(
+                    messages.COMPENSATE_RESERVATION, booking.partner, r.pk
                 )
             )
         if fenced:
-            _queue_after_commit(partner_tasks.sync_booking, booking.pk)
+            _queue_after_commit(messages.SYNC_BOOKING, booking.pk)
     _log(COMPENSATE, booking, operator)
     message = (
         f"Failed; cancelling {', '.join(live)} at the partner." if live else "Failed; nothing to cancel."

@@ -40,7 +40,7 @@ from bookings.models import Actor, Booking
 from bookings.services import apply_transition, lock_booking
 from bookings.states import OPEN_STATES, BookingState
 from config.embedded_redis import with_socket_timeouts
-from partners import tasks as partner_tasks
+from partners import messages
 from partners.models import (
     Capability,
     InboundEvent,
@@ -52,6 +52,10 @@ from partners.models import (
 from partners.services.observations import is_fenced, reconcile_booking
 
 logger = logging.getLogger(__name__)
+
+# The per-booking step of a sweep (reconciliation/tasks.py), on a queue of its own.
+SWEEP_BOOKINGS = "sweep_bookings"
+SWEEP_QUEUE = "reconciliation"
 
 
 @dataclass
@@ -226,11 +230,22 @@ def _queue_due(batch: list[tuple]) -> None:
     A booking past its deadline is claimed under its own key, so that its expiry is never held
     back behind an earlier sync claim.
     """
-    from reconciliation import tasks
-
     keys = [f"{'expire' if expired else 'due'}:{booking_id}" for booking_id, _, expired in batch]
     claimed = _first_time(keys, settings.RECONCILE_CLAIM_TTL_S)
-    tasks.queue_sweep_messages([row for row, first in zip(batch, claimed, strict=True) if first])
+    queue_sweep_messages([row for row, first in zip(batch, claimed, strict=True) if first])
+
+
+def queue_sweep_messages(batch: list[tuple]) -> None:
+    """Due bookings in chunks of RECONCILE_MESSAGE_CHUNK, on the reconciliation queue.
+
+    Not on the partner's queue: the step is database work only (it queues any partner call on
+    the partner's queue itself), so an expiry is never stuck behind a slow partner's backlog.
+    Chunks: one Redis round trip per due booking would make queueing the slowest part of a sweep.
+    """
+    ids = [str(booking_id) for booking_id, *_ in batch]
+    size = settings.RECONCILE_MESSAGE_CHUNK
+    for start in range(0, len(ids), size):
+        messages.send(SWEEP_BOOKINGS, ids[start : start + size], queue_name=SWEEP_QUEUE)
 
 
 def _send_claimed(
@@ -250,7 +265,7 @@ def _send_claimed(
 
 
 def _sync(booking_id: object, code: str) -> None:
-    partner_tasks.send_for_partner(partner_tasks.sync_booking, Partner(code=code), str(booking_id))
+    messages.send_for_partner(messages.SYNC_BOOKING, Partner(code=code), str(booking_id))
 
 
 def _for_partner(rows: QuerySet, partner: Partner | None, field: str = "partner") -> QuerySet:
@@ -272,8 +287,8 @@ def _requeue_owed_compensations(now: datetime, partner: Partner | None, dry_run:
         rows,
         key="compensation:{}",
         ttl_s=settings.RECONCILE_CLAIM_TTL_S,
-        send=lambda pk, code: partner_tasks.send_for_partner(
-            partner_tasks.compensate_reservation, Partner(code=code), pk
+        send=lambda pk, code: messages.send_for_partner(
+            messages.COMPENSATE_RESERVATION, Partner(code=code), pk
         ),
         dry_run=dry_run,
     )
@@ -311,7 +326,7 @@ def _requeue_stale_inbound(now: datetime, partner: Partner | None, dry_run: bool
         rows,
         key="inbound:{}",
         ttl_s=settings.RECONCILE_INBOUND_STALE_S,
-        send=lambda pk, _code: partner_tasks.process_inbound_event.send(pk),
+        send=lambda pk, _code: messages.send_inbound_event(pk),
         dry_run=dry_run,
     )
 
@@ -347,7 +362,7 @@ def _walk_listings(partner: Partner | None, dry_run: bool) -> list[str]:
     codes = []
     for candidate, first in zip(walkers, claimed, strict=True):
         if first:
-            partner_tasks.send_for_partner(partner_tasks.walk_change_listing, candidate, candidate.pk)
+            messages.send_for_partner(messages.WALK_CHANGE_LISTING, candidate, candidate.pk)
             codes.append(candidate.code)
     return codes
 
@@ -372,15 +387,13 @@ def booking_due_run(booking_id) -> None:
             )
             reconcile_booking(booking, actor=Actor.SWEEPER)  # cancels whatever the partner holds
             if fenced:
-                transaction.on_commit(
-                    lambda: partner_tasks.send_for_booking(partner_tasks.sync_booking, booking_id)
-                )
+                transaction.on_commit(lambda: messages.send_for_booking(messages.SYNC_BOOKING, booking_id))
             return
         status = booking.status
     if status == BookingState.REQUESTED:
-        partner_tasks.send_for_booking(partner_tasks.submit_booking, booking_id)
+        messages.send_for_booking(messages.SUBMIT_BOOKING, booking_id)
     elif status == BookingState.CANCEL_REQUESTED:
-        partner_tasks.send_for_booking(partner_tasks.cancel_booking, booking_id)
-        partner_tasks.send_for_booking(partner_tasks.sync_booking, booking_id)
+        messages.send_for_booking(messages.CANCEL_BOOKING, booking_id)
+        messages.send_for_booking(messages.SYNC_BOOKING, booking_id)
     else:
-        partner_tasks.send_for_booking(partner_tasks.sync_booking, booking_id)
+        messages.send_for_booking(messages.SYNC_BOOKING, booking_id)

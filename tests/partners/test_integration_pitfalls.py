@@ -14,7 +14,7 @@ from django.utils import timezone
 from bookings.services import BookingRequest, booking_create
 from bookings.states import BookingState
 from config.logging import ContextFilter, KeyValueFormatter
-from partners import tasks
+from partners import messages, tasks
 from partners.models import Operation, Outcome, PartnerAttempt, PartnerReservation
 from partners.services.calls import PartnerCallInTransaction
 from partners.services.compensation import reservation_compensate
@@ -41,8 +41,8 @@ def test_submit_message_delivered_twice_creates_once(harness, partner_worker, pr
     booking = h.booking(status=S.REQUESTED)
     partner_worker(h.partner)
 
-    tasks.send_for_booking(tasks.submit_booking, booking.pk)
-    tasks.send_for_booking(tasks.submit_booking, booking.pk)  # at-least-once: the same message again
+    messages.send_for_booking(messages.SUBMIT_BOOKING, booking.pk)
+    messages.send_for_booking(messages.SUBMIT_BOOKING, booking.pk)  # at-least-once: the same message again
 
     wait_for_status(booking, S.CONFIRMED)
     wait_until(

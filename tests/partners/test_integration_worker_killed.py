@@ -22,7 +22,7 @@ from django.db import connection
 from django.utils import timezone
 
 from bookings.states import BookingState
-from partners import tasks
+from partners import messages
 from partners.connectors import connector_for
 from partners.models import Operation, Outcome, PartnerAttempt
 from partners.services.calls import perform
@@ -134,9 +134,9 @@ def test_worker_killed_with_sigkill_during_the_call(harness, partner_worker, pro
     # recovery, as the sweeper starts it: a sync (which waits out the in-flight budget, then
     # looks), and the killed worker's message redelivered (which must do nothing)
     worker = partner_worker(h.partner)
-    tasks.send_for_booking(tasks.sync_booking, booking.pk)
+    messages.send_for_booking(messages.SYNC_BOOKING, booking.pk)
     wait_for_status(booking, S.CONFIRMED, timeout_s=20)
-    tasks.send_for_booking(tasks.submit_booking, booking.pk)  # the killed worker's message, again
+    messages.send_for_booking(messages.SUBMIT_BOOKING, booking.pk)  # the killed worker's message, again
     key = f"{h.broker.namespace}:{h.partner.queue_name}"
     wait_until(lambda: h.broker.client.llen(key) == 0, what="the redelivered message to be taken")
     worker.join()
@@ -173,7 +173,7 @@ def test_worker_killed_after_committing_the_attempt_before_the_call(harness, par
     died_a_while_ago(claimed[1])
 
     partner_worker(h.partner)
-    tasks.send_for_booking(tasks.sync_booking, booking.pk)
+    messages.send_for_booking(messages.SYNC_BOOKING, booking.pk)
 
     wait_for_status(booking, S.CONFIRMED, timeout_s=20)
     assert_at_rest(h, booking, S.CONFIRMED)
@@ -199,7 +199,7 @@ def test_worker_killed_after_the_call_before_recording_its_outcome(harness, part
     died_a_while_ago(attempt)
 
     partner_worker(h.partner)
-    tasks.send_for_booking(tasks.sync_booking, booking.pk)
+    messages.send_for_booking(messages.SYNC_BOOKING, booking.pk)
 
     wait_for_status(booking, S.CONFIRMED, timeout_s=20)
     assert_at_rest(h, booking, S.CONFIRMED)

@@ -12,7 +12,7 @@ from django.utils import timezone
 from dramatiq.broker import MessageProxy
 
 from bookings.states import BookingState
-from partners import tasks
+from partners import messages, tasks
 from partners.middleware import RetriesExhausted
 from partners.queues import declare_partner_queues
 from tests.helpers import queued_messages
@@ -37,8 +37,8 @@ def test_booking_work_goes_to_its_partners_own_queue(
     legacy_booking = make_booking(legacy_partner, S.REQUESTED)
 
     sent_from_ms = int(time.time() * 1000)
-    tasks.send_for_booking(tasks.submit_booking, ref_booking.pk)
-    tasks.send_for_booking(tasks.sync_booking, legacy_booking.pk, delay_s=2.5)
+    messages.send_for_booking(messages.SUBMIT_BOOKING, ref_booking.pk)
+    messages.send_for_booking(messages.SYNC_BOOKING, legacy_booking.pk, delay_s=2.5)
     sent_until_ms = int(time.time() * 1000)
 
     assert [(m.actor_name, m.args, m.queue_name) for m in queued_messages(broker, ref_queue)] == [
@@ -57,7 +57,7 @@ def test_booking_work_goes_to_its_partners_own_queue(
 def test_work_for_a_booking_that_does_not_exist_is_not_sent(ref_partner, broker, clean_queues, caplog):
     queue = clean_queues(ref_partner)
 
-    tasks.send_for_booking(tasks.submit_booking, "00000000-0000-0000-0000-000000000000")
+    messages.send_for_booking(messages.SUBMIT_BOOKING, "00000000-0000-0000-0000-000000000000")
 
     assert queued_messages(broker, queue) == []
     assert "no booking to queue work for" in caplog.text

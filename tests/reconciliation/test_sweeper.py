@@ -556,7 +556,6 @@ def test_due_bookings_are_queued_in_chunks(
 
 def test_a_failing_step_does_not_starve_the_rest_of_its_chunk(make_booking, monkeypatch):
     from reconciliation import tasks
-    from reconciliation.services import sweeper
 
     ran = []
 
@@ -565,7 +564,7 @@ def test_a_failing_step_does_not_starve_the_rest_of_its_chunk(make_booking, monk
         if len(ran) == 1:
             raise RuntimeError("database hiccup")
 
-    monkeypatch.setattr(sweeper, "booking_due_run", step)
+    monkeypatch.setattr(tasks, "booking_due_run", step)
     ids = [str(_due(make_booking, S.UNKNOWN).pk) for _ in range(3)]
 
     with pytest.raises(tasks.SweepStepsFailed, match="1 of 3"):

@@ -1,0 +1,67 @@
+"""Sending work to the actors: by actor name, through the broker, on the right queue.
+
+The services decide what must happen next and the actors (partners/tasks.py) call the services,
+so the services and reconciliation never import the actors: they send here by name, and only
+the actors' module imports the services. Work for a booking or a partner goes to that partner's
+queue (`partners.queues`), so one slow partner cannot hold up the others.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from uuid import UUID
+
+import dramatiq
+
+from bookings.models import Booking
+from partners.models import Partner
+
+logger = logging.getLogger(__name__)
+
+SUBMIT_BOOKING = "submit_booking"
+SYNC_BOOKING = "sync_booking"
+CANCEL_BOOKING = "cancel_booking"
+COMPENSATE_RESERVATION = "compensate_reservation"
+WALK_CHANGE_LISTING = "walk_change_listing"
+PROCESS_INBOUND_EVENT = "process_inbound_event"
+WEBHOOKS_QUEUE = "webhooks"  # deliveries are applied apart from any partner's calls
+
+
+@dataclass(frozen=True)
+class FollowUp:
+    """What a service asks to be queued once it has returned (after commit)."""
+
+    submit_after_s: float | None = None
+    sync_after_s: float | None = None
+    compensate_after_s: float | None = None
+
+
+def send(actor_name: str, *args: object, queue_name: str, delay_s: float | None = None) -> None:
+    message = dramatiq.Message(queue_name=queue_name, actor_name=actor_name, args=args, kwargs={}, options={})
+    dramatiq.get_broker().enqueue(message, delay=int(delay_s * 1000) if delay_s else None)
+
+
+def send_for_partner(actor_name: str, partner: Partner, *args: object, delay_s: float | None = None) -> None:
+    send(actor_name, *args, queue_name=partner.queue_name, delay_s=delay_s)
+
+
+def send_for_booking(actor_name: str, booking_id: UUID | str, *, delay_s: float | None = None) -> None:
+    code = Booking.objects.filter(pk=booking_id).values_list("partner__code", flat=True).first()
+    if code is None:
+        logger.warning("no booking to queue work for", extra={"booking_id": str(booking_id)})
+        return
+    send_for_partner(actor_name, Partner(code=code), str(booking_id), delay_s=delay_s)
+
+
+def send_follow_up(booking_id: UUID | str, follow_up: FollowUp) -> None:
+    """Queue the submission or sync a booking's service asked for."""
+    if follow_up.submit_after_s is not None:
+        send_for_booking(SUBMIT_BOOKING, booking_id, delay_s=follow_up.submit_after_s)
+    if follow_up.sync_after_s is not None:
+        send_for_booking(SYNC_BOOKING, booking_id, delay_s=follow_up.sync_after_s)
+
+
+def send_inbound_event(event_id: int) -> None:
+    """Queue a stored webhook delivery to be applied."""
+    send(PROCESS_INBOUND_EVENT, event_id, queue_name=WEBHOOKS_QUEUE)
