@@ -53,6 +53,10 @@ def validate_stay(stay: Stay, *, now: datetime | None = None) -> None:
         errors.setdefault("offer", []).append("This offer's partner is not taking bookings right now.")
     if stay.start_date <= now.date():
         errors.setdefault("start_date", []).append("The start date must be in the future.")
+    elif stay.start_date > now.date() + timedelta(days=settings.BOOKING_MAX_ADVANCE_DAYS):
+        errors.setdefault("start_date", []).append(
+            f"Bookings open at most {settings.BOOKING_MAX_ADVANCE_DAYS} days ahead."
+        )
     elif confirmation_deadline(start_date=stay.start_date, now=now) <= now + timedelta(minutes=1):
         lead_hours = int(settings.BOOKING_MIN_LEAD_TIME.total_seconds() // 3600)
         errors.setdefault("start_date", []).append(

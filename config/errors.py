@@ -5,10 +5,11 @@ Every error body is `{"error": {"code": "...", "message": "...", "fields": {...}
 
 from __future__ import annotations
 
+from http import HTTPStatus
 from typing import Any
 
 from django.core.exceptions import PermissionDenied
-from django.http import Http404
+from django.http import Http404, JsonResponse
 from django_fsm import ConcurrentTransition, TransitionNotAllowed
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -57,6 +58,20 @@ def error_body(code: str, message: str, fields: dict[str, Any] | None = None) ->
     if fields:
         body["fields"] = fields
     return {"error": body}
+
+
+def error_response(status_code: int, code: str, message: str, *, headers=None) -> JsonResponse:
+    """An error answered outside DRF (middleware), in the same shape."""
+    return JsonResponse(error_body(code, message), status=status_code, headers=headers)
+
+
+def status_error_response(status_code: int, *, headers=None) -> JsonResponse:
+    """The one shape for an error known only by its status (`404` -> `not_found`, "Not Found")."""
+    try:
+        phrase = HTTPStatus(status_code).phrase
+    except ValueError:
+        phrase = "Error"
+    return error_response(status_code, phrase.lower().replace(" ", "_"), phrase + ".", headers=headers)
 
 
 def _flatten(detail: Any) -> Any:

@@ -1,23 +1,25 @@
 """The customer API: thin views that parse, call a selector or service, and present.
 
-Authentication is the project default (DRF token, `Authorization: Token <key>`), so is per-user
-throttling. A customer only ever reaches their own bookings: every lookup goes through the
-customer-scoped selectors, so another customer's booking is a 404 like a missing one.
+Authentication is the project default (DRF token, `Authorization: Token <key>`); rate limits
+apply before the views (`config.throttling`). A customer only ever reaches their own bookings:
+every lookup goes through the customer-scoped selectors, so another customer's booking is a 404
+like a missing one.
 """
 
 from __future__ import annotations
+
+import re
 
 from django.conf import settings
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
-from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
 from bookings import selectors, services
+from bookings.api.pagination import PageNumberPagination
 from bookings.api.serializers import (
     BookingCreateInputSerializer,
     BookingFilterSerializer,
@@ -27,11 +29,14 @@ from bookings.api.serializers import (
     QuoteCreateInputSerializer,
     QuoteOutputSerializer,
 )
-from bookings.models import Actor
+from bookings.models import Actor, Booking
 from config.errors import ValidationFailed
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 IDEMPOTENCY_KEY_MAX_LENGTH = 255
+# Printable ASCII, without surrounding spaces (HTTP drops those from a header value anyway).
+IDEMPOTENCY_KEY_PATTERN = r"^[!-~]([ -~]*[!-~])?$"
+_IDEMPOTENCY_KEY_FORMAT = re.compile(IDEMPOTENCY_KEY_PATTERN)
 
 # --- OpenAPI pieces shared by the views -------------------------------------------------------
 _TAG = "bookings"
@@ -48,19 +53,25 @@ _PAGE_NOT_FOUND = _error("No such page.")
 _NOT_FOUND = _error("No such booking for this customer (another customer's booking included).")
 _REFERENCE = OpenApiParameter(
     "reference",
-    OpenApiTypes.STR,
+    {"type": "string", "minLength": 1, "maxLength": Booking._meta.get_field("reference").max_length},
     OpenApiParameter.PATH,
     description="The booking reference, e.g. `BK-7KQ2MX`.",
 )
 _IDEMPOTENCY_KEY = OpenApiParameter(
     IDEMPOTENCY_HEADER,
-    OpenApiTypes.STR,
+    {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": IDEMPOTENCY_KEY_MAX_LENGTH,
+        "pattern": IDEMPOTENCY_KEY_PATTERN,
+    },
     OpenApiParameter.HEADER,
     required=True,
     description=(
-        "Required. A key of your choosing (1-255 printable ASCII characters), unique per "
-        "booking you mean to make. Repeating a request with the same key and body returns "
-        "the same booking; the same key with another body is refused with 422."
+        f"Required. A key of your choosing (1-{IDEMPOTENCY_KEY_MAX_LENGTH} printable ASCII "
+        "characters), unique per booking you mean to make. Repeating a request with the same "
+        "key and body returns the same booking; the same key with another body is refused "
+        "with 422."
     ),
 )
 _POLL_HEADERS = [
@@ -83,9 +94,8 @@ _POLL_HEADERS = [
 
 # --- helpers --------------------------------------------------------------------------------
 class CustomerAPIView(APIView):
-    # Default authentication, permissions and per-customer throttling; JSON bodies only.
-    parser_classes = [JSONParser]
-    pagination_class = api_settings.DEFAULT_PAGINATION_CLASS
+    # Default authentication and permissions; JSON bodies only (the project's parser).
+    pagination_class = PageNumberPagination
 
     def paginated(self, request: Request, queryset, serializer_class) -> Response:
         paginator = self.pagination_class()
@@ -102,7 +112,7 @@ def _idempotency_key(request: Request) -> str:
             code="idempotency_key_required",
             fields={IDEMPOTENCY_HEADER: ["This header is required."]},
         )
-    if len(key) > IDEMPOTENCY_KEY_MAX_LENGTH or not all(" " <= char <= "~" for char in key):
+    if len(key) > IDEMPOTENCY_KEY_MAX_LENGTH or not _IDEMPOTENCY_KEY_FORMAT.fullmatch(key):
         raise ValidationFailed(
             f"The {IDEMPOTENCY_HEADER} header is invalid.",
             code="idempotency_key_invalid",
@@ -148,7 +158,8 @@ class BookingCollectionView(CustomerAPIView):
         },
     )
     def get(self, request: Request) -> Response:
-        filters = BookingFilterSerializer(data=request.query_params)
+        # A plain dict: from a QueryDict DRF would skip an empty `?status=` instead of refusing it.
+        filters = BookingFilterSerializer(data=request.query_params.dict())
         filters.is_valid(raise_exception=True)
         bookings = selectors.customer_bookings(
             customer=request.user, status=filters.validated_data.get("status")

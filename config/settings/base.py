@@ -36,6 +36,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "django_dramatiq",
     "django_fsm",
+    "axes",
     "bookings",
     "partners",
     "reconciliation",
@@ -44,14 +45,21 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: it sees every error response, and turns those of the API's paths into JSON.
+    "config.middleware.JsonErrorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Before sessions and authentication: a refused request costs no database query.
+    "config.middleware.RequestBodyLimitMiddleware",
+    "config.throttling.RateLimitMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes requires: it turns a lockout into its answer.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -144,6 +152,11 @@ CACHES = {
 CATALOGUE_CACHE_TTL_S = env.float("CATALOGUE_CACHE_TTL_S", default=5.0)
 
 # --- Auth, i18n, static -------------------------------------------------------------------
+# django-axes first: it refuses a locked-out login before the password is checked.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -173,10 +186,37 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 20,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "config.errors.api_exception_handler",
-    "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.UserRateThrottle"],
-    "DEFAULT_THROTTLE_RATES": {"user": env.str("API_THROTTLE_RATE", default="600/min")},
+    # JSON in and out only: no browsable (HTML) API, not even for an error.
+    "DEFAULT_PARSER_CLASSES": ["config.parsers.JSONParser"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    # Rate limits are config.throttling's middleware: atomic, and before authentication.
+    "DEFAULT_THROTTLE_CLASSES": [],
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
 }
+# --- HTTP edge: client addresses, body size, rate limits -----------------------------------
+# Reverse proxies in front of the web server that append the client's address to
+# X-Forwarded-For (0: the connection's address is the client's).
+TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
+# Larger request bodies are refused with 413 (config.middleware), before anything reads them.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("REQUEST_MAX_BYTES", default=1024 * 1024)
+# Requests per customer (per API token or session) and per source address (config.throttling).
+API_THROTTLE_RATE = env.str("API_THROTTLE_RATE", default="600/min")
+API_THROTTLE_ADDRESS_RATE = env.str("API_THROTTLE_ADDRESS_RATE", default="1200/min")
+API_THROTTLE_PATHS = ("/api/",)
+API_THROTTLE_REDIS_URL = env.str("API_THROTTLE_REDIS_URL", default="") or REDIS_URL
+API_THROTTLE_NAMESPACE = env.str("API_THROTTLE_NAMESPACE", default="throttle")
+# How long a request waits for Redis before going through uncounted.
+API_THROTTLE_REDIS_TIMEOUT_S = env.float("API_THROTTLE_REDIS_TIMEOUT_S", default=0.25)
+
+# --- Login brute-force protection (django-axes): the admin's and every other login form -------
+# Locked out per username and address after this many failures, for the cool-off; support unlocks
+# early in the admin (Axes > Access attempts) or with `manage.py axes_reset_username NAME`.
+AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("LOGIN_COOLOFF_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "config.network.client_ip"
+
 SPECTACULAR_SETTINGS = {
     "TITLE": "Bookings API",
     "DESCRIPTION": (
@@ -193,6 +233,8 @@ BOOKING_CONFIRMATION_WINDOW = timedelta(seconds=env.int("BOOKING_CONFIRMATION_WI
 # Resolve every booking this long before the booked start, whatever the window says.
 BOOKING_MIN_LEAD_TIME = timedelta(seconds=env.int("BOOKING_MIN_LEAD_TIME_S", default=6 * 3600))
 BOOKING_MAX_NIGHTS = env.int("BOOKING_MAX_NIGHTS", default=30)
+# How far ahead a stay may start (days from today).
+BOOKING_MAX_ADVANCE_DAYS = env.int("BOOKING_MAX_ADVANCE_DAYS", default=730)
 BOOKING_SERVICE_FEE = env.str("BOOKING_SERVICE_FEE", default="0.00")
 QUOTE_TTL = timedelta(seconds=env.int("QUOTE_TTL_S", default=15 * 60))
 BOOKING_POLL_AFTER_S = env.int("BOOKING_POLL_AFTER_S", default=2)
@@ -211,6 +253,8 @@ LOGGING = {
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
         "urllib3": {"level": "WARNING"},
+        # Failures and lockouts are warnings; its INFO lines come with every login request.
+        "axes": {"level": "WARNING"},
     },
 }
 

@@ -10,7 +10,7 @@ import os
 from config import embedded_redis
 
 from .base import *  # noqa: F403
-from .base import CACHES, DATABASES, DRAMATIQ_BROKER, REDIS_URL, REST_FRAMEWORK, STORAGES, VAR_DIR, env
+from .base import CACHES, DATABASES, DRAMATIQ_BROKER, REDIS_URL, STORAGES, VAR_DIR, env
 
 TEST_RUN_ID = os.environ.get("TEST_RUN_ID") or str(os.getpid())
 
@@ -21,7 +21,9 @@ STORAGES = {
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-REST_FRAMEWORK = {**REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"user": "100000/min"}}
+# Rate limits out of the way, unless a test (or the process it starts) sets them.
+API_THROTTLE_RATE = env.str("API_THROTTLE_RATE", default="100000/min")
+API_THROTTLE_ADDRESS_RATE = env.str("API_THROTTLE_ADDRESS_RATE", default="100000/min")
 
 # Without REDIS_URL: an embedded server of this run's own (tests/conftest.py starts and stops it).
 EMBEDDED_REDIS_DIR = None
@@ -33,6 +35,8 @@ if not env.str("REDIS_URL", default=""):
 DRAMATIQ_BROKER["OPTIONS"]["namespace"] = f"dramatiq-test-{TEST_RUN_ID}"
 CACHES["default"]["KEY_PREFIX"] = f"test-{TEST_RUN_ID}"
 PARTNER_GUARD_NAMESPACE = f"partner-guard-test-{TEST_RUN_ID}"
+API_THROTTLE_REDIS_URL = env.str("API_THROTTLE_REDIS_URL", default="") or REDIS_URL
+API_THROTTLE_NAMESPACE = env.str("API_THROTTLE_NAMESPACE", default=f"throttle-test-{TEST_RUN_ID}")
 
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # A file database: worker threads share it (an in-memory one gives "table is locked").

@@ -142,7 +142,7 @@ def inbound_event_receive(*, partner: Partner, raw: bytes, headers: dict[str, st
         parse_webhook(json.loads(raw))
     except UnsupportedEvent as exc:
         unsupported = str(exc)  # authentic and well-formed, just not ours to apply: acknowledge it
-    except (ValueError, MalformedPayload) as exc:
+    except (ValueError, RecursionError, MalformedPayload) as exc:
         return _reject(
             partner, raw, headers, status=400, code="malformed_body", why=str(exc), signature_valid=True
         )
@@ -279,7 +279,7 @@ def inbound_event_process(event_id: int) -> InboundEvent | None:
             return event
         try:
             webhook = parse_webhook(json.loads(bytes(event.raw_body)))
-        except (ValueError, MalformedPayload) as exc:
+        except (ValueError, RecursionError, MalformedPayload) as exc:
             # Verified on receipt, so this is a stored row we cannot read: keep it for support
             # instead of retrying it for ever.
             event.state = InboundState.FAILED
@@ -326,7 +326,7 @@ def inbound_event_replay(event_id: int, *, actor_label: str) -> InboundEvent:
             )
         try:
             parse_webhook(json.loads(bytes(event.raw_body)))
-        except (ValueError, MalformedPayload) as exc:
+        except (ValueError, RecursionError, MalformedPayload) as exc:
             raise Conflict(f"The stored body cannot be applied: {exc}", code="malformed_body") from None
         event.state = InboundState.RECEIVED
         event.error = ""

@@ -11,7 +11,6 @@ import pytest
 from django.conf import settings
 from rest_framework.fields import DateTimeField
 from rest_framework.test import APIClient
-from rest_framework.throttling import UserRateThrottle
 
 from bookings.models import Booking, BookingEvent, Quote
 from bookings.states import BookingState, CustomerStatus
@@ -102,10 +101,10 @@ def test_an_invalid_token_is_refused(db):
     assert response.json() == {"error": {"code": "authentication_failed", "message": "Invalid token."}}
 
 
-def test_throttled_requests_get_429_in_the_one_shape(api_client, monkeypatch):
-    # given a per-customer limit of 2 requests a minute, counted under a key of this test only
-    monkeypatch.setattr(UserRateThrottle, "THROTTLE_RATES", {"user": "2/min"})
-    monkeypatch.setattr(UserRateThrottle, "cache_format", f"throttle-{uuid.uuid4().hex}-%(scope)s-%(ident)s")
+def test_throttled_requests_get_429_in_the_one_shape(api_client, settings):
+    # given a per-customer limit of 2 requests a minute, counted under keys of this test only
+    settings.API_THROTTLE_RATE = "2/min"
+    settings.API_THROTTLE_NAMESPACE = f"throttle-{uuid.uuid4().hex}"
 
     # when the customer makes a third request within the minute
     statuses = [api_client.get("/api/v1/offers").status_code for _ in range(2)]

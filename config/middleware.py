@@ -1,0 +1,64 @@
+"""The HTTP edge of the API: its clients get the one JSON error shape, never an HTML page, and
+bodies above the size limit are refused before anything reads them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+
+from config.errors import error_response, status_error_response
+
+# Paths of machine clients: the customer API and the partners' webhook receiver.
+JSON_CLIENT_PATHS = ("/api/", "/partners/")
+# Headers that still mean something on the error that replaces a response.
+_KEPT_HEADERS = ("Allow", "Retry-After")
+
+
+class JsonErrorsMiddleware:
+    """Under the API's paths, an error Django answers itself (an unknown path, a server error,
+    a refused host, and DEBUG's technical pages) is replaced by the one JSON error shape.
+
+    First in MIDDLEWARE, so that it sees what every other middleware answers.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        if (
+            response.status_code >= 400
+            and request.path_info.startswith(JSON_CLIENT_PATHS)
+            and not response.get("Content-Type", "").startswith("application/json")
+        ):
+            headers = {name: response[name] for name in _KEPT_HEADERS if response.has_header(name)}
+            return status_error_response(response.status_code, headers=headers)
+        return response
+
+
+class RequestBodyLimitMiddleware:
+    """A customer API body declared larger than `DATA_UPLOAD_MAX_MEMORY_SIZE` is a 413.
+
+    Django applies that limit when it reads a body itself (forms, `request.body`, hence the
+    webhook receiver, which records oversized deliveries), but DRF's parsers read the request
+    stream directly and would take any size. A body without a Content-Length (chunked) is read
+    as empty by Django's WSGI request, so the declared length is the one to check.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        if limit is not None and request.path_info.startswith("/api/") and _declared_length(request) > limit:
+            return error_response(413, "payload_too_large", f"The request body is larger than {limit} bytes.")
+        return self.get_response(request)
+
+
+def _declared_length(request: HttpRequest) -> int:
+    try:
+        return int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return 0

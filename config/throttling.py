@@ -1,0 +1,141 @@
+"""The API's rate limit: atomic counters in Redis, per customer and per source address.
+
+Each request under `API_THROTTLE_PATHS` increments two counters in one Lua call (one round
+trip): its customer's, keyed by the credential it presents (the `Authorization` header, else
+the session cookie; a customer has one token), and its source address's. A counter's window
+opens with its first request and lasts the rate's period; the increment is atomic, so parallel
+requests never let more than the limit through (DRF's throttles read and rewrite a history list
+without a lock). Counting runs before authentication: requests with a wrong token count against
+their address, and a throttled flood costs no database query.
+
+When Redis does not answer, the limit fails open: the request goes through, with a warning.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+
+import redis
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+
+from config.errors import error_response
+from config.network import client_ip
+
+logger = logging.getLogger(__name__)
+
+_PERIODS_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+# One warning per process per this many seconds while Redis is away, not one per request.
+_WARNING_INTERVAL_S = 10.0
+
+# INCR each key; a key without an expiry (just created) gets its window. Returns, per key, the
+# count so far and the milliseconds left in its window.
+_COUNT = """
+local result = {}
+for i, key in ipairs(KEYS) do
+  local count = redis.call('INCR', key)
+  local left = redis.call('PTTL', key)
+  if left < 0 then
+    left = tonumber(ARGV[i])
+    redis.call('PEXPIRE', key, left)
+  end
+  result[#result + 1] = count
+  result[#result + 1] = left
+end
+return result
+"""
+
+
+@dataclass(frozen=True)
+class Rate:
+    limit: int
+    period_ms: int
+
+    @classmethod
+    def parse(cls, text: str) -> Rate:
+        """`600/min`, `20/s`, `5000/hour`, `100000/day` (DRF's notation)."""
+        count, _, period = text.partition("/")
+        return cls(limit=int(count), period_ms=_PERIODS_S[period.strip()[0]] * 1000)
+
+
+class RateLimiter:
+    def __init__(self, *, redis_url: str, timeout_s: float, namespace: str, customer: Rate, address: Rate):
+        client = redis.Redis.from_url(redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+        self._count = client.register_script(_COUNT)
+        self._namespace = namespace
+        self._customer = customer
+        self._address = address
+        self._warned_at = -math.inf
+
+    def retry_after_s(self, request: HttpRequest) -> int | None:
+        """Count the request; None when it may go through, else the seconds until it may."""
+        limits = [(f"{self._namespace}:address:{client_ip(request)}", self._address)]
+        credential = request.META.get("HTTP_AUTHORIZATION") or request.COOKIES.get(
+            settings.SESSION_COOKIE_NAME
+        )
+        if credential:
+            # A digest: the key names no secret.
+            digest = hashlib.blake2b(credential.encode(), digest_size=16).hexdigest()
+            limits.append((f"{self._namespace}:customer:{digest}", self._customer))
+        try:
+            counted = self._count(
+                keys=[key for key, _ in limits], args=[rate.period_ms for _, rate in limits]
+            )
+        except redis.RedisError:
+            self._warn_fail_open()
+            return None
+        waits_ms = [
+            left_ms
+            for (_, rate), count, left_ms in zip(limits, counted[::2], counted[1::2], strict=True)
+            if count > rate.limit
+        ]
+        return max(1, math.ceil(max(waits_ms) / 1000)) if waits_ms else None
+
+    def _warn_fail_open(self) -> None:
+        now = time.monotonic()
+        if now - self._warned_at >= _WARNING_INTERVAL_S:
+            self._warned_at = now
+            logger.warning("API rate limit not applied: Redis unavailable", exc_info=True)
+
+
+@lru_cache(maxsize=4)
+def _limiter(redis_url: str, timeout_s: float, namespace: str, customer_rate: str, address_rate: str):
+    return RateLimiter(
+        redis_url=redis_url,
+        timeout_s=timeout_s,
+        namespace=namespace,
+        customer=Rate.parse(customer_rate),
+        address=Rate.parse(address_rate),
+    )
+
+
+class RateLimitMiddleware:
+    """429 in the one error shape, with `Retry-After`, past either limit."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.path_info.startswith(settings.API_THROTTLE_PATHS):
+            limiter = _limiter(
+                settings.API_THROTTLE_REDIS_URL,
+                settings.API_THROTTLE_REDIS_TIMEOUT_S,
+                settings.API_THROTTLE_NAMESPACE,
+                settings.API_THROTTLE_RATE,
+                settings.API_THROTTLE_ADDRESS_RATE,
+            )
+            wait_s = limiter.retry_after_s(request)
+            if wait_s is not None:
+                return error_response(
+                    429,
+                    "throttled",
+                    f"Too many requests; retry in {wait_s} seconds.",
+                    headers={"Retry-After": str(wait_s)},
+                )
+        return self.get_response(request)

@@ -1,0 +1,98 @@
+"""Brute force on the admin login (django-axes): repeated failures lock a username out from that
+address, even with the right password; the lockout is logged, cools off, and an admin can lift it."""
+
+from __future__ import annotations
+
+import logging
+import re
+from datetime import timedelta
+
+import pytest
+import time_machine
+from axes.models import AccessAttempt
+from django.core.management import call_command
+from django.test import Client
+from django.utils import timezone
+
+from tests.factories import UserFactory
+
+PASSWORD = "the-right-password-7"
+LOCKED = "Account locked: too many login attempts. Please try again later."
+
+
+@pytest.fixture
+def staff(db):
+    user = UserFactory(username="support-lockout", is_staff=True)
+    user.set_password(PASSWORD)
+    user.save(update_fields=["password"])
+    return user
+
+
+def log_in(username: str, password: str, *, address: str = "203.0.113.7"):
+    """Through the real admin login form: fetch it, then post it back with its CSRF token."""
+    client = Client(enforce_csrf_checks=True, REMOTE_ADDR=address)
+    form = client.get("/admin/login/?next=/admin/").content.decode()
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', form).group(1)
+    return client.post(
+        "/admin/login/?next=/admin/",
+        {"csrfmiddlewaretoken": token, "username": username, "password": password, "next": "/admin/"},
+    )
+
+
+def fail(times: int, username: str, **kwargs) -> list[int]:
+    return [log_in(username, "wrong-password", **kwargs).status_code for _ in range(times)]
+
+
+def test_the_fifth_failure_locks_the_username_out_from_that_address_and_is_logged(staff, caplog):
+    with caplog.at_level(logging.WARNING, logger="axes"):
+        statuses = fail(5, staff.username)
+    lockouts = [r.getMessage() for r in caplog.records if "Locking out" in r.getMessage()]
+    failures = AccessAttempt.objects.get(username=staff.username).failures_since_start
+    right_password = log_in(staff.username, PASSWORD)
+
+    assert statuses == [200, 200, 200, 200, 429]
+    assert failures == 5
+    assert right_password.status_code == 429
+    assert right_password.content.decode() == LOCKED
+    # The log names no one (username and address are masked); the admin's attempts list does.
+    assert lockouts == [
+        'AXES: Locking out {username: "********************", ip_address: "********************", '
+        'user_agent: "<unknown>", path_info: "/admin/login/"} after repeated login failures.'
+    ]
+
+
+def test_the_lockout_is_per_username_and_address(staff):
+    fail(5, staff.username)
+
+    from_elsewhere = log_in(staff.username, PASSWORD, address="198.51.100.20")
+
+    assert from_elsewhere.status_code == 302
+    assert from_elsewhere["Location"] == "/admin/"
+
+
+def test_the_lockout_cools_off_after_fifteen_minutes(staff):
+    fail(5, staff.username)
+
+    with time_machine.travel(timezone.now() + timedelta(minutes=14)):
+        still_locked = log_in(staff.username, PASSWORD)
+    with time_machine.travel(timezone.now() + timedelta(minutes=31)):
+        cooled_off = log_in(staff.username, PASSWORD)
+
+    assert still_locked.status_code == 429
+    assert cooled_off.status_code == 302
+
+
+def test_an_admin_lifts_a_lockout_with_axes_reset_username(staff):
+    fail(5, staff.username)
+
+    call_command("axes_reset_username", staff.username)
+    after_reset = log_in(staff.username, PASSWORD)
+
+    assert after_reset.status_code == 302
+    assert AccessAttempt.objects.filter(username=staff.username).count() == 0
+
+
+def test_the_failure_limit_is_configurable(staff, settings):
+    settings.AXES_FAILURE_LIMIT = 2
+
+    assert fail(2, staff.username) == [200, 429]
