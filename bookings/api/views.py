@@ -49,7 +49,9 @@ def _error(description: str) -> OpenApiResponse:
 _UNAUTHENTICATED = _error("Missing or invalid token (`Authorization: Token <key>`).")
 _THROTTLED = _error("Too many requests for this customer; retry after `Retry-After` seconds.")
 _UNSUPPORTED_MEDIA = _error("The body must be JSON (`Content-Type: application/json`).")
-_PAGE_NOT_FOUND = _error("No such page.")
+_TOO_LARGE = _error("`payload_too_large`: the body is larger than the server takes (1 MiB by default).")
+_BAD_PAGE = _error("`page` is not a whole number from 1.")
+_PAGE_NOT_FOUND = _error("No such page (past the last one).")
 _NOT_FOUND = _error("No such booking for this customer (another customer's booking included).")
 _REFERENCE = OpenApiParameter(
     "reference",
@@ -151,7 +153,7 @@ class BookingCollectionView(CustomerAPIView):
         parameters=[BookingFilterSerializer],
         responses={
             200: BookingOutputSerializer(many=True),
-            400: _error("Unknown `status` filter value."),
+            400: _error("An empty or unknown `status`, or a `page` that is not a whole number from 1."),
             401: _UNAUTHENTICATED,
             404: _PAGE_NOT_FOUND,
             429: _THROTTLED,
@@ -184,10 +186,12 @@ class BookingCollectionView(CustomerAPIView):
                 description="Accepted (also for a replay of the same key and body).",
             ),
             400: _error(
-                "Invalid body or stay (`validation_error`, with the fields), or a missing or "
-                "invalid Idempotency-Key (`idempotency_key_required`, `idempotency_key_invalid`)."
+                "Invalid body or stay (`validation_error`, with the fields; `parse_error` for a "
+                "body that is not JSON or is nested too deeply), or a missing or invalid "
+                "Idempotency-Key (`idempotency_key_required`, `idempotency_key_invalid`)."
             ),
             401: _UNAUTHENTICATED,
+            413: _TOO_LARGE,
             415: _UNSUPPORTED_MEDIA,
             422: _error("`idempotency_key_reused`: this key was used with a different body."),
             429: _THROTTLED,
@@ -273,6 +277,7 @@ class OfferListView(CustomerAPIView):
         tags=["offers"],
         responses={
             200: OfferOutputSerializer(many=True),
+            400: _BAD_PAGE,
             401: _UNAUTHENTICATED,
             404: _PAGE_NOT_FOUND,
             429: _THROTTLED,
@@ -296,8 +301,12 @@ class QuoteCreateView(CustomerAPIView):
         request=QuoteCreateInputSerializer,
         responses={
             201: QuoteOutputSerializer,
-            400: _error("Invalid body or stay (`validation_error`, with the fields)."),
+            400: _error(
+                "Invalid body or stay (`validation_error`, with the fields; `parse_error` for a "
+                "body that is not JSON or is nested too deeply)."
+            ),
             401: _UNAUTHENTICATED,
+            413: _TOO_LARGE,
             415: _UNSUPPORTED_MEDIA,
             429: _THROTTLED,
         },

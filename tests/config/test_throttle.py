@@ -70,8 +70,8 @@ def gunicorn(transactional_db, tmp_path) -> Iterator[Callable[..., str]]:
             try:
                 if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200:
                     return f"http://127.0.0.1:{port}"
-            except requests.ConnectionError:
-                pass
+            except requests.RequestException:
+                pass  # not listening yet, or still importing the app
             assert process.poll() is None, (tmp_path / f"gunicorn-{port}.log").read_text()[-3000:]
             assert time.monotonic() < deadline, "gunicorn did not answer within 30 s"
             time.sleep(0.1)
