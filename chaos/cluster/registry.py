@@ -34,9 +34,9 @@ def state_dir() -> Path:
 
 
 class Registry:
-    def __init__(self, run_id: str, *, directory: Path | None = None) -> None:
+    def __init__(self, run_id: str) -> None:
         self.run_id = run_id
-        self.directory = directory or state_dir()
+        self.directory = state_dir()  # one place for every run: a sweep must see every live lock
         self.path = self.directory / f"{run_id}.json"
         self.lock_path = self.directory / f"{run_id}.lock"
         self.resources: list[tuple[str, str]] = []
@@ -86,9 +86,9 @@ class Registry:
         temporary.replace(self.path)
 
 
-def sweep(*, directory: Path | None = None) -> list[str]:
+def sweep() -> list[str]:
     """Remove what cluster runs that are no longer alive left behind; return what was removed."""
-    directory = directory or state_dir()
+    directory = state_dir()
     live: set[str] = set()
     removed: list[str] = []
     for path in sorted(directory.glob("*.json")) if directory.is_dir() else []:

@@ -190,6 +190,11 @@ class Command(BaseCommand):
             result = run.run()
         except (DatabaseNotSupported, ClusterUnavailable) as exc:
             raise CommandError(str(exc), returncode=2) from None
+        except KeyboardInterrupt:
+            raise CommandError(
+                f"interrupted: what the run started was stopped (logs in {run.identity.directory})",
+                returncode=130,
+            ) from None
         chaos_report.render(result, console)
         if result.cluster:
             cluster_report.render(result, console)
