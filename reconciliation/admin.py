@@ -151,7 +151,7 @@ class SupportBookingAdmin(BookingAdmin):
             form = SupportActionForm(request.POST, action=action, outcomes=[])
             if form.is_valid():
                 try:
-                    result = support.perform(
+                    result = support.support_action_run(
                         action,
                         booking_id=booking.pk,
                         operator=operator,

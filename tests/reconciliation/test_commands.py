@@ -80,9 +80,7 @@ def test_booking_timeline_prints_the_timeline(make_booking):
 def test_sync_booking_queues_a_sync_as_the_os_user(
     make_booking, partner_queue, broker, django_capture_on_commit_callbacks, monkeypatch
 ):
-    from reconciliation.services import support
-
-    monkeypatch.setattr(support.getpass, "getuser", lambda: "opsbot")
+    monkeypatch.setattr("getpass.getuser", lambda: "opsbot")
     booking = make_booking(status=S.UNKNOWN)
 
     data = json.loads(

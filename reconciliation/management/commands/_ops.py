@@ -111,7 +111,7 @@ def confirm(command: BaseCommand, question: str, options: dict[str, Any]) -> Non
 
 
 class BookingActionCommand(BaseCommand):
-    """`<action>_booking REF [REF ...]`: preview each booking, then perform the support action."""
+    """`<action>_booking REF [REF ...]`: preview each booking, then run the support action."""
 
     action: str = ""
     confirm_question: str = ""  # set for actions that change the partner's state
@@ -135,8 +135,8 @@ class BookingActionCommand(BaseCommand):
             parser.add_argument("--yes", action="store_true", help="Do not ask for confirmation.")
         add_operator_arguments(parser)
 
-    def perform(self, booking, operator: support.Operator, token: str, options: dict[str, Any]):
-        return support.perform(
+    def run_action(self, booking, operator: support.Operator, token: str, options: dict[str, Any]):
+        return support.support_action_run(
             self.action, booking_id=booking.pk, operator=operator, token=token, note=options["note"]
         )
 
@@ -172,7 +172,7 @@ class BookingActionCommand(BaseCommand):
         with progress_over(self, previews, self.action) as step:
             for shown in previews:
                 try:
-                    result = self.perform(shown.booking, operator, token, options)
+                    result = self.run_action(shown.booking, operator, token, options)
                     results.append({"preview": shown.as_dict(), "result": result.as_dict()})
                     if not options["json"]:
                         style = "green" if result.performed else "yellow"

@@ -22,7 +22,7 @@ class Command(BookingActionCommand):
             "--now", action="store_true", help="Run the sync in this process, not on a worker."
         )
 
-    def perform(self, booking, operator, token, options):
+    def run_action(self, booking, operator, token, options):
         return support.support_sync(
             booking_id=booking.pk, operator=operator, token=token, note=options["note"], inline=options["now"]
         )

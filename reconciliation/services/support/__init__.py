@@ -1,0 +1,63 @@
+"""Support actions (invariant 10): the same services and actors as automation, permission-checked,
+idempotent, audited, and previewed before they run.
+
+Every action has two halves: `preview(action, booking)` says what it will do, our state beside
+the partner's (`previews`, `partner_side`); `support_<action>` runs it (`actions`), after the
+same checks the preview shows (`checks`), once per action token (`once`), for an operator with
+the permission (`permissions`). Stored webhooks are re-verified and replayed in `replay`.
+"""
+
+from reconciliation.services.support.actions import (
+    support_action_run,
+    support_cancel,
+    support_compensate,
+    support_resolve,
+    support_retry,
+    support_sync,
+)
+from reconciliation.services.support.checks import RESOLUTIONS
+from reconciliation.services.support.once import ActionResult, new_token
+from reconciliation.services.support.permissions import (
+    ACTIONS,
+    CANCEL,
+    COMPENSATE,
+    REPLAY_PERMISSION,
+    RESOLVE,
+    RETRY,
+    SYNC,
+    Operator,
+    SupportActionDenied,
+)
+from reconciliation.services.support.previews import Preview, booking_by_reference, preview
+from reconciliation.services.support.replay import (
+    ReplayResult,
+    inbound_event_reverify,
+    support_replay_inbound,
+)
+
+__all__ = [
+    "ACTIONS",
+    "CANCEL",
+    "COMPENSATE",
+    "REPLAY_PERMISSION",
+    "RESOLUTIONS",
+    "RESOLVE",
+    "RETRY",
+    "SYNC",
+    "ActionResult",
+    "Operator",
+    "Preview",
+    "ReplayResult",
+    "SupportActionDenied",
+    "booking_by_reference",
+    "inbound_event_reverify",
+    "new_token",
+    "preview",
+    "support_action_run",
+    "support_cancel",
+    "support_compensate",
+    "support_replay_inbound",
+    "support_resolve",
+    "support_retry",
+    "support_sync",
+]

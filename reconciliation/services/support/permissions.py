@@ -1,0 +1,81 @@
+"""Who may run which support action: each action's title, permission and timeline kind, and the
+operator who acts (a console user, checked against their permissions, or ops at the server)."""
+
+from __future__ import annotations
+
+import getpass
+from dataclasses import dataclass
+from typing import Any
+
+from django.contrib.auth import get_user_model
+
+from config.errors import ApplicationError, NotFound
+
+SYNC, RETRY, COMPENSATE, CANCEL, RESOLVE = "sync", "retry", "compensate", "cancel", "resolve"
+ACTIONS: dict[str, dict[str, str]] = {
+    SYNC: {
+        "title": "Force a partner sync",
+        "permission": "bookings.sync_booking",
+        "kind": "support.sync_requested",
+    },
+    RETRY: {
+        "title": "Retry the submission",
+        "permission": "bookings.retry_booking",
+        "kind": "support.retry_requested",
+    },
+    COMPENSATE: {
+        "title": "Compensate: cancel at the partner and fail",
+        "permission": "bookings.compensate_booking",
+        "kind": "support.compensated",
+    },
+    CANCEL: {
+        "title": "Cancel on the customer's behalf",
+        "permission": "bookings.cancel_booking_support",
+        "kind": "support.cancel_requested",
+    },
+    RESOLVE: {
+        "title": "Mark resolved",
+        "permission": "bookings.resolve_booking",
+        "kind": "support.resolved",
+    },
+}
+REPLAY_PERMISSION = "partners.replay_inboundevent"
+
+
+class SupportActionDenied(ApplicationError):
+    code = "permission_denied"
+    http_status = 403
+
+
+@dataclass(frozen=True)
+class Operator:
+    """Who performs a support action. `user` None means a shell operator (ops at the server),
+    who is trusted; console users are checked against their permissions."""
+
+    label: str
+    user: Any = None
+
+    @classmethod
+    def for_user(cls, user: Any) -> Operator:
+        return cls(label=user.get_username(), user=user)
+
+    @classmethod
+    def shell(cls, username: str | None = None) -> Operator:
+        """`ops:<os user>`, or the named console user (`--as USER`), checked like in the console."""
+        if username:
+            user = get_user_model().objects.filter(username=username, is_active=True).first()
+            if user is None:
+                raise NotFound(f"No active user {username!r}.")
+            return cls.for_user(user)
+        try:
+            os_user = getpass.getuser()
+        except (KeyError, OSError):
+            os_user = "unknown"
+        return cls(label=f"ops:{os_user}")
+
+    def can(self, permission: str) -> bool:
+        return self.user is None or self.user.has_perm(permission)
+
+    def require(self, permission: str) -> None:
+        if not self.can(permission):
+            raise SupportActionDenied(f"{self.label} lacks the permission {permission}.")

@@ -1,0 +1,74 @@
+"""Stored webhook deliveries, for support: re-verify a signature, and replay a delivery through
+the one door (which records, and ignores, what it already holds), once per confirmation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from django.core.cache import cache
+from django.db import transaction
+
+from bookings.models import Actor
+from bookings.services import lock_booking
+from bookings.timeline import record_event
+from config.errors import NotFound
+from partners.models import InboundEvent
+from partners.services.webhooks import inbound_event_replay, signature_matches
+from reconciliation.services.support.once import clean_token
+from reconciliation.services.support.permissions import REPLAY_PERMISSION, Operator
+
+TOKEN_TTL_S = 7 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class ReplayResult:
+    event: InboundEvent
+    performed: bool
+    message: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "inbound_event": self.event.pk,
+            "event_id": self.event.event_id,
+            "performed": self.performed,
+            "state": self.event.state,
+            "result": self.event.result,
+            "booking": self.event.booking.reference if self.event.booking_id else None,
+            "message": self.message,
+        }
+
+
+def inbound_event_reverify(event: InboundEvent) -> bool:
+    """Does the stored delivery's signature still verify with the partner's secret (age ignored)?"""
+    return signature_matches(event.partner, bytes(event.raw_body), event.headers or {})
+
+
+def support_replay_inbound(*, event_id: int, operator: Operator, token: str) -> ReplayResult:
+    """Re-verify a stored webhook and process it again through the one door. The token is claimed
+    in the shared cache, so a double submit does nothing extra."""
+    operator.require(REPLAY_PERMISSION)
+    token = clean_token(token)
+    event = InboundEvent.objects.select_related("partner", "booking").filter(pk=event_id).first()
+    if event is None:
+        raise NotFound(f"No inbound event {event_id}.")
+    if not cache.add(f"support-token:replay:{event_id}:{token}", "1", timeout=TOKEN_TTL_S):
+        return ReplayResult(event, False, "Already replayed with this confirmation; nothing more was done.")
+    replayed = inbound_event_replay(event.pk, actor_label=operator.label)
+    if replayed.booking_id:
+        with transaction.atomic():
+            booking = lock_booking(replayed.booking_id)
+            record_event(
+                booking,
+                "support.webhook_replayed",
+                actor=Actor.SUPPORT,
+                actor_label=operator.label,
+                summary=f"Webhook {replayed.event_id} replayed by {operator.label}: {replayed.result}",
+                from_state=booking.status,
+                to_state=booking.status,
+                partner_time=replayed.partner_timestamp,
+                data={"action_token": token, "inbound_event_id": replayed.pk, "result": replayed.result},
+            )
+    return ReplayResult(
+        replayed, True, f"Replayed: {replayed.get_state_display()}, {replayed.result or '-'}."
+    )
