@@ -33,8 +33,12 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 @pytest.fixture
 def broker():
-    """The project's real Redis broker, emptied before and after the test."""
+    """The project's real Redis broker, emptied before and after the test, with the actors
+    declared on it (as `rundramatiq` finds them): services send to them by name."""
     import dramatiq
+
+    import partners.tasks  # noqa: F401
+    import reconciliation.tasks  # noqa: F401
 
     broker = dramatiq.get_broker()
 
