@@ -21,6 +21,7 @@ from bookings.models import Actor
 from bookings.timeline import record_event
 from config.errors import Conflict
 from partners.connectors.reference import MalformedPayload, UnsupportedEvent, parse_webhook
+from partners.messages import send_inbound_event
 from partners.models import (
     InboundEvent,
     InboundResult,
@@ -170,7 +171,7 @@ def inbound_event_receive(*, partner: Partner, raw: bytes, headers: dict[str, st
         with transaction.atomic():
             event = InboundEvent.objects.create(**fields)
             if not unsupported:
-                transaction.on_commit(lambda: _queue(event.pk))
+                transaction.on_commit(lambda: send_inbound_event(event.pk))
     except IntegrityError:
         return _record_duplicate(fields)
     if unsupported:
@@ -246,12 +247,6 @@ def _record_duplicate(fields: dict) -> Receipt:
     return Receipt(200, "duplicate", "Already received.", event)
 
 
-def _queue(event_id: int) -> None:
-    from partners import tasks
-
-    tasks.process_inbound_event.send(event_id)
-
-
 _RESULTS = {
     ObservationResult.APPLIED: InboundResult.APPLIED,
     ObservationResult.STALE: InboundResult.STALE,
@@ -269,12 +264,7 @@ def inbound_event_process(event_id: int) -> InboundEvent | None:
     """Apply a stored delivery through the one door. Safe to run twice: only a delivery still
     `received` is applied, under its row lock, and the one door ignores what it already holds."""
     with transaction.atomic():
-        event = (
-            InboundEvent.objects.select_for_update(of=("self",), no_key=True)
-            .select_related("partner")
-            .filter(pk=event_id)
-            .first()
-        )
+        event = _locked_events().filter(pk=event_id).first()
         if event is None or event.state != InboundState.RECEIVED:
             return event
         try:
@@ -309,11 +299,7 @@ def inbound_event_replay(event_id: int, *, actor_label: str) -> InboundEvent:
     """Support: re-verify a stored delivery (its HMAC; its age no longer matters) and process it
     again through the one door, which records it as a duplicate or stale if nothing is new."""
     with transaction.atomic():
-        event = (
-            InboundEvent.objects.select_for_update(of=("self",), no_key=True)
-            .select_related("partner")
-            .get(pk=event_id)
-        )
+        event = _locked_events().get(pk=event_id)
         if event.duplicate_of_id is not None:
             raise Conflict(
                 f"Delivery {event.pk} repeats delivery {event.duplicate_of_id}; replay that one.",
