@@ -105,7 +105,9 @@ class RateLimiter:
 
 
 @lru_cache(maxsize=4)
-def _limiter(redis_url: str, timeout_s: float, namespace: str, customer_rate: str, address_rate: str):
+def _limiter(
+    redis_url: str, timeout_s: float, namespace: str, customer_rate: str, address_rate: str
+) -> RateLimiter:
     return RateLimiter(
         redis_url=redis_url,
         timeout_s=timeout_s,
