@@ -114,8 +114,14 @@ def test_a_reservation_confirmed_late_is_cancelled_after_its_confirmation(refere
 
     assert created["status"] == "pending"
     assert (cancelled["status"], cancelled["reason"]) == ("cancelled", "partner_cancelled")
-    causes = [h["cause"] for h in truth_of(reference, created["client_reference"])["history"]]
-    assert causes == ["create", "settle", "partner_cancel"]
+    history = truth_of(reference, created["client_reference"])["history"]
+    assert [(h["status"], h["cause"]) for h in history] == [
+        ("pending", "create"),
+        ("confirmed", "settle"),
+        ("cancelled", "partner_cancel"),
+    ]
+    settled_at, cancelled_at = (datetime.fromisoformat(h["at"]) for h in history[1:])
+    assert (cancelled_at - settled_at).total_seconds() >= 0.49  # the delay counts from the confirmation
 
 
 def test_the_partner_cancels_nothing_at_rate_0_nor_what_is_no_longer_confirmed(
