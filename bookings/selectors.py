@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
-from django.db.models import QuerySet
+import hashlib
+import math
+import statistics
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from uuid import UUID
 
-from bookings.models import Booking, Offer
-from bookings.states import states_for_customer_status
+from django.core.cache import cache
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from bookings.models import Booking, BookingEvent, Offer, Quote
+from bookings.states import BookingState, CustomerStatus, states_for_customer_status
 from config.errors import NotFound
+
+S = BookingState
 
 
 def customer_bookings(*, customer, status: str | None = None) -> QuerySet[Booking]:
@@ -25,3 +36,143 @@ def customer_booking(*, customer, reference: str) -> Booking:
 
 def bookable_offers() -> QuerySet[Offer]:
     return Offer.objects.filter(is_active=True, partner__enabled=True).select_related("partner")
+
+
+def customer_quote(*, customer, quote_id: UUID) -> Quote:
+    quote = Quote.objects.filter(pk=quote_id, customer=customer).select_related("offer__partner").first()
+    if quote is None:
+        raise NotFound("No such quote.")
+    return quote
+
+
+def customer_booking_by_key(*, customer, idempotency_key: str) -> Booking | None:
+    """The booking an earlier request with this Idempotency-Key made, if any."""
+    return customer_bookings(customer=customer).filter(idempotency_key=idempotency_key).first()
+
+
+# --- a booking's progress, as its customer may see it -----------------------------------------
+# What each state the booking moved into adds to the customer's list of steps. Only our own
+# words: a step never shows the timeline row's summary or data (partner references, errors,
+# support notes). A move back to `requested` is our retry, not news for the customer.
+_STEP_FOR_STATE: dict[str, str] = {
+    S.SUBMITTING: "Sent to the partner",
+    S.PENDING_PARTNER: "The partner is confirming",
+    S.UNKNOWN: "Checking with the partner",
+    S.CONFIRMED: "Confirmed by the partner",
+    S.REJECTED: "Not confirmed: the partner declined",
+    S.FAILED: "Not confirmed",
+    S.EXPIRED: "Not confirmed in time",
+    S.CANCEL_REQUESTED: "Cancellation requested",
+    S.CANCELLED: "Cancelled",
+    S.NEEDS_ATTENTION: "Passed to our support team",
+}
+_RECEIVED = "Booking received"
+# The customer is still waiting for news while the booking shows one of these.
+_AWAITING_NEWS = frozenset({CustomerStatus.PENDING, CustomerStatus.CANCELLING})
+
+
+@dataclass(frozen=True)
+class ProgressStep:
+    label: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class BookingProgress:
+    booking: Booking
+    steps: tuple[ProgressStep, ...]
+
+    @property
+    def awaiting_news(self) -> bool:
+        return self.booking.customer_status in _AWAITING_NEWS
+
+    @property
+    def confirm_by(self) -> datetime | None:
+        """The partner's deadline to confirm, while it is still ahead."""
+        deadline = self.booking.deadline
+        return deadline if deadline > timezone.now() else None
+
+    @property
+    def version(self) -> str:
+        """Changes exactly when what the customer sees of the booking changes."""
+        seen = [self.booking.customer_status, self.booking.customer_message]
+        seen += [f"{step.label}@{step.at.isoformat()}" for step in self.steps]
+        return hashlib.blake2b("\n".join(seen).encode(), digest_size=8).hexdigest()
+
+
+def customer_booking_progress(*, customer, reference: str) -> BookingProgress:
+    booking = customer_booking(customer=customer, reference=reference)
+    moves = (
+        BookingEvent.objects.filter(booking=booking)
+        .exclude(to_state="")
+        .order_by("occurred_at", "id")
+        .values_list("from_state", "to_state", "occurred_at")
+    )
+    steps: list[ProgressStep] = []
+    for from_state, to_state, occurred_at in moves:
+        label = _RECEIVED if not from_state and to_state == S.REQUESTED else _STEP_FOR_STATE.get(to_state)
+        if label and (not steps or steps[-1].label != label):
+            steps.append(ProgressStep(label=label, at=occurred_at))
+    return BookingProgress(booking=booking, steps=tuple(steps))
+
+
+# --- how long a partner usually takes to confirm --------------------------------------------
+CONFIRMATION_TIMES_WINDOW = timedelta(days=7)
+CONFIRMATION_TIMES_MIN_SAMPLES = 10
+# The latest confirmations only: enough for a stable 90th percentile, a bounded read.
+CONFIRMATION_TIMES_MAX_SAMPLES = 500
+CONFIRMATION_TIMES_CACHE_S = 60
+
+
+@dataclass(frozen=True)
+class ConfirmationTimes:
+    """Time from a booking's request to its confirmation, over a partner's recent bookings."""
+
+    samples: int
+    median: timedelta | None = None
+    p90: timedelta | None = None
+    window: timedelta = CONFIRMATION_TIMES_WINDOW
+
+    @property
+    def enough_data(self) -> bool:
+        return self.median is not None
+
+
+def confirmation_times_cache_key(partner_id: int) -> str:
+    return f"bookings:confirmation-times:{partner_id}"
+
+
+def partner_confirmation_times(*, partner_id: int) -> ConfirmationTimes:
+    """Our own figures (the `booking.confirmed` timeline rows of the window), shared by every
+    process for a minute through the cache."""
+    key = confirmation_times_cache_key(partner_id)
+    times = cache.get(key)
+    if times is None:
+        times = _confirmation_times(partner_id)
+        cache.set(key, times, CONFIRMATION_TIMES_CACHE_S)
+    return times
+
+
+def _confirmation_times(partner_id: int) -> ConfirmationTimes:
+    confirmations = (
+        BookingEvent.objects.filter(
+            kind="booking.confirmed",
+            booking__partner_id=partner_id,
+            occurred_at__gte=timezone.now() - CONFIRMATION_TIMES_WINDOW,
+        )
+        .order_by("-occurred_at")
+        .values_list("booking_id", "booking__created_at", "occurred_at")[:CONFIRMATION_TIMES_MAX_SAMPLES]
+    )
+    # Newest first, so a booking confirmed more than once keeps its first confirmation.
+    first_confirmed: dict[UUID, timedelta] = {}
+    for booking_id, requested_at, confirmed_at in confirmations:
+        first_confirmed[booking_id] = confirmed_at - requested_at
+    durations = sorted(first_confirmed.values())
+    if len(durations) < CONFIRMATION_TIMES_MIN_SAMPLES:
+        return ConfirmationTimes(samples=len(durations))
+    return ConfirmationTimes(
+        samples=len(durations),
+        median=statistics.median(durations),
+        # Nearest rank: a duration some booking really took.
+        p90=durations[math.ceil(0.9 * len(durations)) - 1],
+    )

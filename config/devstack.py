@@ -21,6 +21,9 @@ def main() -> int:
     env.setdefault("WEB_PORT", port)
     # Partner webhooks have their own gunicorn (Procfile `webhooks`), on the next port.
     env.setdefault("WEBHOOK_PORT", str(int(env["WEB_PORT"]) + 1))
+    # Mail goes to the local sink (Procfile `mail`), which keeps each message under var/mail/.
+    env.setdefault("MAIL_PORT", str(int(env["WEB_PORT"]) + 25))
+    env.setdefault("EMAIL_URL", f"smtp://127.0.0.1:{env['MAIL_PORT']}")
     redis_server = None
     if not env.get("REDIS_URL"):
         redis_server = embedded_redis.EmbeddedRedis(var_dir).start()

@@ -17,4 +17,6 @@ urlpatterns = [
         name="support-booking-timeline",
     ),
     path("partners/", include("partners.urls")),
+    # The customer web client, at the root: after every other prefix.
+    path("", include("bookings.web.urls")),
 ]

@@ -36,6 +36,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "django_dramatiq",
     "django_fsm",
+    "django_htmx",
     "axes",
     "bookings",
     "partners",
@@ -58,6 +59,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # request.htmx: the customer pages' fragments know when htmx asks for them.
+    "django_htmx.middleware.HtmxMiddleware",
     # Last, as django-axes requires: it turns a lockout into its answer.
     "axes.middleware.AxesMiddleware",
 ]
@@ -76,6 +79,8 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
             ],
+            # The customer web client's template filters (`{% load web %}`).
+            "libraries": {"web": "bookings.web.templatetags"},
         },
     },
 ]
@@ -174,6 +179,15 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
+
+# --- Customer web client (bookings/web) and mail ------------------------------------------
+LOGIN_URL = "web:login"
+LOGIN_REDIRECT_URL = "web:bookings"
+# smtp://user:password@host:port (smtp+tls:// for STARTTLS); `make run` sets it to its local sink
+# (`manage.py run_mail_sink`, which keeps every message under var/mail/).
+vars().update(env.email_url("EMAIL_URL", default="smtp://127.0.0.1:8025"))
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT_S", default=10)
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Bookings <bookings@localhost>")
 
 # --- API ----------------------------------------------------------------------------------
 REST_FRAMEWORK = {

@@ -16,6 +16,7 @@ from partners.models import Adapter
 from partners.services.registry import OfferSpec, partner_upsert
 
 DEMO_TOKEN = "demo0customer0token000000000000000000000"  # demo only, printed on purpose
+CUSTOMER_PASSWORD = "customer-demo-pass"  # the customer site's demo login, printed on purpose
 GROUP_PERMISSIONS = {
     "support": [
         "bookings.view_booking",
@@ -91,6 +92,9 @@ class Command(BaseCommand):
         customer, _ = user_model.objects.get_or_create(
             username="demo-customer", defaults={"email": "demo-customer@example.com"}
         )
+        if not customer.password:  # new, or made before the customer site; a changed one is kept
+            customer.set_password(CUSTOMER_PASSWORD)
+            customer.save(update_fields=["password"])
         Token.objects.filter(user=customer).exclude(key=DEMO_TOKEN).delete()
         Token.objects.get_or_create(user=customer, key=DEMO_TOKEN)
         for username, password, group, superuser in USERS:
@@ -106,6 +110,7 @@ class Command(BaseCommand):
                 user.groups.set([groups[group]])
         credentials = {
             "api_token": DEMO_TOKEN,
+            "customer_site": {"username": "demo-customer", "password": CUSTOMER_PASSWORD},
             "console": [{"username": u, "password": p, "role": g or "superuser"} for u, p, g, _ in USERS],
             "partners": ["demo-reference", "demo-legacy"],
         }
@@ -114,5 +119,6 @@ class Command(BaseCommand):
             return
         self.stdout.write(self.style.SUCCESS("Demo data ready."))
         self.stdout.write(f"  API token (demo-customer): {DEMO_TOKEN}")
+        self.stdout.write(f"  Customer site login: demo-customer / {CUSTOMER_PASSWORD}")
         for entry in credentials["console"]:
             self.stdout.write(f"  Console login: {entry['username']} / {entry['password']} ({entry['role']})")

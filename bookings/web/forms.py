@@ -1,0 +1,74 @@
+"""Forms of the customer web client: they parse and present; the booking services decide.
+
+Every rule about a stay (dates, capacity, the offer, the quote, whether a booking can still be
+cancelled) is the services'. A service's `ApplicationError` is shown on the form that led to it,
+each message beside its field and in the error summary, in the API's words.
+"""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib.auth import get_user_model
+from django.contrib.auth.forms import UserCreationForm
+
+from config.errors import ApplicationError
+
+# The API's (DRF's) words for input it cannot parse, so that both presentations say the same.
+REQUIRED = "This field is required."
+INVALID_DATE = "Date has wrong format. Use one of these formats instead: YYYY-MM-DD."
+INVALID_INTEGER = "A valid integer is required."
+
+
+class ServiceForm(forms.Form):
+    """A form whose submission a booking service may still refuse."""
+
+    def add_application_error(self, error: ApplicationError) -> None:
+        """Put a service's refusal on the form: each field's messages beside that field, the rest
+        (and a refusal naming no field) above the form."""
+        if not error.fields:
+            self.add_error(None, error.message)
+        for name, messages in error.fields.items():
+            self.add_error(name if name in self.fields else None, messages)
+
+
+class StayForm(ServiceForm):
+    start_date = forms.DateField(
+        label="Start date",
+        help_text="The first day (or night) you book.",
+        input_formats=["%Y-%m-%d"],
+        widget=forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d"),
+        error_messages={"required": REQUIRED, "invalid": INVALID_DATE},
+    )
+    end_date = forms.DateField(
+        label="End date",
+        help_text="The day you leave: 3 nights from 1 March end on 4 March.",
+        input_formats=["%Y-%m-%d"],
+        widget=forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d"),
+        error_messages={"required": REQUIRED, "invalid": INVALID_DATE},
+    )
+    guests = forms.IntegerField(
+        label="Guests",
+        widget=forms.NumberInput(attrs={"inputmode": "numeric", "class": "input-short"}),
+        error_messages={"required": REQUIRED, "invalid": INVALID_INTEGER},
+    )
+
+    def __init__(self, *args, capacity: int, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["guests"].help_text = f"Up to {capacity}."
+
+
+class ConfirmForm(ServiceForm):
+    """One button (book, cancel): nothing to parse, but the service may refuse."""
+
+
+class SignUpForm(UserCreationForm):
+    class Meta(UserCreationForm.Meta):
+        model = get_user_model()
+        fields = ("username", "email")
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        email = self.fields["email"]
+        email.required = True
+        email.help_text = "We send a link here if you forget your password."
+        email.widget.attrs["autocomplete"] = "email"

@@ -1,0 +1,28 @@
+"""Template filters of the customer pages (`{% load web %}`, registered in settings.TEMPLATES)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django import template
+
+register = template.Library()
+
+
+def _count(number: int, unit: str) -> str:
+    return f"{number} {unit}{'' if number == 1 else 's'}"
+
+
+@register.filter
+def duration(value: timedelta) -> str:
+    """A span as a person would say it, to the unit that matters: 40 seconds, 3 minutes, 2 hours."""
+    seconds = round(value.total_seconds())
+    if seconds < 90:
+        return _count(seconds, "second")
+    minutes = round(seconds / 60)
+    if minutes < 90:
+        return _count(minutes, "minute")
+    hours = round(minutes / 60)
+    if hours < 48:
+        return _count(hours, "hour")
+    return _count(round(hours / 24), "day")

@@ -1,0 +1,243 @@
+"""The customer web client: thin views over the same selectors and services as the API.
+
+Each view parses (a form), calls one selector or service, and presents. A customer reaches only
+their own quotes and bookings: every read goes through the customer-scoped selectors, so another
+customer's booking is a 404 like a missing one. Pages with a booking's state are never cached, so
+that Back shows the booking as it is now.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from http import HTTPStatus
+from uuid import UUID
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth import login
+from django.contrib.auth import views as auth_views
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Page, Paginator
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse_lazy
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django_htmx.http import HttpResponseClientRefresh
+
+from bookings import selectors, services
+from bookings.models import Actor, Quote
+from bookings.web.forms import ConfirmForm, SignUpForm, StayForm
+from config.errors import ApplicationError, NotFound
+
+PAGE_SIZE = 10
+# `login()` must name a backend when several are configured (the brute-force guard is one).
+PASSWORD_BACKEND = "django.contrib.auth.backends.ModelBackend"
+
+
+def _missing_is_404(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    @functools.wraps(view)
+    def wrapped(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+        try:
+            return view(request, *args, **kwargs)
+        except NotFound as exc:
+            raise Http404(exc.message) from exc
+
+    return wrapped
+
+
+def _page(request: HttpRequest, items) -> Page:
+    return Paginator(items, PAGE_SIZE).get_page(request.GET.get("page"))
+
+
+def booking_key(quote: Quote) -> str:
+    """The Idempotency-Key of booking this quote. Every retry of its Book button (a double click,
+    a reload, a resubmission after a dropped connection, a second tab) sends the same key, so
+    `booking_create` makes one booking per quote and answers the retries with it."""
+    return f"quote-{quote.pk}"
+
+
+# --- offers and quotes ------------------------------------------------------------------------
+@require_GET
+def offer_list(request: HttpRequest) -> HttpResponse:
+    page = _page(request, selectors.bookable_offers())
+    return render(request, "web/offers/list.html", {"page": page})
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def offer_stay(request: HttpRequest, offer_id: int) -> HttpResponse:
+    """Choose dates and guests; the price is locked in a quote."""
+    offer = get_object_or_404(selectors.bookable_offers(), pk=offer_id)
+    form = StayForm(request.POST or None, capacity=offer.capacity)
+    status = HTTPStatus.OK
+    if request.method == "POST":
+        if form.is_valid():
+            try:
+                quote = services.quote_create(customer=request.user, offer_id=offer.pk, **form.cleaned_data)
+            except ApplicationError as exc:
+                form.add_application_error(exc)
+            else:
+                return redirect("web:quote", quote_id=quote.pk)
+        status = HTTPStatus.BAD_REQUEST
+    return render(request, "web/offers/stay.html", {"offer": offer, "form": form}, status=status)
+
+
+def _quote_page(request: HttpRequest, quote: Quote, form: ConfirmForm, status: int = HTTPStatus.OK):
+    booking = selectors.customer_booking_by_key(customer=request.user, idempotency_key=booking_key(quote))
+    nights = (quote.end_date - quote.start_date).days
+    context = {"quote": quote, "nights": nights, "booking": booking, "form": form}
+    return render(request, "web/quotes/detail.html", context, status=status)
+
+
+@login_required
+@never_cache
+@require_GET
+@_missing_is_404
+def quote_detail(request: HttpRequest, quote_id: UUID) -> HttpResponse:
+    """The price, how long it holds, and the one Book button."""
+    quote = selectors.customer_quote(customer=request.user, quote_id=quote_id)
+    return _quote_page(request, quote, ConfirmForm())
+
+
+@login_required
+@require_POST
+@_missing_is_404
+def quote_book(request: HttpRequest, quote_id: UUID) -> HttpResponse:
+    quote = selectors.customer_quote(customer=request.user, quote_id=quote_id)
+    try:
+        created = services.booking_create(
+            customer=request.user,
+            request=services.BookingRequest(
+                offer_id=quote.offer_id,
+                start_date=quote.start_date,
+                end_date=quote.end_date,
+                guests=quote.guests,
+                quote_id=quote.pk,
+            ),
+            idempotency_key=booking_key(quote),
+        )
+    except ApplicationError as exc:
+        form = ConfirmForm(request.POST)
+        form.add_application_error(exc)
+        return _quote_page(request, quote, form, status=exc.http_status)
+    return redirect("web:booking", reference=created.booking.reference)
+
+
+# --- bookings ---------------------------------------------------------------------------------
+@login_required
+@never_cache
+@require_GET
+def booking_list(request: HttpRequest) -> HttpResponse:
+    page = _page(request, selectors.customer_bookings(customer=request.user))
+    return render(request, "web/bookings/list.html", {"page": page})
+
+
+def _progress_context(progress: selectors.BookingProgress) -> dict[str, object]:
+    return {
+        "booking": progress.booking,
+        "progress": progress,
+        "timing": selectors.partner_confirmation_times(partner_id=progress.booking.partner_id),
+        "poll_after_s": settings.BOOKING_POLL_AFTER_S,
+    }
+
+
+@login_required
+@never_cache
+@require_GET
+@_missing_is_404
+def booking_detail(request: HttpRequest, reference: str) -> HttpResponse:
+    """The booking's progress: its status in words, the steps so far, what happens next."""
+    progress = selectors.customer_booking_progress(customer=request.user, reference=reference)
+    return render(request, "web/bookings/detail.html", _progress_context(progress))
+
+
+@never_cache
+@require_GET
+@_missing_is_404
+def booking_status(request: HttpRequest, reference: str) -> HttpResponse:
+    """The booking page's status, steps and poller, for the page's poll (htmx) to swap in.
+
+    `seen` is the version the page shows: while it is still current the answer is only the next
+    poller, so that the page's live region announces nothing new. The poll stops once the
+    customer is no longer waiting for news.
+    """
+    if not request.user.is_authenticated:
+        return HttpResponseClientRefresh()  # the full page then asks to log in again
+    if not request.htmx:
+        return redirect("web:booking", reference=reference)
+    progress = selectors.customer_booking_progress(customer=request.user, reference=reference)
+    context = _progress_context(progress)
+    context["changed"] = request.GET.get("seen") != progress.version
+    response = render(request, "web/bookings/status_update.html", context)
+    if progress.awaiting_news:
+        response["Retry-After"] = str(settings.BOOKING_POLL_AFTER_S)
+    return response
+
+
+@login_required
+@never_cache
+@require_http_methods(["GET", "POST"])
+@_missing_is_404
+def booking_cancel(request: HttpRequest, reference: str) -> HttpResponse:
+    """What cancelling will do, then the cancellation itself."""
+    booking = selectors.customer_booking(customer=request.user, reference=reference)
+    form = ConfirmForm(request.POST or None)
+    status = HTTPStatus.OK
+    if request.method == "POST":
+        try:
+            services.booking_request_cancel(
+                booking_id=booking.pk, actor=Actor.CUSTOMER, actor_label=request.user.get_username()
+            )
+        except ApplicationError as exc:
+            form.add_application_error(exc)
+            status = exc.http_status
+        else:
+            return redirect("web:booking", reference=booking.reference)
+    return render(request, "web/bookings/cancel.html", {"booking": booking, "form": form}, status=status)
+
+
+# --- accounts ---------------------------------------------------------------------------------
+@require_http_methods(["GET", "POST"])
+def signup(request: HttpRequest) -> HttpResponse:
+    form = SignUpForm(request.POST or None)
+    next_url = request.POST.get("next") or request.GET.get("next", "")
+    if request.method == "POST" and form.is_valid():
+        user = form.save()
+        login(request, user, backend=PASSWORD_BACKEND)
+        messages.success(request, f"Your account is ready. You are logged in as {user.get_username()}.")
+        if url_has_allowed_host_and_scheme(next_url, {request.get_host()}, request.is_secure()):
+            return redirect(next_url)
+        return redirect("web:offers")
+    status = HTTPStatus.BAD_REQUEST if form.errors else HTTPStatus.OK
+    return render(request, "web/account/signup.html", {"form": form, "next": next_url}, status=status)
+
+
+class _FormErrorsAre400:
+    """Django's auth views answer a refused form with 200; ours, like the API, with 400."""
+
+    def form_invalid(self, form):
+        response = super().form_invalid(form)
+        response.status_code = HTTPStatus.BAD_REQUEST
+        return response
+
+
+class LoginView(_FormErrorsAre400, auth_views.LoginView):
+    redirect_authenticated_user = True
+
+
+class LogoutView(auth_views.LogoutView):
+    next_page = reverse_lazy("web:offers")
+
+
+class PasswordResetView(_FormErrorsAre400, auth_views.PasswordResetView):
+    subject_template_name = "email/password_reset_subject.txt"
+    email_template_name = "email/password_reset.txt"
+    html_email_template_name = "email/password_reset.html"
+    success_url = reverse_lazy("web:password_reset_done")
+
+
+class PasswordResetConfirmView(_FormErrorsAre400, auth_views.PasswordResetConfirmView):
+    success_url = reverse_lazy("web:password_reset_complete")
