@@ -281,8 +281,17 @@ def booking_create(*, customer, request: BookingRequest, idempotency_key: str) -
     raise IntegrityError("Could not allocate a unique booking reference.")
 
 
-def booking_request_cancel(*, booking_id: UUID, actor: Actor | str, actor_label: str = "") -> Booking:
-    """Ask for a cancellation; idempotent while one is under way or done."""
+def booking_request_cancel(
+    *,
+    booking_id: UUID,
+    actor: Actor | str,
+    actor_label: str = "",
+    kind: str = "booking.cancel_requested",
+    summary: str = "Cancellation requested",
+    data: dict[str, Any] | None = None,
+) -> Booking:
+    """Ask for a cancellation; idempotent while one is under way or done. The move writes one
+    timeline row: support names it as its correction (`kind`, `summary`, `data`)."""
     with transaction.atomic():
         booking = lock_booking(booking_id)
         if booking.status in CANCEL_ACCEPTED:
@@ -298,8 +307,9 @@ def booking_request_cancel(*, booking_id: UUID, actor: Actor | str, actor_label:
             "request_cancel",
             actor=actor,
             actor_label=actor_label,
-            kind="booking.cancel_requested",
-            summary="Cancellation requested",
+            kind=kind,
+            summary=summary,
+            data=data,
             extra_fields=("next_check_at",),
         )
         ports.cancel_on_commit(booking.pk, booking.partner.code)

@@ -191,16 +191,11 @@ def support_cancel(*, booking_id: UUID, operator: Operator, token: str, note: st
         _checked(CANCEL, booking)
         old = booking.status
         booking = booking_request_cancel(
-            booking_id=booking.pk, actor=Actor.SUPPORT, actor_label=operator.label
-        )
-        record_event(
-            booking,
-            ACTIONS[CANCEL]["kind"],
+            booking_id=booking.pk,
             actor=Actor.SUPPORT,
             actor_label=operator.label,
+            kind=ACTIONS[CANCEL]["kind"],
             summary=f"Cancelled on the customer's behalf by {operator.label}",
-            from_state=old,
-            to_state=booking.status,
             data=correction_data(token, note),
         )
     _log(CANCEL, booking, operator)

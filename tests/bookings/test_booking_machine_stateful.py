@@ -1,0 +1,185 @@
+"""The booking machine driven at random on a real row: raw transitions through `apply_transition`,
+the customer's cancel, and every support action (by an operator allowed everything), in any
+order. After each step the machine's invariants hold, whatever was accepted or refused."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.db import transaction
+from django.utils import timezone
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
+
+from bookings.models import Actor, Booking, BookingEvent
+from bookings.services import (
+    BookingRequest,
+    apply_transition,
+    booking_create,
+    booking_request_cancel,
+    lock_booking,
+)
+from bookings.states import BookingState
+from config.errors import ApplicationError, InvalidTransition
+from reconciliation.services import support
+from tests.bookings.test_transitions import TRANSITIONS
+from tests.factories import OfferFactory, UserFactory
+
+S = BookingState
+# Written out here, as the README tells customers, not read from bookings/states.py.
+CUSTOMER_STATUS = {
+    S.REQUESTED: "pending",
+    S.SUBMITTING: "pending",
+    S.PENDING_PARTNER: "pending",
+    S.UNKNOWN: "pending",
+    S.NEEDS_ATTENTION: "pending",
+    S.CONFIRMED: "confirmed",
+    S.REJECTED: "failed",
+    S.FAILED: "failed",
+    S.EXPIRED: "failed",
+    S.CANCEL_REQUESTED: "cancelling",
+    S.CANCELLED: "cancelled",
+}
+TERMINAL = {S.REJECTED, S.FAILED, S.EXPIRED, S.CANCELLED}
+CANCEL_UNDER_WAY = {S.CANCEL_REQUESTED, S.CANCELLED}
+
+
+class BookingMachine(RuleBasedStateMachine):
+    """One booking; each rule is one service call, checked against the hand-written graph."""
+
+    @initialize()
+    def book(self) -> None:
+        offer = OfferFactory()
+        start = timezone.now().date() + timedelta(days=30)
+        self.booking_id = booking_create(
+            customer=UserFactory(),
+            request=BookingRequest(
+                offer_id=offer.pk, start_date=start, end_date=start + timedelta(days=3), guests=2
+            ),
+            idempotency_key=f"stateful-{uuid.uuid4().hex}",
+        ).booking.pk
+        self.operator = support.Operator.for_user(UserFactory(is_staff=True, is_superuser=True))
+        self.last_token = ""
+        self.state = S.REQUESTED
+        self.seen_event_id = self._events().order_by("-id").values_list("id", flat=True).first()
+
+    # --- the steps ---------------------------------------------------------------------------
+    @rule(name=st.sampled_from(sorted(TRANSITIONS)))
+    def transition(self, name: str) -> None:
+        sources, target, kwargs = TRANSITIONS[name]
+        expected = target if self.state in sources else None
+        moved = self._step(lambda: self._apply(name, kwargs), refusal=expected is None)
+        assert moved == (expected or self.state), f"{name} from {self.state}"
+
+    @rule()
+    def customer_cancels(self) -> None:
+        cancellable = self.state in TRANSITIONS["request_cancel"][0]
+
+        moved = self._step(
+            lambda: booking_request_cancel(booking_id=self.booking_id, actor=Actor.CUSTOMER),
+            refusal=not cancellable and self.state not in CANCEL_UNDER_WAY,
+        )
+
+        assert moved == (S.CANCEL_REQUESTED if cancellable else self.state)
+
+    @rule(action=st.sampled_from(sorted(set(support.ACTIONS) - {support.RESOLVE})))
+    def support_acts(self, action: str) -> None:
+        self._support_step(action)
+
+    @rule(outcome=st.sampled_from([S.CONFIRMED, S.FAILED, S.CANCELLED]))
+    def support_resolves(self, outcome: str) -> None:
+        self._support_step(support.RESOLVE, outcome=outcome)
+
+    @precondition(lambda self: self.last_token)
+    @rule(action=st.sampled_from(sorted(support.ACTIONS)))
+    def support_submits_twice(self, action: str) -> None:
+        # a double submit (the same token again) does nothing more, whatever the action
+        self._step(
+            lambda: self._support(action, token=self.last_token, outcome=S.FAILED),
+            refusal=None,
+            changes_nothing=True,
+        )
+
+    # --- the invariants ------------------------------------------------------------------------
+    @invariant()
+    def state_is_a_booking_state_and_the_customer_sees_what_it_implies(self) -> None:
+        booking = Booking.objects.get(pk=self.booking_id)
+        assert booking.status in S.values
+        assert booking.status == self.state
+        assert booking.customer_status == CUSTOMER_STATUS[booking.status]
+
+    # --- helpers -------------------------------------------------------------------------------
+    def _events(self):
+        return BookingEvent.objects.filter(booking_id=self.booking_id)
+
+    def _row(self) -> dict[str, Any]:
+        return Booking.objects.values().get(pk=self.booking_id)
+
+    def _apply(self, name: str, kwargs: dict[str, Any]) -> None:
+        with transaction.atomic():
+            apply_transition(lock_booking(self.booking_id), name, actor=Actor.SYSTEM, **kwargs)
+
+    def _support_step(self, action: str, *, outcome: str = "") -> None:
+        token = uuid.uuid4().hex
+        self._step(lambda: self._support(action, token=token, outcome=outcome), refusal=None)
+        if self._events().filter(data__action_token=token).exists():  # performed, not refused
+            self.last_token = token
+
+    def _support(self, action: str, *, token: str, outcome: str = "") -> None:
+        support.support_action_run(
+            action,
+            booking_id=self.booking_id,
+            operator=self.operator,
+            token=token,
+            note="stateful test",
+            outcome=outcome,
+        )
+
+    def _step(self, call, *, refusal: bool | None, changes_nothing: bool = False) -> str:
+        """Run one service call and check what it wrote; the state it left. `refusal`: whether
+        the graph says it must be refused (None: the service decides)."""
+        before_row, before = self._row(), self.state
+        try:
+            call()
+        except InvalidTransition:
+            assert refusal is not False, f"refused from {before}"
+            assert self._row() == before_row, "a refused step changed the booking"
+            assert not self._new_events(), "a refused step wrote to the timeline"
+            return before
+        except ApplicationError as exc:
+            pytest.fail(f"{type(exc).__name__} from {before}: {exc}")
+        assert not refusal, f"accepted from {before}"
+        after = self._row()["status"]
+        moves = [(e.from_state, e.to_state) for e in self._new_events() if e.from_state != e.to_state]
+        if changes_nothing:
+            assert (after, moves) == (before, [])
+        # every change wrote exactly one timeline row, from the old state to the new one
+        assert moves == ([(before, after)] if after != before else [])
+        # an outcome is left only for support's hands
+        assert before not in TERMINAL or after in (before, S.NEEDS_ATTENTION)
+        self.state = after
+        return after
+
+    def _new_events(self) -> list[BookingEvent]:
+        new = list(self._events().filter(id__gt=self.seen_event_id or 0).order_by("id"))
+        if new:
+            self.seen_event_id = new[-1].id
+        return new
+
+
+@pytest.mark.django_db
+def test_the_booking_machine_keeps_its_invariants_under_any_sequence_of_steps() -> None:
+    run_state_machine_as_test(
+        BookingMachine, settings=settings(max_examples=30, stateful_step_count=20, deadline=None)
+    )
