@@ -100,6 +100,14 @@ def make_booking(db) -> Callable[..., Any]:
 
 
 @pytest.fixture
+def groups(db):
+    """The demo's staff groups (support, ops) with their permissions, by name."""
+    from reconciliation.management.commands.create_demo_data import ensure_groups
+
+    return ensure_groups()
+
+
+@pytest.fixture
 def api_client(customer):
     from rest_framework.test import APIClient
 

@@ -94,14 +94,7 @@ def webhooks_queue(broker) -> str:
     broker.flush("webhooks")
 
 
-# --- console users ----------------------------------------------------------------
-@pytest.fixture
-def groups(db):
-    from reconciliation.management.commands.create_demo_data import ensure_groups
-
-    return ensure_groups()
-
-
+# --- console users (of the demo groups, the root conftest's `groups`) ----------------
 def _staff(groups, group: str):
     user = UserFactory(username=f"{group}-{uuid.uuid4().hex[:6]}", is_staff=True)
     user.groups.set([groups[group]])
