@@ -47,7 +47,7 @@ def _error(description: str) -> OpenApiResponse:
 
 
 _UNAUTHENTICATED = _error("Missing or invalid token (`Authorization: Token <key>`).")
-_THROTTLED = _error("Too many requests for this customer; retry after `Retry-After` seconds.")
+_THROTTLED = _error("Too many requests from this customer or address; retry after `Retry-After` seconds.")
 _UNSUPPORTED_MEDIA = _error("The body must be JSON (`Content-Type: application/json`).")
 _TOO_LARGE = _error("`payload_too_large`: the body is larger than the server takes (1 MiB by default).")
 _BAD_PAGE = _error("`page` is not a whole number from 1.")
