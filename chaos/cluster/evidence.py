@@ -209,26 +209,23 @@ def _broker_cut(
         moved = next((e for e in booking.events if e.from_state == "requested" and e.to_state), None)
         if moved is not None:
             submitted.append(moved.occurred_at.timestamp() - end)
-    before = max((s for s in samples if s.at_s < (record.began_s or 0)), key=lambda s: s.at_s, default=None)
-    alive = {w for w, beat in (before.heartbeats.items() if before else []) if beat > before.at_s - 5}
-    ended = record.ended_s or 0.0
-    back: dict[str, float] = {}
-    for sample in samples:
-        if sample.at_s <= ended:
-            continue
-        for worker in alive - back.keys():
-            if sample.heartbeats.get(worker, -1) > ended:
-                back[worker] = sample.at_s - ended
+    began, ended = record.began_s or 0.0, record.ended_s or 0.0
+    before = [s for s in samples if s.at_s < began]
+    workers_before = _live_workers(before[-1]) if before else 0
+    # Killed and restarted workers come back under new ids: count live workers, not ids.
+    back = next((s.at_s for s in samples if s.at_s > ended and _live_workers(s) >= workers_before), None)
     return {
         "bookings_accepted_while_away": len(made),
         "of_them_submitted": len(submitted),
         "submitted_after_heal_s": summary(submitted),
-        "workers_before": len(alive),
-        "workers_back": len(back),
-        "all_workers_back_after_s": (
-            round(max(back.values()), 2) if back and len(back) == len(alive) else None
-        ),
+        "workers_before": workers_before,
+        "all_workers_back_after_s": _since(back, ended),
     }
+
+
+def _live_workers(sample: Sample) -> int:
+    """Workers whose heartbeat is at most two seconds old in the sample."""
+    return sum(1 for beat in sample.heartbeats.values() if beat > sample.at_s - 2)
 
 
 def _scheduler_cut(

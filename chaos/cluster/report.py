@@ -82,8 +82,7 @@ def describe(fault: dict[str, Any]) -> str:
         parts.append(
             f"{fault['bookings_accepted_while_away']} bookings accepted while away, "
             f"{fault['of_them_submitted']} submitted (max {submitted.get('max')} s after the heal); "
-            f"workers back {fault['workers_back']}/{fault['workers_before']} "
-            f"(all after {fault['all_workers_back_after_s']} s)"
+            f"all {fault['workers_before']} workers back {fault['all_workers_back_after_s']} s after the heal"
         )
     elif kind == "scheduler_cut":
         parts.append(

@@ -11,7 +11,9 @@ import glob
 import os
 import pwd
 import shutil
+import stat
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -57,13 +59,35 @@ def _pg_account() -> pwd.struct_passwd:
     raise ServiceUnavailable(f"no account to run PostgreSQL as (tried {', '.join(PG_ACCOUNTS)})")
 
 
+def _traversable(directory: Path, account: pwd.struct_passwd) -> bool:
+    """Whether the account may walk down to `directory` (every ancestor grants it execute)."""
+    groups = set(os.getgrouplist(account.pw_name, account.pw_gid))
+    for path in (directory, *directory.parents):
+        info = path.stat()
+        if info.st_uid == account.pw_uid:
+            allowed = info.st_mode & stat.S_IXUSR
+        elif info.st_gid in groups:
+            allowed = info.st_mode & stat.S_IXGRP
+        else:
+            allowed = info.st_mode & stat.S_IXOTH
+        if not allowed:
+            return False
+    return True
+
+
 class PostgresServer:
     def __init__(self, *, network: Network, host: Host, directory: Path) -> None:
         self.network = network
         self.host = host
-        self.data = directory / "pgdata"
-        self.log_path = directory / "db.log"
         self.account = _pg_account()
+        # In the run's directory, unless PostgreSQL's account cannot reach it (a private temp
+        # directory, say): then beside it, in the machine's temp directory, under the run's name.
+        self.data = (
+            directory / "pgdata"
+            if _traversable(directory, self.account)
+            else Path(tempfile.gettempdir()) / f"{network.plan.prefix}-pgdata"
+        )
+        self.log_path = directory / "db.log"
         self.bin = postgres_binaries()
         self.process: ManagedProcess | None = None
 
