@@ -19,7 +19,7 @@ from django.contrib.auth import login
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Page, Paginator
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse_lazy
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -48,6 +48,11 @@ def _missing_is_404(view: Callable[..., HttpResponse]) -> Callable[..., HttpResp
     return wrapped
 
 
+def _posted(request: HttpRequest) -> QueryDict | None:
+    """The form data of a POST (bound even when empty, so that it is validated), else None."""
+    return request.POST if request.method == "POST" else None
+
+
 def _page(request: HttpRequest, items) -> Page:
     return Paginator(items, PAGE_SIZE).get_page(request.GET.get("page"))
 
@@ -71,7 +76,7 @@ def offer_list(request: HttpRequest) -> HttpResponse:
 def offer_stay(request: HttpRequest, offer_id: int) -> HttpResponse:
     """Choose dates and guests; the price is locked in a quote."""
     offer = get_object_or_404(selectors.bookable_offers(), pk=offer_id)
-    form = StayForm(request.POST or None, capacity=offer.capacity)
+    form = StayForm(_posted(request), capacity=offer.capacity)
     status = HTTPStatus.OK
     if request.method == "POST":
         if form.is_valid():
@@ -184,7 +189,7 @@ def booking_status(request: HttpRequest, reference: str) -> HttpResponse:
 def booking_cancel(request: HttpRequest, reference: str) -> HttpResponse:
     """What cancelling will do, then the cancellation itself."""
     booking = selectors.customer_booking(customer=request.user, reference=reference)
-    form = ConfirmForm(request.POST or None)
+    form = ConfirmForm(_posted(request))
     status = HTTPStatus.OK
     if request.method == "POST":
         try:
@@ -202,7 +207,7 @@ def booking_cancel(request: HttpRequest, reference: str) -> HttpResponse:
 # --- accounts ---------------------------------------------------------------------------------
 @require_http_methods(["GET", "POST"])
 def signup(request: HttpRequest) -> HttpResponse:
-    form = SignUpForm(request.POST or None)
+    form = SignUpForm(_posted(request))
     next_url = request.POST.get("next") or request.GET.get("next", "")
     if request.method == "POST" and form.is_valid():
         user = form.save()

@@ -1,0 +1,287 @@
+"""Booking from a quote in the customer web client, and the booking's pages: one booking per quote
+however often Book is sent, the progress page and its status fragment, my bookings."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from bookings.models import Actor, Booking
+from bookings.selectors import confirmation_times_cache_key
+from bookings.states import BookingState
+from bookings.timeline import record_event
+from bookings.web.views import booking_key
+from tests.factories import BookingFactory, QuoteFactory
+from tests.helpers import queued_messages
+
+from .conftest import htmx
+
+S = BookingState
+
+
+@pytest.fixture(autouse=True)
+def _no_cached_confirmation_times(offer):
+    from django.core.cache import cache
+
+    cache.delete(confirmation_times_cache_key(offer.partner_id))
+
+
+def book(web, quote):
+    return web.post(f"/quotes/{quote.pk}/book/")
+
+
+# --- booking --------------------------------------------------------------------------------------
+def test_book_makes_the_booking_and_shows_its_progress(
+    web, customer, quote, broker, django_capture_on_commit_callbacks
+):
+    # when the customer books the quote
+    with django_capture_on_commit_callbacks(execute=True):
+        response = book(web, quote)
+
+    # then the booking holds the quoted stay and price, and its submission is queued
+    booking = Booking.objects.get()
+    assert response.status_code == 302
+    assert response["Location"] == f"/bookings/{booking.reference}/"
+    assert (booking.customer, booking.quote, booking.total_price) == (customer, quote, quote.total_price)
+    assert (booking.start_date, booking.end_date, booking.guests) == (quote.start_date, quote.end_date, 2)
+    assert booking.idempotency_key == booking_key(quote)
+    assert [m.args[0] for m in queued_messages(broker, booking.partner.queue_name)] == [str(booking.pk)]
+
+
+def test_booking_a_quote_again_makes_no_second_booking(
+    web, quote, broker, django_capture_on_commit_callbacks
+):
+    # given a booking made from the quote
+    with django_capture_on_commit_callbacks(execute=True):
+        first = book(web, quote)
+
+    # when Book is sent again (a double click, a reload, a retry after a dropped connection)
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        second = book(web, quote)
+
+    # then it answers with the same booking, and nothing more is queued
+    booking = Booking.objects.get()
+    assert first["Location"] == second["Location"] == f"/bookings/{booking.reference}/"
+    assert callbacks == []
+    assert len(queued_messages(broker, booking.partner.queue_name)) == 1
+
+
+def test_the_quote_page_of_a_booked_quote_links_to_the_booking(web, quote):
+    book(web, quote)
+    booking = Booking.objects.get()
+
+    page = web.get(f"/quotes/{quote.pk}/").content.decode()
+
+    assert f'href="/bookings/{booking.reference}/"' in page
+    assert "/book/" not in page  # no Book button
+
+
+def test_an_expired_quote_is_refused_with_the_api_words(web, customer, offer):
+    quote = QuoteFactory(customer=customer, offer=offer, expires_at=timezone.now() - timedelta(seconds=1))
+
+    response = book(web, quote)
+
+    assert response.status_code == 400
+    assert Booking.objects.count() == 0
+    page = response.content.decode()
+    assert "<li>This quote has expired.</li>" in page
+    assert "Get a new price" in page
+
+
+def test_a_quote_for_a_withdrawn_offer_says_why_it_cannot_be_booked(web, quote):
+    quote.offer.is_active = False
+    quote.offer.save(update_fields=["is_active"])
+
+    response = book(web, quote)
+
+    assert response.status_code == 400
+    assert Booking.objects.count() == 0
+    assert "<li>This offer is no longer available.</li>" in response.content.decode()
+
+
+def test_booking_needs_a_post_and_a_login(client, web, quote):
+    assert web.get(f"/quotes/{quote.pk}/book/").status_code == 405
+    assert client.post(f"/quotes/{quote.pk}/book/")["Location"].startswith("/account/login/")
+    assert Booking.objects.count() == 0
+
+
+# --- the progress page ----------------------------------------------------------------------------
+def progressed(customer, offer, *moves: str, **fields) -> Booking:
+    """A booking whose timeline holds the given moves (our words in the summaries are not the
+    customer's: they carry partner references and support notes on purpose)."""
+    booking = BookingFactory(customer=customer, offer=offer, status=moves[-1], **fields)
+    previous = ""
+    for state in moves:
+        record_event(
+            booking,
+            f"booking.{state}",
+            actor=Actor.WORKER,
+            from_state=previous,
+            to_state=state,
+            summary=f"partner ref R-SECRET-1, support note: call the hotel ({state})",
+            data={"partner_ref": "R-SECRET-1"},
+        )
+        previous = state
+    record_event(booking, "partner.attempt.ambiguous", actor=Actor.WORKER, summary="timeout R-SECRET-1")
+    return booking
+
+
+def test_the_progress_page_says_the_status_in_words_and_the_steps_so_far(web, customer, offer):
+    booking = progressed(customer, offer, S.REQUESTED, S.SUBMITTING, S.UNKNOWN, S.PENDING_PARTNER)
+
+    response = web.get(f"/bookings/{booking.reference}/")
+
+    page = response.content.decode()
+    assert response.status_code == 200
+    assert '<div id="booking-status" class="status-panel" aria-live="polite">' in page
+    assert "tag--pending" in page and "The partner is confirming your booking." in page
+    labels = [step.label for step in response.context["progress"].steps]
+    assert labels == [
+        "Booking received",
+        "Sent to the partner",
+        "Checking with the partner",
+        "The partner is confirming",
+    ]
+    assert "R-SECRET-1" not in page and "support note" not in page and "pending_partner" not in page
+    assert "We do not know yet whether" in page
+    assert "Not enough data yet" in page
+    assert f'href="/bookings/{booking.reference}/cancel/"' in page
+    assert (
+        f'hx-get="/bookings/{booking.reference}/status/?seen={response.context["progress"].version}"' in page
+    )
+
+
+def test_a_confirmed_booking_shows_no_poll_and_what_happens_next(web, customer, offer):
+    booking = progressed(customer, offer, S.REQUESTED, S.SUBMITTING, S.CONFIRMED)
+
+    page = web.get(f"/bookings/{booking.reference}/").content.decode()
+
+    assert "tag--confirmed" in page and "Your booking is confirmed." in page
+    assert "Confirmed by the partner" in page
+    assert "hx-get" not in page
+    assert f"Give the reference <strong>{booking.reference}</strong>" in page
+
+
+def test_the_partners_usual_confirmation_time_comes_from_our_figures(web, customer, offer):
+    # given ten of the partner's bookings confirmed 20 s to 200 s after they were requested
+    for seconds in range(20, 201, 20):
+        confirmed = BookingFactory(offer=offer, status=S.CONFIRMED)
+        requested_at = timezone.now() - timedelta(seconds=seconds)
+        Booking.objects.filter(pk=confirmed.pk).update(created_at=requested_at)
+        record_event(confirmed, "booking.confirmed", actor=Actor.WEBHOOK, to_state=S.CONFIRMED)
+    booking = progressed(customer, offer, S.REQUESTED, S.SUBMITTING)
+
+    page = web.get(f"/bookings/{booking.reference}/").content.decode()
+
+    # the median of 20..200 s is 110 s; the 90th percentile (nearest rank) 180 s
+    assert "Half of their bookings are confirmed within 2 minutes, and 9 in 10 within 3 minutes." in page
+    assert "From the 10 bookings they confirmed in the last 7 days." in page
+
+
+def test_another_customers_booking_is_not_found(web, other_customer, offer):
+    theirs = progressed(other_customer, offer, S.REQUESTED)
+
+    assert web.get(f"/bookings/{theirs.reference}/").status_code == 404
+    assert htmx(web, f"/bookings/{theirs.reference}/status/").status_code == 404
+    assert web.get(f"/bookings/{theirs.reference}/cancel/").status_code == 404
+    assert web.get("/bookings/BK-NOSUCH/").status_code == 404
+
+
+# --- the status fragment (the page's poll) --------------------------------------------------------
+def test_the_poll_gets_the_live_parts_when_they_changed(web, customer, offer, settings):
+    booking = progressed(customer, offer, S.REQUESTED, S.SUBMITTING)
+
+    response = htmx(web, f"/bookings/{booking.reference}/status/", seen="what-the-page-showed")
+
+    page = response.content.decode()
+    assert response.status_code == 200
+    assert response["Retry-After"] == str(settings.BOOKING_POLL_AFTER_S)
+    assert '<div id="booking-status" hx-swap-oob="innerHTML">' in page
+    assert '<div id="booking-progress" hx-swap-oob="innerHTML">' in page
+    assert "Sent to the partner" in page
+    version = response.context["progress"].version
+    assert f'hx-get="/bookings/{booking.reference}/status/?seen={version}"' in page
+    assert f'hx-trigger="load delay:{settings.BOOKING_POLL_AFTER_S}s, poll-retry"' in page
+
+
+def test_the_poll_gets_only_the_next_poller_while_nothing_changed(web, customer, offer):
+    booking = progressed(customer, offer, S.REQUESTED, S.SUBMITTING)
+    version = web.get(f"/bookings/{booking.reference}/").context["progress"].version
+
+    response = htmx(web, f"/bookings/{booking.reference}/status/", seen=version)
+
+    page = response.content.decode()
+    assert "hx-swap-oob" not in page  # the live region announces nothing
+    assert f"?seen={version}" in page
+
+
+def test_the_poll_stops_once_the_customer_waits_for_nothing(web, customer, offer):
+    booking = progressed(customer, offer, S.REQUESTED, S.SUBMITTING, S.CONFIRMED)
+
+    response = htmx(web, f"/bookings/{booking.reference}/status/", seen="old")
+
+    page = response.content.decode()
+    assert "Your booking is confirmed." in page
+    assert "hx-get" not in page
+    assert "Retry-After" not in response
+
+
+def test_a_cancelling_booking_is_still_polled(web, customer, offer):
+    booking = progressed(customer, offer, S.REQUESTED, S.CONFIRMED, S.CANCEL_REQUESTED)
+
+    response = htmx(web, f"/bookings/{booking.reference}/status/", seen="old")
+
+    page = response.content.decode()
+    assert "tag--cancelling" in page and "Cancellation requested" in page
+    assert "hx-get" in page and response["Retry-After"]
+
+
+def test_the_fragment_without_htmx_sends_to_the_page(web, customer, offer):
+    booking = progressed(customer, offer, S.REQUESTED)
+
+    response = web.get(f"/bookings/{booking.reference}/status/")
+
+    assert response.status_code == 302
+    assert response["Location"] == f"/bookings/{booking.reference}/"
+
+
+def test_a_poll_after_the_session_ended_reloads_the_page(client, customer, offer):
+    booking = progressed(customer, offer, S.REQUESTED)
+
+    response = htmx(client, f"/bookings/{booking.reference}/status/")
+
+    assert response.status_code == 200
+    assert response["HX-Refresh"] == "true"
+    assert response.content == b""
+
+
+# --- my bookings ----------------------------------------------------------------------------------
+def test_my_bookings_lists_mine_newest_first_with_their_status(web, customer, other_customer, offer):
+    older = BookingFactory(customer=customer, offer=offer, status=S.CONFIRMED)
+    newer = BookingFactory(customer=customer, offer=offer, status=S.EXPIRED)
+    BookingFactory(customer=other_customer, offer=offer)
+
+    response = web.get("/bookings/")
+
+    assert [b.pk for b in response.context["page"].object_list] == [newer.pk, older.pk]
+    page = response.content.decode()
+    assert page.index(newer.reference) < page.index(older.reference)
+    assert "tag--failed" in page and "tag--confirmed" in page
+
+
+def test_my_bookings_are_paginated(web, customer, offer):
+    bookings = [BookingFactory(customer=customer, offer=offer) for _ in range(12)]
+
+    first = web.get("/bookings/")
+    second = web.get("/bookings/?page=2")
+
+    assert len(first.context["page"].object_list) == 10
+    assert [b.pk for b in second.context["page"].object_list] == [b.pk for b in bookings[1::-1]]
+    assert "Page 2 of 2" in second.content.decode()
+    assert web.get("/bookings/?page=zzz").context["page"].number == 1
+
+
+def test_my_bookings_need_a_login(client):
+    assert client.get("/bookings/")["Location"] == "/account/login/?next=/bookings/"

@@ -1,0 +1,94 @@
+"""Cancelling in the customer web client: a page that says what will happen, then the same
+service as the API, and the `cancelling` state shown as it is."""
+
+from __future__ import annotations
+
+import pytest
+
+from bookings.models import Booking
+from bookings.states import BookingState
+from tests.factories import BookingFactory
+from tests.helpers import queued_messages
+
+S = BookingState
+
+
+@pytest.fixture
+def confirmed(customer, offer) -> Booking:
+    return BookingFactory(customer=customer, offer=offer, status=S.CONFIRMED)
+
+
+def test_the_cancel_page_says_what_will_happen_and_changes_nothing(web, confirmed):
+    response = web.get(f"/bookings/{confirmed.reference}/cancel/")
+
+    page = response.content.decode()
+    assert response.status_code == 200
+    assert "Are you sure you want to cancel this booking?" in page
+    assert "Until they confirm the cancellation, your booking shows as <strong>Cancelling</strong>" in page
+    assert "You cannot undo a cancellation." in page
+    assert f'href="/bookings/{confirmed.reference}/">No, keep my booking' in page
+    confirmed.refresh_from_db()
+    assert confirmed.status == S.CONFIRMED
+    assert not confirmed.events.exists()
+
+
+def test_confirming_asks_the_partner_to_cancel_and_shows_cancelling(
+    web, customer, confirmed, broker, django_capture_on_commit_callbacks
+):
+    # when the customer confirms the cancellation
+    with django_capture_on_commit_callbacks(execute=True):
+        response = web.post(f"/bookings/{confirmed.reference}/cancel/")
+
+    # then the booking is cancelling, by the customer's hand, and the partner cancel is queued
+    assert response.status_code == 302
+    assert response["Location"] == f"/bookings/{confirmed.reference}/"
+    confirmed.refresh_from_db()
+    assert confirmed.status == S.CANCEL_REQUESTED
+    event = confirmed.events.get()
+    assert (event.kind, event.actor, event.actor_label) == (
+        "booking.cancel_requested",
+        "customer",
+        customer.username,
+    )
+    assert [m.actor_name for m in queued_messages(broker, confirmed.partner.queue_name)] == ["cancel_booking"]
+
+    # and the booking's page says so, plainly, and offers no second cancel
+    page = web.get(response["Location"]).content.decode()
+    assert "tag--cancelling" in page and "We are cancelling your booking with the partner." in page
+    assert "Until they do, your booking still exists with them." in page
+    assert "/cancel/" not in page
+
+
+def test_cancelling_twice_changes_nothing_more(web, confirmed, django_capture_on_commit_callbacks):
+    web.post(f"/bookings/{confirmed.reference}/cancel/")
+
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        response = web.post(f"/bookings/{confirmed.reference}/cancel/")
+
+    assert response.status_code == 302
+    assert callbacks == []
+    assert confirmed.events.count() == 1
+
+
+def test_a_failed_booking_cannot_be_cancelled(web, customer, offer):
+    failed = BookingFactory(customer=customer, offer=offer, status=S.REJECTED)
+
+    page = web.get(f"/bookings/{failed.reference}/cancel/").content.decode()
+    assert "This booking cannot be cancelled now" in page and "<form" not in page.split("<main")[1]
+
+    response = web.post(f"/bookings/{failed.reference}/cancel/")
+    assert response.status_code == 409
+    assert f"<li>Booking {failed.reference} is rejected and can no longer be cancelled.</li>" in (
+        response.content.decode()
+    )
+    failed.refresh_from_db()
+    assert failed.status == S.REJECTED
+    assert not failed.events.exists()
+
+
+def test_another_customers_booking_cannot_be_cancelled(web, other_customer, offer):
+    theirs = BookingFactory(customer=other_customer, offer=offer, status=S.CONFIRMED)
+
+    assert web.post(f"/bookings/{theirs.reference}/cancel/").status_code == 404
+    theirs.refresh_from_db()
+    assert theirs.status == S.CONFIRMED

@@ -1,0 +1,141 @@
+"""Offers and quotes in the customer web client: what can be booked, choosing dates and guests,
+and the errors, beside each field and in the summary, in the API's words."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from bookings.models import Quote
+from tests.factories import OfferFactory, PartnerFactory, TokenFactory
+from tests.helpers import unique_code
+
+
+def stay(**overrides) -> dict[str, str]:
+    start = timezone.now().date() + timedelta(days=30)
+    data = {
+        "start_date": start.isoformat(),
+        "end_date": (start + timedelta(days=3)).isoformat(),
+        "guests": "2",
+    }
+    data.update(overrides)
+    return data
+
+
+def field_errors(response) -> dict[str, list[str]]:
+    form = response.context["form"]
+    return {name: [str(e) for e in errors] for name, errors in form.errors.items()}
+
+
+def api_field_errors(customer, offer, data: dict[str, str]) -> dict[str, list[str]]:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {TokenFactory(user=customer).key}")
+    # A field left empty in a web form is one the API body leaves out.
+    body = {"offer": offer.pk, **{name: value for name, value in data.items() if value}}
+    response = client.post("/api/v1/quotes", body, format="json")
+    assert response.status_code == 400, response.json()
+    return response.json()["error"]["fields"]
+
+
+# --- offers -------------------------------------------------------------------------------------
+def test_anyone_sees_the_bookable_offers_on_the_home_page(client, offer):
+    # given an offer of a disabled partner and an inactive offer beside the bookable one
+    withdrawn = OfferFactory(partner=offer.partner, is_active=False)
+    paused = OfferFactory(partner=PartnerFactory(code=unique_code("web"), enabled=False))
+
+    # when someone who is not logged in opens the site
+    response = client.get("/")
+
+    # then only the bookable offer is listed, with its price per night and capacity
+    assert response.status_code == 200
+    assert [o.pk for o in response.context["page"].object_list] == [offer.pk]
+    page = response.content.decode()
+    assert f"/offers/{offer.pk}/" in page and "120.00 EUR a night" in page and "Up to 4" in page
+    assert f"/offers/{withdrawn.pk}/" not in page and f"/offers/{paused.pk}/" not in page
+
+
+def test_choosing_dates_needs_an_account(client, offer):
+    response = client.get(f"/offers/{offer.pk}/")
+
+    assert response.status_code == 302
+    assert response["Location"] == f"/account/login/?next=/offers/{offer.pk}/"
+
+
+def test_an_offer_that_cannot_be_booked_is_not_found(web, offer):
+    withdrawn = OfferFactory(partner=offer.partner, is_active=False)
+
+    assert web.get(f"/offers/{withdrawn.pk}/").status_code == 404
+    assert web.get("/offers/999999999/").status_code == 404
+
+
+# --- quotes -------------------------------------------------------------------------------------
+def test_a_stay_is_priced_in_a_quote_locked_for_the_customer(web, customer, offer):
+    # when the customer chooses three nights for two
+    response = web.post(f"/offers/{offer.pk}/", stay())
+
+    # then a quote holds the price, and the customer is sent to it
+    quote = Quote.objects.get()
+    assert response.status_code == 302
+    assert response["Location"] == f"/quotes/{quote.pk}/"
+    assert (quote.customer, quote.offer, quote.guests) == (customer, offer, 2)
+    assert quote.total_price == Decimal("360.00")
+    assert quote.expires_at > timezone.now()
+
+
+def test_the_quote_page_shows_the_price_and_until_when_it_holds(web, quote):
+    response = web.get(f"/quotes/{quote.pk}/")
+
+    page = response.content.decode()
+    assert response.status_code == 200
+    assert "300.00 EUR" in page
+    assert f'datetime="{quote.expires_at.isoformat()}"' in page
+    assert f'action="/quotes/{quote.pk}/book/"' in page
+    assert response["Cache-Control"].startswith("max-age=0")
+
+
+def test_another_customers_quote_is_not_found(web, other_customer, offer):
+    from tests.factories import QuoteFactory
+
+    theirs = QuoteFactory(customer=other_customer, offer=offer)
+
+    assert web.get(f"/quotes/{theirs.pk}/").status_code == 404
+    assert web.post(f"/quotes/{theirs.pk}/book/").status_code == 404
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        pytest.param(stay(start_date="2020-01-01", end_date="2020-01-01", guests="9"), id="rules"),
+        pytest.param(stay(start_date="01/03/2027", guests="two"), id="unparseable"),
+        pytest.param({"start_date": "", "end_date": "", "guests": ""}, id="missing"),
+    ],
+)
+def test_refused_stays_say_what_the_api_says_beside_each_field(web, customer, offer, data):
+    # when the customer submits a stay the booking rules (or the parser) refuse
+    response = web.post(f"/offers/{offer.pk}/", data)
+
+    # then nothing is quoted, and each field carries the API's words for it
+    assert response.status_code == 400
+    assert Quote.objects.count() == 0
+    errors = field_errors(response)
+    assert errors == api_field_errors(customer, offer, data)
+    page = response.content.decode()
+    assert "<title>Error: When and for how many?" in page
+    assert 'class="error-summary"' in page
+    for name, messages in errors.items():
+        for message in messages:
+            assert f'<a href="#id_{name}">{message}</a>' in page  # in the summary, linked to the field
+        assert f'id="id_{name}_error"' in page
+        assert f'aria-describedby="id_{name}_helptext id_{name}_error"' in page  # read with the field
+
+
+def test_the_stay_form_keeps_what_was_typed(web, offer):
+    response = web.post(f"/offers/{offer.pk}/", stay(guests="9"))
+
+    page = response.content.decode()
+    assert 'name="guests" value="9"' in page
+    assert "This offer takes at most 4 guests." in page
