@@ -1,5 +1,5 @@
 """Benchmark 5, timeline: queries and time to build a 1,000-row booking timeline
-(`reconciliation.selectors.booking_timeline`) and to render the booking's admin page with it
+(`reconciliation.selectors.timeline.booking_timeline`) and to render the booking's admin page with it
 (Django's test Client, logged in as a superuser, `GET /admin/bookings/booking/<id>/change/`).
 
 The booking's story is a realistic mix written with `bulk_create`: timeline events (some of
@@ -175,7 +175,7 @@ def build_timeline(booking_id: Any, repeats: int) -> dict[str, Any]:
     from django.test.utils import CaptureQueriesContext
 
     from bookings.models import Booking
-    from reconciliation.selectors import booking_timeline
+    from reconciliation.selectors.timeline import booking_timeline
 
     timings = []
     rows = 0

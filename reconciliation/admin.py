@@ -24,13 +24,11 @@ from config.errors import ApplicationError
 from partners.admin import InboundEventAdmin, PartnerAdmin
 from partners.models import InboundEvent, Partner
 from reconciliation import diagram
-from reconciliation.selectors import (
-    booking_timeline,
-    needs_attention_queue,
-    needs_attention_summary,
-    partner_health,
-    timeline_display,
-)
+from reconciliation.apis import booking_timeline_json
+from reconciliation.selectors.attention import needs_attention_queue, needs_attention_summary
+from reconciliation.selectors.partner_health import partner_health
+from reconciliation.selectors.timeline import booking_timeline
+from reconciliation.selectors.timeline_display import timeline_display
 from reconciliation.services import support
 
 # --- forms ----------------------------------------------------------------
@@ -129,14 +127,7 @@ class SupportBookingAdmin(BookingAdmin):
 
     def timeline_json_view(self, request: HttpRequest, object_id: str) -> JsonResponse:
         """The same timeline for scripts and support tooling (staff session, view permission)."""
-        booking = self._booking_or_404(request, object_id)
-        return JsonResponse(
-            {
-                "booking": booking.reference,
-                "status": booking.status,
-                "timeline": [row.as_dict() for row in booking_timeline(booking)],
-            }
-        )
+        return JsonResponse(booking_timeline_json(self._booking_or_404(request, object_id)))
 
     def support_action_view(self, request: HttpRequest, object_id: str, action: str) -> HttpResponse:
         """GET: the preview and a confirm form. POST: perform it (once per token), then back."""

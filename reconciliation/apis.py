@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from typing import Any
+
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import permissions, serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -11,7 +13,7 @@ from rest_framework.views import APIView
 from bookings.api.serializers import ErrorSerializer
 from bookings.models import Booking
 from config.errors import NotFound
-from reconciliation.selectors import booking_timeline
+from reconciliation.selectors.timeline import booking_timeline
 
 
 class CanViewBookings(permissions.BasePermission):
@@ -24,25 +26,34 @@ class CanViewBookings(permissions.BasePermission):
         )
 
 
-_rows = inline_serializer(
-    "TimelineRow",
-    many=True,
-    fields={
-        "at": serializers.DateTimeField(),
-        "kind": serializers.CharField(),
-        "actor": serializers.CharField(),
-        "actor_label": serializers.CharField(),
-        "summary": serializers.CharField(),
-        "from_state": serializers.CharField(),
-        "to_state": serializers.CharField(),
-        "source": serializers.CharField(),
-        "source_id": serializers.IntegerField(),
-        "partner_time": serializers.DateTimeField(allow_null=True),
-        "skew_ms": serializers.IntegerField(allow_null=True),
-        "mark": serializers.CharField(),
-        "data": serializers.DictField(),
-    },
-)
+class TimelineRowSerializer(serializers.Serializer):
+    """One row of the timeline (`reconciliation.selectors.timeline.TimelineRow`)."""
+
+    at = serializers.DateTimeField()
+    kind = serializers.CharField()
+    actor = serializers.CharField()
+    actor_label = serializers.CharField()
+    summary = serializers.CharField()
+    from_state = serializers.CharField()
+    to_state = serializers.CharField()
+    source = serializers.CharField()
+    source_id = serializers.IntegerField()
+    partner_time = serializers.DateTimeField(allow_null=True)
+    skew_ms = serializers.IntegerField(allow_null=True)
+    mark = serializers.CharField()
+    data = serializers.JSONField()
+
+
+class BookingTimelineSerializer(serializers.Serializer):
+    reference = serializers.CharField()
+    state = serializers.CharField()
+    timeline = TimelineRowSerializer(many=True)
+
+
+def booking_timeline_json(booking: Booking) -> dict[str, Any]:
+    """The timeline's one JSON shape: this API's and the console's `timeline.json`."""
+    payload = {"reference": booking.reference, "state": booking.status, "timeline": booking_timeline(booking)}
+    return BookingTimelineSerializer(payload).data
 
 
 class BookingTimelineApi(APIView):
@@ -53,14 +64,7 @@ class BookingTimelineApi(APIView):
         summary="A booking's reconciled timeline (support staff only)",
         tags=["support"],
         responses={
-            200: inline_serializer(
-                "BookingTimeline",
-                {
-                    "reference": serializers.CharField(),
-                    "state": serializers.CharField(),
-                    "timeline": _rows,
-                },
-            ),
+            200: BookingTimelineSerializer,
             401: OpenApiResponse(ErrorSerializer, description="Not authenticated."),
             403: OpenApiResponse(ErrorSerializer, description="Not support staff."),
             404: OpenApiResponse(ErrorSerializer, description="No such booking."),
@@ -70,7 +74,4 @@ class BookingTimelineApi(APIView):
         booking = Booking.objects.select_related("partner", "offer").filter(reference=reference).first()
         if booking is None:
             raise NotFound(f"No booking {reference}.")
-        rows = booking_timeline(booking)
-        return Response(
-            {"reference": booking.reference, "state": booking.status, "timeline": [r.as_dict() for r in rows]}
-        )
+        return Response(booking_timeline_json(booking))

@@ -20,6 +20,7 @@ from partners import guard
 from partners.connectors.base import CallResult
 from partners.models import Outcome, Partner, PartnerAttempt, PartnerReservation
 from partners.services.skew import WHOLE_SECOND_CENTRE, record_skew_sample
+from partners.timeline import attempt_data, attempt_summary
 
 logger = logging.getLogger(__name__)
 
@@ -110,26 +111,6 @@ def perform(attempt: PartnerAttempt, call: Callable[[], CallResult]) -> CallResu
     return result
 
 
-def attempt_summary(attempt: PartnerAttempt, result: CallResult) -> str:
-    status = f" HTTP {result.http_status}" if result.http_status else ""
-    detail = f": {result.error_code or result.error[:120]}" if (result.error or result.error_code) else ""
-    return f"{attempt.operation} {attempt.outcome}{status} in {result.latency_ms} ms{detail}"
-
-
-def attempt_data(attempt: PartnerAttempt, result: CallResult) -> dict:
-    return {
-        "attempt_id": attempt.pk,
-        "request_id": str(attempt.request_id),
-        "operation": attempt.operation,
-        "idempotency_key": attempt.idempotency_key,
-        "outcome": attempt.outcome,
-        "http_status": result.http_status,
-        "latency_ms": result.latency_ms,
-        "error": result.error_code or result.error[:500],
-        "retry_after_s": result.retry_after_s,
-    }
-
-
 def call_and_close(
     *,
     partner: Partner,
@@ -163,8 +144,8 @@ def record_attempt(booking: Booking, attempt: PartnerAttempt, result: CallResult
         booking,
         f"partner.attempt.{attempt.outcome}",
         actor=actor,
-        summary=attempt_summary(attempt, result),
+        summary=attempt_summary(attempt),
         partner_time=result.partner_time,
         skew_ms=attempt.partner.clock_skew_ms,
-        data=attempt_data(attempt, result),
+        data={**attempt_data(attempt), "retry_after_s": result.retry_after_s},
     )

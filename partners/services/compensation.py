@@ -32,6 +32,7 @@ from partners.models import (
 from partners.services import backoff
 from partners.services.calls import call_and_close
 from partners.services.observations import is_fenced, observation_apply, reconcile_booking
+from partners.timeline import compensation_data, compensation_summary
 
 logger = logging.getLogger(__name__)
 
@@ -123,11 +124,8 @@ def _verify(reservation_id: int, *, actor: Actor | str, actor_label: str) -> Fol
                 "partner.compensation.verified",
                 actor=actor,
                 actor_label=actor_label,
-                summary=f"{reservation.partner_ref} verified {reservation.status} at the partner",
-                data={
-                    "reservation": reservation.partner_ref,
-                    "reason": reservation.compensation_reason,
-                },
+                summary=compensation_summary(reservation, "verified"),
+                data=compensation_data(reservation),
             )
             reconcile_booking(booking, actor=actor, actor_label=actor_label)
     return FollowUp()

@@ -31,6 +31,7 @@ from partners.models import (
     PartnerReservation,
     ReservationRole,
 )
+from partners.timeline import compensation_data, compensation_summary, observation_data, observation_summary
 
 logger = logging.getLogger(__name__)
 
@@ -138,7 +139,7 @@ def observation_apply(
             payload=snapshot.raw,
         )
         if booking is not None:
-            _record_on_timeline(booking, reservation, observation, partner, actor, actor_label)
+            _record_on_timeline(booking, observation, partner, actor, actor_label)
             if result == ObservationResult.APPLIED or linked_now:
                 reconcile_booking(booking, actor=actor, actor_label=actor_label)
         elif reservation.is_live and result == ObservationResult.APPLIED:
@@ -186,35 +187,20 @@ def _update_reservation(
 
 def _record_on_timeline(
     booking: Booking,
-    reservation: PartnerReservation,
     observation: PartnerObservation,
     partner: Partner,
     actor: Actor | str,
     actor_label: str,
 ) -> None:
-    ignored = observation.result != ObservationResult.APPLIED
-    version = f" v{observation.version}" if observation.version is not None else ""
     record_event(
         booking,
         f"partner.observation.{observation.result}",
         actor=actor,
         actor_label=actor_label,
-        summary=(
-            f"{observation.source}: {reservation.partner_ref} {observation.status}{version}"
-            + (f" ignored ({observation.result})" if ignored else "")
-        ),
+        summary=observation_summary(observation),
         partner_time=observation.partner_modified_at,
         skew_ms=partner.clock_skew_ms,
-        data={
-            "observation_id": observation.pk,
-            "reservation": reservation.partner_ref,
-            "source": observation.source,
-            "status": observation.status,
-            "version": observation.version,
-            "result": observation.result,
-            "inbound_event_id": observation.inbound_event_id,
-            "attempt_id": observation.attempt_id,
-        },
+        data=observation_data(observation),
     )
 
 
@@ -298,8 +284,8 @@ def request_compensation(
             "partner.compensation.requested",
             actor=actor,
             actor_label=actor_label,
-            summary=f"Cancel {reservation.partner_ref} at the partner ({reason})",
-            data={"reservation": reservation.partner_ref, "reason": reason},
+            summary=compensation_summary(reservation, "requested"),
+            data=compensation_data(reservation),
         )
     transaction.on_commit(
         lambda: messages.send_for_partner(

@@ -107,7 +107,7 @@ def test_timeline_json_for_support_tooling(make_booking, support_client):
 
     body = support_client.get(reverse("admin:bookings_booking_timeline", args=[booking.pk])).json()
 
-    assert body["booking"] == booking.reference
+    assert body["reference"] == booking.reference
     assert [row["kind"] for row in body["timeline"]] == ["booking.confirmed"]
 
 

@@ -7,7 +7,7 @@ from rest_framework.test import APIClient
 
 from bookings.models import Actor
 from bookings.services import apply_transition, lock_booking
-from reconciliation.selectors import booking_timeline
+from reconciliation.selectors.timeline import booking_timeline
 from tests.factories import BookingFactory
 
 pytestmark = pytest.mark.django_db

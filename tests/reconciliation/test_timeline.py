@@ -19,7 +19,8 @@ from partners.models import InboundEvent, Operation, Outcome, ReservationStatus
 from partners.services.calls import attempt_close, attempt_open
 from partners.services.submission import record_create_outcome
 from partners.services.webhooks import inbound_event_process, inbound_event_receive
-from reconciliation.selectors import booking_timeline
+from reconciliation.apis import TimelineRowSerializer
+from reconciliation.selectors.timeline import booking_timeline
 from reconciliation.services import support
 from tests.factories import InboundEventFactory, PartnerAttemptFactory, PartnerReservationFactory
 
@@ -189,8 +190,8 @@ def test_timeline_rows_carry_both_clocks_the_skew_and_the_actor(story):
     rejected = next(r for r in rows if r.mark == "rejected")
     assert rejected.skew_ms is not None and abs(rejected.skew_ms) < 5_000
     assert rejected.data["signature_valid"] is False
-    as_dict = support_row.as_dict()
-    assert as_dict["kind"] == "support.sync_requested" and as_dict["at"].endswith("+00:00")
+    as_json = TimelineRowSerializer(support_row).data
+    assert as_json["kind"] == "support.sync_requested" and as_json["at"].endswith("Z")
 
 
 def test_orphan_rows_without_events_still_show(make_booking, partner):
@@ -238,7 +239,8 @@ def test_timeline_runs_six_queries_whatever_its_length(make_booking, partner, dj
 def test_display_formats_rows_once_as_the_date_filters_did(zone):
     from django.template import Context, Template
 
-    from reconciliation.selectors import NO_VALUE, TimelineRow, timeline_display
+    from reconciliation.selectors.timeline import TimelineRow
+    from reconciliation.selectors.timeline_display import NO_VALUE, timeline_display
 
     at = datetime(2024, 3, 1, 23, 59, 59, 987654, tzinfo=UTC)
     rows = [

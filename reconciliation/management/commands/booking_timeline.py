@@ -7,8 +7,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from config.errors import ApplicationError
+from reconciliation.apis import TimelineRowSerializer
 from reconciliation.management.commands._ops import console_for, dump
-from reconciliation.selectors import booking_timeline
+from reconciliation.selectors.timeline import booking_timeline
 from reconciliation.services import support
 
 
@@ -39,7 +40,7 @@ class Command(BaseCommand):
                     "customer_status": str(booking.customer_status),
                     "partner": booking.partner.code,
                     "partner_key": booking.partner_key,
-                    "timeline": [row.as_dict() for row in rows],
+                    "timeline": TimelineRowSerializer(rows, many=True).data,
                 },
             )
             return

@@ -7,7 +7,7 @@ from datetime import timedelta
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from reconciliation.management.commands._ops import console_for, dump, rows_table
-from reconciliation.selectors import partner_health
+from reconciliation.selectors.partner_health import partner_health
 
 
 def _n(value: int | None) -> str:

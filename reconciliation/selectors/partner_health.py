@@ -1,0 +1,139 @@
+"""Partner health for support and ops: calls, errors and latency from the attempts, queue depth
+and circuit state from Redis, the last webhook and the clock skew. Three queries."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import dramatiq
+import redis
+from django.conf import settings
+from django.db.models import Max
+from django.utils import timezone
+
+from partners.guard import guard_status
+from partners.models import InboundEvent, Outcome, Partner, PartnerAttempt
+
+ERROR_OUTCOMES = (Outcome.AMBIGUOUS, Outcome.TRANSIENT, Outcome.PERMANENT)
+
+
+@dataclass
+class PartnerHealth:
+    partner: Partner
+    calls: int = 0
+    errors: int = 0
+    in_flight: int = 0
+    p50_ms: int | None = None
+    p99_ms: int | None = None
+    outcomes: dict[str, int] = field(default_factory=dict)
+    queue_ready: int | None = None
+    queue_delayed: int | None = None
+    last_webhook_at: datetime | None = None
+    circuit: dict[str, Any] | None = None
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def error_rate(self) -> float | None:
+        finished = self.calls - self.in_flight
+        return None if finished <= 0 else self.errors / finished
+
+    @property
+    def error_rate_display(self) -> str:
+        return "-" if self.error_rate is None else f"{self.error_rate:.1%}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "partner": self.partner.code,
+            "enabled": self.partner.enabled,
+            "calls": self.calls,
+            "errors": self.errors,
+            "error_rate": None if self.error_rate is None else round(self.error_rate, 4),
+            "in_flight": self.in_flight,
+            "p50_ms": self.p50_ms,
+            "p99_ms": self.p99_ms,
+            "outcomes": self.outcomes,
+            "queue_ready": self.queue_ready,
+            "queue_delayed": self.queue_delayed,
+            "last_webhook_at": self.last_webhook_at.isoformat() if self.last_webhook_at else None,
+            "circuit": self.circuit,
+            "clock_skew_ms": self.partner.clock_skew_ms,
+            "clock_skew_measured_at": (
+                self.partner.clock_skew_measured_at.isoformat()
+                if self.partner.clock_skew_measured_at
+                else None
+            ),
+            "problems": self.problems,
+        }
+
+
+def percentile(sorted_values: list[int], fraction: float) -> int | None:
+    """Nearest-rank percentile of an ascending list."""
+    if not sorted_values:
+        return None
+    rank = max(1, -(-len(sorted_values) * fraction // 1))  # ceil
+    return sorted_values[int(rank) - 1]
+
+
+def _broker_client() -> tuple[redis.Redis, str]:
+    broker = dramatiq.get_broker()
+    namespace = settings.DRAMATIQ_BROKER["OPTIONS"].get("namespace", "dramatiq")
+    return broker.client, namespace
+
+
+def partner_health(
+    *, window: timedelta = timedelta(hours=1), now: datetime | None = None
+) -> list[PartnerHealth]:
+    """Per partner over the window: calls, error rate, p50/p99 latency (from PartnerAttempt),
+    queue depth (Redis), last webhook, circuit breaker state and clock skew. Three queries."""
+    now = now or timezone.now()
+    partners = list(Partner.objects.order_by("code"))
+    health = {p.pk: PartnerHealth(partner=p) for p in partners}
+    latencies: dict[int, list[int]] = defaultdict(list)
+    outcomes: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for partner_id, outcome, latency in PartnerAttempt.objects.filter(
+        started_at__gte=now - window
+    ).values_list("partner_id", "outcome", "latency_ms"):
+        row = health.get(partner_id)
+        if row is None:
+            continue
+        row.calls += 1
+        outcomes[partner_id][outcome] += 1
+        if outcome in ERROR_OUTCOMES:
+            row.errors += 1
+        elif outcome == Outcome.IN_FLIGHT:
+            row.in_flight += 1
+        if latency is not None:
+            latencies[partner_id].append(latency)
+    last_webhooks = dict(
+        InboundEvent.objects.values_list("partner_id").annotate(last=Max("received_at")).order_by()
+    )
+    try:
+        client, namespace = _broker_client()
+    except Exception as exc:  # noqa: BLE001 - health pages must render without a broker
+        client, namespace = None, ""
+        broker_problem = f"broker unavailable: {exc}"
+    else:
+        broker_problem = ""
+    for partner in partners:
+        row = health[partner.pk]
+        values = sorted(latencies[partner.pk])
+        row.p50_ms, row.p99_ms = percentile(values, 0.5), percentile(values, 0.99)
+        row.outcomes = dict(outcomes[partner.pk])
+        row.last_webhook_at = last_webhooks.get(partner.pk)
+        if client is not None:
+            key = f"{namespace}:{partner.queue_name}"
+            try:
+                row.queue_ready = int(client.llen(key))
+                row.queue_delayed = int(client.llen(f"{key}.DQ"))
+            except redis.RedisError as exc:
+                row.problems.append(f"queue depth unavailable: {exc}")
+        elif broker_problem:
+            row.problems.append(broker_problem)
+        try:
+            row.circuit = guard_status(partner)
+        except redis.RedisError as exc:
+            row.problems.append(f"circuit state unavailable: {exc}")
+    return [health[p.pk] for p in partners]

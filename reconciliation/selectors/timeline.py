@@ -1,0 +1,348 @@
+"""A booking's one timeline (invariant 8): every source merged in our time order.
+
+BookingEvent rows are the backbone. Attempts, observations and inbound deliveries that an event
+already describes (by `attempt_id`, `observation_id` or `inbound_event_id` in its data) are
+attached to that row's data instead of showing twice; the others get rows of their own, built
+one small function per source, ignored ones marked as such.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db.models import Q
+
+from bookings.models import Actor, Booking, BookingEvent
+from partners.models import (
+    InboundEvent,
+    InboundResult,
+    InboundState,
+    ObservationResult,
+    Outcome,
+    PartnerAttempt,
+    PartnerObservation,
+    PartnerReservation,
+)
+from partners.timeline import (
+    attempt_data,
+    attempt_summary,
+    compensation_data,
+    compensation_summary,
+    observation_data,
+    observation_summary,
+)
+
+# Where a row came from; the admin template and the command colour rows by it. Rows at the same
+# instant keep this order.
+SOURCE_EVENT = "event"
+SOURCE_ATTEMPT = "attempt"
+SOURCE_OBSERVATION = "observation"
+SOURCE_INBOUND = "inbound"
+SOURCE_COMPENSATION = "compensation"
+_SOURCE_ORDER = {
+    source: rank
+    for rank, source in enumerate(
+        [SOURCE_EVENT, SOURCE_ATTEMPT, SOURCE_OBSERVATION, SOURCE_INBOUND, SOURCE_COMPENSATION]
+    )
+}
+
+# A row's data as the console and the command show it raw.
+_RAW_JSON = json.JSONEncoder(indent=2, sort_keys=True, default=str)
+REJECTED_SCAN_LIMIT = 200
+
+
+@dataclass(frozen=True)
+class TimelineRow:
+    """One line of a booking's story.
+
+    `at` is our clock; `partner_time` the partner's clock when the row reflects something the
+    partner said; `skew_ms` the partner's clock minus ours (the per-partner estimate when the row
+    carries one, else the difference measured on this row). `mark` flags rows that changed
+    nothing: ignored, stale, duplicate, rejected, unlinked, failed, in_flight.
+    """
+
+    at: datetime
+    kind: str
+    actor: str
+    actor_label: str
+    summary: str
+    source: str
+    source_id: int
+    partner_time: datetime | None = None
+    skew_ms: int | None = None
+    from_state: str = ""
+    to_state: str = ""
+    mark: str = ""
+    data: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_support(self) -> bool:
+        return self.kind.startswith("support.")
+
+    @property
+    def transition(self) -> str:
+        if self.from_state and self.to_state and self.from_state != self.to_state:
+            return f"{self.from_state} → {self.to_state}"
+        return ""
+
+    @property
+    def data_json(self) -> str:
+        return _RAW_JSON.encode(self.data)
+
+
+@dataclass(frozen=True)
+class _Story:
+    """Everything recorded about one booking, by id (six queries)."""
+
+    booking: Booking
+    events: list[BookingEvent]
+    attempts: dict[int, PartnerAttempt]
+    observations: dict[int, PartnerObservation]
+    inbound: dict[int, InboundEvent]
+    reservations: list[PartnerReservation]
+
+    @classmethod
+    def read(cls, booking: Booking) -> _Story:
+        linked = Q(booking=booking) | Q(reservation__booking=booking)
+        reservations = list(
+            PartnerReservation.objects.filter(booking=booking).order_by("first_seen_at", "id")
+        )
+        inbound = {e.pk: e for e in InboundEvent.objects.filter(linked).order_by("received_at", "id")}
+        for delivery in _rejected_deliveries_about(booking, reservations):
+            inbound.setdefault(delivery.pk, delivery)
+        return cls(
+            booking=booking,
+            events=list(BookingEvent.objects.filter(booking=booking).order_by("occurred_at", "id")),
+            attempts={
+                a.pk: a for a in PartnerAttempt.objects.filter(booking=booking).order_by("started_at", "id")
+            },
+            observations={
+                o.pk: o
+                for o in PartnerObservation.objects.filter(linked)
+                .select_related("reservation")
+                .order_by("received_at", "id")
+            },
+            inbound=inbound,
+            reservations=reservations,
+        )
+
+    def described(self, key: str) -> set[int]:
+        """The ids that events name in their data under `key` (e.g. `attempt_id`)."""
+        return {(event.data or {}).get(key) for event in self.events} - {None}
+
+
+def _rejected_deliveries_about(
+    booking: Booking, reservations: list[PartnerReservation]
+) -> list[InboundEvent]:
+    """Deliveries rejected on receipt are linked to no booking (we did not trust their body);
+    show those of the booking's partner since it was made whose raw body names it."""
+    needles = [booking.reference.encode(), *(r.partner_ref.encode() for r in reservations)]
+    candidates = InboundEvent.objects.filter(
+        partner_id=booking.partner_id,
+        state=InboundState.REJECTED,
+        booking__isnull=True,
+        received_at__gte=booking.created_at - timedelta(minutes=5),
+    ).order_by("-received_at", "-id")[:REJECTED_SCAN_LIMIT]
+    return [e for e in candidates if any(needle in bytes(e.raw_body or b"") for needle in needles)]
+
+
+def _measured_skew(partner_time: datetime | None, ours: datetime | None) -> int | None:
+    if partner_time is None or ours is None:
+        return None
+    return round((partner_time - ours).total_seconds() * 1000)
+
+
+def _observation_detail(observation: PartnerObservation) -> dict[str, Any]:
+    return {**observation_data(observation), "payload": observation.payload}
+
+
+def _raw_body(event: InboundEvent) -> Any:
+    raw = bytes(event.raw_body or b"")
+    try:
+        return json.loads(raw)
+    except ValueError:
+        try:
+            return raw.decode()
+        except UnicodeDecodeError:
+            return {"base64": base64.b64encode(raw).decode()}
+
+
+def _inbound_data(event: InboundEvent) -> dict[str, Any]:
+    headers = {k: v for k, v in (event.headers or {}).items() if k != "webhook-signature"}
+    return {
+        "inbound_event_id": event.pk,
+        "event_id": event.event_id,
+        "state": event.state,
+        "result": event.result,
+        "signature_valid": event.signature_valid,
+        "duplicate_of": event.duplicate_of_id,
+        "error": event.error,
+        "received_at": event.received_at.isoformat(),
+        "processed_at": event.processed_at.isoformat() if event.processed_at else None,
+        "headers": headers,
+        "body": _raw_body(event),
+    }
+
+
+def _event_mark(event: BookingEvent) -> str:
+    if event.kind.startswith("partner.observation.") and event.kind != "partner.observation.applied":
+        return event.kind.rsplit(".", 1)[1]  # stale / duplicate: ignored, changed nothing
+    if event.kind == "webhook.duplicate":
+        return "duplicate"
+    if event.kind.endswith(".failed"):
+        return "failed"
+    return ""
+
+
+def _inbound_mark(event: InboundEvent) -> str:
+    if event.state == InboundState.REJECTED or not event.signature_valid:
+        return "rejected"
+    if event.duplicate_of_id is not None:
+        return "duplicate"
+    if event.state == InboundState.RECEIVED:
+        return "unprocessed"
+    if event.state == InboundState.FAILED:
+        return "failed"
+    if event.result in (InboundResult.STALE, InboundResult.DUPLICATE, InboundResult.UNLINKED):
+        return str(event.result)
+    return ""
+
+
+# --- one row builder per source ---------------------------------------------------------------
+def _event_row(event: BookingEvent, story: _Story) -> TimelineRow:
+    """An event, with the attempt, observation and delivery it describes attached to its data."""
+    data = dict(event.data or {})
+    attempt = story.attempts.get(data.get("attempt_id") or 0)
+    observation = story.observations.get(data.get("observation_id") or 0)
+    delivery = story.inbound.get(data.get("inbound_event_id") or 0)
+    if attempt is not None:
+        data["attempt"] = attempt_data(attempt)
+    if observation is not None:
+        data["observation"] = _observation_detail(observation)
+    if delivery is not None:
+        data["inbound_event"] = _inbound_data(delivery)
+    partner_time = event.partner_time or (delivery.partner_timestamp if delivery else None)
+    return TimelineRow(
+        at=event.occurred_at,
+        kind=event.kind,
+        actor=event.actor,
+        actor_label=event.actor_label,
+        summary=event.summary,
+        source=SOURCE_EVENT,
+        source_id=event.pk,
+        partner_time=partner_time,
+        skew_ms=event.skew_ms
+        if event.skew_ms is not None
+        else _measured_skew(partner_time, event.occurred_at),
+        from_state=event.from_state,
+        to_state=event.to_state,
+        mark=_event_mark(event),
+        data=data,
+    )
+
+
+def _attempt_row(attempt: PartnerAttempt) -> TimelineRow:
+    return TimelineRow(
+        at=attempt.started_at,
+        kind=f"partner.attempt.{attempt.outcome}",
+        actor=Actor.WORKER,
+        actor_label="",
+        summary=attempt_summary(attempt),
+        source=SOURCE_ATTEMPT,
+        source_id=attempt.pk,
+        partner_time=attempt.partner_time,
+        skew_ms=_measured_skew(attempt.partner_time, attempt.finished_at or attempt.started_at),
+        mark="in_flight" if attempt.outcome == Outcome.IN_FLIGHT else "",
+        data=attempt_data(attempt),
+    )
+
+
+def _observation_row(observation: PartnerObservation, skew_estimate: int | None) -> TimelineRow:
+    ignored = observation.result != ObservationResult.APPLIED
+    return TimelineRow(
+        at=observation.received_at,
+        kind=f"partner.observation.{observation.result}",
+        actor=Actor.WEBHOOK if observation.source == "webhook" else Actor.WORKER,
+        actor_label="",
+        summary=observation_summary(observation),
+        source=SOURCE_OBSERVATION,
+        source_id=observation.pk,
+        partner_time=observation.partner_modified_at,
+        skew_ms=skew_estimate,
+        mark=str(observation.result) if ignored else "",
+        data=_observation_detail(observation),
+    )
+
+
+def _inbound_row(delivery: InboundEvent, partner_code: str) -> TimelineRow:
+    mark = _inbound_mark(delivery)
+    error = f": {delivery.error[:120]}" if delivery.error else ""
+    return TimelineRow(
+        at=delivery.received_at,
+        kind=f"webhook.{mark or delivery.result or delivery.state}",
+        actor=Actor.WEBHOOK,
+        actor_label=f"{partner_code}:{delivery.event_id}",
+        summary=f"Webhook {delivery.event_id or '(no id)'} {delivery.get_state_display().lower()}{error}",
+        source=SOURCE_INBOUND,
+        source_id=delivery.pk,
+        partner_time=delivery.partner_timestamp,
+        skew_ms=_measured_skew(delivery.partner_timestamp, delivery.received_at),
+        mark=mark,
+        data=_inbound_data(delivery),
+    )
+
+
+def _compensation_rows(story: _Story) -> list[TimelineRow]:
+    """Compensations are on the timeline through their events; a decision that left no event
+    (an orphan later linked to this booking) still shows."""
+    recorded = {
+        (event.kind, (event.data or {}).get("reservation"))
+        for event in story.events
+        if event.kind.startswith("partner.compensation.")
+    }
+    rows = []
+    for reservation in story.reservations:
+        for step, at in (
+            ("requested", reservation.compensation_requested_at),
+            ("verified", reservation.compensated_at),
+        ):
+            kind = f"partner.compensation.{step}"
+            if at is not None and (kind, reservation.partner_ref) not in recorded:
+                rows.append(
+                    TimelineRow(
+                        at=at,
+                        kind=kind,
+                        actor=Actor.SYSTEM,
+                        actor_label="",
+                        summary=compensation_summary(reservation, step),
+                        source=SOURCE_COMPENSATION,
+                        source_id=reservation.pk,
+                        data=compensation_data(reservation),
+                    )
+                )
+    return rows
+
+
+def booking_timeline(booking: Booking) -> list[TimelineRow]:
+    """Everything that happened to one booking, in our time order (six queries)."""
+    story = _Story.read(booking)
+    attempts_described = story.described("attempt_id")
+    observations_described = story.described("observation_id")
+    own_observations = [o for pk, o in story.observations.items() if pk not in observations_described]
+    # A delivery is described by the event naming it, or by the observation it brought.
+    inbound_described = story.described("inbound_event_id") | {o.inbound_event_id for o in own_observations}
+    rows = [_event_row(event, story) for event in story.events]
+    rows += [_attempt_row(a) for pk, a in story.attempts.items() if pk not in attempts_described]
+    rows += [_observation_row(o, booking.partner.clock_skew_ms) for o in own_observations]
+    rows += [
+        _inbound_row(d, booking.partner.code)
+        for pk, d in story.inbound.items()
+        if pk not in inbound_described
+    ]
+    rows += _compensation_rows(story)
+    rows.sort(key=lambda row: (row.at, _SOURCE_ORDER[row.source], row.source_id))
+    return rows
