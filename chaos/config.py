@@ -81,9 +81,10 @@ class ClusterOptions:
     worker_hosts: int = 2
     standby_scheduler: bool = True
     network_faults: bool = True
-    # Longer than Dramatiq's heartbeat timeout (60 s): the broker hands the host's messages to
-    # another worker while the cut-off one still holds them.
-    worker_cut_s: float = 75.0
+    # Longer than Dramatiq's heartbeat timeout (60 s) plus the wait for its maintenance (run
+    # on one broker command in a thousand), which hands the host's messages to another worker
+    # while the cut-off one still holds them.
+    worker_cut_s: float = 100.0
     web_cut_s: float = 15.0
     broker_cut_s: float = 8.0
     # Longer than the sweeper lock's timeout (60 s): the standby takes over mid-sweep.

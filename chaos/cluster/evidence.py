@@ -105,7 +105,7 @@ def fault_figures(
     elif kind == "broker_cut":
         figures.update(_broker_cut(record, samples, snapshot, begin, end))
     elif kind == "scheduler_cut":
-        figures.update(_scheduler_cut(record, samples, scheduler_logs, begin, end))
+        figures.update(_scheduler_cut(record, scheduler_logs, begin, end))
     return figures
 
 
@@ -230,7 +230,6 @@ def _live_workers(sample: Sample) -> int:
 
 def _scheduler_cut(
     record: FaultRecord,
-    samples: list[Sample],
     logs: dict[str, list[LogEvent]],
     begin: float,
     end: float,
@@ -238,14 +237,13 @@ def _scheduler_cut(
     """Who held the sweeper lock, when the standby took over, whether sweeps overlapped."""
     cut = record.fault.hosts[0]
     others = [name for name in logs if name != cut]
-    ttl = record.at_begin.get("sweeper_lock_ttl_ms_at_begin", -2)
-    began = record.began_s or 0.0
-    # The lock outlives a normal sweep only when its holder went away with it.
-    held = ttl > 0 and any(began + 3 < s.at_s < began + ttl / 1000 - 1 and s.lock_ttl_ms > 0 for s in samples)
+    ttl_s = record.at_begin.get("sweeper_lock_ttl_ms_at_begin", -2) / 1000
     took_over = min(
         (e.at for name in others for e in logs[name] if e.at >= begin and e.message == SWEEP_DONE),
         default=None,
     )
+    # The cut host held the lock if the standby could only sweep once the lock had expired.
+    held = ttl_s > 0 and (took_over is None or took_over >= begin + ttl_s - 0.5)
     own = logs.get(cut, [])
     lock_lost = [e for e in own if e.at >= end and any(marker in e.line for marker in LOCK_LOST)]
     back = next((e.at for e in own if e.at >= end and e.message == SWEEP_DONE), None)

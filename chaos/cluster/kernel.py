@@ -81,6 +81,14 @@ def leftover_names(live_run_ids: set[str]) -> dict[str, list[str]]:
     }
 
 
+def machine_cpu_seconds() -> float:
+    """CPU seconds every core of the machine has been busy since boot (/proc/stat)."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    # user nice system idle iowait irq softirq steal: all but idle and iowait
+    busy = sum(int(v) for i, v in enumerate(fields[:8]) if i not in (3, 4))
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
 class CpuGroups:
     """One CPU-accounting cgroup per host: how many CPU seconds each host's processes used.
 

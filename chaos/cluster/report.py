@@ -105,8 +105,12 @@ def _throughput_table(throughput: dict[str, Any], cpu: dict[str, Any]) -> Table:
     table.add_row("requests by web host", _counts(throughput["requests_by_host"]))
     if cpu.get("measured"):
         table.add_row("CPU s by role", _counts(cpu["seconds_by_role"]))
-        table.add_row("CPU ms per confirmed booking, by role", _counts(cpu["ms_per_confirmed_booking"]))
+        table.add_row("CPU ms per booking, by role", _counts(cpu["ms_per_booking"]))
         table.add_row("web CPU ms per request", str(cpu["web_ms_per_request"]))
+        table.add_row(
+            "machine busy / of it outside the run (CPU s)",
+            f"{cpu['machine_busy_s']} / {cpu['outside_the_run_s']} in {cpu['wall_s']} s",
+        )
     return table
 
 

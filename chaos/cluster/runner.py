@@ -14,7 +14,9 @@ import os
 import shutil
 import signal
 import threading
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
@@ -67,8 +69,8 @@ class ClusterRun(ChaosRun):
         self.broker: BrokerServer | None = None
         self.journal = RequestJournal()
         self.partitioner: Partitioner | None = None
-        self.cpu_at_load_start: dict[str, float | None] = {}
-        self.cpu_at_end: dict[str, float | None] = {}
+        self.cpu_at_load_start: CpuReading | None = None
+        self.cpu_at_end: CpuReading | None = None
 
     @property
     def plan(self) -> ClusterPlan:
@@ -157,12 +159,12 @@ class ClusterRun(ChaosRun):
             broker=self.broker,
             namespace=self.identity.namespace,
         )
-        self.cpu_at_load_start = self.network.cpu_seconds()  # built just before the load: start-up excluded
+        self.cpu_at_load_start = CpuReading.take(self.network)  # just before the load: start-up excluded
         return [self.partitioner, *super()._disruptors(load_done)]
 
     def _verdict(self, codes: list[str]) -> None:
         assert self.network is not None
-        self.cpu_at_end = self.network.cpu_seconds()
+        self.cpu_at_end = CpuReading.take(self.network)
         super()._verdict(codes)
         self.report.cluster.update(self._figures(codes))
 
@@ -204,7 +206,7 @@ class ClusterRun(ChaosRun):
         return {
             "network_faults": faults,
             "throughput": throughput,
-            "cpu": self._cpu(confirmed=throughput["confirmed"], requests=len(requests)),
+            "cpu": self._cpu(bookings=len(self.snapshot.bookings), requests=len(requests)),
         }
 
     def _throughput(self, requests: list[evidence.RequestRecord]) -> dict[str, Any]:
@@ -230,26 +232,36 @@ class ClusterRun(ChaosRun):
             "booking_post_failed": sum(1 for r in posts if not r.outcome.startswith(("2", "4"))),
         }
 
-    def _cpu(self, *, confirmed: int, requests: int) -> dict[str, Any]:
-        """CPU seconds each host used from the load's start to the verdict, per booking and request."""
+    def _cpu(self, *, bookings: int, requests: int) -> dict[str, Any]:
+        """CPU seconds each host used from the load's start to the verdict, per booking and request,
+        and what the rest of the machine used meanwhile (other people's work shares its cores)."""
+        start, end = self.cpu_at_load_start, self.cpu_at_end
+        if start is None or end is None:
+            return {"measured": False}
         used = {
-            host: round(end - start, 2)
-            for host, end in self.cpu_at_end.items()
-            if end is not None and (start := self.cpu_at_load_start.get(host)) is not None
+            host: round(after - before, 2)
+            for host, after in end.hosts.items()
+            if after is not None and (before := start.hosts.get(host)) is not None
         }
         if not used:
             return {"measured": False}
         by_role: dict[str, float] = {}
         for host in self.plan.hosts:
             by_role[host.role] = round(by_role.get(host.role, 0.0) + used.get(host.name, 0.0), 2)
+        machine = end.machine - start.machine
+        harness = end.harness - start.harness
         return {
             "measured": True,
             "seconds_by_host": used,
             "seconds_by_role": by_role,
-            "ms_per_confirmed_booking": {
-                role: round(1000 * s / confirmed, 2) if confirmed else None for role, s in by_role.items()
+            "ms_per_booking": {
+                role: round(1000 * s / bookings, 2) if bookings else None for role, s in by_role.items()
             },
             "web_ms_per_request": round(1000 * by_role.get("web", 0.0) / requests, 2) if requests else None,
+            "wall_s": round(end.at - start.at, 1),
+            "machine_busy_s": round(machine, 1),
+            "harness_s": round(harness, 1),
+            "outside_the_run_s": round(machine - sum(used.values()) - harness, 1),
         }
 
     # --- cleanup ---------------------------------------------------------------------------
@@ -271,6 +283,25 @@ class ClusterRun(ChaosRun):
         self.report.write_json(self.identity.directory / "report.json")
         if self.config.json_path:
             self.report.write_json(self.config.json_path)
+
+
+@dataclass(frozen=True)
+class CpuReading:
+    """CPU seconds so far: each host's cgroup, the whole machine, and this process (the clients)."""
+
+    at: float
+    hosts: dict[str, float | None]
+    machine: float
+    harness: float
+
+    @classmethod
+    def take(cls, network: Network) -> CpuReading:
+        return cls(
+            at=time.monotonic(),
+            hosts=network.cpu_seconds(),
+            machine=kernel.machine_cpu_seconds(),
+            harness=time.process_time(),
+        )
 
 
 def _point_harness_at(url: str) -> dict[str, Any]:
