@@ -73,7 +73,6 @@ class Partitioner(threading.Thread):
         self.namespace = namespace
         self.records = [FaultRecord(fault) for fault in faults]
         self.samples: list[Sample] = []
-        self.worker_hosts: dict[str, str] = {}  # worker id -> host, as far as watched
         self.events: list[Disruption] = []
         self.errors: list[str] = []
         self.started_at = time.time()
@@ -202,19 +201,15 @@ class Partitioner(threading.Thread):
                         continue
                     words = str(command.get("command", "")).split(" ")
                     # EVALSHA <sha> 1 <namespace> <command> <timestamp> <queue> <worker id> ...
-                    if words[0].lower() == "evalsha" and len(words) > 7 and words[3] == self.namespace:
-                        self.worker_hosts[words[7]] = self._host_at(command["client_address"])
-                        if command["client_address"] == address:
-                            found.add(words[7])
+                    ours = words[0].lower() == "evalsha" and len(words) > 7 and words[3] == self.namespace
+                    if ours and command["client_address"] == address:
+                        found.add(words[7])
         except (redis.RedisError, OSError) as exc:
             self.errors.append(f"could not watch the broker before cutting {host} off: {exc!r}")
         finally:
             with contextlib.suppress(redis.RedisError, OSError):
                 client.close()
         return sorted(found)
-
-    def _host_at(self, address: str) -> str:
-        return next((h.name for h in self.plan.hosts if h.address == address), address)
 
     def _elapsed(self) -> float:
         return time.monotonic() - self._t0

@@ -87,32 +87,34 @@ class ClusterRun(ChaosRun):
         saved_database: dict[str, Any] | None = None
         try:
             with _signals_interrupt():
-                plan = build_plan(
-                    run_id=self.identity.run_id,
-                    subnet=self.options.subnet or pick_subnet(kernel.networks_in_use()),
-                    options=self.options,
-                )
-                self.report.cluster = {"swept_at_start": swept, **plan.as_dict()}
-                self._say(f"cluster {plan.prefix}: {len(plan.hosts)} hosts on {plan.subnet}")
-                self.network = Network(plan=plan, registry=self.registry)
                 try:
-                    self.network.create()
-                    self.postgres = PostgresServer(
-                        network=self.network, host=plan.host("db"), directory=self.identity.directory
-                    )
-                    self.postgres.init()
-                    self.postgres.start()
+                    self._build(swept=swept)
                 except (kernel.KernelCommandFailed, ServiceUnavailable) as exc:
                     self.report.harness_errors.append(f"cluster set-up failed: {exc}")
                     return self.report
+                assert self.postgres is not None
                 saved_database = _point_harness_at(self.postgres.url)
-                self.broker = BrokerServer(
-                    network=self.network, host=plan.host("broker"), directory=self.identity.directory
-                )
                 return super().run()
         finally:
             with _signals_held():
                 self._remove_everything(saved_database)
+
+    def _build(self, *, swept: list[str]) -> None:
+        """The network, and the database and broker hosts' servers (Redis starts with the run)."""
+        plan = build_plan(
+            run_id=self.identity.run_id,
+            subnet=self.options.subnet or pick_subnet(kernel.networks_in_use()),
+            options=self.options,
+        )
+        self.report.cluster = {"swept_at_start": swept, **plan.as_dict()}
+        self._say(f"cluster {plan.prefix}: {len(plan.hosts)} hosts on {plan.subnet}")
+        self.network = Network(plan=plan, registry=self.registry)
+        self.network.create()
+        directory = self.identity.directory
+        self.postgres = PostgresServer(network=self.network, host=plan.host("db"), directory=directory)
+        self.postgres.init()
+        self.postgres.start()
+        self.broker = BrokerServer(network=self.network, host=plan.host("broker"), directory=directory)
 
     # --- the hooks of ChaosRun -------------------------------------------------------------
     def _database(self) -> str:
@@ -120,7 +122,7 @@ class ClusterRun(ChaosRun):
         database.migrate()
         return self.postgres.url
 
-    def _redis(self) -> BrokerServer:  # type: ignore[override]
+    def _redis(self) -> BrokerServer:
         assert self.broker is not None
         return self.broker
 
@@ -128,7 +130,7 @@ class ClusterRun(ChaosRun):
         partners = self.plan.host("partners").address
         return ClusterSandboxPartner(profile=profile, code=code, plan=plan, host=partners)
 
-    def _stack(self, *, database_url: str, redis: Any) -> ClusterStack:
+    def _stack(self, *, database_url: str, redis: BrokerServer) -> ClusterStack:
         assert self.network is not None
         return ClusterStack(
             network=self.network,
