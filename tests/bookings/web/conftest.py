@@ -19,6 +19,15 @@ from django.test import Client
 
 from tests.factories import OfferFactory, PartnerFactory, QuoteFactory, UserFactory
 from tests.helpers import unique_code, wait_until
+from tests.partners.conftest import (  # noqa: F401 - the real partner side, for the browser tests
+    clean_queues,
+    fast_settings,
+    harness,
+    no_stray_db_sessions,
+    partner_worker,
+    reset_guard,
+    sandboxes,
+)
 from tests.sandbox_process import free_port
 
 ROOT = Path(__file__).resolve().parents[3]

@@ -66,7 +66,7 @@ def test_a_refused_sign_up_shows_each_error_beside_its_field(client, customer):
     assert errors["email"] == ["This field is required."]
     assert errors["password2"] == ["The two password fields didn\N{RIGHT SINGLE QUOTATION MARK}t match."]
     page = response.content.decode()
-    assert '<a href="#id_email">This field is required.</a>' in page
+    assert '<a href="#id_email">Email address: This field is required.</a>' in page
     assert 'id="id_email_error"' in page
     assert User.objects.count() == 1
 

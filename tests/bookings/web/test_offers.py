@@ -127,8 +127,9 @@ def test_refused_stays_say_what_the_api_says_beside_each_field(web, customer, of
     assert "<title>Error: When and for how many?" in page
     assert 'class="error-summary"' in page
     for name, messages in errors.items():
+        label = response.context["form"][name].label
         for message in messages:
-            assert f'<a href="#id_{name}">{message}</a>' in page  # in the summary, linked to the field
+            assert f'<a href="#id_{name}">{label}: {message}</a>' in page  # in the summary, linked
         assert f'id="id_{name}_error"' in page
         assert f'aria-describedby="id_{name}_helptext id_{name}_error"' in page  # read with the field
 

@@ -1,0 +1,411 @@
+"""The customer site in a real browser: headless Debian Chromium driven by Playwright, against the
+live server, a real Dramatiq worker, a real sandbox partner (tests/partners/conftest.py) and the
+real SMTP sink.
+
+Sign up and log in; offers, quote, book, and the progress page going from pending to confirmed
+without a reload; Book clicked twice and a connection dropped during the booking, each making one
+booking; cancelling through its confirmation page, `cancelling` then `cancelled`; the password
+reset by email. Each page state is screenshotted at phone width (a few at desktop width too) as
+small PNGs: into artifacts/screenshots/, or where CUSTOMER_SCREENSHOTS_DIR says (docs/img/ for
+docs/customer.md).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from django.utils import timezone
+from PIL import Image
+
+from bookings import services
+from bookings.models import Booking
+from bookings.states import BookingState
+from tests.factories import PASSWORD, UserFactory
+from tests.helpers import wait_until
+from tests.partners.conftest import wait_for_status
+
+S = BookingState
+pytestmark = [pytest.mark.browser, pytest.mark.integration, pytest.mark.timeout(120)]
+
+ROOT = Path(__file__).resolve().parents[3]
+SCREENSHOTS = Path(os.environ.get("CUSTOMER_SCREENSHOTS_DIR") or ROOT / "artifacts" / "screenshots")
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+PHONE = {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True}
+DESKTOP = {"viewport": {"width": 1280, "height": 900}}
+AXE = (Path(__file__).parent / "vendor" / "axe-4.14.1.min.js").read_text()
+AXE_RULESETS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "best-practice"]
+
+
+def _require_chromium() -> None:
+    """Tests install nothing: CI installs Chromium. Without it this fails, unless
+    SKIP_BROWSER_TESTS=1 says that this machine runs no browser tests."""
+    if Path(CHROMIUM).exists():
+        return
+    if os.environ.get("SKIP_BROWSER_TESTS") == "1":
+        pytest.skip(f"SKIP_BROWSER_TESTS=1 and no Chromium at {CHROMIUM}")
+    pytest.fail(f"Debian's Chromium is missing at {CHROMIUM} (or set SKIP_BROWSER_TESTS=1)", pytrace=False)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator:
+    from playwright.sync_api import sync_playwright
+
+    _require_chromium()
+    # Playwright's sync API runs an event loop in this thread: the ORM (the test's and the
+    # database teardown's) refuses to run beside it unless told.
+    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+            yield browser
+            browser.close()
+    finally:
+        if previous is None:
+            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+        else:
+            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
+
+
+@pytest.fixture
+def open_page(browser):
+    """`open_page(**context_options)`: a page in a fresh browser context (its own cookies)."""
+    contexts = []
+
+    def open_(**options):
+        context = browser.new_context(**{**PHONE, **options})
+        context.set_default_timeout(15_000)
+        contexts.append(context)
+        return context.new_page()
+
+    yield open_
+    for context in contexts:
+        context.close()
+
+
+@pytest.fixture
+def page(open_page):
+    return open_page()
+
+
+@pytest.fixture
+def ada(transactional_db):
+    return UserFactory(username="ada", email="ada@example.com")
+
+
+def shot(page, name: str, *, ours: bool = True) -> None:
+    """Check the page state with axe (WCAG 2.1 A and AA, and axe's best practices), then keep a
+    full-page screenshot as a small PNG (a 64-colour palette is plenty for these pages).
+    `ours=False`: a page of the browser's own, which axe does not judge."""
+    if ours:
+        page.add_script_tag(content=AXE)
+        violations = page.evaluate(
+            "async (rules) => (await axe.run(document, {runOnly: rules})).violations"
+            ".map(v => [v.id, v.nodes.map(n => n.html)])",
+            AXE_RULESETS,
+        )
+        assert violations == [], f"{name}: {violations}"
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    image = Image.open(io.BytesIO(page.screenshot(full_page=True)))
+    image.convert("RGB").quantize(colors=64).save(SCREENSHOTS / f"customer-{name}.png", optimize=True)
+
+
+def log_in(page, live_server, user) -> None:
+    page.goto(f"{live_server.url}/account/login/")
+    page.fill("#id_username", user.username)
+    page.fill("#id_password", PASSWORD)
+    page.click("main button[type=submit]")
+    page.wait_for_url(f"{live_server.url}/bookings/")
+
+
+def on_quote_page(page, live_server, user, offer) -> str:
+    """Log in and open a fresh quote for three nights in 40 days (the quote service's own)."""
+    start = timezone.now().date() + timedelta(days=40)
+    quote = services.quote_create(
+        customer=user, offer_id=offer.pk, start_date=start, end_date=start + timedelta(days=3), guests=2
+    )
+    log_in(page, live_server, user)
+    page.goto(f"{live_server.url}/quotes/{quote.pk}/")
+    return page.url
+
+
+def name_for_customers(h) -> None:
+    """The sandbox partner and its offer, named as a shop would show them."""
+    h.partner.name = "Seaside Hotels"
+    h.partner.save(update_fields=["name"])
+    h.partner.offers.update(name="Double room, sea view")
+
+
+def status_text(page) -> str:
+    return page.inner_text("#booking-status")
+
+
+# --- accounts -------------------------------------------------------------------------------------
+def test_sign_up_then_log_out_and_in_again(page, live_server, transactional_db):
+    # a visitor opens the shop and goes to create an account
+    page.goto(f"{live_server.url}/")
+    page.click("header >> text=Create an account")
+    page.click("main button[type=submit]")
+
+    # an empty form: the error summary comes first and has the focus; each field says its error
+    assert page.evaluate("document.activeElement.matches('[data-error-summary]')")
+    assert page.title().startswith("Error: ")
+    assert page.inner_text("#id_username_error").endswith("This field is required.")
+    shot(page, "signup-errors")
+
+    page.fill("#id_username", "grace")
+    page.fill("#id_email", "grace@example.com")
+    page.fill("#id_password1", "a-long-password-42")
+    page.fill("#id_password2", "a-long-password-42")
+    page.click("main button[type=submit]")
+    page.wait_for_url(f"{live_server.url}/")
+    assert "Your account is ready. You are logged in as grace." in page.inner_text(".banner")
+
+    # logging out, then in again with the new password
+    page.click("header >> text=Log out")
+    page.wait_for_url(f"{live_server.url}/")
+    assert page.locator("header >> text=Log in").count() == 1
+    page.goto(f"{live_server.url}/account/login/")
+    page.fill("#id_username", "grace")
+    page.fill("#id_password", "not-the-password")
+    page.click("main button[type=submit]")
+    assert "Please enter a correct username and password" in page.inner_text(".error-summary")
+    shot(page, "login-error")
+    page.fill("#id_password", "a-long-password-42")
+    page.click("main button[type=submit]")
+    page.wait_for_url(f"{live_server.url}/bookings/")
+    assert "You have no bookings yet." in page.inner_text("main")
+
+
+def test_a_forgotten_password_is_reset_through_the_emailed_link(page, live_server, ada, mail_sink):
+    page.goto(f"{live_server.url}/account/login/")
+    page.click("text=Forgotten your password?")
+    shot(page, "password-reset")
+    page.fill("#id_email", "ada@example.com")
+    page.click("main button[type=submit]")
+    assert "Check your email" in page.inner_text("h1")
+    shot(page, "password-reset-sent")
+
+    # the mail reached the SMTP server; its link opens the page to choose a new password
+    (mail,) = mail_sink.messages()
+    link = re.search(r"http://\S+/account/reset/\S+/", mail.get_body(("plain",)).get_content()).group(0)
+    page.goto(link)
+    page.fill("#id_new_password1", "the-new-password-42")
+    page.fill("#id_new_password2", "the-new-password-42")
+    shot(page, "password-new")
+    page.click("main button[type=submit]")
+    assert "Your password is changed" in page.inner_text("h1")
+
+    page.click("main >> text=Log in")
+    page.fill("#id_username", "ada")
+    page.fill("#id_password", "the-new-password-42")
+    page.click("main button[type=submit]")
+    page.wait_for_url(f"{live_server.url}/bookings/")
+
+
+# --- booking --------------------------------------------------------------------------------------
+def test_offers_quote_book_and_the_progress_page_goes_from_pending_to_confirmed(
+    page, open_page, live_server, ada, harness, partner_worker
+):
+    # given a partner that confirms a few seconds after it acknowledges, and a worker
+    h = harness("reference")
+    h.faults(async_confirm_delay_s=4)
+    name_for_customers(h)
+    partner_worker(h.partner)
+
+    # the customer picks the offer; the site asks them to log in first, then returns
+    page.goto(f"{live_server.url}/")
+    shot(page, "offers")
+    page.click("text=Choose dates")
+    page.fill("#id_username", "ada")
+    page.fill("#id_password", PASSWORD)
+    page.click("main button[type=submit]")
+    assert page.inner_text("h1") == "When and for how many?"
+
+    # dates in the past and too many guests: the rules' own words, beside each field
+    page.fill("#id_start_date", "2020-01-01")
+    page.fill("#id_end_date", "2020-01-01")
+    page.fill("#id_guests", "9")
+    page.click("main button[type=submit]")
+    errors = page.inner_text(".error-summary")
+    assert (
+        "The start date must be in the future." in errors and "This offer takes at most 4 guests." in errors
+    )
+    assert page.inner_text("#id_guests_error").endswith("This offer takes at most 4 guests.")
+    shot(page, "stay-errors")
+
+    start = timezone.now().date() + timedelta(days=40)
+    page.fill("#id_start_date", start.isoformat())
+    page.fill("#id_end_date", (start + timedelta(days=3)).isoformat())
+    page.fill("#id_guests", "2")
+    page.click("main button[type=submit]")
+    assert page.inner_text("h1") == "Check your booking"
+    assert "360.00 EUR" in page.inner_text("main") and "We hold this price for you until" in page.inner_text(
+        "main"
+    )
+    shot(page, "quote")
+
+    # when they book, the progress page says pending at once
+    page.click("#book")
+    page.wait_for_url(re.compile(r".*/bookings/BK-\w+/$"))
+    booking = Booking.objects.get()
+    assert "PENDING" in status_text(page)
+    shot(page, "progress-pending")
+
+    # then the page follows the booking without a reload: the partner confirming, then confirmed
+    page.evaluate("window.sameDocument = true; window.liveRegion = document.getElementById('booking-status')")
+    page.wait_for_selector("#booking-progress >> text=The partner is confirming", timeout=20_000)
+    shot(page, "progress-partner-confirming")
+    page.wait_for_selector("#booking-status .tag--confirmed", timeout=30_000)
+    assert "Your booking is confirmed." in status_text(page)
+    assert page.evaluate(
+        "window.sameDocument && window.liveRegion === document.getElementById('booking-status')"
+    )
+    assert page.locator("#booking-poller").count() == 0  # the poll stopped
+    booking.refresh_from_db()
+    assert booking.status == S.CONFIRMED
+    steps = page.inner_text("#booking-steps")
+    assert steps.index("Booking received") < steps.index("Sent to the partner") < steps.index("Confirmed by")
+    (reservation,) = h.truth(booking)
+    assert reservation["id"] not in page.content() and h.partner.code not in page.content()
+    shot(page, "progress-confirmed")
+
+    page.click("header >> text=My bookings")
+    assert booking.reference in page.inner_text("main")
+    shot(page, "bookings")
+
+    desktop = open_page(**DESKTOP)
+    log_in(desktop, live_server, ada)
+    shot(desktop, "bookings-desktop")
+    desktop.goto(f"{live_server.url}/bookings/{booking.reference}/")
+    shot(desktop, "progress-confirmed-desktop")
+    desktop.goto(f"{live_server.url}/")
+    shot(desktop, "offers-desktop")
+
+
+@pytest.mark.parametrize("javascript", [True, False], ids=["with-js", "without-js"])
+def test_book_clicked_twice_makes_one_booking(open_page, live_server, ada, harness, javascript):
+    h = harness("reference")
+    page = open_page(java_script_enabled=javascript)
+    on_quote_page(page, live_server, ada, h.partner.offers.get())
+    posts = []
+    page.on("request", lambda r: r.method == "POST" and r.url.endswith("/book/") and posts.append(r))
+    held = []
+    page.route("**/book/", lambda route: held.append(route))  # until both clicks are made
+
+    # when the customer clicks Book twice, a moment apart (raw clicks: nothing waits in between)
+    page.locator("#book").scroll_into_view_if_needed()
+    box = page.locator("#book").bounding_box()
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.click(x, y)
+    page.wait_for_timeout(300)
+    page.mouse.click(x, y)
+    sent = 1 if javascript else 2  # the script disables the button while its request is out
+    # (Playwright delivers the page's requests to the route while the test waits inside it)
+    wait_until(lambda: page.wait_for_timeout(20) or len(held) == sent, what=f"{sent} Book requests")
+
+    # and every request the browser sent reaches the server, even one it gave up waiting for
+    answers = [route.fetch(max_redirects=0) for route in held]
+    for route, answer in zip(held, answers, strict=True):
+        route.fulfill(response=answer)
+    page.wait_for_url(re.compile(r".*/bookings/BK-\w+/$"))
+
+    # then with the script the second click sent nothing; without it, the server saw both
+    # and answered both with the one booking
+    booking = Booking.objects.get()
+    assert len(posts) == sent
+    assert {a.headers["location"] for a in answers} == {f"/bookings/{booking.reference}/"}
+    assert page.url == f"{live_server.url}/bookings/{booking.reference}/"
+
+
+def test_a_reload_after_the_connection_dropped_during_book_makes_one_booking(page, live_server, ada, harness):
+    h = harness("reference")
+    on_quote_page(page, live_server, ada, h.partner.offers.get())
+    posts = []
+    page.on("request", lambda r: r.method == "POST" and r.url.endswith("/book/") and posts.append(r))
+
+    # given a Book request that reached the server, whose answer was lost with the connection
+    first_answer = []
+
+    def drop_the_first_answer(route):
+        if first_answer:
+            route.continue_()
+            return
+        first_answer.append(route.fetch(max_redirects=0))
+        route.abort("connectionreset")
+
+    page.route("**/book/", drop_the_first_answer)
+    page.click("#book")
+    page.wait_for_url(re.compile(r"^chrome-error://"))  # the browser's "connection reset" page
+    booking = Booking.objects.get()
+    assert first_answer[0].headers["location"] == f"/bookings/{booking.reference}/"
+    shot(page, "connection-dropped", ours=False)
+
+    # when the customer reloads, the browser sends the booking again
+    page.reload()
+
+    # then it lands on the booking it already made: one booking
+    assert len(posts) == 2
+    assert page.url == f"{live_server.url}/bookings/{booking.reference}/"
+    assert Booking.objects.count() == 1
+
+    # and the quote's page, opened again, shows the booking instead of a Book button
+    quote = booking.quote
+    page.goto(f"{live_server.url}/quotes/{quote.pk}/")
+    assert f"You have booked this already: booking {booking.reference}." in page.inner_text("main")
+    assert page.locator("#book").count() == 0
+    shot(page, "quote-already-booked")
+
+
+# --- cancelling -----------------------------------------------------------------------------------
+def test_cancel_asks_first_then_shows_cancelling_until_the_partner_cancelled(
+    page, live_server, ada, harness, partner_worker
+):
+    # given a confirmed booking at a real partner
+    h = harness("reference")
+    name_for_customers(h)
+    partner_worker(h.partner)
+    start = timezone.now().date() + timedelta(days=40)
+    booking = services.booking_create(
+        customer=ada,
+        request=services.BookingRequest(
+            offer_id=h.partner.offers.get().pk, start_date=start, end_date=start + timedelta(days=3), guests=2
+        ),
+        idempotency_key="browser-cancel",
+    ).booking
+    wait_for_status(booking, S.CONFIRMED)
+    log_in(page, live_server, ada)
+    page.goto(f"{live_server.url}/bookings/{booking.reference}/")
+
+    # the customer opens the cancel page: it says what will happen, and changes nothing yet
+    page.click("text=Cancel this booking")
+    assert page.inner_text("h1") == "Are you sure you want to cancel this booking?"
+    assert "You cannot undo a cancellation." in page.inner_text("main")
+    shot(page, "cancel-confirm")
+    page.click("text=No, keep my booking")
+    assert "CONFIRMED" in status_text(page)
+    booking.refresh_from_db()
+    assert booking.status == S.CONFIRMED
+
+    # when they confirm, with the partner slow to answer, the booking shows cancelling
+    h.faults(latency_ms=[700, 700])
+    page.click("text=Cancel this booking")
+    page.click("text=Yes, cancel this booking")
+    page.wait_for_url(f"{live_server.url}/bookings/{booking.reference}/")
+    assert "CANCELLING" in status_text(page)
+    assert "your booking still exists with them" in page.inner_text("#booking-progress")
+    shot(page, "cancelling")
+
+    # then, once the partner cancelled it, the page says so without a reload
+    page.wait_for_selector("#booking-status .tag--cancelled", timeout=30_000)
+    assert "Your booking is cancelled." in status_text(page)
+    assert [s["status"] for s in h.truth(booking)] == ["cancelled"]
+    wait_until(lambda: page.locator("#booking-poller").count() == 0, what="the poll to stop")
+    shot(page, "cancelled")
