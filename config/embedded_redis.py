@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -124,10 +123,6 @@ class EmbeddedRedis:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def remove_dir(var_dir: Path) -> None:
-    shutil.rmtree(Path(var_dir) / "redis", ignore_errors=True)
 
 
 def needed() -> bool:

@@ -26,23 +26,9 @@ from partners.models import Outcome, ReservationStatus
 class PartnerError(Exception):
     """Base of partner failures raised by the call layer (adapters return `CallResult`s)."""
 
-    retryable = False
-
-
-class RetryablePartnerError(PartnerError):
-    retryable = True
-
-    def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
-
 
 class PermanentPartnerError(PartnerError):
-    retryable = False
-
-
-class PartnerUnavailable(RetryablePartnerError):
-    """The circuit is open or the partner is disabled: no call was made."""
+    """No call can succeed (e.g. no connector speaks the partner's protocol): never retried."""
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,7 @@ def record_skew_sample(partner: Partner, *, partner_time: datetime, our_time: da
 
 
 def skew_between(partner_time: datetime | None, our_time: datetime) -> int | None:
+    """The partner's clock minus ours at one moment, in ms (None without the partner's time)."""
     if partner_time is None:
         return None
     return round((partner_time - our_time).total_seconds() * 1000)

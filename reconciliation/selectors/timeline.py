@@ -27,6 +27,7 @@ from partners.models import (
     PartnerObservation,
     PartnerReservation,
 )
+from partners.services.skew import skew_between
 from partners.timeline import (
     attempt_data,
     attempt_summary,
@@ -150,12 +151,6 @@ def _rejected_deliveries_about(
     return [e for e in candidates if any(needle in bytes(e.raw_body or b"") for needle in needles)]
 
 
-def _measured_skew(partner_time: datetime | None, ours: datetime | None) -> int | None:
-    if partner_time is None or ours is None:
-        return None
-    return round((partner_time - ours).total_seconds() * 1000)
-
-
 def _observation_detail(observation: PartnerObservation) -> dict[str, Any]:
     return {**observation_data(observation), "payload": observation.payload}
 
@@ -235,9 +230,7 @@ def _event_row(event: BookingEvent, story: _Story) -> TimelineRow:
         source=SOURCE_EVENT,
         source_id=event.pk,
         partner_time=partner_time,
-        skew_ms=event.skew_ms
-        if event.skew_ms is not None
-        else _measured_skew(partner_time, event.occurred_at),
+        skew_ms=event.skew_ms if event.skew_ms is not None else skew_between(partner_time, event.occurred_at),
         from_state=event.from_state,
         to_state=event.to_state,
         mark=_event_mark(event),
@@ -255,7 +248,7 @@ def _attempt_row(attempt: PartnerAttempt) -> TimelineRow:
         source=SOURCE_ATTEMPT,
         source_id=attempt.pk,
         partner_time=attempt.partner_time,
-        skew_ms=_measured_skew(attempt.partner_time, attempt.finished_at or attempt.started_at),
+        skew_ms=skew_between(attempt.partner_time, attempt.finished_at or attempt.started_at),
         mark="in_flight" if attempt.outcome == Outcome.IN_FLIGHT else "",
         data=attempt_data(attempt),
     )
@@ -290,7 +283,7 @@ def _inbound_row(delivery: InboundEvent, partner_code: str) -> TimelineRow:
         source=SOURCE_INBOUND,
         source_id=delivery.pk,
         partner_time=delivery.partner_timestamp,
-        skew_ms=_measured_skew(delivery.partner_timestamp, delivery.received_at),
+        skew_ms=skew_between(delivery.partner_timestamp, delivery.received_at),
         mark=mark,
         data=_inbound_data(delivery),
     )
