@@ -1,13 +1,13 @@
 """Offers as the booking path reads them: through a short-lived cache in each process.
 
 Every booking request reads its offer and the offer's partner (price, capacity, whether either
-is taking bookings). The booking benchmark showed that ORM read as a sixth of the request, for
-rows that change a few times a day. The cache is local to the process (Django's local-memory
-backend: no network trip, and the partner's credentials never leave the process), and a save or
-delete of an offer or partner clears it at once in the process that made it. Other processes
-see the change within `CATALOGUE_CACHE_TTL_S` (default 5 s); a booking taken in that window for
-a partner just disabled waits like any other booking whose partner is not taking calls (the
-partner guard refuses to call it), and a price changed in that window is honoured for it.
+is taking bookings): rows that change a few times a day. The cache is local to the process
+(Django's local-memory backend: no network trip, and the partner's credentials never leave the
+process), and a save or delete of an offer or partner clears it at once in the process that made
+it. Other processes see the change within `CATALOGUE_CACHE_TTL_S` (default 5 s); a booking taken
+in that window for a partner just disabled waits like any other booking whose partner is not
+taking calls (the partner guard refuses to call it), and a price changed in that window is
+honoured for it.
 """
 
 from __future__ import annotations

@@ -14,12 +14,11 @@ from functools import cache
 from typing import Any
 
 import pybreaker
-import redis
 from django.conf import settings
 from dramatiq.rate_limits import ConcurrentRateLimiter
 from dramatiq.rate_limits.backends import RedisBackend
 
-from config.embedded_redis import with_socket_timeouts
+from config.redis_client import redis_client
 from partners.connectors.base import CallResult
 from partners.models import Outcome, Partner
 
@@ -36,13 +35,8 @@ class _PartnerFailing(Exception):
 
 
 @cache
-def _redis() -> redis.Redis:
-    return redis.Redis.from_url(with_socket_timeouts(settings.REDIS_URL, 5))
-
-
-@cache
 def _limiter_backend() -> RedisBackend:
-    return RedisBackend(client=_redis())
+    return RedisBackend(client=redis_client())
 
 
 class SharedBreaker(pybreaker.CircuitBreaker):
@@ -82,7 +76,7 @@ def breaker_for(partner: Partner) -> pybreaker.CircuitBreaker:
         breaker = _breakers.get(partner.code)
         if breaker is None:
             storage = pybreaker.CircuitRedisStorage(
-                pybreaker.STATE_CLOSED, _redis(), namespace=f"{_namespace(partner)}:breaker"
+                pybreaker.STATE_CLOSED, redis_client(), namespace=f"{_namespace(partner)}:breaker"
             )
             breaker = SharedBreaker(
                 fail_max=settings.PARTNER_BREAKER_FAIL_MAX,
@@ -144,7 +138,7 @@ def guarded_call(partner: Partner, call: Callable[[], CallResult]) -> CallResult
 
 def guard_status(partner: Partner) -> dict[str, Any]:
     breaker = breaker_for(partner)
-    in_flight = _redis().get(f"{_namespace(partner)}:concurrency")
+    in_flight = redis_client().get(f"{_namespace(partner)}:concurrency")
     opened_at = breaker._state_storage.opened_at
     return {
         "circuit": breaker.current_state,
@@ -154,7 +148,3 @@ def guard_status(partner: Partner) -> dict[str, Any]:
         "max_concurrency": partner.max_concurrency,
     }
 
-
-def reset(partner: Partner) -> None:
-    """Close the breaker (ops, tests)."""
-    breaker_for(partner).close()

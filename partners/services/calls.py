@@ -79,7 +79,7 @@ def _call_context(attempt: PartnerAttempt):
         yield
 
 
-def perform(attempt: PartnerAttempt, call: Callable[[], CallResult]) -> CallResult:
+def attempt_call(attempt: PartnerAttempt, call: Callable[[], CallResult]) -> CallResult:
     """Make the call of an open (committed) attempt through the partner's guard.
 
     The caller records the outcome with `attempt_close` in the same transaction as its effect,
@@ -121,7 +121,7 @@ def call_and_close(
     idempotency_key: str = "",
     actor: str = "worker",
 ) -> tuple[PartnerAttempt, CallResult]:
-    """For reads and idempotent calls: open, perform, then close the attempt and (for a
+    """For reads and idempotent calls: open, call, then close the attempt and (for a
     booking's call) put it on the booking's timeline, both in one short transaction."""
     attempt = attempt_open(
         partner=partner,
@@ -130,7 +130,7 @@ def call_and_close(
         reservation=reservation,
         idempotency_key=idempotency_key,
     )
-    result = perform(attempt, call)
+    result = attempt_call(attempt, call)
     with transaction.atomic():
         attempt_close(attempt, result)
         if booking is not None:

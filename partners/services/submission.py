@@ -22,7 +22,7 @@ from partners.connectors.base import CallResult, CreateRequest
 from partners.messages import FollowUp
 from partners.models import Capability, Operation, Outcome, PartnerAttempt, Source
 from partners.services import backoff
-from partners.services.calls import attempt_close, attempt_open, perform, record_attempt
+from partners.services.calls import attempt_call, attempt_close, attempt_open, record_attempt
 from partners.services.observations import is_fenced, observation_apply, reconcile_booking
 
 logger = logging.getLogger(__name__)
@@ -89,7 +89,7 @@ def submission_run(booking_id: UUID) -> FollowUp:
     with log_context(booking=booking.reference, partner_key=booking.partner_key):
         connector = connector_for(booking.partner)
         request = create_request(booking)
-        result = perform(attempt, lambda: connector.create(request, idempotency_key=booking.partner_key))
+        result = attempt_call(attempt, lambda: connector.create(request, idempotency_key=booking.partner_key))
         return record_create_outcome(booking.pk, attempt, result)
 
 

@@ -36,10 +36,10 @@ from partners.messages import FollowUp
 from partners.models import Capability, Operation, Outcome, PartnerAttempt, Source
 from partners.services import backoff
 from partners.services.calls import (
+    attempt_call,
     attempt_close,
     attempt_open,
     call_and_close,
-    perform,
     record_attempt,
 )
 from partners.services.observations import is_fenced, observation_apply, reconcile_booking
@@ -111,7 +111,7 @@ def _replay(booking: Booking, findings: Findings) -> None:
         partner=partner, operation=Operation.CREATE, booking=booking, idempotency_key=booking.partner_key
     )
     request = create_request(booking)
-    result = perform(attempt, lambda: connector.create(request, idempotency_key=booking.partner_key))
+    result = attempt_call(attempt, lambda: connector.create(request, idempotency_key=booking.partner_key))
     usable = result.outcome in (Outcome.OK, Outcome.REJECTED) and result.reservation is not None
     with transaction.atomic():
         attempt_close(attempt, result, outcome=None if usable or not result.ok else Outcome.AMBIGUOUS)

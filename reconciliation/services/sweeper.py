@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import cache
 
-import redis
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F, Q, QuerySet
@@ -39,7 +38,7 @@ from redis.commands.core import Script
 from bookings.models import Actor, Booking
 from bookings.services import apply_transition, lock_booking
 from bookings.states import OPEN_STATES, BookingState
-from config.embedded_redis import with_socket_timeouts
+from config.redis_client import redis_client
 from partners import messages
 from partners.models import (
     Capability,
@@ -201,8 +200,7 @@ def _first_time(keys: list[str], ttl_s: float) -> list[bool]:
 
     Work that has no row of its own to push forward (stale webhooks, settled fences, listing
     walks) is queued at most once per window: running a sweep twice queues nothing new.
-    One script call, not a pipeline of one SET per key: building and parsing 1,000 commands in
-    redis-py cost more than everything else Redis did in a sweep.
+    One script call per batch: a pipeline of one SET per key costs redis-py more than the rest.
     """
     if not keys:
         return []
@@ -213,14 +211,9 @@ def _first_time(keys: list[str], ttl_s: float) -> list[bool]:
 
 
 @cache
-def _guard_redis() -> redis.Redis:
-    return redis.Redis.from_url(with_socket_timeouts(settings.REDIS_URL, 5))
-
-
-@cache
 def _claim_script() -> Script:
     """Runs as EVALSHA, loading the script again if Redis lost it."""
-    return _guard_redis().register_script(_CLAIM_SCRIPT)
+    return redis_client().register_script(_CLAIM_SCRIPT)
 
 
 def _queue_due(batch: list[tuple]) -> None:
@@ -240,7 +233,7 @@ def queue_sweep_messages(batch: list[tuple]) -> None:
 
     Not on the partner's queue: the step is database work only (it queues any partner call on
     the partner's queue itself), so an expiry is never stuck behind a slow partner's backlog.
-    Chunks: one Redis round trip per due booking would make queueing the slowest part of a sweep.
+    In chunks: a Redis round trip per due booking would dominate a large sweep.
     """
     ids = [str(booking_id) for booking_id, *_ in batch]
     size = settings.RECONCILE_MESSAGE_CHUNK

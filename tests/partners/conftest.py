@@ -128,10 +128,11 @@ def clean_queues(broker) -> Callable[[Partner], str]:
 @pytest.fixture
 def reset_guard() -> Callable[[Partner], None]:
     """Forget a partner's breaker and concurrency state (Redis keys and this process's cache)."""
+    from config.redis_client import redis_client
     from partners import guard
 
     def reset(partner: Partner) -> None:
-        client = guard._redis()
+        client = redis_client()
         keys = list(client.scan_iter(f"{settings.PARTNER_GUARD_NAMESPACE}:{partner.code}:*"))
         if keys:
             client.delete(*keys)

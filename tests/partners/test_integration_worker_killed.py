@@ -25,7 +25,7 @@ from bookings.states import BookingState
 from partners import messages
 from partners.connectors import connector_for
 from partners.models import Operation, Outcome, PartnerAttempt
-from partners.services.calls import perform
+from partners.services.calls import attempt_call
 from partners.services.submission import _claim, create_request
 from tests.helpers import wait_until
 from tests.partners.conftest import (
@@ -194,7 +194,7 @@ def test_worker_killed_after_the_call_before_recording_its_outcome(harness, part
     booking_row, attempt = _claim(booking.pk)
     connector = connector_for(h.partner)
     request = create_request(booking_row)
-    answer = perform(attempt, lambda: connector.create(request, idempotency_key=booking_row.partner_key))
+    answer = attempt_call(attempt, lambda: connector.create(request, idempotency_key=booking_row.partner_key))
     assert answer.outcome == Outcome.OK  # the partner made it ... and the worker dies here
     died_a_while_ago(attempt)
 

@@ -383,10 +383,11 @@ def test_a_sweep_ends_even_when_checks_are_pushed_by_no_time_at_all(
 def test_the_claims_of_a_batch_are_made_in_one_redis_call(
     make_booking, sweep_queue, broker, django_capture_on_commit_callbacks, monkeypatch
 ):
+    from config.redis_client import redis_client
     from reconciliation.services import sweeper
 
     sweeper._first_time([f"warm-up:{uuid4()}"], 1)  # the script is loaded in Redis
-    client = sweeper._guard_redis()
+    client = redis_client()
     commands: list[tuple] = []
     execute = client.execute_command
 

@@ -15,7 +15,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import close_old_connections
 
-from config.embedded_redis import with_socket_timeouts
+from config.redis_client import redis_client
 from reconciliation.services.sweeper import sweep
 
 logger = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ class Command(BaseCommand):
         stop = threading.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
-        client = redis.Redis.from_url(with_socket_timeouts(settings.REDIS_URL, 5))
+        client = redis_client()
         self.stdout.write(f"scheduler: sweeping every {interval:g}s")
         while not stop.is_set():
             self._sweep_once(client, interval)
