@@ -7,7 +7,7 @@ the partner, the deadline. Each answer is '' (it may run) or why not, in words f
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from functools import cached_property
 
 from django.utils import timezone
 from django_fsm import can_proceed
@@ -28,19 +28,21 @@ RESOLUTIONS = {
 }
 
 
-@dataclass(frozen=True)
 class Situation:
     """A booking as a support action finds it: the reservations we hold at its partner (oldest
-    first) and whether an earlier create's outcome is still unknown (the fence)."""
+    first) and whether an earlier create's outcome is still unknown (the fence), each read from
+    the database the first time a check asks."""
 
-    booking: Booking
-    held: list[PartnerReservation]
-    fenced: bool
+    def __init__(self, booking: Booking) -> None:
+        self.booking = booking
 
-    @classmethod
-    def of(cls, booking: Booking) -> Situation:
-        held = list(booking.partner_reservations.order_by("first_seen_at", "id"))
-        return cls(booking=booking, held=held, fenced=is_fenced(booking))
+    @cached_property
+    def held(self) -> list[PartnerReservation]:
+        return list(self.booking.partner_reservations.order_by("first_seen_at", "id"))
+
+    @cached_property
+    def fenced(self) -> bool:
+        return is_fenced(self.booking)
 
     @property
     def live(self) -> list[PartnerReservation]:

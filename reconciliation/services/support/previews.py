@@ -158,7 +158,7 @@ def preview(action: str, booking: Booking, *, live: bool = True, token: str | No
     """What `action` will do to `booking`: our state beside the partner's (asked live)."""
     if action not in ACTIONS:
         raise ValidationFailed(f"Unknown support action {action!r}; known: {', '.join(ACTIONS)}.")
-    situation = Situation.of(Booking.objects.select_related("partner").get(pk=booking.pk))
+    situation = Situation(Booking.objects.select_related("partner").get(pk=booking.pk))
     side = (
         partner_side(situation.booking, situation.held)
         if live
