@@ -147,4 +147,3 @@ def guard_status(partner: Partner) -> dict[str, Any]:
         "in_flight": int(in_flight or 0),
         "max_concurrency": partner.max_concurrency,
     }
-
