@@ -285,3 +285,14 @@ def test_my_bookings_are_paginated(web, customer, offer):
 
 def test_my_bookings_need_a_login(client):
     assert client.get("/bookings/")["Location"] == "/account/login/?next=/bookings/"
+
+
+def test_a_poll_costs_four_queries(web, customer, offer, django_assert_num_queries):
+    # every open progress page polls every few seconds: session, user, booking, its moves
+    booking = progressed(customer, offer, S.REQUESTED, S.SUBMITTING)
+    htmx(web, f"/bookings/{booking.reference}/status/")  # the partner's figures are now cached
+
+    with django_assert_num_queries(4):
+        response = htmx(web, f"/bookings/{booking.reference}/status/", seen="old")
+
+    assert response.status_code == 200
