@@ -57,8 +57,6 @@ def observation_data(observation: PartnerObservation) -> dict[str, Any]:
         "version": observation.version,
         "result": observation.result,
         "partner_modified_at": _iso(observation.partner_modified_at),
-        "inbound_event_id": observation.inbound_event_id,
-        "attempt_id": observation.attempt_id,
     }
 
 

@@ -200,7 +200,12 @@ def _record_on_timeline(
         summary=observation_summary(observation),
         partner_time=observation.partner_modified_at,
         skew_ms=partner.clock_skew_ms,
-        data=observation_data(observation),
+        # The delivery or call that brought it: the timeline shows them inside this row.
+        data={
+            **observation_data(observation),
+            "inbound_event_id": observation.inbound_event_id,
+            "attempt_id": observation.attempt_id,
+        },
     )
 
 
