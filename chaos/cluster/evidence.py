@@ -13,6 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from bookings.models import Booking
 from chaos.cluster.partitions import FaultRecord, Sample
 from chaos.cluster.stack import RequestRecord
 from chaos.model import Snapshot
@@ -85,10 +86,12 @@ def fault_figures(
     snapshot: Snapshot,
     scheduler_logs: dict[str, list[LogEvent]],
     addresses: dict[str, str],
+    references: dict[str, str],
 ) -> dict[str, Any]:
     """Figures for one fault; times in seconds, relative to the fault's start or end as named.
 
-    `addresses`: host name -> address (the clients' records name hosts by address).
+    `addresses`: host name -> address (the clients' records name hosts by address);
+    `references`: booking id -> reference (messages name bookings by id).
     """
     if record.began_s is None or record.ended_s is None:
         return {**record.as_dict(), "ran": False}
@@ -99,7 +102,7 @@ def fault_figures(
     figures["duplicates"] = _duplicates(snapshot, begin, end)
     kind = record.fault.kind
     if kind == "worker_cut":
-        figures.update(_worker_cut(record, samples))
+        figures.update(_worker_cut(record, samples, snapshot, references, begin, end))
     elif kind == "web_cut":
         figures.update(_web_cut(addresses[record.fault.hosts[0]], requests, begin, end))
     elif kind == "broker_cut":
@@ -158,23 +161,42 @@ def _created_at(snapshot: Snapshot, code: str, history: tuple[Any, ...]) -> floa
 
 
 # --- per fault ---------------------------------------------------------------------------------
-def _worker_cut(record: FaultRecord, samples: list[Sample]) -> dict[str, Any]:
-    """Held at the cut, handed to another worker by the broker, and the host's return."""
+def _worker_cut(
+    record: FaultRecord,
+    samples: list[Sample],
+    snapshot: Snapshot,
+    references: dict[str, str],
+    begin: float,
+    end: float,
+) -> dict[str, Any]:
+    """What the cut host held, who moved it on meanwhile, the broker's redelivery, the return."""
     ids = set(record.worker_ids)
     began, ended = record.began_s or 0.0, record.ended_s or 0.0
     requeued = next(
         (s.at_s for s in samples if s.at_s > began and not any(s.acks.get(w, 0) for w in ids)), None
     )
-    back = next(
-        (s.at_s for s in samples if s.at_s > ended and any(s.heartbeats.get(w, -1) > ended for w in ids)),
-        None,
-    )
+    before = [s for s in samples if s.at_s < began]
+    workers_before = _live_workers(before[-1]) if before else 0
+    back = next((s.at_s for s in samples if s.at_s > ended and _live_workers(s) >= workers_before), None)
+    # A booking another host took further while this one was away: the cut host could not
+    # commit anything then, so its timeline's events in the window are the others' work.
+    held_references = {references[arg] for _, arg in record.held if arg in references}
+    held = [snapshot.bookings[r] for r in held_references if r in snapshot.bookings]
+    moved_on = [b for b in held if any(begin < e.occurred_at.timestamp() < end for e in b.events)]
     return {
-        "held_at_cut": record.at_begin.get("held_at_begin"),
-        "redelivered_after_s": _since(requeued, began),
-        "redelivered_while_cut_off": requeued is not None and requeued < ended,
-        "host_back_after_s": _since(back, ended),
+        "held_at_cut": len(record.held),
+        "held_bookings": len(held),
+        "held_bookings_moved_on_elsewhere_while_cut_off": len(moved_on),
+        "broker_redelivered_after_s": _since(requeued, began),
+        "broker_redelivered_while_cut_off": requeued is not None and requeued < ended,
+        "all_workers_back_after_s": _since(back, ended),
     }
+
+
+def booking_references(partner_codes: list[str]) -> dict[str, str]:
+    """Booking id -> reference for the run's bookings (messages name bookings by id)."""
+    rows = Booking.objects.filter(partner__code__in=partner_codes).values_list("pk", "reference")
+    return {str(pk): reference for pk, reference in rows}
 
 
 def _web_cut(address: str, requests: list[RequestRecord], begin: float, end: float) -> dict[str, Any]:

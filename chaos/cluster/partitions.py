@@ -12,6 +12,7 @@ host holds, their redelivery and the host's return can be read from the samples 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import threading
 import time
@@ -47,6 +48,7 @@ class FaultRecord:
     began_s: float | None = None
     ended_s: float | None = None
     worker_ids: list[str] = field(default_factory=list)  # worker_cut: the cut host's workers
+    held: list[tuple[str, str]] = field(default_factory=list)  # worker_cut: (actor, first argument)
     at_begin: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -58,6 +60,7 @@ class FaultRecord:
             "began_s": _round(self.began_s),
             "ended_s": _round(self.ended_s),
             "worker_ids": self.worker_ids,
+            "held_by_actor": _count(actor for actor, _ in self.held),
             **self.at_begin,
         }
 
@@ -126,10 +129,9 @@ class Partitioner(threading.Thread):
         fault = record.fault
         latest = self.samples[-1] if self.samples else None
         if latest is not None:
-            record.at_begin = {
-                "sweeper_lock_ttl_ms_at_begin": latest.lock_ttl_ms,
-                "held_at_begin": sum(latest.acks.get(w, 0) for w in record.worker_ids),
-            }
+            record.at_begin = {"sweeper_lock_ttl_ms_at_begin": latest.lock_ttl_ms}
+        if record.worker_ids:
+            record.held = self._held_by(record.worker_ids)
         try:
             if fault.kind == "partners_partition":
                 self.network.partition(*fault.hosts)
@@ -186,6 +188,24 @@ class Partitioner(threading.Thread):
             )
         )
 
+    def _held_by(self, worker_ids: list[str]) -> list[tuple[str, str]]:
+        """(actor, first argument) of each message these workers hold unacknowledged."""
+        held: list[tuple[str, str]] = []
+        try:
+            for worker_id in worker_ids:
+                prefix = f"{self.namespace}:__acks__.{worker_id}."
+                for key in self._client.scan_iter(match=f"{prefix}*", count=500):
+                    queue = key.decode()[len(prefix) :]
+                    ids = list(self._client.smembers(key))
+                    bodies = self._client.hmget(f"{self.namespace}:{queue}.msgs", ids) if ids else []
+                    for body in bodies:
+                        message = json.loads(body) if body else {}
+                        args = message.get("args") or [""]
+                        held.append((str(message.get("actor_name", "?")), str(args[0])))
+        except (redis.RedisError, OSError, ValueError) as exc:
+            self.errors.append(f"could not read the messages held by {worker_ids}: {exc!r}")
+        return held
+
     def _worker_ids_on(self, host: str) -> list[str]:
         """Dramatiq worker ids whose commands come from the host's address (watched for a second)."""
         address = self.plan.host(host).address
@@ -213,6 +233,13 @@ class Partitioner(threading.Thread):
 
     def _elapsed(self) -> float:
         return time.monotonic() - self._t0
+
+
+def _count(values: Any) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for value in values:
+        counts[value] = counts.get(value, 0) + 1
+    return counts
 
 
 def _round(value: float | None) -> float | None:

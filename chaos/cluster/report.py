@@ -66,10 +66,16 @@ def describe(fault: dict[str, Any]) -> str:
     ]
     kind = fault["fault"]
     if kind == "worker_cut":
+        redelivered = (
+            f"after {fault['broker_redelivered_after_s']} s"
+            if fault["broker_redelivered_while_cut_off"]
+            else "nothing while it was away"
+        )
         parts.append(
-            f"held {fault['held_at_cut']} messages, redelivered after {fault['redelivered_after_s']} s"
-            f"{'' if fault['redelivered_while_cut_off'] else ' (not while cut off)'}, "
-            f"host back {fault['host_back_after_s']} s after the heal"
+            f"held {fault['held_at_cut']} messages ({fault['held_bookings']} bookings), "
+            f"{fault['held_bookings_moved_on_elsewhere_while_cut_off']} of those bookings moved on by "
+            f"another host while it was away; the broker redelivered {redelivered}; "
+            f"all workers back {fault['all_workers_back_after_s']} s after the heal"
         )
     elif kind == "web_cut":
         parts.append(

@@ -191,6 +191,7 @@ class ClusterRun(ChaosRun):
             for h in self.plan.by_role("scheduler")
         }
         attempts = evidence.attempt_rows(codes)
+        references = evidence.booking_references(codes)
         faults = [
             evidence.fault_figures(
                 record,
@@ -201,6 +202,7 @@ class ClusterRun(ChaosRun):
                 snapshot=self.snapshot,
                 scheduler_logs=scheduler_logs,
                 addresses={h.name: h.address for h in self.plan.hosts},
+                references=references,
             )
             for record in self.partitioner.records
         ]

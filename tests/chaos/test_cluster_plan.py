@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import itertools
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -18,7 +19,7 @@ from chaos.cluster.plan import (
 )
 from chaos.cluster.stack import RequestRecord
 from chaos.config import ClusterOptions
-from chaos.model import Snapshot
+from chaos.model import BookingRow, EventRow, Snapshot
 
 
 def a_plan(**options):
@@ -135,11 +136,11 @@ def test_a_zero_duration_or_no_network_faults_leaves_faults_out():
 T0 = 1_800_000_000.0  # the load's start, epoch seconds
 
 
-def empty_snapshot() -> Snapshot:
+def snapshot_of(bookings=()) -> Snapshot:
     return Snapshot(
         profiles={},
         skew_s={},
-        bookings={},
+        bookings={b.reference: b for b in bookings},
         idempotency=[],
         reservations=[],
         observations=[],
@@ -153,34 +154,65 @@ def the_fault(kind):
     return fault
 
 
-def figures_for(record, *, samples=(), requests=()):
+def booking(reference, *, events_at):
+    moments = [datetime.fromtimestamp(T0 + t, tz=UTC) for t in events_at]
+    return BookingRow(
+        reference=reference,
+        partner_code="ref",
+        customer="c1",
+        status="pending_partner",
+        attention_reason="",
+        attention_detail="",
+        deadline=moments[0] + timedelta(seconds=120),
+        created_at=moments[0],
+        events=tuple(
+            EventRow(id=i, kind="booking.x", actor="worker", from_state="", to_state="", occurred_at=at)
+            for i, at in enumerate(moments)
+        ),
+    )
+
+
+def figures_for(record, *, samples=(), requests=(), bookings=(), references=None):
     return fault_figures(
         record,
         started_at=T0,
         samples=list(samples),
         requests=list(requests),
         attempts=[],
-        snapshot=empty_snapshot(),
+        snapshot=snapshot_of(bookings),
         scheduler_logs={},
         addresses={"web-1": "10.231.7.11", "web-2": "10.231.7.12", "worker-1": "10.231.7.21"},
+        references=references or {},
     )
 
 
-def test_a_cut_worker_s_held_messages_are_seen_redelivered_and_the_host_back():
-    fault = the_fault("worker_cut")
-    record = FaultRecord(fault, began_s=95.0, ended_s=170.0, worker_ids=["w1"], at_begin={"held_at_begin": 4})
+def test_a_cut_worker_s_held_bookings_moved_on_elsewhere_and_its_return_are_read():
+    record = FaultRecord(
+        the_fault("worker_cut"),
+        began_s=95.0,
+        ended_s=195.0,
+        worker_ids=["w1"],
+        held=[("submit_booking", "id-a"), ("sync_booking", "id-b"), ("apply_inbound_event", "17")],
+    )
     samples = [
-        Sample(at_s=96.0, heartbeats={"w1": 95.0, "w2": 96.0}, acks={"w1": 4, "w2": 1}, lock_ttl_ms=-2),
-        Sample(at_s=160.0, heartbeats={"w1": 95.0, "w2": 160.0}, acks={"w2": 5}, lock_ttl_ms=-2),
-        Sample(at_s=171.0, heartbeats={"w1": 95.0, "w2": 171.0}, acks={"w2": 1}, lock_ttl_ms=-2),
-        Sample(at_s=172.5, heartbeats={"w1": 172.4, "w2": 172.5}, acks={}, lock_ttl_ms=-2),
+        Sample(at_s=94.5, heartbeats={"w1": 94.0, "w2": 94.4}, acks={"w1": 3, "w2": 1}, lock_ttl_ms=-2),
+        Sample(at_s=96.0, heartbeats={"w1": 95.0, "w2": 96.0}, acks={"w1": 3, "w2": 1}, lock_ttl_ms=-2),
+        Sample(at_s=170.0, heartbeats={"w1": 95.0, "w2": 170.0}, acks={"w2": 5}, lock_ttl_ms=-2),
+        Sample(at_s=196.0, heartbeats={"w1": 95.0, "w2": 196.0}, acks={"w2": 1}, lock_ttl_ms=-2),
+        Sample(at_s=197.5, heartbeats={"w1": 197.4, "w2": 197.5}, acks={}, lock_ttl_ms=-2),
     ]
+    moved = booking("BK-A", events_at=[80.0, 120.0])  # another host took it further at 120 s
+    waited = booking("BK-B", events_at=[90.0, 200.0])  # nothing until the cut host came back
 
-    figures = figures_for(record, samples=samples)
+    figures = figures_for(
+        record, samples=samples, bookings=[moved, waited], references={"id-a": "BK-A", "id-b": "BK-B"}
+    )
 
-    assert figures["held_at_cut"] == 4
-    assert (figures["redelivered_after_s"], figures["redelivered_while_cut_off"]) == (65.0, True)
-    assert figures["host_back_after_s"] == 2.5
+    assert (figures["held_at_cut"], figures["held_bookings"]) == (3, 2)
+    assert figures["held_bookings_moved_on_elsewhere_while_cut_off"] == 1
+    assert figures["broker_redelivered_after_s"] == 75.0
+    assert figures["broker_redelivered_while_cut_off"] is True
+    assert figures["all_workers_back_after_s"] == 2.5
 
 
 def test_a_cut_web_host_s_lost_requests_are_matched_to_their_retries_elsewhere():
