@@ -70,6 +70,8 @@ class ClusterStack(Stack):
         process = super()._process(name, argv, role=role)
         process.argv = self.network.on_host(self._placement[name], argv)
         process.env["ALLOWED_HOSTS"] = ",".join(h.address for h in self.plan.hosts)
+        # A host stands for a machine of its own: its workers have no web server to yield to.
+        process.env["WORKER_NICE"] = "0"
         return process
 
     def _place(self, name: str, host: Host) -> str:
