@@ -6,6 +6,8 @@ booking. `settings.BOOKINGS_PARTNER_PORT` names the implementation (the partner 
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from functools import cache
 from typing import Protocol
 from uuid import UUID
@@ -13,6 +15,8 @@ from uuid import UUID
 from django.conf import settings
 from django.db import transaction
 from django.utils.module_loading import import_string
+
+logger = logging.getLogger(__name__)
 
 
 class PartnerPort(Protocol):
@@ -30,8 +34,29 @@ def _port() -> PartnerPort:
 
 def submit_on_commit(booking_id: UUID, partner_code: str) -> None:
     """Queue the partner submission once the booking row is committed (never before)."""
-    transaction.on_commit(lambda: _port().queue_submission(booking_id, partner_code))
+    _after_commit(lambda: _port().queue_submission(booking_id, partner_code), "submission", booking_id)
 
 
 def cancel_on_commit(booking_id: UUID, partner_code: str) -> None:
-    transaction.on_commit(lambda: _port().queue_cancellation(booking_id, partner_code))
+    _after_commit(lambda: _port().queue_cancellation(booking_id, partner_code), "cancellation", booking_id)
+
+
+def _after_commit(queue: Callable[[], None], work: str, booking_id: UUID) -> None:
+    """Run `queue` after commit without letting it fail the request.
+
+    Committed, the booking is safe: its row is due for the sweeper, which queues the work when
+    the broker answers again. Raising here would tell the customer that a stored request failed.
+    """
+
+    def queue_or_leave_to_sweeper() -> None:
+        try:
+            queue()
+        except Exception:  # the broker's errors are the partner side's; any of them leaves it due
+            logger.warning(
+                "booking %s not queued; the sweeper will queue it",
+                work,
+                exc_info=True,
+                extra={"booking_id": str(booking_id)},
+            )
+
+    transaction.on_commit(queue_or_leave_to_sweeper)

@@ -1,10 +1,14 @@
-"""`GET /healthz`: 200 when the database and the broker answer, 503 otherwise."""
+"""`GET /healthz`: 200 when the database and the broker answer; otherwise 503 with
+`Retry-After` and each dependency's answer, e.g. `{"status": "unavailable", "checks":
+{"database": true, "broker": false}}`. Both are asked afresh on every call, so it turns 200 again
+by itself once they are back."""
 
 from __future__ import annotations
 
 import logging
 
 import dramatiq
+from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.http import require_GET
@@ -33,8 +37,10 @@ def _broker_ok() -> bool:
 @require_GET
 def healthz(request: HttpRequest) -> JsonResponse:
     checks = {"database": _database_ok(), "broker": _broker_ok()}
-    healthy = all(checks.values())
+    if all(checks.values()):
+        return JsonResponse({"status": "ok", "checks": checks})
     return JsonResponse(
-        {"status": "ok" if healthy else "unavailable", "checks": checks},
-        status=200 if healthy else 503,
+        {"status": "unavailable", "checks": checks},
+        status=503,
+        headers={"Retry-After": str(settings.UNAVAILABLE_RETRY_AFTER_S)},
     )

@@ -1,14 +1,20 @@
-"""The HTTP edge of the API: its clients get the one JSON error shape, never an HTML page, and
-bodies above the size limit are refused before anything reads them."""
+"""The HTTP edge of the API: its clients get the one JSON error shape, never an HTML page,
+bodies above the size limit are refused before anything reads them, and a database that cannot
+be reached is a 503 to retry, not a server error."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 from django.conf import settings
+from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse
+from django.template.loader import render_to_string
 
 from config.errors import error_response, status_error_response
+
+logger = logging.getLogger(__name__)
 
 # Paths of machine clients: the customer API and the partners' webhook receiver.
 JSON_CLIENT_PATHS = ("/api/", "/partners/")
@@ -62,3 +68,28 @@ def _declared_length(request: HttpRequest) -> int:
         return int(request.META.get("CONTENT_LENGTH") or 0)
     except ValueError:
         return 0
+
+
+class DatabaseUnavailableMiddleware:
+    """A database that cannot be reached (down, restarting, refusing connections, or a transient
+    failure such as a lock timeout) answers 503 with `Retry-After`: the API's paths in the one
+    error shape, pages with a plain page that needs no database. What the request had begun to
+    write was in a transaction the database rolls back; the next request connects again
+    (`CONN_HEALTH_CHECKS`), so the service recovers without a restart.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        if not isinstance(exception, OperationalError | InterfaceError):
+            return None
+        logger.warning("database unavailable: answered 503", exc_info=exception, extra={"path": request.path})
+        headers = {"Retry-After": str(settings.UNAVAILABLE_RETRY_AFTER_S)}
+        if request.path_info.startswith(JSON_CLIENT_PATHS):
+            message = "The service is briefly unavailable; retry after Retry-After seconds."
+            return error_response(503, "service_unavailable", message, headers=headers)
+        return HttpResponse(render_to_string("503.html"), status=503, headers=headers)

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from uuid import UUID
 
 import dramatiq
+import redis
+from django.db import transaction
 
 from bookings.models import Booking
 from partners.models import Partner
@@ -65,3 +67,19 @@ def send_follow_up(booking_id: UUID | str, follow_up: FollowUp) -> None:
 def send_inbound_event(event_id: int) -> None:
     """Queue a stored webhook delivery to be applied."""
     send(PROCESS_INBOUND_EVENT, event_id, queue_name=WEBHOOKS_QUEUE)
+
+
+def send_inbound_event_on_commit(event_id: int) -> None:
+    """Queue a delivery once it is stored. Stored, it is safe to acknowledge: if the broker is
+    down, the sweeper queues it once it is stale (RECONCILE_INBOUND_STALE_S)."""
+
+    def send_or_leave_to_sweeper() -> None:
+        try:
+            send_inbound_event(event_id)
+        except redis.RedisError:
+            logger.warning(
+                "webhook stored but not queued (broker unavailable); the sweeper will queue it",
+                extra={"inbound_event_id": event_id},
+            )
+
+    transaction.on_commit(send_or_leave_to_sweeper)

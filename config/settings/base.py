@@ -48,6 +48,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     # First: it sees every error response, and turns those of the API's paths into JSON.
     "config.middleware.JsonErrorsMiddleware",
+    # A database that cannot be reached is a 503 with Retry-After, not a server error.
+    "config.middleware.DatabaseUnavailableMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     # Before sessions and authentication: a refused request costs no database query.
@@ -142,7 +144,8 @@ DRAMATIQ_AUTODISCOVER_MODULES = ["tasks"]
 
 CACHES = {
     "default": {
-        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        # Figures that can be computed again: while Redis is down, reads miss (config/cache.py).
+        "BACKEND": "config.cache.FailSoftRedisCache",
         "LOCATION": embedded_redis.with_socket_timeouts(REDIS_URL),
         "KEY_PREFIX": env.str("CACHE_KEY_PREFIX", default="bk"),
     },
@@ -157,6 +160,9 @@ CACHES = {
 CATALOGUE_CACHE_TTL_S = env.float("CATALOGUE_CACHE_TTL_S", default=5.0)
 
 # --- Auth, i18n, static -------------------------------------------------------------------
+# Sessions live in the database, not in Redis: logged-in customers keep their pages while Redis
+# is down.
+SESSION_ENGINE = "django.contrib.sessions.backends.db"
 # django-axes first: it refuses a locked-out login before the password is checked.
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
@@ -221,6 +227,9 @@ API_THROTTLE_REDIS_URL = env.str("API_THROTTLE_REDIS_URL", default="") or REDIS_
 API_THROTTLE_NAMESPACE = env.str("API_THROTTLE_NAMESPACE", default="throttle")
 # How long a request waits for Redis before going through uncounted.
 API_THROTTLE_REDIS_TIMEOUT_S = env.float("API_THROTTLE_REDIS_TIMEOUT_S", default=0.25)
+# While the database is unreachable, requests are answered 503 with this Retry-After
+# (config.middleware.DatabaseUnavailableMiddleware); `/healthz` says which dependency is down.
+UNAVAILABLE_RETRY_AFTER_S = env.int("UNAVAILABLE_RETRY_AFTER_S", default=5)
 
 # --- Login brute-force protection (django-axes): the admin's and every other login form -------
 # Locked out per username and address after this many failures, for the cool-off; support unlocks

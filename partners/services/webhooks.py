@@ -21,7 +21,7 @@ from bookings.models import Actor
 from bookings.timeline import record_event
 from config.errors import Conflict
 from partners.connectors.reference import MalformedPayload, UnsupportedEvent, parse_webhook
-from partners.messages import send_inbound_event
+from partners.messages import send_inbound_event_on_commit
 from partners.models import (
     InboundEvent,
     InboundResult,
@@ -171,7 +171,7 @@ def inbound_event_receive(*, partner: Partner, raw: bytes, headers: dict[str, st
         with transaction.atomic():
             event = InboundEvent.objects.create(**fields)
             if not unsupported:
-                transaction.on_commit(lambda: send_inbound_event(event.pk))
+                send_inbound_event_on_commit(event.pk)
     except IntegrityError:
         return _record_duplicate(fields)
     if unsupported:
