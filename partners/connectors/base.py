@@ -43,6 +43,17 @@ class CreateRequest:
 
 
 @dataclass(frozen=True)
+class Terms:
+    """A booking's terms as the partner states them; what an answer did not carry is None."""
+
+    start_date: date | None = None
+    end_date: date | None = None
+    guests: int | None = None
+    total_price: Decimal | None = None
+    currency: str = ""
+
+
+@dataclass(frozen=True)
 class ReservationSnapshot:
     """What the partner says about one reservation, normalised to our vocabulary."""
 
@@ -53,6 +64,7 @@ class ReservationSnapshot:
     version: int | None = None  # reference protocol; None for legacy
     created_at: datetime | None = None  # aware (legacy local times converted)
     modified_at: datetime | None = None  # aware
+    terms: Terms = Terms()
     raw: dict[str, Any] = field(default_factory=dict)
 
 
@@ -67,6 +79,7 @@ class CallResult:
     error_code: str = ""  # the partner's error code (`not_found`, `idempotency_key_reused`, ...)
     retry_after_s: float | None = None
     next_page: int | None = None  # change listing only
+    refusal: str = ""  # why the answer's data was refused at our edge; "" when it was usable
 
     @property
     def reservation(self) -> ReservationSnapshot | None:

@@ -44,6 +44,7 @@ logger = logging.getLogger("partners.http")
 
 CONNECT_ATTEMPTS = 3
 MAX_BODY_BYTES = 10 * 1024 * 1024
+REFUSAL_CHARS = 300  # PartnerAttempt.refusal
 USER_AGENT = "bookings-behind-partners/0.1"
 
 _sessions: dict[str, tuple[tuple[str, str], requests.Session]] = {}
@@ -94,6 +95,8 @@ def _new_session(*, pool_size: int) -> requests.Session:
 class MalformedPayload(ValueError):
     """A partner payload that does not follow its protocol's contract."""
 
+    code = "malformed_payload"
+
 
 @dataclass(frozen=True)
 class Exchange:
@@ -143,11 +146,18 @@ class Exchange:
         assert self.failure is not None
         return self.result(self.failure)
 
-    def unexpected_body(self, reason: str) -> CallResult:
-        """A response we cannot read: a write may have taken effect; a read may be retried."""
-        return self.result(
-            Outcome.AMBIGUOUS if self.write else Outcome.TRANSIENT,
-            error=f"unexpected response body (HTTP {self.status}): {reason}",
+    def refused(self, problem: MalformedPayload) -> CallResult:
+        """An answer whose data we refuse (malformed, or a value out of range): a write may have
+        taken effect; a read told us nothing. `refusal` says why, for the attempt's record."""
+        return CallResult(
+            outcome=Outcome.AMBIGUOUS if self.write else Outcome.TRANSIENT,
+            http_status=self.status,
+            partner_time=self.partner_time,
+            latency_ms=self.latency_ms,
+            error=f"partner data refused (HTTP {self.status}): {problem}",
+            error_code=self.error_code,
+            retry_after_s=self.retry_after_s,
+            refusal=str(problem)[:REFUSAL_CHARS],
         )
 
     def by_status(self) -> CallResult:

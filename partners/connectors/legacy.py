@@ -24,7 +24,8 @@ from typing import Any
 from urllib.parse import quote
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from partners.connectors.base import CallResult, CreateRequest, ReservationSnapshot
+from partners.connectors import bounds
+from partners.connectors.base import CallResult, CreateRequest, ReservationSnapshot, Terms
 from partners.connectors.http import Exchange, MalformedPayload, money_string, perform
 from partners.models import Outcome, Partner, ReservationStatus
 
@@ -57,7 +58,7 @@ class LegacyConnector:
         try:
             snapshot = parse_create_response(exchange.body, request=request)
         except MalformedPayload as exc:
-            return exchange.unexpected_body(str(exc))
+            return exchange.refused(exc)
         if snapshot.status == ReservationStatus.REJECTED:
             return exchange.result(
                 Outcome.REJECTED,
@@ -77,7 +78,7 @@ class LegacyConnector:
         try:
             snapshot = parse_booking(exchange.body, self.zone, default_ref=partner_ref)
         except MalformedPayload as exc:
-            return exchange.unexpected_body(str(exc))
+            return exchange.refused(exc)
         return exchange.result(Outcome.OK, reservations=(snapshot,))
 
     def lookup(self, client_reference: str) -> CallResult:
@@ -96,8 +97,11 @@ class LegacyConnector:
             return exchange.by_status()
         try:
             snapshots, next_page = parse_listing(exchange.body, self.zone)
+            if next_page is not None and next_page <= page:
+                # Followed, it would walk the same pages for ever.
+                raise bounds.OutOfRange("next_page", next_page, f"a page after {page}")
         except MalformedPayload as exc:
-            return exchange.unexpected_body(str(exc))
+            return exchange.refused(exc)
         return exchange.result(Outcome.OK, reservations=snapshots, next_page=next_page)
 
     def cancel(self, partner_ref: str) -> CallResult:
@@ -111,7 +115,7 @@ class LegacyConnector:
         try:
             snapshot = parse_cancel_response(exchange.body, self.zone, partner_ref=partner_ref)
         except MalformedPayload as exc:
-            return exchange.unexpected_body(str(exc))
+            return exchange.refused(exc)
         return exchange.result(Outcome.OK, reservations=(snapshot,))
 
     def _call(
@@ -176,6 +180,7 @@ def from_partner_local(value: Any, zone: ZoneInfo, *, field: str = "modified") -
         parsed = datetime.fromisoformat(value.strip())
     except ValueError:
         raise MalformedPayload(f"{field} is not a local time: {value!r}") from None
+    bounds.moment(parsed, field=field)  # before converting: year 1 or 9999 would overflow
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=zone, fold=0)
     return parsed.astimezone(UTC)
@@ -193,11 +198,12 @@ def rejection_reason(message: Any) -> str:
     squashed = text.lower().replace("_", " ").replace("-", " ")
     if "sold out" in squashed or "soldout" in squashed:
         return "sold_out"
-    return text[:100]
+    return bounds.text(text[: bounds.MAX_TEXT_LENGTH], field="msg")
 
 
 def parse_create_response(data: Any, *, request: CreateRequest) -> ReservationSnapshot:
-    """`{"booking_no", "state", "msg"}`: it carries neither the ref nor a modified time."""
+    """`{"booking_no", "state", "msg"}`: it carries neither the ref, nor a modified time, nor
+    the terms."""
     if not isinstance(data, dict):
         raise MalformedPayload("create response is not a JSON object")
     status = parse_state(data.get("state"))
@@ -205,21 +211,24 @@ def parse_create_response(data: Any, *, request: CreateRequest) -> ReservationSn
     if booking_no is None or booking_no == "":
         if status != ReservationStatus.REJECTED:
             raise MalformedPayload("create response has no booking_no")
-        booking_no = ""  # a FAIL may come without a booking: nothing is held
+        partner_ref = ""  # a FAIL may come without a booking: nothing is held
+    else:
+        partner_ref = bounds.identifier(booking_no, field="booking_no")
     return ReservationSnapshot(
-        partner_ref=str(booking_no),
+        partner_ref=partner_ref,
         client_reference=request.client_reference,
         status=status,
         reason=rejection_reason(data.get("msg")) if status == ReservationStatus.REJECTED else "",
         version=None,
         created_at=None,
         modified_at=None,
-        raw=data,
+        raw=bounds.payload(data, field="booking"),
     )
 
 
 def parse_booking(data: Any, zone: ZoneInfo, *, default_ref: str | None = None) -> ReservationSnapshot:
-    """A booking from GET or the listing: `{"booking_no", "ref", "state", "modified"}`."""
+    """A booking from GET or the listing: `{"booking_no", "ref", "state", "modified"}`, and the
+    terms it echoes (`from`, `to`, `pax`, `amount`, `ccy`) when present."""
     if not isinstance(data, dict):
         raise MalformedPayload("booking is not a JSON object")
     booking_no = data.get("booking_no", default_ref)
@@ -228,14 +237,21 @@ def parse_booking(data: Any, zone: ZoneInfo, *, default_ref: str | None = None) 
     modified = data.get("modified")
     status = parse_state(data.get("state"))
     return ReservationSnapshot(
-        partner_ref=str(booking_no),
-        client_reference="" if data.get("ref") is None else str(data["ref"]),
+        partner_ref=bounds.identifier(booking_no, field="booking_no"),
+        client_reference=bounds.text(data.get("ref"), field="ref"),
         status=status,
         reason=rejection_reason(data.get("msg")) if status == ReservationStatus.REJECTED else "",
         version=None,
         created_at=None,
         modified_at=None if modified is None else from_partner_local(modified, zone),
-        raw=data,
+        terms=Terms(
+            start_date=bounds.stay_date(data.get("from"), field="from"),
+            end_date=bounds.stay_date(data.get("to"), field="to"),
+            guests=bounds.guests(data.get("pax"), field="pax"),
+            total_price=bounds.amount(data.get("amount"), field="amount"),
+            currency=bounds.currency(data.get("ccy"), field="ccy"),
+        ),
+        raw=bounds.payload(data, field="booking"),
     )
 
 

@@ -20,11 +20,12 @@ Classification per operation (what is not listed falls back to `http.classify_st
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
-from partners.connectors.base import CallResult, CreateRequest, ReservationSnapshot
+from partners.connectors import bounds
+from partners.connectors.base import CallResult, CreateRequest, ReservationSnapshot, Terms
 from partners.connectors.http import Exchange, MalformedPayload, money_string, perform
 from partners.models import Capability, Outcome, Partner, ReservationStatus
 
@@ -179,7 +180,7 @@ def _reservation_result(exchange: Exchange, *, rejected_is_outcome: bool = False
     try:
         snapshot = parse_reservation(exchange.body)
     except MalformedPayload as exc:
-        return exchange.unexpected_body(str(exc))
+        return exchange.refused(exc)
     if rejected_is_outcome and snapshot.status == ReservationStatus.REJECTED:
         return exchange.result(
             Outcome.REJECTED, reservations=(snapshot,), error=snapshot.reason or "rejected"
@@ -190,38 +191,41 @@ def _reservation_result(exchange: Exchange, *, rejected_is_outcome: bool = False
 def _list_result(exchange: Exchange) -> CallResult:
     body = exchange.body
     if not isinstance(body, dict) or not isinstance(body.get("data"), list):
-        return exchange.unexpected_body('expected {"data": [...]}')
+        return exchange.refused(MalformedPayload('expected {"data": [...]}'))
     try:
         # All or nothing: silently skipping one entry could hide the reservation we look for.
         snapshots = tuple(parse_reservation(item) for item in body["data"])
     except MalformedPayload as exc:
-        return exchange.unexpected_body(str(exc))
+        return exchange.refused(exc)
     return exchange.result(Outcome.OK, reservations=snapshots)
 
 
 def parse_reservation(data: Any) -> ReservationSnapshot:
-    """A reference reservation object as a snapshot; extra fields are kept in `raw` only."""
+    """A reference reservation object as a snapshot; extra fields are kept in `raw` only.
+
+    Every value is read through `bounds`: one out of range refuses the whole object.
+    """
     if not isinstance(data, dict):
         raise MalformedPayload("reservation is not a JSON object")
-    partner_id = data.get("id")
-    if not isinstance(partner_id, (str, int)) or isinstance(partner_id, bool) or partner_id == "":
+    if data.get("id") in (None, ""):
         raise MalformedPayload("reservation has no id")
-    reason = data.get("reason")
     return ReservationSnapshot(
-        partner_ref=str(partner_id),
-        client_reference=_optional_text(data, "client_reference"),
+        partner_ref=bounds.identifier(data["id"], field="id"),
+        client_reference=bounds.text(data.get("client_reference"), field="client_reference"),
         status=_status(data.get("status")),
-        reason="" if reason is None else str(reason),
-        version=_version(data.get("version")),
+        reason=bounds.text(data.get("reason"), field="reason"),
+        version=bounds.version(data.get("version")),
         created_at=parse_timestamp(data.get("created_at"), field="created_at"),
         modified_at=parse_timestamp(data.get("updated_at"), field="updated_at"),
-        raw=data,
+        terms=Terms(
+            start_date=bounds.stay_date(data.get("start_date"), field="start_date"),
+            end_date=bounds.stay_date(data.get("end_date"), field="end_date"),
+            guests=bounds.guests(data.get("guests")),
+            total_price=bounds.amount(data.get("total_price"), field="total_price"),
+            currency=bounds.currency(data.get("currency")),
+        ),
+        raw=bounds.payload(data, field="reservation"),
     )
-
-
-def _optional_text(data: dict[str, Any], key: str) -> str:
-    value = data.get(key)
-    return "" if value is None else str(value)
 
 
 def _status(value: Any) -> ReservationStatus:
@@ -231,18 +235,6 @@ def _status(value: Any) -> ReservationStatus:
         except ValueError:
             pass
     raise MalformedPayload(f"unknown reservation status {value!r}")
-
-
-def _version(value: Any) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        raise MalformedPayload(f"version is not an integer: {value!r}")
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value)
-    raise MalformedPayload(f"version is not an integer: {value!r}")
 
 
 def parse_timestamp(value: Any, *, field: str = "timestamp") -> datetime | None:
@@ -263,7 +255,7 @@ def parse_timestamp(value: Any, *, field: str = "timestamp") -> datetime | None:
         raise MalformedPayload(f"{field} is not an RFC 3339 time: {value!r}") from None
     if parsed.tzinfo is None:
         raise MalformedPayload(f"{field} has no UTC offset: {value!r}")
-    return parsed
+    return bounds.moment(parsed, field=field)
 
 
 def parse_webhook(body: Any) -> WebhookEvent:
@@ -293,8 +285,5 @@ def webhook_partner_time(body: dict[str, Any]) -> datetime | None:
     """The partner's clock in a webhook body: RFC 3339, or unix seconds; None when absent."""
     value = body.get("timestamp")
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        try:
-            return datetime.fromtimestamp(value, tz=UTC)
-        except (OverflowError, OSError, ValueError):
-            raise MalformedPayload(f"timestamp out of range: {value!r}") from None
+        return bounds.unix_time(value, field="timestamp")
     return parse_timestamp(value, field="timestamp")

@@ -809,14 +809,27 @@ def test_legacy_list_changes_request_in_partner_local_time(server: ScriptedPartn
     partner = make_partner(server.base_url, adapter="legacy", timezone="Europe/Berlin")
 
     result = connector_for(partner).list_changes(
-        since=datetime(2027, 7, 1, 12, 0, 0, 500, tzinfo=UTC), page=3
+        since=datetime(2027, 7, 1, 12, 0, 0, 500, tzinfo=UTC), page=1
     )
 
     (seen,) = server.seen
     assert (seen.method, seen.path) == ("GET", "/api/bookings")
-    assert seen.query == {"modified_since": ["2027-07-01 14:00:00"], "page": ["3"]}
+    assert seen.query == {"modified_since": ["2027-07-01 14:00:00"], "page": ["1"]}
     assert result.next_page == 2
     assert [r.partner_ref for r in result.reservations] == ["551230", "551238", "551239"]
+
+
+def test_legacy_listing_whose_next_page_does_not_advance_is_refused(server: ScriptedPartner) -> None:
+    # Given a listing that names the page just read (or an earlier one) as the next
+    server.script(Reply(200, fixture("legacy/listing_page1.json")))
+    partner = make_partner(server.base_url, adapter="legacy", timezone="Europe/Berlin")
+
+    # When page 2 is read
+    result = connector_for(partner).list_changes(since=datetime(2027, 7, 1, tzinfo=UTC), page=2)
+
+    # Then the answer is refused (following it would walk the same pages for ever)
+    assert (result.outcome, result.reservations, result.next_page) == (Outcome.TRANSIENT, (), None)
+    assert result.refusal == "next_page out of range: 2 (expected a page after 2)"
 
 
 def test_legacy_lookup_is_not_supported(server: ScriptedPartner) -> None:
