@@ -96,6 +96,8 @@ def print_preview(console: Console, shown: support.Preview) -> None:
     if shown.allowed:
         for effect in shown.effects:
             console.print(f"  • {effect}")
+        for value, label, why_not in shown.outcomes:
+            console.print(f"  {value} ({label}): {why_not or 'possible'}")
     else:
         console.print(f"[bold red]Not possible now:[/] {shown.refusal}")
 
@@ -114,7 +116,8 @@ class BookingActionCommand(BaseCommand):
     """`<action>_booking REF [REF ...]`: preview each booking, then run the support action."""
 
     action: str = ""
-    confirm_question: str = ""  # set for actions that change the partner's state
+    confirm_question: str = ""  # set for actions that change the partner's state or settle an outcome
+    required_to_act: tuple[str, ...] = ()  # options a run needs and a dry run does not
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
@@ -141,6 +144,9 @@ class BookingActionCommand(BaseCommand):
         )
 
     def handle(self, *args, **options) -> None:
+        missing = [f"--{name}" for name in self.required_to_act if not options[name]]
+        if missing and not options["dry_run"]:
+            raise CommandError(f"{self.action} needs {' and '.join(missing)} (--dry-run shows the choices).")
         operator = operator_from(options)
         permission = support.ACTIONS[self.action]["permission"]
         if not operator.can(permission):

@@ -1,0 +1,34 @@
+"""Settle one or more bookings that need attention (the console's "Mark resolved")."""
+
+from __future__ import annotations
+
+from django.core.management.base import CommandParser
+
+from reconciliation.management.commands._ops import BookingActionCommand
+from reconciliation.services import support
+
+
+class Command(BookingActionCommand):
+    help = (
+        "Settle a needs-attention booking as confirmed (only when the partner confirmed the reservation we "
+        "hold), failed or cancelled (only when the partner holds nothing live for it), with a note for the "
+        "timeline. The preview shows which outcomes are possible now; asks to confirm (--yes to skip). "
+        "Recorded as support.resolved."
+    )
+    action = support.RESOLVE
+    confirm_question = "This settles the booking(s) for good, and the customer sees the outcome."
+    required_to_act = ("outcome", "note")
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        super().add_arguments(parser)
+        parser.add_argument("--outcome", choices=list(support.RESOLUTIONS), help="The outcome to settle on.")
+
+    def run_action(self, booking, operator, token, options):
+        return support.support_action_run(
+            self.action,
+            booking_id=booking.pk,
+            operator=operator,
+            token=token,
+            note=options["note"],
+            outcome=options["outcome"],
+        )
