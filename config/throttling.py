@@ -1,4 +1,5 @@
-"""The API's rate limit: atomic counters in Redis, per customer and per source address.
+"""The API's rate limit: atomic counters in Redis, per customer and per source address (the
+counters, `WindowCounter`, also bound what the webhook receiver stores of refused deliveries).
 
 Each request under `API_THROTTLE_PATHS` increments two counters in one Lua call (one round
 trip): its customer's, keyed by the credential it presents (the `Authorization` header, else
@@ -64,10 +65,52 @@ class Rate:
         return cls(limit=int(count), period_ms=_PERIODS_S[period.strip()[0]] * 1000)
 
 
+@dataclass(frozen=True)
+class Count:
+    """One counter after a hit: how many so far in its window, and how long the window lasts."""
+
+    count: int
+    left_ms: int
+    rate: Rate
+
+    @property
+    def over(self) -> bool:
+        return self.count > self.rate.limit
+
+
+class WindowCounter:
+    """Fixed-window counters in Redis: every key of a hit is counted in one atomic Lua call.
+
+    Raises `redis.RedisError` when Redis does not answer; each caller decides what that means.
+    """
+
+    def __init__(self, *, redis_url: str, timeout_s: float):
+        self._client = redis.Redis.from_url(
+            redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+        )
+        self._count = self._client.register_script(_COUNT)
+
+    def hit(self, limits: list[tuple[str, Rate]]) -> list[Count]:
+        counted = self._count(keys=[key for key, _ in limits], args=[rate.period_ms for _, rate in limits])
+        return [
+            Count(count, left_ms, rate)
+            for (_, rate), count, left_ms in zip(limits, counted[::2], counted[1::2], strict=True)
+        ]
+
+    def peek(self, keys: list[str]) -> list[int]:
+        """The counts so far in the keys' current windows (0 where none is open)."""
+        return [int(value or 0) for value in self._client.mget(keys)] if keys else []
+
+
+@lru_cache(maxsize=8)
+def window_counter(redis_url: str, timeout_s: float) -> WindowCounter:
+    """One counter (one connection pool) per Redis and timeout, per process."""
+    return WindowCounter(redis_url=redis_url, timeout_s=timeout_s)
+
+
 class RateLimiter:
     def __init__(self, *, redis_url: str, timeout_s: float, namespace: str, customer: Rate, address: Rate):
-        client = redis.Redis.from_url(redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
-        self._count = client.register_script(_COUNT)
+        self._counter = window_counter(redis_url, timeout_s)
         self._namespace = namespace
         self._customer = customer
         self._address = address
@@ -84,17 +127,11 @@ class RateLimiter:
             digest = hashlib.blake2b(credential.encode(), digest_size=16).hexdigest()
             limits.append((f"{self._namespace}:customer:{digest}", self._customer))
         try:
-            counted = self._count(
-                keys=[key for key, _ in limits], args=[rate.period_ms for _, rate in limits]
-            )
+            counts = self._counter.hit(limits)
         except redis.RedisError:
             self._warn_fail_open()
             return None
-        waits_ms = [
-            left_ms
-            for (_, rate), count, left_ms in zip(limits, counted[::2], counted[1::2], strict=True)
-            if count > rate.limit
-        ]
+        waits_ms = [count.left_ms for count in counts if count.over]
         return max(1, math.ceil(max(waits_ms) / 1000)) if waits_ms else None
 
     def _warn_fail_open(self) -> None:

@@ -286,8 +286,10 @@ class PartnerObservation(models.Model):
 class InboundState(models.TextChoices):
     RECEIVED = "received", "Received, not processed"
     PROCESSED = "processed", "Processed"
-    REJECTED = "rejected", "Rejected on receipt"
-    FAILED = "failed", "Processing failed"
+    REJECTED = "rejected", "Refused on receipt"
+    # Authentic, but its content cannot be parsed or is out of range: never retried.
+    INVALID = "invalid", "Invalid content (quarantined)"
+    FAILED = "failed", "Gave up after its tries"
 
 
 class InboundResult(models.TextChoices):
@@ -295,19 +297,27 @@ class InboundResult(models.TextChoices):
     STALE = "stale", "Stale (older than what we hold)"
     DUPLICATE = "duplicate", "Duplicate"
     UNLINKED = "unlinked", "For no booking of ours (orphan case)"
-    REJECTED = "rejected", "Rejected (signature, body or size)"
+    REJECTED = "rejected", "Unverified (signature or size)"
+    LATE = "late", "Authentic, but signed outside the time tolerance (synced instead)"
     UNSUPPORTED = "unsupported", "Authentic, but of an event type we do not handle"
 
 
 class InboundEvent(models.Model):
     id = models.BigAutoField(primary_key=True)
-    partner = models.ForeignKey(Partner, on_delete=models.PROTECT, related_name="inbound_events")
+    partner = models.ForeignKey(
+        Partner, on_delete=models.PROTECT, related_name="inbound_events", db_index=False
+    )
     event_id = models.CharField(max_length=200, blank=True)
     received_at = models.DateTimeField(default=timezone.now)
+    # The body as delivered; of a refused delivery only its first WEBHOOK_EVIDENCE_BYTES.
     raw_body = models.BinaryField()
+    body_size = models.PositiveIntegerField(null=True, blank=True)  # as delivered (or declared)
+    body_sha256 = models.CharField(max_length=64, blank=True)  # of the whole body, when read
     # Only the headers needed to re-verify and to estimate skew; no credentials.
     headers = models.JSONField(default=dict)
+    source_address = models.CharField(max_length=64, blank=True)  # config.network.client_ip
     partner_timestamp = models.DateTimeField(null=True, blank=True)
+    # The HMAC verifies with the partner's secret: the content is the partner's (however late).
     signature_valid = models.BooleanField(default=False)
     # A verified redelivery of an event we already hold: recorded, never applied again.
     duplicate_of = models.ForeignKey(
@@ -317,6 +327,7 @@ class InboundEvent(models.Model):
     result = models.CharField(max_length=12, choices=InboundResult.choices, blank=True)
     error = models.TextField(blank=True)
     processed_at = models.DateTimeField(null=True, blank=True)
+    tries = models.PositiveSmallIntegerField(default=0)  # processing runs begun (WEBHOOK_PROCESS_MAX_TRIES)
     booking = models.ForeignKey(
         "bookings.Booking",
         null=True,
@@ -335,16 +346,26 @@ class InboundEvent(models.Model):
     class Meta:
         constraints = [
             # Only verified, accepted deliveries claim an event id: a forged one cannot block the
-            # real one, and a refused one (malformed body) is refused again, not a crash.
+            # real one, and a refused one (late, or invalid content) is refused again, not a crash.
             models.UniqueConstraint(
                 fields=["partner", "event_id"],
-                condition=Q(signature_valid=True, duplicate_of__isnull=True) & ~Q(state="rejected"),
+                condition=Q(signature_valid=True, duplicate_of__isnull=True)
+                & ~Q(state__in=["rejected", "invalid"]),
                 name="inbound_event_unique_verified",
             )
         ]
-        indexes = [models.Index(fields=["state", "received_at"], name="inbound_state_time")]
+        indexes = [
+            models.Index(fields=["state", "received_at"], name="inbound_state_time"),
+            # A partner's feed and health (newest first, over a window).
+            models.Index(fields=["partner", "received_at"], name="inbound_partner_time"),
+        ]
         ordering = ["-received_at", "-id"]
         permissions = [("replay_inboundevent", "Can re-verify and replay a stored webhook")]
 
     def __str__(self) -> str:
         return f"{self.partner_id}:{self.event_id}"
+
+    @property
+    def evidence_complete(self) -> bool:
+        """Is the whole delivered body kept (not only its first bytes)?"""
+        return self.body_size is None or len(self.raw_body or b"") == self.body_size

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
@@ -18,6 +19,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from config.errors import error_body
+from config.network import client_ip
 from partners.models import Partner
 from partners.services.webhooks import body_too_large, inbound_event_receive
 
@@ -66,24 +68,35 @@ class PartnerWebhookView(APIView):
                 "acknowledged, not applied.",
             ),
             202: OpenApiResponse(_ack, description="Stored; processed asynchronously."),
-            400: OpenApiResponse(description="Malformed body (recorded, not applied)."),
-            401: OpenApiResponse(description="Bad or stale signature (recorded, not applied)."),
+            400: OpenApiResponse(
+                description="Signed, but its content cannot be read or is out of range "
+                "(`malformed_body`): quarantined as invalid, not applied."
+            ),
+            401: OpenApiResponse(
+                description="Bad or missing signature (`invalid_signature`), or a valid one signed "
+                "outside the time tolerance (`timestamp_out_of_tolerance`: the reservation is "
+                "synced from the partner instead). Not applied."
+            ),
             404: OpenApiResponse(description="Unknown partner."),
-            413: OpenApiResponse(description="Body too large (recorded, not applied)."),
+            413: OpenApiResponse(description="Body too large (not applied)."),
         },
     )
     def post(self, request: Request, code: str) -> Response:
         partner = Partner.objects.filter(code=code).first()
         if partner is None:
             return Response(error_body("not_found", f"No partner {code}."), status=404)
-        headers = dict(request.headers)
+        headers, source = dict(request.headers), client_ip(request)
         try:
             raw = request.body  # the raw bytes, before anything touches request.data
         except RequestDataTooBig:
-            # Bigger than Django reads at all: recorded as refused, like any other oversized body.
-            receipt = body_too_large(partner, b"", headers, size=_content_length(request))
+            # Bigger than Django reads at all: refused like any other oversized body, its first
+            # bytes kept as evidence.
+            first_bytes = request.read(settings.WEBHOOK_EVIDENCE_BYTES)
+            receipt = body_too_large(
+                partner, first_bytes, headers, size=_content_length(request), source=source
+            )
         else:
-            receipt = inbound_event_receive(partner=partner, raw=raw, headers=headers)
+            receipt = inbound_event_receive(partner=partner, raw=raw, headers=headers, source=source)
         if receipt.status >= 400:
             return Response(error_body(receipt.code, receipt.message), status=receipt.status)
         return Response({"status": receipt.code, "message": receipt.message}, status=receipt.status)

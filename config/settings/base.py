@@ -304,6 +304,16 @@ RECONCILE_SYNC_AGE_S = env.int("RECONCILE_SYNC_AGE_S", default=60)
 PARTNER_ACTOR_MAX_RETRIES = env.int("PARTNER_ACTOR_MAX_RETRIES", default=5)
 PARTNER_ACTOR_TIME_LIMIT_MS = env.int("PARTNER_ACTOR_TIME_LIMIT_MS", default=10 * 60 * 1000)
 WEBHOOK_MAX_BYTES = env.int("WEBHOOK_MAX_BYTES", default=256 * 1024)
+# Runs of one stored delivery's processing, Dramatiq's retries and the sweeper's re-queues together;
+# then it is set aside as failed, for support.
+WEBHOOK_PROCESS_MAX_TRIES = env.int("WEBHOOK_PROCESS_MAX_TRIES", default=PARTNER_ACTOR_MAX_RETRIES + 1)
+# Refused deliveries are kept as evidence (headers, size, hash and these first bytes), at most this
+# often per partner (unverified and authentic ones counted apart) and per source address, and the
+# unverified ones for this many days (partners/services/webhook_limits.py).
+WEBHOOK_EVIDENCE_BYTES = env.int("WEBHOOK_EVIDENCE_BYTES", default=4096)
+WEBHOOK_REFUSED_PARTNER_RATE = env.str("WEBHOOK_REFUSED_PARTNER_RATE", default="300/hour")
+WEBHOOK_REFUSED_SOURCE_RATE = env.str("WEBHOOK_REFUSED_SOURCE_RATE", default="30/hour")
+WEBHOOK_REFUSED_RETENTION_DAYS = env.int("WEBHOOK_REFUSED_RETENTION_DAYS", default=7)
 
 # --- Demo and sandbox partners (make run) ---------------------------------------------------
 SANDBOX_API_KEY = env.str("SANDBOX_API_KEY", default="sandbox-demo-key")

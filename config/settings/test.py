@@ -24,6 +24,8 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # Rate limits out of the way, unless a test (or the process it starts) sets them.
 API_THROTTLE_RATE = env.str("API_THROTTLE_RATE", default="100000/min")
 API_THROTTLE_ADDRESS_RATE = env.str("API_THROTTLE_ADDRESS_RATE", default="100000/min")
+WEBHOOK_REFUSED_PARTNER_RATE = env.str("WEBHOOK_REFUSED_PARTNER_RATE", default="100000/min")
+WEBHOOK_REFUSED_SOURCE_RATE = env.str("WEBHOOK_REFUSED_SOURCE_RATE", default="100000/min")
 
 # Without REDIS_URL: an embedded server of this run's own (tests/conftest.py starts and stops it).
 EMBEDDED_REDIS_DIR = None

@@ -1,40 +1,60 @@
 """Inbound webhooks (invariant 9): verified, deduplicated, stored raw, acknowledged fast,
-processed by a worker through the one door for partner truth."""
+processed by a worker through the one door for partner truth.
+
+What arrives is sorted at the edge, before anything is applied:
+
+- unverified (no valid signature, or too large): refused, kept only as bounded evidence, linked
+  to nothing, whatever booking its body names (anyone can post it);
+- authentic but late (the signature verifies, the timestamp is out of tolerance): refused and
+  not applied, but the booking it names is synced from the partner at once;
+- authentic with content we cannot use (unparseable, or a value out of range): `invalid`, never
+  retried, and the booking it names is synced at once;
+- authentic and readable: stored and queued; processing runs at most WEBHOOK_PROCESS_MAX_TRIES
+  times, and content that turns out not to fit is set aside as `invalid` on the first run.
+"""
 
 from __future__ import annotations
 
 import binascii
+import hashlib
 import hmac
 import json
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
+from typing import Any
+from uuid import UUID
 
+import redis
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import DataError, IntegrityError, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 from standardwebhooks.webhooks import EmptyWebhookSecretError, Webhook, WebhookVerificationError
 
-from bookings.models import Actor
+from bookings.models import Actor, Booking
 from bookings.timeline import record_event
 from config.errors import Conflict
-from partners.connectors.reference import MalformedPayload, UnsupportedEvent, parse_webhook
-from partners.messages import send_inbound_event_on_commit
+from partners import messages
+from partners.connectors.reference import MalformedPayload, UnsupportedEvent, WebhookEvent, parse_webhook
 from partners.models import (
     InboundEvent,
     InboundResult,
     InboundState,
     ObservationResult,
     Partner,
+    PartnerReservation,
     Source,
 )
+from partners.services import webhook_limits
 from partners.services.observations import observation_apply
 from partners.services.skew import WHOLE_SECOND_CENTRE, record_skew_sample
 
 logger = logging.getLogger(__name__)
 
+# Standard Webhooks' freshness window (the library's): older or newer signatures are refused.
+TOLERANCE = timedelta(minutes=5)
 KEPT_HEADERS = (
     "webhook-id",
     "webhook-timestamp",
@@ -43,6 +63,11 @@ KEPT_HEADERS = (
     "content-type",
     "user-agent",
 )
+HEADER_CHARS = 1000
+ERROR_CHARS = 2000
+IDENTIFIER_CHARS = 100  # PartnerReservation.partner_ref, client_reference
+# What a body that is not even JSON (or nested past the parser) raises.
+UNREADABLE = (ValueError, RecursionError, MalformedPayload)
 
 
 @dataclass(frozen=True)
@@ -53,9 +78,35 @@ class Receipt:
     event: InboundEvent | None = None
 
 
-def _kept(headers: dict[str, str]) -> dict[str, str]:
-    lowered = {k.lower(): v for k, v in headers.items()}
-    return {name: lowered[name][:2000] for name in KEPT_HEADERS if name in lowered}
+@dataclass(frozen=True)
+class Delivery:
+    """One POST to a partner's webhook URL, as received."""
+
+    partner: Partner
+    raw: bytes  # all of it, or (too large to read) its first bytes
+    headers: dict[str, str]  # lower-cased names
+    source: str
+    size: int | None = None  # as declared, when the body was too large to read
+
+    @property
+    def body_size(self) -> int | None:
+        return len(self.raw) if self.size is None else self.size
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.raw).hexdigest() if self.size is None else ""
+
+    @property
+    def event_id(self) -> str:
+        return self.headers.get("webhook-id", "")[:200]
+
+    @property
+    def kept_headers(self) -> dict[str, str]:
+        return {name: self.headers[name][:HEADER_CHARS] for name in KEPT_HEADERS if name in self.headers}
+
+    @property
+    def timestamp(self) -> datetime | None:
+        return _timestamp(self.headers)
 
 
 def _timestamp(headers: dict[str, str]) -> datetime | None:
@@ -65,6 +116,7 @@ def _timestamp(headers: dict[str, str]) -> datetime | None:
         return None
 
 
+# --- signatures ---------------------------------------------------------------------------------
 def verify_signature(partner: Partner, raw: bytes, headers: dict[str, str]) -> str:
     """Return '' when the delivery is authentic and fresh, else why not."""
     secret = partner.resolved_webhook_secret()
@@ -72,7 +124,7 @@ def verify_signature(partner: Partner, raw: bytes, headers: dict[str, str]) -> s
         return "partner has no webhook secret configured"
     try:
         # json_parse=False: the signature is about bytes; a body that is not JSON but carries a
-        # valid signature is a malformed body (400), not a bad signature (401).
+        # valid signature is invalid content (400), not a bad signature (401).
         Webhook(secret).verify(raw, headers, json_parse=False)
     except WebhookVerificationError as exc:
         return str(exc) or "signature verification failed"
@@ -84,7 +136,7 @@ def verify_signature(partner: Partner, raw: bytes, headers: dict[str, str]) -> s
 
 
 def signature_matches(partner: Partner, raw: bytes, headers: dict[str, str]) -> bool:
-    """Re-verify a stored delivery's signature, ignoring its age (support's re-verify)."""
+    """Does the HMAC verify, whatever the delivery's age (a late delivery; support's re-verify)?"""
     try:
         timestamp = _timestamp(headers)
         if timestamp is None:
@@ -101,96 +153,173 @@ def signature_matches(partner: Partner, raw: bytes, headers: dict[str, str]) -> 
         return False
 
 
-def _reject(
-    partner: Partner,
-    raw: bytes,
-    headers: dict[str, str],
-    *,
-    status: int,
-    code: str,
-    why: str,
-    signature_valid: bool,
+def _late_by(delivery: Delivery, now: datetime) -> timedelta | None:
+    """How far an authentic delivery's signed time is from ours, when beyond the tolerance."""
+    timestamp = delivery.timestamp
+    if timestamp is None or abs(timestamp - now) <= TOLERANCE:
+        return None
+    return timestamp - now if signature_matches(delivery.partner, delivery.raw, delivery.headers) else None
+
+
+# --- receipt ------------------------------------------------------------------------------------
+def inbound_event_receive(
+    *, partner: Partner, raw: bytes, headers: dict[str, str], source: str = ""
 ) -> Receipt:
-    """Record a delivery we refuse: kept for support (never applied), answered 4xx."""
-    event = InboundEvent.objects.create(
-        partner=partner,
-        event_id=headers.get("webhook-id", "")[:200],
-        raw_body=raw[: settings.WEBHOOK_MAX_BYTES],
-        headers=_kept(headers),
-        partner_timestamp=_timestamp(headers),
-        signature_valid=signature_valid,
-        state=InboundState.REJECTED,
-        result=InboundResult.REJECTED,
-        error=why[:2000],
-        processed_at=timezone.now(),
+    """Sort and store one delivery; the caller answers with `Receipt.status` at once."""
+    delivery = Delivery(partner, raw, {k.lower(): v for k, v in headers.items()}, source[:64])
+    if len(raw) > settings.WEBHOOK_MAX_BYTES:
+        return _too_large(delivery)
+    problem = verify_signature(partner, raw, delivery.headers)
+    if problem:
+        late_by = _late_by(delivery, timezone.now())
+        if late_by is not None:
+            return _refuse_late(delivery, late_by)
+        return _refuse(delivery, status=401, code="invalid_signature", why=problem)
+    try:
+        body = json.loads(raw)
+    except UNREADABLE as exc:
+        return _refuse_invalid(delivery, body=None, why=_reason(exc))
+    try:
+        parse_webhook(body)
+    except UnsupportedEvent as exc:
+        return _store_accepted(delivery, unsupported=str(exc))
+    except UNREADABLE as exc:
+        return _refuse_invalid(delivery, body=body, why=_reason(exc))
+    return _store_accepted(delivery)
+
+
+def body_too_large(
+    partner: Partner, first_bytes: bytes, headers: dict[str, str], *, size: int | None, source: str = ""
+) -> Receipt:
+    """413 for a body bigger than Django reads at all: its first bytes are the evidence."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+    return _too_large(Delivery(partner, first_bytes, lowered, source[:64], size=size))
+
+
+def _too_large(delivery: Delivery) -> Receipt:
+    # Unverified: a signature over a cut body means nothing.
+    size = delivery.body_size
+    why = f"{size if size is not None else 'unknown'} bytes, more than {settings.WEBHOOK_MAX_BYTES}"
+    return _refuse(delivery, status=413, code="payload_too_large", why=why)
+
+
+def _refuse(delivery: Delivery, *, status: int, code: str, why: str) -> Receipt:
+    """Unverified: kept as evidence within its limits, linked to nothing, never applied."""
+    event = _keep_refused(
+        delivery, state=InboundState.REJECTED, result=InboundResult.REJECTED, authentic=False, why=why
     )
-    logger.warning("webhook rejected", extra={"partner": partner.code, "code": code, "why": why[:200]})
+    logger.warning(
+        "webhook refused", extra={"partner": delivery.partner.code, "code": code, "why": why[:200]}
+    )
     return Receipt(status, code, why, event)
 
 
-def inbound_event_receive(*, partner: Partner, raw: bytes, headers: dict[str, str]) -> Receipt:
-    """Verify and store one delivery; the caller answers with `Receipt.status` at once."""
-    headers = {k.lower(): v for k, v in headers.items()}
-    if len(raw) > settings.WEBHOOK_MAX_BYTES:
-        return body_too_large(partner, raw, headers, size=len(raw))
-    problem = verify_signature(partner, raw, headers)
-    if problem:
-        return _reject(
-            partner, raw, headers, status=401, code="invalid_signature", why=problem, signature_valid=False
-        )
-    unsupported = ""
-    try:
-        parse_webhook(json.loads(raw))
-    except UnsupportedEvent as exc:
-        unsupported = str(exc)  # authentic and well-formed, just not ours to apply: acknowledge it
-    except (ValueError, RecursionError, MalformedPayload) as exc:
-        return _reject(
-            partner, raw, headers, status=400, code="malformed_body", why=str(exc), signature_valid=True
-        )
+def _refuse_late(delivery: Delivery, late_by: timedelta) -> Receipt:
+    """Authentic but out of tolerance: not applied (a replayed capture looks the same), but the
+    booking it names is synced from the partner now."""
+    booking_id = _named_booking_id(delivery.partner, _decoded(delivery.raw))
+    seconds = round(late_by.total_seconds())
+    why = (
+        f"signed {abs(seconds)} s {'ahead of' if seconds > 0 else 'behind'} our clock, beyond the "
+        f"{round(TOLERANCE.total_seconds())} s tolerance: not applied"
+        + ("; the booking it names is synced from the partner instead" if booking_id else "")
+    )
+    event = _keep_refused(
+        delivery,
+        state=InboundState.REJECTED,
+        result=InboundResult.LATE,
+        authentic=True,
+        why=why,
+        booking_id=booking_id,
+    )
+    if booking_id:
+        _pull_on_commit(delivery.partner, booking_id)
+    logger.warning(
+        "authentic webhook out of tolerance", extra={"partner": delivery.partner.code, "late_by_s": seconds}
+    )
+    return Receipt(401, "timestamp_out_of_tolerance", why, event)
 
+
+def _refuse_invalid(delivery: Delivery, *, body: Any, why: str) -> Receipt:
+    """Authentic, but its content cannot be used: quarantined at once, and the booking it names
+    is synced from the partner instead."""
+    booking_id = _named_booking_id(delivery.partner, body)
+    event = _keep_refused(
+        delivery, state=InboundState.INVALID, result="", authentic=True, why=why, booking_id=booking_id
+    )
+    if booking_id:
+        _pull_on_commit(delivery.partner, booking_id)
+    logger.warning("webhook content invalid", extra={"partner": delivery.partner.code, "why": why[:200]})
+    return Receipt(400, "malformed_body", why, event)
+
+
+def _keep_refused(
+    delivery: Delivery,
+    *,
+    state: str,
+    result: str,
+    authentic: bool,
+    why: str,
+    booking_id: UUID | None = None,
+) -> InboundEvent | None:
+    """The evidence of a refused delivery, if its limits allow (`webhook_limits`): its kept
+    headers, source, size, hash and first WEBHOOK_EVIDENCE_BYTES."""
+    if not webhook_limits.evidence_allowed(delivery.partner, source=delivery.source, authentic=authentic):
+        return None
+    return InboundEvent.objects.create(
+        partner=delivery.partner,
+        event_id=delivery.event_id,
+        raw_body=delivery.raw[: settings.WEBHOOK_EVIDENCE_BYTES],
+        body_size=delivery.body_size,
+        body_sha256=delivery.sha256,
+        headers=delivery.kept_headers,
+        source_address=delivery.source,
+        partner_timestamp=delivery.timestamp,
+        signature_valid=authentic,
+        state=state,
+        result=result,
+        error=why[:ERROR_CHARS],
+        processed_at=timezone.now(),
+        booking_id=booking_id,
+    )
+
+
+def _store_accepted(delivery: Delivery, *, unsupported: str = "") -> Receipt:
     received_at = timezone.now()
-    _sample_skew(partner, headers, received_at)
-    event_id = headers["webhook-id"][:200]
-    fields = {
-        "partner": partner,
-        "event_id": event_id,
-        "raw_body": raw,
-        "headers": _kept(headers),
-        "partner_timestamp": _timestamp(headers),
+    _sample_skew(delivery.partner, delivery.headers, received_at)
+    fields: dict[str, Any] = {
+        "partner": delivery.partner,
+        "event_id": delivery.event_id,
+        "raw_body": delivery.raw,
+        "body_size": delivery.body_size,
+        "body_sha256": delivery.sha256,
+        "headers": delivery.kept_headers,
+        "source_address": delivery.source,
+        "partner_timestamp": delivery.timestamp,
         "signature_valid": True,
         "received_at": received_at,
     }
     if unsupported:
+        # Authentic and well-formed, just not ours to apply: acknowledged, or it comes for hours.
         fields.update(
             state=InboundState.PROCESSED,
             result=InboundResult.UNSUPPORTED,
-            error=unsupported[:2000],
+            error=unsupported[:ERROR_CHARS],
             processed_at=received_at,
         )
     try:
         with transaction.atomic():
             event = InboundEvent.objects.create(**fields)
             if not unsupported:
-                send_inbound_event_on_commit(event.pk)
+                messages.send_inbound_event_on_commit(event.pk)
     except IntegrityError:
         return _record_duplicate(fields)
     if unsupported:
-        logger.info("webhook of an unsupported type", extra={"partner": partner.code, "why": unsupported})
+        logger.info(
+            "webhook of an unsupported type", extra={"partner": delivery.partner.code, "why": unsupported}
+        )
         return Receipt(200, "ignored", "Event type not handled; acknowledged.", event)
     return Receipt(202, "accepted", "Stored; it will be processed shortly.", event)
-
-
-def body_too_large(partner: Partner, raw: bytes, headers: dict[str, str], *, size: int | None) -> Receipt:
-    """413, recorded (the first bytes only, unverified: a signature over a cut body means nothing)."""
-    return _reject(
-        partner,
-        raw[: settings.WEBHOOK_MAX_BYTES],
-        {k.lower(): v for k, v in headers.items()},
-        status=413,
-        code="payload_too_large",
-        why=f"{size if size is not None else 'unknown'} bytes, more than {settings.WEBHOOK_MAX_BYTES}",
-        signature_valid=False,
-    )
 
 
 def _sample_skew(partner: Partner, headers: dict[str, str], received_at: datetime) -> None:
@@ -216,7 +345,7 @@ def _record_duplicate(fields: dict) -> Receipt:
     with transaction.atomic():
         original = (
             InboundEvent.objects.select_for_update(no_key=True)
-            .exclude(state=InboundState.REJECTED)
+            .exclude(state__in=[InboundState.REJECTED, InboundState.INVALID])
             .get(
                 partner=fields["partner"],
                 event_id=fields["event_id"],
@@ -247,6 +376,69 @@ def _record_duplicate(fields: dict) -> Receipt:
     return Receipt(200, "duplicate", "Already received.", event)
 
 
+# --- what an authentic delivery we do not apply names -------------------------------------------
+def _identifier(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        return ""
+    text = str(value)
+    return text if 0 < len(text) <= IDENTIFIER_CHARS else ""
+
+
+def _named_booking_id(partner: Partner, body: Any) -> UUID | None:
+    """The booking of ours an authentic delivery is about (by the partner's id, else by our
+    reference), read leniently from its body: only to link the delivery and pull the truth,
+    never to apply anything."""
+    data = body.get("data") if isinstance(body, dict) else None
+    if not isinstance(data, dict):
+        return None
+    partner_ref, reference = _identifier(data.get("id")), _identifier(data.get("client_reference"))
+    booking_id = None
+    if partner_ref:
+        booking_id = (
+            PartnerReservation.objects.filter(partner=partner, partner_ref=partner_ref, booking__isnull=False)
+            .values_list("booking_id", flat=True)
+            .first()
+        )
+    if booking_id is None and reference:
+        booking_id = (
+            Booking.objects.filter(partner=partner, reference=reference).values_list("id", flat=True).first()
+        )
+    return booking_id
+
+
+def _pull_on_commit(partner: Partner, booking_id: UUID) -> None:
+    """Sync the booking from the partner after commit, at most once per PULL_INTERVAL. Without
+    Redis the sweeper's regular sync still comes."""
+
+    def pull() -> None:
+        try:
+            if webhook_limits.pull_due(booking_id):
+                messages.send_for_partner(messages.SYNC_BOOKING, partner, str(booking_id))
+        except redis.RedisError:
+            logger.warning(
+                "sync after a webhook not queued (Redis unavailable)", extra={"booking_id": booking_id}
+            )
+
+    transaction.on_commit(pull)
+
+
+def _decoded(raw: bytes) -> Any:
+    """The JSON body, or None when it is not JSON."""
+    try:
+        return json.loads(raw)
+    except UNREADABLE:
+        return None
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, RecursionError):
+        return "body nested too deeply to read"
+    if isinstance(exc, MalformedPayload):
+        return str(exc)
+    return f"body is not JSON: {exc}"
+
+
+# --- processing ---------------------------------------------------------------------------------
 _RESULTS = {
     ObservationResult.APPLIED: InboundResult.APPLIED,
     ObservationResult.STALE: InboundResult.STALE,
@@ -262,21 +454,48 @@ def _locked_events() -> QuerySet[InboundEvent]:
 
 def inbound_event_process(event_id: int) -> InboundEvent | None:
     """Apply a stored delivery through the one door. Safe to run twice: only a delivery still
-    `received` is applied, under its row lock, and the one door ignores what it already holds."""
+    `received` is applied, under its row lock, and the one door ignores what it already holds.
+
+    Each run is counted first, in a transaction of its own; past WEBHOOK_PROCESS_MAX_TRIES runs
+    the delivery is set aside as failed. Content that does not fit our records (a value the
+    database refuses) is set aside as invalid at once: no retry can change it. Any other error
+    is kept on the row and raised, for the actor's bounded retries.
+    """
+    if not _begin_try(event_id):
+        return InboundEvent.objects.filter(pk=event_id).first()
+    try:
+        return _apply(event_id)
+    except (DataError, OverflowError) as exc:
+        return _set_aside_if_received(
+            event_id, InboundState.INVALID, f"a value does not fit our records: {exc}"
+        )
+    except Exception as exc:
+        _record_failed_try(event_id, exc)
+        raise
+
+
+def _begin_try(event_id: int) -> bool:
+    with transaction.atomic():
+        event = _locked_events().filter(pk=event_id).first()
+        if event is None or event.state != InboundState.RECEIVED:
+            return False
+        if event.tries >= settings.WEBHOOK_PROCESS_MAX_TRIES:
+            _set_aside(event, InboundState.FAILED, f"gave up after {event.tries} tries: {event.error}")
+            return False
+        event.tries += 1
+        event.save(update_fields=["tries"])
+    return True
+
+
+def _apply(event_id: int) -> InboundEvent | None:
     with transaction.atomic():
         event = _locked_events().filter(pk=event_id).first()
         if event is None or event.state != InboundState.RECEIVED:
             return event
         try:
-            webhook = parse_webhook(json.loads(bytes(event.raw_body)))
-        except (ValueError, RecursionError, MalformedPayload) as exc:
-            # Verified on receipt, so this is a stored row we cannot read: keep it for support
-            # instead of retrying it for ever.
-            event.state = InboundState.FAILED
-            event.error = f"unreadable stored body: {exc}"[:2000]
-            event.processed_at = timezone.now()
-            event.save(update_fields=["state", "error", "processed_at"])
-            logger.error("stored webhook unreadable", extra={"inbound_event_id": event.pk, "error": str(exc)})
+            webhook: WebhookEvent = parse_webhook(json.loads(bytes(event.raw_body)))
+        except UNREADABLE as exc:
+            _set_aside(event, InboundState.INVALID, _reason(exc))
             return event
         observed = observation_apply(
             partner=event.partner,
@@ -290,11 +509,52 @@ def inbound_event_process(event_id: int) -> InboundEvent | None:
         event.result = InboundResult.UNLINKED if observed.booking is None else _RESULTS[observed.result]
         event.booking = observed.booking
         event.reservation = observed.reservation
+        event.error = ""
         event.processed_at = timezone.now()
-        event.save(update_fields=["state", "result", "booking", "reservation", "processed_at"])
+        event.save(update_fields=["state", "result", "booking", "reservation", "error", "processed_at"])
         return event
 
 
+def _record_failed_try(event_id: int, exc: Exception) -> None:
+    """Keep the error for support; on the last try, set the delivery aside now rather than on
+    the next run."""
+    error = f"{type(exc).__name__}: {exc}"
+    with transaction.atomic():
+        event = _locked_events().filter(pk=event_id).first()
+        if event is None or event.state != InboundState.RECEIVED:
+            return
+        if event.tries >= settings.WEBHOOK_PROCESS_MAX_TRIES:
+            _set_aside(event, InboundState.FAILED, f"gave up after {event.tries} tries: {error}")
+        else:
+            event.error = error[:ERROR_CHARS]
+            event.save(update_fields=["error"])
+
+
+def _set_aside_if_received(event_id: int, state: str, why: str) -> InboundEvent | None:
+    with transaction.atomic():
+        event = _locked_events().filter(pk=event_id).first()
+        if event is not None and event.state == InboundState.RECEIVED:
+            _set_aside(event, state, why)
+        return event
+
+
+def _set_aside(event: InboundEvent, state: str, why: str) -> None:
+    """Never processed again (the sweeper re-queues only `received`): linked to the booking it
+    names, which is synced from the partner instead, and counted in partner health."""
+    event.state = state
+    event.error = why[:ERROR_CHARS]
+    event.processed_at = timezone.now()
+    event.booking_id = _named_booking_id(event.partner, _decoded(bytes(event.raw_body)))
+    event.save(update_fields=["state", "error", "processed_at", "booking"])
+    if event.booking_id:
+        _pull_on_commit(event.partner, event.booking_id)
+    logger.error(
+        "stored webhook set aside",
+        extra={"inbound_event_id": event.pk, "partner": event.partner.code, "state": state, "why": why[:200]},
+    )
+
+
+# --- support and housekeeping -------------------------------------------------------------------
 def inbound_event_replay(event_id: int, *, actor_label: str) -> InboundEvent:
     """Support: re-verify a stored delivery (its HMAC; its age no longer matters) and process it
     again through the one door, which records it as a duplicate or stale if nothing is new."""
@@ -305,6 +565,12 @@ def inbound_event_replay(event_id: int, *, actor_label: str) -> InboundEvent:
                 f"Delivery {event.pk} repeats delivery {event.duplicate_of_id}; replay that one.",
                 code="replay_duplicate",
             )
+        if not event.evidence_complete:
+            raise Conflict(
+                f"Only the first {len(event.raw_body)} of its {event.body_size} bytes were kept; "
+                "it cannot be verified or replayed.",
+                code="evidence_incomplete",
+            )
         if not signature_matches(event.partner, bytes(event.raw_body), event.headers):
             raise Conflict(
                 "The stored delivery's signature does not verify; it will not be replayed.",
@@ -312,12 +578,36 @@ def inbound_event_replay(event_id: int, *, actor_label: str) -> InboundEvent:
             )
         try:
             parse_webhook(json.loads(bytes(event.raw_body)))
-        except (ValueError, RecursionError, MalformedPayload) as exc:
-            raise Conflict(f"The stored body cannot be applied: {exc}", code="malformed_body") from None
+        except UNREADABLE as exc:
+            raise Conflict(
+                f"The stored body cannot be applied: {_reason(exc)}", code="malformed_body"
+            ) from None
         event.state = InboundState.RECEIVED
+        event.signature_valid = True
         event.error = ""
-        event.save(update_fields=["state", "error"])
+        event.tries = 0
+        try:
+            with transaction.atomic():
+                event.save(update_fields=["state", "signature_valid", "error", "tries"])
+        except IntegrityError:
+            raise Conflict(
+                f"Another delivery of event {event.event_id} was accepted; replay that one.",
+                code="replay_duplicate",
+            ) from None
     logger.info("webhook replayed", extra={"inbound_event_id": event_id, "by": actor_label})
     processed = inbound_event_process(event_id)
     assert processed is not None
     return processed
+
+
+def inbound_refused_prune(*, before: datetime, partner: Partner | None = None, batch_size: int) -> int:
+    """Delete the evidence of unverified deliveries received before `before` (one batch, oldest
+    first); how many rows went. Authentic ones stay: they are on their bookings' timelines."""
+    rows = InboundEvent.objects.filter(
+        state=InboundState.REJECTED, signature_valid=False, received_at__lt=before
+    )
+    if partner is not None:
+        rows = rows.filter(partner=partner)
+    ids = list(rows.order_by("received_at").values_list("id", flat=True)[:batch_size])
+    deleted, _ = InboundEvent.objects.filter(pk__in=ids).delete()
+    return deleted

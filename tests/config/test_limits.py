@@ -135,7 +135,7 @@ def test_a_deeply_nested_body_is_a_400_parse_error(api_client, url):
     assert error["message"] == "JSON parse error - the body is nested too deeply."
 
 
-def test_a_signed_webhook_with_a_deeply_nested_body_is_a_recorded_400(db):
+def test_a_signed_webhook_with_a_deeply_nested_body_is_a_quarantined_400(db):
     secret = "whsec_" + "bGltaXRzLXRlc3RzLXdlYmhvb2stc2VjcmV0"
     partner = PartnerFactory(code=f"deep-{uuid.uuid4().hex[:8]}", webhook_secret=secret)
     OfferFactory(partner=partner)
@@ -153,4 +153,4 @@ def test_a_signed_webhook_with_a_deeply_nested_body_is_a_recorded_400(db):
 
     assert_error_shape(response, 400, "malformed_body")
     event = InboundEvent.objects.get(partner=partner)
-    assert (event.event_id, event.state, event.signature_valid) == (event_id, InboundState.REJECTED, True)
+    assert (event.event_id, event.state, event.signature_valid) == (event_id, InboundState.INVALID, True)

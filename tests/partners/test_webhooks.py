@@ -3,6 +3,7 @@ processed asynchronously through the one door."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -153,18 +154,28 @@ def test_delivery_is_processed_by_a_real_worker(
     assert InboundEvent.objects.get().result == InboundResult.APPLIED
 
 
-def _assert_refused(response, status: int, code: str, *, signature_valid: bool):
+def _assert_refused(
+    response,
+    status: int,
+    code: str,
+    *,
+    signature_valid: bool,
+    state: str = InboundState.REJECTED,
+    result: str = InboundResult.REJECTED,
+):
     assert response.status_code == status
     assert response.json()["error"]["code"] == code
     event = InboundEvent.objects.order_by("-id").first()
-    assert (event.state, event.result, event.signature_valid) == (
-        InboundState.REJECTED,
-        InboundResult.REJECTED,
-        signature_valid,
-    )
+    assert (event.state, event.result, event.signature_valid) == (state, result, signature_valid)
     assert event.error
     assert PartnerReservation.objects.count() == 0
     return event
+
+
+def _assert_invalid(response):
+    return _assert_refused(
+        response, 400, "malformed_body", signature_valid=True, state=InboundState.INVALID, result=""
+    )
 
 
 def test_forged_signature_is_401_recorded_never_applied(
@@ -192,10 +203,19 @@ def test_tampered_body_is_401(post, ref_partner):
 
 
 @pytest.mark.parametrize("age", [timedelta(minutes=6), timedelta(minutes=-6)])
-def test_stale_or_future_timestamp_is_401(post, ref_partner, age):
+def test_authentic_but_stale_or_future_timestamp_is_401_and_not_applied(post, ref_partner, age):
     raw = body()
     response = post(raw, signed(raw, at=datetime.now(UTC) - age))
-    event = _assert_refused(response, 401, "invalid_signature", signature_valid=False)
+    event = _assert_refused(
+        response, 401, "timestamp_out_of_tolerance", signature_valid=True, result=InboundResult.LATE
+    )
+    assert "300 s tolerance" in event.error
+
+
+def test_a_forged_delivery_out_of_tolerance_is_an_invalid_signature(post, ref_partner):
+    raw = body()
+    forged = signed(raw, at=datetime.now(UTC) - timedelta(minutes=6), secret="whsec_Zm9yZ2Vk")
+    event = _assert_refused(post(raw, forged), 401, "invalid_signature", signature_valid=False)
     assert "timestamp" in event.error
 
 
@@ -239,9 +259,9 @@ def test_partner_without_a_secret_refuses_everything(post, ref_partner):
         ),
     ],
 )
-def test_malformed_body_with_a_valid_signature_is_400_recorded(post, ref_partner, raw):
+def test_malformed_body_with_a_valid_signature_is_400_quarantined(post, ref_partner, raw):
     response = post(raw, signed(raw))
-    _assert_refused(response, 400, "malformed_body", signature_valid=True)
+    _assert_invalid(response)
 
 
 def test_body_that_is_not_utf8_is_refused_not_a_crash(post, ref_partner):
@@ -258,7 +278,7 @@ def test_malformed_body_delivered_again_is_refused_again_not_a_crash(post, ref_p
     first, second = post(raw, headers), post(raw, headers)
 
     assert (first.status_code, second.status_code) == (400, 400)
-    assert InboundEvent.objects.filter(event_id="msg_bad", state=InboundState.REJECTED).count() == 2
+    assert InboundEvent.objects.filter(event_id="msg_bad", state=InboundState.INVALID).count() == 2
 
 
 def test_unsupported_event_type_is_acknowledged_and_recorded_not_applied(
@@ -275,20 +295,25 @@ def test_unsupported_event_type_is_acknowledged_and_recorded_not_applied(
     assert queued_messages(broker, webhooks_queue) == []
 
 
-def test_oversized_body_is_413_recorded(post, ref_partner, settings):
+def test_oversized_body_is_413_kept_as_bounded_evidence(post, ref_partner, settings):
     settings.WEBHOOK_MAX_BYTES = 1024
+    settings.WEBHOOK_EVIDENCE_BYTES = 512
     raw = body()[:-1] + b', "pad": "' + b"x" * 2000 + b'"}'
     response = post(raw, signed(raw))
     event = _assert_refused(response, 413, "payload_too_large", signature_valid=False)
-    assert len(bytes(event.raw_body)) == 1024
+    assert bytes(event.raw_body) == raw[:512]
+    assert (event.body_size, event.body_sha256) == (len(raw), hashlib.sha256(raw).hexdigest())
+    assert not event.evidence_complete
 
 
-def test_body_bigger_than_django_reads_is_413_recorded(post, ref_partner, settings):
+def test_body_bigger_than_django_reads_is_413_with_its_first_bytes(post, ref_partner, settings):
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 2048
+    settings.WEBHOOK_EVIDENCE_BYTES = 100
     raw = b'{"pad": "' + b"x" * 5000 + b'"}'
     response = post(raw, signed(raw))
     event = _assert_refused(response, 413, "payload_too_large", signature_valid=False)
-    assert bytes(event.raw_body) == b""
+    assert bytes(event.raw_body) == raw[:100]
+    assert (event.body_size, event.body_sha256) == (len(raw), "")  # never read whole: no hash
 
 
 def test_replayed_event_id_is_acknowledged_recorded_and_changes_nothing(
