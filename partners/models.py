@@ -84,6 +84,8 @@ class ReservationStatus(models.TextChoices):
     CONFIRMED = "confirmed", "Confirmed"
     REJECTED = "rejected", "Rejected"
     CANCELLED = "cancelled", "Cancelled"
+    # Never a partner's word: two reads, apart, found nothing where it held this reservation.
+    LOST = "lost", "Lost by the partner"
 
 
 LIVE_RESERVATION_STATUSES = (ReservationStatus.PENDING, ReservationStatus.CONFIRMED)
@@ -124,6 +126,13 @@ class PartnerReservation(models.Model):
     version = models.PositiveIntegerField(null=True, blank=True)
     partner_created_at = models.DateTimeField(null=True, blank=True)
     partner_modified_at = models.DateTimeField(null=True, blank=True)
+    # The booking's terms as the partner last stated them (null: never stated; legacy create
+    # answers carry none). Every observation's terms are compared with the booking's.
+    start_date = models.DateField(null=True, blank=True)
+    end_date = models.DateField(null=True, blank=True)
+    guests = models.PositiveIntegerField(null=True, blank=True)
+    total_price = models.DecimalField(max_digits=12, decimal_places=2, null=True, blank=True)
+    currency = models.CharField(max_length=3, blank=True)
     learned_from = models.CharField(max_length=10, choices=Source.choices)
     first_seen_at = models.DateTimeField(default=timezone.now)
     last_observed_at = models.DateTimeField(default=timezone.now)
@@ -211,6 +220,9 @@ class PartnerAttempt(models.Model):
     http_status = models.PositiveSmallIntegerField(null=True, blank=True)
     latency_ms = models.PositiveIntegerField(null=True, blank=True)
     error = models.TextField(blank=True)
+    # Why the partner's answer was refused at our edge (malformed, or a value out of range);
+    # empty when it was usable. Counted in partner health; repeated, it hands the booking over.
+    refusal = models.CharField(max_length=300, blank=True)
     partner_time = models.DateTimeField(null=True, blank=True)
     # An ambiguous create stays a fence until a lookup says what the partner holds.
     resolved_at = models.DateTimeField(null=True, blank=True)
