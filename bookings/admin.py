@@ -16,7 +16,7 @@ from django.utils import timezone
 from django.utils.timesince import timesince
 
 from bookings.models import Booking, BookingEvent, Offer
-from bookings.states import CustomerStatus, states_for_customer_status
+from bookings.states import CustomerStatus
 
 
 class CustomerStatusFilter(admin.SimpleListFilter):
@@ -28,7 +28,7 @@ class CustomerStatusFilter(admin.SimpleListFilter):
 
     def queryset(self, request, queryset):
         if self.value() in CustomerStatus.values:
-            return queryset.filter(status__in=states_for_customer_status(self.value()))
+            return queryset.filter(customer_status=self.value())
         return queryset
 
 
@@ -162,7 +162,7 @@ class BookingAdmin(ReadOnlyAdmin):
 
     @admin.display(description="customer sees")
     def customer_status_label(self, booking: Booking) -> str:
-        return booking.customer_status.label
+        return booking.get_customer_status_display()
 
     @admin.display(description="age", ordering="created_at")
     def age(self, booking: Booking) -> str:

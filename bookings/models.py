@@ -18,8 +18,8 @@ from bookings.states import (
     SETTLEABLE,
     UNACKNOWLEDGED,
     BookingState,
+    CustomerMessage,
     CustomerStatus,
-    customer_view,
 )
 
 REFERENCE_ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"  # no 0/O, 1/I: read over the phone
@@ -122,6 +122,21 @@ class Booking(ConcurrentTransitionMixin, models.Model):
     idempotency_key = models.CharField(max_length=255, blank=True, editable=False)
     request_fingerprint = models.CharField(max_length=64, blank=True, editable=False)
 
+    # What the customer is shown, as `bookings.customer_view.refresh` last derived it (the one
+    # writer). Stored so that every change has a number and "never backwards" has a memory.
+    customer_status = models.CharField(
+        max_length=12, choices=CustomerStatus.choices, default=CustomerStatus.PENDING, editable=False
+    )
+    customer_message = models.CharField(
+        max_length=40,
+        default=CustomerMessage.RECEIVED,
+        editable=False,
+        help_text="A code of the message catalogue (CustomerMessage); its words are rendered.",
+    )
+    # +1 on every change of status or message: the API's status_version, ETag and SSE event id.
+    status_version = models.PositiveIntegerField(default=1, editable=False)
+    confirmed_shown_at = models.DateTimeField(null=True, blank=True, editable=False)
+
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -178,12 +193,8 @@ class Booking(ConcurrentTransitionMixin, models.Model):
         return (self.end_date - self.start_date).days
 
     @property
-    def customer_status(self) -> CustomerStatus:
-        return customer_view(self.status)[0]
-
-    @property
-    def customer_message(self) -> str:
-        return customer_view(self.status)[1]
+    def customer_message_text(self) -> str:
+        return CustomerMessage(self.customer_message).label
 
     @property
     def is_cancellable(self) -> bool:
@@ -331,3 +342,43 @@ class BookingEvent(models.Model):
 
     def delete(self, *args, **kwargs):
         raise TypeError("The booking timeline is append-only.")
+
+
+class NotificationKind(models.TextChoices):
+    CONFIRMED = "confirmed", "Confirmed"
+    NOT_CONFIRMED = "not_confirmed", "Not confirmed"
+    CANCELLED = "cancelled", "Cancelled"
+    DISRUPTED = "disrupted", "Disrupted"
+    TAKING_LONGER = "taking_longer", "Taking longer"
+
+
+class Notification(models.Model):
+    """A message owed to the customer about one numbered change of what they are shown.
+
+    Written by `customer_view.refresh` in the change's own transaction (an outbox): at most one
+    per booking and `status_version`, so a change is never announced twice.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    # Indexed by `notification_once_per_version` (booking first), not by an index of its own.
+    booking = models.ForeignKey(
+        Booking, on_delete=models.PROTECT, related_name="notifications", db_index=False
+    )
+    status_version = models.PositiveIntegerField()
+    kind = models.CharField(max_length=16, choices=NotificationKind.choices)
+    created_at = models.DateTimeField(default=timezone.now)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["booking", "status_version"], name="notification_once_per_version"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} v{self.status_version}"

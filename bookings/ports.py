@@ -1,7 +1,9 @@
 """The one declared port from the booking core to the partner side.
 
 The core never imports the partner app: it asks this port, after commit, to queue work for a
-booking. `settings.BOOKINGS_PARTNER_PORT` names the implementation (the partner app's).
+booking, and asks it the one partner fact the customer's view depends on (whether anything may
+still be held at the partner). `settings.BOOKINGS_PARTNER_PORT` names the implementation (the
+partner app's).
 """
 
 from __future__ import annotations
@@ -26,10 +28,20 @@ class PartnerPort(Protocol):
 
     def queue_cancellation(self, booking_id: UUID, partner_code: str) -> None: ...
 
+    def may_hold(self, booking_id: UUID) -> bool:
+        """Whether something can still be live at the partner for the booking: a create whose
+        outcome is unknown, or a reservation live or being cancelled and not verified so."""
+        ...
+
 
 @cache
 def _port() -> PartnerPort:
     return import_string(settings.BOOKINGS_PARTNER_PORT)()
+
+
+def partner_may_hold(booking_id: UUID) -> bool:
+    """Read in the caller's transaction: call it on a locked booking."""
+    return _port().may_hold(booking_id)
 
 
 def submit_on_commit(booking_id: UUID, partner_code: str) -> None:

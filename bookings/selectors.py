@@ -13,8 +13,9 @@ from django.core.cache import cache
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from bookings import customer_view
 from bookings.models import Booking, BookingEvent, Offer, Quote
-from bookings.states import BookingState, CustomerStatus, states_for_customer_status
+from bookings.states import BookingState
 from config.errors import NotFound
 
 S = BookingState
@@ -23,7 +24,7 @@ S = BookingState
 def customer_bookings(*, customer, status: str | None = None) -> QuerySet[Booking]:
     bookings = Booking.objects.filter(customer=customer).select_related("offer", "partner")
     if status:
-        bookings = bookings.filter(status__in=states_for_customer_status(status))
+        bookings = bookings.filter(customer_status=status)
     return bookings.order_by("-created_at", "-id")
 
 
@@ -67,8 +68,6 @@ _STEP_FOR_STATE: dict[str, str] = {
     S.NEEDS_ATTENTION: "Passed to our support team",
 }
 _RECEIVED = "Booking received"
-# The customer is still waiting for news while the booking shows one of these.
-_AWAITING_NEWS = frozenset({CustomerStatus.PENDING, CustomerStatus.CANCELLING})
 
 
 @dataclass(frozen=True)
@@ -84,7 +83,7 @@ class BookingProgress:
 
     @property
     def awaiting_news(self) -> bool:
-        return self.booking.customer_status in _AWAITING_NEWS
+        return customer_view.awaiting_news(self.booking)
 
     @property
     def confirm_by(self) -> datetime | None:

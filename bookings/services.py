@@ -15,11 +15,11 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django_fsm import ConcurrentTransition, TransitionNotAllowed, can_proceed
 
-from bookings import catalogue, ports
+from bookings import catalogue, customer_view, ports
 from bookings.models import Actor, Booking, Offer, Quote, new_reference
 from bookings.pricing import Stay, confirmation_deadline, price_stay, validate_stay
 from bookings.states import CANCEL_ACCEPTED
-from bookings.timeline import new_event, record_event
+from bookings.timeline import new_event
 from config.db import insert_together
 from config.errors import InvalidTransition, Unprocessable, ValidationFailed
 from config.logging import log_context
@@ -60,7 +60,10 @@ def apply_transition(
 ) -> Booking:
     """Run a transition on a locked booking, save it and write its timeline row.
 
-    Must run inside the caller's `atomic()` block, on a row from `lock_booking`.
+    What the customer is shown follows in the same UPDATE and on the same row: a transition that
+    changes the view carries the change (`customer_view.stage`), so the common path writes no
+    row of its own for it. Must run inside the caller's `atomic()` block, on a row from
+    `lock_booking`.
     """
     method = getattr(booking, transition)
     old = booking.status
@@ -71,6 +74,7 @@ def apply_transition(
         )
     try:
         method(**transition_kwargs)
+        change = customer_view.stage(booking, actor=actor)
         booking.save(
             update_fields=[
                 "status",
@@ -79,12 +83,13 @@ def apply_transition(
                 "attention_reason",
                 "attention_detail",
                 "updated_at",
+                *(customer_view.VIEW_FIELDS if change else ()),
                 *extra_fields,
             ]
         )
     except (TransitionNotAllowed, ConcurrentTransition) as exc:
         raise InvalidTransition(str(exc)) from exc
-    record_event(
+    event = new_event(
         booking,
         kind or f"booking.{booking.status}",
         actor=actor,
@@ -94,8 +99,9 @@ def apply_transition(
         to_state=booking.status,
         partner_time=partner_time,
         skew_ms=skew_ms,
-        data=data,
+        data={**(data or {}), **({"customer_view": change.as_data()} if change else {})},
     )
+    customer_view.save_row(booking, event, change)
     logger.info(
         "booking transition",
         extra={

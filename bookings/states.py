@@ -1,6 +1,7 @@
-"""Booking states (docs/design.md), the named sets of them, and what a customer is told about each.
+"""Booking states (docs/design.md), the named sets of them, and the customer's vocabulary.
 
-The customer-facing status and message are derived from the state here and nowhere else.
+What a customer is told about a booking is decided in `bookings/customer_view.py` alone; this
+module holds only its words: the statuses and the catalogue of messages.
 """
 
 from __future__ import annotations
@@ -28,6 +29,66 @@ class CustomerStatus(models.TextChoices):
     FAILED = "failed", "Failed"
     CANCELLING = "cancelling", "Cancelling"
     CANCELLED = "cancelled", "Cancelled"
+    DISRUPTED = "disrupted", "Disrupted"
+
+
+class CustomerMessage(models.TextChoices):
+    """The one catalogue of what a customer is told: a stable code, and its words (the API,
+    the pages and the mail all render these). Nothing here speaks of money: there are no
+    payments to speak of."""
+
+    RECEIVED = "received", "We received your booking and are sending it to the partner."
+    SUBMITTING = "submitting", "We are placing your booking with the partner."
+    PARTNER_CONFIRMING = "partner_confirming", "The partner is confirming your booking."
+    CHECKING = "checking", "We are checking your booking with the partner."
+    TAKING_LONGER = (
+        "taking_longer",
+        "This is taking longer than usual. We are still waiting for the partner and will tell "
+        "you as soon as it answers.",
+    )
+    WITH_SUPPORT = (
+        "with_support",
+        "Our support team is reviewing your booking with the partner; we will tell you when it is settled.",
+    )
+    RELEASING = (
+        "releasing",
+        "We could not confirm your booking and are making sure the partner releases it. We will "
+        "tell you when this is settled.",
+    )
+    CONFIRMED = "confirmed", "Your booking is confirmed."
+    DECLINED = "declined", "The partner could not accept this booking. Nothing is booked."
+    NOT_COMPLETED = "not_completed", "We could not complete this booking. Nothing is booked."
+    NOT_CONFIRMED_IN_TIME = (
+        "not_confirmed_in_time",
+        "The partner did not confirm in time. Nothing is booked.",
+    )
+    CANCELLING = "cancelling", "We are cancelling your booking with the partner."
+    CANCELLED = "cancelled", "Your booking is cancelled."
+    DISRUPTED_PARTNER_CANCELLED = (
+        "disrupted_partner_cancelled",
+        "The partner cancelled your booking after confirming it. Our support team is working "
+        "on it; we will tell you what happens next.",
+    )
+    DISRUPTED_PARTNER_LOST = (
+        "disrupted_partner_lost",
+        "The partner no longer shows your confirmed booking. Our support team is working on "
+        "it; we will tell you what happens next.",
+    )
+    DISRUPTED_PARTNER_CHANGED = (
+        "disrupted_partner_changed",
+        "The partner changed your booking after confirming it. Our support team is checking "
+        "the change; we will tell you what happens next.",
+    )
+    DISRUPTED = (
+        "disrupted",
+        "Something went wrong with your confirmed booking at the partner. Our support team is "
+        "working on it; we will tell you what happens next.",
+    )
+    DISRUPTED_ENDED = (
+        "disrupted_ended",
+        "The partner no longer holds your booking after confirming it, so it will not go ahead. "
+        "You can choose other dates or another offer.",
+    )
 
 
 # The named state sets: the transitions in bookings/models.py take their sources from these, and
@@ -54,40 +115,3 @@ OPEN_STATES = AWAITING_PARTNER | {BookingState.CANCEL_REQUESTED}
 TERMINAL_STATES = frozenset(
     {BookingState.REJECTED, BookingState.FAILED, BookingState.EXPIRED, BookingState.CANCELLED}
 )
-
-_CUSTOMER_VIEW: dict[str, tuple[CustomerStatus, str]] = {
-    BookingState.REQUESTED: (
-        CustomerStatus.PENDING,
-        "We received your booking and are sending it to the partner.",
-    ),
-    BookingState.SUBMITTING: (CustomerStatus.PENDING, "We are placing your booking with the partner."),
-    BookingState.PENDING_PARTNER: (CustomerStatus.PENDING, "The partner is confirming your booking."),
-    BookingState.UNKNOWN: (CustomerStatus.PENDING, "We are checking your booking with the partner."),
-    BookingState.CONFIRMED: (CustomerStatus.CONFIRMED, "Your booking is confirmed."),
-    BookingState.REJECTED: (CustomerStatus.FAILED, "The partner could not accept this booking."),
-    BookingState.FAILED: (
-        CustomerStatus.FAILED,
-        "We could not complete this booking. You have not been charged.",
-    ),
-    BookingState.EXPIRED: (
-        CustomerStatus.FAILED,
-        "The partner did not confirm in time. You have not been charged.",
-    ),
-    BookingState.CANCEL_REQUESTED: (
-        CustomerStatus.CANCELLING,
-        "We are cancelling your booking with the partner.",
-    ),
-    BookingState.CANCELLED: (CustomerStatus.CANCELLED, "Your booking is cancelled."),
-    BookingState.NEEDS_ATTENTION: (
-        CustomerStatus.PENDING,
-        "Our support team is reviewing your booking; we will update you shortly.",
-    ),
-}
-
-
-def customer_view(state: str) -> tuple[CustomerStatus, str]:
-    return _CUSTOMER_VIEW[state]
-
-
-def states_for_customer_status(status: str) -> list[str]:
-    return [state for state, (shown, _) in _CUSTOMER_VIEW.items() if shown == status]

@@ -9,24 +9,26 @@ from django.db.models import Field, Model
 from django.db.models.sql import InsertQuery
 
 
-def insert_together(*objs: Model, using: str = DEFAULT_DB_ALIAS) -> None:
+def insert_together(*objs: Model, using: str = DEFAULT_DB_ALIAS, savepoint: bool = True) -> None:
     """Insert new model instances all or none: on PostgreSQL in one statement, one round trip.
 
     `save()` inside `atomic()` costs BEGIN, an INSERT per row and COMMIT: four round trips for
     two rows, each waking the database backend and psycopg. On PostgreSQL the rows go in one
     statement (data-modifying CTEs), atomic without a transaction block; inside an open one, a
     savepoint keeps a failed insert (a unique violation the caller answers) from aborting the
-    caller's transaction, as a nested `atomic()` would. Foreign keys are checked once the whole
-    statement is done (Django's are deferred to the commit), so a row may reference another row
-    of the same call.
+    caller's transaction, as a nested `atomic()` would. `savepoint=False` spares its two round
+    trips to a caller that answers no failure (its transaction ends on any). Foreign keys are
+    checked once the whole statement is done (Django's are deferred to the commit), so a row may
+    reference another row of the same call.
 
     Like `QuerySet.bulk_create`, it calls no `save()` and sends no model signals: it is for
     models whose saving is their fields' defaults alone. Other databases save each row in
     `atomic()`.
     """
     connection = connections[using]
+    nested = connection.in_atomic_block
     if connection.vendor != "postgresql":
-        with transaction.atomic(using=using):
+        with transaction.atomic(using=using) if savepoint or not nested else nullcontext():
             for obj in objs:
                 obj.save(force_insert=True, using=using)
         return
@@ -51,8 +53,8 @@ def insert_together(*objs: Model, using: str = DEFAULT_DB_ALIAS) -> None:
     select = f"SELECT {', '.join(columns)} FROM {', '.join(returning_aliases)}" if columns else "SELECT 1"
     statement = f"WITH {', '.join(ctes)} {select}"
 
-    savepoint = transaction.atomic(using=using) if connection.in_atomic_block else nullcontext()
-    with savepoint, connection.cursor() as cursor:
+    guard = transaction.atomic(using=using) if savepoint and nested else nullcontext()
+    with guard, connection.cursor() as cursor:
         cursor.execute(statement, params)
         row = cursor.fetchone()
     for (obj, field), value in zip(returned, row if returned else (), strict=True):

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from uuid import UUID
 
+from django.db.models import Exists, Q
+
+from bookings.models import Booking
 from partners import messages
-from partners.models import Partner
+from partners.models import LIVE_RESERVATION_STATUSES, Partner, PartnerAttempt, PartnerReservation
 
 
 class DramatiqPartnerPort:
@@ -14,3 +17,12 @@ class DramatiqPartnerPort:
 
     def queue_cancellation(self, booking_id: UUID, partner_code: str) -> None:
         messages.send_for_partner(messages.CANCEL_BOOKING, Partner(code=partner_code), str(booking_id))
+
+    def may_hold(self, booking_id: UUID) -> bool:
+        """One statement; each EXISTS is answered from an index that starts with the booking
+        (`attempt_fencing`, `reservation_booking_status`)."""
+        fence = PartnerAttempt.objects.fencing().filter(booking_id=booking_id)
+        held = PartnerReservation.objects.filter(booking_id=booking_id, compensated_at__isnull=True).filter(
+            Q(status__in=LIVE_RESERVATION_STATUSES) | Q(compensation_requested_at__isnull=False)
+        )
+        return Booking.objects.filter(pk=booking_id).filter(Exists(fence) | Exists(held)).exists()

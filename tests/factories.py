@@ -10,6 +10,7 @@ from django.contrib.auth import get_user_model
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
+from bookings.customer_view import Facts, View, derive
 from bookings.models import Booking, Offer, Quote
 from bookings.states import BookingState
 from partners.models import (
@@ -75,6 +76,13 @@ class OfferFactory(factory.django.DjangoModelFactory):
     capacity = 4
 
 
+def _shown(booking) -> View:
+    facts = Facts(
+        confirmed_shown=booking.confirmed_shown_at is not None, attention_reason=booking.attention_reason
+    )
+    return derive(booking.status, facts)
+
+
 class BookingFactory(factory.django.DjangoModelFactory):
     class Meta:
         model = Booking
@@ -89,6 +97,13 @@ class BookingFactory(factory.django.DjangoModelFactory):
     currency = "EUR"
     status = BookingState.REQUESTED
     deadline = factory.LazyFunction(lambda: timezone.now() + timedelta(minutes=30))
+    attention_reason = ""
+    # Shown as the contract derives it for the state, with nothing held at the partner.
+    confirmed_shown_at = factory.LazyAttribute(
+        lambda b: timezone.now() if b.status == BookingState.CONFIRMED else None
+    )
+    customer_status = factory.LazyAttribute(lambda b: _shown(b).status)
+    customer_message = factory.LazyAttribute(lambda b: _shown(b).message)
 
 
 class QuoteFactory(factory.django.DjangoModelFactory):

@@ -2,8 +2,9 @@
 
 Inputs only parse types and required fields; every business rule (dates, capacity, offer
 availability, quotes) lives in `bookings.pricing` and `bookings.services`. Outputs present the
-customer's view of a booking: the customer-facing `status` and `message` derived from the state
-(`bookings.states`), never the internal state name.
+customer's view of a booking: the customer-facing `status` and `message` that
+`bookings.customer_view` keeps under the honest-status contract, numbered by `status_version`,
+never the internal state name.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from bookings.models import Booking
-from bookings.states import CustomerStatus
+from bookings.states import CustomerMessage, CustomerStatus
 
 # A database id fits a signed 64-bit integer; anything larger is not an id.
 MAX_ID = 2**63 - 1
@@ -114,14 +115,42 @@ class BookingLinksSerializer(serializers.Serializer):
     )
 
 
+STATUS_HELP = (
+    "What the customer is shown (the honest-status contract):\n\n"
+    "- `pending`: the partner's answer is not known yet, or the booking will not go ahead and "
+    "we are making sure the partner releases what it may hold for it (`message_code` "
+    "`releasing`);\n"
+    "- `confirmed`: the partner confirmed the booking;\n"
+    "- `failed`: the booking did not go ahead and nothing is held at the partner for it;\n"
+    "- `cancelling`: a cancellation was asked for and the partner has not confirmed it yet;\n"
+    "- `cancelled`: the booking is cancelled and nothing is held at the partner for it;\n"
+    "- `disrupted`: the partner confirmed the booking, then cancelled, lost or changed it; "
+    "`message` says what happens next.\n\n"
+    "Never backwards: once a booking was shown `confirmed` it is never `pending` again."
+)
+
+
 class BookingOutputSerializer(serializers.Serializer):
     reference = serializers.CharField()
     status = serializers.ChoiceField(
-        source="customer_status",
-        choices=CustomerStatus.choices,
-        help_text="What the customer sees; `pending` until the partner's answer is known.",
+        source="customer_status", choices=CustomerStatus.choices, help_text=STATUS_HELP
     )
-    message = serializers.CharField(source="customer_message")
+    message = serializers.CharField(
+        source="customer_message_text", help_text="The status in words, for the customer."
+    )
+    message_code = serializers.ChoiceField(
+        source="customer_message",
+        choices=CustomerMessage.choices,
+        help_text="The message's stable code, for clients that word it themselves.",
+    )
+    status_version = serializers.IntegerField(
+        min_value=1,
+        help_text=(
+            "Grows by one with every change of `status` or `message` (also the `ETag` and the "
+            "event id of the booking's stream): a client drops an update whose version is not "
+            "higher than the one it shows."
+        ),
+    )
     offer = OfferRefSerializer()
     partner = PartnerRefSerializer()
     start_date = serializers.DateField()
@@ -133,7 +162,7 @@ class BookingOutputSerializer(serializers.Serializer):
     created_at = serializers.DateTimeField()
     updated_at = serializers.DateTimeField()
     deadline = serializers.DateTimeField(
-        help_text="By then the booking is confirmed or has failed (you are not charged)."
+        help_text="If the partner has not confirmed by then, the booking does not go ahead."
     )
     links = serializers.SerializerMethodField()
 
@@ -145,7 +174,9 @@ class BookingOutputSerializer(serializers.Serializer):
         return {
             "reference": booking.reference,
             "status": str(booking.customer_status),
-            "message": booking.customer_message,
+            "message": booking.customer_message_text,
+            "message_code": str(booking.customer_message),
+            "status_version": booking.status_version,
             "offer": {
                 "id": booking.offer.id,
                 "product_id": booking.offer.product_id,

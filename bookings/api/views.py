@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 
 from django.conf import settings
+from django.utils.http import parse_etags
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
@@ -18,7 +19,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from bookings import selectors, services
+from bookings import customer_view, selectors, services
 from bookings.api.pagination import PageNumberPagination
 from bookings.api.serializers import (
     BookingCreateInputSerializer,
@@ -76,6 +77,11 @@ _IDEMPOTENCY_KEY = OpenApiParameter(
         "with 422."
     ),
 )
+_ETAG_DESCRIPTION = (
+    '`W/"<status_version>"`: send it back in `If-None-Match` to be answered 304 while the status '
+    "and message are unchanged (fields the customer does not follow, such as `updated_at`, may "
+    "have moved meanwhile)."
+)
 _POLL_HEADERS = [
     OpenApiParameter(
         "Retry-After",
@@ -89,7 +95,31 @@ _POLL_HEADERS = [
         OpenApiTypes.URI,
         OpenApiParameter.HEADER,
         response=[202],
-        description="The booking's URL: poll it until its status is no longer `pending`.",
+        description="The booking's URL: poll it (with `If-None-Match`) while news is awaited.",
+    ),
+    OpenApiParameter(
+        "ETag", OpenApiTypes.STR, OpenApiParameter.HEADER, response=[202], description=_ETAG_DESCRIPTION
+    ),
+]
+_CONDITIONAL_HEADERS = [
+    OpenApiParameter(
+        "If-None-Match",
+        {"type": "string", "maxLength": 1024},
+        OpenApiParameter.HEADER,
+        description="The `ETag` of the booking as you show it: 304 (no body) while it is unchanged.",
+    ),
+    OpenApiParameter(
+        "ETag", OpenApiTypes.STR, OpenApiParameter.HEADER, response=[200, 304], description=_ETAG_DESCRIPTION
+    ),
+    OpenApiParameter(
+        "Retry-After",
+        OpenApiTypes.INT,
+        OpenApiParameter.HEADER,
+        response=[200, 304],
+        description=(
+            "Present while news is awaited (`pending`, `cancelling`, `disrupted`): seconds to wait "
+            "before polling again."
+        ),
     ),
 ]
 
@@ -125,7 +155,21 @@ def _idempotency_key(request: Request) -> str:
     return key
 
 
-def _booking_response(request: Request, booking, *, status_code: int) -> Response:
+def _etag(booking: Booking) -> str:
+    """Weak: it stands for what the customer is shown, numbered by `status_version`."""
+    return f'W/"{booking.status_version}"'
+
+
+def _not_modified(request: Request, etag: str) -> bool:
+    """`If-None-Match` by the weak comparison (RFC 9110 13.1.2)."""
+    header = request.headers.get("If-None-Match")
+    if not header:
+        return False
+    tags = parse_etags(header)
+    return tags == ["*"] or etag.removeprefix("W/") in {tag.removeprefix("W/") for tag in tags}
+
+
+def _booking_response(request: Request, booking: Booking, *, status_code: int) -> Response:
     """A booking accepted for processing: 202, where to poll it (its `self` link), and when."""
     data = BookingOutputSerializer(booking, context={"request": request}).data
     return Response(
@@ -134,6 +178,7 @@ def _booking_response(request: Request, booking, *, status_code: int) -> Respons
         headers={
             "Location": data["links"]["self"],
             "Retry-After": str(settings.BOOKING_POLL_AFTER_S),
+            "ETag": _etag(booking),
         },
     )
 
@@ -147,7 +192,7 @@ class BookingCollectionView(CustomerAPIView):
         summary="List my bookings",
         description=(
             "My bookings, newest first, paginated; `status` filters by the status I see "
-            "(`pending`, `confirmed`, `failed`, `cancelling`, `cancelled`)."
+            "(`pending`, `confirmed`, `failed`, `cancelling`, `cancelled`, `disrupted`)."
         ),
         tags=[_TAG],
         parameters=[BookingFilterSerializer],
@@ -222,11 +267,15 @@ class BookingDetailView(CustomerAPIView):
     @extend_schema(
         operation_id="bookings_retrieve",
         summary="Get one of my bookings",
-        description="The booking as I should see it now; poll it while it is `pending`.",
+        description=(
+            "The booking as I should see it now. Poll it while `Retry-After` is present, sending "
+            "the `ETag` back in `If-None-Match`: it answers 304 until `status_version` moves."
+        ),
         tags=[_TAG],
-        parameters=[_REFERENCE],
+        parameters=[_REFERENCE, *_CONDITIONAL_HEADERS],
         responses={
             200: BookingOutputSerializer,
+            304: OpenApiResponse(description="Not modified: the `If-None-Match` version is current."),
             401: _UNAUTHENTICATED,
             404: _NOT_FOUND,
             429: _THROTTLED,
@@ -234,7 +283,14 @@ class BookingDetailView(CustomerAPIView):
     )
     def get(self, request: Request, reference: str) -> Response:
         booking = selectors.customer_booking(customer=request.user, reference=reference)
-        return Response(BookingOutputSerializer(booking, context={"request": request}).data)
+        etag = _etag(booking)
+        headers = {"ETag": etag}
+        if customer_view.awaiting_news(booking):
+            headers["Retry-After"] = str(settings.BOOKING_POLL_AFTER_S)
+        if _not_modified(request, etag):
+            return Response(status=status.HTTP_304_NOT_MODIFIED, headers=headers)
+        data = BookingOutputSerializer(booking, context={"request": request}).data
+        return Response(data, headers=headers)
 
 
 class BookingCancelView(CustomerAPIView):

@@ -261,6 +261,10 @@ BOOKING_MAX_ADVANCE_DAYS = env.int("BOOKING_MAX_ADVANCE_DAYS", default=730)
 BOOKING_SERVICE_FEE = env.str("BOOKING_SERVICE_FEE", default="0.00")
 QUOTE_TTL = timedelta(seconds=env.int("QUOTE_TTL_S", default=15 * 60))
 BOOKING_POLL_AFTER_S = env.int("BOOKING_POLL_AFTER_S", default=2)
+# A booking still awaiting the partner this long after it was made tells its customer so.
+CUSTOMER_SLOW_AFTER = timedelta(seconds=env.int("CUSTOMER_SLOW_AFTER_S", default=10 * 60))
+# Redis pub/sub channels of what customers are shown: <prefix>:booking:<id>, <prefix>:customer:<id>.
+LIVE_CHANNEL_PREFIX = env.str("LIVE_CHANNEL_PREFIX", default="bk")
 # The one port from the booking core to the partner side (see bookings/ports.py).
 BOOKINGS_PARTNER_PORT = "partners.port.DramatiqPartnerPort"
 

@@ -17,6 +17,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from bookings import customer_view
 from bookings.models import Actor, Booking
 from bookings.services import apply_transition, lock_booking
 from bookings.timeline import record_event
@@ -252,6 +253,10 @@ def reconcile_booking(
             data={"reason": plan.reason},
             **kwargs,
         )
+    else:
+        # What may be held at the partner can change without a move (a fence resolved, a
+        # cancellation verified): the customer's view follows it.
+        customer_view.refresh(booking, actor=actor, actor_label=actor_label)
     return plan
 
 

@@ -11,6 +11,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from bookings import customer_view
 from bookings.catalogue import offer_with_partner
 from bookings.models import Actor, Booking
 from bookings.services import apply_transition, lock_booking
@@ -128,6 +129,8 @@ def record_create_outcome(booking_id: UUID, attempt: PartnerAttempt, result: Cal
                 )
                 # The one door moved our locked copy of the booking: it is current.
                 booking = observed.booking or booking
+            # The answer lifted the call's fence even where the one door had nothing to apply.
+            customer_view.refresh(booking, actor=Actor.WORKER)
             no_webhooks = not booking.partner.has(Capability.WEBHOOKS)
             if booking.status == BookingState.PENDING_PARTNER and no_webhooks:
                 # Nobody will tell us when it settles: ask again.

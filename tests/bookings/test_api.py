@@ -9,6 +9,7 @@ from decimal import Decimal
 
 import pytest
 from django.conf import settings
+from django.utils import timezone
 from rest_framework.fields import DateTimeField
 from rest_framework.test import APIClient
 
@@ -31,13 +32,17 @@ def iso(value) -> str:
     return DateTimeField().to_representation(value)
 
 
-def booking_json(booking: Booking, *, status: str, message: str, cancellable: bool = True):
+def booking_json(
+    booking: Booking, *, status: str, message: str, code: str = "received", cancellable: bool = True
+):
     booking.refresh_from_db()
     url = f"{SERVER}{BOOKINGS_URL}/{booking.reference}"
     return {
         "reference": booking.reference,
         "status": status,
         "message": message,
+        "message_code": code,
+        "status_version": booking.status_version,
         "offer": {
             "id": booking.offer.pk,
             "product_id": booking.offer.product_id,
@@ -58,6 +63,18 @@ def booking_json(booking: Booking, *, status: str, message: str, cancellable: bo
 
 
 PENDING_MESSAGE = "We received your booking and are sending it to the partner."
+
+
+def disrupted_booking(customer) -> Booking:
+    """Confirmed once, then cancelled by the partner: with support now."""
+    return BookingFactory(
+        customer=customer,
+        status=S.NEEDS_ATTENTION,
+        attention_reason="partner_cancelled_confirmed",
+        confirmed_shown_at=timezone.now(),
+    )
+
+
 CANCELLING_MESSAGE = "We are cancelling your booking with the partner."
 
 
@@ -326,13 +343,16 @@ def test_a_replay_with_the_same_key_and_body_returns_the_same_booking(
 
 def test_a_replay_returns_the_booking_as_it_is_now(api_client, offer):
     first = post_booking(api_client, stay_body(offer), key="later")
-    Booking.objects.filter(reference=first.json()["reference"]).update(status=S.CONFIRMED)
+    Booking.objects.filter(reference=first.json()["reference"]).update(
+        status=S.CONFIRMED, customer_status="confirmed", customer_message="confirmed", status_version=2
+    )
 
     replay = post_booking(api_client, stay_body(offer), key="later")
 
     assert replay.status_code == 202
     assert replay.json()["reference"] == first.json()["reference"]
-    assert replay.json()["status"] == "confirmed"
+    assert (replay.json()["status"], replay.json()["status_version"]) == ("confirmed", 2)
+    assert replay.headers["ETag"] == 'W/"2"'
 
 
 def test_a_replay_still_works_after_the_offer_is_withdrawn(api_client, offer):
@@ -417,42 +437,62 @@ def test_detail_answers_with_a_trailing_slash(api_client, customer):
 
 
 @pytest.mark.parametrize(
-    ("state", "status", "message", "cancellable"),
+    ("state", "status", "code", "message", "cancellable"),
     [
-        (S.REQUESTED, "pending", PENDING_MESSAGE, True),
-        (S.SUBMITTING, "pending", "We are placing your booking with the partner.", True),
-        (S.PENDING_PARTNER, "pending", "The partner is confirming your booking.", True),
-        (S.UNKNOWN, "pending", "We are checking your booking with the partner.", True),
-        (S.CONFIRMED, "confirmed", "Your booking is confirmed.", True),
-        (S.REJECTED, "failed", "The partner could not accept this booking.", False),
+        (S.REQUESTED, "pending", "received", PENDING_MESSAGE, True),
+        (S.SUBMITTING, "pending", "submitting", "We are placing your booking with the partner.", True),
+        (
+            S.PENDING_PARTNER,
+            "pending",
+            "partner_confirming",
+            "The partner is confirming your booking.",
+            True,
+        ),
+        (S.UNKNOWN, "pending", "checking", "We are checking your booking with the partner.", True),
+        (S.CONFIRMED, "confirmed", "confirmed", "Your booking is confirmed.", True),
+        (
+            S.REJECTED,
+            "failed",
+            "declined",
+            "The partner could not accept this booking. Nothing is booked.",
+            False,
+        ),
         (
             S.FAILED,
             "failed",
-            "We could not complete this booking. You have not been charged.",
+            "not_completed",
+            "We could not complete this booking. Nothing is booked.",
             False,
         ),
         (
             S.EXPIRED,
             "failed",
-            "The partner did not confirm in time. You have not been charged.",
+            "not_confirmed_in_time",
+            "The partner did not confirm in time. Nothing is booked.",
             False,
         ),
-        (S.CANCEL_REQUESTED, "cancelling", CANCELLING_MESSAGE, False),
-        (S.CANCELLED, "cancelled", "Your booking is cancelled.", False),
+        (S.CANCEL_REQUESTED, "cancelling", "cancelling", CANCELLING_MESSAGE, False),
+        (S.CANCELLED, "cancelled", "cancelled", "Your booking is cancelled.", False),
         (
             S.NEEDS_ATTENTION,
             "pending",
-            "Our support team is reviewing your booking; we will update you shortly.",
+            "with_support",
+            "Our support team is reviewing your booking with the partner; we will tell you when it "
+            "is settled.",
             True,
         ),
     ],
 )
-def test_detail_shows_the_customer_facing_status(api_client, customer, state, status, message, cancellable):
+def test_detail_shows_the_customer_facing_status(
+    api_client, customer, state, status, code, message, cancellable
+):
     booking = BookingFactory(customer=customer, status=state)
 
     response = api_client.get(f"{BOOKINGS_URL}/{booking.reference}")
 
-    assert response.json() == booking_json(booking, status=status, message=message, cancellable=cancellable)
+    assert response.json() == booking_json(
+        booking, status=status, message=message, code=code, cancellable=cancellable
+    )
 
 
 def test_another_customers_booking_is_not_found(api_client, other_customer):
@@ -523,13 +563,17 @@ def test_a_page_out_of_range_is_not_found(api_client, db):
         (CustomerStatus.FAILED, {S.REJECTED, S.FAILED, S.EXPIRED}),
         (CustomerStatus.CANCELLING, {S.CANCEL_REQUESTED}),
         (CustomerStatus.CANCELLED, {S.CANCELLED}),
+        (CustomerStatus.DISRUPTED, {"confirmed, then taken away"}),
     ],
 )
 def test_the_list_filters_by_customer_facing_status(api_client, customer, other_customer, status, states):
-    # given one booking of mine in every state, and another customer's in the same states
+    # given one booking of mine in every state and one the partner cancelled after confirming
+    # it, and another customer's in the same states
     mine = {state: BookingFactory(customer=customer, status=state) for state in S}
+    mine["confirmed, then taken away"] = disrupted_booking(customer)
     for state in S:
         BookingFactory(customer=other_customer, status=state)
+    disrupted_booking(other_customer)
 
     # when I filter by a status
     response = api_client.get(BOOKINGS_URL, {"status": status})
@@ -572,7 +616,7 @@ def test_cancel_is_accepted_and_idempotent(api_client, customer, django_capture_
     assert first.status_code == second.status_code == 202
     assert first.json() == second.json()
     assert first.json() == booking_json(
-        booking, status="cancelling", message=CANCELLING_MESSAGE, cancellable=False
+        booking, status="cancelling", message=CANCELLING_MESSAGE, code="cancelling", cancellable=False
     )
     assert first.headers["Location"] == f"{SERVER}{BOOKINGS_URL}/{booking.reference}"
     assert first.headers["Retry-After"] == str(settings.BOOKING_POLL_AFTER_S)
@@ -580,7 +624,7 @@ def test_cancel_is_accepted_and_idempotent(api_client, customer, django_capture_
     assert list(booking.events.values_list("kind", "actor", "actor_label", "from_state")) == [
         ("booking.cancel_requested", "customer", customer.username, "confirmed")
     ]
-    assert len(first_callbacks) == 1
+    assert len(first_callbacks) == 2  # the cancellation queued, the new status published
     assert second_callbacks == []
 
 

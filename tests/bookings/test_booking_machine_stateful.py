@@ -52,6 +52,8 @@ CUSTOMER_STATUS = {
     S.CANCELLED: "cancelled",
 }
 TERMINAL = {S.REJECTED, S.FAILED, S.EXPIRED, S.CANCELLED}
+# Once shown `confirmed`, every state but these shows `disrupted` (never `pending` again).
+STILL_SHOWN_AS_IS = {S.CONFIRMED, S.CANCEL_REQUESTED, S.CANCELLED}
 CANCEL_UNDER_WAY = {S.CANCEL_REQUESTED, S.CANCELLED}
 
 
@@ -73,6 +75,8 @@ class BookingMachine(RuleBasedStateMachine):
         self.last_token = ""
         self.state = S.REQUESTED
         self.seen_event_id = self._events().order_by("-id").values_list("id", flat=True).first()
+        self.confirmed_shown = False
+        self.shown, self.status_version = ("pending", "received"), 1
 
     # --- the steps ---------------------------------------------------------------------------
     @rule(name=st.sampled_from(sorted(TRANSITIONS)))
@@ -117,7 +121,19 @@ class BookingMachine(RuleBasedStateMachine):
         booking = Booking.objects.get(pk=self.booking_id)
         assert booking.status in S.values
         assert booking.status == self.state
-        assert booking.customer_status == CUSTOMER_STATUS[booking.status]
+        self.confirmed_shown |= booking.status == S.CONFIRMED
+        disrupted = self.confirmed_shown and booking.status not in STILL_SHOWN_AS_IS
+        assert booking.customer_status == ("disrupted" if disrupted else CUSTOMER_STATUS[booking.status])
+
+    @invariant()
+    def every_change_the_customer_is_shown_has_a_higher_number(self) -> None:
+        booking = Booking.objects.get(pk=self.booking_id)
+        shown = (booking.customer_status, booking.customer_message)
+        if shown != self.shown:
+            assert booking.status_version > self.status_version
+        else:  # unchanged, or changed and back within one step: never a lower number
+            assert booking.status_version >= self.status_version
+        self.shown, self.status_version = shown, booking.status_version
 
     # --- helpers -------------------------------------------------------------------------------
     def _events(self):

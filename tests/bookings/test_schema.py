@@ -76,7 +76,7 @@ def test_booking_create_documents_its_headers(db):
     assert [(p["name"], p["in"], p["required"]) for p in create["parameters"] if p["in"] == "header"] == [
         ("Idempotency-Key", "header", True)
     ]
-    assert set(create["responses"]["202"]["headers"]) == {"Retry-After", "Location"}
+    assert set(create["responses"]["202"]["headers"]) == {"Retry-After", "Location", "ETag"}
     assert set(create["requestBody"]["content"]) == {"application/json"}
 
 
@@ -87,3 +87,30 @@ def test_the_error_shape_is_a_component(db):
     assert components["Error"]["required"] == ["error"]
     assert components["ErrorDetail"]["required"] == ["code", "message"]
     assert set(components["ErrorDetail"]["properties"]) == {"code", "message", "fields"}
+
+
+def test_a_booking_documents_every_status_and_its_version(db):
+    schema = APIClient().get("/api/schema/", {"format": "json"}).json()
+    booking = schema["components"]["schemas"]["BookingOutput"]
+    status = booking["properties"]["status"]
+    status_enum = schema["components"]["schemas"][status["allOf"][0]["$ref"].rsplit("/", 1)[1]]
+
+    assert status_enum["enum"] == ["pending", "confirmed", "failed", "cancelling", "cancelled", "disrupted"]
+    for value in status_enum["enum"]:
+        assert f"- `{value}`: " in status["description"]
+    assert "never `pending` again" in status["description"]
+    assert booking["properties"]["status_version"] == {
+        "type": "integer",
+        "minimum": 1,
+        "description": booking["properties"]["status_version"]["description"],
+    }
+    assert {"status_version", "message_code"} <= set(booking["required"])
+
+
+def test_booking_retrieve_documents_its_conditional_poll(db):
+    retrieve = operations(APIClient())["bookings_retrieve"]
+
+    assert [p["name"] for p in retrieve["parameters"] if p["in"] == "header"] == ["If-None-Match"]
+    assert set(retrieve["responses"]["200"]["headers"]) == {"ETag", "Retry-After"}
+    assert set(retrieve["responses"]["304"]["headers"]) == {"ETag", "Retry-After"}
+    assert "content" not in retrieve["responses"]["304"]

@@ -1,0 +1,209 @@
+"""The honest-status contract (docs/design.md): what a customer is shown about a booking.
+
+`derive` is the rule, a pure function of the booking's state and a few facts. The rest of this
+module is the one writer of what is stored: it numbers each change (`status_version`), keeps the
+memory that makes "never backwards" hold (`confirmed_shown_at`), records the change on the
+timeline with the notification it owes, and publishes it after commit (`bookings.live`).
+
+`apply_transition` folds a change into the transition's own UPDATE and timeline row (`stage`,
+then `save_row`); anything else that can change a fact calls `refresh` on the locked booking.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.utils import timezone
+
+from bookings import live, notifications, ports
+from bookings.models import Actor, Booking, BookingEvent, Notification, NotificationKind
+from bookings.states import BookingState, CustomerMessage, CustomerStatus
+from bookings.timeline import new_event
+from config.db import insert_together
+
+S = BookingState
+M = CustomerMessage
+
+# The booking's fields this module writes, and only this module.
+VIEW_FIELDS = ("customer_status", "customer_message", "status_version", "confirmed_shown_at")
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What the state alone does not say."""
+
+    # Something can still be live at the partner: an unanswered create, or a reservation that
+    # is live or whose cancellation we asked for and have not verified.
+    partner_may_hold: bool = False
+    confirmed_shown: bool = False
+    attention_reason: str = ""
+    # Awaiting the partner for longer than CUSTOMER_SLOW_AFTER since the booking was made.
+    slow: bool = False
+
+
+@dataclass(frozen=True)
+class View:
+    status: str
+    message: str
+
+
+# States whose view no fact changes.
+_FIXED_VIEW = {
+    S.CONFIRMED: View(CustomerStatus.CONFIRMED, M.CONFIRMED),
+    S.CANCEL_REQUESTED: View(CustomerStatus.CANCELLING, M.CANCELLING),
+    S.CANCELLED: View(CustomerStatus.CANCELLED, M.CANCELLED),
+}
+_AWAITING_MESSAGE = {
+    S.REQUESTED: M.RECEIVED,
+    S.SUBMITTING: M.SUBMITTING,
+    S.PENDING_PARTNER: M.PARTNER_CONFIRMING,
+    S.UNKNOWN: M.CHECKING,
+}
+# The unconfirmed ends: `failed` with these words once nothing may be held, `releasing` before.
+_ENDED_MESSAGE = {
+    S.REJECTED: M.DECLINED,
+    S.FAILED: M.NOT_COMPLETED,
+    S.EXPIRED: M.NOT_CONFIRMED_IN_TIME,
+}
+# Why a confirmed booking went to support, in the customer's words; any other reason: DISRUPTED.
+_DISRUPTED_MESSAGE = {
+    "partner_cancelled_confirmed": M.DISRUPTED_PARTNER_CANCELLED,
+    "partner_lost_reservation": M.DISRUPTED_PARTNER_LOST,
+    "partner_mismatch": M.DISRUPTED_PARTNER_CHANGED,
+}
+
+
+def derive(state: str, facts: Facts) -> View:
+    """The contract: `confirmed` only in CONFIRMED; `failed` only when nothing may be held at
+    the partner; once `confirmed` was shown, never `pending` again (`disrupted` instead)."""
+    if state in _FIXED_VIEW:
+        return _FIXED_VIEW[state]
+    ended = state in _ENDED_MESSAGE
+    if facts.confirmed_shown:
+        if ended and not facts.partner_may_hold:
+            return View(CustomerStatus.DISRUPTED, M.DISRUPTED_ENDED)
+        return View(CustomerStatus.DISRUPTED, _DISRUPTED_MESSAGE.get(facts.attention_reason, M.DISRUPTED))
+    if ended:
+        if facts.partner_may_hold:
+            return View(CustomerStatus.PENDING, M.RELEASING)
+        return View(CustomerStatus.FAILED, _ENDED_MESSAGE[state])
+    if state == S.NEEDS_ATTENTION:
+        return View(CustomerStatus.PENDING, M.WITH_SUPPORT)
+    if facts.slow:
+        return View(CustomerStatus.PENDING, M.TAKING_LONGER)
+    return View(CustomerStatus.PENDING, _AWAITING_MESSAGE[state])
+
+
+def facts_of(booking: Booking) -> Facts:
+    """The facts of a booking as it is now; the partner side is asked only where its answer can
+    change the view (the unconfirmed ends), so the common path pays no query for it."""
+    return Facts(
+        partner_may_hold=booking.status in _ENDED_MESSAGE and ports.partner_may_hold(booking.pk),
+        confirmed_shown=booking.confirmed_shown_at is not None,
+        attention_reason=booking.attention_reason,
+        slow=booking.status in _AWAITING_MESSAGE
+        and timezone.now() - booking.created_at >= settings.CUSTOMER_SLOW_AFTER,
+    )
+
+
+def shown(booking: Booking) -> View:
+    return View(booking.customer_status, booking.customer_message)
+
+
+# Views that automation may still change without the customer doing anything.
+_UNSETTLED = frozenset({CustomerStatus.PENDING, CustomerStatus.CANCELLING, CustomerStatus.DISRUPTED})
+
+
+def awaiting_news(booking: Booking) -> bool:
+    """Whether the customer should keep following the booking (poll, stream) for news."""
+    return booking.customer_status in _UNSETTLED and booking.customer_message != M.DISRUPTED_ENDED
+
+
+# --- the one writer -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ViewChange:
+    before: View
+    after: View
+    status_version: int
+    notification: NotificationKind | None
+
+    def as_data(self) -> dict[str, Any]:
+        return {
+            "from": self.before.status,
+            "to": self.after.status,
+            "message": self.after.message,
+            "status_version": self.status_version,
+        }
+
+    @property
+    def summary(self) -> str:
+        return f"Customer sees {self.after.status} ({self.after.message}), version {self.status_version}"
+
+
+# What each status the customer did not just cause is announced as, by mail.
+_ANNOUNCED = {
+    CustomerStatus.CONFIRMED: NotificationKind.CONFIRMED,
+    CustomerStatus.FAILED: NotificationKind.NOT_CONFIRMED,
+    CustomerStatus.CANCELLED: NotificationKind.CANCELLED,
+    CustomerStatus.DISRUPTED: NotificationKind.DISRUPTED,
+}
+
+
+def _announcement(before: View, after: View, actor: Actor | str) -> NotificationKind | None:
+    if actor == Actor.CUSTOMER:
+        return None  # they caused it, and their page or API answer already shows it
+    if after.message == M.TAKING_LONGER:
+        return NotificationKind.TAKING_LONGER
+    if after.status != before.status or after.status == CustomerStatus.DISRUPTED:
+        return _ANNOUNCED.get(after.status)
+    return None
+
+
+def stage(booking: Booking, *, actor: Actor | str) -> ViewChange | None:
+    """Set the view fields of a locked booking to what its facts derive; None if unchanged.
+    The caller saves `VIEW_FIELDS` and passes the change to `save_row`."""
+    before, after = shown(booking), derive(booking.status, facts_of(booking))
+    if after == before:
+        return None
+    booking.customer_status, booking.customer_message = after.status, after.message
+    booking.status_version += 1
+    if after.status == CustomerStatus.CONFIRMED and booking.confirmed_shown_at is None:
+        booking.confirmed_shown_at = timezone.now()
+    return ViewChange(before, after, booking.status_version, _announcement(before, after, actor))
+
+
+def save_row(booking: Booking, event: BookingEvent, change: ViewChange | None) -> None:
+    """Insert the timeline row that carries `change` (and, in the same statement, the
+    notification it owes); publish the change and queue its notification after commit."""
+    if change is None or change.notification is None:
+        event.save(force_insert=True)
+    else:
+        notification = Notification(
+            booking=booking, status_version=change.status_version, kind=change.notification
+        )
+        insert_together(event, notification, savepoint=False)
+        notifications.queue_after_commit(notification)
+    if change is not None:
+        live.publish_after_commit(booking)
+
+
+def refresh(booking: Booking, *, actor: Actor | str, actor_label: str = "") -> bool:
+    """Bring what the customer is shown in line with a locked booking's facts, inside the
+    caller's transaction, for a change of facts without a transition (a fence resolved, a
+    cancellation verified, the wait grown long). True if the view changed."""
+    change = stage(booking, actor=actor)
+    if change is None:
+        return False
+    booking.save(update_fields=[*VIEW_FIELDS, "updated_at"])
+    event = new_event(
+        booking,
+        "customer.view_changed",
+        actor=actor,
+        actor_label=actor_label,
+        summary=change.summary,
+        data={"customer_view": change.as_data()},
+    )
+    save_row(booking, event, change)
+    return True
