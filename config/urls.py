@@ -10,6 +10,8 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    # The live status streams (served by the events process) before the API they follow.
+    path("api/v1/", include("bookings.streams.urls")),
     path("api/v1/", include("bookings.api.urls")),
     path(
         "api/v1/support/bookings/<str:reference>/timeline",

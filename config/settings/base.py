@@ -265,6 +265,14 @@ BOOKING_POLL_AFTER_S = env.int("BOOKING_POLL_AFTER_S", default=2)
 CUSTOMER_SLOW_AFTER = timedelta(seconds=env.int("CUSTOMER_SLOW_AFTER_S", default=10 * 60))
 # Redis pub/sub channels of what customers are shown: <prefix>:booking:<id>, <prefix>:customer:<id>.
 LIVE_CHANNEL_PREFIX = env.str("LIVE_CHANNEL_PREFIX", default="bk")
+# The live status streams (bookings/streams, the events process): each open stream re-reads its
+# booking and sends a heartbeat this often, ends after its life (the client reconnects after the
+# retry it was given, with Last-Event-ID), and the process runs its queries on this many threads,
+# one database connection each.
+LIVE_HEARTBEAT_S = env.float("LIVE_HEARTBEAT_S", default=15.0)
+LIVE_STREAM_LIFE_S = env.float("LIVE_STREAM_LIFE_S", default=300.0)
+LIVE_RETRY_MS = env.int("LIVE_RETRY_MS", default=2000)
+LIVE_DB_THREADS = env.int("LIVE_DB_THREADS", default=2)
 # The one port from the booking core to the partner side (see bookings/ports.py).
 BOOKINGS_PARTNER_PORT = "partners.port.DramatiqPartnerPort"
 
