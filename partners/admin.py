@@ -131,6 +131,7 @@ class InboundEventAdmin(ReadOnlyAdmin):
         "received_at",
         "partner",
         "event_id",
+        "source_address",
         "signature_valid",
         "state",
         "result",
@@ -138,7 +139,7 @@ class InboundEventAdmin(ReadOnlyAdmin):
         "duplicate_of",
     )
     list_filter = ("partner", "state", "result", "signature_valid")
-    search_fields = ("=event_id", "=booking__reference")
+    search_fields = ("=event_id", "=booking__reference", "=source_address", "=body_sha256")
     list_select_related = ("partner", "booking")
     show_full_result_count = False
     readonly_fields = (
@@ -146,14 +147,18 @@ class InboundEventAdmin(ReadOnlyAdmin):
         "event_id",
         "received_at",
         "partner_timestamp",
+        "source_address",
         "signature_valid",
         "duplicate_of",
         "state",
         "result",
         "error",
+        "tries",
         "processed_at",
         "booking",
         "reservation",
+        "body_size",
+        "body_sha256",
         "headers_display",
         "body_display",
     )
@@ -169,6 +174,12 @@ class InboundEventAdmin(ReadOnlyAdmin):
         raw = bytes(event.raw_body or b"")
         try:
             text = json.dumps(json.loads(raw), indent=2, sort_keys=True)
-        except ValueError:
+        except (ValueError, RecursionError):
             text = raw.decode(errors="replace")
-        return format_html("<pre>{}</pre>", text)
+        kept = (
+            ""
+            if event.evidence_complete
+            else f"Only its first {len(raw)} of {event.body_size} bytes were kept. "
+        )
+        unverified = "" if event.signature_valid else "Unverified: anyone could have sent this. "
+        return format_html("<p>{}{}</p><pre>{}</pre>", unverified, kept, text)

@@ -26,6 +26,7 @@ from partners.models import InboundEvent, Partner
 from reconciliation import diagram
 from reconciliation.apis import booking_timeline_json
 from reconciliation.selectors.attention import needs_attention_queue, needs_attention_summary
+from reconciliation.selectors.partner_feed import FEED_PAGE, FILTERS, partner_feed
 from reconciliation.selectors.partner_health import partner_health
 from reconciliation.selectors.timeline import booking_timeline
 from reconciliation.selectors.timeline_display import timeline_display
@@ -281,6 +282,7 @@ class SupportPartnerAdmin(PartnerAdmin):
         wrap = self.admin_site.admin_view
         return [
             path("health/", wrap(self.health_view), name="partners_partner_health"),
+            path("<path:object_id>/deliveries/", wrap(self.feed_view), name="partners_partner_feed"),
             *super().get_urls(),
         ]
 
@@ -295,6 +297,33 @@ class SupportPartnerAdmin(PartnerAdmin):
             "now": timezone.now(),
         }
         return TemplateResponse(request, "admin/reconciliation/partner_health.html", context)
+
+    def feed_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """The partner's webhook deliveries, refused ones included (marked), newest first."""
+        partner = self.get_object(request, object_id)
+        if partner is None:
+            raise Http404("No such partner.")
+        if not self.has_view_permission(request, partner):
+            raise PermissionDenied
+        show = request.GET.get("show", "")
+        if show not in FILTERS:
+            show = ""
+        try:
+            before = int(request.GET["before"]) if request.GET.get("before") else None
+        except ValueError:
+            before = None
+        rows = partner_feed(partner, show=show, before=before)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Webhook deliveries: {partner.code}",
+            "opts": self.opts,
+            "partner": partner,
+            "rows": rows,
+            "show": show,
+            "filters": list(FILTERS),
+            "older": rows[-1].delivery.pk if len(rows) == FEED_PAGE else None,
+        }
+        return TemplateResponse(request, "admin/reconciliation/partner_feed.html", context)
 
 
 # --- stored webhooks ----------------------------------------------------------------

@@ -600,14 +600,20 @@ def inbound_event_replay(event_id: int, *, actor_label: str) -> InboundEvent:
     return processed
 
 
-def inbound_refused_prune(*, before: datetime, partner: Partner | None = None, batch_size: int) -> int:
+def inbound_refused_prune(
+    *, before: datetime, partner: Partner | None = None, batch_size: int, dry_run: bool = False
+) -> int:
     """Delete the evidence of unverified deliveries received before `before` (one batch, oldest
-    first); how many rows went. Authentic ones stay: they are on their bookings' timelines."""
+    first); how many rows went (would go, on a dry run). With the storage limit, what a forged
+    flood leaves is bounded in time as well as in rate. Authentic ones stay: they are on their
+    bookings' timelines."""
     rows = InboundEvent.objects.filter(
         state=InboundState.REJECTED, signature_valid=False, received_at__lt=before
     )
     if partner is not None:
         rows = rows.filter(partner=partner)
     ids = list(rows.order_by("received_at").values_list("id", flat=True)[:batch_size])
+    if dry_run or not ids:
+        return len(ids)
     deleted, _ = InboundEvent.objects.filter(pk__in=ids).delete()
     return deleted

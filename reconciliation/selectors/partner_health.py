@@ -1,23 +1,31 @@
 """Partner health for support and ops: calls, errors and latency from the attempts, queue depth
-and circuit state from Redis, the last webhook and the clock skew. Three queries."""
+and circuit state from Redis, the webhook deliveries (how many were refused and why, and the
+clock skew of those signed outside the tolerance), the last webhook and the clock skew. Five
+queries."""
 
 from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from statistics import median
 from typing import Any
 
 import dramatiq
 import redis
 from django.conf import settings
-from django.db.models import Max
+from django.db.models import Count, Max
 from django.utils import timezone
 
 from partners.guard import guard_status
-from partners.models import InboundEvent, Outcome, Partner, PartnerAttempt
+from partners.models import InboundEvent, InboundResult, Outcome, Partner, PartnerAttempt
+from partners.services.skew import skew_between
+from partners.services.webhook_limits import unverified_seen
+from reconciliation.selectors.partner_feed import REFUSED_MARKS, delivery_mark
 
 ERROR_OUTCOMES = (Outcome.AMBIGUOUS, Outcome.TRANSIENT, Outcome.PERMANENT)
+# Webhook deliveries are counted by the feed's marks, all that were not refused as "accepted".
+DELIVERY_BUCKETS = ("accepted", *REFUSED_MARKS)
 
 
 @dataclass
@@ -32,6 +40,11 @@ class PartnerHealth:
     queue_ready: int | None = None
     queue_delayed: int | None = None
     last_webhook_at: datetime | None = None
+    # Deliveries kept over the window, by bucket; unverified ones over their storage limit are
+    # only in `unverified_seen` (the current window of that limit, from Redis).
+    deliveries: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DELIVERY_BUCKETS, 0))
+    unverified_seen: int | None = None
+    late_skew_ms: int | None = None  # median, over the late deliveries of the window
     circuit: dict[str, Any] | None = None
     problems: list[str] = field(default_factory=list)
 
@@ -58,6 +71,9 @@ class PartnerHealth:
             "queue_ready": self.queue_ready,
             "queue_delayed": self.queue_delayed,
             "last_webhook_at": self.last_webhook_at.isoformat() if self.last_webhook_at else None,
+            "deliveries": self.deliveries,
+            "unverified_seen": self.unverified_seen,
+            "late_skew_ms": self.late_skew_ms,
             "circuit": self.circuit,
             "clock_skew_ms": self.partner.clock_skew_ms,
             "clock_skew_measured_at": (
@@ -83,11 +99,44 @@ def _broker_client() -> tuple[redis.Redis, str]:
     return broker.client, namespace
 
 
+def _count_deliveries(health: dict[int, PartnerHealth], since: datetime) -> None:
+    """Deliveries by bucket, and the median skew of the late ones (two queries)."""
+    deliveries = InboundEvent.objects.filter(partner_id__in=list(health), received_at__gte=since)
+    for row in deliveries.values("partner_id", "signature_valid", "state", "result").annotate(n=Count("id")):
+        mark = delivery_mark(signature_valid=row["signature_valid"], state=row["state"], result=row["result"])
+        health[row["partner_id"]].deliveries[mark if mark in REFUSED_MARKS else "accepted"] += row["n"]
+    skews: dict[int, list[int]] = defaultdict(list)
+    for partner_id, signed_at, received_at in deliveries.filter(result=InboundResult.LATE).values_list(
+        "partner_id", "partner_timestamp", "received_at"
+    ):
+        if signed_at is not None:
+            skews[partner_id].append(skew_between(signed_at, received_at))
+    for partner_id, samples in skews.items():
+        health[partner_id].late_skew_ms = round(median(samples))
+
+
+def _delivery_problems(row: PartnerHealth) -> list[str]:
+    problems = []
+    if row.deliveries["late"]:
+        seconds = round((row.late_skew_ms or 0) / 1000)
+        problems.append(
+            f"{row.deliveries['late']} authentic webhooks signed outside the time tolerance (its clock "
+            f"is about {abs(seconds)} s {'ahead of' if seconds >= 0 else 'behind'} ours): not applied, "
+            "their bookings synced instead"
+        )
+    if row.deliveries["invalid"]:
+        problems.append(f"{row.deliveries['invalid']} webhooks with content we cannot use (quarantined)")
+    if row.deliveries["failed"]:
+        problems.append(f"{row.deliveries['failed']} webhooks set aside after their tries")
+    return problems
+
+
 def partner_health(
     *, window: timedelta = timedelta(hours=1), now: datetime | None = None
 ) -> list[PartnerHealth]:
     """Per partner over the window: calls, error rate, p50/p99 latency (from PartnerAttempt),
-    queue depth (Redis), last webhook, circuit breaker state and clock skew. Three queries."""
+    webhook deliveries by kind, queue depth (Redis), last webhook, circuit breaker state and
+    clock skew. Five queries."""
     now = now or timezone.now()
     partners = list(Partner.objects.order_by("code"))
     health = {p.pk: PartnerHealth(partner=p) for p in partners}
@@ -107,9 +156,19 @@ def partner_health(
             row.in_flight += 1
         if latency is not None:
             latencies[partner_id].append(latency)
-    last_webhooks = dict(
-        InboundEvent.objects.values_list("partner_id").annotate(last=Max("received_at")).order_by()
+    _count_deliveries(health, now - window)
+    last_webhooks = dict(  # an authentic one: anyone can post to the URL
+        InboundEvent.objects.filter(signature_valid=True)
+        .values_list("partner_id")
+        .annotate(last=Max("received_at"))
+        .order_by()
     )
+    try:
+        seen = unverified_seen(partners)
+    except redis.RedisError as exc:
+        seen, seen_problem = {}, f"refused deliveries uncounted: {exc}"
+    else:
+        seen_problem = ""
     try:
         client, namespace = _broker_client()
     except Exception as exc:  # noqa: BLE001 - health pages must render without a broker
@@ -123,6 +182,10 @@ def partner_health(
         row.p50_ms, row.p99_ms = percentile(values, 0.5), percentile(values, 0.99)
         row.outcomes = dict(outcomes[partner.pk])
         row.last_webhook_at = last_webhooks.get(partner.pk)
+        row.unverified_seen = seen.get(partner.pk)
+        row.problems += _delivery_problems(row)
+        if seen_problem:
+            row.problems.append(seen_problem)
         if client is not None:
             key = f"{namespace}:{partner.queue_name}"
             try:

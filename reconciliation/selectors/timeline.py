@@ -3,7 +3,9 @@
 BookingEvent rows are the backbone. Attempts, observations and inbound deliveries that an event
 already describes (by `attempt_id`, `observation_id` or `inbound_event_id` in its data) are
 attached to that row's data instead of showing twice; the others get rows of their own, built
-one small function per source, ignored ones marked as such.
+one small function per source, ignored ones marked as such. A delivery is here only when it is
+linked to the booking, which only an authentic one ever is: what anyone could have posted, naming
+the booking or not, is in its partner's feed (`partner_feed`), never here.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from django.db.models import Q
@@ -19,8 +21,6 @@ from django.db.models import Q
 from bookings.models import Actor, Booking, BookingEvent
 from partners.models import (
     InboundEvent,
-    InboundResult,
-    InboundState,
     ObservationResult,
     Outcome,
     PartnerAttempt,
@@ -36,6 +36,7 @@ from partners.timeline import (
     observation_data,
     observation_summary,
 )
+from reconciliation.selectors.partner_feed import delivery_mark
 
 # Where a row came from; the admin template and the command colour rows by it. Rows at the same
 # instant keep this order.
@@ -53,7 +54,6 @@ _SOURCE_ORDER = {
 
 # A row's data as the console and the command show it raw.
 _RAW_JSON = json.JSONEncoder(indent=2, sort_keys=True, default=str)
-REJECTED_SCAN_LIMIT = 200
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ class TimelineRow:
     `at` is our clock; `partner_time` the partner's clock when the row reflects something the
     partner said; `skew_ms` the partner's clock minus ours (the per-partner estimate when the row
     carries one, else the difference measured on this row). `mark` flags rows that changed
-    nothing: ignored, stale, duplicate, rejected, unlinked, failed, in_flight.
+    nothing: ignored, stale, duplicate, unlinked, late, invalid, failed, in_flight.
     """
 
     at: datetime
@@ -97,7 +97,7 @@ class TimelineRow:
 
 @dataclass(frozen=True)
 class _Story:
-    """Everything recorded about one booking, by id (six queries)."""
+    """Everything recorded about one booking, by id (five queries)."""
 
     booking: Booking
     events: list[BookingEvent]
@@ -109,12 +109,8 @@ class _Story:
     @classmethod
     def read(cls, booking: Booking) -> _Story:
         linked = Q(booking=booking) | Q(reservation__booking=booking)
-        reservations = list(
-            PartnerReservation.objects.filter(booking=booking).order_by("first_seen_at", "id")
-        )
-        inbound = {e.pk: e for e in InboundEvent.objects.filter(linked).order_by("received_at", "id")}
-        for delivery in _rejected_deliveries_about(booking, reservations):
-            inbound.setdefault(delivery.pk, delivery)
+        # Authentic deliveries only, however a row came to be linked.
+        deliveries = InboundEvent.objects.filter(linked, signature_valid=True)
         return cls(
             booking=booking,
             events=list(BookingEvent.objects.filter(booking=booking).order_by("occurred_at", "id")),
@@ -127,28 +123,15 @@ class _Story:
                 .select_related("reservation")
                 .order_by("received_at", "id")
             },
-            inbound=inbound,
-            reservations=reservations,
+            inbound={e.pk: e for e in deliveries.order_by("received_at", "id")},
+            reservations=list(
+                PartnerReservation.objects.filter(booking=booking).order_by("first_seen_at", "id")
+            ),
         )
 
     def described(self, key: str) -> set[int]:
         """The ids that events name in their data under `key` (e.g. `attempt_id`)."""
         return {(event.data or {}).get(key) for event in self.events} - {None}
-
-
-def _rejected_deliveries_about(
-    booking: Booking, reservations: list[PartnerReservation]
-) -> list[InboundEvent]:
-    """Deliveries rejected on receipt are linked to no booking (we did not trust their body);
-    show those of the booking's partner since it was made whose raw body names it."""
-    needles = [booking.reference.encode(), *(r.partner_ref.encode() for r in reservations)]
-    candidates = InboundEvent.objects.filter(
-        partner_id=booking.partner_id,
-        state=InboundState.REJECTED,
-        booking__isnull=True,
-        received_at__gte=booking.created_at - timedelta(minutes=5),
-    ).order_by("-received_at", "-id")[:REJECTED_SCAN_LIMIT]
-    return [e for e in candidates if any(needle in bytes(e.raw_body or b"") for needle in needles)]
 
 
 def _observation_detail(observation: PartnerObservation) -> dict[str, Any]:
@@ -159,7 +142,7 @@ def _raw_body(event: InboundEvent) -> Any:
     raw = bytes(event.raw_body or b"")
     try:
         return json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         try:
             return raw.decode()
         except UnicodeDecodeError:
@@ -176,8 +159,13 @@ def _inbound_data(event: InboundEvent) -> dict[str, Any]:
         "signature_valid": event.signature_valid,
         "duplicate_of": event.duplicate_of_id,
         "error": event.error,
+        "tries": event.tries,
         "received_at": event.received_at.isoformat(),
         "processed_at": event.processed_at.isoformat() if event.processed_at else None,
+        "source_address": event.source_address,
+        "body_size": event.body_size,
+        "body_sha256": event.body_sha256,
+        "evidence_complete": event.evidence_complete,
         "headers": headers,
         "body": _raw_body(event),
     }
@@ -194,17 +182,8 @@ def _event_mark(event: BookingEvent) -> str:
 
 
 def _inbound_mark(event: InboundEvent) -> str:
-    if event.state == InboundState.REJECTED or not event.signature_valid:
-        return "rejected"
-    if event.duplicate_of_id is not None:
-        return "duplicate"
-    if event.state == InboundState.RECEIVED:
-        return "unprocessed"
-    if event.state == InboundState.FAILED:
-        return "failed"
-    if event.result in (InboundResult.STALE, InboundResult.DUPLICATE, InboundResult.UNLINKED):
-        return str(event.result)
-    return ""
+    mark = delivery_mark(signature_valid=event.signature_valid, state=event.state, result=event.result)
+    return "" if mark == "applied" else mark
 
 
 # --- one row builder per source ---------------------------------------------------------------
@@ -273,7 +252,7 @@ def _observation_row(observation: PartnerObservation, skew_estimate: int | None)
 
 def _inbound_row(delivery: InboundEvent, partner_code: str) -> TimelineRow:
     mark = _inbound_mark(delivery)
-    error = f": {delivery.error[:120]}" if delivery.error else ""
+    error = f": {delivery.error[:160]}" if delivery.error else ""
     return TimelineRow(
         at=delivery.received_at,
         kind=f"webhook.{mark or delivery.result or delivery.state}",
@@ -321,7 +300,7 @@ def _compensation_rows(story: _Story) -> list[TimelineRow]:
 
 
 def booking_timeline(booking: Booking) -> list[TimelineRow]:
-    """Everything that happened to one booking, in our time order (six queries)."""
+    """Everything that happened to one booking, in our time order (five queries)."""
     story = _Story.read(booking)
     attempts_described = story.described("attempt_id")
     observations_described = story.described("observation_id")

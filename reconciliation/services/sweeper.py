@@ -49,6 +49,7 @@ from partners.models import (
     PartnerReservation,
 )
 from partners.services.observations import is_fenced, reconcile_booking
+from partners.services.webhooks import inbound_refused_prune
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +64,7 @@ class SweepReport:
     dry_run: bool
     due: Counter = field(default_factory=Counter)  # booking state -> count queued
     inbound_requeued: int = 0
+    refused_pruned: int = 0
     compensations_requeued: int = 0
     confirmed_audited: int = 0
     fenced_terminal: int = 0
@@ -76,6 +78,7 @@ class SweepReport:
             "due_bookings": dict(self.due),
             "due_total": sum(self.due.values()),
             "inbound_requeued": self.inbound_requeued,
+            "refused_pruned": self.refused_pruned,
             "compensations_requeued": self.compensations_requeued,
             "confirmed_audited": self.confirmed_audited,
             "fenced_terminal": self.fenced_terminal,
@@ -177,6 +180,12 @@ def sweep(
                 break
 
     report.inbound_requeued = _requeue_stale_inbound(now, partner, dry_run)
+    report.refused_pruned = inbound_refused_prune(
+        before=now - timedelta(days=settings.WEBHOOK_REFUSED_RETENTION_DAYS),
+        partner=partner,
+        batch_size=settings.RECONCILE_BATCH_SIZE,
+        dry_run=dry_run,
+    )
     report.compensations_requeued = _requeue_owed_compensations(now, partner, dry_run)
     report.confirmed_audited = _audit_confirmed(now, partner, dry_run)
     report.fenced_terminal = _resolve_fences_of_settled(now, partner, dry_run)
@@ -306,6 +315,8 @@ def _audit_confirmed(now: datetime, partner: Partner | None, dry_run: bool) -> i
 
 
 def _requeue_stale_inbound(now: datetime, partner: Partner | None, dry_run: bool) -> int:
+    """Deliveries stored but never processed (their message lost). Only `received` ones: what was
+    set aside (invalid content, tries exhausted) is never queued again."""
     stale = InboundEvent.objects.filter(
         state=InboundState.RECEIVED,
         received_at__lte=now - timedelta(seconds=settings.RECONCILE_INBOUND_STALE_S),

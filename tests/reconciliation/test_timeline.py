@@ -47,7 +47,16 @@ def _snapshot(booking: Booking, status: str, version: int, modified: datetime) -
     )
 
 
-def _deliver(partner, booking: Booking, *, status: str, version: int, msg_id: str, secret: str | None = None):
+def _deliver(
+    partner,
+    booking: Booking,
+    *,
+    status: str,
+    version: int,
+    msg_id: str,
+    secret: str | None = None,
+    signed_at: datetime | None = None,
+):
     body = json.dumps(
         {
             "type": "reservation.updated",
@@ -63,11 +72,11 @@ def _deliver(partner, booking: Booking, *, status: str, version: int, msg_id: st
             },
         }
     )
-    now = datetime.now(tz=UTC)
-    signature = Webhook(secret or partner.webhook_secret).sign(msg_id, now, body)
+    signed_at = signed_at or datetime.now(tz=UTC)
+    signature = Webhook(secret or partner.webhook_secret).sign(msg_id, signed_at, body)
     headers = {
         "webhook-id": msg_id,
-        "webhook-timestamp": str(int(now.timestamp())),
+        "webhook-timestamp": str(int(signed_at.timestamp())),
         "webhook-signature": signature,
     }
     with transaction.atomic():
@@ -80,7 +89,8 @@ def _deliver(partner, booking: Booking, *, status: str, version: int, msg_id: st
 @pytest.fixture
 def story(make_booking, partner, django_capture_on_commit_callbacks, support_user):
     """A booking's life through the real services: submit, respond, look up, webhooks (one applied,
-    one redelivered, one stale, one forged), and a support sync."""
+    one redelivered, one stale, one forged, one authentic but signed ten minutes ahead), and a
+    support sync."""
     booking = make_booking(status=S.REQUESTED)
     record_event(
         booking, "booking.requested", actor=Actor.CUSTOMER, actor_label="customer", to_state=S.REQUESTED
@@ -117,6 +127,14 @@ def story(make_booking, partner, django_capture_on_commit_callbacks, support_use
         _deliver(
             partner, booking, status="cancelled", version=3, msg_id="msg_forged", secret="whsec_Zm9yZ2Vk"
         )
+        _deliver(
+            partner,
+            booking,
+            status="confirmed",
+            version=2,
+            msg_id="msg_skewed",
+            signed_at=datetime.now(tz=UTC) + timedelta(minutes=10),
+        )
         support.support_sync(
             booking_id=booking.pk,
             operator=support.Operator.for_user(support_user),
@@ -142,7 +160,7 @@ def test_timeline_merges_every_source_in_our_time_order(story):
         ("booking.confirmed", ""),
         ("webhook.duplicate", "duplicate"),
         ("partner.observation.stale", "stale"),
-        ("webhook.rejected", "rejected"),  # forged: linked to no booking, found by its body
+        ("webhook.late", "late"),  # authentic, so on the timeline; the forged one names it but is not
         ("support.sync_requested", ""),
     ]
     assert [row.at for row in rows] == sorted(row.at for row in rows)
@@ -168,8 +186,11 @@ def test_timeline_attaches_raw_data_instead_of_repeating_rows(story):
     assert applied_by_webhook.data["inbound_event"]["body"]["data"]["version"] == 2
     assert "webhook-signature" not in applied_by_webhook.data["inbound_event"]["headers"]
     inbound_ids = [r.source_id for r in rows if r.source == "inbound"]
+    late = InboundEvent.objects.get(event_id="msg_skewed")
+    assert inbound_ids == [late.pk]  # every other authentic delivery is described by an event
     forged = InboundEvent.objects.get(event_id="msg_forged")
-    assert inbound_ids == [forged.pk]  # every other delivery is described by an event
+    assert (forged.signature_valid, forged.booking_id) == (False, None)
+    assert forged.pk not in {r.data.get("inbound_event_id") for r in rows}
 
 
 def test_timeline_rows_carry_both_clocks_the_skew_and_the_actor(story):
@@ -187,9 +208,10 @@ def test_timeline_rows_carry_both_clocks_the_skew_and_the_actor(story):
     assert (support_row.from_state, support_row.to_state) == (S.CONFIRMED, S.CONFIRMED)
     assert support_row.data["note"] == "customer called"
     assert support_row.is_support
-    rejected = next(r for r in rows if r.mark == "rejected")
-    assert rejected.skew_ms is not None and abs(rejected.skew_ms) < 5_000
-    assert rejected.data["signature_valid"] is False
+    late = next(r for r in rows if r.mark == "late")
+    assert 595_000 <= late.skew_ms <= 601_000  # signed ten minutes ahead of our receipt
+    assert late.data["signature_valid"] is True
+    assert "ahead of our clock" in late.summary
     as_json = TimelineRowSerializer(support_row).data
     assert as_json["kind"] == "support.sync_requested" and as_json["at"].endswith("Z")
 
@@ -214,7 +236,7 @@ def test_orphan_rows_without_events_still_show(make_booking, partner):
     ]
 
 
-def test_timeline_runs_six_queries_whatever_its_length(make_booking, partner, django_assert_num_queries):
+def test_timeline_runs_five_queries_whatever_its_length(make_booking, partner, django_assert_num_queries):
     small = make_booking(status=S.PENDING_PARTNER)
     record_event(small, "booking.requested", actor=Actor.CUSTOMER)
     big = make_booking(status=S.PENDING_PARTNER)
@@ -229,10 +251,10 @@ def test_timeline_runs_six_queries_whatever_its_length(make_booking, partner, dj
     small = Booking.objects.select_related("partner").get(pk=small.pk)
     big = Booking.objects.select_related("partner").get(pk=big.pk)
 
-    with django_assert_num_queries(6):
+    with django_assert_num_queries(5):
         assert len(booking_timeline(small)) == 1
-    with django_assert_num_queries(6):
-        assert len(booking_timeline(big)) == 25 * 4
+    with django_assert_num_queries(5):
+        assert len(booking_timeline(big)) == 25 * 3  # refused deliveries naming it are not its story
 
 
 @pytest.mark.parametrize("zone", ["UTC", "America/St_Johns"])

@@ -1,4 +1,4 @@
-"""Partner health: calls, error rate, p50/p99 latency, queue depth, circuit, last webhook, skew."""
+"""Partner health: calls, error rate, p50/p99 latency, queue depth, circuit, webhooks, skew."""
 
 from __future__ import annotations
 
@@ -48,6 +48,7 @@ class Command(BaseCommand):
                     "queue ready/delayed",
                     "circuit",
                     "last webhook",
+                    "webhooks ok/unverified/late/invalid/failed",
                     "skew ms",
                 ],
                 [
@@ -60,6 +61,7 @@ class Command(BaseCommand):
                         f"{_n(r.queue_ready)}/{_n(r.queue_delayed)}",
                         (r.circuit or {}).get("circuit", "?"),
                         r.last_webhook_at.strftime("%Y-%m-%d %H:%M:%S") if r.last_webhook_at else "never",
+                        "/".join(str(n) for n in r.deliveries.values()),
                         r.partner.clock_skew_ms if r.partner.clock_skew_ms is not None else "-",
                     )
                     for r in rows
