@@ -17,6 +17,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+import redis
 import requests
 from django.conf import settings
 from django.db import connection
@@ -25,6 +26,7 @@ from django.utils import timezone
 
 from bookings.models import Booking
 from bookings.states import BookingState
+from config.cache import FailSoftRedisCache
 from partners.models import InboundEvent, InboundState
 from partners.services.registry import OfferSpec, partner_upsert
 from reconciliation.management.commands.create_demo_data import DEMO_TOKEN
@@ -89,6 +91,15 @@ def processes(tmp_path: Path) -> Iterator[Callable[..., ProjectProcesses]]:
 
 
 # --- Redis ------------------------------------------------------------------------------------
+def test_the_shared_cache_misses_while_redis_is_down_and_a_claim_still_fails(tmp_path: Path):
+    cache = FailSoftRedisCache(f"unix://{tmp_path}/no-redis.sock?db=0", {})
+
+    assert cache.get("confirmation-times", "computed instead") == "computed instead"
+    cache.set("confirmation-times", "dropped")
+    with pytest.raises(redis.ConnectionError):
+        cache.add("support-token", "1")  # a claim nobody can make is not taken as made
+
+
 @pytest.fixture
 def redis_of_our_own(tmp_path: Path):
     server = own_redis(tmp_path / "redis-var")
