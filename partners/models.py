@@ -6,6 +6,7 @@
 `PartnerObservation` is every piece of partner truth that came in (response, webhook, lookup,
 listing), applied or ignored: the one door of invariant 1 writes it.
 `InboundEvent` is every webhook delivery as received, raw.
+`OrphanCase` is support's case about a live reservation no booking wants, with its own history.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import uuid
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
+
+from bookings.models import Actor
 
 
 class Adapter(models.TextChoices):
@@ -381,3 +384,119 @@ class InboundEvent(models.Model):
     def evidence_complete(self) -> bool:
         """Is the whole delivered body kept (not only its first bytes)?"""
         return self.body_size is None or len(self.raw_body or b"") == self.body_size
+
+
+class OrphanCaseState(models.TextChoices):
+    OPEN = "open", "Open"
+    CLOSED = "closed", "Closed"
+
+
+class OrphanFinding(models.TextChoices):
+    """Why no booking wants the reservation, as the one door found it."""
+
+    UNKNOWN_REFERENCE = "unknown_reference", "Its client reference names no booking of ours at this partner"
+    NO_REFERENCE = "no_reference", "It carries no client reference"
+
+
+class OrphanAutomation(models.TextChoices):
+    """What automation does (or did) about the orphan."""
+
+    CANCELLING = "cancelling", "Cancelling it at the partner"
+    LEFT_TO_SUPPORT = "left_to_support", "Left to support (PARTNER_COMPENSATE_ORPHANS is off)"
+    # The compensation's tries are exhausted: support owns it, the sweeper stops re-sending it.
+    CANCEL_FAILED = "cancel_failed", "Gave up cancelling it (tries exhausted)"
+    CANCEL_VERIFIED = "cancel_verified", "Cancelled it at the partner, verified"
+
+
+class OrphanClosing(models.TextChoices):
+    CANCEL_VERIFIED = "cancel_verified", "Cancelled at the partner, verified"
+    PARTNER_SETTLED = "partner_settled", "The partner no longer holds it live"
+    LINKED = "linked", "Linked to a booking"
+    SUPPORT = "support", "Closed by support with a note"
+
+
+class OrphanCase(models.Model):
+    """A support case about a partner reservation that no booking of ours wants.
+
+    Opened by the one door when it finds such a reservation live; closed by automation when the
+    cancel is verified (or the partner settles it), or by support (link it to a booking, or close
+    it with a note). Its history is its own append-only `OrphanCaseEvent` rows.
+    """
+
+    reservation = models.OneToOneField(
+        PartnerReservation, on_delete=models.PROTECT, related_name="orphan_case"
+    )
+    state = models.CharField(max_length=8, choices=OrphanCaseState.choices, default=OrphanCaseState.OPEN)
+    opened_at = models.DateTimeField(default=timezone.now)
+    opened_because = models.CharField(max_length=20, choices=OrphanFinding.choices)
+    automation = models.CharField(max_length=16, choices=OrphanAutomation.choices)
+    # The booking support linked it to (it is that booking's reservation from then on).
+    booking = models.ForeignKey(
+        "bookings.Booking", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    closed_at = models.DateTimeField(null=True, blank=True)
+    closed_because = models.CharField(max_length=16, choices=OrphanClosing.choices, blank=True)
+    closed_by = models.CharField(max_length=150, blank=True)
+    closed_note = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-opened_at", "-id"]
+        indexes = [models.Index(fields=["state", "opened_at"], name="orphan_case_queue")]
+        permissions = [
+            ("cancel_orphan", "Can cancel an orphan reservation at the partner"),
+            ("link_orphan", "Can link an orphan reservation to a booking"),
+            ("close_orphan", "Can close an orphan case the partner no longer holds live"),
+            ("close_live_orphan", "Can close an orphan case while the partner still holds it live"),
+        ]
+
+    def __str__(self) -> str:
+        return f"orphan case #{self.pk} ({self.reservation_id})"
+
+    @property
+    def is_open(self) -> bool:
+        return self.state == OrphanCaseState.OPEN
+
+    @property
+    def flagged(self) -> bool:
+        """Automation gave up: a person must act."""
+        return self.is_open and self.automation == OrphanAutomation.CANCEL_FAILED
+
+
+class OrphanCaseEventQuerySet(models.QuerySet["OrphanCaseEvent"]):
+    def update(self, **kwargs):  # type: ignore[override]
+        raise TypeError("An orphan case's history is append-only.")
+
+    def delete(self):  # type: ignore[override]
+        raise TypeError("An orphan case's history is append-only.")
+
+
+class OrphanCaseEvent(models.Model):
+    """One append-only row of an orphan case's history: every automation step and support action
+    on it, with the actor and the time (an orphan has no booking timeline of its own)."""
+
+    id = models.BigAutoField(primary_key=True)
+    # Indexed by `orphan_event_case_time` (case first), not by an index of its own.
+    case = models.ForeignKey(OrphanCase, on_delete=models.PROTECT, related_name="events", db_index=False)
+    kind = models.CharField(max_length=64)  # namespaced: orphan.opened, support.orphan_linked, ...
+    actor = models.CharField(max_length=16, choices=Actor.choices)
+    actor_label = models.CharField(max_length=150, blank=True)
+    summary = models.CharField(max_length=300, blank=True)
+    occurred_at = models.DateTimeField(default=timezone.now)
+    data = models.JSONField(default=dict, blank=True)
+
+    objects = OrphanCaseEventQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["occurred_at", "id"]
+        indexes = [models.Index(fields=["case", "occurred_at", "id"], name="orphan_event_case_time")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} @ {self.occurred_at:%Y-%m-%d %H:%M:%S}"
+
+    def save(self, *args, **kwargs) -> None:
+        if not self._state.adding:
+            raise TypeError("An orphan case's history is append-only.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise TypeError("An orphan case's history is append-only.")

@@ -32,6 +32,7 @@ from partners.models import (
 from partners.services import backoff
 from partners.services.calls import call_and_close
 from partners.services.observations import is_fenced, observation_apply, reconcile_booking
+from partners.services.orphans import orphan_case_cancel_failed, orphan_case_cancel_verified
 from partners.timeline import compensation_data, compensation_summary
 
 logger = logging.getLogger(__name__)
@@ -128,6 +129,8 @@ def _verify(reservation_id: int, *, actor: Actor | str, actor_label: str) -> Fol
                 data=compensation_data(reservation),
             )
             reconcile_booking(booking, actor=actor, actor_label=actor_label)
+        elif updated:
+            orphan_case_cancel_verified(reservation, actor=actor, actor_label=actor_label)
     return FollowUp()
 
 
@@ -146,7 +149,8 @@ def _retry_or_give_up(reservation: PartnerReservation, error: str, retry_after_s
         return FollowUp(compensate_after_s=backoff.delay_s(tries, retry_after_s=retry_after_s))
     logger.error("compensation failed", extra={"partner_ref": reservation.partner_ref, "error": error})
     if reservation.booking_id is None:
-        return FollowUp()  # an orphan stays open as a case for support
+        orphan_case_cancel_failed(reservation, tries=tries, error=error)  # support's from now on
+        return FollowUp()
     with transaction.atomic():
         booking = lock_booking(reservation.booking_id)
         detail = f"Could not cancel {reservation.partner_ref} at the partner after {tries} tries: {error}"

@@ -32,6 +32,7 @@ from partners.models import (
     PartnerReservation,
     ReservationRole,
 )
+from partners.services.orphans import orphan_case_link, orphan_case_open, orphan_case_settled
 from partners.timeline import compensation_data, compensation_summary, observation_data, observation_summary
 
 logger = logging.getLogger(__name__)
@@ -141,10 +142,14 @@ def observation_apply(
         )
         if booking is not None:
             _record_on_timeline(booking, observation, partner, actor, actor_label)
+            if linked_now:
+                orphan_case_link(
+                    reservation, booking, kind="orphan.linked", actor=actor, actor_label=actor_label
+                )
             if result == ObservationResult.APPLIED or linked_now:
                 reconcile_booking(booking, actor=actor, actor_label=actor_label)
-        elif reservation.is_live and result == ObservationResult.APPLIED:
-            _handle_orphan(reservation)
+        elif result == ObservationResult.APPLIED:
+            _handle_orphan(reservation, actor=actor, actor_label=actor_label)
         logger.info(
             "partner observation",
             extra={
@@ -304,7 +309,13 @@ def request_compensation(
     )
 
 
-def _handle_orphan(reservation: PartnerReservation) -> None:
+def _handle_orphan(reservation: PartnerReservation, *, actor: Actor | str, actor_label: str) -> None:
+    """A reservation no booking wants: a case for support while it is live, cancelled by
+    automation unless PARTNER_COMPENSATE_ORPHANS is off."""
+    if not reservation.is_live:
+        if reservation.compensation_requested_at is None:  # ours is verified by the compensation
+            orphan_case_settled(reservation, actor=actor, actor_label=actor_label)
+        return
     logger.warning(
         "orphan partner reservation",
         extra={
@@ -312,5 +323,7 @@ def _handle_orphan(reservation: PartnerReservation) -> None:
             "client_reference": reservation.client_reference,
         },
     )
-    if settings.PARTNER_COMPENSATE_ORPHANS:
+    cancelling = settings.PARTNER_COMPENSATE_ORPHANS
+    orphan_case_open(reservation, cancelling=cancelling, actor=actor, actor_label=actor_label)
+    if cancelling:
         request_compensation(reservation.pk, reason="orphan", booking=None, actor=Actor.SYSTEM)

@@ -44,6 +44,7 @@ from partners.models import (
     Capability,
     InboundEvent,
     InboundState,
+    OrphanAutomation,
     Partner,
     PartnerAttempt,
     PartnerReservation,
@@ -279,7 +280,10 @@ def _requeue_owed_compensations(now: datetime, partner: Partner | None, dry_run:
     owed = PartnerReservation.objects.filter(
         compensation_requested_at__lte=now - timedelta(seconds=settings.RECONCILE_SYNC_AGE_S),
         compensated_at__isnull=True,
-    ).exclude(booking__status=BookingState.NEEDS_ATTENTION)  # support owns those; no automatic retries
+    ).exclude(  # support owns those; no automatic retries
+        Q(booking__status=BookingState.NEEDS_ATTENTION)
+        | Q(orphan_case__automation=OrphanAutomation.CANCEL_FAILED)
+    )
     rows = list(
         _for_partner(owed, partner)
         .order_by("compensation_requested_at", "id")

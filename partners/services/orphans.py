@@ -1,0 +1,227 @@
+"""Orphan cases: every live partner reservation that no booking wants is a case for support.
+
+The one door opens the case when it finds such a reservation live (whether or not automation
+cancels it: PARTNER_COMPENSATE_ORPHANS); the compensation closes it when the cancel is verified,
+or flags it when its tries are exhausted (support owns it from then on); the partner letting it
+go, with no cancel of ours under way, closes it too. Every step is a row of the case's own
+history. Each function runs in the caller's transaction, after the reservation's lock (lock
+order: booking, reservation, case).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from bookings.models import Actor, Booking
+from partners.models import (
+    OrphanAutomation,
+    OrphanCase,
+    OrphanCaseEvent,
+    OrphanCaseState,
+    OrphanClosing,
+    OrphanFinding,
+    PartnerReservation,
+)
+
+_CASE_FIELDS = ["state", "automation", "booking", "closed_at", "closed_because", "closed_by", "closed_note"]
+
+
+def record_case_event(
+    case: OrphanCase,
+    kind: str,
+    *,
+    actor: Actor | str,
+    actor_label: str = "",
+    summary: str = "",
+    data: dict[str, Any] | None = None,
+) -> OrphanCaseEvent:
+    """Write a row of the case's history now (in the caller's transaction)."""
+    event = OrphanCaseEvent(
+        case=case,
+        kind=kind,
+        actor=actor,
+        actor_label=actor_label[:150],
+        summary=summary[:300],
+        data=data or {},
+    )
+    event.save(force_insert=True)
+    return event
+
+
+def _locked_case(reservation: PartnerReservation) -> OrphanCase | None:
+    return OrphanCase.objects.select_for_update().filter(reservation=reservation).first()
+
+
+def _found(reservation: PartnerReservation) -> str:
+    if reservation.client_reference:
+        return f"its client reference {reservation.client_reference} names no booking of ours"
+    return "it carries no client reference"
+
+
+def orphan_case_open(
+    reservation: PartnerReservation, *, cancelling: bool, actor: Actor | str, actor_label: str = ""
+) -> OrphanCase:
+    """The case of a live orphan, opened the first time it is found live."""
+    case = _locked_case(reservation)
+    if case is not None:
+        return case
+    automation = OrphanAutomation.CANCELLING if cancelling else OrphanAutomation.LEFT_TO_SUPPORT
+    case = OrphanCase.objects.create(
+        reservation=reservation,
+        opened_because=(
+            OrphanFinding.UNKNOWN_REFERENCE if reservation.client_reference else OrphanFinding.NO_REFERENCE
+        ),
+        automation=automation,
+    )
+    step = "cancelling it at the partner" if cancelling else "left to support (orphans are not cancelled)"
+    record_case_event(
+        case,
+        "orphan.opened",
+        actor=actor,
+        actor_label=actor_label,
+        summary=(
+            f"{reservation.partner_ref} ({reservation.status}, from the {reservation.learned_from}): "
+            f"{_found(reservation)}; {step}"
+        ),
+        data={"reservation": reservation.partner_ref, "automation": automation},
+    )
+    return case
+
+
+def _close(
+    case: OrphanCase,
+    because: str,
+    *,
+    by: str,
+    note: str = "",
+    automation: str | None = None,
+    booking: Booking | None = None,
+) -> None:
+    case.state, case.closed_at, case.closed_because = OrphanCaseState.CLOSED, timezone.now(), because
+    case.closed_by, case.closed_note = by[:150], note
+    case.automation = automation or case.automation
+    case.booking = booking or case.booking
+    case.save(update_fields=_CASE_FIELDS)
+
+
+def orphan_case_cancel_verified(
+    reservation: PartnerReservation, *, actor: Actor | str, actor_label: str = ""
+) -> None:
+    """The partner says the orphan is no longer live after our cancel: the case closes itself."""
+    case = _locked_case(reservation)
+    if case is None or not case.is_open:
+        return
+    _close(
+        case,
+        OrphanClosing.CANCEL_VERIFIED,
+        by=actor_label or str(actor),
+        automation=OrphanAutomation.CANCEL_VERIFIED,
+    )
+    record_case_event(
+        case,
+        "orphan.cancel_verified",
+        actor=actor,
+        actor_label=actor_label,
+        summary=f"{reservation.partner_ref} verified {reservation.status} at the partner; case closed",
+        data={"reservation": reservation.partner_ref, "status": reservation.status},
+    )
+
+
+def orphan_case_settled(
+    reservation: PartnerReservation, *, actor: Actor | str, actor_label: str = ""
+) -> None:
+    """The partner no longer holds the orphan live and no cancel of ours is under way (it
+    cancelled or rejected it itself): nothing is left to do, the case closes itself."""
+    case = _locked_case(reservation)
+    if case is None or not case.is_open:
+        return
+    _close(case, OrphanClosing.PARTNER_SETTLED, by=actor_label or str(actor))
+    record_case_event(
+        case,
+        "orphan.settled",
+        actor=actor,
+        actor_label=actor_label,
+        summary=f"The partner reports {reservation.partner_ref} {reservation.status}; case closed",
+        data={"reservation": reservation.partner_ref, "status": reservation.status},
+    )
+
+
+def orphan_case_cancel_failed(reservation: PartnerReservation, *, tries: int, error: str) -> None:
+    """The orphan's cancel gave up after its tries: its case stays open, flagged for support
+    (opened now if it had none), and automation leaves it to them."""
+    with transaction.atomic():
+        locked = PartnerReservation.objects.select_for_update(no_key=True).get(pk=reservation.pk)
+        case = _locked_case(locked) or orphan_case_open(locked, cancelling=True, actor=Actor.WORKER)
+        if not case.is_open or case.flagged:
+            return  # support closed it, or knows already
+        case.automation = OrphanAutomation.CANCEL_FAILED
+        case.save(update_fields=["automation"])
+        record_case_event(
+            case,
+            "orphan.cancel_failed",
+            actor=Actor.WORKER,
+            summary=(
+                f"Could not cancel {locked.partner_ref} at the partner after {tries} tries: {error}; "
+                "flagged for support"
+            ),
+            data={"reservation": locked.partner_ref, "tries": tries, "error": error},
+        )
+
+
+def orphan_case_link(
+    reservation: PartnerReservation,
+    booking: Booking,
+    *,
+    kind: str,
+    actor: Actor | str,
+    actor_label: str = "",
+    note: str = "",
+    data: dict[str, Any] | None = None,
+) -> OrphanCaseEvent | None:
+    """The orphan is `booking`'s reservation from now on: its case closes as linked (the
+    caller reconciles the booking). None when it had no case."""
+    case = _locked_case(reservation)
+    if case is None:
+        return None
+    _close(case, OrphanClosing.LINKED, by=actor_label or str(actor), note=note, booking=booking)
+    return record_case_event(
+        case,
+        kind,
+        actor=actor,
+        actor_label=actor_label,
+        summary=f"{reservation.partner_ref} linked to {booking.reference}; case closed",
+        data={"reservation": reservation.partner_ref, "booking": booking.reference, **(data or {})},
+    )
+
+
+def orphan_case_cancelling(
+    case: OrphanCase,
+    *,
+    kind: str,
+    actor: Actor | str,
+    actor_label: str = "",
+    summary: str,
+    data: dict[str, Any] | None = None,
+) -> OrphanCaseEvent:
+    """Someone asked for the orphan to be cancelled at the partner: automation is on it (again)."""
+    case.automation = OrphanAutomation.CANCELLING
+    case.save(update_fields=["automation"])
+    return record_case_event(case, kind, actor=actor, actor_label=actor_label, summary=summary, data=data)
+
+
+def orphan_case_close(
+    case: OrphanCase,
+    *,
+    kind: str,
+    actor: Actor | str,
+    actor_label: str,
+    note: str,
+    summary: str,
+    data: dict[str, Any] | None = None,
+) -> OrphanCaseEvent:
+    """Support closes the case with a note (the caller checked that it may)."""
+    _close(case, OrphanClosing.SUPPORT, by=actor_label, note=note)
+    return record_case_event(case, kind, actor=actor, actor_label=actor_label, summary=summary, data=data)
