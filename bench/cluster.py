@@ -4,9 +4,12 @@
 hosts x 1 or 2 worker hosts) with perfect partners and nothing disrupted, the requests sent flat
 out, and reads each run's report: confirmed bookings per second (first request to last
 confirmation), the customers' booking POST latency, and the CPU seconds each host's cgroup used
-from the load's start to the verdict. The hosts share this machine's cores, so the absolute
-rates say little about real machines; the CPU per booking and per request of each role does
-carry over, and is what docs/benchmarks.md ("Scaling on a cluster") builds its capacity model on.
+from the load's start to the verdict. The confirmation window (600 s) and the sync age (30 s,
+so the sweeper's claims last 60 s) are long enough that a backlog drains instead of expiring
+or being queued again: the figures are the pipeline's cost, not its overload behaviour. The
+hosts share this machine's cores, so the absolute rates say little about real machines; the CPU
+per booking and per request of each role does carry over, and is what docs/benchmarks.md
+("Scaling on a cluster") builds its capacity model on.
 
 Figures go to bench/results/cluster.json and a table on stdout.
 """
@@ -16,11 +19,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from bench import common, output
@@ -38,9 +43,9 @@ class Config:
 
 
 FULL = Config(
-    shapes=((1, 1), (1, 2), (2, 1), (2, 2)), bookings=800, concurrency=24, workers_per_host=3, timeout_s=900
+    shapes=((1, 1), (1, 2), (2, 1), (2, 2)), bookings=600, concurrency=16, workers_per_host=3, timeout_s=900
 )
-QUICK = Config(shapes=((1, 1), (2, 2)), bookings=120, concurrency=12, workers_per_host=2, timeout_s=400)
+QUICK = Config(shapes=((1, 1), (2, 2)), bookings=120, concurrency=12, workers_per_host=2, timeout_s=600)
 
 
 def _argv(config: Config, *, web_hosts: int, worker_hosts: int, report: Path, run_dir: Path) -> list[str]:
@@ -55,6 +60,9 @@ def _argv(config: Config, *, web_hosts: int, worker_hosts: int, report: Path, ru
         f"--bookings={config.bookings}",
         f"--concurrency={config.concurrency}",
         "--duration=0",
+        "--confirmation-window=600",
+        "--sync-age=30",
+        "--settle-timeout=400",
         "--fault-rate=0",
         "--phase-interval=0",
         "--no-kill",
@@ -75,27 +83,27 @@ def _argv(config: Config, *, web_hosts: int, worker_hosts: int, report: Path, ru
 def measure(config: Config, web_hosts: int, worker_hosts: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-cluster-") as scratch:
         report = Path(scratch) / "report.json"
-        completed = subprocess.run(
-            _argv(
-                config, web_hosts=web_hosts, worker_hosts=worker_hosts, report=report, run_dir=Path(scratch)
-            ),
-            cwd=common.ROOT,
-            env={**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.dev"},
-            capture_output=True,
-            text=True,
-            timeout=config.timeout_s,
-            check=False,
+        argv = _argv(
+            config, web_hosts=web_hosts, worker_hosts=worker_hosts, report=report, run_dir=Path(scratch)
         )
+        env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.dev"}
+        child = subprocess.Popen(
+            argv, cwd=common.ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        try:
+            out, _ = child.communicate(timeout=config.timeout_s)
+        except BaseException:
+            child.terminate()  # the run removes its cluster on SIGTERM; SIGKILL would leave it
+            child.wait(120)
+            raise
         if not report.exists():
-            raise RuntimeError(
-                f"the cluster run wrote no report:\n{completed.stdout[-3000:]}{completed.stderr[-3000:]}"
-            )
+            raise RuntimeError(f"the cluster run wrote no report:\n{out.decode(errors='replace')[-3000:]}")
         data = json.loads(report.read_text())
     cluster, throughput = data["cluster"], data["cluster"]["throughput"]
     return {
         "web_hosts": web_hosts,
         "worker_hosts": worker_hosts,
-        "verdict": "pass" if completed.returncode == 0 else f"exit {completed.returncode}",
+        "verdict": "pass" if child.returncode == 0 else f"exit {child.returncode}",
         "violations": data["violations"],
         "confirmed": throughput["confirmed"],
         "confirmed_per_s": throughput["confirmed_per_s"],
@@ -166,7 +174,12 @@ def _git_commit() -> str:
     return completed.stdout.strip()
 
 
+def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)  # unwinds through `measure`, which stops the run it started
+
+
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     parser = argparse.ArgumentParser(prog="python -m bench.cluster", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="two shapes, a small load")
     run(quick=parser.parse_args().quick)
