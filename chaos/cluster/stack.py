@@ -109,9 +109,6 @@ class ClusterStack(Stack):
     def schedulers(self) -> list[ManagedProcess | None]:
         return list(self.sweepers)
 
-    def host_of(self, process: ManagedProcess) -> str:
-        return self._placement[process.name].name
-
 
 @dataclass(frozen=True)
 class RequestRecord:
