@@ -22,6 +22,7 @@ from bookings.models import Actor, Booking, BookingEvent
 from partners.models import (
     InboundEvent,
     ObservationResult,
+    OrphanCaseEvent,
     Outcome,
     PartnerAttempt,
     PartnerObservation,
@@ -45,10 +46,18 @@ SOURCE_ATTEMPT = "attempt"
 SOURCE_OBSERVATION = "observation"
 SOURCE_INBOUND = "inbound"
 SOURCE_COMPENSATION = "compensation"
+SOURCE_ORPHAN_CASE = "orphan_case"  # the history of an orphan case that was linked to the booking
 _SOURCE_ORDER = {
     source: rank
     for rank, source in enumerate(
-        [SOURCE_EVENT, SOURCE_ATTEMPT, SOURCE_OBSERVATION, SOURCE_INBOUND, SOURCE_COMPENSATION]
+        [
+            SOURCE_EVENT,
+            SOURCE_ATTEMPT,
+            SOURCE_OBSERVATION,
+            SOURCE_INBOUND,
+            SOURCE_COMPENSATION,
+            SOURCE_ORPHAN_CASE,
+        ]
     )
 }
 
@@ -97,7 +106,8 @@ class TimelineRow:
 
 @dataclass(frozen=True)
 class _Story:
-    """Everything recorded about one booking, by id (five queries)."""
+    """Everything recorded about one booking, by id (five queries; six when one of its
+    reservations was an orphan with a case)."""
 
     booking: Booking
     events: list[BookingEvent]
@@ -105,12 +115,19 @@ class _Story:
     observations: dict[int, PartnerObservation]
     inbound: dict[int, InboundEvent]
     reservations: list[PartnerReservation]
+    orphan_events: list[OrphanCaseEvent]
 
     @classmethod
     def read(cls, booking: Booking) -> _Story:
         linked = Q(booking=booking) | Q(reservation__booking=booking)
         # Authentic deliveries only, however a row came to be linked.
         deliveries = InboundEvent.objects.filter(linked, signature_valid=True)
+        reservations = list(
+            PartnerReservation.objects.filter(booking=booking)
+            .select_related("orphan_case")
+            .order_by("first_seen_at", "id")
+        )
+        cases = [r.orphan_case.pk for r in reservations if hasattr(r, "orphan_case")]
         return cls(
             booking=booking,
             events=list(BookingEvent.objects.filter(booking=booking).order_by("occurred_at", "id")),
@@ -124,8 +141,11 @@ class _Story:
                 .order_by("received_at", "id")
             },
             inbound={e.pk: e for e in deliveries.order_by("received_at", "id")},
-            reservations=list(
-                PartnerReservation.objects.filter(booking=booking).order_by("first_seen_at", "id")
+            reservations=reservations,
+            orphan_events=(
+                list(OrphanCaseEvent.objects.filter(case__in=cases).order_by("occurred_at", "id"))
+                if cases
+                else []
             ),
         )
 
@@ -299,8 +319,23 @@ def _compensation_rows(story: _Story) -> list[TimelineRow]:
     return rows
 
 
+def _orphan_case_row(event: OrphanCaseEvent) -> TimelineRow:
+    """A step of the case of a reservation that was an orphan before it was linked here."""
+    return TimelineRow(
+        at=event.occurred_at,
+        kind=event.kind,
+        actor=event.actor,
+        actor_label=event.actor_label,
+        summary=f"Orphan case #{event.case_id}: {event.summary}",
+        source=SOURCE_ORPHAN_CASE,
+        source_id=event.pk,
+        data=event.data,
+    )
+
+
 def booking_timeline(booking: Booking) -> list[TimelineRow]:
-    """Everything that happened to one booking, in our time order (five queries)."""
+    """Everything that happened to one booking, in our time order (five queries, six with the
+    history of an orphan case linked to it)."""
     story = _Story.read(booking)
     attempts_described = story.described("attempt_id")
     observations_described = story.described("observation_id")
@@ -316,5 +351,10 @@ def booking_timeline(booking: Booking) -> list[TimelineRow]:
         if pk not in inbound_described
     ]
     rows += _compensation_rows(story)
+    rows += [
+        _orphan_case_row(e)
+        for e in story.orphan_events
+        if e.pk not in story.described("orphan_case_event_id")
+    ]
     rows.sort(key=lambda row: (row.at, _SOURCE_ORDER[row.source], row.source_id))
     return rows

@@ -28,6 +28,8 @@ GROUP_PERMISSIONS = {
         "partners.view_partnerreservation",
         "partners.view_partnerattempt",
         "partners.view_inboundevent",
+        "partners.view_orphancase",
+        "partners.close_orphan",
     ],
 }
 GROUP_PERMISSIONS["ops"] = [
@@ -36,6 +38,9 @@ GROUP_PERMISSIONS["ops"] = [
     "bookings.resolve_booking",
     "bookings.cancel_booking_support",
     "partners.replay_inboundevent",
+    "partners.cancel_orphan",
+    "partners.link_orphan",
+    "partners.close_live_orphan",
 ]
 USERS = [
     # username, password, group, superuser

@@ -4,7 +4,8 @@ idempotent, audited, and previewed before they run.
 Every action has two halves: `preview(action, booking)` says what it will do, our state beside
 the partner's (`previews`, `partner_side`); `support_<action>` runs it (`actions`), after the
 same checks the preview shows (`checks`), once per action token (`once`), for an operator with
-the permission (`permissions`). Stored webhooks are re-verified and replayed in `replay`.
+the permission (`permissions`). Stored webhooks are re-verified and replayed in `replay`; orphan
+cases (partner reservations no booking wants) have their own actions in the same frame (`orphans`).
 """
 
 from reconciliation.services.support.actions import (
@@ -17,10 +18,23 @@ from reconciliation.services.support.actions import (
 )
 from reconciliation.services.support.checks import RESOLUTIONS
 from reconciliation.services.support.once import ActionResult, new_token
+from reconciliation.services.support.orphans import (
+    OrphanActionResult,
+    OrphanPreview,
+    link_candidate,
+    orphan_case_by_id,
+    orphan_preview,
+    support_orphan_action_run,
+)
 from reconciliation.services.support.permissions import (
     ACTIONS,
     CANCEL,
+    CLOSE_LIVE_ORPHAN_PERMISSION,
     COMPENSATE,
+    ORPHAN_ACTIONS,
+    ORPHAN_CANCEL,
+    ORPHAN_CLOSE,
+    ORPHAN_LINK,
     REPLAY_PERMISSION,
     RESOLVE,
     RETRY,
@@ -38,7 +52,12 @@ from reconciliation.services.support.replay import (
 __all__ = [
     "ACTIONS",
     "CANCEL",
+    "CLOSE_LIVE_ORPHAN_PERMISSION",
     "COMPENSATE",
+    "ORPHAN_ACTIONS",
+    "ORPHAN_CANCEL",
+    "ORPHAN_CLOSE",
+    "ORPHAN_LINK",
     "REPLAY_PERMISSION",
     "RESOLUTIONS",
     "RESOLVE",
@@ -46,16 +65,22 @@ __all__ = [
     "SYNC",
     "ActionResult",
     "Operator",
+    "OrphanActionResult",
+    "OrphanPreview",
     "Preview",
     "ReplayResult",
     "SupportActionDenied",
     "booking_by_reference",
     "inbound_event_reverify",
+    "link_candidate",
     "new_token",
+    "orphan_case_by_id",
+    "orphan_preview",
     "preview",
     "support_action_run",
     "support_cancel",
     "support_compensate",
+    "support_orphan_action_run",
     "support_replay_inbound",
     "support_resolve",
     "support_retry",

@@ -135,6 +135,31 @@ def partner_side(booking: Booking, held: list[PartnerReservation]) -> PartnerSid
         )
 
 
+def reservation_side(reservation: PartnerReservation) -> PartnerSide:
+    """Ask the partner what it holds under one reservation id (an orphan has no booking to look
+    up by); on any failure, the last known state with the reason."""
+    partner = reservation.partner
+    try:
+        connector = connector_for(partner)
+        result = guard.guarded_call(partner, lambda: connector.get(reservation.partner_ref))
+        if not result.ok:
+            return last_known([reservation], note=_failure(result))
+        answer = (
+            _snapshot_dict(result.reservation)
+            if result.reservation is not None
+            else {**_held_dict(reservation), "status": "not_found"}
+        )
+        return PartnerSide(live=True, method="get", reservations=[answer], checked_at=timezone.now())
+    except Exception as exc:
+        logger.warning(
+            "support preview lookup failed", extra={"partner_ref": reservation.partner_ref}, exc_info=True
+        )
+        return last_known(
+            [reservation],
+            note=f"Live lookup failed ({type(exc).__name__}: {exc}). Showing the last known state.",
+        )
+
+
 def pair_up(held: list[PartnerReservation], side: PartnerSide) -> list[ReservationPair]:
     pairs: dict[str, ReservationPair] = {}
     for reservation in held:

@@ -41,6 +41,28 @@ ACTIONS: dict[str, dict[str, str]] = {
 }
 REPLAY_PERMISSION = "partners.replay_inboundevent"
 
+# Actions on an orphan case (a partner reservation no booking wants; `support.orphans`).
+ORPHAN_CANCEL, ORPHAN_LINK, ORPHAN_CLOSE = "orphan_cancel", "orphan_link", "orphan_close"
+ORPHAN_ACTIONS: dict[str, dict[str, str]] = {
+    ORPHAN_CANCEL: {
+        "title": "Cancel at the partner",
+        "permission": "partners.cancel_orphan",
+        "kind": "support.orphan_cancel_requested",
+    },
+    ORPHAN_LINK: {
+        "title": "Link to a booking",
+        "permission": "partners.link_orphan",
+        "kind": "support.orphan_linked",
+    },
+    ORPHAN_CLOSE: {
+        "title": "Close with a note",
+        "permission": "partners.close_orphan",
+        "kind": "support.orphan_closed",
+    },
+}
+# Closing a case while the partner still holds the reservation live takes this one as well.
+CLOSE_LIVE_ORPHAN_PERMISSION = "partners.close_live_orphan"
+
 
 class SupportActionDenied(ApplicationError):
     code = "permission_denied"
