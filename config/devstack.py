@@ -18,11 +18,17 @@ def main() -> int:
     env = dict(os.environ)
     var_dir = Path(env.get("VAR_DIR", BASE_DIR / "var"))
     port = env.get("PORT", "8000")
-    env.setdefault("WEB_PORT", port)
+    # The browser's one address is the router's (Procfile `router`): the live status streams go
+    # to the events process, everything else to the web server, each on a port of its own.
+    env.setdefault("ROUTER_PORT", port)
+    env.setdefault("WEB_PORT", str(int(port) + 2))
+    env.setdefault("EVENTS_PORT", str(int(port) + 3))
+    # The router adds the client's address to X-Forwarded-For (rate limits, login lockouts).
+    env.setdefault("TRUSTED_PROXY_COUNT", "1")
     # Partner webhooks have their own gunicorn (Procfile `webhooks`), on the next port.
-    env.setdefault("WEBHOOK_PORT", str(int(env["WEB_PORT"]) + 1))
+    env.setdefault("WEBHOOK_PORT", str(int(port) + 1))
     # Mail goes to the local sink (Procfile `mail`), which keeps each message under var/mail/.
-    env.setdefault("MAIL_PORT", str(int(env["WEB_PORT"]) + 25))
+    env.setdefault("MAIL_PORT", str(int(port) + 25))
     env.setdefault("EMAIL_URL", f"smtp://127.0.0.1:{env['MAIL_PORT']}")
     redis_server = None
     if not env.get("REDIS_URL"):

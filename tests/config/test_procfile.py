@@ -1,5 +1,6 @@
 """The Procfile (what `make run` starts with honcho, and the shape of production): partner
-webhooks are received by their own gunicorn, never by the customers' one."""
+webhooks are received by their own gunicorn, never by the customers' one; the browser's one
+address is the router's, which sends the live status streams to the events process."""
 
 from __future__ import annotations
 
@@ -23,7 +24,18 @@ def test_partner_webhooks_have_their_own_gunicorn_and_the_sandbox_calls_it():
     assert processes["webhooks"].startswith("gunicorn ")
     assert "--bind 127.0.0.1:${WEBHOOK_PORT}" in processes["webhooks"]
     assert "--webhook-url http://127.0.0.1:${WEBHOOK_PORT}/partners/" in processes["sandbox_reference"]
-    assert not any("${WEB_PORT}" in command for name, command in processes.items() if name != "web")
+    # Only the router in front of it sends requests there.
+    others = [command for name, command in processes.items() if name not in {"web", "router"}]
+    assert not any("${WEB_PORT}" in command for command in others)
+
+
+def test_the_router_takes_the_browsers_port_and_sends_the_streams_to_the_events_process():
+    processes = _processes()
+
+    assert processes["router"] == (
+        "python -m config.router --port ${ROUTER_PORT} --web ${WEB_PORT} --events ${EVENTS_PORT}"
+    )
+    assert processes["events"] == "python -m config.events --port ${EVENTS_PORT}"
 
 
 class _FakeHoncho:
@@ -38,17 +50,20 @@ class _FakeHoncho:
         return 0
 
 
-def test_make_run_puts_the_webhook_receiver_on_the_port_after_the_web_server(monkeypatch, tmp_path):
+def test_make_run_puts_the_router_on_its_port_and_the_servers_behind_it_on_the_next(monkeypatch, tmp_path):
     monkeypatch.setattr(subprocess, "Popen", _FakeHoncho)
     monkeypatch.setattr(signal, "signal", lambda signum, handler: None)  # pytest keeps its own
     monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:6379/15")  # no embedded Redis needed
     monkeypatch.setenv("VAR_DIR", str(tmp_path))
     monkeypatch.setenv("PORT", "9000")
     monkeypatch.delenv("WEB_PORT", raising=False)
-    monkeypatch.delenv("WEBHOOK_PORT", raising=False)
+    for name in ("ROUTER_PORT", "WEBHOOK_PORT", "EVENTS_PORT", "TRUSTED_PROXY_COUNT"):
+        monkeypatch.delenv(name, raising=False)
     _FakeHoncho.started.clear()
 
     assert devstack.main() == 0
 
     (env,) = _FakeHoncho.started
-    assert (env["WEB_PORT"], env["WEBHOOK_PORT"]) == ("9000", "9001")
+    ports = [env[name] for name in ("ROUTER_PORT", "WEBHOOK_PORT", "WEB_PORT", "EVENTS_PORT")]
+    assert ports == ["9000", "9001", "9002", "9003"]
+    assert env["TRUSTED_PROXY_COUNT"] == "1"  # the router adds the client's address
