@@ -150,6 +150,7 @@ def test_create_booking_returns_202_with_location_and_retry_after(
     assert response.status_code == 202
     assert response.headers["Location"] == f"{SERVER}{BOOKINGS_URL}/{booking.reference}"
     assert response.headers["Retry-After"] == str(settings.BOOKING_POLL_AFTER_S)
+    assert response.headers["ETag"] == 'W/"1"'
     assert response.json() == booking_json(booking, status="pending", message=PENDING_MESSAGE)
     assert response.json()["total_price"] == "360.00"
     assert booking.customer == customer
@@ -493,6 +494,44 @@ def test_detail_shows_the_customer_facing_status(
     assert response.json() == booking_json(
         booking, status=status, message=message, code=code, cancellable=cancellable
     )
+
+
+def test_detail_is_tagged_with_its_status_version_and_says_when_to_poll(api_client, customer):
+    pending = BookingFactory(customer=customer)
+    confirmed = BookingFactory(customer=customer, status=S.CONFIRMED, status_version=4)
+
+    waiting = api_client.get(f"{BOOKINGS_URL}/{pending.reference}")
+    settled = api_client.get(f"{BOOKINGS_URL}/{confirmed.reference}")
+
+    assert (waiting.headers["ETag"], waiting.json()["status_version"]) == ('W/"1"', 1)
+    assert waiting.headers["Retry-After"] == str(settings.BOOKING_POLL_AFTER_S)
+    assert (settled.headers["ETag"], settled.json()["status_version"]) == ('W/"4"', 4)
+    assert "Retry-After" not in settled.headers
+
+
+@pytest.mark.parametrize("if_none_match", ['W/"3"', '"3"', 'W/"1", W/"3"', "*"])
+def test_an_unchanged_booking_answers_304_without_a_body(api_client, customer, if_none_match):
+    booking = BookingFactory(customer=customer, status=S.PENDING_PARTNER, status_version=3)
+
+    response = api_client.get(f"{BOOKINGS_URL}/{booking.reference}", headers={"If-None-Match": if_none_match})
+
+    assert response.status_code == 304
+    assert response.content == b""
+    assert response.headers["ETag"] == 'W/"3"'
+    assert response.headers["Retry-After"] == str(settings.BOOKING_POLL_AFTER_S)
+
+
+def test_a_changed_booking_answers_in_full_to_an_older_etag(api_client, customer):
+    booking = BookingFactory(customer=customer, status=S.PENDING_PARTNER, status_version=3)
+    Booking.objects.filter(pk=booking.pk).update(
+        status=S.CONFIRMED, customer_status="confirmed", customer_message="confirmed", status_version=4
+    )
+
+    response = api_client.get(f"{BOOKINGS_URL}/{booking.reference}", headers={"If-None-Match": 'W/"3"'})
+
+    assert response.status_code == 200
+    assert (response.json()["status"], response.json()["status_version"]) == ("confirmed", 4)
+    assert response.headers["ETag"] == 'W/"4"'
 
 
 def test_another_customers_booking_is_not_found(api_client, other_customer):
