@@ -20,8 +20,10 @@ from typing import Any
 import redis
 import requests
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
 
+from bookings import services
+from bookings.models import Actor, Booking
 from bookings.streams.hub import client_name
 from config import events, router
 from tests.sandbox_process import free_port
@@ -126,6 +128,20 @@ def start_router(log_dir: Path, *, web_port: int, events_port: int) -> ServerPro
         port=port,
     )
     return process.start(ready_path="/")
+
+
+def followers(channel: str) -> int:
+    """How many connections are subscribed to a live status channel (one per events process)."""
+    [(_, count)] = redis.Redis.from_url(settings.REDIS_URL).pubsub_numsub(channel)
+    return count
+
+
+def move(booking: Booking, transition: str) -> float:
+    """Run a transition as the worker does, committed (its view published after commit); when
+    the commit returned."""
+    with transaction.atomic():
+        services.apply_transition(services.lock_booking(booking.pk), transition, actor=Actor.WORKER)
+    return time.monotonic()
 
 
 def subscriptions(pid: int) -> int:

@@ -17,17 +17,17 @@ from collections.abc import Callable, Iterator
 import pytest
 import redis
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import connection
 from django.test import Client
 
-from bookings import live, services
-from bookings.models import Actor, Booking
+from bookings import live
+from bookings.models import Booking
 from bookings.states import BookingState
 from config import embedded_redis
 from tests.bookings.conftest import postgres_only
 from tests.factories import BookingFactory, TokenFactory, UserFactory
 from tests.helpers import wait_until
-from tests.streams import STOPPED_CLEANLY, ServerProcess, SseStream, start_events, subscriptions
+from tests.streams import STOPPED_CLEANLY, ServerProcess, SseStream, move, start_events, subscriptions
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -72,13 +72,6 @@ def ada(transactional_db):
 
 def booking_of(customer, **fields) -> Booking:
     return BookingFactory(customer=customer, **fields)
-
-
-def move(booking: Booking, transition: str) -> float:
-    """Run a transition as the worker does, committed; when the commit returned."""
-    with transaction.atomic():
-        services.apply_transition(services.lock_booking(booking.pk), transition, actor=Actor.WORKER)
-    return time.monotonic()
 
 
 def booking_path(booking: Booking) -> str:

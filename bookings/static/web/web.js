@@ -57,6 +57,104 @@
     }
   });
 
+  // Live status: a page with a [data-live-stream] element follows its booking(s) on that Server-
+  // Sent Events stream (same origin, so the session cookie goes with it). Each event carries a
+  // booking's reference and status_version; when it is newer than what the page shows (the
+  // [data-status-version] of that reference), the page fetches its live parts again
+  // (data-live-refresh, rendered by the server as on a reload) and swaps them in, inside their
+  // aria-live regions. The booking page's htmx poll is the fallback: kept aside while the stream
+  // works, started when the browser has no EventSource or the stream keeps failing.
+  var STREAM_FAILURES_BEFORE_POLLING = 3;
+  var REFRESH_RETRIES = 3;
+
+  function shownVersion(reference) {
+    var shown = document.querySelector('[data-status-version][data-reference="' + reference + '"]');
+    return shown ? Number(shown.dataset.statusVersion) : 0;
+  }
+
+  function followLive(live) {
+    var poller = document.getElementById("booking-poller");
+    if (!window.EventSource) {
+      return; // the poll, as rendered, carries on
+    }
+    // Kept aside before htmx sees it: while the stream works, nothing polls.
+    var pollerPlace = poller && { parent: poller.parentNode, next: poller.nextSibling };
+    if (poller) {
+      poller.remove();
+    }
+    var wanted = {}; // reference -> newest status_version the stream announced
+    var refreshing = null;
+    var retries = 0;
+
+    function behind() {
+      return Object.keys(wanted).some(function (reference) {
+        return wanted[reference] > shownVersion(reference);
+      });
+    }
+
+    function refresh() {
+      if (refreshing) {
+        return;
+      }
+      var options = live.dataset.liveTarget
+        ? { source: live, target: live.dataset.liveTarget, select: live.dataset.liveTarget, swap: "outerHTML" }
+        : { source: live, swap: "none" }; // the answer swaps its parts in by their ids (out of band)
+      refreshing = window.htmx.ajax("GET", live.dataset.liveRefresh, options).then(function () {
+        refreshing = null;
+        if (live.dataset.liveAnnounce) {
+          announce();
+        }
+        if (behind() && retries < REFRESH_RETRIES) {
+          retries += 1;
+          window.setTimeout(refresh, 1000 * retries);
+        } else {
+          retries = 0;
+          wanted = {};
+        }
+      });
+    }
+
+    function announce() {
+      var region = document.getElementById(live.dataset.liveAnnounce);
+      var news = Object.keys(wanted).map(function (reference) {
+        var tag = document.querySelector('[data-status-version][data-reference="' + reference + '"]');
+        return tag ? "Booking " + reference + ": " + tag.textContent.trim() + "." : "";
+      });
+      region.textContent = news.filter(Boolean).join(" ");
+    }
+
+    function startPolling() {
+      if (pollerPlace && !document.getElementById("booking-poller")) {
+        pollerPlace.parent.insertBefore(poller, pollerPlace.next);
+        window.htmx.process(poller);
+      }
+    }
+
+    var source = new window.EventSource(live.dataset.liveStream);
+    var failures = 0;
+    source.addEventListener("open", function () {
+      failures = 0;
+    });
+    source.addEventListener("status", function (event) {
+      var view = JSON.parse(event.data);
+      if (view.status_version > shownVersion(view.reference)) {
+        wanted[view.reference] = Math.max(wanted[view.reference] || 0, view.status_version);
+        window.setTimeout(refresh, 0); // a burst of events makes one request
+      }
+    });
+    source.addEventListener("error", function () {
+      // The browser reconnects by itself (after the stream's retry:) unless the server refused;
+      // a stream that keeps failing leaves the page to its poll.
+      failures += 1;
+      if (source.readyState === window.EventSource.CLOSED || failures >= STREAM_FAILURES_BEFORE_POLLING) {
+        source.close();
+        startPolling();
+      }
+    });
+  }
+
+  document.querySelectorAll("[data-live-stream]").forEach(followLive);
+
   // A booking's status poll (htmx): after a failed request htmx would stop polling, so ask again
   // after the server's Retry-After, or after a growing pause when there is none.
   document.addEventListener("htmx:afterRequest", function (event) {

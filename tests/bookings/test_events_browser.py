@@ -1,0 +1,138 @@
+"""The customer pages following their bookings live, in headless Chromium, through the router as
+`make run` serves them: the pages from the live server, the streams from a real events process,
+on one origin. The progress page and "my bookings" change without a reload and without polling,
+one fetch per change; the poll takes over when the browser has no EventSource or the stream
+keeps failing.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import pytest
+
+from bookings import live
+from tests.bookings.web import test_browser
+from tests.factories import BookingFactory, UserFactory
+from tests.helpers import wait_until
+from tests.sandbox_process import free_port
+from tests.streams import STOPPED_CLEANLY, ServerProcess, followers, move, start_events, start_router
+
+pytestmark = [pytest.mark.browser, pytest.mark.integration, pytest.mark.timeout(120)]
+
+NO_EVENTSOURCE = "delete window.EventSource"
+
+# The customer site's browser (Debian's Chromium, one per module) and its pages.
+browser, open_page, page = test_browser.browser, test_browser.open_page, test_browser.page
+log_in = test_browser.log_in
+
+
+@pytest.fixture(scope="module")
+def events(django_db_setup, tmp_path_factory) -> Iterator[ServerProcess]:
+    process = start_events(tmp_path_factory.mktemp("events"))
+    yield process
+    assert process.stop() in STOPPED_CLEANLY, process.log()
+
+
+@pytest.fixture
+def site(live_server, events, tmp_path) -> Iterator[ServerProcess]:
+    """The router in front of the live server (the pages) and the events process (the streams)."""
+    router = start_router(tmp_path, web_port=_port(live_server.url), events_port=events.port)
+    yield router
+    assert router.stop() in STOPPED_CLEANLY, router.log()
+
+
+@pytest.fixture
+def ada(transactional_db):
+    return UserFactory(username="ada", email="ada@example.com")
+
+
+def status_fetches(page) -> list[str]:
+    """Every request the page makes for its status fragment, as it makes them."""
+    fetched: list[str] = []
+    page.on("request", lambda request: "/status/" in request.url and fetched.append(request.url))
+    return fetched
+
+
+def test_the_progress_page_follows_the_booking_on_its_stream_without_polling(page, site, ada):
+    booking = BookingFactory(customer=ada)
+    log_in(page, site, ada)
+    fetched = status_fetches(page)
+    page.goto(f"{site.url}/bookings/{booking.reference}/")
+    wait_until(lambda: followers(live.booking_channel(booking.pk)), what="the page's stream to be followed")
+    assert page.locator("#booking-poller").count() == 0  # set aside while the stream works
+    page.evaluate("window.sameDocument = true; window.liveRegion = document.getElementById('booking-status')")
+
+    # each change the worker commits is on the page at once, one fetch of its live parts apiece
+    move(booking, "start_submission")
+    page.wait_for_selector('#booking-status [data-status-version="2"]')
+    assert "We are placing your booking with the partner." in page.inner_text("#booking-status")
+    move(booking, "mark_partner_pending")
+    page.wait_for_selector("#booking-progress >> text=The partner is confirming")
+    move(booking, "confirm")
+    page.wait_for_selector("#booking-status .tag--confirmed")
+
+    assert "Your booking is confirmed." in page.inner_text("#booking-status")
+    steps = page.inner_text("#booking-steps")
+    assert (
+        steps.index("Sent to the partner")
+        < steps.index("The partner is confirming")
+        < steps.index("Confirmed")
+    )
+    assert page.evaluate(
+        "window.sameDocument && window.liveRegion === document.getElementById('booking-status')"
+    )
+    assert page.get_attribute("#booking-status", "aria-live") == "polite"
+    assert [re.sub(r".*/bookings/", "/bookings/", url) for url in fetched] == [
+        f"/bookings/{booking.reference}/status/"
+    ] * 3
+
+
+def test_my_bookings_follow_the_customers_stream_and_say_what_changed(page, site, ada):
+    first, second = BookingFactory(customer=ada), BookingFactory(customer=ada)
+    log_in(page, site, ada)  # lands on my bookings
+    wait_until(lambda: followers(live.customer_channel(ada.pk)), what="the page's stream to be followed")
+    page.evaluate("window.sameDocument = true")
+
+    move(second, "start_submission")
+    move(second, "mark_partner_pending")
+    move(second, "confirm")
+
+    card = f'[data-reference="{second.reference}"]'
+    page.wait_for_selector(f"{card} .tag--confirmed")
+    assert page.get_attribute(card, "data-status-version") == "4"
+    assert page.locator(f'[data-reference="{first.reference}"] .tag--pending').count() == 1
+    wait_until(
+        lambda: page.text_content("#booking-news") == f"Booking {second.reference}: Confirmed.",
+        what="the news in the live region",
+    )
+    assert page.evaluate("window.sameDocument") is True
+
+
+@pytest.mark.parametrize("why", ["no-eventsource", "stream-keeps-failing"])
+def test_the_poll_takes_over_without_a_working_stream(open_page, live_server, events, ada, tmp_path, why):
+    if why == "no-eventsource":
+        page = open_page()
+        page.add_init_script(NO_EVENTSOURCE)
+        router = start_router(tmp_path, web_port=_port(live_server.url), events_port=events.port)
+    else:  # no events process behind the router: every stream request is a 502
+        page = open_page()
+        router = start_router(tmp_path, web_port=_port(live_server.url), events_port=free_port())
+    try:
+        booking = BookingFactory(customer=ada)
+        log_in(page, router, ada)
+        page.goto(f"{router.url}/bookings/{booking.reference}/")
+        page.wait_for_selector("#booking-poller", state="attached")
+
+        move(booking, "start_submission")
+
+        page.wait_for_selector('#booking-status [data-status-version="2"]')
+        assert "We are placing your booking with the partner." in page.inner_text("#booking-status")
+        assert page.locator("#booking-poller").count() == 1  # still polling: news may come
+    finally:
+        assert router.stop() in STOPPED_CLEANLY, router.log()
+
+
+def _port(url: str) -> int:
+    return int(url.rsplit(":", 1)[1])
