@@ -20,7 +20,7 @@ from rest_framework.views import APIView
 
 from config.errors import error_body
 from config.network import client_ip
-from partners.models import Partner
+from partners.selectors import webhook_partner
 from partners.services.webhooks import body_too_large, inbound_event_receive
 
 
@@ -82,7 +82,7 @@ class PartnerWebhookView(APIView):
         },
     )
     def post(self, request: Request, code: str) -> Response:
-        partner = Partner.objects.filter(code=code).first()
+        partner = webhook_partner(code)
         if partner is None:
             return Response(error_body("not_found", f"No partner {code}."), status=404)
         headers, source = dict(request.headers), client_ip(request)
