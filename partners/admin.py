@@ -1,7 +1,7 @@
 """The partner side's admin: partners (never their secrets), what they hold and told us, read-only.
 
-The support console (`reconciliation/admin.py`) extends these with the partner health page and
-the re-verify / replay actions for stored webhooks.
+The support console (`reconciliation/admin.py`) extends these with the partner health page,
+the re-verify / replay actions for stored webhooks, and the orphan cases' queue and actions.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from django.utils.html import format_html
 from bookings.admin import ReadOnlyAdmin
 from partners.models import (
     InboundEvent,
+    OrphanCase,
     Partner,
     PartnerAttempt,
     PartnerObservation,
@@ -183,3 +184,20 @@ class InboundEventAdmin(ReadOnlyAdmin):
         )
         unverified = "" if event.signature_valid else "Unverified: anyone could have sent this. "
         return format_html("<p>{}{}</p><pre>{}</pre>", unverified, kept, text)
+
+
+@admin.register(OrphanCase)
+class OrphanCaseAdmin(ReadOnlyAdmin):
+    list_display = (
+        "id",
+        "reservation",
+        "state",
+        "automation",
+        "opened_at",
+        "opened_because",
+        "closed_because",
+    )
+    list_filter = ("state", "automation", "opened_because")
+    search_fields = ("=reservation__partner_ref", "reservation__client_reference")
+    list_select_related = ("reservation",)
+    readonly_fields = [f.name for f in OrphanCase._meta.fields]

@@ -1,5 +1,6 @@
 """The support console: the Django admin, extended with the timeline, the support actions, the
-needs-attention queue, partner health, stored-webhook replay and the state machine diagram.
+needs-attention queue, partner health, stored-webhook replay, the state machine diagram, and the
+orphan cases (`orphan_admin`).
 
 Every button here is an interface over `reconciliation.services.support`: it shows the action's
 preview (our state beside the partner's), and a confirmed POST calls the service, which checks
@@ -23,9 +24,10 @@ from bookings.models import Booking
 from config.errors import ApplicationError
 from partners.admin import InboundEventAdmin, PartnerAdmin
 from partners.models import InboundEvent, Partner
-from reconciliation import diagram
+from reconciliation import diagram, orphan_admin  # noqa: F401 - orphan_admin registers its console
 from reconciliation.apis import booking_timeline_json
-from reconciliation.selectors.attention import needs_attention_queue, needs_attention_summary
+from reconciliation.selectors.attention import needs_attention_queue, needs_attention_summary, urgent_until
+from reconciliation.selectors.orphans import open_orphans_by_partner
 from reconciliation.selectors.partner_feed import FEED_PAGE, FILTERS, partner_feed
 from reconciliation.selectors.partner_health import partner_health
 from reconciliation.selectors.timeline import booking_timeline
@@ -229,10 +231,13 @@ class SupportBookingAdmin(BookingAdmin):
         partner_code = request.GET.get("partner") or ""
         partner = Partner.objects.filter(code=partner_code).first() if partner_code else None
         reason = request.GET.get("reason") or ""
-        rows = needs_attention_queue(partner=partner)
+        urgency = request.GET.get("urgency") or ""
+        now = timezone.now()
+        rows = needs_attention_queue(
+            partner=partner, urgent={"urgent": True, "later": False}.get(urgency), now=now
+        )
         if reason:
             rows = rows.filter(attention_reason=reason)
-        now = timezone.now()
         bookings = list(rows[:500])
         context = {
             **self.admin_site.each_context(request),
@@ -246,8 +251,11 @@ class SupportBookingAdmin(BookingAdmin):
                 }
                 for b in bookings
             ],
-            "summary": needs_attention_summary(),
+            "summary": needs_attention_summary(now=now),
+            "urgent_until": urgent_until(now),
+            "open_orphans": sum(c.open for c in open_orphans_by_partner().values()),
             "reason": reason,
+            "urgency": urgency,
             "partner_code": partner_code,
             "truncated": len(bookings) == 500,
         }

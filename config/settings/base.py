@@ -349,6 +349,8 @@ RECONCILE_AUDIT_AGE_S = env.int("RECONCILE_AUDIT_AGE_S", default=6 * 3600)
 RECONCILE_AUDIT_BATCH = env.int("RECONCILE_AUDIT_BATCH", default=200)
 # A webhook stored but not processed after this long is queued again.
 RECONCILE_INBOUND_STALE_S = env.int("RECONCILE_INBOUND_STALE_S", default=60)
+# A booking waiting for support whose stay starts within this many hours is urgent in the queue.
+ATTENTION_URGENT_HORIZON_H = env.int("ATTENTION_URGENT_HORIZON_H", default=48)
 
 # --- Reconciliation: sweeper de-duplication (owned by the reconciliation app) ----------------
 # A legacy partner's change listing is walked at most this often, however often sweeps run

@@ -1,7 +1,7 @@
 """Partner health for support and ops: calls, errors and latency from the attempts, queue depth
 and circuit state from Redis, the webhook deliveries (how many were refused and why, and the
-clock skew of those signed outside the tolerance), the last webhook and the clock skew. Five
-queries."""
+clock skew of those signed outside the tolerance), the last webhook, the clock skew, and what
+waits for support now (bookings by urgency and reason, open orphan cases). Seven queries."""
 
 from __future__ import annotations
 
@@ -21,6 +21,8 @@ from partners.guard import guard_status
 from partners.models import InboundEvent, InboundResult, Outcome, Partner, PartnerAttempt
 from partners.services.skew import skew_between
 from partners.services.webhook_limits import unverified_seen
+from reconciliation.selectors.attention import AttentionCounts, attention_by_partner
+from reconciliation.selectors.orphans import OrphanCounts, open_orphans_by_partner
 from reconciliation.selectors.partner_feed import REFUSED_MARKS, delivery_mark
 
 ERROR_OUTCOMES = (Outcome.AMBIGUOUS, Outcome.TRANSIENT, Outcome.PERMANENT)
@@ -34,6 +36,7 @@ class PartnerHealth:
     calls: int = 0
     errors: int = 0
     in_flight: int = 0
+    refused: int = 0  # answers whose data we refused at our edge (malformed, out of range)
     p50_ms: int | None = None
     p99_ms: int | None = None
     outcomes: dict[str, int] = field(default_factory=dict)
@@ -46,6 +49,9 @@ class PartnerHealth:
     unverified_seen: int | None = None
     late_skew_ms: int | None = None  # median, over the late deliveries of the window
     circuit: dict[str, Any] | None = None
+    # What waits for support now: bookings by urgency and reason, open orphan cases.
+    attention: AttentionCounts = field(default_factory=AttentionCounts)
+    orphans: OrphanCounts = field(default_factory=OrphanCounts)
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -65,6 +71,7 @@ class PartnerHealth:
             "errors": self.errors,
             "error_rate": None if self.error_rate is None else round(self.error_rate, 4),
             "in_flight": self.in_flight,
+            "refused_answers": self.refused,
             "p50_ms": self.p50_ms,
             "p99_ms": self.p99_ms,
             "outcomes": self.outcomes,
@@ -81,6 +88,8 @@ class PartnerHealth:
                 if self.partner.clock_skew_measured_at
                 else None
             ),
+            "needs_attention": self.attention.as_dict(),
+            "orphan_cases": self.orphans.as_dict(),
             "problems": self.problems,
         }
 
@@ -136,19 +145,21 @@ def partner_health(
 ) -> list[PartnerHealth]:
     """Per partner over the window: calls, error rate, p50/p99 latency (from PartnerAttempt),
     webhook deliveries by kind, queue depth (Redis), last webhook, circuit breaker state and
-    clock skew. Five queries."""
+    clock skew; and bookings waiting for support by urgency and reason, and open orphan cases.
+    Seven queries."""
     now = now or timezone.now()
     partners = list(Partner.objects.order_by("code"))
     health = {p.pk: PartnerHealth(partner=p) for p in partners}
     latencies: dict[int, list[int]] = defaultdict(list)
     outcomes: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    for partner_id, outcome, latency in PartnerAttempt.objects.filter(
+    for partner_id, outcome, latency, refusal in PartnerAttempt.objects.filter(
         started_at__gte=now - window
-    ).values_list("partner_id", "outcome", "latency_ms"):
+    ).values_list("partner_id", "outcome", "latency_ms", "refusal"):
         row = health.get(partner_id)
         if row is None:
             continue
         row.calls += 1
+        row.refused += bool(refusal)
         outcomes[partner_id][outcome] += 1
         if outcome in ERROR_OUTCOMES:
             row.errors += 1
@@ -157,6 +168,8 @@ def partner_health(
         if latency is not None:
             latencies[partner_id].append(latency)
     _count_deliveries(health, now - window)
+    attention = attention_by_partner(list(health), now=now)
+    orphans = open_orphans_by_partner(list(health))
     last_webhooks = dict(  # an authentic one: anyone can post to the URL
         InboundEvent.objects.filter(signature_valid=True)
         .values_list("partner_id")
@@ -183,7 +196,13 @@ def partner_health(
         row.outcomes = dict(outcomes[partner.pk])
         row.last_webhook_at = last_webhooks.get(partner.pk)
         row.unverified_seen = seen.get(partner.pk)
+        row.attention = attention.get(partner.pk, row.attention)
+        row.orphans = orphans.get(partner.pk, row.orphans)
         row.problems += _delivery_problems(row)
+        if row.refused:
+            row.problems.append(
+                f"partner answers refused at our edge (malformed or out of range): {row.refused}"
+            )
         if seen_problem:
             row.problems.append(seen_problem)
         if client is not None:

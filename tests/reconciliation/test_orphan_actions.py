@@ -9,6 +9,7 @@ from datetime import date
 from decimal import Decimal
 
 import pytest
+from django.urls import reverse
 
 from bookings.models import Actor, Booking
 from bookings.states import BookingState
@@ -25,7 +26,7 @@ from tests.sandbox.conftest import API_KEY, reference_body
 from tests.sandbox_process import SandboxProcess
 
 S = BookingState
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(90), pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120), pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture(scope="module")
@@ -390,3 +391,82 @@ def test_the_preview_shows_the_last_known_state_when_the_partner_cannot_be_asked
     assert not shown.partner.live
     assert shown.partner.note.startswith("Live lookup failed")
     assert [(p.ours, p.theirs) for p in shown.pairs] == [("confirmed", "confirmed")]
+
+
+# --- the console -----------------------------------------------------------------------------------
+def test_the_queue_lists_open_cases_flagged_first_with_what_the_partner_holds(
+    sandbox, partner, support_client
+):
+    older = stray(sandbox, partner, "BK-ORPH10")
+    flagged = stray(sandbox, partner, "BK-ORPH11")
+    closed = stray(sandbox, partner, "BK-ORPH12")
+    OrphanCase.objects.filter(reservation__partner_ref=flagged["id"]).update(automation="cancel_failed")
+    OrphanCase.objects.filter(reservation__partner_ref=closed["id"]).update(state="closed")
+
+    page = support_client.get(reverse("admin:partners_orphancase_changelist")).content.decode()
+
+    table = page[page.index('id="orphans"') :]
+    assert table.index(flagged["id"]) < table.index(older["id"])
+    assert closed["id"] not in table
+    row = table[table.index(f'data-case="{case_of(older["id"]).pk}"') :]
+    for shown in (partner.code, older["id"], "BK-ORPH10", "confirmed", "by lookup", "Left to support"):
+        assert shown in row[: row.index("</tr>")]
+    everything = support_client.get(reverse("admin:partners_orphancase_changelist"), {"all": "1"})
+    assert closed["id"] in everything.content.decode()
+    other = support_client.get(reverse("admin:partners_orphancase_changelist"), {"partner": "nobody"})
+    assert older["id"] not in other.content.decode()
+
+
+def test_ops_cancel_from_the_case_page_once_per_confirmation(sandbox, partner, ops_client, worker):
+    made = stray(sandbox, partner, "BK-ORPH13")
+    case = case_of(made["id"])
+    page = ops_client.get(reverse("admin:partners_orphancase_change", args=[case.pk])).content.decode()
+    assert 'data-action="orphan_cancel"' in page and "orphan.opened" in page
+    url = reverse("admin:partners_orphancase_action", args=[case.pk, "orphan_cancel"])
+
+    preview = ops_client.get(url)
+    form = preview.context["form"]
+    assert "Asked live" in preview.content.decode() and preview.context["preview"].allowed
+
+    posted = {"token": form.initial["token"], "note": "a stray hold", "booking": "", "expected_live": ""}
+    first = ops_client.post(url, posted, follow=True)
+    second = ops_client.post(url, posted, follow=True)
+
+    assert "Cancel queued." in first.content.decode()
+    assert "nothing more was done" in second.content.decode()
+    wait_until(lambda: case_of(made["id"]).state == "closed", what="the verified cancel")
+    assert history(case_of(made["id"])).count("support.orphan_cancel_requested") == 1
+
+
+def test_support_sees_the_case_but_not_the_actions_it_may_not_run(sandbox, partner, support_client):
+    case = case_of(stray(sandbox, partner, "BK-ORPH14")["id"])
+
+    page = support_client.get(reverse("admin:partners_orphancase_change", args=[case.pk])).content.decode()
+
+    assert 'data-action="orphan_close"' in page
+    assert 'data-action="orphan_cancel"' not in page and "Cancel at the partner" in page
+    forbidden = support_client.get(
+        reverse("admin:partners_orphancase_action", args=[case.pk, "orphan_cancel"])
+    )
+    assert forbidden.status_code == 403
+
+
+def test_ops_link_from_the_console_with_the_preview_naming_the_booking(sandbox, partner, ops_client):
+    booking = booking_for(partner)
+    case = case_of(stray(sandbox, partner, "BK-PHONE2")["id"])
+    url = reverse("admin:partners_orphancase_action", args=[case.pk, "orphan_link"])
+
+    preview = ops_client.get(url, {"booking": booking.reference})
+    assert "pending_partner → confirmed (partner_confirmed)." in preview.content.decode()
+    form = preview.context["form"]
+    assert form.initial["booking"] == booking.reference and form.fields["note"].required
+
+    done = ops_client.post(
+        url,
+        {"token": form.initial["token"], "booking": booking.reference, "expected_live": "", "note": "phone"},
+        follow=True,
+    )
+
+    assert f"Linked to {booking.reference} (pending_partner → confirmed)." in done.content.decode()
+    booking.refresh_from_db()
+    assert booking.status == S.CONFIRMED

@@ -1,9 +1,11 @@
-"""Partner health: calls, error rate, p50/p99 latency, queue depth, circuit, webhooks, skew."""
+"""Partner health: calls, error rate, p50/p99 latency, queue depth, circuit, webhooks, skew, and
+what waits for support (bookings by urgency and reason, open orphan cases)."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from reconciliation.management.commands._ops import console_for, dump, rows_table
@@ -16,7 +18,8 @@ def _n(value: int | None) -> str:
 
 class Command(BaseCommand):
     help = (
-        "Per partner over the last hour (or --minutes): calls, error rate, latency, queue, circuit, webhooks."
+        "Per partner over the last hour (or --minutes): calls, error rate, latency, queue, circuit, "
+        "webhooks; and now: bookings waiting for support by urgency and reason, open orphan cases."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -63,6 +66,31 @@ class Command(BaseCommand):
                         r.last_webhook_at.strftime("%Y-%m-%d %H:%M:%S") if r.last_webhook_at else "never",
                         "/".join(str(n) for n in r.deliveries.values()),
                         r.partner.clock_skew_ms if r.partner.clock_skew_ms is not None else "-",
+                    )
+                    for r in rows
+                ],
+            )
+        )
+        horizon_h = settings.ATTENTION_URGENT_HORIZON_H
+        console.print(
+            rows_table(
+                f"Waiting for support (urgent: the stay starts within {horizon_h} h)",
+                [
+                    "partner",
+                    "bookings urgent",
+                    "later",
+                    "by reason (urgent/later)",
+                    "orphan cases open",
+                    "flagged",
+                ],
+                [
+                    (
+                        r.partner.code,
+                        r.attention.urgent,
+                        r.attention.later,
+                        ", ".join(f"{reason or '(none)'} {u}/{n}" for reason, u, n, _ in r.attention.reasons),
+                        r.orphans.open,
+                        r.orphans.flagged,
                     )
                     for r in rows
                 ],

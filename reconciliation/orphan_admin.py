@@ -1,0 +1,199 @@
+"""The support console's orphan cases: the queue (the changelist), a case's page with its story
+and actions, and each action's preview and confirmation.
+
+As for bookings, every button is an interface over `reconciliation.services.support`: the page
+shows the action's preview (our record beside the partner's live answer), and a confirmed POST
+calls the service, which checks the permission again, locks, re-checks, dedupes by the form's
+one-time token and writes the case's history.
+"""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+
+from config.errors import ApplicationError
+from partners.admin import OrphanCaseAdmin
+from partners.models import OrphanCase, Partner
+from reconciliation.selectors.orphans import open_orphans_by_partner, orphan_queue, orphan_story
+from reconciliation.services import support
+
+QUEUE_LIMIT = 500
+
+
+class OrphanActionForm(forms.Form):
+    token = forms.CharField(widget=forms.HiddenInput, max_length=64)
+    booking = forms.CharField(required=False, widget=forms.HiddenInput, max_length=12)
+    # The booking's live reservations the preview showed: a link that would add another is refused.
+    expected_live = forms.CharField(required=False, widget=forms.HiddenInput, max_length=1000)
+    note = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 70}),
+        help_text="Why; it goes in the case's history with your name.",
+    )
+
+    def __init__(self, *args, needs_note: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        if needs_note:
+            self.fields["note"].required = True
+            self.fields["note"].help_text = "Required: what you found and decided."
+
+
+admin.site.unregister(OrphanCase)
+
+
+@admin.register(OrphanCase)
+class SupportOrphanCaseAdmin(OrphanCaseAdmin):
+    def get_urls(self):
+        wrap = self.admin_site.admin_view
+        return [
+            path(
+                "<path:object_id>/action/<str:action>/",
+                wrap(self.action_view),
+                name="partners_orphancase_action",
+            ),
+            *super().get_urls(),
+        ]
+
+    def _case_or_404(self, request: HttpRequest, object_id: str) -> OrphanCase:
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        try:
+            return support.orphan_case_by_id(object_id)
+        except ApplicationError as exc:
+            raise Http404(exc.message) from exc
+
+    # --- the queue -----------------------------------------------------------------------------------
+    def changelist_view(self, request: HttpRequest, extra_context=None) -> HttpResponse:
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        partner_code = request.GET.get("partner") or ""
+        partner = Partner.objects.filter(code=partner_code).first() if partner_code else None
+        include_closed = request.GET.get("all") == "1"
+        cases = (
+            []
+            if partner_code and partner is None
+            else list(orphan_queue(partner=partner, include_closed=include_closed)[:QUEUE_LIMIT])
+        )
+        codes = dict(Partner.objects.values_list("pk", "code"))
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Orphan cases",
+            "opts": self.opts,
+            "cases": [
+                {"case": c, "url": reverse("admin:partners_orphancase_change", args=[c.pk])} for c in cases
+            ],
+            "counts": sorted(
+                ((codes[pk], n) for pk, n in open_orphans_by_partner().items()),
+                key=lambda item: (-item[1].flagged, -item[1].open, item[0]),
+            ),
+            "partner_code": partner_code,
+            "include_closed": include_closed,
+            "truncated": len(cases) == QUEUE_LIMIT,
+        }
+        return TemplateResponse(request, "admin/reconciliation/orphans.html", context)
+
+    # --- a case ----------------------------------------------------------------------------------------
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None):
+        case = self._case_or_404(request, object_id)
+        operator = support.Operator.for_user(request.user)
+        candidate = support.link_candidate(case)
+        reservation = case.reservation
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Orphan case #{case.pk}: {reservation.partner.code} {reservation.partner_ref}",
+            "opts": self.opts,
+            "case": case,
+            "story": orphan_story(case),
+            "candidate": candidate,
+            "actions": [
+                {
+                    "name": name,
+                    "title": spec["title"],
+                    "allowed": operator.can(spec["permission"]),
+                    "url": reverse("admin:partners_orphancase_action", args=[case.pk, name]),
+                }
+                for name, spec in support.ORPHAN_ACTIONS.items()
+            ],
+            "queue_url": reverse("admin:partners_orphancase_changelist"),
+        }
+        return TemplateResponse(request, "admin/reconciliation/orphan_case.html", context)
+
+    # --- an action: preview, then confirm ------------------------------------------------------------------
+    def action_view(self, request: HttpRequest, object_id: str, action: str) -> HttpResponse:
+        """GET: the preview and a confirm form (a link names its booking with ?booking=). POST:
+        perform it (once per token), then back to the case."""
+        if action not in support.ORPHAN_ACTIONS:
+            raise Http404("No such orphan action.")
+        case = self._case_or_404(request, object_id)
+        operator = support.Operator.for_user(request.user)
+        if not operator.can(support.ORPHAN_ACTIONS[action]["permission"]):
+            raise PermissionDenied
+        case_url = reverse("admin:partners_orphancase_change", args=[case.pk])
+        title = support.ORPHAN_ACTIONS[action]["title"]
+        if request.method == "POST":
+            form = OrphanActionForm(request.POST)
+            if form.is_valid():
+                data = form.cleaned_data
+                try:
+                    result = support.support_orphan_action_run(
+                        action,
+                        case_id=case.pk,
+                        operator=operator,
+                        token=data["token"],
+                        note=data["note"],
+                        booking_reference=data["booking"],
+                        expected_live=[ref for ref in data["expected_live"].split(",") if ref],
+                    )
+                except support.SupportActionDenied as exc:
+                    raise PermissionDenied(exc.message) from exc
+                except ApplicationError as exc:
+                    messages.error(request, f"{title}: {exc.message}")
+                    return HttpResponseRedirect(case_url)
+                messages.add_message(
+                    request,
+                    messages.SUCCESS if result.performed else messages.WARNING,
+                    f"Orphan case #{case.pk}: {title}. {result.message}",
+                )
+                return HttpResponseRedirect(case_url)
+            booking_reference = request.POST.get("booking", "")
+            shown = self._preview(
+                action, case, operator, booking_reference, live=False, token=request.POST.get("token")
+            )
+        else:
+            booking_reference = request.GET.get("booking", "")
+            shown = self._preview(action, case, operator, booking_reference)
+            form = OrphanActionForm(
+                initial={
+                    "token": shown.token,
+                    "booking": shown.booking.reference if shown.booking else "",
+                    "expected_live": ",".join(shown.booking_live),
+                },
+                needs_note=shown.needs_note,
+            )
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"{title}: orphan case #{case.pk}",
+            "opts": self.opts,
+            "case": case,
+            "preview": shown,
+            "form": form,
+            "case_url": case_url,
+            "booking_reference": booking_reference,
+        }
+        return TemplateResponse(request, "admin/reconciliation/orphan_action.html", context)
+
+    @staticmethod
+    def _preview(action, case, operator, booking_reference, *, live=True, token=None):
+        try:
+            return support.orphan_preview(
+                action, case, operator=operator, booking_reference=booking_reference, live=live, token=token
+            )
+        except ApplicationError as exc:  # a booking reference that names nothing
+            shown = support.orphan_preview(action, case, operator=operator, live=live, token=token)
+            shown.allowed, shown.refusal, shown.effects, shown.booking = False, exc.message, [], None
+            return shown
