@@ -28,7 +28,7 @@ import logging
 import os
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -70,19 +70,15 @@ class Hub:
         self._ping_unanswered_since: float | None = None
         self._pubsub: redis.asyncio.client.PubSub | None = None
         self._redis: redis.asyncio.Redis | None = None
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
         self._db: ThreadPoolExecutor | None = None
         self._closing = False
 
     # --- life ----------------------------------------------------------------------------------
-    @property
-    def started(self) -> bool:
-        return bool(self._tasks)
-
     def start(self) -> None:
         """Start the hub's tasks on the running loop (idempotent). They run in a context of their
         own, not in the request that happened to start them."""
-        if self.started:
+        if self._tasks:
             return
         self._db = ThreadPoolExecutor(max_workers=settings.LIVE_DB_THREADS, thread_name_prefix="live-db")
         self._redis = redis.asyncio.Redis.from_url(
@@ -91,10 +87,8 @@ class Hub:
             # Errors reach `_listen`, which reconnects and then re-reads what a gap may have lost.
             retry=Retry(NoBackoff(), 0),
         )
-        loop = asyncio.get_running_loop()
         for job in (self._listen, self._sync_subscriptions, self._heartbeat):
-            task = loop.create_task(job(), name=f"live-hub{job.__name__}", context=contextvars.Context())
-            self._tasks.append(task)
+            self._spawn(job())
 
     def end_streams(self) -> None:
         """End every open stream, and every stream that opens from now on (the process is going
@@ -105,19 +99,16 @@ class Hub:
 
     async def close(self) -> None:
         self.end_streams()
-        for task in self._tasks:
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks.clear()
+        await asyncio.gather(*tasks, return_exceptions=True)
         if self._pubsub is not None:
             await self._pubsub.aclose()
         if self._redis is not None:
             await self._redis.aclose()
         if self._db is not None:
             self._db.shutdown(wait=False)
-
-    def stats(self) -> dict[str, int]:
-        return {"streams": sum(1 for _ in self._followers()), "channels": len(self._subscribed)}
 
     # --- what the streams use ---------------------------------------------------------------------
     async def db(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -133,17 +124,7 @@ class Hub:
         if self._closing:
             follower.end()
             return
-        channel = follower.channel
-        if not self._connected or channel in self._confirmed:
-            return
-        self._wanted.set()
-        confirmation = self._confirmations.get(channel)
-        if confirmation is None:
-            confirmation = self._confirmations[channel] = asyncio.get_running_loop().create_future()
-        try:
-            await asyncio.wait_for(asyncio.shield(confirmation), SUBSCRIBE_WAIT_S)
-        except TimeoutError:
-            logger.warning("live status: a subscription unconfirmed in time; the heartbeat covers it")
+        await self._subscribed_to([follower.channel])
 
     def unfollow(self, follower: Follower) -> None:
         """Forget the follower (sync, so that a cancelled stream can call it in `finally`)."""
@@ -168,7 +149,7 @@ class Hub:
                 self._wanted.set()
                 if attempt:
                     logger.info("live status: Redis subscription back; re-reading every stream")
-                    asyncio.get_running_loop().create_task(self._reread_when_subscribed())
+                    self._spawn(self._reread_when_subscribed())
                 while True:
                     message = await self._pubsub.get_message(timeout=None)
                     if message is not None:
@@ -193,7 +174,7 @@ class Hub:
         self._confirmations.clear()
         pubsub, self._pubsub = self._pubsub, None
         if pubsub is not None:
-            asyncio.get_running_loop().create_task(pubsub.aclose())
+            self._spawn(pubsub.aclose())
 
     def _receive(self, message: dict[str, Any]) -> None:
         kind = message["type"]
@@ -243,10 +224,26 @@ class Hub:
             except (redis.RedisError, OSError):
                 logger.warning("live status: could not change the subscriptions; the reconnection will")
 
+    async def _subscribed_to(self, channels: list[str]) -> None:
+        """Return once Redis confirmed it delivers these channels: at once while Redis is away,
+        and after SUBSCRIBE_WAIT_S at most (the heartbeat then covers what may be missed)."""
+        if not self._connected:
+            return
+        waiting = []
+        for channel in channels:
+            if channel not in self._confirmed:
+                if channel not in self._confirmations:
+                    self._confirmations[channel] = asyncio.get_running_loop().create_future()
+                waiting.append(self._confirmations[channel])
+        if not waiting:
+            return
+        self._wanted.set()
+        _, unconfirmed = await asyncio.wait(waiting, timeout=SUBSCRIBE_WAIT_S)
+        if unconfirmed:
+            logger.warning("live status: subscriptions unconfirmed in time; the heartbeat covers them")
+
     async def _reread_when_subscribed(self) -> None:
-        deadline = time.monotonic() + SUBSCRIBE_WAIT_S
-        while self._connected and set(self._following) - self._confirmed and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        await self._subscribed_to(list(self._following))
         await self._reread()
 
     # --- the heartbeat -----------------------------------------------------------------------------
@@ -312,6 +309,13 @@ class Hub:
         self._ping_unanswered_since = time.monotonic()
         with contextlib.suppress(redis.RedisError, OSError):  # `_listen` sees the broken connection
             await pubsub.ping()
+
+    def _spawn(self, job: Coroutine[Any, Any, None]) -> None:
+        """Run `job` as a task of the hub's (kept until done, cancelled by `close`), in a
+        context of its own rather than the caller's request."""
+        task = asyncio.get_running_loop().create_task(job, context=contextvars.Context())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _followers(self):
         return (follower for followers in self._following.values() for follower in followers)

@@ -24,7 +24,7 @@ from bookings import live
 from bookings.models import Booking
 from bookings.states import BookingState
 from config import embedded_redis
-from tests.bookings.conftest import postgres_only
+from tests.bookings.conftest import IS_POSTGRES
 from tests.factories import BookingFactory, TokenFactory, UserFactory
 from tests.helpers import wait_until
 from tests.streams import STOPPED_CLEANLY, ServerProcess, SseStream, move, start_events, subscriptions
@@ -320,7 +320,7 @@ def test_after_a_redis_restart_the_stream_is_corrected_and_publishes_flow_again(
         own_redis.stop()
 
 
-@postgres_only
+@pytest.mark.skipif(not IS_POSTGRES, reason="counts connections in PostgreSQL's pg_stat_activity")
 def test_the_events_process_holds_its_few_database_connections_however_many_streams(events, open_stream, ada):
     bookings = [booking_of(ada) for _ in range(40)]
     token = TokenFactory(user=ada)
