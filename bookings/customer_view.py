@@ -181,7 +181,10 @@ def save_row(booking: Booking, event: BookingEvent, change: ViewChange | None) -
         event.save(force_insert=True)
     else:
         notification = Notification(
-            booking=booking, status_version=change.status_version, kind=change.notification
+            booking=booking,
+            status_version=change.status_version,
+            kind=change.notification,
+            message=change.after.message,
         )
         insert_together(event, notification, savepoint=False)
         notifications.queue_after_commit(notification)

@@ -352,11 +352,35 @@ class NotificationKind(models.TextChoices):
     TAKING_LONGER = "taking_longer", "Taking longer"
 
 
+class NotificationState(models.TextChoices):
+    QUEUED = "queued", "Queued"  # owed: no attempt under way
+    SENDING = "sending", "Sending"  # claimed by an attempt that has not said how it ended
+    SENT = "sent", "Sent"  # the mail server accepted it
+    FAILED = "failed", "Failed"  # refused on every attempt: never sent
+    DELIVERY_UNKNOWN = "delivery_unknown", "Delivery unknown"  # an attempt ended without an answer
+
+
+UNFINISHED_NOTIFICATION_STATES = (NotificationState.QUEUED, NotificationState.SENDING)
+
+
+class NotificationQuerySet(models.QuerySet["Notification"]):
+    def lost(self, *, before) -> NotificationQuerySet:
+        """Owed, with no attempt since `before`: the message that should send it is lost."""
+        return self.filter(state=NotificationState.QUEUED).filter(
+            Q(claimed_at__isnull=True, created_at__lte=before) | Q(claimed_at__lte=before)
+        )
+
+    def abandoned(self, *, before) -> NotificationQuerySet:
+        """Claimed before `before` and never finished: the attempt's worker stopped mid-send."""
+        return self.filter(state=NotificationState.SENDING, claimed_at__lte=before)
+
+
 class Notification(models.Model):
     """A message owed to the customer about one numbered change of what they are shown.
 
     Written by `customer_view.refresh` in the change's own transaction (an outbox): at most one
-    per booking and `status_version`, so a change is never announced twice.
+    per booking and `status_version`, so a change is never announced twice. Sent by
+    `bookings.notifications`, which moves `state` and never sends one that left `queued`.
     """
 
     id = models.BigAutoField(primary_key=True)
@@ -366,11 +390,21 @@ class Notification(models.Model):
     )
     status_version = models.PositiveIntegerField()
     kind = models.CharField(max_length=16, choices=NotificationKind.choices)
+    # What the customer was shown at `status_version` (a CustomerMessage code): what the mail says,
+    # however the booking has moved on by the time it is sent.
+    message = models.CharField(max_length=40)
+    state = models.CharField(
+        max_length=16, choices=NotificationState.choices, default=NotificationState.QUEUED
+    )
     created_at = models.DateTimeField(default=timezone.now)
+    # When the latest attempt began.
     claimed_at = models.DateTimeField(null=True, blank=True)
     sent_at = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
+    # The latest attempt's error; kept after a later attempt succeeds.
     error = models.TextField(blank=True)
+
+    objects = NotificationQuerySet.as_manager()
 
     class Meta:
         ordering = ["created_at", "id"]
@@ -379,6 +413,18 @@ class Notification(models.Model):
                 fields=["booking", "status_version"], name="notification_once_per_version"
             )
         ]
+        indexes = [
+            # The sweeper's look for lost and abandoned ones: only the few not finished.
+            models.Index(
+                fields=["created_at"],
+                name="notification_unfinished",
+                condition=Q(state__in=UNFINISHED_NOTIFICATION_STATES),
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.kind} v{self.status_version}"
+
+    @property
+    def message_text(self) -> str:
+        return CustomerMessage(self.message).label

@@ -30,6 +30,7 @@ def main() -> int:
     # Mail goes to the local sink (Procfile `mail`), which keeps each message under var/mail/.
     env.setdefault("MAIL_PORT", str(int(port) + 25))
     env.setdefault("EMAIL_URL", f"smtp://127.0.0.1:{env['MAIL_PORT']}")
+    env.setdefault("SITE_URL", f"http://127.0.0.1:{port}")  # the booking links in that mail
     redis_server = None
     if not env.get("REDIS_URL"):
         redis_server = embedded_redis.EmbeddedRedis(var_dir).start()

@@ -37,6 +37,7 @@ def broker():
     declared on it (as `rundramatiq` finds them): services send to them by name."""
     import dramatiq
 
+    import bookings.tasks  # noqa: F401
     import partners.tasks  # noqa: F401
     import reconciliation.tasks  # noqa: F401
 

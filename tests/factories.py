@@ -11,8 +11,8 @@ from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
 from bookings.customer_view import Facts, View, derive
-from bookings.models import Booking, Offer, Quote
-from bookings.states import BookingState
+from bookings.models import Booking, Notification, NotificationKind, Offer, Quote
+from bookings.states import BookingState, CustomerMessage
 from partners.models import (
     InboundEvent,
     InboundState,
@@ -118,6 +118,18 @@ class QuoteFactory(factory.django.DjangoModelFactory):
     total_price = Decimal("300.00")
     currency = "EUR"
     expires_at = factory.LazyFunction(lambda: timezone.now() + timedelta(minutes=15))
+
+
+class NotificationFactory(factory.django.DjangoModelFactory):
+    """A mail owed about a booking's current version (its message not queued anywhere)."""
+
+    class Meta:
+        model = Notification
+
+    booking = factory.SubFactory(BookingFactory, status=BookingState.CONFIRMED)
+    status_version = factory.LazyAttribute(lambda n: n.booking.status_version)
+    kind = NotificationKind.CONFIRMED
+    message = CustomerMessage.CONFIRMED
 
 
 class PartnerReservationFactory(factory.django.DjangoModelFactory):

@@ -194,6 +194,17 @@ LOGIN_REDIRECT_URL = "web:bookings"
 vars().update(env.email_url("EMAIL_URL", default="smtp://127.0.0.1:8025"))
 EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT_S", default=10)
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Bookings <bookings@localhost>")
+# The customer site's address, for links in mail that a worker sends (no request to ask).
+SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000")
+# Booking notifications (bookings/notifications.py): tries per mail, the pause before each retry
+# (doubling from the base up to the max), how long an owed mail nobody tried waits before the
+# sweeper queues it again (more than the longest pause and a send), and how long a send may stay
+# unfinished (more than the actor's 60 s time limit) before it is settled as delivery unknown.
+NOTIFICATION_MAX_ATTEMPTS = env.int("NOTIFICATION_MAX_ATTEMPTS", default=6)
+NOTIFICATION_RETRY_BASE_S = env.float("NOTIFICATION_RETRY_BASE_S", default=5.0)
+NOTIFICATION_RETRY_MAX_S = env.float("NOTIFICATION_RETRY_MAX_S", default=60.0)
+NOTIFICATION_REQUEUE_AFTER_S = env.int("NOTIFICATION_REQUEUE_AFTER_S", default=120)
+NOTIFICATION_CLAIM_TIMEOUT_S = env.int("NOTIFICATION_CLAIM_TIMEOUT_S", default=300)
 
 # --- API ----------------------------------------------------------------------------------
 REST_FRAMEWORK = {

@@ -18,7 +18,8 @@ from typing import Any
 
 from django.db.models import Q
 
-from bookings.models import Actor, Booking, BookingEvent
+from bookings.models import Actor, Booking, BookingEvent, Notification
+from bookings.notifications import message_id, timeline_entries
 from partners.models import (
     InboundEvent,
     ObservationResult,
@@ -47,6 +48,7 @@ SOURCE_OBSERVATION = "observation"
 SOURCE_INBOUND = "inbound"
 SOURCE_COMPENSATION = "compensation"
 SOURCE_ORPHAN_CASE = "orphan_case"  # the history of an orphan case that was linked to the booking
+SOURCE_NOTIFICATION = "notification"  # mail owed to the customer about a change they were shown
 _SOURCE_ORDER = {
     source: rank
     for rank, source in enumerate(
@@ -57,6 +59,7 @@ _SOURCE_ORDER = {
             SOURCE_INBOUND,
             SOURCE_COMPENSATION,
             SOURCE_ORPHAN_CASE,
+            SOURCE_NOTIFICATION,
         ]
     )
 }
@@ -72,7 +75,8 @@ class TimelineRow:
     `at` is our clock; `partner_time` the partner's clock when the row reflects something the
     partner said; `skew_ms` the partner's clock minus ours (the per-partner estimate when the row
     carries one, else the difference measured on this row). `mark` flags rows that changed
-    nothing: ignored, stale, duplicate, unlinked, late, invalid, failed, in_flight.
+    nothing: ignored, stale, duplicate, unlinked, late, invalid, failed, in_flight, unknown (a
+    mail that may or may not have reached the customer).
     """
 
     at: datetime
@@ -106,7 +110,7 @@ class TimelineRow:
 
 @dataclass(frozen=True)
 class _Story:
-    """Everything recorded about one booking, by id (five queries; six when one of its
+    """Everything recorded about one booking, by id (six queries; seven when one of its
     reservations was an orphan with a case)."""
 
     booking: Booking
@@ -116,6 +120,7 @@ class _Story:
     inbound: dict[int, InboundEvent]
     reservations: list[PartnerReservation]
     orphan_events: list[OrphanCaseEvent]
+    notifications: list[Notification]
 
     @classmethod
     def read(cls, booking: Booking) -> _Story:
@@ -147,6 +152,7 @@ class _Story:
                 if cases
                 else []
             ),
+            notifications=list(Notification.objects.filter(booking=booking).order_by("created_at", "id")),
         )
 
     def described(self, key: str) -> set[int]:
@@ -333,8 +339,36 @@ def _orphan_case_row(event: OrphanCaseEvent) -> TimelineRow:
     )
 
 
+def _notification_rows(notification: Notification) -> list[TimelineRow]:
+    """A mail owed to the customer: when it was owed, and how its latest attempt went."""
+    data = {
+        "notification_id": notification.pk,
+        "kind": notification.kind,
+        "status_version": notification.status_version,
+        "message": notification.message,
+        "state": notification.state,
+        "attempts": notification.attempts,
+        "error": notification.error,
+        "message_id": message_id(notification),
+    }
+    return [
+        TimelineRow(
+            at=entry.at,
+            kind=entry.kind,
+            actor=Actor.WORKER,
+            actor_label="",
+            summary=entry.summary,
+            source=SOURCE_NOTIFICATION,
+            source_id=notification.pk,
+            mark=entry.mark,
+            data=data,
+        )
+        for entry in timeline_entries(notification)
+    ]
+
+
 def booking_timeline(booking: Booking) -> list[TimelineRow]:
-    """Everything that happened to one booking, in our time order (five queries, six with the
+    """Everything that happened to one booking, in our time order (six queries, seven with the
     history of an orphan case linked to it)."""
     story = _Story.read(booking)
     attempts_described = story.described("attempt_id")
@@ -356,5 +390,6 @@ def booking_timeline(booking: Booking) -> list[TimelineRow]:
         for e in story.orphan_events
         if e.pk not in story.described("orphan_case_event_id")
     ]
+    rows += [row for notification in story.notifications for row in _notification_rows(notification)]
     rows.sort(key=lambda row: (row.at, _SOURCE_ORDER[row.source], row.source_id))
     return rows

@@ -14,9 +14,10 @@ Every piece of work is also claimed in Redis for a window before it is queued (o
 batch sets all its claims), so that when workers fall behind, sweeps do not pile copies of the same
 work into the queues; a claim lost with Redis is simply made again. Work without a row of its own
 to push forward (stale webhooks, owed compensations, settled bookings whose create is still
-unresolved, legacy change-listing walks) relies on the claim alone. A sweep never calls a partner
-itself, and running it twice in a row queues nothing new. Queries are constant per batch: one
-UPDATE in its own transaction (one select on a dry run), plus one each for the side work.
+unresolved, legacy change-listing walks, mail nobody tried) relies on the claim alone. A sweep
+never calls a partner itself, and running it twice in a row queues nothing new. Queries are
+constant per batch: one UPDATE in its own transaction (one select on a dry run), plus one each
+for the side work.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ from django.utils import timezone
 from django_fsm import can_proceed
 from redis.commands.core import Script
 
-from bookings.models import Actor, Booking
+from bookings import customer_view, notifications
+from bookings.models import Actor, Booking, Notification
 from bookings.services import apply_transition, lock_booking
 from bookings.states import OPEN_STATES, BookingState
 from config.redis_client import redis_client
@@ -69,6 +71,8 @@ class SweepReport:
     compensations_requeued: int = 0
     confirmed_audited: int = 0
     fenced_terminal: int = 0
+    notifications_requeued: int = 0
+    notifications_delivery_unknown: int = 0
     listings: list[str] = field(default_factory=list)
     batches: int = 0
 
@@ -83,6 +87,8 @@ class SweepReport:
             "compensations_requeued": self.compensations_requeued,
             "confirmed_audited": self.confirmed_audited,
             "fenced_terminal": self.fenced_terminal,
+            "notifications_requeued": self.notifications_requeued,
+            "notifications_delivery_unknown": self.notifications_delivery_unknown,
             "listings": self.listings,
             "batches": self.batches,
         }
@@ -190,6 +196,8 @@ def sweep(
     report.compensations_requeued = _requeue_owed_compensations(now, partner, dry_run)
     report.confirmed_audited = _audit_confirmed(now, partner, dry_run)
     report.fenced_terminal = _resolve_fences_of_settled(now, partner, dry_run)
+    report.notifications_requeued = _requeue_lost_notifications(now, partner, dry_run)
+    report.notifications_delivery_unknown = _settle_abandoned_notifications(now, partner, dry_run)
     report.listings = _walk_listings(partner, dry_run)
     logger.info("sweep finished", extra=report.as_dict())
     return report
@@ -359,6 +367,31 @@ def _resolve_fences_of_settled(now: datetime, partner: Partner | None, dry_run: 
     )
 
 
+def _requeue_lost_notifications(now: datetime, partner: Partner | None, dry_run: bool) -> int:
+    """Mail owed to customers that nobody tried for a while: its message was lost with Redis."""
+    grace = settings.NOTIFICATION_REQUEUE_AFTER_S
+    lost = Notification.objects.lost(before=now - timedelta(seconds=grace))
+    rows = list(
+        _for_partner(lost, partner, "booking__partner")
+        .order_by("created_at", "id")
+        .values_list("id", "booking__partner__code")[: settings.RECONCILE_BATCH_SIZE]
+    )
+    return _send_claimed(
+        rows,
+        key="notification:{}",
+        ttl_s=grace,
+        send=lambda pk, _code: notifications.queue(pk),
+        dry_run=dry_run,
+    )
+
+
+def _settle_abandoned_notifications(now: datetime, partner: Partner | None, dry_run: bool) -> int:
+    """Mail whose sending never finished (its worker died): delivery unknown, never sent again."""
+    before = now - timedelta(seconds=settings.NOTIFICATION_CLAIM_TIMEOUT_S)
+    abandoned = _for_partner(Notification.objects.abandoned(before=before), partner, "booking__partner")
+    return abandoned.count() if dry_run else notifications.abandoned_settle(abandoned)
+
+
 def _walk_listings(partner: Partner | None, dry_run: bool) -> list[str]:
     partners = Partner.objects.filter(enabled=True)
     if partner is not None:
@@ -397,6 +430,8 @@ def booking_due_run(booking_id) -> None:
             if fenced:
                 transaction.on_commit(lambda: messages.send_for_booking(messages.SYNC_BOOKING, booking_id))
             return
+        # A long wait is news once: the `taking_longer` message and its mail (CUSTOMER_SLOW_AFTER).
+        customer_view.refresh(booking, actor=Actor.SWEEPER)
         status = booking.status
     if status == BookingState.REQUESTED:
         messages.send_for_booking(messages.SUBMIT_BOOKING, booking_id)

@@ -195,7 +195,7 @@ def test_a_fence_resolved_after_expiry_turns_releasing_into_failed_once(
     assert list(Notification.objects.filter(booking=booking).values_list("status_version", "kind")) == [
         (3, "not_confirmed")
     ]
-    assert len(callbacks) == 1  # the publish (the notification hook adds none of its own yet)
+    assert len(callbacks) == 2  # the publish, and the notification's message
 
 
 def test_a_transition_carries_its_view_change_on_its_own_row(db):

@@ -10,7 +10,7 @@ from django.db import transaction
 from django.utils import timezone
 from standardwebhooks.webhooks import Webhook
 
-from bookings.models import Actor, Booking
+from bookings.models import Actor, Booking, Notification
 from bookings.services import apply_transition, lock_booking
 from bookings.states import BookingState
 from bookings.timeline import record_event
@@ -158,6 +158,7 @@ def test_timeline_merges_every_source_in_our_time_order(story):
         ("partner.attempt.transient", ""),  # a lookup no event describes: a row of its own
         ("partner.observation.applied", ""),
         ("booking.confirmed", ""),
+        ("notification.queued", ""),  # the mail the confirmation owes the customer
         ("webhook.duplicate", "duplicate"),
         ("partner.observation.stale", "stale"),
         ("webhook.late", "late"),  # authentic, so on the timeline; the forged one names it but is not
@@ -236,7 +237,7 @@ def test_orphan_rows_without_events_still_show(make_booking, partner):
     ]
 
 
-def test_timeline_runs_five_queries_whatever_its_length(make_booking, partner, django_assert_num_queries):
+def test_timeline_runs_six_queries_whatever_its_length(make_booking, partner, django_assert_num_queries):
     small = make_booking(status=S.PENDING_PARTNER)
     record_event(small, "booking.requested", actor=Actor.CUSTOMER)
     big = make_booking(status=S.PENDING_PARTNER)
@@ -245,16 +246,19 @@ def test_timeline_runs_five_queries_whatever_its_length(make_booking, partner, d
         record_event(big, f"test.step{index}", actor=Actor.WORKER, data={"attempt_id": None})
         PartnerAttemptFactory(booking=big, operation=Operation.GET, latency_ms=index)
         InboundEventFactory(partner=partner, booking=big, reservation=reservation)
+        Notification.objects.create(
+            booking=big, status_version=index + 2, kind="confirmed", message="confirmed"
+        )
         InboundEventFactory(
             partner=partner, state="rejected", signature_valid=False, raw_body=big.reference.encode()
         )
     small = Booking.objects.select_related("partner").get(pk=small.pk)
     big = Booking.objects.select_related("partner").get(pk=big.pk)
 
-    with django_assert_num_queries(5):
+    with django_assert_num_queries(6):
         assert len(booking_timeline(small)) == 1
-    with django_assert_num_queries(5):
-        assert len(booking_timeline(big)) == 25 * 3  # refused deliveries naming it are not its story
+    with django_assert_num_queries(6):
+        assert len(booking_timeline(big)) == 25 * 4  # refused deliveries naming it are not its story
 
 
 @pytest.mark.parametrize("zone", ["UTC", "America/St_Johns"])

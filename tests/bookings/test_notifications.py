@@ -1,0 +1,413 @@
+"""Notifications (bookings/notifications.py): at most one email per change the customer did not
+cause, sent by a real Dramatiq worker to a real SMTP server (the project's sink, or a scripted
+aiosmtpd server that refuses or hangs up), retried with backoff when refused, re-queued by the
+sweeper when its message is lost, and never sent again once its outcome is unknown."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from email import message_from_bytes
+from email.message import EmailMessage
+from email.policy import default as default_policy
+
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, Session
+from django.db import transaction
+from django.test import Client
+from django.utils import timezone
+
+from bookings import notifications
+from bookings.models import Actor, Booking, Notification, NotificationKind, NotificationState
+from bookings.services import apply_transition, lock_booking
+from bookings.states import BookingState, CustomerMessage
+from bookings.tasks import send_notification
+from reconciliation.selectors.timeline import booking_timeline
+from reconciliation.services.sweeper import booking_due_run, sweep
+from tests.factories import BookingFactory, NotificationFactory, PartnerFactory
+from tests.helpers import unique_code, wait_until
+from tests.partners.conftest import book, wait_for_status
+from tests.sandbox_process import free_port
+
+S = BookingState
+State = NotificationState
+pytestmark = pytest.mark.integration
+
+
+# --- helpers ------------------------------------------------------------------------------------
+def owe_mail(booking: Booking) -> Notification:
+    """The partner's side finishes a cancellation the customer asked for: a change they did not
+    cause on the page, so a mail is owed (its message queued after commit)."""
+    with transaction.atomic():
+        apply_transition(lock_booking(booking.pk), "mark_cancelled", actor=Actor.WORKER)
+    return Notification.objects.get(booking=booking)
+
+
+def cancelling_booking() -> Booking:
+    return BookingFactory(offer__partner=PartnerFactory(code=unique_code("mail")), status=S.CANCEL_REQUESTED)
+
+
+def lose_queued_messages(broker) -> None:
+    """What a Redis restart does to the messages waiting on the notifications queue."""
+    broker.flush(notifications.NOTIFICATIONS_QUEUE)
+
+
+def state_of(notification: Notification) -> str:
+    return Notification.objects.values_list("state", flat=True).get(pk=notification.pk)
+
+
+def wait_for_state(notification: Notification, state: str, timeout_s: float = 15.0) -> Notification:
+    wait_until(
+        lambda: state_of(notification) == state,
+        what=f"notification {notification.pk} to be {state} (now {state_of(notification)})",
+        timeout_s=timeout_s,
+    )
+    notification.refresh_from_db()
+    return notification
+
+
+def notification_rows(booking: Booking) -> list[tuple[str, str]]:
+    """The booking's notification rows on the support timeline, as (kind, mark)."""
+    return [(row.kind, row.mark) for row in booking_timeline(booking) if row.source == "notification"]
+
+
+def body(mail: EmailMessage, subtype: str) -> str:
+    return mail.get_body((subtype,)).get_content()
+
+
+@dataclass
+class ScriptedSmtp:
+    """A real SMTP server (aiosmtpd, on a thread) that answers each message in turn as scripted:
+    `refuse` (451, try later), `drop` (hang up once the whole message is in, before answering),
+    and accepts every message past the script."""
+
+    script: list[str]
+    received: list[tuple[float, str, EmailMessage]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        with self.lock:
+            outcome = self.script.pop(0) if self.script else "accept"
+            mail = message_from_bytes(envelope.original_content, policy=default_policy)
+            self.received.append((time.monotonic(), outcome, mail))
+        if outcome == "refuse":
+            return "451 4.3.0 Try again later"
+        if outcome == "drop":
+            server.transport.close()
+            await asyncio.sleep(0)
+        return "250 Message accepted for delivery"
+
+    def outcomes(self) -> list[str]:
+        with self.lock:
+            return [outcome for _, outcome, _ in self.received]
+
+
+@pytest.fixture
+def scripted_smtp(settings) -> Iterator[Callable[..., ScriptedSmtp]]:
+    """`scripted_smtp("refuse", "refuse")`: start a ScriptedSmtp server and send mail to it."""
+    controllers: list[Controller] = []
+
+    def start(*script: str) -> ScriptedSmtp:
+        server = ScriptedSmtp(list(script))
+        port = free_port()
+        controller = Controller(server, hostname="127.0.0.1", port=port, server_hostname="scripted.localhost")
+        controller.start()
+        controllers.append(controller)
+        settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+        settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", port
+        settings.EMAIL_HOST_USER = settings.EMAIL_HOST_PASSWORD = ""
+        settings.EMAIL_USE_TLS = settings.EMAIL_USE_SSL = False
+        return server
+
+    yield start
+    for controller in controllers:
+        controller.stop()
+
+
+# --- the mail itself ------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("kind", "message", "subject"),
+    [
+        (NotificationKind.CONFIRMED, CustomerMessage.CONFIRMED, "Your booking {} is confirmed"),
+        (NotificationKind.NOT_CONFIRMED, CustomerMessage.DECLINED, "Your booking {} could not be confirmed"),
+        (NotificationKind.CANCELLED, CustomerMessage.CANCELLED, "Your booking {} is cancelled"),
+        (
+            NotificationKind.DISRUPTED,
+            CustomerMessage.DISRUPTED_PARTNER_LOST,
+            "A problem with your booking {}",
+        ),
+        (NotificationKind.DISRUPTED, CustomerMessage.DISRUPTED_ENDED, "A problem with your booking {}"),
+        (
+            NotificationKind.TAKING_LONGER,
+            CustomerMessage.TAKING_LONGER,
+            "Your booking {} is taking longer than usual",
+        ),
+    ],
+)
+def test_each_mail_says_what_happened_what_happens_next_and_links_the_booking(
+    db, settings, kind, message, subject
+):
+    settings.SITE_URL = "https://bookings.example/"
+    notification = NotificationFactory(kind=kind, message=message)
+    booking = notification.booking
+
+    mail = notifications.compose(notification)
+
+    html = mail.alternatives[0].content
+    assert mail.subject == subject.format(booking.reference)
+    assert mail.to == [booking.customer.email]
+    assert mail.extra_headers == {
+        "Message-ID": f"<notification-{notification.pk}@localhost>",
+        "X-Booking-Reference": booking.reference,
+        "X-Booking-Status-Version": str(notification.status_version),
+        "X-Notification-Kind": kind,
+    }
+    link = f"https://bookings.example/bookings/{booking.reference}/"
+    for text in (mail.body, html):
+        assert message.label.split(".")[0] in text  # the words the customer was shown
+        assert "What happens next" in text
+        assert link in text
+        assert booking.reference in text
+        assert not {"charge", "refund", "payment", "paid"} & set(text.lower().replace(".", " ").split())
+
+
+def test_a_customer_without_an_address_is_not_mailed_and_support_sees_why(transactional_db):
+    notification = NotificationFactory(booking__customer__email="")
+
+    assert notifications.notification_send(notification_id=notification.pk) is None
+
+    notification.refresh_from_db()
+    assert (notification.state, notification.error) == (State.FAILED, "the customer has no email address")
+    assert notification_rows(notification.booking) == [
+        ("notification.queued", ""),
+        ("notification.failed", "failed"),
+    ]
+
+
+# --- with the real partner, worker and SMTP sink ----------------------------------------------
+def test_a_confirmation_by_the_partner_sends_exactly_one_email(harness, partner_worker, mail_sink, settings):
+    settings.SITE_URL = "https://bookings.example"
+    h = harness("reference")
+    booking = book(h)
+    partner_worker(h.partner)
+
+    wait_for_status(booking, S.CONFIRMED)
+    notification = wait_for_state(Notification.objects.get(booking=booking), State.SENT)
+
+    booking.refresh_from_db()
+    assert (notification.kind, notification.status_version, notification.attempts) == (
+        NotificationKind.CONFIRMED,
+        booking.status_version,
+        1,
+    )
+    (mail,) = mail_sink.messages()
+    assert mail["To"] == booking.customer.email
+    assert mail["Subject"] == f"Your booking {booking.reference} is confirmed"
+    assert mail["Message-ID"] == f"<notification-{notification.pk}@localhost>"
+    assert (mail["X-Booking-Reference"], mail["X-Booking-Status-Version"]) == (
+        booking.reference,
+        str(booking.status_version),
+    )
+    assert "Your booking is confirmed." in body(mail, "plain")
+    assert f"https://bookings.example/bookings/{booking.reference}/" in body(mail, "html")
+    assert notification_rows(booking) == [("notification.queued", ""), ("notification.sent", "")]
+    assert Notification.objects.filter(booking=booking).count() == 1
+
+
+def test_the_customers_own_cancel_mails_nothing_for_cancelling_and_once_for_cancelled(
+    harness, partner_worker, mail_sink
+):
+    h = harness("reference")
+    booking = book(h)
+    partner_worker(h.partner)
+    wait_for_status(booking, S.CONFIRMED)
+    confirmed = wait_for_state(Notification.objects.get(booking=booking), State.SENT)
+    page = Client()
+    page.force_login(booking.customer)
+
+    # the customer cancels on the booking's page: they see `cancelling` there, and get no mail
+    response = page.post(f"/bookings/{booking.reference}/cancel/")
+
+    assert response.status_code == 302
+    wait_for_status(booking, S.CANCELLED)
+    cancelled = wait_for_state(Notification.objects.exclude(pk=confirmed.pk).get(booking=booking), State.SENT)
+    booking.refresh_from_db()
+    # then: confirmed (v), cancelling (v + 1: theirs, no mail), cancelled (v + 2: the partner's)
+    assert [(n.status_version, n.kind) for n in (confirmed, cancelled)] == [
+        (booking.status_version - 2, NotificationKind.CONFIRMED),
+        (booking.status_version, NotificationKind.CANCELLED),
+    ]
+    assert Notification.objects.filter(booking=booking).count() == 2
+    assert [m["Subject"] for m in mail_sink.messages()] == [
+        f"Your booking {booking.reference} is confirmed",
+        f"Your booking {booking.reference} is cancelled",
+    ]
+
+
+def test_the_slow_message_is_mailed_once_however_often_the_sweeper_looks(
+    harness, partner_worker, mail_sink, settings
+):
+    # given a partner that confirms after a while, and a booking that waits past CUSTOMER_SLOW_AFTER
+    settings.CUSTOMER_SLOW_AFTER = timedelta(seconds=1)
+    h = harness("reference")
+    h.faults(async_confirm_delay_s=6)
+    booking = book(h)
+    partner_worker(h.partner)
+    wait_for_status(booking, S.PENDING_PARTNER)
+    wait_until(
+        lambda: timezone.now() - booking.created_at >= settings.CUSTOMER_SLOW_AFTER,
+        what="the booking to be waiting longer than CUSTOMER_SLOW_AFTER",
+    )
+
+    # when the sweeper finds it due, and looks at it again on later sweeps
+    Booking.objects.filter(pk=booking.pk).update(next_check_at=timezone.now())
+    sweep(partner=h.partner)
+    slow = wait_for_state(
+        wait_until(
+            lambda: Notification.objects.filter(booking=booking).first(), what="the slow notification"
+        ),
+        State.SENT,
+    )
+    booking_due_run(booking.pk)
+    booking_due_run(booking.pk)
+
+    # then it was told once, and then once that it is confirmed
+    wait_for_status(booking, S.CONFIRMED)
+    confirmed = wait_for_state(Notification.objects.exclude(pk=slow.pk).get(booking=booking), State.SENT)
+    assert (slow.kind, confirmed.kind) == (NotificationKind.TAKING_LONGER, NotificationKind.CONFIRMED)
+    assert [m["Subject"] for m in mail_sink.messages()] == [
+        f"Your booking {booking.reference} is taking longer than usual",
+        f"Your booking {booking.reference} is confirmed",
+    ]
+
+
+# --- at most once ---------------------------------------------------------------------------------
+def test_two_messages_for_one_notification_send_one_email(broker, partner_worker, mail_sink):
+    booking = cancelling_booking()
+    notification = owe_mail(booking)  # its message is queued on commit
+    notifications.queue(notification.pk)  # and a second one (a sweep, a redelivery)
+
+    worker = partner_worker(threads=4)  # both run at once
+    wait_for_state(notification, State.SENT)
+    worker.join()
+    send_notification(notification.pk)  # and the actor once more, directly
+
+    notification.refresh_from_db()
+    assert notification.attempts == 1
+    (mail,) = mail_sink.messages()
+    assert mail["Message-ID"] == f"<notification-{notification.pk}@localhost>"
+
+
+def test_a_lost_message_is_queued_again_by_the_sweeper_and_sent_once(broker, partner_worker, mail_sink):
+    booking = cancelling_booking()
+    notification = owe_mail(booking)
+    lose_queued_messages(broker)
+    Notification.objects.filter(pk=notification.pk).update(created_at=timezone.now() - timedelta(minutes=5))
+    partner_worker()
+
+    first = sweep(partner=booking.partner)
+    wait_for_state(notification, State.SENT)
+    second = sweep(partner=booking.partner)
+
+    assert (first.notifications_requeued, second.notifications_requeued) == (1, 0)
+    assert [m["Subject"] for m in mail_sink.messages()] == [f"Your booking {booking.reference} is cancelled"]
+
+
+def test_a_refused_mail_is_retried_with_growing_pauses_until_accepted(
+    broker, partner_worker, scripted_smtp, settings
+):
+    settings.NOTIFICATION_RETRY_BASE_S = 0.4
+    server = scripted_smtp("refuse", "refuse")
+    booking = cancelling_booking()
+    partner_worker()
+
+    notification = wait_for_state(owe_mail(booking), State.SENT)
+
+    assert server.outcomes() == ["refuse", "refuse", "accept"]
+    (first, _, _), (second, _, _), (third, _, accepted) = server.received
+    # pauses from NOTIFICATION_RETRY_BASE_S, doubling
+    assert second - first >= 0.4
+    assert third - second >= 0.8
+    assert accepted["Message-ID"] == f"<notification-{notification.pk}@localhost>"
+    assert (notification.attempts, notification.sent_at is not None) == (3, True)
+    assert "451" in notification.error  # the last refusal stays for support to read
+    [sent] = [row for row in booking_timeline(booking) if row.kind == "notification.sent"]
+    assert "attempt 3" in sent.summary and "451" in sent.summary
+
+
+def test_a_mail_refused_on_every_attempt_is_given_up_as_failed(
+    broker, partner_worker, scripted_smtp, settings
+):
+    settings.NOTIFICATION_RETRY_BASE_S = 0.05
+    settings.NOTIFICATION_MAX_ATTEMPTS = 3
+    server = scripted_smtp("refuse", "refuse", "refuse", "refuse")
+    booking = cancelling_booking()
+    partner_worker()
+
+    notification = wait_for_state(owe_mail(booking), State.FAILED)
+    report = sweep(partner=booking.partner)
+
+    assert server.outcomes() == ["refuse", "refuse", "refuse"]
+    assert (notification.attempts, report.notifications_requeued) == (3, 0)
+    assert notification_rows(booking) == [("notification.queued", ""), ("notification.failed", "failed")]
+
+
+def test_a_connection_dropped_once_the_mail_was_handed_over_is_delivery_unknown_never_resent(
+    broker, partner_worker, scripted_smtp
+):
+    server = scripted_smtp("drop")
+    booking = cancelling_booking()
+    worker = partner_worker()
+
+    notification = wait_for_state(owe_mail(booking), State.DELIVERY_UNKNOWN)
+    notifications.queue(notification.pk)  # a sweep or a redelivery
+    worker.join()
+    send_notification(notification.pk)
+
+    assert server.outcomes() == ["drop"]
+    assert notification.attempts == 1
+    assert "broke off" in notification.error
+    assert notification_rows(booking) == [
+        ("notification.queued", ""),
+        ("notification.delivery_unknown", "unknown"),
+    ]
+
+
+def test_a_send_whose_worker_died_is_settled_as_delivery_unknown_by_the_sweeper_and_never_resent(
+    broker, partner_worker, mail_sink, settings
+):
+    # given a notification claimed by an attempt whose worker died before it said how it ended
+    booking = cancelling_booking()
+    notification = owe_mail(booking)
+    lose_queued_messages(broker)
+    assert notifications._claim(notification.pk)
+    claimed_at = timezone.now() - timedelta(seconds=settings.NOTIFICATION_CLAIM_TIMEOUT_S + 1)
+    Notification.objects.filter(pk=notification.pk).update(
+        created_at=claimed_at - timedelta(seconds=1), claimed_at=claimed_at
+    )
+    worker = partner_worker()
+
+    # when the sweeper looks (a dry run first: it changes nothing)
+    preview = sweep(partner=booking.partner, dry_run=True)
+    assert (preview.notifications_delivery_unknown, state_of(notification)) == (1, State.SENDING)
+    first = sweep(partner=booking.partner)
+    second = sweep(partner=booking.partner)
+
+    # then it is settled as delivery unknown, once, and no message for it sends anything
+    assert (first.notifications_delivery_unknown, second.notifications_delivery_unknown) == (1, 0)
+    assert (first.notifications_requeued, second.notifications_requeued) == (0, 0)
+    notifications.queue(notification.pk)  # its message delivered late after all
+    worker.join()
+    send_notification(notification.pk)
+    notification.refresh_from_db()
+    assert (notification.state, notification.attempts) == (State.DELIVERY_UNKNOWN, 1)
+    assert mail_sink.messages() == []
+    assert notification_rows(booking) == [
+        ("notification.queued", ""),
+        ("notification.delivery_unknown", "unknown"),
+    ]
