@@ -81,8 +81,8 @@ class CustomerMessage(models.TextChoices):
     )
     DISRUPTED = (
         "disrupted",
-        "Something went wrong with your confirmed booking at the partner. Our support team is "
-        "working on it; we will tell you what happens next.",
+        "There is a problem with your booking at the partner that our support team is sorting out. "
+        "We will tell you what happens next.",
     )
     DISRUPTED_ENDED = (
         "disrupted_ended",

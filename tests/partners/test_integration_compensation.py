@@ -74,7 +74,8 @@ def test_a_compensation_that_keeps_failing_goes_to_needs_attention(harness, part
     booking.refresh_from_db()
     assert booking.attention_reason == "compensation_failed"
     assert "Could not cancel" in booking.attention_detail
-    assert booking.customer_status == "pending"  # support is on it; nothing silently "confirmed"
+    # shown confirmed before: support is on it, never "pending" again, nothing silently "confirmed"
+    assert (booking.customer_status, booking.customer_message) == ("disrupted", "disrupted")
     # never verified (a 5xx may even have come after the partner cancelled it): support decides
     duplicate = PartnerReservation.objects.get(booking=booking, role="duplicate")
     assert (duplicate.compensation_reason, duplicate.compensated_at) == ("duplicate", None)

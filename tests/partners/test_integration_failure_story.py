@@ -96,5 +96,10 @@ def test_failure_story_timeout_retry_late_callback(harness, partner_worker):
     assert events["booking.confirmed"].actor == "worker"
     assert events["partner.observation.stale"].actor == "webhook"
     assert events["partner.observation.stale"].partner_time is not None
-    assert events["booking.unknown"].data == {"strategy": "replay_idempotent_create"}
+    assert events["booking.unknown"].data == {
+        "strategy": "replay_idempotent_create",
+        "customer_view": {"from": "pending", "to": "pending", "message": "checking", "status_version": 3},
+    }
+    # what the customer saw: pending (received, placing, checking), then confirmed, in order
     assert booking.customer_status == "confirmed"
+    assert events["booking.confirmed"].data["customer_view"]["status_version"] == booking.status_version == 4

@@ -11,6 +11,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
+from bookings.models import Notification
 from bookings.states import BookingState
 from partners.models import InboundEvent, InboundResult, InboundState
 from partners.services.submission import submission_run
@@ -45,6 +46,15 @@ def test_a_confirmed_submission_and_its_webhook_lock_the_booking_once_a_transact
     assert _count(statements, 'UPDATE "partners_partnerattempt"') == 1
     # the one savepoint left is get_or_create's own, around the reservation's INSERT
     assert _count(statements, "SAVEPOINT") == 1
+    # what the customer is shown rides on each move's own UPDATE and timeline row, and the
+    # confirmation's notification on the same statement as that row
+    assert _count(statements, 'UPDATE "bookings_booking"') == 2
+    assert _count(statements, 'INSERT INTO "bookings_bookingevent"') + _count(statements, "WITH") == 4
+    assert _count(statements, 'INSERT INTO "bookings_notification"') == 0
+    assert (booking.customer_status, booking.status_version) == ("confirmed", 3)
+    assert list(Notification.objects.filter(booking=booking).values_list("status_version", "kind")) == [
+        (3, "confirmed")
+    ]
 
     event = wait_until(
         lambda: InboundEvent.objects.filter(partner=h.partner, state=InboundState.RECEIVED).first(),
