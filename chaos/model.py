@@ -68,6 +68,8 @@ class OurReservation:
     compensation_requested_at: datetime | None
     compensation_reason: str
     compensated_at: datetime | None
+    case_state: str = ""  # its orphan case: open / closed ('' when it has none)
+    case_automation: str = ""
 
 
 @dataclass(frozen=True)

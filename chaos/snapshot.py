@@ -188,6 +188,8 @@ def _reservations(codes: list[str]) -> list[OurReservation]:
             compensation_requested_at=row[6],
             compensation_reason=row[7],
             compensated_at=row[8],
+            case_state=row[9] or "",
+            case_automation=row[10] or "",
         )
         for row in PartnerReservation.objects.filter(partner__code__in=codes).values_list(
             "partner__code",
@@ -199,6 +201,8 @@ def _reservations(codes: list[str]) -> list[OurReservation]:
             "compensation_requested_at",
             "compensation_reason",
             "compensated_at",
+            "orphan_case__state",
+            "orphan_case__automation",
         )
     ]
 

@@ -9,6 +9,7 @@ from chaos.checks.consistency import check_confirmed_matches_partner
 from chaos.checks.ending import check_everything_ends
 from chaos.checks.latency import check_latency
 from chaos.checks.lost import check_no_booking_lost
+from chaos.checks.orphans import check_orphan_cases
 from chaos.checks.reservations import check_partner_reservations
 from chaos.checks.timelines import allowed_transitions, check_observations, check_timelines
 from chaos.model import Snapshot
@@ -26,6 +27,7 @@ def run_all(
     return [
         check_no_booking_lost(snapshot),
         check_partner_reservations(snapshot),
+        check_orphan_cases(snapshot),
         check_confirmed_matches_partner(snapshot),
         check_timelines(snapshot, allowed=allowed),
         check_observations(snapshot),

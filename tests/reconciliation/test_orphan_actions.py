@@ -4,11 +4,16 @@ token, and leaves its row in the case's history (and on the booking's timeline f
 
 from __future__ import annotations
 
+import getpass
+import io
+import json
 from collections.abc import Iterator
 from datetime import date
 from decimal import Decimal
 
 import pytest
+from django.core.management import call_command, load_command_class
+from django.core.management.base import CommandError
 from django.urls import reverse
 
 from bookings.models import Actor, Booking
@@ -470,3 +475,104 @@ def test_ops_link_from_the_console_with_the_preview_naming_the_booking(sandbox, 
     assert f"Linked to {booking.reference} (pending_partner → confirmed)." in done.content.decode()
     booking.refresh_from_db()
     assert booking.status == S.CONFIRMED
+
+
+# --- ops commands ------------------------------------------------------------------------------------
+def ops(*args) -> str:
+    out = io.StringIO()
+    call_command(*args, stdout=out, stderr=io.StringIO())
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("command", ["orphans", "orphan_cancel", "orphan_link", "orphan_close"])
+def test_every_orphan_command_has_help_and_json(command):
+    parser = load_command_class("reconciliation", command).create_parser("manage.py", command)
+    assert "--json" in parser.format_help()
+
+
+def test_orphans_lists_the_open_cases_as_the_console_does(sandbox, partner):
+    listed = stray(sandbox, partner, "BK-ORPH20")
+    closed = stray(sandbox, partner, "BK-ORPH21")
+    OrphanCase.objects.filter(reservation__partner_ref=closed["id"]).update(state="closed")
+
+    rows = json.loads(ops("orphans", "--json", "--partner", partner.code))["cases"]
+    everything = json.loads(ops("orphans", "--json", "--all", "--partner", partner.code))["cases"]
+    text = ops("orphans", "--partner", partner.code)
+
+    assert [(r["partner_ref"], r["client_reference"], r["status"], r["automation"]) for r in rows] == [
+        (listed["id"], "BK-ORPH20", "confirmed", "left_to_support")
+    ]
+    assert rows[0]["last_step"].startswith(f"{listed['id']} (confirmed, from the lookup)")
+    assert sorted(r["partner_ref"] for r in everything) == sorted([listed["id"], closed["id"]])
+    assert listed["id"] in text and closed["id"] not in text
+    with pytest.raises(CommandError, match="No partner"):
+        ops("orphans", "--partner", "nobody")
+
+
+def test_orphan_cancel_previews_asks_and_acts_as_the_console(
+    sandbox, partner, worker, ops_user, support_user
+):
+    made = stray(sandbox, partner, "BK-ORPH22")
+    case = case_of(made["id"])
+
+    dry = json.loads(ops("orphan_cancel", str(case.pk), "--dry-run", "--json"))["previews"][0]
+    assert (dry["allowed"], dry["partner"]["live"], dry["reservations"][0]["theirs"]) == (
+        True,
+        True,
+        "confirmed",
+    )
+    with pytest.raises(CommandError, match="Not confirmed"):
+        ops("orphan_cancel", str(case.pk))  # no terminal, no --yes
+    with pytest.raises(CommandError, match=r"lacks the permission partners\.cancel_orphan"):
+        ops("orphan_cancel", str(case.pk), "--yes", "--as", support_user.username)
+    assert history(case_of(made["id"])) == ["orphan.opened"]
+
+    done = json.loads(
+        ops("orphan_cancel", str(case.pk), "--yes", "--json", "--as", ops_user.username, "--token", "ops-1")
+    )
+    again = json.loads(ops("orphan_cancel", str(case.pk), "--yes", "--json", "--token", "ops-1"))
+
+    assert done["results"][0]["result"]["performed"] is True
+    assert again["results"][0]["result"]["performed"] is False
+    wait_until(lambda: case_of(made["id"]).state == "closed", what="the verified cancel")
+    assert status_at_partner(sandbox, "BK-ORPH22") == ["cancelled"]
+    with pytest.raises(CommandError, match="No orphan case"):
+        ops("orphan_cancel", "999999", "--dry-run")
+
+
+def test_orphan_link_and_close_from_the_shell(sandbox, partner, ops_user):
+    booking = booking_for(partner)
+    to_link = case_of(stray(sandbox, partner, "BK-PHONE3")["id"])
+    to_close = case_of(stray(sandbox, partner, "BK-ORPH23")["id"])
+
+    out = io.StringIO()
+    with pytest.raises(CommandError, match=r"nothing was done \(1 refused\)"):
+        call_command("orphan_link", str(to_link.pk), "--booking", booking.reference, "--yes", stdout=out)
+    assert "say in the note why" in out.getvalue()
+    linked = json.loads(
+        ops(
+            "orphan_link",
+            str(to_link.pk),
+            "--booking",
+            booking.reference,
+            "--note",
+            "phone",
+            "--yes",
+            "--json",
+        )
+    )
+    with pytest.raises(CommandError, match="orphan_close needs --note"):
+        ops("orphan_close", str(to_close.pk), "--yes")
+    closed = ops("orphan_close", str(to_close.pk), "--note", "the partner's test hold", "--yes")
+
+    assert linked["results"][0]["result"]["booking"] == booking.reference
+    booking.refresh_from_db()
+    assert booking.status == S.CONFIRMED
+    assert f"orphan case #{to_close.pk}" in closed and "Case closed." in closed
+    assert (
+        case_of(to_close.reservation.partner_ref).state,
+        case_of(to_close.reservation.partner_ref).closed_by,
+    ) == (
+        "closed",
+        f"ops:{getpass.getuser()}",
+    )

@@ -112,17 +112,16 @@ def confirm(command: BaseCommand, question: str, options: dict[str, Any]) -> Non
         raise CommandError("Not confirmed; nothing was done.")
 
 
-class BookingActionCommand(BaseCommand):
-    """`<action>_booking REF [REF ...]`: preview each booking, then run the support action."""
+class ActionCommand(BaseCommand):
+    """The shape every support action command shares: preview each target (our state beside the
+    partner's), stop there on --dry-run, ask to confirm an action that changes the partner's
+    state or settles an outcome, then run the action on each target once per token."""
 
     action: str = ""
     confirm_question: str = ""  # set for actions that change the partner's state or settle an outcome
     required_to_act: tuple[str, ...] = ()  # options a run needs and a dry run does not
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument(
-            "references", nargs="+", metavar="REF", help="Booking reference(s), e.g. BK-7F3K2Q."
-        )
         parser.add_argument("--note", default="", help="Why; it goes on the timeline.")
         parser.add_argument(
             "--token",
@@ -138,34 +137,48 @@ class BookingActionCommand(BaseCommand):
             parser.add_argument("--yes", action="store_true", help="Do not ask for confirmation.")
         add_operator_arguments(parser)
 
-    def run_action(self, booking, operator: support.Operator, token: str, options: dict[str, Any]):
-        return support.support_action_run(
-            self.action, booking_id=booking.pk, operator=operator, token=token, note=options["note"]
-        )
+    # --- what each kind of target supplies ---
+    def permission(self) -> str:
+        raise NotImplementedError
+
+    def targets(self, options: dict[str, Any]) -> list[Any]:
+        raise NotImplementedError
+
+    def preview(self, target: Any, operator: support.Operator, options: dict[str, Any]) -> Any:
+        raise NotImplementedError
+
+    def print_preview(self, console: Console, shown: Any) -> None:
+        raise NotImplementedError
+
+    def perform(self, shown: Any, operator: support.Operator, token: str, options: dict[str, Any]) -> Any:
+        raise NotImplementedError
+
+    def label(self, shown: Any) -> str:
+        raise NotImplementedError
 
     def handle(self, *args, **options) -> None:
         missing = [f"--{name}" for name in self.required_to_act if not options[name]]
         if missing and not options["dry_run"]:
             raise CommandError(f"{self.action} needs {' and '.join(missing)} (--dry-run shows the choices).")
         operator = operator_from(options)
-        permission = support.ACTIONS[self.action]["permission"]
-        if not operator.can(permission):
-            raise CommandError(f"{operator.label} lacks the permission {permission}.")
-        bookings = []
-        for reference in options["references"]:
-            try:
-                bookings.append(support.booking_by_reference(reference))
-            except ApplicationError as exc:
-                raise CommandError(exc.message) from exc
+        if not operator.can(self.permission()):
+            raise CommandError(f"{operator.label} lacks the permission {self.permission()}.")
+        try:
+            targets = self.targets(options)
+        except ApplicationError as exc:
+            raise CommandError(exc.message) from exc
         console = console_for(self)
         previews = []
-        with progress_over(self, bookings, "previewing") as step:
-            for booking in bookings:
-                previews.append(support.preview(self.action, booking, live=not options["no_live"]))
+        with progress_over(self, targets, "previewing") as step:
+            for target in targets:
+                try:
+                    previews.append(self.preview(target, operator, options))
+                except ApplicationError as exc:
+                    raise CommandError(exc.message) from exc
                 step()
         if not options["json"]:
             for shown in previews:
-                print_preview(console, shown)
+                self.print_preview(console, shown)
         if options["dry_run"]:
             if options["json"]:
                 dump(self, {"dry_run": True, "previews": [p.as_dict() for p in previews]})
@@ -178,7 +191,7 @@ class BookingActionCommand(BaseCommand):
         with progress_over(self, previews, self.action) as step:
             for shown in previews:
                 try:
-                    result = self.run_action(shown.booking, operator, token, options)
+                    result = self.perform(shown, operator, token, options)
                     results.append({"preview": shown.as_dict(), "result": result.as_dict()})
                     if not options["json"]:
                         style = "green" if result.performed else "yellow"
@@ -187,7 +200,7 @@ class BookingActionCommand(BaseCommand):
                             if result.from_state != result.to_state
                             else ""
                         )
-                        console.print(f"[{style}]{shown.booking.reference}{moved}: {result.message}[/]")
+                        console.print(f"[{style}]{self.label(shown)}{moved}: {result.message}[/]")
                 except support.SupportActionDenied as exc:
                     raise CommandError(exc.message) from exc
                 except ApplicationError as exc:
@@ -196,12 +209,123 @@ class BookingActionCommand(BaseCommand):
                         {"preview": shown.as_dict(), "error": {"code": exc.code, "message": exc.message}}
                     )
                     if not options["json"]:
-                        console.print(f"[red]{shown.booking.reference}: {exc.message}[/]")
+                        console.print(f"[red]{self.label(shown)}: {exc.message}[/]")
                 step()
         if options["json"]:
             dump(self, {"token": token, "results": results})
         if failures and failures == len(previews):
             raise CommandError(f"{self.action}: nothing was done ({failures} refused).")
+
+
+class BookingActionCommand(ActionCommand):
+    """`<action>_booking REF [REF ...]`: preview each booking, then run the support action."""
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "references", nargs="+", metavar="REF", help="Booking reference(s), e.g. BK-7F3K2Q."
+        )
+        super().add_arguments(parser)
+
+    def permission(self) -> str:
+        return support.ACTIONS[self.action]["permission"]
+
+    def targets(self, options: dict[str, Any]) -> list[Any]:
+        return [support.booking_by_reference(reference) for reference in options["references"]]
+
+    def preview(self, target: Any, operator: support.Operator, options: dict[str, Any]) -> support.Preview:
+        return support.preview(self.action, target, live=not options["no_live"])
+
+    def print_preview(self, console: Console, shown: support.Preview) -> None:
+        print_preview(console, shown)
+
+    def perform(
+        self, shown: support.Preview, operator: support.Operator, token: str, options: dict[str, Any]
+    ):
+        return self.run_action(shown.booking, operator, token, options)
+
+    def run_action(self, booking, operator: support.Operator, token: str, options: dict[str, Any]):
+        return support.support_action_run(
+            self.action, booking_id=booking.pk, operator=operator, token=token, note=options["note"]
+        )
+
+    def label(self, shown: support.Preview) -> str:
+        return shown.booking.reference
+
+
+def orphan_preview_table(shown: support.OrphanPreview) -> Table:
+    case, reservation = shown.case, shown.reservation
+    table = Table(title=f"{shown.title}: orphan case #{case.pk}", show_lines=False)
+    table.add_column("")
+    table.add_column("ours")
+    table.add_column(f"{reservation.partner.code} ({'live' if shown.partner.live else 'last known'})")
+    table.add_row("case", f"{case.state}, {case.get_automation_display().lower()}", "")
+    table.add_row("client reference", reservation.client_reference or "(none)", "")
+    for pair in shown.pairs:
+        version = f" v{pair.version_ours}" if pair.version_ours is not None else ""
+        theirs_version = f" v{pair.version_theirs}" if pair.version_theirs is not None else ""
+        mark = " [bold red]≠[/]" if pair.mismatch else ""
+        table.add_row(
+            pair.partner_ref,
+            (pair.ours + version) if pair.ours else "(unknown to us)",
+            ((pair.theirs + theirs_version) if pair.theirs else "(not listed)") + mark,
+        )
+    if shown.booking is not None:
+        live = ", ".join(shown.booking_live) or "nothing"
+        table.add_row("booking", f"{shown.booking.reference} {shown.booking.status}, holds {live} live", "")
+    if shown.partner.note:
+        table.caption = shown.partner.note
+    return table
+
+
+class OrphanActionCommand(ActionCommand):
+    """`orphan_<action> CASE [CASE ...]`: preview each orphan case, then run the action on it."""
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "cases", nargs="+", metavar="CASE", help="Orphan case number(s), as `orphans` lists them."
+        )
+        super().add_arguments(parser)
+
+    def permission(self) -> str:
+        return support.ORPHAN_ACTIONS[self.action]["permission"]
+
+    def targets(self, options: dict[str, Any]) -> list[Any]:
+        return [support.orphan_case_by_id(case) for case in options["cases"]]
+
+    def preview(
+        self, target: Any, operator: support.Operator, options: dict[str, Any]
+    ) -> support.OrphanPreview:
+        return support.orphan_preview(
+            self.action,
+            target,
+            operator=operator,
+            booking_reference=options.get("booking") or "",
+            live=not options["no_live"],
+        )
+
+    def print_preview(self, console: Console, shown: support.OrphanPreview) -> None:
+        console.print(orphan_preview_table(shown))
+        if shown.allowed:
+            for effect in shown.effects:
+                console.print(f"  • {effect}")
+        else:
+            console.print(f"[bold red]Not possible now:[/] {shown.refusal}")
+
+    def perform(
+        self, shown: support.OrphanPreview, operator: support.Operator, token: str, options: dict[str, Any]
+    ):
+        return support.support_orphan_action_run(
+            self.action,
+            case_id=shown.case.pk,
+            operator=operator,
+            token=token,
+            note=options["note"],
+            booking_reference=shown.booking.reference if shown.booking else "",
+            expected_live=shown.booking_live,
+        )
+
+    def label(self, shown: support.OrphanPreview) -> str:
+        return f"orphan case #{shown.case.pk} ({shown.reservation.partner_ref})"
 
 
 def rows_table(title: str, columns: Iterable[str], rows: Iterable[Iterable[Any]]) -> Table:
