@@ -3,8 +3,8 @@ the live server, a real Dramatiq worker and a real sandbox partner.
 
 Support logs in, opens a needs-attention booking from the queue, reads its timeline and forces a
 sync (the preview asks the sandbox live); ops logs in, compensates, and sees the booking failed
-and the reservation cancelled at the partner and verified. Screenshots go to
-artifacts/screenshots/.
+and the reservation cancelled at the partner and verified; ops cancels an orphan from its case
+page and sees the case close itself. Screenshots go to artifacts/screenshots/.
 """
 
 from __future__ import annotations
@@ -20,7 +20,9 @@ from django.utils import timezone
 from bookings.models import Booking
 from bookings.states import BookingState
 from bookings.timeline import record_event
-from partners.models import PartnerReservation
+from partners.connectors import connector_for
+from partners.models import OrphanCase, PartnerReservation, Source
+from partners.services.observations import observation_apply
 from tests.factories import (
     PASSWORD,
     BookingFactory,
@@ -218,3 +220,54 @@ def test_support_syncs_and_ops_compensates_in_the_console(
     _shot(page, "08-state-machine")
     page.goto(f"{live_server.url}/admin/bookings/booking/?status__exact=failed")
     _shot(page, "09-booking-list")
+
+
+def test_ops_cancels_an_orphan_from_its_case_in_the_console(
+    page, live_server, sandbox, worker, broker, ops_user, settings
+):
+    # given a reservation the sandbox holds that no booking of ours wants, left to support
+    settings.PARTNER_COMPENSATE_ORPHANS = False
+    partner = PartnerFactory(code=unique_code(), base_url=sandbox.base_url, api_key=API_KEY)
+    broker.declare_queue(partner.queue_name)
+    stray = sandbox.request("POST", "/v1/reservations", json=reference_body("BK-STRAY8")).json()
+    observation_apply(
+        partner=partner,
+        snapshot=connector_for(partner).get(stray["id"]).reservation,
+        source=Source.LOOKUP,
+        actor="worker",
+    )
+    case = OrphanCase.objects.get(reservation__partner_ref=stray["id"])
+
+    # when ops opens it from the orphan queue
+    _login(page, live_server, ops_user.username)
+    page.goto(f"{live_server.url}/admin/partners/orphancase/")
+    assert stray["id"] in page.inner_text("#orphans")
+    _shot(page, "10-orphan-queue")
+    page.click(f"#orphans a:text('#{case.pk}')")
+    page.wait_for_selector("#history")
+    assert "orphan.opened" in page.inner_text("#history")
+    _shot(page, "11-orphan-case")
+
+    # and cancels it at the partner: the preview asked the sandbox live, beside our record
+    page.click("#orphan-actions a[data-action=orphan_cancel]")
+    page.wait_for_selector("#confirm-form")
+    assert "Asked live" in page.inner_text("#theirs")
+    assert "confirmed" in page.inner_text("#pairs")
+    _shot(page, "12-orphan-cancel-preview")
+    page.fill("#id_note", "Not ours: a test hold at the partner")
+    page.click("#confirm-form input[type=submit]")
+    page.wait_for_selector(".messagelist")
+    assert "Cancel queued." in page.inner_text(".messagelist")
+
+    # then the worker cancelled it, verified, and the case closed itself
+    wait_until(
+        lambda: OrphanCase.objects.filter(pk=case.pk, state="closed").exists(),
+        timeout_s=20,
+        what="the verified cancel to close the case",
+    )
+    page.reload()
+    history = page.inner_text("#history")
+    assert "support.orphan_cancel_requested" in history and ops_user.username in history
+    assert "orphan.cancel_verified" in history
+    assert [r["status"] for r in sandbox.truth("BK-STRAY8")] == ["cancelled"]
+    _shot(page, "13-orphan-closed")
