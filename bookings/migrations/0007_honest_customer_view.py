@@ -5,7 +5,7 @@ from collections import defaultdict
 import django.db.models.deletion
 import django.utils.timezone
 from django.db import migrations, models
-from django.db.models import OuterRef, Q, Subquery
+from django.db.models import F, OuterRef, Q, Subquery
 
 from bookings.customer_view import Facts, derive
 
@@ -26,6 +26,9 @@ def derive_existing_views(apps, schema_editor):
         .values("occurred_at")[:1]
     )
     Booking.objects.update(confirmed_shown_at=Subquery(first_confirmed))
+    Booking.objects.filter(status="confirmed", confirmed_shown_at=None).update(
+        confirmed_shown_at=F("status_changed_at")
+    )
 
     fenced = PartnerAttempt.objects.filter(
         operation="create", outcome__in=["in_flight", "ambiguous"], resolved_at__isnull=True
