@@ -208,9 +208,16 @@ def _refuse(delivery: Delivery, *, status: int, code: str, why: str) -> Receipt:
     event = _keep_refused(
         delivery, state=InboundState.REJECTED, result=InboundResult.REJECTED, authentic=False, why=why
     )
-    logger.warning(
-        "webhook refused", extra={"partner": delivery.partner.code, "code": code, "why": why[:200]}
-    )
+    if event is not None:  # a line per stored one: a flood past the limits must not flood the log
+        logger.warning(
+            "webhook refused",
+            extra={
+                "partner": delivery.partner.code,
+                "code": code,
+                "why": why[:200],
+                "source": delivery.source,
+            },
+        )
     return Receipt(status, code, why, event)
 
 
