@@ -1,9 +1,10 @@
 """Sandbox partners: real partner servers that misbehave on purpose.
 
 One process serves one partner speaking either protocol of `docs/partner-protocols.md` (`reference`
-or `legacy`), keeps its own ground truth in its own SQLite file and injects the faults listed
-there. It is a partner system, not part of ours: nothing here imports the project's apps, its
-settings or the Django ORM, so it can run (`python -m sandbox.server`) without them.
+or `legacy`), or the payment provider (`payments`, the subset of Stripe's API its SDK uses), keeps
+its own ground truth in its own SQLite file and injects the faults listed there. It is a partner
+system, not part of ours: nothing here imports the project's apps, its settings or the Django ORM,
+so it can run (`python -m sandbox.server`) without them.
 
 Modules:
     clock       the partner's (possibly skewed) clock and its time formats
@@ -15,7 +16,11 @@ Modules:
     webhooks    the persistent webhook outbox and its sender thread
     reference   the `reference` wire protocol
     legacy      the `legacy` wire protocol
-    wire        what both protocols share: JSON responses, body checks, routes, call context
+    payments    the `payments` profile: Stripe's PaymentIntents, refunds and charges endpoints
+    payment_ledger  the provider's rules: authorize, capture, cancel, refund, lapse; events
+    payment_keys    Stripe's idempotency keys: saved answers, replays, mismatches
+    stripe_wire     Stripe's wire format: form-encoded params, errors, lists, Stripe-Signature
+    wire        what the protocols share: JSON responses, body checks, routes, call context
     control     the `/_sandbox/*` endpoints (faults, ground truth, stats, reset)
     app         the WSGI application: routing, auth, fault injection around every call
     listener    the HTTP port (cheroot), closed and reopened by an outage window

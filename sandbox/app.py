@@ -124,7 +124,7 @@ class SandboxApp:
             self.hang_and_drop()
         if after_commit:
             self.store.bump("faults", "error_5xx_after_commit")
-            return self.protocol.server_error()
+            return self.protocol.server_error_after_commit(request, response)
         if response.status_code < 300 and self.faults.chance("garbage_values_rate"):
             self.spoil(response)
         return response

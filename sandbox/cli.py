@@ -25,7 +25,7 @@ FAULT_HELP = {
     "webhook_delay_s": "extra delay before delivering webhooks, min,max seconds",
     "webhook_early_rate": "share of creates whose webhook is sent before the POST's response",
     "clock_skew_s": "offset of the partner's clock in seconds (timestamps and Date header)",
-    "honour_idempotency_keys": "true|false (reference profile only)",
+    "honour_idempotency_keys": "true|false (reference and payments profiles)",
     "partner_cancel_rate": "share of confirmed reservations the partner later cancels on its own",
     "partner_cancel_delay_s": "when the partner cancels, min,max seconds after confirming",
     "vanish_rate": "share of reservations the partner later loses (404, absent from lookups and listings)",
@@ -44,13 +44,16 @@ class ConfigError(ValueError):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--profile", choices=("reference", "legacy"), required=True)
+    parser.add_argument("--profile", choices=("reference", "legacy", "payments"), required=True)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--store", required=True, help="SQLite file of this partner's own store")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--api-key", default="sandbox-key")
-    parser.add_argument("--webhook-url", help="reference: where webhooks are delivered")
-    parser.add_argument("--webhook-secret", help="reference: whsec_<base64> signing secret")
+    parser.add_argument("--webhook-url", help="reference, payments: where webhooks are delivered")
+    parser.add_argument(
+        "--webhook-secret",
+        help="reference: whsec_<base64> signing secret; payments: the endpoint's whsec_...",
+    )
     parser.add_argument(
         "--timezone", default="UTC", help="partner-local time zone (legacy times, reference offsets)"
     )
@@ -110,7 +113,8 @@ def config_from_options(options: dict[str, Any]) -> SandboxConfig:
     except FaultSettingError as exc:
         raise ConfigError(str(exc)) from exc
     profile = options["profile"]
-    if profile == "reference" and options.get("webhook_url") and not options.get("webhook_secret"):
+    sends_webhooks = profile in ("reference", "payments")
+    if sends_webhooks and options.get("webhook_url") and not options.get("webhook_secret"):
         raise ConfigError("--webhook-url needs --webhook-secret")
     try:
         ZoneInfo(options.get("timezone") or "UTC")
@@ -122,7 +126,7 @@ def config_from_options(options: dict[str, Any]) -> SandboxConfig:
         store=Path(options["store"]),
         host=options.get("host") or "127.0.0.1",
         api_key=options.get("api_key") or "sandbox-key",
-        webhook_url=options.get("webhook_url") if profile == "reference" else None,
+        webhook_url=options.get("webhook_url") if sends_webhooks else None,
         webhook_secret=options.get("webhook_secret"),
         timezone=options.get("timezone") or "UTC",
         catalogue=_catalogue(options),

@@ -5,7 +5,7 @@ These are the sandbox's own endpoints, not the partner API, so no fault applies 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,7 +13,15 @@ from werkzeug.wrappers import Request, Response
 
 from sandbox.faults import WINDOW_KEYS, Faults, FaultSettingError
 from sandbox.ledger import Ledger, Product
-from sandbox.wire import BadRequest, Route, WireProtocol, json_response, read_json_object
+from sandbox.store import Store
+from sandbox.wire import (
+    BadRequest,
+    ReservationWire,
+    Route,
+    WireProtocol,
+    json_response,
+    read_json_object,
+)
 
 
 class Control:
@@ -21,23 +29,24 @@ class Control:
         self,
         *,
         protocol: WireProtocol,
-        ledger: Ledger,
+        store: Store,
         faults: Faults,
         info: dict[str, Any],
+        truth: Sequence[Route],
         on_faults_changed: Callable[[], None] = lambda: None,
     ) -> None:
         self.protocol = protocol
-        self.ledger = ledger
-        self.store = ledger.store
+        self.store = store
         self.faults = faults
         self.info = info
+        self.truth = truth  # the profile's ground-truth endpoints
         self._on_faults_changed = on_faults_changed
 
     def routes(self) -> list[Route]:
         return [
             Route("/_sandbox/faults", ("GET",), "sandbox_faults", self.get_faults),
             Route("/_sandbox/faults", ("POST",), "sandbox_set_faults", self.set_faults),
-            Route("/_sandbox/reservations", ("GET",), "sandbox_reservations", self.reservations),
+            *self.truth,
             Route("/_sandbox/stats", ("GET",), "sandbox_stats", self.stats),
             Route("/_sandbox/reset", ("POST",), "sandbox_reset", self.reset),
             Route("/_sandbox/info", ("GET",), "sandbox_info", self.get_info),
@@ -55,20 +64,6 @@ class Control:
             return self.protocol.error(400, "invalid_fault", str(exc))
         self._on_faults_changed()
         return json_response(200, settings.as_json())
-
-    def reservations(self, request: Request) -> Response:
-        client_reference = request.args.get("client_reference") or request.args.get("ref")
-        history = self.ledger.history()
-        return json_response(
-            200,
-            {
-                "profile": self.protocol.name,
-                "reservations": [
-                    self.protocol.ground_truth(r, history.get(r.id, []))
-                    for r in self.ledger.all(client_reference)
-                ],
-            },
-        )
 
     def stats(self, request: Request) -> Response:
         counters = self.store.counters()
@@ -125,3 +120,22 @@ def catalogue_json(catalogue: dict[str, Product] | None) -> list[dict[str, Any]]
     if catalogue is None:
         return None
     return [{"id": p.id, "capacity": p.capacity, "price": str(p.price)} for p in catalogue.values()]
+
+
+def reservation_truth(protocol: ReservationWire, ledger: Ledger) -> Route:
+    """`GET /_sandbox/reservations`: every reservation with its history, vanished ones included."""
+
+    def reservations(request: Request) -> Response:
+        client_reference = request.args.get("client_reference") or request.args.get("ref")
+        history = ledger.history()
+        return json_response(
+            200,
+            {
+                "profile": protocol.name,
+                "reservations": [
+                    protocol.ground_truth(r, history.get(r.id, [])) for r in ledger.all(client_reference)
+                ],
+            },
+        )
+
+    return Route("/_sandbox/reservations", ("GET",), "sandbox_reservations", reservations)

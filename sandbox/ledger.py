@@ -23,7 +23,7 @@ from sandbox.store import Reservation, Store
 
 if TYPE_CHECKING:
     from sandbox.initiatives import Initiatives
-    from sandbox.webhooks import Outbox
+    from sandbox.webhooks import ReservationOutbox
 
 LIVE = ("pending", "confirmed")
 SETTLE_BATCH = 100
@@ -83,7 +83,7 @@ class Ledger:
         faults: Faults,
         clock: PartnerClock,
         catalogue: dict[str, Product] | None,
-        outbox: Outbox | None,
+        outbox: ReservationOutbox | None,
         on_pending: Callable[[], None] = lambda: None,
     ) -> None:
         self.store = store

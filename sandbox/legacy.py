@@ -98,6 +98,9 @@ class LegacyProtocol:
     def server_error(self) -> Response:
         return self.error(503, "server_error", "service unavailable")
 
+    def server_error_after_commit(self, request: Request, committed: Response) -> Response:
+        return self.server_error()
+
     def render(self, reservation: Reservation) -> dict[str, Any]:
         return {
             "booking_no": reservation.seq,

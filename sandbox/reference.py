@@ -21,7 +21,7 @@ from sandbox.ledger import (
     UnknownProduct,
 )
 from sandbox.store import Reservation
-from sandbox.webhooks import Outbox
+from sandbox.webhooks import ReservationOutbox
 from sandbox.wire import (
     BadRequest,
     CallContext,
@@ -93,7 +93,7 @@ class ReferenceProtocol:
         self,
         *,
         ledger: Ledger,
-        outbox: Outbox | None,
+        outbox: ReservationOutbox | None,
         faults: Faults,
         clock: PartnerClock,
         lookup_by_reference: bool = True,
@@ -134,6 +134,9 @@ class ReferenceProtocol:
     def server_error(self) -> Response:
         status = self.faults.choice(SERVER_ERRORS)
         return self.error(status, "server_error", "the partner failed; try again later")
+
+    def server_error_after_commit(self, request: Request, committed: Response) -> Response:
+        return self.server_error()
 
     def render(self, reservation: Reservation) -> dict[str, Any]:
         return render(reservation, self.clock)

@@ -1,7 +1,7 @@
 """Assemble one sandbox partner and run it on cheroot until SIGTERM/SIGINT.
 
-`python -m sandbox.server --profile reference --port 8101 --store var/p.sqlite3 ...`
-runs it without Django; `manage.py run_sandbox_partner` takes the same options.
+`python -m sandbox.server --profile reference --port 8101 --store var/p.sqlite3 ...` (or `legacy`, or
+`payments`) runs it without Django; `manage.py run_sandbox_partner` takes the same options.
 """
 
 from __future__ import annotations
@@ -19,16 +19,19 @@ from zoneinfo import ZoneInfo
 
 from sandbox.app import SandboxApp
 from sandbox.clock import PartnerClock
-from sandbox.control import Control, catalogue_json
+from sandbox.control import Control, catalogue_json, reservation_truth
 from sandbox.faults import Faults, FaultSettings
 from sandbox.initiatives import Initiatives
 from sandbox.ledger import Ledger, Product
 from sandbox.legacy import LegacyProtocol
 from sandbox.listener import JOIN_TIMEOUT_S, Listener
+from sandbox.payment_ledger import PaymentLedger
+from sandbox.payments import PaymentsProtocol
 from sandbox.reference import GARBAGE, ReferenceProtocol, render
 from sandbox.store import Store
-from sandbox.webhooks import Outbox
-from sandbox.wire import WireProtocol
+from sandbox.stripe_wire import stripe_signer
+from sandbox.webhooks import Outbox, ReservationOutbox, standard_webhooks_signer
+from sandbox.wire import ReservationWire, Route, WireProtocol
 
 logger = logging.getLogger("sandbox")
 
@@ -75,7 +78,7 @@ class Worker(threading.Thread):
 
 
 class Sandbox:
-    """One partner: store, faults, ledger, protocol, background threads and the HTTP port."""
+    """One partner: store, faults, its profile's rules and protocol, background threads, the port."""
 
     def __init__(self, config: SandboxConfig) -> None:
         self.config = config
@@ -83,53 +86,18 @@ class Sandbox:
         self.store = Store(config.store, config.profile)
         self.faults = Faults(config.faults)
         self.clock = PartnerClock(self.faults.skew_s, ZoneInfo(config.timezone))
-        self.outbox: Outbox | None = None
-        if config.profile == "reference" and config.webhook_url and config.webhook_secret:
-            self.outbox = Outbox(
-                store=self.store,
-                faults=self.faults,
-                clock=self.clock,
-                url=config.webhook_url,
-                secret=config.webhook_secret,
-                render=lambda r: render(r, self.clock),
-                garbage=GARBAGE,
-                stopping=self.stopping,
-            )
-        self.ledger = Ledger(
-            store=self.store,
-            faults=self.faults,
-            clock=self.clock,
-            catalogue=config.catalogue,
-            outbox=self.outbox,
-        )
-        self.ledger.release_stale_keys()
-        self.initiatives = Initiatives(ledger=self.ledger)
-        self.ledger.initiatives = self.initiatives
+        self.workers: list[Worker] = []
         self.protocol: WireProtocol
-        if config.profile == "reference":
-            self.protocol = ReferenceProtocol(
-                ledger=self.ledger,
-                outbox=self.outbox,
-                faults=self.faults,
-                clock=self.clock,
-                lookup_by_reference=config.lookup_by_reference,
-            )
+        if config.profile == "payments":
+            self.protocol, truth = self._assemble_payments()
         else:
-            self.protocol = LegacyProtocol(ledger=self.ledger, clock=self.clock)
-        settler = Worker("sandbox-settler", self.ledger.settle_due, self.stopping)
-        self.ledger.on_pending = settler.wake
-        initiator = Worker("sandbox-initiatives", self.initiatives.run_due, self.stopping)
-        self.initiatives.wake = initiator.wake
-        self.workers = [settler, initiator]
-        if self.outbox is not None:
-            sender = Worker("sandbox-webhooks", self.outbox.deliver_due, self.stopping)
-            self.outbox.wake = sender.wake
-            self.workers.append(sender)
+            self.protocol, truth = self._assemble_reservations()
         control = Control(
             protocol=self.protocol,
-            ledger=self.ledger,
+            store=self.store,
             faults=self.faults,
             info=self._info(),
+            truth=truth,
             on_faults_changed=self._wake_all,
         )
         self.app = SandboxApp(
@@ -152,7 +120,69 @@ class Sandbox:
             store=self.store,
             stopping=self.stopping,
         )
-        self.workers.append(Worker("sandbox-outage", self.listener.watch_outage, self.stopping))
+        self._add_worker("sandbox-outage", self.listener.watch_outage)
+
+    def _add_worker(self, name: str, step: Callable[[], float]) -> Worker:
+        worker = Worker(name, step, self.stopping)
+        self.workers.append(worker)
+        return worker
+
+    def _outbox_options(self) -> dict[str, Any]:
+        return {"store": self.store, "faults": self.faults, "clock": self.clock, "stopping": self.stopping}
+
+    def _assemble_reservations(self) -> tuple[WireProtocol, list[Route]]:
+        """A booking partner (`reference` or `legacy`): reservations, settling, its own initiatives."""
+        config = self.config
+        outbox: ReservationOutbox | None = None
+        if config.profile == "reference" and config.webhook_url and config.webhook_secret:
+            outbox = ReservationOutbox(
+                url=config.webhook_url,
+                sign=standard_webhooks_signer(config.webhook_secret),
+                render=lambda r: render(r, self.clock),
+                garbage=GARBAGE,
+                **self._outbox_options(),
+            )
+        ledger = Ledger(
+            store=self.store,
+            faults=self.faults,
+            clock=self.clock,
+            catalogue=config.catalogue,
+            outbox=outbox,
+        )
+        ledger.release_stale_keys()
+        initiatives = Initiatives(ledger=ledger)
+        ledger.initiatives = initiatives
+        protocol: ReservationWire
+        if config.profile == "reference":
+            protocol = ReferenceProtocol(
+                ledger=ledger,
+                outbox=outbox,
+                faults=self.faults,
+                clock=self.clock,
+                lookup_by_reference=config.lookup_by_reference,
+            )
+        else:
+            protocol = LegacyProtocol(ledger=ledger, clock=self.clock)
+        ledger.on_pending = self._add_worker("sandbox-settler", ledger.settle_due).wake
+        initiatives.wake = self._add_worker("sandbox-initiatives", initiatives.run_due).wake
+        if outbox is not None:
+            outbox.wake = self._add_worker("sandbox-webhooks", outbox.deliver_due).wake
+        return protocol, [reservation_truth(protocol, ledger)]
+
+    def _assemble_payments(self) -> tuple[WireProtocol, list[Route]]:
+        """The payment provider: intents, charges, refunds, expiring authorizations, Stripe's wire."""
+        config = self.config
+        outbox: Outbox | None = None
+        if config.webhook_url and config.webhook_secret:
+            outbox = Outbox(
+                url=config.webhook_url, sign=stripe_signer(config.webhook_secret), **self._outbox_options()
+            )
+        ledger = PaymentLedger(store=self.store, faults=self.faults, clock=self.clock, outbox=outbox)
+        protocol = PaymentsProtocol(ledger=ledger, faults=self.faults)
+        self._add_worker("sandbox-expiry", ledger.expire_due)
+        if outbox is not None:
+            outbox.wake = self._add_worker("sandbox-webhooks", outbox.deliver_due).wake
+        return protocol, protocol.truth_routes()
 
     def _info(self) -> dict[str, Any]:
         return {

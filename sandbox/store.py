@@ -156,6 +156,7 @@ class Store:
         self._write_lock = threading.Lock()
         self._conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
+        self._data_tables = list(DATA_TABLES)
         conn = self.conn()
         conn.execute("PRAGMA journal_mode=WAL")
         conn.executescript(SCHEMA)
@@ -167,6 +168,11 @@ class Store:
                 self._seed_booking_numbers(tx)
             elif row["value"] != profile:
                 raise StoreProfileError(f"{self.path} holds a {row['value']} partner")
+
+    def add_schema(self, schema: str, tables: tuple[str, ...]) -> None:
+        """A profile's own tables, created if missing and wiped by `reset` like the shared ones."""
+        self.conn().executescript(schema)
+        self._data_tables.extend(tables)
 
     @staticmethod
     def _add_missing_columns(tx: sqlite3.Connection) -> None:
@@ -231,9 +237,9 @@ class Store:
         return result
 
     def reset(self) -> None:
-        """Wipe every reservation, key, webhook and counter (tests); booking numbers go on."""
+        """Wipe every reservation, payment, key, webhook and counter (tests); booking numbers go on."""
         with self.transaction() as tx:
-            for table in DATA_TABLES:
+            for table in self._data_tables:
                 tx.execute(f"DELETE FROM {table}")
 
     def close(self) -> None:

@@ -1,10 +1,11 @@
-"""Reference-profile webhooks: a persistent outbox and the partner's own redelivery.
+"""Webhooks: a persistent outbox and the partner's own redelivery (reference and payments profiles).
 
 Events are queued in the same transaction as the change they describe, so they survive a
 restart; a background thread delivers due ones, records every attempt, and redelivers with
 exponential backoff until a 2xx (or until it gives up after a day). Faults shape delivery:
-extra delay, duplicates (same webhook-id), held back behind later events, sent inline
-before the create's response, or carrying out-of-range values (signed like any other body).
+extra delay, duplicates (same event id), held back behind later events, sent inline
+before the create's response, or (reference) carrying out-of-range values, signed like any
+other body. Each profile brings its payload and its signature scheme (`Signer`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 import requests
@@ -46,10 +48,28 @@ WHERE e.status = 'queued' AND e.due_at <= :now
 ORDER BY e.due_at, e.seq
 LIMIT :batch
 """
+# (event id, the moment it is sent, the exact body) -> the headers that sign it
+Signer = Callable[[str, datetime, str], dict[str, str]]
+
 NEXT_DUE = """
 SELECT MIN(CASE WHEN held = 1 THEN MAX(due_at, hold_deadline) ELSE due_at END) AS nxt
 FROM webhook_events WHERE status = 'queued'
 """
+
+
+def standard_webhooks_signer(secret: str) -> Signer:
+    """The reference partner's scheme: Standard Webhooks (webhook-id, -timestamp, -signature)."""
+    webhook = Webhook(secret)
+
+    def sign(event_id: str, sent_at: datetime, payload: str) -> dict[str, str]:
+        return {
+            "webhook-id": event_id,
+            "webhook-timestamp": str(math.floor(sent_at.timestamp())),
+            "webhook-signature": webhook.sign(event_id, sent_at, payload),
+            "Content-Type": "application/json",
+        }
+
+    return sign
 
 
 class Outbox:
@@ -60,43 +80,36 @@ class Outbox:
         faults: Faults,
         clock: PartnerClock,
         url: str,
-        secret: str,
-        render: Callable[[Reservation], dict[str, Any]],
-        garbage: Mapping[str, Sequence[object]],
+        sign: Signer,
         stopping: threading.Event,
     ) -> None:
         self.store = store
         self.faults = faults
         self.clock = clock
         self.url = url
-        self._signer = Webhook(secret)
-        self._render = render
-        self._garbage = garbage
+        self._sign = sign
         self._stopping = stopping
         self._local = threading.local()
         self.wake: Callable[[], None] = lambda: None  # set by the server to its sender thread
 
-    def enqueue(self, tx: sqlite3.Connection, reservation: Reservation, *, created: bool) -> str | None:
-        """Queue the event for this version; return its id if it must be sent inline (early)."""
-        data = self._render(reservation)
-        if self.faults.chance("garbage_values_rate") and garble(data, self._garbage, self.faults):
-            Store.bump_in(tx, "faults", "webhook_garbage_values")
-        payload = json.dumps(
-            {
-                "type": "reservation.updated",
-                "timestamp": self.clock.rfc3339(reservation.updated_at),
-                "data": data,
-            },
-            separators=(",", ":"),
-        )
-        event_id = f"msg_{secrets.token_hex(12)}"
+    def enqueue_event(
+        self,
+        tx: sqlite3.Connection,
+        *,
+        event_id: str,
+        subject_id: str,
+        version: int,
+        payload: str,
+        may_be_early: bool,
+    ) -> str | None:
+        """Queue one event (the exact body); return its id if it must be sent inline (early)."""
         now = time.time()
         settings = self.faults.settings
         copies = 0
         if self.faults.chance("webhook_duplicate_rate"):
             copies = self.faults.randint(1, 2)
             Store.bump_in(tx, "faults", "webhook_duplicate")
-        early = created and self.faults.chance("webhook_early_rate")
+        early = may_be_early and self.faults.chance("webhook_early_rate")
         held, hold_deadline, due_at, status = 0, None, now, "queued"
         if early:
             status = "inline"  # the request thread sends it; the sender leaves it alone
@@ -115,8 +128,8 @@ class Outbox:
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 event_id,
-                reservation.id,
-                reservation.version,
+                subject_id,
+                version,
                 payload,
                 status,
                 now,
@@ -158,12 +171,7 @@ class Outbox:
     def _attempt(self, event: sqlite3.Row) -> None:
         event_id, payload = event["event_id"], event["payload"]
         sent_at = self.clock.now()  # signed with the partner's own (possibly skewed) clock
-        headers = {
-            "webhook-id": event_id,
-            "webhook-timestamp": str(math.floor(sent_at.timestamp())),
-            "webhook-signature": self._signer.sign(event_id, sent_at, payload),
-            "Content-Type": "application/json",
-        }
+        headers = self._sign(event_id, sent_at, payload)
         code: int | None = None
         error: str | None = None
         started = time.monotonic()
@@ -226,3 +234,40 @@ class Outbox:
                 "UPDATE webhook_events SET status = 'queued', failures = ?, due_at = ? WHERE event_id = ?",
                 (failures, now + backoff, event_id),
             )
+
+
+class ReservationOutbox(Outbox):
+    """The reference partner's events: one `reservation.updated` per version."""
+
+    def __init__(
+        self,
+        *,
+        render: Callable[[Reservation], dict[str, Any]],
+        garbage: Mapping[str, Sequence[object]],
+        **outbox: Any,
+    ) -> None:
+        super().__init__(**outbox)
+        self._render = render
+        self._garbage = garbage
+
+    def enqueue(self, tx: sqlite3.Connection, reservation: Reservation, *, created: bool) -> str | None:
+        """Queue the event for this version; return its id if it must be sent inline (early)."""
+        data = self._render(reservation)
+        if self.faults.chance("garbage_values_rate") and garble(data, self._garbage, self.faults):
+            Store.bump_in(tx, "faults", "webhook_garbage_values")
+        payload = json.dumps(
+            {
+                "type": "reservation.updated",
+                "timestamp": self.clock.rfc3339(reservation.updated_at),
+                "data": data,
+            },
+            separators=(",", ":"),
+        )
+        return self.enqueue_event(
+            tx,
+            event_id=f"msg_{secrets.token_hex(12)}",
+            subject_id=reservation.id,
+            version=reservation.version,
+            payload=payload,
+            may_be_early=created,
+        )

@@ -146,8 +146,16 @@ class WireProtocol(Protocol):
 
     def server_error(self) -> Response: ...
 
+    def server_error_after_commit(self, request: Request, committed: Response) -> Response:
+        """The 5xx that replaces `committed`, the answer of a call whose change was made."""
+        ...
+
     def auth_failure(self) -> Response: ...
 
     def reservation_objects(self, body: Any) -> list[dict[str, Any]]: ...
+
+
+class ReservationWire(WireProtocol, Protocol):
+    """A protocol over the shared reservations (`reference`, `legacy`)."""
 
     def ground_truth(self, reservation: Reservation, history: list[Any]) -> dict[str, Any]: ...

@@ -69,7 +69,7 @@ class SandboxProcess:
 
     @property
     def auth(self) -> dict[str, str]:
-        if self.profile == "reference":
+        if self.profile in ("reference", "payments"):
             return {"Authorization": f"Bearer {self.api_key}"}
         return {"X-Api-Key": self.api_key}
 
@@ -163,6 +163,11 @@ class SandboxProcess:
         """Ground truth: every reservation the partner holds (for one client reference)."""
         params = {"client_reference": client_reference} if client_reference else None
         return self.control("GET", "reservations", params=params).json()["reservations"]
+
+    def payments(self, payment_intent: str | None = None) -> dict[str, Any]:
+        """Ground truth of the payment provider: intents, charges, refunds (of one intent), keys."""
+        params = {"payment_intent": payment_intent} if payment_intent else None
+        return self.control("GET", "ground_truth", params=params).json()
 
     def stats(self) -> dict[str, Any]:
         return self.control("GET", "stats").json()

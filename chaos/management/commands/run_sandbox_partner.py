@@ -1,4 +1,4 @@
-"""Run one sandbox partner (reference or legacy profile) until SIGTERM/SIGINT.
+"""Run one sandbox partner (reference, legacy or payments profile) until SIGTERM/SIGINT.
 
 A thin interface over `sandbox`: it parses options and hands over. The sandbox is a
 partner system, not part of ours, so it uses neither the project's database nor its apps.
