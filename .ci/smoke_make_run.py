@@ -33,7 +33,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_TOKEN = "demo0customer0token000000000000000000000"  # printed by `make run`
-SANDBOX_PORTS = (8101, 8102)  # the Procfile's sandbox partners
+SANDBOX_PORTS = (8101, 8102, 8103)  # the Procfile's sandbox partners and payment provider
 # Ports `make run` takes from PORT: the router (PORT), the partners' webhooks (+1), the web server
 # (+2), the events process (+3), the mail sink (+25).
 PORT_OFFSETS = (0, 1, 2, 3, 25)
