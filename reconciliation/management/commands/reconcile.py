@@ -44,6 +44,7 @@ class Command(BaseCommand):
         for state, count in sorted(report.due.items()):
             table.add_row(f"due booking: {state}", str(count))
         table.add_row("stale webhooks re-queued", str(report.inbound_requeued))
+        table.add_row("refused webhooks' expired evidence deleted", str(report.refused_pruned))
         table.add_row("settled bookings with an unresolved create", str(report.fenced_terminal))
         table.add_row("change listings walked", ", ".join(report.listings) or "-")
         console.print(table)
