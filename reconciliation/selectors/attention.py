@@ -91,13 +91,6 @@ class AttentionSummary:
     overall: AttentionCounts
     partners: dict[str, AttentionCounts]  # partner code -> its counts
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "horizon_h": self.horizon_h,
-            **self.overall.as_dict(),
-            "partners": {code: counts.as_dict() for code, counts in self.partners.items()},
-        }
-
 
 def _counted(now: datetime | None, partner_ids: list[int] | None = None) -> Iterator[tuple[Any, ...]]:
     """(partner id, partner code, reason, urgent, count) of the bookings waiting: one query."""
