@@ -39,7 +39,7 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 
-from bookings.models import Notification, NotificationKind, NotificationState
+from bookings.models import Actor, Notification, NotificationKind, NotificationState
 
 logger = logging.getLogger(__name__)
 
@@ -222,10 +222,10 @@ def _pause(attempts: int) -> float:
 
 
 # --- the sweeper's side -----------------------------------------------------------------------
-def abandoned_settle(notifications: QuerySet[Notification]) -> int:
+def abandoned_settle(*, rows: QuerySet[Notification]) -> int:
     """End the given claimed-but-unfinished notifications as `delivery_unknown`: their worker
     stopped mid-send, so the mail may be out, and it is never sent again."""
-    return notifications.filter(state=State.SENDING).update(
+    return rows.filter(state=State.SENDING).update(
         state=State.DELIVERY_UNKNOWN,
         error=(
             f"the attempt gave no outcome within {settings.NOTIFICATION_CLAIM_TIMEOUT_S} s "
@@ -240,13 +240,16 @@ class TimelineEntry(NamedTuple):
     kind: str
     summary: str
     mark: str = ""
+    actor: str = Actor.WORKER
 
 
 def timeline_entries(notification: Notification) -> list[TimelineEntry]:
     """A notification on its booking's timeline: when it was owed, and how its latest attempt
     went (the row keeps the latest error, even once a later attempt got it through)."""
     what = f"{notification.get_kind_display()} email (version {notification.status_version})"
-    owed = TimelineEntry(notification.created_at, "notification.queued", f"{what} owed to the customer")
+    owed = TimelineEntry(
+        notification.created_at, "notification.queued", f"{what} owed to the customer", actor=Actor.SYSTEM
+    )
     if notification.claimed_at is None:
         return [owed]
     tries = f"attempt {notification.attempts}"
@@ -256,7 +259,7 @@ def timeline_entries(notification: Notification) -> list[TimelineEntry]:
         case State.SENT:
             earlier = f" (an earlier attempt{error})" if error else ""
             latest = TimelineEntry(
-                notification.sent_at or at, "notification.sent", f"{what} sent, {tries}{earlier}"
+                notification.sent_at, "notification.sent", f"{what} sent, {tries}{earlier}"
             )
         case State.SENDING:
             latest = TimelineEntry(at, "notification.sending", f"{what}: {tries} under way", "in_flight")

@@ -355,7 +355,7 @@ def _notification_rows(notification: Notification) -> list[TimelineRow]:
         TimelineRow(
             at=entry.at,
             kind=entry.kind,
-            actor=Actor.WORKER,
+            actor=entry.actor,
             actor_label="",
             summary=entry.summary,
             source=SOURCE_NOTIFICATION,

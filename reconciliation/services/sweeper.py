@@ -389,7 +389,7 @@ def _settle_abandoned_notifications(now: datetime, partner: Partner | None, dry_
     """Mail whose sending never finished (its worker died): delivery unknown, never sent again."""
     before = now - timedelta(seconds=settings.NOTIFICATION_CLAIM_TIMEOUT_S)
     abandoned = _for_partner(Notification.objects.abandoned(before=before), partner, "booking__partner")
-    return abandoned.count() if dry_run else notifications.abandoned_settle(abandoned)
+    return abandoned.count() if dry_run else notifications.abandoned_settle(rows=abandoned)
 
 
 def _walk_listings(partner: Partner | None, dry_run: bool) -> list[str]:
