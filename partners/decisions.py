@@ -3,16 +3,22 @@
 - `order_observation`: is a piece of partner truth newer than what we hold? (invariant 1)
 - `reconcile`: given a booking's state and what its partner holds, what must happen next?
   (invariants 4, 5, 6)
+- `terms_differences` and `on_mismatch`: do the partner's terms differ from the booking's, and
+  what follows? (invariant 6)
+- `lost_verdict`: is a reservation the partner answers 404 for gone, or must it be read again?
+- `after_repeated_failures`: when do refused answers or a worker's give-ups hand a booking to support?
 - `after_create` and `ambiguity_strategy`: what a create's outcome leads to, by capability.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime, timedelta
+from decimal import Decimal
 from enum import StrEnum
 
 from bookings.states import AWAITING_PARTNER, TERMINAL_STATES, UNACKNOWLEDGED, BookingState
+from partners.connectors.base import TERM_FIELDS, Terms
 from partners.models import (
     LIVE_RESERVATION_STATUSES,
     Capability,
@@ -21,13 +27,23 @@ from partners.models import (
     ReservationStatus,
 )
 
-# Partner statuses only move forward: pending -> confirmed | rejected | cancelled, confirmed -> cancelled.
+# Why the partner side hands a booking to support (`Booking.attention_reason`).
+PARTNER_CANCELLED_CONFIRMED = "partner_cancelled_confirmed"
+PARTNER_LOST_RESERVATION = "partner_lost_reservation"
+PARTNER_MISMATCH = "partner_mismatch"
+PARTNER_DATA_REFUSED = "partner_data_refused"
+
+# Partner statuses only move forward: pending -> confirmed | rejected | cancelled, confirmed ->
+# cancelled. A reservation found lost has ended too, whatever an older read said.
 _RANK = {
     ReservationStatus.PENDING: 0,
     ReservationStatus.CONFIRMED: 1,
     ReservationStatus.REJECTED: 2,
     ReservationStatus.CANCELLED: 2,
+    ReservationStatus.LOST: 2,
 }
+# Ended at the partner without our asking: the booking cannot keep it.
+_GONE = (ReservationStatus.CANCELLED, ReservationStatus.LOST)
 
 
 @dataclass(frozen=True)
@@ -114,7 +130,9 @@ def reconcile(state: str, reservations: list[ReservationView], *, fenced: bool) 
         and not any(r.status == ReservationStatus.CONFIRMED for r in live)
     ):
         # The reservation that made it confirmed is gone at the partner: never silently confirmed.
-        plan.transition, plan.reason = "flag_for_attention", "partner_cancelled_confirmed"
+        lost = any(r.status == ReservationStatus.LOST and not r.compensating for r in reservations)
+        plan.transition = "flag_for_attention"
+        plan.reason = PARTNER_LOST_RESERVATION if lost else PARTNER_CANCELLED_CONFIRMED
         return plan
 
     if live:
@@ -136,9 +154,77 @@ def reconcile(state: str, reservations: list[ReservationView], *, fenced: bool) 
     final = last[-1]
     if final.status == ReservationStatus.REJECTED:
         plan.transition, plan.reason = "reject", "partner_rejected"
-    elif final.status == ReservationStatus.CANCELLED and state != BookingState.REQUESTED:
-        plan.transition, plan.reason = "fail", "partner_cancelled"
+    elif final.status in _GONE and state != BookingState.REQUESTED:
+        plan.transition = "fail"
+        plan.reason = (
+            "partner_cancelled" if final.status == ReservationStatus.CANCELLED else PARTNER_LOST_RESERVATION
+        )
     return plan
+
+
+@dataclass(frozen=True)
+class TermsDifference:
+    field: str
+    ours: date | int | Decimal | str
+    partner: date | int | Decimal | str
+
+
+def terms_differences(ours: Terms, partner: Terms) -> tuple[TermsDifference, ...]:
+    """Every term the partner states that differs from ours, exactly: dates as dates, money as
+    Decimal ("360.0" is "360.00"), currency codes as upper-case text. A term the partner's answer
+    did not carry differs from nothing."""
+    differences = []
+    for name in TERM_FIELDS:
+        theirs = getattr(partner, name)
+        if theirs is None or theirs == "":
+            continue
+        if theirs != getattr(ours, name):
+            differences.append(TermsDifference(name, getattr(ours, name), theirs))
+    return tuple(differences)
+
+
+class MismatchStep(StrEnum):
+    HAND_OVER = "hand_over"  # to support: the booking no longer says what the partner holds
+    RECORD = "record"  # already with support for another reason: put the diff on its timeline
+    NONE = "none"  # the reservation is being let go, or support already knows
+
+
+def on_mismatch(state: str, attention_reason: str) -> MismatchStep:
+    """What the partner's different terms for a booking's own live reservation lead to.
+
+    A cancelled or cancelling booking is letting the reservation go: its terms no longer
+    matter. A booking only just requested cannot be handed over (the one door has moved any
+    booking the partner holds something for before this is asked)."""
+    if state in TERMINAL_STATES or state in (BookingState.CANCEL_REQUESTED, BookingState.REQUESTED):
+        return MismatchStep.NONE
+    if state == BookingState.NEEDS_ATTENTION:
+        return MismatchStep.NONE if attention_reason == PARTNER_MISMATCH else MismatchStep.RECORD
+    return MismatchStep.HAND_OVER
+
+
+@dataclass(frozen=True)
+class LostVerdict:
+    lost: bool
+    read_again_in: timedelta | None = None  # not proven yet: read it again then
+
+
+def lost_verdict(
+    *,
+    not_found_at: datetime,
+    earlier_not_found_at: datetime | None,
+    last_seen_at: datetime,
+    read_apart: timedelta,
+) -> LostVerdict:
+    """A reservation the partner answered 404 for is lost only when a second, separate read at
+    least `read_apart` after the first finds nothing either, and neither came before the last
+    time we saw it (a partner's glitch, or a replica behind, is not a loss)."""
+    first = earlier_not_found_at
+    if first is None or first <= last_seen_at:
+        return LostVerdict(lost=False, read_again_in=read_apart)
+    waited = not_found_at - first
+    if waited < read_apart:
+        return LostVerdict(lost=False, read_again_in=read_apart - waited)
+    return LostVerdict(lost=True)
 
 
 class NextStep(StrEnum):
@@ -159,6 +245,22 @@ def after_create(outcome: str, *, error_code: str = "", http_status: int | None 
     if http_status in (401, 403) or error_code == "idempotency_key_reused":
         return NextStep.NEEDS_ATTENTION
     return NextStep.REJECT
+
+
+def after_failed_read(outcome: str, *, http_status: int | None = None) -> NextStep:
+    """A read (lookup, listing, GET) that failed: try again later, unless the partner refused it
+    for good. A bad key is not for good (it is rotated back); a 4xx about the request is: the
+    same request gets the same answer, so support must find out what the partner holds."""
+    if outcome == Outcome.PERMANENT and http_status not in (401, 403):
+        return NextStep.NEEDS_ATTENTION
+    return NextStep.RETRY_LATER
+
+
+def after_repeated_failures(failures: int, *, max_tries: int) -> NextStep:
+    """The same failure again and again (a partner's answers refused at our edge, a worker that
+    exhausts its retries): try again within the tries; then support decides, since what keeps
+    failing that way is not cured by asking once more."""
+    return NextStep.NEEDS_ATTENTION if failures >= max_tries else NextStep.RETRY_LATER
 
 
 class Strategy(StrEnum):

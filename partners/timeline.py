@@ -5,10 +5,15 @@ the rows of facts no event describes with the same ones, so a fact reads one way
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
+from collections.abc import Sequence
+from datetime import date, datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
 
 from partners.models import ObservationResult, PartnerAttempt, PartnerObservation, PartnerReservation
+
+if TYPE_CHECKING:
+    from partners.decisions import TermsDifference
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -72,4 +77,25 @@ def compensation_data(reservation: PartnerReservation) -> dict[str, Any]:
         "reservation": reservation.partner_ref,
         "reason": reservation.compensation_reason,
         "status": reservation.status,
+    }
+
+
+def _term(value: date | int | Decimal | str) -> str:
+    if isinstance(value, date):
+        return value.isoformat()
+    return format(value, "f") if isinstance(value, Decimal) else str(value)
+
+
+def mismatch_summary(reservation: PartnerReservation, differences: Sequence[TermsDifference]) -> str:
+    changes = "; ".join(f"{d.field} ours {_term(d.ours)}, partner {_term(d.partner)}" for d in differences)
+    return f"The partner's terms for {reservation.partner_ref} differ from the booking's: {changes}"
+
+
+def mismatch_data(
+    reservation: PartnerReservation, observation: PartnerObservation, differences: Sequence[TermsDifference]
+) -> dict[str, Any]:
+    return {
+        "reservation": reservation.partner_ref,
+        "observation_id": observation.pk,
+        "differences": {d.field: {"ours": _term(d.ours), "partner": _term(d.partner)} for d in differences},
     }

@@ -322,9 +322,18 @@ PARTNER_SYNC_DELAY_S = env.float("PARTNER_SYNC_DELAY_S", default=2.0)
 PARTNER_LISTING_SETTLE_S = env.float("PARTNER_LISTING_SETTLE_S", default=5.0)
 # Cancel tries for one partner reservation before support is asked to step in.
 PARTNER_COMPENSATION_MAX_TRIES = env.int("PARTNER_COMPENSATION_MAX_TRIES", default=8)
+# A reservation the partner answers 404 for is read again, as a call of its own, this long after;
+# only a second 404 makes it lost (a glitch or a lagging replica at the partner is not a loss).
+PARTNER_LOST_RECHECK_S = env.float("PARTNER_LOST_RECHECK_S", default=30.0)
+# A booking's partner answers refused at our edge (malformed, out of range) this many times in a
+# row hand it to support (`partner_data_refused`) instead of reading it again for ever.
+PARTNER_REFUSED_MAX_TRIES = env.int("PARTNER_REFUSED_MAX_TRIES", default=3)
 # Open bookings are synced with their partner at least this often.
 RECONCILE_SYNC_AGE_S = env.int("RECONCILE_SYNC_AGE_S", default=60)
 PARTNER_ACTOR_MAX_RETRIES = env.int("PARTNER_ACTOR_MAX_RETRIES", default=5)
+# Times a booking's actor may exhaust those retries before support takes the booking
+# (`worker_gave_up`): a failure that outlasts that many rounds is not one retrying cures.
+PARTNER_ACTOR_GIVE_UPS_MAX = env.int("PARTNER_ACTOR_GIVE_UPS_MAX", default=3)
 PARTNER_ACTOR_TIME_LIMIT_MS = env.int("PARTNER_ACTOR_TIME_LIMIT_MS", default=10 * 60 * 1000)
 WEBHOOK_MAX_BYTES = env.int("WEBHOOK_MAX_BYTES", default=256 * 1024)
 # Runs of one stored delivery's processing, Dramatiq's retries and the sweeper's re-queues together;
@@ -355,8 +364,10 @@ RECONCILE_MESSAGE_CHUNK = env.int("RECONCILE_MESSAGE_CHUNK", default=50)
 # backlog of slow workers is not multiplied by every sweep.
 RECONCILE_CLAIM_TTL_S = env.float("RECONCILE_CLAIM_TTL_S", default=max(10.0, 2.0 * RECONCILE_SYNC_AGE_S))
 # Confirmed bookings (stay still ahead) are re-read at their partner this often, at most
-# RECONCILE_AUDIT_BATCH per sweep: a cancellation at the partner must not go unnoticed.
-RECONCILE_AUDIT_AGE_S = env.int("RECONCILE_AUDIT_AGE_S", default=6 * 3600)
+# RECONCILE_AUDIT_BATCH per sweep: the detection window for what a partner does without telling
+# us (a cancellation whose webhook it gave up on, a lost reservation, changed terms). At the
+# defaults an hour covers 48,000 confirmed bookings ahead (docs/partner-protocols.md).
+RECONCILE_AUDIT_AGE_S = env.int("RECONCILE_AUDIT_AGE_S", default=3600)
 RECONCILE_AUDIT_BATCH = env.int("RECONCILE_AUDIT_BATCH", default=200)
 # A webhook stored but not processed after this long is queued again.
 RECONCILE_INBOUND_STALE_S = env.int("RECONCILE_INBOUND_STALE_S", default=60)

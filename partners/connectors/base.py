@@ -15,7 +15,7 @@ Outcome classes (see "Traps of the stack" in docs/design.md on requests):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Protocol
@@ -51,6 +51,9 @@ class Terms:
     guests: int | None = None
     total_price: Decimal | None = None
     currency: str = ""
+
+
+TERM_FIELDS = tuple(term.name for term in fields(Terms))
 
 
 @dataclass(frozen=True)

@@ -55,8 +55,9 @@ def attempt_close(
     attempt.http_status = result.http_status
     attempt.latency_ms = result.latency_ms
     attempt.error = (result.error or result.error_code)[:2000]
+    attempt.refusal = result.refusal
     attempt.partner_time = result.partner_time
-    fields = ["finished_at", "outcome", "http_status", "latency_ms", "error", "partner_time"]
+    fields = ["finished_at", "outcome", "http_status", "latency_ms", "error", "refusal", "partner_time"]
     if attempt.outcome != Outcome.AMBIGUOUS and attempt.resolved_at is None:
         # Anything but an ambiguous outcome tells us what happened: no fence remains.
         attempt.resolved_at = attempt.finished_at

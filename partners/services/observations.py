@@ -22,7 +22,7 @@ from bookings.models import Actor, Booking
 from bookings.services import apply_transition, lock_booking
 from bookings.timeline import record_event
 from partners import decisions, messages
-from partners.connectors.base import ReservationSnapshot
+from partners.connectors.base import TERM_FIELDS, ReservationSnapshot, Terms
 from partners.models import (
     InboundEvent,
     ObservationResult,
@@ -33,7 +33,14 @@ from partners.models import (
     ReservationRole,
 )
 from partners.services.orphans import orphan_case_link, orphan_case_open, orphan_case_settled
-from partners.timeline import compensation_data, compensation_summary, observation_data, observation_summary
+from partners.timeline import (
+    compensation_data,
+    compensation_summary,
+    mismatch_data,
+    mismatch_summary,
+    observation_data,
+    observation_summary,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +111,7 @@ def observation_apply(
                 "version": snapshot.version,
                 "partner_created_at": snapshot.created_at,
                 "partner_modified_at": snapshot.modified_at,
+                **_stated_terms(snapshot.terms),
                 "learned_from": source,
                 "role": ReservationRole.PRIMARY if booking else ReservationRole.ORPHAN,
                 "payload": snapshot.raw,
@@ -122,6 +130,10 @@ def observation_apply(
             else:
                 reservation.last_observed_at = timezone.now()
                 fields = ["last_observed_at"]
+                if result == ObservationResult.DUPLICATE:
+                    # The same status, yet maybe new terms: a legacy partner's amendment moves
+                    # only `modified` and the terms it echoes.
+                    fields += _take_terms(reservation, snapshot.terms)
                 if linked_now:
                     # An orphan we now know the booking of: link it even when the news is old.
                     reservation.booking, reservation.role = booking, ReservationRole.PRIMARY
@@ -148,6 +160,8 @@ def observation_apply(
                 )
             if result == ObservationResult.APPLIED or linked_now:
                 reconcile_booking(booking, actor=actor, actor_label=actor_label)
+            if result != ObservationResult.STALE:
+                _compare_terms(booking, reservation, snapshot.terms, observation, actor, actor_label)
         elif result == ObservationResult.APPLIED:
             _handle_orphan(reservation, actor=actor, actor_label=actor_label)
         logger.info(
@@ -165,12 +179,31 @@ def observation_apply(
         return Observed(reservation=reservation, observation=observation, booking=booking)
 
 
+def _stated_terms(terms: Terms) -> dict[str, object]:
+    """The terms an observation states, as reservation fields (what it did not carry left out)."""
+    stated = {name: getattr(terms, name) for name in TERM_FIELDS}
+    return {name: value for name, value in stated.items() if value is not None and value != ""}
+
+
+def _take_terms(reservation: PartnerReservation, terms: Terms) -> list[str]:
+    """Set the terms an observation states on the reservation; the names of those that changed."""
+    changed = []
+    for name, value in _stated_terms(terms).items():
+        if getattr(reservation, name) != value:
+            setattr(reservation, name, value)
+            changed.append(name)
+    return changed
+
+
 def _update_reservation(
     reservation: PartnerReservation, snapshot: ReservationSnapshot, booking: Booking | None
 ) -> None:
     reservation.status = snapshot.status
     reservation.reason = snapshot.reason
-    reservation.version = snapshot.version
+    # A snapshot without a version (a loss we concluded, a partner that left it out) keeps the
+    # last one: the order of what comes later is still judged against it.
+    if snapshot.version is not None:
+        reservation.version = snapshot.version
     reservation.partner_modified_at = snapshot.modified_at or reservation.partner_modified_at
     reservation.partner_created_at = reservation.partner_created_at or snapshot.created_at
     reservation.last_observed_at = timezone.now()
@@ -183,6 +216,7 @@ def _update_reservation(
         "partner_created_at",
         "last_observed_at",
         "payload",
+        *_take_terms(reservation, snapshot.terms),
     ]
     if booking is not None and reservation.booking_id is None:
         reservation.booking = booking
@@ -213,6 +247,62 @@ def _record_on_timeline(
             "attempt_id": observation.attempt_id,
         },
     )
+
+
+def _compare_terms(
+    booking: Booking,
+    reservation: PartnerReservation,
+    stated: Terms,
+    observation: PartnerObservation,
+    actor: Actor | str,
+    actor_label: str,
+) -> None:
+    """Invariant 6 for the terms: the partner's dates, guests, price and currency for the
+    booking's own live reservation must be the booking's. A difference is support's to settle
+    (`partner_mismatch`), with what we have and what the partner has on the timeline."""
+    ours = Terms(
+        start_date=booking.start_date,
+        end_date=booking.end_date,
+        guests=booking.guests,
+        total_price=booking.total_price,
+        currency=booking.currency,
+    )
+    differences = decisions.terms_differences(ours, stated)
+    if not differences:
+        return
+    # Reconciling may just have marked it a duplicate to cancel (by an UPDATE): read its role again.
+    reservation.refresh_from_db(fields=["booking", "role", "status", "compensation_requested_at"])
+    if (
+        reservation.booking_id != booking.pk
+        or reservation.role != ReservationRole.PRIMARY
+        or reservation.compensation_requested_at is not None
+        or not reservation.is_live
+    ):
+        return  # not the reservation the booking keeps: its terms are not the booking's
+    step = decisions.on_mismatch(booking.status, booking.attention_reason)
+    if step == decisions.MismatchStep.NONE:
+        return
+    summary = mismatch_summary(reservation, differences)
+    record_event(
+        booking,
+        "partner.mismatch",
+        actor=actor,
+        actor_label=actor_label,
+        summary=summary,
+        partner_time=observation.partner_modified_at,
+        data=mismatch_data(reservation, observation, differences),
+    )
+    if step == decisions.MismatchStep.HAND_OVER:
+        apply_transition(
+            booking,
+            "flag_for_attention",
+            actor=actor,
+            actor_label=actor_label,
+            summary=f"{booking.status} → needs_attention ({decisions.PARTNER_MISMATCH})",
+            data={"reason": decisions.PARTNER_MISMATCH},
+            reason=decisions.PARTNER_MISMATCH,
+            detail=summary,
+        )
 
 
 def _views(booking: Booking) -> list[decisions.ReservationView]:

@@ -16,24 +16,34 @@ again.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from uuid import UUID
 
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
+from django_fsm import can_proceed
 
 from bookings.models import Actor, Booking
 from bookings.services import apply_transition, lock_booking
-from bookings.states import CREATE_UNANSWERED, OPEN_STATES, BookingState
+from bookings.states import CREATE_UNANSWERED, OPEN_STATES, TERMINAL_STATES, BookingState
 from bookings.timeline import record_event
 from config.logging import log_context
 from partners import decisions
 from partners.connectors import connector_for
 from partners.connectors.base import CallResult, ReservationSnapshot
 from partners.messages import FollowUp
-from partners.models import Capability, Operation, Outcome, PartnerAttempt, Source
+from partners.models import (
+    LIVE_RESERVATION_STATUSES,
+    Capability,
+    Operation,
+    Outcome,
+    PartnerAttempt,
+    PartnerReservation,
+    ReservationStatus,
+    Source,
+)
 from partners.services import backoff
 from partners.services.calls import (
     attempt_call,
@@ -66,6 +76,11 @@ class Findings:
     # The fences this search answers for: only those existing when it began (a create that
     # starts meanwhile is not covered by what we read before it).
     fence_ids: list[int] = field(default_factory=list)
+    # Known reservations the partner answered 404 for: lost once a second read agrees.
+    not_found: list[tuple[PartnerReservation, PartnerAttempt]] = field(default_factory=list)
+    # Those not proven lost yet: their reservation ids, and when to read them again.
+    suspects: list[str] = field(default_factory=list)
+    read_again_in_s: float | None = None
 
     @property
     def holds_nothing(self) -> bool:
@@ -175,10 +190,11 @@ def _find_reservations(booking: Booking, fence: PartnerAttempt | None) -> Findin
 
 
 def _refresh_known(booking: Booking, findings: Findings) -> None:
-    """GET each reservation we know of that may still change (pending, or one we are cancelling)."""
+    """GET each live reservation we know of that the search did not answer for: it may have
+    settled, been cancelled or changed, or be gone (a 404, or absent from a complete lookup)."""
     connector = connector_for(booking.partner)
     seen = {s.partner_ref for s, _, _ in findings.snapshots}
-    for reservation in booking.partner_reservations.filter(status__in=["pending", "confirmed"]):
+    for reservation in booking.partner_reservations.filter(status__in=LIVE_RESERVATION_STATUSES):
         if reservation.partner_ref in seen:
             continue
         attempt, result = call_and_close(
@@ -190,8 +206,61 @@ def _refresh_known(booking: Booking, findings: Findings) -> None:
         )
         if result.ok and result.reservation is not None:
             findings.snapshots.append((result.reservation, Source.LOOKUP, attempt))
-        elif not result.ok:
+        elif result.ok:
+            findings.not_found.append((reservation, attempt))
+        else:
             findings.failed = findings.failed or result
+
+
+def _judge_not_found(booking: Booking, findings: Findings, *, actor: Actor | str, actor_label: str) -> None:
+    """A reservation is lost only when a second, separate read a while after the first finds
+    nothing either (`decisions.lost_verdict`); then it enters through the one door as `lost` and
+    is handled as a cancellation by the partner. Until then it is read again."""
+    read_apart = timedelta(seconds=settings.PARTNER_LOST_RECHECK_S)
+    for reservation, attempt in findings.not_found:
+        earlier = (
+            PartnerAttempt.objects.filter(
+                reservation=reservation,
+                operation=Operation.GET,
+                outcome=Outcome.OK,
+                http_status=404,
+                started_at__lt=attempt.started_at,
+            )
+            .order_by("-started_at")
+            .values_list("started_at", flat=True)
+            .first()
+        )
+        verdict = decisions.lost_verdict(
+            not_found_at=attempt.started_at,
+            earlier_not_found_at=earlier,
+            last_seen_at=reservation.last_observed_at,
+            read_apart=read_apart,
+        )
+        if verdict.lost:
+            observation_apply(
+                partner=booking.partner,
+                snapshot=lost_snapshot(reservation),
+                source=Source.LOOKUP,
+                actor=actor,
+                actor_label=actor_label,
+                booking_id=booking.pk,
+                attempt=attempt,
+            )
+        else:
+            assert verdict.read_again_in is not None
+            findings.suspects.append(reservation.partner_ref)
+            wait_s = verdict.read_again_in.total_seconds()
+            findings.read_again_in_s = min(wait_s, findings.read_again_in_s or wait_s)
+
+
+def lost_snapshot(reservation: PartnerReservation) -> ReservationSnapshot:
+    """What we conclude of a reservation the partner twice answered 404 for: it holds nothing."""
+    return ReservationSnapshot(
+        partner_ref=reservation.partner_ref,
+        client_reference=reservation.client_reference,
+        status=ReservationStatus.LOST,
+        reason="not_found",
+    )
 
 
 def booking_sync(booking_id: UUID, *, actor: Actor | str = Actor.WORKER, actor_label: str = "") -> FollowUp:
@@ -225,6 +294,7 @@ def booking_sync(booking_id: UUID, *, actor: Actor | str = Actor.WORKER, actor_l
                 booking_id=booking.pk,
                 attempt=attempt,
             )
+        _judge_not_found(booking, findings, actor=actor, actor_label=actor_label)
         return _conclude(booking.pk, findings, actor=actor, actor_label=actor_label)
 
 
@@ -278,11 +348,20 @@ def _conclude(booking_id: UUID, findings: Findings, *, actor: Actor | str, actor
             data={
                 "strategy": findings.strategy,
                 "found": [s.partner_ref for s, _, _ in findings.snapshots],
+                "not_found": findings.suspects,
                 "complete": findings.complete,
                 "holds_nothing": findings.holds_nothing,
                 "error": _error(findings.failed),
+                "refusal": findings.failed.refusal if findings.failed else "",
             },
         )
+        if (
+            findings.failed is not None
+            and findings.failed.refusal
+            and _hand_over_refused(booking, actor=actor)
+        ):
+            booking.save(update_fields=["last_synced_at", "updated_at"])
+            return FollowUp()
         follow_up = FollowUp()
         if findings.holds_nothing and booking.status in CREATE_UNANSWERED and not is_fenced(booking):
             # UNKNOWN: the ambiguous create never took effect. SUBMITTING: its worker died before
@@ -298,7 +377,10 @@ def _conclude(booking_id: UUID, findings: Findings, *, actor: Actor | str, actor
         else:
             reconcile_booking(booking, actor=actor, actor_label=actor_label)
             still_fenced, status = is_fenced(booking), booking.status
-            if still_fenced and findings.strategy == Strategy.ASK_SUPPORT and status in CREATE_UNANSWERED:
+            owed = status in OPEN_STATES or still_fenced
+            # Held by its fence: no create may follow (unanswered), or nothing else looks (ended).
+            held = status in CREATE_UNANSWERED or status in TERMINAL_STATES
+            if still_fenced and findings.strategy == Strategy.ASK_SUPPORT and held:
                 apply_transition(
                     booking,
                     "flag_for_attention",
@@ -308,7 +390,26 @@ def _conclude(booking_id: UUID, findings: Findings, *, actor: Actor | str, actor
                     detail="The partner offers no lookup, idempotency key or change listing: "
                     "support must ask it what it holds before anything is created again.",
                 )
-            elif findings.failed is not None:
+            elif (
+                findings.failed is not None
+                and owed
+                and can_proceed(booking.flag_for_attention)
+                and decisions.after_failed_read(
+                    findings.failed.outcome, http_status=findings.failed.http_status
+                )
+                == decisions.NextStep.NEEDS_ATTENTION
+            ):
+                # The partner refuses this read for good: asking again would only loop.
+                apply_transition(
+                    booking,
+                    "flag_for_attention",
+                    actor=actor,
+                    actor_label=actor_label,
+                    reason=f"partner_{findings.failed.error_code or findings.failed.http_status}",
+                    detail=f"The partner refuses to say what it holds: {findings.failed.error[:900]}",
+                )
+            elif findings.failed is not None and owed:
+                # Owed work: read again soon. A confirmed booking's audit simply comes round again.
                 follow_up = FollowUp(
                     sync_after_s=backoff.delay_s(2, retry_after_s=findings.failed.retry_after_s)
                 )
@@ -317,9 +418,40 @@ def _conclude(booking_id: UUID, findings: Findings, *, actor: Actor | str, actor
                 follow_up = FollowUp(sync_after_s=delay)
             elif status == BookingState.PENDING_PARTNER and not booking.partner.has(Capability.WEBHOOKS):
                 follow_up = FollowUp(sync_after_s=poll_delay_s(booking, now))
+            if findings.read_again_in_s is not None:
+                # A 404 proves nothing until a second read agrees: that read is owed, whatever the state.
+                delays = (follow_up.sync_after_s, findings.read_again_in_s)
+                follow_up = replace(follow_up, sync_after_s=min(d for d in delays if d is not None))
         booking.next_check_at = _next_check(booking, now, follow_up)
         booking.save(update_fields=["last_synced_at", "next_check_at", "updated_at"])
         return follow_up
+
+
+def _hand_over_refused(booking: Booking, *, actor: Actor | str) -> bool:
+    """After PARTNER_REFUSED_MAX_TRIES answers in a row refused at our edge, support takes the
+    booking (`partner_data_refused`): reading it again would only loop. True if handed over."""
+    last_usable = (
+        PartnerAttempt.objects.filter(booking=booking, outcome=Outcome.OK, refusal="")
+        .order_by("-started_at")
+        .values_list("started_at", flat=True)
+        .first()
+    )
+    refused = PartnerAttempt.objects.filter(booking=booking).exclude(refusal="")
+    if last_usable is not None:
+        refused = refused.filter(started_at__gt=last_usable)
+    latest = refused.order_by("-started_at").values_list("refusal", flat=True)
+    count = latest.count()
+    step = decisions.after_repeated_failures(count, max_tries=settings.PARTNER_REFUSED_MAX_TRIES)
+    if step != decisions.NextStep.NEEDS_ATTENTION or not can_proceed(booking.flag_for_attention):
+        return False
+    apply_transition(
+        booking,
+        "flag_for_attention",
+        actor=actor,
+        reason=decisions.PARTNER_DATA_REFUSED,
+        detail=f"{count} partner answers in a row refused at our edge; the last: {latest.first()}",
+    )
+    return True
 
 
 def _next_check(booking: Booking, now: datetime, follow_up: FollowUp) -> datetime | None:
@@ -345,6 +477,11 @@ def _summary(findings: Findings) -> str:
     found = sorted({s.partner_ref for s, _, _ in findings.snapshots})
     if findings.holds_nothing:
         return "Partner holds nothing for this booking"
+    if findings.suspects:
+        return (
+            f"Partner does not know {', '.join(findings.suspects)} (404): read again in "
+            f"{findings.read_again_in_s:.0f} s before concluding it is lost"
+        )
     if found:
         return f"Partner holds {', '.join(found)}"
     if findings.searched and not findings.complete:

@@ -349,11 +349,13 @@ def _requeue_stale_inbound(now: datetime, partner: Partner | None, dry_run: bool
 
 def _resolve_fences_of_settled(now: datetime, partner: Partner | None, dry_run: bool) -> int:
     """A booking that left the open states with an unresolved create (expired while unknown)
-    still owes a lookup: the partner may hold a reservation that must be cancelled."""
+    still owes a lookup: the partner may hold a reservation that must be cancelled. Not one in
+    needs_attention: the sync handed it there because no lookup can answer (none offered, or
+    refused for good), and support owns it."""
     fences = (
         PartnerAttempt.objects.fencing()
         .filter(started_at__lte=now - timedelta(seconds=settings.RECONCILE_SYNC_AGE_S))
-        .exclude(booking__status__in=OPEN_STATES)
+        .exclude(booking__status__in=[*OPEN_STATES, BookingState.NEEDS_ATTENTION])
         .filter(booking__isnull=False)
     )
     rows = list(

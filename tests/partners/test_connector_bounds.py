@@ -1,6 +1,7 @@
 """Out-of-range partner values are refused at the edge, whole, with the field named: the bounds
 themselves, each protocol's parser fed the very values the sandbox's `garbage_values_rate` sends,
-and a connector's answer from a real sandbox process that sends them."""
+and real sandbox processes that send them: refused, counted on the attempt, never applied, and
+after the configured tries the booking is support's."""
 
 from __future__ import annotations
 
@@ -14,15 +15,24 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from bookings.states import BookingState
 from partners.connectors import bounds
 from partners.connectors.base import Terms
 from partners.connectors.bounds import OutOfRange
 from partners.connectors.http import MalformedPayload
 from partners.connectors.legacy import parse_booking, parse_listing
 from partners.connectors.reference import parse_reservation, parse_webhook
+from partners.messages import FollowUp
+from partners.models import Operation, Outcome, PartnerAttempt, PartnerObservation
+from partners.services.listing import change_listing_walk
+from partners.services.submission import submission_run
+from partners.services.sync import booking_sync
 from sandbox.garbage import AMOUNTS, VERSIONS
 from sandbox.legacy import GARBAGE as LEGACY_GARBAGE
 from sandbox.reference import GARBAGE as REFERENCE_GARBAGE
+from tests.partners.conftest import book, timeline
+
+S = BookingState
 
 FIXTURES = Path(__file__).parent / "fixtures"
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -315,3 +325,105 @@ def test_legacy_listing_is_refused_whole_for_one_garbage_entry() -> None:
 
     with pytest.raises(OutOfRange, match=r"^amount out of range"):
         parse_listing({"items": [good, bad], "next_page": None}, BERLIN)
+
+
+# --- a real partner that sends out-of-range values ----------------------------------------------
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("profile", ["reference", "legacy"])
+def test_a_confirmed_booking_whose_partner_keeps_sending_garbage_goes_to_support_after_its_tries(
+    harness, settings, profile
+):
+    # Given a confirmed booking, then a partner whose every answer carries an out-of-range value
+    settings.PARTNER_REFUSED_MAX_TRIES = 3
+    h = harness(profile)
+    booking = book(h)
+    submission_run(booking.pk)
+    booking.refresh_from_db()
+    assert booking.status == S.CONFIRMED
+    h.faults(garbage_values_rate=1)
+    observed = PartnerObservation.objects.filter(booking=booking).count()
+
+    # When it is synced as often as the tries allow
+    follow_ups = [booking_sync(booking.pk) for _ in range(3)]
+
+    # Then each answer was refused at the edge (recorded on its attempt, never applied), no
+    # sync asked for another (a confirmed booking's audit comes round again), and after the
+    # third support has the booking with the reason
+    reads = PartnerAttempt.objects.filter(booking=booking, operation=Operation.GET).order_by("started_at")
+    assert [(a.outcome, bool(a.refusal)) for a in reads] == [(Outcome.TRANSIENT, True)] * 3
+    assert all(" out of range: " in a.refusal for a in reads)
+    assert PartnerObservation.objects.filter(booking=booking).count() == observed
+    assert follow_ups == [FollowUp(), FollowUp(), FollowUp()]
+    booking.refresh_from_db()
+    assert (booking.status, booking.attention_reason) == (S.NEEDS_ATTENTION, "partner_data_refused")
+    assert booking.attention_detail.startswith("3 partner answers in a row refused at our edge; the last: ")
+    assert timeline(booking).count("sync.failed") == 3
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(60)
+def test_a_usable_answer_between_refused_ones_starts_the_count_again(harness, settings):
+    settings.PARTNER_REFUSED_MAX_TRIES = 2
+    h = harness("reference")
+    booking = book(h)
+    submission_run(booking.pk)
+
+    h.faults(garbage_values_rate=1)
+    booking_sync(booking.pk)
+    h.faults(garbage_values_rate=0)
+    booking_sync(booking.pk)
+    h.faults(garbage_values_rate=1)
+    booking_sync(booking.pk)
+
+    booking.refresh_from_db()
+    assert (booking.status, booking.attention_reason) == (S.CONFIRMED, "")
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(60)
+def test_a_garbage_listing_page_stops_the_walk_where_it_was(harness):
+    # Given a legacy partner with a booking in its listing, and a walk that has read it once
+    h = harness("legacy")
+    booking = book(h)
+    submission_run(booking.pk)
+    change_listing_walk(h.partner.pk)
+    h.partner.refresh_from_db()
+    checkpoint = h.partner.listing_checkpoint
+
+    # When every listing answer carries an out-of-range value
+    h.faults(garbage_values_rate=1)
+    applied = change_listing_walk(h.partner.pk)
+
+    # Then nothing of it is applied, the checkpoint stays, and the refusal is on the attempt
+    h.partner.refresh_from_db()
+    assert (applied, h.partner.listing_checkpoint) == (0, checkpoint)
+    walk = PartnerAttempt.objects.filter(partner=h.partner, operation=Operation.LIST).latest("started_at")
+    assert (walk.outcome, walk.refusal.split(" out of range: ")[0] in ("modified", "amount")) == (
+        Outcome.TRANSIENT,
+        True,
+    )
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(60)
+def test_a_lookup_the_partner_refuses_for_good_hands_the_fenced_booking_over_at_once(harness, settings):
+    # Given a legacy partner registered as if it could look bookings up (it cannot: every
+    # lookup is refused for good), and a booking whose create timed out after the commit
+    h = harness("legacy", capabilities=["lookup_by_reference"])
+    h.faults(timeout_after_commit_rate=1)
+    booking = book(h)
+    submission_run(booking.pk)
+    booking.refresh_from_db()
+    assert booking.status == S.UNKNOWN
+
+    # When its sync asks what the partner holds
+    follow_up = booking_sync(booking.pk)
+
+    # Then support has it at once, fenced still, and no sync is asked for again
+    booking.refresh_from_db()
+    assert (booking.status, booking.attention_reason) == (S.NEEDS_ATTENTION, "partner_not_supported")
+    assert follow_up == FollowUp()
+    assert PartnerAttempt.objects.fencing().filter(booking=booking).count() == 1

@@ -8,7 +8,14 @@ import pytest
 
 from bookings.states import BookingState
 from partners import decisions
-from partners.decisions import Held, NextStep, ReservationView, Strategy
+from partners.decisions import (
+    Held,
+    NextStep,
+    ReservationView,
+    Strategy,
+    after_failed_read,
+    after_repeated_failures,
+)
 from partners.models import Capability, ObservationResult, Outcome
 
 S = BookingState
@@ -336,3 +343,32 @@ def test_open_booking_with_settled_duplicates_decides_by_the_last_learned():
 def test_reconciling_twice_gives_the_same_plan():
     reservations = [res(1, "pending"), res(2, "confirmed")]
     assert plan(S.UNKNOWN, reservations) == plan(S.UNKNOWN, reservations)
+
+
+@pytest.mark.parametrize(
+    ("outcome", "http_status", "step"),
+    [
+        (Outcome.PERMANENT, 404, NextStep.NEEDS_ATTENTION),  # a lookup the partner does not offer
+        (Outcome.PERMANENT, 400, NextStep.NEEDS_ATTENTION),
+        (Outcome.PERMANENT, None, NextStep.NEEDS_ATTENTION),  # refused without a call (not supported)
+        (Outcome.PERMANENT, 401, NextStep.RETRY_LATER),  # a key is rotated back
+        (Outcome.PERMANENT, 403, NextStep.RETRY_LATER),
+        (Outcome.TRANSIENT, 503, NextStep.RETRY_LATER),
+        (Outcome.TRANSIENT, 200, NextStep.RETRY_LATER),  # an answer refused at our edge
+    ],
+)
+def test_after_failed_read(outcome, http_status, step):
+    assert after_failed_read(outcome, http_status=http_status) == step
+
+
+@pytest.mark.parametrize(
+    ("failures", "step"),
+    [
+        (0, NextStep.RETRY_LATER),
+        (2, NextStep.RETRY_LATER),
+        (3, NextStep.NEEDS_ATTENTION),
+        (4, NextStep.NEEDS_ATTENTION),
+    ],
+)
+def test_after_repeated_failures(failures, step):
+    assert after_repeated_failures(failures, max_tries=3) == step

@@ -94,6 +94,32 @@ def test_retries_exhausted_hands_the_booking_to_reconciliation(ref_partner, make
     assert "database down" in event.data["error"]
 
 
+def test_a_booking_whose_worker_keeps_giving_up_goes_to_support_instead_of_round_after_round(
+    ref_partner, make_booking, broker, settings
+):
+    # Given a booking whose sync keeps failing through every retry (a failure retrying cannot cure)
+    settings.PARTNER_ACTOR_GIVE_UPS_MAX = 3
+    booking = make_booking(ref_partner, S.UNKNOWN, next_check_at=None)
+    handover = RetriesExhausted()
+
+    # When its retries run out for the third time
+    for attempt in range(3):
+        message = MessageProxy(tasks.sync_booking.message(str(booking.pk)))
+        message.fail()
+        handover.after_process_message(broker, message, exception=RuntimeError(f"poison {attempt}"))
+
+    # Then the sweeper got it back twice, and support has it the third time, with the last error
+    booking.refresh_from_db()
+    assert (booking.status, booking.attention_reason) == (S.NEEDS_ATTENTION, "worker_gave_up")
+    assert "poison 2" in booking.attention_detail
+    assert timeline(booking) == [
+        "worker.retries_exhausted",
+        "worker.retries_exhausted",
+        "worker.retries_exhausted",
+        "booking.needs_attention",
+    ]
+
+
 def test_a_failure_that_will_be_retried_is_not_handed_over(ref_partner, make_booking, broker):
     booking = make_booking(ref_partner, S.SUBMITTING, next_check_at=None)
     message = MessageProxy(tasks.sync_booking.message(str(booking.pk)))  # not failed: retries remain

@@ -6,7 +6,8 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 
 import pytest
 from django.utils import timezone
@@ -33,6 +34,20 @@ from tests.helpers import queued_messages, wait_until
 from tests.partners.conftest import WEBHOOK_SECRET, timeline, transitions
 
 S = BookingState
+# The terms every delivery below states (`reservation`): its bookings are made on them, since the
+# one door compares a partner's terms with the booking's.
+STAY = {
+    "start_date": date(2027, 3, 1),
+    "end_date": date(2027, 3, 4),
+    "guests": 2,
+    "total_price": Decimal("360.00"),
+    "currency": "EUR",
+}
+
+
+@pytest.fixture
+def make_booking(make_booking):
+    return lambda partner, status=S.REQUESTED, **fields: make_booking(partner, status, **{**STAY, **fields})
 
 
 def reservation(ref="R-1", *, client_reference="BK-NOBODY", status="confirmed", version=1) -> dict:

@@ -249,6 +249,23 @@ def test_partner_health(partner, make_booking, broker, partner_queue):
         run("partner_health", "--partner", "nope")
 
 
+def test_partner_health_counts_answers_refused_at_the_edge(partner, make_booking, broker, partner_queue):
+    booking = make_booking()
+    PartnerAttemptFactory(booking=booking, operation="get", outcome="ok", latency_ms=10)
+    PartnerAttemptFactory(
+        booking=booking,
+        operation="get",
+        outcome="transient",
+        latency_ms=10,
+        refusal="version out of range: 9223372036854775808 (expected an integer from 0 to 2147483647)",
+    )
+
+    row = json.loads(run("partner_health", "--json", "--partner", partner.code))["partners"][0]
+
+    assert (row["calls"], row["errors"], row["refused_answers"]) == (2, 1, 1)
+    assert "partner answers refused at our edge (malformed or out of range): 1" in row["problems"]
+
+
 @pytest.mark.django_db(transaction=True)
 def test_sync_booking_now_runs_the_sync_here(make_booking, partner_queue, broker):
     booking = make_booking(status=S.UNKNOWN)
