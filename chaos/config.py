@@ -7,6 +7,7 @@ Redis namespaces of their own so that a run never shares queues, locks or caches
 
 from __future__ import annotations
 
+import math
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +42,13 @@ class Timing:
     breaker_reset_s: float = 3.0
     connect_timeout_s: float = 1.0
     read_timeout_s: float = 2.0
+    # The audit of confirmed bookings: each re-read this often, at most `audit_batch` per sweep
+    # (about a third of what the partners' concurrency caps allow at their injected latency, so
+    # that it never crowds the load); past a few hundred confirmed bookings the batch sets the pace.
+    audit_age_s: int = 10
+    audit_batch: int = 20
+    lost_recheck_s: float = 3.0
+    refused_max_tries: int = 3
 
     def env(self) -> dict[str, str]:
         return {
@@ -57,7 +65,20 @@ class Timing:
             "PARTNER_BREAKER_RESET_S": str(self.breaker_reset_s),
             "PARTNER_QUEUE_REFRESH_S": "2",
             "PARTNER_ACTOR_TIME_LIMIT_MS": "60000",
+            "RECONCILE_AUDIT_AGE_S": str(self.audit_age_s),
+            "RECONCILE_AUDIT_BATCH": str(self.audit_batch),
+            "PARTNER_LOST_RECHECK_S": str(self.lost_recheck_s),
+            "PARTNER_REFUSED_MAX_TRIES": str(self.refused_max_tries),
         }
+
+    def detection_window_s(self, confirmed: int) -> float:
+        """How long after a partner's silent change (a cancellation whose news is lost, a lost
+        reservation, new terms) its booking is handed over at the latest: the audit reads each
+        confirmed booking again after `audit_age_s`, or after a round over all of them at
+        `audit_batch` per sweep, whichever is longer; a lost one is read a second time
+        `lost_recheck_s` later; and a sweep on either side."""
+        round_s = math.ceil(confirmed / self.audit_batch) * self.sweep_interval_s
+        return max(self.audit_age_s, round_s) + self.lost_recheck_s + 2 * self.sweep_interval_s
 
 
 @dataclass(frozen=True)

@@ -20,20 +20,36 @@ RATE_KEYS = frozenset(
         "webhook_duplicate_rate",
         "webhook_reorder_rate",
         "webhook_early_rate",
+        "partner_cancel_rate",
+        "vanish_rate",
+        "amend_rate",
+        "garbage_values_rate",
     }
 )
-KNOWN_KEYS = RATE_KEYS | {
-    "latency_ms",
-    "async_confirm_delay_s",
-    "webhook_delay_s",
-    "clock_skew_s",
-    "honour_idempotency_keys",
-    "time_scale",
-    "seed",
-}
+WINDOW_KEYS = frozenset({"auth_failure_window_s", "outage_window_s"})
+KNOWN_KEYS = (
+    RATE_KEYS
+    | WINDOW_KEYS
+    | {
+        "latency_ms",
+        "async_confirm_delay_s",
+        "webhook_delay_s",
+        "clock_skew_s",
+        "honour_idempotency_keys",
+        "partner_cancel_delay_s",
+        "vanish_delay_s",
+        "time_scale",
+        "seed",
+    }
+)
 
 # Every fault on. Delays are in partner seconds, divided by `time_scale` (60 by default), so
-# "webhooks up to 10 minutes late" take up to 10 real seconds.
+# "webhooks up to 10 minutes late" take up to 10 real seconds. What a partner does on its own
+# comes at rates a real one shows: an overbooked hotel cancels 1 in 50 confirmed reservations
+# within minutes to hours, 1 in 100 is amended (a re-priced rate, a date moved), 1 in 500 is
+# lost, 1 answer in 500 carries a value out of range; a key rotation locks us out for 10 minutes
+# and the partner is down for 10 more (both windows start 90 real seconds after the plan is set,
+# inside the load).
 _COMMON: dict[str, Any] = {
     "latency_ms": [0, 1500],
     "timeout_after_commit_rate": 0.04,
@@ -41,6 +57,14 @@ _COMMON: dict[str, Any] = {
     "rate_limit_rate": 0.03,
     "reject_rate": 0.05,
     "async_confirm_delay_s": 180,
+    "partner_cancel_rate": 0.02,
+    "partner_cancel_delay_s": [60, 600],
+    "vanish_rate": 0.002,
+    "vanish_delay_s": [60, 600],
+    "amend_rate": 0.01,
+    "garbage_values_rate": 0.002,
+    "auth_failure_window_s": [5400, 600],
+    "outage_window_s": [7200, 600],
 }
 _PER_PROFILE: dict[str, dict[str, Any]] = {
     "reference": {
@@ -57,6 +81,8 @@ _OFF: dict[str, Any] = {
     "async_confirm_delay_s": None,
     "webhook_delay_s": [0, 0],
     "clock_skew_s": 0,
+    "auth_failure_window_s": None,
+    "outage_window_s": None,
 }
 
 
@@ -95,6 +121,21 @@ class FaultPlan:
     @property
     def clock_skew_s(self) -> float:
         return float(self.settings.get("clock_skew_s") or 0.0)
+
+    @property
+    def latest_initiative_s(self) -> float:
+        """Real seconds after a confirmation (or creation) by which the partner has done what it
+        does on its own (cancel, lose); an amendment follows the confirmation at once."""
+        scale = float(self.settings.get("time_scale") or 1.0)
+        delays = [
+            self.settings.get(key, [0, 0])[1]
+            for key, rate in (
+                ("partner_cancel_delay_s", "partner_cancel_rate"),
+                ("vanish_delay_s", "vanish_rate"),
+            )
+            if self.settings.get(rate)
+        ]
+        return max(delays, default=0) / scale
 
 
 def build_plan(

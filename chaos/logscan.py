@@ -15,6 +15,8 @@ EXCEPTION = re.compile(
     r"([A-Za-z_][\w.]*(?:Error|Exception|Detected|Timeout|Unavailable|Exhausted))(?::\s*([^\\\"\n]{0,70}))?"
 )
 MESSAGE = re.compile(r'msg="([^"]{0,80})')
+# Dramatiq's Retries middleware, each time it sends a failed message back for another try.
+RETRYING = re.compile(r"Retrying message '([\w-]+)'")
 TOP = 15
 
 
@@ -40,3 +42,15 @@ def _signature(line: str) -> str:
         return f"{name}: {detail.strip()}" if detail.strip() else name
     message = MESSAGE.search(line)
     return message.group(1) if message else line.strip()[:100]
+
+
+def retried(directory: Path) -> dict[str, list[str]]:
+    """{message id: the log lines that sent it back for another try} over every *.log of the run."""
+    found: dict[str, list[str]] = {}
+    for path in sorted(directory.glob("*.log")):
+        with path.open(errors="replace") as handle:
+            for line in handle:
+                match = RETRYING.search(line)
+                if match:
+                    found.setdefault(match.group(1), []).append(f"{path.stem}: {line.strip()[:300]}")
+    return found

@@ -34,6 +34,11 @@ class EventRow:
         return f"{at} #{self.id} {self.kind}{move} [{self.actor}] {self.summary}"
 
 
+# A booking's terms as plain text, the same way on both sides: start_date, end_date (ISO dates),
+# guests, total_price (a decimal string, two places), currency.
+Terms = dict[str, str]
+
+
 @dataclass(frozen=True)
 class BookingRow:
     reference: str
@@ -45,6 +50,7 @@ class BookingRow:
     deadline: datetime
     created_at: datetime
     events: tuple[EventRow, ...] = ()
+    terms: Terms = field(default_factory=dict)
 
     def first_reached(self, states: frozenset[str] | set[str]) -> EventRow | None:
         return next((e for e in self.events if e.to_state in states), None)
@@ -90,7 +96,12 @@ class PartnerChange:
     version: int
     status: str  # our vocabulary: pending | confirmed | rejected | cancelled
     at: datetime  # the partner's clock (skew included), aware
-    cause: str
+    cause: str  # create | settle | cancel | partner_cancel | amend | vanish
+    changes: dict[str, Any] = field(default_factory=dict)  # an amendment's {field: {"old", "new"}}
+
+
+# What the partner does to a reservation on its own, by the cause in its history.
+INITIATIVES = {"partner_cancel": "cancelled", "vanish": "lost", "amend": "changed"}
 
 
 @dataclass(frozen=True)
@@ -101,10 +112,17 @@ class TruthReservation:
     status: str
     history: tuple[PartnerChange, ...]
     raw: dict[str, Any] = field(default_factory=dict)
+    vanished_at: datetime | None = None  # the partner's clock: lost to every read since
+    terms: Terms = field(default_factory=dict)  # as the partner holds them now
 
     @property
     def live(self) -> bool:
-        return self.status in LIVE
+        """Held by the partner: a lost reservation is live to nobody, whatever its last status."""
+        return self.status in LIVE and self.vanished_at is None
+
+    def initiatives(self) -> list[PartnerChange]:
+        """What the partner did to it on its own (cancelled, lost, changed it), in order."""
+        return [h for h in self.history if h.cause in INITIATIVES]
 
     def first(self, status: str) -> PartnerChange | None:
         return next((h for h in self.history if h.status == status), None)
@@ -114,8 +132,10 @@ class TruthReservation:
             f"v{h.version} {h.status} @{h.at.isoformat(timespec='milliseconds')} ({h.cause})"
             for h in self.history
         )
+        lost = " lost" if self.vanished_at else ""
         return (
-            f"{self.partner_code}:{self.partner_ref} ref={self.client_reference} now={self.status} [{steps}]"
+            f"{self.partner_code}:{self.partner_ref} ref={self.client_reference} now={self.status}{lost} "
+            f"[{steps}]"
         )
 
 
@@ -143,6 +163,12 @@ class Snapshot:
     clients: list[ClientKey]
     unresolved_fences: int = 0
     pending_compensations: int = 0
+    # How often each Dramatiq message was retried (its id -> the workers' "Retrying" log lines).
+    retried: dict[str, list[str]] = field(default_factory=dict)
+    # Per booking: the longest run of partner answers refused at our edge with no usable one between.
+    refused_in_a_row: dict[str, int] = field(default_factory=dict)
+    # Per reservation we compensated (partner code, partner ref): the cancel calls made.
+    cancel_calls: dict[tuple[str, str], int] = field(default_factory=dict)
 
     def truth_by_reference(self) -> dict[str, list[TruthReservation]]:
         grouped: dict[str, list[TruthReservation]] = {}

@@ -159,6 +159,8 @@ class ChaosRun:
             self._disruption_tail(disruptors)
             display.set_phase("settle")
             self._settle(codes)
+            display.set_phase("audit tail")
+            self._audit_tail(codes)
             display.set_phase("stopping")
         events = [e for d in disruptors for e in d.events]
         self.report.disruptions = [e.as_dict() for e in sorted(events, key=lambda e: e.at_s)]
@@ -249,6 +251,21 @@ class ChaosRun:
             }
         )
 
+    def _audit_tail(self, codes: list[str]) -> None:
+        """Let what the partners do on their own after the last confirmations (a cancel, a loss,
+        minutes later) meet the audit of confirmed bookings within its detection window, then
+        settle again: the disagreements check judges every one of them, none left pending."""
+        counts = snapshot.live_counts(codes, compensation_max_tries=_compensation_max_tries())
+        confirmed = counts.get("confirmed", 0) + counts.get("needs_attention", 0)
+        latest = max((s.plan.latest_initiative_s for s in self.sandboxes), default=0.0)
+        wait_s = latest + self._detection_window_s(confirmed)
+        self.report.phases["audit_tail_s"] = round(wait_s, 1)
+        time.sleep(wait_s)
+        self._settle(codes)
+
+    def _detection_window_s(self, confirmed: int) -> float:
+        return self.config.timing.detection_window_s(confirmed) + self.config.deadline_slack_s
+
     def _verdict(self, codes: list[str]) -> None:
         assert self.stack is not None
         self.stack.stop_system()  # nothing of ours moves while we look
@@ -265,11 +282,19 @@ class ChaosRun:
             ledger=self.ledger,
             truth=truth,
             compensation_max_tries=_compensation_max_tries(),
+            run_dir=self.identity.directory,
         )
+        ever_confirmed = sum(1 for b in data.bookings.values() if b.first_reached({"confirmed"}))
         self.report.checks = checks.run_all(
             data,
             allowed=checks.allowed_transitions(),
-            allowance_s=self.config.deadline_allowance_s,
+            limits=checks.Limits(
+                allowance_s=self.config.deadline_allowance_s,
+                detection_window_s=self._detection_window_s(ever_confirmed),
+                max_retries=int(os.environ.get("PARTNER_ACTOR_MAX_RETRIES", "5")),
+                refused_max_tries=self.config.timing.refused_max_tries,
+                compensation_max_tries=_compensation_max_tries(),
+            ),
             checked_at=checked_at,
         )
 

@@ -5,13 +5,16 @@ and the clients' ledger, into the plain data of `model.py`. Also the cheap live 
 from __future__ import annotations
 
 from collections import Counter
-from datetime import datetime
+from datetime import date, datetime
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
 from typing import Any
 
 from django.db.models import Count, Q
 
 from bookings.models import Booking, BookingEvent
 from bookings.states import OPEN_STATES
+from chaos import logscan
 from chaos.load import ClientLedger
 from chaos.model import (
     BookingRow,
@@ -22,17 +25,32 @@ from chaos.model import (
     OurReservation,
     PartnerChange,
     Snapshot,
+    Terms,
     TruthReservation,
 )
 from chaos.sandboxes import SandboxPartner
 from partners.models import (
     Operation,
+    Outcome,
     PartnerAttempt,
     PartnerObservation,
     PartnerReservation,
 )
 
 LEGACY_STATES = {"PENDING": "pending", "OK": "confirmed", "FAIL": "rejected", "CXL": "cancelled"}
+TERM_FIELDS = ("start_date", "end_date", "guests", "total_price", "currency")
+# The wire names of a booking's terms, per profile, as ours.
+TERM_NAMES = {
+    "reference": {name: name for name in TERM_FIELDS},
+    "legacy": {
+        "from": "start_date",
+        "to": "end_date",
+        "pax": "guests",
+        "amount": "total_price",
+        "ccy": "currency",
+    },
+}
+CENT = Decimal("0.01")
 CHUNK = 2000
 
 
@@ -78,6 +96,7 @@ def take(
     ledger: ClientLedger,
     truth: dict[str, list[dict[str, Any]]],
     compensation_max_tries: int,
+    run_dir: Path | None = None,
 ) -> Snapshot:
     codes = [s.code for s in sandboxes]
     counts = live_counts(codes, compensation_max_tries=compensation_max_tries)
@@ -102,6 +121,9 @@ def take(
         ],
         unresolved_fences=counts["fences"],
         pending_compensations=counts["compensations"],
+        retried=logscan.retried(run_dir) if run_dir is not None else {},
+        refused_in_a_row=_refused_in_a_row(codes),
+        cancel_calls=_cancel_calls(codes),
     )
 
 
@@ -117,6 +139,11 @@ def _bookings(codes: list[str]) -> dict[str, BookingRow]:
             "attention_detail",
             "deadline",
             "created_at",
+            "start_date",
+            "end_date",
+            "guests",
+            "total_price",
+            "currency",
         )
     )
     events: dict[Any, list[EventRow]] = {}
@@ -160,8 +187,63 @@ def _bookings(codes: list[str]) -> dict[str, BookingRow]:
             deadline=row[7],
             created_at=row[8],
             events=tuple(events.get(row[0], [])),
+            terms=terms_text(dict(zip(TERM_FIELDS, row[9:], strict=True))),
         )
         for row in rows
+    }
+
+
+def terms_text(terms: dict[str, Any]) -> Terms:
+    """Terms as the same text on both sides: ISO dates, whole guests, money to the cent."""
+    text: Terms = {}
+    for name, value in terms.items():
+        if value is None or value == "":
+            continue
+        if isinstance(value, date):
+            text[name] = value.isoformat()
+        elif name == "total_price":
+            try:
+                text[name] = format(Decimal(str(value)).quantize(CENT), "f")
+            except InvalidOperation:
+                text[name] = str(value)
+        else:
+            text[name] = str(value)
+    return text
+
+
+def _wire_terms(profile: str, data: dict[str, Any]) -> Terms:
+    names = TERM_NAMES[profile]
+    return terms_text({ours: data.get(wire) for wire, ours in names.items()})
+
+
+def _changes(profile: str, changes: dict[str, Any] | None) -> dict[str, Any]:
+    names = TERM_NAMES[profile]
+    return {names.get(wire, wire): change for wire, change in (changes or {}).items()}
+
+
+def _refused_in_a_row(codes: list[str]) -> dict[str, int]:
+    """Per booking, the longest run of answers refused at our edge with no usable answer between."""
+    longest: dict[str, int] = {}
+    run: dict[str, int] = {}
+    rows = (
+        PartnerAttempt.objects.filter(partner__code__in=codes, booking__isnull=False)
+        .filter(Q(outcome=Outcome.OK) | ~Q(refusal=""))
+        .order_by("booking_id", "started_at", "id")
+        .values_list("booking__reference", "refusal")
+    )
+    for reference, refusal in rows.iterator(chunk_size=CHUNK):
+        run[reference] = run.get(reference, 0) + 1 if refusal else 0
+        longest[reference] = max(longest.get(reference, 0), run[reference])
+    return {reference: n for reference, n in longest.items() if n}
+
+
+def _cancel_calls(codes: list[str]) -> dict[tuple[str, str], int]:
+    return {
+        (code, ref): n
+        for code, ref, n in PartnerAttempt.objects.filter(partner__code__in=codes, operation=Operation.CANCEL)
+        .values_list("partner__code", "reservation__partner_ref")
+        .annotate(n=Count("id"))
+        .order_by()
     }
 
 
@@ -238,6 +320,7 @@ def _observations(codes: list[str]) -> list[ObservationRow]:
 
 def _truth_row(code: str, profile: str, row: dict[str, Any]) -> TruthReservation:
     if profile == "legacy":
+        vanished = row.get("vanished_utc")
         return TruthReservation(
             partner_code=code,
             partner_ref=str(row["booking_no"]),
@@ -249,11 +332,15 @@ def _truth_row(code: str, profile: str, row: dict[str, Any]) -> TruthReservation
                     status=LEGACY_STATES[h["state"]],
                     at=datetime.fromisoformat(h["at_utc"]),
                     cause=str(h["cause"]),
+                    changes=_changes(profile, h.get("changes")),
                 )
                 for h in row.get("history", [])
             ),
             raw=row,
+            vanished_at=datetime.fromisoformat(vanished) if vanished else None,
+            terms=_wire_terms(profile, row),
         )
+    vanished = row.get("vanished_at")
     return TruthReservation(
         partner_code=code,
         partner_ref=str(row["id"]),
@@ -265,8 +352,11 @@ def _truth_row(code: str, profile: str, row: dict[str, Any]) -> TruthReservation
                 status=str(h["status"]),
                 at=datetime.fromisoformat(h["at"]),
                 cause=str(h["cause"]),
+                changes=_changes(profile, h.get("changes")),
             )
             for h in row.get("history", [])
         ),
         raw=row,
+        vanished_at=datetime.fromisoformat(vanished) if vanished else None,
+        terms=_wire_terms(profile, row),
     )

@@ -2,26 +2,40 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 from chaos.checks.base import CheckResult, Violation
 from chaos.checks.consistency import check_confirmed_matches_partner
+from chaos.checks.disagreements import check_partner_disagreements
 from chaos.checks.ending import check_everything_ends
 from chaos.checks.latency import check_latency
 from chaos.checks.lost import check_no_booking_lost
 from chaos.checks.orphans import check_orphan_cases
 from chaos.checks.reservations import check_partner_reservations
+from chaos.checks.retries import check_tries_bounded
 from chaos.checks.timelines import allowed_transitions, check_observations, check_timelines
 from chaos.model import Snapshot
 
-__all__ = ["CheckResult", "Violation", "allowed_transitions", "run_all"]
+__all__ = ["CheckResult", "Limits", "Violation", "allowed_transitions", "run_all"]
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What the run's settings promise, for the checks to hold it to."""
+
+    allowance_s: float  # invariant 7: at rest within deadline + this
+    detection_window_s: float  # invariant 6: a partner's disagreement handed over within this
+    max_retries: int  # every actor's Dramatiq max_retries
+    refused_max_tries: int
+    compensation_max_tries: int
 
 
 def run_all(
     snapshot: Snapshot,
     *,
     allowed: frozenset[tuple[str, str]],
-    allowance_s: float,
+    limits: Limits,
     checked_at: datetime,
 ) -> list[CheckResult]:
     return [
@@ -29,8 +43,15 @@ def run_all(
         check_partner_reservations(snapshot),
         check_orphan_cases(snapshot),
         check_confirmed_matches_partner(snapshot),
+        check_partner_disagreements(snapshot, window_s=limits.detection_window_s, checked_at=checked_at),
         check_timelines(snapshot, allowed=allowed),
         check_observations(snapshot),
-        check_everything_ends(snapshot, allowance_s=allowance_s, checked_at=checked_at),
+        check_everything_ends(snapshot, allowance_s=limits.allowance_s, checked_at=checked_at),
+        check_tries_bounded(
+            snapshot,
+            max_retries=limits.max_retries,
+            refused_max_tries=limits.refused_max_tries,
+            compensation_max_tries=limits.compensation_max_tries,
+        ),
         check_latency(snapshot),
     ]

@@ -42,7 +42,7 @@ def check_confirmed_matches_partner(snapshot: Snapshot) -> CheckResult:
             at_partner = truth_by_key.get((ours.partner_code, ours.partner_ref))
             if at_partner is not None and at_partner.status != ours.status:
                 figures["our_view_behind_partner"] += 1
-        partner_confirmed = [t for t in truth if t.status == "confirmed"]
+        partner_confirmed = [t for t in truth if t.status == "confirmed" and t.live]
 
         if booking.status == "confirmed":
             figures["confirmed"] += 1
@@ -57,12 +57,19 @@ def check_confirmed_matches_partner(snapshot: Snapshot) -> CheckResult:
                 )
                 continue
             at_partner = truth_by_key.get((primaries[0].partner_code, primaries[0].partner_ref))
-            if at_partner is None or at_partner.status != "confirmed":
+            if at_partner is None or not at_partner.live or at_partner.status != "confirmed":
+                held = (
+                    "missing"
+                    if at_partner is None
+                    else "lost"
+                    if at_partner.vanished_at
+                    else at_partner.status
+                )
                 result.violations.append(
                     Violation(
                         "confirmed_but_not_at_partner",
                         f"{reference} is confirmed but its reservation {primaries[0].partner_ref} is "
-                        f"{at_partner.status if at_partner else 'missing'} at the partner",
+                        f"{held} at the partner",
                         booking=reference,
                         evidence=evidence,
                     )

@@ -84,5 +84,5 @@ def _partner_view(truth: list[TruthReservation]) -> str:
     """What the partner holds for a booking, in a few words."""
     if not truth:
         return "nothing"
-    counts = Counter(r.status for r in truth)
+    counts = Counter("lost" if r.vanished_at else r.status for r in truth)
     return ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections import Counter
 
 from chaos.checks.base import CheckResult, Violation, booking_evidence
-from chaos.model import OurReservation, Snapshot
+from chaos.model import OurReservation, Snapshot, TruthReservation
 
 UNWANTED = frozenset({"rejected", "failed", "expired", "cancelled"})
 
@@ -100,9 +100,10 @@ def check_partner_reservations(snapshot: Snapshot) -> CheckResult:
             figures["live_for_needs_attention"] += 1
 
     for reference, reservations in by_reference.items():
-        if len(reservations) > 1:
+        duplicates = _created_beside_another(reservations)
+        if duplicates:
             figures["bookings_with_duplicates"] += 1
-            figures["duplicates_created"] += len(reservations) - 1
+            figures["duplicates_created"] += duplicates
             result.violations.append(
                 Violation(
                     "duplicate_created",
@@ -112,6 +113,7 @@ def check_partner_reservations(snapshot: Snapshot) -> CheckResult:
                     evidence=booking_evidence(snapshot.bookings.get(reference), reservations),
                 )
             )
+        figures["created_again_after_the_partner_lost_it"] += len(reservations) - 1 - duplicates
         live = [r for r in reservations if r.live]
         if len(live) > 1:
             figures["duplicates_left_live"] += len(live) - 1
@@ -140,6 +142,22 @@ def check_partner_reservations(snapshot: Snapshot) -> CheckResult:
     result.figures = dict(sorted(figures.items()))
     result.figures["our_roles"] = dict(Counter(r.role for r in snapshot.reservations))
     return result
+
+
+def _created_beside_another(reservations: list[TruthReservation]) -> int:
+    """How many were created while the partner still knew an earlier one for the booking. One
+    made after the partner lost every earlier one is no blind second create: a complete lookup
+    found nothing (a lost reservation's idempotency key is forgotten too)."""
+    made = sorted(reservations, key=lambda r: r.history[0].at if r.history else r.vanished_at)
+    return sum(
+        1
+        for index, reservation in enumerate(made)
+        if reservation.history
+        and any(
+            earlier.vanished_at is None or earlier.vanished_at > reservation.history[0].at
+            for earlier in made[:index]
+        )
+    )
 
 
 def _compensation(known: OurReservation) -> str:

@@ -10,7 +10,7 @@ from collections import Counter
 from chaos.checks.base import CheckResult, Violation, booking_evidence, timeline
 from chaos.model import ObservationRow, Snapshot, TruthReservation
 
-RANK = {"pending": 0, "confirmed": 1, "rejected": 2, "cancelled": 2}
+RANK = {"pending": 0, "confirmed": 1, "rejected": 2, "cancelled": 2, "lost": 2}
 CREATED = ("", "requested")
 
 
@@ -102,7 +102,13 @@ def check_observations(snapshot: Snapshot) -> CheckResult:
             continue
         history = {h.version: h.status for h in at_partner.history}
         for row in applied:
-            if row.version is not None and history.get(row.version) not in (None, row.status):
+            if row.status == "lost":
+                if at_partner.vanished_at is None:  # concluded from two 404s: true only if it vanished
+                    problem = "applied lost, yet the partner never lost it"
+                    result.violations.append(
+                        _observation_violation(snapshot, by_reference, key, "applied_untrue", problem, rows)
+                    )
+            elif row.version is not None and history.get(row.version) not in (None, row.status):
                 problem = (
                     f"applied v{row.version} {row.status}; the partner's v{row.version} is "
                     f"{history[row.version]}"

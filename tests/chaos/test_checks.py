@@ -11,12 +11,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from chaos.checks import allowed_transitions, run_all
+from chaos.checks import Limits, allowed_transitions, run_all
 from chaos.checks.consistency import check_confirmed_matches_partner
+from chaos.checks.disagreements import check_partner_disagreements
 from chaos.checks.ending import check_everything_ends
 from chaos.checks.latency import check_latency
 from chaos.checks.lost import check_no_booking_lost
 from chaos.checks.reservations import check_partner_reservations
+from chaos.checks.retries import check_tries_bounded
 from chaos.checks.timelines import check_observations, check_timelines
 from chaos.model import (
     BookingRow,
@@ -143,8 +145,13 @@ def kinds(result) -> list[str]:
     return sorted(v.kind for v in result.violations)
 
 
+LIMITS = Limits(
+    allowance_s=7, detection_window_s=30, max_retries=5, refused_max_tries=3, compensation_max_tries=8
+)
+
+
 def test_a_clean_run_passes_every_check():
-    results = run_all(clean_snapshot(), allowed=ALLOWED, allowance_s=7, checked_at=at(300))
+    results = run_all(clean_snapshot(), allowed=ALLOWED, limits=LIMITS, checked_at=at(300))
     assert {r.name: kinds(r) for r in results} == {r.name: [] for r in results}
 
 
@@ -355,3 +362,158 @@ def test_latency_runs_from_the_partner_change_on_our_clock_to_our_transition():
         "max": 1.0,
     }
     assert result.figures["observation_received"]["reference via response"]["p50"] == 1.0
+
+
+# --- partner disagreements ---------------------------------------------------------------------
+def the_partner(initiative: str, at_s: float, **fields) -> TruthReservation:
+    """The clean snapshot's reservation, then something the partner did to it on its own."""
+    reservation = truth()
+    status = "cancelled" if initiative == "partner_cancel" else "confirmed"
+    change = PartnerChange(2, status, at(at_s + SKEW_S), initiative, fields.pop("changes", {}))
+    return replace(reservation, status=status, history=(*reservation.history, change), **fields)
+
+
+def handed_over(reason: str, at_s: float) -> BookingRow:
+    booking = confirmed_booking()
+    move = EventRow(
+        id=9,
+        kind="booking.needs_attention",
+        actor="sweeper",
+        from_state="confirmed",
+        to_state="needs_attention",
+        occurred_at=at(at_s),
+    )
+    return replace(booking, status="needs_attention", attention_reason=reason, events=(*booking.events, move))
+
+
+DISAGREEMENTS = [
+    ("partner_cancel", {}, "cancelled", "partner_cancelled_confirmed"),
+    ("vanish", {"vanished_at": at(10 + SKEW_S)}, "lost", "partner_lost_reservation"),
+    (
+        "amend",
+        {"changes": {"guests": {"old": 2, "new": 3}}, "terms": {"guests": "3"}},
+        "changed",
+        "partner_mismatch",
+    ),
+]
+
+
+@pytest.mark.parametrize(("initiative", "fields", "kind", "reason"), DISAGREEMENTS)
+def test_a_booking_left_confirmed_past_the_window_after_the_partner_disagreed_is_a_violation(
+    initiative, fields, kind, reason
+):
+    snapshot = clean_snapshot()
+    snapshot.truth = [the_partner(initiative, 10, **fields)]
+
+    result = check_partner_disagreements(snapshot, window_s=30, checked_at=at(41))
+
+    assert kinds(result) == [f"confirmed_but_partner_{kind}"]
+    assert result.figures[f"partner_{kind}"] == 1
+
+
+@pytest.mark.parametrize(("initiative", "fields", "kind", "reason"), DISAGREEMENTS)
+def test_still_confirmed_within_the_window_at_the_end_is_counted_not_judged(initiative, fields, kind, reason):
+    snapshot = clean_snapshot()
+    snapshot.truth = [the_partner(initiative, 10, **fields)]
+
+    result = check_partner_disagreements(snapshot, window_s=30, checked_at=at(39))
+
+    assert (kinds(result), result.figures["still_within_window_at_end"]) == ([], 1)
+
+
+@pytest.mark.parametrize(("initiative", "fields", "kind", "reason"), DISAGREEMENTS)
+def test_a_hand_over_within_the_window_passes_and_is_timed_by_kind_and_reason(
+    initiative, fields, kind, reason
+):
+    snapshot = clean_snapshot()
+    snapshot.truth = [the_partner(initiative, 10, **fields)]
+    snapshot.bookings["BK-AAAAAA"] = handed_over(reason, 25)
+
+    result = check_partner_disagreements(snapshot, window_s=30, checked_at=at(300))
+
+    assert kinds(result) == []
+    assert result.figures["seconds_to_hand_over"][kind]["max"] == 15.0  # on our clock, skew removed
+    assert result.figures["reasons"] == {kind: {reason: 1}}
+
+
+def test_a_hand_over_after_the_window_is_too_late():
+    snapshot = clean_snapshot()
+    snapshot.truth = [the_partner("partner_cancel", 10)]
+    snapshot.bookings["BK-AAAAAA"] = handed_over("partner_cancelled_confirmed", 41)
+
+    assert kinds(check_partner_disagreements(snapshot, window_s=30, checked_at=at(300))) == [
+        "handed_over_too_late"
+    ]
+
+
+def test_a_disagreement_before_our_confirmation_counts_from_the_confirmation():
+    # The partner amended it at 1 s; our confirmation (from an answer sent before) came at 2 s.
+    snapshot = clean_snapshot()
+    snapshot.truth = [the_partner("amend", 1, changes={"guests": {"old": 2, "new": 3}})]
+    snapshot.bookings["BK-AAAAAA"] = handed_over("partner_mismatch", 32)
+
+    result = check_partner_disagreements(snapshot, window_s=30, checked_at=at(300))
+
+    assert (kinds(result), result.figures["seconds_to_hand_over"]["changed"]["max"]) == ([], 30.0)
+
+
+def test_a_reservation_the_booking_was_letting_go_is_not_judged():
+    snapshot = clean_snapshot()
+    snapshot.truth = [the_partner("vanish", 10, vanished_at=at(10 + SKEW_S))]
+    snapshot.reservations = [ours(compensation_requested_at=at(5))]
+
+    assert check_partner_disagreements(snapshot, window_s=30, checked_at=at(300)).figures["partner_lost"] == 0
+
+
+def test_a_lost_reservation_is_not_live_for_the_other_checks():
+    snapshot = clean_snapshot()
+    snapshot.truth = [the_partner("vanish", 10, vanished_at=at(10 + SKEW_S))]
+
+    assert kinds(check_confirmed_matches_partner(snapshot)) == ["confirmed_but_not_at_partner"]
+    assert "is lost at the partner" in check_confirmed_matches_partner(snapshot).violations[0].message
+    assert kinds(check_partner_reservations(snapshot)) == []
+
+
+def test_applying_lost_is_true_only_for_a_reservation_the_partner_lost():
+    snapshot = clean_snapshot()
+    lost = replace(snapshot.observations[0], id=2, source="lookup", status="lost", version=None)
+    snapshot.observations.append(lost)
+    assert kinds(check_observations(snapshot)) == ["applied_untrue"]
+
+    snapshot.truth = [the_partner("vanish", 10, vanished_at=at(10 + SKEW_S))]
+    assert kinds(check_observations(snapshot)) == []
+
+
+def test_creating_again_after_the_partner_lost_the_first_is_no_duplicate():
+    snapshot = clean_snapshot()
+    first = replace(truth("R-0", at_s=0.5), vanished_at=at(0.8 + SKEW_S))
+    snapshot.truth.append(first)
+    snapshot.reservations.append(ours("R-0", status="lost"))
+
+    result = check_partner_reservations(snapshot)
+
+    assert (kinds(result), result.figures["created_again_after_the_partner_lost_it"]) == ([], 1)
+
+
+# --- tries bounded -----------------------------------------------------------------------------
+def tries(snapshot: Snapshot):
+    return check_tries_bounded(snapshot, max_retries=5, refused_max_tries=3, compensation_max_tries=8)
+
+
+def test_a_message_retried_more_than_its_actor_allows_is_a_violation_with_the_log_lines():
+    snapshot = clean_snapshot()
+    snapshot.retried = {"m-ok": ["worker-1: retry"] * 5, "m-loop": [f"worker-1: retry {n}" for n in range(6)]}
+
+    result = tries(snapshot)
+
+    assert kinds(result) == ["message_retried_past_its_tries"]
+    assert result.violations[0].evidence["log"][-1] == "worker-1: retry 5"
+    assert (result.figures["messages_retried"], result.figures["most_retries_of_a_message"]) == (2, 6)
+
+
+def test_refused_answers_past_their_tries_and_cancels_past_theirs_are_violations():
+    snapshot = clean_snapshot()
+    snapshot.refused_in_a_row = {"BK-AAAAAA": 4, "BK-BBBBBB": 3}
+    snapshot.cancel_calls = {("ref", "R-1"): 9, ("ref", "R-2"): 8}
+
+    assert kinds(tries(snapshot)) == ["cancelled_past_its_tries", "read_past_its_refusals"]

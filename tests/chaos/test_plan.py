@@ -20,11 +20,29 @@ def test_every_fault_is_on_by_default_and_the_rate_scales_them():
     assert plan.async_delay == 180
 
 
+@pytest.mark.parametrize("profile", ["reference", "legacy"])
+def test_what_a_partner_does_on_its_own_is_on_by_default_at_realistic_rates(profile):
+    plan = build_plan(profile, fault_rate=1, time_scale=60, seed=7)
+    assert {key: plan.settings[key] for key in ("partner_cancel_rate", "amend_rate", "vanish_rate")} == {
+        "partner_cancel_rate": 0.02,
+        "amend_rate": 0.01,
+        "vanish_rate": 0.002,
+    }
+    assert plan.settings["garbage_values_rate"] == 0.002
+    assert (plan.settings["auth_failure_window_s"], plan.settings["outage_window_s"]) == (
+        [5400, 600],
+        [7200, 600],
+    )
+    assert plan.latest_initiative_s == 10.0  # 600 partner seconds at 60x
+
+
 def test_fault_rate_zero_makes_a_perfect_partner():
     plan = build_plan("reference", fault_rate=0, time_scale=60, seed=1)
     rates = {k: v for k, v in plan.settings.items() if k.endswith("_rate")}
     assert set(rates.values()) == {0}
     assert (plan.async_delay, plan.clock_skew_s, plan.settings["webhook_delay_s"]) == (None, 0.0, [0, 0])
+    assert (plan.settings["auth_failure_window_s"], plan.settings["outage_window_s"]) == (None, None)
+    assert plan.latest_initiative_s == 0.0
 
 
 def test_legacy_gets_no_webhook_faults():
