@@ -66,7 +66,8 @@ KEPT_HEADERS = (
 HEADER_CHARS = 1000
 ERROR_CHARS = 2000
 IDENTIFIER_CHARS = 100  # PartnerReservation.partner_ref, client_reference
-# What a body that is not even JSON (or nested past the parser) raises.
+# What reading a body we cannot use raises: not JSON, nested past the parser, or refused by it
+# (`MalformedPayload`, out-of-range values included).
 UNREADABLE = (ValueError, RecursionError, MalformedPayload)
 
 
