@@ -179,9 +179,11 @@ def test_a_real_worker_sets_poison_aside_once_and_nothing_loops(
 # --- a partner that signs garbage ----------------------------------------------------------------
 @pytest.mark.integration
 @pytest.mark.timeout(60)
-def test_a_partner_sending_out_of_range_values_is_refused_each_time_and_its_booking_synced_at_once(
+def test_a_partner_sending_out_of_range_values_is_refused_each_time_and_its_booking_goes_to_support(
     harness, partner_worker
 ):
+    """Its webhooks are refused at receipt and its booking synced at once; its answers to that
+    sync are refused too, so the booking, whose truth cannot be read, goes to support."""
     h = harness("reference")
     h.faults(async_confirm_delay_s=40, time_scale=20)  # settles in 2 s; redeliveries come fast
     partner_worker(h.partner)
@@ -213,3 +215,6 @@ def test_a_partner_sending_out_of_range_values_is_refused_each_time_and_its_book
     health = health_of(h.partner)
     assert health.deliveries["invalid"] >= len(refused)  # more may have come since
     assert any("content we cannot use" in problem for problem in health.problems)
+    wait_for_status(booking, S.NEEDS_ATTENTION, timeout_s=20)
+    booking.refresh_from_db()
+    assert booking.attention_reason == "partner_data_refused"
