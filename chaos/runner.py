@@ -14,12 +14,17 @@ from __future__ import annotations
 import dataclasses
 import os
 import platform
+import sys
 import threading
 import time
+from contextlib import suppress
 from datetime import UTC, datetime
+from importlib import import_module
 from pathlib import Path
 from typing import Any, Protocol
 
+import dramatiq
+from django.apps import apps
 from rich.console import Console
 
 from chaos import checks, database, logscan, snapshot
@@ -291,7 +296,7 @@ class ChaosRun:
             limits=checks.Limits(
                 allowance_s=self.config.deadline_allowance_s,
                 detection_window_s=self._detection_window_s(ever_confirmed),
-                max_retries=int(os.environ.get("PARTNER_ACTOR_MAX_RETRIES", "5")),
+                max_retries=_most_retries(),
                 refused_max_tries=self.config.timing.refused_max_tries,
                 compensation_max_tries=_compensation_max_tries(),
             ),
@@ -337,6 +342,21 @@ class ChaosRun:
 
 def _compensation_max_tries() -> int:
     return int(os.environ.get("PARTNER_COMPENSATION_MAX_TRIES", "8"))
+
+
+def _most_retries() -> int:
+    """The most retries any of our actors allows: each declares its own `max_retries`, and a
+    retry's log line names only its message, not its actor. (Installed packages' actors, such as
+    django_dramatiq's, are sent nothing.)"""
+    most = 0
+    for app in apps.get_app_configs():
+        if app.path.startswith(sys.prefix):
+            continue
+        with suppress(ModuleNotFoundError):
+            module = import_module(f"{app.name}.tasks")
+            actors = [a for a in vars(module).values() if isinstance(a, dramatiq.Actor)]
+            most = max([most, *(actor.options["max_retries"] for actor in actors)])
+    return most
 
 
 def _config_dict(config: ChaosConfig) -> dict[str, Any]:

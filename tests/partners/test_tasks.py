@@ -134,3 +134,35 @@ def test_the_handover_middleware_runs_after_retries_decided(broker):
     names = [type(m).__name__ for m in broker.middleware]
     assert names.index("RetriesExhausted") < names.index("Retries")  # after_* hooks run reversed
     assert isinstance(broker, dramatiq.brokers.redis.RedisBroker)
+
+
+def test_every_actor_of_ours_bounds_its_retries_and_its_time(broker):
+    # Dramatiq's default is 20 retries over about 30 days: each actor says how many, and how long.
+    import bookings.tasks
+    import reconciliation.tasks
+
+    actors = {
+        actor.actor_name: (actor.options.get("max_retries"), actor.options.get("time_limit"))
+        for module in (bookings.tasks, tasks, reconciliation.tasks)
+        for actor in vars(module).values()
+        if isinstance(actor, dramatiq.Actor)
+    }
+
+    assert sorted(actors) == [
+        "cancel_booking",
+        "compensate_reservation",
+        "process_inbound_event",
+        "send_notification",
+        "submit_booking",
+        "sweep_bookings",
+        "sync_booking",
+        "walk_change_listing",
+    ]
+    assert {
+        name: (retries, limit)
+        for name, (retries, limit) in actors.items()
+        if retries is None or limit is None
+    } == {}
+    assert max(retries for retries, _ in actors.values()) == max(
+        settings.PARTNER_ACTOR_MAX_RETRIES, settings.NOTIFICATION_MAX_ATTEMPTS
+    )
