@@ -334,8 +334,15 @@ class BenchEnv:
 
     def machine(self) -> dict[str, Any]:
         """The machine, its servers, and how busy other processes kept it during this run."""
+        from bench.observe import load_average
+
         load = self.foreign.summary() if self.foreign else {}
-        return {**machine_info(), "quiet": self.quiet, "other_load": load}
+        return {
+            **machine_info(),
+            "quiet": self.quiet,
+            "other_load": load,
+            "load_average_at_end": load_average(),
+        }
 
     def _admin_connection(self) -> Any:
         import psycopg
@@ -409,10 +416,13 @@ class BenchEnv:
         port: int | None = None,
         cpus: str | None = None,
         name: str = "web",
+        access_log_format: str | None = None,
     ) -> tuple[Proc, str]:
         """gunicorn as the Procfile's `web`, on a free port; returns it and its base URL.
-        `cpus` pins it (and its children) to those CPUs (`taskset -c`)."""
+        `cpus` pins it (and its children) to those CPUs (`taskset -c`); `access_log_format`
+        replaces gunicorn's (e.g. to log each request's duration, `%(D)s`)."""
         port = port or free_port()
+        log_format = ["--access-logformat", access_log_format] if access_log_format else []
         proc = self.start(
             f"{name}-{port}",
             [
@@ -428,10 +438,34 @@ class BenchEnv:
                 "--no-control-socket",
                 "--access-logfile",
                 "-",
+                *log_format,
                 "--log-level",
                 "warning",
             ],
         )
+        base = f"http://127.0.0.1:{port}"
+        wait_http(proc, f"{base}/healthz", timeout_s=60)
+        return proc, base
+
+    def start_events(self, **env: str) -> tuple[Proc, str]:
+        """The events process as the Procfile's `events` (uvicorn, the live status streams), on a
+        free port, with `env` (e.g. LIVE_HEARTBEAT_S); returns it and its base URL."""
+        from config import events
+
+        port = free_port()
+        proc = self.start(f"events-{port}", events.command(port=port), **env)
+        base = f"http://127.0.0.1:{port}"
+        wait_http(proc, f"{base}/healthz", timeout_s=60)
+        return proc, base
+
+    def start_router(self, *, web: str, events: str) -> tuple[Proc, str]:
+        """The router of `make run` in front of a web server and an events process (their base
+        URLs): pages and their streams on one origin."""
+        from config import router
+
+        port = free_port()
+        argv = router.command(port=port, web_port=_port(web), events_port=_port(events))
+        proc = self.start(f"router-{port}", argv)
         base = f"http://127.0.0.1:{port}"
         wait_http(proc, f"{base}/healthz", timeout_s=60)
         return proc, base
@@ -520,6 +554,12 @@ def exclusive_run(path: Path = LOCK_PATH) -> Any:
     handle.write(f"pid {os.getpid()}: {' '.join(sys.argv)}")
     handle.flush()
     return handle
+
+
+def _port(base_url: str) -> int:
+    port = urlsplit(base_url).port
+    assert port is not None, base_url
+    return port
 
 
 def _pinned(cpus: str | None) -> list[str]:

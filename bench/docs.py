@@ -10,12 +10,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bench import common, independence, output
+from bench import common, independence, output, pages, streams
 
 DOC = common.ROOT / "docs" / "benchmarks.md"
 BEGIN = "<!-- bench:generated:begin (python -m bench report rewrites this part) -->"
 END = "<!-- bench:generated:end -->"
-ORDER = ("api", "independence", "pipeline", "sweeper", "timeline")
+ORDER = ("api", "independence", "pipeline", "sweeper", "timeline", "streams", "pages")
 
 
 def _table(columns: list[str], rows: list[list[object]]) -> str:
@@ -35,7 +35,16 @@ def _machine(data: dict[str, Any]) -> str:
         + (" (quick configuration)" if data.get("quick") else "")
         + f". Machine CPU {quiet.get('cpu_percent_at_start', '?')}% busy at the start; other processes used "
         f"{other.get('foreign_cpu_s', '?')} CPU-s during the {other.get('wall_s', '?')} s run."
+        + _load_average(quiet.get("load_average_at_start"), m.get("load_average_at_end"))
     )
+
+
+def _load_average(start: list[float] | None, end: list[float] | None) -> str:
+    """The load averages (1 min) around a run, when it recorded them: on this 2-core machine
+    anything above 2 means processes waited for a CPU."""
+    if not start or not end:
+        return ""
+    return f" Load average (1 min) {start[0]:.1f} at the start, {end[0]:.1f} at the end."
 
 
 def _met(flag: bool) -> str:
@@ -227,12 +236,136 @@ def _timeline(data: dict[str, Any]) -> str:
     )
 
 
+def _streams(data: dict[str, Any]) -> str:
+    latency, live, polling, beside = data["latency"], data["streams"], data["polling"], data["api_beside"]
+    after_commit, after_partner = latency["stream_after_commit"], latency["stream_after_partner"]
+    idle, rss = live["idle"], live["rss_mib"]
+    fanout, seen = live["fanout"], polling["change_seen"]
+    delay = data["setup"]["latency"]["partner"]
+    cores = polling["web_cpu_ms_per_request"] * polling["pollers"] / polling["interval_s"] / 1000
+    return "\n".join(
+        [
+            f"**Partner change to the customer's open stream.** {latency['timed']} of {latency['bookings']} "
+            f"bookings timed ({delay}; each followed by a stream of its own from its creation). The "
+            f"confirmed status reached the stream {after_commit['p50_ms']:,.0f} ms (p50) and "
+            f"{after_commit['p99_ms']:,.0f} ms (p99) after our commit, {after_partner['p50_ms']:,.0f} / "
+            f"{after_partner['p99_ms']:,.0f} ms after the partner's change (the webhook's trip, its queue "
+            "and the worker's transaction in between).",
+            "",
+            _table(
+                ["interval", "bookings", "p50 ms", "p95 ms", "p99 ms", "max ms"], streams.latency_rows(data)
+            ),
+            "",
+            f"Target (stream p99 within 1 s of our commit): {_met(latency['target_met'])}.",
+            "",
+            f"**{live['streams']:,} open streams on one events process.** Opened at "
+            f"{live['opening']['per_s']:,.0f} a second; then {idle['seconds']:.0f} s with nothing changing "
+            f"(a heartbeat every 15 s: {idle['heartbeats_received']:,} received). The process used "
+            f"{idle['cpu_percent_of_core']:.2f}% of a core and held {rss['peak']:.0f} MiB "
+            f"({rss['peak'] * 1.048576:.0f} MB; {rss['before_streams']:.0f} MiB before the first stream), "
+            f"with {live['threads']['streams_open']:,} threads (one per stream: Django runs the sync "
+            "middleware of an ASGI request on a thread of its own). The same customers polling their "
+            f"bookings every {polling['interval_s']:g} s instead (with `If-None-Match`, as a well-behaved "
+            f"client) kept the web server at {polling['web_cpu_percent_of_core']:.0f}% of a core for "
+            f"{polling['requests_per_s']:,.0f} requests a second ({polling['web_cpu_ms_per_request']:.1f} ms "
+            f"of CPU each: {cores:.1f} cores for the {polling['pollers'] / polling['interval_s']:,.0f} a "
+            "second they ask for). The clients (one asyncio process) used the share in the last column.",
+            "",
+            _table(
+                ["server", "CPU (of one core)", "peak RSS MiB", "requests/s", "clients' CPU"],
+                streams.cost_rows(data),
+            ),
+            "",
+            f"Targets (idle: <= 5% of a core over 60 s, RSS <= 200 MB): CPU {_met(live['idle_cpu_met'])}, "
+            f"RSS {_met(live['rss_met'])}.",
+            "",
+            f"**One change reaching every client.** A change to the one booking {live['streams']:,} "
+            f"streams follow reached all of them within {fanout['p99_ms']:,.0f} ms (p99 over "
+            f"{fanout['changes']} changes); every follower's booking changed in one commit, within "
+            f"{live['wave']['p99_ms']:,.0f} ms; the pollers saw a change {seen['p50_ms']:,.0f} ms (p50) and "
+            f"{seen['p99_ms']:,.0f} ms (p99) after its commit.",
+            "",
+            _table(["what", "arrivals", "p50 ms", "p99 ms", "max ms", "missing"], streams.reach_rows(data)),
+            "",
+            f"Target (one change reaching all {live['streams']:,}, p99 <= 1 s): {_met(live['fanout_met'])}.",
+            "",
+            f"**What it costs the sync API.** Benchmark 1's booking POST, {beside['clients']} clients, in "
+            f"rounds without (A) and with (B) in the order {_order(beside['rounds'])}: with the events "
+            "process holding "
+            f"{live['streams']:,} idle streams beside it ({_percents(beside['events_cpu_percent_of_core'])} "
+            f"of a core during the rounds), against no events process. With it the API kept "
+            f"{beside['ratio'] * 100:.1f}% of its throughput (median of the pairs of rounds; the pairs "
+            f"{', '.join(f'{r * 100:.0f}%' for r in beside['ratio_rounds'])}).",
+            "",
+            _table(
+                ["events process", "req/s", "p50 ms", "p99 ms", "ok", "errors", "of without"],
+                streams.api_rows(data),
+            ),
+            "",
+            "Target (the API loses at most a few percent: >= 95% of its throughput): "
+            f"{_met(beside['target_met'])}.",
+        ]
+    )
+
+
+def _order(rounds: list[str]) -> str:
+    return "".join("B" if name == "with" else "A" for name in rounds)
+
+
+def _percents(values: list[float]) -> str:
+    return f"{min(values):.1f}% to {max(values):.1f}%" if values else "?"
+
+
+def _pages(data: dict[str, Any]) -> str:
+    times, weight = data["times"], data["weight"]["progress"]
+    offers, progress = times["offers"], times["progress"]
+    return "\n".join(
+        [
+            f"**Server time.** {pages.CLIENTS} clients at once, each logged in as its own customer, "
+            f"{data['setup']['requests_each']} requests each per page: the offers page (a page of "
+            f"{data['setup']['offers']} offers) took the web server {offers['server']['p50_ms']:,.0f} ms "
+            f"(p50) and {offers['server']['p99_ms']:,.0f} ms (p99), a booking's progress page "
+            f"{progress['server']['p50_ms']:,.0f} / {progress['server']['p99_ms']:,.0f} ms (gunicorn's own "
+            "time for each request; the client's on loopback beside it).",
+            "",
+            _table(
+                [
+                    "page",
+                    "requests",
+                    "server p50 ms",
+                    "server p99 ms",
+                    "client p50 ms",
+                    "client p99 ms",
+                    "web CPU ms/request",
+                    "HTML bytes",
+                ],
+                pages.time_rows(data),
+            ),
+            "",
+            f"**Page weight.** Chromium loading the progress page (through the router, its stream "
+            f"opened with status {weight['stream_status']}) transferred {weight['transferred_bytes']:,} "
+            f"bytes in {len(weight['resources'])} requests ({weight['decoded_bytes']:,} bytes decoded): "
+            "the HTML as rendered, the CSS and scripts gzipped as WhiteNoise serves them. The stream "
+            "stays open and is not counted.",
+            "",
+            _table(
+                ["request", "type", "status", "encoding", "bytes transferred", "bytes decoded"],
+                pages.weight_rows(data),
+            ),
+            "",
+            f"Target (progress page <= 100 KB transferred, scripts included): {_met(data['target_met'])}.",
+        ]
+    )
+
+
 RENDER = {
     "api": ("1. Customer API", _api),
     "independence": ("2. Partner independence", _independence),
     "pipeline": ("3. Pipeline", _pipeline),
     "sweeper": ("4. Sweeper", _sweeper),
     "timeline": ("5. Timeline", _timeline),
+    "streams": ("6. Live status", _streams),
+    "pages": ("7. Customer pages", _pages),
 }
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -16,13 +16,17 @@ def webhook_url(receiver_base: str) -> str:
     return f"{receiver_base}/partners/{PARTNER_CODE}/webhooks/"
 
 
-def bench_partner(*, base_url: str, max_concurrency: int = 8, webhooks: bool = True) -> tuple[Any, Any]:
-    """The reference-protocol partner of the benchmarks and its one offer (via the service)."""
+def bench_partner(
+    *, base_url: str, max_concurrency: int = 8, webhooks: bool = True, offers: int = 1
+) -> tuple[Any, Any]:
+    """The reference-protocol partner of the benchmarks and its first offer (via the service);
+    `offers` of them in all (a full page of offers for the customer pages)."""
     from bench.common import SANDBOX_API_KEY, SANDBOX_WEBHOOK_SECRET
     from bookings.models import Offer
     from partners.models import Adapter
     from partners.services.registry import OfferSpec, partner_upsert
 
+    products = [PRODUCT_ID, *(f"{PRODUCT_ID}-{index}" for index in range(1, offers))]
     partner, _ = partner_upsert(
         code=PARTNER_CODE,
         name="Benchmark partner (reference sandbox)",
@@ -31,7 +35,7 @@ def bench_partner(*, base_url: str, max_concurrency: int = 8, webhooks: bool = T
         api_key=SANDBOX_API_KEY,
         webhook_secret=SANDBOX_WEBHOOK_SECRET if webhooks else "",
         max_concurrency=max_concurrency,
-        offers=[OfferSpec.parse(f"{PRODUCT_ID}:120.00:EUR:4")],
+        offers=[OfferSpec.parse(f"{product}:{120 + 10 * i}.00:EUR:4") for i, product in enumerate(products)],
     )
     return partner, Offer.objects.get(partner=partner, product_id=PRODUCT_ID)
 
@@ -105,3 +109,30 @@ def bulk_bookings(
         Booking.objects.bulk_create(rows)
         created += len(rows)
     return created
+
+
+def one_booking_each(users: list[Any], *, offer: Any) -> list[Any]:
+    """An open booking (requested, at version 1 of what its customer is shown) for each of
+    `users`, written with `bulk_create` (no timeline rows, no messages)."""
+    from bookings.models import Booking, new_reference
+
+    start, end = stay_dates()
+    references: set[str] = set()
+    while len(references) < len(users):
+        references.add(new_reference())
+    rows = [
+        Booking(
+            reference=reference,
+            customer=user,
+            offer=offer,
+            partner_id=offer.partner_id,
+            start_date=start,
+            end_date=end,
+            guests=2,
+            total_price=Decimal("360.00"),
+            currency="EUR",
+            deadline=datetime.now(UTC) + timedelta(days=1),
+        )
+        for user, reference in zip(users, sorted(references), strict=True)
+    ]
+    return Booking.objects.bulk_create(rows, batch_size=5000)

@@ -29,7 +29,13 @@ def wait_until_quiet() -> dict[str, Any]:
         "cpu_percent_at_start": busy,
         "waited_s": round(time.monotonic() - start, 1),
         "quiet_at_start": busy <= QUIET_CPU_PERCENT,
+        "load_average_at_start": load_average(),
     }
+
+
+def load_average() -> list[float]:
+    """The 1, 5 and 15 minute load averages: runnable processes, of which 2 run at once on 2 CPUs."""
+    return [round(value, 2) for value in os.getloadavg()]
 
 
 # A child that answers each byte on stdin with one on stdout, unbuffered.
