@@ -19,7 +19,7 @@ from django.db import transaction
 
 from bookings.models import Booking
 from bookings.states import CustomerMessage
-from config.redis_client import redis_client
+from config.redis_client import redis_client, send_hint
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def _publish(channels: tuple[str, ...], message: str, reference: str) -> None:
         pipe = redis_client().pipeline(transaction=False)
         for channel in channels:
             pipe.publish(channel, message)
-        pipe.execute()
+        send_hint(pipe.execute)
     except redis.RedisError:
         logger.warning(
             "customer view not published; followers re-read it on their next heartbeat",

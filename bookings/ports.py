@@ -18,6 +18,8 @@ from django.conf import settings
 from django.db import transaction
 from django.utils.module_loading import import_string
 
+from config.redis_client import send_hint
+
 logger = logging.getLogger(__name__)
 
 
@@ -57,12 +59,13 @@ def _after_commit(queue: Callable[[], None], work: str, booking_id: UUID) -> Non
     """Run `queue` after commit without letting it fail the request.
 
     Committed, the booking is safe: its row is due for the sweeper, which queues the work when
-    the broker answers again. Raising here would tell the customer that a stored request failed.
+    the broker answers again. Raising here would tell the customer that a stored request failed,
+    and waiting on a broker that does not answer would hold the answer (`send_hint`).
     """
 
     def queue_or_leave_to_sweeper() -> None:
         try:
-            queue()
+            send_hint(queue)
         except Exception:  # the broker's errors are the partner side's; any of them leaves it due
             logger.warning(
                 "booking %s not queued; the sweeper will queue it",

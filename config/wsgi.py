@@ -4,6 +4,9 @@ import os
 from django.core.wsgi import get_wsgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.dev")
+# A request process waits on Redis briefly: nothing it sends there may hold an answer
+# (settings: REDIS_SOCKET_TIMEOUT_S).
+os.environ.setdefault("REDIS_SOCKET_TIMEOUT_S", "1")
 application = get_wsgi_application()
 
 # What start-up built (modules, URL patterns, model metadata) lives as long as the process. Moved

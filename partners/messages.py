@@ -17,6 +17,7 @@ import redis
 from django.db import transaction
 
 from bookings.models import Booking
+from config.redis_client import send_hint
 from partners.models import Partner
 
 logger = logging.getLogger(__name__)
@@ -39,21 +40,34 @@ class FollowUp:
     compensate_after_s: float | None = None
 
 
-def send(actor_name: str, *args: object, queue_name: str, delay_s: float | None = None) -> None:
-    message = dramatiq.Message(queue_name=queue_name, actor_name=actor_name, args=args, kwargs={}, options={})
+def send(
+    actor_name: str, *args: object, queue_name: str, delay_s: float | None = None, options: dict | None = None
+) -> None:
+    """`options` travel with the message (a claim the worker ends when it takes it up)."""
+    message = dramatiq.Message(
+        queue_name=queue_name, actor_name=actor_name, args=args, kwargs={}, options=options or {}
+    )
     dramatiq.get_broker().enqueue(message, delay=int(delay_s * 1000) if delay_s else None)
 
 
-def send_for_partner(actor_name: str, partner: Partner, *args: object, delay_s: float | None = None) -> None:
-    send(actor_name, *args, queue_name=partner.queue_name, delay_s=delay_s)
+def send_for_partner(
+    actor_name: str,
+    partner: Partner,
+    *args: object,
+    delay_s: float | None = None,
+    options: dict | None = None,
+) -> None:
+    send(actor_name, *args, queue_name=partner.queue_name, delay_s=delay_s, options=options)
 
 
-def send_for_booking(actor_name: str, booking_id: UUID | str, *, delay_s: float | None = None) -> None:
+def send_for_booking(
+    actor_name: str, booking_id: UUID | str, *, delay_s: float | None = None, options: dict | None = None
+) -> None:
     code = Booking.objects.filter(pk=booking_id).values_list("partner__code", flat=True).first()
     if code is None:
         logger.warning("no booking to queue work for", extra={"booking_id": str(booking_id)})
         return
-    send_for_partner(actor_name, Partner(code=code), str(booking_id), delay_s=delay_s)
+    send_for_partner(actor_name, Partner(code=code), str(booking_id), delay_s=delay_s, options=options)
 
 
 def send_follow_up(booking_id: UUID | str, follow_up: FollowUp) -> None:
@@ -75,7 +89,7 @@ def send_inbound_event_on_commit(event_id: int) -> None:
 
     def send_or_leave_to_sweeper() -> None:
         try:
-            send_inbound_event(event_id)
+            send_hint(lambda: send_inbound_event(event_id))
         except redis.RedisError:
             logger.warning(
                 "webhook stored but not queued (broker unavailable); the sweeper will queue it",

@@ -23,7 +23,7 @@ from partners.models import Operation, PartnerAttempt
 LOG_LINE = re.compile(r"^ts=(\S+) level=(\w+) logger=(\S+) msg=(\"(?:[^\"\\]|\\.)*\"|\S+)")
 SWEEP_DONE = "sweep finished"
 # A sweep that outlived its lock: the scheduler finds the lock expired (or another's) on release.
-LOCK_LOST = ("LockNotOwnedError", "LockError", "Cannot release")
+LOCK_LOST = ("sweeper lock lost", "LockNotOwnedError", "LockError", "Cannot release")
 ATTEMPT_GRACE_S = 5.0  # attempts this long after a fault still belong to it
 DUPLICATE_GRACE_S = 30.0
 

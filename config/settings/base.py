@@ -113,16 +113,34 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # unix socket under VAR_DIR; `make run` and the test suite start and stop it.
 REDIS_URL = env.str("REDIS_URL", default="") or embedded_redis.url(VAR_DIR)
 DRAMATIQ_NAMESPACE = env.str("DRAMATIQ_NAMESPACE", default="dramatiq")
+# How long a process waits on Redis (connect, and each reply) before giving up. Long by default:
+# a worker whose reply is late but comes (the network back within it) keeps the messages that
+# reply moved to it. The request processes (config/wsgi.py) wait 1 s: what they send to Redis is
+# a hint their callers never wait for (config/redis_client.py), and after a failure they skip
+# Redis for REDIS_HINT_PAUSE_S.
+REDIS_SOCKET_TIMEOUT_S = env.float("REDIS_SOCKET_TIMEOUT_S", default=10.0)
+REDIS_HINT_PAUSE_S = env.float("REDIS_HINT_PAUSE_S", default=5.0)
 
 DRAMATIQ_BROKER = {
     "BROKER": "dramatiq.brokers.redis.RedisBroker",
     "OPTIONS": {
-        "url": embedded_redis.with_socket_timeouts(REDIS_URL),
+        "url": embedded_redis.with_socket_timeouts(REDIS_URL, REDIS_SOCKET_TIMEOUT_S),
         "namespace": DRAMATIQ_NAMESPACE,
+        # A worker silent this long is dead to the broker: the next maintenance pass puts the
+        # messages it held back on their queues (another worker runs them; if it was only cut
+        # off, both may run one, which every actor tolerates). Longer than a broker cut plus TCP's
+        # reconnection, short enough that the sweeper's held claims wait no longer.
+        "heartbeat_timeout": env.int("DRAMATIQ_HEARTBEAT_TIMEOUT_MS", default=20_000),
+        # The pass runs on a command of the queue it serves, this many in a million (dramatiq's
+        # default is 1,000): every ~20th, so a dead worker's messages return within seconds of its
+        # timeout, not minutes by chance. A pass with no dead worker costs two range reads.
+        "maintenance_chance": env.int("DRAMATIQ_MAINTENANCE_CHANCE", default=50_000),
     },
     # Explicit list: django-dramatiq's default names a middleware dramatiq 2 no longer has, and
     # its AdminMiddleware writes on every message (our own tables are the record).
     "MIDDLEWARE": [
+        # First: a message's claim ends when a worker takes it up, whatever the others decide.
+        "reconciliation.claims.ReleaseClaims",
         "dramatiq.middleware.AgeLimit",
         "dramatiq.middleware.TimeLimit",
         "dramatiq.middleware.Callbacks",
@@ -146,7 +164,7 @@ CACHES = {
     "default": {
         # Figures that can be computed again: while Redis is down, reads miss (config/cache.py).
         "BACKEND": "config.cache.FailSoftRedisCache",
-        "LOCATION": embedded_redis.with_socket_timeouts(REDIS_URL),
+        "LOCATION": embedded_redis.with_socket_timeouts(REDIS_URL, REDIS_SOCKET_TIMEOUT_S),
         "KEY_PREFIX": env.str("CACHE_KEY_PREFIX", default="bk"),
     },
     # Offers and their partners as the booking path reads them, per process (bookings.catalogue).
@@ -363,6 +381,13 @@ RECONCILE_MESSAGE_CHUNK = env.int("RECONCILE_MESSAGE_CHUNK", default=50)
 # The sweeper queues a piece of work at most once per this window while it stays due, so that a
 # backlog of slow workers is not multiplied by every sweep.
 RECONCILE_CLAIM_TTL_S = env.float("RECONCILE_CLAIM_TTL_S", default=max(10.0, 2.0 * RECONCILE_SYNC_AGE_S))
+# The step a due booking's sweep queues on its partner's queue (submit, sync, cancel) is claimed
+# until a worker takes it up, so no backlog is multiplied; this long at most, for a message the
+# broker never gives back (a reply lost to a live worker, a queue emptied by hand). Above the
+# broker's redelivery of a dead worker's messages (heartbeat timeout + a maintenance pass).
+RECONCILE_STEP_CLAIM_TTL_S = env.float(
+    "RECONCILE_STEP_CLAIM_TTL_S", default=max(60.0, 10 * RECONCILE_SYNC_AGE_S)
+)
 # Confirmed bookings (stay still ahead) are re-read at their partner this often, at most
 # RECONCILE_AUDIT_BATCH per sweep: the detection window for what a partner does without telling
 # us (a cancellation whose webhook it gave up on, a lost reservation, changed terms). At the

@@ -10,7 +10,16 @@ import os
 from config import embedded_redis
 
 from .base import *  # noqa: F403
-from .base import CACHES, DATABASES, DRAMATIQ_BROKER, REDIS_URL, STORAGES, VAR_DIR, env
+from .base import (
+    CACHES,
+    DATABASES,
+    DRAMATIQ_BROKER,
+    REDIS_SOCKET_TIMEOUT_S,
+    REDIS_URL,
+    STORAGES,
+    VAR_DIR,
+    env,
+)
 
 TEST_RUN_ID = os.environ.get("TEST_RUN_ID") or str(os.getpid())
 
@@ -32,8 +41,8 @@ EMBEDDED_REDIS_DIR = None
 if not env.str("REDIS_URL", default=""):
     EMBEDDED_REDIS_DIR = VAR_DIR / "test-runs" / TEST_RUN_ID
     REDIS_URL = embedded_redis.url(EMBEDDED_REDIS_DIR)
-    DRAMATIQ_BROKER["OPTIONS"]["url"] = embedded_redis.with_socket_timeouts(REDIS_URL)
-    CACHES["default"]["LOCATION"] = embedded_redis.with_socket_timeouts(REDIS_URL)
+    DRAMATIQ_BROKER["OPTIONS"]["url"] = embedded_redis.with_socket_timeouts(REDIS_URL, REDIS_SOCKET_TIMEOUT_S)
+    CACHES["default"]["LOCATION"] = embedded_redis.with_socket_timeouts(REDIS_URL, REDIS_SOCKET_TIMEOUT_S)
 DRAMATIQ_BROKER["OPTIONS"]["namespace"] = f"dramatiq-test-{TEST_RUN_ID}"
 CACHES["default"]["KEY_PREFIX"] = f"test-{TEST_RUN_ID}"
 PARTNER_GUARD_NAMESPACE = f"partner-guard-test-{TEST_RUN_ID}"

@@ -12,12 +12,14 @@ batches paginated by id instead.
 
 Every piece of work is also claimed in Redis for a window before it is queued (one Lua call per
 batch sets all its claims), so that when workers fall behind, sweeps do not pile copies of the same
-work into the queues; a claim lost with Redis is simply made again. Work without a row of its own
-to push forward (stale webhooks, owed compensations, settled bookings whose create is still
-unresolved, legacy change-listing walks, mail nobody tried) relies on the claim alone. A sweep
-never calls a partner itself, and running it twice in a row queues nothing new. Queries are
-constant per batch: one UPDATE in its own transaction (one select on a dry run), plus one each
-for the side work.
+work into the queues; a claim lost with Redis is simply made again. The step such a message
+queues on the partner's queue (submit, sync, cancel) is claimed until a worker takes it up:
+however far a partner's queue falls behind, sweeps add no second copy of a step that has not
+started (`reconciliation.claims`). Work without a row of its own to push forward (stale
+webhooks, owed compensations, settled bookings whose create is still unresolved, legacy
+change-listing walks, mail nobody tried) relies on the claim alone. A sweep never calls a partner
+itself, and running it twice in a row queues nothing new. Queries are constant per batch: one
+UPDATE in its own transaction (one select on a dry run), plus one each for the side work.
 """
 
 from __future__ import annotations
@@ -25,22 +27,21 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from functools import cache
 
+import redis
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 from django_fsm import can_proceed
-from redis.commands.core import Script
 
 from bookings import customer_view, notifications
 from bookings.models import Actor, Booking, Notification
 from bookings.services import apply_transition, lock_booking
 from bookings.states import OPEN_STATES, BookingState
-from config.redis_client import redis_client
 from partners import messages
 from partners.models import (
     Capability,
@@ -53,6 +54,7 @@ from partners.models import (
 )
 from partners.services.observations import is_fenced, reconcile_booking
 from partners.services.webhooks import inbound_refused_prune
+from reconciliation import claims
 
 logger = logging.getLogger(__name__)
 
@@ -203,35 +205,13 @@ def sweep(
     return report
 
 
-# SET NX PX for every key, in one call: True (1) where the key is newly claimed.
-_CLAIM_SCRIPT = """
-local claimed = {}
-for i, key in ipairs(KEYS) do
-  claimed[i] = redis.call('SET', key, '1', 'NX', 'PX', ARGV[1]) and 1 or 0
-end
-return claimed
-"""
-
-
 def _first_time(keys: list[str], ttl_s: float) -> list[bool]:
-    """Claim each key in Redis for `ttl_s` (SET NX PX, one Lua call); True where newly claimed.
+    """Claim each key for a window of `ttl_s` (`reconciliation.claims`); True where newly claimed.
 
     Work that has no row of its own to push forward (stale webhooks, settled fences, listing
     walks) is queued at most once per window: running a sweep twice queues nothing new.
-    One script call per batch: a pipeline of one SET per key costs redis-py more than the rest.
     """
-    if not keys:
-        return []
-    # Under the broker's namespace: the claims belong with the queues they stand for.
-    prefix = f"{settings.DRAMATIQ_BROKER['OPTIONS']['namespace']}:reconciliation:queued"
-    claimed = _claim_script()(keys=[f"{prefix}:{key}" for key in keys], args=[max(1, int(ttl_s * 1000))])
-    return [flag == 1 for flag in claimed]
-
-
-@cache
-def _claim_script() -> Script:
-    """Runs as EVALSHA, loading the script again if Redis lost it."""
-    return redis_client().register_script(_CLAIM_SCRIPT)
+    return claims.claim_windows(keys, ttl_s)
 
 
 def _queue_due(batch: list[tuple]) -> None:
@@ -436,9 +416,26 @@ def booking_due_run(booking_id) -> None:
         customer_view.refresh(booking, actor=Actor.SWEEPER)
         status = booking.status
     if status == BookingState.REQUESTED:
-        messages.send_for_booking(messages.SUBMIT_BOOKING, booking_id)
+        _queue_step(messages.SUBMIT_BOOKING, booking_id)
     elif status == BookingState.CANCEL_REQUESTED:
-        messages.send_for_booking(messages.CANCEL_BOOKING, booking_id)
-        messages.send_for_booking(messages.SYNC_BOOKING, booking_id)
+        _queue_step(messages.CANCEL_BOOKING, booking_id)
+        _queue_step(messages.SYNC_BOOKING, booking_id)
     else:
-        messages.send_for_booking(messages.SYNC_BOOKING, booking_id)
+        _queue_step(messages.SYNC_BOOKING, booking_id)
+
+
+def _queue_step(actor_name: str, booking_id) -> None:
+    """Queue a due booking's step on its partner's queue, unless the step this path queued
+    before has not started yet (invariant 3: a partner's backlog is not multiplied by sweeps).
+
+    The claim is held until a worker takes the message up (`reconciliation.claims`).
+    """
+    claim = claims.claim_until_taken_up(f"{actor_name}:{booking_id}", settings.RECONCILE_STEP_CLAIM_TTL_S)
+    if claim is None:
+        return
+    try:
+        messages.send_for_booking(actor_name, booking_id, options=claim)
+    except Exception:
+        with suppress(redis.RedisError):  # otherwise the claim lasts its TTL
+            claims.release(claim)
+        raise

@@ -1,7 +1,9 @@
-"""The scheduler process: one sweep every RECONCILE_INTERVAL_S, never two at once.
+"""The scheduler process: one sweep every RECONCILE_INTERVAL_S, by one scheduler at a time.
 
-A Redis lock (with a timeout, so a killed scheduler cannot hold it forever) makes a second
-scheduler on another machine wait its turn instead of sweeping in parallel.
+Any number of schedulers may run (a standby on another machine): each round, the one that takes
+the sweeper lock sweeps and the others skip (reconciliation/sweeper_lock.py). The lock lasts
+LOCK_INTERVALS intervals and a sweep renews it as it progresses, so a scheduler that dies or is
+cut off mid-sweep is replaced within that time.
 """
 
 from __future__ import annotations
@@ -17,9 +19,12 @@ from django.db import close_old_connections
 
 from config.redis_client import redis_client
 from reconciliation.services.sweeper import sweep
+from reconciliation.sweeper_lock import SweeperLock
 
 logger = logging.getLogger(__name__)
-LOCK_NAME = "reconciliation:sweeper-lock"
+# The lock's life in sweep intervals: a missed renewal or two is not a lost lock.
+LOCK_INTERVALS = 3
+LOCK_LOST = "sweeper lock lost before the sweep ended; another scheduler may have swept beside it"
 
 
 class Command(BaseCommand):
@@ -34,28 +39,37 @@ class Command(BaseCommand):
         stop = threading.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
-        client = redis_client()
+        lock = SweeperLock(redis_client(), ttl_s=LOCK_INTERVALS * interval)
         self.stdout.write(f"scheduler: sweeping every {interval:g}s")
         while not stop.is_set():
-            self._sweep_once(client, interval)
+            self._sweep_once(lock)
             if options["once"]:
                 return
             stop.wait(interval)
         self.stdout.write("scheduler: stopped")
 
-    def _sweep_once(self, client: redis.Redis, interval: float) -> None:
+    def _sweep_once(self, lock: SweeperLock) -> None:
         try:
-            lock = client.lock(LOCK_NAME, timeout=max(60.0, interval * 4), blocking=False)
-            if not lock.acquire():
+            if not lock.take():
                 logger.info("another scheduler is sweeping; skipping this round")
                 return
             try:
-                sweep()
+                sweep(progress=lambda _rows: _renew(lock))
             finally:
-                lock.release()
+                if not lock.release():
+                    logger.warning(LOCK_LOST)
         except redis.RedisError:
             logger.warning("sweep skipped: Redis unavailable", exc_info=True)
         except Exception:
             logger.exception("sweep failed")
         finally:
             close_old_connections()
+
+
+def _renew(lock: SweeperLock) -> None:
+    """After each batch: the sweep goes on whether or not the lock does (an overlap is harmless)."""
+    try:
+        if not lock.renew():
+            logger.warning(LOCK_LOST)
+    except redis.RedisError:
+        logger.warning("sweeper lock not renewed: Redis unavailable", exc_info=True)
