@@ -5,13 +5,19 @@ module is the one writer of what is stored: it numbers each change (`status_vers
 memory that makes "never backwards" hold (`confirmed_shown_at`), records the change on the
 timeline with the notification it owes, and publishes it after commit (`bookings.live`).
 
+What the customer is told about their money (`Money`) is part of the view: the payments app
+states what its provider holds for the booking (`PaymentFacts`), this module words it
+(`money_of`), and it changes only when the payment side says so, so a transition pays no query
+for it.
+
 `apply_transition` folds a change into the transition's own UPDATE and timeline row (`stage`,
 then `save_row`); anything else that can change a fact calls `refresh` on the locked booking.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
@@ -19,17 +25,113 @@ from django.utils import timezone
 
 from bookings import live, notifications, ports
 from bookings.models import Actor, Booking, BookingEvent, Notification, NotificationKind
-from bookings.states import BookingState, CustomerMessage, CustomerStatus
+from bookings.states import BookingState, CustomerMessage, CustomerMoney, CustomerStatus
 from bookings.timeline import new_event
 from config.db import insert_together
 
 S = BookingState
 M = CustomerMessage
+MONEY = CustomerMoney
 
 # The booking's fields this module writes, and only this module.
-VIEW_FIELDS = ("customer_status", "customer_message", "status_version", "confirmed_shown_at")
+VIEW_FIELDS = (
+    "customer_status",
+    "customer_message",
+    "status_version",
+    "confirmed_shown_at",
+    "customer_money",
+)
 
 
+# --- money ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PaymentFacts:
+    """What the payment provider holds for a booking, as the payments app knows it.
+
+    `state` is one of `authorizing` (asked, no answer yet), `held`, `charged` (captured, perhaps
+    partly refunded since), `released` (the hold was voided or lapsed), `declined`, `not_charged`
+    (the booking ended before a hold was asked for). Amounts in the booking's currency.
+    """
+
+    state: str
+    currency: str
+    amount: Decimal
+    charged: Decimal = Decimal(0)
+    refunded: Decimal = Decimal(0)
+
+
+@dataclass(frozen=True)
+class Money:
+    """What the customer is told about their money: a `CustomerMoney` code and its amounts."""
+
+    code: str
+    currency: str
+    amount: Decimal
+    charged: Decimal
+    refunded: Decimal
+
+    @property
+    def text(self) -> str:
+        def shown(value: Decimal) -> str:
+            return f"{value:.2f} {self.currency}"
+
+        return CustomerMoney(self.code).label.format(
+            amount=shown(self.amount),
+            charged=shown(self.charged),
+            refunded=shown(self.refunded),
+            paid=shown(self.charged - self.refunded),
+        )
+
+    def as_json(self) -> dict[str, str]:
+        return {
+            "code": self.code,
+            "currency": self.currency,
+            "amount": str(self.amount),
+            "charged": str(self.charged),
+            "refunded": str(self.refunded),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, str]) -> Money | None:
+        if not data:
+            return None
+        return cls(
+            code=data["code"],
+            currency=data["currency"],
+            amount=Decimal(data["amount"]),
+            charged=Decimal(data["charged"]),
+            refunded=Decimal(data["refunded"]),
+        )
+
+
+_MONEY_OF_STATE = {
+    "authorizing": MONEY.AUTHORIZING,
+    "held": MONEY.HELD,
+    "released": MONEY.RELEASED,
+    "declined": MONEY.DECLINED,
+    "not_charged": MONEY.NOT_CHARGED,
+}
+
+
+def money_of(facts: PaymentFacts) -> Money:
+    """The words for what the provider holds: exactly what happened, never what will."""
+    if facts.state == "charged":
+        if facts.refunded <= 0:
+            code = MONEY.CHARGED
+        elif facts.refunded >= facts.charged:
+            code = MONEY.REFUNDED
+        else:
+            code = MONEY.PARTLY_REFUNDED
+    else:
+        code = _MONEY_OF_STATE[facts.state]
+    return Money(code, facts.currency, facts.amount, facts.charged, facts.refunded)
+
+
+def money_shown(booking: Booking) -> Money | None:
+    return Money.from_json(booking.customer_money)
+
+
+# --- the rule -------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Facts:
     """What the state alone does not say."""
@@ -41,12 +143,17 @@ class Facts:
     attention_reason: str = ""
     # Awaiting the partner for longer than CUSTOMER_SLOW_AFTER since the booking was made.
     slow: bool = False
+    # What the customer is told about their money; None for a booking without a payment.
+    money: Money | None = None
+    # The booking was sent to the partner at least once.
+    submitted: bool = True
 
 
 @dataclass(frozen=True)
 class View:
     status: str
     message: str
+    money: Money | None = None
 
 
 # States whose view no fact changes.
@@ -77,7 +184,12 @@ _DISRUPTED_MESSAGE = {
 
 def derive(state: str, facts: Facts) -> View:
     """The contract: `confirmed` only in CONFIRMED; `failed` only when nothing may be held at
-    the partner; once `confirmed` was shown, never `pending` again (`disrupted` instead)."""
+    the partner; once `confirmed` was shown, never `pending` again (`disrupted` instead). The
+    money is told as the payment side states it, whatever the state."""
+    return replace(_derive_status(state, facts), money=facts.money)
+
+
+def _derive_status(state: str, facts: Facts) -> View:
     if state in _FIXED_VIEW:
         return _FIXED_VIEW[state]
     ended = state in _ENDED_MESSAGE
@@ -88,36 +200,64 @@ def derive(state: str, facts: Facts) -> View:
     if ended:
         if facts.partner_may_hold:
             return View(CustomerStatus.PENDING, M.RELEASING)
-        return View(CustomerStatus.FAILED, _ENDED_MESSAGE[state])
+        return View(CustomerStatus.FAILED, _ended_message(state, facts))
     if state == S.NEEDS_ATTENTION:
         return View(CustomerStatus.PENDING, M.WITH_SUPPORT)
+    if state == S.AWAITING_PAYMENT:
+        return View(CustomerStatus.PENDING, M.CHECKING_PAYMENT)
     if facts.slow:
         return View(CustomerStatus.PENDING, M.TAKING_LONGER)
     return View(CustomerStatus.PENDING, _AWAITING_MESSAGE[state])
 
 
+def _ended_message(state: str, facts: Facts) -> str:
+    """Why it did not go ahead: a booking that never reached the partner ended on its payment."""
+    if facts.money is not None and facts.money.code == MONEY.DECLINED and state == S.FAILED:
+        return M.PAYMENT_DECLINED
+    if facts.money is not None and not facts.submitted and state == S.EXPIRED:
+        return M.PAYMENT_NOT_CONFIRMED_IN_TIME
+    return _ENDED_MESSAGE[state]
+
+
 def facts_of(booking: Booking) -> Facts:
     """The facts of a booking as it is now; the partner side is asked only where its answer can
-    change the view (the unconfirmed ends), so the common path pays no query for it."""
+    change the view (the unconfirmed ends), so the common path pays no query for it. The money
+    is what the customer is told already: only the payment side's news changes it (`stage`)."""
     return Facts(
         partner_may_hold=booking.status in _ENDED_MESSAGE and ports.partner_may_hold(booking.pk),
         confirmed_shown=booking.confirmed_shown_at is not None,
         attention_reason=booking.attention_reason,
         slow=booking.status in _AWAITING_MESSAGE
         and timezone.now() - booking.created_at >= settings.CUSTOMER_SLOW_AFTER,
+        money=money_shown(booking),
+        submitted=booking.submission_count > 0,
     )
 
 
 def shown(booking: Booking) -> View:
-    return View(booking.customer_status, booking.customer_message)
+    return View(booking.customer_status, booking.customer_message, money_shown(booking))
+
+
+def initial(booking: Booking, *, payment: PaymentFacts | None) -> None:
+    """Set the view of a new, unsaved booking (its insert stays one statement): the columns'
+    defaults say `pending`/`received`; a booking awaiting its payment says so, with its money."""
+    if payment is None:
+        return
+    view = derive(booking.status, Facts(money=money_of(payment), submitted=False))
+    booking.customer_status, booking.customer_message = view.status, view.message
+    booking.customer_money = view.money.as_json() if view.money else {}
 
 
 # Views that automation may still change without the customer doing anything.
 _UNSETTLED = frozenset({CustomerStatus.PENDING, CustomerStatus.CANCELLING, CustomerStatus.DISRUPTED})
+# Money the provider still holds undecided: it will be charged or released.
+_MONEY_UNSETTLED = frozenset({MONEY.AUTHORIZING, MONEY.HELD})
 
 
 def awaiting_news(booking: Booking) -> bool:
     """Whether the customer should keep following the booking (poll, stream) for news."""
+    if booking.customer_money.get("code") in _MONEY_UNSETTLED:
+        return True
     return booking.customer_status in _UNSETTLED and booking.customer_message != M.DISRUPTED_ENDED
 
 
@@ -130,16 +270,22 @@ class ViewChange:
     notification: NotificationKind | None
 
     def as_data(self) -> dict[str, Any]:
-        return {
+        data = {
             "from": self.before.status,
             "to": self.after.status,
             "message": self.after.message,
             "status_version": self.status_version,
         }
+        if self.after.money != self.before.money and self.after.money is not None:
+            data["money"] = self.after.money.as_json()
+        return data
 
     @property
     def summary(self) -> str:
-        return f"Customer sees {self.after.status} ({self.after.message}), version {self.status_version}"
+        money = f", money {self.after.money.code}" if self.after.money else ""
+        return (
+            f"Customer sees {self.after.status} ({self.after.message}{money}), version {self.status_version}"
+        )
 
 
 # What each status the customer did not just cause is announced as, by mail.
@@ -161,13 +307,18 @@ def _announcement(before: View, after: View, actor: Actor | str) -> Notification
     return None
 
 
-def stage(booking: Booking, *, actor: Actor | str) -> ViewChange | None:
-    """Set the view fields of a locked booking to what its facts derive; None if unchanged.
-    The caller saves `VIEW_FIELDS` and passes the change to `save_row`."""
-    before, after = shown(booking), derive(booking.status, facts_of(booking))
+def stage(booking: Booking, *, actor: Actor | str, payment: PaymentFacts | None = None) -> ViewChange | None:
+    """Set the view fields of a locked booking to what its facts derive (with the payment side's
+    news, when given); None if unchanged. The caller saves `VIEW_FIELDS` and passes the change to
+    `save_row`."""
+    facts = facts_of(booking)
+    if payment is not None:
+        facts = replace(facts, money=money_of(payment))
+    before, after = shown(booking), derive(booking.status, facts)
     if after == before:
         return None
     booking.customer_status, booking.customer_message = after.status, after.message
+    booking.customer_money = after.money.as_json() if after.money else {}
     booking.status_version += 1
     if after.status == CustomerStatus.CONFIRMED and booking.confirmed_shown_at is None:
         booking.confirmed_shown_at = timezone.now()
@@ -185,6 +336,7 @@ def save_row(booking: Booking, event: BookingEvent, change: ViewChange | None) -
             status_version=change.status_version,
             kind=change.notification,
             message=change.after.message,
+            money=change.after.money.as_json() if change.after.money else {},
         )
         insert_together(event, notification, savepoint=False)
         notifications.queue_after_commit(notification)
@@ -192,11 +344,14 @@ def save_row(booking: Booking, event: BookingEvent, change: ViewChange | None) -
         live.publish_after_commit(booking)
 
 
-def refresh(booking: Booking, *, actor: Actor | str, actor_label: str = "") -> bool:
+def refresh(
+    booking: Booking, *, actor: Actor | str, actor_label: str = "", payment: PaymentFacts | None = None
+) -> bool:
     """Bring what the customer is shown in line with a locked booking's facts, inside the
     caller's transaction, for a change of facts without a transition (a fence resolved, a
-    cancellation verified, the wait grown long). True if the view changed."""
-    change = stage(booking, actor=actor)
+    cancellation verified, the wait grown long, the payment side's news). True if the view
+    changed."""
+    change = stage(booking, actor=actor, payment=payment)
     if change is None:
         return False
     booking.save(update_fields=[*VIEW_FIELDS, "updated_at"])

@@ -14,6 +14,7 @@ from django_fsm import ConcurrentTransitionMixin, FSMField, transition
 from bookings.states import (
     AWAITING_PARTNER,
     CANCELLABLE_STATES,
+    EXPIRABLE,
     OPEN_STATES,
     SETTLEABLE,
     UNACKNOWLEDGED,
@@ -41,6 +42,10 @@ class Offer(models.Model):
     unit_price = models.DecimalField(max_digits=10, decimal_places=2)
     currency = models.CharField(max_length=3)
     capacity = models.PositiveIntegerField(help_text="Most guests one booking may bring.")
+    # The cancellation policy (bookings.pricing.cancellation_fee): free until this many hours
+    # before the start, then this share of the price is kept.
+    free_cancellation_hours = models.PositiveIntegerField(default=24)
+    cancellation_fee_percent = models.DecimalField(max_digits=5, decimal_places=2, default=0)
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -49,6 +54,10 @@ class Offer(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["partner", "product_id"], name="offer_unique_product"),
             models.CheckConstraint(condition=Q(unit_price__gte=0), name="offer_price_not_negative"),
+            models.CheckConstraint(
+                condition=Q(cancellation_fee_percent__gte=0, cancellation_fee_percent__lte=100),
+                name="offer_cancellation_fee_a_share",
+            ),
         ]
         ordering = ["partner_id", "product_id"]
 
@@ -121,6 +130,9 @@ class Booking(ConcurrentTransitionMixin, models.Model):
     # booking, unique per customer, so a retried request finds the booking it made.
     idempotency_key = models.CharField(max_length=255, blank=True, editable=False)
     request_fingerprint = models.CharField(max_length=64, blank=True, editable=False)
+    # What the customer owes for cancelling, fixed by the offer's policy when the cancel was asked
+    # for (null: never asked, or asked before the partner confirmed: nothing is owed).
+    cancellation_fee = models.DecimalField(max_digits=12, decimal_places=2, null=True, blank=True)
 
     # What the customer is shown, as `bookings.customer_view.refresh` last derived it (the one
     # writer). Stored so that every change has a number and "never backwards" has a memory.
@@ -136,6 +148,9 @@ class Booking(ConcurrentTransitionMixin, models.Model):
     # +1 on every change of status or message: the API's status_version, ETag and SSE event id.
     status_version = models.PositiveIntegerField(default=1, editable=False)
     confirmed_shown_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # What the customer is told about their money, with the amounts told (customer_view.Money);
+    # empty for a booking without a payment.
+    customer_money = models.JSONField(default=dict, blank=True, editable=False)
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -204,6 +219,16 @@ class Booking(ConcurrentTransitionMixin, models.Model):
     def _moved(self) -> None:
         self.status_changed_at = timezone.now()
 
+    @transition(field=status, source=BookingState.AWAITING_PAYMENT, target=BookingState.REQUESTED)
+    def accept_payment(self) -> None:
+        """The customer's money is held: the partner may be asked now, and only now."""
+        self._moved()
+
+    @transition(field=status, source=BookingState.AWAITING_PAYMENT, target=BookingState.FAILED)
+    def refuse_payment(self) -> None:
+        """The provider declined the payment: the booking never reaches the partner."""
+        self._moved()
+
     @transition(field=status, source=BookingState.REQUESTED, target=BookingState.SUBMITTING)
     def start_submission(self) -> None:
         self._moved()
@@ -233,7 +258,7 @@ class Booking(ConcurrentTransitionMixin, models.Model):
         self._moved()
         self.attention_reason = ""
 
-    @transition(field=status, source=sorted(AWAITING_PARTNER), target=BookingState.EXPIRED)
+    @transition(field=status, source=sorted(EXPIRABLE), target=BookingState.EXPIRED)
     def expire(self) -> None:
         self._moved()
 
@@ -393,6 +418,8 @@ class Notification(models.Model):
     # What the customer was shown at `status_version` (a CustomerMessage code): what the mail says,
     # however the booking has moved on by the time it is sent.
     message = models.CharField(max_length=40)
+    # What the customer was told about their money at `status_version` (Booking.customer_money).
+    money = models.JSONField(default=dict, blank=True)
     state = models.CharField(
         max_length=16, choices=NotificationState.choices, default=NotificationState.QUEUED
     )

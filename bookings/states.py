@@ -10,6 +10,7 @@ from django.db import models
 
 
 class BookingState(models.TextChoices):
+    AWAITING_PAYMENT = "awaiting_payment", "Awaiting payment"
     REQUESTED = "requested", "Requested"
     SUBMITTING = "submitting", "Submitting"
     PENDING_PARTNER = "pending_partner", "Pending at partner"
@@ -34,9 +35,13 @@ class CustomerStatus(models.TextChoices):
 
 class CustomerMessage(models.TextChoices):
     """The one catalogue of what a customer is told: a stable code, and its words (the API,
-    the pages and the mail all render these). Nothing here speaks of money: there are no
-    payments to speak of."""
+    the pages and the mail all render these). What happened to the customer's money is told
+    apart, in `CustomerMoney`: these words never speak of charges."""
 
+    CHECKING_PAYMENT = (
+        "checking_payment",
+        "We are confirming your payment before we send your booking to the partner.",
+    )
     RECEIVED = "received", "We received your booking and are sending it to the partner."
     SUBMITTING = "submitting", "We are placing your booking with the partner."
     PARTNER_CONFIRMING = "partner_confirming", "The partner is confirming your booking."
@@ -56,6 +61,15 @@ class CustomerMessage(models.TextChoices):
         "tell you when this is settled.",
     )
     CONFIRMED = "confirmed", "Your booking is confirmed."
+    PAYMENT_DECLINED = (
+        "payment_declined",
+        "Your payment was declined, so we did not send your booking to the partner. Nothing is booked.",
+    )
+    PAYMENT_NOT_CONFIRMED_IN_TIME = (
+        "payment_not_confirmed_in_time",
+        "We could not confirm your payment in time, so we did not send your booking to the partner. "
+        "Nothing is booked.",
+    )
     DECLINED = "declined", "The partner could not accept this booking. Nothing is booked."
     NOT_COMPLETED = "not_completed", "We could not complete this booking. Nothing is booked."
     NOT_CONFIRMED_IN_TIME = (
@@ -91,6 +105,25 @@ class CustomerMessage(models.TextChoices):
     )
 
 
+class CustomerMoney(models.TextChoices):
+    """What happened to the customer's money, as the payment provider's truth says it (the
+    payments app tells `customer_view` through the payment facts). The words take the amounts
+    the customer was shown with them: `{amount}` (asked for), `{charged}`, `{refunded}` and
+    `{paid}` (charged less refunded), each with its currency."""
+
+    AUTHORIZING = "authorizing", "We are asking your bank to hold {amount}; you are not charged yet."
+    HELD = "held", "We are holding {amount} on your card; you are not charged yet."
+    CHARGED = "charged", "We charged {charged} to your card."
+    PARTLY_REFUNDED = (
+        "partly_refunded",
+        "We charged {charged} and refunded {refunded} of it to your card: you paid {paid}.",
+    )
+    REFUNDED = "refunded", "We refunded the {charged} we charged to your card: you paid nothing."
+    RELEASED = "released", "We released the {amount} we were holding on your card: you were not charged."
+    DECLINED = "declined", "Your bank declined the payment of {amount}: you were not charged."
+    NOT_CHARGED = "not_charged", "You were not charged."
+
+
 # The named state sets: the transitions in bookings/models.py take their sources from these, and
 # every other module asks for a set by name (or asks the machine, `can_proceed`), never spells
 # one out. tests/bookings/test_state_graph.py checks each against the graph.
@@ -99,6 +132,8 @@ class CustomerMessage(models.TextChoices):
 AWAITING_PARTNER = frozenset(
     {BookingState.REQUESTED, BookingState.SUBMITTING, BookingState.UNKNOWN, BookingState.PENDING_PARTNER}
 )
+# Not settled yet: the deadline expires these (a booking whose payment is still being held, too).
+EXPIRABLE = AWAITING_PARTNER | {BookingState.AWAITING_PAYMENT}
 # Not acknowledged by the partner yet: a pending reservation moves these to pending_partner.
 UNACKNOWLEDGED = AWAITING_PARTNER - {BookingState.PENDING_PARTNER}
 # A create may be out with no answer: a worker holds the submission, or its outcome is unknown.
@@ -106,11 +141,11 @@ CREATE_UNANSWERED = frozenset({BookingState.SUBMITTING, BookingState.UNKNOWN})
 # Settled by the partner's truth or by support: confirmed or failed from here.
 SETTLEABLE = AWAITING_PARTNER | {BookingState.NEEDS_ATTENTION}
 # States from which the customer's cancel is accepted.
-CANCELLABLE_STATES = SETTLEABLE | {BookingState.CONFIRMED}
+CANCELLABLE_STATES = SETTLEABLE | {BookingState.CONFIRMED, BookingState.AWAITING_PAYMENT}
 # A cancel was accepted: under way, or done.
 CANCEL_ACCEPTED = frozenset({BookingState.CANCEL_REQUESTED, BookingState.CANCELLED})
 # Automation still owes these an outcome (the sweeper watches them).
-OPEN_STATES = AWAITING_PARTNER | {BookingState.CANCEL_REQUESTED}
+OPEN_STATES = EXPIRABLE | {BookingState.CANCEL_REQUESTED}
 # Outcomes: only support moves a booking out of these again.
 TERMINAL_STATES = frozenset(
     {BookingState.REJECTED, BookingState.FAILED, BookingState.EXPIRED, BookingState.CANCELLED}

@@ -56,6 +56,7 @@ def graphviz_svg() -> str | None:
 
 # Where each state sits on the circle (clockwise from the top): the happy path first.
 _ORDER = [
+    BookingState.AWAITING_PAYMENT,
     BookingState.REQUESTED,
     BookingState.SUBMITTING,
     BookingState.UNKNOWN,

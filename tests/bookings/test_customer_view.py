@@ -46,6 +46,12 @@ GENERIC_DISRUPTION = view("disrupted", M.DISRUPTED)
 # state -> the view (never confirmed, nothing held), (never confirmed, something may be held),
 # (confirmed shown before, nothing held), (confirmed shown before, something may be held).
 TABLE: dict[str, tuple[View, View, View, View]] = {
+    S.AWAITING_PAYMENT: (
+        view("pending", M.CHECKING_PAYMENT),
+        view("pending", M.CHECKING_PAYMENT),
+        GENERIC_DISRUPTION,
+        GENERIC_DISRUPTION,
+    ),
     **{
         state: (
             view("pending", message),
@@ -125,10 +131,12 @@ def test_a_long_wait_is_said_while_awaiting_the_partner_only(state):
     assert derive(S.EXPIRED, Facts(slow=True, partner_may_hold=True)) == view("pending", M.RELEASING)
 
 
-def test_no_message_speaks_of_money():
+def test_no_status_message_speaks_of_money():
+    # what happened to the money is told apart (CustomerMoney), from the provider's truth; a
+    # status message names the payment only as the reason a booking did not go ahead
     words = " ".join(message.label.lower() for message in CustomerMessage)
 
-    assert not {"charge", "refund", "paid", "payment", "money"} & set(words.replace(".", " ").split())
+    assert not {"charge", "refund", "paid", "money", "held"} & set(words.replace(".", " ").split())
     assert "charg" not in words
 
 

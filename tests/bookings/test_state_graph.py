@@ -31,7 +31,9 @@ def implied_sets() -> set[frozenset[str]]:
 
     - the sources of each transition;
     - the sources of the transitions into each state, but the attention state (whose way out
-      is a person's decision);
+      is a person's decision), and of those the ones that come back to it (a way back, not a
+      way in: `requested` is entered from `awaiting_payment` once, and returned to from a
+      submission that did not take);
     - where each transition leads, and on from there without a person;
     - the terminal states: those whose every way out leads to the attention state;
     - the open states: those, but the attention state, with a way straight into a terminal one.
@@ -61,6 +63,7 @@ def implied_sets() -> set[frozenset[str]]:
         open_,
         *(frozenset(s) for s in sources.values()),
         *(frozenset(s - {ATTENTION}) for s in into.values()),
+        *(frozenset((s - {ATTENTION}) & onward(target)) for target, s in into.items()),
         *(onward(t.target) for t in transitions if t.target != ATTENTION),
     }
 

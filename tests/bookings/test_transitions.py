@@ -25,6 +25,8 @@ ALL_STATES = list(S)
 # the model's graph must be a deliberate change to this table too.
 # transition -> (allowed source states, target state, keyword arguments)
 TRANSITIONS: dict[str, tuple[frozenset[str], str, dict[str, Any]]] = {
+    "accept_payment": (frozenset({S.AWAITING_PAYMENT}), S.REQUESTED, {}),
+    "refuse_payment": (frozenset({S.AWAITING_PAYMENT}), S.FAILED, {}),
     "start_submission": (frozenset({S.REQUESTED}), S.SUBMITTING, {}),
     "mark_partner_pending": (
         frozenset({S.REQUESTED, S.SUBMITTING, S.UNKNOWN}),
@@ -48,13 +50,14 @@ TRANSITIONS: dict[str, tuple[frozenset[str], str, dict[str, Any]]] = {
         {},
     ),
     "expire": (
-        frozenset({S.REQUESTED, S.SUBMITTING, S.UNKNOWN, S.PENDING_PARTNER}),
+        frozenset({S.AWAITING_PAYMENT, S.REQUESTED, S.SUBMITTING, S.UNKNOWN, S.PENDING_PARTNER}),
         S.EXPIRED,
         {},
     ),
     "request_cancel": (
         frozenset(
             {
+                S.AWAITING_PAYMENT,
                 S.REQUESTED,
                 S.SUBMITTING,
                 S.PENDING_PARTNER,
