@@ -9,6 +9,9 @@ from typing import Any
 
 import pytest
 
+# The browser tests' Chromium and pages (fixtures `browser`, `open_page`, `page`).
+pytest_plugins = ["tests.browser"]
+
 _embedded = None
 
 

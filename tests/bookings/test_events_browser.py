@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from bookings import live
-from tests.bookings.web import test_browser
+from tests.browser import PHONE, log_in
 from tests.factories import BookingFactory, UserFactory
 from tests.helpers import wait_until
 from tests.sandbox_process import free_port
@@ -22,10 +22,6 @@ from tests.streams import STOPPED_CLEANLY, ServerProcess, followers, move, start
 pytestmark = [pytest.mark.browser, pytest.mark.integration, pytest.mark.timeout(120)]
 
 NO_EVENTSOURCE = "delete window.EventSource"
-
-# The customer site's browser (Debian's Chromium, one per module) and its pages.
-browser, open_page, page = test_browser.browser, test_browser.open_page, test_browser.page
-log_in = test_browser.log_in
 
 
 @pytest.fixture(scope="module")
@@ -113,11 +109,11 @@ def test_my_bookings_follow_the_customers_stream_and_say_what_changed(page, site
 @pytest.mark.parametrize("why", ["no-eventsource", "stream-keeps-failing"])
 def test_the_poll_takes_over_without_a_working_stream(open_page, live_server, events, ada, tmp_path, why):
     if why == "no-eventsource":
-        page = open_page()
+        page = open_page(**PHONE)
         page.add_init_script(NO_EVENTSOURCE)
         router = start_router(tmp_path, web_port=_port(live_server.url), events_port=events.port)
     else:  # no events process behind the router: every stream request is a 502
-        page = open_page()
+        page = open_page(**PHONE)
         router = start_router(tmp_path, web_port=_port(live_server.url), events_port=free_port())
     try:
         booking = BookingFactory(customer=ada)

@@ -9,7 +9,6 @@ page and sees the case close itself. Screenshots go to artifacts/screenshots/.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -39,43 +38,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "artifacts" / "screenshots"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-
-
-def _require_chromium() -> None:
-    """Tests install nothing: CI (.ci/run) installs Chromium. Without it this test fails, unless
-    SKIP_BROWSER_TESTS=1 says that this machine runs no browser tests."""
-    if Path(CHROMIUM).exists():
-        return
-    if os.environ.get("SKIP_BROWSER_TESTS") == "1":
-        pytest.skip(f"SKIP_BROWSER_TESTS=1 and no Chromium at {CHROMIUM}")
-    pytest.fail(
-        f"Debian's Chromium is missing at {CHROMIUM}: install it (apt-get install -y chromium), "
-        "or set SKIP_BROWSER_TESTS=1 to skip the browser tests on this machine",
-        pytrace=False,
-    )
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator:
-    from playwright.sync_api import sync_playwright
-
-    _require_chromium()
-    # Playwright's sync API runs an event loop in this thread: the ORM (the test's and the
-    # database teardown's) refuses to run beside it unless told (docs/design.md).
-    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    try:
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-            yield browser
-            browser.close()
-    finally:
-        if previous is None:
-            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
-        else:
-            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
 
 
 @pytest.fixture
@@ -86,13 +48,10 @@ def sandbox(tmp_path) -> Iterator[SandboxProcess]:
 
 
 @pytest.fixture
-def page(browser):
+def page(open_page):
+    """The console is for desks: a wide page."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    context.set_default_timeout(15_000)
-    page = context.new_page()
-    yield page
-    context.close()
+    return open_page(viewport={"width": 1400, "height": 1000})
 
 
 def _shot(page, name: str) -> None:

@@ -12,20 +12,16 @@ docs/customer.md).
 
 from __future__ import annotations
 
-import io
-import os
 import re
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from django.utils import timezone
-from PIL import Image
 
 from bookings import services
 from bookings.models import Booking
 from bookings.states import BookingState
+from tests.browser import DESKTOP, PHONE, log_in, shot, status_text
 from tests.factories import PASSWORD, UserFactory
 from tests.helpers import wait_until
 from tests.partners.conftest import wait_for_status
@@ -33,96 +29,10 @@ from tests.partners.conftest import wait_for_status
 S = BookingState
 pytestmark = [pytest.mark.browser, pytest.mark.integration, pytest.mark.timeout(120)]
 
-ROOT = Path(__file__).resolve().parents[3]
-SCREENSHOTS = Path(os.environ.get("CUSTOMER_SCREENSHOTS_DIR") or ROOT / "artifacts" / "screenshots")
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-PHONE = {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True}
-DESKTOP = {"viewport": {"width": 1280, "height": 900}}
-AXE = (Path(__file__).parent / "vendor" / "axe-4.14.1.min.js").read_text()
-AXE_RULESETS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "best-practice"]
-
-
-def _require_chromium() -> None:
-    """Tests install nothing: CI installs Chromium. Without it this fails, unless
-    SKIP_BROWSER_TESTS=1 says that this machine runs no browser tests."""
-    if Path(CHROMIUM).exists():
-        return
-    if os.environ.get("SKIP_BROWSER_TESTS") == "1":
-        pytest.skip(f"SKIP_BROWSER_TESTS=1 and no Chromium at {CHROMIUM}")
-    pytest.fail(f"Debian's Chromium is missing at {CHROMIUM} (or set SKIP_BROWSER_TESTS=1)", pytrace=False)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator:
-    from playwright.sync_api import sync_playwright
-
-    _require_chromium()
-    # Playwright's sync API runs an event loop in this thread: the ORM (the test's and the
-    # database teardown's) refuses to run beside it unless told.
-    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    try:
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-            yield browser
-            browser.close()
-    finally:
-        if previous is None:
-            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
-        else:
-            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
-
-
-@pytest.fixture
-def open_page(browser):
-    """`open_page(**context_options)`: a page in a fresh browser context (its own cookies)."""
-    contexts = []
-
-    def open_(**options):
-        context = browser.new_context(**{**PHONE, **options})
-        context.set_default_timeout(15_000)
-        contexts.append(context)
-        return context.new_page()
-
-    yield open_
-    for context in contexts:
-        context.close()
-
-
-@pytest.fixture
-def page(open_page):
-    return open_page()
-
 
 @pytest.fixture
 def ada(transactional_db):
     return UserFactory(username="ada", email="ada@example.com")
-
-
-def shot(page, name: str, *, ours: bool = True) -> None:
-    """Check the page state with axe (WCAG 2.1 A and AA, and axe's best practices), then keep a
-    full-page screenshot as a small PNG (a 64-colour palette is plenty for these pages).
-    `ours=False`: a page of the browser's own, which axe does not judge."""
-    if ours:
-        page.add_script_tag(content=AXE)
-        violations = page.evaluate(
-            "async (rules) => (await axe.run(document, {runOnly: rules})).violations"
-            ".map(v => [v.id, v.nodes.map(n => n.html)])",
-            AXE_RULESETS,
-        )
-        assert violations == [], f"{name}: {violations}"
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    image = Image.open(io.BytesIO(page.screenshot(full_page=True)))
-    image.convert("RGB").quantize(colors=64).save(SCREENSHOTS / f"customer-{name}.png", optimize=True)
-
-
-def log_in(page, live_server, user) -> None:
-    page.goto(f"{live_server.url}/account/login/")
-    page.fill("#id_username", user.username)
-    page.fill("#id_password", PASSWORD)
-    page.click("main button[type=submit]")
-    page.wait_for_url(f"{live_server.url}/bookings/")
 
 
 def on_quote_page(page, live_server, user, offer) -> str:
@@ -141,10 +51,6 @@ def name_for_customers(h) -> None:
     h.partner.name = "Seaside Hotels"
     h.partner.save(update_fields=["name"])
     h.partner.offers.update(name="Double room, sea view")
-
-
-def status_text(page) -> str:
-    return page.inner_text("#booking-status")
 
 
 # --- accounts -------------------------------------------------------------------------------------
@@ -293,7 +199,7 @@ def test_offers_quote_book_and_the_progress_page_goes_from_pending_to_confirmed(
 @pytest.mark.parametrize("javascript", [True, False], ids=["with-js", "without-js"])
 def test_book_clicked_twice_makes_one_booking(open_page, live_server, ada, harness, javascript):
     h = harness("reference")
-    page = open_page(java_script_enabled=javascript)
+    page = open_page(**PHONE, java_script_enabled=javascript)
     on_quote_page(page, live_server, ada, h.partner.offers.get())
     posts = []
     page.on("request", lambda r: r.method == "POST" and r.url.endswith("/book/") and posts.append(r))
