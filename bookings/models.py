@@ -107,7 +107,10 @@ class Booking(ConcurrentTransitionMixin, models.Model):
     )
     offer = models.ForeignKey(Offer, on_delete=models.PROTECT, related_name="bookings")
     partner = models.ForeignKey("partners.Partner", on_delete=models.PROTECT, related_name="bookings")
-    quote = models.ForeignKey(Quote, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    # Indexed by `booking_one_per_quote`, not by an index of its own.
+    quote = models.ForeignKey(
+        Quote, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_index=False
+    )
     start_date = models.DateField()
     end_date = models.DateField()
     guests = models.PositiveIntegerField()
@@ -184,6 +187,11 @@ class Booking(ConcurrentTransitionMixin, models.Model):
                 fields=["customer", "idempotency_key"],
                 condition=~Q(idempotency_key=""),
                 name="booking_idempotency_key_per_customer",
+            ),
+            # A quote is booked once, whatever Idempotency-Key books it (two tabs, a script-made
+            # key and the server's fallback).
+            models.UniqueConstraint(
+                fields=["quote"], condition=Q(quote__isnull=False), name="booking_one_per_quote"
             ),
         ]
         permissions = [

@@ -46,9 +46,9 @@ def customer_quote(*, customer, quote_id: UUID) -> Quote:
     return quote
 
 
-def customer_booking_by_key(*, customer, idempotency_key: str) -> Booking | None:
-    """The booking an earlier request with this Idempotency-Key made, if any."""
-    return customer_bookings(customer=customer).filter(idempotency_key=idempotency_key).first()
+def customer_booking_of_quote(*, customer, quote_id: UUID) -> Booking | None:
+    """The booking made from this quote, if any (a quote is booked once)."""
+    return customer_bookings(customer=customer).filter(quote_id=quote_id).first()
 
 
 # --- a booking's progress, as its customer may see it -----------------------------------------

@@ -139,6 +139,12 @@ def quote_create(*, customer, offer_id: int, start_date: date, end_date: date, g
 
 
 # --- bookings -------------------------------------------------------------------------------
+# A customer's Idempotency-Key, however it comes (the API's header, the pages' Book form): 1 to
+# 255 printable ASCII characters, without surrounding spaces (HTTP drops those from a header).
+IDEMPOTENCY_KEY_MAX_LENGTH = Booking._meta.get_field("idempotency_key").max_length
+IDEMPOTENCY_KEY_PATTERN = r"^[!-~]([ -~]*[!-~])?$"
+
+
 @dataclass(frozen=True)
 class BookingRequest:
     offer_id: int
@@ -167,16 +173,21 @@ class BookingCreated:
     created: bool  # False when an earlier request with the same key made it
 
 
-def _replay(*, customer, idempotency_key: str, fingerprint: str) -> BookingCreated | None:
+def _replay(*, customer, idempotency_key: str, request: BookingRequest) -> BookingCreated | None:
+    """The booking an earlier request made: the one of this key (refused if it came with another
+    request), else the one of this request's quote, whatever key booked it (a quote books once)."""
+    fingerprint = request.fingerprint()
     booking = Booking.objects.filter(customer=customer, idempotency_key=idempotency_key).first()
-    if booking is None:
-        return None
-    if booking.request_fingerprint != fingerprint:
+    if booking is not None and booking.request_fingerprint != fingerprint:
         raise Unprocessable(
             "This Idempotency-Key was already used with a different request body.",
             code="idempotency_key_reused",
         )
-    return BookingCreated(booking=booking, created=False)
+    if booking is None and request.quote_id is not None:
+        booking = Booking.objects.filter(
+            customer=customer, quote_id=request.quote_id, request_fingerprint=fingerprint
+        ).first()
+    return None if booking is None else BookingCreated(booking=booking, created=False)
 
 
 def _quote_for(*, customer, request: BookingRequest, offer: Offer) -> Quote | None:
@@ -210,7 +221,8 @@ def booking_create(*, customer, request: BookingRequest, idempotency_key: str) -
 
     The customer's Idempotency-Key commits with the booking (unique per customer), so the same
     key gives the same booking even when two requests race: a used key makes the insert fail,
-    and the failure is answered from the stored record.
+    and the failure is answered from the stored record. A quote is booked once (unique too):
+    booking it again under another key answers with its booking the same way.
     """
     fingerprint = request.fingerprint()
     try:
@@ -224,7 +236,7 @@ def booking_create(*, customer, request: BookingRequest, idempotency_key: str) -
     except ValidationFailed:
         # Most keys are new, so the key is looked up only when the fast path fails: a replay
         # answers as the first request did even if its stay no longer validates (dates passed).
-        replay = _replay(customer=customer, idempotency_key=idempotency_key, fingerprint=fingerprint)
+        replay = _replay(customer=customer, idempotency_key=idempotency_key, request=request)
         if replay:
             return replay
         raise
@@ -274,7 +286,7 @@ def booking_create(*, customer, request: BookingRequest, idempotency_key: str) -
             # The booking and its first timeline row: one statement on PostgreSQL, the hot path.
             insert_together(booking, requested)
         except IntegrityError:
-            replay = _replay(customer=customer, idempotency_key=idempotency_key, fingerprint=fingerprint)
+            replay = _replay(customer=customer, idempotency_key=idempotency_key, request=request)
             if replay:
                 return replay
             if Booking.objects.filter(reference=booking.reference).exists():

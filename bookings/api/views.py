@@ -31,12 +31,10 @@ from bookings.api.serializers import (
     QuoteOutputSerializer,
 )
 from bookings.models import Actor, Booking
+from bookings.services import IDEMPOTENCY_KEY_MAX_LENGTH, IDEMPOTENCY_KEY_PATTERN
 from config.errors import ValidationFailed
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
-IDEMPOTENCY_KEY_MAX_LENGTH = 255
-# Printable ASCII, without surrounding spaces (HTTP drops those from a header value anyway).
-IDEMPOTENCY_KEY_PATTERN = r"^[!-~]([ -~]*[!-~])?$"
 _IDEMPOTENCY_KEY_FORMAT = re.compile(IDEMPOTENCY_KEY_PATTERN)
 
 # --- OpenAPI pieces shared by the views -------------------------------------------------------
@@ -74,7 +72,7 @@ _IDEMPOTENCY_KEY = OpenApiParameter(
         f"Required. A key of your choosing (1-{IDEMPOTENCY_KEY_MAX_LENGTH} printable ASCII "
         "characters), unique per booking you mean to make. Repeating a request with the same "
         "key and body returns the same booking; the same key with another body is refused "
-        "with 422."
+        "with 422. A quote is booked once: booking it again, under any key, returns its booking."
     ),
 )
 _ETAG_DESCRIPTION = (

@@ -10,7 +10,9 @@ from __future__ import annotations
 from django import forms
 from django.contrib.auth import get_user_model
 from django.contrib.auth.forms import UserCreationForm
+from django.core.validators import RegexValidator
 
+from bookings.services import IDEMPOTENCY_KEY_MAX_LENGTH, IDEMPOTENCY_KEY_PATTERN
 from config.errors import ApplicationError
 
 # The API's (DRF's) words for input it cannot parse, so that both presentations say the same.
@@ -58,7 +60,24 @@ class StayForm(ServiceForm):
 
 
 class ConfirmForm(ServiceForm):
-    """One button (book, cancel): nothing to parse, but the service may refuse."""
+    """One button (cancel): nothing to parse, but the service may refuse."""
+
+
+_KEY_FORMAT = f"Use 1 to {IDEMPOTENCY_KEY_MAX_LENGTH} printable ASCII characters."
+
+
+class BookForm(ServiceForm):
+    """Book: the attempt's Idempotency-Key, which the page's script makes and keeps (web.js);
+    empty when no script ran. The API's rules for the key apply, in its words."""
+
+    idempotency_key = forms.CharField(
+        label="Booking attempt",
+        required=False,
+        max_length=IDEMPOTENCY_KEY_MAX_LENGTH,
+        validators=[RegexValidator(IDEMPOTENCY_KEY_PATTERN, message=_KEY_FORMAT)],
+        error_messages={"max_length": _KEY_FORMAT},
+        widget=forms.HiddenInput(attrs={"data-attempt-key": ""}),
+    )
 
 
 class SignUpForm(UserCreationForm):

@@ -29,7 +29,7 @@ from django_htmx.http import HttpResponseClientRefresh
 
 from bookings import selectors, services
 from bookings.models import Actor, Quote
-from bookings.web.forms import ConfirmForm, SignUpForm, StayForm
+from bookings.web.forms import BookForm, ConfirmForm, SignUpForm, StayForm
 from config.errors import ApplicationError, NotFound
 
 PAGE_SIZE = 10
@@ -58,9 +58,8 @@ def _page(request: HttpRequest, items) -> Page:
 
 
 def booking_key(quote: Quote) -> str:
-    """The Idempotency-Key of booking this quote. Every retry of its Book button (a double click,
-    a reload, a resubmission after a dropped connection, a second tab) sends the same key, so
-    `booking_create` makes one booking per quote and answers the retries with it."""
+    """The Idempotency-Key of booking this quote when the page's script made none (it runs
+    nowhere, or not yet): the same for every retry of its Book button, whatever the browser."""
     return f"quote-{quote.pk}"
 
 
@@ -90,8 +89,8 @@ def offer_stay(request: HttpRequest, offer_id: int) -> HttpResponse:
     return render(request, "web/offers/stay.html", {"offer": offer, "form": form}, status=status)
 
 
-def _quote_page(request: HttpRequest, quote: Quote, form: ConfirmForm, status: int = HTTPStatus.OK):
-    booking = selectors.customer_booking_by_key(customer=request.user, idempotency_key=booking_key(quote))
+def _quote_page(request: HttpRequest, quote: Quote, form: BookForm, status: int = HTTPStatus.OK):
+    booking = selectors.customer_booking_of_quote(customer=request.user, quote_id=quote.pk)
     nights = (quote.end_date - quote.start_date).days
     context = {"quote": quote, "nights": nights, "booking": booking, "form": form}
     return render(request, "web/quotes/detail.html", context, status=status)
@@ -104,14 +103,19 @@ def _quote_page(request: HttpRequest, quote: Quote, form: ConfirmForm, status: i
 def quote_detail(request: HttpRequest, quote_id: UUID) -> HttpResponse:
     """The price, how long it holds, and the one Book button."""
     quote = selectors.customer_quote(customer=request.user, quote_id=quote_id)
-    return _quote_page(request, quote, ConfirmForm())
+    return _quote_page(request, quote, BookForm())
 
 
 @login_required
 @require_POST
 @_missing_is_404
 def quote_book(request: HttpRequest, quote_id: UUID) -> HttpResponse:
+    """Book, as `POST /api/v1/bookings` with the quote: one booking however often it is sent
+    (the attempt's key, and one booking per quote whatever the key)."""
     quote = selectors.customer_quote(customer=request.user, quote_id=quote_id)
+    form = BookForm(request.POST)
+    if not form.is_valid():
+        return _quote_page(request, quote, form, status=HTTPStatus.BAD_REQUEST)
     try:
         created = services.booking_create(
             customer=request.user,
@@ -122,10 +126,9 @@ def quote_book(request: HttpRequest, quote_id: UUID) -> HttpResponse:
                 guests=quote.guests,
                 quote_id=quote.pk,
             ),
-            idempotency_key=booking_key(quote),
+            idempotency_key=form.cleaned_data["idempotency_key"] or booking_key(quote),
         )
     except ApplicationError as exc:
-        form = ConfirmForm(request.POST)
         form.add_application_error(exc)
         return _quote_page(request, quote, form, status=exc.http_status)
     return redirect("web:booking", reference=created.booking.reference)

@@ -167,6 +167,41 @@ def test_booking_create_with_a_quote_takes_the_quoted_price(customer, offer):
     assert BookingEvent.objects.get().data["quote"] == str(quote.pk)
 
 
+def test_a_quote_is_booked_once_whatever_key_books_it(customer, offer):
+    request = a_request(offer)
+    quote = quote_create(customer=customer, offer_id=offer.pk, **_stay(request))
+    first = booking_create(
+        customer=customer, request=a_request(offer, quote_id=quote.pk), idempotency_key="tab-1"
+    )
+
+    again = booking_create(
+        customer=customer, request=a_request(offer, quote_id=quote.pk), idempotency_key="tab-2"
+    )
+
+    assert (again.booking, again.created) == (first.booking, False)
+    assert list(Booking.objects.values_list("idempotency_key", flat=True)) == ["tab-1"]
+    assert BookingEvent.objects.count() == 1
+
+
+def test_a_booked_quote_answers_another_key_with_its_booking_after_it_expired(customer, offer):
+    request = a_request(offer)
+    quote = quote_create(customer=customer, offer_id=offer.pk, **_stay(request))
+    first = booking_create(
+        customer=customer, request=a_request(offer, quote_id=quote.pk), idempotency_key="tab-1"
+    )
+    Quote.objects.filter(pk=quote.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+
+    again = booking_create(
+        customer=customer, request=a_request(offer, quote_id=quote.pk), idempotency_key="tab-2"
+    )
+
+    assert (again.booking, again.created) == (first.booking, False)
+
+
+def _stay(request: BookingRequest) -> dict:
+    return {"start_date": request.start_date, "end_date": request.end_date, "guests": request.guests}
+
+
 def test_the_request_fingerprint_covers_every_field(offer):
     base = a_request(offer)
     variants = [

@@ -50,6 +50,33 @@
     window.setTimeout(function () { setBusy(form, false); }, RESUBMIT_AFTER_MS);
   });
 
+  // Book's Idempotency-Key: made here for the attempt to book a quote (form[data-attempt]) and
+  // kept in the tab's sessionStorage under that attempt, so that a double click, a reload, a
+  // retry after a dropped connection all send the same key. Without it (no script, no
+  // crypto.randomUUID outside a secure context) the field stays empty and the server keys the
+  // attempt by the quote; either way the server books a quote once.
+  document.querySelectorAll("form[data-attempt]").forEach(function (form) {
+    var field = form.querySelector("[data-attempt-key]");
+    var name = "attempt-key:" + form.dataset.attempt;
+    var key = null;
+    try {
+      key = window.sessionStorage.getItem(name);
+    } catch (error) {
+      // storage refused (a private mode): a key for this page only
+    }
+    if (!key && window.crypto && window.crypto.randomUUID) {
+      key = window.crypto.randomUUID();
+      try {
+        window.sessionStorage.setItem(name, key);
+      } catch (error) {
+        // as above
+      }
+    }
+    if (field && key) {
+      field.value = key;
+    }
+  });
+
   // A page restored from the back-forward cache gets its buttons back.
   window.addEventListener("pageshow", function (event) {
     if (event.persisted) {

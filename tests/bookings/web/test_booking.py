@@ -28,8 +28,9 @@ def _no_cached_confirmation_times(offer):
     cache.delete(confirmation_times_cache_key(offer.partner_id))
 
 
-def book(web, quote):
-    return web.post(f"/quotes/{quote.pk}/book/")
+def book(web, quote, key: str | None = None):
+    """Book, as the page posts it: with the key its script made, or none without the script."""
+    return web.post(f"/quotes/{quote.pk}/book/", {} if key is None else {"idempotency_key": key})
 
 
 # --- booking --------------------------------------------------------------------------------------
@@ -46,8 +47,38 @@ def test_book_makes_the_booking_and_shows_its_progress(
     assert response["Location"] == f"/bookings/{booking.reference}/"
     assert (booking.customer, booking.quote, booking.total_price) == (customer, quote, quote.total_price)
     assert (booking.start_date, booking.end_date, booking.guests) == (quote.start_date, quote.end_date, 2)
-    assert booking.idempotency_key == booking_key(quote)
+    assert booking.idempotency_key == booking_key(quote)  # no script made a key: the quote's
     assert [m.args[0] for m in queued_messages(broker, booking.partner.queue_name)] == [str(booking.pk)]
+
+
+def test_book_uses_the_key_the_page_made_for_the_attempt(web, quote):
+    key = "0f8e4c2a-5b1d-4e7a-9c3f-2d6b8a1e4f70"
+
+    book(web, quote, key)
+
+    assert Booking.objects.get().idempotency_key == key
+
+
+def test_a_key_the_api_would_refuse_is_refused_in_its_words(web, quote):
+    response = book(web, quote, "no\ttabs")
+
+    assert response.status_code == 400
+    assert "Use 1 to 255 printable ASCII characters." in response.content.decode()
+    assert not Booking.objects.exists()
+
+
+def test_booking_a_quote_again_under_another_key_answers_with_its_booking(web, quote):
+    # given a quote booked from one tab
+    first = book(web, quote, "key-of-tab-1")
+
+    # when another tab (its own key) or a page without the script (the quote's key) books it
+    second = book(web, quote, "key-of-tab-2")
+    third = book(web, quote)
+
+    # then each lands on the one booking
+    booking = Booking.objects.get()
+    assert first["Location"] == second["Location"] == third["Location"] == f"/bookings/{booking.reference}/"
+    assert booking.idempotency_key == "key-of-tab-1"
 
 
 def test_booking_a_quote_again_makes_no_second_booking(
@@ -76,6 +107,13 @@ def test_the_quote_page_of_a_booked_quote_links_to_the_booking(web, quote):
 
     assert f'href="/bookings/{booking.reference}/"' in page
     assert "/book/" not in page  # no Book button
+
+
+def test_the_quote_page_gives_the_script_its_attempt_and_key_field(web, quote):
+    page = web.get(f"/quotes/{quote.pk}/").content.decode()
+
+    assert f'data-attempt="quote-{quote.pk}"' in page
+    assert '<input type="hidden" name="idempotency_key" data-attempt-key="" id="id_idempotency_key">' in page
 
 
 def test_an_expired_quote_is_refused_with_the_api_words(web, customer, offer):
