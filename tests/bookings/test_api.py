@@ -392,6 +392,18 @@ def test_the_same_key_with_another_body_is_refused_and_writes_nothing(
     assert callbacks == []
 
 
+def test_a_quote_booked_under_one_key_answers_another_key_with_its_booking(api_client, offer):
+    quote = api_client.post("/api/v1/quotes", stay_body(offer), format="json").json()
+    body = stay_body(offer, quote=quote["id"])
+    first = post_booking(api_client, body, key="first-try")
+
+    again = post_booking(api_client, body, key="second-try")
+
+    assert first.status_code == again.status_code == 202
+    assert again.json() == first.json()
+    assert Booking.objects.count() == 1
+
+
 def test_idempotency_keys_are_per_customer(api_client, other_client, offer):
     mine = post_booking(api_client, stay_body(offer), key="shared-key")
     theirs = post_booking(other_client, stay_body(offer), key="shared-key")
@@ -596,7 +608,7 @@ def test_a_page_out_of_range_is_not_found(api_client, db):
     [
         (
             CustomerStatus.PENDING,
-            {S.REQUESTED, S.SUBMITTING, S.PENDING_PARTNER, S.UNKNOWN, S.NEEDS_ATTENTION},
+            {S.AWAITING_PAYMENT, S.REQUESTED, S.SUBMITTING, S.PENDING_PARTNER, S.UNKNOWN, S.NEEDS_ATTENTION},
         ),
         (CustomerStatus.CONFIRMED, {S.CONFIRMED}),
         (CustomerStatus.FAILED, {S.REJECTED, S.FAILED, S.EXPIRED}),
