@@ -10,12 +10,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bench import common, independence, output, pages, streams
+from bench import common, independence, output, pages, streams, webhook_flood
 
 DOC = common.ROOT / "docs" / "benchmarks.md"
 BEGIN = "<!-- bench:generated:begin (python -m bench report rewrites this part) -->"
 END = "<!-- bench:generated:end -->"
-ORDER = ("api", "independence", "pipeline", "sweeper", "timeline", "streams", "pages")
+ORDER = ("api", "independence", "pipeline", "sweeper", "timeline", "streams", "pages", "webhook_flood")
 
 
 def _table(columns: list[str], rows: list[list[object]]) -> str:
@@ -366,6 +366,7 @@ RENDER = {
     "timeline": ("5. Timeline", _timeline),
     "streams": ("6. Live status", _streams),
     "pages": ("7. Customer pages", _pages),
+    "webhook_flood": ("8. Webhook flood", webhook_flood.markdown),
 }
 
 
