@@ -18,13 +18,12 @@ from reconciliation.services.support.actions import (
 )
 from reconciliation.services.support.checks import RESOLUTIONS
 from reconciliation.services.support.once import ActionResult, new_token
-from reconciliation.services.support.orphans import (
+from reconciliation.services.support.orphans.actions import support_orphan_action_run
+from reconciliation.services.support.orphans.previews import OrphanPreview, orphan_preview
+from reconciliation.services.support.orphans.situation import (
     OrphanActionResult,
-    OrphanPreview,
     link_candidate,
     orphan_case_by_id,
-    orphan_preview,
-    support_orphan_action_run,
 )
 from reconciliation.services.support.permissions import (
     ACTIONS,

@@ -1,0 +1,247 @@
+"""The three orphan actions (cancel at the partner, link to a booking, close with a note) in one
+frame (`_orphan_action`): permission, a clean token, the locks (the booking named, the
+reservation, the case), once per token, the refusals checked again under the locks, and a
+`support.*` row in the case's history; `support_orphan_action_run` runs one by name."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from bookings.models import Actor
+from bookings.services import lock_booking
+from bookings.timeline import record_event
+from config.errors import InvalidTransition, NotFound, ValidationFailed
+from partners import messages
+from partners.models import OrphanCase, PartnerReservation, ReservationRole
+from partners.services.observations import reconcile_booking, request_compensation
+from partners.services.orphans import orphan_case_cancelling, orphan_case_close, orphan_case_link
+from reconciliation.services.support.once import clean_token, correction_data
+from reconciliation.services.support.orphans.situation import (
+    OrphanActionResult,
+    OrphanSituation,
+    booking_named,
+    orphan_refusal,
+)
+from reconciliation.services.support.permissions import (
+    ORPHAN_ACTIONS,
+    ORPHAN_CANCEL,
+    ORPHAN_CLOSE,
+    ORPHAN_LINK,
+    Operator,
+)
+
+logger = logging.getLogger(__name__)
+
+
+Body = Callable[..., OrphanActionResult]
+
+
+def _lock_case(case_id: int) -> OrphanCase:
+    """Lock the case's reservation, then the case (the one door's order: reservation, case)."""
+    reservation_id = OrphanCase.objects.filter(pk=case_id).values_list("reservation_id", flat=True).first()
+    if reservation_id is None:
+        raise NotFound(f"No orphan case {case_id!r}.")
+    reservation = (
+        PartnerReservation.objects.select_for_update(no_key=True)
+        .select_related("partner")
+        .get(pk=reservation_id)
+    )
+    case = OrphanCase.objects.select_for_update().get(pk=case_id)
+    case.reservation = reservation
+    return case
+
+
+def _done_before(action: str, case: OrphanCase, token: str) -> OrphanActionResult | None:
+    earlier = case.events.filter(kind__startswith="support.", data__action_token=token).order_by("id").first()
+    if earlier is None:
+        return None
+    return OrphanActionResult(
+        action=action,
+        case=case,
+        performed=False,
+        from_state=case.state,
+        to_state=case.state,
+        message=(
+            f"Already done by {earlier.actor_label} at {earlier.occurred_at:%H:%M:%S} "
+            f"({earlier.kind}); nothing more was done."
+        ),
+        booking=case.booking,
+    )
+
+
+def _orphan_action(action: str) -> Callable[[Body], Body]:
+    """Run the decorated body as the orphan action `action`: for an operator with its
+    permission, with a clean token, on the case locked in one short transaction (after the
+    booking named, for a link), only when the checks let it; a token already used returns the
+    earlier result."""
+
+    def decorate(body: Body) -> Body:
+        @functools.wraps(body)
+        def run(
+            *,
+            case_id: int,
+            operator: Operator,
+            token: str,
+            note: str = "",
+            booking_reference: str = "",
+            **kwargs: Any,
+        ) -> OrphanActionResult:
+            operator.require(ORPHAN_ACTIONS[action]["permission"])
+            token = clean_token(token)
+            named = booking_named(booking_reference) if booking_reference else None
+            with transaction.atomic():
+                booking = lock_booking(named.pk) if named else None  # lock order: booking, reservation, case
+                case = _lock_case(case_id)
+                done = _done_before(action, case, token)
+                if done:
+                    return done
+                situation = OrphanSituation(case, operator=operator, booking=booking, note=note)
+                why_not = orphan_refusal(action, situation)
+                if why_not:
+                    raise InvalidTransition(why_not)
+                result = body(situation, token=token, **kwargs)
+            logger.info(
+                "support orphan action",
+                extra={
+                    "action": action,
+                    "by": operator.label,
+                    "partner_ref": case.reservation.partner_ref,
+                    "booking": booking.reference if booking else None,
+                },
+            )
+            return result
+
+        return run
+
+    return decorate
+
+
+@_orphan_action(ORPHAN_CANCEL)
+def support_orphan_cancel(situation: OrphanSituation, *, token: str) -> OrphanActionResult:
+    """Cancel the orphan at the partner through the compensation actor, verified by a lookup."""
+    case, reservation, operator = situation.case, situation.reservation, situation.operator
+    again = reservation.compensation_requested_at is not None
+    if again:
+        # Decided before (stalled, or given up): its tries count from now, and it is sent again.
+        PartnerReservation.objects.filter(pk=reservation.pk).update(compensation_requested_at=timezone.now())
+        transaction.on_commit(
+            lambda: messages.send_for_partner(
+                messages.COMPENSATE_RESERVATION, reservation.partner, reservation.pk
+            )
+        )
+    else:
+        request_compensation(
+            reservation.pk, reason="orphan", booking=None, actor=Actor.SUPPORT, actor_label=operator.label
+        )
+    orphan_case_cancelling(
+        case,
+        kind=ORPHAN_ACTIONS[ORPHAN_CANCEL]["kind"],
+        actor=Actor.SUPPORT,
+        actor_label=operator.label,
+        summary=f"Cancel of {reservation.partner_ref} at the partner requested{' again' if again else ''} "
+        f"by {operator.label}",
+        data=correction_data(token, situation.note or "", reservation=reservation.partner_ref, again=again),
+    )
+    return OrphanActionResult(ORPHAN_CANCEL, case, True, case.state, case.state, "Cancel queued.")
+
+
+@_orphan_action(ORPHAN_LINK)
+def support_orphan_link(
+    situation: OrphanSituation, *, token: str, expected_live: Sequence[str] = ()
+) -> OrphanActionResult:
+    """Make the orphan the booking's reservation and let the one door reconcile the booking.
+
+    `expected_live`: the booking's live reservations the confirmed preview showed; a booking that
+    holds others now would get a second live reservation nobody was told of, and is refused.
+    """
+    case, reservation, booking, operator = (
+        situation.case,
+        situation.reservation,
+        situation.booking,
+        situation.operator,
+    )
+    unseen = sorted(set(situation.booking_live) - set(expected_live))
+    if unseen:
+        raise InvalidTransition(
+            f"{booking.reference} holds {', '.join(unseen)} live, which the preview you confirmed did not "
+            "show: it would get a second live reservation. Preview again."
+        )
+    note = (situation.note or "").strip()
+    old = case.state
+    reservation.booking, reservation.role = booking, ReservationRole.PRIMARY
+    reservation.save(update_fields=["booking", "role"])
+    kind = ORPHAN_ACTIONS[ORPHAN_LINK]["kind"]
+    data = correction_data(token, note, reservation=reservation.partner_ref, status=reservation.status)
+    linked = orphan_case_link(
+        reservation, booking, kind=kind, actor=Actor.SUPPORT, actor_label=operator.label, note=note, data=data
+    )
+    record_event(
+        booking,
+        kind,
+        actor=Actor.SUPPORT,
+        actor_label=operator.label,
+        summary=f"Orphan {reservation.partner_ref} ({reservation.status}) linked by {operator.label}"
+        + (f": {note[:200]}" if note else ""),
+        from_state=booking.status,
+        to_state=booking.status,
+        data={**data, "orphan_case": case.pk, "orphan_case_event_id": linked.pk if linked else None},
+    )
+    old_status = booking.status
+    reconcile_booking(booking, actor=Actor.SUPPORT, actor_label=operator.label)
+    moved = f" ({old_status} → {booking.status})" if booking.status != old_status else ""
+    case.refresh_from_db(fields=["state"])
+    return OrphanActionResult(
+        ORPHAN_LINK, case, True, old, case.state, f"Linked to {booking.reference}{moved}.", booking=booking
+    )
+
+
+@_orphan_action(ORPHAN_CLOSE)
+def support_orphan_close(situation: OrphanSituation, *, token: str) -> OrphanActionResult:
+    """Close the case with a note; nothing is asked of the partner."""
+    note = (situation.note or "").strip()
+    if not note:
+        raise ValidationFailed("A note is required to close an orphan case.", fields={"note": ["Required."]})
+    case, reservation, operator = situation.case, situation.reservation, situation.operator
+    old = case.state
+    orphan_case_close(
+        case,
+        kind=ORPHAN_ACTIONS[ORPHAN_CLOSE]["kind"],
+        actor=Actor.SUPPORT,
+        actor_label=operator.label,
+        note=note,
+        summary=f"Closed by {operator.label} ({reservation.partner_ref} {reservation.status}): {note[:200]}",
+        data=correction_data(token, note, reservation=reservation.partner_ref, status=reservation.status),
+    )
+    return OrphanActionResult(ORPHAN_CLOSE, case, True, old, case.state, "Case closed.")
+
+
+_RUNS: dict[str, Body] = {
+    ORPHAN_CANCEL: support_orphan_cancel,
+    ORPHAN_LINK: support_orphan_link,
+    ORPHAN_CLOSE: support_orphan_close,
+}
+
+
+def support_orphan_action_run(
+    action: str,
+    *,
+    case_id: int,
+    operator: Operator,
+    token: str,
+    note: str = "",
+    booking_reference: str = "",
+    expected_live: Sequence[str] = (),
+) -> OrphanActionResult:
+    """Run the orphan action named `action` (the console's and the commands' one entry)."""
+    if action not in _RUNS:
+        raise ValidationFailed(f"Unknown orphan action {action!r}; known: {', '.join(_RUNS)}.")
+    kwargs: dict[str, Any] = {"case_id": case_id, "operator": operator, "token": token, "note": note}
+    if action == ORPHAN_LINK:
+        kwargs.update(booking_reference=booking_reference, expected_live=expected_live)
+    return _RUNS[action](**kwargs)
