@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 
 from django.conf import settings
 from django.utils import timezone
@@ -13,6 +13,16 @@ from bookings.models import Offer
 from config.errors import ValidationFailed
 
 CENT = Decimal("0.01")
+# Currencies whose smallest unit is not the hundredth (ISO 4217, as the payment provider counts
+# them in its minor units): whole units, or thousandths. Every other currency has two decimals.
+_WHOLE_UNITS = "BIF CLP DJF GNF JPY KMF KRW MGA PYG RWF UGX VND VUV XAF XOF XPF"
+_THOUSANDTHS = "BHD JOD KWD OMR TND"
+MINOR_UNIT_EXPONENTS = {**dict.fromkeys(_WHOLE_UNITS.split(), 0), **dict.fromkeys(_THOUSANDTHS.split(), 3)}
+
+
+def minor_unit_exponent(currency: str) -> int:
+    """Decimal places of the currency's smallest unit (2 for most, 0 for the yen)."""
+    return MINOR_UNIT_EXPONENTS.get(currency.upper(), 2)
 
 
 @dataclass(frozen=True)
@@ -74,6 +84,21 @@ def validate_stay(stay: Stay, *, now: datetime | None = None) -> None:
         errors.setdefault("guests", []).append(f"This offer takes at most {offer.capacity} guests.")
     if errors:
         raise ValidationFailed("The booking request is invalid.", fields=errors)
+
+
+def cancellation_fee(*, offer: Offer, total: Decimal, start_date: date, at: datetime) -> Decimal:
+    """What a cancellation asked for `at` costs under the offer's policy: nothing until
+    `free_cancellation_hours` before the start (the start of its first day, UTC), then the
+    offer's share of the price, rounded to the currency's smallest unit (amounts are kept to
+    the cent: a currency with thousandths is rounded to the cent)."""
+    cut_off = datetime.combine(start_date, time.min, tzinfo=UTC) - timedelta(
+        hours=offer.free_cancellation_hours
+    )
+    if at < cut_off:
+        return Decimal("0.00")
+    unit = Decimal(1).scaleb(-min(minor_unit_exponent(offer.currency), 2))
+    fee = (total * offer.cancellation_fee_percent / 100).quantize(unit, rounding=ROUND_HALF_UP)
+    return min(fee, total).quantize(CENT)
 
 
 def price_stay(stay: Stay) -> Price:

@@ -40,6 +40,7 @@ INSTALLED_APPS = [
     "axes",
     "bookings",
     "partners",
+    "payments",
     "reconciliation",
     # The proving harness (commands only, no models): the chaos run and the sandbox partners.
     "chaos",
@@ -304,6 +305,8 @@ LIVE_RETRY_MS = env.int("LIVE_RETRY_MS", default=2000)
 LIVE_DB_THREADS = env.int("LIVE_DB_THREADS", default=2)
 # The one port from the booking core to the partner side (see bookings/ports.py).
 BOOKINGS_PARTNER_PORT = "partners.port.DramatiqPartnerPort"
+# The one port from the booking core to the payment side (bookings/ports.py, payments/port.py).
+BOOKINGS_PAYMENT_PORT = "payments.port.DramatiqPaymentPort"
 
 # --- Logging: one line per event, key=value, with the booking reference when there is one ----
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
@@ -319,6 +322,8 @@ LOGGING = {
         "urllib3": {"level": "WARNING"},
         # Failures and lockouts are warnings; its INFO lines come with every login request.
         "axes": {"level": "WARNING"},
+        # The payment SDK logs every request at INFO; ours name the operation and its key instead.
+        "stripe": {"level": "WARNING"},
     },
 }
 
@@ -364,6 +369,35 @@ WEBHOOK_EVIDENCE_BYTES = env.int("WEBHOOK_EVIDENCE_BYTES", default=4096)
 WEBHOOK_REFUSED_PARTNER_RATE = env.str("WEBHOOK_REFUSED_PARTNER_RATE", default="300/hour")
 WEBHOOK_REFUSED_SOURCE_RATE = env.str("WEBHOOK_REFUSED_SOURCE_RATE", default="30/hour")
 WEBHOOK_REFUSED_RETENTION_DAYS = env.int("WEBHOOK_REFUSED_RETENTION_DAYS", default=7)
+
+# --- Payments (payments/, docs/design.md "Money") ---------------------------------------------
+# The payment provider (Stripe, through its official SDK): the secret key, its API's address and
+# the signing secret of our webhook endpoint (/payments/webhooks/). The defaults are the `make run`
+# sandbox's (Procfile `sandbox_payments`); a real operator sets Stripe's own.
+STRIPE_API_KEY = env.str("STRIPE_API_KEY", default="sk_test_sandbox_demo_key")
+STRIPE_API_BASE = env.str("STRIPE_API_BASE", default="http://127.0.0.1:8103")
+STRIPE_WEBHOOK_SECRET = env.str("STRIPE_WEBHOOK_SECRET", default="whsec_sandbox_demo_payments_secret")
+# Every provider call's connect and read timeouts (the SDK's own retries are off: ours are on the
+# timeline, under the same idempotency key).
+PAYMENTS_CONNECT_TIMEOUT_S = env.float("PAYMENTS_CONNECT_TIMEOUT_S", default=5.0)
+PAYMENTS_READ_TIMEOUT_S = env.float("PAYMENTS_READ_TIMEOUT_S", default=30.0)
+# A call that did nothing or whose outcome is unknown is asked again after a pause doubling from
+# the base up to the max (jittered).
+PAYMENTS_RETRY_BASE_S = env.float("PAYMENTS_RETRY_BASE_S", default=2.0)
+PAYMENTS_RETRY_MAX_S = env.float("PAYMENTS_RETRY_MAX_S", default=300.0)
+# A payment whose run should have happened by now (its message lost) is run by the sweeper this
+# long after it was due.
+PAYMENTS_RUN_GRACE_S = env.float("PAYMENTS_RUN_GRACE_S", default=60.0)
+# A hold nobody has decided on is voided this long before the provider says it lapses; a hold
+# whose lapse time is unknown is looked at this often.
+PAYMENTS_LAPSE_MARGIN_S = env.float("PAYMENTS_LAPSE_MARGIN_S", default=24 * 3600.0)
+PAYMENTS_HOLD_RECHECK_S = env.float("PAYMENTS_HOLD_RECHECK_S", default=3600.0)
+# A capture, void or refund the provider refuses this many times is left to support.
+PAYMENTS_REFUSED_MAX_TRIES = env.int("PAYMENTS_REFUSED_MAX_TRIES", default=2)
+# The payment actors' retries for the unexpected (a database hiccup) and their time limit, longer
+# than a run's calls (a few, each within its timeouts).
+PAYMENTS_ACTOR_MAX_RETRIES = env.int("PAYMENTS_ACTOR_MAX_RETRIES", default=5)
+PAYMENTS_ACTOR_TIME_LIMIT_MS = env.int("PAYMENTS_ACTOR_TIME_LIMIT_MS", default=10 * 60 * 1000)
 
 # --- Demo and sandbox partners (make run) ---------------------------------------------------
 SANDBOX_API_KEY = env.str("SANDBOX_API_KEY", default="sandbox-demo-key")

@@ -1,0 +1,429 @@
+"""The payment provider's connector: the only module that imports `stripe`.
+
+PaymentIntents in manual capture through the official SDK (pinned in pyproject.toml):
+authorize (create and confirm), capture, void (cancel), refund, retrieve, and a search of the
+intents made since a time. Every write carries the idempotency key of its operation
+(`PaymentOperation.idempotency_key`, ours, never the customer's); the SDK's own retries are off,
+so each call is one try on the timeline. `STRIPE_API_KEY` and `STRIPE_API_BASE` name the
+provider: Stripe for a real operator, the sandbox (docs/partner-protocols.md, section 3) under
+`make run` and the tests.
+
+Every answer is read here, at the edge, into `IntentTruth`: amounts from minor units to Decimal
+in the payment's currency, another currency or an amount out of range refused whole. How a call
+ended is classified once (`CallOutcome`): a decline, a refusal that changes nothing if asked
+again, a try that provably did nothing (429, a key not accepted), and everything that may have
+happened (a timeout, a dropped connection, a 5xx, a key still in flight): ambiguous.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from decimal import Decimal
+from functools import lru_cache
+from typing import Any
+
+import stripe
+from django.conf import settings
+
+from payments.models import CallOutcome
+from payments.money import RefusedAmount, from_minor, same_currency, to_minor
+
+logger = logging.getLogger(__name__)
+
+INTENT_STATUSES = frozenset(
+    {
+        "requires_payment_method",
+        "requires_confirmation",
+        "requires_action",
+        "processing",
+        "requires_capture",
+        "succeeded",
+        "canceled",
+    }
+)
+# How far a search for an authorization's intent reaches back before the call was made (the
+# provider's clock may be behind ours).
+SEARCH_MARGIN_S = 300
+SEARCH_PAGE = 100
+# The error code of a key the provider binds to another request.
+IDEMPOTENCY_ERROR = "idempotency_error"
+# Why we cancel an intent: the same on every try of one operation (its key binds its parameters).
+VOID_REASON = "abandoned"
+
+
+@dataclass(frozen=True)
+class IntentTruth:
+    """What the provider says of one intent. A field it did not say (a charge's event says
+    nothing of its intent's status; an intent without its charge expanded, nothing of refunds)
+    is None."""
+
+    intent_id: str
+    currency: str
+    payment_ref: str = ""  # our payment's id, from the intent's metadata
+    status: str | None = None
+    amount: Decimal | None = None
+    captured: Decimal | None = None
+    refunded: Decimal | None = None  # money given back (releases of a hold are not refunds)
+    cancellation_reason: str = ""
+    decline_code: str = ""
+    decline_message: str = ""
+    authorization_expires_at: datetime | None = None
+    card_brand: str = ""
+    card_last4: str = ""
+    in_review: bool = False
+
+    @property
+    def declined(self) -> bool:
+        return bool(self.decline_code or self.decline_message)
+
+
+@dataclass(frozen=True)
+class CallResult:
+    outcome: CallOutcome
+    truth: IntentTruth | None = None
+    http_status: int | None = None
+    error_code: str = ""
+    error: str = ""
+    # The provider answered from what it saved under the key (Idempotent-Replayed).
+    replayed: bool = False
+    # The provider's id of what the call made (an intent, a refund).
+    object_id: str = ""
+    latency_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class AuthorizeRequest:
+    payment_id: str
+    booking_reference: str
+    amount: Decimal
+    currency: str
+    payment_method: str
+
+
+# --- reading answers ---------------------------------------------------------------------------
+def _text(value: object, name: str, *, limit: int = 255) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str) or len(value) > limit or "\x00" in value:
+        raise RefusedAmount(f"{name} is not text: {value!r:.80}")
+    return value
+
+
+def _timestamp(value: object, name: str) -> datetime | None:
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 < value < 2**33:
+        raise RefusedAmount(f"{name} is not a time: {value!r:.80}")
+    return datetime.fromtimestamp(value, tz=UTC)
+
+
+def _charge_money(charge: Mapping[str, Any], currency: str) -> tuple[Decimal, Decimal]:
+    """(captured, refunded) of a charge. A hold's release is counted in `amount_refunded` too
+    (the rest of a partial capture, a void, a lapse), yet moved no money: refunds are what was
+    given back of what was captured."""
+    if not charge.get("captured"):
+        return Decimal("0.00"), Decimal("0.00")
+    authorized = from_minor(charge.get("amount"), currency)
+    captured = from_minor(charge.get("amount_captured"), currency)
+    released_or_refunded = from_minor(charge.get("amount_refunded"), currency)
+    refunded = released_or_refunded - (authorized - captured)
+    if refunded < 0 or refunded > captured:
+        raise RefusedAmount(f"charge refunds {released_or_refunded} of {authorized}, {captured} captured")
+    return captured, refunded
+
+
+def intent_truth(data: Mapping[str, Any], currency: str) -> IntentTruth:
+    """A PaymentIntent as the provider rendered it (its charge expanded or not); refused whole
+    (`RefusedAmount`) if any value breaks the protocol or is in another currency."""
+    intent_id = _text(data.get("id"), "id")
+    status = _text(data.get("status"), "status")
+    if not intent_id.startswith("pi_") or status not in INTENT_STATUSES:
+        raise RefusedAmount(f"not a payment intent: {intent_id!r}, {status!r}")
+    ours = same_currency(currency, data.get("currency"))
+    metadata = data.get("metadata") or {}
+    error = data.get("last_payment_error") or {}
+    fields: dict[str, Any] = {
+        "intent_id": intent_id,
+        "currency": ours,
+        "payment_ref": _text(metadata.get("payment"), "metadata.payment"),
+        "status": status,
+        "amount": from_minor(data.get("amount"), ours),
+        "captured": from_minor(data.get("amount_received"), ours),
+        "cancellation_reason": _text(data.get("cancellation_reason"), "cancellation_reason"),
+        "decline_code": _text(error.get("decline_code") or error.get("code"), "decline_code"),
+        "decline_message": _text(error.get("message"), "decline message", limit=5000)[:500],
+    }
+    charge = data.get("latest_charge")
+    if isinstance(charge, Mapping):
+        same_currency(ours, charge.get("currency"))
+        _, fields["refunded"] = _charge_money(charge, ours)
+        card = (charge.get("payment_method_details") or {}).get("card") or {}
+        fields["authorization_expires_at"] = _timestamp(card.get("capture_before"), "capture_before")
+        fields["card_brand"] = _text(card.get("brand"), "brand")[:20]
+        fields["card_last4"] = _text(card.get("last4"), "last4")[:4]
+        fields["in_review"] = (charge.get("outcome") or {}).get("type") == "manual_review"
+    return IntentTruth(**fields)
+
+
+def charge_truth(data: Mapping[str, Any], currency: str) -> IntentTruth:
+    """What a Charge says of its intent: the money captured and refunded, nothing of its status."""
+    intent_id = _text(data.get("payment_intent"), "payment_intent")
+    if not intent_id.startswith("pi_"):
+        raise RefusedAmount(f"charge of no payment intent: {intent_id!r}")
+    ours = same_currency(currency, data.get("currency"))
+    captured, refunded = _charge_money(data, ours)
+    return IntentTruth(intent_id=intent_id, currency=ours, captured=captured, refunded=refunded)
+
+
+# --- calling ---------------------------------------------------------------------------------
+@lru_cache(maxsize=4)
+def _client(api_key: str, api_base: str, timeouts: tuple[float, float]) -> stripe.StripeClient:
+    return stripe.StripeClient(
+        api_key,
+        base_addresses={"api": api_base},
+        max_network_retries=0,  # our operations retry, under their own keys, on the timeline
+        http_client=stripe.RequestsClient(timeout=timeouts),
+    )
+
+
+def client() -> stripe.StripeClient:
+    return _client(
+        settings.STRIPE_API_KEY,
+        settings.STRIPE_API_BASE,
+        (settings.PAYMENTS_CONNECT_TIMEOUT_S, settings.PAYMENTS_READ_TIMEOUT_S),
+    )
+
+
+def _replayed(headers: Mapping[str, str] | None) -> bool:
+    return (headers or {}).get("Idempotent-Replayed") == "true"
+
+
+def _error_result(error: stripe.StripeError, currency: str) -> CallResult:
+    status = error.http_status
+    code = error.code or getattr(error.error, "code", None) or ""
+    message = (error.user_message or str(error))[:500]
+    replayed = _replayed(error.headers)
+    if isinstance(error, stripe.CardError):
+        declined = (error.json_body or {}).get("error", {}).get("payment_intent")
+        truth = None
+        if isinstance(declined, Mapping):
+            try:
+                truth = intent_truth(declined, currency)
+            except RefusedAmount:
+                logger.warning("declined intent refused at the edge", exc_info=True)
+        decline = getattr(error.error, "decline_code", None) or code
+        return CallResult(CallOutcome.DECLINED, truth, status, decline, message, replayed)
+    if isinstance(error, stripe.RateLimitError | stripe.AuthenticationError | stripe.PermissionError):
+        # Refused before anything ran (a 429, a key being rotated): the key stays free.
+        return CallResult(CallOutcome.TRANSIENT, None, status, code or str(status), message, replayed)
+    if isinstance(error, stripe.InvalidRequestError):
+        return CallResult(CallOutcome.REFUSED, None, status, code or "invalid_request", message, replayed)
+    if isinstance(error, stripe.IdempotencyError):
+        # The key is bound to another request: whatever its first request did is not told by
+        # asking again (the operation reads instead).
+        return CallResult(CallOutcome.AMBIGUOUS, None, status, IDEMPOTENCY_ERROR, message, replayed)
+    # A 5xx (before or after the change committed), 409 key in flight, a timeout, a dropped
+    # connection: it may have happened.
+    return CallResult(CallOutcome.AMBIGUOUS, None, status, code or type(error).__name__, message, replayed)
+
+
+def _call(make: Callable[[], Any], read: Callable[[Any], CallResult], *, currency: str) -> CallResult:
+    started = time.monotonic()
+    try:
+        answer = make()
+        result = read(answer)
+        result = _with(
+            result, replayed=_replayed(answer.last_response.headers if answer.last_response else None)
+        )
+    except stripe.StripeError as error:
+        result = _error_result(error, currency)
+    except RefusedAmount as refused:
+        # A 2xx we cannot read tells us nothing: as if it had not answered.
+        result = CallResult(CallOutcome.AMBIGUOUS, error=f"refused at our edge: {refused}"[:500])
+    return _with(result, latency_ms=int((time.monotonic() - started) * 1000))
+
+
+def _with(result: CallResult, **changes: Any) -> CallResult:
+    return replace(result, **changes)
+
+
+def _intent(currency: str) -> Callable[[Any], CallResult]:
+    def read(intent: Any) -> CallResult:
+        truth = intent_truth(intent.to_dict(), currency)
+        return CallResult(CallOutcome.OK, truth, 200, object_id=truth.intent_id)
+
+    return read
+
+
+def _options(key: str) -> dict[str, str]:
+    return {"idempotency_key": key}
+
+
+def authorize(request: AuthorizeRequest, *, key: str) -> CallResult:
+    """Create and confirm a manual-capture intent: the amount is held, or declined (402)."""
+    params = {
+        "amount": to_minor(request.amount, request.currency),
+        "currency": request.currency.lower(),
+        "capture_method": "manual",
+        "confirm": True,
+        "payment_method": request.payment_method,
+        "payment_method_types": ["card"],
+        "description": f"Booking {request.booking_reference}",
+        "metadata": {"payment": request.payment_id, "booking": request.booking_reference},
+        "expand": ["latest_charge"],
+    }
+    return _call(
+        lambda: client().v1.payment_intents.create(params=params, options=_options(key)),
+        _intent(request.currency),
+        currency=request.currency,
+    )
+
+
+def capture(intent_id: str, *, amount: Decimal, currency: str, key: str) -> CallResult:
+    """Take `amount` of the hold (all of it or part: the rest is released)."""
+    params = {"amount_to_capture": to_minor(amount, currency), "expand": ["latest_charge"]}
+    return _call(
+        lambda: client().v1.payment_intents.capture(intent_id, params=params, options=_options(key)),
+        _intent(currency),
+        currency=currency,
+    )
+
+
+def void(intent_id: str, *, currency: str, key: str, reason: str = VOID_REASON) -> CallResult:
+    """Cancel the intent: a hold is released, nothing is taken."""
+    params = {"cancellation_reason": reason, "expand": ["latest_charge"]}
+    return _call(
+        lambda: client().v1.payment_intents.cancel(intent_id, params=params, options=_options(key)),
+        _intent(currency),
+        currency=currency,
+    )
+
+
+def refund(intent_id: str, *, amount: Decimal, currency: str, key: str) -> CallResult:
+    """Give back `amount` of what was captured. The answer is the refund alone: the intent's
+    totals come from a `retrieve` after it."""
+    params = {
+        "payment_intent": intent_id,
+        "amount": to_minor(amount, currency),
+        "reason": "requested_by_customer",
+        "metadata": {"operation": key},
+    }
+
+    return _call(
+        lambda: client().v1.refunds.create(params=params, options=_options(key)),
+        lambda answer: _refund_made(answer.to_dict(), amount=amount, currency=currency),
+        currency=currency,
+    )
+
+
+def _refund_made(made: Mapping[str, Any], *, amount: Decimal, currency: str) -> CallResult:
+    """A refund as the provider rendered it: OK only if it is the amount asked for, succeeded."""
+    refund_id = _text(made.get("id"), "refund id")
+    same_currency(currency, made.get("currency"))
+    if from_minor(made.get("amount"), currency) != amount or made.get("status") != "succeeded":
+        raise RefusedAmount(f"refund {refund_id} is not the {amount} {currency} asked for")
+    return CallResult(CallOutcome.OK, None, 200, object_id=refund_id)
+
+
+def find_refund(intent_id: str, *, amount: Decimal, currency: str, key: str) -> CallResult:
+    """The refund our operation `key` made of the intent (its metadata names the operation): OK
+    with its id, OK without one when the provider holds none, or how the read failed. For a
+    refund whose only answer was a 5xx saved under its key."""
+
+    def search() -> Any:
+        after = None
+        while True:
+            params: dict[str, Any] = {"payment_intent": intent_id, "limit": SEARCH_PAGE}
+            if after:
+                params["starting_after"] = after
+            page = client().v1.refunds.list(params=params)
+            for made in page.data:
+                if (made.to_dict().get("metadata") or {}).get("operation") == key:
+                    return made
+            if not page.has_more or not page.data:
+                return None
+            after = page.data[-1].id
+
+    def read(found: Any) -> CallResult:
+        if found is None:
+            return CallResult(CallOutcome.OK, None, 200)
+        return _refund_made(found.to_dict(), amount=amount, currency=currency)
+
+    return _search(search, read, currency=currency)
+
+
+def retrieve(intent_id: str, *, currency: str) -> CallResult:
+    return _call(
+        lambda: client().v1.payment_intents.retrieve(intent_id, params={"expand": ["latest_charge"]}),
+        _intent(currency),
+        currency=currency,
+    )
+
+
+def find_authorization(payment_id: str, *, currency: str, since: datetime) -> CallResult:
+    """The intent made for our payment since `since` (its metadata names the payment), newest
+    first through the list: OK with its truth, OK without one when there is none, or how the
+    read failed. For an authorization whose only answer was a 5xx saved under its key."""
+    created = {"gte": int(since.timestamp()) - SEARCH_MARGIN_S}
+
+    def search() -> Any:
+        after = None
+        while True:
+            params: dict[str, Any] = {
+                "created": created,
+                "limit": SEARCH_PAGE,
+                "expand": ["data.latest_charge"],
+            }
+            if after:
+                params["starting_after"] = after
+            page = client().v1.payment_intents.list(params=params)
+            for intent in page.data:
+                if (intent.to_dict().get("metadata") or {}).get("payment") == payment_id:
+                    return intent
+            if not page.has_more or not page.data:
+                return None
+            after = page.data[-1].id
+
+    def read(found: Any) -> CallResult:
+        if found is None:
+            return CallResult(CallOutcome.OK, None, 200)
+        return _intent(currency)(found)
+
+    return _search(search, read, currency=currency)
+
+
+def _search(search: Callable[[], Any], read: Callable[[Any], CallResult], *, currency: str) -> CallResult:
+    """A read of several pages, classified as one call."""
+    started = time.monotonic()
+    try:
+        result = read(search())
+    except stripe.StripeError as error:
+        result = _error_result(error, currency)
+    except RefusedAmount as refused:
+        result = CallResult(CallOutcome.AMBIGUOUS, error=f"refused at our edge: {refused}"[:500])
+    return _with(result, latency_ms=int((time.monotonic() - started) * 1000))
+
+
+# --- webhooks ----------------------------------------------------------------------------------
+class UnverifiedEvent(ValueError):
+    """A delivery whose Stripe-Signature does not verify (or is too old), or that is no event."""
+
+
+def verify_event(body: bytes, signature: str) -> dict[str, Any]:
+    """The event, if its signature verifies over the raw body with our endpoint secret within
+    the SDK's tolerance (300 s); else `UnverifiedEvent`."""
+    secret = settings.STRIPE_WEBHOOK_SECRET
+    if not secret:
+        raise UnverifiedEvent("no webhook secret is configured")
+    try:
+        event = stripe.Webhook.construct_event(body, signature, secret)
+    except (stripe.SignatureVerificationError, ValueError) as error:
+        raise UnverifiedEvent(str(error)[:300]) from error
+    data = event.to_dict()
+    if not isinstance(data.get("id"), str) or not isinstance(data.get("type"), str):
+        raise UnverifiedEvent("not an event")
+    return data

@@ -1,0 +1,263 @@
+"""What we asked the payment provider for and what it holds, for each booking that pays.
+
+`Payment` is our record of one booking's money: its own state machine (django-fsm-2), whose
+`unknown` state fences a second authorization as an unresolved create fences a second partner
+create, and the provider's truth as the one door last applied it (held, captured, refunded).
+`PaymentOperation` is each thing we asked the provider to do, under one idempotency key derived
+from the payment and the operation, committed before its first call; while one is open (its
+outcome not known) no other starts. `PaymentEvent` is every webhook delivery, verified, as
+received.
+"""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+from django_fsm import ConcurrentTransitionMixin, FSMField, transition
+
+
+class PaymentStatus(models.TextChoices):
+    PENDING = "pending", "Authorization to ask for"
+    AUTHORIZING = "authorizing", "Authorizing (a call may be out)"
+    UNKNOWN = "unknown", "Authorization outcome unknown"
+    AUTHORIZED = "authorized", "Authorized (held)"
+    DECLINED = "declined", "Declined"
+    CAPTURED = "captured", "Captured"
+    VOIDED = "voided", "Voided (released)"
+    LAPSED = "lapsed", "Lapsed at the provider (released)"
+    ABANDONED = "abandoned", "Never authorized (the booking ended first)"
+
+
+# Asked for, or being asked: the provider may answer for these with a hold.
+BEFORE_AUTHORIZATION = (PaymentStatus.PENDING, PaymentStatus.AUTHORIZING, PaymentStatus.UNKNOWN)
+# An authorization's answer is not known: nothing may be concluded, nothing asked again.
+AUTHORIZATION_UNANSWERED = (PaymentStatus.AUTHORIZING, PaymentStatus.UNKNOWN)
+
+
+class Payment(ConcurrentTransitionMixin, models.Model):
+    """One booking's money. The amounts are the provider's truth as last applied, in the
+    booking's currency (Decimal here, minor units only at the connector)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    booking = models.OneToOneField("bookings.Booking", on_delete=models.PROTECT, related_name="payment")
+    status = FSMField(
+        max_length=12, choices=PaymentStatus.choices, default=PaymentStatus.PENDING, protected=True
+    )
+    amount = models.DecimalField(max_digits=12, decimal_places=2)
+    currency = models.CharField(max_length=3)
+    # The customer's payment method as the provider names it (a card element's `pm_...`).
+    payment_method = models.CharField(max_length=255)
+
+    # The provider's truth, as the one door (services/observations.py) last applied it.
+    provider_intent_id = models.CharField(max_length=255, blank=True)
+    provider_status = models.CharField(max_length=32, blank=True)
+    captured_amount = models.DecimalField(max_digits=12, decimal_places=2, default=Decimal("0.00"))
+    refunded_amount = models.DecimalField(max_digits=12, decimal_places=2, default=Decimal("0.00"))
+    # When the held authorization lapses at the provider, by the provider's word.
+    authorization_expires_at = models.DateTimeField(null=True, blank=True)
+    decline_code = models.CharField(max_length=64, blank=True)
+    decline_message = models.CharField(max_length=500, blank=True)
+    # The provider placed the authorization in review (it stays capturable: support is told).
+    in_review = models.BooleanField(default=False)
+    card_brand = models.CharField(max_length=20, blank=True)
+    card_last4 = models.CharField(max_length=4, blank=True)
+
+    # When automation should look at this payment next; null: at rest (money matches what the
+    # booking owes, or the booking has not moved since it did).
+    next_check_at = models.DateTimeField(null=True, blank=True)
+    status_changed_at = models.DateTimeField(default=timezone.now)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        indexes = [
+            models.Index(
+                fields=["next_check_at"], name="payment_due", condition=Q(next_check_at__isnull=False)
+            ),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["provider_intent_id"],
+                condition=~Q(provider_intent_id=""),
+                name="payment_one_per_intent",
+            ),
+            models.CheckConstraint(condition=Q(amount__gt=0), name="payment_amount_positive"),
+            models.CheckConstraint(
+                condition=Q(refunded_amount__lte=models.F("captured_amount")),
+                name="payment_refunds_within_captures",
+            ),
+        ]
+        permissions = [("view_provider_truth", "Can see the provider's ids and truth of a payment")]
+
+    def __str__(self) -> str:
+        return f"{self.amount} {self.currency} ({self.status})"
+
+    @property
+    def net_amount(self) -> Decimal:
+        """What the customer has paid: captured less refunded."""
+        return self.captured_amount - self.refunded_amount
+
+    # --- transitions: pure, own row only --------------------------------------------------------
+    def _moved(self) -> None:
+        self.status_changed_at = timezone.now()
+
+    @transition(field=status, source=PaymentStatus.PENDING, target=PaymentStatus.AUTHORIZING)
+    def start_authorization(self) -> None:
+        self._moved()
+
+    @transition(field=status, source=list(AUTHORIZATION_UNANSWERED), target=PaymentStatus.PENDING)
+    def release_authorization(self) -> None:
+        """The call provably did nothing (refused before it ran), or a complete read of the
+        provider found nothing made for the payment: ask again later."""
+        self._moved()
+
+    @transition(field=status, source=PaymentStatus.AUTHORIZING, target=PaymentStatus.UNKNOWN)
+    def mark_outcome_unknown(self) -> None:
+        self._moved()
+
+    # The provider's truth may arrive before our own call's answer (a webhook), so each of these
+    # takes every state that precedes it.
+    @transition(field=status, source=list(BEFORE_AUTHORIZATION), target=PaymentStatus.AUTHORIZED)
+    def mark_authorized(self) -> None:
+        self._moved()
+
+    @transition(field=status, source=list(BEFORE_AUTHORIZATION), target=PaymentStatus.DECLINED)
+    def mark_declined(self) -> None:
+        self._moved()
+
+    @transition(
+        field=status, source=[*BEFORE_AUTHORIZATION, PaymentStatus.AUTHORIZED], target=PaymentStatus.CAPTURED
+    )
+    def mark_captured(self) -> None:
+        self._moved()
+
+    @transition(
+        field=status, source=[*BEFORE_AUTHORIZATION, PaymentStatus.AUTHORIZED], target=PaymentStatus.VOIDED
+    )
+    def mark_voided(self) -> None:
+        self._moved()
+
+    @transition(
+        field=status, source=[*BEFORE_AUTHORIZATION, PaymentStatus.AUTHORIZED], target=PaymentStatus.LAPSED
+    )
+    def mark_lapsed(self) -> None:
+        self._moved()
+
+    @transition(field=status, source=PaymentStatus.PENDING, target=PaymentStatus.ABANDONED)
+    def abandon(self) -> None:
+        """The booking ended before any authorization reached the provider."""
+        self._moved()
+
+
+class OperationKind(models.TextChoices):
+    AUTHORIZE = "authorize", "Authorize (create and confirm)"
+    CAPTURE = "capture", "Capture"
+    VOID = "void", "Void (cancel the authorization)"
+    REFUND = "refund", "Refund"
+
+
+class OperationState(models.TextChoices):
+    OPEN = "open", "Open: its outcome is not known"
+    SUCCEEDED = "succeeded", "Succeeded"
+    DECLINED = "declined", "Declined"
+    REFUSED = "refused", "Refused by the provider: nothing happened"
+    ABANDONED = "abandoned", "Abandoned: it never reached the provider"
+
+
+class CallOutcome(models.TextChoices):
+    """How one call of an operation ended, as the connector classifies it."""
+
+    OK = "ok", "OK"
+    DECLINED = "declined", "Declined"
+    REFUSED = "refused", "Refused: nothing happened, asking again changes nothing"
+    TRANSIENT = "transient", "Transient: nothing happened, ask again"
+    AMBIGUOUS = "ambiguous", "Ambiguous: it may have happened"
+
+
+class PaymentOperationQuerySet(models.QuerySet["PaymentOperation"]):
+    def open(self) -> PaymentOperationQuerySet:
+        return self.filter(state=OperationState.OPEN)
+
+
+class PaymentOperation(models.Model):
+    """One thing asked of the provider, under one idempotency key: committed before its first
+    call, tried (the same key each time) until its outcome is known. The key is derived from our
+    payment and the operation (`<payment id>:<kind>:<n>`), never from the customer's key."""
+
+    id = models.BigAutoField(primary_key=True)
+    # Indexed by `operation_one_open_per_payment` and `operation_per_payment` (payment first).
+    payment = models.ForeignKey(Payment, on_delete=models.PROTECT, related_name="operations", db_index=False)
+    kind = models.CharField(max_length=10, choices=OperationKind.choices)
+    seq = models.PositiveSmallIntegerField(help_text="The n-th operation of this kind on the payment.")
+    idempotency_key = models.CharField(max_length=255, editable=False)
+    amount = models.DecimalField(max_digits=12, decimal_places=2, null=True, blank=True)
+    state = models.CharField(max_length=10, choices=OperationState.choices, default=OperationState.OPEN)
+    tries = models.PositiveSmallIntegerField(default=0)
+    last_outcome = models.CharField(max_length=10, choices=CallOutcome.choices, blank=True)
+    last_http_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    last_error = models.CharField(max_length=500, blank=True)
+    # The provider's id of what it made (the intent of an authorization, the refund of a refund).
+    provider_object_id = models.CharField(max_length=255, blank=True)
+    # The provider replayed a 5xx saved under the key: its change committed and its answer is
+    # lost, so asking again tells nothing: the next try reads instead.
+    answer_lost = models.BooleanField(default=False)
+    opened_at = models.DateTimeField(default=timezone.now)
+    last_tried_at = models.DateTimeField(null=True, blank=True)
+    closed_at = models.DateTimeField(null=True, blank=True)
+
+    objects = PaymentOperationQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["opened_at", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["idempotency_key"], name="operation_key_unique"),
+            models.UniqueConstraint(fields=["payment", "kind", "seq"], name="operation_per_payment"),
+            # The fence, kept by the database: one operation at a time whose outcome is unknown.
+            models.UniqueConstraint(
+                fields=["payment"], condition=Q(state="open"), name="operation_one_open_per_payment"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.idempotency_key
+
+
+class EventState(models.TextChoices):
+    RECEIVED = "received", "Received, not processed"
+    PROCESSED = "processed", "Processed"
+    IGNORED = "ignored", "Ignored (nothing of ours, or a type we do not handle)"
+    FAILED = "failed", "Gave up after its tries"
+
+
+class PaymentEvent(models.Model):
+    """A webhook delivery from the provider, verified (Stripe-Signature) and stored as received;
+    its event id is unique, so a redelivery is recognised and never applied twice."""
+
+    id = models.BigAutoField(primary_key=True)
+    event_id = models.CharField(max_length=255)
+    type = models.CharField(max_length=64)
+    body = models.BinaryField()
+    received_at = models.DateTimeField(default=timezone.now)
+    state = models.CharField(max_length=10, choices=EventState.choices, default=EventState.RECEIVED)
+    tries = models.PositiveSmallIntegerField(default=0)
+    processed_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    payment = models.ForeignKey(
+        Payment, null=True, blank=True, on_delete=models.SET_NULL, related_name="events"
+    )
+
+    class Meta:
+        ordering = ["-received_at", "-id"]
+        constraints = [models.UniqueConstraint(fields=["event_id"], name="payment_event_unique")]
+        indexes = [
+            models.Index(
+                fields=["received_at"], name="payment_event_unprocessed", condition=Q(state="received")
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.event_id}"
