@@ -5,7 +5,8 @@ tests/conftest.py (`pytest_plugins`).
 Tests install nothing: without Chromium at /usr/bin/chromium a browser test fails, unless
 SKIP_BROWSER_TESTS=1 says that this machine runs no browser tests (CI installs it).
 
-Also the customer site's page helpers: logging in, and `shot`, which checks a page state with axe
+Also the customer site's page helpers: logging in, opening a fresh quote, recording every status
+a booking's page shows (`record_shown`, `shown`), and `shot`, which checks a page state with axe
 and keeps its screenshot for docs/customer.md.
 """
 
@@ -14,6 +15,8 @@ from __future__ import annotations
 import io
 import os
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -30,6 +33,9 @@ DEFAULT_TIMEOUT_MS = 15_000
 SCREENSHOTS = Path(os.environ.get("CUSTOMER_SCREENSHOTS_DIR") or ROOT / "artifacts" / "screenshots")
 AXE = ROOT / "tests" / "bookings" / "web" / "vendor" / "axe-4.14.1.min.js"
 AXE_RULESETS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "best-practice"]
+# A mail's HTML part is a message, not a page of the site: axe's page-structure best practices
+# (landmarks, a first-level heading) do not apply to it; WCAG does.
+AXE_WCAG = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]
 
 
 def _require_chromium() -> None:
@@ -99,15 +105,96 @@ def log_in(page, site, user) -> None:
     page.wait_for_url(f"{site.url}/bookings/")
 
 
+def open_quote(page, site, user, offer) -> str:
+    """Log in and open a fresh quote for three nights in 40 days (the quote service's own)."""
+    from bookings import services
+
+    start = datetime.now(UTC).date() + timedelta(days=40)
+    quote = services.quote_create(
+        customer=user, offer_id=offer.pk, start_date=start, end_date=start + timedelta(days=3), guests=2
+    )
+    log_in(page, site, user)
+    page.goto(f"{site.url}/quotes/{quote.pk}/")
+    return page.url
+
+
+def name_for_customers(partner) -> None:
+    """A partner and its offer, named as a shop would show them."""
+    partner.name = "Seaside Hotels"
+    partner.save(update_fields=["name"])
+    partner.offers.update(name="Double room, sea view")
+
+
 def status_text(page) -> str:
     """The booking page's live status region, as it reads now."""
     return page.inner_text("#booking-status")
 
 
-def shot(page, name: str, *, ours: bool = True) -> None:
-    """Check the page state with axe (WCAG 2.1 A and AA, and axe's best practices), then keep a
-    full-page screenshot as `customer-<name>.png`, a small PNG (a 64-colour palette is plenty for
-    these pages). `ours=False`: a page of the browser's own, which axe does not judge."""
+# Installed before any script of the page (`record_shown`): from the first parse on, each state of
+# a booking page's live status region is recorded with the page's clock, in the microtask after the
+# change, so before it is painted. What the customer could have seen, and from when. A state counts
+# once the parser has passed the region (the progress part follows it) or a swap has filled it.
+SHOWN_RECORDER = """
+(() => {
+  const shown = (window.__shown = []);
+  let last = "";
+  function look() {
+    const region = document.getElementById("booking-status");
+    const tag = region && region.querySelector("[data-status-version] .tag");
+    const message = region && region.querySelector(".status-panel__message");
+    if (!tag || !message || !document.getElementById("booking-progress")) {
+      return;
+    }
+    const status = Array.from(tag.classList).find((name) => name.startsWith("tag--")).slice(5);
+    const version = Number(tag.closest("[data-status-version]").dataset.statusVersion);
+    const text = message.textContent.trim();
+    const key = JSON.stringify([status, version, text]);
+    if (key !== last) {
+      last = key;
+      shown.push({at: Date.now(), status: status, version: version, message: text});
+    }
+  }
+  new MutationObserver(look).observe(document, {
+    childList: true, subtree: true, characterData: true, attributes: true,
+  });
+})();
+"""
+
+
+@dataclass(frozen=True)
+class Shown:
+    """One state of a booking page's status region: from when (the page's clock, to the
+    millisecond), the customer status, its status_version and its message."""
+
+    at: datetime
+    status: str
+    version: int
+    message: str
+
+
+def record_shown(page) -> None:
+    """Record every state of the booking page's status region, in each document `page` loads."""
+    page.add_init_script(SHOWN_RECORDER)
+
+
+def shown(page) -> list[Shown]:
+    """What the page's status region has shown since its document loaded, in order."""
+    return [
+        Shown(
+            at=datetime.fromtimestamp(row["at"] / 1000, UTC),
+            status=row["status"],
+            version=row["version"],
+            message=row["message"],
+        )
+        for row in page.evaluate("window.__shown || []")
+    ]
+
+
+def shot(page, name: str, *, ours: bool = True, rules: list[str] | None = None) -> None:
+    """Check the page state with axe (WCAG 2.1 A and AA, and axe's best practices, unless `rules`
+    names other rule sets), then keep a full-page screenshot as `customer-<name>.png`, a small
+    PNG (a 64-colour palette is plenty for these pages). `ours=False`: a page of the browser's
+    own, which axe does not judge."""
     from PIL import Image
 
     if ours:
@@ -115,7 +202,7 @@ def shot(page, name: str, *, ours: bool = True) -> None:
         violations = page.evaluate(
             "async (rules) => (await axe.run(document, {runOnly: rules})).violations"
             ".map(v => [v.id, v.nodes.map(n => n.html)])",
-            AXE_RULESETS,
+            rules or AXE_RULESETS,
         )
         assert violations == [], f"{name}: {violations}"
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)

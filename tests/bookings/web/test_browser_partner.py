@@ -1,0 +1,153 @@
+"""The customer's page against what a real partner does, in headless Debian Chromium: the pages
+from the live server and the booking's live status stream from a real events process, both
+through the router as `make run` serves them; a real Dramatiq worker; a real sandbox partner
+process whose webhooks reach the live server; the real SMTP sink.
+
+A partner that confirms 30 s later. In each the page is booked with its own Book button and then
+left alone: every state its status region showed is recorded with the page's clock
+(`tests.browser.record_shown`), so each test can say what the customer saw and when, against the
+booking's row and the partner's ground truth. The page follows the news on its stream without a
+reload (a marker on `window` survives) and without polling.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+
+import pytest
+
+from bookings import live
+from bookings.models import Booking
+from bookings.states import BookingState, CustomerMessage
+from tests.browser import (
+    Shown,
+    name_for_customers,
+    open_quote,
+    record_shown,
+    shot,
+    shown,
+    status_text,
+)
+from tests.factories import UserFactory
+from tests.helpers import wait_until
+from tests.streams import STOPPED_CLEANLY, ServerProcess, followers, start_events, start_router
+
+S = BookingState
+M = CustomerMessage
+pytestmark = [pytest.mark.browser, pytest.mark.integration, pytest.mark.timeout(150)]
+
+SAME_DOCUMENT = "window.sameDocument === true"
+# Generous bounds for a busy two-core machine; the waits end as soon as the page shows the state.
+PAGE_NEWS_TIMEOUT_MS = 30_000
+
+
+@pytest.fixture(scope="module")
+def events(django_db_setup, tmp_path_factory) -> Iterator[ServerProcess]:
+    process = start_events(tmp_path_factory.mktemp("events"))
+    yield process
+    assert process.stop() in STOPPED_CLEANLY, process.log()
+
+
+@pytest.fixture
+def site(live_server, events, tmp_path) -> Iterator[ServerProcess]:
+    """The router in front of the live server (the pages) and the events process (the streams)."""
+    router = start_router(tmp_path, web_port=int(live_server.url.rsplit(":", 1)[1]), events_port=events.port)
+    yield router
+    assert router.stop() in STOPPED_CLEANLY, router.log()
+
+
+@pytest.fixture
+def ada(transactional_db):
+    return UserFactory(username="ada", email="ada@example.com")
+
+
+@pytest.fixture
+def polls(page) -> list[str]:
+    """Every poll the page makes (`/status/?seen=`): while its stream works there is none."""
+    made: list[str] = []
+    page.on("request", lambda request: "/status/?seen=" in request.url and made.append(request.url))
+    return made
+
+
+def book_on_the_page(page, site, user, offer) -> Booking:
+    """Open a fresh quote, click Book, land on the booking's page, and mark its document; the page
+    follows the booking's stream."""
+    record_shown(page)
+    open_quote(page, site, user, offer)
+    page.click("#book")
+    page.wait_for_url(re.compile(r".*/bookings/BK-\w+/$"))
+    page.evaluate("window.sameDocument = true")
+    booking = Booking.objects.get()
+    wait_until(lambda: followers(live.booking_channel(booking.pk)), what="the page to follow its stream")
+    return booking
+
+
+def statuses(history: list[Shown]) -> list[str]:
+    """The statuses shown, each run of one status once."""
+    runs: list[str] = []
+    for state in history:
+        if not runs or runs[-1] != state.status:
+            runs.append(state.status)
+    return runs
+
+
+def first_shown(history: list[Shown], status: str) -> Shown:
+    return next(state for state in history if state.status == status)
+
+
+def to_the_ms(moment: datetime) -> datetime:
+    """A server-side time as the page's clock could read it (milliseconds, rounded down)."""
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
+def partner_time(reservation: dict, status: str) -> datetime:
+    """When the partner's ground truth says its reservation took `status`."""
+    return datetime.fromisoformat(next(v for v in reservation["history"] if v["status"] == status)["at"])
+
+
+def assert_never_backwards(history: list[Shown]) -> None:
+    versions = [state.version for state in history]
+    assert versions == sorted(versions), versions
+    if "confirmed" in statuses(history):
+        after = statuses(history)[statuses(history).index("confirmed") :]
+        assert "pending" not in after and "failed" not in after, statuses(history)
+
+
+# --- confirmed later ------------------------------------------------------------------------------
+def test_a_partner_confirming_30_s_later_updates_the_open_page_without_a_reload(
+    page, site, polls, ada, harness, partner_worker
+):
+    # given a partner that acknowledges a booking at once and confirms it 30 s later
+    h = harness("reference")
+    h.faults(async_confirm_delay_s=30)
+    name_for_customers(h.partner)
+    partner_worker(h.partner)
+
+    # when the customer books and keeps the page open
+    booking = book_on_the_page(page, site, ada, h.partner.offers.get())
+    page.wait_for_selector(
+        "#booking-progress >> text=The partner is confirming", timeout=PAGE_NEWS_TIMEOUT_MS
+    )
+
+    # then, half a minute later, the page says confirmed: the same document, updated in place
+    page.wait_for_selector("#booking-status .tag--confirmed", timeout=60_000)
+    assert page.evaluate(SAME_DOCUMENT)
+    assert "Your booking is confirmed." in status_text(page)
+    booking.refresh_from_db()
+    assert booking.status == S.CONFIRMED
+    (reservation,) = h.truth(booking)
+    acknowledged, confirmed = partner_time(reservation, "pending"), partner_time(reservation, "confirmed")
+    assert confirmed - acknowledged >= timedelta(seconds=30)  # genuinely later
+
+    # and it was pending until then: confirmed only once the partner and our row said so
+    history = shown(page)
+    assert statuses(history) == ["pending", "confirmed"]
+    assert [state.message for state in history if state.status == "pending"][-1] == M.PARTNER_CONFIRMING.label
+    assert first_shown(history, "confirmed").at >= to_the_ms(max(confirmed, booking.confirmed_shown_at))
+    assert_never_backwards(history)
+    steps = page.inner_text("#booking-steps")
+    assert steps.index("The partner is confirming") < steps.index("Confirmed by the partner")
+    assert page.locator("#booking-poller").count() == 0 and polls == []  # pushed, never polled
+    shot(page, "progress-confirmed-later")
