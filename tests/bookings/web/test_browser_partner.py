@@ -3,11 +3,12 @@ from the live server and the booking's live status stream from a real events pro
 through the router as `make run` serves them; a real Dramatiq worker; a real sandbox partner
 process whose webhooks reach the live server; the real SMTP sink.
 
-A partner that confirms 30 s later. In each the page is booked with its own Book button and then
-left alone: every state its status region showed is recorded with the page's clock
-(`tests.browser.record_shown`), so each test can say what the customer saw and when, against the
-booking's row and the partner's ground truth. The page follows the news on its stream without a
-reload (a marker on `window` survives) and without polling.
+A partner that confirms 30 s later; one that commits the booking and never answers the call. In
+each the page is booked with its own Book button and then left alone: every state its status
+region showed is recorded with the page's clock (`tests.browser.record_shown`), so each test can
+say what the customer saw and when, against the booking's row and the partner's ground truth. The
+page follows the news on its stream without a reload (a marker on `window` survives) and without
+polling.
 """
 
 from __future__ import annotations
@@ -151,3 +152,49 @@ def test_a_partner_confirming_30_s_later_updates_the_open_page_without_a_reload(
     assert steps.index("The partner is confirming") < steps.index("Confirmed by the partner")
     assert page.locator("#booking-poller").count() == 0 and polls == []  # pushed, never polled
     shot(page, "progress-confirmed-later")
+
+
+# --- timeout after the partner committed ----------------------------------------------------------
+def test_a_booking_whose_create_timed_out_after_the_partner_committed_is_never_shown_confirmed_early(
+    page, site, polls, ada, harness, partner_worker, settings
+):
+    # given a partner that commits (and confirms) each create, then holds the call past our read
+    # timeout and drops it; its webhook is late, and we look it up 10 s after the timeout
+    h = harness("reference")
+    h.faults(timeout_after_commit_rate=1, webhook_delay_s=[120, 120])
+    settings.PARTNER_SYNC_DELAY_S = 10
+    name_for_customers(h.partner)
+    partner_worker(h.partner)
+
+    # when the customer books
+    booking = book_on_the_page(page, site, ada, h.partner.offers.get())
+
+    # then while our create's outcome is unknown the page says we are checking, though the
+    # partner already holds it confirmed: what we know, not what we hope
+    page.wait_for_selector(f"#booking-status >> text={M.CHECKING.label}", timeout=PAGE_NEWS_TIMEOUT_MS)
+    (reservation,) = h.truth(booking)
+    assert reservation["status"] == "confirmed"
+    booking.refresh_from_db()
+    assert booking.status == S.UNKNOWN
+    assert "PENDING" in status_text(page)
+    shot(page, "progress-timeout-honest")
+    assert M.CHECKING.label in status_text(page)  # the picture is of that state
+
+    # and once the lookup found the reservation, confirmed, without a reload
+    page.wait_for_selector("#booking-status .tag--confirmed", timeout=PAGE_NEWS_TIMEOUT_MS)
+    assert page.evaluate(SAME_DOCUMENT)
+    booking.refresh_from_db()
+    assert booking.status == S.CONFIRMED
+    assert len(h.truth(booking)) == 1  # the timeout made no second reservation
+
+    # never success before truth: confirmed appeared only after our row said confirmed
+    history = shown(page)
+    assert statuses(history) == ["pending", "confirmed"]
+    checking = next(state for state in history if state.message == M.CHECKING.label)
+    assert checking.at >= to_the_ms(partner_time(reservation, "confirmed"))  # the partner had it
+    assert first_shown(history, "confirmed").at >= to_the_ms(booking.confirmed_shown_at)
+    assert_never_backwards(history)
+    steps = page.inner_text("#booking-steps")
+    assert steps.index("Checking with the partner") < steps.index("Confirmed by the partner")
+    assert polls == []
+    shot(page, "progress-timeout-confirmed")
