@@ -3,12 +3,12 @@ from the live server and the booking's live status stream from a real events pro
 through the router as `make run` serves them; a real Dramatiq worker; a real sandbox partner
 process whose webhooks reach the live server; the real SMTP sink.
 
-A partner that confirms 30 s later; one that commits the booking and never answers the call. In
-each the page is booked with its own Book button and then left alone: every state its status
-region showed is recorded with the page's clock (`tests.browser.record_shown`), so each test can
-say what the customer saw and when, against the booking's row and the partner's ground truth. The
-page follows the news on its stream without a reload (a marker on `window` survives) and without
-polling.
+A partner that confirms 30 s later; one that commits the booking and never answers the call; one
+that declines. In each the page is booked with its own Book button and then left alone: every
+state its status region showed is recorded with the page's clock (`tests.browser.record_shown`),
+so each test can say what the customer saw and when, against the booking's row and the partner's
+ground truth. The page follows the news on its stream without a reload (a marker on `window`
+survives) and without polling.
 """
 
 from __future__ import annotations
@@ -198,3 +198,34 @@ def test_a_booking_whose_create_timed_out_after_the_partner_committed_is_never_s
     assert steps.index("Checking with the partner") < steps.index("Confirmed by the partner")
     assert polls == []
     shot(page, "progress-timeout-confirmed")
+
+
+# --- declined ---------------------------------------------------------------------------------------
+def test_a_booking_the_partner_declines_shows_not_confirmed_and_nothing_booked(
+    page, site, polls, ada, harness, partner_worker
+):
+    # given a partner that acknowledges each booking, then declines it a few seconds later
+    h = harness("reference")
+    h.faults(async_confirm_delay_s=3, reject_rate=1)
+    name_for_customers(h.partner)
+    partner_worker(h.partner)
+
+    # when the customer books
+    booking = book_on_the_page(page, site, ada, h.partner.offers.get())
+
+    # then the page says it did not go ahead, in the honest words, without a reload
+    page.wait_for_selector("#booking-status .tag--failed", timeout=PAGE_NEWS_TIMEOUT_MS)
+    assert page.evaluate(SAME_DOCUMENT)
+    assert M.DECLINED.label in status_text(page)
+    assert "Nothing is booked." in page.inner_text("#booking-progress")
+    assert "Not confirmed: the partner declined" in page.inner_text("#booking-steps")
+    booking.refresh_from_db()
+    assert booking.status == S.REJECTED
+    assert h.live(booking) == []  # nothing is held at the partner: "nothing is booked" is true
+
+    history = shown(page)
+    assert statuses(history)[-1] == "failed" and "confirmed" not in statuses(history)
+    assert first_shown(history, "failed").at >= to_the_ms(booking.status_changed_at)
+    assert_never_backwards(history)
+    assert page.locator("#booking-poller").count() == 0 and polls == []
+    shot(page, "rejected")
