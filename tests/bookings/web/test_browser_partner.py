@@ -4,11 +4,11 @@ through the router as `make run` serves them; a real Dramatiq worker; a real san
 process whose webhooks reach the live server; the real SMTP sink.
 
 A partner that confirms 30 s later; one that commits the booking and never answers the call; one
-that declines. In each the page is booked with its own Book button and then left alone: every
-state its status region showed is recorded with the page's clock (`tests.browser.record_shown`),
-so each test can say what the customer saw and when, against the booking's row and the partner's
-ground truth. The page follows the news on its stream without a reload (a marker on `window`
-survives) and without polling.
+that declines; one that cancels a booking it confirmed. In each the page is booked with its own
+Book button and then left alone: every state its status region showed is recorded with the page's
+clock (`tests.browser.record_shown`), so each test can say what the customer saw and when,
+against the booking's row and the partner's ground truth. The page follows the news on its stream
+without a reload (a marker on `window` survives) and without polling.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from bookings import live
 from bookings.models import Booking
 from bookings.states import BookingState, CustomerMessage
 from tests.browser import (
+    AXE_WCAG,
     Shown,
     name_for_customers,
     open_quote,
@@ -42,6 +43,8 @@ pytestmark = [pytest.mark.browser, pytest.mark.integration, pytest.mark.timeout(
 SAME_DOCUMENT = "window.sameDocument === true"
 # Generous bounds for a busy two-core machine; the waits end as soon as the page shows the state.
 PAGE_NEWS_TIMEOUT_MS = 30_000
+# A mail client's reading pane, for the mail's screenshot (the mail sets no viewport of its own).
+MAIL_PANE = {"width": 600, "height": 300}
 
 
 @pytest.fixture(scope="module")
@@ -229,3 +232,55 @@ def test_a_booking_the_partner_declines_shows_not_confirmed_and_nothing_booked(
     assert_never_backwards(history)
     assert page.locator("#booking-poller").count() == 0 and polls == []
     shot(page, "rejected")
+
+
+# --- the partner cancels a confirmed booking --------------------------------------------------------
+def test_a_confirmed_booking_the_partner_cancels_is_shown_disrupted_and_mailed(
+    page, open_page, site, polls, ada, harness, partner_worker, mail_sink, settings
+):
+    # given a partner that confirms each booking a moment after acknowledging it, then cancels
+    # it on its own 8 s later
+    settings.SITE_URL = site.url
+    h = harness("reference")
+    h.faults(async_confirm_delay_s=2, partner_cancel_rate=1, partner_cancel_delay_s=[8, 8])
+    name_for_customers(h.partner)
+    partner_worker(h.partner)
+
+    # when the customer books and keeps the page open: confirmed first
+    booking = book_on_the_page(page, site, ada, h.partner.offers.get())
+    page.wait_for_selector("#booking-status .tag--confirmed", timeout=PAGE_NEWS_TIMEOUT_MS)
+
+    # then, once the partner cancelled it, the page says so, and what happens next, in place
+    page.wait_for_selector("#booking-status .tag--disrupted", timeout=PAGE_NEWS_TIMEOUT_MS)
+    assert page.evaluate(SAME_DOCUMENT)
+    assert M.DISRUPTED_PARTNER_CANCELLED.label in status_text(page)
+    steps = page.inner_text("#booking-steps")
+    assert "Passed to our support team" in steps
+    assert "Waiting for our support team" in steps and "Waiting for Seaside Hotels" not in steps
+    booking.refresh_from_db()
+    assert (booking.status, booking.attention_reason) == (S.NEEDS_ATTENTION, "partner_cancelled_confirmed")
+    (reservation,) = h.truth(booking)
+    assert (reservation["status"], reservation["history"][-1]["cause"]) == ("cancelled", "partner_cancel")
+
+    history = shown(page)
+    assert statuses(history) == ["pending", "confirmed", "disrupted"]  # never pending again
+    assert first_shown(history, "disrupted").at >= to_the_ms(partner_time(reservation, "cancelled"))
+    assert_never_backwards(history)
+    assert polls == []
+    shot(page, "disrupted")
+
+    # and the customer is mailed each change they did not make: confirmed, then the disruption
+    wait_until(lambda: len(mail_sink.files()) == 2, what="two mails", timeout_s=30)
+    confirmed_mail, disrupted_mail = mail_sink.messages()
+    assert confirmed_mail["Subject"] == f"Your booking {booking.reference} is confirmed"
+    assert disrupted_mail["Subject"] == f"A problem with your booking {booking.reference}"
+    assert disrupted_mail["To"] == "ada@example.com"
+    text = disrupted_mail.get_body(("plain",)).get_content()
+    assert M.DISRUPTED_PARTNER_CANCELLED.label in text
+    assert "Our support team will email you when they know more." in text
+    assert f"{site.url}/bookings/{booking.reference}/" in text
+    html = disrupted_mail.get_body(("html",)).get_content()
+    mail_page = open_page(viewport=MAIL_PANE)
+    mail_page.set_content(html)
+    assert M.DISRUPTED_PARTNER_CANCELLED.label in mail_page.inner_text("body")
+    shot(mail_page, "email-disrupted", rules=AXE_WCAG)
