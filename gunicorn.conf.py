@@ -6,3 +6,31 @@ root. What differs between them (address, workers, threads) stays on their comma
 # request is visible in the log without a profiler: remote address, time, request line, status,
 # response bytes, duration, user agent.
 access_log_format = '%(h)s %(t)s "%(r)s" %(s)s %(b)s %(M)sms "%(a)s"'
+
+
+def _json_lines() -> None:
+    """LOG_FORMAT=json: gunicorn's own lines (its errors and the access log) as JSON objects too,
+    one per line, on the handlers gunicorn set up (config/logging.py, JsonFormatter)."""
+    import logging
+    import os
+
+    if os.environ.get("LOG_FORMAT") != "json":
+        return
+    from config.logging import JsonFormatter
+
+    for name in ("gunicorn.error", "gunicorn.access"):
+        for handler in logging.getLogger(name).handlers:
+            handler.setFormatter(JsonFormatter())
+
+
+# The master's handlers (set up again on a reload) and each worker's, inherited at the fork.
+def on_starting(server: object) -> None:
+    _json_lines()
+
+
+def on_reload(server: object) -> None:
+    _json_lines()
+
+
+def post_fork(server: object, worker: object) -> None:
+    _json_lines()

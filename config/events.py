@@ -8,6 +8,7 @@ paths to it (docs/design.md, "Live status"), `--workers` processes per machine.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import uvicorn
@@ -43,6 +44,8 @@ def main(argv: list[str] | None = None) -> None:
         # A stream's access line would say only that it began; errors still reach the log.
         access_log=False,
         log_level="warning",
+        # LOG_FORMAT=json: uvicorn's lines go to the project's handlers (config/logging.py).
+        log_config=None if os.environ.get("LOG_FORMAT") == "json" else uvicorn.config.LOGGING_CONFIG,
     )
 
 

@@ -3,6 +3,10 @@
 `log_context(booking="BK-...", partner_key="bk-...")` binds fields for the current thread of
 work (a request, an actor run); every line logged inside carries them, so our logs and the
 partner's line up on the key we sent them.
+
+`LOG_FORMAT=json` writes the same fields as one JSON object per line instead (`JsonFormatter`,
+python-json-logger's): `time`, `level`, `logger`, `message`, the context, then the record's own
+fields; gunicorn's access lines (gunicorn.conf.py) carry the request's fields too.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
+
+from pythonjsonlogger.json import JsonFormatter as _JsonFormatter
 
 _context: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("log_context", default=None)
 
@@ -61,3 +67,50 @@ class KeyValueFormatter(logging.Formatter):
         if record.exc_info:
             fields["exc"] = self.formatException(record.exc_info)
         return " ".join(f"{key}={_format_value(value)}" for key, value in fields.items())
+
+
+# gunicorn's access log record carries the request's atoms as its args: these become fields.
+_ACCESS_FIELDS = {
+    "h": "remote",
+    "m": "method",
+    "U": "path",
+    "q": "query",
+    "s": "status",
+    "B": "bytes",
+    "M": "duration_ms",
+    "a": "user_agent",
+}
+
+
+class JsonFormatter(_JsonFormatter):
+    """One JSON object per line, for log shippers: the key=value line's fields, typed."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("reserved_attrs", sorted(_STANDARD_ATTRS))
+        kwargs.setdefault("rename_fields", {"exc_info": "exc", "stack_info": "stack"})
+        super().__init__(*args, **kwargs)
+
+    def add_fields(
+        self, log_data: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]
+    ) -> None:
+        log_data["time"] = datetime.fromtimestamp(record.created, tz=UTC).isoformat(timespec="milliseconds")
+        log_data["level"] = record.levelname.lower()
+        log_data["logger"] = record.name
+        log_data["message"] = record.message
+        log_data.update(getattr(record, "ctx", None) or {})
+        if record.name == "gunicorn.access" and isinstance(record.args, dict):
+            log_data.update(_access_fields(record.args))
+        super().add_fields(log_data, record, message_dict)
+
+
+def _access_fields(atoms: dict[str, Any]) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    for atom, name in _ACCESS_FIELDS.items():
+        value = atoms.get(atom)
+        if value in (None, "-", ""):
+            continue
+        if name in ("status", "bytes", "duration_ms"):
+            with contextlib.suppress(TypeError, ValueError):
+                value = int(value)
+        fields[name] = value
+    return fields

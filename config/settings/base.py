@@ -7,6 +7,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 from config import embedded_redis
 
@@ -310,12 +311,21 @@ BOOKINGS_PAYMENT_PORT = "payments.port.DramatiqPaymentPort"
 
 # --- Logging: one line per event, key=value, with the booking reference when there is one ----
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+# kv: key=value lines; json: one JSON object per line, for log shippers (config/logging.py).
+LOG_FORMAT = env.str("LOG_FORMAT", default="kv")
+if LOG_FORMAT not in ("kv", "json"):
+    raise ImproperlyConfigured(f"LOG_FORMAT must be kv or json, not {LOG_FORMAT!r}")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "filters": {"context": {"()": "config.logging.ContextFilter"}},
-    "formatters": {"kv": {"()": "config.logging.KeyValueFormatter"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "kv", "filters": ["context"]}},
+    "formatters": {
+        "kv": {"()": "config.logging.KeyValueFormatter"},
+        "json": {"()": "config.logging.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["context"]}
+    },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
@@ -326,6 +336,9 @@ LOGGING = {
         "stripe": {"level": "WARNING"},
     },
 }
+if LOG_FORMAT == "json":
+    # Django's own console handler (DEBUG only) would print its errors a second time, unformatted.
+    LOGGING["loggers"]["django"] = {"handlers": [], "propagate": True}
 
 # A submission not picked up by a worker within this grace is re-queued by the sweeper.
 BOOKING_SUBMIT_GRACE = timedelta(seconds=env.int("BOOKING_SUBMIT_GRACE_S", default=60))
