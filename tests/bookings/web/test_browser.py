@@ -3,17 +3,20 @@ live server, a real Dramatiq worker, a real sandbox partner (tests/partners/conf
 real SMTP sink.
 
 Sign up and log in; offers, quote, book, and the progress page going from pending to confirmed
-without a reload; Book clicked twice and a connection dropped during the booking, each making one
-booking; cancelling through its confirmation page, `cancelling` then `cancelled`; the password
-reset by email. Each page state is screenshotted at phone width (a few at desktop width too) as
-small PNGs: into artifacts/screenshots/, or where CUSTOMER_SCREENSHOTS_DIR says (docs/img/ for
-docs/customer.md).
+without a reload; Book clicked twice, a reload after the connection dropped during the booking,
+and Book tried again after the connection was cut, each making one booking under one
+Idempotency-Key (the one the page made, or the quote's without script); cancelling through its
+confirmation page, `cancelling` then `cancelled`; the password reset by email. Each page state is
+screenshotted at phone width (a few at desktop width too) as small PNGs: into
+artifacts/screenshots/, or where CUSTOMER_SCREENSHOTS_DIR says (docs/img/ for docs/customer.md).
 """
 
 from __future__ import annotations
 
 import re
+import uuid
 from datetime import timedelta
+from urllib.parse import parse_qs
 
 import pytest
 from django.utils import timezone
@@ -21,7 +24,7 @@ from django.utils import timezone
 from bookings import services
 from bookings.models import Booking
 from bookings.states import BookingState
-from tests.browser import DESKTOP, PHONE, log_in, shot, status_text
+from tests.browser import DESKTOP, PHONE, log_in, name_for_customers, open_quote, shot, status_text
 from tests.factories import PASSWORD, UserFactory
 from tests.helpers import wait_until
 from tests.partners.conftest import wait_for_status
@@ -35,22 +38,17 @@ def ada(transactional_db):
     return UserFactory(username="ada", email="ada@example.com")
 
 
-def on_quote_page(page, live_server, user, offer) -> str:
-    """Log in and open a fresh quote for three nights in 40 days (the quote service's own)."""
-    start = timezone.now().date() + timedelta(days=40)
-    quote = services.quote_create(
-        customer=user, offer_id=offer.pk, start_date=start, end_date=start + timedelta(days=3), guests=2
-    )
-    log_in(page, live_server, user)
-    page.goto(f"{live_server.url}/quotes/{quote.pk}/")
-    return page.url
+def book_key(request) -> str:
+    """The Idempotency-Key a Book request carries (its form's hidden field; empty without script)."""
+    return parse_qs(request.post_data or "", keep_blank_values=True)["idempotency_key"][0]
 
 
-def name_for_customers(h) -> None:
-    """The sandbox partner and its offer, named as a shop would show them."""
-    h.partner.name = "Seaside Hotels"
-    h.partner.save(update_fields=["name"])
-    h.partner.offers.update(name="Double room, sea view")
+def assert_key_made_by_the_page(page, booking: Booking) -> None:
+    """The booking's key is the random UUID the page's script made and keeps in the tab."""
+    key = booking.idempotency_key
+    assert uuid.UUID(key).version == 4 and str(uuid.UUID(key)) == key
+    kept = page.evaluate("(name) => sessionStorage.getItem(name)", f"attempt-key:quote-{booking.quote_id}")
+    assert kept == key
 
 
 # --- accounts -------------------------------------------------------------------------------------
@@ -123,7 +121,7 @@ def test_offers_quote_book_and_the_progress_page_goes_from_pending_to_confirmed(
     # given a partner that confirms a few seconds after it acknowledges, and a worker
     h = harness("reference")
     h.faults(async_confirm_delay_s=4)
-    name_for_customers(h)
+    name_for_customers(h.partner)
     partner_worker(h.partner)
 
     # the customer picks the offer; the site asks them to log in first, then returns
@@ -200,7 +198,7 @@ def test_offers_quote_book_and_the_progress_page_goes_from_pending_to_confirmed(
 def test_book_clicked_twice_makes_one_booking(open_page, live_server, ada, harness, javascript):
     h = harness("reference")
     page = open_page(**PHONE, java_script_enabled=javascript)
-    on_quote_page(page, live_server, ada, h.partner.offers.get())
+    open_quote(page, live_server, ada, h.partner.offers.get())
     posts = []
     page.on("request", lambda r: r.method == "POST" and r.url.endswith("/book/") and posts.append(r))
     held = []
@@ -229,11 +227,17 @@ def test_book_clicked_twice_makes_one_booking(open_page, live_server, ada, harne
     assert len(posts) == sent
     assert {a.headers["location"] for a in answers} == {f"/bookings/{booking.reference}/"}
     assert page.url == f"{live_server.url}/bookings/{booking.reference}/"
+    # under the attempt's key: the page's own with the script, the quote's without it
+    assert [book_key(post) for post in posts] == ([booking.idempotency_key] if javascript else ["", ""])
+    if javascript:
+        assert_key_made_by_the_page(page, booking)
+    else:
+        assert booking.idempotency_key == f"quote-{booking.quote_id}"
 
 
 def test_a_reload_after_the_connection_dropped_during_book_makes_one_booking(page, live_server, ada, harness):
     h = harness("reference")
-    on_quote_page(page, live_server, ada, h.partner.offers.get())
+    open_quote(page, live_server, ada, h.partner.offers.get())
     posts = []
     page.on("request", lambda r: r.method == "POST" and r.url.endswith("/book/") and posts.append(r))
 
@@ -257,10 +261,12 @@ def test_a_reload_after_the_connection_dropped_during_book_makes_one_booking(pag
     # when the customer reloads, the browser sends the booking again
     page.reload()
 
-    # then it lands on the booking it already made: one booking
+    # then it lands on the booking it already made: one booking, both requests under its key
     assert len(posts) == 2
     assert page.url == f"{live_server.url}/bookings/{booking.reference}/"
     assert Booking.objects.count() == 1
+    assert [book_key(post) for post in posts] == [booking.idempotency_key] * 2
+    assert_key_made_by_the_page(page, booking)
 
     # and the quote's page, opened again, shows the booking instead of a Book button
     quote = booking.quote
@@ -270,13 +276,58 @@ def test_a_reload_after_the_connection_dropped_during_book_makes_one_booking(pag
     shot(page, "quote-already-booked")
 
 
+@pytest.mark.parametrize("cut", ["before-it-reached-us", "after-we-booked"])
+def test_book_tried_again_after_the_connection_was_cut_makes_one_booking_under_the_pages_key(
+    page, live_server, ada, harness, cut
+):
+    h = harness("reference")
+    open_quote(page, live_server, ada, h.partner.offers.get())
+    posts = []
+    page.on("request", lambda r: r.method == "POST" and r.url.endswith("/book/") and posts.append(r))
+
+    # given a Book request whose connection is cut: before it reached us, or once we booked
+    first = []
+
+    def cut_the_first(route):
+        if first:
+            route.continue_()
+            return
+        first.append(route.fetch(max_redirects=0) if cut == "after-we-booked" else None)
+        route.abort("connectionreset")
+
+    page.route("**/book/", cut_the_first)
+    page.click("#book")
+    page.wait_for_url(re.compile(r"^chrome-error://"))
+    assert Booking.objects.count() == (1 if cut == "after-we-booked" else 0)
+
+    # when the customer goes back to the quote and tries again
+    page.go_back()
+    assert page.inner_text("h1") == "Check your booking"
+    if cut == "after-we-booked":
+        # the quote's page knows it is booked: no Book button, a link to the booking
+        assert page.locator("#book").count() == 0
+        page.click("main >> text=See how booking")
+    else:
+        page.click("#book")
+    page.wait_for_url(re.compile(r".*/bookings/BK-\w+/$"))
+
+    # then there is one booking, made under the key the page made for the attempt, which every
+    # Book request sent (the retry's page read it back from the tab)
+    booking = Booking.objects.get()
+    assert page.url == f"{live_server.url}/bookings/{booking.reference}/"
+    assert [book_key(post) for post in posts] == [booking.idempotency_key] * (
+        2 if cut == "before-it-reached-us" else 1
+    )
+    assert_key_made_by_the_page(page, booking)
+
+
 # --- cancelling -----------------------------------------------------------------------------------
 def test_cancel_asks_first_then_shows_cancelling_until_the_partner_cancelled(
     page, live_server, ada, harness, partner_worker
 ):
     # given a confirmed booking at a real partner
     h = harness("reference")
-    name_for_customers(h)
+    name_for_customers(h.partner)
     partner_worker(h.partner)
     start = timezone.now().date() + timedelta(days=40)
     booking = services.booking_create(
