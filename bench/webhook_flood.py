@@ -298,9 +298,9 @@ def measure(env: common.BenchEnv, config: Config) -> dict[str, Any]:
         sources=config.sources,
         rate_per_s=config.rate_per_s,
     )
-    latencies: dict[bool, list[float]] = {True: [], False: []}  # by whether the flood was on
+    phases: list[tuple[bool, list[float]]] = [(True, [])]  # whether the flood was on, latencies (s)
     series: list[tuple[float, float, bool]] = []  # (since the start s, latency ms, flood on)
-    flooding, started, phase_started, flood_on_s, phases = True, time.monotonic(), time.monotonic(), 0.0, 1
+    flooding, started, phase_started, flood_on_s = True, time.monotonic(), time.monotonic(), 0.0
     try:
         while flood.poll() is None:
             phase_s = time.monotonic() - phase_started
@@ -308,14 +308,14 @@ def measure(env: common.BenchEnv, config: Config) -> dict[str, Any]:
                 flood_on_s += phase_s if flooding else 0.0
                 flooding, phase_started = not flooding, time.monotonic()
                 flood.send_signal(signal.SIGCONT if flooding else signal.SIGSTOP)
-                phases += 1
+                phases.append((flooding, []))
                 if not flooding:
                     time.sleep(0.05)  # what was already sent drains before the pause counts
                 continue
             sent_at = time.monotonic()
             latency = deliver_authentic()
             if time.monotonic() - phase_started < (config.on_s if flooding else config.off_s):
-                latencies[flooding].append(latency)
+                phases[-1][1].append(latency)
                 series.append((round(sent_at - started, 3), round(latency * 1000, 2), flooding))
         flood_on_s += time.monotonic() - phase_started
         statuses = flood_statuses(flood)
@@ -329,8 +329,14 @@ def measure(env: common.BenchEnv, config: Config) -> dict[str, Any]:
     after = _evidence(partner)
     env.stop(receiver)
 
+    rounds = {
+        side: [values for was_on, values in phases if was_on == side and values] for side in (True, False)
+    }
+    latencies = {side: [value for values in rounds[side] for value in values] for side in (True, False)}
     on, off = common.latency_summary_ms(latencies[True]), common.latency_summary_ms(latencies[False])
-    ratio = on["p99_ms"] / off["p99_ms"] if off["p99_ms"] else float("nan")
+    ratio = common.percentile(latencies[True], 99) / common.percentile(latencies[False], 99)
+    # How far the p99s could differ by chance alone: the phases, then their deliveries, drawn again.
+    low, high = common.percentile_change_interval(rounds[False], rounds[True], 99)
     achieved = config.flood / flood_on_s if flood_on_s else 0.0
     growth = _growth(before, after)
     bounded = (
@@ -349,13 +355,14 @@ def measure(env: common.BenchEnv, config: Config) -> dict[str, Any]:
             "flood_off": {**off, "n": len(latencies[False])},
             "statuses": dict(answered),
         },
-        "p99_ratio": round(ratio, 2),
+        "p99_ratio": round(ratio, 3),
+        "p99_ratio_interval": [round(1 + low, 3), round(1 + high, 3)],
         "target_ratio": TARGET_P99_RATIO,
         "flood": {
             "deliveries": config.flood,
             "statuses": dict(statuses),
             "on_s": round(flood_on_s, 1),
-            "phases": phases,
+            "phases": len(phases),
             "rate_per_s": round(achieved, 1),
             "target_rate_per_s": config.rate_per_s,
             "rate_reached": not config.rate_per_s or achieved >= RATE_REACHED * config.rate_per_s,
@@ -411,6 +418,11 @@ def _statuses(statuses: dict[str, int]) -> str:
     return ", ".join(f"{count:,} x {status}" for status, count in sorted(statuses.items())) or "none"
 
 
+def _interval(data: dict[str, Any]) -> str:
+    low, high = data["p99_ratio_interval"]
+    return f"{low:.2f} to {high:.2f} by chance alone, 95%"
+
+
 def markdown(data: dict[str, Any]) -> str:
     """The section of `docs/benchmarks.md` (`bench.docs`)."""
     setup, flood, evidence = data["setup"], data["flood"], data["evidence"]
@@ -430,7 +442,9 @@ def markdown(data: dict[str, Any]) -> str:
             "",
             _table(["authentic deliveries", "n", "p50 ms", "p95 ms", "p99 ms", "max ms"], latency_rows(data)),
             "",
-            f"p99 with the flood on / off: {data['p99_ratio']:.2f}.",
+            f"p99 with the flood on / off: {data['p99_ratio']:.3f}; the range chance alone gives that "
+            f"ratio, {_interval(data)} (a two-stage bootstrap: the phases, then each phase's deliveries, "
+            "drawn again; `bench.common.percentile_change_interval`).",
             "",
             _table(["database", "before", "after", "grown"], evidence_rows(data)),
             "",
@@ -462,7 +476,8 @@ def report(data: dict[str, Any], *, results_dir: Path | None = None, img_dir: Pa
         latency_rows(data),
     )
     print(
-        f"p99 flood on / off: {data['p99_ratio']:.2f} (target <= {data['target_ratio']:g}); forged answered "
+        f"p99 flood on / off: {data['p99_ratio']:.3f} ({_interval(data)}; target <= "
+        f"{data['target_ratio']:g}); forged answered "
         f"{_statuses(flood['statuses'])}; receiver CPU {flood['receiver_cpu_s']} s"
     )
     output.print_table("Webhook flood: the database", ["", "before", "after", "grown"], evidence_rows(data))

@@ -39,6 +39,7 @@ def test_webhook_flood_bench_times_authentic_deliveries_in_both_phases_and_write
         assert all(math.isfinite(figures[key]) for key in ("p50_ms", "p99_ms"))
     assert sum(saved["authentic"]["statuses"].values()) >= len(saved["series"]) > 0
     assert math.isfinite(saved["p99_ratio"]) and saved["flood"]["rate_per_s"] > 0
+    assert all(math.isfinite(bound) for bound in saved["p99_ratio_interval"])
     # and the database's growth, in rows and bytes, before and after
     for side in ("before", "after"):
         assert {"rows", "bytes", "table_bytes", "authentic_rows"} <= set(saved["evidence"][side])
