@@ -49,6 +49,19 @@ class Timing:
     audit_batch: int = 20
     lost_recheck_s: float = 3.0
     refused_max_tries: int = 3
+    # Notifications: a lost message is queued again after `notification_requeue_after_s`; an
+    # attempt whose worker died is settled `delivery_unknown` after `notification_claim_timeout_s`
+    # (longer than the actor's 60 s time limit, as in production).
+    notification_requeue_after_s: int = 10
+    notification_claim_timeout_s: int = 70
+    notification_retry_base_s: float = 1.0
+    notification_retry_max_s: float = 5.0
+
+    @property
+    def customer_slow_after_s(self) -> int:
+        """ "Taking longer than usual": a third of the confirmation window, as production's 10
+        minutes are of its 30, so that the slowest bookings of a run meet it."""
+        return max(1, self.confirmation_window_s // 3)
 
     def env(self) -> dict[str, str]:
         return {
@@ -69,6 +82,11 @@ class Timing:
             "RECONCILE_AUDIT_BATCH": str(self.audit_batch),
             "PARTNER_LOST_RECHECK_S": str(self.lost_recheck_s),
             "PARTNER_REFUSED_MAX_TRIES": str(self.refused_max_tries),
+            "NOTIFICATION_REQUEUE_AFTER_S": str(self.notification_requeue_after_s),
+            "NOTIFICATION_CLAIM_TIMEOUT_S": str(self.notification_claim_timeout_s),
+            "NOTIFICATION_RETRY_BASE_S": str(self.notification_retry_base_s),
+            "NOTIFICATION_RETRY_MAX_S": str(self.notification_retry_max_s),
+            "CUSTOMER_SLOW_AFTER_S": str(self.customer_slow_after_s),
         }
 
     def detection_window_s(self, confirmed: int) -> float:
@@ -91,6 +109,20 @@ class ClientBehaviour:
     replay_rate: float = 0.05  # resend an accepted request with the same key: same booking?
     race_rate: float = 0.05  # send the same request twice at once (double click)
     cancel_rate: float = 0.03  # cancel an accepted booking a little later
+
+
+@dataclass(frozen=True)
+class WatchOptions:
+    """The customers' clients (`chaos.watchers`): every customer's stream, plus a sample of
+    bookings with a stream of their own and another polled with If-None-Match."""
+
+    enabled: bool = True
+    booking_streams: int = 100
+    pollers: int = 50
+    rest_poll_s: float = 10.0  # a poller's pace once no news is awaited (Retry-After gone)
+    # At the end, how long the clients get to show the final views: one stream heartbeat (the
+    # re-read that corrects a lost publish) and a margin.
+    catch_up_s: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -147,6 +179,7 @@ class ChaosConfig:
     live: bool | None = None  # None: a live display only on a terminal
     timing: Timing = field(default_factory=Timing)
     client: ClientBehaviour = field(default_factory=ClientBehaviour)
+    watch: WatchOptions = field(default_factory=WatchOptions)
     cluster: ClusterOptions | None = None  # None: every process on this machine's network
 
     @property
@@ -211,6 +244,7 @@ def child_env(
             "DRAMATIQ_NAMESPACE": identity.namespace,
             "CACHE_KEY_PREFIX": identity.namespace,
             "PARTNER_GUARD_NAMESPACE": f"{identity.namespace}-guard",
+            "LIVE_CHANNEL_PREFIX": f"{identity.namespace}-live",
             "API_THROTTLE_RATE": "1000000/min",
             "API_THROTTLE_ADDRESS_RATE": "1000000/min",
             "LOG_LEVEL": config.log_level,

@@ -8,6 +8,7 @@ is written down in the `ClientLedger`, the record the "no booking lost" check re
 
 from __future__ import annotations
 
+import itertools
 import random
 import threading
 import time
@@ -23,6 +24,7 @@ from rest_framework.authtoken.models import Token
 
 from bookings.models import Offer
 from chaos.config import ChaosConfig, ClientBehaviour, RunIdentity
+from chaos.watchers import ShownLog
 
 TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
 
@@ -222,11 +224,14 @@ class BookingClient:
         behaviour: ClientBehaviour,
         ledger: ClientLedger,
         session_factory: Callable[[], requests.Session] = requests.Session,
+        shown: ShownLog | None = None,
     ) -> None:
         self.base_url = base_url
         self.behaviour = behaviour
         self.ledger = ledger
         self.session_factory = session_factory  # one session per client thread
+        self.shown = shown  # what each answer showed the customer, for the honest-status checks
+        self._answers = itertools.count(1)
         self._local = threading.local()
 
     def _session(self) -> requests.Session:
@@ -275,6 +280,10 @@ class BookingClient:
             wait_s = min(3.0, 0.2 * 2**attempt) * random.uniform(0.5, 1.0)
             try:
                 response = send()
+                if self.shown is not None and response.status_code == 202:
+                    # Each answer is a client of its own: two requests in flight (a double
+                    # click) may be answered in either order.
+                    self.shown.add(f"answer:{record.key}#{next(self._answers)}", _json(response))
             except requests.RequestException as exc:
                 self.ledger.note(record, type(exc).__name__, transient=True)
                 time.sleep(wait_s)
@@ -303,6 +312,13 @@ def _retry_after(response: requests.Response) -> float:
         return 0.0
 
 
+def _json(response: requests.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
 def _reference(response: requests.Response) -> str | None:
     try:
         return str(response.json()["reference"])
@@ -320,10 +336,18 @@ def _error_code(response: requests.Response) -> str:
 class LoadGenerator:
     """Sends the planned bookings with bounded concurrency, optionally paced over a duration."""
 
-    def __init__(self, *, client: BookingClient, concurrency: int, duration_s: float) -> None:
+    def __init__(
+        self,
+        *,
+        client: BookingClient,
+        concurrency: int,
+        duration_s: float,
+        on_accepted: Callable[[PlannedBooking, KeyRecord], None] | None = None,
+    ) -> None:
         self.client = client
         self.concurrency = concurrency
         self.duration_s = duration_s
+        self.on_accepted = on_accepted  # e.g. the customer's clients start following the booking
         self.stop = threading.Event()
 
     def run(self, planned: list[PlannedBooking]) -> None:
@@ -347,6 +371,8 @@ class LoadGenerator:
 
     def _book(self, planned: PlannedBooking, cancels: ThreadPoolExecutor) -> None:
         record = self.client.book(planned)
+        if record.accepted and self.on_accepted is not None:
+            self.on_accepted(planned, record)
         if record.accepted and planned.cancel_after_s is not None:
             cancels.submit(self._cancel_later, planned, record)
 

@@ -51,9 +51,46 @@ class BookingRow:
     created_at: datetime
     events: tuple[EventRow, ...] = ()
     terms: Terms = field(default_factory=dict)
+    # What the customer is shown now (bookings.customer_view): status, message code, number.
+    view_status: str = ""
+    view_message: str = ""
+    view_version: int = 0
 
     def first_reached(self, states: frozenset[str] | set[str]) -> EventRow | None:
         return next((e for e in self.events if e.to_state in states), None)
+
+    def view_changes(self) -> list[ViewChange]:
+        """Every numbered change of what the customer is shown, as its timeline records it (the
+        row of the transition or `customer.view_changed` that carries `data.customer_view`)."""
+        changes = []
+        for event in self.events:
+            view = event.data.get("customer_view")
+            if isinstance(view, dict) and "status_version" in view:
+                changes.append(
+                    ViewChange(
+                        version=int(view["status_version"]),
+                        before=str(view.get("from", "")),
+                        status=str(view.get("to", "")),
+                        message=str(view.get("message", "")),
+                        at=event.occurred_at,
+                        actor=event.actor,
+                        event_id=event.id,
+                    )
+                )
+        return changes
+
+
+@dataclass(frozen=True)
+class ViewChange:
+    """One numbered change of a booking's customer view, from its timeline."""
+
+    version: int
+    before: str  # the status shown before
+    status: str
+    message: str
+    at: datetime
+    actor: str
+    event_id: int
 
 
 @dataclass(frozen=True)
@@ -151,6 +188,62 @@ class ClientKey:
     refusal: str = ""
 
 
+@dataclass(frozen=True)
+class ShownView:
+    """What one client of the run was shown about one booking, and when it saw it (our clock).
+
+    `client` names who saw it, so that order can be judged per client: `booking-stream:<ref>`
+    (the booking's stream, across its reconnections), `customer-stream:<username>` (the
+    customer's stream of every booking), `poll:<ref>` (GET with If-None-Match), or
+    `answer:<key>` (the API's answer to the POST or cancel that a client made)."""
+
+    reference: str
+    client: str
+    at: datetime
+    status: str
+    message: str  # the message code
+    version: int
+    opening: bool = False  # the first event of a stream connection: where it started from
+
+    @property
+    def follows(self) -> bool:
+        """A client that keeps following the booking (a stream or a poller), not one answer."""
+        return not self.client.startswith("answer:")
+
+    def excerpt(self) -> str:
+        opening = " (stream opening)" if self.opening else ""
+        return (
+            f"{self.at.isoformat(timespec='milliseconds')} {self.client}: "
+            f"{self.status}/{self.message} v{self.version}{opening}"
+        )
+
+
+@dataclass(frozen=True)
+class MailRow:
+    """One message the run's SMTP sink kept, by the headers that name what it announces."""
+
+    reference: str
+    version: int | None
+    kind: str
+    message_id: str
+    received_at: datetime
+    file: str
+
+
+@dataclass(frozen=True)
+class NotificationRow:
+    """A notification our outbox owes or owed (bookings.models.Notification)."""
+
+    reference: str
+    version: int
+    kind: str
+    message: str
+    state: str
+    attempts: int
+    created_at: datetime
+    error: str = ""
+
+
 @dataclass
 class Snapshot:
     profiles: dict[str, str]  # partner code -> profile
@@ -169,6 +262,21 @@ class Snapshot:
     refused_in_a_row: dict[str, int] = field(default_factory=dict)
     # Per reservation we compensated (partner code, partner ref): the cancel calls made.
     cancel_calls: dict[tuple[str, str], int] = field(default_factory=dict)
+    # What the run's clients were shown (None: nobody watched, e.g. a cluster run) and who
+    # followed each booking to the end (reference -> client names).
+    shown: list[ShownView] | None = None
+    followers: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # The SMTP sink's messages (None: the run had no sink) and our outbox's notifications.
+    mails: list[MailRow] | None = None
+    notifications: list[NotificationRow] = field(default_factory=list)
+
+    def shown_by_reference(self) -> dict[str, list[ShownView]]:
+        grouped: dict[str, list[ShownView]] = {}
+        for view in self.shown or []:
+            grouped.setdefault(view.reference, []).append(view)
+        for views in grouped.values():
+            views.sort(key=lambda v: v.at)
+        return grouped
 
     def truth_by_reference(self) -> dict[str, list[TruthReservation]]:
         grouped: dict[str, list[TruthReservation]] = {}

@@ -24,6 +24,7 @@ class RunReport:
     environment: dict[str, Any]
     phases: dict[str, Any] = field(default_factory=dict)
     clients: dict[str, Any] = field(default_factory=dict)
+    watchers: dict[str, Any] = field(default_factory=dict)  # the customers' streams and pollers
     disruptions: list[dict[str, Any]] = field(default_factory=list)
     harness_errors: list[str] = field(default_factory=list)
     partners: dict[str, Any] = field(default_factory=dict)
@@ -51,6 +52,7 @@ class RunReport:
             "environment": self.environment,
             "phases": self.phases,
             "clients": self.clients,
+            "watchers": self.watchers,
             "disruptions": self.disruptions,
             "partners": self.partners,
             "log_errors": self.log_errors,
@@ -73,6 +75,8 @@ def render(report: RunReport, console: Console) -> None:
             console.print(_attention_table(attention))
     if "partner_to_us_latency" in by_name:
         console.print(_latency_table(by_name["partner_to_us_latency"]))
+    if report.watchers:
+        console.print(_watchers_table(report, by_name))
     console.print(_disruptions_table(report))
     console.print(_faults_table(report))
     if report.log_errors:
@@ -149,6 +153,58 @@ def _latency_table(latency: CheckResult) -> Table:
     return table
 
 
+def _watchers_table(report: RunReport, by_name: dict[str, CheckResult]) -> Table:
+    table = Table(title="What the customers were shown, and their mail")
+    table.add_column("what")
+    table.add_column("figure")
+    watchers = report.watchers
+    table.add_row(
+        "clients",
+        f"{watchers.get('customer_streams', 0)} customer streams, {watchers.get('booking_streams', 0)} "
+        f"booking streams, {watchers.get('pollers', 0)} pollers; {watchers.get('bookings_followed', 0)} "
+        "bookings followed",
+    )
+    table.add_row(
+        "received",
+        f"{watchers.get('stream_events', 0)} stream events over {watchers.get('stream_connections', 0)} "
+        f"connections ({watchers.get('streams_ended_by_server', 0)} ended by the server), "
+        f"{watchers.get('heartbeats', 0)} heartbeats; polls "
+        + ", ".join(f"{k[6:]}: {v}" for k, v in watchers.items() if k.startswith("polls_")),
+    )
+    catch_up = watchers.get("catch_up", {})
+    table.add_row(
+        "caught up at the end",
+        f"{'yes' if catch_up.get('caught_up') else 'NO'} in {catch_up.get('seconds')} s"
+        + (f" ({catch_up.get('clients_behind')} clients behind)" if catch_up.get("clients_behind") else ""),
+    )
+    if watchers.get("errors"):
+        table.add_row("client errors", escape(", ".join(f"{k}: {v}" for k, v in watchers["errors"].items())))
+    confirmed = by_name.get("customer_confirmed_after_partner")
+    if confirmed is not None:
+        delay = confirmed.figures.get("partner_confirmed_to_first_shown_s", {})
+        if delay.get("n"):
+            table.add_row(
+                "partner confirmed -> first shown confirmed (s)",
+                f"n {delay['n']}, p50 {delay['p50']}, p99 {delay['p99']}, max {delay['max']}",
+            )
+    mail = by_name.get("customer_one_mail_per_change")
+    if mail is not None and mail.figures.get("observed", True):
+        figures = mail.figures
+        table.add_row(
+            "mail",
+            f"{figures.get('mails', 0)} emails for {figures.get('changes_owing_mail', 0)} changes owing one "
+            f"({', '.join(f'{k} {v}' for k, v in figures.get('owed_by_kind', {}).items())}); outbox "
+            + ", ".join(f"{k} {v}" for k, v in figures.get("outbox_states", {}).items()),
+        )
+        delay = figures.get("change_to_mail_s", {})
+        if delay.get("n"):
+            table.add_row(
+                "change -> email in the sink (s)",
+                f"p50 {delay['p50']}, p99 {delay['p99']}, max {delay['max']}",
+            )
+    return table
+
+
 def _disruptions_table(report: RunReport) -> Table:
     table = Table(title="Disruptions")
     table.add_column("kind")
@@ -212,3 +268,5 @@ def _print_violations(report: RunReport, console: Console) -> None:
                 console.print(f"    ours:    {line}", highlight=False, markup=False, soft_wrap=True)
             for line in violation.evidence.get("partner_truth", [])[:4]:
                 console.print(f"    partner: {line}", highlight=False, markup=False, soft_wrap=True)
+            for line in violation.evidence.get("shown", [])[-8:]:
+                console.print(f"    shown:   {line}", highlight=False, markup=False, soft_wrap=True)

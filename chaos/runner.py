@@ -2,11 +2,13 @@
 
 1. set-up: the run's directory, database (migrated), Redis, sandbox partners with their faults,
    registered under codes unique to the run; customers and tokens;
-2. the system: gunicorn, Dramatiq workers, the scheduler;
+2. the system: gunicorn, the events process, Dramatiq workers, the scheduler, the SMTP sink;
+   every customer's clients follow their bookings (`chaos.watchers`);
 3. load: bookings through the HTTP API while workers are SIGKILLed, Redis restarts once and the
    database connections drop once;
-4. settle: until every booking is at rest and no work is owed (bounded);
-5. stop our processes, read each partner's ground truth, check the invariants.
+4. settle: until every booking is at rest and no work (mail included) is owed (bounded);
+5. stop what moves bookings, let the customers' clients catch up, stop the rest, read each
+   partner's ground truth and the mail sink, check the invariants.
 """
 
 from __future__ import annotations
@@ -34,7 +36,10 @@ from chaos.faults import FaultPlan, build_plan
 from chaos.load import (
     BookingClient,
     ClientLedger,
+    Customer,
+    KeyRecord,
     LoadGenerator,
+    PlannedBooking,
     create_customers,
     plan_bookings,
     run_offers,
@@ -45,6 +50,7 @@ from chaos.redis_ops import EmbeddedRedisHandle, ExternalRedisHandle, redis_hand
 from chaos.report import RunReport
 from chaos.sandboxes import SandboxPartner
 from chaos.stack import Stack, StartupFailed
+from chaos.watchers import ShownLog, Watchers
 
 MAX_CONCURRENCY_PER_PARTNER = 16
 
@@ -69,6 +75,8 @@ class ChaosRun:
         run_id = new_run_id()
         self.identity = RunIdentity(run_id=run_id, directory=(config.run_root / run_id).resolve())
         self.ledger = ClientLedger()
+        self.shown: ShownLog | None = None  # what the customers were shown (None: nobody watched)
+        self.watchers: Watchers | None = None
         self.stack: Stack | None = None
         self.sandboxes: list[SandboxPartner] = []
         self.own_database: str | None = None
@@ -135,10 +143,14 @@ class ChaosRun:
         offers = run_offers({s.code: s.profile for s in self.sandboxes})
         planned = plan_bookings(config=config, identity=self.identity, customers=customers, offers=offers)
         self.stack.start_system()
+        self._start_watchers(customers)
         phases["startup_s"] = round(time.monotonic() - started, 1)
 
         generator = LoadGenerator(
-            client=self._client(), concurrency=config.concurrency, duration_s=config.duration_s
+            client=self._client(),
+            concurrency=config.concurrency,
+            duration_s=config.duration_s,
+            on_accepted=self._follow if self.watchers is not None else None,
         )
         load_done = threading.Event()
         disruptors = self._disruptors(load_done)
@@ -200,7 +212,39 @@ class ChaosRun:
 
     def _client(self) -> BookingClient:
         assert self.stack is not None
-        return BookingClient(base_url=self.stack.web_url, behaviour=self.config.client, ledger=self.ledger)
+        return BookingClient(
+            base_url=self.stack.web_url, behaviour=self.config.client, ledger=self.ledger, shown=self.shown
+        )
+
+    def _start_watchers(self, customers: list[Customer]) -> None:
+        """Every customer's stream open before their first booking (a stack without the events
+        process, such as a cluster's, is not watched)."""
+        assert self.stack is not None
+        watch = self.config.watch
+        if not watch.enabled or self.stack.events is None:
+            return
+        self.shown = ShownLog()
+        self.watchers = Watchers(
+            events_url=self.stack.events_url,
+            web_url=self.stack.web_url,
+            log=self.shown,
+            bookings=self.config.bookings,
+            booking_streams=watch.booking_streams,
+            pollers=watch.pollers,
+            rest_poll_s=watch.rest_poll_s,
+        )
+        self.watchers.start()
+        for customer in customers:
+            self.watchers.follow_customer(customer.username, customer.token)
+
+    def _follow(self, planned: PlannedBooking, record: KeyRecord) -> None:
+        assert self.watchers is not None
+        self.watchers.accepted(
+            index=planned.index,
+            reference=record.references[0],
+            username=planned.customer.username,
+            token=planned.customer.token,
+        )
 
     def _disruptors(self, load_done: threading.Event) -> list[DisruptionSource]:
         assert self.stack is not None
@@ -241,6 +285,8 @@ class ChaosRun:
                 time.sleep(1.0)
                 continue
             at_rest = counts["open"] == 0 and counts["fences"] == 0 and counts["compensations"] == 0
+            if self.stack.mail is not None:  # mail owed is work owed, where it can be delivered
+                at_rest = at_rest and counts["notifications"] == 0
             if not at_rest:
                 quiet_since = None
             elif quiet_since is None:
@@ -273,6 +319,7 @@ class ChaosRun:
 
     def _verdict(self, codes: list[str]) -> None:
         assert self.stack is not None
+        self._catch_up(codes)
         self.stack.stop_system()  # nothing of ours moves while we look
         truth = {s.code: s.ground_truth() for s in self.sandboxes}
         for sandbox in self.sandboxes:
@@ -288,6 +335,9 @@ class ChaosRun:
             truth=truth,
             compensation_max_tries=_compensation_max_tries(),
             run_dir=self.identity.directory,
+            shown=self.shown.views() if self.shown is not None else None,
+            followers=self.watchers.followers() if self.watchers is not None else None,
+            mail_dir=self.stack.mail_dir if self.stack.mail is not None else None,
         )
         ever_confirmed = sum(1 for b in data.bookings.values() if b.first_reached({"confirmed"}))
         self.report.checks = checks.run_all(
@@ -303,7 +353,23 @@ class ChaosRun:
             checked_at=checked_at,
         )
 
+    def _catch_up(self, codes: list[str]) -> None:
+        """Stop what moves bookings, then give the customers' clients (whose servers still run)
+        a bounded time to show each booking's final view; record what they were shown."""
+        assert self.stack is not None
+        if self.watchers is None or self.shown is None:
+            return
+        self.stack.stop_movers()
+        caught_up = self.watchers.catch_up(
+            snapshot.final_versions(codes), timeout_s=self.config.watch.catch_up_s
+        )
+        self.watchers.stop()
+        self.shown.write_jsonl(self.identity.directory / "shown.jsonl")
+        self.report.watchers = {**self.watchers.figures(), "catch_up": caught_up}
+
     def _tear_down(self) -> None:
+        if self.watchers is not None:
+            self.watchers.stop()
         if self.stack is not None:
             self.stack.stop_all()
             try:

@@ -12,18 +12,20 @@ from typing import Any
 
 from django.db.models import Count, Q
 
-from bookings.models import Booking, BookingEvent
+from bookings.models import Booking, BookingEvent, Notification, NotificationState
 from bookings.states import OPEN_STATES
-from chaos import logscan
+from chaos import logscan, mailbox
 from chaos.load import ClientLedger
 from chaos.model import (
     BookingRow,
     ClientKey,
     EventRow,
     IdempotencyRow,
+    NotificationRow,
     ObservationRow,
     OurReservation,
     PartnerChange,
+    ShownView,
     Snapshot,
     Terms,
     TruthReservation,
@@ -86,7 +88,19 @@ def live_counts(partner_codes: list[str], *, compensation_max_tries: int) -> dic
         .filter(cancels__lt=compensation_max_tries)
         .count()
     )
+    # Mail still owed: not yet sent, or an attempt that has not said how it ended.
+    result["notifications"] = Notification.objects.filter(
+        booking__partner__code__in=partner_codes,
+        state__in=(NotificationState.QUEUED, NotificationState.SENDING),
+    ).count()
     return result
+
+
+def final_versions(partner_codes: list[str]) -> dict[str, int]:
+    """Each booking's status_version now: what its customers' clients should show at the end."""
+    return dict(
+        Booking.objects.filter(partner__code__in=partner_codes).values_list("reference", "status_version")
+    )
 
 
 # --- the full snapshot -------------------------------------------------------------------------
@@ -97,6 +111,9 @@ def take(
     truth: dict[str, list[dict[str, Any]]],
     compensation_max_tries: int,
     run_dir: Path | None = None,
+    shown: list[ShownView] | None = None,
+    followers: dict[str, tuple[str, ...]] | None = None,
+    mail_dir: Path | None = None,
 ) -> Snapshot:
     codes = [s.code for s in sandboxes]
     counts = live_counts(codes, compensation_max_tries=compensation_max_tries)
@@ -124,6 +141,10 @@ def take(
         retried=logscan.retried(run_dir) if run_dir is not None else {},
         refused_in_a_row=_refused_in_a_row(codes),
         cancel_calls=_cancel_calls(codes),
+        shown=shown,
+        followers=followers or {},
+        mails=mailbox.read(mail_dir) if mail_dir is not None else None,
+        notifications=_notifications(codes),
     )
 
 
@@ -144,6 +165,9 @@ def _bookings(codes: list[str]) -> dict[str, BookingRow]:
             "guests",
             "total_price",
             "currency",
+            "customer_status",
+            "customer_message",
+            "status_version",
         )
     )
     events: dict[Any, list[EventRow]] = {}
@@ -187,7 +211,10 @@ def _bookings(codes: list[str]) -> dict[str, BookingRow]:
             deadline=row[7],
             created_at=row[8],
             events=tuple(events.get(row[0], [])),
-            terms=terms_text(dict(zip(TERM_FIELDS, row[9:], strict=True))),
+            terms=terms_text(dict(zip(TERM_FIELDS, row[9:14], strict=True))),
+            view_status=row[14],
+            view_message=row[15],
+            view_version=row[16],
         )
         for row in rows
     }
@@ -245,6 +272,34 @@ def _cancel_calls(codes: list[str]) -> dict[tuple[str, str], int]:
         .annotate(n=Count("id"))
         .order_by()
     }
+
+
+def _notifications(codes: list[str]) -> list[NotificationRow]:
+    return [
+        NotificationRow(
+            reference=row[0],
+            version=row[1],
+            kind=row[2],
+            message=row[3],
+            state=row[4],
+            attempts=row[5],
+            created_at=row[6],
+            error=row[7],
+        )
+        for row in Notification.objects.filter(booking__partner__code__in=codes)
+        .order_by("id")
+        .values_list(
+            "booking__reference",
+            "status_version",
+            "kind",
+            "message",
+            "state",
+            "attempts",
+            "created_at",
+            "error",
+        )
+        .iterator(chunk_size=CHUNK)
+    ]
 
 
 def _idempotency(codes: list[str]) -> list[IdempotencyRow]:

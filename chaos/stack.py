@@ -1,11 +1,13 @@
 """The system under test as real processes, in the Procfile's shape: web (gunicorn), the partners'
-webhook receiver (its own gunicorn), Dramatiq workers, the scheduler, and the sandbox partners.
-Starts them, kills and restarts workers, and stops everything it started.
+webhook receiver (its own gunicorn), the events process (the customers' live streams), Dramatiq
+workers, the scheduler, and beside them the sandbox partners and the SMTP sink the customers'
+mail goes to. Starts them, kills and restarts workers, and stops everything it started.
 """
 
 from __future__ import annotations
 
 import os
+import socket
 import sys
 import threading
 from functools import partial
@@ -44,8 +46,13 @@ class Stack:
         self.sandboxes = sandboxes
         self.web_port = free_port()
         self.webhook_port = free_port()
+        self.events_port = free_port()
+        self.mail_port = free_port()
+        self.mail_dir = identity.directory / "mail"
         self.web: ManagedProcess | None = None
         self.webhooks: ManagedProcess | None = None
+        self.events: ManagedProcess | None = None
+        self.mail: ManagedProcess | None = None
         self.scheduler: ManagedProcess | None = None
         self.workers: list[ManagedProcess] = []
         self._lock = threading.Lock()  # worker list changes (kills, restarts) vs. readers
@@ -53,6 +60,10 @@ class Stack:
     @property
     def web_url(self) -> str:
         return f"http://127.0.0.1:{self.web_port}"
+
+    @property
+    def events_url(self) -> str:
+        return f"http://127.0.0.1:{self.events_port}"
 
     def webhook_url(self, code: str) -> str:
         return f"http://127.0.0.1:{self.webhook_port}/partners/{code}/webhooks/"
@@ -66,6 +77,7 @@ class Stack:
             redis_url=self.redis.url,
             role=role,
         )
+        env["EMAIL_URL"] = f"smtp://127.0.0.1:{self.mail_port}"
         return ManagedProcess(
             name, argv, env=env, cwd=BASE_DIR, log_path=self.identity.directory / f"{name}.log"
         )
@@ -110,15 +122,40 @@ class Stack:
         return self._process(name, argv, role=name)
 
     def start_system(self) -> None:
+        self.mail = self._mail_sink("mail").start()
         self.web = self._gunicorn("web", f"127.0.0.1:{self.web_port}").start()
         self.webhooks = self._gunicorn("webhooks", f"127.0.0.1:{self.webhook_port}").start()
+        self.events = self._process(
+            "events",
+            [sys.executable, "-m", "config.events", "--port", str(self.events_port)],
+            role="events",
+        ).start()
         for index in range(self.config.workers):
             self.workers.append(self._worker(f"worker-{index + 1}").start())
         self.scheduler = self._scheduler("scheduler").start()
+        if not wait_until(partial(_listening, self.mail, self.mail_port), timeout_s=START_TIMEOUT_S):
+            raise StartupFailed(f"the mail sink did not listen; see {self.mail.log_path}")
         self.wait_ready(
-            servers=[(self.web, self.web_url), (self.webhooks, f"http://127.0.0.1:{self.webhook_port}")],
+            servers=[
+                (self.web, self.web_url),
+                (self.webhooks, f"http://127.0.0.1:{self.webhook_port}"),
+                (self.events, self.events_url),
+            ],
             schedulers=[self.scheduler],
         )
+
+    def _mail_sink(self, name: str) -> ManagedProcess:
+        """The customers' mail provider: every message kept as an .eml file in the run's directory."""
+        argv = [
+            sys.executable,
+            "manage.py",
+            "run_mail_sink",
+            "--port",
+            str(self.mail_port),
+            "--dir",
+            str(self.mail_dir),
+        ]
+        return self._process(name, argv, role=name)
 
     def wait_ready(
         self, *, servers: list[tuple[ManagedProcess, str]], schedulers: list[ManagedProcess]
@@ -185,8 +222,8 @@ class Stack:
             return worker.pid
 
     def servers(self) -> list[ManagedProcess | None]:
-        """Our web servers: the customers' and the partners' webhook receivers."""
-        return [self.web, self.webhooks]
+        """Our servers: the customers' web and events processes, the partners' webhook receiver."""
+        return [self.web, self.webhooks, self.events]
 
     def schedulers(self) -> list[ManagedProcess | None]:
         return [self.scheduler]
@@ -199,17 +236,25 @@ class Stack:
 
     def crashed(self) -> list[str]:
         """Processes that died without being killed by us (web, webhooks, scheduler, sandboxes)."""
-        watched = [*self.servers(), *self.schedulers(), *(s.process for s in self.sandboxes)]
+        watched = [*self.servers(), *self.schedulers(), *(s.process for s in self.sandboxes), self.mail]
         return [p.name for p in watched if p is not None and p.popen is not None and not p.alive]
 
     # --- stop ------------------------------------------------------------------------------
+    def stop_movers(self) -> None:
+        """Stop what changes bookings on its own (the scheduler first, so nothing new is queued,
+        then the workers); the servers stay up, for the customers' clients to catch up."""
+        _stop_together(self.schedulers())
+        with self._lock:
+            _stop_together(list(self.workers))
+
     def stop_system(self) -> None:
         """Stop our processes (not the partners): the scheduler first, so nothing new is queued."""
         _stop_together(self.schedulers())
         _stop_together([*self.workers, *self.servers()])
 
     def stop_sandboxes(self) -> None:
-        _stop_together([s.process for s in self.sandboxes])
+        """The partners, and the mail provider."""
+        _stop_together([*(s.process for s in self.sandboxes), self.mail])
 
     def stop_all(self) -> None:
         self.stop_system()
@@ -223,6 +268,16 @@ def _healthy(server: ManagedProcess, base_url: str) -> bool:
     try:
         return requests.get(f"{base_url}/healthz", timeout=2).status_code == 200
     except requests.RequestException:
+        return False
+
+
+def _listening(process: ManagedProcess, port: int) -> bool:
+    if not process.alive:
+        return False
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
         return False
 
 

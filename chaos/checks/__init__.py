@@ -7,10 +7,17 @@ from datetime import datetime
 
 from chaos.checks.base import CheckResult, Violation
 from chaos.checks.consistency import check_confirmed_matches_partner
+from chaos.checks.customer import (
+    check_confirmed_after_partner,
+    check_ended_when_released,
+    check_last_shown_final,
+    check_never_backwards,
+)
 from chaos.checks.disagreements import check_partner_disagreements
 from chaos.checks.ending import check_everything_ends
 from chaos.checks.latency import check_latency
 from chaos.checks.lost import check_no_booking_lost
+from chaos.checks.mail import check_one_mail_per_change
 from chaos.checks.orphans import check_orphan_cases
 from chaos.checks.reservations import check_partner_reservations
 from chaos.checks.retries import check_tries_bounded
@@ -53,5 +60,10 @@ def run_all(
             refused_max_tries=limits.refused_max_tries,
             compensation_max_tries=limits.compensation_max_tries,
         ),
+        check_confirmed_after_partner(snapshot),
+        check_ended_when_released(snapshot),
+        check_never_backwards(snapshot),
+        check_last_shown_final(snapshot),
+        check_one_mail_per_change(snapshot),
         check_latency(snapshot),
     ]

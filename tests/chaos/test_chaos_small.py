@@ -1,7 +1,8 @@
 """The small chaos configuration, as CI runs it: real processes on PostgreSQL and Redis.
 
-`manage.py chaos` starts gunicorn, three Dramatiq workers, the scheduler and both sandbox
-partners, books 60 times through the HTTP API with every partner fault on, SIGKILLs workers,
+`manage.py chaos` starts gunicorn, the events process, three Dramatiq workers, the scheduler,
+both sandbox partners and an SMTP sink, books 60 times through the HTTP API with every partner
+fault on while the customers follow their bookings (streams and polls), SIGKILLs workers,
 restarts Redis, drops the database connections, and checks every invariant. This test asserts
 that it ran as asked and found nothing.
 """
@@ -72,5 +73,19 @@ def test_the_small_chaos_run_holds_every_invariant(tmp_path: Path):
         "observations_monotonic",
         "everything_ends",
         "tries_bounded",
+        "customer_confirmed_after_partner",
+        "customer_ended_when_released",
+        "customer_never_backwards",
+        "customer_last_shown_final",
+        "customer_one_mail_per_change",
         "partner_to_us_latency",
     ]
+    # and the customers' side was observed: every booking followed, shown, and mailed about
+    checks = {check["name"]: check for check in data["checks"]}
+    followed = checks["customer_last_shown_final"]["figures"]
+    assert (followed["bookings_followed"], followed["followers_customer-stream"]) == (60, 60)
+    assert data["watchers"]["catch_up"]["caught_up"] is True
+    shown_confirmed = checks["customer_confirmed_after_partner"]["figures"]["bookings_shown_confirmed"]
+    assert shown_confirmed >= 1
+    mail = checks["customer_one_mail_per_change"]["figures"]
+    assert mail["changes_owing_mail"] >= shown_confirmed and mail["mails"] >= 1

@@ -20,7 +20,7 @@ from chaos import report as chaos_report
 from chaos.cluster import registry
 from chaos.cluster import report as cluster_report
 from chaos.cluster.runner import ClusterRun, ClusterUnavailable, check_possible
-from chaos.config import PROFILES, ChaosConfig, ClientBehaviour, ClusterOptions, Timing
+from chaos.config import PROFILES, ChaosConfig, ClientBehaviour, ClusterOptions, Timing, WatchOptions
 from chaos.database import DatabaseNotSupported
 from chaos.faults import FaultOptionError, parse_override
 from chaos.runner import ChaosRun
@@ -136,6 +136,25 @@ class Command(BaseCommand):
             "--keep-database", action="store_true", help="Keep the --own-database afterwards."
         )
         system.add_argument("--log-level", default="INFO", help="LOG_LEVEL of the children.")
+
+        customers = parser.add_argument_group("the customers' clients (what they are shown, their mail)")
+        customers.add_argument(
+            "--no-watch",
+            action="store_true",
+            help="No streams or pollers: the customer checks then observe nothing.",
+        )
+        customers.add_argument(
+            "--watch-streams",
+            type=int,
+            default=100,
+            help="Bookings with a stream of their own, besides every customer's stream (default 100).",
+        )
+        customers.add_argument(
+            "--watch-pollers",
+            type=int,
+            default=50,
+            help="Bookings polled with If-None-Match (default 50).",
+        )
 
         cluster = parser.add_argument_group(
             "cluster (root only: network namespaces, a bridge, cgroups; see docs/chaos.md)"
@@ -277,6 +296,11 @@ class Command(BaseCommand):
                 confirmation_window_s=options["confirmation_window"],
                 sweep_interval_s=options["sweep_interval"],
                 sync_age_s=options["sync_age"],
+            ),
+            watch=WatchOptions(
+                enabled=not options["no_watch"],
+                booking_streams=max(0, options["watch_streams"]),
+                pollers=max(0, options["watch_pollers"]),
             ),
             client=ClientBehaviour(
                 replay_rate=options["client_replay_rate"],

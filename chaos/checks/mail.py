@@ -1,0 +1,152 @@
+"""Exactly one email per customer-visible change (docs/design.md, "Notifications"), judged by the
+SMTP sink's messages against the changes our timeline records.
+
+What is owed is read from the timeline's record of every numbered change of the view
+(`data.customer_view`), by the documented rule, not from our outbox: a change the customer did not
+cause (its actor is not `customer`) to `confirmed`, `failed`, `cancelled` or `disrupted` (each new
+`disrupted` message too), and the first `taking_longer`. Each must have exactly one message in the
+sink, of its kind, named by its booking and version; a message for anything else is one too many.
+
+The product sends at most once: an attempt whose conversation broke off after the message may have
+been handed over ends `delivery_unknown` and is never retried, and support sees it. Such a change
+without a message is counted apart (`delivery_unknown_without_mail`), not as a violation; any other
+change without exactly one message is.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+
+from chaos.checks.base import CheckResult, Violation, booking_evidence
+from chaos.checks.customer import not_observed
+from chaos.model import MailRow, NotificationRow, Snapshot, ViewChange
+from chaos.stats import summary
+
+# The status a change shows -> the kind of mail it owes (bookings.customer_view._ANNOUNCED).
+ANNOUNCED = {
+    "confirmed": "confirmed",
+    "failed": "not_confirmed",
+    "cancelled": "cancelled",
+    "disrupted": "disrupted",
+}
+TAKING_LONGER = "taking_longer"
+CUSTOMER = "customer"
+DELIVERY_UNKNOWN = "delivery_unknown"
+
+
+def owed_kind(change: ViewChange) -> str | None:
+    """The mail a change owes the customer, if any."""
+    if change.actor == CUSTOMER:
+        return None  # they caused it; their page or the API's answer shows it
+    if change.message == TAKING_LONGER:
+        return TAKING_LONGER
+    if change.status != change.before or change.status == "disrupted":
+        return ANNOUNCED.get(change.status)
+    return None
+
+
+def check_one_mail_per_change(snapshot: Snapshot) -> CheckResult:
+    result = CheckResult(
+        name="customer_one_mail_per_change",
+        invariant="every change of what a customer is shown that they did not cause has exactly one "
+        "email in the SMTP sink, of its kind; no other email",
+    )
+    if snapshot.mails is None:
+        return not_observed(result, "this run had no SMTP sink")
+    mails: dict[tuple[str, int | None], list[MailRow]] = defaultdict(list)
+    for mail in snapshot.mails:
+        mails[(mail.reference, mail.version)].append(mail)
+    rows: dict[tuple[str, int], NotificationRow] = {
+        (n.reference, n.version): n for n in snapshot.notifications
+    }
+    owed: Counter[str] = Counter()
+    figures: Counter[str] = Counter()
+    delays: list[float] = []
+    truth = snapshot.truth_by_reference()
+    owed_keys: set[tuple[str, int | None]] = set()
+
+    for reference, booking in snapshot.bookings.items():
+        for change in booking.view_changes():
+            kind = owed_kind(change)
+            if kind is None:
+                continue
+            owed[kind] += 1
+            key = (reference, change.version)
+            owed_keys.add(key)
+            got = mails.get(key, [])
+            row = rows.get((reference, change.version))
+            outbox = (
+                f"{row.state} after {row.attempts} attempt(s) {row.error[:200]}".strip() if row else "no row"
+            )
+            details = {
+                "change": f"v{change.version} {change.before}→{change.status}/{change.message} "
+                f"[{change.actor}] at {change.at.isoformat(timespec='milliseconds')}",
+                "owed": kind,
+                "outbox": outbox,
+                "mails": [f"{m.file} {m.kind} {m.message_id}" for m in got],
+            }
+            if not got:
+                if row is not None and row.state == DELIVERY_UNKNOWN:
+                    figures["delivery_unknown_without_mail"] += 1
+                    continue
+                result.violations.append(
+                    Violation(
+                        "mail_missing",
+                        f"{reference} v{change.version} ({kind}) has no email; outbox: {outbox}",
+                        booking=reference,
+                        evidence={**details, **booking_evidence(booking, truth.get(reference, []))},
+                    )
+                )
+                continue
+            delays.append((got[0].received_at - change.at).total_seconds())
+            if len(got) > 1:
+                result.violations.append(
+                    Violation(
+                        "mail_duplicated",
+                        f"{reference} v{change.version} ({kind}) has {len(got)} emails",
+                        booking=reference,
+                        evidence={**details, **booking_evidence(booking, truth.get(reference, []))},
+                    )
+                )
+            wrong = [m for m in got if m.kind != kind]
+            if wrong:
+                result.violations.append(
+                    Violation(
+                        "mail_wrong_kind",
+                        f"{reference} v{change.version} owes a {kind} email and got {wrong[0].kind!r}",
+                        booking=reference,
+                        evidence={**details, **booking_evidence(booking, truth.get(reference, []))},
+                    )
+                )
+
+    for key, extra in mails.items():
+        if key in owed_keys:
+            continue
+        reference, version = key
+        booking = snapshot.bookings.get(reference)
+        change = next((c for c in booking.view_changes() if c.version == version), None) if booking else None
+        result.violations.append(
+            Violation(
+                "mail_not_owed",
+                f"{len(extra)} email(s) for {reference or '(no reference)'} v{version}, "
+                "a change that owes none"
+                + (f" ({change.before}→{change.status}/{change.message} [{change.actor}])" if change else ""),
+                booking=reference or None,
+                evidence={
+                    "mails": [f"{m.file} {m.kind} {m.message_id}" for m in extra],
+                    **booking_evidence(booking, truth.get(reference, [])),
+                },
+            )
+        )
+
+    result.figures.update(
+        {
+            "changes_owing_mail": sum(owed.values()),
+            "owed_by_kind": dict(owed),
+            "mails": len(snapshot.mails),
+            "outbox_states": dict(Counter(n.state for n in snapshot.notifications)),
+            "change_to_mail_s": summary(delays),
+            **dict(figures),
+        }
+    )
+    return result
