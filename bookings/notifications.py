@@ -142,6 +142,8 @@ def compose(notification: Notification) -> EmailMultiAlternatives:
         "customer": booking.customer,
         "message": notification.message_text,
         "message_code": notification.message,
+        # What the customer was told about their money with this change (empty: no payment).
+        "money": _money_told(notification),
         "booking_url": settings.SITE_URL.rstrip("/") + reverse("web:booking", args=[booking.reference]),
     }
     template = f"email/booking_{notification.kind}"
@@ -158,6 +160,14 @@ def compose(notification: Notification) -> EmailMultiAlternatives:
     )
     email.attach_alternative(render_to_string(f"{template}.html", context), "text/html")
     return email
+
+
+def _money_told(notification: Notification):
+    # customer_view writes the notifications (it imports this module): its words are read here
+    # when a mail is rendered.
+    from bookings.customer_view import Money
+
+    return Money.from_json(notification.money)
 
 
 def message_id(notification: Notification) -> str:

@@ -1,9 +1,15 @@
-"""The one declared port from the booking core to the partner side.
+"""The declared ports from the booking core to the partner side and to the payment side.
 
 The core never imports the partner app: it asks this port, after commit, to queue work for a
 booking, and asks it the one partner fact the customer's view depends on (whether anything may
 still be held at the partner). `settings.BOOKINGS_PARTNER_PORT` names the implementation (the
 partner app's).
+
+Nor does it import the payments app: a booking that pays gets its payment row from the payment
+port (inserted with the booking), and every move that decides what a paying booking owes marks
+its payment due in the same transaction and asks, after commit, for the money to follow
+(`money_follows`). What the customer is told about their money comes the other way: the
+payments app hands `customer_view` its facts. `settings.BOOKINGS_PAYMENT_PORT` names it.
 """
 
 from __future__ import annotations
@@ -11,14 +17,20 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from functools import cache
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 from uuid import UUID
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Model
 from django.utils.module_loading import import_string
 
+from bookings.states import OPEN_STATES
 from config.redis_client import send_hint
+
+if TYPE_CHECKING:
+    from bookings.customer_view import PaymentFacts
+    from bookings.models import Booking
 
 logger = logging.getLogger(__name__)
 
@@ -36,9 +48,54 @@ class PartnerPort(Protocol):
         ...
 
 
+class PaymentPort(Protocol):
+    def payment_for(self, booking: Booking, *, payment_method: str) -> tuple[Model, PaymentFacts]:
+        """A new booking's payment row, unsaved (the caller inserts it with the booking), and
+        what the customer is told about it."""
+        ...
+
+    def mark_due(self, booking_id: UUID) -> None:
+        """In the caller's transaction: the booking's payment must be looked at now (the
+        database says so even if the message below is lost)."""
+        ...
+
+    def queue_run(self, booking_id: UUID) -> None:
+        """Queue a run that brings the booking's money in line with what it owes."""
+        ...
+
+
 @cache
 def _port() -> PartnerPort:
     return import_string(settings.BOOKINGS_PARTNER_PORT)()
+
+
+@cache
+def _payments() -> PaymentPort:
+    return import_string(settings.BOOKINGS_PAYMENT_PORT)()
+
+
+def payment_for(booking: Booking, *, payment_method: str) -> tuple[Model, PaymentFacts]:
+    return _payments().payment_for(booking, payment_method=payment_method)
+
+
+def pays(booking: Booking) -> bool:
+    """Whether the booking has a payment: the customer is told about its money (no query)."""
+    return bool(booking.customer_money)
+
+
+def payment_run_on_commit(booking_id: UUID) -> None:
+    """Queue the booking's payment run once its row is committed."""
+    _after_commit(lambda: _payments().queue_run(booking_id), "payment run", booking_id)
+
+
+def money_follows(booking: Booking) -> None:
+    """Call in the transaction that moved a locked booking: if it pays and its new state decides
+    what it owes (any state automation no longer drives: confirmed, an end, support's hands),
+    its payment is due now, and run after commit (a capture, a void, a refund)."""
+    if not pays(booking) or booking.status in OPEN_STATES:
+        return
+    _payments().mark_due(booking.pk)
+    payment_run_on_commit(booking.pk)
 
 
 def partner_may_hold(booking_id: UUID) -> bool:

@@ -16,9 +16,10 @@ from django.utils import timezone
 from django_fsm import ConcurrentTransition, TransitionNotAllowed, can_proceed
 
 from bookings import catalogue, customer_view, ports
+from bookings.customer_view import PaymentFacts
 from bookings.models import Actor, Booking, Offer, Quote, new_reference
-from bookings.pricing import Stay, confirmation_deadline, price_stay, validate_stay
-from bookings.states import CANCEL_ACCEPTED
+from bookings.pricing import Stay, cancellation_fee, confirmation_deadline, price_stay, validate_stay
+from bookings.states import CANCEL_ACCEPTED, BookingState
 from bookings.timeline import new_event
 from config.db import insert_together
 from config.errors import InvalidTransition, Unprocessable, ValidationFailed
@@ -56,14 +57,16 @@ def apply_transition(
     partner_time: datetime | None = None,
     skew_ms: int | None = None,
     extra_fields: tuple[str, ...] = (),
+    payment: PaymentFacts | None = None,
     **transition_kwargs: Any,
 ) -> Booking:
     """Run a transition on a locked booking, save it and write its timeline row.
 
     What the customer is shown follows in the same UPDATE and on the same row: a transition that
-    changes the view carries the change (`customer_view.stage`), so the common path writes no
-    row of its own for it. Must run inside the caller's `atomic()` block, on a row from
-    `lock_booking`.
+    changes the view carries the change (`customer_view.stage`, with the payment side's news
+    when it moves the booking: `payment`), so the common path writes no row of its own for it.
+    A paying booking's money follows a move that decides what it owes (`ports.money_follows`).
+    Must run inside the caller's `atomic()` block, on a row from `lock_booking`.
     """
     method = getattr(booking, transition)
     old = booking.status
@@ -74,7 +77,7 @@ def apply_transition(
         )
     try:
         method(**transition_kwargs)
-        change = customer_view.stage(booking, actor=actor)
+        change = customer_view.stage(booking, actor=actor, payment=payment)
         booking.save(
             update_fields=[
                 "status",
@@ -102,6 +105,7 @@ def apply_transition(
         data={**(data or {}), **({"customer_view": change.as_data()} if change else {})},
     )
     customer_view.save_row(booking, event, change)
+    ports.money_follows(booking)
     logger.info(
         "booking transition",
         extra={
@@ -152,18 +156,21 @@ class BookingRequest:
     end_date: date
     guests: int
     quote_id: UUID | None = None
+    # The customer's payment method as the provider names it (a card element's `pm_...`): the
+    # booking pays, and awaits its payment before the partner is asked. Empty: it does not pay.
+    payment_method: str = ""
 
     def fingerprint(self) -> str:
-        canonical = json.dumps(
-            {
-                "offer": self.offer_id,
-                "start_date": self.start_date.isoformat(),
-                "end_date": self.end_date.isoformat(),
-                "guests": self.guests,
-                "quote": str(self.quote_id) if self.quote_id else None,
-            },
-            sort_keys=True,
-        )
+        fields = {
+            "offer": self.offer_id,
+            "start_date": self.start_date.isoformat(),
+            "end_date": self.end_date.isoformat(),
+            "guests": self.guests,
+            "quote": str(self.quote_id) if self.quote_id else None,
+        }
+        if self.payment_method:  # absent otherwise: the fingerprints of earlier bookings hold
+            fields["payment_method"] = self.payment_method
+        canonical = json.dumps(fields, sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -257,10 +264,17 @@ def booking_create(*, customer, request: BookingRequest, idempotency_key: str) -
         next_check_at=now + settings.BOOKING_SUBMIT_GRACE,
         idempotency_key=idempotency_key,
         request_fingerprint=fingerprint,
+        # A booking that pays awaits its payment before the partner is asked.
+        **({"status": BookingState.AWAITING_PAYMENT} if request.payment_method else {}),
     )
+    rows = []
+    if request.payment_method:
+        payment, facts = ports.payment_for(booking, payment_method=request.payment_method)
+        customer_view.initial(booking, payment=facts)
+        rows.append(payment)
     requested = new_event(
         booking,
-        "booking.requested",
+        f"booking.{booking.status}",
         actor=Actor.CUSTOMER,
         actor_label=customer.get_username(),
         summary=(
@@ -283,8 +297,9 @@ def booking_create(*, customer, request: BookingRequest, idempotency_key: str) -
         if attempt:
             booking.reference = new_reference()
         try:
-            # The booking and its first timeline row: one statement on PostgreSQL, the hot path.
-            insert_together(booking, requested)
+            # The booking and its first timeline row (and its payment): one statement on
+            # PostgreSQL, the hot path.
+            insert_together(booking, requested, *rows)
         except IntegrityError:
             replay = _replay(customer=customer, idempotency_key=idempotency_key, request=request)
             if replay:
@@ -292,7 +307,10 @@ def booking_create(*, customer, request: BookingRequest, idempotency_key: str) -
             if Booking.objects.filter(reference=booking.reference).exists():
                 continue  # the random reference was taken: draw another
             raise
-        ports.submit_on_commit(booking.pk, offer.partner.code)
+        if rows:
+            ports.payment_run_on_commit(booking.pk)  # the partner is asked once the money is held
+        else:
+            ports.submit_on_commit(booking.pk, offer.partner.code)
         with log_context(booking=booking.reference, partner_key=booking.partner_key):
             logger.info("booking requested", extra={"partner": offer.partner.code})
         return BookingCreated(booking=booking, created=True)
@@ -319,7 +337,16 @@ def booking_request_cancel(
                 f"Booking {booking.reference} is {booking.status} and can no longer be cancelled.",
                 code="not_cancellable",
             )
-        booking.next_check_at = timezone.now() + settings.BOOKING_SUBMIT_GRACE
+        now = timezone.now()
+        booking.next_check_at = now + settings.BOOKING_SUBMIT_GRACE
+        fields = ("next_check_at",)
+        if booking.status == BookingState.CONFIRMED and ports.pays(booking):
+            # What cancelling costs is fixed now, by the offer's policy, whenever it completes.
+            booking.cancellation_fee = cancellation_fee(
+                offer=booking.offer, total=booking.total_price, start_date=booking.start_date, at=now
+            )
+            fields += ("cancellation_fee",)
+            data = {**(data or {}), "cancellation_fee": str(booking.cancellation_fee)}
         apply_transition(
             booking,
             "request_cancel",
@@ -328,7 +355,7 @@ def booking_request_cancel(
             kind=kind,
             summary=summary,
             data=data,
-            extra_fields=("next_check_at",),
+            extra_fields=fields,
         )
         ports.cancel_on_commit(booking.pk, booking.partner.code)
         return booking

@@ -16,8 +16,8 @@ from config.errors import error_response, status_error_response
 
 logger = logging.getLogger(__name__)
 
-# Paths of machine clients: the customer API and the partners' webhook receiver.
-JSON_CLIENT_PATHS = ("/api/", "/partners/")
+# Paths of machine clients: the customer API and the partners' and payment provider's webhook receivers.
+JSON_CLIENT_PATHS = ("/api/", "/partners/", "/payments/")
 # Headers that still mean something on the error that replaces a response.
 _KEPT_HEADERS = ("Allow", "Retry-After")
 

@@ -3,10 +3,12 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from config.health import healthz
+from config.metrics.views import metrics
 from reconciliation.apis import BookingTimelineApi
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
+    path("metrics", metrics, name="metrics"),
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
@@ -19,6 +21,7 @@ urlpatterns = [
         name="support-booking-timeline",
     ),
     path("partners/", include("partners.urls")),
+    path("payments/", include("payments.urls")),
     # The customer web client, at the root: after every other prefix.
     path("", include("bookings.web.urls")),
 ]

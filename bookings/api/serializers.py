@@ -15,11 +15,14 @@ from django.urls import reverse
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from bookings.customer_view import money_shown
 from bookings.models import Booking
-from bookings.states import CustomerMessage, CustomerStatus
+from bookings.states import CustomerMessage, CustomerMoney, CustomerStatus
 
 # A database id fits a signed 64-bit integer; anything larger is not an id.
 MAX_ID = 2**63 - 1
+# A payment method as the provider names it.
+PAYMENT_METHOD_PATTERN = r"^pm_[A-Za-z0-9_]+$"
 
 
 # --- errors ---------------------------------------------------------------------------------
@@ -57,6 +60,18 @@ class BookingCreateInputSerializer(StayInputSerializer):
         allow_null=True,
         default=None,
         help_text="A quote from `POST /quotes` locking the price; it must match the stay.",
+    )
+    payment_method = serializers.RegexField(
+        PAYMENT_METHOD_PATTERN,
+        required=False,
+        min_length=4,
+        max_length=255,
+        help_text=(
+            "The card to pay with, as the payment provider's card element names it (`pm_...`; "
+            "test cards: `pm_card_visa`, `pm_card_chargeDeclined`, "
+            "`pm_card_chargeDeclinedInsufficientFunds`, `pm_card_riskLevelElevated`). Without "
+            "it the booking takes no payment, as before payments existed."
+        ),
     )
 
 
@@ -130,6 +145,23 @@ STATUS_HELP = (
 )
 
 
+class MoneyOutputSerializer(serializers.Serializer):
+    code = serializers.ChoiceField(
+        choices=CustomerMoney.choices,
+        help_text=(
+            "What happened to the customer's money, as the payment provider's truth says it: "
+            "`authorizing` (asking the bank to hold it), `held` (held, not charged), `charged`, "
+            "`partly_refunded`, `refunded`, `released` (the hold was let go: not charged), "
+            "`declined`, `not_charged`."
+        ),
+    )
+    message = serializers.CharField(help_text="The same in words, with the amounts.")
+    currency = serializers.CharField()
+    amount = serializers.DecimalField(max_digits=12, decimal_places=2, help_text="Asked for (held).")
+    charged = serializers.DecimalField(max_digits=12, decimal_places=2)
+    refunded = serializers.DecimalField(max_digits=12, decimal_places=2)
+
+
 class BookingOutputSerializer(serializers.Serializer):
     reference = serializers.CharField()
     status = serializers.ChoiceField(
@@ -164,6 +196,9 @@ class BookingOutputSerializer(serializers.Serializer):
     deadline = serializers.DateTimeField(
         help_text="If the partner has not confirmed by then, the booking does not go ahead."
     )
+    money = serializers.SerializerMethodField(
+        help_text="What happened to the customer's money; null for a booking that takes no payment."
+    )
     links = serializers.SerializerMethodField()
 
     def to_representation(self, booking: Booking) -> dict[str, Any]:
@@ -192,7 +227,22 @@ class BookingOutputSerializer(serializers.Serializer):
             "created_at": _DATETIME.to_representation(booking.created_at),
             "updated_at": _DATETIME.to_representation(booking.updated_at),
             "deadline": _DATETIME.to_representation(booking.deadline),
+            "money": self.get_money(booking),
             "links": self.get_links(booking),
+        }
+
+    @extend_schema_field(MoneyOutputSerializer(allow_null=True))
+    def get_money(self, booking: Booking) -> dict[str, str] | None:
+        money = money_shown(booking)
+        if money is None:
+            return None
+        return {
+            "code": money.code,
+            "message": money.text,
+            "currency": money.currency,
+            "amount": _PRICE.to_representation(money.amount),
+            "charged": _PRICE.to_representation(money.charged),
+            "refunded": _PRICE.to_representation(money.refunded),
         }
 
     @extend_schema_field(BookingLinksSerializer)

@@ -218,7 +218,13 @@ class BookingCollectionView(CustomerAPIView):
             "Validates and prices the stay, stores the booking and answers 202 at once: the "
             "partner is asked asynchronously, so the booking is `pending` until its answer is "
             "known. Poll the `Location` after `Retry-After` seconds. The price is computed by "
-            "us (or taken from a matching, unexpired quote of yours), never from the client."
+            "us (or taken from a matching, unexpired quote of yours), never from the client.\n\n"
+            "With a `payment_method` the booking pays: the price is held on the card first "
+            "(`money.code` `authorizing`, then `held`), and the partner is asked only once it "
+            "is held; a declined card ends the booking `failed` without the partner hearing of "
+            "it. The money is charged when the partner confirms, released if the booking does "
+            "not go ahead, and refunded as the offer's cancellation policy says when a confirmed "
+            "booking is cancelled (in full if the partner takes it back)."
         ),
         tags=[_TAG],
         parameters=[_IDEMPOTENCY_KEY, *_POLL_HEADERS],
@@ -253,6 +259,7 @@ class BookingCollectionView(CustomerAPIView):
                 end_date=data["end_date"],
                 guests=data["guests"],
                 quote_id=data["quote"],
+                payment_method=data.get("payment_method", ""),
             ),
             idempotency_key=idempotency_key,
         )

@@ -6,6 +6,8 @@ from datetime import timedelta
 
 from django import template
 
+from bookings.customer_view import Money
+
 register = template.Library()
 
 
@@ -26,3 +28,11 @@ def duration(value: timedelta) -> str:
     if hours < 48:
         return _count(hours, "hour")
     return _count(round(hours / 24), "day")
+
+
+@register.filter
+def money_text(told: dict) -> str:
+    """What the customer was told about their money (a booking's `customer_money`, or a
+    notification's `money`), in words with its amounts; empty for a booking that does not pay."""
+    money = Money.from_json(told)
+    return money.text if money else ""

@@ -17,7 +17,8 @@ queues on the partner's queue (submit, sync, cancel) is claimed until a worker t
 however far a partner's queue falls behind, sweeps add no second copy of a step that has not
 started (`reconciliation.claims`). Work without a row of its own to push forward (stale
 webhooks, owed compensations, settled bookings whose create is still unresolved, legacy
-change-listing walks, mail nobody tried) relies on the claim alone. A sweep never calls a partner
+change-listing walks, mail nobody tried, payments due and their unprocessed webhooks, which
+the payments app's own run settles) relies on the claim alone. A sweep never calls a partner
 itself, and running it twice in a row queues nothing new. Queries are constant per batch: one
 UPDATE in its own transaction (one select on a dry run), plus one each for the side work.
 """
@@ -54,6 +55,8 @@ from partners.models import (
 )
 from partners.services.observations import is_fenced, reconcile_booking
 from partners.services.webhooks import inbound_refused_prune
+from payments import messages as payment_messages
+from payments import selectors as payment_selectors
 from reconciliation import claims
 
 logger = logging.getLogger(__name__)
@@ -75,6 +78,8 @@ class SweepReport:
     fenced_terminal: int = 0
     notifications_requeued: int = 0
     notifications_delivery_unknown: int = 0
+    payments_queued: int = 0
+    payment_events_requeued: int = 0
     listings: list[str] = field(default_factory=list)
     batches: int = 0
 
@@ -91,6 +96,8 @@ class SweepReport:
             "fenced_terminal": self.fenced_terminal,
             "notifications_requeued": self.notifications_requeued,
             "notifications_delivery_unknown": self.notifications_delivery_unknown,
+            "payments_queued": self.payments_queued,
+            "payment_events_requeued": self.payment_events_requeued,
             "listings": self.listings,
             "batches": self.batches,
         }
@@ -200,6 +207,7 @@ def sweep(
     report.fenced_terminal = _resolve_fences_of_settled(now, partner, dry_run)
     report.notifications_requeued = _requeue_lost_notifications(now, partner, dry_run)
     report.notifications_delivery_unknown = _settle_abandoned_notifications(now, partner, dry_run)
+    report.payments_queued, report.payment_events_requeued = _queue_payments(now, partner, dry_run)
     report.listings = _walk_listings(partner, dry_run)
     logger.info("sweep finished", extra=report.as_dict())
     return report
@@ -374,6 +382,34 @@ def _settle_abandoned_notifications(now: datetime, partner: Partner | None, dry_
     return abandoned.count() if dry_run else notifications.abandoned_settle(rows=abandoned)
 
 
+def _queue_payments(now: datetime, partner: Partner | None, dry_run: bool) -> tuple[int, int]:
+    """The payments app's own due work: payments not at rest whose check is due (a run lost with
+    Redis, a hold to decide on before it lapses) and webhook deliveries never processed. Each is
+    claimed for a window like the other side work; the payment's run decides what, if anything,
+    to ask the provider."""
+    due = payment_selectors.due_payments(now=now, partner=partner, limit=settings.RECONCILE_BATCH_SIZE)
+    runs = _send_claimed(
+        due,
+        key="payment:{}",
+        ttl_s=settings.RECONCILE_CLAIM_TTL_S,
+        send=lambda booking_id, _code: payment_messages.send_run(booking_id),
+        dry_run=dry_run,
+    )
+    stale = payment_selectors.stale_events(
+        before=now - timedelta(seconds=settings.RECONCILE_INBOUND_STALE_S),
+        partner=partner,
+        limit=settings.RECONCILE_BATCH_SIZE,
+    )
+    events = _send_claimed(
+        stale,
+        key="payment-event:{}",
+        ttl_s=settings.RECONCILE_INBOUND_STALE_S,
+        send=lambda pk, _code: payment_messages.send_event(pk),
+        dry_run=dry_run,
+    )
+    return runs, events
+
+
 def _walk_listings(partner: Partner | None, dry_run: bool) -> list[str]:
     partners = Partner.objects.filter(enabled=True)
     if partner is not None:
@@ -415,7 +451,11 @@ def booking_due_run(booking_id) -> None:
         # A long wait is news once: the `taking_longer` message and its mail (CUSTOMER_SLOW_AFTER).
         customer_view.refresh(booking, actor=Actor.SWEEPER)
         status = booking.status
-    if status == BookingState.REQUESTED:
+    if status == BookingState.AWAITING_PAYMENT:
+        # Nothing is at the partner yet: the payment's run is the step (claimed for a window).
+        if _first_time([f"payment:{booking_id}"], settings.RECONCILE_CLAIM_TTL_S)[0]:
+            payment_messages.send_run(booking_id)
+    elif status == BookingState.REQUESTED:
         _queue_step(messages.SUBMIT_BOOKING, booking_id)
     elif status == BookingState.CANCEL_REQUESTED:
         _queue_step(messages.CANCEL_BOOKING, booking_id)

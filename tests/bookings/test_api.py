@@ -58,6 +58,7 @@ def booking_json(
         "created_at": iso(booking.created_at),
         "updated_at": iso(booking.updated_at),
         "deadline": iso(booking.deadline),
+        "money": None,  # no payment (tests/payments cover the money the API shows)
         "links": {"self": url, "cancel": f"{url}/cancel" if cancellable else None},
     }
 

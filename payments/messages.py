@@ -1,0 +1,56 @@
+"""Sending work to the payment actors (payments/tasks.py), by name, on the `payments` queue.
+
+The services decide what must happen next and the actors call the services, so nothing but the
+actors' module imports the actors: the booking core's port, the sweeper and the webhook receiver
+send here. Payment work has a queue of its own, so it waits behind no partner's backlog.
+"""
+
+from __future__ import annotations
+
+import logging
+from uuid import UUID
+
+import dramatiq
+from django.db import transaction
+
+from config.redis_client import send_hint
+
+logger = logging.getLogger(__name__)
+
+PAYMENT_RUN = "payment_run"
+PROCESS_PAYMENT_EVENT = "process_payment_event"
+PAYMENTS_QUEUE = "payments"
+
+
+def _send(actor_name: str, *args: object, delay_s: float | None = None) -> None:
+    message = dramatiq.Message(
+        queue_name=PAYMENTS_QUEUE, actor_name=actor_name, args=args, kwargs={}, options={}
+    )
+    dramatiq.get_broker().enqueue(message, delay=int(delay_s * 1000) if delay_s else None)
+
+
+def send_run(booking_id: UUID | str, *, delay_s: float | None = None) -> None:
+    """Queue a run of the booking's payment (`payments.services.runs.payment_run`)."""
+    _send(PAYMENT_RUN, str(booking_id), delay_s=delay_s)
+
+
+def send_event(event_id: int) -> None:
+    """Queue a stored webhook delivery to be applied."""
+    _send(PROCESS_PAYMENT_EVENT, event_id)
+
+
+def send_event_on_commit(event_id: int) -> None:
+    """Stored, the delivery is safe to acknowledge: if the broker does not take the message, the
+    sweeper queues it once it is stale (RECONCILE_INBOUND_STALE_S)."""
+
+    def send_or_leave_to_sweeper() -> None:
+        try:
+            send_hint(lambda: send_event(event_id))
+        except Exception:  # the broker's errors, whichever: the row says it is due
+            logger.warning(
+                "payment webhook stored but not queued; the sweeper will queue it",
+                exc_info=True,
+                extra={"payment_event_id": event_id},
+            )
+
+    transaction.on_commit(send_or_leave_to_sweeper)

@@ -1,0 +1,48 @@
+"""The payments app's implementation of the booking core's payment port (bookings/ports.py)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from uuid import UUID
+
+from django.conf import settings
+from django.utils import timezone
+
+from bookings.customer_view import PaymentFacts
+from bookings.models import Booking
+from config.errors import ValidationFailed
+from payments import messages
+from payments.models import Payment
+from payments.money import RefusedAmount, to_minor
+
+
+class DramatiqPaymentPort:
+    def payment_for(self, booking: Booking, *, payment_method: str) -> tuple[Payment, PaymentFacts]:
+        """Due at once: if the run queued after commit is lost, the sweeper runs it."""
+        try:
+            to_minor(booking.total_price, booking.currency)
+        except RefusedAmount as refused:
+            raise ValidationFailed(
+                "This price cannot be paid by card.",
+                code="not_payable",
+                fields={
+                    "payment_method": [f"{booking.total_price} {booking.currency} cannot be paid by card."]
+                },
+            ) from refused
+        payment = Payment(
+            booking=booking,
+            amount=booking.total_price,
+            currency=booking.currency,
+            payment_method=payment_method,
+            next_check_at=timezone.now() + timedelta(seconds=settings.PAYMENTS_RUN_GRACE_S),
+        )
+        facts = PaymentFacts(state="authorizing", currency=booking.currency, amount=booking.total_price)
+        return payment, facts
+
+    def mark_due(self, booking_id: UUID) -> None:
+        Payment.objects.filter(booking_id=booking_id).update(
+            next_check_at=timezone.now() + timedelta(seconds=settings.PAYMENTS_RUN_GRACE_S)
+        )
+
+    def queue_run(self, booking_id: UUID) -> None:
+        messages.send_run(booking_id)

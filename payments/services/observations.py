@@ -1,0 +1,228 @@
+"""The one door for the provider's truth (the payments' invariant 1): a call's answer, a lookup
+and a webhook all enter here, on a locked booking and payment, and only in one direction.
+
+The payment's status moves only forward along its state machine (an older or repeated word of
+the provider changes nothing: a reordered or duplicated webhook is recorded and ignored), and
+the money it counts only grows (captured, refunded: the provider's totals). What the booking
+does next follows from the payment here and nowhere else: the partner is asked only once the
+money is held (`accept_payment`), a declined payment ends the booking before the partner hears
+of it (`refuse_payment`), and what the customer is told about their money changes with it.
+"""
+
+from __future__ import annotations
+
+import logging
+from decimal import Decimal
+
+from django.conf import settings
+from django.utils import timezone
+from django_fsm import can_proceed
+
+from bookings import customer_view, ports
+from bookings.customer_view import PaymentFacts
+from bookings.models import Actor, Booking
+from bookings.services import apply_transition
+from bookings.states import BookingState
+from bookings.timeline import record_event
+from payments import decisions
+from payments.connector import IntentTruth
+from payments.models import Payment, PaymentStatus
+
+logger = logging.getLogger(__name__)
+
+P = PaymentStatus
+_FACT_OF_STATUS = {
+    P.PENDING: "authorizing",
+    P.AUTHORIZING: "authorizing",
+    P.UNKNOWN: "authorizing",
+    P.AUTHORIZED: "held",
+    P.CAPTURED: "charged",
+    P.VOIDED: "released",
+    P.LAPSED: "released",
+    P.DECLINED: "declined",
+    P.ABANDONED: "not_charged",
+}
+
+
+def lock_payment(booking: Booking) -> Payment | None:
+    """The booking's payment with a row lock, taken after the booking's (always in that order)."""
+    return Payment.objects.select_for_update(of=("self",), no_key=True).filter(booking_id=booking.pk).first()
+
+
+def payment_facts(payment: Payment) -> PaymentFacts:
+    """The payment as the booking's customer view is told it."""
+    return PaymentFacts(
+        state=_FACT_OF_STATUS[payment.status],
+        currency=payment.currency,
+        amount=payment.amount,
+        charged=payment.captured_amount,
+        refunded=payment.refunded_amount,
+    )
+
+
+def truth_apply(
+    *,
+    booking: Booking,
+    payment: Payment,
+    truth: IntentTruth,
+    source: str,
+    actor: Actor | str,
+    actor_label: str = "",
+) -> bool:
+    """Apply what the provider says of the payment's intent; True if anything changed.
+    Call inside `atomic()` on the booking and payment from `lock_booking` and `lock_payment`."""
+    if payment.provider_intent_id and truth.intent_id != payment.provider_intent_id:
+        # One payment, one intent: never a second hold (its key fences it). An intent naming
+        # our payment that is not the one we hold is support's to look at.
+        record_event(
+            booking,
+            "payment.intent.unexpected",
+            actor=actor,
+            actor_label=actor_label,
+            summary=f"The provider names intent {truth.intent_id} for this payment; ours is "
+            f"{payment.provider_intent_id}",
+            data={"source": source, "intent": truth.intent_id},
+        )
+        logger.warning("unexpected intent for a payment", extra={"intent": truth.intent_id})
+        return False
+    before = (payment.status, payment.captured_amount, payment.refunded_amount, payment.in_review)
+    fields: set[str] = set()
+    if not payment.provider_intent_id:
+        payment.provider_intent_id = truth.intent_id
+        fields.add("provider_intent_id")
+    target = (
+        decisions.status_of_intent(
+            intent_status=truth.status,
+            cancellation_reason=truth.cancellation_reason,
+            declined=truth.declined,
+        )
+        if truth.status
+        else None
+    )
+    ignored = ""
+    if target is not None and target != payment.status:
+        move = getattr(payment, decisions.TRANSITION_TO[target])
+        if can_proceed(move):
+            move()
+            fields |= {"status", "status_changed_at"}
+        else:
+            ignored = f"stale: {target} after {payment.status}"
+    if truth.status and not ignored and payment.provider_status != truth.status:
+        payment.provider_status = truth.status  # the provider's own word, beside ours
+        fields.add("provider_status")
+    fields |= _grow(payment, "captured_amount", truth.captured)
+    fields |= _grow(payment, "refunded_amount", truth.refunded)
+    fields |= _details(payment, truth)
+    if fields:
+        payment.save(update_fields=[*fields, "updated_at"])
+    changed = before != (payment.status, payment.captured_amount, payment.refunded_amount, payment.in_review)
+    _record(booking, payment, truth, before, source=source, ignored=ignored, actor=actor, label=actor_label)
+    return changed
+
+
+def _grow(payment: Payment, field: str, observed: Decimal | None) -> set[str]:
+    """Money the provider counts only grows: an older total never lowers ours."""
+    if observed is None or observed <= getattr(payment, field):
+        return set()
+    setattr(payment, field, observed)
+    return {field}
+
+
+def _details(payment: Payment, truth: IntentTruth) -> set[str]:
+    fields: set[str] = set()
+    changes = {
+        "decline_code": truth.decline_code if payment.status == P.DECLINED else "",
+        "decline_message": truth.decline_message if payment.status == P.DECLINED else "",
+        "card_brand": truth.card_brand,
+        "card_last4": truth.card_last4,
+        # Only a live hold lapses.
+        "authorization_expires_at": truth.authorization_expires_at
+        if payment.status == P.AUTHORIZED
+        else None,
+    }
+    for field, value in changes.items():
+        if value and getattr(payment, field) != value:
+            setattr(payment, field, value)
+            fields.add(field)
+    if payment.status != P.AUTHORIZED and payment.authorization_expires_at is not None:
+        payment.authorization_expires_at = None
+        fields.add("authorization_expires_at")
+    if truth.in_review and not payment.in_review:
+        payment.in_review = True
+        fields.add("in_review")
+    return fields
+
+
+def _record(
+    booking: Booking,
+    payment: Payment,
+    truth: IntentTruth,
+    before: tuple,
+    *,
+    source: str,
+    ignored: str,
+    actor: Actor | str,
+    label: str,
+) -> None:
+    status, captured, refunded, in_review = before
+    data = {
+        "source": source,
+        "intent": truth.intent_id,
+        "provider_status": truth.status,
+        "captured": str(truth.captured) if truth.captured is not None else None,
+        "refunded": str(truth.refunded) if truth.refunded is not None else None,
+    }
+    money = payment.currency
+    rows = []
+    if payment.status != status:
+        rows.append((f"payment.{payment.status}", f"Payment {status} → {payment.status} ({source})"))
+    if payment.captured_amount != captured and payment.status == status:
+        rows.append(("payment.captured", f"Captured {payment.captured_amount} {money} ({source})"))
+    if payment.refunded_amount != refunded:
+        rows.append(("payment.refunded", f"Refunded {payment.refunded_amount} {money} in all ({source})"))
+    if payment.in_review and not in_review:
+        rows.append(("payment.in_review", "The provider placed the authorization in review: support, look"))
+    if not rows:
+        kind = "payment.observation.stale" if ignored else "payment.observation.duplicate"
+        rows.append((kind, f"Nothing new from the provider ({source}){': ' + ignored if ignored else ''}"))
+    for kind, summary in rows:
+        record_event(
+            booking,
+            kind,
+            actor=actor,
+            actor_label=label,
+            summary=summary,
+            from_state=status if kind == f"payment.{payment.status}" else "",
+            data=data,
+        )
+
+
+# --- what follows for the booking ------------------------------------------------------------
+def booking_follow(booking: Booking, payment: Payment, *, actor: Actor | str, actor_label: str = "") -> None:
+    """Move the booking as its payment now says, and tell the customer what happened to their
+    money (one numbered change when the booking moves too)."""
+    facts = payment_facts(payment)
+    if booking.status == BookingState.AWAITING_PAYMENT and payment.status == P.AUTHORIZED:
+        booking.next_check_at = timezone.now() + settings.BOOKING_SUBMIT_GRACE
+        apply_transition(
+            booking,
+            "accept_payment",
+            actor=actor,
+            actor_label=actor_label,
+            summary=f"{payment.amount} {payment.currency} held: sending the booking to the partner",
+            payment=facts,
+            extra_fields=("next_check_at",),
+        )
+        ports.submit_on_commit(booking.pk, booking.partner.code)
+    elif booking.status == BookingState.AWAITING_PAYMENT and payment.status == P.DECLINED:
+        apply_transition(
+            booking,
+            "refuse_payment",
+            actor=actor,
+            actor_label=actor_label,
+            summary=f"Payment declined ({payment.decline_code or 'declined'}): not sent to the partner",
+            data={"reason": "payment_declined", "decline_code": payment.decline_code},
+            payment=facts,
+        )
+    else:
+        customer_view.refresh(booking, actor=actor, actor_label=actor_label, payment=facts)

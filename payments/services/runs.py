@@ -1,0 +1,370 @@
+"""Making a booking's money match what it owes: one run decides the next step from the pure rules
+(`payments.decisions.next_step`), opens its operation and commits it, calls the provider outside
+any transaction, and records the outcome with its effect in a new short one; then the next step,
+until there is nothing to do now.
+
+Authorizing is the first such step (a booking awaiting its payment is owed a hold), capturing,
+voiding and refunding the others. An operation whose outcome is unknown stays open and fences
+every other: the next run asks again under the same key, which the provider answers with what
+the first call did (or does it now, once). Where the provider's saved answer is itself a 5xx
+after its change committed, only a read tells: the intent (found by our payment's id in its
+metadata), or the refund (by its operation key).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from uuid import UUID
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Sum
+from django.utils import timezone
+
+from bookings.models import Actor, Booking
+from bookings.pricing import CENT
+from bookings.services import lock_booking
+from bookings.timeline import record_event
+from config.logging import log_context
+from payments import connector, decisions
+from payments.connector import IDEMPOTENCY_ERROR, AuthorizeRequest, CallResult
+from payments.models import (
+    AUTHORIZATION_UNANSWERED,
+    CallOutcome,
+    OperationKind,
+    OperationState,
+    Payment,
+    PaymentOperation,
+    PaymentStatus,
+)
+from payments.services.observations import booking_follow, lock_payment, truth_apply
+from payments.services.operations import operation_call, operation_open, operation_record
+
+logger = logging.getLogger(__name__)
+
+P = PaymentStatus
+MAX_STEPS = 4  # steps of one run: authorize (or resolve), then a read, a capture, a read
+
+
+@dataclass(frozen=True)
+class FollowUp:
+    """When to run the payment again (after commit); None: nothing to do until something moves."""
+
+    run_after_s: float | None = None
+
+
+class Next(StrEnum):
+    STEP = "step"  # decide again: there may be more to do now
+    READ = "read"  # read the intent's truth, then decide again
+    STOP = "stop"
+
+
+@dataclass(frozen=True)
+class _Claimed:
+    operation: PaymentOperation
+    call: Callable[[], CallResult]
+
+
+def payment_run(booking_id: UUID, *, actor: Actor | str = Actor.WORKER, actor_label: str = "") -> FollowUp:
+    """Bring the booking's money in line with what it owes, as far as can be done now."""
+    for _ in range(MAX_STEPS):
+        claimed = _claim(booking_id, actor=actor, actor_label=actor_label)
+        if isinstance(claimed, FollowUp):
+            return claimed
+        with log_context(booking_id=str(booking_id)):
+            result = operation_call(claimed.operation, claimed.call)
+        after = _record(booking_id, claimed.operation.pk, result, actor=actor, actor_label=actor_label)
+        if isinstance(after, FollowUp):
+            return after
+        if after == Next.READ:
+            _read(booking_id, actor=actor, actor_label=actor_label)
+    return FollowUp(run_after_s=settings.PAYMENTS_RETRY_BASE_S)  # more to do: soon, in a run of its own
+
+
+# --- deciding -----------------------------------------------------------------------------------
+def booking_facts(booking: Booking) -> decisions.BookingFacts:
+    return decisions.BookingFacts(
+        state=booking.status,
+        confirmed=booking.confirmed_shown_at is not None,
+        attention_reason=booking.attention_reason,
+        price=booking.total_price,
+        cancellation_fee=booking.cancellation_fee,
+    )
+
+
+def held(payment: Payment) -> decisions.Held:
+    return decisions.Held(
+        status=payment.status,
+        amount=payment.amount,
+        captured=payment.captured_amount,
+        refunded=payment.refunded_amount,
+        authorization_expires_at=payment.authorization_expires_at,
+    )
+
+
+def lapse_guard_at(payment: Payment) -> datetime | None:
+    """When a hold nobody has decided on is voided, so that it never lapses at the provider."""
+    if payment.authorization_expires_at is None:
+        return None
+    return payment.authorization_expires_at - timedelta(seconds=settings.PAYMENTS_LAPSE_MARGIN_S)
+
+
+def plan_for(booking: Booking, payment: Payment, *, open_operation: bool) -> decisions.Plan:
+    guard = lapse_guard_at(payment)
+    return decisions.next_step(
+        booking=booking_facts(booking),
+        payment=held(payment),
+        open_operation=open_operation,
+        lapse_due=guard is not None and timezone.now() >= guard,
+    )
+
+
+def _claim(booking_id: UUID, *, actor: Actor | str, actor_label: str) -> _Claimed | FollowUp:
+    """Decide the next step on the locked booking and payment; commit its operation (or the open
+    one, asked again) before any call."""
+    with transaction.atomic():
+        booking = lock_booking(booking_id)
+        payment = lock_payment(booking)
+        if payment is None:
+            return FollowUp()
+        operation = payment.operations.open().first()
+        plan = plan_for(booking, payment, open_operation=operation is not None)
+        step = decisions.Step
+        if plan.step == step.NOTHING:
+            schedule(payment, booking)
+            return FollowUp()
+        if plan.step == step.ABANDON:
+            payment.abandon()
+            payment.save(update_fields=["status", "status_changed_at", "updated_at"])
+            if operation is not None:  # tried, and provably never ran
+                operation.state, operation.closed_at = OperationState.ABANDONED, timezone.now()
+                operation.save(update_fields=["state", "closed_at"])
+            record_event(booking, "payment.abandoned", actor=actor, actor_label=actor_label, summary=plan.why)
+            booking_follow(booking, payment, actor=actor, actor_label=actor_label)
+            schedule(payment, booking)
+            return FollowUp()
+        if plan.step in (step.CAPTURE, step.VOID, step.REFUND) and _refused_for_good(payment, plan.step):
+            _leave_to_support(booking, payment, plan, actor=actor, actor_label=actor_label)
+            return FollowUp()
+        if plan.step == step.AUTHORIZE:
+            operation = operation_open(payment, kind=OperationKind.AUTHORIZE, amount=payment.amount)
+        elif plan.step in (step.CAPTURE, step.VOID, step.REFUND):
+            operation = operation_open(payment, kind=plan.step.value, amount=plan.amount)
+        assert operation is not None
+        if operation.kind == OperationKind.AUTHORIZE and payment.status == P.PENDING:
+            payment.start_authorization()
+            payment.save(update_fields=["status", "status_changed_at", "updated_at"])
+        # Due again if this run dies mid-call: the next one asks under the same key.
+        schedule(
+            payment,
+            booking,
+            retry_in_s=settings.PAYMENTS_CONNECT_TIMEOUT_S + settings.PAYMENTS_READ_TIMEOUT_S,
+        )
+        return _Claimed(operation, _call_for(operation, payment, booking))
+
+
+def _refused_for_good(payment: Payment, step: decisions.Step) -> bool:
+    refused = payment.operations.filter(kind=step.value, state=OperationState.REFUSED).count()
+    return refused >= settings.PAYMENTS_REFUSED_MAX_TRIES
+
+
+def _leave_to_support(
+    booking: Booking, payment: Payment, plan: decisions.Plan, *, actor: Actor | str, actor_label: str
+) -> None:
+    """The provider refused this step every time it was asked: asking again changes nothing.
+    Said once on the timeline; the payment waits for support (nothing due until it moves)."""
+    if payment.next_check_at is None:
+        return
+    record_event(
+        booking,
+        "payment.left_to_support",
+        actor=actor,
+        actor_label=actor_label,
+        summary=f"The provider refused to {plan.step} {settings.PAYMENTS_REFUSED_MAX_TRIES} times: "
+        f"left to support ({plan.why})",
+        data={"step": plan.step.value, "amount": str(plan.amount) if plan.amount is not None else None},
+    )
+    payment.next_check_at = None
+    payment.save(update_fields=["next_check_at", "updated_at"])
+
+
+def _call_for(operation: PaymentOperation, payment: Payment, booking: Booking) -> Callable[[], CallResult]:
+    """The operation's call, the same on every try (same key, same parameters)."""
+    key, intent, currency = operation.idempotency_key, payment.provider_intent_id, payment.currency
+    if operation.kind == OperationKind.AUTHORIZE:
+        if operation.answer_lost:
+            return lambda: connector.find_authorization(
+                str(payment.pk), currency=currency, since=operation.opened_at
+            )
+        request = AuthorizeRequest(
+            payment_id=str(payment.pk),
+            booking_reference=booking.reference,
+            amount=payment.amount,
+            currency=currency,
+            payment_method=payment.payment_method,
+        )
+        return lambda: connector.authorize(request, key=key)
+    if operation.answer_lost and operation.kind == OperationKind.REFUND:
+        return lambda: connector.find_refund(intent, amount=operation.amount, currency=currency, key=key)
+    if operation.answer_lost:
+        return lambda: connector.retrieve(intent, currency=currency)
+    if operation.kind == OperationKind.CAPTURE:
+        return lambda: connector.capture(intent, amount=operation.amount, currency=currency, key=key)
+    if operation.kind == OperationKind.VOID:
+        return lambda: connector.void(intent, currency=currency, key=key)
+    return lambda: connector.refund(intent, amount=operation.amount, currency=currency, key=key)
+
+
+# --- recording ----------------------------------------------------------------------------------
+def _record(
+    booking_id: UUID, operation_id: int, result: CallResult, *, actor: Actor | str, actor_label: str
+) -> Next | FollowUp:
+    """Record a try and its effect in one transaction; what the run does next."""
+    authorize = False
+    with transaction.atomic():
+        booking = lock_booking(booking_id)
+        payment = lock_payment(booking)
+        operation = PaymentOperation.objects.get(pk=operation_id)
+        authorize = operation.kind == OperationKind.AUTHORIZE
+        after = decisions.after_call(result.outcome, authorize=authorize)
+        if operation.answer_lost and result.outcome == CallOutcome.REFUSED:
+            after = decisions.AfterCall.UNKNOWN  # a read refused proves nothing of the lost call
+        found_nothing = after == decisions.AfterCall.APPLY and result.truth is None and result.object_id == ""
+        if found_nothing and authorize:
+            # A complete read of the provider found no intent made for the payment: the lost
+            # answer's call made nothing, and only now may another key ask again.
+            after = decisions.AfterCall.REFUSED
+        elif found_nothing:
+            after = decisions.AfterCall.UNKNOWN  # a read that found nothing yet: ask again later
+        closes = {
+            decisions.AfterCall.APPLY: OperationState.SUCCEEDED,
+            decisions.AfterCall.DECLINE: OperationState.DECLINED,
+            decisions.AfterCall.REFUSED: OperationState.REFUSED,
+        }.get(after)
+        replayed_5xx = result.replayed and (result.http_status or 0) >= 500
+        if result.outcome == CallOutcome.AMBIGUOUS and (
+            replayed_5xx or result.error_code == IDEMPOTENCY_ERROR
+        ):
+            # Asking again under the key tells nothing more: the next try reads instead.
+            operation.answer_lost = True
+            operation.save(update_fields=["answer_lost"])
+        operation_record(
+            operation,
+            result,
+            booking=booking,
+            closes=closes,
+            actor=actor,
+            actor_label=actor_label,
+        )
+        if result.truth is not None:
+            truth_apply(
+                booking=booking,
+                payment=payment,
+                truth=result.truth,
+                source="response" if after != decisions.AfterCall.DECLINE else "decline",
+                actor=actor,
+                actor_label=actor_label,
+            )
+        if after == decisions.AfterCall.APPLY and operation.kind == OperationKind.REFUND:
+            # The refund is made: counted now, so that no later step refunds it again before a
+            # read of the totals (refunds only grow; the provider's totals can only raise this).
+            made = PaymentOperation.objects.filter(
+                payment=payment, kind=OperationKind.REFUND, state=OperationState.SUCCEEDED
+            ).aggregate(total=Sum("amount"))["total"]
+            if made is not None and made > payment.refunded_amount:
+                payment.refunded_amount = min(made, payment.captured_amount).quantize(CENT)
+                payment.save(update_fields=["refunded_amount", "updated_at"])
+        if found_nothing and authorize and payment.status in AUTHORIZATION_UNANSWERED:
+            payment.release_authorization()
+            payment.save(update_fields=["status", "status_changed_at", "updated_at"])
+        if authorize and after == decisions.AfterCall.APPLY and payment.status in AUTHORIZATION_UNANSWERED:
+            # Answered, but neither held nor declined (an intent awaiting an action we never ask
+            # for): not authorized, so the partner is not asked.
+            payment.mark_declined()
+            payment.decline_code = "not_authorized"
+            payment.decline_message = f"The provider answered {payment.provider_status or 'no status'}"
+            payment.save(
+                update_fields=["status", "status_changed_at", "decline_code", "decline_message", "updated_at"]
+            )
+        if after == decisions.AfterCall.DECLINE and payment.status in (P.AUTHORIZING, P.UNKNOWN, P.PENDING):
+            # Refused without an intent to show for it (an invalid payment method): declined all the same.
+            payment.mark_declined()
+            payment.decline_code = result.error_code[:64]
+            payment.decline_message = result.error[:500]
+            payment.save(
+                update_fields=["status", "status_changed_at", "decline_code", "decline_message", "updated_at"]
+            )
+        if (
+            after in (decisions.AfterCall.RETRY, decisions.AfterCall.UNKNOWN)
+            and payment.status == P.AUTHORIZING
+        ):
+            if after == decisions.AfterCall.RETRY:
+                payment.release_authorization()
+            else:
+                payment.mark_outcome_unknown()
+            payment.save(update_fields=["status", "status_changed_at", "updated_at"])
+        booking_follow(booking, payment, actor=actor, actor_label=actor_label)
+        if after in (decisions.AfterCall.RETRY, decisions.AfterCall.UNKNOWN):
+            delay = retry_delay_s(operation.tries)
+            schedule(payment, booking, retry_in_s=delay)
+            return FollowUp(run_after_s=delay)
+        if after == decisions.AfterCall.REFUSED or (
+            after == decisions.AfterCall.APPLY and operation.kind == OperationKind.REFUND
+        ):
+            return Next.READ  # what the provider holds now (a refund's answer is the refund alone)
+        return Next.STEP
+
+
+def _read(booking_id: UUID, *, actor: Actor | str, actor_label: str) -> None:
+    """Read the intent's truth from the provider and apply it (a read never changes anything
+    at the provider, so it needs no operation)."""
+    payment = Payment.objects.filter(booking_id=booking_id).only("provider_intent_id", "currency").first()
+    if payment is None or not payment.provider_intent_id:
+        return
+    result = connector.retrieve(payment.provider_intent_id, currency=payment.currency)
+    if result.truth is None:
+        logger.info("payment read failed", extra={"error": result.error_code or result.error[:200]})
+        return
+    with transaction.atomic():
+        booking = lock_booking(booking_id)
+        locked = lock_payment(booking)
+        truth_apply(
+            booking=booking,
+            payment=locked,
+            truth=result.truth,
+            source="lookup",
+            actor=actor,
+            actor_label=actor_label,
+        )
+        booking_follow(booking, locked, actor=actor, actor_label=actor_label)
+
+
+# --- when next ------------------------------------------------------------------------------
+def retry_delay_s(tries: int) -> float:
+    """Doubling from PAYMENTS_RETRY_BASE_S up to PAYMENTS_RETRY_MAX_S, with jitter."""
+    ceiling = min(settings.PAYMENTS_RETRY_BASE_S * 2 ** max(tries - 1, 0), settings.PAYMENTS_RETRY_MAX_S)
+    return round(random.uniform(ceiling / 2, ceiling), 3)
+
+
+def schedule(payment: Payment, booking: Booking, *, retry_in_s: float | None = None) -> None:
+    """Set when the sweeper must look at the payment again if no run does first: after a retry
+    (with a grace for its message), before a hold nobody decided on lapses, or never (at rest)."""
+    now = timezone.now()
+    grace = timedelta(seconds=settings.PAYMENTS_RUN_GRACE_S)
+    if retry_in_s is not None:
+        when = now + timedelta(seconds=retry_in_s) + grace
+    elif decisions.at_rest(booking=booking_facts(booking), payment=held(payment)):
+        when = None
+    elif payment.status == P.AUTHORIZED:
+        guard = lapse_guard_at(payment)
+        when = guard if guard is not None else now + timedelta(seconds=settings.PAYMENTS_HOLD_RECHECK_S)
+    else:
+        when = now + grace
+    if payment.next_check_at != when:
+        payment.next_check_at = when
+        payment.save(update_fields=["next_check_at", "updated_at"])

@@ -1,0 +1,169 @@
+"""The provider's webhooks (invariant 9 for the money): verified with the provider's own
+signature scheme (Stripe-Signature over the raw body, with our endpoint's secret), stored raw,
+deduplicated by the event's id, acknowledged at once and applied by a worker through the one
+door for the provider's truth (`observations.truth_apply`), which never lets an older or repeated
+word move a payment back.
+
+A delivery whose payment we cannot name is stored as ignored (acknowledged: asking again would
+tell us nothing more). One whose content we refuse (another currency, an amount out of range) is
+set aside as failed on the timeline, never applied; the next read of the intent settles the
+payment instead.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from contextlib import suppress
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from bookings.models import Actor, Booking
+from bookings.services import lock_booking
+from bookings.timeline import record_event
+from payments import connector, messages
+from payments.connector import UnverifiedEvent, charge_truth, intent_truth
+from payments.models import EventState, Payment, PaymentEvent
+from payments.money import RefusedAmount
+from payments.services.observations import booking_follow, lock_payment, truth_apply
+from payments.services.runs import plan_for, schedule
+
+logger = logging.getLogger(__name__)
+
+# The events we apply; any other type is acknowledged and kept as ignored.
+HANDLED = frozenset(
+    {
+        "payment_intent.amount_capturable_updated",
+        "payment_intent.succeeded",
+        "payment_intent.payment_failed",
+        "payment_intent.canceled",
+        "charge.refunded",
+    }
+)
+
+
+@dataclass(frozen=True)
+class Receipt:
+    status: int
+    code: str
+    message: str
+    event: PaymentEvent | None = None
+
+
+def _object(event: dict[str, Any]) -> dict[str, Any]:
+    data = event.get("data")
+    found = data.get("object") if isinstance(data, dict) else None
+    return found if isinstance(found, dict) else {}
+
+
+def _payment_of(obj: dict[str, Any]) -> Payment | None:
+    """The payment an intent or charge is about: by the intent's id, or (for an intent we have
+    not heard back from yet) by the payment id its metadata carries."""
+    intent_id = obj.get("id") if obj.get("object") == "payment_intent" else obj.get("payment_intent")
+    ours = (obj.get("metadata") or {}).get("payment") if obj.get("object") == "payment_intent" else None
+    match = Q()
+    if isinstance(intent_id, str) and intent_id:
+        match |= Q(provider_intent_id=intent_id)
+    if isinstance(ours, str):
+        with suppress(ValueError):  # not a payment id of ours
+            match |= Q(pk=uuid.UUID(ours))
+    return Payment.objects.filter(match).first() if match else None
+
+
+def payment_event_receive(*, raw: bytes, signature: str) -> Receipt:
+    """Verify, store and queue one delivery; what to answer the provider."""
+    if len(raw) > settings.WEBHOOK_MAX_BYTES:
+        return Receipt(413, "payload_too_large", "The body is larger than a payment event may be.")
+    try:
+        event = connector.verify_event(raw, signature)
+    except UnverifiedEvent as error:
+        logger.warning("payment webhook refused: %s", error)
+        return Receipt(400, "invalid_signature", "The Stripe-Signature does not verify.")
+    kind = str(event["type"])[:64]
+    payment = _payment_of(_object(event)) if kind in HANDLED else None
+    state = EventState.RECEIVED if payment is not None else EventState.IGNORED
+    try:
+        with transaction.atomic():
+            stored = PaymentEvent.objects.create(
+                event_id=str(event["id"])[:255],
+                type=kind,
+                body=raw,
+                payment=payment,
+                state=state,
+                processed_at=None if payment is not None else timezone.now(),
+            )
+            if payment is not None:
+                messages.send_event_on_commit(stored.pk)
+    except IntegrityError:
+        return Receipt(200, "duplicate", "This event was received before.")
+    if payment is None:
+        return Receipt(200, "ignored", "Nothing of ours, or a type we do not apply.", stored)
+    return Receipt(202, "accepted", "Stored; applied shortly.", stored)
+
+
+def payment_event_process(event_id: int) -> None:
+    """Apply one stored delivery through the one door; at most WEBHOOK_PROCESS_MAX_TRIES runs,
+    then it is set aside as failed (support reads it; the sweeper's runs read the intent)."""
+    counted = PaymentEvent.objects.filter(pk=event_id, state=EventState.RECEIVED).update(tries=F("tries") + 1)
+    event = PaymentEvent.objects.filter(pk=event_id).select_related("payment").first()
+    if not counted or event is None or event.payment is None:
+        return
+    if event.tries > settings.WEBHOOK_PROCESS_MAX_TRIES:
+        PaymentEvent.objects.filter(pk=event_id, state=EventState.RECEIVED).update(
+            state=EventState.FAILED, error="gave up after its tries", processed_at=timezone.now()
+        )
+        return
+    run_after = False
+    with transaction.atomic():
+        booking = lock_booking(event.payment.booking_id)
+        payment = lock_payment(booking)
+        event = PaymentEvent.objects.select_for_update().get(pk=event_id)
+        if event.state != EventState.RECEIVED or payment is None:
+            return
+        obj = _object(json.loads(bytes(event.body)))
+        try:
+            if obj.get("object") == "charge":
+                truth = charge_truth(obj, payment.currency)
+            else:
+                truth = intent_truth(obj, payment.currency)
+        except (RefusedAmount, AttributeError, TypeError) as refused:
+            _refuse(booking, event, str(refused))
+            return
+        truth_apply(
+            booking=booking,
+            payment=payment,
+            truth=truth,
+            source=f"webhook {event.type}",
+            actor=Actor.WEBHOOK,
+            actor_label=event.event_id,
+        )
+        booking_follow(booking, payment, actor=Actor.WEBHOOK, actor_label=event.event_id)
+        event.state, event.processed_at = EventState.PROCESSED, timezone.now()
+        event.save(update_fields=["state", "processed_at"])
+        open_operation = payment.operations.open().exists()
+        run_after = plan_for(booking, payment, open_operation=open_operation).step != "nothing"
+        if not open_operation:
+            schedule(payment, booking)
+        if run_after:
+            booking_id = booking.pk
+            transaction.on_commit(lambda: messages.send_run(booking_id))
+
+
+def _refuse(booking: Booking, event: PaymentEvent, why: str) -> None:
+    event.state, event.error, event.processed_at = EventState.FAILED, f"refused: {why}"[:2000], timezone.now()
+    event.save(update_fields=["state", "error", "processed_at"])
+    record_event(
+        booking,
+        "payment.webhook.refused",
+        actor=Actor.WEBHOOK,
+        actor_label=event.event_id,
+        summary=f"{event.type} refused at our edge, not applied: {why}"[:300],
+        data={"event": event.event_id, "type": event.type, "error": why[:300]},
+    )
+    logger.warning("payment webhook refused", extra={"event": event.event_id, "error": why[:300]})
