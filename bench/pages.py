@@ -191,14 +191,17 @@ def page_weight(base: str, path: str, cookie: str, *, follows_stream: bool) -> d
     from django.conf import settings
     from playwright.sync_api import sync_playwright
 
-    finished = []
+    # In the order the page asked (the document first): a small stylesheet can finish before the
+    # document it was named in has been read to its end.
+    asked, finished = [], set()
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         try:
             context = browser.new_context()
             context.add_cookies([{"name": settings.SESSION_COOKIE_NAME, "value": cookie, "url": base}])
             page = context.new_page()
-            page.on("requestfinished", lambda request: finished.append(request))
+            page.on("request", lambda request: asked.append(request))
+            page.on("requestfinished", lambda request: finished.add(request))
             stream_status = None
             if follows_stream:
                 with page.expect_response(lambda response: response.url.endswith("/events")) as stream:
@@ -208,7 +211,7 @@ def page_weight(base: str, path: str, cookie: str, *, follows_stream: bool) -> d
                 page.goto(base + path, wait_until="load")
             page.wait_for_timeout(1000)  # anything the page asks for after its load event
             resources = []
-            for request in finished:
+            for request in (request for request in asked if request in finished):
                 sizes, response = request.sizes(), request.response()
                 resources.append(
                     {
