@@ -279,6 +279,7 @@ def _record(
             if made is not None and made > payment.refunded_amount:
                 payment.refunded_amount = min(made, payment.captured_amount).quantize(CENT)
                 payment.save(update_fields=["refunded_amount", "updated_at"])
+        before = payment.status
         if found_nothing and authorize and payment.status in AUTHORIZATION_UNANSWERED:
             payment.release_authorization()
             payment.save(update_fields=["status", "status_changed_at", "updated_at"])
@@ -308,16 +309,49 @@ def _record(
             else:
                 payment.mark_outcome_unknown()
             payment.save(update_fields=["status", "status_changed_at", "updated_at"])
+        if payment.status != before:
+            _record_move(booking, payment, before, operation, actor=actor, actor_label=actor_label)
         booking_follow(booking, payment, actor=actor, actor_label=actor_label)
         if after in (decisions.AfterCall.RETRY, decisions.AfterCall.UNKNOWN):
             delay = retry_delay_s(operation.tries)
             schedule(payment, booking, retry_in_s=delay)
             return FollowUp(run_after_s=delay)
+        schedule(payment, booking)  # as it stands now, should this run end here
         if after == decisions.AfterCall.REFUSED or (
             after == decisions.AfterCall.APPLY and operation.kind == OperationKind.REFUND
         ):
             return Next.READ  # what the provider holds now (a refund's answer is the refund alone)
         return Next.STEP
+
+
+_WHY = {
+    P.PENDING: "nothing was made: to be asked again",
+    P.UNKNOWN: "the outcome is unknown: fenced until the provider answers under the same key",
+    P.DECLINED: "refused",
+}
+
+
+def _record_move(
+    booking: Booking,
+    payment: Payment,
+    before: str,
+    operation: PaymentOperation,
+    *,
+    actor: Actor | str,
+    actor_label: str,
+) -> None:
+    """A move of the payment that a call's outcome made (not the provider's truth: that one
+    records its own rows)."""
+    record_event(
+        booking,
+        f"payment.{payment.status}",
+        actor=actor,
+        actor_label=actor_label,
+        summary=f"Payment {before} → {payment.status}: {_WHY.get(payment.status, '')}"
+        + (f" ({payment.decline_code})" if payment.decline_code else ""),
+        from_state=before,
+        data={"operation": operation.kind, "idempotency_key": operation.idempotency_key},
+    )
 
 
 def _read(booking_id: UUID, *, actor: Actor | str, actor_label: str) -> None:
