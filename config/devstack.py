@@ -4,6 +4,7 @@ REDIS_URL is set. Stops everything it started (the Redis server too) on Ctrl-C."
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -31,6 +32,13 @@ def main() -> int:
     env.setdefault("MAIL_PORT", str(int(port) + 25))
     env.setdefault("EMAIL_URL", f"smtp://127.0.0.1:{env['MAIL_PORT']}")
     env.setdefault("SITE_URL", f"http://127.0.0.1:{port}")  # the booking links in that mail
+    # Every process writes its counters into one directory that /metrics sums (config/metrics),
+    # emptied at each start as a process manager does: no earlier run's processes are summed.
+    if not env.get("PROMETHEUS_MULTIPROC_DIR"):
+        metrics_dir = var_dir / "metrics"
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        metrics_dir.mkdir(parents=True)
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     redis_server = None
     if not env.get("REDIS_URL"):
         redis_server = embedded_redis.EmbeddedRedis(var_dir).start()

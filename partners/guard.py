@@ -18,6 +18,7 @@ from django.conf import settings
 from dramatiq.rate_limits import ConcurrentRateLimiter
 from dramatiq.rate_limits.backends import RedisBackend
 
+from config.metrics import events as metrics
 from config.redis_client import redis_client
 from partners.connectors.base import CallResult
 from partners.models import Outcome, Partner
@@ -88,6 +89,12 @@ def breaker_for(partner: Partner) -> pybreaker.CircuitBreaker:
         return breaker
 
 
+def breaker_state_key(partner: Partner) -> str:
+    """Where pybreaker keeps the partner's circuit state in Redis (`breaker_for`'s storage), for a
+    reader that must not create a breaker to learn it (config.metrics)."""
+    return f"{_namespace(partner)}:breaker:{pybreaker.CircuitRedisStorage.BASE_NAMESPACE}:state"
+
+
 def limiter_for(partner: Partner) -> ConcurrentRateLimiter:
     ttl_ms = int(max(60.0, (partner.connect_timeout_s + partner.read_timeout_s) * 3) * 1000)
     return ConcurrentRateLimiter(
@@ -108,11 +115,25 @@ def not_sent(reason: str, *, retry_after_s: float) -> CallResult:
     return CallResult(outcome=Outcome.TRANSIENT, error=reason, error_code=reason, retry_after_s=retry_after_s)
 
 
-def guarded_call(partner: Partner, call: Callable[[], CallResult]) -> CallResult:
+def guarded_call(partner: Partner, call: Callable[[], CallResult], *, operation: str = "call") -> CallResult:
     """Make `call` within the partner's concurrency cap and circuit breaker.
 
     When the cap is reached or the circuit is open, no call is made and the result is transient.
+    Either way it is counted (config.metrics), under `operation`.
     """
+    sent = False
+
+    def sending() -> CallResult:
+        nonlocal sent
+        sent = True
+        return call()
+
+    result = _guarded_call(partner, sending)
+    metrics.partner_call(partner=partner.code, operation=operation, result=result, sent=sent)
+    return result
+
+
+def _guarded_call(partner: Partner, call: Callable[[], CallResult]) -> CallResult:
     if not partner.enabled:
         return not_sent("partner_disabled", retry_after_s=settings.PARTNER_BREAKER_RESET_S)
 

@@ -19,6 +19,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from config.errors import error_body
+from config.metrics import events as metrics
 from config.network import client_ip
 from partners.selectors import webhook_partner
 from partners.services.webhooks import body_too_large, inbound_event_receive
@@ -84,6 +85,7 @@ class PartnerWebhookView(APIView):
     def post(self, request: Request, code: str) -> Response:
         partner = webhook_partner(code)
         if partner is None:
+            metrics.webhook_delivery(partner="(unknown)", result="unknown_partner")
             return Response(error_body("not_found", f"No partner {code}."), status=404)
         headers, source = dict(request.headers), client_ip(request)
         try:
@@ -97,6 +99,7 @@ class PartnerWebhookView(APIView):
             )
         else:
             receipt = inbound_event_receive(partner=partner, raw=raw, headers=headers, source=source)
+        metrics.webhook_delivery(partner=partner.code, result=receipt.code)
         if receipt.status >= 400:
             return Response(error_body(receipt.code, receipt.message), status=receipt.status)
         return Response({"status": receipt.code, "message": receipt.message}, status=receipt.status)

@@ -4,6 +4,7 @@ Each variable read here is documented in `.env.example`.
 """
 
 from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import environ
@@ -340,6 +341,26 @@ if LOG_FORMAT == "json":
     # Django's own console handler (DEBUG only) would print its errors a second time, unformatted.
     LOGGING["loggers"]["django"] = {"handlers": [], "propagate": True}
 
+# --- Metrics: GET /metrics for Prometheus (config/metrics) ----------------------------------
+# The bearer token Prometheus sends (`Authorization: Bearer ...`). Without one, /metrics is open
+# where METRICS_OPEN says so (development) and absent (404) elsewhere; production has a token or
+# no metrics page.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+METRICS_OPEN = env.bool("METRICS_OPEN", default=False)
+# A scrape's database queries give up after this long (PostgreSQL), leaving their figures out.
+METRICS_QUERY_TIMEOUT_MS = env.int("METRICS_QUERY_TIMEOUT_MS", default=2000)
+# Every process of a machine writes its counters into this directory (prometheus_client's
+# multiprocess mode) and /metrics sums them. It must be in the processes' environment, and empty
+# when they start (`make run` does both). Empty: each process counts on its own.
+PROMETHEUS_MULTIPROC_DIR = env.str("PROMETHEUS_MULTIPROC_DIR", default="")
+if PROMETHEUS_MULTIPROC_DIR:
+    # Dramatiq's message metrics, into the same directory.
+    DRAMATIQ_BROKER["MIDDLEWARE"].append("config.metrics.worker.WorkerMetrics")
+# A machine running workers without a web server: the workers serve the machine's metrics on this
+# port (0: off, as where a web server's /metrics shows them already), behind METRICS_TOKEN.
+WORKER_METRICS_HOST = env.str("WORKER_METRICS_HOST", default="127.0.0.1")
+WORKER_METRICS_PORT = env.int("WORKER_METRICS_PORT", default=0)
+
 # A submission not picked up by a worker within this grace is re-queued by the sweeper.
 BOOKING_SUBMIT_GRACE = timedelta(seconds=env.int("BOOKING_SUBMIT_GRACE_S", default=60))
 PARTNER_QUEUE_REFRESH_S = env.int("PARTNER_QUEUE_REFRESH_S", default=15)
@@ -411,6 +432,11 @@ PAYMENTS_REFUSED_MAX_TRIES = env.int("PAYMENTS_REFUSED_MAX_TRIES", default=2)
 # than a run's calls (a few, each within its timeouts).
 PAYMENTS_ACTOR_MAX_RETRIES = env.int("PAYMENTS_ACTOR_MAX_RETRIES", default=5)
 PAYMENTS_ACTOR_TIME_LIMIT_MS = env.int("PAYMENTS_ACTOR_TIME_LIMIT_MS", default=10 * 60 * 1000)
+# Support (docs/console.md "Payments"): a refund above this amount, in the payment's currency,
+# needs a second person's approval (one proposes, another approves); the console waits this long
+# for the provider's live answer before it shows the last state the provider told us.
+PAYMENTS_REFUND_APPROVAL_ABOVE = Decimal(env.str("PAYMENTS_REFUND_APPROVAL_ABOVE", default="200.00"))
+PAYMENTS_CONSOLE_READ_WAIT_S = env.float("PAYMENTS_CONSOLE_READ_WAIT_S", default=3.0)
 
 # --- Demo and sandbox partners (make run) ---------------------------------------------------
 SANDBOX_API_KEY = env.str("SANDBOX_API_KEY", default="sandbox-demo-key")

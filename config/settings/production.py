@@ -4,13 +4,17 @@ TLS-terminating proxy that sets X-Forwarded-Proto (`manage.py check --deploy` pa
 from django.core.exceptions import ImproperlyConfigured
 
 from .base import *  # noqa: F403
-from .base import SECRET_KEY, env
+from .base import METRICS_TOKEN, SECRET_KEY, env
 
 DEBUG = False
 if len(SECRET_KEY) < 50 or SECRET_KEY.startswith(("dev-", "django-insecure")) or len(set(SECRET_KEY)) < 5:
     raise ImproperlyConfigured(
         "SECRET_KEY must be set to a random value of at least 50 characters in production."
     )
+# /metrics: behind a bearer token of at least 32 characters, or not served at all.
+METRICS_OPEN = False
+if METRICS_TOKEN and (len(METRICS_TOKEN) < 32 or len(set(METRICS_TOKEN)) < 5):
+    raise ImproperlyConfigured("METRICS_TOKEN must be a random value of at least 32 characters.")
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 # Plain-HTTP requests are redirected to HTTPS, except the health check (load balancers probe it
 # over HTTP).

@@ -91,7 +91,7 @@ def attempt_call(attempt: PartnerAttempt, call: Callable[[], CallResult]) -> Cal
             f"{attempt.operation} call to {attempt.partner.code} inside a transaction"
         )
     with _call_context(attempt):
-        result = guard.guarded_call(attempt.partner, call)
+        result = guard.guarded_call(attempt.partner, call, operation=attempt.operation)
         finished = timezone.now()
         if result.partner_time is not None:
             record_skew_sample(

@@ -21,6 +21,7 @@ from bookings import customer_view
 from bookings.models import Actor, Booking
 from bookings.services import apply_transition, lock_booking
 from bookings.timeline import record_event
+from config.metrics import events as metrics
 from partners import decisions, messages
 from partners.connectors.base import TERM_FIELDS, ReservationSnapshot, Terms
 from partners.models import (
@@ -152,6 +153,13 @@ def observation_apply(
             inbound_event=inbound_event,
             payload=snapshot.raw,
         )
+        if booking is not None and result == ObservationResult.APPLIED:
+            metrics.partner_change_applied(
+                partner=partner.code,
+                source=source,
+                changed_at=snapshot.modified_at,
+                skew_ms=partner.clock_skew_ms,
+            )
         if booking is not None:
             _record_on_timeline(booking, observation, partner, actor, actor_label)
             if linked_now:

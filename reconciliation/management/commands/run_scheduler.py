@@ -17,6 +17,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import close_old_connections
 
+from config.metrics import events as metrics
 from config.redis_client import redis_client
 from reconciliation.services.sweeper import sweep
 from reconciliation.sweeper_lock import SweeperLock
@@ -54,7 +55,8 @@ class Command(BaseCommand):
                 logger.info("another scheduler is sweeping; skipping this round")
                 return
             try:
-                sweep(progress=lambda _rows: _renew(lock))
+                with metrics.sweep_timed():
+                    sweep(progress=lambda _rows: _renew(lock))
             finally:
                 if not lock.release():
                     logger.warning(LOCK_LOST)

@@ -100,7 +100,9 @@ def partner_side(booking: Booking, held: list[PartnerReservation]) -> PartnerSid
     try:
         connector = connector_for(partner)
         if partner.has(Capability.LOOKUP_BY_REFERENCE):
-            result = guard.guarded_call(partner, lambda: connector.lookup(booking.reference))
+            result = guard.guarded_call(
+                partner, lambda: connector.lookup(booking.reference), operation="lookup"
+            )
             if not result.ok:
                 return last_known(held, note=_failure(result))
             return PartnerSide(
@@ -117,7 +119,9 @@ def partner_side(booking: Booking, held: list[PartnerReservation]) -> PartnerSid
             )
         answers: list[dict[str, Any]] = []
         for reservation in held[:MAX_LIVE_GETS]:
-            result = guard.guarded_call(partner, lambda ref=reservation.partner_ref: connector.get(ref))
+            result = guard.guarded_call(
+                partner, lambda ref=reservation.partner_ref: connector.get(ref), operation="get"
+            )
             if not result.ok:
                 return last_known(held, note=_failure(result))
             if result.reservation is not None:
@@ -141,7 +145,7 @@ def reservation_side(reservation: PartnerReservation) -> PartnerSide:
     partner = reservation.partner
     try:
         connector = connector_for(partner)
-        result = guard.guarded_call(partner, lambda: connector.get(reservation.partner_ref))
+        result = guard.guarded_call(partner, lambda: connector.get(reservation.partner_ref), operation="get")
         if not result.ok:
             return last_known([reservation], note=_failure(result))
         answer = (

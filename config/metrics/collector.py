@@ -1,0 +1,195 @@
+"""What the database and Redis hold, read when Prometheus scrapes: the same figures from every web
+process, whatever the machine.
+
+- `bookings_by_state{state}`: bookings in each state (every state, 0 included);
+- `bookings_needs_attention{partner, reason, urgency}`: bookings waiting for a person, as the
+  support console counts them (reconciliation.selectors.attention);
+- `bookings_queue_depth{queue}`, `bookings_queue_delayed{queue}`,
+  `bookings_queue_dead_letters{queue}`: messages waiting on each Dramatiq queue (the actors' and
+  every partner's), delayed (retries, syncs due later) and dead-lettered;
+- `bookings_partner_breaker_state{partner, state}`: 1 for the state each partner's circuit is in
+  (closed, open, half-open), 0 for the others;
+- `bookings_metrics_source_up{source}` and `bookings_metrics_source_seconds{source}`: whether the
+  database and Redis answered this scrape, and how long they took.
+
+Three queries (on PostgreSQL under a statement timeout, METRICS_QUERY_TIMEOUT_MS) and two Redis
+round trips. A source that does not answer leaves its figures out of the scrape, marked 0 in
+`bookings_metrics_source_up`: never a guess (a breaker read as closed because Redis is down), never
+an error for the whole scrape.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib
+import importlib.util
+import logging
+import time
+from collections.abc import Iterator
+
+import dramatiq
+import redis
+from django.apps import apps
+from django.conf import settings
+from django.db import DatabaseError, connection, transaction
+from django.db.models import Count
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from bookings.models import Booking
+from bookings.states import BookingState
+from config.redis_client import redis_client
+from partners import guard
+from partners.models import Partner
+from reconciliation.selectors.attention import needs_attention_summary
+
+logger = logging.getLogger(__name__)
+
+BREAKER_STATES = ("closed", "open", "half-open")
+
+
+class StateCollector(Collector):
+    def describe(self) -> list[Metric]:
+        return []  # registering it must not query anything
+
+    def collect(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily(
+            "bookings_metrics_source_up",
+            "Whether a source of the scrape-time figures answered this scrape (1) or not (0).",
+            labels=["source"],
+        )
+        took = GaugeMetricFamily(
+            "bookings_metrics_source_seconds",
+            "How long reading a source of the scrape-time figures took this scrape.",
+            labels=["source"],
+        )
+        codes: list[str] | None = None
+        started = time.monotonic()
+        try:
+            states, attention, codes = _database_figures()
+        except DatabaseError:
+            logger.warning("metrics: the database did not answer; its figures are left out", exc_info=True)
+            up.add_metric(["database"], 0)
+        else:
+            up.add_metric(["database"], 1)
+            yield _by_state(states)
+            yield _needs_attention(attention)
+        took.add_metric(["database"], time.monotonic() - started)
+
+        started = time.monotonic()
+        try:
+            queues, breakers = _redis_figures(codes)
+        except redis.RedisError:
+            logger.warning("metrics: Redis did not answer; its figures are left out", exc_info=True)
+            up.add_metric(["redis"], 0)
+        else:
+            up.add_metric(["redis"], 1)
+            yield from _queue_families(queues)
+            yield _breaker_family(breakers)
+        took.add_metric(["redis"], time.monotonic() - started)
+        yield up
+        yield took
+
+
+# --- the database -----------------------------------------------------------------------------
+def _database_figures() -> tuple[dict[str, int], list[tuple[str, str, str, int]], list[str]]:
+    bounded = transaction.atomic() if connection.vendor == "postgresql" else contextlib.nullcontext()
+    with bounded:
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:  # for this transaction only
+                timeout = str(settings.METRICS_QUERY_TIMEOUT_MS)
+                cursor.execute("SELECT set_config('statement_timeout', %s, true)", [timeout])
+        states = dict(Booking.objects.order_by().values_list("status").annotate(n=Count("*")))
+        summary = needs_attention_summary()
+        codes = list(Partner.objects.order_by("code").values_list("code", flat=True))
+    attention = [
+        (code, reason or "unspecified", urgency, n)
+        for code, counts in summary.partners.items()
+        for reason, by_urgency in counts.by_reason.items()
+        for urgency, n in by_urgency.items()
+        if n
+    ]
+    return states, attention, codes
+
+
+def _by_state(states: dict[str, int]) -> GaugeMetricFamily:
+    family = GaugeMetricFamily("bookings_by_state", "Bookings in each state.", labels=["state"])
+    for state in [*BookingState.values, *sorted(set(states) - set(BookingState.values))]:
+        family.add_metric([state], states.get(state, 0))
+    return family
+
+
+def _needs_attention(rows: list[tuple[str, str, str, int]]) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(
+        "bookings_needs_attention",
+        "Bookings waiting for a person, by partner, reason and urgency (urgent: the stay starts "
+        "within ATTENTION_URGENT_HORIZON_H).",
+        labels=["partner", "reason", "urgency"],
+    )
+    for code, reason, urgency, n in rows:
+        family.add_metric([code, reason, urgency], n)
+    return family
+
+
+# --- Redis ------------------------------------------------------------------------------------
+@functools.cache
+def _actor_queues() -> frozenset[str]:
+    """The queues of every actor, as `rundramatiq` finds them (each app's tasks module)."""
+    for app in apps.get_app_configs():
+        for name in settings.DRAMATIQ_AUTODISCOVER_MODULES:
+            module = f"{app.name}.{name}"
+            try:
+                found = importlib.util.find_spec(module) is not None
+            except ImportError:
+                found = False
+            if found:
+                importlib.import_module(module)
+    return frozenset(q for q in dramatiq.get_broker().get_declared_queues() if not q.endswith(".DQ"))
+
+
+def _redis_figures(codes: list[str] | None) -> tuple[dict[str, tuple[int, int, int]], dict[str, str]]:
+    """Per queue (waiting, delayed, dead); per partner its breaker's state. With no partner list
+    (the database did not answer), the actors' queues only."""
+    broker = dramatiq.get_broker()
+    partners = [Partner(code=code) for code in codes or []]
+    queues = sorted(_actor_queues() | {partner.queue_name for partner in partners})
+    pipe = broker.client.pipeline(transaction=False)
+    for queue in queues:
+        key = f"{broker.namespace}:{queue}"
+        pipe.llen(key)
+        pipe.llen(f"{key}.DQ")
+        pipe.zcard(f"{key}.XQ")
+    counts = pipe.execute()
+    depths = {queue: tuple(counts[3 * i : 3 * i + 3]) for i, queue in enumerate(queues)}
+    states = redis_client().mget([guard.breaker_state_key(p) for p in partners]) if partners else []
+    breakers = {
+        partner.code: state.decode() if state else "closed"
+        for partner, state in zip(partners, states, strict=True)
+    }
+    return depths, breakers  # type: ignore[return-value]
+
+
+def _queue_families(depths: dict[str, tuple[int, int, int]]) -> Iterator[GaugeMetricFamily]:
+    described = (
+        ("bookings_queue_depth", "Messages waiting on a Dramatiq queue for a worker."),
+        ("bookings_queue_delayed", "Messages on a queue's delay queue: retries and steps due later."),
+        ("bookings_queue_dead_letters", "Messages a queue gave up on (Dramatiq keeps them a week)."),
+    )
+    for i, (name, documentation) in enumerate(described):
+        family = GaugeMetricFamily(name, documentation, labels=["queue"])
+        for queue, counts in depths.items():
+            family.add_metric([queue], counts[i])
+        yield family
+
+
+def _breaker_family(breakers: dict[str, str]) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(
+        "bookings_partner_breaker_state",
+        "1 for the state a partner's circuit breaker is in (closed, open, half-open), 0 for the others.",
+        labels=["partner", "state"],
+    )
+    for code, current in breakers.items():
+        for state in BREAKER_STATES:
+            family.add_metric([code, state], 1 if current == state else 0)
+    return family

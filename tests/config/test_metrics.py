@@ -1,0 +1,551 @@
+"""GET /metrics: every named figure, who may read it, what it answers while a source is down, and
+(end to end) the figures of every process of a machine in one scrape: gunicorn's workers, Dramatiq's
+worker processes and the scheduler writing into one PROMETHEUS_MULTIPROC_DIR.
+
+The partner side's figures moving with a real partner call and a booking that confirms:
+tests/partners/test_metrics.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import date, timedelta
+from pathlib import Path
+
+import dramatiq
+import pybreaker
+import pytest
+import redis
+import requests
+from django.core.management import call_command
+from django.db import OperationalError, connection
+from django.test import Client
+from prometheus_client.parser import text_string_to_metric_families
+
+from bookings.models import Booking
+from bookings.states import BookingState
+from config import devstack
+from config.metrics import events
+from partners import guard
+from partners.services.registry import OfferSpec, partner_upsert
+from tests.factories import BookingFactory, OfferFactory, PartnerFactory, TokenFactory, UserFactory
+from tests.helpers import unique_code, wait_until
+from tests.own_servers import ProjectProcesses, own_redis
+from tests.partners.conftest import SANDBOX_KEY, WEBHOOK_SECRET
+from tests.sandbox_process import PERFECT_FAULTS, SandboxProcess, free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+S = BookingState
+TOKEN = "metrics-test-token-0123456789abcdefghijklmnopqrstuv"
+
+# Every figure README.md names, as its `# TYPE` line states it.
+NAMED = {
+    "bookings_by_state": "gauge",
+    "bookings_needs_attention": "gauge",
+    "bookings_partner_calls_total": "counter",
+    "bookings_partner_calls_not_sent_total": "counter",
+    "bookings_partner_call_duration_seconds": "histogram",
+    "bookings_partner_breaker_state": "gauge",
+    "bookings_queue_depth": "gauge",
+    "bookings_queue_delayed": "gauge",
+    "bookings_queue_dead_letters": "gauge",
+    "bookings_webhook_deliveries_total": "counter",
+    "bookings_partner_change_lag_seconds": "histogram",
+    "bookings_sweep_duration_seconds": "histogram",
+    "bookings_sweep_last_success_timestamp_seconds": "gauge",
+    "bookings_metrics_source_up": "gauge",
+    "bookings_metrics_source_seconds": "gauge",
+}
+
+
+def samples(text: str) -> dict[tuple[str, frozenset], float]:
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def value(text: str, name: str, **labels: str) -> float | None:
+    return samples(text).get((name, frozenset(labels.items())))
+
+
+def types(text: str) -> dict[str, str]:
+    return dict(re.findall(r"^# TYPE (\S+) (\S+)$", text, re.M))
+
+
+def scrape(client: Client, **headers: str) -> str:
+    response = client.get("/metrics", **headers)
+    assert response.status_code == 200, response.content[:500]
+    return response.content.decode()
+
+
+@pytest.fixture
+def open_metrics(settings):
+    settings.METRICS_OPEN = True
+    settings.METRICS_TOKEN = ""
+    return settings
+
+
+# --- the names and the scrape-time figures -----------------------------------------------------
+@pytest.mark.django_db
+def test_the_endpoint_lists_every_named_metric(client, open_metrics, broker):
+    response = client.get("/metrics")
+
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/plain; version=0.0.4")
+    assert response["Cache-Control"] == "max-age=0, no-cache, no-store, must-revalidate, private"
+    named = types(response.content.decode())
+    assert {name: named.get(name) for name in NAMED} == NAMED
+
+
+@pytest.mark.django_db
+def test_openmetrics_is_answered_to_a_scraper_that_asks_for_it(client, open_metrics, broker):
+    response = client.get("/metrics", HTTP_ACCEPT="application/openmetrics-text; version=1.0.0")
+
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("application/openmetrics-text")
+    assert response.content.decode().endswith("# EOF\n")
+
+
+@pytest.mark.django_db
+def test_bookings_by_state_counts_every_state_and_needs_attention_by_partner_reason_and_urgency(
+    client, open_metrics, broker
+):
+    partner = PartnerFactory(code=unique_code("metrics"))
+    offer = OfferFactory(partner=partner)
+    soon, later = date.today() + timedelta(days=1), date.today() + timedelta(days=40)
+    for status in (S.CONFIRMED, S.CONFIRMED, S.REQUESTED):
+        BookingFactory(offer=offer, partner=partner, status=status)
+    for reason, start in (("partner_mismatch", soon), ("partner_mismatch", later), ("worker_gave_up", later)):
+        BookingFactory(
+            offer=offer,
+            partner=partner,
+            status=S.NEEDS_ATTENTION,
+            attention_reason=reason,
+            start_date=start,
+            end_date=start + timedelta(days=2),
+        )
+
+    text = scrape(client)
+
+    assert {state: value(text, "bookings_by_state", state=state) for state in S.values} == {
+        **dict.fromkeys(S.values, 0.0),
+        S.CONFIRMED: 2.0,
+        S.REQUESTED: 1.0,
+        S.NEEDS_ATTENTION: 3.0,
+    }
+    waiting = {
+        (dict(labels)["reason"], dict(labels)["urgency"]): n
+        for (name, labels), n in samples(text).items()
+        if name == "bookings_needs_attention" and dict(labels)["partner"] == partner.code
+    }
+    assert waiting == {
+        ("partner_mismatch", "urgent"): 1.0,
+        ("partner_mismatch", "later"): 1.0,
+        ("worker_gave_up", "later"): 1.0,
+    }
+    assert value(text, "bookings_metrics_source_up", source="database") == 1.0
+    assert value(text, "bookings_metrics_source_up", source="redis") == 1.0
+
+
+@pytest.mark.django_db
+def test_queue_depth_per_queue_and_the_breaker_state_per_partner(client, open_metrics, broker, settings):
+    partner = PartnerFactory(code=unique_code("metrics"))
+    closed = PartnerFactory(code=unique_code("metrics"))
+    try:
+        for _ in range(3):
+            broker.enqueue(dramatiq.Message(partner.queue_name, "submit_booking", ("b",), {}, {}))
+        broker.enqueue(dramatiq.Message(partner.queue_name, "sync_booking", ("b",), {}, {}), delay=60_000)
+        guard.breaker_for(partner).open()
+
+        text = scrape(client)
+    finally:
+        for name in (partner.queue_name, f"{partner.queue_name}.DQ"):
+            broker.client.delete(f"{broker.namespace}:{name}", f"{broker.namespace}:{name}.msgs")
+        _forget_guard(partner, settings.PARTNER_GUARD_NAMESPACE)
+
+    assert value(text, "bookings_queue_depth", queue=partner.queue_name) == 3.0
+    assert value(text, "bookings_queue_delayed", queue=partner.queue_name) == 1.0
+    assert value(text, "bookings_queue_dead_letters", queue=partner.queue_name) == 0.0
+    assert value(text, "bookings_queue_depth", queue="webhooks") is not None  # an actor's queue too
+    assert {
+        s: value(text, "bookings_partner_breaker_state", partner=partner.code, state=s)
+        for s in ("closed", "open", "half-open")
+    } == {
+        "closed": 0.0,
+        "open": 1.0,
+        "half-open": 0.0,
+    }
+    assert value(text, "bookings_partner_breaker_state", partner=closed.code, state="closed") == 1.0
+
+
+def _forget_guard(partner, namespace: str) -> None:
+    client = guard.redis_client()
+    keys = list(client.scan_iter(f"{namespace}:{partner.code}:*"))
+    if keys:
+        client.delete(*keys)
+    guard._breakers.pop(partner.code, None)
+
+
+def test_the_breakers_key_is_where_pybreaker_keeps_the_state(db):
+    partner = PartnerFactory(code=unique_code("metrics"))
+    storage = guard.breaker_for(partner)._state_storage
+    try:
+        assert isinstance(storage, pybreaker.CircuitRedisStorage)
+        assert guard.breaker_state_key(partner) == storage._namespace("state")
+    finally:
+        guard._breakers.pop(partner.code, None)
+
+
+@pytest.mark.django_db
+def test_a_sweep_of_the_scheduler_is_timed(client, open_metrics, broker):
+    before = scrape(client)
+
+    call_command("run_scheduler", "--once")
+
+    after = scrape(client)
+    count = "bookings_sweep_duration_seconds_count"
+    assert (value(after, count, result="ok") or 0) == (value(before, count, result="ok") or 0) + 1
+    assert value(after, "bookings_sweep_last_success_timestamp_seconds") > value(
+        before, "bookings_sweep_last_success_timestamp_seconds"
+    )
+
+
+# --- who may read it ----------------------------------------------------------------------------
+@pytest.mark.django_db
+def test_without_a_token_or_metrics_open_there_is_no_metrics_page(client, settings):
+    settings.METRICS_OPEN, settings.METRICS_TOKEN = False, ""
+
+    assert client.get("/metrics").status_code == 404
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "authorization", [None, f"Bearer {TOKEN[:-1]}", f"Token {TOKEN}", f"Bearer {TOKEN}x", "Bearer "]
+)
+def test_with_a_token_nobody_without_it_reads_the_metrics(client, settings, authorization):
+    settings.METRICS_OPEN, settings.METRICS_TOKEN = True, TOKEN  # the token wins over "open"
+    headers = {"HTTP_AUTHORIZATION": authorization} if authorization is not None else {}
+
+    response = client.get("/metrics", **headers)
+
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"] == 'Bearer realm="metrics"'
+    assert response.json() == {
+        "error": {"code": "unauthorized", "message": "A valid bearer token is required."}
+    }
+
+
+@pytest.mark.django_db
+def test_the_bearer_token_reads_the_metrics(client, settings, broker):
+    settings.METRICS_OPEN, settings.METRICS_TOKEN = False, TOKEN
+
+    text = scrape(client, HTTP_AUTHORIZATION=f"Bearer {TOKEN}")
+
+    assert "bookings_by_state" in types(text)
+
+
+def _production(code: str, **env: str) -> subprocess.CompletedProcess:
+    environment = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.settings.production",
+        "SECRET_KEY": "k3J9x" + "q8Zr2mVt7Lw4Ns1Pb6Hc0Yd5Fe" * 2,
+        "ALLOWED_HOSTS": "testserver",
+        **env,
+    }
+    return subprocess.run(
+        [sys.executable, "-c", f"import django; django.setup(); {code}"],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_production_never_serves_the_metrics_without_a_token():
+    get = "from django.test import Client; print(Client().get('/metrics', secure=True).status_code)"
+
+    opened = _production(get, METRICS_OPEN="true", METRICS_TOKEN="")
+
+    assert opened.returncode == 0, opened.stderr[-2000:]
+    assert opened.stdout.strip() == "404"
+
+
+def test_production_asks_for_the_token_it_has():
+    get = (
+        "from django.test import Client; c = Client(); "
+        "print(c.get('/metrics', secure=True).status_code, "
+        f"c.get('/metrics', secure=True, HTTP_AUTHORIZATION='Bearer {TOKEN}').status_code)"
+    )
+
+    answered = _production(get, METRICS_TOKEN=TOKEN)
+
+    assert answered.returncode == 0, answered.stderr[-2000:]
+    assert answered.stdout.strip() == "401 200"  # 200 whether or not its database answers
+
+
+@pytest.mark.parametrize("token", ["short-token", "a" * 40])
+def test_production_refuses_a_weak_metrics_token(token):
+    refused = _production("print('started')", METRICS_TOKEN=token)
+
+    assert refused.returncode != 0
+    assert "METRICS_TOKEN must be a random value of at least 32 characters" in refused.stderr
+
+
+# --- a source down is left out, never an error ---------------------------------------------------
+@pytest.mark.django_db
+def test_redis_down_the_database_figures_still_answer(client, open_metrics, broker, monkeypatch):
+    dead = redis.Redis(unix_socket_path="/nonexistent/redis.sock", socket_connect_timeout=0.2)
+    monkeypatch.setattr("config.metrics.collector.redis_client", lambda: dead)
+    BookingFactory(status=S.CONFIRMED)
+
+    live, broker.client = broker.client, dead  # put back before the broker fixture's teardown
+    try:
+        text = scrape(client)
+    finally:
+        broker.client = live
+
+    assert value(text, "bookings_metrics_source_up", source="redis") == 0.0
+    assert value(text, "bookings_metrics_source_up", source="database") == 1.0
+    assert value(text, "bookings_by_state", state=S.CONFIRMED) == 1.0
+    assert not any(
+        name.startswith(("bookings_queue_", "bookings_partner_breaker")) for name, _ in samples(text)
+    )
+
+
+@pytest.mark.django_db
+def test_database_down_the_redis_figures_still_answer(client, open_metrics, broker):
+    def refuse(execute, sql, params, many, context):
+        raise OperationalError("connection refused (as a database that is down)")
+
+    with connection.execute_wrapper(refuse):
+        response = client.get("/metrics")
+
+    assert response.status_code == 200
+    text = response.content.decode()
+    assert value(text, "bookings_metrics_source_up", source="database") == 0.0
+    assert value(text, "bookings_metrics_source_up", source="redis") == 1.0
+    assert value(text, "bookings_queue_depth", queue="webhooks") == 0.0  # the actors' queues
+    assert not any(name in ("bookings_by_state", "bookings_needs_attention") for name, _ in samples(text))
+
+
+def test_a_metric_that_cannot_be_written_never_fails_the_call_it_counts(monkeypatch, caplog):
+    def broken(*labels: str):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(events.PARTNER_CALLS, "labels", broken)
+    monkeypatch.setattr(events, "_failed", set())
+    result = type("Result", (), {"outcome": "ok", "latency_ms": 12, "error_code": ""})()
+
+    for _ in range(3):
+        events.partner_call(partner="acme", operation="create", result=result, sent=True)
+
+    warnings = [r for r in caplog.records if r.getMessage() == "metric not recorded"]
+    assert [(r.levelname, r.recorder) for r in warnings] == [("WARNING", "partner_call")]  # once
+
+
+# --- make run: one directory for its processes, empty at each start -----------------------------
+def test_make_run_gives_its_processes_one_metrics_directory_emptied_at_start(monkeypatch, tmp_path):
+    started: list[dict[str, str]] = []
+
+    class Honcho:  # the edge of this unit test: records the environment honcho would start with
+        def __init__(self, argv: list[str], *, env: dict[str, str], cwd: object) -> None:
+            started.append(env)
+
+        def wait(self) -> int:
+            return 0
+
+    monkeypatch.setattr(subprocess, "Popen", Honcho)
+    monkeypatch.setattr(signal, "signal", lambda signum, handler: None)  # pytest keeps its own
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:6379/15")  # no embedded Redis needed
+    monkeypatch.setenv("VAR_DIR", str(tmp_path))
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    stale = tmp_path / "metrics" / "counter_4242.db"  # a process of the previous run
+    stale.parent.mkdir()
+    stale.write_bytes(b"\0" * 16)
+
+    assert devstack.main() == 0
+
+    (env,) = started
+    assert env["PROMETHEUS_MULTIPROC_DIR"] == str(tmp_path / "metrics")
+    assert list((tmp_path / "metrics").iterdir()) == []
+
+
+# --- end to end: one directory, every process of the machine -------------------------------------
+def _database_url() -> str:
+    db = connection.settings_dict
+    if db["ENGINE"] == "django.db.backends.sqlite3":
+        return f"sqlite:///{db['NAME']}"
+    return f"postgres://{db['USER']}:{db['PASSWORD'] or ''}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[ProjectProcesses]:
+    redis_server = own_redis(tmp_path / "redis-var")
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
+    processes = ProjectProcesses(
+        tmp_path,
+        {
+            "DATABASE_URL": _database_url(),
+            "REDIS_URL": redis_server.url,
+            "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+            "METRICS_TOKEN": TOKEN,
+            "LOG_FORMAT": "json",
+            "PARTNER_QUEUE_REFRESH_S": "1",
+        },
+    )
+    yield processes
+    processes.stop_all()
+    redis_server.stop()
+
+
+def _get(url: str, headers: dict) -> requests.Response | None:
+    """The answer, or None while nothing listens yet."""
+    try:
+        return requests.get(url, headers=headers, timeout=10)
+    except requests.ConnectionError:
+        return None
+
+
+def _json_lines(log: Path) -> list[dict]:
+    return [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(180)
+def test_every_process_of_the_machine_in_one_scrape(transactional_db, stack, tmp_path):
+    web_port, worker_port, code = free_port(), free_port(), unique_code("metrics")
+    sandbox = SandboxProcess(
+        "reference",
+        tmp_path / "reference.sqlite3",
+        SANDBOX_KEY,
+        [
+            "--webhook-url",
+            f"http://127.0.0.1:{web_port}/partners/{code}/webhooks/",
+            "--webhook-secret",
+            WEBHOOK_SECRET,
+        ],
+    ).start()
+    try:
+        # The partner confirms a moment after the create, and says so by webhook.
+        sandbox.set_faults(**{**PERFECT_FAULTS, "async_confirm_delay_s": 0.5})
+        partner, _ = partner_upsert(
+            code=code,
+            adapter="reference",
+            base_url=sandbox.base_url,
+            api_key=SANDBOX_KEY,
+            webhook_secret=WEBHOOK_SECRET,
+            timeouts=(0.5, 2.0),
+            offers=[OfferSpec.parse("hotel-42-dbl:120.00:EUR:4")],
+        )
+        api = requests.Session()
+        api.headers["Authorization"] = f"Token {TokenFactory(user=UserFactory()).key}"
+        stack.env["WORKER_METRICS_PORT"] = str(worker_port)
+        stack.manage("worker", "rundramatiq", "--processes", "2", "--threads", "2")
+        stack.manage("scheduler", "run_scheduler", "--interval", "0.5")
+        stack.start(
+            "web",
+            [sys.executable, "-m", "gunicorn", "config.wsgi:application", "--bind", f"127.0.0.1:{web_port}",
+             "--workers", "2", "--threads", "2", "--no-control-socket", "--access-logfile", "-"],
+        )  # fmt: skip
+        base = f"http://127.0.0.1:{web_port}"
+        wait_until(lambda: stack._answers(base), what="gunicorn", timeout_s=60, interval_s=0.2)
+        scraper = requests.Session()
+        scraper.headers["Authorization"] = f"Bearer {TOKEN}"
+
+        before = scraper.get(f"{base}/metrics", timeout=10).text
+        start = date.today() + timedelta(days=40)
+        booked = api.post(
+            f"{base}/api/v1/bookings",
+            json={
+                "offer": partner.offers.get().pk,
+                "start_date": str(start),
+                "end_date": str(start + timedelta(days=3)),
+                "guests": 2,
+            },
+            headers={"Idempotency-Key": "metrics-end-to-end"},
+            timeout=10,
+        )
+        assert booked.status_code == 202, booked.text
+        booking = Booking.objects.get(reference=booked.json()["reference"])
+        wait_until(
+            lambda: Booking.objects.filter(pk=booking.pk, status=S.CONFIRMED).exists(),
+            what="the booking to be confirmed",
+            timeout_s=60,
+            interval_s=0.2,
+        )
+
+        def scraped_all() -> str | None:
+            text = scraper.get(f"{base}/metrics", timeout=10).text
+            ready = value(
+                text, "bookings_partner_change_lag_seconds_count", partner=code, source="webhook"
+            ) and value(text, "bookings_sweep_duration_seconds_count", result="ok")
+            return text if ready else None
+
+        text = wait_until(
+            scraped_all, what="the webhook's lag and a sweep in /metrics", timeout_s=30, interval_s=0.3
+        )
+        # Any web process answers the same (each scrape may reach either of gunicorn's two).
+        answers = [scraper.get(f"{base}/metrics", timeout=10).text for _ in range(6)]
+        unauthorized = requests.get(f"{base}/metrics", timeout=10)
+        # Dramatiq starts its fork processes once its workers have booted.
+        from_workers = wait_until(
+            lambda: _get(f"http://127.0.0.1:{worker_port}/metrics", scraper.headers),
+            what="the workers' metrics port",
+            timeout_s=30,
+            interval_s=0.2,
+        )
+        refused_by_workers = requests.get(f"http://127.0.0.1:{worker_port}/metrics", timeout=10)
+    finally:
+        sandbox.kill()
+
+    assert value(before, "bookings_by_state", state=S.CONFIRMED) == 0.0
+    assert value(text, "bookings_by_state", state=S.CONFIRMED) == 1.0
+    # The worker processes' call and their messages, the web's webhook, the scheduler's sweep.
+    assert value(text, "bookings_partner_calls_total", partner=code, operation="create", outcome="ok") == 1.0
+    assert (
+        value(text, "bookings_partner_call_duration_seconds_count", partner=code, operation="create") == 1.0
+    )
+    assert value(text, "bookings_webhook_deliveries_total", partner=code, result="accepted") >= 1.0
+    assert value(text, "bookings_queue_depth", queue=partner.queue_name) is not None  # syncs come and go
+    assert value(text, "bookings_partner_breaker_state", partner=code, state="closed") == 1.0
+    submitted = samples(text).get(
+        (
+            "dramatiq_messages_total",
+            frozenset({"queue_name": partner.queue_name, "actor_name": "submit_booking"}.items()),
+        )
+    )
+    assert submitted == 1.0
+    for answer in answers:
+        assert value(answer, "bookings_by_state", state=S.CONFIRMED) == 1.0
+        assert (
+            value(answer, "bookings_partner_calls_total", partner=code, operation="create", outcome="ok")
+            == 1.0
+        )
+    assert unauthorized.status_code == 401
+    # The workers' own port: the same directory, behind the same token.
+    assert refused_by_workers.status_code == 401
+    assert from_workers.status_code == 200
+    worker_view = from_workers.text
+    assert (
+        value(worker_view, "bookings_partner_calls_total", partner=code, operation="create", outcome="ok")
+        == 1.0
+    )
+    assert "bookings_by_state" not in worker_view  # the database's figures are the web's
+
+    # LOG_FORMAT=json: the worker's partner call and gunicorn's access line, as JSON objects.
+    call = next(
+        line for line in _json_lines(tmp_path / "worker.log") if line["logger"] == "partners.services.calls"
+    )
+    assert (call["partner"], call["operation"], call["outcome"]) == (code, "create", "ok")
+    access = [line for line in _json_lines(tmp_path / "web.log") if line["logger"] == "gunicorn.access"]
+    assert {"path": "/metrics", "status": 401} in [{"path": a["path"], "status": a["status"]} for a in access]
