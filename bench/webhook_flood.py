@@ -420,7 +420,13 @@ def _statuses(statuses: dict[str, int]) -> str:
 
 def _interval(data: dict[str, Any]) -> str:
     low, high = data["p99_ratio_interval"]
-    return f"{low:.2f} to {high:.2f} by chance alone, 95%"
+    return f"95% interval {low:.2f} to {high:.2f}"
+
+
+def _undecided(data: dict[str, Any]) -> bool:
+    """Whether chance alone could put the ratio on either side of the target."""
+    low, high = data["p99_ratio_interval"]
+    return low <= data["target_ratio"] < high
 
 
 def markdown(data: dict[str, Any]) -> str:
@@ -442,9 +448,15 @@ def markdown(data: dict[str, Any]) -> str:
             "",
             _table(["authentic deliveries", "n", "p50 ms", "p95 ms", "p99 ms", "max ms"], latency_rows(data)),
             "",
-            f"p99 with the flood on / off: {data['p99_ratio']:.3f}; the range chance alone gives that "
-            f"ratio, {_interval(data)} (a two-stage bootstrap: the phases, then each phase's deliveries, "
-            "drawn again; `bench.common.percentile_change_interval`).",
+            f"p99 with the flood on / off: {data['p99_ratio']:.3f} ({_interval(data)}: the range chance "
+            "alone gives that ratio, by a two-stage bootstrap, the phases, then each phase's deliveries, "
+            "drawn again; `bench.common.percentile_change_interval`)."
+            + (
+                f" The interval spans the target ({data['target_ratio']:g}): this run cannot tell on which "
+                "side of it the flood's effect is."
+                if _undecided(data)
+                else ""
+            ),
             "",
             _table(["database", "before", "after", "grown"], evidence_rows(data)),
             "",
