@@ -297,9 +297,17 @@ _ANNOUNCED = {
 }
 
 
+# What happened to the money, announced by mail when it is the only news: the provider took it,
+# gave it back or let the hold go (a hold and a decline come with news of the booking itself).
+_MONEY_ANNOUNCED = frozenset({MONEY.CHARGED, MONEY.PARTLY_REFUNDED, MONEY.REFUNDED, MONEY.RELEASED})
+
+
 def _announcement(before: View, after: View, actor: Actor | str) -> NotificationKind | None:
     if actor == Actor.CUSTOMER:
         return None  # they caused it, and their page or API answer already shows it
+    if (after.status, after.message) == (before.status, before.message):
+        money_news = after.money is not None and after.money.code in _MONEY_ANNOUNCED
+        return NotificationKind.MONEY if money_news else None
     if after.message == M.TAKING_LONGER:
         return NotificationKind.TAKING_LONGER
     if after.status != before.status or after.status == CustomerStatus.DISRUPTED:

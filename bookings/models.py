@@ -383,6 +383,7 @@ class NotificationKind(models.TextChoices):
     CANCELLED = "cancelled", "Cancelled"
     DISRUPTED = "disrupted", "Disrupted"
     TAKING_LONGER = "taking_longer", "Taking longer"
+    MONEY = "money", "Money (charged, refunded, released)"
 
 
 class NotificationState(models.TextChoices):

@@ -54,6 +54,7 @@ SUBJECTS = {
     NotificationKind.CANCELLED: "Your booking {reference} is cancelled",
     NotificationKind.DISRUPTED: "A problem with your booking {reference}",
     NotificationKind.TAKING_LONGER: "Your booking {reference} is taking longer than usual",
+    NotificationKind.MONEY: "Your payment for booking {reference}",
 }
 
 

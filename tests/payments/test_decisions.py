@@ -1,0 +1,155 @@
+"""The money rules as pure functions: what a booking owes in each state, and the one step asked
+of the provider next (never two operations at once, never a capture before the partner
+confirmed, never a refund of more than was paid beyond what is owed)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+
+from bookings.states import BookingState
+from payments.decisions import BookingFacts, Held, Step, at_rest, next_step, owed
+from payments.models import PaymentStatus
+
+S = BookingState
+P = PaymentStatus
+PRICE = Decimal("360.00")
+ZERO = Decimal("0.00")
+
+
+def facts(
+    state: str, *, confirmed: bool = False, reason: str = "", fee: Decimal | None = None
+) -> BookingFacts:
+    return BookingFacts(
+        state=state, confirmed=confirmed, attention_reason=reason, price=PRICE, cancellation_fee=fee
+    )
+
+
+def held(status: str, captured: Decimal = ZERO, refunded: Decimal = ZERO) -> Held:
+    return Held(
+        status=status, amount=PRICE, captured=captured, refunded=refunded, authorization_expires_at=None
+    )
+
+
+@pytest.mark.parametrize(
+    ("booking", "due"),
+    [
+        (facts(S.CONFIRMED, confirmed=True), PRICE),
+        (facts(S.CANCELLED, confirmed=True, fee=Decimal("90.00")), Decimal("90.00")),
+        (facts(S.CANCELLED), ZERO),  # cancelled before the partner confirmed
+        (facts(S.REJECTED), ZERO),
+        (facts(S.FAILED), ZERO),
+        (facts(S.EXPIRED), ZERO),
+        (facts(S.NEEDS_ATTENTION, confirmed=True, reason="partner_cancelled_confirmed"), ZERO),
+        (facts(S.NEEDS_ATTENTION, confirmed=True, reason="partner_lost_reservation"), ZERO),
+        (facts(S.NEEDS_ATTENTION, confirmed=True, reason="partner_mismatch"), None),  # support decides
+        (facts(S.PENDING_PARTNER), None),
+        (facts(S.CANCEL_REQUESTED, confirmed=True, fee=ZERO), None),
+        (facts(S.AWAITING_PAYMENT), None),
+    ],
+)
+def test_what_a_booking_owes(booking, due):
+    assert owed(booking) == due
+
+
+@pytest.mark.parametrize(
+    ("booking", "payment", "step", "amount"),
+    [
+        (facts(S.AWAITING_PAYMENT), held(P.PENDING), Step.AUTHORIZE, PRICE),
+        (facts(S.EXPIRED), held(P.PENDING), Step.ABANDON, None),
+        (facts(S.PENDING_PARTNER), held(P.AUTHORIZED), Step.NOTHING, None),
+        (facts(S.CONFIRMED, confirmed=True), held(P.AUTHORIZED), Step.CAPTURE, PRICE),
+        (
+            facts(S.CANCELLED, confirmed=True, fee=Decimal("90.00")),
+            held(P.AUTHORIZED),
+            Step.CAPTURE,
+            Decimal("90.00"),
+        ),
+        (facts(S.REJECTED), held(P.AUTHORIZED), Step.VOID, None),
+        (facts(S.CANCELLED), held(P.AUTHORIZED), Step.VOID, None),
+        (facts(S.CONFIRMED, confirmed=True), held(P.CAPTURED, PRICE), Step.NOTHING, None),
+        (
+            facts(S.CANCELLED, confirmed=True, fee=Decimal("90.00")),
+            held(P.CAPTURED, PRICE),
+            Step.REFUND,
+            Decimal("270.00"),
+        ),
+        (
+            facts(S.NEEDS_ATTENTION, confirmed=True, reason="partner_cancelled_confirmed"),
+            held(P.CAPTURED, PRICE, Decimal("100.00")),
+            Step.REFUND,
+            Decimal("260.00"),
+        ),
+        # refunded already down to what is owed: nothing more, ever
+        (
+            facts(S.CANCELLED, confirmed=True, fee=Decimal("90.00")),
+            held(P.CAPTURED, PRICE, Decimal("270.00")),
+            Step.NOTHING,
+            None,
+        ),
+        # short of what is owed (a hold released early): never asked for again automatically
+        (facts(S.CONFIRMED, confirmed=True), held(P.VOIDED), Step.NOTHING, None),
+        (facts(S.CONFIRMED, confirmed=True), held(P.DECLINED), Step.NOTHING, None),
+    ],
+)
+def test_the_next_step(booking, payment, step, amount):
+    plan = next_step(booking=booking, payment=payment, open_operation=False, lapse_due=False)
+
+    assert (plan.step, plan.amount) == (step, amount)
+
+
+def test_an_open_operation_is_asked_again_before_anything_else():
+    for payment in (held(P.UNKNOWN), held(P.AUTHORIZED), held(P.CAPTURED, PRICE)):
+        plan = next_step(
+            booking=facts(S.CANCELLED, confirmed=True, fee=ZERO),
+            payment=payment,
+            open_operation=True,
+            lapse_due=False,
+        )
+        assert plan.step == Step.RESOLVE
+
+
+def test_an_authorization_that_provably_never_ran_is_abandoned_once_the_booking_ended():
+    plan = next_step(booking=facts(S.EXPIRED), payment=held(P.PENDING), open_operation=True, lapse_due=False)
+
+    assert plan.step == Step.ABANDON
+
+
+def test_a_capture_needs_the_partners_confirmation():
+    # a booking owing money it was never confirmed for (cancelled with a fee before confirming
+    # cannot happen: the fee is fixed only for a confirmed booking) is voided, not captured
+    plan = next_step(
+        booking=facts(S.CANCELLED, fee=Decimal("90.00")),
+        payment=held(P.AUTHORIZED),
+        open_operation=False,
+        lapse_due=False,
+    )
+
+    assert plan.step == Step.VOID
+
+
+def test_a_hold_about_to_lapse_while_undecided_is_voided():
+    payment = Held(P.AUTHORIZED, PRICE, ZERO, ZERO, datetime(2027, 1, 1, tzinfo=UTC))
+
+    assert (
+        next_step(
+            booking=facts(S.PENDING_PARTNER), payment=payment, open_operation=False, lapse_due=True
+        ).step
+        == Step.VOID
+    )
+
+
+@pytest.mark.parametrize(
+    ("booking", "payment", "rest"),
+    [
+        (facts(S.PENDING_PARTNER), held(P.AUTHORIZED), False),  # a hold lapses: never at rest
+        (facts(S.CONFIRMED, confirmed=True), held(P.CAPTURED, PRICE), True),
+        (facts(S.CANCELLED, confirmed=True, fee=ZERO), held(P.CAPTURED, PRICE), False),  # owes a refund
+        (facts(S.REJECTED), held(P.VOIDED), True),
+        (facts(S.AWAITING_PAYMENT), held(P.UNKNOWN), False),
+    ],
+)
+def test_at_rest(booking, payment, rest):
+    assert at_rest(booking=booking, payment=payment) is rest

@@ -1,0 +1,194 @@
+"""The provider's webhooks at /payments/webhooks/: verified over the raw body with our endpoint
+secret (Stripe-Signature), stored once per event id, applied through the one door by a worker's
+service, never moving a payment back, and refused whole when their money is in another currency.
+Deliveries are built and signed here as the provider signs them; the connector's tests and the
+fault tests cover the real provider's own."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+import uuid
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from django.test import Client
+from django.utils import timezone
+
+from bookings.customer_view import PaymentFacts, money_of
+from bookings.states import BookingState
+from payments.models import EventState, Payment, PaymentEvent, PaymentStatus
+from payments.services.webhooks import payment_event_process
+from reconciliation.services.sweeper import sweep
+from tests.factories import BookingFactory
+from tests.payments.conftest import WEBHOOK_SECRET, kinds
+
+S = BookingState
+P = PaymentStatus
+URL = "/payments/webhooks/"
+
+
+@pytest.fixture(autouse=True)
+def _secret(settings):
+    settings.STRIPE_WEBHOOK_SECRET = WEBHOOK_SECRET
+
+
+def paying_booking(
+    status: str = S.AWAITING_PAYMENT, payment_status: str = P.AUTHORIZING, **fields
+) -> Payment:
+    facts = PaymentFacts(state="authorizing", currency="EUR", amount=Decimal("360.00"))
+    booking = BookingFactory(status=status, customer_money=money_of(facts).as_json())
+    return Payment.objects.create(
+        booking=booking,
+        amount=Decimal("360.00"),
+        currency="EUR",
+        payment_method="pm_card_visa",
+        status=payment_status,
+        **fields,
+    )
+
+
+def intent(payment: Payment, status: str, *, currency: str = "eur", received: int = 0) -> dict:
+    return {
+        "id": payment.provider_intent_id or "pi_" + uuid.uuid4().hex[:24],
+        "object": "payment_intent",
+        "amount": 36_000,
+        "amount_received": received,
+        "currency": currency,
+        "status": status,
+        "metadata": {"payment": str(payment.pk), "booking": payment.booking.reference},
+        "latest_charge": "ch_" + uuid.uuid4().hex[:24],
+        "last_payment_error": None,
+        "cancellation_reason": None,
+    }
+
+
+def event(kind: str, obj: dict, event_id: str | None = None) -> bytes:
+    return json.dumps(
+        {
+            "id": event_id or "evt_" + uuid.uuid4().hex[:24],
+            "object": "event",
+            "type": kind,
+            "created": int(time.time()),
+            "data": {"object": obj},
+        }
+    ).encode()
+
+
+def signature(body: bytes, secret: str = WEBHOOK_SECRET) -> str:
+    at = int(time.time())
+    mac = hmac.new(secret.encode(), f"{at}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={at},v1={mac}"
+
+
+def deliver(body: bytes, sig: str | None = None):
+    sig = signature(body) if sig is None else sig
+    return Client().post(URL, body, content_type="application/json", HTTP_STRIPE_SIGNATURE=sig)
+
+
+def test_a_signed_event_is_stored_acknowledged_and_applied_by_the_one_door(db):
+    payment = paying_booking()
+    body = event("payment_intent.amount_capturable_updated", intent(payment, "requires_capture"))
+
+    response = deliver(body)
+    stored = PaymentEvent.objects.get()
+    payment_event_process(stored.pk)
+
+    assert (response.status_code, response.json()["status"]) == (202, "accepted")
+    assert (stored.payment, bytes(stored.body)) == (payment, body)
+    stored.refresh_from_db()
+    payment.refresh_from_db()
+    assert (stored.state, stored.tries, payment.status) == (EventState.PROCESSED, 1, P.AUTHORIZED)
+    booking = payment.booking
+    booking.refresh_from_db()
+    assert (booking.status, booking.customer_money["code"]) == (S.REQUESTED, "held")
+    assert kinds(booking)[-2:] == ["payment.authorized", "booking.requested"]
+
+
+def test_a_redelivered_event_is_stored_once(db):
+    payment = paying_booking()
+    body = event("payment_intent.amount_capturable_updated", intent(payment, "requires_capture"))
+
+    first, again = deliver(body), deliver(body)
+
+    assert (first.status_code, again.status_code, again.json()["status"]) == (202, 200, "duplicate")
+    assert PaymentEvent.objects.count() == 1
+
+
+@pytest.mark.parametrize("signed", ["another secret", "no signature", "changed body"])
+def test_an_event_not_signed_with_our_secret_is_refused_and_not_stored(db, signed):
+    payment = paying_booking()
+    body = event("payment_intent.succeeded", intent(payment, "succeeded", received=36_000))
+    sig = {
+        "another secret": signature(body, "whsec_not_ours"),
+        "no signature": "",
+        "changed body": signature(body.replace(b"succeeded", b"canceled")),
+    }[signed]
+
+    response = deliver(body, sig)
+
+    assert (response.status_code, response.json()["error"]["code"]) == (400, "invalid_signature")
+    assert PaymentEvent.objects.count() == 0
+
+
+def test_an_event_about_nothing_of_ours_is_acknowledged_and_kept_as_ignored(db):
+    stranger = paying_booking()
+    body = event("payment_intent.succeeded", {**intent(stranger, "succeeded"), "metadata": {}})
+
+    response = deliver(body)
+
+    assert (response.status_code, response.json()["status"]) == (200, "ignored")
+    assert PaymentEvent.objects.get().state == EventState.IGNORED
+
+
+def test_money_in_another_currency_is_refused_whole_and_changes_nothing(db):
+    payment = paying_booking()
+    deliver(
+        event("payment_intent.amount_capturable_updated", intent(payment, "requires_capture", currency="usd"))
+    )
+
+    payment_event_process(PaymentEvent.objects.get().pk)
+
+    stored = PaymentEvent.objects.get()
+    payment.refresh_from_db()
+    assert (stored.state, payment.status) == (EventState.FAILED, P.AUTHORIZING)
+    assert "currency 'usd' is not the payment's EUR" in stored.error
+    assert kinds(payment.booking)[-1] == "payment.webhook.refused"
+
+
+def test_an_older_event_arriving_after_a_newer_one_moves_nothing_back(db):
+    payment = paying_booking(S.CONFIRMED, P.AUTHORIZED, provider_intent_id="pi_" + "a" * 24)
+    newer = event("payment_intent.succeeded", intent(payment, "succeeded", received=36_000))
+    older = event("payment_intent.amount_capturable_updated", intent(payment, "requires_capture"))
+
+    for body in (newer, older):
+        deliver(body)
+        payment_event_process(PaymentEvent.objects.latest("id").pk)
+
+    payment.refresh_from_db()
+    assert (payment.status, payment.captured_amount) == (P.CAPTURED, Decimal("360.00"))
+    assert kinds(payment.booking)[-1] == "payment.observation.stale"
+
+
+def test_a_stored_event_whose_message_was_lost_is_queued_by_the_sweeper_once(db, broker, settings):
+    payment = paying_booking()
+    deliver(event("payment_intent.amount_capturable_updated", intent(payment, "requires_capture")))
+    PaymentEvent.objects.update(
+        received_at=timezone.now() - timedelta(seconds=settings.RECONCILE_INBOUND_STALE_S + 1)
+    )
+
+    first, second = sweep(), sweep()
+
+    assert (first.payment_events_requeued, second.payment_events_requeued) == (1, 0)
+
+
+def test_a_body_larger_than_an_event_may_be_is_refused(db, settings):
+    settings.WEBHOOK_MAX_BYTES = 100
+    payment = paying_booking()
+
+    response = deliver(event("payment_intent.succeeded", intent(payment, "succeeded")))
+
+    assert response.status_code == 413 and PaymentEvent.objects.count() == 0
