@@ -105,6 +105,15 @@ def test_the_endpoint_lists_every_named_metric(client, open_metrics, broker):
     assert {name: named.get(name) for name in NAMED} == NAMED
 
 
+def test_the_readme_names_exactly_these_metrics():
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Metrics and logs", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    named = {name for row in rows for name in re.findall(r"`(bookings_\w+)`", row.split(" | ")[0])}
+
+    assert named == set(NAMED)
+
+
 @pytest.mark.django_db
 def test_openmetrics_is_answered_to_a_scraper_that_asks_for_it(client, open_metrics, broker):
     response = client.get("/metrics", HTTP_ACCEPT="application/openmetrics-text; version=1.0.0")
@@ -335,6 +344,34 @@ def test_database_down_the_redis_figures_still_answer(client, open_metrics, brok
     assert value(text, "bookings_metrics_source_up", source="redis") == 1.0
     assert value(text, "bookings_queue_depth", queue="webhooks") == 0.0  # the actors' queues
     assert not any(name in ("bookings_by_state", "bookings_needs_attention") for name, _ in samples(text))
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="a statement timeout is PostgreSQL's")
+def test_a_slow_database_is_cut_off_by_the_scrapes_statement_timeout(
+    client, open_metrics, broker, transactional_db
+):
+    open_metrics.METRICS_QUERY_TIMEOUT_MS = 200
+
+    def slow(execute, sql, params, many, context):
+        if "GROUP BY" in sql and '"status"' in sql:  # the count by state takes a second
+            execute("SELECT pg_sleep(1)", None, False, context)
+        return execute(sql, params, many, context)
+
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW statement_timeout")
+        server_default = cursor.fetchone()
+
+    with connection.execute_wrapper(slow):
+        response = client.get("/metrics")
+
+    assert response.status_code == 200
+    text = response.content.decode()
+    assert value(text, "bookings_metrics_source_up", source="database") == 0.0
+    assert value(text, "bookings_metrics_source_seconds", source="database") < 1
+    assert value(text, "bookings_metrics_source_up", source="redis") == 1.0
+    with connection.cursor() as cursor:  # the timeout was the scrape's transaction's alone
+        cursor.execute("SHOW statement_timeout")
+        assert cursor.fetchone() == server_default
 
 
 def test_a_metric_that_cannot_be_written_never_fails_the_call_it_counts(monkeypatch, caplog):
