@@ -67,14 +67,15 @@ class OutcomeUnknown(Exception):
 
 
 # --- queueing ---------------------------------------------------------------------------------
-def queue(notification_id: int) -> None:
-    """Send the notification's message to its actor, by name (the core never imports actors)."""
+def queue(notification_id: int, *, options: dict | None = None) -> None:
+    """Send the notification's message to its actor, by name (the core never imports actors);
+    `options` travel with the message (the sweeper's claim on it)."""
     message = dramatiq.Message(
         queue_name=NOTIFICATIONS_QUEUE,
         actor_name=SEND_NOTIFICATION,
         args=(notification_id,),
         kwargs={},
-        options={},
+        options=dict(options or {}),
     )
     dramatiq.get_broker().enqueue(message)
 
