@@ -495,7 +495,7 @@ def test_every_process_of_the_machine_in_one_scrape(transactional_db, stack, tmp
              "--workers", "2", "--threads", "2", "--no-control-socket", "--access-logfile", "-"],
         )  # fmt: skip
         base = f"http://127.0.0.1:{web_port}"
-        wait_until(lambda: stack._answers(base), what="gunicorn", timeout_s=60, interval_s=0.2)
+        wait_until(lambda: _get(f"{base}/healthz", {}), what="gunicorn", timeout_s=60, interval_s=0.2)
         scraper = requests.Session()
         scraper.headers["Authorization"] = f"Bearer {TOKEN}"
 
