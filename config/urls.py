@@ -3,8 +3,8 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from config.health import healthz
-from config.metrics.views import metrics
 from reconciliation.apis import BookingTimelineApi
+from reconciliation.metrics.views import metrics
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),

@@ -1,12 +1,13 @@
-"""Metrics for Prometheus: `GET /metrics` (config.metrics.views), open in development and behind a
-bearer token (METRICS_TOKEN) in production.
+"""Metrics for Prometheus: `GET /metrics` (reconciliation.metrics.views), open in development and
+behind a bearer token (METRICS_TOKEN) in production. This package holds what every app records
+into and the multiprocess plumbing; it imports no app (the scrape-time reads live above them).
 
 Two kinds of figure, made in two ways:
 
 - what the database and Redis hold (bookings by state, needs_attention by reason, each queue's
   depth, each partner's circuit breaker) is read when Prometheus scrapes, by a collector
-  (config.metrics.collector): a handful of aggregate queries and one Redis round trip, the same
-  answer from whichever web process is asked;
+  (reconciliation.metrics.collector): a handful of aggregate queries and one Redis round trip,
+  the same answer from whichever web process is asked;
 - what happens in a process (a worker's partner call, a webhook received, a partner's change
   applied, a sweep, Dramatiq's messages) is counted where it happens (config.metrics.events,
   config.metrics.worker). Web servers and workers run several processes, so these are kept in

@@ -313,7 +313,7 @@ def test_production_refuses_a_weak_metrics_token(token):
 @pytest.mark.django_db
 def test_redis_down_the_database_figures_still_answer(client, open_metrics, broker, monkeypatch):
     dead = redis.Redis(unix_socket_path="/nonexistent/redis.sock", socket_connect_timeout=0.2)
-    monkeypatch.setattr("config.metrics.collector.redis_client", lambda: dead)
+    monkeypatch.setattr("reconciliation.metrics.collector.redis_client", lambda: dead)
     BookingFactory(status=S.CONFIRMED)
 
     live, broker.client = broker.client, dead  # put back before the broker fixture's teardown

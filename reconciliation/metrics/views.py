@@ -22,8 +22,8 @@ from prometheus_client.registry import Collector
 
 from config.errors import error_response
 from config.metrics import events
-from config.metrics.collector import StateCollector
 from config.metrics.exposition import bearer_token_matches
+from reconciliation.metrics.collector import StateCollector
 
 
 class _ThisProcess(Collector):
