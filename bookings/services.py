@@ -306,6 +306,13 @@ def booking_create(*, customer, request: BookingRequest, idempotency_key: str) -
                 return replay
             if Booking.objects.filter(reference=booking.reference).exists():
                 continue  # the random reference was taken: draw another
+            if request.quote_id is not None and Booking.objects.filter(quote_id=request.quote_id).exists():
+                # The quote's booking exists, made by a request that differs only in how it pays
+                # (the quote fixes the stay): it is not this request's to answer.
+                raise Unprocessable(
+                    "This quote is booked already, with another payment method.",
+                    code="quote_booked_otherwise",
+                ) from None
             raise
         if rows:
             ports.payment_run_on_commit(booking.pk)  # the partner is asked once the money is held

@@ -66,9 +66,21 @@ class ConfirmForm(ServiceForm):
 _KEY_FORMAT = f"Use 1 to {IDEMPOTENCY_KEY_MAX_LENGTH} printable ASCII characters."
 
 
+# The payment provider's test cards (its card element's ids): where a real deployment puts the
+# provider's card element, the customer pages of the sandbox offer these.
+TEST_CARDS = [
+    ("", "No card: nothing is taken now"),
+    ("pm_card_visa", "Test card Visa 4242: authorized"),
+    ("pm_card_chargeDeclined", "Test card Visa 0002: declined"),
+    ("pm_card_chargeDeclinedInsufficientFunds", "Test card Visa 9995: declined, insufficient funds"),
+    ("pm_card_riskLevelElevated", "Test card Visa 9235: authorized, placed in review"),
+]
+
+
 class BookForm(ServiceForm):
     """Book: the attempt's Idempotency-Key, which the page's script makes and keeps (web.js);
-    empty when no script ran. The API's rules for the key apply, in its words."""
+    empty when no script ran. The API's rules for the key apply, in its words. The card to pay
+    with is the API's `payment_method`."""
 
     idempotency_key = forms.CharField(
         label="Booking attempt",
@@ -77,6 +89,13 @@ class BookForm(ServiceForm):
         validators=[RegexValidator(IDEMPOTENCY_KEY_PATTERN, message=_KEY_FORMAT)],
         error_messages={"max_length": _KEY_FORMAT},
         widget=forms.HiddenInput(attrs={"data-attempt-key": ""}),
+    )
+    payment_method = forms.ChoiceField(
+        label="Card",
+        required=False,
+        choices=TEST_CARDS,
+        help_text="We ask your bank to hold the price before we send your booking to the partner, "
+        "and charge it only once the partner confirms.",
     )
 
 

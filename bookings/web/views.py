@@ -125,6 +125,7 @@ def quote_book(request: HttpRequest, quote_id: UUID) -> HttpResponse:
                 end_date=quote.end_date,
                 guests=quote.guests,
                 quote_id=quote.pk,
+                payment_method=form.cleaned_data["payment_method"],
             ),
             idempotency_key=form.cleaned_data["idempotency_key"] or booking_key(quote),
         )
