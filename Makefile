@@ -25,8 +25,13 @@ run: demo
 	$(PY) manage.py collectstatic --noinput --verbosity 0
 	$(PY) -m config.devstack
 
+# The suite on TEST_WORKERS processes (pytest-xdist; tests that share one machine-wide resource are
+# grouped onto one worker), then the whole-system runs (`solo`: the chaos and cluster runs), each
+# with the machine to itself. `pytest -n 0` or a path runs serially as usual.
+TEST_WORKERS ?= 2
 test: install
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup -m "not solo"
+	$(PY) -m pytest -m solo
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -21,11 +21,19 @@ def pytest_configure(config: pytest.Config) -> None:
     from django.conf import settings
 
     os.environ["TEST_RUN_ID"] = settings.TEST_RUN_ID
+    if _xdist_controller(config):
+        return  # it runs no test: each worker starts what it needs (config/settings/test.py)
     if settings.EMBEDDED_REDIS_DIR is not None:
         from config import embedded_redis
 
         _embedded = embedded_redis.EmbeddedRedis(settings.EMBEDDED_REDIS_DIR).start()
     os.environ["REDIS_URL"] = settings.REDIS_URL
+
+
+def _xdist_controller(config: pytest.Config) -> bool:
+    """Is this the process that hands tests to pytest-xdist's workers (`-n N`, N > 0)?"""
+    workers = config.getoption("numprocesses", default=None)
+    return not hasattr(config, "workerinput") and workers not in (None, 0, "0")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -2,7 +2,8 @@
 
 Each test run gets its own test database, Redis namespace and (without REDIS_URL) its own
 embedded Redis, keyed by TEST_RUN_ID (default: the process id), so that two runs on one
-machine never wipe each other's data. Processes a test starts inherit TEST_RUN_ID and REDIS_URL.
+machine never wipe each other's data, nor two pytest-xdist workers of one run. Processes a test
+starts inherit TEST_RUN_ID and REDIS_URL.
 """
 
 import os
@@ -22,6 +23,11 @@ from .base import (
 )
 
 TEST_RUN_ID = os.environ.get("TEST_RUN_ID") or str(os.getpid())
+# Under pytest-xdist each worker is a run of its own (its database, namespaces and, embedded, its
+# Redis); the processes a worker starts inherit both variables and keep its id.
+_XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+if _XDIST_WORKER and not TEST_RUN_ID.endswith(f"-{_XDIST_WORKER}"):
+    TEST_RUN_ID = f"{TEST_RUN_ID}-{_XDIST_WORKER}"
 
 DEBUG = False
 SECRET_KEY = "test-only-secret-key-not-for-production-3b7c9e1f5a2d4b6c8e0f1a3c5e7b9d1f"

@@ -23,6 +23,7 @@ IS_POSTGRES = settings.DATABASES["default"]["ENGINE"] == "django.db.backends.pos
 
 pytestmark = [
     pytest.mark.integration,
+    pytest.mark.solo,  # its timeliness checks measure the whole machine
     pytest.mark.skipif(
         not IS_POSTGRES,
         reason="the chaos run needs PostgreSQL: many processes write at once, and it drops their "

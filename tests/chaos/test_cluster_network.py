@@ -23,9 +23,13 @@ from chaos.procs import wait_until
 ROOT = Path(__file__).resolve().parents[2]
 PORT = 9000
 
-pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0, reason="needs root: creates network namespaces, veth links and a bridge"
-)
+pytestmark = [
+    pytest.mark.skipif(
+        os.geteuid() != 0, reason="needs root: creates network namespaces, veth links and a bridge"
+    ),
+    # One machine has one set of the cluster's bridge, links and addresses: one test at a time.
+    pytest.mark.xdist_group("cluster-network"),
+]
 
 
 @pytest.fixture

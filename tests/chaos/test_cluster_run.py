@@ -34,6 +34,7 @@ IS_POSTGRES = settings.DATABASES["default"]["ENGINE"] == "django.db.backends.pos
 
 pytestmark = [
     pytest.mark.integration,
+    pytest.mark.solo,  # nine hosts' processes and "leaves nothing" are judged machine-wide
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root: network namespaces, veth links, a bridge"),
     pytest.mark.skipif(
         not IS_POSTGRES,
