@@ -1,6 +1,6 @@
 """The support console: the Django admin, extended with the timeline, the support actions, the
-needs-attention queue, partner health, stored-webhook replay, the state machine diagram, and the
-orphan cases (`orphan_admin`).
+needs-attention queue, partner health, stored-webhook replay, the state machine diagram, the
+orphan cases (`orphan_admin`), and the payment panel, actions and health (`payment_admin`).
 
 Every button here is an interface over `reconciliation.services.support`: it shows the action's
 preview (our state beside the partner's), and a confirmed POST calls the service, which checks
@@ -26,6 +26,7 @@ from partners.admin import InboundEventAdmin, PartnerAdmin
 from partners.models import InboundEvent, Partner
 from reconciliation import diagram, orphan_admin  # noqa: F401 - orphan_admin registers its console
 from reconciliation.apis import booking_timeline_json
+from reconciliation.payment_admin import PaymentConsoleMixin
 from reconciliation.selectors.attention import needs_attention_queue, needs_attention_summary, urgent_until
 from reconciliation.selectors.orphans import open_orphans_by_partner
 from reconciliation.selectors.partner_feed import FEED_PAGE, FILTERS, partner_feed
@@ -72,7 +73,7 @@ admin.site.unregister(Booking)
 
 
 @admin.register(Booking)
-class SupportBookingAdmin(BookingAdmin):
+class SupportBookingAdmin(PaymentConsoleMixin, BookingAdmin):
     change_form_template = "admin/reconciliation/booking_change_form.html"
     change_list_template = "admin/reconciliation/booking_change_list.html"
     actions = ["force_sync_selected"]

@@ -1,0 +1,75 @@
+"""Support's own records: what the support actions need to remember between two people.
+
+`RefundProposal` is a refund above `PAYMENTS_REFUND_APPROVAL_ABOVE` that one person proposed and
+another must approve before it runs (the two-person rule, docs/console.md). The proposal is the
+state between the two; the audit is on the booking's timeline (`support.refund_proposed`,
+`support.refund_approved`, `support.refund_rejected`), written in the same transaction as each
+change of it. The permissions of the payment actions are declared here, beside the record the
+approval needs.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+
+class ProposalState(models.TextChoices):
+    PENDING = "pending", "Waiting for a second person's approval"
+    APPROVED = "approved", "Approved: the refund was asked of the provider"
+    REJECTED = "rejected", "Rejected (or withdrawn): nothing was refunded"
+
+
+class RefundProposal(models.Model):
+    id = models.BigAutoField(primary_key=True)
+    booking = models.ForeignKey("bookings.Booking", on_delete=models.PROTECT, related_name="refund_proposals")
+    payment = models.ForeignKey("payments.Payment", on_delete=models.PROTECT, related_name="refund_proposals")
+    amount = models.DecimalField(max_digits=12, decimal_places=2)
+    currency = models.CharField(max_length=3)
+    note = models.TextField()
+    state = models.CharField(max_length=10, choices=ProposalState.choices, default=ProposalState.PENDING)
+    proposed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    proposed_by_label = models.CharField(max_length=150)
+    proposed_at = models.DateTimeField(default=timezone.now)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    decided_by_label = models.CharField(max_length=150, blank=True)
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decision_note = models.TextField(blank=True)
+    # The refund the approval asked for (its key, tries and outcome are the operation's).
+    operation = models.OneToOneField(
+        "payments.PaymentOperation",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="refund_proposal",
+    )
+
+    class Meta:
+        ordering = ["-proposed_at", "-id"]
+        constraints = [
+            # While one waits, another would let two approvals together refund more than the
+            # approver of either saw: one at a time per payment.
+            models.UniqueConstraint(
+                fields=["payment"], condition=Q(state="pending"), name="refund_proposal_one_pending"
+            ),
+            models.CheckConstraint(condition=Q(amount__gt=0), name="refund_proposal_amount_positive"),
+        ]
+        permissions = [
+            ("refund_payment", "Can refund a payment (above the approval amount: propose one)"),
+            ("approve_refund", "Can approve or reject another person's refund proposal"),
+            ("capture_payment", "Can retry the capture of a payment's hold"),
+            ("void_payment", "Can void a payment's hold"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Refund {self.amount} {self.currency} of {self.booking_id} ({self.state})"
+
+    @property
+    def pending(self) -> bool:
+        return self.state == ProposalState.PENDING

@@ -5,7 +5,10 @@ already describes (by `attempt_id`, `observation_id` or `inbound_event_id` in it
 attached to that row's data instead of showing twice; the others get rows of their own, built
 one small function per source, ignored ones marked as such. A delivery is here only when it is
 linked to the booking, which only an authentic one ever is: what anyone could have posted, naming
-the booking or not, is in its partner's feed (`partner_feed`), never here.
+the booking or not, is in its partner's feed (`partner_feed`), never here. A booking that pays
+adds its payment's operations and the provider's webhook deliveries the same way: attached to the
+event that names them (an operation by its key, a delivery by its event id), else rows of their
+own (`payments/timeline.py` words them).
 """
 
 from __future__ import annotations
@@ -14,10 +17,12 @@ import base64
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 from django.db.models import Q
 
+from bookings import ports
 from bookings.models import Actor, Booking, BookingEvent, Notification
 from bookings.notifications import message_id, timeline_entries
 from partners.models import (
@@ -38,6 +43,8 @@ from partners.timeline import (
     observation_data,
     observation_summary,
 )
+from payments.models import OperationState, PaymentEvent, PaymentOperation
+from payments.timeline import event_data, event_mark, event_summary, operation_data, operation_summary
 from reconciliation.selectors.partner_feed import delivery_mark
 
 # Where a row came from; the admin template and the command colour rows by it. Rows at the same
@@ -49,6 +56,8 @@ SOURCE_INBOUND = "inbound"
 SOURCE_COMPENSATION = "compensation"
 SOURCE_ORPHAN_CASE = "orphan_case"  # the history of an orphan case that was linked to the booking
 SOURCE_NOTIFICATION = "notification"  # mail owed to the customer about a change they were shown
+SOURCE_PAYMENT_OPERATION = "payment_operation"  # something asked of the payment provider
+SOURCE_PAYMENT_EVENT = "payment_event"  # a webhook delivery of the payment provider
 _SOURCE_ORDER = {
     source: rank
     for rank, source in enumerate(
@@ -60,6 +69,8 @@ _SOURCE_ORDER = {
             SOURCE_COMPENSATION,
             SOURCE_ORPHAN_CASE,
             SOURCE_NOTIFICATION,
+            SOURCE_PAYMENT_OPERATION,
+            SOURCE_PAYMENT_EVENT,
         ]
     )
 }
@@ -111,7 +122,7 @@ class TimelineRow:
 @dataclass(frozen=True)
 class _Story:
     """Everything recorded about one booking, by id (six queries; seven when one of its
-    reservations was an orphan with a case)."""
+    reservations was an orphan with a case; two more when it pays)."""
 
     booking: Booking
     events: list[BookingEvent]
@@ -121,6 +132,8 @@ class _Story:
     reservations: list[PartnerReservation]
     orphan_events: list[OrphanCaseEvent]
     notifications: list[Notification]
+    payment_operations: list[PaymentOperation]
+    payment_events: list[PaymentEvent]
 
     @classmethod
     def read(cls, booking: Booking) -> _Story:
@@ -133,6 +146,7 @@ class _Story:
             .order_by("first_seen_at", "id")
         )
         cases = [r.orphan_case.pk for r in reservations if hasattr(r, "orphan_case")]
+        pays = ports.pays(booking)
         return cls(
             booking=booking,
             events=list(BookingEvent.objects.filter(booking=booking).order_by("occurred_at", "id")),
@@ -153,11 +167,39 @@ class _Story:
                 else []
             ),
             notifications=list(Notification.objects.filter(booking=booking).order_by("created_at", "id")),
+            payment_operations=(
+                list(PaymentOperation.objects.filter(payment__booking=booking).order_by("opened_at", "id"))
+                if pays
+                else []
+            ),
+            payment_events=(
+                list(PaymentEvent.objects.filter(payment__booking=booking).order_by("received_at", "id"))
+                if pays
+                else []
+            ),
         )
 
     def described(self, key: str) -> set[int]:
         """The ids that events name in their data under `key` (e.g. `attempt_id`)."""
         return {(event.data or {}).get(key) for event in self.events} - {None}
+
+    @cached_property
+    def operations_by_key(self) -> dict[str, PaymentOperation]:
+        return {operation.idempotency_key: operation for operation in self.payment_operations}
+
+    @cached_property
+    def payment_event_rows(self) -> dict[str, int]:
+        """The first event row describing each provider delivery, by the delivery's event id: the
+        rows its processing wrote (their actor label is the event id) or its refusal named."""
+        ids = {event.event_id for event in self.payment_events}
+        first: dict[str, int] = {}
+        for event in self.events:
+            named = (event.data or {}).get("event") if event.kind == "payment.webhook.refused" else None
+            label = event.actor_label if event.actor == Actor.WEBHOOK else None
+            for event_id in (named, label):
+                if event_id in ids and event_id not in first:
+                    first[event_id] = event.pk
+        return first
 
 
 def _observation_detail(observation: PartnerObservation) -> dict[str, Any]:
@@ -225,6 +267,12 @@ def _event_row(event: BookingEvent, story: _Story) -> TimelineRow:
         data["observation"] = _observation_detail(observation)
     if delivery is not None:
         data["inbound_event"] = _inbound_data(delivery)
+    operation = story.operations_by_key.get(data.get("idempotency_key") or "")
+    if operation is not None:
+        data["payment_operation"] = operation_data(operation)
+    for payment_event in story.payment_events:
+        if story.payment_event_rows.get(payment_event.event_id) == event.pk:
+            data["payment_event"] = event_data(payment_event)
     partner_time = event.partner_time or (delivery.partner_timestamp if delivery else None)
     return TimelineRow(
         at=event.occurred_at,
@@ -367,9 +415,39 @@ def _notification_rows(notification: Notification) -> list[TimelineRow]:
     ]
 
 
+def _payment_operation_row(operation: PaymentOperation, currency: str) -> TimelineRow:
+    """An operation no event names (e.g. committed, and its run died before the first call)."""
+    return TimelineRow(
+        at=operation.opened_at,
+        kind=f"payment.operation.{operation.state}",
+        actor=Actor.WORKER,
+        actor_label="",
+        summary=operation_summary(operation, currency),
+        source=SOURCE_PAYMENT_OPERATION,
+        source_id=operation.pk,
+        mark="in_flight" if operation.state == OperationState.OPEN else "",
+        data=operation_data(operation),
+    )
+
+
+def _payment_event_row(event: PaymentEvent) -> TimelineRow:
+    """A provider delivery no event describes: not processed yet, or set aside."""
+    return TimelineRow(
+        at=event.received_at,
+        kind=f"payment.webhook.{event.state}",
+        actor=Actor.WEBHOOK,
+        actor_label=event.event_id,
+        summary=event_summary(event),
+        source=SOURCE_PAYMENT_EVENT,
+        source_id=event.pk,
+        mark=event_mark(event),
+        data=event_data(event),
+    )
+
+
 def booking_timeline(booking: Booking) -> list[TimelineRow]:
     """Everything that happened to one booking, in our time order (six queries, seven with the
-    history of an orphan case linked to it)."""
+    history of an orphan case linked to it, two more when it pays)."""
     story = _Story.read(booking)
     attempts_described = story.described("attempt_id")
     observations_described = story.described("observation_id")
@@ -391,5 +469,13 @@ def booking_timeline(booking: Booking) -> list[TimelineRow]:
         if e.pk not in story.described("orphan_case_event_id")
     ]
     rows += [row for notification in story.notifications for row in _notification_rows(notification)]
+    keys_named = story.described("idempotency_key")
+    rows += [
+        _payment_operation_row(o, booking.currency)
+        for o in story.payment_operations
+        if o.idempotency_key not in keys_named
+    ]
+    described_deliveries = story.payment_event_rows
+    rows += [_payment_event_row(e) for e in story.payment_events if e.event_id not in described_deliveries]
     rows.sort(key=lambda row: (row.at, _SOURCE_ORDER[row.source], row.source_id))
     return rows

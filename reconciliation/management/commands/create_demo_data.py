@@ -30,6 +30,8 @@ GROUP_PERMISSIONS = {
         "partners.view_inboundevent",
         "partners.view_orphancase",
         "partners.close_orphan",
+        "reconciliation.view_refundproposal",
+        "reconciliation.refund_payment",
     ],
 }
 GROUP_PERMISSIONS["ops"] = [
@@ -41,6 +43,10 @@ GROUP_PERMISSIONS["ops"] = [
     "partners.cancel_orphan",
     "partners.link_orphan",
     "partners.close_live_orphan",
+    "payments.view_provider_truth",
+    "reconciliation.capture_payment",
+    "reconciliation.void_payment",
+    "reconciliation.approve_refund",
 ]
 USERS = [
     # username, password, group, superuser

@@ -1,0 +1,159 @@
+"""Shared parts of the payment action commands: a booking's payment (refund, capture, void) or a
+refund proposal (approve, reject) as the target, its preview beside the provider's live answer
+as a rich table, and the action run in this process (the provider asked before the command ends)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import CommandParser
+from rich.console import Console
+from rich.table import Table
+
+from reconciliation.management.commands._ops import ActionCommand
+from reconciliation.services import support
+from reconciliation.services.support import payments as money
+
+
+def payment_preview_table(shown: money.PaymentPreview) -> Table:
+    booking, payment, side = shown.booking, shown.payment, shown.provider
+    table = Table(title=f"{shown.title}: {booking.reference}", show_lines=False)
+    table.add_column("")
+    table.add_column("ours")
+    table.add_column(f"provider ({'live' if side and side.live else 'last known'})")
+    table.add_row("booking", f"{booking.status} (customer sees {booking.customer_status})", "")
+    if payment is None:
+        table.add_row("payment", "none: the booking does not pay through us", "")
+        return table
+    money_ = payment.currency
+    table.add_row("amount", f"{payment.amount} {money_}", "")
+    if side is not None:
+        for pair in side.pairs:
+            mark = " [bold red]≠[/]" if pair.mismatch else ""
+            table.add_row(pair.name, pair.ours or "-", (pair.theirs or "-") + mark)
+    table.add_row("refundable", f"{shown.refundable} {money_}", "")
+    table.add_row("owed now", "not decided" if shown.owed is None else f"{shown.owed} {money_}", "")
+    if shown.show_ids:
+        table.add_row("intent", payment.provider_intent_id or "(none yet)", "")
+    if shown.proposal is not None:
+        p = shown.proposal
+        table.add_row(
+            f"proposal #{p.pk}", f"{p.amount} {p.currency} by {p.proposed_by_label} ({p.state})", p.note[:60]
+        )
+    if side is not None and side.note:
+        table.caption = side.note
+    return table
+
+
+def print_payment_preview(console: Console, shown: money.PaymentPreview) -> None:
+    console.print(payment_preview_table(shown))
+    if shown.allowed:
+        for effect in shown.effects:
+            console.print(f"  • {effect}")
+        for warning in shown.warnings:
+            console.print(f"  [yellow]! {warning}[/]")
+    else:
+        console.print(f"[bold red]Not possible now:[/] {shown.refusal}")
+
+
+class PaymentActionCommand(ActionCommand):
+    """`<action>_payment REF`: preview the booking's payment beside the provider's, then act."""
+
+    confirm_question = "This moves the customer's money at the provider."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("references", nargs="+", metavar="REF", help="Booking reference(s).")
+        super().add_arguments(parser)
+
+    def permission(self) -> str:
+        return money.PAYMENT_ACTIONS[self.action]["permission"]
+
+    def targets(self, options: dict[str, Any]) -> list[Any]:
+        return [support.booking_by_reference(reference) for reference in options["references"]]
+
+    def amount(self, booking, options: dict[str, Any]):
+        return None
+
+    def preview(
+        self, target: Any, operator: support.Operator, options: dict[str, Any]
+    ) -> money.PaymentPreview:
+        return money.payment_preview(
+            self.action,
+            target,
+            operator=operator,
+            amount=self.amount(target, options),
+            live=not options["no_live"],
+        )
+
+    def print_preview(self, console: Console, shown: money.PaymentPreview) -> None:
+        print_payment_preview(console, shown)
+
+    def perform(
+        self, shown: money.PaymentPreview, operator: support.Operator, token: str, options: dict[str, Any]
+    ) -> money.PaymentActionResult:
+        return money.payment_action_run(
+            self.action,
+            booking_id=shown.booking.pk,
+            operator=operator,
+            token=token,
+            note=options["note"],
+            amount=shown.amount,
+            inline=True,
+        )
+
+    def label(self, shown: money.PaymentPreview) -> str:
+        return shown.booking.reference
+
+
+class ProposalCommand(ActionCommand):
+    """`approve_refund PROPOSAL [--reject]`: preview the proposal beside the provider, then decide."""
+
+    action = money.APPROVE
+    confirm_question = "This decides another person's refund (approved: the provider refunds it now)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("proposals", nargs="+", metavar="PROPOSAL", help="Refund proposal number(s).")
+        parser.add_argument(
+            "--reject",
+            action="store_true",
+            help="Reject it (its proposer: withdraw it); nothing is refunded.",
+        )
+        super().add_arguments(parser)
+
+    def handle(self, *args, **options) -> None:
+        self.action = money.REJECT if options["reject"] else money.APPROVE
+        super().handle(*args, **options)
+
+    def permission(self) -> str:
+        if self.action == money.REJECT:
+            # Its proposer may withdraw it without the approve permission: the service decides.
+            return money.PAYMENT_ACTIONS[money.REFUND]["permission"]
+        return money.PAYMENT_ACTIONS[self.action]["permission"]
+
+    def targets(self, options: dict[str, Any]) -> list[Any]:
+        return [money.proposal_by_id(value) for value in options["proposals"]]
+
+    def preview(
+        self, target: Any, operator: support.Operator, options: dict[str, Any]
+    ) -> money.PaymentPreview:
+        return money.proposal_preview(self.action, target, operator=operator, live=not options["no_live"])
+
+    def print_preview(self, console: Console, shown: money.PaymentPreview) -> None:
+        print_payment_preview(console, shown)
+
+    def perform(
+        self, shown: money.PaymentPreview, operator: support.Operator, token: str, options: dict[str, Any]
+    ) -> money.PaymentActionResult:
+        assert shown.proposal is not None
+        return money.payment_action_run(
+            self.action,
+            proposal_id=shown.proposal.pk,
+            operator=operator,
+            token=token,
+            note=options["note"],
+            inline=True,
+        )
+
+    def label(self, shown: money.PaymentPreview) -> str:
+        assert shown.proposal is not None
+        return f"refund proposal #{shown.proposal.pk} ({shown.booking.reference})"

@@ -1,0 +1,95 @@
+"""A day's settlement report: our payment ledger beside the provider's listing, every mismatch."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils import timezone
+
+from reconciliation.management.commands._ops import console_for, dump, rows_table
+from reconciliation.services.settlement import KINDS, ProviderUnavailable, settle_day
+
+# Exit codes: 0 the day settles, 1 mismatches were found, 2 the provider could not be listed.
+MISMATCHES, UNAVAILABLE = 1, 2
+
+
+class Command(BaseCommand):
+    help = (
+        "Compare our payment ledger for a UTC day (every payment an operation of ours touched, every refund "
+        "that succeeded) with the provider's listing of the intents and refunds created that day, like a "
+        "settlement report, and list every mismatch: an intent or refund on one side only, a status or an "
+        "amount that differs. Exit status 0 when the day settles, 1 when there are mismatches (so a cron job "
+        "can alert), 2 when the provider could not be listed."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--date", dest="day", help="The UTC day, YYYY-MM-DD (default: yesterday, UTC).")
+        parser.add_argument("--json", action="store_true", help="Print JSON only.")
+
+    def handle(self, *args, **options) -> None:
+        try:
+            day = (
+                date.fromisoformat(options["day"])
+                if options["day"]
+                else timezone.now().date() - timedelta(days=1)
+            )
+        except ValueError as exc:
+            raise CommandError(f"--date {options['day']!r} is not a day (YYYY-MM-DD).") from exc
+        try:
+            report = settle_day(day)
+        except ProviderUnavailable as exc:
+            if options["json"]:
+                dump(self, {"date": day.isoformat(), "error": str(exc), "mismatches": None})
+            raise CommandError(f"The provider could not be listed: {exc}", returncode=UNAVAILABLE) from exc
+        if options["json"]:
+            dump(self, report.as_dict())
+        else:
+            console = console_for(self)
+            console.print(
+                rows_table(
+                    f"Settlement of {day.isoformat()} (UTC)",
+                    ["currency", "captured ours", "captured provider", "refunded that day ours", "provider"],
+                    [
+                        (
+                            t.currency,
+                            t.captured_ours,
+                            t.captured_provider,
+                            t.refunded_on_day_ours,
+                            t.refunded_on_day_provider,
+                        )
+                        for t in report.totals.values()
+                    ],
+                )
+            )
+            console.print(
+                f"{report.intents_compared} intent(s) and {report.refunds_compared} refund(s) compared; "
+                f"the provider listed {report.provider_intents_listed} intent(s) and "
+                f"{report.provider_refunds_listed} refund(s) made that day."
+            )
+            if report.mismatches:
+                console.print(
+                    rows_table(
+                        f"{len(report.mismatches)} mismatch(es)",
+                        ["kind", "booking", "intent", "refund", "detail", "open operation"],
+                        [
+                            (
+                                m.kind,
+                                m.booking,
+                                m.intent,
+                                m.refund,
+                                m.detail,
+                                "yes" if m.open_operation else "",
+                            )
+                            for m in report.mismatches
+                        ],
+                    )
+                )
+                for kind in sorted({m.kind for m in report.mismatches}):
+                    console.print(f"  {kind}: {KINDS[kind]}")
+            else:
+                console.print("[green]The day settles: no mismatch.[/]")
+        if report.mismatches:
+            raise CommandError(
+                f"{len(report.mismatches)} mismatch(es) on {day.isoformat()}.", returncode=MISMATCHES
+            )

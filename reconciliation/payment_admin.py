@@ -1,0 +1,268 @@
+"""The support console's payments: the booking page's payment panel, each payment action's preview
+and confirmation, the refund proposals (the two-person rule) and payment health.
+
+As for the other actions, every button is an interface over the support services
+(`reconciliation.services.support.payments`): the page shows the action's preview (our payment
+beside the provider's live answer), and a confirmed POST calls the service, which checks the
+permission again, locks, re-checks, dedupes by the form's one-time token and audits. The provider
+is asked by a worker after commit: the page says the action was queued, the timeline its outcome.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.html import format_html
+
+from config.errors import ApplicationError
+from reconciliation.models import RefundProposal
+from reconciliation.selectors.payment_health import payment_health
+from reconciliation.selectors.payment_panel import payment_panel
+from reconciliation.services import support
+from reconciliation.services.support import payments as money
+
+
+class PaymentActionForm(forms.Form):
+    token = forms.CharField(widget=forms.HiddenInput, max_length=64)
+    amount = forms.DecimalField(
+        required=False, min_value=Decimal("0.01"), max_digits=12, decimal_places=2, help_text=""
+    )
+    note = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 70}),
+        help_text="Why; it goes on the booking's timeline with your name.",
+    )
+
+    def __init__(self, *args: Any, action: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if action == money.REFUND:
+            self.fields["amount"].required = True
+            self.fields["amount"].help_text = (
+                f"In the payment's currency. Above {money.approval_above()} it is only proposed, and a note "
+                "saying why is required."
+            )
+        else:
+            del self.fields["amount"]
+
+
+def _operator(request: HttpRequest) -> support.Operator:
+    return support.Operator.for_user(request.user)
+
+
+def _amount_param(request: HttpRequest, currency: str) -> Decimal | None:
+    raw = request.GET.get("amount", "").strip()
+    if not raw:
+        return None
+    try:
+        return money.parse_amount(raw, currency)
+    except ApplicationError:
+        return None
+
+
+class PaymentConsoleMixin:
+    """For the booking admin: the payment panel on the booking's page and the payment actions'
+    pages (preview, then a confirmed POST)."""
+
+    def get_urls(self):
+        wrap = self.admin_site.admin_view
+        prefix = f"{self.opts.app_label}_{self.opts.model_name}"
+        return [
+            path(
+                "<path:object_id>/payment/proposal/<int:proposal_id>/<str:decision>/",
+                wrap(self.refund_proposal_view),
+                name=f"{prefix}_refund_proposal",
+            ),
+            path(
+                "<path:object_id>/payment/<str:action>/",
+                wrap(self.payment_action_view),
+                name=f"{prefix}_payment_action",
+            ),
+            *super().get_urls(),
+        ]
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None):
+        booking = self.get_object(request, object_id)
+        extra = dict(extra_context or {})
+        if booking is not None and self.has_view_permission(request, booking):
+            extra["payment_panel"] = payment_panel(booking, operator=_operator(request))
+        return super().change_view(request, object_id, form_url, extra_context=extra)
+
+    def _paying_booking(self, request: HttpRequest, object_id: str):
+        booking = self.get_object(request, object_id)
+        if booking is None:
+            raise Http404("No such booking.")
+        if not self.has_view_permission(request, booking):
+            raise PermissionDenied
+        return booking
+
+    def _render(
+        self, request: HttpRequest, booking, shown: money.PaymentPreview, form, change_url: str, **extra
+    ):
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"{shown.title}: {booking.reference}",
+            "subtitle": None,
+            "opts": self.opts,
+            "original": booking,
+            "booking": booking,
+            "preview": shown,
+            "form": form,
+            "change_url": change_url,
+            "has_view_permission": True,
+            **extra,
+        }
+        return TemplateResponse(request, "admin/reconciliation/payment_action.html", context)
+
+    def _done(self, request: HttpRequest, booking, title: str, result: money.PaymentActionResult) -> None:
+        level = messages.SUCCESS if result.performed else messages.WARNING
+        messages.add_message(request, level, f"{booking.reference}: {title}. {result.message}")
+
+    def payment_action_view(self, request: HttpRequest, object_id: str, action: str) -> HttpResponse:
+        """GET: the preview (refund: of `?amount=`) and a confirm form. POST: perform it (once per token)."""
+        if action not in (money.REFUND, money.CAPTURE, money.VOID):
+            raise Http404("No such payment action.")
+        booking = self._paying_booking(request, object_id)
+        operator = _operator(request)
+        spec = money.PAYMENT_ACTIONS[action]
+        if not operator.can(spec["permission"]):
+            raise PermissionDenied
+        change_url = reverse("admin:bookings_booking_change", args=[booking.pk])
+        if request.method == "POST":
+            form = PaymentActionForm(request.POST, action=action)
+            if form.is_valid():
+                try:
+                    result = money.payment_action_run(
+                        action,
+                        booking_id=booking.pk,
+                        operator=operator,
+                        token=form.cleaned_data["token"],
+                        note=form.cleaned_data.get("note", ""),
+                        amount=form.cleaned_data.get("amount"),
+                    )
+                except support.SupportActionDenied as exc:
+                    raise PermissionDenied(exc.message) from exc
+                except ApplicationError as exc:
+                    if exc.fields:
+                        for name, errors in exc.fields.items():
+                            form.add_error(name if name in form.fields else None, errors)
+                    else:
+                        messages.error(request, f"{spec['title']}: {exc.message}")
+                        return HttpResponseRedirect(change_url)
+                else:
+                    self._done(request, booking, spec["title"], result)
+                    return HttpResponseRedirect(change_url)
+            amount = form.cleaned_data.get("amount")
+            shown = money.payment_preview(
+                action, booking, operator=operator, amount=amount, live=False, token=request.POST.get("token")
+            )
+        else:
+            currency = booking.currency
+            shown = money.payment_preview(
+                action, booking, operator=operator, amount=_amount_param(request, currency)
+            )
+            initial = {"token": shown.token}
+            if action == money.REFUND:
+                initial["amount"] = shown.amount if shown.amount is not None else shown.refundable
+            form = PaymentActionForm(initial=initial, action=action)
+        return self._render(request, booking, shown, form, change_url)
+
+    def refund_proposal_view(
+        self, request: HttpRequest, object_id: str, proposal_id: int, decision: str
+    ) -> HttpResponse:
+        """Approve or reject a refund proposal: GET the preview, POST the decision."""
+        action = {"approve": money.APPROVE, "reject": money.REJECT}.get(decision)
+        if action is None:
+            raise Http404("No such decision.")
+        booking = self._paying_booking(request, object_id)
+        proposal = RefundProposal.objects.filter(pk=proposal_id, booking=booking).first()
+        if proposal is None:
+            raise Http404("No such refund proposal.")
+        operator = _operator(request)
+        withdrawing = action == money.REJECT and proposal.proposed_by_id == request.user.pk
+        if not withdrawing and not operator.can(money.PAYMENT_ACTIONS[action]["permission"]):
+            raise PermissionDenied
+        change_url = reverse("admin:bookings_booking_change", args=[booking.pk])
+        title = "Withdraw the refund" if withdrawing else money.PAYMENT_ACTIONS[action]["title"]
+        if request.method == "POST":
+            form = PaymentActionForm(request.POST, action=action)
+            if form.is_valid():
+                try:
+                    result = money.payment_action_run(
+                        action,
+                        proposal_id=proposal.pk,
+                        operator=operator,
+                        token=form.cleaned_data["token"],
+                        note=form.cleaned_data.get("note", ""),
+                    )
+                except support.SupportActionDenied as exc:
+                    raise PermissionDenied(exc.message) from exc
+                except ApplicationError as exc:
+                    messages.error(request, f"{title}: {exc.message}")
+                    return HttpResponseRedirect(change_url)
+                self._done(request, booking, title, result)
+                return HttpResponseRedirect(change_url)
+            shown = money.proposal_preview(
+                action, proposal, operator=operator, live=False, token=request.POST.get("token")
+            )
+        else:
+            shown = money.proposal_preview(action, proposal, operator=operator)
+            form = PaymentActionForm(initial={"token": shown.token}, action=action)
+        shown.title = title
+        return self._render(request, booking, shown, form, change_url)
+
+
+@admin.register(RefundProposal)
+class RefundProposalAdmin(admin.ModelAdmin):
+    """Refund proposals, pending first: each links to its booking, where it is approved or rejected
+    (with its preview). Read-only here; and the payment health page."""
+
+    list_display = ("id", "booking_link", "amount", "currency", "state", "proposed_by_label", "proposed_at")
+    list_filter = ("state", "currency")
+    search_fields = ("booking__reference", "proposed_by_label", "decided_by_label")
+    ordering = ("state", "-proposed_at")
+    change_list_template = "admin/reconciliation/refundproposal_change_list.html"
+    readonly_fields = [f.name for f in RefundProposal._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def get_queryset(self, request: HttpRequest):
+        return super().get_queryset(request).select_related("booking")
+
+    @admin.display(description="booking", ordering="booking__reference")
+    def booking_link(self, proposal: RefundProposal):
+        url = reverse("admin:bookings_booking_change", args=[proposal.booking_id])
+        return format_html('<a href="{}#payment">{}</a>', url, proposal.booking.reference)
+
+    def get_urls(self):
+        wrap = self.admin_site.admin_view
+        return [
+            path("health/", wrap(self.health_view), name="reconciliation_payment_health"),
+            *super().get_urls(),
+        ]
+
+    def health_view(self, request: HttpRequest) -> HttpResponse:
+        if not request.user.has_perm("bookings.view_booking"):
+            raise PermissionDenied
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Payment health (last hour)",
+            "opts": self.opts,
+            "health": payment_health(),
+            "now": timezone.now(),
+        }
+        return TemplateResponse(request, "admin/reconciliation/payment_health.html", context)

@@ -1,0 +1,214 @@
+"""Payment health for support and ops, beside partner health: whether the provider answers us
+(one timed read), the operations whose outcome is not known yet (open, oldest first), the
+unknown-outcome fences on authorizations, the holds near their lapse, the payments whose run is
+overdue or that automation left to support, the refund proposals waiting for a second person, and
+the provider's webhook deliveries over the window by what came of them. Nine queries, and the
+read of the provider unless told not to."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db.models import Count, Max, Min
+from django.utils import timezone
+
+from bookings.models import BookingEvent
+from payments.models import (
+    AUTHORIZATION_UNANSWERED,
+    EventState,
+    OperationState,
+    Payment,
+    PaymentEvent,
+    PaymentOperation,
+    PaymentStatus,
+)
+from reconciliation.models import ProposalState, RefundProposal
+from reconciliation.services.support.payments.provider_side import Reachability, provider_reachability
+
+P = PaymentStatus
+LIST_LIMIT = 20
+
+
+@dataclass
+class OpenOperation:
+    booking: str
+    key: str
+    kind: str
+    amount: str | None
+    tries: int
+    last_outcome: str
+    answer_lost: bool
+    opened_at: datetime
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**self.__dict__, "opened_at": self.opened_at.isoformat()}
+
+
+@dataclass
+class HoldNearLapse:
+    booking: str
+    booking_status: str
+    amount: str
+    currency: str
+    expires_at: datetime
+    guard_passed: bool  # automation should have voided it by now (PAYMENTS_LAPSE_MARGIN_S)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**self.__dict__, "expires_at": self.expires_at.isoformat()}
+
+
+@dataclass
+class PaymentHealth:
+    window: timedelta
+    horizon: timedelta
+    provider: Reachability
+    open_operations: dict[str, int] = field(default_factory=dict)  # by kind
+    oldest_open: list[OpenOperation] = field(default_factory=list)
+    answers_lost: int = 0  # open operations only a read can settle
+    fenced: int = 0  # payments whose authorization's outcome is unknown
+    oldest_fence_at: datetime | None = None
+    near_lapse: list[HoldNearLapse] = field(default_factory=list)
+    lapsed: int = 0  # holds that lapsed at the provider within the window
+    overdue_runs: int = 0  # payments due longer than the run grace ago
+    left_to_support: int = 0  # within the window
+    pending_proposals: int = 0
+    deliveries: dict[str, int] = field(default_factory=lambda: dict.fromkeys(EventState.values, 0))
+    last_delivery_at: datetime | None = None
+    stale_deliveries: int = 0  # stored, not processed, older than RECONCILE_INBOUND_STALE_S
+    problems: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "window_minutes": int(self.window.total_seconds() // 60),
+            "lapse_horizon_hours": round(self.horizon.total_seconds() / 3600, 2),
+            "provider": self.provider.as_dict(),
+            "open_operations": self.open_operations,
+            "oldest_open": [o.as_dict() for o in self.oldest_open],
+            "answers_lost": self.answers_lost,
+            "unknown_fences": self.fenced,
+            "oldest_fence_at": self.oldest_fence_at.isoformat() if self.oldest_fence_at else None,
+            "near_lapse": [h.as_dict() for h in self.near_lapse],
+            "lapsed": self.lapsed,
+            "overdue_runs": self.overdue_runs,
+            "left_to_support": self.left_to_support,
+            "pending_refund_proposals": self.pending_proposals,
+            "deliveries": self.deliveries,
+            "last_delivery_at": self.last_delivery_at.isoformat() if self.last_delivery_at else None,
+            "stale_deliveries": self.stale_deliveries,
+            "problems": self.problems,
+        }
+
+
+def payment_health(
+    *,
+    window: timedelta = timedelta(hours=1),
+    horizon: timedelta | None = None,
+    probe: bool = True,
+    probe_wait_s: float | None = None,
+    now: datetime | None = None,
+) -> PaymentHealth:
+    """Payment health now; deliveries, lapses and hand-overs to support over `window`; holds that
+    lapse within `horizon` (default: twice the lapse margin automation voids them at)."""
+    now = now or timezone.now()
+    since = now - window
+    horizon = horizon or timedelta(seconds=2 * settings.PAYMENTS_LAPSE_MARGIN_S)
+    wait = settings.PAYMENTS_CONSOLE_READ_WAIT_S if probe_wait_s is None else probe_wait_s
+    health = PaymentHealth(
+        window=window,
+        horizon=horizon,
+        provider=provider_reachability(wait_s=wait) if probe else Reachability(asked=False),
+    )
+    open_ops = PaymentOperation.objects.filter(state=OperationState.OPEN)
+    health.open_operations = dict(
+        open_ops.values_list("kind").annotate(n=Count("id")).order_by("kind").values_list("kind", "n")
+    )
+    health.answers_lost = open_ops.filter(answer_lost=True).count()
+    health.oldest_open = [
+        OpenOperation(
+            booking=op.payment.booking.reference,
+            key=op.idempotency_key,
+            kind=op.kind,
+            amount=None if op.amount is None else str(op.amount),
+            tries=op.tries,
+            last_outcome=op.last_outcome,
+            answer_lost=op.answer_lost,
+            opened_at=op.opened_at,
+        )
+        for op in open_ops.select_related("payment__booking").order_by("opened_at", "id")[:LIST_LIMIT]
+    ]
+    fences = Payment.objects.filter(status__in=AUTHORIZATION_UNANSWERED).aggregate(
+        n=Count("id"), oldest=Min("status_changed_at")
+    )
+    health.fenced, health.oldest_fence_at = fences["n"], fences["oldest"]
+    margin = timedelta(seconds=settings.PAYMENTS_LAPSE_MARGIN_S)
+    health.near_lapse = [
+        HoldNearLapse(
+            booking=p.booking.reference,
+            booking_status=p.booking.status,
+            amount=str(p.amount),
+            currency=p.currency,
+            expires_at=p.authorization_expires_at,
+            guard_passed=p.authorization_expires_at - margin <= now,
+        )
+        for p in Payment.objects.filter(status=P.AUTHORIZED, authorization_expires_at__lte=now + horizon)
+        .select_related("booking")
+        .order_by("authorization_expires_at")[:LIST_LIMIT]
+    ]
+    health.lapsed = Payment.objects.filter(status=P.LAPSED, status_changed_at__gte=since).count()
+    grace = timedelta(seconds=settings.PAYMENTS_RUN_GRACE_S)
+    health.overdue_runs = Payment.objects.filter(next_check_at__lte=now - grace).count()
+    health.left_to_support = BookingEvent.objects.filter(
+        kind="payment.left_to_support", occurred_at__gte=since
+    ).count()
+    health.pending_proposals = RefundProposal.objects.filter(state=ProposalState.PENDING).count()
+    deliveries = PaymentEvent.objects.filter(received_at__gte=since)
+    for state, n in deliveries.values_list("state").annotate(n=Count("id")).values_list("state", "n"):
+        health.deliveries[state] = n
+    health.last_delivery_at = PaymentEvent.objects.aggregate(last=Max("received_at"))["last"]
+    stale_before = now - timedelta(seconds=settings.RECONCILE_INBOUND_STALE_S)
+    health.stale_deliveries = PaymentEvent.objects.filter(
+        state=EventState.RECEIVED, received_at__lte=stale_before
+    ).count()
+    health.problems = _problems(health, now)
+    return health
+
+
+def _problems(h: PaymentHealth, now: datetime) -> list[str]:
+    problems = []
+    provider = h.provider
+    if provider.asked and not provider.reachable:
+        problems.append(f"The provider does not answer: {provider.outcome} {provider.error}".strip())
+    elif provider.key_refused:
+        problems.append(f"The provider refuses our API key (HTTP {provider.http_status}).")
+    if h.fenced:
+        problems.append(
+            f"{h.fenced} authorization(s) with an unknown outcome (fenced until the provider answers)."
+        )
+    if h.answers_lost:
+        problems.append(
+            f"{h.answers_lost} operation(s) whose answer was lost: only a read of the provider settles them."
+        )
+    passed = [hold for hold in h.near_lapse if hold.guard_passed]
+    if passed:
+        problems.append(
+            f"{len(passed)} hold(s) past the time automation voids them, still held: "
+            + ", ".join(hold.booking for hold in passed[:5])
+        )
+    if h.lapsed:
+        problems.append(f"{h.lapsed} hold(s) lapsed at the provider in the window: none should.")
+    if h.overdue_runs:
+        problems.append(f"{h.overdue_runs} payment run(s) overdue: is a worker or the scheduler down?")
+    if h.left_to_support:
+        problems.append(
+            f"{h.left_to_support} payment(s) left to support in the window (the provider refused a step)."
+        )
+    if h.stale_deliveries:
+        problems.append(f"{h.stale_deliveries} webhook delivery(ies) stored and not processed.")
+    if h.deliveries.get(EventState.FAILED):
+        problems.append(
+            f"{h.deliveries[EventState.FAILED]} webhook delivery(ies) set aside as failed in the window."
+        )
+    return problems

@@ -1,0 +1,181 @@
+"""The booking page's payment panel: our payment (authorized, captured, refunded, what the booking
+owes), the provider's ids and its state beside ours (asked live when the page opens, within the
+console's wait, else the last state it told us), the operations asked of it, the refund proposals,
+and the payment actions the operator may take, each with why it cannot run now."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from bookings.models import Booking
+from payments.models import OperationKind, OperationState, Payment, PaymentOperation, PaymentStatus
+from reconciliation.models import ProposalState, RefundProposal
+from reconciliation.services.support.payments import (
+    APPROVE,
+    CAPTURE,
+    PAYMENT_ACTIONS,
+    PROVIDER_TRUTH_PERMISSION,
+    REFUND,
+    VOID,
+    PaymentSituation,
+    ProviderSide,
+    approval_above,
+    provider_side,
+)
+from reconciliation.services.support.payments.situation import refusal, same_person
+from reconciliation.services.support.permissions import Operator
+
+P = PaymentStatus
+# The statuses of a payment whose authorization the provider granted (held, then taken or let go).
+WAS_AUTHORIZED = (P.AUTHORIZED, P.CAPTURED, P.VOIDED, P.LAPSED)
+
+
+@dataclass
+class PanelAction:
+    name: str
+    title: str
+    permitted: bool
+    refusal: str  # why it cannot run now ('' when it can)
+
+
+@dataclass
+class PaymentPanel:
+    booking: Booking
+    payment: Payment
+    provider: ProviderSide
+    show_ids: bool
+    owed: Decimal | None
+    refundable: Decimal
+    operations: list[PaymentOperation]
+    proposals: list[RefundProposal]
+    actions: list[PanelAction]
+    can_approve: bool
+    approval_above: Decimal
+    operator_label: str
+    refund_ids: list[str] = field(default_factory=list)
+
+    @property
+    def authorized(self) -> Decimal | None:
+        return self.payment.amount if self.payment.status in WAS_AUTHORIZED else None
+
+    @property
+    def net(self) -> Decimal:
+        return self.payment.net_amount
+
+    @property
+    def open_operation(self) -> PaymentOperation | None:
+        return next((o for o in self.operations if o.state == OperationState.OPEN), None)
+
+    @property
+    def pending_proposals(self) -> list[RefundProposal]:
+        return [p for p in self.proposals if p.state == ProposalState.PENDING]
+
+    @property
+    def proposal_rows(self) -> list[dict[str, Any]]:
+        """Each proposal with what this operator may do about it: approve (another person's,
+        with the permission), reject (with the permission) or withdraw (their own)."""
+        rows = []
+        for proposal in self.proposals:
+            own = same_person(proposal, None, self.operator_label)
+            pending = proposal.state == ProposalState.PENDING
+            rows.append(
+                {
+                    "proposal": proposal,
+                    "own": own,
+                    "may_approve": pending and self.can_approve and not own,
+                    "may_reject": pending and (self.can_approve or own),
+                }
+            )
+        return rows
+
+    def as_dict(self) -> dict[str, Any]:
+        payment = self.payment
+        ids = self.show_ids
+        return {
+            "status": payment.status,
+            "amount": str(payment.amount),
+            "currency": payment.currency,
+            "authorized": None if self.authorized is None else str(self.authorized),
+            "captured": str(payment.captured_amount),
+            "refunded": str(payment.refunded_amount),
+            "net": str(self.net),
+            "refundable": str(self.refundable),
+            "owed": None if self.owed is None else str(self.owed),
+            "authorization_expires_at": (
+                payment.authorization_expires_at.isoformat() if payment.authorization_expires_at else None
+            ),
+            "in_review": payment.in_review,
+            "card": f"{payment.card_brand} {payment.card_last4}".strip(),
+            "decline": payment.decline_code,
+            "next_check_at": payment.next_check_at.isoformat() if payment.next_check_at else None,
+            "intent": payment.provider_intent_id if ids else None,
+            "refunds": self.refund_ids if ids else None,
+            "provider": self.provider.as_dict(with_ids=ids),
+            "operations": [
+                {
+                    "key": o.idempotency_key,
+                    "kind": o.kind,
+                    "amount": None if o.amount is None else str(o.amount),
+                    "state": o.state,
+                    "tries": o.tries,
+                    "last_outcome": o.last_outcome,
+                    "provider_object": o.provider_object_id if ids else None,
+                }
+                for o in self.operations
+            ],
+            "proposals": [
+                {
+                    "id": p.pk,
+                    "amount": str(p.amount),
+                    "state": p.state,
+                    "proposed_by": p.proposed_by_label,
+                    "decided_by": p.decided_by_label or None,
+                }
+                for p in self.proposals
+            ],
+            "actions": [
+                {"name": a.name, "permitted": a.permitted, "refusal": a.refusal} for a in self.actions
+            ],
+        }
+
+
+def payment_panel(booking: Booking, *, operator: Operator, live: bool = True) -> PaymentPanel | None:
+    """The panel of a booking that pays; None for one that does not."""
+    payment = Payment.objects.filter(booking=booking).first()
+    if payment is None:
+        return None
+    situation = PaymentSituation(booking, payment)
+    operations = list(PaymentOperation.objects.filter(payment=payment).order_by("opened_at", "id"))
+    situation.__dict__["open_operation"] = next(
+        (o for o in operations if o.state == OperationState.OPEN), None
+    )
+    actions = [
+        PanelAction(
+            name=name,
+            title=PAYMENT_ACTIONS[name]["title"],
+            permitted=operator.can(PAYMENT_ACTIONS[name]["permission"]),
+            refusal=refusal(name, situation),
+        )
+        for name in (REFUND, CAPTURE, VOID)
+    ]
+    return PaymentPanel(
+        booking=booking,
+        payment=payment,
+        provider=provider_side(payment, live=live),
+        show_ids=operator.can(PROVIDER_TRUTH_PERMISSION),
+        owed=situation.owed,
+        refundable=situation.refundable,
+        operations=operations,
+        proposals=list(RefundProposal.objects.filter(payment=payment).order_by("-proposed_at", "-id")[:20]),
+        actions=actions,
+        can_approve=operator.can(PAYMENT_ACTIONS[APPROVE]["permission"]),
+        approval_above=approval_above(),
+        operator_label=operator.label,
+        refund_ids=[
+            o.provider_object_id
+            for o in operations
+            if o.kind == OperationKind.REFUND and o.state == OperationState.SUCCEEDED and o.provider_object_id
+        ],
+    )

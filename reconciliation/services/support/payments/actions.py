@@ -1,0 +1,519 @@
+"""The payment actions: refund (part or all of what was captured and not yet refunded), retry the
+capture, void the hold; and the two-person rule's approve and reject.
+
+Each runs in the frame of the booking actions: the permission, a clean token, the booking and its
+payment locked (in that order, the payments app's), once per token, the refusals of `situation`
+checked again under the locks, and one `support.*` row on the timeline with the operator, the
+note and the token, in the same transaction as what it changes. What is asked of the provider is
+the payments app's own operation (`operation_open`: its key `<payment>:<kind>:<n>`, committed
+before any call), run by the payments app's own run (`payment_run`, which calls it outside any
+transaction, records each try and applies the answer through the one door, and asks again under
+the same key while the outcome is unknown). The console queues that run for a worker; the
+commands run it in their own process (`inline`). Either way the payment is due for the sweeper
+from the moment the operation commits, so a run that never happens is made by the sweeper.
+
+A refund above `PAYMENTS_REFUND_APPROVAL_ABOVE` is only proposed (`RefundProposal`, with its note
+on the timeline); another person with the approve permission approves it (the refund then runs,
+bounded again by what is refundable then) or rejects it; the proposer may withdraw it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from decimal import Decimal
+from uuid import UUID
+
+from django.db import transaction
+from django.utils import timezone
+
+from bookings import ports
+from bookings.models import Actor, Booking, BookingEvent
+from bookings.services import lock_booking
+from bookings.timeline import record_event
+from config.errors import InvalidTransition, NotFound, ValidationFailed
+from config.logging import log_context
+from payments import messages
+from payments.models import OperationKind, OperationState, Payment, PaymentOperation
+from payments.services.observations import lock_payment
+from payments.services.operations import operation_open
+from payments.services.runs import payment_run, schedule
+from reconciliation.models import ProposalState, RefundProposal
+from reconciliation.services.support.once import clean_token, correction_data
+from reconciliation.services.support.payments.situation import (
+    APPROVE,
+    CAPTURE,
+    PAYMENT_ACTIONS,
+    PROPOSED_KIND,
+    REFUND,
+    REJECT,
+    VOID,
+    PaymentActionResult,
+    PaymentSituation,
+    approval_above,
+    capture_refusal,
+    parse_amount,
+    proposal_refusal,
+    refund_refusal,
+    same_person,
+    void_refusal,
+)
+from reconciliation.services.support.permissions import Operator, SupportActionDenied
+
+logger = logging.getLogger(__name__)
+
+
+# --- the frame ------------------------------------------------------------------------------------
+def _done_before(action: str, booking: Booking, token: str) -> PaymentActionResult | None:
+    """The earlier result of a token already used on this booking (a double submit)."""
+    earlier = (
+        BookingEvent.objects.filter(booking=booking, kind__startswith="support.", data__action_token=token)
+        .order_by("id")
+        .first()
+    )
+    if earlier is None:
+        return None
+    data = earlier.data or {}
+    key = data.get("idempotency_key") or ""
+    state = (
+        PaymentOperation.objects.filter(idempotency_key=key).values_list("state", flat=True).first()
+        if key
+        else ""
+    )
+    return PaymentActionResult(
+        action=action,
+        booking=booking,
+        performed=False,
+        from_state=earlier.from_state,
+        to_state=earlier.to_state,
+        message=(
+            f"Already done by {earlier.actor_label} at {earlier.occurred_at:%H:%M:%S} ({earlier.kind}); "
+            "nothing more was done."
+        ),
+        operation_key=key,
+        operation_state=state or "",
+        proposal_id=data.get("proposal"),
+    )
+
+
+def _lock(
+    action: str, booking_id: UUID, token: str
+) -> tuple[Booking, Payment | None, PaymentActionResult | None]:
+    """Lock the booking, then its payment (inside the caller's transaction)."""
+    booking = lock_booking(booking_id)
+    done = _done_before(action, booking, token)
+    return booking, (None if done else lock_payment(booking)), done
+
+
+def _refuse_if(why: str) -> None:
+    if why:
+        raise InvalidTransition(why)
+
+
+def _ask(
+    action: str,
+    s: PaymentSituation,
+    *,
+    kind: str,
+    amount: Decimal | None,
+    operator: Operator,
+    token: str,
+    note: str,
+    summary: str,
+    inline: bool,
+    **data: object,
+) -> PaymentOperation:
+    """Open the operation (committed with this transaction, before any call), make the payment due
+    for the sweeper, write the support row naming the operation's key, and queue its run after
+    commit unless the caller runs it itself."""
+    booking, payment = s.booking, s.payment
+    assert payment is not None
+    operation = operation_open(payment, kind=kind, amount=amount)
+    schedule(payment, booking, retry_in_s=0)  # due at once, should no run take it up
+    record_event(
+        booking,
+        PAYMENT_ACTIONS[action]["kind"],
+        actor=Actor.SUPPORT,
+        actor_label=operator.label,
+        summary=summary,
+        from_state=booking.status,
+        to_state=booking.status,
+        data=correction_data(
+            token,
+            note,
+            operation=kind,
+            idempotency_key=operation.idempotency_key,
+            amount=None if amount is None else str(amount),
+            currency=payment.currency,
+            payment_status=payment.status,
+            captured=str(payment.captured_amount),
+            refunded=str(payment.refunded_amount),
+            **data,
+        ),
+    )
+    if not inline:
+        ports.payment_run_on_commit(booking.pk)
+    return operation
+
+
+def _run_now(booking_id: UUID, operator: Operator) -> None:
+    """The payments app's own run, in this process, outside any transaction."""
+    follow_up = payment_run(booking_id, actor=Actor.SUPPORT, actor_label=operator.label)
+    if follow_up.run_after_s is not None:
+        try:
+            messages.send_run(booking_id, delay_s=follow_up.run_after_s)
+        except Exception:  # the broker's errors, whichever: the payment is due for the sweeper
+            logger.warning("payment run follow-up not queued; the sweeper runs it", exc_info=True)
+
+
+def _outcome(operation: PaymentOperation, currency: str, *, queued: bool) -> str:
+    what = f"{operation.get_kind_display()}" + (
+        f" of {operation.amount} {currency}" if operation.amount else ""
+    )
+    if queued:
+        return (
+            f"{what} queued: a worker asks the provider (key {operation.idempotency_key}); "
+            "its answer is on the timeline."
+        )
+    if operation.state == OperationState.SUCCEEDED:
+        return f"{what}: done, the provider confirmed it."
+    if operation.state == OperationState.OPEN:
+        return (
+            f"{what}: the provider's answer is not known yet ({operation.last_outcome or 'not asked yet'}). "
+            f"Automation asks again under key {operation.idempotency_key}; nothing else is asked meanwhile."
+        )
+    detail = operation.last_error or "no detail"
+    return f"{what}: {operation.get_state_display().lower()}: {detail}. Nothing changed."
+
+
+def _finish(
+    result: PaymentActionResult, operation: PaymentOperation, *, operator: Operator, inline: bool
+) -> PaymentActionResult:
+    booking = result.booking
+    currency = booking.currency
+    if inline:
+        with log_context(booking=booking.reference):
+            _run_now(booking.pk, operator)
+        operation.refresh_from_db()
+        booking.refresh_from_db()
+    with log_context(booking=booking.reference, payment_key=operation.idempotency_key):
+        logger.info(
+            "support payment action",
+            extra={"action": result.action, "by": operator.label, "operation_state": operation.state},
+        )
+    return result.with_operation(operation, _outcome(operation, currency, queued=not inline))
+
+
+# --- the actions --------------------------------------------------------------------------------
+def support_refund(
+    *, booking_id: UUID, operator: Operator, token: str, amount: object, note: str = "", inline: bool = False
+) -> PaymentActionResult:
+    """Refund `amount` of what was captured and not yet refunded; above the approval amount, only
+    propose it (a note saying why is then required)."""
+    operator.require(PAYMENT_ACTIONS[REFUND]["permission"])
+    token = clean_token(token)
+    note = (note or "").strip()
+    with transaction.atomic():
+        booking, payment, done = _lock(REFUND, booking_id, token)
+        if done:
+            return done
+        s = PaymentSituation(booking, payment)
+        _refuse_if(refund_refusal(s))
+        value = parse_amount(amount, s.currency)
+        _refuse_if(refund_refusal(s, value))
+        assert payment is not None
+        money = payment.currency
+        if s.needs_approval(value):
+            if not note:
+                raise ValidationFailed(
+                    f"A refund above {approval_above()} {money} needs a note saying why: "
+                    "the approver reads it.",
+                    fields={"note": ["Required above the approval amount."]},
+                )
+            proposal = RefundProposal.objects.create(
+                booking=booking,
+                payment=payment,
+                amount=value,
+                currency=money,
+                note=note[:2000],
+                proposed_by=operator.user,
+                proposed_by_label=operator.label,
+            )
+            record_event(
+                booking,
+                PROPOSED_KIND,
+                actor=Actor.SUPPORT,
+                actor_label=operator.label,
+                summary=f"Refund of {value} {money} proposed by {operator.label} (#{proposal.pk}): above "
+                f"{approval_above()} {money}, it needs another person's approval",
+                from_state=booking.status,
+                to_state=booking.status,
+                data=correction_data(
+                    token,
+                    note,
+                    proposal=proposal.pk,
+                    amount=str(value),
+                    currency=money,
+                    approval_above=str(approval_above()),
+                    captured=str(payment.captured_amount),
+                    refunded=str(payment.refunded_amount),
+                ),
+            )
+            return PaymentActionResult(
+                REFUND,
+                booking,
+                True,
+                booking.status,
+                booking.status,
+                f"Proposed (#{proposal.pk}): a refund of {value} {money} is above {approval_above()} "
+                f"{money} and runs once another person approves it.",
+                proposal_id=proposal.pk,
+            )
+        operation = _ask(
+            REFUND,
+            s,
+            kind=OperationKind.REFUND,
+            amount=value,
+            operator=operator,
+            token=token,
+            note=note,
+            summary=f"Refund of {value} {money} asked by {operator.label} "
+            f"(of {s.refundable} {money} refundable)",
+            inline=inline,
+        )
+        result = PaymentActionResult(
+            REFUND, booking, True, booking.status, booking.status, "", operation_key=operation.idempotency_key
+        )
+    return _finish(result, operation, operator=operator, inline=inline)
+
+
+def support_capture(
+    *, booking_id: UUID, operator: Operator, token: str, note: str = "", inline: bool = False
+) -> PaymentActionResult:
+    """Capture what the booking owes of the hold (the partner confirmed it): the step automation
+    takes, asked again after the provider refused it or it was left to support."""
+    operator.require(PAYMENT_ACTIONS[CAPTURE]["permission"])
+    token = clean_token(token)
+    with transaction.atomic():
+        booking, payment, done = _lock(CAPTURE, booking_id, token)
+        if done:
+            return done
+        s = PaymentSituation(booking, payment)
+        _refuse_if(capture_refusal(s))
+        amount = s.capture_amount
+        operation = _ask(
+            CAPTURE,
+            s,
+            kind=OperationKind.CAPTURE,
+            amount=amount,
+            operator=operator,
+            token=token,
+            note=note,
+            summary=f"Capture of {amount} {s.currency} asked by {operator.label} (owed as {booking.status})",
+            inline=inline,
+        )
+        result = PaymentActionResult(
+            CAPTURE,
+            booking,
+            True,
+            booking.status,
+            booking.status,
+            "",
+            operation_key=operation.idempotency_key,
+        )
+    return _finish(result, operation, operator=operator, inline=inline)
+
+
+def support_void(
+    *, booking_id: UUID, operator: Operator, token: str, note: str = "", inline: bool = False
+) -> PaymentActionResult:
+    """Release the hold (the intent is cancelled at the provider; nothing is taken)."""
+    operator.require(PAYMENT_ACTIONS[VOID]["permission"])
+    token = clean_token(token)
+    with transaction.atomic():
+        booking, payment, done = _lock(VOID, booking_id, token)
+        if done:
+            return done
+        s = PaymentSituation(booking, payment)
+        _refuse_if(void_refusal(s))
+        assert payment is not None
+        operation = _ask(
+            VOID,
+            s,
+            kind=OperationKind.VOID,
+            amount=None,
+            operator=operator,
+            token=token,
+            note=note,
+            summary=f"Void of the {payment.amount} {payment.currency} hold asked by {operator.label}",
+            inline=inline,
+        )
+        result = PaymentActionResult(
+            VOID, booking, True, booking.status, booking.status, "", operation_key=operation.idempotency_key
+        )
+    return _finish(result, operation, operator=operator, inline=inline)
+
+
+def _proposal_booking(proposal_id: int) -> UUID:
+    booking_id = RefundProposal.objects.filter(pk=proposal_id).values_list("booking_id", flat=True).first()
+    if booking_id is None:
+        raise NotFound(f"No refund proposal {proposal_id!r}.")
+    return booking_id
+
+
+def support_refund_approve(
+    *, proposal_id: int, operator: Operator, token: str, note: str = "", inline: bool = False
+) -> PaymentActionResult:
+    """Approve another person's refund proposal: the refund runs, bounded by what is refundable now."""
+    operator.require(PAYMENT_ACTIONS[APPROVE]["permission"])
+    token = clean_token(token)
+    booking_id = _proposal_booking(proposal_id)
+    with transaction.atomic():
+        booking, payment, done = _lock(APPROVE, booking_id, token)
+        if done:
+            return done
+        proposal = RefundProposal.objects.select_for_update().get(pk=proposal_id)
+        if proposal.pending and same_person(proposal, operator.user, operator.label):
+            raise SupportActionDenied(
+                f"{operator.label} proposed refund #{proposal.pk}: a second person must approve it."
+            )
+        s = PaymentSituation(booking, payment)
+        _refuse_if(proposal_refusal(proposal, s))
+        money = proposal.currency
+        operation = _ask(
+            APPROVE,
+            s,
+            kind=OperationKind.REFUND,
+            amount=proposal.amount,
+            operator=operator,
+            token=token,
+            note=note,
+            summary=f"Refund of {proposal.amount} {money} (#{proposal.pk}, proposed by "
+            f"{proposal.proposed_by_label}) approved by {operator.label}",
+            inline=inline,
+            proposal=proposal.pk,
+            proposed_by=proposal.proposed_by_label,
+        )
+        _decide(proposal, ProposalState.APPROVED, operator, note, operation=operation)
+        result = PaymentActionResult(
+            APPROVE,
+            booking,
+            True,
+            booking.status,
+            booking.status,
+            "",
+            operation_key=operation.idempotency_key,
+            proposal_id=proposal.pk,
+        )
+    return _finish(result, operation, operator=operator, inline=inline)
+
+
+def support_refund_reject(
+    *, proposal_id: int, operator: Operator, token: str, note: str = ""
+) -> PaymentActionResult:
+    """Reject a refund proposal (or, its proposer, withdraw it): nothing is refunded."""
+    token = clean_token(token)
+    booking_id = _proposal_booking(proposal_id)
+    with transaction.atomic():
+        booking, _payment, done = _lock(REJECT, booking_id, token)
+        if done:
+            return done
+        proposal = RefundProposal.objects.select_for_update().get(pk=proposal_id)
+        withdrawing = same_person(proposal, operator.user, operator.label)
+        if not withdrawing:
+            operator.require(PAYMENT_ACTIONS[REJECT]["permission"])
+        if not proposal.pending:
+            raise InvalidTransition(
+                f"Refund proposal #{proposal.pk} was already {proposal.state} by {proposal.decided_by_label}."
+            )
+        how = "withdrawn" if withdrawing else "rejected"
+        record_event(
+            booking,
+            PAYMENT_ACTIONS[REJECT]["kind"],
+            actor=Actor.SUPPORT,
+            actor_label=operator.label,
+            summary=f"Refund of {proposal.amount} {proposal.currency} (#{proposal.pk}, proposed by "
+            f"{proposal.proposed_by_label}) {how} by {operator.label}",
+            from_state=booking.status,
+            to_state=booking.status,
+            data=correction_data(
+                token,
+                note,
+                proposal=proposal.pk,
+                proposed_by=proposal.proposed_by_label,
+                amount=str(proposal.amount),
+                currency=proposal.currency,
+                withdrawn=withdrawing,
+            ),
+        )
+        _decide(proposal, ProposalState.REJECTED, operator, note)
+        return PaymentActionResult(
+            REJECT,
+            booking,
+            True,
+            booking.status,
+            booking.status,
+            f"Refund proposal #{proposal.pk} {how}: nothing was refunded.",
+            proposal_id=proposal.pk,
+        )
+
+
+def _decide(
+    proposal: RefundProposal,
+    state: str,
+    operator: Operator,
+    note: str,
+    *,
+    operation: PaymentOperation | None = None,
+) -> None:
+    proposal.state = state
+    proposal.decided_by = operator.user
+    proposal.decided_by_label = operator.label
+    proposal.decided_at = timezone.now()
+    proposal.decision_note = (note or "")[:2000]
+    proposal.operation = operation
+    proposal.save(
+        update_fields=["state", "decided_by", "decided_by_label", "decided_at", "decision_note", "operation"]
+    )
+
+
+_BOOKING_ACTIONS: dict[str, Callable[..., PaymentActionResult]] = {
+    REFUND: support_refund,
+    CAPTURE: support_capture,
+    VOID: support_void,
+}
+
+
+def payment_action_run(
+    action: str,
+    *,
+    operator: Operator,
+    token: str,
+    booking_id: UUID | None = None,
+    proposal_id: int | None = None,
+    note: str = "",
+    amount: object = None,
+    inline: bool = False,
+) -> PaymentActionResult:
+    """Run the payment action named `action` (the console's and the commands' one entry)."""
+    if action in _BOOKING_ACTIONS:
+        if booking_id is None:
+            raise ValidationFailed(f"{action} acts on a booking.")
+        kwargs: dict[str, object] = {
+            "booking_id": booking_id,
+            "operator": operator,
+            "token": token,
+            "note": note,
+        }
+        if action == REFUND:
+            kwargs["amount"] = amount
+        return _BOOKING_ACTIONS[action](**kwargs, inline=inline)
+    if action in (APPROVE, REJECT):
+        if proposal_id is None:
+            raise ValidationFailed(f"{action} acts on a refund proposal.")
+        if action == APPROVE:
+            return support_refund_approve(
+                proposal_id=proposal_id, operator=operator, token=token, note=note, inline=inline
+            )
+        return support_refund_reject(proposal_id=proposal_id, operator=operator, token=token, note=note)
+    raise ValidationFailed(f"Unknown payment action {action!r}.")

@@ -1,0 +1,240 @@
+"""What a payment action will do, shown before it runs: our payment beside the provider's live
+answer, whether the action may run now and why not, and its effects step by step (a refund above
+the approval amount: that it is only proposed)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from bookings.models import Booking
+from config.errors import ValidationFailed
+from payments.models import Payment
+from reconciliation.models import RefundProposal
+from reconciliation.services.support.once import new_token
+from reconciliation.services.support.payments.provider_side import ProviderSide, provider_side
+from reconciliation.services.support.payments.situation import (
+    APPROVE,
+    CAPTURE,
+    PAYMENT_ACTIONS,
+    PROVIDER_TRUTH_PERMISSION,
+    REFUND,
+    REJECT,
+    VOID,
+    PaymentSituation,
+    approval_above,
+    proposal_refusal,
+    refusal,
+    same_person,
+)
+from reconciliation.services.support.permissions import Operator
+
+
+@dataclass
+class PaymentPreview:
+    action: str
+    title: str
+    booking: Booking
+    payment: Payment | None
+    allowed: bool
+    refusal: str
+    effects: list[str]
+    provider: ProviderSide | None
+    token: str
+    show_ids: bool
+    amount: Decimal | None = None
+    refundable: Decimal | None = None
+    owed: Decimal | None = None
+    needs_approval: bool = False
+    proposal: RefundProposal | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        payment = self.payment
+        return {
+            "action": self.action,
+            "title": self.title,
+            "booking": self.booking.reference,
+            "allowed": self.allowed,
+            "refusal": self.refusal,
+            "effects": self.effects,
+            "warnings": self.warnings,
+            "amount": None if self.amount is None else str(self.amount),
+            "needs_approval": self.needs_approval,
+            "approval_above": str(approval_above()),
+            "proposal": None if self.proposal is None else _proposal_dict(self.proposal),
+            "ours": None
+            if payment is None
+            else {
+                "status": payment.status,
+                "amount": str(payment.amount),
+                "currency": payment.currency,
+                "captured": str(payment.captured_amount),
+                "refunded": str(payment.refunded_amount),
+                "refundable": None if self.refundable is None else str(self.refundable),
+                "owed": None if self.owed is None else str(self.owed),
+                "booking_status": self.booking.status,
+                "intent": payment.provider_intent_id if self.show_ids else None,
+            },
+            "provider": None if self.provider is None else self.provider.as_dict(with_ids=self.show_ids),
+            "token": self.token,
+        }
+
+
+def _proposal_dict(proposal: RefundProposal) -> dict[str, Any]:
+    return {
+        "id": proposal.pk,
+        "amount": str(proposal.amount),
+        "currency": proposal.currency,
+        "state": proposal.state,
+        "note": proposal.note,
+        "proposed_by": proposal.proposed_by_label,
+        "proposed_at": proposal.proposed_at.isoformat(),
+        "decided_by": proposal.decided_by_label or None,
+    }
+
+
+def _effects(action: str, s: PaymentSituation, amount: Decimal | None) -> tuple[list[str], list[str]]:
+    """(steps, warnings) of the action as it would run now."""
+    payment = s.payment
+    assert payment is not None
+    money = payment.currency
+    key = "under a new key <payment>:<kind>:<n>, committed before the call"
+    if action == CAPTURE:
+        return (
+            [
+                f"Capture {s.capture_amount} {money} of the {payment.amount} {money} hold {key}; "
+                "the rest of the hold is released.",
+                f"The booking owes {s.owed} {money} as {s.booking.status}.",
+                "The provider's answer enters through the one door; an unknown outcome is asked again "
+                "under the same key.",
+            ],
+            [],
+        )
+    if action == VOID:
+        warnings = []
+        if s.booking.confirmed_shown_at is not None or s.owed is None:
+            warnings.append(
+                "Once released the hold cannot be captured: should the booking be confirmed later, "
+                "it is not paid."
+            )
+        return (
+            [
+                f"Cancel the intent at the provider: the {payment.amount} {money} hold is released, "
+                f"nothing is taken ({key}).",
+                "The customer is told their money was released.",
+            ],
+            warnings,
+        )
+    # refund
+    shown = f"{amount} {money}" if amount is not None else f"up to {s.refundable} {money}"
+    steps = []
+    warnings = []
+    if amount is not None and s.needs_approval(amount):
+        steps.append(
+            f"Above {approval_above()} {money}: only proposed. Another person with the approve permission "
+            "approves it (then it runs) or rejects it; both are on the timeline."
+        )
+    steps += [
+        f"Refund {shown} of the {payment.captured_amount} {money} captured "
+        f"({payment.refunded_amount} {money} refunded so far) {key}.",
+        "The provider's answer enters through the one door; a refund whose answer was lost is found by its "
+        "key, never made twice.",
+    ]
+    owed = s.owed
+    if amount is not None and owed is not None:
+        after = s.refundable - amount
+        if after < owed:
+            warnings.append(
+                f"After it the customer will have paid {after} {money}, less than the {owed} {money} "
+                f"the booking owes as {s.booking.status} by its policy: automation never charges the "
+                "difference."
+            )
+    return steps, warnings
+
+
+def payment_preview(
+    action: str,
+    booking: Booking,
+    *,
+    operator: Operator,
+    amount: Decimal | None = None,
+    live: bool = True,
+    token: str | None = None,
+) -> PaymentPreview:
+    """What `action` (refund, capture, void) will do to the booking's payment, beside the
+    provider's live answer."""
+    if action not in (REFUND, CAPTURE, VOID):
+        raise ValidationFailed(f"Unknown payment action {action!r}; known: {REFUND}, {CAPTURE}, {VOID}.")
+    booking = Booking.objects.select_related("partner").get(pk=booking.pk)
+    payment = Payment.objects.filter(booking=booking).first()
+    s = PaymentSituation(booking, payment)
+    why_not = refusal(action, s, amount=amount)
+    effects, warnings = _effects(action, s, amount) if payment is not None and not why_not else ([], [])
+    return PaymentPreview(
+        action=action,
+        title=PAYMENT_ACTIONS[action]["title"],
+        booking=booking,
+        payment=payment,
+        allowed=not why_not,
+        refusal=why_not,
+        effects=effects,
+        warnings=warnings,
+        provider=provider_side(payment, live=live) if payment is not None else None,
+        token=token or new_token(),
+        show_ids=operator.can(PROVIDER_TRUTH_PERMISSION),
+        amount=amount,
+        refundable=s.refundable if payment is not None else None,
+        owed=s.owed,
+        needs_approval=amount is not None and s.needs_approval(amount),
+        proposal=s.pending_proposal,
+    )
+
+
+def proposal_preview(
+    action: str,
+    proposal: RefundProposal,
+    *,
+    operator: Operator,
+    live: bool = True,
+    token: str | None = None,
+) -> PaymentPreview:
+    """What approving (or rejecting) a refund proposal will do, beside the provider's live answer."""
+    if action not in (APPROVE, REJECT):
+        raise ValidationFailed(f"Unknown proposal action {action!r}; known: {APPROVE}, {REJECT}.")
+    proposal = RefundProposal.objects.select_related("booking", "booking__partner", "payment").get(
+        pk=proposal.pk
+    )
+    booking, payment = proposal.booking, proposal.payment
+    s = PaymentSituation(booking, payment)
+    money = proposal.currency
+    if action == APPROVE:
+        why_not = proposal_refusal(proposal, s)
+        if not why_not and same_person(proposal, operator.user, operator.label):
+            why_not = f"{proposal.proposed_by_label} proposed it: a second person must approve it."
+        effects = [
+            f"Approve refund proposal #{proposal.pk} by {proposal.proposed_by_label}: {proposal.note[:200]}",
+            f"Refund {proposal.amount} {money} of the {payment.captured_amount} {money} captured "
+            f"({payment.refunded_amount} {money} refunded so far) under a new key, committed before "
+            "the call.",
+        ]
+    else:
+        why_not = "" if proposal.pending else proposal_refusal(proposal, s)
+        effects = [f"Reject refund proposal #{proposal.pk}: nothing is refunded; the proposal ends."]
+    return PaymentPreview(
+        action=action,
+        title=PAYMENT_ACTIONS[action]["title"],
+        booking=booking,
+        payment=payment,
+        allowed=not why_not,
+        refusal=why_not,
+        effects=effects if not why_not else [],
+        provider=provider_side(payment, live=live),
+        token=token or new_token(),
+        show_ids=operator.can(PROVIDER_TRUTH_PERMISSION),
+        amount=proposal.amount,
+        refundable=s.refundable,
+        owed=s.owed,
+        proposal=proposal,
+    )

@@ -1,0 +1,286 @@
+"""A booking's payment as a support action finds it, the payment actions' names and permissions,
+and the refusals: may the action run now, and if not, why, in words for support. The preview and
+the action's locked re-check ask the same questions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from decimal import Decimal, InvalidOperation
+from functools import cached_property
+from typing import Any
+
+from django.conf import settings
+from django.utils import timezone
+
+from bookings.models import Booking
+from bookings.states import BookingState
+from config.errors import NotFound, ValidationFailed
+from payments import decisions
+from payments.models import Payment, PaymentOperation, PaymentStatus
+from payments.money import RefusedAmount, to_minor
+from payments.services.runs import booking_facts
+from reconciliation.models import ProposalState, RefundProposal
+from reconciliation.services.support.once import ActionResult
+
+P = PaymentStatus
+REFUND, CAPTURE, VOID = "refund_payment", "capture_payment", "void_payment"
+APPROVE, REJECT = "approve_refund", "reject_refund"
+PAYMENT_ACTIONS: dict[str, dict[str, str]] = {
+    REFUND: {
+        "title": "Refund",
+        "permission": "reconciliation.refund_payment",
+        "kind": "support.refund_requested",
+    },
+    CAPTURE: {
+        "title": "Retry the capture",
+        "permission": "reconciliation.capture_payment",
+        "kind": "support.capture_requested",
+    },
+    VOID: {
+        "title": "Void the hold",
+        "permission": "reconciliation.void_payment",
+        "kind": "support.void_requested",
+    },
+    APPROVE: {
+        "title": "Approve the refund",
+        "permission": "reconciliation.approve_refund",
+        "kind": "support.refund_approved",
+    },
+    REJECT: {
+        "title": "Reject the refund",
+        "permission": "reconciliation.approve_refund",
+        "kind": "support.refund_rejected",
+    },
+}
+# A refund above the approval amount is proposed (this row), then approved (APPROVE's).
+PROPOSED_KIND = "support.refund_proposed"
+# Who may see the provider's ids (the intent, its refunds) and its live answer's details.
+PROVIDER_TRUTH_PERMISSION = "payments.view_provider_truth"
+
+
+@dataclass(frozen=True)
+class PaymentActionResult(ActionResult):
+    """An action's result, with the operation it asked the provider for (its key and where it
+    stands) or the proposal it made or decided."""
+
+    operation_key: str = ""
+    operation_state: str = ""
+    proposal_id: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            **super().as_dict(),
+            "operation": self.operation_key or None,
+            "operation_state": self.operation_state or None,
+            "proposal": self.proposal_id,
+        }
+
+    def with_operation(self, operation: PaymentOperation | None, message: str) -> PaymentActionResult:
+        if operation is None:
+            return replace(self, message=message)
+        return replace(self, operation_state=operation.state, message=message)
+
+
+def approval_above() -> Decimal:
+    """Refunds above this amount (in the payment's currency) need a second person's approval."""
+    return Decimal(settings.PAYMENTS_REFUND_APPROVAL_ABOVE)
+
+
+def parse_amount(value: object, currency: str) -> Decimal:
+    """A refund amount as support types it (`12.50`), refused unless an exact amount the
+    provider can take in the payment's currency."""
+    try:
+        amount = Decimal(str(value).strip())
+    except (InvalidOperation, ValueError) as exc:
+        raise ValidationFailed(f"{value!r} is not an amount.", fields={"amount": ["Not an amount."]}) from exc
+    if not amount.is_finite() or amount <= 0:
+        raise ValidationFailed("A refund is more than nothing.", fields={"amount": ["More than 0."]})
+    try:
+        to_minor(amount, currency)
+    except RefusedAmount as exc:
+        raise ValidationFailed(str(exc), fields={"amount": [str(exc)]}) from exc
+    return amount.quantize(Decimal("0.01"))
+
+
+class PaymentSituation:
+    """A booking and its payment as an action finds them: the open operation (the fence), what
+    the booking owes by its state and policy, what may still be refunded, a pending proposal."""
+
+    def __init__(self, booking: Booking, payment: Payment | None) -> None:
+        self.booking = booking
+        self.payment = payment
+
+    @cached_property
+    def open_operation(self) -> PaymentOperation | None:
+        return None if self.payment is None else self.payment.operations.open().first()
+
+    @cached_property
+    def pending_proposal(self) -> RefundProposal | None:
+        if self.payment is None:
+            return None
+        return RefundProposal.objects.filter(payment=self.payment, state=ProposalState.PENDING).first()
+
+    @property
+    def currency(self) -> str:
+        return self.payment.currency if self.payment else self.booking.currency
+
+    @property
+    def owed(self) -> Decimal | None:
+        """What the booking owes now by its state and policy; None while undecided."""
+        return decisions.owed(booking_facts(self.booking))
+
+    @property
+    def refundable(self) -> Decimal:
+        if self.payment is None:
+            return Decimal("0.00")
+        return self.payment.captured_amount - self.payment.refunded_amount
+
+    @property
+    def capture_amount(self) -> Decimal | None:
+        owed = self.owed
+        if self.payment is None or owed is None or owed <= 0:
+            return None
+        return min(owed, self.payment.amount)
+
+    @property
+    def lapsed(self) -> bool:
+        expires = self.payment.authorization_expires_at if self.payment else None
+        return expires is not None and expires <= timezone.now()
+
+    def needs_approval(self, amount: Decimal) -> bool:
+        return amount > approval_above()
+
+
+def _common(s: PaymentSituation) -> str:
+    if s.payment is None:
+        return "This booking does not pay through us: there is no payment to act on."
+    op = s.open_operation
+    if op is not None:
+        return (
+            f"The provider's answer to {op.get_kind_display().lower()} #{op.seq} is not known yet "
+            f"(key {op.idempotency_key}): one operation at a time. Automation asks again under the "
+            "same key; act once it is settled."
+        )
+    return ""
+
+
+def amount_refusal(s: PaymentSituation, amount: Decimal) -> str:
+    money = s.currency
+    if amount > s.refundable:
+        assert s.payment is not None
+        return (
+            f"At most {s.refundable} {money} can be refunded: {s.payment.captured_amount} captured, "
+            f"{s.payment.refunded_amount} refunded."
+        )
+    return ""
+
+
+def refund_refusal(s: PaymentSituation, amount: Decimal | None = None) -> str:
+    """Why no refund (of `amount`, when given) can be made now ('' when it can)."""
+    why = _common(s)
+    if why:
+        return why
+    if s.refundable <= 0:
+        assert s.payment is not None
+        return (
+            f"Nothing captured is left to refund ({s.payment.captured_amount} captured, "
+            f"{s.payment.refunded_amount} refunded; the payment is {s.payment.status})."
+        )
+    if amount is not None:
+        why = amount_refusal(s, amount)
+        if why:
+            return why
+        if s.needs_approval(amount) and s.pending_proposal is not None:
+            pending = s.pending_proposal
+            return (
+                f"Refund proposal #{pending.pk} of {pending.amount} {pending.currency} by "
+                f"{pending.proposed_by_label} waits for approval: approve or reject it first."
+            )
+    return ""
+
+
+def capture_refusal(s: PaymentSituation) -> str:
+    why = _common(s)
+    if why:
+        return why
+    assert s.payment is not None
+    if s.payment.status != P.AUTHORIZED:
+        return f"Only a held authorization can be captured: the payment is {s.payment.status}."
+    if s.booking.confirmed_shown_at is None:
+        return (
+            "The partner never confirmed this booking: nothing is captured without a confirmed reservation."
+        )
+    if s.capture_amount is None:
+        owed = "not decided yet" if s.owed is None else f"{s.owed} {s.currency}"
+        return f"The booking owes nothing to capture as {s.booking.status} (owed: {owed})."
+    if s.lapsed:
+        return (
+            f"The hold lapsed at the provider at {s.payment.authorization_expires_at:%Y-%m-%d %H:%M} UTC: "
+            "nothing is left to capture (the next read of the intent records it)."
+        )
+    return ""
+
+
+def void_refusal(s: PaymentSituation) -> str:
+    why = _common(s)
+    if why:
+        return why
+    assert s.payment is not None
+    if s.payment.status != P.AUTHORIZED:
+        return f"Only a held authorization can be voided: the payment is {s.payment.status}."
+    owed = s.owed
+    if owed is not None and owed > 0:
+        return (
+            f"The booking owes {owed} {s.currency} as {s.booking.status}: capture it, or cancel the "
+            "booking (its policy decides what is kept, automation releases the rest)."
+        )
+    if owed is None and s.booking.status != BookingState.NEEDS_ATTENTION:
+        return (
+            f"The booking is still {s.booking.status}: the partner may yet confirm it. Cancel or "
+            "compensate the booking first; automation releases the hold once it ends."
+        )
+    return ""
+
+
+def refusal(action: str, s: PaymentSituation, *, amount: Decimal | None = None) -> str:
+    if action == REFUND:
+        return refund_refusal(s, amount)
+    if action == CAPTURE:
+        return capture_refusal(s)
+    if action == VOID:
+        return void_refusal(s)
+    raise ValidationFailed(f"Unknown payment action {action!r}.")
+
+
+def proposal_refusal(proposal: RefundProposal, s: PaymentSituation) -> str:
+    """Why a pending proposal cannot be approved now ('' when it can)."""
+    if proposal.state != ProposalState.PENDING:
+        return (
+            f"Refund proposal #{proposal.pk} was already {proposal.state} by {proposal.decided_by_label} "
+            f"at {proposal.decided_at:%Y-%m-%d %H:%M:%S} UTC."
+        )
+    why = _common(s)
+    if why:
+        return why
+    why = amount_refusal(s, proposal.amount)
+    return f"{why} Reject the proposal (a smaller one may be proposed)." if why else ""
+
+
+def same_person(proposal: RefundProposal, user: Any, label: str) -> bool:
+    """Whether the operator is the one who proposed it (by account, else by their label)."""
+    if user is not None and proposal.proposed_by_id is not None:
+        return proposal.proposed_by_id == user.pk
+    return proposal.proposed_by_label == label
+
+
+def proposal_by_id(proposal_id: object) -> RefundProposal:
+    try:
+        pk = int(str(proposal_id).strip().lstrip("#"))
+    except ValueError as exc:
+        raise NotFound(f"No refund proposal {proposal_id!r}.") from exc
+    found = (
+        RefundProposal.objects.select_related("booking", "booking__partner", "payment").filter(pk=pk).first()
+    )
+    if found is None:
+        raise NotFound(f"No refund proposal {proposal_id!r}.")
+    return found

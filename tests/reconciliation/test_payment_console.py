@@ -1,0 +1,227 @@
+"""The console's payments (Django test client): the booking page's payment panel (our amounts, the
+provider's ids only for those who may see them, the provider's state beside ours or why it is not
+shown), each payment action's preview and confirmed POST (once per token), the two-person rule
+from both sides, the refund proposals' list and the payment health page. The provider is not
+running here: its live read degrades to the last known state (test_payment_provider.py asks it)."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from decimal import Decimal
+
+import pytest
+from django.contrib.messages import get_messages
+from django.test import Client
+from django.urls import reverse
+
+from bookings.states import BookingState
+from payments.models import OperationState, PaymentOperation, PaymentStatus
+from reconciliation.models import ProposalState, RefundProposal
+from tests.factories import UserFactory
+from tests.reconciliation.conftest import CLOSED_PORT_URL
+from tests.reconciliation.paying import paying_booking, support_rows
+
+S = BookingState
+P = PaymentStatus
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _provider_down(settings):
+    settings.STRIPE_API_BASE = CLOSED_PORT_URL
+    settings.PAYMENTS_REFUND_APPROVAL_ABOVE = Decimal("200.00")
+
+
+def change(booking) -> str:
+    return reverse("admin:bookings_booking_change", args=[booking.pk])
+
+
+def action(booking, name: str) -> str:
+    return reverse("admin:bookings_booking_payment_action", args=[booking.pk, name])
+
+
+def decide(booking, proposal_id: int, decision: str) -> str:
+    return reverse("admin:bookings_booking_refund_proposal", args=[booking.pk, proposal_id, decision])
+
+
+def token(response) -> str:
+    return re.search(r'name="token" value="([0-9a-f]+)"', response.content.decode()).group(1)
+
+
+def said(response) -> list[str]:
+    return [str(m) for m in get_messages(response.wsgi_request)]
+
+
+def client_of(groups, group: str) -> tuple[Client, object]:
+    user = UserFactory(username=f"{group}-{uuid.uuid4().hex[:6]}", is_staff=True)
+    user.groups.set([groups[group]])
+    client = Client()
+    client.force_login(user)
+    return client, user
+
+
+# --- the panel -------------------------------------------------------------------------------
+def test_the_booking_page_shows_the_payment_panel_beside_the_provider(support_client):
+    payment = paying_booking(refunded=Decimal("60.00"))
+
+    page = support_client.get(change(payment.booking)).content.decode()
+
+    assert 'id="payment"' in page
+    assert re.search(r'id="payment-authorized">360.00 EUR<', page)
+    assert re.search(r'id="payment-captured">360.00 EUR<', page)
+    assert re.search(r'id="payment-refunded">60.00 EUR<', page)
+    assert "300.00 EUR" in page  # paid: captured less refunded
+    # the provider could not be asked: the last state it told us, and why
+    assert re.search(r'id="provider-fallback">Live read failed, ambiguous', page)
+    # support may refund (a proposal above the approval amount), not capture or void
+    assert f'href="{action(payment.booking, "refund_payment")}"' in page
+    assert f'href="{action(payment.booking, "capture_payment")}"' not in page
+    assert 'title="You lack the permission for this action">Void the hold<' in page
+    # the provider's ids only for those who may see them
+    assert payment.provider_intent_id not in page
+    assert "shown to those who may see them" in page
+
+
+def test_ops_see_the_provider_s_ids_and_the_operations_asked_of_it(ops_client):
+    payment = paying_booking()
+    ops_client.post(
+        action(payment.booking, "refund_payment"), {"token": "a" * 32, "amount": "12.00", "note": "goodwill"}
+    )
+
+    page = ops_client.get(change(payment.booking)).content.decode()
+
+    assert re.search(rf'id="payment-intent">{payment.provider_intent_id}<', page)
+    assert f"{payment.pk}:refund:1" in page
+    assert 'data-kind="support.refund_requested"' in page  # the action on the one timeline
+
+
+def test_a_booking_that_does_not_pay_has_no_payment_panel(make_booking, support_client):
+    booking = make_booking(status=S.CONFIRMED)
+
+    page = support_client.get(change(booking)).content.decode()
+
+    assert 'id="payment"' not in page
+
+
+# --- an action: preview, confirm, once per token -------------------------------------------------
+def test_a_refund_is_previewed_then_confirmed_once(ops_client):
+    payment = paying_booking()
+    url = action(payment.booking, "refund_payment")
+
+    preview = ops_client.get(url, {"amount": "40"})
+    form = {"token": token(preview), "amount": "40.00", "note": "broken heating"}
+    done = ops_client.post(url, form)
+    again = ops_client.post(url, form)
+
+    body = preview.content.decode()
+    assert preview.status_code == 200
+    assert "Refund 40.00 EUR of the 360.00 EUR captured (0.00 EUR refunded so far)" in body
+    assert 'id="provider-fallback"' in body
+    assert (done.status_code, done.url) == (302, change(payment.booking))
+    assert said(done)[0].startswith(f"{payment.booking.reference}: Refund. Refund of 40.00 EUR queued")
+    assert said(again)[-1].endswith("nothing more was done.")
+    [operation] = PaymentOperation.objects.filter(payment=payment)
+    assert (operation.amount, operation.state) == (Decimal("40.00"), OperationState.OPEN)
+    assert [r.kind for r in support_rows(payment.booking)] == ["support.refund_requested"]
+
+
+def test_a_refund_beyond_the_bound_is_shown_on_the_form(ops_client):
+    payment = paying_booking(refunded=Decimal("350.00"))
+    url = action(payment.booking, "refund_payment")
+
+    response = ops_client.post(url, {"token": "b" * 32, "amount": "10.01", "note": ""})
+
+    assert response.status_code == 302
+    assert said(response) == ["Refund: At most 10.00 EUR can be refunded: 360.00 captured, 350.00 refunded."]
+    assert not PaymentOperation.objects.filter(payment=payment).exists()
+
+
+def test_a_refused_action_is_shown_without_a_confirm_form(ops_client):
+    payment = paying_booking(status=S.CONFIRMED, payment_status=P.AUTHORIZED)
+
+    page = ops_client.get(action(payment.booking, "void_payment")).content.decode()
+
+    assert re.search(r'id="refusal">Not possible now: The booking owes 360.00 EUR as confirmed', page)
+    assert 'id="confirm-form"' not in page
+
+
+def test_an_action_page_needs_its_permission(support_client):
+    payment = paying_booking(status=S.CONFIRMED, payment_status=P.AUTHORIZED)
+
+    assert support_client.get(action(payment.booking, "capture_payment")).status_code == 403
+    assert (
+        support_client.post(action(payment.booking, "capture_payment"), {"token": "c" * 32}).status_code
+        == 403
+    )
+    assert not PaymentOperation.objects.filter(payment=payment).exists()
+
+
+# --- the two-person rule in the console ------------------------------------------------------------
+def test_one_person_proposes_another_approves(groups):
+    payment = paying_booking()
+    proposer, proposer_user = client_of(groups, "support")
+    approver, approver_user = client_of(groups, "ops")
+
+    proposed = proposer.post(
+        action(payment.booking, "refund_payment"),
+        {"token": "d" * 32, "amount": "250.00", "note": "the pool was closed all week"},
+    )
+    proposal = RefundProposal.objects.get()
+    own_page = proposer.get(change(payment.booking)).content.decode()
+    approver_page = approver.get(change(payment.booking)).content.decode()
+    preview = approver.get(decide(payment.booking, proposal.pk, "approve"))
+    approved = approver.post(
+        decide(payment.booking, proposal.pk, "approve"), {"token": token(preview), "note": "ok"}
+    )
+
+    assert said(proposed)[0].startswith(f"{payment.booking.reference}: Refund. Proposed (#{proposal.pk})")
+    assert f'href="{decide(payment.booking, proposal.pk, "approve")}"' not in own_page
+    assert "a second person approves it" in own_page
+    assert f'href="{decide(payment.booking, proposal.pk, "reject")}">Withdraw<' in own_page
+    assert f'href="{decide(payment.booking, proposal.pk, "approve")}"' in approver_page
+    assert "the pool was closed all week" in preview.content.decode()
+    assert said(approved)[0].startswith(
+        f"{payment.booking.reference}: Approve the refund. Refund of 250.00 EUR queued"
+    )
+    proposal.refresh_from_db()
+    assert (proposal.state, proposal.decided_by) == (ProposalState.APPROVED, approver_user)
+    assert [(r.kind, r.actor_label) for r in support_rows(payment.booking)] == [
+        ("support.refund_proposed", proposer_user.username),
+        ("support.refund_approved", approver_user.username),
+    ]
+    assert PaymentOperation.objects.get(payment=payment).amount == Decimal("250.00")
+
+
+def test_the_proposer_cannot_approve_their_own_in_the_console(groups):
+    payment = paying_booking()
+    client, _ = client_of(groups, "ops")
+    client.post(
+        action(payment.booking, "refund_payment"), {"token": "e" * 32, "amount": "300", "note": "why"}
+    )
+    proposal = RefundProposal.objects.get()
+
+    preview = client.get(decide(payment.booking, proposal.pk, "approve")).content.decode()
+    refused = client.post(decide(payment.booking, proposal.pk, "approve"), {"token": "f" * 32})
+
+    assert "a second person must approve it" in preview and 'id="confirm-form"' not in preview
+    assert refused.status_code == 403
+    proposal.refresh_from_db()
+    assert proposal.state == ProposalState.PENDING
+    assert not PaymentOperation.objects.filter(payment=payment).exists()
+
+
+# --- pages -------------------------------------------------------------------------------------
+def test_the_refund_proposals_list_and_payment_health_render(groups):
+    payment = paying_booking()
+    client, _ = client_of(groups, "ops")
+    client.post(
+        action(payment.booking, "refund_payment"), {"token": "9" * 32, "amount": "300", "note": "why"}
+    )
+
+    listing = client.get(reverse("admin:reconciliation_refundproposal_changelist")).content.decode()
+    health = client.get(reverse("admin:reconciliation_payment_health")).content.decode()
+
+    assert payment.booking.reference in listing
+    assert re.search(r'id="provider-reachability"><strong>does not answer</strong>', health)
+    assert ">1</a>" in health  # one refund proposal waiting

@@ -1,0 +1,432 @@
+"""The payment support actions and ops commands against a real payment provider process (the
+sandbox's `payments` profile through the pinned SDK): a refund, a retried capture, a void and an
+approved proposal each asked once under the payments app's own key and settled by its run, as the
+provider's ground truth shows; the console's live read degrading when the provider is down or slow;
+`refund_payment`, `capture_payment`, `void_payment`, `approve_refund` with their preview, permission,
+confirmation and JSON; `reconcile_payments` finding planted mismatches (and a clean day settling);
+`payment_health`."""
+
+from __future__ import annotations
+
+import io
+import json
+import uuid
+from decimal import Decimal
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.utils import timezone
+
+from bookings.models import Booking
+from bookings.states import BookingState
+from payments import connector
+from payments.connector import AuthorizeRequest
+from payments.models import (
+    CallOutcome,
+    OperationKind,
+    OperationState,
+    Payment,
+    PaymentOperation,
+    PaymentStatus,
+)
+from reconciliation.models import ProposalState, RefundProposal
+from reconciliation.services.support import Operator, new_token
+from reconciliation.services.support import payments as money
+from tests.factories import UserFactory
+from tests.payments import conftest as payments_fixtures
+from tests.reconciliation.conftest import CLOSED_PORT_URL
+from tests.reconciliation.paying import kinds, paid_at_provider, support_rows
+
+S = BookingState
+P = PaymentStatus
+# The payment tests' provider process (module-scoped) and its per-test reset, as fixtures here.
+provider_process = payments_fixtures.provider_process
+provider = payments_fixtures.provider
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120), pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture(autouse=True)
+def _settings(settings, broker):
+    import payments.tasks  # noqa: F401  (declares the payments queue: the broker fixture empties it)
+
+    settings.PAYMENTS_REFUND_APPROVAL_ABOVE = Decimal("200.00")
+    settings.PAYMENTS_CONSOLE_READ_WAIT_S = 5.0
+
+
+def ops(groups, name: str = "ops"):
+    user = UserFactory(username=f"{name}-{uuid.uuid4().hex[:6]}", is_staff=True)
+    user.groups.set([groups["ops"]])
+    return user
+
+
+def refunds_at(provider, payment: Payment) -> list[tuple[int, str]]:
+    """(amount in minor units, our operation key) of the refunds that gave money back."""
+    return [
+        (r["amount"], r["metadata"].get("operation")) for r in provider.refunds(payment.provider_intent_id)
+    ]
+
+
+def run(*args, stdin=None) -> str:
+    out = io.StringIO()
+    call_command(*args, stdout=out, stderr=io.StringIO(), **({"stdin": stdin} if stdin else {}))
+    return out.getvalue()
+
+
+# --- the actions, inline, against the provider ------------------------------------------------
+def test_a_support_refund_is_made_once_at_the_provider_and_told_to_the_customer(provider, groups):
+    payment = paid_at_provider()
+    user = ops(groups)
+
+    result = money.support_refund(
+        booking_id=payment.booking_id,
+        operator=Operator.for_user(user),
+        token=new_token(),
+        amount="45.50",
+        note="late check-in",
+        inline=True,
+    )
+
+    payment.refresh_from_db()
+    operation = PaymentOperation.objects.get(payment=payment, kind=OperationKind.REFUND)
+    assert (result.operation_state, result.message) == (
+        OperationState.SUCCEEDED,
+        "Refund of 45.50 EUR: done, the provider confirmed it.",
+    )
+    assert (payment.status, payment.captured_amount, payment.refunded_amount) == (
+        P.CAPTURED,
+        Decimal("360.00"),
+        Decimal("45.50"),
+    )
+    assert refunds_at(provider, payment) == [(4550, operation.idempotency_key)]
+    booking = Booking.objects.get(pk=payment.booking_id)
+    assert booking.customer_money["code"] == "partly_refunded"
+    timeline = kinds(booking)
+    assert timeline.index("support.refund_requested") < timeline.index("payment.refund.ok")
+    assert payment.next_check_at is None  # at rest: short of the price is support's decision
+
+
+def test_a_proposed_refund_runs_once_another_person_approves_it(provider, groups):
+    payment = paid_at_provider()
+    proposer, approver = ops(groups), ops(groups, "approver")
+    proposed = money.support_refund(
+        booking_id=payment.booking_id,
+        operator=Operator.for_user(proposer),
+        token=new_token(),
+        amount="300.00",
+        note="the stay was cut short",
+        inline=True,
+    )
+    assert refunds_at(provider, payment) == []  # proposed only: nothing asked of the provider
+
+    approved = money.support_refund_approve(
+        proposal_id=proposed.proposal_id, operator=Operator.for_user(approver), token=new_token(), inline=True
+    )
+
+    payment.refresh_from_db()
+    assert approved.operation_state == OperationState.SUCCEEDED
+    assert refunds_at(provider, payment) == [(30000, approved.operation_key)]
+    assert payment.refunded_amount == Decimal("300.00")
+    assert RefundProposal.objects.get().state == ProposalState.APPROVED
+    assert [r.kind for r in support_rows(payment.booking)] == [
+        "support.refund_proposed",
+        "support.refund_approved",
+    ]
+
+
+def test_a_retried_capture_takes_the_hold(provider, groups):
+    payment = paid_at_provider(capture=False)  # confirmed, the hold not captured yet
+
+    result = money.support_capture(
+        booking_id=payment.booking_id, operator=Operator.for_user(ops(groups)), token=new_token(), inline=True
+    )
+
+    payment.refresh_from_db()
+    assert (result.operation_state, payment.status, payment.captured_amount) == (
+        OperationState.SUCCEEDED,
+        P.CAPTURED,
+        Decimal("360.00"),
+    )
+    assert provider.intent(payment.provider_intent_id)["amount_received"] == 36000
+
+
+def test_a_void_releases_the_hold_of_a_booking_support_holds(provider, groups):
+    payment = paid_at_provider(capture=False)
+    Booking.objects.filter(pk=payment.booking_id).update(
+        status=S.NEEDS_ATTENTION, confirmed_shown_at=None, attention_reason="partner_mismatch"
+    )
+
+    result = money.support_void(
+        booking_id=payment.booking_id, operator=Operator.for_user(ops(groups)), token=new_token(), inline=True
+    )
+
+    payment.refresh_from_db()
+    assert (result.operation_state, payment.status) == (OperationState.SUCCEEDED, P.VOIDED)
+    assert provider.intent(payment.provider_intent_id)["status"] == "canceled"
+    assert Booking.objects.get(pk=payment.booking_id).customer_money["code"] == "released"
+
+
+# --- the provider's live answer in a preview -----------------------------------------------------
+def test_a_preview_shows_the_provider_live_beside_ours(provider, groups):
+    payment = paid_at_provider()
+
+    shown = money.payment_preview(money.REFUND, payment.booking, operator=Operator.for_user(ops(groups)))
+
+    side = shown.provider
+    assert (side.live, side.status, side.captured, side.refunded) == (
+        True,
+        "succeeded",
+        Decimal("360.00"),
+        Decimal("0.00"),
+    )
+    assert [(p.name, p.ours, p.theirs, p.mismatch) for p in side.pairs] == [
+        ("status", "captured", "captured", False),
+        ("provider status", "succeeded", "succeeded", False),
+        ("captured", "360.00", "360.00", False),
+        ("refunded", "0.00", "0.00", False),
+    ]
+
+
+def test_a_preview_shows_the_last_known_state_when_the_provider_is_down(provider, groups, settings):
+    payment = paid_at_provider()
+    settings.STRIPE_API_BASE = CLOSED_PORT_URL
+
+    shown = money.payment_preview(money.REFUND, payment.booking, operator=Operator.for_user(ops(groups)))
+
+    assert shown.allowed  # what we hold decides; the provider's answer is only shown
+    assert (shown.provider.live, shown.provider.status) == (False, "succeeded")
+    assert shown.provider.note.startswith("Live read failed, ambiguous")
+    assert shown.provider.note.endswith("Showing the last state it told us.")
+
+
+def test_a_slow_provider_costs_the_console_its_wait_then_the_last_known_state(provider, groups, settings):
+    payment = paid_at_provider()
+    settings.PAYMENTS_CONSOLE_READ_WAIT_S = 0.2
+    provider.set_faults(latency_ms=[1500, 1500])
+
+    shown = money.payment_preview(money.VOID, payment.booking, operator=Operator.for_user(ops(groups)))
+
+    assert (shown.provider.live, shown.provider.note) == (
+        False,
+        "The provider did not answer within 0.2 s. Showing the last state it told us.",
+    )
+
+
+# --- the commands ---------------------------------------------------------------------------
+def test_refund_payment_previews_asks_to_confirm_then_refunds_once(provider, groups):
+    payment = paid_at_provider()
+    reference = payment.booking.reference
+    user = ops(groups)
+
+    dry = json.loads(
+        run("refund_payment", reference, "--amount", "20", "--dry-run", "--json", "--as", user.username)
+    )
+    with pytest.raises(CommandError, match="Not confirmed"):
+        run("refund_payment", reference, "--amount", "20", "--as", user.username)
+    done = json.loads(
+        run(
+            "refund_payment",
+            reference,
+            "--amount",
+            "20",
+            "--yes",
+            "--json",
+            "--token",
+            "t-1",
+            "--as",
+            user.username,
+        )
+    )
+    again = json.loads(
+        run(
+            "refund_payment",
+            reference,
+            "--amount",
+            "20",
+            "--yes",
+            "--json",
+            "--token",
+            "t-1",
+            "--as",
+            user.username,
+        )
+    )
+
+    [preview] = dry["previews"]
+    assert (
+        preview["allowed"],
+        preview["amount"],
+        preview["needs_approval"],
+        preview["provider"]["live"],
+    ) == (
+        True,
+        "20.00",
+        False,
+        True,
+    )
+    [result] = done["results"]
+    assert (result["result"]["performed"], result["result"]["operation_state"]) == (True, "succeeded")
+    assert again["results"][0]["result"]["performed"] is False
+    payment.refresh_from_db()
+    assert refunds_at(provider, payment) == [(2000, result["result"]["operation"])]
+    assert payment.refunded_amount == Decimal("20.00")
+
+
+def test_refund_payment_needs_an_amount_to_act_and_refuses_beyond_the_bound(provider, groups):
+    payment = paid_at_provider()
+    reference = payment.booking.reference
+
+    with pytest.raises(CommandError, match="refund_payment needs --amount"):
+        run("refund_payment", reference, "--yes")
+    with pytest.raises(CommandError, match="nothing was done"):
+        run("refund_payment", reference, "--amount", "360.01", "--yes")
+
+    assert refunds_at(provider, payment) == []
+
+
+def test_a_large_refund_is_proposed_by_one_and_approved_by_another_from_the_shell(provider, groups):
+    payment = paid_at_provider()
+    proposer, approver = ops(groups), ops(groups, "approver")
+
+    proposed = json.loads(
+        run(
+            "refund_payment",
+            payment.booking.reference,
+            "--amount",
+            "250",
+            "--note",
+            "flood in the room",
+            "--yes",
+            "--json",
+            "--as",
+            proposer.username,
+        )
+    )
+    proposal_id = proposed["results"][0]["result"]["proposal"]
+    with pytest.raises(CommandError, match=r"a second person must approve it"):
+        run("approve_refund", str(proposal_id), "--yes", "--as", proposer.username)
+    approved = json.loads(
+        run("approve_refund", str(proposal_id), "--yes", "--json", "--as", approver.username)
+    )
+
+    assert approved["results"][0]["result"]["operation_state"] == "succeeded"
+    payment.refresh_from_db()
+    assert [amount for amount, _ in refunds_at(provider, payment)] == [25000]
+    assert RefundProposal.objects.get(pk=proposal_id).decided_by == approver
+
+
+def test_capture_and_void_payment_commands_check_the_operator_s_permission(provider, groups):
+    payment = paid_at_provider(capture=False)
+    support_user = UserFactory(username=f"support-{uuid.uuid4().hex[:6]}", is_staff=True)
+    support_user.groups.set([groups["support"]])
+
+    with pytest.raises(CommandError, match=r"lacks the permission reconciliation\.capture_payment"):
+        run("capture_payment", payment.booking.reference, "--yes", "--as", support_user.username)
+    out = run("capture_payment", payment.booking.reference, "--yes")  # ops at the server
+    void = json.loads(run("void_payment", payment.booking.reference, "--dry-run", "--json"))
+
+    assert "Capture of 360.00 EUR: done, the provider confirmed it." in out
+    assert (
+        void["previews"][0]["refusal"] == "Only a held authorization can be voided: the payment is captured."
+    )
+
+
+# --- reconcile_payments ---------------------------------------------------------------------
+def _reconcile(day: str) -> tuple[dict, int]:
+    out = io.StringIO()
+    try:
+        call_command("reconcile_payments", "--date", day, "--json", stdout=out, stderr=io.StringIO())
+    except CommandError as exc:
+        return json.loads(out.getvalue()), exc.returncode
+    return json.loads(out.getvalue()), 0
+
+
+def test_a_day_that_settles_has_no_mismatch(provider, groups):
+    payment = paid_at_provider()
+    money.support_refund(
+        booking_id=payment.booking_id, operator=Operator.shell(), token=new_token(), amount="10", inline=True
+    )
+
+    report, code = _reconcile(timezone.now().date().isoformat())
+
+    assert (code, report["mismatches"]) == (0, [])
+    assert (report["intents_compared"], report["refunds_compared"]) == (1, 1)
+    assert report["totals"]["EUR"] == {
+        "currency": "EUR",
+        "captured_ours": "360.00",
+        "captured_provider": "360.00",
+        "refunded_on_day_ours": "10.00",
+        "refunded_on_day_provider": "10.00",
+    }
+
+
+def test_reconcile_payments_finds_every_planted_mismatch(provider, groups):
+    settled = paid_at_provider()
+    drifted = paid_at_provider()
+    # 1. our ledger counts a refund the provider never made
+    Payment.objects.filter(pk=drifted.pk).update(refunded_amount=Decimal("15.00"))
+    # 2. an authorization nobody of ours made
+    stray = connector.authorize(
+        AuthorizeRequest(
+            payment_id=str(uuid.uuid4()),
+            booking_reference="BK-STRAY1",
+            amount=Decimal("99.00"),
+            currency="EUR",
+            payment_method="pm_card_visa",
+        ),
+        key=f"stray-{uuid.uuid4()}",
+    )
+    assert stray.outcome == CallOutcome.OK
+    # 3. a refund made at the provider outside our operations (e.g. in its dashboard)
+    made = connector.refund(
+        settled.provider_intent_id, amount=Decimal("5.00"), currency="EUR", key=f"dashboard-{uuid.uuid4()}"
+    )
+    assert made.outcome == CallOutcome.OK
+
+    report, code = _reconcile(timezone.now().date().isoformat())
+
+    found = sorted(
+        (m["kind"], m["booking"], m["field"], m["ours"], m["theirs"]) for m in report["mismatches"]
+    )
+    assert code == 1
+    assert found == sorted(
+        [
+            ("amount_differs", drifted.booking.reference, "refunded", "15.00", "0.00"),
+            ("amount_differs", settled.booking.reference, "refunded", "0.00", "5.00"),
+            ("intent_unknown_to_us", "", "", "", "requires_capture 9900 eur"),
+            ("refund_unknown_to_us", settled.booking.reference, "", "", "5.00 succeeded"),
+        ]
+    )
+
+
+def test_reconcile_payments_says_when_the_provider_cannot_be_listed(provider, settings):
+    settings.STRIPE_API_BASE = CLOSED_PORT_URL
+
+    report, code = _reconcile("2026-01-01")
+
+    assert (code, report["mismatches"]) == (2, None)
+    assert report["error"].startswith("APIConnectionError")
+
+
+def test_reconcile_payments_refuses_a_date_that_is_no_day(db):
+    with pytest.raises(CommandError, match="is not a day"):
+        run("reconcile_payments", "--date", "yesterday")
+
+
+# --- payment_health -------------------------------------------------------------------------
+def test_payment_health_reports_the_provider_and_what_is_open(provider, groups, settings):
+    payment = paid_at_provider()
+    money.support_refund(
+        booking_id=payment.booking_id, operator=Operator.shell(), token=new_token(), amount="5"
+    )
+
+    up = json.loads(run("payment_health", "--json"))
+    settings.STRIPE_API_BASE = CLOSED_PORT_URL
+    down = json.loads(run("payment_health", "--json"))
+
+    assert (up["provider"]["reachable"], up["provider"]["http_status"]) == (True, 200)
+    assert up["open_operations"] == {"refund": 1}  # queued for a worker, not asked yet
+    assert [o["booking"] for o in up["oldest_open"]] == [payment.booking.reference]
+    assert up["problems"] == []
+    assert (down["provider"]["reachable"], down["provider"]["outcome"]) == (False, "ambiguous")
+    assert down["problems"][0].startswith("The provider does not answer")

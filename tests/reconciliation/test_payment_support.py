@@ -1,0 +1,484 @@
+"""The payment support actions as services: refused without the permission, previewed, bounded by
+what was captured and not refunded, once per token, fenced by an open operation, and the
+two-person rule (one proposes, another approves; the proposer never approves their own). The
+provider is not asked here (the console's path: the run is queued after commit); the same
+actions against a real provider are in test_payment_provider.py."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from django.utils import timezone
+
+from bookings.states import BookingState
+from config.errors import InvalidTransition, ValidationFailed
+from payments.models import OperationKind, OperationState, PaymentOperation, PaymentStatus
+from payments.services.operations import operation_open
+from reconciliation.models import ProposalState, RefundProposal
+from reconciliation.services.support import Operator, SupportActionDenied, new_token
+from reconciliation.services.support import payments as money
+from tests.factories import UserFactory
+from tests.reconciliation.conftest import calls
+from tests.reconciliation.paying import kinds, paying_booking, support_rows
+
+S = BookingState
+P = PaymentStatus
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _approval_above(settings):
+    settings.PAYMENTS_REFUND_APPROVAL_ABOVE = Decimal("200.00")
+
+
+@pytest.fixture
+def payments_queue(broker) -> str:
+    import payments.tasks  # noqa: F401  (declares the payments queue)
+
+    broker.flush("payments")
+    yield "payments"
+    broker.flush("payments")
+
+
+def op(user) -> Operator:
+    return Operator.for_user(user)
+
+
+def second_ops(groups):
+    user = UserFactory(username=f"ops2-{uuid.uuid4().hex[:6]}", is_staff=True)
+    user.groups.set([groups["ops"]])
+    return user
+
+
+def refund(payment, user, amount, *, token=None, note="customer goodwill"):
+    return money.support_refund(
+        booking_id=payment.booking_id, operator=op(user), token=token or new_token(), amount=amount, note=note
+    )
+
+
+# --- permissions -----------------------------------------------------------------------------
+def test_a_user_without_the_permission_is_refused_and_nothing_is_written(db):
+    payment = paying_booking()
+    nobody = UserFactory(is_staff=True)
+
+    for action in (money.REFUND, money.CAPTURE, money.VOID):
+        with pytest.raises(SupportActionDenied):
+            money.payment_action_run(
+                action, booking_id=payment.booking_id, operator=op(nobody), token=new_token(), amount="10"
+            )
+
+    assert support_rows(payment.booking) == []
+    assert not PaymentOperation.objects.filter(payment=payment).exists()
+
+
+def test_support_may_refund_but_not_capture_void_or_approve(support_user):
+    payment = paying_booking(status=S.NEEDS_ATTENTION, payment_status=P.AUTHORIZED)
+
+    for action in (money.CAPTURE, money.VOID):
+        with pytest.raises(SupportActionDenied, match="reconciliation"):
+            money.payment_action_run(
+                action, booking_id=payment.booking_id, operator=op(support_user), token="t1"
+            )
+
+    assert op(support_user).can(money.PAYMENT_ACTIONS[money.REFUND]["permission"])
+    assert not op(support_user).can(money.PAYMENT_ACTIONS[money.APPROVE]["permission"])
+    assert not PaymentOperation.objects.filter(payment=payment).exists()
+
+
+# --- refund: preview, bounds, once per token --------------------------------------------------
+def test_the_refund_preview_shows_what_is_refundable_and_the_provider_side_it_could_read(ops_user):
+    payment = paying_booking(refunded=Decimal("60.00"))
+
+    shown = money.payment_preview(
+        money.REFUND, payment.booking, operator=op(ops_user), amount=Decimal("40.00"), live=False
+    )
+
+    assert (shown.allowed, shown.refusal, shown.refundable, shown.needs_approval) == (
+        True,
+        "",
+        Decimal("300.00"),
+        False,
+    )
+    assert shown.effects[0].startswith(
+        "Refund 40.00 EUR of the 360.00 EUR captured (60.00 EUR refunded so far)"
+    )
+    assert shown.warnings == [
+        "After it the customer will have paid 260.00 EUR, less than the 360.00 EUR the booking owes as "
+        "confirmed by its policy: automation never charges the difference."
+    ]
+    assert (shown.provider.live, shown.provider.note) == (
+        False,
+        "Not asked live; showing the last state the provider told us.",
+    )
+    as_json = shown.as_dict()
+    assert as_json["ours"]["intent"] == payment.provider_intent_id  # ops may see the provider's ids
+    assert as_json["ours"]["refundable"] == "300.00"
+
+
+def test_the_provider_ids_are_shown_only_with_their_permission(support_user):
+    payment = paying_booking()
+
+    shown = money.payment_preview(money.REFUND, payment.booking, operator=op(support_user), live=False)
+
+    assert shown.as_dict()["ours"]["intent"] is None
+    assert shown.as_dict()["provider"]["intent"] is None
+
+
+def test_a_refund_is_bounded_by_what_was_captured_and_not_yet_refunded(ops_user):
+    payment = paying_booking(refunded=Decimal("300.00"))
+
+    with pytest.raises(
+        InvalidTransition, match=r"At most 60.00 EUR can be refunded: 360.00 captured, 300.00"
+    ):
+        refund(payment, ops_user, "60.01")
+    with pytest.raises(ValidationFailed, match="more than nothing"):
+        refund(payment, ops_user, "0")
+    with pytest.raises(ValidationFailed, match="smallest unit"):
+        refund(payment, ops_user, "1.005")
+    with pytest.raises(ValidationFailed, match="not an amount"):
+        refund(payment, ops_user, "ten")
+
+    assert not PaymentOperation.objects.filter(payment=payment).exists()
+    assert support_rows(payment.booking) == []
+
+
+def test_nothing_is_refunded_of_a_payment_never_captured(ops_user):
+    payment = paying_booking(status=S.REQUESTED, payment_status=P.AUTHORIZED)
+
+    shown = money.payment_preview(money.REFUND, payment.booking, operator=op(ops_user), live=False)
+    with pytest.raises(InvalidTransition, match=r"Nothing captured is left to refund \(0.00 captured"):
+        refund(payment, ops_user, "10")
+
+    assert (shown.allowed, shown.effects) == (False, [])
+
+
+def test_a_refund_opens_the_payments_operation_audits_it_and_queues_the_run_after_commit(
+    ops_user, payments_queue, broker, django_capture_on_commit_callbacks
+):
+    payment = paying_booking()
+    token = new_token()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        result = refund(payment, ops_user, "45.50", token=token)
+
+    [operation] = PaymentOperation.objects.filter(payment=payment)
+    assert (operation.kind, operation.amount, operation.state, operation.idempotency_key) == (
+        OperationKind.REFUND,
+        Decimal("45.50"),
+        OperationState.OPEN,
+        f"{payment.pk}:refund:1",
+    )
+    assert (result.performed, result.operation_key, result.operation_state) == (
+        True,
+        operation.idempotency_key,
+        OperationState.OPEN,
+    )
+    assert result.message.startswith("Refund of 45.50 EUR queued: a worker asks the provider")
+    [row] = support_rows(payment.booking)
+    assert (row.kind, row.actor, row.actor_label) == (
+        "support.refund_requested",
+        "support",
+        ops_user.username,
+    )
+    assert (row.data["action_token"], row.data["idempotency_key"], row.data["amount"]) == (
+        token,
+        operation.idempotency_key,
+        "45.50",
+    )
+    assert calls(broker, payments_queue) == [("payment_run", [str(payment.booking_id)])]
+    payment.refresh_from_db()
+    assert payment.next_check_at is not None  # due for the sweeper, should the run be lost
+
+
+def test_the_same_token_twice_refunds_once(ops_user):
+    payment = paying_booking()
+    token = new_token()
+
+    first = refund(payment, ops_user, "10.00", token=token)
+    again = refund(payment, ops_user, "10.00", token=token)
+
+    assert (first.performed, again.performed) == (True, False)
+    assert again.message.startswith(f"Already done by {ops_user.username}")
+    assert (again.operation_key, again.operation_state) == (first.operation_key, OperationState.OPEN)
+    assert PaymentOperation.objects.filter(payment=payment).count() == 1
+    assert len(support_rows(payment.booking)) == 1
+
+
+def test_no_action_while_an_operation_s_outcome_is_unknown(ops_user):
+    payment = paying_booking()
+    operation_open(payment, kind=OperationKind.REFUND, amount=Decimal("5.00"))
+
+    with pytest.raises(
+        InvalidTransition, match=r"not known yet \(key .*:refund:1\): one operation at a time"
+    ):
+        refund(payment, ops_user, "10.00")
+
+    assert PaymentOperation.objects.filter(payment=payment).count() == 1
+
+
+# --- capture and void ----------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("status", "payment_status", "fields", "why"),
+    [
+        (S.CONFIRMED, P.CAPTURED, {}, "Only a held authorization can be captured: the payment is captured."),
+        (
+            S.REQUESTED,
+            P.AUTHORIZED,
+            {},
+            "The partner never confirmed this booking: nothing is captured without a confirmed reservation.",
+        ),
+        (
+            S.CONFIRMED,
+            P.AUTHORIZED,
+            {"authorization_expires_at": timezone.now() - timedelta(minutes=1)},
+            "The hold lapsed at the provider",
+        ),
+    ],
+    ids=["captured", "never-confirmed", "lapsed"],
+)
+def test_a_capture_is_refused_when_automation_could_not_take_it_either(
+    ops_user, status, payment_status, fields, why
+):
+    payment = paying_booking(status=status, payment_status=payment_status, **fields)
+
+    with pytest.raises(InvalidTransition) as refused:
+        money.support_capture(booking_id=payment.booking_id, operator=op(ops_user), token=new_token())
+
+    assert str(refused.value.message).startswith(why)
+    assert not PaymentOperation.objects.filter(payment=payment).exists()
+
+
+def test_a_capture_takes_what_the_confirmed_booking_owes(ops_user):
+    payment = paying_booking(status=S.CONFIRMED, payment_status=P.AUTHORIZED)
+
+    shown = money.payment_preview(money.CAPTURE, payment.booking, operator=op(ops_user), live=False)
+    result = money.support_capture(booking_id=payment.booking_id, operator=op(ops_user), token=new_token())
+
+    assert shown.allowed and shown.effects[0].startswith("Capture 360.00 EUR of the 360.00 EUR hold")
+    [operation] = PaymentOperation.objects.filter(payment=payment)
+    assert (operation.kind, operation.amount, result.operation_key) == (
+        OperationKind.CAPTURE,
+        Decimal("360.00"),
+        operation.idempotency_key,
+    )
+    assert [r.kind for r in support_rows(payment.booking)] == ["support.capture_requested"]
+
+
+@pytest.mark.parametrize(
+    ("status", "why"),
+    [
+        (S.CONFIRMED, "The booking owes 360.00 EUR as confirmed: capture it, or cancel the booking"),
+        (S.PENDING_PARTNER, "The booking is still pending_partner: the partner may yet confirm it."),
+    ],
+)
+def test_a_hold_the_booking_owes_or_may_still_need_is_not_voided(ops_user, status, why):
+    payment = paying_booking(status=status, payment_status=P.AUTHORIZED)
+
+    with pytest.raises(InvalidTransition) as refused:
+        money.support_void(booking_id=payment.booking_id, operator=op(ops_user), token=new_token())
+
+    assert refused.value.message.startswith(why)
+    assert not PaymentOperation.objects.filter(payment=payment).exists()
+
+
+def test_a_hold_of_a_booking_with_support_may_be_voided_with_a_warning(ops_user):
+    payment = paying_booking(status=S.NEEDS_ATTENTION, payment_status=P.AUTHORIZED)
+
+    shown = money.payment_preview(money.VOID, payment.booking, operator=op(ops_user), live=False)
+    result = money.support_void(
+        booking_id=payment.booking_id, operator=op(ops_user), token=new_token(), note="n"
+    )
+
+    assert shown.warnings == [
+        "Once released the hold cannot be captured: should the booking be confirmed later, it is not paid."
+    ]
+    assert PaymentOperation.objects.get(payment=payment).kind == OperationKind.VOID
+    assert result.operation_state == OperationState.OPEN
+
+
+# --- the two-person rule -------------------------------------------------------------------------
+def test_a_refund_above_the_approval_amount_is_only_proposed(ops_user):
+    payment = paying_booking()
+
+    shown = money.payment_preview(
+        money.REFUND, payment.booking, operator=op(ops_user), amount=Decimal("200.01"), live=False
+    )
+    result = refund(payment, ops_user, "200.01", note="the room was not cleaned")
+
+    assert shown.needs_approval and shown.effects[0].startswith("Above 200.00 EUR: only proposed.")
+    proposal = RefundProposal.objects.get(payment=payment)
+    assert (proposal.state, proposal.amount, proposal.proposed_by, proposal.note) == (
+        ProposalState.PENDING,
+        Decimal("200.01"),
+        ops_user,
+        "the room was not cleaned",
+    )
+    assert (result.performed, result.proposal_id, result.operation_key) == (True, proposal.pk, "")
+    assert result.message.startswith(f"Proposed (#{proposal.pk}): a refund of 200.01 EUR is above 200.00 EUR")
+    assert not PaymentOperation.objects.filter(payment=payment).exists()  # nothing asked of the provider
+    [row] = support_rows(payment.booking)
+    assert (row.kind, row.data["proposal"], row.data["amount"]) == (
+        "support.refund_proposed",
+        proposal.pk,
+        "200.01",
+    )
+
+
+def test_the_approval_amount_itself_needs_no_second_person(ops_user):
+    payment = paying_booking()
+
+    result = refund(payment, ops_user, "200.00")
+
+    assert result.proposal_id is None and result.operation_key
+    assert not RefundProposal.objects.exists()
+
+
+def test_a_proposal_needs_a_note_saying_why(ops_user):
+    payment = paying_booking()
+
+    with pytest.raises(ValidationFailed, match="needs a note saying why"):
+        refund(payment, ops_user, "300.00", note="  ")
+
+    assert not RefundProposal.objects.exists()
+
+
+def test_the_proposer_cannot_approve_their_own_refund(ops_user):
+    payment = paying_booking()
+    proposed = refund(payment, ops_user, "300.00")
+    proposal = RefundProposal.objects.get(pk=proposed.proposal_id)
+
+    shown = money.proposal_preview(money.APPROVE, proposal, operator=op(ops_user), live=False)
+    with pytest.raises(SupportActionDenied, match="a second person must approve it"):
+        money.support_refund_approve(proposal_id=proposal.pk, operator=op(ops_user), token=new_token())
+
+    assert (shown.allowed, shown.refusal) == (
+        False,
+        f"{ops_user.username} proposed it: a second person must approve it.",
+    )
+    proposal.refresh_from_db()
+    assert proposal.state == ProposalState.PENDING
+    assert not PaymentOperation.objects.filter(payment=payment).exists()
+    assert [r.kind for r in support_rows(payment.booking)] == ["support.refund_proposed"]
+
+
+def test_the_same_shell_operator_cannot_approve_their_own_either(db):
+    payment = paying_booking()
+    shell = Operator(label="ops:alice")
+    proposed = money.support_refund(
+        booking_id=payment.booking_id, operator=shell, token=new_token(), amount="300", note="why"
+    )
+
+    with pytest.raises(SupportActionDenied):
+        money.support_refund_approve(proposal_id=proposed.proposal_id, operator=shell, token=new_token())
+
+    assert not PaymentOperation.objects.filter(payment=payment).exists()
+
+
+def test_approving_needs_the_approve_permission(ops_user, support_user):
+    payment = paying_booking()
+    proposed = refund(payment, ops_user, "300.00")
+
+    with pytest.raises(SupportActionDenied, match=r"reconciliation\.approve_refund"):
+        money.support_refund_approve(proposal_id=proposed.proposal_id, operator=op(support_user), token="tok")
+
+    assert RefundProposal.objects.get().state == ProposalState.PENDING
+
+
+def test_another_person_approves_and_the_refund_is_asked_once(ops_user, groups):
+    payment = paying_booking()
+    approver = second_ops(groups)
+    proposed = refund(payment, ops_user, "300.00")
+    token = new_token()
+
+    approved = money.support_refund_approve(
+        proposal_id=proposed.proposal_id, operator=op(approver), token=token, note="checked the photos"
+    )
+    again = money.support_refund_approve(proposal_id=proposed.proposal_id, operator=op(approver), token=token)
+
+    proposal = RefundProposal.objects.get()
+    [operation] = PaymentOperation.objects.filter(payment=payment)
+    assert (proposal.state, proposal.decided_by, proposal.operation, proposal.decision_note) == (
+        ProposalState.APPROVED,
+        approver,
+        operation,
+        "checked the photos",
+    )
+    assert (operation.kind, operation.amount) == (OperationKind.REFUND, Decimal("300.00"))
+    assert (approved.performed, approved.operation_key, approved.proposal_id) == (
+        True,
+        operation.idempotency_key,
+        proposal.pk,
+    )
+    assert again.performed is False
+    rows = support_rows(payment.booking)
+    assert [(r.kind, r.actor_label) for r in rows] == [
+        ("support.refund_proposed", ops_user.username),
+        ("support.refund_approved", approver.username),
+    ]
+    assert (rows[1].data["proposal"], rows[1].data["proposed_by"], rows[1].data["idempotency_key"]) == (
+        proposal.pk,
+        ops_user.username,
+        operation.idempotency_key,
+    )
+
+
+def test_an_approval_is_bounded_again_by_what_is_refundable_then(ops_user, groups):
+    payment = paying_booking()
+    proposed = refund(payment, ops_user, "300.00")
+    type(payment).objects.filter(pk=payment.pk).update(
+        refunded_amount=Decimal("100.00")
+    )  # refunded meanwhile
+
+    with pytest.raises(InvalidTransition, match=r"At most 260.00 EUR can be refunded.*Reject the proposal"):
+        money.support_refund_approve(
+            proposal_id=proposed.proposal_id, operator=op(second_ops(groups)), token=new_token()
+        )
+
+    assert RefundProposal.objects.get().state == ProposalState.PENDING
+    assert not PaymentOperation.objects.filter(payment=payment).exists()
+
+
+def test_one_proposal_waits_at_a_time_and_its_proposer_may_withdraw_it(ops_user, groups):
+    payment = paying_booking()
+    first = refund(payment, ops_user, "300.00")
+
+    with pytest.raises(InvalidTransition, match=rf"Refund proposal #{first.proposal_id} of 300.00 EUR by"):
+        refund(payment, second_ops(groups), "250.00")
+    withdrawn = money.support_refund_reject(proposal_id=first.proposal_id, operator=op(ops_user), token="w1")
+    second = refund(payment, ops_user, "250.00")
+
+    assert withdrawn.message == f"Refund proposal #{first.proposal_id} withdrawn: nothing was refunded."
+    assert [p.state for p in RefundProposal.objects.order_by("id")] == [
+        ProposalState.REJECTED,
+        ProposalState.PENDING,
+    ]
+    assert second.proposal_id != first.proposal_id
+    assert "support.refund_rejected" in kinds(payment.booking)
+    assert not PaymentOperation.objects.filter(payment=payment).exists()
+
+
+def test_a_decided_proposal_cannot_be_decided_again(ops_user, groups):
+    payment = paying_booking()
+    proposed = refund(payment, ops_user, "300.00")
+    approver = second_ops(groups)
+    money.support_refund_reject(proposal_id=proposed.proposal_id, operator=op(approver), token=new_token())
+
+    with pytest.raises(InvalidTransition, match="was already rejected by"):
+        money.support_refund_approve(
+            proposal_id=proposed.proposal_id, operator=op(approver), token=new_token()
+        )
+
+    assert not PaymentOperation.objects.filter(payment=payment).exists()
+
+
+def test_only_approvers_or_the_proposer_reject(ops_user, support_user):
+    payment = paying_booking()
+    proposed = refund(payment, ops_user, "300.00")
+
+    with pytest.raises(SupportActionDenied):
+        money.support_refund_reject(proposal_id=proposed.proposal_id, operator=op(support_user), token="r")
+
+    assert RefundProposal.objects.get().state == ProposalState.PENDING
