@@ -46,5 +46,7 @@ class Command(BaseCommand):
         table.add_row("stale webhooks re-queued", str(report.inbound_requeued))
         table.add_row("refused webhooks' expired evidence deleted", str(report.refused_pruned))
         table.add_row("settled bookings with an unresolved create", str(report.fenced_terminal))
+        table.add_row("payments run (due, not at rest)", str(report.payments_queued))
+        table.add_row("stale payment webhooks re-queued", str(report.payment_events_requeued))
         table.add_row("change listings walked", ", ".join(report.listings) or "-")
         console.print(table)
