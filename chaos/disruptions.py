@@ -25,6 +25,9 @@ logger = logging.getLogger(__name__)
 REDIS_AT = 0.35  # share of the load sent before Redis goes
 DB_DROP_AT = 0.65
 TICK_S = 0.2
+# A partner whose control endpoint does not answer a phase switch for longer than its own outage
+# window plus this is a harness error; within it, the switch is skipped (the partner is down).
+PHASE_UNREACHABLE_GRACE_S = 15.0
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,7 @@ class Disruptor(threading.Thread):
         self._db_pending = config.db_drop
         self._next_phase = self._t0 + config.phase_interval_s
         self._async_on = {s.code: s.plan.async_delay is not None for s in sandboxes}
+        self._unreachable_since: dict[str, float] = {}  # partner code -> first failed switch
         self._lock = threading.Lock()
 
     # --- public ----------------------------------------------------------------------------
@@ -78,7 +82,8 @@ class Disruptor(threading.Thread):
         with self._lock:
             kinds = [e.kind for e in self.events]
         return {
-            kind: kinds.count(kind) for kind in ("worker_kill", "redis_restart", "db_drop", "fault_phase")
+            kind: kinds.count(kind)
+            for kind in ("worker_kill", "redis_restart", "db_drop", "fault_phase", "fault_phase_skipped")
         }
 
     @property
@@ -177,7 +182,22 @@ class Disruptor(threading.Thread):
             try:
                 sandbox.set_faults({"async_confirm_delay_s": delay if turn_on else None})
             except Exception as exc:  # noqa: BLE001
-                self.errors.append(f"fault phase at {sandbox.code} failed: {exc!r}")
+                self._phase_failed(sandbox, exc)
                 continue
+            self._unreachable_since.pop(sandbox.code, None)
             self._async_on[sandbox.code] = turn_on
             self._record("fault_phase", partner=sandbox.code, async_confirm=turn_on)
+
+    def _phase_failed(self, sandbox: SandboxPartner, exc: Exception) -> None:
+        """A switch the partner could not be told: during its own outage window (its port, control
+        endpoint included, is closed) the phase is skipped and tried again at the next one; a
+        partner unreachable for longer than its outage is a harness error."""
+        now = time.monotonic()
+        since = self._unreachable_since.setdefault(sandbox.code, now)
+        if now - since <= sandbox.plan.outage_s + PHASE_UNREACHABLE_GRACE_S:
+            self._record("fault_phase_skipped", partner=sandbox.code, error=f"{exc!r}"[:200])
+            return
+        self.errors.append(
+            f"fault phase at {sandbox.code} failed: unreachable for {now - since:.0f}s, longer than its "
+            f"outage window ({sandbox.plan.outage_s:g}s): {exc!r}"
+        )

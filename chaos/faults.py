@@ -123,6 +123,14 @@ class FaultPlan:
         return float(self.settings.get("clock_skew_s") or 0.0)
 
     @property
+    def outage_s(self) -> float:
+        """Real seconds the partner's port stays closed in its outage window (control included)."""
+        window = self.settings.get("outage_window_s")
+        if not window:
+            return 0.0
+        return float(window[1]) / float(self.settings.get("time_scale") or 1.0)
+
+    @property
     def latest_initiative_s(self) -> float:
         """Real seconds after a confirmation (or creation) by which the partner has done what it
         does on its own (cancel, lose); an amendment follows the confirmation at once."""

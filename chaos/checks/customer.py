@@ -47,9 +47,19 @@ def shown_lines(views: list[ShownView]) -> list[str]:
     return lines
 
 
-def evidence(snapshot: Snapshot, reference: str, views: list[ShownView], **more: Any) -> dict[str, Any]:
+def evidence(
+    snapshot: Snapshot,
+    reference: str,
+    views: list[ShownView],
+    *,
+    truth: dict[str, list[TruthReservation]] | None = None,
+    **more: Any,
+) -> dict[str, Any]:
+    """What was shown of the booking, its final view, our timeline and the partner's history
+    (`truth`: `snapshot.truth_by_reference()`, computed once by the caller)."""
     booking = snapshot.bookings.get(reference)
-    data = booking_evidence(booking, snapshot.truth_by_reference().get(reference, []))
+    grouped = truth if truth is not None else snapshot.truth_by_reference()
+    data = booking_evidence(booking, grouped.get(reference, []))
     if booking is not None:
         data["final_view"] = f"{booking.view_status}/{booking.view_message} v{booking.view_version}"
     return {"shown": shown_lines(views), **more, **data}
@@ -87,7 +97,7 @@ def check_confirmed_after_partner(snapshot: Snapshot) -> CheckResult:
                     f"{reference} was shown confirmed ({first.client} at "
                     f"{first.at.isoformat(timespec='milliseconds')}) but its partner never confirmed it",
                     booking=reference,
-                    evidence=evidence(snapshot, reference, views),
+                    evidence=evidence(snapshot, reference, views, truth=truth),
                 )
             )
         elif first.at < partner_confirmed:
@@ -98,7 +108,7 @@ def check_confirmed_after_partner(snapshot: Snapshot) -> CheckResult:
                     f"{reference} was shown confirmed ({first.client}) {early:.3f}s before its partner "
                     f"confirmed it ({partner_confirmed.isoformat(timespec='milliseconds')} on our clock)",
                     booking=reference,
-                    evidence=evidence(snapshot, reference, views),
+                    evidence=evidence(snapshot, reference, views, truth=truth),
                 )
             )
         else:
@@ -171,7 +181,7 @@ def check_ended_when_released(snapshot: Snapshot) -> CheckResult:
                     + (" (its cancellation asked, not done)" if kind.endswith("releasing") else "")
                     + (f"; {len(cases)} such views" if len(cases) > 1 else ""),
                     booking=reference,
-                    evidence=evidence(snapshot, reference, views),
+                    evidence=evidence(snapshot, reference, views, truth=truth),
                 )
             )
     result.figures["views_judged"] = dict(judged)
@@ -187,6 +197,7 @@ def check_never_backwards(snapshot: Snapshot) -> CheckResult:
     )
     if snapshot.shown is None:
         return not_observed(result, "no client followed the bookings in this run")
+    truth = snapshot.truth_by_reference()
     clients: set[str] = set()
     for reference, views in snapshot.shown_by_reference().items():
         kinds: dict[str, str] = {}
@@ -223,7 +234,12 @@ def check_never_backwards(snapshot: Snapshot) -> CheckResult:
                     confirmed = view
         for kind, message in kinds.items():
             result.violations.append(
-                Violation(kind, message, booking=reference, evidence=evidence(snapshot, reference, views))
+                Violation(
+                    kind,
+                    message,
+                    booking=reference,
+                    evidence=evidence(snapshot, reference, views, truth=truth),
+                )
             )
     shown = snapshot.shown_by_reference()
     for reference, booking in snapshot.bookings.items():
@@ -239,7 +255,7 @@ def check_never_backwards(snapshot: Snapshot) -> CheckResult:
                     f"{reference} is recorded as shown pending (v{regressed[0].version}) after confirmed "
                     f"(v{confirmed_at})",
                     booking=reference,
-                    evidence=evidence(snapshot, reference, shown.get(reference, [])),
+                    evidence=evidence(snapshot, reference, shown.get(reference, []), truth=truth),
                 )
             )
         numbers = [c.version for c in changes]
@@ -250,7 +266,7 @@ def check_never_backwards(snapshot: Snapshot) -> CheckResult:
                     f"{reference} is at v{booking.view_version} but its timeline numbers its changes "
                     f"{numbers[:20]}",
                     booking=reference,
-                    evidence=evidence(snapshot, reference, shown.get(reference, [])),
+                    evidence=evidence(snapshot, reference, shown.get(reference, []), truth=truth),
                 )
             )
     result.figures.update({"clients": len(clients), "views_shown": len(snapshot.shown)})
@@ -265,6 +281,7 @@ def check_last_shown_final(snapshot: Snapshot) -> CheckResult:
     )
     if snapshot.shown is None:
         return not_observed(result, "no client followed the bookings in this run")
+    truth = snapshot.truth_by_reference()
     shown = snapshot.shown_by_reference()
     figures: Counter[str] = Counter()
     for reference, booking in snapshot.bookings.items():
@@ -284,7 +301,7 @@ def check_last_shown_final(snapshot: Snapshot) -> CheckResult:
                         "never_shown",
                         f"{client} followed {reference} but was never shown it",
                         booking=reference,
-                        evidence=evidence(snapshot, reference, views),
+                        evidence=evidence(snapshot, reference, views, truth=truth),
                     )
                 )
                 continue
@@ -297,7 +314,7 @@ def check_last_shown_final(snapshot: Snapshot) -> CheckResult:
                         f"(at {last.at.isoformat(timespec='milliseconds')}); it ended "
                         f"{final[0]}/{final[1]} v{final[2]}",
                         booking=reference,
-                        evidence=evidence(snapshot, reference, views),
+                        evidence=evidence(snapshot, reference, views, truth=truth),
                     )
                 )
     result.figures.update(dict(figures))

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+import requests
 
 from chaos.config import ChaosConfig, RunIdentity, child_env
+from chaos.disruptions import PHASE_UNREACHABLE_GRACE_S, Disruptor
 from chaos.faults import FaultOptionError, build_plan, parse_override
 from chaos.logscan import scan
+from chaos.sandboxes import SandboxPartner
 from chaos.stats import summary
 
 
@@ -92,6 +98,45 @@ def test_children_get_their_own_namespaces_and_short_timings(tmp_path: Path):
         "postgres://db/x",
         "false",
     )
+    # the customers' side: live channels of the run's own, mail and "taking longer" at its pace
+    assert env["LIVE_CHANNEL_PREFIX"] == "chaos-abc123-live"
+    assert (env["NOTIFICATION_REQUEUE_AFTER_S"], env["NOTIFICATION_CLAIM_TIMEOUT_S"]) == ("10", "70")
+    assert env["CUSTOMER_SLOW_AFTER_S"] == "40"  # a third of the 120 s window
+
+
+class UnreachablePartner(SandboxPartner):
+    """A partner whose port is closed (its outage window): every control call is refused."""
+
+    def set_faults(self, changes: dict[str, Any]) -> dict[str, Any]:
+        raise requests.ConnectionError("[Errno 111] Connection refused")
+
+
+def test_a_phase_switch_during_the_partners_outage_is_skipped_and_only_a_longer_one_is_an_error(
+    tmp_path: Path,
+):
+    # Given a partner whose outage window closes its port for 10 s real
+    plan = build_plan("reference", fault_rate=1.0, time_scale=60, seed=1)
+    assert plan.outage_s == 10.0
+    partner = UnreachablePartner(profile="reference", code="chaos-ref-abc123", plan=plan)
+    disruptor = Disruptor(
+        config=ChaosConfig(),
+        identity=RunIdentity(run_id="abc123", directory=tmp_path),
+        stack=None,  # type: ignore[arg-type] - a phase switch touches only the partners
+        sandboxes=[partner],
+        load_progress=lambda: 0.0,
+        load_done=threading.Event(),
+    )
+
+    # When a phase switch meets it: skipped, and the phase stays as it was
+    disruptor._flip_phase()
+    assert [e.kind for e in disruptor.events] == ["fault_phase_skipped"]
+    assert (disruptor.errors, disruptor._async_on[partner.code]) == ([], True)
+
+    # and when it is still unreachable past its outage and the grace: a harness error
+    disruptor._unreachable_since[partner.code] = time.monotonic() - (10.0 + PHASE_UNREACHABLE_GRACE_S + 1)
+    disruptor._flip_phase()
+    assert len(disruptor.errors) == 1
+    assert "unreachable for 26s, longer than its outage window (10s)" in disruptor.errors[0]
 
 
 def test_percentiles_are_measured_values():
