@@ -93,6 +93,7 @@ class ChaosRun:
     def run(self) -> RunReport:
         database.check_supported(allow_sqlite=self.config.allow_sqlite)
         self.identity.directory.mkdir(parents=True, exist_ok=True)
+        started = time.monotonic()
         try:
             self._run()
         except StartupFailed as exc:
@@ -100,6 +101,7 @@ class ChaosRun:
         finally:
             self._tear_down()
         self.report.log_errors = logscan.scan(self.identity.directory)
+        self.report.phases["run_s"] = round(time.monotonic() - started, 1)
         self.report.write_json(self.identity.directory / "report.json")
         if self.config.json_path:
             self.report.write_json(self.config.json_path)
@@ -319,6 +321,7 @@ class ChaosRun:
 
     def _verdict(self, codes: list[str]) -> None:
         assert self.stack is not None
+        started = time.monotonic()
         self._catch_up(codes)
         self.stack.stop_system()  # nothing of ours moves while we look
         truth = {s.code: s.ground_truth() for s in self.sandboxes}
@@ -352,6 +355,7 @@ class ChaosRun:
             ),
             checked_at=checked_at,
         )
+        self.report.phases["verdict_s"] = round(time.monotonic() - started, 1)
 
     def _catch_up(self, codes: list[str]) -> None:
         """Stop what moves bookings, then give the customers' clients (whose servers still run)
