@@ -3,9 +3,9 @@
 The partners' webhook receiver runs as the Procfile's `webhooks` line runs it (gunicorn, 2 x 4) on
 the bench's database, behind one trusted proxy (`TRUSTED_PROXY_COUNT=1`), with small limits on
 the evidence it stores of refused deliveries (per source, per partner, first bytes). The attacker
-is a separate, niced process (it stands for another machine): `FLOOD_CONNECTIONS` keep-alive
-connections posting forged deliveries (a well-formed but wrong signature, an 8 KB body naming a
-booking of ours) from `FLOOD_SOURCES` addresses at a fixed rate. The flood is on for half a
+is a separate, niced process (it stands for another machine): 4 keep-alive connections posting
+forged deliveries (a well-formed but wrong signature, an 8 KB body naming a booking of ours)
+from 200 addresses at 300 a second in all. The flood is on for half a
 second, then paused (SIGSTOP) for a quarter, in turn, while one client sends authentic signed
 deliveries one after another throughout: each one's latency counts for the phase it ran in, so
 both sets see the machine's same background load.
@@ -89,14 +89,14 @@ FORGED_SIGNATURE = "v1,Zm9yZ2VkLXNpZ25hdHVyZS1mb3JnZWQtc2lnbmF0dXJlLTAxMjM0NQ=="
 
 # The attacker: `connections` keep-alive connections posting the body on stdin with a forged
 # signature from `sources` addresses (X-Forwarded-For), `total` deliveries at `rate` a second in
-# all (0: as fast as the receiver answers; a pause, SIGSTOP, is not made up for). Prints
-# "started", then when done each answer's status counted (a failed connection as "error: ...",
-# and it connects again). Niced: it stands for another machine.
+# all (0: as fast as the receiver answers; a pause, SIGSTOP, is not made up for), at `niceness`.
+# Prints "started", then when done each answer's status counted (a failed connection as
+# "error: ...", and it connects again).
 FLOOD_SCRIPT = """
 import collections, http.client, json, os, sys, threading, time
-port, total, connections, sources, rate = (int(sys.argv[i]) for i in (1, 3, 4, 5, 6))
+port, total, connections, sources, rate, niceness = (int(sys.argv[i]) for i in (1, 3, 4, 5, 6, 8))
 path, body, signature = sys.argv[2], sys.stdin.buffer.read(), sys.argv[7]
-os.nice(10)
+os.nice(niceness)
 statuses, lock, numbers = collections.Counter(), threading.Lock(), iter(range(total))
 def attack():
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
@@ -153,11 +153,14 @@ def start_flood(
     connections: int,
     sources: int,
     rate_per_s: int,
+    niceness: int = 10,
 ) -> subprocess.Popen[bytes]:
-    """The attacker, started and sending (see `FLOOD_SCRIPT`); `flood_statuses` waits for its end."""
+    """The attacker, started and sending (see `FLOOD_SCRIPT`); `flood_statuses` waits for its end.
+    Niced by default: in a measurement it stands for another machine, and takes from ours only
+    what the receiver's processes leave it."""
     argv = [str(port), path, str(total), str(connections), str(sources), str(rate_per_s)]
     flood = subprocess.Popen(
-        [common.PYTHON, "-c", FLOOD_SCRIPT, *argv, FORGED_SIGNATURE],
+        [common.PYTHON, "-c", FLOOD_SCRIPT, *argv, FORGED_SIGNATURE, str(niceness)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
     )
