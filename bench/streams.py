@@ -424,6 +424,7 @@ def measure_polling(config: Config, people: Population, web: common.Proc, web_ba
         "statuses": statuses,
         "errors": result["errors"],
         "connections_opened": result["connections"],
+        "polls_skipped": result["skipped"],  # due while the poller still waited for an answer
         "lateness": _summary_ms(answered),  # answered minus due
         "web_cpu_s": round(web_cpu_s, 1),
         "web_cpu_percent_of_core": round(web_cpu_s / wall_s * 100, 1),

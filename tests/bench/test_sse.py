@@ -62,6 +62,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._chunk(change[20:])
             self._chunk(b"")  # the end of the stream
             return
+        if self.path.startswith("/slow/"):
+            time.sleep(0.5)  # a server slower than its pollers ask
         version = 2 if self.server.change.is_set() else 1
         etag = f'W/"{version}"'
         if self.headers.get("If-None-Match") == etag:
@@ -142,3 +144,17 @@ def test_pollers_follow_the_etag_and_reconnect_when_the_server_closed_their_conn
     assert all(len([s for s in samples if s.poller == p]) >= 8 for p in range(4))
     # The server closed every connection after its answer: each poll went out on a new one.
     assert result["connections"] == len(samples)
+
+
+def test_a_poller_answered_late_skips_the_polls_it_missed_instead_of_catching_up(server):
+    # Every 0.1 s for 1 s, from a server that takes 0.5 s an answer: a poller catching up would
+    # send its 10 polls back to back and end long after the phase; skipping, it sends at most 3.
+    targets = [Target(f"/slow/{index}") for index in range(2)]
+
+    with Clients(server.base) as clients:
+        result = clients.poll(targets, interval_s=0.1, duration_s=1.0, meanwhile=lambda: None)
+
+    samples = result["samples"]
+    assert result["errors"] == {}
+    assert all(1 <= len([s for s in samples if s.poller == p]) <= 3 for p in range(2))
+    assert result["skipped"] >= 2  # at least one a poller
