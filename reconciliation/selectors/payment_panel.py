@@ -148,6 +148,7 @@ def payment_panel(booking: Booking, *, operator: Operator, live: bool = True) ->
         return None
     situation = PaymentSituation(booking, payment)
     operations = list(PaymentOperation.objects.filter(payment=payment).order_by("opened_at", "id"))
+    # The situation's cached open operation, from the list already read (one query fewer).
     situation.__dict__["open_operation"] = next(
         (o for o in operations if o.state == OperationState.OPEN), None
     )

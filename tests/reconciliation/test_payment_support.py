@@ -482,3 +482,24 @@ def test_only_approvers_or_the_proposer_reject(ops_user, support_user):
         money.support_refund_reject(proposal_id=proposed.proposal_id, operator=op(support_user), token="r")
 
     assert RefundProposal.objects.get().state == ProposalState.PENDING
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "refund_payment",
+        "capture_payment",
+        "void_payment",
+        "approve_refund",
+        "reconcile_payments",
+        "payment_health",
+    ],
+)
+def test_every_payment_command_has_help_and_json(command):
+    from django.core.management import load_command_class
+
+    text = load_command_class("reconciliation", command).create_parser("manage.py", command).format_help()
+
+    assert "--json" in text
+    if command not in ("reconcile_payments", "payment_health"):
+        assert all(option in text for option in ("--dry-run", "--yes", "--as", "--token", "--note"))
