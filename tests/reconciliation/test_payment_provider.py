@@ -348,8 +348,10 @@ def test_a_day_that_settles_has_no_mismatch(provider, groups):
     )
 
     report, code = _reconcile(timezone.now().date().isoformat())
+    text = run("reconcile_payments", "--date", timezone.now().date().isoformat())
 
     assert (code, report["mismatches"]) == (0, [])
+    assert "The day settles: no mismatch." in text
     assert (report["intents_compared"], report["refunds_compared"]) == (1, 1)
     assert report["totals"]["EUR"] == {
         "currency": "EUR",
@@ -384,6 +386,8 @@ def test_reconcile_payments_finds_every_planted_mismatch(provider, groups):
     assert made.outcome == CallOutcome.OK
 
     report, code = _reconcile(timezone.now().date().isoformat())
+    with pytest.raises(CommandError, match=r"4 mismatch\(es\) on "):
+        run("reconcile_payments", "--date", timezone.now().date().isoformat())
 
     found = sorted(
         (m["kind"], m["booking"], m["field"], m["ours"], m["theirs"]) for m in report["mismatches"]
@@ -421,6 +425,7 @@ def test_payment_health_reports_the_provider_and_what_is_open(provider, groups, 
     )
 
     up = json.loads(run("payment_health", "--json"))
+    text = run("payment_health")
     settings.STRIPE_API_BASE = CLOSED_PORT_URL
     down = json.loads(run("payment_health", "--json"))
 
@@ -428,5 +433,6 @@ def test_payment_health_reports_the_provider_and_what_is_open(provider, groups, 
     assert up["open_operations"] == {"refund": 1}  # queued for a worker, not asked yet
     assert [o["booking"] for o in up["oldest_open"]] == [payment.booking.reference]
     assert up["problems"] == []
+    assert "answers (HTTP 200" in text and "refund=1" in text
     assert (down["provider"]["reachable"], down["provider"]["outcome"]) == (False, "ambiguous")
     assert down["problems"][0].startswith("The provider does not answer")
