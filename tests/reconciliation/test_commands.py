@@ -84,7 +84,7 @@ def test_sync_booking_queues_a_sync_as_the_os_user(
     booking = make_booking(status=S.UNKNOWN)
 
     data = json.loads(
-        run("sync_booking", booking.reference, "--json", capture=django_capture_on_commit_callbacks)
+        run("sync_booking", booking.reference, "--json", "--yes", capture=django_capture_on_commit_callbacks)
     )
 
     assert data["results"][0]["result"]["performed"] is True
@@ -97,14 +97,39 @@ def test_sync_booking_with_the_same_token_twice_does_nothing_extra(
     make_booking, partner_queue, broker, django_capture_on_commit_callbacks
 ):
     booking = make_booking(status=S.UNKNOWN)
-    run("sync_booking", booking.reference, "--token", "ops-1", capture=django_capture_on_commit_callbacks)
+    run(
+        "sync_booking",
+        booking.reference,
+        "--token",
+        "ops-1",
+        "--yes",
+        capture=django_capture_on_commit_callbacks,
+    )
 
     text = run(
-        "sync_booking", booking.reference, "--token", "ops-1", capture=django_capture_on_commit_callbacks
+        "sync_booking",
+        booking.reference,
+        "--token",
+        "ops-1",
+        "--yes",
+        capture=django_capture_on_commit_callbacks,
     )
 
     assert "nothing more was done" in text
     assert actor_names(broker, partner_queue) == ["sync_booking"]
+
+
+@pytest.mark.parametrize("command", ["sync_booking", "retry_booking"])
+def test_sync_and_retry_ask_for_confirmation_as_the_console_does(
+    command, make_booking, partner_queue, broker
+):
+    booking = make_booking(status=S.NEEDS_ATTENTION, attention_reason="partner_401")
+
+    with pytest.raises(CommandError, match="Not confirmed: review the preview"):
+        run(command, booking.reference, "--no-live")
+
+    assert not booking.events.exists()
+    assert calls(broker, partner_queue) == []
 
 
 def test_sync_booking_dry_run_only_previews(make_booking, partner_queue, broker):
@@ -174,7 +199,7 @@ def test_retry_booking_reports_a_refusal(make_booking, partner_queue, broker):
     booking = make_booking(status=S.UNKNOWN)
 
     with pytest.raises(CommandError, match="nothing was done"):
-        run("retry_booking", booking.reference)
+        run("retry_booking", booking.reference, "--yes")
 
     assert calls(broker, partner_queue) == []
 
@@ -189,6 +214,7 @@ def test_retry_booking_of_many_with_a_progress_bar(
             "retry_booking",
             *[b.reference for b in bookings],
             "--json",
+            "--yes",
             capture=django_capture_on_commit_callbacks,
         )
     )
@@ -270,7 +296,7 @@ def test_partner_health_counts_answers_refused_at_the_edge(partner, make_booking
 def test_sync_booking_now_runs_the_sync_here(make_booking, partner_queue, broker):
     booking = make_booking(status=S.UNKNOWN)
 
-    text = run("sync_booking", booking.reference, "--now")
+    text = run("sync_booking", booking.reference, "--now", "--yes")
 
     assert "Synced:" in text
     kinds = list(booking.events.values_list("kind", flat=True))

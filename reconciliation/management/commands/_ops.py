@@ -118,7 +118,7 @@ class ActionCommand(BaseCommand):
     state or settles an outcome, then run the action on each target once per token."""
 
     action: str = ""
-    confirm_question: str = ""  # set for actions that change the partner's state or settle an outcome
+    confirm_question: str = ""  # what the action does, asked before it acts (the console's confirm)
     required_to_act: tuple[str, ...] = ()  # options a run needs and a dry run does not
 
     def add_arguments(self, parser: CommandParser) -> None:

@@ -13,3 +13,4 @@ class Command(BookingActionCommand):
         "is unknown (never a blind second create). Recorded as support.retry_requested."
     )
     action = support.RETRY
+    confirm_question = "This sends the booking(s) to the partner again."

@@ -15,6 +15,7 @@ class Command(BookingActionCommand):
         "support.sync_requested."
     )
     action = support.SYNC
+    confirm_question = "This asks the partner what it holds and applies its answer to the booking(s)."
 
     def add_arguments(self, parser: CommandParser) -> None:
         super().add_arguments(parser)
