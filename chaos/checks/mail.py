@@ -10,7 +10,9 @@ sink, of its kind, named by its booking and version; a message for anything else
 The product sends at most once: an attempt whose conversation broke off after the message may have
 been handed over ends `delivery_unknown` and is never retried, and support sees it. Such a change
 without a message is counted apart (`delivery_unknown_without_mail`), not as a violation; any other
-change without exactly one message is.
+change without exactly one message is: `mail_still_owed` when the run ended with its notification
+still `queued` or `sending` (late: the settle waits for owed mail, so the settle timed out), else
+`mail_missing` (no notification row, or one the outbox gave up on, or says was sent).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ ANNOUNCED = {
 TAKING_LONGER = "taking_longer"
 CUSTOMER = "customer"
 DELIVERY_UNKNOWN = "delivery_unknown"
+STILL_OWED = frozenset({"queued", "sending"})
 
 
 def owed_kind(change: ViewChange) -> str | None:
@@ -89,9 +92,10 @@ def check_one_mail_per_change(snapshot: Snapshot) -> CheckResult:
                 if row is not None and row.state == DELIVERY_UNKNOWN:
                     figures["delivery_unknown_without_mail"] += 1
                     continue
+                late = row is not None and row.state in STILL_OWED
                 result.violations.append(
                     Violation(
-                        "mail_missing",
+                        "mail_still_owed" if late else "mail_missing",
                         f"{reference} v{change.version} ({kind}) has no email; outbox: {outbox}",
                         booking=reference,
                         evidence={**details, **booking_evidence(booking, truth.get(reference, []))},

@@ -422,14 +422,24 @@ def test_answers_to_two_requests_in_flight_may_come_in_either_order():
 
 
 # --- exactly one email per change ------------------------------------------------------------------
-def test_a_change_without_its_email_is_a_violation_naming_the_outbox_state():
+def test_a_change_whose_email_is_still_owed_at_the_end_is_a_violation_naming_the_outbox_state():
     snapshot = replace(clean(), mails=[mail(B, 5, "not_confirmed", 123.4, 2)])
     snapshot.notifications[0] = notification(A, 3, "confirmed", state="queued")
     result = check_one_mail_per_change(snapshot)
-    assert kinds(result) == ["mail_missing"]
+    assert kinds(result) == ["mail_still_owed"]
     violation = result.violations[0]
     assert violation.message == f"{A} v3 (confirmed) has no email; outbox: queued after 1 attempt(s)"
     assert violation.evidence["change"].startswith("v3 pending→confirmed/confirmed [worker]")
+
+
+@pytest.mark.parametrize(("state", "outbox"), [("sent", "sent after 1 attempt(s)"), (None, "no row")])
+def test_a_change_the_outbox_says_was_mailed_or_never_owed_without_its_email_is_missing(state, outbox):
+    snapshot = replace(clean(), mails=[mail(B, 5, "not_confirmed", 123.4, 2)])
+    if state is None:
+        snapshot.notifications.pop(0)
+    result = check_one_mail_per_change(snapshot)
+    assert kinds(result) == ["mail_missing"]
+    assert result.violations[0].evidence["outbox"] == outbox
 
 
 def test_a_change_whose_delivery_is_unknown_is_counted_not_failed():
@@ -509,7 +519,7 @@ def test_taking_longer_and_each_disruption_owe_an_email():
         view_version=5,
     )
     result = check_one_mail_per_change(snapshot)
-    assert kinds(result) == ["mail_missing", "mail_missing", "mail_missing"]
+    assert kinds(result) == ["mail_missing", "mail_missing", "mail_missing"]  # no outbox rows
     assert result.figures["owed_by_kind"] == {
         "taking_longer": 1,
         "confirmed": 1,
