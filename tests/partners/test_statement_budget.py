@@ -47,10 +47,12 @@ def test_a_confirmed_submission_and_its_webhook_lock_the_booking_once_a_transact
     # the one savepoint left is get_or_create's own, around the reservation's INSERT
     assert _count(statements, "SAVEPOINT") == 1
     # what the customer is shown rides on each move's own UPDATE and timeline row, and the
-    # confirmation's notification on the same statement as that row
+    # confirmation's notification on the same statement as that row (on PostgreSQL: SQLite has
+    # no round trip to spare and inserts them one by one, config.db.insert_together)
     assert _count(statements, 'UPDATE "bookings_booking"') == 2
     assert _count(statements, 'INSERT INTO "bookings_bookingevent"') + _count(statements, "WITH") == 4
-    assert _count(statements, 'INSERT INTO "bookings_notification"') == 0
+    one_statement = connection.vendor == "postgresql"
+    assert _count(statements, 'INSERT INTO "bookings_notification"') == (0 if one_statement else 1)
     assert (booking.customer_status, booking.status_version) == ("confirmed", 3)
     assert list(Notification.objects.filter(booking=booking).values_list("status_version", "kind")) == [
         (3, "confirmed")
