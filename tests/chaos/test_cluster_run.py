@@ -7,10 +7,10 @@ and the scheduler off in turn and partitions worker-2 from the partners. This te
 every check of the single-host run ran and held, that every network fault ran, and that nothing
 of the cluster is left on the machine.
 
-The broker and scheduler cuts last 2 s: long enough for requests to fail, too short for TCP to
-deliver a lock request to Redis after the scheduler gave up on it (5 s). A longer cut can do
-that, and the sweeper lock then stays taken for 60 s with nobody sweeping (docs/chaos.md,
-"Cluster"): the full-size run shows it.
+The broker and scheduler cuts last 2 s: long enough for requests to fail, short enough to keep
+the case small. The long cuts (a sweeper lock request delivered after its scheduler gave up on
+it, a worker's messages given back by the broker) are the full-size run's (docs/chaos.md,
+"Cluster").
 """
 
 from __future__ import annotations
