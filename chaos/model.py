@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from chaos.checks.money import MoneyTruth
 
 LIVE = frozenset({"pending", "confirmed"})
 
@@ -269,6 +272,8 @@ class Snapshot:
     # The SMTP sink's messages (None: the run had no sink) and our outbox's notifications.
     mails: list[MailRow] | None = None
     notifications: list[NotificationRow] = field(default_factory=list)
+    # Our payment rows and the payment provider's ground truth (None: nobody paid in this run).
+    money: MoneyTruth | None = None
 
     def shown_by_reference(self) -> dict[str, list[ShownView]]:
         grouped: dict[str, list[ShownView]] = {}

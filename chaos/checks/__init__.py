@@ -18,6 +18,7 @@ from chaos.checks.ending import check_everything_ends
 from chaos.checks.latency import check_latency
 from chaos.checks.lost import check_no_booking_lost
 from chaos.checks.mail import check_one_mail_per_change
+from chaos.checks.money import money_checks
 from chaos.checks.orphans import check_orphan_cases
 from chaos.checks.reservations import check_partner_reservations
 from chaos.checks.retries import check_tries_bounded
@@ -66,4 +67,5 @@ def run_all(
         check_last_shown_final(snapshot),
         check_one_mail_per_change(snapshot),
         check_latency(snapshot),
+        *money_checks(snapshot),
     ]

@@ -1,0 +1,378 @@
+"""The money invariants (docs/design.md, "Money"), judged by the payment provider's own ground
+truth (`/_sandbox/ground_truth` of the sandbox's `payments` profile) for every booking that pays,
+beside our payment rows and the partner's ground truth:
+
+- `money_captured_only_when_confirmed`: never captured without a reservation of that booking the
+  partner confirmed (`captured_without_confirmed_reservation`);
+- `money_owed`: for every booking at rest, captured - refunded at the provider = what its final
+  state and the policy owe: confirmed the price, cancelled the fee fixed at the cancel, anything
+  unconfirmed or taken back by the partner nothing (`money_owed_mismatch`); and our row says what
+  the provider says (`money_ledger_disagrees`). A booking whose debt is not decided (still open,
+  or support's other cases) is counted, not judged: `everything_ends` judges that;
+- `money_one_authorization`: at most one live authorization (held or captured) per booking
+  (`authorizations_live_twice`), and no intent the provider made for a payment we do not have
+  (`intent_without_payment`);
+- `money_nothing_held`: every authorization captured or voided, none left held at rest
+  (`authorization_left_held`);
+- `money_no_refund_twice`: one refund per refund operation of ours, and never more refunded than
+  captured (`refund_made_twice`, `refunded_more_than_captured`).
+
+Each violation's evidence: the booking's reference, our payment row, the provider's history of
+its intents and refunds, the booking's timeline and the partner's truth. Pure: plain data in.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from chaos.checks.base import CheckResult, Violation, booking_evidence
+from chaos.model import Snapshot
+
+ZERO = Decimal("0.00")
+# The provider's intent states that hold or took the customer's money.
+HELD = "requires_capture"
+LIVE = frozenset({HELD, "succeeded", "processing"})
+# What the booking's final state owes (docs/design.md, "Money"), spelled out here on purpose: the
+# checks are an oracle of their own, not the product's rule read back.
+OWE_NOTHING = frozenset({"rejected", "failed", "expired"})
+PARTNER_TOOK_IT_BACK = frozenset({"partner_cancelled_confirmed", "partner_lost_reservation"})
+
+
+@dataclass(frozen=True)
+class PaymentRow:
+    """Our payment of one booking, and the booking's facts that decide what it owes."""
+
+    booking: str  # the booking's reference
+    payment: str  # our payment's id (the intent's metadata.payment)
+    status: str
+    amount: Decimal  # the price asked for
+    currency: str
+    captured: Decimal
+    refunded: Decimal
+    provider_intent: str
+    booking_status: str
+    attention_reason: str = ""
+    confirmed_ever: bool = False  # the booking reached confirmed at some time
+    cancellation_fee: Decimal | None = None  # fixed when a cancel of the confirmed booking was asked
+
+    def owed(self) -> Decimal | None:
+        """What the booking owes at rest; None while that is not decided."""
+        if self.booking_status == "confirmed":
+            return self.amount
+        if self.booking_status == "cancelled":
+            return self.cancellation_fee or ZERO
+        if self.booking_status in OWE_NOTHING:
+            return ZERO
+        if self.booking_status == "needs_attention" and self.confirmed_ever:
+            return ZERO if self.attention_reason in PARTNER_TOOK_IT_BACK else None
+        return None
+
+    def excerpt(self) -> str:
+        fee = "-" if self.cancellation_fee is None else f"{self.cancellation_fee}"
+        return (
+            f"payment {self.payment} {self.status} {self.amount} {self.currency}: captured {self.captured}, "
+            f"refunded {self.refunded}, intent {self.provider_intent or '-'}; booking {self.booking_status}"
+            f"{' (' + self.attention_reason + ')' if self.attention_reason else ''}, "
+            f"{'confirmed once' if self.confirmed_ever else 'never confirmed'}, fee {fee}"
+        )
+
+
+@dataclass(frozen=True)
+class ProviderIntent:
+    """A PaymentIntent as the provider holds it, amounts in minor units."""
+
+    id: str
+    payment: str
+    booking: str
+    status: str
+    amount: int
+    amount_received: int
+    history: tuple[str, ...] = ()
+
+    @classmethod
+    def from_truth(cls, data: dict[str, Any]) -> ProviderIntent:
+        metadata = data.get("metadata") or {}
+        return cls(
+            id=data["id"],
+            payment=str(metadata.get("payment", "")),
+            booking=str(metadata.get("booking", "")),
+            status=data["status"],
+            amount=int(data["amount"]),
+            amount_received=int(data.get("amount_received") or 0),
+            history=tuple(
+                f"{h['at']} v{h['version']} {h['cause']} → {h['object'].get('status')}"
+                f" received {h['object'].get('amount_received', 0)}"
+                f"{' key ' + h['idempotency_key'] if h.get('idempotency_key') else ''}"
+                for h in data.get("history") or []
+            ),
+        )
+
+    def excerpt(self) -> str:
+        return f"intent {self.id} {self.status} amount {self.amount} received {self.amount_received}"
+
+
+@dataclass(frozen=True)
+class ProviderRefund:
+    """A refund as the provider holds it; `moved` is False for a hold's release (no money moved)."""
+
+    id: str
+    payment_intent: str
+    amount: int
+    moved: bool
+    operation: str  # our operation's key (metadata.operation)
+    created: int = 0
+
+    @classmethod
+    def from_truth(cls, data: dict[str, Any]) -> ProviderRefund:
+        return cls(
+            id=data["id"],
+            payment_intent=data["payment_intent"],
+            amount=int(data["amount"]),
+            moved=data.get("balance_transaction") is not None,
+            operation=str((data.get("metadata") or {}).get("operation", "")),
+            created=int(data.get("created") or 0),
+        )
+
+    def excerpt(self) -> str:
+        kind = "refund" if self.moved else "release"
+        return f"{kind} {self.id} of {self.payment_intent}: {self.amount} (operation {self.operation or '-'})"
+
+
+@dataclass(frozen=True)
+class MoneyTruth:
+    """Our payment rows of the run's bookings and the provider's ground truth."""
+
+    payments: tuple[PaymentRow, ...]
+    intents: tuple[ProviderIntent, ...]
+    refunds: tuple[ProviderRefund, ...]
+
+    @classmethod
+    def from_ground_truth(cls, payments: list[PaymentRow], truth: dict[str, Any]) -> MoneyTruth:
+        return cls(
+            payments=tuple(payments),
+            intents=tuple(ProviderIntent.from_truth(i) for i in truth.get("payment_intents", [])),
+            refunds=tuple(ProviderRefund.from_truth(r) for r in truth.get("refunds", [])),
+        )
+
+    def intents_of(self, payment: str) -> list[ProviderIntent]:
+        return [i for i in self.intents if i.payment == payment]
+
+    def refunds_of(self, intent: str) -> list[ProviderRefund]:
+        return [r for r in self.refunds if r.payment_intent == intent]
+
+
+def minor(amount: Decimal) -> int:
+    return int((amount * 100).to_integral_value())
+
+
+def _evidence(snapshot: Snapshot, money: MoneyTruth, booking: str, row: PaymentRow | None) -> dict[str, Any]:
+    truth = [t for t in snapshot.truth if t.client_reference == booking]
+    evidence = booking_evidence(snapshot.bookings.get(booking), truth)
+    evidence["ours"] = row.excerpt() if row else "no payment row of ours"
+    provider: list[str] = []
+    intents = money.intents_of(row.payment) if row else [i for i in money.intents if i.booking == booking]
+    for intent in intents:
+        provider.append(intent.excerpt())
+        provider.extend(f"  {line}" for line in intent.history)
+        provider.extend(f"  {r.excerpt()}" for r in money.refunds_of(intent.id))
+    evidence["provider"] = provider
+    return evidence
+
+
+def _result(name: str, invariant: str, snapshot: Snapshot) -> tuple[CheckResult, MoneyTruth | None]:
+    result = CheckResult(name=name, invariant=invariant)
+    money = snapshot.money
+    if money is None:
+        result.notes.append("no payments in this run: not observed")
+    return result, money
+
+
+def check_captured_only_when_confirmed(snapshot: Snapshot) -> CheckResult:
+    result, money = _result(
+        "money_captured_only_when_confirmed",
+        "never captured without a reservation of that booking the partner confirmed",
+        snapshot,
+    )
+    if money is None:
+        return result
+    rows = {p.payment: p for p in money.payments}
+    confirmed = {t.client_reference for t in snapshot.truth if t.first("confirmed") is not None}
+    captured = [i for i in money.intents if i.amount_received > 0]
+    for intent in captured:
+        if intent.booking not in confirmed:
+            result.violations.append(
+                Violation(
+                    "captured_without_confirmed_reservation",
+                    f"{intent.booking}: the provider captured {intent.amount_received} on {intent.id} "
+                    "and the partner never confirmed a reservation of it",
+                    booking=intent.booking,
+                    evidence=_evidence(snapshot, money, intent.booking, rows.get(intent.payment)),
+                )
+            )
+    result.figures = {"intents_captured": len(captured)}
+    return result
+
+
+def check_money_owed(snapshot: Snapshot) -> CheckResult:
+    result, money = _result(
+        "money_owed",
+        "for every booking at rest, captured - refunded at the provider = what its final state and the "
+        "policy owe (confirmed: the price; cancelled: the fee; unconfirmed or taken back: nothing), and "
+        "our row says what the provider says",
+        snapshot,
+    )
+    if money is None:
+        return result
+    figures: Counter[str] = Counter()
+    for row in money.payments:
+        intents = money.intents_of(row.payment)
+        captured = sum(i.amount_received for i in intents)
+        refunded = sum(r.amount for i in intents for r in money.refunds_of(i.id) if r.moved)
+        owed = row.owed()
+        if owed is None:
+            figures["undecided"] += 1
+            continue
+        figures["judged"] += 1
+        figures["paid_minor"] += captured - refunded
+        if captured - refunded != minor(owed):
+            result.violations.append(
+                Violation(
+                    "money_owed_mismatch",
+                    f"{row.booking} ({row.booking_status}) owes {owed} {row.currency}; the provider holds "
+                    f"captured {captured} - refunded {refunded} = {captured - refunded} minor units",
+                    booking=row.booking,
+                    evidence=_evidence(snapshot, money, row.booking, row),
+                )
+            )
+        if (minor(row.captured), minor(row.refunded)) != (captured, refunded):
+            result.violations.append(
+                Violation(
+                    "money_ledger_disagrees",
+                    f"{row.booking}: we hold captured {row.captured}, refunded {row.refunded}; the provider "
+                    f"{captured}, {refunded} minor units",
+                    booking=row.booking,
+                    evidence=_evidence(snapshot, money, row.booking, row),
+                )
+            )
+    figures.setdefault("judged", 0)
+    figures.setdefault("undecided", 0)
+    result.figures = dict(sorted(figures.items()))
+    return result
+
+
+def check_one_authorization(snapshot: Snapshot) -> CheckResult:
+    result, money = _result(
+        "money_one_authorization",
+        "at most one live authorization (held or captured) per booking, each made for a payment of ours",
+        snapshot,
+    )
+    if money is None:
+        return result
+    rows = {p.payment: p for p in money.payments}
+    by_booking: dict[str, list[ProviderIntent]] = defaultdict(list)
+    for intent in money.intents:
+        by_booking[intent.booking].append(intent)
+        if intent.payment not in rows:
+            result.violations.append(
+                Violation(
+                    "intent_without_payment",
+                    f"the provider holds {intent.id} ({intent.status}) for payment {intent.payment or '-'} "
+                    f"of {intent.booking or '-'}, which we do not have",
+                    booking=intent.booking or None,
+                    evidence=_evidence(snapshot, money, intent.booking, None),
+                )
+            )
+    for booking, intents in by_booking.items():
+        live = [i for i in intents if i.status in LIVE]
+        if len(live) > 1:
+            result.violations.append(
+                Violation(
+                    "authorizations_live_twice",
+                    f"{booking}: {len(live)} live authorizations at the provider: "
+                    + ", ".join(i.excerpt() for i in live),
+                    booking=booking,
+                    evidence=_evidence(snapshot, money, booking, rows.get(live[0].payment)),
+                )
+            )
+    result.figures = {
+        "intents": len(money.intents),
+        "bookings_with_intents": len(by_booking),
+        "most_intents_per_booking": max((len(v) for v in by_booking.values()), default=0),
+    }
+    return result
+
+
+def check_nothing_held(snapshot: Snapshot) -> CheckResult:
+    result, money = _result(
+        "money_nothing_held",
+        "every authorization captured or voided: none left held at rest",
+        snapshot,
+    )
+    if money is None:
+        return result
+    rows = {p.payment: p for p in money.payments}
+    held = [i for i in money.intents if i.status == HELD]
+    for intent in held:
+        result.violations.append(
+            Violation(
+                "authorization_left_held",
+                f"{intent.booking}: {intent.id} still holds {intent.amount} at rest, neither captured nor "
+                "voided",
+                booking=intent.booking,
+                evidence=_evidence(snapshot, money, intent.booking, rows.get(intent.payment)),
+            )
+        )
+    result.figures = dict(sorted(Counter(f"intents_{i.status}" for i in money.intents).items()))
+    return result
+
+
+def check_no_refund_twice(snapshot: Snapshot) -> CheckResult:
+    result, money = _result(
+        "money_no_refund_twice",
+        "one refund per refund operation of ours, never more refunded than captured",
+        snapshot,
+    )
+    if money is None:
+        return result
+    rows = {p.payment: p for p in money.payments}
+    refunds = [r for r in money.refunds if r.moved]
+    for intent in money.intents:
+        made = [r for r in refunds if r.payment_intent == intent.id]
+        evidence = None
+        for operation, count in Counter(r.operation for r in made).items():
+            if count > 1:
+                evidence = evidence or _evidence(snapshot, money, intent.booking, rows.get(intent.payment))
+                result.violations.append(
+                    Violation(
+                        "refund_made_twice",
+                        f"{intent.booking}: {count} refunds of {intent.id} for operation {operation or '-'}",
+                        booking=intent.booking,
+                        evidence=evidence,
+                    )
+                )
+        total = sum(r.amount for r in made)
+        if total > intent.amount_received:
+            result.violations.append(
+                Violation(
+                    "refunded_more_than_captured",
+                    f"{intent.booking}: {total} refunded of the {intent.amount_received} captured "
+                    f"on {intent.id}",
+                    booking=intent.booking,
+                    evidence=evidence or _evidence(snapshot, money, intent.booking, rows.get(intent.payment)),
+                )
+            )
+    result.figures = {"refunds": len(refunds), "releases": len(money.refunds) - len(refunds)}
+    return result
+
+
+def money_checks(snapshot: Snapshot) -> list[CheckResult]:
+    return [
+        check_captured_only_when_confirmed(snapshot),
+        check_money_owed(snapshot),
+        check_one_authorization(snapshot),
+        check_nothing_held(snapshot),
+        check_no_refund_twice(snapshot),
+    ]

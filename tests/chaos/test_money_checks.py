@@ -1,0 +1,222 @@
+"""The money checks (chaos/checks/money.py) on hand-made snapshots: each violation provoked once
+beside a clean record, which must pass, with the evidence a reader needs (the booking, our
+payment row, the provider's history)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from decimal import Decimal
+from typing import Any
+
+from chaos.checks.money import (
+    MoneyTruth,
+    PaymentRow,
+    check_captured_only_when_confirmed,
+    check_money_owed,
+    check_no_refund_twice,
+    check_nothing_held,
+    check_one_authorization,
+    money_checks,
+)
+from tests.chaos.test_checks import clean_snapshot, truth
+
+BOOKING = "BK-AAAAAA"  # confirmed at the partner in clean_snapshot()
+
+
+def row(**changes: Any) -> PaymentRow:
+    paid = PaymentRow(
+        booking=BOOKING,
+        payment="pay-1",
+        status="captured",
+        amount=Decimal("360.00"),
+        currency="EUR",
+        captured=Decimal("360.00"),
+        refunded=Decimal("0.00"),
+        provider_intent="pi_1",
+        booking_status="confirmed",
+        confirmed_ever=True,
+    )
+    return replace(paid, **changes)
+
+
+def intent(
+    id: str = "pi_1", *, status: str = "succeeded", received: int = 36_000, payment: str = "pay-1", **extra
+) -> dict[str, Any]:
+    return {
+        "id": id,
+        "object": "payment_intent",
+        "status": status,
+        "amount": 36_000,
+        "amount_received": received,
+        "metadata": {"payment": payment, "booking": extra.get("booking", BOOKING)},
+        "history": [
+            {
+                "version": 1,
+                "at": "2027-01-01T12:00:01.000+00:00",
+                "cause": "confirm",
+                "idempotency_key": f"{payment}:authorize",
+                "object": {"status": "requires_capture", "amount_received": 0},
+            },
+            {
+                "version": 2,
+                "at": "2027-01-01T12:00:03.000+00:00",
+                "cause": "capture",
+                "idempotency_key": f"{payment}:capture",
+                "object": {"status": status, "amount_received": received},
+            },
+        ],
+    }
+
+
+def refund(id: str = "re_1", *, amount: int = 27_000, operation: str = "op-refund-1", moved: bool = True):
+    return {
+        "id": id,
+        "payment_intent": "pi_1",
+        "amount": amount,
+        "balance_transaction": "txn_1" if moved else None,
+        "metadata": {"operation": operation},
+        "created": 1,
+    }
+
+
+def snapshot_with(payments: list[PaymentRow], intents: list[dict], refunds: list[dict] | None = None):
+    snapshot = clean_snapshot()
+    snapshot.money = MoneyTruth.from_ground_truth(
+        payments, {"payment_intents": intents, "charges": [], "refunds": refunds or []}
+    )
+    return snapshot
+
+
+def kinds(result) -> list[str]:
+    return [v.kind for v in result.violations]
+
+
+def test_a_clean_paid_booking_passes_every_money_check():
+    results = money_checks(snapshot_with([row()], [intent()]))
+
+    assert {r.name: kinds(r) for r in results} == {r.name: [] for r in results}
+    assert len(results) == 5
+
+
+def test_a_run_without_payments_is_not_observed_and_passes():
+    results = money_checks(clean_snapshot())
+
+    assert all(r.passed and r.notes == ["no payments in this run: not observed"] for r in results)
+
+
+# --- never captured without a confirmed reservation -----------------------------------------------
+def test_a_capture_without_a_confirmed_reservation_is_a_violation_with_the_provider_s_history():
+    snapshot = snapshot_with([row()], [intent()])
+    snapshot.truth[:] = [truth(status="rejected")]  # the partner never confirmed it
+
+    result = check_captured_only_when_confirmed(snapshot)
+
+    [violation] = result.violations
+    assert (violation.kind, violation.booking) == ("captured_without_confirmed_reservation", BOOKING)
+    assert violation.evidence["ours"].startswith("payment pay-1 captured 360.00 EUR")
+    assert violation.evidence["provider"][0] == "intent pi_1 succeeded amount 36000 received 36000"
+    assert any("capture → succeeded" in line for line in violation.evidence["provider"])
+    assert violation.evidence["partner_truth"] and violation.evidence["timeline"]
+
+
+def test_a_capture_of_a_confirmed_reservation_passes():
+    assert check_captured_only_when_confirmed(snapshot_with([row()], [intent()])).passed
+
+
+# --- captured - refunded = owed -------------------------------------------------------------------
+def test_a_confirmed_booking_charged_nothing_owes_the_price():
+    snapshot = snapshot_with([row(captured=Decimal("0.00"))], [intent(status="canceled", received=0)])
+
+    result = check_money_owed(snapshot)
+
+    assert kinds(result) == ["money_owed_mismatch"]  # ours agrees with the provider: both wrong
+    assert "owes 360.00 EUR" in result.violations[0].message
+
+
+def test_a_cancelled_booking_keeps_only_the_fee_fixed_at_its_cancel():
+    cancelled = row(booking_status="cancelled", cancellation_fee=Decimal("90.00"), refunded=Decimal("270.00"))
+
+    assert check_money_owed(snapshot_with([cancelled], [intent()], [refund()])).passed
+    refunded_all = replace(cancelled, refunded=Decimal("360.00"))
+    result = check_money_owed(snapshot_with([refunded_all], [intent()], [refund(amount=36_000)]))
+    assert kinds(result) == ["money_owed_mismatch"]
+
+
+def test_an_unconfirmed_booking_owes_nothing_and_a_hold_s_release_moves_no_money():
+    failed = row(status="voided", booking_status="rejected", confirmed_ever=False, captured=Decimal("0.00"))
+    released = snapshot_with(
+        [failed], [intent(status="canceled", received=0)], [refund(amount=36_000, moved=False)]
+    )
+
+    assert check_money_owed(released).passed
+    captured = snapshot_with([failed], [intent()])
+    assert "money_owed_mismatch" in kinds(check_money_owed(captured))
+
+
+def test_a_booking_the_partner_took_back_owes_nothing_and_one_still_open_is_not_judged():
+    disrupted = row(booking_status="needs_attention", attention_reason="partner_cancelled_confirmed")
+    assert kinds(check_money_owed(snapshot_with([disrupted], [intent()]))) == ["money_owed_mismatch"]
+
+    open_case = replace(disrupted, attention_reason="amended_by_partner")
+    result = check_money_owed(snapshot_with([open_case], [intent()]))
+    assert result.passed and result.figures["undecided"] == 1
+
+
+def test_our_row_disagreeing_with_the_provider_is_a_violation():
+    result = check_money_owed(snapshot_with([row(refunded=Decimal("10.00"))], [intent()]))
+
+    assert kinds(result) == ["money_ledger_disagrees"]
+
+
+# --- one live authorization -----------------------------------------------------------------------
+def test_two_live_authorizations_for_one_booking_are_a_violation():
+    snapshot = snapshot_with([row()], [intent(), intent("pi_2", status="requires_capture", received=0)])
+
+    result = check_one_authorization(snapshot)
+
+    [violation] = result.violations
+    assert violation.kind == "authorizations_live_twice" and "pi_2" in violation.message
+    assert result.figures["most_intents_per_booking"] == 2
+
+
+def test_a_voided_second_intent_is_not_live_but_one_for_a_payment_we_do_not_have_is_reported():
+    voided = intent("pi_2", status="canceled", received=0)
+    assert check_one_authorization(snapshot_with([row()], [intent(), voided])).passed
+
+    stray = intent("pi_3", status="canceled", received=0, payment="pay-unknown", booking="BK-ZZZZZZ")
+    result = check_one_authorization(snapshot_with([row()], [intent(), stray]))
+    assert kinds(result) == ["intent_without_payment"]
+
+
+# --- nothing held at rest -------------------------------------------------------------------------
+def test_an_authorization_left_held_at_rest_is_a_violation():
+    held = row(status="authorized", captured=Decimal("0.00"))
+    snapshot = snapshot_with([held], [intent(status="requires_capture", received=0)])
+
+    result = check_nothing_held(snapshot)
+
+    [violation] = result.violations
+    assert violation.kind == "authorization_left_held" and violation.evidence["ours"].startswith(
+        "payment pay-1 authorized"
+    )
+    assert check_nothing_held(snapshot_with([row()], [intent()])).passed
+
+
+# --- no refund twice ------------------------------------------------------------------------------
+def test_one_refund_operation_refunded_twice_is_a_violation():
+    cancelled = row(booking_status="cancelled", cancellation_fee=Decimal("0.00"), refunded=Decimal("360.00"))
+    twice = [refund("re_1", amount=18_000), refund("re_2", amount=18_000)]
+
+    result = check_no_refund_twice(snapshot_with([cancelled], [intent()], twice))
+
+    assert kinds(result) == ["refund_made_twice"]
+    assert "re_1" in "\n".join(result.violations[0].evidence["provider"])
+
+
+def test_more_refunded_than_captured_is_a_violation_and_two_operations_are_not():
+    two_operations = [refund("re_1", amount=18_000), refund("re_2", amount=18_000, operation="op-refund-2")]
+    assert check_no_refund_twice(snapshot_with([row()], [intent()], two_operations)).passed
+
+    too_much = [refund("re_1", amount=36_000), refund("re_2", amount=9_000, operation="op-refund-2")]
+    result = check_no_refund_twice(snapshot_with([row()], [intent()], too_much))
+    assert kinds(result) == ["refunded_more_than_captured"]
