@@ -161,6 +161,7 @@ class ChaosConfig:
     kill_interval_s: float = 10.0
     restart_delay_s: float = 1.0
     redis_restart: bool = True
+    payments: bool = True  # a share of the bookings pays, at a payment provider with its faults on
     db_drop: bool = True
     workers: int = 3
     worker_threads: int = 4

@@ -24,6 +24,7 @@ from rest_framework.authtoken.models import Token
 
 from bookings.models import Offer
 from chaos.config import ChaosConfig, ClientBehaviour, RunIdentity
+from chaos.payments import payment_method
 from chaos.watchers import ShownLog
 
 TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -173,9 +174,15 @@ def run_offers(partners: dict[str, str]) -> list[OfferChoice]:
 
 
 def plan_bookings(
-    *, config: ChaosConfig, identity: RunIdentity, customers: list[Customer], offers: list[OfferChoice]
+    *,
+    config: ChaosConfig,
+    identity: RunIdentity,
+    customers: list[Customer],
+    offers: list[OfferChoice],
+    pays: bool = False,
 ) -> list[PlannedBooking]:
-    """Every request the run will make, decided up front from the seed."""
+    """Every request the run will make, decided up front from the seed; with `pays`, a share of
+    them pays with a test card (`chaos.payments.payment_method`)."""
     rng = random.Random(config.seed)
     behaviour = config.client
     today = datetime.now(UTC).date()
@@ -195,6 +202,7 @@ def plan_bookings(
         else:
             start = today + timedelta(days=rng.randint(30, 700))
             nights = rng.randint(1, 5)
+        method = payment_method(config.seed, index) if pays else None
         planned.append(
             PlannedBooking(
                 index=index,
@@ -206,6 +214,7 @@ def plan_bookings(
                     "start_date": start.isoformat(),
                     "end_date": (start + timedelta(days=nights)).isoformat(),
                     "guests": rng.randint(1, offer.max_guests),
+                    **({"payment_method": method} if method else {}),
                 },
                 replay=rng.random() < behaviour.replay_rate,
                 race=rng.random() < behaviour.race_rate,

@@ -45,6 +45,7 @@ from chaos.load import (
     run_offers,
 )
 from chaos.model import Snapshot
+from chaos.payments import PaymentProvider, money_truth, provider_faults
 from chaos.progress import ProgressDisplay
 from chaos.redis_ops import EmbeddedRedisHandle, ExternalRedisHandle, redis_handle
 from chaos.report import RunReport
@@ -79,6 +80,7 @@ class ChaosRun:
         self.watchers: Watchers | None = None
         self.stack: Stack | None = None
         self.sandboxes: list[SandboxPartner] = []
+        self.provider: PaymentProvider | None = None  # the payment provider (None: nobody pays)
         self.own_database: str | None = None
         self.snapshot: Snapshot | None = None  # what the checks judged
         self.original_database = database.current_name()
@@ -127,6 +129,7 @@ class ChaosRun:
             )
             for profile in config.profiles
         ]
+        self.provider = self._provider()
         self.stack = self._stack(database_url=database_url, redis=redis)
         self.report.environment = self._environment(redis.mode)
         self._say(
@@ -141,9 +144,17 @@ class ChaosRun:
                 read_timeout_s=config.timing.read_timeout_s,
                 max_concurrency=MAX_CONCURRENCY_PER_PARTNER,
             )
+        if self.provider is not None:
+            self.provider.set_faults()
         customers = create_customers(self.identity, config.customer_count)
         offers = run_offers({s.code: s.profile for s in self.sandboxes})
-        planned = plan_bookings(config=config, identity=self.identity, customers=customers, offers=offers)
+        planned = plan_bookings(
+            config=config,
+            identity=self.identity,
+            customers=customers,
+            offers=offers,
+            pays=self.provider is not None,
+        )
         self.stack.start_system()
         self._start_watchers(customers)
         phases["startup_s"] = round(time.monotonic() - started, 1)
@@ -203,6 +214,14 @@ class ChaosRun:
     def _sandbox(self, *, profile: str, code: str, plan: FaultPlan) -> SandboxPartner:
         return SandboxPartner(profile=profile, code=code, plan=plan)
 
+    def _provider(self) -> PaymentProvider | None:
+        """The payment provider, beside the partners on this machine (a cluster's stack has none)."""
+        if not self.config.payments or self.config.cluster is not None:
+            return None
+        config = self.config
+        faults = provider_faults(fault_rate=config.fault_rate, time_scale=config.time_scale, seed=config.seed)
+        return PaymentProvider(faults=faults)
+
     def _stack(self, *, database_url: str, redis: EmbeddedRedisHandle | ExternalRedisHandle) -> Stack:
         return Stack(
             config=self.config,
@@ -210,6 +229,7 @@ class ChaosRun:
             database_url=database_url,
             redis=redis,
             sandboxes=self.sandboxes,
+            provider=self.provider,
         )
 
     def _client(self) -> BookingClient:
@@ -287,6 +307,7 @@ class ChaosRun:
                 time.sleep(1.0)
                 continue
             at_rest = counts["open"] == 0 and counts["fences"] == 0 and counts["compensations"] == 0
+            at_rest = at_rest and counts.get("payments", 0) == 0
             if self.stack.mail is not None:  # mail owed is work owed, where it can be delivered
                 at_rest = at_rest and counts["notifications"] == 0
             if not at_rest:
@@ -342,6 +363,13 @@ class ChaosRun:
             followers=self.watchers.followers() if self.watchers is not None else None,
             mail_dir=self.stack.mail_dir if self.stack.mail is not None else None,
         )
+        if self.provider is not None:
+            data.money = money_truth(codes, self.provider)
+            self.report.partners["payments"] = {
+                "profile": "payments",
+                "faults": self.provider.faults,
+                "stats": self.provider.stats(),
+            }
         ever_confirmed = sum(1 for b in data.bookings.values() if b.first_reached({"confirmed"}))
         self.report.checks = checks.run_all(
             data,

@@ -30,6 +30,7 @@ from chaos.model import (
     Terms,
     TruthReservation,
 )
+from chaos.payments import payments_owed
 from chaos.sandboxes import SandboxPartner
 from partners.models import (
     Operation,
@@ -93,6 +94,8 @@ def live_counts(partner_codes: list[str], *, compensation_max_tries: int) -> dic
         booking__partner__code__in=partner_codes,
         state__in=(NotificationState.QUEUED, NotificationState.SENDING),
     ).count()
+    # Payments with work still owed (an outcome not known, a look due soon).
+    result["payments"] = payments_owed(partner_codes)
     return result
 
 

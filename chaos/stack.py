@@ -16,6 +16,7 @@ from pathlib import Path
 import requests
 
 from chaos.config import ChaosConfig, RunIdentity, child_env
+from chaos.payments import PaymentProvider
 from chaos.procs import ManagedProcess, free_port, wait_until
 from chaos.redis_ops import EmbeddedRedisHandle, ExternalRedisHandle
 from chaos.sandboxes import SandboxPartner
@@ -38,12 +39,14 @@ class Stack:
         database_url: str,
         redis: EmbeddedRedisHandle | ExternalRedisHandle,
         sandboxes: list[SandboxPartner],
+        provider: PaymentProvider | None = None,
     ) -> None:
         self.config = config
         self.identity = identity
         self.database_url = database_url
         self.redis = redis
         self.sandboxes = sandboxes
+        self.provider = provider  # the payment provider (None: nobody pays in this run)
         self.web_port = free_port()
         self.webhook_port = free_port()
         self.events_port = free_port()
@@ -78,6 +81,15 @@ class Stack:
             role=role,
         )
         env["EMAIL_URL"] = f"smtp://127.0.0.1:{self.mail_port}"
+        if self.provider is not None:
+            timing = self.config.timing
+            env.update(
+                self.provider.env(
+                    read_timeout_s=timing.read_timeout_s,
+                    retry_max_s=timing.retry_max_s,
+                    run_grace_s=2 * timing.sweep_interval_s,
+                )
+            )
         return ManagedProcess(
             name, argv, env=env, cwd=BASE_DIR, log_path=self.identity.directory / f"{name}.log"
         )
@@ -95,9 +107,22 @@ class Stack:
                 f"sandbox-{sandbox.profile}", argv, role=f"sandbox-{sandbox.profile}"
             )
             sandbox.process.start()
+        if self.provider is not None:
+            self.provider.process = self._process(
+                "sandbox-payments",
+                self.provider.argv(
+                    store=self.identity.directory / "payments-store.sqlite3",
+                    webhook_url=f"http://127.0.0.1:{self.webhook_port}/payments/webhooks/",
+                    hang_s=hang_s,
+                ),
+                role="sandbox-payments",
+            )
+            self.provider.process.start()
         for sandbox in self.sandboxes:
             if not sandbox.wait_ready(timeout_s=START_TIMEOUT_S):
                 raise StartupFailed(f"sandbox {sandbox.code} did not start; see {sandbox.process.log_path}")
+        if self.provider is not None and not self.provider.wait_ready(timeout_s=START_TIMEOUT_S):
+            raise StartupFailed(f"the payment provider did not start; see {self.provider.process.log_path}")
 
     def _gunicorn(self, name: str, bind: str) -> ManagedProcess:
         argv = [
@@ -236,7 +261,7 @@ class Stack:
 
     def crashed(self) -> list[str]:
         """Processes that died without being killed by us (web, webhooks, scheduler, sandboxes)."""
-        watched = [*self.servers(), *self.schedulers(), *(s.process for s in self.sandboxes), self.mail]
+        watched = [*self.servers(), *self.schedulers(), *self._partner_processes(), self.mail]
         return [p.name for p in watched if p is not None and p.popen is not None and not p.alive]
 
     # --- stop ------------------------------------------------------------------------------
@@ -254,7 +279,12 @@ class Stack:
 
     def stop_sandboxes(self) -> None:
         """The partners, and the mail provider."""
-        _stop_together([*(s.process for s in self.sandboxes), self.mail])
+        _stop_together([*self._partner_processes(), self.mail])
+
+    def _partner_processes(self) -> list[ManagedProcess | None]:
+        """The sandbox partners', and the payment provider's."""
+        provider = [self.provider.process] if self.provider is not None else []
+        return [*(s.process for s in self.sandboxes), *provider]
 
     def stop_all(self) -> None:
         self.stop_system()

@@ -12,6 +12,8 @@ from chaos.model import ObservationRow, Snapshot, TruthReservation
 
 RANK = {"pending": 0, "confirmed": 1, "rejected": 2, "cancelled": 2, "lost": 2}
 CREATED = ("", "requested")
+# A booking that pays is created awaiting its payment, and requested once the hold is made.
+CREATED_PAYING = ("", "awaiting_payment")
 
 
 def allowed_transitions() -> frozenset[tuple[str, str]]:
@@ -20,7 +22,7 @@ def allowed_transitions() -> frozenset[tuple[str, str]]:
 
     field = Booking._meta.get_field("status")
     pairs = {(str(t.source), str(t.target)) for t in field.get_all_transitions(Booking)}
-    return frozenset(pairs | {CREATED})
+    return frozenset(pairs | {CREATED, CREATED_PAYING})
 
 
 def check_timelines(snapshot: Snapshot, *, allowed: frozenset[tuple[str, str]]) -> CheckResult:
@@ -33,7 +35,7 @@ def check_timelines(snapshot: Snapshot, *, allowed: frozenset[tuple[str, str]]) 
     for reference, booking in snapshot.bookings.items():
         moves = [e for e in booking.events if e.is_transition]
         figures["transitions"] += len(moves)
-        if not moves or (moves[0].from_state, moves[0].to_state) != CREATED:
+        if not moves or (moves[0].from_state, moves[0].to_state) not in (CREATED, CREATED_PAYING):
             result.violations.append(
                 Violation(
                     "no_creation_event",

@@ -80,6 +80,11 @@ def test_the_small_chaos_run_holds_every_invariant(tmp_path: Path):
         "customer_last_shown_final",
         "customer_one_mail_per_change",
         "partner_to_us_latency",
+        "money_captured_only_when_confirmed",
+        "money_owed",
+        "money_one_authorization",
+        "money_nothing_held",
+        "money_no_refund_twice",
     ]
     # and the customers' side was observed: every booking followed, shown, and mailed about
     checks = {check["name"]: check for check in data["checks"]}
@@ -90,3 +95,7 @@ def test_the_small_chaos_run_holds_every_invariant(tmp_path: Path):
     assert shown_confirmed >= 1
     mail = checks["customer_one_mail_per_change"]["figures"]
     assert mail["changes_owing_mail"] >= shown_confirmed and mail["mails"] >= 1
+    # and money moved under the provider's faults: bookings paid, each judged against its truth
+    money = checks["money_owed"]["figures"]
+    assert money["judged"] >= 1 and checks["money_one_authorization"]["figures"]["intents"] >= 1
+    assert data["partners"]["payments"]["stats"]["faults"]

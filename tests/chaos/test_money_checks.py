@@ -220,3 +220,39 @@ def test_more_refunded_than_captured_is_a_violation_and_two_operations_are_not()
     too_much = [refund("re_1", amount=36_000), refund("re_2", amount=9_000, operation="op-refund-2")]
     result = check_no_refund_twice(snapshot_with([row()], [intent()], too_much))
     assert kinds(result) == ["refunded_more_than_captured"]
+
+
+# --- a paying booking's timeline ------------------------------------------------------------------
+def test_a_paying_booking_created_awaiting_its_payment_has_a_timeline_that_starts_with_its_creation():
+    from chaos.checks.timelines import allowed_transitions, check_timelines
+    from tests.chaos.test_checks import confirmed_booking, events
+
+    snapshot = clean_snapshot()
+    snapshot.bookings[BOOKING] = replace(
+        confirmed_booking(),
+        events=events(
+            ("", "awaiting_payment", 0),
+            ("awaiting_payment", "requested", 0.3),
+            ("requested", "submitting", 0.5),
+            ("submitting", "confirmed", 2.0),
+        ),
+    )
+
+    assert check_timelines(snapshot, allowed=allowed_transitions()).passed
+    no_creation = events(("awaiting_payment", "requested", 0.3), ("requested", "confirmed", 2))
+    snapshot.bookings[BOOKING] = replace(confirmed_booking(), events=no_creation)
+    assert "no_creation_event" in kinds(check_timelines(snapshot, allowed=allowed_transitions()))
+
+
+def test_a_share_of_the_run_pays_most_with_a_card_that_succeeds_decided_by_the_seed():
+    from chaos.payments import payment_method, provider_faults
+
+    methods = [payment_method(20270101, index) for index in range(2000)]
+
+    assert methods == [payment_method(20270101, index) for index in range(2000)]
+    paying = [m for m in methods if m]
+    assert 0.3 < len(paying) / len(methods) < 0.5
+    assert 0.7 < paying.count("pm_card_visa") / len(paying) < 0.9
+    assert {"pm_card_chargeDeclined", "pm_card_chargeDeclinedInsufficientFunds"} < set(paying)
+    assert provider_faults(fault_rate=0, time_scale=60, seed=1)["error_5xx_rate"] == 0
+    assert provider_faults(fault_rate=1, time_scale=60, seed=1)["webhook_duplicate_rate"] == 0.2

@@ -99,6 +99,11 @@ class Command(BaseCommand):
         faults.add_argument("--kill-interval", type=float, default=10.0, help="Seconds between worker kills.")
         faults.add_argument("--no-redis-restart", action="store_true")
         faults.add_argument("--no-db-drop", action="store_true")
+        faults.add_argument(
+            "--no-payments",
+            action="store_true",
+            help="No payment provider: no booking pays (by default a share pays, chaos/payments.py).",
+        )
         faults.add_argument("--client-replay-rate", type=float, default=0.05)
         faults.add_argument("--client-race-rate", type=float, default=0.05)
         faults.add_argument("--cancel-rate", type=float, default=0.03)
@@ -279,6 +284,7 @@ class Command(BaseCommand):
             kill_interval_s=options["kill_interval"],
             redis_restart=not options["no_redis_restart"],
             db_drop=not options["no_db_drop"],
+            payments=not options["no_payments"],
             workers=options["workers"],
             worker_threads=options["worker_threads"],
             web_workers=options["web_workers"],
