@@ -64,22 +64,35 @@ class BookingRow:
 
     def view_changes(self) -> list[ViewChange]:
         """Every numbered change of what the customer is shown, as its timeline records it (the
-        row of the transition or `customer.view_changed` that carries `data.customer_view`)."""
+        row of the transition or `customer.view_changed` that carries `data.customer_view`), in
+        version order, each with the message shown before it: version 1 is the new booking's
+        (`received`, or `checking_payment` for one that starts awaiting its payment)."""
+        recorded = sorted(
+            (
+                (int(view["status_version"]), view, event)
+                for event in self.events
+                if isinstance(view := event.data.get("customer_view"), dict) and "status_version" in view
+            ),
+            key=lambda item: item[0],
+        )
+        first = self.events[0].to_state if self.events else ""
+        before_message = "checking_payment" if first == "awaiting_payment" else "received"
         changes = []
-        for event in self.events:
-            view = event.data.get("customer_view")
-            if isinstance(view, dict) and "status_version" in view:
-                changes.append(
-                    ViewChange(
-                        version=int(view["status_version"]),
-                        before=str(view.get("from", "")),
-                        status=str(view.get("to", "")),
-                        message=str(view.get("message", "")),
-                        at=event.occurred_at,
-                        actor=event.actor,
-                        event_id=event.id,
-                    )
-                )
+        for version, view, event in recorded:
+            money = view.get("money")
+            change = ViewChange(
+                version=version,
+                before=str(view.get("from", "")),
+                status=str(view.get("to", "")),
+                message=str(view.get("message", "")),
+                at=event.occurred_at,
+                actor=event.actor,
+                event_id=event.id,
+                before_message=before_message,
+                money=str(money.get("code", "")) if isinstance(money, dict) else "",
+            )
+            changes.append(change)
+            before_message = change.message
         return changes
 
 
@@ -94,6 +107,8 @@ class ViewChange:
     at: datetime
     actor: str
     event_id: int
+    before_message: str = ""  # the message shown before (the version below)
+    money: str = ""  # what the customer is told of their money now, when this change moved it
 
 
 @dataclass(frozen=True)

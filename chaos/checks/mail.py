@@ -4,8 +4,10 @@ SMTP sink's messages against the changes our timeline records.
 What is owed is read from the timeline's record of every numbered change of the view
 (`data.customer_view`), by the documented rule, not from our outbox: a change the customer did not
 cause (its actor is not `customer`) to `confirmed`, `failed`, `cancelled` or `disrupted` (each new
-`disrupted` message too), and the first `taking_longer`. Each must have exactly one message in the
-sink, of its kind, named by its booking and version; a message for anything else is one too many.
+`disrupted` message too), the first `taking_longer`, and a change of the money alone (status and
+message as before) to charged, partly refunded, refunded or released. Each must have exactly one
+message in the sink, of its kind, named by its booking and version; a message for anything else
+is one too many.
 
 The product sends at most once: an attempt whose conversation broke off after the message may have
 been handed over ends `delivery_unknown` and is never retried, and support sees it. Such a change
@@ -32,6 +34,9 @@ ANNOUNCED = {
     "disrupted": "disrupted",
 }
 TAKING_LONGER = "taking_longer"
+MONEY = "money"
+# What the customer is told of their money that is news by mail on its own (customer_view).
+MONEY_ANNOUNCED = frozenset({"charged", "partly_refunded", "refunded", "released"})
 CUSTOMER = "customer"
 DELIVERY_UNKNOWN = "delivery_unknown"
 STILL_OWED = frozenset({"queued", "sending"})
@@ -41,6 +46,8 @@ def owed_kind(change: ViewChange) -> str | None:
     """The mail a change owes the customer, if any."""
     if change.actor == CUSTOMER:
         return None  # they caused it; their page or the API's answer shows it
+    if (change.status, change.message) == (change.before, change.before_message):
+        return MONEY if change.money in MONEY_ANNOUNCED else None  # only the money moved
     if change.message == TAKING_LONGER:
         return TAKING_LONGER
     if change.status != change.before or change.status == "disrupted":

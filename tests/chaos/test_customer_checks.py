@@ -526,3 +526,46 @@ def test_taking_longer_and_each_disruption_owe_an_email():
         "disrupted": 2,
         "not_confirmed": 1,
     }
+
+
+def test_news_of_the_money_alone_owes_an_email_and_what_the_customer_was_told_first_counts():
+    # Given a booking that pays: v1 checking its payment (its first state awaiting_payment), v2
+    # received, v3 confirmed, v4 charged with nothing else changed, v5 told "held" (no news)
+    snapshot = clean()
+    booking = snapshot.bookings[A]
+
+    def charged(n: int, t: float, version: int, code: str, actor: str = "worker") -> EventRow:
+        row = event(n, "", "", t, ("confirmed", "confirmed", "confirmed", version), actor)
+        row.data["customer_view"]["money"] = {"code": code}
+        return row
+
+    snapshot.bookings[A] = replace(
+        booking,
+        events=(
+            event(1, "", "awaiting_payment", 0, None),
+            event(2, "awaiting_payment", "requested", 0.4, ("pending", "pending", "received", 2)),
+            event(3, "requested", "confirmed", 2.0, ("pending", "confirmed", "confirmed", 3)),
+            charged(4, 3.0, 4, "charged"),
+            charged(5, 4.0, 5, "held", "support"),
+        ),
+        view_version=5,
+    )
+    assert snapshot.mails is not None
+    snapshot.mails.append(mail(A, 4, "money", 3.2, 3))
+    snapshot.notifications.append(notification(A, 4, "money"))
+
+    result = check_one_mail_per_change(snapshot)
+
+    # Then the charge owed one money email (held is no news), and v2's "received" after
+    # "checking_payment" owed none (a pending message, not a status change)
+    assert (kinds(result), result.figures["owed_by_kind"]) == (
+        [],
+        {"confirmed": 1, "money": 1, "not_confirmed": 1},
+    )
+    changes = snapshot.bookings[A].view_changes()
+    assert [(c.version, c.before_message, c.money) for c in changes] == [
+        (2, "checking_payment", ""),
+        (3, "received", ""),
+        (4, "confirmed", "charged"),
+        (5, "confirmed", "held"),
+    ]
