@@ -178,6 +178,12 @@ def _worker_cut(
     before = [s for s in samples if s.at_s < began]
     workers_before = _live_workers(before[-1]) if before else 0
     back = next((s.at_s for s in samples if s.at_s > ended and _live_workers(s) >= workers_before), None)
+    # The cut host's own processes (the ids seen from its address) talking to the broker again: the
+    # count above also waits for web and scheduler processes, which beat only when they enqueue.
+    host_back = next(
+        (s.at_s for s in samples if s.at_s > ended and any(s.heartbeats.get(w, -1.0) > ended for w in ids)),
+        None,
+    )
     # A booking another host took further while this one was away: the cut host could not
     # commit anything then, so its timeline's events in the window are the others' work.
     held_references = {references[arg] for _, arg in record.held if arg in references}
@@ -190,6 +196,7 @@ def _worker_cut(
         "broker_redelivered_after_s": _since(requeued, began),
         "broker_redelivered_while_cut_off": requeued is not None and requeued < ended,
         "all_workers_back_after_s": _since(back, ended),
+        "cut_host_back_after_s": _since(host_back, ended),
     }
 
 
@@ -246,7 +253,9 @@ def _broker_cut(
 
 
 def _live_workers(sample: Sample) -> int:
-    """Workers whose heartbeat is at most two seconds old in the sample."""
+    """Broker clients whose heartbeat is at most two seconds old in the sample: the workers, and
+    the web and scheduler processes too (Dramatiq's dispatch script beats for every command, an
+    enqueue included)."""
     return sum(1 for beat in sample.heartbeats.values() if beat > sample.at_s - 2)
 
 

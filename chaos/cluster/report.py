@@ -75,7 +75,8 @@ def describe(fault: dict[str, Any]) -> str:
             f"held {fault['held_at_cut']} messages ({fault['held_bookings']} bookings), "
             f"{fault['held_bookings_moved_on_elsewhere_while_cut_off']} of those bookings moved on by "
             f"another host while it was away; the broker redelivered {redelivered}; "
-            f"all workers back {fault['all_workers_back_after_s']} s after the heal"
+            f"the cut host's workers back {fault.get('cut_host_back_after_s')} s after the heal, "
+            f"all broker clients {fault['all_workers_back_after_s']} s"
         )
     elif kind == "web_cut":
         parts.append(
@@ -88,7 +89,8 @@ def describe(fault: dict[str, Any]) -> str:
         parts.append(
             f"{fault['bookings_accepted_while_away']} bookings accepted while away, "
             f"{fault['of_them_submitted']} submitted (max {submitted.get('max')} s after the heal); "
-            f"all {fault['workers_before']} workers back {fault['all_workers_back_after_s']} s after the heal"
+            f"all {fault['workers_before']} broker clients (workers, web, schedulers) back "
+            f"{fault['all_workers_back_after_s']} s after the heal"
         )
     elif kind == "scheduler_cut":
         parts.append(

@@ -213,6 +213,24 @@ def test_a_cut_worker_s_held_bookings_moved_on_elsewhere_and_its_return_are_read
     assert figures["broker_redelivered_after_s"] == 75.0
     assert figures["broker_redelivered_while_cut_off"] is True
     assert figures["all_workers_back_after_s"] == 2.5
+    assert figures["cut_host_back_after_s"] == 2.5
+
+
+def test_a_cut_worker_host_is_back_when_its_own_workers_beat_whoever_else_is_silent():
+    # Given a web process that enqueued before the cut (its id beats too) and is silent after it
+    record = FaultRecord(the_fault("worker_cut"), began_s=95.0, ended_s=195.0, worker_ids=["w1"])
+    samples = [
+        Sample(at_s=94.5, heartbeats={"w1": 94.0, "w2": 94.4, "web": 94.3}, acks={}, lock_ttl_ms=-2),
+        Sample(at_s=196.0, heartbeats={"w1": 95.0, "w2": 196.0, "web": 150.0}, acks={}, lock_ttl_ms=-2),
+        Sample(at_s=198.0, heartbeats={"w1": 197.9, "w2": 198.0, "web": 150.0}, acks={}, lock_ttl_ms=-2),
+    ]
+
+    # When the figures are read
+    figures = figures_for(record, samples=samples)
+
+    # Then the cut host is back when its own worker beats, though not every broker client is
+    assert figures["cut_host_back_after_s"] == 3.0
+    assert figures["all_workers_back_after_s"] is None
 
 
 def test_a_cut_web_host_s_lost_requests_are_matched_to_their_retries_elsewhere():
