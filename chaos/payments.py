@@ -30,7 +30,12 @@ from chaos.checks.money import MoneyTruth, PaymentRow
 from chaos.procs import ManagedProcess, free_port, wait_until
 
 HTTP_TIMEOUT = (3.0, 60.0)
-DUE_SOON_S = 120.0
+# A look due within this long is work the settle waits for (retries, a run's grace); a hold's
+# look (HOLD_RECHECK_S scaled: 60 s at the default scale) is not.
+DUE_SOON_S = 30.0
+# The product's defaults (config/settings), in provider time.
+LAPSE_MARGIN_S = 24 * 3600.0
+HOLD_RECHECK_S = 3600.0
 PAYMENT_SHARE = 0.4
 # The test cards, with their weights: most pay, some are declined.
 METHODS = (
@@ -112,7 +117,14 @@ class PaymentProvider:
         ]
 
     def env(self, *, read_timeout_s: float, retry_max_s: float, run_grace_s: float) -> dict[str, str]:
-        """What points our processes at it, and the payment timings that fit the run's window."""
+        """What points our processes at it, and the payment timings that fit the run's window.
+
+        Its holds lapse after 7 days divided by its `time_scale`, so the margin before a lapse at
+        which we void a hold nobody decided on (24 h) and the look at a hold (1 h) are divided
+        too: unscaled, the margin is longer than the hold, and every hold is voided the moment
+        it is made, before the partner confirms (the money checks then find the confirmed
+        bookings charged nothing)."""
+        scale = float(self.faults.get("time_scale") or 1.0)
         return {
             "STRIPE_API_KEY": self.api_key,
             "STRIPE_API_BASE": self.base_url,
@@ -122,6 +134,8 @@ class PaymentProvider:
             "PAYMENTS_RETRY_BASE_S": "0.5",
             "PAYMENTS_RETRY_MAX_S": f"{retry_max_s:g}",
             "PAYMENTS_RUN_GRACE_S": f"{run_grace_s:g}",
+            "PAYMENTS_LAPSE_MARGIN_S": f"{LAPSE_MARGIN_S / scale:g}",
+            "PAYMENTS_HOLD_RECHECK_S": f"{HOLD_RECHECK_S / scale:g}",
         }
 
     def _headers(self) -> dict[str, str]:

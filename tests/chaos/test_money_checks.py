@@ -256,3 +256,15 @@ def test_a_share_of_the_run_pays_most_with_a_card_that_succeeds_decided_by_the_s
     assert {"pm_card_chargeDeclined", "pm_card_chargeDeclinedInsufficientFunds"} < set(paying)
     assert provider_faults(fault_rate=0, time_scale=60, seed=1)["error_5xx_rate"] == 0
     assert provider_faults(fault_rate=1, time_scale=60, seed=1)["webhook_duplicate_rate"] == 0.2
+
+
+def test_the_provider_s_holds_outlast_the_margin_at_which_we_void_them_at_the_run_s_time_scale():
+    from chaos.payments import PaymentProvider, provider_faults
+
+    provider = PaymentProvider(faults=provider_faults(fault_rate=1, time_scale=60, seed=1))
+    env = provider.env(read_timeout_s=2, retry_max_s=5, run_grace_s=4)
+
+    hold_s = 7 * 24 * 3600 / 60  # the sandbox's 7 days, scaled
+    assert float(env["PAYMENTS_LAPSE_MARGIN_S"]) == 24 * 3600 / 60 < hold_s
+    assert float(env["PAYMENTS_HOLD_RECHECK_S"]) == 60
+    assert env["STRIPE_API_BASE"] == provider.base_url and env["PAYMENTS_READ_TIMEOUT_S"] == "2"
