@@ -222,6 +222,7 @@ def money_truth(partner_codes: list[str], provider: PaymentProvider) -> MoneyTru
             attention_reason=p.booking.attention_reason or "",
             confirmed_ever=p.booking_id in confirmed,
             cancellation_fee=p.booking.cancellation_fee,
+            next_check_at=p.next_check_at,
         )
         for p in payments
     ]

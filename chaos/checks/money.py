@@ -12,8 +12,10 @@ beside our payment rows and the partner's ground truth:
 - `money_one_authorization`: at most one live authorization (held or captured) per booking
   (`authorizations_live_twice`), and no intent the provider made for a payment we do not have
   (`intent_without_payment`);
-- `money_nothing_held`: every authorization captured or voided, none left held at rest
-  (`authorization_left_held`);
+- `money_nothing_held`: every authorization captured or voided, none left held at rest once the
+  booking's debt is decided (`authorization_left_held`); a hold of a booking still undecided
+  (support's case) must have our look planned before the provider lets it lapse
+  (`hold_left_to_lapse`);
 - `money_no_refund_twice`: one refund per refund operation of ours, and never more refunded than
   captured (`refund_made_twice`, `refunded_more_than_captured`).
 
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -57,6 +60,7 @@ class PaymentRow:
     attention_reason: str = ""
     confirmed_ever: bool = False  # the booking reached confirmed at some time
     cancellation_fee: Decimal | None = None  # fixed when a cancel of the confirmed booking was asked
+    next_check_at: datetime | None = None  # our next look at the payment
 
     def owed(self) -> Decimal | None:
         """What the booking owes at rest; None while that is not decided."""
@@ -91,6 +95,7 @@ class ProviderIntent:
     amount: int
     amount_received: int
     history: tuple[str, ...] = ()
+    lapses_at: datetime | None = None  # a live hold's lapse (the sandbox's own fact)
 
     @classmethod
     def from_truth(cls, data: dict[str, Any]) -> ProviderIntent:
@@ -102,6 +107,7 @@ class ProviderIntent:
             status=data["status"],
             amount=int(data["amount"]),
             amount_received=int(data.get("amount_received") or 0),
+            lapses_at=_when((data.get("sandbox") or {}).get("authorization_lapses_at")),
             history=tuple(
                 f"{h['at']} v{h['version']} {h['cause']} → {h['object'].get('status')}"
                 f" received {h['object'].get('amount_received', 0)}"
@@ -162,6 +168,10 @@ class MoneyTruth:
 
     def refunds_of(self, intent: str) -> list[ProviderRefund]:
         return [r for r in self.refunds if r.payment_intent == intent]
+
+
+def _when(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text) if text else None
 
 
 def minor(amount: Decimal) -> int:
@@ -308,24 +318,44 @@ def check_one_authorization(snapshot: Snapshot) -> CheckResult:
 def check_nothing_held(snapshot: Snapshot) -> CheckResult:
     result, money = _result(
         "money_nothing_held",
-        "every authorization captured or voided: none left held at rest",
+        "every authorization captured or voided: none left held once the booking's debt is decided, "
+        "and one still undecided looked at again before it lapses",
         snapshot,
     )
     if money is None:
         return result
     rows = {p.payment: p for p in money.payments}
-    held = [i for i in money.intents if i.status == HELD]
-    for intent in held:
+    figures: Counter[str] = Counter(f"intents_{i.status}" for i in money.intents)
+    for intent in (i for i in money.intents if i.status == HELD):
+        row = rows.get(intent.payment)
+        if row is not None and row.owed() is None:
+            figures["held_undecided"] += 1
+            if row.next_check_at is not None and (
+                intent.lapses_at is None or row.next_check_at < intent.lapses_at
+            ):
+                continue
+            lapse = intent.lapses_at.isoformat() if intent.lapses_at else "unknown"
+            result.violations.append(
+                Violation(
+                    "hold_left_to_lapse",
+                    f"{intent.booking} ({row.booking_status}, undecided): {intent.id} holds {intent.amount} "
+                    f"and lapses at {lapse}; our next look: {row.next_check_at or 'none'}",
+                    booking=intent.booking,
+                    evidence=_evidence(snapshot, money, intent.booking, row),
+                )
+            )
+            continue
         result.violations.append(
             Violation(
                 "authorization_left_held",
                 f"{intent.booking}: {intent.id} still holds {intent.amount} at rest, neither captured nor "
                 "voided",
                 booking=intent.booking,
-                evidence=_evidence(snapshot, money, intent.booking, rows.get(intent.payment)),
+                evidence=_evidence(snapshot, money, intent.booking, row),
             )
         )
-    result.figures = dict(sorted(Counter(f"intents_{i.status}" for i in money.intents).items()))
+    figures.setdefault("held_undecided", 0)
+    result.figures = dict(sorted(figures.items()))
     return result
 
 

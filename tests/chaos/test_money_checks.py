@@ -268,3 +268,28 @@ def test_the_provider_s_holds_outlast_the_margin_at_which_we_void_them_at_the_ru
     assert float(env["PAYMENTS_LAPSE_MARGIN_S"]) == 24 * 3600 / 60 < hold_s
     assert float(env["PAYMENTS_HOLD_RECHECK_S"]) == 60
     assert env["STRIPE_API_BASE"] == provider.base_url and env["PAYMENTS_READ_TIMEOUT_S"] == "2"
+
+
+def test_a_hold_of_a_booking_support_has_not_decided_may_stay_if_we_look_again_before_it_lapses():
+    from datetime import UTC, datetime, timedelta
+
+    lapses = datetime(2027, 1, 1, 15, 0, tzinfo=UTC)
+    undecided = row(
+        status="authorized",
+        captured=Decimal("0.00"),
+        booking_status="needs_attention",
+        attention_reason="partner_403",
+        confirmed_ever=False,
+        next_check_at=lapses - timedelta(minutes=24),
+    )
+    held = intent(status="requires_capture", received=0)
+    held["sandbox"] = {"authorization_lapses_at": lapses.isoformat()}
+
+    result = check_nothing_held(snapshot_with([undecided], [held]))
+    assert result.passed and result.figures["held_undecided"] == 1
+
+    forgotten = replace(undecided, next_check_at=None)
+    result = check_nothing_held(snapshot_with([forgotten], [held]))
+    assert kinds(result) == ["hold_left_to_lapse"]
+    late = replace(undecided, next_check_at=lapses + timedelta(minutes=1))
+    assert kinds(check_nothing_held(snapshot_with([late], [held]))) == ["hold_left_to_lapse"]
