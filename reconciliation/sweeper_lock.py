@@ -19,8 +19,6 @@ from functools import cached_property
 import redis
 from redis.commands.core import Script
 
-NAME = "reconciliation:sweeper-lock"
-
 # Take the lock if it is free, or keep it if it is already ours (a take whose answer was lost).
 _TAKE = """
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
@@ -49,7 +47,7 @@ return 0
 
 
 class SweeperLock:
-    def __init__(self, client: redis.Redis, *, ttl_s: float, name: str = NAME) -> None:
+    def __init__(self, client: redis.Redis, *, ttl_s: float, name: str) -> None:
         self.client = client
         self.name = name
         self.ttl_ms = max(1, int(ttl_s * 1000))

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis
+from django.conf import settings
 
 from chaos.cluster.network import Network
 from chaos.cluster.plan import ClusterPlan, NetworkFault
@@ -31,7 +32,6 @@ logger = logging.getLogger(__name__)
 TICK_S = 0.5
 MAP_AHEAD_S = 3.0  # learn the worker ids of a host this long before it is cut off
 MONITOR_S = 1.0
-SWEEPER_LOCK = "reconciliation:sweeper-lock"  # reconciliation/management/commands/run_scheduler.py
 
 
 @dataclass(frozen=True)
@@ -176,7 +176,7 @@ class Partitioner(threading.Thread):
             for key in self._client.scan_iter(match=f"{prefix}*", count=500):
                 worker_id = key.decode()[len(prefix) :].split(".", 1)[0]
                 acks[worker_id] = acks.get(worker_id, 0) + int(self._client.scard(key))
-            lock_ttl = int(self._client.pttl(SWEEPER_LOCK))
+            lock_ttl = int(self._client.pttl(settings.SWEEPER_LOCK_KEY))
         except (redis.RedisError, OSError):
             return
         self.samples.append(

@@ -40,7 +40,7 @@ class Command(BaseCommand):
         stop = threading.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
-        lock = SweeperLock(redis_client(), ttl_s=LOCK_INTERVALS * interval)
+        lock = SweeperLock(redis_client(), ttl_s=LOCK_INTERVALS * interval, name=settings.SWEEPER_LOCK_KEY)
         self.stdout.write(f"scheduler: sweeping every {interval:g}s")
         while not stop.is_set():
             self._sweep_once(lock)
