@@ -22,21 +22,22 @@ PROCESS_PAYMENT_EVENT = "process_payment_event"
 PAYMENTS_QUEUE = "payments"
 
 
-def _send(actor_name: str, *args: object, delay_s: float | None = None) -> None:
+def _send(actor_name: str, *args: object, delay_s: float | None = None, options: dict | None = None) -> None:
     message = dramatiq.Message(
-        queue_name=PAYMENTS_QUEUE, actor_name=actor_name, args=args, kwargs={}, options={}
+        queue_name=PAYMENTS_QUEUE, actor_name=actor_name, args=args, kwargs={}, options=dict(options or {})
     )
     dramatiq.get_broker().enqueue(message, delay=int(delay_s * 1000) if delay_s else None)
 
 
-def send_run(booking_id: UUID | str, *, delay_s: float | None = None) -> None:
-    """Queue a run of the booking's payment (`payments.services.runs.payment_run`)."""
-    _send(PAYMENT_RUN, str(booking_id), delay_s=delay_s)
+def send_run(booking_id: UUID | str, *, delay_s: float | None = None, options: dict | None = None) -> None:
+    """Queue a run of the booking's payment (`payments.services.runs.payment_run`); `options`
+    carry a sweeper's claim (reconciliation.claims)."""
+    _send(PAYMENT_RUN, str(booking_id), delay_s=delay_s, options=options)
 
 
-def send_event(event_id: int) -> None:
+def send_event(event_id: int, *, options: dict | None = None) -> None:
     """Queue a stored webhook delivery to be applied."""
-    _send(PROCESS_PAYMENT_EVENT, event_id)
+    _send(PROCESS_PAYMENT_EVENT, event_id, options=options)
 
 
 def send_event_on_commit(event_id: int) -> None:

@@ -263,6 +263,29 @@ def _send_claimed(
     return sent
 
 
+def _send_until_taken_up(
+    rows: list[tuple], *, key: str, send: Callable[[object, dict], None], dry_run: bool
+) -> int:
+    """For side work selected as `(id, partner code)` rows: send each whose copy queued earlier
+    has been taken up (the claim, `key` formatted with the id, rides on the message and ends when
+    a worker starts it); how many were sent (or are due, on a dry run)."""
+    if dry_run:
+        return len(rows)
+    sent = 0
+    for pk, _code in rows:
+        claim = claims.claim_until_taken_up(key.format(pk), settings.RECONCILE_STEP_CLAIM_TTL_S)
+        if claim is None:
+            continue
+        try:
+            send(pk, claim)
+        except Exception:
+            with suppress(redis.RedisError):  # otherwise the claim lasts its TTL
+                claims.release(claim)
+            raise
+        sent += 1
+    return sent
+
+
 def _sync(booking_id: object, code: str) -> None:
     messages.send_for_partner(messages.SYNC_BOOKING, Partner(code=code), str(booking_id))
 
@@ -401,7 +424,11 @@ def _queue_payments(now: datetime, partner: Partner | None, dry_run: bool) -> tu
     """The payments app's own due work: payments not at rest whose check is due (a run lost with
     Redis, a hold to decide on before it lapses) and webhook deliveries never processed. Each is
     claimed for a window like the other side work; the payment's run decides what, if anything,
-    to ask the provider."""
+    to ask the provider. A due payment is claimed for a window (its run moves its next check on
+    as it starts); a stale delivery is claimed until a worker takes its copy up, as a due
+    booking's step is, since nothing moves it on before it is processed: with a window, a
+    backlog on the payments queue got one more copy per sweep (a chaos run: 236 messages, 44
+    deliveries a sweep)."""
     due = payment_selectors.due_payments(now=now, partner=partner, limit=settings.RECONCILE_BATCH_SIZE)
     runs = _send_claimed(
         due,
@@ -415,11 +442,10 @@ def _queue_payments(now: datetime, partner: Partner | None, dry_run: bool) -> tu
         partner=partner,
         limit=settings.RECONCILE_BATCH_SIZE,
     )
-    events = _send_claimed(
+    events = _send_until_taken_up(
         stale,
         key="payment-event:{}",
-        ttl_s=settings.RECONCILE_INBOUND_STALE_S,
-        send=lambda pk, _code: payment_messages.send_event(pk),
+        send=lambda pk, claim: payment_messages.send_event(pk, options=claim),
         dry_run=dry_run,
     )
     return runs, events

@@ -48,9 +48,11 @@ def test_a_paying_booking_is_held_before_the_partner_is_asked_and_charged_once_i
     )
     payment = payment_of(booking)
     assert (payment.status, payment.card_brand, payment.card_last4) == (P.CAPTURED, "visa", "4242")
-    assert list(payment.operations.values_list("kind", "state", "tries")) == [
-        ("authorize", "succeeded", 1),
-        ("capture", "succeeded", 1),
+    # one operation each (a slow answer may be asked again under the same key: the provider's
+    # ground truth above shows one charge either way)
+    assert list(payment.operations.values_list("kind", "state")) == [
+        ("authorize", "succeeded"),
+        ("capture", "succeeded"),
     ]
     assert booking.customer_money == {
         "code": "charged",

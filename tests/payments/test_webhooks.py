@@ -20,11 +20,15 @@ from django.utils import timezone
 
 from bookings.customer_view import PaymentFacts, money_of
 from bookings.states import BookingState
+from config.redis_client import redis_client
+from payments.messages import PAYMENTS_QUEUE
 from payments.models import EventState, Payment, PaymentEvent, PaymentStatus
 from payments.services.webhooks import payment_event_process
+from reconciliation.claims import CLAIM_OPTION
 from reconciliation.services.sweeper import sweep
 from tests.factories import BookingFactory
 from tests.payments.conftest import WEBHOOK_SECRET, kinds
+from tests.reconciliation.conftest import queued
 
 S = BookingState
 P = PaymentStatus
@@ -183,6 +187,28 @@ def test_a_stored_event_whose_message_was_lost_is_queued_by_the_sweeper_once(db,
     first, second = sweep(), sweep()
 
     assert (first.payment_events_requeued, second.payment_events_requeued) == (1, 0)
+
+
+def test_a_stale_event_waiting_on_a_stalled_queue_holds_one_sweeper_copy_however_many_sweeps(
+    db, broker, settings
+):
+    # Given a stored delivery whose message was lost, and nobody serving the payments queue
+    payment = paying_booking()
+    deliver(event("payment_intent.amount_capturable_updated", intent(payment, "requires_capture")))
+    PaymentEvent.objects.update(
+        received_at=timezone.now() - timedelta(seconds=settings.RECONCILE_INBOUND_STALE_S + 1)
+    )
+    broker.flush(PAYMENTS_QUEUE)
+
+    # When sweep after sweep finds it stale
+    reports = [sweep() for _ in range(4)]
+
+    # Then one copy waits, carrying its claim, which a worker's ReleaseClaims ends when it takes
+    # it up: not a window that lapses while the copy still waits and lets the next sweep queue more
+    assert [r.payment_events_requeued for r in reports] == [1, 0, 0, 0]
+    [copy] = queued(broker, PAYMENTS_QUEUE)
+    key, _token = copy.options[CLAIM_OPTION]
+    assert redis_client().pttl(key) > settings.RECONCILE_INBOUND_STALE_S * 1000
 
 
 def test_a_body_larger_than_an_event_may_be_is_refused(db, settings):
