@@ -134,13 +134,14 @@ class ClusterOptions:
     worker_hosts: int = 2
     standby_scheduler: bool = True
     network_faults: bool = True
-    # Longer than Dramatiq's heartbeat timeout (60 s) plus the wait for its maintenance (run
-    # on one broker command in a thousand), which hands the host's messages to another worker
-    # while the cut-off one still holds them.
+    # Longer than the broker's heartbeat timeout (DRAMATIQ_HEARTBEAT_TIMEOUT_MS, 20 s) plus the
+    # wait for its maintenance (one broker command in twenty), which hands the host's messages to
+    # another worker while the cut-off one still holds them.
     worker_cut_s: float = 100.0
     web_cut_s: float = 15.0
     broker_cut_s: float = 8.0
-    # Longer than the sweeper lock's timeout (60 s): the standby takes over mid-sweep.
+    # Longer than the sweeper lock's time to live (three sweep intervals): the standby takes over
+    # while the cut scheduler still believes it holds the lock.
     scheduler_cut_s: float = 70.0
     partition_s: float = 20.0
     subnet: str = ""  # "": the first free 10.231.N.0/24

@@ -176,10 +176,18 @@ class Command(BaseCommand):
         cluster.add_argument("--no-standby-scheduler", action="store_true", help="No second scheduler host.")
         cluster.add_argument("--no-network-faults", action="store_true", help="No cuts, no partition.")
         for name, default, what in (
-            ("worker-cut", 100.0, "a worker host is cut off (> the broker's 60 s heartbeat timeout)"),
+            (
+                "worker-cut",
+                100.0,
+                "a worker host is cut off (> the broker's heartbeat timeout, 20 s by default)",
+            ),
             ("web-cut", 15.0, "web-1 is cut off"),
             ("broker-cut", 8.0, "the broker host is cut off"),
-            ("scheduler-cut", 70.0, "the scheduler host is cut off (> the sweeper lock's 60 s)"),
+            (
+                "scheduler-cut",
+                70.0,
+                "the scheduler host is cut off (> the sweeper lock's time to live, three sweep intervals)",
+            ),
             ("partition", 20.0, "the partners are unreachable from the last worker host"),
         ):
             cluster.add_argument(f"--{name}", type=float, default=default, help=f"Seconds {what} (0: not).")
