@@ -56,7 +56,7 @@ def test_a_paced_load_keeps_its_rate_and_counts_a_stall_as_latency_from_the_due_
 
     # then 20 requests took about a second, not less: the rate held
     assert result.ok == 20 and not result.errors
-    assert result.duration_s >= 19 / 20
+    assert result.duration_s >= 19 / 20 * 0.98  # the last one was due at 0.95 s (a clock read's slack)
     # and the stalled answer shows as latency, its alone: the requests due after it on that
     # client were sent when due, as independent customers send theirs
     assert max(result.latencies_s) >= STALL_S * 0.9

@@ -89,7 +89,9 @@ def test_a_partition_separates_two_hosts_and_no_one_else(network: Network, liste
 
 def test_a_cut_host_is_unreachable_until_it_is_reconnected(network: Network, listener: str):
     network.cut("partners")
-    while_cut = [reaches(network, None, listener), reaches(network, "worker-1", listener)]
+    # the link is down at once; a busy machine may still finish a connection it had begun
+    unreachable = wait_until(lambda: not reaches(network, None, listener), timeout_s=10)
+    while_cut = [not unreachable, reaches(network, "worker-1", listener)]
     network.reconnect("partners")
 
     assert while_cut == [False, False]
