@@ -292,64 +292,79 @@ def support_capture(
 ) -> PaymentActionResult:
     """Capture what the booking owes of the hold (the partner confirmed it): the step automation
     takes, asked again after the provider refused it or it was left to support."""
-    operator.require(PAYMENT_ACTIONS[CAPTURE]["permission"])
-    token = clean_token(token)
-    with transaction.atomic():
-        booking, payment, done = _lock(CAPTURE, booking_id, token)
-        if done:
-            return done
-        s = PaymentSituation(booking, payment)
-        _refuse_if(capture_refusal(s))
-        amount = s.capture_amount
-        operation = _ask(
-            CAPTURE,
-            s,
-            kind=OperationKind.CAPTURE,
-            amount=amount,
-            operator=operator,
-            token=token,
-            note=note,
-            summary=f"Capture of {amount} {s.currency} asked by {operator.label} (owed as {booking.status})",
-            inline=inline,
-        )
-        result = PaymentActionResult(
-            CAPTURE,
-            booking,
-            True,
-            booking.status,
-            booking.status,
-            "",
-            operation_key=operation.idempotency_key,
-        )
-    return _finish(result, operation, operator=operator, inline=inline)
+    return _ask_provider(
+        CAPTURE,
+        booking_id=booking_id,
+        operator=operator,
+        token=token,
+        note=note,
+        inline=inline,
+        refusal=capture_refusal,
+        kind=OperationKind.CAPTURE,
+        amount=lambda s: s.capture_amount,
+        summary=lambda s, amount: (
+            f"Capture of {amount} {s.currency} asked by {operator.label} (owed as {s.booking.status})"
+        ),
+    )
 
 
 def support_void(
     *, booking_id: UUID, operator: Operator, token: str, note: str = "", inline: bool = False
 ) -> PaymentActionResult:
     """Release the hold (the intent is cancelled at the provider; nothing is taken)."""
-    operator.require(PAYMENT_ACTIONS[VOID]["permission"])
+    return _ask_provider(
+        VOID,
+        booking_id=booking_id,
+        operator=operator,
+        token=token,
+        note=note,
+        inline=inline,
+        refusal=void_refusal,
+        kind=OperationKind.VOID,
+        amount=lambda _s: None,
+        summary=lambda s, _amount: (
+            f"Void of the {s.payment.amount} {s.payment.currency} hold asked by {operator.label}"
+        ),
+    )
+
+
+def _ask_provider(
+    action: str,
+    *,
+    booking_id: UUID,
+    operator: Operator,
+    token: str,
+    note: str,
+    inline: bool,
+    refusal: Callable[[PaymentSituation], str],
+    kind: str,
+    amount: Callable[[PaymentSituation], Decimal | None],
+    summary: Callable[[PaymentSituation, Decimal | None], str],
+) -> PaymentActionResult:
+    """An action that is one operation at the provider (capture, void): permission, once per
+    token, refused under the locks unless the situation allows it, then the operation asked."""
+    operator.require(PAYMENT_ACTIONS[action]["permission"])
     token = clean_token(token)
     with transaction.atomic():
-        booking, payment, done = _lock(VOID, booking_id, token)
+        booking, payment, done = _lock(action, booking_id, token)
         if done:
             return done
         s = PaymentSituation(booking, payment)
-        _refuse_if(void_refusal(s))
-        assert payment is not None
+        _refuse_if(refusal(s))
+        value = amount(s)
         operation = _ask(
-            VOID,
+            action,
             s,
-            kind=OperationKind.VOID,
-            amount=None,
+            kind=kind,
+            amount=value,
             operator=operator,
             token=token,
             note=note,
-            summary=f"Void of the {payment.amount} {payment.currency} hold asked by {operator.label}",
+            summary=summary(s, value),
             inline=inline,
         )
         result = PaymentActionResult(
-            VOID, booking, True, booking.status, booking.status, "", operation_key=operation.idempotency_key
+            action, booking, True, booking.status, booking.status, "", operation_key=operation.idempotency_key
         )
     return _finish(result, operation, operator=operator, inline=inline)
 
