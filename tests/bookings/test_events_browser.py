@@ -106,6 +106,39 @@ def test_my_bookings_follow_the_customers_stream_and_say_what_changed(page, site
     assert page.evaluate("window.sameDocument") is True
 
 
+def test_a_retry_after_a_stale_answer_never_undoes_newer_news(page, site, ada):
+    """A refresh answered with an older page retries a moment later. When the stream's next
+    event has brought the page up to date before then, the retry has nothing to do: it neither
+    asks again nor clears what the live region last told the customer."""
+    booking = BookingFactory(customer=ada)
+    log_in(page, site, ada)
+    wait_until(lambda: followers(live.customer_channel(ada.pk)), what="the page's stream to be followed")
+    stale = page.request.get(f"{site.url}/bookings/").text()  # as the list is before any change
+    refreshes = []
+
+    def answer(route) -> None:
+        refreshes.append(route.request.url)
+        if len(refreshes) == 1:
+            route.fulfill(body=stale, content_type="text/html")  # answered before the change
+        else:
+            route.continue_()
+
+    page.route(f"{site.url}/bookings/", answer)
+    card = f'[data-reference="{booking.reference}"]'
+
+    move(booking, "start_submission")
+    wait_until(lambda: page.evaluate("1") and refreshes, what="the first refresh")
+    assert page.get_attribute(card, "data-status-version") == "1"  # behind: a retry is due in 1 s
+    move(booking, "mark_partner_pending")  # its event refreshes the page before the retry is due
+    page.wait_for_selector(f'{card}[data-status-version="3"]')
+    news = f"Booking {booking.reference}: {page.text_content(card).strip()}."
+    wait_until(lambda: page.text_content("#booking-news") == news, what="the news of the change")
+
+    page.wait_for_timeout(1500)  # the retry's time passes
+    assert page.text_content("#booking-news") == news
+    assert len(refreshes) == 2
+
+
 @pytest.mark.parametrize("why", ["no-eventsource", "stream-keeps-failing"])
 def test_the_poll_takes_over_without_a_working_stream(open_page, live_server, events, ada, tmp_path, why):
     if why == "no-eventsource":

@@ -112,6 +112,7 @@
     var wanted = {}; // reference -> newest status_version the stream announced
     var refreshing = null;
     var retries = 0;
+    var retryTimer = null;
 
     function behind() {
       return Object.keys(wanted).some(function (reference) {
@@ -120,25 +121,32 @@
     }
 
     function refresh() {
-      if (refreshing) {
+      // Nothing to do while a refresh is on its way (it retries if it comes back behind), or
+      // once an earlier one already brought what was announced: a late retry must not clear the
+      // news a newer refresh just gave.
+      window.clearTimeout(retryTimer);
+      if (refreshing || !behind()) {
         return;
       }
       var options = live.dataset.liveTarget
         ? { source: live, target: live.dataset.liveTarget, select: live.dataset.liveTarget, swap: "outerHTML" }
         : { source: live, swap: "none" }; // the answer swaps its parts in by their ids (out of band)
-      refreshing = window.htmx.ajax("GET", live.dataset.liveRefresh, options).then(function () {
-        refreshing = null;
-        if (live.dataset.liveAnnounce) {
-          announce();
-        }
-        if (behind() && retries < REFRESH_RETRIES) {
-          retries += 1;
-          window.setTimeout(refresh, 1000 * retries);
-        } else {
-          retries = 0;
-          wanted = {};
-        }
-      });
+      // A failed request (the network dropped) settles the same way: still behind, so it retries.
+      refreshing = window.htmx.ajax("GET", live.dataset.liveRefresh, options).then(settled, settled);
+    }
+
+    function settled() {
+      refreshing = null;
+      if (live.dataset.liveAnnounce) {
+        announce();
+      }
+      if (behind() && retries < REFRESH_RETRIES) {
+        retries += 1;
+        retryTimer = window.setTimeout(refresh, 1000 * retries);
+      } else {
+        retries = 0;
+        wanted = {};
+      }
     }
 
     function announce() {
