@@ -16,9 +16,10 @@ from django.utils import timezone
 from django_fsm import ConcurrentTransition, TransitionNotAllowed, can_proceed
 
 from bookings import catalogue, customer_view, ports
+from bookings.cancelling import fee_if_cancelled
 from bookings.customer_view import PaymentFacts
 from bookings.models import Actor, Booking, Offer, Quote, new_reference
-from bookings.pricing import Stay, cancellation_fee, confirmation_deadline, price_stay, validate_stay
+from bookings.pricing import Stay, confirmation_deadline, price_stay, validate_stay
 from bookings.states import CANCEL_ACCEPTED, BookingState
 from bookings.timeline import new_event
 from config.db import insert_together
@@ -347,11 +348,10 @@ def booking_request_cancel(
         now = timezone.now()
         booking.next_check_at = now + settings.BOOKING_SUBMIT_GRACE
         fields = ("next_check_at",)
-        if booking.status == BookingState.CONFIRMED and ports.pays(booking):
+        fee = fee_if_cancelled(booking, at=now)
+        if fee is not None:
             # What cancelling costs is fixed now, by the offer's policy, whenever it completes.
-            booking.cancellation_fee = cancellation_fee(
-                offer=booking.offer, total=booking.total_price, start_date=booking.start_date, at=now
-            )
+            booking.cancellation_fee = fee
             fields += ("cancellation_fee",)
             data = {**(data or {}), "cancellation_fee": str(booking.cancellation_fee)}
         apply_transition(

@@ -22,12 +22,14 @@ from django.core.paginator import Page, Paginator
 from django.http import Http404, HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse_lazy
+from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRefresh
 
 from bookings import selectors, services
+from bookings.cancelling import cancel_money
 from bookings.models import Actor, Quote
 from bookings.web.forms import BookForm, ConfirmForm, SignUpForm, StayForm
 from config.errors import ApplicationError, NotFound
@@ -205,7 +207,11 @@ def booking_cancel(request: HttpRequest, reference: str) -> HttpResponse:
             status = exc.http_status
         else:
             return redirect("web:booking", reference=booking.reference)
-    return render(request, "web/bookings/cancel.html", {"booking": booking, "form": form}, status=status)
+    context = {"booking": booking, "form": form}
+    if booking.is_cancellable:
+        # Told before the customer confirms: what they get back, what is kept and why.
+        context["money"] = cancel_money(booking, at=timezone.now())
+    return render(request, "web/bookings/cancel.html", context, status=status)
 
 
 # --- accounts ---------------------------------------------------------------------------------

@@ -181,6 +181,11 @@ def test_cancelling_a_paid_booking_refunds_it_as_the_offer_s_policy_says(page, s
     # when the customer cancels it on its page
     page.goto(f"{site.url}/bookings/{booking.reference}/")
     page.click("text=Cancel this booking")
+    # the page says, before the customer confirms, what is kept and what comes back
+    assert page.inner_text(".cancel-money") == (
+        "Once the cancellation is done, we keep the cancellation fee of 90.00 EUR and refund the "
+        "other 270.00 EUR of the 360.00 EUR you paid to your card."
+    )
     page.click("text=Yes, cancel this booking")
     page.wait_for_url(f"{site.url}/bookings/{booking.reference}/")
 

@@ -3,8 +3,12 @@ service as the API, and the `cancelling` state shown as it is."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+from decimal import Decimal
+
 import pytest
 
+from bookings.customer_view import PaymentFacts, money_of
 from bookings.models import Booking
 from bookings.states import BookingState
 from tests.factories import BookingFactory
@@ -30,6 +34,45 @@ def test_the_cancel_page_says_what_will_happen_and_changes_nothing(web, confirme
     confirmed.refresh_from_db()
     assert confirmed.status == S.CONFIRMED
     assert not confirmed.events.exists()
+
+
+def test_the_cancel_page_says_what_happens_to_the_money_and_why_before_the_customer_confirms(
+    web, customer, offer
+):
+    # given a confirmed booking charged 360.00 EUR, whose free cancellation ended 60 days before
+    # its start (it starts in 30): a quarter of the price is kept
+    type(offer).objects.filter(pk=offer.pk).update(
+        free_cancellation_hours=60 * 24, cancellation_fee_percent=25
+    )
+    charged = money_of(PaymentFacts("charged", "EUR", Decimal("360.00"), Decimal("360.00")))
+    paid = BookingFactory(
+        customer=customer, offer=offer, status=S.CONFIRMED, customer_money=charged.as_json()
+    )
+    cut_off = paid.start_date - timedelta(days=60)
+
+    page = web.get(f"/bookings/{paid.reference}/cancel/").content.decode()
+
+    # then it says what is kept, what is refunded, and the cut-off that decided it
+    assert (
+        '<p class="cancel-money" data-cancel-money="refund_less_fee">Once the cancellation is done, we '
+        "keep the cancellation fee of 90.00 EUR and refund the other 270.00 EUR of the 360.00 EUR you "
+        "paid to your card.</p>"
+    ) in page
+    assert (
+        f"Free cancellation ended on {cut_off.day} {cut_off:%b %Y}, 00:00 UTC (1440 hours before the "
+        "start): the fee is now 25% of the price, 90.00 EUR."
+    ) in page
+
+    # and confirming fixes the fee it showed
+    web.post(f"/bookings/{paid.reference}/cancel/")
+    paid.refresh_from_db()
+    assert paid.cancellation_fee == Decimal("90.00")
+
+
+def test_the_cancel_page_of_a_booking_without_a_payment_says_nothing_is_refunded(web, confirmed):
+    page = web.get(f"/bookings/{confirmed.reference}/cancel/").content.decode()
+
+    assert 'data-cancel-money="no_payment">This booking takes no payment: cancelling costs nothing' in page
 
 
 def test_confirming_asks_the_partner_to_cancel_and_shows_cancelling(

@@ -1,0 +1,155 @@
+"""What cancelling a booking does to the customer's money, told before they confirm.
+
+The fee is the offer's policy (`bookings.pricing.cancellation_fee`), and `fee_if_cancelled` is
+the one rule of when it applies: `booking_request_cancel` fixes it with it, and the cancel page
+shows it with it. The rest is what the payment side then does for a cancelled booking
+(`payments.decisions.next_step`, owing the fee): a hold is released, or charged for the fee and
+the rest released; what was paid beyond the fee is refunded; nothing more is ever charged. What
+the provider holds is read from what the customer was last told (`customer_view.Money`): no
+query, and the page never contradicts its own money line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+
+from bookings import ports
+from bookings.customer_view import Money, money_shown
+from bookings.models import Booking
+from bookings.pricing import cancellation_cut_off, cancellation_fee
+from bookings.states import BookingState, CustomerMoney
+
+ZERO = Decimal("0.00")
+_PAID = frozenset({CustomerMoney.CHARGED, CustomerMoney.PARTLY_REFUNDED, CustomerMoney.REFUNDED})
+
+
+def fee_if_cancelled(booking: Booking, *, at: datetime) -> Decimal | None:
+    """The fee a cancel asked for `at` fixes; None when none can be owed: the booking takes no
+    payment, or the partner has not confirmed it (cancelling is free until then)."""
+    if booking.status != BookingState.CONFIRMED or not ports.pays(booking):
+        return None
+    return cancellation_fee(
+        offer=booking.offer, total=booking.total_price, start_date=booking.start_date, at=at
+    )
+
+
+class Outcome(StrEnum):
+    NO_PAYMENT = "no_payment"  # the booking takes no payment
+    NOT_TAKEN_YET = "not_taken_yet"  # the bank is being asked to hold it
+    RELEASE = "release"  # held, not charged: let go
+    FEE_FROM_HOLD = "fee_from_hold"  # held: the fee charged, the rest let go
+    FULL_REFUND = "full_refund"
+    REFUND_LESS_FEE = "refund_less_fee"
+    NOTHING_TO_REFUND = "nothing_to_refund"
+
+
+@dataclass(frozen=True)
+class CancelMoney:
+    """What cancelling now does to the money (`text`), and why it costs what it does (`why`)."""
+
+    outcome: Outcome
+    currency: str
+    held: Decimal = ZERO  # on the card, not charged
+    paid: Decimal = ZERO  # charged less refunded
+    fee: Decimal = ZERO  # kept from what was paid, or charged from the hold
+    refund: Decimal = ZERO
+    released: Decimal = ZERO
+    why: str = ""
+
+    def _shown(self, value: Decimal) -> str:
+        return f"{value:.2f} {self.currency}"
+
+    @property
+    def text(self) -> str:
+        held, paid, fee = self._shown(self.held), self._shown(self.paid), self._shown(self.fee)
+        if self.outcome == Outcome.NO_PAYMENT:
+            return "This booking takes no payment: cancelling costs nothing, and there is nothing to refund."
+        if self.outcome == Outcome.NOT_TAKEN_YET:
+            return (
+                f"You have not been charged: we are asking your bank to hold {held}. If it does, we "
+                "release it once the cancellation is done: you will not be charged."
+            )
+        if self.outcome == Outcome.RELEASE:
+            return (
+                f"Once the cancellation is done, we release the {held} we are holding on your card: "
+                "you will not be charged."
+            )
+        if self.outcome == Outcome.FEE_FROM_HOLD:
+            rest = f" and release the other {self._shown(self.released)}" if self.released > 0 else ""
+            return (
+                f"Once the cancellation is done, we charge the cancellation fee of {fee} "
+                f"from the {held} we are holding on your card{rest}."
+            )
+        if self.outcome == Outcome.FULL_REFUND:
+            return f"Once the cancellation is done, we refund the {paid} you paid to your card, in full."
+        if self.outcome == Outcome.REFUND_LESS_FEE:
+            return (
+                f"Once the cancellation is done, we keep the cancellation fee of {fee} and refund "
+                f"the other {self._shown(self.refund)} of the {paid} you paid to your card."
+            )
+        if self.paid > 0:
+            return f"We keep the {paid} you paid as the cancellation fee: there is nothing to refund."
+        return "You have paid nothing for this booking: there is nothing to refund."
+
+
+def _shown_at(moment: datetime) -> str:
+    return f"{moment.day} {moment:%b %Y, %H:%M} UTC"  # as the pages show a time
+
+
+def _percent(share: Decimal) -> str:
+    return f"{share.normalize():f}%"
+
+
+def _why(booking: Booking, *, fee: Decimal | None, at: datetime) -> str:
+    """The policy in the customer's words, with the cut-off that decides the fee."""
+    offer = booking.offer
+    if fee is None:
+        return "Cancelling is free while the partner has not confirmed your booking."
+    if offer.cancellation_fee_percent == 0:
+        return "Cancelling this booking is free."
+    cut_off = cancellation_cut_off(offer=offer, start_date=booking.start_date)
+    share = _percent(offer.cancellation_fee_percent)
+    if at < cut_off:
+        later = cancellation_fee(
+            offer=offer, total=booking.total_price, start_date=booking.start_date, at=cut_off
+        )
+        return (
+            f"Cancelling is free until {_shown_at(cut_off)} ({offer.free_cancellation_hours} hours "
+            f"before the start); from then on the fee is {share} of the price, "
+            f"{later:.2f} {booking.currency}."
+        )
+    return (
+        f"Free cancellation ended on {_shown_at(cut_off)} ({offer.free_cancellation_hours} hours "
+        f"before the start): the fee is now {share} of the price, {fee:.2f} {booking.currency}."
+    )
+
+
+def cancel_money(booking: Booking, *, at: datetime) -> CancelMoney:
+    """What cancelling the booking at `at` would do to its money, as the payment side will do it."""
+    money: Money | None = money_shown(booking)
+    if money is None:
+        return CancelMoney(Outcome.NO_PAYMENT, booking.currency)
+    fee = fee_if_cancelled(booking, at=at)
+    owed = fee or ZERO
+    why = _why(booking, fee=fee, at=at)
+    told = {"currency": money.currency, "why": why}
+    if money.code == CustomerMoney.AUTHORIZING:
+        return CancelMoney(Outcome.NOT_TAKEN_YET, held=money.amount, **told)
+    if money.code == CustomerMoney.HELD:
+        if owed == 0:
+            return CancelMoney(Outcome.RELEASE, held=money.amount, released=money.amount, **told)
+        charged = min(owed, money.amount)
+        return CancelMoney(
+            Outcome.FEE_FROM_HOLD, held=money.amount, fee=charged, released=money.amount - charged, **told
+        )
+    paid = money.charged - money.refunded if money.code in _PAID else ZERO
+    if paid <= 0:
+        return CancelMoney(Outcome.NOTHING_TO_REFUND, **told)
+    if owed == 0:
+        return CancelMoney(Outcome.FULL_REFUND, paid=paid, refund=paid, **told)
+    if paid > owed:
+        return CancelMoney(Outcome.REFUND_LESS_FEE, paid=paid, fee=owed, refund=paid - owed, **told)
+    return CancelMoney(Outcome.NOTHING_TO_REFUND, paid=paid, fee=paid, **told)

@@ -1,0 +1,143 @@
+"""What the cancel page tells the customer about their money before they confirm
+(bookings/cancelling.py): one case each, against the fee the cancel itself then fixes."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from decimal import Decimal
+
+import pytest
+
+from bookings.cancelling import Outcome, cancel_money, fee_if_cancelled
+from bookings.customer_view import PaymentFacts, money_of
+from bookings.models import Actor
+from bookings.services import booking_request_cancel
+from bookings.states import BookingState
+from tests.factories import BookingFactory, OfferFactory
+
+S = BookingState
+PRICE = Decimal("360.00")
+START = date(2030, 6, 10)
+AT = datetime(2030, 5, 1, 12, tzinfo=UTC)
+# Free until a day before the start (cut-off 9 June, ahead of AT), or until 60 days before it
+# (cut-off 11 April, behind AT): a quarter of the price, 90.00 EUR, after.
+BEFORE_CUT_OFF = {"free_cancellation_hours": 24, "cancellation_fee_percent": Decimal("25")}
+AFTER_CUT_OFF = {"free_cancellation_hours": 60 * 24, "cancellation_fee_percent": Decimal("25")}
+
+
+def told(state: str, charged: str = "0", refunded: str = "0") -> dict:
+    return money_of(PaymentFacts(state, "EUR", PRICE, Decimal(charged), Decimal(refunded))).as_json()
+
+
+def booking(status: str = S.CONFIRMED, money: dict | None = None, **policy):
+    offer = OfferFactory(**policy)
+    return BookingFactory(offer=offer, status=status, start_date=START, customer_money=money or {})
+
+
+def test_a_booking_without_a_payment_says_there_is_nothing_to_refund(db):
+    money = cancel_money(booking(**AFTER_CUT_OFF), at=AT)
+
+    assert money.outcome == Outcome.NO_PAYMENT
+    assert (
+        money.text
+        == "This booking takes no payment: cancelling costs nothing, and there is nothing to refund."
+    )
+    assert money.why == ""
+
+
+def test_a_payment_still_being_authorized_is_released_and_nothing_charged(db):
+    money = cancel_money(booking(S.AWAITING_PAYMENT, told("authorizing"), **AFTER_CUT_OFF), at=AT)
+
+    assert money.outcome == Outcome.NOT_TAKEN_YET
+    assert money.text == (
+        "You have not been charged: we are asking your bank to hold 360.00 EUR. If it does, we "
+        "release it once the cancellation is done: you will not be charged."
+    )
+    assert money.why == "Cancelling is free while the partner has not confirmed your booking."
+
+
+def test_a_hold_on_a_booking_not_confirmed_yet_is_released_even_after_the_cut_off(db):
+    money = cancel_money(booking(S.PENDING_PARTNER, told("held"), **AFTER_CUT_OFF), at=AT)
+
+    assert money.outcome == Outcome.RELEASE
+    assert money.text == (
+        "Once the cancellation is done, we release the 360.00 EUR we are holding on your card: "
+        "you will not be charged."
+    )
+    assert (money.fee, money.released) == (Decimal("0.00"), PRICE)
+
+
+def test_a_hold_on_a_confirmed_booking_after_the_cut_off_pays_the_fee_and_the_rest_is_released(db):
+    money = cancel_money(booking(S.CONFIRMED, told("held"), **AFTER_CUT_OFF), at=AT)
+
+    assert money.outcome == Outcome.FEE_FROM_HOLD
+    assert money.text == (
+        "Once the cancellation is done, we charge the cancellation fee of 90.00 EUR from the "
+        "360.00 EUR we are holding on your card and release the other 270.00 EUR."
+    )
+
+
+def test_a_charged_booking_before_the_cut_off_is_refunded_in_full_and_says_until_when(db):
+    money = cancel_money(booking(S.CONFIRMED, told("charged", "360.00"), **BEFORE_CUT_OFF), at=AT)
+
+    assert money.outcome == Outcome.FULL_REFUND
+    assert (
+        money.text
+        == "Once the cancellation is done, we refund the 360.00 EUR you paid to your card, in full."
+    )
+    assert money.why == (
+        "Cancelling is free until 9 Jun 2030, 00:00 UTC (24 hours before the start); from then on "
+        "the fee is 25% of the price, 90.00 EUR."
+    )
+
+
+def test_a_charged_booking_after_the_cut_off_is_refunded_less_the_fee_and_says_why(db):
+    money = cancel_money(booking(S.CONFIRMED, told("charged", "360.00"), **AFTER_CUT_OFF), at=AT)
+
+    assert money.outcome == Outcome.REFUND_LESS_FEE
+    assert money.text == (
+        "Once the cancellation is done, we keep the cancellation fee of 90.00 EUR and refund the "
+        "other 270.00 EUR of the 360.00 EUR you paid to your card."
+    )
+    assert money.why == (
+        "Free cancellation ended on 11 Apr 2030, 00:00 UTC (1440 hours before the start): the fee "
+        "is now 25% of the price, 90.00 EUR."
+    )
+
+
+def test_a_fee_of_the_whole_price_leaves_nothing_to_refund(db):
+    policy = {**AFTER_CUT_OFF, "cancellation_fee_percent": Decimal("100")}
+    money = cancel_money(booking(S.CONFIRMED, told("charged", "360.00"), **policy), at=AT)
+
+    assert money.outcome == Outcome.NOTHING_TO_REFUND
+    assert (
+        money.text == "We keep the 360.00 EUR you paid as the cancellation fee: there is nothing to refund."
+    )
+
+
+def test_a_hold_released_already_leaves_nothing_to_refund(db):
+    money = cancel_money(booking(S.CONFIRMED, told("released"), **AFTER_CUT_OFF), at=AT)
+
+    assert money.outcome == Outcome.NOTHING_TO_REFUND
+    assert money.text == "You have paid nothing for this booking: there is nothing to refund."
+
+
+def test_an_offer_without_a_fee_says_cancelling_is_free(db):
+    policy = {**AFTER_CUT_OFF, "cancellation_fee_percent": Decimal("0")}
+    money = cancel_money(booking(S.CONFIRMED, told("charged", "360.00"), **policy), at=AT)
+
+    assert money.outcome == Outcome.FULL_REFUND
+    assert money.why == "Cancelling this booking is free."
+
+
+@pytest.mark.parametrize("policy", [BEFORE_CUT_OFF, AFTER_CUT_OFF], ids=["before", "after"])
+def test_the_fee_told_is_the_fee_the_cancel_fixes(db, policy, time_machine):
+    # the page and the service share one rule: what was shown is what the cancel stores
+    time_machine.move_to(AT, tick=False)
+    paid = booking(S.CONFIRMED, told("charged", "360.00"), **policy)
+    shown = cancel_money(paid, at=AT)
+
+    cancelled = booking_request_cancel(booking_id=paid.pk, actor=Actor.CUSTOMER)
+
+    assert cancelled.cancellation_fee == shown.fee == fee_if_cancelled(paid, at=AT)
+    assert shown.refund == PRICE - cancelled.cancellation_fee
