@@ -10,10 +10,12 @@ No raw state transition is exposed (no FSMAdminMixin): states move only through 
 
 from __future__ import annotations
 
+import functools
+
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
@@ -26,6 +28,7 @@ from partners.admin import InboundEventAdmin, PartnerAdmin
 from partners.models import InboundEvent, Partner
 from reconciliation import diagram, orphan_admin  # noqa: F401 - orphan_admin registers its console
 from reconciliation.apis import booking_timeline_json
+from reconciliation.confirm import run_confirmed
 from reconciliation.payment_admin import PaymentConsoleMixin
 from reconciliation.selectors.attention import needs_attention_queue, needs_attention_summary, urgent_until
 from reconciliation.selectors.orphans import open_orphans_by_partner
@@ -145,32 +148,23 @@ class SupportBookingAdmin(PaymentConsoleMixin, BookingAdmin):
         if request.method == "POST":
             form = SupportActionForm(request.POST, action=action, outcomes=[])
             if form.is_valid():
-                try:
-                    result = support.support_action_run(
-                        action,
-                        booking_id=booking.pk,
-                        operator=operator,
-                        token=form.cleaned_data["token"],
-                        note=form.cleaned_data.get("note", ""),
-                        outcome=form.cleaned_data.get("outcome", ""),
-                    )
-                except support.SupportActionDenied as exc:
-                    raise PermissionDenied(exc.message) from exc
-                except ApplicationError as exc:
-                    messages.error(request, f"{support.ACTIONS[action]['title']}: {exc.message}")
-                    return HttpResponseRedirect(change_url)
-                level = messages.SUCCESS if result.performed else messages.WARNING
-                transition = (
-                    f" ({result.from_state} → {result.to_state})"
-                    if result.from_state != result.to_state
-                    else ""
+                title = support.ACTIONS[action]["title"]
+                run = functools.partial(
+                    support.support_action_run,
+                    action,
+                    booking_id=booking.pk,
+                    operator=operator,
+                    token=form.cleaned_data["token"],
+                    note=form.cleaned_data.get("note", ""),
+                    outcome=form.cleaned_data.get("outcome", ""),
                 )
-                messages.add_message(
-                    request,
-                    level,
-                    f"{booking.reference}: {support.ACTIONS[action]['title']}{transition}. {result.message}",
-                )
-                return HttpResponseRedirect(change_url)
+
+                def told(result: support.ActionResult) -> str:
+                    moved = result.from_state != result.to_state
+                    transition = f" ({result.from_state} → {result.to_state})" if moved else ""
+                    return f"{booking.reference}: {title}{transition}. {result.message}"
+
+                return run_confirmed(request, run, title=title, back_to=change_url, told=told)
             shown = support.preview(action, booking, live=False, token=request.POST.get("token"))
             form = SupportActionForm(request.POST, action=action, outcomes=shown.outcomes)
             form.is_valid()

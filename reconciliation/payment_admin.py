@@ -10,19 +10,22 @@ is asked by a worker after commit: the page says the action was queued, the time
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
 from django import forms
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import Http404, HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
 from config.errors import ApplicationError
+from reconciliation.confirm import run_confirmed
 from reconciliation.models import RefundProposal
 from reconciliation.selectors.payment_health import payment_health
 from reconciliation.selectors.payment_panel import payment_panel
@@ -65,6 +68,10 @@ def _amount_param(request: HttpRequest, currency: str) -> Decimal | None:
         return money.parse_amount(raw, currency)
     except ApplicationError:
         return None
+
+
+def _told(booking, title: str) -> Callable[[money.PaymentActionResult], str]:
+    return lambda result: f"{booking.reference}: {title}. {result.message}"
 
 
 class PaymentConsoleMixin:
@@ -121,10 +128,6 @@ class PaymentConsoleMixin:
         }
         return TemplateResponse(request, "admin/reconciliation/payment_action.html", context)
 
-    def _done(self, request: HttpRequest, booking, title: str, result: money.PaymentActionResult) -> None:
-        level = messages.SUCCESS if result.performed else messages.WARNING
-        messages.add_message(request, level, f"{booking.reference}: {title}. {result.message}")
-
     def payment_action_view(self, request: HttpRequest, object_id: str, action: str) -> HttpResponse:
         """GET: the preview (refund: of `?amount=`) and a confirm form. POST: perform it (once per token)."""
         if action not in (money.REFUND, money.CAPTURE, money.VOID):
@@ -138,27 +141,25 @@ class PaymentConsoleMixin:
         if request.method == "POST":
             form = PaymentActionForm(request.POST, action=action)
             if form.is_valid():
-                try:
-                    result = money.payment_action_run(
-                        action,
-                        booking_id=booking.pk,
-                        operator=operator,
-                        token=form.cleaned_data["token"],
-                        note=form.cleaned_data.get("note", ""),
-                        amount=form.cleaned_data.get("amount"),
-                    )
-                except support.SupportActionDenied as exc:
-                    raise PermissionDenied(exc.message) from exc
-                except ApplicationError as exc:
-                    if exc.fields:
-                        for name, errors in exc.fields.items():
-                            form.add_error(name if name in form.fields else None, errors)
-                    else:
-                        messages.error(request, f"{spec['title']}: {exc.message}")
-                        return HttpResponseRedirect(change_url)
-                else:
-                    self._done(request, booking, spec["title"], result)
-                    return HttpResponseRedirect(change_url)
+                run = functools.partial(
+                    money.payment_action_run,
+                    action,
+                    booking_id=booking.pk,
+                    operator=operator,
+                    token=form.cleaned_data["token"],
+                    note=form.cleaned_data.get("note", ""),
+                    amount=form.cleaned_data.get("amount"),
+                )
+                response = run_confirmed(
+                    request,
+                    run,
+                    title=spec["title"],
+                    back_to=change_url,
+                    told=_told(booking, spec["title"]),
+                    form=form,
+                )
+                if response is not None:
+                    return response
             amount = form.cleaned_data.get("amount")
             shown = money.payment_preview(
                 action, booking, operator=operator, amount=amount, live=False, token=request.POST.get("token")
@@ -194,21 +195,17 @@ class PaymentConsoleMixin:
         if request.method == "POST":
             form = PaymentActionForm(request.POST, action=action)
             if form.is_valid():
-                try:
-                    result = money.payment_action_run(
-                        action,
-                        proposal_id=proposal.pk,
-                        operator=operator,
-                        token=form.cleaned_data["token"],
-                        note=form.cleaned_data.get("note", ""),
-                    )
-                except support.SupportActionDenied as exc:
-                    raise PermissionDenied(exc.message) from exc
-                except ApplicationError as exc:
-                    messages.error(request, f"{title}: {exc.message}")
-                    return HttpResponseRedirect(change_url)
-                self._done(request, booking, title, result)
-                return HttpResponseRedirect(change_url)
+                run = functools.partial(
+                    money.payment_action_run,
+                    action,
+                    proposal_id=proposal.pk,
+                    operator=operator,
+                    token=form.cleaned_data["token"],
+                    note=form.cleaned_data.get("note", ""),
+                )
+                return run_confirmed(
+                    request, run, title=title, back_to=change_url, told=_told(booking, title)
+                )
             shown = money.proposal_preview(
                 action, proposal, operator=operator, live=False, token=request.POST.get("token")
             )
