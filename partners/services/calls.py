@@ -131,12 +131,20 @@ def call_and_close(
         reservation=reservation,
         idempotency_key=idempotency_key,
     )
+    return attempt, call_opened_and_close(attempt, call, actor=actor)
+
+
+def call_opened_and_close(
+    attempt: PartnerAttempt, call: Callable[[], CallResult], *, actor: str = "worker"
+) -> CallResult:
+    """`call_and_close` for an attempt its caller opened (and committed) itself, e.g. under a
+    lock that decided whether the call may be made at all."""
     result = attempt_call(attempt, call)
     with transaction.atomic():
         attempt_close(attempt, result)
-        if booking is not None:
-            record_attempt(booking, attempt, result, actor=actor)
-    return attempt, result
+        if attempt.booking_id is not None:
+            record_attempt(attempt.booking, attempt, result, actor=actor)
+    return result
 
 
 def record_attempt(booking: Booking, attempt: PartnerAttempt, result: CallResult, *, actor: str) -> None:

@@ -2,6 +2,11 @@
 
 A compensation is a cancel call followed by a verifying lookup, each step on the timeline; a
 compensation that keeps failing sends the booking to needs_attention (invariant 5).
+
+Its tries are one budget, PARTNER_COMPENSATION_MAX_TRIES, however many copies of its message
+are alive (the chain of follow-ups, the sweeper's re-sends, a redelivery after a worker died):
+each cancel takes a try before it is made, counted and recorded under the reservation's lock,
+so no copy can cancel past the budget and no kill after the call can lose the count.
 """
 
 from __future__ import annotations
@@ -13,8 +18,9 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
+from django_fsm import can_proceed
 
-from bookings.models import Actor
+from bookings.models import Actor, Booking
 from bookings.services import apply_transition, lock_booking
 from bookings.states import BookingState
 from bookings.timeline import record_event
@@ -30,12 +36,14 @@ from partners.models import (
     Source,
 )
 from partners.services import backoff
-from partners.services.calls import call_and_close
+from partners.services.calls import attempt_open, call_and_close, call_opened_and_close
 from partners.services.observations import is_fenced, observation_apply, reconcile_booking
 from partners.services.orphans import orphan_case_cancel_failed, orphan_case_cancel_verified
 from partners.timeline import compensation_data, compensation_summary
 
 logger = logging.getLogger(__name__)
+
+FAILED = "partner.compensation.failed"
 
 
 def booking_cancel_run(
@@ -66,13 +74,10 @@ def reservation_compensate(
             return FollowUp()
         connector = connector_for(reservation.partner)
         if reservation.status in LIVE_RESERVATION_STATUSES:
-            attempt, result = call_and_close(
-                partner=reservation.partner,
-                operation=Operation.CANCEL,
-                booking=booking,
-                reservation=reservation,
-                call=lambda: connector.cancel(reservation.partner_ref),
-            )
+            attempt = _cancel_attempt_open(reservation)
+            if attempt is None:  # the budget is spent: support has it, or is given it now
+                return _give_up(reservation, _tries(reservation), "no_tries_left")
+            result = call_opened_and_close(attempt, lambda: connector.cancel(reservation.partner_ref))
             if result.ok and result.reservation is not None:
                 observation_apply(
                     partner=reservation.partner,
@@ -134,10 +139,11 @@ def _verify(reservation_id: int, *, actor: Actor | str, actor_label: str) -> Fol
     return FollowUp()
 
 
-def _retry_or_give_up(reservation: PartnerReservation, error: str, retry_after_s: float | None) -> FollowUp:
-    # Every failed cancel or verification since we decided to compensate counts as a try, so a
-    # partner that keeps failing the verifying GET cannot keep us trying for ever either.
-    tries = (
+def _tries(reservation: PartnerReservation) -> int:
+    """The compensation's tries so far: every cancel since we decided to compensate (made, in
+    flight or cut off by a kill), and every verification that did not answer, so a partner
+    that keeps failing the verifying GET cannot keep us trying for ever either."""
+    return (
         PartnerAttempt.objects.filter(
             reservation=reservation,
             started_at__gte=reservation.compensation_requested_at or reservation.first_seen_at,
@@ -145,29 +151,66 @@ def _retry_or_give_up(reservation: PartnerReservation, error: str, retry_after_s
         .filter(Q(operation=Operation.CANCEL) | (Q(operation=Operation.GET) & ~Q(outcome=Outcome.OK)))
         .count()
     )
+
+
+def _cancel_attempt_open(reservation: PartnerReservation) -> PartnerAttempt | None:
+    """Take one try of the budget for a cancel: the attempt is opened and committed under the
+    reservation's lock, so two copies of the message cannot both take the last try. None when
+    the budget is spent."""
+    with transaction.atomic():
+        reservation.compensation_requested_at = (  # as it is now: support may have decided again
+            PartnerReservation.objects.select_for_update(no_key=True)
+            .values_list("compensation_requested_at", flat=True)
+            .get(pk=reservation.pk)
+        )
+        if _tries(reservation) >= settings.PARTNER_COMPENSATION_MAX_TRIES:
+            return None
+        return attempt_open(
+            partner=reservation.partner,
+            operation=Operation.CANCEL,
+            booking=reservation.booking,
+            reservation=reservation,
+        )
+
+
+def _retry_or_give_up(reservation: PartnerReservation, error: str, retry_after_s: float | None) -> FollowUp:
+    tries = _tries(reservation)
     if tries < settings.PARTNER_COMPENSATION_MAX_TRIES:
         return FollowUp(compensate_after_s=backoff.delay_s(tries, retry_after_s=retry_after_s))
-    logger.error("compensation failed", extra={"partner_ref": reservation.partner_ref, "error": error})
+    return _give_up(reservation, tries, error)
+
+
+def _give_up(reservation: PartnerReservation, tries: int, error: str) -> FollowUp:
+    """Hand the compensation to support: once while support has the booking (a later copy of
+    its message finds it told), again if the booking has left needs_attention since."""
     if reservation.booking_id is None:
         orphan_case_cancel_failed(reservation, tries=tries, error=error)  # support's from now on
         return FollowUp()
     with transaction.atomic():
         booking = lock_booking(reservation.booking_id)
+        if booking.status == BookingState.NEEDS_ATTENTION and _told(booking, reservation):
+            return FollowUp()
+        logger.error("compensation failed", extra={"partner_ref": reservation.partner_ref, "error": error})
         detail = f"Could not cancel {reservation.partner_ref} at the partner after {tries} tries: {error}"
-        if booking.status == BookingState.NEEDS_ATTENTION:
-            record_event(
-                booking,
-                "partner.compensation.failed",
-                actor=Actor.WORKER,
-                summary=detail,
-                data={"reservation": reservation.partner_ref, "error": error},
-            )
-        else:
+        data = {"reservation": reservation.partner_ref, "tries": tries, "error": error}
+        if can_proceed(booking.flag_for_attention):
             apply_transition(
                 booking,
                 "flag_for_attention",
                 actor=Actor.WORKER,
+                data={"reason": "compensation_failed", **data},
                 reason="compensation_failed",
                 detail=detail,
             )
+        else:  # already with support (or not yet anyone's to hand over): on its timeline
+            record_event(booking, FAILED, actor=Actor.WORKER, summary=detail, data=data)
     return FollowUp()
+
+
+def _told(booking: Booking, reservation: PartnerReservation) -> bool:
+    """The booking's timeline says this compensation failed since it was (last) decided."""
+    return booking.events.filter(
+        kind__in=(FAILED, f"booking.{BookingState.NEEDS_ATTENTION}"),
+        occurred_at__gte=reservation.compensation_requested_at or reservation.first_seen_at,
+        data__reservation=reservation.partner_ref,
+    ).exists()

@@ -407,6 +407,19 @@ def request_compensation(
     )
 
 
+def request_compensation_again(reservation: PartnerReservation) -> None:
+    """Support drives a cancel decided earlier again (stalled, or given up after its tries): a
+    person's decision, so its tries count from now, and it is queued after commit."""
+    PartnerReservation.objects.filter(pk=reservation.pk, compensated_at__isnull=True).update(
+        compensation_requested_at=timezone.now()
+    )
+    transaction.on_commit(
+        lambda: messages.send_for_partner(
+            messages.COMPENSATE_RESERVATION, reservation.partner, reservation.pk
+        )
+    )
+
+
 def _handle_orphan(reservation: PartnerReservation, *, actor: Actor | str, actor_label: str) -> None:
     """A reservation no booking wants: a case for support while it is live, cancelled by
     automation unless PARTNER_COMPENSATE_ORPHANS is off."""

@@ -5,19 +5,33 @@ a booking that expires has whatever the partner holds for it cancelled."""
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 
 import pytest
 import requests
+from django.db import connection
 from django.utils import timezone
 
-from bookings.models import Booking
+from bookings.models import Actor, Booking
+from bookings.services import booking_request_cancel
 from bookings.states import BookingState
 from partners.models import Capability, Operation, PartnerAttempt, PartnerReservation
+from partners.services.compensation import booking_cancel_run, reservation_compensate
 from partners.services.listing import change_listing_walk
-from reconciliation.services.sweeper import booking_due_run
+from partners.services.observations import request_compensation_again
+from partners.services.submission import submission_run
+from reconciliation.services.sweeper import booking_due_run, sweep
 from tests.helpers import wait_until
-from tests.partners.conftest import assert_at_rest, book, partner_status, status_of, timeline, wait_for_status
+from tests.partners.conftest import (
+    IS_POSTGRES,
+    assert_at_rest,
+    book,
+    partner_status,
+    status_of,
+    timeline,
+    wait_for_status,
+)
 
 S = BookingState
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
@@ -141,3 +155,87 @@ def test_expired_booking_has_what_the_partner_holds_cancelled(harness, partner_w
     reservation = PartnerReservation.objects.get(booking=booking)
     assert reservation.compensation_reason == "booking_expired"
     assert booking.customer_status == "failed"
+
+
+REFERENCE_CANCEL = "POST /v1/reservations/<reservation_id>/cancel"
+
+
+def cancelling_while_the_partner_refuses(h, settings, *, max_tries: int) -> PartnerReservation:
+    """A confirmed booking the customer cancels while the partner answers every call 429 (its
+    cancel never happens): the compensation is decided, its first message not yet run."""
+    settings.PARTNER_COMPENSATION_MAX_TRIES = max_tries
+    booking = book(h)
+    submission_run(booking.pk)
+    assert status_of(booking) == S.CONFIRMED
+    h.faults(rate_limit_rate=1)
+    booking_request_cancel(booking_id=booking.pk, actor=Actor.CUSTOMER)
+    booking_cancel_run(booking.pk)
+    return PartnerReservation.objects.get(booking=booking, compensation_requested_at__isnull=False)
+
+
+def cancels_received(h) -> int:
+    """The partner's own count of the cancel requests it was sent."""
+    return h.sandbox.stats()["calls"].get(REFERENCE_CANCEL, 0)
+
+
+def test_copies_of_a_compensation_never_cancel_past_its_tries(harness, settings):
+    """The 10,000-booking chaos run's reservations cancelled 16-17 times against 8 tries: the
+    sweeper sends an unverified compensation again while its own chain of retries is still
+    alive, and every copy made its cancel before it counted the tries. The budget is taken
+    before the call now: one budget for every copy."""
+    h = harness("reference")
+    reservation = cancelling_while_the_partner_refuses(h, settings, max_tries=2)
+
+    first = reservation_compensate(reservation.pk)  # try 1: refused
+    assert first.compensate_after_s is not None  # its chain goes on
+    settings.RECONCILE_SYNC_AGE_S = 0
+    assert sweep(dry_run=True, partner=h.partner).compensations_requeued == 1  # a copy beside it
+    # The chain's follow-up, the sweeper's copy, and a third as another sweep would send.
+    for _ in range(3):
+        assert reservation_compensate(reservation.pk).compensate_after_s is None
+
+    assert cancels_received(h) == 2
+    assert PartnerAttempt.objects.filter(reservation=reservation, operation=Operation.CANCEL).count() == 2
+    booking = Booking.objects.get(pk=reservation.booking_id)
+    assert (booking.status, booking.attention_reason) == (S.NEEDS_ATTENTION, "compensation_failed")
+    detail = f"Could not cancel {reservation.partner_ref} at the partner after 2 tries"
+    assert booking.attention_detail.startswith(detail)
+    # handed over once: the copies that found the tries spent added nothing
+    kinds = timeline(booking)
+    assert kinds.count("booking.needs_attention") == 1 and "partner.compensation.failed" not in kinds
+    # support's decision to drive it again has tries of its own
+    h.faults(rate_limit_rate=0)
+    request_compensation_again(reservation)
+    assert reservation_compensate(reservation.pk).compensate_after_s is None
+    assert cancels_received(h) == 3
+    assert PartnerReservation.objects.get(pk=reservation.pk).compensated_at is not None
+
+
+@pytest.mark.skipif(not IS_POSTGRES, reason="the reservation's row lock is PostgreSQL's")
+def test_two_copies_at_once_take_the_last_try_once(harness, settings):
+    """Two copies of a compensation running at the same moment: only one may make the last try."""
+    h = harness("reference")
+    reservation = cancelling_while_the_partner_refuses(h, settings, max_tries=1)
+    h.faults(rate_limit_rate=1, latency_ms=[300, 300])  # both copies' calls would overlap
+    start = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def copy() -> None:
+        try:
+            start.wait(timeout=5)
+            reservation_compensate(reservation.pk)
+        except BaseException as exc:  # noqa: BLE001 - reported by the test thread
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=copy) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=20)
+
+    assert errors == []
+    assert cancels_received(h) == 1
+    assert PartnerAttempt.objects.filter(reservation=reservation, operation=Operation.CANCEL).count() == 1
+    assert status_of(reservation.booking) == S.NEEDS_ATTENTION

@@ -22,7 +22,7 @@ from bookings.timeline import record_event
 from config.errors import InvalidTransition, ValidationFailed
 from config.logging import log_context
 from partners import messages
-from partners.services.observations import reconcile_booking
+from partners.services.observations import reconcile_booking, request_compensation_again
 from partners.services.sync import booking_sync
 from reconciliation.services.support.checks import RESOLUTIONS, Situation, outcome_refusal, refusal
 from reconciliation.services.support.once import ActionResult, clean_token, correction_data, lock_unless_done
@@ -173,13 +173,9 @@ def support_compensate(
     # The same rule automation applies to a failed booking: cancel what is live, verified.
     reconcile_booking(booking, actor=Actor.SUPPORT, actor_label=operator.label)
     # A cancel decided earlier that never got verified (it failed, or its message was lost)
-    # is driven again: the compensation actor is idempotent and verifies by a lookup.
+    # is driven again, with tries of its own: the compensation actor verifies by a lookup.
     for reservation in situation.stalled_compensations:
-        transaction.on_commit(
-            lambda r=reservation: messages.send_for_partner(
-                messages.COMPENSATE_RESERVATION, booking.partner, r.pk
-            )
-        )
+        request_compensation_again(reservation)
     if situation.fenced:
         _send_after_commit(messages.SYNC_BOOKING, booking.pk)
     message = f"Failed; {cancelling}." if live else "Failed; nothing to cancel."

@@ -11,15 +11,17 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from django.db import transaction
-from django.utils import timezone
 
 from bookings.models import Actor
 from bookings.services import lock_booking
 from bookings.timeline import record_event
 from config.errors import InvalidTransition, NotFound, ValidationFailed
-from partners import messages
 from partners.models import OrphanCase, PartnerReservation, ReservationRole
-from partners.services.observations import reconcile_booking, request_compensation
+from partners.services.observations import (
+    reconcile_booking,
+    request_compensation,
+    request_compensation_again,
+)
 from partners.services.orphans import orphan_case_cancelling, orphan_case_close, orphan_case_link
 from reconciliation.services.support.once import clean_token, correction_data
 from reconciliation.services.support.orphans.situation import (
@@ -128,13 +130,7 @@ def support_orphan_cancel(situation: OrphanSituation, *, token: str) -> OrphanAc
     case, reservation, operator = situation.case, situation.reservation, situation.operator
     again = reservation.compensation_requested_at is not None
     if again:
-        # Decided before (stalled, or given up): its tries count from now, and it is sent again.
-        PartnerReservation.objects.filter(pk=reservation.pk).update(compensation_requested_at=timezone.now())
-        transaction.on_commit(
-            lambda: messages.send_for_partner(
-                messages.COMPENSATE_RESERVATION, reservation.partner, reservation.pk
-            )
-        )
+        request_compensation_again(reservation)  # decided before (stalled, or given up)
     else:
         request_compensation(
             reservation.pk, reason="orphan", booking=None, actor=Actor.SUPPORT, actor_label=operator.label
