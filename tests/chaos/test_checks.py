@@ -517,3 +517,47 @@ def test_refused_answers_past_their_tries_and_cancels_past_theirs_are_violations
     snapshot.cancel_calls = {("ref", "R-1"): 9, ("ref", "R-2"): 8}
 
     assert kinds(tries(snapshot)) == ["cancelled_past_its_tries", "read_past_its_refusals"]
+
+
+def test_a_reservation_cancelled_past_its_tries_names_its_booking_and_the_partners_cancels():
+    snapshot = clean_snapshot()
+    duplicate = truth("R-2")
+    cancelled = PartnerChange(version=2, status="cancelled", at=at(30 + SKEW_S), cause="cancel")
+    snapshot.truth.append(replace(duplicate, status="cancelled", history=(*duplicate.history, cancelled)))
+    snapshot.reservations.append(
+        ours("R-2", role="duplicate", compensation_requested_at=at(3), compensation_reason="duplicate")
+    )
+    snapshot.reservations.append(
+        ours("R-9", booking=None, role="orphan", case_state="open", case_automation="cancelling")
+    )
+    snapshot.cancel_calls = {("ref", "R-2"): 17, ("ref", "R-9"): 9}
+
+    by_ref = {v.message.split()[0]: v for v in tries(snapshot).violations}
+
+    duplicate_cancels = by_ref["ref:R-2"]
+    assert duplicate_cancels.booking == "BK-AAAAAA"
+    assert duplicate_cancels.message == (
+        "ref:R-2 (BK-AAAAAA) was cancelled 17 times (PARTNER_COMPENSATION_MAX_TRIES 8)"
+    )
+    evidence = duplicate_cancels.evidence
+    assert evidence["state"] == "confirmed" and evidence["timeline"]  # the booking's, as other checks give
+    assert evidence["ours"]["role"] == "duplicate"
+    assert evidence["ours"]["compensation_requested_at"] == at(3).isoformat(timespec="milliseconds")
+    assert evidence["partner_cancels"] == [
+        f"v2 cancelled @{at(30 + SKEW_S).isoformat(timespec='milliseconds')} (cancel)"
+    ]
+    assert evidence["partner_reservation"].startswith("ref:R-2 ref=BK-AAAAAA now=cancelled")
+    # an orphan has no booking: our record of it, and no partner truth when the partner has none
+    orphan = by_ref["ref:R-9"]
+    assert orphan.booking is None and "(no booking)" in orphan.message
+    assert orphan.evidence == {
+        "ours": {
+            "role": "orphan",
+            "status": "confirmed",
+            "compensation_reason": "",
+            "compensation_requested_at": None,
+            "compensated_at": None,
+            "orphan_case": "open",
+            "orphan_automation": "cancelling",
+        }
+    }
