@@ -390,7 +390,7 @@ class NotificationState(models.TextChoices):
     QUEUED = "queued", "Queued"  # owed: no attempt under way
     SENDING = "sending", "Sending"  # claimed by an attempt that has not said how it ended
     SENT = "sent", "Sent"  # the mail server accepted it
-    FAILED = "failed", "Failed"  # refused on every attempt: never sent
+    FAILED = "failed", "Failed"  # refused, or never handed over, on every attempt: never sent
     DELIVERY_UNKNOWN = "delivery_unknown", "Delivery unknown"  # an attempt ended without an answer
 
 
@@ -405,7 +405,8 @@ class NotificationQuerySet(models.QuerySet["Notification"]):
         )
 
     def abandoned(self, *, before) -> NotificationQuerySet:
-        """Claimed before `before` and never finished: the attempt's worker stopped mid-send."""
+        """Claimed before `before` and never finished: the attempt's worker stopped, before
+        handing the message over (`handed_over_at` null) or after."""
         return self.filter(state=NotificationState.SENDING, claimed_at__lte=before)
 
 
@@ -435,6 +436,9 @@ class Notification(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     # When the latest attempt began.
     claimed_at = models.DateTimeField(null=True, blank=True)
+    # When the latest attempt began handing the message to the mail server (committed just
+    # before it did). Null on a `sending` row: that attempt certainly sent nothing yet.
+    handed_over_at = models.DateTimeField(null=True, blank=True)
     sent_at = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
     # The latest attempt's error; kept after a later attempt succeeds.

@@ -77,6 +77,8 @@ class SweepReport:
     confirmed_audited: int = 0
     fenced_terminal: int = 0
     notifications_requeued: int = 0
+    notifications_put_back: int = 0
+    notifications_given_up: int = 0
     notifications_delivery_unknown: int = 0
     payments_queued: int = 0
     payment_events_requeued: int = 0
@@ -95,6 +97,8 @@ class SweepReport:
             "confirmed_audited": self.confirmed_audited,
             "fenced_terminal": self.fenced_terminal,
             "notifications_requeued": self.notifications_requeued,
+            "notifications_put_back": self.notifications_put_back,
+            "notifications_given_up": self.notifications_given_up,
             "notifications_delivery_unknown": self.notifications_delivery_unknown,
             "payments_queued": self.payments_queued,
             "payment_events_requeued": self.payment_events_requeued,
@@ -205,8 +209,13 @@ def sweep(
     report.compensations_requeued = _requeue_owed_compensations(now, partner, dry_run)
     report.confirmed_audited = _audit_confirmed(now, partner, dry_run)
     report.fenced_terminal = _resolve_fences_of_settled(now, partner, dry_run)
+    # Abandoned mail first: a row put back is then queued again by this same sweep.
+    (
+        report.notifications_put_back,
+        report.notifications_given_up,
+        report.notifications_delivery_unknown,
+    ) = _settle_abandoned_notifications(now, partner, dry_run)
     report.notifications_requeued = _requeue_lost_notifications(now, partner, dry_run)
-    report.notifications_delivery_unknown = _settle_abandoned_notifications(now, partner, dry_run)
     report.payments_queued, report.payment_events_requeued = _queue_payments(now, partner, dry_run)
     report.listings = _walk_listings(partner, dry_run)
     logger.info("sweep finished", extra=report.as_dict())
@@ -413,11 +422,15 @@ def _requeue_lost_notifications(now: datetime, partner: Partner | None, dry_run:
     return sent
 
 
-def _settle_abandoned_notifications(now: datetime, partner: Partner | None, dry_run: bool) -> int:
-    """Mail whose sending never finished (its worker died): delivery unknown, never sent again."""
+def _settle_abandoned_notifications(
+    now: datetime, partner: Partner | None, dry_run: bool
+) -> notifications.AbandonedSettled:
+    """Mail whose attempt never finished (its worker died): put back for another try if it had
+    handed nothing to the mail server (`failed` once its tries are spent), else delivery
+    unknown, never sent again."""
     before = now - timedelta(seconds=settings.NOTIFICATION_CLAIM_TIMEOUT_S)
     abandoned = _for_partner(Notification.objects.abandoned(before=before), partner, "booking__partner")
-    return abandoned.count() if dry_run else notifications.abandoned_settle(rows=abandoned)
+    return notifications.abandoned_settle(rows=abandoned, before=before, dry_run=dry_run)
 
 
 def _queue_payments(now: datetime, partner: Partner | None, dry_run: bool) -> tuple[int, int]:

@@ -1,7 +1,8 @@
 """Notifications (bookings/notifications.py): at most one email per change the customer did not
 cause, sent by a real Dramatiq worker to a real SMTP server (the project's sink, or a scripted
 aiosmtpd server that refuses or hangs up), retried with backoff when refused, re-queued by the
-sweeper when its message is lost, and never sent again once its outcome is unknown."""
+sweeper when its message is lost or its worker died before handing it over, and never sent again
+once its outcome is unknown."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from email.policy import default as default_policy
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
+from django.conf import settings
 from django.db import transaction
 from django.test import Client
 from django.utils import timezone
@@ -55,6 +57,26 @@ def cancelling_booking() -> Booking:
 def lose_queued_messages(broker) -> None:
     """What a Redis restart does to the messages waiting on the notifications queue."""
     broker.flush(notifications.NOTIFICATIONS_QUEUE)
+
+
+def die_after_claim(notification: Notification, *, handed_over: bool) -> None:
+    """An attempt whose worker was SIGKILLed after its claim, and after marking its handover if
+    `handed_over`: the steps `notification_send` takes up to there, and no more, with the claim
+    made longer than NOTIFICATION_CLAIM_TIMEOUT_S ago."""
+    notification.refresh_from_db()
+    attempt = notifications._claim(notification)
+    assert attempt == notification.attempts + 1
+    if handed_over:
+        assert notifications._mark_handed_over(notification.pk, attempt)
+    claimed_at = timezone.now() - timedelta(seconds=settings.NOTIFICATION_CLAIM_TIMEOUT_S + 1)
+    Notification.objects.filter(pk=notification.pk).update(
+        created_at=claimed_at - timedelta(seconds=1), claimed_at=claimed_at
+    )
+
+
+def timeline_entry(booking: Booking, kind: str):
+    (row,) = [row for row in booking_timeline(booking) if row.kind == kind]
+    return row
 
 
 def state_of(notification: Notification) -> str:
@@ -378,18 +400,14 @@ def test_a_connection_dropped_once_the_mail_was_handed_over_is_delivery_unknown_
     ]
 
 
-def test_a_send_whose_worker_died_is_settled_as_delivery_unknown_by_the_sweeper_and_never_resent(
-    broker, partner_worker, mail_sink, settings
+def test_a_send_whose_worker_died_after_handing_it_over_is_settled_as_delivery_unknown_never_resent(
+    broker, partner_worker, mail_sink
 ):
-    # given a notification claimed by an attempt whose worker died before it said how it ended
+    # given a notification whose attempt marked its handover, and whose worker then died
     booking = cancelling_booking()
     notification = owe_mail(booking)
     lose_queued_messages(broker)
-    assert notifications._claim(notification.pk)
-    claimed_at = timezone.now() - timedelta(seconds=settings.NOTIFICATION_CLAIM_TIMEOUT_S + 1)
-    Notification.objects.filter(pk=notification.pk).update(
-        created_at=claimed_at - timedelta(seconds=1), claimed_at=claimed_at
-    )
+    die_after_claim(notification, handed_over=True)
     worker = partner_worker()
 
     # when the sweeper looks (a dry run first: it changes nothing)
@@ -400,14 +418,124 @@ def test_a_send_whose_worker_died_is_settled_as_delivery_unknown_by_the_sweeper_
 
     # then it is settled as delivery unknown, once, and no message for it sends anything
     assert (first.notifications_delivery_unknown, second.notifications_delivery_unknown) == (1, 0)
-    assert (first.notifications_requeued, second.notifications_requeued) == (0, 0)
+    assert (first.notifications_put_back, first.notifications_requeued, second.notifications_requeued) == (
+        0,
+        0,
+        0,
+    )
     notifications.queue(notification.pk)  # its message delivered late after all
     worker.join()
     send_notification(notification.pk)
     notification.refresh_from_db()
     assert (notification.state, notification.attempts) == (State.DELIVERY_UNKNOWN, 1)
+    assert "after handing it to the mail server" in notification.error
     assert mail_sink.messages() == []
     assert notification_rows(booking) == [
         ("notification.queued", ""),
         ("notification.delivery_unknown", "unknown"),
     ]
+    unknown = timeline_entry(booking, "notification.delivery_unknown")
+    assert (unknown.at, "may have been delivered" in unknown.summary) == (notification.handed_over_at, True)
+
+
+def test_a_send_whose_worker_died_before_handing_it_over_is_put_back_and_sent_once(
+    broker, partner_worker, mail_sink
+):
+    # given a notification claimed by an attempt whose worker died before it handed anything over
+    booking = cancelling_booking()
+    notification = owe_mail(booking)
+    lose_queued_messages(broker)
+    die_after_claim(notification, handed_over=False)
+
+    # when the sweeper looks (a dry run first: it changes nothing), then a worker serves the queue
+    preview = sweep(partner=booking.partner, dry_run=True)
+    assert (preview.notifications_put_back, state_of(notification)) == (1, State.SENDING)
+    first = sweep(partner=booking.partner)
+    assert state_of(notification) == State.QUEUED
+    worker = partner_worker()
+    notification = wait_for_state(notification, State.SENT)
+    second = sweep(partner=booking.partner)
+    notifications.queue(notification.pk)  # and a late copy of its message
+    worker.join()
+    send_notification(notification.pk)
+
+    # then it was put back and queued again by that one sweep, and sent once, by a second attempt
+    assert (
+        first.notifications_put_back,
+        first.notifications_requeued,
+        first.notifications_delivery_unknown,
+    ) == (
+        1,
+        1,
+        0,
+    )
+    assert (second.notifications_put_back, second.notifications_requeued) == (0, 0)
+    notification.refresh_from_db()
+    assert (notification.state, notification.attempts) == (State.SENT, 2)
+    (mail,) = mail_sink.messages()
+    assert (mail["Subject"], mail["Message-ID"]) == (
+        f"Your booking {booking.reference} is cancelled",
+        f"<notification-{notification.pk}@localhost>",
+    )
+    assert notification_rows(booking) == [("notification.queued", ""), ("notification.sent", "")]
+    sent = timeline_entry(booking, "notification.sent")
+    assert "attempt 2" in sent.summary and notifications.STOPPED_BEFORE_HANDOVER in sent.summary
+
+
+def test_sends_whose_workers_die_before_handing_it_over_are_given_up_after_the_last_attempt(
+    broker, partner_worker, mail_sink, settings
+):
+    settings.NOTIFICATION_MAX_ATTEMPTS = 2
+    booking = cancelling_booking()
+    notification = owe_mail(booking)
+    lose_queued_messages(broker)
+
+    # the first attempt's worker dies before the handover: put back, the timeline says so
+    die_after_claim(notification, handed_over=False)
+    first = sweep(partner=booking.partner)  # puts it back, and queues a copy nobody serves yet
+    assert notification_rows(booking) == [("notification.queued", ""), ("notification.put_back", "failed")]
+    assert "put back for another try" in timeline_entry(booking, "notification.put_back").summary
+    # and so does the second's, which was the last
+    die_after_claim(notification, handed_over=False)
+    second = sweep(partner=booking.partner)
+    partner_worker().join()  # the copy the first sweep queued finds it given up
+
+    assert [(r.notifications_put_back, r.notifications_given_up) for r in (first, second)] == [(1, 0), (0, 1)]
+    notification.refresh_from_db()
+    assert (notification.state, notification.attempts) == (State.FAILED, 2)
+    assert notification.error.startswith(notifications.STOPPED_BEFORE_HANDOVER)
+    assert mail_sink.messages() == []
+    assert notification_rows(booking) == [("notification.queued", ""), ("notification.failed", "failed")]
+    assert "given up" in timeline_entry(booking, "notification.failed").summary
+
+
+def test_an_attempt_whose_claim_was_taken_back_before_its_handover_sends_nothing(
+    broker, partner_worker, mail_sink, monkeypatch
+):
+    # given an attempt that stalls with its connection open, past NOTIFICATION_CLAIM_TIMEOUT_S,
+    # and the sweeper, meanwhile, puts its row back
+    booking = cancelling_booking()
+    notification = owe_mail(booking)
+    lose_queued_messages(broker)
+    mark = notifications._mark_handed_over
+    sweeps = []
+
+    def stalled_past_the_claim_timeout(notification_id: int, attempt: int) -> bool:
+        claimed_at = timezone.now() - timedelta(seconds=settings.NOTIFICATION_CLAIM_TIMEOUT_S + 1)
+        Notification.objects.filter(pk=notification_id).update(claimed_at=claimed_at)
+        sweeps.append(sweep(partner=booking.partner))
+        return mark(notification_id, attempt)
+
+    monkeypatch.setattr(notifications, "_mark_handed_over", stalled_past_the_claim_timeout)
+
+    # when the attempt goes on to mark its handover
+    assert notifications.notification_send(notification_id=notification.pk) is None
+
+    # then it sent nothing; the row is the next attempt's, which sends it once
+    assert ([r.notifications_put_back for r in sweeps], state_of(notification)) == ([1], State.QUEUED)
+    assert mail_sink.messages() == []
+    monkeypatch.undo()
+    partner_worker()
+    notification = wait_for_state(notification, State.SENT)
+    assert notification.attempts == 2
+    assert [m["Subject"] for m in mail_sink.messages()] == [f"Your booking {booking.reference} is cancelled"]
