@@ -16,7 +16,17 @@ from types import FrameType
 
 from bench import common
 
-BENCHMARKS = ("api", "independence", "pipeline", "sweeper", "timeline", "streams", "pages", "webhook_flood")
+BENCHMARKS = (
+    "api",
+    "independence",
+    "pipeline",
+    "sweeper",
+    "timeline",
+    "streams",
+    "pages",
+    "webhook_flood",
+    "payments",
+)
 
 
 def _exit_on_signal(signum: int, frame: FrameType | None) -> None:

@@ -10,12 +10,22 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bench import common, independence, output, pages, streams, webhook_flood
+from bench import common, independence, output, pages, payments, streams, webhook_flood
 
 DOC = common.ROOT / "docs" / "benchmarks.md"
 BEGIN = "<!-- bench:generated:begin (python -m bench report rewrites this part) -->"
 END = "<!-- bench:generated:end -->"
-ORDER = ("api", "independence", "pipeline", "sweeper", "timeline", "streams", "pages", "webhook_flood")
+ORDER = (
+    "api",
+    "independence",
+    "pipeline",
+    "sweeper",
+    "timeline",
+    "streams",
+    "pages",
+    "webhook_flood",
+    "payments",
+)
 
 
 def _table(columns: list[str], rows: list[list[object]]) -> str:
@@ -367,6 +377,7 @@ RENDER = {
     "streams": ("6. Live status", _streams),
     "pages": ("7. Customer pages", _pages),
     "webhook_flood": ("8. Webhook flood", webhook_flood.markdown),
+    "payments": ("9. Payments", payments.markdown),
 }
 
 

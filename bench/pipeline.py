@@ -9,13 +9,16 @@ booking is confirmed. The no-op run is the same with M messages of `bench.baseli
 gunicorn, 2 x 4) for the partner's webhooks; the reference sandbox
 answers at once and confirms synchronously; the partner's concurrency cap is raised to 64 so
 that the cap (a per-partner setting) does not hide the pipeline's own capacity.
-Peak memory is VmHWM of each worker process.
+Peak memory is VmHWM of each worker process. The bookings take no payment; benchmark 9
+(`bench.payments`) puts bookings that pay through the same machinery (`create_bookings`,
+`bookings_through_workers`) beside bookings that do not.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,15 +40,18 @@ FULL = Config(processes=(1, 2, 4), bookings=1500, noop_messages=30000, timeout_s
 QUICK = Config(processes=(1, 2), bookings=100, noop_messages=2000, timeout_s=120)
 
 
-def _create_bookings(count: int, customer: Any, offer: Any) -> list[Any]:
-    """`count` bookings through the service, in one transaction: their submissions are sent to
-    Redis together when it commits."""
+def create_bookings(count: int, customer: Any, offer: Any, *, payment_method: str = "") -> list[Any]:
+    """`count` bookings through the service, in one transaction: their first messages (the
+    partner submissions, or with a `payment_method` the payment runs) are sent to Redis together
+    when it commits."""
     from django.db import transaction
 
     from bookings.services import BookingRequest, booking_create
 
     start, end = fixtures.stay_dates()
-    request = BookingRequest(offer_id=offer.pk, start_date=start, end_date=end, guests=2)
+    request = BookingRequest(
+        offer_id=offer.pk, start_date=start, end_date=end, guests=2, payment_method=payment_method
+    )
     with transaction.atomic():
         ids = [
             booking_create(customer=customer, request=request, idempotency_key=uuid.uuid4().hex).booking.pk
@@ -64,7 +70,7 @@ def profile_submissions(customer: Any, offer: Any, count: int) -> dict[str, Any]
 
     from partners import tasks
 
-    ids = _create_bookings(count, customer, offer)
+    ids = create_bookings(count, customer, offer)
     with CaptureQueriesContext(connection) as queries:
         tasks.submit_booking.fn(str(ids[0]))
     start = time.perf_counter()
@@ -74,14 +80,21 @@ def profile_submissions(customer: Any, offer: Any, count: int) -> dict[str, Any]
     elapsed = time.perf_counter() - start
     return {
         "bookings": count,
-        "confirmed": _confirmed(ids),
+        "confirmed": confirmed(ids),
         "statements_per_submission": len(queries),
         "ms_per_booking_profiled": round(elapsed / (count - 1) * 1000, 1),
         **profile,
     }
 
 
-def _confirmed(ids: list[Any]) -> int:
+def pipeline_queues() -> list[str]:
+    """The queues a booking's pipeline uses: the bench partner's own, then the shared ones."""
+    from partners.models import Partner
+
+    return [Partner(code=fixtures.PARTNER_CODE).queue_name, "partners", "webhooks", "reconciliation"]
+
+
+def confirmed(ids: list[Any]) -> int:
     from bookings.models import Booking
     from bookings.states import BookingState
 
@@ -146,21 +159,52 @@ def _run_workers(
     }
 
 
+def bookings_through_workers(
+    env: common.BenchEnv,
+    ids: list[Any],
+    *,
+    processes: int,
+    queues: Sequence[str],
+    timeout_s: float,
+    done: Callable[[list[Any]], int] = confirmed,
+) -> dict[str, Any]:
+    """Bookings `ids`, created with their first messages waiting in Redis, through K worker
+    processes on every queue: timed from all-ready until `done(ids)` counts them all (by default
+    confirmed), with the database's lock waits sampled. What is still queued on `queues` then
+    (late webhooks and the like) is processed before the caller's next run, so that it does not
+    count against it (a short worker run with the same K)."""
+    with observe.ActivitySampler(env.database_url, env.db_name, interval_s=0.1) as sampler:
+        pipeline = _run_workers(
+            env,
+            processes=processes,
+            queues=(),
+            total=len(ids),
+            done=lambda: done(ids),
+            timeout_s=timeout_s,
+        )
+    pipeline["lock_waits"] = sampler.summary(top=3)
+    leftovers = {q: common.queue_size(q) for q in queues}
+    if any(leftovers.values()):
+        drainer = env.start_workers(processes=processes, threads=THREADS)
+        pipeline["drained_after"] = _drain(list(queues), timeout_s)
+        env.stop(drainer)
+    pipeline["queued_after_confirmation"] = leftovers
+    return pipeline
+
+
 def run(quick: bool = False) -> dict[str, Any]:
     config = QUICK if quick else FULL
     with common.BenchEnv(NAME) as env:
         import dramatiq
 
         from bench.baseline import tasks as noop_tasks
-        from partners.models import Partner
 
         webhooks, receiver_base = env.start_webhooks()
         sandbox, sandbox_base = env.start_sandbox(webhook_url=fixtures.webhook_url(receiver_base))
         _, offer = fixtures.bench_partner(base_url=sandbox_base, max_concurrency=64)
         ((customer, _token),) = fixtures.customers(1)
         broker = dramatiq.get_broker()
-        partner_queue = Partner(code=fixtures.PARTNER_CODE).queue_name
-        all_queues = [partner_queue, "partners", "webhooks", "reconciliation"]
+        all_queues = pipeline_queues()
         started = common.now_iso()
         rows: dict[str, Any] = {}
         for processes in config.processes:
@@ -176,25 +220,10 @@ def run(quick: bool = False) -> dict[str, Any]:
                 timeout_s=config.timeout_s,
             )
             # The booking pipeline: N bookings created and queued, then K worker processes.
-            ids = _create_bookings(config.bookings, customer, offer)
-            with observe.ActivitySampler(env.database_url, env.db_name, interval_s=0.1) as sampler:
-                pipeline = _run_workers(
-                    env,
-                    processes=processes,
-                    queues=(),
-                    total=config.bookings,
-                    done=lambda ids=ids: _confirmed(ids),
-                    timeout_s=config.timeout_s,
-                )
-            pipeline["lock_waits"] = sampler.summary(top=3)
-            # Late webhooks and the like are processed before the next K, so they do not count
-            # against it (a short worker run with the same K).
-            leftovers = {q: common.queue_size(q) for q in all_queues}
-            if any(leftovers.values()):
-                drainer = env.start_workers(processes=processes, threads=THREADS)
-                pipeline["drained_after"] = _drain(all_queues, config.timeout_s)
-                env.stop(drainer)
-            pipeline["queued_after_confirmation"] = leftovers
+            ids = create_bookings(config.bookings, customer, offer)
+            pipeline = bookings_through_workers(
+                env, ids, processes=processes, queues=all_queues, timeout_s=config.timeout_s
+            )
             rows[str(processes)] = {
                 "noop": noop,
                 "pipeline": pipeline,
