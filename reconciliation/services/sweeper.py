@@ -35,7 +35,7 @@ from datetime import datetime, timedelta
 import redis
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F, Q, QuerySet
+from django.db.models import Exists, F, OuterRef, Q, QuerySet
 from django.utils import timezone
 from django_fsm import can_proceed
 
@@ -304,13 +304,25 @@ def _for_partner(rows: QuerySet, partner: Partner | None, field: str = "partner"
 
 
 def _requeue_owed_compensations(now: datetime, partner: Partner | None, dry_run: bool) -> int:
-    """Compensations decided but never verified (their message lost with Redis, or a worker died)."""
-    owed = PartnerReservation.objects.filter(
-        compensation_requested_at__lte=now - timedelta(seconds=settings.RECONCILE_SYNC_AGE_S),
-        compensated_at__isnull=True,
-    ).exclude(  # support owns those; no automatic retries
-        Q(booking__status=BookingState.NEEDS_ATTENTION)
-        | Q(orphan_case__automation=OrphanAutomation.CANCEL_FAILED)
+    """Compensations decided but never verified (their message lost with Redis, or a worker died).
+
+    One whose chain of retries is alive is left to it: a copy beside a live chain would spend
+    the compensation's tries (one budget for every copy) faster than its backoff intends. A
+    chain waits at most PARTNER_RETRY_MAX_S between tries, so a compensation with no attempt
+    for that long plus RECONCILE_SYNC_AGE_S has lost its message."""
+    quiet_since = now - timedelta(seconds=settings.PARTNER_RETRY_MAX_S + settings.RECONCILE_SYNC_AGE_S)
+    owed = (
+        PartnerReservation.objects.filter(
+            compensation_requested_at__lte=now - timedelta(seconds=settings.RECONCILE_SYNC_AGE_S),
+            compensated_at__isnull=True,
+        )
+        .exclude(  # support owns those; no automatic retries
+            Q(booking__status=BookingState.NEEDS_ATTENTION)
+            | Q(orphan_case__automation=OrphanAutomation.CANCEL_FAILED)
+        )
+        .exclude(
+            Exists(PartnerAttempt.objects.filter(reservation=OuterRef("pk"), started_at__gt=quiet_since))
+        )
     )
     rows = list(
         _for_partner(owed, partner)

@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from bookings.models import Booking
 from bookings.states import BookingState
-from partners.models import InboundState
+from partners.models import InboundState, Operation, Outcome, PartnerAttempt
 from reconciliation.services.sweeper import booking_due_run, sweep
 from tests.factories import (
     BookingFactory,
@@ -519,6 +519,36 @@ def test_an_owed_compensation_whose_message_was_lost_is_queued_again_once(
 
     assert calls(broker, partner_queue) == [("compensate_reservation", [owed.pk])]
     assert (first.compensations_requeued, second.compensations_requeued) == (1, 0)
+
+
+def test_a_compensation_whose_chain_is_alive_gets_no_copy_until_it_falls_quiet(
+    make_booking, partner_queue, broker, django_capture_on_commit_callbacks, settings
+):
+    """A copy beside a live chain of retries would spend the one budget of tries faster than its
+    backoff intends: the sweeper sends one only when no try was made for the longest pause."""
+    settings.PARTNER_RETRY_MAX_S = 30
+    cancelled = make_booking(status=S.CANCEL_REQUESTED)
+    owed = PartnerReservationFactory(
+        booking=cancelled,
+        status="confirmed",
+        compensation_requested_at=timezone.now() - timedelta(minutes=10),
+        compensation_reason="cancel_requested",
+    )
+    quiet_for = timedelta(seconds=settings.PARTNER_RETRY_MAX_S + settings.RECONCILE_SYNC_AGE_S)
+    last_try = PartnerAttemptFactory(
+        booking=cancelled,
+        reservation=owed,
+        operation=Operation.CANCEL,
+        outcome=Outcome.TRANSIENT,
+        age=quiet_for - timedelta(seconds=5),
+    )
+
+    assert _sweep(django_capture_on_commit_callbacks).compensations_requeued == 0  # its chain goes on
+    PartnerAttempt.objects.filter(pk=last_try.pk).update(
+        started_at=timezone.now() - quiet_for - timedelta(seconds=1)
+    )
+    assert _sweep(django_capture_on_commit_callbacks).compensations_requeued == 1  # its message was lost
+    assert calls(broker, partner_queue) == [("compensate_reservation", [owed.pk])]
 
 
 def test_confirmed_bookings_are_audited_at_their_partner_once_per_window(
