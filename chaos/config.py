@@ -50,8 +50,9 @@ class Timing:
     lost_recheck_s: float = 3.0
     refused_max_tries: int = 3
     # Notifications: a lost message is queued again after `notification_requeue_after_s`; an
-    # attempt whose worker died is settled `delivery_unknown` after `notification_claim_timeout_s`
-    # (longer than the actor's 60 s time limit, as in production).
+    # attempt whose worker died is, after `notification_claim_timeout_s` (longer than the actor's
+    # 60 s time limit, as in production), put back for another try if it never handed the mail
+    # over, else settled `delivery_unknown`.
     notification_requeue_after_s: int = 10
     notification_claim_timeout_s: int = 70
     notification_retry_base_s: float = 1.0
