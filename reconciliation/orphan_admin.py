@@ -9,16 +9,19 @@ one-time token and writes the case's history.
 
 from __future__ import annotations
 
+import functools
+
 from django import forms
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import Http404, HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
 from config.errors import ApplicationError
 from partners.admin import OrphanCaseAdmin
 from partners.models import OrphanCase, Partner
+from reconciliation.confirm import run_confirmed
 from reconciliation.selectors.orphans import open_orphans_by_partner, orphan_queue, orphan_story
 from reconciliation.services import support
 
@@ -139,27 +142,21 @@ class SupportOrphanCaseAdmin(OrphanCaseAdmin):
             form = OrphanActionForm(request.POST)
             if form.is_valid():
                 data = form.cleaned_data
-                try:
-                    result = support.support_orphan_action_run(
-                        action,
-                        case_id=case.pk,
-                        operator=operator,
-                        token=data["token"],
-                        note=data["note"],
-                        booking_reference=data["booking"],
-                        expected_live=[ref for ref in data["expected_live"].split(",") if ref],
-                    )
-                except support.SupportActionDenied as exc:
-                    raise PermissionDenied(exc.message) from exc
-                except ApplicationError as exc:
-                    messages.error(request, f"{title}: {exc.message}")
-                    return HttpResponseRedirect(case_url)
-                messages.add_message(
-                    request,
-                    messages.SUCCESS if result.performed else messages.WARNING,
-                    f"Orphan case #{case.pk}: {title}. {result.message}",
+                run = functools.partial(
+                    support.support_orphan_action_run,
+                    action,
+                    case_id=case.pk,
+                    operator=operator,
+                    token=data["token"],
+                    note=data["note"],
+                    booking_reference=data["booking"],
+                    expected_live=[ref for ref in data["expected_live"].split(",") if ref],
                 )
-                return HttpResponseRedirect(case_url)
+
+                def told(result: support.OrphanActionResult) -> str:
+                    return f"Orphan case #{case.pk}: {title}. {result.message}"
+
+                return run_confirmed(request, run, title=title, back_to=case_url, told=told)
             booking_reference = request.POST.get("booking", "")
             shown = self._preview(
                 action, case, operator, booking_reference, live=False, token=request.POST.get("token")
