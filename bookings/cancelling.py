@@ -58,6 +58,8 @@ class CancelMoney:
     refund: Decimal = ZERO
     released: Decimal = ZERO
     why: str = ""
+    # When free cancellation ends under the offer's policy; None without a payment or a fee.
+    cut_off: datetime | None = None
 
     def _shown(self, value: Decimal) -> str:
         return f"{value:.2f} {self.currency}"
@@ -103,14 +105,13 @@ def _percent(share: Decimal) -> str:
     return f"{share.normalize():f}%"
 
 
-def _why(booking: Booking, *, fee: Decimal | None, at: datetime) -> str:
+def _why(booking: Booking, *, fee: Decimal | None, cut_off: datetime | None, at: datetime) -> str:
     """The policy in the customer's words, with the cut-off that decides the fee."""
     offer = booking.offer
     if fee is None:
         return "Cancelling is free while the partner has not confirmed your booking."
-    if offer.cancellation_fee_percent == 0:
+    if cut_off is None:
         return "Cancelling this booking is free."
-    cut_off = cancellation_cut_off(offer=offer, start_date=booking.start_date)
     share = _percent(offer.cancellation_fee_percent)
     if at < cut_off:
         later = cancellation_fee(
@@ -127,6 +128,14 @@ def _why(booking: Booking, *, fee: Decimal | None, at: datetime) -> str:
     )
 
 
+def _cut_off(booking: Booking) -> datetime | None:
+    """The policy's cut-off, for an offer that has a fee to start after it."""
+    offer = booking.offer
+    if offer.cancellation_fee_percent == 0:
+        return None
+    return cancellation_cut_off(offer=offer, start_date=booking.start_date)
+
+
 def cancel_money(booking: Booking, *, at: datetime) -> CancelMoney:
     """What cancelling the booking at `at` would do to its money, as the payment side will do it."""
     money: Money | None = money_shown(booking)
@@ -134,8 +143,12 @@ def cancel_money(booking: Booking, *, at: datetime) -> CancelMoney:
         return CancelMoney(Outcome.NO_PAYMENT, booking.currency)
     fee = fee_if_cancelled(booking, at=at)
     owed = fee or ZERO
-    why = _why(booking, fee=fee, at=at)
-    told = {"currency": money.currency, "why": why}
+    cut_off = _cut_off(booking)
+    told = {
+        "currency": money.currency,
+        "why": _why(booking, fee=fee, cut_off=cut_off, at=at),
+        "cut_off": cut_off,
+    }
     if money.code == CustomerMoney.AUTHORIZING:
         return CancelMoney(Outcome.NOT_TAKEN_YET, held=money.amount, **told)
     if money.code == CustomerMoney.HELD:

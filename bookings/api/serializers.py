@@ -12,9 +12,11 @@ from __future__ import annotations
 from typing import Any
 
 from django.urls import reverse
+from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from bookings.cancelling import Outcome, cancel_money
 from bookings.customer_view import money_shown
 from bookings.models import Booking
 from bookings.states import CustomerMessage, CustomerMoney, CustomerStatus
@@ -162,6 +164,55 @@ class MoneyOutputSerializer(serializers.Serializer):
     refunded = serializers.DecimalField(max_digits=12, decimal_places=2)
 
 
+class IfCancelledOutputSerializer(serializers.Serializer):
+    outcome = serializers.ChoiceField(
+        choices=[outcome.value for outcome in Outcome],
+        help_text=(
+            "What cancelling now does to the money: `no_payment` (the booking takes none), "
+            "`not_taken_yet` (the bank is still being asked to hold it: released if it does), "
+            "`release` (the hold is let go: nothing charged), `fee_from_hold` (the fee is charged "
+            "from the hold, the rest let go), `full_refund`, `refund_less_fee`, "
+            "`nothing_to_refund` (nothing was paid, or the fee is all of it)."
+        ),
+    )
+    message = serializers.CharField(
+        help_text="The same in words, with the amounts: the cancel page's sentence."
+    )
+    why = serializers.CharField(
+        help_text=(
+            "Why it costs what it does: the offer's policy with its cut-off, in the cancel page's "
+            "words; empty for a booking that takes no payment."
+        )
+    )
+    currency = serializers.CharField()
+    fee = serializers.DecimalField(
+        max_digits=12, decimal_places=2, help_text="The cancellation fee kept (or charged from the hold)."
+    )
+    refund = serializers.DecimalField(
+        max_digits=12, decimal_places=2, help_text="Refunded to the card, of what was paid."
+    )
+    released = serializers.DecimalField(
+        max_digits=12, decimal_places=2, help_text="Let go from the hold on the card: never charged."
+    )
+    cut_off = serializers.DateTimeField(
+        allow_null=True,
+        help_text=(
+            "When free cancellation ends under the offer's policy (a confirmed booking cancelled "
+            "from then on pays the fee); null for an offer without a fee or a booking that takes "
+            "no payment."
+        ),
+    )
+
+
+IF_CANCELLED_HELP = (
+    "What cancelling this booking now would do to the customer's money, before they ask for it: "
+    "the fee kept, what is refunded or released, and the cut-off that decides it (the same as "
+    "the cancel page says, and the fee the cancel then fixes). Null when the booking cannot be "
+    "cancelled (see `links.cancel`). Computed when answered: it changes at `cut_off` without "
+    "`status_version` moving, so read it again without `If-None-Match` just before cancelling."
+)
+
+
 class BookingOutputSerializer(serializers.Serializer):
     reference = serializers.CharField()
     status = serializers.ChoiceField(
@@ -199,6 +250,7 @@ class BookingOutputSerializer(serializers.Serializer):
     money = serializers.SerializerMethodField(
         help_text="What happened to the customer's money; null for a booking that takes no payment."
     )
+    if_cancelled = serializers.SerializerMethodField(help_text=IF_CANCELLED_HELP)
     links = serializers.SerializerMethodField()
 
     def to_representation(self, booking: Booking) -> dict[str, Any]:
@@ -228,6 +280,7 @@ class BookingOutputSerializer(serializers.Serializer):
             "updated_at": _DATETIME.to_representation(booking.updated_at),
             "deadline": _DATETIME.to_representation(booking.deadline),
             "money": self.get_money(booking),
+            "if_cancelled": self.get_if_cancelled(booking),
             "links": self.get_links(booking),
         }
 
@@ -243,6 +296,22 @@ class BookingOutputSerializer(serializers.Serializer):
             "amount": _PRICE.to_representation(money.amount),
             "charged": _PRICE.to_representation(money.charged),
             "refunded": _PRICE.to_representation(money.refunded),
+        }
+
+    @extend_schema_field(IfCancelledOutputSerializer(allow_null=True))
+    def get_if_cancelled(self, booking: Booking) -> dict[str, str | None] | None:
+        if not booking.is_cancellable:
+            return None
+        told = cancel_money(booking, at=timezone.now())
+        return {
+            "outcome": str(told.outcome),
+            "message": told.text,
+            "why": told.why,
+            "currency": told.currency,
+            "fee": _PRICE.to_representation(told.fee),
+            "refund": _PRICE.to_representation(told.refund),
+            "released": _PRICE.to_representation(told.released),
+            "cut_off": _DATETIME.to_representation(told.cut_off),  # None stays None
         }
 
     @extend_schema_field(BookingLinksSerializer)

@@ -4,7 +4,7 @@ listing, cancelling, offers and quotes. Concurrency lives in test_api_concurrenc
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 
 import pytest
@@ -13,6 +13,8 @@ from django.utils import timezone
 from rest_framework.fields import DateTimeField
 from rest_framework.test import APIClient
 
+from bookings.cancelling import cancel_money
+from bookings.customer_view import PaymentFacts, money_of
 from bookings.models import Booking, BookingEvent, Quote
 from bookings.states import BookingState, CustomerStatus
 from partners.models import PartnerAttempt
@@ -30,6 +32,17 @@ SERVER = "http://testserver"
 
 def iso(value) -> str:
     return DateTimeField().to_representation(value)
+
+
+NO_PAYMENT_IF_CANCELLED = {
+    "outcome": "no_payment",
+    "message": "This booking takes no payment: cancelling costs nothing, and there is nothing to refund.",
+    "why": "",
+    "fee": "0.00",
+    "refund": "0.00",
+    "released": "0.00",
+    "cut_off": None,
+}
 
 
 def booking_json(
@@ -59,6 +72,7 @@ def booking_json(
         "updated_at": iso(booking.updated_at),
         "deadline": iso(booking.deadline),
         "money": None,  # no payment (tests/payments cover the money the API shows)
+        "if_cancelled": NO_PAYMENT_IF_CANCELLED | {"currency": booking.currency} if cancellable else None,
         "links": {"self": url, "cancel": f"{url}/cancel" if cancellable else None},
     }
 
@@ -746,6 +760,133 @@ def test_cancel_needs_no_body_and_takes_get_as_not_allowed(api_client, customer)
     assert response.json() == {
         "error": {"code": "method_not_allowed", "message": 'Method "GET" not allowed.'}
     }
+
+
+# --- what cancelling would do to the money -----------------------------------------------------
+# The stay starts in 30 days (the factory's); free until a day before it, or until 60 days before
+# it (already past): a quarter of the 360.00 EUR price, 90.00 EUR, after.
+BEFORE_CUT_OFF = {"free_cancellation_hours": 24, "cancellation_fee_percent": Decimal("25")}
+AFTER_CUT_OFF = {"free_cancellation_hours": 60 * 24, "cancellation_fee_percent": Decimal("25")}
+
+
+def paying_booking(customer, state: str = "charged", *, status: str = S.CONFIRMED, **policy) -> Booking:
+    charged = Decimal("360.00") if state == "charged" else Decimal(0)
+    told = money_of(PaymentFacts(state, "EUR", Decimal("360.00"), charged))
+    return BookingFactory(
+        customer=customer, offer=OfferFactory(**policy), status=status, customer_money=told.as_json()
+    )
+
+
+def cut_off_of(booking: Booking, hours: int) -> str:
+    return iso(datetime.combine(booking.start_date, time.min, tzinfo=UTC) - timedelta(hours=hours))
+
+
+def test_a_paid_booking_says_what_cancelling_keeps_refunds_and_why_before_it_is_asked(
+    api_client, customer, django_assert_num_queries
+):
+    booking = paying_booking(customer, **AFTER_CUT_OFF)
+
+    with django_assert_num_queries(2):  # the preview reads nothing more than the booking
+        response = api_client.get(f"{BOOKINGS_URL}/{booking.reference}")
+
+    cut_off = datetime.combine(booking.start_date, time.min, tzinfo=UTC) - timedelta(days=60)
+    assert response.json()["if_cancelled"] == {
+        "outcome": "refund_less_fee",
+        "message": (
+            "Once the cancellation is done, we keep the cancellation fee of 90.00 EUR and refund the "
+            "other 270.00 EUR of the 360.00 EUR you paid to your card."
+        ),
+        "why": (
+            f"Free cancellation ended on {cut_off.day} {cut_off:%b %Y}, 00:00 UTC (1440 hours before the "
+            "start): the fee is now 25% of the price, 90.00 EUR."
+        ),
+        "currency": "EUR",
+        "fee": "90.00",
+        "refund": "270.00",
+        "released": "0.00",
+        "cut_off": cut_off_of(booking, 60 * 24),
+    }
+
+
+def test_a_paid_booking_before_the_cut_off_is_refunded_in_full_and_says_until_when(api_client, customer):
+    booking = paying_booking(customer, **BEFORE_CUT_OFF)
+
+    told = api_client.get(f"{BOOKINGS_URL}/{booking.reference}").json()["if_cancelled"]
+
+    assert (told["outcome"], told["fee"], told["refund"], told["released"]) == (
+        "full_refund",
+        "0.00",
+        "360.00",
+        "0.00",
+    )
+    assert told["cut_off"] == cut_off_of(booking, 24)
+    assert told["why"].startswith("Cancelling is free until ")
+    assert told["why"].endswith("from then on the fee is 25% of the price, 90.00 EUR.")
+
+
+def test_a_hold_on_a_confirmed_booking_says_the_fee_is_charged_from_it_and_the_rest_released(
+    api_client, customer
+):
+    booking = paying_booking(customer, "held", **AFTER_CUT_OFF)
+
+    told = api_client.get(f"{BOOKINGS_URL}/{booking.reference}").json()["if_cancelled"]
+
+    assert (told["outcome"], told["fee"], told["refund"], told["released"]) == (
+        "fee_from_hold",
+        "90.00",
+        "0.00",
+        "270.00",
+    )
+
+
+def test_a_hold_on_a_booking_the_partner_has_not_confirmed_is_released_in_full(api_client, customer):
+    booking = paying_booking(customer, "held", status=S.PENDING_PARTNER, **AFTER_CUT_OFF)
+
+    told = api_client.get(f"{BOOKINGS_URL}/{booking.reference}").json()["if_cancelled"]
+
+    assert (told["outcome"], told["fee"], told["released"]) == ("release", "0.00", "360.00")
+    assert told["why"] == "Cancelling is free while the partner has not confirmed your booking."
+    assert told["cut_off"] == cut_off_of(booking, 60 * 24)  # the policy that applies once confirmed
+
+
+@pytest.mark.parametrize("status", [S.CANCEL_REQUESTED, S.CANCELLED, S.FAILED])
+def test_a_booking_that_cannot_be_cancelled_has_no_preview(api_client, customer, status):
+    booking = paying_booking(customer, status=status, **AFTER_CUT_OFF)
+
+    response = api_client.get(f"{BOOKINGS_URL}/{booking.reference}")
+
+    assert (response.json()["if_cancelled"], response.json()["links"]["cancel"]) == (None, None)
+
+
+def test_the_preview_is_the_cancel_page_s_and_the_fee_the_cancel_then_fixes(api_client, customer):
+    booking = paying_booking(customer, **AFTER_CUT_OFF)
+    url = f"{BOOKINGS_URL}/{booking.reference}"
+
+    told = api_client.get(url).json()["if_cancelled"]
+    page = cancel_money(booking, at=timezone.now())
+    cancelled = api_client.post(f"{url}/cancel")
+
+    assert (told["message"], told["why"]) == (page.text, page.why)
+    booking.refresh_from_db()
+    assert Decimal(told["fee"]) == booking.cancellation_fee == Decimal("90.00")
+    assert cancelled.json()["if_cancelled"] is None  # asked for: nothing left to preview
+
+
+def test_the_list_previews_every_cancellable_paid_booking_in_the_same_queries(
+    api_client, customer, django_assert_num_queries
+):
+    paying_booking(customer, **AFTER_CUT_OFF)
+    paying_booking(customer, "held", **BEFORE_CUT_OFF)
+    paying_booking(customer, status=S.CANCELLED, **AFTER_CUT_OFF)
+
+    with django_assert_num_queries(3):  # token, count, page with relations
+        response = api_client.get(BOOKINGS_URL)
+
+    assert [b["if_cancelled"] and b["if_cancelled"]["outcome"] for b in response.json()["results"]] == [
+        None,
+        "release",
+        "refund_less_fee",
+    ]
 
 
 # --- offers -----------------------------------------------------------------------------------

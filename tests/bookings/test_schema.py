@@ -116,3 +116,35 @@ def test_booking_retrieve_documents_its_conditional_poll(db):
     assert set(retrieve["responses"]["200"]["headers"]) == {"ETag", "Retry-After"}
     assert set(retrieve["responses"]["304"]["headers"]) == {"ETag", "Retry-After"}
     assert "content" not in retrieve["responses"]["304"]
+
+
+def test_a_booking_documents_what_cancelling_would_do_to_the_money(db):
+    schema = APIClient().get("/api/schema/", {"format": "json"}).json()
+    components = schema["components"]["schemas"]
+    if_cancelled = components["BookingOutput"]["properties"]["if_cancelled"]
+    preview = components["IfCancelledOutput"]
+
+    assert if_cancelled["nullable"] is True
+    assert "Null when the booking cannot be cancelled" in if_cancelled["description"]
+    assert "changes at `cut_off` without `status_version` moving" in if_cancelled["description"]
+    assert set(preview["properties"]) == {
+        "outcome",
+        "message",
+        "why",
+        "currency",
+        "fee",
+        "refund",
+        "released",
+        "cut_off",
+    }
+    assert preview["properties"]["cut_off"]["nullable"] is True
+    outcome = components[preview["properties"]["outcome"]["allOf"][0]["$ref"].rsplit("/", 1)[1]]
+    assert outcome["enum"] == [
+        "no_payment",
+        "not_taken_yet",
+        "release",
+        "fee_from_hold",
+        "full_refund",
+        "refund_less_fee",
+        "nothing_to_refund",
+    ]
