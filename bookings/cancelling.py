@@ -1,4 +1,5 @@
-"""What cancelling a booking does to the customer's money, told before they confirm.
+"""What cancelling a booking does to the customer's money, told before they confirm (the cancel
+page, the API's `if_cancelled`) and in the mails that follow the cancel (`after_cancel`).
 
 The fee is the offer's policy (`bookings.pricing.cancellation_fee`), and `fee_if_cancelled` is
 the one rule of when it applies: `booking_request_cancel` fixes it with it, and the cancel page
@@ -166,3 +167,80 @@ def cancel_money(booking: Booking, *, at: datetime) -> CancelMoney:
     if paid > owed:
         return CancelMoney(Outcome.REFUND_LESS_FEE, paid=paid, fee=owed, refund=paid - owed, **told)
     return CancelMoney(Outcome.NOTHING_TO_REFUND, paid=paid, fee=paid, **told)
+
+
+# --- once it is asked for: the mails that follow ----------------------------------------------
+def _after_why(booking: Booking, fee: Decimal) -> str:
+    """Why the cancel cost what it did, in the past: the cut-off it came before or after. Empty
+    when the offer's policy no longer gives the fee the cancel fixed (changed since)."""
+    offer = booking.offer
+    if offer.cancellation_fee_percent == 0:
+        return "Cancelling this booking is free." if fee == 0 else ""
+    cut_off = cancellation_cut_off(offer=offer, start_date=booking.start_date)
+    hours = offer.free_cancellation_hours
+    ended = f"free cancellation ended on {_shown_at(cut_off)} ({hours} hours before the start)"
+    if fee == 0:
+        return f"Your booking was cancelled before {ended}: it cost nothing."
+    policy_fee = cancellation_fee(
+        offer=offer, total=booking.total_price, start_date=booking.start_date, at=cut_off
+    )
+    if fee != policy_fee:
+        return ""
+    share = _percent(offer.cancellation_fee_percent)
+    return f"Your booking was cancelled after {ended}: the fee is {share} of the price."
+
+
+def _after_words(money: Money, fee: Decimal) -> str:
+    def shown(value: Decimal) -> str:
+        return f"{value:.2f} {money.currency}"
+
+    paid = money.charged - money.refunded
+    if money.code == CustomerMoney.HELD:
+        if fee == 0:
+            return (
+                f"We are releasing the {shown(money.amount)} we hold on your card: you will not be charged."
+            )
+        if fee <= money.amount:
+            return (
+                f"We are charging the cancellation fee of {shown(fee)} from the {shown(money.amount)} "
+                f"we hold on your card and releasing the other {shown(money.amount - fee)}."
+            )
+        return ""
+    if money.code == CustomerMoney.CHARGED:
+        if paid == fee and money.amount > money.charged:  # the fee taken from the hold
+            return (
+                f"The {shown(fee)} charged is the cancellation fee; the other "
+                f"{shown(money.amount - money.charged)} we were holding on your card is released."
+            )
+        if paid == fee:
+            return f"We keep the {shown(paid)} you paid as the cancellation fee: there is nothing to refund."
+        if paid > fee == 0:
+            return f"We are refunding the {shown(paid)} you paid to your card, in full."
+        if paid > fee:
+            return (
+                f"We keep the cancellation fee of {shown(fee)} and are refunding the other "
+                f"{shown(paid - fee)} to your card."
+            )
+        return ""
+    if money.code == CustomerMoney.PARTLY_REFUNDED and paid == fee:
+        return f"The {shown(paid)} you paid is the cancellation fee we keep."
+    if money.code in (CustomerMoney.REFUNDED, CustomerMoney.RELEASED) and fee == 0:
+        return "No cancellation fee is kept."
+    return ""  # money that no longer follows the policy alone (support's refund): said as it is
+
+
+def after_cancel(booking: Booking, money: Money | None) -> str:
+    """For a mail about a booking whose cancellation was asked for, beside what its money was
+    told (`money`, the words at that version): the fee kept, what is being refunded or released,
+    and the cut-off that decided the fee. Empty when no fee was fixed (the booking takes no
+    payment, or was not confirmed: cancelling was free and the money words say it all) or the
+    money no longer follows the fee alone (a support refund). Reads the fee the cancel fixed on
+    the booking (`booking_request_cancel`, by `fee_if_cancelled`): no query."""
+    fee = booking.cancellation_fee
+    if fee is None or money is None:
+        return ""
+    words = _after_words(money, fee)
+    if not words:
+        return ""
+    why = _after_why(booking, fee)
+    return f"{words} {why}" if why else words

@@ -1,0 +1,177 @@
+"""The mails that follow a customer's cancel of a booking that pays say what was kept, what is
+refunded or released, and the cut-off that decided it (bookings/cancelling.py `after_cancel`,
+in templates/email/booking_cancelled.* and booking_money.*). The cancel itself mails nothing (the
+customer caused it); the partner's confirmation of it ("cancelled") and the refund completing
+at the provider ("money") each owe one."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+from email.message import EmailMessage
+
+import pytest
+
+from bookings.customer_view import PaymentFacts, money_of
+from bookings.models import Notification, NotificationKind
+from bookings.notifications import compose
+from bookings.services import booking_request_cancel
+from bookings.states import BookingState, CustomerMessage
+from tests.bookings.web.conftest import mail_sink  # noqa: F401 - the project's SMTP sink, as a process
+from tests.factories import BookingFactory, NotificationFactory, OfferFactory
+from tests.helpers import wait_until
+from tests.partners.conftest import wait_for_status
+from tests.payments.conftest import wait_for_money
+
+S = BookingState
+PRICE = Decimal("360.00")
+START = date(2030, 6, 10)
+# Free until 60 days before the start (11 April 2030), then a quarter of the price: 90.00 EUR.
+POLICY = {"free_cancellation_hours": 60 * 24, "cancellation_fee_percent": Decimal("25")}
+AFTER = "free cancellation ended on 11 Apr 2030, 00:00 UTC (1440 hours before the start)"
+
+
+def told(state: str, charged: str = "0", refunded: str = "0") -> dict:
+    return money_of(PaymentFacts(state, "EUR", PRICE, Decimal(charged), Decimal(refunded))).as_json()
+
+
+def mail_of(kind: str, money: dict, *, fee: str | None, **policy) -> tuple[str, str]:
+    booking = BookingFactory(
+        offer=OfferFactory(**(policy or POLICY)),
+        status=S.CANCELLED,
+        start_date=START,
+        cancellation_fee=None if fee is None else Decimal(fee),
+        customer_money=money,
+    )
+    notification = NotificationFactory(
+        booking=booking, kind=kind, message=CustomerMessage.CANCELLED, money=money
+    )
+    mail = compose(notification)
+    return mail.body, mail.alternatives[0].content
+
+
+@pytest.mark.parametrize(
+    ("kind", "money", "fee", "words"),
+    [
+        (  # the partner confirmed the cancel; the refund is being made
+            NotificationKind.CANCELLED,
+            told("charged", "360.00"),
+            "90.00",
+            "We charged 360.00 EUR to your card. We keep the cancellation fee of 90.00 EUR and are "
+            f"refunding the other 270.00 EUR to your card. Your booking was cancelled after {AFTER}: "
+            "the fee is 25% of the price.",
+        ),
+        (  # the refund is done at the provider
+            NotificationKind.MONEY,
+            told("charged", "360.00", "270.00"),
+            "90.00",
+            "We charged 360.00 EUR and refunded 270.00 EUR of it to your card: you paid 90.00 EUR. "
+            "The 90.00 EUR you paid is the cancellation fee we keep. Your booking was cancelled "
+            f"after {AFTER}: the fee is 25% of the price.",
+        ),
+        (  # cancelled before the cut-off: refunded in full
+            NotificationKind.MONEY,
+            told("charged", "360.00", "360.00"),
+            "0.00",
+            "We refunded the 360.00 EUR we charged to your card: you paid nothing. No cancellation "
+            f"fee is kept. Your booking was cancelled before {AFTER}: it cost nothing.",
+        ),
+        (  # a hold: the fee charged from it, the rest let go
+            NotificationKind.CANCELLED,
+            told("held"),
+            "90.00",
+            "We are holding 360.00 EUR on your card; you are not charged yet. We are charging the "
+            "cancellation fee of 90.00 EUR from the 360.00 EUR we hold on your card and releasing "
+            f"the other 270.00 EUR. Your booking was cancelled after {AFTER}: the fee is 25% of the price.",
+        ),
+        (
+            NotificationKind.MONEY,
+            money_of(PaymentFacts("charged", "EUR", PRICE, Decimal("90.00"))).as_json(),
+            "90.00",
+            "We charged 90.00 EUR to your card. The 90.00 EUR charged is the cancellation fee; the "
+            "other 270.00 EUR we were holding on your card is released. Your booking was cancelled "
+            f"after {AFTER}: the fee is 25% of the price.",
+        ),
+        (  # the whole price as the fee
+            NotificationKind.CANCELLED,
+            told("charged", "360.00"),
+            "360.00",
+            "We charged 360.00 EUR to your card. We keep the 360.00 EUR you paid as the cancellation "
+            "fee: there is nothing to refund.",  # a policy of 25% does not give 360.00: no why
+        ),
+    ],
+    ids=["cancelled-refunding", "refunded-less-fee", "refunded-in-full", "hold", "fee-from-hold", "all-kept"],
+)
+def test_the_mail_says_the_fee_kept_the_refund_and_the_cut_off(db, kind, money, fee, words):
+    text, html = mail_of(kind, money, fee=fee)
+
+    assert words in text
+    assert words in html
+
+
+def test_a_cancel_before_the_partner_confirmed_says_only_what_happened_to_the_hold(db):
+    # no fee was fixed (cancelling is free until the partner confirms): the money words say it all
+    text, _ = mail_of(NotificationKind.MONEY, told("released"), fee=None)
+
+    assert "We released the 360.00 EUR we were holding on your card: you were not charged.\n" in text
+    assert "cancellation fee" not in text
+
+
+def test_money_that_no_longer_follows_the_fee_alone_is_said_as_it_is(db):
+    # support refunded the fee too: nothing is said to be kept
+    text, _ = mail_of(NotificationKind.MONEY, told("charged", "360.00", "360.00"), fee="90.00")
+
+    assert "We refunded the 360.00 EUR we charged to your card: you paid nothing.\n" in text
+    assert "cancellation fee" not in text
+
+
+# --- with the real provider, partner, worker and SMTP sink ---------------------------------------
+def body(mail: EmailMessage, subtype: str) -> str:
+    return mail.get_body((subtype,)).get_content()
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+def test_a_customer_s_cancel_after_the_cut_off_is_mailed_as_cancelled_then_refunded_less_the_fee(
+    paying, request
+):
+    sink = request.getfixturevalue("mail_sink")
+    # given a confirmed booking charged 360.00 EUR, whose free cancellation ended 60 days before
+    # its start (it starts in 40): a quarter is kept
+    offer = paying.h.partner.offers.get()
+    type(offer).objects.filter(pk=offer.pk).update(**POLICY)
+    booking = paying.book()
+    wait_for_status(booking, S.CONFIRMED)
+    wait_for_money(booking, "charged")
+    before = set(Notification.objects.filter(booking=booking).values_list("pk", flat=True))
+
+    # when the customer cancels it
+    booking_request_cancel(booking_id=booking.pk, actor="customer")
+
+    # then they get no mail for their own cancel, one once the partner cancelled it, and one once
+    # the provider refunded all but the fee
+    wait_for_status(booking, S.CANCELLED)
+    wait_for_money(booking, "partly_refunded")
+    after = Notification.objects.filter(booking=booking).exclude(pk__in=before).order_by("status_version")
+    wait_until(
+        lambda: list(after.all().values_list("state", flat=True)) == ["sent", "sent"],
+        what="the two mails after the cancel to be sent",
+    )
+    assert list(after.values_list("kind", flat=True)) == [NotificationKind.CANCELLED, NotificationKind.MONEY]
+    cut_off = datetime.combine(booking.start_date, time.min, tzinfo=UTC) - timedelta(days=60)
+    why = (
+        f"Your booking was cancelled after free cancellation ended on {cut_off.day} {cut_off:%b %Y}, "
+        "00:00 UTC (1440 hours before the start): the fee is 25% of the price."
+    )
+    sent = {mail["Subject"]: mail for mail in sink.messages()}
+    cancelled = sent[f"Your booking {booking.reference} is cancelled"]
+    refunded = sent[f"Your payment for booking {booking.reference}"]
+    for subtype in ("plain", "html"):
+        assert (
+            "We charged 360.00 EUR to your card. We keep the cancellation fee of 90.00 EUR and are "
+            f"refunding the other 270.00 EUR to your card. {why}"
+        ) in body(cancelled, subtype)
+        assert (
+            "We charged 360.00 EUR and refunded 270.00 EUR of it to your card: you paid 90.00 EUR. "
+            f"The 90.00 EUR you paid is the cancellation fee we keep. {why}"
+        ) in body(refunded, subtype)
