@@ -165,6 +165,12 @@ def now_iso() -> str:
 
 
 # --- waiting --------------------------------------------------------------------------------
+def _accepts(port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+        return True
+    return False
+
+
 def wait_for(
     predicate: Callable[[], Any], *, timeout_s: float, interval_s: float = 0.05, what: str = "condition"
 ) -> Any:
@@ -288,6 +294,7 @@ class BenchEnv:
     quiet: dict[str, Any] = field(default_factory=dict)
     foreign: ForeignLoad | None = None
     lock: Any = None
+    mail_port: int = field(default_factory=free_port)
 
     # --- lifecycle ------------------------------------------------------------------------
     def __enter__(self) -> BenchEnv:
@@ -300,6 +307,7 @@ class BenchEnv:
             self._create_database()
             self._setup_django()
             self.flush_redis()
+            self._start_mail_sink()
         except BaseException:
             self.__exit__(None, None, None)
             raise
@@ -321,6 +329,26 @@ class BenchEnv:
         if self.lock is not None:
             self.lock.close()  # releases the flock
             self.lock = None
+
+    def _start_mail_sink(self) -> None:
+        """An SMTP server for the customers' mails, as production has one: without it every
+        confirmation's mail would fail, retry and cost the workers what no real run costs."""
+        argv = [
+            PYTHON,
+            "-m",
+            "sandbox.mailsink",
+            "--port",
+            str(self.mail_port),
+            "--dir",
+            str(self.tmp / "mail"),
+        ]
+        proc = self.start("mail", argv)
+        wait_for(
+            lambda: proc.alive() and _accepts(self.mail_port),
+            timeout_s=60,
+            interval_s=0.1,
+            what="the mail sink listening",
+        )
 
     def _keep_logs(self) -> None:
         """The processes' logs go to `bench/results/logs/<name>/` (the last run's only)."""
@@ -377,6 +405,7 @@ class BenchEnv:
             "DATABASE_URL": self.database_url,
             "REDIS_URL": REDIS_URL,
             "VAR_DIR": str(self.tmp / "var"),
+            "EMAIL_URL": f"smtp://127.0.0.1:{self.mail_port}",
             "PYTHONUNBUFFERED": "1",
             # Production's level; the worker's "ready for action" line is how we know it is up.
             "LOG_LEVEL": "INFO",
