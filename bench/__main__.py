@@ -16,17 +16,7 @@ from types import FrameType
 
 from bench import common
 
-BENCHMARKS = (
-    "api",
-    "independence",
-    "pipeline",
-    "sweeper",
-    "timeline",
-    "streams",
-    "pages",
-    "webhook_flood",
-    "payments",
-)
+BENCHMARKS = common.BENCHMARKS
 
 
 def _exit_on_signal(signum: int, frame: FrameType | None) -> None:

@@ -39,6 +39,18 @@ GUNICORN = str(Path(PYTHON).with_name("gunicorn"))
 
 # The PostgreSQL server (any database on it: the bench creates and drops its own) and the
 # spare Redis database (flushed at the start and at the end of each benchmark).
+# Every benchmark of `make bench`, in the order they run and their sections are written.
+BENCHMARKS = (
+    "api",
+    "independence",
+    "pipeline",
+    "sweeper",
+    "timeline",
+    "streams",
+    "pages",
+    "webhook_flood",
+    "payments",
+)
 PG_URL = os.environ.get("BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/9")
 SETTINGS_MODULE = "config.settings.bench"
@@ -162,6 +174,29 @@ def machine_info() -> dict[str, Any]:
 
 def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def run_measured(
+    name: str,
+    *,
+    quick: bool,
+    measure: Callable[[BenchEnv], dict[str, Any]],
+    report: Callable[[dict[str, Any]], None],
+) -> dict[str, Any]:
+    """The frame of a benchmark's run: its environment, when it started and on what machine
+    beside what `measure` found, then its report (tables, JSON, figures)."""
+    with BenchEnv(name) as env:
+        started = now_iso()
+        measured = measure(env)
+        data = {
+            "benchmark": name,
+            "started_at": started,
+            "quick": quick,
+            "machine": env.machine(),
+            **measured,
+        }
+    report(data)
+    return data
 
 
 # --- waiting --------------------------------------------------------------------------------

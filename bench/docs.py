@@ -15,17 +15,7 @@ from bench import common, independence, output, pages, payments, streams, webhoo
 DOC = common.ROOT / "docs" / "benchmarks.md"
 BEGIN = "<!-- bench:generated:begin (python -m bench report rewrites this part) -->"
 END = "<!-- bench:generated:end -->"
-ORDER = (
-    "api",
-    "independence",
-    "pipeline",
-    "sweeper",
-    "timeline",
-    "streams",
-    "pages",
-    "webhook_flood",
-    "payments",
-)
+ORDER = common.BENCHMARKS
 
 
 def _table(columns: list[str], rows: list[list[object]]) -> str:

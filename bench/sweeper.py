@@ -207,18 +207,14 @@ def measure(
 
 def run(quick: bool = False) -> dict[str, Any]:
     config = QUICK if quick else FULL
-    with common.BenchEnv(NAME) as env:
-        started = common.now_iso()
-        measured = measure(config, messages_queued=common.messages_queued, reset_redis=env.flush_redis)
-        data = {
-            "benchmark": NAME,
-            "started_at": started,
-            "quick": quick,
-            "machine": env.machine(),
-            **measured,
-        }
-    report(data)
-    return data
+    return common.run_measured(
+        NAME,
+        quick=quick,
+        measure=lambda env: measure(
+            config, messages_queued=common.messages_queued, reset_redis=env.flush_redis
+        ),
+        report=report,
+    )
 
 
 def report(data: dict[str, Any], *, results_dir: Path | None = None, img_dir: Path | None = None) -> None:

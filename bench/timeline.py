@@ -272,25 +272,18 @@ def measure(config: Config, *, results_dir: Path | None = None) -> dict[str, Any
 
 
 def run(quick: bool = False) -> dict[str, Any]:
+    config = QUICK if quick else FULL
+    return common.run_measured(NAME, quick=quick, measure=lambda env: measure_frozen(config), report=report)
+
+
+def measure_frozen(config: Config) -> dict[str, Any]:
+    """`measure` as in a gunicorn worker, which freezes what start-up built (config/wsgi.py):
+    otherwise every full collection here also scans this process's benchmark harness."""
     import gc
 
-    config = QUICK if quick else FULL
-    with common.BenchEnv(NAME) as env:
-        # As in a gunicorn worker, which freezes what start-up built (config/wsgi.py): otherwise
-        # every full collection here also scans this process's benchmark harness.
-        gc.collect()
-        gc.freeze()
-        started = common.now_iso()
-        measured = measure(config)
-        data = {
-            "benchmark": NAME,
-            "started_at": started,
-            "quick": quick,
-            "machine": env.machine(),
-            **measured,
-        }
-    report(data)
-    return data
+    gc.collect()
+    gc.freeze()
+    return measure(config)
 
 
 def report(data: dict[str, Any], *, results_dir: Path | None = None, img_dir: Path | None = None) -> None:

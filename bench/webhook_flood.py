@@ -379,18 +379,7 @@ def measure(env: common.BenchEnv, config: Config) -> dict[str, Any]:
 
 def run(quick: bool = False) -> dict[str, Any]:
     config = QUICK if quick else FULL
-    with common.BenchEnv(NAME) as env:
-        started = common.now_iso()
-        measured = measure(env, config)
-        data = {
-            "benchmark": NAME,
-            "started_at": started,
-            "quick": quick,
-            "machine": env.machine(),
-            **measured,
-        }
-    report(data)
-    return data
+    return common.run_measured(NAME, quick=quick, measure=lambda env: measure(env, config), report=report)
 
 
 # --- output --------------------------------------------------------------------------------------
