@@ -8,6 +8,7 @@ import uuid
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django_fsm import ConcurrentTransitionMixin, FSMField, transition
 
@@ -170,9 +171,10 @@ class Booking(ConcurrentTransitionMixin, models.Model):
                 condition=Q(status__in=sorted(OPEN_STATES)),
             ),
             models.Index(fields=["status", "status_changed_at"], name="booking_status_age"),
-            # The sweeper's audit of confirmed bookings against their partner.
+            # The sweeper's audit of confirmed bookings against their partner: a queue by the
+            # last time we learned the partner's truth (a read, else the confirmation itself).
             models.Index(
-                fields=["last_synced_at"],
+                Coalesce("last_synced_at", "status_changed_at"),
                 name="booking_confirmed_audit",
                 condition=Q(status=BookingState.CONFIRMED),
             ),

@@ -333,7 +333,8 @@ def _conclude(booking_id: UUID, findings: Findings, *, actor: Actor | str, actor
     with transaction.atomic():
         booking = lock_booking(booking_id)
         now = timezone.now()
-        booking.last_synced_at = now
+        if findings.failed is None:  # the last time we learned its truth: a failed read taught nothing
+            booking.last_synced_at = now
         if findings.searched and findings.complete and findings.failed is None:
             resolution = "partner_holds_nothing" if findings.holds_nothing else f"found_{findings.strategy}"
             PartnerAttempt.objects.fencing().filter(pk__in=findings.fence_ids).update(

@@ -35,7 +35,8 @@ from datetime import datetime, timedelta
 import redis
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Exists, F, OuterRef, Q, QuerySet
+from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django_fsm import can_proceed
 
@@ -343,14 +344,21 @@ def _requeue_owed_compensations(now: datetime, partner: Partner | None, dry_run:
 def _audit_confirmed(now: datetime, partner: Partner | None, dry_run: bool) -> int:
     """Confirmed means confirmed (invariant 6): re-read confirmed bookings whose stay is ahead of
     them every RECONCILE_AUDIT_AGE_S, in case the news of a cancellation at the partner was lost
-    (a webhook the partner gave up on). The sync sets `last_synced_at`."""
+    (a webhook the partner gave up on), or the partner changed or lost it without a word.
+
+    A queue in the order we last learned each one's truth: its last successful read (the sync
+    sets `last_synced_at`, a failed read does not), else its confirmation. A new confirmation
+    joins at the back, so every booking is read again within one round over all of them (the
+    detection window, docs/design.md); one whose read failed keeps its place at the front."""
     stale = now - timedelta(seconds=settings.RECONCILE_AUDIT_AGE_S)
-    audit = Booking.objects.filter(status=BookingState.CONFIRMED, start_date__gte=now.date()).filter(
-        Q(last_synced_at__isnull=True) | Q(last_synced_at__lt=stale)
+    audit = (
+        Booking.objects.filter(status=BookingState.CONFIRMED, start_date__gte=now.date())
+        .alias(truth_learned_at=Coalesce("last_synced_at", "status_changed_at"))
+        .filter(truth_learned_at__lt=stale)
     )
     rows = list(
         _for_partner(audit, partner)
-        .order_by(F("last_synced_at").asc(nulls_first=True), "id")
+        .order_by("truth_learned_at", "id")
         .values_list("id", "partner__code")[: settings.RECONCILE_AUDIT_BATCH]
     )
     return _send_claimed(

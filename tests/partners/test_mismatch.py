@@ -309,3 +309,26 @@ def test_a_sync_of_a_confirmed_booking_on_our_terms_changes_nothing(harness, pro
     booking.refresh_from_db()
     assert (booking.status, mismatch_rows(booking)) == (S.CONFIRMED, [])
     assert "sync.completed" in timeline(booking)
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(60)
+def test_a_failed_audit_read_keeps_the_bookings_place_at_the_front_of_the_audit(harness):
+    # The audit is a queue by the last time we learned a booking's truth: a read that failed
+    # taught nothing, so it must not send the booking to the back for another round.
+    h = harness("reference")
+    booking = book(h)
+    submission_run(booking.pk)
+    h.faults(error_5xx_rate=1)
+
+    booking_sync(booking.pk)
+
+    booking.refresh_from_db()
+    assert (booking.status, booking.last_synced_at) == (S.CONFIRMED, None)
+    assert "sync.failed" in timeline(booking)
+
+    h.faults(error_5xx_rate=0)
+    booking_sync(booking.pk)
+
+    booking.refresh_from_db()
+    assert booking.last_synced_at is not None

@@ -554,13 +554,14 @@ def test_a_compensation_whose_chain_is_alive_gets_no_copy_until_it_falls_quiet(
 def test_confirmed_bookings_are_audited_at_their_partner_once_per_window(
     make_booking, partner_queue, broker, django_capture_on_commit_callbacks, settings
 ):
-    never = make_booking(status=S.CONFIRMED)
+    a_while = timedelta(seconds=settings.RECONCILE_AUDIT_AGE_S + 5)
+    never = make_booking(status=S.CONFIRMED, status_changed_at=timezone.now() - a_while)  # never read
     long_ago = make_booking(
-        status=S.CONFIRMED,
-        last_synced_at=timezone.now() - timedelta(seconds=settings.RECONCILE_AUDIT_AGE_S + 5),
+        status=S.CONFIRMED, status_changed_at=timezone.now() - 2 * a_while, last_synced_at=timezone.now() - a_while
     )
-    make_booking(status=S.CONFIRMED, last_synced_at=timezone.now())  # recently read
-    past_stay = make_booking(status=S.CONFIRMED)
+    make_booking(status=S.CONFIRMED, status_changed_at=timezone.now() - a_while, last_synced_at=timezone.now())
+    make_booking(status=S.CONFIRMED)  # just confirmed: what the partner said then is what we hold
+    past_stay = make_booking(status=S.CONFIRMED, status_changed_at=timezone.now() - a_while)
     Booking.objects.filter(pk=past_stay.pk).update(
         start_date=timezone.now().date() - timedelta(days=3),
         end_date=timezone.now().date() - timedelta(days=1),
@@ -574,6 +575,27 @@ def test_confirmed_bookings_are_audited_at_their_partner_once_per_window(
     )
     assert {name for name, _ in calls(broker, partner_queue)} == {"sync_booking"}
     assert (first.confirmed_audited, second.confirmed_audited) == (2, 0)
+
+
+def test_the_audit_reads_confirmed_bookings_in_the_order_it_last_learned_their_truth(
+    make_booking, partner_queue, broker, django_capture_on_commit_callbacks, settings
+):
+    """A queue, not a scramble: a booking never read since its confirmation waits behind one read
+    before it was confirmed, so a steady stream of new confirmations cannot keep an older one
+    from its next read past a round over all of them."""
+    settings.RECONCILE_AUDIT_BATCH = 2
+    now = timezone.now()
+    age = timedelta(seconds=settings.RECONCILE_AUDIT_AGE_S)
+    confirmed_lately = make_booking(status=S.CONFIRMED, status_changed_at=now - age - timedelta(seconds=10))
+    read_long_ago = make_booking(
+        status=S.CONFIRMED, status_changed_at=now - 3 * age, last_synced_at=now - age - timedelta(seconds=30)
+    )
+    confirmed_earlier = make_booking(status=S.CONFIRMED, status_changed_at=now - age - timedelta(seconds=20))
+
+    _sweep(django_capture_on_commit_callbacks)
+
+    assert [args[0] for _, args in calls(broker, partner_queue)] == [str(read_long_ago.pk), str(confirmed_earlier.pk)]
+    assert confirmed_lately.pk  # its turn comes next round
 
 
 def test_due_bookings_are_queued_in_chunks(
