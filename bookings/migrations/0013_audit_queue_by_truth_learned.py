@@ -6,20 +6,23 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('bookings', '0012_notification_handed_over_at'),
-        ('partners', '0006_orphan_cases'),
+        ("bookings", "0012_notification_handed_over_at"),
+        ("partners", "0006_orphan_cases"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.RemoveIndex(
-            model_name='booking',
-            name='booking_confirmed_audit',
+            model_name="booking",
+            name="booking_confirmed_audit",
         ),
         migrations.AddIndex(
-            model_name='booking',
-            index=models.Index(django.db.models.functions.comparison.Coalesce('last_synced_at', 'status_changed_at'), condition=models.Q(('status', 'confirmed')), name='booking_confirmed_audit'),
+            model_name="booking",
+            index=models.Index(
+                django.db.models.functions.comparison.Coalesce("last_synced_at", "status_changed_at"),
+                condition=models.Q(("status", "confirmed")),
+                name="booking_confirmed_audit",
+            ),
         ),
     ]

@@ -556,10 +556,11 @@ def test_confirmed_bookings_are_audited_at_their_partner_once_per_window(
 ):
     a_while = timedelta(seconds=settings.RECONCILE_AUDIT_AGE_S + 5)
     never = make_booking(status=S.CONFIRMED, status_changed_at=timezone.now() - a_while)  # never read
+    now = timezone.now()
     long_ago = make_booking(
-        status=S.CONFIRMED, status_changed_at=timezone.now() - 2 * a_while, last_synced_at=timezone.now() - a_while
+        status=S.CONFIRMED, status_changed_at=now - 2 * a_while, last_synced_at=now - a_while
     )
-    make_booking(status=S.CONFIRMED, status_changed_at=timezone.now() - a_while, last_synced_at=timezone.now())
+    make_booking(status=S.CONFIRMED, status_changed_at=now - a_while, last_synced_at=now)  # read just now
     make_booking(status=S.CONFIRMED)  # just confirmed: what the partner said then is what we hold
     past_stay = make_booking(status=S.CONFIRMED, status_changed_at=timezone.now() - a_while)
     Booking.objects.filter(pk=past_stay.pk).update(
@@ -586,7 +587,7 @@ def test_the_audit_reads_confirmed_bookings_in_the_order_it_last_learned_their_t
     settings.RECONCILE_AUDIT_BATCH = 2
     now = timezone.now()
     age = timedelta(seconds=settings.RECONCILE_AUDIT_AGE_S)
-    confirmed_lately = make_booking(status=S.CONFIRMED, status_changed_at=now - age - timedelta(seconds=10))
+    make_booking(status=S.CONFIRMED, status_changed_at=now - age - timedelta(seconds=10))  # confirmed lately
     read_long_ago = make_booking(
         status=S.CONFIRMED, status_changed_at=now - 3 * age, last_synced_at=now - age - timedelta(seconds=30)
     )
@@ -594,8 +595,11 @@ def test_the_audit_reads_confirmed_bookings_in_the_order_it_last_learned_their_t
 
     _sweep(django_capture_on_commit_callbacks)
 
-    assert [args[0] for _, args in calls(broker, partner_queue)] == [str(read_long_ago.pk), str(confirmed_earlier.pk)]
-    assert confirmed_lately.pk  # its turn comes next round
+    audited = [args[0] for _, args in calls(broker, partner_queue)]
+    assert audited == [
+        str(read_long_ago.pk),
+        str(confirmed_earlier.pk),
+    ]  # the one confirmed lately: next round
 
 
 def test_due_bookings_are_queued_in_chunks(
