@@ -55,19 +55,8 @@ def _api(data: dict[str, Any]) -> str:
     rows = []
     for clients, row in data["by_concurrency"].items():
         for name in ("baseline", "bookings"):
-            s = row[name]
-            rows.append(
-                [
-                    f"{name}, {clients} clients",
-                    s["throughput_rps"],
-                    s["p50_ms"],
-                    s["p95_ms"],
-                    s["p99_ms"],
-                    s["requests_ok"],
-                    sum(s["errors"].values()),
-                    f"{row['ratio'] * 100:.0f}%" if name == "bookings" else "",
-                ]
-            )
+            share = f"{row['ratio'] * 100:.0f}%" if name == "bookings" else ""
+            rows.append(output.latency_row(f"{name}, {clients} clients", row[name], share))
     return "\n".join(
         [
             _table(["endpoint", "req/s", "p50 ms", "p95 ms", "p99 ms", "ok", "errors", "of baseline"], rows),

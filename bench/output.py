@@ -30,6 +30,21 @@ def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[obje
     Console(width=160).print(table)
 
 
+def latency_row(label: str, stats: dict[str, Any], share: str = "") -> list[object]:
+    """A load's row as the latency tables show it: throughput, p50/p95/p99, answered, errors,
+    and (for the measured side) its share of the baseline."""
+    return [
+        label,
+        stats["throughput_rps"],
+        stats["p50_ms"],
+        stats["p95_ms"],
+        stats["p99_ms"],
+        stats["requests_ok"],
+        sum(stats["errors"].values()),
+        share,
+    ]
+
+
 def fmt(value: object) -> str:
     if isinstance(value, bool):
         return "yes" if value else "NO"

@@ -380,19 +380,8 @@ def post_rows(data: dict[str, Any]) -> list[list[Any]]:
     post = data["post"]
     rows = []
     for side in SIDES:
-        s = post[side]
-        rows.append(
-            [
-                f"{side} payment, {post['clients']} clients",
-                s["throughput_rps"],
-                s["p50_ms"],
-                s["p95_ms"],
-                s["p99_ms"],
-                s["requests_ok"],
-                sum(s["errors"].values()),
-                f"{post['throughput_ratio'] * 100:.0f}%" if side == "with" else "",
-            ]
-        )
+        share = f"{post['throughput_ratio'] * 100:.0f}%" if side == "with" else ""
+        rows.append(output.latency_row(f"{side} payment, {post['clients']} clients", post[side], share))
     return rows
 
 
