@@ -198,18 +198,11 @@ def report(data: dict[str, Any], *, results_dir: Any = None, img_dir: Any = None
     rows = []
     for clients, row in data["by_concurrency"].items():
         for name in ("baseline", "bookings"):
-            stats = row[name]
+            measured = name == "bookings"
             rows.append(
                 [
-                    f"{name} x{clients}",
-                    stats["throughput_rps"],
-                    stats["p50_ms"],
-                    stats["p95_ms"],
-                    stats["p99_ms"],
-                    stats["requests_ok"],
-                    sum(stats["errors"].values()),
-                    row["ratio"] if name == "bookings" else "",
-                    row["target_met"] if name == "bookings" else "",
+                    *output.latency_row(f"{name} x{clients}", row[name], row["ratio"] if measured else ""),
+                    row["target_met"] if measured else "",
                 ]
             )
     output.print_table(

@@ -30,7 +30,7 @@ def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[obje
     Console(width=160).print(table)
 
 
-def latency_row(label: str, stats: dict[str, Any], share: str = "") -> list[object]:
+def latency_row(label: str, stats: dict[str, Any], share: object = "") -> list[object]:
     """A load's row as the latency tables show it: throughput, p50/p95/p99, answered, errors,
     and (for the measured side) its share of the baseline."""
     return [
