@@ -345,11 +345,14 @@ def test_the_legacy_get_and_listing_show_the_amended_terms(legacy: SandboxProces
 
 # --- auth failure window -------------------------------------------------------------------------
 def poll(call: Callable[[], Any], done: Callable[[list[Any]], bool], what: str) -> list[tuple[float, Any]]:
-    """Call again and again until `done(results so far)`; every result with its monotonic time."""
+    """Call again and again until `done(results so far)`; every result with the monotonic time it
+    came back. The time it was asked would put a call answered just after a window opened before
+    the opening (CI saw one 0.17 ms early)."""
     seen: list[tuple[float, Any]] = []
 
     def step() -> bool:
-        seen.append((time.monotonic(), call()))
+        result = call()
+        seen.append((time.monotonic(), result))
         return done([result for _, result in seen])
 
     wait_until(step, what=what, timeout_s=15, interval_s=0.02)
