@@ -130,7 +130,7 @@ def _settled(sandbox_base: str) -> bool:
     ).json()
     if stats["webhooks"]["events_by_status"].get("queued", 0):
         return False
-    queues = [Partner(code=fixtures.PARTNER_CODE).queue_name, "webhooks", "partners"]
+    queues = [*Partner(code=fixtures.PARTNER_CODE).queue_names, "webhooks", "partners"]
     return not any(common.queue_size(name) for name in queues)
 
 

@@ -88,10 +88,11 @@ def profile_submissions(customer: Any, offer: Any, count: int) -> dict[str, Any]
 
 
 def pipeline_queues() -> list[str]:
-    """The queues a booking's pipeline uses: the bench partner's own, then the shared ones."""
+    """The queues a booking's pipeline uses: the bench partner's own two (its audit reads'
+    included), then the shared ones."""
     from partners.models import Partner
 
-    return [Partner(code=fixtures.PARTNER_CODE).queue_name, "partners", "webhooks", "reconciliation"]
+    return [*Partner(code=fixtures.PARTNER_CODE).queue_names, "partners", "webhooks", "reconciliation"]
 
 
 def confirmed(ids: list[Any]) -> int:

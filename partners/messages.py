@@ -3,7 +3,8 @@
 The services decide what must happen next and the actors (partners/tasks.py) call the services,
 so the services and reconciliation never import the actors: they send here by name, and only
 the actors' module imports the services. Work for a booking or a partner goes to that partner's
-queue (`partners.queues`), so one slow partner cannot hold up the others.
+queue (`partners.queues`), so one slow partner cannot hold up the others; the sweeper's audit
+reads go to the partner's audit queue, so they never wait behind its submissions.
 """
 
 from __future__ import annotations
@@ -58,6 +59,13 @@ def send_for_partner(
     options: dict | None = None,
 ) -> None:
     send(actor_name, *args, queue_name=partner.queue_name, delay_s=delay_s, options=options)
+
+
+def send_audit_sync(booking_id: UUID | str, partner: Partner) -> None:
+    """Re-read a confirmed booking for the sweeper's audit, on the partner's audit queue. Only
+    the audit: every other sync (a due booking's, a webhook's, support's) and every submission
+    stays on the partner's queue."""
+    send(SYNC_BOOKING, str(booking_id), queue_name=partner.audit_queue_name)
 
 
 def send_for_booking(

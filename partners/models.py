@@ -69,6 +69,17 @@ class Partner(models.Model):
     def queue_name(self) -> str:
         return f"partner-{self.code}"
 
+    @property
+    def audit_queue_name(self) -> str:
+        """The sweeper's audit reads only (`partners.queues`). Not `partner-<code>-audit`: that
+        is the queue of a partner coded `<code>-audit`. No dots: Dramatiq's delay and dead-letter
+        queues are `.DQ` and `.XQ`."""
+        return f"audit-{self.code}"
+
+    @property
+    def queue_names(self) -> tuple[str, str]:
+        return (self.queue_name, self.audit_queue_name)
+
     def resolved_api_key(self) -> str:
         return _resolve_secret(self.api_key)
 

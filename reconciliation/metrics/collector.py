@@ -6,7 +6,8 @@ process, whatever the machine.
   support console counts them (reconciliation.selectors.attention);
 - `bookings_queue_depth{queue}`, `bookings_queue_delayed{queue}`,
   `bookings_queue_dead_letters{queue}`: messages waiting on each Dramatiq queue (the actors' and
-  every partner's), delayed (retries, syncs due later) and dead-lettered;
+  every partner's two, `partner-<code>` and its audit reads' `audit-<code>`), delayed (retries,
+  syncs due later) and dead-lettered;
 - `bookings_partner_breaker_state{partner, state}`: 1 for the state each partner's circuit is in
   (closed, open, half-open), 0 for the others;
 - `bookings_metrics_source_up{source}` and `bookings_metrics_source_seconds{source}`: whether the
@@ -153,7 +154,7 @@ def _redis_figures(codes: list[str] | None) -> tuple[dict[str, tuple[int, int, i
     (the database did not answer), the actors' queues only."""
     broker = dramatiq.get_broker()
     partners = [Partner(code=code) for code in codes or []]
-    queues = sorted(_actor_queues() | {partner.queue_name for partner in partners})
+    queues = sorted(_actor_queues() | {name for partner in partners for name in partner.queue_names})
     pipe = broker.client.pipeline(transaction=False)
     for queue in queues:
         key = f"{broker.namespace}:{queue}"

@@ -42,6 +42,9 @@ class PartnerHealth:
     outcomes: dict[str, int] = field(default_factory=dict)
     queue_ready: int | None = None
     queue_delayed: int | None = None
+    # The partner's audit queue (the sweeper's re-reads of confirmed bookings, partners.queues).
+    audit_ready: int | None = None
+    audit_delayed: int | None = None
     last_webhook_at: datetime | None = None
     # Deliveries kept over the window, by bucket; unverified ones over their storage limit are
     # only in `unverified_seen` (the current window of that limit, from Redis).
@@ -77,6 +80,8 @@ class PartnerHealth:
             "outcomes": self.outcomes,
             "queue_ready": self.queue_ready,
             "queue_delayed": self.queue_delayed,
+            "audit_ready": self.audit_ready,
+            "audit_delayed": self.audit_delayed,
             "last_webhook_at": self.last_webhook_at.isoformat() if self.last_webhook_at else None,
             "deliveries": self.deliveries,
             "unverified_seen": self.unverified_seen,
@@ -206,10 +211,14 @@ def partner_health(
         if seen_problem:
             row.problems.append(seen_problem)
         if client is not None:
-            key = f"{namespace}:{partner.queue_name}"
+            pipe = client.pipeline(transaction=False)
+            for name in partner.queue_names:  # its own queue, then its audit queue
+                pipe.llen(f"{namespace}:{name}")
+                pipe.llen(f"{namespace}:{name}.DQ")
             try:
-                row.queue_ready = int(client.llen(key))
-                row.queue_delayed = int(client.llen(f"{key}.DQ"))
+                row.queue_ready, row.queue_delayed, row.audit_ready, row.audit_delayed = map(
+                    int, pipe.execute()
+                )
             except redis.RedisError as exc:
                 row.problems.append(f"queue depth unavailable: {exc}")
         elif broker_problem:

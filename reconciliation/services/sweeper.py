@@ -349,7 +349,9 @@ def _audit_confirmed(now: datetime, partner: Partner | None, dry_run: bool) -> i
     A queue in the order we last learned each one's truth: its last successful read (the sync
     sets `last_synced_at`, a failed read does not), else its confirmation. A new confirmation
     joins at the back, so every booking is read again within one round over all of them (the
-    detection window, docs/design.md); one whose read failed keeps its place at the front."""
+    detection window, docs/design.md); one whose read failed keeps its place at the front.
+    The reads go to the partner's audit queue (`partners.queues`): on the partner's queue they
+    waited behind every submission queued before them, and the round outlasted the window."""
     stale = now - timedelta(seconds=settings.RECONCILE_AUDIT_AGE_S)
     audit = (
         Booking.objects.filter(status=BookingState.CONFIRMED, start_date__gte=now.date())
@@ -362,7 +364,11 @@ def _audit_confirmed(now: datetime, partner: Partner | None, dry_run: bool) -> i
         .values_list("id", "partner__code")[: settings.RECONCILE_AUDIT_BATCH]
     )
     return _send_claimed(
-        rows, key="audit:{}", ttl_s=settings.RECONCILE_AUDIT_AGE_S, send=_sync, dry_run=dry_run
+        rows,
+        key="audit:{}",
+        ttl_s=settings.RECONCILE_AUDIT_AGE_S,
+        send=lambda pk, code: messages.send_audit_sync(pk, Partner(code=code)),
+        dry_run=dry_run,
     )
 
 

@@ -110,13 +110,15 @@ def legacy_partner(db) -> Partner:
 # --- broker and worker -------------------------------------------------------------------------
 @pytest.fixture
 def clean_queues(broker) -> Callable[[Partner], str]:
-    """Empty a partner's queues (and its delay queue) now and at teardown."""
+    """Empty a partner's queues (its own and its audit queue, with their delay queues) now and at
+    teardown; returns its own queue's name."""
     names: list[str] = []
 
     def clean(partner: Partner) -> str:
-        for name in (partner.queue_name, f"{partner.queue_name}.DQ"):
-            broker.client.delete(f"{broker.namespace}:{name}", f"{broker.namespace}:{name}.msgs")
-        names.append(partner.queue_name)
+        for queue in partner.queue_names:
+            for name in (queue, f"{queue}.DQ"):
+                broker.client.delete(f"{broker.namespace}:{name}", f"{broker.namespace}:{name}.msgs")
+        names.extend(partner.queue_names)
         return partner.queue_name
 
     yield clean
@@ -161,16 +163,18 @@ def partner_worker(
 ) -> Iterator[Callable[..., dramatiq.Worker]]:
     """Start a real Dramatiq worker (threads in this process, on Redis) once the partners exist.
 
-    Unlike a bare `dramatiq.Worker`, it declares the given partners' queues before starting and,
-    when stopped, removes the middleware the worker registered on the (process-wide) broker:
-    left there, a later `declare_queue` would start consumers for the stopped worker, which
-    would take messages off Redis that no thread ever runs.
+    Unlike a bare `dramatiq.Worker`, it declares the given partners' queues (each one's own and
+    its audit queue) before starting and, when stopped, removes the middleware the worker
+    registered on the (process-wide) broker: left there, a later `declare_queue` would start
+    consumers for the stopped worker, which would take messages off Redis that no thread ever
+    runs.
     """
     started: list[dramatiq.Worker] = []
 
     def start(*partners: Partner, threads: int = 4) -> dramatiq.Worker:
         for partner in partners:
-            broker.declare_queue(partner.queue_name)
+            for name in partner.queue_names:
+                broker.declare_queue(name)
         worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=50)
         worker.start()
         started.append(worker)

@@ -140,6 +140,7 @@ def test_json_output():
         "base_url": "http://127.0.0.1:8101",
         "capabilities": ["idempotency_keys", "lookup_by_reference", "webhooks", "async_confirmation"],
         "queue": "partner-acme",
+        "audit_queue": "audit-acme",
         "offers": ["room-1"],
     }
     assert json.loads(upsert(*BASE, "--json"))["created"] is False

@@ -15,7 +15,7 @@ from bookings.states import BookingState
 from partners import messages, tasks
 from partners.middleware import RetriesExhausted
 from partners.queues import declare_partner_queues
-from tests.helpers import queued_messages
+from tests.helpers import queued_messages, wait_until
 from tests.partners.conftest import delayed_messages, timeline
 
 S = BookingState
@@ -63,11 +63,47 @@ def test_work_for_a_booking_that_does_not_exist_is_not_sent(ref_partner, broker,
     assert "no booking to queue work for" in caplog.text
 
 
-def test_workers_declare_every_partners_queue(ref_partner, legacy_partner, broker):
+def test_workers_declare_both_queues_of_every_partner(ref_partner, legacy_partner, broker):
+    both = {*ref_partner.queue_names, *legacy_partner.queue_names}
+
     names = declare_partner_queues(broker)
 
-    assert {ref_partner.queue_name, legacy_partner.queue_name} <= set(names)
-    assert {ref_partner.queue_name, legacy_partner.queue_name} <= broker.get_declared_queues()
+    assert ref_partner.queue_names == (f"partner-{ref_partner.code}", f"audit-{ref_partner.code}")
+    assert both <= set(names)
+    assert both <= broker.get_declared_queues()
+
+
+def test_a_booted_worker_consumes_every_partners_audit_queue(ref_partner, legacy_partner, worker):
+    """The sweeper's audit reads have a queue of their own (so that they never wait behind the
+    partner's submissions): a worker must serve it as it serves the partner's own, declared by
+    `PartnerQueuesMiddleware` when the worker boots, with its delay queue (a read's retries)."""
+    wanted = {
+        name
+        for partner in (ref_partner, legacy_partner)
+        for q in partner.queue_names
+        for name in (q, f"{q}.DQ")
+    }
+
+    wait_until(lambda: wanted <= set(worker.consumers), what="consumers of both queues of each partner")
+
+
+def test_an_audit_read_goes_to_the_audit_queue_and_other_work_to_the_partners_own(
+    ref_partner, make_booking, broker, clean_queues
+):
+    queue = clean_queues(ref_partner)
+    booking = make_booking(ref_partner, S.REQUESTED)
+
+    messages.send_audit_sync(booking.pk, ref_partner)
+    messages.send_for_booking(messages.SUBMIT_BOOKING, booking.pk)
+    messages.send_for_booking(messages.SYNC_BOOKING, booking.pk)
+
+    assert [(m.actor_name, m.args) for m in queued_messages(broker, ref_partner.audit_queue_name)] == [
+        ("sync_booking", (str(booking.pk),))
+    ]
+    assert [(m.actor_name, m.args) for m in queued_messages(broker, queue)] == [
+        ("submit_booking", (str(booking.pk),)),
+        ("sync_booking", (str(booking.pk),)),
+    ]
 
 
 @pytest.mark.parametrize("actor", PARTNER_ACTORS, ids=lambda a: a.actor_name)

@@ -78,6 +78,14 @@ def partner_queue(broker, partner) -> str:
 
 
 @pytest.fixture
+def audit_queue(broker, partner) -> str:
+    """The partner's audit queue, where the sweeper's re-reads of confirmed bookings go."""
+    broker.flush(partner.audit_queue_name)
+    yield partner.audit_queue_name
+    broker.flush(partner.audit_queue_name)
+
+
+@pytest.fixture
 def sweep_queue(broker) -> str:
     """The reconciliation queue, where the sweeper's per-booking messages go."""
     for name in ("reconciliation", "reconciliation.DQ"):

@@ -76,6 +76,7 @@ class Command(BaseCommand):
             "base_url": partner.base_url,
             "capabilities": partner.capabilities,
             "queue": partner.queue_name,
+            "audit_queue": partner.audit_queue_name,
             "offers": [o.product_id for o in offers],
         }
         if options["json"]:

@@ -48,7 +48,7 @@ class Command(BaseCommand):
                     "error rate",
                     "p50 ms",
                     "p99 ms",
-                    "queue ready/delayed",
+                    "queue ready/delayed, audit",
                     "circuit",
                     "last webhook",
                     "webhooks ok/unverified/late/invalid/failed",
@@ -61,7 +61,8 @@ class Command(BaseCommand):
                         "-" if r.error_rate is None else f"{r.error_rate:.1%}",
                         r.p50_ms if r.p50_ms is not None else "-",
                         r.p99_ms if r.p99_ms is not None else "-",
-                        f"{_n(r.queue_ready)}/{_n(r.queue_delayed)}",
+                        f"{_n(r.queue_ready)}/{_n(r.queue_delayed)}, "
+                        f"{_n(r.audit_ready)}/{_n(r.audit_delayed)}",
                         (r.circuit or {}).get("circuit", "?"),
                         r.last_webhook_at.strftime("%Y-%m-%d %H:%M:%S") if r.last_webhook_at else "never",
                         "/".join(str(n) for n in r.deliveries.values()),
