@@ -78,11 +78,16 @@ def send_for_booking(
     send_for_partner(actor_name, Partner(code=code), str(booking_id), delay_s=delay_s, options=options)
 
 
-def send_follow_up(booking_id: UUID | str, follow_up: FollowUp) -> None:
-    """Queue the submission or sync a booking's service asked for."""
+def send_follow_up(booking_id: UUID | str, follow_up: FollowUp, *, sync_queue: str | None = None) -> None:
+    """Queue the submission or sync a booking's service asked for; the sync on `sync_queue` when
+    given (a read's next read stays on the queue the read came from), else the partner's."""
     if follow_up.submit_after_s is not None:
         send_for_booking(SUBMIT_BOOKING, booking_id, delay_s=follow_up.submit_after_s)
-    if follow_up.sync_after_s is not None:
+    if follow_up.sync_after_s is None:
+        return
+    if sync_queue:
+        send(SYNC_BOOKING, str(booking_id), queue_name=sync_queue, delay_s=follow_up.sync_after_s)
+    else:
         send_for_booking(SYNC_BOOKING, booking_id, delay_s=follow_up.sync_after_s)
 
 

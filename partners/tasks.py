@@ -13,6 +13,8 @@ from uuid import UUID
 
 import dramatiq
 from django.conf import settings
+from dramatiq.common import q_name
+from dramatiq.middleware import CurrentMessage
 
 from config.logging import log_context
 from partners import messages
@@ -43,7 +45,17 @@ def submit_booking(booking_id: str) -> None:
 @dramatiq.actor(actor_name=messages.SYNC_BOOKING, **ACTOR_OPTIONS)
 def sync_booking(booking_id: str) -> None:
     with log_context(booking_id=booking_id, actor=messages.SYNC_BOOKING):
-        messages.send_follow_up(booking_id, booking_sync(UUID(booking_id)))
+        # The read a read asks for (the second read of a reservation the partner no longer knows,
+        # a failed read's retry) stays on this read's queue: an audit's must not wait behind the
+        # partner's submissions either.
+        messages.send_follow_up(
+            booking_id, booking_sync(UUID(booking_id)), sync_queue=_queue_of_this_message()
+        )
+
+
+def _queue_of_this_message() -> str | None:
+    message = CurrentMessage.get_current_message()
+    return q_name(message.queue_name) if message is not None else None
 
 
 @dramatiq.actor(actor_name=messages.CANCEL_BOOKING, **ACTOR_OPTIONS)

@@ -10,6 +10,7 @@ import pytest
 from django.conf import settings
 from django.utils import timezone
 from dramatiq.broker import MessageProxy
+from dramatiq.middleware import CurrentMessage
 
 from bookings.states import BookingState
 from partners import messages, tasks
@@ -104,6 +105,31 @@ def test_an_audit_read_goes_to_the_audit_queue_and_other_work_to_the_partners_ow
         ("submit_booking", (str(booking.pk),)),
         ("sync_booking", (str(booking.pk),)),
     ]
+
+
+@pytest.mark.parametrize("came_from", ["audit", "partner"])
+def test_the_read_a_read_asks_for_stays_on_the_queue_it_came_from(
+    came_from, ref_partner, make_booking, broker, clean_queues, monkeypatch
+):
+    """The second read of a reservation the partner answered 404 for (or a failed read's retry)
+    is asked for by the read itself: an audit's must not fall back behind the partner's
+    submissions, and a partner-queue read's stays where it was."""
+    partner_queue = clean_queues(ref_partner)
+    broker.flush(ref_partner.audit_queue_name)
+    booking = make_booking(ref_partner, S.CONFIRMED)
+    queue = ref_partner.audit_queue_name if came_from == "audit" else partner_queue
+    monkeypatch.setattr(tasks, "booking_sync", lambda booking_id: messages.FollowUp(sync_after_s=30))
+    message = tasks.sync_booking.message(str(booking.pk)).copy(queue_name=queue)
+    token = CurrentMessage._MESSAGE.set(message)
+    try:
+        tasks.sync_booking(str(booking.pk))
+    finally:
+        CurrentMessage._MESSAGE.reset(token)
+
+    (delayed,) = delayed_messages(broker, queue)
+    assert (delayed.actor_name, delayed.args) == ("sync_booking", (str(booking.pk),))
+    other = partner_queue if came_from == "audit" else ref_partner.audit_queue_name
+    assert delayed_messages(broker, other) == []
 
 
 @pytest.mark.parametrize("actor", PARTNER_ACTORS, ids=lambda a: a.actor_name)
