@@ -110,6 +110,11 @@ class ClientBehaviour:
     replay_rate: float = 0.05  # resend an accepted request with the same key: same booking?
     race_rate: float = 0.05  # send the same request twice at once (double click)
     cancel_rate: float = 0.03  # cancel an accepted booking a little later
+    # Cancel a booking once it shows confirmed: the cancellation policy's refund (or the hold's
+    # release, when the capture has not happened yet) against the provider's faults.
+    cancel_confirmed_rate: float = 0.03
+    confirmed_wait_s: float = 180.0  # how long such a client waits to see it confirmed
+    confirmed_poll_s: float = 2.0  # and how often it looks
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
 Clients behave like real ones: a timeout, a dropped connection, a 5xx or a 429 makes them try
 again with the SAME Idempotency-Key and body; some resend a request that was already accepted,
-some send it twice at once (a double click), some cancel a booking a little later. Every answer
+some send it twice at once (a double click), some cancel a booking a little later, and some cancel
+one once they see it confirmed (a paid one is then refunded by its policy). Every answer
 is written down in the `ClientLedger`, the record the "no booking lost" check reads.
 """
 
@@ -55,6 +56,7 @@ class PlannedBooking:
     replay: bool
     race: bool
     cancel_after_s: float | None
+    cancel_once_confirmed: bool = False
 
 
 @dataclass
@@ -203,6 +205,7 @@ def plan_bookings(
             start = today + timedelta(days=rng.randint(30, 700))
             nights = rng.randint(1, 5)
         method = payment_method(config.seed, index) if pays else None
+        cancel_after_s = rng.uniform(0.0, 5.0) if rng.random() < behaviour.cancel_rate else None
         planned.append(
             PlannedBooking(
                 index=index,
@@ -218,7 +221,10 @@ def plan_bookings(
                 },
                 replay=rng.random() < behaviour.replay_rate,
                 race=rng.random() < behaviour.race_rate,
-                cancel_after_s=rng.uniform(0.0, 5.0) if rng.random() < behaviour.cancel_rate else None,
+                cancel_after_s=cancel_after_s,
+                cancel_once_confirmed=(
+                    cancel_after_s is None and rng.random() < behaviour.cancel_confirmed_rate
+                ),
             )
         )
     return planned
@@ -270,6 +276,16 @@ class BookingClient:
             record=record,
         )
         self.ledger.update(record, cancel=answer)
+
+    def status(self, planned: PlannedBooking, record: KeyRecord) -> str:
+        """What the booking's page tells its customer now ("" when no answer came)."""
+        url = f"{self.base_url}/api/v1/bookings/{record.references[0]}"
+        try:
+            response = self._session().get(url, headers=self._headers(planned), timeout=self._timeout())
+        except requests.RequestException:
+            return ""
+        body = _json(response) if response.status_code == 200 else None
+        return str(body.get("status", "")) if isinstance(body, dict) else ""
 
     def _post_booking(self, planned: PlannedBooking, record: KeyRecord) -> None:
         headers = {**self._headers(planned), "Idempotency-Key": planned.key}
@@ -365,7 +381,7 @@ class LoadGenerator:
         started = time.monotonic()
         # The booking pool is left (and drained) first: its tasks still hand work to `cancels`.
         with (
-            ThreadPoolExecutor(4, thread_name_prefix="chaos-cancel") as cancels,
+            ThreadPoolExecutor(16, thread_name_prefix="chaos-cancel") as cancels,
             ThreadPoolExecutor(self.concurrency, thread_name_prefix="chaos-client") as pool,
         ):
             for item in planned:
@@ -384,7 +400,22 @@ class LoadGenerator:
             self.on_accepted(planned, record)
         if record.accepted and planned.cancel_after_s is not None:
             cancels.submit(self._cancel_later, planned, record)
+        if record.accepted and planned.cancel_once_confirmed:
+            cancels.submit(self._cancel_once_confirmed, planned, record)
 
     def _cancel_later(self, planned: PlannedBooking, record: KeyRecord) -> None:
         self.stop.wait(planned.cancel_after_s or 0.0)
         self.client.cancel(planned, record)
+
+    def _cancel_once_confirmed(self, planned: PlannedBooking, record: KeyRecord) -> None:
+        """Look at the booking every few seconds, as its customer would, and cancel it once it
+        shows confirmed; give up when it ends otherwise or the wait runs out."""
+        deadline = time.monotonic() + self.client.behaviour.confirmed_wait_s
+        while not self.stop.is_set() and time.monotonic() < deadline:
+            status = self.client.status(planned, record)
+            if status == "confirmed":
+                self.client.cancel(planned, record)
+                return
+            if status in ("failed", "cancelled", "cancelling", "disrupted"):
+                return
+            self.stop.wait(self.client.behaviour.confirmed_poll_s)

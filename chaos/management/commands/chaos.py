@@ -107,6 +107,12 @@ class Command(BaseCommand):
         faults.add_argument("--client-replay-rate", type=float, default=0.05)
         faults.add_argument("--client-race-rate", type=float, default=0.05)
         faults.add_argument("--cancel-rate", type=float, default=0.03)
+        faults.add_argument(
+            "--cancel-confirmed-rate",
+            type=float,
+            default=0.03,
+            help="Share of bookings whose customer cancels once it shows confirmed (a refund).",
+        )
 
         system = parser.add_argument_group("system under test")
         system.add_argument("--workers", type=int, default=3, help="Dramatiq worker processes (default 3).")
@@ -320,6 +326,7 @@ class Command(BaseCommand):
                 replay_rate=options["client_replay_rate"],
                 race_rate=options["client_race_rate"],
                 cancel_rate=options["cancel_rate"],
+                cancel_confirmed_rate=options["cancel_confirmed_rate"],
             ),
             cluster=self._cluster(options),
         )
