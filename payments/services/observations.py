@@ -68,9 +68,12 @@ def truth_apply(
     source: str,
     actor: Actor | str,
     actor_label: str = "",
+    unsaved: set[str] | None = None,
 ) -> bool:
     """Apply what the provider says of the payment's intent; True if anything changed.
-    Call inside `atomic()` on the booking and payment from `lock_booking` and `lock_payment`."""
+    Call inside `atomic()` on the booking and payment from `lock_booking` and `lock_payment`.
+    With `unsaved`, the payment's changed fields are added to it and left for the caller to save
+    (with its own changes of the row, in one UPDATE) before its transaction ends."""
     if payment.provider_intent_id and truth.intent_id != payment.provider_intent_id:
         # One payment, one intent: never a second hold (its key fences it). An intent naming
         # our payment that is not the one we hold is support's to look at.
@@ -113,7 +116,9 @@ def truth_apply(
     fields |= _grow(payment, "captured_amount", truth.captured)
     fields |= _grow(payment, "refunded_amount", truth.refunded)
     fields |= _details(payment, truth)
-    if fields:
+    if unsaved is not None:
+        unsaved |= fields
+    elif fields:
         payment.save(update_fields=[*fields, "updated_at"])
     changed = before != (payment.status, payment.captured_amount, payment.refunded_amount, payment.in_review)
     _record(booking, payment, truth, before, source=source, ignored=ignored, actor=actor, label=actor_label)

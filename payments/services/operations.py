@@ -4,7 +4,7 @@ transaction, each try recorded on the booking's timeline with how it ended."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from django.db import connection
 from django.utils import timezone
@@ -22,10 +22,16 @@ class PaymentCallInTransaction(RuntimeError):
     """A provider call attempted while a database transaction is open (invariant 2)."""
 
 
-def operation_open(payment: Payment, *, kind: str, amount=None) -> PaymentOperation:
+def operation_open(
+    payment: Payment, *, kind: str, amount=None, known: Sequence[PaymentOperation] | None = None
+) -> PaymentOperation:
     """The next operation of `kind` on the payment, with its key: `<payment id>:<kind>:<n>`.
-    The database allows one open operation per payment: this is the fence."""
-    seq = PaymentOperation.objects.filter(payment=payment, kind=kind).count() + 1
+    The database allows one open operation per payment: this is the fence. `known`: every
+    operation of the payment, read under its lock by the caller (spares counting them again)."""
+    if known is None:
+        seq = PaymentOperation.objects.filter(payment=payment, kind=kind).count() + 1
+    else:
+        seq = sum(1 for o in known if o.kind == kind) + 1
     return PaymentOperation.objects.create(
         payment=payment, kind=kind, seq=seq, idempotency_key=f"{payment.pk}:{kind}:{seq}", amount=amount
     )

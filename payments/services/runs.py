@@ -132,7 +132,10 @@ def _claim(booking_id: UUID, *, actor: Actor | str, actor_label: str) -> _Claime
         payment = lock_payment(booking)
         if payment is None:
             return FollowUp()
-        operation = payment.operations.open().first()
+        # Every operation of the payment in one read (a few rows): the open one (the fence), the
+        # refusals of a step and the next key's number, all under the payment's lock.
+        operations = list(payment.operations.all())
+        operation = next((o for o in operations if o.state == OperationState.OPEN), None)
         plan = plan_for(booking, payment, open_operation=operation is not None)
         step = decisions.Step
         if plan.step == step.NOTHING:
@@ -148,28 +151,35 @@ def _claim(booking_id: UUID, *, actor: Actor | str, actor_label: str) -> _Claime
             booking_follow(booking, payment, actor=actor, actor_label=actor_label)
             schedule(payment, booking)
             return FollowUp()
-        if plan.step in (step.CAPTURE, step.VOID, step.REFUND) and _refused_for_good(payment, plan.step):
+        if plan.step in (step.CAPTURE, step.VOID, step.REFUND) and _refused_for_good(operations, plan.step):
             _leave_to_support(booking, payment, plan, actor=actor, actor_label=actor_label)
             return FollowUp()
         if plan.step == step.AUTHORIZE:
-            operation = operation_open(payment, kind=OperationKind.AUTHORIZE, amount=payment.amount)
+            operation = operation_open(
+                payment, kind=OperationKind.AUTHORIZE, amount=payment.amount, known=operations
+            )
         elif plan.step in (step.CAPTURE, step.VOID, step.REFUND):
-            operation = operation_open(payment, kind=plan.step.value, amount=plan.amount)
+            operation = operation_open(payment, kind=plan.step.value, amount=plan.amount, known=operations)
         assert operation is not None
+        fields: list[str] = []
         if operation.kind == OperationKind.AUTHORIZE and payment.status == P.PENDING:
             payment.start_authorization()
-            payment.save(update_fields=["status", "status_changed_at", "updated_at"])
-        # Due again if this run dies mid-call: the next one asks under the same key.
-        schedule(
+            fields += ["status", "status_changed_at"]
+        # Due again if this run dies mid-call: the next one asks under the same key (one UPDATE
+        # with the move above).
+        if _due_at(
             payment,
             booking,
             retry_in_s=settings.PAYMENTS_CONNECT_TIMEOUT_S + settings.PAYMENTS_READ_TIMEOUT_S,
-        )
+        ):
+            fields.append("next_check_at")
+        if fields:
+            payment.save(update_fields=[*fields, "updated_at"])
         return _Claimed(operation, _call_for(operation, payment, booking))
 
 
-def _refused_for_good(payment: Payment, step: decisions.Step) -> bool:
-    refused = payment.operations.filter(kind=step.value, state=OperationState.REFUSED).count()
+def _refused_for_good(operations: list[PaymentOperation], step: decisions.Step) -> bool:
+    refused = sum(1 for o in operations if o.kind == step.value and o.state == OperationState.REFUSED)
     return refused >= settings.PAYMENTS_REFUSED_MAX_TRIES
 
 
@@ -261,6 +271,8 @@ def _record(
             actor=actor,
             actor_label=actor_label,
         )
+        # The payment's changed fields, saved in one UPDATE at the end (the row is locked).
+        unsaved: set[str] = set()
         if result.truth is not None:
             truth_apply(
                 booking=booking,
@@ -269,6 +281,7 @@ def _record(
                 source="response" if after != decisions.AfterCall.DECLINE else "decline",
                 actor=actor,
                 actor_label=actor_label,
+                unsaved=unsaved,
             )
         if after == decisions.AfterCall.APPLY and operation.kind == OperationKind.REFUND:
             # The refund is made: counted now, so that no later step refunds it again before a
@@ -278,28 +291,25 @@ def _record(
             ).aggregate(total=Sum("amount"))["total"]
             if made is not None and made > payment.refunded_amount:
                 payment.refunded_amount = min(made, payment.captured_amount).quantize(CENT)
-                payment.save(update_fields=["refunded_amount", "updated_at"])
+                unsaved.add("refunded_amount")
         before = payment.status
+        moved = ("status", "status_changed_at")
         if found_nothing and authorize and payment.status in AUTHORIZATION_UNANSWERED:
             payment.release_authorization()
-            payment.save(update_fields=["status", "status_changed_at", "updated_at"])
+            unsaved.update(moved)
         if authorize and after == decisions.AfterCall.APPLY and payment.status in AUTHORIZATION_UNANSWERED:
             # Answered, but neither held nor declined (an intent awaiting an action we never ask
             # for): not authorized, so the partner is not asked.
             payment.mark_declined()
             payment.decline_code = "not_authorized"
             payment.decline_message = f"The provider answered {payment.provider_status or 'no status'}"
-            payment.save(
-                update_fields=["status", "status_changed_at", "decline_code", "decline_message", "updated_at"]
-            )
+            unsaved.update((*moved, "decline_code", "decline_message"))
         if after == decisions.AfterCall.DECLINE and payment.status in (P.AUTHORIZING, P.UNKNOWN, P.PENDING):
             # Refused without an intent to show for it (an invalid payment method): declined all the same.
             payment.mark_declined()
             payment.decline_code = result.error_code[:64]
             payment.decline_message = result.error[:500]
-            payment.save(
-                update_fields=["status", "status_changed_at", "decline_code", "decline_message", "updated_at"]
-            )
+            unsaved.update((*moved, "decline_code", "decline_message"))
         if (
             after in (decisions.AfterCall.RETRY, decisions.AfterCall.UNKNOWN)
             and payment.status == P.AUTHORIZING
@@ -308,20 +318,35 @@ def _record(
                 payment.release_authorization()
             else:
                 payment.mark_outcome_unknown()
-            payment.save(update_fields=["status", "status_changed_at", "updated_at"])
+            unsaved.update(moved)
         if payment.status != before:
             _record_move(booking, payment, before, operation, actor=actor, actor_label=actor_label)
         booking_follow(booking, payment, actor=actor, actor_label=actor_label)
         if after in (decisions.AfterCall.RETRY, decisions.AfterCall.UNKNOWN):
             delay = retry_delay_s(operation.tries)
-            schedule(payment, booking, retry_in_s=delay)
+            _save(payment, unsaved, due=_due_at(payment, booking, retry_in_s=delay))
             return FollowUp(run_after_s=delay)
-        schedule(payment, booking)  # as it stands now, should this run end here
+        # As it stands now, should this run end here.
+        _save(payment, unsaved, due=_due_at(payment, booking))
         if after == decisions.AfterCall.REFUSED or (
             after == decisions.AfterCall.APPLY and operation.kind == OperationKind.REFUND
         ):
             return Next.READ  # what the provider holds now (a refund's answer is the refund alone)
+        # The operation is closed: decide the next step here, on the rows just written under their
+        # locks, rather than in another transaction that would read and lock them again to find
+        # the same answer. Whatever moves the booking or the payment after this commit queues a
+        # run of its own (`ports.money_follows`, a webhook's news) and marks the payment due.
+        if plan_for(booking, payment, open_operation=False).step == decisions.Step.NOTHING:
+            return FollowUp()
         return Next.STEP
+
+
+def _save(payment: Payment, fields: set[str], *, due: bool) -> None:
+    """One UPDATE of the payment's changed fields, `next_check_at` with them when `due`."""
+    if due:
+        fields.add("next_check_at")
+    if fields:
+        payment.save(update_fields=[*fields, "updated_at"])
 
 
 _WHY = {
@@ -388,6 +413,13 @@ def retry_delay_s(tries: int) -> float:
 def schedule(payment: Payment, booking: Booking, *, retry_in_s: float | None = None) -> None:
     """Set when the sweeper must look at the payment again if no run does first: after a retry
     (with a grace for its message), before a hold nobody decided on lapses, or never (at rest)."""
+    if _due_at(payment, booking, retry_in_s=retry_in_s):
+        payment.save(update_fields=["next_check_at", "updated_at"])
+
+
+def _due_at(payment: Payment, booking: Booking, *, retry_in_s: float | None = None) -> bool:
+    """`schedule` without the save: set `next_check_at` on the instance; True if it changed (the
+    caller saves it, with whatever else it changes of the row)."""
     now = timezone.now()
     grace = timedelta(seconds=settings.PAYMENTS_RUN_GRACE_S)
     if retry_in_s is not None:
@@ -399,6 +431,7 @@ def schedule(payment: Payment, booking: Booking, *, retry_in_s: float | None = N
         when = guard if guard is not None else now + timedelta(seconds=settings.PAYMENTS_HOLD_RECHECK_S)
     else:
         when = now + grace
-    if payment.next_check_at != when:
-        payment.next_check_at = when
-        payment.save(update_fields=["next_check_at", "updated_at"])
+    if payment.next_check_at == when:
+        return False
+    payment.next_check_at = when
+    return True
