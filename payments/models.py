@@ -229,6 +229,9 @@ class PaymentOperation(models.Model):
 class EventState(models.TextChoices):
     RECEIVED = "received", "Received, not processed"
     PROCESSED = "processed", "Processed"
+    # Recognised on receipt (or by the worker, before any lock) as nothing new: our row already
+    # holds what it says (the echo of our own operation's answer) or has gone past it.
+    KNOWN = "known", "Already known: nothing new"
     IGNORED = "ignored", "Ignored (nothing of ours, or a type we do not handle)"
     FAILED = "failed", "Gave up after its tries"
 

@@ -43,7 +43,9 @@ def operation_data(operation: PaymentOperation) -> dict[str, Any]:
 
 def event_mark(event: PaymentEvent) -> str:
     """The timeline's mark of a delivery that changed nothing (ignored, failed)."""
-    return {EventState.IGNORED: "ignored", EventState.FAILED: "failed"}.get(event.state, "")
+    return {EventState.IGNORED: "ignored", EventState.KNOWN: "known", EventState.FAILED: "failed"}.get(
+        event.state, ""
+    )
 
 
 def event_summary(event: PaymentEvent) -> str:

@@ -133,8 +133,48 @@ def _grow(payment: Payment, field: str, observed: Decimal | None) -> set[str]:
     return {field}
 
 
+def brings_news(payment: Payment, truth: IntentTruth) -> bool:
+    """Whether `truth_apply` would change anything of the payment: False for a word our row
+    already holds (the webhook that echoes our own operation's answer) or has gone past (an
+    older one). Pure, on a row read without its lock: the status only moves forward and the money
+    only grows, so a word that changes nothing of a committed row changes nothing of a later one
+    either. An intent other than ours is news (the one door records it)."""
+    if not payment.provider_intent_id or truth.intent_id != payment.provider_intent_id:
+        return True
+    target = (
+        decisions.status_of_intent(
+            intent_status=truth.status,
+            cancellation_reason=truth.cancellation_reason,
+            declined=truth.declined,
+        )
+        if truth.status
+        else None
+    )
+    if target is not None and target != payment.status:
+        if can_proceed(getattr(payment, decisions.TRANSITION_TO[target])):
+            return True
+    elif truth.status and payment.provider_status != truth.status:
+        return True
+    grows = any(
+        observed is not None and observed > held
+        for observed, held in (
+            (truth.captured, payment.captured_amount),
+            (truth.refunded, payment.refunded_amount),
+        )
+    )
+    return grows or bool(_detail_changes(payment, truth))
+
+
 def _details(payment: Payment, truth: IntentTruth) -> set[str]:
-    fields: set[str] = set()
+    changes = _detail_changes(payment, truth)
+    for field, value in changes.items():
+        setattr(payment, field, value)
+    return set(changes)
+
+
+def _detail_changes(payment: Payment, truth: IntentTruth) -> dict[str, object]:
+    """The payment's details the truth changes (at the payment's current status), by field."""
+    found: dict[str, object] = {}
     changes = {
         "decline_code": truth.decline_code if payment.status == P.DECLINED else "",
         "decline_message": truth.decline_message if payment.status == P.DECLINED else "",
@@ -147,15 +187,12 @@ def _details(payment: Payment, truth: IntentTruth) -> set[str]:
     }
     for field, value in changes.items():
         if value and getattr(payment, field) != value:
-            setattr(payment, field, value)
-            fields.add(field)
+            found[field] = value
     if payment.status != P.AUTHORIZED and payment.authorization_expires_at is not None:
-        payment.authorization_expires_at = None
-        fields.add("authorization_expires_at")
+        found["authorization_expires_at"] = None
     if truth.in_review and not payment.in_review:
-        payment.in_review = True
-        fields.add("in_review")
-    return fields
+        found["in_review"] = True
+    return found
 
 
 def _record(

@@ -5,9 +5,12 @@ door for the provider's truth (`observations.truth_apply`), which never lets an 
 word move a payment back.
 
 A delivery whose payment we cannot name is stored as ignored (acknowledged: asking again would
-tell us nothing more). One whose content we refuse (another currency, an amount out of range) is
-set aside as failed on the timeline, never applied; the next read of the intent settles the
-payment instead.
+tell us nothing more). One that tells nothing new of its payment (the echo of our own operation,
+whose answer already went through the one door; an older word) is stored as known, on receipt or
+by the worker before it takes any lock: stored and deduplicated all the same, never applied, and
+shown on the booking's timeline as a delivery of its own. One whose content we refuse (another
+currency, an amount out of range) is set aside as failed on the timeline, never applied; the next
+read of the intent settles the payment instead.
 """
 
 from __future__ import annotations
@@ -28,10 +31,10 @@ from bookings.models import Actor, Booking
 from bookings.services import lock_booking
 from bookings.timeline import record_event
 from payments import connector, messages
-from payments.connector import UnverifiedEvent, charge_truth, intent_truth
+from payments.connector import IntentTruth, UnverifiedEvent, charge_truth, intent_truth
 from payments.models import EventState, Payment, PaymentEvent
 from payments.money import RefusedAmount
-from payments.services.observations import booking_follow, lock_payment, truth_apply
+from payments.services.observations import booking_follow, brings_news, lock_payment, truth_apply
 from payments.services.runs import plan_for, schedule
 
 logger = logging.getLogger(__name__)
@@ -76,6 +79,23 @@ def _payment_of(obj: dict[str, Any]) -> Payment | None:
     return Payment.objects.filter(match).first() if match else None
 
 
+def _truth(obj: dict[str, Any], currency: str) -> IntentTruth:
+    """What a delivery's object says of its intent; `RefusedAmount` (or a type error) if we
+    refuse it."""
+    if obj.get("object") == "charge":
+        return charge_truth(obj, currency)
+    return intent_truth(obj, currency)
+
+
+def _known(obj: dict[str, Any], payment: Payment) -> bool:
+    """The delivery tells nothing new of the payment (a read of its committed row, no lock)."""
+    try:
+        truth = _truth(obj, payment.currency)
+    except (RefusedAmount, AttributeError, TypeError):
+        return False  # refused by the worker, on the booking's timeline
+    return not brings_news(payment, truth)
+
+
 def payment_event_receive(*, raw: bytes, signature: str) -> Receipt:
     """Verify, store and queue one delivery; what to answer the provider."""
     if len(raw) > settings.WEBHOOK_MAX_BYTES:
@@ -86,8 +106,14 @@ def payment_event_receive(*, raw: bytes, signature: str) -> Receipt:
         logger.warning("payment webhook refused: %s", error)
         return Receipt(400, "invalid_signature", "The Stripe-Signature does not verify.")
     kind = str(event["type"])[:64]
-    payment = _payment_of(_object(event)) if kind in HANDLED else None
-    state = EventState.RECEIVED if payment is not None else EventState.IGNORED
+    obj = _object(event)
+    payment = _payment_of(obj) if kind in HANDLED else None
+    if payment is None:
+        state = EventState.IGNORED
+    elif _known(obj, payment):
+        state = EventState.KNOWN
+    else:
+        state = EventState.RECEIVED
     try:
         with transaction.atomic():
             stored = PaymentEvent.objects.create(
@@ -96,14 +122,16 @@ def payment_event_receive(*, raw: bytes, signature: str) -> Receipt:
                 body=raw,
                 payment=payment,
                 state=state,
-                processed_at=None if payment is not None else timezone.now(),
+                processed_at=None if state == EventState.RECEIVED else timezone.now(),
             )
-            if payment is not None:
+            if state == EventState.RECEIVED:
                 messages.send_event_on_commit(stored.pk)
     except IntegrityError:
         return Receipt(200, "duplicate", "This event was received before.")
     if payment is None:
         return Receipt(200, "ignored", "Nothing of ours, or a type we do not apply.", stored)
+    if state == EventState.KNOWN:
+        return Receipt(202, "known", "Stored; nothing new for the payment.", stored)
     return Receipt(202, "accepted", "Stored; applied shortly.", stored)
 
 
@@ -119,6 +147,13 @@ def payment_event_process(event_id: int) -> None:
             state=EventState.FAILED, error="gave up after its tries", processed_at=timezone.now()
         )
         return
+    if _known(_object(json.loads(bytes(event.body))), event.payment):
+        # Nothing new since it was received (our own answer went through the one door meanwhile):
+        # stored as such, without locking the booking and payment to find that out again.
+        PaymentEvent.objects.filter(pk=event_id, state=EventState.RECEIVED).update(
+            state=EventState.KNOWN, processed_at=timezone.now()
+        )
+        return
     run_after = False
     with transaction.atomic():
         booking = lock_booking(event.payment.booking_id)
@@ -128,10 +163,7 @@ def payment_event_process(event_id: int) -> None:
             return
         obj = _object(json.loads(bytes(event.body)))
         try:
-            if obj.get("object") == "charge":
-                truth = charge_truth(obj, payment.currency)
-            else:
-                truth = intent_truth(obj, payment.currency)
+            truth = _truth(obj, payment.currency)
         except (RefusedAmount, AttributeError, TypeError) as refused:
             _refuse(booking, event, str(refused))
             return

@@ -15,6 +15,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from django.db import transaction
 from django.test import Client
 from django.utils import timezone
 
@@ -168,13 +169,89 @@ def test_an_older_event_arriving_after_a_newer_one_moves_nothing_back(db):
     newer = event("payment_intent.succeeded", intent(payment, "succeeded", received=36_000))
     older = event("payment_intent.amount_capturable_updated", intent(payment, "requires_capture"))
 
+    responses = []
     for body in (newer, older):
-        deliver(body)
+        responses.append(deliver(body).json()["status"])
         payment_event_process(PaymentEvent.objects.latest("id").pk)
 
     payment.refresh_from_db()
     assert (payment.status, payment.captured_amount) == (P.CAPTURED, Decimal("360.00"))
-    assert kinds(payment.booking)[-1] == "payment.observation.stale"
+    # The older word is recognised on receipt as nothing new: stored, never applied.
+    assert responses == ["accepted", "known"]
+    assert list(PaymentEvent.objects.order_by("id").values_list("state", flat=True)) == [
+        EventState.PROCESSED,
+        EventState.KNOWN,
+    ]
+
+
+def test_an_older_event_applied_under_the_lock_is_recorded_as_stale(db):
+    # The one door's own guard, for a word that was news when the worker read the row and is
+    # old by the time it holds the lock.
+    payment = paying_booking(S.CONFIRMED, P.CAPTURED, provider_intent_id="pi_" + "a" * 24)
+    older = intent(payment, "requires_capture")
+    booking = payment.booking
+
+    from bookings.services import lock_booking
+    from payments.connector import intent_truth
+    from payments.services.observations import lock_payment, truth_apply
+
+    with transaction.atomic():
+        locked = lock_payment(lock_booking(booking.pk))
+        changed = truth_apply(
+            booking=booking, payment=locked, truth=intent_truth(older, "EUR"), source="test", actor="worker"
+        )
+
+    payment.refresh_from_db()
+    assert (changed, payment.status) == (False, P.CAPTURED)
+    assert kinds(booking)[-1] == "payment.observation.stale"
+
+
+def test_the_echo_of_our_own_answer_is_stored_as_known_and_applies_nothing(
+    db, django_capture_on_commit_callbacks
+):
+    # Our authorization's answer went through the one door first; the provider's webhook for it
+    # says the same: stored (and deduplicated), no message, no timeline row of its own making.
+    payment = paying_booking(
+        S.REQUESTED, P.AUTHORIZED, provider_intent_id="pi_" + "b" * 24, provider_status="requires_capture"
+    )
+    body = event("payment_intent.amount_capturable_updated", intent(payment, "requires_capture"))
+    written = kinds(payment.booking)
+
+    with django_capture_on_commit_callbacks() as queued_after_commit:
+        first, again = deliver(body), deliver(body)
+
+    stored = PaymentEvent.objects.get()
+    assert queued_after_commit == []  # no message for a worker
+    assert (first.status_code, first.json()["status"]) == (202, "known")
+    assert (again.status_code, again.json()["status"]) == (200, "duplicate")
+    assert (stored.state, stored.processed_at is not None, stored.payment) == (
+        EventState.KNOWN,
+        True,
+        payment,
+    )
+    assert kinds(payment.booking) == written
+
+
+def test_news_received_then_made_known_by_our_own_answer_is_known_without_a_lock(db):
+    # Received while the authorization's answer was still out; by the time the worker reads it
+    # our own answer has applied the same: stored as known, nothing applied twice.
+    payment = paying_booking()
+    intent_id = "pi_" + "c" * 24
+    body = event(
+        "payment_intent.amount_capturable_updated",
+        {**intent(payment, "requires_capture"), "id": intent_id},
+    )
+    assert deliver(body).json()["status"] == "accepted"
+    Payment.objects.filter(pk=payment.pk).update(
+        status=P.AUTHORIZED, provider_intent_id=intent_id, provider_status="requires_capture"
+    )
+    written = kinds(payment.booking)
+
+    payment_event_process(PaymentEvent.objects.get().pk)
+
+    stored = PaymentEvent.objects.get()
+    assert (stored.state, stored.tries) == (EventState.KNOWN, 1)
+    assert kinds(payment.booking) == written
 
 
 def test_a_stored_event_whose_message_was_lost_is_queued_by_the_sweeper_once(db, broker, settings):
