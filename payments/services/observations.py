@@ -93,15 +93,7 @@ def truth_apply(
     if not payment.provider_intent_id:
         payment.provider_intent_id = truth.intent_id
         fields.add("provider_intent_id")
-    target = (
-        decisions.status_of_intent(
-            intent_status=truth.status,
-            cancellation_reason=truth.cancellation_reason,
-            declined=truth.declined,
-        )
-        if truth.status
-        else None
-    )
+    target = _status_told(truth)
     ignored = ""
     if target is not None and target != payment.status:
         move = getattr(payment, decisions.TRANSITION_TO[target])
@@ -125,6 +117,15 @@ def truth_apply(
     return changed
 
 
+def _status_told(truth: IntentTruth) -> str | None:
+    """Our payment status that the provider's word stands for (None: the word names no status)."""
+    if not truth.status:
+        return None
+    return decisions.status_of_intent(
+        intent_status=truth.status, cancellation_reason=truth.cancellation_reason, declined=truth.declined
+    )
+
+
 def _grow(payment: Payment, field: str, observed: Decimal | None) -> set[str]:
     """Money the provider counts only grows: an older total never lowers ours."""
     if observed is None or observed <= getattr(payment, field):
@@ -141,15 +142,7 @@ def brings_news(payment: Payment, truth: IntentTruth) -> bool:
     either. An intent other than ours is news (the one door records it)."""
     if not payment.provider_intent_id or truth.intent_id != payment.provider_intent_id:
         return True
-    target = (
-        decisions.status_of_intent(
-            intent_status=truth.status,
-            cancellation_reason=truth.cancellation_reason,
-            declined=truth.declined,
-        )
-        if truth.status
-        else None
-    )
+    target = _status_told(truth)
     if target is not None and target != payment.status:
         if can_proceed(getattr(payment, decisions.TRANSITION_TO[target])):
             return True
