@@ -43,6 +43,20 @@ end
 return claimed
 """
 
+# The same, in order, until ARGV[2] keys are newly claimed: the rest are left untouched.
+_CLAIM_FIRST_WINDOWS = """
+local claimed = {}
+local taken = 0
+for i, key in ipairs(KEYS) do
+  claimed[i] = 0
+  if taken < tonumber(ARGV[2]) and redis.call('SET', key, '1', 'NX', 'PX', ARGV[1]) then
+    claimed[i] = 1
+    taken = taken + 1
+  end
+end
+return claimed
+"""
+
 # Delete the claim only if it is still the one this message carries.
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -52,11 +66,16 @@ return 0
 """
 
 
-def claim_windows(names: list[str], ttl_s: float) -> list[bool]:
-    """Claim each name for `ttl_s` (one Lua call); True where newly claimed."""
+def claim_windows(names: list[str], ttl_s: float, *, limit: int | None = None) -> list[bool]:
+    """Claim each name for `ttl_s` (one Lua call); True where newly claimed. With `limit`, the
+    names are claimed in order until that many are newly claimed, and the rest left alone."""
     if not names:
         return []
-    claimed = _script(_CLAIM_WINDOWS)(keys=[_key(name) for name in names], args=[_ms(ttl_s)])
+    keys = [_key(name) for name in names]
+    if limit is None:
+        claimed = _script(_CLAIM_WINDOWS)(keys=keys, args=[_ms(ttl_s)])
+    else:
+        claimed = _script(_CLAIM_FIRST_WINDOWS)(keys=keys, args=[_ms(ttl_s), limit])
     return [flag == 1 for flag in claimed]
 
 

@@ -223,13 +223,14 @@ def sweep(
     return report
 
 
-def _first_time(keys: list[str], ttl_s: float) -> list[bool]:
-    """Claim each key for a window of `ttl_s` (`reconciliation.claims`); True where newly claimed.
+def _first_time(keys: list[str], ttl_s: float, *, limit: int | None = None) -> list[bool]:
+    """Claim each key for a window of `ttl_s` (`reconciliation.claims`); True where newly claimed
+    (with `limit`, in order until that many are).
 
     Work that has no row of its own to push forward (stale webhooks, settled fences, listing
     walks) is queued at most once per window: running a sweep twice queues nothing new.
     """
-    return claims.claim_windows(keys, ttl_s)
+    return claims.claim_windows(keys, ttl_s, limit=limit)
 
 
 def _queue_due(batch: list[tuple]) -> None:
@@ -258,13 +259,20 @@ def queue_sweep_messages(batch: list[tuple]) -> None:
 
 
 def _send_claimed(
-    rows: list[tuple], *, key: str, ttl_s: float, send: Callable[[object, str], None], dry_run: bool
+    rows: list[tuple],
+    *,
+    key: str,
+    ttl_s: float,
+    send: Callable[[object, str], None],
+    dry_run: bool,
+    limit: int | None = None,
 ) -> int:
-    """For side work selected as `(id, partner code)` rows: claim each (`key` formats the id),
-    send the newly claimed ones, and return how many were sent (or are due, on a dry run)."""
+    """For side work selected as `(id, partner code)` rows: claim each (`key` formats the id;
+    with `limit`, in order until that many are newly claimed), send the newly claimed ones, and
+    return how many were sent (or are due, on a dry run)."""
     if dry_run:
-        return len(rows)
-    claimed = _first_time([key.format(pk) for pk, _ in rows], ttl_s)
+        return len(rows) if limit is None else min(len(rows), limit)
+    claimed = _first_time([key.format(pk) for pk, _ in rows], ttl_s, limit=limit)
     sent = 0
     for (pk, code), first in zip(rows, claimed, strict=True):
         if first:
@@ -341,6 +349,10 @@ def _requeue_owed_compensations(now: datetime, partner: Partner | None, dry_run:
     )
 
 
+# How many audit candidates are read per read sent: room to pass over the front's reads in flight.
+AUDIT_CANDIDATES_PER_READ = 3
+
+
 def _audit_confirmed(now: datetime, partner: Partner | None, dry_run: bool) -> int:
     """Confirmed means confirmed (invariant 6): re-read confirmed bookings whose stay is ahead of
     them every RECONCILE_AUDIT_AGE_S, in case the news of a cancellation at the partner was lost
@@ -358,10 +370,14 @@ def _audit_confirmed(now: datetime, partner: Partner | None, dry_run: bool) -> i
         .alias(truth_learned_at=Coalesce("last_synced_at", "status_changed_at"))
         .filter(truth_learned_at__lt=stale)
     )
+    # More candidates than the batch: those at the front whose read is still on its way (claimed
+    # within the last RECONCILE_AUDIT_AGE_S, not answered yet) are passed over, so that every
+    # sweep sends a whole batch of new reads and a round takes the time the window says.
+    batch = settings.RECONCILE_AUDIT_BATCH
     rows = list(
         _for_partner(audit, partner)
         .order_by("truth_learned_at", "id")
-        .values_list("id", "partner__code")[: settings.RECONCILE_AUDIT_BATCH]
+        .values_list("id", "partner__code")[: batch * AUDIT_CANDIDATES_PER_READ]
     )
     return _send_claimed(
         rows,
@@ -369,6 +385,7 @@ def _audit_confirmed(now: datetime, partner: Partner | None, dry_run: bool) -> i
         ttl_s=settings.RECONCILE_AUDIT_AGE_S,
         send=lambda pk, code: messages.send_audit_sync(pk, Partner(code=code)),
         dry_run=dry_run,
+        limit=batch,
     )
 
 

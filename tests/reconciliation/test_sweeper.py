@@ -626,6 +626,29 @@ def test_the_audit_reads_confirmed_bookings_in_the_order_it_last_learned_their_t
     ]  # the one confirmed lately: next round
 
 
+def test_each_sweep_sends_a_whole_batch_of_new_audit_reads_past_those_still_in_flight(
+    make_booking, audit_queue, broker, django_capture_on_commit_callbacks, settings
+):
+    """The front of the queue keeps its place until its read is answered: a sweep that finds
+    those reads still on their way passes over them, so that a round over every confirmed
+    booking takes the time the detection window says (a batch of new reads per sweep), not
+    longer while reads are in flight."""
+    settings.RECONCILE_AUDIT_BATCH = 2
+    now = timezone.now()
+    age = timedelta(seconds=settings.RECONCILE_AUDIT_AGE_S)
+    in_order = [
+        make_booking(status=S.CONFIRMED, status_changed_at=now - age - timedelta(seconds=60 - i))
+        for i in range(5)
+    ]
+
+    _sweep(django_capture_on_commit_callbacks)
+    broker.flush(audit_queue)
+    _sweep(django_capture_on_commit_callbacks)  # the first two are not read yet: still in flight
+
+    audited = [args[0] for _, args in calls(broker, audit_queue)]
+    assert audited == [str(b.pk) for b in in_order[2:4]]
+
+
 def test_due_bookings_are_queued_in_chunks(
     make_booking, sweep_queue, broker, django_capture_on_commit_callbacks, settings
 ):
