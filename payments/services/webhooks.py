@@ -147,7 +147,8 @@ def payment_event_process(event_id: int) -> None:
             state=EventState.FAILED, error="gave up after its tries", processed_at=timezone.now()
         )
         return
-    if _known(_object(json.loads(bytes(event.body))), event.payment):
+    obj = _object(json.loads(bytes(event.body)))  # the stored raw body: it never changes
+    if _known(obj, event.payment):
         # Nothing new since it was received (our own answer went through the one door meanwhile):
         # stored as such, without locking the booking and payment to find that out again.
         PaymentEvent.objects.filter(pk=event_id, state=EventState.RECEIVED).update(
@@ -161,7 +162,6 @@ def payment_event_process(event_id: int) -> None:
         event = PaymentEvent.objects.select_for_update().get(pk=event_id)
         if event.state != EventState.RECEIVED or payment is None:
             return
-        obj = _object(json.loads(bytes(event.body)))
         try:
             truth = _truth(obj, payment.currency)
         except (RefusedAmount, AttributeError, TypeError) as refused:
