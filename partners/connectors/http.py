@@ -16,6 +16,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import socket
+import struct
 import threading
 import time
 from dataclasses import dataclass, field
@@ -34,6 +36,7 @@ from tenacity import (
     stop_after_attempt,
     wait_random_exponential,
 )
+from urllib3.connection import HTTPConnection
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 from urllib3.exceptions import HTTPError as Urllib3HTTPError
 
@@ -46,6 +49,8 @@ CONNECT_ATTEMPTS = 3
 MAX_BODY_BYTES = 10 * 1024 * 1024
 REFUSAL_CHARS = 300  # PartnerAttempt.refusal
 USER_AGENT = "bookings-behind-partners/0.1"
+# SO_LINGER on with a zero timeout: close() resets the connection and discards unsent data.
+RESET_ON_CLOSE = (socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
 _sessions: dict[str, tuple[tuple[str, str], requests.Session]] = {}
 _sessions_lock = threading.Lock()
@@ -79,10 +84,24 @@ def close_sessions() -> None:
         session.close()
 
 
+class AbortingAdapter(HTTPAdapter):
+    """Connections that are reset when closed, not shut down politely.
+
+    urllib3 closes a connection it gives up on (a read timeout, a broken answer). A polite close
+    leaves the unacknowledged request in the kernel, which re-sends it for up to ~15 minutes: a
+    create we timed out on behind a partition would reach the partner when the link heals, after
+    a lookup had "proved" it absent, and make a duplicate. A reset drops what was not delivered,
+    so a request lands, if ever, within its own timeouts (`partners/services/sync.landed_by`)."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["socket_options"] = [*HTTPConnection.default_socket_options, RESET_ON_CLOSE]
+        super().init_poolmanager(*args, **kwargs)
+
+
 def _new_session(*, pool_size: int) -> requests.Session:
     session = requests.Session()
     # urllib3 must not retry anything: a silent re-send of a POST is how duplicates are made.
-    adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
+    adapter = AbortingAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     # Sessions are shared across worker threads: keep no cookies, take no proxy/netrc from the env.

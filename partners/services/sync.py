@@ -103,7 +103,28 @@ def _in_flight_remaining_s(attempt: PartnerAttempt, now: datetime) -> float:
     return (attempt.started_at + in_flight_budget(attempt) - now).total_seconds()
 
 
-def _lookup(booking: Booking, findings: Findings) -> None:
+def landed_by(attempt: PartnerAttempt) -> datetime:
+    """When a create we stopped waiting for can no longer reach the partner.
+
+    Our client aborts a connection it gives up on (`partners/connectors/http.py`: the socket is
+    reset, not closed, so the kernel never re-sends the request after a partition heals), so a
+    request lands, if ever, within its connect and read time plus the partner's own processing,
+    which the grace covers. A search that finds nothing before then proves nothing yet."""
+    partner = attempt.partner
+    return attempt.started_at + timedelta(
+        seconds=partner.connect_timeout_s + partner.read_timeout_s + settings.PARTNER_IN_FLIGHT_GRACE_S
+    )
+
+
+def _not_final_before(findings: Findings, moment: datetime) -> None:
+    """An empty answer read before `moment` is not final: read again then."""
+    now = timezone.now()
+    if now < moment:
+        findings.complete = False
+        findings.come_back_in_s = max(findings.come_back_in_s or 0, (moment - now).total_seconds())
+
+
+def _lookup(booking: Booking, fences: list[PartnerAttempt], findings: Findings) -> None:
     connector = connector_for(booking.partner)
     attempt, result = call_and_close(
         partner=booking.partner,
@@ -116,6 +137,8 @@ def _lookup(booking: Booking, findings: Findings) -> None:
         return
     findings.snapshots += [(s, Source.LOOKUP, attempt) for s in result.reservations]
     findings.complete = True
+    if not result.reservations and fences:
+        _not_final_before(findings, max(landed_by(f) for f in fences))
 
 
 def _replay(booking: Booking, findings: Findings) -> None:
@@ -177,10 +200,12 @@ def _search_listing(booking: Booking, fence: PartnerAttempt | None, findings: Fi
         findings.come_back_in_s = max(findings.come_back_in_s or 0, settings.PARTNER_SYNC_DELAY_S)
 
 
-def _find_reservations(booking: Booking, fence: PartnerAttempt | None) -> Findings:
+def _find_reservations(booking: Booking, fences: list[PartnerAttempt]) -> Findings:
+    """What the partner holds for the booking; `fences`: its unresolved creates, oldest first."""
+    fence = fences[0] if fences else None
     findings = Findings(strategy=decisions.ambiguity_strategy(booking.partner.capabilities), searched=True)
     if findings.strategy == Strategy.LOOKUP_BY_REFERENCE:
-        _lookup(booking, findings)
+        _lookup(booking, fences, findings)
     elif findings.strategy == Strategy.REPLAY_IDEMPOTENT_CREATE:
         if fence is not None:
             _replay(booking, findings)
@@ -281,7 +306,7 @@ def booking_sync(booking_id: UUID, *, actor: Actor | str = Actor.WORKER, actor_l
         needs_search = fence is not None or (
             booking.status in CREATE_UNANSWERED and not booking.partner_reservations.exists()
         )
-        findings = _find_reservations(booking, fence) if needs_search else Findings()
+        findings = _find_reservations(booking, fences) if needs_search else Findings()
         findings.fence_ids = [a.pk for a in fences]
         _refresh_known(booking, findings)
         for snapshot, source, attempt in findings.snapshots:

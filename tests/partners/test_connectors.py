@@ -507,6 +507,56 @@ def test_read_timeout_is_ambiguous_for_writes_transient_for_reads(
     assert time.monotonic() - started < 0.6
 
 
+def _read_request(connection: socket.socket) -> bytes:
+    """One whole HTTP request: its head, then as many body bytes as Content-Length says."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += connection.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(
+        (
+            int(line.split(b":", 1)[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        ),
+        0,
+    )
+    while len(body) < length:
+        body += connection.recv(65536)
+    return head + b"\r\n\r\n" + body
+
+
+def test_a_connection_given_up_on_is_reset_so_the_request_cannot_land_later() -> None:
+    # Given a partner that takes the request but answers only after our read timeout
+    listener = socket.create_server(("127.0.0.1", 0))
+    seen: dict[str, Any] = {}
+
+    def partner_side() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            connection.settimeout(5)
+            seen["request"] = _read_request(connection)
+            time.sleep(0.6)  # our client has given up by now
+            try:
+                seen["after"] = connection.recv(1)  # b"": a polite close; the kernel may re-send
+            except ConnectionResetError:
+                seen["after"] = "reset"
+
+    thread = threading.Thread(target=partner_side, daemon=True)
+    thread.start()
+    partner = make_partner(f"http://127.0.0.1:{listener.getsockname()[1]}", read_timeout_s=0.2)
+
+    result = run("reference", "create", partner)
+    thread.join(timeout=5)
+    listener.close()
+
+    # Then the create is ambiguous, and the connection was reset: a reset drops whatever of the
+    # request was still unacknowledged (behind a partition) instead of re-sending it for minutes
+    assert result.outcome == Outcome.AMBIGUOUS
+    assert seen["request"].startswith(b"POST ")
+    assert seen["after"] == "reset"
+
+
 @pytest.mark.parametrize(("adapter", "op"), ALL_OPS)
 def test_dropped_connection_after_send_is_not_retried(server: ScriptedPartner, adapter: str, op: str) -> None:
     # Given a partner that reads the request, then closes the socket without answering

@@ -9,9 +9,12 @@ import random
 from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 
 from bookings.states import BookingState
 from partners.models import Capability, Operation, Outcome, PartnerAttempt, PartnerObservation
+from partners.services.submission import submission_run
+from partners.services.sync import booking_sync, landed_by
 from tests.helpers import wait_until
 from tests.partners.conftest import (
     assert_at_rest,
@@ -207,6 +210,36 @@ def test_timeout_at_a_partner_ignoring_keys_is_still_resolved_by_lookup(harness,
     assert creates(booking) == [Outcome.AMBIGUOUS]
     assert len(h.truth(booking)) == 1
     assert status_of(booking) == S.CONFIRMED
+
+
+def test_a_lookup_before_a_timed_out_create_could_land_proves_nothing_yet(harness):
+    # Given a partner that ignores keys and commits a create only after our read timeout (1 s)
+    h = harness("reference")
+    h.faults(latency_ms=[1600, 1600], honour_idempotency_keys=False)
+    booking = book(h)
+    submission_run(booking.pk)
+    booking.refresh_from_db()
+    assert booking.status == S.UNKNOWN
+    h.faults(latency_ms=[0, 0])
+    fence = PartnerAttempt.objects.fencing().get(booking=booking)
+
+    # When its sync looks it up at once, while the create is still on its way
+    follow_up = booking_sync(booking.pk)
+
+    # Then the empty answer proves nothing yet: still fenced, read again once it could have landed
+    booking.refresh_from_db()
+    assert booking.status == S.UNKNOWN
+    assert PartnerAttempt.objects.fencing().filter(pk=fence.pk).exists()
+    waited = (landed_by(fence) - timezone.now()).total_seconds()
+    assert follow_up.sync_after_s is not None and waited - 0.5 < follow_up.sync_after_s <= waited + 0.1
+
+    # and the read after that finds what the late create made: one reservation, never a second create
+    wait_until(lambda: timezone.now() >= landed_by(fence), what="the create's landing time")
+    booking_sync(booking.pk)
+    booking.refresh_from_db()
+    assert booking.status == S.CONFIRMED
+    assert creates(booking) == [Outcome.AMBIGUOUS]
+    assert len(h.truth(booking)) == 1
 
 
 # --- no fault at all ---------------------------------------------------------------------------
