@@ -101,7 +101,10 @@ class Partitioner(threading.Thread):
     def run(self) -> None:
         try:
             while not self._halt.is_set():
-                self._tick()
+                try:
+                    self._tick()
+                except Exception as exc:  # noqa: BLE001 - the schedule goes on; the report says why
+                    self.errors.append(f"the fault schedule stumbled: {exc!r}")
                 self._halt.wait(TICK_S)
         finally:
             for record in self.records:
@@ -116,7 +119,7 @@ class Partitioner(threading.Thread):
             if record.began_s is None:
                 soon = now >= fault.start_s - MAP_AHEAD_S
                 if fault.kind == "worker_cut" and soon and not record.worker_ids:
-                    record.worker_ids = self._worker_ids_on(fault.hosts[0]) or ["unknown"]
+                    record.worker_ids = self._worker_ids_within_bound(fault.hosts[0]) or ["unknown"]
                 if now >= fault.start_s:
                     self._begin(record)
             elif record.ended_s is None and now >= record.began_s + fault.duration_s:
@@ -206,6 +209,19 @@ class Partitioner(threading.Thread):
             self.errors.append(f"could not read the messages held by {worker_ids}: {exc!r}")
         return held
 
+    def _worker_ids_within_bound(self, host: str) -> list[str]:
+        """`_worker_ids_on`, given up on after a bound: a watch that hangs must not hold the cut."""
+        found: list[str] = []
+        watch = threading.Thread(
+            target=lambda: found.extend(self._worker_ids_on(host)), name="chaos-broker-watch", daemon=True
+        )
+        watch.start()
+        watch.join(timeout=MONITOR_S + 2.0)
+        if watch.is_alive():
+            self.errors.append(f"watching the broker before cutting {host} off did not end in time")
+            return []
+        return found
+
     def _worker_ids_on(self, host: str) -> list[str]:
         """Dramatiq worker ids whose commands come from the host's address (watched for a second)."""
         address = self.plan.host(host).address
@@ -218,6 +234,8 @@ class Partitioner(threading.Thread):
                     try:
                         command = monitor.next_command()
                     except (redis.TimeoutError, TimeoutError):
+                        break  # a quiet broker (redis-py drops the connection after a timeout)
+                    except (AttributeError, ValueError):  # a line redis-py cannot parse: not ours
                         continue
                     words = str(command.get("command", "")).split(" ")
                     # EVALSHA <sha> 1 <namespace> <command> <timestamp> <queue> <worker id> ...
