@@ -73,6 +73,8 @@ def _argv(config: Config, *, web_hosts: int, worker_hosts: int, report: Path, ru
         "--client-replay-rate=0",
         "--client-race-rate=0",
         "--cancel-rate=0",
+        "--no-payments",  # the pipeline's cost, as measured before the cluster had a provider
+        "--no-watch",
         "--seed=1",
         "--no-live",
         f"--json={report}",

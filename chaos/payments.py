@@ -85,11 +85,12 @@ class PaymentProvider:
     webhook_secret: str = field(
         default_factory=lambda: "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
     )
+    host: str = "127.0.0.1"  # where it listens (a cluster: the partners host)
     process: ManagedProcess | None = None
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def argv(self, *, store: Path, webhook_url: str, hang_s: float) -> list[str]:
         return [
@@ -98,6 +99,8 @@ class PaymentProvider:
             "run_sandbox_partner",
             "--profile",
             "payments",
+            "--host",
+            self.host,
             "--port",
             str(self.port),
             "--store",

@@ -215,12 +215,16 @@ class ChaosRun:
         return SandboxPartner(profile=profile, code=code, plan=plan)
 
     def _provider(self) -> PaymentProvider | None:
-        """The payment provider, beside the partners on this machine (a cluster's stack has none)."""
-        if not self.config.payments or self.config.cluster is not None:
+        """The payment provider, beside the partners."""
+        if not self.config.payments:
             return None
         config = self.config
         faults = provider_faults(fault_rate=config.fault_rate, time_scale=config.time_scale, seed=config.seed)
-        return PaymentProvider(faults=faults)
+        return PaymentProvider(faults=faults, host=self._partners_address())
+
+    def _partners_address(self) -> str:
+        """Where the sandbox partners, the payment provider and the mail sink listen."""
+        return "127.0.0.1"
 
     def _stack(self, *, database_url: str, redis: EmbeddedRedisHandle | ExternalRedisHandle) -> Stack:
         return Stack(

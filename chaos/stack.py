@@ -20,6 +20,7 @@ from chaos.payments import PaymentProvider
 from chaos.procs import ManagedProcess, free_port, wait_until
 from chaos.redis_ops import EmbeddedRedisHandle, ExternalRedisHandle
 from chaos.sandboxes import SandboxPartner
+from config.events import command as events_command
 
 BASE_DIR = Path(__file__).resolve().parents[1]
 WORKER_READY = "Worker process is ready for action."
@@ -51,6 +52,7 @@ class Stack:
         self.webhook_port = free_port()
         self.events_port = free_port()
         self.mail_port = free_port()
+        self.mail_host = "127.0.0.1"  # where the mail sink listens (a cluster: the partners host)
         self.mail_dir = identity.directory / "mail"
         self.web: ManagedProcess | None = None
         self.webhooks: ManagedProcess | None = None
@@ -71,6 +73,10 @@ class Stack:
     def webhook_url(self, code: str) -> str:
         return f"http://127.0.0.1:{self.webhook_port}/partners/{code}/webhooks/"
 
+    @property
+    def payments_webhook_url(self) -> str:
+        return f"http://127.0.0.1:{self.webhook_port}/payments/webhooks/"
+
     def _process(self, name: str, argv: list[str], *, role: str) -> ManagedProcess:
         env = child_env(
             dict(os.environ),
@@ -80,7 +86,7 @@ class Stack:
             redis_url=self.redis.url,
             role=role,
         )
-        env["EMAIL_URL"] = f"smtp://127.0.0.1:{self.mail_port}"
+        env["EMAIL_URL"] = f"smtp://{self.mail_host}:{self.mail_port}"
         if self.provider is not None:
             timing = self.config.timing
             env.update(
@@ -112,7 +118,7 @@ class Stack:
                 "sandbox-payments",
                 self.provider.argv(
                     store=self.identity.directory / "payments-store.sqlite3",
-                    webhook_url=f"http://127.0.0.1:{self.webhook_port}/payments/webhooks/",
+                    webhook_url=self.payments_webhook_url,
                     hang_s=hang_s,
                 ),
                 role="sandbox-payments",
@@ -152,14 +158,13 @@ class Stack:
         self.webhooks = self._gunicorn("webhooks", f"127.0.0.1:{self.webhook_port}").start()
         self.events = self._process(
             "events",
-            [sys.executable, "-m", "config.events", "--port", str(self.events_port)],
+            events_command(port=self.events_port),
             role="events",
         ).start()
         for index in range(self.config.workers):
             self.workers.append(self._worker(f"worker-{index + 1}").start())
         self.scheduler = self._scheduler("scheduler").start()
-        if not wait_until(partial(_listening, self.mail, self.mail_port), timeout_s=START_TIMEOUT_S):
-            raise StartupFailed(f"the mail sink did not listen; see {self.mail.log_path}")
+        self.wait_mail_ready()
         self.wait_ready(
             servers=[
                 (self.web, self.web_url),
@@ -175,12 +180,20 @@ class Stack:
             sys.executable,
             "manage.py",
             "run_mail_sink",
+            "--host",
+            self.mail_host,
             "--port",
             str(self.mail_port),
             "--dir",
             str(self.mail_dir),
         ]
         return self._process(name, argv, role=name)
+
+    def wait_mail_ready(self) -> None:
+        assert self.mail is not None
+        listening = partial(_listening, self.mail, self.mail_host, self.mail_port)
+        if not wait_until(listening, timeout_s=START_TIMEOUT_S):
+            raise StartupFailed(f"the mail sink did not listen; see {self.mail.log_path}")
 
     def wait_ready(
         self, *, servers: list[tuple[ManagedProcess, str]], schedulers: list[ManagedProcess]
@@ -301,11 +314,11 @@ def _healthy(server: ManagedProcess, base_url: str) -> bool:
         return False
 
 
-def _listening(process: ManagedProcess, port: int) -> bool:
+def _listening(process: ManagedProcess, host: str, port: int) -> bool:
     if not process.alive:
         return False
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
+        with socket.create_connection((host, port), timeout=1):
             return True
     except OSError:
         return False

@@ -127,8 +127,10 @@ class ClusterRun(ChaosRun):
         return self.broker
 
     def _sandbox(self, *, profile: str, code: str, plan: FaultPlan) -> ClusterSandboxPartner:
-        partners = self.plan.host("partners").address
-        return ClusterSandboxPartner(profile=profile, code=code, plan=plan, host=partners)
+        return ClusterSandboxPartner(profile=profile, code=code, plan=plan, host=self._partners_address())
+
+    def _partners_address(self) -> str:
+        return self.plan.host("partners").address
 
     def _stack(self, *, database_url: str, redis: BrokerServer) -> ClusterStack:
         assert self.network is not None

@@ -2,11 +2,14 @@
 
 Placement (one role per host, as on separate machines):
 
-- `web-N`: the customers' gunicorn on :8000 and the partners' webhook receiver on :8001
-  (the Procfile's `web` and `webhooks`); the sandboxes deliver webhooks to web-1's receiver;
+- `web-N`: the customers' gunicorn on :8000, the partners' and the provider's webhook receiver
+  on :8001 and the customers' live streams (the events process) on :8002 (the Procfile's `web`,
+  `webhooks` and `events`); the sandboxes and the provider deliver webhooks to web-1's receiver,
+  and the harness's customers follow their streams on the last web host;
 - `worker-N`: `--workers` Dramatiq worker processes each;
 - `scheduler` (and the standby on `scheduler-2`): the sweeper, one sweep at a time by its lock;
-- `partners`: the sandbox partners; `db` and `broker`: see `services`.
+- `partners`: whatever stands outside our system: the sandbox partners, the payment provider and
+  the customers' mail provider (the SMTP sink); `db` and `broker`: see `services`.
 """
 
 from __future__ import annotations
@@ -26,9 +29,11 @@ from chaos.cluster.services import BrokerServer
 from chaos.procs import ManagedProcess
 from chaos.sandboxes import SandboxPartner
 from chaos.stack import Stack
+from config.events import command as events_command
 
 WEB_PORT = 8000
 WEBHOOK_PORT = 8001
+EVENTS_PORT = 8002
 
 
 @dataclass
@@ -52,8 +57,10 @@ class ClusterStack(Stack):
         self.plan: ClusterPlan = network.plan
         self.webs: list[ManagedProcess] = []
         self.receivers: list[ManagedProcess] = []
+        self.streams: list[ManagedProcess] = []  # the events processes
         self.sweepers: list[ManagedProcess] = []
         self._placement: dict[str, Host] = {}
+        self.mail_host = self.plan.host("partners").address
 
     @property
     def web_url(self) -> str:
@@ -63,8 +70,17 @@ class ClusterStack(Stack):
     def web_urls(self) -> list[str]:
         return [f"http://{h.address}:{WEB_PORT}" for h in self.plan.by_role("web")]
 
+    @property
+    def events_url(self) -> str:
+        """The last web host's live streams: the one no fault cuts off (`plan.plan_faults`)."""
+        return f"http://{self.plan.by_role('web')[-1].address}:{EVENTS_PORT}"
+
     def webhook_url(self, code: str) -> str:
         return f"http://{self.plan.by_role('web')[0].address}:{WEBHOOK_PORT}/partners/{code}/webhooks/"
+
+    @property
+    def payments_webhook_url(self) -> str:
+        return f"http://{self.plan.by_role('web')[0].address}:{WEBHOOK_PORT}/payments/webhooks/"
 
     def _process(self, name: str, argv: list[str], *, role: str) -> ManagedProcess:
         process = super()._process(name, argv, role=role)
@@ -81,30 +97,42 @@ class ClusterStack(Stack):
 
     # --- start -----------------------------------------------------------------------------
     def start_sandboxes(self) -> None:
+        partners = self.plan.host("partners")
         for sandbox in self.sandboxes:
-            self._place(f"sandbox-{sandbox.profile}", self.plan.host("partners"))
+            self._place(f"sandbox-{sandbox.profile}", partners)
+        self._place("sandbox-payments", partners)
         super().start_sandboxes()
 
     def start_system(self) -> None:
+        self.mail = self._mail_sink(self._place("mail", self.plan.host("partners"))).start()
         servers = []
         for n, host in enumerate(self.plan.by_role("web"), start=1):
             web = self._gunicorn(self._place(f"web-{n}", host), f"{host.address}:{WEB_PORT}").start()
             receiver = self._gunicorn(self._place(f"webhooks-{n}", host), f"{host.address}:{WEBHOOK_PORT}")
+            stream = self._process(
+                self._place(f"events-{n}", host),
+                events_command(host=host.address, port=EVENTS_PORT),
+                role=f"events-{n}",
+            )
             self.webs.append(web)
             self.receivers.append(receiver.start())
+            self.streams.append(stream.start())
             servers += [
                 (web, f"http://{host.address}:{WEB_PORT}"),
                 (receiver, f"http://{host.address}:{WEBHOOK_PORT}"),
+                (stream, f"http://{host.address}:{EVENTS_PORT}"),
             ]
+        self.events = self.streams[-1]  # the one the customers follow (`events_url`)
         for host in self.plan.by_role("worker"):
             for n in range(1, self.config.workers + 1):
                 self.workers.append(self._worker(self._place(f"{host.name}.{n}", host)).start())
         for host in self.plan.by_role("scheduler"):
             self.sweepers.append(self._scheduler(self._place(host.name, host)).start())
+        self.wait_mail_ready()
         self.wait_ready(servers=servers, schedulers=self.sweepers)
 
     def servers(self) -> list[ManagedProcess | None]:
-        return [*self.webs, *self.receivers]
+        return [*self.webs, *self.receivers, *self.streams]
 
     def schedulers(self) -> list[ManagedProcess | None]:
         return list(self.sweepers)
