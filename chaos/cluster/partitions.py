@@ -96,6 +96,10 @@ class Partitioner(threading.Thread):
         self._schedule_done.wait(timeout=max(0.0, remaining) + 30)
         self._halt.set()
         self.join(timeout=30)
+        never = [r.fault.label for r in self.records if r.began_s is None]
+        if never:
+            state = "still running" if self.is_alive() else "ended"
+            self.errors.append(f"faults that never began: {', '.join(never)} (the schedule's thread {state})")
 
     # --- the loop --------------------------------------------------------------------------
     def run(self) -> None:
