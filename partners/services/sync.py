@@ -358,7 +358,11 @@ def _conclude(booking_id: UUID, findings: Findings, *, actor: Actor | str, actor
     with transaction.atomic():
         booking = lock_booking(booking_id)
         now = timezone.now()
-        if findings.failed is None:  # the last time we learned its truth: a failed read taught nothing
+        if findings.failed is None and not findings.suspects:
+            # The last time we learned its truth. A failed read taught nothing, and a 404 that no
+            # second read has confirmed yet is a question: either way the booking keeps its place
+            # at the front of the audit, so that a second read that fails (a 429, say) is asked
+            # again at the next sweep instead of a whole audit round later.
             booking.last_synced_at = now
         if findings.searched and findings.complete and findings.failed is None:
             resolution = "partner_holds_nothing" if findings.holds_nothing else f"found_{findings.strategy}"

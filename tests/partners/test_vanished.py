@@ -7,11 +7,14 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.utils import timezone
 
 from bookings.states import BookingState
 from partners import messages
 from partners.decisions import LostVerdict, ReservationView, lost_verdict, reconcile
 from partners.models import Operation, PartnerAttempt, PartnerReservation, ReservationStatus
+from partners.services.submission import submission_run
+from partners.services.sync import booking_sync
 from reconciliation.services.sweeper import sweep
 from tests.helpers import wait_until
 from tests.partners.conftest import book, timeline, transitions, wait_for_status
@@ -187,3 +190,41 @@ def test_one_404_and_nothing_more_leaves_a_confirmed_booking_confirmed(harness, 
     sync = booking.events.filter(kind="sync.completed").latest("id")
     assert sync.data["not_found"] == [PartnerReservation.objects.get(booking=booking).partner_ref]
     assert "read again in 3600 s before concluding it is lost" in sync.summary
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(60)
+def test_a_suspected_loss_keeps_its_place_in_the_audit_until_a_read_settles_it(harness, settings):
+    # Given a confirmed booking whose reservation the partner has lost
+    settings.PARTNER_LOST_RECHECK_S = 0.5
+    h = harness("reference")
+    h.faults(vanish_rate=1, vanish_delay_s=[1, 1])
+    booking = book(h)
+    submission_run(booking.pk)
+    booking.refresh_from_db()
+    assert booking.status == S.CONFIRMED
+    learned = booking.last_synced_at
+    vanished(h, booking)
+
+    # When a read finds it gone (404), and the read that would confirm it is refused (429)
+    booking_sync(booking.pk)
+    h.faults(rate_limit_rate=1)
+    wait_until(
+        lambda: timezone.now() >= not_found_reads(booking)[0].started_at + timedelta(seconds=0.5),
+        what="the recheck delay",
+    )
+    booking_sync(booking.pk)
+
+    # Then neither read counts as truth learned: the audit, which reads the bookings whose truth
+    # it learned longest ago first, comes back to it at once (the 10,000-booking chaos run lost
+    # such a booking for a whole audit round, past its detection window)
+    booking.refresh_from_db()
+    assert booking.status == S.CONFIRMED
+    assert booking.last_synced_at == learned
+    assert PartnerAttempt.objects.filter(booking=booking, http_status=429).exists()
+    # and the next read that gets through settles it: lost, and support has it
+    h.faults(rate_limit_rate=0)
+    booking_sync(booking.pk)
+    booking.refresh_from_db()
+    assert (booking.status, booking.attention_reason) == (S.NEEDS_ATTENTION, "partner_lost_reservation")
+    assert booking.last_synced_at is not None and booking.last_synced_at != learned
