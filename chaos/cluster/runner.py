@@ -141,6 +141,7 @@ class ClusterRun(ChaosRun):
             identity=self.identity,
             database_url=database_url,
             sandboxes=self.sandboxes,
+            provider=self.provider,
         )
 
     def _client(self) -> BookingClient:
