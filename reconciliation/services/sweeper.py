@@ -359,9 +359,10 @@ def _audit_confirmed(now: datetime, partner: Partner | None, dry_run: bool) -> i
     (a webhook the partner gave up on), or the partner changed or lost it without a word.
 
     A queue in the order we last learned each one's truth: its last successful read (the sync
-    sets `last_synced_at`; a failed read and a 404 not yet confirmed do not), else its confirmation. A new confirmation
-    joins at the back, so every booking is read again within one round over all of them (the
-    detection window, docs/design.md); one whose read failed keeps its place at the front.
+    sets `last_synced_at`; a failed read and a 404 not yet confirmed do not), else its
+    confirmation. A new confirmation joins at the back, so every booking is read again within one
+    round over all of them (the detection window, docs/design.md); one whose read failed keeps
+    its place at the front.
     The reads go to the partner's audit queue (`partners.queues`): on the partner's queue they
     waited behind every submission queued before them, and the round outlasted the window."""
     stale = now - timedelta(seconds=settings.RECONCILE_AUDIT_AGE_S)
