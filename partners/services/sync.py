@@ -185,10 +185,8 @@ def _search_listing(booking: Booking, fence: PartnerAttempt | None, findings: Fi
     settled_at = started + timedelta(
         seconds=partner.connect_timeout_s + partner.read_timeout_s + settings.PARTNER_LISTING_SETTLE_S
     )
-    now = timezone.now()
-    findings.complete = now >= settled_at
-    if not findings.complete:
-        findings.come_back_in_s = (settled_at - now).total_seconds()
+    findings.complete = True
+    _not_final_before(findings, settled_at)
     # The listing's own Date headers refine the skew estimate. If the window we read was placed
     # on a wrong (or no) estimate, it may have missed the entry: read again before concluding.
     partner.refresh_from_db(fields=["clock_skew_ms"])
