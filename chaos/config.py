@@ -19,6 +19,8 @@ SETTLED_STATES = frozenset({"confirmed", "rejected", "failed", "expired", "cance
 # The children's settings module: `config.settings.test` pins a shared Dramatiq namespace, which
 # would mix this run's queues with the test suite's.
 DEFAULT_CHILD_SETTINGS = "config.settings.dev"
+# The most of the partners' reads the detection window allows for going unanswered.
+MAX_UNANSWERED_SHARE = 0.5
 
 
 def new_run_id() -> str:
@@ -90,13 +92,21 @@ class Timing:
             "CUSTOMER_SLOW_AFTER_S": str(self.customer_slow_after_s),
         }
 
-    def detection_window_s(self, confirmed: int) -> float:
+    def detection_window_s(self, confirmed: int, *, unanswered_share: float = 0.0) -> float:
         """How long after a partner's silent change (a cancellation whose news is lost, a lost
         reservation, new terms) its booking is handed over at the latest: the audit reads each
         confirmed booking again after `audit_age_s`, or after a round over all of them at
         `audit_batch` per sweep, whichever is longer; a lost one is read a second time
-        `lost_recheck_s` later; and a sweep on either side."""
-        round_s = math.ceil(confirmed / self.audit_batch) * self.sweep_interval_s
+        `lost_recheck_s` later; and a sweep on either side.
+
+        The round is over *answered* reads: a read the partner does not answer (its 429s, 5xx,
+        outage, refused key) keeps its booking at the front and takes a slot of the next batch,
+        and the audit does not send more to make up for a partner that is refusing it. So where
+        a share `unanswered_share` of the partners' reads goes unanswered, the round lasts
+        1 / (1 - share) as long (the share is capped at a half: past that the partner is down,
+        not slow, and the run's other checks say so)."""
+        answered = 1.0 - min(max(unanswered_share, 0.0), MAX_UNANSWERED_SHARE)
+        round_s = math.ceil(confirmed / self.audit_batch) * self.sweep_interval_s / answered
         return max(self.audit_age_s, round_s) + self.lost_recheck_s + 2 * self.sweep_interval_s
 
 

@@ -336,13 +336,18 @@ class ChaosRun:
         counts = snapshot.live_counts(codes, compensation_max_tries=_compensation_max_tries())
         confirmed = counts.get("confirmed", 0) + counts.get("needs_attention", 0)
         latest = max((s.plan.latest_initiative_s for s in self.sandboxes), default=0.0)
-        wait_s = latest + self._detection_window_s(confirmed)
+        wait_s = latest + self._detection_window_s(confirmed, codes)
         self.report.phases["audit_tail_s"] = round(wait_s, 1)
         time.sleep(wait_s)
         self._settle(codes)
 
-    def _detection_window_s(self, confirmed: int) -> float:
-        return self.config.timing.detection_window_s(confirmed) + self.config.deadline_slack_s
+    def _detection_window_s(self, confirmed: int, codes: list[str]) -> float:
+        """The audit's window over the reads the partners answered in this run so far (their
+        faults refuse some: `Timing.detection_window_s`), recorded with the share."""
+        unanswered = snapshot.unanswered_read_share(codes)
+        self.report.phases["unanswered_read_share"] = round(unanswered, 4)
+        window = self.config.timing.detection_window_s(confirmed, unanswered_share=unanswered)
+        return window + self.config.deadline_slack_s
 
     def _verdict(self, codes: list[str]) -> None:
         assert self.stack is not None
@@ -380,7 +385,7 @@ class ChaosRun:
             allowed=checks.allowed_transitions(),
             limits=checks.Limits(
                 allowance_s=self.config.deadline_allowance_s,
-                detection_window_s=self._detection_window_s(ever_confirmed),
+                detection_window_s=self._detection_window_s(ever_confirmed, codes),
                 max_retries=_most_retries(),
                 refused_max_tries=self.config.timing.refused_max_tries,
                 compensation_max_tries=_compensation_max_tries(),

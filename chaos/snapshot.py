@@ -99,6 +99,15 @@ def live_counts(partner_codes: list[str], *, compensation_max_tries: int) -> dic
     return result
 
 
+def unanswered_read_share(partner_codes: list[str]) -> float:
+    """The share of our reads of these partners' reservations (every sync: the audit's, the
+    follow-ups') that the partner did not answer, by the bookings' timelines."""
+    reads = BookingEvent.objects.filter(
+        booking__partner__code__in=partner_codes, kind__in=("sync.completed", "sync.failed")
+    ).aggregate(total=Count("id"), failed=Count("id", filter=Q(kind="sync.failed")))
+    return reads["failed"] / reads["total"] if reads["total"] else 0.0
+
+
 def final_versions(partner_codes: list[str]) -> dict[str, int]:
     """Each booking's status_version now: what its customers' clients should show at the end."""
     return dict(

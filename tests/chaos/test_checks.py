@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from bookings.timeline import record_event
 from chaos.checks import Limits, allowed_transitions, run_all
 from chaos.checks.consistency import check_confirmed_matches_partner
 from chaos.checks.disagreements import check_partner_disagreements
@@ -31,6 +32,8 @@ from chaos.model import (
     Snapshot,
     TruthReservation,
 )
+from chaos.snapshot import unanswered_read_share
+from tests.factories import BookingFactory
 
 T0 = datetime(2027, 1, 1, 12, 0, tzinfo=UTC)
 SKEW_S = 75.0
@@ -561,3 +564,15 @@ def test_a_reservation_cancelled_past_its_tries_names_its_booking_and_the_partne
             "orphan_automation": "cancelling",
         }
     }
+
+
+@pytest.mark.django_db
+def test_the_unanswered_read_share_counts_the_runs_partners_failed_syncs_only():
+    ours, other = BookingFactory(), BookingFactory()
+    assert unanswered_read_share([ours.partner.code]) == 0.0  # no read yet: nothing refused
+    for kind in ("sync.completed", "sync.completed", "sync.completed", "sync.failed"):
+        record_event(ours, kind, actor="worker")
+    record_event(ours, "booking.confirmed", actor="worker")  # not a read
+    for _ in range(3):
+        record_event(other, "sync.failed", actor="worker")  # another run's partner
+    assert unanswered_read_share([ours.partner.code]) == 0.25

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import requests
 
-from chaos.config import ChaosConfig, RunIdentity, child_env
+from chaos.config import ChaosConfig, RunIdentity, Timing, child_env
 from chaos.disruptions import PHASE_UNREACHABLE_GRACE_S, Disruptor
 from chaos.faults import FaultOptionError, build_plan, parse_override
 from chaos.logscan import scan
@@ -152,3 +152,15 @@ def test_the_log_scan_groups_errors_by_their_last_exception(tmp_path: Path):
         'ts=3 level=error msg="Failed" exc="django.db.utils.OperationalError: deadlock detected\\n"\n'
     )
     assert scan(tmp_path) == {"worker-1": {"django.db.utils.OperationalError: deadlock detected": 2}}
+
+
+def test_the_detection_window_is_a_round_over_the_reads_the_partner_answers():
+    timing = Timing()  # 20 reads a sweep every 2 s, a second read 3 s after a 404
+    answered_all = timing.detection_window_s(7_000)
+    assert answered_all == 700 + 3 + 4
+    # A tenth of the reads refused (429s, an outage): each takes a slot of the next batch.
+    assert timing.detection_window_s(7_000, unanswered_share=0.1) == pytest.approx(700 / 0.9 + 7)
+    # A partner refusing most reads is down, not slow: the window stops growing at half.
+    assert timing.detection_window_s(7_000, unanswered_share=0.9) == pytest.approx(1_400 + 7)
+    # A few bookings: the audit's age sets the window, whatever the partner answers.
+    assert timing.detection_window_s(10, unanswered_share=0.3) == timing.audit_age_s + 7
