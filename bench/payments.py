@@ -115,6 +115,17 @@ def _confirmed_and_captured(ids: list[Any]) -> int:
     ).count()
 
 
+def _where_they_stand(ids: list[Any]) -> dict[str, int]:
+    """How many of `ids` are in each booking status (and payment status): a run that timed out
+    says where its bookings stopped."""
+    from collections import Counter
+
+    from bookings.models import Booking
+
+    rows = Booking.objects.filter(pk__in=ids).values_list("status", "payment__status")
+    return dict(Counter(f"{status}/{payment or '-'}" for status, payment in rows))
+
+
 def _cpu(procs: dict[str, common.Proc]) -> dict[str, float]:
     return {name: proc.cpu_seconds() for name, proc in procs.items()}
 
@@ -143,6 +154,8 @@ def _side(
     )
     after = _cpu(servers)
     figures["servers_cpu_s"] = {name: round(after[name] - before[name], 1) for name in servers}
+    if not figures["completed"]:
+        figures["unfinished"] = _where_they_stand(ids)
     done = figures["series"][-1][1]
     figures["worker_cpu_ms_per_booking"] = round(figures["worker_cpu_s"] / done * 1000, 1) if done else None
     return figures, ids

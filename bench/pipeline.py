@@ -115,6 +115,9 @@ def _drain(queues: list[str], timeout_s: float) -> bool:
         return False
 
 
+UNFINISHED_LOG_TAIL_CHARS = 6000
+
+
 def _run_workers(
     env: common.BenchEnv,
     *,
@@ -141,6 +144,8 @@ def _run_workers(
     elapsed = (finished or time.perf_counter()) - started
     rss = workers.peak_rss_mib()
     cpu_s = workers.cpu_seconds()
+    # A run that did not finish says why in its workers' own words (the log goes with the env).
+    log_tail = "" if finished is not None else workers.log()[-UNFINISHED_LOG_TAIL_CHARS:]
     env.stop(workers)
     children = [value for pid, value in rss.items() if pid != workers.pid]
     return {
@@ -157,6 +162,7 @@ def _run_workers(
         "peak_rss_mib_main": rss.get(workers.pid),
         "worker_cpu_s": round(cpu_s, 1),
         "series": series,
+        **({"worker_log_tail": log_tail} if log_tail else {}),
     }
 
 

@@ -36,27 +36,32 @@ def declare_partner_queues(broker: dramatiq.Broker) -> list[str]:
 
 
 class PartnerQueuesMiddleware(Middleware):
+    """Declares the partner queues when the worker boots, before it says it is ready (a worker
+    that reports ready serves every partner known then), and again every
+    `PARTNER_QUEUE_REFRESH_S` from a thread of its own, which no failure ends."""
+
     def __init__(self) -> None:
         self._stop = threading.Event()
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         self._stop.clear()
+        self._declare(broker)
         threading.Thread(target=self._refresh, args=(broker,), name="partner-queues", daemon=True).start()
 
     def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         self._stop.set()
 
     def _refresh(self, broker: dramatiq.Broker) -> None:
-        from django.db import DatabaseError, connection
+        while not self._stop.wait(settings.PARTNER_QUEUE_REFRESH_S):
+            self._declare(broker)
+
+    @staticmethod
+    def _declare(broker: dramatiq.Broker) -> None:
+        from django.db import connection
 
         try:
-            while not self._stop.is_set():
-                try:
-                    declare_partner_queues(broker)
-                except DatabaseError:
-                    logger.warning("could not declare partner queues", exc_info=True)
-                finally:
-                    connection.close()  # one query every few seconds: no connection kept open
-                self._stop.wait(settings.PARTNER_QUEUE_REFRESH_S)
+            declare_partner_queues(broker)
+        except Exception:  # the database is down, say: the next refresh tries again
+            logger.warning("could not declare partner queues", exc_info=True)
         finally:
-            connection.close()
+            connection.close()  # one query every few seconds: no connection kept open

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import pytest
 from django.conf import settings
 
-from bench import common
+from bench import common, fixtures
 from tests.streams import database_url
 
 
@@ -39,8 +39,29 @@ class OnTestDatabase(common.BenchEnv):
         }
 
 
+def _forget_the_bench_partner(broker) -> None:
+    """What the bench partner left in this run's Redis: its queues (the broker's `flush_all`
+    empties only the queues this process declared, and the workers declare the partner's) and
+    its breaker and concurrency count (keyed by its code, which every smoke test shares)."""
+    from config.redis_client import redis_client
+    from partners import guard
+    from partners.models import Partner
+
+    for queue in Partner(code=fixtures.PARTNER_CODE).queue_names:
+        for name in (queue, f"{queue}.DQ", f"{queue}.XQ"):
+            broker.client.delete(f"{broker.namespace}:{name}", f"{broker.namespace}:{name}.msgs")
+    client = redis_client()
+    keys = list(client.scan_iter(f"{settings.PARTNER_GUARD_NAMESPACE}:{fixtures.PARTNER_CODE}:*"))
+    if keys:
+        client.delete(*keys)
+    guard._breakers.pop(fixtures.PARTNER_CODE, None)
+
+
 @pytest.fixture
 def bench_env(transactional_db, broker) -> Iterator[OnTestDatabase]:
-    """Every process started through it is stopped at the end of the test."""
+    """Every process started through it is stopped at the end of the test; the bench partner
+    starts with nothing of an earlier test's."""
+    _forget_the_bench_partner(broker)
     with OnTestDatabase("smoke") as env:
         yield env
+    _forget_the_bench_partner(broker)

@@ -214,11 +214,15 @@ def test_pages_bench_times_both_pages_and_weighs_every_request_of_the_progress_p
     }
     pages.report(data, results_dir=tmp_path, img_dir=tmp_path)
 
-    # then each page was read 12 times, and gunicorn's own time is within the client's
+    # then each page was read 12 times, and gunicorn's own time is read in the client's unit.
+    # Not "at most the client's": gunicorn stops its clock after it has closed the response, which
+    # on a busy machine can come after the client has read the last byte (a run measured 24.97 ms
+    # against 23.64); a unit read wrongly (us as ms, s as ms) is off by a factor of 1,000.
     for page in ("offers", "progress"):
         assert times[page]["statuses"] == {"200": 12}
-        assert times[page]["server"]["p50_ms"] <= times[page]["client"]["p50_ms"]
-        assert times[page]["server"]["p99_ms"] <= times[page]["client"]["p99_ms"]
+        for quantile in ("p50_ms", "p99_ms"):
+            server, client = times[page]["server"][quantile], times[page]["client"][quantile]
+            assert 0 < server <= 2 * client + 5, (page, quantile, server, client)
     # and the progress page's every request is counted, its stream open beside them
     progress = weight["progress"]
     assert progress["stream_status"] == 200

@@ -40,7 +40,8 @@ def test_payments_bench_captures_every_paying_booking_at_the_provider_and_times_
     (round_,) = saved["end_to_end"]["rounds"]
     assert round_["order"] == ["without", "with"]
     for side in payments.SIDES:
-        assert round_[side]["completed"] and round_[side]["per_s"] > 0
+        unfinished = (round_[side].get("unfinished"), round_[side].get("worker_log_tail"))
+        assert round_[side]["completed"] and round_[side]["per_s"] > 0, unfinished
         assert round_[side]["series"][-1][1] == SMOKE.bookings
         assert round_[side]["servers_cpu_s"].keys() == {"webhooks", "partner", "provider"}
     assert saved["end_to_end"]["ratio"] > 0 and isinstance(saved["end_to_end"]["target_met"], bool)

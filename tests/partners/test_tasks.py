@@ -16,7 +16,7 @@ from bookings.states import BookingState
 from partners import messages, tasks
 from partners.middleware import RetriesExhausted
 from partners.queues import declare_partner_queues
-from tests.helpers import queued_messages, wait_until
+from tests.helpers import queued_messages
 from tests.partners.conftest import delayed_messages, timeline
 
 S = BookingState
@@ -77,7 +77,9 @@ def test_workers_declare_both_queues_of_every_partner(ref_partner, legacy_partne
 def test_a_booted_worker_consumes_every_partners_audit_queue(ref_partner, legacy_partner, worker):
     """The sweeper's audit reads have a queue of their own (so that they never wait behind the
     partner's submissions): a worker must serve it as it serves the partner's own, declared by
-    `PartnerQueuesMiddleware` when the worker boots, with its delay queue (a read's retries)."""
+    `PartnerQueuesMiddleware` when the worker boots, with its delay queue (a read's retries).
+    Declared before `start` returns (before the worker says it is ready), not by a thread later:
+    work queued for a partner from the first moment is served."""
     wanted = {
         name
         for partner in (ref_partner, legacy_partner)
@@ -85,7 +87,7 @@ def test_a_booted_worker_consumes_every_partners_audit_queue(ref_partner, legacy
         for name in (q, f"{q}.DQ")
     }
 
-    wait_until(lambda: wanted <= set(worker.consumers), what="consumers of both queues of each partner")
+    assert wanted <= set(worker.consumers)
 
 
 def test_an_audit_read_goes_to_the_audit_queue_and_other_work_to_the_partners_own(
