@@ -15,7 +15,9 @@ payments app hands `customer_view` its facts. `settings.BOOKINGS_PAYMENT_PORT` n
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from functools import cache
 from typing import TYPE_CHECKING, Protocol
 from uuid import UUID
@@ -40,6 +42,10 @@ class PartnerPort(Protocol):
 
     def queue_submission(self, booking_id: UUID, partner_code: str) -> None: ...
 
+    def submit_now(self, booking_id: UUID) -> None:
+        """Run the booking's submission in this thread, queueing whatever it asks for next."""
+        ...
+
     def queue_cancellation(self, booking_id: UUID, partner_code: str) -> None: ...
 
     def may_hold(self, booking_id: UUID) -> bool:
@@ -63,6 +69,10 @@ class PaymentPort(Protocol):
         """Queue a run that brings the booking's money in line with what it owes."""
         ...
 
+    def run_now(self, booking_id: UUID) -> None:
+        """That run in this thread, queueing its follow-up if it asks for one."""
+        ...
+
 
 @cache
 def _port() -> PartnerPort:
@@ -84,7 +94,16 @@ def pays(booking: Booking) -> bool:
 
 
 def payment_run_on_commit(booking_id: UUID) -> None:
-    """Queue the booking's payment run once its row is committed."""
+    """Queue the booking's payment run once its row is committed (run it then, in a worker
+    following next steps inline)."""
+    if _inline_here():
+        _inline_after_commit(
+            lambda: _payments().run_now(booking_id),
+            lambda: _payments().queue_run(booking_id),
+            "payment run",
+            booking_id,
+        )
+        return
     _after_commit(lambda: _payments().queue_run(booking_id), "payment run", booking_id)
 
 
@@ -104,7 +123,16 @@ def partner_may_hold(booking_id: UUID) -> bool:
 
 
 def submit_on_commit(booking_id: UUID, partner_code: str) -> None:
-    """Queue the partner submission once the booking row is committed (never before)."""
+    """Queue the partner submission once the booking row is committed (never before; run it
+    then, in a worker following next steps inline)."""
+    if _inline_here():
+        _inline_after_commit(
+            lambda: _port().submit_now(booking_id),
+            lambda: _port().queue_submission(booking_id, partner_code),
+            "submission",
+            booking_id,
+        )
+        return
     _after_commit(lambda: _port().queue_submission(booking_id, partner_code), "submission", booking_id)
 
 
@@ -132,3 +160,55 @@ def _after_commit(queue: Callable[[], None], work: str, booking_id: UUID) -> Non
             )
 
     transaction.on_commit(queue_or_leave_to_sweeper)
+
+
+# --- next steps inline ---------------------------------------------------------------------------
+# How many next steps deep this thread is running (0: it queues them).
+_inline_depth: ContextVar[int | None] = ContextVar("bookings_inline_depth", default=None)
+MAX_INLINE_DEPTH = 3  # a paying booking's chain: its hold, its submission, its capture
+
+
+@contextmanager
+def next_steps_inline() -> Iterator[None]:
+    """Within, a paying booking's next step that this thread's work makes due (the submission
+    once its money is held, the capture, void or refund once the partner has answered) runs in
+    this thread right after the commit that made it due, instead of as a message for another
+    thread: each such message cost a worker a Redis round trip, a claim and the actor's
+    middleware, and the booking a wait in a queue. The actors that move bookings use it
+    (`BOOKINGS_NEXT_STEPS_INLINE`); the step's row is marked due as before, so a worker that
+    dies before or during it leaves it to the sweeper, and a step that fails is queued instead.
+    """
+    token = _inline_depth.set(0 if settings.BOOKINGS_NEXT_STEPS_INLINE else None)
+    try:
+        yield
+    finally:
+        _inline_depth.reset(token)
+
+
+def _inline_here() -> bool:
+    depth = _inline_depth.get()
+    return depth is not None and depth < MAX_INLINE_DEPTH
+
+
+def _inline_after_commit(
+    run: Callable[[], None], queue: Callable[[], None], work: str, booking_id: UUID
+) -> None:
+    """Run `run` after commit, one level deeper; if it fails, queue the work as a message."""
+
+    def run_or_queue() -> None:
+        depth = _inline_depth.get() or 0
+        token = _inline_depth.set(depth + 1)
+        try:
+            run()
+        except Exception:  # the step is committed due: a message (or the sweeper) runs it again
+            logger.warning(
+                "booking %s failed inline; queued instead",
+                work,
+                exc_info=True,
+                extra={"booking_id": str(booking_id)},
+            )
+            _after_commit(queue, work, booking_id)
+        finally:
+            _inline_depth.reset(token)
+
+    transaction.on_commit(run_or_queue)

@@ -7,13 +7,19 @@ from uuid import UUID
 from django.db.models import Exists, Q
 
 from bookings.models import Booking
+from config.logging import log_context
 from partners import messages
 from partners.models import LIVE_RESERVATION_STATUSES, Partner, PartnerAttempt, PartnerReservation
+from partners.services.submission import submission_run
 
 
 class DramatiqPartnerPort:
     def queue_submission(self, booking_id: UUID, partner_code: str) -> None:
         messages.send_for_partner(messages.SUBMIT_BOOKING, Partner(code=partner_code), str(booking_id))
+
+    def submit_now(self, booking_id: UUID) -> None:
+        with log_context(booking_id=str(booking_id)):
+            messages.send_follow_up(booking_id, submission_run(booking_id))
 
     def queue_cancellation(self, booking_id: UUID, partner_code: str) -> None:
         messages.send_for_partner(messages.CANCEL_BOOKING, Partner(code=partner_code), str(booking_id))

@@ -16,6 +16,7 @@ from django.conf import settings
 from dramatiq.common import q_name
 from dramatiq.middleware import CurrentMessage
 
+from bookings import ports
 from config.logging import log_context
 from partners import messages
 from partners.models import PartnerReservation
@@ -38,13 +39,13 @@ ACTOR_OPTIONS = {
 
 @dramatiq.actor(actor_name=messages.SUBMIT_BOOKING, **ACTOR_OPTIONS)
 def submit_booking(booking_id: str) -> None:
-    with log_context(booking_id=booking_id, actor=messages.SUBMIT_BOOKING):
+    with log_context(booking_id=booking_id, actor=messages.SUBMIT_BOOKING), ports.next_steps_inline():
         messages.send_follow_up(booking_id, submission_run(UUID(booking_id)))
 
 
 @dramatiq.actor(actor_name=messages.SYNC_BOOKING, **ACTOR_OPTIONS)
 def sync_booking(booking_id: str) -> None:
-    with log_context(booking_id=booking_id, actor=messages.SYNC_BOOKING):
+    with log_context(booking_id=booking_id, actor=messages.SYNC_BOOKING), ports.next_steps_inline():
         # The read a read asks for (the second read of a reservation the partner no longer knows,
         # a failed read's retry) stays on this read's queue: an audit's must not wait behind the
         # partner's submissions either.
@@ -60,7 +61,7 @@ def _queue_of_this_message() -> str | None:
 
 @dramatiq.actor(actor_name=messages.CANCEL_BOOKING, **ACTOR_OPTIONS)
 def cancel_booking(booking_id: str) -> None:
-    with log_context(booking_id=booking_id, actor=messages.CANCEL_BOOKING):
+    with log_context(booking_id=booking_id, actor=messages.CANCEL_BOOKING), ports.next_steps_inline():
         messages.send_follow_up(booking_id, booking_cancel_run(UUID(booking_id)))
 
 
@@ -82,7 +83,10 @@ def compensate_reservation(reservation_id: int) -> None:
     actor_name=messages.PROCESS_INBOUND_EVENT, **{**ACTOR_OPTIONS, "queue_name": messages.WEBHOOKS_QUEUE}
 )
 def process_inbound_event(event_id: int) -> None:
-    with log_context(inbound_event_id=event_id, actor=messages.PROCESS_INBOUND_EVENT):
+    with (
+        log_context(inbound_event_id=event_id, actor=messages.PROCESS_INBOUND_EVENT),
+        ports.next_steps_inline(),
+    ):
         inbound_event_process(int(event_id))
 
 

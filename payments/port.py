@@ -14,6 +14,7 @@ from config.errors import ValidationFailed
 from payments import messages
 from payments.models import Payment
 from payments.money import RefusedAmount, to_minor
+from payments.services.runs import payment_run_and_follow_up
 
 
 class DramatiqPaymentPort:
@@ -46,3 +47,6 @@ class DramatiqPaymentPort:
 
     def queue_run(self, booking_id: UUID) -> None:
         messages.send_run(booking_id)
+
+    def run_now(self, booking_id: UUID) -> None:
+        payment_run_and_follow_up(booking_id)

@@ -12,9 +12,10 @@ from uuid import UUID
 import dramatiq
 from django.conf import settings
 
+from bookings import ports
 from config.logging import log_context
 from payments import messages
-from payments.services.runs import payment_run
+from payments.services.runs import payment_run_and_follow_up
 from payments.services.webhooks import payment_event_process
 
 ACTOR_OPTIONS = {
@@ -29,13 +30,14 @@ ACTOR_OPTIONS = {
 
 @dramatiq.actor(actor_name=messages.PAYMENT_RUN, **ACTOR_OPTIONS)
 def run_payment(booking_id: str) -> None:
-    with log_context(booking_id=booking_id, actor=messages.PAYMENT_RUN):
-        follow_up = payment_run(UUID(booking_id))
-        if follow_up.run_after_s is not None:
-            messages.send_run(booking_id, delay_s=follow_up.run_after_s)
+    with log_context(booking_id=booking_id, actor=messages.PAYMENT_RUN), ports.next_steps_inline():
+        payment_run_and_follow_up(UUID(booking_id))
 
 
 @dramatiq.actor(actor_name=messages.PROCESS_PAYMENT_EVENT, **ACTOR_OPTIONS)
 def process_payment_event(event_id: int) -> None:
-    with log_context(payment_event_id=event_id, actor=messages.PROCESS_PAYMENT_EVENT):
+    with (
+        log_context(payment_event_id=event_id, actor=messages.PROCESS_PAYMENT_EVENT),
+        ports.next_steps_inline(),
+    ):
         payment_event_process(int(event_id))

@@ -309,6 +309,11 @@ LIVE_DB_THREADS = env.int("LIVE_DB_THREADS", default=2)
 BOOKINGS_PARTNER_PORT = "partners.port.DramatiqPartnerPort"
 # The one port from the booking core to the payment side (bookings/ports.py, payments/port.py).
 BOOKINGS_PAYMENT_PORT = "payments.port.DramatiqPaymentPort"
+# A paying booking's next step (its submission once the money is held, the capture once the
+# partner confirms) runs in the worker thread whose work made it due rather than as a message of
+# its own (bookings/ports.py `next_steps_inline`). Off: every step is a message on its queue
+# (a slow partner then never holds a payments thread, nor a slow provider a partner's).
+BOOKINGS_NEXT_STEPS_INLINE = env.bool("BOOKINGS_NEXT_STEPS_INLINE", default=True)
 
 # --- Logging: one line per event, key=value, with the booking reference when there is one ----
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")

@@ -31,7 +31,7 @@ from bookings.pricing import CENT
 from bookings.services import lock_booking
 from bookings.timeline import record_event
 from config.logging import log_context
-from payments import connector, decisions
+from payments import connector, decisions, messages
 from payments.connector import IDEMPOTENCY_ERROR, AuthorizeRequest, CallResult
 from payments.models import (
     AUTHORIZATION_UNANSWERED,
@@ -42,6 +42,7 @@ from payments.models import (
     PaymentOperation,
     PaymentStatus,
 )
+from payments.services.deliveries import held_deliveries_settle
 from payments.services.observations import booking_follow, lock_payment, truth_apply
 from payments.services.operations import operation_call, operation_open, operation_record
 
@@ -84,6 +85,14 @@ def payment_run(booking_id: UUID, *, actor: Actor | str = Actor.WORKER, actor_la
         if after == Next.READ:
             _read(booking_id, actor=actor, actor_label=actor_label)
     return FollowUp(run_after_s=settings.PAYMENTS_RETRY_BASE_S)  # more to do: soon, in a run of its own
+
+
+def payment_run_and_follow_up(booking_id: UUID) -> None:
+    """A run (the actor's, or a next step run inline), its follow-up queued."""
+    with log_context(booking_id=str(booking_id)):
+        follow_up = payment_run(booking_id)
+    if follow_up.run_after_s is not None:
+        messages.send_run(booking_id, delay_s=follow_up.run_after_s)
 
 
 # --- deciding -----------------------------------------------------------------------------------
@@ -149,6 +158,7 @@ def _claim(booking_id: UUID, *, actor: Actor | str, actor_label: str) -> _Claime
                 operation.save(update_fields=["state", "closed_at"])
             record_event(booking, "payment.abandoned", actor=actor, actor_label=actor_label, summary=plan.why)
             booking_follow(booking, payment, actor=actor, actor_label=actor_label)
+            held_deliveries_settle(payment)
             schedule(payment, booking)
             return FollowUp()
         if plan.step in (step.CAPTURE, step.VOID, step.REFUND) and _refused_for_good(operations, plan.step):
@@ -322,6 +332,7 @@ def _record(
         if payment.status != before:
             _record_move(booking, payment, before, operation, actor=actor, actor_label=actor_label)
         booking_follow(booking, payment, actor=actor, actor_label=actor_label)
+        held_deliveries_settle(payment)  # the echoes of this call that came while it was open
         if after in (decisions.AfterCall.RETRY, decisions.AfterCall.UNKNOWN):
             delay = retry_delay_s(operation.tries)
             _save(payment, unsaved, due=_due_at(payment, booking, retry_in_s=delay))

@@ -31,10 +31,11 @@ from bookings.models import Actor, Booking
 from bookings.services import lock_booking
 from bookings.timeline import record_event
 from payments import connector, messages
-from payments.connector import IntentTruth, UnverifiedEvent, charge_truth, intent_truth
+from payments.connector import UnverifiedEvent
 from payments.models import EventState, Payment, PaymentEvent
 from payments.money import RefusedAmount
-from payments.services.observations import booking_follow, brings_news, lock_payment, truth_apply
+from payments.services.deliveries import event_object, event_truth, tells_nothing_new
+from payments.services.observations import booking_follow, lock_payment, truth_apply
 from payments.services.runs import plan_for, schedule
 
 logger = logging.getLogger(__name__)
@@ -59,12 +60,6 @@ class Receipt:
     event: PaymentEvent | None = None
 
 
-def _object(event: dict[str, Any]) -> dict[str, Any]:
-    data = event.get("data")
-    found = data.get("object") if isinstance(data, dict) else None
-    return found if isinstance(found, dict) else {}
-
-
 def _payment_of(obj: dict[str, Any]) -> Payment | None:
     """The payment an intent or charge is about: by the intent's id, or (for an intent we have
     not heard back from yet) by the payment id its metadata carries."""
@@ -79,23 +74,6 @@ def _payment_of(obj: dict[str, Any]) -> Payment | None:
     return Payment.objects.filter(match).first() if match else None
 
 
-def _truth(obj: dict[str, Any], currency: str) -> IntentTruth:
-    """What a delivery's object says of its intent; `RefusedAmount` (or a type error) if we
-    refuse it."""
-    if obj.get("object") == "charge":
-        return charge_truth(obj, currency)
-    return intent_truth(obj, currency)
-
-
-def _known(obj: dict[str, Any], payment: Payment) -> bool:
-    """The delivery tells nothing new of the payment (a read of its committed row, no lock)."""
-    try:
-        truth = _truth(obj, payment.currency)
-    except (RefusedAmount, AttributeError, TypeError):
-        return False  # refused by the worker, on the booking's timeline
-    return not brings_news(payment, truth)
-
-
 def payment_event_receive(*, raw: bytes, signature: str) -> Receipt:
     """Verify, store and queue one delivery; what to answer the provider."""
     if len(raw) > settings.WEBHOOK_MAX_BYTES:
@@ -106,16 +84,23 @@ def payment_event_receive(*, raw: bytes, signature: str) -> Receipt:
         logger.warning("payment webhook refused: %s", error)
         return Receipt(400, "invalid_signature", "The Stripe-Signature does not verify.")
     kind = str(event["type"])[:64]
-    obj = _object(event)
-    payment = _payment_of(obj) if kind in HANDLED else None
-    if payment is None:
-        state = EventState.IGNORED
-    elif _known(obj, payment):
-        state = EventState.KNOWN
-    else:
-        state = EventState.RECEIVED
+    obj = event_object(event)
+    found = _payment_of(obj) if kind in HANDLED else None
     try:
         with transaction.atomic():
+            # The payment's row lock waits for a run recording its answer, so that the delivery
+            # is judged against that answer (the lock `lock_payment` takes; the booking's is not
+            # needed to read the payment, nor taken, so no order is crossed).
+            payment = _lock(found)
+            held = False
+            if payment is None:
+                state = EventState.IGNORED
+            elif tells_nothing_new(obj, payment):
+                state = EventState.KNOWN
+            else:
+                state = EventState.RECEIVED
+                # Our call to the provider is in flight: its record settles this (deliveries).
+                held = payment.operations.open().exists()
             stored = PaymentEvent.objects.create(
                 event_id=str(event["id"])[:255],
                 type=kind,
@@ -124,7 +109,7 @@ def payment_event_receive(*, raw: bytes, signature: str) -> Receipt:
                 state=state,
                 processed_at=None if state == EventState.RECEIVED else timezone.now(),
             )
-            if state == EventState.RECEIVED:
+            if state == EventState.RECEIVED and not held:
                 messages.send_event_on_commit(stored.pk)
     except IntegrityError:
         return Receipt(200, "duplicate", "This event was received before.")
@@ -133,6 +118,12 @@ def payment_event_receive(*, raw: bytes, signature: str) -> Receipt:
     if state == EventState.KNOWN:
         return Receipt(202, "known", "Stored; nothing new for the payment.", stored)
     return Receipt(202, "accepted", "Stored; applied shortly.", stored)
+
+
+def _lock(payment: Payment | None) -> Payment | None:
+    if payment is None:
+        return None
+    return Payment.objects.select_for_update(no_key=True).filter(pk=payment.pk).first()
 
 
 def payment_event_process(event_id: int) -> None:
@@ -147,8 +138,8 @@ def payment_event_process(event_id: int) -> None:
             state=EventState.FAILED, error="gave up after its tries", processed_at=timezone.now()
         )
         return
-    obj = _object(json.loads(bytes(event.body)))  # the stored raw body: it never changes
-    if _known(obj, event.payment):
+    obj = event_object(json.loads(bytes(event.body)))  # the stored raw body: it never changes
+    if tells_nothing_new(obj, event.payment):
         # Nothing new since it was received (our own answer went through the one door meanwhile):
         # stored as such, without locking the booking and payment to find that out again.
         PaymentEvent.objects.filter(pk=event_id, state=EventState.RECEIVED).update(
@@ -163,7 +154,7 @@ def payment_event_process(event_id: int) -> None:
         if event.state != EventState.RECEIVED or payment is None:
             return
         try:
-            truth = _truth(obj, payment.currency)
+            truth = event_truth(obj, payment.currency)
         except (RefusedAmount, AttributeError, TypeError) as refused:
             _refuse(booking, event, str(refused))
             return

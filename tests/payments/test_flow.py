@@ -6,15 +6,18 @@ no refund twice, never captured before the partner confirmed."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
 from datetime import timedelta
 from decimal import Decimal
 
+import dramatiq
 import pytest
 from django.utils import timezone
 
 from bookings.services import booking_request_cancel
 from bookings.states import BookingState
-from payments.models import PaymentStatus
+from payments.models import EventState, PaymentEvent, PaymentStatus
 from reconciliation.services.sweeper import booking_due_run
 from tests.helpers import wait_until
 from tests.partners.conftest import status_of, wait_for_status
@@ -61,6 +64,56 @@ def test_a_paying_booking_is_held_before_the_partner_is_asked_and_charged_once_i
         "charged": "360.00",
         "refunded": "0.00",
     }
+
+
+class _Processed(dramatiq.Middleware):
+    """Every message a worker on the broker has processed: (actor, args)."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[str, tuple]] = []
+
+    def after_process_message(self, broker, message, *, result=None, exception=None) -> None:
+        self.messages.append((message.actor_name, tuple(message.args)))
+
+
+@pytest.fixture
+def processed(broker) -> Iterator[_Processed]:
+    recorder = _Processed()
+    broker.add_middleware(recorder)
+    yield recorder
+    broker.middleware[:] = [m for m in broker.middleware if m is not recorder]
+
+
+@pytest.mark.parametrize("inline", [True, False], ids=["inline", "as-messages"])
+def test_a_paying_booking_is_held_sent_and_charged_in_the_one_message_that_held_it(
+    inline, processed, paying, settings
+):
+    """Each next step (the submission once the money is held, the capture once the partner
+    confirms) runs in the worker thread whose commit made it due, not as a message of its own;
+    with `BOOKINGS_NEXT_STEPS_INLINE` off, each is a message, and the money ends the same."""
+    settings.BOOKINGS_NEXT_STEPS_INLINE = inline
+    booking = paying.book("pm_card_visa")
+
+    wait_for_status(booking, S.CONFIRMED)
+    wait_for_money(booking, "charged")
+
+    assert_money_at_rest(paying, booking, owed=PRICE, code="charged")
+    expected = ["payment_run"] if inline else ["payment_run", "submit_booking", "payment_run"]
+
+    def mine() -> list[str]:  # the worker counts a message once its actor has returned
+        return [actor for actor, args in processed.messages if str(booking.pk) in args]
+
+    wait_until(lambda: mine() == expected, timeout_s=5, what=f"messages {expected} (now {mine()})")
+    time.sleep(0.5)  # and no other comes after them
+    assert mine() == expected
+    # and the provider's webhooks, each the echo of one of our calls, were known without a
+    # message of their own: at receipt, or by the record of the call they echo
+    events = PaymentEvent.objects.filter(payment__booking=booking).exclude(state=EventState.IGNORED)
+    assert sorted(events.values_list("type", "state")) == [
+        ("payment_intent.amount_capturable_updated", EventState.KNOWN),
+        ("payment_intent.succeeded", EventState.KNOWN),
+    ]
+    assert [actor for actor, _ in processed.messages if actor == "process_payment_event"] == []
 
 
 @pytest.mark.parametrize(

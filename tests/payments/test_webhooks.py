@@ -23,7 +23,9 @@ from bookings.customer_view import PaymentFacts, money_of
 from bookings.states import BookingState
 from config.redis_client import redis_client
 from payments.messages import PAYMENTS_QUEUE
-from payments.models import EventState, Payment, PaymentEvent, PaymentStatus
+from payments.models import EventState, OperationKind, Payment, PaymentEvent, PaymentStatus
+from payments.services.deliveries import held_deliveries_settle
+from payments.services.operations import operation_open
 from payments.services.webhooks import payment_event_process
 from reconciliation.claims import CLAIM_OPTION
 from reconciliation.services.sweeper import sweep
@@ -252,6 +254,40 @@ def test_news_received_then_made_known_by_our_own_answer_is_known_without_a_lock
     stored = PaymentEvent.objects.get()
     assert (stored.state, stored.tries) == (EventState.KNOWN, 1)
     assert kinds(payment.booking) == written
+
+
+@pytest.mark.parametrize("news", [False, True], ids=["echo", "news"])
+def test_a_delivery_while_our_call_is_open_waits_unqueued_for_its_record(
+    news, db, django_capture_on_commit_callbacks
+):
+    # The provider sends its webhook as it answers our call, before our record of the answer
+    # commits: held (stored, not queued), then settled in the record's transaction. An echo of
+    # the answer is known without a message; a delivery that says more is queued then.
+    payment = paying_booking()
+    intent_id = "pi_" + "d" * 24
+    operation_open(payment, kind=OperationKind.AUTHORIZE, amount=payment.amount)
+    body = event(
+        "payment_intent.amount_capturable_updated",
+        {**intent(payment, "requires_capture"), "id": intent_id},
+    )
+
+    with django_capture_on_commit_callbacks() as queued_at_receipt:
+        assert deliver(body).json()["status"] == "accepted"
+    # our answer, as the record applies it (here the answer said less when the delivery is news)
+    status = P.AUTHORIZING if news else P.AUTHORIZED
+    Payment.objects.filter(pk=payment.pk).update(
+        status=status, provider_intent_id=intent_id, provider_status="requires_capture"
+    )
+    payment.refresh_from_db()
+    with django_capture_on_commit_callbacks() as queued_by_record, transaction.atomic():
+        held_deliveries_settle(payment)
+
+    stored = PaymentEvent.objects.get()
+    assert (queued_at_receipt, stored.tries) == ([], 0)
+    if news:
+        assert (stored.state, len(queued_by_record)) == (EventState.RECEIVED, 1)
+    else:
+        assert (stored.state, queued_by_record) == (EventState.KNOWN, [])
 
 
 def test_a_stored_event_whose_message_was_lost_is_queued_by_the_sweeper_once(db, broker, settings):
