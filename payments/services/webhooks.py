@@ -9,9 +9,9 @@ tell us nothing more). One that tells nothing new of its payment (the echo of ou
 whose answer already went through the one door; an older word) is stored as known, on receipt or
 by the worker before it takes any lock: stored and deduplicated all the same, never applied, and
 shown on the booking's timeline as a delivery of its own. One that arrives while our call on its
-payment is still out is held for that call's record, which settles it (`deliveries`). One whose content we refuse (another
-currency, an amount out of range) is set aside as failed on the timeline, never applied; the next
-read of the intent settles the payment instead.
+payment is still out is held for that call's record, which settles it (`deliveries`). One whose
+content we refuse (another currency, an amount out of range) is set aside as failed on the
+timeline, never applied; the next read of the intent settles the payment instead.
 """
 
 from __future__ import annotations
