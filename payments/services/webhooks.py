@@ -25,7 +25,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F, Q
+from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
 from bookings.models import Actor, Booking
@@ -33,7 +33,7 @@ from bookings.services import lock_booking
 from bookings.timeline import record_event
 from payments import connector, messages
 from payments.connector import UnverifiedEvent
-from payments.models import EventState, Payment, PaymentEvent
+from payments.models import EventState, Payment, PaymentEvent, PaymentOperation
 from payments.money import RefusedAmount
 from payments.services.deliveries import event_object, event_truth, tells_nothing_new
 from payments.services.observations import booking_follow, lock_payment, truth_apply
@@ -61,9 +61,10 @@ class Receipt:
     event: PaymentEvent | None = None
 
 
-def _payment_of(obj: dict[str, Any]) -> Payment | None:
-    """The payment an intent or charge is about: by the intent's id, or (for an intent we have
-    not heard back from yet) by the payment id its metadata carries."""
+def _payment_locked(obj: dict[str, Any]) -> Payment | None:
+    """The payment an intent or charge is about, with its row lock: by the intent's id, or (for
+    an intent we have not heard back from yet) by the payment id its metadata carries. Call in a
+    transaction; found and locked in one statement."""
     intent_id = obj.get("id") if obj.get("object") == "payment_intent" else obj.get("payment_intent")
     ours = (obj.get("metadata") or {}).get("payment") if obj.get("object") == "payment_intent" else None
     match = Q()
@@ -72,7 +73,12 @@ def _payment_of(obj: dict[str, Any]) -> Payment | None:
     if isinstance(ours, str):
         with suppress(ValueError):  # not a payment id of ours
             match |= Q(pk=uuid.UUID(ours))
-    return Payment.objects.filter(match).first() if match else None
+    if not match:
+        return None
+    # Whether one of our calls on it is out (read in the same statement, under the lock).
+    in_flight = Exists(PaymentOperation.objects.open().filter(payment=OuterRef("pk")))
+    locked = Payment.objects.select_for_update(no_key=True).annotate(call_in_flight=in_flight)
+    return locked.filter(match).first()
 
 
 def payment_event_receive(*, raw: bytes, signature: str) -> Receipt:
@@ -86,13 +92,12 @@ def payment_event_receive(*, raw: bytes, signature: str) -> Receipt:
         return Receipt(400, "invalid_signature", "The Stripe-Signature does not verify.")
     kind = str(event["type"])[:64]
     obj = event_object(event)
-    found = _payment_of(obj) if kind in HANDLED else None
     try:
         with transaction.atomic():
             # The payment's row lock waits for a run recording its answer, so that the delivery
             # is judged against that answer (the lock `lock_payment` takes; the booking's is not
             # needed to read the payment, nor taken, so no order is crossed).
-            payment = _lock(found)
+            payment = _payment_locked(obj) if kind in HANDLED else None
             held = False
             if payment is None:
                 state = EventState.IGNORED
@@ -101,7 +106,7 @@ def payment_event_receive(*, raw: bytes, signature: str) -> Receipt:
             else:
                 state = EventState.RECEIVED
                 # Our call to the provider is in flight: its record settles this (deliveries).
-                held = payment.operations.open().exists()
+                held = payment.call_in_flight
             stored = PaymentEvent.objects.create(
                 event_id=str(event["id"])[:255],
                 type=kind,
@@ -119,12 +124,6 @@ def payment_event_receive(*, raw: bytes, signature: str) -> Receipt:
     if state == EventState.KNOWN:
         return Receipt(202, "known", "Stored; nothing new for the payment.", stored)
     return Receipt(202, "accepted", "Stored; applied shortly.", stored)
-
-
-def _lock(payment: Payment | None) -> Payment | None:
-    if payment is None:
-        return None
-    return Payment.objects.select_for_update(no_key=True).filter(pk=payment.pk).first()
 
 
 def payment_event_process(event_id: int) -> None:

@@ -15,8 +15,9 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
-from django.db import transaction
+from django.db import connection, transaction
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from bookings.customer_view import PaymentFacts, money_of
@@ -254,6 +255,34 @@ def test_news_received_then_made_known_by_our_own_answer_is_known_without_a_lock
     stored = PaymentEvent.objects.get()
     assert (stored.state, stored.tries) == (EventState.KNOWN, 1)
     assert kinds(payment.booking) == written
+
+
+@pytest.mark.parametrize("in_flight", [False, True], ids=["no-call-out", "call-out"])
+def test_a_delivery_is_judged_on_one_locked_read_of_its_payment_and_stored_in_one_insert(
+    in_flight, db, django_capture_on_commit_callbacks
+):
+    # The receiver's whole work in the database: the payment found by the intent (or our id in
+    # its metadata), locked, with whether one of our calls on it is out, in one statement; then
+    # the delivery's row. Held while a call is out, queued otherwise.
+    payment = paying_booking()
+    if in_flight:
+        operation_open(payment, kind=OperationKind.AUTHORIZE, amount=payment.amount)
+    body = event("payment_intent.amount_capturable_updated", intent(payment, "requires_capture"))
+
+    with (
+        django_capture_on_commit_callbacks() as queued_after_commit,
+        CaptureQueriesContext(connection) as statements,
+    ):
+        assert deliver(body).json()["status"] == "accepted"
+
+    reads = [q["sql"] for q in statements if q["sql"].startswith("SELECT")]
+    writes = [q["sql"] for q in statements if q["sql"].startswith(("INSERT", "UPDATE", "DELETE"))]
+    assert len(reads) == 1 and '"payments_payment"' in reads[0]
+    if connection.features.has_select_for_update:
+        assert "FOR NO KEY UPDATE" in reads[0]
+    assert len(writes) == 1 and writes[0].startswith('INSERT INTO "payments_paymentevent"')
+    assert PaymentEvent.objects.get().state == EventState.RECEIVED
+    assert len(queued_after_commit) == (0 if in_flight else 1)
 
 
 @pytest.mark.parametrize("news", [False, True], ids=["echo", "news"])
