@@ -76,6 +76,16 @@ def wake_after_idle_us(idle_s: tuple[float, ...] = (0.0, 0.01, 0.1), samples: in
         child.wait(timeout=5)
 
 
+def machine_busy_cpu_s() -> float:
+    """CPU seconds the whole machine has spent busy since boot (every process, the kernel's work
+    for them included; idle, I/O wait and time a hypervisor stole are not). The difference over a
+    run is what the run cost the machine, whoever spent it."""
+    import psutil
+
+    times = psutil.cpu_times()
+    return sum(getattr(times, field, 0.0) for field in ("user", "nice", "system", "irq", "softirq"))
+
+
 class ForeignLoad:
     """CPU seconds used during a benchmark by processes that are not ours: neither this process
     and its descendants nor PostgreSQL backends of the bench database (matched by name)."""

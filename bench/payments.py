@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
-from bench import api, common, fixtures, output, pipeline
+from bench import api, common, fixtures, observe, output, pipeline
 from bench.load import Endpoint, LoadResult, run_load
 
 NAME = "payments"
@@ -143,7 +143,7 @@ def _side(
     one is confirmed (and, with payments, captured); the servers' CPU spent meanwhile."""
     paying = side == "with"
     ids = pipeline.create_bookings(config.bookings, customer, offer, payment_method=CARD if paying else "")
-    before = _cpu(servers)
+    before, machine_before = _cpu(servers), observe.machine_busy_cpu_s()
     figures = pipeline.bookings_through_workers(
         env,
         ids,
@@ -152,12 +152,23 @@ def _side(
         timeout_s=config.timeout_s,
         done=_confirmed_and_captured if paying else pipeline.confirmed,
     )
-    after = _cpu(servers)
-    figures["servers_cpu_s"] = {name: round(after[name] - before[name], 1) for name in servers}
+    after, machine_after = _cpu(servers), observe.machine_busy_cpu_s()
+    servers_cpu = {name: after[name] - before[name] for name in servers}
+    figures["servers_cpu_s"] = {name: round(cpu, 1) for name, cpu in servers_cpu.items()}
     if not figures["completed"]:
         figures["unfinished"] = _where_they_stand(ids)
     done = figures["series"][-1][1]
     figures["worker_cpu_ms_per_booking"] = round(figures["worker_cpu_s"] / done * 1000, 1) if done else None
+    # What the side cost the whole machine, and where it went, a booking at a time: the workers,
+    # each server, and the rest (PostgreSQL, Redis, the mail sink, this process's polling).
+    machine = machine_after - machine_before
+    spent = {"workers": figures["worker_cpu_s"], **servers_cpu}
+    spent["rest"] = max(machine - sum(spent.values()), 0.0)
+    figures["machine_cpu_s"] = round(machine, 1)
+    figures["machine_cpu_ms_per_booking"] = round(machine / done * 1000, 1) if done else None
+    figures["cpu_ms_per_booking"] = (
+        {part: round(cpu / done * 1000, 1) for part, cpu in spent.items()} if done else {}
+    )
     return figures, ids
 
 
@@ -183,12 +194,21 @@ def measure_end_to_end(
     completed = all(row[side]["completed"] for row in rounds for side in SIDES)
     return {
         "rounds": rounds,
+        "cpu_ms_per_booking": {side: _median_split([row[side] for row in rounds]) for side in SIDES},
         "per_s": {side: round(common.median([row[side]["per_s"] for row in rounds]), 1) for side in SIDES},
         "ratio": ratio,
         "completed": completed,
         "target_ratio": TARGET_RATIO,
         "target_met": bool(completed and ratio is not None and ratio >= TARGET_RATIO),
     }, ids
+
+
+def _median_split(sides: list[dict[str, Any]]) -> dict[str, float]:
+    """The machine's CPU a booking, whole and by part, median of the rounds."""
+    split = {"machine": common.median([side["machine_cpu_ms_per_booking"] or 0.0 for side in sides])}
+    for part in sides[0].get("cpu_ms_per_booking", {}):
+        split[part] = common.median([side["cpu_ms_per_booking"].get(part, 0.0) for side in sides])
+    return {part: round(value, 1) for part, value in split.items()}
 
 
 def money_checks(ids: dict[str, list[Any]], intents: list[dict[str, Any]]) -> dict[str, Any]:
@@ -367,6 +387,7 @@ def end_to_end_rows(data: dict[str, Any]) -> list[list[Any]]:
                     f"round {index}, {side} payments",
                     figures["per_s"],
                     f"{figures['elapsed_s']:.1f}" + ("" if figures["completed"] else " (timeout)"),
+                    figures.get("machine_cpu_ms_per_booking", ""),
                     figures["worker_cpu_s"],
                     figures["worker_cpu_ms_per_booking"],
                     figures["servers_cpu_s"]["provider"],
@@ -381,6 +402,7 @@ END_TO_END_COLUMNS = [
     "side",
     "done/s",
     "time s",
+    "machine CPU ms/booking",
     "worker CPU-s",
     "worker CPU ms/booking",
     "provider CPU-s",
@@ -409,6 +431,34 @@ def _money_line(data: dict[str, Any]) -> str:
         f"intent each, {money['intents_at_provider']:,} intents in all; "
         f"{money['captured_in_full_by_our_rows']:,} by our rows); bookings without payment with any money: "
         f"{money['without_payment_with_money']}."
+    )
+
+
+PARTS = {
+    "workers": "workers",
+    "webhooks": "receiver",
+    "provider": "provider",
+    "partner": "partner",
+    "rest": "the rest (PostgreSQL, Redis, mail)",
+}
+
+
+def _cost_line(data: dict[str, Any]) -> str:
+    """Where a booking's CPU went on each side: on a machine the sides keep busy, the ratio of
+    throughputs cannot be much above the inverse of the ratio of these costs."""
+    split = data["end_to_end"].get("cpu_ms_per_booking")
+    if not split or not split["without"].get("machine"):
+        return ""
+
+    def parts(side: str) -> str:
+        return ", ".join(f"{label} {split[side].get(part, 0.0):.1f}" for part, label in PARTS.items())
+
+    times = split["with"]["machine"] / split["without"]["machine"]
+    return (
+        f"The machine's CPU a booking (median of the rounds): {split['with']['machine']:.1f} ms with a "
+        f"payment against {split['without']['machine']:.1f} without, {times:.2f} x (at the target a "
+        f"paying booking could cost about {1 / TARGET_RATIO:.2f} x). With: {parts('with')}. "
+        f"Without: {parts('without')}."
     )
 
 
@@ -441,6 +491,7 @@ def markdown(data: dict[str, Any]) -> str:
             "",
             _money_line(data),
             "",
+            *([_cost_line(data), ""] if _cost_line(data) else []),
             _target_line(data),
             "",
             f"**The customer POST.** {post['clients']} clients, {setup_['requests_each']} requests each per "
@@ -477,6 +528,7 @@ def report(data: dict[str, Any], *, results_dir: Path | None = None, img_dir: Pa
         f"{e2e['ratio']} (target >= {e2e['target_ratio']}): target {'met' if e2e['target_met'] else 'MISSED'}"
     )
     print(_money_line(data).replace("`", ""))
+    print(_cost_line(data))
     output.print_table("Payments: the customer POST with a payment vs without", POST_COLUMNS, post_rows(data))
     post = data["post"]
     print(f"POST latency with / without: {post['latency_ratio']}; checks {post['checks']}")

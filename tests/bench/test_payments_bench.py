@@ -44,6 +44,12 @@ def test_payments_bench_captures_every_paying_booking_at_the_provider_and_times_
         assert round_[side]["completed"] and round_[side]["per_s"] > 0, unfinished
         assert round_[side]["series"][-1][1] == SMOKE.bookings
         assert round_[side]["servers_cpu_s"].keys() == {"webhooks", "partner", "provider"}
+        # the machine's CPU for the side covers at least what its workers used, split by part
+        split = round_[side]["cpu_ms_per_booking"]
+        assert split.keys() == {"workers", "webhooks", "partner", "provider", "rest"}
+        assert round_[side]["machine_cpu_ms_per_booking"] >= split["workers"] > 0
+    assert saved["end_to_end"]["cpu_ms_per_booking"]["with"]["provider"] > 0  # only the paying side
+    assert saved["end_to_end"]["cpu_ms_per_booking"]["without"]["machine"] > 0
     assert saved["end_to_end"]["ratio"] > 0 and isinstance(saved["end_to_end"]["target_met"], bool)
     # and every paying booking was captured in full, by our rows and by the provider's truth,
     # while the others took no money
@@ -70,3 +76,4 @@ def test_payments_bench_captures_every_paying_booking_at_the_provider_and_times_
     assert (tmp_path / "bench-payments.png").read_bytes().startswith(PNG_SIGNATURE)
     section = payments.markdown(saved)
     assert "**The customer POST.**" in section and "Target (" in section
+    assert "The machine's CPU a booking" in section
