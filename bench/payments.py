@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
-from bench import api, common, fixtures, observe, output, pipeline
+from bench import api, common, fixtures, output, pipeline
 from bench.load import Endpoint, LoadResult, run_load
 
 NAME = "payments"
@@ -143,7 +143,7 @@ def _side(
     one is confirmed (and, with payments, captured); the servers' CPU spent meanwhile."""
     paying = side == "with"
     ids = pipeline.create_bookings(config.bookings, customer, offer, payment_method=CARD if paying else "")
-    before, machine_before = _cpu(servers), observe.machine_busy_cpu_s()
+    before = _cpu(servers)
     figures = pipeline.bookings_through_workers(
         env,
         ids,
@@ -151,18 +151,18 @@ def _side(
         queues=[*pipeline.pipeline_queues(), "payments"],
         timeout_s=config.timeout_s,
         done=_confirmed_and_captured if paying else pipeline.confirmed,
+        cpu=lambda: _cpu(servers),
     )
-    after, machine_after = _cpu(servers), observe.machine_busy_cpu_s()
-    servers_cpu = {name: after[name] - before[name] for name in servers}
-    figures["servers_cpu_s"] = {name: round(cpu, 1) for name, cpu in servers_cpu.items()}
+    after = _cpu(servers)
+    figures["servers_cpu_s"] = {name: round(after[name] - before[name], 1) for name in servers}
     if not figures["completed"]:
         figures["unfinished"] = _where_they_stand(ids)
     done = figures["series"][-1][1]
     figures["worker_cpu_ms_per_booking"] = round(figures["worker_cpu_s"] / done * 1000, 1) if done else None
-    # What the side cost the whole machine, and where it went, a booking at a time: the workers,
-    # each server, and the rest (PostgreSQL, Redis, the mail sink, this process's polling).
-    machine = machine_after - machine_before
-    spent = {"workers": figures["worker_cpu_s"], **servers_cpu}
+    # What the timed window cost the whole machine, and where it went, a booking at a time: the
+    # workers, each server, and the rest (PostgreSQL, Redis, the mail sink, this process's polls).
+    spent = dict(figures["window_cpu_s"])
+    machine = spent.pop("machine")
     spent["rest"] = max(machine - sum(spent.values()), 0.0)
     figures["machine_cpu_s"] = round(machine, 1)
     figures["machine_cpu_ms_per_booking"] = round(machine / done * 1000, 1) if done else None

@@ -126,10 +126,21 @@ def _run_workers(
     total: int,
     done: Any,
     timeout_s: float,
+    cpu: Callable[[], dict[str, float]] | None = None,
 ) -> dict[str, Any]:
-    """Start K worker processes on pre-loaded queues; time from all-ready to `done() == total`."""
+    """Start K worker processes on pre-loaded queues; time from all-ready to `done() == total`.
+    The CPU spent within that window: the workers', the machine's and `cpu()`'s counters."""
     launched = time.perf_counter()
     workers = env.start_workers(processes=processes, threads=THREADS, queues=queues)
+
+    def counters() -> dict[str, float]:
+        return {
+            "machine": observe.machine_busy_cpu_s(),
+            "workers": workers.cpu_seconds(),
+            **(cpu() if cpu else {}),
+        }
+
+    at_ready = counters()
     started = time.perf_counter()
     done_at_start = done()
     series = [(0.0, done_at_start)]
@@ -142,6 +153,7 @@ def _run_workers(
             break
         time.sleep(0.1)
     elapsed = (finished or time.perf_counter()) - started
+    at_end = counters()
     rss = workers.peak_rss_mib()
     cpu_s = workers.cpu_seconds()
     # A run that did not finish says why in its workers' own words (the log goes with the env).
@@ -161,6 +173,7 @@ def _run_workers(
         "peak_rss_mib_max": max(children) if children else None,
         "peak_rss_mib_main": rss.get(workers.pid),
         "worker_cpu_s": round(cpu_s, 1),
+        "window_cpu_s": {name: round(at_end[name] - at_ready[name], 2) for name in at_ready},
         "series": series,
         **({"worker_log_tail": log_tail} if log_tail else {}),
     }
@@ -174,6 +187,7 @@ def bookings_through_workers(
     queues: Sequence[str],
     timeout_s: float,
     done: Callable[[list[Any]], int] = confirmed,
+    cpu: Callable[[], dict[str, float]] | None = None,
 ) -> dict[str, Any]:
     """Bookings `ids`, created with their first messages waiting in Redis, through K worker
     processes on every queue: timed from all-ready until `done(ids)` counts them all (by default
@@ -188,6 +202,7 @@ def bookings_through_workers(
             total=len(ids),
             done=lambda: done(ids),
             timeout_s=timeout_s,
+            cpu=cpu,
         )
     pipeline["lock_waits"] = sampler.summary(top=3)
     leftovers = {q: common.queue_size(q) for q in queues}
