@@ -105,13 +105,14 @@ def provider_intents(base: str) -> list[dict[str, Any]]:
 
 
 # --- end to end ----------------------------------------------------------------------------------
-def _confirmed_and_captured(ids: list[Any]) -> int:
+def _confirmed_and_captured(customer: Any) -> int:
+    """The side's bookings (its customer's) confirmed and captured so far (`pipeline.confirmed`)."""
     from bookings.models import Booking
     from bookings.states import BookingState
     from payments.models import PaymentStatus
 
     return Booking.objects.filter(
-        pk__in=ids, status=BookingState.CONFIRMED, payment__status=PaymentStatus.CAPTURED
+        customer=customer, status=BookingState.CONFIRMED, payment__status=PaymentStatus.CAPTURED
     ).count()
 
 
@@ -150,7 +151,7 @@ def _side(
         processes=config.processes,
         queues=[*pipeline.pipeline_queues(), "payments"],
         timeout_s=config.timeout_s,
-        done=_confirmed_and_captured if paying else pipeline.confirmed,
+        done=lambda: (_confirmed_and_captured if paying else pipeline.confirmed)(customer),
         cpu=lambda: _cpu(servers),
     )
     after = _cpu(servers)
@@ -176,13 +177,14 @@ def measure_end_to_end(
     env: common.BenchEnv, config: Config, *, offer: Any, servers: dict[str, common.Proc]
 ) -> tuple[dict[str, Any], dict[str, list[Any]]]:
     """The rounds of both sides; the bookings of each side (for the checks)."""
-    ((customer, _token),) = fixtures.customers(1, prefix="pay-e2e")
     rounds: list[dict[str, Any]] = []
     ids: dict[str, list[Any]] = {side: [] for side in SIDES}
     for index in range(config.rounds):
         order = SIDES if index % 2 == 0 else SIDES[::-1]
         row: dict[str, Any] = {"order": list(order)}
         for side in order:
+            # Each side's bookings are a customer's of their own: what its poll counts.
+            ((customer, _token),) = fixtures.customers(1, prefix=f"pay-e2e-{index}-{side}")
             row[side], made = _side(env, config, side, customer=customer, offer=offer, servers=servers)
             ids[side] += made
         row["ratio"] = (

@@ -98,18 +98,16 @@ DATABASES = {"default": env.db_url_config(DATABASE_URL)}
 DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DB_CONN_MAX_AGE", default=60))
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-    # psycopg 3 binds parameters on the server (the booking path's statements skip client-side
-    # quoting: the customer POST costs about a third less CPU) and prepares a statement after its
-    # DB_PREPARE_THRESHOLD-th use on a connection, so that PostgreSQL stops parsing and planning
-    # the same few dozen statements again (a booking's row lock: 0.47 ms of the server's CPU
-    # unprepared, 0.13 prepared). Django leaves preparing off unless asked. Turn both off (0 and
-    # false) behind a transaction-pooling PgBouncer that cannot keep prepared statements (older
-    # than 1.21, or without max_prepared_statements).
-    server_side_binding = env.bool("DB_SERVER_SIDE_BINDING", default=True)
-    prepare_threshold = env.int("DB_PREPARE_THRESHOLD", default=5)
-    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("server_side_binding", server_side_binding)
-    if server_side_binding and prepare_threshold > 0:
-        DATABASES["default"]["OPTIONS"].setdefault("prepare_threshold", prepare_threshold)
+    # psycopg 3 binds parameters on the server: the booking path's statements skip client-side
+    # quoting (the customer POST costs about a third less CPU). Statements are not prepared
+    # (Django's default): psycopg's preparing after five uses saved the server 0.3 ms of planning
+    # on a booking's row lock, but with it on, the payments benchmark's paying side slowed round
+    # after round (8.1, 5.6, 3.0 bookings a second; one backend polling a count used 0.75 of a
+    # core), the way a generic plan, made once for any parameters, can go wrong as tables grow.
+    # Turn binding off behind a transaction-pooling PgBouncer older than 1.21.
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
+        "server_side_binding", env.bool("DB_SERVER_SIDE_BINDING", default=True)
+    )
 elif DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"].setdefault("OPTIONS", {}).update(
         {"transaction_mode": "IMMEDIATE", "timeout": 20, "init_command": "PRAGMA journal_mode=WAL;"}
