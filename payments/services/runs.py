@@ -354,7 +354,9 @@ def _record(
 
 def _lock_with_payment(operation_id: int) -> PaymentOperation:
     """The operation with its payment, the payment's row locked as `lock_payment` locks it (after
-    the booking's): one statement where a lock and a read were two."""
+    the booking's): one statement where a lock and a read were two. The operation is read as
+    current: whoever writes a payment or its operations holds the booking's lock first, and the
+    receiver, which may hold the payment's meanwhile, writes neither."""
     return (
         PaymentOperation.objects.select_related("payment")
         .select_for_update(of=("payment",), no_key=True)

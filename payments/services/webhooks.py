@@ -25,7 +25,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Exists, F, OuterRef, Q
+from django.db.models import F, Q
 from django.utils import timezone
 
 from bookings.models import Actor, Booking
@@ -33,7 +33,7 @@ from bookings.services import lock_booking
 from bookings.timeline import record_event
 from payments import connector, messages
 from payments.connector import UnverifiedEvent
-from payments.models import EventState, Payment, PaymentEvent, PaymentOperation
+from payments.models import EventState, Payment, PaymentEvent
 from payments.money import RefusedAmount
 from payments.services.deliveries import event_object, event_truth, tells_nothing_new
 from payments.services.observations import booking_follow, lock_payment, truth_apply
@@ -73,12 +73,7 @@ def _payment_locked(obj: dict[str, Any]) -> Payment | None:
     if isinstance(ours, str):
         with suppress(ValueError):  # not a payment id of ours
             match |= Q(pk=uuid.UUID(ours))
-    if not match:
-        return None
-    # Whether one of our calls on it is out (read in the same statement, under the lock).
-    in_flight = Exists(PaymentOperation.objects.open().filter(payment=OuterRef("pk")))
-    locked = Payment.objects.select_for_update(no_key=True).annotate(call_in_flight=in_flight)
-    return locked.filter(match).first()
+    return Payment.objects.select_for_update(no_key=True).filter(match).first() if match else None
 
 
 def payment_event_receive(*, raw: bytes, signature: str) -> Receipt:
@@ -106,7 +101,9 @@ def payment_event_receive(*, raw: bytes, signature: str) -> Receipt:
             else:
                 state = EventState.RECEIVED
                 # Our call to the provider is in flight: its record settles this (deliveries).
-                held = payment.call_in_flight
+                # A statement of its own: one that waited for the lock sees other tables as they
+                # were before the record it waited for committed.
+                held = payment.operations.open().exists()
             stored = PaymentEvent.objects.create(
                 event_id=str(event["id"])[:255],
                 type=kind,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import threading
 import time
 import uuid
 from datetime import timedelta
@@ -24,13 +25,23 @@ from bookings.customer_view import PaymentFacts, money_of
 from bookings.states import BookingState
 from config.redis_client import redis_client
 from payments.messages import PAYMENTS_QUEUE
-from payments.models import EventState, OperationKind, Payment, PaymentEvent, PaymentStatus
+from payments.models import (
+    EventState,
+    OperationKind,
+    OperationState,
+    Payment,
+    PaymentEvent,
+    PaymentOperation,
+    PaymentStatus,
+)
 from payments.services.deliveries import held_deliveries_settle
 from payments.services.operations import operation_open
 from payments.services.webhooks import payment_event_process
 from reconciliation.claims import CLAIM_OPTION
 from reconciliation.services.sweeper import sweep
+from tests.bookings.conftest import postgres_only, run_concurrently
 from tests.factories import BookingFactory
+from tests.helpers import wait_until
 from tests.payments.conftest import WEBHOOK_SECRET, kinds
 from tests.reconciliation.conftest import queued
 
@@ -258,12 +269,13 @@ def test_news_received_then_made_known_by_our_own_answer_is_known_without_a_lock
 
 
 @pytest.mark.parametrize("in_flight", [False, True], ids=["no-call-out", "call-out"])
-def test_a_delivery_is_judged_on_one_locked_read_of_its_payment_and_stored_in_one_insert(
+def test_a_delivery_is_judged_on_one_locked_read_of_its_payment_then_stored_in_one_insert(
     in_flight, db, django_capture_on_commit_callbacks
 ):
     # The receiver's whole work in the database: the payment found by the intent (or our id in
-    # its metadata), locked, with whether one of our calls on it is out, in one statement; then
-    # the delivery's row. Held while a call is out, queued otherwise.
+    # its metadata) and locked in one statement; for a delivery that brings news, whether one of
+    # our calls on it is out (a statement of its own, which sees any record that the lock waited
+    # for); then the delivery's row. Held while a call is out, queued otherwise.
     payment = paying_booking()
     if in_flight:
         operation_open(payment, kind=OperationKind.AUTHORIZE, amount=payment.amount)
@@ -277,12 +289,59 @@ def test_a_delivery_is_judged_on_one_locked_read_of_its_payment_and_stored_in_on
 
     reads = [q["sql"] for q in statements if q["sql"].startswith("SELECT")]
     writes = [q["sql"] for q in statements if q["sql"].startswith(("INSERT", "UPDATE", "DELETE"))]
-    assert len(reads) == 1 and '"payments_payment"' in reads[0]
+    assert len(reads) == 2 and '"payments_payment"' in reads[0] and '"payments_paymentoperation"' in reads[1]
     if connection.features.has_select_for_update:
         assert "FOR NO KEY UPDATE" in reads[0]
     assert len(writes) == 1 and writes[0].startswith('INSERT INTO "payments_paymentevent"')
     assert PaymentEvent.objects.get().state == EventState.RECEIVED
     assert len(queued_after_commit) == (0 if in_flight else 1)
+
+
+@postgres_only
+@pytest.mark.django_db(transaction=True)
+def test_news_that_waited_on_a_records_lock_is_judged_after_that_record_and_queued(broker):
+    # given a payment whose authorization is out, and the run recording its answer: it holds
+    # the payment's row lock and has closed the operation, not yet committed
+    payment = paying_booking()
+    operation = operation_open(payment, kind=OperationKind.AUTHORIZE, amount=payment.amount)
+    body = event("payment_intent.amount_capturable_updated", intent(payment, "requires_capture"))
+    locked, release = threading.Event(), threading.Event()
+
+    def record() -> None:
+        with transaction.atomic():
+            Payment.objects.select_for_update(no_key=True).get(pk=payment.pk)
+            PaymentOperation.objects.filter(pk=operation.pk).update(
+                state=OperationState.SUCCEEDED, closed_at=timezone.now()
+            )
+            locked.set()
+            assert release.wait(timeout=10)
+
+    def receive() -> str:
+        assert locked.wait(timeout=10)
+        return deliver(body).json()["status"]
+
+    def commit_once_the_receiver_waits() -> None:
+        def receiver_waits_on_the_row_lock() -> bool:
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                )
+                return cursor.fetchone()[0] == 1
+
+        wait_until(locked.is_set, what="the record to lock the payment")
+        wait_until(receiver_waits_on_the_row_lock, what="the receiver to wait on the lock")
+        release.set()
+
+    # when a delivery that says more than the record applied arrives meanwhile
+    results = run_concurrently(record, receive, while_running=commit_once_the_receiver_waits)
+
+    # then it is judged after the record: no call is out any more, so it is queued to be applied,
+    # not held for a record that has already settled what it held
+    assert results == [None, "accepted"]
+    stored = PaymentEvent.objects.get()
+    assert stored.state == EventState.RECEIVED
+    assert [list(message.args) for message in queued(broker, PAYMENTS_QUEUE)] == [[stored.pk]]
 
 
 @pytest.mark.parametrize("news", [False, True], ids=["echo", "news"])
