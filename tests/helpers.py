@@ -32,6 +32,19 @@ def wait_until(
         time.sleep(interval_s)
 
 
+def sessions_waiting_on_a_lock() -> int:
+    """How many sessions of the test database wait on a lock now (PostgreSQL): a test that makes
+    one transaction wait for another's row lock knows it waits before letting the other go."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+        return cursor.fetchone()[0]
+
+
 def queued_messages(broker: dramatiq.Broker, queue_name: str) -> list[dramatiq.Message]:
     """The messages waiting on a queue of the Redis broker, in order (`<queue>.DQ` is the delay
     queue): dramatiq keeps their ids in the list `<namespace>:<queue>` and the encoded messages

@@ -7,7 +7,7 @@ import threading
 from typing import Any
 
 import pytest
-from django.db import connection, transaction
+from django.db import transaction
 from django_fsm import ConcurrentTransition, TransitionNotAllowed, can_proceed
 
 from bookings.models import Actor, Booking, BookingEvent
@@ -16,7 +16,7 @@ from bookings.states import TERMINAL_STATES, BookingState
 from bookings.timeline import record_event
 from tests.bookings.conftest import postgres_only, run_concurrently
 from tests.factories import BookingFactory
-from tests.helpers import wait_until
+from tests.helpers import sessions_waiting_on_a_lock, wait_until
 
 S = BookingState
 ALL_STATES = list(S)
@@ -261,16 +261,8 @@ def test_with_lock_booking_the_second_transition_sees_the_first():
         return mine.status
 
     def let_first_go_once_second_waits() -> None:
-        def second_waits_on_the_row_lock() -> bool:
-            with connection.cursor() as cursor:
-                cursor.execute(
-                    "SELECT count(*) FROM pg_stat_activity"
-                    " WHERE datname = current_database() AND wait_event_type = 'Lock'"
-                )
-                return cursor.fetchone()[0] == 1
-
         wait_until(first_locked.is_set, what="the first worker to lock the booking")
-        wait_until(second_waits_on_the_row_lock, what="the second worker to wait on the lock")
+        wait_until(lambda: sessions_waiting_on_a_lock() == 1, what="the second worker to wait on the lock")
         release_first.set()
 
     # when the second asks for the lock while the first holds it

@@ -41,7 +41,7 @@ from reconciliation.claims import CLAIM_OPTION
 from reconciliation.services.sweeper import sweep
 from tests.bookings.conftest import postgres_only, run_concurrently
 from tests.factories import BookingFactory
-from tests.helpers import wait_until
+from tests.helpers import sessions_waiting_on_a_lock, wait_until
 from tests.payments.conftest import WEBHOOK_SECRET, kinds
 from tests.reconciliation.conftest import queued
 
@@ -321,16 +321,8 @@ def test_news_that_waited_on_a_records_lock_is_judged_after_that_record_and_queu
         return deliver(body).json()["status"]
 
     def commit_once_the_receiver_waits() -> None:
-        def receiver_waits_on_the_row_lock() -> bool:
-            with connection.cursor() as cursor:
-                cursor.execute(
-                    "SELECT count(*) FROM pg_stat_activity"
-                    " WHERE datname = current_database() AND wait_event_type = 'Lock'"
-                )
-                return cursor.fetchone()[0] == 1
-
         wait_until(locked.is_set, what="the record to lock the payment")
-        wait_until(receiver_waits_on_the_row_lock, what="the receiver to wait on the lock")
+        wait_until(lambda: sessions_waiting_on_a_lock() == 1, what="the receiver to wait on the lock")
         release.set()
 
     # when a delivery that says more than the record applied arrives meanwhile
