@@ -50,6 +50,7 @@ def broker():
 
     import bookings.tasks  # noqa: F401
     import partners.tasks  # noqa: F401
+    import payments.tasks  # noqa: F401  (declared, its queue is emptied with the others)
     import reconciliation.tasks  # noqa: F401
 
     broker = dramatiq.get_broker()
