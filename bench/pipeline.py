@@ -158,7 +158,7 @@ def _run_workers(
     elapsed = (finished or time.perf_counter()) - started
     at_end = counters()
     rss = workers.peak_rss_mib()
-    cpu_s = workers.cpu_seconds()
+    cpu_s = at_end["workers"]
     # A run that did not finish says why in its workers' own words (the log goes with the env).
     log_tail = "" if finished is not None else workers.log()[-UNFINISHED_LOG_TAIL_CHARS:]
     env.stop(workers)
