@@ -6,17 +6,20 @@ compensation that keeps failing sends the booking to needs_attention (invariant 
 Its tries are one budget, PARTNER_COMPENSATION_MAX_TRIES, however many copies of its message
 are alive (the chain of follow-ups, the sweeper's re-sends, a redelivery after a worker died):
 each cancel takes a try before it is made, counted and recorded under the reservation's lock,
-so no copy can cancel past the budget and no kill after the call can lose the count.
+so no copy can cancel past the budget and no kill after the call can lose the count; and
+spaced (`backoff.spacing_s`), so that copies cannot spend it within a short bad spell either.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from datetime import datetime
 from uuid import UUID
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Count, Max, Q
 from django.utils import timezone
 from django_fsm import can_proceed
 
@@ -75,8 +78,10 @@ def reservation_compensate(
         connector = connector_for(reservation.partner)
         if reservation.status in LIVE_RESERVATION_STATUSES:
             attempt = _cancel_attempt_open(reservation)
-            if attempt is None:  # the budget is spent: support has it, or is given it now
-                return _give_up(reservation, _tries(reservation), "no_tries_left")
+            if isinstance(attempt, Tries):  # the budget is spent: support has it, or is given it now
+                return _give_up(reservation, attempt.count, "no_tries_left")
+            if isinstance(attempt, float):  # the last try was too recent: this copy comes back
+                return FollowUp(compensate_after_s=attempt)
             result = call_opened_and_close(attempt, lambda: connector.cancel(reservation.partner_ref))
             if result.ok and result.reservation is not None:
                 observation_apply(
@@ -139,32 +144,47 @@ def _verify(reservation_id: int, *, actor: Actor | str, actor_label: str) -> Fol
     return FollowUp()
 
 
-def _tries(reservation: PartnerReservation) -> int:
+@dataclass(frozen=True)
+class Tries:
+    count: int
+    last_started_at: datetime | None
+
+
+def _tries(reservation: PartnerReservation) -> Tries:
     """The compensation's tries so far: every cancel since we decided to compensate (made, in
     flight or cut off by a kill), and every verification that did not answer, so a partner
     that keeps failing the verifying GET cannot keep us trying for ever either."""
-    return (
+    counted = (
         PartnerAttempt.objects.filter(
             reservation=reservation,
             started_at__gte=reservation.compensation_requested_at or reservation.first_seen_at,
         )
         .filter(Q(operation=Operation.CANCEL) | (Q(operation=Operation.GET) & ~Q(outcome=Outcome.OK)))
-        .count()
+        .aggregate(count=Count("pk"), last=Max("started_at"))
     )
+    return Tries(counted["count"], counted["last"])
 
 
-def _cancel_attempt_open(reservation: PartnerReservation) -> PartnerAttempt | None:
+def _cancel_attempt_open(reservation: PartnerReservation) -> PartnerAttempt | float | Tries:
     """Take one try of the budget for a cancel: the attempt is opened and committed under the
-    reservation's lock, so two copies of the message cannot both take the last try. None when
-    the budget is spent."""
+    reservation's lock, so two copies of the message cannot both take the last try. The tries
+    when the budget is spent; the seconds left to wait when the last try was more recent than
+    the series' spacing (`backoff.spacing_s`): however many copies of the message are alive,
+    the tries stay spread over the minutes a partner's bad spell may last."""
     with transaction.atomic():
         reservation.compensation_requested_at = (  # as it is now: support may have decided again
             PartnerReservation.objects.select_for_update(no_key=True)
             .values_list("compensation_requested_at", flat=True)
             .get(pk=reservation.pk)
         )
-        if _tries(reservation) >= settings.PARTNER_COMPENSATION_MAX_TRIES:
-            return None
+        tries = _tries(reservation)
+        if tries.count >= settings.PARTNER_COMPENSATION_MAX_TRIES:
+            return tries
+        if tries.last_started_at is not None:
+            since = (timezone.now() - tries.last_started_at).total_seconds()
+            wait = backoff.spacing_s(tries.count) - since
+            if wait > 0:
+                return wait
         return attempt_open(
             partner=reservation.partner,
             operation=Operation.CANCEL,
@@ -174,9 +194,10 @@ def _cancel_attempt_open(reservation: PartnerReservation) -> PartnerAttempt | No
 
 
 def _retry_or_give_up(reservation: PartnerReservation, error: str, retry_after_s: float | None) -> FollowUp:
-    tries = _tries(reservation)
+    tries = _tries(reservation).count
     if tries < settings.PARTNER_COMPENSATION_MAX_TRIES:
-        return FollowUp(compensate_after_s=backoff.delay_s(tries, retry_after_s=retry_after_s))
+        delay = max(backoff.delay_s(tries, retry_after_s=retry_after_s), backoff.spacing_s(tries))
+        return FollowUp(compensate_after_s=delay)
     return _give_up(reservation, tries, error)
 
 

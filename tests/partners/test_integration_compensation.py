@@ -6,6 +6,7 @@ a booking that expires has whatever the partner holds for it cancelled."""
 from __future__ import annotations
 
 import threading
+import time
 from datetime import timedelta
 
 import pytest
@@ -17,6 +18,7 @@ from bookings.models import Actor, Booking
 from bookings.services import booking_request_cancel
 from bookings.states import BookingState
 from partners.models import Capability, Operation, PartnerAttempt, PartnerReservation
+from partners.services import backoff
 from partners.services.compensation import booking_cancel_run, reservation_compensate
 from partners.services.listing import change_listing_walk
 from partners.services.observations import request_compensation_again
@@ -239,3 +241,55 @@ def test_two_copies_at_once_take_the_last_try_once(harness, settings):
     assert cancels_received(h) == 1
     assert PartnerAttempt.objects.filter(reservation=reservation, operation=Operation.CANCEL).count() == 1
     assert status_of(reservation.booking) == S.NEEDS_ATTENTION
+
+
+def test_copies_of_a_compensation_cannot_spend_its_tries_faster_than_their_spacing(harness, settings):
+    """Copies of a compensation's message (the sweeper's re-send beside the chain) each found a
+    try to take: a partner's minute of refusals could spend the whole budget in seconds. A try
+    is taken only once the series' spacing has passed since the last; a copy that comes sooner
+    is told when to come back, and the chain itself waits at least that long."""
+    settings.PARTNER_RETRY_BASE_S, settings.PARTNER_RETRY_MAX_S = 2.0, 300.0
+    h = harness("reference")
+    reservation = cancelling_while_the_partner_refuses(h, settings, max_tries=4)
+
+    chain = reservation_compensate(reservation.pk)  # try 1: refused (429)
+    assert chain.compensate_after_s >= backoff.spacing_s(1) == 1.0
+    copy = reservation_compensate(reservation.pk)  # the sweeper's copy, at once
+    assert 0 < copy.compensate_after_s <= 1.0
+    assert cancels_received(h) == 1
+    assert PartnerAttempt.objects.filter(reservation=reservation, operation=Operation.CANCEL).count() == 1
+
+    # Once the spacing has passed, the next copy takes try 2; the one after it must wait longer.
+    earlier = timezone.now() - timedelta(seconds=1.1)
+    PartnerReservation.objects.filter(pk=reservation.pk).update(compensation_requested_at=earlier)
+    PartnerAttempt.objects.filter(reservation=reservation).update(started_at=earlier)
+    assert reservation_compensate(reservation.pk).compensate_after_s >= backoff.spacing_s(2) == 2.0
+    assert cancels_received(h) == 2
+    assert 1.0 < reservation_compensate(reservation.pk).compensate_after_s <= 2.0
+    assert cancels_received(h) == 2
+    assert status_of(reservation.booking) == S.CANCEL_REQUESTED  # nothing handed to support
+
+
+def test_a_compensation_outlasts_the_partners_spell_of_refused_keys(harness, settings):
+    """Chaos runs `8bdc75` and `00333d`: a key rotation at the partner (every call answered 401 for a
+    while) refused three cancels of one compensation within 3.3 s and support got a booking the
+    partner would have cancelled a few seconds later. Spaced, the tries outlast the spell: here a
+    2 s spell against 6 tries (three cancels, each with its verifying read) at a 0.5 s base."""
+    settings.PARTNER_RETRY_BASE_S, settings.PARTNER_RETRY_MAX_S = 0.5, 300.0
+    h = harness("reference")
+    reservation = cancelling_while_the_partner_refuses(h, settings, max_tries=6)
+    h.faults(rate_limit_rate=0, auth_failure_window_s=[0, 2])  # from now, 2 s of 401s
+
+    follow_up = reservation_compensate(reservation.pk)
+    rounds = 1
+    while follow_up.compensate_after_s is not None:  # the chain, as its messages would run it
+        time.sleep(follow_up.compensate_after_s)
+        follow_up = reservation_compensate(reservation.pk)
+        rounds += 1
+
+    reservation.refresh_from_db()
+    assert reservation.compensated_at is not None, timeline(reservation.booking)
+    assert status_of(reservation.booking) == S.CANCELLED
+    cancels = PartnerAttempt.objects.filter(reservation=reservation, operation=Operation.CANCEL)
+    assert [a.http_status for a in cancels.order_by("started_at")][-1] == 200
+    assert 2 <= cancels.count() <= 3 and rounds >= cancels.count()
