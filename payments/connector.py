@@ -114,6 +114,15 @@ def _text(value: object, name: str, *, limit: int = 255) -> str:
     return value
 
 
+def _object(value: object, name: str) -> Mapping[str, Any]:
+    """A nested object of the provider's answer ({} when absent), refused when it is not one."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise RefusedAmount(f"{name} is not an object: {value!r:.80}")
+    return value
+
+
 def _timestamp(value: object, name: str) -> datetime | None:
     if value is None:
         return None
@@ -122,38 +131,57 @@ def _timestamp(value: object, name: str) -> datetime | None:
     return datetime.fromtimestamp(value, tz=UTC)
 
 
-def _charge_money(charge: Mapping[str, Any], currency: str) -> tuple[Decimal, Decimal]:
+def _held_as_ours(held: Decimal, amount: Decimal | None) -> None:
+    """An intent or charge of our payment holds exactly the payment's amount (we asked for it)."""
+    if amount is not None and held != amount:
+        raise RefusedAmount(f"it holds {held}, the payment is {amount}")
+
+
+def _charge_money(
+    charge: Mapping[str, Any], currency: str, *, amount: Decimal | None = None
+) -> tuple[Decimal, Decimal]:
     """(captured, refunded) of a charge. A hold's release is counted in `amount_refunded` too
     (the rest of a partial capture, a void, a lapse), yet moved no money: refunds are what was
-    given back of what was captured."""
+    given back of what was captured. Neither can exceed what was authorized."""
     if not charge.get("captured"):
         return Decimal("0.00"), Decimal("0.00")
     authorized = from_minor(charge.get("amount"), currency)
+    _held_as_ours(authorized, amount)
     captured = from_minor(charge.get("amount_captured"), currency)
     released_or_refunded = from_minor(charge.get("amount_refunded"), currency)
+    if captured > authorized or released_or_refunded > authorized:
+        raise RefusedAmount(
+            f"charge captures {captured} and gives back {released_or_refunded} of {authorized} authorized"
+        )
     refunded = released_or_refunded - (authorized - captured)
-    if refunded < 0 or refunded > captured:
+    if refunded < 0:
         raise RefusedAmount(f"charge refunds {released_or_refunded} of {authorized}, {captured} captured")
     return captured, refunded
 
 
-def intent_truth(data: Mapping[str, Any], currency: str) -> IntentTruth:
+def intent_truth(data: Mapping[str, Any], currency: str, *, amount: Decimal | None = None) -> IntentTruth:
     """A PaymentIntent as the provider rendered it (its charge expanded or not); refused whole
-    (`RefusedAmount`) if any value breaks the protocol or is in another currency."""
+    (`RefusedAmount`) if any value breaks the protocol, is in another currency, receives more
+    than the intent's amount, or (given our payment's `amount`) holds another amount than ours."""
     intent_id = _text(data.get("id"), "id")
     status = _text(data.get("status"), "status")
     if not intent_id.startswith("pi_") or status not in INTENT_STATUSES:
         raise RefusedAmount(f"not a payment intent: {intent_id!r}, {status!r}")
     ours = same_currency(currency, data.get("currency"))
-    metadata = data.get("metadata") or {}
-    error = data.get("last_payment_error") or {}
+    metadata = _object(data.get("metadata"), "metadata")
+    error = _object(data.get("last_payment_error"), "last_payment_error")
+    held = from_minor(data.get("amount"), ours)
+    _held_as_ours(held, amount)
+    received = from_minor(data.get("amount_received"), ours)
+    if received > held:
+        raise RefusedAmount(f"intent received {received} of {held}")
     fields: dict[str, Any] = {
         "intent_id": intent_id,
         "currency": ours,
         "payment_ref": _text(metadata.get("payment"), "metadata.payment"),
         "status": status,
-        "amount": from_minor(data.get("amount"), ours),
-        "captured": from_minor(data.get("amount_received"), ours),
+        "amount": held,
+        "captured": received,
         "cancellation_reason": _text(data.get("cancellation_reason"), "cancellation_reason"),
         "decline_code": _text(error.get("decline_code") or error.get("code"), "decline_code"),
         "decline_message": _text(error.get("message"), "decline message", limit=5000)[:500],
@@ -161,22 +189,24 @@ def intent_truth(data: Mapping[str, Any], currency: str) -> IntentTruth:
     charge = data.get("latest_charge")
     if isinstance(charge, Mapping):
         same_currency(ours, charge.get("currency"))
-        _, fields["refunded"] = _charge_money(charge, ours)
-        card = (charge.get("payment_method_details") or {}).get("card") or {}
+        _, fields["refunded"] = _charge_money(charge, ours, amount=amount)
+        details = _object(charge.get("payment_method_details"), "payment_method_details")
+        card = _object(details.get("card"), "card")
         fields["authorization_expires_at"] = _timestamp(card.get("capture_before"), "capture_before")
         fields["card_brand"] = _text(card.get("brand"), "brand")[:20]
         fields["card_last4"] = _text(card.get("last4"), "last4")[:4]
-        fields["in_review"] = (charge.get("outcome") or {}).get("type") == "manual_review"
+        fields["in_review"] = _object(charge.get("outcome"), "outcome").get("type") == "manual_review"
     return IntentTruth(**fields)
 
 
-def charge_truth(data: Mapping[str, Any], currency: str) -> IntentTruth:
-    """What a Charge says of its intent: the money captured and refunded, nothing of its status."""
+def charge_truth(data: Mapping[str, Any], currency: str, *, amount: Decimal | None = None) -> IntentTruth:
+    """What a Charge says of its intent: the money captured and refunded, nothing of its status;
+    refused whole as `intent_truth` is."""
     intent_id = _text(data.get("payment_intent"), "payment_intent")
     if not intent_id.startswith("pi_"):
         raise RefusedAmount(f"charge of no payment intent: {intent_id!r}")
     ours = same_currency(currency, data.get("currency"))
-    captured, refunded = _charge_money(data, ours)
+    captured, refunded = _charge_money(data, ours, amount=amount)
     return IntentTruth(intent_id=intent_id, currency=ours, captured=captured, refunded=refunded)
 
 
@@ -411,22 +441,52 @@ def _search(search: Callable[[], Any], read: Callable[[Any], CallResult], *, cur
 
 # --- webhooks ----------------------------------------------------------------------------------
 class UnverifiedEvent(ValueError):
-    """A delivery whose Stripe-Signature does not verify (or is too old), or that is no event."""
+    """A delivery whose Stripe-Signature does not verify, or was made too long ago or ahead."""
+
+
+class MalformedEvent(ValueError):
+    """A delivery whose signature verifies, but that is not an event we can store: not a JSON
+    object, or an `id` or `type` that is not short text (ids are never cut: two events whose ids
+    share a prefix must not become one)."""
+
+
+# The longest event id and type we store (PaymentEvent's columns).
+EVENT_ID_CHARS = 255
+EVENT_TYPE_CHARS = 64
 
 
 def verify_event(body: bytes, signature: str) -> dict[str, Any]:
-    """The event, if its signature verifies over the raw body with our endpoint secret within
-    the SDK's tolerance (300 s); else `UnverifiedEvent`."""
+    """The event, if its signature verifies over the raw body with our endpoint secret and was
+    made within the SDK's tolerance (300 s) of now, either way; else `UnverifiedEvent`, or
+    `MalformedEvent` for a verified body that is no event."""
     secret = settings.STRIPE_WEBHOOK_SECRET
     if not secret:
         raise UnverifiedEvent("no webhook secret is configured")
+    tolerance = stripe.Webhook.DEFAULT_TOLERANCE
     try:
-        # The SDK's own check of the scheme; the body is then read as plain JSON (its event
-        # object tree, built and flattened again for every delivery, told us nothing more).
-        stripe.WebhookSignature.verify_header(body, signature, secret, stripe.Webhook.DEFAULT_TOLERANCE)
-        data = json.loads(body)
+        # The SDK's own check of the scheme (it refuses a signature too old, not one from the
+        # future: that is ours to refuse); the body is then read as plain JSON (its event object
+        # tree, built and flattened again for every delivery, told us nothing more).
+        stripe.WebhookSignature.verify_header(body, signature, secret, tolerance)
     except (stripe.SignatureVerificationError, ValueError) as error:
         raise UnverifiedEvent(str(error)[:300]) from error
-    if not isinstance(data, dict) or not all(isinstance(data.get(key), str) for key in ("id", "type")):
-        raise UnverifiedEvent("not an event")
+    if _signed_at(signature) > time.time() + tolerance:
+        raise UnverifiedEvent("Timestamp ahead of our clock by more than the tolerance")
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError) as error:
+        raise MalformedEvent(f"not JSON: {str(error)[:200]}") from error
+    if not isinstance(data, dict):
+        raise MalformedEvent("not a JSON object")
+    for name, limit in (("id", EVENT_ID_CHARS), ("type", EVENT_TYPE_CHARS)):
+        value = data.get(name)
+        if not isinstance(value, str) or not 0 < len(value) <= limit or "\x00" in value:
+            raise MalformedEvent(f"its {name} is not text of 1 to {limit} characters")
     return data
+
+
+def _signed_at(signature: str) -> int:
+    """The `t=` of a Stripe-Signature that verified, read as the SDK reads it (so it is there,
+    and a number)."""
+    items = [item.split("=", 2) for item in signature.split(",")]
+    return int(next(item[1] for item in items if item[0] == "t"))

@@ -48,7 +48,10 @@ class PaymentWebhookView(APIView):
             ),
             202: OpenApiResponse(_ack, description="Stored; applied asynchronously."),
             400: OpenApiResponse(
-                description="The signature does not verify, or is too old (`invalid_signature`)."
+                description="The signature does not verify, or was made more than the tolerance "
+                "ago or ahead (`invalid_signature`); or it verifies, but the body is no event: not a "
+                "JSON object, or an `id` or `type` that is not short text (`malformed_body`). "
+                "Nothing is stored."
             ),
             413: OpenApiResponse(description="Body too large (not applied)."),
         },

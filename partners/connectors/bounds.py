@@ -33,6 +33,8 @@ LATEST_YEAR = 2099
 MAX_GUESTS = 999
 # Booking.total_price is DecimalField(max_digits=12, decimal_places=2).
 MAX_AMOUNT = Decimal("9999999999.99")
+# Money as the protocols write it: digits, and a fraction after a point (never an exponent).
+DECIMAL = re.compile(r"[0-9]{1,16}(?:\.[0-9]{1,16})?")
 CENT = Decimal("0.01")
 CURRENCY = re.compile(r"^[A-Za-z]{3}$")
 INTEGER = re.compile(r"^-?\d{1,30}$")
@@ -157,8 +159,11 @@ def amount(value: Any, *, field: str) -> Decimal | None:
         return None
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise MalformedPayload(f"{field} is not a decimal string: {_shown(value)}")
+    text = str(value)
+    if not DECIMAL.fullmatch(text):  # no sign, exponent, padding or "NaN": the protocol's spelling
+        raise OutOfRange(field, value, 'a decimal string such as "360.00"')
     try:
-        parsed = Decimal(str(value).strip())
+        parsed = Decimal(text)
     except InvalidOperation:
         raise OutOfRange(field, value, 'a decimal string such as "360.00"') from None
     if not parsed.is_finite() or parsed < 0 or parsed > MAX_AMOUNT:

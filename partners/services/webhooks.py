@@ -66,6 +66,7 @@ KEPT_HEADERS = (
 HEADER_CHARS = 1000
 ERROR_CHARS = 2000
 IDENTIFIER_CHARS = 100  # PartnerReservation.partner_ref, client_reference
+EVENT_ID_CHARS = 200  # InboundEvent.event_id: a longer id is refused, never cut (two would become one)
 # What reading a body we cannot use raises: not JSON, nested past the parser, or refused by it
 # (`MalformedPayload`, out-of-range values included).
 UNREADABLE = (ValueError, RecursionError, MalformedPayload)
@@ -99,7 +100,9 @@ class Delivery:
 
     @property
     def event_id(self) -> str:
-        return self.headers.get("webhook-id", "")[:200]
+        # As evidence, a refused delivery's id is kept cut and without NUL (the database's text
+        # holds none); an accepted one's is whole (`_event_id_problem`).
+        return self.headers.get("webhook-id", "")[:EVENT_ID_CHARS].replace("\x00", "\ufffd")
 
     @property
     def kept_headers(self) -> dict[str, str]:
@@ -180,6 +183,9 @@ def inbound_event_receive(
         body = json.loads(raw)
     except UNREADABLE as exc:
         return _refuse_invalid(delivery, body=None, why=_reason(exc))
+    problem = _event_id_problem(delivery.headers.get("webhook-id", ""))
+    if problem:
+        return _refuse_invalid(delivery, body=body, why=problem)
     try:
         parse_webhook(body)
     except UnsupportedEvent as exc:
@@ -187,6 +193,15 @@ def inbound_event_receive(
     except UNREADABLE as exc:
         return _refuse_invalid(delivery, body=body, why=_reason(exc))
     return _store_accepted(delivery)
+
+
+def _event_id_problem(event_id: str) -> str:
+    """Why an authentic delivery's `webhook-id` cannot be stored as its id ('' when it can)."""
+    if len(event_id) > EVENT_ID_CHARS:
+        return f"webhook-id is longer than {EVENT_ID_CHARS} characters"
+    if "\x00" in event_id:
+        return "webhook-id holds a NUL character"
+    return ""
 
 
 def body_too_large(
@@ -389,7 +404,8 @@ def _identifier(value: Any) -> str:
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         return ""
     text = str(value)
-    return text if 0 < len(text) <= IDENTIFIER_CHARS else ""
+    # No NUL: PostgreSQL refuses to compare text holding one (a 500 where a 400 is owed).
+    return text if 0 < len(text) <= IDENTIFIER_CHARS and "\x00" not in text else ""
 
 
 def _named_booking_id(partner: Partner, body: Any) -> UUID | None:

@@ -30,18 +30,18 @@ def event_object(event: dict[str, Any]) -> dict[str, Any]:
     return found if isinstance(found, dict) else {}
 
 
-def event_truth(obj: dict[str, Any], currency: str) -> IntentTruth:
-    """What a delivery's object says of its intent; `RefusedAmount` (or a type error) if we
-    refuse it."""
+def event_truth(obj: dict[str, Any], payment: Payment) -> IntentTruth:
+    """What a delivery's object says of its payment's intent; `RefusedAmount` (or a type error)
+    if we refuse it: another currency, or another amount than the payment's."""
     if obj.get("object") == "charge":
-        return charge_truth(obj, currency)
-    return intent_truth(obj, currency)
+        return charge_truth(obj, payment.currency, amount=payment.amount)
+    return intent_truth(obj, payment.currency, amount=payment.amount)
 
 
 def tells_nothing_new(obj: dict[str, Any], payment: Payment) -> bool:
     """The delivery tells nothing new of the payment as this instance holds it."""
     try:
-        truth = event_truth(obj, payment.currency)
+        truth = event_truth(obj, payment)
     except (RefusedAmount, AttributeError, TypeError):
         return False  # refused by the worker, on the booking's timeline
     return not brings_news(payment, truth)

@@ -32,7 +32,7 @@ from bookings.models import Actor, Booking
 from bookings.services import lock_booking
 from bookings.timeline import record_event
 from payments import connector, messages
-from payments.connector import UnverifiedEvent
+from payments.connector import MalformedEvent, UnverifiedEvent
 from payments.models import EventState, Payment, PaymentEvent
 from payments.money import RefusedAmount
 from payments.services.deliveries import event_object, event_truth, tells_nothing_new
@@ -61,16 +61,26 @@ class Receipt:
     event: PaymentEvent | None = None
 
 
+def _name(value: Any) -> str:
+    """An id as the provider writes them, or "" for anything that cannot name a row of ours
+    (not text, empty, longer than our columns, a NUL the database refuses to compare)."""
+    if not isinstance(value, str) or not 0 < len(value) <= connector.EVENT_ID_CHARS or "\x00" in value:
+        return ""
+    return value
+
+
 def _payment_locked(obj: dict[str, Any]) -> Payment | None:
     """The payment an intent or charge is about, with its row lock: by the intent's id, or (for
     an intent we have not heard back from yet) by the payment id its metadata carries. Call in a
     transaction; found and locked in one statement."""
-    intent_id = obj.get("id") if obj.get("object") == "payment_intent" else obj.get("payment_intent")
-    ours = (obj.get("metadata") or {}).get("payment") if obj.get("object") == "payment_intent" else None
+    is_intent = obj.get("object") == "payment_intent"
+    intent_id = _name(obj.get("id") if is_intent else obj.get("payment_intent"))
+    metadata = obj.get("metadata") if is_intent else None
+    ours = _name(metadata.get("payment")) if isinstance(metadata, dict) else ""
     match = Q()
-    if isinstance(intent_id, str) and intent_id:
+    if intent_id:
         match |= Q(provider_intent_id=intent_id)
-    if isinstance(ours, str):
+    if ours:
         with suppress(ValueError):  # not a payment id of ours
             match |= Q(pk=uuid.UUID(ours))
     return Payment.objects.select_for_update(no_key=True).filter(match).first() if match else None
@@ -85,7 +95,10 @@ def payment_event_receive(*, raw: bytes, signature: str) -> Receipt:
     except UnverifiedEvent as error:
         logger.warning("payment webhook refused: %s", error)
         return Receipt(400, "invalid_signature", "The Stripe-Signature does not verify.")
-    kind = str(event["type"])[:64]
+    except MalformedEvent as error:
+        logger.warning("payment webhook refused: %s", error)
+        return Receipt(400, "malformed_body", f"The signature verifies, but the body is no event: {error}.")
+    kind = event["type"]
     obj = event_object(event)
     try:
         with transaction.atomic():
@@ -105,7 +118,7 @@ def payment_event_receive(*, raw: bytes, signature: str) -> Receipt:
                 # were before the record it waited for committed.
                 held = payment.operations.open().exists()
             stored = PaymentEvent.objects.create(
-                event_id=str(event["id"])[:255],
+                event_id=event["id"],
                 type=kind,
                 body=raw,
                 payment=payment,
@@ -151,7 +164,7 @@ def payment_event_process(event_id: int) -> None:
         if event.state != EventState.RECEIVED or payment is None:
             return
         try:
-            truth = event_truth(obj, payment.currency)
+            truth = event_truth(obj, payment)
         except (RefusedAmount, AttributeError, TypeError) as refused:
             _refuse(booking, event, str(refused))
             return

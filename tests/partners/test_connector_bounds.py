@@ -175,7 +175,25 @@ def test_amount_in_range(value: Any, expected: Decimal | None) -> None:
 
 
 @pytest.mark.parametrize(
-    "value", [*AMOUNTS, "-1.00", "10000000000.00", "360.005", "Infinity", "-NaN", "1e400"]
+    "value",
+    [
+        *AMOUNTS,
+        "-1.00",
+        "10000000000.00",
+        "360.005",
+        "Infinity",
+        "-NaN",
+        "1e400",
+        # The protocols' spelling only: never an exponent, a sign or padding.
+        "1e3",
+        "3.6E+2",
+        "+360",
+        " 360.00",
+        "360.00 ",
+        "360.",
+        ".5",
+        "٣٦٠",  # digits, but not ASCII ones
+    ],
 )
 def test_amount_out_of_range(value: Any) -> None:
     with pytest.raises(OutOfRange, match=r"^total_price out of range"):

@@ -279,6 +279,38 @@ def test_malformed_body_with_a_valid_signature_is_400_quarantined(post, ref_part
     _assert_invalid(response)
 
 
+@pytest.mark.parametrize("field", ["id", "client_reference"])
+@pytest.mark.parametrize("age", [timedelta(0), timedelta(hours=1)], ids=["fresh", "late"])
+def test_an_authentic_delivery_naming_a_nul_is_refused_not_a_crash(post, ref_partner, field, age):
+    # The bounds refuse the NUL; the lookup of the booking it names must not send it to the
+    # database (PostgreSQL refuses to compare text holding one: a 500 where a 400 or 401 is owed).
+    data = json.loads(body())
+    data["data"][field] = "BK-\u0000"
+    raw = json.dumps(data).encode()
+
+    response = post(raw, signed(raw, at=datetime.now(UTC) - age))
+
+    if age:
+        assert (response.status_code, response.json()["error"]["code"]) == (401, "timestamp_out_of_tolerance")
+    else:
+        _assert_invalid(response)
+
+
+def test_an_event_id_longer_than_we_keep_is_refused_never_cut_into_another(post, ref_partner):
+    # Cut to the column, two authentic events sharing their first 200 characters would become one:
+    # the second answered "duplicate" and never applied (nor delivered again).
+    prefix = "msg_" + "a" * 250
+    first, second = body(ref="R-1"), body(ref="R-2")
+
+    answers = [post(raw, signed(raw, event_id=prefix + end)) for raw, end in ((first, "1"), (second, "2"))]
+
+    assert [(a.status_code, a.json()["error"]["code"]) for a in answers] == [(400, "malformed_body")] * 2
+    stored = InboundEvent.objects.filter(partner=ref_partner)
+    assert set(stored.values_list("state", "signature_valid")) == {(InboundState.INVALID, True)}
+    assert "webhook-id is longer than 200 characters" in stored.first().error
+    assert PartnerReservation.objects.count() == 0
+
+
 def test_body_that_is_not_utf8_is_refused_not_a_crash(post, ref_partner):
     # Standard Webhooks signs text: bytes that are not UTF-8 cannot carry a valid signature.
     raw = b"\xff\xfe{}"

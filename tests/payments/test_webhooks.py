@@ -97,8 +97,8 @@ def event(kind: str, obj: dict, event_id: str | None = None) -> bytes:
     ).encode()
 
 
-def signature(body: bytes, secret: str = WEBHOOK_SECRET) -> str:
-    at = int(time.time())
+def signature(body: bytes, secret: str = WEBHOOK_SECRET, *, at: int | None = None) -> str:
+    at = int(time.time()) if at is None else at
     mac = hmac.new(secret.encode(), f"{at}.".encode() + body, hashlib.sha256).hexdigest()
     return f"t={at},v1={mac}"
 
@@ -151,6 +151,133 @@ def test_an_event_not_signed_with_our_secret_is_refused_and_not_stored(db, signe
 
     assert (response.status_code, response.json()["error"]["code"]) == (400, "invalid_signature")
     assert PaymentEvent.objects.count() == 0
+
+
+def test_an_event_signed_ahead_of_our_clock_is_refused_as_the_partners_are(db):
+    # The SDK refuses a signature made too long ago, not one made "later": a captured delivery
+    # signed ahead could be replayed for as long as it stays ahead.
+    body = event("payment_intent.succeeded", intent(paying_booking(), "succeeded", received=36_000))
+
+    response = deliver(body, signature(body, at=int(time.time()) + 86_400))
+
+    assert (response.status_code, response.json()["error"]["code"]) == (400, "invalid_signature")
+    assert PaymentEvent.objects.count() == 0
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        pytest.param(b"", id="empty"),
+        pytest.param(b"not json", id="not-json"),
+        pytest.param(b"[1]", id="not-an-object"),
+        pytest.param(b"{}", id="no-id"),
+        pytest.param(b'{"id": "evt_1", "type": 5}', id="type-not-text"),
+        pytest.param(b'{"id": "evt_\\u0000", "type": "payment_intent.succeeded"}', id="nul-in-id"),
+        pytest.param(b'{"id": "evt_1", "type": "payment_intent.\\u0000"}', id="nul-in-type"),
+        pytest.param(b'{"id": "evt_' + b"a" * 260 + b'", "type": "x"}', id="id-longer-than-we-keep"),
+    ],
+)
+def test_a_signed_body_that_is_no_event_is_refused_as_malformed_and_not_stored(db, raw):
+    # The signature verifies: "invalid_signature" would send whoever operates the provider's side
+    # after their secret. An id is never cut to fit: two events would become one.
+    response = deliver(raw)
+
+    assert (response.status_code, response.json()["error"]["code"]) == (400, "malformed_body")
+    assert "the body is no event" in response.json()["error"]["message"]
+    assert PaymentEvent.objects.count() == 0
+
+
+@pytest.mark.parametrize("metadata", ["x", ["a"], 5])
+@pytest.mark.parametrize("ours", [False, True], ids=["unknown-intent", "our-intent"])
+def test_an_intent_whose_metadata_is_no_object_is_not_a_crash(db, metadata, ours):
+    payment = paying_booking(
+        S.CONFIRMED, P.AUTHORIZED, provider_intent_id="pi_" + uuid.uuid4().hex[:24] if ours else ""
+    )
+    obj = {**intent(payment, "succeeded", received=36_000), "metadata": metadata}
+
+    response = deliver(event("payment_intent.succeeded", obj))
+
+    if not ours:  # nothing names a payment of ours
+        assert (response.status_code, response.json()["status"]) == (200, "ignored")
+        return
+    assert (response.status_code, response.json()["status"]) == (202, "accepted")
+    payment_event_process(PaymentEvent.objects.get().pk)
+    stored = PaymentEvent.objects.get()
+    payment.refresh_from_db()
+    assert (stored.state, payment.status) == (EventState.FAILED, P.AUTHORIZED)
+    assert "metadata is not an object" in stored.error
+
+
+def test_an_intent_id_holding_a_nul_names_nothing_of_ours(db):
+    obj = {**intent(paying_booking(), "succeeded"), "id": "pi_\u0000", "metadata": {}}
+
+    response = deliver(event("payment_intent.succeeded", obj))
+
+    assert (response.status_code, response.json()["status"]) == (200, "ignored")
+
+
+def _applied(body: bytes, payment: Payment) -> PaymentEvent:
+    assert deliver(body).status_code == 202
+    payment_event_process(PaymentEvent.objects.get().pk)
+    payment.refresh_from_db()
+    return PaymentEvent.objects.get()
+
+
+def test_an_intent_receiving_more_than_it_holds_is_refused_and_plans_no_refund(db):
+    # Applied, 999,999.99 captured of a 360.00 payment would have made the next run refund the
+    # difference: money the customer never paid.
+    payment = paying_booking(S.CONFIRMED, P.AUTHORIZED, provider_intent_id="pi_" + uuid.uuid4().hex[:24])
+
+    obj = intent(payment, "succeeded", received=99_999_999)
+
+    stored = _applied(event("payment_intent.succeeded", obj), payment)
+
+    assert (stored.state, payment.status, payment.captured_amount) == (EventState.FAILED, P.AUTHORIZED, 0)
+    assert "intent received 999999.99 of 360.00" in stored.error
+    assert kinds(payment.booking)[-1] == "payment.webhook.refused"
+
+
+def test_a_hold_of_another_amount_than_ours_is_refused_not_taken_as_authorized(db):
+    payment = paying_booking()
+    obj = {**intent(payment, "requires_capture"), "amount": 1}
+
+    stored = _applied(event("payment_intent.amount_capturable_updated", obj), payment)
+
+    assert (stored.state, payment.status) == (EventState.FAILED, P.AUTHORIZING)
+    assert "it holds 0.01, the payment is 360.00" in stored.error
+
+
+@pytest.mark.parametrize(
+    ("captured", "given_back", "why"),
+    [
+        (36_001, 0, "charge captures 360.01 and gives back 0.00 of 360.00 authorized"),
+        (36_000, 36_001, "charge captures 360.00 and gives back 360.01 of 360.00 authorized"),
+    ],
+)
+def test_a_charge_counting_more_than_was_authorized_is_refused_and_records_no_refund(
+    db, captured, given_back, why
+):
+    payment = paying_booking(
+        S.CONFIRMED,
+        P.CAPTURED,
+        provider_intent_id="pi_" + uuid.uuid4().hex[:24],
+        captured_amount=Decimal("360.00"),
+    )
+    charge = {
+        "id": "ch_" + uuid.uuid4().hex[:24],
+        "object": "charge",
+        "payment_intent": payment.provider_intent_id,
+        "amount": 36_000,
+        "amount_captured": captured,
+        "amount_refunded": given_back,
+        "captured": True,
+        "currency": "eur",
+    }
+
+    stored = _applied(event("charge.refunded", charge), payment)
+
+    assert (payment.captured_amount, payment.refunded_amount) == (Decimal("360.00"), Decimal("0.00"))
+    assert (stored.state, why in stored.error) == (EventState.FAILED, True)
 
 
 def test_an_event_about_nothing_of_ours_is_acknowledged_and_kept_as_ignored(db):
