@@ -1,6 +1,7 @@
 """One error scheme: application errors, and one JSON shape for every API error.
 
-Every error body is `{"error": {"code": "...", "message": "...", "fields": {...}}}`.
+Every error body is `{"error": {"code": "...", "message": "..."}}`, with `"fields": {...}` (the
+messages per request field or header) only when there are some.
 """
 
 from __future__ import annotations

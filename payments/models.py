@@ -166,6 +166,7 @@ class OperationState(models.TextChoices):
     DECLINED = "declined", "Declined"
     REFUSED = "refused", "Refused by the provider: nothing happened"
     ABANDONED = "abandoned", "Abandoned: it never reached the provider"
+    NOT_MADE = "not_made", "Not made: its one call provably did nothing; decided again"
 
 
 class CallOutcome(models.TextChoices):

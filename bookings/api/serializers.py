@@ -39,7 +39,8 @@ class ErrorDetailSerializer(serializers.Serializer):
 
 
 class ErrorSerializer(serializers.Serializer):
-    """The one error shape of the API: `{"error": {"code", "message", "fields"}}`."""
+    """The one error shape of the API: `{"error": {"code", "message"}}`, `fields` on validation
+    errors."""
 
     error = ErrorDetailSerializer()
 

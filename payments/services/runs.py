@@ -50,6 +50,7 @@ logger = logging.getLogger(__name__)
 
 P = PaymentStatus
 MAX_STEPS = 4  # steps of one run: authorize (or resolve), then a read, a capture, a read
+BACKOFF_TRIES = 16
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,8 @@ class Next(StrEnum):
 class _Claimed:
     operation: PaymentOperation
     call: Callable[[], CallResult]
+    # Opened by this claim: no call was made under its key before this one.
+    first_call: bool
 
 
 def payment_run(booking_id: UUID, *, actor: Actor | str = Actor.WORKER, actor_label: str = "") -> FollowUp:
@@ -79,7 +82,14 @@ def payment_run(booking_id: UUID, *, actor: Actor | str = Actor.WORKER, actor_la
             return claimed
         with log_context(booking_id=str(booking_id)):
             result = operation_call(claimed.operation, claimed.call)
-        after = _record(booking_id, claimed.operation.pk, result, actor=actor, actor_label=actor_label)
+        after = _record(
+            booking_id,
+            claimed.operation.pk,
+            result,
+            first_call=claimed.first_call,
+            actor=actor,
+            actor_label=actor_label,
+        )
         if isinstance(after, FollowUp):
             return after
         if after == Next.READ:
@@ -164,6 +174,7 @@ def _claim(booking_id: UUID, *, actor: Actor | str, actor_label: str) -> _Claime
         if plan.step in (step.CAPTURE, step.VOID, step.REFUND) and _refused_for_good(operations, plan.step):
             _leave_to_support(booking, payment, plan, actor=actor, actor_label=actor_label)
             return FollowUp()
+        first_call = plan.step != step.RESOLVE
         if plan.step == step.AUTHORIZE:
             operation = operation_open(
                 payment, kind=OperationKind.AUTHORIZE, amount=payment.amount, known=operations
@@ -185,7 +196,7 @@ def _claim(booking_id: UUID, *, actor: Actor | str, actor_label: str) -> _Claime
             fields.append("next_check_at")
         if fields:
             payment.save(update_fields=[*fields, "updated_at"])
-        return _Claimed(operation, _call_for(operation, payment, booking))
+        return _Claimed(operation, _call_for(operation, payment, booking), first_call=first_call)
 
 
 def _refused_for_good(operations: list[PaymentOperation], step: decisions.Step) -> bool:
@@ -242,7 +253,13 @@ def _call_for(operation: PaymentOperation, payment: Payment, booking: Booking) -
 
 # --- recording ----------------------------------------------------------------------------------
 def _record(
-    booking_id: UUID, operation_id: int, result: CallResult, *, actor: Actor | str, actor_label: str
+    booking_id: UUID,
+    operation_id: int,
+    result: CallResult,
+    *,
+    first_call: bool,
+    actor: Actor | str,
+    actor_label: str,
 ) -> Next | FollowUp:
     """Record a try and its effect in one transaction; what the run does next."""
     authorize = False
@@ -266,6 +283,13 @@ def _record(
             decisions.AfterCall.DECLINE: OperationState.DECLINED,
             decisions.AfterCall.REFUSED: OperationState.REFUSED,
         }.get(after)
+        not_made = after == decisions.AfterCall.RETRY and first_call and not authorize
+        if not_made:
+            # The one call ever made under its key provably did nothing (a 429): nothing to fence.
+            # What to ask is decided again from what the booking owes by then (a free cancel
+            # meanwhile makes it a void, where asking again under this key would capture). An
+            # authorization keeps its key: its own rule abandons it if the booking moves on.
+            closes = OperationState.NOT_MADE
         replayed_5xx = result.replayed and (result.http_status or 0) >= 500
         if result.outcome == CallOutcome.AMBIGUOUS and (
             replayed_5xx or result.error_code == IDEMPOTENCY_ERROR
@@ -334,7 +358,7 @@ def _record(
         booking_follow(booking, payment, actor=actor, actor_label=actor_label)
         held_deliveries_settle(payment)  # the echoes of this call that came while it was open
         if after in (decisions.AfterCall.RETRY, decisions.AfterCall.UNKNOWN):
-            delay = retry_delay_s(operation.tries)
+            delay = retry_delay_s(_not_made_in_a_row(operation) if not_made else operation.tries)
             _save(payment, unsaved, due=_due_at(payment, booking, retry_in_s=delay))
             return FollowUp(run_after_s=delay)
         # As it stands now, should this run end here.
@@ -350,6 +374,22 @@ def _record(
         if plan_for(booking, payment, open_operation=False).step == decisions.Step.NOTHING:
             return FollowUp()
         return Next.STEP
+
+
+def _not_made_in_a_row(operation: PaymentOperation) -> int:
+    """The operations of this kind not made since the payment's last of another outcome: the
+    tries of one step across its keys, for the backoff (each not-made operation has one try)."""
+    latest = (
+        PaymentOperation.objects.filter(payment_id=operation.payment_id, kind=operation.kind)
+        .order_by("-seq")
+        .values_list("state", flat=True)[:BACKOFF_TRIES]  # enough to reach the longest delay
+    )
+    count = 0
+    for state in latest:
+        if state != OperationState.NOT_MADE:
+            break
+        count += 1
+    return max(count, 1)
 
 
 def _lock_with_payment(operation_id: int) -> PaymentOperation:

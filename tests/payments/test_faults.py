@@ -108,6 +108,33 @@ def test_a_capture_whose_answer_is_a_saved_500_is_read_not_made_again(paying, se
     assert operations(booking)[1] == ("capture", 1, OperationState.SUCCEEDED, True)
 
 
+def test_a_capture_refused_for_now_is_decided_again_so_a_free_cancel_releases_the_hold(paying, settings):
+    """QA on `make run`: the provider answered the capture 429 for a while; the customer, told
+    "we release the 240.00 EUR we are holding, you will not be charged", cancelled for free; the
+    capture's operation stayed open as if its outcome were unknown, was asked again under its
+    key once the 429s stopped, and the customer was charged, then refunded. A call answered 429
+    provably did nothing: its operation is closed as not made and the next run decides again
+    from what the booking owes now (a void). One that may have happened still fences."""
+    paying.h.faults(async_confirm_delay_s=2)  # time to arm the fault between hold and capture
+    booking = paying.book()
+    wait_until(lambda: payment_of(booking).status == P.AUTHORIZED, what="the hold")
+    paying.provider.set_faults(rate_limit_rate=1)
+    wait_until(lambda: tried(booking, OperationKind.CAPTURE), what="the first capture", timeout_s=15)
+
+    booking_request_cancel(booking_id=booking.pk, actor="customer")  # free: nothing owed
+    wait_for_status(booking, S.CANCELLED)
+    paying.provider.set_faults(rate_limit_rate=0)
+
+    wait_for_money(booking, "released")
+    assert_money_at_rest(paying, booking, owed=Decimal("0.00"), code="released")
+    [intent] = paying.intents(booking)
+    assert (intent["status"], intent["amount_received"]) == ("canceled", 0)
+    captures = [op for op in operations(booking) if op[0] == OperationKind.CAPTURE]
+    assert captures and {op[2] for op in captures} == {OperationState.NOT_MADE}
+    assert [op[:3] for op in operations(booking)][-1] == ("void", 1, OperationState.SUCCEEDED)
+    assert "payment.capture.ok" not in kinds(booking)
+
+
 def test_a_refund_whose_answer_is_a_saved_500_is_found_and_never_made_twice(paying, settings):
     settings.PAYMENTS_RETRY_BASE_S = 1.0
     booking = paying.book()
