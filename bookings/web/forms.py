@@ -110,3 +110,15 @@ class SignUpForm(UserCreationForm):
         email.required = True
         email.help_text = "We send a link here if you forget your password."
         email.widget.attrs["autocomplete"] = "email"
+
+    def clean_email(self) -> str:
+        """One account per address, whatever its case: the booking mails and password resets of
+        an account go to its address, so a second account on someone's address would send that
+        person a stranger's bookings (and one reset mail per account)."""
+        email = self.cleaned_data["email"].strip()
+        if get_user_model().objects.filter(email__iexact=email).exists():
+            raise forms.ValidationError(
+                "An account with this email address exists already: log in, or reset its password.",
+                code="email_taken",
+            )
+        return email

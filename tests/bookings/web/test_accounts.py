@@ -71,6 +71,22 @@ def test_a_refused_sign_up_shows_each_error_beside_its_field(client, customer):
     assert User.objects.count() == 1
 
 
+@pytest.mark.parametrize("spelled", ["as-is", "in-capitals"])
+def test_an_address_that_has_an_account_cannot_sign_up_again(client, customer, spelled):
+    # Its booking mails and password resets would go to the address's owner, a stranger to it.
+    email = customer.email if spelled == "as-is" else customer.email.upper()
+    response = client.post(
+        "/account/signup/",
+        {"username": "another", "email": email, "password1": NEW_PASSWORD, "password2": NEW_PASSWORD},
+    )
+
+    assert response.status_code == 400
+    assert response.context["form"].errors["email"] == [
+        "An account with this email address exists already: log in, or reset its password."
+    ]
+    assert User.objects.count() == 1
+
+
 # --- log in and out -------------------------------------------------------------------------------
 def test_logging_in_goes_where_the_customer_was_going(client, customer, offer):
     response = client.post(
