@@ -322,6 +322,34 @@ def test_malformed_json_is_a_parse_error(api_client, db):
     assert Booking.objects.count() == 0
 
 
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (
+            "{not json",
+            "The body is not valid JSON: Expecting property name enclosed in double quotes "
+            "(line 1, column 2).",
+        ),
+        (b'{"guests": \xff}', "The body is not valid JSON: it is not UTF-8 text."),
+        (
+            '{"guests": ' + "9" * 5000 + "}",
+            "The body is not valid JSON: a value cannot be read (a number too long, say).",
+        ),
+    ],
+    ids=["syntax", "not-utf8", "number-too-long"],
+)
+def test_a_body_that_is_not_json_is_told_where_in_plain_words(api_client, db, body, message):
+    # Not the decoder's internals ("'utf-8' codec can't decode byte 0xff in position 11",
+    # "use sys.set_int_max_str_digits()"): a client's developer reads these.
+    response = api_client.post(
+        BOOKINGS_URL, data=body, content_type="application/json", headers={"Idempotency-Key": "k"}
+    )
+
+    assert response.status_code == 400
+    assert response.json()["error"] == {"code": "parse_error", "message": message}
+    assert Booking.objects.count() == 0
+
+
 def test_only_json_bodies_are_accepted(api_client, offer):
     response = api_client.post(
         BOOKINGS_URL, stay_body(offer), format="multipart", headers={"Idempotency-Key": "k"}

@@ -132,7 +132,7 @@ def test_a_deeply_nested_body_is_a_400_parse_error(api_client, url):
     )
 
     error = assert_error_shape(response, 400, "parse_error")
-    assert error["message"] == "JSON parse error - the body is nested too deeply."
+    assert error["message"] == "The body is not valid JSON: it is nested too deeply."
 
 
 def test_a_signed_webhook_with_a_deeply_nested_body_is_a_quarantined_400(db):
