@@ -21,7 +21,11 @@ class Command(BookingActionCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         super().add_arguments(parser)
-        parser.add_argument("--outcome", choices=list(support.RESOLUTIONS), help="The outcome to settle on.")
+        # Plain strings: argparse words a refusal with each choice's repr, which for the
+        # BookingState members is `BookingState.CONFIRMED`, not what --help shows or one types.
+        parser.add_argument(
+            "--outcome", choices=[str(s) for s in support.RESOLUTIONS], help="The outcome to settle on."
+        )
 
     def run_action(self, booking, operator, token, options):
         return support.support_action_run(
