@@ -4,10 +4,14 @@
 from __future__ import annotations
 
 import io
+import json
+import re
+from datetime import timedelta
 
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.utils import timezone
 
 
 def run(*args: str) -> str:
@@ -28,3 +32,68 @@ def test_resolve_booking_refuses_an_unknown_outcome_in_the_words_of_its_help():
 
     assert "invalid choice: 'bogus' (choose from 'confirmed', 'failed', 'cancelled')" in str(error.value)
     assert "{confirmed,failed,cancelled}" in help_of("resolve_booking")
+
+
+# Two days on, so a run across midnight (UTC) still asks for a day to come.
+LATER = (timezone.now().date() + timedelta(days=2)).isoformat()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        pytest.param(["partner_health", "--minutes", "0"], "--minutes must be more than 0", id="ph-zero"),
+        pytest.param(
+            ["partner_health", "--minutes", "-5"], "--minutes must be more than 0", id="ph-negative"
+        ),
+        pytest.param(
+            ["partner_health", "--minutes", "99999999999"], "at most 43200 (30 days)", id="ph-overflow"
+        ),
+        pytest.param(["partner_health", "--minutes", "43201"], "at most 43200 (30 days)", id="ph-past-bound"),
+        pytest.param(
+            ["payment_health", "--minutes", "99999999999"], "--minutes must be more than 0", id="pay-minutes"
+        ),
+        pytest.param(
+            ["payment_health", "--hours", "99999999999"], "at most 720 (30 days)", id="hours-overflow"
+        ),
+        pytest.param(["payment_health", "--hours", "720.5"], "at most 720 (30 days)", id="hours-past-bound"),
+        pytest.param(["payment_health", "--hours", "nan"], "--hours must be more than 0", id="hours-nan"),
+        pytest.param(["payment_health", "--hours", "inf"], "--hours must be more than 0", id="hours-inf"),
+        pytest.param(["payment_health", "--hours", "-1"], "--hours must be more than 0", id="hours-negative"),
+        pytest.param(["payment_health", "--hours", "0"], "--hours must be more than 0", id="hours-zero"),
+        pytest.param(
+            ["reconcile_payments", "--date", "0001-01-01"], "nothing before 1970-01-01", id="date-first"
+        ),
+        pytest.param(
+            ["reconcile_payments", "--date", "1969-12-31"], "nothing before 1970-01-01", id="date-pre-epoch"
+        ),
+        pytest.param(["reconcile_payments", "--date", "9999-12-31"], "has not happened yet", id="date-last"),
+        pytest.param(["reconcile_payments", "--date", LATER], "has not happened yet", id="date-future"),
+    ],
+)
+def test_a_window_or_day_out_of_bounds_is_a_clear_command_error(args, message):
+    # No database: each is refused before anything is read.
+    with pytest.raises(CommandError, match=re.escape(message)):
+        run(*args, "--json", *(["--no-probe"] if args[0] == "payment_health" else []))
+
+
+@pytest.mark.django_db
+def test_the_bounds_themselves_are_accepted_and_hours_are_honoured():
+    health = json.loads(run("payment_health", "--no-probe", "--json", "--minutes", "43200", "--hours", "720"))
+    short = json.loads(run("payment_health", "--no-probe", "--json", "--hours", "0.5"))
+    partners = json.loads(run("partner_health", "--json", "--minutes", "43200"))
+
+    assert (health["window_minutes"], health["lapse_horizon_hours"]) == (43200, 720)
+    assert short["lapse_horizon_hours"] == 0.5
+    assert partners["window_minutes"] == 43200
+
+
+@pytest.mark.parametrize(
+    ("command", "says"),
+    [
+        ("partner_health", "at most 43200: 30 days"),
+        ("payment_health", "at most 720: 30 days"),
+        ("reconcile_payments", "from 1970-01-01 to today"),
+    ],
+)
+def test_help_states_the_bounds(command, says):
+    assert says in " ".join(help_of(command).split())

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -32,6 +34,32 @@ def operator_from(options: dict[str, Any]) -> support.Operator:
         return support.Operator.shell(options.get("as_user"))
     except ApplicationError as exc:
         raise CommandError(exc.message) from exc
+
+
+# The longest window or horizon the health commands look over: a month answers any question about
+# "lately", and a bound keeps a mistyped number a clear refusal rather than a datetime overflow.
+MOST_DAYS = 30
+
+
+def most_of(unit: timedelta) -> int:
+    """The longest window, counted in `unit` (43200 minutes, 720 hours), for --help and refusals."""
+    return int(timedelta(days=MOST_DAYS) / unit)
+
+
+def window_help(unit: timedelta) -> str:
+    """The bound as --help says it: "at most 43200: 30 days"."""
+    return f"at most {most_of(unit)}: {MOST_DAYS} days"
+
+
+def window_option(option: str, value: float, unit: timedelta) -> timedelta:
+    """`value` units as a timedelta, refused (CommandError naming the option and its bounds) unless
+    a finite number above 0 and at most MOST_DAYS days: nan, inf, 0 and negatives never mean a window."""
+    most = most_of(unit)
+    if not (math.isfinite(value) and 0 < value <= most):
+        raise CommandError(
+            f"{option} must be more than 0 and at most {most} ({MOST_DAYS} days), not {value}."
+        )
+    return value * unit
 
 
 def console_for(command: BaseCommand) -> Console:

@@ -8,7 +8,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from reconciliation.management.commands._ops import console_for, dump, rows_table
+from reconciliation.management.commands._ops import console_for, dump, rows_table, window_help, window_option
 from reconciliation.selectors.partner_health import partner_health
 
 
@@ -23,14 +23,18 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--minutes", type=int, default=60, help="Window in minutes (default 60).")
+        parser.add_argument(
+            "--minutes",
+            type=int,
+            default=60,
+            help=f"Window in minutes (default 60, {window_help(timedelta(minutes=1))}).",
+        )
         parser.add_argument("--partner", help="Only this partner (its code).")
         parser.add_argument("--json", action="store_true", help="Print JSON.")
 
     def handle(self, *args, **options) -> None:
-        if options["minutes"] < 1:
-            raise CommandError("--minutes must be at least 1.")
-        rows = partner_health(window=timedelta(minutes=options["minutes"]))
+        window = window_option("--minutes", options["minutes"], timedelta(minutes=1))
+        rows = partner_health(window=window)
         if options["partner"]:
             rows = [r for r in rows if r.partner.code == options["partner"]]
             if not rows:

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import BaseCommand, CommandParser
 
-from reconciliation.management.commands._ops import console_for, dump, rows_table
+from reconciliation.management.commands._ops import console_for, dump, rows_table, window_help, window_option
 from reconciliation.selectors.payment_health import payment_health
 
 
@@ -20,21 +20,29 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--minutes", type=int, default=60, help="Window in minutes (default 60).")
+        parser.add_argument(
+            "--minutes",
+            type=int,
+            default=60,
+            help=f"Window in minutes (default 60, {window_help(timedelta(minutes=1))}).",
+        )
         parser.add_argument(
             "--hours",
             type=float,
-            help="Holds lapsing within this many hours (default: 2 x the lapse margin).",
+            help="Holds lapsing within this many hours (default: 2 x the lapse margin; more than 0, "
+            f"{window_help(timedelta(hours=1))}).",
         )
         parser.add_argument("--no-probe", action="store_true", help="Do not ask the provider.")
         parser.add_argument("--json", action="store_true", help="Print JSON.")
 
     def handle(self, *args, **options) -> None:
-        if options["minutes"] < 1:
-            raise CommandError("--minutes must be at least 1.")
+        window = window_option("--minutes", options["minutes"], timedelta(minutes=1))
+        # `is not None`: --hours 0 is a mistake to refuse, not a request for the default.
+        hours = options["hours"]
+        horizon = None if hours is None else window_option("--hours", hours, timedelta(hours=1))
         health = payment_health(
-            window=timedelta(minutes=options["minutes"]),
-            horizon=timedelta(hours=options["hours"]) if options["hours"] else None,
+            window=window,
+            horizon=horizon,
             probe=not options["no_probe"],
         )
         if options["json"]:

@@ -12,6 +12,26 @@ from reconciliation.services.settlement import KINDS, ProviderUnavailable, settl
 
 # Exit codes: 0 the day settles, 1 mismatches were found, 2 the provider could not be listed.
 MISMATCHES, UNAVAILABLE = 1, 2
+# The provider counts time in Unix seconds: it created nothing before this day.
+FIRST_DAY = date(1970, 1, 1)
+
+
+def _day(text: str | None) -> date:
+    """The UTC day to settle (default yesterday), refused unless it lies between FIRST_DAY and
+    today: a day that has not begun has nothing to settle (and the ends of the calendar
+    overflow the hour of margin either side)."""
+    today = timezone.now().date()
+    if not text:
+        return today - timedelta(days=1)
+    try:
+        day = date.fromisoformat(text)
+    except ValueError as exc:
+        raise CommandError(f"--date {text!r} is not a day (YYYY-MM-DD).") from exc
+    if day > today:
+        raise CommandError(f"--date {text}: that day has not happened yet (today is {today}, UTC).")
+    if day < FIRST_DAY:
+        raise CommandError(f"--date {text}: the provider holds nothing before {FIRST_DAY}.")
+    return day
 
 
 class Command(BaseCommand):
@@ -24,18 +44,15 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--date", dest="day", help="The UTC day, YYYY-MM-DD (default: yesterday, UTC).")
+        parser.add_argument(
+            "--date",
+            dest="day",
+            help=f"The UTC day, YYYY-MM-DD, from {FIRST_DAY} to today (default: yesterday, UTC).",
+        )
         parser.add_argument("--json", action="store_true", help="Print JSON only.")
 
     def handle(self, *args, **options) -> None:
-        try:
-            day = (
-                date.fromisoformat(options["day"])
-                if options["day"]
-                else timezone.now().date() - timedelta(days=1)
-            )
-        except ValueError as exc:
-            raise CommandError(f"--date {options['day']!r} is not a day (YYYY-MM-DD).") from exc
+        day = _day(options["day"])
         try:
             report = settle_day(day)
         except ProviderUnavailable as exc:
