@@ -14,6 +14,7 @@ from django.db import transaction
 from standardwebhooks.webhooks import EmptyWebhookSecretError, Webhook
 
 from bookings.models import Offer
+from bookings.pricing import minor_unit_exponent
 from config.errors import ValidationFailed
 from partners.models import Adapter, Capability, Partner
 
@@ -28,6 +29,44 @@ DEFAULT_CAPABILITIES = {
 }
 
 
+# What an offer's columns hold (bookings.Offer): a price below 10 ** (digits - places) kept to
+# the cent, a product id of at most its length. A value beyond them is refused, never rounded
+# or truncated: SQLite would store it and every later read of the offers would fail.
+_PRICE_FIELD = Offer._meta.get_field("unit_price")
+PRICE_PLACES = _PRICE_FIELD.decimal_places
+PRICE_LIMIT = Decimal(10) ** (_PRICE_FIELD.max_digits - PRICE_PLACES)
+PRODUCT_ID_MAX = Offer._meta.get_field("product_id").max_length
+# Most guests one booking may bring: far above any room or tour, so a slipped finger (an extra
+# digit or ten) is refused rather than stored as a capacity no one meant.
+MAX_CAPACITY = 1000
+
+
+def _shown(text: str, limit: int = 60) -> str:
+    """`text` quoted for a refusal, cut short: a pasted megabyte should not come back whole."""
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
+def _currency_error(currency: str) -> str | None:
+    # Three ASCII letters, as partners and the payment provider write codes. Which codes exist is
+    # not known here: bookings.pricing only lists the exceptions to two decimals.
+    if len(currency) == 3 and currency.isascii() and currency.isalpha():
+        return None
+    return f"{_shown(currency)} is not a 3-letter currency code."
+
+
+def _price_error(price: Decimal, currency: str) -> str | None:
+    """Why `price` cannot be the offer's unit price exactly, or None. Its smallest step is the
+    currency's smallest unit, kept to the cent (as bookings.pricing rounds a cancellation fee)."""
+    if not price.is_finite() or price <= 0:
+        return "Must be a number more than 0."
+    if price >= PRICE_LIMIT:
+        return f"Too large: at most {PRICE_LIMIT - Decimal(1).scaleb(-PRICE_PLACES)}."
+    step = Decimal(1).scaleb(-min(minor_unit_exponent(currency), PRICE_PLACES))
+    if price != price.quantize(step):
+        return f"Must be a whole number of {step} {currency}."
+    return None
+
+
 @dataclass(frozen=True)
 class OfferSpec:
     product_id: str
@@ -37,23 +76,35 @@ class OfferSpec:
 
     @classmethod
     def parse(cls, text: str) -> OfferSpec:
-        """`PRODUCT_ID:UNIT_PRICE:CURRENCY:CAPACITY`, e.g. `hotel-42-dbl:120.00:EUR:2`."""
+        """`PRODUCT_ID:UNIT_PRICE:CURRENCY:CAPACITY`, e.g. `hotel-42-dbl:120.00:EUR:2`; `ValidationFailed`
+        naming every part the offers table cannot hold exactly (checked before anything is saved)."""
         parts = text.split(":")
         if len(parts) != 4:
-            raise ValidationFailed(f"Offer {text!r} is not PRODUCT_ID:UNIT_PRICE:CURRENCY:CAPACITY.")
+            raise ValidationFailed(f"Offer {_shown(text)} is not PRODUCT_ID:UNIT_PRICE:CURRENCY:CAPACITY.")
         product_id, price, currency, capacity = parts
+        currency = currency.upper()
+        errors: dict[str, list[str]] = {}
+        if not product_id or len(product_id) > PRODUCT_ID_MAX:
+            errors["product_id"] = [f"Required, at most {PRODUCT_ID_MAX} characters."]
+        if why := _currency_error(currency):
+            errors["currency"] = [why]
         try:
             unit_price = Decimal(price)
+        except InvalidOperation:
+            errors["unit_price"] = [f"{_shown(price)} is not a decimal number."]
+        else:
+            if why := _price_error(unit_price, currency):
+                errors["unit_price"] = [why]
+        try:
             seats = int(capacity)
-        except (InvalidOperation, ValueError):
-            raise ValidationFailed(
-                f"Offer {text!r}: price must be a decimal and capacity an integer."
-            ) from None
-        if not product_id or unit_price < 0 or seats < 1 or len(currency) != 3 or not currency.isalpha():
-            raise ValidationFailed(
-                f"Offer {text!r}: needs a product id, a price >= 0, a 3-letter currency, capacity >= 1."
-            )
-        return cls(product_id, unit_price.quantize(Decimal("0.01")), currency.upper(), seats)
+        except ValueError:
+            errors["capacity"] = [f"{_shown(capacity)} is not a whole number."]
+        else:
+            if not 1 <= seats <= MAX_CAPACITY:
+                errors["capacity"] = [f"Must be from 1 to {MAX_CAPACITY} guests."]
+        if errors:
+            raise ValidationFailed(f"Offer {_shown(text)} is invalid.", fields=errors)
+        return cls(product_id, unit_price.quantize(Decimal(1).scaleb(-PRICE_PLACES)), currency, seats)
 
 
 def _check(

@@ -177,10 +177,74 @@ def _replace(args: list[str], flag: str, value: str) -> list[str]:
             "is not PRODUCT_ID:UNIT_PRICE:CURRENCY:CAPACITY",
             id="offer-shape",
         ),
-        pytest.param([*BASE, "--offer", "room:ten:EUR:2"], "price must be a decimal", id="offer-price"),
+        pytest.param(
+            [*BASE, "--offer", "room:ten:EUR:2"],
+            "unit_price: 'ten' is not a decimal number",
+            id="offer-price",
+        ),
         pytest.param([*BASE, "--offer", "room:10:EURO:2"], "3-letter currency", id="offer-currency"),
-        pytest.param([*BASE, "--offer", "room:-1:EUR:2"], "price >= 0", id="offer-negative"),
-        pytest.param([*BASE, "--offer", "room:10:EUR:0"], "capacity >= 1", id="offer-capacity"),
+        pytest.param(
+            [*BASE, "--offer", "room:-1:EUR:2"],
+            "unit_price: Must be a number more than 0",
+            id="offer-negative",
+        ),
+        pytest.param(
+            [*BASE, "--offer", "room:10:EUR:0"], "capacity: Must be from 1 to 1000", id="offer-capacity"
+        ),
+        # What the offers table cannot hold exactly: refused, never rounded or stored to break reads.
+        pytest.param(
+            [*BASE, "--offer", "room:99999999999999:EUR:2"],
+            "unit_price: Too large: at most 99999999.99",
+            id="offer-price-too-large",
+        ),
+        pytest.param(
+            [*BASE, "--offer", "room:100000000:EUR:2"],
+            "unit_price: Too large: at most 99999999.99",
+            id="offer-price-just-too-large",
+        ),
+        pytest.param([*BASE, "--offer", "room:1e400:EUR:2"], "unit_price: Too large", id="offer-price-1e400"),
+        pytest.param(
+            [*BASE, "--offer", "room:nan:EUR:2"], "unit_price: Must be a number", id="offer-price-nan"
+        ),
+        pytest.param(
+            [*BASE, "--offer", "room:sNaN:EUR:2"], "unit_price: Must be a number", id="offer-price-snan"
+        ),
+        pytest.param(
+            [*BASE, "--offer", "room:inf:EUR:2"], "unit_price: Must be a number", id="offer-price-inf"
+        ),
+        pytest.param(
+            [*BASE, "--offer", "room:0:EUR:2"], "unit_price: Must be a number more than 0", id="offer-free"
+        ),
+        pytest.param(
+            [*BASE, "--offer", "room:10.001:EUR:2"],
+            "unit_price: Must be a whole number of 0.01 EUR",
+            id="offer-price-below-the-cent",
+        ),
+        pytest.param(
+            [*BASE, "--offer", "room:10.50:JPY:2"],
+            "unit_price: Must be a whole number of 1 JPY",
+            id="offer-price-below-the-yen",
+        ),
+        pytest.param(
+            [*BASE, "--offer", "room:10:EUR:99999999999999"],
+            "capacity: Must be from 1 to 1000 guests",
+            id="offer-capacity-too-large",
+        ),
+        pytest.param(
+            [*BASE, "--offer", "room:10:EUR:1001"],
+            "capacity: Must be from 1 to 1000",
+            id="offer-capacity-1001",
+        ),
+        pytest.param(
+            [*BASE, "--offer", "room:10:ÉUR:2"],
+            "currency: 'ÉUR' is not a 3-letter",
+            id="offer-currency-ascii",
+        ),
+        pytest.param(
+            [*BASE, "--offer", f"{'p' * 101}:10:EUR:2"],
+            "product_id: Required, at most 100",
+            id="offer-product-id",
+        ),
     ],
 )
 def test_bad_input_is_a_clear_command_error_and_writes_nothing(args, message):
@@ -190,6 +254,34 @@ def test_bad_input_is_a_clear_command_error_and_writes_nothing(args, message):
     assert message in str(error.value)
     assert Partner.objects.count() == 0
     assert Offer.objects.count() == 0
+
+
+def test_an_offer_at_the_bounds_is_stored_and_read_back_exactly():
+    upsert(*BASE, "--offer", "suite:99999999.99:EUR:1000", "--offer", "ryokan:15000:JPY:2")
+
+    # Read through the model: an out-of-range price made every such read fail on SQLite.
+    assert list(Offer.objects.order_by("product_id").values_list("product_id", "unit_price", "capacity")) == [
+        ("ryokan", Decimal("15000.00"), 2),
+        ("suite", Decimal("99999999.99"), 1000),
+    ]
+
+
+def test_one_bad_offer_among_good_ones_saves_none_of_them():
+    upsert(*BASE, "--offer", "room:10:EUR:2")
+
+    with pytest.raises(CommandError, match="unit_price: Too large"):
+        upsert(
+            *_replace(BASE, "--api-key", "k-new"),
+            "--offer",
+            "room:20:EUR:3",
+            "--offer",
+            "suite:99999999999999:EUR:2",
+        )
+
+    assert Partner.objects.get().api_key == "k-1"
+    assert list(Offer.objects.values_list("product_id", "unit_price", "capacity")) == [
+        ("room", Decimal("10.00"), 2)
+    ]
 
 
 def test_a_bad_offer_leaves_an_existing_partner_as_it_was():

@@ -8,7 +8,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from config.errors import ValidationFailed
 from partners.models import Adapter
-from partners.services.registry import OfferSpec, partner_upsert
+from partners.services.registry import MAX_CAPACITY, PRICE_LIMIT, OfferSpec, partner_upsert
 
 
 def _timeouts(text: str) -> tuple[float, float]:
@@ -45,6 +45,8 @@ class Command(BaseCommand):
             action="append",
             default=[],
             metavar="PRODUCT_ID:UNIT_PRICE:CURRENCY:CAPACITY",
+            help=f"Repeatable. UNIT_PRICE above 0 and below {PRICE_LIMIT}, in whole cents (whole units "
+            f"for zero-decimal currencies such as JPY); CAPACITY 1 to {MAX_CAPACITY} guests.",
         )
         parser.add_argument("--json", action="store_true", help="Print the result as JSON.")
 
