@@ -1,14 +1,50 @@
 """The words of the payments app's records on a booking's timeline: each operation asked of the
 provider and each webhook delivery it sent, as the reconciled timeline
 (reconciliation/selectors/timeline.py) and the console show them. No secrets: a delivery's body is
-reduced to what it says of the payment."""
+reduced to what it says of the payment. The provider's own ids (the intent, its charges and
+refunds) are kept in the words, and hidden by `hide_provider_ids` from whoever may not see them."""
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from payments.models import EventState, PaymentEvent, PaymentOperation
+
+# Who may see the provider's ids of what it holds and made for us (docs/console.md).
+PROVIDER_TRUTH_PERMISSION = "payments.view_provider_truth"
+# What stands in for a provider's id that the viewer may not see.
+HIDDEN = "(hidden)"
+# Where the payments app's words keep a provider id: a row's `intent` (observations) and
+# `provider_object` (a try's, an operation's: the intent or the refund it made), a delivery's
+# `payment_intent`, and a charge's.
+_ID_KEYS = frozenset({"intent", "provider_object", "payment_intent", "latest_charge", "charge"})
+# The provider's objects a delivery describes: their `id` is the provider's.
+_ID_OBJECTS = frozenset({"payment_intent", "charge", "refund"})
+# A provider id in free text (a summary, an error the provider wrote): an intent, a refund, a
+# charge, a payment, a balance transaction. Its event ids (`evt_`) are not: they name deliveries.
+_ID_TEXT = re.compile(r"\b(?:pi|re|ch|py|pyr|txn)_[A-Za-z0-9]{6,}\b")
+
+
+def hide_provider_ids(value: Any) -> Any:
+    """`value` (a row's data or summary) without the provider's ids: each kept under a key that
+    holds one, an `id` of a provider object a delivery described, and any in free text, replaced
+    by HIDDEN. Everything else (our keys, amounts, states, its delivery ids) is left as it is."""
+    if isinstance(value, dict):
+        kind = value.get("object")
+        names_object = isinstance(kind, str) and kind in _ID_OBJECTS
+        return {
+            key: HIDDEN
+            if item and (key in _ID_KEYS or (key == "id" and names_object))
+            else hide_provider_ids(item)
+            for key, item in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [hide_provider_ids(item) for item in value]
+    if isinstance(value, str):
+        return _ID_TEXT.sub(HIDDEN, value)
+    return value
 
 
 def operation_summary(operation: PaymentOperation, currency: str) -> str:

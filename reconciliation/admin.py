@@ -35,7 +35,7 @@ from reconciliation.selectors.orphans import open_orphans_by_partner
 from reconciliation.selectors.partner_feed import FEED_PAGE, FILTERS, partner_feed
 from reconciliation.selectors.partner_health import partner_health
 from reconciliation.selectors.timeline import booking_timeline
-from reconciliation.selectors.timeline_display import timeline_display
+from reconciliation.selectors.timeline_display import rows_for, timeline_display
 from reconciliation.services import support
 
 # --- forms ----------------------------------------------------------------
@@ -107,7 +107,7 @@ class SupportBookingAdmin(PaymentConsoleMixin, BookingAdmin):
         if booking is not None and self.has_view_permission(request, booking):
             operator = _operator(request)
             extra.update(
-                timeline=timeline_display(booking_timeline(booking)),
+                timeline=timeline_display(rows_for(booking_timeline(booking), request.user)),
                 reservations=list(
                     booking.partner_reservations.select_related("partner").order_by("first_seen_at", "id")
                 ),
@@ -134,7 +134,7 @@ class SupportBookingAdmin(PaymentConsoleMixin, BookingAdmin):
 
     def timeline_json_view(self, request: HttpRequest, object_id: str) -> JsonResponse:
         """The same timeline for scripts and support tooling (staff session, view permission)."""
-        return JsonResponse(booking_timeline_json(self._booking_or_404(request, object_id)))
+        return JsonResponse(booking_timeline_json(self._booking_or_404(request, object_id), request.user))
 
     def support_action_view(self, request: HttpRequest, object_id: str, action: str) -> HttpResponse:
         """GET: the preview and a confirm form. POST: perform it (once per token), then back."""

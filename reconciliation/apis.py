@@ -14,6 +14,7 @@ from bookings.api.serializers import ErrorSerializer
 from bookings.models import Booking
 from config.errors import NotFound
 from reconciliation.selectors.timeline import booking_timeline
+from reconciliation.selectors.timeline_display import rows_for
 
 
 class CanViewBookings(permissions.BasePermission):
@@ -50,9 +51,11 @@ class BookingTimelineSerializer(serializers.Serializer):
     timeline = TimelineRowSerializer(many=True)
 
 
-def booking_timeline_json(booking: Booking) -> dict[str, Any]:
-    """The timeline's one JSON shape: this API's and the console's `timeline.json`."""
-    payload = {"reference": booking.reference, "state": booking.status, "timeline": booking_timeline(booking)}
+def booking_timeline_json(booking: Booking, viewer: Any = None) -> dict[str, Any]:
+    """The timeline's one JSON shape: this API's and the console's `timeline.json`, as `viewer`
+    may see it (the provider's ids only with `payments.view_provider_truth`; None: all of it)."""
+    rows = rows_for(booking_timeline(booking), viewer)
+    payload = {"reference": booking.reference, "state": booking.status, "timeline": rows}
     return BookingTimelineSerializer(payload).data
 
 
@@ -74,4 +77,4 @@ class BookingTimelineApi(APIView):
         booking = Booking.objects.select_related("partner", "offer").filter(reference=reference).first()
         if booking is None:
             raise NotFound(f"No booking {reference}.")
-        return Response(booking_timeline_json(booking))
+        return Response(booking_timeline_json(booking, request.user))

@@ -11,6 +11,7 @@ from typing import Any
 
 from bookings.models import Booking
 from payments.models import OperationKind, OperationState, Payment, PaymentOperation, PaymentStatus
+from payments.timeline import hide_provider_ids
 from reconciliation.models import ProposalState, RefundProposal
 from reconciliation.services.support.payments import (
     APPROVE,
@@ -148,6 +149,10 @@ def payment_panel(booking: Booking, *, operator: Operator, live: bool = True) ->
         return None
     situation = PaymentSituation(booking, payment)
     operations = list(PaymentOperation.objects.filter(payment=payment).order_by("opened_at", "id"))
+    show_ids = operator.can(PROVIDER_TRUTH_PERMISSION)
+    if not show_ids:
+        for operation in operations:  # shown, never saved: an error the provider wrote may name its ids
+            operation.last_error = hide_provider_ids(operation.last_error)
     # The situation's cached open operation, from the list already read (one query fewer).
     situation.__dict__["open_operation"] = next(
         (o for o in operations if o.state == OperationState.OPEN), None
@@ -165,7 +170,7 @@ def payment_panel(booking: Booking, *, operator: Operator, live: bool = True) ->
         booking=booking,
         payment=payment,
         provider=provider_side(payment, live=live),
-        show_ids=operator.can(PROVIDER_TRUTH_PERMISSION),
+        show_ids=show_ids,
         owed=situation.owed,
         refundable=situation.refundable,
         operations=operations,

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 from datetime import datetime, tzinfo
-from typing import TypedDict
+from typing import Any, TypedDict
 
 from django.utils import timezone
 
+from payments.timeline import PROVIDER_TRUTH_PERMISSION, hide_provider_ids
 from reconciliation.selectors.timeline import TimelineRow
 
 # What the console shows in a cell with no value.
@@ -39,6 +41,24 @@ class TimelineRowDisplay(TypedDict):
     skew: str
     source_label: str
     raw: str
+
+
+def row_for(row: TimelineRow, viewer: Any) -> TimelineRow:
+    """The row as `viewer` (a user; None: a trusted shell) may see it: without the provider's ids
+    (in its data, its summary, its actor label) unless they may see the provider's truth. The one
+    rule for the booking page and its JSON."""
+    if viewer is None or viewer.has_perm(PROVIDER_TRUTH_PERMISSION):
+        return row
+    return replace(
+        row,
+        summary=hide_provider_ids(row.summary),
+        actor_label=hide_provider_ids(row.actor_label),
+        data=hide_provider_ids(row.data),
+    )
+
+
+def rows_for(rows: Iterable[TimelineRow], viewer: Any) -> list[TimelineRow]:
+    return [row_for(row, viewer) for row in rows]
 
 
 def _local(moment: datetime, zone: tzinfo) -> datetime:

@@ -15,12 +15,18 @@ from django.contrib.messages import get_messages
 from django.test import Client
 from django.urls import reverse
 
+from bookings.models import Actor
 from bookings.states import BookingState
-from payments.models import OperationState, PaymentOperation, PaymentStatus
+from bookings.timeline import record_event
+from payments.connector import CallResult
+from payments.models import CallOutcome, OperationKind, OperationState, PaymentOperation, PaymentStatus
+from payments.services.operations import operation_open, operation_record
+from payments.services.webhooks import payment_event_process
 from reconciliation.models import ProposalState, RefundProposal
 from tests.factories import UserFactory
 from tests.reconciliation.conftest import CLOSED_PORT_URL
 from tests.reconciliation.paying import paying_booking, support_rows
+from tests.reconciliation.test_payment_timeline import SECRET, deliver
 
 S = BookingState
 P = PaymentStatus
@@ -102,6 +108,95 @@ def test_a_booking_that_does_not_pay_has_no_payment_panel(make_booking, support_
     page = support_client.get(change(booking)).content.decode()
 
     assert 'id="payment"' not in page
+
+
+def timeline_json(booking) -> str:
+    return reverse("admin:bookings_booking_timeline", args=[booking.pk])
+
+
+def _provider_ids_on_the_timeline(settings):
+    """A paying booking whose timeline names the provider's ids in every way a payment row does:
+    an applied delivery (its intent, attached), one not processed yet (a row of its own), a
+    refund the provider made (the support row's attached operation and the try's row), an
+    operation no row names, and an intent the provider named that is not ours (its summary)."""
+    settings.STRIPE_WEBHOOK_SECRET = SECRET
+    payment = paying_booking(status=S.AWAITING_PAYMENT, payment_status=P.AUTHORIZING)
+    payment_event_process(deliver(payment, "payment_intent.amount_capturable_updated", "requires_capture").pk)
+    deliver(payment, "payment_intent.succeeded", "succeeded", received=36_000)
+    type(payment).objects.filter(pk=payment.pk).update(status=P.CAPTURED, captured_amount=Decimal("360.00"))
+    booking = payment.booking
+    refund_id, stranger, charge_id = (f"{p}_{uuid.uuid4().hex[:24]}" for p in ("re", "pi", "ch"))
+    refund = operation_open(payment, kind=OperationKind.REFUND, amount=Decimal("10.00"))
+    record_event(
+        booking,
+        "support.refund_requested",
+        actor=Actor.SUPPORT,
+        actor_label="ops:alice",
+        summary="Refund of 10.00 EUR asked by ops:alice",
+        data={"idempotency_key": refund.idempotency_key, "action_token": "t" * 32},
+    )
+    operation_record(
+        refund,
+        CallResult(outcome=CallOutcome.OK, http_status=200, object_id=refund_id),
+        booking=booking,
+        closes=OperationState.SUCCEEDED,
+        actor=Actor.WORKER,
+    )
+    unnamed = operation_open(payment, kind=OperationKind.REFUND, amount=Decimal("5.00"))
+    PaymentOperation.objects.filter(pk=unnamed.pk).update(
+        provider_object_id=charge_id, last_error=f"No such charge: '{charge_id}'"
+    )
+    record_event(
+        booking,
+        "payment.intent.unexpected",
+        actor=Actor.WEBHOOK,
+        summary=f"The provider names intent {stranger} for this payment; "
+        f"ours is {payment.provider_intent_id}",
+        data={"source": "webhook", "intent": stranger},
+    )
+    return booking, (payment.provider_intent_id, refund_id, stranger, charge_id)
+
+
+def test_the_timeline_hides_the_provider_s_ids_from_those_who_may_not_see_them(support_client, settings):
+    booking, ids = _provider_ids_on_the_timeline(settings)
+
+    page = support_client.get(change(booking)).content.decode()
+    as_json = support_client.get(timeline_json(booking)).content.decode()
+
+    assert '<details class="raw">' in page and "payment.refund.ok" in as_json
+    for provider_id in ids:
+        assert provider_id not in page
+        assert provider_id not in as_json
+    assert '"intent": "(hidden)"' in as_json and '"provider_object": "(hidden)"' in as_json
+    # what is ours stays: the operation's key, the amounts, the provider's delivery ids
+    assert f"{booking.payment.pk}:refund:1" in as_json and '"10.00"' in as_json
+
+
+def test_the_support_api_s_timeline_hides_them_by_the_same_rule(support_user, ops_user, settings):
+    from rest_framework.test import APIClient
+
+    booking, ids = _provider_ids_on_the_timeline(settings)
+    url = f"/api/v1/support/bookings/{booking.reference}/timeline"
+    bodies = {}
+    for user in (support_user, ops_user):
+        client = APIClient()
+        client.force_authenticate(user)
+        bodies[user] = client.get(url).content.decode()
+
+    assert not [i for i in ids if i in bodies[support_user]]
+    assert [i for i in ids if i in bodies[ops_user]] == list(ids)
+
+
+def test_those_who_may_see_the_provider_s_ids_see_them_on_the_timeline(ops_client, settings):
+    booking, ids = _provider_ids_on_the_timeline(settings)
+
+    page = ops_client.get(change(booking)).content.decode()
+    as_json = ops_client.get(timeline_json(booking)).content.decode()
+
+    for provider_id in ids:
+        assert provider_id in as_json
+        assert provider_id in page
+    assert "(hidden)" not in as_json
 
 
 # --- an action: preview, confirm, once per token -------------------------------------------------
