@@ -49,8 +49,9 @@ class PaymentActionForm(forms.Form):
         if action == money.REFUND:
             self.fields["amount"].required = True
             self.fields["amount"].help_text = (
-                f"In the payment's currency. Above {money.approval_above()} it is only proposed, and a note "
-                "saying why is required."
+                f"In the payment's currency. When support's refunds of this payment, with this one and "
+                f"any proposal waiting, come to more than {money.approval_above()}, it is only proposed, "
+                "and a note saying why is required."
             )
         else:
             del self.fields["amount"]

@@ -288,6 +288,32 @@ def test_one_person_proposes_another_approves(groups):
     assert PaymentOperation.objects.get(payment=payment).amount == Decimal("250.00")
 
 
+def test_support_cannot_split_a_refund_under_the_approval_amount_in_the_console(support_client):
+    payment = paying_booking(price=Decimal("500.00"))
+    url = action(payment.booking, "refund_payment")
+    first = support_client.post(url, {"token": "1" * 32, "amount": "200.00", "note": ""})
+    PaymentOperation.objects.filter(payment=payment).update(state=OperationState.SUCCEEDED)
+    type(payment).objects.filter(pk=payment.pk).update(refunded_amount=Decimal("200.00"))
+
+    preview = support_client.get(url, {"amount": "200"}).content.decode()
+    no_note = support_client.post(url, {"token": "2" * 32, "amount": "200.00", "note": ""})
+    proposed = support_client.post(url, {"token": "3" * 32, "amount": "200.00", "note": "the rest"})
+    small = support_client.post(url, {"token": "4" * 32, "amount": "100.00", "note": ""})
+
+    assert said(first)[0].startswith(f"{payment.booking.reference}: Refund. Refund of 200.00 EUR queued")
+    assert "Above 200.00 EUR: only proposed." in preview
+    assert "with 200.00 EUR support refunded before, comes to 400.00 EUR" in preview
+    assert no_note.status_code == 200
+    assert (
+        "Required: a refund of 200.00 EUR, with 200.00 EUR support refunded before"
+        in no_note.content.decode()
+    )
+    proposal = RefundProposal.objects.get()
+    assert said(proposed)[-1].startswith(f"{payment.booking.reference}: Refund. Proposed (#{proposal.pk})")
+    assert said(small)[-1].startswith(f"Refund: Refund proposal #{proposal.pk} of 200.00 EUR by")
+    assert [o.amount for o in PaymentOperation.objects.filter(payment=payment)] == [Decimal("200.00")]
+
+
 def test_the_proposer_cannot_approve_their_own_in_the_console(groups):
     payment = paying_booking()
     client, _ = client_of(groups, "ops")

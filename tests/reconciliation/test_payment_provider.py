@@ -315,6 +315,34 @@ def test_a_large_refund_is_proposed_by_one_and_approved_by_another_from_the_shel
     assert RefundProposal.objects.get(pk=proposal_id).decided_by == approver
 
 
+def test_refund_payment_cannot_split_a_refund_under_the_approval_amount(provider, groups):
+    payment = paid_at_provider(price=Decimal("500.00"))
+    reference = payment.booking.reference
+    support_user = UserFactory(username=f"support-{uuid.uuid4().hex[:6]}", is_staff=True)
+    support_user.groups.set([groups["support"]])
+    as_support = ("--yes", "--json", "--as", support_user.username)
+
+    first = json.loads(run("refund_payment", reference, "--amount", "200", *as_support))
+    dry = json.loads(run("refund_payment", reference, "--amount", "200", "--dry-run", *as_support[1:]))
+    with pytest.raises(CommandError, match="nothing was done"):  # no note: it is a proposal now
+        run("refund_payment", reference, "--amount", "200", *as_support)
+    second = json.loads(
+        run("refund_payment", reference, "--amount", "200", "--note", "the rest", *as_support)
+    )
+    with pytest.raises(CommandError, match="nothing was done"):  # a proposal waits
+        run("refund_payment", reference, "--amount", "100", *as_support)
+
+    assert first["results"][0]["result"]["operation_state"] == "succeeded"
+    [preview] = dry["previews"]
+    assert preview["needs_approval"] is True
+    assert "with 200.00 EUR support refunded before, comes to 400.00 EUR" in preview["effects"][0]
+    proposal = RefundProposal.objects.get(pk=second["results"][0]["result"]["proposal"])
+    assert (proposal.amount, proposal.state) == (Decimal("200.00"), ProposalState.PENDING)
+    payment.refresh_from_db()
+    assert [amount for amount, _ in refunds_at(provider, payment)] == [20000]
+    assert payment.refunded_amount == Decimal("200.00")
+
+
 def test_capture_and_void_payment_commands_check_the_operator_s_permission(provider, groups):
     payment = paid_at_provider(capture=False)
     support_user = UserFactory(username=f"support-{uuid.uuid4().hex[:6]}", is_staff=True)

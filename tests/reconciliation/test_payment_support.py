@@ -484,6 +484,91 @@ def test_only_approvers_or_the_proposer_reject(ops_user, support_user):
     assert RefundProposal.objects.get().state == ProposalState.PENDING
 
 
+# --- the two-person rule counts support's refunds of the payment together -----------------------
+def settle(result, state=OperationState.SUCCEEDED) -> None:
+    """The provider's answer to a support refund, as its run would apply it."""
+    operation = PaymentOperation.objects.get(idempotency_key=result.operation_key)
+    PaymentOperation.objects.filter(pk=operation.pk).update(state=state, closed_at=timezone.now())
+    if state == OperationState.SUCCEEDED:
+        payment = operation.payment
+        type(payment).objects.filter(pk=payment.pk).update(
+            refunded_amount=payment.refunded_amount + operation.amount
+        )
+
+
+def test_refunds_split_under_the_approval_amount_still_need_a_second_person(support_user):
+    payment = paying_booking(price=Decimal("500.00"))
+    settle(refund(payment, support_user, "200.00", note=""))
+
+    shown = money.payment_preview(
+        money.REFUND, payment.booking, operator=op(support_user), amount=Decimal("0.01"), live=False
+    )
+    with pytest.raises(ValidationFailed, match="needs a note saying why"):
+        refund(payment, support_user, "200.00", note="")
+    second = refund(payment, support_user, "200.00", note="the rest of the goodwill")
+    with pytest.raises(InvalidTransition, match=rf"Refund proposal #{second.proposal_id} of 200.00 EUR"):
+        refund(payment, support_user, "100.00", note="")
+
+    assert shown.needs_approval
+    assert shown.effects[0].startswith("Above 200.00 EUR: only proposed.")
+    assert "200.00 EUR support refunded before" in shown.effects[0]
+    assert second.message.startswith(
+        f"Proposed (#{second.proposal_id}): a refund of 200.00 EUR, with 200.00 EUR support refunded "
+        "before, comes to 400.00 EUR: above 200.00 EUR"
+    )
+    assert [o.amount for o in PaymentOperation.objects.filter(payment=payment)] == [Decimal("200.00")]
+    [row] = [r for r in support_rows(payment.booking) if r.kind == "support.refund_proposed"]
+    assert row.data["support_refunded"] == "200.00"
+
+
+def test_no_refund_at_all_while_a_proposal_waits_for_the_payment(ops_user, groups):
+    payment = paying_booking()
+    proposed = refund(payment, ops_user, "300.00")
+
+    for who in (ops_user, second_ops(groups)):
+        with pytest.raises(InvalidTransition, match=rf"Refund proposal #{proposed.proposal_id} of 300.00"):
+            refund(payment, who, "10.00", note="")
+
+    assert not PaymentOperation.objects.filter(payment=payment).exists()
+
+
+def test_an_approved_refund_counts_as_support_s_too(ops_user, groups):
+    payment = paying_booking()
+    proposed = refund(payment, ops_user, "250.00")
+    settle(
+        money.support_refund_approve(
+            proposal_id=proposed.proposal_id, operator=op(second_ops(groups)), token=new_token()
+        )
+    )
+
+    after = refund(payment, ops_user, "10.00", note="and the minibar")
+
+    assert after.proposal_id is not None and not after.operation_key
+
+
+def test_an_open_support_refund_counts_and_a_refused_one_does_not(ops_user):
+    payment = paying_booking()
+    first = refund(payment, ops_user, "150.00", note="")
+    s = money.PaymentSituation(payment.booking, payment)
+    assert (s.support_refunded, s.needs_approval(Decimal("50.01"))) == (Decimal("150.00"), True)
+
+    settle(first, OperationState.REFUSED)
+    again = refund(payment, ops_user, "200.00", note="")
+
+    assert again.proposal_id is None and again.operation_key
+
+
+def test_refunds_automation_made_are_not_support_s(ops_user):
+    payment = paying_booking(price=Decimal("500.00"))
+    automatic = operation_open(payment, kind=OperationKind.REFUND, amount=Decimal("300.00"))
+    PaymentOperation.objects.filter(pk=automatic.pk).update(state=OperationState.SUCCEEDED)
+    type(payment).objects.filter(pk=payment.pk).update(refunded_amount=Decimal("300.00"))
+
+    result = refund(payment, ops_user, "200.00", note="")
+
+    assert result.proposal_id is None and result.operation_key
+
+
 @pytest.mark.parametrize(
     "command",
     [

@@ -224,11 +224,13 @@ def support_refund(
         assert payment is not None
         money = payment.currency
         if s.needs_approval(value):
+            # Read before the proposal exists: what support refunded and proposed until now.
+            why = s.approval_words(value)
+            refunded_before = s.support_refunded
             if not note:
                 raise ValidationFailed(
-                    f"A refund above {approval_above()} {money} needs a note saying why: "
-                    "the approver reads it.",
-                    fields={"note": ["Required above the approval amount."]},
+                    f"{why[0].upper()}{why[1:]}: it needs a note saying why, the approver reads it.",
+                    fields={"note": [f"Required: {why}."]},
                 )
             proposal = RefundProposal.objects.create(
                 booking=booking,
@@ -244,8 +246,8 @@ def support_refund(
                 PROPOSED_KIND,
                 actor=Actor.SUPPORT,
                 actor_label=operator.label,
-                summary=f"Refund of {value} {money} proposed by {operator.label} (#{proposal.pk}): above "
-                f"{approval_above()} {money}, it needs another person's approval",
+                summary=f"Refund of {value} {money} proposed by {operator.label} (#{proposal.pk}): "
+                f"{why}, it needs another person's approval",
                 from_state=booking.status,
                 to_state=booking.status,
                 data=correction_data(
@@ -255,6 +257,7 @@ def support_refund(
                     amount=str(value),
                     currency=money,
                     approval_above=str(approval_above()),
+                    support_refunded=str(refunded_before),
                     captured=str(payment.captured_amount),
                     refunded=str(payment.refunded_amount),
                 ),
@@ -265,8 +268,7 @@ def support_refund(
                 True,
                 booking.status,
                 booking.status,
-                f"Proposed (#{proposal.pk}): a refund of {value} {money} is above {approval_above()} "
-                f"{money} and runs once another person approves it.",
+                f"Proposed (#{proposal.pk}): {why}; it runs once another person approves it.",
                 proposal_id=proposal.pk,
             )
         operation = _ask(
@@ -280,6 +282,7 @@ def support_refund(
             summary=f"Refund of {value} {money} asked by {operator.label} "
             f"(of {s.refundable} {money} refundable)",
             inline=inline,
+            support_refunded=str(s.support_refunded),
         )
         result = PaymentActionResult(
             REFUND, booking, True, booking.status, booking.status, "", operation_key=operation.idempotency_key

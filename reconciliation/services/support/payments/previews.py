@@ -132,9 +132,14 @@ def _effects(action: str, s: PaymentSituation, amount: Decimal | None) -> tuple[
     steps = []
     warnings = []
     if amount is not None and s.needs_approval(amount):
+        together = (
+            f" Support's refunds of a payment count together: {s.approval_words(amount)}."
+            if s.support_refunded or s.support_proposed
+            else ""
+        )
         steps.append(
             f"Above {approval_above()} {money}: only proposed. Another person with the approve permission "
-            "approves it (then it runs) or rejects it; both are on the timeline."
+            f"approves it (then it runs) or rejects it; both are on the timeline.{together}"
         )
     steps += [
         f"Refund {shown} of the {payment.captured_amount} {money} captured "

@@ -12,11 +12,11 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
-from bookings.models import Booking
+from bookings.models import Booking, BookingEvent
 from bookings.states import BookingState
 from config.errors import NotFound, ValidationFailed
 from payments import decisions
-from payments.models import Payment, PaymentOperation, PaymentStatus
+from payments.models import OperationKind, OperationState, Payment, PaymentOperation, PaymentStatus
 from payments.money import RefusedAmount, to_minor
 from payments.services.runs import booking_facts
 from reconciliation.models import ProposalState, RefundProposal
@@ -120,6 +120,58 @@ class PaymentSituation:
             return None
         return RefundProposal.objects.filter(payment=self.payment, state=ProposalState.PENDING).first()
 
+    @cached_property
+    def support_refunded(self) -> Decimal:
+        """What support's own refunds of this payment took or may still take: every refund
+        operation a support row names (asked directly, or run by an approval) that succeeded or
+        whose outcome is not known yet. Refunds automation made (the cancellation policy, a
+        partner's disruption) are not support's; a refused or declined one took nothing. Read
+        under the booking's lock by the action, so two refunds cannot both miss each other."""
+        if self.payment is None:
+            return Decimal("0.00")
+        kinds = (PAYMENT_ACTIONS[REFUND]["kind"], PAYMENT_ACTIONS[APPROVE]["kind"])
+        keys = {
+            (data or {}).get("idempotency_key")
+            for data in BookingEvent.objects.filter(booking=self.booking, kind__in=kinds).values_list(
+                "data", flat=True
+            )
+        } - {None, ""}
+        amounts = PaymentOperation.objects.filter(
+            payment=self.payment,
+            kind=OperationKind.REFUND,
+            state__in=(OperationState.SUCCEEDED, OperationState.OPEN),
+            idempotency_key__in=keys,
+        ).values_list("amount", flat=True)
+        return sum((amount or Decimal("0.00") for amount in amounts), Decimal("0.00"))
+
+    @property
+    def support_proposed(self) -> Decimal:
+        """What a proposal waiting for this payment would refund."""
+        pending = self.pending_proposal
+        return pending.amount if pending is not None else Decimal("0.00")
+
+    def support_total(self, amount: Decimal) -> Decimal:
+        """What support would have refunded of this payment with `amount`: the rule's measure."""
+        return self.support_refunded + self.support_proposed + amount
+
+    def approval_words(self, amount: Decimal) -> str:
+        """Why a refund of `amount` needs a second person, in words ('... above 200.00 EUR')."""
+        money = self.currency
+        before = [
+            f"{value} {money} {what}"
+            for value, what in (
+                (self.support_refunded, "support refunded before"),
+                (self.support_proposed, "proposed and waiting"),
+            )
+            if value
+        ]
+        if not before:
+            return f"a refund of {amount} {money} is above {approval_above()} {money}"
+        return (
+            f"a refund of {amount} {money}, with {' and '.join(before)}, comes to "
+            f"{self.support_total(amount)} {money}: above {approval_above()} {money}"
+        )
+
     @property
     def currency(self) -> str:
         return self.payment.currency if self.payment else self.booking.currency
@@ -148,7 +200,9 @@ class PaymentSituation:
         return expires is not None and expires <= timezone.now()
 
     def needs_approval(self, amount: Decimal) -> bool:
-        return amount > approval_above()
+        """The two-person rule: support's refunds of this payment (made, under way, or proposed
+        and waiting) with this one come to more than the approval amount."""
+        return self.support_total(amount) > approval_above()
 
 
 def _common(s: PaymentSituation) -> str:
