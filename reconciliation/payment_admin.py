@@ -162,9 +162,18 @@ class PaymentConsoleMixin:
                 if response is not None:
                     return response
             amount = form.cleaned_data.get("amount")
+            refused_token = "token" in form.errors  # missing or too long: said on the form
             shown = money.payment_preview(
-                action, booking, operator=operator, amount=amount, live=False, token=request.POST.get("token")
+                action,
+                booking,
+                operator=operator,
+                amount=amount,
+                live=False,
+                token=None if refused_token else request.POST.get("token"),
             )
+            if refused_token:  # a fresh one to confirm with: the refused one would never pass
+                form.data = form.data.copy()
+                form.data["token"] = shown.token
         else:
             currency = booking.currency
             shown = money.payment_preview(

@@ -232,6 +232,21 @@ def test_a_refund_beyond_the_bound_is_shown_on_the_form(ops_client):
     assert not PaymentOperation.objects.filter(payment=payment).exists()
 
 
+@pytest.mark.parametrize("sent", ["", "x" * 65])
+def test_a_missing_or_overlong_token_is_said_on_the_form(ops_client, sent):
+    payment = paying_booking()
+    url = action(payment.booking, "refund_payment")
+
+    response = ops_client.post(url, {"token": sent, "amount": "10.00", "note": ""})
+
+    page = response.content.decode()
+    assert response.status_code == 200
+    assert re.search(r'id="token-errors".*?<li>[^<]+</li>', page, re.S)
+    assert not PaymentOperation.objects.filter(payment=payment).exists()
+    # a fresh token to confirm with, not the one refused
+    assert re.fullmatch(r"[0-9a-f]{32}", token(response))
+
+
 def test_a_refused_action_is_shown_without_a_confirm_form(ops_client):
     payment = paying_booking(status=S.CONFIRMED, payment_status=P.AUTHORIZED)
 
