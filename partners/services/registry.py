@@ -39,6 +39,9 @@ PRODUCT_ID_MAX = Offer._meta.get_field("product_id").max_length
 # Most guests one booking may bring: far above any room or tour, so a slipped finger (an extra
 # digit or ten) is refused rather than stored as a capacity no one meant.
 MAX_CAPACITY = 1000
+# Most calls in flight to one partner at once: each holds a worker thread for its call, and no
+# deployment of ours has thousands (a slipped digit would make the cap no cap at all).
+MAX_CONCURRENCY = 1000
 
 
 def _shown(text: str, limit: int = 60) -> str:
@@ -145,7 +148,7 @@ def _check(
         ZoneInfo(timezone_name)
     except (ZoneInfoNotFoundError, ValueError):
         errors["timezone"] = [f"Unknown time zone {timezone_name!r}."]
-    if any(t <= 0 or t > 120 for t in timeouts):
+    if not all(0 < t <= 120 for t in timeouts):  # written so that NaN fails it too
         errors["timeouts"] = ["Connect and read timeouts must be between 0 and 120 seconds."]
     if errors:
         raise ValidationFailed("Invalid partner settings.", fields=errors)
@@ -178,9 +181,10 @@ def partner_upsert(
         timezone_name=timezone_name,
         timeouts=timeouts,
     )
-    if max_concurrency < 1:
+    if not 1 <= max_concurrency <= MAX_CONCURRENCY:
         raise ValidationFailed(
-            "max_concurrency must be at least 1.", fields={"max_concurrency": ["Must be >= 1."]}
+            f"max_concurrency must be 1 to {MAX_CONCURRENCY}.",
+            fields={"max_concurrency": [f"Must be 1 to {MAX_CONCURRENCY}."]},
         )
     partner, created = Partner.objects.update_or_create(
         code=code,

@@ -168,9 +168,9 @@ def _replace(args: list[str], flag: str, value: str) -> list[str]:
             [*BASE, "--timeouts", "2"], "--timeouts '2': expected CONNECT,READ", id="timeouts-shape"
         ),
         pytest.param([*BASE, "--timeouts", "0,10"], "timeouts:", id="timeouts-range"),
-        pytest.param(
-            [*BASE, "--max-concurrency", "0"], "max_concurrency must be at least 1", id="concurrency"
-        ),
+        pytest.param([*BASE, "--timeouts", "nan,10"], "timeouts:", id="timeouts-nan"),
+        pytest.param([*BASE, "--max-concurrency", "0"], "max_concurrency must be 1", id="concurrency"),
+        pytest.param([*BASE, "--max-concurrency", "99999999999"], "to 1000", id="concurrency-huge"),
         pytest.param([*BASE, "--webhook-secret", "whsec_!!!"], "webhook_secret:", id="secret"),
         pytest.param(
             [*BASE, "--offer", "room:10:EUR"],
