@@ -145,7 +145,8 @@ class Facts:
     slow: bool = False
     # What the customer is told about their money; None for a booking without a payment.
     money: Money | None = None
-    # The booking was sent to the partner at least once.
+    # The booking was sent to the partner at least once (`sent_to_partner`): a cancel before
+    # that has nothing to cancel with them, and is told so.
     submitted: bool = True
 
 
@@ -167,6 +168,11 @@ _AWAITING_MESSAGE = {
     S.SUBMITTING: M.SUBMITTING,
     S.PENDING_PARTNER: M.PARTNER_CONFIRMING,
     S.UNKNOWN: M.CHECKING,
+}
+# A cancel of a booking never sent to the partner: nobody there holds or is asked anything.
+_UNSENT_VIEW = {
+    S.CANCEL_REQUESTED: View(CustomerStatus.CANCELLING, M.CANCELLING_UNSENT),
+    S.CANCELLED: View(CustomerStatus.CANCELLED, M.CANCELLED_UNSENT),
 }
 # The unconfirmed ends: `failed` with these words once nothing may be held, `releasing` before.
 _ENDED_MESSAGE = {
@@ -190,6 +196,8 @@ def derive(state: str, facts: Facts) -> View:
 
 
 def _derive_status(state: str, facts: Facts) -> View:
+    if state in _UNSENT_VIEW and not facts.submitted:
+        return _UNSENT_VIEW[state]
     if state in _FIXED_VIEW:
         return _FIXED_VIEW[state]
     ended = state in _ENDED_MESSAGE
@@ -230,8 +238,14 @@ def facts_of(booking: Booking) -> Facts:
         slow=booking.status in _AWAITING_MESSAGE
         and timezone.now() - booking.created_at >= settings.CUSTOMER_SLOW_AFTER,
         money=money_shown(booking),
-        submitted=booking.submission_count > 0,
+        submitted=sent_to_partner(booking),
     )
+
+
+def sent_to_partner(booking: Booking) -> bool:
+    """Whether the partner was ever asked for the booking: a submission started (the counter
+    moves before the call), or it was shown confirmed, which only the partner's word does."""
+    return booking.submission_count > 0 or booking.confirmed_shown_at is not None
 
 
 def shown(booking: Booking) -> View:

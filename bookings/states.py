@@ -77,7 +77,17 @@ class CustomerMessage(models.TextChoices):
         "The partner did not confirm in time. Nothing is booked.",
     )
     CANCELLING = "cancelling", "We are cancelling your booking with the partner."
+    # Cancelled before it was ever sent to the partner: there is nothing to cancel with them.
+    CANCELLING_UNSENT = (
+        "cancelling_unsent",
+        "We are cancelling your booking. It was never sent to the partner, so there is nothing to "
+        "cancel with them.",
+    )
     CANCELLED = "cancelled", "Your booking is cancelled."
+    CANCELLED_UNSENT = (
+        "cancelled_unsent",
+        "Your booking is cancelled. It was never sent to the partner.",
+    )
     DISRUPTED_PARTNER_CANCELLED = (
         "disrupted_partner_cancelled",
         "The partner cancelled your booking after confirming it. Our support team is working "

@@ -28,7 +28,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRefresh
 
-from bookings import selectors, services
+from bookings import customer_view, selectors, services
 from bookings.cancelling import cancel_money
 from bookings.models import Actor, Quote
 from bookings.web.forms import BookForm, ConfirmForm, SignUpForm, StayForm
@@ -207,7 +207,8 @@ def booking_cancel(request: HttpRequest, reference: str) -> HttpResponse:
             status = exc.http_status
         else:
             return redirect("web:booking", reference=booking.reference)
-    context = {"booking": booking, "form": form}
+    # What cancelling does at the partner depends on whether they were ever asked for it.
+    context = {"booking": booking, "form": form, "sent_to_partner": customer_view.sent_to_partner(booking)}
     if booking.is_cancellable:
         # Told before the customer confirms: what they get back, what is kept and why.
         context["money"] = cancel_money(booking, at=timezone.now())

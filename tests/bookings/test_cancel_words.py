@@ -1,0 +1,94 @@
+"""A cancel is told by what the partner was ever asked: a booking cancelled before it was sent
+(a paying one still awaiting its payment) never says the partner is cancelling it or confirmed
+the cancellation, in the API, on its page or in the mail (docs/design.md, "The honest-status
+contract")."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from django.test import Client
+
+from bookings.customer_view import Facts, PaymentFacts, View, derive, money_of
+from bookings.models import Notification, NotificationKind
+from bookings.notifications import compose
+from bookings.states import BookingState, CustomerMessage
+from partners.models import PartnerAttempt
+from partners.services.compensation import booking_cancel_run
+from tests.factories import BookingFactory
+
+S = BookingState
+M = CustomerMessage
+UNSENT_CANCELLING = (
+    "We are cancelling your booking. It was never sent to the partner, so there is nothing to "
+    "cancel with them."
+)
+
+
+@pytest.mark.parametrize(
+    ("state", "sent", "unsent"),
+    [
+        (S.CANCEL_REQUESTED, View("cancelling", M.CANCELLING), View("cancelling", M.CANCELLING_UNSENT)),
+        (S.CANCELLED, View("cancelled", M.CANCELLED), View("cancelled", M.CANCELLED_UNSENT)),
+    ],
+)
+def test_a_cancel_says_the_partner_only_when_the_partner_was_asked(state, sent, unsent):
+    assert derive(state, Facts(submitted=True)) == sent
+    assert derive(state, Facts(submitted=False)) == unsent
+
+
+def test_a_paying_booking_cancelled_before_the_partner_heard_of_it_says_so_everywhere(
+    db, customer, api_client, django_capture_on_commit_callbacks
+):
+    # given a paying booking whose payment is still being authorized: never sent to the partner
+    authorizing = money_of(PaymentFacts("authorizing", "EUR", Decimal("240.00"))).as_json()
+    booking = BookingFactory(customer=customer, status=S.AWAITING_PAYMENT, customer_money=authorizing)
+    assert booking.submission_count == 0
+
+    # when the customer cancels it, the API answers that nothing is cancelled with the partner
+    with django_capture_on_commit_callbacks():
+        answer = api_client.post(f"/api/v1/bookings/{booking.reference}/cancel")
+    assert answer.status_code == 202
+    assert (answer.json()["status"], answer.json()["message_code"]) == ("cancelling", "cancelling_unsent")
+    assert answer.json()["message"] == UNSENT_CANCELLING
+    page = Client()
+    page.force_login(customer)
+    shown = page.get(f"/bookings/{booking.reference}/").content.decode()
+    assert "still exists with them" not in shown and "never sent to" in shown
+
+    # and once the cancellation runs, with no call to the partner, the mail says the same
+    with django_capture_on_commit_callbacks():
+        booking_cancel_run(booking.pk)
+    booking.refresh_from_db()
+    assert (booking.status, booking.customer_message) == (S.CANCELLED, M.CANCELLED_UNSENT)
+    assert not PartnerAttempt.objects.filter(booking=booking).exists()
+    notification = Notification.objects.get(booking=booking)
+    assert notification.kind == NotificationKind.CANCELLED
+    mail = compose(notification)
+    for body in (mail.body, mail.alternatives[0].content):
+        assert "Your booking is cancelled. It was never sent to the partner." in body
+        assert "your booking was never sent to the partner, so they hold nothing for it." in body
+        assert "confirmed the cancellation" not in body
+
+
+def test_a_cancel_page_before_the_partner_heard_of_it_does_not_say_it_asks_them(db, customer):
+    booking = BookingFactory(customer=customer, status=S.REQUESTED)
+    web = Client()
+    web.force_login(customer)
+
+    page = web.get(f"/bookings/{booking.reference}/cancel/").content.decode()
+
+    assert "at once to cancel" not in page and "still exists with them" not in page
+    assert "has not been sent to" in page
+
+
+def test_a_booking_the_partner_holds_is_cancelled_with_the_partner(db, customer):
+    booking = BookingFactory(customer=customer, status=S.CANCELLED, submission_count=1)
+    notification = Notification.objects.create(
+        booking=booking, status_version=2, kind=NotificationKind.CANCELLED, message=M.CANCELLED
+    )
+
+    mail = compose(notification)
+
+    assert "Nothing on your side: the partner holds nothing for this booking any more." in mail.body
