@@ -49,8 +49,10 @@ class PaymentFacts:
     """What the payment provider holds for a booking, as the payments app knows it.
 
     `state` is one of `authorizing` (asked, no answer yet), `held`, `charged` (captured, perhaps
-    partly refunded since), `released` (the hold was voided or lapsed), `declined`, `not_charged`
-    (the booking ended before a hold was asked for). Amounts in the booking's currency.
+    partly refunded since), `released` (the hold was voided or lapsed), `declined` (by the card's
+    bank), `refused` (the provider refused the request itself, e.g. a payment method it does not
+    know: no bank saw it), `not_charged` (the booking ended before a hold was asked for). Amounts
+    in the booking's currency.
     """
 
     state: str
@@ -109,6 +111,7 @@ _MONEY_OF_STATE = {
     "held": MONEY.HELD,
     "released": MONEY.RELEASED,
     "declined": MONEY.DECLINED,
+    "refused": MONEY.METHOD_REFUSED,
     "not_charged": MONEY.NOT_CHARGED,
 }
 
@@ -218,10 +221,14 @@ def _derive_status(state: str, facts: Facts) -> View:
     return View(CustomerStatus.PENDING, _AWAITING_MESSAGE[state])
 
 
+# A payment that ended a booking before the partner heard of it, by why it did.
+_PAYMENT_ENDED = {MONEY.DECLINED: M.PAYMENT_DECLINED, MONEY.METHOD_REFUSED: M.PAYMENT_METHOD_REFUSED}
+
+
 def _ended_message(state: str, facts: Facts) -> str:
     """Why it did not go ahead: a booking that never reached the partner ended on its payment."""
-    if facts.money is not None and facts.money.code == MONEY.DECLINED and state == S.FAILED:
-        return M.PAYMENT_DECLINED
+    if facts.money is not None and facts.money.code in _PAYMENT_ENDED and state == S.FAILED:
+        return _PAYMENT_ENDED[facts.money.code]
     if facts.money is not None and not facts.submitted and state == S.EXPIRED:
         return M.PAYMENT_NOT_CONFIRMED_IN_TIME
     return _ENDED_MESSAGE[state]

@@ -65,6 +65,12 @@ class CustomerMessage(models.TextChoices):
         "payment_declined",
         "Your payment was declined, so we did not send your booking to the partner. Nothing is booked.",
     )
+    # The provider refused our request (a payment method it does not know): no bank saw it.
+    PAYMENT_METHOD_REFUSED = (
+        "payment_method_refused",
+        "Your payment method could not be used, so we did not send your booking to the partner. "
+        "Nothing is booked.",
+    )
     PAYMENT_NOT_CONFIRMED_IN_TIME = (
         "payment_not_confirmed_in_time",
         "We could not confirm your payment in time, so we did not send your booking to the partner. "
@@ -131,6 +137,13 @@ class CustomerMoney(models.TextChoices):
     REFUNDED = "refunded", "We refunded the {charged} we charged to your card: you paid nothing."
     RELEASED = "released", "We released the {amount} we were holding on your card: you were not charged."
     DECLINED = "declined", "Your bank declined the payment of {amount}: you were not charged."
+    # The provider refused the request itself (it does not know the payment method): the bank
+    # was never asked, so it is not told as the bank's decline.
+    METHOD_REFUSED = (
+        "method_refused",
+        "Your payment method could not be used for {amount}, so your bank was not asked: "
+        "you were not charged.",
+    )
     NOT_CHARGED = "not_charged", "You were not charged."
 
 

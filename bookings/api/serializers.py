@@ -155,7 +155,8 @@ class MoneyOutputSerializer(serializers.Serializer):
             "What happened to the customer's money, as the payment provider's truth says it: "
             "`authorizing` (asking the bank to hold it), `held` (held, not charged), `charged`, "
             "`partly_refunded`, `refunded`, `released` (the hold was let go: not charged), "
-            "`declined`, `not_charged`."
+            "`declined` (by the card's bank), `method_refused` (the provider could not use the "
+            "payment method: no bank was asked), `not_charged`."
         ),
     )
     message = serializers.CharField(help_text="The same in words, with the amounts.")

@@ -26,7 +26,7 @@ from bookings.states import BookingState
 from bookings.timeline import record_event
 from payments import decisions
 from payments.connector import IntentTruth
-from payments.models import Payment, PaymentStatus
+from payments.models import CallOutcome, OperationKind, OperationState, Payment, PaymentStatus
 
 logger = logging.getLogger(__name__)
 
@@ -51,13 +51,25 @@ def lock_payment(booking: Booking) -> Payment | None:
 
 def payment_facts(payment: Payment) -> PaymentFacts:
     """The payment as the booking's customer view is told it."""
+    state = _FACT_OF_STATUS[payment.status]
+    if payment.status == P.DECLINED and _request_refused(payment):
+        state = "refused"
     return PaymentFacts(
-        state=_FACT_OF_STATUS[payment.status],
+        state=state,
         currency=payment.currency,
         amount=payment.amount,
         charged=payment.captured_amount,
         refunded=payment.refunded_amount,
     )
+
+
+def _request_refused(payment: Payment) -> bool:
+    """Whether the provider refused our request (a 400: a payment method it does not know)
+    rather than the card's bank declining: the connector classified the authorization's answer
+    so (`CallOutcome.REFUSED`). One query, only for a declined payment."""
+    return payment.operations.filter(
+        kind=OperationKind.AUTHORIZE, state=OperationState.DECLINED, last_outcome=CallOutcome.REFUSED
+    ).exists()
 
 
 def truth_apply(

@@ -4,18 +4,23 @@ is the only news (charged, refunded, released)."""
 
 from __future__ import annotations
 
+import uuid
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 from django.test import Client
+from django.utils import timezone
 
 from bookings import customer_view
 from bookings.customer_view import PaymentFacts, money_of
-from bookings.models import Actor, Notification, NotificationKind
+from bookings.models import Actor, Booking, Notification, NotificationKind
 from bookings.notifications import compose
 from bookings.services import lock_booking
-from bookings.states import BookingState
+from bookings.states import BookingState, CustomerMessage, CustomerMoney
 from tests.factories import BookingFactory
+from tests.helpers import wait_until
+from tests.payments.conftest import money_code
 
 S = BookingState
 PRICE = Decimal("360.00")
@@ -98,3 +103,61 @@ def test_money_news_the_customer_caused_is_not_mailed(db, django_capture_on_comm
         )
 
     assert not Notification.objects.filter(booking=booking).exists()
+
+
+# --- a decline is told by who refused: the card's bank, or the provider refusing our request ----
+def test_a_payment_method_the_provider_refuses_ends_the_booking_without_a_bank_decline():
+    refused = customer_view.derive(
+        S.FAILED, customer_view.Facts(money=money_of(PaymentFacts("refused", "EUR", PRICE)))
+    )
+    declined = customer_view.derive(
+        S.FAILED, customer_view.Facts(money=money_of(PaymentFacts("declined", "EUR", PRICE)))
+    )
+
+    assert (refused.status, refused.message, refused.money.code) == (
+        "failed",
+        CustomerMessage.PAYMENT_METHOD_REFUSED,
+        CustomerMoney.METHOD_REFUSED,
+    )
+    assert "bank declined" not in refused.money.text and "declined" not in refused.message.label
+    assert (declined.message, declined.money.code) == (
+        CustomerMessage.PAYMENT_DECLINED,
+        CustomerMoney.DECLINED,
+    )
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(60)
+def test_an_unknown_payment_method_is_told_as_unusable_not_as_declined_by_the_bank(paying, api_client):
+    offer = paying.h.partner.offers.get()
+    start = timezone.now().date() + timedelta(days=40)
+    body = {
+        "offer": offer.pk,
+        "start_date": start.isoformat(),
+        "end_date": (start + timedelta(days=3)).isoformat(),
+        "guests": 2,
+        "payment_method": "pm_card_nope",
+    }
+
+    # the provider answers 400 resource_missing: it does not know the payment method
+    reference = api_client.post(
+        "/api/v1/bookings", body, format="json", HTTP_IDEMPOTENCY_KEY=f"k-{uuid.uuid4().hex}"
+    ).json()["reference"]
+
+    booking = Booking.objects.get(reference=reference)
+    wait_until(lambda: money_code(booking) == "method_refused", what="the refusal", timeout_s=20)
+    shown = api_client.get(f"/api/v1/bookings/{reference}").json()
+    assert (shown["status"], shown["message_code"]) == ("failed", "payment_method_refused")
+    assert shown["message"] == (
+        "Your payment method could not be used, so we did not send your booking to the partner. "
+        "Nothing is booked."
+    )
+    words = (
+        "Your payment method could not be used for 360.00 EUR, so your bank was not asked: "
+        "you were not charged."
+    )
+    assert shown["money"]["message"] == words
+    [notification] = Notification.objects.filter(booking=booking)
+    mail = compose(notification)
+    for text in (mail.body, mail.alternatives[0].content):
+        assert words in text and "declined" not in text
