@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from decimal import Decimal
+from enum import StrEnum
 from typing import Any
 
 from django.conf import settings
@@ -275,11 +276,35 @@ _UNSETTLED = frozenset({CustomerStatus.PENDING, CustomerStatus.CANCELLING, Custo
 _MONEY_UNSETTLED = frozenset({MONEY.AUTHORIZING, MONEY.HELD})
 
 
+class Awaited(StrEnum):
+    """Who the news of a booking still awaits, as the customer is told it."""
+
+    PARTNER = "partner"
+    SUPPORT = "support"
+    # Our own cancel of a booking the partner never heard of: nobody else is asked.
+    CANCELLATION = "cancellation"
+    # The payment provider: a hold asked for, or money held that is still to be taken or let go
+    # (a confirmed booking's capture, a cancelled one's release), whatever the booking shows.
+    PAYMENT = "payment"
+
+
+def awaited(booking: Booking) -> Awaited | None:
+    """What the booking waits for, from what the customer is shown; None once nothing is."""
+    unsettled_money = booking.customer_money.get("code") in _MONEY_UNSETTLED
+    if booking.customer_status in _UNSETTLED and booking.customer_message != M.DISRUPTED_ENDED:
+        if booking.customer_status == CustomerStatus.DISRUPTED or booking.customer_message == M.WITH_SUPPORT:
+            return Awaited.SUPPORT
+        if booking.customer_message == M.CHECKING_PAYMENT:
+            return Awaited.PAYMENT
+        if booking.customer_message == M.CANCELLING_UNSENT:
+            return Awaited.PAYMENT if unsettled_money else Awaited.CANCELLATION
+        return Awaited.PARTNER
+    return Awaited.PAYMENT if unsettled_money else None
+
+
 def awaiting_news(booking: Booking) -> bool:
     """Whether the customer should keep following the booking (poll, stream) for news."""
-    if booking.customer_money.get("code") in _MONEY_UNSETTLED:
-        return True
-    return booking.customer_status in _UNSETTLED and booking.customer_message != M.DISRUPTED_ENDED
+    return awaited(booking) is not None
 
 
 # --- the one writer -------------------------------------------------------------------------

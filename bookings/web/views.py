@@ -150,6 +150,7 @@ def _progress_context(progress: selectors.BookingProgress) -> dict[str, object]:
     return {
         "booking": progress.booking,
         "progress": progress,
+        "awaited": customer_view.awaited(progress.booking),
         "timing": selectors.partner_confirmation_times(partner_id=progress.booking.partner_id),
         "poll_after_s": settings.BOOKING_POLL_AFTER_S,
     }

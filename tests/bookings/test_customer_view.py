@@ -416,3 +416,34 @@ def test_the_contract_holds_under_any_moves_and_partner_facts(db) -> None:
     run_state_machine_as_test(
         HonestView, settings=hypothesis_settings(max_examples=40, stateful_step_count=25, deadline=None)
     )
+
+
+# --- who the news awaits ----------------------------------------------------------------------
+A = customer_view.Awaited
+
+
+@pytest.mark.parametrize(
+    ("status", "message", "money", "awaited"),
+    [
+        ("pending", M.PARTNER_CONFIRMING, "held", A.PARTNER),
+        ("pending", M.RELEASING, "", A.PARTNER),
+        ("pending", M.WITH_SUPPORT, "", A.SUPPORT),
+        ("disrupted", M.DISRUPTED, "held", A.SUPPORT),
+        ("pending", M.CHECKING_PAYMENT, "authorizing", A.PAYMENT),
+        ("cancelling", M.CANCELLING, "held", A.PARTNER),
+        ("cancelling", M.CANCELLING_UNSENT, "authorizing", A.PAYMENT),
+        ("cancelling", M.CANCELLING_UNSENT, "", A.CANCELLATION),
+        ("confirmed", M.CONFIRMED, "held", A.PAYMENT),  # the capture to come
+        ("cancelled", M.CANCELLED, "held", A.PAYMENT),  # the release to come
+        ("confirmed", M.CONFIRMED, "charged", None),
+        ("cancelled", M.CANCELLED, "", None),
+        ("disrupted", M.DISRUPTED_ENDED, "released", None),
+    ],
+)
+def test_the_wait_names_who_it_is_for_and_the_partner_only_when_it_is_them(status, message, money, awaited):
+    booking = Booking(
+        customer_status=status, customer_message=message, customer_money={"code": money} if money else {}
+    )
+
+    assert customer_view.awaited(booking) == awaited
+    assert customer_view.awaiting_news(booking) is (awaited is not None)

@@ -4,10 +4,12 @@ however often Book is sent, the progress page and its status fragment, my bookin
 from __future__ import annotations
 
 from datetime import timedelta
+from decimal import Decimal
 
 import pytest
 from django.utils import timezone
 
+from bookings.customer_view import PaymentFacts, money_of
 from bookings.models import Actor, Booking
 from bookings.selectors import confirmation_times_cache_key
 from bookings.states import BookingState
@@ -274,6 +276,37 @@ def test_a_cancelling_booking_is_still_polled(web, customer, offer):
     page = response.content.decode()
     assert "tag--cancelling" in page and "Cancellation requested" in page
     assert "hx-get" in page and response["Retry-After"]
+
+
+def money_told(state: str) -> dict:
+    return money_of(PaymentFacts(state, "EUR", Decimal("240.00"))).as_json()
+
+
+@pytest.mark.parametrize(
+    ("moves", "next_words"),
+    [
+        # confirmed, the capture of the hold still to come (or retrying)
+        ((S.REQUESTED, S.SUBMITTING, S.CONFIRMED), "holds your booking"),
+        # cancelled, the hold's release still to come (or retrying)
+        (
+            (S.REQUESTED, S.SUBMITTING, S.CONFIRMED, S.CANCEL_REQUESTED, S.CANCELLED),
+            "Your booking is cancelled. There is nothing else to do.",
+        ),
+        # the payment not confirmed yet: the partner has not even been asked
+        ((S.AWAITING_PAYMENT,), "waiting for the payment provider to confirm your payment"),
+    ],
+)
+def test_a_wait_for_the_payment_provider_never_names_the_partner(web, customer, offer, moves, next_words):
+    held = money_told("authorizing" if moves[-1] == S.AWAITING_PAYMENT else "held")
+    booking = progressed(customer, offer, *moves, customer_money=held, submission_count=len(moves) > 1)
+
+    response = htmx(web, f"/bookings/{booking.reference}/status/", seen="old")
+
+    page = response.content.decode()
+    assert next_words in page
+    assert "Waiting for the payment provider" in page and "hx-get" in page
+    assert f"Waiting for {offer.partner.name}" not in page
+    assert "usually takes" not in page
 
 
 def test_the_fragment_without_htmx_sends_to_the_page(web, customer, offer):
