@@ -25,7 +25,7 @@ from django.urls import reverse_lazy
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.views.decorators.http import require_GET, require_http_methods
 from django_htmx.http import HttpResponseClientRefresh
 
 from bookings import customer_view, selectors, services
@@ -109,11 +109,17 @@ def quote_detail(request: HttpRequest, quote_id: UUID) -> HttpResponse:
 
 
 @login_required
-@require_POST
+@require_http_methods(["GET", "POST"])
 @_missing_is_404
 def quote_book(request: HttpRequest, quote_id: UUID) -> HttpResponse:
     """Book, as `POST /api/v1/bookings` with the quote: one booking however often it is sent
-    (the attempt's key, and one booking per quote whatever the key)."""
+    (the attempt's key, and one booking per quote whatever the key).
+
+    A GET is where the login sends a customer whose session ended before they clicked Book
+    (`next` is this URL, the POST's form is gone): back to the quote's page, to book from there.
+    """
+    if request.method == "GET":
+        return redirect("web:quote", quote_id=quote_id)
     quote = selectors.customer_quote(customer=request.user, quote_id=quote_id)
     form = BookForm(request.POST)
     if not form.is_valid():

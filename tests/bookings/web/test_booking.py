@@ -15,7 +15,7 @@ from bookings.selectors import confirmation_times_cache_key
 from bookings.states import BookingState
 from bookings.timeline import record_event
 from bookings.web.views import booking_key
-from tests.factories import BookingFactory, QuoteFactory
+from tests.factories import PASSWORD, BookingFactory, QuoteFactory
 from tests.helpers import queued_messages
 
 from .conftest import htmx
@@ -142,9 +142,29 @@ def test_a_quote_for_a_withdrawn_offer_says_why_it_cannot_be_booked(web, quote):
 
 
 def test_booking_needs_a_post_and_a_login(client, web, quote):
-    assert web.get(f"/quotes/{quote.pk}/book/").status_code == 405
+    assert web.get(f"/quotes/{quote.pk}/book/")["Location"] == f"/quotes/{quote.pk}/"
     assert client.post(f"/quotes/{quote.pk}/book/")["Location"].startswith("/account/login/")
     assert Booking.objects.count() == 0
+
+
+def test_book_after_the_session_ended_lands_back_on_the_quote_after_logging_in(client, customer, quote):
+    # given a quote page whose session ended before the customer clicked Book
+    answer = client.post(f"/quotes/{quote.pk}/book/", {"idempotency_key": "tab-1"})
+    login_url = answer["Location"]
+    assert login_url == f"/account/login/?next=/quotes/{quote.pk}/book/"
+
+    # when they log in, the browser follows `next` with a GET: back to the quote, not a 405
+    landed = client.post(
+        login_url,
+        {"username": customer.username, "password": PASSWORD, "next": f"/quotes/{quote.pk}/book/"},
+        follow=True,
+    )
+    assert landed.redirect_chain[-1] == (f"/quotes/{quote.pk}/", 302)
+    assert landed.status_code == 200 and 'id="book"' in landed.content.decode()
+    assert Booking.objects.count() == 0  # the lost POST booked nothing
+
+    # and booking from there still works
+    assert book(client, quote, "tab-1")["Location"] == f"/bookings/{Booking.objects.get().reference}/"
 
 
 # --- the progress page ----------------------------------------------------------------------------
