@@ -14,6 +14,9 @@ from payments.models import CallOutcome, PaymentStatus
 S = BookingState
 P = PaymentStatus
 ZERO = Decimal("0.00")
+# Our decline code for an authorization the provider answered neither held nor declined (its
+# intent awaits an action we never ask the customer for, such as the bank's authentication).
+NOT_AUTHORIZED = "not_authorized"
 
 # Why support holds a booking the partner confirmed and then took away (the partner side's
 # reasons, bookings/customer_view.py words them): the stay will not happen, the money goes back.

@@ -64,9 +64,12 @@ def payment_facts(payment: Payment) -> PaymentFacts:
 
 
 def _request_refused(payment: Payment) -> bool:
-    """Whether the provider refused our request (a 400: a payment method it does not know)
-    rather than the card's bank declining: the connector classified the authorization's answer
-    so (`CallOutcome.REFUSED`). One query, only for a declined payment."""
+    """Whether the payment method could not be used rather than the card's bank declining: the
+    provider refused our request (a 400: a payment method it does not know; the connector
+    classified the authorization's answer so, `CallOutcome.REFUSED`), or answered neither held
+    nor declined (`decisions.NOT_AUTHORIZED`). At most one query, only for a declined payment."""
+    if payment.decline_code == decisions.NOT_AUTHORIZED:
+        return True
     return payment.operations.filter(
         kind=OperationKind.AUTHORIZE, state=OperationState.DECLINED, last_outcome=CallOutcome.REFUSED
     ).exists()

@@ -335,7 +335,7 @@ def _record(
             # Answered, but neither held nor declined (an intent awaiting an action we never ask
             # for): not authorized, so the partner is not asked.
             payment.mark_declined()
-            payment.decline_code = "not_authorized"
+            payment.decline_code = decisions.NOT_AUTHORIZED
             payment.decline_message = f"The provider answered {payment.provider_status or 'no status'}"
             unsaved.update((*moved, "decline_code", "decline_message"))
         if after == decisions.AfterCall.DECLINE and payment.status in (P.AUTHORIZING, P.UNKNOWN, P.PENDING):

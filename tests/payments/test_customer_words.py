@@ -18,6 +18,8 @@ from bookings.models import Actor, Booking, Notification, NotificationKind
 from bookings.notifications import compose
 from bookings.services import lock_booking
 from bookings.states import BookingState, CustomerMessage, CustomerMoney
+from payments.models import Payment, PaymentStatus
+from payments.services.observations import payment_facts
 from tests.factories import BookingFactory
 from tests.helpers import wait_until
 from tests.payments.conftest import money_code
@@ -124,6 +126,26 @@ def test_a_payment_method_the_provider_refuses_ends_the_booking_without_a_bank_d
         CustomerMessage.PAYMENT_DECLINED,
         CustomerMoney.DECLINED,
     )
+
+
+@pytest.mark.parametrize(
+    ("decline_code", "fact"),
+    [("card_declined", "declined"), ("insufficient_funds", "declined"), ("not_authorized", "refused")],
+)
+def test_an_authorization_answered_neither_held_nor_declined_is_not_told_as_the_banks(db, decline_code, fact):
+    # The provider's intent awaited an action we never ask the customer for (the bank's own
+    # authentication): no bank declined anything.
+    booking = BookingFactory(status=S.FAILED)
+    payment = Payment.objects.create(
+        booking=booking,
+        amount=PRICE,
+        currency="EUR",
+        payment_method="pm_card_visa",
+        status=PaymentStatus.DECLINED,
+        decline_code=decline_code,
+    )
+
+    assert payment_facts(payment).state == fact
 
 
 @pytest.mark.integration
