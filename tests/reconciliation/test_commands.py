@@ -204,6 +204,19 @@ def test_retry_booking_reports_a_refusal(make_booking, partner_queue, broker):
     assert calls(broker, partner_queue) == []
 
 
+def test_a_batch_with_a_refusal_fails_after_doing_the_rest(make_booking, partner_queue, broker):
+    # A cron job reads the exit status: "2 done, 1 refused" must not look like success.
+    ok = make_booking(status=S.NEEDS_ATTENTION, attention_reason="partner_401")
+    refused = make_booking(status=S.UNKNOWN)
+
+    with pytest.raises(CommandError, match="retry: 1 of 2 refused, the others done"):
+        run("retry_booking", ok.reference, refused.reference, "--yes")
+
+    ok.refresh_from_db()
+    refused.refresh_from_db()
+    assert (ok.status, refused.status) == (S.REQUESTED, S.UNKNOWN)
+
+
 def test_retry_booking_of_many_with_a_progress_bar(
     make_booking, partner_queue, broker, django_capture_on_commit_callbacks
 ):

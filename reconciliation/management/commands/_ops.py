@@ -243,6 +243,8 @@ class ActionCommand(BaseCommand):
             dump(self, {"token": token, "results": results})
         if failures and failures == len(previews):
             raise CommandError(f"{self.action}: nothing was done ({failures} refused).")
+        if failures:  # a cron job must see it: the exit status, not only the lines or the JSON
+            raise CommandError(f"{self.action}: {failures} of {len(previews)} refused, the others done.")
 
 
 class BookingActionCommand(ActionCommand):
