@@ -152,17 +152,24 @@ class Tries:
 
 def _tries(reservation: PartnerReservation) -> Tries:
     """The compensation's tries so far: every cancel since we decided to compensate (made, in
-    flight or cut off by a kill), and every verification that did not answer, so a partner
-    that keeps failing the verifying GET cannot keep us trying for ever either."""
-    counted = (
+    flight or cut off by a kill); and, for a reservation we no longer hold as live (nothing left
+    to cancel, only its verification to read), every read of it that did not answer, so a
+    partner that keeps failing the verifying GET cannot keep us trying for ever either. While it
+    is live each round makes a cancel, which counts: the status sync's own reads of it that fail
+    meanwhile (a partner's spell of 401s) must not spend the compensation's tries, as they did in
+    chaos run b7c881 (six failed sync reads in ten seconds, one cancel made)."""
+    counted = Q(operation=Operation.CANCEL)
+    if reservation.status not in LIVE_RESERVATION_STATUSES:
+        counted |= Q(operation=Operation.GET) & ~Q(outcome=Outcome.OK)
+    tried = (
         PartnerAttempt.objects.filter(
             reservation=reservation,
             started_at__gte=reservation.compensation_requested_at or reservation.first_seen_at,
         )
-        .filter(Q(operation=Operation.CANCEL) | (Q(operation=Operation.GET) & ~Q(outcome=Outcome.OK)))
+        .filter(counted)
         .aggregate(count=Count("pk"), last=Max("started_at"))
     )
-    return Tries(counted["count"], counted["last"])
+    return Tries(tried["count"], tried["last"])
 
 
 def _cancel_attempt_open(reservation: PartnerReservation) -> PartnerAttempt | float | Tries:

@@ -181,6 +181,21 @@ def paying(paying_idle) -> Paying:
     return paying_idle
 
 
+def book_through_api(api_client, offer, **extra):
+    """POST /api/v1/bookings for a 3-night stay of `offer` 40 days ahead, as a customer would."""
+    start = timezone.now().date() + timedelta(days=40)
+    body = {
+        "offer": offer.pk,
+        "start_date": start.isoformat(),
+        "end_date": (start + timedelta(days=3)).isoformat(),
+        "guests": 2,
+        **extra,
+    }
+    return api_client.post(
+        "/api/v1/bookings", body, format="json", HTTP_IDEMPOTENCY_KEY=f"k-{uuid.uuid4().hex}"
+    )
+
+
 def payment_of(booking: Booking) -> Payment:
     return Payment.objects.get(booking=booking)
 

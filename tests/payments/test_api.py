@@ -4,33 +4,15 @@ provider, partner and worker."""
 
 from __future__ import annotations
 
-import uuid
-from datetime import timedelta
-
 import pytest
-from django.utils import timezone
 
 from bookings.models import Booking
 from payments.models import Payment
 from tests.factories import OfferFactory
 from tests.helpers import wait_until
-from tests.payments.conftest import money_code
+from tests.payments.conftest import book_through_api, money_code
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
-
-
-def book(api_client, offer, **extra):
-    start = timezone.now().date() + timedelta(days=40)
-    body = {
-        "offer": offer.pk,
-        "start_date": start.isoformat(),
-        "end_date": (start + timedelta(days=3)).isoformat(),
-        "guests": 2,
-        **extra,
-    }
-    return api_client.post(
-        "/api/v1/bookings", body, format="json", HTTP_IDEMPOTENCY_KEY=f"k-{uuid.uuid4().hex}"
-    )
 
 
 def shown(api_client, reference: str) -> dict:
@@ -40,7 +22,7 @@ def shown(api_client, reference: str) -> dict:
 def test_a_customer_pays_with_a_card_and_is_told_what_happened_to_their_money(paying, api_client):
     offer = paying.h.partner.offers.get()
 
-    response = book(api_client, offer, payment_method="pm_card_visa")
+    response = book_through_api(api_client, offer, payment_method="pm_card_visa")
 
     assert response.status_code == 202
     first = response.json()
@@ -64,9 +46,9 @@ def test_a_customer_pays_with_a_card_and_is_told_what_happened_to_their_money(pa
 def test_a_declined_card_is_told_as_declined_and_nothing_is_booked(paying, api_client):
     offer = paying.h.partner.offers.get()
 
-    reference = book(api_client, offer, payment_method="pm_card_chargeDeclinedInsufficientFunds").json()[
-        "reference"
-    ]
+    reference = book_through_api(
+        api_client, offer, payment_method="pm_card_chargeDeclinedInsufficientFunds"
+    ).json()["reference"]
 
     booking = Booking.objects.get(reference=reference)
     wait_until(lambda: money_code(booking) == "declined", what="the decline", timeout_s=20)
@@ -77,7 +59,7 @@ def test_a_declined_card_is_told_as_declined_and_nothing_is_booked(paying, api_c
 
 @pytest.mark.parametrize("method", ["", "visa", "pm_", "pm_card visa", "pm_" + "x" * 300])
 def test_a_payment_method_that_is_no_providers_id_is_a_400(db, api_client, method):
-    response = book(api_client, OfferFactory(), payment_method=method)
+    response = book_through_api(api_client, OfferFactory(), payment_method=method)
 
     assert response.status_code == 400
     assert "payment_method" in response.json()["error"]["fields"]
@@ -88,7 +70,7 @@ def test_a_booking_without_a_payment_method_takes_no_payment(
     db, api_client, django_capture_on_commit_callbacks
 ):
     with django_capture_on_commit_callbacks():
-        response = book(api_client, OfferFactory())
+        response = book_through_api(api_client, OfferFactory())
 
     assert (response.status_code, response.json()["money"], response.json()["message_code"]) == (
         202,

@@ -4,13 +4,10 @@ is the only news (charged, refunded, released)."""
 
 from __future__ import annotations
 
-import uuid
-from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 from django.test import Client
-from django.utils import timezone
 
 from bookings import customer_view
 from bookings.customer_view import PaymentFacts, money_of
@@ -22,7 +19,7 @@ from payments.models import Payment, PaymentStatus
 from payments.services.observations import payment_facts
 from tests.factories import BookingFactory
 from tests.helpers import wait_until
-from tests.payments.conftest import money_code
+from tests.payments.conftest import book_through_api, money_code
 
 S = BookingState
 PRICE = Decimal("360.00")
@@ -151,20 +148,9 @@ def test_an_authorization_answered_neither_held_nor_declined_is_not_told_as_the_
 @pytest.mark.integration
 @pytest.mark.timeout(60)
 def test_an_unknown_payment_method_is_told_as_unusable_not_as_declined_by_the_bank(paying, api_client):
-    offer = paying.h.partner.offers.get()
-    start = timezone.now().date() + timedelta(days=40)
-    body = {
-        "offer": offer.pk,
-        "start_date": start.isoformat(),
-        "end_date": (start + timedelta(days=3)).isoformat(),
-        "guests": 2,
-        "payment_method": "pm_card_nope",
-    }
-
     # the provider answers 400 resource_missing: it does not know the payment method
-    reference = api_client.post(
-        "/api/v1/bookings", body, format="json", HTTP_IDEMPOTENCY_KEY=f"k-{uuid.uuid4().hex}"
-    ).json()["reference"]
+    offer = paying.h.partner.offers.get()
+    reference = book_through_api(api_client, offer, payment_method="pm_card_nope").json()["reference"]
 
     booking = Booking.objects.get(reference=reference)
     wait_until(lambda: money_code(booking) == "method_refused", what="the refusal", timeout_s=20)
