@@ -268,6 +268,22 @@ def test_replay_of_a_tampered_delivery_is_refused(partner):
         run("replay_inbound_event", str(event.pk))
 
 
+def test_a_replay_that_refuses_some_deliveries_exits_non_zero_after_replaying_the_others(
+    partner, make_booking
+):
+    from tests.reconciliation.test_admin import _signed_inbound
+
+    tampered = _signed_inbound(partner)
+    type(tampered).objects.filter(pk=tampered.pk).update(raw_body=b'{"tampered": 1}', event_id="msg_tampered")
+    good = _signed_inbound(partner, make_booking(status=S.PENDING_PARTNER).reference)
+
+    with pytest.raises(CommandError, match="1 of 2 not replayed"):
+        run("replay_inbound_event", str(good.pk), str(tampered.pk))
+
+    good.refresh_from_db()
+    assert good.state == InboundState.PROCESSED
+
+
 def test_partner_health(partner, make_booking, broker, partner_queue):
     booking = make_booking()
     for latency in (10, 20, 30, 40):

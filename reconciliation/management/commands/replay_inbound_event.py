@@ -20,7 +20,9 @@ from reconciliation.services import support
 class Command(BaseCommand):
     help = (
         "Verify a stored webhook's signature again and process it again through the one door (which "
-        "records, and ignores, what it already holds). A delivery that does not verify is not replayed."
+        "records, and ignores, what it already holds). A delivery that does not verify is not replayed; "
+        "the command exits non-zero when any was not. No confirmation: a replay applies only what the "
+        "partner sent, through the door that never regresses state."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -85,5 +87,8 @@ class Command(BaseCommand):
                     ],
                 )
             )
-        if not options["dry_run"] and all("error" in r for r in rows):
+        refused = sum("error" in r for r in rows)
+        if refused == len(rows) and not options["dry_run"]:
             raise CommandError("Nothing was replayed.")
+        if refused:  # a cron job must not read success while some deliveries stay unapplied
+            raise CommandError(f"{refused} of {len(rows)} not replayed, the others replayed.")
