@@ -107,8 +107,8 @@ class BookingAdmin(ReadOnlyAdmin):
         "customer_email",
     )
     list_filter = ("status", CustomerStatusFilter, "partner", AttentionReasonFilter, AgeFilter)
-    search_fields = ("reference", "=partner_reservations__partner_ref", "customer__email")
-    search_help_text = "Booking reference, the partner's reservation id, or the customer's email."
+    search_fields = ("reference", "customer__email")
+    search_help_text = "Booking reference or the customer's email."
     list_select_related = ("partner", "customer")
     date_hierarchy = None
     ordering = ("-created_at",)

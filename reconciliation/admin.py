@@ -80,6 +80,9 @@ class SupportBookingAdmin(PaymentConsoleMixin, BookingAdmin):
     change_form_template = "admin/reconciliation/booking_change_form.html"
     change_list_template = "admin/reconciliation/booking_change_list.html"
     actions = ["force_sync_selected"]
+    # The partner's reservation id is the partner side's: searched here, above both apps.
+    search_fields = (*BookingAdmin.search_fields, "=partner_reservations__partner_ref")
+    search_help_text = "Booking reference, the partner's reservation id, or the customer's email."
 
     # Permission hooks for actions (`allowed_permissions`) and buttons.
     def has_sync_permission(self, request: HttpRequest) -> bool:
