@@ -278,6 +278,12 @@ def _call(make: Callable[[], Any], read: Callable[[Any], CallResult], *, currenc
     return _with(result, latency_ms=int((time.monotonic() - started) * 1000))
 
 
+def _unsendable(refused: RefusedAmount) -> CallResult:
+    """An amount that cannot be sent exactly: nothing was asked, and asking again would not
+    change that (a step of its own, refused, where an exception would leave it open for ever)."""
+    return CallResult(CallOutcome.REFUSED, error=f"not sent: {refused}"[:500], error_code="amount_unsendable")
+
+
 def _with(result: CallResult, **changes: Any) -> CallResult:
     return replace(result, **changes)
 
@@ -296,8 +302,12 @@ def _options(key: str) -> dict[str, str]:
 
 def authorize(request: AuthorizeRequest, *, key: str) -> CallResult:
     """Create and confirm a manual-capture intent: the amount is held, or declined (402)."""
+    try:
+        minor = to_minor(request.amount, request.currency)
+    except RefusedAmount as refused:
+        return _unsendable(refused)
     params = {
-        "amount": to_minor(request.amount, request.currency),
+        "amount": minor,
         "currency": request.currency.lower(),
         "capture_method": "manual",
         "confirm": True,
@@ -316,7 +326,10 @@ def authorize(request: AuthorizeRequest, *, key: str) -> CallResult:
 
 def capture(intent_id: str, *, amount: Decimal, currency: str, key: str) -> CallResult:
     """Take `amount` of the hold (all of it or part: the rest is released)."""
-    params = {"amount_to_capture": to_minor(amount, currency), "expand": ["latest_charge"]}
+    try:
+        params = {"amount_to_capture": to_minor(amount, currency), "expand": ["latest_charge"]}
+    except RefusedAmount as refused:
+        return _unsendable(refused)
     return _call(
         lambda: client().v1.payment_intents.capture(intent_id, params=params, options=_options(key)),
         _intent(currency),
@@ -337,9 +350,13 @@ def void(intent_id: str, *, currency: str, key: str, reason: str = VOID_REASON) 
 def refund(intent_id: str, *, amount: Decimal, currency: str, key: str) -> CallResult:
     """Give back `amount` of what was captured. The answer is the refund alone: the intent's
     totals come from a `retrieve` after it."""
+    try:
+        minor = to_minor(amount, currency)
+    except RefusedAmount as refused:
+        return _unsendable(refused)
     params = {
         "payment_intent": intent_id,
-        "amount": to_minor(amount, currency),
+        "amount": minor,
         "reason": "requested_by_customer",
         "metadata": {"operation": key},
     }

@@ -36,6 +36,10 @@ class PaymentStatus(models.TextChoices):
 BEFORE_AUTHORIZATION = (PaymentStatus.PENDING, PaymentStatus.AUTHORIZING, PaymentStatus.UNKNOWN)
 # An authorization's answer is not known: nothing may be concluded, nothing asked again.
 AUTHORIZATION_UNANSWERED = (PaymentStatus.AUTHORIZING, PaymentStatus.UNKNOWN)
+# What the provider's word of a hold (or of its end) may move: besides those asked, a payment we
+# abandoned, should the provider hold money for it after all. The truth wins, and the run then
+# releases what nobody owes, where a word taken as stale would leave the hold to lapse.
+BEFORE_PROVIDER_WORD = (*BEFORE_AUTHORIZATION, PaymentStatus.ABANDONED)
 
 
 class Payment(ConcurrentTransitionMixin, models.Model):
@@ -121,7 +125,7 @@ class Payment(ConcurrentTransitionMixin, models.Model):
 
     # The provider's truth may arrive before our own call's answer (a webhook), so each of these
     # takes every state that precedes it.
-    @transition(field=status, source=list(BEFORE_AUTHORIZATION), target=PaymentStatus.AUTHORIZED)
+    @transition(field=status, source=list(BEFORE_PROVIDER_WORD), target=PaymentStatus.AUTHORIZED)
     def mark_authorized(self) -> None:
         self._moved()
 
@@ -130,19 +134,19 @@ class Payment(ConcurrentTransitionMixin, models.Model):
         self._moved()
 
     @transition(
-        field=status, source=[*BEFORE_AUTHORIZATION, PaymentStatus.AUTHORIZED], target=PaymentStatus.CAPTURED
+        field=status, source=[*BEFORE_PROVIDER_WORD, PaymentStatus.AUTHORIZED], target=PaymentStatus.CAPTURED
     )
     def mark_captured(self) -> None:
         self._moved()
 
     @transition(
-        field=status, source=[*BEFORE_AUTHORIZATION, PaymentStatus.AUTHORIZED], target=PaymentStatus.VOIDED
+        field=status, source=[*BEFORE_PROVIDER_WORD, PaymentStatus.AUTHORIZED], target=PaymentStatus.VOIDED
     )
     def mark_voided(self) -> None:
         self._moved()
 
     @transition(
-        field=status, source=[*BEFORE_AUTHORIZATION, PaymentStatus.AUTHORIZED], target=PaymentStatus.LAPSED
+        field=status, source=[*BEFORE_PROVIDER_WORD, PaymentStatus.AUTHORIZED], target=PaymentStatus.LAPSED
     )
     def mark_lapsed(self) -> None:
         self._moved()
@@ -198,6 +202,11 @@ class PaymentOperation(models.Model):
     amount = models.DecimalField(max_digits=12, decimal_places=2, null=True, blank=True)
     state = models.CharField(max_length=10, choices=OperationState.choices, default=OperationState.OPEN)
     tries = models.PositiveSmallIntegerField(default=0)
+    # Calls under the key that may have changed something at the provider: counted when a run
+    # claims the operation (committed before its call), taken back when that call's answer proves
+    # it did nothing (a 429). Only at 0 is "nothing was made under this key" known: a call in
+    # flight in another run, or one whose run died, keeps the fence up.
+    calls_in_doubt = models.PositiveSmallIntegerField(default=0)
     last_outcome = models.CharField(max_length=10, choices=CallOutcome.choices, blank=True)
     last_http_status = models.PositiveSmallIntegerField(null=True, blank=True)
     last_error = models.CharField(max_length=500, blank=True)

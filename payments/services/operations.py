@@ -23,17 +23,28 @@ class PaymentCallInTransaction(RuntimeError):
 
 
 def operation_open(
-    payment: Payment, *, kind: str, amount=None, known: Sequence[PaymentOperation] | None = None
+    payment: Payment,
+    *,
+    kind: str,
+    amount=None,
+    known: Sequence[PaymentOperation] | None = None,
+    claimed: bool = False,
 ) -> PaymentOperation:
     """The next operation of `kind` on the payment, with its key: `<payment id>:<kind>:<n>`.
     The database allows one open operation per payment: this is the fence. `known`: every
-    operation of the payment, read under its lock by the caller (spares counting them again)."""
+    operation of the payment, read under its lock by the caller (spares counting them again).
+    `claimed`: the caller calls it once this commits (its call counted in doubt from now)."""
     if known is None:
         seq = PaymentOperation.objects.filter(payment=payment, kind=kind).count() + 1
     else:
         seq = sum(1 for o in known if o.kind == kind) + 1
     return PaymentOperation.objects.create(
-        payment=payment, kind=kind, seq=seq, idempotency_key=f"{payment.pk}:{kind}:{seq}", amount=amount
+        payment=payment,
+        kind=kind,
+        seq=seq,
+        idempotency_key=f"{payment.pk}:{kind}:{seq}",
+        amount=amount,
+        calls_in_doubt=1 if claimed else 0,
     )
 
 
@@ -75,6 +86,7 @@ def operation_record(
     operation.provider_object_id = result.object_id or operation.provider_object_id
     fields = [
         "tries",
+        "calls_in_doubt",  # the caller's count of this call, if its answer took it back
         "last_outcome",
         "last_http_status",
         "last_error",

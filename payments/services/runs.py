@@ -23,7 +23,7 @@ from uuid import UUID
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Sum
+from django.db.models import F, Sum
 from django.utils import timezone
 
 from bookings.models import Actor, Booking
@@ -70,7 +70,8 @@ class Next(StrEnum):
 class _Claimed:
     operation: PaymentOperation
     call: Callable[[], CallResult]
-    # Opened by this claim: no call was made under its key before this one.
+    # Opened by this claim for a step automation chose (support's operations are opened by
+    # support and only asked by runs): a call refused for now may end it, to be decided again.
     first_call: bool
 
 
@@ -177,11 +178,15 @@ def _claim(booking_id: UUID, *, actor: Actor | str, actor_label: str) -> _Claime
         first_call = plan.step != step.RESOLVE
         if plan.step == step.AUTHORIZE:
             operation = operation_open(
-                payment, kind=OperationKind.AUTHORIZE, amount=payment.amount, known=operations
+                payment, kind=OperationKind.AUTHORIZE, amount=payment.amount, known=operations, claimed=True
             )
         elif plan.step in (step.CAPTURE, step.VOID, step.REFUND):
-            operation = operation_open(payment, kind=plan.step.value, amount=plan.amount, known=operations)
-        assert operation is not None
+            operation = operation_open(
+                payment, kind=plan.step.value, amount=plan.amount, known=operations, claimed=True
+            )
+        else:  # asked again under its key: one more call that may change something, counted first
+            assert operation is not None
+            PaymentOperation.objects.filter(pk=operation.pk).update(calls_in_doubt=F("calls_in_doubt") + 1)
         fields: list[str] = []
         if operation.kind == OperationKind.AUTHORIZE and payment.status == P.PENDING:
             payment.start_authorization()
@@ -200,7 +205,16 @@ def _claim(booking_id: UUID, *, actor: Actor | str, actor_label: str) -> _Claime
 
 
 def _refused_for_good(operations: list[PaymentOperation], step: decisions.Step) -> bool:
-    refused = sum(1 for o in operations if o.kind == step.value and o.state == OperationState.REFUSED)
+    """The provider refused (or declined) this step every time it was asked lately: its latest
+    operations of the kind, those not made aside, all ended so. A success in between starts the
+    count again (two refunds refused long ago say nothing of the one a cancellation owes now)."""
+    refused = 0
+    for operation in sorted(operations, key=lambda o: o.seq, reverse=True):
+        if operation.kind != step.value or operation.state == OperationState.NOT_MADE:
+            continue
+        if operation.state not in (OperationState.REFUSED, OperationState.DECLINED):
+            break
+        refused += 1
     return refused >= settings.PAYMENTS_REFUSED_MAX_TRIES
 
 
@@ -283,12 +297,21 @@ def _record(
             decisions.AfterCall.DECLINE: OperationState.DECLINED,
             decisions.AfterCall.REFUSED: OperationState.REFUSED,
         }.get(after)
-        not_made = after == decisions.AfterCall.RETRY and first_call and not authorize
+        if after == decisions.AfterCall.RETRY:  # this call did nothing: no longer in doubt
+            operation.calls_in_doubt = max(operation.calls_in_doubt - 1, 0)
+        # Nothing was made under the key only if no other call under it may have been: one in
+        # flight in another run (a retry, the sweeper's, a webhook's follow-up) or one whose run
+        # died before its record. Its answer, not this 429, then says what happened.
+        nothing_made = after == decisions.AfterCall.RETRY and operation.calls_in_doubt == 0
+        still_open = operation.state == OperationState.OPEN
+        if not still_open:
+            closes = None  # another call's answer closed it meanwhile: that record stands
+        not_made = nothing_made and first_call and not authorize and still_open
         if not_made:
-            # The one call ever made under its key provably did nothing (a 429): nothing to fence.
-            # What to ask is decided again from what the booking owes by then (a free cancel
-            # meanwhile makes it a void, where asking again under this key would capture). An
-            # authorization keeps its key: its own rule abandons it if the booking moves on.
+            # No call under its key did anything (a 429): nothing to fence. What to ask is
+            # decided again from what the booking owes by then (a free cancel meanwhile makes it
+            # a void, where asking again under this key would capture). An authorization keeps
+            # its key: its own rule abandons it if the booking moves on.
             closes = OperationState.NOT_MADE
         replayed_5xx = result.replayed and (result.http_status or 0) >= 500
         if result.outcome == CallOutcome.AMBIGUOUS and (
@@ -348,9 +371,9 @@ def _record(
             after in (decisions.AfterCall.RETRY, decisions.AfterCall.UNKNOWN)
             and payment.status == P.AUTHORIZING
         ):
-            if after == decisions.AfterCall.RETRY:
+            if nothing_made:
                 payment.release_authorization()
-            else:
+            else:  # another call under the key may have made the hold: fenced until it is known
                 payment.mark_outcome_unknown()
             unsaved.update(moved)
         if payment.status != before:

@@ -185,8 +185,8 @@ def test_an_answer_in_another_currency_is_refused_whole(provider):
 
 
 def test_an_amount_finer_than_the_currency_is_refused_before_any_call(provider):
-    with pytest.raises(connector.RefusedAmount):
-        connector.authorize(request(amount="10.005"), key=key())
+    result = connector.authorize(request(amount="10.005"), key=key())
+    assert result.outcome == CallOutcome.REFUSED
     assert provider.intents() == []
 
 
@@ -289,3 +289,29 @@ def test_a_webhook_not_signed_by_the_provider_now_is_refused(settings, tamper):
 
     with pytest.raises(UnverifiedEvent):
         connector.verify_event(body, header)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: connector.capture("pi_any", amount=Decimal("0.001"), currency="EUR", key="k-capture"),
+        lambda: connector.refund("pi_any", amount=Decimal("1000000.00"), currency="EUR", key="k-refund"),
+        lambda: connector.authorize(
+            connector.AuthorizeRequest("p", "BK-1", Decimal("12.5"), "JPY", "pm_card_visa"), key="k-auth"
+        ),
+    ],
+    ids=["capture-finer-than-the-unit", "refund-beyond-one-payment", "authorize-yen-fraction"],
+)
+def test_an_amount_that_cannot_be_sent_is_refused_without_a_call(call, provider):
+    """Review: the amount was converted before the call's guard, so the exception escaped the
+    run with its operation committed open: fenced for ever, every run raising again."""
+    calls = provider.stats()["calls"]
+
+    result = call()
+
+    assert (result.outcome, result.error_code, result.http_status) == (
+        CallOutcome.REFUSED,
+        "amount_unsendable",
+        None,
+    )
+    assert provider.stats()["calls"] == calls

@@ -1,0 +1,22 @@
+from django.db import migrations, models
+
+
+def count_open_operations_as_in_doubt(apps, schema_editor):
+    # An operation open before this field existed may have been called: it keeps its fence.
+    PaymentOperation = apps.get_model("payments", "PaymentOperation")
+    PaymentOperation.objects.filter(state="open").update(calls_in_doubt=1)
+
+
+class Migration(migrations.Migration):
+    dependencies = [
+        ("payments", "0003_operation_not_made"),
+    ]
+
+    operations = [
+        migrations.AddField(
+            model_name="paymentoperation",
+            name="calls_in_doubt",
+            field=models.PositiveSmallIntegerField(default=0),
+        ),
+        migrations.RunPython(count_open_operations_as_in_doubt, migrations.RunPython.noop),
+    ]

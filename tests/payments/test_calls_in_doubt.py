@@ -1,0 +1,140 @@
+"""Two calls under one key: a 429 proves only that its own call did nothing.
+
+A run's call can still be in flight in another run (the actor's retry, the sweeper's run, a
+webhook's follow-up) or have reached the provider from a run that died before its record. Each
+test plays the interleaving by hand against the real provider: claims and records committed as
+the runs commit them, the calls made as they make them, no worker in the way.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from bookings.models import Actor
+from bookings.services import booking_request_cancel
+from bookings.states import BookingState
+from payments.models import OperationKind, OperationState, Payment, PaymentOperation, PaymentStatus
+from payments.services import runs
+from payments.services.operations import operation_call
+from tests.helpers import wait_until
+from tests.payments.conftest import assert_money_at_rest, kinds, payment_of, wait_for_money
+
+S = BookingState
+P = PaymentStatus
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
+DELAYED_WEBHOOKS = [60, 60]  # the provider's word of the hold must not rescue what the runs decide
+
+
+def _claim(booking) -> runs._Claimed:
+    claimed = runs._claim(booking.pk, actor=Actor.WORKER, actor_label="test")
+    assert isinstance(claimed, runs._Claimed), claimed
+    return claimed
+
+
+def _record(booking, claimed: runs._Claimed, result):
+    return runs._record(
+        booking.pk,
+        claimed.operation.pk,
+        result,
+        first_call=claimed.first_call,
+        actor=Actor.WORKER,
+        actor_label="test",
+    )
+
+
+def _operation(claimed: runs._Claimed) -> PaymentOperation:
+    return PaymentOperation.objects.get(pk=claimed.operation.pk)
+
+
+def test_an_authorization_asked_again_and_refused_for_now_stays_fenced_after_a_run_died_mid_call(
+    paying_idle, settings
+):
+    """Review: run A's authorization reached the provider (a hold) and A died before its record;
+    run B asked again under the key and got a 429, which released the payment to pending; the
+    customer cancelled, the next run abandoned the payment as never authorized, and the hold was
+    left to lapse while the customer was told "not charged"."""
+    paying_idle.provider.set_faults(webhook_delay_s=DELAYED_WEBHOOKS)
+    booking = paying_idle.book()
+    dead = _claim(booking)  # run A: its claim committed...
+    assert operation_call(dead.operation, dead.call).outcome == "ok"  # ...its call made the hold
+    paying_idle.provider.set_faults(rate_limit_rate=1)
+
+    runs.payment_run(booking.pk)  # run B: asks again under the key, 429
+
+    assert payment_of(booking).status == P.UNKNOWN  # fenced, not released
+    assert _operation(dead).state == OperationState.OPEN
+    booking_request_cancel(booking_id=booking.pk, actor="customer")
+    runs.payment_run(booking.pk)  # still 429: nothing concluded, nothing abandoned
+    assert payment_of(booking).status == P.UNKNOWN
+
+    paying_idle.provider.set_faults(rate_limit_rate=0)
+    runs.payment_run(booking.pk)  # the key's answer: the hold
+    assert payment_of(booking).status == P.AUTHORIZED
+    paying_idle.start_worker()  # the cancel completes; nothing owed: the hold is released
+
+    wait_until(lambda: payment_of(booking).status == P.VOIDED, what="the hold to be released", timeout_s=30)
+    assert "payment.abandoned" not in kinds(booking)
+    [intent] = paying_idle.intents(booking)
+    assert intent["status"] == "canceled"
+    wait_for_money(booking, "released")
+    assert_money_at_rest(paying_idle, booking, owed=Decimal("0.00"), code="released")
+
+
+def test_a_void_refused_for_now_is_not_closed_while_another_call_under_its_key_is_in_flight(
+    paying_idle, settings
+):
+    """Review: run A opened a void and was answered 429 while run B's call under the same key
+    had already released the hold; A closed the operation as not made, so the next run would
+    decide the step again under a new key (for a refund: a second refund)."""
+    paying_idle.provider.set_faults(webhook_delay_s=DELAYED_WEBHOOKS)
+    booking = paying_idle.book()
+    runs.payment_run(booking.pk)  # held; the booking goes on to the partner (no worker takes it)
+    assert payment_of(booking).status == P.AUTHORIZED
+    settings.PAYMENTS_LAPSE_MARGIN_S = 365 * 24 * 3600  # the hold is to be voided now
+
+    first = _claim(booking)  # run A opens the void
+    second = _claim(booking)  # run B, meanwhile, asks under its key
+    assert (first.operation.kind, first.first_call, second.first_call) == (OperationKind.VOID, True, False)
+    made = operation_call(second.operation, second.call)  # B's call releases the hold
+    paying_idle.provider.set_faults(rate_limit_rate=1)
+    refused = operation_call(first.operation, first.call)  # A's call: 429
+    assert (made.outcome, refused.outcome) == ("ok", "transient")
+
+    _record(booking, first, refused)
+    assert _operation(first).state == OperationState.OPEN  # B's call may have made it: still fenced
+    assert payment_of(booking).status == P.AUTHORIZED
+
+    _record(booking, second, made)
+    paying_idle.provider.set_faults(rate_limit_rate=0)
+    runs.payment_run(booking.pk)
+
+    assert _operation(first).state == OperationState.SUCCEEDED
+    voids = PaymentOperation.objects.filter(payment__booking=booking, kind=OperationKind.VOID)
+    assert voids.count() == 1
+    assert payment_of(booking).status == P.VOIDED
+    [intent] = paying_idle.intents(booking)
+    assert intent["status"] == "canceled"
+
+
+def test_a_hold_the_provider_reports_for_an_abandoned_payment_is_released(paying_idle, settings):
+    """The one door takes the provider's word of a hold on a payment we abandoned (it recorded it
+    as stale), so the run releases what nobody owes instead of leaving it to lapse."""
+    paying_idle.provider.set_faults(webhook_delay_s=[4, 4])
+    booking = paying_idle.book()
+    claimed = _claim(booking)
+    assert operation_call(claimed.operation, claimed.call).outcome == "ok"  # the hold is made
+    # As if every call under the key had been answered 429: abandoned once the booking ended.
+    PaymentOperation.objects.filter(pk=claimed.operation.pk).update(calls_in_doubt=0)
+    Payment.objects.filter(booking=booking).update(status=P.PENDING)
+    booking_request_cancel(booking_id=booking.pk, actor="customer")
+    runs.payment_run(booking.pk)
+    assert payment_of(booking).status == P.ABANDONED
+
+    paying_idle.start_worker()  # the provider's webhook of the hold is applied, then the run
+
+    wait_until(lambda: payment_of(booking).status == P.VOIDED, what="the hold to be released", timeout_s=30)
+    [intent] = paying_idle.intents(booking)
+    assert intent["status"] == "canceled"
+    assert_money_at_rest(paying_idle, booking, owed=Decimal("0.00"), code="released")
