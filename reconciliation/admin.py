@@ -28,7 +28,7 @@ from partners.admin import InboundEventAdmin, PartnerAdmin
 from partners.models import InboundEvent, Partner
 from reconciliation import diagram, orphan_admin  # noqa: F401 - orphan_admin registers its console
 from reconciliation.apis import booking_timeline_json
-from reconciliation.confirm import run_confirmed
+from reconciliation.confirm import run_confirmed, show_token, token_to_keep
 from reconciliation.payment_admin import PaymentConsoleMixin
 from reconciliation.selectors.attention import needs_attention_queue, needs_attention_summary, urgent_until
 from reconciliation.selectors.orphans import open_orphans_by_partner
@@ -57,12 +57,17 @@ class SupportActionForm(forms.Form):
             self.fields["note"].required = True
             self.fields["note"].help_text = "Required: what you found and decided."
             self.fields["outcome"].required = True
+            self.show_outcomes(outcomes)
+        else:
+            del self.fields["outcome"]
+
+    def show_outcomes(self, outcomes: list[tuple[str, str, str]]) -> None:
+        """The outcomes as the preview sees them now, each with why it is not possible."""
+        if "outcome" in self.fields:
             self.fields["outcome"].choices = [
                 (value, f"{label}" + (f" — not possible: {refusal}" if refusal else ""))
                 for value, label, refusal in outcomes
             ] or [(value, value) for value in support.RESOLUTIONS]
-        else:
-            del self.fields["outcome"]
 
 
 def _operator(request: HttpRequest) -> support.Operator:
@@ -168,9 +173,9 @@ class SupportBookingAdmin(PaymentConsoleMixin, BookingAdmin):
                     return f"{booking.reference}: {title}{transition}. {result.message}"
 
                 return run_confirmed(request, run, title=title, back_to=change_url, told=told)
-            shown = support.preview(action, booking, live=False, token=request.POST.get("token"))
-            form = SupportActionForm(request.POST, action=action, outcomes=shown.outcomes)
-            form.is_valid()
+            shown = support.preview(action, booking, live=False, token=token_to_keep(form))
+            form.show_outcomes(shown.outcomes)
+            show_token(form, shown.token)
         else:
             shown = support.preview(action, booking)
             form = SupportActionForm(initial={"token": shown.token}, action=action, outcomes=shown.outcomes)

@@ -3,7 +3,9 @@ then back to the page the action came from with what it did.
 
 The service checks the permission again under its locks: its refusal is a 403, as if the page
 had refused it. Any other refusal is said on the page it returns to, or, when it names the form's
-fields and the caller passes its form, put on that form for the page to show again.
+fields and the caller passes its form, put on that form for the page to show again. A refused
+token (missing or too long) is said on the form
+(`_token_errors.html`), which gets a fresh one to confirm with (`token_to_keep`, `show_token`).
 """
 
 from __future__ import annotations
@@ -52,3 +54,16 @@ def run_confirmed(
         return HttpResponseRedirect(back_to)
     messages.add_message(request, messages.SUCCESS if result.performed else messages.WARNING, told(result))
     return HttpResponseRedirect(back_to)
+
+
+def token_to_keep(form: forms.Form) -> str | None:
+    """The posted token to confirm with again, or None when it was refused: the preview then makes
+    a fresh one, since the refused one would never pass."""
+    return None if "token" in form.errors else form.data.get("token")
+
+
+def show_token(form: forms.Form, token: str) -> None:
+    """Put the preview's token on a form rendered again (a fresh one after a refusal)."""
+    if form.data.get("token") != token:
+        form.data = form.data.copy()
+        form.data["token"] = token

@@ -21,7 +21,7 @@ from django.urls import path, reverse
 from config.errors import ApplicationError
 from partners.admin import OrphanCaseAdmin
 from partners.models import OrphanCase, Partner
-from reconciliation.confirm import run_confirmed
+from reconciliation.confirm import run_confirmed, show_token, token_to_keep
 from reconciliation.selectors.orphans import open_orphans_by_partner, orphan_queue, orphan_story
 from reconciliation.services import support
 
@@ -159,8 +159,9 @@ class SupportOrphanCaseAdmin(OrphanCaseAdmin):
                 return run_confirmed(request, run, title=title, back_to=case_url, told=told)
             booking_reference = request.POST.get("booking", "")
             shown = self._preview(
-                action, case, operator, booking_reference, live=False, token=request.POST.get("token")
+                action, case, operator, booking_reference, live=False, token=token_to_keep(form)
             )
+            show_token(form, shown.token)
         else:
             booking_reference = request.GET.get("booking", "")
             shown = self._preview(action, case, operator, booking_reference)

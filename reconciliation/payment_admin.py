@@ -25,7 +25,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from config.errors import ApplicationError
-from reconciliation.confirm import run_confirmed
+from reconciliation.confirm import run_confirmed, show_token, token_to_keep
 from reconciliation.models import RefundProposal
 from reconciliation.selectors.payment_health import payment_health
 from reconciliation.selectors.payment_panel import payment_panel
@@ -161,19 +161,15 @@ class PaymentConsoleMixin:
                 )
                 if response is not None:
                     return response
-            amount = form.cleaned_data.get("amount")
-            refused_token = "token" in form.errors  # missing or too long: said on the form
             shown = money.payment_preview(
                 action,
                 booking,
                 operator=operator,
-                amount=amount,
+                amount=form.cleaned_data.get("amount"),
                 live=False,
-                token=None if refused_token else request.POST.get("token"),
+                token=token_to_keep(form),
             )
-            if refused_token:  # a fresh one to confirm with: the refused one would never pass
-                form.data = form.data.copy()
-                form.data["token"] = shown.token
+            show_token(form, shown.token)
         else:
             currency = booking.currency
             shown = money.payment_preview(
@@ -217,8 +213,9 @@ class PaymentConsoleMixin:
                     request, run, title=title, back_to=change_url, told=_told(booking, title)
                 )
             shown = money.proposal_preview(
-                action, proposal, operator=operator, live=False, token=request.POST.get("token")
+                action, proposal, operator=operator, live=False, token=token_to_keep(form)
             )
+            show_token(form, shown.token)
         else:
             shown = money.proposal_preview(action, proposal, operator=operator)
             form = PaymentActionForm(initial={"token": shown.token}, action=action)

@@ -210,6 +210,21 @@ def test_compensate_from_the_console_fails_and_cancels_at_the_partner(
     assert booking.events.filter(kind="support.compensated").count() == 1
 
 
+@pytest.mark.parametrize("sent", ["", "x" * 65])
+def test_a_missing_or_overlong_token_is_said_on_the_form(make_booking, ops_client, sent):
+    booking = make_booking(status=S.NEEDS_ATTENTION)
+    PartnerReservationFactory(booking=booking, status="cancelled")
+
+    response = ops_client.post(_action(booking, "resolve"), {"token": sent, "outcome": "failed", "note": "x"})
+
+    page = response.content.decode()
+    assert response.status_code == 200
+    assert re.search(r'id="token-errors".*?<li>[^<]+</li>', page, re.S)
+    assert re.fullmatch(r"[0-9a-f]{32}", _token(response))  # a fresh one to confirm with
+    booking.refresh_from_db()
+    assert booking.status == S.NEEDS_ATTENTION and not booking.events.exists()
+
+
 def test_resolve_without_a_note_shows_the_form_again_and_changes_nothing(make_booking, ops_client):
     booking = make_booking(status=S.NEEDS_ATTENTION)
     PartnerReservationFactory(booking=booking, status="cancelled")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import getpass
 import io
 import json
+import re
 from collections.abc import Iterator
 from datetime import date
 from decimal import Decimal
@@ -441,6 +442,22 @@ def test_ops_cancel_from_the_case_page_once_per_confirmation(sandbox, partner, o
     assert "nothing more was done" in second.content.decode()
     wait_until(lambda: case_of(made["id"]).state == "closed", what="the verified cancel")
     assert history(case_of(made["id"])).count("support.orphan_cancel_requested") == 1
+
+
+@pytest.mark.parametrize("sent", ["", "x" * 65])
+def test_a_missing_or_overlong_token_is_said_on_the_case_action_form(sandbox, partner, ops_client, sent):
+    case = case_of(stray(sandbox, partner, "BK-ORPH15")["id"])
+    url = reverse("admin:partners_orphancase_action", args=[case.pk, "orphan_cancel"])
+
+    response = ops_client.post(
+        url, {"token": sent, "note": "a stray hold", "booking": "", "expected_live": ""}
+    )
+
+    assert response.status_code == 200
+    assert re.search(r'id="token-errors".*?<li>[^<]+</li>', response.content.decode(), re.S)
+    # a fresh one to confirm with, not the one refused
+    assert re.fullmatch(r"[0-9a-f]{32}", response.context["form"]["token"].value())
+    assert history(case_of(case.reservation.partner_ref)) == ["orphan.opened"]
 
 
 def test_support_sees_the_case_but_not_the_actions_it_may_not_run(sandbox, partner, support_client):
