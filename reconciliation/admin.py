@@ -172,7 +172,9 @@ class SupportBookingAdmin(PaymentConsoleMixin, BookingAdmin):
                     transition = f" ({result.from_state} → {result.to_state})" if moved else ""
                     return f"{booking.reference}: {title}{transition}. {result.message}"
 
-                return run_confirmed(request, run, title=title, back_to=change_url, told=told)
+                response = run_confirmed(request, run, title=title, back_to=change_url, told=told, form=form)
+                if response is not None:
+                    return response
             shown = support.preview(action, booking, live=False, token=token_to_keep(form))
             form.show_outcomes(shown.outcomes)
             show_token(form, shown.token)
@@ -201,10 +203,13 @@ class SupportBookingAdmin(PaymentConsoleMixin, BookingAdmin):
         if request.POST.get("confirm") == "yes":
             token = request.POST.get("token", "")
             operator = _operator(request)
+            batch = [support.target_key(booking) for booking in bookings]
             performed = skipped = 0
             for booking in bookings:
                 try:
-                    result = support.support_sync(booking_id=booking.pk, operator=operator, token=token)
+                    result = support.support_sync(
+                        booking_id=booking.pk, operator=operator, token=token, batch=batch
+                    )
                 except ApplicationError as exc:
                     messages.error(request, f"{booking.reference}: {exc.message}")
                     continue
@@ -369,9 +374,12 @@ class SupportInboundEventAdmin(InboundEventAdmin):
         if request.POST.get("confirm") == "yes":
             token = request.POST.get("token", "")
             operator = _operator(request)
+            batch = [support.target_key(event) for event in events]
             for event in events:
                 try:
-                    result = support.support_replay_inbound(event_id=event.pk, operator=operator, token=token)
+                    result = support.support_replay_inbound(
+                        event_id=event.pk, operator=operator, token=token, batch=batch
+                    )
                 except ApplicationError as exc:
                     messages.error(request, f"Webhook #{event.pk}: {exc.message}")
                     continue

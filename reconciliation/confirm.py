@@ -4,7 +4,7 @@ then back to the page the action came from with what it did.
 The service checks the permission again under its locks: its refusal is a 403, as if the page
 had refused it. Any other refusal is said on the page it returns to, or, when it names the form's
 fields and the caller passes its form, put on that form for the page to show again. A refused
-token (missing or too long) is said on the form
+token (missing, too long, or already used for another ask) is said on the form
 (`_token_errors.html`), which gets a fresh one to confirm with (`token_to_keep`, `show_token`).
 """
 

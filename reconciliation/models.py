@@ -1,4 +1,5 @@
-"""Support's own records: what the support actions need to remember between two people.
+"""Support's own records: what the support actions need to remember between two people, and what
+each action token was given for.
 
 `RefundProposal` is a refund above `PAYMENTS_REFUND_APPROVAL_ABOVE` that one person proposed and
 another must approve before it runs (the two-person rule, docs/console.md). The proposal is the
@@ -6,6 +7,10 @@ state between the two; the audit is on the booking's timeline (`support.refund_p
 `support.refund_approved`, `support.refund_rejected`), written in the same transaction as each
 change of it. The permissions of the payment actions are declared here, beside the record the
 approval needs.
+
+`ActionToken` is what a support action's token was first used for (the action, its targets, what
+was asked beyond them, who asked): the same token asking anything else is refused
+(`services.support.once.claim_token`), as an idempotency key reused with another body is.
 """
 
 from __future__ import annotations
@@ -73,3 +78,20 @@ class RefundProposal(models.Model):
     @property
     def pending(self) -> bool:
         return self.state == ProposalState.PENDING
+
+
+class ActionToken(models.Model):
+    """What a support action token was first given for; written in the transaction of the action
+    it lets run, so a refused action leaves the token unused."""
+
+    id = models.BigAutoField(primary_key=True)
+    token = models.CharField(max_length=64, unique=True)
+    action = models.CharField(max_length=40)
+    # Every target one token covers (a command or a bulk action over several), sorted.
+    targets = models.JSONField()
+    params = models.JSONField(default=dict)  # what was asked beyond the targets (an amount, an outcome)
+    operator_label = models.CharField(max_length=150)
+    used_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"{self.token}: {self.action} of {', '.join(self.targets)} by {self.operator_label}"

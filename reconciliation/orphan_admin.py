@@ -156,7 +156,9 @@ class SupportOrphanCaseAdmin(OrphanCaseAdmin):
                 def told(result: support.OrphanActionResult) -> str:
                     return f"Orphan case #{case.pk}: {title}. {result.message}"
 
-                return run_confirmed(request, run, title=title, back_to=case_url, told=told)
+                response = run_confirmed(request, run, title=title, back_to=case_url, told=told, form=form)
+                if response is not None:
+                    return response
             booking_reference = request.POST.get("booking", "")
             shown = self._preview(
                 action, case, operator, booking_reference, live=False, token=token_to_keep(form)

@@ -209,9 +209,11 @@ class PaymentConsoleMixin:
                     token=form.cleaned_data["token"],
                     note=form.cleaned_data.get("note", ""),
                 )
-                return run_confirmed(
-                    request, run, title=title, back_to=change_url, told=_told(booking, title)
+                response = run_confirmed(
+                    request, run, title=title, back_to=change_url, told=_told(booking, title), form=form
                 )
+                if response is not None:
+                    return response
             shown = money.proposal_preview(
                 action, proposal, operator=operator, live=False, token=token_to_keep(form)
             )

@@ -225,6 +225,28 @@ def test_a_missing_or_overlong_token_is_said_on_the_form(make_booking, ops_clien
     assert booking.status == S.NEEDS_ATTENTION and not booking.events.exists()
 
 
+def test_a_token_used_on_another_booking_is_refused_on_the_form(
+    make_booking, support_client, partner_queue, broker, django_capture_on_commit_callbacks
+):
+    first, second = make_booking(status=S.PENDING_PARTNER), make_booking(status=S.PENDING_PARTNER)
+    token = _token(support_client.get(_action(first, "sync")))
+    with django_capture_on_commit_callbacks(execute=True):
+        support_client.post(_action(first, "sync"), {"token": token, "note": ""})
+        response = support_client.post(_action(second, "sync"), {"token": token, "note": ""})
+
+    page = response.content.decode()
+    assert response.status_code == 200
+    assert re.search(
+        rf'id="token-errors".*?already used for sync of {first.reference}.*?'
+        rf"cannot also be used for sync of {second.reference}",
+        page,
+        re.S,
+    )
+    assert _token(response) != token
+    assert not second.events.exists()
+    assert actor_names(broker, partner_queue) == ["sync_booking"]
+
+
 def test_resolve_without_a_note_shows_the_form_again_and_changes_nothing(make_booking, ops_client):
     booking = make_booking(status=S.NEEDS_ATTENTION)
     PartnerReservationFactory(booking=booking, status="cancelled")

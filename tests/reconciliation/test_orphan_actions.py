@@ -460,6 +460,30 @@ def test_a_missing_or_overlong_token_is_said_on_the_case_action_form(sandbox, pa
     assert history(case_of(case.reservation.partner_ref)) == ["orphan.opened"]
 
 
+def test_a_token_used_on_another_case_is_refused_on_the_form(sandbox, partner, ops_client):
+    first = case_of(stray(sandbox, partner, "BK-ORPH16")["id"])
+    second = case_of(stray(sandbox, partner, "BK-ORPH17")["id"])
+    url = reverse("admin:partners_orphancase_action", args=[first.pk, "orphan_cancel"])
+    posted = {"token": ops_client.get(url).context["form"].initial["token"], "note": "", "expected_live": ""}
+    ops_client.post(url, {**posted, "booking": ""})
+
+    reused = ops_client.post(
+        reverse("admin:partners_orphancase_action", args=[second.pk, "orphan_cancel"]),
+        {**posted, "booking": ""},
+    )
+
+    assert reused.status_code == 200
+    assert re.search(
+        rf'id="token-errors".*?already used for orphan_cancel of #{first.pk}.*?'
+        rf"cannot also be used for orphan_cancel of #{second.pk}",
+        reused.content.decode(),
+        re.S,
+    )
+    assert reused.context["form"]["token"].value() != posted["token"]
+    assert history(case_of(first.reservation.partner_ref)).count("support.orphan_cancel_requested") == 1
+    assert history(case_of(second.reservation.partner_ref)) == ["orphan.opened"]
+
+
 def test_support_sees_the_case_but_not_the_actions_it_may_not_run(sandbox, partner, support_client):
     case = case_of(stray(sandbox, partner, "BK-ORPH14")["id"])
 
@@ -547,7 +571,9 @@ def test_orphan_cancel_previews_asks_and_acts_as_the_console(
     done = json.loads(
         ops("orphan_cancel", str(case.pk), "--yes", "--json", "--as", ops_user.username, "--token", "ops-1")
     )
-    again = json.loads(ops("orphan_cancel", str(case.pk), "--yes", "--json", "--token", "ops-1"))
+    again = json.loads(
+        ops("orphan_cancel", str(case.pk), "--yes", "--json", "--as", ops_user.username, "--token", "ops-1")
+    )
 
     assert done["results"][0]["result"]["performed"] is True
     assert again["results"][0]["result"]["performed"] is False

@@ -247,6 +247,25 @@ def test_a_missing_or_overlong_token_is_said_on_the_form(ops_client, sent):
     assert re.fullmatch(r"[0-9a-f]{32}", token(response))
 
 
+def test_a_token_used_for_another_amount_is_refused_on_the_form(ops_client):
+    payment = paying_booking()
+    url = action(payment.booking, "refund_payment")
+    sent = token(ops_client.get(url))
+    ops_client.post(url, {"token": sent, "amount": "10.00", "note": ""})
+
+    again = ops_client.post(url, {"token": sent, "amount": "10", "note": ""}, follow=True)
+    response = ops_client.post(url, {"token": sent, "amount": "20.00", "note": ""})
+
+    assert any("nothing more was done" in m for m in said(again))
+    page = response.content.decode()
+    assert response.status_code == 200
+    # said even though the refund of 10 still open refuses another for now (no confirm form)
+    assert re.search(r'id="token-errors".*?\(amount 10\).*?\(amount 20\)', page, re.S)
+    assert list(PaymentOperation.objects.filter(payment=payment).values_list("amount", flat=True)) == [
+        Decimal("10.00")
+    ]
+
+
 def test_a_refused_action_is_shown_without_a_confirm_form(ops_client):
     payment = paying_booking(status=S.CONFIRMED, payment_status=P.AUTHORIZED)
 

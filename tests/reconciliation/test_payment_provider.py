@@ -272,6 +272,45 @@ def test_refund_payment_previews_asks_to_confirm_then_refunds_once(provider, gro
     assert payment.refunded_amount == Decimal("20.00")
 
 
+def test_refund_payment_with_a_used_token_and_another_amount_exits_non_zero_and_refunds_nothing(
+    provider, groups
+):
+    payment = paid_at_provider()
+    reference = payment.booking.reference
+    user = ops(groups)
+    done = json.loads(
+        run(
+            "refund_payment",
+            reference,
+            "--amount",
+            "20",
+            "--yes",
+            "--json",
+            "--token",
+            "t-2",
+            "--as",
+            user.username,
+        )
+    )
+
+    out = io.StringIO()
+    with pytest.raises(CommandError, match=r"refund_payment: nothing was done \(1 refused\)"):
+        call_command(
+            "refund_payment",
+            reference,
+            *("--amount", "30", "--yes", "--json", "--token", "t-2", "--as", user.username),
+            stdout=out,
+            stderr=io.StringIO(),
+        )
+
+    [refused] = json.loads(out.getvalue())["results"]
+    assert refused["error"]["code"] == "token_reused"
+    assert f"refund_payment of {reference} (amount 20) by {user.username}" in refused["error"]["message"]
+    payment.refresh_from_db()
+    assert refunds_at(provider, payment) == [(2000, done["results"][0]["result"]["operation"])]
+    assert payment.refunded_amount == Decimal("20.00")
+
+
 def test_refund_payment_needs_an_amount_to_act_and_refuses_beyond_the_bound(provider, groups):
     payment = paid_at_provider()
     reference = payment.booking.reference

@@ -143,7 +143,8 @@ def confirm(command: BaseCommand, question: str, options: dict[str, Any]) -> Non
 class ActionCommand(BaseCommand):
     """The shape every support action command shares: preview each target (our state beside the
     partner's), stop there on --dry-run, ask to confirm an action that changes the partner's
-    state or settles an outcome, then run the action on each target once per token."""
+    state or settles an outcome, then run the action on each target once per token (one token for
+    the run: its ask names every target, `key`)."""
 
     action: str = ""
     confirm_question: str = ""  # what the action does, asked before it acts (the console's confirm)
@@ -178,7 +179,13 @@ class ActionCommand(BaseCommand):
     def print_preview(self, console: Console, shown: Any) -> None:
         raise NotImplementedError
 
-    def perform(self, shown: Any, operator: support.Operator, token: str, options: dict[str, Any]) -> Any:
+    def perform(
+        self, shown: Any, operator: support.Operator, token: str, options: dict[str, Any], batch: list[str]
+    ) -> Any:
+        raise NotImplementedError
+
+    def key(self, shown: Any) -> str:
+        """The target as the token's ask names it (`support.target_key`)."""
         raise NotImplementedError
 
     def label(self, shown: Any) -> str:
@@ -214,12 +221,13 @@ class ActionCommand(BaseCommand):
         if self.confirm_question and any(p.allowed for p in previews):
             confirm(self, self.confirm_question, options)
         token = options.get("token") or support.new_token()
+        batch = [self.key(shown) for shown in previews]
         results: list[dict[str, Any]] = []
         failures = 0
         with progress_over(self, previews, self.action) as step:
             for shown in previews:
                 try:
-                    result = self.perform(shown, operator, token, options)
+                    result = self.perform(shown, operator, token, options, batch)
                     results.append({"preview": shown.as_dict(), "result": result.as_dict()})
                     if not options["json"]:
                         style = "green" if result.performed else "yellow"
@@ -269,14 +277,29 @@ class BookingActionCommand(ActionCommand):
         print_preview(console, shown)
 
     def perform(
-        self, shown: support.Preview, operator: support.Operator, token: str, options: dict[str, Any]
+        self,
+        shown: support.Preview,
+        operator: support.Operator,
+        token: str,
+        options: dict[str, Any],
+        batch: list[str],
     ):
-        return self.run_action(shown.booking, operator, token, options)
+        return self.run_action(shown.booking, operator, token, options, batch=batch)
 
-    def run_action(self, booking, operator: support.Operator, token: str, options: dict[str, Any]):
+    def run_action(
+        self, booking, operator: support.Operator, token: str, options: dict[str, Any], *, batch: list[str]
+    ):
         return support.support_action_run(
-            self.action, booking_id=booking.pk, operator=operator, token=token, note=options["note"]
+            self.action,
+            booking_id=booking.pk,
+            operator=operator,
+            token=token,
+            note=options["note"],
+            batch=batch,
         )
+
+    def key(self, shown: support.Preview) -> str:
+        return support.target_key(shown.booking)
 
     def label(self, shown: support.Preview) -> str:
         return shown.booking.reference
@@ -342,7 +365,12 @@ class OrphanActionCommand(ActionCommand):
             console.print(f"[bold red]Not possible now:[/] {shown.refusal}")
 
     def perform(
-        self, shown: support.OrphanPreview, operator: support.Operator, token: str, options: dict[str, Any]
+        self,
+        shown: support.OrphanPreview,
+        operator: support.Operator,
+        token: str,
+        options: dict[str, Any],
+        batch: list[str],
     ):
         return support.support_orphan_action_run(
             self.action,
@@ -352,7 +380,11 @@ class OrphanActionCommand(ActionCommand):
             note=options["note"],
             booking_reference=shown.booking.reference if shown.booking else "",
             expected_live=shown.booking_live,
+            batch=batch,
         )
+
+    def key(self, shown: support.OrphanPreview) -> str:
+        return support.target_key(shown.case)
 
     def label(self, shown: support.OrphanPreview) -> str:
         return f"orphan case #{shown.case.pk} ({shown.reservation.partner_ref})"

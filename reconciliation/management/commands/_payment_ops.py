@@ -89,7 +89,12 @@ class PaymentActionCommand(ActionCommand):
         print_payment_preview(console, shown)
 
     def perform(
-        self, shown: money.PaymentPreview, operator: support.Operator, token: str, options: dict[str, Any]
+        self,
+        shown: money.PaymentPreview,
+        operator: support.Operator,
+        token: str,
+        options: dict[str, Any],
+        batch: list[str],
     ) -> money.PaymentActionResult:
         return money.payment_action_run(
             self.action,
@@ -99,7 +104,11 @@ class PaymentActionCommand(ActionCommand):
             note=options["note"],
             amount=shown.amount,
             inline=True,
+            batch=batch,
         )
+
+    def key(self, shown: money.PaymentPreview) -> str:
+        return support.target_key(shown.booking)
 
     def label(self, shown: money.PaymentPreview) -> str:
         return shown.booking.reference
@@ -142,7 +151,12 @@ class ProposalCommand(ActionCommand):
         print_payment_preview(console, shown)
 
     def perform(
-        self, shown: money.PaymentPreview, operator: support.Operator, token: str, options: dict[str, Any]
+        self,
+        shown: money.PaymentPreview,
+        operator: support.Operator,
+        token: str,
+        options: dict[str, Any],
+        batch: list[str],
     ) -> money.PaymentActionResult:
         assert shown.proposal is not None
         return money.payment_action_run(
@@ -152,7 +166,12 @@ class ProposalCommand(ActionCommand):
             token=token,
             note=options["note"],
             inline=True,
+            batch=batch,
         )
+
+    def key(self, shown: money.PaymentPreview) -> str:
+        assert shown.proposal is not None
+        return support.target_key(shown.proposal)
 
     def label(self, shown: money.PaymentPreview) -> str:
         assert shown.proposal is not None

@@ -45,6 +45,7 @@ class Command(BaseCommand):
         if missing:
             raise CommandError(f"No inbound event {', '.join(missing)}.")
         token = options.get("token") or support.new_token()
+        batch = [support.target_key(event) for event in events.values()]
         rows = []
         with progress_over(self, list(events.values()), "replaying") as step:
             for event in events.values():
@@ -58,7 +59,7 @@ class Command(BaseCommand):
                     try:
                         entry.update(
                             support.support_replay_inbound(
-                                event_id=event.pk, operator=operator, token=token
+                                event_id=event.pk, operator=operator, token=token, batch=batch
                             ).as_dict()
                         )
                     except ApplicationError as exc:

@@ -27,7 +27,7 @@ class Command(BookingActionCommand):
             "--outcome", choices=[str(s) for s in support.RESOLUTIONS], help="The outcome to settle on."
         )
 
-    def run_action(self, booking, operator, token, options):
+    def run_action(self, booking, operator, token, options, *, batch):
         return support.support_action_run(
             self.action,
             booking_id=booking.pk,
@@ -35,4 +35,5 @@ class Command(BookingActionCommand):
             token=token,
             note=options["note"],
             outcome=options["outcome"],
+            batch=batch,
         )

@@ -23,7 +23,12 @@ class Command(BookingActionCommand):
             "--now", action="store_true", help="Run the sync in this process, not on a worker."
         )
 
-    def run_action(self, booking, operator, token, options):
+    def run_action(self, booking, operator, token, options, *, batch):
         return support.support_sync(
-            booking_id=booking.pk, operator=operator, token=token, note=options["note"], inline=options["now"]
+            booking_id=booking.pk,
+            operator=operator,
+            token=token,
+            note=options["note"],
+            inline=options["now"],
+            batch=batch,
         )

@@ -17,7 +17,7 @@ from reconciliation.services.support.actions import (
     support_sync,
 )
 from reconciliation.services.support.checks import RESOLUTIONS
-from reconciliation.services.support.once import ActionResult, new_token
+from reconciliation.services.support.once import ActionResult, TokenReused, new_token, target_key
 from reconciliation.services.support.orphans.actions import support_orphan_action_run
 from reconciliation.services.support.orphans.previews import OrphanPreview, orphan_preview
 from reconciliation.services.support.orphans.situation import (
@@ -34,6 +34,7 @@ from reconciliation.services.support.permissions import (
     ORPHAN_CANCEL,
     ORPHAN_CLOSE,
     ORPHAN_LINK,
+    REPLAY,
     REPLAY_PERMISSION,
     RESOLVE,
     RETRY,
@@ -57,6 +58,7 @@ __all__ = [
     "ORPHAN_CANCEL",
     "ORPHAN_CLOSE",
     "ORPHAN_LINK",
+    "REPLAY",
     "REPLAY_PERMISSION",
     "RESOLUTIONS",
     "RESOLVE",
@@ -69,6 +71,7 @@ __all__ = [
     "Preview",
     "ReplayResult",
     "SupportActionDenied",
+    "TokenReused",
     "booking_by_reference",
     "inbound_event_reverify",
     "link_candidate",
@@ -84,4 +87,5 @@ __all__ = [
     "support_resolve",
     "support_retry",
     "support_sync",
+    "target_key",
 ]

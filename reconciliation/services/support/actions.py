@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 from uuid import UUID
 
@@ -44,15 +44,21 @@ Body = Callable[..., ActionResult]
 def _support_action(action: str) -> Callable[[Body], Body]:
     """Run the decorated body as the support action `action`: for an operator with its
     permission, with a clean token, on the booking locked in one short transaction, only when
-    the checks let it (`checks.refusal`); a token already used returns the earlier result."""
+    the checks let it (`checks.refusal`); a token already used for this ask returns the earlier
+    result, one used for another ask is refused (`once.claim_token`). `batch`: the references of
+    every booking the token covers (a command or bulk action over several); default, this one."""
 
     def decorate(body: Body) -> Body:
         @functools.wraps(body)
-        def run(*, booking_id: UUID, operator: Operator, token: str, **kwargs: Any) -> ActionResult:
+        def run(
+            *, booking_id: UUID, operator: Operator, token: str, batch: Sequence[str] = (), **kwargs: Any
+        ) -> ActionResult:
             operator.require(ACTIONS[action]["permission"])
             token = clean_token(token)
             with transaction.atomic():
-                booking, done = lock_unless_done(action, booking_id, token)
+                booking, done = lock_unless_done(
+                    action, booking_id, token, operator=operator.label, batch=batch, **_asked(action, kwargs)
+                )
                 if done:
                     return done
                 situation = Situation(booking)
@@ -70,6 +76,11 @@ def _support_action(action: str) -> Callable[[Body], Body]:
         return run
 
     return decorate
+
+
+def _asked(action: str, kwargs: dict[str, Any]) -> dict[str, object]:
+    """What the action asks beyond its booking, compared when its token comes again."""
+    return {"outcome": kwargs.get("outcome")} if action == RESOLVE else {}
 
 
 def _send_after_commit(actor_name: str, booking_id: UUID) -> None:
@@ -97,14 +108,22 @@ def _request_sync(
 
 
 def support_sync(
-    *, booking_id: UUID, operator: Operator, token: str, note: str = "", inline: bool = False
+    *,
+    booking_id: UUID,
+    operator: Operator,
+    token: str,
+    note: str = "",
+    inline: bool = False,
+    batch: Sequence[str] = (),
 ) -> ActionResult:
     """Run the same sync automation runs; the booking moves when the partner's answer does.
 
     Queued for a worker by default; `inline` (ops commands) runs it in this process, outside
     any transaction, and queues only its follow-ups.
     """
-    requested = _request_sync(booking_id=booking_id, operator=operator, token=token, note=note, inline=inline)
+    requested = _request_sync(
+        booking_id=booking_id, operator=operator, token=token, note=note, inline=inline, batch=batch
+    )
     if not inline or not requested.performed:
         return requested
     booking = requested.booking
@@ -235,12 +254,25 @@ _RUNS = {
 
 
 def support_action_run(
-    action: str, *, booking_id: UUID, operator: Operator, token: str, note: str = "", outcome: str = ""
+    action: str,
+    *,
+    booking_id: UUID,
+    operator: Operator,
+    token: str,
+    note: str = "",
+    outcome: str = "",
+    batch: Sequence[str] = (),
 ) -> ActionResult:
     """Run the support action named `action` (the console's and the commands' one entry)."""
     if action not in _RUNS:
         raise ValidationFailed(f"Unknown support action {action!r}; known: {', '.join(_RUNS)}.")
-    kwargs: dict[str, Any] = {"booking_id": booking_id, "operator": operator, "token": token, "note": note}
+    kwargs: dict[str, Any] = {
+        "booking_id": booking_id,
+        "operator": operator,
+        "token": token,
+        "note": note,
+        "batch": batch,
+    }
     if action == RESOLVE:
         kwargs["outcome"] = outcome
     return _RUNS[action](**kwargs)

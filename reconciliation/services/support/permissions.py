@@ -39,7 +39,7 @@ ACTIONS: dict[str, dict[str, str]] = {
         "kind": "support.resolved",
     },
 }
-REPLAY_PERMISSION = "partners.replay_inboundevent"
+REPLAY, REPLAY_PERMISSION = "replay_webhook", "partners.replay_inboundevent"
 
 # Actions on an orphan case (a partner reservation no booking wants; `support.orphans`).
 ORPHAN_CANCEL, ORPHAN_LINK, ORPHAN_CLOSE = "orphan_cancel", "orphan_link", "orphan_close"

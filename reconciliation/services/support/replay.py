@@ -1,8 +1,10 @@
 """Stored webhook deliveries, for support: re-verify a signature, and replay a delivery through
-the one door (which records, and ignores, what it already holds), once per confirmation."""
+the one door (which records, and ignores, what it already holds), once per confirmation (a token
+used for another ask is refused: `once.claim_token`)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,8 +17,8 @@ from bookings.timeline import record_event
 from config.errors import NotFound
 from partners.models import InboundEvent
 from partners.services.webhooks import inbound_event_replay, signature_matches
-from reconciliation.services.support.once import clean_token
-from reconciliation.services.support.permissions import REPLAY_PERMISSION, Operator
+from reconciliation.services.support.once import Ask, claim_token, clean_token, target_key
+from reconciliation.services.support.permissions import REPLAY, REPLAY_PERMISSION, Operator
 
 TOKEN_TTL_S = 7 * 24 * 3600
 
@@ -44,14 +46,19 @@ def inbound_event_reverify(event: InboundEvent) -> bool:
     return signature_matches(event.partner, bytes(event.raw_body), event.headers or {})
 
 
-def support_replay_inbound(*, event_id: int, operator: Operator, token: str) -> ReplayResult:
-    """Re-verify a stored webhook and process it again through the one door. The token is claimed
-    in the shared cache, so a double submit does nothing extra."""
+def support_replay_inbound(
+    *, event_id: int, operator: Operator, token: str, batch: Sequence[str] = ()
+) -> ReplayResult:
+    """Re-verify a stored webhook and process it again through the one door. The token is held
+    for this ask (`batch`: every webhook it covers, `#<id>`) before the replay, and claimed per
+    webhook in the shared cache, so a double submit does nothing extra."""
     operator.require(REPLAY_PERMISSION)
     token = clean_token(token)
     event = InboundEvent.objects.select_related("partner", "booking").filter(pk=event_id).first()
     if event is None:
         raise NotFound(f"No inbound event {event_id}.")
+    with transaction.atomic():
+        claim_token(token, Ask.of(REPLAY, target_key(event), operator=operator.label, batch=batch))
     if not cache.add(f"support-token:replay:{event_id}:{token}", "1", timeout=TOKEN_TTL_S):
         return ReplayResult(event, False, "Already replayed with this confirmation; nothing more was done.")
     replayed = inbound_event_replay(event.pk, actor_label=operator.label)

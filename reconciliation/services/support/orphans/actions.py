@@ -23,7 +23,7 @@ from partners.services.observations import (
     request_compensation_again,
 )
 from partners.services.orphans import orphan_case_cancelling, orphan_case_close, orphan_case_link
-from reconciliation.services.support.once import clean_token, correction_data
+from reconciliation.services.support.once import Ask, claim_token, clean_token, correction_data, target_key
 from reconciliation.services.support.orphans.situation import (
     OrphanActionResult,
     OrphanSituation,
@@ -80,8 +80,9 @@ def _done_before(action: str, case: OrphanCase, token: str) -> OrphanActionResul
 def _orphan_action(action: str) -> Callable[[Body], Body]:
     """Run the decorated body as the orphan action `action`: for an operator with its
     permission, with a clean token, on the case locked in one short transaction (after the
-    booking named, for a link), only when the checks let it; a token already used returns the
-    earlier result."""
+    booking named, for a link), only when the checks let it; a token already used for this ask
+    returns the earlier result, one used for another ask is refused (`once.claim_token`).
+    `batch`: every case the token covers (`#<id>`, a command over several); default, this one."""
 
     def decorate(body: Body) -> Body:
         @functools.wraps(body)
@@ -92,6 +93,7 @@ def _orphan_action(action: str) -> Callable[[Body], Body]:
             token: str,
             note: str = "",
             booking_reference: str = "",
+            batch: Sequence[str] = (),
             **kwargs: Any,
         ) -> OrphanActionResult:
             operator.require(ORPHAN_ACTIONS[action]["permission"])
@@ -100,6 +102,10 @@ def _orphan_action(action: str) -> Callable[[Body], Body]:
             with transaction.atomic():
                 booking = lock_booking(named.pk) if named else None  # lock order: booking, reservation, case
                 case = _lock_case(case_id)
+                asked = {"booking": booking.reference if booking else None}
+                claim_token(
+                    token, Ask.of(action, target_key(case), operator=operator.label, batch=batch, **asked)
+                )
                 done = _done_before(action, case, token)
                 if done:
                     return done
@@ -233,11 +239,18 @@ def support_orphan_action_run(
     note: str = "",
     booking_reference: str = "",
     expected_live: Sequence[str] = (),
+    batch: Sequence[str] = (),
 ) -> OrphanActionResult:
     """Run the orphan action named `action` (the console's and the commands' one entry)."""
     if action not in _RUNS:
         raise ValidationFailed(f"Unknown orphan action {action!r}; known: {', '.join(_RUNS)}.")
-    kwargs: dict[str, Any] = {"case_id": case_id, "operator": operator, "token": token, "note": note}
+    kwargs: dict[str, Any] = {
+        "case_id": case_id,
+        "operator": operator,
+        "token": token,
+        "note": note,
+        "batch": batch,
+    }
     if action == ORPHAN_LINK:
         kwargs.update(booking_reference=booking_reference, expected_live=expected_live)
     return _RUNS[action](**kwargs)

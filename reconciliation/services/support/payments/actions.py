@@ -2,7 +2,8 @@
 capture, void the hold; and the two-person rule's approve and reject.
 
 Each runs in the frame of the booking actions: the permission, a clean token, the booking and its
-payment locked (in that order, the payments app's), once per token, the refusals of `situation`
+payment locked (in that order, the payments app's), once per token (a token used for another ask
+is refused: `once.claim_token`), the refusals of `situation`
 checked again under the locks, and one `support.*` row on the timeline with the operator, the
 note and the token, in the same transaction as what it changes. What is asked of the provider is
 the payments app's own operation (`operation_open`: its key `<payment>:<kind>:<n>`, committed
@@ -20,8 +21,8 @@ bounded again by what is refundable then) or rejects it; the proposer may withdr
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from decimal import Decimal
+from collections.abc import Callable, Sequence
+from decimal import Decimal, InvalidOperation
 from uuid import UUID
 
 from django.db import transaction
@@ -39,7 +40,7 @@ from payments.services.observations import lock_payment
 from payments.services.operations import operation_open
 from payments.services.runs import payment_run, schedule
 from reconciliation.models import ProposalState, RefundProposal
-from reconciliation.services.support.once import clean_token, correction_data
+from reconciliation.services.support.once import Ask, claim_token, clean_token, correction_data, target_key
 from reconciliation.services.support.payments.situation import (
     APPROVE,
     CAPTURE,
@@ -97,12 +98,31 @@ def _done_before(action: str, booking: Booking, token: str) -> PaymentActionResu
 
 
 def _lock(
-    action: str, booking_id: UUID, token: str
+    action: str,
+    booking_id: UUID,
+    token: str,
+    *,
+    operator: Operator,
+    target: Callable[[Booking], str] = target_key,
+    batch: Sequence[str] = (),
+    **asked: object,
 ) -> tuple[Booking, Payment | None, PaymentActionResult | None]:
-    """Lock the booking, then its payment (inside the caller's transaction)."""
+    """Lock the booking, claim the token for this ask (`target`: what the action acts on, the
+    booking unless a proposal; `batch`: every target the token covers), then lock its payment
+    (inside the caller's transaction)."""
     booking = lock_booking(booking_id)
+    claim_token(token, Ask.of(action, target(booking), operator=operator.label, batch=batch, **asked))
     done = _done_before(action, booking, token)
     return booking, (None if done else lock_payment(booking)), done
+
+
+def _asked_amount(amount: object) -> str:
+    """A refund amount as its token's ask compares it: `10`, `10.0` and `10.00` are one amount."""
+    try:
+        value = Decimal(str(amount).strip())
+    except (InvalidOperation, ValueError):
+        return str(amount).strip()
+    return f"{value.normalize():f}" if value.is_finite() else str(amount).strip()
 
 
 def _refuse_if(why: str) -> None:
@@ -206,7 +226,14 @@ def _finish(
 
 # --- the actions --------------------------------------------------------------------------------
 def support_refund(
-    *, booking_id: UUID, operator: Operator, token: str, amount: object, note: str = "", inline: bool = False
+    *,
+    booking_id: UUID,
+    operator: Operator,
+    token: str,
+    amount: object,
+    note: str = "",
+    inline: bool = False,
+    batch: Sequence[str] = (),
 ) -> PaymentActionResult:
     """Refund `amount` of what was captured and not yet refunded; above the approval amount, only
     propose it (a note saying why is then required)."""
@@ -214,7 +241,9 @@ def support_refund(
     token = clean_token(token)
     note = (note or "").strip()
     with transaction.atomic():
-        booking, payment, done = _lock(REFUND, booking_id, token)
+        booking, payment, done = _lock(
+            REFUND, booking_id, token, operator=operator, batch=batch, amount=_asked_amount(amount)
+        )
         if done:
             return done
         s = PaymentSituation(booking, payment)
@@ -291,7 +320,13 @@ def support_refund(
 
 
 def support_capture(
-    *, booking_id: UUID, operator: Operator, token: str, note: str = "", inline: bool = False
+    *,
+    booking_id: UUID,
+    operator: Operator,
+    token: str,
+    note: str = "",
+    inline: bool = False,
+    batch: Sequence[str] = (),
 ) -> PaymentActionResult:
     """Capture what the booking owes of the hold (the partner confirmed it): the step automation
     takes, asked again after the provider refused it or it was left to support."""
@@ -302,6 +337,7 @@ def support_capture(
         token=token,
         note=note,
         inline=inline,
+        batch=batch,
         refusal=capture_refusal,
         kind=OperationKind.CAPTURE,
         amount=lambda s: s.capture_amount,
@@ -312,7 +348,13 @@ def support_capture(
 
 
 def support_void(
-    *, booking_id: UUID, operator: Operator, token: str, note: str = "", inline: bool = False
+    *,
+    booking_id: UUID,
+    operator: Operator,
+    token: str,
+    note: str = "",
+    inline: bool = False,
+    batch: Sequence[str] = (),
 ) -> PaymentActionResult:
     """Release the hold (the intent is cancelled at the provider; nothing is taken)."""
     return _ask_provider(
@@ -322,6 +364,7 @@ def support_void(
         token=token,
         note=note,
         inline=inline,
+        batch=batch,
         refusal=void_refusal,
         kind=OperationKind.VOID,
         amount=lambda _s: None,
@@ -339,6 +382,7 @@ def _ask_provider(
     token: str,
     note: str,
     inline: bool,
+    batch: Sequence[str],
     refusal: Callable[[PaymentSituation], str],
     kind: str,
     amount: Callable[[PaymentSituation], Decimal | None],
@@ -349,7 +393,7 @@ def _ask_provider(
     operator.require(PAYMENT_ACTIONS[action]["permission"])
     token = clean_token(token)
     with transaction.atomic():
-        booking, payment, done = _lock(action, booking_id, token)
+        booking, payment, done = _lock(action, booking_id, token, operator=operator, batch=batch)
         if done:
             return done
         s = PaymentSituation(booking, payment)
@@ -379,15 +423,28 @@ def _proposal_booking(proposal_id: int) -> UUID:
     return booking_id
 
 
+def _proposal_key(proposal_id: int) -> Callable[[Booking], str]:
+    """An approval's or rejection's target is the proposal, not its booking."""
+    return lambda _booking: target_key(proposal_id)
+
+
 def support_refund_approve(
-    *, proposal_id: int, operator: Operator, token: str, note: str = "", inline: bool = False
+    *,
+    proposal_id: int,
+    operator: Operator,
+    token: str,
+    note: str = "",
+    inline: bool = False,
+    batch: Sequence[str] = (),
 ) -> PaymentActionResult:
     """Approve another person's refund proposal: the refund runs, bounded by what is refundable now."""
     operator.require(PAYMENT_ACTIONS[APPROVE]["permission"])
     token = clean_token(token)
     booking_id = _proposal_booking(proposal_id)
     with transaction.atomic():
-        booking, payment, done = _lock(APPROVE, booking_id, token)
+        booking, payment, done = _lock(
+            APPROVE, booking_id, token, operator=operator, target=_proposal_key(proposal_id), batch=batch
+        )
         if done:
             return done
         proposal = RefundProposal.objects.select_for_update().get(pk=proposal_id)
@@ -427,13 +484,15 @@ def support_refund_approve(
 
 
 def support_refund_reject(
-    *, proposal_id: int, operator: Operator, token: str, note: str = ""
+    *, proposal_id: int, operator: Operator, token: str, note: str = "", batch: Sequence[str] = ()
 ) -> PaymentActionResult:
     """Reject a refund proposal (or, its proposer, withdraw it): nothing is refunded."""
     token = clean_token(token)
     booking_id = _proposal_booking(proposal_id)
     with transaction.atomic():
-        booking, _payment, done = _lock(REJECT, booking_id, token)
+        booking, _payment, done = _lock(
+            REJECT, booking_id, token, operator=operator, target=_proposal_key(proposal_id), batch=batch
+        )
         if done:
             return done
         proposal = RefundProposal.objects.select_for_update().get(pk=proposal_id)
@@ -512,6 +571,7 @@ def payment_action_run(
     note: str = "",
     amount: object = None,
     inline: bool = False,
+    batch: Sequence[str] = (),
 ) -> PaymentActionResult:
     """Run the payment action named `action` (the console's and the commands' one entry)."""
     if action in _BOOKING_ACTIONS:
@@ -522,6 +582,7 @@ def payment_action_run(
             "operator": operator,
             "token": token,
             "note": note,
+            "batch": batch,
         }
         if action == REFUND:
             kwargs["amount"] = amount
@@ -531,7 +592,9 @@ def payment_action_run(
             raise ValidationFailed(f"{action} acts on a refund proposal.")
         if action == APPROVE:
             return support_refund_approve(
-                proposal_id=proposal_id, operator=operator, token=token, note=note, inline=inline
+                proposal_id=proposal_id, operator=operator, token=token, note=note, inline=inline, batch=batch
             )
-        return support_refund_reject(proposal_id=proposal_id, operator=operator, token=token, note=note)
+        return support_refund_reject(
+            proposal_id=proposal_id, operator=operator, token=token, note=note, batch=batch
+        )
     raise ValidationFailed(f"Unknown payment action {action!r}.")
