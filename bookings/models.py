@@ -12,6 +12,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django_fsm import ConcurrentTransitionMixin, FSMField, transition
 
+from bookings.currencies import validate_currency
 from bookings.states import (
     AWAITING_PARTNER,
     CANCELLABLE_STATES,
@@ -41,7 +42,9 @@ class Offer(models.Model):
     product_id = models.CharField(max_length=100, help_text="The partner's product id.")
     name = models.CharField(max_length=200, blank=True)
     unit_price = models.DecimalField(max_digits=10, decimal_places=2)
-    currency = models.CharField(max_length=3)
+    currency = models.CharField(
+        max_length=3, validators=[validate_currency], help_text="ISO 4217, such as EUR or JPY."
+    )
     capacity = models.PositiveIntegerField(help_text="Most guests one booking may bring.")
     # The cancellation policy (bookings.pricing.cancellation_fee): free until this many hours
     # before the start, then this share of the price is kept.

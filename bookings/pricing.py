@@ -13,8 +13,11 @@ from bookings.models import Offer
 from config.errors import ValidationFailed
 
 CENT = Decimal("0.01")
-# Currencies whose smallest unit is not the hundredth (ISO 4217, as the payment provider counts
-# them in its minor units): whole units, or thousandths. Every other currency has two decimals.
+# Currencies whose smallest unit is not the hundredth as the payment provider counts its minor
+# units (Stripe's zero- and three-decimal currencies): whole units, or thousandths; every other has
+# two. These are the integers on the wire, so the provider's count, not ISO 4217's minor units,
+# which differ for a few: ISO gives MGA 2 decimals (whole units here), ISK and UYI 0, IQD and LYD 3,
+# CLF and UYW 4 (hundredths here). Which codes are currencies at all is bookings.currencies.
 _WHOLE_UNITS = "BIF CLP DJF GNF JPY KMF KRW MGA PYG RWF UGX VND VUV XAF XOF XPF"
 _THOUSANDTHS = "BHD JOD KWD OMR TND"
 MINOR_UNIT_EXPONENTS = {**dict.fromkeys(_WHOLE_UNITS.split(), 0), **dict.fromkeys(_THOUSANDTHS.split(), 3)}

@@ -13,6 +13,7 @@ from django.core.validators import validate_slug
 from django.db import transaction
 from standardwebhooks.webhooks import EmptyWebhookSecretError, Webhook
 
+from bookings.currencies import currency_error
 from bookings.models import Offer
 from bookings.pricing import minor_unit_exponent
 from config.errors import ValidationFailed
@@ -49,14 +50,6 @@ def _shown(text: str, limit: int = 60) -> str:
     return repr(text if len(text) <= limit else text[:limit] + "...")
 
 
-def _currency_error(currency: str) -> str | None:
-    # Three ASCII letters, as partners and the payment provider write codes. Which codes exist is
-    # not known here: bookings.pricing only lists the exceptions to two decimals.
-    if len(currency) == 3 and currency.isascii() and currency.isalpha():
-        return None
-    return f"{_shown(currency)} is not a 3-letter currency code."
-
-
 def _price_error(price: Decimal, currency: str) -> str | None:
     """Why `price` cannot be the offer's unit price exactly, or None. Its smallest step is the
     currency's smallest unit, kept to the cent (as bookings.pricing rounds a cancellation fee)."""
@@ -89,7 +82,7 @@ class OfferSpec:
         errors: dict[str, list[str]] = {}
         if not product_id or len(product_id) > PRODUCT_ID_MAX:
             errors["product_id"] = [f"Required, at most {PRODUCT_ID_MAX} characters."]
-        if why := _currency_error(currency):
+        if why := currency_error(currency):
             errors["currency"] = [why]
         try:
             unit_price = Decimal(price)

@@ -182,7 +182,18 @@ def _replace(args: list[str], flag: str, value: str) -> list[str]:
             "unit_price: 'ten' is not a decimal number",
             id="offer-price",
         ),
-        pytest.param([*BASE, "--offer", "room:10:EURO:2"], "3-letter currency", id="offer-currency"),
+        pytest.param(
+            [*BASE, "--offer", "room:10:EURO:2"], "'EURO' is not an ISO 4217 currency", id="offer-currency"
+        ),
+        # Three letters are not a currency: ISO 4217 must list the code as active, with a minor unit.
+        *(
+            pytest.param(
+                [*BASE, "--offer", f"room:10:{code}:2"],
+                f"currency: '{code}' is not an ISO 4217 currency code",
+                id=f"offer-currency-{code}",
+            )
+            for code in ("XXX", "ABC", "XTS", "XAU", "XDR", "HRK")
+        ),
         pytest.param(
             [*BASE, "--offer", "room:-1:EUR:2"],
             "unit_price: Must be a number more than 0",
@@ -237,7 +248,7 @@ def _replace(args: list[str], flag: str, value: str) -> list[str]:
         ),
         pytest.param(
             [*BASE, "--offer", "room:10:ÉUR:2"],
-            "currency: 'ÉUR' is not a 3-letter",
+            "currency: 'ÉUR' is not an ISO 4217 currency code",
             id="offer-currency-ascii",
         ),
         pytest.param(
@@ -263,6 +274,16 @@ def test_an_offer_at_the_bounds_is_stored_and_read_back_exactly():
     assert list(Offer.objects.order_by("product_id").values_list("product_id", "unit_price", "capacity")) == [
         ("ryokan", Decimal("15000.00"), 2),
         ("suite", Decimal("99999999.99"), 1000),
+    ]
+
+
+def test_any_active_iso_4217_currency_is_accepted_in_capitals():
+    upsert(*BASE, "--offer", "a:10:XOF:2", "--offer", "b:10.500:kwd:2", "--offer", "c:10:XCG:2")
+
+    assert list(Offer.objects.order_by("product_id").values_list("currency", flat=True)) == [
+        "XOF",
+        "KWD",
+        "XCG",
     ]
 
 

@@ -46,7 +46,8 @@ class Command(BaseCommand):
             default=[],
             metavar="PRODUCT_ID:UNIT_PRICE:CURRENCY:CAPACITY",
             help=f"Repeatable. UNIT_PRICE above 0 and below {PRICE_LIMIT}, in whole cents (whole units "
-            f"for zero-decimal currencies such as JPY); CAPACITY 1 to {MAX_CAPACITY} guests.",
+            f"for zero-decimal currencies such as JPY); CURRENCY an active ISO 4217 code such as EUR; "
+            f"CAPACITY 1 to {MAX_CAPACITY} guests.",
         )
         parser.add_argument("--json", action="store_true", help="Print the result as JSON.")
 
