@@ -5,7 +5,9 @@ The fee is the offer's policy (`bookings.pricing.cancellation_fee`), and `fee_if
 the one rule of when it applies: `booking_request_cancel` fixes it with it, and the cancel page
 shows it with it. The rest is what the payment side then does for a cancelled booking
 (`payments.decisions.next_step`, owing the fee): a hold is released, or charged for the fee and
-the rest released; what was paid beyond the fee is refunded; nothing more is ever charged. What
+the rest released; what was paid beyond the fee is refunded; nothing more is ever charged. While
+a charge's outcome is not known (`charge_unknown`), which of those it will be is not known either:
+the customer is told their money comes back, as a release or a refund. What
 the provider holds is read from what the customer was last told (`customer_view.Money`): no
 query, and the page never contradicts its own money line.
 """
@@ -42,6 +44,8 @@ class Outcome(StrEnum):
     NOT_TAKEN_YET = "not_taken_yet"  # the bank is being asked to hold it
     RELEASE = "release"  # held, not charged: let go
     FEE_FROM_HOLD = "fee_from_hold"  # held: the fee charged, the rest let go
+    # A charge of the hold may or may not have been made: the rest comes back, released or refunded.
+    RELEASE_OR_REFUND = "release_or_refund"
     FULL_REFUND = "full_refund"
     REFUND_LESS_FEE = "refund_less_fee"
     NOTHING_TO_REFUND = "nothing_to_refund"
@@ -86,6 +90,8 @@ class CancelMoney:
                 f"Once the cancellation is done, we charge the cancellation fee of {fee} "
                 f"from the {held} we are holding on your card{rest}."
             )
+        if self.outcome == Outcome.RELEASE_OR_REFUND:
+            return release_or_refund(self.held, self.fee, self.currency, asked=False)
         if self.outcome == Outcome.FULL_REFUND:
             return f"Once the cancellation is done, we refund the {paid} you paid to your card, in full."
         if self.outcome == Outcome.REFUND_LESS_FEE:
@@ -152,6 +158,8 @@ def cancel_money(booking: Booking, *, at: datetime) -> CancelMoney:
     }
     if money.code == CustomerMoney.AUTHORIZING:
         return CancelMoney(Outcome.NOT_TAKEN_YET, held=money.amount, **told)
+    if money.code == CustomerMoney.CHARGE_UNKNOWN:
+        return CancelMoney(Outcome.RELEASE_OR_REFUND, held=money.amount, fee=min(owed, money.amount), **told)
     if money.code == CustomerMoney.HELD:
         if owed == 0:
             return CancelMoney(Outcome.RELEASE, held=money.amount, released=money.amount, **told)
@@ -167,6 +175,33 @@ def cancel_money(booking: Booking, *, at: datetime) -> CancelMoney:
     if paid > owed:
         return CancelMoney(Outcome.REFUND_LESS_FEE, paid=paid, fee=owed, refund=paid - owed, **told)
     return CancelMoney(Outcome.NOTHING_TO_REFUND, paid=paid, fee=paid, **told)
+
+
+def release_or_refund(held: Decimal, fee: Decimal, currency: str, *, asked: bool) -> str:
+    """What a cancel does to a hold whose charge's outcome is not known: whatever it was, all but
+    the fee comes back; whether as a released hold or a refund, only that outcome will tell. The
+    same words before the cancel (the page, the API) and, once it is `asked`, in the mails."""
+
+    def shown(value: Decimal) -> str:
+        return f"{value:.2f} {currency}"
+
+    making = "are making" if asked else "make"
+    if fee >= held:
+        told = f"the {shown(held)} is all the cancellation fee: nothing comes back to your card."
+    elif fee <= 0:
+        told = (
+            f"we {making} sure the {shown(held)} comes back to your card in full. We do not know "
+            "yet whether it was charged: if it was, we refund it; if not, we release the hold."
+        )
+    else:
+        rest = shown(held - fee)
+        told = (
+            f"we keep the cancellation fee of {shown(fee)} and {making} sure the other {rest} "
+            f"comes back to your card. We do not know yet whether the {shown(held)} was charged: "
+            f"if it was, we refund the {rest}; if not, we charge only the fee and release the rest "
+            "of the hold."
+        )
+    return told[0].upper() + told[1:] if asked else f"Once the cancellation is done, {told}"
 
 
 # --- once it is asked for: the mails that follow ----------------------------------------------
@@ -195,6 +230,8 @@ def _after_words(money: Money, fee: Decimal) -> str:
         return f"{value:.2f} {money.currency}"
 
     paid = money.charged - money.refunded
+    if money.code == CustomerMoney.CHARGE_UNKNOWN:
+        return release_or_refund(money.amount, fee, money.currency, asked=True)
     if money.code == CustomerMoney.HELD:
         if fee == 0:
             return (

@@ -49,11 +49,12 @@ VIEW_FIELDS = (
 class PaymentFacts:
     """What the payment provider holds for a booking, as the payments app knows it.
 
-    `state` is one of `authorizing` (asked, no answer yet), `held`, `charged` (captured, perhaps
-    partly refunded since), `released` (the hold was voided or lapsed), `declined` (by the card's
-    bank), `refused` (the provider refused the request itself, e.g. a payment method it does not
-    know: no bank saw it), `not_charged` (the booking ended before a hold was asked for). Amounts
-    in the booking's currency.
+    `state` is one of `authorizing` (asked, no answer yet), `held`, `charge_unknown` (held, and a
+    capture was asked for whose outcome is not known: it may or may not have been taken),
+    `charged` (captured, perhaps partly refunded since), `released` (the hold was voided or
+    lapsed), `declined` (by the card's bank), `refused` (the provider refused the request itself,
+    e.g. a payment method it does not know: no bank saw it), `not_charged` (the booking ended
+    before a hold was asked for). Amounts in the booking's currency.
     """
 
     state: str
@@ -110,6 +111,7 @@ class Money:
 _MONEY_OF_STATE = {
     "authorizing": MONEY.AUTHORIZING,
     "held": MONEY.HELD,
+    "charge_unknown": MONEY.CHARGE_UNKNOWN,
     "released": MONEY.RELEASED,
     "declined": MONEY.DECLINED,
     "refused": MONEY.METHOD_REFUSED,
@@ -272,8 +274,9 @@ def initial(booking: Booking, *, payment: PaymentFacts | None) -> None:
 
 # Views that automation may still change without the customer doing anything.
 _UNSETTLED = frozenset({CustomerStatus.PENDING, CustomerStatus.CANCELLING, CustomerStatus.DISRUPTED})
-# Money the provider still holds undecided: it will be charged or released.
-_MONEY_UNSETTLED = frozenset({MONEY.AUTHORIZING, MONEY.HELD})
+# Money the provider still holds undecided: it will be charged or released (or, a charge's outcome
+# unknown, turn out charged or not).
+_MONEY_UNSETTLED = frozenset({MONEY.AUTHORIZING, MONEY.HELD, MONEY.CHARGE_UNKNOWN})
 
 
 class Awaited(StrEnum):
@@ -284,7 +287,8 @@ class Awaited(StrEnum):
     # Our own cancel of a booking the partner never heard of: nobody else is asked.
     CANCELLATION = "cancellation"
     # The payment provider: a hold asked for, or money held that is still to be taken or let go
-    # (a confirmed booking's capture, a cancelled one's release), whatever the booking shows.
+    # (a confirmed booking's capture, a cancelled one's release, a capture whose outcome is not
+    # known yet), whatever the booking shows.
     PAYMENT = "payment"
 
 

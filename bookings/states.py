@@ -129,6 +129,12 @@ class CustomerMoney(models.TextChoices):
 
     AUTHORIZING = "authorizing", "We are asking your bank to hold {amount}; you are not charged yet."
     HELD = "held", "We are holding {amount} on your card; you are not charged yet."
+    # A charge of the hold was asked for and its answer was lost (a timeout): the provider may or
+    # may not have taken the money, so neither "held" nor "charged" is true to say.
+    CHARGE_UNKNOWN = (
+        "charge_unknown",
+        "We asked for the {amount} held on your card to be charged and do not know yet whether it was.",
+    )
     CHARGED = "charged", "We charged {charged} to your card."
     PARTLY_REFUNDED = (
         "partly_refunded",

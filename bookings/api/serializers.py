@@ -153,7 +153,9 @@ class MoneyOutputSerializer(serializers.Serializer):
         choices=CustomerMoney.choices,
         help_text=(
             "What happened to the customer's money, as the payment provider's truth says it: "
-            "`authorizing` (asking the bank to hold it), `held` (held, not charged), `charged`, "
+            "`authorizing` (asking the bank to hold it), `held` (held, not charged), "
+            "`charge_unknown` (held, and a charge of it was asked for whose outcome is not known "
+            "yet: it may or may not have been charged), `charged`, "
             "`partly_refunded`, `refunded`, `released` (the hold was let go: not charged), "
             "`declined` (by the card's bank), `method_refused` (the provider could not use the "
             "payment method: no bank was asked), `not_charged`."
@@ -173,7 +175,10 @@ class IfCancelledOutputSerializer(serializers.Serializer):
             "What cancelling now does to the money: `no_payment` (the booking takes none), "
             "`not_taken_yet` (the bank is still being asked to hold it: released if it does), "
             "`release` (the hold is let go: nothing charged), `fee_from_hold` (the fee is charged "
-            "from the hold, the rest let go), `full_refund`, `refund_less_fee`, "
+            "from the hold, the rest let go), `release_or_refund` (a charge of the hold was asked "
+            "for and its outcome is not known yet: all but the fee comes back, released if it was "
+            "not charged, refunded if it was; `refund` and `released` say 0 until that is known), "
+            "`full_refund`, `refund_less_fee`, "
             "`nothing_to_refund` (nothing was paid, or the fee is all of it)."
         ),
     )

@@ -26,7 +26,14 @@ from bookings.states import BookingState
 from bookings.timeline import record_event
 from payments import decisions
 from payments.connector import IntentTruth
-from payments.models import CallOutcome, OperationKind, OperationState, Payment, PaymentStatus
+from payments.models import (
+    CallOutcome,
+    OperationKind,
+    OperationState,
+    Payment,
+    PaymentOperation,
+    PaymentStatus,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -49,11 +56,14 @@ def lock_payment(booking: Booking) -> Payment | None:
     return Payment.objects.select_for_update(of=("self",), no_key=True).filter(booking_id=booking.pk).first()
 
 
-def payment_facts(payment: Payment) -> PaymentFacts:
-    """The payment as the booking's customer view is told it."""
+def payment_facts(payment: Payment, *, open_operation: PaymentOperation | None = None) -> PaymentFacts:
+    """The payment as the booking's customer view is told it; `open_operation` is the payment's
+    open operation, if any (one at most, the caller has it: no query here)."""
     state = _FACT_OF_STATUS[payment.status]
     if payment.status == P.DECLINED and _request_refused(payment):
         state = "refused"
+    elif payment.status == P.AUTHORIZED and charge_in_doubt(open_operation):
+        state = "charge_unknown"
     return PaymentFacts(
         state=state,
         currency=payment.currency,
@@ -61,6 +71,26 @@ def payment_facts(payment: Payment) -> PaymentFacts:
         charged=payment.captured_amount,
         refunded=payment.refunded_amount,
     )
+
+
+def charge_in_doubt(open_operation: PaymentOperation | None) -> bool:
+    """Whether the money may have been taken without our knowing: a capture is open after a try
+    (it timed out, or its answer was lost), so the provider may or may not have captured. Told
+    as neither held nor charged (a cancel then cannot say "released"), until an answer under its
+    key or the provider's word settles it. An open capture not tried yet (its first call is out)
+    is not in doubt: it is answered, or tried, before anything else reads it."""
+    return (
+        open_operation is not None
+        and open_operation.kind == OperationKind.CAPTURE
+        and open_operation.state == OperationState.OPEN
+        and open_operation.tries > 0
+    )
+
+
+def open_operation_of(payment: Payment) -> PaymentOperation | None:
+    """The payment's operation whose outcome is not known, if any (one query, on the index of
+    the one-open fence)."""
+    return payment.operations.open().first()
 
 
 def _request_refused(payment: Payment) -> bool:
@@ -248,10 +278,18 @@ def _record(
 
 
 # --- what follows for the booking ------------------------------------------------------------
-def booking_follow(booking: Booking, payment: Payment, *, actor: Actor | str, actor_label: str = "") -> None:
+def booking_follow(
+    booking: Booking,
+    payment: Payment,
+    *,
+    open_operation: PaymentOperation | None,
+    actor: Actor | str,
+    actor_label: str = "",
+) -> None:
     """Move the booking as its payment now says, and tell the customer what happened to their
-    money (one numbered change when the booking moves too)."""
-    facts = payment_facts(payment)
+    money (one numbered change when the booking moves too). `open_operation`: the payment's open
+    operation as the caller holds it under the payment's lock (`open_operation_of`), or None."""
+    facts = payment_facts(payment, open_operation=open_operation)
     if booking.status == BookingState.AWAITING_PAYMENT and payment.status == P.AUTHORIZED:
         booking.next_check_at = timezone.now() + settings.BOOKING_SUBMIT_GRACE
         apply_transition(

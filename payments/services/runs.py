@@ -43,7 +43,7 @@ from payments.models import (
     PaymentStatus,
 )
 from payments.services.deliveries import held_deliveries_settle
-from payments.services.observations import booking_follow, lock_payment, truth_apply
+from payments.services.observations import booking_follow, lock_payment, open_operation_of, truth_apply
 from payments.services.operations import operation_call, operation_open, operation_record
 
 logger = logging.getLogger(__name__)
@@ -168,7 +168,7 @@ def _claim(booking_id: UUID, *, actor: Actor | str, actor_label: str) -> _Claime
                 operation.state, operation.closed_at = OperationState.ABANDONED, timezone.now()
                 operation.save(update_fields=["state", "closed_at"])
             record_event(booking, "payment.abandoned", actor=actor, actor_label=actor_label, summary=plan.why)
-            booking_follow(booking, payment, actor=actor, actor_label=actor_label)
+            booking_follow(booking, payment, open_operation=None, actor=actor, actor_label=actor_label)
             held_deliveries_settle(payment)
             schedule(payment, booking)
             return FollowUp()
@@ -378,7 +378,8 @@ def _record(
             unsaved.update(moved)
         if payment.status != before:
             _record_move(booking, payment, before, operation, actor=actor, actor_label=actor_label)
-        booking_follow(booking, payment, actor=actor, actor_label=actor_label)
+        # The operation just recorded is the payment's one open operation, if it is still open.
+        booking_follow(booking, payment, open_operation=operation, actor=actor, actor_label=actor_label)
         held_deliveries_settle(payment)  # the echoes of this call that came while it was open
         if after in (decisions.AfterCall.RETRY, decisions.AfterCall.UNKNOWN):
             delay = retry_delay_s(_not_made_in_a_row(operation) if not_made else operation.tries)
@@ -486,7 +487,9 @@ def _read(booking_id: UUID, *, actor: Actor | str, actor_label: str) -> None:
             actor=actor,
             actor_label=actor_label,
         )
-        booking_follow(booking, locked, actor=actor, actor_label=actor_label)
+        booking_follow(
+            booking, locked, open_operation=open_operation_of(locked), actor=actor, actor_label=actor_label
+        )
 
 
 # --- when next ------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ from payments.connector import MalformedEvent, UnverifiedEvent
 from payments.models import EventState, Payment, PaymentEvent
 from payments.money import RefusedAmount
 from payments.services.deliveries import event_object, event_truth, tells_nothing_new
-from payments.services.observations import booking_follow, lock_payment, truth_apply
+from payments.services.observations import booking_follow, lock_payment, open_operation_of, truth_apply
 from payments.services.runs import plan_for, schedule
 
 logger = logging.getLogger(__name__)
@@ -176,12 +176,16 @@ def payment_event_process(event_id: int) -> None:
             actor=Actor.WEBHOOK,
             actor_label=event.event_id,
         )
-        booking_follow(booking, payment, actor=Actor.WEBHOOK, actor_label=event.event_id)
+        # Read under the payment's lock, once: what the customer is told (a capture in doubt) and
+        # what to do next both depend on it.
+        open_operation = open_operation_of(payment)
+        booking_follow(
+            booking, payment, open_operation=open_operation, actor=Actor.WEBHOOK, actor_label=event.event_id
+        )
         event.state, event.processed_at = EventState.PROCESSED, timezone.now()
         event.save(update_fields=["state", "processed_at"])
-        open_operation = payment.operations.open().exists()
-        run_after = plan_for(booking, payment, open_operation=open_operation).step != "nothing"
-        if not open_operation:
+        run_after = plan_for(booking, payment, open_operation=open_operation is not None).step != "nothing"
+        if open_operation is None:
             schedule(payment, booking)
         if run_after:
             booking_id = booking.pk

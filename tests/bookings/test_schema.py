@@ -144,6 +144,7 @@ def test_a_booking_documents_what_cancelling_would_do_to_the_money(db):
         "not_taken_yet",
         "release",
         "fee_from_hold",
+        "release_or_refund",
         "full_refund",
         "refund_less_fee",
         "nothing_to_refund",

@@ -92,6 +92,16 @@ def mail_of(kind: str, money: dict, *, fee: str | None, **policy) -> tuple[str, 
             "other 270.00 EUR we were holding on your card is released. Your booking was cancelled "
             f"after {AFTER}: the fee is 25% of the price.",
         ),
+        (  # the capture timed out: taken or not, all but the fee comes back, as a release or a refund
+            NotificationKind.CANCELLED,
+            told("charge_unknown"),
+            "90.00",
+            "We asked for the 360.00 EUR held on your card to be charged and do not know yet whether "
+            "it was. We keep the cancellation fee of 90.00 EUR and are making sure the other 270.00 "
+            "EUR comes back to your card. We do not know yet whether the 360.00 EUR was charged: if "
+            "it was, we refund the 270.00 EUR; if not, we charge only the fee and release the rest of "
+            f"the hold. Your booking was cancelled after {AFTER}: the fee is 25% of the price.",
+        ),
         (  # the whole price as the fee
             NotificationKind.CANCELLED,
             told("charged", "360.00"),
@@ -100,7 +110,15 @@ def mail_of(kind: str, money: dict, *, fee: str | None, **policy) -> tuple[str, 
             "fee: there is nothing to refund.",  # a policy of 25% does not give 360.00: no why
         ),
     ],
-    ids=["cancelled-refunding", "refunded-less-fee", "refunded-in-full", "hold", "fee-from-hold", "all-kept"],
+    ids=[
+        "cancelled-refunding",
+        "refunded-less-fee",
+        "refunded-in-full",
+        "hold",
+        "fee-from-hold",
+        "charge-unknown",
+        "all-kept",
+    ],
 )
 def test_the_mail_says_the_fee_kept_the_refund_and_the_cut_off(db, kind, money, fee, words):
     text, html = mail_of(kind, money, fee=fee)

@@ -15,8 +15,8 @@ from bookings.models import Actor, Booking, Notification, NotificationKind
 from bookings.notifications import compose
 from bookings.services import lock_booking
 from bookings.states import BookingState, CustomerMessage, CustomerMoney
-from payments.models import Payment, PaymentStatus
-from payments.services.observations import payment_facts
+from payments.models import OperationKind, OperationState, Payment, PaymentOperation, PaymentStatus
+from payments.services.observations import open_operation_of, payment_facts
 from tests.factories import BookingFactory
 from tests.helpers import wait_until
 from tests.payments.conftest import book_through_api, money_code
@@ -143,6 +143,33 @@ def test_an_authorization_answered_neither_held_nor_declined_is_not_told_as_the_
     )
 
     assert payment_facts(payment).state == fact
+
+
+# --- a capture whose outcome is not known is told as neither held nor charged ---------------------
+@pytest.mark.parametrize(
+    ("kind", "state", "tries", "fact"),
+    [
+        (OperationKind.CAPTURE, OperationState.OPEN, 1, "charge_unknown"),  # timed out: in doubt
+        (OperationKind.CAPTURE, OperationState.OPEN, 0, "held"),  # its first call is out
+        (OperationKind.CAPTURE, OperationState.NOT_MADE, 1, "held"),  # a 429: provably nothing
+        (OperationKind.VOID, OperationState.OPEN, 1, "held"),  # released or not, never charged
+    ],
+)
+def test_a_hold_is_told_charged_or_not_only_when_known(db, kind, state, tries, fact):
+    booking = BookingFactory(status=S.CONFIRMED)
+    payment = Payment.objects.create(
+        booking=booking,
+        amount=PRICE,
+        currency="EUR",
+        payment_method="pm_card_visa",
+        status=PaymentStatus.AUTHORIZED,
+    )
+    operation = PaymentOperation.objects.create(
+        payment=payment, kind=kind, seq=1, idempotency_key=f"{payment.pk}:{kind}:1", state=state, tries=tries
+    )
+
+    assert payment_facts(payment, open_operation=open_operation_of(payment)).state == fact
+    assert payment_facts(payment, open_operation=operation).state == fact
 
 
 @pytest.mark.integration

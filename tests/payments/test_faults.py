@@ -11,16 +11,26 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from django.test import Client
 from django.utils import timezone
 
+from bookings.models import Notification, NotificationKind, NotificationState
 from bookings.services import booking_request_cancel
 from bookings.states import BookingState
 from payments.models import OperationKind, OperationState, PaymentOperation, PaymentStatus
 from payments.services.runs import payment_run
 from reconciliation.services.sweeper import sweep
+from tests.bookings.web.conftest import mail_sink  # noqa: F401 - the project's SMTP sink, as a process
 from tests.helpers import wait_until
 from tests.partners.conftest import wait_for_status
-from tests.payments.conftest import assert_money_at_rest, kinds, payment_of, seed_for, wait_for_money
+from tests.payments.conftest import (
+    assert_money_at_rest,
+    kinds,
+    money_code,
+    payment_of,
+    seed_for,
+    wait_for_money,
+)
 
 S = BookingState
 P = PaymentStatus
@@ -133,6 +143,95 @@ def test_a_capture_refused_for_now_is_decided_again_so_a_free_cancel_releases_th
     assert captures and {op[2] for op in captures} == {OperationState.NOT_MADE}
     assert [op[:3] for op in operations(booking)][-1] == ("void", 1, OperationState.SUCCEEDED)
     assert "payment.capture.ok" not in kinds(booking)
+
+
+CHARGE_UNKNOWN = (
+    "We asked for the 360.00 EUR held on your card to be charged and do not know yet whether it was."
+)
+BACK_IN_FULL = (
+    "make sure the 360.00 EUR comes back to your card in full. We do not know yet whether it was "
+    "charged: if it was, we refund it; if not, we release the hold."
+)
+
+
+def test_a_free_cancel_while_the_capture_s_outcome_is_unknown_says_the_money_comes_back_not_how(
+    paying, api_client, customer, request
+):
+    """QA: the capture timed out after the provider made it; the customer cancelled for free and
+    was told "we release the 360.00 EUR we are holding, you will not be charged", then was
+    charged and refunded. Until the capture's outcome is known, the page, the API and the mail say
+    the money comes back, not whether as a release or a refund; then they say what happened."""
+    sink = request.getfixturevalue("mail_sink")
+    paying.h.faults(async_confirm_delay_s=2)  # time to arm the fault between hold and capture
+    booking = paying.book(customer=customer)
+    wait_until(lambda: payment_of(booking).status == P.AUTHORIZED, what="the hold")
+    # the provider captures, then drops the call, and so every later call under the key; its
+    # webhooks come late: only an answer under the capture's key can tell
+    paying.provider.set_faults(timeout_after_commit_rate=1, webhook_delay_s=[60, 60])
+    wait_until(lambda: money_code(booking) == "charge_unknown", what="the capture in doubt", timeout_s=20)
+    assert payment_of(booking).status == P.AUTHORIZED  # for all we know, still held
+    page = Client()
+    page.force_login(customer)
+
+    # before the cancel: the booking's page, the cancel page and the API say the same
+    assert CHARGE_UNKNOWN in page.get(f"/bookings/{booking.reference}/").content.decode()
+    cancel_page = page.get(f"/bookings/{booking.reference}/cancel/").content.decode()
+    assert (
+        f'data-cancel-money="release_or_refund">Once the cancellation is done, we {BACK_IN_FULL}'
+        in cancel_page
+    )
+    shown = api_client.get(f"/api/v1/bookings/{booking.reference}").json()
+    assert (shown["money"]["code"], shown["money"]["message"]) == ("charge_unknown", CHARGE_UNKNOWN)
+    assert shown["if_cancelled"]["outcome"] == "release_or_refund"
+    assert shown["if_cancelled"]["message"] == f"Once the cancellation is done, we {BACK_IN_FULL}"
+
+    # when the customer cancels it (free: nothing owed) while the outcome is still unknown
+    answer = api_client.post(f"/api/v1/bookings/{booking.reference}/cancel")
+    assert (answer.status_code, answer.json()["money"]["code"]) == (202, "charge_unknown")
+    wait_for_status(booking, S.CANCELLED)
+    cancelled = wait_until(
+        lambda: Notification.objects.filter(
+            booking=booking, kind=NotificationKind.CANCELLED, state=NotificationState.SENT
+        ).first(),
+        what="the cancelled mail",
+    )
+    assert money_code(booking) == "charge_unknown"  # still unknown when it was mailed
+    [mail] = [m for m in sink.messages() if m["Subject"] == f"Your booking {booking.reference} is cancelled"]
+    for subtype in ("plain", "html"):
+        text = " ".join(mail.get_body((subtype,)).get_content().split())
+        assert f"{CHARGE_UNKNOWN} We are {BACK_IN_FULL.replace('make sure', 'making sure', 1)}" in text
+        assert "releas" not in text.replace("release the hold", "")  # no release promised
+    shown = api_client.get(f"/api/v1/bookings/{booking.reference}").json()
+    assert (shown["status"], shown["money"]["message"]) == ("cancelled", CHARGE_UNKNOWN)
+
+    # then the capture's answer comes (it was made): charged, then refunded in full, each mailed
+    paying.provider.set_faults(timeout_after_commit_rate=0)
+    wait_for_money(booking, "refunded", timeout_s=30)
+    assert_money_at_rest(paying, booking, owed=Decimal("0.00"), code="refunded")
+    [intent] = paying.intents(booking)
+    assert intent["amount_received"] == 36_000  # the timed-out capture was made
+    assert [r["amount"] for r in paying.provider.refunds(intent["id"])] == [36_000]
+    later = Notification.objects.filter(booking=booking, status_version__gt=cancelled.status_version)
+    wait_until(
+        lambda: (
+            list(later.order_by("status_version").values_list("kind", "state"))
+            == [(NotificationKind.MONEY, NotificationState.SENT)] * 2
+        ),
+        what="the two money mails to be sent",
+    )
+    money_mails = [
+        m for m in sink.messages() if m["Subject"] == f"Your payment for booking {booking.reference}"
+    ]
+    said = [" ".join(m.get_body(("plain",)).get_content().split()) for m in money_mails]
+    charged = (
+        "We charged 360.00 EUR to your card. We are refunding the 360.00 EUR you paid to your card, in full."
+    )
+    refunded = (
+        "We refunded the 360.00 EUR we charged to your card: you paid nothing. No cancellation fee is kept."
+    )
+    assert len(said) == 2 and any(charged in t for t in said) and any(refunded in t for t in said), said
+    shown = api_client.get(f"/api/v1/bookings/{booking.reference}").json()
+    assert (shown["money"]["code"], shown["if_cancelled"]) == ("refunded", None)
 
 
 def test_a_refund_whose_answer_is_a_saved_500_is_found_and_never_made_twice(paying, settings):

@@ -69,6 +69,50 @@ def test_the_cancel_page_says_what_happens_to_the_money_and_why_before_the_custo
     assert paid.cancellation_fee == Decimal("90.00")
 
 
+@pytest.mark.parametrize(
+    ("fee_percent", "words"),
+    [
+        (
+            0,
+            "Once the cancellation is done, we make sure the 360.00 EUR comes back to your card in "
+            "full. We do not know yet whether it was charged: if it was, we refund it; if not, we "
+            "release the hold.",
+        ),
+        (
+            25,
+            "Once the cancellation is done, we keep the cancellation fee of 90.00 EUR and make sure "
+            "the other 270.00 EUR comes back to your card. We do not know yet whether the 360.00 EUR "
+            "was charged: if it was, we refund the 270.00 EUR; if not, we charge only the fee and "
+            "release the rest of the hold.",
+        ),
+        (
+            100,
+            "Once the cancellation is done, the 360.00 EUR is all the cancellation fee: nothing comes back",
+        ),
+    ],
+    ids=["free", "fee", "all-fee"],
+)
+def test_the_cancel_page_of_a_booking_whose_charge_is_in_doubt_says_the_money_comes_back_not_how(
+    web, customer, offer, api_client, fee_percent, words
+):
+    # given a confirmed booking whose capture timed out: it may or may not have been charged
+    type(offer).objects.filter(pk=offer.pk).update(
+        free_cancellation_hours=60 * 24, cancellation_fee_percent=fee_percent
+    )
+    in_doubt = money_of(PaymentFacts("charge_unknown", "EUR", Decimal("360.00")))
+    booking = BookingFactory(
+        customer=customer, offer=offer, status=S.CONFIRMED, customer_money=in_doubt.as_json()
+    )
+
+    page = web.get(f"/bookings/{booking.reference}/cancel/").content.decode()
+    told = api_client.get(f"/api/v1/bookings/{booking.reference}").json()["if_cancelled"]
+
+    # then neither says a release nor a refund for sure: the page and the API in the same words
+    assert f'data-cancel-money="release_or_refund">{words}' in page
+    assert told["outcome"] == "release_or_refund" and told["message"].startswith(words)
+    assert (told["refund"], told["released"]) == ("0.00", "0.00")
+
+
 def test_the_cancel_page_of_a_booking_without_a_payment_says_nothing_is_refunded(web, confirmed):
     page = web.get(f"/bookings/{confirmed.reference}/cancel/").content.decode()
 
