@@ -4,6 +4,16 @@ themselves, owed to them by mail, at most once (docs/design.md, "Notifications")
 `customer_view` writes the row (the outbox) in the change's own transaction and hands it to
 `queue_after_commit`; the actor (`bookings/tasks.py`) calls `notification_send`, one attempt:
 
+- order: a booking's mails go in the order of its changes. The row's own read also asks whether
+  an earlier notification of its booking (a lower `status_version`) is still `queued` or
+  `sending` and was made or claimed less than NOTIFICATION_ORDER_WAIT_S ago; if so, nothing is
+  claimed and the message is queued again after NOTIFICATION_ORDER_PAUSE_S. Without it the money
+  mail of a capture could reach the inbox before the confirmation sent a moment earlier by another
+  thread. Waiting only on an earlier row's recent activity bounds it: a `sending` row whose worker
+  died (settled by the sweeper only after NOTIFICATION_CLAIM_TIMEOUT_S) holds a later mail back
+  NOTIFICATION_ORDER_WAIT_S after its claim at most, and a row's claims are finite. The wait
+  comes before anything else, so it changes nothing of the steps below. It is part of the read
+  (an EXISTS on the unique index of booking and version): no statement more per mail;
 - claim: one conditional UPDATE turns a `queued` row into `sending` and counts the attempt; it
   commits before the mail server is called, so a second message for the row finds it taken. The
   attempt's number names the claim in every later write, so an attempt whose claim was taken back
@@ -39,7 +49,7 @@ import random
 import smtplib
 from collections.abc import Callable
 from contextlib import suppress
-from datetime import datetime
+from datetime import datetime, timedelta
 from email.utils import parseaddr
 from typing import NamedTuple
 
@@ -48,12 +58,18 @@ import redis
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives, get_connection
 from django.db import transaction
-from django.db.models import Q, QuerySet
+from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 
-from bookings.models import Actor, Notification, NotificationKind, NotificationState
+from bookings.models import (
+    UNFINISHED_NOTIFICATION_STATES,
+    Actor,
+    Notification,
+    NotificationKind,
+    NotificationState,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -86,9 +102,9 @@ class ClaimTakenBack(Exception):
 
 
 # --- queueing ---------------------------------------------------------------------------------
-def queue(notification_id: int, *, options: dict | None = None) -> None:
+def queue(notification_id: int, *, options: dict | None = None, delay_s: float | None = None) -> None:
     """Send the notification's message to its actor, by name (the core never imports actors);
-    `options` travel with the message (the sweeper's claim on it)."""
+    `options` travel with the message (the sweeper's claim on it); `delay_s`: not before then."""
     message = dramatiq.Message(
         queue_name=NOTIFICATIONS_QUEUE,
         actor_name=SEND_NOTIFICATION,
@@ -96,7 +112,7 @@ def queue(notification_id: int, *, options: dict | None = None) -> None:
         kwargs={},
         options=dict(options or {}),
     )
-    dramatiq.get_broker().enqueue(message)
+    dramatiq.get_broker().enqueue(message, delay=int(delay_s * 1000) if delay_s else None)
 
 
 def queue_after_commit(notification: Notification) -> None:
@@ -119,14 +135,22 @@ def queue_after_commit(notification: Notification) -> None:
 # --- sending ----------------------------------------------------------------------------------
 def notification_send(*, notification_id: int) -> float | None:
     """One attempt at sending a notification, outside any transaction. Returns the pause before
-    the next attempt when this one was not accepted and tries remain, else None."""
+    the next attempt when this one was not accepted and tries remain, else None. While an earlier
+    mail of its booking is under way it makes no attempt: its message is queued again, delayed
+    (a message of its own, so that waiting spends none of the actor's retries)."""
     if transaction.get_connection().in_atomic_block:
         raise RuntimeError("a notification's claim must commit before the mail server is called")
-    notification = Notification.objects.select_related("booking__customer", "booking__offer").get(
-        pk=notification_id
+    notification = (
+        Notification.objects.select_related("booking__customer", "booking__offer")
+        .annotate(after_earlier=_earlier_under_way())
+        .get(pk=notification_id)
     )
     if notification.state != State.QUEUED:
         return None  # sent, being sent or ended: another message for it got here first
+    if notification.after_earlier:
+        # Its booking's earlier mail goes first: asked again shortly, nothing claimed.
+        queue(notification_id, delay_s=settings.NOTIFICATION_ORDER_PAUSE_S)
+        return None
     email = compose(notification)  # before the claim: a template error leaves the row queued
     attempt = _claim(notification)
     if attempt is None:
@@ -157,6 +181,21 @@ def notification_send(*, notification_id: int) -> float | None:
         extra={"notification_id": notification_id, "booking": notification.booking.reference},
     )
     return None
+
+
+def _earlier_under_way() -> Exists:
+    """Whether an earlier notification of the same booking (a lower `status_version`: an earlier
+    change) is still queued or being sent, and was made or claimed less than
+    NOTIFICATION_ORDER_WAIT_S ago: one whose attempts stopped moving (its worker died, its
+    message was lost) holds no later mail back longer than that."""
+    recent = timezone.now() - timedelta(seconds=settings.NOTIFICATION_ORDER_WAIT_S)
+    return Exists(
+        Notification.objects.filter(
+            booking_id=OuterRef("booking_id"),
+            status_version__lt=OuterRef("status_version"),
+            state__in=UNFINISHED_NOTIFICATION_STATES,
+        ).filter(Q(claimed_at__gt=recent) | Q(claimed_at__isnull=True, created_at__gt=recent))
+    )
 
 
 def compose(notification: Notification) -> EmailMultiAlternatives:

@@ -26,6 +26,11 @@ from tests.partners.conftest import (  # noqa: F401 - real sandbox partners and 
     reset_guard,
     sandboxes,
 )
+from tests.payments.conftest import (  # noqa: F401 - a real payment provider, for a booking that pays
+    paying,
+    paying_idle,
+    webhook_provider,
+)
 
 BOOKINGS_URL = "/api/v1/bookings"
 IS_POSTGRES = settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"

@@ -20,6 +20,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from django.conf import settings
+from django.core.mail.backends.smtp import EmailBackend
 from django.db import transaction
 from django.test import Client
 from django.utils import timezone
@@ -538,4 +539,72 @@ def test_an_attempt_whose_claim_was_taken_back_before_its_handover_sends_nothing
     partner_worker()
     notification = wait_for_state(notification, State.SENT)
     assert notification.attempts == 2
+    assert [m["Subject"] for m in mail_sink.messages()] == [f"Your booking {booking.reference} is cancelled"]
+
+
+# --- in the order of the booking's changes ----------------------------------------------------------
+def slow_to_hand_over(monkeypatch, kind: str, *, seconds: float) -> None:
+    """The mail server's link takes `seconds` over each mail of `kind` (at the SMTP edge: the
+    attempt has claimed the row and marked its handover, and the message is on its way)."""
+    send = EmailBackend.send_messages
+
+    def slowly(backend: EmailBackend, messages) -> int:
+        if any(m.extra_headers.get("X-Notification-Kind") == kind for m in messages):
+            time.sleep(seconds)
+        return send(backend, messages)
+
+    monkeypatch.setattr(EmailBackend, "send_messages", slowly)
+
+
+def test_a_booking_s_mails_reach_the_inbox_in_the_order_of_its_changes(paying, mail_sink, monkeypatch):
+    """QA: a paying booking's money mail ("Your payment": charged) reached the inbox before its
+    confirmation: the partner's confirmation and the capture were a moment apart, and two worker
+    threads sent their mails. Here the confirmation's takes a second and a half to hand over."""
+    slow_to_hand_over(monkeypatch, NotificationKind.CONFIRMED, seconds=1.5)
+
+    # when the partner confirms a paying booking and the capture follows at once
+    booking = paying.book()
+    wait_for_status(booking, S.CONFIRMED)
+    owed = Notification.objects.filter(booking=booking).order_by("status_version")
+    wait_until(
+        lambda: (
+            list(owed.values_list("kind", "state"))
+            == [(NotificationKind.CONFIRMED, State.SENT), (NotificationKind.MONEY, State.SENT)]
+        ),
+        what="the confirmation and the money mail to be sent",
+    )
+
+    # then the inbox has them in that order: the money mail was not even claimed before the
+    # confirmation was sent
+    confirmed, money = owed
+    assert [(m["X-Notification-Kind"], m["X-Booking-Status-Version"]) for m in mail_sink.messages()] == [
+        (NotificationKind.CONFIRMED, str(confirmed.status_version)),
+        (NotificationKind.MONEY, str(money.status_version)),
+    ]
+    assert money.claimed_at >= confirmed.sent_at
+    assert (confirmed.attempts, money.attempts) == (1, 1)
+
+
+def test_a_stuck_earlier_mail_holds_a_later_one_back_no_longer_than_the_bound(
+    broker, partner_worker, mail_sink, settings
+):
+    settings.NOTIFICATION_ORDER_WAIT_S = 2.0
+    # given a booking's earlier mail claimed by an attempt whose worker died at once: `sending`
+    # until the sweeper settles it, NOTIFICATION_CLAIM_TIMEOUT_S later
+    booking = cancelling_booking()
+    earlier = NotificationFactory(booking=booking)
+    assert notifications._claim(earlier) == 1
+    earlier.refresh_from_db()
+
+    # when a later change of the booking owes a mail
+    with transaction.atomic():
+        apply_transition(lock_booking(booking.pk), "mark_cancelled", actor=Actor.WORKER)
+    later = Notification.objects.exclude(pk=earlier.pk).get(booking=booking)
+    partner_worker()
+
+    # then it waits for the earlier one while that one's claim is recent, and no longer
+    later = wait_for_state(later, State.SENT, timeout_s=15)
+    waited = later.claimed_at - earlier.claimed_at
+    assert timedelta(seconds=2) <= waited < timedelta(seconds=5), waited
+    assert (state_of(earlier), later.attempts) == (State.SENDING, 1)
     assert [m["Subject"] for m in mail_sink.messages()] == [f"Your booking {booking.reference} is cancelled"]
