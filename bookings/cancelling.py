@@ -10,6 +10,10 @@ a charge's outcome is not known (`charge_unknown`), which of those it will be is
 the customer is told their money comes back, as a release or a refund. What
 the provider holds is read from what the customer was last told (`customer_view.Money`): no
 query, and the page never contradicts its own money line.
+
+The policy itself is put into words here too (`Policy`, `StayPolicy`), once for every place that
+shows it: the offers and the quote's page before Book, the API's offers and quotes, the cancel
+page's `why` and the mails after a cancel.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from enum import StrEnum
 
 from bookings import ports
 from bookings.customer_view import Money, money_shown
-from bookings.models import Booking
+from bookings.models import Booking, Offer, Quote
 from bookings.pricing import cancellation_cut_off, cancellation_fee
 from bookings.states import BookingState, CustomerMoney
 
@@ -29,6 +33,86 @@ ZERO = Decimal("0.00")
 _PAID = frozenset({CustomerMoney.CHARGED, CustomerMoney.PARTLY_REFUNDED, CustomerMoney.REFUNDED})
 
 
+def _shown_at(moment: datetime) -> str:
+    return f"{moment.day} {moment:%b %Y, %H:%M} UTC"  # as the pages show a time
+
+
+def _percent(share: Decimal) -> str:
+    return f"{share.normalize():f}%"
+
+
+# --- the offer's policy, in words -------------------------------------------------------------
+# When a fee can be taken at all (`fee_if_cancelled`): only from a card payment (a booking
+# without one takes no money), and only once the partner confirmed. Told before Book.
+FEE_ONLY_WHEN = (
+    "A fee is only ever taken from the card you book with, and only once the partner has "
+    "confirmed your booking: until then, cancelling is free."
+)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """An offer's cancellation policy (`bookings.pricing.cancellation_fee`): free until `hours`
+    before the start, then `fee_percent` of the price. Without dates, only the rule."""
+
+    hours: int
+    fee_percent: Decimal
+
+    @property
+    def free(self) -> bool:
+        return self.fee_percent == 0
+
+    @property
+    def text(self) -> str:
+        if self.free:
+            return "Cancelling is free."
+        return (
+            f"Cancelling is free until {self.hours} hours before the start; from then on the fee "
+            f"is {_percent(self.fee_percent)} of the price."
+        )
+
+
+@dataclass(frozen=True)
+class StayPolicy(Policy):
+    """The policy for one stay at its price (a quote's, a booking's): when free cancellation
+    ends (`cut_off`; None when cancelling is free) and the fee from then on, in money."""
+
+    currency: str
+    cut_off: datetime | None
+    fee: Decimal
+
+    def words(self, *, at: datetime) -> str:
+        """The policy with the stay's cut-off and fee, as they stand at `at`."""
+        if self.cut_off is None:
+            return "Cancelling this booking is free."
+        when = f"{_shown_at(self.cut_off)} ({self.hours} hours before the start)"
+        share, fee = _percent(self.fee_percent), f"{self.fee:.2f} {self.currency}"
+        if at < self.cut_off:
+            return f"Cancelling is free until {when}; from then on the fee is {share} of the price, {fee}."
+        return f"Free cancellation ended on {when}: the fee is now {share} of the price, {fee}."
+
+    def terms(self, *, at: datetime) -> str:
+        """What the customer agrees to on Book: the policy, and when a fee is taken at all."""
+        words = self.words(at=at)
+        return words if self.cut_off is None else f"{words} {FEE_ONLY_WHEN}"
+
+
+def offer_policy(offer: Offer) -> Policy:
+    return Policy(hours=offer.free_cancellation_hours, fee_percent=offer.cancellation_fee_percent)
+
+
+def stay_policy(stay: Quote | Booking) -> StayPolicy:
+    """The policy of the stay's offer, for its dates and its price."""
+    offer = stay.offer
+    rule = offer_policy(offer)
+    if rule.free:
+        return StayPolicy(rule.hours, rule.fee_percent, stay.currency, cut_off=None, fee=ZERO)
+    cut_off = cancellation_cut_off(offer=offer, start_date=stay.start_date)
+    fee = cancellation_fee(offer=offer, total=stay.total_price, start_date=stay.start_date, at=cut_off)
+    return StayPolicy(rule.hours, rule.fee_percent, stay.currency, cut_off=cut_off, fee=fee)
+
+
+# --- before a cancel: what it would do to the money -------------------------------------------
 def fee_if_cancelled(booking: Booking, *, at: datetime) -> Decimal | None:
     """The fee a cancel asked for `at` fixes; None when none can be owed: the booking takes no
     payment, or the partner has not confirmed it (cancelling is free until then)."""
@@ -104,43 +188,11 @@ class CancelMoney:
         return "You have paid nothing for this booking: there is nothing to refund."
 
 
-def _shown_at(moment: datetime) -> str:
-    return f"{moment.day} {moment:%b %Y, %H:%M} UTC"  # as the pages show a time
-
-
-def _percent(share: Decimal) -> str:
-    return f"{share.normalize():f}%"
-
-
-def _why(booking: Booking, *, fee: Decimal | None, cut_off: datetime | None, at: datetime) -> str:
-    """The policy in the customer's words, with the cut-off that decides the fee."""
-    offer = booking.offer
+def _why(*, fee: Decimal | None, policy: StayPolicy, at: datetime) -> str:
+    """Why cancelling costs what it does: the policy with the cut-off that decides the fee."""
     if fee is None:
         return "Cancelling is free while the partner has not confirmed your booking."
-    if cut_off is None:
-        return "Cancelling this booking is free."
-    share = _percent(offer.cancellation_fee_percent)
-    if at < cut_off:
-        later = cancellation_fee(
-            offer=offer, total=booking.total_price, start_date=booking.start_date, at=cut_off
-        )
-        return (
-            f"Cancelling is free until {_shown_at(cut_off)} ({offer.free_cancellation_hours} hours "
-            f"before the start); from then on the fee is {share} of the price, "
-            f"{later:.2f} {booking.currency}."
-        )
-    return (
-        f"Free cancellation ended on {_shown_at(cut_off)} ({offer.free_cancellation_hours} hours "
-        f"before the start): the fee is now {share} of the price, {fee:.2f} {booking.currency}."
-    )
-
-
-def _cut_off(booking: Booking) -> datetime | None:
-    """The policy's cut-off, for an offer that has a fee to start after it."""
-    offer = booking.offer
-    if offer.cancellation_fee_percent == 0:
-        return None
-    return cancellation_cut_off(offer=offer, start_date=booking.start_date)
+    return policy.words(at=at)
 
 
 def cancel_money(booking: Booking, *, at: datetime) -> CancelMoney:
@@ -150,11 +202,11 @@ def cancel_money(booking: Booking, *, at: datetime) -> CancelMoney:
         return CancelMoney(Outcome.NO_PAYMENT, booking.currency)
     fee = fee_if_cancelled(booking, at=at)
     owed = fee or ZERO
-    cut_off = _cut_off(booking)
+    policy = stay_policy(booking)
     told = {
         "currency": money.currency,
-        "why": _why(booking, fee=fee, cut_off=cut_off, at=at),
-        "cut_off": cut_off,
+        "why": _why(fee=fee, policy=policy, at=at),
+        "cut_off": policy.cut_off,
     }
     if money.code == CustomerMoney.AUTHORIZING:
         return CancelMoney(Outcome.NOT_TAKEN_YET, held=money.amount, **told)
@@ -208,20 +260,15 @@ def release_or_refund(held: Decimal, fee: Decimal, currency: str, *, asked: bool
 def _after_why(booking: Booking, fee: Decimal) -> str:
     """Why the cancel cost what it did, in the past: the cut-off it came before or after. Empty
     when the offer's policy no longer gives the fee the cancel fixed (changed since)."""
-    offer = booking.offer
-    if offer.cancellation_fee_percent == 0:
+    policy = stay_policy(booking)
+    if policy.cut_off is None:
         return "Cancelling this booking is free." if fee == 0 else ""
-    cut_off = cancellation_cut_off(offer=offer, start_date=booking.start_date)
-    hours = offer.free_cancellation_hours
-    ended = f"free cancellation ended on {_shown_at(cut_off)} ({hours} hours before the start)"
+    ended = f"free cancellation ended on {_shown_at(policy.cut_off)} ({policy.hours} hours before the start)"
     if fee == 0:
         return f"Your booking was cancelled before {ended}: it cost nothing."
-    policy_fee = cancellation_fee(
-        offer=offer, total=booking.total_price, start_date=booking.start_date, at=cut_off
-    )
-    if fee != policy_fee:
+    if fee != policy.fee:
         return ""
-    share = _percent(offer.cancellation_fee_percent)
+    share = _percent(policy.fee_percent)
     return f"Your booking was cancelled after {ended}: the fee is {share} of the price."
 
 

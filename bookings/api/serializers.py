@@ -16,9 +16,9 @@ from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from bookings.cancelling import Outcome, cancel_money
+from bookings.cancelling import Outcome, cancel_money, offer_policy, stay_policy
 from bookings.customer_view import money_shown
-from bookings.models import Booking
+from bookings.models import Booking, Offer, Quote
 from bookings.states import CustomerMessage, CustomerMoney, CustomerStatus
 
 # A database id fits a signed 64-bit integer; anything larger is not an id.
@@ -97,6 +97,51 @@ class OfferRefSerializer(serializers.Serializer):
     name = serializers.CharField()
 
 
+class CancellationPolicyOutputSerializer(serializers.Serializer):
+    message = serializers.CharField(help_text="The policy in words, as the offers page says it.")
+    free_cancellation_hours = serializers.IntegerField(
+        min_value=0, help_text="Cancelling is free until this many hours before the start (00:00 UTC)."
+    )
+    fee_percent = serializers.DecimalField(
+        max_digits=5,
+        decimal_places=2,
+        help_text="From then on, this share of the price is the fee; `0.00`: cancelling is free.",
+    )
+
+
+class StayCancellationPolicyOutputSerializer(CancellationPolicyOutputSerializer):
+    message = serializers.CharField(
+        help_text=(
+            "The policy for this stay in words, with its cut-off and fee, and when a fee is taken "
+            "at all: the quote page's words before Book."
+        )
+    )
+    free_until = serializers.DateTimeField(
+        allow_null=True,
+        help_text=(
+            "When free cancellation ends for this stay (perhaps already past); null when cancelling is free."
+        ),
+    )
+    fee = serializers.DecimalField(
+        max_digits=12,
+        decimal_places=2,
+        help_text=(
+            "The fee from `free_until` on, for this price. Only ever taken from a booking paid by "
+            "card (`payment_method`), and only once the partner has confirmed it."
+        ),
+    )
+    currency = serializers.CharField()
+
+
+def _policy_fields(offer: Offer) -> dict[str, Any]:
+    policy = offer_policy(offer)
+    return {
+        "message": policy.text,
+        "free_cancellation_hours": policy.hours,
+        "fee_percent": _PERCENT.to_representation(policy.fee_percent),
+    }
+
+
 class OfferOutputSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     product_id = serializers.CharField()
@@ -105,6 +150,11 @@ class OfferOutputSerializer(serializers.Serializer):
     currency = serializers.CharField()
     capacity = serializers.IntegerField()
     partner = PartnerRefSerializer()
+    cancellation = serializers.SerializerMethodField(help_text="The offer's cancellation policy.")
+
+    @extend_schema_field(CancellationPolicyOutputSerializer)
+    def get_cancellation(self, offer: Offer) -> dict[str, Any]:
+        return _policy_fields(offer)
 
 
 class QuoteOutputSerializer(serializers.Serializer):
@@ -117,9 +167,23 @@ class QuoteOutputSerializer(serializers.Serializer):
     total_price = serializers.DecimalField(max_digits=12, decimal_places=2)
     currency = serializers.CharField()
     expires_at = serializers.DateTimeField()
+    cancellation = serializers.SerializerMethodField(
+        help_text="What cancelling a booking of this quote costs, under its offer's policy."
+    )
 
     def get_nights(self, quote) -> int:
         return (quote.end_date - quote.start_date).days
+
+    @extend_schema_field(StayCancellationPolicyOutputSerializer)
+    def get_cancellation(self, quote: Quote) -> dict[str, Any]:
+        policy = stay_policy(quote)
+        return {
+            **_policy_fields(quote.offer),
+            "message": policy.terms(at=timezone.now()),
+            "free_until": _DATETIME.to_representation(policy.cut_off),  # None stays None
+            "fee": _PRICE.to_representation(policy.fee),
+            "currency": policy.currency,
+        }
 
 
 class BookingLinksSerializer(serializers.Serializer):
@@ -336,3 +400,4 @@ class BookingOutputSerializer(serializers.Serializer):
 _DATE = serializers.DateField()
 _DATETIME = serializers.DateTimeField()
 _PRICE = serializers.DecimalField(max_digits=12, decimal_places=2)
+_PERCENT = serializers.DecimalField(max_digits=5, decimal_places=2)

@@ -6,7 +6,9 @@ from datetime import timedelta
 
 from django import template
 
+from bookings.cancelling import offer_policy
 from bookings.customer_view import Money
+from bookings.models import Offer
 
 register = template.Library()
 
@@ -36,3 +38,10 @@ def money_text(told: dict) -> str:
     notification's `money`), in words with its amounts; empty for a booking that does not pay."""
     money = Money.from_json(told)
     return money.text if money else ""
+
+
+@register.filter
+def cancellation_policy(offer: Offer) -> str:
+    """The offer's cancellation policy in words, before dates are chosen (the quote's page then
+    says it with the stay's cut-off and fee)."""
+    return offer_policy(offer).text

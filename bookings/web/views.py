@@ -29,7 +29,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 from django_htmx.http import HttpResponseClientRefresh
 
 from bookings import customer_view, selectors, services
-from bookings.cancelling import cancel_money
+from bookings.cancelling import cancel_money, stay_policy
 from bookings.models import Actor, Quote
 from bookings.web.forms import BookForm, ConfirmForm, SignUpForm, StayForm
 from config.errors import ApplicationError, NotFound
@@ -94,7 +94,14 @@ def offer_stay(request: HttpRequest, offer_id: int) -> HttpResponse:
 def _quote_page(request: HttpRequest, quote: Quote, form: BookForm, status: int = HTTPStatus.OK):
     booking = selectors.customer_booking_of_quote(customer=request.user, quote_id=quote.pk)
     nights = (quote.end_date - quote.start_date).days
-    context = {"quote": quote, "nights": nights, "booking": booking, "form": form}
+    context = {
+        "quote": quote,
+        "nights": nights,
+        "booking": booking,
+        "form": form,
+        # What cancelling will cost, told before Book (and beside the card it would come from).
+        "cancellation": stay_policy(quote).terms(at=timezone.now()),
+    }
     return render(request, "web/quotes/detail.html", context, status=status)
 
 

@@ -4,7 +4,7 @@ listing, cancelling, offers and quotes. Concurrency lives in test_api_concurrenc
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 
 import pytest
@@ -13,7 +13,7 @@ from django.utils import timezone
 from rest_framework.fields import DateTimeField
 from rest_framework.test import APIClient
 
-from bookings.cancelling import cancel_money
+from bookings.cancelling import cancel_money, stay_policy
 from bookings.customer_view import PaymentFacts, money_of
 from bookings.models import Booking, BookingEvent, Quote
 from bookings.states import BookingState, CustomerStatus
@@ -939,8 +939,27 @@ def test_offers_lists_active_offers_of_enabled_partners(api_client, offer):
                 "currency": "EUR",
                 "capacity": 4,
                 "partner": {"code": offer.partner.code},
+                "cancellation": {
+                    "message": "Cancelling is free.",
+                    "free_cancellation_hours": 24,
+                    "fee_percent": "0.00",
+                },
             }
         ],
+    }
+
+
+def test_an_offer_states_its_cancellation_policy(api_client, partner):
+    OfferFactory(partner=partner, free_cancellation_hours=48, cancellation_fee_percent=Decimal("25"))
+
+    (offer,) = api_client.get("/api/v1/offers").json()["results"]
+
+    assert offer["cancellation"] == {
+        "message": (
+            "Cancelling is free until 48 hours before the start; from then on the fee is 25% of the price."
+        ),
+        "free_cancellation_hours": 48,
+        "fee_percent": "25.00",
     }
 
 
@@ -962,9 +981,62 @@ def test_a_quote_prices_the_stay_and_expires(api_client, customer, offer):
         "total_price": "360.00",
         "currency": "EUR",
         "expires_at": iso(quote.expires_at),
+        "cancellation": {
+            "message": "Cancelling this booking is free.",
+            "free_cancellation_hours": 24,
+            "fee_percent": "0.00",
+            "free_until": None,
+            "fee": "0.00",
+            "currency": "EUR",
+        },
     }
     assert quote.customer == customer
     assert quote.expires_at - quote.created_at == pytest.approx(settings.QUOTE_TTL, abs=timedelta(seconds=1))
+
+
+def test_a_quote_says_what_cancelling_would_cost_for_its_stay_before_booking(api_client, partner):
+    # given an offer free to cancel until 48 hours before the start, then a quarter of the price
+    offer = OfferFactory(partner=partner, free_cancellation_hours=48, cancellation_fee_percent=Decimal("25"))
+    body = stay_body(offer)  # 3 nights from 30 days ahead: 360.00 EUR
+    start = datetime.combine(date.fromisoformat(body["start_date"]), time.min, tzinfo=UTC)
+    cut_off = start - timedelta(hours=48)
+
+    # when the customer asks for a quote
+    response = api_client.post("/api/v1/quotes", body, format="json")
+
+    # then it states the cut-off of this stay and the fee for this price, in the quote page's words
+    assert response.status_code == 201
+    quote = Quote.objects.get()
+    words = (
+        f"Cancelling is free until {cut_off.day} {cut_off:%b %Y}, 00:00 UTC (48 hours before the "
+        "start); from then on the fee is 25% of the price, 90.00 EUR. A fee is only ever taken from "
+        "the card you book with, and only once the partner has confirmed your booking: until then, "
+        "cancelling is free."
+    )
+    assert response.json()["cancellation"] == {
+        "message": words,
+        "free_cancellation_hours": 48,
+        "fee_percent": "25.00",
+        "free_until": iso(cut_off),
+        "fee": "90.00",
+        "currency": "EUR",
+    }
+    assert stay_policy(quote).terms(at=timezone.now()) == words  # the page's words, from one place
+
+    # and a booking of the quote, once confirmed and paid, is charged that fee from the cut-off on
+    booking = BookingFactory(
+        offer=offer,
+        quote=quote,
+        start_date=quote.start_date,
+        end_date=quote.end_date,
+        total_price=quote.total_price,
+        status=S.CONFIRMED,
+        customer_money=money_of(
+            PaymentFacts("charged", "EUR", Decimal("360.00"), Decimal("360.00"))
+        ).as_json(),
+    )
+    assert cancel_money(booking, at=cut_off - timedelta(seconds=1)).fee == Decimal("0.00")
+    assert cancel_money(booking, at=cut_off).fee == Decimal("90.00")
 
 
 def test_a_quote_requires_every_stay_field(api_client, db):

@@ -15,18 +15,19 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, time, timedelta
 from urllib.parse import parse_qs
 
 import pytest
 from django.utils import timezone
+from rest_framework.test import APIClient
 
 from bookings import services
-from bookings.models import Booking
+from bookings.models import Booking, Quote
 from bookings.states import BookingState
 from tests.browser import DESKTOP, PHONE, log_in, name_for_customers, open_quote, shot, status_text
-from tests.factories import PASSWORD, UserFactory
-from tests.helpers import wait_until
+from tests.factories import PASSWORD, OfferFactory, PartnerFactory, TokenFactory, UserFactory
+from tests.helpers import unique_code, wait_until
 from tests.partners.conftest import wait_for_status
 
 S = BookingState
@@ -366,3 +367,55 @@ def test_cancel_asks_first_then_shows_cancelling_until_the_partner_cancelled(
     assert [s["status"] for s in h.truth(booking)] == ["cancelled"]
     wait_until(lambda: page.locator("#booking-poller").count() == 0, what="the poll to stop")
     shot(page, "cancelled")
+
+
+# --- the cancellation policy, before Book ---------------------------------------------------------
+def test_the_quote_page_says_what_cancelling_costs_for_the_stay_before_book(page, live_server, ada):
+    # given an offer free to cancel until 48 hours before the start, then a quarter of the price
+    partner = PartnerFactory(code=unique_code("web"), name="Seaside Hotels")
+    offer = OfferFactory(
+        partner=partner, name="Double room, sea view", free_cancellation_hours=48, cancellation_fee_percent=25
+    )
+
+    # the offers page states the rule before any dates are chosen
+    page.goto(f"{live_server.url}/")
+    rule = "Cancelling is free until 48 hours before the start; from then on the fee is 25% of the price."
+    assert rule in page.inner_text("main")
+
+    # when the customer has the price of three nights in 40 days (360.00 EUR)
+    open_quote(page, live_server, ada, offer)
+    quote = Quote.objects.get()
+    cut_off = datetime.combine(quote.start_date, time.min, tzinfo=UTC) - timedelta(hours=48)
+
+    # then the quote's page says, before Book, until when cancelling these dates is free and the
+    # fee after that for this price
+    policy = page.locator("[data-cancel-policy]")
+    words = (
+        f"Cancelling is free until {cut_off.day} {cut_off:%b %Y}, 00:00 UTC (48 hours before the start); "
+        "from then on the fee is 25% of the price, 90.00 EUR. A fee is only ever taken from the card "
+        "you book with, and only once the partner has confirmed your booking: until then, cancelling "
+        "is free."
+    )
+    assert policy.inner_text() == words
+    assert policy.is_visible()
+    assert page.evaluate(
+        "() => Boolean(document.querySelector('[data-cancel-policy]')"
+        ".compareDocumentPosition(document.getElementById('book')) & Node.DOCUMENT_POSITION_FOLLOWING)"
+    )
+    shot(page, "quote-cancellation")
+
+    # and the API's quote of the same stay says the same, with the cut-off and the fee as fields
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Token {TokenFactory(user=ada).key}")
+    body = {
+        "offer": offer.pk,
+        "start_date": quote.start_date.isoformat(),
+        "end_date": quote.end_date.isoformat(),
+        "guests": 2,
+    }
+    told = api.post("/api/v1/quotes", body, format="json").json()["cancellation"]
+    assert (told["message"], told["fee"], told["free_until"]) == (
+        words,
+        "90.00",
+        cut_off.isoformat().replace("+00:00", "Z"),
+    )

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
@@ -66,11 +67,14 @@ def ada(transactional_db):
     return UserFactory(username="ada", email="ada@example.com")
 
 
-def pay_on_the_page(page, site, user, offer, card: str) -> Booking:
-    """Open a fresh quote, choose the test card, click Book, land on the booking's page and mark
-    its document; the page follows the booking's stream."""
+def pay_on_the_page(page, site, user, offer, card: str, *, on_the_quote=None) -> Booking:
+    """Open a fresh quote (`on_the_quote(page)` reads it first), choose the test card, click
+    Book, land on the booking's page and mark its document; the page follows the booking's
+    stream."""
     record_shown(page)
     open_quote(page, site, user, offer)
+    if on_the_quote is not None:
+        on_the_quote(page)
     page.select_option("select[name=payment_method]", card)
     page.click("#book")
     page.wait_for_url(re.compile(r".*/bookings/BK-\w+/$"))
@@ -174,7 +178,22 @@ def test_cancelling_a_paid_booking_refunds_it_as_the_offer_s_policy_says(page, s
     offer = paying.h.partner.offers.get()
     policy = {"free_cancellation_hours": 60 * 24, "cancellation_fee_percent": 25}
     type(offer).objects.filter(pk=offer.pk).update(**policy)
-    booking = pay_on_the_page(page, site, ada, offer, "pm_card_visa")
+    told_before_book: list[str] = []
+    booking = pay_on_the_page(
+        page,
+        site,
+        ada,
+        offer,
+        "pm_card_visa",
+        on_the_quote=lambda quote: told_before_book.append(quote.inner_text("[data-cancel-policy]")),
+    )
+    # the quote's page told the fee before Book: the one the cancel below keeps
+    cut_off = booking.start_date - timedelta(days=60)
+    assert told_before_book == [
+        f"Free cancellation ended on {cut_off.day} {cut_off:%b %Y}, 00:00 UTC (1440 hours before the "
+        "start): the fee is now 25% of the price, 90.00 EUR. A fee is only ever taken from the card you "
+        "book with, and only once the partner has confirmed your booking: until then, cancelling is free."
+    ]
     page.wait_for_selector("#booking-status .tag--confirmed", timeout=PAGE_NEWS_TIMEOUT_MS)
     wait_for_money(booking, "charged")
 

@@ -3,7 +3,7 @@ and the errors, beside each field and in the summary, in the API's words."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 
 import pytest
@@ -11,7 +11,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from bookings.models import Quote
-from tests.factories import OfferFactory, PartnerFactory, TokenFactory
+from tests.factories import OfferFactory, PartnerFactory, QuoteFactory, TokenFactory
 from tests.helpers import unique_code
 
 
@@ -97,8 +97,40 @@ def test_the_quote_page_shows_the_price_and_until_when_it_holds(web, quote):
     assert response["Cache-Control"].startswith("max-age=0")
 
 
+def test_the_quote_page_says_what_cancelling_costs_for_the_stay_before_book(web, customer, offer):
+    # given an offer free to cancel until 48 hours before the start, then a quarter of the price
+    type(offer).objects.filter(pk=offer.pk).update(free_cancellation_hours=48, cancellation_fee_percent=25)
+    quote = QuoteFactory(customer=customer, offer=offer, total_price=Decimal("360.00"))
+    cut_off = datetime.combine(quote.start_date, time.min, tzinfo=UTC) - timedelta(hours=48)
+
+    page = web.get(f"/quotes/{quote.pk}/").content.decode()
+
+    # then, before Book, it says until when cancelling is free for these dates, and the fee after
+    policy = (
+        f"Cancelling is free until {cut_off.day} {cut_off:%b %Y}, 00:00 UTC (48 hours before the start); "
+        "from then on the fee is 25% of the price, 90.00 EUR. A fee is only ever taken from the card "
+        "you book with, and only once the partner has confirmed your booking: until then, cancelling "
+        "is free."
+    )
+    assert f'<p class="cancel-policy" data-cancel-policy>{policy}</p>' in page
+    assert page.index("data-cancel-policy") < page.index('id="book"')
+
+
+def test_an_offer_without_a_fee_says_cancelling_is_free_before_book(web, quote):
+    page = web.get(f"/quotes/{quote.pk}/").content.decode()
+
+    assert '<p class="cancel-policy" data-cancel-policy>Cancelling this booking is free.</p>' in page
+
+
+def test_the_offers_and_the_dates_page_state_the_policy_before_any_dates(client, web, offer):
+    type(offer).objects.filter(pk=offer.pk).update(free_cancellation_hours=48, cancellation_fee_percent=25)
+    rule = "Cancelling is free until 48 hours before the start; from then on the fee is 25% of the price."
+
+    assert rule in client.get("/").content.decode()
+    assert rule in web.get(f"/offers/{offer.pk}/").content.decode()
+
+
 def test_another_customers_quote_is_not_found(web, other_customer, offer):
-    from tests.factories import QuoteFactory
 
     theirs = QuoteFactory(customer=other_customer, offer=offer)
 
