@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from bookings import customer_view
 from bookings.models import Booking, BookingEvent, Offer, Quote
-from bookings.states import BookingState
+from bookings.states import BookingState, CustomerMessage, CustomerStatus
 from config.errors import NotFound
 
 S = BookingState
@@ -84,6 +84,19 @@ class BookingProgress:
     @property
     def awaiting_news(self) -> bool:
         return customer_view.awaiting_news(self.booking)
+
+    @property
+    def awaits_partner_confirmation(self) -> bool:
+        """Whether the customer waits for the partner to confirm: only then do the partner's
+        deadline and usual confirmation time tell them what to expect. Not once our support team
+        has the booking (`with_support`: support settles it, and no deadline expires it), nor
+        while a booking that did not go ahead is released, nor while its payment is confirmed."""
+        booking = self.booking
+        return (
+            booking.customer_status == CustomerStatus.PENDING
+            and booking.customer_message != CustomerMessage.RELEASING
+            and customer_view.awaited(booking) == customer_view.Awaited.PARTNER
+        )
 
     @property
     def confirm_by(self) -> datetime | None:

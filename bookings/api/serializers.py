@@ -316,7 +316,10 @@ class BookingOutputSerializer(serializers.Serializer):
     created_at = serializers.DateTimeField()
     updated_at = serializers.DateTimeField()
     deadline = serializers.DateTimeField(
-        help_text="If the partner has not confirmed by then, the booking does not go ahead."
+        help_text=(
+            "If the partner has not confirmed by then, the booking does not go ahead; except once "
+            "our support team has it (`message_code` `with_support`): support settles it then."
+        )
     )
     money = serializers.SerializerMethodField(
         help_text="What happened to the customer's money; null for a booking that takes no payment."

@@ -160,11 +160,14 @@ def booking_list(request: HttpRequest) -> HttpResponse:
 
 
 def _progress_context(progress: selectors.BookingProgress) -> dict[str, object]:
+    timing = None
+    if progress.awaits_partner_confirmation:  # else how long the partner takes is beside the point
+        timing = selectors.partner_confirmation_times(partner_id=progress.booking.partner_id)
     return {
         "booking": progress.booking,
         "progress": progress,
         "awaited": customer_view.awaited(progress.booking),
-        "timing": selectors.partner_confirmation_times(partner_id=progress.booking.partner_id),
+        "timing": timing,
         "poll_after_s": settings.BOOKING_POLL_AFTER_S,
     }
 

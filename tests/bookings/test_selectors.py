@@ -109,6 +109,28 @@ def test_confirm_by_is_the_deadline_while_it_is_ahead(partner):
     assert selectors.BookingProgress(booking=passed, steps=()).confirm_by is None
 
 
+@pytest.mark.parametrize(
+    ("status", "message", "money", "awaits"),
+    [
+        ("pending", "received", "", True),
+        ("pending", "partner_confirming", "held", True),
+        ("pending", "taking_longer", "", True),
+        ("pending", "with_support", "", False),  # support settles it, no deadline expires it
+        ("pending", "releasing", "", False),
+        ("pending", "checking_payment", "authorizing", False),
+        ("confirmed", "confirmed", "held", False),
+        ("cancelling", "cancelling", "", False),
+    ],
+)
+def test_only_a_booking_waiting_for_the_partner_to_confirm_awaits_its_confirmation(
+    partner, status, message, money, awaits
+):
+    told = {"code": money, "currency": "EUR", "amount": "1", "charged": "0", "refunded": "0"} if money else {}
+    booking = BookingFactory.build(customer_status=status, customer_message=message, customer_money=told)
+
+    assert selectors.BookingProgress(booking=booking, steps=()).awaits_partner_confirmation is awaits
+
+
 # --- how long the partner usually takes -----------------------------------------------------------
 def confirmed_after(partner, seconds: float, *, days_ago: int = 0) -> Booking:
     """A booking of the partner's, confirmed `seconds` after it was requested, `days_ago`."""

@@ -12,7 +12,7 @@ from django.utils import timezone
 from bookings.customer_view import PaymentFacts, money_of
 from bookings.models import Actor, Booking
 from bookings.selectors import confirmation_times_cache_key
-from bookings.states import BookingState
+from bookings.states import BookingState, CustomerMessage
 from bookings.timeline import record_event
 from bookings.web.views import booking_key
 from tests.factories import PASSWORD, BookingFactory, QuoteFactory
@@ -21,6 +21,7 @@ from tests.helpers import queued_messages
 from .conftest import htmx
 
 S = BookingState
+M = CustomerMessage
 
 
 @pytest.fixture(autouse=True)
@@ -327,6 +328,50 @@ def test_a_wait_for_the_payment_provider_never_names_the_partner(web, customer, 
     assert "Waiting for the payment provider" in page and "hx-get" in page
     assert f"Waiting for {offer.partner.name}" not in page
     assert "usually takes" not in page
+
+
+def test_a_booking_with_support_says_support_has_it_not_how_long_the_partner_takes(
+    web, api_client, customer, offer
+):
+    # given a booking handed to our support team: the outcome of its create could not be looked up
+    booking = progressed(
+        customer,
+        offer,
+        S.REQUESTED,
+        S.SUBMITTING,
+        S.UNKNOWN,
+        S.NEEDS_ATTENTION,
+        attention_reason="outcome_unknown_no_lookup",
+        submission_count=1,
+    )
+
+    # the page, and its poll's live parts
+    for response in (
+        web.get(f"/bookings/{booking.reference}/"),
+        htmx(web, f"/bookings/{booking.reference}/status/", seen="old"),
+    ):
+        page = response.content.decode()
+        # then it says support has it and what the customer can expect, as the status says
+        assert M.WITH_SUPPORT.label in page
+        assert "Waiting for our support team" in page
+        assert (
+            f"We could not settle your booking with {offer.partner.name} automatically, so our support "
+            "team is sorting it out with them. We will email you when it is settled."
+        ) in page
+        assert "our support team settles your booking instead" in page
+        # and nothing of the partner's usual time, or a deadline for the partner that no longer applies
+        assert "usually takes" not in page and "Not enough data yet" not in page
+        assert "If they do not, the booking does not go ahead" not in page
+        assert "We do not know yet whether" not in page
+        assert "hx-get" in page  # still followed: support's outcome is news
+
+    # and the API says the same words
+    told = api_client.get(f"/api/v1/bookings/{booking.reference}").json()
+    assert (told["status"], told["message_code"], told["message"]) == (
+        "pending",
+        "with_support",
+        M.WITH_SUPPORT.label,
+    )
 
 
 def test_the_fragment_without_htmx_sends_to_the_page(web, customer, offer):
