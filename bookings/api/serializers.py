@@ -18,6 +18,7 @@ from rest_framework import serializers
 
 from bookings.cancelling import Outcome, cancel_money, offer_policy, stay_policy
 from bookings.customer_view import money_shown
+from bookings.dates import not_in_calendar
 from bookings.models import Booking, Offer, Quote
 from bookings.states import CustomerMessage, CustomerMoney, CustomerStatus
 
@@ -46,10 +47,23 @@ class ErrorSerializer(serializers.Serializer):
 
 
 # --- inputs ---------------------------------------------------------------------------------
+class CalendarDateField(serializers.DateField):
+    """A date; one written as a date but missing from the calendar (2027-02-30) is refused as
+    such, not as a wrong format (`bookings.dates`, the pages' words too)."""
+
+    def to_internal_value(self, value):
+        try:
+            return super().to_internal_value(value)
+        except serializers.ValidationError:
+            if (why := not_in_calendar(value)) is not None:
+                raise serializers.ValidationError(why, code="not_in_calendar") from None
+            raise
+
+
 class StayInputSerializer(serializers.Serializer):
     offer = serializers.IntegerField(min_value=1, max_value=MAX_ID, help_text="An offer id.")
-    start_date = serializers.DateField(help_text="First night (YYYY-MM-DD).")
-    end_date = serializers.DateField(help_text="Departure day (YYYY-MM-DD), after `start_date`.")
+    start_date = CalendarDateField(help_text="First night (YYYY-MM-DD).")
+    end_date = CalendarDateField(help_text="Departure day (YYYY-MM-DD), after `start_date`.")
     guests = serializers.IntegerField(help_text="Number of guests.")
 
 

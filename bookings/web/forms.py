@@ -12,6 +12,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.forms import UserCreationForm
 from django.core.validators import RegexValidator
 
+from bookings.dates import not_in_calendar
 from bookings.services import IDEMPOTENCY_KEY_MAX_LENGTH, IDEMPOTENCY_KEY_PATTERN
 from config.errors import ApplicationError
 
@@ -33,15 +34,29 @@ class ServiceForm(forms.Form):
             self.add_error(name if name in self.fields else None, messages)
 
 
+class CalendarDateField(forms.DateField):
+    """A date; one written as a date but missing from the calendar (2027-02-30) is refused as
+    such, in the API's words (`bookings.dates`), not as a wrong format."""
+
+    def to_python(self, value):
+        try:
+            return super().to_python(value)
+        except forms.ValidationError:
+            written = value.strip() if isinstance(value, str) else value  # as DateField reads it
+            if (why := not_in_calendar(written)) is not None:
+                raise forms.ValidationError(why, code="not_in_calendar") from None
+            raise
+
+
 class StayForm(ServiceForm):
-    start_date = forms.DateField(
+    start_date = CalendarDateField(
         label="Start date",
         help_text="The first day (or night) you book.",
         input_formats=["%Y-%m-%d"],
         widget=forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d"),
         error_messages={"required": REQUIRED, "invalid": INVALID_DATE},
     )
-    end_date = forms.DateField(
+    end_date = CalendarDateField(
         label="End date",
         help_text="The day you leave: 3 nights from 1 March end on 4 March.",
         input_formats=["%Y-%m-%d"],

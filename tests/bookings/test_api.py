@@ -278,9 +278,7 @@ def test_create_booking_parses_types(api_client, db):
         "start_date": [
             "Date has wrong format. Use one of these formats instead: YYYY-MM-DD.",
         ],
-        "end_date": [
-            "Date has wrong format. Use one of these formats instead: YYYY-MM-DD.",
-        ],
+        "end_date": ["2030-02-30 is not a date in the calendar: February 2030 has 28 days."],
         "guests": ["A valid integer is required."],
         "quote": ["Must be a valid UUID."],
     }

@@ -143,6 +143,7 @@ def test_another_customers_quote_is_not_found(web, other_customer, offer):
     [
         pytest.param(stay(start_date="2020-01-01", end_date="2020-01-01", guests="9"), id="rules"),
         pytest.param(stay(start_date="01/03/2027", guests="two"), id="unparseable"),
+        pytest.param(stay(start_date="2027-02-30", end_date="2027-13-01"), id="not-in-the-calendar"),
         pytest.param({"start_date": "", "end_date": "", "guests": ""}, id="missing"),
     ],
 )
@@ -164,6 +165,16 @@ def test_refused_stays_say_what_the_api_says_beside_each_field(web, customer, of
             assert f'<a href="#id_{name}">{label}: {message}</a>' in page  # in the summary, linked
         assert f'id="id_{name}_error"' in page
         assert f'aria-describedby="id_{name}_helptext id_{name}_error"' in page  # read with the field
+
+
+def test_a_date_missing_from_the_calendar_is_said_so_beside_its_field(web, offer):
+    response = web.post(f"/offers/{offer.pk}/", stay(start_date="2027-02-30"))
+
+    assert response.status_code == 400
+    assert field_errors(response) == {
+        "start_date": ["2027-02-30 is not a date in the calendar: February 2027 has 28 days."]
+    }
+    assert "wrong format" not in response.content.decode()
 
 
 def test_the_stay_form_keeps_what_was_typed(web, offer):
