@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import math
 import statistics
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from uuid import UUID
@@ -21,10 +22,11 @@ from config.errors import NotFound
 S = BookingState
 
 
-def customer_bookings(*, customer, status: str | None = None) -> QuerySet[Booking]:
+def customer_bookings(*, customer, statuses: Collection[str] = ()) -> QuerySet[Booking]:
+    """The customer's bookings, newest first; only those shown with one of `statuses`, if given."""
     bookings = Booking.objects.filter(customer=customer).select_related("offer", "partner")
-    if status:
-        bookings = bookings.filter(customer_status=status)
+    if statuses:
+        bookings = bookings.filter(customer_status__in=statuses)
     return bookings.order_by("-created_at", "-id")
 
 

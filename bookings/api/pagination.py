@@ -1,4 +1,5 @@
-"""Pages of the customer API's lists: `?page=` is a whole number from 1, anything else a 400."""
+"""Pages of the customer API's lists: `?page=` is a whole number from 1, given once; anything
+else a 400."""
 
 from __future__ import annotations
 
@@ -13,6 +14,11 @@ class PageNumberPagination(pagination.PageNumberPagination):
     last_page_strings = ()
 
     def paginate_queryset(self, queryset, request, view=None):
+        given = request.query_params.getlist(self.page_query_param)
+        if len(given) > 1:  # DRF would silently serve the last one
+            raise ValidationError(
+                {self.page_query_param: [f"Give one page: `page` was given {len(given)} times."]}
+            )
         page = request.query_params.get(self.page_query_param)
         if page is not None:
             try:

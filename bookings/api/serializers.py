@@ -93,10 +93,14 @@ class BookingCreateInputSerializer(StayInputSerializer):
 
 
 class BookingFilterSerializer(serializers.Serializer):
-    status = serializers.ChoiceField(
+    status = serializers.MultipleChoiceField(
         choices=CustomerStatus.choices,
         required=False,
-        help_text="Only bookings the customer currently sees with this status.",
+        allow_empty=False,
+        help_text=(
+            "Only bookings the customer currently sees with this status; repeat it for any of "
+            "several (`?status=confirmed&status=cancelled`)."
+        ),
     )
 
 

@@ -49,7 +49,7 @@ _UNAUTHENTICATED = _error("Missing or invalid token (`Authorization: Token <key>
 _THROTTLED = _error("Too many requests from this customer or address; retry after `Retry-After` seconds.")
 _UNSUPPORTED_MEDIA = _error("The body must be JSON (`Content-Type: application/json`).")
 _TOO_LARGE = _error("`payload_too_large`: the body is larger than the server takes (1 MiB by default).")
-_BAD_PAGE = _error("`page` is not a whole number from 1.")
+_BAD_PAGE = _error("`page` is not a whole number from 1, or is given more than once.")
 _PAGE_NOT_FOUND = _error("No such page (past the last one).")
 _NOT_FOUND = _error("No such booking for this customer (another customer's booking included).")
 _REFERENCE = OpenApiParameter(
@@ -190,24 +190,31 @@ class BookingCollectionView(CustomerAPIView):
         summary="List my bookings",
         description=(
             "My bookings, newest first, paginated; `status` filters by the status I see "
-            "(`pending`, `confirmed`, `failed`, `cancelling`, `cancelled`, `disrupted`)."
+            "(`pending`, `confirmed`, `failed`, `cancelling`, `cancelled`, `disrupted`), "
+            "repeated for any of several: `?status=confirmed&status=cancelled`."
         ),
         tags=[_TAG],
         parameters=[BookingFilterSerializer],
         responses={
             200: BookingOutputSerializer(many=True),
-            400: _error("An empty or unknown `status`, or a `page` that is not a whole number from 1."),
+            400: _error(
+                "An empty or unknown `status`, or a `page` that is not a whole number from 1 or is "
+                "given more than once."
+            ),
             401: _UNAUTHENTICATED,
             404: _PAGE_NOT_FOUND,
             429: _THROTTLED,
         },
     )
     def get(self, request: Request) -> Response:
-        # A plain dict: from a QueryDict DRF would skip an empty `?status=` instead of refusing it.
-        filters = BookingFilterSerializer(data=request.query_params.dict())
+        # Every value of a repeated `status` (`.dict()` kept only the last), in a plain dict: from
+        # the QueryDict itself DRF would read a missing `status` as an empty selection.
+        query = request.query_params
+        given = {"status": query.getlist("status")} if "status" in query else {}
+        filters = BookingFilterSerializer(data=given)
         filters.is_valid(raise_exception=True)
         bookings = selectors.customer_bookings(
-            customer=request.user, status=filters.validated_data.get("status")
+            customer=request.user, statuses=filters.validated_data.get("status", ())
         )
         return self.paginated(request, bookings, BookingOutputSerializer)
 

@@ -11,10 +11,11 @@ import pytest
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from bookings.states import CustomerStatus
+from bookings.states import BookingState, CustomerStatus
 from tests.factories import BookingFactory, OfferFactory, PartnerFactory
 
 BOOKINGS = "/api/v1/bookings"
+S = BookingState
 
 
 @pytest.fixture
@@ -121,7 +122,10 @@ def test_the_api_accepts_exactly_the_keys_the_schema_allows(api_client, offer, k
 def test_the_schema_states_the_status_values_and_the_first_page(db):
     listing = operations()["bookings_list"]
 
-    assert parameter(listing, "status")["schema"]["enum"] == list(CustomerStatus.values)
+    status = parameter(listing, "status")
+    # repeatable: `?status=confirmed&status=cancelled` (a form-style array, exploded by default)
+    assert status["schema"]["type"] == "array" and status.get("explode", True) is True
+    assert status["schema"]["items"]["enum"] == list(CustomerStatus.values)
     assert parameter(listing, "page")["schema"] == {"type": "integer", "minimum": 1}
     assert parameter(operations()["offers_list"], "page")["schema"] == {"type": "integer", "minimum": 1}
 
@@ -142,6 +146,55 @@ def test_a_known_status_filter_still_filters(api_client, customer):
     confirmed = api_client.get(BOOKINGS, {"status": "confirmed"}).json()
 
     assert (pending["count"], confirmed["count"]) == (1, 0)
+
+
+def test_a_repeated_status_filter_keeps_the_bookings_shown_with_any_of_its_values(api_client, customer):
+    # given a confirmed, a cancelled and a pending booking, and more confirmed ones than a page holds
+    cancelled = BookingFactory(customer=customer, status=S.CANCELLED)
+    BookingFactory(customer=customer)  # pending
+    confirmed = BookingFactory.create_batch(20, customer=customer, status=S.CONFIRMED)
+
+    # when the list asks for confirmed and cancelled ones
+    first = api_client.get(f"{BOOKINGS}?status=confirmed&status=cancelled")
+    second = api_client.get(first.json()["next"])
+
+    # then both statuses are kept, over every page, and nothing else
+    assert first.status_code == second.status_code == 200
+    assert first.json()["count"] == 21
+    assert "status=confirmed" in first.json()["next"] and "status=cancelled" in first.json()["next"]
+    shown = first.json()["results"] + second.json()["results"]
+    assert {row["reference"] for row in shown} == {b.reference for b in [*confirmed, cancelled]}
+    assert {row["status"] for row in shown} == {"confirmed", "cancelled"}
+
+
+def test_a_repeated_status_filter_refuses_any_value_it_does_not_know(api_client):
+    response = api_client.get(f"{BOOKINGS}?status=bogus&status=confirmed")
+
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"] == {"status": ['"bogus" is not a valid choice.']}
+
+
+def test_the_same_status_twice_is_that_status(api_client, customer):
+    BookingFactory(customer=customer, status=S.CONFIRMED)
+    BookingFactory(customer=customer)
+
+    response = api_client.get(f"{BOOKINGS}?status=confirmed&status=confirmed")
+
+    assert [row["status"] for row in response.json()["results"]] == ["confirmed"]
+
+
+@pytest.mark.parametrize("url", [BOOKINGS, "/api/v1/offers"])
+def test_a_repeated_page_is_refused_not_one_of_them_served(api_client, url):
+    response = api_client.get(f"{url}?page=1&page=2")
+
+    assert response.status_code == 400
+    assert response.json() == {
+        "error": {
+            "code": "validation_error",
+            "message": "The request is invalid.",
+            "fields": {"page": ["Give one page: `page` was given 2 times."]},
+        }
+    }
 
 
 @pytest.mark.parametrize("url", [BOOKINGS, "/api/v1/offers"])
