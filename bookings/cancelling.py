@@ -108,7 +108,9 @@ def stay_policy(stay: Quote | Booking) -> StayPolicy:
     if rule.free:
         return StayPolicy(rule.hours, rule.fee_percent, stay.currency, cut_off=None, fee=ZERO)
     cut_off = cancellation_cut_off(offer=offer, start_date=stay.start_date)
-    fee = cancellation_fee(offer=offer, total=stay.total_price, start_date=stay.start_date, at=cut_off)
+    fee = cancellation_fee(
+        offer=offer, total=stay.total_price, currency=stay.currency, start_date=stay.start_date, at=cut_off
+    )
     return StayPolicy(rule.hours, rule.fee_percent, stay.currency, cut_off=cut_off, fee=fee)
 
 
@@ -119,7 +121,11 @@ def fee_if_cancelled(booking: Booking, *, at: datetime) -> Decimal | None:
     if booking.status != BookingState.CONFIRMED or not ports.pays(booking):
         return None
     return cancellation_fee(
-        offer=booking.offer, total=booking.total_price, start_date=booking.start_date, at=at
+        offer=booking.offer,
+        total=booking.total_price,
+        currency=booking.currency,
+        start_date=booking.start_date,
+        at=at,
     )
 
 

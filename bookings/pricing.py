@@ -95,14 +95,16 @@ def cancellation_cut_off(*, offer: Offer, start_date: date) -> datetime:
     return datetime.combine(start_date, time.min, tzinfo=UTC) - timedelta(hours=offer.free_cancellation_hours)
 
 
-def cancellation_fee(*, offer: Offer, total: Decimal, start_date: date, at: datetime) -> Decimal:
+def cancellation_fee(
+    *, offer: Offer, total: Decimal, currency: str, start_date: date, at: datetime
+) -> Decimal:
     """What a cancellation asked for `at` costs under the offer's policy: nothing before the
-    cut-off (`cancellation_cut_off`), then the offer's share of the price, rounded to the
-    currency's smallest unit (amounts are kept to the cent: a currency with thousandths is
-    rounded to the cent)."""
+    cut-off (`cancellation_cut_off`), then the offer's share of the price, rounded to the smallest
+    unit of the price's `currency` (the stay's, which the offer's may no longer be; amounts are
+    kept to the cent: a currency with thousandths is rounded to the cent)."""
     if at < cancellation_cut_off(offer=offer, start_date=start_date):
         return Decimal("0.00")
-    unit = Decimal(1).scaleb(-min(minor_unit_exponent(offer.currency), 2))
+    unit = Decimal(1).scaleb(-min(minor_unit_exponent(currency), 2))
     fee = (total * offer.cancellation_fee_percent / 100).quantize(unit, rounding=ROUND_HALF_UP)
     return min(fee, total).quantize(CENT)
 

@@ -8,9 +8,10 @@ from decimal import Decimal
 
 import pytest
 
-from bookings.cancelling import Outcome, cancel_money, fee_if_cancelled
+from bookings.cancelling import Outcome, cancel_money, fee_if_cancelled, stay_policy
 from bookings.customer_view import PaymentFacts, money_of
 from bookings.models import Actor
+from bookings.pricing import cancellation_fee
 from bookings.services import booking_request_cancel
 from bookings.states import BookingState
 from tests.factories import BookingFactory, OfferFactory
@@ -141,3 +142,22 @@ def test_the_fee_told_is_the_fee_the_cancel_fixes(db, policy, time_machine):
 
     assert cancelled.cancellation_fee == shown.fee == fee_if_cancelled(paid, at=AT)
     assert shown.refund == PRICE - cancelled.cancellation_fee
+
+
+def test_the_fee_is_rounded_in_the_booking_s_currency_even_after_the_offer_s_changed(db):
+    """Review: the fee was rounded in the offer's currency; an offer moved from yen to euros
+    (partner_upsert may) gave a yen booking a fee of 185.10 JPY, which no capture or refund can
+    send, and the payment's operation stayed open for ever."""
+    yen = BookingFactory(
+        offer=OfferFactory(
+            free_cancellation_hours=60 * 24, cancellation_fee_percent=Decimal("15"), currency="EUR"
+        ),
+        status=S.CONFIRMED,
+        start_date=START,
+        currency="JPY",
+        total_price=Decimal("1234"),
+    )
+
+    assert stay_policy(yen).fee == Decimal("185.00")
+    fee = cancellation_fee(offer=yen.offer, total=yen.total_price, currency="JPY", start_date=START, at=AT)
+    assert fee == Decimal("185.00")
