@@ -1,9 +1,9 @@
 """Payment health for support and ops, beside partner health: whether the provider answers us
 (one timed read), the operations whose outcome is not known yet (open, oldest first), the
 unknown-outcome fences on authorizations, the holds near their lapse, the payments whose run is
-overdue or that automation left to support, the refund proposals waiting for a second person, and
-the provider's webhook deliveries over the window by what came of them. Nine queries, and the
-read of the provider unless told not to."""
+overdue or that automation left to support, the confirmed bookings whose payment holds no money,
+the refund proposals waiting for a second person, and the provider's webhook deliveries over the
+window by what came of them. Ten queries, and the read of the provider unless told not to."""
 
 from __future__ import annotations
 
@@ -12,10 +12,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Count, Max, Min
+from django.db import models
+from django.db.models import Count, Max, Min, Q
 from django.utils import timezone
 
 from bookings.models import BookingEvent
+from bookings.states import BookingState
 from payments.models import (
     AUTHORIZATION_UNANSWERED,
     EventState,
@@ -74,6 +76,9 @@ class PaymentHealth:
     lapsed: int = 0  # holds that lapsed at the provider within the window
     overdue_runs: int = 0  # payments due longer than the run grace ago
     left_to_support: int = 0  # within the window
+    # Confirmed, and nothing held or kept (released, lapsed, refunded in full): automation never
+    # asks for money again, so support decides (cancel, or take it another way).
+    unpaid_confirmed: list[str] = field(default_factory=list)
     pending_proposals: int = 0
     deliveries: dict[str, int] = field(default_factory=lambda: dict.fromkeys(EventState.values, 0))
     last_delivery_at: datetime | None = None
@@ -94,6 +99,7 @@ class PaymentHealth:
             "lapsed": self.lapsed,
             "overdue_runs": self.overdue_runs,
             "left_to_support": self.left_to_support,
+            "unpaid_confirmed": self.unpaid_confirmed,
             "pending_refund_proposals": self.pending_proposals,
             "deliveries": self.deliveries,
             "last_delivery_at": self.last_delivery_at.isoformat() if self.last_delivery_at else None,
@@ -163,6 +169,14 @@ def payment_health(
     health.left_to_support = BookingEvent.objects.filter(
         kind="payment.left_to_support", occurred_at__gte=since
     ).count()
+    holds_nothing = Q(status__in=(P.VOIDED, P.LAPSED, P.ABANDONED, P.DECLINED)) | Q(
+        status=P.CAPTURED, captured_amount__lte=models.F("refunded_amount")
+    )
+    health.unpaid_confirmed = list(
+        Payment.objects.filter(holds_nothing, booking__status=BookingState.CONFIRMED)
+        .order_by("status_changed_at")
+        .values_list("booking__reference", flat=True)[:LIST_LIMIT]
+    )
     health.pending_proposals = RefundProposal.objects.filter(state=ProposalState.PENDING).count()
     deliveries = PaymentEvent.objects.filter(received_at__gte=since)
     for state, n in deliveries.values_list("state").annotate(n=Count("id")).values_list("state", "n"):
@@ -204,6 +218,11 @@ def _problems(h: PaymentHealth, now: datetime) -> list[str]:
     if h.left_to_support:
         problems.append(
             f"{h.left_to_support} payment(s) left to support in the window (the provider refused a step)."
+        )
+    if h.unpaid_confirmed:
+        problems.append(
+            f"{len(h.unpaid_confirmed)} confirmed booking(s) whose payment holds no money (support's "
+            "decision: cancel, or take it another way): " + ", ".join(h.unpaid_confirmed[:5])
         )
     if h.stale_deliveries:
         problems.append(f"{h.stale_deliveries} webhook delivery(ies) stored and not processed.")

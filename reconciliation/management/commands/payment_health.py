@@ -75,6 +75,10 @@ class Command(BaseCommand):
                     ("holds lapsed in the window", health.lapsed),
                     ("payment runs overdue", health.overdue_runs),
                     ("left to support in the window", health.left_to_support),
+                    (
+                        "confirmed, payment holds no money",
+                        ", ".join(health.unpaid_confirmed) or "none",
+                    ),
                     ("refund proposals waiting", health.pending_proposals),
                     (
                         "webhook deliveries in the window",

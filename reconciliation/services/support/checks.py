@@ -16,6 +16,7 @@ from bookings.models import Booking
 from bookings.states import CANCEL_ACCEPTED, CREATE_UNANSWERED, TERMINAL_STATES, BookingState
 from partners.models import LIVE_RESERVATION_STATUSES, PartnerReservation, ReservationStatus
 from partners.services.observations import is_fenced
+from payments.models import Payment, PaymentStatus
 from reconciliation.services.support.permissions import CANCEL, COMPENSATE, RESOLVE, RETRY, SYNC
 
 # Outcomes support may resolve a needs_attention booking to, with the transition each runs: the
@@ -44,6 +45,10 @@ class Situation:
     def fenced(self) -> bool:
         return is_fenced(self.booking)
 
+    @cached_property
+    def payment(self) -> Payment | None:
+        return Payment.objects.filter(booking_id=self.booking.pk).first()
+
     @property
     def live(self) -> list[PartnerReservation]:
         return [r for r in self.held if r.status in LIVE_RESERVATION_STATUSES]
@@ -64,6 +69,20 @@ class Situation:
 
 def _sync(situation: Situation) -> str:
     return ""
+
+
+def _unpaid(situation: Situation) -> str:
+    """Why a confirmation at the partner now would be a stay nobody paid for ('' when the booking
+    takes no payment, or its payment holds money: a hold to capture, or money captured)."""
+    payment = situation.payment
+    if payment is None or payment.status == PaymentStatus.AUTHORIZED:
+        return ""
+    if payment.status == PaymentStatus.CAPTURED and payment.net_amount > 0:
+        return ""
+    return (
+        f"Its payment holds no money ({payment.status}): confirmed now, the stay would be unpaid. "
+        "Cancel it, or resolve it to another outcome."
+    )
 
 
 def _retry(situation: Situation) -> str:
@@ -87,7 +106,7 @@ def _retry(situation: Situation) -> str:
             f"Its confirmation deadline passed ({booking.deadline:%Y-%m-%d %H:%M} UTC); "
             "a worker would only expire it. Resolve or cancel it instead."
         )
-    return ""
+    return _unpaid(situation)
 
 
 def _compensate(situation: Situation) -> str:
@@ -135,7 +154,7 @@ def outcome_refusal(outcome: str, situation: Situation) -> str:
     if outcome == BookingState.CONFIRMED:
         if not any(r.status == ReservationStatus.CONFIRMED for r in situation.uncompensated_live):
             return "We hold no confirmed reservation from the partner: sync first, or choose another outcome."
-        return ""
+        return _unpaid(situation)
     if situation.fenced:
         return "An earlier create's outcome is unknown: the partner may hold a reservation. Sync first."
     if situation.live:
