@@ -115,8 +115,9 @@ _CONDITIONAL_HEADERS = [
         OpenApiParameter.HEADER,
         response=[200, 304],
         description=(
-            "Present while news is awaited (`pending`, `cancelling`, `disrupted`): seconds to wait "
-            "before polling again."
+            "Present while news is awaited (`pending`, `cancelling`, `disrupted` until its outcome "
+            "is settled, and any booking whose money is still being authorized, held or charged): "
+            "seconds to wait before polling again."
         ),
     ),
 ]
@@ -249,7 +250,10 @@ class BookingCollectionView(CustomerAPIView):
             401: _UNAUTHENTICATED,
             413: _TOO_LARGE,
             415: _UNSUPPORTED_MEDIA,
-            422: _error("`idempotency_key_reused`: this key was used with a different body."),
+            422: _error(
+                "`idempotency_key_reused`: this key was used with a different body; "
+                "`quote_booked_otherwise`: the quote was booked already, under another key."
+            ),
             429: _THROTTLED,
         },
     )
