@@ -440,8 +440,11 @@ PAYMENTS_RUN_GRACE_S = env.float("PAYMENTS_RUN_GRACE_S", default=60.0)
 # whose lapse time is unknown is looked at this often.
 PAYMENTS_LAPSE_MARGIN_S = env.float("PAYMENTS_LAPSE_MARGIN_S", default=24 * 3600.0)
 PAYMENTS_HOLD_RECHECK_S = env.float("PAYMENTS_HOLD_RECHECK_S", default=3600.0)
-# A capture, void or refund the provider refuses this many times is left to support.
+# A capture, void or refund the provider refuses this many times in a row is left to support.
 PAYMENTS_REFUSED_MAX_TRIES = env.int("PAYMENTS_REFUSED_MAX_TRIES", default=2)
+# The provider keeps an idempotency key's answer for 24 hours; after that a call under it would
+# be made anew. An operation open longer than this is read, never asked again under its key.
+PAYMENTS_KEY_WINDOW_S = env.float("PAYMENTS_KEY_WINDOW_S", default=23 * 3600.0)
 # The payment actors' retries for the unexpected (a database hiccup) and their time limit, longer
 # than a run's calls (a few, each within its timeouts).
 PAYMENTS_ACTOR_MAX_RETRIES = env.int("PAYMENTS_ACTOR_MAX_RETRIES", default=5)

@@ -238,11 +238,24 @@ def _leave_to_support(
     payment.save(update_fields=["next_check_at", "updated_at"])
 
 
+def _past_key_window(operation: PaymentOperation) -> bool:
+    """Open longer than the provider keeps its key: asked again, the call would be made anew (a
+    second hold, a second refund), and nothing of the first can still be in flight."""
+    return timezone.now() - operation.opened_at >= timedelta(seconds=settings.PAYMENTS_KEY_WINDOW_S)
+
+
+def _reads(operation: PaymentOperation) -> bool:
+    """Whether the operation's next try reads the provider instead of asking under its key."""
+    return operation.answer_lost or _past_key_window(operation)
+
+
 def _call_for(operation: PaymentOperation, payment: Payment, booking: Booking) -> Callable[[], CallResult]:
-    """The operation's call, the same on every try (same key, same parameters)."""
+    """The operation's call, the same on every try (same key, same parameters), or its read once
+    asking again tells nothing (`_reads`)."""
     key, intent, currency = operation.idempotency_key, payment.provider_intent_id, payment.currency
+    reads = _reads(operation)
     if operation.kind == OperationKind.AUTHORIZE:
-        if operation.answer_lost:
+        if reads:
             return lambda: connector.find_authorization(
                 str(payment.pk), currency=currency, since=operation.opened_at
             )
@@ -254,9 +267,9 @@ def _call_for(operation: PaymentOperation, payment: Payment, booking: Booking) -
             payment_method=payment.payment_method,
         )
         return lambda: connector.authorize(request, key=key)
-    if operation.answer_lost and operation.kind == OperationKind.REFUND:
+    if reads and operation.kind == OperationKind.REFUND:
         return lambda: connector.find_refund(intent, amount=operation.amount, currency=currency, key=key)
-    if operation.answer_lost:
+    if reads:
         return lambda: connector.retrieve(intent, currency=currency)
     if operation.kind == OperationKind.CAPTURE:
         return lambda: connector.capture(intent, amount=operation.amount, currency=currency, key=key)
@@ -283,9 +296,13 @@ def _record(
         payment = operation.payment
         authorize = operation.kind == OperationKind.AUTHORIZE
         after = decisions.after_call(result.outcome, authorize=authorize)
-        if operation.answer_lost and result.outcome == CallOutcome.REFUSED:
+        read = _reads(operation)
+        if read and result.outcome == CallOutcome.REFUSED:
             after = decisions.AfterCall.UNKNOWN  # a read refused proves nothing of the lost call
         found_nothing = after == decisions.AfterCall.APPLY and result.truth is None and result.object_id == ""
+        # A day on, nothing under the key can still be in flight: a complete read that finds no
+        # refund made proves none was (sooner, the provider's listing may not show it yet).
+        refund_never_made = found_nothing and not authorize and _past_key_window(operation)
         if found_nothing and authorize:
             # A complete read of the provider found no intent made for the payment: the lost
             # answer's call made nothing, and only now may another key ask again.
@@ -306,9 +323,10 @@ def _record(
         still_open = operation.state == OperationState.OPEN
         if not still_open:
             closes = None  # another call's answer closed it meanwhile: that record stands
-        not_made = nothing_made and first_call and not authorize and still_open
+        not_made = ((nothing_made and first_call and not authorize) or refund_never_made) and still_open
         if not_made:
-            # No call under its key did anything (a 429): nothing to fence. What to ask is
+            # No call under its key did anything (each was a 429, or a day on a complete read
+            # found nothing made): nothing to fence. What to ask is
             # decided again from what the booking owes by then (a free cancel meanwhile makes it
             # a void, where asking again under this key would capture). An authorization keeps
             # its key: its own rule abandons it if the booking moves on.

@@ -8,16 +8,19 @@ the runs commit them, the calls made as they make them, no worker in the way.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from django.db import transaction
+from django.utils import timezone
 
 from bookings.models import Actor
 from bookings.services import booking_request_cancel
 from bookings.states import BookingState
 from payments.models import OperationKind, OperationState, Payment, PaymentOperation, PaymentStatus
 from payments.services import runs
-from payments.services.operations import operation_call
+from payments.services.operations import operation_call, operation_open
 from tests.helpers import wait_until
 from tests.payments.conftest import assert_money_at_rest, kinds, payment_of, wait_for_money
 
@@ -138,3 +141,52 @@ def test_a_hold_the_provider_reports_for_an_abandoned_payment_is_released(paying
     [intent] = paying_idle.intents(booking)
     assert intent["status"] == "canceled"
     assert_money_at_rest(paying_idle, booking, owed=Decimal("0.00"), code="released")
+
+
+# --- past the provider's key window --------------------------------------------------------------
+A_DAY_AGO = timedelta(hours=25)  # the provider keeps a key's answer 24 hours
+
+
+def _cancel_calls(provider) -> int:
+    return sum(
+        n for call, n in provider.stats()["calls"].items() if call.startswith("POST") and "cancel" in call
+    )
+
+
+def test_an_operation_open_past_the_key_window_is_read_never_asked_again(paying_idle, settings):
+    """Review: the provider forgets a key after 24 hours; an operation left open that long (an
+    outage) and asked again under its key would be made anew: a second hold, a second refund."""
+    paying_idle.provider.set_faults(webhook_delay_s=DELAYED_WEBHOOKS)
+    booking = paying_idle.book()
+    runs.payment_run(booking.pk)
+    settings.PAYMENTS_LAPSE_MARGIN_S = 365 * 24 * 3600  # the hold is to be voided now
+    void = _claim(booking)
+    paying_idle.provider.set_faults(timeout_after_commit_rate=1)
+    _record(booking, void, operation_call(void.operation, void.call))  # made; its answer lost
+    paying_idle.provider.set_faults(timeout_after_commit_rate=0)
+    assert _operation(void).state == OperationState.OPEN
+    PaymentOperation.objects.filter(pk=void.operation.pk).update(opened_at=timezone.now() - A_DAY_AGO)
+    asked = _cancel_calls(paying_idle.provider)
+
+    runs.payment_run(booking.pk)
+
+    assert _cancel_calls(paying_idle.provider) == asked  # read, not asked again
+    assert _operation(void).state == OperationState.SUCCEEDED
+    assert payment_of(booking).status == P.VOIDED
+
+
+def test_a_refund_open_past_the_key_window_that_was_never_made_is_decided_again(paying, settings):
+    booking = paying.book()
+    wait_for_money(booking, "charged")
+    payment = payment_of(booking)
+    with transaction.atomic():  # a refund opened, its run dead before any call reached the provider
+        refund = operation_open(payment, kind=OperationKind.REFUND, amount=Decimal("10.00"), claimed=True)
+    PaymentOperation.objects.filter(pk=refund.pk).update(opened_at=timezone.now() - A_DAY_AGO)
+
+    runs.payment_run(booking.pk)
+
+    refund.refresh_from_db()
+    assert refund.state == OperationState.NOT_MADE  # found nothing made: decided again, nothing owed
+    [intent] = paying.intents(booking)
+    assert paying.provider.refunds(intent["id"]) == []
+    assert_money_at_rest(paying, booking, owed=Decimal("360.00"), code="charged")
