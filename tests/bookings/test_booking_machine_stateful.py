@@ -73,6 +73,7 @@ class BookingMachine(RuleBasedStateMachine):
         ).booking.pk
         self.operator = support.Operator.for_user(UserFactory(is_staff=True, is_superuser=True))
         self.last_token = ""
+        self.last_ask: tuple[str, str] = ("", "")  # the action and outcome the token was used for
         self.state = S.REQUESTED
         self.seen_event_id = self._events().order_by("-id").values_list("id", flat=True).first()
         self.confirmed_shown = False
@@ -108,12 +109,21 @@ class BookingMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.last_token)
     @rule(action=st.sampled_from(sorted(support.ACTIONS)))
     def support_submits_twice(self, action: str) -> None:
-        # a double submit (the same token again) does nothing more, whatever the action
-        self._step(
-            lambda: self._support(action, token=self.last_token, outcome=S.FAILED),
-            refusal=None,
-            changes_nothing=True,
-        )
+        # a double submit (the same token, the same ask) does nothing more; the token asking for
+        # another action is refused as a conflict, changing nothing either
+        last_action, last_outcome = self.last_ask
+        if action == last_action:
+            self._step(
+                lambda: self._support(action, token=self.last_token, outcome=last_outcome),
+                refusal=None,
+                changes_nothing=True,
+            )
+            return
+        before_row = self._row()
+        with pytest.raises(support.TokenReused):
+            self._support(action, token=self.last_token, outcome=last_outcome)
+        assert self._row() == before_row, "a token reused for another ask changed the booking"
+        assert not self._new_events(), "a token reused for another ask wrote to the timeline"
 
     # --- the invariants ------------------------------------------------------------------------
     @invariant()
@@ -150,7 +160,7 @@ class BookingMachine(RuleBasedStateMachine):
         token = uuid.uuid4().hex
         self._step(lambda: self._support(action, token=token, outcome=outcome), refusal=None)
         if self._events().filter(data__action_token=token).exists():  # performed, not refused
-            self.last_token = token
+            self.last_token, self.last_ask = token, (action, outcome)
 
     def _support(self, action: str, *, token: str, outcome: str = "") -> None:
         support.support_action_run(
