@@ -19,7 +19,7 @@ from uuid import UUID
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, Max, Q
+from django.db.models import Count, Max
 from django.utils import timezone
 from django_fsm import can_proceed
 
@@ -151,24 +151,28 @@ class Tries:
 
 
 def _tries(reservation: PartnerReservation) -> Tries:
-    """The compensation's tries so far: every cancel since we decided to compensate (made, in
-    flight or cut off by a kill); and, for a reservation we no longer hold as live (nothing left
-    to cancel, only its verification to read), every read of it that did not answer, so a
-    partner that keeps failing the verifying GET cannot keep us trying for ever either. While it
-    is live each round makes a cancel, which counts: the status sync's own reads of it that fail
-    meanwhile (a partner's spell of 401s) must not spend the compensation's tries, as they did in
-    chaos run b7c881 (six failed sync reads in ten seconds, one cancel made)."""
-    counted = Q(operation=Operation.CANCEL)
-    if reservation.status not in LIVE_RESERVATION_STATUSES:
-        counted |= Q(operation=Operation.GET) & ~Q(outcome=Outcome.OK)
-    tried = (
-        PartnerAttempt.objects.filter(
-            reservation=reservation,
-            started_at__gte=reservation.compensation_requested_at or reservation.first_seen_at,
-        )
-        .filter(counted)
-        .aggregate(count=Count("pk"), last=Max("started_at"))
+    """The compensation's tries so far. While the reservation is live, every cancel since we
+    decided to compensate (made, in flight or cut off by a kill): the status sync's own reads of
+    it that fail meanwhile (a partner's spell of 401s) must not spend them, as they did in chaos
+    run b7c881 (six failed sync reads in ten seconds, one cancel made). Once we no longer hold it
+    as live, nothing is left to cancel, only the verifying read: its budget is its own, the reads
+    that did not answer since the last cancel, so a partner that keeps failing the GET cannot keep
+    us trying for ever, and a cancel that succeeded on its last try is still verified (chaos run
+    6a3d09: the fifth cancel was answered "cancelled", one verifying GET got a 500, and the
+    booking, cancelled at both ends, went to support as a failed compensation)."""
+    attempts = PartnerAttempt.objects.filter(
+        reservation=reservation,
+        started_at__gte=reservation.compensation_requested_at or reservation.first_seen_at,
     )
+    cancels = attempts.filter(operation=Operation.CANCEL)
+    if reservation.status in LIVE_RESERVATION_STATUSES:
+        tried = cancels.aggregate(count=Count("pk"), last=Max("started_at"))
+        return Tries(tried["count"], tried["last"])
+    last_cancel = cancels.aggregate(last=Max("started_at"))["last"]
+    reads = attempts.filter(operation=Operation.GET).exclude(outcome=Outcome.OK)
+    if last_cancel is not None:
+        reads = reads.filter(started_at__gte=last_cancel)
+    tried = reads.aggregate(count=Count("pk"), last=Max("started_at"))
     return Tries(tried["count"], tried["last"])
 
 

@@ -17,7 +17,8 @@ from django.utils import timezone
 from bookings.models import Actor, Booking
 from bookings.services import booking_request_cancel
 from bookings.states import BookingState
-from partners.models import Capability, Operation, PartnerAttempt, PartnerReservation
+from partners.connectors import connector_for
+from partners.models import Capability, Operation, PartnerAttempt, PartnerReservation, ReservationStatus
 from partners.services import backoff
 from partners.services.compensation import booking_cancel_run, reservation_compensate
 from partners.services.listing import change_listing_walk
@@ -320,3 +321,48 @@ def test_the_status_syncs_failed_reads_do_not_spend_a_live_reservations_compensa
     assert reservation.compensated_at is not None
     assert cancels_received(h) == 1
     assert status_of(reservation.booking) == S.CANCELLED
+
+
+def test_a_cancel_made_on_the_last_try_is_still_verified_when_a_read_fails(harness, settings):
+    """Chaos run 6a3d09: a customer's cancel took the compensation's fifth and last try and the
+    partner answered "cancelled"; the verifying GET then got a 500, the failed read was counted
+    against the spent budget of cancels, and the booking, cancelled at both ends, went to support
+    as a failed compensation. Once nothing is live the verifying reads have their own budget."""
+    h = harness("reference")
+    reservation = cancelling_while_the_partner_refuses(h, settings, max_tries=2)
+    settings.PARTNER_RETRY_MAX_S = 0  # no spacing between tries: the test drives each one
+    reservation_compensate(reservation.pk)  # try 1: refused (429)
+    h.faults(rate_limit_rate=0)
+    # Try 2, the last: the partner cancels it, and we hold it as cancelled (its answer applied).
+    assert connector_for(h.partner).cancel(reservation.partner_ref).ok
+    PartnerAttemptFactory(
+        partner=h.partner, booking=reservation.booking, reservation=reservation, operation=Operation.CANCEL
+    )
+    PartnerReservation.objects.filter(pk=reservation.pk).update(status=ReservationStatus.CANCELLED)
+    h.faults(error_5xx_rate=1)
+
+    retry = reservation_compensate(reservation.pk)  # the verifying read: a 500
+
+    assert retry.compensate_after_s is not None  # read again later, not handed to support
+    assert status_of(reservation.booking) == S.CANCEL_REQUESTED
+    h.faults(error_5xx_rate=0)
+    assert reservation_compensate(reservation.pk).compensate_after_s is None
+    reservation.refresh_from_db()
+    assert reservation.compensated_at is not None
+    assert status_of(reservation.booking) == S.CANCELLED
+
+
+def test_a_partner_that_keeps_failing_the_verifying_read_hands_the_booking_to_support(harness, settings):
+    h = harness("reference")
+    reservation = cancelling_while_the_partner_refuses(h, settings, max_tries=2)
+    settings.PARTNER_RETRY_MAX_S = 0
+    h.faults(rate_limit_rate=0)
+    assert connector_for(h.partner).cancel(reservation.partner_ref).ok
+    PartnerReservation.objects.filter(pk=reservation.pk).update(status=ReservationStatus.CANCELLED)
+    h.faults(error_5xx_rate=1)
+
+    assert reservation_compensate(reservation.pk).compensate_after_s is not None  # read 1
+    assert reservation_compensate(reservation.pk).compensate_after_s is None  # read 2: the budget
+
+    assert status_of(reservation.booking) == S.NEEDS_ATTENTION
+    assert Booking.objects.get(pk=reservation.booking_id).attention_reason == "compensation_failed"
