@@ -25,7 +25,7 @@ from enum import StrEnum
 
 from bookings import ports
 from bookings.customer_view import Money, money_shown
-from bookings.models import Booking, Offer, Quote
+from bookings.models import Booking, CancellationTerms, Quote
 from bookings.pricing import cancellation_cut_off, cancellation_fee
 from bookings.states import BookingState, CustomerMoney
 
@@ -97,19 +97,20 @@ class StayPolicy(Policy):
         return words if self.cut_off is None else f"{words} {FEE_ONLY_WHEN}"
 
 
-def offer_policy(offer: Offer) -> Policy:
-    return Policy(hours=offer.free_cancellation_hours, fee_percent=offer.cancellation_fee_percent)
+def offer_policy(terms: CancellationTerms) -> Policy:
+    """The policy of an offer now (or of the terms a quote or a booking kept)."""
+    return Policy(hours=terms.free_cancellation_hours, fee_percent=terms.cancellation_fee_percent)
 
 
 def stay_policy(stay: Quote | Booking) -> StayPolicy:
-    """The policy of the stay's offer, for its dates and its price."""
-    offer = stay.offer
-    rule = offer_policy(offer)
+    """The policy the stay was made under (the terms its quote or booking kept, as the customer
+    was shown them before Book), for its dates and its price."""
+    rule = offer_policy(stay)
     if rule.free:
         return StayPolicy(rule.hours, rule.fee_percent, stay.currency, cut_off=None, fee=ZERO)
-    cut_off = cancellation_cut_off(offer=offer, start_date=stay.start_date)
+    cut_off = cancellation_cut_off(terms=stay, start_date=stay.start_date)
     fee = cancellation_fee(
-        offer=offer, total=stay.total_price, currency=stay.currency, start_date=stay.start_date, at=cut_off
+        terms=stay, total=stay.total_price, currency=stay.currency, start_date=stay.start_date, at=cut_off
     )
     return StayPolicy(rule.hours, rule.fee_percent, stay.currency, cut_off=cut_off, fee=fee)
 
@@ -121,7 +122,7 @@ def fee_if_cancelled(booking: Booking, *, at: datetime) -> Decimal | None:
     if booking.status != BookingState.CONFIRMED or not ports.pays(booking):
         return None
     return cancellation_fee(
-        offer=booking.offer,
+        terms=booking,
         total=booking.total_price,
         currency=booking.currency,
         start_date=booking.start_date,

@@ -32,7 +32,27 @@ def new_reference() -> str:
     return "BK-" + "".join(secrets.choice(REFERENCE_ALPHABET) for _ in range(6))
 
 
-class Offer(models.Model):
+class CancellationTerms(models.Model):
+    """A cancellation policy (`bookings.pricing.cancellation_fee`): free until this many hours
+    before the start, then this share of the price is kept. An offer's are its terms now; a quote
+    and a booking keep the terms they were made under, the ones the customer was shown before
+    Book, whatever the offer's become since."""
+
+    free_cancellation_hours = models.PositiveIntegerField(default=24)
+    cancellation_fee_percent = models.DecimalField(max_digits=5, decimal_places=2, default=0)
+
+    class Meta:
+        abstract = True
+
+    def cancellation_terms(self) -> dict[str, object]:
+        """The terms, to be kept by what is made under them (a quote, a booking)."""
+        return {
+            "free_cancellation_hours": self.free_cancellation_hours,
+            "cancellation_fee_percent": self.cancellation_fee_percent,
+        }
+
+
+class Offer(CancellationTerms):
     """Something a partner sells: priced per night (or per unit), for up to `capacity` guests."""
 
     # Indexed by `offer_unique_product` (partner first), not by an index of its own.
@@ -46,10 +66,6 @@ class Offer(models.Model):
         max_length=3, validators=[validate_currency], help_text="ISO 4217, such as EUR or JPY."
     )
     capacity = models.PositiveIntegerField(help_text="Most guests one booking may bring.")
-    # The cancellation policy (bookings.pricing.cancellation_fee): free until this many hours
-    # before the start, then this share of the price is kept.
-    free_cancellation_hours = models.PositiveIntegerField(default=24)
-    cancellation_fee_percent = models.DecimalField(max_digits=5, decimal_places=2, default=0)
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -69,7 +85,7 @@ class Offer(models.Model):
         return self.name or self.product_id
 
 
-class Quote(models.Model):
+class Quote(CancellationTerms):
     """A price locked for one customer and stay until it expires."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
@@ -98,7 +114,7 @@ class BookingQuerySet(models.QuerySet["Booking"]):
         return self.filter(status__in=OPEN_STATES)
 
 
-class Booking(ConcurrentTransitionMixin, models.Model):
+class Booking(ConcurrentTransitionMixin, CancellationTerms):
     """Our booking record: the source of truth. State changes only through transitions."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
@@ -137,7 +153,7 @@ class Booking(ConcurrentTransitionMixin, models.Model):
     # booking, unique per customer, so a retried request finds the booking it made.
     idempotency_key = models.CharField(max_length=255, blank=True, editable=False)
     request_fingerprint = models.CharField(max_length=64, blank=True, editable=False)
-    # What the customer owes for cancelling, fixed by the offer's policy when the cancel was asked
+    # What the customer owes for cancelling, fixed by its kept terms when the cancel was asked
     # for (null: never asked, or asked before the partner confirmed: nothing is owed).
     cancellation_fee = models.DecimalField(max_digits=12, decimal_places=2, null=True, blank=True)
 

@@ -9,7 +9,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from django.conf import settings
 from django.utils import timezone
 
-from bookings.models import Offer
+from bookings.models import CancellationTerms, Offer
 from config.errors import ValidationFailed
 
 CENT = Decimal("0.01")
@@ -89,23 +89,23 @@ def validate_stay(stay: Stay, *, now: datetime | None = None) -> None:
         raise ValidationFailed("The booking request is invalid.", fields=errors)
 
 
-def cancellation_cut_off(*, offer: Offer, start_date: date) -> datetime:
-    """When free cancellation ends under the offer's policy: `free_cancellation_hours` before
-    the start (the start of its first day, UTC)."""
-    return datetime.combine(start_date, time.min, tzinfo=UTC) - timedelta(hours=offer.free_cancellation_hours)
+def cancellation_cut_off(*, terms: CancellationTerms, start_date: date) -> datetime:
+    """When free cancellation ends under `terms` (an offer's now, or those a quote or a booking
+    kept): `free_cancellation_hours` before the start (the start of its first day, UTC)."""
+    return datetime.combine(start_date, time.min, tzinfo=UTC) - timedelta(hours=terms.free_cancellation_hours)
 
 
 def cancellation_fee(
-    *, offer: Offer, total: Decimal, currency: str, start_date: date, at: datetime
+    *, terms: CancellationTerms, total: Decimal, currency: str, start_date: date, at: datetime
 ) -> Decimal:
-    """What a cancellation asked for `at` costs under the offer's policy: nothing before the
+    """What a cancellation asked for `at` costs under `terms`: nothing before the
     cut-off (`cancellation_cut_off`), then the offer's share of the price, rounded to the smallest
     unit of the price's `currency` (the stay's, which the offer's may no longer be; amounts are
     kept to the cent: a currency with thousandths is rounded to the cent)."""
-    if at < cancellation_cut_off(offer=offer, start_date=start_date):
+    if at < cancellation_cut_off(terms=terms, start_date=start_date):
         return Decimal("0.00")
     unit = Decimal(1).scaleb(-min(minor_unit_exponent(currency), 2))
-    fee = (total * offer.cancellation_fee_percent / 100).quantize(unit, rounding=ROUND_HALF_UP)
+    fee = (total * terms.cancellation_fee_percent / 100).quantize(unit, rounding=ROUND_HALF_UP)
     return min(fee, total).quantize(CENT)
 
 

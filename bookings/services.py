@@ -140,6 +140,7 @@ def quote_create(*, customer, offer_id: int, start_date: date, end_date: date, g
         total_price=price.total,
         currency=price.currency,
         expires_at=timezone.now() + settings.QUOTE_TTL,
+        **stay.offer.cancellation_terms(),  # the terms the quote page shows are the booking's
     )
 
 
@@ -261,6 +262,7 @@ def booking_create(*, customer, request: BookingRequest, idempotency_key: str) -
         guests=request.guests,
         total_price=quote.total_price if quote else price.total,
         currency=quote.currency if quote else price.currency,
+        **(quote or offer).cancellation_terms(),  # kept: what the customer was shown before Book
         deadline=confirmation_deadline(start_date=request.start_date, now=now),
         next_check_at=now + settings.BOOKING_SUBMIT_GRACE,
         idempotency_key=idempotency_key,

@@ -95,6 +95,9 @@ class BookingFactory(factory.django.DjangoModelFactory):
     guests = 2
     total_price = Decimal("360.00")
     currency = "EUR"
+    # Kept from the offer, as booking_create keeps them.
+    free_cancellation_hours = factory.LazyAttribute(lambda b: b.offer.free_cancellation_hours)
+    cancellation_fee_percent = factory.LazyAttribute(lambda b: b.offer.cancellation_fee_percent)
     status = BookingState.REQUESTED
     deadline = factory.LazyFunction(lambda: timezone.now() + timedelta(minutes=30))
     attention_reason = ""
@@ -117,6 +120,8 @@ class QuoteFactory(factory.django.DjangoModelFactory):
     guests = 2
     total_price = Decimal("300.00")
     currency = "EUR"
+    free_cancellation_hours = factory.LazyAttribute(lambda q: q.offer.free_cancellation_hours)
+    cancellation_fee_percent = factory.LazyAttribute(lambda q: q.offer.cancellation_fee_percent)
     expires_at = factory.LazyFunction(lambda: timezone.now() + timedelta(minutes=15))
 
 

@@ -3,18 +3,20 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from django.utils import timezone
 
+from bookings import catalogue
 from bookings.cancelling import Outcome, cancel_money, fee_if_cancelled, stay_policy
 from bookings.customer_view import PaymentFacts, money_of
 from bookings.models import Actor
 from bookings.pricing import cancellation_fee
-from bookings.services import booking_request_cancel
+from bookings.services import BookingRequest, booking_create, booking_request_cancel, quote_create
 from bookings.states import BookingState
-from tests.factories import BookingFactory, OfferFactory
+from tests.factories import BookingFactory, OfferFactory, UserFactory
 
 S = BookingState
 PRICE = Decimal("360.00")
@@ -159,5 +161,57 @@ def test_the_fee_is_rounded_in_the_booking_s_currency_even_after_the_offer_s_cha
     )
 
     assert stay_policy(yen).fee == Decimal("185.00")
-    fee = cancellation_fee(offer=yen.offer, total=yen.total_price, currency="JPY", start_date=START, at=AT)
+    fee = cancellation_fee(terms=yen, total=yen.total_price, currency="JPY", start_date=START, at=AT)
     assert fee == Decimal("185.00")
+
+
+def test_a_cancel_costs_what_the_booking_was_shown_whatever_the_offer_s_terms_become(db):
+    """The policy told before Book is the booking's: an offer whose terms change afterwards
+    (partner_upsert, the admin) changes what new quotes and bookings are told, not this one."""
+    paid = booking(S.CONFIRMED, told("charged", "360.00"), **BEFORE_CUT_OFF)
+    shown = cancel_money(paid, at=AT)
+    type(paid.offer).objects.filter(pk=paid.offer_id).update(**AFTER_CUT_OFF)
+    paid.refresh_from_db()
+
+    assert cancel_money(paid, at=AT).fee == shown.fee == Decimal("0.00")
+    assert stay_policy(paid).cut_off == shown_cut_off(BEFORE_CUT_OFF)
+
+
+def test_a_quote_keeps_the_offer_s_terms_and_its_booking_keeps_the_quote_s(db):
+    offer = OfferFactory(**BEFORE_CUT_OFF)
+    customer = UserFactory()
+    start = timezone.now().date() + timedelta(days=40)
+    quote = quote_create(
+        customer=customer, offer_id=offer.pk, start_date=start, end_date=start + timedelta(days=2), guests=2
+    )
+    type(offer).objects.filter(pk=offer.pk).update(**AFTER_CUT_OFF)  # after the quote page showed it
+    catalogue.forget_offers()  # the booking path's offer cache, as its TTL would
+
+    made = booking_create(
+        customer=customer,
+        request=BookingRequest(
+            offer_id=offer.pk,
+            start_date=start,
+            end_date=start + timedelta(days=2),
+            guests=2,
+            quote_id=quote.pk,
+        ),
+        idempotency_key="keeps-terms",
+    ).booking
+    unquoted = booking_create(
+        customer=customer,
+        request=BookingRequest(
+            offer_id=offer.pk, start_date=start, end_date=start + timedelta(days=3), guests=2
+        ),
+        idempotency_key="offer-terms-now",
+    ).booking
+
+    kept = ("free_cancellation_hours", "cancellation_fee_percent")
+    assert [getattr(quote, f) for f in kept] == [getattr(made, f) for f in kept] == [24, Decimal("25")]
+    assert [getattr(unquoted, f) for f in kept] == [60 * 24, Decimal("25")]
+
+
+def shown_cut_off(policy: dict):
+    return datetime.combine(START, datetime.min.time(), tzinfo=UTC) - timedelta(
+        hours=policy["free_cancellation_hours"]
+    )

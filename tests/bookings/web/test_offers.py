@@ -100,6 +100,7 @@ def test_the_quote_page_shows_the_price_and_until_when_it_holds(web, quote):
 def test_the_quote_page_says_what_cancelling_costs_for_the_stay_before_book(web, customer, offer):
     # given an offer free to cancel until 48 hours before the start, then a quarter of the price
     type(offer).objects.filter(pk=offer.pk).update(free_cancellation_hours=48, cancellation_fee_percent=25)
+    offer.refresh_from_db()  # the quote keeps the offer's terms as they are when it is made
     quote = QuoteFactory(customer=customer, offer=offer, total_price=Decimal("360.00"))
     cut_off = datetime.combine(quote.start_date, time.min, tzinfo=UTC) - timedelta(hours=48)
 
