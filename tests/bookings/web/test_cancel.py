@@ -44,6 +44,7 @@ def test_the_cancel_page_says_what_happens_to_the_money_and_why_before_the_custo
     type(offer).objects.filter(pk=offer.pk).update(
         free_cancellation_hours=60 * 24, cancellation_fee_percent=25
     )
+    offer.refresh_from_db()  # the booking keeps the offer's terms as they are when it is made
     charged = money_of(PaymentFacts("charged", "EUR", Decimal("360.00"), Decimal("360.00")))
     paid = BookingFactory(
         customer=customer, offer=offer, status=S.CONFIRMED, customer_money=charged.as_json()
@@ -99,6 +100,7 @@ def test_the_cancel_page_of_a_booking_whose_charge_is_in_doubt_says_the_money_co
     type(offer).objects.filter(pk=offer.pk).update(
         free_cancellation_hours=60 * 24, cancellation_fee_percent=fee_percent
     )
+    offer.refresh_from_db()  # the booking keeps the offer's terms as they are when it is made
     in_doubt = money_of(PaymentFacts("charge_unknown", "EUR", Decimal("360.00")))
     booking = BookingFactory(
         customer=customer, offer=offer, status=S.CONFIRMED, customer_money=in_doubt.as_json()
