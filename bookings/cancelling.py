@@ -238,7 +238,8 @@ def cancel_money(booking: Booking, *, at: datetime) -> CancelMoney:
 
 def release_or_refund(held: Decimal, fee: Decimal, currency: str, *, asked: bool) -> str:
     """What a cancel does to a hold whose charge's outcome is not known: whatever it was, all but
-    the fee comes back; whether as a released hold or a refund, only that outcome will tell. The
+    the fee comes back; whether as a released hold or a refund, only that outcome will tell, and
+    finding it out (the charge asked again under its key) may itself complete the charge. The
     same words before the cancel (the page, the API) and, once it is `asked`, in the mails."""
 
     def shown(value: Decimal) -> str:
@@ -250,15 +251,16 @@ def release_or_refund(held: Decimal, fee: Decimal, currency: str, *, asked: bool
     elif fee <= 0:
         told = (
             f"we {making} sure the {shown(held)} comes back to your card in full. We do not know "
-            "yet whether it was charged: if it was, we refund it; if not, we release the hold."
+            "yet whether it was charged, and finding out may complete the charge: if it is charged, "
+            "we refund it in full; if not, we release the hold."
         )
     else:
         rest = shown(held - fee)
         told = (
             f"we keep the cancellation fee of {shown(fee)} and {making} sure the other {rest} "
-            f"comes back to your card. We do not know yet whether the {shown(held)} was charged: "
-            f"if it was, we refund the {rest}; if not, we charge only the fee and release the rest "
-            "of the hold."
+            f"comes back to your card. We do not know yet whether the {shown(held)} was charged, "
+            f"and finding out may complete the charge: if it is charged, we refund the {rest}; if "
+            "not, we charge only the fee and release the rest of the hold."
         )
     return told[0].upper() + told[1:] if asked else f"Once the cancellation is done, {told}"
 

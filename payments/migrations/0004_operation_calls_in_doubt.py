@@ -2,9 +2,12 @@ from django.db import migrations, models
 
 
 def count_open_operations_as_in_doubt(apps, schema_editor):
-    # An operation open before this field existed may have been called: it keeps its fence.
+    # An operation open before this field existed may have been called: it keeps its fence. But
+    # an authorization whose payment was released to pending: its calls were refused for now.
     PaymentOperation = apps.get_model("payments", "PaymentOperation")
-    PaymentOperation.objects.filter(state="open").update(calls_in_doubt=1)
+    PaymentOperation.objects.filter(state="open").exclude(kind="authorize", payment__status="pending").update(
+        calls_in_doubt=1
+    )
 
 
 class Migration(migrations.Migration):

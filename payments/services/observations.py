@@ -84,6 +84,7 @@ def charge_in_doubt(open_operation: PaymentOperation | None) -> bool:
         and open_operation.kind == OperationKind.CAPTURE
         and open_operation.state == OperationState.OPEN
         and open_operation.tries > 0
+        and open_operation.calls_in_doubt > 0  # a call that may have reached the provider
     )
 
 

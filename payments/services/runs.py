@@ -73,6 +73,8 @@ class _Claimed:
     # Opened by this claim for a step automation chose (support's operations are opened by
     # support and only asked by runs): a call refused for now may end it, to be decided again.
     first_call: bool
+    # The call reads the provider instead of asking under the key (`_reads`, as claimed).
+    reads: bool = False
 
 
 def payment_run(booking_id: UUID, *, actor: Actor | str = Actor.WORKER, actor_label: str = "") -> FollowUp:
@@ -88,6 +90,7 @@ def payment_run(booking_id: UUID, *, actor: Actor | str = Actor.WORKER, actor_la
             claimed.operation.pk,
             result,
             first_call=claimed.first_call,
+            reads=claimed.reads,
             actor=actor,
             actor_label=actor_label,
         )
@@ -201,7 +204,10 @@ def _claim(booking_id: UUID, *, actor: Actor | str, actor_label: str) -> _Claime
             fields.append("next_check_at")
         if fields:
             payment.save(update_fields=[*fields, "updated_at"])
-        return _Claimed(operation, _call_for(operation, payment, booking), first_call=first_call)
+        reads = _reads(operation)  # on the calls in doubt before this one
+        return _Claimed(
+            operation, _call_for(operation, payment, booking, reads=reads), first_call=first_call, reads=reads
+        )
 
 
 def _refused_for_good(operations: list[PaymentOperation], step: decisions.Step) -> bool:
@@ -245,15 +251,18 @@ def _past_key_window(operation: PaymentOperation) -> bool:
 
 
 def _reads(operation: PaymentOperation) -> bool:
-    """Whether the operation's next try reads the provider instead of asking under its key."""
-    return operation.answer_lost or _past_key_window(operation)
+    """Whether the operation's next try reads the provider instead of asking under its key: its
+    answer was lost, or it is past the key window with a call under it that may have done
+    something (with none, asking again makes at most the one thing it is for)."""
+    return operation.answer_lost or (operation.calls_in_doubt > 0 and _past_key_window(operation))
 
 
-def _call_for(operation: PaymentOperation, payment: Payment, booking: Booking) -> Callable[[], CallResult]:
+def _call_for(
+    operation: PaymentOperation, payment: Payment, booking: Booking, *, reads: bool
+) -> Callable[[], CallResult]:
     """The operation's call, the same on every try (same key, same parameters), or its read once
     asking again tells nothing (`_reads`)."""
     key, intent, currency = operation.idempotency_key, payment.provider_intent_id, payment.currency
-    reads = _reads(operation)
     if operation.kind == OperationKind.AUTHORIZE:
         if reads:
             return lambda: connector.find_authorization(
@@ -285,6 +294,7 @@ def _record(
     result: CallResult,
     *,
     first_call: bool,
+    reads: bool = False,
     actor: Actor | str,
     actor_label: str,
 ) -> Next | FollowUp:
@@ -296,13 +306,12 @@ def _record(
         payment = operation.payment
         authorize = operation.kind == OperationKind.AUTHORIZE
         after = decisions.after_call(result.outcome, authorize=authorize)
-        read = _reads(operation)
-        if read and result.outcome == CallOutcome.REFUSED:
+        if reads and result.outcome == CallOutcome.REFUSED:
             after = decisions.AfterCall.UNKNOWN  # a read refused proves nothing of the lost call
         found_nothing = after == decisions.AfterCall.APPLY and result.truth is None and result.object_id == ""
         # A day on, nothing under the key can still be in flight: a complete read that finds no
         # refund made proves none was (sooner, the provider's listing may not show it yet).
-        refund_never_made = found_nothing and not authorize and _past_key_window(operation)
+        refund_never_made = found_nothing and not authorize and reads and _past_key_window(operation)
         if found_nothing and authorize:
             # A complete read of the provider found no intent made for the payment: the lost
             # answer's call made nothing, and only now may another key ask again.

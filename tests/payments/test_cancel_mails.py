@@ -98,9 +98,10 @@ def mail_of(kind: str, money: dict, *, fee: str | None, **policy) -> tuple[str, 
             "90.00",
             "We asked for the 360.00 EUR held on your card to be charged and do not know yet whether "
             "it was. We keep the cancellation fee of 90.00 EUR and are making sure the other 270.00 "
-            "EUR comes back to your card. We do not know yet whether the 360.00 EUR was charged: if "
-            "it was, we refund the 270.00 EUR; if not, we charge only the fee and release the rest of "
-            f"the hold. Your booking was cancelled after {AFTER}: the fee is 25% of the price.",
+            "EUR comes back to your card. We do not know yet whether the 360.00 EUR was charged, and "
+            "finding out may complete the charge: if it is charged, we refund the 270.00 EUR; if not, "
+            "we charge only the fee and release the rest of the hold. Your booking was cancelled "
+            f"after {AFTER}: the fee is 25% of the price.",
         ),
         (  # the whole price as the fee
             NotificationKind.CANCELLED,

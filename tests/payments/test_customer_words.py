@@ -147,15 +147,16 @@ def test_an_authorization_answered_neither_held_nor_declined_is_not_told_as_the_
 
 # --- a capture whose outcome is not known is told as neither held nor charged ---------------------
 @pytest.mark.parametrize(
-    ("kind", "state", "tries", "fact"),
+    ("kind", "state", "tries", "in_doubt", "fact"),
     [
-        (OperationKind.CAPTURE, OperationState.OPEN, 1, "charge_unknown"),  # timed out: in doubt
-        (OperationKind.CAPTURE, OperationState.OPEN, 0, "held"),  # its first call is out
-        (OperationKind.CAPTURE, OperationState.NOT_MADE, 1, "held"),  # a 429: provably nothing
-        (OperationKind.VOID, OperationState.OPEN, 1, "held"),  # released or not, never charged
+        (OperationKind.CAPTURE, OperationState.OPEN, 1, 1, "charge_unknown"),  # timed out: in doubt
+        (OperationKind.CAPTURE, OperationState.OPEN, 0, 1, "held"),  # its first call is out
+        (OperationKind.CAPTURE, OperationState.OPEN, 2, 0, "held"),  # support's, only ever 429s
+        (OperationKind.CAPTURE, OperationState.NOT_MADE, 1, 0, "held"),  # a 429: provably nothing
+        (OperationKind.VOID, OperationState.OPEN, 1, 1, "held"),  # released or not, never charged
     ],
 )
-def test_a_hold_is_told_charged_or_not_only_when_known(db, kind, state, tries, fact):
+def test_a_hold_is_told_charged_or_not_only_when_known(db, kind, state, tries, in_doubt, fact):
     booking = BookingFactory(status=S.CONFIRMED)
     payment = Payment.objects.create(
         booking=booking,
@@ -165,7 +166,13 @@ def test_a_hold_is_told_charged_or_not_only_when_known(db, kind, state, tries, f
         status=PaymentStatus.AUTHORIZED,
     )
     operation = PaymentOperation.objects.create(
-        payment=payment, kind=kind, seq=1, idempotency_key=f"{payment.pk}:{kind}:1", state=state, tries=tries
+        payment=payment,
+        kind=kind,
+        seq=1,
+        idempotency_key=f"{payment.pk}:{kind}:1",
+        state=state,
+        tries=tries,
+        calls_in_doubt=in_doubt,
     )
 
     assert payment_facts(payment, open_operation=open_operation_of(payment)).state == fact

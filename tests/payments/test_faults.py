@@ -150,7 +150,8 @@ CHARGE_UNKNOWN = (
 )
 BACK_IN_FULL = (
     "make sure the 360.00 EUR comes back to your card in full. We do not know yet whether it was "
-    "charged: if it was, we refund it; if not, we release the hold."
+    "charged, and finding out may complete the charge: if it is charged, we refund it in full; if "
+    "not, we release the hold."
 )
 
 

@@ -76,15 +76,15 @@ def test_the_cancel_page_says_what_happens_to_the_money_and_why_before_the_custo
         (
             0,
             "Once the cancellation is done, we make sure the 360.00 EUR comes back to your card in "
-            "full. We do not know yet whether it was charged: if it was, we refund it; if not, we "
-            "release the hold.",
+            "full. We do not know yet whether it was charged, and finding out may complete the "
+            "charge: if it is charged, we refund it in full; if not, we release the hold.",
         ),
         (
             25,
             "Once the cancellation is done, we keep the cancellation fee of 90.00 EUR and make sure "
             "the other 270.00 EUR comes back to your card. We do not know yet whether the 360.00 EUR "
-            "was charged: if it was, we refund the 270.00 EUR; if not, we charge only the fee and "
-            "release the rest of the hold.",
+            "was charged, and finding out may complete the charge: if it is charged, we refund the "
+            "270.00 EUR; if not, we charge only the fee and release the rest of the hold.",
         ),
         (
             100,
