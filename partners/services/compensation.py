@@ -92,11 +92,17 @@ def reservation_compensate(
                     actor_label=actor_label,
                     attempt=attempt,
                 )
-            elif result.outcome != Outcome.PERMANENT:
+            elif result.outcome != Outcome.PERMANENT and not _spent(reservation):
                 return _retry_or_give_up(
                     reservation, result.error_code or result.outcome, result.retry_after_s
                 )
+            # Else the last try's cancel may have been made (a timeout, a 5xx after the partner
+            # committed it): the verifying read says so before support is handed the booking.
         return _verify(reservation_id, actor=actor, actor_label=actor_label)
+
+
+def _spent(reservation: PartnerReservation) -> bool:
+    return _tries(reservation).count >= settings.PARTNER_COMPENSATION_MAX_TRIES
 
 
 def _verify(reservation_id: int, *, actor: Actor | str, actor_label: str) -> FollowUp:

@@ -366,3 +366,17 @@ def test_a_partner_that_keeps_failing_the_verifying_read_hands_the_booking_to_su
 
     assert status_of(reservation.booking) == S.NEEDS_ATTENTION
     assert Booking.objects.get(pk=reservation.booking_id).attention_reason == "compensation_failed"
+
+
+def test_a_last_cancel_whose_answer_was_lost_is_read_before_support_is_handed_it(harness, settings):
+    """Review: the last try's cancel timed out after the partner made it; with the budget spent
+    the booking went to support unread, though the partner held it cancelled."""
+    h = harness("reference")
+    reservation = cancelling_while_the_partner_refuses(h, settings, max_tries=1)
+    h.faults(rate_limit_rate=0, timeout_after_commit_rate=1)  # writes only: the read answers
+
+    assert reservation_compensate(reservation.pk).compensate_after_s is None
+
+    reservation.refresh_from_db()
+    assert reservation.compensated_at is not None
+    assert status_of(reservation.booking) == S.CANCELLED
