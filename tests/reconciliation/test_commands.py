@@ -268,6 +268,19 @@ def test_replay_of_a_tampered_delivery_is_refused(partner):
         run("replay_inbound_event", str(event.pk))
 
 
+def test_a_refused_replay_run_again_with_its_token_is_refused_again_not_already_done(partner):
+    """Review: the refused replay kept its claim, so the same command again answered "already
+    replayed" and exited 0, while nothing was ever replayed."""
+    from tests.reconciliation.test_admin import _signed_inbound
+
+    event = _signed_inbound(partner)
+    type(event).objects.filter(pk=event.pk).update(raw_body=b'{"tampered": 1}')
+
+    for _ in range(2):
+        with pytest.raises(CommandError, match="Nothing was replayed"):
+            run("replay_inbound_event", str(event.pk), "--token", "t-refused")
+
+
 def test_a_replay_that_refuses_some_deliveries_exits_non_zero_after_replaying_the_others(
     partner, make_booking
 ):

@@ -58,6 +58,12 @@ def test_a_retry_after_the_hold_was_released_is_refused():
     assert refusal(RETRY, Situation(payment.booking)).startswith(UNPAID)
 
 
+def test_a_retry_while_the_hold_is_not_known_yet_says_so():
+    payment = paying_booking(status=S.NEEDS_ATTENTION, payment_status=P.UNKNOWN)
+
+    assert refusal(RETRY, Situation(payment.booking)).startswith("Its payment is not held yet (unknown)")
+
+
 def test_a_retry_while_the_hold_stands_is_not_refused_for_money():
     payment = paying_booking(status=S.NEEDS_ATTENTION, payment_status=P.AUTHORIZED)
 

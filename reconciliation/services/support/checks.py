@@ -16,7 +16,7 @@ from bookings.models import Booking
 from bookings.states import CANCEL_ACCEPTED, CREATE_UNANSWERED, TERMINAL_STATES, BookingState
 from partners.models import LIVE_RESERVATION_STATUSES, PartnerReservation, ReservationStatus
 from partners.services.observations import is_fenced
-from payments.models import Payment, PaymentStatus
+from payments.models import BEFORE_AUTHORIZATION, Payment, PaymentStatus
 from reconciliation.services.support.permissions import CANCEL, COMPENSATE, RESOLVE, RETRY, SYNC
 
 # Outcomes support may resolve a needs_attention booking to, with the transition each runs: the
@@ -79,6 +79,11 @@ def _unpaid(situation: Situation) -> str:
         return ""
     if payment.status == PaymentStatus.CAPTURED and payment.net_amount > 0:
         return ""
+    if payment.status in BEFORE_AUTHORIZATION:
+        return (
+            f"Its payment is not held yet ({payment.status}): confirmed now, the stay might be unpaid. "
+            "Wait until the hold is known, or cancel it."
+        )
     return (
         f"Its payment holds no money ({payment.status}): confirmed now, the stay would be unpaid. "
         "Cancel it, or resolve it to another outcome."

@@ -14,7 +14,7 @@ from django.db import transaction
 from bookings.models import Actor
 from bookings.services import lock_booking
 from bookings.timeline import record_event
-from config.errors import NotFound
+from config.errors import ApplicationError, NotFound
 from partners.models import InboundEvent
 from partners.services.webhooks import inbound_event_replay, signature_matches
 from reconciliation.services.support.once import Ask, claim_token, clean_token, target_key
@@ -59,9 +59,14 @@ def support_replay_inbound(
         raise NotFound(f"No inbound event {event_id}.")
     with transaction.atomic():
         claim_token(token, Ask.of(REPLAY, target_key(event), operator=operator.label, batch=batch))
-    if not cache.add(f"support-token:replay:{event_id}:{token}", "1", timeout=TOKEN_TTL_S):
+    replay_key = f"support-token:replay:{event_id}:{token}"
+    if not cache.add(replay_key, "1", timeout=TOKEN_TTL_S):
         return ReplayResult(event, False, "Already replayed with this confirmation; nothing more was done.")
-    replayed = inbound_event_replay(event.pk, actor_label=operator.label)
+    try:
+        replayed = inbound_event_replay(event.pk, actor_label=operator.label)
+    except ApplicationError:
+        cache.delete(replay_key)  # refused, nothing replayed: the same ask may try again, and is told so
+        raise
     if replayed.booking_id:
         with transaction.atomic():
             booking = lock_booking(replayed.booking_id)
