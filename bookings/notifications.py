@@ -142,7 +142,7 @@ def notification_send(*, notification_id: int) -> float | None:
         raise RuntimeError("a notification's claim must commit before the mail server is called")
     notification = (
         Notification.objects.select_related("booking__customer", "booking__offer")
-        .annotate(after_earlier=_earlier_under_way())
+        .annotate(after_earlier=earlier_under_way())
         .get(pk=notification_id)
     )
     if notification.state != State.QUEUED:
@@ -183,11 +183,12 @@ def notification_send(*, notification_id: int) -> float | None:
     return None
 
 
-def _earlier_under_way() -> Exists:
+def earlier_under_way() -> Exists:
     """Whether an earlier notification of the same booking (a lower `status_version`: an earlier
     change) is still queued or being sent, and was made or claimed less than
     NOTIFICATION_ORDER_WAIT_S ago: one whose attempts stopped moving (its worker died, its
-    message was lost) holds no later mail back longer than that."""
+    message was lost) holds no later mail back longer than that. The sweeper asks it too: a mail
+    waiting its turn is not lost, and a copy of its message would only poll beside it."""
     recent = timezone.now() - timedelta(seconds=settings.NOTIFICATION_ORDER_WAIT_S)
     return Exists(
         Notification.objects.filter(

@@ -12,12 +12,14 @@ from __future__ import annotations
 import pytest
 
 from bookings import notifications
-from bookings.models import Notification, NotificationState
+from bookings.models import Notification, NotificationKind, NotificationState
+from bookings.states import BookingState
 from config.redis_client import redis_client
 from reconciliation.claims import CLAIM_OPTION
 from reconciliation.services.sweeper import sweep
 from tests.bookings.test_notifications import cancelling_booking, owe_mail, wait_for_state
-from tests.helpers import wait_until
+from tests.factories import BookingFactory, NotificationFactory, PartnerFactory
+from tests.helpers import unique_code, wait_until
 from tests.reconciliation.conftest import queued
 
 pytestmark = pytest.mark.integration
@@ -57,3 +59,24 @@ def test_a_stalled_notifications_queue_holds_one_sweeper_copy_however_many_sweep
     wait_until(lambda: copies(broker, notification) == (0, 0), what="both messages to be taken up")
     assert sweep(partner=booking.partner).notifications_requeued == 0
     assert [m["Subject"] for m in mail_sink.messages()] == [f"Your booking {booking.reference} is cancelled"]
+
+
+def test_a_mail_waiting_for_its_booking_s_earlier_one_is_not_sent_again_by_the_sweeper(db, broker, settings):
+    """Review: a mail waiting its turn (its booking's earlier mail still under way) looked lost to
+    the sweeper once older than NOTIFICATION_REQUEUE_AFTER_S, and each sweep added a copy that
+    polled beside it; when the earlier mail was done the copies raced for the row."""
+    settings.NOTIFICATION_REQUEUE_AFTER_S = 0  # owed "for a while" at every sweep
+    booking = BookingFactory(
+        status=BookingState.CONFIRMED, offer__partner=PartnerFactory(code=unique_code("order"))
+    )
+    earlier = NotificationFactory(booking=booking, status_version=1)
+    later = NotificationFactory(booking=booking, status_version=2, kind=NotificationKind.MONEY)
+    broker.flush(notifications.NOTIFICATIONS_QUEUE)  # both messages lost: only the sweeper has them
+
+    report = sweep(partner=booking.partner)
+
+    assert report.notifications_requeued == 1
+    assert copies(broker, earlier) == (0, 1) and copies(broker, later) == (0, 0)
+    settings.NOTIFICATION_ORDER_WAIT_S = 0  # the earlier mail stopped moving: the later is owed now
+    assert sweep(partner=booking.partner).notifications_requeued == 1
+    assert copies(broker, later) == (0, 1)
