@@ -74,6 +74,7 @@ class Ask:
     targets: tuple[str, ...]
     operator: str
     params: dict[str, str] = field(default_factory=dict)
+    target: str = field(default="", compare=False)  # the one of `targets` acted on now
 
     @classmethod
     def of(
@@ -83,11 +84,18 @@ class Ask:
         targets = tuple(sorted(set(batch) or {target}))
         if target not in targets:
             raise ValidationFailed(f"{target} is not among the targets of this action token.")
-        return cls(action, targets, operator, {k: str(v) for k, v in params.items() if v not in (None, "")})
+        asked = {k: str(v) for k, v in params.items() if v not in (None, "")}
+        return cls(action, targets, operator, asked, target=target)
 
     @classmethod
     def held(cls, row: ActionToken) -> Ask:
         return cls(row.action, tuple(row.targets), row.operator_label, dict(row.params))
+
+    def covers(self, ask: Ask) -> bool:
+        """Whether `ask` is this ask again for one of its targets: the same action, operator and
+        parameters (a re-run over a subset, or a bulk action whose list changed meanwhile)."""
+        same = (self.action, self.operator, self.params) == (ask.action, ask.operator, ask.params)
+        return same and (ask.target or ask.targets[0]) in self.targets
 
     def words(self) -> str:
         """`refund_payment of BK-7F3K2Q (amount 10.00) by alice`"""
@@ -116,7 +124,7 @@ def claim_token(token: str, ask: Ask) -> None:
     if created:
         return
     earlier = Ask.held(held)
-    if earlier == ask:
+    if earlier.covers(ask):
         return
     logger.warning(
         "support action token reused for another ask",
