@@ -38,8 +38,10 @@ class CancellationTerms(models.Model):
     and a booking keep the terms they were made under, the ones the customer was shown before
     Book, whatever the offer's become since."""
 
-    free_cancellation_hours = models.PositiveIntegerField(default=24)
-    cancellation_fee_percent = models.DecimalField(max_digits=5, decimal_places=2, default=0)
+    # Defaults in the database too: during a rolling deploy, processes still on the code before
+    # these columns insert quotes and bookings without them.
+    free_cancellation_hours = models.PositiveIntegerField(default=24, db_default=24)
+    cancellation_fee_percent = models.DecimalField(max_digits=5, decimal_places=2, default=0, db_default=0)
 
     class Meta:
         abstract = True

@@ -13,31 +13,31 @@ def keep_the_offers_terms(apps, schema_editor):
         )
 
 
+def terms(model_name: str, operation=migrations.AddField) -> list:
+    # With defaults in the database: a process still on the code before these columns (a rolling
+    # deploy) inserts quotes and bookings without them.
+    return [
+        operation(
+            model_name=model_name,
+            name="cancellation_fee_percent",
+            field=models.DecimalField(db_default=0, decimal_places=2, default=0, max_digits=5),
+        ),
+        operation(
+            model_name=model_name,
+            name="free_cancellation_hours",
+            field=models.PositiveIntegerField(db_default=24, default=24),
+        ),
+    ]
+
+
 class Migration(migrations.Migration):
     dependencies = [
         ("bookings", "0014_offer_currency_iso4217"),
     ]
 
     operations = [
-        migrations.AddField(
-            model_name="booking",
-            name="cancellation_fee_percent",
-            field=models.DecimalField(decimal_places=2, default=0, max_digits=5),
-        ),
-        migrations.AddField(
-            model_name="booking",
-            name="free_cancellation_hours",
-            field=models.PositiveIntegerField(default=24),
-        ),
-        migrations.AddField(
-            model_name="quote",
-            name="cancellation_fee_percent",
-            field=models.DecimalField(decimal_places=2, default=0, max_digits=5),
-        ),
-        migrations.AddField(
-            model_name="quote",
-            name="free_cancellation_hours",
-            field=models.PositiveIntegerField(default=24),
-        ),
+        *terms("booking"),
+        *terms("quote"),
+        *terms("offer", migrations.AlterField),
         migrations.RunPython(keep_the_offers_terms, migrations.RunPython.noop),
     ]
