@@ -23,6 +23,7 @@ from reconciliation.services.support import payments as money
 from tests.factories import InboundEventFactory, PartnerReservationFactory, UserFactory
 from tests.reconciliation.conftest import actor_names
 from tests.reconciliation.paying import paying_booking, support_rows
+from tests.reconciliation.test_commands import run
 
 S = BookingState
 pytestmark = pytest.mark.django_db
@@ -38,16 +39,6 @@ def as_other_ops(groups):
     user = UserFactory(username=f"ops2-{uuid.uuid4().hex[:6]}", is_staff=True)
     user.groups.set([groups["ops"]])
     return support.Operator.for_user(user)
-
-
-def run(*args, capture=None) -> str:
-    out = io.StringIO()
-    if capture is None:
-        call_command(*args, stdout=out, stderr=io.StringIO())
-    else:
-        with capture(execute=True):
-            call_command(*args, stdout=out, stderr=io.StringIO())
-    return out.getvalue()
 
 
 # --- the services --------------------------------------------------------------------------------
