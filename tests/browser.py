@@ -197,6 +197,9 @@ def shot(page, name: str, *, ours: bool = True, rules: list[str] | None = None) 
     own, which axe does not judge."""
     from PIL import Image
 
+    # a click that navigates returns once the new document is committed, before it is parsed:
+    # its <head> may not exist yet to take axe's script tag
+    page.wait_for_load_state("load")
     if ours:
         page.add_script_tag(content=AXE.read_text())
         violations = page.evaluate(
