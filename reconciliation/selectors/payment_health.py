@@ -13,7 +13,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Count, Max, Min, Q
+from django.db.models import Count, Exists, Max, Min, OuterRef, Q
 from django.utils import timezone
 
 from bookings.models import BookingEvent
@@ -29,6 +29,7 @@ from payments.models import (
 )
 from reconciliation.models import ProposalState, RefundProposal
 from reconciliation.services.support.payments.provider_side import Reachability, provider_reachability
+from reconciliation.services.support.payments.situation import SUPPORT_REFUND_KINDS
 
 P = PaymentStatus
 LIST_LIMIT = 20
@@ -169,8 +170,10 @@ def payment_health(
     health.left_to_support = BookingEvent.objects.filter(
         kind="payment.left_to_support", occurred_at__gte=since
     ).count()
+    # Support refunding a confirmed stay in full is a decision (goodwill), not money gone missing.
+    support_refunded = BookingEvent.objects.filter(booking=OuterRef("booking"), kind__in=SUPPORT_REFUND_KINDS)
     holds_nothing = Q(status__in=(P.VOIDED, P.LAPSED, P.ABANDONED, P.DECLINED)) | Q(
-        status=P.CAPTURED, captured_amount__lte=models.F("refunded_amount")
+        ~Exists(support_refunded), status=P.CAPTURED, captured_amount__lte=models.F("refunded_amount")
     )
     health.unpaid_confirmed = list(
         Payment.objects.filter(holds_nothing, booking__status=BookingState.CONFIRMED)

@@ -31,6 +31,7 @@ from payments.models import (
     PaymentStatus,
 )
 from reconciliation.models import ProposalState, RefundProposal
+from reconciliation.selectors.payment_health import payment_health
 from reconciliation.services.support import Operator, new_token
 from reconciliation.services.support import payments as money
 from tests.factories import UserFactory
@@ -104,6 +105,26 @@ def test_a_support_refund_is_made_once_at_the_provider_and_told_to_the_customer(
     timeline = kinds(booking)
     assert timeline.index("support.refund_requested") < timeline.index("payment.refund.ok")
     assert payment.next_check_at is None  # at rest: short of the price is support's decision
+
+
+def test_a_confirmed_stay_support_refunded_in_full_is_not_reported_as_unpaid(provider, groups, settings):
+    """Goodwill is support's decision: payment health lists confirmed bookings whose money went
+    missing, not those support chose to give back."""
+    settings.PAYMENTS_REFUND_APPROVAL_ABOVE = Decimal("1000.00")
+    payment = paid_at_provider()
+    money.support_refund(
+        booking_id=payment.booking_id,
+        operator=Operator.for_user(ops(groups)),
+        token=new_token(),
+        amount="360.00",
+        note="the room was not cleaned: the stay is on us",
+        inline=True,
+    )
+
+    payment.refresh_from_db()
+    assert (payment.captured_amount, payment.refunded_amount) == (Decimal("360.00"), Decimal("360.00"))
+    assert Booking.objects.get(pk=payment.booking_id).status == BookingState.CONFIRMED
+    assert payment_health(probe=False).unpaid_confirmed == []
 
 
 def test_a_proposed_refund_runs_once_another_person_approves_it(provider, groups):

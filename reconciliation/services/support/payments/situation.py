@@ -52,6 +52,8 @@ PAYMENT_ACTIONS: dict[str, dict[str, str]] = {
         "kind": "support.refund_rejected",
     },
 }
+# The timeline rows that say support asked for a refund (directly, or by approving a proposal).
+SUPPORT_REFUND_KINDS = (PAYMENT_ACTIONS[REFUND]["kind"], PAYMENT_ACTIONS[APPROVE]["kind"])
 # A refund above the approval amount is proposed (this row), then approved (APPROVE's).
 PROPOSED_KIND = "support.refund_proposed"
 # Who may see the provider's ids (the intent, its refunds) and its live answer's details.
@@ -129,12 +131,11 @@ class PaymentSituation:
         under the booking's lock by the action, so two refunds cannot both miss each other."""
         if self.payment is None:
             return Decimal("0.00")
-        kinds = (PAYMENT_ACTIONS[REFUND]["kind"], PAYMENT_ACTIONS[APPROVE]["kind"])
         keys = {
             (data or {}).get("idempotency_key")
-            for data in BookingEvent.objects.filter(booking=self.booking, kind__in=kinds).values_list(
-                "data", flat=True
-            )
+            for data in BookingEvent.objects.filter(
+                booking=self.booking, kind__in=SUPPORT_REFUND_KINDS
+            ).values_list("data", flat=True)
         } - {None, ""}
         amounts = PaymentOperation.objects.filter(
             payment=self.payment,
