@@ -49,6 +49,7 @@ _FAULTS: dict[str, Any] = {
     "latency_ms": [0, 800],
     "timeout_after_commit_rate": 0.04,
     "error_5xx_rate": 0.04,
+    "error_500_saved_rate": 0.02,
     "rate_limit_rate": 0.03,
     "webhook_duplicate_rate": 0.2,
     "webhook_reorder_rate": 0.1,

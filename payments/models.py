@@ -215,6 +215,10 @@ class PaymentOperation(models.Model):
     # The provider replayed a 5xx saved under the key: its change committed and its answer is
     # lost, so asking again tells nothing: the next try reads instead.
     answer_lost = models.BooleanField(default=False)
+    # The provider replayed an answer saved under the key: the key's one request has finished, so
+    # nothing under it is still running or will run again, and a complete read is the whole truth
+    # (a replayed 500 may follow a change or none: Stripe keeps the 500 of a request that began).
+    key_spent = models.BooleanField(default=False, db_default=False)
     opened_at = models.DateTimeField(default=timezone.now)
     last_tried_at = models.DateTimeField(null=True, blank=True)
     closed_at = models.DateTimeField(null=True, blank=True)

@@ -17,6 +17,7 @@ FAULT_HELP = {
     "latency_ms": "added latency per call, min,max milliseconds (uniform)",
     "timeout_after_commit_rate": "share of writes that commit, then hang and drop the connection",
     "error_5xx_rate": "share of calls answered 5xx; half of them after committing",
+    "error_500_saved_rate": "share of keyed payment writes answered 500 before their change, kept",
     "rate_limit_rate": "share of calls answered 429 with Retry-After",
     "reject_rate": "share of creates rejected as sold_out",
     "async_confirm_delay_s": "creates answer pending and settle after this delay (null: at once)",

@@ -24,6 +24,7 @@ T = TypeVar("T")
 RATE_KEYS = (
     "timeout_after_commit_rate",
     "error_5xx_rate",
+    "error_500_saved_rate",
     "rate_limit_rate",
     "reject_rate",
     "webhook_duplicate_rate",
@@ -49,6 +50,7 @@ class FaultSettings:
     latency_ms: tuple[float, float] = (0.0, 0.0)
     timeout_after_commit_rate: float = 0.0
     error_5xx_rate: float = 0.0
+    error_500_saved_rate: float = 0.0
     rate_limit_rate: float = 0.0
     reject_rate: float = 0.0
     async_confirm_delay_s: float | None = None

@@ -147,6 +147,17 @@ class PaymentsProtocol:
             self.keys.replace_answer(committed.saved_under_key, 500, failure.get_data(as_text=True))
         return failure
 
+    def _failed_before_change(self, key: str, echo: dict[str, str], request_id: str) -> Response:
+        """The endpoint began and failed before its change (`error_500_saved_rate`): Stripe keeps
+        the 500 under the key all the same, so a retry replays it and only a read tells that
+        nothing was made."""
+        self.ledger.store.bump("faults", "error_500_saved")
+        failure = self._api_error(500)
+        body = failure.get_data(as_text=True)
+        with self.ledger.store.transaction() as tx:
+            self.keys.save(tx, key, 500, body)
+        return response(500, body, request_id=request_id, headers=echo)
+
     def reservation_objects(self, body: Any) -> list[dict[str, Any]]:
         return []
 
@@ -351,6 +362,8 @@ class PaymentsProtocol:
                     request_id=request_id,
                     headers={**echo, "Idempotent-Replayed": "true"},
                 )
+            if self.faults.chance("error_500_saved_rate"):
+                return self._failed_before_change(key, echo, request_id)
         else:
             ctx.pause()
         meta = RequestMeta(request_id, key)

@@ -250,6 +250,13 @@ def _past_key_window(operation: PaymentOperation) -> bool:
     return timezone.now() - operation.opened_at >= timedelta(seconds=settings.PAYMENTS_KEY_WINDOW_S)
 
 
+def _read_is_whole_truth(operation: PaymentOperation) -> bool:
+    """Whether a complete read that finds nothing made under the operation proves nothing was:
+    nothing under its key can still be running (the provider replayed the key's saved answer, or
+    it is past the key window). Sooner, the call may be running at the provider as we read."""
+    return operation.key_spent or _past_key_window(operation)
+
+
 def _reads(operation: PaymentOperation) -> bool:
     """Whether the operation's next try reads the provider instead of asking under its key: its
     answer was lost, or it is past the key window with a call under it that may have done
@@ -309,10 +316,9 @@ def _record(
         if reads and result.outcome == CallOutcome.REFUSED:
             after = decisions.AfterCall.UNKNOWN  # a read refused proves nothing of the lost call
         found_nothing = after == decisions.AfterCall.APPLY and result.truth is None and result.object_id == ""
-        # A day on, nothing under the key can still be in flight: a complete read that finds no
-        # refund made proves none was (sooner, the provider's listing may not show it yet).
-        refund_never_made = found_nothing and not authorize and reads and _past_key_window(operation)
-        if found_nothing and authorize:
+        never_made = found_nothing and reads and _read_is_whole_truth(operation)
+        refund_never_made = never_made and not authorize
+        if never_made and authorize:
             # A complete read of the provider found no intent made for the payment: the lost
             # answer's call made nothing, and only now may another key ask again.
             after = decisions.AfterCall.REFUSED
@@ -346,7 +352,8 @@ def _record(
         ):
             # Asking again under the key tells nothing more: the next try reads instead.
             operation.answer_lost = True
-            operation.save(update_fields=["answer_lost"])
+            operation.key_spent = operation.key_spent or result.replayed
+            operation.save(update_fields=["answer_lost", "key_spent"])
         operation_record(
             operation,
             result,
@@ -378,7 +385,7 @@ def _record(
                 unsaved.add("refunded_amount")
         before = payment.status
         moved = ("status", "status_changed_at")
-        if found_nothing and authorize and payment.status in AUTHORIZATION_UNANSWERED:
+        if never_made and authorize and payment.status in AUTHORIZATION_UNANSWERED:
             payment.release_authorization()
             unsaved.update(moved)
         if authorize and after == decisions.AfterCall.APPLY and payment.status in AUTHORIZATION_UNANSWERED:

@@ -253,6 +253,33 @@ def test_a_refund_whose_answer_is_a_saved_500_is_found_and_never_made_twice(payi
     assert operations(booking)[2] == ("refund", 1, OperationState.SUCCEEDED, True)
 
 
+def test_a_refund_whose_saved_500_made_nothing_is_made_under_a_new_key_not_left_for_a_day(paying, settings):
+    """Review: a refund whose key kept a 500 of a request that failed before its change was read,
+    found nothing, and stayed unknown for the key's 24 hours, the customer told "refunding" all
+    along. The replayed 500 says the key's request has finished: the read is the whole truth."""
+    settings.PAYMENTS_RETRY_BASE_S = 1.0
+    booking = paying.book()
+    wait_for_money(booking, "charged")
+    paying.provider.set_faults(error_500_saved_rate=1)
+
+    booking_request_cancel(booking_id=booking.pk, actor="customer")  # free: refunded in full
+    wait_until(lambda: tried(booking, OperationKind.REFUND), what="the first refund", timeout_s=15)
+    paying.provider.set_faults(error_500_saved_rate=0)
+
+    wait_for_status(booking, S.CANCELLED)
+    wait_for_money(booking, "refunded", timeout_s=30)
+    assert_money_at_rest(paying, booking, owed=Decimal("0.00"), code="refunded")
+    [intent] = paying.intents(booking)
+    [made] = paying.provider.refunds(intent["id"])
+    assert made["amount"] == 36_000
+    refunds = [op for op in operations(booking) if op[0] == "refund"]
+    assert refunds == [
+        ("refund", 1, OperationState.NOT_MADE, True),  # its key kept the 500: found never made
+        ("refund", 2, OperationState.SUCCEEDED, False),
+    ]
+    assert made["metadata"]["operation"].endswith(":refund:2")
+
+
 # --- webhooks ----------------------------------------------------------------------------------------
 def test_duplicated_and_reordered_webhooks_are_stored_once_and_never_move_a_payment_back(paying, settings):
     # the provider's time runs 20 times faster (a reordered webhook is held back 6 s at most):

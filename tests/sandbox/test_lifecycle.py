@@ -23,6 +23,7 @@ def test_every_fault_can_be_set_by_a_start_option(start_sandbox) -> None:
     partner = start_sandbox(
         "reference",
         *("--latency-ms", "10,50", "--timeout-after-commit-rate", "0.2", "--error-5xx-rate", "0.1"),
+        *("--error-500-saved-rate", "0.02"),
         *("--rate-limit-rate", "0.05", "--reject-rate", "0.3", "--async-confirm-delay-s", "5"),
         *("--webhook-duplicate-rate", "0.1", "--webhook-reorder-rate", "0.2", "--webhook-delay-s", "1,3"),
         *("--webhook-early-rate", "0.5", "--clock-skew-s", "-90", "--honour-idempotency-keys", "false"),
@@ -38,6 +39,7 @@ def test_every_fault_can_be_set_by_a_start_option(start_sandbox) -> None:
         "latency_ms": [10, 50],
         "timeout_after_commit_rate": 0.2,
         "error_5xx_rate": 0.1,
+        "error_500_saved_rate": 0.02,
         "rate_limit_rate": 0.05,
         "reject_rate": 0.3,
         "async_confirm_delay_s": 5,

@@ -765,6 +765,30 @@ def test_the_sdk_retrying_a_timeout_with_its_key_charges_once(provider: SandboxP
     assert provider.stats()["calls"]["POST /v1/payment_intents"] >= 2  # the SDK did retry
 
 
+def test_a_500_before_the_change_is_saved_under_the_key_and_makes_nothing(
+    provider: SandboxProcess, client: stripe.StripeClient
+) -> None:
+    """As Stripe keeps the 500 of an endpoint that began: asking again replays it, a read says
+    nothing was made, and only another key makes it."""
+    provider.set_faults(error_500_saved_rate=1)
+    key, ref = f"authorize-{uuid.uuid4()}", booking_ref()
+    with pytest.raises(stripe.APIError) as failed:
+        authorize(client, key=key, metadata={"booking": ref})
+    assert failed.value.http_status == 500
+    provider.set_faults(error_500_saved_rate=0)
+
+    with pytest.raises(stripe.APIError) as replayed:
+        authorize(client, key=key, metadata={"booking": ref})
+
+    assert replayed.value.http_status == 500
+    assert replayed.value.headers["Idempotent-Replayed"] == "true"
+    assert provider.payments()["payment_intents"] == []
+    assert provider.stats()["faults"]["error_500_saved"] == 1
+    assert authorize(client, key=f"authorize-{uuid.uuid4()}", metadata={"booking": ref}).status == (
+        "requires_capture"
+    )
+
+
 def test_5xx_before_commit_makes_nothing_and_after_commit_is_saved_under_the_key(
     provider: SandboxProcess, client: stripe.StripeClient
 ) -> None:
