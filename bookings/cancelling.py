@@ -24,7 +24,7 @@ from decimal import Decimal
 from enum import StrEnum
 
 from bookings import ports
-from bookings.customer_view import Money, money_shown
+from bookings.customer_view import MONEY_HELD, Money, money_shown
 from bookings.models import Booking, CancellationTerms, Quote
 from bookings.pricing import cancellation_cut_off, cancellation_fee
 from bookings.states import BookingState, CustomerMoney
@@ -219,7 +219,7 @@ def cancel_money(booking: Booking, *, at: datetime) -> CancelMoney:
         return CancelMoney(Outcome.NOT_TAKEN_YET, held=money.amount, **told)
     if money.code == CustomerMoney.CHARGE_UNKNOWN:
         return CancelMoney(Outcome.RELEASE_OR_REFUND, held=money.amount, fee=min(owed, money.amount), **told)
-    if money.code == CustomerMoney.HELD:
+    if money.code in MONEY_HELD:
         if owed == 0:
             return CancelMoney(Outcome.RELEASE, held=money.amount, released=money.amount, **told)
         charged = min(owed, money.amount)
@@ -288,7 +288,7 @@ def _after_words(money: Money, fee: Decimal) -> str:
     paid = money.charged - money.refunded
     if money.code == CustomerMoney.CHARGE_UNKNOWN:
         return release_or_refund(money.amount, fee, money.currency, asked=True)
-    if money.code == CustomerMoney.HELD:
+    if money.code in MONEY_HELD:
         if fee == 0:
             return (
                 f"We are releasing the {shown(money.amount)} we hold on your card: you will not be charged."

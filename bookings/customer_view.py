@@ -49,7 +49,8 @@ VIEW_FIELDS = (
 class PaymentFacts:
     """What the payment provider holds for a booking, as the payments app knows it.
 
-    `state` is one of `authorizing` (asked, no answer yet), `held`, `charge_unknown` (held, and a
+    `state` is one of `authorizing` (asked, no answer yet), `held`, `held_in_review` (held, and
+    the provider placed the payment in its review queue), `charge_unknown` (held, and a
     capture was asked for whose outcome is not known: it may or may not have been taken),
     `charged` (captured, perhaps partly refunded since), `released` (the hold was voided or
     lapsed), `declined` (by the card's bank), `refused` (the provider refused the request itself,
@@ -111,12 +112,17 @@ class Money:
 _MONEY_OF_STATE = {
     "authorizing": MONEY.AUTHORIZING,
     "held": MONEY.HELD,
+    "held_in_review": MONEY.HELD_IN_REVIEW,
     "charge_unknown": MONEY.CHARGE_UNKNOWN,
     "released": MONEY.RELEASED,
     "declined": MONEY.DECLINED,
     "refused": MONEY.METHOD_REFUSED,
     "not_charged": MONEY.NOT_CHARGED,
 }
+
+
+# Money held on the card and not charged, whatever else the provider says of it.
+MONEY_HELD = frozenset({MONEY.HELD, MONEY.HELD_IN_REVIEW})
 
 
 def money_of(facts: PaymentFacts) -> Money:
@@ -276,7 +282,7 @@ def initial(booking: Booking, *, payment: PaymentFacts | None) -> None:
 _UNSETTLED = frozenset({CustomerStatus.PENDING, CustomerStatus.CANCELLING, CustomerStatus.DISRUPTED})
 # Money the provider still holds undecided: it will be charged or released (or, a charge's outcome
 # unknown, turn out charged or not).
-_MONEY_UNSETTLED = frozenset({MONEY.AUTHORIZING, MONEY.HELD, MONEY.CHARGE_UNKNOWN})
+_MONEY_UNSETTLED = frozenset({MONEY.AUTHORIZING, *MONEY_HELD, MONEY.CHARGE_UNKNOWN})
 
 
 class Awaited(StrEnum):

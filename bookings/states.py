@@ -129,6 +129,13 @@ class CustomerMoney(models.TextChoices):
 
     AUTHORIZING = "authorizing", "We are asking your bank to hold {amount}; you are not charged yet."
     HELD = "held", "We are holding {amount} on your card; you are not charged yet."
+    # The provider placed the hold in its review queue (an elevated risk): the customer hears it
+    # from us, not as a surprise. Nothing here waits on the review, so no more is promised.
+    HELD_IN_REVIEW = (
+        "held_in_review",
+        "We are holding {amount} on your card, and our payment provider has placed the payment in "
+        "review; you are not charged yet.",
+    )
     # A charge of the hold was asked for and its answer was lost (a timeout): the provider may or
     # may not have taken the money, so neither "held" nor "charged" is true to say.
     CHARGE_UNKNOWN = (

@@ -236,6 +236,7 @@ class MoneyOutputSerializer(serializers.Serializer):
         help_text=(
             "What happened to the customer's money, as the payment provider's truth says it: "
             "`authorizing` (asking the bank to hold it), `held` (held, not charged), "
+            "`held_in_review` (held, not charged, and the provider placed the payment in review), "
             "`charge_unknown` (held, and a charge of it was asked for whose outcome is not known "
             "yet: it may or may not have been charged), `charged`, "
             "`partly_refunded`, `refunded`, `released` (the hold was let go: not charged), "

@@ -64,6 +64,8 @@ def payment_facts(payment: Payment, *, open_operation: PaymentOperation | None =
         state = "refused"
     elif payment.status == P.AUTHORIZED and charge_in_doubt(open_operation):
         state = "charge_unknown"
+    elif payment.status == P.AUTHORIZED and payment.in_review:
+        state = "held_in_review"  # told to the customer as well as support (`payment.in_review`)
     return PaymentFacts(
         state=state,
         currency=payment.currency,

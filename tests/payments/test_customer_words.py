@@ -8,10 +8,12 @@ from decimal import Decimal
 
 import pytest
 from django.test import Client
+from django.utils import timezone
 
 from bookings import customer_view
+from bookings.cancelling import cancel_money
 from bookings.customer_view import PaymentFacts, money_of
-from bookings.models import Actor, Booking, Notification, NotificationKind
+from bookings.models import Actor, Booking, BookingEvent, Notification, NotificationKind
 from bookings.notifications import compose
 from bookings.services import lock_booking
 from bookings.states import BookingState, CustomerMessage, CustomerMoney
@@ -203,3 +205,115 @@ def test_an_unknown_payment_method_is_told_as_unusable_not_as_declined_by_the_ba
     mail = compose(notification)
     for text in (mail.body, mail.alternatives[0].content):
         assert words in text and "declined" not in text
+
+
+# --- a hold the provider placed in review is told so, not as a plain hold ------------------------
+IN_REVIEW_WORDS = (
+    "We are holding 360.00 EUR on your card, and our payment provider has placed the payment in "
+    "review; you are not charged yet."
+)
+
+
+def in_review_payment(booking, **fields) -> Payment:
+    return Payment.objects.create(
+        booking=booking,
+        amount=PRICE,
+        currency="EUR",
+        payment_method="pm_card_riskLevelElevated",
+        status=PaymentStatus.AUTHORIZED,
+        in_review=True,
+        **fields,
+    )
+
+
+def test_a_hold_the_provider_placed_in_review_is_told_to_the_customer(db):
+    payment = in_review_payment(BookingFactory(status=S.PENDING_PARTNER))
+
+    facts = payment_facts(payment)
+
+    assert facts.state == "held_in_review"
+    money = money_of(facts)
+    assert (money.code, money.text) == (CustomerMoney.HELD_IN_REVIEW, IN_REVIEW_WORDS)
+
+
+def test_a_mail_sent_while_the_hold_is_in_review_says_so(db):
+    booking = BookingFactory(status=S.CONFIRMED, customer_money=told("held_in_review"))
+    notification = Notification.objects.create(
+        booking=booking,
+        status_version=3,
+        kind=NotificationKind.CONFIRMED,
+        message="confirmed",
+        money=told("held_in_review"),
+    )
+
+    mail = compose(notification)
+
+    assert IN_REVIEW_WORDS in mail.body and IN_REVIEW_WORDS in mail.alternatives[0][0]
+
+
+def test_a_hold_in_review_is_a_hold_to_the_cancel_and_to_whoever_follows_the_booking(db):
+    booking = BookingFactory(status=S.PENDING_PARTNER, customer_money=told("held_in_review"))
+
+    told_cancel = cancel_money(booking, at=timezone.now())
+
+    assert told_cancel.text == (
+        "Once the cancellation is done, we release the 360.00 EUR we are holding on your card: "
+        "you will not be charged."
+    )
+    booking.customer_status, booking.customer_message = "cancelled", CustomerMessage.CANCELLED
+    assert customer_view.awaited(booking) == customer_view.Awaited.PAYMENT  # the hold is undecided
+
+
+def test_a_capture_in_doubt_of_a_hold_in_review_is_told_unknown_not_in_review(db):
+    payment = in_review_payment(BookingFactory(status=S.CONFIRMED))
+    operation = PaymentOperation.objects.create(
+        payment=payment,
+        kind=OperationKind.CAPTURE,
+        seq=1,
+        idempotency_key=f"{payment.pk}:capture:1",
+        state=OperationState.OPEN,
+        tries=1,
+        calls_in_doubt=1,
+    )
+
+    assert payment_facts(payment, open_operation=operation).state == "charge_unknown"
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(60)
+def test_a_card_placed_in_review_is_told_so_on_the_page_and_in_the_api_and_support_still_sees_it(
+    paying, api_client
+):
+    # the partner takes a few seconds to confirm: the hold in review is what the customer sees
+    paying.h.faults(async_confirm_delay_s=4)
+    offer = paying.h.partner.offers.get()
+
+    reference = book_through_api(api_client, offer, payment_method="pm_card_riskLevelElevated").json()[
+        "reference"
+    ]
+
+    booking = Booking.objects.get(reference=reference)
+    wait_until(lambda: money_code(booking) == "held_in_review", what="the hold in review", timeout_s=20)
+    shown = api_client.get(f"/api/v1/bookings/{reference}").json()
+    assert shown["status"] == "pending"
+    assert shown["money"] == {
+        "code": "held_in_review",
+        "message": IN_REVIEW_WORDS,
+        "currency": "EUR",
+        "amount": "360.00",
+        "charged": "0.00",
+        "refunded": "0.00",
+    }
+    web = Client()
+    web.force_login(booking.customer)
+    page = web.get(f"/bookings/{reference}/").content.decode()
+    assert 'data-money-code="held_in_review"' in page and IN_REVIEW_WORDS in page
+    # support's view is as it was: the payment flagged, and the timeline row for support
+    assert Payment.objects.get(booking=booking).in_review
+    assert BookingEvent.objects.filter(booking=booking, kind="payment.in_review").exists()
+
+    # and once the partner confirms, the capture is told as any other
+    wait_until(lambda: money_code(booking) == "charged", what="the charge", timeout_s=20)
+    assert api_client.get(f"/api/v1/bookings/{reference}").json()["money"]["message"] == (
+        "We charged 360.00 EUR to your card."
+    )

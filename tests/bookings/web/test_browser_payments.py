@@ -140,6 +140,38 @@ def test_a_card_that_pays_confirms_the_booking_and_charges_it_once(page, site, a
     shot(page, "pay-charged")
 
 
+# --- a card the provider places in review -----------------------------------------------------------
+def test_a_card_placed_in_review_is_told_so_while_it_is_held_then_charged_as_any_other(
+    page, site, ada, paying
+):
+    # given a partner that takes a few seconds to confirm, so the hold is what the page shows first
+    name_for_customers(paying.h.partner)
+    paying.h.faults(async_confirm_delay_s=6)
+
+    # when the customer books with the test card the provider authorizes and places in review
+    booking = pay_on_the_page(page, site, ada, paying.h.partner.offers.get(), "pm_card_riskLevelElevated")
+
+    # then, while the partner confirms, the page says the hold is in review, in place
+    page.wait_for_selector('#booking-status [data-money-code="held_in_review"]', timeout=PAGE_NEWS_TIMEOUT_MS)
+    in_review = (
+        "We are holding 360.00 EUR on your card, and our payment provider has placed the payment in "
+        "review; you are not charged yet."
+    )
+    assert MONEY.HELD_IN_REVIEW.label.format(amount="360.00 EUR") == in_review
+    assert money_on_the_page(page) == in_review
+    assert money_in_the_api(page, site, booking)["message"] == in_review
+    assert payment_of(booking).in_review  # support's flag, as before
+    shot(page, "pay-in-review")
+
+    # and once the partner confirms, it is charged as any other card
+    page.wait_for_selector("#booking-status .tag--confirmed", timeout=PAGE_NEWS_TIMEOUT_MS)
+    wait_for_money(booking, "charged")
+    page.wait_for_selector('#booking-status [data-money-code="charged"]', timeout=PAGE_NEWS_TIMEOUT_MS)
+    assert page.evaluate("window.sameDocument === true")
+    assert money_on_the_page(page) == "We charged 360.00 EUR to your card."
+    assert_money_at_rest(paying, booking, owed=PRICE, code="charged")
+
+
 # --- a declined card ------------------------------------------------------------------------------
 def test_a_declined_card_shows_not_confirmed_with_the_reason_and_the_partner_never_hears_of_it(
     page, site, ada, paying
