@@ -5,7 +5,9 @@ The service checks the permission again under its locks: its refusal is a 403, a
 had refused it. Any other refusal is said on the page it returns to, or, when it names the form's
 fields and the caller passes its form, put on that form for the page to show again. A refused
 token (missing, too long, or already used for another ask) is said on the form
-(`_token_errors.html`), which gets a fresh one to confirm with (`token_to_keep`, `show_token`).
+(`_hidden_errors.html`), which gets a fresh one to confirm with (`token_to_keep`, `show_token`);
+so is any other hidden value the page carried from its preview, which gets this preview's
+(`show_previewed`).
 """
 
 from __future__ import annotations
@@ -67,3 +69,13 @@ def show_token(form: forms.Form, token: str) -> None:
     if form.data.get("token") != token:
         form.data = form.data.copy()
         form.data["token"] = token
+
+
+def show_previewed(form: forms.Form, **values: str) -> None:
+    """Put the preview's values on the hidden fields a form rendered again refused (a stale or
+    altered page): the page says the refusal, and confirming again asks what the page shows."""
+    refused = {name: value for name, value in values.items() if name in form.errors}
+    if refused:
+        form.data = form.data.copy()
+        for name, value in refused.items():
+            form.data[name] = value

@@ -21,7 +21,7 @@ from django.urls import path, reverse
 from config.errors import ApplicationError
 from partners.admin import OrphanCaseAdmin
 from partners.models import OrphanCase, Partner
-from reconciliation.confirm import run_confirmed, show_token, token_to_keep
+from reconciliation.confirm import run_confirmed, show_previewed, show_token, token_to_keep
 from reconciliation.selectors.orphans import open_orphans_by_partner, orphan_queue, orphan_story
 from reconciliation.services import support
 
@@ -30,9 +30,11 @@ QUEUE_LIMIT = 500
 
 class OrphanActionForm(forms.Form):
     token = forms.CharField(widget=forms.HiddenInput, max_length=64)
-    booking = forms.CharField(required=False, widget=forms.HiddenInput, max_length=12)
+    booking = forms.CharField(required=False, widget=forms.HiddenInput, max_length=12, label="Booking")
     # The booking's live reservations the preview showed: a link that would add another is refused.
-    expected_live = forms.CharField(required=False, widget=forms.HiddenInput, max_length=1000)
+    expected_live = forms.CharField(
+        required=False, widget=forms.HiddenInput, max_length=1000, label="The booking's live reservations"
+    )
     note = forms.CharField(
         required=False,
         widget=forms.Textarea(attrs={"rows": 3, "cols": 70}),
@@ -164,6 +166,11 @@ class SupportOrphanCaseAdmin(OrphanCaseAdmin):
                 action, case, operator, booking_reference, live=False, token=token_to_keep(form)
             )
             show_token(form, shown.token)
+            show_previewed(
+                form,
+                booking=shown.booking.reference if shown.booking else "",
+                expected_live=",".join(shown.booking_live),
+            )
         else:
             booking_reference = request.GET.get("booking", "")
             shown = self._preview(action, case, operator, booking_reference)

@@ -484,6 +484,46 @@ def test_a_token_used_on_another_case_is_refused_on_the_form(sandbox, partner, o
     assert history(case_of(second.reservation.partner_ref)) == ["orphan.opened"]
 
 
+@pytest.mark.parametrize(
+    ("action", "field", "sent", "said"),
+    [
+        ("orphan_cancel", "booking", "BK-" + "X" * 20, "at most 12 characters (it has 23)"),
+        ("orphan_link", "booking", "BK-" + "X" * 20, "at most 12 characters (it has 23)"),
+        ("orphan_link", "expected_live", "R-1," * 300, "at most 1000 characters (it has 1200)"),
+    ],
+)
+def test_a_refused_hidden_field_is_said_on_the_case_action_form_and_nothing_is_done(
+    sandbox, partner, ops_client, action, field, sent, said
+):
+    booking = booking_for(partner)
+    case = case_of(stray(sandbox, partner, "BK-ORPH18")["id"])
+    url = reverse("admin:partners_orphancase_action", args=[case.pk, action])
+    preview = ops_client.get(url, {"booking": booking.reference} if action == "orphan_link" else {})
+    form = preview.context["form"]
+    posted = {
+        "token": form.initial["token"],
+        "booking": form.initial["booking"],
+        "expected_live": form.initial["expected_live"],
+        "note": "a stray hold",
+    }
+
+    response = ops_client.post(url, {**posted, field: sent})
+
+    assert response.status_code == 200
+    page = response.content.decode()
+    # said as the token's refusal is, in the page's one notice of a refused hidden field
+    assert re.search(
+        rf'<div class="notice bad" id="{field}-errors">.*?<li>[^<]*{re.escape(said)}[^<]*</li>', page, re.S
+    )
+    assert 'id="token-errors"' not in page
+    if response.context["preview"].allowed:  # confirming again asks what this page shows
+        assert "This preview's is set: confirm again." in page
+        assert response.context["form"][field].value() == posted[field]
+    assert history(case_of(case.reservation.partner_ref)) == ["orphan.opened"]
+    assert PartnerReservation.objects.get(pk=case.reservation.pk).booking_id is None
+    assert status_at_partner(sandbox, "BK-ORPH18") == ["confirmed"]
+
+
 def test_support_sees_the_case_but_not_the_actions_it_may_not_run(sandbox, partner, support_client):
     case = case_of(stray(sandbox, partner, "BK-ORPH14")["id"])
 
