@@ -18,7 +18,7 @@ from rest_framework import serializers
 
 from bookings.cancelling import Outcome, cancel_money, offer_policy, stay_policy
 from bookings.customer_view import money_shown
-from bookings.dates import not_in_calendar
+from bookings.dates import NotADate, parse_date
 from bookings.models import Booking, Offer, Quote
 from bookings.states import CustomerMessage, CustomerMoney, CustomerStatus
 
@@ -48,22 +48,25 @@ class ErrorSerializer(serializers.Serializer):
 
 # --- inputs ---------------------------------------------------------------------------------
 class CalendarDateField(serializers.DateField):
-    """A date; one written as a date but missing from the calendar (2027-02-30) is refused as
-    such, not as a wrong format (`bookings.dates`, the pages' words too)."""
+    """A date written `YYYY-MM-DD` and nothing else, by the pages' rule (`bookings.dates`): not
+    DRF's ISO 8601 reading, which takes `20270301` and `2027-W09-1` too. One written as a date
+    but missing from the calendar (2027-02-30) is refused as such, not as a wrong format."""
 
     def to_internal_value(self, value):
         try:
-            return super().to_internal_value(value)
-        except serializers.ValidationError:
-            if (why := not_in_calendar(value)) is not None:
-                raise serializers.ValidationError(why, code="not_in_calendar") from None
-            raise
+            return parse_date(value)
+        except NotADate as exc:
+            raise serializers.ValidationError(exc.message, code=exc.code) from None
 
 
 class StayInputSerializer(serializers.Serializer):
     offer = serializers.IntegerField(min_value=1, max_value=MAX_ID, help_text="An offer id.")
-    start_date = CalendarDateField(help_text="First night (YYYY-MM-DD).")
-    end_date = CalendarDateField(help_text="Departure day (YYYY-MM-DD), after `start_date`.")
+    start_date = CalendarDateField(
+        help_text="First night, written `YYYY-MM-DD` and nothing else (not `20270301`): a 400 otherwise."
+    )
+    end_date = CalendarDateField(
+        help_text="Departure day (`YYYY-MM-DD`, as `start_date`), after `start_date`."
+    )
     guests = serializers.IntegerField(help_text="Number of guests.")
 
 

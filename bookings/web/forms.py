@@ -7,18 +7,19 @@ each message beside its field and in the error summary, in the API's words.
 
 from __future__ import annotations
 
+from datetime import date
+
 from django import forms
 from django.contrib.auth import get_user_model
 from django.contrib.auth.forms import UserCreationForm
 from django.core.validators import RegexValidator
 
-from bookings.dates import not_in_calendar
+from bookings.dates import NotADate, parse_date
 from bookings.services import IDEMPOTENCY_KEY_MAX_LENGTH, IDEMPOTENCY_KEY_PATTERN
 from config.errors import ApplicationError
 
 # The API's (DRF's) words for input it cannot parse, so that both presentations say the same.
 REQUIRED = "This field is required."
-INVALID_DATE = "Date has wrong format. Use one of these formats instead: YYYY-MM-DD."
 INVALID_INTEGER = "A valid integer is required."
 
 
@@ -35,33 +36,33 @@ class ServiceForm(forms.Form):
 
 
 class CalendarDateField(forms.DateField):
-    """A date; one written as a date but missing from the calendar (2027-02-30) is refused as
-    such, in the API's words (`bookings.dates`), not as a wrong format."""
+    """A date written `YYYY-MM-DD`, by the API's rule and in its words (`bookings.dates`); one
+    written as a date but missing from the calendar (2027-02-30) is refused as such, not as a
+    wrong format."""
 
     def to_python(self, value):
+        if value in self.empty_values:
+            return None
+        if isinstance(value, date):  # a value set by our code, not typed
+            return value
         try:
-            return super().to_python(value)
-        except forms.ValidationError:
-            written = value.strip() if isinstance(value, str) else value  # as DateField reads it
-            if (why := not_in_calendar(written)) is not None:
-                raise forms.ValidationError(why, code="not_in_calendar") from None
-            raise
+            return parse_date(value.strip() if isinstance(value, str) else value)  # typed: trimmed
+        except NotADate as exc:
+            raise forms.ValidationError(exc.message, code=exc.code) from None
 
 
 class StayForm(ServiceForm):
     start_date = CalendarDateField(
         label="Start date",
         help_text="The first day (or night) you book.",
-        input_formats=["%Y-%m-%d"],
         widget=forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d"),
-        error_messages={"required": REQUIRED, "invalid": INVALID_DATE},
+        error_messages={"required": REQUIRED},
     )
     end_date = CalendarDateField(
         label="End date",
         help_text="The day you leave: 3 nights from 1 March end on 4 March.",
-        input_formats=["%Y-%m-%d"],
         widget=forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d"),
-        error_messages={"required": REQUIRED, "invalid": INVALID_DATE},
+        error_messages={"required": REQUIRED},
     )
     guests = forms.IntegerField(
         label="Guests",

@@ -145,6 +145,7 @@ def test_another_customers_quote_is_not_found(web, other_customer, offer):
         pytest.param(stay(start_date="2020-01-01", end_date="2020-01-01", guests="9"), id="rules"),
         pytest.param(stay(start_date="01/03/2027", guests="two"), id="unparseable"),
         pytest.param(stay(start_date="2027-02-30", end_date="2027-13-01"), id="not-in-the-calendar"),
+        pytest.param(stay(start_date="20270301", end_date="2027-W09-1"), id="iso-8601-not-yyyy-mm-dd"),
         pytest.param({"start_date": "", "end_date": "", "guests": ""}, id="missing"),
     ],
 )
