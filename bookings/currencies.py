@@ -6,8 +6,9 @@ currency" (XXX), the testing code (XTS), precious metals (XAU, XAG, XPD, XPT) an
 (XDR, XSU, XUA, XBA to XBD). Three letters that ISO does not list (ABC), or lists no longer (HRK),
 are refused with them. Every place a currency enters asks this module: an offer registered by
 `partner_upsert` (partners.services.registry) or edited in the admin (`Offer.currency`'s
-validator). Bookings, quotes and payments take the offer's currency, and the payment provider's
-answers are refused unless in the payment's (payments.money.same_currency).
+validator), and a partner's answer (`partners.connectors.bounds.currency`: a code refused here is
+an unreadable value there). Bookings, quotes and payments take the offer's currency, and the
+payment provider's answers are refused unless in the payment's (payments.money.same_currency).
 
 How many decimals a currency's smallest unit has, as the payment provider counts it, is
 `bookings.pricing.minor_unit_exponent`.

@@ -19,6 +19,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from bookings.currencies import currency_error
 from partners.connectors.http import MalformedPayload
 
 # PartnerReservation.version and PartnerObservation.version are PositiveIntegerFields: int4 on
@@ -174,11 +175,18 @@ def amount(value: Any, *, field: str) -> Decimal | None:
 
 
 def currency(value: Any, *, field: str = "currency") -> str:
-    """An ISO 4217 code, upper-cased ("" when absent)."""
+    """A currency we price in, upper-cased ("" when absent): the rule our offers' codes keep
+    (`bookings.currencies`, ISO 4217's active codes with a minor unit). Three letters ISO does not
+    list are no statement of terms to compare with ours, but an unreadable value; a real currency
+    other than the booking's is the partner's to explain (a mismatch, `decisions.terms_differences`)."""
     if value is None:
         return ""
-    if not isinstance(value, str) or not CURRENCY.match(value.strip()):
-        raise OutOfRange(field, value, "a three-letter ISO 4217 code")
+    if (
+        not isinstance(value, str)
+        or not CURRENCY.match(value.strip())
+        or currency_error(value.strip().upper())
+    ):
+        raise OutOfRange(field, value, "an ISO 4217 currency code with a minor unit, such as EUR")
     return value.strip().upper()
 
 

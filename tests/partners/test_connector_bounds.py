@@ -207,15 +207,28 @@ def test_amount_of_the_wrong_kind_is_malformed(value: Any) -> None:
     assert not isinstance(raised.value, OutOfRange)
 
 
-@pytest.mark.parametrize(("value", "expected"), [(None, ""), ("EUR", "EUR"), ("eur", "EUR")])
+@pytest.mark.parametrize(
+    ("value", "expected"), [(None, ""), ("EUR", "EUR"), ("eur", "EUR"), (" JPY ", "JPY"), ("CLF", "CLF")]
+)
 def test_currency(value: Any, expected: str) -> None:
     assert bounds.currency(value) == expected
 
 
-@pytest.mark.parametrize("value", ["EURO", "E1R", "", 978])
+# Three letters are not a currency: a code ISO 4217 does not list (made up, or withdrawn as HRK
+# was), or one that prices nothing (no currency, gold), is refused as our offers' are
+# (bookings/currencies.py); a real currency other than the booking's is a mismatch instead.
+@pytest.mark.parametrize("value", ["EURO", "E1R", "", 978, "XYZ", "ABC", "HRK", "XXX", "XAU"])
 def test_currency_refused(value: Any) -> None:
-    with pytest.raises(OutOfRange, match=r"^currency out of range"):
+    with pytest.raises(OutOfRange, match=r"^currency out of range: .* \(expected an ISO 4217 currency code"):
         bounds.currency(value)
+
+
+@pytest.mark.parametrize("value", ["XYZ", "xyz"])
+def test_a_made_up_currency_refuses_the_answer_whole_in_either_protocol(value: str) -> None:
+    with pytest.raises(OutOfRange, match=r"^currency out of range"):
+        parse_reservation({**fixture("reference/reservation_confirmed.json"), "currency": value})
+    with pytest.raises(OutOfRange, match=r"^ccy out of range"):
+        parse_booking({**LEGACY_BOOKING, "ccy": value}, BERLIN)
 
 
 @pytest.mark.parametrize(

@@ -41,6 +41,7 @@ OUT_OF_RANGE = [
     pytest.param({"created_at": "0001-01-01T00:00:00Z"}, "created_at", id="year-1"),
     pytest.param({"total_price": "12,5 Euro"}, "total_price", id="price-not-a-number"),
     pytest.param({"currency": "EURO"}, "currency", id="currency"),
+    pytest.param({"currency": "XYZ"}, "currency", id="currency-made-up"),  # not a mismatch
 ]
 
 
