@@ -29,6 +29,7 @@ from sandbox.stripe_wire import (
     boolean,
     choice,
     created_filter,
+    currency,
     decode,
     dumps,
     error_response,
@@ -193,7 +194,7 @@ class PaymentsProtocol:
             )
             new = NewIntent(
                 amount=self._amount(params, "amount", required=True),
-                currency=self._currency(params),
+                currency=currency(params),
                 capture_method=choice(params, "capture_method", CAPTURE_METHODS) or "automatic_async",
                 confirm=bool(boolean(params, "confirm")),
                 payment_method=text(params, "payment_method"),
@@ -421,14 +422,6 @@ class PaymentsProtocol:
                 400, f"Amount must be no more than {MAX_AMOUNT}", code="amount_too_large", param=name
             )
         return amount
-
-    @staticmethod
-    def _currency(params: dict[str, Any]) -> str:
-        currency = text(params, "currency", required=True)
-        assert currency is not None
-        if not (len(currency) == 3 and currency.isascii() and currency.isalpha()):
-            raise ApiError(400, f"Invalid currency: {currency.lower()}.", param="currency")
-        return currency.lower()
 
     @staticmethod
     def _payment_method_types(params: dict[str, Any]) -> list[str]:

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
+from iso4217 import Currency
 from werkzeug.wrappers import Response
 
 from sandbox.webhooks import Signer
@@ -34,6 +35,13 @@ MAX_LIMIT = 100
 DEFAULT_LIMIT = 10
 
 _NAME = re.compile(r"^([^\[\]]+)((?:\[[^\[\]]*\])*)$")
+# The currencies this provider knows, lower-case as Stripe writes them: ISO 4217's active codes that
+# have a minor unit (the pinned `iso4217` package's copy of ISO's list), which is close to Stripe's
+# own list, not equal to it: Stripe also refuses a few of these (fund codes such as usn). No
+# currency (xxx), metals and units of account are not money here.
+CURRENCIES = frozenset(c.code.lower() for c in Currency if c.exponent is not None)
+# Stripe's refusal lists what it supports, its home currency first.
+_CURRENCIES_LISTED = ", ".join(["usd", *sorted(CURRENCIES - {"usd"})])
 _SEGMENT = re.compile(r"\[([^\[\]]*)\]")
 
 
@@ -182,6 +190,21 @@ def text(params: dict[str, Any], name: str, *, required: bool = False) -> str | 
     if not isinstance(value, str) or len(value) > MAX_TEXT:
         raise ApiError(400, f"Invalid string: {name} must be at most {MAX_TEXT} characters", param=name)
     return value
+
+
+def currency(params: dict[str, Any], name: str = "currency") -> str:
+    """A currency this provider knows (`CURRENCIES`), in any case; Stripe's refusal otherwise,
+    naming it lower-case and listing what is supported."""
+    given = text(params, name, required=True)
+    assert given is not None
+    if given.lower() not in CURRENCIES:
+        raise ApiError(
+            400,
+            f"Invalid currency: {given.lower()}. Stripe currently supports these currencies: "
+            f"{_CURRENCIES_LISTED}.",
+            param=name,
+        )
+    return given.lower()
 
 
 def choice(params: dict[str, Any], name: str, choices: Sequence[str]) -> str | None:

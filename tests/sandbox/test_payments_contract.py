@@ -452,6 +452,32 @@ def test_an_unknown_payment_method_or_parameter_is_an_invalid_request(
     assert provider.payments()["payment_intents"] == []  # nothing was made
 
 
+@pytest.mark.parametrize("currency", ["xyz", "XYZ", "abc", "xxx", "xau", "hrk", "euro", "e1r"])
+def test_a_currency_stripe_would_not_know_is_an_invalid_request_on_currency(
+    provider: SandboxProcess, client: stripe.StripeClient, currency: str
+) -> None:
+    key = f"authorize-{uuid.uuid4()}"
+    with pytest.raises(stripe.InvalidRequestError) as unknown:
+        authorize(client, currency=currency, key=key)
+
+    error = unknown.value
+    assert (error.http_status, error.param, error.error.type) == (400, "currency", "invalid_request_error")
+    assert error.user_message.startswith(
+        f"Invalid currency: {currency.lower()}. Stripe currently supports these currencies: usd, "
+    )
+    assert ", eur, " in error.user_message and ", jpy, " in error.user_message
+    assert provider.payments()["payment_intents"] == []  # nothing was made
+    assert authorize(client, currency="EUR", key=key).currency == "eur"  # and the key is still free
+
+
+def test_a_currency_stripe_knows_is_taken_in_any_case(client: stripe.StripeClient) -> None:
+    assert [authorize(client, currency=code).currency for code in ("JPY", "usd", "Chf")] == [
+        "jpy",
+        "usd",
+        "chf",
+    ]
+
+
 # --- reads and lists ------------------------------------------------------------------------
 def test_retrieving_an_unknown_object_is_a_404_resource_missing(client: stripe.StripeClient) -> None:
     with pytest.raises(stripe.InvalidRequestError) as missing:
