@@ -224,14 +224,18 @@ def test_a_lookup_before_a_timed_out_create_could_land_proves_nothing_yet(harnes
     fence = PartnerAttempt.objects.fencing().get(booking=booking)
 
     # When its sync looks it up at once, while the create is still on its way
+    before = timezone.now()
     follow_up = booking_sync(booking.pk)
+    after = timezone.now()
 
     # Then the empty answer proves nothing yet: still fenced, read again once it could have landed
+    # (the wait is bracketed by the clock around the sync, so a slow machine does not skew it)
     booking.refresh_from_db()
     assert booking.status == S.UNKNOWN
     assert PartnerAttempt.objects.fencing().filter(pk=fence.pk).exists()
-    waited = (landed_by(fence) - timezone.now()).total_seconds()
-    assert follow_up.sync_after_s is not None and waited - 0.5 < follow_up.sync_after_s <= waited + 0.1
+    at_most = (landed_by(fence) - before).total_seconds()
+    at_least = (landed_by(fence) - after).total_seconds()
+    assert follow_up.sync_after_s is not None and at_least - 0.5 < follow_up.sync_after_s <= at_most + 0.1
 
     # and the read after that finds what the late create made: one reservation, never a second create
     wait_until(lambda: timezone.now() >= landed_by(fence), what="the create's landing time")
