@@ -1,12 +1,16 @@
 """The payment provider's rules: PaymentIntents with manual or automatic capture, their charges
-and refunds, authorizations that lapse, and the events each change sends.
+and refunds, authorizations that lapse, refunds that fail after they were made, and the events
+each change sends.
 
 Each object is stored as the API renders it (JSON) with a version. Every change is one store
 transaction that rewrites the objects, appends a history row per object and queues the events
 (outbox), so no change exists without its record and its webhook. As at Stripe, money an
 authorization no longer holds (the rest of a partial capture, a cancelled or lapsed
 authorization) is released as a refund without a balance transaction: the charge's
-`amount_refunded` counts it, `charge.refunded` announces it, and no money moved.
+`amount_refunded` counts it, `charge.refunded` announces it, and no money moved. A refund to a
+card that cannot take it (the test card `pm_card_refundFail`) answers `succeeded` and fails a
+little later, as at Stripe: `failed` with its `failure_reason`, the charge's `amount_refunded`
+back down, announced by `charge.refund.updated`.
 
 An operation raises `ApiError` before it writes anything, or returns its `Outcome`.
 """
@@ -28,6 +32,9 @@ from sandbox.stripe_wire import API_VERSION, ApiError, dumps, new_id
 from sandbox.webhooks import Outbox
 
 AUTHORIZATION_VALIDITY_S = 7 * 24 * 3600.0  # before time_scale
+# How long after it answered `succeeded` a refund to a card that refuses it fails (before
+# time_scale). Stripe says only "some time later"; a short delay keeps it within a demo's wait.
+REFUND_FAILURE_DELAY_S = 30.0
 CANCELABLE = (
     "requires_payment_method",
     "requires_capture",
@@ -36,7 +43,7 @@ CANCELABLE = (
     "processing",
 )
 CONFIRMABLE = ("requires_payment_method", "requires_confirmation")
-EXPIRY_BATCH = 100
+DUE_BATCH = 100
 IDLE_WAIT_S = 1.0
 
 SCHEMA = """
@@ -50,7 +57,8 @@ CREATE TABLE IF NOT EXISTS payment_objects (
     version INTEGER NOT NULL,
     data TEXT NOT NULL,                         -- the object as the API renders it
     test_card TEXT,                             -- intents: the test PaymentMethod confirmed with
-    expires_at REAL                             -- an intent's authorization lapses then (real epoch)
+    expires_at REAL                             -- real epoch: an intent's authorization lapses then,
+                                                -- or a refund to a card that refuses it fails then
 );
 CREATE INDEX IF NOT EXISTS payment_objects_listing ON payment_objects (object, created, seq);
 CREATE INDEX IF NOT EXISTS payment_objects_intent ON payment_objects (payment_intent);
@@ -60,7 +68,7 @@ CREATE TABLE IF NOT EXISTS payment_history (
     object_id TEXT NOT NULL,
     version INTEGER NOT NULL,
     at TEXT NOT NULL,                           -- partner clock, UTC
-    cause TEXT NOT NULL,                        -- create|confirm|capture|cancel|refund|expire
+    cause TEXT NOT NULL,                        -- create|confirm|capture|cancel|refund|expire|refund_failed
     request_id TEXT,
     idempotency_key TEXT,
     data TEXT NOT NULL,                         -- the object at this version
@@ -76,6 +84,8 @@ class TestCard:
     last4: str
     decline_code: str | None = None  # declined by the issuer with this code
     review: bool = False  # authorized, and placed in the manual review queue (elevated risk)
+    # A refund to it answers succeeded, then fails with this `failure_reason` (the card is closed).
+    refund_failure: str | None = None
 
 
 # Stripe's test PaymentMethods (docs.stripe.com/testing), the ones this sandbox knows.
@@ -89,6 +99,7 @@ TEST_CARDS = {
         "visa", "9995", decline_code="insufficient_funds"
     ),
     "pm_card_riskLevelElevated": TestCard("visa", "9235", review=True),
+    "pm_card_refundFail": TestCard("visa", "5126", refund_failure="expired_or_canceled_card"),
 }
 DECLINE_MESSAGES = {
     "generic_decline": "Your card was declined.",
@@ -223,12 +234,13 @@ class PaymentLedger:
                 "version": row["version"],
                 "history": history.get(row["id"], []),
             }
+            when = row["expires_at"] and datetime.fromtimestamp(row["expires_at"], UTC).isoformat(
+                timespec="milliseconds"
+            )
             if row["object"] == "payment_intent":
-                entry["sandbox"] = {
-                    "test_card": row["test_card"],
-                    "authorization_lapses_at": row["expires_at"]
-                    and datetime.fromtimestamp(row["expires_at"], UTC).isoformat(timespec="milliseconds"),
-                }
+                entry["sandbox"] = {"test_card": row["test_card"], "authorization_lapses_at": when}
+            elif row["object"] == "refund":
+                entry["sandbox"] = {"fails_at": when}
             truth[f"{row['object']}s"].append(entry)
         return truth
 
@@ -427,28 +439,38 @@ class PaymentLedger:
                 code="amount_too_large",
                 param="amount",
             )
+        fails = self._refund_fails(tx, charge)
         refund = self._refund(tx, charge, amount, reason=reason, moved=True, cause="refund", meta=meta)
         refund["metadata"] = metadata
         self._save(tx, refund, "refund", meta)
         self._save(tx, charge, "refund", meta)
+        if fails:  # answered succeeded now, failed later (`run_due`)
+            tx.execute(
+                "UPDATE payment_objects SET expires_at = ? WHERE id = ?",
+                (time.time() + self.faults.scaled(REFUND_FAILURE_DELAY_S), refund["id"]),
+            )
         self._event(tx, "charge.refunded", charge, meta)
         return Outcome(200, refund)
 
-    def expire_due(self) -> float:
-        """Worker step: authorizations past their validity are cancelled (`automatic`) and released."""
+    def run_due(self) -> float:
+        """Worker step: authorizations past their validity are cancelled (`automatic`) and
+        released; refunds to a card that refuses them fail."""
         due = self.store.query(
-            "SELECT id FROM payment_objects WHERE expires_at <= ? ORDER BY expires_at LIMIT ?",
-            (time.time(), EXPIRY_BATCH),
+            "SELECT id, object FROM payment_objects WHERE expires_at <= ? ORDER BY expires_at LIMIT ?",
+            (time.time(), DUE_BATCH),
         )
         for row in due:
             with self.store.transaction() as tx:
-                intent = self.load_in(tx, "payment_intent", row["id"])
                 self._lapse_no_more(tx, row["id"])
+                if row["object"] == "refund":
+                    self._fail_refund(tx, row["id"])
+                    continue
+                intent = self.load_in(tx, "payment_intent", row["id"])
                 if intent is not None and intent["status"] == "requires_capture":
                     self._void(tx, intent, "automatic", cause="expire", meta=RequestMeta())
                     Store.bump_in(tx, "outcomes", "authorization_expired")
             self.committed([])
-        if len(due) == EXPIRY_BATCH:
+        if len(due) == DUE_BATCH:
             return 0.0
         nxt = self.store.query("SELECT MIN(expires_at) AS nxt FROM payment_objects")[0]["nxt"]
         return IDLE_WAIT_S if nxt is None else max(0.0, min(IDLE_WAIT_S, nxt - time.time()))
@@ -588,6 +610,41 @@ class PaymentLedger:
             self._save(tx, refund, cause, meta)
         return refund
 
+    def _refund_fails(self, tx: sqlite3.Connection, charge: dict[str, Any]) -> bool:
+        """Whether a refund made now of `charge` is to fail: its card refuses refunds, and none of
+        the charge's refunds has failed or is due to yet. (At Stripe every refund to the test card
+        fails; here one made after a failure succeeds, as once the card's issuer takes it, so
+        that what follows a failed refund can be tested to its end.)"""
+        card_name = self._card_of(tx, charge["payment_intent"])
+        card = TEST_CARDS.get(card_name) if card_name else None
+        if card is None or card.refund_failure is None:
+            return False
+        failed_before = tx.execute(
+            "SELECT 1 FROM payment_objects WHERE object = 'refund' AND charge = ? "
+            "AND (expires_at IS NOT NULL OR json_extract(data, '$.status') = 'failed') LIMIT 1",
+            (charge["id"],),
+        ).fetchone()
+        return failed_before is None
+
+    def _fail_refund(self, tx: sqlite3.Connection, refund_id: str) -> None:
+        """The card refused the refund: it is `failed`, the money is back with the merchant (a
+        balance transaction reverses it) and no longer counts in the charge's `amount_refunded`."""
+        refund = self.load_in(tx, "refund", refund_id)
+        if refund is None or refund["status"] not in ("succeeded", "pending"):
+            return
+        charge = self.require_in(tx, "charge", refund["charge"], "charge")
+        card_name = self._card_of(tx, charge["payment_intent"])
+        reason = (TEST_CARDS[card_name].refund_failure if card_name in TEST_CARDS else None) or "unknown"
+        previous = {"status": refund["status"], "failure_balance_transaction": None, "failure_reason": None}
+        refund.update(status="failed", failure_balance_transaction=new_id("txn"), failure_reason=reason)
+        charge["amount_refunded"] -= refund["amount"]
+        charge["refunded"] = charge["amount_refunded"] == charge["amount"]
+        meta = RequestMeta()  # nobody asked: the card's bank refused it
+        self._save(tx, refund, "refund_failed", meta)
+        self._save(tx, charge, "refund_failed", meta)
+        self._event(tx, "charge.refund.updated", refund, meta, previous=previous)
+        Store.bump_in(tx, "outcomes", "refund_failed")
+
     def _new_charge(self, intent: dict[str, Any], card: TestCard) -> dict[str, Any]:
         return {
             "id": new_id("ch"),
@@ -656,8 +713,10 @@ class PaymentLedger:
         meta: RequestMeta,
         *,
         may_be_early: bool = False,
+        previous: dict[str, Any] | None = None,
     ) -> list[str]:
-        """Queue a Stripe Event whose `data.object` is the object as it now is; [its id] if it must be
+        """Queue a Stripe Event whose `data.object` is the object as it now is (an `*.updated`
+        event's `data.previous_attributes`: the changed fields as they were); [its id] if it must be
         sent before the answer (webhook_early)."""
         if self.outbox is None:
             return []
@@ -667,7 +726,7 @@ class PaymentLedger:
             "object": "event",
             "api_version": API_VERSION,
             "created": self._now(),
-            "data": {"object": obj},
+            "data": {"object": obj} if previous is None else {"object": obj, "previous_attributes": previous},
             "livemode": False,
             "pending_webhooks": 1,
             "request": {"id": meta.request_id, "idempotency_key": meta.idempotency_key},

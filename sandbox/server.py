@@ -170,7 +170,8 @@ class Sandbox:
         return protocol, [reservation_truth(protocol, ledger)]
 
     def _assemble_payments(self) -> tuple[WireProtocol, list[Route]]:
-        """The payment provider: intents, charges, refunds, expiring authorizations, Stripe's wire."""
+        """The payment provider: intents, charges, refunds, expiring authorizations, failing refunds,
+        Stripe's wire."""
         config = self.config
         outbox: Outbox | None = None
         if config.webhook_url and config.webhook_secret:
@@ -179,7 +180,7 @@ class Sandbox:
             )
         ledger = PaymentLedger(store=self.store, faults=self.faults, clock=self.clock, outbox=outbox)
         protocol = PaymentsProtocol(ledger=ledger, faults=self.faults)
-        self._add_worker("sandbox-expiry", ledger.expire_due)
+        self._add_worker("sandbox-due", ledger.run_due)
         if outbox is not None:
             outbox.wake = self._add_worker("sandbox-webhooks", outbox.deliver_due).wake
         return protocol, protocol.truth_routes()

@@ -690,6 +690,89 @@ def test_an_uncaptured_authorization_expires_after_seven_scaled_days(
     assert too_late.value.code == "payment_intent_unexpected_state"
 
 
+# --- refunds that fail later ----------------------------------------------------------------------
+def test_a_refund_to_a_card_that_refuses_it_succeeds_then_fails_and_is_announced(
+    provider: SandboxProcess, client: stripe.StripeClient, receiver: WebhookReceiver
+) -> None:
+    intent = authorize(client, "pm_card_refundFail", amount=10_000)
+    client.v1.payment_intents.capture(intent.id)
+    provider.set_faults(time_scale=30)  # the failure comes 30 scaled seconds on: one second
+
+    refund = client.v1.refunds.create(
+        params={"payment_intent": intent.id, "amount": 6_000, "metadata": {"operation": "op-1"}}
+    )
+
+    # answered as made, and counted on the charge, until the card refuses it
+    assert (refund.status, refund.amount) == ("succeeded", 6_000)
+    assert client.v1.charges.retrieve(intent.latest_charge).amount_refunded == 6_000
+    [scheduled] = truth_of(provider, intent.id)["refunds"]
+    assert scheduled["sandbox"]["fails_at"] is not None
+    failed = wait_until(
+        lambda: (now := client.v1.refunds.retrieve(refund.id)).status == "failed" and now,
+        what="the refund to fail",
+    )
+    assert failed.failure_reason == "expired_or_canceled_card"
+    assert failed.failure_balance_transaction.startswith("txn_")
+    assert (failed.amount, failed.balance_transaction) == (6_000, refund.balance_transaction)
+    assert failed.metadata.to_dict() == {"operation": "op-1"}
+    charge = client.v1.charges.retrieve(intent.latest_charge)
+    assert (charge.amount_captured, charge.amount_refunded, charge.refunded) == (10_000, 0, False)
+    intent_now = client.v1.payment_intents.retrieve(intent.id)
+    assert (intent_now.status, intent_now.amount_received) == ("succeeded", 10_000)  # still taken
+
+    # announced by a signed charge.refund.updated whose object is the refund
+    found = wait_events(receiver, intent.id, 4)
+    assert types(found) == [
+        "payment_intent.amount_capturable_updated",
+        "payment_intent.succeeded",
+        "charge.refunded",
+        "charge.refund.updated",
+    ]
+    _, updated = found[3]
+    assert updated.data.object.object == "refund" and updated.data.object.id == refund.id
+    assert (updated.data.object.status, updated.data.object.failure_reason) == (
+        "failed",
+        "expired_or_canceled_card",
+    )
+    assert updated.data.previous_attributes.to_dict() == {
+        "status": "succeeded",
+        "failure_balance_transaction": None,
+        "failure_reason": None,
+    }
+    assert updated.request.id is None  # nobody asked: the card's bank refused it
+
+    # the provider's truth keeps each version; a refund made after the failure stands
+    truth = truth_of(provider, intent.id)
+    [kept] = truth["refunds"]
+    assert [(h["cause"], h["object"]["status"]) for h in kept["history"]] == [
+        ("refund", "succeeded"),
+        ("refund_failed", "failed"),
+    ]
+    assert kept["sandbox"]["fails_at"] is None
+    assert [h["cause"] for h in truth["charges"][0]["history"]] == [
+        "create",
+        "capture",
+        "refund",
+        "refund_failed",
+    ]
+    again = client.v1.refunds.create(params={"payment_intent": intent.id})
+    assert (again.status, again.amount) == ("succeeded", 10_000)
+    assert provider.payments(intent.id)["refunds"][-1]["sandbox"]["fails_at"] is None
+    assert provider.stats()["outcomes"]["refund_failed"] == 1
+
+
+def test_a_refund_to_any_other_card_never_fails(
+    provider: SandboxProcess, client: stripe.StripeClient
+) -> None:
+    intent = authorize(client, amount=10_000)
+    client.v1.payment_intents.capture(intent.id)
+
+    client.v1.refunds.create(params={"payment_intent": intent.id, "amount": 6_000})
+
+    [refund] = truth_of(provider, intent.id)["refunds"]
+    assert (refund["status"], refund["sandbox"]) == ("succeeded", {"fails_at": None})
+
+
 # --- ground truth ------------------------------------------------------------------------------
 def test_ground_truth_holds_every_object_and_its_history(
     provider: SandboxProcess, client: stripe.StripeClient
