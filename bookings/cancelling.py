@@ -140,6 +140,8 @@ class Outcome(StrEnum):
     FULL_REFUND = "full_refund"
     REFUND_LESS_FEE = "refund_less_fee"
     NOTHING_TO_REFUND = "nothing_to_refund"
+    # A refund the card refused is owed: support settles the money, a cancel refunds nothing itself.
+    REFUND_WITH_SUPPORT = "refund_with_support"
 
 
 @dataclass(frozen=True)
@@ -153,6 +155,7 @@ class CancelMoney:
     fee: Decimal = ZERO  # kept from what was paid, or charged from the hold
     refund: Decimal = ZERO
     released: Decimal = ZERO
+    refund_failed: Decimal = ZERO  # refunded, then refused by the card: owed, support's
     why: str = ""
     # When free cancellation ends under the offer's policy; None without a payment or a fee.
     cut_off: datetime | None = None
@@ -183,6 +186,12 @@ class CancelMoney:
             )
         if self.outcome == Outcome.RELEASE_OR_REFUND:
             return release_or_refund(self.held, self.fee, self.currency, asked=False)
+        if self.outcome == Outcome.REFUND_WITH_SUPPORT:
+            return (
+                f"The refund of {self._shown(self.refund_failed)} to your card could not be made, so "
+                "our support team settles your money: cancelling refunds nothing by itself, and they "
+                "will be in touch to give back what you are owed."
+            )
         if self.outcome == Outcome.FULL_REFUND:
             return f"Once the cancellation is done, we refund the {paid} you paid to your card, in full."
         if self.outcome == Outcome.REFUND_LESS_FEE:
@@ -219,6 +228,9 @@ def cancel_money(booking: Booking, *, at: datetime) -> CancelMoney:
         return CancelMoney(Outcome.NOT_TAKEN_YET, held=money.amount, **told)
     if money.code == CustomerMoney.CHARGE_UNKNOWN:
         return CancelMoney(Outcome.RELEASE_OR_REFUND, held=money.amount, fee=min(owed, money.amount), **told)
+    if money.code == CustomerMoney.REFUND_FAILED:  # automation asks the card nothing more
+        paid = money.charged - money.refunded
+        return CancelMoney(Outcome.REFUND_WITH_SUPPORT, paid=paid, refund_failed=money.refund_failed, **told)
     if money.code in MONEY_HELD:
         if owed == 0:
             return CancelMoney(Outcome.RELEASE, held=money.amount, released=money.amount, **told)

@@ -55,7 +55,8 @@ class PaymentFacts:
     `charged` (captured, perhaps partly refunded since), `released` (the hold was voided or
     lapsed), `declined` (by the card's bank), `refused` (the provider refused the request itself,
     e.g. a payment method it does not know: no bank saw it), `not_charged` (the booking ended
-    before a hold was asked for). Amounts in the booking's currency.
+    before a hold was asked for). Amounts in the booking's currency; `refund_failed` is what
+    refunds the card refused after they were made still owe the customer (not in `refunded`).
     """
 
     state: str
@@ -63,6 +64,7 @@ class PaymentFacts:
     amount: Decimal
     charged: Decimal = Decimal(0)
     refunded: Decimal = Decimal(0)
+    refund_failed: Decimal = Decimal(0)
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,8 @@ class Money:
     amount: Decimal
     charged: Decimal
     refunded: Decimal
+    # Refunded, then refused by the card: still owed (stored only when there is some).
+    refund_failed: Decimal = Decimal(0)
 
     @property
     def text(self) -> str:
@@ -85,16 +89,20 @@ class Money:
             charged=shown(self.charged),
             refunded=shown(self.refunded),
             paid=shown(self.charged - self.refunded),
+            refund_failed=shown(self.refund_failed),
         )
 
     def as_json(self) -> dict[str, str]:
-        return {
+        told = {
             "code": self.code,
             "currency": self.currency,
             "amount": str(self.amount),
             "charged": str(self.charged),
             "refunded": str(self.refunded),
         }
+        if self.refund_failed:
+            told["refund_failed"] = str(self.refund_failed)
+        return told
 
     @classmethod
     def from_json(cls, data: dict[str, str]) -> Money | None:
@@ -106,6 +114,7 @@ class Money:
             amount=Decimal(data["amount"]),
             charged=Decimal(data["charged"]),
             refunded=Decimal(data["refunded"]),
+            refund_failed=Decimal(data.get("refund_failed", "0")),
         )
 
 
@@ -126,9 +135,13 @@ MONEY_HELD = frozenset({MONEY.HELD, MONEY.HELD_IN_REVIEW})
 
 
 def money_of(facts: PaymentFacts) -> Money:
-    """The words for what the provider holds: exactly what happened, never what will."""
+    """The words for what the provider holds: exactly what happened, never what will. A refund
+    the card refused, still owed, is said before anything else of a charge: it is what the
+    customer must know (and support's to settle)."""
     if facts.state == "charged":
-        if facts.refunded <= 0:
+        if facts.refund_failed > 0:
+            code = MONEY.REFUND_FAILED
+        elif facts.refunded <= 0:
             code = MONEY.CHARGED
         elif facts.refunded >= facts.charged:
             code = MONEY.REFUNDED
@@ -136,7 +149,8 @@ def money_of(facts: PaymentFacts) -> Money:
             code = MONEY.PARTLY_REFUNDED
     else:
         code = _MONEY_OF_STATE[facts.state]
-    return Money(code, facts.currency, facts.amount, facts.charged, facts.refunded)
+    refund_failed = facts.refund_failed if code == MONEY.REFUND_FAILED else Decimal(0)
+    return Money(code, facts.currency, facts.amount, facts.charged, facts.refunded, refund_failed)
 
 
 def money_shown(booking: Booking) -> Money | None:
@@ -283,12 +297,15 @@ _UNSETTLED = frozenset({CustomerStatus.PENDING, CustomerStatus.CANCELLING, Custo
 # Money the provider still holds undecided: it will be charged or released (or, a charge's outcome
 # unknown, turn out charged or not).
 _MONEY_UNSETTLED = frozenset({MONEY.AUTHORIZING, *MONEY_HELD, MONEY.CHARGE_UNKNOWN})
+# Money owed back that the card refused: support gives it back, whatever the booking shows.
+_MONEY_WITH_SUPPORT = frozenset({MONEY.REFUND_FAILED})
 
 
 class Awaited(StrEnum):
     """Who the news of a booking still awaits, as the customer is told it."""
 
     PARTNER = "partner"
+    # Our support team: the booking, or money owed back that the card refused.
     SUPPORT = "support"
     # Our own cancel of a booking the partner never heard of: nobody else is asked.
     CANCELLATION = "cancellation"
@@ -300,7 +317,8 @@ class Awaited(StrEnum):
 
 def awaited(booking: Booking) -> Awaited | None:
     """What the booking waits for, from what the customer is shown; None once nothing is."""
-    unsettled_money = booking.customer_money.get("code") in _MONEY_UNSETTLED
+    money_code = booking.customer_money.get("code")
+    unsettled_money = money_code in _MONEY_UNSETTLED
     if booking.customer_status in _UNSETTLED and booking.customer_message != M.DISRUPTED_ENDED:
         if booking.customer_status == CustomerStatus.DISRUPTED or booking.customer_message == M.WITH_SUPPORT:
             return Awaited.SUPPORT
@@ -309,7 +327,9 @@ def awaited(booking: Booking) -> Awaited | None:
         if booking.customer_message == M.CANCELLING_UNSENT:
             return Awaited.PAYMENT if unsettled_money else Awaited.CANCELLATION
         return Awaited.PARTNER
-    return Awaited.PAYMENT if unsettled_money else None
+    if unsettled_money:
+        return Awaited.PAYMENT
+    return Awaited.SUPPORT if money_code in _MONEY_WITH_SUPPORT else None
 
 
 def awaiting_news(booking: Booking) -> bool:
@@ -354,8 +374,11 @@ _ANNOUNCED = {
 
 
 # What happened to the money, announced by mail when it is the only news: the provider took it,
-# gave it back or let the hold go (a hold and a decline come with news of the booking itself).
-_MONEY_ANNOUNCED = frozenset({MONEY.CHARGED, MONEY.PARTLY_REFUNDED, MONEY.REFUNDED, MONEY.RELEASED})
+# gave it back, let the hold go, or could not give it back after all (the card refused a refund;
+# a hold and a decline come with news of the booking itself).
+_MONEY_ANNOUNCED = frozenset(
+    {MONEY.CHARGED, MONEY.PARTLY_REFUNDED, MONEY.REFUNDED, MONEY.RELEASED, MONEY.REFUND_FAILED}
+)
 
 
 def _announcement(before: View, after: View, actor: Actor | str) -> NotificationKind | None:

@@ -124,8 +124,9 @@ class CustomerMessage(models.TextChoices):
 class CustomerMoney(models.TextChoices):
     """What happened to the customer's money, as the payment provider's truth says it (the
     payments app tells `customer_view` through the payment facts). The words take the amounts
-    the customer was shown with them: `{amount}` (asked for), `{charged}`, `{refunded}` and
-    `{paid}` (charged less refunded), each with its currency."""
+    the customer was shown with them: `{amount}` (asked for), `{charged}`, `{refunded}`,
+    `{paid}` (charged less refunded) and `{refund_failed}` (refunded, then refused by the card:
+    still owed), each with its currency."""
 
     AUTHORIZING = "authorizing", "We are asking your bank to hold {amount}; you are not charged yet."
     HELD = "held", "We are holding {amount} on your card; you are not charged yet."
@@ -148,6 +149,13 @@ class CustomerMoney(models.TextChoices):
         "We charged {charged} and refunded {refunded} of it to your card: you paid {paid}.",
     )
     REFUNDED = "refunded", "We refunded the {charged} we charged to your card: you paid nothing."
+    # A refund the provider made and the card then refused (closed, expired): the money is owed
+    # to the customer still, and support's to give back (automation never asks the card again).
+    REFUND_FAILED = (
+        "refund_failed",
+        "The refund of {refund_failed} to your card could not be made: your card did not accept it. "
+        "Our support team will be in touch to give it back to you.",
+    )
     RELEASED = "released", "We released the {amount} we were holding on your card: you were not charged."
     DECLINED = "declined", "Your bank declined the payment of {amount}: you were not charged."
     # The provider refused the request itself (it does not know the payment method): the bank

@@ -82,6 +82,31 @@ class IntentTruth:
         return bool(self.decline_code or self.decline_message)
 
 
+# A refund's statuses by what they mean for the money: made (given back, or on its way, `pending`
+# until it settles either way), or failed after it was made (the card refused it, or it was
+# cancelled before it settled). Any other (an action awaited from the customer) is not read.
+REFUND_MADE = frozenset({"succeeded", "pending"})
+REFUND_FAILED = frozenset({"failed", "canceled"})
+
+
+@dataclass(frozen=True)
+class RefundTruth:
+    """What the provider says of one refund (a Refund object: a refund's answer or read, or a
+    `charge.refund.updated` delivery)."""
+
+    refund_id: str
+    intent_id: str
+    currency: str
+    amount: Decimal
+    status: str
+    operation: str = ""  # our operation's key, from the refund's metadata
+    failure_reason: str = ""
+
+    @property
+    def failed(self) -> bool:
+        return self.status in REFUND_FAILED
+
+
 @dataclass(frozen=True)
 class CallResult:
     outcome: CallOutcome
@@ -94,6 +119,8 @@ class CallResult:
     # The provider's id of what the call made (an intent, a refund).
     object_id: str = ""
     latency_ms: int | None = None
+    # A refund's answer or read: the refund as the provider holds it (made, or failed since).
+    refund: RefundTruth | None = None
 
 
 @dataclass(frozen=True)
@@ -197,6 +224,29 @@ def intent_truth(data: Mapping[str, Any], currency: str, *, amount: Decimal | No
         fields["card_last4"] = _text(card.get("last4"), "last4")[:4]
         fields["in_review"] = _object(charge.get("outcome"), "outcome").get("type") == "manual_review"
     return IntentTruth(**fields)
+
+
+def refund_truth(data: Mapping[str, Any], currency: str) -> RefundTruth:
+    """A Refund as the provider rendered it; refused whole (`RefusedAmount`) if it is no refund
+    of a payment intent, is in another currency, or has a status we do not read."""
+    refund_id = _text(data.get("id"), "refund id")
+    intent_id = _text(data.get("payment_intent"), "payment_intent")
+    status = _text(data.get("status"), "refund status")
+    if not refund_id.startswith("re_") or not intent_id.startswith("pi_"):
+        raise RefusedAmount(f"not a refund of a payment intent: {refund_id!r}, {intent_id!r}")
+    if status not in REFUND_MADE | REFUND_FAILED:
+        raise RefusedAmount(f"refund {refund_id} is {status!r}")
+    ours = same_currency(currency, data.get("currency"))
+    metadata = _object(data.get("metadata"), "metadata")
+    return RefundTruth(
+        refund_id=refund_id,
+        intent_id=intent_id,
+        currency=ours,
+        amount=from_minor(data.get("amount"), ours),
+        status=status,
+        operation=_text(metadata.get("operation"), "metadata.operation"),
+        failure_reason=_text(data.get("failure_reason"), "failure_reason")[:64],
+    )
 
 
 def charge_truth(data: Mapping[str, Any], currency: str, *, amount: Decimal | None = None) -> IntentTruth:
@@ -369,12 +419,12 @@ def refund(intent_id: str, *, amount: Decimal, currency: str, key: str) -> CallR
 
 
 def _refund_made(made: Mapping[str, Any], *, amount: Decimal, currency: str) -> CallResult:
-    """A refund as the provider rendered it: OK only if it is the amount asked for, succeeded."""
-    refund_id = _text(made.get("id"), "refund id")
-    same_currency(currency, made.get("currency"))
-    if from_minor(made.get("amount"), currency) != amount or made.get("status") != "succeeded":
-        raise RefusedAmount(f"refund {refund_id} is not the {amount} {currency} asked for")
-    return CallResult(CallOutcome.OK, None, 200, object_id=refund_id)
+    """A refund as the provider rendered it: OK only if it is the amount asked for, with its
+    status (made: succeeded or pending; or failed since it was made, read later)."""
+    refund = refund_truth(made, currency)
+    if refund.amount != amount:
+        raise RefusedAmount(f"refund {refund.refund_id} is not the {amount} {currency} asked for")
+    return CallResult(CallOutcome.OK, None, 200, object_id=refund.refund_id, refund=refund)
 
 
 def find_refund(intent_id: str, *, amount: Decimal, currency: str, key: str) -> CallResult:

@@ -61,6 +61,8 @@ class Held:
     captured: Decimal
     refunded: Decimal
     authorization_expires_at: datetime | None = None
+    # Refunds the provider made and then failed (the card refused them), not given back since.
+    failed_refunds_owed: Decimal = ZERO
 
 
 class Step(StrEnum):
@@ -86,7 +88,8 @@ def next_step(*, booking: BookingFacts, payment: Held, open_operation: bool, lap
     One operation at a time: while one's outcome is unknown it is asked again under its own key
     (invariant: never a second authorization, never a refund made twice). A capture needs the
     partner's confirmation; a hold nobody decided on is voided before it lapses; money beyond
-    what is owed is refunded; money short of it is never asked for again (support's call).
+    what is owed is refunded; money short of it is never asked for again (support's call), and
+    neither is a refund the card refused (asked again, the same card refuses it again: support's).
     """
     if open_operation:
         if payment.status == P.PENDING and booking.state != S.AWAITING_PAYMENT:
@@ -106,6 +109,10 @@ def next_step(*, booking: BookingFacts, payment: Held, open_operation: bool, lap
         if due > 0 and booking.confirmed:
             return Plan(Step.CAPTURE, min(due, payment.amount), f"owed {due} as {booking.state}")
         return Plan(Step.VOID, why=f"nothing owed as {booking.state}")
+    if payment.status == P.CAPTURED and payment.failed_refunds_owed > 0:
+        return Plan(
+            Step.NOTHING, why=f"a refund of {payment.failed_refunds_owed} failed at the card (support's)"
+        )
     if payment.status == P.CAPTURED and due is not None:
         paid = payment.captured - payment.refunded
         if paid > due:
@@ -122,6 +129,8 @@ def at_rest(*, booking: BookingFacts, payment: Held) -> bool:
         return False
     if payment.status != P.CAPTURED:
         return True  # nothing held: nothing can change
+    if payment.failed_refunds_owed > 0:
+        return True  # a refund the card refused: support's, nothing automatic changes it
     due = owed(booking)
     return due is None or payment.captured - payment.refunded <= due
 

@@ -61,6 +61,12 @@ class Payment(ConcurrentTransitionMixin, models.Model):
     provider_status = models.CharField(max_length=32, blank=True)
     captured_amount = models.DecimalField(max_digits=12, decimal_places=2, default=Decimal("0.00"))
     refunded_amount = models.DecimalField(max_digits=12, decimal_places=2, default=Decimal("0.00"))
+    # Refunds the provider made and then failed (the card refused the money), less what refunds
+    # made since gave back: owed to the customer, and support's (automation never asks again).
+    # The provider's totals carry no time, so one may predate a failure: each is read less this.
+    failed_refunds_owed = models.DecimalField(
+        max_digits=12, decimal_places=2, default=Decimal("0.00"), db_default=Decimal("0.00")
+    )
     # When the held authorization lapses at the provider, by the provider's word.
     authorization_expires_at = models.DateTimeField(null=True, blank=True)
     decline_code = models.CharField(max_length=64, blank=True)
@@ -171,6 +177,8 @@ class OperationState(models.TextChoices):
     REFUSED = "refused", "Refused by the provider: nothing happened"
     ABANDONED = "abandoned", "Abandoned: it never reached the provider"
     NOT_MADE = "not_made", "Not made: its one call provably did nothing; decided again"
+    # A refund the provider made and later failed (its card refused the money): nothing given back.
+    FAILED = "failed", "Failed after it was made: the card refused the refund"
 
 
 class CallOutcome(models.TextChoices):
@@ -219,6 +227,9 @@ class PaymentOperation(models.Model):
     # nothing under it is still running or will run again, and a complete read is the whole truth
     # (a replayed 500 may follow a change or none: Stripe keeps the 500 of a request that began).
     key_spent = models.BooleanField(default=False, db_default=False)
+    # A refund that failed after it was made: when we learnt it, and the provider's reason.
+    failed_at = models.DateTimeField(null=True, blank=True)
+    failure_reason = models.CharField(max_length=64, blank=True, db_default="")
     opened_at = models.DateTimeField(default=timezone.now)
     last_tried_at = models.DateTimeField(null=True, blank=True)
     closed_at = models.DateTimeField(null=True, blank=True)

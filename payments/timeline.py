@@ -71,6 +71,8 @@ def operation_data(operation: PaymentOperation) -> dict[str, Any]:
         "last_error": operation.last_error,
         "provider_object": operation.provider_object_id,
         "answer_lost": operation.answer_lost,
+        "failure_reason": operation.failure_reason,
+        "failed_at": operation.failed_at.isoformat() if operation.failed_at else None,
         "opened_at": operation.opened_at.isoformat(),
         "last_tried_at": operation.last_tried_at.isoformat() if operation.last_tried_at else None,
         "closed_at": operation.closed_at.isoformat() if operation.closed_at else None,
@@ -97,7 +99,16 @@ def _said(body: bytes) -> dict[str, Any]:
         return {"unreadable": True}
     if not isinstance(obj, dict):
         return {"unreadable": True}
-    keep = ("id", "object", "status", "amount", "amount_received", "amount_captured", "amount_refunded")
+    keep = (
+        "id",
+        "object",
+        "status",
+        "failure_reason",
+        "amount",
+        "amount_received",
+        "amount_captured",
+        "amount_refunded",
+    )
     said = {key: obj[key] for key in keep if key in obj}
     said["currency"] = obj.get("currency")
     if obj.get("payment_intent"):

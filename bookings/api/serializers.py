@@ -242,7 +242,9 @@ class MoneyOutputSerializer(serializers.Serializer):
             "`held_in_review` (held, not charged, and the provider placed the payment in review), "
             "`charge_unknown` (held, and a charge of it was asked for whose outcome is not known "
             "yet: it may or may not have been charged), `charged`, "
-            "`partly_refunded`, `refunded`, `released` (the hold was let go: not charged), "
+            "`partly_refunded`, `refunded`, `refund_failed` (a refund was made and the card "
+            "refused it after: `refund_failed` is owed still, and our support team gives it back), "
+            "`released` (the hold was let go: not charged), "
             "`declined` (by the card's bank), `method_refused` (the provider could not use the "
             "payment method: no bank was asked), `not_charged`."
         ),
@@ -251,7 +253,15 @@ class MoneyOutputSerializer(serializers.Serializer):
     currency = serializers.CharField()
     amount = serializers.DecimalField(max_digits=12, decimal_places=2, help_text="Asked for (held).")
     charged = serializers.DecimalField(max_digits=12, decimal_places=2)
-    refunded = serializers.DecimalField(max_digits=12, decimal_places=2)
+    refunded = serializers.DecimalField(
+        max_digits=12, decimal_places=2, help_text="Given back to the card (a refund it refused is not)."
+    )
+    refund_failed = serializers.DecimalField(
+        max_digits=12,
+        decimal_places=2,
+        help_text="Refunded, then refused by the card: owed to the customer still (0 unless "
+        "`refund_failed`).",
+    )
 
 
 class IfCancelledOutputSerializer(serializers.Serializer):
@@ -265,7 +275,9 @@ class IfCancelledOutputSerializer(serializers.Serializer):
             "for and its outcome is not known yet: all but the fee comes back, released if it was "
             "not charged, refunded if it was; `refund` and `released` say 0 until that is known), "
             "`full_refund`, `refund_less_fee`, "
-            "`nothing_to_refund` (nothing was paid, or the fee is all of it)."
+            "`nothing_to_refund` (nothing was paid, or the fee is all of it), `refund_with_support` "
+            "(a refund the card refused is owed: our support team settles the money, a cancel "
+            "refunds nothing by itself)."
         ),
     )
     message = serializers.CharField(
@@ -392,6 +404,7 @@ class BookingOutputSerializer(serializers.Serializer):
             "amount": _PRICE.to_representation(money.amount),
             "charged": _PRICE.to_representation(money.charged),
             "refunded": _PRICE.to_representation(money.refunded),
+            "refund_failed": _PRICE.to_representation(money.refund_failed),
         }
 
     @extend_schema_field(IfCancelledOutputSerializer(allow_null=True))

@@ -7,7 +7,8 @@ beside our payment rows and the partner's ground truth:
 - `money_owed`: for every booking at rest, captured - refunded at the provider = what its final
   state and the policy owe: confirmed the price, cancelled the fee fixed at the cancel, anything
   unconfirmed or taken back by the partner nothing (`money_owed_mismatch`); and our row says what
-  the provider says (`money_ledger_disagrees`). A booking whose debt is not decided (still open,
+  the provider says (`money_ledger_disagrees`). A refund the card refused after it was made is not
+  refunded: it gave nothing back. A booking whose debt is not decided (still open,
   or support's other cases) is counted, not judged: `everything_ends` judges that;
 - `money_one_authorization`: at most one live authorization (held or captured) per booking
   (`authorizations_live_twice`), and no intent the provider made for a payment we do not have
@@ -16,8 +17,8 @@ beside our payment rows and the partner's ground truth:
   booking's debt is decided (`authorization_left_held`); a hold of a booking still undecided
   (support's case) must have our look planned before the provider lets it lapse
   (`hold_left_to_lapse`);
-- `money_no_refund_twice`: one refund per refund operation of ours, and never more refunded than
-  captured (`refund_made_twice`, `refunded_more_than_captured`).
+- `money_no_refund_twice`: one refund per refund operation of ours, and never more refunded (less
+  what failed) than captured (`refund_made_twice`, `refunded_more_than_captured`).
 
 Each violation's evidence: the booking's reference, our payment row, the provider's history of
 its intents and refunds, the booking's timeline and the partner's truth. Pure: plain data in.
@@ -122,7 +123,8 @@ class ProviderIntent:
 
 @dataclass(frozen=True)
 class ProviderRefund:
-    """A refund as the provider holds it; `moved` is False for a hold's release (no money moved)."""
+    """A refund as the provider holds it; `moved` is False for a hold's release (no money moved),
+    `failed` True for one the card refused after it was made (the money came back to us)."""
 
     id: str
     payment_intent: str
@@ -130,6 +132,12 @@ class ProviderRefund:
     moved: bool
     operation: str  # our operation's key (metadata.operation)
     created: int = 0
+    failed: bool = False
+
+    @property
+    def given_back(self) -> bool:
+        """Money that reached the customer: a refund that moved money and did not fail."""
+        return self.moved and not self.failed
 
     @classmethod
     def from_truth(cls, data: dict[str, Any]) -> ProviderRefund:
@@ -140,10 +148,11 @@ class ProviderRefund:
             moved=data.get("balance_transaction") is not None,
             operation=str((data.get("metadata") or {}).get("operation", "")),
             created=int(data.get("created") or 0),
+            failed=data.get("status") in ("failed", "canceled"),
         )
 
     def excerpt(self) -> str:
-        kind = "refund" if self.moved else "release"
+        kind = ("failed refund" if self.failed else "refund") if self.moved else "release"
         return f"{kind} {self.id} of {self.payment_intent}: {self.amount} (operation {self.operation or '-'})"
 
 
@@ -240,7 +249,8 @@ def check_money_owed(snapshot: Snapshot) -> CheckResult:
     for row in money.payments:
         intents = money.intents_of(row.payment)
         captured = sum(i.amount_received for i in intents)
-        refunded = sum(r.amount for i in intents for r in money.refunds_of(i.id) if r.moved)
+        # A refund the card refused after it was made gave nothing back: not refunded.
+        refunded = sum(r.amount for i in intents for r in money.refunds_of(i.id) if r.given_back)
         owed = row.owed()
         if owed is None:
             figures["undecided"] += 1
@@ -383,7 +393,7 @@ def check_no_refund_twice(snapshot: Snapshot) -> CheckResult:
                         evidence=evidence,
                     )
                 )
-        total = sum(r.amount for r in made)
+        total = sum(r.amount for r in made if not r.failed)
         if total > intent.amount_received:
             result.violations.append(
                 Violation(

@@ -18,10 +18,10 @@ from typing import Any
 from django.utils import timezone
 
 from payments import messages
-from payments.connector import IntentTruth, charge_truth, intent_truth
+from payments.connector import IntentTruth, RefundTruth, charge_truth, intent_truth, refund_truth
 from payments.models import EventState, Payment, PaymentEvent
 from payments.money import RefusedAmount
-from payments.services.observations import brings_news
+from payments.services.observations import brings_news, refund_failure_known
 
 
 def event_object(event: dict[str, Any]) -> dict[str, Any]:
@@ -30,9 +30,12 @@ def event_object(event: dict[str, Any]) -> dict[str, Any]:
     return found if isinstance(found, dict) else {}
 
 
-def event_truth(obj: dict[str, Any], payment: Payment) -> IntentTruth:
-    """What a delivery's object says of its payment's intent; `RefusedAmount` (or a type error)
-    if we refuse it: another currency, or another amount than the payment's."""
+def event_truth(obj: dict[str, Any], payment: Payment) -> IntentTruth | RefundTruth:
+    """What a delivery's object says of its payment's intent, or of one of its refunds (a
+    `charge.refund.updated`); `RefusedAmount` (or a type error) if we refuse it: another currency,
+    or another amount than the payment's."""
+    if obj.get("object") == "refund":
+        return refund_truth(obj, payment.currency)
     if obj.get("object") == "charge":
         return charge_truth(obj, payment.currency, amount=payment.amount)
     return intent_truth(obj, payment.currency, amount=payment.amount)
@@ -44,6 +47,8 @@ def tells_nothing_new(obj: dict[str, Any], payment: Payment) -> bool:
         truth = event_truth(obj, payment)
     except (RefusedAmount, AttributeError, TypeError):
         return False  # refused by the worker, on the booking's timeline
+    if isinstance(truth, RefundTruth):
+        return refund_failure_known(payment, truth)
     return not brings_news(payment, truth)
 
 

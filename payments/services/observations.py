@@ -3,8 +3,14 @@ and a webhook all enter here, on a locked booking and payment, and only in one d
 
 The payment's status moves only forward along its state machine (an older or repeated word of
 the provider changes nothing: a reordered or duplicated webhook is recorded and ignored), and
-the money it counts only grows (captured, refunded: the provider's totals). What the booking
-does next follows from the payment here and nowhere else: the partner is asked only once the
+the money it counts only grows (captured, refunded: the provider's totals), but for one word: a
+refund the provider made and then failed (its card refused it, `refund_truth_apply`) is no longer
+counted as refunded. That word is about one refund, named, and moves its operation forward once
+(succeeded → failed), so a repeated or late one changes nothing; and since a total of the
+provider's carries no time and may predate a failure, every total is read less the failed
+refunds still owed (`failed_refunds_owed`), so that an older one never counts them again.
+
+What the booking does next follows from the payment here and nowhere else: the partner is asked only once the
 money is held (`accept_payment`), a declined payment ends the booking before the partner hears
 of it (`refuse_payment`), and what the customer is told about their money changes with it.
 """
@@ -15,17 +21,19 @@ import logging
 from decimal import Decimal
 
 from django.conf import settings
+from django.db.models import Q, Sum
 from django.utils import timezone
 from django_fsm import can_proceed
 
 from bookings import customer_view, ports
 from bookings.customer_view import PaymentFacts
 from bookings.models import Actor, Booking
+from bookings.pricing import CENT
 from bookings.services import apply_transition
 from bookings.states import BookingState
 from bookings.timeline import record_event
 from payments import decisions
-from payments.connector import IntentTruth
+from payments.connector import IntentTruth, RefundTruth
 from payments.models import (
     CallOutcome,
     OperationKind,
@@ -72,6 +80,7 @@ def payment_facts(payment: Payment, *, open_operation: PaymentOperation | None =
         amount=payment.amount,
         charged=payment.captured_amount,
         refunded=payment.refunded_amount,
+        refund_failed=payment.failed_refunds_owed,
     )
 
 
@@ -154,7 +163,7 @@ def truth_apply(
         payment.provider_status = truth.status  # the provider's own word, beside ours
         fields.add("provider_status")
     fields |= _grow(payment, "captured_amount", truth.captured)
-    fields |= _grow(payment, "refunded_amount", truth.refunded)
+    fields |= _grow(payment, "refunded_amount", _refunded_told(payment, truth))
     fields |= _details(payment, truth)
     if unsaved is not None:
         unsaved |= fields
@@ -172,6 +181,16 @@ def _status_told(truth: IntentTruth) -> str | None:
     return decisions.status_of_intent(
         intent_status=truth.status, cancellation_reason=truth.cancellation_reason, declined=truth.declined
     )
+
+
+def _refunded_told(payment: Payment, truth: IntentTruth) -> Decimal | None:
+    """The provider's total refunded, read as if every failed refund still owed were in it: a
+    total may be older than the failure (a reordered `charge.refunded`), and must not count a
+    refund again that we know failed. A newer total is then read short, which never lowers ours
+    (refunds made under our keys are counted by their operations)."""
+    if truth.refunded is None:
+        return None
+    return truth.refunded - payment.failed_refunds_owed
 
 
 def _grow(payment: Payment, field: str, observed: Decimal | None) -> set[str]:
@@ -200,10 +219,131 @@ def brings_news(payment: Payment, truth: IntentTruth) -> bool:
         observed is not None and observed > held
         for observed, held in (
             (truth.captured, payment.captured_amount),
-            (truth.refunded, payment.refunded_amount),
+            (_refunded_told(payment, truth), payment.refunded_amount),
         )
     )
     return grows or bool(_detail_changes(payment, truth))
+
+
+# --- a refund's own word -----------------------------------------------------------------------------
+# The operations a refund's failure moves: the refund was made, or may have been (its answer is
+# not known yet). A refund already failed is the same word again; one we closed as never made,
+# refused or abandoned was not counted, and is support's to look at.
+_FAILS = (OperationState.SUCCEEDED, OperationState.OPEN)
+
+
+def refund_operation(payment: Payment, refund: RefundTruth) -> PaymentOperation | None:
+    """Our refund operation that made `refund`: by the provider's id of it, or by the key its
+    metadata names (an operation whose answer was lost knows no id yet)."""
+    match = Q(provider_object_id=refund.refund_id)
+    if refund.operation:
+        match |= Q(idempotency_key=refund.operation)
+    return payment.operations.filter(match, kind=OperationKind.REFUND).first()
+
+
+def refund_failure_known(payment: Payment, refund: RefundTruth) -> bool:
+    """Whether what the provider says of one refund is nothing new: a refund made (its
+    operation's answer counts it), or a failure already recorded. One query, for a failure only."""
+    if not refund.failed:
+        return True
+    operation = refund_operation(payment, refund)
+    return operation is not None and operation.state == OperationState.FAILED
+
+
+def refund_truth_apply(
+    *,
+    booking: Booking,
+    payment: Payment,
+    refund: RefundTruth,
+    source: str,
+    actor: Actor | str,
+    actor_label: str = "",
+    operation: PaymentOperation | None = None,
+    unsaved: set[str] | None = None,
+) -> bool:
+    """Apply what the provider says of one refund of the payment; True if anything changed. Only
+    a failure changes anything: the refund's operation moves on to `failed` (once), the refund is
+    no longer counted as refunded, and what it was to give back is owed to the customer
+    (`failed_refunds_owed`: support's, never asked again by automation). Call as `truth_apply`,
+    on the locked booking and payment; `operation`: the refund's, when the caller holds it."""
+    data = {
+        "source": source,
+        "refund": refund.refund_id,
+        "status": refund.status,
+        "failure_reason": refund.failure_reason,
+        "amount": str(refund.amount),
+    }
+    found = operation or refund_operation(payment, refund)
+    ours = found is not None and refund.intent_id == payment.provider_intent_id
+    if not refund.failed or (ours and found.state == OperationState.FAILED):
+        record_event(
+            booking,
+            "payment.observation.duplicate",
+            actor=actor,
+            actor_label=actor_label,
+            summary=f"Nothing new from the provider ({source}): refund {refund.refund_id} is {refund.status}",
+            data={**data, "operation": found.idempotency_key if found else None},
+        )
+        return False
+    if not ours or found.state not in _FAILS:
+        why = (
+            "no operation of ours made it: not counted by us"
+            if not ours
+            else f"its operation {found.idempotency_key} was closed {found.state}: never counted"
+        )
+        record_event(
+            booking,
+            "payment.refund.unexpected",
+            actor=actor,
+            actor_label=actor_label,
+            summary=f"Refund {refund.refund_id} of {refund.amount} {payment.currency} failed ({source}), "
+            f"and {why}: support, look",
+            data={**data, "operation": found.idempotency_key if found else None},
+        )
+        return False
+    assert found is not None
+    now = timezone.now()
+    found.state, found.failed_at = OperationState.FAILED, now
+    found.failure_reason = (refund.failure_reason or refund.status)[:64]
+    found.provider_object_id = found.provider_object_id or refund.refund_id
+    found.closed_at = found.closed_at or now
+    found.save(update_fields=["state", "failed_at", "failure_reason", "provider_object_id", "closed_at"])
+    amount = found.amount if found.amount is not None else refund.amount
+    # Ours counts this refund either by its operation (succeeded: the others' sum is what stays)
+    # or by a total of the provider's that had it; without it, what remains is the larger of the
+    # two. Never below what the other succeeded refunds made.
+    made = payment.operations.filter(kind=OperationKind.REFUND, state=OperationState.SUCCEEDED).aggregate(
+        total=Sum("amount")
+    )["total"] or Decimal("0.00")
+    payment.refunded_amount = min(max(made, payment.refunded_amount - amount), payment.captured_amount)
+    payment.refunded_amount = max(payment.refunded_amount, Decimal("0.00")).quantize(CENT)
+    held_back = payment.captured_amount - payment.refunded_amount
+    payment.failed_refunds_owed = min(payment.failed_refunds_owed + amount, held_back).quantize(CENT)
+    fields = {"refunded_amount", "failed_refunds_owed"}
+    if unsaved is not None:
+        unsaved |= fields
+    else:
+        payment.save(update_fields=[*fields, "updated_at"])
+    money = payment.currency
+    record_event(
+        booking,
+        "payment.refund.failed",
+        actor=actor,
+        actor_label=actor_label,
+        summary=f"Refund of {amount} {money} failed after it was made ({found.failure_reason}, {source}): "
+        f"not given back; {payment.refunded_amount} {money} refunded in all, "
+        f"{payment.failed_refunds_owed} {money} owed to the customer: support's",
+        data={
+            **data,
+            "operation": found.idempotency_key,
+            "refunded": str(payment.refunded_amount),
+            "owed": str(payment.failed_refunds_owed),
+        },
+    )
+    logger.warning(
+        "a refund failed after it was made", extra={"operation": found.idempotency_key, "source": source}
+    )
+    return True
 
 
 def _details(payment: Payment, truth: IntentTruth) -> set[str]:

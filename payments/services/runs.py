@@ -18,6 +18,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal
 from enum import StrEnum
 from uuid import UUID
 
@@ -43,7 +44,13 @@ from payments.models import (
     PaymentStatus,
 )
 from payments.services.deliveries import held_deliveries_settle
-from payments.services.observations import booking_follow, lock_payment, open_operation_of, truth_apply
+from payments.services.observations import (
+    booking_follow,
+    lock_payment,
+    open_operation_of,
+    refund_truth_apply,
+    truth_apply,
+)
 from payments.services.operations import operation_call, operation_open, operation_record
 
 logger = logging.getLogger(__name__)
@@ -127,6 +134,7 @@ def held(payment: Payment) -> decisions.Held:
         captured=payment.captured_amount,
         refunded=payment.refunded_amount,
         authorization_expires_at=payment.authorization_expires_at,
+        failed_refunds_owed=payment.failed_refunds_owed,
     )
 
 
@@ -374,7 +382,21 @@ def _record(
                 actor_label=actor_label,
                 unsaved=unsaved,
             )
-        if after == decisions.AfterCall.APPLY and operation.kind == OperationKind.REFUND:
+        refund = result.refund if operation.kind == OperationKind.REFUND else None
+        if after == decisions.AfterCall.APPLY and refund is not None and refund.failed:
+            # Read after the card refused it (its answer was lost, or the key's window passed):
+            # made, and failed since. Never counted; owed to the customer.
+            refund_truth_apply(
+                booking=booking,
+                payment=payment,
+                refund=refund,
+                source="response" if not reads else "lookup",
+                actor=actor,
+                actor_label=actor_label,
+                operation=operation,
+                unsaved=unsaved,
+            )
+        elif after == decisions.AfterCall.APPLY and operation.kind == OperationKind.REFUND:
             # The refund is made: counted now, so that no later step refunds it again before a
             # read of the totals (refunds only grow; the provider's totals can only raise this).
             made = PaymentOperation.objects.filter(
@@ -383,6 +405,12 @@ def _record(
             if made is not None and made > payment.refunded_amount:
                 payment.refunded_amount = min(made, payment.captured_amount).quantize(CENT)
                 unsaved.add("refunded_amount")
+            if closes == OperationState.SUCCEEDED and payment.failed_refunds_owed > 0:
+                # A refund made after one the card refused: it gives that back (support's, who
+                # made it; or any refund since).
+                given = min(operation.amount or Decimal("0.00"), payment.failed_refunds_owed)
+                payment.failed_refunds_owed -= given
+                unsaved.add("failed_refunds_owed")
         before = payment.status
         moved = ("status", "status_changed_at")
         if never_made and authorize and payment.status in AUTHORIZATION_UNANSWERED:

@@ -11,7 +11,9 @@ by the worker before it takes any lock: stored and deduplicated all the same, ne
 shown on the booking's timeline as a delivery of its own. One that arrives while our call on its
 payment is still out is held for that call's record, which settles it (`deliveries`). One whose
 content we refuse (another currency, an amount out of range) is set aside as failed on the
-timeline, never applied; the next read of the intent settles the payment instead.
+timeline, never applied; the next read of the intent settles the payment instead. A
+`charge.refund.updated` is one refund's own news: only its failure is new, once
+(`observations.refund_truth_apply`); a refund made is its operation's answer, known.
 """
 
 from __future__ import annotations
@@ -32,11 +34,17 @@ from bookings.models import Actor, Booking
 from bookings.services import lock_booking
 from bookings.timeline import record_event
 from payments import connector, messages
-from payments.connector import MalformedEvent, UnverifiedEvent
+from payments.connector import MalformedEvent, RefundTruth, UnverifiedEvent
 from payments.models import EventState, Payment, PaymentEvent
 from payments.money import RefusedAmount
 from payments.services.deliveries import event_object, event_truth, tells_nothing_new
-from payments.services.observations import booking_follow, lock_payment, open_operation_of, truth_apply
+from payments.services.observations import (
+    booking_follow,
+    lock_payment,
+    open_operation_of,
+    refund_truth_apply,
+    truth_apply,
+)
 from payments.services.runs import plan_for, schedule
 
 logger = logging.getLogger(__name__)
@@ -49,6 +57,7 @@ HANDLED = frozenset(
         "payment_intent.payment_failed",
         "payment_intent.canceled",
         "charge.refunded",
+        "charge.refund.updated",  # a refund's own news: only its failure is applied
     }
 )
 
@@ -168,14 +177,11 @@ def payment_event_process(event_id: int) -> None:
         except (RefusedAmount, AttributeError, TypeError) as refused:
             _refuse(booking, event, str(refused))
             return
-        truth_apply(
-            booking=booking,
-            payment=payment,
-            truth=truth,
-            source=f"webhook {event.type}",
-            actor=Actor.WEBHOOK,
-            actor_label=event.event_id,
-        )
+        said = {"source": f"webhook {event.type}", "actor": Actor.WEBHOOK, "actor_label": event.event_id}
+        if isinstance(truth, RefundTruth):  # a refund's own news (its failure)
+            refund_truth_apply(booking=booking, payment=payment, refund=truth, **said)
+        else:
+            truth_apply(booking=booking, payment=payment, truth=truth, **said)
         # Read under the payment's lock, once: what the customer is told (a capture in doubt) and
         # what to do next both depend on it.
         open_operation = open_operation_of(payment)

@@ -2,8 +2,9 @@
 (one timed read), the operations whose outcome is not known yet (open, oldest first), the
 unknown-outcome fences on authorizations, the holds near their lapse, the payments whose run is
 overdue or that automation left to support, the confirmed bookings whose payment holds no money,
-the refund proposals waiting for a second person, and the provider's webhook deliveries over the
-window by what came of them. Ten queries, and the read of the provider unless told not to."""
+the refunds the card refused after they were made (money owed to the customer: support's), the
+refund proposals waiting for a second person, and the provider's webhook deliveries over the
+window by what came of them. Twelve queries, and the read of the provider unless told not to."""
 
 from __future__ import annotations
 
@@ -64,6 +65,21 @@ class HoldNearLapse:
 
 
 @dataclass
+class RefundFailed:
+    """A payment whose refunds the card refused after they were made, and not given back since:
+    the customer is owed `owed`; automation never asks the card again (support refunds again, or
+    reaches the customer)."""
+
+    booking: str
+    owed: str
+    currency: str
+    failed_at: datetime | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**self.__dict__, "failed_at": self.failed_at.isoformat() if self.failed_at else None}
+
+
+@dataclass
 class PaymentHealth:
     window: timedelta
     horizon: timedelta
@@ -80,6 +96,9 @@ class PaymentHealth:
     # Confirmed, and nothing held or kept (released, lapsed, refunded in full): automation never
     # asks for money again, so support decides (cancel, or take it another way).
     unpaid_confirmed: list[str] = field(default_factory=list)
+    # Refunds the card refused, owed to the customer (oldest failure first), and how many in all.
+    refunds_failed: list[RefundFailed] = field(default_factory=list)
+    refunds_failed_count: int = 0
     pending_proposals: int = 0
     deliveries: dict[str, int] = field(default_factory=lambda: dict.fromkeys(EventState.values, 0))
     last_delivery_at: datetime | None = None
@@ -101,6 +120,8 @@ class PaymentHealth:
             "overdue_runs": self.overdue_runs,
             "left_to_support": self.left_to_support,
             "unpaid_confirmed": self.unpaid_confirmed,
+            "refunds_failed": [r.as_dict() for r in self.refunds_failed],
+            "refunds_failed_count": self.refunds_failed_count,
             "pending_refund_proposals": self.pending_proposals,
             "deliveries": self.deliveries,
             "last_delivery_at": self.last_delivery_at.isoformat() if self.last_delivery_at else None,
@@ -180,6 +201,19 @@ def payment_health(
         .order_by("status_changed_at")
         .values_list("booking__reference", flat=True)[:LIST_LIMIT]
     )
+    owed_back = Payment.objects.filter(failed_refunds_owed__gt=0)
+    health.refunds_failed_count = owed_back.count()
+    health.refunds_failed = [
+        RefundFailed(
+            booking=p.booking.reference,
+            owed=str(p.failed_refunds_owed),
+            currency=p.currency,
+            failed_at=p.failed_at,
+        )
+        for p in owed_back.select_related("booking")
+        .annotate(failed_at=Max("operations__failed_at"))
+        .order_by("failed_at", "id")[:LIST_LIMIT]
+    ]
     health.pending_proposals = RefundProposal.objects.filter(state=ProposalState.PENDING).count()
     deliveries = PaymentEvent.objects.filter(received_at__gte=since)
     for state, n in deliveries.values_list("state").annotate(n=Count("id")).values_list("state", "n"):
@@ -226,6 +260,13 @@ def _problems(h: PaymentHealth, now: datetime) -> list[str]:
         problems.append(
             f"{len(h.unpaid_confirmed)} confirmed booking(s) whose payment holds no money (support's "
             "decision: cancel, or take it another way): " + ", ".join(h.unpaid_confirmed[:5])
+        )
+    if h.refunds_failed_count:
+        problems.append(
+            f"{h.refunds_failed_count} payment(s) with a refund the card refused after it was made: "
+            "the money is owed to the customer and automation never asks the card again (support: "
+            "refund again, or reach the customer): "
+            + ", ".join(f"{r.booking} ({r.owed} {r.currency})" for r in h.refunds_failed[:5])
         )
     if h.stale_deliveries:
         problems.append(f"{h.stale_deliveries} webhook delivery(ies) stored and not processed.")

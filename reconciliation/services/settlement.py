@@ -5,10 +5,12 @@ For a UTC day D, the provider's side is what its list calls return (through the 
 client): the PaymentIntents (with their charge) and the refunds created on D, listed with an hour's
 margin either side so that a call made just before midnight and answered after it matches. Our
 side is every payment an operation of ours touched on D (opened, tried or closed), and every
-refund operation that succeeded on D. Each intent of either side is compared (what our payment
-holds against what the provider holds now): an intent only the provider has (no payment of ours
-names it) or only we have (the provider answers 404), a status the provider's word does not
-mean, an authorized, captured or refunded amount that differs. Each refund is compared too: made
+refund operation that succeeded on D (or failed since: the card refused it after it was made,
+and the provider's refund must say failed too; neither side counts it as given back). Each
+intent of either side is compared (what our payment holds against what the provider holds now):
+an intent only the provider has (no payment of ours names it) or only we have (the provider
+answers 404), a status the provider's word does not mean, an authorized, captured or refunded
+amount that differs. Each refund is compared too: made
 at the provider with no operation of ours (by its id, or the operation key in its metadata), an
 operation of ours the provider never made, or a different amount or status. A release of a hold
 (the provider's own refund object when an intent is voided or partly captured, without a balance
@@ -31,7 +33,7 @@ from typing import Any
 from django.db.models import Q
 
 from payments import connector, decisions
-from payments.connector import IntentTruth
+from payments.connector import REFUND_FAILED, REFUND_MADE, IntentTruth
 from payments.models import OperationKind, OperationState, Payment, PaymentOperation
 from payments.money import RefusedAmount, from_minor
 
@@ -337,10 +339,11 @@ def _compare_refunds(
 ) -> None:
     # With the listing's margin, so that a refund made just before midnight and recorded after
     # it is matched; only the day's own are reported missing or counted.
+    # A refund that failed after it was made is ours too: the provider lists it, failed.
     ours = list(
         PaymentOperation.objects.filter(
             kind=OperationKind.REFUND,
-            state=OperationState.SUCCEEDED,
+            state__in=(OperationState.SUCCEEDED, OperationState.FAILED),
             closed_at__gte=start - MARGIN,
             closed_at__lt=end + MARGIN,
         ).select_related("payment__booking")
@@ -364,7 +367,8 @@ def _compare_refunds(
             )
             continue
         in_day = _in_day(refund, start, end)
-        if in_day:
+        failed = refund.get("status") in REFUND_FAILED  # gave nothing back after all
+        if in_day and not failed:
             report.total(currency).refunded_on_day_provider += amount
         if op is None:
             if in_day:
@@ -381,23 +385,26 @@ def _compare_refunds(
             continue
         matched.add(op.pk)
         report.refunds_compared += 1
-        if amount != op.amount or refund.get("status") != "succeeded":
+        # Ours succeeded: made (or on its way); ours failed: the provider's failed too.
+        agrees = failed if op.state == OperationState.FAILED else refund.get("status") in REFUND_MADE
+        if amount != op.amount or not agrees:
             report.mismatches.append(
                 Mismatch(
                     "refund_differs",
-                    f"ours {op.amount} succeeded, the provider's {amount} {refund.get('status')}",
+                    f"ours {op.amount} {op.state}, the provider's {amount} {refund.get('status')}",
                     booking=op.payment.booking.reference,
                     intent=intent_id,
                     refund=refund_id,
                     field="refund",
-                    ours=f"{op.amount} succeeded",
+                    ours=f"{op.amount} {op.state}",
                     theirs=f"{amount} {refund.get('status')}",
                 )
             )
     for op in ours:
         if op.closed_at is None or not start <= op.closed_at < end:
             continue
-        report.total(op.payment.currency).refunded_on_day_ours += op.amount or Decimal("0.00")
+        if op.state == OperationState.SUCCEEDED:
+            report.total(op.payment.currency).refunded_on_day_ours += op.amount or Decimal("0.00")
         if op.pk not in matched:
             report.mismatches.append(
                 Mismatch(
@@ -407,6 +414,6 @@ def _compare_refunds(
                     booking=op.payment.booking.reference,
                     intent=op.payment.provider_intent_id,
                     refund=op.provider_object_id,
-                    ours=f"{op.amount} succeeded",
+                    ours=f"{op.amount} {op.state}",
                 )
             )

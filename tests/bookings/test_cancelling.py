@@ -215,3 +215,18 @@ def shown_cut_off(policy: dict):
     return datetime.combine(START, datetime.min.time(), tzinfo=UTC) - timedelta(
         hours=policy["free_cancellation_hours"]
     )
+
+
+def test_a_refund_the_card_refused_is_support_s_and_a_cancel_refunds_nothing_by_itself(db):
+    facts = PaymentFacts("charged", "EUR", PRICE, PRICE, Decimal("0.00"), refund_failed=PRICE)
+    disrupted = booking(S.NEEDS_ATTENTION, money_of(facts).as_json(), **BEFORE_CUT_OFF)
+
+    money = cancel_money(disrupted, at=AT)
+
+    assert money.outcome == Outcome.REFUND_WITH_SUPPORT
+    assert money.text == (
+        "The refund of 360.00 EUR to your card could not be made, so our support team settles your "
+        "money: cancelling refunds nothing by itself, and they will be in touch to give back what you "
+        "are owed."
+    )
+    assert (money.paid, money.refund, money.fee) == (PRICE, Decimal("0.00"), Decimal("0.00"))

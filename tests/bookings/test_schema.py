@@ -148,4 +148,5 @@ def test_a_booking_documents_what_cancelling_would_do_to_the_money(db):
         "full_refund",
         "refund_less_fee",
         "nothing_to_refund",
+        "refund_with_support",
     ]

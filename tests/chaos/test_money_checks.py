@@ -68,7 +68,14 @@ def intent(
     }
 
 
-def refund(id: str = "re_1", *, amount: int = 27_000, operation: str = "op-refund-1", moved: bool = True):
+def refund(
+    id: str = "re_1",
+    *,
+    amount: int = 27_000,
+    operation: str = "op-refund-1",
+    moved: bool = True,
+    status: str = "succeeded",
+):
     return {
         "id": id,
         "payment_intent": "pi_1",
@@ -76,6 +83,7 @@ def refund(id: str = "re_1", *, amount: int = 27_000, operation: str = "op-refun
         "balance_transaction": "txn_1" if moved else None,
         "metadata": {"operation": operation},
         "created": 1,
+        "status": status,
     }
 
 
@@ -140,6 +148,21 @@ def test_a_cancelled_booking_keeps_only_the_fee_fixed_at_its_cancel():
     refunded_all = replace(cancelled, refunded=Decimal("360.00"))
     result = check_money_owed(snapshot_with([refunded_all], [intent()], [refund(amount=36_000)]))
     assert kinds(result) == ["money_owed_mismatch"]
+
+
+def test_a_refund_the_card_refused_after_it_was_made_is_not_refunded():
+    cancelled = row(booking_status="cancelled", cancellation_fee=Decimal("0.00"))
+    failed = refund(amount=36_000, status="failed")
+
+    # the customer still paid it all: owed nothing, so a mismatch, and our row agrees
+    result = check_money_owed(snapshot_with([cancelled], [intent()], [failed]))
+    assert kinds(result) == ["money_owed_mismatch"]
+    assert "refunded 0 = 36000" in result.violations[0].message
+    # support refunded again, under a new operation: settled, and nothing refunded twice
+    again = refund("re_2", amount=36_000, operation="op-refund-2")
+    settled = snapshot_with([replace(cancelled, refunded=Decimal("360.00"))], [intent()], [failed, again])
+    assert check_money_owed(settled).passed
+    assert check_no_refund_twice(settled).passed
 
 
 def test_an_unconfirmed_booking_owes_nothing_and_a_hold_s_release_moves_no_money():

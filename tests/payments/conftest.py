@@ -58,9 +58,10 @@ class Provider(SandboxProcess):
         return found
 
     def refunds(self, intent_id: str) -> list[dict[str, Any]]:
-        """Refunds that gave money back (releases of a hold move none: no balance transaction)."""
+        """Refunds that gave money back (releases of a hold move none: no balance transaction; a
+        refund the card refused after it was made gave none back)."""
         made = self.payments(intent_id)["refunds"]
-        return [r for r in made if r["balance_transaction"] is not None]
+        return [r for r in made if r["balance_transaction"] is not None and r["status"] != "failed"]
 
 
 def point_settings_at(settings, provider: SandboxProcess) -> None:

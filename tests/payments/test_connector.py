@@ -15,6 +15,7 @@ import stripe
 from payments import connector
 from payments.connector import AuthorizeRequest, UnverifiedEvent
 from payments.models import CallOutcome
+from tests.helpers import wait_until
 from tests.payments.conftest import WEBHOOK_SECRET, seed_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
@@ -151,6 +152,41 @@ def test_a_refund_answers_the_refund_and_a_read_tells_the_totals(provider):
     assert (read.truth.captured, read.truth.refunded) == (Decimal("100.00"), Decimal("30.00"))
     [made] = provider.refunds(truth.intent_id)
     assert (made["amount"], made["metadata"]) == (3000, {"operation": refund_key})
+
+
+def test_a_refund_the_card_refuses_later_is_read_as_made_then_failed(provider):
+    made = request("pm_card_refundFail", amount="100.00")
+    truth = connector.authorize(made, key=key()).truth
+    connector.capture(truth.intent_id, amount=Decimal("100.00"), currency=EUR, key=key())
+    provider.set_faults(time_scale=30)  # the refund fails one second on
+    refund_key = f"{uuid.uuid4()}:refund:1"
+
+    result = connector.refund(truth.intent_id, amount=Decimal("100.00"), currency=EUR, key=refund_key)
+    assert (result.outcome, result.refund.status, result.refund.failed) == (
+        CallOutcome.OK,
+        "succeeded",
+        False,
+    )
+    assert (result.refund.refund_id, result.refund.operation) == (result.object_id, refund_key)
+    found = wait_until(
+        lambda: (
+            (
+                r := connector.find_refund(
+                    truth.intent_id, amount=Decimal("100.00"), currency=EUR, key=refund_key
+                )
+            ).refund.failed
+            and r
+        ),
+        what="the refund to fail",
+    )
+    replayed = connector.refund(truth.intent_id, amount=Decimal("100.00"), currency=EUR, key=refund_key)
+    read = connector.retrieve(truth.intent_id, currency=EUR)
+
+    # a read says it failed, and why; the key replays the answer it gave (Stripe's rule)
+    assert (found.outcome, found.object_id) == (CallOutcome.OK, result.object_id)
+    assert (found.refund.status, found.refund.failure_reason) == ("failed", "expired_or_canceled_card")
+    assert (replayed.replayed, replayed.refund.status) == (True, "succeeded")
+    assert (read.truth.captured, read.truth.refunded) == (Decimal("100.00"), Decimal("0.00"))
 
 
 def test_a_capture_the_intents_state_forbids_is_refused(provider):

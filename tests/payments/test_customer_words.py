@@ -93,6 +93,56 @@ def test_money_that_is_the_only_news_is_mailed_once(
         assert money_of(now).text in mail.body
 
 
+REFUND_FAILED = (
+    "The refund of 360.00 EUR to your card could not be made: your card did not accept it. "
+    "Our support team will be in touch to give it back to you."
+)
+
+
+def test_a_refund_the_card_refused_is_told_mailed_once_and_then_told_made(
+    db, django_capture_on_commit_callbacks
+):
+    booking = BookingFactory(
+        status=S.CANCELLED, customer_money=told("charged", "360", "360"), submission_count=1
+    )
+    refused = PaymentFacts("charged", "EUR", PRICE, PRICE, Decimal("0.00"), refund_failed=PRICE)
+    client = Client()
+    client.force_login(booking.customer)
+
+    with django_capture_on_commit_callbacks():
+        for _ in range(2):  # the same word twice: told, and mailed, once
+            customer_view.refresh(lock_booking(booking.pk), actor=Actor.WORKER, payment=refused)
+    page = client.get(f"/bookings/{booking.reference}/").content.decode()
+
+    [mailed] = Notification.objects.filter(booking=booking)
+    assert (mailed.kind, mailed.money["code"], mailed.money["refund_failed"]) == (
+        "money",
+        "refund_failed",
+        "360.00",
+    )
+    mail = compose(mailed)
+    for text in (mail.body, mail.alternatives[0][0]):
+        flat = " ".join(text.split())
+        assert REFUND_FAILED in flat
+        assert "our support team will be in touch with you about the refund your card did not accept" in flat
+        assert "can take a few days" not in flat  # no refund is on its way
+    assert REFUND_FAILED in page
+    assert "Our support team will be in touch about the refund your card did not accept" in page
+    assert "There is nothing else to do." not in page
+
+    # support's refund gives it back: told as refunded, in one mail more
+    again = PaymentFacts("charged", "EUR", PRICE, PRICE, PRICE)
+    with django_capture_on_commit_callbacks():
+        customer_view.refresh(lock_booking(booking.pk), actor=Actor.WORKER, payment=again)
+    codes = (
+        Notification.objects.filter(booking=booking)
+        .order_by("status_version")
+        .values_list("money__code", flat=True)
+    )
+    assert list(codes) == ["refund_failed", "refunded"]
+    assert "refund_failed" not in Booking.objects.get(pk=booking.pk).customer_money
+
+
 def test_money_news_the_customer_caused_is_not_mailed(db, django_capture_on_commit_callbacks):
     booking = BookingFactory(status=S.CONFIRMED, customer_money=told("held"))
 

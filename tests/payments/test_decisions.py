@@ -153,3 +153,19 @@ def test_a_hold_about_to_lapse_while_undecided_is_voided():
 )
 def test_at_rest(booking, payment, rest):
     assert at_rest(booking=booking, payment=payment) is rest
+
+
+def test_a_refund_the_card_refused_is_never_asked_again_and_rests_with_support():
+    # cancelled for free, the refund of it all made and then refused by the card
+    cancelled = facts(S.CANCELLED, confirmed=True, fee=ZERO)
+    refused = Held(status=P.CAPTURED, amount=PRICE, captured=PRICE, refunded=ZERO, failed_refunds_owed=PRICE)
+
+    plan = next_step(booking=cancelled, payment=refused, open_operation=False, lapse_due=False)
+
+    assert (plan.step, plan.why) == (Step.NOTHING, "a refund of 360.00 failed at the card (support's)")
+    assert at_rest(booking=cancelled, payment=refused) is True
+    # given back by support's refund: at rest as the booking owes
+    given_back = Held(status=P.CAPTURED, amount=PRICE, captured=PRICE, refunded=PRICE)
+    assert next_step(booking=cancelled, payment=given_back, open_operation=False, lapse_due=False).step == (
+        Step.NOTHING
+    )

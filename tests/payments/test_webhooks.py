@@ -21,11 +21,14 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from bookings import customer_view
 from bookings.customer_view import PaymentFacts, money_of
 from bookings.states import BookingState
 from config.redis_client import redis_client
+from payments.connector import CallResult, refund_truth
 from payments.messages import PAYMENTS_QUEUE
 from payments.models import (
+    CallOutcome,
     EventState,
     OperationKind,
     OperationState,
@@ -34,6 +37,7 @@ from payments.models import (
     PaymentOperation,
     PaymentStatus,
 )
+from payments.services import runs
 from payments.services.deliveries import held_deliveries_settle
 from payments.services.operations import operation_open
 from payments.services.webhooks import payment_event_process
@@ -538,3 +542,173 @@ def test_a_body_larger_than_an_event_may_be_is_refused(db, settings):
     response = deliver(event("payment_intent.succeeded", intent(payment, "succeeded")))
 
     assert response.status_code == 413 and PaymentEvent.objects.count() == 0
+
+
+# --- a refund the card refused after it was made (charge.refund.updated) ------------------------
+FAILED_REFUND = "re_" + "f" * 24
+
+
+def refunded_in_full(*, refund_state: str = OperationState.SUCCEEDED) -> tuple[Payment, PaymentOperation]:
+    """A cancelled booking's payment, captured and refunded in full by our operation (as the run
+    recorded its answer), and told so."""
+    payment = paying_booking(
+        S.CANCELLED,
+        P.CAPTURED,
+        provider_intent_id="pi_" + "r" * 24,
+        provider_status="succeeded",
+        captured_amount=Decimal("360.00"),
+        refunded_amount=Decimal("360.00"),
+    )
+    told = PaymentFacts("charged", "EUR", Decimal("360.00"), Decimal("360.00"), Decimal("360.00"))
+    with transaction.atomic():  # the view as the customer was shown it: cancelled, refunded
+        customer_view.refresh(payment.booking, actor="worker", payment=told)
+    operation = PaymentOperation.objects.create(
+        payment=payment,
+        kind=OperationKind.REFUND,
+        seq=1,
+        idempotency_key=f"{payment.pk}:refund:1",
+        amount=Decimal("360.00"),
+        state=refund_state,
+        calls_in_doubt=1 if refund_state == OperationState.OPEN else 0,
+        provider_object_id="" if refund_state == OperationState.OPEN else FAILED_REFUND,
+        closed_at=None if refund_state == OperationState.OPEN else timezone.now(),
+    )
+    return payment, operation
+
+
+def refund_object(payment: Payment, operation: PaymentOperation, status: str = "failed", **extra) -> dict:
+    return {
+        "id": FAILED_REFUND,
+        "object": "refund",
+        "amount": 36_000,
+        "balance_transaction": "txn_" + "a" * 24,
+        "charge": "ch_" + "c" * 24,
+        "currency": "eur",
+        "metadata": {"operation": operation.idempotency_key},
+        "payment_intent": payment.provider_intent_id,
+        "reason": "requested_by_customer",
+        "status": status,
+        **({"failure_reason": "expired_or_canceled_card"} if status == "failed" else {}),
+        **extra,
+    }
+
+
+def charge_object(payment: Payment, refunded: int) -> dict:
+    return {
+        "id": "ch_" + "c" * 24,
+        "object": "charge",
+        "amount": 36_000,
+        "amount_captured": 36_000,
+        "amount_refunded": refunded,
+        "captured": True,
+        "currency": "eur",
+        "payment_intent": payment.provider_intent_id,
+    }
+
+
+def money_mails(payment: Payment) -> list[str]:
+    return list(payment.booking.notifications.filter(kind="money").values_list("money__code", flat=True))
+
+
+def test_a_refund_the_card_refused_is_no_longer_refunded_and_its_copies_change_nothing(db):
+    payment, operation = refunded_in_full()
+    body = event("charge.refund.updated", refund_object(payment, operation))
+
+    first = deliver(body)
+    payment_event_process(PaymentEvent.objects.get().pk)
+    again = deliver(body)  # the provider's redelivery: the same event
+    copy = deliver(event("charge.refund.updated", refund_object(payment, operation)))  # another event
+
+    assert [r.json()["status"] for r in (first, again, copy)] == ["accepted", "duplicate", "known"]
+    payment.refresh_from_db()
+    operation.refresh_from_db()
+    assert (payment.refunded_amount, payment.failed_refunds_owed) == (Decimal("0.00"), Decimal("360.00"))
+    assert (operation.state, operation.failure_reason) == (OperationState.FAILED, "expired_or_canceled_card")
+    assert operation.failed_at is not None
+    booking = payment.booking
+    booking.refresh_from_db()
+    assert booking.customer_money == {
+        **booking.customer_money,
+        "code": "refund_failed",
+        "refund_failed": "360.00",
+    }
+    assert booking.customer_money["refunded"] == "0.00"
+    assert money_mails(payment) == ["refund_failed"]  # told once
+    assert kinds(booking).count("payment.refund.failed") == 1
+    assert payment.next_check_at is None  # support's: automation never asks the card again
+
+
+def test_an_older_total_after_the_failure_never_counts_the_refund_again(db):
+    payment, operation = refunded_in_full()
+    deliver(event("charge.refund.updated", refund_object(payment, operation)))
+    payment_event_process(PaymentEvent.objects.get().pk)
+    # the charge.refunded of the refund, held back at the provider, arrives after its failure
+    older = deliver(event("charge.refunded", charge_object(payment, refunded=36_000)))
+    newer = deliver(event("charge.refunded", charge_object(payment, refunded=0)))
+
+    payment.refresh_from_db()
+    assert [older.json()["status"], newer.json()["status"]] == ["known", "known"]
+    assert (payment.refunded_amount, payment.failed_refunds_owed) == (Decimal("0.00"), Decimal("360.00"))
+
+
+def test_a_refund_the_provider_says_succeeded_changes_nothing(db):
+    payment, operation = refunded_in_full()
+    written = kinds(payment.booking)
+
+    response = deliver(event("charge.refund.updated", refund_object(payment, operation, "succeeded")))
+
+    payment.refresh_from_db()
+    assert (response.status_code, response.json()["status"]) == (202, "known")
+    assert (payment.refunded_amount, payment.failed_refunds_owed) == (Decimal("360.00"), Decimal("0.00"))
+    assert kinds(payment.booking) == written and money_mails(payment) == []
+
+
+def test_a_late_failure_after_support_refunded_again_changes_nothing(db):
+    # the failure was applied, and support's refund (a new operation, a new key) gave it back
+    payment, first = refunded_in_full(refund_state=OperationState.FAILED)
+    PaymentOperation.objects.create(
+        payment=payment,
+        kind=OperationKind.REFUND,
+        seq=2,
+        idempotency_key=f"{payment.pk}:refund:2",
+        amount=Decimal("360.00"),
+        state=OperationState.SUCCEEDED,
+        provider_object_id="re_" + "s" * 24,
+        closed_at=timezone.now(),
+    )
+    written = kinds(payment.booking)
+
+    late = deliver(event("charge.refund.updated", refund_object(payment, first)))
+
+    payment.refresh_from_db()
+    assert (late.status_code, late.json()["status"]) == (202, "known")
+    assert (payment.refunded_amount, payment.failed_refunds_owed) == (Decimal("360.00"), Decimal("0.00"))
+    assert kinds(payment.booking) == written and money_mails(payment) == []
+
+
+def test_a_failure_while_the_refund_s_answer_is_lost_is_never_counted_by_that_answer(db):
+    # the refund's call timed out (its operation open, no id known); its failure comes first,
+    # applied by the sweeper's copy; then the call under its key is answered (replayed: succeeded)
+    payment, operation = refunded_in_full(refund_state=OperationState.OPEN)
+    Payment.objects.filter(pk=payment.pk).update(refunded_amount=Decimal("0.00"))
+    assert deliver(event("charge.refund.updated", refund_object(payment, operation))).json()["status"] == (
+        "accepted"
+    )
+    payment_event_process(PaymentEvent.objects.get().pk)
+    replayed = CallResult(
+        CallOutcome.OK,
+        http_status=200,
+        replayed=True,
+        object_id=FAILED_REFUND,
+        refund=refund_truth(refund_object(payment, operation, "succeeded"), "EUR"),
+    )
+
+    runs._record(payment.booking_id, operation.pk, replayed, first_call=False, actor="worker", actor_label="")
+
+    payment.refresh_from_db()
+    operation.refresh_from_db()
+    assert (operation.state, operation.provider_object_id) == (OperationState.FAILED, FAILED_REFUND)
+    assert (payment.refunded_amount, payment.failed_refunds_owed) == (Decimal("0.00"), Decimal("360.00"))
+    assert (
+        payment.booking.__class__.objects.get(pk=payment.booking_id).customer_money["code"] == "refund_failed"
+    )

@@ -16,9 +16,11 @@ from decimal import Decimal
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.db import transaction
 from django.utils import timezone
 
 from bookings.models import Booking
+from bookings.services import lock_booking
 from bookings.states import BookingState
 from payments import connector
 from payments.connector import AuthorizeRequest
@@ -30,11 +32,13 @@ from payments.models import (
     PaymentOperation,
     PaymentStatus,
 )
+from payments.services.observations import lock_payment, refund_truth_apply
 from reconciliation.models import ProposalState, RefundProposal
 from reconciliation.selectors.payment_health import payment_health
 from reconciliation.services.support import Operator, new_token
 from reconciliation.services.support import payments as money
 from tests.factories import UserFactory
+from tests.helpers import wait_until
 from tests.payments import conftest as payments_fixtures
 from tests.reconciliation.conftest import CLOSED_PORT_URL
 from tests.reconciliation.paying import kinds, paid_at_provider, support_rows
@@ -448,6 +452,47 @@ def test_a_day_that_settles_has_no_mismatch(provider, groups):
         "refunded_on_day_ours": "10.00",
         "refunded_on_day_provider": "10.00",
     }
+
+
+def test_a_refund_the_card_refused_settles_as_failed_on_both_sides_and_as_given_back_by_neither(
+    provider, groups
+):
+    payment = paid_at_provider(method="pm_card_refundFail")
+    provider.set_faults(time_scale=30)  # the refund fails one second after it is made
+    money.support_refund(
+        booking_id=payment.booking_id, operator=Operator.shell(), token=new_token(), amount="10", inline=True
+    )
+    [failed] = wait_until(
+        lambda: [
+            r for r in provider.payments(payment.provider_intent_id)["refunds"] if r["status"] == "failed"
+        ],
+        what="the refund to fail at the provider",
+    )
+    day = timezone.now().date().isoformat()
+
+    # until we know, the provider's failed refund is not the one we hold succeeded
+    before, code = _reconcile(day)
+    assert code == 1
+    assert [(m["kind"], m["ours"], m["theirs"]) for m in before["mismatches"]] == [
+        ("amount_differs", "10.00", "0.00"),
+        ("refund_differs", "10.00 succeeded", "10.00 failed"),
+    ]
+
+    # once the provider's word is through the one door, the day settles
+    with transaction.atomic():
+        booking = lock_booking(payment.booking_id)
+        refund_truth_apply(
+            booking=booking,
+            payment=lock_payment(booking),
+            refund=connector.refund_truth(failed, "EUR"),
+            source="test",
+            actor="worker",
+        )
+    after, code = _reconcile(day)
+
+    assert (code, after["mismatches"], after["refunds_compared"]) == (0, [], 1)
+    assert after["totals"]["EUR"]["refunded_on_day_ours"] == "0.00"
+    assert after["totals"]["EUR"]["refunded_on_day_provider"] == "0.00"
 
 
 def test_reconcile_payments_finds_every_planted_mismatch(provider, groups):

@@ -1,5 +1,6 @@
 """Payment health: the provider's reachability, open operations, unknown-outcome fences, holds near
-their lapse, overdue runs, refunds waiting for approval, and webhook deliveries by result."""
+their lapse, overdue runs, refunds the card refused, refunds waiting for approval, and webhook
+deliveries by result."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ class Command(BaseCommand):
     help = (
         "Now: whether the provider answers (one timed read; --no-probe skips it), operations whose "
         "outcome is not known yet, authorizations fenced by an unknown outcome, holds lapsing within "
-        "--hours, payment runs overdue, refund proposals waiting; over the last --minutes: webhook "
+        "--hours, payment runs overdue, refunds the card refused (owed to the customer), refund "
+        "proposals waiting; over the last --minutes: webhook "
         "deliveries by result, holds that lapsed, payments left to support. Problems are listed last."
     )
 
@@ -78,6 +80,11 @@ class Command(BaseCommand):
                     (
                         "confirmed, payment holds no money",
                         ", ".join(health.unpaid_confirmed) or "none",
+                    ),
+                    (
+                        "refunds the card refused, owed back",
+                        ", ".join(f"{r.booking} ({r.owed} {r.currency})" for r in health.refunds_failed)
+                        or "none",
                     ),
                     ("refund proposals waiting", health.pending_proposals),
                     (

@@ -202,6 +202,11 @@ def _outcome(operation: PaymentOperation, currency: str, *, queued: bool) -> str
             f"{what}: the provider's answer is not known yet ({operation.last_outcome or 'not asked yet'}). "
             f"Automation asks again under key {operation.idempotency_key}; nothing else is asked meanwhile."
         )
+    if operation.state == OperationState.FAILED:
+        return (
+            f"{what}: made, then refused by the card ({operation.failure_reason}): nothing was given "
+            "back, and the customer is owed it still."
+        )
     detail = operation.last_error or "no detail"
     return f"{what}: {operation.get_state_display().lower()}: {detail}. Nothing changed."
 

@@ -1,0 +1,228 @@
+"""A refund the card refuses after it was made, end to end: a real provider process (its test card
+`pm_card_refundFail`: the refund answers succeeded, fails a moment later, and a signed
+`charge.refund.updated` says so), a sandbox partner, a real worker and the SMTP sink. The failed
+refund is no longer counted as refunded: payment health lists it for support, the booking's
+console shows it, the customer is told on the booking's page, in the API and in exactly one mail,
+and support's refund makes it again (a new operation, a new key) until the money is at rest.
+Copies of the failure, and one arriving after support refunded again, change nothing."""
+
+from __future__ import annotations
+
+import io
+import json
+import uuid
+from decimal import Decimal
+
+import pytest
+from django.core.management import call_command
+from django.test import Client
+from django.urls import reverse
+
+from bookings.models import Booking, Notification, NotificationKind, NotificationState
+from bookings.services import booking_request_cancel
+from bookings.states import BookingState
+from payments.models import EventState, OperationKind, OperationState, PaymentEvent, PaymentOperation
+from reconciliation.selectors.payment_health import payment_health
+from reconciliation.services.support import Operator, new_token
+from reconciliation.services.support.payments import support_refund
+from tests.bookings.web.conftest import mail_sink  # noqa: F401 - the project's SMTP sink, as a process
+from tests.factories import UserFactory
+from tests.helpers import wait_until
+from tests.partners.conftest import wait_for_status
+from tests.payments.conftest import assert_money_at_rest, kinds, payment_of, wait_for_money
+from tests.payments.test_webhooks import deliver, signature
+
+S = BookingState
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+PRICE = Decimal("360.00")
+ZERO = Decimal("0.00")
+TOLD = (
+    "The refund of 360.00 EUR to your card could not be made: your card did not accept it. "
+    "Our support team will be in touch to give it back to you."
+)
+
+
+def refunded_then_failed(paying, *, customer=None) -> Booking:
+    """A confirmed booking paid with the card that refuses refunds, cancelled for free: refunded
+    in full, then the refund fails."""
+    booking = paying.book("pm_card_refundFail", customer=customer)
+    wait_for_status(booking, S.CONFIRMED)
+    wait_for_money(booking, "charged")
+    # the refund fails 30 provider seconds after it is made: one second here (set once the hold
+    # was captured: the provider's time shortens a hold's lapse too)
+    paying.provider.set_faults(time_scale=30)
+    booking_request_cancel(booking_id=booking.pk, actor="customer")
+    wait_for_status(booking, S.CANCELLED)
+    wait_for_money(booking, "refund_failed", timeout_s=30)
+    return booking
+
+
+def operator(groups, group: str = "ops") -> tuple[Operator, Client]:
+    user = UserFactory(username=f"{group}-{uuid.uuid4().hex[:6]}", is_staff=True)
+    user.groups.set([groups[group]])
+    client = Client()
+    client.force_login(user)
+    return Operator.for_user(user), client
+
+
+def refund_again(booking: Booking, who: Operator):
+    return support_refund(
+        booking_id=booking.pk,
+        operator=who,
+        token=new_token(),
+        amount="360.00",
+        note="the card refused the refund; the customer's bank has a new card",
+        inline=True,
+    )
+
+
+def refund_operations(booking: Booking) -> list[tuple[int, str, str]]:
+    return list(
+        PaymentOperation.objects.filter(payment__booking=booking, kind=OperationKind.REFUND)
+        .order_by("seq")
+        .values_list("seq", "state", "idempotency_key")
+    )
+
+
+def failure_notifications(booking: Booking):
+    return Notification.objects.filter(
+        booking=booking, kind=NotificationKind.MONEY, money__code="refund_failed"
+    )
+
+
+def test_a_refund_the_card_refuses_is_owed_told_once_listed_for_support_and_made_again(
+    paying, api_client, customer, groups, request, settings
+):
+    sink = request.getfixturevalue("mail_sink")
+    settings.PAYMENTS_REFUND_APPROVAL_ABOVE = Decimal("1000.00")  # support refunds without a second person
+    booking = refunded_then_failed(paying, customer=customer)
+
+    # the refund is no longer counted as refunded: owed to the customer, support's
+    payment = payment_of(booking)
+    assert (payment.captured_amount, payment.refunded_amount, payment.failed_refunds_owed) == (
+        PRICE,
+        ZERO,
+        PRICE,
+    )
+    assert payment.next_check_at is None  # automation never asks the card again
+    [(_, state, first_key)] = refund_operations(booking)
+    assert state == OperationState.FAILED
+    assert (
+        PaymentOperation.objects.get(idempotency_key=first_key).failure_reason == "expired_or_canceled_card"
+    )
+    [intent] = paying.intents(booking)
+    assert (intent["amount_received"], paying.provider.refunds(intent["id"])) == (36_000, [])
+    assert "payment.refund.failed" in kinds(booking)
+
+    # payment health lists it: the selector, the command's JSON and text, the console's page
+    health = payment_health(probe=False)
+    assert [(r.booking, r.owed, r.currency) for r in health.refunds_failed] == [
+        (booking.reference, "360.00", "EUR")
+    ]
+    assert any(booking.reference in problem and "refused" in problem for problem in health.problems)
+    out = io.StringIO()
+    call_command("payment_health", "--no-probe", "--json", stdout=out)
+    listed = json.loads(out.getvalue())
+    assert [r["booking"] for r in listed["refunds_failed"]] == [booking.reference]
+    assert listed["refunds_failed_count"] == 1
+    who, console = operator(groups)
+    page = console.get(reverse("admin:reconciliation_payment_health")).content.decode()
+    assert f"{booking.reference} (360.00 EUR)" in page
+    # the booking's console: the payment panel and the timeline
+    panel = console.get(reverse("admin:bookings_booking_change", args=[booking.pk])).content.decode()
+    assert 'id="payment-refund-failed">360.00 EUR' in panel
+    assert "the card refused it (expired_or_canceled_card)" in panel
+    timeline = console.get(reverse("admin:bookings_booking_timeline", args=[booking.pk])).content.decode()
+    assert "payment.refund.failed" in timeline
+
+    # the customer is told: on the booking's page, in the API, and in exactly one mail
+    web = Client()
+    web.force_login(customer)
+    assert TOLD in web.get(f"/bookings/{booking.reference}/").content.decode()
+    money = api_client.get(f"/api/v1/bookings/{booking.reference}").json()["money"]
+    assert (money["code"], money["message"]) == ("refund_failed", TOLD)
+    assert (money["charged"], money["refunded"], money["refund_failed"]) == ("360.00", "0.00", "360.00")
+    wait_until(
+        lambda: failure_notifications(booking).filter(state=NotificationState.SENT).exists(),
+        what="the mail about the failed refund",
+    )
+    subject = f"Your payment for booking {booking.reference}"
+    told = [
+        m for m in sink.messages() if m["Subject"] == subject and TOLD in m.get_body(("plain",)).get_content()
+    ]
+    assert len(told) == 1 and failure_notifications(booking).count() == 1
+    assert "our support team will be in touch" in " ".join(told[0].get_body(("html",)).get_content().split())
+
+    # support refunds again: a new operation under a new key, made once, and the money settles
+    result = refund_again(booking, who)
+
+    assert result.operation_state == OperationState.SUCCEEDED
+    wait_for_money(booking, "refunded")
+    assert_money_at_rest(paying, booking, owed=ZERO, code="refunded")
+    [(_, failed, key_1), (_, made, key_2)] = refund_operations(booking)
+    assert (failed, made) == (OperationState.FAILED, OperationState.SUCCEEDED)
+    assert key_1 == first_key and key_2 != key_1
+    assert payment_of(booking).failed_refunds_owed == ZERO
+    assert payment_health(probe=False).refunds_failed == []
+    # the customer is told it was made; the failure was told once
+    wait_until(
+        lambda: (
+            Notification.objects.filter(booking=booking, kind=NotificationKind.MONEY, money__code="refunded")
+            .filter(state=NotificationState.SENT)
+            .count()
+            == 2
+        ),  # the first refund's, and support's
+        what="the mail about support's refund",
+    )
+    assert failure_notifications(booking).count() == 1
+
+
+def test_copies_of_the_failure_and_one_after_support_refunded_again_change_nothing(paying, groups, settings):
+    settings.PAYMENTS_REFUND_APPROVAL_ABOVE = Decimal("1000.00")
+    paying.provider.set_faults(webhook_duplicate_rate=1)  # every event two or three times
+    booking = refunded_then_failed(paying)
+    payment = payment_of(booking)
+
+    def all_delivered() -> bool:
+        return set(paying.provider.stats()["webhooks"]["events_by_status"]) == {"delivered"}
+
+    wait_until(all_delivered, what="every copy of every webhook", timeout_s=30)
+    [failure] = PaymentEvent.objects.filter(payment=payment, type="charge.refund.updated")
+    assert failure.state == EventState.PROCESSED  # stored once, applied once
+    assert kinds(booking).count("payment.refund.failed") == 1
+    assert failure_notifications(booking).count() == 1
+
+    paying.provider.set_faults(webhook_duplicate_rate=0)
+    who, _ = operator(groups)
+    refund_again(booking, who)
+    wait_for_money(booking, "refunded")
+    written = kinds(booking)
+    mails = Notification.objects.filter(booking=booking).count()
+
+    # late: the failure again, as the provider redelivers it and as another event about it; and
+    # the provider's word that support's refund succeeded
+    body = bytes(failure.body)
+    redelivered = deliver(body, signature(body))
+    another = deliver(body.replace(failure.event_id.encode(), b"evt_" + b"L" * 24))
+    [made] = [
+        r
+        for r in paying.provider.payments(paying.intents(booking)[0]["id"])["refunds"]
+        if r["status"] == "succeeded"
+    ]
+    made.pop("sandbox")
+    succeeded = json.dumps(
+        {
+            "id": "evt_" + "S" * 24,
+            "object": "event",
+            "type": "charge.refund.updated",
+            "data": {"object": made},
+        }
+    ).encode()
+    said_made = deliver(succeeded)
+
+    assert [r.json()["status"] for r in (redelivered, another, said_made)] == ["duplicate", "known", "known"]
+    assert_money_at_rest(paying, booking, owed=ZERO, code="refunded")
+    assert payment_of(booking).failed_refunds_owed == ZERO
+    assert kinds(booking) == written  # nothing applied, nothing recorded
+    assert Notification.objects.filter(booking=booking).count() == mails
+    assert failure_notifications(booking).count() == 1
