@@ -188,9 +188,10 @@ class CancelMoney:
             return release_or_refund(self.held, self.fee, self.currency, asked=False)
         if self.outcome == Outcome.REFUND_WITH_SUPPORT:
             return (
-                f"The refund of {self._shown(self.refund_failed)} to your card could not be made, so "
-                "our support team settles your money: cancelling refunds nothing by itself, and they "
-                "will be in touch to give back what you are owed."
+                f"A refund to your card could not be made and we still owe you "
+                f"{self._shown(self.refund_failed)}, so our support team settles your money: "
+                "cancelling refunds nothing by itself, and they will be in touch to give back what you "
+                "are owed."
             )
         if self.outcome == Outcome.FULL_REFUND:
             return f"Once the cancellation is done, we refund the {paid} you paid to your card, in full."

@@ -153,8 +153,8 @@ class CustomerMoney(models.TextChoices):
     # to the customer still, and support's to give back (automation never asks the card again).
     REFUND_FAILED = (
         "refund_failed",
-        "The refund of {refund_failed} to your card could not be made: your card did not accept it. "
-        "Our support team will be in touch to give it back to you.",
+        "A refund to your card could not be made: your card did not accept it. We still owe you "
+        "{refund_failed}; our support team will be in touch to give it back to you.",
     )
     RELEASED = "released", "We released the {amount} we were holding on your card: you were not charged."
     DECLINED = "declined", "Your bank declined the payment of {amount}: you were not charged."

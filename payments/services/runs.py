@@ -405,9 +405,7 @@ def _record(
             if made is not None and made > payment.refunded_amount:
                 payment.refunded_amount = min(made, payment.captured_amount).quantize(CENT)
                 unsaved.add("refunded_amount")
-            if closes == OperationState.SUCCEEDED and payment.failed_refunds_owed > 0:
-                # A refund made after one the card refused: it gives that back (support's, who
-                # made it; or any refund since).
+            if closes == OperationState.SUCCEEDED and _gives_back_a_failure(operation, payment):
                 given = min(operation.amount or Decimal("0.00"), payment.failed_refunds_owed)
                 payment.failed_refunds_owed -= given
                 unsaved.add("failed_refunds_owed")
@@ -460,6 +458,20 @@ def _record(
         if plan_for(booking, payment, open_operation=False).step == decisions.Step.NOTHING:
             return FollowUp()
         return Next.STEP
+
+
+def _gives_back_a_failure(refund: PaymentOperation, payment: Payment) -> bool:
+    """Whether a refund just made gives back money a refund the card refused still owes: only
+    one decided after that failure was known (support's; automation asks nothing while money is
+    owed back). A refund opened before it (a cancel's, its answer late) was owed anyway."""
+    if payment.failed_refunds_owed <= 0:
+        return False
+    return PaymentOperation.objects.filter(
+        payment=payment,
+        kind=OperationKind.REFUND,
+        state=OperationState.FAILED,
+        failed_at__lt=refund.opened_at,
+    ).exists()
 
 
 def _not_made_in_a_row(operation: PaymentOperation) -> int:

@@ -225,8 +225,8 @@ def test_a_refund_the_card_refused_is_support_s_and_a_cancel_refunds_nothing_by_
 
     assert money.outcome == Outcome.REFUND_WITH_SUPPORT
     assert money.text == (
-        "The refund of 360.00 EUR to your card could not be made, so our support team settles your "
-        "money: cancelling refunds nothing by itself, and they will be in touch to give back what you "
-        "are owed."
+        "A refund to your card could not be made and we still owe you 360.00 EUR, so our support team "
+        "settles your money: cancelling refunds nothing by itself, and they will be in touch to give "
+        "back what you are owed."
     )
     assert (money.paid, money.refund, money.fee) == (PRICE, Decimal("0.00"), Decimal("0.00"))

@@ -94,8 +94,8 @@ def test_money_that_is_the_only_news_is_mailed_once(
 
 
 REFUND_FAILED = (
-    "The refund of 360.00 EUR to your card could not be made: your card did not accept it. "
-    "Our support team will be in touch to give it back to you."
+    "A refund to your card could not be made: your card did not accept it. We still owe you "
+    "360.00 EUR; our support team will be in touch to give it back to you."
 )
 
 

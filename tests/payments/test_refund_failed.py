@@ -37,8 +37,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 PRICE = Decimal("360.00")
 ZERO = Decimal("0.00")
 TOLD = (
-    "The refund of 360.00 EUR to your card could not be made: your card did not accept it. "
-    "Our support team will be in touch to give it back to you."
+    "A refund to your card could not be made: your card did not accept it. We still owe you "
+    "360.00 EUR; our support team will be in touch to give it back to you."
 )
 
 
