@@ -11,17 +11,30 @@ from __future__ import annotations
 import io
 import json
 import uuid
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 from django.core.management import call_command
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
-from bookings.models import Booking, Notification, NotificationKind, NotificationState
+from bookings.models import Actor, Booking, Notification, NotificationKind, NotificationState
 from bookings.services import booking_request_cancel
 from bookings.states import BookingState
-from payments.models import EventState, OperationKind, OperationState, PaymentEvent, PaymentOperation
+from payments.connector import CallResult, RefundTruth
+from payments.models import (
+    CallOutcome,
+    EventState,
+    OperationKind,
+    OperationState,
+    Payment,
+    PaymentEvent,
+    PaymentOperation,
+    PaymentStatus,
+)
+from payments.services import runs
 from reconciliation.selectors.payment_health import payment_health
 from reconciliation.services.support import Operator, new_token
 from reconciliation.services.support.payments import support_refund
@@ -31,6 +44,7 @@ from tests.helpers import wait_until
 from tests.partners.conftest import wait_for_status
 from tests.payments.conftest import assert_money_at_rest, kinds, payment_of, wait_for_money
 from tests.payments.test_webhooks import deliver, signature
+from tests.reconciliation.paying import paying_booking
 
 S = BookingState
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -226,3 +240,60 @@ def test_copies_of_the_failure_and_one_after_support_refunded_again_change_nothi
     assert kinds(booking) == written  # nothing applied, nothing recorded
     assert Notification.objects.filter(booking=booking).count() == mails
     assert failure_notifications(booking).count() == 1
+
+
+# --- what gives a failed refund back ----------------------------------------------------------------
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("opened", "owed_after"),
+    [("before", Decimal("50.00")), ("after", ZERO)],
+    ids=["a-refund-asked-before-the-failure-was-owed-anyway", "support-s-refund-after-it-gives-it-back"],
+)
+def test_only_a_refund_decided_after_a_failure_gives_it_back(opened, owed_after):
+    """Review: support refunded 50 (it later failed); a free cancel's refund of the other 310 was
+    open, its answer late, when the failure came. Counted as giving the 50 back, the payment came
+    to rest refunded in full, and the customer was told "you paid nothing", 50 short."""
+    payment = paying_booking(status=S.CANCELLED, payment_status=PaymentStatus.CAPTURED)
+    failed_at = timezone.now() - timedelta(seconds=30)
+    PaymentOperation.objects.create(
+        payment=payment,
+        kind=OperationKind.REFUND,
+        seq=1,
+        idempotency_key=f"{payment.pk}:refund:1",
+        amount=Decimal("50.00"),
+        state=OperationState.FAILED,
+        opened_at=failed_at - timedelta(minutes=5),
+        closed_at=failed_at,
+        failed_at=failed_at,
+        failure_reason="expired_or_canceled_card",
+    )
+    Payment.objects.filter(pk=payment.pk).update(failed_refunds_owed=Decimal("50.00"))
+    refund = PaymentOperation.objects.create(
+        payment=payment,
+        kind=OperationKind.REFUND,
+        seq=2,
+        idempotency_key=f"{payment.pk}:refund:2",
+        amount=Decimal("310.00") if opened == "before" else Decimal("50.00"),
+        opened_at=failed_at + (timedelta(seconds=-10) if opened == "before" else timedelta(seconds=10)),
+        calls_in_doubt=1,
+    )
+    made = RefundTruth(
+        refund_id="re_made",
+        intent_id=payment.provider_intent_id,
+        currency="EUR",
+        amount=refund.amount,
+        status="succeeded",
+        operation=refund.idempotency_key,
+    )
+
+    runs._record(
+        payment.booking_id,
+        refund.pk,
+        CallResult(CallOutcome.OK, None, 200, object_id="re_made", refund=made),
+        first_call=False,
+        actor=Actor.WORKER,
+        actor_label="test",
+    )
+
+    payment.refresh_from_db()
+    assert (payment.refunded_amount, payment.failed_refunds_owed) == (refund.amount, owed_after)
