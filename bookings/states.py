@@ -149,11 +149,11 @@ class CustomerMoney(models.TextChoices):
         "We charged {charged} and refunded {refunded} of it to your card: you paid {paid}.",
     )
     REFUNDED = "refunded", "We refunded the {charged} we charged to your card: you paid nothing."
-    # A refund the provider made and the card then refused (closed, expired): the money is owed
+    # A refund the provider made and then failed (the card refused it, or it was cancelled): owed
     # to the customer still, and support's to give back (automation never asks the card again).
     REFUND_FAILED = (
         "refund_failed",
-        "A refund to your card could not be made: your card did not accept it. We still owe you "
+        "A refund to your card could not be made. We still owe you "
         "{refund_failed}; our support team will be in touch to give it back to you.",
     )
     RELEASED = "released", "We released the {amount} we were holding on your card: you were not charged."

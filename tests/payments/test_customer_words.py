@@ -94,7 +94,7 @@ def test_money_that_is_the_only_news_is_mailed_once(
 
 
 REFUND_FAILED = (
-    "A refund to your card could not be made: your card did not accept it. We still owe you "
+    "A refund to your card could not be made. We still owe you "
     "360.00 EUR; our support team will be in touch to give it back to you."
 )
 
@@ -353,6 +353,7 @@ def test_a_card_placed_in_review_is_told_so_on_the_page_and_in_the_api_and_suppo
         "amount": "360.00",
         "charged": "0.00",
         "refunded": "0.00",
+        "refund_failed": "0.00",
     }
     web = Client()
     web.force_login(booking.customer)

@@ -51,7 +51,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 PRICE = Decimal("360.00")
 ZERO = Decimal("0.00")
 TOLD = (
-    "A refund to your card could not be made: your card did not accept it. We still owe you "
+    "A refund to your card could not be made. We still owe you "
     "360.00 EUR; our support team will be in touch to give it back to you."
 )
 
