@@ -268,6 +268,9 @@ def _problems(h: PaymentHealth, now: datetime) -> list[str]:
             "refund again, or reach the customer): "
             + ", ".join(f"{r.booking} ({r.owed} {r.currency})" for r in h.refunds_failed[:5])
         )
+    if h.pending_proposals:
+        # A customer's money waits on a second person: not automation's to settle.
+        problems.append(f"{h.pending_proposals} refund proposal(s) waiting for a second person's approval.")
     if h.stale_deliveries:
         problems.append(f"{h.stale_deliveries} webhook delivery(ies) stored and not processed.")
     if h.deliveries.get(EventState.FAILED):

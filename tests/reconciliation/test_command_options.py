@@ -85,6 +85,9 @@ def test_the_bounds_themselves_are_accepted_and_hours_are_honoured():
     assert (health["window_minutes"], health["lapse_horizon_hours"]) == (43200, 720)
     assert short["lapse_horizon_hours"] == 0.5
     assert partners["window_minutes"] == 43200
+    # the text says the horizon as a person would, not as a timedelta prints
+    text = run("payment_health", "--no-probe", "--hours", "0.5")
+    assert "holds lapsing within 30 minutes" in text and "0:30:00" not in text
 
 
 @pytest.mark.parametrize(

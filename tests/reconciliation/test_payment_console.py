@@ -380,3 +380,5 @@ def test_the_refund_proposals_list_and_payment_health_render(groups):
     assert payment.booking.reference in listing
     assert re.search(r'id="provider-reachability"><strong>does not answer</strong>', health)
     assert ">1</a>" in health  # one refund proposal waiting
+    assert "holds lapsing within 2 days<" in health  # twice the lapse margin, in words
+    assert "1 refund proposal(s) waiting for a second person&#x27;s approval." in health

@@ -8,6 +8,7 @@ from datetime import timedelta
 
 from django.core.management.base import BaseCommand, CommandParser
 
+from bookings.web.templatetags import duration
 from reconciliation.management.commands._ops import console_for, dump, rows_table, window_help, window_option
 from reconciliation.selectors.payment_health import payment_health
 
@@ -73,7 +74,7 @@ class Command(BaseCommand):
                     ),
                     ("answers lost (a read settles them)", health.answers_lost),
                     ("authorizations fenced (outcome unknown)", health.fenced),
-                    (f"holds lapsing within {health.horizon}", len(health.near_lapse)),
+                    (f"holds lapsing within {duration(health.horizon)}", len(health.near_lapse)),
                     ("holds lapsed in the window", health.lapsed),
                     ("payment runs overdue", health.overdue_runs),
                     ("left to support in the window", health.left_to_support),
