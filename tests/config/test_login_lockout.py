@@ -17,7 +17,10 @@ from django.utils import timezone
 from tests.factories import UserFactory
 
 PASSWORD = "the-right-password-7"
-LOCKED = "Account locked: too many login attempts. Please try again later."
+LOCKED = (
+    "After 5 wrong passwords in a row, logging in to this account from here is paused for 15 minutes, "
+    "even with the right password."
+)
 
 
 @pytest.fixture
@@ -53,7 +56,9 @@ def test_the_fifth_failure_locks_the_username_out_from_that_address_and_is_logge
     assert statuses == [200, 200, 200, 200, 429]
     assert failures == 5
     assert right_password.status_code == 429
-    assert right_password.content.decode() == LOCKED
+    page = right_password.content.decode()
+    assert "<h1 class=\"heading-l\">Too many attempts to log in</h1>" in page and LOCKED in page
+    assert 'href="/account/password-reset/"' in page
     # The log names no one (username and address are masked); the admin's attempts list does.
     assert lockouts == [
         'AXES: Locking out {username: "********************", ip_address: "********************", '

@@ -89,6 +89,20 @@ def test_sign_up_then_log_out_and_in_again(page, live_server, transactional_db):
     assert "You have no bookings yet." in page.inner_text("main")
 
 
+def test_too_many_wrong_passwords_pause_logging_in_and_say_for_how_long(page, live_server, ada):
+    for _ in range(5):
+        page.goto(f"{live_server.url}/account/login/")
+        page.fill("#id_username", "ada")
+        page.fill("#id_password", "not-the-password")
+        page.click("main button[type=submit]")
+
+    assert page.inner_text("h1") == "Too many attempts to log in"
+    assert "paused for 15 minutes, even with the right password" in page.inner_text("main")
+    shot(page, "login-locked")
+    page.click("text=choose a new one")
+    page.wait_for_url(f"{live_server.url}/account/password-reset/")
+
+
 def test_a_forgotten_password_is_reset_through_the_emailed_link(page, live_server, ada, mail_sink):
     page.goto(f"{live_server.url}/account/login/")
     page.click("text=Forgotten your password?")
