@@ -14,6 +14,7 @@ import functools
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.template.response import TemplateResponse
@@ -21,8 +22,8 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.safestring import mark_safe
 
-from bookings.admin import BookingAdmin
-from bookings.models import Booking
+from bookings.admin import BookingAdmin, BookingEventAdmin
+from bookings.models import Booking, BookingEvent
 from config.errors import ApplicationError
 from partners.admin import InboundEventAdmin, PartnerAdmin
 from partners.models import InboundEvent, Partner
@@ -35,7 +36,7 @@ from reconciliation.selectors.orphans import open_orphans_by_partner
 from reconciliation.selectors.partner_feed import FEED_PAGE, FILTERS, partner_feed
 from reconciliation.selectors.partner_health import partner_health
 from reconciliation.selectors.timeline import booking_timeline
-from reconciliation.selectors.timeline_display import rows_for, timeline_display
+from reconciliation.selectors.timeline_display import event_for, rows_for, timeline_display
 from reconciliation.services import support
 
 # --- forms ----------------------------------------------------------------
@@ -340,6 +341,33 @@ class SupportPartnerAdmin(PartnerAdmin):
             "older": rows[-1].delivery.pk if len(rows) == FEED_PAGE else None,
         }
         return TemplateResponse(request, "admin/reconciliation/partner_feed.html", context)
+
+
+# --- the timeline's stored rows -------------------------------------------------------------
+
+
+admin.site.unregister(BookingEvent)
+
+
+class _EventChangeList(ChangeList):
+    """The list (and its search results) with each row's words as the viewer may see them."""
+
+    def get_results(self, request: HttpRequest) -> None:
+        super().get_results(request)
+        self.result_list = [event_for(event, request.user) for event in self.result_list]
+
+
+@admin.register(BookingEvent)
+class SupportBookingEventAdmin(BookingEventAdmin):
+    """The rows themselves, under the booking page's rule: the provider's ids are `(hidden)` to
+    whoever may not see them (docs/console.md), on the list, its search results and each row."""
+
+    def get_changelist(self, request: HttpRequest, **kwargs):
+        return _EventChangeList
+
+    def get_object(self, request: HttpRequest, object_id: str, from_field=None):
+        event = super().get_object(request, object_id, from_field)
+        return event_for(event, request.user) if event is not None else None
 
 
 # --- stored webhooks ----------------------------------------------------------------

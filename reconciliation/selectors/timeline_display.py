@@ -9,6 +9,7 @@ from typing import Any, TypedDict
 
 from django.utils import timezone
 
+from bookings.models import BookingEvent
 from payments.timeline import PROVIDER_TRUTH_PERMISSION, hide_provider_ids
 from reconciliation.selectors.timeline import TimelineRow
 
@@ -43,22 +44,42 @@ class TimelineRowDisplay(TypedDict):
     raw: str
 
 
+# The words of a timeline row (a TimelineRow, or the BookingEvent stored for one) that may name
+# the provider's ids.
+_WORDS = ("summary", "actor_label", "data")
+
+
+def sees_provider_ids(viewer: Any) -> bool:
+    """Whether `viewer` (a user; None: a trusted shell) may see the provider's ids."""
+    return viewer is None or viewer.has_perm(PROVIDER_TRUTH_PERMISSION)
+
+
+def _hidden_words(row: Any, viewer: Any) -> dict[str, Any]:
+    """The row's words `viewer` may not see as they are, without the provider's ids; none when
+    they may see them. The one rule wherever timeline data is shown (docs/console.md)."""
+    if sees_provider_ids(viewer):
+        return {}
+    return {name: hide_provider_ids(getattr(row, name)) for name in _WORDS}
+
+
 def row_for(row: TimelineRow, viewer: Any) -> TimelineRow:
-    """The row as `viewer` (a user; None: a trusted shell) may see it: without the provider's ids
-    (in its data, its summary, its actor label) unless they may see the provider's truth. The one
-    rule for the booking page and its JSON."""
-    if viewer is None or viewer.has_perm(PROVIDER_TRUTH_PERMISSION):
-        return row
-    return replace(
-        row,
-        summary=hide_provider_ids(row.summary),
-        actor_label=hide_provider_ids(row.actor_label),
-        data=hide_provider_ids(row.data),
-    )
+    """The row as `viewer` may see it: without the provider's ids (in its data, its summary, its
+    actor label) unless they may see the provider's truth. For the booking page and its JSON."""
+    hidden = _hidden_words(row, viewer)
+    return replace(row, **hidden) if hidden else row
 
 
 def rows_for(rows: Iterable[TimelineRow], viewer: Any) -> list[TimelineRow]:
     return [row_for(row, viewer) for row in rows]
+
+
+def event_for(event: BookingEvent, viewer: Any) -> BookingEvent:
+    """A stored timeline row as `viewer` may see it, by the same rule, for the pages that show the
+    rows themselves (the BookingEvent admin). Hidden on the instance, which is never saved: the
+    timeline is append-only, so `save` refuses it."""
+    for name, value in _hidden_words(event, viewer).items():
+        setattr(event, name, value)
+    return event
 
 
 def _local(moment: datetime, zone: tzinfo) -> datetime:

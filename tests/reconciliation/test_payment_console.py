@@ -12,6 +12,7 @@ from decimal import Decimal
 
 import pytest
 from django.contrib.messages import get_messages
+from django.db.models import Q
 from django.test import Client
 from django.urls import reverse
 
@@ -197,6 +198,36 @@ def test_those_who_may_see_the_provider_s_ids_see_them_on_the_timeline(ops_clien
         assert provider_id in as_json
         assert provider_id in page
     assert "(hidden)" not in as_json
+
+
+def _event_pages(client, booking) -> str:
+    """The BookingEvent admin's pages of the booking's stored rows: the list, its search by the
+    booking's reference and each row's change page, as one text."""
+    changelist = reverse("admin:bookings_bookingevent_changelist")
+    pages = [client.get(changelist), client.get(changelist, {"q": booking.reference})]
+    pages += [
+        client.get(reverse("admin:bookings_bookingevent_change", args=[pk]))
+        for pk in booking.events.values_list("pk", flat=True)
+    ]
+    assert {page.status_code for page in pages} == {200}
+    return "".join(page.content.decode() for page in pages)
+
+
+def test_the_booking_event_admin_hides_the_provider_s_ids_by_the_same_rule(
+    support_client, ops_client, settings
+):
+    booking, ids = _provider_ids_on_the_timeline(settings)
+    # the ids the stored rows name (their summaries, their data): the intent, the refund, a stranger
+    stored = [i for i in ids if booking.events.filter(Q(summary__contains=i) | Q(data__icontains=i)).exists()]
+    assert len(stored) == 3
+
+    for_support = _event_pages(support_client, booking)
+    for_ops = _event_pages(ops_client, booking)
+
+    assert not [i for i in stored if i in for_support]
+    assert "&quot;provider_object&quot;: &quot;(hidden)&quot;" in for_support
+    assert "payment.intent.unexpected" in for_support and f"{booking.payment.pk}:refund:1" in for_support
+    assert [i for i in stored if i in for_ops] == stored and "(hidden)" not in for_ops
 
 
 # --- an action: preview, confirm, once per token -------------------------------------------------
