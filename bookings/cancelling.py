@@ -24,10 +24,10 @@ from decimal import Decimal
 from enum import StrEnum
 
 from bookings import ports
-from bookings.customer_view import MONEY_HELD, Money, money_shown
+from bookings.customer_view import MONEY_HELD, Money, money_shown, partner_let_go, sent_to_partner
 from bookings.models import Booking, CancellationTerms, Quote
 from bookings.pricing import cancellation_cut_off, cancellation_fee
-from bookings.states import BookingState, CustomerMoney
+from bookings.states import BookingState, CustomerMoney, CustomerStatus
 
 ZERO = Decimal("0.00")
 _PAID = frozenset({CustomerMoney.CHARGED, CustomerMoney.PARTLY_REFUNDED, CustomerMoney.REFUNDED})
@@ -130,6 +130,21 @@ def fee_if_cancelled(booking: Booking, *, at: datetime) -> Decimal | None:
     )
 
 
+class AtPartner(StrEnum):
+    """What cancelling does at the partner, as the cancel page says it."""
+
+    NOT_SENT = "not_sent"  # never sent to them: stopped before they hear of it
+    ASK = "ask"  # they may hold it: asked to cancel it, `cancelling` until they confirm
+    # They took it away after confirming it (`customer_view.partner_let_go`): nothing to ask them.
+    LET_GO = "let_go"
+
+
+def at_partner(booking: Booking) -> AtPartner:
+    if not sent_to_partner(booking):
+        return AtPartner.NOT_SENT
+    return AtPartner.LET_GO if partner_let_go(booking) else AtPartner.ASK
+
+
 class Outcome(StrEnum):
     NO_PAYMENT = "no_payment"  # the booking takes no payment
     NOT_TAKEN_YET = "not_taken_yet"  # the bank is being asked to hold it
@@ -156,6 +171,9 @@ class CancelMoney:
     refund: Decimal = ZERO
     released: Decimal = ZERO
     refund_failed: Decimal = ZERO  # refunded, then refused by the card: owed, support's
+    refunded: Decimal = ZERO  # given back already, when nothing is left to refund
+    # The money goes back whether or not the customer cancels: the partner took the booking away.
+    returned_anyway: bool = False
     why: str = ""
     # When free cancellation ends under the offer's policy; None without a payment or a fee.
     cut_off: datetime | None = None
@@ -172,6 +190,11 @@ class CancelMoney:
             return (
                 f"You have not been charged: we are asking your bank to hold {held}. If it does, we "
                 "release it once the cancellation is done: you will not be charged."
+            )
+        if self.outcome == Outcome.RELEASE and self.returned_anyway:
+            return (
+                f"We are releasing the {held} we are holding on your card, as the partner no longer "
+                "holds your booking: you will not be charged, whether or not you cancel."
             )
         if self.outcome == Outcome.RELEASE:
             return (
@@ -193,6 +216,11 @@ class CancelMoney:
                 "cancelling refunds nothing by itself, and they will be in touch to give back what you "
                 "are owed."
             )
+        if self.outcome == Outcome.FULL_REFUND and self.returned_anyway:
+            return (
+                f"We are refunding the {paid} you paid to your card, in full, as the partner no "
+                "longer holds your booking: whether or not you cancel."
+            )
         if self.outcome == Outcome.FULL_REFUND:
             return f"Once the cancellation is done, we refund the {paid} you paid to your card, in full."
         if self.outcome == Outcome.REFUND_LESS_FEE:
@@ -202,14 +230,24 @@ class CancelMoney:
             )
         if self.paid > 0:
             return f"We keep the {paid} you paid as the cancellation fee: there is nothing to refund."
+        if self.refunded > 0:
+            return (
+                f"We have already refunded the {self._shown(self.refunded)} we charged to your card, "
+                "in full: there is nothing more to refund."
+            )
         return "You have paid nothing for this booking: there is nothing to refund."
 
 
-def _why(*, fee: Decimal | None, policy: StayPolicy, at: datetime) -> str:
-    """Why cancelling costs what it does: the policy with the cut-off that decides the fee."""
-    if fee is None:
-        return "Cancelling is free while the partner has not confirmed your booking."
-    return policy.words(at=at)
+def _why(booking: Booking, *, fee: Decimal | None, policy: StayPolicy, at: datetime) -> str:
+    """Why cancelling costs what it does: the policy with the cut-off that decides the fee, or
+    why no fee can be owed (`fee_if_cancelled`), as the customer's status says it."""
+    if fee is not None:
+        return policy.words(at=at)
+    if partner_let_go(booking):
+        return "Cancelling is free: the partner no longer holds the booking they confirmed."
+    if booking.customer_status == CustomerStatus.DISRUPTED:  # confirmed, then a problem at the partner
+        return "Cancelling is free while there is a problem with your booking at the partner."
+    return "Cancelling is free while the partner has not confirmed your booking."
 
 
 def cancel_money(booking: Booking, *, at: datetime) -> CancelMoney:
@@ -222,7 +260,7 @@ def cancel_money(booking: Booking, *, at: datetime) -> CancelMoney:
     policy = stay_policy(booking)
     told = {
         "currency": money.currency,
-        "why": _why(fee=fee, policy=policy, at=at),
+        "why": _why(booking, fee=fee, policy=policy, at=at),
         "cut_off": policy.cut_off,
     }
     if money.code == CustomerMoney.AUTHORIZING:
@@ -232,18 +270,22 @@ def cancel_money(booking: Booking, *, at: datetime) -> CancelMoney:
     if money.code == CustomerMoney.REFUND_FAILED:  # automation asks the card nothing more
         paid = money.charged - money.refunded
         return CancelMoney(Outcome.REFUND_WITH_SUPPORT, paid=paid, refund_failed=money.refund_failed, **told)
+    anyway = partner_let_go(booking)  # its money goes back in full (payments.decisions.owed)
     if money.code in MONEY_HELD:
         if owed == 0:
-            return CancelMoney(Outcome.RELEASE, held=money.amount, released=money.amount, **told)
+            return CancelMoney(
+                Outcome.RELEASE, held=money.amount, released=money.amount, returned_anyway=anyway, **told
+            )
         charged = min(owed, money.amount)
         return CancelMoney(
             Outcome.FEE_FROM_HOLD, held=money.amount, fee=charged, released=money.amount - charged, **told
         )
     paid = money.charged - money.refunded if money.code in _PAID else ZERO
     if paid <= 0:
-        return CancelMoney(Outcome.NOTHING_TO_REFUND, **told)
+        refunded = money.refunded if money.code in _PAID else ZERO
+        return CancelMoney(Outcome.NOTHING_TO_REFUND, refunded=refunded, **told)
     if owed == 0:
-        return CancelMoney(Outcome.FULL_REFUND, paid=paid, refund=paid, **told)
+        return CancelMoney(Outcome.FULL_REFUND, paid=paid, refund=paid, returned_anyway=anyway, **told)
     if paid > owed:
         return CancelMoney(Outcome.REFUND_LESS_FEE, paid=paid, fee=owed, refund=paid - owed, **told)
     return CancelMoney(Outcome.NOTHING_TO_REFUND, paid=paid, fee=paid, **told)

@@ -212,6 +212,9 @@ _DISRUPTED_MESSAGE = {
     "partner_lost_reservation": M.DISRUPTED_PARTNER_LOST,
     "partner_mismatch": M.DISRUPTED_PARTNER_CHANGED,
 }
+# The disrupted views of a booking the partner took away after confirming it (cancelled it, or no
+# longer shows it): nothing is left to cancel with them.
+_PARTNER_LET_GO = frozenset({M.DISRUPTED_PARTNER_CANCELLED, M.DISRUPTED_PARTNER_LOST})
 
 
 def derive(state: str, facts: Facts) -> View:
@@ -276,6 +279,11 @@ def sent_to_partner(booking: Booking) -> bool:
     """Whether the partner was ever asked for the booking: a submission started (the counter
     moves before the call), or it was shown confirmed, which only the partner's word does."""
     return booking.submission_count > 0 or booking.confirmed_shown_at is not None
+
+
+def partner_let_go(booking: Booking) -> bool:
+    """Whether the customer is told the partner no longer holds the booking it had confirmed."""
+    return booking.customer_message in _PARTNER_LET_GO
 
 
 def shown(booking: Booking) -> View:

@@ -29,7 +29,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 from django_htmx.http import HttpResponseClientRefresh
 
 from bookings import customer_view, selectors, services
-from bookings.cancelling import cancel_money, stay_policy
+from bookings.cancelling import at_partner, cancel_money, stay_policy
 from bookings.models import Actor, Quote
 from bookings.web.forms import BookForm, ConfirmForm, SignUpForm, StayForm
 from config.errors import ApplicationError, NotFound
@@ -224,8 +224,8 @@ def booking_cancel(request: HttpRequest, reference: str) -> HttpResponse:
             status = exc.http_status
         else:
             return redirect("web:booking", reference=booking.reference)
-    # What cancelling does at the partner depends on whether they were ever asked for it.
-    context = {"booking": booking, "form": form, "sent_to_partner": customer_view.sent_to_partner(booking)}
+    # What cancelling does at the partner: whether they were ever asked for it, and still hold it.
+    context = {"booking": booking, "form": form, "at_partner": at_partner(booking)}
     if booking.is_cancellable:
         # Told before the customer confirms: what they get back, what is kept and why.
         context["money"] = cancel_money(booking, at=timezone.now())

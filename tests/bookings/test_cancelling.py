@@ -10,7 +10,7 @@ import pytest
 from django.utils import timezone
 
 from bookings import catalogue
-from bookings.cancelling import Outcome, cancel_money, fee_if_cancelled, stay_policy
+from bookings.cancelling import AtPartner, Outcome, at_partner, cancel_money, fee_if_cancelled, stay_policy
 from bookings.customer_view import PaymentFacts, money_of
 from bookings.models import Actor
 from bookings.pricing import cancellation_fee
@@ -230,3 +230,73 @@ def test_a_refund_the_card_refused_is_support_s_and_a_cancel_refunds_nothing_by_
         "back what you are owed."
     )
     assert (money.paid, money.refund, money.fee) == (PRICE, Decimal("0.00"), Decimal("0.00"))
+
+
+# --- a booking the partner confirmed, then took away or changed: customer status `disrupted` ---
+def disrupted(message: str, money: dict, **policy):
+    """Confirmed, then sent to support by what the partner did (`message`), as the customer sees it."""
+    reason = {
+        "disrupted_partner_cancelled": "partner_cancelled_confirmed",
+        "disrupted_partner_lost": "partner_lost_reservation",
+        "disrupted_partner_changed": "partner_mismatch",
+    }[message]
+    return BookingFactory(
+        offer=OfferFactory(**policy),
+        status=S.NEEDS_ATTENTION,
+        attention_reason=reason,
+        start_date=START,
+        submission_count=1,
+        confirmed_shown_at=AT - timedelta(days=1),
+        customer_status="disrupted",
+        customer_message=message,
+        customer_money=money,
+    )
+
+
+@pytest.mark.parametrize("message", ["disrupted_partner_cancelled", "disrupted_partner_lost"])
+def test_a_booking_the_partner_took_back_and_refunded_says_so_not_that_it_was_never_confirmed(db, message):
+    taken_back = disrupted(message, told("charged", charged="360.00", refunded="360.00"), **AFTER_CUT_OFF)
+
+    money = cancel_money(taken_back, at=AT)
+
+    assert at_partner(taken_back) == AtPartner.LET_GO
+    assert money.outcome == Outcome.NOTHING_TO_REFUND
+    assert money.text == (
+        "We have already refunded the 360.00 EUR we charged to your card, in full: there is nothing "
+        "more to refund."
+    )
+    assert money.why == "Cancelling is free: the partner no longer holds the booking they confirmed."
+
+
+def test_the_money_of_a_booking_the_partner_took_back_goes_back_whether_or_not_it_is_cancelled(db):
+    charged = disrupted("disrupted_partner_cancelled", told("charged", charged="360.00"), **AFTER_CUT_OFF)
+    held = disrupted("disrupted_partner_cancelled", told("held"), **AFTER_CUT_OFF)
+
+    refund, release = cancel_money(charged, at=AT), cancel_money(held, at=AT)
+
+    assert (refund.outcome, refund.refund) == (Outcome.FULL_REFUND, PRICE)
+    assert refund.text == (
+        "We are refunding the 360.00 EUR you paid to your card, in full, as the partner no longer "
+        "holds your booking: whether or not you cancel."
+    )
+    assert (release.outcome, release.released) == (Outcome.RELEASE, PRICE)
+    assert release.text == (
+        "We are releasing the 360.00 EUR we are holding on your card, as the partner no longer holds "
+        "your booking: you will not be charged, whether or not you cancel."
+    )
+
+
+def test_a_booking_the_partner_changed_is_free_to_cancel_while_the_problem_lasts(db):
+    changed = disrupted("disrupted_partner_changed", told("charged", charged="360.00"), **AFTER_CUT_OFF)
+
+    money = cancel_money(changed, at=AT)
+
+    # the partner may still hold it, changed: the cancel asks them, and refunds once it is done
+    assert at_partner(changed) == AtPartner.ASK
+    assert money.outcome == Outcome.FULL_REFUND
+    assert (
+        money.text
+        == "Once the cancellation is done, we refund the 360.00 EUR you paid to your card, in full."
+    )
+    assert money.why == "Cancelling is free while there is a problem with your booking at the partner."
+    assert fee_if_cancelled(changed, at=AT) is None

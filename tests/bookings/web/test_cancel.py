@@ -7,10 +7,11 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from django.utils import timezone
 
 from bookings.customer_view import PaymentFacts, money_of
 from bookings.models import Booking
-from bookings.states import BookingState
+from bookings.states import BookingState, CustomerMessage, CustomerStatus
 from tests.factories import BookingFactory
 from tests.helpers import queued_messages
 
@@ -113,6 +114,39 @@ def test_the_cancel_page_of_a_booking_whose_charge_is_in_doubt_says_the_money_co
     assert f'data-cancel-money="release_or_refund">{words}' in page
     assert told["outcome"] == "release_or_refund" and told["message"].startswith(words)
     assert (told["refund"], told["released"]) == ("0.00", "0.00")
+
+
+def test_the_cancel_page_of_a_booking_the_partner_cancelled_after_confirming_says_what_is_true(
+    web, customer, offer, api_client
+):
+    # given a booking confirmed and charged, then cancelled by the partner on its own and
+    # refunded in full: the customer sees it disrupted
+    refunded = money_of(
+        PaymentFacts("charged", "EUR", Decimal("360.00"), Decimal("360.00"), Decimal("360.00"))
+    )
+    booking = BookingFactory(
+        customer=customer,
+        offer=offer,
+        status=S.NEEDS_ATTENTION,
+        attention_reason="partner_cancelled_confirmed",
+        submission_count=1,
+        confirmed_shown_at=timezone.now() - timedelta(hours=1),
+        customer_status=CustomerStatus.DISRUPTED,
+        customer_message=CustomerMessage.DISRUPTED_PARTNER_CANCELLED,
+        customer_money=refunded.as_json(),
+    )
+
+    page = web.get(f"/bookings/{booking.reference}/cancel/").content.decode()
+    told = api_client.get(f"/api/v1/bookings/{booking.reference}").json()["if_cancelled"]
+
+    # then it does not say the partner still holds it, nor that they never confirmed it
+    assert "it still exists with them" not in page and "We ask" not in page
+    assert f"{offer.partner.name} no longer holds your booking, so there is nothing left to cancel" in page
+    why = "Cancelling is free: the partner no longer holds the booking they confirmed."
+    money = "We have already refunded the 360.00 EUR we charged to your card, in full"
+    assert why in page and "has not confirmed" not in page
+    assert f'data-cancel-money="nothing_to_refund">{money}' in page
+    assert told["why"] == why and told["message"].startswith(money)
 
 
 def test_the_cancel_page_of_a_booking_without_a_payment_says_nothing_is_refunded(web, confirmed):
