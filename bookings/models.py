@@ -6,6 +6,7 @@ import secrets
 import uuid
 
 from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 from django.db.models.functions import Coalesce
@@ -32,6 +33,9 @@ def new_reference() -> str:
     return "BK-" + "".join(secrets.choice(REFERENCE_ALPHABET) for _ in range(6))
 
 
+FEE_A_SHARE = "The cancellation fee is a share of the price: 0 to 100 percent."
+
+
 class CancellationTerms(models.Model):
     """A cancellation policy (`bookings.pricing.cancellation_fee`): free until this many hours
     before the start, then this share of the price is kept. An offer's are its terms now; a quote
@@ -41,7 +45,18 @@ class CancellationTerms(models.Model):
     # Defaults in the database too: during a rolling deploy, processes still on the code before
     # these columns insert quotes and bookings without them.
     free_cancellation_hours = models.PositiveIntegerField(default=24, db_default=24)
-    cancellation_fee_percent = models.DecimalField(max_digits=5, decimal_places=2, default=0, db_default=0)
+    # The constraint `offer_cancellation_fee_a_share` keeps the database right; these say it on
+    # the field in a form (the admin's offer page) instead of naming the constraint.
+    cancellation_fee_percent = models.DecimalField(
+        max_digits=5,
+        decimal_places=2,
+        default=0,
+        db_default=0,
+        validators=[
+            MinValueValidator(0, FEE_A_SHARE),
+            MaxValueValidator(100, FEE_A_SHARE),
+        ],
+    )
 
     class Meta:
         abstract = True

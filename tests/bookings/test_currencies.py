@@ -86,3 +86,28 @@ def test_the_offer_admin_refuses_a_code_that_is_not_a_currency(admin_client, cur
                 f"'{currency}' is not an ISO 4217 currency code (three capitals, such as EUR, USD or JPY)."
             ]
         }
+
+
+@pytest.mark.parametrize("fee", ["150", "-1"])
+def test_the_offer_admin_says_a_fee_out_of_range_on_its_field_not_by_the_constraint_s_name(admin_client, fee):
+    """Exploratory use: a fee of 150 % was refused at the top of the form as 'Constraint
+    "offer_cancellation_fee_a_share" is violated.'"""
+    response = admin_client.post(
+        reverse("admin:bookings_offer_add"),
+        {
+            "partner": PartnerFactory().pk,
+            "product_id": "room-2",
+            "name": "",
+            "unit_price": "120",
+            "currency": "EUR",
+            "capacity": "2",
+            "free_cancellation_hours": "24",
+            "cancellation_fee_percent": fee,
+            "is_active": "on",
+        },
+    )
+
+    assert response.status_code == 200 and not Offer.objects.filter(product_id="room-2").exists()
+    assert response.context["adminform"].form.errors == {
+        "cancellation_fee_percent": ["The cancellation fee is a share of the price: 0 to 100 percent."]
+    }

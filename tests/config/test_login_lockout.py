@@ -57,7 +57,7 @@ def test_the_fifth_failure_locks_the_username_out_from_that_address_and_is_logge
     assert failures == 5
     assert right_password.status_code == 429
     page = right_password.content.decode()
-    assert "<h1 class=\"heading-l\">Too many attempts to log in</h1>" in page and LOCKED in page
+    assert '<h1 class="heading-l">Too many attempts to log in</h1>' in page and LOCKED in page
     assert 'href="/account/password-reset/"' in page
     # The log names no one (username and address are masked); the admin's attempts list does.
     assert lockouts == [
