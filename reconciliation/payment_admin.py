@@ -18,6 +18,7 @@ from typing import Any
 from django import forms
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
+from django.forms.utils import ErrorList
 from django.http import Http404, HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -25,7 +26,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from config.errors import ApplicationError
-from reconciliation.confirm import run_confirmed, show_token, token_to_keep
+from reconciliation.confirm import run_confirmed, show_previewed, show_token, token_to_keep
 from reconciliation.models import RefundProposal
 from reconciliation.selectors.payment_health import payment_health
 from reconciliation.selectors.payment_panel import payment_panel
@@ -33,10 +34,21 @@ from reconciliation.services import support
 from reconciliation.services.support import payments as money
 
 
+def refund_amount(raw: str, currency: str) -> Decimal:
+    """A typed refund amount by the one rule the command uses too (`parse_amount`), its refusal in
+    the words shown next to the field."""
+    try:
+        return money.parse_amount(raw, currency)
+    except ApplicationError as exc:
+        raise forms.ValidationError((exc.fields or {}).get("amount") or [exc.message]) from exc
+
+
 class PaymentActionForm(forms.Form):
     token = forms.CharField(widget=forms.HiddenInput, max_length=64)
-    amount = forms.DecimalField(
-        required=False, min_value=Decimal("0.01"), max_digits=12, decimal_places=2, help_text=""
+    amount = forms.CharField(required=False, max_length=32, help_text="")
+    # The amount the page previewed: a confirm sending another one does nothing and previews that.
+    previewed = forms.CharField(
+        required=False, widget=forms.HiddenInput, max_length=32, label="The previewed amount"
     )
     note = forms.CharField(
         required=False,
@@ -44,31 +56,45 @@ class PaymentActionForm(forms.Form):
         help_text="Why; it goes on the booking's timeline with your name.",
     )
 
-    def __init__(self, *args: Any, action: str, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, action: str, currency: str = "", **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.currency = currency
         if action == money.REFUND:
             self.fields["amount"].required = True
+            self.fields["previewed"].required = True
             self.fields["amount"].help_text = (
                 f"In the payment's currency. When support's refunds of this payment, with this one and "
                 f"any proposal waiting, come to more than {money.approval_above()}, it is only proposed, "
-                "and a note saying why is required."
+                "and a note saying why is required. Another amount than the one previewed above is "
+                "previewed first, then confirmed."
             )
         else:
             del self.fields["amount"]
+            del self.fields["previewed"]
+
+    def clean_amount(self) -> Decimal:
+        return refund_amount(self.cleaned_data["amount"], self.currency)
+
+    def clean_previewed(self) -> Decimal:
+        try:
+            return money.parse_amount(self.cleaned_data["previewed"], self.currency)
+        except ApplicationError as exc:
+            raise forms.ValidationError("Not an amount this page previewed.") from exc
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        amount, previewed = data.get("amount"), data.get("previewed")
+        if amount is not None and previewed is not None and amount != previewed:
+            self.add_error(
+                "previewed",
+                f"The amount changed: the preview was of {previewed} {self.currency}, the confirm sent "
+                f"{amount} {self.currency}. This page now previews {amount} {self.currency}.",
+            )
+        return data
 
 
 def _operator(request: HttpRequest) -> support.Operator:
     return support.Operator.for_user(request.user)
-
-
-def _amount_param(request: HttpRequest, currency: str) -> Decimal | None:
-    raw = request.GET.get("amount", "").strip()
-    if not raw:
-        return None
-    try:
-        return money.parse_amount(raw, currency)
-    except ApplicationError:
-        return None
 
 
 def _told(booking, title: str) -> Callable[[money.PaymentActionResult], str]:
@@ -130,7 +156,8 @@ class PaymentConsoleMixin:
         return TemplateResponse(request, "admin/reconciliation/payment_action.html", context)
 
     def payment_action_view(self, request: HttpRequest, object_id: str, action: str) -> HttpResponse:
-        """GET: the preview (refund: of `?amount=`) and a confirm form. POST: perform it (once per token)."""
+        """GET: the preview (refund: of `?amount=`, else of all that is refundable) and a confirm
+        form. POST: perform it (once per token), unless the refund's amount is not the previewed one."""
         if action not in (money.REFUND, money.CAPTURE, money.VOID):
             raise Http404("No such payment action.")
         booking = self._paying_booking(request, object_id)
@@ -139,8 +166,9 @@ class PaymentConsoleMixin:
         if not operator.can(spec["permission"]):
             raise PermissionDenied
         change_url = reverse("admin:bookings_booking_change", args=[booking.pk])
+        currency = booking.currency
         if request.method == "POST":
-            form = PaymentActionForm(request.POST, action=action)
+            form = PaymentActionForm(request.POST, action=action, currency=currency)
             if form.is_valid():
                 run = functools.partial(
                     money.payment_action_run,
@@ -161,6 +189,7 @@ class PaymentConsoleMixin:
                 )
                 if response is not None:
                     return response
+            # Nothing was done: the preview of what the form sent (another amount: of that one).
             shown = money.payment_preview(
                 action,
                 booking,
@@ -170,16 +199,28 @@ class PaymentConsoleMixin:
                 token=token_to_keep(form),
             )
             show_token(form, shown.token)
+            if shown.amount is not None:
+                show_previewed(form, previewed=str(shown.amount))
+            amount_errors = form.errors.get("amount")
         else:
-            currency = booking.currency
+            raw = request.GET.get("amount", "").strip()
+            amount, amount_errors = None, None
+            if raw and action == money.REFUND:
+                try:
+                    amount = refund_amount(raw, currency)
+                except forms.ValidationError as exc:
+                    amount_errors = ErrorList(exc.messages)
             shown = money.payment_preview(
-                action, booking, operator=operator, amount=_amount_param(request, currency)
+                action, booking, operator=operator, amount=amount, all_by_default=not amount_errors
             )
-            initial = {"token": shown.token}
+            initial: dict[str, Any] = {"token": shown.token}
             if action == money.REFUND:
-                initial["amount"] = shown.amount if shown.amount is not None else shown.refundable
-            form = PaymentActionForm(initial=initial, action=action)
-        return self._render(request, booking, shown, form, change_url)
+                initial["amount"] = raw if amount_errors else shown.amount
+                initial["previewed"] = shown.amount
+            form = PaymentActionForm(initial=initial, action=action, currency=currency)
+        # An amount refused (typed, or sent with the confirm) is said beside it, and nothing is
+        # offered to confirm until a valid one is previewed.
+        return self._render(request, booking, shown, form, change_url, amount_errors=amount_errors)
 
     def refund_proposal_view(
         self, request: HttpRequest, object_id: str, proposal_id: int, decision: str

@@ -56,6 +56,11 @@ def token(response) -> str:
     return re.search(r'name="token" value="([0-9a-f]+)"', response.content.decode()).group(1)
 
 
+def previewed(response) -> str:
+    """The amount the page previewed, as its confirm form carries it."""
+    return re.search(r'name="previewed" value="([^"]*)"', response.content.decode()).group(1)
+
+
 def said(response) -> list[str]:
     return [str(m) for m in get_messages(response.wsgi_request)]
 
@@ -93,7 +98,8 @@ def test_the_booking_page_shows_the_payment_panel_beside_the_provider(support_cl
 def test_ops_see_the_provider_s_ids_and_the_operations_asked_of_it(ops_client):
     payment = paying_booking()
     ops_client.post(
-        action(payment.booking, "refund_payment"), {"token": "a" * 32, "amount": "12.00", "note": "goodwill"}
+        action(payment.booking, "refund_payment"),
+        {"token": "a" * 32, "amount": "12.00", "previewed": "12.00", "note": "goodwill"},
     )
 
     page = ops_client.get(change(payment.booking)).content.decode()
@@ -236,7 +242,12 @@ def test_a_refund_is_previewed_then_confirmed_once(ops_client):
     url = action(payment.booking, "refund_payment")
 
     preview = ops_client.get(url, {"amount": "40"})
-    form = {"token": token(preview), "amount": "40.00", "note": "broken heating"}
+    form = {
+        "token": token(preview),
+        "amount": "40.00",
+        "previewed": previewed(preview),
+        "note": "broken heating",
+    }
     done = ops_client.post(url, form)
     again = ops_client.post(url, form)
 
@@ -252,11 +263,103 @@ def test_a_refund_is_previewed_then_confirmed_once(ops_client):
     assert [r.kind for r in support_rows(payment.booking)] == ["support.refund_requested"]
 
 
+def test_a_confirm_of_another_amount_than_previewed_does_nothing_and_previews_that_one(ops_client):
+    payment = paying_booking(refunded=Decimal("120.00"))
+    url = action(payment.booking, "refund_payment")
+    preview = ops_client.get(url, {"amount": "10"})
+    assert "Refund 10.00 EUR of the 360.00 EUR captured" in preview.content.decode()
+
+    changed = ops_client.post(
+        url, {"token": token(preview), "amount": "150", "previewed": previewed(preview), "note": ""}
+    )
+
+    page = changed.content.decode()
+    assert changed.status_code == 200
+    assert not PaymentOperation.objects.filter(payment=payment).exists()
+    assert support_rows(payment.booking) == []
+    # said, and this page is the preview of what was sent, to confirm again
+    assert re.search(
+        r'id="previewed-errors">.*The amount changed: the preview was of 10.00 EUR, the confirm sent '
+        r"150.00 EUR\. This page now previews 150.00 EUR\..*confirm again",
+        page,
+        re.S,
+    )
+    assert "Refund 150.00 EUR of the 360.00 EUR captured" in page
+    assert "After it the customer will have paid 90.00 EUR" in page
+    assert (previewed(changed), token(changed)) == ("150.00", token(preview))
+
+    done = ops_client.post(
+        url, {"token": token(changed), "amount": "150.00", "previewed": previewed(changed), "note": ""}
+    )
+
+    assert said(done)[0].startswith(f"{payment.booking.reference}: Refund. Refund of 150.00 EUR queued")
+    [operation] = PaymentOperation.objects.filter(payment=payment)
+    assert operation.amount == Decimal("150.00")
+
+
+def test_a_confirm_that_carries_no_previewed_amount_does_nothing(ops_client):
+    payment = paying_booking()
+    url = action(payment.booking, "refund_payment")
+
+    response = ops_client.post(url, {"token": "f" * 32, "amount": "25.00", "note": ""})
+
+    assert response.status_code == 200
+    assert re.search(r'id="previewed-errors">.*required', response.content.decode(), re.S)
+    assert previewed(response) == "25.00"
+    assert not PaymentOperation.objects.filter(payment=payment).exists()
+
+
+def test_the_refund_page_previews_what_its_confirm_offers_everything_refundable(ops_client):
+    payment = paying_booking(refunded=Decimal("270.00"))
+    url = action(payment.booking, "refund_payment")
+
+    preview = ops_client.get(url)
+    done = ops_client.post(
+        url, {"token": token(preview), "amount": "90.00", "previewed": previewed(preview), "note": ""}
+    )
+
+    body = preview.content.decode()
+    assert "Refund 90.00 EUR of the 360.00 EUR captured (270.00 EUR refunded so far)" in body
+    assert "up to" not in body
+    assert re.search(r'name="amount" value="90.00"', body)
+    assert previewed(preview) == "90.00"
+    assert said(done)[0].startswith(f"{payment.booking.reference}: Refund. Refund of 90.00 EUR queued")
+
+
+@pytest.mark.parametrize(
+    ("typed", "words"),
+    [
+        ("5,50", "Not an amount: digits, with a point before the cents (12.50)."),
+        ("abc", "Not an amount: digits, with a point before the cents (12.50)."),
+        ("-5", "More than 0."),
+        ("0", "More than 0."),
+        ("10.001", "10.001 EUR is not a whole number of the currency&#x27;s smallest unit"),
+        ("NaN", "Not a number."),
+        ("Infinity", "Not a number."),
+    ],
+)
+def test_an_invalid_amount_is_said_beside_it_and_nothing_is_offered_to_confirm(ops_client, typed, words):
+    payment = paying_booking(refunded=Decimal("270.00"))
+    url = action(payment.booking, "refund_payment")
+
+    page = ops_client.get(url, {"amount": typed}).content.decode()
+    sent = ops_client.post(url, {"token": "7" * 32, "amount": typed, "previewed": "10.00", "note": ""})
+
+    for shown in (page, sent.content.decode()):
+        assert re.search(rf'id="amount-errors"><ul class="errorlist"[^>]*><li>{re.escape(words)}</li>', shown)
+        assert 'id="amount-invalid">Nothing to confirm' in shown
+        assert f'id="preview-amount" name="amount" value="{typed}"' in shown
+        assert 'id="confirm-form"' not in shown
+        assert "Refund up to" not in shown and "90.00 EUR of the" not in shown
+    assert sent.status_code == 200
+    assert not PaymentOperation.objects.filter(payment=payment).exists()
+
+
 def test_a_refund_beyond_the_bound_is_shown_on_the_form(ops_client):
     payment = paying_booking(refunded=Decimal("350.00"))
     url = action(payment.booking, "refund_payment")
 
-    response = ops_client.post(url, {"token": "b" * 32, "amount": "10.01", "note": ""})
+    response = ops_client.post(url, {"token": "b" * 32, "amount": "10.01", "previewed": "10.01", "note": ""})
 
     assert response.status_code == 302
     assert said(response) == ["Refund: At most 10.00 EUR can be refunded: 360.00 captured, 350.00 refunded."]
@@ -268,7 +371,7 @@ def test_a_missing_or_overlong_token_is_said_on_the_form(ops_client, sent):
     payment = paying_booking()
     url = action(payment.booking, "refund_payment")
 
-    response = ops_client.post(url, {"token": sent, "amount": "10.00", "note": ""})
+    response = ops_client.post(url, {"token": sent, "amount": "10.00", "previewed": "10.00", "note": ""})
 
     page = response.content.decode()
     assert response.status_code == 200
@@ -282,10 +385,10 @@ def test_a_token_used_for_another_amount_is_refused_on_the_form(ops_client):
     payment = paying_booking()
     url = action(payment.booking, "refund_payment")
     sent = token(ops_client.get(url))
-    ops_client.post(url, {"token": sent, "amount": "10.00", "note": ""})
+    ops_client.post(url, {"token": sent, "amount": "10.00", "previewed": "10.00", "note": ""})
 
-    again = ops_client.post(url, {"token": sent, "amount": "10", "note": ""}, follow=True)
-    response = ops_client.post(url, {"token": sent, "amount": "20.00", "note": ""})
+    again = ops_client.post(url, {"token": sent, "amount": "10", "previewed": "10", "note": ""}, follow=True)
+    response = ops_client.post(url, {"token": sent, "amount": "20.00", "previewed": "20.00", "note": ""})
 
     assert any("nothing more was done" in m for m in said(again))
     page = response.content.decode()
@@ -325,7 +428,12 @@ def test_one_person_proposes_another_approves(groups):
 
     proposed = proposer.post(
         action(payment.booking, "refund_payment"),
-        {"token": "d" * 32, "amount": "250.00", "note": "the pool was closed all week"},
+        {
+            "token": "d" * 32,
+            "amount": "250.00",
+            "previewed": "250.00",
+            "note": "the pool was closed all week",
+        },
     )
     proposal = RefundProposal.objects.get()
     own_page = proposer.get(change(payment.booking)).content.decode()
@@ -356,14 +464,22 @@ def test_one_person_proposes_another_approves(groups):
 def test_support_cannot_split_a_refund_under_the_approval_amount_in_the_console(support_client):
     payment = paying_booking(price=Decimal("500.00"))
     url = action(payment.booking, "refund_payment")
-    first = support_client.post(url, {"token": "1" * 32, "amount": "200.00", "note": ""})
+    first = support_client.post(
+        url, {"token": "1" * 32, "amount": "200.00", "previewed": "200.00", "note": ""}
+    )
     PaymentOperation.objects.filter(payment=payment).update(state=OperationState.SUCCEEDED)
     type(payment).objects.filter(pk=payment.pk).update(refunded_amount=Decimal("200.00"))
 
     preview = support_client.get(url, {"amount": "200"}).content.decode()
-    no_note = support_client.post(url, {"token": "2" * 32, "amount": "200.00", "note": ""})
-    proposed = support_client.post(url, {"token": "3" * 32, "amount": "200.00", "note": "the rest"})
-    small = support_client.post(url, {"token": "4" * 32, "amount": "100.00", "note": ""})
+    no_note = support_client.post(
+        url, {"token": "2" * 32, "amount": "200.00", "previewed": "200.00", "note": ""}
+    )
+    proposed = support_client.post(
+        url, {"token": "3" * 32, "amount": "200.00", "previewed": "200.00", "note": "the rest"}
+    )
+    small = support_client.post(
+        url, {"token": "4" * 32, "amount": "100.00", "previewed": "100.00", "note": ""}
+    )
 
     assert said(first)[0].startswith(f"{payment.booking.reference}: Refund. Refund of 200.00 EUR queued")
     assert "Above 200.00 EUR: only proposed." in preview
@@ -383,7 +499,8 @@ def test_the_proposer_cannot_approve_their_own_in_the_console(groups):
     payment = paying_booking()
     client, _ = client_of(groups, "ops")
     client.post(
-        action(payment.booking, "refund_payment"), {"token": "e" * 32, "amount": "300", "note": "why"}
+        action(payment.booking, "refund_payment"),
+        {"token": "e" * 32, "amount": "300", "previewed": "300", "note": "why"},
     )
     proposal = RefundProposal.objects.get()
 
@@ -402,7 +519,8 @@ def test_the_refund_proposals_list_and_payment_health_render(groups):
     payment = paying_booking()
     client, _ = client_of(groups, "ops")
     client.post(
-        action(payment.booking, "refund_payment"), {"token": "9" * 32, "amount": "300", "note": "why"}
+        action(payment.booking, "refund_payment"),
+        {"token": "9" * 32, "amount": "300", "previewed": "300", "note": "why"},
     )
 
     listing = client.get(reverse("admin:reconciliation_refundproposal_changelist")).content.decode()

@@ -6,11 +6,14 @@ actions against a real provider are in test_payment_provider.py."""
 
 from __future__ import annotations
 
+import io
 import uuid
 from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
 from django.utils import timezone
 
 from bookings.states import BookingState
@@ -143,6 +146,29 @@ def test_a_refund_is_bounded_by_what_was_captured_and_not_yet_refunded(ops_user)
 
     assert not PaymentOperation.objects.filter(payment=payment).exists()
     assert support_rows(payment.booking) == []
+
+
+@pytest.mark.parametrize("typed", ["NaN", "Infinity", "-Infinity", "sNaN"])
+def test_an_amount_that_is_no_number_is_said_so_by_the_service_and_the_command(ops_user, typed):
+    payment = paying_booking()
+
+    with pytest.raises(ValidationFailed, match=rf"'{typed}' is not a number") as refused:
+        refund(payment, ops_user, typed)
+    with pytest.raises(CommandError, match=rf"^'{typed}' is not a number\.$"):
+        call_command(
+            "refund_payment",
+            payment.booking.reference,
+            f"--amount={typed}",
+            "--no-live",
+            "--yes",
+            "--as",
+            ops_user.username,
+            stdout=io.StringIO(),
+            stderr=io.StringIO(),
+        )
+
+    assert refused.value.fields == {"amount": ["Not a number."]}
+    assert not PaymentOperation.objects.filter(payment=payment).exists()
 
 
 def test_nothing_is_refunded_of_a_payment_never_captured(ops_user):

@@ -167,14 +167,19 @@ def payment_preview(
     amount: Decimal | None = None,
     live: bool = True,
     token: str | None = None,
+    all_by_default: bool = False,
 ) -> PaymentPreview:
     """What `action` (refund, capture, void) will do to the booking's payment, beside the
-    provider's live answer."""
+    provider's live answer. `all_by_default`: a refund without an amount is previewed as one of
+    everything refundable (the console's confirm form offers that amount, so it must be what the
+    preview showed), not as "up to" it."""
     if action not in (REFUND, CAPTURE, VOID):
         raise ValidationFailed(f"Unknown payment action {action!r}; known: {REFUND}, {CAPTURE}, {VOID}.")
     booking = Booking.objects.select_related("partner").get(pk=booking.pk)
     payment = Payment.objects.filter(booking=booking).first()
     s = PaymentSituation(booking, payment)
+    if action == REFUND and amount is None and all_by_default and s.refundable > 0:
+        amount = s.refundable
     why_not = refusal(action, s, amount=amount)
     effects, warnings = _effects(action, s, amount) if payment is not None and not why_not else ([], [])
     return PaymentPreview(

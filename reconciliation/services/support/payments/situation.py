@@ -94,8 +94,11 @@ def parse_amount(value: object, currency: str) -> Decimal:
     try:
         amount = Decimal(str(value).strip())
     except (InvalidOperation, ValueError) as exc:
-        raise ValidationFailed(f"{value!r} is not an amount.", fields={"amount": ["Not an amount."]}) from exc
-    if not amount.is_finite() or amount <= 0:
+        words = "Not an amount: digits, with a point before the cents (12.50)."
+        raise ValidationFailed(f"{value!r} is not an amount.", fields={"amount": [words]}) from exc
+    if not amount.is_finite():  # NaN, Infinity: Decimal reads them, but they are no amount
+        raise ValidationFailed(f"{value!r} is not a number.", fields={"amount": ["Not a number."]})
+    if amount <= 0:
         raise ValidationFailed("A refund is more than nothing.", fields={"amount": ["More than 0."]})
     try:
         to_minor(amount, currency)
