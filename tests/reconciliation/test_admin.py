@@ -463,3 +463,18 @@ def test_reverify_reports_a_tampered_delivery(partner, ops_client):
     )
 
     assert any("does NOT verify" in m for m in _messages(response))
+
+
+def test_the_customer_links_to_their_account_only_for_those_who_may_open_it(
+    make_booking, support_client, superuser_client
+):
+    """Exploratory use: the booking's page linked support to the customer's account page, a 403."""
+    booking = make_booking(status=BookingState.CONFIRMED)
+    account = reverse("admin:auth_user_change", args=[booking.customer.pk])
+
+    for_support = support_client.get(_change(booking)).content.decode()
+    for_admin = superuser_client.get(_change(booking)).content.decode()
+
+    assert support_client.get(account).status_code == 403
+    assert account not in for_support and booking.customer.username in for_support
+    assert f'<a href="{account}">' in for_admin
