@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import uuid
 from decimal import Decimal
 
@@ -369,6 +370,9 @@ def test_a_large_refund_is_proposed_by_one_and_approved_by_another_from_the_shel
     proposal_id = proposed["results"][0]["result"]["proposal"]
     with pytest.raises(CommandError, match=r"a second person must approve it"):
         run("approve_refund", str(proposal_id), "--yes", "--as", proposer.username)
+    # the preview puts the proposer's why in our column, not the provider's
+    preview = run("approve_refund", str(proposal_id), "--dry-run", "--as", approver.username)
+    assert re.search(r"│ why\s*│ flood in the room\s*│\s*│", preview), preview
     approved = json.loads(
         run("approve_refund", str(proposal_id), "--yes", "--json", "--as", approver.username)
     )

@@ -38,8 +38,9 @@ def payment_preview_table(shown: money.PaymentPreview) -> Table:
     if shown.proposal is not None:
         p = shown.proposal
         table.add_row(
-            f"proposal #{p.pk}", f"{p.amount} {p.currency} by {p.proposed_by_label} ({p.state})", p.note[:60]
+            f"proposal #{p.pk}", f"{p.amount} {p.currency} by {p.proposed_by_label} ({p.state})", ""
         )
+        table.add_row("why", p.note[:60], "")  # ours: the provider's column is the provider's only
     if side is not None and side.note:
         table.caption = side.note
     return table
