@@ -55,15 +55,23 @@ def confirmation_deadline(*, start_date: date, now: datetime) -> datetime:
     return min(now + settings.BOOKING_CONFIRMATION_WINDOW, start_of_stay - settings.BOOKING_MIN_LEAD_TIME)
 
 
+def offer_unavailable(offer: Offer) -> list[str]:
+    """Why the offer cannot be booked now (withdrawn, its partner paused); empty if it can."""
+    why = []
+    if not offer.is_active:
+        why.append("This offer is no longer available.")
+    if not offer.partner.enabled:
+        why.append("This offer's partner is not taking bookings right now.")
+    return why
+
+
 def validate_stay(stay: Stay, *, now: datetime | None = None) -> None:
     """Raise `ValidationFailed` naming every field that is wrong."""
     now = now or timezone.now()
     errors: dict[str, list[str]] = {}
     offer = stay.offer
-    if not offer.is_active:
-        errors.setdefault("offer", []).append("This offer is no longer available.")
-    if not offer.partner.enabled:
-        errors.setdefault("offer", []).append("This offer's partner is not taking bookings right now.")
+    if unavailable := offer_unavailable(offer):
+        errors["offer"] = unavailable
     if stay.start_date <= now.date():
         errors.setdefault("start_date", []).append("The start date must be in the future.")
     elif stay.start_date > now.date() + timedelta(days=settings.BOOKING_MAX_ADVANCE_DAYS):

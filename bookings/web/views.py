@@ -31,6 +31,7 @@ from django_htmx.http import HttpResponseClientRefresh
 from bookings import customer_view, selectors, services
 from bookings.cancelling import at_partner, cancel_money, stay_policy
 from bookings.models import Actor, Quote
+from bookings.pricing import offer_unavailable
 from bookings.web.forms import BookForm, ConfirmForm, SignUpForm, StayForm
 from config.errors import ApplicationError, NotFound
 
@@ -101,6 +102,8 @@ def _quote_page(request: HttpRequest, quote: Quote, form: BookForm, status: int 
         "form": form,
         # What cancelling will cost, told before Book (and beside the card it would come from).
         "cancellation": stay_policy(quote).terms(at=timezone.now()),
+        # A price still held for an offer withdrawn since is not offered to Book.
+        "unavailable": offer_unavailable(quote.offer),
     }
     return render(request, "web/quotes/detail.html", context, status=status)
 

@@ -142,6 +142,18 @@ def test_a_quote_for_a_withdrawn_offer_says_why_it_cannot_be_booked(web, quote):
     assert "<li>This offer is no longer available.</li>" in response.content.decode()
 
 
+def test_the_quote_page_of_a_withdrawn_offer_offers_no_book_button(web, quote):
+    """Exploratory use: the page still said "We hold this price for you until…" and offered Book,
+    which then failed."""
+    quote.offer.is_active = False
+    quote.offer.save(update_fields=["is_active"])
+
+    page = web.get(f"/quotes/{quote.pk}/").content.decode()
+
+    assert "This offer is no longer available." in page and "This price cannot be booked." in page
+    assert "We hold this price" not in page and "/book/" not in page
+
+
 def test_booking_needs_a_post_and_a_login(client, web, quote):
     assert web.get(f"/quotes/{quote.pk}/book/")["Location"] == f"/quotes/{quote.pk}/"
     assert client.post(f"/quotes/{quote.pk}/book/")["Location"].startswith("/account/login/")
