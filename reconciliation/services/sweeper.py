@@ -482,19 +482,17 @@ def _settle_abandoned_notifications(
 
 def _queue_payments(now: datetime, partner: Partner | None, dry_run: bool) -> tuple[int, int]:
     """The payments app's own due work: payments not at rest whose check is due (a run lost with
-    Redis, a hold to decide on before it lapses) and webhook deliveries never processed. Each is
-    claimed for a window like the other side work; the payment's run decides what, if anything,
-    to ask the provider. A due payment is claimed for a window (its run moves its next check on
-    as it starts); a stale delivery is claimed until a worker takes its copy up, as a due
-    booking's step is, since nothing moves it on before it is processed: with a window, a
-    backlog on the payments queue got one more copy per sweep (a chaos run: 236 messages, 44
-    deliveries a sweep)."""
+    Redis, a hold to decide on before it lapses) and webhook deliveries never processed; the
+    payment's run decides what, if anything, to ask the provider. Each is claimed until a worker
+    takes its copy up, as a due booking's step is: nothing moves either on before a worker starts
+    it, so with a window a backlog on the payments queue got one more copy per window (chaos runs:
+    236 messages, 44 deliveries a sweep; later 3,278 payment runs queued for about 1,100
+    payments, each copy a claim that locks the booking and the payment to find nothing to do)."""
     due = payment_selectors.due_payments(now=now, partner=partner, limit=settings.RECONCILE_BATCH_SIZE)
-    runs = _send_claimed(
+    runs = _send_until_taken_up(
         due,
         key="payment:{}",
-        ttl_s=settings.RECONCILE_CLAIM_TTL_S,
-        send=lambda booking_id, _code: payment_messages.send_run(booking_id),
+        send=lambda booking_id, claim: payment_messages.send_run(booking_id, options=claim),
         dry_run=dry_run,
     )
     stale = payment_selectors.stale_events(

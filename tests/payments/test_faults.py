@@ -7,6 +7,7 @@ authorization (one operation, one key, one intent)."""
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 from decimal import Decimal
 
@@ -17,7 +18,7 @@ from django.utils import timezone
 from bookings.models import Notification, NotificationKind, NotificationState
 from bookings.services import booking_request_cancel
 from bookings.states import BookingState
-from payments.models import OperationKind, OperationState, PaymentOperation, PaymentStatus
+from payments.models import OperationKind, OperationState, Payment, PaymentOperation, PaymentStatus
 from payments.services.runs import payment_run
 from reconciliation.services.sweeper import sweep
 from tests.bookings.web.conftest import mail_sink  # noqa: F401 - the project's SMTP sink, as a process
@@ -313,10 +314,35 @@ def test_a_run_lost_with_its_message_is_run_by_the_sweeper(paying_idle, settings
     paying_idle.start_worker()
     wait_until(lambda: payment_of(booking).next_check_at <= timezone.now(), what="the payment to be due")
 
-    first, second = sweep(), sweep()
+    first = sweep()
+    # its copy is taken up (the claim ends with it) and the run moves the payment's check on
+    wait_until(
+        lambda: (p := payment_of(booking)).next_check_at is None or p.next_check_at > timezone.now(),
+        what="the run to move the check on",
+    )
+    second = sweep()
 
-    assert (first.payments_queued, second.payments_queued) == (1, 0)  # queued once, claimed
+    assert (first.payments_queued, second.payments_queued) == (1, 0)
     assert_charged_once(paying_idle, booking)
+
+
+def test_a_due_run_waiting_in_a_backlog_is_not_queued_again_however_many_sweeps_pass(paying_idle, settings):
+    """Chaos run on a slower host: with a claim window, every sweep past the window queued one more
+    copy of each due payment's run while the payments queue drained (3,278 copies for about 1,100
+    payments), each copy more work for the backlog it waited in."""
+    settings.RECONCILE_CLAIM_TTL_S = 0.2
+    booking = paying_idle.book()  # no worker yet: its run waits in the queue
+    Payment.objects.filter(booking=booking).update(next_check_at=timezone.now() - timedelta(minutes=1))
+
+    first = sweep()
+    time.sleep(0.5)  # past any window
+    second = sweep()
+
+    assert (first.payments_queued, second.payments_queued) == (1, 0)
+    paying_idle.start_worker()  # the copies are taken up; the claim ends with them
+    assert_charged_once(paying_idle, booking)
+    Payment.objects.filter(booking=booking).update(next_check_at=timezone.now() - timedelta(minutes=1))
+    assert sweep().payments_queued == 1  # due again: a new copy, nothing holds it back
 
 
 def test_a_hold_nobody_decided_on_is_voided_before_it_would_lapse(paying, settings):
