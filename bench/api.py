@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from bench import common, fixtures, observe, output
+from bench import common, fixtures, observe, output, stats
 from bench.load import Endpoint, LoadResult, run_load
 
 NAME = "api"
@@ -55,13 +55,13 @@ def summarize(runs: list[LoadResult]) -> dict[str, Any]:
         for code, count in run.errors.items():
             errors[code] = errors.get(code, 0) + count
     return {
-        "throughput_rps": round(common.median([run.throughput for run in runs]), 1),
+        "throughput_rps": round(stats.median([run.throughput for run in runs]), 1),
         "throughput_rounds_rps": [round(run.throughput, 1) for run in runs],
-        "p99_rounds_ms": [common.latency_summary_ms(run.latencies_s)["p99_ms"] for run in runs],
+        "p99_rounds_ms": [stats.latency_summary_ms(run.latencies_s)["p99_ms"] for run in runs],
         "requests_ok": len(latencies),
         "errors": errors,
         "error_samples": [sample for run in runs for sample in run.error_samples][:5],
-        **common.latency_summary_ms(latencies),
+        **stats.latency_summary_ms(latencies),
     }
 
 
@@ -96,7 +96,7 @@ def measure(base: str, offer_id: int, config: Config, env: common.BenchEnv) -> d
         ratios = [
             b.throughput / a.throughput for a, b in zip(runs["baseline"], runs["bookings"], strict=True)
         ]
-        ratio = common.median(ratios)
+        ratio = stats.median(ratios)
         row["ratio"] = round(ratio, 3)
         row["ratio_rounds"] = [round(value, 3) for value in ratios]
         row["target_met"] = ratio >= TARGET_RATIO

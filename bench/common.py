@@ -13,7 +13,6 @@ import fcntl
 import math
 import os
 import platform
-import random
 import shutil
 import signal
 import socket
@@ -25,11 +24,10 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-if TYPE_CHECKING:
-    from bench.observe import ForeignLoad
+from bench.observe import ForeignLoad, libpq_url, load_average, wait_until_quiet
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "bench" / "results"
@@ -62,65 +60,6 @@ LOCK_PATH = Path(tempfile.gettempdir()) / "bookings-bench.lock"
 # Sandbox partner credentials used by the benchmarks (loopback only).
 SANDBOX_API_KEY = "bench-sandbox-key"
 SANDBOX_WEBHOOK_SECRET = "whsec_YmVuY2gtd2ViaG9vay1zZWNyZXQtMDEyMzQ1Njc4OWFi"
-
-
-# --- statistics ---------------------------------------------------------------------------
-def percentile(values: Sequence[float], q: float) -> float:
-    """The q-th percentile (0..100), linear interpolation between closest ranks."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * q / 100
-    low, high = math.floor(rank), math.ceil(rank)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
-
-
-def latency_summary_ms(latencies_s: Sequence[float]) -> dict[str, float]:
-    ms = [value * 1000 for value in latencies_s]
-    return {
-        "p50_ms": round(percentile(ms, 50), 2),
-        "p95_ms": round(percentile(ms, 95), 2),
-        "p99_ms": round(percentile(ms, 99), 2),
-        "mean_ms": round(sum(ms) / len(ms), 2) if ms else math.nan,
-        "max_ms": round(max(ms), 2) if ms else math.nan,
-    }
-
-
-def median(values: Sequence[float]) -> float:
-    return percentile(values, 50)
-
-
-def percentile_change_interval(
-    baseline: Sequence[Sequence[float]],
-    other: Sequence[Sequence[float]],
-    q: float,
-    *,
-    confidence: float = 0.95,
-    resamples: int = 2000,
-    seed: int = 0,
-) -> tuple[float, float]:
-    """A bootstrap interval for `percentile(other, q) / percentile(baseline, q) - 1`, each side
-    given as its rounds (lists of request latencies) and its percentile taken over them pooled.
-
-    Each resample draws a side's rounds again with replacement, then each drawn round's requests
-    (a two-stage bootstrap): the interval shows how far the two percentiles could differ by the
-    luck of which requests happened to be slow, which a tail percentile of a few thousand
-    requests is very sensitive to, and, given several rounds, by how the machine drifted from
-    one round to the next. Given one round a side, it covers the requests' luck only.
-    """
-    if not any(baseline) or not any(other):
-        return math.nan, math.nan
-    rng = random.Random(seed)
-
-    def resampled(rounds: Sequence[Sequence[float]]) -> float:
-        pooled: list[float] = []
-        for drawn in rng.choices(rounds, k=len(rounds)):
-            pooled += rng.choices(drawn, k=len(drawn))
-        return percentile(pooled, q)
-
-    changes = [resampled(other) / resampled(baseline) - 1 for _ in range(resamples)]
-    tail = (1 - confidence) / 2 * 100
-    return percentile(changes, tail), percentile(changes, 100 - tail)
 
 
 # --- machine ------------------------------------------------------------------------------
@@ -333,8 +272,6 @@ class BenchEnv:
 
     # --- lifecycle ------------------------------------------------------------------------
     def __enter__(self) -> BenchEnv:
-        from bench.observe import ForeignLoad, wait_until_quiet
-
         self.lock = exclusive_run()
         self.quiet = wait_until_quiet()
         self.foreign = ForeignLoad(self.db_name)
@@ -397,8 +334,6 @@ class BenchEnv:
 
     def machine(self) -> dict[str, Any]:
         """The machine, its servers, and how busy other processes kept it during this run."""
-        from bench.observe import load_average
-
         load = self.foreign.summary() if self.foreign else {}
         return {
             **machine_info(),
@@ -677,10 +612,6 @@ def set_sandbox_faults(base: str, **faults: object) -> dict[str, Any]:
     )
     response.raise_for_status()
     return response.json()
-
-
-def libpq_url(url: str) -> str:
-    return url.replace("postgres://", "postgresql://", 1)
 
 
 @contextlib.contextmanager

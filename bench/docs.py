@@ -90,7 +90,7 @@ def wake_line(wake: dict[str, dict[str, float]]) -> str:
 CHANGE_NOTE = (
     "3 s vs 0 s: the p99 with the partner at 3 s against the p99 at 0 s; in brackets, the range "
     "that chance alone gives that comparison (95%, a two-stage bootstrap: each latency's rounds, "
-    "then each round's requests, drawn again; `bench.common.percentile_change_interval`). It "
+    "then each round's requests, drawn again; `bench.stats.percentile_change_interval`). It "
     "covers which requests happened to be slow and, for the paced load's rounds, how the machine "
     "drifted between them. A difference inside that range is below what the run can resolve."
 )

@@ -21,7 +21,7 @@ How the paced figure is made as stable as a run allows:
 
 What chance alone can still do to the comparison is reported beside it: the signed change of
 the p99 at 3 s against 0 s with a 95% two-stage bootstrap interval (rounds, then their requests:
-`common.percentile_change_interval`), so a spread can be told apart from noise.
+`stats.percentile_change_interval`), so a spread can be told apart from noise.
 The closed-loop loads of benchmark 1 (4 and 8 clients) run too, once per latency, at
 saturation: there, with the partner at 0 s the pipeline does its work during the load on the
 same cores, while at 3 s it has mostly not started, so their spread measures CPU sharing rather
@@ -41,7 +41,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from bench import common, fixtures, observe, output
+from bench import common, fixtures, observe, output, stats
 from bench.api import client_tokens
 from bench.load import Endpoint, run_load
 
@@ -234,7 +234,7 @@ def _summary(loads: list[dict[str, Any]]) -> dict[str, Any]:
         "requests_ok": len(latencies),
         "errors": errors,
         "error_samples": [sample for load in loads for sample in load["error_samples"]][:5],
-        **common.latency_summary_ms(latencies),
+        **stats.latency_summary_ms(latencies),
         "worker_cpu_s": round(sum(load["cpu_s"]["workers"] for load in loads), 1),
         "lock_waits_per_sample": round(sum(load["lock_waits_per_sample"] for load in loads) / len(loads), 2),
         "rounds": len(loads),
@@ -244,7 +244,7 @@ def _summary(loads: list[dict[str, Any]]) -> dict[str, Any]:
 def _round_record(latency_ms: int, load: dict[str, Any], settled_s: float | None) -> dict[str, Any]:
     return {
         "latency_ms": latency_ms,
-        **common.latency_summary_ms(load["latencies_s"]),
+        **stats.latency_summary_ms(load["latencies_s"]),
         "errors": sum(load["errors"].values()),
         "cpu_s": load["cpu_s"],
         "lock_waits_per_sample": load["lock_waits_per_sample"],
@@ -302,7 +302,7 @@ def measure(env: common.BenchEnv, config: Config, cpus: dict[str, str | None]) -
         fast = phases["0"]["by_concurrency"][load_key]["p99_ms"]
         slow = phases["3000"]["by_concurrency"][load_key]["p99_ms"]
         spread = max(fast, slow) / min(fast, slow) - 1
-        low, high = common.percentile_change_interval(rounds_by[0][load_key], rounds_by[3000][load_key], 99)
+        low, high = stats.percentile_change_interval(rounds_by[0][load_key], rounds_by[3000][load_key], 99)
         comparison[load_key] = {
             "p99_0s_ms": fast,
             "p99_3s_ms": slow,

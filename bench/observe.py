@@ -10,7 +10,12 @@ import sys
 import time
 from typing import Any
 
-from bench.common import libpq_url, median
+from bench.stats import median
+
+
+def libpq_url(url: str) -> str:
+    return url.replace("postgres://", "postgresql://", 1)
+
 
 QUIET_CPU_PERCENT = float(os.environ.get("BENCH_QUIET_CPU_PERCENT", "25"))
 QUIET_MAX_WAIT_S = float(os.environ.get("BENCH_QUIET_MAX_WAIT_S", "900"))

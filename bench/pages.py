@@ -24,7 +24,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from bench import common, fixtures, output
+from bench import common, fixtures, output, stats
 
 NAME = "pages"
 CLIENTS = 4
@@ -177,8 +177,8 @@ def measure_times(web: common.Proc, base: str, people: list[Reader], config: Con
             "requests": len(samples),
             "statuses": statuses,
             "html_bytes": samples[-1][2],
-            "server": common.latency_summary_ms(server),
-            "client": common.latency_summary_ms([seconds for seconds, _, _ in samples]),
+            "server": stats.latency_summary_ms(server),
+            "client": stats.latency_summary_ms([seconds for seconds, _, _ in samples]),
             "web_cpu_ms_per_request": round((web.cpu_seconds() - cpu) / len(samples) * 1000, 2),
         }
     return result

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
-from bench import api, common, fixtures, output, pipeline
+from bench import api, common, fixtures, output, pipeline, stats
 from bench.load import Endpoint, LoadResult, run_load
 
 NAME = "payments"
@@ -192,12 +192,12 @@ def measure_end_to_end(
         )
         rounds.append(row)
     ratios = [row["ratio"] for row in rounds if row["ratio"] is not None]
-    ratio = round(common.median(ratios), 3) if ratios else None
+    ratio = round(stats.median(ratios), 3) if ratios else None
     completed = all(row[side]["completed"] for row in rounds for side in SIDES)
     return {
         "rounds": rounds,
         "cpu_ms_per_booking": {side: _median_split([row[side] for row in rounds]) for side in SIDES},
-        "per_s": {side: round(common.median([row[side]["per_s"] for row in rounds]), 1) for side in SIDES},
+        "per_s": {side: round(stats.median([row[side]["per_s"] for row in rounds]), 1) for side in SIDES},
         "ratio": ratio,
         "completed": completed,
         "target_ratio": TARGET_RATIO,
@@ -207,9 +207,9 @@ def measure_end_to_end(
 
 def _median_split(sides: list[dict[str, Any]]) -> dict[str, float]:
     """The machine's CPU a booking, whole and by part, median of the rounds."""
-    split = {"machine": common.median([side["machine_cpu_ms_per_booking"] or 0.0 for side in sides])}
+    split = {"machine": stats.median([side["machine_cpu_ms_per_booking"] or 0.0 for side in sides])}
     for part in sides[0].get("cpu_ms_per_booking", {}):
-        split[part] = common.median([side["cpu_ms_per_booking"].get(part, 0.0) for side in sides])
+        split[part] = stats.median([side["cpu_ms_per_booking"].get(part, 0.0) for side in sides])
     return {part: round(value, 1) for part, value in split.items()}
 
 
@@ -316,14 +316,14 @@ def measure_post(base: str, offer_id: int, config: Config) -> dict[str, Any]:
     dramatiq.get_broker().flush_all()
     summary = {side: api.summarize(runs[side]) for side in SIDES}
     ratios = [b.throughput / a.throughput for a, b in zip(runs["without"], runs["with"], strict=True)]
-    low, high = common.percentile_change_interval(
+    low, high = stats.percentile_change_interval(
         [run.latencies_s for run in runs["without"]], [run.latencies_s for run in runs["with"]], 99
     )
     return {
         **summary,
         "clients": config.clients,
         "rounds": order_run,
-        "throughput_ratio": round(common.median(ratios), 3),
+        "throughput_ratio": round(stats.median(ratios), 3),
         "throughput_ratio_rounds": [round(value, 3) for value in ratios],
         "latency_ratio": {
             q: round(summary["with"][f"{q}_ms"] / summary["without"][f"{q}_ms"], 3)
@@ -502,7 +502,7 @@ def markdown(data: dict[str, Any]) -> str:
             f"{post['throughput_ratio'] * 100:.0f}% of its throughput (median of the pairs of rounds); "
             f"its p50 was {latency['p50']:.2f} x, p95 {latency['p95']:.2f} x, p99 {latency['p99']:.2f} x "
             f"without (p99 change {low * 100:+.0f}% to {high * 100:+.0f}%, 95% interval, "
-            "`bench.common.percentile_change_interval`). Stored: "
+            "`bench.stats.percentile_change_interval`). Stored: "
             f"{checks['bookings_stored']:,} bookings, {checks['payments_stored']:,} payments; queued: "
             f"{checks['payment_runs_queued']:,} payment runs, {checks['submissions_queued']:,} partner "
             "submissions.",

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from bench import api, common, fixtures, output
+from bench import api, common, fixtures, output, stats
 from bench.load import LoadResult, run_load
 from bench.sse import Clients, Event, PollSample, Target
 
@@ -100,7 +100,7 @@ def _token(key: str) -> dict[str, str]:
 
 
 def _summary_ms(values_s: list[float]) -> dict[str, Any]:
-    return {"n": len(values_s), **common.latency_summary_ms(values_s)}
+    return {"n": len(values_s), **stats.latency_summary_ms(values_s)}
 
 
 def _at(text: str) -> float:
@@ -225,7 +225,7 @@ def measure_latency(env: common.BenchEnv, config: Config) -> dict[str, Any]:
         "client_cpu_s": round(client_cpu, 2),
         "elapsed_s": round(elapsed, 1),
         "target_met": len(rows) >= config.bookings * 0.95
-        and common.percentile(after_commit, 99) <= STREAM_TARGET_S,
+        and stats.percentile(after_commit, 99) <= STREAM_TARGET_S,
     }
 
 
@@ -461,10 +461,10 @@ def measure_api_beside(
             events_cpu_percent.append((events.cpu_seconds() - cpu) / (time.monotonic() - started) * 100)
         env.stop(events)
     ratios = [b.throughput / a.throughput for a, b in zip(runs["without"], runs["with"], strict=True)]
-    low, high = common.percentile_change_interval(
+    low, high = stats.percentile_change_interval(
         [r.latencies_s for r in runs["without"]], [r.latencies_s for r in runs["with"]], 99
     )
-    ratio = common.median(ratios)
+    ratio = stats.median(ratios)
     return {
         "clients": 4,
         "requests_each": config.api_requests_each,

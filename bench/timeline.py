@@ -18,7 +18,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from bench import common, fixtures, output
+from bench import common, fixtures, output, stats
 
 NAME = "timeline"
 TARGET_MS = 300.0
@@ -192,7 +192,7 @@ def build_timeline(booking_id: Any, repeats: int) -> dict[str, Any]:
     return {
         "rows": rows,
         "queries": queries,
-        "ms": round(common.median(timings), 1),
+        "ms": round(stats.median(timings), 1),
         "ms_max": round(max(timings), 1),
     }
 
@@ -219,7 +219,7 @@ def render_admin(client: Any, booking_id: Any, repeats: int) -> dict[str, Any]:
         "status": status,
         "queries": queries,
         "bytes": size,
-        "ms": round(common.median(timings), 1),
+        "ms": round(stats.median(timings), 1),
         "ms_max": round(max(timings), 1),
     }
 

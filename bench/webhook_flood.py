@@ -35,7 +35,7 @@ from http.client import HTTPConnection
 from pathlib import Path
 from typing import Any
 
-from bench import common, fixtures, output
+from bench import common, fixtures, output, stats
 
 NAME = "webhook_flood"
 TARGET_P99_RATIO = 2.0  # authentic p99 with the flood on, at most this multiple of it off
@@ -336,10 +336,10 @@ def measure(env: common.BenchEnv, config: Config) -> dict[str, Any]:
         side: [values for was_on, values in phases if was_on == side and values] for side in (True, False)
     }
     latencies = {side: [value for values in rounds[side] for value in values] for side in (True, False)}
-    on, off = common.latency_summary_ms(latencies[True]), common.latency_summary_ms(latencies[False])
-    ratio = common.percentile(latencies[True], 99) / common.percentile(latencies[False], 99)
+    on, off = stats.latency_summary_ms(latencies[True]), stats.latency_summary_ms(latencies[False])
+    ratio = stats.percentile(latencies[True], 99) / stats.percentile(latencies[False], 99)
     # How far the p99s could differ by chance alone: the phases, then their deliveries, drawn again.
-    low, high = common.percentile_change_interval(rounds[False], rounds[True], 99)
+    low, high = stats.percentile_change_interval(rounds[False], rounds[True], 99)
     achieved = config.flood / flood_on_s if flood_on_s else 0.0
     growth = _growth(before, after)
     bounded = (
@@ -442,7 +442,7 @@ def markdown(data: dict[str, Any]) -> str:
             "",
             f"p99 with the flood on / off: {data['p99_ratio']:.3f} ({_interval(data)}: the range chance "
             "alone gives that ratio, by a two-stage bootstrap, the phases, then each phase's deliveries, "
-            "drawn again; `bench.common.percentile_change_interval`)."
+            "drawn again; `bench.stats.percentile_change_interval`)."
             + (
                 f" The interval spans the target ({data['target_ratio']:g}): this run cannot tell on which "
                 "side of it the flood's effect is."

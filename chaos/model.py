@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from chaos.checks.money import MoneyTruth
+    from chaos.money_truth import MoneyTruth
 
 LIVE = frozenset({"pending", "confirmed"})
 

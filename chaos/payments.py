@@ -26,7 +26,7 @@ import requests
 from django.db.models import Q
 from django.utils import timezone
 
-from chaos.checks.money import MoneyTruth, PaymentRow
+from chaos.money_truth import MoneyTruth, PaymentRow
 from chaos.procs import ManagedProcess, free_port, wait_until
 
 HTTP_TIMEOUT = (3.0, 60.0)

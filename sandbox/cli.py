@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from sandbox.config import SandboxConfig
 from sandbox.faults import FAULT_KEYS, FaultSettingError, FaultSettings, parse_cli
 from sandbox.ledger import Product
-from sandbox.server import SandboxConfig
 
 FAULT_HELP = {
     "latency_ms": "added latency per call, min,max milliseconds (uniform)",

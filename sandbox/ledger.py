@@ -15,14 +15,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from sandbox.clock import PartnerClock, to_store
 from sandbox.faults import Faults
 from sandbox.store import Reservation, Store
 
 if TYPE_CHECKING:
-    from sandbox.initiatives import Initiatives
     from sandbox.webhooks import ReservationOutbox
 
 LIVE = ("pending", "confirmed")
@@ -75,6 +74,15 @@ class NotCancellable(Exception):
     pass
 
 
+class Planner(Protocol):
+    """What the partner does on its own (`sandbox.initiatives.Initiatives`), as the ledger sees it:
+    a roll for each reservation created or settled, and a wake-up after the commit that planned."""
+
+    def plan(self, tx: sqlite3.Connection, reservation: Reservation, *, created: bool) -> bool: ...
+
+    def wake(self) -> None: ...
+
+
 class Ledger:
     def __init__(
         self,
@@ -92,7 +100,7 @@ class Ledger:
         self.catalogue = catalogue
         self.outbox = outbox
         self.on_pending = on_pending  # wakes the settler thread
-        self.initiatives: Initiatives | None = None  # what the partner does on its own
+        self.initiatives: Planner | None = None  # what the partner does on its own
 
     # --- reads (what the partner's API still knows) ------------------------------------
     def get(self, reservation_id: str) -> Reservation | None:

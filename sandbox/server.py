@@ -6,23 +6,24 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import signal
 import sys
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
 from types import FrameType
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from sandbox.app import SandboxApp
+from sandbox.cli import ConfigError, add_arguments, config_from_options
 from sandbox.clock import PartnerClock
+from sandbox.config import SandboxConfig
 from sandbox.control import Control, catalogue_json, reservation_truth
-from sandbox.faults import Faults, FaultSettings
+from sandbox.faults import Faults
 from sandbox.initiatives import Initiatives
-from sandbox.ledger import Ledger, Product
+from sandbox.ledger import Ledger
 from sandbox.legacy import LegacyProtocol
 from sandbox.listener import JOIN_TIMEOUT_S, Listener
 from sandbox.payment_ledger import PaymentLedger
@@ -34,23 +35,6 @@ from sandbox.webhooks import Outbox, ReservationOutbox, standard_webhooks_signer
 from sandbox.wire import ReservationWire, Route, WireProtocol
 
 logger = logging.getLogger("sandbox")
-
-
-@dataclass(frozen=True)
-class SandboxConfig:
-    profile: str
-    port: int
-    store: Path
-    host: str = "127.0.0.1"
-    api_key: str = "sandbox-key"
-    webhook_url: str | None = None
-    webhook_secret: str | None = None
-    timezone: str = "UTC"
-    catalogue: dict[str, Product] | None = None
-    faults: FaultSettings = field(default_factory=FaultSettings)
-    hang_s: float = 30.0
-    threads: int = 64
-    lookup_by_reference: bool = True
 
 
 class Worker(threading.Thread):
@@ -241,10 +225,6 @@ def run(config: SandboxConfig) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    from sandbox.cli import ConfigError, add_arguments, config_from_options
-
     parser = argparse.ArgumentParser(description="Run one sandbox partner.")
     add_arguments(parser)
     options = vars(parser.parse_args(argv))

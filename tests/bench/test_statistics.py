@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from bench import common, docs, independence
+from bench import docs, independence, stats
 
 
 def _latencies(seed: int, n: int = 1600, scale: float = 1.0) -> list[float]:
@@ -18,7 +18,7 @@ def _latencies(seed: int, n: int = 1600, scale: float = 1.0) -> list[float]:
 
 
 def test_two_samples_of_one_distribution_get_an_interval_around_no_change():
-    low, high = common.percentile_change_interval([_latencies(1)], [_latencies(2)], 99, resamples=500)
+    low, high = stats.percentile_change_interval([_latencies(1)], [_latencies(2)], 99, resamples=500)
 
     assert low < 0 < high
     # A p99 of 1,600 requests moves by several percent on luck alone: the reason for reporting it.
@@ -26,7 +26,7 @@ def test_two_samples_of_one_distribution_get_an_interval_around_no_change():
 
 
 def test_a_real_change_of_the_tail_gets_an_interval_that_excludes_no_change():
-    low, high = common.percentile_change_interval(
+    low, high = stats.percentile_change_interval(
         [_latencies(1)], [_latencies(2, scale=1.5)], 99, resamples=500
     )
 
@@ -35,10 +35,10 @@ def test_a_real_change_of_the_tail_gets_an_interval_that_excludes_no_change():
 
 def test_the_interval_repeats_with_its_seed_and_narrows_with_more_requests():
     baseline, other = [_latencies(1)], [_latencies(2)]
-    first = common.percentile_change_interval(baseline, other, 99, resamples=300, seed=7)
+    first = stats.percentile_change_interval(baseline, other, 99, resamples=300, seed=7)
 
-    assert common.percentile_change_interval(baseline, other, 99, resamples=300, seed=7) == first
-    big_low, big_high = common.percentile_change_interval(
+    assert stats.percentile_change_interval(baseline, other, 99, resamples=300, seed=7) == first
+    big_low, big_high = stats.percentile_change_interval(
         [_latencies(1, n=16_000)], [_latencies(2, n=16_000)], 99, resamples=300, seed=7
     )
     assert big_high - big_low < (first[1] - first[0]) / 2
@@ -51,15 +51,15 @@ def test_rounds_that_drifted_widen_the_interval_beyond_the_requests_luck():
     other = [_latencies(10 + seed, n=400, scale=scale) for seed, scale in enumerate(reversed(scales))]
     pooled = [[value for rounds in baseline for value in rounds]], [[v for rounds in other for v in rounds]]
 
-    by_round = common.percentile_change_interval(baseline, other, 99, resamples=400)
-    requests_only = common.percentile_change_interval(*pooled, 99, resamples=400)
+    by_round = stats.percentile_change_interval(baseline, other, 99, resamples=400)
+    requests_only = stats.percentile_change_interval(*pooled, 99, resamples=400)
 
     assert by_round[0] < requests_only[0] and by_round[1] > requests_only[1]
 
 
 @pytest.mark.parametrize("empty", [[], [[]]])
 def test_an_empty_side_has_no_interval(empty):
-    interval = common.percentile_change_interval(empty, [[0.01]], 99)
+    interval = stats.percentile_change_interval(empty, [[0.01]], 99)
 
     assert all(math.isnan(bound) for bound in interval)
 

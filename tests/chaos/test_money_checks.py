@@ -9,8 +9,6 @@ from decimal import Decimal
 from typing import Any
 
 from chaos.checks.money import (
-    MoneyTruth,
-    PaymentRow,
     check_captured_only_when_confirmed,
     check_money_owed,
     check_no_refund_twice,
@@ -18,6 +16,7 @@ from chaos.checks.money import (
     check_one_authorization,
     money_checks,
 )
+from chaos.money_truth import MoneyTruth, PaymentRow
 from tests.chaos.test_checks import clean_snapshot, truth
 
 BOOKING = "BK-AAAAAA"  # confirmed at the partner in clean_snapshot()
