@@ -30,7 +30,14 @@ from bookings.pricing import cancellation_cut_off, cancellation_fee
 from bookings.states import BookingState, CustomerMoney, CustomerStatus
 
 ZERO = Decimal("0.00")
-_PAID = frozenset({CustomerMoney.CHARGED, CustomerMoney.PARTLY_REFUNDED, CustomerMoney.REFUNDED})
+_PAID = frozenset(
+    {
+        CustomerMoney.CHARGED,
+        CustomerMoney.PARTLY_REFUNDED,
+        CustomerMoney.REFUNDED,
+        CustomerMoney.REFUNDED_OUTSIDE,
+    }
+)
 
 
 def _shown_at(moment: datetime) -> str:
@@ -268,7 +275,7 @@ def cancel_money(booking: Booking, *, at: datetime) -> CancelMoney:
     if money.code == CustomerMoney.CHARGE_UNKNOWN:
         return CancelMoney(Outcome.RELEASE_OR_REFUND, held=money.amount, fee=min(owed, money.amount), **told)
     if money.code == CustomerMoney.REFUND_FAILED:  # automation asks the card nothing more
-        paid = money.charged - money.refunded
+        paid = money.paid
         return CancelMoney(Outcome.REFUND_WITH_SUPPORT, paid=paid, refund_failed=money.refund_failed, **told)
     anyway = partner_let_go(booking)  # its money goes back in full (payments.decisions.owed)
     if money.code in MONEY_HELD:
@@ -280,9 +287,11 @@ def cancel_money(booking: Booking, *, at: datetime) -> CancelMoney:
         return CancelMoney(
             Outcome.FEE_FROM_HOLD, held=money.amount, fee=charged, released=money.amount - charged, **told
         )
-    paid = money.charged - money.refunded if money.code in _PAID else ZERO
+    paid = money.paid if money.code in _PAID else ZERO
     if paid <= 0:
-        refunded = money.refunded if money.code in _PAID else ZERO
+        # "refunded to your card, in full" only when it all went back to the card.
+        to_card = money.code in _PAID and not money.refunded_outside
+        refunded = money.refunded if to_card else ZERO
         return CancelMoney(Outcome.NOTHING_TO_REFUND, refunded=refunded, **told)
     if owed == 0:
         return CancelMoney(Outcome.FULL_REFUND, paid=paid, refund=paid, returned_anyway=anyway, **told)

@@ -26,7 +26,13 @@ from django.utils import timezone
 
 from bookings import live, notifications, ports
 from bookings.models import Actor, Booking, BookingEvent, Notification, NotificationKind
-from bookings.states import BookingState, CustomerMessage, CustomerMoney, CustomerStatus
+from bookings.states import (
+    REFUND_FAILED_PARTLY_PAID_BACK,
+    BookingState,
+    CustomerMessage,
+    CustomerMoney,
+    CustomerStatus,
+)
 from bookings.timeline import new_event
 from config.db import insert_together
 
@@ -56,7 +62,9 @@ class PaymentFacts:
     lapsed), `declined` (by the card's bank), `refused` (the provider refused the request itself,
     e.g. a payment method it does not know: no bank saw it), `not_charged` (the booking ended
     before a hold was asked for). Amounts in the booking's currency; `refund_failed` is what
-    refunds the card refused after they were made still owe the customer (not in `refunded`).
+    refunds the card refused after they were made still owe the customer (not in `refunded`), and
+    `refunded_outside` what support paid back of it another way (not to the card: not in
+    `refunded` either).
     """
 
     state: str
@@ -65,6 +73,7 @@ class PaymentFacts:
     charged: Decimal = Decimal(0)
     refunded: Decimal = Decimal(0)
     refund_failed: Decimal = Decimal(0)
+    refunded_outside: Decimal = Decimal(0)
 
 
 @dataclass(frozen=True)
@@ -78,18 +87,29 @@ class Money:
     refunded: Decimal
     # Refunded, then refused by the card: still owed (stored only when there is some).
     refund_failed: Decimal = Decimal(0)
+    # Paid back another way than to the card, the card having refused it (stored only when some).
+    refunded_outside: Decimal = Decimal(0)
+
+    @property
+    def paid(self) -> Decimal:
+        """What the customer paid in the end: charged, less what went back to them."""
+        return self.charged - self.refunded - self.refunded_outside
 
     @property
     def text(self) -> str:
         def shown(value: Decimal) -> str:
             return f"{value:.2f} {self.currency}"
 
-        return CustomerMoney(self.code).label.format(
+        words = CustomerMoney(self.code).label
+        if self.code == CustomerMoney.REFUND_FAILED and self.refunded_outside > 0:
+            words = REFUND_FAILED_PARTLY_PAID_BACK
+        return words.format(
             amount=shown(self.amount),
             charged=shown(self.charged),
             refunded=shown(self.refunded),
-            paid=shown(self.charged - self.refunded),
+            paid=shown(self.paid),
             refund_failed=shown(self.refund_failed),
+            refunded_outside=shown(self.refunded_outside),
         )
 
     def as_json(self) -> dict[str, str]:
@@ -102,6 +122,8 @@ class Money:
         }
         if self.refund_failed:
             told["refund_failed"] = str(self.refund_failed)
+        if self.refunded_outside:
+            told["refunded_outside"] = str(self.refunded_outside)
         return told
 
     @classmethod
@@ -115,6 +137,7 @@ class Money:
             charged=Decimal(data["charged"]),
             refunded=Decimal(data["refunded"]),
             refund_failed=Decimal(data.get("refund_failed", "0")),
+            refunded_outside=Decimal(data.get("refunded_outside", "0")),
         )
 
 
@@ -137,10 +160,13 @@ MONEY_HELD = frozenset({MONEY.HELD, MONEY.HELD_IN_REVIEW})
 def money_of(facts: PaymentFacts) -> Money:
     """The words for what the provider holds: exactly what happened, never what will. A refund
     the card refused, still owed, is said before anything else of a charge: it is what the
-    customer must know (and support's to settle)."""
+    customer must know (and support's to settle); once support paid it all back another way,
+    that is said instead: "we still owe you" would no longer be true."""
     if facts.state == "charged":
         if facts.refund_failed > 0:
             code = MONEY.REFUND_FAILED
+        elif facts.refunded_outside > 0:
+            code = MONEY.REFUNDED_OUTSIDE
         elif facts.refunded <= 0:
             code = MONEY.CHARGED
         elif facts.refunded >= facts.charged:
@@ -150,7 +176,8 @@ def money_of(facts: PaymentFacts) -> Money:
     else:
         code = _MONEY_OF_STATE[facts.state]
     refund_failed = facts.refund_failed if code == MONEY.REFUND_FAILED else Decimal(0)
-    return Money(code, facts.currency, facts.amount, facts.charged, facts.refunded, refund_failed)
+    outside = facts.refunded_outside if facts.state == "charged" else Decimal(0)
+    return Money(code, facts.currency, facts.amount, facts.charged, facts.refunded, refund_failed, outside)
 
 
 def money_shown(booking: Booking) -> Money | None:
@@ -383,9 +410,16 @@ _ANNOUNCED = {
 
 # What happened to the money, announced by mail when it is the only news: the provider took it,
 # gave it back, let the hold go, or could not give it back after all (the card refused a refund;
-# a hold and a decline come with news of the booking itself).
+# a hold and a decline come with news of the booking itself), or support paid it back another way.
 _MONEY_ANNOUNCED = frozenset(
-    {MONEY.CHARGED, MONEY.PARTLY_REFUNDED, MONEY.REFUNDED, MONEY.RELEASED, MONEY.REFUND_FAILED}
+    {
+        MONEY.CHARGED,
+        MONEY.PARTLY_REFUNDED,
+        MONEY.REFUNDED,
+        MONEY.RELEASED,
+        MONEY.REFUND_FAILED,
+        MONEY.REFUNDED_OUTSIDE,
+    }
 )
 
 

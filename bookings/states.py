@@ -125,8 +125,9 @@ class CustomerMoney(models.TextChoices):
     """What happened to the customer's money, as the payment provider's truth says it (the
     payments app tells `customer_view` through the payment facts). The words take the amounts
     the customer was shown with them: `{amount}` (asked for), `{charged}`, `{refunded}`,
-    `{paid}` (charged less refunded) and `{refund_failed}` (refunded, then refused by the card:
-    still owed), each with its currency."""
+    `{paid}` (charged less what went back: refunded, or paid back another way),
+    `{refund_failed}` (refunded, then refused by the card: still owed) and `{refunded_outside}`
+    (of that, what support paid back another way than to the card), each with its currency."""
 
     AUTHORIZING = "authorizing", "We are asking your bank to hold {amount}; you are not charged yet."
     HELD = "held", "We are holding {amount} on your card; you are not charged yet."
@@ -156,6 +157,13 @@ class CustomerMoney(models.TextChoices):
         "A refund to your card could not be made. We still owe you "
         "{refund_failed}; our support team will be in touch to give it back to you.",
     )
+    # The card refused a refund and support paid all it owed back another way (a bank transfer):
+    # nothing is owed any more, and the money did not go to the card, so not `refunded`.
+    REFUNDED_OUTSIDE = (
+        "refunded_outside",
+        "A refund to your card could not be made, so we paid the {refunded_outside} back to you "
+        "another way instead: you paid {paid}.",
+    )
     RELEASED = "released", "We released the {amount} we were holding on your card: you were not charged."
     DECLINED = "declined", "Your bank declined the payment of {amount}: you were not charged."
     # The provider refused the request itself (it does not know the payment method): the bank
@@ -166,6 +174,14 @@ class CustomerMoney(models.TextChoices):
         "you were not charged.",
     )
     NOT_CHARGED = "not_charged", "You were not charged."
+
+
+# `refund_failed` once support paid part of it back another way: what was paid, and what is owed
+# still (the code stays `refund_failed`: money is owed, support's to settle).
+REFUND_FAILED_PARTLY_PAID_BACK = (
+    "A refund to your card could not be made. We paid {refunded_outside} of it back to you another "
+    "way and still owe you {refund_failed}; our support team will be in touch to give it back to you."
+)
 
 
 # The named state sets: the transitions in bookings/models.py take their sources from these, and

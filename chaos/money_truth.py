@@ -33,6 +33,9 @@ class PaymentRow:
     confirmed_ever: bool = False  # the booking reached confirmed at some time
     cancellation_fee: Decimal | None = None  # fixed when a cancel of the confirmed booking was asked
     next_check_at: datetime | None = None  # our next look at the payment
+    # Owed after a refund the card refused, paid back by support another way: given back, though
+    # the provider never saw it (so not in its refunds, nor in ours compared with them).
+    refunded_outside: Decimal = ZERO
 
     def owed(self) -> Decimal | None:
         """What the booking owes at rest; None while that is not decided."""

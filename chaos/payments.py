@@ -221,6 +221,7 @@ def money_truth(partner_codes: list[str], provider: PaymentProvider) -> MoneyTru
             currency=p.currency,
             captured=p.captured_amount,
             refunded=p.refunded_amount,
+            refunded_outside=p.refunded_outside,
             provider_intent=p.provider_intent_id,
             booking_status=p.booking.status,
             attention_reason=p.booking.attention_reason or "",

@@ -63,6 +63,14 @@ class Held:
     authorization_expires_at: datetime | None = None
     # Refunds the provider made and then failed (the card refused them), not given back since.
     failed_refunds_owed: Decimal = ZERO
+    # What support paid back another way (the card took nothing back): given back, not by us.
+    refunded_outside: Decimal = ZERO
+
+    @property
+    def paid(self) -> Decimal:
+        """What the customer has paid in the end: captured, less what went back to them (by the
+        provider, or another way)."""
+        return self.captured - self.refunded - self.refunded_outside
 
 
 class Step(StrEnum):
@@ -114,7 +122,7 @@ def next_step(*, booking: BookingFacts, payment: Held, open_operation: bool, lap
             Step.NOTHING, why=f"a refund of {payment.failed_refunds_owed} failed at the card (support's)"
         )
     if payment.status == P.CAPTURED and due is not None:
-        paid = payment.captured - payment.refunded
+        paid = payment.paid
         if paid > due:
             return Plan(Step.REFUND, paid - due, f"paid {paid}, owed {due} as {booking.state}")
         if paid < due:
@@ -132,7 +140,7 @@ def at_rest(*, booking: BookingFacts, payment: Held) -> bool:
     if payment.failed_refunds_owed > 0:
         return True  # a refund the card refused: support's, nothing automatic changes it
     due = owed(booking)
-    return due is None or payment.captured - payment.refunded <= due
+    return due is None or payment.paid <= due
 
 
 # --- the provider's truth ---------------------------------------------------------------------

@@ -67,6 +67,12 @@ class Payment(ConcurrentTransitionMixin, models.Model):
     failed_refunds_owed = models.DecimalField(
         max_digits=12, decimal_places=2, default=Decimal("0.00"), db_default=Decimal("0.00")
     )
+    # Of what failed refunds owed, what support paid back another way (a bank transfer to a
+    # customer whose card takes nothing back) and recorded: given back, though not by the
+    # provider, so never in `refunded_amount` (the provider's refunds only, compared with its).
+    refunded_outside = models.DecimalField(
+        max_digits=12, decimal_places=2, default=Decimal("0.00"), db_default=Decimal("0.00")
+    )
     # When the held authorization lapses at the provider, by the provider's word.
     authorization_expires_at = models.DateTimeField(null=True, blank=True)
     decline_code = models.CharField(max_length=64, blank=True)
@@ -108,8 +114,8 @@ class Payment(ConcurrentTransitionMixin, models.Model):
 
     @property
     def net_amount(self) -> Decimal:
-        """What the customer has paid: captured less refunded."""
-        return self.captured_amount - self.refunded_amount
+        """What the customer has paid: captured less refunded (by the provider, and another way)."""
+        return self.captured_amount - self.refunded_amount - self.refunded_outside
 
     # --- transitions: pure, own row only --------------------------------------------------------
     def _moved(self) -> None:

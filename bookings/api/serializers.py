@@ -243,7 +243,10 @@ class MoneyOutputSerializer(serializers.Serializer):
             "`charge_unknown` (held, and a charge of it was asked for whose outcome is not known "
             "yet: it may or may not have been charged), `charged`, "
             "`partly_refunded`, `refunded`, `refund_failed` (a refund was made and the card "
-            "refused it after: `refund_failed` is owed still, and our support team gives it back), "
+            "refused it after: `refund_failed` is owed still, and our support team gives it back; "
+            "`refunded_outside` says what of it they paid back another way already), "
+            "`refunded_outside` (the card refused a refund, and our support team paid all it owed "
+            "back another way than to the card: nothing is owed), "
             "`released` (the hold was let go: not charged), "
             "`declined` (by the card's bank), `method_refused` (the provider could not use the "
             "payment method: no bank was asked), `not_charged`."
@@ -261,6 +264,12 @@ class MoneyOutputSerializer(serializers.Serializer):
         decimal_places=2,
         help_text="Refunded, then refused by the card: owed to the customer still (0 unless "
         "`refund_failed`).",
+    )
+    refunded_outside = serializers.DecimalField(
+        max_digits=12,
+        decimal_places=2,
+        help_text="Owed after a refund the card refused, and paid back by our support team another way "
+        "than to the card (a bank transfer): given back, not in `refunded`.",
     )
 
 
@@ -405,6 +414,7 @@ class BookingOutputSerializer(serializers.Serializer):
             "charged": _PRICE.to_representation(money.charged),
             "refunded": _PRICE.to_representation(money.refunded),
             "refund_failed": _PRICE.to_representation(money.refund_failed),
+            "refunded_outside": _PRICE.to_representation(money.refunded_outside),
         }
 
     @extend_schema_field(IfCancelledOutputSerializer(allow_null=True))

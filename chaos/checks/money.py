@@ -8,8 +8,10 @@ beside our payment rows and the partner's ground truth:
   state and the policy owe: confirmed the price, cancelled the fee fixed at the cancel, anything
   unconfirmed or taken back by the partner nothing (`money_owed_mismatch`); and our row says what
   the provider says (`money_ledger_disagrees`). A refund the card refused after it was made is not
-  refunded: it gave nothing back. A booking whose debt is not decided (still open,
-  or support's other cases) is counted, not judged: `everything_ends` judges that;
+  refunded: it gave nothing back; what support recorded paying back another way instead
+  (`refunded_outside`, ours alone: the provider never saw it) is given back. A booking whose
+  debt is not decided (still open, or support's other cases) is counted, not judged:
+  `everything_ends` judges that;
 - `money_one_authorization`: at most one live authorization (held or captured) per booking
   (`authorizations_live_twice`), and no intent the provider made for a payment we do not have
   (`intent_without_payment`);
@@ -112,13 +114,16 @@ def check_money_owed(snapshot: Snapshot) -> CheckResult:
             figures["undecided"] += 1
             continue
         figures["judged"] += 1
-        figures["paid_minor"] += captured - refunded
-        if captured - refunded != minor(owed):
+        outside = minor(row.refunded_outside)
+        figures["paid_minor"] += captured - refunded - outside
+        if captured - refunded - outside != minor(owed):
             result.violations.append(
                 Violation(
                     "money_owed_mismatch",
                     f"{row.booking} ({row.booking_status}) owes {owed} {row.currency}; the provider holds "
-                    f"captured {captured} - refunded {refunded} = {captured - refunded} minor units",
+                    f"captured {captured} - refunded {refunded}"
+                    + (f" - paid back another way {outside}" if outside else "")
+                    + f" = {captured - refunded - outside} minor units",
                     booking=row.booking,
                     evidence=_evidence(snapshot, money, row.booking, row),
                 )

@@ -81,6 +81,7 @@ def payment_facts(payment: Payment, *, open_operation: PaymentOperation | None =
         charged=payment.captured_amount,
         refunded=payment.refunded_amount,
         refund_failed=payment.failed_refunds_owed,
+        refunded_outside=payment.refunded_outside,
     )
 
 
@@ -187,10 +188,11 @@ def _refunded_told(payment: Payment, truth: IntentTruth) -> Decimal | None:
     """The provider's total refunded, read as if every failed refund still owed were in it: a
     total may be older than the failure (a reordered `charge.refunded`), and must not count a
     refund again that we know failed. A newer total is then read short, which never lowers ours
-    (refunds made under our keys are counted by their operations)."""
+    (refunds made under our keys are counted by their operations). What support paid back another
+    way was owed by failed refunds too, and failed at the provider all the same: read less."""
     if truth.refunded is None:
         return None
-    return truth.refunded - payment.failed_refunds_owed
+    return truth.refunded - payment.failed_refunds_owed - payment.refunded_outside
 
 
 def _grow(payment: Payment, field: str, observed: Decimal | None) -> set[str]:
@@ -317,7 +319,7 @@ def refund_truth_apply(
     )["total"] or Decimal("0.00")
     payment.refunded_amount = min(max(made, payment.refunded_amount - amount), payment.captured_amount)
     payment.refunded_amount = max(payment.refunded_amount, Decimal("0.00")).quantize(CENT)
-    held_back = payment.captured_amount - payment.refunded_amount
+    held_back = payment.captured_amount - payment.refunded_amount - payment.refunded_outside
     payment.failed_refunds_owed = min(payment.failed_refunds_owed + amount, held_back).quantize(CENT)
     fields = {"refunded_amount", "failed_refunds_owed"}
     if unsaved is not None:

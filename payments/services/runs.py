@@ -135,6 +135,7 @@ def held(payment: Payment) -> decisions.Held:
         refunded=payment.refunded_amount,
         authorization_expires_at=payment.authorization_expires_at,
         failed_refunds_owed=payment.failed_refunds_owed,
+        refunded_outside=payment.refunded_outside,
     )
 
 

@@ -194,7 +194,9 @@ def payment_health(
     # Support refunding a confirmed stay in full is a decision (goodwill), not money gone missing.
     support_refunded = BookingEvent.objects.filter(booking=OuterRef("booking"), kind__in=SUPPORT_REFUND_KINDS)
     holds_nothing = Q(status__in=(P.VOIDED, P.LAPSED, P.ABANDONED, P.DECLINED)) | Q(
-        ~Exists(support_refunded), status=P.CAPTURED, captured_amount__lte=models.F("refunded_amount")
+        ~Exists(support_refunded),
+        status=P.CAPTURED,
+        captured_amount__lte=models.F("refunded_amount") + models.F("refunded_outside"),
     )
     health.unpaid_confirmed = list(
         Payment.objects.filter(holds_nothing, booking__status=BookingState.CONFIRMED)

@@ -232,6 +232,36 @@ def test_a_refund_the_card_refused_is_support_s_and_a_cancel_refunds_nothing_by_
     assert (money.paid, money.refund, money.fee) == (PRICE, Decimal("0.00"), Decimal("0.00"))
 
 
+@pytest.mark.parametrize(
+    ("owed", "outside", "outcome", "paid"),
+    [
+        ("260.00", "100.00", Outcome.REFUND_WITH_SUPPORT, "260.00"),
+        ("0.00", "360.00", Outcome.NOTHING_TO_REFUND, "0.00"),
+    ],
+    ids=["part-paid-another-way", "all-paid-another-way"],
+)
+def test_money_support_paid_back_another_way_is_not_paid_by_the_customer_any_more(
+    db, owed, outside, outcome, paid
+):
+    """The card refused a refund of 360; support paid 100, then all of it, by bank transfer. A
+    cancel must not count it as still paid (nor, all of it paid, say "refunded to your card")."""
+    facts = PaymentFacts(
+        "charged",
+        "EUR",
+        PRICE,
+        PRICE,
+        Decimal("0.00"),
+        refund_failed=Decimal(owed),
+        refunded_outside=Decimal(outside),
+    )
+    held = booking(S.NEEDS_ATTENTION, money_of(facts).as_json(), **BEFORE_CUT_OFF)
+
+    money = cancel_money(held, at=AT)
+
+    assert (money.outcome, money.paid) == (outcome, Decimal(paid))
+    assert "to your card, in full" not in money.text
+
+
 # --- a booking the partner confirmed, then took away or changed: customer status `disrupted` ---
 def disrupted(message: str, money: dict, **policy):
     """Confirmed, then sent to support by what the partner did (`message`), as the customer sees it."""

@@ -164,6 +164,20 @@ def test_a_refund_the_card_refused_after_it_was_made_is_not_refunded():
     assert check_no_refund_twice(settled).passed
 
 
+def test_a_refund_the_card_refused_paid_back_another_way_settles_what_is_owed():
+    cancelled = row(booking_status="cancelled", cancellation_fee=Decimal("0.00"))
+    failed = refund(amount=36_000, status="failed")
+
+    # support paid the 360 by bank transfer: the provider still says nothing was refunded, ours too
+    paid_outside = replace(cancelled, refunded_outside=Decimal("360.00"))
+    assert check_money_owed(snapshot_with([paid_outside], [intent()], [failed])).passed
+    # only part of it: the rest is still owed
+    part = replace(cancelled, refunded_outside=Decimal("100.00"))
+    result = check_money_owed(snapshot_with([part], [intent()], [failed]))
+    assert kinds(result) == ["money_owed_mismatch"]
+    assert "paid back another way 10000 = 26000" in result.violations[0].message
+
+
 def test_an_unconfirmed_booking_owes_nothing_and_a_hold_s_release_moves_no_money():
     failed = row(status="voided", booking_status="rejected", confirmed_ever=False, captured=Decimal("0.00"))
     released = snapshot_with(

@@ -237,7 +237,8 @@ def assert_money_at_rest(p: Paying, booking: Booking, *, owed: Decimal, code: st
         keys = [r["metadata"].get("operation") for r in refunds]
         assert len(keys) == len(set(keys)), f"a refund made twice: {keys}"
         captured, refunded = intent["amount_received"], sum(r["amount"] for r in refunds)
-    assert Decimal(captured - refunded) / 100 == owed
+    # Money support paid back another way (a refund the card refused) went back too, not by the provider.
+    assert Decimal(captured - refunded) / 100 - payment.refunded_outside == owed
     assert (payment.captured_amount, payment.refunded_amount) == (
         Decimal(captured) / 100,
         Decimal(refunded) / 100,

@@ -651,6 +651,28 @@ def test_an_older_total_after_the_failure_never_counts_the_refund_again(db):
     assert (payment.refunded_amount, payment.failed_refunds_owed) == (Decimal("0.00"), Decimal("360.00"))
 
 
+def test_an_older_total_after_the_failure_was_paid_back_another_way_never_counts_it_either(db):
+    """Support paid the 360 owed back by bank transfer: owed back 0, paid back another way 360.
+    The provider still holds the refund failed; a total of it from before the failure, read less
+    only what is owed back, would count it again as refunded: given back twice in our ledger."""
+    payment, operation = refunded_in_full()
+    deliver(event("charge.refund.updated", refund_object(payment, operation)))
+    payment_event_process(PaymentEvent.objects.get().pk)
+    Payment.objects.filter(pk=payment.pk).update(
+        failed_refunds_owed=Decimal("0.00"), refunded_outside=Decimal("360.00")
+    )
+
+    older = deliver(event("charge.refunded", charge_object(payment, refunded=36_000)))
+
+    payment.refresh_from_db()
+    assert older.json()["status"] == "known"
+    assert (payment.refunded_amount, payment.failed_refunds_owed, payment.refunded_outside) == (
+        Decimal("0.00"),
+        Decimal("0.00"),
+        Decimal("360.00"),
+    )
+
+
 def test_a_refund_the_provider_says_succeeded_changes_nothing(db):
     payment, operation = refunded_in_full()
     written = kinds(payment.booking)

@@ -128,6 +128,7 @@ def test_a_card_that_pays_confirms_the_booking_and_charges_it_once(page, site, a
         "charged": "360.00",
         "refunded": "0.00",
         "refund_failed": "0.00",
+        "refunded_outside": "0.00",
     }
     assert statuses(page)[-1] == "confirmed" and "failed" not in statuses(page)
 
