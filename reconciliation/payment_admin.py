@@ -68,6 +68,18 @@ class PaymentActionForm(forms.Form):
                 "and a note saying why is required. Another amount than the one previewed above is "
                 "previewed first, then confirmed."
             )
+        elif action == money.OUTSIDE:
+            self.fields["amount"].required = True
+            self.fields["previewed"].required = True
+            self.fields["amount"].help_text = (
+                "In the payment's currency: what you paid the customer another way, at most what is owed "
+                "back. Another amount than the one previewed above is previewed first, then confirmed."
+            )
+            self.fields["note"].required = True
+            self.fields["note"].help_text = (
+                "Required: how it was paid (e.g. the bank transfer's reference). It goes on the booking's "
+                "timeline with your name; the customer does not see it."
+            )
         else:
             del self.fields["amount"]
             del self.fields["previewed"]
@@ -158,8 +170,9 @@ class PaymentConsoleMixin:
     def payment_action_view(self, request: HttpRequest, object_id: str, action: str) -> HttpResponse:
         """GET: the preview (refund: of `?amount=`, else of all that is refundable) and a confirm
         form. POST: perform it (once per token), unless the refund's amount is not the previewed one."""
-        if action not in (money.REFUND, money.CAPTURE, money.VOID):
+        if action not in (money.REFUND, money.CAPTURE, money.VOID, money.OUTSIDE):
             raise Http404("No such payment action.")
+        amounts = action in (money.REFUND, money.OUTSIDE)  # an amount typed, previewed, confirmed
         booking = self._paying_booking(request, object_id)
         operator = _operator(request)
         spec = money.PAYMENT_ACTIONS[action]
@@ -205,7 +218,7 @@ class PaymentConsoleMixin:
         else:
             raw = request.GET.get("amount", "").strip()
             amount, amount_errors = None, None
-            if raw and action == money.REFUND:
+            if raw and amounts:
                 try:
                     amount = refund_amount(raw, currency)
                 except forms.ValidationError as exc:
@@ -214,7 +227,7 @@ class PaymentConsoleMixin:
                 action, booking, operator=operator, amount=amount, all_by_default=not amount_errors
             )
             initial: dict[str, Any] = {"token": shown.token}
-            if action == money.REFUND:
+            if amounts:
                 initial["amount"] = raw if amount_errors else shown.amount
                 initial["previewed"] = shown.amount
             form = PaymentActionForm(initial=initial, action=action, currency=currency)

@@ -16,6 +16,7 @@ from reconciliation.models import ProposalState, RefundProposal
 from reconciliation.services.support.payments import (
     APPROVE,
     CAPTURE,
+    OUTSIDE,
     PAYMENT_ACTIONS,
     PROVIDER_TRUTH_PERMISSION,
     REFUND,
@@ -102,6 +103,7 @@ class PaymentPanel:
             "captured": str(payment.captured_amount),
             "refunded": str(payment.refunded_amount),
             "refunds_failed_owed": str(payment.failed_refunds_owed),
+            "refunded_outside": str(payment.refunded_outside),
             "net": str(self.net),
             "refundable": str(self.refundable),
             "owed": None if self.owed is None else str(self.owed),
@@ -166,7 +168,8 @@ def payment_panel(booking: Booking, *, operator: Operator, live: bool = True) ->
             permitted=operator.can(PAYMENT_ACTIONS[name]["permission"]),
             refusal=refusal(name, situation),
         )
-        for name in (REFUND, CAPTURE, VOID)
+        # Recording money paid another way only while refunds the card refused owe some.
+        for name in (REFUND, CAPTURE, VOID, *((OUTSIDE,) if payment.failed_refunds_owed > 0 else ()))
     ]
     return PaymentPanel(
         booking=booking,

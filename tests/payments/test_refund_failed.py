@@ -37,7 +37,7 @@ from payments.models import (
 from payments.services import runs
 from reconciliation.selectors.payment_health import payment_health
 from reconciliation.services.support import Operator, new_token
-from reconciliation.services.support.payments import support_refund
+from reconciliation.services.support.payments import support_record_outside, support_refund
 from tests.bookings.web.conftest import mail_sink  # noqa: F401 - the project's SMTP sink, as a process
 from tests.factories import UserFactory
 from tests.helpers import wait_until
@@ -297,3 +297,132 @@ def test_only_a_refund_decided_after_a_failure_gives_it_back(opened, owed_after)
 
     payment.refresh_from_db()
     assert (payment.refunded_amount, payment.failed_refunds_owed) == (refund.amount, owed_after)
+
+
+# --- paid back another way ----------------------------------------------------------------------------
+PART_TOLD = (
+    "A refund to your card could not be made. We paid 100.00 EUR of it back to you another way and "
+    "still owe you 260.00 EUR; our support team will be in touch to give it back to you."
+)
+ALL_TOLD = (
+    "A refund to your card could not be made, so we paid the 360.00 EUR back to you another way "
+    "instead: you paid 0.00 EUR."
+)
+
+
+def test_a_refund_the_card_cannot_take_paid_another_way_is_recorded_told_once_each_time_and_settles(
+    paying, api_client, customer, groups, request
+):
+    """The card is closed: support pays the customer by bank transfer, 100 then the other 260, and
+    records each (the command, then the service). Before this there was no way to: the ledger owed
+    the 360 for ever, payment health listed it for ever, and the customer kept being told "We
+    still owe you 360.00 EUR" after they were paid."""
+    sink = request.getfixturevalue("mail_sink")
+    booking = refunded_then_failed(paying, customer=customer)
+    who, _ = operator(groups, "support")
+    [intent] = paying.intents(booking)
+
+    out = io.StringIO()
+    call_command(
+        "record_outside_refund",
+        booking.reference,
+        "--amount",
+        "100",
+        "--note",
+        "bank transfer TRF-2026-0001 (card closed)",
+        "--yes",
+        "--as",
+        who.user.username,
+        stdout=out,
+        stderr=io.StringIO(),
+    )
+    assert "260.00 EUR is owed still" in out.getvalue()
+    payment = payment_of(booking)
+    assert (payment.refunded_amount, payment.failed_refunds_owed, payment.refunded_outside) == (
+        ZERO,
+        Decimal("260.00"),
+        Decimal("100.00"),
+    )
+    assert [(r.booking, r.owed) for r in payment_health(probe=False).refunds_failed] == [
+        (booking.reference, "260.00")
+    ]
+    money = api_client.get(f"/api/v1/bookings/{booking.reference}").json()["money"]
+    assert (money["code"], money["message"], money["refund_failed"], money["refunded_outside"]) == (
+        "refund_failed",
+        PART_TOLD,
+        "260.00",
+        "100.00",
+    )
+
+    result = support_record_outside(
+        booking_id=booking.pk,
+        operator=who,
+        token=new_token(),
+        amount="260.00",
+        note="bank transfer TRF-2026-0002",
+    )
+
+    assert result.performed
+    # at rest: captured 360 - refunded 0 at the provider - 360 paid back another way = owed 0,
+    # against the provider's ground truth, which holds the refund failed and nothing given back
+    assert_money_at_rest(paying, booking, owed=ZERO, code="refunded_outside")
+    assert (intent["amount_received"], paying.provider.refunds(intent["id"])) == (36_000, [])
+    payment = payment_of(booking)
+    assert (payment.refunded_amount, payment.failed_refunds_owed, payment.refunded_outside) == (
+        ZERO,
+        ZERO,
+        PRICE,
+    )
+    assert payment.next_check_at is None
+    assert runs.payment_run(booking.pk).run_after_s is None  # automation asks the card nothing
+    assert [state for _, state, _ in refund_operations(booking)] == [OperationState.FAILED]
+    # payment health no longer lists it
+    health = payment_health(probe=False)
+    assert health.refunds_failed == []
+    assert not any(booking.reference in problem for problem in health.problems)
+    # the provider comparisons see the provider's refunds only: no mismatch for the money paid outside
+    from reconciliation.services.settlement import settle_day
+    from reconciliation.services.support.payments import provider_side
+
+    side = provider_side(payment, live=True)
+    assert side.live and [p.name for p in side.pairs if p.mismatch] == []
+    report = settle_day(timezone.now().date())
+    assert [m for m in report.mismatches if m.intent == intent["id"] or m.booking == booking.reference] == []
+
+    # the customer: the page and the API no longer say we owe them; one mail per recording
+    web = Client()
+    web.force_login(customer)
+    page = web.get(f"/bookings/{booking.reference}/").content.decode()
+    assert ALL_TOLD in page and "We still owe you" not in page
+    money = api_client.get(f"/api/v1/bookings/{booking.reference}").json()["money"]
+    assert (money["code"], money["message"], money["refund_failed"], money["refunded_outside"]) == (
+        "refunded_outside",
+        ALL_TOLD,
+        "0.00",
+        "360.00",
+    )
+    mails = Notification.objects.filter(booking=booking, kind=NotificationKind.MONEY)
+    wait_until(
+        lambda: mails.filter(money__code="refunded_outside", state=NotificationState.SENT).exists(),
+        what="the mail about the money paid another way",
+    )
+    assert list(mails.order_by("id").values_list("money__code", flat=True))[-3:] == [
+        "refund_failed",
+        "refund_failed",  # 100 of it paid another way
+        "refunded_outside",
+    ], list(mails.order_by("id").values_list("money__code", "money__refund_failed"))
+    assert mails.filter(money__code="refund_failed", money__refunded_outside="100.00").count() == 1
+    subject = f"Your payment for booking {booking.reference}"
+
+    def told(words: str) -> list:
+        return [
+            m
+            for m in sink.messages()
+            if m["Subject"] == subject and words in " ".join(m.get_body(("plain",)).get_content().split())
+        ]
+
+    wait_until(lambda: len(told(PART_TOLD)) == 1, what="the mail about the part paid another way")
+    assert len(told(ALL_TOLD)) == 1 and len(told(TOLD)) == 1
+    assert "we owe you nothing more" in told(ALL_TOLD)[0].get_body(("plain",)).get_content()
+    rows = [k for k in kinds(booking) if k.endswith("outside")]
+    assert rows == ["payment.refunded_outside", "support.refund_recorded_outside"] * 2

@@ -6,7 +6,9 @@ locks, once per token, and a `support.*` row on the booking's timeline.
   `PAYMENTS_REFUND_APPROVAL_ABOVE` only proposed, and run once another person approves it
   (the two-person rule; the proposer may withdraw it, an approver may reject it);
 - retry the capture: what the booking owes, of a hold the partner's confirmation allows taking;
-- void: release a hold the booking no longer needs (never one a confirmed booking owes).
+- void: release a hold the booking no longer needs (never one a confirmed booking owes);
+- record a refund paid another way: of what refunds the card refused still owe, what support paid
+  the customer outside the provider (a bank transfer); nothing is asked of the provider.
 
 What is asked of the provider is always the payments app's own operation and run, so a support
 refund is keyed, fenced, recorded and settled exactly as automation's. The payment as an action
@@ -17,6 +19,7 @@ finds it, the names, permissions and refusals are in `situation`; the provider's
 from reconciliation.services.support.payments.actions import (
     payment_action_run,
     support_capture,
+    support_record_outside,
     support_refund,
     support_refund_approve,
     support_refund_reject,
@@ -31,6 +34,7 @@ from reconciliation.services.support.payments.provider_side import ProviderSide,
 from reconciliation.services.support.payments.situation import (
     APPROVE,
     CAPTURE,
+    OUTSIDE,
     PAYMENT_ACTIONS,
     PROPOSED_KIND,
     PROVIDER_TRUTH_PERMISSION,
@@ -47,6 +51,7 @@ from reconciliation.services.support.payments.situation import (
 __all__ = [
     "APPROVE",
     "CAPTURE",
+    "OUTSIDE",
     "PAYMENT_ACTIONS",
     "PROPOSED_KIND",
     "PROVIDER_TRUTH_PERMISSION",
@@ -65,6 +70,7 @@ __all__ = [
     "proposal_preview",
     "provider_side",
     "support_capture",
+    "support_record_outside",
     "support_refund",
     "support_refund_approve",
     "support_refund_reject",

@@ -1,5 +1,6 @@
 """The payment actions: refund (part or all of what was captured and not yet refunded), retry the
-capture, void the hold; and the two-person rule's approve and reject.
+capture, void the hold; the two-person rule's approve and reject; and recording a refund the card
+refused as paid another way (the one action that asks nothing of the provider).
 
 Each runs in the frame of the booking actions: the permission, a clean token, the booking and its
 payment locked (in that order, the payments app's), once per token (a token used for another ask
@@ -38,12 +39,14 @@ from payments import messages
 from payments.models import OperationKind, OperationState, Payment, PaymentOperation
 from payments.services.observations import lock_payment
 from payments.services.operations import operation_open
+from payments.services.outside import refund_outside_record
 from payments.services.runs import payment_run, schedule
 from reconciliation.models import ProposalState, RefundProposal
 from reconciliation.services.support.once import Ask, claim_token, clean_token, correction_data, target_key
 from reconciliation.services.support.payments.situation import (
     APPROVE,
     CAPTURE,
+    OUTSIDE,
     PAYMENT_ACTIONS,
     PROPOSED_KIND,
     REFUND,
@@ -53,6 +56,7 @@ from reconciliation.services.support.payments.situation import (
     PaymentSituation,
     approval_above,
     capture_refusal,
+    outside_refusal,
     parse_amount,
     proposal_refusal,
     refund_refusal,
@@ -324,6 +328,78 @@ def support_refund(
     return _finish(result, operation, operator=operator, inline=inline)
 
 
+def support_record_outside(
+    *,
+    booking_id: UUID,
+    operator: Operator,
+    token: str,
+    amount: object,
+    note: str = "",
+    batch: Sequence[str] = (),
+) -> PaymentActionResult:
+    """Record `amount` of what refunds the card refused still owe as paid to the customer another
+    way (a bank transfer: the card takes nothing back). Nothing is asked of the provider; the
+    ledger and the customer's words follow at once. The note saying how it was paid is required:
+    it is the only trace of the money here."""
+    operator.require(PAYMENT_ACTIONS[OUTSIDE]["permission"])
+    token = clean_token(token)
+    note = (note or "").strip()
+    if not note:
+        raise ValidationFailed(
+            "Say how the money was paid (e.g. the bank transfer's reference): it is its only trace here.",
+            fields={"note": ["Required: how it was paid, e.g. the bank transfer's reference."]},
+        )
+    with transaction.atomic():
+        booking, payment, done = _lock(
+            OUTSIDE, booking_id, token, operator=operator, batch=batch, amount=_asked_amount(amount)
+        )
+        if done:
+            return done
+        s = PaymentSituation(booking, payment)
+        _refuse_if(outside_refusal(s))
+        value = parse_amount(amount, s.currency)
+        _refuse_if(outside_refusal(s, value))
+        assert payment is not None
+        money, owed = payment.currency, payment.failed_refunds_owed
+        refund_outside_record(
+            booking=booking, payment=payment, amount=value, actor=Actor.SUPPORT, actor_label=operator.label
+        )
+        record_event(
+            booking,
+            PAYMENT_ACTIONS[OUTSIDE]["kind"],
+            actor=Actor.SUPPORT,
+            actor_label=operator.label,
+            summary=f"{value} {money} of the {owed} {money} owed back recorded by {operator.label} as paid "
+            f"another way: {payment.failed_refunds_owed} {money} owed still",
+            from_state=booking.status,
+            to_state=booking.status,
+            data=correction_data(
+                token,
+                note,
+                amount=str(value),
+                currency=money,
+                owed_before=str(owed),
+                owed=str(payment.failed_refunds_owed),
+                refunded_outside=str(payment.refunded_outside),
+                captured=str(payment.captured_amount),
+                refunded=str(payment.refunded_amount),
+            ),
+        )
+    with log_context(booking=booking.reference):
+        logger.info("support payment action", extra={"action": OUTSIDE, "by": operator.label})
+    left = payment.failed_refunds_owed
+    return PaymentActionResult(
+        OUTSIDE,
+        booking,
+        True,
+        booking.status,
+        booking.status,
+        f"Recorded {value} {money} as paid back another way; "
+        + (f"{left} {money} is owed still." if left else "nothing is owed back any more.")
+        + " The customer is told.",
+    )
+
+
 def support_capture(
     *,
     booking_id: UUID,
@@ -563,6 +639,7 @@ _BOOKING_ACTIONS: dict[str, Callable[..., PaymentActionResult]] = {
     REFUND: support_refund,
     CAPTURE: support_capture,
     VOID: support_void,
+    OUTSIDE: support_record_outside,
 }
 
 
@@ -589,8 +666,10 @@ def payment_action_run(
             "note": note,
             "batch": batch,
         }
-        if action == REFUND:
+        if action in (REFUND, OUTSIDE):
             kwargs["amount"] = amount
+        if action == OUTSIDE:  # nothing is asked of the provider: nothing to run inline
+            return support_record_outside(**kwargs)
         return _BOOKING_ACTIONS[action](**kwargs, inline=inline)
     if action in (APPROVE, REJECT):
         if proposal_id is None:

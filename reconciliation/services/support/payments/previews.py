@@ -17,6 +17,7 @@ from reconciliation.services.support.payments.provider_side import ProviderSide,
 from reconciliation.services.support.payments.situation import (
     APPROVE,
     CAPTURE,
+    OUTSIDE,
     PAYMENT_ACTIONS,
     PROVIDER_TRUTH_PERMISSION,
     REFUND,
@@ -72,6 +73,8 @@ class PaymentPreview:
                 "currency": payment.currency,
                 "captured": str(payment.captured_amount),
                 "refunded": str(payment.refunded_amount),
+                "refunded_outside": str(payment.refunded_outside),
+                "owed_back": str(payment.failed_refunds_owed),
                 "refundable": None if self.refundable is None else str(self.refundable),
                 "owed": None if self.owed is None else str(self.owed),
                 "booking_status": self.booking.status,
@@ -127,6 +130,8 @@ def _effects(action: str, s: PaymentSituation, amount: Decimal | None) -> tuple[
             ],
             warnings,
         )
+    if action == OUTSIDE:
+        return _outside_effects(s, amount), []
     # refund
     shown = f"{amount} {money}" if amount is not None else f"up to {s.refundable} {money}"
     steps = []
@@ -159,6 +164,33 @@ def _effects(action: str, s: PaymentSituation, amount: Decimal | None) -> tuple[
     return steps, warnings
 
 
+def _outside_effects(s: PaymentSituation, amount: Decimal | None) -> list[str]:
+    payment = s.payment
+    assert payment is not None
+    money = payment.currency
+    owed = s.owed_back
+    steps = [
+        f"Record {amount if amount is not None else f'up to {owed}'} {money} of the {owed} {money} owed "
+        "back (refunds the card refused) as paid to the customer another way, as your note says (a bank "
+        "transfer's reference): nothing is asked of the provider, and nothing moves there."
+    ]
+    if amount is None:
+        return steps
+    left, outside = owed - amount, payment.refunded_outside + amount
+    told = (
+        "that we paid it back another way, and no longer that we still owe them"
+        if left == 0
+        else f"what was paid back another way, and that we still owe them {left} {money}"
+    )
+    return [
+        *steps,
+        f"Owed back {owed} → {left} {money}; paid back another way {payment.refunded_outside} → "
+        f"{outside} {money}; refunded by the provider stays {payment.refunded_amount} {money}, as the "
+        "provider says.",
+        f"The customer is told at once (their page, the API, one mail): {told}.",
+    ]
+
+
 def payment_preview(
     action: str,
     booking: Booking,
@@ -173,13 +205,17 @@ def payment_preview(
     provider's live answer. `all_by_default`: a refund without an amount is previewed as one of
     everything refundable (the console's confirm form offers that amount, so it must be what the
     preview showed), not as "up to" it."""
-    if action not in (REFUND, CAPTURE, VOID):
-        raise ValidationFailed(f"Unknown payment action {action!r}; known: {REFUND}, {CAPTURE}, {VOID}.")
+    if action not in (REFUND, CAPTURE, VOID, OUTSIDE):
+        raise ValidationFailed(
+            f"Unknown payment action {action!r}; known: {REFUND}, {CAPTURE}, {VOID}, {OUTSIDE}."
+        )
     booking = Booking.objects.select_related("partner").get(pk=booking.pk)
     payment = Payment.objects.filter(booking=booking).first()
     s = PaymentSituation(booking, payment)
     if action == REFUND and amount is None and all_by_default and s.refundable > 0:
         amount = s.refundable
+    if action == OUTSIDE and amount is None and all_by_default and s.owed_back > 0:
+        amount = s.owed_back
     why_not = refusal(action, s, amount=amount)
     effects, warnings = _effects(action, s, amount) if payment is not None and not why_not else ([], [])
     return PaymentPreview(
@@ -197,7 +233,7 @@ def payment_preview(
         amount=amount,
         refundable=s.refundable if payment is not None else None,
         owed=s.owed,
-        needs_approval=amount is not None and s.needs_approval(amount),
+        needs_approval=action == REFUND and amount is not None and s.needs_approval(amount),
         proposal=s.pending_proposal,
     )
 

@@ -24,6 +24,8 @@ from reconciliation.services.support.once import ActionResult
 
 P = PaymentStatus
 REFUND, CAPTURE, VOID = "refund_payment", "capture_payment", "void_payment"
+# Money a refund the card refused still owes, paid back another way (a bank transfer) and recorded.
+OUTSIDE = "record_outside_refund"
 APPROVE, REJECT = "approve_refund", "reject_refund"
 PAYMENT_ACTIONS: dict[str, dict[str, str]] = {
     REFUND: {
@@ -40,6 +42,13 @@ PAYMENT_ACTIONS: dict[str, dict[str, str]] = {
         "title": "Void the hold",
         "permission": "reconciliation.void_payment",
         "kind": "support.void_requested",
+    },
+    # The refund permission: the refund was decided already (made, then refused by the card), and
+    # whoever may make it again through the provider may say it was paid another way.
+    OUTSIDE: {
+        "title": "Record a refund paid another way",
+        "permission": "reconciliation.refund_payment",
+        "kind": "support.refund_recorded_outside",
     },
     APPROVE: {
         "title": "Approve the refund",
@@ -187,9 +196,15 @@ class PaymentSituation:
 
     @property
     def refundable(self) -> Decimal:
+        """What was captured and has not gone back yet, by the provider or another way."""
         if self.payment is None:
             return Decimal("0.00")
-        return self.payment.captured_amount - self.payment.refunded_amount
+        return self.payment.net_amount
+
+    @property
+    def owed_back(self) -> Decimal:
+        """What refunds the card refused still owe the customer."""
+        return self.payment.failed_refunds_owed if self.payment is not None else Decimal("0.00")
 
     @property
     def capture_amount(self) -> Decimal | None:
@@ -226,9 +241,11 @@ def amount_refusal(s: PaymentSituation, amount: Decimal) -> str:
     money = s.currency
     if amount > s.refundable:
         assert s.payment is not None
+        outside = s.payment.refunded_outside
         return (
             f"At most {s.refundable} {money} can be refunded: {s.payment.captured_amount} captured, "
-            f"{s.payment.refunded_amount} refunded."
+            f"{s.payment.refunded_amount} refunded"
+            + (f", {outside} paid back another way." if outside else ".")
         )
     return ""
 
@@ -254,6 +271,34 @@ def refund_refusal(s: PaymentSituation, amount: Decimal | None = None) -> str:
                 f"Refund proposal #{pending.pk} of {pending.amount} {pending.currency} by "
                 f"{pending.proposed_by_label} waits for approval: approve or reject it first."
             )
+    return ""
+
+
+def outside_refusal(s: PaymentSituation, amount: Decimal | None = None) -> str:
+    """Why no refund paid another way (of `amount`, when given) can be recorded now ('' when it
+    can): only what refunds the card refused still owe, and never while the provider may give
+    money back meanwhile (an operation in flight, a refund proposal waiting)."""
+    why = _common(s)
+    if why:
+        return why
+    money = s.currency
+    if s.owed_back <= 0:
+        return (
+            "No refund the card refused is owed back: there is nothing to record as paid another way "
+            "(a refund through the provider is the Refund action)."
+        )
+    pending = s.pending_proposal
+    if pending is not None:
+        return (
+            f"Refund proposal #{pending.pk} of {pending.amount} {pending.currency} by "
+            f"{pending.proposed_by_label} waits for approval: approved, it would give the money back "
+            "through the provider too. Reject it (or approve it) first."
+        )
+    if amount is not None and amount > s.owed_back:
+        return (
+            f"At most {s.owed_back} {money} is owed back after refunds the card refused: "
+            f"{amount} {money} is more."
+        )
     return ""
 
 
@@ -307,6 +352,8 @@ def refusal(action: str, s: PaymentSituation, *, amount: Decimal | None = None) 
         return capture_refusal(s)
     if action == VOID:
         return void_refusal(s)
+    if action == OUTSIDE:
+        return outside_refusal(s, amount)
     raise ValidationFailed(f"Unknown payment action {action!r}.")
 
 

@@ -1,0 +1,35 @@
+"""Record a refund the card refused as paid to the customer another way (the console's payment
+"Record a refund paid another way")."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import CommandParser
+
+from reconciliation.management.commands._payment_ops import PaymentActionCommand
+from reconciliation.services.support import payments as money
+
+
+class Command(PaymentActionCommand):
+    help = (
+        "Record --amount of what refunds the card refused still owe a booking's customer as paid to them "
+        "another way (a bank transfer: the card takes nothing back), with a --note saying how (required: "
+        "the transfer's reference). Nothing is asked of the provider: what is owed back goes down, the "
+        "payment's refunded_outside up, the customer is told, and support.refund_recorded_outside is on the "
+        "timeline. Shows our payment beside the provider's first and asks to confirm (--yes to skip)."
+    )
+    action = money.OUTSIDE
+    required_to_act = ("amount", "note")
+    confirm_question = "This records money as given back to the customer: it is no longer owed to them."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        super().add_arguments(parser)
+        parser.add_argument(
+            "--amount", help="How much was paid another way, in the payment's currency (e.g. 360.00)."
+        )
+
+    def amount(self, booking, options: dict[str, Any]):
+        if not options.get("amount"):
+            return None
+        return money.parse_amount(options["amount"], booking.currency)
