@@ -8,7 +8,7 @@ shows it with it. The rest is what the payment side then does for a cancelled bo
 the rest released; what was paid beyond the fee is refunded; nothing more is ever charged. While
 a charge's outcome is not known (`charge_unknown`), which of those it will be is not known either:
 the customer is told their money comes back, as a release or a refund. What
-the provider holds is read from what the customer was last told (`customer_view.Money`): no
+the provider holds is read from what the customer was last told (`customer_money.Money`): no
 query, and the page never contradicts its own money line.
 
 The policy itself is put into words here too (`Policy`, `StayPolicy`), once for every place that
@@ -24,7 +24,8 @@ from decimal import Decimal
 from enum import StrEnum
 
 from bookings import ports
-from bookings.customer_view import MONEY_HELD, Money, money_shown, partner_let_go, sent_to_partner
+from bookings.customer_money import MONEY_HELD, Money, money_shown
+from bookings.customer_view import partner_let_go, sent_to_partner
 from bookings.models import Booking, CancellationTerms, Quote
 from bookings.pricing import cancellation_cut_off, cancellation_fee
 from bookings.states import BookingState, CustomerMoney, CustomerStatus

@@ -188,7 +188,7 @@ class Booking(ConcurrentTransitionMixin, CancellationTerms):
     # +1 on every change of status or message: the API's status_version, ETag and SSE event id.
     status_version = models.PositiveIntegerField(default=1, editable=False)
     confirmed_shown_at = models.DateTimeField(null=True, blank=True, editable=False)
-    # What the customer is told about their money, with the amounts told (customer_view.Money);
+    # What the customer is told about their money, with the amounts told (customer_money.Money);
     # empty for a booking without a payment.
     customer_money = models.JSONField(default=dict, blank=True, editable=False)
 

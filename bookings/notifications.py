@@ -63,6 +63,7 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 
+from bookings.customer_money import Money
 from bookings.models import (
     UNFINISHED_NOTIFICATION_STATES,
     Actor,
@@ -230,11 +231,7 @@ def compose(notification: Notification) -> EmailMultiAlternatives:
     return email
 
 
-def _money_told(notification: Notification):
-    # customer_view writes the notifications (it imports this module): its words are read here
-    # when a mail is rendered.
-    from bookings.customer_view import Money
-
+def _money_told(notification: Notification) -> Money | None:
     return Money.from_json(notification.money)
 
 

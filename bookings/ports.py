@@ -31,7 +31,7 @@ from bookings.states import OPEN_STATES
 from config.redis_client import send_hint
 
 if TYPE_CHECKING:
-    from bookings.customer_view import PaymentFacts
+    from bookings.customer_money import PaymentFacts
     from bookings.models import Booking
 
 logger = logging.getLogger(__name__)

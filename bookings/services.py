@@ -17,7 +17,7 @@ from django_fsm import ConcurrentTransition, TransitionNotAllowed, can_proceed
 
 from bookings import catalogue, customer_view, ports
 from bookings.cancelling import fee_if_cancelled
-from bookings.customer_view import PaymentFacts
+from bookings.customer_money import PaymentFacts
 from bookings.models import Actor, Booking, Offer, Quote, new_reference
 from bookings.pricing import Stay, confirmation_deadline, price_stay, validate_stay
 from bookings.states import CANCEL_ACCEPTED, BookingState

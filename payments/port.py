@@ -8,7 +8,7 @@ from uuid import UUID
 from django.conf import settings
 from django.utils import timezone
 
-from bookings.customer_view import PaymentFacts
+from bookings.customer_money import PaymentFacts
 from bookings.models import Booking
 from config.errors import ValidationFailed
 from payments import messages

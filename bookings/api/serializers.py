@@ -17,7 +17,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from bookings.cancelling import Outcome, cancel_money, offer_policy, stay_policy
-from bookings.customer_view import money_shown
+from bookings.customer_money import money_shown
 from bookings.dates import NotADate, parse_date
 from bookings.models import Booking, Offer, Quote
 from bookings.states import CustomerMessage, CustomerMoney, CustomerStatus

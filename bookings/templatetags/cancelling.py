@@ -8,7 +8,7 @@ from __future__ import annotations
 from django import template
 
 from bookings import cancelling
-from bookings.customer_view import Money
+from bookings.customer_money import Money
 from bookings.models import Booking
 
 register = template.Library()

@@ -7,7 +7,7 @@ from datetime import timedelta
 from django import template
 
 from bookings.cancelling import offer_policy
-from bookings.customer_view import Money
+from bookings.customer_money import Money
 from bookings.models import Offer
 
 register = template.Library()

@@ -14,7 +14,7 @@ from rest_framework.fields import DateTimeField
 from rest_framework.test import APIClient
 
 from bookings.cancelling import cancel_money, stay_policy
-from bookings.customer_view import PaymentFacts, money_of
+from bookings.customer_money import PaymentFacts, money_of
 from bookings.models import Booking, BookingEvent, Quote
 from bookings.states import BookingState, CustomerStatus
 from partners.models import PartnerAttempt

@@ -10,7 +10,8 @@ from decimal import Decimal
 import pytest
 from django.test import Client
 
-from bookings.customer_view import Facts, PaymentFacts, View, derive, money_of
+from bookings.customer_money import PaymentFacts, money_of
+from bookings.customer_view import Facts, View, derive
 from bookings.models import Notification, NotificationKind
 from bookings.notifications import compose
 from bookings.states import BookingState, CustomerMessage

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from bookings import catalogue
 from bookings.cancelling import AtPartner, Outcome, at_partner, cancel_money, fee_if_cancelled, stay_policy
-from bookings.customer_view import PaymentFacts, money_of
+from bookings.customer_money import PaymentFacts, money_of
 from bookings.models import Actor
 from bookings.pricing import cancellation_fee
 from bookings.services import BookingRequest, booking_create, booking_request_cancel, quote_create

@@ -12,7 +12,7 @@ from email.message import EmailMessage
 
 import pytest
 
-from bookings.customer_view import PaymentFacts, money_of
+from bookings.customer_money import PaymentFacts, money_of
 from bookings.models import Notification, NotificationKind
 from bookings.notifications import compose
 from bookings.services import booking_request_cancel

@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from bookings import customer_view
 from bookings.cancelling import cancel_money
-from bookings.customer_view import PaymentFacts, money_of
+from bookings.customer_money import PaymentFacts, money_of
 from bookings.models import Actor, Booking, BookingEvent, Notification, NotificationKind
 from bookings.notifications import compose
 from bookings.services import lock_booking

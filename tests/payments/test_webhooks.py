@@ -22,7 +22,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from bookings import customer_view
-from bookings.customer_view import PaymentFacts, money_of
+from bookings.customer_money import PaymentFacts, money_of
 from bookings.states import BookingState
 from config.redis_client import redis_client
 from payments.connector import CallResult, refund_truth

@@ -8,7 +8,7 @@ from decimal import Decimal
 
 from django.utils import timezone
 
-from bookings.customer_view import PaymentFacts, money_of
+from bookings.customer_money import PaymentFacts, money_of
 from bookings.models import Booking, BookingEvent
 from bookings.states import BookingState
 from payments.models import Payment, PaymentStatus

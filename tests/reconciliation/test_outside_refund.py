@@ -20,7 +20,7 @@ from django.core.management.base import CommandError
 from django.urls import reverse
 from django.utils import timezone
 
-from bookings.customer_view import PaymentFacts, money_of, money_shown
+from bookings.customer_money import PaymentFacts, money_of, money_shown
 from bookings.models import Booking, Notification, NotificationKind
 from bookings.states import BookingState
 from config.errors import Conflict, InvalidTransition, ValidationFailed

@@ -9,7 +9,7 @@ from decimal import Decimal
 import pytest
 from django.utils import timezone
 
-from bookings.customer_view import PaymentFacts, money_of
+from bookings.customer_money import PaymentFacts, money_of
 from bookings.models import Booking
 from bookings.states import BookingState, CustomerMessage, CustomerStatus
 from tests.factories import BookingFactory

@@ -1,0 +1,148 @@
+"""What a customer is told about their money (docs/design.md, "Money"): the payments app states
+what its provider holds for a booking (`PaymentFacts`), this module words it (`money_of`) as a
+`CustomerMoney` code with the amounts told (`Money`). `customer_view` stores it with the rest of
+the view; the pages, the API, the mails and the cancel rules read it back from there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+from bookings.models import Booking
+from bookings.states import REFUND_FAILED_PARTLY_PAID_BACK, CustomerMoney
+
+MONEY = CustomerMoney
+
+
+@dataclass(frozen=True)
+class PaymentFacts:
+    """What the payment provider holds for a booking, as the payments app knows it.
+
+    `state` is one of `authorizing` (asked, no answer yet), `held`, `held_in_review` (held, and
+    the provider placed the payment in its review queue), `charge_unknown` (held, and a
+    capture was asked for whose outcome is not known: it may or may not have been taken),
+    `charged` (captured, perhaps partly refunded since), `released` (the hold was voided or
+    lapsed), `declined` (by the card's bank), `refused` (the provider refused the request itself,
+    e.g. a payment method it does not know: no bank saw it), `not_charged` (the booking ended
+    before a hold was asked for). Amounts in the booking's currency; `refund_failed` is what
+    refunds the card refused after they were made still owe the customer (not in `refunded`), and
+    `refunded_outside` what support paid back of it another way (not to the card: not in
+    `refunded` either).
+    """
+
+    state: str
+    currency: str
+    amount: Decimal
+    charged: Decimal = Decimal(0)
+    refunded: Decimal = Decimal(0)
+    refund_failed: Decimal = Decimal(0)
+    refunded_outside: Decimal = Decimal(0)
+
+
+@dataclass(frozen=True)
+class Money:
+    """What the customer is told about their money: a `CustomerMoney` code and its amounts."""
+
+    code: str
+    currency: str
+    amount: Decimal
+    charged: Decimal
+    refunded: Decimal
+    # Refunded, then refused by the card: still owed (stored only when there is some).
+    refund_failed: Decimal = Decimal(0)
+    # Paid back another way than to the card, the card having refused it (stored only when some).
+    refunded_outside: Decimal = Decimal(0)
+
+    @property
+    def paid(self) -> Decimal:
+        """What the customer paid in the end: charged, less what went back to them."""
+        return self.charged - self.refunded - self.refunded_outside
+
+    @property
+    def text(self) -> str:
+        def shown(value: Decimal) -> str:
+            return f"{value:.2f} {self.currency}"
+
+        words = CustomerMoney(self.code).label
+        if self.code == CustomerMoney.REFUND_FAILED and self.refunded_outside > 0:
+            words = REFUND_FAILED_PARTLY_PAID_BACK
+        return words.format(
+            amount=shown(self.amount),
+            charged=shown(self.charged),
+            refunded=shown(self.refunded),
+            paid=shown(self.paid),
+            refund_failed=shown(self.refund_failed),
+            refunded_outside=shown(self.refunded_outside),
+        )
+
+    def as_json(self) -> dict[str, str]:
+        told = {
+            "code": self.code,
+            "currency": self.currency,
+            "amount": str(self.amount),
+            "charged": str(self.charged),
+            "refunded": str(self.refunded),
+        }
+        if self.refund_failed:
+            told["refund_failed"] = str(self.refund_failed)
+        if self.refunded_outside:
+            told["refunded_outside"] = str(self.refunded_outside)
+        return told
+
+    @classmethod
+    def from_json(cls, data: dict[str, str]) -> Money | None:
+        if not data:
+            return None
+        return cls(
+            code=data["code"],
+            currency=data["currency"],
+            amount=Decimal(data["amount"]),
+            charged=Decimal(data["charged"]),
+            refunded=Decimal(data["refunded"]),
+            refund_failed=Decimal(data.get("refund_failed", "0")),
+            refunded_outside=Decimal(data.get("refunded_outside", "0")),
+        )
+
+
+_MONEY_OF_STATE = {
+    "authorizing": MONEY.AUTHORIZING,
+    "held": MONEY.HELD,
+    "held_in_review": MONEY.HELD_IN_REVIEW,
+    "charge_unknown": MONEY.CHARGE_UNKNOWN,
+    "released": MONEY.RELEASED,
+    "declined": MONEY.DECLINED,
+    "refused": MONEY.METHOD_REFUSED,
+    "not_charged": MONEY.NOT_CHARGED,
+}
+
+
+# Money held on the card and not charged, whatever else the provider says of it.
+MONEY_HELD = frozenset({MONEY.HELD, MONEY.HELD_IN_REVIEW})
+
+
+def money_of(facts: PaymentFacts) -> Money:
+    """The words for what the provider holds: exactly what happened, never what will. A refund
+    the card refused, still owed, is said before anything else of a charge: it is what the
+    customer must know (and support's to settle); once support paid it all back another way,
+    that is said instead: "we still owe you" would no longer be true."""
+    if facts.state == "charged":
+        if facts.refund_failed > 0:
+            code = MONEY.REFUND_FAILED
+        elif facts.refunded_outside > 0:
+            code = MONEY.REFUNDED_OUTSIDE
+        elif facts.refunded <= 0:
+            code = MONEY.CHARGED
+        elif facts.refunded >= facts.charged:
+            code = MONEY.REFUNDED
+        else:
+            code = MONEY.PARTLY_REFUNDED
+    else:
+        code = _MONEY_OF_STATE[facts.state]
+    refund_failed = facts.refund_failed if code == MONEY.REFUND_FAILED else Decimal(0)
+    outside = facts.refunded_outside if facts.state == "charged" else Decimal(0)
+    return Money(code, facts.currency, facts.amount, facts.charged, facts.refunded, refund_failed, outside)
+
+
+def money_shown(booking: Booking) -> Money | None:
+    return Money.from_json(booking.customer_money)
