@@ -8,7 +8,8 @@ that declines; one that cancels a booking it confirmed. In each the page is book
 Book button and then left alone: every state its status region showed is recorded with the page's
 clock (`tests.browser.record_shown`), so each test can say what the customer saw and when,
 against the booking's row and the partner's ground truth. The page follows the news on its stream
-without a reload (a marker on `window` survives) and without polling.
+without a reload (a marker on `window` survives) and without polling. The booking the partner
+cancelled is then offered a cancel page that says the partner no longer holds it.
 """
 
 from __future__ import annotations
@@ -284,3 +285,18 @@ def test_a_confirmed_booking_the_partner_cancels_is_shown_disrupted_and_mailed(
     mail_page.set_content(html)
     assert M.DISRUPTED_PARTNER_CANCELLED.label in mail_page.inner_text("body")
     shot(mail_page, "email-disrupted", rules=AXE_WCAG)
+
+    # and its cancel page says what cancelling does now: nothing is left to cancel with the
+    # partner, and it costs nothing; not that they are asked and still hold it
+    page.click("text=Cancel this booking")
+    page.wait_for_url(f"{site.url}/bookings/{booking.reference}/cancel/")
+    assert page.inner_text("h1") == "Are you sure you want to cancel this booking?"
+    main = page.inner_text("main")
+    assert "Seaside Hotels no longer holds your booking, so there is nothing left to cancel with them" in main
+    assert "It shows as Cancelled once we have closed it." in main
+    assert "We ask Seaside Hotels" not in main and "it still exists with them" not in main
+    assert page.inner_text("[data-cancel-money]") == (
+        "This booking takes no payment: cancelling costs nothing, and there is nothing to refund."
+    )
+    assert page.locator("main button", has_text="Yes, cancel this booking").count() == 1
+    shot(page, "cancel-disrupted")

@@ -1,0 +1,269 @@
+"""Customer pages whose state the factories set, in headless Debian Chromium against the live
+server: no partner nor payment process, since none of these pages asks them anything.
+
+The quote of an offer withdrawn (or whose partner paused) since the price was given, and the Book
+clicked on a page opened before that; a quote whose hold expired; the cancel page of a booking the
+partner took away after confirming it, of one never sent to the partner, and of one that cannot be
+cancelled any more; the site briefly unable to reach its database; a password reset link that no
+longer works. Each page state is checked with axe and screenshotted at phone width
+(`tests.browser.shot`).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from django.db import OperationalError
+from django.utils import timezone
+
+from bookings.customer_view import PaymentFacts, money_of
+from bookings.models import Quote
+from bookings.states import BookingState, CustomerMessage, CustomerStatus
+from tests.browser import log_in, name_for_customers, open_quote, shot, status_text
+from tests.factories import BookingFactory, OfferFactory, PartnerFactory, QuoteFactory, UserFactory
+from tests.helpers import unique_code
+
+S = BookingState
+M = CustomerMessage
+pytestmark = [pytest.mark.browser, pytest.mark.integration, pytest.mark.timeout(120)]
+
+PRICE = Decimal("360.00")
+
+
+@pytest.fixture
+def ada(transactional_db):
+    return UserFactory(username="ada", email="ada@example.com")
+
+
+@pytest.fixture
+def offer(transactional_db):
+    offer = OfferFactory(partner=PartnerFactory(code=unique_code("web")), capacity=4)
+    name_for_customers(offer.partner)
+    offer.refresh_from_db()
+    return offer
+
+
+# --- the quote of an offer that cannot be booked now ----------------------------------------------
+def withdraw(offer, how: str) -> None:
+    """As the console does it: a save, which the catalogue's cache hears of."""
+    if how == "withdrawn":
+        offer.is_active = False
+        offer.save(update_fields=["is_active"])
+    else:
+        offer.partner.enabled = False
+        offer.partner.save(update_fields=["enabled"])
+
+
+WHY = {
+    "withdrawn": "This offer is no longer available.",
+    "partner_paused": "This offer's partner is not taking bookings right now.",
+}
+
+
+@pytest.mark.parametrize("how", ["withdrawn", "partner_paused"])
+def test_the_quote_of_an_offer_withdrawn_since_says_why_and_offers_no_book(
+    page, live_server, ada, offer, how
+):
+    # given a price held for the customer, then the offer withdrawn (or its partner paused)
+    open_quote(page, live_server, ada, offer)
+    withdraw(offer, how)
+
+    # when the customer opens the quote's page again, within the hold
+    page.reload()
+    quote = Quote.objects.get()
+    assert not quote.is_expired()
+
+    # then it says why it cannot be booked, and offers neither a hold nor Book nor a card
+    assert page.inner_text("h1") == "Check your booking"
+    unavailable = page.inner_text("#unavailable")
+    assert WHY[how] in unavailable and "This price cannot be booked." in unavailable
+    main = page.inner_text("main")
+    assert "We hold this price for you" not in main and "What happens when you book" not in main
+    assert page.locator("#book").count() == 0
+    assert page.locator("form[action$='/book/']").count() == 0
+    assert page.locator("[name=payment_method]").count() == 0
+    shot(page, f"quote-unavailable-{how}")
+
+    # its way out goes to the offers still bookable
+    page.click("#unavailable >> text=See the offers")
+    page.wait_for_url(f"{live_server.url}/")
+    assert "Double room, sea view" not in page.inner_text("main")
+
+
+def test_book_on_a_quote_page_opened_before_the_offer_was_withdrawn_says_why_and_books_nothing(
+    page, live_server, ada, offer
+):
+    # given the quote's page open with its Book button, then the offer withdrawn
+    open_quote(page, live_server, ada, offer)
+    assert page.locator("#book").count() == 1
+    withdraw(offer, "withdrawn")
+
+    # when the customer clicks Book
+    page.click("#book")
+    page.wait_for_selector("[data-error-summary]")
+
+    # then nothing is booked: the error says why, the page no longer offers Book
+    assert page.title().startswith("Error: ")
+    assert WHY["withdrawn"] in page.inner_text("[data-error-summary]")
+    assert "This price cannot be booked." in page.inner_text("#unavailable")
+    assert "We hold this price for you" not in page.inner_text("main")
+    assert page.locator("#book").count() == 0
+    assert not ada.bookings.exists()
+    shot(page, "quote-book-refused")
+
+
+def test_an_expired_quote_says_so_and_leads_to_a_new_price(page, live_server, ada, offer):
+    # given a quote whose hold ended
+    quote = QuoteFactory(customer=ada, offer=offer, expires_at=timezone.now() - timedelta(minutes=1))
+    log_in(page, live_server, ada)
+
+    # when the customer opens it
+    page.goto(f"{live_server.url}/quotes/{quote.pk}/")
+
+    # then it says the price expired, with no Book, and leads to a new price for the offer
+    main = page.inner_text("main")
+    assert "has expired" in main and "We hold this price for you" not in main
+    assert page.locator("#book").count() == 0
+    shot(page, "quote-expired")
+    page.click("main >> text=Get a new price")
+    page.wait_for_url(f"{live_server.url}/offers/{offer.pk}/")
+
+
+# --- the cancel page --------------------------------------------------------------------------------
+def disrupted(customer, offer, message: CustomerMessage, money: PaymentFacts):
+    """Confirmed, then taken away by the partner (`message`) and handed to support, as the
+    customer is shown it (as tests/bookings/test_cancelling.py builds it)."""
+    reason = {
+        M.DISRUPTED_PARTNER_CANCELLED: "partner_cancelled_confirmed",
+        M.DISRUPTED_PARTNER_LOST: "partner_lost_reservation",
+    }[message]
+    return BookingFactory(
+        customer=customer,
+        offer=offer,
+        status=S.NEEDS_ATTENTION,
+        attention_reason=reason,
+        submission_count=1,
+        confirmed_shown_at=timezone.now() - timedelta(hours=1),
+        customer_status=CustomerStatus.DISRUPTED,
+        customer_message=message,
+        customer_money=money_of(money).as_json(),
+    )
+
+
+TAKEN_AWAY = {
+    # cancelled by the partner, and refunded in full already
+    "cancelled-refunded": (
+        M.DISRUPTED_PARTNER_CANCELLED,
+        PaymentFacts("charged", "EUR", PRICE, PRICE, PRICE),
+        "We have already refunded the 360.00 EUR we charged to your card, in full: there is nothing "
+        "more to refund.",
+    ),
+    # lost by the partner, charged: the refund goes back whatever the customer does
+    "lost-charged": (
+        M.DISRUPTED_PARTNER_LOST,
+        PaymentFacts("charged", "EUR", PRICE, PRICE),
+        "We are refunding the 360.00 EUR you paid to your card, in full, as the partner no longer "
+        "holds your booking: whether or not you cancel.",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(TAKEN_AWAY))
+def test_the_cancel_page_of_a_booking_the_partner_took_away_says_there_is_nothing_to_cancel_with_them(
+    page, live_server, ada, offer, case
+):
+    message, money, money_words = TAKEN_AWAY[case]
+    booking = disrupted(ada, offer, message, money)
+    log_in(page, live_server, ada)
+    page.goto(f"{live_server.url}/bookings/{booking.reference}/")
+    assert message.label in status_text(page)
+
+    # when the customer opens the cancel page from the booking's page
+    page.click("text=Cancel this booking")
+    page.wait_for_url(f"{live_server.url}/bookings/{booking.reference}/cancel/")
+
+    # then it says what cancelling does now: nothing to ask the partner, the money as it stands
+    assert page.inner_text("h1") == "Are you sure you want to cancel this booking?"
+    main = page.inner_text("main")
+    assert "Seaside Hotels no longer holds your booking, so there is nothing left to cancel with them" in main
+    assert "It shows as Cancelled once we have closed it." in main
+    assert page.inner_text("[data-cancel-money]") == money_words
+    why = "Cancelling is free: the partner no longer holds the booking they confirmed."
+    assert page.inner_text(".cancel-money__why") == why
+    # and none of the words of a booking the partner still holds, or never confirmed
+    for untrue in ("We ask Seaside Hotels", "it still exists with them", "Cancelling,", "has not confirmed"):
+        assert untrue not in main, untrue
+    assert "has not been sent to" not in main
+    assert page.locator("main button", has_text="Yes, cancel this booking").count() == 1
+    assert page.locator("main a", has_text="No, keep my booking").count() == 1
+    shot(page, f"cancel-disrupted-{case}")
+
+
+def test_the_cancel_page_of_a_booking_not_sent_yet_says_the_partner_never_hears_of_it(
+    page, live_server, ada, offer
+):
+    # given a booking waiting for its payment: not sent to the partner yet
+    booking = BookingFactory(customer=ada, offer=offer, status=S.REQUESTED)
+    log_in(page, live_server, ada)
+
+    page.goto(f"{live_server.url}/bookings/{booking.reference}/cancel/")
+
+    assert page.inner_text("h1") == "Are you sure you want to cancel this booking?"
+    main = page.inner_text("main")
+    assert "has not been sent to Seaside Hotels yet, so there is nothing to cancel with them" in main
+    assert "We ask Seaside Hotels" not in main and "still exists with them" not in main
+    assert "no longer holds your booking" not in main
+    assert page.locator("main button", has_text="Yes, cancel this booking").count() == 1
+    shot(page, "cancel-not-sent")
+
+
+@pytest.mark.parametrize("status", [S.CANCELLED, S.REJECTED])
+def test_the_cancel_page_of_a_booking_that_cannot_be_cancelled_says_so_and_offers_no_cancel(
+    page, live_server, ada, offer, status
+):
+    booking = BookingFactory(customer=ada, offer=offer, status=status)
+    log_in(page, live_server, ada)
+
+    page.goto(f"{live_server.url}/bookings/{booking.reference}/cancel/")
+
+    assert page.inner_text("h1") == "This booking cannot be cancelled now"
+    main = page.inner_text("main")
+    assert booking.customer_message_text in main
+    assert "Are you sure" not in main and "What happens if you cancel" not in main
+    assert page.locator("main button").count() == 0
+    page.click(f"main >> text=Back to booking {booking.reference}")
+    page.wait_for_url(f"{live_server.url}/bookings/{booking.reference}/")
+    assert page.locator("text=Cancel this booking").count() == 0
+    page.go_back()
+    shot(page, f"cancel-refused-{status}")
+
+
+# --- error pages ----------------------------------------------------------------------------------
+def test_the_database_out_of_reach_is_a_page_saying_to_try_again(
+    page, live_server, monkeypatch, transactional_db
+):
+    # given the database refusing connections (the live server runs in this process)
+    def unreachable():
+        raise OperationalError("connection refused")
+
+    monkeypatch.setattr("bookings.web.views.selectors.bookable_offers", unreachable)
+
+    response = page.goto(f"{live_server.url}/")
+
+    assert response.status == 503
+    assert response.headers["retry-after"]
+    assert page.inner_text("h1") == "We are briefly unavailable"
+    assert "Please try again in a few seconds." in page.inner_text("main")
+    shot(page, "unavailable")
+
+
+def test_a_password_reset_link_that_no_longer_works_says_so_and_offers_a_new_one(page, live_server, ada):
+    page.goto(f"{live_server.url}/account/reset/MQ/not-a-token/")
+
+    assert page.inner_text("h1") == "This link does not work any more"
+    assert page.locator("#id_new_password1").count() == 0
+    shot(page, "password-link-expired")
+    page.click("main >> text=Ask for a new link")
+    page.wait_for_url(f"{live_server.url}/account/password-reset/")
