@@ -84,6 +84,9 @@ def test_the_quote_of_an_offer_withdrawn_since_says_why_and_offers_no_book(
     assert page.locator("#book").count() == 0
     assert page.locator("form[action$='/book/']").count() == 0
     assert page.locator("[name=payment_method]").count() == 0
+    # and no link leads to the offer's dates page, a 404 now that the offer is not bookable
+    assert page.locator(f"a[href='/offers/{offer.pk}/']").count() == 0
+    assert page.locator("text=Change dates or guests").count() == 0
     shot(page, f"quote-unavailable-{how}")
 
     # its way out goes to the offers still bookable
