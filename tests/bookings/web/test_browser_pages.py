@@ -4,9 +4,9 @@ server: no partner nor payment process, since none of these pages asks them anyt
 The quote of an offer withdrawn (or whose partner paused) since the price was given, and the Book
 clicked on a page opened before that; a quote whose hold expired; the cancel page of a booking the
 partner took away after confirming it, of one never sent to the partner, and of one that cannot be
-cancelled any more; the site briefly unable to reach its database; a password reset link that no
-longer works. Each page state is checked with axe and screenshotted at phone width
-(`tests.browser.shot`).
+cancelled any more; a page that is not there, a server error, and the site briefly unable to reach
+its database; a password reset link that no longer works. Each page state is checked with axe and
+screenshotted at phone width (`tests.browser.shot`).
 """
 
 from __future__ import annotations
@@ -244,6 +244,42 @@ def test_the_cancel_page_of_a_booking_that_cannot_be_cancelled_says_so_and_offer
 
 
 # --- error pages ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("path", ["/bookings/BK-NOSUCH1/", "/no-such-page/"])
+def test_a_page_that_is_not_there_says_so_in_the_sites_own_page(page, live_server, ada, path):
+    # a booking that is not there (or another customer's: the same 404), or a mistyped address
+    log_in(page, live_server, ada)
+
+    response = page.goto(f"{live_server.url}{path}")
+
+    assert response.status == 404
+    assert page.inner_text("h1") == "Page not found"
+    assert page.title().startswith("Page not found ")
+    # the site's own page, with ways on: the customer's bookings and the offers
+    assert page.locator("header >> text=My bookings").count() == 1
+    assert page.locator("main a[href='/bookings/']").count() == 1
+    assert page.locator("main a[href='/']").count() == 1
+    shot(page, "not-found")
+
+
+def test_a_server_error_is_the_sites_own_page_saying_to_try_again(
+    page, live_server, monkeypatch, transactional_db
+):
+    # given a page that fails (the live server runs in this process)
+    def broken():
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr("bookings.web.views.selectors.bookable_offers", broken)
+
+    response = page.goto(f"{live_server.url}/")
+
+    assert response.status == 500
+    assert page.inner_text("h1") == "Sorry, something went wrong"
+    assert page.title().startswith("Something went wrong ")
+    assert "Please try again later." in page.inner_text("main")
+    assert "a bug" not in page.content()
+    shot(page, "server-error")
+
+
 def test_the_database_out_of_reach_is_a_page_saying_to_try_again(
     page, live_server, monkeypatch, transactional_db
 ):
