@@ -190,11 +190,14 @@ def shown(page) -> list[Shown]:
     ]
 
 
-def shot(page, name: str, *, ours: bool = True, rules: list[str] | None = None) -> None:
+def shot(
+    page, name: str, *, ours: bool = True, rules: list[str] | None = None, exclude: tuple[str, ...] = ()
+) -> None:
     """Check the page state with axe (WCAG 2.1 A and AA, and axe's best practices, unless `rules`
     names other rule sets), then keep a full-page screenshot as `customer-<name>.png`, a small
     PNG (a 64-colour palette is plenty for these pages). `ours=False`: a page of the browser's
-    own, which axe does not judge."""
+    own, which axe does not judge; `exclude`: CSS selectors of parts that are not ours (the
+    admin's own chrome on a console page)."""
     from PIL import Image
 
     # a click that navigates returns once the new document is committed, before it is parsed:
@@ -203,9 +206,10 @@ def shot(page, name: str, *, ours: bool = True, rules: list[str] | None = None) 
     if ours:
         page.add_script_tag(content=AXE.read_text())
         violations = page.evaluate(
-            "async (rules) => (await axe.run(document, {runOnly: rules})).violations"
-            ".map(v => [v.id, v.nodes.map(n => n.html)])",
-            rules or AXE_RULESETS,
+            "async ([rules, exclude]) => (await axe.run("
+            "exclude.length ? {include: [['html']], exclude: exclude.map(s => [s])} : document,"
+            " {runOnly: rules})).violations.map(v => [v.id, v.nodes.map(n => n.html)])",
+            [rules or AXE_RULESETS, list(exclude)],
         )
         assert violations == [], f"{name}: {violations}"
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
