@@ -166,12 +166,17 @@ def _progress_context(progress: selectors.BookingProgress) -> dict[str, object]:
     timing = None
     if progress.awaits_partner_confirmation:  # else how long the partner takes is beside the point
         timing = selectors.partner_confirmation_times(partner_id=progress.booking.partner_id)
+    booking = progress.booking
+    # Only a booking that did not go ahead offers its dates page again, and only while the offer
+    # can still be booked: withdrawn or its partner paused, that page is a 404.
+    did_not_go_ahead = booking.customer_status == "failed" or booking.customer_message == "disrupted_ended"
     return {
-        "booking": progress.booking,
+        "booking": booking,
         "progress": progress,
-        "awaited": customer_view.awaited(progress.booking),
+        "awaited": customer_view.awaited(booking),
         "timing": timing,
         "poll_after_s": settings.BOOKING_POLL_AFTER_S,
+        "offer_bookable": did_not_go_ahead and not offer_unavailable(booking.offer),
     }
 
 

@@ -18,7 +18,7 @@ import pytest
 from django.db import OperationalError
 from django.utils import timezone
 
-from bookings.customer_view import PaymentFacts, money_of
+from bookings.customer_money import PaymentFacts, money_of
 from bookings.models import Quote
 from bookings.states import BookingState, CustomerMessage, CustomerStatus
 from tests.browser import log_in, name_for_customers, open_quote, shot, status_text
@@ -171,6 +171,49 @@ TAKEN_AWAY = {
         "holds your booking: whether or not you cancel.",
     ),
 }
+
+
+def test_the_page_of_a_booking_the_partner_took_away_says_support_is_on_it_not_that_it_changed(
+    page, live_server, ada, offer
+):
+    charged = PaymentFacts("charged", "EUR", PRICE, PRICE)
+    booking = disrupted(ada, offer, M.DISRUPTED_PARTNER_CANCELLED, charged)
+    log_in(page, live_server, ada)
+    page.goto(f"{live_server.url}/bookings/{booking.reference}/")
+    main = page.inner_text("main")
+    support = "Our support team is sorting it out with Seaside Hotels and will email you what happens next."
+    assert support in main
+    assert "has changed since" not in main  # the partner cancelled it: not a change
+    shot(page, "booking-disrupted-cancelled")
+
+
+@pytest.mark.parametrize("bookable", [True, False], ids=["offer-bookable", "offer-withdrawn"])
+def test_a_booking_that_did_not_go_ahead_offers_its_dates_again_only_while_the_offer_can_be_booked(
+    page, live_server, ada, offer, bookable
+):
+    booking = BookingFactory(
+        customer=ada,
+        offer=offer,
+        status=S.REJECTED,
+        customer_status=CustomerStatus.FAILED,
+        customer_message=M.DECLINED,
+    )
+    if not bookable:
+        withdraw(offer, "withdrawn")
+    log_in(page, live_server, ada)
+    page.goto(f"{live_server.url}/bookings/{booking.reference}/")
+    dates = page.locator("main a", has_text="choose other dates")
+    if bookable:
+        dates.click()
+        page.wait_for_url(f"{live_server.url}/offers/{offer.pk}/")
+        assert page.locator("h1").count() == 1 and "Page not found" not in page.inner_text("h1")
+    else:
+        # its dates page is a 404 now: only the offers are offered
+        assert dates.count() == 0
+        assert "this offer cannot be booked any more" in page.inner_text("main")
+        page.click("main a:has-text('choose another offer')")
+        page.wait_for_url(f"{live_server.url}/")
+        shot(page, "booking-failed-offer-withdrawn-then-offers")
 
 
 @pytest.mark.parametrize("case", list(TAKEN_AWAY))
