@@ -49,10 +49,10 @@ def main() -> int:
     process = subprocess.Popen(honcho, env=env, cwd=BASE_DIR)
 
     def stop_processes(signum: int, frame: object) -> None:
-        # Ctrl-C reaches honcho directly (same process group); TERM or HUP sent to us alone
-        # must be passed on, or honcho and its children would outlive us.
-        if signum != signal.SIGINT:
-            process.send_signal(signal.SIGINT)
+        # Any of these sent to us alone (a `kill -INT` included, not only TERM or HUP) must be
+        # passed on, or honcho and its children would outlive us. Ctrl-C also reaches honcho
+        # directly (same process group): a second SIGINT changes nothing, honcho stops once.
+        process.send_signal(signal.SIGINT)
 
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, stop_processes)

@@ -42,12 +42,16 @@ class _FakeHoncho:
     """Stands in for the honcho process (the edge of this unit test): records its environment."""
 
     started: list[dict[str, str]] = []
+    signalled: list[int] = []
 
     def __init__(self, argv: list[str], *, env: dict[str, str], cwd: object) -> None:
         _FakeHoncho.started.append(env)
 
     def wait(self) -> int:
         return 0
+
+    def send_signal(self, signum: int) -> None:
+        _FakeHoncho.signalled.append(signum)
 
 
 def test_make_run_puts_the_router_on_its_port_and_the_servers_behind_it_on_the_next(monkeypatch, tmp_path):
@@ -67,3 +71,19 @@ def test_make_run_puts_the_router_on_its_port_and_the_servers_behind_it_on_the_n
     ports = [env[name] for name in ("ROUTER_PORT", "WEBHOOK_PORT", "WEB_PORT", "EVENTS_PORT")]
     assert ports == ["9000", "9001", "9002", "9003"]
     assert env["TRUSTED_PROXY_COUNT"] == "1"  # the router adds the client's address
+
+
+def test_make_run_passes_any_stop_signal_sent_to_it_alone_on_to_honcho(monkeypatch, tmp_path):
+    handlers = {}
+    monkeypatch.setattr(subprocess, "Popen", _FakeHoncho)
+    monkeypatch.setattr(signal, "signal", lambda signum, handler: handlers.__setitem__(signum, handler))
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:6379/15")
+    monkeypatch.setenv("VAR_DIR", str(tmp_path))
+    _FakeHoncho.signalled.clear()
+    assert devstack.main() == 0
+
+    # `kill -INT <make run's pid>` reaches only us, not honcho's process group: we pass it on,
+    # as TERM and HUP, so nothing make run started outlives it.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        handlers[signum](signum, None)
+    assert _FakeHoncho.signalled == [signal.SIGINT] * 3
