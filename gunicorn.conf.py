@@ -23,9 +23,21 @@ def _json_lines() -> None:
             handler.setFormatter(JsonFormatter())
 
 
+def _errors_in_the_one_shape() -> None:
+    """A request gunicorn refuses before the application sees it (a URL or a header too long, a
+    request line it cannot read) is answered in the one error shape, not gunicorn's HTML page:
+    every worker calls `gunicorn.util.write_error` for it (config/raw_errors.py)."""
+    from gunicorn import util
+
+    from config.raw_errors import gunicorn_write_error
+
+    util.write_error = gunicorn_write_error
+
+
 # The master's handlers (set up again on a reload) and each worker's, inherited at the fork.
 def on_starting(server: object) -> None:
     _json_lines()
+    _errors_in_the_one_shape()
 
 
 def on_reload(server: object) -> None:

@@ -16,6 +16,8 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
+from config.raw_errors import status_code_name
+
 
 class ApplicationError(Exception):
     """Base of every error the application raises on purpose."""
@@ -72,7 +74,7 @@ def status_error_response(status_code: int, *, headers=None) -> JsonResponse:
         phrase = HTTPStatus(status_code).phrase
     except ValueError:
         phrase = "Error"
-    return error_response(status_code, phrase.lower().replace(" ", "_"), phrase + ".", headers=headers)
+    return error_response(status_code, status_code_name(status_code), phrase + ".", headers=headers)
 
 
 def _flatten(detail: Any) -> Any:

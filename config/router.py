@@ -19,12 +19,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import logging
 import sys
 from dataclasses import dataclass
 
 from bookings.streams.routing import STREAM_PATH
+from config.raw_errors import error_message, http_error
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +54,10 @@ class Router:
     async def handle(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
         try:
             head = await client_reader.readuntil(b"\r\n\r\n")
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+        except asyncio.LimitOverrunError:
+            await _answer(client_writer, 431, "request_header_fields_too_large", error_message(431, ""))
+            return
+        except (asyncio.IncompleteReadError, ConnectionError):
             client_writer.close()
             return
         request = _forwarded_head(head, client_writer.get_extra_info("peername"))
@@ -115,13 +118,7 @@ async def _copy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 
 
 async def _answer(writer: asyncio.StreamWriter, status: int, code: str, message: str) -> None:
-    body = json.dumps({"error": {"code": code, "message": message}}).encode()
-    reason = {400: "Bad Request", 502: "Bad Gateway"}[status]
-    writer.write(
-        f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
-        + body
-    )
+    writer.write(http_error(status, code, message))
     with contextlib.suppress(ConnectionError):
         await writer.drain()
     writer.close()

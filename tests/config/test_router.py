@@ -185,3 +185,13 @@ def test_an_upstream_that_does_not_answer_is_a_502_in_the_one_error_shape(tmp_pa
     assert response.json() == {
         "error": {"code": "bad_gateway", "message": f"127.0.0.1:{closed_port} does not answer."}
     }
+
+
+def test_a_request_head_too_large_to_read_is_a_431_in_the_one_error_shape(router):
+    # 70 KB of one header: more than the router reads of a head (MAX_HEAD_BYTES). It used to
+    # drop the connection with no answer at all.
+    response = requests.get(router.url + "/api/v1/offers", headers={"X-Big": "x" * 70_000}, timeout=10)
+
+    assert response.status_code == 431
+    error = {"code": "request_header_fields_too_large", "message": "The request's headers are too large."}
+    assert response.json() == {"error": error}
