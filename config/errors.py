@@ -47,6 +47,13 @@ class Conflict(ApplicationError):
     http_status = status.HTTP_409_CONFLICT
 
 
+class Unavailable(ApplicationError):
+    """A service of ours the request needs (our Redis) does not answer: nothing was done."""
+
+    code = "unavailable"
+    http_status = status.HTTP_503_SERVICE_UNAVAILABLE
+
+
 class InvalidTransition(Conflict):
     code = "invalid_state"
 

@@ -61,6 +61,24 @@ def send_for_partner(
     send(actor_name, *args, queue_name=partner.queue_name, delay_s=delay_s, options=options)
 
 
+def send_for_partner_on_commit(actor_name: str, partner: Partner, *args: object) -> None:
+    """Queue after commit, as a hint: for work the caller's committed rows already mark due (a
+    compensation decided and not verified), which the sweeper queues when Redis does not take it.
+    A broker that does not answer then never fails the request (a support action) that committed."""
+
+    def send_or_leave_to_sweeper() -> None:
+        try:
+            send_hint(lambda: send_for_partner(actor_name, partner, *args))
+        except Exception:  # the broker's errors, whichever: the rows say it is due
+            logger.warning(
+                "work committed but not queued; the sweeper will queue it",
+                exc_info=True,
+                extra={"actor": actor_name, "partner": partner.code},
+            )
+
+    transaction.on_commit(send_or_leave_to_sweeper)
+
+
 def send_audit_sync(booking_id: UUID | str, partner: Partner) -> None:
     """Re-read a confirmed booking for the sweeper's audit, on the partner's audit queue. Only
     the audit: every other sync (a due booking's, a webhook's, support's) and every submission

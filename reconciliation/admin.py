@@ -205,7 +205,7 @@ class SupportBookingAdmin(PaymentConsoleMixin, BookingAdmin):
             token = request.POST.get("token", "")
             operator = _operator(request)
             batch = [support.target_key(booking) for booking in bookings]
-            performed = skipped = 0
+            queued = waiting = skipped = 0
             for booking in bookings:
                 try:
                     result = support.support_sync(
@@ -214,12 +214,24 @@ class SupportBookingAdmin(PaymentConsoleMixin, BookingAdmin):
                 except ApplicationError as exc:
                     messages.error(request, f"{booking.reference}: {exc.message}")
                     continue
-                performed += result.performed
-                skipped += not result.performed
-            messages.success(request, f"Sync queued for {performed} booking(s).")
+                if not result.performed:
+                    skipped += 1
+                    if not result.queued:  # requested by this confirmation, still owed
+                        messages.warning(request, f"{booking.reference}: {result.message}")
+                elif result.queued:
+                    queued += 1
+                else:
+                    waiting += 1
+            if queued or not waiting:
+                messages.success(request, f"Sync queued for {queued} booking(s).")
+            if waiting:
+                messages.warning(
+                    request,
+                    f"Sync requested for {waiting} booking(s), {support.NOT_QUEUED}",
+                )
             if skipped:
                 messages.warning(
-                    request, f"{skipped} already queued by this confirmation; nothing more was done."
+                    request, f"{skipped} already requested by this confirmation; nothing more was done."
                 )
             return None
         context = {

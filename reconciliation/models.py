@@ -11,6 +11,10 @@ approval needs.
 `ActionToken` is what a support action's token was first used for (the action, its targets, what
 was asked beyond them, who asked): the same token asking anything else is refused
 (`services.support.once.claim_token`), as an idempotency key reused with another body is.
+
+`OwedMessage` is a message a support action owes a worker (a sync, a submission), written in the
+action's transaction: the hint after commit sends it and marks it sent; one the broker did not take
+(our Redis down) is sent by the sweeper once the broker answers again (docs/design.md, invariant 3).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Now
 from django.utils import timezone
 
 
@@ -95,3 +100,27 @@ class ActionToken(models.Model):
 
     def __str__(self) -> str:
         return f"{self.token}: {self.action} of {', '.join(self.targets)} by {self.operator_label}"
+
+
+class OwedMessage(models.Model):
+    """A support action's message for its booking's partner queue, owed until it is on the queue.
+
+    Written with the action (so a committed action can never lose its message), marked sent by
+    the action's hint after commit or, when our Redis did not take it, by the sweeper
+    (`sweeper._send_owed_messages`) once it does."""
+
+    id = models.BigAutoField(primary_key=True)
+    booking = models.ForeignKey("bookings.Booking", on_delete=models.CASCADE, related_name="+")
+    actor_name = models.CharField(max_length=40)
+    action_token = models.CharField(max_length=64, db_default="", blank=True)
+    owed_at = models.DateTimeField(db_default=Now())
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            # The sweeper reads the unsent ones only.
+            models.Index(fields=["owed_at"], condition=Q(sent_at__isnull=True), name="owed_message_unsent"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.actor_name} for {self.booking_id} ({'sent' if self.sent_at else 'owed'})"

@@ -400,11 +400,8 @@ def request_compensation(
             summary=compensation_summary(reservation, "requested"),
             data=compensation_data(reservation),
         )
-    transaction.on_commit(
-        lambda: messages.send_for_partner(
-            messages.COMPENSATE_RESERVATION, reservation.partner, reservation_id
-        )
-    )
+    # Due for the sweeper now (`compensation_requested_at`): the message is a hint.
+    messages.send_for_partner_on_commit(messages.COMPENSATE_RESERVATION, reservation.partner, reservation_id)
 
 
 def request_compensation_again(reservation: PartnerReservation) -> None:
@@ -413,11 +410,7 @@ def request_compensation_again(reservation: PartnerReservation) -> None:
     PartnerReservation.objects.filter(pk=reservation.pk, compensated_at__isnull=True).update(
         compensation_requested_at=timezone.now()
     )
-    transaction.on_commit(
-        lambda: messages.send_for_partner(
-            messages.COMPENSATE_RESERVATION, reservation.partner, reservation.pk
-        )
-    )
+    messages.send_for_partner_on_commit(messages.COMPENSATE_RESERVATION, reservation.partner, reservation.pk)
 
 
 def _handle_orphan(reservation: PartnerReservation, *, actor: Actor | str, actor_label: str) -> None:

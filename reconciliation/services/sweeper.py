@@ -59,6 +59,7 @@ from partners.services.webhooks import inbound_refused_prune
 from payments import messages as payment_messages
 from payments import selectors as payment_selectors
 from reconciliation import claims
+from reconciliation.models import OwedMessage
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +84,7 @@ class SweepReport:
     notifications_delivery_unknown: int = 0
     payments_queued: int = 0
     payment_events_requeued: int = 0
+    support_messages_sent: int = 0
     listings: list[str] = field(default_factory=list)
     batches: int = 0
 
@@ -103,6 +105,7 @@ class SweepReport:
             "notifications_delivery_unknown": self.notifications_delivery_unknown,
             "payments_queued": self.payments_queued,
             "payment_events_requeued": self.payment_events_requeued,
+            "support_messages_sent": self.support_messages_sent,
             "listings": self.listings,
             "batches": self.batches,
         }
@@ -218,6 +221,7 @@ def sweep(
     ) = _settle_abandoned_notifications(now, partner, dry_run)
     report.notifications_requeued = _requeue_lost_notifications(now, partner, dry_run)
     report.payments_queued, report.payment_events_requeued = _queue_payments(now, partner, dry_run)
+    report.support_messages_sent = _send_owed_messages(now, partner, dry_run)
     report.listings = _walk_listings(partner, dry_run)
     logger.info("sweep finished", extra=report.as_dict())
     return report
@@ -507,6 +511,38 @@ def _queue_payments(now: datetime, partner: Partner | None, dry_run: bool) -> tu
         dry_run=dry_run,
     )
     return runs, events
+
+
+def _send_owed_messages(now: datetime, partner: Partner | None, dry_run: bool) -> int:
+    """The messages support actions owe (a sync, a submission) that our Redis did not take when
+    the action committed (`support.owed`): sent now, each under the claim a due booking's step of
+    the same kind takes (`<actor>:<booking>`, held until a worker takes it up), so a copy already
+    waiting on the queue, the sweeper's or this one's, is not doubled; then no longer owed. One
+    owed for less than a sweep's interval is left to its action's own hint."""
+    owed = OwedMessage.objects.filter(
+        sent_at__isnull=True, owed_at__lte=now - timedelta(seconds=settings.RECONCILE_INTERVAL_S)
+    )
+    rows = list(
+        _for_partner(owed, partner, "booking__partner")
+        .order_by("owed_at", "id")
+        .values_list("id", "actor_name", "booking_id")[: settings.RECONCILE_BATCH_SIZE]
+    )
+    if dry_run:
+        return len(rows)
+    sent = 0
+    for row_id, actor_name, booking_id in rows:
+        claim = claims.claim_until_taken_up(f"{actor_name}:{booking_id}", settings.RECONCILE_STEP_CLAIM_TTL_S)
+        if claim is not None:
+            try:
+                messages.send_for_booking(actor_name, booking_id, options=claim)
+            except Exception:
+                with suppress(redis.RedisError):  # otherwise the claim lasts its TTL
+                    claims.release(claim)
+                raise
+            sent += 1
+        # Sent, or a copy of the same step is still waiting for a worker: it does the work.
+        OwedMessage.objects.filter(pk=row_id).update(sent_at=timezone.now())
+    return sent
 
 
 def _walk_listings(partner: Partner | None, dry_run: bool) -> list[str]:

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
+import redis
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -239,6 +240,11 @@ class ActionCommand(BaseCommand):
                         console.print(f"[{style}]{self.label(shown)}{moved}: {result.message}[/]")
                 except support.SupportActionDenied as exc:
                     raise CommandError(exc.message) from exc
+                except redis.RedisError as exc:  # the services leave nothing to Redis they need: a bug
+                    raise CommandError(
+                        f"{self.label(shown)}: our Redis is not answering ({type(exc).__name__}); "
+                        "see its timeline for what was recorded."
+                    ) from None
                 except ApplicationError as exc:
                     failures += 1
                     results.append(

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 
+import redis
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
 from partners.models import Partner
-from reconciliation.services.sweeper import sweep
+from reconciliation.services.support.owed import queue_answers
+from reconciliation.services.sweeper import SweepReport, sweep
 
 
 class Command(BaseCommand):
@@ -28,14 +31,16 @@ class Command(BaseCommand):
             if partner is None:
                 known = ", ".join(Partner.objects.values_list("code", flat=True)) or "none"
                 raise CommandError(f"No partner {options['partner']!r} (known: {known}).")
+        if not options["dry_run"] and not queue_answers():
+            raise CommandError("Our queue (Redis) is not answering; nothing was swept. Try again shortly.")
         if options["json"]:
-            report = sweep(dry_run=options["dry_run"], partner=partner)
+            report = self._sweep(dry_run=options["dry_run"], partner=partner)
             self.stdout.write(json.dumps(report.as_dict()))
             return
         console = Console(file=self.stdout, highlight=False)
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task("sweeping", total=None)
-            report = sweep(
+            report = self._sweep(
                 dry_run=options["dry_run"], partner=partner, progress=lambda n: progress.advance(task, n)
             )
         table = Table(title="Sweep" + (" (dry run)" if options["dry_run"] else ""))
@@ -48,5 +53,15 @@ class Command(BaseCommand):
         table.add_row("settled bookings with an unresolved create", str(report.fenced_terminal))
         table.add_row("payments run (due, not at rest)", str(report.payments_queued))
         table.add_row("stale payment webhooks re-queued", str(report.payment_events_requeued))
+        table.add_row("support messages sent (owed since Redis was down)", str(report.support_messages_sent))
         table.add_row("change listings walked", ", ".join(report.listings) or "-")
         console.print(table)
+
+    def _sweep(self, **kwargs) -> SweepReport:
+        try:
+            return sweep(**kwargs)
+        except redis.RedisError as exc:  # it stopped answering meanwhile: a line, not a traceback
+            raise CommandError(
+                f"Our queue (Redis) stopped answering during the sweep ({type(exc).__name__}); what it did "
+                f"not queue is due again within {settings.RECONCILE_SYNC_AGE_S} s. Try again shortly."
+            ) from None

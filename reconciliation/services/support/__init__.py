@@ -25,6 +25,7 @@ from reconciliation.services.support.orphans.situation import (
     link_candidate,
     orphan_case_by_id,
 )
+from reconciliation.services.support.owed import NOT_QUEUED
 from reconciliation.services.support.permissions import (
     ACTIONS,
     CANCEL,
@@ -54,6 +55,7 @@ __all__ = [
     "CANCEL",
     "CLOSE_LIVE_ORPHAN_PERMISSION",
     "COMPENSATE",
+    "NOT_QUEUED",
     "ORPHAN_ACTIONS",
     "ORPHAN_CANCEL",
     "ORPHAN_CLOSE",

@@ -1,16 +1,20 @@
 """The five support actions: the same services and actors as automation, permission-checked,
 once per token, re-checked under the booking's lock, and audited as one named correction
 (`support.*`) on the timeline with the operator and the old and new state. Partner work is
-queued after commit."""
+owed in the action's transaction and queued after commit (`owed`): while our Redis is down the
+action still commits, its work is sent by the sweeper once Redis answers, and the operator is
+told it is not queued yet."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 from uuid import UUID
 
+import redis
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
@@ -24,6 +28,7 @@ from config.logging import log_context
 from partners import messages
 from partners.services.observations import reconcile_booking, request_compensation_again
 from partners.services.sync import booking_sync
+from reconciliation.services.support import owed
 from reconciliation.services.support.checks import RESOLUTIONS, Situation, outcome_refusal, refusal
 from reconciliation.services.support.once import ActionResult, clean_token, correction_data, lock_unless_done
 from reconciliation.services.support.permissions import (
@@ -57,7 +62,13 @@ def _support_action(action: str) -> Callable[[Body], Body]:
             token = clean_token(token)
             with transaction.atomic():
                 booking, done = lock_unless_done(
-                    action, booking_id, token, operator=operator.label, batch=batch, **_asked(action, kwargs)
+                    action,
+                    booking_id,
+                    token,
+                    operator=operator.label,
+                    batch=batch,
+                    not_queued=_still_owed,
+                    **_asked(action, kwargs),
                 )
                 if done:
                     return done
@@ -66,6 +77,7 @@ def _support_action(action: str) -> Callable[[Body], Body]:
                 if why_not:
                     raise InvalidTransition(why_not)
                 result = body(situation, operator=operator, token=token, **kwargs)
+            result = _told(result)  # committed: its hints have run (unless a caller's transaction is open)
             with log_context(booking=booking.reference, partner_key=booking.partner_key):
                 logger.info(
                     "support action",
@@ -83,8 +95,19 @@ def _asked(action: str, kwargs: dict[str, Any]) -> dict[str, object]:
     return {"outcome": kwargs.get("outcome")} if action == RESOLVE else {}
 
 
-def _send_after_commit(actor_name: str, booking_id: UUID) -> None:
-    transaction.on_commit(lambda: messages.send_for_booking(actor_name, booking_id))
+def _still_owed(booking, token: str) -> str:
+    """For a double submit: what the earlier action still owes our queue, in words, while the
+    queue does not answer ('' once it does: its hint or, within a sweep, the sweeper sends it)."""
+    waiting = owed.unsent(booking.pk, token)
+    return waiting if waiting and not owed.queue_answers() else ""
+
+
+def _told(result: ActionResult) -> ActionResult:
+    """The result as the operator is told it: `if_not_queued` when a message it owes is not on
+    the queue (the action is committed; the sweeper sends the message once Redis answers)."""
+    if not result.owed or not owed.waiting(result.owed):
+        return result
+    return dataclasses.replace(result, message=result.if_not_queued, queued=False)
 
 
 @_support_action(SYNC)
@@ -102,9 +125,18 @@ def _request_sync(
         to_state=booking.status,
         data=correction_data(token, note, queue=booking.partner.queue_name, inline=inline),
     )
-    if not inline:
-        _send_after_commit(messages.SYNC_BOOKING, booking.pk)
-    return ActionResult(SYNC, booking, True, booking.status, booking.status, "Sync queued.")
+    # Inline, this process runs the sync after commit; owed all the same until it has.
+    sync = owed.owe(booking, messages.SYNC_BOOKING, token=token, hint=not inline)
+    return ActionResult(
+        SYNC,
+        booking,
+        True,
+        booking.status,
+        booking.status,
+        "Sync queued.",
+        owed=(sync,),
+        if_not_queued=f"Sync requested, {owed.NOT_QUEUED}",
+    )
 
 
 def support_sync(
@@ -127,9 +159,28 @@ def support_sync(
     if not inline or not requested.performed:
         return requested
     booking = requested.booking
-    messages.send_follow_up(
-        booking.pk, booking_sync(booking.pk, actor=Actor.SUPPORT, actor_label=operator.label)
+    # The partner guard's cap and breaker live in our Redis: without it the partner is not asked,
+    # and the owed sync waits for the sweeper.
+    not_asked = dataclasses.replace(
+        requested,
+        queued=False,
+        message=(
+            "Sync requested; the partner was not asked now: our Redis (the queue and the partner's "
+            "guard) is not answering. The sweeper sends the sync once it answers again."
+        ),
     )
+    if not owed.queue_answers():
+        return not_asked
+    try:
+        follow_up = booking_sync(booking.pk, actor=Actor.SUPPORT, actor_label=operator.label)
+    except redis.RedisError:
+        logger.warning("inline support sync found Redis down; left to the sweeper", exc_info=True)
+        return not_asked
+    owed.mark_sent(*(o.row_id for o in requested.owed))
+    try:
+        messages.send_follow_up(booking.pk, follow_up)
+    except redis.RedisError:  # the booking's own next_check_at brings it back
+        logger.warning("inline support sync's follow-up not queued", exc_info=True)
     booking.refresh_from_db()
     last = booking.events.filter(kind__startswith="sync.").order_by("-occurred_at", "-id").first()
     message = f"Synced: {last.summary if last else 'no result recorded'}."
@@ -167,8 +218,17 @@ def support_retry(situation: Situation, *, operator: Operator, token: str, note:
             to_state=booking.status,
             data=data,
         )
-    _send_after_commit(messages.SUBMIT_BOOKING, booking.pk)
-    return ActionResult(RETRY, booking, True, old, booking.status, "Submission queued.")
+    submission = owed.owe(booking, messages.SUBMIT_BOOKING, token=token)
+    return ActionResult(
+        RETRY,
+        booking,
+        True,
+        old,
+        booking.status,
+        "Submission queued.",
+        owed=(submission,),
+        if_not_queued=f"Submission requested, {owed.NOT_QUEUED}",
+    )
 
 
 @_support_action(COMPENSATE)
@@ -195,10 +255,18 @@ def support_compensate(
     # is driven again, with tries of its own: the compensation actor verifies by a lookup.
     for reservation in situation.stalled_compensations:
         request_compensation_again(reservation)
-    if situation.fenced:
-        _send_after_commit(messages.SYNC_BOOKING, booking.pk)
+    syncs = (owed.owe(booking, messages.SYNC_BOOKING, token=token),) if situation.fenced else ()
     message = f"Failed; {cancelling}." if live else "Failed; nothing to cancel."
-    return ActionResult(COMPENSATE, booking, True, old, booking.status, message)
+    return ActionResult(
+        COMPENSATE,
+        booking,
+        True,
+        old,
+        booking.status,
+        message,
+        owed=syncs,
+        if_not_queued=f"{message} The sync its unknown create needs is {owed.NOT_QUEUED}",
+    )
 
 
 @_support_action(CANCEL)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
@@ -34,6 +34,11 @@ class ActionResult:
     from_state: str
     to_state: str
     message: str
+    # The messages the action owes a worker (`owed.Owed`), and what to say instead of `message`
+    # when one is not on the queue (our Redis down): the action is done, its work not queued yet.
+    owed: tuple = field(default=(), compare=False, repr=False)
+    if_not_queued: str = field(default="", compare=False, repr=False)
+    queued: bool = True  # False: something it asked for waits for our queue (sent by the sweeper)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -43,6 +48,7 @@ class ActionResult:
             "from_state": self.from_state,
             "to_state": self.to_state,
             "message": self.message,
+            "queued": self.queued,
         }
 
 
@@ -138,11 +144,19 @@ def claim_token(token: str, ask: Ask) -> None:
 
 
 def lock_unless_done(
-    action: str, booking_id: UUID, token: str, *, operator: str, batch: Iterable[str] = (), **params: object
+    action: str,
+    booking_id: UUID,
+    token: str,
+    *,
+    operator: str,
+    batch: Iterable[str] = (),
+    not_queued: Callable[[Booking, str], str] | None = None,
+    **params: object,
 ) -> tuple[Booking, ActionResult | None]:
     """Lock the booking and claim the token for this ask (inside the caller's transaction); when
     the token was already used for it here, also the earlier result, and the caller does nothing
-    more."""
+    more. `not_queued(booking, token)`: how the earlier action's work still waits for our queue
+    ('' when it does not), said instead of claiming it done."""
     booking = lock_booking(booking_id)
     claim_token(token, Ask.of(action, target_key(booking), operator=operator, batch=batch, **params))
     earlier = (
@@ -152,6 +166,8 @@ def lock_unless_done(
     )
     if earlier is None:
         return booking, None
+    by = f"by {earlier.actor_label} at {earlier.occurred_at:%H:%M:%S} ({earlier.kind})"
+    waiting = not_queued(booking, token) if not_queued else ""
     return booking, ActionResult(
         action=action,
         booking=booking,
@@ -159,9 +175,11 @@ def lock_unless_done(
         from_state=earlier.from_state,
         to_state=earlier.to_state,
         message=(
-            f"Already done by {earlier.actor_label} at {earlier.occurred_at:%H:%M:%S} "
-            f"({earlier.kind}); nothing more was done."
+            f"Already requested {by}; {waiting} Nothing more was done."
+            if waiting
+            else f"Already done {by}; nothing more was done."
         ),
+        queued=not waiting,
     )
 
 

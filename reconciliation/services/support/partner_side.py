@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import redis
 from django.utils import timezone
 
 from bookings.models import Booking
@@ -93,6 +94,14 @@ def _failure(result: CallResult) -> str:
     return f"Live lookup failed, {result.outcome}{status}: {detail}. Showing the last known state."
 
 
+# Our Redis holds the partner's concurrency cap and circuit breaker (partners.guard): without it
+# no call is made, and the partner is not the one to blame.
+OUR_REDIS_DOWN = (
+    "Not asked: our Redis (the queue and the partner guard) is not answering, so the partner was "
+    "not called. Showing the last known state."
+)
+
+
 def partner_side(booking: Booking, held: list[PartnerReservation]) -> PartnerSide:
     """Ask the partner what it holds for `booking` (never inside a transaction: the caller is a
     view or a command); on any failure, the last known state with the reason."""
@@ -132,6 +141,9 @@ def partner_side(booking: Booking, held: list[PartnerReservation]) -> PartnerSid
         if len(held) > MAX_LIVE_GETS:
             side.note = f"Asked about the first {MAX_LIVE_GETS} of {len(held)} reservations."
         return side
+    except redis.RedisError:
+        logger.warning("support preview: our Redis down", extra={"booking": booking.reference}, exc_info=True)
+        return last_known(held, note=OUR_REDIS_DOWN)
     except Exception as exc:
         logger.warning("support preview lookup failed", extra={"booking": booking.reference}, exc_info=True)
         return last_known(
@@ -154,6 +166,11 @@ def reservation_side(reservation: PartnerReservation) -> PartnerSide:
             else {**_held_dict(reservation), "status": "not_found"}
         )
         return PartnerSide(live=True, method="get", reservations=[answer], checked_at=timezone.now())
+    except redis.RedisError:
+        logger.warning(
+            "support preview: our Redis down", extra={"partner_ref": reservation.partner_ref}, exc_info=True
+        )
+        return last_known([reservation], note=OUR_REDIS_DOWN)
     except Exception as exc:
         logger.warning(
             "support preview lookup failed", extra={"partner_ref": reservation.partner_ref}, exc_info=True

@@ -8,13 +8,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import redis
 from django.core.cache import cache
 from django.db import transaction
 
 from bookings.models import Actor
 from bookings.services import lock_booking
 from bookings.timeline import record_event
-from config.errors import ApplicationError, NotFound
+from config.errors import ApplicationError, NotFound, Unavailable
 from partners.models import InboundEvent
 from partners.services.webhooks import inbound_event_replay, signature_matches
 from reconciliation.services.support.once import Ask, claim_token, clean_token, target_key
@@ -57,10 +58,19 @@ def support_replay_inbound(
     event = InboundEvent.objects.select_related("partner", "booking").filter(pk=event_id).first()
     if event is None:
         raise NotFound(f"No inbound event {event_id}.")
+    replay_key = f"support-token:replay:{event_id}:{token}"
     with transaction.atomic():
         claim_token(token, Ask.of(REPLAY, target_key(event), operator=operator.label, batch=batch))
-    replay_key = f"support-token:replay:{event_id}:{token}"
-    if not cache.add(replay_key, "1", timeout=TOKEN_TTL_S):
+        try:
+            first = cache.add(replay_key, "1", timeout=TOKEN_TTL_S)
+        except redis.RedisError:
+            # The once-per-confirmation claim lives in our Redis: refused before anything is
+            # replayed, and the token's claim rolls back with it.
+            raise Unavailable(
+                "Our queue (Redis) is not answering; nothing was done. Try again shortly.",
+                code="queue_unavailable",
+            ) from None
+    if not first:
         return ReplayResult(event, False, "Already replayed with this confirmation; nothing more was done.")
     try:
         replayed = inbound_event_replay(event.pk, actor_label=operator.label)

@@ -5,6 +5,7 @@ reservation, the case), once per token, the refusals checked again under the loc
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 from collections.abc import Callable, Sequence
@@ -23,6 +24,7 @@ from partners.services.observations import (
     request_compensation_again,
 )
 from partners.services.orphans import orphan_case_cancelling, orphan_case_close, orphan_case_link
+from reconciliation.services.support import owed
 from reconciliation.services.support.once import Ask, claim_token, clean_token, correction_data, target_key
 from reconciliation.services.support.orphans.situation import (
     OrphanActionResult,
@@ -114,6 +116,9 @@ def _orphan_action(action: str) -> Callable[[Body], Body]:
                 if why_not:
                     raise InvalidTransition(why_not)
                 result = body(situation, token=token, **kwargs)
+            if action == ORPHAN_CANCEL and not owed.queue_answers():
+                # Committed and due for the sweeper (an unverified compensation): not queued yet.
+                result = dataclasses.replace(result, message=f"Cancel requested, {owed.NOT_QUEUED}")
             logger.info(
                 "support orphan action",
                 extra={

@@ -1,0 +1,104 @@
+"""The messages support actions owe workers, and what the operator is told about them.
+
+An action that queues partner work (a sync, a submission) writes an `OwedMessage` in its own
+transaction and sends the message after commit as a hint (`send_hint`, as `bookings.ports` does
+for the customer's bookings): while our Redis is down the hint fails, the action stays committed
+and its message owed, and the sweeper sends it once the broker answers again
+(`sweeper._send_owed_messages`). So the action is never a 500 after its commit, nothing it asked
+for is lost, and the operator is told that it is not queued yet, never that it is.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from uuid import UUID
+
+import dramatiq
+import redis
+from django.db import transaction
+from django.utils import timezone
+
+from bookings.models import Booking
+from config.redis_client import send_hint
+from partners import messages
+from reconciliation.models import OwedMessage
+
+logger = logging.getLogger(__name__)
+
+# Said after "<what> requested", when the message is not on the queue (yet).
+NOT_QUEUED = "not queued yet: our queue (Redis) is not answering; it is sent once it answers again."
+# How the operator is told of each message an action may owe.
+WORDS = {messages.SYNC_BOOKING: "sync", messages.SUBMIT_BOOKING: "submission"}
+
+
+@dataclass
+class Owed:
+    """One owed message and whether its hint put it on the queue (None: not tried yet, the
+    caller's transaction is still open)."""
+
+    row_id: int
+    sent: bool | None = None
+
+
+def owe(booking: Booking, actor_name: str, *, token: str, hint: bool = True) -> Owed:
+    """In the action's transaction: owe `actor_name` for `booking`; with `hint`, send it after
+    commit and mark it sent (without, the caller runs the work itself and calls `mark_sent`)."""
+    row = OwedMessage.objects.create(booking=booking, actor_name=actor_name, action_token=token)
+    owed = Owed(row.pk)
+    if hint:
+        transaction.on_commit(lambda: _send(owed, actor_name, booking.pk))
+    return owed
+
+
+def _send(owed: Owed, actor_name: str, booking_id: UUID) -> None:
+    try:
+        send_hint(lambda: messages.send_for_booking(actor_name, booking_id))
+    except Exception:  # the broker's errors, whichever: the row is owed, the sweeper sends it
+        owed.sent = False
+        logger.warning(
+            "support message not queued; the sweeper sends it",
+            exc_info=True,
+            extra={"booking_id": str(booking_id), "actor": actor_name},
+        )
+        return
+    owed.sent = True
+    mark_sent(owed.row_id)
+
+
+def mark_sent(*row_ids: int) -> None:
+    """On the queue (or done in this process): no longer owed. A failure here only costs a second
+    copy from the sweeper, which the actors take as they take any repeated message."""
+    try:
+        OwedMessage.objects.filter(pk__in=row_ids, sent_at__isnull=True).update(sent_at=timezone.now())
+    except Exception:
+        logger.warning("owed support message sent but not marked so", exc_info=True)
+
+
+def queue_answers() -> bool:
+    """Whether the broker answers now: only for the words (what is owed is sent either way)."""
+    try:
+        return bool(send_hint(lambda: dramatiq.get_broker().client.ping()))
+    except redis.RedisError:
+        return False
+
+
+def waiting(owed: Iterable[Owed]) -> bool:
+    """Whether any of `owed` is not on the queue: its hint failed or, not tried yet (an outer
+    transaction is still open), the broker does not answer now."""
+    owed = list(owed)
+    if any(o.sent is False for o in owed):
+        return True
+    return any(o.sent is None for o in owed) and not queue_answers()
+
+
+def unsent(booking_id: UUID, token: str) -> str:
+    """For a double submit: what `token` still owes the booking's queue, in words ('' if nothing)."""
+    names = (
+        OwedMessage.objects.filter(booking_id=booking_id, action_token=token, sent_at__isnull=True)
+        .order_by("id")
+        .values_list("actor_name", flat=True)
+    )
+    what = " and ".join(dict.fromkeys(WORDS.get(name, name) for name in names))
+    return f"its {what} is {NOT_QUEUED}" if what else ""

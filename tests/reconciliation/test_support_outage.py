@@ -1,0 +1,242 @@
+"""Support actions while our Redis (the broker, the partner guard's state, the shared cache) is
+down: no 500 after a commit, nothing lost, nothing untrue (docs/design.md, invariant 3).
+
+A Redis of the test's own stands behind the broker, our own keys and the shared cache; the test
+stops it (connections refused, as the tester saw) and starts it again, never the machine's. The
+requests run with real commits (`transactional_db`), so the after-commit sends run inside the
+request as in production.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from django.contrib.messages import get_messages
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.urls import reverse
+
+from bookings.states import BookingState
+from config.embedded_redis import EmbeddedRedis, with_socket_timeouts
+from config.redis_client import redis_client
+from partners import guard
+from partners.models import InboundState
+from reconciliation.models import ActionToken
+from tests.factories import PartnerReservationFactory
+from tests.own_servers import own_redis
+from tests.reconciliation.conftest import actor_names, calls
+from tests.reconciliation.test_admin import _signed_inbound
+
+S = BookingState
+NOT_QUEUED = "not queued yet: our queue (Redis) is not answering"
+
+
+@pytest.fixture
+def our_redis(tmp_path: Path, broker, partner_queue, settings) -> Iterator[EmbeddedRedis]:
+    """Our Redis, of the test's own: the broker's and our keys' clients and the cache use it."""
+    server = own_redis(tmp_path / "redis-var")
+    url = with_socket_timeouts(server.url, 1.0)
+    clients = [broker.client, redis_client()]
+    pools = [client.connection_pool for client in clients]
+    for client in clients:
+        client.connection_pool = redis.ConnectionPool.from_url(url)
+    settings.CACHES = {**settings.CACHES, "default": {**settings.CACHES["default"], "LOCATION": url}}
+    guard._limiter_backend.cache_clear()
+    try:
+        yield server
+    finally:
+        for client, pool in zip(clients, pools, strict=True):
+            client.connection_pool.disconnect()
+            client.connection_pool = pool
+        guard._limiter_backend.cache_clear()
+        server.stop()
+
+
+@pytest.fixture
+def redis_down(our_redis: EmbeddedRedis) -> Iterator[EmbeddedRedis]:
+    our_redis.stop()
+    yield our_redis
+
+
+def _back(server: EmbeddedRedis, *clients: redis.Redis) -> None:
+    """Redis answers again (empty, as after a crash); the pause of hints is over."""
+    from config.redis_client import _HintPause
+
+    server.start()
+    for client in clients:
+        client.connection_pool.disconnect()
+    _HintPause.until = 0.0
+
+
+def _sweep_later() -> None:
+    """A sweep once the action's own hint had its chance (owed for more than an interval)."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from reconciliation.models import OwedMessage
+    from reconciliation.services.sweeper import sweep
+
+    OwedMessage.objects.update(owed_at=timezone.now() - timedelta(minutes=5))
+    sweep()
+
+
+def _action(booking, name: str) -> str:
+    return reverse("admin:bookings_booking_support_action", args=[booking.pk, name])
+
+
+def _token(response) -> str:
+    return re.search(r'name="token" value="([0-9a-f]+)"', response.content.decode()).group(1)
+
+
+def _messages(response) -> list[str]:
+    return [str(m) for m in get_messages(response.wsgi_request)]
+
+
+def test_console_sync_with_redis_down_says_so_and_the_sweeper_sends_it_once_redis_is_back(
+    transactional_db, make_booking, support_client, redis_down, broker, partner_queue
+):
+    booking = make_booking(status=S.CONFIRMED)
+    page = support_client.get(_action(booking, "sync"))
+    text = page.content.decode()
+    assert "our Redis (the queue and the partner guard) is not answering" in text
+    assert "Live lookup failed" not in text and "redis.sock" not in text  # not the partner's fault
+    token = _token(page)
+
+    first = support_client.post(_action(booking, "sync"), {"token": token, "note": ""}, follow=True)
+    again = support_client.post(_action(booking, "sync"), {"token": token, "note": ""}, follow=True)
+
+    assert (first.status_code, again.status_code) == (200, 200)
+    assert any(f"Sync requested, {NOT_QUEUED}" in m for m in _messages(first)), _messages(first)
+    said = " ".join(_messages(again))
+    assert "Already done" not in said and "Already requested by" in said and NOT_QUEUED in said, said
+    assert booking.events.filter(kind="support.sync_requested").count() == 1
+
+    _back(redis_down, broker.client, redis_client())
+    _sweep_later()
+
+    assert actor_names(broker, partner_queue) == ["sync_booking"]
+    _sweep_later()  # sent: never again
+    assert actor_names(broker, partner_queue) == ["sync_booking"]
+    settled = support_client.post(_action(booking, "sync"), {"token": token, "note": ""}, follow=True)
+    assert any("Already done" in m for m in _messages(settled))
+
+
+def test_console_retry_with_redis_down_says_so_and_the_submission_follows(
+    transactional_db, make_booking, support_client, redis_down, broker, partner_queue
+):
+    booking = make_booking(status=S.NEEDS_ATTENTION, attention_reason="partner_401")
+    token = _token(support_client.get(_action(booking, "retry")))
+
+    response = support_client.post(_action(booking, "retry"), {"token": token}, follow=True)
+
+    assert response.status_code == 200
+    assert any(f"Submission requested, {NOT_QUEUED}" in m for m in _messages(response))
+    booking.refresh_from_db()
+    assert booking.status == S.REQUESTED
+    _back(redis_down, broker.client, redis_client())
+    _sweep_later()
+    assert "submit_booking" in actor_names(broker, partner_queue)
+
+
+def test_console_compensate_with_redis_down_fails_the_booking_and_its_cancel_is_due(
+    transactional_db, make_booking, ops_client, redis_down
+):
+    booking = make_booking(status=S.NEEDS_ATTENTION, attention_reason="partner_cancelled_confirmed")
+    live = PartnerReservationFactory(booking=booking, partner_ref="R-out-1", status="confirmed")
+    token = _token(ops_client.get(_action(booking, "compensate")))
+
+    response = ops_client.post(_action(booking, "compensate"), {"token": token}, follow=True)
+
+    assert response.status_code == 200
+    booking.refresh_from_db()
+    live.refresh_from_db()
+    assert booking.status == S.FAILED
+    assert live.compensation_requested_at is not None  # the sweeper's owed compensations
+
+
+def test_bulk_sync_with_redis_down_says_so(transactional_db, make_booking, support_client, redis_down):
+    bookings = [make_booking(status=S.PENDING_PARTNER) for _ in range(2)]
+    selection = {"action": "force_sync_selected", "_selected_action": [str(b.pk) for b in bookings]}
+    token = _token(support_client.post(reverse("admin:bookings_booking_changelist"), selection))
+
+    response = support_client.post(
+        reverse("admin:bookings_booking_changelist"),
+        {**selection, "confirm": "yes", "token": token},
+        follow=True,
+    )
+
+    said = _messages(response)
+    assert response.status_code == 200
+    assert any(f"Sync requested for 2 booking(s), {NOT_QUEUED}" in m for m in said), said
+    assert not any("Sync queued" in m for m in said)
+
+
+def test_replay_with_redis_down_is_refused_before_anything_and_runs_once_it_is_back(
+    transactional_db, partner, make_booking, ops_client, redis_down, broker
+):
+    booking = make_booking(status=S.PENDING_PARTNER)
+    event = _signed_inbound(partner, booking.reference)
+    url = reverse("admin:partners_inboundevent_changelist")
+    selection = {"action": "replay_selected", "_selected_action": [str(event.pk)]}
+    token = _token(ops_client.post(url, selection))
+
+    refused = ops_client.post(url, {**selection, "confirm": "yes", "token": token}, follow=True)
+
+    assert refused.status_code == 200
+    assert any("not answering; nothing was done. Try again shortly." in m for m in _messages(refused))
+    event.refresh_from_db()
+    assert event.state == InboundState.FAILED and not ActionToken.objects.filter(token=token).exists()
+    _back(redis_down, broker.client, redis_client())
+    done = ops_client.post(url, {**selection, "confirm": "yes", "token": token}, follow=True)
+    assert any("Replayed" in m for m in _messages(done)), _messages(done)
+
+
+@pytest.mark.parametrize("now", [False, True])
+def test_sync_command_with_redis_down_is_honest_words_not_a_traceback(
+    transactional_db, make_booking, ops_user, redis_down, broker, partner_queue, now
+):
+    booking = make_booking(status=S.PENDING_PARTNER)
+    out = io.StringIO()
+
+    call_command(
+        "sync_booking",
+        booking.reference,
+        "--yes",
+        "--as",
+        ops_user.username,
+        *(["--now"] if now else []),
+        stdout=out,
+        stderr=io.StringIO(),
+    )
+
+    text = " ".join(out.getvalue().split())
+    assert ("the partner was not asked now" if now else f"Sync requested, {NOT_QUEUED}") in text, text
+    _back(redis_down, broker.client, redis_client())
+    _sweep_later()
+    assert calls(broker, partner_queue) == [("sync_booking", [str(booking.pk)])]
+
+
+def test_retry_and_reconcile_commands_with_redis_down_say_so_in_a_line(
+    transactional_db, make_booking, ops_user, redis_down
+):
+    booking = make_booking(status=S.NEEDS_ATTENTION, attention_reason="partner_401")
+    out = io.StringIO()
+
+    call_command(
+        "retry_booking",
+        booking.reference,
+        "--yes",
+        "--as",
+        ops_user.username,
+        stdout=out,
+        stderr=io.StringIO(),
+    )
+    assert f"Submission requested, {NOT_QUEUED}" in " ".join(out.getvalue().split())
+    with pytest.raises(CommandError, match=r"Our queue \(Redis\) is not answering; nothing was swept"):
+        call_command("reconcile", stdout=io.StringIO())
