@@ -10,6 +10,7 @@ from collections.abc import Callable
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse
+from django.middleware.common import CommonMiddleware as DjangoCommonMiddleware
 from django.template.loader import render_to_string
 
 from config.errors import error_response, status_error_response
@@ -42,6 +43,27 @@ class JsonErrorsMiddleware:
             headers = {name: response[name] for name in _KEPT_HEADERS if response.has_header(name)}
             return status_error_response(response.status_code, headers=headers)
         return response
+
+
+class CommonMiddleware(DjangoCommonMiddleware):
+    """Django's, except that a write by a machine client is never redirected to the path with a
+    trailing slash: APPEND_SLASH answers it with an empty 301 (a 500 `RuntimeError` under DEBUG),
+    and webhook senders and API clients do not follow a redirect for a POST, so the request would
+    be lost. It gets a 404 in the one error shape naming the path that exists instead. Reads are
+    still redirected (a person opening `/api/docs` in a browser)."""
+
+    def process_response(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
+        if (
+            response.status_code == 404
+            and request.method not in ("GET", "HEAD", "OPTIONS")
+            and request.path_info.startswith(JSON_CLIENT_PATHS)
+            and self.should_redirect_with_slash(request)
+        ):
+            slashed = f"{request.path}/"
+            return error_response(
+                404, "not_found", f"Nothing at {request.path}; this endpoint is {slashed}, with the slash."
+            )
+        return super().process_response(request, response)
 
 
 class RequestBodyLimitMiddleware:

@@ -59,7 +59,8 @@ MIDDLEWARE = [
     "config.middleware.RequestBodyLimitMiddleware",
     "config.throttling.RateLimitMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.middleware.common.CommonMiddleware",
+    # Django's, without APPEND_SLASH's redirect for a machine client's write.
+    "config.middleware.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",

@@ -28,7 +28,14 @@ def explode(request):
 
 # This module is also the URLconf of the tests marked `urls`: the project's routes plus a view
 # that fails the way a bug does.
-urlpatterns = [*project_urlpatterns, path("api/v1/explode", explode)]
+urlpatterns = [
+    *project_urlpatterns,
+    path("api/v1/explode", explode),
+    # Routes of machine clients' kind that exist only with a trailing slash.
+    path("api/v1/slashed/", explode),
+    path("partners/slashed/", explode),
+    path("payments/slashed/", explode),
+]
 
 
 def assert_error_shape(response, status: int, code: str) -> dict:
@@ -68,6 +75,31 @@ def test_an_unknown_webhook_path_is_a_json_404(db):
     response = Client().post("/partners/acme/not-webhooks/", data="{}", content_type="application/json")
 
     assert_error_shape(response, 404, "not_found")
+
+
+@pytest.mark.parametrize("debug", [False, True])
+@pytest.mark.parametrize("method", ["post", "delete"])
+@pytest.mark.parametrize("url", ["/api/schema", "/api/v1/slashed", "/partners/slashed", "/payments/slashed"])
+@pytest.mark.urls(__name__)
+def test_a_write_to_a_path_missing_its_trailing_slash_is_a_json_404_never_a_redirect(
+    db, settings, debug, method, url
+):
+    # Django's APPEND_SLASH answers such a write with an empty 301 (a 500 RuntimeError under
+    # DEBUG); machine clients (webhook senders above all) do not follow a redirect for a POST.
+    settings.DEBUG = debug
+    client = Client(raise_request_exception=False)
+
+    response = getattr(client, method)(url, data="{}", content_type="application/json")
+
+    error = assert_error_shape(response, 404, "not_found")
+    assert f"{url}/" in error["message"]
+
+
+def test_a_read_missing_its_trailing_slash_is_still_redirected(db):
+    # A person opening the API's docs in a browser is helped by the redirect.
+    response = Client().get("/api/docs")
+
+    assert (response.status_code, response["Location"]) == (301, "/api/docs/")
 
 
 def test_pages_outside_the_api_keep_django_s_own_errors(db):

@@ -169,6 +169,21 @@ def test_delivery_is_processed_by_a_real_worker(
     assert InboundEvent.objects.get().result == InboundResult.APPLIED
 
 
+@pytest.mark.parametrize("debug", [False, True])
+def test_the_receiver_answers_at_its_url_without_the_trailing_slash_too(client, ref_partner, settings, debug):
+    # Senders take the URL verbatim and do not follow a redirect for a POST: a 301 (a 500
+    # under DEBUG) from APPEND_SLASH would lose every delivery.
+    settings.DEBUG = debug
+    raw = body()
+
+    response = client.post(
+        f"/partners/{ref_partner.code}/webhooks", data=raw, content_type="application/json", **signed(raw)
+    )
+
+    assert (response.status_code, response.json()["status"]) == (202, "accepted")
+    assert InboundEvent.objects.get().state == InboundState.RECEIVED
+
+
 def _assert_refused(
     response,
     status: int,

@@ -141,6 +141,20 @@ def test_a_redelivered_event_is_stored_once(db):
     assert PaymentEvent.objects.count() == 1
 
 
+@pytest.mark.parametrize("debug", [False, True])
+def test_the_receiver_answers_at_its_url_without_the_trailing_slash_too(db, settings, debug):
+    # Stripe takes the endpoint's URL verbatim and does not follow a redirect for a POST.
+    settings.DEBUG = debug
+    body = event("payment_intent.amount_capturable_updated", intent(paying_booking(), "requires_capture"))
+
+    response = Client().post(
+        URL.rstrip("/"), body, content_type="application/json", HTTP_STRIPE_SIGNATURE=signature(body)
+    )
+
+    assert (response.status_code, response.json()["status"]) == (202, "accepted")
+    assert PaymentEvent.objects.count() == 1
+
+
 @pytest.mark.parametrize("signed", ["another secret", "no signature", "changed body"])
 def test_an_event_not_signed_with_our_secret_is_refused_and_not_stored(db, signed):
     payment = paying_booking()
