@@ -3,7 +3,9 @@ processed asynchronously through the one door."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
 import json
 import uuid
 from datetime import UTC, date, datetime, timedelta
@@ -246,24 +248,61 @@ def test_a_forged_delivery_out_of_tolerance_is_an_invalid_signature(post, ref_pa
     raw = body()
     forged = signed(raw, at=datetime.now(UTC) - timedelta(minutes=6), secret="whsec_Zm9yZ2Vk")
     event = _assert_refused(post(raw, forged), 401, "invalid_signature", signature_valid=False)
-    assert "timestamp" in event.error
+    assert event.error.startswith("no v1 signature in the webhook-signature header matches")
+
+
+NOT_A_LIST = "the webhook-signature header is not a space-separated list of v1,<base64> signatures"
 
 
 @pytest.mark.parametrize(
-    "headers",
+    ("headers", "message"),
     [
-        pytest.param({"HTTP_WEBHOOK_SIGNATURE": "v1,!!!not-base64!!!"}, id="bad-base64"),
-        pytest.param({"HTTP_WEBHOOK_SIGNATURE": "no-comma-at-all"}, id="no-version"),
-        pytest.param({"HTTP_WEBHOOK_SIGNATURE": "v1,abc v1"}, id="second-part-malformed"),
-        pytest.param({"HTTP_WEBHOOK_TIMESTAMP": "yesterday"}, id="bad-timestamp"),
-        pytest.param({"HTTP_WEBHOOK_SIGNATURE": ""}, id="empty-signature"),
-        pytest.param({"HTTP_WEBHOOK_ID": ""}, id="empty-id"),
+        pytest.param({"HTTP_WEBHOOK_SIGNATURE": "v1,!!!not-base64!!!"}, NOT_A_LIST, id="bad-base64"),
+        pytest.param({"HTTP_WEBHOOK_SIGNATURE": "no-comma-at-all"}, NOT_A_LIST, id="no-version"),
+        pytest.param({"HTTP_WEBHOOK_SIGNATURE": "v1,abc v1"}, NOT_A_LIST, id="second-part-malformed"),
+        pytest.param(
+            {"HTTP_WEBHOOK_SIGNATURE": "v2,c2lnbmF0dXJl"},
+            "the webhook-signature header holds no v1 signature",
+            id="other-version-only",
+        ),
+        pytest.param(
+            {"HTTP_WEBHOOK_SIGNATURE": "v1,c2lnbmF0dXJl"},
+            "no v1 signature in the webhook-signature header matches the delivery (signed with "
+            "another secret, or its body, id or timestamp changed)",
+            id="wrong-signature",
+        ),
+        pytest.param(
+            {"HTTP_WEBHOOK_TIMESTAMP": "yesterday"},
+            "the webhook-timestamp header is not unix seconds",
+            id="bad-timestamp",
+        ),
+        pytest.param(
+            {"HTTP_WEBHOOK_SIGNATURE": ""},
+            "the webhook-signature header is missing or empty",
+            id="empty-signature",
+        ),
+        pytest.param({"HTTP_WEBHOOK_ID": ""}, "the webhook-id header is missing or empty", id="empty-id"),
     ],
 )
-def test_malformed_signature_headers_are_401_not_500(post, ref_partner, headers):
+def test_malformed_signature_headers_are_401_not_500_and_say_what_is_wrong(
+    post, ref_partner, headers, message
+):
+    # Our own one-line words naming the header, never the library's ("Missing required headers",
+    # "No matching signature found") or a Python exception's ("not enough values to unpack").
     raw = body()
     response = post(raw, {**signed(raw), **headers})
+    event = _assert_refused(response, 401, "invalid_signature", signature_valid=False)
+    assert (response.json()["error"]["message"], event.error) == (message, message)
+
+
+@pytest.mark.parametrize("missing", ["HTTP_WEBHOOK_ID", "HTTP_WEBHOOK_TIMESTAMP", "HTTP_WEBHOOK_SIGNATURE"])
+def test_a_missing_signature_header_is_401_naming_it(post, ref_partner, missing):
+    raw = body()
+    headers = {name: value for name, value in signed(raw).items() if name != missing}
+    response = post(raw, headers)
     _assert_refused(response, 401, "invalid_signature", signature_valid=False)
+    header = missing.removeprefix("HTTP_").lower().replace("_", "-")
+    assert response.json()["error"]["message"] == f"the {header} header is missing or empty"
 
 
 def test_missing_signature_headers_are_401(post, ref_partner):
@@ -326,11 +365,52 @@ def test_an_event_id_longer_than_we_keep_is_refused_never_cut_into_another(post,
     assert PartnerReservation.objects.count() == 0
 
 
-def test_body_that_is_not_utf8_is_refused_not_a_crash(post, ref_partner):
-    # Standard Webhooks signs text: bytes that are not UTF-8 cannot carry a valid signature.
+def signed_bytes(raw: bytes, *, event_id: str = "msg_bytes", at: datetime | None = None) -> dict:
+    """Signed as the Standard Webhooks spec says, over the raw body (the library's `sign` takes
+    text, so it cannot sign a body that is not UTF-8)."""
+    stamp = str(int((at or datetime.now(UTC)).timestamp()))
+    key = base64.b64decode(WEBHOOK_SECRET.removeprefix("whsec_"))
+    mac = hmac.new(key, f"{event_id}.{stamp}.".encode() + raw, hashlib.sha256).digest()
+    return {
+        "HTTP_WEBHOOK_ID": event_id,
+        "HTTP_WEBHOOK_TIMESTAMP": stamp,
+        "HTTP_WEBHOOK_SIGNATURE": "v1," + base64.b64encode(mac).decode(),
+    }
+
+
+def test_a_signed_body_that_is_not_utf8_is_authentic_but_unreadable(post, ref_partner):
+    # The signature covers the bytes, so it verifies: the body, not the signature, is at fault.
     raw = b"\xff\xfe{}"
-    response = post(raw, signed(b"{}"))
+    response = post(raw, signed_bytes(raw))
+    event = _assert_invalid(response)
+    assert response.json()["error"]["message"] == "body is not UTF-8 text (byte 0xff at offset 0)"
+    assert (bytes(event.raw_body), event.error) == (raw, "body is not UTF-8 text (byte 0xff at offset 0)")
+
+
+def test_a_body_in_another_unicode_encoding_is_unreadable_not_read(post, ref_partner):
+    # JSON over HTTP here is UTF-8; Python's json.loads would also read UTF-16 from bytes.
+    raw = json.dumps(json.loads(body())).encode("utf-16")
+    _assert_invalid(post(raw, signed_bytes(raw)))
+
+
+def test_a_late_signed_body_that_is_not_utf8_is_late_not_a_crash(post, ref_partner):
+    raw = b"\xff\xfe{}"
+    response = post(raw, signed_bytes(raw, at=datetime.now(UTC) - timedelta(hours=1)))
+    _assert_refused(
+        response, 401, "timestamp_out_of_tolerance", signature_valid=True, result=InboundResult.LATE
+    )
+
+
+def test_a_body_that_is_not_utf8_signed_over_other_bytes_is_401(post, ref_partner):
+    response = post(b"\xff\xfe{}", signed(b"{}"))
     _assert_refused(response, 401, "invalid_signature", signature_valid=False)
+
+
+def test_a_signed_body_that_is_not_json_says_where_in_our_words(post, ref_partner):
+    raw = b"{'single': 'quotes'}"
+    response = post(raw, signed(raw))
+    _assert_invalid(response)
+    assert response.json()["error"]["message"] == "body is not JSON (unreadable at line 1, column 2)"
 
 
 def test_malformed_body_delivered_again_is_refused_again_not_a_crash(post, ref_partner):
