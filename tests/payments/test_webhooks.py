@@ -171,6 +171,25 @@ def test_an_event_not_signed_with_our_secret_is_refused_and_not_stored(db, signe
     assert PaymentEvent.objects.count() == 0
 
 
+@pytest.mark.parametrize(
+    "sig",
+    [
+        pytest.param(lambda raw: signature(raw, "whsec_not_ours"), id="another-secret"),
+        pytest.param(lambda raw: signature(raw, at=int(time.time()) - 3600), id="too-old"),
+        pytest.param(lambda raw: signature(raw, at=int(time.time()) + 3600), id="ahead"),
+        pytest.param(lambda raw: "v1=" + signature(raw).split("v1=")[1], id="no-timestamp"),
+        pytest.param(lambda raw: "", id="none"),
+    ],
+)
+def test_a_body_that_is_not_utf8_without_a_valid_signature_is_an_invalid_signature(db, sig):
+    raw = b"\xff\xfe{}"
+
+    response = deliver(raw, sig(raw))
+
+    assert (response.status_code, response.json()["error"]["code"]) == (400, "invalid_signature")
+    assert PaymentEvent.objects.count() == 0
+
+
 def test_an_event_signed_ahead_of_our_clock_is_refused_as_the_partners_are(db):
     # The SDK refuses a signature made too long ago, not one made "later": a captured delivery
     # signed ahead could be replayed for as long as it stays ahead.
@@ -193,6 +212,8 @@ def test_an_event_signed_ahead_of_our_clock_is_refused_as_the_partners_are(db):
         pytest.param(b'{"id": "evt_\\u0000", "type": "payment_intent.succeeded"}', id="nul-in-id"),
         pytest.param(b'{"id": "evt_1", "type": "payment_intent.\\u0000"}', id="nul-in-type"),
         pytest.param(b'{"id": "evt_' + b"a" * 260 + b'", "type": "x"}', id="id-longer-than-we-keep"),
+        # The SDK decodes the body as UTF-8 before checking the signature made over its bytes.
+        pytest.param(b"\xff\xfe{}", id="not-utf8"),
     ],
 )
 def test_a_signed_body_that_is_no_event_is_refused_as_malformed_and_not_stored(db, raw):
