@@ -258,6 +258,34 @@ def test_replay_inbound_event_bad_id(db):
         run("replay_inbound_event", "999999")
 
 
+BEYOND_ANY_ID = "99999999999999999999999"  # past a 64-bit id: the database overflows on it
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["replay_inbound_event", BEYOND_ANY_ID], f"No inbound event {BEYOND_ANY_ID}."),
+        (["replay_inbound_event", "9223372036854775808"], "No inbound event 9223372036854775808."),
+        (["replay_inbound_event", "-1"], "No inbound event -1."),
+        (["replay_inbound_event", "abc"], "No inbound event abc."),
+        (["orphan_cancel", BEYOND_ANY_ID, "--dry-run"], f"No orphan case '{BEYOND_ANY_ID}'."),
+        (["orphan_close", BEYOND_ANY_ID, "--dry-run"], f"No orphan case '{BEYOND_ANY_ID}'."),
+        (["orphan_link", BEYOND_ANY_ID, "--dry-run"], f"No orphan case '{BEYOND_ANY_ID}'."),
+        (["approve_refund", BEYOND_ANY_ID, "--dry-run"], f"No refund proposal '{BEYOND_ANY_ID}'."),
+        (
+            ["approve_refund", BEYOND_ANY_ID, "--reject", "--dry-run"],
+            f"No refund proposal '{BEYOND_ANY_ID}'.",
+        ),
+    ],
+)
+def test_an_id_no_row_can_have_is_no_such_row_not_a_traceback(args, message, ops_user):
+    # Past a 64-bit id the database raised (OverflowError on SQLite, DataError on PostgreSQL).
+    with pytest.raises(CommandError) as error:
+        run(*args, "--as", ops_user.username)
+
+    assert message in str(error.value)
+
+
 def test_replay_of_a_tampered_delivery_is_refused(partner):
     from tests.reconciliation.test_admin import _signed_inbound
 

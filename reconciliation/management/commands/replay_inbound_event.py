@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from config.errors import ApplicationError
+from config.ids import row_id
 from partners.models import InboundEvent
 from reconciliation.management.commands._ops import (
     add_operator_arguments,
@@ -26,9 +27,7 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument(
-            "ids", nargs="+", type=int, metavar="ID", help="Inbound event id(s) (the admin's #)."
-        )
+        parser.add_argument("ids", nargs="+", metavar="ID", help="Inbound event id(s) (the admin's #).")
         parser.add_argument("--dry-run", action="store_true", help="Only re-verify; replay nothing.")
         parser.add_argument("--token", help="Action token: a repeated run with it does nothing extra.")
         add_operator_arguments(parser)
@@ -37,11 +36,15 @@ class Command(BaseCommand):
         operator = operator_from(options)
         if not operator.can(support.REPLAY_PERMISSION):
             raise CommandError(f"{operator.label} lacks the permission {support.REPLAY_PERMISSION}.")
+        # An id past our ids' range is "no such event", never sent to the database to overflow.
+        wanted = {text: row_id(text) for text in options["ids"]}
         events = {
             e.pk: e
-            for e in InboundEvent.objects.select_related("partner", "booking").filter(pk__in=options["ids"])
+            for e in InboundEvent.objects.select_related("partner", "booking").filter(
+                pk__in=[pk for pk in wanted.values() if pk is not None]
+            )
         }
-        missing = [str(pk) for pk in options["ids"] if pk not in events]
+        missing = [text for text, pk in wanted.items() if pk not in events]
         if missing:
             raise CommandError(f"No inbound event {', '.join(missing)}.")
         token = options.get("token") or support.new_token()

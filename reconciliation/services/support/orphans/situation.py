@@ -12,6 +12,7 @@ from typing import Any
 
 from bookings.models import Booking
 from config.errors import NotFound
+from config.ids import row_id
 from partners import decisions
 from partners.models import OrphanAutomation, OrphanCase, PartnerReservation
 from partners.services.observations import is_fenced
@@ -166,9 +167,10 @@ def orphan_refusal(action: str, situation: OrphanSituation) -> str:
 
 
 def orphan_case_by_id(case_id: int | str) -> OrphanCase:
+    pk = row_id(case_id)  # None past our ids' range: the database would overflow, not miss
     case = (
-        OrphanCase.objects.select_related("reservation__partner", "booking").filter(pk=case_id).first()
-        if str(case_id).isdigit()
+        OrphanCase.objects.select_related("reservation__partner", "booking").filter(pk=pk).first()
+        if pk is not None
         else None
     )
     if case is None:

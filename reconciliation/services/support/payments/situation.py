@@ -15,6 +15,7 @@ from django.utils import timezone
 from bookings.models import Booking, BookingEvent
 from bookings.states import BookingState
 from config.errors import NotFound, ValidationFailed
+from config.ids import row_id
 from payments import decisions
 from payments.models import OperationKind, OperationState, Payment, PaymentOperation, PaymentStatus
 from payments.money import RefusedAmount, to_minor
@@ -379,12 +380,11 @@ def same_person(proposal: RefundProposal, user: Any, label: str) -> bool:
 
 
 def proposal_by_id(proposal_id: object) -> RefundProposal:
-    try:
-        pk = int(str(proposal_id).strip().lstrip("#"))
-    except ValueError as exc:
-        raise NotFound(f"No refund proposal {proposal_id!r}.") from exc
+    pk = row_id(proposal_id)  # None past our ids' range: the database would overflow, not miss
     found = (
         RefundProposal.objects.select_related("booking", "booking__partner", "payment").filter(pk=pk).first()
+        if pk is not None
+        else None
     )
     if found is None:
         raise NotFound(f"No refund proposal {proposal_id!r}.")
