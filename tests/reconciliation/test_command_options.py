@@ -76,6 +76,25 @@ def test_a_window_or_day_out_of_bounds_is_a_clear_command_error(args, message):
         run(*args, "--json", *(["--no-probe"] if args[0] == "payment_health" else []))
 
 
+@pytest.mark.parametrize(
+    ("day", "why"),
+    [
+        pytest.param("20261206", "it is not written YYYY-MM-DD", id="basic-format"),
+        pytest.param("2026-W49-7", "it is not written YYYY-MM-DD", id="week-date"),
+        pytest.param("2026-12-06T00:00", "it is not written YYYY-MM-DD", id="a-time-too"),
+        pytest.param("٢٠٢٦-١٢-٠٦", "it is not written YYYY-MM-DD", id="other-digits"),
+        pytest.param("2026-02-30", "February 2026 has 28 days", id="not-in-the-calendar"),
+    ],
+)
+def test_a_date_option_takes_the_product_s_one_date_rule(day, why):
+    # The command says YYYY-MM-DD; date.fromisoformat also read the basic and week formats.
+    with pytest.raises(CommandError) as error:
+        run("reconcile_payments", "--date", day, "--json")
+
+    assert str(error.value).startswith(f"--date {day!r} is not a day: ")
+    assert why in str(error.value)
+
+
 @pytest.mark.django_db
 def test_the_bounds_themselves_are_accepted_and_hours_are_honoured():
     health = json.loads(run("payment_health", "--no-probe", "--json", "--minutes", "43200", "--hours", "720"))

@@ -7,6 +7,7 @@ from datetime import date, timedelta
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
+from bookings.dates import NotADate, parse_date
 from reconciliation.management.commands._ops import console_for, dump, rows_table
 from reconciliation.services.settlement import KINDS, ProviderUnavailable, settle_day
 
@@ -24,9 +25,12 @@ def _day(text: str | None) -> date:
     if not text:
         return today - timedelta(days=1)
     try:
-        day = date.fromisoformat(text)
-    except ValueError as exc:
-        raise CommandError(f"--date {text!r} is not a day (YYYY-MM-DD).") from exc
+        # The product's one date rule: YYYY-MM-DD exactly (date.fromisoformat also took 20261206
+        # and 2026-W49-7), and a date the calendar lacks said as such.
+        day = parse_date(text)
+    except NotADate as exc:
+        why = "it is not written YYYY-MM-DD" if exc.code == "invalid" else exc.message
+        raise CommandError(f"--date {text!r} is not a day: {why}") from exc
     if day > today:
         raise CommandError(f"--date {text}: that day has not happened yet (today is {today}, UTC).")
     if day < FIRST_DAY:
