@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import binascii
+import os
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from urllib.parse import urlsplit
@@ -11,13 +11,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_slug
 from django.db import transaction
-from standardwebhooks.webhooks import EmptyWebhookSecretError, Webhook
 
 from bookings.currencies import currency_error
 from bookings.models import Offer
 from bookings.pricing import minor_unit_exponent
 from config.errors import ValidationFailed
 from partners.models import Adapter, Capability, Partner
+from partners.services import signatures
 
 DEFAULT_CAPABILITIES = {
     Adapter.REFERENCE: [
@@ -127,11 +127,11 @@ def _check(
         errors["base_url"] = [f"Not an http(s) base URL: {base_url!r}."]
     if not api_key.strip():
         errors["api_key"] = ["Required (the key itself, or env:VARIABLE)."]
-    if webhook_secret and not webhook_secret.startswith("env:"):
-        try:
-            Webhook(webhook_secret)
-        except (ValueError, binascii.Error, EmptyWebhookSecretError):
-            errors["webhook_secret"] = ["Not a Standard Webhooks secret (whsec_ followed by base64)."]
+    # Standard Webhooks' rule (`signatures.secret_problem`); a variable's value is the servers' to
+    # hold, read when a delivery comes.
+    secret_env = webhook_secret.startswith("env:")
+    if webhook_secret and not secret_env and (why := signatures.secret_problem(webhook_secret)):
+        errors["webhook_secret"] = [f"Not a Standard Webhooks secret: {why} ({signatures.SECRET_RULE})."]
     if adapter not in Adapter.values:
         errors["adapter"] = [f"Must be one of {', '.join(Adapter.values)}."]
     unknown = sorted(set(capabilities) - set(Capability.values))
@@ -145,6 +145,22 @@ def _check(
         errors["timeouts"] = ["Connect and read timeouts must be between 0 and 120 seconds."]
     if errors:
         raise ValidationFailed("Invalid partner settings.", fields=errors)
+
+
+def unset_variables(partner: Partner) -> list[str]:
+    """What an operator should hear about a partner's `env:VARIABLE` credentials that this
+    process's environment does not hold (or holds empty). Accepted all the same: the servers'
+    environment may differ from the one the command runs in."""
+    effects = {
+        "api_key": "the partner's calls will fail until it is",
+        "webhook_secret": "the partner's webhooks will be refused until it is",
+    }
+    warnings = []
+    for field, effect in effects.items():
+        value = getattr(partner, field)
+        if value.startswith("env:") and not os.environ.get(name := value.removeprefix("env:"), ""):
+            warnings.append(f"{name} is not set in this environment; {effect}.")
+    return warnings
 
 
 @transaction.atomic

@@ -172,6 +172,23 @@ def _replace(args: list[str], flag: str, value: str) -> list[str]:
         pytest.param([*BASE, "--max-concurrency", "0"], "max_concurrency must be 1", id="concurrency"),
         pytest.param([*BASE, "--max-concurrency", "99999999999"], "to 1000", id="concurrency-huge"),
         pytest.param([*BASE, "--webhook-secret", "whsec_!!!"], "webhook_secret:", id="secret"),
+        # The rule the error states is the rule applied: whsec_ first, then base64 (strictly).
+        pytest.param(
+            [*BASE, "--webhook-secret", "notwhsec"],
+            "webhook_secret: Not a Standard Webhooks secret: it does not start with whsec_ (whsec_ "
+            "followed by the base64 of the key",
+            id="secret-without-its-prefix",
+        ),
+        pytest.param(
+            [*BASE, "--webhook-secret", "whsec_c2Vj*cmV0"],
+            "webhook_secret: Not a Standard Webhooks secret: what follows whsec_ is not base64",
+            id="secret-not-quite-base64",
+        ),
+        pytest.param(
+            [*BASE, "--webhook-secret", "whsec_"],
+            "webhook_secret: Not a Standard Webhooks secret: no key follows whsec_",
+            id="secret-empty-key",
+        ),
         pytest.param(
             [*BASE, "--offer", "room:10:EUR"],
             "is not PRODUCT_ID:UNIT_PRICE:CURRENCY:CAPACITY",
@@ -265,6 +282,38 @@ def test_bad_input_is_a_clear_command_error_and_writes_nothing(args, message):
     assert message in str(error.value)
     assert Partner.objects.count() == 0
     assert Offer.objects.count() == 0
+
+
+@pytest.mark.parametrize("option", ["--api-key", "--webhook-secret"])
+def test_a_credential_from_a_variable_unset_here_is_kept_with_a_warning(option, monkeypatch):
+    # The servers' environment may differ from the one the command runs in: accepted, but said.
+    monkeypatch.delenv("QA2_MISSING_KEY", raising=False)
+    err = StringIO()
+
+    args = (
+        _replace(BASE, option, "env:QA2_MISSING_KEY")
+        if option in BASE
+        else [*BASE, option, "env:QA2_MISSING_KEY"]
+    )
+    call_command("partner_upsert", *args, stdout=StringIO(), stderr=err)
+
+    field = "api_key" if option == "--api-key" else "webhook_secret"
+    assert getattr(Partner.objects.get(code="acme"), field) == "env:QA2_MISSING_KEY"
+    effect = "calls will fail" if option == "--api-key" else "webhooks will be refused"
+    assert err.getvalue().strip() == (
+        f"Warning: QA2_MISSING_KEY is not set in this environment; the partner's {effect} until it is."
+    )
+
+
+def test_a_credential_from_a_variable_set_here_is_kept_without_a_word(monkeypatch):
+    monkeypatch.setenv("QA2_SET_KEY", "k-2")
+    err = StringIO()
+
+    call_command(
+        "partner_upsert", *_replace(BASE, "--api-key", "env:QA2_SET_KEY"), stdout=StringIO(), stderr=err
+    )
+
+    assert err.getvalue() == ""
 
 
 def test_an_offer_at_the_bounds_is_stored_and_read_back_exactly():

@@ -8,7 +8,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from config.errors import ValidationFailed
 from partners.models import Adapter
-from partners.services.registry import MAX_CAPACITY, PRICE_LIMIT, OfferSpec, partner_upsert
+from partners.services import signatures
+from partners.services.registry import MAX_CAPACITY, PRICE_LIMIT, OfferSpec, partner_upsert, unset_variables
 
 
 def _timeouts(text: str) -> tuple[float, float]:
@@ -28,14 +29,21 @@ class Command(BaseCommand):
         parser.add_argument("--adapter", required=True, choices=Adapter.values)
         parser.add_argument("--base-url", required=True)
         parser.add_argument(
-            "--api-key", required=True, help="The key, or env:VARIABLE to read it at call time."
+            "--api-key",
+            required=True,
+            help="The key, or env:VARIABLE to read it at call time (warned of when unset here).",
         )
         parser.add_argument(
             "--capabilities",
             help="Comma-separated: idempotency_keys,lookup_by_reference,webhooks,async_confirmation,"
             "change_listing. Default: everything the adapter's protocol offers.",
         )
-        parser.add_argument("--webhook-secret", default="", help="whsec_... (or env:VARIABLE)")
+        parser.add_argument(
+            "--webhook-secret",
+            default="",
+            help=f"The Standard Webhooks secret: {signatures.SECRET_RULE} (or env:VARIABLE, warned of "
+            "when unset here).",
+        )
         parser.add_argument("--timezone", default="UTC", help="The partner's local time zone (legacy).")
         parser.add_argument("--timeouts", default="2,10", help="CONNECT,READ seconds (default 2,10).")
         parser.add_argument("--max-concurrency", type=int, default=8)
@@ -72,6 +80,8 @@ class Command(BaseCommand):
         except ValidationFailed as exc:
             details = "; ".join(f"{k}: {' '.join(v)}" for k, v in exc.fields.items())
             raise CommandError(f"{exc.message} {details}".strip()) from None
+        for warning in unset_variables(partner):
+            self.stderr.write(self.style.WARNING(f"Warning: {warning}"))
         result = {
             "code": partner.code,
             "created": created,
