@@ -48,8 +48,9 @@ class PaymentWebhookView(APIView):
             ),
             202: OpenApiResponse(_ack, description="Stored; applied asynchronously."),
             400: OpenApiResponse(
-                description="The signature does not verify, or was made more than the tolerance "
-                "ago or ahead (`invalid_signature`); or it verifies, but the body is no event: not a "
+                description="The signature does not verify (`invalid_signature`); or it verifies but "
+                "was made more than the tolerance (300 s) before or after our clock "
+                "(`timestamp_out_of_tolerance`); or it verifies, but the body is no event: not a "
                 "JSON object, or an `id` or `type` that is not short text (`malformed_body`). "
                 "Nothing is stored."
             ),

@@ -34,7 +34,7 @@ from bookings.models import Actor, Booking
 from bookings.services import lock_booking
 from bookings.timeline import record_event
 from payments import connector, messages
-from payments.connector import MalformedEvent, RefundTruth, UnverifiedEvent
+from payments.connector import MalformedEvent, RefundTruth, StaleEvent, UnverifiedEvent
 from payments.models import EventState, Payment, PaymentEvent
 from payments.money import RefusedAmount
 from payments.services.deliveries import event_object, event_truth, tells_nothing_new
@@ -101,6 +101,11 @@ def payment_event_receive(*, raw: bytes, signature: str) -> Receipt:
         return Receipt(413, "payload_too_large", "The body is larger than a payment event may be.")
     try:
         event = connector.verify_event(raw, signature)
+    except StaleEvent as error:
+        logger.warning("payment webhook refused: %s", error)
+        tolerance = connector.WEBHOOK_TOLERANCE_S
+        message = f"The Stripe-Signature verifies, but was {error}: more than the {tolerance} s allowed."
+        return Receipt(400, "timestamp_out_of_tolerance", message)
     except UnverifiedEvent as error:
         logger.warning("payment webhook refused: %s", error)
         return Receipt(400, "invalid_signature", "The Stripe-Signature does not verify.")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import threading
 import time
 import uuid
@@ -190,15 +191,32 @@ def test_a_body_that_is_not_utf8_without_a_valid_signature_is_an_invalid_signatu
     assert PaymentEvent.objects.count() == 0
 
 
-def test_an_event_signed_ahead_of_our_clock_is_refused_as_the_partners_are(db):
+@pytest.mark.parametrize(
+    ("offset_s", "words"), [(86_400, r"86\d\d\d s ahead of"), (-3_600, r"36\d\d s before")]
+)
+def test_an_event_signed_too_far_from_our_clock_is_refused_and_said_apart_from_a_bad_signature(
+    db, offset_s, words
+):
     # The SDK refuses a signature made too long ago, not one made "later": a captured delivery
-    # signed ahead could be replayed for as long as it stays ahead.
+    # signed ahead could be replayed for as long as it stays ahead. Either way it is said as
+    # what it is: the signature verifies, the clocks are apart (not a wrong secret).
     body = event("payment_intent.succeeded", intent(paying_booking(), "succeeded", received=36_000))
 
-    response = deliver(body, signature(body, at=int(time.time()) + 86_400))
+    response = deliver(body, signature(body, at=int(time.time()) + offset_s))
+
+    error = response.json()["error"]
+    assert (response.status_code, error["code"]) == (400, "timestamp_out_of_tolerance")
+    said = rf"The Stripe-Signature verifies, but was made {words} our clock: more than the 300 s allowed\."
+    assert re.fullmatch(said, error["message"]), error["message"]
+    assert PaymentEvent.objects.count() == 0
+
+
+def test_an_old_signature_that_does_not_verify_is_a_bad_signature_not_a_late_one(db):
+    body = event("payment_intent.succeeded", intent(paying_booking(), "succeeded", received=36_000))
+
+    response = deliver(body, signature(body, "whsec_not_ours", at=int(time.time()) - 3_600))
 
     assert (response.status_code, response.json()["error"]["code"]) == (400, "invalid_signature")
-    assert PaymentEvent.objects.count() == 0
 
 
 @pytest.mark.parametrize(
