@@ -71,6 +71,10 @@ class BookingTimelineApi(APIView):
             401: OpenApiResponse(ErrorSerializer, description="Not authenticated."),
             403: OpenApiResponse(ErrorSerializer, description="Not support staff."),
             404: OpenApiResponse(ErrorSerializer, description="No such booking."),
+            429: OpenApiResponse(
+                ErrorSerializer,
+                description="Too many requests from this user or address; retry after `Retry-After` seconds.",
+            ),
         },
     )
     def get(self, request: Request, reference: str) -> Response:

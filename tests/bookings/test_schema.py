@@ -63,7 +63,7 @@ def test_every_customer_operation_documents_its_errors_in_the_one_shape(db):
     customers = [name for name in ops if not name.startswith(("partner", "payment"))]
     assert {name: error_codes(ops[name]) for name in customers} == {
         "bookings_list": {"400", "401", "404", "429"},
-        "support_booking_timeline": {"401", "403", "404"},
+        "support_booking_timeline": {"401", "403", "404", "429"},
         "bookings_create": {"400", "401", "413", "415", "422", "429"},
         "bookings_retrieve": {"401", "404", "429"},
         "bookings_cancel": {"401", "404", "409", "429"},
