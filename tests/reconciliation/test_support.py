@@ -194,6 +194,51 @@ def test_retry_is_refused_when_it_could_duplicate_or_cannot_help(
     assert calls(broker, partner_queue) == []
 
 
+@pytest.mark.parametrize(
+    ("held", "keys", "refused"),
+    [
+        ("cancelled", True, True),  # the partner took it back: the key hands back the same one
+        ("rejected", True, True),
+        ("lost", True, False),  # a partner that loses a reservation forgets its key: a new create
+        ("cancelled", False, False),  # no key sent: every create makes a new reservation
+        ("cancelled-other-reference", True, False),  # linked by support, not made by our key
+    ],
+)
+def test_retry_is_refused_when_our_key_already_made_a_reservation_the_partner_ended(
+    held,
+    keys,
+    refused,
+    make_booking,
+    as_support,
+    partner,
+    partner_queue,
+    broker,
+    django_capture_on_commit_callbacks,
+):
+    if not keys:
+        partner.capabilities = ["lookup_by_reference", "webhooks"]
+        partner.save(update_fields=["capabilities"])
+    booking = make_booking(status=S.NEEDS_ATTENTION, attention_reason="partner_cancelled_confirmed")
+    status, _, other = held.partition("-")
+    PartnerReservationFactory(
+        booking=booking, status=status, client_reference="BK-OTHER1" if other else booking.reference
+    )
+
+    shown = support.preview("retry", booking, live=False)
+
+    assert (booking.partner_key in shown.refusal) is refused, shown.refusal
+    assert len(shown.effects) == len(set(shown.effects))  # each effect said once
+    if refused:
+        assert "Cancel it on the customer's behalf, or resolve it" in shown.refusal
+        with pytest.raises(InvalidTransition, match="would only hand that back"):
+            _run(django_capture_on_commit_callbacks, "retry", booking, as_support)
+        assert calls(broker, partner_queue) == []
+    else:
+        assert shown.allowed
+        _run(django_capture_on_commit_callbacks, "retry", booking, as_support)
+        assert calls(broker, partner_queue) == [("submit_booking", [str(booking.pk)])]
+
+
 # --- compensate ----------------------------------------------------------------
 def test_compensate_fails_the_booking_and_cancels_its_live_reservations(
     make_booking, as_ops, ops_user, partner_queue, broker, django_capture_on_commit_callbacks

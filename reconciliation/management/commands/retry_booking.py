@@ -10,7 +10,8 @@ class Command(BookingActionCommand):
     help = (
         "Submit a booking again: re-queue a lost submission, or send a needs-attention booking that the "
         "partner provably holds nothing for back to requested. Refused while an earlier create's outcome "
-        "is unknown (never a blind second create). Recorded as support.retry_requested."
+        "is unknown (never a blind second create), and where our key already made a reservation the partner "
+        "cancelled or rejected (the same key would only get it back). Recorded as support.retry_requested."
     )
     action = support.RETRY
     confirm_question = "This sends the booking(s) to the partner again."

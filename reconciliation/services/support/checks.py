@@ -14,7 +14,7 @@ from django_fsm import can_proceed
 
 from bookings.models import Booking
 from bookings.states import CANCEL_ACCEPTED, CREATE_UNANSWERED, TERMINAL_STATES, BookingState
-from partners.models import LIVE_RESERVATION_STATUSES, PartnerReservation, ReservationStatus
+from partners.models import LIVE_RESERVATION_STATUSES, Capability, PartnerReservation, ReservationStatus
 from partners.services.observations import is_fenced
 from payments.models import BEFORE_AUTHORIZATION, Payment, PaymentStatus
 from reconciliation.services.support.permissions import CANCEL, COMPENSATE, RESOLVE, RETRY, SYNC
@@ -66,6 +66,18 @@ class Situation:
     def live_refs(self) -> str:
         return ", ".join(r.partner_ref for r in self.live)
 
+    @property
+    def spent_key(self) -> list[PartnerReservation]:
+        """Reservations our one key already made that the partner still knows, dead: a partner that
+        honours keys answers a create under it with one of them again, never a new reservation.
+        Our creates are the only ones that carry the booking's reference; one the partner lost
+        is not among them, since a partner that loses a reservation forgets its key too
+        (docs/partner-protocols.md, `vanish_rate`), so the same key creates anew."""
+        if not self.booking.partner.has(Capability.IDEMPOTENCY_KEYS):
+            return []  # no key is sent: every create makes a new reservation
+        dead = (ReservationStatus.CANCELLED, ReservationStatus.REJECTED)
+        return [r for r in self.held if r.status in dead and r.client_reference == self.booking.reference]
+
 
 def _sync(situation: Situation) -> str:
     return ""
@@ -110,6 +122,16 @@ def _retry(situation: Situation) -> str:
         return (
             f"Its confirmation deadline passed ({booking.deadline:%Y-%m-%d %H:%M} UTC); "
             "a worker would only expire it. Resolve or cancel it instead."
+        )
+    if situation.spent_key:
+        # A retry is a create under the same key (Booking.partner_key, derived from the row:
+        # there is no fresh one to send), so the partner would hand back this dead reservation,
+        # and the booking would end failed after a round trip and two more mails.
+        dead = ", ".join(f"{r.partner_ref} ({r.status})" for r in situation.spent_key)
+        return (
+            f"Our key {booking.partner_key} already made {dead} at the partner: a create with it "
+            "would only hand that back, never a new reservation. Cancel it on the customer's "
+            "behalf, or resolve it (failed or cancelled), instead."
         )
     return _unpaid(situation)
 
