@@ -65,9 +65,12 @@ def observation_data(observation: PartnerObservation) -> dict[str, Any]:
     }
 
 
-def compensation_summary(reservation: PartnerReservation, step: str) -> str:
-    """`step`: requested (we decided to cancel it at the partner) or verified (it is gone there)."""
+def compensation_summary(reservation: PartnerReservation, step: str, *, not_found: str = "") -> str:
+    """`step`: requested (we decided to cancel it at the partner) or verified (it is gone there);
+    `not_found`: how the partner said it holds nothing at all (a 404), when it did."""
     if step == "verified":
+        if not_found:
+            return f"{reservation.partner_ref}: the partner holds nothing live ({not_found})"
         return f"{reservation.partner_ref} verified {reservation.status} at the partner"
     return f"Cancel {reservation.partner_ref} at the partner ({reservation.compensation_reason})"
 

@@ -42,6 +42,7 @@ from partners.services import backoff
 from partners.services.calls import attempt_open, call_and_close, call_opened_and_close
 from partners.services.observations import is_fenced, observation_apply, reconcile_booking
 from partners.services.orphans import orphan_case_cancel_failed, orphan_case_cancel_verified
+from partners.services.sync import lost_snapshot
 from partners.timeline import compensation_data, compensation_summary
 
 logger = logging.getLogger(__name__)
@@ -118,6 +119,7 @@ def _verify(reservation_id: int, *, actor: Actor | str, actor_label: str) -> Fol
     )
     if not result.ok:
         return _retry_or_give_up(reservation, result.error_code or result.outcome, result.retry_after_s)
+    not_found = ""
     if result.reservation is not None:
         observation_apply(
             partner=reservation.partner,
@@ -127,6 +129,21 @@ def _verify(reservation_id: int, *, actor: Actor | str, actor_label: str) -> Fol
             actor_label=actor_label,
             attempt=attempt,
         )
+    else:
+        # A 404 after our cancel: the partner holds nothing, which completes the compensation
+        # as "not live" does. What we hold of it says so too, through the one door: left as it
+        # was (`confirmed`), an orphan closed this way read "verified confirmed" for ever.
+        not_found = _not_found(reservation)
+        if reservation.status in LIVE_RESERVATION_STATUSES:
+            observation_apply(
+                partner=reservation.partner,
+                snapshot=lost_snapshot(reservation),
+                source=Source.LOOKUP,
+                actor=actor,
+                actor_label=actor_label,
+                booking_id=reservation.booking_id,
+                attempt=attempt,
+            )
     reservation.refresh_from_db()
     if reservation.status in LIVE_RESERVATION_STATUSES and result.reservation is not None:
         return _retry_or_give_up(reservation, "still_live_after_cancel", None)
@@ -141,13 +158,27 @@ def _verify(reservation_id: int, *, actor: Actor | str, actor_label: str) -> Fol
                 "partner.compensation.verified",
                 actor=actor,
                 actor_label=actor_label,
-                summary=compensation_summary(reservation, "verified"),
+                summary=compensation_summary(reservation, "verified", not_found=not_found),
                 data=compensation_data(reservation),
             )
             reconcile_booking(booking, actor=actor, actor_label=actor_label)
         elif updated:
-            orphan_case_cancel_verified(reservation, actor=actor, actor_label=actor_label)
+            orphan_case_cancel_verified(
+                reservation, actor=actor, actor_label=actor_label, not_found=not_found
+            )
     return FollowUp()
+
+
+def _not_found(reservation: PartnerReservation) -> str:
+    """How the partner said it holds nothing: our verifying read's 404, and our cancel's too when
+    the last cancel got one (a reservation it never held, or lost)."""
+    cancel = (
+        PartnerAttempt.objects.filter(reservation=reservation, operation=Operation.CANCEL)
+        .order_by("-started_at", "-id")
+        .values_list("http_status", flat=True)
+        .first()
+    )
+    return "404 to our cancel and to the read that verified it" if cancel == 404 else "404 to our read"
 
 
 @dataclass(frozen=True)

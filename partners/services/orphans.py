@@ -25,6 +25,7 @@ from partners.models import (
     OrphanFinding,
     PartnerReservation,
 )
+from partners.timeline import compensation_summary
 
 _CASE_FIELDS = ["state", "automation", "booking", "closed_at", "closed_because", "closed_by", "closed_note"]
 
@@ -108,9 +109,10 @@ def _close(
 
 
 def orphan_case_cancel_verified(
-    reservation: PartnerReservation, *, actor: Actor | str, actor_label: str = ""
+    reservation: PartnerReservation, *, actor: Actor | str, actor_label: str = "", not_found: str = ""
 ) -> None:
-    """The partner says the orphan is no longer live after our cancel: the case closes itself."""
+    """The partner says the orphan is no longer live after our cancel: the case closes itself.
+    `not_found`: how it said it holds nothing at all (a 404), when it did."""
     case = _locked_case(reservation)
     if case is None or not case.is_open:
         return
@@ -125,8 +127,8 @@ def orphan_case_cancel_verified(
         "orphan.cancel_verified",
         actor=actor,
         actor_label=actor_label,
-        summary=f"{reservation.partner_ref} verified {reservation.status} at the partner; case closed",
-        data={"reservation": reservation.partner_ref, "status": reservation.status},
+        summary=f"{compensation_summary(reservation, 'verified', not_found=not_found)}; case closed",
+        data={"reservation": reservation.partner_ref, "status": reservation.status, "not_found": not_found},
     )
 
 

@@ -6,7 +6,15 @@ case's append-only history."""
 
 from __future__ import annotations
 
+import io
+import json
+import uuid
+from datetime import UTC, datetime
+
 import pytest
+from django.core.management import call_command
+from django.test import Client
+from standardwebhooks.webhooks import Webhook
 
 from bookings.models import Actor
 from bookings.states import BookingState
@@ -24,7 +32,7 @@ from partners.services.listing import change_listing_walk
 from partners.services.observations import observation_apply
 from reconciliation.services.sweeper import sweep
 from tests.helpers import queued_messages, wait_until
-from tests.partners.conftest import snapshot, timeline
+from tests.partners.conftest import WEBHOOK_SECRET, snapshot, timeline
 
 S = BookingState
 
@@ -230,6 +238,48 @@ def test_an_orphan_cancelled_and_verified_at_the_partner_closes_its_case(harness
     assert (case.closed_because, case.automation) == (OrphanClosing.CANCEL_VERIFIED, "cancel_verified")
     assert history(case) == ["orphan.opened", "orphan.cancel_verified"]
     assert case.events.last().summary == f"{stray['id']} verified cancelled at the partner; case closed"
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(60)
+def test_an_orphan_the_partner_never_held_closes_saying_so_never_verified_confirmed(harness, partner_worker):
+    """Tester's report (F17): a signed webhook for a reservation the partner does not hold; our
+    cancel and the verifying read got 404, yet the case said "r_x verified confirmed at the
+    partner; case closed" and the reservation stayed `confirmed`."""
+    h = harness("reference")
+    partner_worker(h.partner)
+    raw = json.dumps(
+        {
+            "type": "reservation.updated",
+            "data": {"id": "r_x", "client_reference": "BK-NOPE00", "status": "confirmed", "version": 1},
+        }
+    )
+    event_id, at = f"msg_{uuid.uuid4().hex}", datetime.now(UTC)
+    answer = Client().post(
+        f"/partners/{h.partner.code}/webhooks/",
+        data=raw,
+        content_type="application/json",
+        HTTP_WEBHOOK_ID=event_id,
+        HTTP_WEBHOOK_TIMESTAMP=str(int(at.timestamp())),
+        HTTP_WEBHOOK_SIGNATURE=Webhook(WEBHOOK_SECRET).sign(event_id, at, raw),
+    )
+    assert answer.status_code == 202
+
+    case = wait_until(
+        lambda: OrphanCase.objects.filter(reservation__partner_ref="r_x", state="closed").first(),
+        what="the case to close itself",
+    )
+    assert h.sandbox.truth("BK-NOPE00") == []
+    assert (case.closed_because, case.automation) == (OrphanClosing.CANCEL_VERIFIED, "cancel_verified")
+    assert history(case) == ["orphan.opened", "orphan.cancel_verified"]
+    summary = "r_x: the partner holds nothing live (404 to our cancel and to the read that verified it)"
+    assert case.events.last().summary == f"{summary}; case closed"
+    reservation = PartnerReservation.objects.get(pk=case.reservation_id)
+    assert reservation.status == "lost" and reservation.compensated_at is not None
+    out = io.StringIO()
+    call_command("orphans", "--all", "--json", stdout=out)
+    (row,) = [r for r in json.loads(out.getvalue())["cases"] if r["partner_ref"] == "r_x"]
+    assert (row["status"], row["last_step"]) == ("lost", f"{summary}; case closed")
 
 
 @pytest.mark.integration
