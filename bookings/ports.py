@@ -32,7 +32,7 @@ from config.redis_client import send_hint
 
 if TYPE_CHECKING:
     from bookings.customer_money import PaymentFacts
-    from bookings.models import Booking
+    from bookings.models import Actor, Booking
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +73,15 @@ class PaymentPort(Protocol):
         """That run in this thread, queueing its follow-up if it asks for one."""
         ...
 
+    def abandon_unasked(
+        self, booking: Booking, *, ending: str, actor: Actor | str, actor_label: str
+    ) -> PaymentFacts | None:
+        """In the caller's transaction, on a locked booking about to leave awaiting_payment for
+        `ending` (its cancel): if no authorization was ever opened, none was made or can be in
+        flight, so the payment is abandoned now, as its run would do; what the customer is told
+        of it then. None when a run must decide (an authorization was opened)."""
+        ...
+
 
 @cache
 def _port() -> PartnerPort:
@@ -105,6 +114,13 @@ def payment_run_on_commit(booking_id: UUID) -> None:
         )
         return
     _after_commit(lambda: _payments().queue_run(booking_id), "payment run", booking_id)
+
+
+def payment_abandon_unasked(
+    booking: Booking, *, ending: str, actor: Actor | str, actor_label: str = ""
+) -> PaymentFacts | None:
+    """Call on the locked booking, in the transaction that cancels it (`PaymentPort.abandon_unasked`)."""
+    return _payments().abandon_unasked(booking, ending=ending, actor=actor, actor_label=actor_label)
 
 
 def money_follows(booking: Booking) -> None:

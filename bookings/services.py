@@ -356,6 +356,13 @@ def booking_request_cancel(
             booking.cancellation_fee = fee
             fields += ("cancellation_fee",)
             data = {**(data or {}), "cancellation_fee": str(booking.cancellation_fee)}
+        money = None
+        if booking.status == BookingState.AWAITING_PAYMENT:
+            # Its card may not have been asked yet (the run queued, not run: ~1 s, or a broker
+            # outage): then nothing will be, and the customer is told so with this change.
+            money = ports.payment_abandon_unasked(
+                booking, ending=BookingState.CANCEL_REQUESTED, actor=actor, actor_label=actor_label
+            )
         apply_transition(
             booking,
             "request_cancel",
@@ -365,6 +372,7 @@ def booking_request_cancel(
             summary=summary,
             data=data,
             extra_fields=fields,
+            payment=money,
         )
         ports.cancel_on_commit(booking.pk, booking.partner.code)
         return booking

@@ -9,12 +9,12 @@ from django.conf import settings
 from django.utils import timezone
 
 from bookings.customer_money import PaymentFacts
-from bookings.models import Booking
+from bookings.models import Actor, Booking
 from config.errors import ValidationFailed
 from payments import messages
 from payments.models import Payment
 from payments.money import RefusedAmount, to_minor
-from payments.services.runs import payment_run_and_follow_up
+from payments.services.runs import abandon_unasked, payment_run_and_follow_up
 
 
 class DramatiqPaymentPort:
@@ -50,3 +50,8 @@ class DramatiqPaymentPort:
 
     def run_now(self, booking_id: UUID) -> None:
         payment_run_and_follow_up(booking_id)
+
+    def abandon_unasked(
+        self, booking: Booking, *, ending: str, actor: Actor | str, actor_label: str
+    ) -> PaymentFacts | None:
+        return abandon_unasked(booking, ending=ending, actor=actor, actor_label=actor_label)

@@ -27,6 +27,7 @@ from django.db import transaction
 from django.db.models import F, Sum
 from django.utils import timezone
 
+from bookings.customer_money import PaymentFacts
 from bookings.models import Actor, Booking
 from bookings.pricing import CENT
 from bookings.services import lock_booking
@@ -48,6 +49,7 @@ from payments.services.observations import (
     booking_follow,
     lock_payment,
     open_operation_of,
+    payment_facts,
     refund_truth_apply,
     truth_apply,
 )
@@ -217,6 +219,34 @@ def _claim(booking_id: UUID, *, actor: Actor | str, actor_label: str) -> _Claime
         return _Claimed(
             operation, _call_for(operation, payment, booking, reads=reads), first_call=first_call, reads=reads
         )
+
+
+def abandon_unasked(
+    booking: Booking, *, ending: str, actor: Actor | str, actor_label: str = ""
+) -> PaymentFacts | None:
+    """The run's abandon, at the cancel that makes it due (`ports.payment_abandon_unasked`): on
+    the locked booking, under the payment's lock, only while the payment is pending with no
+    operation at all. An authorization's operation is committed with the move to authorizing
+    before its call (`_claim`), so none was made and none can be in flight; and a run that
+    claims later finds the payment abandoned and asks nothing. Otherwise (an authorization
+    opened, even one released as never made) the run decides, as before. Said at once, the
+    customer's money is "not charged" from the cancel on, not "asking your bank to hold" until
+    a worker runs (for as long as the broker is down)."""
+    payment = lock_payment(booking)
+    if payment is None or payment.status != P.PENDING or payment.operations.exists():
+        return None
+    payment.abandon()
+    _due_at(payment, booking)  # at rest: nothing is due any more
+    payment.save(update_fields=["status", "status_changed_at", "next_check_at", "updated_at"])
+    record_event(
+        booking,
+        "payment.abandoned",
+        actor=actor,
+        actor_label=actor_label,
+        summary=f"the booking is {ending} before any authorization: the provider is never asked",
+    )
+    held_deliveries_settle(payment)
+    return payment_facts(payment)
 
 
 def _refused_for_good(operations: list[PaymentOperation], step: decisions.Step) -> bool:

@@ -18,6 +18,7 @@ from django.utils import timezone
 from bookings.services import booking_request_cancel
 from bookings.states import BookingState
 from payments.models import EventState, PaymentEvent, PaymentStatus
+from payments.services import runs
 from reconciliation.services.sweeper import booking_due_run
 from tests.helpers import wait_until
 from tests.partners.conftest import status_of, wait_for_status
@@ -177,6 +178,39 @@ def test_a_booking_cancelled_while_awaiting_its_payment_is_released_not_charged(
     wait_for_money(booking, "released")
     assert_money_at_rest(paying, booking, owed=Decimal("0.00"), code="released")
     assert type(booking).objects.get(pk=booking.pk).cancellation_fee is None  # never confirmed: free
+
+
+def test_a_booking_cancelled_before_its_card_was_asked_says_not_charged_at_once(
+    paying_idle, api_client, customer
+):
+    """Tester's report (F16): cancelled while its payment run was queued and not run (a broker
+    outage; ~1 s otherwise), the booking kept saying "We are asking your bank to hold 360.00 EUR"
+    until a worker abandoned the payment, though no hold would ever be asked."""
+    booking = paying_idle.book(customer=customer)  # its payment run is queued; no worker runs it
+    assert (payment_of(booking).status, payment_of(booking).operations.count()) == (P.PENDING, 0)
+
+    answer = api_client.post(f"/api/v1/bookings/{booking.reference}/cancel")
+
+    # the cancel's own answer, and the booking read after it, say nothing will be asked
+    assert answer.status_code in (200, 202), answer.content
+    shown = api_client.get(f"/api/v1/bookings/{booking.reference}").json()
+    assert (shown["status"], shown["money"]["code"]) == ("cancelling", "not_charged")
+    assert shown["money"]["message"] == "You were not charged."
+    assert answer.json()["money"]["code"] == "not_charged"
+    payment = payment_of(booking)
+    assert (payment.status, payment.next_check_at, payment.operations.count()) == (P.ABANDONED, None, 0)
+    assert kinds(booking)[-2:] == ["payment.abandoned", "booking.cancel_requested"]
+    assert type(booking).objects.get(pk=booking.pk).status_version == 2  # one numbered change
+
+    # a later run (the queued one) asks nothing and changes nothing; the cancel completes
+    assert runs.payment_run(booking.pk) == runs.FollowUp()
+    paying_idle.start_worker()
+    wait_for_status(booking, S.CANCELLED)
+    wait_for_money(booking, "not_charged")
+    assert paying_idle.intents(booking) == []  # the provider was never asked
+    assert payment_of(booking).operations.count() == 0
+    assert kinds(booking).count("payment.abandoned") == 1
+    assert_money_at_rest(paying_idle, booking, owed=Decimal("0.00"), code="not_charged")
 
 
 def _confirmed_and_charged(paying, **policy):
