@@ -10,9 +10,10 @@ from django.conf import settings
 from django.utils import timezone
 
 from bookings.models import CancellationTerms, Offer
-from config.errors import ValidationFailed
+from config.errors import INVALID_REQUEST, ValidationFailed
 
 CENT = Decimal("0.01")
+GUESTS_REQUIRED = "At least one guest is required."
 # Currencies whose smallest unit is not the hundredth as the payment provider counts its minor
 # units (Stripe's zero- and three-decimal currencies): whole units, or thousandths; every other has
 # two. These are the integers on the wire, so the provider's count, not ISO 4217's minor units,
@@ -90,11 +91,11 @@ def validate_stay(stay: Stay, *, now: datetime | None = None) -> None:
             f"A booking may cover at most {settings.BOOKING_MAX_NIGHTS} nights."
         )
     if stay.guests < 1:
-        errors.setdefault("guests", []).append("At least one guest is required.")
+        errors.setdefault("guests", []).append(GUESTS_REQUIRED)
     elif stay.guests > offer.capacity:
         errors.setdefault("guests", []).append(f"This offer takes at most {offer.capacity} guests.")
     if errors:
-        raise ValidationFailed("The booking request is invalid.", fields=errors)
+        raise ValidationFailed(INVALID_REQUEST, fields=errors)
 
 
 def cancellation_cut_off(*, terms: CancellationTerms, start_date: date) -> datetime:

@@ -18,6 +18,10 @@ from rest_framework.views import exception_handler
 
 from config.raw_errors import status_code_name
 
+# The top-level message of a validation error naming fields, whichever check found them (a field's
+# format here, a stay's rules in bookings.pricing): the fields say what is wrong.
+INVALID_REQUEST = "The request is invalid."
+
 
 class ApplicationError(Exception):
     """Base of every error the application raises on purpose."""
@@ -111,7 +115,7 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         fields = _flatten(exc.detail)
         if isinstance(fields, list):
             fields = {"non_field_errors": fields}
-        response.data = error_body("validation_error", "The request is invalid.", fields)
+        response.data = error_body("validation_error", INVALID_REQUEST, fields)
     else:
         code = getattr(exc, "default_code", "error")
         if isinstance(exc, exceptions.APIException):

@@ -9,10 +9,12 @@ never the internal state name.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from django.urls import reverse
 from django.utils import timezone
+from drf_spectacular.extensions import OpenApiSerializerExtension
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -20,12 +22,14 @@ from bookings.cancelling import Outcome, cancel_money, offer_policy, stay_policy
 from bookings.customer_money import money_shown
 from bookings.dates import NotADate, parse_date
 from bookings.models import Booking, Offer, Quote
+from bookings.pricing import GUESTS_REQUIRED
 from bookings.states import CustomerMessage, CustomerMoney, CustomerStatus
 
 # A database id fits a signed 64-bit integer; anything larger is not an id.
 MAX_ID = 2**63 - 1
 # A payment method as the provider names it.
 PAYMENT_METHOD_PATTERN = r"^pm_[A-Za-z0-9_]+$"
+UNKNOWN_FIELD = "Unknown field."
 
 
 # --- errors ---------------------------------------------------------------------------------
@@ -47,6 +51,42 @@ class ErrorSerializer(serializers.Serializer):
 
 
 # --- inputs ---------------------------------------------------------------------------------
+class InputSerializer(serializers.Serializer):
+    """Base of every customer API body: a field it does not declare is refused (400, `Unknown
+    field.` under its name), with the other fields' errors. DRF drops such a field silently, so a
+    misspelt `paymentMethod` would book an unpaid stay, and a `total_price` or `status` sent
+    would look taken. Partner and payment webhooks are not read through this: partners add fields.
+    """
+
+    def to_internal_value(self, data: Any) -> Any:
+        unknown = {}
+        if isinstance(data, Mapping):
+            writable = {name for name, field in self.fields.items() if not field.read_only}
+            unknown = {str(name): [UNKNOWN_FIELD] for name in data if name not in writable}
+        try:
+            value = super().to_internal_value(data)
+        except serializers.ValidationError as exc:
+            if unknown and isinstance(exc.detail, dict):
+                raise serializers.ValidationError({**exc.detail, **unknown}) from None
+            raise
+        if unknown:
+            raise serializers.ValidationError(unknown)
+        return value
+
+
+class InputSerializerExtension(OpenApiSerializerExtension):
+    """The schema says so too: a request body of an `InputSerializer` has no other properties."""
+
+    target_class = InputSerializer
+    match_subclasses = True
+
+    def map_serializer(self, auto_schema, direction):
+        schema = auto_schema._map_serializer(self.target, direction, bypass_extensions=True)
+        if direction == "request":
+            schema["additionalProperties"] = False
+        return schema
+
+
 class CalendarDateField(serializers.DateField):
     """A date written `YYYY-MM-DD` and nothing else, by the pages' rule (`bookings.dates`): not
     DRF's ISO 8601 reading, which takes `20270301` and `2027-W09-1` too. One written as a date
@@ -59,7 +99,7 @@ class CalendarDateField(serializers.DateField):
             raise serializers.ValidationError(exc.message, code=exc.code) from None
 
 
-class StayInputSerializer(serializers.Serializer):
+class StayInputSerializer(InputSerializer):
     offer = serializers.IntegerField(min_value=1, max_value=MAX_ID, help_text="An offer id.")
     start_date = CalendarDateField(
         help_text="First night, written `YYYY-MM-DD` and nothing else (not `20270301`): a 400 otherwise."
@@ -67,7 +107,12 @@ class StayInputSerializer(serializers.Serializer):
     end_date = CalendarDateField(
         help_text="Departure day (`YYYY-MM-DD`, as `start_date`), after `start_date`."
     )
-    guests = serializers.IntegerField(help_text="Number of guests.")
+    # A stay rule the field can check alone, so it is named with the other fields' errors.
+    guests = serializers.IntegerField(
+        min_value=1,
+        error_messages={"min_value": GUESTS_REQUIRED},
+        help_text="Number of guests, at least one (and at most the offer's capacity).",
+    )
 
 
 class QuoteCreateInputSerializer(StayInputSerializer):

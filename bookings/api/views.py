@@ -243,7 +243,8 @@ class BookingCollectionView(CustomerAPIView):
                 description="Accepted (also for a replay of the same key and body).",
             ),
             400: _error(
-                "Invalid body or stay (`validation_error`, with the fields; `parse_error` for a "
+                "Invalid body or stay (`validation_error`, with the fields, and `Unknown field.` for "
+                "one the operation does not take; `parse_error` for a "
                 "body that is not JSON or is nested too deeply), or a missing or invalid "
                 "Idempotency-Key (`idempotency_key_required`, `idempotency_key_invalid`)."
             ),
@@ -374,7 +375,8 @@ class QuoteCreateView(CustomerAPIView):
         responses={
             201: QuoteOutputSerializer,
             400: _error(
-                "Invalid body or stay (`validation_error`, with the fields; `parse_error` for a "
+                "Invalid body or stay (`validation_error`, with the fields, and `Unknown field.` for "
+                "one the operation does not take; `parse_error` for a "
                 "body that is not JSON or is nested too deeply)."
             ),
             401: _UNAUTHENTICATED,

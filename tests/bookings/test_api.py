@@ -285,6 +285,65 @@ def test_create_booking_parses_types(api_client, db):
     assert Booking.objects.count() == 0
 
 
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"paymentMethod": "pm_card_visa"},  # a misspelt payment_method: an unpaid booking otherwise
+        {"status": "confirmed", "total_price": "1.00", "reference": "BK-MINE"},  # output fields
+    ],
+    ids=["misspelt", "read-only"],
+)
+@pytest.mark.parametrize("url", [BOOKINGS_URL, "/api/v1/quotes"])
+def test_a_field_the_api_does_not_take_is_refused_not_ignored(api_client, offer, url, extra):
+    response = api_client.post(
+        url, {**stay_body(offer), **extra}, format="json", headers={"Idempotency-Key": "k"}
+    )
+
+    assert response.status_code == 400
+    assert response.json() == {
+        "error": {
+            "code": "validation_error",
+            "message": "The request is invalid.",
+            "fields": {key: ["Unknown field."] for key in extra},
+        }
+    }
+    assert Booking.objects.count() == Quote.objects.count() == 0
+
+
+def test_an_unknown_field_is_named_with_the_other_fields_errors(api_client, db):
+    response = post_booking(api_client, {"offer": "one", "guests": 2, "start_date": "x", "nights": 3})
+
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"] == {
+        "offer": ["A valid integer is required."],
+        "start_date": ["Date has wrong format. Use one of these formats instead: YYYY-MM-DD."],
+        "end_date": ["This field is required."],
+        "nights": ["Unknown field."],
+    }
+
+
+def test_format_and_field_rule_errors_are_named_together_under_one_message(api_client, db):
+    # given a body whose fields are unreadable, and whose guests break their own rule
+    body = {"offer": -1, "start_date": "2027-02-30", "end_date": "x", "guests": 0}
+
+    response = post_booking(api_client, body)
+
+    # then every field is named at once, under the message every validation error has
+    assert response.status_code == 400
+    assert response.json() == {
+        "error": {
+            "code": "validation_error",
+            "message": "The request is invalid.",
+            "fields": {
+                "offer": ["Ensure this value is greater than or equal to 1."],
+                "start_date": ["2027-02-30 is not a date in the calendar: February 2027 has 28 days."],
+                "end_date": ["Date has wrong format. Use one of these formats instead: YYYY-MM-DD."],
+                "guests": ["At least one guest is required."],
+            },
+        }
+    }
+
+
 def test_an_offer_id_beyond_64_bits_is_a_validation_error(api_client, db):
     response = post_booking(api_client, {"offer": 2**63, "start_date": "2030-01-01"})
 
@@ -431,6 +490,25 @@ def test_the_same_key_with_another_body_is_refused_and_writes_nothing(
     assert Booking.objects.exclude(idempotency_key="").count() == 1
     assert BookingEvent.objects.count() == events_before
     assert callbacks == []
+
+
+def test_a_replay_with_an_unknown_field_is_refused_and_a_refused_request_keeps_its_key(api_client, offer):
+    # given a booking made with a key
+    first = post_booking(api_client, stay_body(offer), key="used")
+
+    # when the same key and body come again with a field the API does not take
+    replay = post_booking(api_client, stay_body(offer, paymentMethod="pm_card_visa"), key="used")
+    # and a new key is first sent with one, then without it
+    refused = post_booking(api_client, stay_body(offer, paymentMethod="pm_card_visa"), key="fresh")
+    corrected = post_booking(api_client, stay_body(offer, payment_method="pm_card_visa"), key="fresh")
+
+    # then the unknown field is refused before the key is looked at, and the refusal used no key
+    assert first.status_code == 202
+    assert replay.status_code == refused.status_code == 400
+    assert replay.json()["error"]["fields"] == {"paymentMethod": ["Unknown field."]}
+    assert corrected.status_code == 202, corrected.json()
+    assert corrected.json()["reference"] != first.json()["reference"]
+    assert Booking.objects.get(idempotency_key="fresh").status == S.AWAITING_PAYMENT  # it pays
 
 
 def test_a_quote_booked_under_one_key_answers_another_key_with_its_booking(api_client, offer):

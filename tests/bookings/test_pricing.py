@@ -134,7 +134,7 @@ def test_an_invalid_stay_is_a_400_naming_the_fields(api_client, offer, url, over
     assert response.json() == {
         "error": {
             "code": "validation_error",
-            "message": "The booking request is invalid.",
+            "message": "The request is invalid.",
             "fields": fields,
         }
     }
