@@ -3,10 +3,15 @@ else a 400."""
 
 from __future__ import annotations
 
-from rest_framework import pagination, serializers
+import re
+
+from rest_framework import pagination
 from rest_framework.exceptions import ValidationError
 
-_PAGE = serializers.IntegerField(min_value=1)
+# ASCII digits only, not zero: Python's int() (DRF's and Django's reading) also takes `+1`, ` 1 `,
+# `1_0` (ten), `1.0` and other scripts' digits (fullwidth, Arabic-Indic).
+_PAGE = re.compile(r"0*[1-9][0-9]*")
+NOT_A_PAGE = "Give a whole number from 1, in the digits 0-9 alone (e.g. `2`)."
 
 
 class PageNumberPagination(pagination.PageNumberPagination):
@@ -20,11 +25,8 @@ class PageNumberPagination(pagination.PageNumberPagination):
                 {self.page_query_param: [f"Give one page: `page` was given {len(given)} times."]}
             )
         page = request.query_params.get(self.page_query_param)
-        if page is not None:
-            try:
-                _PAGE.run_validation(page)
-            except ValidationError as exc:
-                raise ValidationError({self.page_query_param: exc.detail}) from None
+        if page is not None and not _PAGE.fullmatch(page):
+            raise ValidationError({self.page_query_param: [NOT_A_PAGE]})
         return super().paginate_queryset(queryset, request, view)
 
     def get_schema_operation_parameters(self, view):

@@ -49,7 +49,7 @@ _UNAUTHENTICATED = _error("Missing or invalid token (`Authorization: Token <key>
 _THROTTLED = _error("Too many requests from this customer or address; retry after `Retry-After` seconds.")
 _UNSUPPORTED_MEDIA = _error("The body must be JSON (`Content-Type: application/json`).")
 _TOO_LARGE = _error("`payload_too_large`: the body is larger than the server takes (1 MiB by default).")
-_BAD_PAGE = _error("`page` is not a whole number from 1, or is given more than once.")
+_BAD_PAGE = _error("`page` is not a whole number from 1 in the digits 0-9 alone, or is given more than once.")
 _PAGE_NOT_FOUND = _error("No such page (past the last one).")
 _NOT_FOUND = _error("No such booking for this customer (another customer's booking included).")
 _REFERENCE = OpenApiParameter(
@@ -199,8 +199,8 @@ class BookingCollectionView(CustomerAPIView):
         responses={
             200: BookingOutputSerializer(many=True),
             400: _error(
-                "An empty or unknown `status`, or a `page` that is not a whole number from 1 or is "
-                "given more than once."
+                "An empty or unknown `status`, or a `page` that is not a whole number from 1 (in the "
+                "digits 0-9 alone) or is given more than once."
             ),
             401: _UNAUTHENTICATED,
             404: _PAGE_NOT_FOUND,

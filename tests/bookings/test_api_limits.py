@@ -198,12 +198,25 @@ def test_a_repeated_page_is_refused_not_one_of_them_served(api_client, url):
 
 
 @pytest.mark.parametrize("url", [BOOKINGS, "/api/v1/offers"])
-@pytest.mark.parametrize("page", ["0", "-1", "abc", "", "last", "1e3"])
+@pytest.mark.parametrize(
+    "page",
+    ["0", "00", "-1", "abc", "", "last", "1e3", "1.0", "+1", " 1 ", "1_0", "\uff11", "\u0661", "\U0001d7cf"],
+)
 def test_a_page_that_is_not_a_whole_number_from_1_is_a_400(api_client, url, page):
+    # (Python's int() reads `+1`, ` 1 `, `1_0` as ten, and other scripts' digits: fullwidth,
+    # Arabic-Indic, mathematical bold)
     response = api_client.get(url, {"page": page})
 
     assert response.status_code == 400
-    assert list(response.json()["error"]["fields"]) == ["page"]
+    assert response.json()["error"]["fields"] == {
+        "page": ["Give a whole number from 1, in the digits 0-9 alone (e.g. `2`)."]
+    }
+
+
+@pytest.mark.parametrize("url", [BOOKINGS, "/api/v1/offers"])
+@pytest.mark.parametrize("page", ["1", "01"])
+def test_the_first_page_is_served_however_many_leading_zeros(api_client, url, page):
+    assert api_client.get(url, {"page": page}).status_code == 200
 
 
 def test_a_page_past_the_last_is_still_a_404(api_client):
