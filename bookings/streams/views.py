@@ -18,7 +18,7 @@ from django.conf import settings
 from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET
+from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions
 
 from bookings import live
@@ -31,12 +31,19 @@ LAST_EVENT_ID = "Last-Event-ID"
 
 
 def _stream_view(view: Callable[..., Awaitable[HttpResponse]]) -> Callable[..., Awaitable[HttpResponse]]:
-    """GET only, never cached, served by the events process only, errors in the one shape."""
+    """GET only, never cached, served by the events process only, errors in the one shape.
 
+    CSRF-exempt: the views answer GET alone, which CSRF never checks; without it the CSRF
+    middleware answered any other method 403 before the view could say 405, as the API does."""
+
+    @csrf_exempt
     @never_cache
-    @require_GET
     @functools.wraps(view)
     async def wrapped(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+        if request.method != "GET":
+            # As DRF answers the API's other paths (config.errors.api_exception_handler).
+            body = error_body("method_not_allowed", f'Method "{request.method}" not allowed.')
+            return JsonResponse(body, status=405, headers={"Allow": "GET"})
         if not isinstance(request, ASGIRequest):
             # Under WSGI a stream would hold a worker thread for its whole life.
             return error_response(

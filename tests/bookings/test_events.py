@@ -8,6 +8,7 @@ few database connections however many streams are open.
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
@@ -226,6 +227,43 @@ def test_a_stream_on_the_web_server_is_refused_as_misdirected(ada, client):
 
     assert response.status_code == 421
     assert response.json()["error"]["code"] == "misdirected_request"
+
+
+STREAM_PATHS = [MY_BOOKINGS, "/api/v1/bookings/BK-ANY/events"]
+NOT_GET = ["POST", "PUT", "PATCH", "DELETE"]
+
+
+def assert_method_not_allowed(status: int, body: bytes, method: str) -> None:
+    assert (status, json.loads(body)) == (
+        405,
+        {"error": {"code": "method_not_allowed", "message": f'Method "{method}" not allowed.'}},
+    )
+
+
+@pytest.mark.parametrize("path", STREAM_PATHS)
+@pytest.mark.parametrize("method", NOT_GET)
+def test_a_stream_path_answers_another_method_405_on_the_web_server(ada, path, method):
+    """Not the CSRF middleware's 403: a browser's session, no CSRF token, as a client would send."""
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(ada)
+
+    response = client.generic(method, path, data=b"{}", content_type="application/json")
+
+    assert_method_not_allowed(response.status_code, response.content, method)
+    assert response["Allow"] == "GET"
+
+
+@pytest.mark.parametrize("path", STREAM_PATHS)
+@pytest.mark.parametrize("method", NOT_GET)
+def test_a_stream_path_answers_another_method_405_on_the_events_process(events, path, method):
+    connection = http.client.HTTPConnection("127.0.0.1", events.port, timeout=10)
+    try:
+        connection.request(method, path, body=b"{}", headers={"Content-Type": "application/json"})
+        response = connection.getresponse()
+        assert_method_not_allowed(response.status, response.read(), method)
+        assert response.getheader("Allow") == "GET"
+    finally:
+        connection.close()
 
 
 # --- the life of a stream and of its subscription ---------------------------------------------
