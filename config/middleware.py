@@ -71,8 +71,8 @@ class RequestBodyLimitMiddleware:
 
     Django applies that limit when it reads a body itself (forms, `request.body`, hence the
     webhook receiver, which records oversized deliveries), but DRF's parsers read the request
-    stream directly and would take any size. A body without a Content-Length (chunked) is read
-    as empty by Django's WSGI request, so the declared length is the one to check.
+    stream directly and would take any size, so the declared length is the one to check. A
+    chunked body has one by then: `config.chunked` read it, cut one byte past the limit.
     """
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):

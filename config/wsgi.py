@@ -7,7 +7,12 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.dev")
 # A request process waits on Redis briefly: nothing it sends there may hold an answer
 # (settings: REDIS_SOCKET_TIMEOUT_S).
 os.environ.setdefault("REDIS_SOCKET_TIMEOUT_S", "1")
-application = get_wsgi_application()
+django_application = get_wsgi_application()
+
+from config.chunked import ChunkedBodyMiddleware  # noqa: E402 - after the settings are named
+
+# A chunked request body reaches Django with its length (config/chunked.py).
+application = ChunkedBodyMiddleware(django_application)
 
 # What start-up built (modules, URL patterns, model metadata) lives as long as the process. Moved
 # out of the collector's generations, it is no longer scanned by every full collection, which

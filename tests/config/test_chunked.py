@@ -1,0 +1,124 @@
+"""A request body sent chunked (`Transfer-Encoding: chunked`, no Content-Length), against gunicorn
+as the Procfile runs it: Django reads bodies by their Content-Length only, so config/chunked.py
+reads a chunked one (bounded by the body limit) and hands it on with its length. Before, such a
+body was read as empty: every field "required", no 413, a signed webhook's signature refused."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+from datetime import timedelta
+from http.client import HTTPConnection
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.utils import timezone
+
+from bookings.models import Booking
+from config.chunked import ChunkedBodyMiddleware
+from partners.models import InboundEvent
+from tests.config.test_outages import _database_url
+from tests.factories import OfferFactory, PartnerFactory, TokenFactory, UserFactory
+from tests.helpers import unique_code
+from tests.own_servers import ProjectProcesses
+from tests.partners.conftest import WEBHOOK_SECRET
+from tests.partners.test_webhook_abuse import delivery, signed_headers
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+def web(transactional_db, tmp_path: Path) -> Iterator[int]:
+    """gunicorn on this test's database; its port."""
+    processes = ProjectProcesses(tmp_path, {"DATABASE_URL": _database_url()})
+    try:
+        yield int(processes.web().rsplit(":", 1)[1])
+    finally:
+        processes.stop_all()
+
+
+def post_chunked(port: int, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict]:
+    """POST `body` in 64 KiB chunks, with no Content-Length; the status and the JSON answer."""
+    chunks = [body[i : i + 65536] for i in range(0, len(body), 65536)]
+    connection = HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        connection.request("POST", path, body=iter(chunks), headers=headers, encode_chunked=True)
+        response = connection.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        connection.close()
+
+
+def test_a_chunked_booking_is_read_and_a_chunked_body_over_the_limit_is_413(web):
+    offer = OfferFactory()
+    start = timezone.now().date() + timedelta(days=30)
+    stay = {
+        "offer": offer.pk,
+        "start_date": str(start),
+        "end_date": str(start + timedelta(days=2)),
+        "guests": 2,
+    }
+    headers = {
+        "Authorization": f"Token {TokenFactory(user=UserFactory()).key}",
+        "Content-Type": "application/json",
+        "Idempotency-Key": "chunked-1",
+    }
+
+    booked = post_chunked(web, "/api/v1/bookings", json.dumps(stay).encode(), headers)
+    too_large = post_chunked(
+        web, "/api/v1/bookings", json.dumps({**stay, "pad": "x" * 2 * 1024 * 1024}).encode(), headers
+    )
+
+    assert booked[0] == 202, booked
+    assert Booking.objects.get(reference=booked[1]["reference"]).guests == 2
+    assert too_large == (
+        413,
+        {
+            "error": {
+                "code": "payload_too_large",
+                "message": f"The request body is larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes.",
+            }
+        },
+    )
+
+
+def test_a_chunked_partner_webhook_verifies_and_one_over_the_limit_is_413(web):
+    ref_partner = PartnerFactory(code=unique_code("chunked"), webhook_secret=WEBHOOK_SECRET)
+    path = f"/partners/{ref_partner.code}/webhooks/"
+    raw = delivery("BK-CHUNKED")
+    oversized = delivery("BK-CHUNKED", pad=2 * 1024 * 1024)
+
+    stored = post_chunked(web, path, raw, signed_headers(raw))
+    refused = post_chunked(web, path, oversized, signed_headers(oversized))
+
+    assert stored[0] == 202, stored
+    assert InboundEvent.objects.get(partner=ref_partner, signature_valid=True).body_size == len(raw)
+    assert refused == (
+        413,
+        {"error": {"code": "payload_too_large", "message": refused[1]["error"]["message"]}},
+    )
+    evidence = InboundEvent.objects.get(partner=ref_partner, signature_valid=False)
+    # declared as read: one byte past the body limit, a lower bound of its size
+    assert evidence.body_size == settings.DATA_UPLOAD_MAX_MEMORY_SIZE + 1
+
+
+def test_a_chunked_body_a_server_does_not_end_is_411_never_read_as_empty():
+    """A server that does not end `wsgi.input` at the body's end (wsgiref, runserver) cannot be
+    read to it: 411, not an empty body."""
+    answered = []
+
+    def django(environ, start_response):  # pragma: no cover - must not be reached
+        raise AssertionError("the request reached Django")
+
+    environ = {
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": "/api/v1/bookings",
+        "HTTP_TRANSFER_ENCODING": "chunked",
+        "wsgi.input": io.BytesIO(b"{}"),
+    }
+    body = ChunkedBodyMiddleware(django)(environ, lambda status, headers: answered.append(status))
+
+    assert answered == ["411 Length Required"]
+    assert json.loads(b"".join(body))["error"]["code"] == "length_required"
