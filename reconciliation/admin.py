@@ -38,6 +38,7 @@ from reconciliation.selectors.partner_health import partner_health
 from reconciliation.selectors.timeline import booking_timeline
 from reconciliation.selectors.timeline_display import event_for, rows_for, timeline_display
 from reconciliation.services import support
+from reconciliation.services.support.notes import validate_note
 
 # --- forms ----------------------------------------------------------------
 
@@ -46,6 +47,7 @@ class SupportActionForm(forms.Form):
     token = forms.CharField(widget=forms.HiddenInput, max_length=64)
     note = forms.CharField(
         required=False,
+        validators=[validate_note],
         widget=forms.Textarea(attrs={"rows": 3, "cols": 70}),
         help_text="Why; it goes on the booking's timeline with your name.",
     )

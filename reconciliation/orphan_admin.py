@@ -24,6 +24,7 @@ from partners.models import OrphanCase, Partner
 from reconciliation.confirm import run_confirmed, show_previewed, show_token, token_to_keep
 from reconciliation.selectors.orphans import open_orphans_by_partner, orphan_queue, orphan_story
 from reconciliation.services import support
+from reconciliation.services.support.notes import validate_note
 
 QUEUE_LIMIT = 500
 
@@ -37,6 +38,7 @@ class OrphanActionForm(forms.Form):
     )
     note = forms.CharField(
         required=False,
+        validators=[validate_note],
         widget=forms.Textarea(attrs={"rows": 3, "cols": 70}),
         help_text="Why; it goes in the case's history with your name.",
     )

@@ -32,6 +32,7 @@ from reconciliation.selectors.payment_health import payment_health
 from reconciliation.selectors.payment_panel import payment_panel
 from reconciliation.services import support
 from reconciliation.services.support import payments as money
+from reconciliation.services.support.notes import validate_note
 
 
 def refund_amount(raw: str, currency: str) -> Decimal:
@@ -52,6 +53,7 @@ class PaymentActionForm(forms.Form):
     )
     note = forms.CharField(
         required=False,
+        validators=[validate_note],
         widget=forms.Textarea(attrs={"rows": 3, "cols": 70}),
         help_text="Why; it goes on the booking's timeline with your name.",
     )

@@ -14,6 +14,11 @@ from django.utils import timezone
 
 from bookings.states import BookingState
 from partners.models import InboundState
+from reconciliation.admin import SupportActionForm
+from reconciliation.orphan_admin import OrphanActionForm
+from reconciliation.payment_admin import PaymentActionForm
+from reconciliation.services import support
+from reconciliation.services.support import payments as money
 from tests.factories import InboundEventFactory, PartnerAttemptFactory, PartnerReservationFactory, UserFactory
 from tests.reconciliation.conftest import actor_names, calls
 
@@ -278,6 +283,47 @@ def test_resolve_with_a_note_settles_the_booking(
     booking.refresh_from_db()
     assert booking.status == S.CANCELLED
     assert booking.events.get().data["note"] == "partner call"
+
+
+def test_resolve_with_a_note_over_2000_characters_shows_the_form_again_and_changes_nothing(
+    make_booking, ops_client
+):
+    booking = make_booking(status=S.NEEDS_ATTENTION)
+    PartnerReservationFactory(booking=booking, status="cancelled")
+    page = ops_client.get(_action(booking, "resolve"))
+
+    response = ops_client.post(
+        _action(booking, "resolve"), {"token": _token(page), "outcome": "failed", "note": "x" * 100_000}
+    )
+
+    booking.refresh_from_db()
+    assert response.status_code == 200
+    assert "A note may be at most 2,000 characters; this one has 100,000." in response.content.decode()
+    assert booking.status == S.NEEDS_ATTENTION
+    assert not booking.events.exists()
+
+
+@pytest.mark.parametrize(
+    "form",
+    [
+        lambda data: SupportActionForm(data, action=support.SYNC),
+        lambda data: OrphanActionForm(data, needs_note=True),
+        lambda data: PaymentActionForm(data, action=money.VOID),
+    ],
+    ids=["booking", "orphan", "payment"],
+)
+def test_every_console_action_form_bounds_its_note_at_2000_characters(form):
+    longest = form({"token": "t", "note": "x" * 2000})
+    too_long = form({"token": "t", "note": "x" * 2001})
+
+    assert longest.is_valid(), longest.errors
+    assert not too_long.is_valid()
+    assert too_long.errors == {
+        "note": [
+            "A note may be at most 2,000 characters; this one has 2,001. "
+            "Say why in short; link to anything longer."
+        ]
+    }
 
 
 def test_a_refused_action_is_reported_and_changes_nothing(make_booking, ops_client, partner_queue, broker):

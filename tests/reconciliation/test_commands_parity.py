@@ -242,6 +242,20 @@ def test_resolve_needs_an_outcome_and_a_note_to_act(booking_for, ops_user, partn
     assert_unchanged(booking, S.NEEDS_ATTENTION, broker, partner_queue)
 
 
+def test_a_note_over_2000_characters_is_refused_before_anything_is_asked(
+    booking_for, ops_user, partner_queue, broker
+):
+    booking = booking_for(CASES[1])
+    action = ("--outcome", "failed", "--yes", "--as", ops_user.username)
+
+    with pytest.raises(CommandError, match="at most 2,000 characters; this one has 2,001"):
+        run("resolve_booking", booking.reference, *action, "--note", "x" * 2001)
+    with pytest.raises(CommandError, match="at most 2,000 characters; this one has 100,000"):
+        call_command("resolve_booking", booking.reference, *action, note="x" * 100_000, stdout=io.StringIO())
+
+    assert_unchanged(booking, S.NEEDS_ATTENTION, broker, partner_queue)
+
+
 def test_resolve_refuses_an_outcome_the_partner_contradicts(booking_for, ops_user, partner_queue, broker):
     booking = booking_for(CASES[1])
     PartnerReservationFactory(booking=booking, status="confirmed")

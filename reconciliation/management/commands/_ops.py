@@ -18,6 +18,7 @@ from rich.table import Table
 
 from config.errors import ApplicationError
 from reconciliation.services import support
+from reconciliation.services.support.notes import NOTE_MAX_CHARS, note_problem
 
 
 def add_operator_arguments(parser: CommandParser) -> None:
@@ -152,7 +153,9 @@ class ActionCommand(BaseCommand):
     required_to_act: tuple[str, ...] = ()  # options a run needs and a dry run does not
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--note", default="", help="Why; it goes on the timeline.")
+        parser.add_argument(
+            "--note", default="", help=f"Why; it goes on the timeline (at most {NOTE_MAX_CHARS} characters)."
+        )
         parser.add_argument(
             "--token",
             help="Action token: a repeated run with the same token does nothing extra (default: a new one).",
@@ -193,6 +196,8 @@ class ActionCommand(BaseCommand):
         raise NotImplementedError
 
     def handle(self, *args, **options) -> None:
+        if problem := note_problem(options["note"] or ""):
+            raise CommandError(problem)
         missing = [f"--{name}" for name in self.required_to_act if not options[name]]
         if missing and not options["dry_run"]:
             raise CommandError(f"{self.action} needs {' and '.join(missing)} (--dry-run shows the choices).")

@@ -22,6 +22,7 @@ from bookings.models import Booking, BookingEvent
 from bookings.services import lock_booking
 from config.errors import Conflict, ValidationFailed
 from reconciliation.models import ActionToken
+from reconciliation.services.support.notes import NOTE_MAX_CHARS
 
 logger = logging.getLogger(__name__)
 
@@ -185,4 +186,4 @@ def lock_unless_done(
 
 def correction_data(token: str, note: str, **extra: Any) -> dict[str, Any]:
     """The data of an action's named correction on the timeline: its token, the note, and more."""
-    return {"action_token": token, "note": note[:2000], **extra}
+    return {"action_token": token, "note": note[:NOTE_MAX_CHARS], **extra}
