@@ -201,6 +201,13 @@ class PaymentOperationQuerySet(models.QuerySet["PaymentOperation"]):
     def open(self) -> PaymentOperationQuerySet:
         return self.filter(state=OperationState.OPEN)
 
+    def refunds_made(self) -> Decimal:
+        """What the succeeded refunds among these gave back (0 when none)."""
+        made = self.filter(kind=OperationKind.REFUND, state=OperationState.SUCCEEDED).aggregate(
+            total=models.Sum("amount")
+        )["total"]
+        return made if made is not None else Decimal("0.00")
+
 
 class PaymentOperation(models.Model):
     """One thing asked of the provider, under one idempotency key: committed before its first

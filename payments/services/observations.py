@@ -21,7 +21,7 @@ import logging
 from decimal import Decimal
 
 from django.conf import settings
-from django.db.models import Q, Sum
+from django.db.models import Q
 from django.utils import timezone
 from django_fsm import can_proceed
 
@@ -314,9 +314,7 @@ def refund_truth_apply(
     # Ours counts this refund either by its operation (succeeded: the others' sum is what stays)
     # or by a total of the provider's that had it; without it, what remains is the larger of the
     # two. Never below what the other succeeded refunds made.
-    made = payment.operations.filter(kind=OperationKind.REFUND, state=OperationState.SUCCEEDED).aggregate(
-        total=Sum("amount")
-    )["total"] or Decimal("0.00")
+    made = payment.operations.refunds_made()
     payment.refunded_amount = min(max(made, payment.refunded_amount - amount), payment.captured_amount)
     payment.refunded_amount = max(payment.refunded_amount, Decimal("0.00")).quantize(CENT)
     held_back = payment.captured_amount - payment.refunded_amount - payment.refunded_outside

@@ -24,7 +24,7 @@ from uuid import UUID
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Sum
+from django.db.models import F
 from django.utils import timezone
 
 from bookings.customer_money import PaymentFacts
@@ -430,10 +430,8 @@ def _record(
         elif after == decisions.AfterCall.APPLY and operation.kind == OperationKind.REFUND:
             # The refund is made: counted now, so that no later step refunds it again before a
             # read of the totals (refunds only grow; the provider's totals can only raise this).
-            made = PaymentOperation.objects.filter(
-                payment=payment, kind=OperationKind.REFUND, state=OperationState.SUCCEEDED
-            ).aggregate(total=Sum("amount"))["total"]
-            if made is not None and made > payment.refunded_amount:
+            made = payment.operations.refunds_made()
+            if made > payment.refunded_amount:
                 payment.refunded_amount = min(made, payment.captured_amount).quantize(CENT)
                 unsaved.add("refunded_amount")
             if closes == OperationState.SUCCEEDED and _gives_back_a_failure(operation, payment):
