@@ -531,15 +531,7 @@ def _send_owed_messages(now: datetime, partner: Partner | None, dry_run: bool) -
         return len(rows)
     sent = 0
     for row_id, actor_name, booking_id in rows:
-        claim = claims.claim_until_taken_up(f"{actor_name}:{booking_id}", settings.RECONCILE_STEP_CLAIM_TTL_S)
-        if claim is not None:
-            try:
-                messages.send_for_booking(actor_name, booking_id, options=claim)
-            except Exception:
-                with suppress(redis.RedisError):  # otherwise the claim lasts its TTL
-                    claims.release(claim)
-                raise
-            sent += 1
+        sent += _queue_step(actor_name, booking_id)
         # Sent, or a copy of the same step is still waiting for a worker: it does the work.
         OwedMessage.objects.filter(pk=row_id).update(sent_at=timezone.now())
     return sent
@@ -599,18 +591,20 @@ def booking_due_run(booking_id) -> None:
         _queue_step(messages.SYNC_BOOKING, booking_id)
 
 
-def _queue_step(actor_name: str, booking_id) -> None:
+def _queue_step(actor_name: str, booking_id) -> bool:
     """Queue a due booking's step on its partner's queue, unless the step this path queued
     before has not started yet (invariant 3: a partner's backlog is not multiplied by sweeps).
+    Whether it was queued now.
 
     The claim is held until a worker takes the message up (`reconciliation.claims`).
     """
     claim = claims.claim_until_taken_up(f"{actor_name}:{booking_id}", settings.RECONCILE_STEP_CLAIM_TTL_S)
     if claim is None:
-        return
+        return False
     try:
         messages.send_for_booking(actor_name, booking_id, options=claim)
     except Exception:
         with suppress(redis.RedisError):  # otherwise the claim lasts its TTL
             claims.release(claim)
         raise
+    return True
