@@ -157,7 +157,6 @@ class Outcome(StrEnum):
     NO_PAYMENT = "no_payment"  # the booking takes no payment
     NOT_TAKEN_YET = "not_taken_yet"  # the bank is being asked to hold it
     RELEASE = "release"  # held, not charged: let go
-    FEE_FROM_HOLD = "fee_from_hold"  # held: the fee charged, the rest let go
     # A charge of the hold may or may not have been made: the rest comes back, released or refunded.
     RELEASE_OR_REFUND = "release_or_refund"
     FULL_REFUND = "full_refund"
@@ -209,12 +208,6 @@ class CancelMoney:
                 f"Once the cancellation is done, we release the {held} we are holding on your card: "
                 "you will not be charged."
             )
-        if self.outcome == Outcome.FEE_FROM_HOLD:
-            rest = f" and release the other {self._shown(self.released)}" if self.released > 0 else ""
-            return (
-                f"Once the cancellation is done, we charge the cancellation fee of {fee} "
-                f"from the {held} we are holding on your card{rest}."
-            )
         if self.outcome == Outcome.RELEASE_OR_REFUND:
             return release_or_refund(self.held, self.fee, self.currency, asked=False)
         if self.outcome == Outcome.REFUND_WITH_SUPPORT:
@@ -258,6 +251,14 @@ def _why(booking: Booking, *, fee: Decimal | None, policy: StayPolicy, at: datet
     return "Cancelling is free while the partner has not confirmed your booking."
 
 
+def _being_charged(booking: Booking, money: Money) -> bool:
+    """A confirmed booking's hold, still shown held: its charge is due from the confirmation on
+    and may be out to a slow provider, so a cancel may find it charged in full, or not yet. Which
+    is only known at the cancel (`payments.services.runs.money_at_cancel`, under the payment's
+    lock); before it, both are said. No query: the list previews every booking alike."""
+    return money.code in MONEY_HELD and booking.status == BookingState.CONFIRMED
+
+
 def cancel_money(booking: Booking, *, at: datetime) -> CancelMoney:
     """What cancelling the booking at `at` would do to its money, as the payment side will do it."""
     money: Money | None = money_shown(booking)
@@ -273,20 +274,16 @@ def cancel_money(booking: Booking, *, at: datetime) -> CancelMoney:
     }
     if money.code == CustomerMoney.AUTHORIZING:
         return CancelMoney(Outcome.NOT_TAKEN_YET, held=money.amount, **told)
-    if money.code == CustomerMoney.CHARGE_UNKNOWN:
+    if money.code == CustomerMoney.CHARGE_UNKNOWN or _being_charged(booking, money):
         return CancelMoney(Outcome.RELEASE_OR_REFUND, held=money.amount, fee=min(owed, money.amount), **told)
     if money.code == CustomerMoney.REFUND_FAILED:  # automation asks the card nothing more
         paid = money.paid
         return CancelMoney(Outcome.REFUND_WITH_SUPPORT, paid=paid, refund_failed=money.refund_failed, **told)
     anyway = partner_let_go(booking)  # its money goes back in full (payments.decisions.owed)
     if money.code in MONEY_HELD:
-        if owed == 0:
-            return CancelMoney(
-                Outcome.RELEASE, held=money.amount, released=money.amount, returned_anyway=anyway, **told
-            )
-        charged = min(owed, money.amount)
+        # Not confirmed (a confirmed one's hold is `_being_charged`): cancelling is free.
         return CancelMoney(
-            Outcome.FEE_FROM_HOLD, held=money.amount, fee=charged, released=money.amount - charged, **told
+            Outcome.RELEASE, held=money.amount, released=money.amount, returned_anyway=anyway, **told
         )
     paid = money.paid if money.code in _PAID else ZERO
     if paid <= 0:

@@ -73,13 +73,13 @@ class PaymentPort(Protocol):
         """That run in this thread, queueing its follow-up if it asks for one."""
         ...
 
-    def abandon_unasked(
+    def money_at_cancel(
         self, booking: Booking, *, ending: str, actor: Actor | str, actor_label: str
     ) -> PaymentFacts | None:
-        """In the caller's transaction, on a locked booking about to leave awaiting_payment for
-        `ending` (its cancel): if no authorization was ever opened, none was made or can be in
-        flight, so the payment is abandoned now, as its run would do; what the customer is told
-        of it then. None when a run must decide (an authorization was opened)."""
+        """In the caller's transaction, on a locked booking about to be cancelled (`ending`): what
+        the customer is told of their money with the cancel. Abandoned when no authorization was
+        ever opened (none was made or can be in flight, as its run would decide); a charge not
+        known yet when a capture is asked and unanswered. None when what they were told stays."""
         ...
 
 
@@ -116,11 +116,11 @@ def payment_run_on_commit(booking_id: UUID) -> None:
     _after_commit(lambda: _payments().queue_run(booking_id), "payment run", booking_id)
 
 
-def payment_abandon_unasked(
+def payment_at_cancel(
     booking: Booking, *, ending: str, actor: Actor | str, actor_label: str = ""
 ) -> PaymentFacts | None:
-    """Call on the locked booking, in the transaction that cancels it (`PaymentPort.abandon_unasked`)."""
-    return _payments().abandon_unasked(booking, ending=ending, actor=actor, actor_label=actor_label)
+    """Call on the locked booking, in the transaction that cancels it (`PaymentPort.money_at_cancel`)."""
+    return _payments().money_at_cancel(booking, ending=ending, actor=actor, actor_label=actor_label)
 
 
 def money_follows(booking: Booking) -> None:

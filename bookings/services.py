@@ -17,7 +17,7 @@ from django_fsm import ConcurrentTransition, TransitionNotAllowed, can_proceed
 
 from bookings import catalogue, customer_view, ports
 from bookings.cancelling import fee_if_cancelled
-from bookings.customer_money import PaymentFacts
+from bookings.customer_money import MONEY_HELD, PaymentFacts
 from bookings.models import Actor, Booking, Offer, Quote, new_reference
 from bookings.pricing import Stay, confirmation_deadline, price_stay, validate_stay
 from bookings.states import CANCEL_ACCEPTED, BookingState
@@ -357,10 +357,13 @@ def booking_request_cancel(
             fields += ("cancellation_fee",)
             data = {**(data or {}), "cancellation_fee": str(booking.cancellation_fee)}
         money = None
-        if booking.status == BookingState.AWAITING_PAYMENT:
+        held = booking.customer_money.get("code") in MONEY_HELD
+        if booking.status == BookingState.AWAITING_PAYMENT or held:
             # Its card may not have been asked yet (the run queued, not run: ~1 s, or a broker
-            # outage): then nothing will be, and the customer is told so with this change.
-            money = ports.payment_abandon_unasked(
+            # outage): then nothing will be. Or its hold is being charged (a confirmed booking's
+            # capture out to a slow provider): then not only the fee may be taken. Either way the
+            # customer is told so with this change.
+            money = ports.payment_at_cancel(
                 booking, ending=BookingState.CANCEL_REQUESTED, actor=actor, actor_label=actor_label
             )
         apply_transition(

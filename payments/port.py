@@ -14,7 +14,7 @@ from config.errors import ValidationFailed
 from payments import messages
 from payments.models import Payment
 from payments.money import RefusedAmount, to_minor
-from payments.services.runs import abandon_unasked, payment_run_and_follow_up
+from payments.services.runs import money_at_cancel, payment_run_and_follow_up
 
 
 class DramatiqPaymentPort:
@@ -51,7 +51,7 @@ class DramatiqPaymentPort:
     def run_now(self, booking_id: UUID) -> None:
         payment_run_and_follow_up(booking_id)
 
-    def abandon_unasked(
+    def money_at_cancel(
         self, booking: Booking, *, ending: str, actor: Actor | str, actor_label: str
     ) -> PaymentFacts | None:
-        return abandon_unasked(booking, ending=ending, actor=actor, actor_label=actor_label)
+        return money_at_cancel(booking, ending=ending, actor=actor, actor_label=actor_label)

@@ -324,9 +324,9 @@ class IfCancelledOutputSerializer(serializers.Serializer):
         help_text=(
             "What cancelling now does to the money: `no_payment` (the booking takes none), "
             "`not_taken_yet` (the bank is still being asked to hold it: released if it does), "
-            "`release` (the hold is let go: nothing charged), `fee_from_hold` (the fee is charged "
-            "from the hold, the rest let go), `release_or_refund` (a charge of the hold was asked "
-            "for and its outcome is not known yet: all but the fee comes back, released if it was "
+            "`release` (the hold is let go: nothing charged), `release_or_refund` (a confirmed "
+            "booking's hold, whose charge is due and may be out to the provider, or a charge asked "
+            "for whose outcome is not known yet: all but the fee comes back, released if it was "
             "not charged, refunded if it was; `refund` and `released` say 0 until that is known), "
             "`full_refund`, `refund_less_fee`, "
             "`nothing_to_refund` (nothing was paid, or the fee is all of it), `refund_with_support` "

@@ -86,17 +86,17 @@ def payment_facts(payment: Payment, *, open_operation: PaymentOperation | None =
 
 
 def charge_in_doubt(open_operation: PaymentOperation | None) -> bool:
-    """Whether the money may have been taken without our knowing: a capture is open after a try
-    (it timed out, or its answer was lost), so the provider may or may not have captured. Told
-    as neither held nor charged (a cancel then cannot say "released"), until an answer under its
-    key or the provider's word settles it. An open capture not tried yet (its first call is out)
-    is not in doubt: it is answered, or tried, before anything else reads it."""
+    """Whether the money may have been taken without our knowing: a capture is open and may
+    have reached the provider, its first call out now (not tried yet: a slow provider answers in
+    seconds, and a cancel may come meanwhile) or a try that timed out or lost its answer. Told as
+    neither held nor charged (a cancel then cannot say "released"), until an answer under its
+    key or the provider's word settles it. A capture whose every try provably reached nothing
+    (refused connections) is not in doubt: the money is still only held."""
     return (
         open_operation is not None
         and open_operation.kind == OperationKind.CAPTURE
         and open_operation.state == OperationState.OPEN
-        and open_operation.tries > 0
-        and open_operation.calls_in_doubt > 0  # a call that may have reached the provider
+        and (open_operation.tries == 0 or open_operation.calls_in_doubt > 0)
     )
 
 

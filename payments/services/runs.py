@@ -47,6 +47,7 @@ from payments.models import (
 from payments.services.deliveries import held_deliveries_settle
 from payments.services.observations import (
     booking_follow,
+    charge_in_doubt,
     lock_payment,
     open_operation_of,
     payment_facts,
@@ -221,19 +222,30 @@ def _claim(booking_id: UUID, *, actor: Actor | str, actor_label: str) -> _Claime
         )
 
 
-def abandon_unasked(
+def money_at_cancel(
     booking: Booking, *, ending: str, actor: Actor | str, actor_label: str = ""
 ) -> PaymentFacts | None:
-    """The run's abandon, at the cancel that makes it due (`ports.payment_abandon_unasked`): on
-    the locked booking, under the payment's lock, only while the payment is pending with no
-    operation at all. An authorization's operation is committed with the move to authorizing
-    before its call (`_claim`), so none was made and none can be in flight; and a run that
-    claims later finds the payment abandoned and asks nothing. Otherwise (an authorization
-    opened, even one released as never made) the run decides, as before. Said at once, the
-    customer's money is "not charged" from the cancel on, not "asking your bank to hold" until
-    a worker runs (for as long as the broker is down)."""
+    """What the customer is told of their money with their cancel (`ports.payment_at_cancel`),
+    on the locked booking, under the payment's lock; None when what they were told stays true.
+
+    - Never asked: the run's abandon, at the cancel that makes it due, only while the payment is
+      pending with no operation at all. An authorization's operation is committed with the move
+      to authorizing before its call (`_claim`), so none was made and none can be in flight; a
+      run that claims later finds the payment abandoned and asks nothing. Said at once, the money
+      is "not charged" from the cancel on, not "asking your bank to hold" until a worker runs
+      (for as long as the broker is down).
+    - A capture asked and not answered (a confirmed booking's, its call out to a slow provider):
+      the hold may be charged in full whatever the cancel does, so it is said as a charge not
+      known yet, and the cancel's words say the fee is kept and the rest comes back, released or
+      refunded, not "we charge the fee from the hold and release the rest".
+    """
     payment = lock_payment(booking)
-    if payment is None or payment.status != P.PENDING or payment.operations.exists():
+    if payment is None:
+        return None
+    if payment.status == P.AUTHORIZED:
+        operation = open_operation_of(payment)
+        return payment_facts(payment, open_operation=operation) if charge_in_doubt(operation) else None
+    if payment.status != P.PENDING or payment.operations.exists():
         return None
     payment.abandon()
     _due_at(payment, booking)  # at rest: nothing is due any more

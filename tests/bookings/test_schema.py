@@ -143,7 +143,6 @@ def test_a_booking_documents_what_cancelling_would_do_to_the_money(db):
         "no_payment",
         "not_taken_yet",
         "release",
-        "fee_from_hold",
         "release_or_refund",
         "full_refund",
         "refund_less_fee",

@@ -1,0 +1,81 @@
+"""A cancel that comes while a confirmed booking's capture is out to a slow provider: the hold may
+be charged in full whatever the cancel does, so neither the cancel page, the API, nor the cancel's
+own words may promise "we charge the fee from the hold and release the rest". Found by a tester
+with the provider answering in 2-5 s: the customer was told that, then charged 360.00 and
+refunded 270.00."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from django.utils import timezone
+
+from bookings.cancelling import after_cancel
+from bookings.customer_money import money_shown
+from bookings.models import Booking
+from bookings.services import booking_request_cancel
+from bookings.states import BookingState, CustomerMoney
+from payments.models import OperationKind, PaymentStatus
+from payments.services.observations import charge_in_doubt
+from payments.services.operations import operation_open
+from tests.reconciliation.paying import PRICE, paying_booking
+
+S = BookingState
+P = PaymentStatus
+# Past the cut-off: a quarter of the price, 90.00 EUR.
+POLICY = {"free_cancellation_hours": 24, "cancellation_fee_percent": Decimal("25")}
+
+
+def confirmed_and_held(customer, *, capture_out: bool):
+    payment = paying_booking(status=S.CONFIRMED, payment_status=P.AUTHORIZED)
+    tomorrow = timezone.now().date() + timedelta(days=1)  # past the 24 h cut-off: the fee is due
+    Booking.objects.filter(pk=payment.booking_id).update(
+        customer=customer,
+        **POLICY,  # the terms the booking was made under
+        start_date=tomorrow,
+        end_date=tomorrow + timedelta(days=2),
+        confirmed_shown_at=timezone.now(),
+    )
+    if capture_out:
+        # The confirmation's capture, committed before its call, its first call out now.
+        operation_open(payment, kind=OperationKind.CAPTURE, amount=PRICE, claimed=True)
+    return Booking.objects.get(pk=payment.booking_id)
+
+
+def test_a_capture_whose_first_call_is_out_is_a_charge_not_known_yet():
+    class Capture:
+        kind, state, tries, calls_in_doubt = OperationKind.CAPTURE, "open", 0, 1
+
+    assert charge_in_doubt(Capture())  # a slow provider may be charging now
+
+
+@pytest.mark.parametrize("capture_out", [True, False], ids=["capture-out", "no-capture-yet"])
+def test_a_cancel_while_the_hold_is_being_charged_says_the_rest_comes_back_released_or_refunded(
+    db, customer, api_client, capture_out
+):
+    booking = confirmed_and_held(customer, capture_out=capture_out)
+    assert booking.customer_money["code"] == CustomerMoney.HELD
+
+    # Before the cancel: what the API says cancelling would do
+    before = api_client.get(f"/api/v1/bookings/{booking.reference}").json()
+    # The cancel, as support asks it (a customer's is mailed nothing; the words are the same)
+    booking_request_cancel(booking_id=booking.pk, actor="support", actor_label="ops")
+    after = Booking.objects.get(pk=booking.pk)
+
+    # Before it, the charge is due and may be out: both are said, never "we release the rest"
+    said = before["if_cancelled"]["message"]
+    assert before["if_cancelled"]["outcome"] == "release_or_refund"
+    assert "we keep the cancellation fee of 90.00 EUR and make sure the other 270.00 EUR" in said
+    words = after_cancel(after, money_shown(after))
+    if capture_out:
+        # At the cancel the capture was out: a charge not known yet, and the mails say so
+        assert after.customer_money["code"] == CustomerMoney.CHARGE_UNKNOWN
+        assert "We keep the cancellation fee of 90.00 EUR and are making sure the other 270.00 EUR" in words
+        assert "releasing the other" not in words
+    else:
+        # No capture asked at the cancel: the payment side takes only the fee from the hold
+        assert after.customer_money["code"] == CustomerMoney.HELD
+        assert "We are charging the cancellation fee of 90.00 EUR from the 360.00 EUR" in words
+    assert after.cancellation_fee == Decimal("90.00")
