@@ -170,7 +170,7 @@ class PaymentConsoleMixin:
         return TemplateResponse(request, "admin/reconciliation/payment_action.html", context)
 
     def payment_action_view(self, request: HttpRequest, object_id: str, action: str) -> HttpResponse:
-        """GET: the preview (refund: of `?amount=`, else of all that is refundable) and a confirm
+        """GET: the preview (refund: of `?amount=`, else of its default amount) and a confirm
         form. POST: perform it (once per token), unless the refund's amount is not the previewed one."""
         if action not in (money.REFUND, money.CAPTURE, money.VOID, money.OUTSIDE):
             raise Http404("No such payment action.")

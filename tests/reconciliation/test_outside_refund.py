@@ -402,3 +402,21 @@ def test_the_command_previews_needs_a_note_and_records_once_per_token(ops_user):
     assert "nothing is owed back any more" in said and "Already done" in again
     assert ledger(payment) == (PRICE, ZERO, ZERO, PRICE)
     assert [row.data["note"] for row in support_rows(payment.booking)] == ["TRF-9"]
+
+
+def test_the_console_s_refund_offers_what_the_refused_refund_owes_not_the_fee_the_policy_keeps(
+    support_client,
+):
+    # Cancelled with a fee of 90.00: the refund of the other 270.00 was refused by the card. A
+    # Refund opened without an amount offered all 360.00 refundable (a tester confirmed it by
+    # mistake: a proposal giving back the fee too).
+    payment = owed_back(Decimal("270.00"))
+    Booking.objects.filter(pk=payment.booking_id).update(cancellation_fee=Decimal("90.00"))
+
+    page = support_client.get(
+        reverse("admin:bookings_booking_payment_action", args=[payment.booking_id, money.REFUND])
+    )
+
+    assert page.status_code == 200
+    assert _hidden(page, "previewed") == "270.00"
+    assert "Refund 270.00 EUR" in page.content.decode()

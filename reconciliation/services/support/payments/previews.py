@@ -203,8 +203,9 @@ def payment_preview(
 ) -> PaymentPreview:
     """What `action` (refund, capture, void) will do to the booking's payment, beside the
     provider's live answer. `all_by_default`: a refund without an amount is previewed as one of
-    everything refundable (the console's confirm form offers that amount, so it must be what the
-    preview showed), not as "up to" it."""
+    its default (`refund_by_default`: what a refund the card refused still owes, else everything
+    refundable; the console's confirm form offers that amount, so it must be what the preview
+    showed), not as "up to" it."""
     if action not in (REFUND, CAPTURE, VOID, OUTSIDE):
         raise ValidationFailed(
             f"Unknown payment action {action!r}; known: {REFUND}, {CAPTURE}, {VOID}, {OUTSIDE}."
@@ -212,8 +213,8 @@ def payment_preview(
     booking = Booking.objects.select_related("partner").get(pk=booking.pk)
     payment = Payment.objects.filter(booking=booking).first()
     s = PaymentSituation(booking, payment)
-    if action == REFUND and amount is None and all_by_default and s.refundable > 0:
-        amount = s.refundable
+    if action == REFUND and amount is None and all_by_default and s.refund_by_default > 0:
+        amount = s.refund_by_default
     if action == OUTSIDE and amount is None and all_by_default and s.owed_back > 0:
         amount = s.owed_back
     why_not = refusal(action, s, amount=amount)

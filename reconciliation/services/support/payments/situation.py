@@ -203,6 +203,14 @@ class PaymentSituation:
         return self.payment.net_amount
 
     @property
+    def refund_by_default(self) -> Decimal:
+        """The refund a preview without an amount offers: what refunds the card refused still owe
+        (the fee the policy keeps is not in it), else all that is refundable (goodwill)."""
+        if self.owed_back > 0:
+            return min(self.owed_back, self.refundable)
+        return self.refundable
+
+    @property
     def owed_back(self) -> Decimal:
         """What refunds the card refused still owe the customer."""
         return self.payment.failed_refunds_owed if self.payment is not None else Decimal("0.00")
