@@ -232,8 +232,10 @@ def payment_health(
 def _problems(h: PaymentHealth, now: datetime) -> list[str]:
     problems = []
     provider = h.provider
-    if provider.asked and not provider.reachable:
-        problems.append(f"The provider does not answer: {provider.outcome} {provider.error}".strip())
+    if provider.slow:
+        problems.append(f"The provider is {provider.said}; payments may take longer.")
+    elif provider.asked and not provider.reachable:
+        problems.append(f"The provider {provider.said}.")
     elif provider.key_refused:
         problems.append(f"The provider refuses our API key (HTTP {provider.http_status}).")
     if h.fenced:

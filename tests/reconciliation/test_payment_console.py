@@ -527,7 +527,7 @@ def test_the_refund_proposals_list_and_payment_health_render(groups):
     health = client.get(reverse("admin:reconciliation_payment_health")).content.decode()
 
     assert payment.booking.reference in listing
-    assert re.search(r'id="provider-reachability"><strong>does not answer</strong>', health)
+    assert re.search(r'id="provider-reachability"><strong>does not answer: ', health)
     assert ">1</a>" in health  # one refund proposal waiting
     assert "holds lapsing within 2 days<" in health  # twice the lapse margin, in words
     assert "1 refund proposal(s) waiting for a second person&#x27;s approval." in health

@@ -225,6 +225,23 @@ def test_a_preview_shows_the_last_known_state_when_the_provider_is_down(provider
     assert shown.provider.note.endswith("Showing the last state it told us.")
 
 
+def test_payment_health_says_a_provider_slower_than_its_wait_is_slow_not_down(provider, settings):
+    # A tester's provider answered every payment in 2-5 s; the command said "DOWN: timeout",
+    # and an on-call reading that would open an incident for a slow provider.
+    paid_at_provider()
+    settings.PAYMENTS_CONSOLE_READ_WAIT_S = 0.2
+    provider.set_faults(latency_ms=[1500, 1500])
+
+    health = json.loads(run("payment_health", "--json"))
+    text = run("payment_health")
+
+    assert (health["provider"]["reachable"], health["provider"]["outcome"]) == (None, "slow")
+    assert health["problems"][0] == (
+        "The provider is slow: no answer within 0.2 s, not known to be down; payments may take longer."
+    )
+    assert "DOWN" not in text and "slow: no answer within 0.2 s" in text
+
+
 def test_a_slow_provider_costs_the_console_its_wait_then_the_last_known_state(provider, groups, settings):
     payment = paid_at_provider()
     settings.PAYMENTS_CONSOLE_READ_WAIT_S = 0.2

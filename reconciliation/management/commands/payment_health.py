@@ -53,15 +53,7 @@ class Command(BaseCommand):
             return
         console = console_for(self)
         p = health.provider
-        reach = (
-            "not asked"
-            if not p.asked
-            else (
-                f"answers (HTTP {p.http_status}, {p.latency_ms} ms)"
-                if p.reachable
-                else f"DOWN: {p.outcome} {p.error}"
-            )
-        )
+        reach = p.said if p.reachable or not p.asked or p.slow else f"DOWN: {p.said}"
         console.print(
             rows_table(
                 f"Payment health (window {options['minutes']} min)",

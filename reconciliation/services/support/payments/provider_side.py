@@ -190,6 +190,23 @@ class Reachability:
     def key_refused(self) -> bool:
         return self.http_status in (401, 403)
 
+    @property
+    def slow(self) -> bool:
+        """Asked, and our wait ended first: not known to be down (the call may still be answered)."""
+        return self.asked and self.reachable is None and self.outcome == "slow"
+
+    @property
+    def said(self) -> str:
+        """The one line the command, the page and the problems say of it."""
+        if not self.asked:
+            return "not asked"
+        if self.reachable:
+            refused = ", but refuses our key" if self.key_refused else ""
+            return f"answers{refused} (HTTP {self.http_status}, {self.latency_ms} ms)"
+        if self.slow:
+            return f"slow: {self.error}, not known to be down"
+        return f"does not answer: {self.outcome} {self.error}".strip()
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "asked": self.asked,
@@ -224,10 +241,11 @@ def provider_reachability(*, wait_s: float | None = None) -> Reachability:
         else:
             result = _READS.submit(_read, intent_id, currency).result(timeout=wait_s)
     except WaitTimeout:
+        # Our wait, not the provider's answer: a provider answering in 5 s is slow, not down.
         return Reachability(
             asked=True,
-            reachable=False,
-            outcome="timeout",
+            reachable=None,
+            outcome="slow",
             error=f"no answer within {wait_s:g} s",
             probe=intent_id,
             checked_at=started,
