@@ -4,16 +4,20 @@ a double submit doing nothing extra."""
 from __future__ import annotations
 
 from datetime import timedelta
+from decimal import Decimal
 
 import pytest
 from django.utils import timezone
 
-from bookings.models import Actor, BookingEvent
+from bookings.cancelling import cancel_money
+from bookings.customer_money import PaymentFacts, money_of
+from bookings.models import Actor, Booking, BookingEvent
 from bookings.states import BookingState
 from config.errors import InvalidTransition, NotFound, ValidationFailed
 from reconciliation.services import support
 from tests.factories import PartnerAttemptFactory, PartnerReservationFactory, UserFactory
 from tests.reconciliation.conftest import actor_names, calls
+from tests.reconciliation.paying import paying_booking
 
 S = BookingState
 pytestmark = pytest.mark.django_db
@@ -311,6 +315,25 @@ def test_cancel_on_the_customers_behalf_runs_the_customers_cancellation(
     ]  # one row for the one move: the correction is the cancellation's own row
     again = _run(django_capture_on_commit_callbacks, "cancel", booking, as_ops)
     assert not again.performed and booking.events.count() == 1
+
+
+def test_the_cancel_preview_says_what_it_does_to_the_money_as_the_customers_page_does(db):
+    # A tester confirmed a cancel on behalf of a charged booking: 90.00 refunded and the customer
+    # mailed, none of which the preview said.
+    payment = paying_booking(status=S.CONFIRMED, payment_status="captured", price=Decimal("90.00"))
+    charged = money_of(PaymentFacts("charged", "EUR", Decimal("90.00"), Decimal("90.00"))).as_json()
+    Booking.objects.filter(pk=payment.booking_id).update(customer_money=charged)
+    payment.booking.refresh_from_db()
+    unpaid = PartnerReservationFactory(status="confirmed").booking
+
+    effects = support.preview("cancel", payment.booking, live=False).effects
+    unpaid_effects = support.preview("cancel", unpaid, live=False).effects
+
+    assert effects[-1] == (
+        "Money: Once the cancellation is done, we refund the 90.00 EUR you paid to your card, in full. "
+        + cancel_money(payment.booking, at=timezone.now()).why
+    )
+    assert not any(line.startswith("Money:") for line in unpaid_effects)  # takes no payment
 
 
 def test_cancel_of_a_settled_booking_is_refused(make_booking, as_ops, django_capture_on_commit_callbacks):

@@ -7,6 +7,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.utils import timezone
+
+from bookings.cancelling import Outcome, cancel_money
 from bookings.models import Booking
 from bookings.states import BookingState
 from config.errors import NotFound, ValidationFailed
@@ -123,6 +126,10 @@ def _cancel(situation: Situation) -> list[str]:
         for r in situation.uncompensated_live
     ]
     steps.append("→ cancelled once the partner holds nothing live for it.")
+    money = cancel_money(situation.booking, at=timezone.now())
+    if money.outcome != Outcome.NO_PAYMENT:
+        # The words the customer's own cancel page shows: the fee by the policy, the money back.
+        steps.append(f"Money: {money.text}{' ' + money.why if money.why else ''}")
     return steps
 
 
