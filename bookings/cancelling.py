@@ -384,16 +384,34 @@ def _after_words(money: Money, fee: Decimal) -> str:
     return ""  # money that no longer follows the policy alone (support's refund): said as it is
 
 
-def after_cancel(booking: Booking, money: Money | None) -> str:
-    """For a mail about a booking whose cancellation was asked for, beside what its money was
-    told (`money`, the words at that version): the fee kept, what is being refunded or released,
-    and the cut-off that decided the fee. Empty when no fee was fixed (the booking takes no
-    payment, or was not confirmed: cancelling was free and the money words say it all) or the
-    money no longer follows the fee alone (a support refund). Reads the fee the cancel fixed on
-    the booking (`booking_request_cancel`, by `fee_if_cancelled`): no query."""
-    fee = booking.cancellation_fee
-    if fee is None or money is None:
+def free_cancel_words(booking: Booking, money: Money | None) -> str:
+    """A booking cancelled before the partner confirmed (free, no fee fixed) while the bank is
+    asked for a hold, or holds it: the money words alone ("We are asking your bank to hold…") do
+    not say it is let go. The page and the mails say it beside them."""
+    cancelled = booking.status in (BookingState.CANCEL_REQUESTED, BookingState.CANCELLED)
+    if money is None or booking.cancellation_fee is not None or not cancelled:
         return ""
+    amount = f"{money.amount:.2f} {money.currency}"
+    if money.code == CustomerMoney.AUTHORIZING:
+        return f"Cancelling is free: whatever your bank answers, any hold of {amount} is released."
+    if money.code in MONEY_HELD:
+        return f"Cancelling is free: we are releasing the {amount} we hold on your card."
+    return ""
+
+
+def after_cancel(booking: Booking, money: Money | None) -> str:
+    """For a mail or page about a booking whose cancellation was asked for, beside what its money
+    was told (`money`, the words at that version): the fee kept, what is being refunded or
+    released, and the cut-off that decided the fee. With no fee fixed (not confirmed: cancelling
+    was free), only that a hold asked for or held is let go. Empty when the booking takes no
+    payment, was not cancelled, or its money no longer follows the fee alone (a support refund).
+    Reads the fee the cancel fixed on the booking (`booking_request_cancel`, by
+    `fee_if_cancelled`): no query."""
+    fee = booking.cancellation_fee
+    if money is None:
+        return ""
+    if fee is None:
+        return free_cancel_words(booking, money)
     words = _after_words(money, fee)
     if not words:
         return ""

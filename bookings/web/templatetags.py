@@ -6,9 +6,10 @@ from datetime import timedelta
 
 from django import template
 
+from bookings import cancelling
 from bookings.cancelling import offer_policy
-from bookings.customer_money import Money
-from bookings.models import Offer
+from bookings.customer_money import Money, money_shown
+from bookings.models import Booking, Offer
 
 register = template.Library()
 
@@ -38,6 +39,12 @@ def money_text(told: dict) -> str:
     notification's `money`), in words with its amounts; empty for a booking that does not pay."""
     money = Money.from_json(told)
     return money.text if money else ""
+
+
+@register.filter
+def free_cancel_words(booking: Booking) -> str:
+    """Beside the money words of a booking cancelled for free: that a hold is let go."""
+    return cancelling.free_cancel_words(booking, money_shown(booking))
 
 
 @register.filter
