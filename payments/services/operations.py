@@ -75,8 +75,12 @@ def operation_record(
     closes: OperationState | None,
     actor: Actor | str,
     actor_label: str = "",
+    read: bool = False,
 ) -> None:
-    """Record one try (in the caller's transaction): on the operation, and on the timeline."""
+    """Record one try (in the caller's transaction): on the operation, and on the timeline.
+    `read`: the try read the provider instead of asking again under the key (its answer lost):
+    its row says so, and what the read closed the operation as, never "ok" for a hold the read
+    proved was not made."""
     now = timezone.now()
     operation.tries += 1
     operation.last_outcome = result.outcome
@@ -99,21 +103,25 @@ def operation_record(
     operation.save(update_fields=fields)
     amount = f" {operation.amount} {booking.currency}" if operation.amount is not None else ""
     replayed = ", replayed" if result.replayed else ""
+    how = "read instead of asked again" if read else result.outcome
+    closed = f": {operation.get_state_display().lower()}" if read and closes is not None else ""
     record_event(
         booking,
-        f"payment.{operation.kind}.{result.outcome}",
+        f"payment.{operation.kind}.{'read' if read else result.outcome}",
         actor=actor,
         actor_label=actor_label,
         summary=(
-            f"{operation.get_kind_display()}{amount}: {result.outcome}"
+            f"{operation.get_kind_display()}{amount}: {how}"
             f" ({result.http_status or 'no answer'}{replayed}, try {operation.tries})"
             + (f": {result.error_code}" if result.error_code else "")
+            + closed
         ),
         data={
             "operation": operation.kind,
             "idempotency_key": operation.idempotency_key,
             "try": operation.tries,
             "outcome": result.outcome,
+            "read": read,
             "http_status": result.http_status,
             "replayed": result.replayed,
             "error_code": result.error_code,

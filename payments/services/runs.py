@@ -412,6 +412,7 @@ def _record(
             closes=closes,
             actor=actor,
             actor_label=actor_label,
+            read=reads,
         )
         # The payment's changed fields, saved in one UPDATE at the end (the row is locked).
         unsaved: set[str] = set()

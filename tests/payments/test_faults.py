@@ -15,7 +15,7 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
-from bookings.models import Notification, NotificationKind, NotificationState
+from bookings.models import BookingEvent, Notification, NotificationKind, NotificationState
 from bookings.services import booking_request_cancel
 from bookings.states import BookingState
 from payments.models import OperationKind, OperationState, Payment, PaymentOperation, PaymentStatus
@@ -279,6 +279,13 @@ def test_a_refund_whose_saved_500_made_nothing_is_made_under_a_new_key_not_left_
         ("refund", 2, OperationState.SUCCEEDED, False),
     ]
     assert made["metadata"]["operation"].endswith(":refund:2")
+    # Support reads the read as a read, and what it found, never "refund: ok" for one not made
+    first = BookingEvent.objects.filter(booking=booking, data__idempotency_key__endswith=":refund:1")
+    rows = list(first.order_by("occurred_at", "id").values_list("kind", "summary"))
+    assert rows[-1][0] == "payment.refund.read", rows
+    assert "read instead of asked again (200" in rows[-1][1]
+    assert rows[-1][1].endswith(": not made: its one call provably did nothing; decided again"), rows
+    assert "payment.refund.ok" not in [kind for kind, _ in rows]
 
 
 # --- webhooks ----------------------------------------------------------------------------------------
