@@ -72,7 +72,7 @@ class RequestBodyLimitMiddleware:
     Django applies that limit when it reads a body itself (forms, `request.body`, hence the
     webhook receiver, which records oversized deliveries), but DRF's parsers read the request
     stream directly and would take any size, so the declared length is the one to check. A
-    chunked body has one by then: `config.chunked` read it, cut one byte past the limit.
+    chunked body has one by then: `config.request_bodies` read it, cut one byte past the limit.
     """
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):

@@ -9,10 +9,11 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.dev")
 os.environ.setdefault("REDIS_SOCKET_TIMEOUT_S", "1")
 django_application = get_wsgi_application()
 
-from config.chunked import ChunkedBodyMiddleware  # noqa: E402 - after the settings are named
+from config.request_bodies import RequestBodyMiddleware  # noqa: E402 - after the settings are named
 
-# A chunked request body reaches Django with its length (config/chunked.py).
-application = ChunkedBodyMiddleware(django_application)
+# A chunked request body reaches Django with its length; one left unread is dropped before the
+# connection closes, so the client reads the answer (config/request_bodies.py).
+application = RequestBodyMiddleware(django_application)
 
 # What start-up built (modules, URL patterns, model metadata) lives as long as the process. Moved
 # out of the collector's generations, it is no longer scanned by every full collection, which

@@ -1,5 +1,8 @@
-"""Request bodies sent chunked (`Transfer-Encoding: chunked`, no Content-Length), as Django sees
-bodies with a length.
+"""Request bodies below Django: a chunked one read to its end, an unread one dropped before the
+connection closes.
+
+*Chunked bodies* (`Transfer-Encoding: chunked`, no Content-Length), as Django sees bodies with a
+length.
 
 Django's WSGI request reads `CONTENT_LENGTH` only: a body without one is read as empty, so a
 chunked booking was told "This field is required." for every field it sent, a chunked body of
@@ -12,13 +15,22 @@ its size): whatever refuses a declared oversized body refuses it the same way (t
 the webhook receivers' `413` with its first bytes as evidence), and smaller limits (a webhook's
 `WEBHOOK_MAX_BYTES`) apply to the whole bytes as to any body. A server that does not end the
 input at the body's end cannot be read to it: `411 Length Required`, never an empty body.
+
+*Unread bodies.* A client sends its whole body before it reads the answer (http.client, requests,
+curl). A body the application refused without reading it all (a `413`, a `401` before the body
+was needed) is still arriving when the answer is written, and a connection closed with bytes
+unread is reset by the kernel: the client gets a broken pipe or a reset instead of the answer.
+gunicorn drops at most 64 KiB of what is left before it closes, so what the application left
+unread is read and dropped here, after the answer, up to `DRAIN_AT_MOST` bytes or
+`DRAIN_FOR_S` seconds; a client sending more than that still gets the reset.
 """
 
 from __future__ import annotations
 
 import io
 import json
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from django.conf import settings
@@ -26,25 +38,71 @@ from django.conf import settings
 from config.errors import error_body
 
 _READ_BYTES = 64 * 1024
+DRAIN_AT_MOST = 16 * 1024 * 1024
+DRAIN_FOR_S = 5.0
 
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
-class ChunkedBodyMiddleware:
+class RequestBodyMiddleware:
     """WSGI middleware around Django's application (config/wsgi.py)."""
 
     def __init__(self, app: WsgiApp) -> None:
         self.app = app
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        source = environ.get("wsgi.input")
+        has_body = _declared_length(environ) > 0
         if _chunked(environ) and not environ.get("CONTENT_LENGTH"):
             if not environ.get("wsgi.input_terminated"):
                 return _length_required(start_response)
             limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
-            body = _read(environ["wsgi.input"], None if limit is None else limit + 1)
+            body = _read(source, None if limit is None else limit + 1)
             environ["wsgi.input"] = io.BytesIO(body)
             environ["CONTENT_LENGTH"] = str(len(body))
-        return self.app(environ, start_response)
+            has_body = True
+        response = self.app(environ, start_response)
+        # Only a request with a body is wrapped: the others keep the server's file wrapper
+        # (sendfile for static files).
+        return _DrainedAfter(response, source) if has_body and source is not None else response
+
+
+class _DrainedAfter:
+    """The application's answer, then what is left of the request body read and dropped."""
+
+    def __init__(self, response: Iterable[bytes], source: Any) -> None:
+        self.response = response
+        self.source = source
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self.response)
+
+    def close(self) -> None:
+        try:
+            if hasattr(self.response, "close"):
+                self.response.close()
+        finally:
+            _drain(self.source)
+
+
+def _drain(stream: Any) -> None:
+    deadline = time.monotonic() + DRAIN_FOR_S
+    drained = 0
+    try:
+        while drained < DRAIN_AT_MOST and time.monotonic() < deadline:
+            part = stream.read(_READ_BYTES)
+            if not part:
+                return
+            drained += len(part)
+    except Exception:  # noqa: BLE001 - best effort: the answer is sent; a client gone mid-body is no error
+        return
+
+
+def _declared_length(environ: dict[str, Any]) -> int:
+    try:
+        return int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return 0
 
 
 def _chunked(environ: dict[str, Any]) -> bool:

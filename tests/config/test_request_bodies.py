@@ -1,7 +1,10 @@
-"""A request body sent chunked (`Transfer-Encoding: chunked`, no Content-Length), against gunicorn
-as the Procfile runs it: Django reads bodies by their Content-Length only, so config/chunked.py
-reads a chunked one (bounded by the body limit) and hands it on with its length. Before, such a
-body was read as empty: every field "required", no 413, a signed webhook's signature refused."""
+"""Request bodies against gunicorn as the Procfile runs it (config/request_bodies.py).
+
+A body sent chunked (`Transfer-Encoding: chunked`, no Content-Length): Django reads bodies by
+their Content-Length only, so a chunked one is read (bounded by the body limit) and handed on
+with its length. Before, such a body was read as empty: every field "required", no 413, a signed
+webhook's signature refused. A body the application refuses unread is dropped before the
+connection closes, so the client reads the answer instead of a reset."""
 
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from bookings.models import Booking
-from config.chunked import ChunkedBodyMiddleware
+from config.request_bodies import RequestBodyMiddleware
 from partners.models import InboundEvent
 from tests.config.test_outages import _database_url
 from tests.factories import OfferFactory, PartnerFactory, TokenFactory, UserFactory
@@ -118,7 +121,37 @@ def test_a_chunked_body_a_server_does_not_end_is_411_never_read_as_empty():
         "HTTP_TRANSFER_ENCODING": "chunked",
         "wsgi.input": io.BytesIO(b"{}"),
     }
-    body = ChunkedBodyMiddleware(django)(environ, lambda status, headers: answered.append(status))
+    body = RequestBodyMiddleware(django)(environ, lambda status, headers: answered.append(status))
 
     assert answered == ["411 Length Required"]
     assert json.loads(b"".join(body))["error"]["code"] == "length_required"
+
+
+def post_declared(port: int, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict]:
+    """POST `body` with its Content-Length, all of it sent before the answer is read."""
+    connection = HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        connection.request("POST", path, body=body, headers=headers)
+        response = connection.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        connection.close()
+
+
+@pytest.mark.parametrize("send", [post_chunked, post_declared], ids=["chunked", "content-length"])
+def test_a_client_sending_a_body_over_the_limit_reads_the_413_not_a_reset(web, send):
+    """A client sends its whole body before it reads the answer (http.client, requests, curl).
+    The server answers 413 having read at most the limit, and closing then with the rest unread
+    would reset the connection under the client: a broken pipe or a reset, never the 413. What is
+    left of the body is read and dropped (bounded) before the connection closes."""
+    headers = {
+        "Authorization": f"Token {TokenFactory(user=UserFactory()).key}",
+        "Content-Type": "application/json",
+        "Idempotency-Key": "oversized-1",
+    }
+    body = json.dumps({"pad": "x" * 4 * 1024 * 1024}).encode()
+
+    answers = [send(web, "/api/v1/bookings", body, headers) for _ in range(5)]
+
+    assert {status for status, _ in answers} == {413}
+    assert {answer["error"]["code"] for _, answer in answers} == {"payload_too_large"}
