@@ -87,6 +87,10 @@ class InputSerializerExtension(OpenApiSerializerExtension):
         return schema
 
 
+class BookingCancelInputSerializer(InputSerializer):
+    """A cancel takes no fields: a `reason` sent would look recorded and is refused instead."""
+
+
 class CalendarDateField(serializers.DateField):
     """A date written `YYYY-MM-DD` and nothing else, by the pages' rule (`bookings.dates`): not
     DRF's ISO 8601 reading, which takes `20270301` and `2027-W09-1` too. One written as a date

@@ -22,6 +22,7 @@ from rest_framework.views import APIView
 from bookings import customer_view, selectors, services
 from bookings.api.pagination import PageNumberPagination
 from bookings.api.serializers import (
+    BookingCancelInputSerializer,
     BookingCreateInputSerializer,
     BookingFilterSerializer,
     BookingOutputSerializer,
@@ -319,13 +320,15 @@ class BookingCancelView(CustomerAPIView):
         description=(
             "Asks for the cancellation; the partner is told asynchronously, so the booking is "
             "`cancelling` until it is `cancelled`. Idempotent: asking again returns the same "
-            "booking with 202."
+            "booking with 202. It takes no body: a field sent (a `reason`) is refused with 400, "
+            "not ignored."
         ),
         tags=[_TAG],
         parameters=[_REFERENCE, *_POLL_HEADERS],
         request=None,
         responses={
             202: OpenApiResponse(BookingOutputSerializer, description="Cancellation accepted."),
+            400: _error("`validation_error`: the body has a field; a cancel takes none."),
             401: _UNAUTHENTICATED,
             404: _NOT_FOUND,
             409: _error("`not_cancellable`: the booking has already failed or ended."),
@@ -333,6 +336,7 @@ class BookingCancelView(CustomerAPIView):
         },
     )
     def post(self, request: Request, reference: str) -> Response:
+        BookingCancelInputSerializer(data=request.data).is_valid(raise_exception=True)
         booking = selectors.customer_booking(customer=request.user, reference=reference)
         booking = services.booking_request_cancel(
             booking_id=booking.pk, actor=Actor.CUSTOMER, actor_label=request.user.get_username()

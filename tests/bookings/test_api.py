@@ -798,6 +798,35 @@ def test_cancel_is_accepted_and_idempotent(api_client, customer, django_capture_
     assert second_callbacks == []
 
 
+@pytest.mark.parametrize(
+    ("body", "fields"),
+    [
+        ({"reason": "Plans changed"}, {"reason": ["Unknown field."]}),
+        (["cancel"], {"non_field_errors": ["Invalid data. Expected a dictionary, but got list."]}),
+    ],
+    ids=["a-reason", "not-an-object"],
+)
+def test_a_cancel_with_a_body_is_refused_not_taken_as_recorded(api_client, customer, body, fields):
+    booking = BookingFactory(customer=customer, status=S.CONFIRMED)
+
+    response = api_client.post(f"{BOOKINGS_URL}/{booking.reference}/cancel", body, format="json")
+
+    booking.refresh_from_db()
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"] == fields
+    assert booking.status == S.CONFIRMED
+    assert booking.events.count() == 0
+
+
+def test_a_cancel_with_an_empty_object_is_taken(api_client, customer):
+    booking = BookingFactory(customer=customer, status=S.CONFIRMED)
+
+    response = api_client.post(f"{BOOKINGS_URL}/{booking.reference}/cancel", {}, format="json")
+
+    assert response.status_code == 202
+    assert response.json()["status"] == "cancelling"
+
+
 def test_cancel_answers_with_a_trailing_slash(api_client, customer):
     booking = BookingFactory(customer=customer)
 
