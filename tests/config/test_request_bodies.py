@@ -22,12 +22,15 @@ from django.utils import timezone
 from bookings.models import Booking
 from config.request_bodies import RequestBodyMiddleware
 from partners.models import InboundEvent
+from payments.models import PaymentEvent
 from tests.config.test_outages import _database_url
 from tests.factories import OfferFactory, PartnerFactory, TokenFactory, UserFactory
 from tests.helpers import unique_code
 from tests.own_servers import ProjectProcesses
 from tests.partners.conftest import WEBHOOK_SECRET
 from tests.partners.test_webhook_abuse import delivery, signed_headers
+from tests.payments.conftest import WEBHOOK_SECRET as PAYMENTS_WEBHOOK_SECRET
+from tests.payments.test_webhooks import event, intent, paying_booking, signature
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -35,7 +38,8 @@ pytestmark = pytest.mark.timeout(120)
 @pytest.fixture
 def web(transactional_db, tmp_path: Path) -> Iterator[int]:
     """gunicorn on this test's database; its port."""
-    processes = ProjectProcesses(tmp_path, {"DATABASE_URL": _database_url()})
+    env = {"DATABASE_URL": _database_url(), "STRIPE_WEBHOOK_SECRET": PAYMENTS_WEBHOOK_SECRET}
+    processes = ProjectProcesses(tmp_path, env)
     try:
         yield int(processes.web().rsplit(":", 1)[1])
     finally:
@@ -105,6 +109,26 @@ def test_a_chunked_partner_webhook_verifies_and_one_over_the_limit_is_413(web):
     evidence = InboundEvent.objects.get(partner=ref_partner, signature_valid=False)
     # declared as read: one byte past the body limit, a lower bound of its size
     assert evidence.body_size == settings.DATA_UPLOAD_MAX_MEMORY_SIZE + 1
+
+
+def test_a_chunked_payment_webhook_verifies_and_one_over_the_limit_is_413(web):
+    """The provider's receiver reads the same way: a chunked event is stored with the bytes it
+    was signed over, one too large refused."""
+    held = intent(paying_booking(), "requires_capture")
+    raw = event("payment_intent.amount_capturable_updated", held)
+    oversized = event("payment_intent.amount_capturable_updated", {**held, "pad": "x" * 2 * 1024 * 1024})
+    headers = {"Content-Type": "application/json"}
+
+    stored = post_chunked(web, "/payments/webhooks/", raw, {**headers, "Stripe-Signature": signature(raw)})
+    refused = post_chunked(
+        web, "/payments/webhooks/", oversized, {**headers, "Stripe-Signature": signature(oversized)}
+    )
+
+    assert stored[0] == 202, stored
+    assert bytes(PaymentEvent.objects.get().body) == raw
+    assert refused[0] == 413, refused
+    assert refused[1]["error"]["code"] == "payload_too_large"
+    assert PaymentEvent.objects.count() == 1
 
 
 def test_a_chunked_body_a_server_does_not_end_is_411_never_read_as_empty():
