@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from urllib.parse import urlsplit
@@ -34,6 +35,8 @@ DEFAULT_CAPABILITIES = {
 # the cent, a product id of at most its length. A value beyond them is refused, never rounded
 # or truncated: SQLite would store it and every later read of the offers would fail.
 _PRICE_FIELD = Offer._meta.get_field("unit_price")
+# What `env:` may name: a variable a shell can export.
+_VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 PRICE_PLACES = _PRICE_FIELD.decimal_places
 PRICE_LIMIT = Decimal(10) ** (_PRICE_FIELD.max_digits - PRICE_PLACES)
 PRODUCT_ID_MAX = Offer._meta.get_field("product_id").max_length
@@ -127,6 +130,9 @@ def _check(
         errors["base_url"] = [f"Not an http(s) base URL: {base_url!r}."]
     if not api_key.strip():
         errors["api_key"] = ["Required (the key itself, or env:VARIABLE)."]
+    for field, value in (("api_key", api_key), ("webhook_secret", webhook_secret)):
+        if value.startswith("env:") and not _VARIABLE_NAME.fullmatch(value.removeprefix("env:")):
+            errors[field] = [f"{value!r} names no environment variable: env: then letters, digits and _."]
     # Standard Webhooks' rule (`signatures.secret_problem`); a variable's value is the servers' to
     # hold, read when a delivery comes.
     secret_env = webhook_secret.startswith("env:")
@@ -158,8 +164,14 @@ def unset_variables(partner: Partner) -> list[str]:
     warnings = []
     for field, effect in effects.items():
         value = getattr(partner, field)
-        if value.startswith("env:") and not os.environ.get(name := value.removeprefix("env:"), ""):
+        if not value.startswith("env:"):
+            continue
+        name = value.removeprefix("env:")
+        held = os.environ.get(name, "")
+        if not held:
             warnings.append(f"{name} is not set in this environment; {effect}.")
+        elif field == "webhook_secret" and (why := signatures.secret_problem(held)):
+            warnings.append(f"{name} here is not a Standard Webhooks secret: {why}; {effect} set right.")
     return warnings
 
 

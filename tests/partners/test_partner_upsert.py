@@ -305,6 +305,34 @@ def test_a_credential_from_a_variable_unset_here_is_kept_with_a_warning(option, 
     )
 
 
+@pytest.mark.parametrize("option", ["--api-key", "--webhook-secret"])
+@pytest.mark.parametrize("value", ["env:", "env:MY KEY", "env:1KEY", "env:KEY=x"])
+def test_a_credential_variable_that_names_no_variable_is_refused(option, value):
+    args = _replace(BASE, option, value) if option in BASE else [*BASE, option, value]
+
+    with pytest.raises(CommandError) as error:
+        upsert(*args)
+
+    field = "api_key" if option == "--api-key" else "webhook_secret"
+    assert f"{field}: {value!r} names no environment variable" in str(error.value)
+    assert Partner.objects.count() == 0
+
+
+def test_a_webhook_secret_variable_set_here_to_no_secret_is_kept_with_a_warning(monkeypatch):
+    monkeypatch.setenv("QA2_BAD_SECRET", "not-a-secret")
+    err = StringIO()
+
+    call_command(
+        "partner_upsert", *BASE, "--webhook-secret", "env:QA2_BAD_SECRET", stdout=StringIO(), stderr=err
+    )
+
+    assert Partner.objects.get(code="acme").webhook_secret == "env:QA2_BAD_SECRET"
+    assert (
+        err.getvalue().strip().startswith("Warning: QA2_BAD_SECRET here is not a Standard Webhooks secret: ")
+    )
+    assert err.getvalue().strip().endswith("; the partner's webhooks will be refused until it is set right.")
+
+
 def test_a_credential_from_a_variable_set_here_is_kept_without_a_word(monkeypatch):
     monkeypatch.setenv("QA2_SET_KEY", "k-2")
     err = StringIO()
