@@ -9,9 +9,10 @@ from collections.abc import Callable
 
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponsePermanentRedirect
 from django.middleware.common import CommonMiddleware as DjangoCommonMiddleware
 from django.template.loader import render_to_string
+from django.utils.http import escape_leading_slashes
 
 from config.errors import error_response, status_error_response
 
@@ -21,6 +22,7 @@ logger = logging.getLogger(__name__)
 JSON_CLIENT_PATHS = ("/api/", "/partners/", "/payments/")
 # Headers that still mean something on the error that replaces a response.
 _KEPT_HEADERS = ("Allow", "Retry-After")
+_READS = ("GET", "HEAD", "OPTIONS")
 
 
 class JsonErrorsMiddleware:
@@ -46,23 +48,28 @@ class JsonErrorsMiddleware:
 
 
 class CommonMiddleware(DjangoCommonMiddleware):
-    """Django's, except that a write by a machine client is never redirected to the path with a
-    trailing slash: APPEND_SLASH answers it with an empty 301 (a 500 `RuntimeError` under DEBUG),
-    and webhook senders and API clients do not follow a redirect for a POST, so the request would
-    be lost. It gets a 404 in the one error shape naming the path that exists instead. Reads are
-    still redirected (a person opening `/api/docs` in a browser)."""
+    """Django's, except for a write to a path missing its trailing slash. APPEND_SLASH answers it
+    with an empty 301 (a 500 `RuntimeError` under DEBUG), after which a client asks again with a
+    GET and the write is lost. A machine client (webhook senders above all) does not follow a
+    redirect for a POST at all: it gets a 404 in the one error shape naming the path that exists
+    instead. A page's form (the customer pages, the console) gets a 308, which a browser follows
+    with the same method and body. Reads are redirected as usual (a person opening `/api/docs`)."""
 
     def process_response(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
         if (
             response.status_code == 404
-            and request.method not in ("GET", "HEAD", "OPTIONS")
-            and request.path_info.startswith(JSON_CLIENT_PATHS)
+            and request.method not in _READS
             and self.should_redirect_with_slash(request)
         ):
-            slashed = f"{request.path}/"
-            return error_response(
-                404, "not_found", f"Nothing at {request.path}; this endpoint is {slashed}, with the slash."
-            )
+            if request.path_info.startswith(JSON_CLIENT_PATHS):
+                slashed = f"{request.path}/"
+                return error_response(
+                    404,
+                    "not_found",
+                    f"Nothing at {request.path}; this endpoint is {slashed}, with the slash.",
+                )
+            slashed = escape_leading_slashes(request.get_full_path(force_append_slash=True))
+            return HttpResponsePermanentRedirect(slashed, preserve_request=True)
         return super().process_response(request, response)
 
 

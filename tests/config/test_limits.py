@@ -95,6 +95,22 @@ def test_a_write_to_a_path_missing_its_trailing_slash_is_a_json_404_never_a_redi
     assert f"{url}/" in error["message"]
 
 
+@pytest.mark.parametrize("debug", [False, True], ids=["production", "debug"])
+def test_a_page_s_form_posted_without_its_trailing_slash_is_sent_on_with_its_body(db, settings, debug):
+    # A 301 (or DEBUG's 500) lost the write: a browser asks again with a GET. A 308 keeps the
+    # method and the body, so the form's POST reaches the page it was meant for.
+    settings.DEBUG = debug
+    client = Client(raise_request_exception=False)
+
+    response = client.post("/account/login?next=/bookings/", {"username": "u", "password": "p"})
+
+    assert response.status_code == 308
+    assert response["Location"] == "/account/login/?next=/bookings/"
+    followed = client.post("/account/login?next=/bookings/", {"username": "u", "password": "p"}, follow=True)
+    assert followed.redirect_chain == [("/account/login/?next=/bookings/", 308)]
+    assert followed.request["REQUEST_METHOD"] == "POST"
+
+
 def test_a_read_missing_its_trailing_slash_is_still_redirected(db):
     # A person opening the API's docs in a browser is helped by the redirect.
     response = Client().get("/api/docs")
