@@ -461,6 +461,29 @@ def test_one_person_proposes_another_approves(groups):
     assert PaymentOperation.objects.get(payment=payment).amount == Decimal("250.00")
 
 
+def test_the_approve_page_warns_as_the_propose_page_did_that_the_customer_pays_less_than_owed(groups):
+    payment = paying_booking()
+    proposer, _ = client_of(groups, "support")
+    approver, _ = client_of(groups, "ops")
+    warned = (
+        "After it the customer will have paid 110.00 EUR, less than the 360.00 EUR the booking owes as "
+        "confirmed by its policy: automation never charges the difference."
+    )
+
+    propose_page = proposer.get(action(payment.booking, "refund_payment"), {"amount": "250.00"})
+    proposer.post(
+        action(payment.booking, "refund_payment"),
+        {"token": "d" * 32, "amount": "250.00", "previewed": "250.00", "note": "the pool was closed"},
+    )
+    proposal = RefundProposal.objects.get()
+    approve_page = approver.get(decide(payment.booking, proposal.pk, "approve"))
+    reject_page = approver.get(decide(payment.booking, proposal.pk, "reject"))
+
+    assert warned in propose_page.content.decode()
+    assert warned in approve_page.content.decode() and 'id="confirm-form"' in approve_page.content.decode()
+    assert "less than the" not in reject_page.content.decode()
+
+
 def test_support_cannot_split_a_refund_under_the_approval_amount_in_the_console(support_client):
     payment = paying_booking(price=Decimal("500.00"))
     url = action(payment.booking, "refund_payment")

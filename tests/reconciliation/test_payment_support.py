@@ -7,6 +7,7 @@ actions against a real provider are in test_payment_provider.py."""
 from __future__ import annotations
 
 import io
+import json
 import uuid
 from datetime import timedelta
 from decimal import Decimal
@@ -465,6 +466,74 @@ def test_an_approval_is_bounded_again_by_what_is_refundable_then(ops_user, group
 
     assert RefundProposal.objects.get().state == ProposalState.PENDING
     assert not PaymentOperation.objects.filter(payment=payment).exists()
+
+
+def short_of_owed(paid: str, owed: str, state: str = "confirmed") -> str:
+    return (
+        f"After it the customer will have paid {paid} EUR, less than the {owed} EUR the booking owes as "
+        f"{state} by its policy: automation never charges the difference."
+    )
+
+
+def approve_dry_run(proposal_id: int, approver, *extra: str) -> str:
+    out = io.StringIO()
+    call_command(
+        "approve_refund",
+        str(proposal_id),
+        "--dry-run",
+        "--no-live",
+        "--as",
+        approver.username,
+        *extra,
+        stdout=out,
+        stderr=io.StringIO(),
+    )
+    return out.getvalue()
+
+
+def test_the_approver_is_warned_as_the_proposer_was_that_the_customer_pays_less_than_owed(ops_user, groups):
+    payment = paying_booking()
+    approver = second_ops(groups)
+
+    proposing = money.payment_preview(
+        money.REFUND, payment.booking, operator=op(ops_user), amount=Decimal("300.00"), live=False
+    )
+    proposed = refund(payment, ops_user, "300.00")
+    proposal = RefundProposal.objects.get(pk=proposed.proposal_id)
+    approving = money.proposal_preview(money.APPROVE, proposal, operator=op(approver), live=False)
+    rejecting = money.proposal_preview(money.REJECT, proposal, operator=op(approver), live=False)
+    as_json = json.loads(approve_dry_run(proposal.pk, approver, "--json"))
+    as_text = " ".join(approve_dry_run(proposal.pk, approver).split())
+
+    warned = short_of_owed("60.00", "360.00")
+    assert proposing.warnings == [warned]
+    assert (approving.allowed, approving.warnings) == (True, [warned])
+    assert as_json["previews"][0]["warnings"] == [warned]
+    assert f"! {warned}" in as_text
+    assert rejecting.warnings == []  # rejecting refunds nothing
+    assert RefundProposal.objects.get().state == ProposalState.PENDING  # a dry run decides nothing
+
+
+def test_the_approver_s_warning_is_read_from_the_rows_as_they_are_when_approving(ops_user, groups):
+    # Cancelled with a 90.00 fee, nothing refunded yet: a refund of 250.00 leaves 110.00 paid,
+    # more than owed, and the proposer is not warned.
+    payment = paying_booking(status=S.CANCELLED)
+    type(payment.booking).objects.filter(pk=payment.booking_id).update(cancellation_fee=Decimal("90.00"))
+    approver = second_ops(groups)
+    proposed = refund(payment, ops_user, "250.00", note="the pool was closed")
+    proposal = RefundProposal.objects.get(pk=proposed.proposal_id)
+    before = money.proposal_preview(money.APPROVE, proposal, operator=op(approver), live=False)
+    # Meanwhile 40.00 was refunded at the provider (its dashboard) and read: approved now, the
+    # customer would have paid 70.00 of the 90.00 they owe.
+    type(payment).objects.filter(pk=payment.pk).update(refunded_amount=Decimal("40.00"))
+
+    after = money.proposal_preview(money.APPROVE, proposal, operator=op(approver), live=False)
+    as_json = json.loads(approve_dry_run(proposal.pk, approver, "--json"))
+
+    assert before.warnings == []
+    warned = short_of_owed("70.00", "90.00", "cancelled")
+    assert (after.allowed, after.warnings) == (True, [warned])
+    assert as_json["previews"][0]["warnings"] == [warned]
 
 
 def test_one_proposal_waits_at_a_time_and_its_proposer_may_withdraw_it(ops_user, groups):

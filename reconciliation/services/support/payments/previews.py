@@ -152,16 +152,27 @@ def _effects(action: str, s: PaymentSituation, amount: Decimal | None) -> tuple[
         "The provider's answer enters through the one door; a refund whose answer was lost is found by its "
         "key, never made twice.",
     ]
-    owed = s.owed
-    if amount is not None and owed is not None:
-        after = s.refundable - amount
-        if after < owed:
-            warnings.append(
-                f"After it the customer will have paid {after} {money}, less than the {owed} {money} "
-                f"the booking owes as {s.booking.status} by its policy: automation never charges the "
-                "difference."
-            )
+    if amount is not None:
+        warnings += short_of_owed(s, amount)
     return steps, warnings
+
+
+def short_of_owed(s: PaymentSituation, amount: Decimal) -> list[str]:
+    """The warning a refund of `amount` earns when the customer would then have paid less than
+    the booking owes by its state and policy, read from the rows as they are now: one rule for
+    proposing a refund and for approving one (rows may have moved since it was proposed)."""
+    owed = s.owed
+    if owed is None:
+        return []
+    after = s.refundable - amount
+    if after >= owed:
+        return []
+    money = s.currency
+    return [
+        f"After it the customer will have paid {after} {money}, less than the {owed} {money} "
+        f"the booking owes as {s.booking.status} by its policy: automation never charges the "
+        "difference."
+    ]
 
 
 def _outside_effects(s: PaymentSituation, amount: Decimal | None) -> list[str]:
@@ -266,9 +277,13 @@ def proposal_preview(
             f"({payment.refunded_amount} {money} refunded so far) under a new key, committed before "
             "the call.",
         ]
+        # The approver is the second pair of eyes: they see what the proposer was warned of, as
+        # things stand now.
+        warnings = short_of_owed(s, proposal.amount)
     else:
         why_not = "" if proposal.pending else proposal_refusal(proposal, s)
         effects = [f"Reject refund proposal #{proposal.pk}: nothing is refunded; the proposal ends."]
+        warnings = []
     return PaymentPreview(
         action=action,
         title=PAYMENT_ACTIONS[action]["title"],
@@ -277,6 +292,7 @@ def proposal_preview(
         allowed=not why_not,
         refusal=why_not,
         effects=effects if not why_not else [],
+        warnings=warnings if not why_not else [],
         provider=provider_side(payment, live=live),
         token=token or new_token(),
         show_ids=operator.can(PROVIDER_TRUTH_PERMISSION),
