@@ -4,7 +4,8 @@ PaymentIntents in manual capture through the official SDK (pinned in pyproject.t
 authorize (create and confirm), capture, void (cancel), refund, retrieve, and a search of the
 intents made since a time. Every write carries the idempotency key of its operation
 (`PaymentOperation.idempotency_key`, ours, never the customer's); the SDK's own retries are off,
-so each call is one try on the timeline. `STRIPE_API_KEY` and `STRIPE_API_BASE` name the
+so each call is one try on the timeline. A report's read (the day's settlement) is asked again
+instead by `read_again`: it changes nothing at the provider. `STRIPE_API_KEY` and `STRIPE_API_BASE` name the
 provider: Stripe for a real operator, the sandbox (docs/partner-protocols.md, section 3) under
 `make run` and the tests.
 
@@ -27,7 +28,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeVar
 
 import stripe
 from django.conf import settings
@@ -36,6 +37,7 @@ from payments.models import CallOutcome
 from payments.money import RefusedAmount, from_minor, same_currency, to_minor
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 INTENT_STATUSES = frozenset(
     {
@@ -279,6 +281,47 @@ def client() -> stripe.StripeClient:
         settings.STRIPE_API_BASE,
         (settings.PAYMENTS_CONNECT_TIMEOUT_S, settings.PAYMENTS_READ_TIMEOUT_S),
     )
+
+
+# --- reads that may simply be asked again ------------------------------------------------------
+# An operation makes one try per call (max_network_retries=0) and is asked again under its key, on
+# the timeline. A report's read (the day's settlement listing the provider) changes nothing at the
+# provider, so it is asked again at once after a failure another try may not meet: a few tries, a
+# short backoff apart, so that a flaky provider does not fail the report.
+READ_TRIES = 3
+READ_BACKOFF_S = 0.5  # before the second try, doubled before each next
+
+
+class ReadFailed(RuntimeError):
+    """A read that failed on its last try: `error` is that try's, after `tries` tries."""
+
+    def __init__(self, error: stripe.StripeError, tries: int) -> None:
+        self.error, self.tries, self.http_status = error, tries, error.http_status
+        words = " ".join(str(error).split())[:200]  # one line
+        super().__init__(f"{type(error).__name__}: {words}")
+
+
+def _worth_again(error: stripe.StripeError) -> bool:
+    """A read's failure another try may not meet: a 5xx, a timeout or a dropped connection, a
+    429. Any other answer (a key refused, a bad request, a 404) would be the same again."""
+    if isinstance(error, stripe.APIConnectionError | stripe.RateLimitError):
+        return True
+    return (error.http_status or 0) >= 500
+
+
+def read_again(read: Callable[[], T], *, tries: int = READ_TRIES) -> T:
+    """`read()` (one call of the SDK that changes nothing at the provider), asked again up to
+    `tries` times in all while it fails in a way worth another try; `ReadFailed` otherwise."""
+    for tried in range(1, tries + 1):
+        try:
+            return read()
+        except stripe.StripeError as error:
+            if tried == tries or not _worth_again(error):
+                raise ReadFailed(error, tried) from error
+            said = " ".join(str(error).split())[:200]
+            logger.info("provider read failed (try %d of %d), asking again: %s", tried, tries, said)
+            time.sleep(READ_BACKOFF_S * 2 ** (tried - 1))
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _replayed(headers: Mapping[str, str] | None) -> bool:

@@ -22,6 +22,7 @@ provider may be ahead of us until that operation settles.
 
 from __future__ import annotations
 
+import functools
 import logging
 import uuid
 from collections.abc import Iterable
@@ -44,7 +45,18 @@ PAGE = 100
 
 
 class ProviderUnavailable(RuntimeError):
-    """The provider's listing for the day could not be read: no report can be made."""
+    """The provider's listing for the day (or an intent of ours by its id) could not be read, after
+    `tries` tries: no report can be made."""
+
+    def __init__(self, message: str, *, tries: int = 1) -> None:
+        super().__init__(message)
+        self.tries = tries
+
+    @property
+    def said(self) -> str:
+        """The one line the command ends with."""
+        tries = f"{self.tries} {'try' if self.tries == 1 else 'tries'}"
+        return f"The provider could not be read after {tries}: {self}"
 
 
 @dataclass(frozen=True)
@@ -119,14 +131,15 @@ def day_bounds(day: date) -> tuple[datetime, datetime]:
 
 # --- the provider's listing ------------------------------------------------------------------------
 def _list(resource: Any, params: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every object of a list call, page after page."""
+    """Every object of a list call, page after page, each page asked again after a 5xx or a
+    timeout (`connector.read_again`: a read changes nothing at the provider)."""
     found: list[dict[str, Any]] = []
     after = None
     while True:
         page_params = {**params, "limit": PAGE}
         if after:
             page_params["starting_after"] = after
-        page = resource.list(params=page_params)
+        page = connector.read_again(functools.partial(resource.list, params=page_params))
         found += [item.to_dict() for item in page.data]
         if not page.has_more or not page.data:
             return found
@@ -140,10 +153,30 @@ def provider_listing(start: datetime, end: datetime) -> tuple[list[dict[str, Any
     try:
         intents = _list(client.v1.payment_intents, {"created": created, "expand": ["data.latest_charge"]})
         refunds = _list(client.v1.refunds, {"created": created})
-    except Exception as exc:  # the SDK's errors, whichever: the day cannot be settled
+    except connector.ReadFailed as failed:  # on every try: the day cannot be settled
         logger.warning("payment provider listing failed", exc_info=True)
-        raise ProviderUnavailable(f"{type(exc).__name__}: {str(exc)[:200]}") from exc
+        raise ProviderUnavailable(str(failed), tries=failed.tries) from failed
+    except Exception as exc:  # anything else the SDK raises
+        logger.warning("payment provider listing failed", exc_info=True)
+        raise ProviderUnavailable(f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}") from exc
     return intents, refunds
+
+
+def _intent_read(intent_id: str) -> dict[str, Any] | None:
+    """The intent as the provider holds it now (asked again after a 5xx or a timeout, as the
+    listing is); None when it holds none (a 404)."""
+    try:
+        intent = connector.read_again(
+            lambda: connector.client().v1.payment_intents.retrieve(
+                intent_id, params={"expand": ["latest_charge"]}
+            )
+        )
+    except connector.ReadFailed as failed:
+        if failed.http_status == 404:
+            return None
+        logger.warning("payment provider read failed", exc_info=True)
+        raise ProviderUnavailable(f"intent {intent_id}: {failed}", tries=failed.tries) from failed
+    return intent.to_dict()
 
 
 def _created(obj: dict[str, Any]) -> datetime | None:
@@ -226,8 +259,8 @@ def settle_day(day: date) -> Settlement:
             continue
         if not payment.provider_intent_id:
             continue  # nothing made at the provider (declined without an intent, abandoned)
-        result = connector.retrieve(payment.provider_intent_id, currency=payment.currency)
-        if getattr(result, "http_status", None) == 404:
+        intent = _intent_read(payment.provider_intent_id)
+        if intent is None:
             report.mismatches.append(
                 Mismatch(
                     "intent_missing_at_provider",
@@ -238,12 +271,8 @@ def settle_day(day: date) -> Settlement:
                     open_operation=payment.pk in open_ops,
                 )
             )
-        elif result.truth is None:
-            raise ProviderUnavailable(
-                f"intent {payment.provider_intent_id} could not be read: {result.error_code or result.error}"
-            )
         else:
-            _compare_truth(report, payment, result.truth, open_operation=payment.pk in open_ops)
+            _compare(report, payment, intent, open_operation=payment.pk in open_ops)
 
     _compare_refunds(report, money_refunds, start, end, by_intent)
     return report

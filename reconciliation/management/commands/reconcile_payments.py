@@ -11,7 +11,8 @@ from bookings.dates import NotADate, parse_date
 from reconciliation.management.commands._ops import console_for, dump, rows_table
 from reconciliation.services.settlement import KINDS, ProviderUnavailable, settle_day
 
-# Exit codes: 0 the day settles, 1 mismatches were found, 2 the provider could not be listed.
+# Exit codes: 0 the day settles, 1 mismatches were found, 2 the provider could not be read (its
+# listing, or an intent by its id), each read tried up to connector.READ_TRIES times.
 MISMATCHES, UNAVAILABLE = 1, 2
 # The provider counts time in Unix seconds: it created nothing before this day.
 FIRST_DAY = date(1970, 1, 1)
@@ -44,7 +45,8 @@ class Command(BaseCommand):
         "that succeeded) with the provider's listing of the intents and refunds created that day, like a "
         "settlement report, and list every mismatch: an intent or refund on one side only, a status or an "
         "amount that differs. Exit status 0 when the day settles, 1 when there are mismatches (so a cron job "
-        "can alert), 2 when the provider could not be listed."
+        "can alert), 2 when the provider could not be read (each read is asked again, up to 3 tries in all, "
+        "after a 5xx, a timeout or a 429)."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -61,8 +63,10 @@ class Command(BaseCommand):
             report = settle_day(day)
         except ProviderUnavailable as exc:
             if options["json"]:
-                dump(self, {"date": day.isoformat(), "error": str(exc), "mismatches": None})
-            raise CommandError(f"The provider could not be listed: {exc}", returncode=UNAVAILABLE) from exc
+                dump(
+                    self, {"date": day.isoformat(), "error": str(exc), "tries": exc.tries, "mismatches": None}
+                )
+            raise CommandError(exc.said, returncode=UNAVAILABLE) from exc
         if options["json"]:
             dump(self, report.as_dict())
         else:
