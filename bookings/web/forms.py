@@ -83,13 +83,15 @@ _KEY_FORMAT = f"Use 1 to {IDEMPOTENCY_KEY_MAX_LENGTH} printable ASCII characters
 
 
 # The payment provider's test cards (its card element's ids): where a real deployment puts the
-# provider's card element, the customer pages of the sandbox offer these.
+# provider's card element, the customer pages of the sandbox offer these, one for each way the
+# sandbox's cards behave (tests/payments/test_web.py holds the list to the sandbox's).
 TEST_CARDS = [
     ("", "No card: nothing is taken now"),
     ("pm_card_visa", "Test card Visa 4242: authorized"),
     ("pm_card_chargeDeclined", "Test card Visa 0002: declined"),
     ("pm_card_chargeDeclinedInsufficientFunds", "Test card Visa 9995: declined, insufficient funds"),
     ("pm_card_riskLevelElevated", "Test card Visa 9235: authorized, placed in review"),
+    ("pm_card_refundFail", "Test card Visa 5126: authorized; refunds to it fail later"),
 ]
 
 

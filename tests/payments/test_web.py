@@ -8,7 +8,9 @@ from django.test import Client
 
 from bookings.models import Booking
 from bookings.states import BookingState
+from bookings.web.forms import TEST_CARDS
 from payments.models import Payment, PaymentStatus
+from sandbox.payment_ledger import TEST_CARDS as SANDBOX_CARDS
 from tests.factories import OfferFactory, QuoteFactory, UserFactory
 from tests.helpers import queued_messages
 
@@ -37,6 +39,30 @@ def test_the_book_form_offers_the_test_cards(web, quote):
 
     assert '<select name="payment_method"' in page
     assert 'value="pm_card_visa"' in page and "We ask your bank to hold the price" in page
+
+
+def test_the_book_form_offers_a_test_card_for_each_thing_the_sandbox_s_cards_do(web, quote):
+    # The field stands where production puts the provider's card element: it offers the sandbox's
+    # test cards, one for each way they behave (aliases of a behaviour need not all be offered).
+    page = web.get(f"/quotes/{quote.pk}/").content.decode()
+    offered = [card for card, _ in TEST_CARDS if card]
+
+    def does(card: str) -> tuple:
+        known = SANDBOX_CARDS[card]
+        return (known.decline_code, known.review, known.refund_failure)
+
+    assert set(offered) <= set(SANDBOX_CARDS)
+    assert {does(card) for card in offered} == {does(card) for card in SANDBOX_CARDS}
+    assert all(f'value="{card}"' in page for card in offered)
+    assert "Test card Visa 5126: authorized; refunds to it fail later" in page
+
+
+def test_a_booking_may_pay_with_the_card_whose_refunds_fail(web, quote, broker):
+    response = web.post(f"/quotes/{quote.pk}/book/", {"payment_method": "pm_card_refundFail"})
+
+    booking = Booking.objects.get()
+    assert response["Location"] == f"/bookings/{booking.reference}/"
+    assert Payment.objects.get(booking=booking).payment_method == "pm_card_refundFail"
 
 
 def test_booking_with_a_card_awaits_its_payment_and_queues_its_run(
