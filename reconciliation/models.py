@@ -84,6 +84,15 @@ class RefundProposal(models.Model):
     def pending(self) -> bool:
         return self.state == ProposalState.PENDING
 
+    @property
+    def withdrawn(self) -> bool:
+        """Rejected by its own proposer (by account, else by name, as `same_person` tells)."""
+        if self.state != ProposalState.REJECTED:
+            return False
+        if self.proposed_by_id is not None and self.decided_by_id is not None:
+            return self.proposed_by_id == self.decided_by_id
+        return self.decided_by_label == self.proposed_by_label
+
 
 class ActionToken(models.Model):
     """What a support action token was first given for; written in the transaction of the action

@@ -253,7 +253,7 @@ class PaymentConsoleMixin:
         if not withdrawing and not operator.can(money.PAYMENT_ACTIONS[action]["permission"]):
             raise PermissionDenied
         change_url = reverse("admin:bookings_booking_change", args=[booking.pk])
-        title = "Withdraw the refund" if withdrawing else money.PAYMENT_ACTIONS[action]["title"]
+        title = money.WITHDRAW_TITLE if withdrawing else money.PAYMENT_ACTIONS[action]["title"]
         if request.method == "POST":
             form = PaymentActionForm(request.POST, action=action)
             if form.is_valid():
@@ -277,7 +277,6 @@ class PaymentConsoleMixin:
         else:
             shown = money.proposal_preview(action, proposal, operator=operator)
             form = PaymentActionForm(initial={"token": shown.token}, action=action)
-        shown.title = title
         return self._render(request, booking, shown, form, change_url)
 
 

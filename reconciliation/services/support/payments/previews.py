@@ -23,6 +23,7 @@ from reconciliation.services.support.payments.situation import (
     REFUND,
     REJECT,
     VOID,
+    WITHDRAW_TITLE,
     PaymentSituation,
     approval_above,
     proposal_refusal,
@@ -258,7 +259,8 @@ def proposal_preview(
     live: bool = True,
     token: str | None = None,
 ) -> PaymentPreview:
-    """What approving (or rejecting) a refund proposal will do, beside the provider's live answer."""
+    """What approving (or rejecting) a refund proposal will do, beside the provider's live answer.
+    Rejecting their own proposal, its proposer withdraws it: the preview says so."""
     if action not in (APPROVE, REJECT):
         raise ValidationFailed(f"Unknown proposal action {action!r}; known: {APPROVE}, {REJECT}.")
     proposal = RefundProposal.objects.select_related("booking", "booking__partner", "payment").get(
@@ -267,9 +269,11 @@ def proposal_preview(
     booking, payment = proposal.booking, proposal.payment
     s = PaymentSituation(booking, payment)
     money = proposal.currency
+    own = same_person(proposal, operator.user, operator.label)
+    title = WITHDRAW_TITLE if action == REJECT and own else PAYMENT_ACTIONS[action]["title"]
     if action == APPROVE:
         why_not = proposal_refusal(proposal, s)
-        if not why_not and same_person(proposal, operator.user, operator.label):
+        if not why_not and own:
             why_not = f"{proposal.proposed_by_label} proposed it: a second person must approve it."
         effects = [
             f"Approve refund proposal #{proposal.pk} by {proposal.proposed_by_label}: {proposal.note[:200]}",
@@ -282,11 +286,12 @@ def proposal_preview(
         warnings = short_of_owed(s, proposal.amount)
     else:
         why_not = "" if proposal.pending else proposal_refusal(proposal, s)
-        effects = [f"Reject refund proposal #{proposal.pk}: nothing is refunded; the proposal ends."]
+        verb = "Withdraw" if own else "Reject"
+        effects = [f"{verb} refund proposal #{proposal.pk}: nothing is refunded; the proposal ends."]
         warnings = []
     return PaymentPreview(
         action=action,
-        title=PAYMENT_ACTIONS[action]["title"],
+        title=title,
         booking=booking,
         payment=payment,
         allowed=not why_not,

@@ -62,6 +62,8 @@ PAYMENT_ACTIONS: dict[str, dict[str, str]] = {
         "kind": "support.refund_rejected",
     },
 }
+# Rejecting their own proposal, its proposer withdraws it (no approve permission needed).
+WITHDRAW_TITLE = "Withdraw the refund"
 # The timeline rows that say support asked for a refund (directly, or by approving a proposal).
 SUPPORT_REFUND_KINDS = (PAYMENT_ACTIONS[REFUND]["kind"], PAYMENT_ACTIONS[APPROVE]["kind"])
 # A refund above the approval amount is proposed (this row), then approved (APPROVE's).
