@@ -294,6 +294,21 @@ def test_a_capture_takes_what_the_confirmed_booking_owes(ops_user):
     assert [r.kind for r in support_rows(payment.booking)] == ["support.capture_requested"]
 
 
+def test_a_capture_of_a_cancellation_fee_says_how_much_of_the_hold_is_released(ops_user):
+    payment = paying_booking(status=S.CANCELLED, payment_status=P.AUTHORIZED)
+    type(payment.booking).objects.filter(pk=payment.booking_id).update(
+        confirmed_shown_at=timezone.now(), cancellation_fee=Decimal("36.00")
+    )
+
+    shown = money.payment_preview(money.CAPTURE, payment.booking, operator=op(ops_user), live=False)
+
+    assert shown.allowed and shown.effects[0] == (
+        "Capture 36.00 EUR of the 360.00 EUR hold under a new key <payment>:<kind>:<n>, committed before "
+        "the call; the rest, 324.00 EUR, is released."
+    )
+    assert shown.effects[1] == "The booking owes 36.00 EUR as cancelled."
+
+
 @pytest.mark.parametrize(
     ("status", "why"),
     [

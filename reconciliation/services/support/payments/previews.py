@@ -106,10 +106,11 @@ def _effects(action: str, s: PaymentSituation, amount: Decimal | None) -> tuple[
     money = payment.currency
     key = "under a new key <payment>:<kind>:<n>, committed before the call"
     if action == CAPTURE:
+        rest = payment.amount - s.capture_amount
         return (
             [
                 f"Capture {s.capture_amount} {money} of the {payment.amount} {money} hold {key}; "
-                "the rest of the hold is released.",
+                + (f"the rest, {rest} {money}, is released." if rest > 0 else "the whole hold is taken."),
                 f"The booking owes {s.owed} {money} as {s.booking.status}.",
                 "The provider's answer enters through the one door; an unknown outcome is asked again "
                 "under the same key.",
