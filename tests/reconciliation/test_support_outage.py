@@ -1,5 +1,6 @@
-"""Support actions while our Redis (the broker, the partner guard's state, the shared cache) is
-down: no 500 after a commit, nothing lost, nothing untrue (docs/design.md, invariant 3).
+"""Support actions, and the sweeper's own sends, while our Redis (the broker, the partner guard's
+state, the shared cache) is down: no 500 after a commit, nothing lost, nothing untrue
+(docs/design.md, invariant 3).
 
 A Redis of the test's own stands behind the broker, our own keys and the shared cache; the test
 stops it (connections refused, as the tester saw) and starts it again, never the machine's. The
@@ -10,8 +11,10 @@ request as in production.
 from __future__ import annotations
 
 import io
+import logging
 import re
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -20,6 +23,7 @@ from django.contrib.messages import get_messages
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.urls import reverse
+from django.utils import timezone
 
 from bookings.states import BookingState
 from config.embedded_redis import EmbeddedRedis, with_socket_timeouts
@@ -27,7 +31,7 @@ from config.redis_client import redis_client
 from partners import guard
 from partners.models import InboundState
 from reconciliation.models import ActionToken
-from tests.factories import PartnerReservationFactory
+from tests.factories import PartnerAttemptFactory, PartnerReservationFactory
 from tests.own_servers import own_redis
 from tests.reconciliation.conftest import actor_names, calls
 from tests.reconciliation.test_admin import _signed_inbound
@@ -75,10 +79,6 @@ def _back(server: EmbeddedRedis, *clients: redis.Redis) -> None:
 
 def _sweep_later() -> None:
     """A sweep once the action's own hint had its chance (owed for more than an interval)."""
-    from datetime import timedelta
-
-    from django.utils import timezone
-
     from reconciliation.models import OwedMessage
     from reconciliation.services.sweeper import sweep
 
@@ -240,3 +240,27 @@ def test_retry_and_reconcile_commands_with_redis_down_say_so_in_a_line(
     assert f"Submission requested, {NOT_QUEUED}" in " ".join(out.getvalue().split())
     with pytest.raises(CommandError, match=r"Our queue \(Redis\) is not answering; nothing was swept"):
         call_command("reconcile", stdout=io.StringIO())
+
+
+# --- the sweeper's own sends --------------------------------------------------------------------
+def test_a_fenced_expiry_with_redis_down_expires_and_its_lookup_follows_once_redis_is_back(
+    transactional_db, make_booking, redis_down, broker, partner_queue, caplog
+):
+    """The per-booking step a worker took up before Redis stopped: the expiry commits and the
+    lookup its unknown create owes is not queued. A warning, not a failed step: a retry would find
+    the booking expired and send nothing; the settled booking's fence is the sweeper's due work."""
+    from reconciliation.tasks import sweep_bookings
+
+    past = timezone.now() - timedelta(seconds=1)
+    booking = make_booking(status=S.UNKNOWN, deadline=past, next_check_at=past)
+    PartnerAttemptFactory(booking=booking, fence=True)
+
+    with caplog.at_level(logging.WARNING):
+        sweep_bookings.fn([str(booking.pk)])
+
+    booking.refresh_from_db()
+    assert booking.status == S.EXPIRED
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    _back(redis_down, broker.client, redis_client())
+    _sweep_later()
+    assert calls(broker, partner_queue) == [("sync_booking", [str(booking.pk)])]
