@@ -61,22 +61,36 @@ def send_for_partner(
     send(actor_name, *args, queue_name=partner.queue_name, delay_s=delay_s, options=options)
 
 
-def send_for_partner_on_commit(actor_name: str, partner: Partner, *args: object) -> None:
+@dataclass
+class Hint:
+    """A message sent after commit as a hint, and whether the broker took it: None until the
+    caller's transaction commits, then True or False (what it says to a person who asked for it)."""
+
+    sent: bool | None = None
+
+
+def send_for_partner_on_commit(actor_name: str, partner: Partner, *args: object) -> Hint:
     """Queue after commit, as a hint: for work the caller's committed rows already mark due (a
-    compensation decided and not verified), which the sweeper queues when Redis does not take it.
+    compensation decided and not verified, the lookup a settled booking's unresolved create owes),
+    which the sweeper queues when Redis does not take it.
     A broker that does not answer then never fails the request (a support action) that committed."""
+    hint = Hint()
 
     def send_or_leave_to_sweeper() -> None:
         try:
             send_hint(lambda: send_for_partner(actor_name, partner, *args))
         except Exception:  # the broker's errors, whichever: the rows say it is due
+            hint.sent = False
             logger.warning(
                 "work committed but not queued; the sweeper will queue it",
                 exc_info=True,
                 extra={"actor": actor_name, "partner": partner.code},
             )
+            return
+        hint.sent = True
 
     transaction.on_commit(send_or_leave_to_sweeper)
+    return hint
 
 
 def send_audit_sync(booking_id: UUID | str, partner: Partner) -> None:

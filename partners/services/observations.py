@@ -375,8 +375,9 @@ def request_compensation(
     booking: Booking | None,
     actor: Actor | str,
     actor_label: str = "",
-) -> None:
-    """Mark a reservation to be cancelled at the partner and queue that after commit."""
+) -> messages.Hint | None:
+    """Mark a reservation to be cancelled at the partner and queue that after commit (the hint;
+    None when it was decided before)."""
     changes: dict[str, object] = {
         "compensation_requested_at": timezone.now(),
         "compensation_reason": reason,
@@ -389,7 +390,7 @@ def request_compensation(
         pk=reservation_id, compensation_requested_at__isnull=True
     ).update(**changes)
     if not updated:
-        return  # already decided: running twice does nothing extra
+        return None  # already decided: running twice does nothing extra
     reservation = PartnerReservation.objects.get(pk=reservation_id)
     if booking is not None:
         record_event(
@@ -401,16 +402,20 @@ def request_compensation(
             data=compensation_data(reservation),
         )
     # Due for the sweeper now (`compensation_requested_at`): the message is a hint.
-    messages.send_for_partner_on_commit(messages.COMPENSATE_RESERVATION, reservation.partner, reservation_id)
+    return messages.send_for_partner_on_commit(
+        messages.COMPENSATE_RESERVATION, reservation.partner, reservation_id
+    )
 
 
-def request_compensation_again(reservation: PartnerReservation) -> None:
+def request_compensation_again(reservation: PartnerReservation) -> messages.Hint:
     """Support drives a cancel decided earlier again (stalled, or given up after its tries): a
-    person's decision, so its tries count from now, and it is queued after commit."""
+    person's decision, so its tries count from now, and it is queued after commit (the hint)."""
     PartnerReservation.objects.filter(pk=reservation.pk, compensated_at__isnull=True).update(
         compensation_requested_at=timezone.now()
     )
-    messages.send_for_partner_on_commit(messages.COMPENSATE_RESERVATION, reservation.partner, reservation.pk)
+    return messages.send_for_partner_on_commit(
+        messages.COMPENSATE_RESERVATION, reservation.partner, reservation.pk
+    )
 
 
 def _handle_orphan(reservation: PartnerReservation, *, actor: Actor | str, actor_label: str) -> None:

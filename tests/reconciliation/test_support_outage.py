@@ -11,6 +11,7 @@ request as in production.
 from __future__ import annotations
 
 import io
+import json
 import logging
 import re
 from collections.abc import Iterator
@@ -264,3 +265,106 @@ def test_a_fenced_expiry_with_redis_down_expires_and_its_lookup_follows_once_red
     _back(redis_down, broker.client, redis_client())
     _sweep_later()
     assert calls(broker, partner_queue) == [("sync_booking", [str(booking.pk)])]
+
+
+# --- orphan cancel -------------------------------------------------------------------------------
+@pytest.fixture
+def orphan_case(partner):
+    """A live reservation no booking wants, left to support."""
+    from django.db import transaction
+
+    from bookings.models import Actor
+    from partners.services.orphans import orphan_case_open
+
+    reservation = PartnerReservationFactory(booking=None, partner=partner, partner_ref="R-stray-1")
+    with transaction.atomic():
+        return orphan_case_open(reservation, cancelling=False, actor=Actor.SYSTEM)
+
+
+def _compensation_sent_later(broker, queue: str, reservation_id: int) -> None:
+    """Redis is back: a sweep once the cancel decided has gone quiet queues it, once."""
+    from partners.models import PartnerReservation
+
+    PartnerReservation.objects.filter(pk=reservation_id).update(
+        compensation_requested_at=timezone.now() - timedelta(minutes=5)
+    )
+    _sweep_later()
+    assert calls(broker, queue) == [("compensate_reservation", [reservation_id])]
+
+
+def test_console_orphan_cancel_with_redis_down_says_not_queued_and_the_sweeper_sends_it(
+    transactional_db, orphan_case, ops_client, redis_down, broker, partner_queue
+):
+    url = reverse("admin:partners_orphancase_action", args=[orphan_case.pk, "orphan_cancel"])
+    page = ops_client.get(url)
+    assert "our Redis (the queue and the partner guard) is not answering" in page.content.decode()
+    posted = {"token": _token(page), "note": "a stray hold", "booking": "", "expected_live": ""}
+
+    first = ops_client.post(url, posted, follow=True)
+    again = ops_client.post(url, posted, follow=True)
+
+    assert (first.status_code, again.status_code) == (200, 200)
+    assert any(f"Cancel requested, {NOT_QUEUED}" in m for m in _messages(first)), _messages(first)
+    assert not any("Cancel queued" in m for m in _messages(first))
+    said = " ".join(_messages(again))
+    assert "Already done" not in said and "Already requested by" in said and NOT_QUEUED in said, said
+    assert orphan_case.events.filter(kind="support.orphan_cancel_requested").count() == 1
+    _back(redis_down, broker.client, redis_client())
+    _compensation_sent_later(broker, partner_queue, orphan_case.reservation_id)
+    settled = ops_client.post(url, posted, follow=True)
+    assert any("Already done" in m for m in _messages(settled)), _messages(settled)
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_orphan_cancel_command_with_redis_down_says_not_queued_and_the_sweeper_sends_it(
+    transactional_db, orphan_case, ops_user, redis_down, broker, partner_queue, as_json
+):
+    out = io.StringIO()
+
+    call_command(
+        "orphan_cancel",
+        str(orphan_case.pk),
+        "--yes",
+        "--as",
+        ops_user.username,
+        *(["--json"] if as_json else []),
+        stdout=out,
+        stderr=io.StringIO(),
+    )
+
+    if as_json:
+        result = json.loads(out.getvalue())["results"][0]["result"]
+        assert (result["message"].startswith(f"Cancel requested, {NOT_QUEUED}"), result["queued"]) == (
+            True,
+            False,
+        )
+    else:
+        text = " ".join(out.getvalue().split())
+        assert "our Redis (the queue and the partner guard) is not answering" in text, text
+        assert f"Cancel requested, {NOT_QUEUED}" in text and "Cancel queued" not in text, text
+    _back(redis_down, broker.client, redis_client())
+    _compensation_sent_later(broker, partner_queue, orphan_case.reservation_id)
+
+
+def test_orphan_cancel_refused_by_a_full_redis_is_not_queued_though_redis_answers_a_ping(
+    transactional_db, orphan_case, ops_user, our_redis, broker, partner_queue
+):
+    """Our Redis answers but refuses writes (its maxmemory reached): the cancel's own hint says
+    whether it is on the queue, not a ping."""
+    from reconciliation.services import support
+
+    redis_client().config_set("maxmemory", "1")
+    try:
+        result = support.support_orphan_action_run(
+            support.ORPHAN_CANCEL,
+            case_id=orphan_case.pk,
+            operator=support.Operator.for_user(ops_user),
+            token=support.new_token(),
+        )
+        assert redis_client().ping()
+    finally:
+        redis_client().config_set("maxmemory", "0")
+
+    assert result.message == f"Cancel requested, {support.NOT_QUEUED}"
+    assert result.as_dict()["queued"] is False
+    _compensation_sent_later(broker, partner_queue, orphan_case.reservation_id)

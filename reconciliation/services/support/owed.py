@@ -84,9 +84,10 @@ def queue_answers() -> bool:
         return False
 
 
-def waiting(owed: Iterable[Owed]) -> bool:
-    """Whether any of `owed` is not on the queue: its hint failed or, not tried yet (an outer
-    transaction is still open), the broker does not answer now."""
+def waiting(owed: Iterable[Owed | messages.Hint]) -> bool:
+    """Whether any of `owed` (or of the hints of work the sweeper owns) is not on the queue: its
+    hint failed or, not tried yet (an outer transaction is still open), the broker does not
+    answer now."""
     owed = list(owed)
     if any(o.sent is False for o in owed):
         return True

@@ -1,7 +1,9 @@
 """The three orphan actions (cancel at the partner, link to a booking, close with a note) in one
 frame (`_orphan_action`): permission, a clean token, the locks (the booking named, the
 reservation, the case), once per token, the refusals checked again under the locks, and a
-`support.*` row in the case's history; `support_orphan_action_run` runs one by name."""
+`support.*` row in the case's history; `support_orphan_action_run` runs one by name. A cancel
+is a compensation decided in the action's transaction, due for the sweeper from then on, and
+queued after commit as a hint: while our Redis is down the operator is told it is not queued yet."""
 
 from __future__ import annotations
 
@@ -17,7 +19,8 @@ from bookings.models import Actor
 from bookings.services import lock_booking
 from bookings.timeline import record_event
 from config.errors import InvalidTransition, NotFound, ValidationFailed
-from partners.models import OrphanCase, PartnerReservation, ReservationRole
+from partners import messages
+from partners.models import OrphanCase, PartnerAttempt, PartnerReservation, ReservationRole
 from partners.services.observations import (
     reconcile_booking,
     request_compensation,
@@ -65,18 +68,41 @@ def _done_before(action: str, case: OrphanCase, token: str) -> OrphanActionResul
     earlier = case.events.filter(kind__startswith="support.", data__action_token=token).order_by("id").first()
     if earlier is None:
         return None
+    by = f"by {earlier.actor_label} at {earlier.occurred_at:%H:%M:%S} ({earlier.kind})"
+    # A cancel no worker has tried yet may still wait for our queue: the broker says (`_told`).
+    pending = action == ORPHAN_CANCEL and _cancel_not_taken_up(case.reservation)
+    waiting = f"Already requested {by}; its cancel is {owed.NOT_QUEUED} Nothing more was done."
     return OrphanActionResult(
         action=action,
         case=case,
         performed=False,
         from_state=case.state,
         to_state=case.state,
-        message=(
-            f"Already done by {earlier.actor_label} at {earlier.occurred_at:%H:%M:%S} "
-            f"({earlier.kind}); nothing more was done."
-        ),
+        message=f"Already done {by}; nothing more was done.",
         booking=case.booking,
+        hints=(messages.Hint(),) if pending else (),
+        if_not_queued=waiting if pending else "",
     )
+
+
+def _cancel_not_taken_up(reservation: PartnerReservation) -> bool:
+    """Whether the cancel decided for `reservation` is unverified and untried since last asked for."""
+    asked = reservation.compensation_requested_at
+    return (
+        asked is not None
+        and reservation.compensated_at is None
+        and not PartnerAttempt.objects.filter(reservation=reservation, started_at__gte=asked).exists()
+    )
+
+
+def _told(result: OrphanActionResult) -> OrphanActionResult:
+    """The result as the operator is told it: `if_not_queued` when the work it asked for is not on
+    the queue (committed and due for the sweeper, which queues it once our Redis answers): its
+    hint failed or, not known (a double submit, a caller's transaction still open), the broker
+    does not answer now."""
+    if not result.if_not_queued or not owed.waiting(result.hints):
+        return result
+    return dataclasses.replace(result, message=result.if_not_queued, queued=False)
 
 
 def _orphan_action(action: str) -> Callable[[Body], Body]:
@@ -109,16 +135,17 @@ def _orphan_action(action: str) -> Callable[[Body], Body]:
                     token, Ask.of(action, target_key(case), operator=operator.label, batch=batch, **asked)
                 )
                 done = _done_before(action, case, token)
-                if done:
-                    return done
-                situation = OrphanSituation(case, operator=operator, booking=booking, note=note)
-                why_not = orphan_refusal(action, situation)
-                if why_not:
-                    raise InvalidTransition(why_not)
-                result = body(situation, token=token, **kwargs)
-            if action == ORPHAN_CANCEL and not owed.queue_answers():
-                # Committed and due for the sweeper (an unverified compensation): not queued yet.
-                result = dataclasses.replace(result, message=f"Cancel requested, {owed.NOT_QUEUED}")
+                if done is None:
+                    situation = OrphanSituation(case, operator=operator, booking=booking, note=note)
+                    why_not = orphan_refusal(action, situation)
+                    if why_not:
+                        raise InvalidTransition(why_not)
+                    result = body(situation, token=token, **kwargs)
+            # Committed (the broker is asked outside the locks): its hints have run, unless a
+            # caller's transaction is still open.
+            if done is not None:
+                return _told(done)
+            result = _told(result)
             logger.info(
                 "support orphan action",
                 extra={
@@ -141,9 +168,9 @@ def support_orphan_cancel(situation: OrphanSituation, *, token: str) -> OrphanAc
     case, reservation, operator = situation.case, situation.reservation, situation.operator
     again = reservation.compensation_requested_at is not None
     if again:
-        request_compensation_again(reservation)  # decided before (stalled, or given up)
+        hint = request_compensation_again(reservation)  # decided before (stalled, or given up)
     else:
-        request_compensation(
+        hint = request_compensation(
             reservation.pk, reason="orphan", booking=None, actor=Actor.SUPPORT, actor_label=operator.label
         )
     orphan_case_cancelling(
@@ -155,7 +182,16 @@ def support_orphan_cancel(situation: OrphanSituation, *, token: str) -> OrphanAc
         f"by {operator.label}",
         data=correction_data(token, situation.note or "", reservation=reservation.partner_ref, again=again),
     )
-    return OrphanActionResult(ORPHAN_CANCEL, case, True, case.state, case.state, "Cancel queued.")
+    return OrphanActionResult(
+        ORPHAN_CANCEL,
+        case,
+        True,
+        case.state,
+        case.state,
+        "Cancel queued.",
+        hints=(hint,) if hint else (),
+        if_not_queued=f"Cancel requested, {owed.NOT_QUEUED}",
+    )
 
 
 @_orphan_action(ORPHAN_LINK)

@@ -6,7 +6,7 @@ booking it would be linked to, and what an action returns (`OrphanActionResult`)
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
@@ -34,6 +34,12 @@ class OrphanActionResult:
     to_state: str
     message: str
     booking: Booking | None = None
+    # The hints of the partner work it asked for (`messages.Hint`; a double submit's, not known
+    # here: None), and what to say instead of `message` when one is not on the queue (our Redis
+    # down): the work is committed and due for the sweeper, not queued yet.
+    hints: tuple = field(default=(), compare=False, repr=False)
+    if_not_queued: str = field(default="", compare=False, repr=False)
+    queued: bool = True  # False: something it asked for waits for our queue (sent by the sweeper)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -45,6 +51,7 @@ class OrphanActionResult:
             "to_state": self.to_state,
             "booking": self.booking.reference if self.booking else None,
             "message": self.message,
+            "queued": self.queued,
         }
 
 
