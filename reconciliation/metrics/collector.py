@@ -4,6 +4,9 @@ process, whatever the machine.
 - `bookings_by_state{state}`: bookings in each state (every state, 0 included);
 - `bookings_needs_attention{partner, reason, urgency}`: bookings waiting for a person, as the
   support console counts them (reconciliation.selectors.attention);
+- `bookings_support_messages_owed{partner, actor}`: messages support actions owe a partner's
+  queue that our Redis has not taken yet (`OwedMessage` rows not sent: the sweeper sends them
+  once it answers), a database figure, so it is there while Redis is down;
 - `bookings_queue_depth{queue}`, `bookings_queue_delayed{queue}`,
   `bookings_queue_dead_letters{queue}`: messages waiting on each Dramatiq queue (the actors' and
   every partner's two, `partner-<code>` and its audit reads' `audit-<code>`), delayed (retries,
@@ -13,7 +16,7 @@ process, whatever the machine.
 - `bookings_metrics_source_up{source}` and `bookings_metrics_source_seconds{source}`: whether the
   database and Redis answered this scrape, and how long they took.
 
-Three queries (on PostgreSQL under a statement timeout, METRICS_QUERY_TIMEOUT_MS) and two Redis
+Four queries (on PostgreSQL under a statement timeout, METRICS_QUERY_TIMEOUT_MS) and two Redis
 round trips. A source that does not answer leaves its figures out of the scrape, marked 0 in
 `bookings_metrics_source_up`: never a guess (a breaker read as closed because Redis is down), never
 an error for the whole scrape.
@@ -43,6 +46,7 @@ from bookings.states import BookingState
 from config.redis_client import redis_client
 from partners import guard
 from partners.models import Partner
+from reconciliation.models import OwedMessage
 from reconciliation.selectors.attention import needs_attention_summary
 
 logger = logging.getLogger(__name__)
@@ -68,7 +72,7 @@ class StateCollector(Collector):
         codes: list[str] | None = None
         started = time.monotonic()
         try:
-            states, attention, codes = _database_figures()
+            states, attention, owed, codes = _database_figures()
         except DatabaseError:
             logger.warning("metrics: the database did not answer; its figures are left out", exc_info=True)
             up.add_metric(["database"], 0)
@@ -76,6 +80,7 @@ class StateCollector(Collector):
             up.add_metric(["database"], 1)
             yield _by_state(states)
             yield _needs_attention(attention)
+            yield _owed(owed)
         took.add_metric(["database"], time.monotonic() - started)
 
         started = time.monotonic()
@@ -94,7 +99,9 @@ class StateCollector(Collector):
 
 
 # --- the database -----------------------------------------------------------------------------
-def _database_figures() -> tuple[dict[str, int], list[tuple[str, str, str, int]], list[str]]:
+def _database_figures() -> tuple[
+    dict[str, int], list[tuple[str, str, str, int]], list[tuple[str, str, int]], list[str]
+]:
     bounded = transaction.atomic() if connection.vendor == "postgresql" else contextlib.nullcontext()
     with bounded:
         if connection.vendor == "postgresql":
@@ -103,6 +110,13 @@ def _database_figures() -> tuple[dict[str, int], list[tuple[str, str, str, int]]
                 cursor.execute("SELECT set_config('statement_timeout', %s, true)", [timeout])
         states = dict(Booking.objects.order_by().values_list("status").annotate(n=Count("*")))
         summary = needs_attention_summary()
+        # The unsent rows only, through their partial index (`owed_message_unsent`): a handful.
+        owed = list(
+            OwedMessage.objects.filter(sent_at__isnull=True)
+            .order_by()
+            .values_list("booking__partner__code", "actor_name")
+            .annotate(n=Count("*"))
+        )
         codes = list(Partner.objects.order_by("code").values_list("code", flat=True))
     attention = [
         (code, reason or "unspecified", urgency, n)
@@ -111,7 +125,7 @@ def _database_figures() -> tuple[dict[str, int], list[tuple[str, str, str, int]]
         for urgency, n in by_urgency.items()
         if n
     ]
-    return states, attention, codes
+    return states, attention, owed, codes
 
 
 def _by_state(states: dict[str, int]) -> GaugeMetricFamily:
@@ -130,6 +144,18 @@ def _needs_attention(rows: list[tuple[str, str, str, int]]) -> GaugeMetricFamily
     )
     for code, reason, urgency, n in rows:
         family.add_metric([code, reason, urgency], n)
+    return family
+
+
+def _owed(rows: list[tuple[str, str, int]]) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(
+        "bookings_support_messages_owed",
+        "Messages support actions owe a partner's queue that our Redis has not taken yet, by partner "
+        "and actor; the sweeper sends them once it answers.",
+        labels=["partner", "actor"],
+    )
+    for code, actor, n in rows:
+        family.add_metric([code, actor], n)
     return family
 
 

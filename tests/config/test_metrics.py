@@ -26,6 +26,7 @@ import requests
 from django.core.management import call_command
 from django.db import OperationalError, connection
 from django.test import Client
+from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
 from bookings.models import Booking
@@ -34,6 +35,7 @@ from config import devstack
 from config.metrics import events
 from partners import guard
 from partners.services.registry import OfferSpec, partner_upsert
+from reconciliation.models import OwedMessage
 from tests.factories import BookingFactory, OfferFactory, PartnerFactory, TokenFactory, UserFactory
 from tests.helpers import unique_code, wait_until
 from tests.own_servers import ProjectProcesses, own_redis
@@ -48,6 +50,7 @@ TOKEN = "metrics-test-token-0123456789abcdefghijklmnopqrstuv"
 NAMED = {
     "bookings_by_state": "gauge",
     "bookings_needs_attention": "gauge",
+    "bookings_support_messages_owed": "gauge",
     "bookings_partner_calls_total": "counter",
     "bookings_partner_calls_not_sent_total": "counter",
     "bookings_partner_call_duration_seconds": "histogram",
@@ -162,6 +165,31 @@ def test_bookings_by_state_counts_every_state_and_needs_attention_by_partner_rea
     }
     assert value(text, "bookings_metrics_source_up", source="database") == 1.0
     assert value(text, "bookings_metrics_source_up", source="redis") == 1.0
+
+
+@pytest.mark.django_db
+def test_support_messages_owed_are_the_unsent_rows_by_partner_and_actor(client, open_metrics, broker):
+    partner, other = (PartnerFactory(code=unique_code("metrics")) for _ in range(2))
+    booking, elsewhere = (BookingFactory(offer=OfferFactory(partner=p)) for p in (partner, other))
+    rows = [
+        OwedMessage.objects.create(booking=booking, actor_name=actor)
+        for actor in ("sync_booking", "sync_booking", "submit_booking")
+    ]
+    OwedMessage.objects.create(booking=elsewhere, actor_name="sync_booking", sent_at=timezone.now())
+
+    def owed(text: str) -> dict[tuple[str, str], float]:
+        return {
+            (dict(labels)["partner"], dict(labels)["actor"]): n
+            for (name, labels), n in samples(text).items()
+            if name == "bookings_support_messages_owed"
+        }
+
+    assert owed(scrape(client)) == {
+        (partner.code, "sync_booking"): 2.0,
+        (partner.code, "submit_booking"): 1.0,
+    }
+    OwedMessage.objects.filter(pk__in=[rows[0].pk, rows[2].pk]).update(sent_at=timezone.now())
+    assert owed(scrape(client)) == {(partner.code, "sync_booking"): 1.0}
 
 
 @pytest.mark.django_db
@@ -314,7 +342,8 @@ def test_production_refuses_a_weak_metrics_token(token):
 def test_redis_down_the_database_figures_still_answer(client, open_metrics, broker, monkeypatch):
     dead = redis.Redis(unix_socket_path="/nonexistent/redis.sock", socket_connect_timeout=0.2)
     monkeypatch.setattr("reconciliation.metrics.collector.redis_client", lambda: dead)
-    BookingFactory(status=S.CONFIRMED)
+    booking = BookingFactory(status=S.CONFIRMED)
+    OwedMessage.objects.create(booking=booking, actor_name="sync_booking")  # what Redis did not take
 
     live, broker.client = broker.client, dead  # put back before the broker fixture's teardown
     try:
@@ -325,6 +354,8 @@ def test_redis_down_the_database_figures_still_answer(client, open_metrics, brok
     assert value(text, "bookings_metrics_source_up", source="redis") == 0.0
     assert value(text, "bookings_metrics_source_up", source="database") == 1.0
     assert value(text, "bookings_by_state", state=S.CONFIRMED) == 1.0
+    owed = {"partner": booking.partner.code, "actor": "sync_booking"}
+    assert value(text, "bookings_support_messages_owed", **owed) == 1.0
     assert not any(
         name.startswith(("bookings_queue_", "bookings_partner_breaker")) for name, _ in samples(text)
     )
