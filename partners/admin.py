@@ -22,6 +22,7 @@ from partners.models import (
     PartnerObservation,
     PartnerReservation,
 )
+from partners.services.skew import skew_verdict
 
 SECRET_FIELDS = ("api_key", "webhook_secret")
 
@@ -44,7 +45,7 @@ class PartnerAdmin(admin.ModelAdmin):
         "capability_list",
         "api_key_status",
         "webhook_secret_status",
-        "clock_skew_ms",
+        "clock_skew",
     )
     list_filter = ("adapter", "enabled")
     search_fields = ("code", "name")
@@ -53,7 +54,9 @@ class PartnerAdmin(admin.ModelAdmin):
     readonly_fields = (
         "api_key_status",
         "webhook_secret_status",
+        "clock_skew",
         "clock_skew_ms",
+        "clock_skew_uncertainty_ms",
         "clock_skew_measured_at",
         "listing_checkpoint",
         "created_at",
@@ -67,6 +70,10 @@ class PartnerAdmin(admin.ModelAdmin):
     @admin.display(description="webhook secret")
     def webhook_secret_status(self, partner: Partner) -> str:
         return _set_or_not(partner.webhook_secret)
+
+    @admin.display(description="clock skew")
+    def clock_skew(self, partner: Partner) -> str:
+        return skew_verdict(partner).text
 
     @admin.display(description="capabilities")
     def capability_list(self, partner: Partner) -> str:

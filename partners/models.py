@@ -48,8 +48,10 @@ class Partner(models.Model):
     webhook_secret = models.CharField(max_length=500, blank=True)
     timezone = models.CharField(max_length=64, default="UTC", help_text="Legacy partners' local time.")
     enabled = models.BooleanField(default=True)
-    # Estimated partner clock minus ours (ms), from Date headers and webhook timestamps.
+    # Estimated partner clock minus ours (ms), from Date headers and webhook timestamps, and
+    # how far off that estimate may be (±ms: half the round trip and the stamps' whole second).
     clock_skew_ms = models.IntegerField(null=True, blank=True)
+    clock_skew_uncertainty_ms = models.PositiveIntegerField(null=True, blank=True)
     clock_skew_measured_at = models.DateTimeField(null=True, blank=True)
     # Legacy change listing: the partner-local `modified` time up to which we have read.
     listing_checkpoint = models.CharField(max_length=32, blank=True)

@@ -19,7 +19,7 @@ from config.logging import log_context
 from partners import guard
 from partners.connectors.base import CallResult
 from partners.models import Outcome, Partner, PartnerAttempt, PartnerReservation
-from partners.services.skew import WHOLE_SECOND_CENTRE, record_skew_sample
+from partners.services.skew import record_skew_sample, sample_from_call
 from partners.timeline import attempt_data, attempt_summary
 
 logger = logging.getLogger(__name__)
@@ -91,13 +91,14 @@ def attempt_call(attempt: PartnerAttempt, call: Callable[[], CallResult]) -> Cal
             f"{attempt.operation} call to {attempt.partner.code} inside a transaction"
         )
     with _call_context(attempt):
+        # The partner's Date was written between these two moments: they bound its clock.
+        sent_at = timezone.now()
         result = guard.guarded_call(attempt.partner, call, operation=attempt.operation)
-        finished = timezone.now()
+        received_at = timezone.now()
         if result.partner_time is not None:
             record_skew_sample(
                 attempt.partner,
-                partner_time=result.partner_time + WHOLE_SECOND_CENTRE,  # from the Date header
-                our_time=attempt.started_at + (finished - attempt.started_at) / 2,
+                sample_from_call(result.partner_time, sent_at=sent_at, received_at=received_at),
             )
         logger.info(
             "partner call",

@@ -1,13 +1,24 @@
 """Per-partner clock skew: partner clock minus ours, from `Date` headers and webhook timestamps.
 
-The estimate is an exponential moving average kept on the Partner row. Every partner call
-yields a sample, so the row is written at most every `PERSIST_EVERY` (or on a jump of a second
-or more): a row that every call rewrote would be the hottest row of the database, contended by
-every worker.
+A sample is a bound, not a point. The partner stamps its answer at some moment between our
+request leaving and its answer arriving, and writes that moment truncated to its whole second
+(HTTP dates and webhook timestamps carry no fraction). So the skew lies between the stamp minus
+our receipt and the stamp plus one second minus our send: centred on the midpoint of our send
+and receipt (and of the stamp's second), within half the round trip plus half a second. A slow
+partner with a correct clock therefore shows a wide bound around zero, not a skew of half its
+latency. A webhook has no round trip we can see: its transit (one way, a few milliseconds) is
+taken as nothing, so its sample is only as wide as its second.
+
+The estimate is an exponential moving average of the samples' centres, and its uncertainty the
+same average of their half-widths: a weighted mean of errors each within its own bound is within
+the weighted mean of the bounds. Both are kept on the Partner row. Every partner call yields a
+sample, so the row is written at most every `PERSIST_EVERY` (or on a jump of a second or more): a
+row that every call rewrote would be the hottest row of the database, contended by every worker.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.db.models import Q
@@ -18,15 +29,45 @@ from partners.models import Partner
 SMOOTHING = 0.2  # one odd header does not swing the estimate
 PERSIST_EVERY = timedelta(seconds=10)
 JUMP_MS = 1000
-# HTTP dates have whole seconds, truncated by the sender: a sample is centred on its second.
-WHOLE_SECOND_CENTRE = timedelta(milliseconds=500)
+# HTTP dates and webhook timestamps have whole seconds, truncated by the sender.
+STAMP_RESOLUTION = timedelta(seconds=1)
 
 
-def record_skew_sample(partner: Partner, *, partner_time: datetime, our_time: datetime) -> int:
-    """Fold one sample into the partner's estimate and return the sample (ms)."""
-    sample = round((partner_time - our_time).total_seconds() * 1000)
+@dataclass(frozen=True)
+class SkewSample:
+    """One reading of the partner's clock minus ours: `centre_ms` ± `uncertainty_ms`."""
+
+    centre_ms: int
+    uncertainty_ms: int
+
+
+def sample_from_call(partner_stamp: datetime, *, sent_at: datetime, received_at: datetime) -> SkewSample:
+    """From an answer's whole-second stamp, our request's send time and the answer's receipt."""
+    return _bounded(low=partner_stamp - received_at, high=partner_stamp + STAMP_RESOLUTION - sent_at)
+
+
+def sample_from_delivery(partner_stamp: datetime, *, received_at: datetime) -> SkewSample:
+    """From a delivery's whole-second stamp and our receipt (its transit taken as nothing)."""
+    return sample_from_call(partner_stamp, sent_at=received_at, received_at=received_at)
+
+
+def _bounded(*, low: timedelta, high: timedelta) -> SkewSample:
+    low_ms, high_ms = low.total_seconds() * 1000, high.total_seconds() * 1000
+    return SkewSample(centre_ms=round((low_ms + high_ms) / 2), uncertainty_ms=round((high_ms - low_ms) / 2))
+
+
+def record_skew_sample(partner: Partner, sample: SkewSample) -> SkewSample:
+    """Fold one sample into the partner's estimate and its uncertainty; return the sample."""
     previous = partner.clock_skew_ms
-    estimate = sample if previous is None else round(previous + SMOOTHING * (sample - previous))
+    if previous is None or partner.clock_skew_uncertainty_ms is None:
+        # The first sample (or the first since the bound was kept) is the estimate.
+        estimate, uncertainty = sample.centre_ms, sample.uncertainty_ms
+    else:
+        estimate = round(previous + SMOOTHING * (sample.centre_ms - previous))
+        uncertainty = round(
+            partner.clock_skew_uncertainty_ms
+            + SMOOTHING * (sample.uncertainty_ms - partner.clock_skew_uncertainty_ms)
+        )
     now = timezone.now()
     jumped = previous is None or abs(estimate - previous) >= JUMP_MS
     written_at = partner.clock_skew_measured_at
@@ -37,11 +78,53 @@ def record_skew_sample(partner: Partner, *, partner_time: datetime, our_time: da
         if jumped:
             due |= Q(pk=partner.pk)
         if Partner.objects.filter(due, pk=partner.pk).update(
-            clock_skew_ms=estimate, clock_skew_measured_at=now
+            clock_skew_ms=estimate, clock_skew_uncertainty_ms=uncertainty, clock_skew_measured_at=now
         ):
             partner.clock_skew_measured_at = now
-    partner.clock_skew_ms = estimate
+    partner.clock_skew_ms, partner.clock_skew_uncertainty_ms = estimate, uncertainty
     return sample
+
+
+@dataclass(frozen=True)
+class SkewVerdict:
+    """What the estimate lets us say: a skew only beyond its uncertainty is one."""
+
+    estimate_ms: int | None
+    uncertainty_ms: int | None
+
+    @property
+    def known(self) -> bool:
+        return self.estimate_ms is not None
+
+    @property
+    def beyond_doubt_ms(self) -> int | None:
+        """The estimate where it exceeds its uncertainty, 0 within it, None unmeasured. An
+        estimate kept before its bound was (no uncertainty yet) is taken as it stands."""
+        if self.estimate_ms is None:
+            return None
+        if self.uncertainty_ms is not None and abs(self.estimate_ms) <= self.uncertainty_ms:
+            return 0
+        return self.estimate_ms
+
+    @property
+    def text(self) -> str:
+        """`clock within ±0.9 s`, `ahead by 600.2 s (±0.6)`, `behind by 3.1 s (±1.2)`, or
+        `not measured`."""
+        if self.estimate_ms is None:
+            return "not measured"
+        bound = "" if self.uncertainty_ms is None else _seconds(self.uncertainty_ms)
+        if self.beyond_doubt_ms == 0:
+            return f"clock within ±{bound} s"
+        side = "ahead by" if self.estimate_ms > 0 else "behind by"
+        return f"{side} {_seconds(abs(self.estimate_ms))} s" + (f" (±{bound})" if bound else "")
+
+
+def skew_verdict(partner: Partner) -> SkewVerdict:
+    return SkewVerdict(partner.clock_skew_ms, partner.clock_skew_uncertainty_ms)
+
+
+def _seconds(ms: int) -> str:
+    return f"{ms / 1000:.1f}"
 
 
 def skew_between(partner_time: datetime | None, our_time: datetime) -> int | None:

@@ -46,7 +46,7 @@ from partners.models import (
 )
 from partners.services import signatures, webhook_limits
 from partners.services.observations import observation_apply
-from partners.services.skew import WHOLE_SECOND_CENTRE, record_skew_sample
+from partners.services.skew import record_skew_sample, sample_from_delivery
 
 logger = logging.getLogger(__name__)
 
@@ -319,7 +319,8 @@ def _store_accepted(delivery: Delivery, *, unsupported: str = "") -> Receipt:
 
 
 def _sample_skew(partner: Partner, headers: dict[str, str], received_at: datetime) -> None:
-    """Partner clock minus ours: from its `Date` header, else the signed `webhook-timestamp`."""
+    """Partner clock minus ours: from its `Date` header, else the signed `webhook-timestamp`
+    (both whole seconds, truncated by the sender)."""
     partner_time: datetime | None = None
     if "date" in headers:
         try:
@@ -328,13 +329,10 @@ def _sample_skew(partner: Partner, headers: dict[str, str], received_at: datetim
             partner_time = None
         if partner_time is not None and partner_time.tzinfo is None:
             partner_time = partner_time.replace(tzinfo=UTC)
-        if partner_time is not None:
-            partner_time += WHOLE_SECOND_CENTRE
     if partner_time is None:
-        stamp = _timestamp(headers)  # whole seconds, floored by the sender: centre it
-        partner_time = stamp + WHOLE_SECOND_CENTRE if stamp is not None else None
+        partner_time = _timestamp(headers)
     if partner_time is not None:
-        record_skew_sample(partner, partner_time=partner_time, our_time=received_at)
+        record_skew_sample(partner, sample_from_delivery(partner_time, received_at=received_at))
 
 
 def _record_duplicate(fields: dict) -> Receipt:

@@ -1,7 +1,8 @@
 """Partner health for support and ops: calls, errors and latency from the attempts, queue depth
 and circuit state from Redis, the webhook deliveries (how many were refused and why, and the
-clock skew of those signed outside the tolerance), the last webhook, the clock skew, and what
-waits for support now (bookings by urgency and reason, open orphan cases). Seven queries."""
+clock skew of those signed outside the tolerance), the last webhook, the clock skew (said only
+beyond its uncertainty: a slow partner's wide bound is not a skew), and what waits for support
+now (bookings by urgency and reason, open orphan cases). Seven queries."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from django.utils import timezone
 
 from partners.guard import guard_status
 from partners.models import InboundEvent, InboundResult, Outcome, Partner, PartnerAttempt
-from partners.services.skew import skew_between
+from partners.services.skew import SkewVerdict, skew_between, skew_verdict
 from partners.services.webhook_limits import unverified_seen
 from reconciliation.selectors.attention import AttentionCounts, attention_by_partner
 from reconciliation.selectors.orphans import OrphanCounts, open_orphans_by_partner
@@ -63,6 +64,10 @@ class PartnerHealth:
         return None if finished <= 0 else self.errors / finished
 
     @property
+    def clock_skew(self) -> SkewVerdict:
+        return skew_verdict(self.partner)
+
+    @property
     def error_rate_display(self) -> str:
         return "-" if self.error_rate is None else f"{self.error_rate:.1%}"
 
@@ -87,7 +92,12 @@ class PartnerHealth:
             "unverified_seen": self.unverified_seen,
             "late_skew_ms": self.late_skew_ms,
             "circuit": self.circuit,
-            "clock_skew_ms": self.partner.clock_skew_ms,
+            # Beyond its uncertainty, else 0 (None: never measured); the estimate and its bound
+            # as they stand, and what they let us say.
+            "clock_skew_ms": self.clock_skew.beyond_doubt_ms,
+            "clock_skew_estimate_ms": self.partner.clock_skew_ms,
+            "clock_skew_uncertainty_ms": self.partner.clock_skew_uncertainty_ms,
+            "clock_skew": self.clock_skew.text,
             "clock_skew_measured_at": (
                 self.partner.clock_skew_measured_at.isoformat()
                 if self.partner.clock_skew_measured_at

@@ -5,16 +5,23 @@ the timeline tells how, and nothing regressed (`assert_at_rest`)."""
 
 from __future__ import annotations
 
+import io
+import json
 import random
+import uuid
 from datetime import timedelta
 
 import pytest
+from django.core.management import call_command
+from django.test import Client
+from django.urls import reverse
 from django.utils import timezone
 
 from bookings.states import BookingState
-from partners.models import Capability, Operation, Outcome, PartnerAttempt, PartnerObservation
+from partners.models import Capability, Operation, Outcome, Partner, PartnerAttempt, PartnerObservation
 from partners.services.submission import submission_run
 from partners.services.sync import booking_sync, landed_by
+from tests.factories import UserFactory
 from tests.helpers import wait_until
 from tests.partners.conftest import (
     assert_at_rest,
@@ -298,6 +305,61 @@ def test_partner_clock_skew_is_measured_and_the_listing_window_follows_it(
     if profile == "legacy":  # the first listing was read on no estimate: read again, not concluded
         syncs = list(booking.events.filter(kind="sync.completed").values_list("data__complete", flat=True))
         assert syncs[0] is False
+
+
+@pytest.mark.parametrize(
+    ("profile", "skew_s"),
+    [("reference", 0), ("legacy", 0), ("reference", -5)],
+    ids=["ref", "legacy", "ref-behind"],
+)
+def test_a_slow_partner_is_not_taken_for_a_skewed_clock(harness, partner_worker, groups, profile, skew_s):
+    # given a partner that takes 1.2-1.8 s to answer (its Date is written as it answers), with a
+    # clock that is right or 5 s behind, and a read timeout it fits in
+    h = harness(profile)
+    Partner.objects.filter(pk=h.partner.pk).update(read_timeout_s=4.0)
+    h.partner.refresh_from_db()
+    h.faults(latency_ms=[1200, 1800], clock_skew_s=skew_s)
+    partner_worker(h.partner)
+
+    # when a booking goes through and is read back twice
+    booking = book(h)
+    wait_for_status(booking, S.CONFIRMED, timeout_s=30)
+    for _ in range(2):
+        booking_sync(booking.pk)
+
+    # then the calls were slow, and the skew is said only beyond its uncertainty: a right clock
+    # shows none, where half the round trip used to be reported as one
+    calls = PartnerAttempt.objects.filter(partner=h.partner).exclude(latency_ms=None)
+    assert calls.count() >= 3 and min(calls.values_list("latency_ms", flat=True)) >= 1200
+    row = json.loads(_command("partner_health", "--json", "--partner", h.partner.code))["partners"][0]
+    if skew_s == 0:
+        assert row["clock_skew_ms"] == 0, row
+    estimate, bound = row["clock_skew_estimate_ms"], row["clock_skew_uncertainty_ms"]
+    assert 500 <= bound <= 1400  # half a 1.2-1.8 s round trip and half a second, or a webhook's second
+    assert abs(estimate - skew_s * 1000) <= bound
+    if skew_s == 0:
+        said = f"clock within ±{bound / 1000:.1f} s"
+    else:
+        said = f"behind by {abs(estimate) / 1000:.1f} s (±{bound / 1000:.1f})"
+        assert row["clock_skew_ms"] == estimate
+    assert row["clock_skew"] == said
+    assert said in _command("partner_health", "--partner", h.partner.code)
+    page = _console(groups).get(reverse("admin:partners_partner_health")).content.decode()
+    assert said in page[page.index(f'data-partner="{h.partner.code}"') :]
+
+
+def _command(*args: str) -> str:
+    out = io.StringIO()
+    call_command(*args, stdout=out, stderr=io.StringIO())
+    return out.getvalue()
+
+
+def _console(groups) -> Client:
+    user = UserFactory(username=f"support-{uuid.uuid4().hex[:6]}", is_staff=True)
+    user.groups.set([groups["support"]])
+    client = Client()
+    client.force_login(user)
+    return client
 
 
 # --- a partner that offers no way to find out ------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Clock skew estimate: centred samples, smoothed, and a Partner row that is not rewritten per call."""
+"""Clock skew estimate: bounded samples, smoothed with their bound, a Partner row that is not
+rewritten per call, and a skew said only beyond its uncertainty."""
 
 from __future__ import annotations
 
@@ -8,59 +9,124 @@ import pytest
 import time_machine
 
 from partners.models import Partner
-from partners.services.skew import PERSIST_EVERY, record_skew_sample
+from partners.services.skew import (
+    PERSIST_EVERY,
+    SkewSample,
+    SkewVerdict,
+    record_skew_sample,
+    sample_from_call,
+    sample_from_delivery,
+)
 from tests.factories import PartnerFactory
 
 pytestmark = pytest.mark.django_db
 OURS = datetime(2030, 1, 1, 12, 0, 0, tzinfo=UTC)
 
 
+def ms(value: int) -> timedelta:
+    return timedelta(milliseconds=value)
+
+
+def sample(centre_ms: int, uncertainty_ms: int = 500) -> SkewSample:
+    return SkewSample(centre_ms=centre_ms, uncertainty_ms=uncertainty_ms)
+
+
+# --- one sample ----------------------------------------------------------------------------------
+def test_a_call_sample_is_centred_on_our_midpoint_within_half_the_round_trip_and_the_second():
+    # sent at 12:00:00.000, answered at 12:00:01.600; the partner wrote "12:00:01" (truncated)
+    got = sample_from_call(OURS + timedelta(seconds=1), sent_at=OURS, received_at=OURS + ms(1600))
+
+    # its clock minus ours lies in [1.0 - 1.6, 2.0 - 0.0] s
+    assert got == SkewSample(centre_ms=700, uncertainty_ms=1300)
+
+
+@pytest.mark.parametrize("stamped_after_ms", [0, 400, 1000, 1599])
+def test_a_right_clock_is_within_every_call_samples_bound_wherever_the_partner_stamped(stamped_after_ms):
+    # a slow answer (1.6 s) from a partner whose clock is ours, stamped anywhere in the call
+    stamped = OURS + ms(stamped_after_ms)
+    whole_second = stamped.replace(microsecond=0)
+
+    got = sample_from_call(whole_second, sent_at=OURS, received_at=OURS + ms(1600))
+
+    assert abs(got.centre_ms) <= got.uncertainty_ms
+
+
+def test_a_delivery_sample_is_as_wide_as_its_second():
+    got = sample_from_delivery(OURS + timedelta(seconds=90), received_at=OURS)
+
+    assert got == SkewSample(centre_ms=90_500, uncertainty_ms=500)
+
+
+# --- the estimate --------------------------------------------------------------------------------
 def test_first_sample_is_the_estimate_and_is_stored():
     partner = PartnerFactory()
 
-    sample = record_skew_sample(partner, partner_time=OURS + timedelta(seconds=90), our_time=OURS)
+    record_skew_sample(partner, sample(90_000, 700))
 
-    assert sample == 90_000
-    assert Partner.objects.get(pk=partner.pk).clock_skew_ms == 90_000
+    stored = Partner.objects.get(pk=partner.pk)
+    assert (stored.clock_skew_ms, stored.clock_skew_uncertainty_ms) == (90_000, 700)
 
 
-def test_later_samples_are_smoothed_and_the_row_is_written_at_most_every_window():
+def test_later_samples_are_smoothed_with_their_bound_and_the_row_is_written_at_most_every_window():
     start = datetime.now(tz=UTC)
     with time_machine.travel(start, tick=False):
         partner = PartnerFactory()
-        record_skew_sample(partner, partner_time=OURS + timedelta(seconds=10), our_time=OURS)
-        record_skew_sample(
-            partner, partner_time=OURS + timedelta(seconds=10, milliseconds=500), our_time=OURS
-        )
+        record_skew_sample(partner, sample(10_000, 500))
+        record_skew_sample(partner, sample(10_500, 1500))
 
-        assert partner.clock_skew_ms == 10_100  # 10000 + 0.2 * 500, in memory
+        assert (partner.clock_skew_ms, partner.clock_skew_uncertainty_ms) == (10_100, 700)  # in memory
         assert Partner.objects.get(pk=partner.pk).clock_skew_ms == 10_000  # not rewritten yet
 
     with time_machine.travel(start + PERSIST_EVERY + timedelta(seconds=1), tick=False):
-        record_skew_sample(
-            partner, partner_time=OURS + timedelta(seconds=10, milliseconds=100), our_time=OURS
-        )
-        assert Partner.objects.get(pk=partner.pk).clock_skew_ms == 10_100
+        record_skew_sample(partner, sample(10_100, 700))
+        stored = Partner.objects.get(pk=partner.pk)
+        assert (stored.clock_skew_ms, stored.clock_skew_uncertainty_ms) == (10_100, 700)
+
+
+def test_an_estimate_kept_without_a_bound_starts_again_from_the_next_sample():
+    partner = PartnerFactory(clock_skew_ms=800, clock_skew_uncertainty_ms=None)
+
+    record_skew_sample(partner, sample(100, 900))
+
+    assert (partner.clock_skew_ms, partner.clock_skew_uncertainty_ms) == (100, 900)
 
 
 def test_a_jump_of_a_second_or_more_is_stored_at_once():
     partner = PartnerFactory()
-    record_skew_sample(partner, partner_time=OURS, our_time=OURS)
+    record_skew_sample(partner, sample(0))
 
-    record_skew_sample(partner, partner_time=OURS + timedelta(seconds=30), our_time=OURS)
+    record_skew_sample(partner, sample(30_000))
 
     assert Partner.objects.get(pk=partner.pk).clock_skew_ms == 6_000
 
 
 def test_a_fresh_copy_of_the_partner_skips_the_write_without_a_query(django_assert_num_queries):
     partner = PartnerFactory()
-    record_skew_sample(partner, partner_time=OURS + timedelta(seconds=10), our_time=OURS)
+    record_skew_sample(partner, sample(10_000))
     fresh = Partner.objects.get(pk=partner.pk)  # as each booking's lock loads it
 
     with django_assert_num_queries(0):
-        record_skew_sample(fresh, partner_time=OURS + timedelta(seconds=10, milliseconds=200), our_time=OURS)
+        record_skew_sample(fresh, sample(10_200))
 
     assert fresh.clock_skew_ms == 10_040
     with django_assert_num_queries(1):  # a jump is written however recent the last write
-        record_skew_sample(fresh, partner_time=OURS + timedelta(seconds=20), our_time=OURS)
+        record_skew_sample(fresh, sample(20_000))
     assert Partner.objects.get(pk=partner.pk).clock_skew_ms == 12_032
+
+
+# --- what it lets us say -----------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("estimate", "bound", "beyond_doubt", "text"),
+    [
+        (None, None, None, "not measured"),
+        (750, 1300, 0, "clock within ±1.3 s"),  # a slow partner with a right clock
+        (-1300, 1300, 0, "clock within ±1.3 s"),
+        (600_200, 600, 600_200, "ahead by 600.2 s (±0.6)"),
+        (-3_100, 1_200, -3_100, "behind by 3.1 s (±1.2)"),
+        (750, None, 750, "ahead by 0.8 s"),  # measured before bounds were kept
+    ],
+)
+def test_a_skew_is_said_only_beyond_its_uncertainty(estimate, bound, beyond_doubt, text):
+    verdict = SkewVerdict(estimate, bound)
+
+    assert (verdict.beyond_doubt_ms, verdict.text) == (beyond_doubt, text)

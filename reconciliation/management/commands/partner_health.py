@@ -43,39 +43,39 @@ class Command(BaseCommand):
             dump(self, {"window_minutes": options["minutes"], "partners": [r.as_dict() for r in rows]})
             return
         console = console_for(self)
-        console.print(
-            rows_table(
-                f"Partner health, last {options['minutes']} min",
-                [
-                    "partner",
-                    "calls",
-                    "error rate",
-                    "p50 ms",
-                    "p99 ms",
-                    "queue ready/delayed, audit",
-                    "circuit",
-                    "last webhook",
-                    "webhooks ok/unverified/late/invalid/failed",
-                    "skew ms",
-                ],
-                [
-                    (
-                        r.partner.code + ("" if r.partner.enabled else " (disabled)"),
-                        r.calls,
-                        "-" if r.error_rate is None else f"{r.error_rate:.1%}",
-                        r.p50_ms if r.p50_ms is not None else "-",
-                        r.p99_ms if r.p99_ms is not None else "-",
-                        f"{_n(r.queue_ready)}/{_n(r.queue_delayed)}, "
-                        f"{_n(r.audit_ready)}/{_n(r.audit_delayed)}",
-                        (r.circuit or {}).get("circuit", "?"),
-                        r.last_webhook_at.strftime("%Y-%m-%d %H:%M:%S") if r.last_webhook_at else "never",
-                        "/".join(str(n) for n in r.deliveries.values()),
-                        r.partner.clock_skew_ms if r.partner.clock_skew_ms is not None else "-",
-                    )
-                    for r in rows
-                ],
-            )
+        health = rows_table(
+            f"Partner health, last {options['minutes']} min",
+            [
+                "partner",
+                "calls",
+                "error rate",
+                "p50 ms",
+                "p99 ms",
+                "queue ready/delayed, audit",
+                "circuit",
+                "last webhook",
+                "webhooks ok/unverified/late/invalid/failed",
+                "clock skew",
+            ],
+            [
+                (
+                    r.partner.code + ("" if r.partner.enabled else " (disabled)"),
+                    r.calls,
+                    "-" if r.error_rate is None else f"{r.error_rate:.1%}",
+                    r.p50_ms if r.p50_ms is not None else "-",
+                    r.p99_ms if r.p99_ms is not None else "-",
+                    f"{_n(r.queue_ready)}/{_n(r.queue_delayed)}, {_n(r.audit_ready)}/{_n(r.audit_delayed)}",
+                    (r.circuit or {}).get("circuit", "?"),
+                    r.last_webhook_at.strftime("%Y-%m-%d %H:%M:%S") if r.last_webhook_at else "never",
+                    "/".join(str(n) for n in r.deliveries.values()),
+                    r.clock_skew.text if r.clock_skew.known else "-",
+                )
+                for r in rows
+            ],
         )
+        for column in (health.columns[0], health.columns[-1]):  # a code, "behind by 4.4 s (±1.4)"
+            column.no_wrap = True
+        console.print(health)
         horizon_h = settings.ATTENTION_URGENT_HORIZON_H
         console.print(
             rows_table(
