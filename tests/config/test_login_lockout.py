@@ -101,3 +101,13 @@ def test_the_failure_limit_is_configurable(staff, settings):
     settings.AXES_FAILURE_LIMIT = 2
 
     assert fail(2, staff.username) == [200, 429]
+
+
+def test_who_is_locked_out_and_from_where_is_listed_for_ops(staff, capsys):
+    # The log masks them; the command the README names gives them, to lift the right lockout.
+    fail(5, staff.username)
+
+    call_command("axes_list_attempts")
+
+    listed = capsys.readouterr().out
+    assert staff.username in listed and "203.0.113.7" in listed
