@@ -491,6 +491,10 @@ def _next_check(booking: Booking, now: datetime, follow_up: FollowUp) -> datetim
     soonest = min((d for d in delays if d is not None), default=settings.RECONCILE_SYNC_AGE_S)
     # Leave the follow-up message time to arrive before the sweeper steps in.
     at = now + timedelta(seconds=soonest) + settings.BOOKING_SUBMIT_GRACE
+    if booking.status == BookingState.REQUESTED and booking.next_check_at is not None:
+        # Its submission is still owed, and a read does not submit: the check that sends it
+        # stays when it was due.
+        at = min(at, booking.next_check_at)
     return min(at, max(booking.deadline, now))
 
 

@@ -332,3 +332,22 @@ def test_a_failed_audit_read_keeps_the_bookings_place_at_the_front_of_the_audit(
 
     booking.refresh_from_db()
     assert booking.last_synced_at is not None
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(60)
+def test_a_sync_of_a_booking_not_yet_sent_does_not_put_off_its_submission(harness):
+    # A booking whose submission is owed (its message lost while our Redis was down, say) is
+    # submitted by the sweeper once its check is due. Support's sync finds nothing at the partner
+    # and, before, set that check two sync ages later: the first submission waited minutes more.
+    h = harness("reference")
+    booking = book(h)
+    booking.refresh_from_db()
+    due = booking.next_check_at
+    assert booking.status == S.REQUESTED and due is not None
+
+    booking_sync(booking.pk)
+
+    booking.refresh_from_db()
+    assert booking.status == S.REQUESTED
+    assert booking.next_check_at <= due
