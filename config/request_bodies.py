@@ -22,13 +22,17 @@ was needed) is still arriving when the answer is written, and a connection close
 unread is reset by the kernel: the client gets a broken pipe or a reset instead of the answer.
 gunicorn drops at most 64 KiB of what is left before it closes, so what the application left
 unread is read and dropped here, after the answer, up to `DRAIN_AT_MOST` bytes or
-`DRAIN_FOR_S` seconds; a client sending more than that still gets the reset.
+`DRAIN_FOR_S` seconds, each read bounded by the time left on gunicorn's socket (a client that
+declares a large body and stops sending holds the thread no longer); a client sending more than
+that still gets the reset.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import socket
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -64,15 +68,18 @@ class RequestBodyMiddleware:
         response = self.app(environ, start_response)
         # Only a request with a body is wrapped: the others keep the server's file wrapper
         # (sendfile for static files).
-        return _DrainedAfter(response, source) if has_body and source is not None else response
+        if not has_body or source is None:
+            return response
+        return _DrainedAfter(response, source, environ.get("gunicorn.socket"))
 
 
 class _DrainedAfter:
     """The application's answer, then what is left of the request body read and dropped."""
 
-    def __init__(self, response: Iterable[bytes], source: Any) -> None:
+    def __init__(self, response: Iterable[bytes], source: Any, connection: socket.socket | None) -> None:
         self.response = response
         self.source = source
+        self.connection = connection
 
     def __iter__(self) -> Iterator[bytes]:
         return iter(self.response)
@@ -82,20 +89,31 @@ class _DrainedAfter:
             if hasattr(self.response, "close"):
                 self.response.close()
         finally:
-            _drain(self.source)
+            _drain(self.source, self.connection)
 
 
-def _drain(stream: Any) -> None:
+def _drain(stream: Any, connection: socket.socket | None) -> None:
+    """Read and drop at most DRAIN_AT_MOST bytes for at most DRAIN_FOR_S seconds. Each read waits
+    on the socket no longer than the time left (gunicorn's socket has no timeout of its own), so
+    a client that stops sending holds the thread for DRAIN_FOR_S at most. Without the socket (not
+    gunicorn) there is no bound on a read: nothing is drained."""
+    if connection is None:
+        return
     deadline = time.monotonic() + DRAIN_FOR_S
     drained = 0
+    before = connection.gettimeout()
     try:
-        while drained < DRAIN_AT_MOST and time.monotonic() < deadline:
+        while drained < DRAIN_AT_MOST and (left := deadline - time.monotonic()) > 0:
+            connection.settimeout(left)
             part = stream.read(_READ_BYTES)
             if not part:
                 return
             drained += len(part)
-    except Exception:  # noqa: BLE001 - best effort: the answer is sent; a client gone mid-body is no error
+    except Exception:  # noqa: BLE001 - best effort: the answer is sent; a timeout or a client gone ends it
         return
+    finally:
+        with contextlib.suppress(OSError):
+            connection.settimeout(before)
 
 
 def _declared_length(environ: dict[str, Any]) -> int:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import io
 import json
+import socket
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from http.client import HTTPConnection
@@ -20,7 +22,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from bookings.models import Booking
-from config.request_bodies import RequestBodyMiddleware
+from config.request_bodies import DRAIN_FOR_S, RequestBodyMiddleware
 from partners.models import InboundEvent
 from payments.models import PaymentEvent
 from tests.config.test_outages import _database_url
@@ -179,3 +181,39 @@ def test_a_client_sending_a_body_over_the_limit_reads_the_413_not_a_reset(web, s
 
     assert {status for status, _ in answers} == {413}
     assert {answer["error"]["code"] for _, answer in answers} == {"payload_too_large"}
+
+
+@pytest.fixture
+def one_thread_web(transactional_db, tmp_path: Path) -> Iterator[int]:
+    """gunicorn with one worker thread: a thread held is the whole server."""
+    processes = ProjectProcesses(tmp_path, {"DATABASE_URL": _database_url()})
+    try:
+        yield int(processes.web(threads=1).rsplit(":", 1)[1])
+    finally:
+        processes.stop_all()
+
+
+def test_a_client_that_stops_sending_holds_the_thread_no_longer_than_the_drain_bound(one_thread_web):
+    """A client declares 50 MB, sends 1 KiB, reads its 413 and keeps the connection open. The
+    drain's reads are bounded by the time left: the thread is free for the next request."""
+    key = TokenFactory(user=UserFactory()).key
+    stalled = socket.create_connection(("127.0.0.1", one_thread_web))
+    stalled.sendall(
+        b"POST /api/v1/bookings HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        + f"Authorization: Token {key}\r\n".encode()
+        + b"Content-Type: application/json\r\nIdempotency-Key: stall-1\r\n"
+        + b"Content-Length: 50000000\r\n\r\n"
+        + b"x" * 1024
+    )
+    stalled.settimeout(10)
+    try:
+        assert stalled.recv(4096).startswith(b"HTTP/1.1 413")
+        time.sleep(DRAIN_FOR_S + 2)  # past the drain's bound (gunicorn's own is 5 s too)
+        connection = HTTPConnection("127.0.0.1", one_thread_web, timeout=5)
+        connection.request("GET", "/healthz")
+        status = connection.getresponse().status
+        connection.close()
+    finally:
+        stalled.close()
+
+    assert status == 200
