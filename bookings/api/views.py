@@ -332,6 +332,7 @@ class BookingCancelView(CustomerAPIView):
             401: _UNAUTHENTICATED,
             404: _NOT_FOUND,
             409: _error("`not_cancellable`: the booking has already failed or ended."),
+            415: _UNSUPPORTED_MEDIA,
             429: _THROTTLED,
         },
     )

@@ -171,7 +171,12 @@ def unset_variables(partner: Partner) -> list[str]:
         if not held:
             warnings.append(f"{name} is not set in this environment; {effect}.")
         elif field == "webhook_secret" and (why := signatures.secret_problem(held)):
-            warnings.append(f"{name} here is not a Standard Webhooks secret: {why}; {effect} set right.")
+            # Not refused: the receiver reads such a value leniently (an optional prefix, loose
+            # base64), so it may still be the partner's key; but it is worth a second look.
+            warnings.append(
+                f"{name} here is not in the Standard Webhooks form ({why}): "
+                "check it holds the secret the partner gave."
+            )
     return warnings
 
 

@@ -1208,3 +1208,18 @@ def test_a_real_worker_picks_up_the_submission(
         "partner.attempt.transient",
         "booking.submission_deferred",
     ]
+
+
+def test_a_cancel_with_a_form_body_is_refused_as_not_json(api_client, customer):
+    booking = BookingFactory(customer=customer, status=S.CONFIRMED)
+
+    response = api_client.post(
+        f"{BOOKINGS_URL}/{booking.reference}/cancel",
+        "reason=x",
+        content_type="application/x-www-form-urlencoded",
+    )
+
+    booking.refresh_from_db()
+    assert response.status_code == 415
+    assert response.json()["error"]["code"] == "unsupported_media_type"
+    assert booking.status == S.CONFIRMED

@@ -66,7 +66,7 @@ def test_every_customer_operation_documents_its_errors_in_the_one_shape(db):
         "support_booking_timeline": {"401", "403", "404", "429"},
         "bookings_create": {"400", "401", "413", "415", "422", "429"},
         "bookings_retrieve": {"401", "404", "429"},
-        "bookings_cancel": {"400", "401", "404", "409", "429"},
+        "bookings_cancel": {"400", "401", "404", "409", "415", "429"},
         "offers_list": {"400", "401", "404", "429"},
         "quotes_create": {"400", "401", "413", "415", "429"},
     }
