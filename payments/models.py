@@ -42,6 +42,17 @@ AUTHORIZATION_UNANSWERED = (PaymentStatus.AUTHORIZING, PaymentStatus.UNKNOWN)
 BEFORE_PROVIDER_WORD = (*BEFORE_AUTHORIZATION, PaymentStatus.ABANDONED)
 
 
+class OutsideMethod(models.TextChoices):
+    """How support paid the customer money owed back outside the provider (`services/outside.py`):
+    finance reconciles each against its own books (a bank statement, the till, the voucher
+    ledger), so the means is a choice, not words in a note."""
+
+    BANK_TRANSFER = "bank_transfer", "Bank transfer"
+    CASH = "cash", "Cash"
+    VOUCHER = "voucher", "Voucher or credit"
+    OTHER = "other", "Other (the note says how)"
+
+
 class Payment(ConcurrentTransitionMixin, models.Model):
     """One booking's money. The amounts are the provider's truth as last applied, in the
     booking's currency (Decimal here, minor units only at the connector)."""

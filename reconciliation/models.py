@@ -2,11 +2,12 @@
 each action token was given for.
 
 `RefundProposal` is a refund above `PAYMENTS_REFUND_APPROVAL_ABOVE` that one person proposed and
-another must approve before it runs (the two-person rule, docs/console.md). The proposal is the
-state between the two; the audit is on the booking's timeline (`support.refund_proposed`,
-`support.refund_approved`, `support.refund_rejected`), written in the same transaction as each
-change of it. The permissions of the payment actions are declared here, beside the record the
-approval needs.
+another must approve before it runs (the two-person rule, docs/console.md): through the provider
+(`kind` refund), or a refund the card refused paid to the customer another way and recorded
+(`kind` outside, with its `method`). The proposal is the state between the two; the audit is on
+the booking's timeline (`support.refund_proposed`, `support.refund_approved`,
+`support.refund_rejected`), written in the same transaction as each change of it. The permissions
+of the payment actions are declared here, beside the record the approval needs.
 
 `ActionToken` is what a support action's token was first used for (the action, its targets, what
 was asked beyond them, who asked): the same token asking anything else is refused
@@ -25,6 +26,8 @@ from django.db.models import Q
 from django.db.models.functions import Now
 from django.utils import timezone
 
+from payments.models import OutsideMethod
+
 
 class ProposalState(models.TextChoices):
     PENDING = "pending", "Waiting for a second person's approval"
@@ -32,10 +35,25 @@ class ProposalState(models.TextChoices):
     REJECTED = "rejected", "Rejected (or withdrawn): nothing was refunded"
 
 
+class ProposalKind(models.TextChoices):
+    REFUND = "refund", "Refund through the provider"
+    OUTSIDE = "outside", "Refund paid another way (recorded)"
+
+
 class RefundProposal(models.Model):
     id = models.BigAutoField(primary_key=True)
     booking = models.ForeignKey("bookings.Booking", on_delete=models.PROTECT, related_name="refund_proposals")
     payment = models.ForeignKey("payments.Payment", on_delete=models.PROTECT, related_name="refund_proposals")
+    # Database defaults: processes still on the old code insert refund proposals without these
+    # during a rolling deploy.
+    kind = models.CharField(
+        max_length=10,
+        choices=ProposalKind.choices,
+        default=ProposalKind.REFUND,
+        db_default=ProposalKind.REFUND,
+    )
+    # How the customer was paid, for a refund paid another way ('' for a refund through the provider).
+    method = models.CharField(max_length=20, choices=OutsideMethod.choices, blank=True, db_default="")
     amount = models.DecimalField(max_digits=12, decimal_places=2)
     currency = models.CharField(max_length=3)
     note = models.TextField()
@@ -69,6 +87,11 @@ class RefundProposal(models.Model):
                 fields=["payment"], condition=Q(state="pending"), name="refund_proposal_one_pending"
             ),
             models.CheckConstraint(condition=Q(amount__gt=0), name="refund_proposal_amount_positive"),
+            # A refund paid another way says how; one through the provider has no such method.
+            models.CheckConstraint(
+                condition=(Q(kind="refund") & Q(method="")) | (Q(kind="outside") & ~Q(method="")),
+                name="refund_proposal_method_of_outside",
+            ),
         ]
         permissions = [
             ("refund_payment", "Can refund a payment (above the approval amount: propose one)"),
@@ -78,7 +101,7 @@ class RefundProposal(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"Refund {self.amount} {self.currency} of {self.booking_id} ({self.state})"
+        return f"{self.what} {self.amount} {self.currency} of {self.booking_id} ({self.state})"
 
     @property
     def pending(self) -> bool:
@@ -92,6 +115,24 @@ class RefundProposal(models.Model):
         if self.proposed_by_id is not None and self.decided_by_id is not None:
             return self.proposed_by_id == self.decided_by_id
         return self.decided_by_label == self.proposed_by_label
+
+    @property
+    def outside(self) -> bool:
+        return self.kind == ProposalKind.OUTSIDE
+
+    @property
+    def name(self) -> str:
+        """'Refund proposal #5', or 'Proposal #5 of a refund paid another way (bank transfer)'."""
+        if self.outside:
+            return f"Proposal #{self.pk} of a refund paid another way ({self.get_method_display().lower()})"
+        return f"Refund proposal #{self.pk}"
+
+    @property
+    def what(self) -> str:
+        """'Refund', or 'Refund paid another way (bank transfer)': how the proposal is named."""
+        if not self.outside:
+            return "Refund"
+        return f"Refund paid another way ({self.get_method_display().lower()})"
 
 
 class ActionToken(models.Model):

@@ -26,6 +26,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from config.errors import ApplicationError
+from payments.models import OutsideMethod
 from reconciliation.confirm import run_confirmed, show_previewed, show_token, token_to_keep
 from reconciliation.models import RefundProposal
 from reconciliation.selectors.payment_health import payment_health
@@ -51,6 +52,10 @@ class PaymentActionForm(forms.Form):
     previewed = forms.CharField(
         required=False, widget=forms.HiddenInput, max_length=32, label="The previewed amount"
     )
+    # How a refund paid another way was paid (that action only).
+    method = forms.ChoiceField(
+        required=False, choices=[("", "(choose)"), *OutsideMethod.choices], label="How it was paid"
+    )
     note = forms.CharField(
         required=False,
         validators=[validate_note],
@@ -75,16 +80,25 @@ class PaymentActionForm(forms.Form):
             self.fields["previewed"].required = True
             self.fields["amount"].help_text = (
                 "In the payment's currency: what you paid the customer another way, at most what is owed "
-                "back. Another amount than the one previewed above is previewed first, then confirmed."
+                "back. Another amount than the one previewed above is previewed first, then confirmed. "
+                f"When what support gave back of this payment, with this, comes to more than "
+                f"{money.approval_above()}, it is only proposed: recorded once another person approves it."
+            )
+            self.fields["method"].required = True
+            self.fields["method"].help_text = (
+                "Required: how the customer was paid. It goes on the booking's timeline, the payment panel "
+                "and the day's settlement report."
             )
             self.fields["note"].required = True
             self.fields["note"].help_text = (
-                "Required: how it was paid (e.g. the bank transfer's reference). It goes on the booking's "
-                "timeline with your name; the customer does not see it."
+                "Required: the trace of the payment (e.g. the bank transfer's reference). It goes on the "
+                "booking's timeline with your name; the customer does not see it."
             )
         else:
             del self.fields["amount"]
             del self.fields["previewed"]
+        if action != money.OUTSIDE:
+            del self.fields["method"]
 
     def clean_amount(self) -> Decimal:
         return refund_amount(self.cleaned_data["amount"], self.currency)
@@ -193,6 +207,7 @@ class PaymentConsoleMixin:
                     token=form.cleaned_data["token"],
                     note=form.cleaned_data.get("note", ""),
                     amount=form.cleaned_data.get("amount"),
+                    method=form.cleaned_data.get("method", ""),
                 )
                 response = run_confirmed(
                     request,
@@ -212,6 +227,7 @@ class PaymentConsoleMixin:
                 amount=form.cleaned_data.get("amount"),
                 live=False,
                 token=token_to_keep(form),
+                method=form.cleaned_data.get("method") or "",
             )
             show_token(form, shown.token)
             if shown.amount is not None:
@@ -254,6 +270,8 @@ class PaymentConsoleMixin:
             raise PermissionDenied
         change_url = reverse("admin:bookings_booking_change", args=[booking.pk])
         title = money.WITHDRAW_TITLE if withdrawing else money.PAYMENT_ACTIONS[action]["title"]
+        if proposal.outside:
+            title += " paid another way"
         if request.method == "POST":
             form = PaymentActionForm(request.POST, action=action)
             if form.is_valid():
@@ -285,8 +303,18 @@ class RefundProposalAdmin(admin.ModelAdmin):
     """Refund proposals, pending first: each links to its booking, where it is approved or rejected
     (with its preview). Read-only here; and the payment health page."""
 
-    list_display = ("id", "booking_link", "amount", "currency", "state", "proposed_by_label", "proposed_at")
-    list_filter = ("state", "currency")
+    list_display = (
+        "id",
+        "booking_link",
+        "kind",
+        "method",
+        "amount",
+        "currency",
+        "state",
+        "proposed_by_label",
+        "proposed_at",
+    )
+    list_filter = ("state", "kind", "currency")
     search_fields = ("booking__reference", "proposed_by_label", "decided_by_label")
     ordering = ("state", "-proposed_at")
     change_list_template = "admin/reconciliation/refundproposal_change_list.html"

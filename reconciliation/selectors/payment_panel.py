@@ -1,7 +1,8 @@
 """The booking page's payment panel: our payment (authorized, captured, refunded, what the booking
 owes), the provider's ids and its state beside ours (asked live when the page opens, within the
-console's wait, else the last state it told us), the operations asked of it, the refund proposals,
-and the payment actions the operator may take, each with why it cannot run now."""
+console's wait, else the last state it told us), the operations asked of it, what support paid
+back another way (each recording: how, by whom), the refund proposals, and the payment actions
+the operator may take, each with why it cannot run now."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 
 from bookings.models import Booking
 from payments.models import OperationKind, OperationState, Payment, PaymentOperation, PaymentStatus
+from payments.services.outside import OutsideRefund, outside_refunds
 from payments.timeline import hide_provider_ids
 from reconciliation.models import ProposalState, RefundProposal
 from reconciliation.services.support.payments import (
@@ -57,6 +59,7 @@ class PaymentPanel:
     approval_above: Decimal
     operator_label: str
     refund_ids: list[str] = field(default_factory=list)
+    outside: list[OutsideRefund] = field(default_factory=list)  # each recording paid another way
 
     @property
     def authorized(self) -> Decimal | None:
@@ -130,9 +133,12 @@ class PaymentPanel:
                 }
                 for o in self.operations
             ],
+            "paid_outside": [o.as_dict() for o in self.outside],
             "proposals": [
                 {
                     "id": p.pk,
+                    "kind": p.kind,
+                    "method": p.method or None,
                     "amount": str(p.amount),
                     "state": p.state,
                     "proposed_by": p.proposed_by_label,
@@ -189,4 +195,5 @@ def payment_panel(booking: Booking, *, operator: Operator, live: bool = True) ->
             for o in operations
             if o.kind == OperationKind.REFUND and o.state == OperationState.SUCCEEDED and o.provider_object_id
         ],
+        outside=outside_refunds(booking=booking) if payment.refunded_outside else [],
     )

@@ -35,9 +35,14 @@ from payments.models import (
     PaymentStatus,
 )
 from payments.services import runs
+from reconciliation.models import RefundProposal
 from reconciliation.selectors.payment_health import payment_health
 from reconciliation.services.support import Operator, new_token
-from reconciliation.services.support.payments import support_record_outside, support_refund
+from reconciliation.services.support.payments import (
+    support_record_outside,
+    support_refund,
+    support_refund_approve,
+)
 from tests.bookings.web.conftest import mail_sink  # noqa: F401 - the project's SMTP sink, as a process
 from tests.factories import UserFactory
 from tests.helpers import wait_until
@@ -311,15 +316,18 @@ ALL_TOLD = (
 
 
 def test_a_refund_the_card_cannot_take_paid_another_way_is_recorded_told_once_each_time_and_settles(
-    paying, api_client, customer, groups, request
+    paying, api_client, customer, groups, request, settings
 ):
     """The card is closed: support pays the customer by bank transfer, 100 then the other 260, and
-    records each (the command, then the service). Before this there was no way to: the ledger owed
-    the 360 for ever, payment health listed it for ever, and the customer kept being told "We
-    still owe you 360.00 EUR" after they were paid."""
+    records each (the command, then the service; the second takes what support gave back above
+    the approval amount, so it is proposed, and recorded once ops approves it). Before this there
+    was no way to: the ledger owed the 360 for ever, payment health listed it for ever, and the
+    customer kept being told "We still owe you 360.00 EUR" after they were paid."""
+    settings.PAYMENTS_REFUND_APPROVAL_ABOVE = Decimal("200.00")
     sink = request.getfixturevalue("mail_sink")
     booking = refunded_then_failed(paying, customer=customer)
     who, _ = operator(groups, "support")
+    approver, _ = operator(groups, "ops")
     [intent] = paying.intents(booking)
 
     out = io.StringIO()
@@ -328,6 +336,8 @@ def test_a_refund_the_card_cannot_take_paid_another_way_is_recorded_told_once_ea
         booking.reference,
         "--amount",
         "100",
+        "--method",
+        "bank_transfer",
         "--note",
         "bank transfer TRF-2026-0001 (card closed)",
         "--yes",
@@ -336,7 +346,7 @@ def test_a_refund_the_card_cannot_take_paid_another_way_is_recorded_told_once_ea
         stdout=out,
         stderr=io.StringIO(),
     )
-    assert "260.00 EUR is owed still" in out.getvalue()
+    assert "(bank transfer); 260.00 EUR is owed still" in out.getvalue()
     payment = payment_of(booking)
     assert (payment.refunded_amount, payment.failed_refunds_owed, payment.refunded_outside) == (
         ZERO,
@@ -354,15 +364,21 @@ def test_a_refund_the_card_cannot_take_paid_another_way_is_recorded_told_once_ea
         "100.00",
     )
 
-    result = support_record_outside(
+    proposed = support_record_outside(
         booking_id=booking.pk,
         operator=who,
         token=new_token(),
         amount="260.00",
+        method="bank_transfer",
         note="bank transfer TRF-2026-0002",
     )
+    # only proposed: nothing recorded, the customer told nothing more
+    assert proposed.proposal_id == RefundProposal.objects.get(booking=booking).pk
+    assert payment_of(booking).failed_refunds_owed == Decimal("260.00")
+    assert not Notification.objects.filter(booking=booking, money__code="refunded_outside").exists()
+    result = support_refund_approve(proposal_id=proposed.proposal_id, operator=approver, token=new_token())
 
-    assert result.performed
+    assert result.performed and result.method == "bank_transfer"
     # at rest: captured 360 - refunded 0 at the provider - 360 paid back another way = owed 0,
     # against the provider's ground truth, which holds the refund failed and nothing given back
     assert_money_at_rest(paying, booking, owed=ZERO, code="refunded_outside")
@@ -424,5 +440,11 @@ def test_a_refund_the_card_cannot_take_paid_another_way_is_recorded_told_once_ea
     wait_until(lambda: len(told(PART_TOLD)) == 1, what="the mail about the part paid another way")
     assert len(told(ALL_TOLD)) == 1 and len(told(TOLD)) == 1
     assert "we owe you nothing more" in told(ALL_TOLD)[0].get_body(("plain",)).get_content()
-    rows = [k for k in kinds(booking) if k.endswith("outside")]
-    assert rows == ["payment.refunded_outside", "support.refund_recorded_outside"] * 2
+    rows = [k for k in kinds(booking) if k.endswith("outside") or k.startswith("support.refund_")]
+    assert rows == [
+        "payment.refunded_outside",
+        "support.refund_recorded_outside",
+        "support.refund_proposed",
+        "payment.refunded_outside",
+        "support.refund_approved",
+    ]

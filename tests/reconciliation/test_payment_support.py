@@ -683,6 +683,7 @@ def test_refunds_automation_made_are_not_support_s(ops_user):
     "command",
     [
         "refund_payment",
+        "record_outside_refund",
         "capture_payment",
         "void_payment",
         "approve_refund",
@@ -698,3 +699,5 @@ def test_every_payment_command_has_help_and_json(command):
     assert "--json" in text
     if command not in ("reconcile_payments", "payment_health"):
         assert all(option in text for option in ("--dry-run", "--yes", "--as", "--token", "--note"))
+    if command == "record_outside_refund":
+        assert "--method {bank_transfer,cash,voucher,other}" in text

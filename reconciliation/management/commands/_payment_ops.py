@@ -10,6 +10,7 @@ from django.core.management.base import CommandParser
 from rich.console import Console
 from rich.table import Table
 
+from payments.services.outside import method_label
 from reconciliation.management.commands._ops import ActionCommand
 from reconciliation.services import support
 from reconciliation.services.support import payments as money
@@ -36,12 +37,16 @@ def payment_preview_table(shown: money.PaymentPreview) -> Table:
     if payment.failed_refunds_owed or payment.refunded_outside:
         table.add_row("owed back (card refused)", f"{payment.failed_refunds_owed} {money_}", "")
         table.add_row("paid back another way", f"{payment.refunded_outside} {money_}", "")
+    if shown.method:
+        table.add_row("paid by", method_label(shown.method), "")
     if shown.show_ids:
         table.add_row("intent", payment.provider_intent_id or "(none yet)", "")
     if shown.proposal is not None:
         p = shown.proposal
         table.add_row(
-            f"proposal #{p.pk}", f"{p.amount} {p.currency} by {p.proposed_by_label} ({p.state})", ""
+            f"proposal #{p.pk}",
+            f"{p.what}: {p.amount} {p.currency} by {p.proposed_by_label} ({p.state})",
+            "",
         )
         table.add_row("why", p.note[:60], "")  # ours: the provider's column is the provider's only
     if side is not None and side.note:
@@ -78,6 +83,10 @@ class PaymentActionCommand(ActionCommand):
     def amount(self, booking, options: dict[str, Any]):
         return None
 
+    def asked(self, options: dict[str, Any]) -> dict[str, Any]:
+        """What the action is asked beyond its target, amount and note (recording: the method)."""
+        return {}
+
     def preview(
         self, target: Any, operator: support.Operator, options: dict[str, Any]
     ) -> money.PaymentPreview:
@@ -87,6 +96,7 @@ class PaymentActionCommand(ActionCommand):
             operator=operator,
             amount=self.amount(target, options),
             live=not options["no_live"],
+            **self.asked(options),
         )
 
     def print_preview(self, console: Console, shown: money.PaymentPreview) -> None:
@@ -109,6 +119,7 @@ class PaymentActionCommand(ActionCommand):
             amount=shown.amount,
             inline=True,
             batch=batch,
+            **self.asked(options),
         )
 
     def key(self, shown: money.PaymentPreview) -> str:
@@ -122,7 +133,10 @@ class ProposalCommand(ActionCommand):
     """`approve_refund PROPOSAL [--reject]`: preview the proposal beside the provider, then decide."""
 
     action = money.APPROVE
-    confirm_question = "This decides another person's refund (approved: the provider refunds it now)."
+    confirm_question = (
+        "This decides another person's refund (approved: the provider refunds it now; one paid another "
+        "way is recorded now and the customer told)."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("proposals", nargs="+", metavar="PROPOSAL", help="Refund proposal number(s).")
@@ -179,4 +193,4 @@ class ProposalCommand(ActionCommand):
 
     def label(self, shown: money.PaymentPreview) -> str:
         assert shown.proposal is not None
-        return f"refund proposal #{shown.proposal.pk} ({shown.booking.reference})"
+        return f"{shown.proposal.name[0].lower()}{shown.proposal.name[1:]} ({shown.booking.reference})"

@@ -8,7 +8,10 @@ locks, once per token, and a `support.*` row on the booking's timeline.
 - retry the capture: what the booking owes, of a hold the partner's confirmation allows taking;
 - void: release a hold the booking no longer needs (never one a confirmed booking owes);
 - record a refund paid another way: of what refunds the card refused still owe, what support paid
-  the customer outside the provider (a bank transfer); nothing is asked of the provider.
+  the customer outside the provider, and how (a bank transfer, cash, a voucher or credit, other);
+  nothing is asked of the provider. Above the same approval amount (what support gave back of the
+  payment, either way, counts together) it is only proposed, and recorded once another person
+  approves it.
 
 What is asked of the provider is always the payments app's own operation and run, so a support
 refund is keyed, fenced, recorded and settled exactly as automation's. The payment as an action
@@ -46,6 +49,7 @@ from reconciliation.services.support.payments.situation import (
     PaymentSituation,
     approval_above,
     parse_amount,
+    parse_method,
     proposal_by_id,
 )
 
@@ -66,6 +70,7 @@ __all__ = [
     "ProviderSide",
     "approval_above",
     "parse_amount",
+    "parse_method",
     "payment_action_run",
     "payment_preview",
     "proposal_by_id",

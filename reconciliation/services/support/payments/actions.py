@@ -1,6 +1,6 @@
 """The payment actions: refund (part or all of what was captured and not yet refunded), retry the
 capture, void the hold; the two-person rule's approve and reject; and recording a refund the card
-refused as paid another way (the one action that asks nothing of the provider).
+refused as paid another way, saying how (the one action that asks nothing of the provider).
 
 Each runs in the frame of the booking actions: the permission, a clean token, the booking and its
 payment locked (in that order, the payments app's), once per token (a token used for another ask
@@ -16,7 +16,9 @@ from the moment the operation commits, so a run that never happens is made by th
 
 A refund above `PAYMENTS_REFUND_APPROVAL_ABOVE` is only proposed (`RefundProposal`, with its note
 on the timeline); another person with the approve permission approves it (the refund then runs,
-bounded again by what is refundable then) or rejects it; the proposer may withdraw it.
+bounded again by what is refundable then) or rejects it; the proposer may withdraw it. So is a
+refund paid another way above it (a proposal of kind outside, with its method): approved, it is
+recorded then, bounded again by what is owed back then, and only then is the customer told.
 """
 
 from __future__ import annotations
@@ -39,9 +41,9 @@ from payments import messages
 from payments.models import OperationKind, OperationState, Payment, PaymentOperation
 from payments.services.observations import lock_payment
 from payments.services.operations import operation_open
-from payments.services.outside import refund_outside_record
+from payments.services.outside import method_label, refund_outside_record
 from payments.services.runs import payment_run, schedule
-from reconciliation.models import ProposalState, RefundProposal
+from reconciliation.models import ProposalKind, ProposalState, RefundProposal
 from reconciliation.services.support.once import Ask, claim_token, clean_token, correction_data, target_key
 from reconciliation.services.support.payments.situation import (
     APPROVE,
@@ -58,6 +60,7 @@ from reconciliation.services.support.payments.situation import (
     capture_refusal,
     outside_refusal,
     parse_amount,
+    parse_method,
     proposal_refusal,
     refund_refusal,
     same_person,
@@ -233,6 +236,91 @@ def _finish(
     return result.with_operation(operation, _outcome(operation, currency, queued=not inline))
 
 
+def _propose(
+    s: PaymentSituation,
+    value: Decimal,
+    *,
+    operator: Operator,
+    token: str,
+    note: str,
+    method: str = "",
+) -> PaymentActionResult:
+    """Above the approval amount: only propose giving `value` back (through the provider, or with
+    `method` paid another way and recorded), for another person to approve; a note saying why
+    is required, the approver reads it. Nothing else changes, and the customer is told nothing
+    until it is approved."""
+    booking, payment = s.booking, s.payment
+    assert payment is not None
+    outside = bool(method)
+    # Read before the proposal exists: what support gave back and proposed until now.
+    why = s.approval_words(value, outside=outside)
+    refunded_before, outside_before = s.support_refunded, s.support_outside
+    if not note:
+        raise ValidationFailed(
+            f"{why[0].upper()}{why[1:]}: it needs a note saying why, the approver reads it.",
+            fields={"note": [f"Required: {why}."]},
+        )
+    money = payment.currency
+    proposal = RefundProposal.objects.create(
+        booking=booking,
+        payment=payment,
+        kind=ProposalKind.OUTSIDE if outside else ProposalKind.REFUND,
+        method=method,
+        amount=value,
+        currency=money,
+        note=note[:2000],
+        proposed_by=operator.user,
+        proposed_by_label=operator.label,
+    )
+    more: dict[str, object] = {}
+    if outside:
+        more = {
+            "proposal_kind": ProposalKind.OUTSIDE,
+            "method": method,
+            "owed": str(payment.failed_refunds_owed),
+            "refunded_outside": str(payment.refunded_outside),
+        }
+    if outside_before:
+        more["support_outside"] = str(outside_before)
+    record_event(
+        booking,
+        PROPOSED_KIND,
+        actor=Actor.SUPPORT,
+        actor_label=operator.label,
+        summary=f"{proposal.what} of {value} {money} proposed by {operator.label} (#{proposal.pk}): "
+        f"{why}, it needs another person's approval",
+        from_state=booking.status,
+        to_state=booking.status,
+        data=correction_data(
+            token,
+            note,
+            proposal=proposal.pk,
+            amount=str(value),
+            currency=money,
+            approval_above=str(approval_above()),
+            support_refunded=str(refunded_before),
+            captured=str(payment.captured_amount),
+            refunded=str(payment.refunded_amount),
+            **more,
+        ),
+    )
+    then = (
+        "it is recorded, and the customer told, once another person approves it"
+        if outside
+        else "it runs once another person approves it"
+    )
+    return PaymentActionResult(
+        OUTSIDE if outside else REFUND,
+        booking,
+        True,
+        booking.status,
+        booking.status,
+        f"Proposed (#{proposal.pk}): {why}; {then}.",
+        proposal_id=proposal.pk,
+        method=method,
+    )
+
+
 # --- the actions --------------------------------------------------------------------------------
 def support_refund(
     *,
@@ -262,53 +350,7 @@ def support_refund(
         assert payment is not None
         money = payment.currency
         if s.needs_approval(value):
-            # Read before the proposal exists: what support refunded and proposed until now.
-            why = s.approval_words(value)
-            refunded_before = s.support_refunded
-            if not note:
-                raise ValidationFailed(
-                    f"{why[0].upper()}{why[1:]}: it needs a note saying why, the approver reads it.",
-                    fields={"note": [f"Required: {why}."]},
-                )
-            proposal = RefundProposal.objects.create(
-                booking=booking,
-                payment=payment,
-                amount=value,
-                currency=money,
-                note=note[:2000],
-                proposed_by=operator.user,
-                proposed_by_label=operator.label,
-            )
-            record_event(
-                booking,
-                PROPOSED_KIND,
-                actor=Actor.SUPPORT,
-                actor_label=operator.label,
-                summary=f"Refund of {value} {money} proposed by {operator.label} (#{proposal.pk}): "
-                f"{why}, it needs another person's approval",
-                from_state=booking.status,
-                to_state=booking.status,
-                data=correction_data(
-                    token,
-                    note,
-                    proposal=proposal.pk,
-                    amount=str(value),
-                    currency=money,
-                    approval_above=str(approval_above()),
-                    support_refunded=str(refunded_before),
-                    captured=str(payment.captured_amount),
-                    refunded=str(payment.refunded_amount),
-                ),
-            )
-            return PaymentActionResult(
-                REFUND,
-                booking,
-                True,
-                booking.status,
-                booking.status,
-                f"Proposed (#{proposal.pk}): {why}; it runs once another person approves it.",
-                proposal_id=proposal.pk,
-            )
+            return _propose(s, value, operator=operator, token=token, note=note)
         operation = _ask(
             REFUND,
             s,
@@ -334,13 +376,16 @@ def support_record_outside(
     operator: Operator,
     token: str,
     amount: object,
+    method: object = "",
     note: str = "",
     batch: Sequence[str] = (),
 ) -> PaymentActionResult:
     """Record `amount` of what refunds the card refused still owe as paid to the customer another
-    way (a bank transfer: the card takes nothing back). Nothing is asked of the provider; the
-    ledger and the customer's words follow at once. The note saying how it was paid is required:
-    it is the only trace of the money here."""
+    way (a bank transfer, cash, a voucher or credit: the card takes nothing back), by `method`.
+    Nothing is asked of the provider; the ledger and the customer's words follow at once. The
+    note saying how it was paid is required (the transfer's reference): with the method, it is
+    the only trace of the money here. Above the approval amount (what support gave back of the
+    payment, with this), it is only proposed: recorded once another person approves it."""
     operator.require(PAYMENT_ACTIONS[OUTSIDE]["permission"])
     token = clean_token(token)
     note = (note or "").strip()
@@ -349,9 +394,16 @@ def support_record_outside(
             "Say how the money was paid (e.g. the bank transfer's reference): it is its only trace here.",
             fields={"note": ["Required: how it was paid, e.g. the bank transfer's reference."]},
         )
+    method = parse_method(method)
     with transaction.atomic():
         booking, payment, done = _lock(
-            OUTSIDE, booking_id, token, operator=operator, batch=batch, amount=_asked_amount(amount)
+            OUTSIDE,
+            booking_id,
+            token,
+            operator=operator,
+            batch=batch,
+            amount=_asked_amount(amount),
+            method=method,
         )
         if done:
             return done
@@ -360,9 +412,16 @@ def support_record_outside(
         value = parse_amount(amount, s.currency)
         _refuse_if(outside_refusal(s, value))
         assert payment is not None
+        if s.needs_approval(value):
+            return _propose(s, value, operator=operator, token=token, note=note, method=method)
         money, owed = payment.currency, payment.failed_refunds_owed
         refund_outside_record(
-            booking=booking, payment=payment, amount=value, actor=Actor.SUPPORT, actor_label=operator.label
+            booking=booking,
+            payment=payment,
+            amount=value,
+            method=method,
+            actor=Actor.SUPPORT,
+            actor_label=operator.label,
         )
         record_event(
             booking,
@@ -370,7 +429,7 @@ def support_record_outside(
             actor=Actor.SUPPORT,
             actor_label=operator.label,
             summary=f"{value} {money} of the {owed} {money} owed back recorded by {operator.label} as paid "
-            f"another way: {payment.failed_refunds_owed} {money} owed still",
+            f"another way ({method_label(method).lower()}): {payment.failed_refunds_owed} {money} owed still",
             from_state=booking.status,
             to_state=booking.status,
             data=correction_data(
@@ -378,6 +437,7 @@ def support_record_outside(
                 note,
                 amount=str(value),
                 currency=money,
+                method=method,
                 owed_before=str(owed),
                 owed=str(payment.failed_refunds_owed),
                 refunded_outside=str(payment.refunded_outside),
@@ -387,16 +447,23 @@ def support_record_outside(
         )
     with log_context(booking=booking.reference):
         logger.info("support payment action", extra={"action": OUTSIDE, "by": operator.label})
-    left = payment.failed_refunds_owed
     return PaymentActionResult(
         OUTSIDE,
         booking,
         True,
         booking.status,
         booking.status,
-        f"Recorded {value} {money} as paid back another way; "
+        _recorded_words(value, method, payment),
+        method=method,
+    )
+
+
+def _recorded_words(value: Decimal, method: str, payment: Payment) -> str:
+    money, left = payment.currency, payment.failed_refunds_owed
+    return (
+        f"Recorded {value} {money} as paid back another way ({method_label(method).lower()}); "
         + (f"{left} {money} is owed still." if left else "nothing is owed back any more.")
-        + " The customer is told.",
+        + " The customer is told."
     )
 
 
@@ -518,7 +585,8 @@ def support_refund_approve(
     inline: bool = False,
     batch: Sequence[str] = (),
 ) -> PaymentActionResult:
-    """Approve another person's refund proposal: the refund runs, bounded by what is refundable now."""
+    """Approve another person's refund proposal: the refund runs, bounded by what is refundable now;
+    one of a refund paid another way is recorded, bounded by what is owed back now."""
     operator.require(PAYMENT_ACTIONS[APPROVE]["permission"])
     token = clean_token(token)
     booking_id = _proposal_booking(proposal_id)
@@ -530,11 +598,14 @@ def support_refund_approve(
             return done
         proposal = RefundProposal.objects.select_for_update().get(pk=proposal_id)
         if proposal.pending and same_person(proposal, operator.user, operator.label):
+            what = "the refund paid another way" if proposal.outside else "refund"
             raise SupportActionDenied(
-                f"{operator.label} proposed refund #{proposal.pk}: a second person must approve it."
+                f"{operator.label} proposed {what} #{proposal.pk}: a second person must approve it."
             )
         s = PaymentSituation(booking, payment)
         _refuse_if(proposal_refusal(proposal, s))
+        if proposal.outside:
+            return _approve_outside(proposal, s, operator=operator, token=token, note=note)
         money = proposal.currency
         operation = _ask(
             APPROVE,
@@ -564,6 +635,75 @@ def support_refund_approve(
     return _finish(result, operation, operator=operator, inline=inline)
 
 
+def _approve_outside(
+    proposal: RefundProposal, s: PaymentSituation, *, operator: Operator, token: str, note: str
+) -> PaymentActionResult:
+    """Record the proposal's refund paid another way (checked under the locks: still owed back),
+    naming who proposed and who approved it; the customer is told now, once."""
+    booking, payment = s.booking, s.payment
+    assert payment is not None
+    money, owed, amount, method = (
+        payment.currency,
+        payment.failed_refunds_owed,
+        proposal.amount,
+        proposal.method,
+    )
+    refund_outside_record(
+        booking=booking,
+        payment=payment,
+        amount=amount,
+        method=method,
+        actor=Actor.SUPPORT,
+        actor_label=operator.label,
+        recorded_by=proposal.proposed_by_label,
+        approved_by=operator.label,
+        proposal=proposal.pk,
+    )
+    record_event(
+        booking,
+        PAYMENT_ACTIONS[APPROVE]["kind"],
+        actor=Actor.SUPPORT,
+        actor_label=operator.label,
+        summary=f"{proposal.what} of {amount} {money} (#{proposal.pk}, proposed by "
+        f"{proposal.proposed_by_label}) approved by {operator.label} and recorded: "
+        f"{payment.failed_refunds_owed} {money} owed back still",
+        from_state=booking.status,
+        to_state=booking.status,
+        data=correction_data(
+            token,
+            note,
+            proposal=proposal.pk,
+            proposed_by=proposal.proposed_by_label,
+            proposal_kind=ProposalKind.OUTSIDE,
+            method=method,
+            amount=str(amount),
+            currency=money,
+            owed_before=str(owed),
+            owed=str(payment.failed_refunds_owed),
+            refunded_outside=str(payment.refunded_outside),
+            captured=str(payment.captured_amount),
+            refunded=str(payment.refunded_amount),
+        ),
+    )
+    _decide(proposal, ProposalState.APPROVED, operator, note)
+    with log_context(booking=booking.reference):
+        logger.info(
+            "support payment action",
+            extra={"action": APPROVE, "by": operator.label, "proposal_kind": ProposalKind.OUTSIDE},
+        )
+    return PaymentActionResult(
+        APPROVE,
+        booking,
+        True,
+        booking.status,
+        booking.status,
+        f"Proposal #{proposal.pk} by {proposal.proposed_by_label} approved. "
+        + _recorded_words(amount, method, payment),
+        proposal_id=proposal.pk,
+        method=method,
+    )
+
+
 def support_refund_reject(
     *, proposal_id: int, operator: Operator, token: str, note: str = "", batch: Sequence[str] = ()
 ) -> PaymentActionResult:
@@ -582,15 +722,18 @@ def support_refund_reject(
             operator.require(PAYMENT_ACTIONS[REJECT]["permission"])
         if not proposal.pending:
             raise InvalidTransition(
-                f"Refund proposal #{proposal.pk} was already {proposal.state} by {proposal.decided_by_label}."
+                f"{proposal.name} was already {proposal.state} by {proposal.decided_by_label}."
             )
         how = "withdrawn" if withdrawing else "rejected"
+        outside = (
+            {"proposal_kind": ProposalKind.OUTSIDE, "method": proposal.method} if proposal.outside else {}
+        )
         record_event(
             booking,
             PAYMENT_ACTIONS[REJECT]["kind"],
             actor=Actor.SUPPORT,
             actor_label=operator.label,
-            summary=f"Refund of {proposal.amount} {proposal.currency} (#{proposal.pk}, proposed by "
+            summary=f"{proposal.what} of {proposal.amount} {proposal.currency} (#{proposal.pk}, proposed by "
             f"{proposal.proposed_by_label}) {how} by {operator.label}",
             from_state=booking.status,
             to_state=booking.status,
@@ -602,6 +745,7 @@ def support_refund_reject(
                 amount=str(proposal.amount),
                 currency=proposal.currency,
                 withdrawn=withdrawing,
+                **outside,
             ),
         )
         _decide(proposal, ProposalState.REJECTED, operator, note)
@@ -611,8 +755,14 @@ def support_refund_reject(
             True,
             booking.status,
             booking.status,
-            f"Refund proposal #{proposal.pk} {how}: nothing was refunded.",
+            f"{proposal.name} {how}: "
+            + (
+                "nothing was recorded, and the customer is told nothing."
+                if proposal.outside
+                else "nothing was refunded."
+            ),
             proposal_id=proposal.pk,
+            method=proposal.method,
         )
 
 
@@ -652,10 +802,12 @@ def payment_action_run(
     proposal_id: int | None = None,
     note: str = "",
     amount: object = None,
+    method: object = "",
     inline: bool = False,
     batch: Sequence[str] = (),
 ) -> PaymentActionResult:
-    """Run the payment action named `action` (the console's and the commands' one entry)."""
+    """Run the payment action named `action` (the console's and the commands' one entry; `method`:
+    how a refund paid another way was paid)."""
     if action in _BOOKING_ACTIONS:
         if booking_id is None:
             raise ValidationFailed(f"{action} acts on a booking.")
@@ -669,7 +821,7 @@ def payment_action_run(
         if action in (REFUND, OUTSIDE):
             kwargs["amount"] = amount
         if action == OUTSIDE:  # nothing is asked of the provider: nothing to run inline
-            return support_record_outside(**kwargs)
+            return support_record_outside(**kwargs, method=method)
         return _BOOKING_ACTIONS[action](**kwargs, inline=inline)
     if action in (APPROVE, REJECT):
         if proposal_id is None:

@@ -1,6 +1,6 @@
 """What a payment action will do, shown before it runs: our payment beside the provider's live
-answer, whether the action may run now and why not, and its effects step by step (a refund above
-the approval amount: that it is only proposed)."""
+answer, whether the action may run now and why not, and its effects step by step (a refund, or a
+refund paid another way, above the approval amount: that it is only proposed)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Any
 from bookings.models import Booking
 from config.errors import ValidationFailed
 from payments.models import Payment
+from payments.services.outside import method_label
 from reconciliation.models import RefundProposal
 from reconciliation.services.support.once import new_token
 from reconciliation.services.support.payments.provider_side import ProviderSide, provider_side
@@ -51,6 +52,7 @@ class PaymentPreview:
     needs_approval: bool = False
     proposal: RefundProposal | None = None
     warnings: list[str] = field(default_factory=list)
+    method: str = ""  # how a refund paid another way was paid (chosen, or the proposal's)
 
     def as_dict(self) -> dict[str, Any]:
         payment = self.payment
@@ -63,6 +65,7 @@ class PaymentPreview:
             "effects": self.effects,
             "warnings": self.warnings,
             "amount": None if self.amount is None else str(self.amount),
+            "method": self.method or None,
             "needs_approval": self.needs_approval,
             "approval_above": str(approval_above()),
             "proposal": None if self.proposal is None else _proposal_dict(self.proposal),
@@ -89,6 +92,8 @@ class PaymentPreview:
 def _proposal_dict(proposal: RefundProposal) -> dict[str, Any]:
     return {
         "id": proposal.pk,
+        "kind": proposal.kind,
+        "method": proposal.method or None,
         "amount": str(proposal.amount),
         "currency": proposal.currency,
         "state": proposal.state,
@@ -99,7 +104,9 @@ def _proposal_dict(proposal: RefundProposal) -> dict[str, Any]:
     }
 
 
-def _effects(action: str, s: PaymentSituation, amount: Decimal | None) -> tuple[list[str], list[str]]:
+def _effects(
+    action: str, s: PaymentSituation, amount: Decimal | None, method: str = ""
+) -> tuple[list[str], list[str]]:
     """(steps, warnings) of the action as it would run now."""
     payment = s.payment
     assert payment is not None
@@ -133,21 +140,12 @@ def _effects(action: str, s: PaymentSituation, amount: Decimal | None) -> tuple[
             warnings,
         )
     if action == OUTSIDE:
-        return _outside_effects(s, amount), []
+        steps = _approval_step(s, amount, outside=True)
+        return steps + _outside_effects(s, amount, method, proposed=bool(steps)), []
     # refund
     shown = f"{amount} {money}" if amount is not None else f"up to {s.refundable} {money}"
-    steps = []
+    steps = _approval_step(s, amount)
     warnings = []
-    if amount is not None and s.needs_approval(amount):
-        together = (
-            f" Support's refunds of a payment count together: {s.approval_words(amount)}."
-            if s.support_refunded or s.support_proposed
-            else ""
-        )
-        steps.append(
-            f"Above {approval_above()} {money}: only proposed. Another person with the approve permission "
-            f"approves it (then it runs) or rejects it; both are on the timeline.{together}"
-        )
     steps += [
         f"Refund {shown} of the {payment.captured_amount} {money} captured "
         f"({payment.refunded_amount} {money} refunded so far) {key}.",
@@ -157,6 +155,23 @@ def _effects(action: str, s: PaymentSituation, amount: Decimal | None) -> tuple[
     if amount is not None:
         warnings += short_of_owed(s, amount)
     return steps, warnings
+
+
+def _approval_step(s: PaymentSituation, amount: Decimal | None, *, outside: bool = False) -> list[str]:
+    """The first step of giving `amount` back above the approval amount: that it is only proposed."""
+    if amount is None or not s.needs_approval(amount):
+        return []
+    together = (
+        f" What support gives back of a payment counts together, through the provider or another way: "
+        f"{s.approval_words(amount, outside=outside)}."
+        if s.support_refunded or s.support_outside or s.support_proposed
+        else ""
+    )
+    then = "it is recorded, and the customer told" if outside else "it runs"
+    return [
+        f"Above {approval_above()} {s.currency}: only proposed. Another person with the approve permission "
+        f"approves it (then {then}) or rejects it; both are on the timeline.{together}"
+    ]
 
 
 def short_of_owed(s: PaymentSituation, amount: Decimal) -> list[str]:
@@ -177,15 +192,19 @@ def short_of_owed(s: PaymentSituation, amount: Decimal) -> list[str]:
     ]
 
 
-def _outside_effects(s: PaymentSituation, amount: Decimal | None) -> list[str]:
+def _outside_effects(
+    s: PaymentSituation, amount: Decimal | None, method: str = "", *, proposed: bool = False
+) -> list[str]:
     payment = s.payment
     assert payment is not None
     money = payment.currency
     owed = s.owed_back
+    how = f"by {method_label(method).lower()}" if method else "by the method you choose"
     steps = [
         f"Record {amount if amount is not None else f'up to {owed}'} {money} of the {owed} {money} owed "
-        "back (refunds the card refused) as paid to the customer another way, as your note says (a bank "
-        "transfer's reference): nothing is asked of the provider, and nothing moves there."
+        f"back (refunds the card refused) as paid to the customer another way, {how}, with the note "
+        "saying how (a bank transfer's reference): nothing is asked of the provider, and nothing moves "
+        "there."
     ]
     if amount is None:
         return steps
@@ -200,7 +219,8 @@ def _outside_effects(s: PaymentSituation, amount: Decimal | None) -> list[str]:
         f"Owed back {owed} → {left} {money}; paid back another way {payment.refunded_outside} → "
         f"{outside} {money}; refunded by the provider stays {payment.refunded_amount} {money}, as the "
         "provider says.",
-        f"The customer is told at once (their page, the API, one mail): {told}.",
+        f"The customer is told {'once it is approved' if proposed else 'at once'} (their page, the API, "
+        f"one mail): {told}.",
     ]
 
 
@@ -213,12 +233,13 @@ def payment_preview(
     live: bool = True,
     token: str | None = None,
     all_by_default: bool = False,
+    method: str = "",
 ) -> PaymentPreview:
     """What `action` (refund, capture, void) will do to the booking's payment, beside the
     provider's live answer. `all_by_default`: a refund without an amount is previewed as one of
     its default (`refund_by_default`: what a refund the card refused still owes, else everything
     refundable; the console's confirm form offers that amount, so it must be what the preview
-    showed), not as "up to" it."""
+    showed), not as "up to" it. `method`: how a refund paid another way was paid, when chosen."""
     if action not in (REFUND, CAPTURE, VOID, OUTSIDE):
         raise ValidationFailed(
             f"Unknown payment action {action!r}; known: {REFUND}, {CAPTURE}, {VOID}, {OUTSIDE}."
@@ -231,7 +252,9 @@ def payment_preview(
     if action == OUTSIDE and amount is None and all_by_default and s.owed_back > 0:
         amount = s.owed_back
     why_not = refusal(action, s, amount=amount)
-    effects, warnings = _effects(action, s, amount) if payment is not None and not why_not else ([], [])
+    effects, warnings = (
+        _effects(action, s, amount, method) if payment is not None and not why_not else ([], [])
+    )
     return PaymentPreview(
         action=action,
         title=PAYMENT_ACTIONS[action]["title"],
@@ -247,8 +270,9 @@ def payment_preview(
         amount=amount,
         refundable=s.refundable if payment is not None else None,
         owed=s.owed,
-        needs_approval=action == REFUND and amount is not None and s.needs_approval(amount),
+        needs_approval=action in (REFUND, OUTSIDE) and amount is not None and s.needs_approval(amount),
         proposal=s.pending_proposal,
+        method=method if action == OUTSIDE else "",
     )
 
 
@@ -272,23 +296,38 @@ def proposal_preview(
     money = proposal.currency
     own = same_person(proposal, operator.user, operator.label)
     title = WITHDRAW_TITLE if action == REJECT and own else PAYMENT_ACTIONS[action]["title"]
+    if proposal.outside:
+        title += " paid another way"
+    name = proposal.name
     if action == APPROVE:
         why_not = proposal_refusal(proposal, s)
         if not why_not and own:
             why_not = f"{proposal.proposed_by_label} proposed it: a second person must approve it."
         effects = [
-            f"Approve refund proposal #{proposal.pk} by {proposal.proposed_by_label}: {proposal.note[:200]}",
-            f"Refund {proposal.amount} {money} of the {payment.captured_amount} {money} captured "
-            f"({payment.refunded_amount} {money} refunded so far) under a new key, committed before "
-            "the call.",
+            f"Approve {name[0].lower()}{name[1:]} by {proposal.proposed_by_label}: {proposal.note[:200]}"
         ]
-        # The approver is the second pair of eyes: they see what the proposer was warned of, as
-        # things stand now.
-        warnings = short_of_owed(s, proposal.amount)
+        if proposal.outside:
+            # Read from the rows as they are now: what is owed back may have moved since.
+            effects += _outside_effects(s, proposal.amount, proposal.method) if not why_not else []
+            warnings = []
+        else:
+            effects.append(
+                f"Refund {proposal.amount} {money} of the {payment.captured_amount} {money} captured "
+                f"({payment.refunded_amount} {money} refunded so far) under a new key, committed before "
+                "the call."
+            )
+            # The approver is the second pair of eyes: they see what the proposer was warned of,
+            # as things stand now.
+            warnings = short_of_owed(s, proposal.amount)
     else:
         why_not = "" if proposal.pending else proposal_refusal(proposal, s)
+        nothing = (
+            "nothing is recorded, and the customer is told nothing"
+            if proposal.outside
+            else "nothing is refunded"
+        )
         verb = "Withdraw" if own else "Reject"
-        effects = [f"{verb} refund proposal #{proposal.pk}: nothing is refunded; the proposal ends."]
+        effects = [f"{verb} {name[0].lower()}{name[1:]}: {nothing}; the proposal ends."]
         warnings = []
     return PaymentPreview(
         action=action,
@@ -306,4 +345,5 @@ def proposal_preview(
         refundable=s.refundable,
         owed=s.owed,
         proposal=proposal,
+        method=proposal.method,
     )

@@ -17,7 +17,14 @@ from bookings.states import BookingState
 from config.errors import NotFound, ValidationFailed
 from config.ids import row_id
 from payments import decisions
-from payments.models import OperationKind, OperationState, Payment, PaymentOperation, PaymentStatus
+from payments.models import (
+    OperationKind,
+    OperationState,
+    OutsideMethod,
+    Payment,
+    PaymentOperation,
+    PaymentStatus,
+)
 from payments.money import RefusedAmount, to_minor
 from payments.services.runs import booking_facts
 from reconciliation.models import ProposalState, RefundProposal
@@ -66,7 +73,8 @@ PAYMENT_ACTIONS: dict[str, dict[str, str]] = {
 WITHDRAW_TITLE = "Withdraw the refund"
 # The timeline rows that say support asked for a refund (directly, or by approving a proposal).
 SUPPORT_REFUND_KINDS = (PAYMENT_ACTIONS[REFUND]["kind"], PAYMENT_ACTIONS[APPROVE]["kind"])
-# A refund above the approval amount is proposed (this row), then approved (APPROVE's).
+# A refund above the approval amount is proposed (this row), then approved (APPROVE's); so is a
+# refund paid another way (the row's data says `proposal_kind` outside and the method).
 PROPOSED_KIND = "support.refund_proposed"
 # Who may see the provider's ids (the intent, its refunds) and its live answer's details.
 PROVIDER_TRUTH_PERMISSION = "payments.view_provider_truth"
@@ -80,6 +88,7 @@ class PaymentActionResult(ActionResult):
     operation_key: str = ""
     operation_state: str = ""
     proposal_id: int | None = None
+    method: str = ""  # how a refund paid another way was paid (recorded or proposed)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -87,6 +96,7 @@ class PaymentActionResult(ActionResult):
             "operation": self.operation_key or None,
             "operation_state": self.operation_state or None,
             "proposal": self.proposal_id,
+            "method": self.method or None,
         }
 
     def with_operation(self, operation: PaymentOperation | None, message: str) -> PaymentActionResult:
@@ -98,6 +108,20 @@ class PaymentActionResult(ActionResult):
 def approval_above() -> Decimal:
     """Refunds above this amount (in the payment's currency) need a second person's approval."""
     return Decimal(settings.PAYMENTS_REFUND_APPROVAL_ABOVE)
+
+
+def parse_method(value: object) -> str:
+    """How a refund paid another way was paid, as support chose it (`bank_transfer`, `cash`,
+    `voucher`, `other`), refused unless one of them."""
+    method = str(value or "").strip()
+    if method not in OutsideMethod.values:
+        choices = ", ".join(OutsideMethod.values)
+        words = f"Say how it was paid: one of {choices}."
+        raise ValidationFailed(
+            f"{method!r} is not one of the ways support pays another way: {choices}." if method else words,
+            fields={"method": [words]},
+        )
+    return method
 
 
 def parse_amount(value: object, currency: str) -> Decimal:
@@ -162,29 +186,39 @@ class PaymentSituation:
 
     @property
     def support_proposed(self) -> Decimal:
-        """What a proposal waiting for this payment would refund."""
+        """What a proposal waiting for this payment would give back."""
         pending = self.pending_proposal
         return pending.amount if pending is not None else Decimal("0.00")
 
-    def support_total(self, amount: Decimal) -> Decimal:
-        """What support would have refunded of this payment with `amount`: the rule's measure."""
-        return self.support_refunded + self.support_proposed + amount
+    @property
+    def support_outside(self) -> Decimal:
+        """What support recorded as paid back another way (nobody else records it): money given
+        back by support's say-so as much as a refund, so the rule counts it with them."""
+        return self.payment.refunded_outside if self.payment is not None else Decimal("0.00")
 
-    def approval_words(self, amount: Decimal) -> str:
-        """Why a refund of `amount` needs a second person, in words ('... above 200.00 EUR')."""
+    def support_total(self, amount: Decimal) -> Decimal:
+        """What support would have given back of this payment with `amount` (through the provider
+        or another way): the rule's measure."""
+        return self.support_refunded + self.support_outside + self.support_proposed + amount
+
+    def approval_words(self, amount: Decimal, *, outside: bool = False) -> str:
+        """Why giving back `amount` (a refund, or with `outside` one paid another way) needs a
+        second person, in words ('... above 200.00 EUR')."""
         money = self.currency
+        what = f"{amount} {money} paid back another way" if outside else f"a refund of {amount} {money}"
         before = [
-            f"{value} {money} {what}"
-            for value, what in (
+            f"{value} {money} {words}"
+            for value, words in (
                 (self.support_refunded, "support refunded before"),
+                (self.support_outside, "paid back another way before"),
                 (self.support_proposed, "proposed and waiting"),
             )
             if value
         ]
         if not before:
-            return f"a refund of {amount} {money} is above {approval_above()} {money}"
+            return f"{what} is above {approval_above()} {money}"
         return (
-            f"a refund of {amount} {money}, with {' and '.join(before)}, comes to "
+            f"{what}, with {' and '.join(before)}, comes to "
             f"{self.support_total(amount)} {money}: above {approval_above()} {money}"
         )
 
@@ -230,8 +264,9 @@ class PaymentSituation:
         return expires is not None and expires <= timezone.now()
 
     def needs_approval(self, amount: Decimal) -> bool:
-        """The two-person rule: support's refunds of this payment (made, under way, or proposed
-        and waiting) with this one come to more than the approval amount."""
+        """The two-person rule: what support gave back of this payment (refunds made or under
+        way, money recorded as paid back another way, a proposal waiting) with this amount comes
+        to more than the approval amount."""
         return self.support_total(amount) > approval_above()
 
 
@@ -279,7 +314,7 @@ def refund_refusal(s: PaymentSituation, amount: Decimal | None = None) -> str:
         if s.needs_approval(amount) and s.pending_proposal is not None:
             pending = s.pending_proposal
             return (
-                f"Refund proposal #{pending.pk} of {pending.amount} {pending.currency} by "
+                f"{pending.name} of {pending.amount} {pending.currency} by "
                 f"{pending.proposed_by_label} waits for approval: approve or reject it first."
             )
     return ""
@@ -300,10 +335,14 @@ def outside_refusal(s: PaymentSituation, amount: Decimal | None = None) -> str:
         )
     pending = s.pending_proposal
     if pending is not None:
+        again = (
+            "approved, it would record money paid back another way too"
+            if pending.outside
+            else "approved, it would give the money back through the provider too"
+        )
         return (
-            f"Refund proposal #{pending.pk} of {pending.amount} {pending.currency} by "
-            f"{pending.proposed_by_label} waits for approval: approved, it would give the money back "
-            "through the provider too. Reject it (or approve it) first."
+            f"{pending.name} of {pending.amount} {pending.currency} by "
+            f"{pending.proposed_by_label} waits for approval: {again}. Reject it (or approve it) first."
         )
     if amount is not None and amount > s.owed_back:
         return (
@@ -369,16 +408,26 @@ def refusal(action: str, s: PaymentSituation, *, amount: Decimal | None = None) 
 
 
 def proposal_refusal(proposal: RefundProposal, s: PaymentSituation) -> str:
-    """Why a pending proposal cannot be approved now ('' when it can)."""
+    """Why a pending proposal cannot be approved now ('' when it can): for a refund paid another
+    way, unless what the card's refused refunds owe now still covers it (a refund through the
+    provider since may have given some back)."""
     if proposal.state != ProposalState.PENDING:
         return (
-            f"Refund proposal #{proposal.pk} was already {proposal.state} by {proposal.decided_by_label} "
+            f"{proposal.name} was already {proposal.state} by {proposal.decided_by_label} "
             f"at {proposal.decided_at:%Y-%m-%d %H:%M:%S} UTC."
         )
     why = _common(s)
     if why:
         return why
-    why = amount_refusal(s, proposal.amount)
+    if proposal.outside:
+        why = (
+            f"Only {s.owed_back} {s.currency} is owed back now after refunds the card refused: "
+            f"{proposal.amount} {proposal.currency} paid another way is more than is owed."
+            if proposal.amount > s.owed_back
+            else ""
+        )
+    else:
+        why = amount_refusal(s, proposal.amount)
     return f"{why} Reject the proposal (a smaller one may be proposed)." if why else ""
 
 
