@@ -18,6 +18,11 @@ transaction) moves no money and is not a refund here.
 
 A mismatch on a payment whose operation is still open is reported with `open_operation`: the
 provider may be ahead of us until that operation settles.
+
+Money support paid back another way that day (a refund the card refused, paid by bank transfer,
+cash, a voucher: `payments/services/outside.py`) is listed in a section of its own, each
+recording with how it was paid and who recorded (and approved) it. The provider never saw it, so
+it is compared with nothing and is no mismatch; finance reconciles it against its own books.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from payments import connector, decisions
 from payments.connector import REFUND_FAILED, REFUND_MADE, IntentTruth
 from payments.models import OperationKind, OperationState, Payment, PaymentOperation
 from payments.money import RefusedAmount, from_minor
+from payments.services.outside import OutsideRefund, outside_refunds
 
 logger = logging.getLogger(__name__)
 
@@ -108,9 +114,19 @@ class Settlement:
     provider_refunds_listed: int = 0
     totals: dict[str, Totals] = field(default_factory=dict)
     mismatches: list[Mismatch] = field(default_factory=list)
+    # Recorded that day as paid back another way: not the provider's, compared with nothing.
+    paid_outside: list[OutsideRefund] = field(default_factory=list)
 
     def total(self, currency: str) -> Totals:
         return self.totals.setdefault(currency, Totals(currency))
+
+    @property
+    def paid_outside_totals(self) -> dict[str, Decimal]:
+        """What was paid back another way that day, per currency."""
+        sums: dict[str, Decimal] = {}
+        for recorded in self.paid_outside:
+            sums[recorded.currency] = sums.get(recorded.currency, Decimal("0.00")) + recorded.amount
+        return dict(sorted(sums.items()))
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -121,6 +137,8 @@ class Settlement:
             "provider_refunds_listed": self.provider_refunds_listed,
             "totals": {currency: t.as_dict() for currency, t in sorted(self.totals.items())},
             "mismatches": [m.as_dict() for m in self.mismatches],
+            "paid_outside": [o.as_dict() for o in self.paid_outside],
+            "paid_outside_totals": {currency: str(v) for currency, v in self.paid_outside_totals.items()},
         }
 
 
@@ -275,6 +293,7 @@ def settle_day(day: date) -> Settlement:
             _compare(report, payment, intent, open_operation=payment.pk in open_ops)
 
     _compare_refunds(report, money_refunds, start, end, by_intent)
+    report.paid_outside = outside_refunds(start=start, end=end)
     return report
 
 

@@ -404,6 +404,15 @@ def test_a_refund_the_card_cannot_take_paid_another_way_is_recorded_told_once_ea
     assert side.live and [p.name for p in side.pairs if p.mismatch] == []
     report = settle_day(timezone.now().date())
     assert [m for m in report.mismatches if m.intent == intent["id"] or m.booking == booking.reference] == []
+    # and lists it apart, as the money it is: how, by whom
+    assert [
+        (o.amount, o.method, o.recorded_by, o.approved_by)
+        for o in report.paid_outside
+        if o.booking == booking.reference
+    ] == [
+        (Decimal("100.00"), "bank_transfer", who.label, ""),
+        (Decimal("260.00"), "bank_transfer", who.label, approver.label),
+    ]
 
     # the customer: the page and the API no longer say we owe them; one mail per recording
     web = Client()

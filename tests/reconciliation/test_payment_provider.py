@@ -3,8 +3,8 @@ sandbox's `payments` profile through the pinned SDK): a refund, a retried captur
 approved proposal each asked once under the payments app's own key and settled by its run, as the
 provider's ground truth shows; the console's live read degrading when the provider is down or slow;
 `refund_payment`, `capture_payment`, `void_payment`, `approve_refund` with their preview, permission,
-confirmation and JSON; `reconcile_payments` finding planted mismatches (and a clean day settling);
-`payment_health`."""
+confirmation and JSON; `reconcile_payments` finding planted mismatches (and a clean day settling),
+and listing apart, as no mismatch, the money support paid back another way that day; `payment_health`."""
 
 from __future__ import annotations
 
@@ -465,6 +465,8 @@ def test_a_day_that_settles_has_no_mismatch(provider, groups):
 
     assert (code, report["mismatches"]) == (0, [])
     assert "The day settles: no mismatch." in text
+    assert (report["paid_outside"], report["paid_outside_totals"]) == ([], {})
+    assert f"Paid back another way on {timezone.now().date().isoformat()}: nothing." in text
     assert (report["intents_compared"], report["refunds_compared"]) == (1, 1)
     assert report["totals"]["EUR"] == {
         "currency": "EUR",
@@ -514,6 +516,85 @@ def test_a_refund_the_card_refused_settles_as_failed_on_both_sides_and_as_given_
     assert (code, after["mismatches"], after["refunds_compared"]) == (0, [], 1)
     assert after["totals"]["EUR"]["refunded_on_day_ours"] == "0.00"
     assert after["totals"]["EUR"]["refunded_on_day_provider"] == "0.00"
+
+
+def test_money_paid_back_another_way_is_listed_apart_and_is_no_mismatch(provider, groups):
+    """A refund of 300 (proposed, approved) the card refuses; support pays the customer 100 by bank
+    transfer (one step) and 200 in cash (proposed, approved): the provider never saw either, so
+    neither is a mismatch, and the day's report lists both, how and by whom, in text and JSON.
+    Before, the report said nothing of them: money left the business with no line for finance."""
+    payment = paid_at_provider(method="pm_card_refundFail")
+    proposer, approver = ops(groups), ops(groups, "approver")
+    provider.set_faults(time_scale=30)  # the refund fails one second after it is made
+    proposed = money.support_refund(
+        booking_id=payment.booking_id,
+        operator=Operator.for_user(proposer),
+        token=new_token(),
+        amount="300",
+        note="the stay was cut short",
+    )
+    money.support_refund_approve(
+        proposal_id=proposed.proposal_id, operator=Operator.for_user(approver), token=new_token(), inline=True
+    )
+    [failed] = wait_until(
+        lambda: [
+            r for r in provider.payments(payment.provider_intent_id)["refunds"] if r["status"] == "failed"
+        ],
+        what="the refund to fail at the provider",
+    )
+    with transaction.atomic():
+        booking = lock_booking(payment.booking_id)
+        refund_truth_apply(
+            booking=booking,
+            payment=lock_payment(booking),
+            refund=connector.refund_truth(failed, "EUR"),
+            source="test",
+            actor="worker",
+        )
+    payment.refresh_from_db()
+    assert payment.failed_refunds_owed == Decimal("300.00")
+    reference = payment.booking.reference
+    run(
+        "record_outside_refund",
+        reference,
+        *("--amount", "100", "--method", "bank_transfer", "--note", "TRF-2026-0007", "--yes"),
+        *("--as", proposer.username),
+    )
+    cash = json.loads(
+        run(
+            "record_outside_refund",
+            reference,
+            *("--amount", "200", "--method", "cash", "--note", "receipt 4411", "--yes", "--json"),
+            *("--as", proposer.username),
+        )
+    )
+    run("approve_refund", str(cash["results"][0]["result"]["proposal"]), "--yes", "--as", approver.username)
+    day = timezone.now().date().isoformat()
+
+    report, code = _reconcile(day)
+    text = run("reconcile_payments", "--date", day)
+
+    assert (code, report["mismatches"]) == (0, [])
+    assert [
+        (o["booking"], o["amount"], o["method"], o["recorded_by"], o["approved_by"])
+        for o in report["paid_outside"]
+    ] == [
+        (reference, "100.00", "bank_transfer", proposer.username, None),
+        (reference, "200.00", "cash", proposer.username, approver.username),
+    ]
+    assert report["paid_outside_totals"] == {"EUR": "300.00"}
+    # the provider's figures stay the provider's: nothing given back there
+    assert report["totals"]["EUR"]["refunded_on_day_ours"] == "0.00"
+    assert report["totals"]["EUR"]["refunded_on_day_provider"] == "0.00"
+    assert "The day settles: no mismatch." in text
+    assert f"Paid back another way on {day} (not through the provider: not compared, no mismatch)" in text
+    assert re.search(rf"{reference}\s*│ 100\.00 EUR\s*│ Bank transfer\s*│ {proposer.username}\s*│ -", text), (
+        text
+    )
+    assert re.search(
+        rf"{reference}\s*│ 200\.00 EUR\s*│ Cash\s*│ {proposer.username}\s*│ {approver.username}", text
+    )
+    assert "2 recording(s), 300.00 EUR in all." in text
 
 
 def test_reconcile_payments_finds_every_planted_mismatch(provider, groups):

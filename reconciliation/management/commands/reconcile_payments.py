@@ -1,4 +1,5 @@
-"""A day's settlement report: our payment ledger beside the provider's listing, every mismatch."""
+"""A day's settlement report: our payment ledger beside the provider's listing, every mismatch, and
+the money support paid back another way that day (not the provider's: no mismatch)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,11 @@ from datetime import date, timedelta
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
+from rich.console import Console
 
 from bookings.dates import NotADate, parse_date
 from reconciliation.management.commands._ops import console_for, dump, rows_table
-from reconciliation.services.settlement import KINDS, ProviderUnavailable, settle_day
+from reconciliation.services.settlement import KINDS, ProviderUnavailable, Settlement, settle_day
 
 # Exit codes: 0 the day settles, 1 mismatches were found, 2 the provider could not be read (its
 # listing, or an intent by its id), each read tried up to connector.READ_TRIES times.
@@ -39,12 +41,42 @@ def _day(text: str | None) -> date:
     return day
 
 
+def _print_paid_outside(console: Console, report: Settlement) -> None:
+    day = report.day.isoformat()
+    if not report.paid_outside:
+        console.print(f"Paid back another way on {day}: nothing.")
+        return
+    console.print(f"Paid back another way on {day} (not through the provider: not compared, no mismatch):")
+    console.print(
+        rows_table(
+            "",
+            ["booking", "amount", "method", "recorded by", "approved by", "at (UTC)"],
+            [
+                (
+                    o.booking,
+                    f"{o.amount} {o.currency}",
+                    o.method_label,
+                    o.recorded_by,
+                    o.approved_by or "-",
+                    f"{o.at:%H:%M:%S}",
+                )
+                for o in report.paid_outside
+            ],
+        )
+    )
+    totals = ", ".join(f"{amount} {currency}" for currency, amount in report.paid_outside_totals.items())
+    console.print(f"{len(report.paid_outside)} recording(s), {totals} in all.")
+
+
 class Command(BaseCommand):
     help = (
         "Compare our payment ledger for a UTC day (every payment an operation of ours touched, every refund "
         "that succeeded) with the provider's listing of the intents and refunds created that day, like a "
         "settlement report, and list every mismatch: an intent or refund on one side only, a status or an "
-        "amount that differs. Exit status 0 when the day settles, 1 when there are mismatches (so a cron job "
+        "amount that differs; and, in a section of its own, what support recorded that day as paid back "
+        "another way (a refund the card refused, paid by bank transfer, cash, a voucher: booking, amount, "
+        "method, who recorded and approved it), which the provider never saw and is no mismatch. "
+        "Exit status 0 when the day settles, 1 when there are mismatches (so a cron job "
         "can alert), 2 when the provider could not be read (each read is asked again, up to 3 tries in all, "
         "after a 5xx, a timeout or a 429)."
     )
@@ -92,6 +124,7 @@ class Command(BaseCommand):
                 f"the provider listed {report.provider_intents_listed} intent(s) and "
                 f"{report.provider_refunds_listed} refund(s) made that day."
             )
+            _print_paid_outside(console, report)
             if report.mismatches:
                 console.print(
                     rows_table(
