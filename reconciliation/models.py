@@ -107,14 +107,20 @@ class RefundProposal(models.Model):
     def pending(self) -> bool:
         return self.state == ProposalState.PENDING
 
+    def proposed_by_same(self, user_id: int | None, label: str) -> bool:
+        """Whether this person proposed it: by account where both have one, else by name (a
+        proposal made at the shell has no account). The one rule for who may not approve their
+        own and who withdraws rather than rejects."""
+        if user_id is not None and self.proposed_by_id is not None:
+            return self.proposed_by_id == user_id
+        return self.proposed_by_label == label
+
     @property
     def withdrawn(self) -> bool:
-        """Rejected by its own proposer (by account, else by name, as `same_person` tells)."""
-        if self.state != ProposalState.REJECTED:
-            return False
-        if self.proposed_by_id is not None and self.decided_by_id is not None:
-            return self.proposed_by_id == self.decided_by_id
-        return self.decided_by_label == self.proposed_by_label
+        """Rejected by its own proposer."""
+        return self.state == ProposalState.REJECTED and self.proposed_by_same(
+            self.decided_by_id, self.decided_by_label
+        )
 
     @property
     def outside(self) -> bool:

@@ -113,8 +113,11 @@ class SkewVerdict:
         if self.estimate_ms is None:
             return "not measured"
         bound = "" if self.uncertainty_ms is None else _seconds(self.uncertainty_ms)
-        if self.beyond_doubt_ms == 0:
+        if self.beyond_doubt_ms == 0 and bound:
             return f"clock within ±{bound} s"
+        if _seconds(abs(self.estimate_ms)) == "0.0":
+            # Kept before bounds were (no uncertainty yet) and too small to say a side.
+            return "clock agrees to 0.1 s (no bound measured yet)"
         side = "ahead by" if self.estimate_ms > 0 else "behind by"
         return f"{side} {_seconds(abs(self.estimate_ms))} s" + (f" (±{bound})" if bound else "")
 

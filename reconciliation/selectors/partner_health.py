@@ -94,8 +94,9 @@ class PartnerHealth:
             "circuit": self.circuit,
             # Beyond its uncertainty, else 0 (None: never measured); the estimate and its bound
             # as they stand, and what they let us say.
-            "clock_skew_ms": self.clock_skew.beyond_doubt_ms,
-            "clock_skew_estimate_ms": self.partner.clock_skew_ms,
+            # The estimate, as before bounds were measured and as the partner's row keeps it.
+            "clock_skew_ms": self.partner.clock_skew_ms,
+            "clock_skew_beyond_doubt_ms": self.clock_skew.beyond_doubt_ms,
             "clock_skew_uncertainty_ms": self.partner.clock_skew_uncertainty_ms,
             "clock_skew": self.clock_skew.text,
             "clock_skew_measured_at": (

@@ -124,6 +124,8 @@ def test_a_fresh_copy_of_the_partner_skips_the_write_without_a_query(django_asse
         (600_200, 600, 600_200, "ahead by 600.2 s (±0.6)"),
         (-3_100, 1_200, -3_100, "behind by 3.1 s (±1.2)"),
         (750, None, 750, "ahead by 0.8 s"),  # measured before bounds were kept
+        (0, None, 0, "clock agrees to 0.1 s (no bound measured yet)"),
+        (-40, None, -40, "clock agrees to 0.1 s (no bound measured yet)"),
     ],
 )
 def test_a_skew_is_said_only_beyond_its_uncertainty(estimate, bound, beyond_doubt, text):

@@ -432,10 +432,8 @@ def proposal_refusal(proposal: RefundProposal, s: PaymentSituation) -> str:
 
 
 def same_person(proposal: RefundProposal, user: Any, label: str) -> bool:
-    """Whether the operator is the one who proposed it (by account, else by their label)."""
-    if user is not None and proposal.proposed_by_id is not None:
-        return proposal.proposed_by_id == user.pk
-    return proposal.proposed_by_label == label
+    """Whether the operator is the one who proposed it (`RefundProposal.proposed_by_same`)."""
+    return proposal.proposed_by_same(user.pk if user is not None else None, label)
 
 
 def proposal_by_id(proposal_id: object) -> RefundProposal:
