@@ -13,7 +13,22 @@ from django.db import connection
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.http import require_GET
 
+from config.logging import AtMostEvery, one_line
+
 logger = logging.getLogger(__name__)
+
+
+# A probe asks every few seconds through an outage: one line each, a traceback once a minute.
+_tracebacks = {"database": AtMostEvery(60.0), "broker": AtMostEvery(60.0)}
+
+
+def _failed(check: str, exception: Exception) -> bool:
+    logger.warning(
+        f"healthz {check} check failed",
+        exc_info=exception if _tracebacks[check].due() else None,
+        extra={"error": one_line(exception)},
+    )
+    return False
 
 
 def _database_ok() -> bool:
@@ -21,17 +36,15 @@ def _database_ok() -> bool:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
         return True
-    except Exception:
-        logger.warning("healthz database check failed", exc_info=True)
-        return False
+    except Exception as exc:  # noqa: BLE001 - whatever fails is "not healthy", logged in _failed
+        return _failed("database", exc)
 
 
 def _broker_ok() -> bool:
     try:
         return bool(dramatiq.get_broker().client.ping())
-    except Exception:
-        logger.warning("healthz broker check failed", exc_info=True)
-        return False
+    except Exception as exc:  # noqa: BLE001 - whatever fails is "not healthy", logged in _failed
+        return _failed("broker", exc)
 
 
 @require_GET
@@ -39,8 +52,10 @@ def healthz(request: HttpRequest) -> JsonResponse:
     checks = {"database": _database_ok(), "broker": _broker_ok()}
     if all(checks.values()):
         return JsonResponse({"status": "ok", "checks": checks})
-    return JsonResponse(
+    response = JsonResponse(
         {"status": "unavailable", "checks": checks},
         status=503,
         headers={"Retry-After": str(settings.UNAVAILABLE_RETRY_AFTER_S)},
     )
+    response._has_been_logged = True  # the warning above said why; django.request logs no ERROR for it
+    return response

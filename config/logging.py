@@ -15,6 +15,9 @@ import contextlib
 import contextvars
 import json
 import logging
+import math
+import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -37,6 +40,32 @@ def log_context(**fields: Any) -> Iterator[None]:
 
 def current_context() -> dict[str, Any]:
     return dict(_context.get() or {})
+
+
+def one_line(exception: BaseException) -> str:
+    """`OperationalError: connection failed: ...`: the type and the message's first line (psycopg's
+    messages go on with hints and details on further lines)."""
+    lines = str(exception).strip().splitlines()
+    return f"{type(exception).__name__}: {lines[0]}" if lines else type(exception).__name__
+
+
+class AtMostEvery:
+    """`due()` is true at most once per `interval_s` in this process, whichever thread asks: for
+    what a condition that repeats on every request (an outage) should log once in a while only,
+    such as its traceback."""
+
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s = interval_s
+        self._last = -math.inf
+        self._lock = threading.Lock()
+
+    def due(self) -> bool:
+        with self._lock:
+            now = time.monotonic()
+            if now - self._last < self.interval_s:
+                return False
+            self._last = now
+            return True
 
 
 class ContextFilter(logging.Filter):

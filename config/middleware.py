@@ -15,6 +15,7 @@ from django.template.loader import render_to_string
 from django.utils.http import escape_leading_slashes
 
 from config.errors import error_response, status_error_response
+from config.logging import AtMostEvery, one_line
 
 logger = logging.getLogger(__name__)
 
@@ -23,6 +24,9 @@ JSON_CLIENT_PATHS = ("/api/", "/partners/", "/payments/")
 # Headers that still mean something on the error that replaces a response.
 _KEPT_HEADERS = ("Allow", "Retry-After")
 _READS = ("GET", "HEAD", "OPTIONS")
+# While the database is away every request fails the same way: one traceback per process a
+# minute shows where, the other lines only what.
+_tracebacks = AtMostEvery(60.0)
 
 
 class JsonErrorsMiddleware:
@@ -105,6 +109,10 @@ class DatabaseUnavailableMiddleware:
     error shape, pages with a plain page that needs no database. What the request had begun to
     write was in a transaction the database rolls back; the next request connects again
     (`CONN_HEALTH_CHECKS`), so the service recovers without a restart.
+
+    An outage answers every request this way, so each 503 logs one warning line with the error's
+    first line, and its traceback at most once a minute per process; the 503 is not logged again
+    by `django.request`, which logs every 5xx as an ERROR.
     """
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
@@ -116,9 +124,16 @@ class DatabaseUnavailableMiddleware:
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         if not isinstance(exception, OperationalError | InterfaceError):
             return None
-        logger.warning("database unavailable: answered 503", exc_info=exception, extra={"path": request.path})
+        logger.warning(
+            "database unavailable: answered 503",
+            exc_info=exception if _tracebacks.due() else None,
+            extra={"path": request.path, "error": one_line(exception)},
+        )
         headers = {"Retry-After": str(settings.UNAVAILABLE_RETRY_AFTER_S)}
         if request.path_info.startswith(JSON_CLIENT_PATHS):
             message = "The service is briefly unavailable; retry after Retry-After seconds."
-            return error_response(503, "service_unavailable", message, headers=headers)
-        return HttpResponse(render_to_string("503.html"), status=503, headers=headers)
+            response = error_response(503, "service_unavailable", message, headers=headers)
+        else:
+            response = HttpResponse(render_to_string("503.html"), status=503, headers=headers)
+        response._has_been_logged = True  # Django's mark: django.request logs no ERROR for it
+        return response

@@ -1,14 +1,18 @@
-"""Health endpoint and log format."""
+"""Health endpoint and log format, and what an outage of the database logs."""
 
 from __future__ import annotations
 
 import logging
+import time
+from types import SimpleNamespace
 
 import dramatiq
 import pytest
 import redis
+from django.db import OperationalError
 
-from config.logging import ContextFilter, KeyValueFormatter, log_context
+from config.logging import AtMostEvery, ContextFilter, KeyValueFormatter, log_context
+from tests.factories import TokenFactory, UserFactory
 
 
 @pytest.mark.django_db
@@ -47,3 +51,71 @@ def test_log_context_is_scoped():
         pass
     ContextFilter().filter(record)
     assert "booking=" not in KeyValueFormatter().format(record)
+
+
+# --- A database outage in the log ---------------------------------------------------------------
+# psycopg's message for a server that refuses: a first line, then a hint.
+REFUSED = (
+    'connection failed: connection to server at "10.0.0.5", port 5432 failed: Connection refused\n'
+    "\tIs the server running on that host and accepting TCP/IP connections?"
+)
+
+
+@pytest.fixture
+def database_unreachable(monkeypatch):
+    """Every query of the offers endpoint, the home page and /healthz fails as against a database
+    that is down; each log's traceback allowance starts afresh."""
+
+    def refused(*args, **kwargs):
+        raise OperationalError(REFUSED)
+
+    monkeypatch.setattr("bookings.api.views.selectors.bookable_offers", refused)
+    monkeypatch.setattr("bookings.web.views.selectors.bookable_offers", refused)
+    monkeypatch.setattr("config.health.connection", SimpleNamespace(cursor=refused))
+    monkeypatch.setattr("config.middleware._tracebacks", AtMostEvery(60.0))
+    monkeypatch.setattr(
+        "config.health._tracebacks", {"database": AtMostEvery(60.0), "broker": AtMostEvery(60.0)}
+    )
+
+
+@pytest.mark.django_db
+def test_each_503_of_a_database_outage_logs_one_line_and_a_traceback_once_in_a_while(
+    client, broker, database_unreachable, caplog
+):
+    customer = UserFactory()
+    token = TokenFactory(user=customer).key
+    with caplog.at_level(logging.INFO):
+        answers = [
+            client.get("/api/v1/offers", headers={"Authorization": f"Token {token}"}),
+            client.get("/"),
+            client.get("/api/v1/offers", headers={"Authorization": f"Token {token}"}),
+            client.get("/healthz"),
+            client.get("/healthz"),
+        ]
+
+    assert [a.status_code for a in answers] == [503] * 5
+    assert all(a.headers["Retry-After"] for a in answers)
+    # No ERROR line for an answer given on purpose (django.request logs every other 5xx as one).
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+    summary = f"OperationalError: {REFUSED.splitlines()[0]}"
+    unavailable = [r for r in caplog.records if r.name == "config.middleware"]
+    assert [(r.levelname, r.getMessage(), r.error, r.path) for r in unavailable] == [
+        ("WARNING", "database unavailable: answered 503", summary, path)
+        for path in ("/api/v1/offers", "/", "/api/v1/offers")
+    ]
+    health = [r for r in caplog.records if r.name == "config.health"]
+    assert [(r.levelname, r.getMessage(), r.error) for r in health] == [
+        ("WARNING", "healthz database check failed", summary)
+    ] * 2
+    # Where it failed: the first line of each says so; the others only what failed.
+    assert [bool(r.exc_info) for r in unavailable] == [True, False, False]
+    assert [bool(r.exc_info) for r in health] == [True, False]
+    line = KeyValueFormatter().format(unavailable[1])
+    assert "\n" not in line and "Traceback" not in line
+
+
+def test_a_condition_logs_its_detail_at_most_once_per_interval():
+    every = AtMostEvery(0.2)
+    assert [every.due(), every.due()] == [True, False]
+    time.sleep(0.25)
+    assert [every.due(), every.due()] == [True, False]
