@@ -109,6 +109,21 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
         "server_side_binding", env.bool("DB_SERVER_SIDE_BINDING", default=True)
     )
+    # libpq waits on the network for ever, and psycopg's own cap on connecting is 130 s: a server
+    # that does not answer (a dead host, a black-holed route after a failover) held every request
+    # thread, /healthz and static files included, instead of answering 503. Connecting gives up
+    # after DB_CONNECT_TIMEOUT_S; on an open connection, data the server does not acknowledge
+    # fails it after DB_TCP_USER_TIMEOUT_MS, and a wait for an answer is probed with keepalives.
+    # 0 leaves one to the system's default (none for the timeouts); DATABASE_URL's query wins.
+    for _option, _value in {
+        "connect_timeout": env.int("DB_CONNECT_TIMEOUT_S", default=5),
+        "keepalives": int(env.bool("DB_KEEPALIVES", default=True)),
+        "keepalives_idle": env.int("DB_KEEPALIVES_IDLE_S", default=10),
+        "keepalives_interval": env.int("DB_KEEPALIVES_INTERVAL_S", default=5),
+        "keepalives_count": env.int("DB_KEEPALIVES_COUNT", default=3),
+        "tcp_user_timeout": env.int("DB_TCP_USER_TIMEOUT_MS", default=10_000),
+    }.items():
+        DATABASES["default"]["OPTIONS"].setdefault(_option, _value)
 elif DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"].setdefault("OPTIONS", {}).update(
         {"transaction_mode": "IMMEDIATE", "timeout": 20, "init_command": "PRAGMA journal_mode=WAL;"}
