@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -61,3 +62,25 @@ def test_embedded_redis_starts_a_real_server_and_stops_it_without_leftovers(tmp_
     assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
     with pytest.raises(redis.ConnectionError):
         redis.Redis(unix_socket_path=str(server.socket), socket_timeout=1).ping()
+
+
+def test_postgres_connections_get_network_timeouts_and_the_database_urls_own_parameters_win():
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.settings.dev",
+        "DATABASE_URL": "postgres://app@db.internal:5432/bookings?connect_timeout=9&tcp_user_timeout=0",
+        "DB_KEEPALIVES_IDLE_S": "7",
+    }
+    code = "import json; from django.conf import settings; "
+    code += "print(json.dumps(settings.DATABASES['default']['OPTIONS']))"
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {
+        "connect_timeout": 9,  # the URL's
+        "tcp_user_timeout": 0,  # the URL's: the system's default
+        "server_side_binding": True,
+        "keepalives": 1,
+        "keepalives_idle": 7,  # the variable's
+        "keepalives_interval": 5,
+        "keepalives_count": 3,
+    }
