@@ -191,6 +191,12 @@ def initial(booking: Booking, *, payment: PaymentFacts | None) -> None:
     booking.customer_money = view.money.as_json() if view.money else {}
 
 
+def created(booking: Booking) -> None:
+    """Publish a new booking's first view once its insert commits, as `save_row` does a change:
+    the customer's "my bookings" learns of it at once, not at a worker's first move of it."""
+    live.publish_after_commit(booking)
+
+
 # Views that automation may still change without the customer doing anything.
 _UNSETTLED = frozenset({CustomerStatus.PENDING, CustomerStatus.CANCELLING, CustomerStatus.DISRUPTED})
 # Money the provider still holds undecided: it will be charged or released (or, a charge's outcome

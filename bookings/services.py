@@ -317,6 +317,8 @@ def booking_create(*, customer, request: BookingRequest, idempotency_key: str) -
                     code="quote_booked_otherwise",
                 ) from None
             raise
+        # Published before the next step is queued: its worker's first change comes after it.
+        customer_view.created(booking)
         if rows:
             ports.payment_run_on_commit(booking.pk)  # the partner is asked once the money is held
         else:

@@ -19,14 +19,16 @@ import pytest
 import redis
 from django.conf import settings
 from django.db import connection
+from django.http.response import HttpResponseBase
 from django.test import Client
+from rest_framework.test import APIClient
 
 from bookings import live
 from bookings.models import Booking
 from bookings.states import BookingState
 from config import embedded_redis
-from tests.bookings.conftest import IS_POSTGRES
-from tests.factories import BookingFactory, TokenFactory, UserFactory
+from tests.bookings.conftest import IS_POSTGRES, post_booking, stay_body
+from tests.factories import BookingFactory, OfferFactory, QuoteFactory, TokenFactory, UserFactory
 from tests.helpers import wait_until
 from tests.streams import STOPPED_CLEANLY, ServerProcess, SseStream, move, start_events, subscriptions
 
@@ -164,6 +166,68 @@ def test_my_bookings_stream_numbers_the_customers_changes_and_resumes_by_that_nu
         (second.reference, 2),
     }
     assert resumed[-1].id == 3
+
+
+# --- a new booking reaches the stream -------------------------------------------------------------
+# Every way a booking is made: by the API or the quote page, without or with a card.
+WAYS = [("api", ""), ("api", "pm_card_visa"), ("page", ""), ("page", "pm_card_visa")]
+
+
+def booking_request(way: str, token, card: str, key: str) -> Callable[[], HttpResponseBase]:
+    """A new booking's request as the API client or the quote page sends it; sent again, it is a
+    replay (the same Idempotency-Key and body)."""
+    customer, offer = token.user, OfferFactory()
+    if way == "api":
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+        body = stay_body(offer, **({"payment_method": card} if card else {}))
+        return lambda: post_booking(client, body, key=key)
+    quote = QuoteFactory(customer=customer, offer=offer)
+    browser = Client()
+    browser.force_login(customer)
+    return lambda: browser.post(f"/quotes/{quote.pk}/book/", {"idempotency_key": key, "payment_method": card})
+
+
+def test_a_new_booking_reaches_my_bookings_stream_within_a_second_and_once_however_it_is_made(
+    open_stream, ada, broker, tmp_path
+):
+    # an events process whose heartbeat is a minute away: what its stream gets at once was published
+    events = start_events(tmp_path, LIVE_HEARTBEAT_S="60")
+    listener = redis.Redis.from_url(settings.REDIS_URL).pubsub()
+    try:
+        token = TokenFactory(user=ada)
+        booking_of(ada)  # an earlier booking, at version 1
+        mine = open_stream(events, MY_BOOKINGS, token=token)
+        assert mine.next_event().id == 1  # subscribed, at the customer's sequence
+        listener.subscribe(live.customer_channel(ada.pk))
+        wait_until(
+            lambda: (listener.get_message(timeout=0.1) or {}).get("type") == "subscribe", what="subscribed"
+        )
+
+        for sequence, (way, card) in enumerate(WAYS, start=2):
+            key = f"new-by-{way}-{card or 'no-card'}"
+            send = booking_request(way, token, card, key)
+
+            # when the customer books (committed once answered)
+            answer = send()
+            answered_at = time.monotonic()
+            assert answer.status_code in (202, 302), answer.content
+            booking = Booking.objects.get(customer=ada, idempotency_key=key)
+
+            # then its first view reaches the stream at once, and the sequence moves by its one
+            new = mine.next_event(timeout_s=3)
+            assert new.at - answered_at < 1.0, (way, card)
+            assert (new.id, new.data) == (sequence, live.payload(booking))
+            assert new.data["status_version"] == 1
+            assert new.data["message_code"] == ("checking_payment" if card else "received")
+
+            # published once: a replay of the request is the same booking, and publishes nothing
+            assert send().status_code == answer.status_code
+            published = [listener.get_message(timeout=0.5) for _ in range(2)]
+            assert [json.loads(m["data"]) for m in published if m] == [live.payload(booking)], (way, card)
+    finally:
+        listener.close()
+        assert events.stop() in STOPPED_CLEANLY, events.log()
 
 
 def test_a_lost_publish_is_corrected_at_the_next_heartbeat(events, open_stream, ada, monkeypatch):
