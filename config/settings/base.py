@@ -36,6 +36,8 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    # Swagger UI's files as our own static files, pinned (SPECTACULAR_SETTINGS below).
+    "drf_spectacular_sidecar",
     "django_dramatiq",
     "django_fsm",
     "django_htmx",
@@ -308,6 +310,11 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    # /api/docs/ runs on our origin, where a customer's session cookie goes with every request:
+    # its script is ours, from our static files (drf-spectacular-sidecar, pinned), never a CDN's.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",  # no ReDoc page is served; one added would be ours too
 }
 
 # --- Booking rules ------------------------------------------------------------------------

@@ -3,7 +3,12 @@ customer API's contract (errors, the Idempotency-Key header, the polling headers
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import yaml
+from django.conf import settings
+from django.contrib.staticfiles import finders
 from django.core.management import call_command
 from rest_framework.test import APIClient
 
@@ -36,6 +41,31 @@ def test_the_schema_and_docs_are_served(db):
     assert schema.status_code == 200
     assert docs.status_code == 200
     assert "swagger-ui" in docs.content.decode()
+
+
+def test_the_docs_page_loads_nothing_but_files_of_our_own(db):
+    """The docs run on our origin, where a customer's session cookie goes with each request: a
+    script from anywhere else could act as them. Swagger UI's files are ours (the sidecar's,
+    pinned), and so is the page's own script, served apart from it."""
+    client = APIClient()
+
+    page = client.get("/api/docs/").content.decode()
+    loaded = re.findall(r'(?:src|href)="([^"]*)"', page)
+    script = client.get("/api/docs/", {"script": ""})
+
+    assert not re.search(r"(?:https?:)?//", page)  # nothing from another origin, pinned or not
+    assert "<script>" not in page  # no inline script either: only files of ours run
+    static = [url.removeprefix(settings.STATIC_URL) for url in loaded if url.startswith(settings.STATIC_URL)]
+    assert {Path(name).name for name in static} == {
+        "favicon-32x32.png",
+        "swagger-ui.css",
+        "swagger-ui-bundle.js",
+        "swagger-ui-standalone-preset.js",
+    }
+    assert all(finders.find(name) for name in static)  # collected with the rest
+    assert set(loaded) - {settings.STATIC_URL + name for name in static} == {"/api/docs/?script="}
+    assert (script.status_code, script["Content-Type"]) == (200, "application/javascript")
+    assert not re.search(r"https?://", script.content.decode())
 
 
 def operations(client) -> dict[str, dict]:
