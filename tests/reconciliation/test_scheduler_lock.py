@@ -1,4 +1,5 @@
-"""The sweeper lock survives a lost reply, and a holder never renews or frees another's lock.
+"""The sweeper lock survives a lost reply, and a holder never renews or frees another's lock;
+schedulers sweep once per interval between them, and one takes over when the other dies.
 
 The lost reply is made for real: a Redis of the test's own is stopped (SIGSTOP), so a request
 waits in its socket while the client gives up on its answer, and is carried out when the server
@@ -8,11 +9,14 @@ That is how both schedulers of the cluster chaos run skipped every round for the
 
 from __future__ import annotations
 
+import itertools
+import json
 import logging
 import os
 import signal
+import time
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from uuid import uuid4
 
@@ -26,8 +30,9 @@ from config.embedded_redis import EmbeddedRedis, with_socket_timeouts
 from reconciliation.management.commands.run_scheduler import LOCK_LOST, Command
 from reconciliation.sweeper_lock import SweeperLock
 from tests.helpers import wait_until
-from tests.own_servers import own_redis
+from tests.own_servers import ProjectProcesses, own_redis
 from tests.reconciliation.conftest import queued
+from tests.streams import database_url
 
 TTL_S = 60.0  # long, like the production lock's minute: nothing below waits for it to expire
 
@@ -111,3 +116,81 @@ def test_the_scheduler_whose_take_was_lost_sweeps_its_next_round_and_the_standby
     assert "another scheduler is sweeping; skipping this round" in messages
     assert LOCK_LOST not in messages
     assert cut_off.client.exists(name) == 0  # released after its sweep: the next round is anyone's
+    assert cut_off.client.exists(cut_off.swept_mark) == 1  # once the interval has passed
+
+
+def test_a_swept_round_holds_off_every_scheduler_for_its_interval_but_not_a_sweep_asked_for_now(server):
+    name = f"sweeper-lock-{uuid4().hex}"
+    swept, standby = _lock(server, name=name), _lock(server, name=name)
+    assert swept.take() is True
+    assert swept.finish(interval_s=TTL_S) is True
+
+    # nobody sweeps the round again, the one that swept it neither, until its interval ends
+    assert (standby.take(), swept.take()) == (False, False)
+    lock_s, mark_s = standby.free_in_s()
+    assert lock_s == 0 and TTL_S - 5 < mark_s <= TTL_S
+    # an operator's sweep now (`run_scheduler --once`) passes over the mark, never over a sweep
+    assert standby.take(now=True) is True
+    assert swept.take(now=True) is False
+    assert standby.finish(interval_s=0.2) is True
+    wait_until(lambda: swept.take(), what="the shorter mark to go", timeout_s=5)
+
+
+# --- one sweep per interval, however many schedulers -----------------------------------------------
+INTERVAL_S = 1.0
+
+
+def _sweeps(stack: ProjectProcesses, name: str) -> list[datetime]:
+    """When each of the scheduler's sweeps finished, by its JSON log."""
+    finished = []
+    for line in _log(stack, name).splitlines():
+        if line.startswith("{") and json.loads(line).get("message") == "sweep finished":
+            finished.append(datetime.fromisoformat(json.loads(line)["time"]))
+    return finished
+
+
+def test_two_schedulers_sweep_once_per_interval_between_them_and_either_takes_over(
+    server, transactional_db, tmp_path
+):
+    stack = ProjectProcesses(
+        tmp_path, {"DATABASE_URL": database_url(), "REDIS_URL": server.url, "LOG_FORMAT": "json"}
+    )
+    try:
+        # two schedulers (two machines), their rounds offset as two machines' are
+        stack.manage("a", "run_scheduler", "--interval", str(INTERVAL_S))
+        time.sleep(0.4)
+        stack.manage("b", "run_scheduler", "--interval", str(INTERVAL_S))
+        wait_until(
+            lambda: all("scheduler: sweeping every" in _log(stack, name) for name in "ab"),
+            what="both schedulers to start",
+            timeout_s=30,
+        )
+
+        # then the sweeps between them are an interval apart: not one per scheduler per round
+        wait_until(lambda: len(_all_sweeps(stack)) >= 8, what="eight sweeps", timeout_s=30)
+        assert [stack.started[name].poll() for name in "ab"] == [None, None]
+        sweeps = _all_sweeps(stack)
+        gaps = [(later - earlier).total_seconds() for (earlier, _), (later, _) in itertools.pairwise(sweeps)]
+        assert min(gaps) >= INTERVAL_S, sweeps
+
+        # and when the one that swept last dies, the other sweeps about an interval after it
+        last_at, last = sweeps[-1]
+        os.killpg(stack.started[last].pid, signal.SIGKILL)
+        other = "b" if last == "a" else "a"
+        wait_until(
+            lambda: any(at > last_at for at in _sweeps(stack, other)),
+            what="the other to take over",
+            timeout_s=10,
+        )
+        took_over = min(at for at in _sweeps(stack, other) if at > last_at)
+        assert (took_over - last_at).total_seconds() < 2 * INTERVAL_S
+    finally:
+        stack.stop_all()
+
+
+def _log(stack: ProjectProcesses, name: str) -> str:
+    return (stack.log_dir / f"{name}.log").read_text(errors="replace")
+
+
+def _all_sweeps(stack: ProjectProcesses) -> list[tuple[datetime, str]]:
+    return sorted((at, name) for name in "ab" for at in _sweeps(stack, name))

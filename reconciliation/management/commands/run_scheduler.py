@@ -1,9 +1,13 @@
 """The scheduler process: one sweep every RECONCILE_INTERVAL_S, by one scheduler at a time.
 
 Any number of schedulers may run (a standby on another machine): each round, the one that takes
-the sweeper lock sweeps and the others skip (reconciliation/sweeper_lock.py). The lock lasts
-LOCK_INTERVALS intervals and a sweep renews it as it progresses, so a scheduler that dies or is
-cut off mid-sweep is replaced within that time.
+the sweeper lock sweeps and the others skip (reconciliation/sweeper_lock.py). A sweep marks its
+round swept for one interval: no scheduler sweeps before that has passed, so together they sweep
+as often as one scheduler would, however their rounds fall. A scheduler that skipped waits for
+the lock or the mark to go (at most an interval) and tries again: when the one that swept dies,
+another sweeps about an interval after its last sweep. The lock lasts LOCK_INTERVALS intervals
+and a sweep renews it as it progresses, so a scheduler that dies or is cut off mid-sweep is
+replaced within that time.
 """
 
 from __future__ import annotations
@@ -26,6 +30,10 @@ logger = logging.getLogger(__name__)
 # The lock's life in sweep intervals: a missed renewal or two is not a lost lock.
 LOCK_INTERVALS = 3
 LOCK_LOST = "sweeper lock lost before the sweep ended; another scheduler may have swept beside it"
+SKIPPED_SWEEPING = "another scheduler is sweeping; skipping this round"
+SKIPPED_SWEPT = "another scheduler swept this round; skipping it"
+# Past the moment the lock or the swept mark goes: the next take finds it gone.
+TAKE_AFTER_S = 0.05
 
 
 class Command(BaseCommand):
@@ -43,22 +51,25 @@ class Command(BaseCommand):
         lock = SweeperLock(redis_client(), ttl_s=LOCK_INTERVALS * interval, name=settings.SWEEPER_LOCK_KEY)
         self.stdout.write(f"scheduler: sweeping every {interval:g}s")
         while not stop.is_set():
-            self._sweep_once(lock)
+            pause_s = self._sweep_once(lock, interval, now=options["once"])
             if options["once"]:
                 return
-            stop.wait(interval)
+            stop.wait(pause_s)
         self.stdout.write("scheduler: stopped")
 
-    def _sweep_once(self, lock: SweeperLock) -> None:
+    def _sweep_once(self, lock: SweeperLock, interval: float | None = None, *, now: bool = False) -> float:
+        """One round: sweep if this scheduler takes the lock, else skip. How long to wait for the
+        next round: after a sweep, the interval it marked; after a skip, until the lock or the
+        mark goes, at most an interval."""
+        interval = interval or settings.RECONCILE_INTERVAL_S
         try:
-            if not lock.take():
-                logger.info("another scheduler is sweeping; skipping this round")
-                return
+            if not lock.take(now=now):
+                return _skipped(lock, interval)
             try:
                 with metrics.sweep_timed():
                     sweep(progress=lambda _rows: _renew(lock))
             finally:
-                if not lock.release():
+                if not lock.finish(interval_s=interval):
                     logger.warning(LOCK_LOST)
         except redis.RedisError:
             logger.warning("sweep skipped: Redis unavailable", exc_info=True)
@@ -66,6 +77,15 @@ class Command(BaseCommand):
             logger.exception("sweep failed")
         finally:
             close_old_connections()
+        return interval + TAKE_AFTER_S
+
+
+def _skipped(lock: SweeperLock, interval: float) -> float:
+    lock_s, mark_s = lock.free_in_s()
+    logger.info(SKIPPED_SWEEPING if lock_s != 0 else SKIPPED_SWEPT)
+    if -1 in (lock_s, mark_s):
+        return interval  # a key without expiry (none of ours): look again next round
+    return min(interval, max(lock_s, mark_s) + TAKE_AFTER_S)
 
 
 def _renew(lock: SweeperLock) -> None:
