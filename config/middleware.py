@@ -1,10 +1,13 @@
 """The HTTP edge of the API: its clients get the one JSON error shape, never an HTML page,
-bodies above the size limit are refused before anything reads them, and a database that cannot
-be reached is a 503 to retry, not a server error."""
+bodies above the size limit are refused before anything reads them, a database that cannot
+be reached is a 503 to retry, not a server error, a machine client's write over plain HTTP is
+refused rather than redirected, and the probes (`/healthz`, `/metrics`) answer whatever name
+they are asked by."""
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 
 from django.conf import settings
@@ -12,6 +15,7 @@ from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, HttpResponsePermanentRedirect
 from django.middleware.common import CommonMiddleware as DjangoCommonMiddleware
 from django.template.loader import render_to_string
+from django.urls import resolve
 from django.utils.http import escape_leading_slashes
 
 from config.errors import error_response, status_error_response
@@ -27,6 +31,10 @@ _READS = ("GET", "HEAD", "OPTIONS")
 # While the database is away every request fails the same way: one traceback per process a
 # minute shows where, the other lines only what.
 _tracebacks = AtMostEvery(60.0)
+# Asked by machines under a name of their own (an instance's address, a machine's internal name),
+# never the site's, and building no URL from it: served whatever the Host header says.
+PROBE_PATHS = ("/healthz", "/metrics")
+METRICS_PATH = "/metrics"
 
 
 class JsonErrorsMiddleware:
@@ -137,3 +145,64 @@ class DatabaseUnavailableMiddleware:
             response = HttpResponse(render_to_string("503.html"), status=503, headers=headers)
         response._has_been_logged = True  # Django's mark: django.request logs no ERROR for it
         return response
+
+
+class HttpsRequiredMiddleware:
+    """Under `SECURE_SSL_REDIRECT`, a machine client's write over plain HTTP (`/api/`,
+    `/partners/`, `/payments/`) is a `403 https_required` in the one error shape naming the
+    HTTPS URL, and so is `/metrics` over plain HTTP, whatever its method.
+
+    Not SecurityMiddleware's `301`: a client asks again after it with a GET, so the write is
+    lost (webhook senders do not follow it at all). Not a `308` either, though it keeps the
+    method: the token or signature has already crossed the network in clear, and a client that
+    follows redirects would go on sending it so on every request, unnoticed; refused, the
+    misconfigured URL shows at its first request. Reads (a person opening `/api/docs/` over
+    HTTP) keep the redirect. Paths in `SECURE_REDIRECT_EXEMPT` are left alone as Django does.
+
+    Before SecurityMiddleware, whose redirect would answer first; `/metrics` is refused without
+    reading the Host header, which its scrapers set to a machine's own name (ProbesMiddleware).
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
+        self.get_response = get_response
+        self.exempt = [re.compile(pattern) for pattern in settings.SECURE_REDIRECT_EXEMPT]
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if settings.SECURE_SSL_REDIRECT and not request.is_secure() and not self._exempt(request):
+            if request.path_info == METRICS_PATH:
+                return error_response(403, "https_required", "The metrics are served over HTTPS only.")
+            if request.path_info.startswith(JSON_CLIENT_PATHS) and request.method not in _READS:
+                # The Host is checked here as everywhere (a name not allowed: 400, from get_host).
+                url = f"https://{settings.SECURE_SSL_HOST or request.get_host()}{request.get_full_path()}"
+                message = f"A write is taken over HTTPS only; nothing was done. Send it to {url}"
+                return error_response(403, "https_required", message)
+        return self.get_response(request)
+
+    def _exempt(self, request: HttpRequest) -> bool:
+        path = request.path.lstrip("/")
+        return any(pattern.search(path) for pattern in self.exempt)
+
+
+class ProbesMiddleware:
+    """`/healthz` and `/metrics` answer whatever the Host header says.
+
+    A load balancer or Kubernetes probes an instance by its address, Prometheus scrapes each
+    machine by its own name: neither is the site's name, and listing every instance address in
+    ALLOWED_HOSTS would let mail and redirects be built from them. These two views build no URL
+    from the Host, so they are served here, before anything asks `request.get_host()` (CSRF,
+    CommonMiddleware); every other path keeps Django's host validation (a name not allowed is a
+    `400`, in the one error shape on the API's paths). `/metrics` keeps its own authentication
+    (METRICS_TOKEN, METRICS_OPEN), and over plain HTTP HttpsRequiredMiddleware has refused it.
+
+    After SecurityMiddleware, which asks no Host of a request it does not redirect (both paths
+    are answered with its headers); the views come from the URLconf, which wires them.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.path_info in PROBE_PATHS:
+            match = resolve(request.path_info)
+            return match.func(request, *match.args, **match.kwargs)
+        return self.get_response(request)

@@ -55,7 +55,12 @@ MIDDLEWARE = [
     "config.middleware.JsonErrorsMiddleware",
     # A database that cannot be reached is a 503 with Retry-After, not a server error.
     "config.middleware.DatabaseUnavailableMiddleware",
+    # Before SecurityMiddleware's redirect: a machine's write over plain HTTP is refused, not
+    # redirected into a GET (production's SECURE_SSL_REDIRECT).
+    "config.middleware.HttpsRequiredMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Before anything asks the Host: /healthz and /metrics answer whatever name they are asked by.
+    "config.middleware.ProbesMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     # Before sessions and authentication: a refused request costs no database query.
     "config.middleware.RequestBodyLimitMiddleware",
