@@ -71,6 +71,7 @@ from bookings.models import (
     NotificationKind,
     NotificationState,
 )
+from config import site_url
 
 logger = logging.getLogger(__name__)
 
@@ -213,7 +214,7 @@ def compose(notification: Notification) -> EmailMultiAlternatives:
         "message_code": notification.message,
         # What the customer was told about their money with this change (empty: no payment).
         "money": _money_told(notification),
-        "booking_url": settings.SITE_URL.rstrip("/") + reverse("web:booking", args=[booking.reference]),
+        "booking_url": site_url.absolute(reverse("web:booking", args=[booking.reference])),
     }
     template = f"email/booking_{notification.kind}"
     email = EmailMultiAlternatives(

@@ -10,12 +10,14 @@ from __future__ import annotations
 from datetime import date
 
 from django import forms
+from django.contrib.auth import forms as auth_forms
 from django.contrib.auth import get_user_model
 from django.contrib.auth.forms import UserCreationForm
 from django.core.validators import RegexValidator
 
 from bookings.dates import NotADate, parse_date
 from bookings.services import IDEMPOTENCY_KEY_MAX_LENGTH, IDEMPOTENCY_KEY_PATTERN
+from config import site_url
 from config.errors import ApplicationError
 
 # The API's (DRF's) words for input it cannot parse, so that both presentations say the same.
@@ -140,3 +142,13 @@ class SignUpForm(UserCreationForm):
                 code="email_taken",
             )
         return email
+
+
+class PasswordResetForm(auth_forms.PasswordResetForm):
+    """Django's, with the mail's link on SITE_URL as every mail's (config/site_url.py): Django
+    builds it from the request's Host, any of ALLOWED_HOSTS (an internal name, an instance's
+    address), and whoever reaches a process by such a name would have the link point there."""
+
+    def save(self, **kwargs) -> None:
+        scheme, domain = site_url.scheme_and_domain()
+        super().save(**{**kwargs, "domain_override": domain, "use_https": scheme == "https"})

@@ -32,7 +32,7 @@ from bookings import customer_view, selectors, services
 from bookings.cancelling import at_partner, cancel_money, stay_policy
 from bookings.models import Actor, Quote
 from bookings.pricing import offer_unavailable
-from bookings.web.forms import BookForm, ConfirmForm, SignUpForm, StayForm
+from bookings.web.forms import BookForm, ConfirmForm, PasswordResetForm, SignUpForm, StayForm
 from config.errors import ApplicationError, NotFound
 
 PAGE_SIZE = 10
@@ -274,6 +274,7 @@ class LogoutView(auth_views.LogoutView):
 
 
 class PasswordResetView(_FormErrorsAre400, auth_views.PasswordResetView):
+    form_class = PasswordResetForm
     subject_template_name = "email/password_reset_subject.txt"
     email_template_name = "email/password_reset.txt"
     html_email_template_name = "email/password_reset.html"

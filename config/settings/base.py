@@ -241,7 +241,8 @@ LOGIN_REDIRECT_URL = "web:bookings"
 vars().update(env.email_url("EMAIL_URL", default="smtp://127.0.0.1:8025"))
 EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT_S", default=10)
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Bookings <bookings@localhost>")
-# The customer site's address, for links in mail that a worker sends (no request to ask).
+# The customer site's public address: every link we mail is on it, a worker's (no request to ask)
+# and a password reset's (never the Host it was asked by; config/site_url.py).
 SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000")
 # Booking notifications (bookings/notifications.py): tries per mail, the pause before each retry
 # (doubling from the base up to the max), how long an owed mail nobody tried waits before the

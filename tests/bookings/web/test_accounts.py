@@ -131,7 +131,13 @@ def test_logging_out_needs_a_post_and_ends_the_session(web, customer):
 
 # --- password reset, through the real SMTP sink --------------------------------------------------
 @pytest.mark.integration
-def test_a_password_reset_is_mailed_and_its_link_sets_a_new_password(client, customer, mail_sink):
+def test_a_password_reset_is_mailed_and_its_link_sets_a_new_password(client, customer, mail_sink, settings):
+    # given the site's public address, and a request that came by another of its names (an
+    # internal name or an instance's address, allowed so that the process answers it)
+    settings.SITE_URL = "https://shop.example/"
+    settings.ALLOWED_HOSTS = ["shop.example", "web-1.internal"]
+    client.defaults["HTTP_HOST"] = "web-1.internal"
+
     # when the customer asks for a reset, after someone asked for an address nobody uses
     unknown = client.post("/account/password-reset/", {"email": "nobody@example.com"})
     response = client.post("/account/password-reset/", {"email": customer.email})
@@ -143,8 +149,10 @@ def test_a_password_reset_is_mailed_and_its_link_sets_a_new_password(client, cus
     assert mail["Subject"] == "Reset your password for Bookings"
     text = mail.get_body(("plain",)).get_content()
     html = mail.get_body(("html",)).get_content()
-    link = re.search(r"http://testserver(/account/reset/[^/\s]+/[^/\s]+/)", text).group(1)
-    assert f'href="http://testserver{link}"' in html
+    # and its link is on the site's address, as a booking mail's is, never the name asked by
+    link = re.search(r"https://shop\.example(/account/reset/[^/\s]+/[^/\s]+/)", text).group(1)
+    assert f'href="https://shop.example{link}"' in html
+    assert "web-1.internal" not in text + html
     assert customer.username in text
 
     # when the customer opens the link and chooses a new password

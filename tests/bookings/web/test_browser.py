@@ -103,7 +103,8 @@ def test_too_many_wrong_passwords_pause_logging_in_and_say_for_how_long(page, li
     page.wait_for_url(f"{live_server.url}/account/password-reset/")
 
 
-def test_a_forgotten_password_is_reset_through_the_emailed_link(page, live_server, ada, mail_sink):
+def test_a_forgotten_password_is_reset_through_the_emailed_link(page, live_server, ada, mail_sink, settings):
+    settings.SITE_URL = live_server.url  # the mail's link is on the site's address
     page.goto(f"{live_server.url}/account/login/")
     page.click("text=Forgotten your password?")
     shot(page, "password-reset")
