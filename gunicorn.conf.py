@@ -3,9 +3,12 @@ the benchmarks): gunicorn reads `./gunicorn.conf.py` from its working directory,
 root. What differs between them (address, workers, threads) stays on their command lines."""
 
 # One access log line per request with how long it took (%(M)s, milliseconds), so that a slow
-# request is visible in the log without a profiler: remote address, time, request line, status,
+# request is visible in the log without a profiler: client address, time, request line, status,
 # response bytes, duration, user agent.
 access_log_format = '%(h)s %(t)s "%(r)s" %(s)s %(b)s %(M)sms "%(a)s"'
+# %(h)s is the client's address behind TRUSTED_PROXY_COUNT proxies, not the proxy's (the rule the
+# rate limits use; X-Forwarded-For is ignored at 0, the default outside production).
+logger_class = "config.access_log.AccessLogger"
 
 
 def _json_lines() -> None:

@@ -1,5 +1,6 @@
-"""gunicorn as the Procfile runs it: its access log says how long each request took, and what it
-refuses before the application sees it is answered in the one error shape."""
+"""gunicorn as the Procfile runs it: its access log says who asked (the client behind the trusted
+proxies) and how long each request took, and what it refuses before the application sees it is
+answered in the one error shape."""
 
 from __future__ import annotations
 
@@ -18,37 +19,65 @@ from tests.sandbox_process import free_port
 
 
 def test_the_access_log_line_of_a_request_carries_its_duration(tmp_path):
+    line, status = _access_line(tmp_path)
+
+    # address [time] "request line" status bytes duration "user agent" (http.client sends none)
+    pattern = rf'127\.0\.0\.1 \[[^]]+\] "GET /healthz HTTP/1\.1" {status} \d+ \d+ms "-"'
+    assert re.fullmatch(pattern, line), line
+
+
+@pytest.mark.parametrize(
+    ("proxies", "logged"),
+    [("1", "203.0.113.9"), ("2", "198.51.100.7"), ("0", "127.0.0.1")],
+    ids=["behind-one-proxy", "behind-two", "no-proxy-trusted"],
+)
+def test_the_access_log_line_carries_the_client_s_address_behind_the_trusted_proxies(
+    tmp_path, proxies, logged
+):
+    # the proxy (127.0.0.1 here) appends the address it saw; what is left of it the client wrote
+    forwarded = {"X-Forwarded-For": "10.6.6.6, 198.51.100.7, 203.0.113.9"}
+
+    line, _ = _access_line(tmp_path, headers=forwarded, TRUSTED_PROXY_COUNT=proxies)
+
+    assert line.split(" ", 1)[0] == logged, line
+
+
+def _access_line(tmp_path, headers: dict[str, str] | None = None, **env: str) -> tuple[str, int]:
+    """The access log line of one GET /healthz to gunicorn as the Procfile runs it, and its status."""
     port = free_port()
     log = tmp_path / "access.log"
     gunicorn = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "config.wsgi:application", "--bind", f"127.0.0.1:{port}",
          "--workers", "1", "--access-logfile", str(log), "--no-control-socket"],
         cwd=settings.BASE_DIR,  # where gunicorn finds gunicorn.conf.py
-        env={**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.test"},
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.test", **env},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )  # fmt: skip
     try:
-        status = wait_until(
+        wait_until(
             lambda: _health_status(port, gunicorn), timeout_s=30, interval_s=0.2, what="gunicorn to answer"
         )
-        wait_until(lambda: log.exists() and "/healthz" in log.read_text(), what="the access log line")
+        status = _health_status(port, gunicorn, headers or {})
+        wait_until(lambda: len(_lines(log)) >= 2, what="the access log line")
     finally:
         gunicorn.terminate()
         gunicorn.wait(timeout=30)
-
-    line = next(line for line in log.read_text().splitlines() if "/healthz" in line)
-    # address [time] "request line" status bytes duration "user agent" (http.client sends none)
-    pattern = rf'127\.0\.0\.1 \[[^]]+\] "GET /healthz HTTP/1\.1" {status} \d+ \d+ms "-"'
-    assert re.fullmatch(pattern, line), line
+    return _lines(log)[-1], status
 
 
-def _health_status(port: int, gunicorn: subprocess.Popen) -> int | None:
+def _lines(log) -> list[str]:
+    return [line for line in log.read_text().splitlines() if "/healthz" in line] if log.exists() else []
+
+
+def _health_status(
+    port: int, gunicorn: subprocess.Popen, headers: dict[str, str] | None = None
+) -> int | None:
     """The status of GET /healthz, or None while nothing listens yet."""
     assert gunicorn.poll() is None, gunicorn.stderr.read().decode()[-2000:]
     try:
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-        connection.request("GET", "/healthz")
+        connection.request("GET", "/healthz", headers=headers or {})
         status = connection.getresponse().status
         connection.close()
     except OSError:
