@@ -96,11 +96,12 @@ def test_a_name_not_allowed_is_a_400_in_the_one_error_shape_on_the_api_s_paths(p
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("path", ["/", "/account/login/", "/healthz/", "/metrics/x", "/admin/"])
-def test_a_name_not_allowed_is_refused_on_the_pages(production_edge, path):
+def test_a_name_not_allowed_is_refused_on_the_pages_with_the_site_s_page(production_edge, path):
     response = client("10.1.2.3:8000").get(path, **HTTPS)
 
     assert response.status_code == 400
     assert response["Content-Type"].startswith("text/html")
+    assert "<h1>Sorry, we could not understand this request</h1>" in response.content.decode()
 
 
 # --- plain HTTP ------------------------------------------------------------------------------------

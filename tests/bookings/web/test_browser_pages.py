@@ -4,9 +4,10 @@ server: no partner nor payment process, since none of these pages asks them anyt
 The quote of an offer withdrawn (or whose partner paused) since the price was given, and the Book
 clicked on a page opened before that; a quote whose hold expired; the cancel page of a booking the
 partner took away after confirming it, of one never sent to the partner, and of one that cannot be
-cancelled any more; a page that is not there, a server error, and the site briefly unable to reach
-its database; a password reset link that no longer works. Each page state is checked with axe and
-screenshotted at phone width (`tests.browser.shot`).
+cancelled any more; a page that is not there, a form posted from a page left open across a new
+log-in, a server error, and the site briefly unable to reach its database; a password reset link
+that no longer works. Each page state is checked with axe and screenshotted at phone width
+(`tests.browser.shot`).
 """
 
 from __future__ import annotations
@@ -302,6 +303,42 @@ def test_a_page_that_is_not_there_says_so_in_the_sites_own_page(page, live_serve
     assert page.locator("main a[href='/bookings/']").count() == 1
     assert page.locator("main a[href='/']").count() == 1
     shot(page, "not-found")
+
+
+def test_a_form_posted_from_a_page_left_open_across_a_new_log_in_is_the_sites_page_and_books_nothing(
+    page, open_page, live_server, ada, offer, broker
+):
+    # given the quote's page open with its Book button, and the customer logging out and in
+    # again in another tab of the same browser (a new log-in renews the form's security token)
+    quote_page = open_quote(page, live_server, ada, offer)
+    other_tab = page.context.new_page()
+    other_tab.goto(f"{live_server.url}/bookings/")
+    other_tab.click("header >> text=Log out")
+    other_tab.wait_for_url(f"{live_server.url}/")
+    log_in(other_tab, live_server, ada)
+
+    # when the customer clicks Book on the page left open
+    with page.expect_response(lambda r: r.request.method == "POST") as answer:
+        page.click("#book")
+
+    # then the site's own page says what happened and what to do, and nothing was booked
+    assert answer.value.status == 403
+    assert page.inner_text("h1") == "This page has expired"
+    main = page.inner_text("main")
+    assert "nothing was done: nothing was booked, changed or cancelled" in main
+    assert "Go back, reload the page, and try again." in main
+    assert "DEBUG" not in page.content() and "CSRF" not in page.content()
+    assert page.locator("header >> text=My bookings").count() == 1
+    assert not ada.bookings.exists()
+    shot(page, "form-expired")
+
+    # and doing so books: the reloaded page's form is good again
+    page.go_back()
+    page.reload()
+    assert page.url == quote_page
+    page.click("#book")
+    page.wait_for_url(f"{live_server.url}/bookings/BK-*/")
+    assert ada.bookings.count() == 1
 
 
 def test_a_server_error_is_the_sites_own_page_saying_to_try_again(
