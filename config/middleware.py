@@ -187,9 +187,9 @@ class ProbesMiddleware:
     """`/healthz` and `/metrics` answer whatever the Host header says.
 
     A load balancer or Kubernetes probes an instance by its address, Prometheus scrapes each
-    machine by its own name: neither is the site's name, and listing every instance address in
-    ALLOWED_HOSTS would let mail and redirects be built from them. These two views build no URL
-    from the Host, so they are served here, before anything asks `request.get_host()` (CSRF,
+    machine by its own name: neither is the site's name, and listing every instance's address in
+    ALLOWED_HOSTS would let redirects and the API's links be built on them. These two views build
+    no URL from the Host, so they are served here, before anything asks `request.get_host()` (CSRF,
     CommonMiddleware); every other path keeps Django's host validation (a name not allowed is a
     `400`, in the one error shape on the API's paths). `/metrics` keeps its own authentication
     (METRICS_TOKEN, METRICS_OPEN), and over plain HTTP HttpsRequiredMiddleware has refused it.
