@@ -2,6 +2,12 @@
 the benchmarks): gunicorn reads `./gunicorn.conf.py` from its working directory, the repository
 root. What differs between them (address, workers, threads) stays on their command lines."""
 
+from config import env_file
+
+# The .env file, before anything here or in the workers reads the environment (LOG_FORMAT below,
+# PROMETHEUS_MULTIPROC_DIR in the workers): what it sets counts as the settings count it.
+env_file.load()
+
 # One access log line per request with how long it took (%(M)s, milliseconds), so that a slow
 # request is visible in the log without a profiler: client address, time, request line, status,
 # response bytes, duration, user agent.

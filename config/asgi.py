@@ -12,6 +12,9 @@ import signal
 
 from django.core.asgi import get_asgi_application
 
+from config import env_file
+
+env_file.load()  # DJANGO_SETTINGS_MODULE may come from .env
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.dev")
 django_application = get_asgi_application()
 

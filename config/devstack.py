@@ -10,12 +10,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from config import embedded_redis
+from config import embedded_redis, env_file
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
 def main() -> int:
+    env_file.load()  # VAR_DIR, PORT, REDIS_URL, ... may come from .env
     env = dict(os.environ)
     var_dir = Path(env.get("VAR_DIR", BASE_DIR / "var"))
     port = env.get("PORT", "8000")

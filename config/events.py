@@ -13,6 +13,8 @@ import sys
 
 import uvicorn
 
+from config import env_file
+
 # Streams still open this long after a shutdown began are cancelled; the hub then ends the rest
 # (each stream's client reconnects, to another process or to this one restarted).
 GRACEFUL_SHUTDOWN_S = 3
@@ -31,6 +33,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--workers", type=int, default=1, help="processes (each with its own hub)")
     args = parser.parse_args(argv)
+    env_file.load()  # LOG_FORMAT below may come from .env, as the settings' does
     uvicorn.run(
         "config.asgi:application",
         host=args.host,

@@ -3,6 +3,9 @@ import os
 
 from django.core.wsgi import get_wsgi_application
 
+from config import env_file
+
+env_file.load()  # DJANGO_SETTINGS_MODULE, and REDIS_SOCKET_TIMEOUT_S below, may come from .env
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.dev")
 # A request process waits on Redis briefly: nothing it sends there may hold an answer
 # (settings: REDIS_SOCKET_TIMEOUT_S).

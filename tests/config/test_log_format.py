@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,10 @@ from pathlib import Path
 import pytest
 from django.db import connection
 
+from config import events
 from config.logging import ContextFilter, JsonFormatter, log_context
+from tests.helpers import wait_until
+from tests.sandbox_process import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -139,3 +143,66 @@ def test_an_unknown_log_format_is_refused_at_start():
 
     assert done.returncode != 0
     assert "LOG_FORMAT must be kv or json, not 'yaml'" in done.stderr
+
+
+# --- LOG_FORMAT from the .env file: gunicorn's and uvicorn's own lines too ----------------------
+def _env_file_process(argv: list[str], tmp_path: Path) -> subprocess.Popen:
+    """A process of the project whose LOG_FORMAT=json is in its .env file only (ENV_FILE names
+    this test's file, as it would /etc/bookings.env), not in its environment."""
+    env_file = tmp_path / "bookings.env"
+    env_file.write_text("LOG_FORMAT=json\n")
+    environment = {k: v for k, v in os.environ.items() if k != "LOG_FORMAT"}
+    environment.update(DJANGO_SETTINGS_MODULE="config.settings.test", ENV_FILE=str(env_file))
+    return subprocess.Popen(
+        argv, cwd=ROOT, env=environment, stdout=subprocess.DEVNULL, stderr=(tmp_path / "stderr").open("w")
+    )
+
+
+def _answered(port: int, request: bytes) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(request)
+            return bool(sock.recv(1024))
+    except OSError:
+        return False  # not listening yet
+
+
+def _stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    process.wait(timeout=30)
+
+
+def test_gunicorns_access_lines_follow_log_format_from_the_env_file(tmp_path):
+    port = free_port()
+    access_log = tmp_path / "access.log"
+    gunicorn = _env_file_process(
+        [sys.executable, "-m", "gunicorn", "config.wsgi:application", "--bind", f"127.0.0.1:{port}",
+         "--workers", "1", "--access-logfile", str(access_log), "--no-control-socket"],
+        tmp_path,
+    )  # fmt: skip
+    try:
+        get = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        wait_until(lambda: _answered(port, get), timeout_s=30, interval_s=0.2, what="gunicorn to answer")
+        wait_until(lambda: access_log.exists() and access_log.read_text(), what="the access log line")
+    finally:
+        _stop(gunicorn)
+
+    line = json.loads(access_log.read_text().splitlines()[0])  # not `127.0.0.1 [...] "GET ..."`
+    assert (line["logger"], line["method"], line["path"]) == ("gunicorn.access", "GET", "/healthz")
+
+
+def test_the_events_process_uvicorn_lines_follow_log_format_from_the_env_file(tmp_path):
+    port = free_port()
+    events_process = _env_file_process(events.command(port=port), tmp_path)
+    try:
+        get = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        wait_until(lambda: _answered(port, get), timeout_s=30, interval_s=0.2, what="uvicorn to answer")
+        _answered(port, b"NOT HTTP AT ALL\r\n\r\n")  # uvicorn's own warning: "Invalid HTTP request"
+        stderr = tmp_path / "stderr"
+        wait_until(lambda: "Invalid HTTP request" in stderr.read_text(), what="uvicorn's warning")
+    finally:
+        _stop(events_process)
+
+    warning = next(line for line in stderr.read_text().splitlines() if "Invalid HTTP request" in line)
+    fields = json.loads(warning)  # not `WARNING:  Invalid HTTP request received.`
+    assert (fields["logger"], fields["level"]) == ("uvicorn.error", "warning")

@@ -13,6 +13,7 @@ import pytest
 import redis
 
 from config import embedded_redis
+from config import env_file as config_env_file
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -84,3 +85,41 @@ def test_postgres_connections_get_network_timeouts_and_the_database_urls_own_par
         "keepalives_interval": 5,
         "keepalives_count": 3,
     }
+
+
+def test_the_env_file_adds_what_the_environment_does_not_set(tmp_path, monkeypatch):
+    env_file = tmp_path / "bookings.env"
+    env_file.write_text("BOOKINGS_TEST_FROM_FILE=file\nBOOKINGS_TEST_IN_BOTH=file\n")
+    monkeypatch.setenv("ENV_FILE", str(env_file))
+    monkeypatch.setenv("BOOKINGS_TEST_IN_BOTH", "environment")
+    monkeypatch.delenv("BOOKINGS_TEST_FROM_FILE", raising=False)  # and removed again after the test
+
+    config_env_file.load()
+
+    assert os.environ["BOOKINGS_TEST_FROM_FILE"] == "file"
+    assert os.environ["BOOKINGS_TEST_IN_BOTH"] == "environment"
+
+
+def test_an_env_file_named_but_missing_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("ENV_FILE", str(tmp_path / "typo.env"))
+    with pytest.raises(FileNotFoundError, match="ENV_FILE names"):
+        config_env_file.load()
+
+
+def test_manage_py_takes_the_settings_module_from_the_env_file(tmp_path):
+    env_file = tmp_path / "bookings.env"
+    env_file.write_text("DJANGO_SETTINGS_MODULE=config.settings.test\n")
+    environment = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    code = "from django.conf import settings; print(settings.SETTINGS_MODULE)"
+
+    done = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", code],
+        cwd=ROOT,
+        env={**environment, "ENV_FILE": str(env_file)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "config.settings.test"  # not manage.py's default (dev)
