@@ -7,5 +7,6 @@ class BookingsConfig(AppConfig):
 
     def ready(self) -> None:
         from bookings import catalogue
+        from config import checks  # noqa: F401 - registers the deployment checks (bookings.W0xx)
 
         catalogue.connect_signals()

@@ -452,10 +452,13 @@ WEBHOOK_REFUSED_RETENTION_DAYS = env.int("WEBHOOK_REFUSED_RETENTION_DAYS", defau
 # --- Payments (payments/, docs/design.md "Money") ---------------------------------------------
 # The payment provider (Stripe, through its official SDK): the secret key, its API's address and
 # the signing secret of our webhook endpoint (/payments/webhooks/). The defaults are the `make run`
-# sandbox's (Procfile `sandbox_payments`); a real operator sets Stripe's own.
-STRIPE_API_KEY = env.str("STRIPE_API_KEY", default="sk_test_sandbox_demo_key")
+# sandbox's (Procfile `sandbox_payments`); a real operator sets Stripe's own (production refuses
+# the sandbox's key and secret: they are public).
+SANDBOX_STRIPE_API_KEY = "sk_test_sandbox_demo_key"
+SANDBOX_STRIPE_WEBHOOK_SECRET = "whsec_sandbox_demo_payments_secret"
+STRIPE_API_KEY = env.str("STRIPE_API_KEY", default=SANDBOX_STRIPE_API_KEY)
 STRIPE_API_BASE = env.str("STRIPE_API_BASE", default="http://127.0.0.1:8103")
-STRIPE_WEBHOOK_SECRET = env.str("STRIPE_WEBHOOK_SECRET", default="whsec_sandbox_demo_payments_secret")
+STRIPE_WEBHOOK_SECRET = env.str("STRIPE_WEBHOOK_SECRET", default=SANDBOX_STRIPE_WEBHOOK_SECRET)
 # Every provider call's connect and read timeouts (the SDK's own retries are off: ours are on the
 # timeline, under the same idempotency key).
 PAYMENTS_CONNECT_TIMEOUT_S = env.float("PAYMENTS_CONNECT_TIMEOUT_S", default=5.0)

@@ -1,20 +1,91 @@
-"""Production: refuses to start with a missing or insecure secret key; HTTPS only, behind a
-TLS-terminating proxy that sets X-Forwarded-Proto (`manage.py check --deploy` passes clean)."""
+"""Production: refuses to start on a development default that is insecure or wrong as soon as
+there are two machines (the secret key, the database, Redis, the payment provider's secrets, the
+site's address), naming every one at once with what to set; HTTPS only, behind a TLS-terminating
+proxy that sets X-Forwarded-Proto. `manage.py check --deploy` passes clean, but for the softer
+defaults it warns of (config/checks.py: the payment provider's address, mail)."""
+
+from urllib.parse import urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
+from config import embedded_redis
+from config.checks import is_loopback_host
+
 from .base import *  # noqa: F403
-from .base import METRICS_TOKEN, SECRET_KEY, env
+from .base import (
+    DATABASES,
+    METRICS_TOKEN,
+    REDIS_URL,
+    SANDBOX_STRIPE_API_KEY,
+    SANDBOX_STRIPE_WEBHOOK_SECRET,
+    SECRET_KEY,
+    SITE_URL,
+    STRIPE_API_KEY,
+    STRIPE_WEBHOOK_SECRET,
+    VAR_DIR,
+    env,
+)
 
 DEBUG = False
-if len(SECRET_KEY) < 50 or SECRET_KEY.startswith(("dev-", "django-insecure")) or len(set(SECRET_KEY)) < 5:
+
+
+def _refusals() -> list[str]:
+    """What this process will not run on, each with what to set instead. A SQLite file or the
+    embedded Redis makes each machine a system of its own, every one healthy by its own account;
+    the sandbox's payment secrets are in the repository, so anyone could sign a payment webhook."""
+    refused = []
+    if len(SECRET_KEY) < 50 or SECRET_KEY.startswith(("dev-", "django-insecure")) or len(set(SECRET_KEY)) < 5:
+        refused.append(
+            "SECRET_KEY must be set to a random value of at least 50 characters in production "
+            "(python -c 'import secrets; print(secrets.token_urlsafe(50))')."
+        )
+    # /metrics: behind a bearer token of at least 32 characters, or not served at all.
+    if METRICS_TOKEN and (len(METRICS_TOKEN) < 32 or len(set(METRICS_TOKEN)) < 5):
+        refused.append("METRICS_TOKEN must be a random value of at least 32 characters.")
+    if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+        refused.append(
+            "DATABASE_URL must name the PostgreSQL database every machine shares "
+            "(postgres://USER:PASSWORD@HOST:5432/NAME), not a SQLite file (the default)."
+        )
+    if REDIS_URL == embedded_redis.url(VAR_DIR):  # noqa: SIM300 - the setting against its default
+        refused.append(
+            "REDIS_URL must name the Redis server every machine shares (redis://HOST:6379/0), "
+            "not the embedded development server (the default)."
+        )
+    if STRIPE_API_KEY in ("", SANDBOX_STRIPE_API_KEY):
+        refused.append(
+            "STRIPE_API_KEY must be the payment provider's secret key (sk_live_...), not the sandbox's."
+        )
+    if STRIPE_WEBHOOK_SECRET in ("", SANDBOX_STRIPE_WEBHOOK_SECRET):
+        refused.append(
+            "STRIPE_WEBHOOK_SECRET must be the signing secret of the provider's webhook endpoint "
+            "for /payments/webhooks/ (whsec_...), not the sandbox's, which is public."
+        )
+    if not _public_url(SITE_URL):
+        refused.append(
+            "SITE_URL must be the customer site's public address, e.g. https://bookings.example.com "
+            "(the default is a loopback one): booking mails link to it."
+        )
+    return refused
+
+
+def _public_url(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(host) and not is_loopback_host(host)
+
+
+if _refused := _refusals():
     raise ImproperlyConfigured(
-        "SECRET_KEY must be set to a random value of at least 50 characters in production."
+        "config.settings.production does not start on development defaults; set, in the "
+        "environment or the .env file:\n" + "\n".join(f"- {line}" for line in _refused)
     )
-# /metrics: behind a bearer token of at least 32 characters, or not served at all.
+
+# /metrics: production has a token (above) or serves no metrics page.
 METRICS_OPEN = False
-if METRICS_TOKEN and (len(METRICS_TOKEN) < 32 or len(set(METRICS_TOKEN)) < 5):
-    raise ImproperlyConfigured("METRICS_TOKEN must be a random value of at least 32 characters.")
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 # Plain-HTTP requests are redirected to HTTPS, except the health check (load balancers probe it
 # over HTTP).
@@ -29,3 +100,6 @@ CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=True)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 # The proxy appends the client's address to X-Forwarded-For (rate limits, login lockouts).
 TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=1)
+# Deployment checks a deployment keeps on purpose (e.g. bookings.W003, a mail relay on every
+# machine): `check --deploy` then passes without them.
+SILENCED_SYSTEM_CHECKS = env.list("SILENCED_SYSTEM_CHECKS", default=[])

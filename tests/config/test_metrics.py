@@ -9,7 +9,6 @@ tests/partners/test_metrics.py.
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import subprocess
@@ -36,6 +35,7 @@ from config.metrics import events
 from partners import guard
 from partners.services.registry import OfferSpec, partner_upsert
 from reconciliation.models import OwedMessage
+from tests import production
 from tests.factories import BookingFactory, OfferFactory, PartnerFactory, TokenFactory, UserFactory
 from tests.helpers import unique_code, wait_until
 from tests.own_servers import ProjectProcesses, own_redis
@@ -290,13 +290,7 @@ def test_the_bearer_token_reads_the_metrics(client, settings, broker):
 
 
 def _production(code: str, **env: str) -> subprocess.CompletedProcess:
-    environment = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "config.settings.production",
-        "SECRET_KEY": "k3J9x" + "q8Zr2mVt7Lw4Ns1Pb6Hc0Yd5Fe" * 2,
-        "ALLOWED_HOSTS": "testserver",
-        **env,
-    }
+    environment = production.environment(ALLOWED_HOSTS="testserver", **env)
     return subprocess.run(
         [sys.executable, "-c", f"import django; django.setup(); {code}"],
         cwd=ROOT,

@@ -14,6 +14,7 @@ import redis
 
 from config import embedded_redis
 from config import env_file as config_env_file
+from tests import production
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -26,23 +27,75 @@ def test_env_example_documents_every_variable_the_settings_read():
     assert read - documented == set()
 
 
-def _production_import(secret_key: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.production", "SECRET_KEY": secret_key}
+def _production_import(*unset: str, **env: str) -> subprocess.CompletedProcess:
+    environment = production.environment(**env)
+    for name in unset:
+        environment.pop(name)
     code = "import django; django.setup(); print('started')"
-    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=environment, capture_output=True, text=True
+    )
+
+
+def _refused(result: subprocess.CompletedProcess) -> list[str]:
+    """The names production's refusal lists, one line each."""
+    assert result.returncode != 0
+    assert (
+        "ImproperlyConfigured: config.settings.production does not start on development defaults"
+        in result.stderr
+    )
+    return re.findall(r"^- ([A-Z_]+) must ", result.stderr, re.M)
 
 
 @pytest.mark.parametrize("secret", ["", "short", "dev-" + "x" * 60, "a" * 60])
 def test_production_refuses_an_insecure_secret_key(secret):
-    result = _production_import(secret)
-    assert result.returncode != 0
-    assert "SECRET_KEY must be set" in result.stderr
+    result = _production_import(SECRET_KEY=secret)
+    assert _refused(result) == ["SECRET_KEY"]
+    assert "SECRET_KEY must be set to a random value of at least 50 characters" in result.stderr
 
 
-def test_production_starts_with_a_random_secret_key():
-    result = _production_import("k3J9x" + "q8Zr2mVt7Lw4Ns1Pb6Hc0Yd5Fe" * 2)
+def test_production_starts_with_a_random_secret_key_and_what_it_requires():
+    result = _production_import(SECRET_KEY="k3J9x" + "q8Zr2mVt7Lw4Ns1Pb6Hc0Yd5Fe" * 2)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "started"
+
+
+def test_production_refuses_the_development_defaults_naming_every_one_at_once():
+    result = _production_import("SECRET_KEY", *production.REQUIRED)
+
+    assert _refused(result) == [
+        "SECRET_KEY",
+        "DATABASE_URL",
+        "REDIS_URL",
+        "STRIPE_API_KEY",
+        "STRIPE_WEBHOOK_SECRET",
+        "SITE_URL",
+    ]
+    assert "started" not in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("DATABASE_URL", "sqlite:////tmp/bookings.sqlite3"),  # one file per machine
+        ("DATABASE_URL", ""),  # empty is unset: the SQLite default
+        ("STRIPE_API_KEY", "sk_test_sandbox_demo_key"),  # the sandbox's, as .env.example shows it
+        ("STRIPE_WEBHOOK_SECRET", "whsec_sandbox_demo_payments_secret"),  # public: anyone could sign
+        ("STRIPE_WEBHOOK_SECRET", ""),
+        ("SITE_URL", "http://127.0.0.1:8000"),
+        ("SITE_URL", "https://localhost"),
+        ("SITE_URL", "http://[::1]:8000/"),
+        ("SITE_URL", "bookings.example.com"),  # no scheme: no link
+        ("REDIS_URL", ""),
+    ],
+)
+def test_production_refuses_each_development_default(name, value):
+    assert _refused(_production_import(**{name: value})) == [name]
+
+
+def test_production_takes_the_embedded_redis_socket_only_when_it_is_named():
+    result = _production_import(REDIS_URL="unix:///run/redis/redis.sock?db=0")  # a server of its own
+    assert result.returncode == 0, result.stderr
 
 
 def test_redis_urls_get_socket_timeouts_so_a_blocked_redis_cannot_hold_a_thread():
