@@ -1,23 +1,37 @@
 """The documented start (`make run`, on PostgreSQL too) loads the demo data, and its printed API
-token works."""
+token works; with DEBUG off (production) it refuses, unless told `--allow-production`."""
 
 from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
+from pathlib import Path
 
-from django.core.management import call_command
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.management import CommandError, call_command
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from tests import production
 
-def load_demo_data() -> dict:
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def debug_on(settings):
+    settings.DEBUG = True  # as `make run` has it (config.settings.dev)
+
+
+def load_demo_data(*args: str) -> dict:
     out = io.StringIO()
-    call_command("create_demo_data", "--json", stdout=out)
+    call_command("create_demo_data", "--json", *args, stdout=out)
     return json.loads(out.getvalue())
 
 
-def test_the_demo_data_loads_and_its_printed_token_lists_the_demo_offers(db):
+def test_the_demo_data_loads_and_its_printed_token_lists_the_demo_offers(db, debug_on):
     # PostgreSQL enforces the token column's length (SQLite does not): the suite's PostgreSQL run
     # is the documented `DATABASE_URL=postgres://... make run`.
     credentials = load_demo_data()
@@ -36,9 +50,39 @@ def test_the_demo_data_loads_and_its_printed_token_lists_the_demo_offers(db):
     ]
 
 
-def test_loading_the_demo_data_twice_keeps_one_token(db):
+def test_loading_the_demo_data_twice_keeps_one_token(db, debug_on):
     first = load_demo_data()
     second = load_demo_data()
 
     assert second["api_token"] == first["api_token"]
     assert list(Token.objects.values_list("key", flat=True)) == [first["api_token"]]
+
+
+def test_with_debug_off_the_demo_data_is_refused_and_nothing_is_made(db):
+    with pytest.raises(CommandError, match=r"DEBUG is off .* --allow-production"):
+        load_demo_data()
+
+    assert not get_user_model().objects.filter(username__in=["admin", "support", "ops"]).exists()
+    assert not Token.objects.exists()
+
+
+def test_allow_production_loads_it_with_debug_off(db):
+    credentials = load_demo_data("--allow-production")
+
+    assert get_user_model().objects.get(username="admin").is_superuser
+    assert Token.objects.get().key == credentials["api_token"]
+
+
+def test_under_the_production_settings_the_command_says_why_it_refuses():
+    done = subprocess.run(
+        [sys.executable, "manage.py", "create_demo_data"],
+        cwd=ROOT,
+        env=production.environment(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert done.returncode == 1
+    assert done.stderr.startswith("CommandError: DEBUG is off (production settings?)"), done.stderr[-2000:]
+    assert "manage.py createsuperuser" in done.stderr

@@ -233,7 +233,7 @@ def test_postgres_down_is_a_503_with_retry_after_nothing_half_written_and_recove
     postgres_of_our_own, redis_of_our_own, processes, tmp_path
 ):
     stack = processes(DATABASE_URL=postgres_of_our_own.url, REDIS_URL=redis_of_our_own.url)
-    for step in (["migrate", "--noinput", "-v0"], ["create_demo_data"]):
+    for step in (["migrate", "--noinput", "-v0"], ["create_demo_data", "--allow-production"]):
         name = f"setup-{step[0]}"
         assert stack.manage(name, *step).wait(timeout=120) == 0, stack.log(name)
     base = stack.web()

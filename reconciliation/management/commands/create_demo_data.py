@@ -1,5 +1,9 @@
 """Demo data for `make run`: two sandbox partners with offers, a customer with an API token, a
-support and an ops user, and the support/ops groups. Safe to run again."""
+support and an ops user, and the support/ops groups. Safe to run again.
+
+Its passwords and token are printed and in this file: with DEBUG off (production) it refuses to
+run unless told `--allow-production`, so that following `make run`'s steps on a server does not
+leave a superuser whose password anyone can read here."""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ import json
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group, Permission
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 from rest_framework.authtoken.models import Token
 
@@ -74,9 +78,26 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--json", action="store_true", help="Print the credentials as JSON.")
+        parser.add_argument(
+            "--allow-production",
+            action="store_true",
+            help="Run with DEBUG off (production settings, the test suite) all the same. The demo "
+            "users' passwords (a superuser's among them) and the customer's API token are public "
+            "(printed, and in this command's source): anyone could log in with them.",
+        )
+
+    def handle(self, *args, **options) -> None:
+        if not settings.DEBUG and not options["allow_production"]:
+            raise CommandError(
+                "DEBUG is off (production settings?): the demo data's users have public passwords "
+                "(a superuser, admin/admin-demo-pass) and its customer a public API token. Create "
+                "your own users instead (manage.py createsuperuser), or pass --allow-production "
+                "for demo data on purpose."
+            )
+        self._create(**options)
 
     @transaction.atomic
-    def handle(self, *args, **options) -> None:
+    def _create(self, **options) -> None:
         partner_upsert(
             code="demo-reference",
             name="Demo hotels (reference protocol)",
