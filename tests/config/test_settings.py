@@ -27,6 +27,11 @@ def test_env_example_documents_every_variable_the_settings_read():
     assert read - documented == set()
 
 
+def test_env_example_lists_each_variable_once():
+    listed = re.findall(r"^#?\s*([A-Z_]+)=", (ROOT / ".env.example").read_text(), re.M)
+    assert sorted(name for name in set(listed) if listed.count(name) > 1) == []
+
+
 def _production_import(*unset: str, **env: str) -> subprocess.CompletedProcess:
     environment = production.environment(**env)
     for name in unset:
