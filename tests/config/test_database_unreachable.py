@@ -89,7 +89,7 @@ def stack_against(tmp_path: Path, redis_of_our_own) -> Iterator[Callable[..., tu
             {"DATABASE_URL": postgres.url, "REDIS_URL": redis_of_our_own.url, **SHORT_TIMEOUTS, **env},
         )
         made.append(stack)
-        for step in (["migrate", "--noinput", "-v0"], ["create_demo_data"]):
+        for step in (["migrate", "--noinput", "-v0"], ["create_demo_data", "--allow-production"]):
             name = f"setup-{step[0]}"
             assert stack.manage(name, *step).wait(timeout=120) == 0, stack.log(name)
         return stack, stack.web()
