@@ -114,8 +114,8 @@ def make_booking(db) -> Callable[..., Any]:
 
 @pytest.fixture
 def groups(db):
-    """The demo's staff groups (support, ops) with their permissions, by name."""
-    from reconciliation.management.commands.create_demo_data import ensure_groups
+    """The console's staff groups (support, ops) with their permissions, by name."""
+    from reconciliation.services.support.groups import ensure_groups
 
     return ensure_groups()
 

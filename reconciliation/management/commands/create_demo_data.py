@@ -11,66 +11,22 @@ import json
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Group, Permission
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 from rest_framework.authtoken.models import Token
 
 from partners.models import Adapter
 from partners.services.registry import OfferSpec, partner_upsert
+from reconciliation.services.support.groups import ensure_groups
 
 DEMO_TOKEN = "demo0customer0token000000000000000000000"  # demo only, printed on purpose
 CUSTOMER_PASSWORD = "customer-demo-pass"  # the customer site's demo login, printed on purpose
-GROUP_PERMISSIONS = {
-    "support": [
-        "bookings.view_booking",
-        "bookings.view_bookingevent",
-        "bookings.view_offer",
-        "bookings.sync_booking",
-        "bookings.retry_booking",
-        "partners.view_partner",
-        "partners.view_partnerreservation",
-        "partners.view_partnerattempt",
-        "partners.view_inboundevent",
-        "partners.view_orphancase",
-        "partners.close_orphan",
-        "reconciliation.view_refundproposal",
-        "reconciliation.refund_payment",
-    ],
-}
-GROUP_PERMISSIONS["ops"] = [
-    *GROUP_PERMISSIONS["support"],
-    "bookings.compensate_booking",
-    "bookings.resolve_booking",
-    "bookings.cancel_booking_support",
-    "partners.replay_inboundevent",
-    "partners.cancel_orphan",
-    "partners.link_orphan",
-    "partners.close_live_orphan",
-    "payments.view_provider_truth",
-    "reconciliation.capture_payment",
-    "reconciliation.void_payment",
-    "reconciliation.approve_refund",
-]
 USERS = [
     # username, password, group, superuser
     ("support", "support-demo-pass", "support", False),
     ("ops", "ops-demo-pass", "ops", False),
     ("admin", "admin-demo-pass", None, True),
 ]
-
-
-def ensure_groups() -> dict[str, Group]:
-    groups = {}
-    for name, codenames in GROUP_PERMISSIONS.items():
-        group, _ = Group.objects.get_or_create(name=name)
-        perms = [
-            Permission.objects.get(content_type__app_label=label, codename=codename)
-            for label, codename in (p.split(".") for p in codenames)
-        ]
-        group.permissions.set(perms)
-        groups[name] = group
-    return groups
 
 
 class Command(BaseCommand):
