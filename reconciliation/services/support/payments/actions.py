@@ -44,6 +44,7 @@ from payments.services.operations import operation_open
 from payments.services.outside import method_label, refund_outside_record
 from payments.services.runs import payment_run, schedule
 from reconciliation.models import ProposalKind, ProposalState, RefundProposal
+from reconciliation.services.support.notes import NOTE_MAX_CHARS
 from reconciliation.services.support.once import Ask, claim_token, clean_token, correction_data, target_key
 from reconciliation.services.support.payments.situation import (
     APPROVE,
@@ -268,7 +269,7 @@ def _propose(
         method=method,
         amount=value,
         currency=money,
-        note=note[:2000],
+        note=note[:NOTE_MAX_CHARS],
         proposed_by=operator.user,
         proposed_by_label=operator.label,
     )
@@ -778,7 +779,7 @@ def _decide(
     proposal.decided_by = operator.user
     proposal.decided_by_label = operator.label
     proposal.decided_at = timezone.now()
-    proposal.decision_note = (note or "")[:2000]
+    proposal.decision_note = (note or "")[:NOTE_MAX_CHARS]
     proposal.operation = operation
     proposal.save(
         update_fields=["state", "decided_by", "decided_by_label", "decided_at", "decision_note", "operation"]
