@@ -14,12 +14,16 @@ from django.utils import timezone
 
 from bookings.cancelling import after_cancel
 from bookings.customer_money import money_shown
-from bookings.models import Booking
+from bookings.models import Booking, Notification
+from bookings.notifications import compose
 from bookings.services import booking_request_cancel
 from bookings.states import BookingState, CustomerMoney
-from payments.models import OperationKind, PaymentStatus
+from payments.models import OperationKind, OperationState, PaymentOperation, PaymentStatus
 from payments.services.observations import charge_in_doubt
 from payments.services.operations import operation_open
+from tests.helpers import wait_until
+from tests.partners.conftest import wait_for_status
+from tests.payments.conftest import HANG_S, assert_money_at_rest, payment_of, wait_for_money
 from tests.reconciliation.paying import PRICE, paying_booking
 
 S = BookingState
@@ -79,3 +83,62 @@ def test_a_cancel_while_the_hold_is_being_charged_says_the_rest_comes_back_relea
         assert after.customer_money["code"] == CustomerMoney.HELD
         assert "We are charging the cancellation fee of 90.00 EUR from the 360.00 EUR" in words
     assert after.cancellation_fee == Decimal("90.00")
+
+
+# --- with the real provider, partner and worker ---------------------------------------------------
+# Free until 60 days before the start, then a quarter: a stay 40 days ahead costs 90.00 EUR to cancel.
+AFTER_CUT_OFF = {"free_cancellation_hours": 60 * 24, "cancellation_fee_percent": Decimal("25")}
+# The promise the tester read, and then saw broken: only the fee taken, the rest let go.
+FEE_FROM_HOLD = ("release the other", "releasing the other", "from the 360.00 EUR we hold")
+
+
+def capture_out(booking) -> bool:
+    """The confirmation's capture committed and its first call not answered yet."""
+    return PaymentOperation.objects.filter(
+        payment__booking=booking, kind=OperationKind.CAPTURE, state=OperationState.OPEN, tries=0
+    ).exists()
+
+
+def promised(words: str) -> list[str]:
+    return [p for p in FEE_FROM_HOLD if p in words]
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+def test_a_cancel_while_the_capture_is_out_to_a_slow_provider_promises_only_what_then_happens(
+    paying, settings, customer, api_client
+):
+    # given a confirmed booking past its free cancellation (a fee of 90.00 EUR), held, and a
+    # provider that takes seconds to answer (a slow answer, not a timeout), as on the tester's run
+    offer = paying.h.partner.offers.get()
+    type(offer).objects.filter(pk=offer.pk).update(**AFTER_CUT_OFF)
+    paying.h.faults(async_confirm_delay_s=2)  # time to slow the provider between hold and capture
+    booking = paying.book(customer=customer)
+    wait_until(lambda: payment_of(booking).status == P.AUTHORIZED, what="the hold")
+    settings.PAYMENTS_READ_TIMEOUT_S = 4 * HANG_S
+    paying.provider.set_faults(latency_ms=[3000, 3000])
+    wait_until(lambda: capture_out(booking), what="the confirmation's capture out", timeout_s=15)
+
+    # when the customer reads what cancelling does, and cancels, seconds before the answer
+    before = api_client.get(f"/api/v1/bookings/{booking.reference}").json()
+    answer = api_client.post(f"/api/v1/bookings/{booking.reference}/cancel")
+    assert capture_out(booking)  # the capture's answer had not come: the tester's window
+
+    # then neither promised the fee alone from the hold: the rest comes back, released or refunded
+    assert (before["status"], before["money"]["code"]) == ("confirmed", "held")
+    assert before["if_cancelled"]["outcome"] == "release_or_refund"
+    assert promised(before["if_cancelled"]["message"]) == []
+    assert (answer.status_code, answer.json()["money"]["code"]) == (202, "charge_unknown")
+    # and what happened is one of the two said: charged in full by the capture, the rest refunded
+    wait_for_status(booking, S.CANCELLED)
+    wait_for_money(booking, "partly_refunded", timeout_s=40)
+    assert_money_at_rest(paying, booking, owed=Decimal("90.00"), code="partly_refunded")
+    [intent] = paying.intents(booking)
+    assert intent["amount_received"] == 36_000
+    assert [r["amount"] for r in paying.provider.refunds(intent["id"])] == [27_000]
+    # nothing the customer was told since, on the page, in the API or by mail, promised otherwise
+    shown = api_client.get(f"/api/v1/bookings/{booking.reference}").json()
+    assert promised(shown["money"]["message"]) == []
+    for notification in Notification.objects.filter(booking=booking):
+        mail = compose(notification)
+        assert promised(mail.body) == [], mail.body
