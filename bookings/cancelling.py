@@ -1,5 +1,6 @@
 """What cancelling a booking does to the customer's money, told before they confirm (the cancel
-page, the API's `if_cancelled`) and in the mails that follow the cancel (`after_cancel`).
+page, the API's `if_cancelled`), in the mails that follow the cancel (`after_cancel`) and, once
+it is done, beside the money on the booking's page and in the API (`money_words`).
 
 The fee is the offer's policy (`bookings.pricing.cancellation_fee`), and `fee_if_cancelled` is
 the one rule of when it applies: `booking_request_cancel` fixes it with it, and the cancel page
@@ -24,7 +25,7 @@ from decimal import Decimal
 from enum import StrEnum
 
 from bookings import ports
-from bookings.customer_money import MONEY_HELD, Money, money_shown
+from bookings.customer_money import MONEY_HELD, Money, money_shown, refund_due
 from bookings.customer_view import partner_let_go, sent_to_partner
 from bookings.models import Booking, CancellationTerms, Quote
 from bookings.pricing import cancellation_cut_off, cancellation_fee
@@ -411,9 +412,26 @@ def after_cancel(booking: Booking, money: Money | None) -> str:
     if money is None:
         return ""
     if fee is None:
+        if money.code == CustomerMoney.CHARGED and refund_due(booking, money) > 0:
+            # Charged, then cancelled with nothing owed (confirmed, then a problem at the partner).
+            return _after_words(money, ZERO)
         return free_cancel_words(booking, money)
     words = _after_words(money, fee)
     if not words:
         return ""
     why = _after_why(booking, fee)
     return f"{words} {why}" if why else words
+
+
+def money_words(booking: Booking, money: Money) -> str:
+    """What the booking's page and the API's `money.message` tell the customer of their money:
+    its words (`Money.text`) and, once the booking is cancelled, what the cancel does with it as
+    its mails say it (`after_cancel`), so that "We charged 360.00 EUR" is never all a cancelled
+    booking says while its refund is on its way (`refund_due`: from the cancel's confirmation, not
+    from the provider's answer). While the cancel is asked and the partner has not confirmed it,
+    nothing is refunded, charged or released yet: only that a free cancel lets a hold go."""
+    if booking.status == BookingState.CANCELLED:
+        more = after_cancel(booking, money)
+    else:
+        more = free_cancel_words(booking, money)
+    return f"{money.text} {more}" if more else money.text

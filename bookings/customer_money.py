@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from bookings.models import Booking
-from bookings.states import REFUND_FAILED_PARTLY_PAID_BACK, CustomerMoney
+from bookings.states import REFUND_FAILED_PARTLY_PAID_BACK, BookingState, CustomerMoney
 
 MONEY = CustomerMoney
 
@@ -146,3 +146,19 @@ def money_of(facts: PaymentFacts) -> Money:
 
 def money_shown(booking: Booking) -> Money | None:
     return Money.from_json(booking.customer_money)
+
+
+# Charged, and no refund refused since: what was paid beyond what is owed is refunded by automation.
+_REFUNDABLE = frozenset({MONEY.CHARGED, MONEY.PARTLY_REFUNDED})
+
+
+def refund_due(booking: Booking, money: Money | None) -> Decimal:
+    """What a cancelled booking's charge still has to give back to the card, from the cancel's
+    confirmation until the refund is answered: what was paid beyond the fee the cancel fixed
+    (`booking.cancellation_fee`; none fixed, cancelled for free), as the payment side refunds it
+    (`payments.decisions.owed`, `next_step`). Zero for any other booking or money. No query: the
+    customer's pages and mails say it ("are refunding") and keep following it before the
+    provider has even been asked."""
+    if money is None or money.code not in _REFUNDABLE or booking.status != BookingState.CANCELLED:
+        return Decimal(0)
+    return max(money.paid - (booking.cancellation_fee or Decimal(0)), Decimal(0))

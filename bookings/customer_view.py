@@ -23,7 +23,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from bookings import live, notifications, ports
-from bookings.customer_money import MONEY_HELD, Money, PaymentFacts, money_of, money_shown
+from bookings.customer_money import MONEY_HELD, Money, PaymentFacts, money_of, money_shown, refund_due
 from bookings.models import Actor, Booking, BookingEvent, Notification, NotificationKind
 from bookings.states import (
     BookingState,
@@ -216,7 +216,7 @@ class Awaited(StrEnum):
     CANCELLATION = "cancellation"
     # The payment provider: a hold asked for, or money held that is still to be taken or let go
     # (a confirmed booking's capture, a cancelled one's release, a capture whose outcome is not
-    # known yet), whatever the booking shows.
+    # known yet), or a cancelled booking's refund still to be made, whatever the booking shows.
     PAYMENT = "payment"
 
 
@@ -232,9 +232,15 @@ def awaited(booking: Booking) -> Awaited | None:
         if booking.customer_message == M.CANCELLING_UNSENT:
             return Awaited.PAYMENT if unsettled_money else Awaited.CANCELLATION
         return Awaited.PARTNER
-    if unsettled_money:
+    if unsettled_money or _refund_to_come(booking):
         return Awaited.PAYMENT
     return Awaited.SUPPORT if money_code in _MONEY_WITH_SUPPORT else None
+
+
+def _refund_to_come(booking: Booking) -> bool:
+    """Cancelled, and charged beyond the fee its cancel fixed: the refund is the provider's to make
+    (`refund_due`), so the page keeps following it rather than saying nothing is awaited."""
+    return booking.status == S.CANCELLED and refund_due(booking, money_shown(booking)) > 0
 
 
 def awaiting_news(booking: Booking) -> bool:

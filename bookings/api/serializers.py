@@ -18,7 +18,7 @@ from drf_spectacular.extensions import OpenApiSerializerExtension
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from bookings.cancelling import Outcome, cancel_money, offer_policy, stay_policy
+from bookings.cancelling import Outcome, cancel_money, money_words, offer_policy, stay_policy
 from bookings.customer_money import money_shown
 from bookings.dates import NotADate, parse_date
 from bookings.models import Booking, Offer, Quote
@@ -302,7 +302,14 @@ class MoneyOutputSerializer(serializers.Serializer):
             "payment method: no bank was asked), `not_charged`."
         ),
     )
-    message = serializers.CharField(help_text="The same in words, with the amounts.")
+    message = serializers.CharField(
+        help_text=(
+            "The same in words, with the amounts, as the booking's page says it. Once the booking "
+            "is cancelled, with what the cancel does with the money: the fee kept and what is "
+            "being refunded or released, from the cancel's confirmation on (a refund still to come "
+            "is said before the provider makes it: `charged` is then not all there is to tell)."
+        )
+    )
     currency = serializers.CharField()
     amount = serializers.DecimalField(max_digits=12, decimal_places=2, help_text="Asked for (held).")
     charged = serializers.DecimalField(max_digits=12, decimal_places=2)
@@ -458,7 +465,7 @@ class BookingOutputSerializer(serializers.Serializer):
             return None
         return {
             "code": money.code,
-            "message": money.text,
+            "message": money_words(booking, money),
             "currency": money.currency,
             "amount": _PRICE.to_representation(money.amount),
             "charged": _PRICE.to_representation(money.charged),

@@ -8,7 +8,7 @@ from django import template
 
 from bookings import cancelling
 from bookings.cancelling import offer_policy
-from bookings.customer_money import Money, money_shown
+from bookings.customer_money import money_shown
 from bookings.models import Booking, Offer
 
 register = template.Library()
@@ -34,17 +34,11 @@ def duration(value: timedelta) -> str:
 
 
 @register.filter
-def money_text(told: dict) -> str:
-    """What the customer was told about their money (a booking's `customer_money`, or a
-    notification's `money`), in words with its amounts; empty for a booking that does not pay."""
-    money = Money.from_json(told)
-    return money.text if money else ""
-
-
-@register.filter
-def free_cancel_words(booking: Booking) -> str:
-    """Beside the money words of a booking cancelled for free: that a hold is let go."""
-    return cancelling.free_cancel_words(booking, money_shown(booking))
+def money_words(booking: Booking) -> str:
+    """What the booking's page says of its money (`cancelling.money_words`: the API's
+    `money.message` too); empty for a booking that does not pay."""
+    money = money_shown(booking)
+    return cancelling.money_words(booking, money) if money else ""
 
 
 @register.filter

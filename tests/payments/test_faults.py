@@ -199,12 +199,16 @@ def test_a_free_cancel_while_the_capture_s_outcome_is_unknown_says_the_money_com
     )
     assert money_code(booking) == "charge_unknown"  # still unknown when it was mailed
     [mail] = [m for m in sink.messages() if m["Subject"] == f"Your booking {booking.reference} is cancelled"]
+    comes_back = f"{CHARGE_UNKNOWN} We are {BACK_IN_FULL.replace('make sure', 'making sure', 1)}"
     for subtype in ("plain", "html"):
         text = " ".join(mail.get_body((subtype,)).get_content().split())
-        assert f"{CHARGE_UNKNOWN} We are {BACK_IN_FULL.replace('make sure', 'making sure', 1)}" in text
+        assert comes_back in text
         assert "releas" not in text.replace("release the hold", "")  # no release promised
+    # the page and the API say it as the mail does, once the booking is cancelled
     shown = api_client.get(f"/api/v1/bookings/{booking.reference}").json()
-    assert (shown["status"], shown["money"]["message"]) == ("cancelled", CHARGE_UNKNOWN)
+    said = f"{comes_back} Cancelling this booking is free."
+    assert (shown["status"], shown["money"]["message"]) == ("cancelled", said)
+    assert said in " ".join(page.get(f"/bookings/{booking.reference}/").content.decode().split())
 
     # then the capture's answer comes (it was made): charged, then refunded in full, each mailed
     paying.provider.set_faults(timeout_after_commit_rate=0)

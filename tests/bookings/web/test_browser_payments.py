@@ -248,7 +248,12 @@ def test_cancelling_a_paid_booking_refunds_it_as_the_offer_s_policy_says(page, s
     page.wait_for_selector(
         '#booking-status [data-money-code="partly_refunded"]', timeout=PAGE_NEWS_TIMEOUT_MS
     )
-    refunded = "We charged 360.00 EUR and refunded 270.00 EUR of it to your card: you paid 90.00 EUR."
+    refunded = (
+        "We charged 360.00 EUR and refunded 270.00 EUR of it to your card: you paid 90.00 EUR. The "
+        "90.00 EUR you paid is the cancellation fee we keep. Your booking was cancelled after free "
+        f"cancellation ended on {cut_off.day} {cut_off:%b %Y}, 00:00 UTC (1440 hours before the start): "
+        "the fee is 25% of the price."
+    )
     assert "Your booking is cancelled." in status_text(page)
     assert money_on_the_page(page) == refunded
     api = money_in_the_api(page, site, booking)
