@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import statistics
 from collections.abc import Collection
@@ -108,8 +109,10 @@ class BookingProgress:
 
     @property
     def version(self) -> str:
-        """Changes exactly when what the customer sees of the booking changes."""
-        seen = [self.booking.customer_status, self.booking.customer_message]
+        """Changes exactly when what the customer sees of the booking changes: its money too (a
+        refund is a change of the money alone, and a page that polls must get it)."""
+        money = json.dumps(self.booking.customer_money, sort_keys=True)
+        seen = [self.booking.customer_status, self.booking.customer_message, money]
         seen += [f"{step.label}@{step.at.isoformat()}" for step in self.steps]
         return hashlib.blake2b("\n".join(seen).encode(), digest_size=8).hexdigest()
 

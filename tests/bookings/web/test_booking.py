@@ -290,6 +290,26 @@ def test_the_poll_gets_only_the_next_poller_while_nothing_changed(web, customer,
     assert f"?seen={version}" in page
 
 
+def test_the_poll_gets_a_change_of_the_money_alone(web, customer, offer):
+    # cancelled, the refund on its way: the page polls for it (no stream), and the refund is a
+    # change of the money alone (the status, message and steps stay)
+    moves = (S.REQUESTED, S.SUBMITTING, S.CONFIRMED, S.CANCEL_REQUESTED, S.CANCELLED)
+    charged = money_of(PaymentFacts("charged", "EUR", Decimal("360.00"), Decimal("360.00")))
+    booking = progressed(
+        customer, offer, *moves, cancellation_fee=Decimal("90.00"), customer_money=charged.as_json()
+    )
+    version = web.get(f"/bookings/{booking.reference}/").context["progress"].version
+    refunded = PaymentFacts("charged", "EUR", Decimal("360.00"), Decimal("360.00"), Decimal("270.00"))
+    Booking.objects.filter(pk=booking.pk).update(customer_money=money_of(refunded).as_json())
+
+    response = htmx(web, f"/bookings/{booking.reference}/status/", seen=version)
+
+    page = response.content.decode()
+    assert '<div id="booking-status" hx-swap-oob="innerHTML">' in page  # swapped in, announced
+    assert "refunded 270.00 EUR of it to your card: you paid 90.00 EUR." in page
+    assert "hx-get" not in page  # and nothing more is awaited
+
+
 def test_the_poll_stops_once_the_customer_waits_for_nothing(web, customer, offer):
     booking = progressed(customer, offer, S.REQUESTED, S.SUBMITTING, S.CONFIRMED)
 
