@@ -199,6 +199,27 @@ def _replay(*, customer, idempotency_key: str, request: BookingRequest) -> Booki
     return None if booking is None else BookingCreated(booking=booking, created=False)
 
 
+def _booked_otherwise(*, customer, request: BookingRequest) -> bool:
+    """Whether the request's quote is booked already, for the stay the request asks (the quote
+    fixes it), by a request that differs in how it pays: the same request is its replay."""
+    if request.quote_id is None:
+        return False
+    return Booking.objects.filter(
+        customer=customer,
+        quote_id=request.quote_id,
+        quote__offer_id=request.offer_id,
+        quote__start_date=request.start_date,
+        quote__end_date=request.end_date,
+        quote__guests=request.guests,
+    ).exists()
+
+
+def _refuse_booked_otherwise() -> Unprocessable:
+    return Unprocessable(
+        "This quote is booked already, with another payment method.", code="quote_booked_otherwise"
+    )
+
+
 def _quote_for(*, customer, request: BookingRequest, offer: Offer) -> Quote | None:
     if request.quote_id is None:
         return None
@@ -248,6 +269,10 @@ def booking_create(*, customer, request: BookingRequest, idempotency_key: str) -
         replay = _replay(customer=customer, idempotency_key=idempotency_key, request=request)
         if replay:
             return replay
+        # A quote booked already is answered as booked, whatever else is now wrong with it
+        # (expired since, the offer withdrawn): that is moot, the booking is what matters.
+        if _booked_otherwise(customer=customer, request=request):
+            raise _refuse_booked_otherwise() from None
         raise
     now = timezone.now()
 
@@ -309,13 +334,10 @@ def booking_create(*, customer, request: BookingRequest, idempotency_key: str) -
                 return replay
             if Booking.objects.filter(reference=booking.reference).exists():
                 continue  # the random reference was taken: draw another
-            if request.quote_id is not None and Booking.objects.filter(quote_id=request.quote_id).exists():
+            if _booked_otherwise(customer=customer, request=request):
                 # The quote's booking exists, made by a request that differs only in how it pays
                 # (the quote fixes the stay): it is not this request's to answer.
-                raise Unprocessable(
-                    "This quote is booked already, with another payment method.",
-                    code="quote_booked_otherwise",
-                ) from None
+                raise _refuse_booked_otherwise() from None
             raise
         # Published before the next step is queued: its worker's first change comes after it.
         customer_view.created(booking)

@@ -254,7 +254,8 @@ class BookingCollectionView(CustomerAPIView):
             415: _UNSUPPORTED_MEDIA,
             422: _error(
                 "`idempotency_key_reused`: this key was used with a different body; "
-                "`quote_booked_otherwise`: the quote was booked already, under another key."
+                "`quote_booked_otherwise`: the quote was booked already, under another key and "
+                "with another payment method (said even once the quote has expired since)."
             ),
             429: _THROTTLED,
         },

@@ -523,6 +523,40 @@ def test_a_quote_booked_under_one_key_answers_another_key_with_its_booking(api_c
     assert Booking.objects.count() == 1
 
 
+def test_a_booked_quote_that_has_expired_since_answers_that_it_is_booked(api_client, offer):
+    # given a quote booked without a card, whose hold has ended since
+    quote = api_client.post("/api/v1/quotes", stay_body(offer), format="json").json()
+    first = post_booking(api_client, stay_body(offer, quote=quote["id"]), key="first-try")
+    Quote.objects.filter(pk=quote["id"]).update(expires_at=timezone.now() - timedelta(seconds=1))
+
+    # when it is booked again under another key: the same request, then with a card
+    again = post_booking(api_client, stay_body(offer, quote=quote["id"]), key="second-try")
+    otherwise = post_booking(
+        api_client, stay_body(offer, quote=quote["id"], payment_method="pm_card_visa"), key="third-try"
+    )
+
+    # then the same request answers with its booking, the other is refused as booked: its expiry
+    # is beside the point once it is booked
+    assert first.status_code == again.status_code == 202
+    assert again.json()["reference"] == first.json()["reference"]
+    assert otherwise.status_code == 422
+    assert otherwise.json()["error"]["code"] == "quote_booked_otherwise"
+    assert Booking.objects.count() == 1
+
+
+def test_a_booked_quote_asked_for_another_stay_is_refused_for_the_stay(api_client, offer):
+    # given a booked quote
+    quote = api_client.post("/api/v1/quotes", stay_body(offer), format="json").json()
+    post_booking(api_client, stay_body(offer, quote=quote["id"]), key="first-try")
+
+    # when a request names it with other guests
+    other = post_booking(api_client, stay_body(offer, quote=quote["id"], guests=1), key="second-try")
+
+    # then what is wrong with the request is said, as for any quote
+    assert other.status_code == 400
+    assert other.json()["error"]["fields"] == {"guests": ["Differs from the quote."]}
+
+
 def test_idempotency_keys_are_per_customer(api_client, other_client, offer):
     mine = post_booking(api_client, stay_body(offer), key="shared-key")
     theirs = post_booking(other_client, stay_body(offer), key="shared-key")

@@ -10,7 +10,7 @@ import pytest
 from django.utils import timezone
 
 from bookings.customer_money import PaymentFacts, money_of
-from bookings.models import Actor, Booking
+from bookings.models import Actor, Booking, Quote
 from bookings.selectors import confirmation_times_cache_key
 from bookings.states import BookingState, CustomerMessage
 from bookings.timeline import record_event
@@ -129,6 +129,28 @@ def test_an_expired_quote_is_refused_with_the_api_words(web, customer, offer):
     page = response.content.decode()
     assert "<li>This quote has expired.</li>" in page
     assert "Get a new price" in page
+
+
+def test_a_booked_quote_that_has_expired_since_says_it_is_booked_not_expired(web, quote):
+    """Tester: Book from a stale tab (another card) of a quote booked meanwhile and expired since
+    said "This quote has expired." above "You have booked this already": the expiry is moot."""
+    # given a quote booked from one tab, whose hold has ended since
+    book(web, quote, "key-of-tab-1")
+    booking = Booking.objects.get()
+    Quote.objects.filter(pk=quote.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+
+    # when another tab, still showing Book, books it with a card
+    response = web.post(
+        f"/quotes/{quote.pk}/book/", {"idempotency_key": "key-of-tab-2", "payment_method": "pm_card_visa"}
+    )
+
+    # then it says the quote is booked, and leads to the booking: nothing of the expiry
+    page = response.content.decode()
+    assert response.status_code == 422
+    assert "<li>This quote is booked already, with another payment method.</li>" in page
+    assert f'href="/bookings/{booking.reference}/"' in page
+    assert "expired" not in page and "Get a new price" not in page
+    assert Booking.objects.count() == 1
 
 
 def test_a_quote_for_a_withdrawn_offer_says_why_it_cannot_be_booked(web, quote):

@@ -2,7 +2,8 @@
 server: no partner nor payment process, since none of these pages asks them anything.
 
 The quote of an offer withdrawn (or whose partner paused) since the price was given, and the Book
-clicked on a page opened before that; a quote whose hold expired; the cancel page of a booking the
+clicked on a page opened before that; a quote whose hold expired; Book clicked on a page left
+open of a quote booked and expired since; the cancel page of a booking the
 partner took away after confirming it, of one never sent to the partner, and of one that cannot be
 cancelled any more; a page that is not there, a form posted from a page left open across a new
 log-in, a server error, and the site briefly unable to reach its database; a password reset link
@@ -133,6 +134,40 @@ def test_an_expired_quote_says_so_and_leads_to_a_new_price(page, live_server, ad
     shot(page, "quote-expired")
     page.click("main >> text=Get a new price")
     page.wait_for_url(f"{live_server.url}/offers/{offer.pk}/")
+
+
+def test_book_on_a_page_left_open_of_a_quote_booked_and_expired_since_says_only_that_it_is_booked(
+    page, live_server, ada, offer
+):
+    # given the quote's page open with Book, then the quote booked from another tab, its hold
+    # ended since
+    open_quote(page, live_server, ada, offer)
+    quote = Quote.objects.get()
+    booking = BookingFactory(
+        customer=ada,
+        offer=offer,
+        quote=quote,
+        start_date=quote.start_date,
+        end_date=quote.end_date,
+        guests=quote.guests,
+        total_price=quote.total_price,
+    )
+    Quote.objects.filter(pk=quote.pk).update(expires_at=timezone.now() - timedelta(minutes=1))
+
+    # when the customer picks a card on the open page and clicks Book
+    page.select_option("[name=payment_method]", "pm_card_visa")
+    page.click("#book")
+    page.wait_for_selector("[data-error-summary]")
+
+    # then it says the quote is booked and leads to the booking; nothing of the expiry
+    assert "This quote is booked already" in page.inner_text("[data-error-summary]")
+    main = page.inner_text("main")
+    assert f"You have booked this already: booking {booking.reference}." in main
+    assert "expired" not in main and "Get a new price" not in main
+    assert page.locator("#book").count() == 0
+    shot(page, "quote-booked-and-expired")
+    page.click(f"main >> text=See how booking {booking.reference} is going")
+    page.wait_for_url(f"{live_server.url}/bookings/{booking.reference}/")
 
 
 # --- the cancel page --------------------------------------------------------------------------------
