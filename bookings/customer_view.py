@@ -16,6 +16,7 @@ then `save_row`); anything else that can change a fact calls `refresh` on the lo
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -246,6 +247,25 @@ def _refund_to_come(booking: Booking) -> bool:
 def awaiting_news(booking: Booking) -> bool:
     """Whether the customer should keep following the booking (poll, stream) for news."""
     return awaited(booking) is not None
+
+
+def awaits_partner_confirmation(booking: Booking) -> bool:
+    """Whether the customer waits for the partner to confirm: only then do the partner's deadline
+    and usual confirmation time tell them what to expect. Not once the partner confirmed (nothing
+    is left to meet), nor once our support team has the booking (`with_support`: support settles
+    it, and no deadline expires it), nor while a booking that did not go ahead is released, nor
+    while its payment is confirmed (the partner is not asked before the money is held)."""
+    return (
+        booking.customer_status == CustomerStatus.PENDING
+        and booking.customer_message != M.RELEASING
+        and awaited(booking) == Awaited.PARTNER
+    )
+
+
+def partner_deadline(booking: Booking) -> datetime | None:
+    """The partner's deadline to confirm, as the customer is told it (the progress page, the
+    API's `deadline`): while they wait for the partner to confirm; None when it does not apply."""
+    return booking.deadline if awaits_partner_confirmation(booking) else None
 
 
 # --- the one writer -------------------------------------------------------------------------

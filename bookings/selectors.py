@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from bookings import customer_view
 from bookings.models import Booking, BookingEvent, Offer, Quote
-from bookings.states import BookingState, CustomerMessage, CustomerStatus
+from bookings.states import BookingState
 from config.errors import NotFound
 
 S = BookingState
@@ -90,22 +90,14 @@ class BookingProgress:
 
     @property
     def awaits_partner_confirmation(self) -> bool:
-        """Whether the customer waits for the partner to confirm: only then do the partner's
-        deadline and usual confirmation time tell them what to expect. Not once our support team
-        has the booking (`with_support`: support settles it, and no deadline expires it), nor
-        while a booking that did not go ahead is released, nor while its payment is confirmed."""
-        booking = self.booking
-        return (
-            booking.customer_status == CustomerStatus.PENDING
-            and booking.customer_message != CustomerMessage.RELEASING
-            and customer_view.awaited(booking) == customer_view.Awaited.PARTNER
-        )
+        """Whether the partner's deadline and usual time apply (`customer_view`'s rule)."""
+        return customer_view.awaits_partner_confirmation(self.booking)
 
     @property
     def confirm_by(self) -> datetime | None:
-        """The partner's deadline to confirm, while it is still ahead."""
-        deadline = self.booking.deadline
-        return deadline if deadline > timezone.now() else None
+        """The partner's deadline to confirm, where it applies, while it is still ahead."""
+        deadline = customer_view.partner_deadline(self.booking)
+        return deadline if deadline is not None and deadline > timezone.now() else None
 
     @property
     def version(self) -> str:

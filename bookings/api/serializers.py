@@ -18,6 +18,7 @@ from drf_spectacular.extensions import OpenApiSerializerExtension
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from bookings import customer_view
 from bookings.cancelling import Outcome, cancel_money, money_words, offer_policy, stay_policy
 from bookings.customer_money import money_shown
 from bookings.dates import NotADate, parse_date
@@ -384,6 +385,18 @@ IF_CANCELLED_HELP = (
 )
 
 
+DEADLINE_HELP = (
+    "While the booking waits for the partner to confirm it (`status` `pending`, `message_code` "
+    "`received`, `submitting`, `partner_confirming`, `checking` or `taking_longer`): if the "
+    "partner has not confirmed by then, the booking does not go ahead. Null whenever it does not "
+    "apply, as the booking's page does not tell it then: once confirmed (nothing is left to meet), "
+    "cancelling or cancelled, once it did not go ahead, while its payment is being confirmed (the "
+    "partner is not asked before), and once our support team has it (`with_support`: support "
+    "settles it). Always present; it was a time in every booking before, so a client must now take "
+    'null as "no deadline applies".'
+)
+
+
 class BookingOutputSerializer(serializers.Serializer):
     reference = serializers.CharField()
     status = serializers.ChoiceField(
@@ -415,12 +428,7 @@ class BookingOutputSerializer(serializers.Serializer):
     currency = serializers.CharField()
     created_at = serializers.DateTimeField()
     updated_at = serializers.DateTimeField()
-    deadline = serializers.DateTimeField(
-        help_text=(
-            "If the partner has not confirmed by then, the booking does not go ahead; except once "
-            "our support team has it (`message_code` `with_support`): support settles it then."
-        )
-    )
+    deadline = serializers.SerializerMethodField(help_text=DEADLINE_HELP)
     money = serializers.SerializerMethodField(
         help_text="What happened to the customer's money; null for a booking that takes no payment."
     )
@@ -452,11 +460,15 @@ class BookingOutputSerializer(serializers.Serializer):
             "currency": booking.currency,
             "created_at": _DATETIME.to_representation(booking.created_at),
             "updated_at": _DATETIME.to_representation(booking.updated_at),
-            "deadline": _DATETIME.to_representation(booking.deadline),
+            "deadline": self.get_deadline(booking),
             "money": self.get_money(booking),
             "if_cancelled": self.get_if_cancelled(booking),
             "links": self.get_links(booking),
         }
+
+    @extend_schema_field(serializers.DateTimeField(allow_null=True))
+    def get_deadline(self, booking: Booking) -> str | None:
+        return _DATETIME.to_representation(customer_view.partner_deadline(booking))  # None stays None
 
     @extend_schema_field(MoneyOutputSerializer(allow_null=True))
     def get_money(self, booking: Booking) -> dict[str, str] | None:

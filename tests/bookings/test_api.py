@@ -13,6 +13,7 @@ from django.utils import timezone
 from rest_framework.fields import DateTimeField
 from rest_framework.test import APIClient
 
+from bookings import customer_view
 from bookings.cancelling import cancel_money, stay_policy
 from bookings.customer_money import PaymentFacts, money_of
 from bookings.models import Booking, BookingEvent, Quote
@@ -45,6 +46,10 @@ NO_PAYMENT_IF_CANCELLED = {
 }
 
 
+# The messages of a booking waiting for the partner to confirm: only then is its deadline told.
+AWAITING_PARTNER_CODES = {"received", "submitting", "partner_confirming", "checking", "taking_longer"}
+
+
 def booking_json(
     booking: Booking, *, status: str, message: str, code: str = "received", cancellable: bool = True
 ):
@@ -70,7 +75,7 @@ def booking_json(
         "currency": booking.currency,
         "created_at": iso(booking.created_at),
         "updated_at": iso(booking.updated_at),
-        "deadline": iso(booking.deadline),
+        "deadline": iso(booking.deadline) if code in AWAITING_PARTNER_CODES else None,
         "money": None,  # no payment (tests/payments cover the money the API shows)
         "if_cancelled": NO_PAYMENT_IF_CANCELLED | {"currency": booking.currency} if cancellable else None,
         "links": {"self": url, "cancel": f"{url}/cancel" if cancellable else None},
@@ -659,6 +664,32 @@ def test_detail_shows_the_customer_facing_status(
     assert response.json() == booking_json(
         booking, status=status, message=message, code=code, cancellable=cancellable
     )
+
+
+@pytest.mark.parametrize(
+    ("fields", "told"),
+    [
+        ({"status": S.PENDING_PARTNER}, True),
+        ({"status": S.CONFIRMED}, False),  # the partner confirmed: nothing is left to meet
+        ({"status": S.CANCEL_REQUESTED}, False),
+        ({"status": S.NEEDS_ATTENTION, "attention_reason": "outcome_unknown_no_lookup"}, False),
+        ({"status": S.AWAITING_PAYMENT}, False),  # the partner is not asked before the money is held
+        ({"status": S.EXPIRED}, False),
+    ],
+)
+def test_the_partners_deadline_is_told_only_while_the_booking_waits_for_it_to_confirm(
+    api_client, customer, fields, told
+):
+    """Tester: a confirmed booking still carried the partner's `deadline`; the progress page
+    tells it only while the customer waits for the partner to confirm, and so does the API."""
+    booking = BookingFactory(customer=customer, **fields)
+
+    shown = api_client.get(f"{BOOKINGS_URL}/{booking.reference}").json()
+    listed = api_client.get(BOOKINGS_URL).json()["results"][0]
+
+    assert "deadline" in shown  # kept, null when it does not apply: clients reading it still work
+    assert shown["deadline"] == listed["deadline"] == (iso(booking.deadline) if told else None)
+    assert customer_view.partner_deadline(booking) == (booking.deadline if told else None)
 
 
 def test_detail_is_tagged_with_its_status_version_and_says_when_to_poll(api_client, customer):

@@ -428,6 +428,28 @@ def test_a_booking_with_support_says_support_has_it_not_how_long_the_partner_tak
     )
 
 
+@pytest.mark.parametrize(
+    "moves",
+    [
+        (S.REQUESTED, S.SUBMITTING, S.PENDING_PARTNER),
+        (S.REQUESTED, S.SUBMITTING, S.PENDING_PARTNER, S.CONFIRMED),
+        (S.REQUESTED, S.SUBMITTING, S.UNKNOWN, S.NEEDS_ATTENTION),
+        (S.REQUESTED, S.SUBMITTING, S.PENDING_PARTNER, S.CONFIRMED, S.CANCEL_REQUESTED),
+    ],
+    ids=["partner-confirming", "confirmed", "with-support", "cancelling"],
+)
+def test_the_page_and_the_api_tell_the_partners_deadline_alike(web, api_client, customer, offer, moves):
+    booking = progressed(customer, offer, *moves, submission_count=1)
+
+    page = web.get(f"/bookings/{booking.reference}/").content.decode()
+    told = api_client.get(f"/api/v1/bookings/{booking.reference}").json()["deadline"]
+
+    # the page tells the deadline exactly when the API does, and then the same moment
+    assert ("to confirm. If they do not, the booking does not go ahead." in page) is (told is not None)
+    if told is not None:
+        assert f'They have until <time datetime="{booking.deadline.isoformat()}">' in page
+
+
 def test_the_fragment_without_htmx_sends_to_the_page(web, customer, offer):
     booking = progressed(customer, offer, S.REQUESTED)
 
