@@ -224,6 +224,15 @@ class BookingEventAdmin(ReadOnlyAdmin):
 
 @admin.register(Offer)
 class OfferAdmin(admin.ModelAdmin):
-    list_display = ("product_id", "name", "partner", "unit_price", "currency", "capacity", "is_active")
+    list_display = (
+        "product_id",
+        "name",
+        "partner",
+        "unit_price",
+        "price_unit",
+        "currency",
+        "capacity",
+        "is_active",
+    )
     list_filter = ("partner", "is_active")
     search_fields = ("product_id", "name")

@@ -69,8 +69,22 @@ class CancellationTerms(models.Model):
         }
 
 
+class PriceUnit(models.TextChoices):
+    """What an offer's unit price is for, as the customer is told it ("120.00 EUR a night").
+
+    Ours, not the partner's: neither protocol describes a product, so whoever registers the
+    offer says it (`partner_upsert`, the admin). Either way a stay is priced by the days from
+    its start date to its end date (`bookings.pricing.price_stay`); the unit names what each
+    of them is: a night (a room) or a day (a tour, an outing). Neither is per person: the price
+    does not depend on the guests."""
+
+    NIGHT = "night", "night"
+    DAY = "day", "day"
+
+
 class Offer(CancellationTerms):
-    """Something a partner sells: priced per night (or per unit), for up to `capacity` guests."""
+    """Something a partner sells: priced per night or per day (`price_unit`), for up to
+    `capacity` guests."""
 
     # Indexed by `offer_unique_product` (partner first), not by an index of its own.
     partner = models.ForeignKey(
@@ -79,6 +93,16 @@ class Offer(CancellationTerms):
     product_id = models.CharField(max_length=100, help_text="The partner's product id.")
     name = models.CharField(max_length=200, blank=True)
     unit_price = models.DecimalField(max_digits=10, decimal_places=2)
+    # A default in the database too: processes still on the code before this column insert
+    # offers without it during a rolling deploy.
+    price_unit = models.CharField(
+        max_length=8,
+        choices=PriceUnit.choices,
+        default=PriceUnit.NIGHT,
+        db_default=PriceUnit.NIGHT,
+        help_text="What the unit price is for: each night (a room) or each day (a tour). Either "
+        "way the price is the unit price times the days from the start date to the end date.",
+    )
     currency = models.CharField(
         max_length=3, validators=[validate_currency], help_text="ISO 4217, such as EUR or JPY."
     )

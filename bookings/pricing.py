@@ -1,4 +1,8 @@
-"""Validation and pricing of a stay. The price is always computed here, never taken from a client."""
+"""Validation and pricing of a stay. The price is always computed here, never taken from a client.
+
+A stay is priced by the days from its start date to its end date, whatever the offer sells: the
+offer's `price_unit` names what each of them is for the customer (a night, a day), and
+`unit_count` and `price_per_unit` are those words."""
 
 from __future__ import annotations
 
@@ -22,6 +26,16 @@ GUESTS_REQUIRED = "At least one guest is required."
 _WHOLE_UNITS = "BIF CLP DJF GNF JPY KMF KRW MGA PYG RWF UGX VND VUV XAF XOF XPF"
 _THOUSANDTHS = "BHD JOD KWD OMR TND"
 MINOR_UNIT_EXPONENTS = {**dict.fromkeys(_WHOLE_UNITS.split(), 0), **dict.fromkeys(_THOUSANDTHS.split(), 3)}
+
+
+def unit_count(count: int, unit: str) -> str:
+    """A number of an offer's price units (`Offer.price_unit`) in words: 1 night, 3 days."""
+    return f"{count} {unit}{'' if count == 1 else 's'}"
+
+
+def price_per_unit(offer: Offer) -> str:
+    """An offer's price in words, per its unit: 120.00 EUR a night, 45.00 EUR a day."""
+    return f"{offer.unit_price} {offer.currency} a {offer.price_unit}"
 
 
 def minor_unit_exponent(currency: str) -> int:
@@ -88,7 +102,7 @@ def validate_stay(stay: Stay, *, now: datetime | None = None) -> None:
         errors.setdefault("end_date", []).append("The end date must be after the start date.")
     elif stay.nights > settings.BOOKING_MAX_NIGHTS:
         errors.setdefault("end_date", []).append(
-            f"A booking may cover at most {settings.BOOKING_MAX_NIGHTS} nights."
+            f"A booking may cover at most {unit_count(settings.BOOKING_MAX_NIGHTS, offer.price_unit)}."
         )
     if stay.guests < 1:
         errors.setdefault("guests", []).append(GUESTS_REQUIRED)

@@ -19,7 +19,7 @@ from bookings import catalogue, customer_view, ports
 from bookings.cancelling import fee_if_cancelled
 from bookings.customer_money import MONEY_HELD, PaymentFacts
 from bookings.models import Actor, Booking, Offer, Quote, new_reference
-from bookings.pricing import Stay, confirmation_deadline, price_stay, validate_stay
+from bookings.pricing import Stay, confirmation_deadline, price_stay, unit_count, validate_stay
 from bookings.states import CANCEL_ACCEPTED, BookingState
 from bookings.timeline import new_event
 from config.db import insert_together
@@ -306,7 +306,8 @@ def booking_create(*, customer, request: BookingRequest, idempotency_key: str) -
         actor=Actor.CUSTOMER,
         actor_label=customer.get_username(),
         summary=(
-            f"Requested {offer.product_id}, {stay.nights} nights, {booking.total_price} {booking.currency}"
+            f"Requested {offer.product_id}, {unit_count(stay.nights, offer.price_unit)}, "
+            f"{booking.total_price} {booking.currency}"
         ),
         to_state=booking.status,
         data={

@@ -22,7 +22,7 @@ from bookings import customer_view
 from bookings.cancelling import Outcome, cancel_money, money_words, offer_policy, stay_policy
 from bookings.customer_money import money_shown
 from bookings.dates import NotADate, parse_date
-from bookings.models import Booking, Offer, Quote
+from bookings.models import Booking, Offer, PriceUnit, Quote
 from bookings.pricing import GUESTS_REQUIRED
 from bookings.states import CustomerMessage, CustomerMoney, CustomerStatus
 
@@ -163,10 +163,24 @@ class PartnerRefSerializer(serializers.Serializer):
     code = serializers.CharField()
 
 
+OFFER_NAME_HELP = "The offer's name for customers; empty when it has none (the pages then show `product_id`)."
+PRICE_UNIT_HELP = (
+    "What the unit price is for: `night` (a room: each night of the stay) or `day` (a tour, an "
+    "outing: each day). Either way a stay is priced by the days from `start_date` to `end_date` "
+    '(the day after the last day), whatever the number of guests; the pages say "120.00 EUR a '
+    'night", "45.00 EUR a day".'
+)
+NIGHTS_HELP = (
+    "How many of the offer's price units the stay covers, the days from `start_date` to `end_date`: "
+    "nights, or days for an offer priced by the day (`offer.price_unit`)."
+)
+
+
 class OfferRefSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     product_id = serializers.CharField()
-    name = serializers.CharField()
+    name = serializers.CharField(help_text=OFFER_NAME_HELP)
+    price_unit = serializers.ChoiceField(choices=PriceUnit.choices, help_text=PRICE_UNIT_HELP)
 
 
 class CancellationPolicyOutputSerializer(serializers.Serializer):
@@ -217,8 +231,9 @@ def _policy_fields(offer: Offer) -> dict[str, Any]:
 class OfferOutputSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     product_id = serializers.CharField()
-    name = serializers.CharField()
+    name = serializers.CharField(help_text=OFFER_NAME_HELP)
     unit_price = serializers.DecimalField(max_digits=10, decimal_places=2)
+    price_unit = serializers.ChoiceField(choices=PriceUnit.choices, help_text=PRICE_UNIT_HELP)
     currency = serializers.CharField()
     capacity = serializers.IntegerField()
     partner = PartnerRefSerializer()
@@ -234,7 +249,7 @@ class QuoteOutputSerializer(serializers.Serializer):
     offer = OfferRefSerializer()
     start_date = serializers.DateField()
     end_date = serializers.DateField()
-    nights = serializers.SerializerMethodField()
+    nights = serializers.SerializerMethodField(help_text=NIGHTS_HELP)
     guests = serializers.IntegerField()
     total_price = serializers.DecimalField(max_digits=12, decimal_places=2)
     currency = serializers.CharField()
@@ -422,7 +437,7 @@ class BookingOutputSerializer(serializers.Serializer):
     partner = PartnerRefSerializer()
     start_date = serializers.DateField()
     end_date = serializers.DateField()
-    nights = serializers.IntegerField()
+    nights = serializers.IntegerField(help_text=NIGHTS_HELP)
     guests = serializers.IntegerField()
     total_price = serializers.DecimalField(max_digits=12, decimal_places=2)
     currency = serializers.CharField()
@@ -450,6 +465,7 @@ class BookingOutputSerializer(serializers.Serializer):
                 "id": booking.offer.id,
                 "product_id": booking.offer.product_id,
                 "name": booking.offer.name,
+                "price_unit": str(booking.offer.price_unit),
             },
             "partner": {"code": booking.partner.code},
             "start_date": _DATE.to_representation(booking.start_date),

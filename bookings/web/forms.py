@@ -16,6 +16,7 @@ from django.contrib.auth.forms import UserCreationForm
 from django.core.validators import RegexValidator
 
 from bookings.dates import NotADate, parse_date
+from bookings.models import PriceUnit
 from bookings.services import IDEMPOTENCY_KEY_MAX_LENGTH, IDEMPOTENCY_KEY_PATTERN
 from config import site_url
 from config.errors import ApplicationError
@@ -53,6 +54,9 @@ class CalendarDateField(forms.DateField):
             raise forms.ValidationError(exc.message, code=exc.code) from None
 
 
+DAYS_END_HELP = "The day after your last day: 3 days from 1 March end on 4 March."
+
+
 class StayForm(ServiceForm):
     start_date = CalendarDateField(
         label="Start date",
@@ -72,9 +76,11 @@ class StayForm(ServiceForm):
         error_messages={"required": REQUIRED, "invalid": INVALID_INTEGER},
     )
 
-    def __init__(self, *args, capacity: int, **kwargs) -> None:
+    def __init__(self, *args, capacity: int, price_unit: str = PriceUnit.NIGHT, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.fields["guests"].help_text = f"Up to {capacity}."
+        if price_unit == PriceUnit.DAY:  # counted as nights are: the end date is the day after
+            self.fields["end_date"].help_text = DAYS_END_HELP
 
 
 class ConfirmForm(ServiceForm):

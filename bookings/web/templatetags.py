@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from django import template
 
-from bookings import cancelling
+from bookings import cancelling, pricing
 from bookings.cancelling import offer_policy
 from bookings.customer_money import money_shown
 from bookings.models import Booking, Offer
@@ -39,6 +39,18 @@ def money_words(booking: Booking) -> str:
     `money.message` too); empty for a booking that does not pay."""
     money = money_shown(booking)
     return cancelling.money_words(booking, money) if money else ""
+
+
+@register.filter
+def price_per_unit(offer: Offer) -> str:
+    """The offer's price per its unit: 120.00 EUR a night, 45.00 EUR a day."""
+    return pricing.price_per_unit(offer)
+
+
+@register.filter
+def units(count: int, offer: Offer) -> str:
+    """A stay's length in the offer's price units: 3 nights, 1 day."""
+    return pricing.unit_count(count, offer.price_unit)
 
 
 @register.filter

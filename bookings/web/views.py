@@ -78,7 +78,7 @@ def offer_list(request: HttpRequest) -> HttpResponse:
 def offer_stay(request: HttpRequest, offer_id: int) -> HttpResponse:
     """Choose dates and guests; the price is locked in a quote."""
     offer = get_object_or_404(selectors.bookable_offers(), pk=offer_id)
-    form = StayForm(_posted(request), capacity=offer.capacity)
+    form = StayForm(_posted(request), capacity=offer.capacity, price_unit=offer.price_unit)
     status = HTTPStatus.OK
     if request.method == "POST":
         if form.is_valid():

@@ -14,7 +14,7 @@ from django.core.validators import validate_slug
 from django.db import transaction
 
 from bookings.currencies import currency_error
-from bookings.models import Offer
+from bookings.models import Offer, PriceUnit
 from bookings.pricing import minor_unit_exponent
 from config.errors import ValidationFailed
 from partners.models import Adapter, Capability, Partner
@@ -40,6 +40,7 @@ _VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 PRICE_PLACES = _PRICE_FIELD.decimal_places
 PRICE_LIMIT = Decimal(10) ** (_PRICE_FIELD.max_digits - PRICE_PLACES)
 PRODUCT_ID_MAX = Offer._meta.get_field("product_id").max_length
+NAME_MAX = Offer._meta.get_field("name").max_length
 # Most guests one booking may bring: far above any room or tour, so a slipped finger (an extra
 # digit or ten) is refused rather than stored as a capacity no one meant.
 MAX_CAPACITY = 1000
@@ -66,23 +67,37 @@ def _price_error(price: Decimal, currency: str) -> str | None:
     return None
 
 
+OFFER_FORMAT = "PRODUCT_ID:UNIT_PRICE:CURRENCY:CAPACITY[:PRICE_UNIT[:NAME]]"
+
+
 @dataclass(frozen=True)
 class OfferSpec:
     product_id: str
     unit_price: Decimal
     currency: str
     capacity: int
+    # Empty: not said. A new offer then has no name (the pages show its product id) and is priced
+    # by the night; an offer registered before keeps the name and unit it has (the admin's).
+    price_unit: str = ""
+    name: str = ""
 
     @classmethod
     def parse(cls, text: str) -> OfferSpec:
-        """`PRODUCT_ID:UNIT_PRICE:CURRENCY:CAPACITY`, e.g. `hotel-42-dbl:120.00:EUR:2`; `ValidationFailed`
-        naming every part the offers table cannot hold exactly (checked before anything is saved)."""
-        parts = text.split(":")
-        if len(parts) != 4:
-            raise ValidationFailed(f"Offer {_shown(text)} is not PRODUCT_ID:UNIT_PRICE:CURRENCY:CAPACITY.")
-        product_id, price, currency, capacity = parts
+        """`OFFER_FORMAT`, e.g. `hotel-42-dbl:120.00:EUR:2` or `tour-7-city:45.00:EUR:6:day:City
+        tour` (the name is the rest, colons and all); `ValidationFailed` naming every part the
+        offers table cannot hold exactly (checked before anything is saved)."""
+        parts = text.split(":", 5)
+        if len(parts) < 4:
+            raise ValidationFailed(f"Offer {_shown(text)} is not {OFFER_FORMAT}.")
+        product_id, price, currency, capacity = parts[:4]
+        price_unit = parts[4] if len(parts) > 4 else ""
+        name = parts[5].strip() if len(parts) > 5 else ""
         currency = currency.upper()
         errors: dict[str, list[str]] = {}
+        if price_unit and price_unit not in PriceUnit.values:
+            errors["price_unit"] = [f"{_shown(price_unit)} is not one of {', '.join(PriceUnit.values)}."]
+        if len(name) > NAME_MAX:
+            errors["name"] = [f"At most {NAME_MAX} characters."]
         if not product_id or len(product_id) > PRODUCT_ID_MAX:
             errors["product_id"] = [f"Required, at most {PRODUCT_ID_MAX} characters."]
         if why := currency_error(currency):
@@ -103,7 +118,8 @@ class OfferSpec:
                 errors["capacity"] = [f"Must be from 1 to {MAX_CAPACITY} guests."]
         if errors:
             raise ValidationFailed(f"Offer {_shown(text)} is invalid.", fields=errors)
-        return cls(product_id, unit_price.quantize(Decimal(1).scaleb(-PRICE_PLACES)), currency, seats)
+        cents = unit_price.quantize(Decimal(1).scaleb(-PRICE_PLACES))
+        return cls(product_id, cents, currency, seats, price_unit=price_unit, name=name)
 
 
 def _check(
@@ -229,6 +245,9 @@ def partner_upsert(
         },
     )
     for spec in offers:
+        # A name or unit left unsaid keeps the offer's own: a name given in the admin is not
+        # overwritten (it used to become the product id, which the pages then showed).
+        said = {"price_unit": spec.price_unit, "name": spec.name}
         Offer.objects.update_or_create(
             partner=partner,
             product_id=spec.product_id,
@@ -237,7 +256,7 @@ def partner_upsert(
                 "currency": spec.currency,
                 "capacity": spec.capacity,
                 "is_active": True,
-                "name": spec.product_id,
+                **{field: value for field, value in said.items() if value},
             },
         )
     return partner, created

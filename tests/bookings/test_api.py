@@ -65,6 +65,7 @@ def booking_json(
             "id": booking.offer.pk,
             "product_id": booking.offer.product_id,
             "name": booking.offer.name,
+            "price_unit": "night",
         },
         "partner": {"code": booking.partner.code},
         "start_date": booking.start_date.isoformat(),
@@ -1108,6 +1109,7 @@ def test_offers_lists_active_offers_of_enabled_partners(api_client, offer):
                 "product_id": offer.product_id,
                 "name": offer.name,
                 "unit_price": "120.00",
+                "price_unit": "night",
                 "currency": "EUR",
                 "capacity": 4,
                 "partner": {"code": offer.partner.code},
@@ -1145,7 +1147,7 @@ def test_a_quote_prices_the_stay_and_expires(api_client, customer, offer):
     assert response.status_code == 201
     assert response.json() == {
         "id": str(quote.pk),
-        "offer": {"id": offer.pk, "product_id": offer.product_id, "name": offer.name},
+        "offer": {"id": offer.pk, "product_id": offer.product_id, "name": offer.name, "price_unit": "night"},
         "start_date": body["start_date"],
         "end_date": body["end_date"],
         "nights": 3,

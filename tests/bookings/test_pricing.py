@@ -11,7 +11,14 @@ import time_machine
 from django.utils import timezone
 
 from bookings.models import Booking, BookingEvent, Quote
-from bookings.pricing import Stay, confirmation_deadline, price_stay, validate_stay
+from bookings.pricing import (
+    Stay,
+    confirmation_deadline,
+    price_per_unit,
+    price_stay,
+    unit_count,
+    validate_stay,
+)
 from config.errors import ValidationFailed
 from tests.bookings.conftest import post_booking, stay_body, today
 from tests.factories import OfferFactory, PartnerFactory, QuoteFactory
@@ -39,6 +46,23 @@ def test_the_price_is_nights_times_unit_price_plus_the_fee(db, settings):
         Decimal("402.46"),
         "CHF",
     )
+
+
+def test_an_offer_priced_by_the_day_is_priced_by_the_days_of_the_stay_and_told_so(db, settings):
+    settings.BOOKING_SERVICE_FEE = "0"
+    tour = OfferFactory(unit_price=Decimal("45.00"), price_unit="day")
+    start = today() + timedelta(days=10)
+
+    # the same count as nights: the days from the start date to the end date, whatever the guests
+    price = price_stay(Stay(offer=tour, start_date=start, end_date=start + timedelta(days=2), guests=5))
+
+    assert (price.nights, price.total) == (2, Decimal("90.00"))
+    assert price_per_unit(tour) == "45.00 EUR a day"
+    assert (unit_count(1, tour.price_unit), unit_count(2, tour.price_unit)) == ("1 day", "2 days")
+    too_long = Stay(offer=tour, start_date=start, end_date=start + timedelta(days=31), guests=1)
+    with pytest.raises(ValidationFailed) as refused:
+        validate_stay(too_long)
+    assert refused.value.fields == {"end_date": ["A booking may cover at most 30 days."]}
 
 
 def test_the_deadline_is_the_confirmation_window_when_the_stay_is_far(settings):

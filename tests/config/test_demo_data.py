@@ -12,9 +12,11 @@ from pathlib import Path
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
+from django.test import Client
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from reconciliation.management.commands.create_demo_data import DEMO_TOKEN
 from tests import production
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,6 +50,24 @@ def test_the_demo_data_loads_and_its_printed_token_lists_the_demo_offers(db, deb
         "hotel-42-fam",
         "tour-7-city",
     ]
+
+
+def test_the_demo_offers_have_names_for_customers_and_the_tour_is_priced_by_the_day(db, debug_on):
+    """Tester: the demo offers were shown by their product ids, and the tour was priced "a night"."""
+    load_demo_data()
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {DEMO_TOKEN}")
+
+    offers = {offer["product_id"]: offer for offer in client.get("/api/v1/offers").json()["results"]}
+    page = Client().get("/").content.decode()
+
+    assert {code: (offer["name"], offer["price_unit"]) for code, offer in offers.items()} == {
+        "hotel-42-dbl": ("Hotel 42, double room", "night"),
+        "hotel-42-fam": ("Hotel 42, family room", "night"),
+        "tour-7-city": ("Tour 7, city tour", "day"),
+    }
+    assert "Tour 7, city tour" in page and "45.00 EUR a day" in page and "120.00 EUR a night" in page
+    assert "tour-7-city" not in page and "hotel-42-dbl" not in page
 
 
 def test_loading_the_demo_data_twice_keeps_one_token(db, debug_on):

@@ -130,6 +130,26 @@ def test_running_it_again_updates_the_partner_and_its_offers():
     assert (offer.unit_price, offer.capacity) == (Decimal("99.50"), 3)
 
 
+def test_an_offer_is_named_and_priced_per_its_unit_and_keeps_them_when_they_are_not_given():
+    # given a tour registered with its price unit and a name (colons and all), and a room without
+    upsert(*BASE, "--offer", "tour-7-city:45.00:EUR:6:day:City tour: old town", "--offer", "room-1:10:EUR:1")
+
+    tour, room = Offer.objects.get(product_id="tour-7-city"), Offer.objects.get(product_id="room-1")
+    assert (tour.price_unit, tour.name, str(tour)) == ("day", "City tour: old town", "City tour: old town")
+    # a name left unsaid is none, not the product id: the pages show the id themselves then
+    assert (room.price_unit, room.name, str(room)) == ("night", "", "room-1")
+
+    # when it is registered again without them (the room named in the admin meanwhile)
+    Offer.objects.filter(pk=room.pk).update(name="Single room")
+    upsert(*BASE, "--offer", "tour-7-city:50.00:EUR:6", "--offer", "room-1:10:EUR:1")
+
+    # then they keep their unit and names: only what was given changes
+    tour.refresh_from_db()
+    room.refresh_from_db()
+    assert (tour.unit_price, tour.price_unit, tour.name) == (Decimal("50.00"), "day", "City tour: old town")
+    assert room.name == "Single room"
+
+
 def test_json_output():
     result = json.loads(upsert(*BASE, "--json", "--offer", "room-1:10:EUR:1"))
 
@@ -193,6 +213,16 @@ def _replace(args: list[str], flag: str, value: str) -> list[str]:
             [*BASE, "--offer", "room:10:EUR"],
             "is not PRODUCT_ID:UNIT_PRICE:CURRENCY:CAPACITY",
             id="offer-shape",
+        ),
+        pytest.param(
+            [*BASE, "--offer", "room:10:EUR:2:person"],
+            "price_unit: 'person' is not one of night, day",
+            id="offer-price-unit",
+        ),
+        pytest.param(
+            [*BASE, "--offer", f"room:10:EUR:2:night:{'x' * 201}"],
+            "name: At most 200 characters",
+            id="offer-name-too-long",
         ),
         pytest.param(
             [*BASE, "--offer", "room:ten:EUR:2"],

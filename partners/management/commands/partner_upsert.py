@@ -9,7 +9,14 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from config.errors import ValidationFailed
 from partners.models import Adapter
 from partners.services import signatures
-from partners.services.registry import MAX_CAPACITY, PRICE_LIMIT, OfferSpec, partner_upsert, unset_variables
+from partners.services.registry import (
+    MAX_CAPACITY,
+    OFFER_FORMAT,
+    PRICE_LIMIT,
+    OfferSpec,
+    partner_upsert,
+    unset_variables,
+)
 
 
 def _timeouts(text: str) -> tuple[float, float]:
@@ -52,10 +59,13 @@ class Command(BaseCommand):
             "--offer",
             action="append",
             default=[],
-            metavar="PRODUCT_ID:UNIT_PRICE:CURRENCY:CAPACITY",
+            metavar=OFFER_FORMAT,
             help=f"Repeatable. UNIT_PRICE above 0 and below {PRICE_LIMIT}, in whole cents (whole units "
             f"for zero-decimal currencies such as JPY); CURRENCY an active ISO 4217 code such as EUR; "
-            f"CAPACITY 1 to {MAX_CAPACITY} guests.",
+            f"CAPACITY 1 to {MAX_CAPACITY} guests; PRICE_UNIT what the price is for, night (a room, "
+            f"the default) or day (a tour); NAME what customers see (the rest of the text, colons "
+            f"and all; without it they see PRODUCT_ID). An offer registered before keeps the unit "
+            f"and name it has unless they are given.",
         )
         parser.add_argument("--json", action="store_true", help="Print the result as JSON.")
 

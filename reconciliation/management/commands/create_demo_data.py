@@ -1,6 +1,9 @@
 """Demo data for `make run`: two sandbox partners with offers, a customer with an API token, a
 support and an ops user, and the support/ops groups. Safe to run again.
 
+The offers are named as customers read them, from what their product ids say (the sandbox's
+catalogue holds no names), and the tour is priced by the day, the rooms by the night.
+
 Its passwords and token are printed and in this file: with DEBUG off (production) it refuses to
 run unless told `--allow-production`, so that following `make run`'s steps on a server does not
 leave a superuser whose password anyone can read here."""
@@ -62,8 +65,8 @@ class Command(BaseCommand):
             api_key=settings.SANDBOX_API_KEY,
             webhook_secret=settings.SANDBOX_WEBHOOK_SECRET,
             offers=[
-                OfferSpec.parse("hotel-42-dbl:120.00:EUR:2"),
-                OfferSpec.parse("hotel-42-fam:180.00:EUR:4"),
+                OfferSpec.parse("hotel-42-dbl:120.00:EUR:2:night:Hotel 42, double room"),
+                OfferSpec.parse("hotel-42-fam:180.00:EUR:4:night:Hotel 42, family room"),
             ],
         )
         partner_upsert(
@@ -73,7 +76,8 @@ class Command(BaseCommand):
             base_url=settings.LEGACY_SANDBOX_URL,
             api_key=settings.SANDBOX_API_KEY,
             timezone_name="Europe/Berlin",
-            offers=[OfferSpec.parse("tour-7-city:45.00:EUR:6")],
+            # A tour: priced by the day, as the stay's days are counted (bookings.models.PriceUnit).
+            offers=[OfferSpec.parse("tour-7-city:45.00:EUR:6:day:Tour 7, city tour")],
         )
         groups = ensure_groups()
         user_model = get_user_model()

@@ -1,7 +1,8 @@
 """Customer pages whose state the factories set, in headless Debian Chromium against the live
 server: no partner nor payment process, since none of these pages asks them anything.
 
-The quote of an offer withdrawn (or whose partner paused) since the price was given, and the Book
+Offers priced by the day and by the night, each under its name; the quote of an offer withdrawn
+(or whose partner paused) since the price was given, and the Book
 clicked on a page opened before that; a quote whose hold expired; Book clicked on a page left
 open of a quote booked and expired since; the cancel page of a booking the
 partner took away after confirming it, of one never sent to the partner, and of one that cannot be
@@ -45,6 +46,48 @@ def offer(transactional_db):
     name_for_customers(offer.partner)
     offer.refresh_from_db()
     return offer
+
+
+# --- what a price is for ----------------------------------------------------------------------------
+def test_a_tour_is_priced_by_the_day_and_a_room_by_the_night_each_under_its_name(
+    page, live_server, ada, offer
+):
+    """Tester: a tour was priced "a night", and the demo offers showed product ids, not names."""
+    tour = OfferFactory(
+        partner=offer.partner,
+        product_id="tour-7-city",
+        name="Tour 7, city tour",
+        price_unit="day",
+        unit_price=Decimal("45.00"),
+        capacity=6,
+    )
+
+    # the offers: each by its name, priced per its unit
+    page.goto(f"{live_server.url}/")
+    cards = {
+        card.locator("h2").inner_text(): card.locator("dl").inner_text()
+        for card in page.locator(".card").all()
+    }
+    assert "Price\n45.00 EUR a day" in cards["Tour 7, city tour"]
+    assert "Price\n120.00 EUR a night" in cards["Double room, sea view"]
+    assert "tour-7-city" not in page.inner_text("main")
+    shot(page, "offers-units")
+
+    # the tour's dates page, then its quote, count days
+    log_in(page, live_server, ada)
+    page.goto(f"{live_server.url}/offers/{tour.pk}/")
+    main = page.inner_text("main")
+    assert "45.00 EUR a day." in main and "a night" not in main
+    assert "The day after your last day" in main
+    start = timezone.now().date() + timedelta(days=40)
+    page.fill("#id_start_date", start.isoformat())
+    page.fill("#id_end_date", (start + timedelta(days=2)).isoformat())
+    page.fill("#id_guests", "3")
+    page.click("main button[type=submit]")
+    page.wait_for_selector("#book")
+    assert "Duration\n2 days" in page.inner_text(".summary")
+    assert "Total price\n90.00 EUR" in page.inner_text(".summary")
+    shot(page, "quote-tour")
 
 
 # --- the quote of an offer that cannot be booked now ----------------------------------------------

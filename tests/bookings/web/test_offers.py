@@ -58,6 +58,45 @@ def test_anyone_sees_the_bookable_offers_on_the_home_page(client, offer):
     assert f"/offers/{withdrawn.pk}/" not in page and f"/offers/{paused.pk}/" not in page
 
 
+def test_a_tour_is_priced_by_the_day_wherever_its_price_or_length_is_told(client, web, api_client, customer):
+    """Tester: a tour (an offer that is not a stay) was priced "a night"."""
+    tour = OfferFactory(
+        partner=PartnerFactory(code=unique_code("web")),
+        product_id="tour-7-city",
+        name="Tour 7, city tour",
+        price_unit="day",
+        unit_price=Decimal("45.00"),
+    )
+
+    # the offers and the dates page say its price per day, and how its end date counts days
+    assert "45.00 EUR a day" in client.get("/").content.decode()
+    dates = web.get(f"/offers/{tour.pk}/").content.decode()
+    assert "45.00 EUR a day." in dates and "a night" not in dates
+    assert "The day after your last day: 3 days from 1 March end on 4 March." in dates
+
+    # its quote and its booking say how many days, never nights
+    web.post(f"/offers/{tour.pk}/", stay())
+    quote = Quote.objects.get()
+    assert "<dt>Duration</dt><dd>3 days</dd>" in web.get(f"/quotes/{quote.pk}/").content.decode()
+    web.post(f"/quotes/{quote.pk}/book/")
+    booking = quote.offer.bookings.get()
+    assert "(3 days)" in web.get(f"/bookings/{booking.reference}/").content.decode()
+
+    # and the API names the unit: on the offer, and on the offer its quotes and bookings refer to
+    offers = api_client.get("/api/v1/offers").json()["results"]
+    assert [(o["product_id"], o["unit_price"], o["price_unit"]) for o in offers] == [
+        ("tour-7-city", "45.00", "day")
+    ]
+    told = api_client.get(f"/api/v1/bookings/{booking.reference}").json()
+    assert (told["offer"]["price_unit"], told["nights"]) == ("day", 3)
+
+
+def test_a_room_is_priced_by_the_night(web, quote):
+    page = web.get(f"/quotes/{quote.pk}/").content.decode()
+
+    assert "<dt>Duration</dt><dd>3 nights</dd>" in page
+
+
 def test_choosing_dates_needs_an_account(client, offer):
     response = client.get(f"/offers/{offer.pk}/")
 
