@@ -30,6 +30,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from bookings import ports
 from bookings.models import Actor, Booking
 from bookings.services import lock_booking
 from bookings.timeline import record_event
@@ -197,10 +198,13 @@ def payment_event_process(event_id: int) -> None:
         event.save(update_fields=["state", "processed_at"])
         run_after = plan_for(booking, payment, open_operation=open_operation is not None).step != "nothing"
         if open_operation is None:
-            schedule(payment, booking)
+            # A step wanted now is due now (a hold's recheck may be hours away): if the run asked
+            # for below is lost with its message, the sweeper runs it after the grace.
+            schedule(payment, booking, retry_in_s=0 if run_after else None)
         if run_after:
-            booking_id = booking.pk
-            transaction.on_commit(lambda: messages.send_run(booking_id))
+            # The one after-commit path for a payment run: a broker that does not answer leaves
+            # it due, never raises after the commit (nor skips the callbacks after it).
+            ports.payment_run_on_commit(booking.pk)
 
 
 def _refuse(booking: Booking, event: PaymentEvent, why: str) -> None:

@@ -9,14 +9,17 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import re
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+import redis
 from django.db import connection, transaction
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
@@ -24,6 +27,7 @@ from django.utils import timezone
 
 from bookings import customer_view
 from bookings.customer_money import PaymentFacts, money_of
+from bookings.models import Booking
 from bookings.states import BookingState
 from config.redis_client import redis_client
 from payments.connector import CallResult, refund_truth
@@ -38,6 +42,7 @@ from payments.models import (
     PaymentOperation,
     PaymentStatus,
 )
+from payments.selectors import due_payments
 from payments.services import runs
 from payments.services.deliveries import held_deliveries_settle
 from payments.services.operations import operation_open
@@ -49,6 +54,7 @@ from tests.factories import BookingFactory
 from tests.helpers import sessions_waiting_on_a_lock, wait_until
 from tests.payments.conftest import WEBHOOK_SECRET, kinds
 from tests.reconciliation.conftest import queued
+from tests.sandbox_process import free_port
 
 S = BookingState
 P = PaymentStatus
@@ -88,6 +94,14 @@ def intent(payment: Payment, status: str, *, currency: str = "eur", received: in
         "last_payment_error": None,
         "cancellation_reason": None,
     }
+
+
+def intent_news(status: str, *, received: int = 0) -> Callable[[Payment], tuple[str, dict]]:
+    """The provider's delivery of its intent in `status`, for a payment given later."""
+    kind = {"requires_capture": "payment_intent.amount_capturable_updated"}.get(
+        status, f"payment_intent.{status}"
+    )
+    return lambda payment: (kind, intent(payment, status, received=received))
 
 
 def event(kind: str, obj: dict, event_id: str | None = None) -> bytes:
@@ -586,6 +600,58 @@ def test_a_stale_event_waiting_on_a_stalled_queue_holds_one_sweeper_copy_however
     [copy] = queued(broker, PAYMENTS_QUEUE)
     key, _token = copy.options[CLAIM_OPTION]
     assert redis_client().pttl(key) > settings.RECONCILE_INBOUND_STALE_S * 1000
+
+
+@pytest.fixture
+def redis_unreachable(broker) -> Iterator[None]:
+    """The broker's and our own keys' Redis clients pointed at a closed port: every send refused."""
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    clients = [broker.client, redis_client()]
+    pools = [client.connection_pool for client in clients]
+    for client in clients:
+        client.connection_pool = redis.ConnectionPool.from_url(url)
+    yield
+    for client, pool in zip(clients, pools, strict=True):
+        client.connection_pool.disconnect()
+        client.connection_pool = pool
+
+
+@pytest.mark.parametrize(
+    ("before", "news", "step"),
+    [
+        (P.AUTHORIZING, intent_news("requires_capture"), "capture"),  # its recheck an hour away
+        (P.AUTHORIZED, intent_news("succeeded", received=36_000), "refund"),
+    ],
+    ids=["hold-to-capture", "capture-to-refund"],
+)
+def test_news_that_wants_a_run_while_redis_is_down_leaves_it_due_and_raises_nothing_after_commit(
+    before, news, step, transactional_db, redis_unreachable, settings, caplog
+):
+    # Given news of the provider's that asks for a run (a hold for a confirmed booking: its
+    # capture; a capture for one cancelled free: its refund), and our Redis not answering
+    status = S.CONFIRMED if step == "capture" else S.CANCELLED
+    payment = paying_booking(status, before, provider_intent_id="pi_" + uuid.uuid4().hex[:24])
+    Booking.objects.filter(pk=payment.booking_id).update(confirmed_shown_at=timezone.now())
+    kind, obj = news(payment)
+    answer = deliver(event(kind, obj))
+    later: list[str] = []
+
+    # When a worker applies it, in a transaction with more to do after its commit
+    with caplog.at_level(logging.WARNING, logger="bookings.ports"), transaction.atomic():
+        payment_event_process(PaymentEvent.objects.get().pk)
+        transaction.on_commit(lambda: later.append("ran"))
+
+    # Then the webhook was acknowledged, the news applied, nothing raised after the commit, the
+    # callbacks after it ran, and the step is due for the sweeper within the grace of its message
+    assert answer.status_code == 202
+    payment.refresh_from_db()
+    assert PaymentEvent.objects.get().state == EventState.PROCESSED
+    assert runs.plan_for(payment.booking, payment, open_operation=False).step == step
+    assert later == ["ran"]
+    assert "booking payment run not queued; the sweeper will queue it" in caplog.messages
+    assert payment.next_check_at <= timezone.now() + timedelta(seconds=settings.PAYMENTS_RUN_GRACE_S)
+    grace_later = timezone.now() + timedelta(seconds=settings.PAYMENTS_RUN_GRACE_S + 1)
+    assert (payment.booking_id, payment.booking.partner.code) in due_payments(now=grace_later, limit=10)
 
 
 def test_a_body_larger_than_an_event_may_be_is_refused(db, settings):
