@@ -158,6 +158,19 @@ def status_of_intent(*, intent_status: str, cancellation_reason: str, declined: 
     return None
 
 
+# What a capture or a void leaves its intent as, once made (a lapse is the provider's own release
+# of the hold, never our void).
+MADE_AS = {"capture": P.CAPTURED, "void": P.VOIDED}
+
+
+def read_shows_made(kind: str, *, intent_status: str, cancellation_reason: str) -> bool:
+    """Whether a read of the intent shows that a capture or void (`kind`) was made."""
+    shown = status_of_intent(
+        intent_status=intent_status, cancellation_reason=cancellation_reason, declined=False
+    )
+    return shown == MADE_AS[kind]
+
+
 # The transition that takes a payment to each status the provider's truth can put it in.
 TRANSITION_TO = {
     P.AUTHORIZED: "mark_authorized",

@@ -76,16 +76,18 @@ def operation_record(
     actor: Actor | str,
     actor_label: str = "",
     read: bool = False,
+    why: str = "",
 ) -> None:
     """Record one try (in the caller's transaction): on the operation, and on the timeline.
     `read`: the try read the provider instead of asking again under the key (its answer lost):
     its row says so, and what the read closed the operation as, never "ok" for a hold the read
-    proved was not made."""
+    proved was not made. `why`: what the read showed that closes it so (kept as its last error,
+    which support's words and panel show)."""
     now = timezone.now()
     operation.tries += 1
     operation.last_outcome = result.outcome
     operation.last_http_status = result.http_status
-    operation.last_error = (result.error or result.error_code)[:500]
+    operation.last_error = (why or result.error or result.error_code)[:500]
     operation.last_tried_at = now
     operation.provider_object_id = result.object_id or operation.provider_object_id
     fields = [
@@ -105,6 +107,7 @@ def operation_record(
     replayed = ", replayed" if result.replayed else ""
     how = "read instead of asked again" if read else result.outcome
     closed = f": {operation.get_state_display().lower()}" if read and closes is not None else ""
+    closed += f" ({why})" if why else ""
     record_event(
         booking,
         f"payment.{operation.kind}.{'read' if read else result.outcome}",
@@ -129,5 +132,6 @@ def operation_record(
             "provider_object": result.object_id,
             "latency_ms": result.latency_ms,
             "closed": operation.state if closes is not None else None,
+            "why": why,
         },
     )

@@ -368,6 +368,10 @@ def _record(
             after = decisions.AfterCall.UNKNOWN  # a read refused proves nothing of the lost call
         found_nothing = after == decisions.AfterCall.APPLY and result.truth is None and result.object_id == ""
         never_made = found_nothing and reads and _read_is_whole_truth(operation)
+        # What a read of a capture's or void's intent showed, when the step never happened (or "").
+        shown_not_made = (
+            _read_shows_not_made(operation, result) if reads and after == decisions.AfterCall.APPLY else ""
+        )
         refund_never_made = never_made and not authorize
         if never_made and authorize:
             # A complete read of the provider found no intent made for the payment: the lost
@@ -397,6 +401,13 @@ def _record(
             # a void, where asking again under this key would capture). An authorization keeps
             # its key: its own rule abandons it if the booking moves on.
             closes = OperationState.NOT_MADE
+        if shown_not_made and still_open:
+            # A capture or void whose answer was lost, read, and not taken (the intent still held,
+            # or released or charged otherwise): not made, never "succeeded" on the timeline nor
+            # in the count of refusals (`_refused_for_good`). What is owed then is decided at once
+            # under a new key, as before: an intent is captured or cancelled once, so a call still
+            # running under the old key could only be refused.
+            closes = OperationState.NOT_MADE
         replayed_5xx = result.replayed and (result.http_status or 0) >= 500
         if result.outcome == CallOutcome.AMBIGUOUS and (
             replayed_5xx or result.error_code == IDEMPOTENCY_ERROR
@@ -413,6 +424,7 @@ def _record(
             actor=actor,
             actor_label=actor_label,
             read=reads,
+            why=shown_not_made if closes == OperationState.NOT_MADE else "",
         )
         # The payment's changed fields, saved in one UPDATE at the end (the row is locked).
         unsaved: set[str] = set()
@@ -500,6 +512,22 @@ def _record(
         if plan_for(booking, payment, open_operation=False).step == decisions.Step.NOTHING:
             return FollowUp()
         return Next.STEP
+
+
+def _read_shows_not_made(operation: PaymentOperation, result: CallResult) -> str:
+    """Why a read of the intent shows that the capture or void it was read for never happened
+    (""; when it was made, or for any other operation)."""
+    truth = result.truth
+    if truth is None or truth.status is None or operation.kind not in decisions.MADE_AS:
+        return ""
+    if decisions.read_shows_made(
+        operation.kind, intent_status=truth.status, cancellation_reason=truth.cancellation_reason
+    ):
+        return ""
+    reason = (
+        f" ({truth.cancellation_reason})" if truth.status == "canceled" and truth.cancellation_reason else ""
+    )
+    return f"the provider shows it never happened: its intent is {truth.status}{reason}"
 
 
 def _gives_back_a_failure(refund: PaymentOperation, payment: Payment) -> bool:
