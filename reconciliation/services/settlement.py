@@ -4,20 +4,27 @@ every place they disagree.
 For a UTC day D, the provider's side is what its list calls return (through the connector's own
 client): the PaymentIntents (with their charge) and the refunds created on D, listed with an hour's
 margin either side so that a call made just before midnight and answered after it matches. Our
-side is every payment an operation of ours touched on D (opened, tried or closed), and every
-refund operation that succeeded on D (or failed since: the card refused it after it was made,
-and the provider's refund must say failed too; neither side counts it as given back). Each
+side is every payment an operation of ours touched on D (opened, tried or closed), and our refund
+operations on the provider's clock: each refund the provider made on D is matched to our
+operation by its id or the operation key in its metadata, whatever the operation's state and
+whenever it was asked or closed (its answer may have been read hours later, or not yet), and an
+operation of ours asked on D (`opened_at`, just before its call) that the provider holds no
+refund for is reported that day. A refund is reported and counted on the day the provider made
+it. One that succeeded, or failed since (the card refused it after it was made, and the
+provider's refund must say failed too; neither side counts it as given back), agrees. Each
 intent of either side is compared (what our payment holds against what the provider holds now):
 an intent only the provider has (no payment of ours names it) or only we have (the provider
 answers 404), a status the provider's word does not mean, an authorized, captured or refunded
 amount that differs. Each refund is compared too: made
-at the provider with no operation of ours (by its id, or the operation key in its metadata), an
-operation of ours the provider never made, or a different amount or status. A release of a hold
+at the provider with no operation of ours, an operation of ours the provider never made (not
+in its listing, nor found by its id: one made later, its call asked again past the margin, is
+that day's), or a different amount or status (an operation still open, or closed as not made,
+beside a refund the provider made). A release of a hold
 (the provider's own refund object when an intent is voided or partly captured, without a balance
 transaction) moves no money and is not a refund here.
 
-A mismatch on a payment whose operation is still open is reported with `open_operation`: the
-provider may be ahead of us until that operation settles.
+A mismatch on a payment whose operation is still open (a refund's too) is reported with
+`open_operation`: the provider may be ahead of us until that operation settles.
 
 Money support paid back another way that day (a refund the card refused, paid by bank transfer,
 cash, a voucher: `payments/services/outside.py`) is listed in a section of its own, each
@@ -378,6 +385,18 @@ def _compare_truth(report: Settlement, payment: Payment, truth: IntentTruth, *, 
             )
 
 
+def _refund_read(refund_id: str) -> dict[str, Any] | None:
+    """The refund as the provider holds it now (asked again as the listing is); None on a 404."""
+    try:
+        refund = connector.read_again(lambda: connector.client().v1.refunds.retrieve(refund_id))
+    except connector.ReadFailed as failed:
+        if failed.http_status == 404:
+            return None
+        logger.warning("payment provider read failed", exc_info=True)
+        raise ProviderUnavailable(f"refund {refund_id}: {failed}", tries=failed.tries) from failed
+    return refund.to_dict()
+
+
 def _compare_refunds(
     report: Settlement,
     refunds: Iterable[dict[str, Any]],
@@ -385,25 +404,44 @@ def _compare_refunds(
     end: datetime,
     by_intent: dict[str, Payment],
 ) -> None:
-    # With the listing's margin, so that a refund made just before midnight and recorded after
-    # it is matched; only the day's own are reported missing or counted.
-    # A refund that failed after it was made is ours too: the provider lists it, failed.
+    """Both sides on one clock, when the refund was made: the provider's by its `created` (what
+    its listing filters on), ours by when we asked for it (`opened_at`: its call follows at once),
+    and across a day's edge by the provider's id or our key a listed refund names, whatever the
+    operation's state (an open one is flagged: the provider is ahead of us until it settles). A
+    pair is reported and counted on the day the provider made it; an operation of ours the
+    provider holds no refund for, on the day we asked for it."""
+    refunds = list(refunds)
+    listed_ids = [str(r["id"]) for r in refunds if r.get("id")]
+    listed_keys = [k for r in refunds if (k := (r.get("metadata") or {}).get("operation"))]
+    # With the listing's margin, so that a refund asked just before midnight and made after it
+    # is matched; only the day's own are reported or counted.
     ours = list(
-        PaymentOperation.objects.filter(
-            kind=OperationKind.REFUND,
-            state__in=(OperationState.SUCCEEDED, OperationState.FAILED),
-            closed_at__gte=start - MARGIN,
-            closed_at__lt=end + MARGIN,
-        ).select_related("payment__booking")
+        PaymentOperation.objects.filter(kind=OperationKind.REFUND)
+        .filter(
+            Q(opened_at__gte=start - MARGIN, opened_at__lt=end + MARGIN)
+            | Q(provider_object_id__in=listed_ids)
+            | Q(idempotency_key__in=listed_keys)
+        )
+        .select_related("payment__booking")
     )
     by_id = {op.provider_object_id: op for op in ours if op.provider_object_id}
     by_key = {op.idempotency_key: op for op in ours}
+    # The payments of refunds no operation of ours names (one made in the provider's dashboard).
+    unnamed = {str(r.get("payment_intent") or "") for r in refunds} - set(by_intent)
+    strangers = Payment.objects.filter(provider_intent_id__in=unnamed - {""}).select_related("booking")
+    payments_by_intent = {**{p.provider_intent_id: p for p in strangers}, **by_intent}
+    open_payments = set(
+        PaymentOperation.objects.filter(
+            state=OperationState.OPEN,
+            payment_id__in={op.payment_id for op in ours} | {p.pk for p in payments_by_intent.values()},
+        ).values_list("payment_id", flat=True)
+    )
     matched: set[int] = set()
     for refund in refunds:
         refund_id = str(refund.get("id", ""))
         op = by_id.get(refund_id) or by_key.get((refund.get("metadata") or {}).get("operation") or "")
         intent_id = str(refund.get("payment_intent") or "")
-        payment = op.payment if op else by_intent.get(intent_id)
+        payment = op.payment if op else payments_by_intent.get(intent_id)
         currency = payment.currency if payment else str(refund.get("currency", "")).upper()
         try:
             amount = from_minor(refund.get("amount"), currency)
@@ -414,27 +452,36 @@ def _compare_refunds(
                 )
             )
             continue
-        in_day = _in_day(refund, start, end)
+        if op is not None:
+            matched.add(op.pk)
+        if not _in_day(refund, start, end):
+            continue  # made another day: that day's report compares and counts it
+        open_operation = payment is not None and payment.pk in open_payments
         failed = refund.get("status") in REFUND_FAILED  # gave nothing back after all
-        if in_day and not failed:
+        if not failed:
             report.total(currency).refunded_on_day_provider += amount
         if op is None:
-            if in_day:
-                report.mismatches.append(
-                    Mismatch(
-                        "refund_unknown_to_us",
-                        f"{KINDS['refund_unknown_to_us']}: {amount} {currency}",
-                        booking=payment.booking.reference if payment else "",
-                        intent=intent_id,
-                        refund=refund_id,
-                        theirs=f"{amount} {refund.get('status')}",
-                    )
+            report.mismatches.append(
+                Mismatch(
+                    "refund_unknown_to_us",
+                    f"{KINDS['refund_unknown_to_us']}: {amount} {currency}",
+                    booking=payment.booking.reference if payment else "",
+                    intent=intent_id,
+                    refund=refund_id,
+                    theirs=f"{amount} {refund.get('status')}",
+                    open_operation=open_operation,
                 )
+            )
             continue
-        matched.add(op.pk)
         report.refunds_compared += 1
-        # Ours succeeded: made (or on its way); ours failed: the provider's failed too.
-        agrees = failed if op.state == OperationState.FAILED else refund.get("status") in REFUND_MADE
+        if op.state == OperationState.SUCCEEDED:
+            report.total(currency).refunded_on_day_ours += op.amount or Decimal("0.00")
+        # Ours succeeded: made (or on its way); ours failed: the provider's failed too. Any other
+        # state (open: not known yet; not made) disagrees with a refund the provider made.
+        if op.state == OperationState.FAILED:
+            agrees = failed
+        else:
+            agrees = op.state == OperationState.SUCCEEDED and refund.get("status") in REFUND_MADE
         if amount != op.amount or not agrees:
             report.mismatches.append(
                 Mismatch(
@@ -446,22 +493,27 @@ def _compare_refunds(
                     field="refund",
                     ours=f"{op.amount} {op.state}",
                     theirs=f"{amount} {refund.get('status')}",
+                    open_operation=open_operation,
                 )
             )
     for op in ours:
-        if op.closed_at is None or not start <= op.closed_at < end:
+        if op.pk in matched or op.state not in (OperationState.SUCCEEDED, OperationState.FAILED):
             continue
+        if not start <= op.opened_at < end:
+            continue  # asked another day
+        if op.provider_object_id and _refund_read(op.provider_object_id) is not None:
+            continue  # made later than the listing's margin (its call asked again): made that day
         if op.state == OperationState.SUCCEEDED:
             report.total(op.payment.currency).refunded_on_day_ours += op.amount or Decimal("0.00")
-        if op.pk not in matched:
-            report.mismatches.append(
-                Mismatch(
-                    "refund_missing_at_provider",
-                    f"{KINDS['refund_missing_at_provider']}: {op.amount} {op.payment.currency} under "
-                    f"{op.idempotency_key}",
-                    booking=op.payment.booking.reference,
-                    intent=op.payment.provider_intent_id,
-                    refund=op.provider_object_id,
-                    ours=f"{op.amount} {op.state}",
-                )
+        report.mismatches.append(
+            Mismatch(
+                "refund_missing_at_provider",
+                f"{KINDS['refund_missing_at_provider']}: {op.amount} {op.payment.currency} under "
+                f"{op.idempotency_key}",
+                booking=op.payment.booking.reference,
+                intent=op.payment.provider_intent_id,
+                refund=op.provider_object_id,
+                ours=f"{op.amount} {op.state}",
+                open_operation=op.payment_id in open_payments,
             )
+        )

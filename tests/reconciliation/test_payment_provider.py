@@ -12,6 +12,7 @@ import io
 import json
 import re
 import uuid
+from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 
 import pytest
@@ -34,8 +35,10 @@ from payments.models import (
     PaymentStatus,
 )
 from payments.services.observations import lock_payment, refund_truth_apply
+from payments.services.operations import operation_open
 from reconciliation.models import ProposalState, RefundProposal
 from reconciliation.selectors.payment_health import payment_health
+from reconciliation.services.settlement import settle_day
 from reconciliation.services.support import Operator, new_token
 from reconciliation.services.support import payments as money
 from tests.factories import UserFactory
@@ -636,6 +639,58 @@ def test_reconcile_payments_finds_every_planted_mismatch(provider, groups):
             ("refund_unknown_to_us", settled.booking.reference, "", "", "5.00 succeeded"),
         ]
     )
+
+
+@pytest.mark.parametrize("edge", ["closed-after-1am", "asked-before-midnight"])
+def test_a_refund_across_midnight_settles_on_the_day_the_provider_made_it(provider, groups, edge):
+    """Review: ours were matched by when they closed, the provider's by when it made them; a
+    refund whose answer was lost and read more than an hour after midnight was reported as
+    unknown to us that day (and, the next, as missing at the provider)."""
+    payment = paid_at_provider()
+    money.support_refund(
+        booking_id=payment.booking_id, operator=Operator.shell(), token=new_token(), amount="10", inline=True
+    )
+    today = timezone.now().date()
+    midnight = datetime.combine(today, time.min, tzinfo=UTC)
+    refund = PaymentOperation.objects.filter(payment=payment, kind=OperationKind.REFUND)
+    if edge == "closed-after-1am":  # its answer lost, read and closed at 02:00 the next day
+        refund.update(closed_at=midnight + timedelta(days=1, hours=2))
+    else:  # asked at 23:30 the day before, made when its call was asked again today
+        refund.update(opened_at=midnight - timedelta(minutes=30))
+
+    # the day before, the day, and the next (the service: the command settles no day ahead)
+    days = (today - timedelta(days=1), today, today + timedelta(days=1))
+    reports = {day: settle_day(day).as_dict() for day in days}
+
+    assert {day: report["mismatches"] for day, report in reports.items()} == {day: [] for day in days}
+    made_today = reports[today]
+    assert made_today["refunds_compared"] == 1
+    assert made_today["totals"]["EUR"]["refunded_on_day_ours"] == "10.00"
+    assert made_today["totals"]["EUR"]["refunded_on_day_provider"] == "10.00"
+
+
+def test_a_refund_made_while_our_operation_is_still_open_is_ours_and_flagged_open(provider, groups):
+    """Review: the provider's refund of an operation still open (its answer not recorded yet) was
+    reported as unknown to us, without the open operation's flag."""
+    payment = paid_at_provider()
+    refund = operation_open(payment, kind=OperationKind.REFUND, amount=Decimal("10.00"), claimed=True)
+    made = connector.refund(
+        payment.provider_intent_id, amount=Decimal("10.00"), currency="EUR", key=refund.idempotency_key
+    )
+    assert made.outcome == CallOutcome.OK  # made; our run has not recorded its answer yet
+
+    report, code = _reconcile(timezone.now().date().isoformat())
+
+    found = sorted(
+        (m["kind"], m["field"], m["ours"], m["theirs"], m["open_operation"]) for m in report["mismatches"]
+    )
+    assert code == 1
+    assert found == [
+        ("amount_differs", "refunded", "0.00", "10.00", True),
+        ("refund_differs", "refund", "10.00 open", "10.00 succeeded", True),
+    ]
+    assert report["totals"]["EUR"]["refunded_on_day_ours"] == "0.00"  # not counted until it closes
+    assert report["totals"]["EUR"]["refunded_on_day_provider"] == "10.00"
 
 
 def test_reconcile_payments_says_when_the_provider_cannot_be_listed(provider, settings):

@@ -70,9 +70,10 @@ def _print_paid_outside(console: Console, report: Settlement) -> None:
 
 class Command(BaseCommand):
     help = (
-        "Compare our payment ledger for a UTC day (every payment an operation of ours touched, every refund "
-        "that succeeded) with the provider's listing of the intents and refunds created that day, like a "
-        "settlement report, and list every mismatch: an intent or refund on one side only, a status or an "
+        "Compare our payment ledger for a UTC day (every payment an operation of ours touched, our refund "
+        "operations matched to the provider's refunds by id or key) with the provider's listing of the "
+        "intents and refunds created that day, like a settlement report, and list every mismatch: an "
+        "intent or refund on one side only, a status or an "
         "amount that differs; and, in a section of its own, what support recorded that day as paid back "
         "another way (a refund the card refused, paid by bank transfer, cash, a voucher: booking, amount, "
         "method, who recorded and approved it), which the provider never saw and is no mismatch. "
