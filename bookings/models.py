@@ -154,6 +154,14 @@ class BookingQuerySet(models.QuerySet["Booking"]):
     def open(self) -> BookingQuerySet:
         return self.filter(status__in=OPEN_STATES)
 
+    def with_reference(self, reference: str) -> BookingQuerySet:
+        """The booking a reference names however it was typed or read out: every lookup by a
+        reference (the pages, the API, its streams, the console's commands) goes through here.
+        References are made of capitals and digits only (`new_reference`), so any case names one
+        booking. Normalised to how it is stored rather than compared with `iexact`, which would
+        miss the unique index and read every booking."""
+        return self.filter(reference=reference.strip().upper())
+
 
 class Booking(ConcurrentTransitionMixin, CancellationTerms):
     """Our booking record: the source of truth. State changes only through transitions."""

@@ -32,7 +32,7 @@ def customer_bookings(*, customer, statuses: Collection[str] = ()) -> QuerySet[B
 
 
 def customer_booking(*, customer, reference: str) -> Booking:
-    booking = customer_bookings(customer=customer).filter(reference=reference).first()
+    booking = customer_bookings(customer=customer).with_reference(reference).first()
     if booking is None:
         raise NotFound(f"No booking {reference}.")
     return booking

@@ -78,7 +78,7 @@ class BookingTimelineApi(APIView):
         },
     )
     def get(self, request: Request, reference: str) -> Response:
-        booking = Booking.objects.select_related("partner", "offer").filter(reference=reference).first()
+        booking = Booking.objects.select_related("partner", "offer").with_reference(reference).first()
         if booking is None:
             raise NotFound(f"No booking {reference}.")
         return Response(booking_timeline_json(booking, request.user))

@@ -57,7 +57,7 @@ _REFERENCE = OpenApiParameter(
     "reference",
     {"type": "string", "minLength": 1, "maxLength": Booking._meta.get_field("reference").max_length},
     OpenApiParameter.PATH,
-    description="The booking reference, e.g. `BK-7KQ2MX`.",
+    description="The booking reference, e.g. `BK-7KQ2MX`, in any case (`bk-7kq2mx` names the same booking).",
 )
 _IDEMPOTENCY_KEY = OpenApiParameter(
     IDEMPOTENCY_HEADER,

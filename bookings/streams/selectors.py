@@ -55,7 +55,7 @@ def followed_booking_id(*, customer, reference: str) -> UUID:
     """The booking a customer may follow: theirs (another customer's is NotFound, like none)."""
     booking_id = (
         selectors.customer_bookings(customer=customer)
-        .filter(reference=reference)
+        .with_reference(reference)
         .values_list("pk", flat=True)[:1]
     )
     if not booking_id:

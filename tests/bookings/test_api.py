@@ -745,6 +745,29 @@ def test_another_customers_booking_is_not_found(api_client, other_customer):
     assert missing.json() == {"error": {"code": "not_found", "message": "No booking BK-NONE00."}}
 
 
+def test_a_reference_in_any_case_finds_my_booking_and_never_another_customers(
+    api_client, customer, other_customer, django_capture_on_commit_callbacks
+):
+    # References are made of one case only: a client that lowers it still names the same booking.
+    mine = BookingFactory(customer=customer, status=S.CONFIRMED)
+    theirs = BookingFactory(customer=other_customer, status=S.CONFIRMED)
+
+    read = api_client.get(f"{BOOKINGS_URL}/{mine.reference.lower()}")
+    with django_capture_on_commit_callbacks(execute=True):
+        cancelled = api_client.post(f"{BOOKINGS_URL}/{mine.reference.lower()}/cancel")
+    not_theirs = api_client.get(f"{BOOKINGS_URL}/{theirs.reference.lower()}")
+    not_cancelled = api_client.post(f"{BOOKINGS_URL}/{theirs.reference.lower()}/cancel")
+
+    assert (read.status_code, read.json()["reference"]) == (200, mine.reference)
+    assert (cancelled.status_code, cancelled.json()["reference"]) == (202, mine.reference)
+    assert not_theirs.status_code == not_cancelled.status_code == 404
+    assert not_theirs.json() == {
+        "error": {"code": "not_found", "message": f"No booking {theirs.reference.lower()}."}
+    }
+    theirs.refresh_from_db()
+    assert theirs.status == S.CONFIRMED
+
+
 # --- list -------------------------------------------------------------------------------------
 def test_the_list_holds_only_my_bookings_newest_first(
     api_client, customer, other_customer, django_assert_num_queries

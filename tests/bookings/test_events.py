@@ -269,6 +269,12 @@ def test_streams_follow_the_customers_own_bookings_by_token_or_session(events, o
         assert refused.body["error"]["code"] == "not_found"
     assert theirs.body["error"]["message"] == f"No booking {someone_elses.reference}."
 
+    # a reference in lower case names the same booking (references are of one case), and only
+    # the customer's own
+    lowered = open_stream(events, booking_path(booking).lower(), session=session)
+    assert lowered.status == 200 and lowered.next_event().data["reference"] == booking.reference
+    assert open_stream(events, booking_path(someone_elses).lower(), session=session).status == 404
+
     # no credentials, a wrong token or a malformed Last-Event-ID: refused before any stream
     anonymous = open_stream(events, booking_path(booking))
     assert (anonymous.status, anonymous.body["error"]["code"]) == (401, "not_authenticated")

@@ -197,3 +197,15 @@ def test_figures_are_cached_for_every_process(partner, django_assert_num_queries
         again = selectors.partner_confirmation_times(partner_id=partner.pk)
 
     assert again == first and again.samples == 1
+
+
+# --- a reference, however typed ---------------------------------------------------------------
+def test_a_reference_is_one_case_only_so_any_case_names_one_booking(db):
+    # Booking.objects.with_reference reads a reference in any case; were references ever made
+    # with lower-case letters too, two bookings could differ by case alone.
+    from bookings.models import REFERENCE_ALPHABET, new_reference
+
+    assert not any(c.islower() for c in REFERENCE_ALPHABET)
+    booking = BookingFactory()
+    assert booking.reference == booking.reference.upper() and new_reference().isupper()
+    assert Booking.objects.with_reference(f" {booking.reference.lower()} ").get() == booking

@@ -137,9 +137,11 @@ def test_sync_booking_dry_run_only_previews(make_booking, partner_queue, broker)
     PartnerReservationFactory(booking=booking, partner_ref="R-dry-1", status="pending")
 
     text = run("sync_booking", booking.reference, "--dry-run", "--no-live")
-    data = json.loads(run("sync_booking", booking.reference, "--dry-run", "--no-live", "--json"))
+    # a reference read out over the phone, typed in lower case, is the same booking
+    data = json.loads(run("sync_booking", booking.reference.lower(), "--dry-run", "--no-live", "--json"))
 
     assert "R-dry-1" in text and "Queue a partner sync" in text
+    assert data["previews"][0]["booking"] == booking.reference
     assert data["dry_run"] is True and data["previews"][0]["reservations"][0]["partner_ref"] == "R-dry-1"
     assert not booking.events.exists()
     assert calls(broker, partner_queue) == []

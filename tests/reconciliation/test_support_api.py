@@ -58,3 +58,13 @@ def test_anonymous_is_401_and_unknown_reference_is_404(support_user):
     response = client.get(URL.format("BK-NOPE00"))
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "not_found"
+
+
+def test_a_reference_in_any_case_reads_the_booking_s_timeline(support_user):
+    booking = _booking_with_history()
+    client = APIClient()
+    client.force_authenticate(support_user)
+
+    response = client.get(URL.format(booking.reference.lower()))
+
+    assert (response.status_code, response.json()["reference"]) == (200, booking.reference)

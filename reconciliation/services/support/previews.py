@@ -151,11 +151,7 @@ _EFFECTS: dict[str, Callable[[Situation], list[str]]] = {
 
 
 def booking_by_reference(reference: str) -> Booking:
-    booking = (
-        Booking.objects.select_related("partner", "offer", "customer")
-        .filter(reference=reference.strip().upper())
-        .first()
-    )
+    booking = Booking.objects.select_related("partner", "offer", "customer").with_reference(reference).first()
     if booking is None:
         raise NotFound(f"No booking {reference!r}.")
     return booking

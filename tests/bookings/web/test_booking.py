@@ -284,6 +284,24 @@ def test_another_customers_booking_is_not_found(web, other_customer, offer):
     assert web.get("/bookings/BK-NOSUCH/").status_code == 404
 
 
+def test_a_reference_in_any_case_finds_my_booking_and_never_another_customers(
+    web, other_customer, customer, offer
+):
+    # A reference is made of capitals and digits only (bookings.models.REFERENCE_ALPHABET): typed in
+    # lower case, or read out over the phone, it names the same booking, and only to its customer.
+    mine = progressed(customer, offer, S.REQUESTED)
+    theirs = progressed(other_customer, offer, S.REQUESTED)
+    typed = mine.reference.lower().replace("bk-", "Bk-")
+
+    page = web.get(f"/bookings/{typed}/")
+
+    assert page.status_code == 200 and page.context["booking"] == mine
+    assert htmx(web, f"/bookings/{typed}/status/").status_code == 200
+    assert web.get(f"/bookings/{typed}/cancel/").context["booking"] == mine
+    for path in ("", "status/", "cancel/"):
+        assert htmx(web, f"/bookings/{theirs.reference.lower()}/{path}").status_code == 404
+
+
 # --- the status fragment (the page's poll) --------------------------------------------------------
 def test_the_poll_gets_the_live_parts_when_they_changed(web, customer, offer, settings):
     booking = progressed(customer, offer, S.REQUESTED, S.SUBMITTING)

@@ -215,3 +215,18 @@ def test_another_customers_booking_cannot_be_cancelled(web, other_customer, offe
     assert web.post(f"/bookings/{theirs.reference}/cancel/").status_code == 404
     theirs.refresh_from_db()
     assert theirs.status == S.CONFIRMED
+
+
+def test_a_reference_typed_in_lower_case_cancels_my_booking_and_never_another_customers(
+    web, confirmed, other_customer, offer
+):
+    theirs = BookingFactory(customer=other_customer, offer=offer, status=S.CONFIRMED)
+
+    mine = web.post(f"/bookings/{confirmed.reference.lower()}/cancel/")
+    refused = web.post(f"/bookings/{theirs.reference.lower()}/cancel/")
+
+    assert (mine.status_code, mine["Location"]) == (302, f"/bookings/{confirmed.reference}/")
+    assert refused.status_code == 404
+    confirmed.refresh_from_db()
+    theirs.refresh_from_db()
+    assert (confirmed.status, theirs.status) == (S.CANCEL_REQUESTED, S.CONFIRMED)

@@ -198,7 +198,7 @@ def link_candidate(case: OrphanCase) -> Booking | None:
 
 
 def booking_named(reference: str) -> Booking:
-    booking = Booking.objects.select_related("partner").filter(reference=reference.strip().upper()).first()
+    booking = Booking.objects.select_related("partner").with_reference(reference).first()
     if booking is None:
         raise NotFound(f"No booking {reference!r}.")
     return booking
