@@ -699,7 +699,10 @@ def test_reconcile_payments_says_when_the_provider_cannot_be_listed(provider, se
     report, code = _reconcile("2026-01-01")
 
     assert (code, report["mismatches"]) == (2, None)
-    assert report["error"].startswith("APIConnectionError")
+    assert report["error"]["code"] == "provider_unavailable"
+    assert report["error"]["message"].startswith(
+        "The provider could not be read after 3 tries: APIConnectionError"
+    )
 
 
 @pytest.fixture
@@ -761,7 +764,10 @@ def test_reconcile_payments_gives_up_after_three_tries_in_one_line(provider, qui
     assert failed.returncode == 2
     assert re.fullmatch(r"The provider could not be read after 3 tries: APIError: [^\n]+", str(failed))
     assert (code, report["mismatches"], report["tries"]) == (2, None, 3)
-    assert report["error"].startswith("APIError: ")
+    assert report["error"]["code"] == "provider_unavailable"
+    assert re.fullmatch(
+        r"The provider could not be read after 3 tries: APIError: [^\n]+", report["error"]["message"]
+    )
     listed = _gets(provider).get("GET /v1/payment_intents", 0) - before.get("GET /v1/payment_intents", 0)
     assert listed == 6  # three tries, twice
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
+from config.commands import JsonCommand
 from config.errors import ValidationFailed
 from partners.models import Adapter
 from partners.services import signatures
@@ -27,7 +28,7 @@ def _timeouts(text: str) -> tuple[float, float]:
     return connect, read
 
 
-class Command(BaseCommand):
+class Command(JsonCommand):
     help = "Register or update a partner (adapter, URL, credentials, capabilities) and its offers."
 
     def add_arguments(self, parser: CommandParser) -> None:

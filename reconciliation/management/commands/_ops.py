@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 from collections.abc import Callable, Iterable, Iterator
@@ -16,6 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from config.commands import JsonCommand, option_error
 from config.errors import ApplicationError
 from reconciliation.services import support
 from reconciliation.services.support.notes import NOTE_MAX_CHARS, note_problem
@@ -58,7 +58,7 @@ def window_option(option: str, value: float, unit: timedelta) -> timedelta:
     a finite number above 0 and at most MOST_DAYS days: nan, inf, 0 and negatives never mean a window."""
     most = most_of(unit)
     if not (math.isfinite(value) and 0 < value <= most):
-        raise CommandError(
+        raise option_error(
             f"{option} must be more than 0 and at most {most} ({MOST_DAYS} days), not {value}."
         )
     return value * unit
@@ -72,8 +72,9 @@ def err_console(command: BaseCommand) -> Console:
     return Console(file=command.stderr, highlight=False, width=160)
 
 
-def dump(command: BaseCommand, payload: Any) -> None:
-    command.stdout.write(json.dumps(payload, default=str, indent=2))
+def dump(command: JsonCommand, payload: Any) -> None:
+    """The command's --json output (an error after it adds nothing: `JsonCommand`)."""
+    command.write_json(payload)
 
 
 @contextmanager
@@ -142,7 +143,7 @@ def confirm(command: BaseCommand, question: str, options: dict[str, Any]) -> Non
         raise CommandError("Not confirmed; nothing was done.")
 
 
-class ActionCommand(BaseCommand):
+class ActionCommand(JsonCommand):
     """The shape every support action command shares: preview each target (our state beside the
     partner's), stop there on --dry-run, ask to confirm an action that changes the partner's
     state or settles an outcome, then run the action on each target once per token (one token for

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 from rich.markup import escape
 from rich.table import Table
 
+from config.commands import JsonCommand
 from config.errors import ApplicationError
 from reconciliation.apis import TimelineRowSerializer
 from reconciliation.management.commands._ops import console_for, dump
@@ -13,7 +14,7 @@ from reconciliation.selectors.timeline import booking_timeline
 from reconciliation.services import support
 
 
-class Command(BaseCommand):
+class Command(JsonCommand):
     help = (
         "Show everything that happened to a booking in one order: transitions, partner attempts, webhooks "
         "(ignored ones too), sync results, compensations and support actions; our time, the partner's, "

@@ -14,10 +14,11 @@ import json
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 from django.db import transaction
 from rest_framework.authtoken.models import Token
 
+from config.commands import JsonCommand
 from partners.models import Adapter
 from partners.services.registry import OfferSpec, partner_upsert
 from reconciliation.services.support.groups import ensure_groups
@@ -32,7 +33,7 @@ USERS = [
 ]
 
 
-class Command(BaseCommand):
+class Command(JsonCommand):
     help = "Create (or refresh) the demo partners, offers, customer, support and ops users."
 
     def add_arguments(self, parser: CommandParser) -> None:

@@ -3,14 +3,15 @@ orphan queue)."""
 
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
+from config.commands import JsonCommand
 from partners.models import Partner
 from reconciliation.management.commands._ops import console_for, dump, rows_table
 from reconciliation.selectors.orphans import orphan_case_row, orphan_queue
 
 
-class Command(BaseCommand):
+class Command(JsonCommand):
     help = (
         "Open orphan cases, flagged first (automation gave up cancelling them), then the oldest: partner, "
         "their reference, the client reference, what they hold, since when, what automation did. Act on one "

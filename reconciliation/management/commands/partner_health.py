@@ -6,8 +6,9 @@ from __future__ import annotations
 from datetime import timedelta
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
+from config.commands import JsonCommand
 from reconciliation.management.commands._ops import console_for, dump, rows_table, window_help, window_option
 from reconciliation.selectors.partner_health import partner_health
 
@@ -16,7 +17,7 @@ def _n(value: int | None) -> str:
     return "?" if value is None else str(value)
 
 
-class Command(BaseCommand):
+class Command(JsonCommand):
     help = (
         "Per partner over the last hour (or --minutes): calls, error rate, latency, queue, circuit, "
         "webhooks; and now: bookings waiting for support by urgency and reason, open orphan cases."

@@ -6,14 +6,15 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import CommandParser
 
 from bookings.web.templatetags import duration
+from config.commands import JsonCommand
 from reconciliation.management.commands._ops import console_for, dump, rows_table, window_help, window_option
 from reconciliation.selectors.payment_health import payment_health
 
 
-class Command(BaseCommand):
+class Command(JsonCommand):
     help = (
         "Now: whether the provider answers (one timed read; --no-probe skips it), operations whose "
         "outcome is not known yet, authorizations fenced by an unknown outcome, holds lapsing within "

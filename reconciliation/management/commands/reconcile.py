@@ -6,17 +6,18 @@ import json
 
 import redis
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from config.commands import JsonCommand
 from partners.models import Partner
 from reconciliation.services.support.owed import queue_answers
 from reconciliation.services.sweeper import SweepReport, sweep
 
 
-class Command(BaseCommand):
+class Command(JsonCommand):
     help = "Run one sweep: queue due syncs, re-submissions, expiries, stale webhooks and listing walks."
 
     def add_arguments(self, parser: CommandParser) -> None:

@@ -5,17 +5,20 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 from django.utils import timezone
 from rich.console import Console
 
 from bookings.dates import NotADate, parse_date
+from config.commands import JsonCommand, option_error
+from config.errors import error_body
 from reconciliation.management.commands._ops import console_for, dump, rows_table
 from reconciliation.services.settlement import KINDS, ProviderUnavailable, Settlement, settle_day
 
 # Exit codes: 0 the day settles, 1 mismatches were found, 2 the provider could not be read (its
 # listing, or an intent by its id), each read tried up to connector.READ_TRIES times.
 MISMATCHES, UNAVAILABLE = 1, 2
+UNAVAILABLE_CODE = "provider_unavailable"  # its --json error's code
 # The provider counts time in Unix seconds: it created nothing before this day.
 FIRST_DAY = date(1970, 1, 1)
 
@@ -33,11 +36,11 @@ def _day(text: str | None) -> date:
         day = parse_date(text)
     except NotADate as exc:
         why = "it is not written YYYY-MM-DD" if exc.code == "invalid" else exc.message
-        raise CommandError(f"--date {text!r} is not a day: {why}") from exc
+        raise option_error(f"--date {text!r} is not a day: {why}") from exc
     if day > today:
-        raise CommandError(f"--date {text}: that day has not happened yet (today is {today}, UTC).")
+        raise option_error(f"--date {text}: that day has not happened yet (today is {today}, UTC).")
     if day < FIRST_DAY:
-        raise CommandError(f"--date {text}: the provider holds nothing before {FIRST_DAY}.")
+        raise option_error(f"--date {text}: the provider holds nothing before {FIRST_DAY}.")
     return day
 
 
@@ -68,7 +71,7 @@ def _print_paid_outside(console: Console, report: Settlement) -> None:
     console.print(f"{len(report.paid_outside)} recording(s), {totals} in all.")
 
 
-class Command(BaseCommand):
+class Command(JsonCommand):
     help = (
         "Compare our payment ledger for a UTC day (every payment an operation of ours touched, our refund "
         "operations matched to the provider's refunds by id or key) with the provider's listing of the "
@@ -95,10 +98,9 @@ class Command(BaseCommand):
         try:
             report = settle_day(day)
         except ProviderUnavailable as exc:
-            if options["json"]:
-                dump(
-                    self, {"date": day.isoformat(), "error": str(exc), "tries": exc.tries, "mismatches": None}
-                )
+            if options["json"]:  # the one error shape, with the day and the tries
+                said = error_body(UNAVAILABLE_CODE, exc.said)
+                dump(self, {**said, "date": day.isoformat(), "tries": exc.tries, "mismatches": None})
             raise CommandError(exc.said, returncode=UNAVAILABLE) from exc
         if options["json"]:
             dump(self, report.as_dict())

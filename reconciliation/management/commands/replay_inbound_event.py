@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
+from config.commands import JsonCommand
 from config.errors import ApplicationError
 from config.ids import row_id
 from partners.models import InboundEvent
@@ -18,7 +19,7 @@ from reconciliation.management.commands._ops import (
 from reconciliation.services import support
 
 
-class Command(BaseCommand):
+class Command(JsonCommand):
     help = (
         "Verify a stored webhook's signature again and process it again through the one door (which "
         "records, and ignores, what it already holds). A delivery that does not verify is not replayed; "

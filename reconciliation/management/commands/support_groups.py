@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import CommandParser
 
+from config.commands import JsonCommand
 from reconciliation.services.support.groups import GROUP_PERMISSIONS, ensure_groups
 
 
-class Command(BaseCommand):
+class Command(JsonCommand):
     help = (
         "Create the support and ops groups, or set their permissions back to the documented ones "
         "(docs/console.md). Creates no user: add staff to a group in the admin. Safe to run again, "

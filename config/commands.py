@@ -1,0 +1,82 @@
+"""Management commands that print JSON (`--json`): stdout is JSON whatever happens.
+
+A script reads a command's `--json` output and its exit status; an error said only as text on
+stderr leaves it nothing to parse. `JsonCommand` is the one place that keeps the promise: whatever
+the command refuses with (an option it cannot read, a refusal, a failure: a `CommandError`, or an
+`ApplicationError` a service raised) is also written to stdout in the API's one error shape
+(`config.errors.error_body`: `{"error": {"code": ..., "message": ...}}`), and the exit status
+stays non-zero, with the same line on stderr as without `--json`. A command that wrote its JSON
+report before failing (a batch with refusals, a settlement with mismatches) wrote it with
+`write_json`, which carries its outcome: nothing is added after it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from config.errors import ApplicationError, error_body
+
+# The code of a command's refusal that no service's ApplicationError names.
+COMMAND_ERROR = "command_error"
+# An option the command cannot take, as the API answers a field it refuses.
+OPTION_REFUSED = "validation_error"
+
+
+def option_error(message: str) -> CommandError:
+    """The refusal of an option the command cannot take (a day that is not one, a window out of
+    bounds): a CommandError as any other (stderr says "CommandError: …"), coded for --json."""
+    error = CommandError(message)
+    error.code = OPTION_REFUSED  # type: ignore[attr-defined]
+    return error
+
+
+def command_error_body(exc: CommandError) -> dict[str, Any]:
+    """The error's JSON: the code of the refusal (the service's, when one refused), its words."""
+    cause = exc.__cause__
+    if isinstance(cause, ApplicationError):
+        return error_body(cause.code, str(exc), cause.fields)
+    return error_body(getattr(exc, "code", COMMAND_ERROR), str(exc))
+
+
+class JsonCommand(BaseCommand):
+    """A command with `--json`: its errors are JSON on stdout too (module docstring)."""
+
+    _json_written = False
+    _json_in_argv = False
+
+    def write_json(self, payload: Any) -> None:
+        """The command's JSON output: once written, an error after it adds nothing to stdout."""
+        self.stdout.write(json.dumps(payload, default=str, indent=2))
+        self._json_written = True
+
+    def execute(self, *args: Any, **options: Any) -> str | None:
+        self._json_written = False
+        try:
+            try:
+                return super().execute(*args, **options)
+            except ApplicationError as exc:  # a service's refusal: a line, never a traceback
+                raise CommandError(exc.message) from exc
+        except CommandError as exc:
+            if options.get("json") and not self._json_written:
+                self.write_json(command_error_body(exc))
+            raise
+
+    def run_from_argv(self, argv: list[str]) -> None:
+        # Arguments argparse refuses never reach `execute`: the parser says them (below).
+        self._json_in_argv = "--json" in argv[2:]
+        super().run_from_argv(argv)
+
+    def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> CommandParser:
+        parser = super().create_parser(prog_name, subcommand, **kwargs)
+        refuse = parser.error
+
+        def error(message: str) -> None:
+            if self._json_in_argv and parser.called_from_command_line:
+                self.write_json(error_body(OPTION_REFUSED, message))
+            refuse(message)  # usage and the message on stderr, exit status 2
+
+        parser.error = error  # type: ignore[method-assign]
+        return parser

@@ -1,0 +1,121 @@
+"""Every command with --json: an error is JSON on stdout too (the API's one error shape), with a
+non-zero exit status, so a script that reads the JSON always has something to read
+(`config.commands.JsonCommand`)."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+from datetime import timedelta
+
+import pytest
+from django.core.management import call_command, get_commands, load_command_class
+from django.core.management.base import CommandError
+from django.utils import timezone
+
+from config.commands import JsonCommand
+
+OUR_APPS = {"bookings", "partners", "payments", "reconciliation", "sandbox", "bench", "chaos"}
+LATER = (timezone.now().date() + timedelta(days=2)).isoformat()
+
+
+def _takes_json(app: str, name: str) -> bool:
+    parser = load_command_class(app, name).create_parser("manage.py", name)
+    return any(
+        "--json" in action.option_strings and isinstance(action, argparse._StoreTrueAction)
+        for action in parser._actions
+    )
+
+
+def test_every_command_that_prints_json_says_its_errors_in_json():
+    # A new command with --json that is not a JsonCommand would print its errors as text only.
+    ours = {name: app for name, app in get_commands().items() if app in OUR_APPS}
+    printing = sorted(name for name, app in ours.items() if _takes_json(app, name))
+
+    assert {"reconcile_payments", "partner_upsert", "refund_payment", "replay_inbound_event"} <= set(printing)
+    assert [n for n in printing if not isinstance(load_command_class(ours[n], n), JsonCommand)] == []
+
+
+def run_failing(*args: str) -> tuple[CommandError, dict]:
+    out = io.StringIO()
+    with pytest.raises(CommandError) as failed:
+        call_command(*args, "--json", stdout=out, stderr=io.StringIO())
+    return failed.value, json.loads(out.getvalue())
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("args", "code"),
+    [
+        pytest.param(["reconcile_payments", "--date", "20261206"], "validation_error", id="date-format"),
+        pytest.param(["reconcile_payments", "--date", LATER], "validation_error", id="date-future"),
+        pytest.param(["partner_health", "--minutes", "0"], "validation_error", id="partner-window"),
+        pytest.param(["payment_health", "--no-probe", "--hours", "0"], "validation_error", id="horizon"),
+        pytest.param(["booking_timeline", "BK-NOPE99"], "not_found", id="timeline"),
+        pytest.param(["sync_booking", "BK-NOPE99"], "not_found", id="booking-action"),
+        pytest.param(["cancel_booking", "BK-NOPE99", "--dry-run"], "not_found", id="booking-dry-run"),
+        pytest.param(["refund_payment", "BK-NOPE99", "--amount", "5"], "not_found", id="payment-action"),
+        pytest.param(["approve_refund", "999999"], "not_found", id="proposal-action"),
+        pytest.param(["orphan_close", "999999", "--note", "gone"], "not_found", id="orphan-action"),
+        pytest.param(["sync_booking", "BK-NOPE99", "--as", "nobody-h2"], "not_found", id="operator"),
+        pytest.param(["replay_inbound_event", "999999"], "command_error", id="replay"),
+        pytest.param(["reconcile", "--dry-run", "--partner", "nope"], "command_error", id="reconcile"),
+        pytest.param(["orphans", "--partner", "nope"], "command_error", id="orphans"),
+        pytest.param(
+            [
+                "partner_upsert",
+                "--code=json-h2",
+                "--adapter=reference",
+                "--base-url=http://127.0.0.1:9",
+                "--api-key=k",
+                "--timeouts=slow",
+            ],
+            "command_error",
+            id="partner-upsert",
+        ),
+    ],
+)
+def test_an_error_with_json_is_json_on_stdout_in_the_one_error_shape(args, code):
+    failed, printed = run_failing(*args)
+
+    assert printed == {"error": {"code": code, "message": str(failed)}}
+    assert failed.returncode == 1
+
+
+@pytest.mark.django_db
+def test_a_refusal_in_production_is_json_too(settings):
+    settings.DEBUG = False
+
+    failed, printed = run_failing("create_demo_data")
+
+    assert printed["error"]["message"] == str(failed) and "--allow-production" in str(failed)
+
+
+def test_without_json_an_error_is_only_the_line_it_always_was():
+    out = io.StringIO()
+    with pytest.raises(CommandError, match="not written YYYY-MM-DD"):
+        call_command("reconcile_payments", "--date", "20261206", stdout=out, stderr=io.StringIO())
+
+    assert out.getvalue() == ""
+
+
+@pytest.mark.parametrize(
+    ("argv", "status", "code"),
+    [
+        # argparse refuses it before the command runs
+        pytest.param(["partner_health", "--minutes", "abc"], 2, "validation_error", id="argparse"),
+        pytest.param(["reconcile_payments", "--date", "2026-02-30"], 1, "validation_error", id="command"),
+    ],
+)
+def test_from_the_shell_stdout_holds_the_json_error_and_stderr_the_line(capsys, argv, status, code):
+    command = load_command_class("reconciliation", argv[0])
+
+    with pytest.raises(SystemExit) as exited:
+        command.run_from_argv(["manage.py", *argv, "--json"])
+
+    out, err = capsys.readouterr()
+    assert exited.value.code == status
+    assert json.loads(out)["error"]["code"] == code
+    assert json.loads(out)["error"]["message"].split(": ")[-1] in err
+    assert status == 2 or err.startswith("CommandError: ")  # the line it always was
