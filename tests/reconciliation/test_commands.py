@@ -219,6 +219,42 @@ def test_a_batch_with_a_refusal_fails_after_doing_the_rest(make_booking, partner
     assert (ok.status, refused.status) == (S.REQUESTED, S.UNKNOWN)
 
 
+def test_a_refused_action_exits_non_zero_with_dry_run_as_without_and_its_json_says_why(
+    make_booking, partner_queue, broker
+):
+    # A tester saw a refused retry exit 0 with --dry-run and 1 without: a script checking first
+    # with --dry-run read "fine" for what the run then refused.
+    booking = make_booking(status=S.UNKNOWN)
+    printed = {}
+    for mode in ("--dry-run", "--yes"):
+        out = io.StringIO()
+        with pytest.raises(CommandError) as refused:
+            call_command("retry_booking", booking.reference, mode, "--json", stdout=out, stderr=io.StringIO())
+        assert refused.value.returncode == 1
+        printed[mode] = json.loads(out.getvalue())
+    with pytest.raises(
+        CommandError, match=r"retry: nothing would be done \(1 refused\); a dry run does nothing"
+    ):
+        run("retry_booking", booking.reference, "--dry-run")
+
+    [preview] = printed["--dry-run"]["previews"]
+    [result] = printed["--yes"]["results"]
+    assert preview["allowed"] is False and preview["refusal"] and result["error"]["message"]
+    assert calls(broker, partner_queue) == []
+
+
+def test_a_dry_run_over_several_says_which_would_be_refused_and_exits_non_zero(make_booking, partner_queue):
+    possible = make_booking(status=S.NEEDS_ATTENTION, attention_reason="partner_401")
+    refused = make_booking(status=S.UNKNOWN)
+
+    with pytest.raises(CommandError, match="retry: 1 of 2 would be refused, the others possible; a dry run"):
+        run("retry_booking", possible.reference, refused.reference, "--dry-run", "--no-live")
+    run("retry_booking", possible.reference, "--dry-run", "--no-live")  # all possible: exit 0
+
+    possible.refresh_from_db()
+    assert possible.status == S.NEEDS_ATTENTION
+
+
 def test_retry_booking_of_many_with_a_progress_bar(
     make_booking, partner_queue, broker, django_capture_on_commit_callbacks
 ):
@@ -296,6 +332,11 @@ def test_replay_of_a_tampered_delivery_is_refused(partner):
 
     with pytest.raises(CommandError, match="Nothing was replayed"):
         run("replay_inbound_event", str(event.pk))
+    # its dry run (a re-verify) refuses it the same way, and says so in --json too
+    out = io.StringIO()
+    with pytest.raises(CommandError, match="Nothing would be replayed: its signature does not verify"):
+        call_command("replay_inbound_event", str(event.pk), "--dry-run", "--json", stdout=out)
+    assert json.loads(out.getvalue())["results"][0]["verifies"] is False
 
 
 def test_a_refused_replay_run_again_with_its_token_is_refused_again_not_already_done(partner):

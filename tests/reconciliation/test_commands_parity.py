@@ -138,6 +138,10 @@ def test_resolve_dry_run_shows_which_outcomes_are_possible(booking_for, partner_
 
     assert "failed (Failed): possible" in text
     assert "confirmed (Confirmed): We hold no confirmed reservation from the partner" in text
+    # the outcome asked for decides the exit status, as it would for the run
+    run("resolve_booking", booking.reference, "--outcome", "failed", "--dry-run", "--no-live")
+    with pytest.raises(CommandError, match="resolve: nothing would be done"):
+        run("resolve_booking", booking.reference, "--outcome", "confirmed", "--dry-run", "--no-live")
     assert_unchanged(booking, S.NEEDS_ATTENTION, broker, partner_queue)
 
 

@@ -147,7 +147,11 @@ class ActionCommand(JsonCommand):
     """The shape every support action command shares: preview each target (our state beside the
     partner's), stop there on --dry-run, ask to confirm an action that changes the partner's
     state or settles an outcome, then run the action on each target once per token (one token for
-    the run: its ask names every target, `key`)."""
+    the run: its ask names every target, `key`).
+
+    Exit status: 0 when every target was done (on --dry-run: when its preview allows every one),
+    1 when any was refused (by its preview on --dry-run, by the action otherwise), after doing the
+    others; --json carries each refusal either way (a preview's `refusal`, a result's `error`)."""
 
     action: str = ""
     confirm_question: str = ""  # what the action does, asked before it acts (the console's confirm)
@@ -162,7 +166,9 @@ class ActionCommand(JsonCommand):
             help="Action token: a repeated run with the same token does nothing extra (default: a new one).",
         )
         parser.add_argument(
-            "--dry-run", action="store_true", help="Only show what it would do (asks the partner)."
+            "--dry-run",
+            action="store_true",
+            help="Only show what it would do (asks the partner); exits non-zero when it would be refused.",
         )
         parser.add_argument(
             "--no-live", action="store_true", help="Do not ask the partner; last known state."
@@ -224,6 +230,17 @@ class ActionCommand(JsonCommand):
         if options["dry_run"]:
             if options["json"]:
                 dump(self, {"dry_run": True, "previews": [p.as_dict() for p in previews]})
+            # As the run would exit: a script checking first with --dry-run reads the same answer.
+            refused = sum(not p.allowed for p in previews)
+            if refused and refused == len(previews):
+                raise CommandError(
+                    f"{self.action}: nothing would be done ({refused} refused); a dry run does nothing."
+                )
+            if refused:
+                raise CommandError(
+                    f"{self.action}: {refused} of {len(previews)} would be refused, the others possible; "
+                    "a dry run does nothing."
+                )
             return
         if self.confirm_question and any(p.allowed for p in previews):
             confirm(self, self.confirm_question, options)

@@ -23,13 +23,18 @@ class Command(JsonCommand):
     help = (
         "Verify a stored webhook's signature again and process it again through the one door (which "
         "records, and ignores, what it already holds). A delivery that does not verify is not replayed; "
-        "the command exits non-zero when any was not. No confirmation: a replay applies only what the "
-        "partner sent, through the door that never regresses state."
+        "the command exits non-zero when any was not (with --dry-run, when any does not verify). No "
+        "confirmation: a replay applies only what the partner sent, through the door that never regresses "
+        "state."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("ids", nargs="+", metavar="ID", help="Inbound event id(s) (the admin's #).")
-        parser.add_argument("--dry-run", action="store_true", help="Only re-verify; replay nothing.")
+        parser.add_argument(
+            "--dry-run",
+            action="store_true",
+            help="Only re-verify; replay nothing (exits non-zero when any does not verify).",
+        )
         parser.add_argument("--token", help="Action token: a repeated run with it does nothing extra.")
         add_operator_arguments(parser)
 
@@ -92,8 +97,19 @@ class Command(JsonCommand):
                     ],
                 )
             )
+        if options["dry_run"]:  # as the replay would exit: one that does not verify is refused
+            unverified = sum(not r["verifies"] for r in rows)
+            if unverified and unverified == len(rows):
+                why = "its signature does not verify" if unverified == 1 else "no signature verifies"
+                raise CommandError(f"Nothing would be replayed: {why}; a dry run replays nothing.")
+            if unverified:
+                raise CommandError(
+                    f"{unverified} of {len(rows)} would not be replayed (the signature does not verify), "
+                    "the others would; a dry run replays nothing."
+                )
+            return
         refused = sum("error" in r for r in rows)
-        if refused == len(rows) and not options["dry_run"]:
+        if refused == len(rows):
             raise CommandError("Nothing was replayed.")
         if refused:  # a cron job must not read success while some deliveries stay unapplied
             raise CommandError(f"{refused} of {len(rows)} not replayed, the others replayed.")

@@ -27,6 +27,15 @@ class Command(BookingActionCommand):
             "--outcome", choices=[str(s) for s in support.RESOLUTIONS], help="The outcome to settle on."
         )
 
+    def preview(self, target, operator, options) -> support.Preview:
+        shown = super().preview(target, operator, options)
+        # The outcome asked for, when it is refused, refuses the preview: a --dry-run then exits as
+        # the run would.
+        why_not = next((why for value, _, why in shown.outcomes if value == options["outcome"]), "")
+        if shown.allowed and why_not:
+            shown.allowed, shown.refusal = False, f"{options['outcome']}: {why_not}"
+        return shown
+
     def run_action(self, booking, operator, token, options, *, batch):
         return support.support_action_run(
             self.action,
