@@ -368,6 +368,7 @@ def test_the_console_previews_then_records_the_previewed_amount_once(support_cli
     body = page.content.decode()
     assert page.status_code == 200
     assert "Record 360.00 EUR of the 360.00 EUR owed back" in body
+    assert 'value="Record a refund paid another way" name="confirm"' in body  # one step: not proposed
     assert 'id="owed-back">360.00 EUR' in body
     assert _hidden(page, "previewed") == "360.00"
     token = _hidden(page, "token")
@@ -778,6 +779,8 @@ def test_the_console_proposes_it_and_another_person_approves_it_from_the_panel(
     booking = payment.booking
     page = support_client.get(_action(booking))
     assert "Above 200.00 EUR: only proposed." in page.content.decode()
+    # its button says so (at or below the amount, it records: test_the_console_previews_then_...)
+    assert 'value="Propose a refund paid another way" name="confirm"' in page.content.decode()
 
     proposed = support_client.post(
         _action(booking),
@@ -820,6 +823,9 @@ def test_the_command_proposes_it_over_the_approval_amount_and_approve_refund_rec
 ):
     payment = owed_back()
     reference = payment.booking.reference
+    # without a terminal nor --yes, what it would be asked is what it does: propose
+    with pytest.raises(CommandError, match=r"^This proposes the recording for another person's approval"):
+        _run(reference, "--amount", "360", "--method", "cash", "--note", "receipt", "--no-live")
 
     proposed = json.loads(
         _run(
@@ -830,6 +836,7 @@ def test_the_command_proposes_it_over_the_approval_amount_and_approve_refund_rec
     )
     [outcome] = proposed["results"]
     proposal_id = outcome["result"]["proposal"]
+    assert outcome["preview"]["title"] == "Propose a refund paid another way"
     assert (outcome["preview"]["needs_approval"], outcome["result"]["method"]) == (True, "cash")
     assert ledger(payment) == (PRICE, ZERO, PRICE, ZERO)
 

@@ -99,6 +99,9 @@ def test_support_proposes_a_refund_paid_in_cash_and_ops_approves_it_in_the_conso
     page.locator(f"#payment a[data-action={money.OUTSIDE}]").click()
     page.wait_for_selector("#confirm-form")
     assert page.locator(".effects li").first.inner_text().startswith("Above 200.00 EUR: only proposed.")
+    assert (
+        page.locator("#confirm-form input[type=submit]").input_value() == "Propose a refund paid another way"
+    )
     # no method chosen: the browser does not send the form (the server refuses it too)
     page.fill("#id_note", "Paid at the front desk, receipt 4411")
     page.click("#confirm-form input[type=submit]")

@@ -263,6 +263,24 @@ def test_a_refund_is_previewed_then_confirmed_once(ops_client):
     assert [r.kind for r in support_rows(payment.booking)] == ["support.refund_requested"]
 
 
+def test_the_confirm_button_says_propose_when_the_amount_will_only_be_proposed(ops_client):
+    # A tester pressed "Refund" for 250.00 and the refund was only proposed: the button and the
+    # page's title now say what the confirm does, by the rule the action applies (needs_approval).
+    payment = paying_booking()
+    url = action(payment.booking, "refund_payment")
+
+    small = ops_client.get(url, {"amount": "40"}).content.decode()
+    large = ops_client.get(url, {"amount": "250"}).content.decode()
+    # a confirm of another amount previews that one, with its own button
+    moved = ops_client.post(url, {"token": "a" * 32, "amount": "250", "previewed": "40", "note": ""})
+
+    assert 'value="Refund" name="confirm"' in small and "Propose" not in small
+    assert 'value="Propose a refund" name="confirm"' in large
+    assert "&rsaquo; Propose a refund" in large and "Above 200.00 EUR: only proposed." in large
+    assert 'value="Propose a refund" name="confirm"' in moved.content.decode()
+    assert not RefundProposal.objects.exists()
+
+
 def test_a_confirm_of_another_amount_than_previewed_does_nothing_and_previews_that_one(ops_client):
     payment = paying_booking(refunded=Decimal("120.00"))
     url = action(payment.booking, "refund_payment")

@@ -69,6 +69,8 @@ def test_support_proposes_a_refund_and_ops_approves_it_in_the_console(
     panel.locator("a[data-action=refund_payment]").click()
     page.wait_for_selector("#confirm-form")
     assert "Refund 360.00 EUR of the" in page.locator(".effects").inner_text()
+    # all of it is above the approval amount: the button says what pressing it does
+    assert page.locator("#confirm-form input[type=submit]").input_value() == "Propose a refund"
     page.fill("#id_amount", "250.00")
     page.fill("#id_note", "The pool was closed for the whole stay")
     page.click("#confirm-form input[type=submit]")

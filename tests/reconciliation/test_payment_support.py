@@ -701,3 +701,44 @@ def test_every_payment_command_has_help_and_json(command):
         assert all(option in text for option in ("--dry-run", "--yes", "--as", "--token", "--note"))
     if command == "record_outside_refund":
         assert "--method {bank_transfer,cash,voucher,other}" in text
+
+
+# --- a refund that will only be proposed says so --------------------------------------------------
+def test_a_refund_above_the_approval_amount_is_previewed_as_a_proposal_by_the_service_s_rule(ops_user):
+    # A tester confirmed "Refund" of 250.00 and found it only proposed: the preview's title (the
+    # console's button, the command's table) said "Refund". It follows needs_approval, the rule
+    # the action itself applies, to the cent.
+    payment = paying_booking()
+
+    def title(amount: str, action: str = money.REFUND) -> str:
+        return money.payment_preview(
+            action, payment.booking, operator=op(ops_user), amount=Decimal(amount), live=False
+        ).title
+
+    assert [title("200.00"), title("200.01")] == ["Refund", "Propose a refund"]
+    assert title("10.00", money.CAPTURE) == "Retry the capture"  # only what gives money back
+
+
+def test_refund_payment_says_it_proposes_in_its_preview_and_its_question(ops_user):
+    payment = paying_booking()
+    reference = payment.booking.reference
+    asked = ("--amount", "250", "--no-live", "--as", ops_user.username)
+    out = io.StringIO()
+
+    call_command("refund_payment", reference, *asked, "--dry-run", stdout=out, stderr=io.StringIO())
+    dry = json.loads(run_json("refund_payment", reference, *asked, "--dry-run"))
+    with pytest.raises(CommandError) as unconfirmed:  # no terminal: the question is in the refusal
+        call_command("refund_payment", reference, *asked, stdout=io.StringIO(), stderr=io.StringIO())
+
+    assert f"Propose a refund: {reference}" in out.getvalue()
+    assert (dry["previews"][0]["title"], dry["previews"][0]["needs_approval"]) == ("Propose a refund", True)
+    assert str(unconfirmed.value).startswith(
+        "This proposes the refund for another person's approval: no money moves until they approve it."
+    )
+    assert not RefundProposal.objects.exists()
+
+
+def run_json(*args: str) -> str:
+    out = io.StringIO()
+    call_command(*args, "--json", stdout=out, stderr=io.StringIO())
+    return out.getvalue()

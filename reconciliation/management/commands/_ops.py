@@ -199,6 +199,10 @@ class ActionCommand(JsonCommand):
         """The target as the token's ask names it (`support.target_key`)."""
         raise NotImplementedError
 
+    def question(self, allowed: list[Any]) -> str:
+        """What is asked before acting on the targets the previews allow."""
+        return self.confirm_question
+
     def label(self, shown: Any) -> str:
         raise NotImplementedError
 
@@ -243,7 +247,7 @@ class ActionCommand(JsonCommand):
                 )
             return
         if self.confirm_question and any(p.allowed for p in previews):
-            confirm(self, self.confirm_question, options)
+            confirm(self, self.question([p for p in previews if p.allowed]), options)
         token = options.get("token") or support.new_token()
         batch = [self.key(shown) for shown in previews]
         results: list[dict[str, Any]] = []

@@ -69,6 +69,10 @@ class PaymentActionCommand(ActionCommand):
     """`<action>_payment REF`: preview the booking's payment beside the provider's, then act."""
 
     confirm_question = "This moves the customer's money at the provider."
+    # Asked instead when every target will only be proposed (the preview's `needs_approval`).
+    propose_question = (
+        "This proposes the refund for another person's approval: no money moves until they approve it."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("references", nargs="+", metavar="REF", help="Booking reference(s).")
@@ -101,6 +105,9 @@ class PaymentActionCommand(ActionCommand):
 
     def print_preview(self, console: Console, shown: money.PaymentPreview) -> None:
         print_payment_preview(console, shown)
+
+    def question(self, allowed: list[money.PaymentPreview]) -> str:
+        return self.propose_question if all(p.needs_approval for p in allowed) else self.confirm_question
 
     def perform(
         self,

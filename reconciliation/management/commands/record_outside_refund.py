@@ -27,6 +27,10 @@ class Command(PaymentActionCommand):
     action = money.OUTSIDE
     required_to_act = ("amount", "method", "note")
     confirm_question = "This records money as given back to the customer: it is no longer owed to them."
+    propose_question = (
+        "This proposes the recording for another person's approval: nothing is recorded, and the customer "
+        "told nothing, until they approve it."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         super().add_arguments(parser)

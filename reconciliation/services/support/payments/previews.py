@@ -255,9 +255,12 @@ def payment_preview(
     effects, warnings = (
         _effects(action, s, amount, method) if payment is not None and not why_not else ([], [])
     )
+    # The rule the action applies decides what it is called: the console's confirm button and
+    # the command's preview say "Propose a refund" when it will only be proposed.
+    proposed = action in (REFUND, OUTSIDE) and amount is not None and s.needs_approval(amount)
     return PaymentPreview(
         action=action,
-        title=PAYMENT_ACTIONS[action]["title"],
+        title=PAYMENT_ACTIONS[action]["proposed_title" if proposed else "title"],
         booking=booking,
         payment=payment,
         allowed=not why_not,
@@ -270,7 +273,7 @@ def payment_preview(
         amount=amount,
         refundable=s.refundable if payment is not None else None,
         owed=s.owed,
-        needs_approval=action in (REFUND, OUTSIDE) and amount is not None and s.needs_approval(amount),
+        needs_approval=proposed,
         proposal=s.pending_proposal,
         method=method if action == OUTSIDE else "",
     )

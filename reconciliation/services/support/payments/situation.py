@@ -38,6 +38,8 @@ APPROVE, REJECT = "approve_refund", "reject_refund"
 PAYMENT_ACTIONS: dict[str, dict[str, str]] = {
     REFUND: {
         "title": "Refund",
+        # What the action does when the two-person rule only lets it propose (`needs_approval`).
+        "proposed_title": "Propose a refund",
         "permission": "reconciliation.refund_payment",
         "kind": "support.refund_requested",
     },
@@ -55,6 +57,7 @@ PAYMENT_ACTIONS: dict[str, dict[str, str]] = {
     # whoever may make it again through the provider may say it was paid another way.
     OUTSIDE: {
         "title": "Record a refund paid another way",
+        "proposed_title": "Propose a refund paid another way",
         "permission": "reconciliation.refund_payment",
         "kind": "support.refund_recorded_outside",
     },
