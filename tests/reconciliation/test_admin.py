@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from datetime import timedelta
 
 import pytest
 from django.contrib.messages import get_messages
+from django.core.management import call_command
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
@@ -355,6 +357,27 @@ def test_cancel_and_retry_from_the_console(
     stuck.refresh_from_db()
     assert (confirmed.status, stuck.status) == (S.CANCEL_REQUESTED, S.REQUESTED)
     assert sorted(actor_names(broker, partner_queue)) == ["cancel_booking", "submit_booking"]
+
+
+def test_the_cancel_page_and_cancel_booking_dry_run_say_what_happens_to_the_money(ops_client, make_booking):
+    from tests.reconciliation.test_support import _money_case
+
+    held, unpaid = _money_case("held"), make_booking(status=S.CONFIRMED)
+    release = "Money: Once the cancellation is done, we release the 360.00 EUR we are holding on your card"
+
+    page = ops_client.get(_action(held, "cancel")).content.decode()
+    unpaid_page = ops_client.get(_action(unpaid, "cancel")).content.decode()
+    out = io.StringIO()
+    call_command("cancel_booking", held.reference, "--dry-run", "--no-live", stdout=out)
+    dry = io.StringIO()
+    call_command("cancel_booking", held.reference, "--dry-run", "--no-live", "--json", stdout=dry)
+
+    assert release in page and 'id="confirm-form"' in page
+    assert "Money: This booking takes no payment: cancelling costs nothing" in unpaid_page
+    assert release in " ".join(out.getvalue().split())  # rich wraps the long line
+    assert json.loads(dry.getvalue())["previews"][0]["money"]["outcome"] == "release"
+    held.refresh_from_db()
+    assert held.status == S.PENDING_PARTNER
 
 
 # --- bulk sync ----------------------------------------------------------------

@@ -317,23 +317,59 @@ def test_cancel_on_the_customers_behalf_runs_the_customers_cancellation(
     assert not again.performed and booking.events.count() == 1
 
 
-def test_the_cancel_preview_says_what_it_does_to_the_money_as_the_customers_page_does(db):
+def _money_case(case: str) -> Booking:
+    """A booking for each thing a cancel does to the money (`cancelling.cancel_money`)."""
+    if case == "no_payment":
+        return PartnerReservationFactory(status="confirmed").booking
+    if case == "held":  # not confirmed yet: cancelling is free, the hold let go
+        return paying_booking(status=S.PENDING_PARTNER, payment_status="authorized").booking
+    payment = paying_booking(status=S.CONFIRMED, payment_status="captured")
+    charged = money_of(PaymentFacts("charged", "EUR", Decimal("360.00"), Decimal("360.00"))).as_json()
+    terms = {"free_cancellation_hours": 60 * 24, "cancellation_fee_percent": 25} if case == "fee" else {}
+    Booking.objects.filter(pk=payment.booking_id).update(customer_money=charged, **terms)
+    return Booking.objects.get(pk=payment.booking_id)
+
+
+@pytest.mark.parametrize(
+    ("case", "outcome", "words"),
+    [
+        ("refund", "full_refund", "we refund the 360.00 EUR you paid to your card, in full."),
+        (
+            "fee",
+            "refund_less_fee",
+            "we keep the cancellation fee of 90.00 EUR and refund the other 270.00 EUR",
+        ),
+        (
+            "held",
+            "release",
+            "we release the 360.00 EUR we are holding on your card: you will not be charged.",
+        ),
+        ("no_payment", "no_payment", "This booking takes no payment: cancelling costs nothing"),
+    ],
+)
+def test_the_cancel_preview_says_what_it_does_to_the_money_as_the_customers_page_does(
+    db, case, outcome, words
+):
     # A tester confirmed a cancel on behalf of a charged booking: 90.00 refunded and the customer
-    # mailed, none of which the preview said.
-    payment = paying_booking(status=S.CONFIRMED, payment_status="captured", price=Decimal("90.00"))
-    charged = money_of(PaymentFacts("charged", "EUR", Decimal("90.00"), Decimal("90.00"))).as_json()
-    Booking.objects.filter(pk=payment.booking_id).update(customer_money=charged)
-    payment.booking.refresh_from_db()
-    unpaid = PartnerReservationFactory(status="confirmed").booking
+    # mailed, none of which the preview said; and of a booking that takes no payment it said
+    # nothing at all. The words are the customer's cancel page's, by its one rule (cancel_money).
+    booking = _money_case(case)
+    told = cancel_money(booking, at=timezone.now())
 
-    effects = support.preview("cancel", payment.booking, live=False).effects
-    unpaid_effects = support.preview("cancel", unpaid, live=False).effects
+    shown = support.preview("cancel", booking, live=False)
 
-    assert effects[-1] == (
-        "Money: Once the cancellation is done, we refund the 90.00 EUR you paid to your card, in full. "
-        + cancel_money(payment.booking, at=timezone.now()).why
-    )
-    assert not any(line.startswith("Money:") for line in unpaid_effects)  # takes no payment
+    assert shown.effects[-1] == f"Money: {told.text} {told.why}".rstrip()
+    assert words in shown.effects[-1]
+    assert shown.as_dict()["money"] == {
+        "outcome": outcome,
+        "text": told.text,
+        "why": told.why,
+        "currency": told.currency,
+        "fee": f"{told.fee:.2f}",
+        "refund": f"{told.refund:.2f}",
+        "released": f"{told.released:.2f}",
+    }
+    assert support.preview("sync", booking, live=False).as_dict()["money"] is None  # only a cancel's
 
 
 def test_cancel_of_a_settled_booking_is_refused(make_booking, as_ops, django_capture_on_commit_callbacks):

@@ -9,7 +9,7 @@ from typing import Any
 
 from django.utils import timezone
 
-from bookings.cancelling import Outcome, cancel_money
+from bookings.cancelling import CancelMoney, cancel_money
 from bookings.models import Booking
 from bookings.states import BookingState
 from config.errors import NotFound, ValidationFailed
@@ -39,6 +39,21 @@ class Preview:
     token: str
     needs_note: bool = False
     outcomes: list[tuple[str, str, str]] = field(default_factory=list)  # (value, label, refusal)
+    money: CancelMoney | None = None  # a cancel's: what it does to the customer's money
+
+    def money_dict(self) -> dict[str, str] | None:
+        money = self.money
+        if money is None:
+            return None
+        return {
+            "outcome": str(money.outcome),
+            "text": money.text,
+            "why": money.why,
+            "currency": money.currency,
+            "fee": f"{money.fee:.2f}",
+            "refund": f"{money.refund:.2f}",
+            "released": f"{money.released:.2f}",
+        }
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -76,6 +91,7 @@ class Preview:
                 for p in self.pairs
             ],
             "outcomes": [{"value": v, "label": lbl, "refusal": r} for v, lbl, r in self.outcomes],
+            "money": self.money_dict(),
             "token": self.token,
         }
 
@@ -126,10 +142,6 @@ def _cancel(situation: Situation) -> list[str]:
         for r in situation.uncompensated_live
     ]
     steps.append("→ cancelled once the partner holds nothing live for it.")
-    money = cancel_money(situation.booking, at=timezone.now())
-    if money.outcome != Outcome.NO_PAYMENT:
-        # The words the customer's own cancel page shows: the fee by the policy, the money back.
-        steps.append(f"Money: {money.text}{' ' + money.why if money.why else ''}")
     return steps
 
 
@@ -181,6 +193,11 @@ def preview(action: str, booking: Booking, *, live: bool = True, token: str | No
         token=token or new_token(),
         needs_note=action == RESOLVE,
     )
+    if action == CANCEL:
+        # What the customer's own cancel page tells them, by its one rule (`cancel_money`, the fee
+        # by `fee_if_cancelled`): the refund, the fee kept, the hold released, or no payment at all.
+        shown.money = cancel_money(situation.booking, at=timezone.now())
+        shown.effects.append(f"Money: {shown.money.text} {shown.money.why}".rstrip())
     if action == RESOLVE:
         shown.outcomes = [
             (value, BookingState(value).label, outcome_refusal(value, situation)) for value in RESOLUTIONS
