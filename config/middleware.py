@@ -20,6 +20,7 @@ from django.utils.http import escape_leading_slashes
 
 from config.errors import error_response, status_error_response
 from config.logging import AtMostEvery, one_line
+from config.raw_errors import UNAVAILABLE_MESSAGE
 
 logger = logging.getLogger(__name__)
 
@@ -139,8 +140,7 @@ class DatabaseUnavailableMiddleware:
         )
         headers = {"Retry-After": str(settings.UNAVAILABLE_RETRY_AFTER_S)}
         if request.path_info.startswith(JSON_CLIENT_PATHS):
-            message = "The service is briefly unavailable; retry after Retry-After seconds."
-            response = error_response(503, "service_unavailable", message, headers=headers)
+            response = error_response(503, "service_unavailable", UNAVAILABLE_MESSAGE, headers=headers)
         else:
             response = HttpResponse(render_to_string("503.html"), status=503, headers=headers)
         response._has_been_logged = True  # Django's mark: django.request logs no ERROR for it

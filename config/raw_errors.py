@@ -9,6 +9,11 @@ import json
 import socket
 from http import HTTPStatus
 
+# A service that cannot answer for a moment: 503 with Retry-After (UNAVAILABLE_RETRY_AFTER_S; this
+# is its default) and these words, from Django (config.middleware) and from the dev router alike.
+UNAVAILABLE_RETRY_AFTER_S = 5
+UNAVAILABLE_MESSAGE = "The service is briefly unavailable; retry after Retry-After seconds."
+
 # Our words for what the HTTP servers refuse on their own; gunicorn's are about its parser.
 _MESSAGES = {
     HTTPStatus.REQUEST_URI_TOO_LONG: "The request's URL is too long.",
@@ -30,16 +35,17 @@ def error_message(status: int, reason: str, detail: str = "") -> str:
     return f"{reason}: {detail}" if detail else f"{reason}."
 
 
-def http_error(status: int, code: str, message: str) -> bytes:
+def http_error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> bytes:
     """A whole HTTP/1.1 answer, closing the connection, with the error in the one shape."""
     body = json.dumps({"error": {"code": code, "message": message}}).encode()
     try:
         reason = HTTPStatus(status).phrase
     except ValueError:
         reason = "Error"
+    extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
     head = (
         f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        f"Content-Length: {len(body)}\r\n{extra}Connection: close\r\n\r\n"
     )
     return head.encode("latin-1") + body
 

@@ -10,6 +10,11 @@ asks the upstream to close once it has answered (`Connection: close`), and copie
 ways until it does, so a response, streamed or not, reaches the client as it is written. A client
 that goes away closes its upstream connection too (a stream then ends at once).
 
+An upstream that is not listening (restarting under `make run`) is a 503 with Retry-After, as the
+API answers when it cannot serve; one that closes the connection before answering anything (a
+worker killed mid-request) is a 502: both in the one error shape. Once the first byte of an
+answer has passed, a broken answer can only be a closed connection.
+
 `python -m config.router --port 8000 --web 8002 --events 8003` (the Procfile's `router`), or
 `serve()` from a test or a benchmark.
 """
@@ -20,11 +25,12 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import sys
 from dataclasses import dataclass
 
 from bookings.streams.routing import STREAM_PATH
-from config.raw_errors import error_message, http_error
+from config.raw_errors import UNAVAILABLE_MESSAGE, UNAVAILABLE_RETRY_AFTER_S, error_message, http_error
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +53,7 @@ class Upstream:
 class Router:
     web: Upstream
     events: Upstream
+    retry_after_s: int = UNAVAILABLE_RETRY_AFTER_S
 
     def upstream_for(self, path: str) -> Upstream:
         return self.events if STREAM_PATH.match(path) else self.web
@@ -69,8 +76,9 @@ class Router:
         try:
             upstream_reader, upstream_writer = await asyncio.open_connection(upstream.host, upstream.port)
         except OSError:
-            logger.warning("router: %s does not answer", upstream)
-            await _answer(client_writer, 502, "bad_gateway", f"{upstream} does not answer.")
+            logger.warning("router: %s does not answer; answered 503", upstream)
+            headers = {"Retry-After": str(self.retry_after_s)}
+            await _answer(client_writer, 503, "service_unavailable", UNAVAILABLE_MESSAGE, headers)
             return
         upstream_writer.write(forwarded)
         answer = asyncio.ensure_future(_copy(upstream_reader, client_writer))
@@ -78,6 +86,10 @@ class Router:
         try:
             # The answer is complete when the upstream closes; the client leaving ends it early.
             await asyncio.wait({answer, ask}, return_when=asyncio.FIRST_COMPLETED)
+            if answer.done() and not answer.cancelled() and not answer.exception() and answer.result() == 0:
+                logger.warning("router: %s closed the connection without answering; answered 502", upstream)
+                message = "The server closed the connection without answering."
+                await _answer(client_writer, 502, "bad_gateway", message)
         finally:
             for copy in (answer, ask):
                 copy.cancel()
@@ -110,23 +122,36 @@ def _forwarded_head(head: bytes, peer: tuple | None) -> tuple[str, bytes] | None
     return path, b"\r\n".join([request_line, *headers]) + b"\r\n\r\n"
 
 
-async def _copy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def _copy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> int:
+    """Copy until the reader's end closes (or either end breaks); how many bytes were copied."""
+    copied = 0
     with contextlib.suppress(ConnectionError):
         while chunk := await reader.read(CHUNK_BYTES):
             writer.write(chunk)
+            copied += len(chunk)
             await writer.drain()
+    return copied
 
 
-async def _answer(writer: asyncio.StreamWriter, status: int, code: str, message: str) -> None:
-    writer.write(http_error(status, code, message))
+async def _answer(
+    writer: asyncio.StreamWriter, status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> None:
+    writer.write(http_error(status, code, message, headers))
     with contextlib.suppress(ConnectionError):
         await writer.drain()
     writer.close()
 
 
-async def serve(*, port: int, web: Upstream, events: Upstream, host: str = "127.0.0.1") -> asyncio.Server:
+async def serve(
+    *,
+    port: int,
+    web: Upstream,
+    events: Upstream,
+    host: str = "127.0.0.1",
+    retry_after_s: int = UNAVAILABLE_RETRY_AFTER_S,
+) -> asyncio.Server:
     """Listen on host:port (0: a free port; read it from the server's sockets)."""
-    router = Router(web=web, events=events)
+    router = Router(web=web, events=events, retry_after_s=retry_after_s)
     return await asyncio.start_server(router.handle, host, port, limit=MAX_HEAD_BYTES)
 
 
@@ -143,6 +168,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--web", type=int, required=True, help="the web server's port (on 127.0.0.1)")
     parser.add_argument("--events", type=int, required=True, help="the events process's port (on 127.0.0.1)")
+    parser.add_argument(
+        "--retry-after",
+        type=int,
+        default=int(os.environ.get("UNAVAILABLE_RETRY_AFTER_S", UNAVAILABLE_RETRY_AFTER_S)),
+        help="Retry-After of the 503 while an upstream does not answer (default: UNAVAILABLE_RETRY_AFTER_S)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
@@ -152,6 +183,7 @@ def main(argv: list[str] | None = None) -> None:
             port=args.port,
             web=Upstream("127.0.0.1", args.web),
             events=Upstream("127.0.0.1", args.events),
+            retry_after_s=args.retry_after,
         )
         where = f"http://{args.host}:{args.port}"
         print(f"router on {where}: streams to :{args.events}, the rest to :{args.web}", flush=True)

@@ -10,7 +10,7 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
-from config import embedded_redis, env_file
+from config import embedded_redis, env_file, raw_errors
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 # The .env file first (config/env_file.py): any variable below, VAR_DIR included, may come from it.
@@ -294,7 +294,8 @@ API_THROTTLE_NAMESPACE = env.str("API_THROTTLE_NAMESPACE", default="throttle")
 API_THROTTLE_REDIS_TIMEOUT_S = env.float("API_THROTTLE_REDIS_TIMEOUT_S", default=0.25)
 # While the database is unreachable, requests are answered 503 with this Retry-After
 # (config.middleware.DatabaseUnavailableMiddleware); `/healthz` says which dependency is down.
-UNAVAILABLE_RETRY_AFTER_S = env.int("UNAVAILABLE_RETRY_AFTER_S", default=5)
+# The dev router's 503 while the web server is not listening says the same (config/router.py).
+UNAVAILABLE_RETRY_AFTER_S = env.int("UNAVAILABLE_RETRY_AFTER_S", default=raw_errors.UNAVAILABLE_RETRY_AFTER_S)
 
 # --- Login brute-force protection (django-axes): the admin's and every other login form -------
 # Locked out per username and address after this many failures, for the cool-off; support unlocks

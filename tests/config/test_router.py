@@ -1,7 +1,8 @@
 """`make run`'s router (config/router.py), as a real process between a client and two upstream
 servers: the stream paths reach the events upstream and everything else the web one, requests
 and responses pass unchanged but for this hop's headers, a streamed answer passes as it is
-written, a client that leaves closes its upstream connection, and a missing upstream is a 502."""
+written, a client that leaves closes its upstream connection, a missing upstream is a 503 to
+retry and one that hangs up without answering a 502."""
 
 from __future__ import annotations
 
@@ -14,9 +15,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import requests
+from django.conf import settings
 from django.urls import reverse
 
 from bookings.streams.routing import STREAM_PATH
+from config.raw_errors import UNAVAILABLE_MESSAGE
 from tests.sandbox_process import free_port
 from tests.streams import STOPPED_CLEANLY, ServerProcess, start_router
 
@@ -25,7 +28,8 @@ pytestmark = pytest.mark.integration
 
 class Upstream(ThreadingHTTPServer):
     """A server standing for the web or the events process: it answers with what it received,
-    or, asked for `?stream=1`, writes a chunk every 50 ms until the client is gone."""
+    or, asked for `?stream=1`, writes a chunk every 50 ms until the client is gone, or, asked for
+    `?hang_up=1`, closes the connection without answering (as a worker killed mid-request)."""
 
     daemon_threads = True
 
@@ -47,6 +51,8 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         if self.path.endswith("?stream=1"):
             self._stream()
+        elif self.path.endswith("?hang_up=1"):
+            self.close_connection = True
         else:
             self._echo(b"")
 
@@ -173,7 +179,9 @@ def test_a_streamed_answer_passes_as_it_is_written_and_a_client_that_leaves_clos
     assert events.stream_closed.wait(5), "the upstream still streams to a client that left"
 
 
-def test_an_upstream_that_does_not_answer_is_a_502_in_the_one_error_shape(tmp_path):
+def test_an_upstream_that_is_not_listening_is_a_503_to_retry_in_the_one_error_shape(tmp_path):
+    # As while `make run` starts the web server again: the API's own answer when it cannot serve
+    # (config.middleware), not a 502 without Retry-After.
     closed_port = free_port()
     router = start_router(tmp_path, web_port=closed_port, events_port=closed_port)
     try:
@@ -181,10 +189,18 @@ def test_an_upstream_that_does_not_answer_is_a_502_in_the_one_error_shape(tmp_pa
     finally:
         assert router.stop() in STOPPED_CLEANLY
 
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == str(settings.UNAVAILABLE_RETRY_AFTER_S)
+    assert response.json() == {"error": {"code": "service_unavailable", "message": UNAVAILABLE_MESSAGE}}
+
+
+def test_an_upstream_that_hangs_up_without_answering_is_a_502_in_the_one_error_shape(router):
+    # A web worker killed mid-request: the client used to get a closed connection and no answer.
+    response = requests.get(router.url + "/api/v1/offers?hang_up=1", timeout=10)
+
     assert response.status_code == 502
-    assert response.json() == {
-        "error": {"code": "bad_gateway", "message": f"127.0.0.1:{closed_port} does not answer."}
-    }
+    message = "The server closed the connection without answering."
+    assert response.json() == {"error": {"code": "bad_gateway", "message": message}}
 
 
 def test_a_request_head_too_large_to_read_is_a_431_in_the_one_error_shape(router):
