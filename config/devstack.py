@@ -1,5 +1,12 @@
 """`make run`: every process of the Procfile under honcho, with the embedded Redis when no
-REDIS_URL is set. Stops everything it started (the Redis server too) on Ctrl-C."""
+REDIS_URL is set. Stops everything it started (the Redis server too) on Ctrl-C.
+
+Nothing dies for good while it runs: honcho stops every process as soon as one exits, so each
+line of the Procfile runs under `config.respawn`, which starts its process again (the Procfile
+itself keeps the bare commands, for production's process manager); and a thread starts the
+embedded Redis again on its socket if it ends (`keep_redis_running`). `PROCFILE` (honcho's own
+variable) names another Procfile.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +15,13 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
-from config import embedded_redis, env_file
+from honcho.environ import parse_procfile
+
+from config import embedded_redis, env_file, respawn
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -40,13 +51,19 @@ def main() -> int:
         shutil.rmtree(metrics_dir, ignore_errors=True)
         metrics_dir.mkdir(parents=True)
         env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
-    redis_server = None
+    redis_server, redis_keeper, stopping = None, None, threading.Event()
     if not env.get("REDIS_URL"):
         redis_server = embedded_redis.EmbeddedRedis(var_dir).start()
         env["REDIS_URL"] = redis_server.url
         print(f"embedded redis-server on {redis_server.socket}", flush=True)
+        if redis_server.process is not None:  # not one found running: that one is not ours to keep
+            redis_keeper = threading.Thread(
+                target=keep_redis_running, args=(redis_server, stopping), name="redis-keeper", daemon=True
+            )
+            redis_keeper.start()
     (var_dir / "sandbox").mkdir(parents=True, exist_ok=True)
-    honcho = [sys.executable, "-m", "honcho", "start", "-f", str(BASE_DIR / "Procfile"), "-p", port]
+    procfile = supervised_procfile(Path(env.get("PROCFILE", BASE_DIR / "Procfile")), var_dir)
+    honcho = [sys.executable, "-m", "honcho", "start", "-f", str(procfile), "-d", str(BASE_DIR), "-p", port]
     process = subprocess.Popen(honcho, env=env, cwd=BASE_DIR)
 
     def stop_processes(signum: int, frame: object) -> None:
@@ -60,8 +77,53 @@ def main() -> int:
     try:
         return process.wait()
     finally:
+        stopping.set()
+        if redis_keeper is not None:
+            redis_keeper.join()  # a start under way ends first; then nothing starts it again
         if redis_server is not None:
             redis_server.stop()
+
+
+def supervised_procfile(source: Path, var_dir: Path) -> Path:
+    """`source` with each process under `config.respawn`, written to `var_dir`, for honcho."""
+    processes = parse_procfile(source.read_text()).processes
+    target = Path(var_dir) / "Procfile.make-run"
+    lines = [f"# {source} with each process under config.respawn (config/devstack.py writes it)"]
+    lines += [f"{name}: {respawn.wrap(name, command)}" for name, command in processes.items()]
+    target.write_text("\n".join(lines) + "\n")
+    return target
+
+
+def keep_redis_running(server: embedded_redis.EmbeddedRedis, stopping: threading.Event) -> None:
+    """Start the embedded Redis again on its socket whenever its process ends, until `stopping`:
+    every client reconnects to the same socket by itself. Its data is gone (it keeps none): the
+    sweeper queues again what the database says is due."""
+    backoff = respawn.Backoff()
+    started = time.monotonic()
+    while not stopping.is_set():
+        process = server.process  # None after a start that failed
+        if process is not None and process.poll() is None:
+            stopping.wait(0.5)
+            continue
+        delay = backoff.after(time.monotonic() - started)
+        ended = respawn.describe(process.returncode) if process is not None else "is not running"
+        _say(f"embedded redis-server {ended}; starting it again on {server.socket} in {delay:g} s")
+        if stopping.wait(delay):
+            return
+        started = time.monotonic()
+        try:
+            server.start()
+        except RuntimeError as exc:
+            _say(f"embedded redis-server: {exc}")
+            continue
+        if server.process is process:  # start() found another server answering on the socket
+            _say(f"embedded redis-server: another one answers on {server.socket}; not watching it")
+            return
+        _say(f"embedded redis-server on {server.socket} again")
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
 
 
 if __name__ == "__main__":

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import signal
 import subprocess
+from pathlib import Path
 
 from django.conf import settings
+from honcho.environ import parse_procfile
 
-from config import devstack
+from config import devstack, respawn
 
 
 def _processes() -> dict[str, str]:
@@ -42,10 +44,12 @@ class _FakeHoncho:
     """Stands in for the honcho process (the edge of this unit test): records its environment."""
 
     started: list[dict[str, str]] = []
+    argv: list[list[str]] = []
     signalled: list[int] = []
 
     def __init__(self, argv: list[str], *, env: dict[str, str], cwd: object) -> None:
         _FakeHoncho.started.append(env)
+        _FakeHoncho.argv.append(argv)
 
     def wait(self) -> int:
         return 0
@@ -87,3 +91,26 @@ def test_make_run_passes_any_stop_signal_sent_to_it_alone_on_to_honcho(monkeypat
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         handlers[signum](signum, None)
     assert _FakeHoncho.signalled == [signal.SIGINT] * 3
+
+
+def test_make_run_runs_each_line_of_the_procfile_under_respawn_and_the_procfile_stays_bare(
+    monkeypatch, tmp_path
+):
+    # honcho stops every process when one exits: under make run each is started again instead
+    # (config/respawn.py). A deployment runs the Procfile's commands under its own process
+    # manager, which restarts them: the Procfile itself holds them bare.
+    monkeypatch.setattr(subprocess, "Popen", _FakeHoncho)
+    monkeypatch.setattr(signal, "signal", lambda signum, handler: None)
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:6379/15")
+    monkeypatch.setenv("VAR_DIR", str(tmp_path))
+    monkeypatch.delenv("PROCFILE", raising=False)
+    _FakeHoncho.argv.clear()
+    assert devstack.main() == 0
+
+    (argv,) = _FakeHoncho.argv
+    given = Path(argv[argv.index("-f") + 1])
+    processes = _processes()
+    assert parse_procfile(given.read_text()).processes == {
+        name: respawn.wrap(name, command) for name, command in processes.items()
+    }
+    assert not any("respawn" in command for command in processes.values())
