@@ -63,8 +63,7 @@ def main() -> int:
             redis_keeper.start()
     (var_dir / "sandbox").mkdir(parents=True, exist_ok=True)
     procfile = supervised_procfile(Path(env.get("PROCFILE", BASE_DIR / "Procfile")), var_dir)
-    honcho = [sys.executable, "-m", "honcho", "start", "-f", str(procfile), "-d", str(BASE_DIR), "-p", port]
-    process = subprocess.Popen(honcho, env=env, cwd=BASE_DIR)
+    process = subprocess.Popen(honcho_command(procfile, BASE_DIR, port), env=env, cwd=BASE_DIR)
 
     def stop_processes(signum: int, frame: object) -> None:
         # Any of these sent to us alone (a `kill -INT` included, not only TERM or HUP) must be
@@ -82,6 +81,17 @@ def main() -> int:
             redis_keeper.join()  # a start under way ends first; then nothing starts it again
         if redis_server is not None:
             redis_server.stop()
+
+
+def honcho_command(procfile: Path, app_root: Path, port: str) -> list[str]:
+    """honcho over `procfile`, given no env file of its own: it would read `.env` again and let the
+    file win over the environment (its processes get `os.environ` updated by the file), so a
+    variable exported for `make run` would reach `manage.py migrate` but not the processes.
+    `env_file.load()` has read the file already, the environment winning, as every process does."""
+    return [
+        *(sys.executable, "-m", "honcho", "start", "-f", str(procfile), "-d", str(app_root)),
+        *("-p", port, "--env", os.devnull),
+    ]
 
 
 def supervised_procfile(source: Path, var_dir: Path) -> Path:
