@@ -142,7 +142,10 @@ def test_a_capture_refused_for_now_is_decided_again_so_a_free_cancel_releases_th
     assert (intent["status"], intent["amount_received"]) == ("canceled", 0)
     captures = [op for op in operations(booking) if op[0] == OperationKind.CAPTURE]
     assert captures and {op[2] for op in captures} == {OperationState.NOT_MADE}
-    assert [op[:3] for op in operations(booking)][-1] == ("void", 1, OperationState.SUCCEEDED)
+    # The void may itself meet a 429 or two before the faults are off (a loaded machine runs it
+    # between the cancel and `set_faults`): how many tries it took is not the point.
+    last = operations(booking)[-1]
+    assert (last[0], last[2]) == ("void", OperationState.SUCCEEDED)
     assert "payment.capture.ok" not in kinds(booking)
 
 
