@@ -5,15 +5,16 @@ themselves, owed to them by mail, at most once (docs/design.md, "Notifications")
 `queue_after_commit`; the actor (`bookings/tasks.py`) calls `notification_send`, one attempt:
 
 - order: a booking's mails go in the order of its changes. The row's own read also asks whether
-  an earlier notification of its booking (a lower `status_version`) is still `queued` or
-  `sending` and was made or claimed less than NOTIFICATION_ORDER_WAIT_S ago; if so, nothing is
-  claimed and the message is queued again after NOTIFICATION_ORDER_PAUSE_S. Without it the money
-  mail of a capture could reach the inbox before the confirmation sent a moment earlier by another
-  thread. Waiting only on an earlier row's recent activity bounds it: a `sending` row whose worker
-  died (settled by the sweeper only after NOTIFICATION_CLAIM_TIMEOUT_S) holds a later mail back
-  NOTIFICATION_ORDER_WAIT_S after its claim at most, and a row's claims are finite. The wait
-  comes before anything else, so it changes nothing of the steps below. It is part of the read
-  (an EXISTS on the unique index of booking and version): no statement more per mail;
+  an earlier notification of its booking (a lower `status_version`) is unfinished (`queued` or
+  `sending`), however long it has waited; if so, nothing is claimed and nothing is queued again:
+  the attempt that ends the earlier one (`sent`, or given up: `failed`, `delivery_unknown`) sends
+  the mails that waited for it. Without it the money mail of a capture could reach the inbox
+  before the confirmation, sent a moment earlier by another thread or still in a backlog. Every
+  unfinished mail ends within its NOTIFICATION_MAX_ATTEMPTS (a refusal is counted, as is a mail
+  that cannot be composed, and a claim whose worker died is settled by the sweeper), so none
+  holds a later one for ever. The question is part of the read (an EXISTS on the unique index of
+  booking and version); the look for the mails that waited is one SELECT on that index once a
+  mail ended, after that end is committed (a mail owed meanwhile found it unfinished);
 - claim: one conditional UPDATE turns a `queued` row into `sending` and counts the attempt; it
   commits before the mail server is called, so a second message for the row finds it taken. The
   attempt's number names the claim in every later write, so an attempt whose claim was taken back
@@ -26,8 +27,9 @@ themselves, owed to them by mail, at most once (docs/design.md, "Notifications")
   while connecting was indistinguishable from one that died while the server took the message,
   and both customers went unmailed (28 of 30 such rows in a 10,000-booking chaos run had sent
   nothing). If the claim was taken back meanwhile, the mark finds no row and nothing is sent;
-- send: text and HTML from `templates/email/booking_<kind>.*`, with a Message-ID of the
-  notification's own and headers naming the booking and the version it announces;
+- send: text and HTML from `templates/email/booking_<kind>.*` (composed once claimed: a template
+  error is counted as an attempt that was not accepted), with a Message-ID of the notification's
+  own and headers naming the booking and the version it announces;
 - finish: `sent` once the server accepted it. A refusal, or a server that could not be reached,
   proves nothing was accepted: back to `queued` for a retry after a growing pause, `failed`
   after NOTIFICATION_MAX_ATTEMPTS. A conversation broken off once the message may have been
@@ -35,8 +37,11 @@ themselves, owed to them by mail, at most once (docs/design.md, "Notifications")
   never get.
 
 The sweeper queues again a `queued` row nobody tried for NOTIFICATION_REQUEUE_AFTER_S (its
-message lost with Redis). A `sending` row claimed longer than NOTIFICATION_CLAIM_TIMEOUT_S ago
-(its worker died) it puts back to `queued` if the attempt never marked its handover, the attempt
+message lost with Redis), unless an earlier mail of its booking is unfinished: only the earliest
+unfinished mail of a booking is queued again, and the rest follow it. If a worker stopped once
+the earlier mail ended, before sending the later one, the later one is now the earliest, and
+queued so. A `sending` row claimed longer than NOTIFICATION_CLAIM_TIMEOUT_S ago (its worker
+died) it puts back to `queued` if the attempt never marked its handover, the attempt
 counted (`failed` once NOTIFICATION_MAX_ATTEMPTS are spent), and settles as `delivery_unknown`
 if it did. The put-back and the mark are conditional UPDATEs of the same row: exactly one of
 them happens, so a late worker never sends a row that was put back.
@@ -47,9 +52,10 @@ from __future__ import annotations
 import logging
 import random
 import smtplib
+import time
 from collections.abc import Callable
 from contextlib import suppress
-from datetime import datetime, timedelta
+from datetime import datetime
 from email.utils import parseaddr
 from typing import NamedTuple
 
@@ -121,45 +127,67 @@ def queue_after_commit(notification: Notification) -> None:
     """Queue a notification written in the open transaction once that commits. A broker error
     is logged and swallowed: the row is safe, and the sweeper queues it again."""
     notification_id = notification.pk
+    transaction.on_commit(lambda: _queue_or_leave_to_sweeper(notification_id))
 
-    def queue_or_leave_to_sweeper() -> None:
-        try:
-            queue(notification_id)
-        except redis.RedisError:
-            logger.warning(
-                "notification not queued (broker unavailable); the sweeper will queue it",
-                extra={"notification_id": notification_id},
-            )
 
-    transaction.on_commit(queue_or_leave_to_sweeper)
+def _queue_or_leave_to_sweeper(notification_id: int, *, delay_s: float | None = None) -> None:
+    try:
+        queue(notification_id, delay_s=delay_s)
+    except redis.RedisError:
+        logger.warning(
+            "notification not queued (broker unavailable); the sweeper will queue it",
+            extra={"notification_id": notification_id},
+        )
 
 
 # --- sending ----------------------------------------------------------------------------------
+class Attempted(NamedTuple):
+    """How one attempt left its row."""
+
+    ended: bool = False  # it made the row `sent`, `failed` or `delivery_unknown`
+    retry_after_s: float | None = None  # not accepted, and tries remain: the pause before the next
+
+
 def notification_send(*, notification_id: int) -> float | None:
     """One attempt at sending a notification, outside any transaction. Returns the pause before
     the next attempt when this one was not accepted and tries remain, else None. While an earlier
-    mail of its booking is under way it makes no attempt: its message is queued again, delayed
-    (a message of its own, so that waiting spends none of the actor's retries)."""
+    mail of its booking is unfinished it makes no attempt and queues nothing; an attempt that
+    ends its row sends the booking's mails that were waiting for it (`_send_waiting`)."""
     if transaction.get_connection().in_atomic_block:
         raise RuntimeError("a notification's claim must commit before the mail server is called")
+    started = time.monotonic()
+    notification, attempted = _attempt(notification_id)
+    if attempted.ended:
+        _send_waiting(notification, started=started)
+    return attempted.retry_after_s
+
+
+def _attempt(notification_id: int) -> tuple[Notification, Attempted]:
     notification = (
         Notification.objects.select_related("booking__customer", "booking__offer")
-        .annotate(after_earlier=earlier_under_way())
+        .annotate(after_earlier=earlier_unfinished())
         .get(pk=notification_id)
     )
     if notification.state != State.QUEUED:
-        return None  # sent, being sent or ended: another message for it got here first
+        return notification, Attempted()  # sent, being sent or ended: another message got here first
     if notification.after_earlier:
-        # Its booking's earlier mail goes first: asked again shortly, nothing claimed.
-        queue(notification_id, delay_s=settings.NOTIFICATION_ORDER_PAUSE_S)
-        return None
-    email = compose(notification)  # before the claim: a template error leaves the row queued
+        # Its booking's earlier mail goes first, however long it waits: the attempt that ends
+        # that one sends this one. Nothing claimed, nothing queued.
+        return notification, Attempted()
     attempt = _claim(notification)
     if attempt is None:
-        return None
+        return notification, Attempted()
+    try:
+        email = compose(notification)
+    except Exception as exc:  # a template or data error: counted, so the mail ends (`failed`)
+        logger.exception("notification could not be composed", extra={"notification_id": notification_id})
+        error = f"the mail could not be composed: {exc!r}"
+        return notification, _not_accepted(notification_id, attempt, error=error)
     if not email.to:
-        _finish(notification_id, attempt, state=State.FAILED, error="the customer has no email address")
-        return None
+        ended = _finish(
+            notification_id, attempt, state=State.FAILED, error="the customer has no email address"
+        )
+        return notification, Attempted(ended=ended)
     try:
         _deliver(email, hand_over=lambda: _mark_handed_over(notification_id, attempt))
     except ClaimTakenBack:
@@ -167,37 +195,76 @@ def notification_send(*, notification_id: int) -> float | None:
             "notification not sent: its claim was taken back before it was handed over",
             extra={"notification_id": notification_id, "attempt": attempt},
         )
-        return None
+        return notification, Attempted()
     except NotAccepted as exc:
-        return _not_accepted(notification_id, attempt, error=str(exc))
+        return notification, _not_accepted(notification_id, attempt, error=str(exc))
     except OutcomeUnknown as exc:
-        _finish(notification_id, attempt, state=State.DELIVERY_UNKNOWN, error=str(exc))
+        ended = _finish(notification_id, attempt, state=State.DELIVERY_UNKNOWN, error=str(exc))
         logger.warning(
             "notification may or may not have been delivered; it is not sent again",
             extra={"notification_id": notification_id, "error": str(exc)},
         )
-        return None
-    _finish(notification_id, attempt, state=State.SENT, sent_at=timezone.now())
+        return notification, Attempted(ended=ended)
+    ended = _finish(notification_id, attempt, state=State.SENT, sent_at=timezone.now())
     logger.info(
         "notification sent",
         extra={"notification_id": notification_id, "booking": notification.booking.reference},
     )
-    return None
+    return notification, Attempted(ended=ended)
 
 
-def earlier_under_way() -> Exists:
+def _send_waiting(notification: Notification, *, started: float) -> None:
+    """Send the booking's mails that waited for `notification`, whose attempt just ended it: one
+    after the other in this run while each ends, as long as the run is younger than
+    EMAIL_TIMEOUT (the actor's time limit is for a mail's few round trips, not a chain of them);
+    past that, by a message of its own. A mail that waited was never tried: its message found an
+    earlier one unfinished and left it. One tried before keeps its own messages (a retry)."""
+    while (waiting_id := _next_waiting(notification)) is not None:
+        if time.monotonic() - started >= settings.EMAIL_TIMEOUT:
+            _queue_or_leave_to_sweeper(waiting_id)
+            return
+        try:
+            notification, attempted = _attempt(waiting_id)
+        except Exception:  # that mail's error, not the ended one's: its own message tries again
+            logger.exception("notification not sent in its turn", extra={"notification_id": waiting_id})
+            _queue_or_leave_to_sweeper(waiting_id)
+            return
+        if attempted.retry_after_s is not None:
+            _queue_or_leave_to_sweeper(waiting_id, delay_s=attempted.retry_after_s)
+        if not attempted.ended:
+            return
+
+
+def _next_waiting(notification: Notification) -> int | None:
+    """The booking's first unfinished mail after `notification`, if it waited for it (`queued`,
+    never tried)."""
+    following = (
+        Notification.objects.filter(
+            booking_id=notification.booking_id,
+            status_version__gt=notification.status_version,
+            state__in=UNFINISHED_NOTIFICATION_STATES,
+        )
+        .order_by("status_version")
+        .values_list("pk", "state", "attempts")
+        .first()
+    )
+    if following is None:
+        return None
+    pk, state, attempts = following
+    return pk if (state, attempts) == (State.QUEUED, 0) else None
+
+
+def earlier_unfinished() -> Exists:
     """Whether an earlier notification of the same booking (a lower `status_version`: an earlier
-    change) is still queued or being sent, and was made or claimed less than
-    NOTIFICATION_ORDER_WAIT_S ago: one whose attempts stopped moving (its worker died, its
-    message was lost) holds no later mail back longer than that. The sweeper asks it too: a mail
-    waiting its turn is not lost, and a copy of its message would only poll beside it."""
-    recent = timezone.now() - timedelta(seconds=settings.NOTIFICATION_ORDER_WAIT_S)
+    change) is still queued or being sent, however long ago it was made or claimed: a mail goes
+    only once every earlier one is sent or given up (`failed`, `delivery_unknown`). The sweeper
+    asks it too: a mail waiting its turn is not lost, the earlier one's attempt sends it."""
     return Exists(
         Notification.objects.filter(
             booking_id=OuterRef("booking_id"),
             status_version__lt=OuterRef("status_version"),
             state__in=UNFINISHED_NOTIFICATION_STATES,
-        ).filter(Q(claimed_at__gt=recent) | Q(claimed_at__isnull=True, created_at__gt=recent))
+        )
     )
 
 
@@ -286,15 +353,16 @@ def _deliver(email: EmailMultiAlternatives, *, hand_over: Callable[[], bool]) ->
             connection.close()
 
 
-def _finish(notification_id: int, attempt: int, **fields: object) -> None:
-    _this_attempt(notification_id, attempt).update(**fields)
+def _finish(notification_id: int, attempt: int, **fields: object) -> bool:
+    """End this attempt as `fields` say; False if its claim was taken back meanwhile."""
+    return _this_attempt(notification_id, attempt).update(**fields) == 1
 
 
-def _not_accepted(notification_id: int, attempt: int, *, error: str) -> float | None:
+def _not_accepted(notification_id: int, attempt: int, *, error: str) -> Attempted:
     with transaction.atomic():
         notification = Notification.objects.select_for_update().get(pk=notification_id)
         if (notification.state, notification.attempts) != (State.SENDING, attempt):
-            return None
+            return Attempted()
         gives_up = notification.attempts >= settings.NOTIFICATION_MAX_ATTEMPTS
         notification.state = State.FAILED if gives_up else State.QUEUED
         notification.error = error
@@ -303,7 +371,7 @@ def _not_accepted(notification_id: int, attempt: int, *, error: str) -> float | 
         "notification not accepted" + ("; giving up" if gives_up else "; retrying"),
         extra={"notification_id": notification_id, "attempts": notification.attempts, "error": error},
     )
-    return None if gives_up else _pause(notification.attempts)
+    return Attempted(ended=True) if gives_up else Attempted(retry_after_s=_pause(notification.attempts))
 
 
 def _pause(attempts: int) -> float:

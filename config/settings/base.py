@@ -247,18 +247,14 @@ SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000")
 # Booking notifications (bookings/notifications.py): tries per mail, the pause before each retry
 # (doubling from the base up to the max), how long an owed mail nobody tried waits before the
 # sweeper queues it again (more than the longest pause and a send), and how long a send may stay
-# unfinished (more than the actor's 60 s time limit) before it is settled as delivery unknown.
+# unfinished (more than the actor's 60 s time limit) before it is settled as delivery unknown. A
+# booking's mails go in the order of its changes, each once every earlier one is sent or given
+# up: no setting of its own (docs/design.md, "Notifications").
 NOTIFICATION_MAX_ATTEMPTS = env.int("NOTIFICATION_MAX_ATTEMPTS", default=6)
 NOTIFICATION_RETRY_BASE_S = env.float("NOTIFICATION_RETRY_BASE_S", default=5.0)
 NOTIFICATION_RETRY_MAX_S = env.float("NOTIFICATION_RETRY_MAX_S", default=60.0)
 NOTIFICATION_REQUEUE_AFTER_S = env.int("NOTIFICATION_REQUEUE_AFTER_S", default=120)
 NOTIFICATION_CLAIM_TIMEOUT_S = env.int("NOTIFICATION_CLAIM_TIMEOUT_S", default=300)
-# A booking's mails go in the order of its changes: one whose booking has an earlier mail still
-# queued or being sent is tried again after NOTIFICATION_ORDER_PAUSE_S, but only while that one
-# was made or claimed less than NOTIFICATION_ORDER_WAIT_S ago (one whose worker died is settled by
-# the sweeper only after NOTIFICATION_CLAIM_TIMEOUT_S: the later mail does not wait for that).
-NOTIFICATION_ORDER_PAUSE_S = env.float("NOTIFICATION_ORDER_PAUSE_S", default=0.25)
-NOTIFICATION_ORDER_WAIT_S = env.float("NOTIFICATION_ORDER_WAIT_S", default=30.0)
 
 # --- API ----------------------------------------------------------------------------------
 REST_FRAMEWORK = {

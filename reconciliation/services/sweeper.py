@@ -445,9 +445,10 @@ def _requeue_lost_notifications(now: datetime, partner: Partner | None, dry_run:
     past it queued one more, and a backlog fed itself (a chaos run under load: 34,439 copies for
     3,246 notifications)."""
     grace = settings.NOTIFICATION_REQUEUE_AFTER_S
-    # A mail waiting for its booking's earlier one is not lost (it asks again by itself).
+    # A mail waiting for its booking's earlier one is not lost: the attempt that ends that one
+    # sends it. Only a booking's earliest unfinished mail is queued again; the rest follow it.
     lost = Notification.objects.lost(before=now - timedelta(seconds=grace)).exclude(
-        notifications.earlier_under_way()
+        notifications.earlier_unfinished()
     )
     ids = list(
         _for_partner(lost, partner, "booking__partner")

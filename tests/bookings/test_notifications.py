@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
+from decimal import Decimal
 from email import message_from_bytes
 from email.message import EmailMessage
 from email.policy import default as default_policy
@@ -22,10 +23,12 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from django.conf import settings
 from django.core.mail.backends.smtp import EmailBackend
 from django.db import transaction
+from django.template import TemplateSyntaxError
 from django.test import Client
 from django.utils import timezone
 
 from bookings import notifications
+from bookings.customer_money import PaymentFacts, money_of
 from bookings.models import Actor, Booking, Notification, NotificationKind, NotificationState
 from bookings.services import apply_transition, lock_booking
 from bookings.states import BookingState, CustomerMessage
@@ -35,6 +38,7 @@ from reconciliation.services.sweeper import booking_due_run, sweep
 from tests.factories import BookingFactory, NotificationFactory, PartnerFactory
 from tests.helpers import unique_code, wait_until
 from tests.partners.conftest import book, wait_for_status
+from tests.reconciliation.conftest import queued
 from tests.sandbox_process import free_port
 
 S = BookingState
@@ -585,26 +589,186 @@ def test_a_booking_s_mails_reach_the_inbox_in_the_order_of_its_changes(paying, m
     assert (confirmed.attempts, money.attempts) == (1, 1)
 
 
-def test_a_stuck_earlier_mail_holds_a_later_one_back_no_longer_than_the_bound(
-    broker, partner_worker, mail_sink, settings
+def confirmed_then_charged(*, made_ago: timedelta) -> tuple[Notification, Notification]:
+    """A paying booking's confirmation (v4) and, a moment later, its capture (v5: "Your payment",
+    charged), both owed since `made_ago`, their messages not queued anywhere."""
+    booking = BookingFactory(
+        status=S.CONFIRMED, status_version=5, offer__partner=PartnerFactory(code=unique_code("order"))
+    )
+    made = timezone.now() - made_ago
+    confirmed = NotificationFactory(booking=booking, status_version=4, created_at=made)
+    charged = money_of(PaymentFacts("charged", "EUR", Decimal("360.00"), Decimal("360.00"))).as_json()
+    money = NotificationFactory(
+        booking=booking,
+        status_version=5,
+        kind=NotificationKind.MONEY,
+        money=charged,
+        created_at=made + timedelta(milliseconds=100),
+    )
+    return confirmed, money
+
+
+def kinds_and_versions(mail_sink) -> list[tuple[str, str]]:
+    return [(m["X-Notification-Kind"], m["X-Booking-Status-Version"]) for m in mail_sink.messages()]
+
+
+def test_a_later_mail_waits_for_an_earlier_one_however_long_that_one_waits_in_the_queue(
+    broker, partner_worker, mail_sink
 ):
-    settings.NOTIFICATION_ORDER_WAIT_S = 2.0
-    # given a booking's earlier mail claimed by an attempt whose worker died at once: `sending`
-    # until the sweeper settles it, NOTIFICATION_CLAIM_TIMEOUT_S later
+    """QA: under a worker backlog "Your payment for booking ... (charged)" reached the inbox two
+    minutes before "Your booking ... is confirmed". The confirmation's message was still in the
+    queue when the money mail's came up, minutes after the confirmation was made, and a wait
+    bounded by the earlier mail's age gave the order up."""
+    # given a booking's confirmation and capture owed minutes ago, their messages still in the
+    # backlog, the capture's ahead of the confirmation's
+    confirmed, money = confirmed_then_charged(made_ago=timedelta(minutes=3))
+    notifications.queue(money.pk)
+    notifications.queue(confirmed.pk)
+
+    # when a worker takes them up in that order (one thread: the queue's own order)
+    partner_worker(threads=1)
+    wait_for_state(confirmed, State.SENT)
+    money = wait_for_state(money, State.SENT)
+
+    # then the inbox has the confirmation first, each mail once, each sent by one attempt
+    confirmed.refresh_from_db()
+    assert kinds_and_versions(mail_sink) == [(NotificationKind.CONFIRMED, "4"), (NotificationKind.MONEY, "5")]
+    assert money.claimed_at >= confirmed.sent_at
+    assert (confirmed.attempts, money.attempts) == (1, 1)
+    # and nothing is left asking again for either of them
+    wait_until(
+        lambda: not queued(broker, notifications.NOTIFICATIONS_QUEUE), what="the notifications queue to drain"
+    )
+
+
+def test_a_later_mail_whose_earlier_one_s_message_was_lost_follows_it_once_the_sweeper_queues_it(
+    broker, partner_worker, mail_sink
+):
+    # given a booking's confirmation and capture owed minutes ago, the confirmation's message lost
+    # with Redis: only the capture's is queued
+    confirmed, money = confirmed_then_charged(made_ago=timedelta(minutes=3))
+    notifications.queue(money.pk)
+
+    # when a worker takes that one up, it sends nothing: the confirmation is still owed
+    worker = partner_worker(threads=1)
+    worker.join()
+    assert (state_of(confirmed), state_of(money), mail_sink.messages()) == (State.QUEUED, State.QUEUED, [])
+    assert not queued(broker, notifications.NOTIFICATIONS_QUEUE)  # nor asks again by itself
+
+    # and the sweeper queues the confirmation again, and only it: the capture's mail follows it
+    report = sweep(partner=confirmed.booking.partner)
+    assert report.notifications_requeued == 1
+    wait_for_state(confirmed, State.SENT)
+    money = wait_for_state(money, State.SENT)
+    assert kinds_and_versions(mail_sink) == [(NotificationKind.CONFIRMED, "4"), (NotificationKind.MONEY, "5")]
+    assert (money.attempts, sweep(partner=confirmed.booking.partner).notifications_requeued) == (1, 0)
+
+
+def test_a_run_past_its_time_leaves_the_mail_that_waited_to_a_message_of_its_own(broker, transactional_db):
+    """The attempt that ends a mail sends the next one in the same run only while the run is
+    younger than EMAIL_TIMEOUT: the actor's time limit is for a mail, not a chain of them."""
+    confirmed, money = confirmed_then_charged(made_ago=timedelta(minutes=3))
+    Notification.objects.filter(pk=confirmed.pk).update(state=State.SENT, sent_at=timezone.now())
+
+    notifications._send_waiting(confirmed, started=time.monotonic() - settings.EMAIL_TIMEOUT)
+
+    assert state_of(money) == State.QUEUED
+    assert [m.args[0] for m in queued(broker, notifications.NOTIFICATIONS_QUEUE)] == [money.pk]
+
+
+def test_a_later_mail_goes_once_the_earlier_one_is_given_up(broker, partner_worker, scripted_smtp, settings):
+    """The bound: a mail the server refuses on every attempt holds the later ones back until it is
+    given up (`failed`, after NOTIFICATION_MAX_ATTEMPTS), and no longer: it is never sent after
+    them."""
+    settings.NOTIFICATION_RETRY_BASE_S = 0.05
+    settings.NOTIFICATION_MAX_ATTEMPTS = 3
+    server = scripted_smtp("refuse", "refuse", "refuse")
+    confirmed, money = confirmed_then_charged(made_ago=timedelta(minutes=3))
+    notifications.queue(money.pk)
+    notifications.queue(confirmed.pk)
+
+    partner_worker(threads=1)  # the queue's own order: the capture's message first
+    money = wait_for_state(money, State.SENT)
+
+    assert [(outcome, mail["X-Notification-Kind"]) for _, outcome, mail in server.received] == [
+        ("refuse", NotificationKind.CONFIRMED),
+        ("refuse", NotificationKind.CONFIRMED),
+        ("refuse", NotificationKind.CONFIRMED),
+        ("accept", NotificationKind.MONEY),
+    ]
+    assert (state_of(confirmed), money.attempts) == (State.FAILED, 1)
+
+
+def test_a_mail_that_cannot_be_composed_is_given_up_and_holds_the_later_ones_no_longer(
+    broker, partner_worker, mail_sink, settings, monkeypatch
+):
+    """A template error was left `queued` for good (uncounted, queued again by every sweep past
+    NOTIFICATION_REQUEUE_AFTER_S): in order, it would hold the booking's later mails for ever.
+    It is counted as an attempt the server did not accept, and given up after the last."""
+    settings.NOTIFICATION_RETRY_BASE_S = 0.05
+    settings.NOTIFICATION_MAX_ATTEMPTS = 2
+    render = notifications.render_to_string
+
+    def broken_confirmation(template: str, context: dict) -> str:
+        if "booking_confirmed" in template:
+            raise TemplateSyntaxError("a broken template")
+        return render(template, context)
+
+    monkeypatch.setattr(notifications, "render_to_string", broken_confirmation)
+    confirmed, money = confirmed_then_charged(made_ago=timedelta(minutes=3))
+    notifications.queue(money.pk)
+    notifications.queue(confirmed.pk)
+
+    partner_worker(threads=1)
+    money = wait_for_state(money, State.SENT)
+
+    confirmed.refresh_from_db()
+    assert (confirmed.state, confirmed.attempts) == (State.FAILED, 2)
+    assert confirmed.error.startswith("the mail could not be composed: TemplateSyntaxError")
+    assert kinds_and_versions(mail_sink) == [(NotificationKind.MONEY, "5")]
+    assert "given up" in timeline_entry(confirmed.booking, "notification.failed").summary
+
+
+@pytest.mark.parametrize("handed_over", [False, True], ids=["put_back", "delivery_unknown"])
+def test_an_earlier_mail_whose_worker_died_holds_a_later_one_until_the_sweeper_settles_it(
+    broker, partner_worker, mail_sink, handed_over
+):
+    # given a booking's earlier mail claimed by an attempt whose worker died, before or after it
+    # handed the mail over (`sending` until the sweeper settles it, NOTIFICATION_CLAIM_TIMEOUT_S
+    # after the claim), and a later change's mail owed since
     booking = cancelling_booking()
     earlier = NotificationFactory(booking=booking)
-    assert notifications._claim(earlier) == 1
-    earlier.refresh_from_db()
-
-    # when a later change of the booking owes a mail
-    with transaction.atomic():
+    with transaction.atomic():  # the partner's side finishes the cancellation: its message queued on commit
         apply_transition(lock_booking(booking.pk), "mark_cancelled", actor=Actor.WORKER)
     later = Notification.objects.exclude(pk=earlier.pk).get(booking=booking)
-    partner_worker()
+    die_after_claim(earlier, handed_over=handed_over)
+    earlier.refresh_from_db()
+    Notification.objects.filter(pk=later.pk).update(created_at=earlier.claimed_at + timedelta(seconds=1))
 
-    # then it waits for the earlier one while that one's claim is recent, and no longer
-    later = wait_for_state(later, State.SENT, timeout_s=15)
-    waited = later.claimed_at - earlier.claimed_at
-    assert timedelta(seconds=2) <= waited < timedelta(seconds=5), waited
-    assert (state_of(earlier), later.attempts) == (State.SENDING, 1)
-    assert [m["Subject"] for m in mail_sink.messages()] == [f"Your booking {booking.reference} is cancelled"]
+    # when a worker takes the later mail's message up, it sends nothing and asks nothing again
+    worker = partner_worker()
+    worker.join()
+    assert (state_of(later), mail_sink.messages(), queued(broker, notifications.NOTIFICATIONS_QUEUE)) == (
+        State.QUEUED,
+        [],
+        [],
+    )
+
+    # and once the sweeper settles the earlier one, the later goes, after it
+    report = sweep(partner=booking.partner)
+    later = wait_for_state(later, State.SENT)
+    earlier.refresh_from_db()
+    cancelled = f"Your booking {booking.reference} is cancelled"
+    if handed_over:  # it may have been delivered: never sent again, and the sweep queues the later
+        assert (report.notifications_delivery_unknown, report.notifications_requeued) == (1, 1)
+        assert earlier.state == State.DELIVERY_UNKNOWN
+        assert [m["Subject"] for m in mail_sink.messages()] == [cancelled]
+    else:  # put back: the sweep queues it, and it sends the later one when it is done
+        assert (report.notifications_put_back, report.notifications_requeued) == (1, 1)
+        assert (earlier.state, earlier.attempts) == (State.SENT, 2)
+        assert later.claimed_at >= earlier.sent_at
+        assert [m["Subject"] for m in mail_sink.messages()] == [
+            f"Your booking {booking.reference} is confirmed",
+            cancelled,
+        ]
+    assert later.attempts == 1

@@ -9,7 +9,10 @@ more copy (34,439 for 3,246 notifications in a 2,000-booking chaos run, the mail
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
+from django.utils import timezone
 
 from bookings import notifications
 from bookings.models import Notification, NotificationKind, NotificationState
@@ -64,7 +67,8 @@ def test_a_stalled_notifications_queue_holds_one_sweeper_copy_however_many_sweep
 def test_a_mail_waiting_for_its_booking_s_earlier_one_is_not_sent_again_by_the_sweeper(db, broker, settings):
     """Review: a mail waiting its turn (its booking's earlier mail still under way) looked lost to
     the sweeper once older than NOTIFICATION_REQUEUE_AFTER_S, and each sweep added a copy that
-    polled beside it; when the earlier mail was done the copies raced for the row."""
+    polled beside it; when the earlier mail was done the copies raced for the row. It is owed by
+    the sweeper only once the earlier one ended without sending it (its worker stopped)."""
     settings.NOTIFICATION_REQUEUE_AFTER_S = 0  # owed "for a while" at every sweep
     booking = BookingFactory(
         status=BookingState.CONFIRMED, offer__partner=PartnerFactory(code=unique_code("order"))
@@ -77,6 +81,13 @@ def test_a_mail_waiting_for_its_booking_s_earlier_one_is_not_sent_again_by_the_s
 
     assert report.notifications_requeued == 1
     assert copies(broker, earlier) == (0, 1) and copies(broker, later) == (0, 0)
-    settings.NOTIFICATION_ORDER_WAIT_S = 0  # the earlier mail stopped moving: the later is owed now
+    # however long the earlier mail waits
+    Notification.objects.filter(pk__in=[earlier.pk, later.pk]).update(
+        created_at=timezone.now() - timedelta(hours=1)
+    )
+    assert sweep(partner=booking.partner).notifications_requeued == 0
+    assert copies(broker, later) == (0, 0)
+    # and once the earlier one is sent (its worker stopped before sending the later in its turn)
+    Notification.objects.filter(pk=earlier.pk).update(state=NotificationState.SENT)
     assert sweep(partner=booking.partner).notifications_requeued == 1
     assert copies(broker, later) == (0, 1)
