@@ -1,11 +1,19 @@
 """`GET /healthz`: 200 when the database and the broker answer; otherwise 503 with
 `Retry-After` and each dependency's answer, e.g. `{"status": "unavailable", "checks":
 {"database": true, "broker": false}}`. Both are asked afresh on every call, so it turns 200 again
-by itself once they are back."""
+by itself once they are back.
+
+The database answering a read is not enough: one that refuses writes (its disk full, read-only)
+refuses every booking. `"database": false` also when this process answered a write 503 because
+the database refused it within `HEALTHZ_WRITES_REFUSED_S` (config.database_errors), and, on
+SQLite, when the file's directory has less than `HEALTHZ_SQLITE_MIN_FREE_MB` free: a write would
+fail on it next. Neither costs the probe a write: a timestamp, and one statvfs on SQLite."""
 
 from __future__ import annotations
 
 import logging
+import shutil
+from pathlib import Path
 
 import dramatiq
 from django.conf import settings
@@ -13,6 +21,7 @@ from django.db import connection
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.http import require_GET
 
+from config import database_errors
 from config.logging import AtMostEvery, one_line
 
 logger = logging.getLogger(__name__)
@@ -35,9 +44,41 @@ def _database_ok() -> bool:
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
-        return True
     except Exception as exc:  # noqa: BLE001 - whatever fails is "not healthy", logged in _failed
         return _failed("database", exc)
+    refused = _writes_refused()
+    if refused:
+        logger.warning("healthz database check failed", extra={"error": refused})
+        return False
+    return True
+
+
+def _writes_refused() -> str:
+    """Why a write would be refused though the database answers reads, or ""."""
+    recent = database_errors.last_refusal.within(settings.HEALTHZ_WRITES_REFUSED_S)
+    if recent is not None:
+        age, error = recent
+        return f"a write was refused {age:.0f} s ago: {error}"
+    directory = _sqlite_directory()
+    if directory is not None:
+        try:
+            free = shutil.disk_usage(directory).free
+        except OSError as exc:  # no directory to look at: nothing can be written there either
+            return f"the SQLite database's directory cannot be read: {one_line(exc)}"
+        minimum = settings.HEALTHZ_SQLITE_MIN_FREE_MB * 1024 * 1024
+        if free < minimum:
+            return f"{free // 1024} KiB free beside the SQLite database (HEALTHZ_SQLITE_MIN_FREE_MB)"
+    return ""
+
+
+def _sqlite_directory() -> Path | None:
+    """The directory of the SQLite file (where its journal and WAL grow too), or None."""
+    if connection.vendor != "sqlite":
+        return None
+    name = str(connection.settings_dict["NAME"])
+    if name == ":memory:" or name.startswith("file:"):
+        return None
+    return Path(name).parent
 
 
 def _broker_ok() -> bool:

@@ -18,6 +18,7 @@ from django.template.loader import render_to_string
 from django.urls import resolve
 from django.utils.http import escape_leading_slashes
 
+from config import database_errors
 from config.errors import error_response, status_error_response
 from config.logging import AtMostEvery, one_line
 from config.raw_errors import UNAVAILABLE_MESSAGE
@@ -120,8 +121,10 @@ class DatabaseUnavailableMiddleware:
     (`CONN_HEALTH_CHECKS`), so the service recovers without a restart.
 
     An outage answers every request this way, so each 503 logs one warning line with the error's
-    first line, and its traceback at most once a minute per process; the 503 is not logged again
-    by `django.request`, which logs every 5xx as an ERROR.
+    first line and its cause, and its traceback at most once a minute per process; the 503 is not
+    logged again by `django.request`, which logs every 5xx as an ERROR. Each is counted by cause
+    (`bookings_database_unavailable_total`), and a write the database refused (its disk full,
+    read-only) makes `/healthz` say so for a while (config.database_errors), though reads pass.
     """
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
@@ -133,10 +136,11 @@ class DatabaseUnavailableMiddleware:
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         if not isinstance(exception, OperationalError | InterfaceError):
             return None
+        cause = database_errors.answered_unavailable(exception, write=request.method not in _READS)
         logger.warning(
             "database unavailable: answered 503",
             exc_info=exception if _tracebacks.due() else None,
-            extra={"path": request.path, "error": one_line(exception)},
+            extra={"path": request.path, "error": one_line(exception), "cause": cause},
         )
         headers = {"Retry-After": str(settings.UNAVAILABLE_RETRY_AFTER_S)}
         if request.path_info.startswith(JSON_CLIENT_PATHS):

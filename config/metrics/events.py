@@ -1,5 +1,5 @@
 """What happens in a process, counted where it happens: partner calls, webhook deliveries, a
-partner's change applied, sweeps.
+partner's change applied, sweeps, requests the database did not serve.
 
 In multiprocess mode (PROMETHEUS_MULTIPROC_DIR set in the environment before this module is
 imported, as `make run` and a deployment's process manager do) each process writes its figures to
@@ -87,6 +87,12 @@ SWEEP_LAST_SUCCESS = Gauge(
     multiprocess_mode="max",
 )
 
+DATABASE_UNAVAILABLE = Counter(
+    "bookings_database_unavailable_total",
+    "Requests answered 503 because the database did not serve them, by cause (disk_full, "
+    "read_only, io_error, busy, unreachable, other) and request (read or write).",
+    ["cause", "request"],
+)
 P = ParamSpec("P")
 _failed: set[str] = set()
 
@@ -141,6 +147,22 @@ def partner_change_applied(
     at_our_clock = changed_at - timedelta(milliseconds=skew_ms or 0)
     lag = (timezone.now() - at_our_clock).total_seconds()
     PARTNER_CHANGE_LAG.labels(partner, source).observe(max(0.0, lag))
+
+
+@_never_raises
+def database_unavailable_series(causes: tuple[str, ...]) -> None:
+    """Every series of `bookings_database_unavailable_total` at 0, made when a process starts: an
+    alert on its increase sees the first 503, and a process whose disk is full has no new entry
+    to write into its metrics file when that 503 comes."""
+    for cause in causes:
+        for request in ("read", "write"):
+            DATABASE_UNAVAILABLE.labels(cause, request)
+
+
+@_never_raises
+def database_unavailable(*, cause: str, request: str) -> None:
+    """A request answered 503 because the database did not serve it (config.database_errors)."""
+    DATABASE_UNAVAILABLE.labels(cause, request).inc()
 
 
 @_never_raises

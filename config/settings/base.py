@@ -292,6 +292,11 @@ API_THROTTLE_REDIS_TIMEOUT_S = env.float("API_THROTTLE_REDIS_TIMEOUT_S", default
 # (config.middleware.DatabaseUnavailableMiddleware); `/healthz` says which dependency is down.
 # The dev router's 503 while the web server is not listening says the same (config/router.py).
 UNAVAILABLE_RETRY_AFTER_S = env.int("UNAVAILABLE_RETRY_AFTER_S", default=raw_errors.UNAVAILABLE_RETRY_AFTER_S)
+# A database that answers reads but refuses writes (disk full, read-only) fails `/healthz`'s
+# database check (config/health.py) for this long after this process answered a write 503 for
+# it, and, on SQLite, while the database's directory has less than this free.
+HEALTHZ_WRITES_REFUSED_S = env.float("HEALTHZ_WRITES_REFUSED_S", default=30.0)
+HEALTHZ_SQLITE_MIN_FREE_MB = env.float("HEALTHZ_SQLITE_MIN_FREE_MB", default=8.0)
 
 # --- Login brute-force protection (django-axes): the admin's and every other login form -------
 # Locked out per username and address after this many failures, for the cool-off; support unlocks

@@ -62,6 +62,7 @@ NAMED = {
     "bookings_partner_change_lag_seconds": "histogram",
     "bookings_sweep_duration_seconds": "histogram",
     "bookings_sweep_last_success_timestamp_seconds": "gauge",
+    "bookings_database_unavailable_total": "counter",
     "bookings_metrics_source_up": "gauge",
     "bookings_metrics_source_seconds": "gauge",
 }
