@@ -26,15 +26,17 @@ from django.core.management.base import CommandError
 from django.urls import reverse
 from django.utils import timezone
 
+from bookings.models import Booking
 from bookings.states import BookingState
 from config.embedded_redis import EmbeddedRedis, with_socket_timeouts
+from config.logging import AtMostEvery, ContextFilter
 from config.redis_client import redis_client
 from partners import guard
 from partners.models import InboundState
 from reconciliation.models import ActionToken
 from tests.factories import PartnerAttemptFactory, PartnerReservationFactory
 from tests.own_servers import own_redis
-from tests.reconciliation.conftest import actor_names, calls
+from tests.reconciliation.conftest import actor_names, calls, queued
 from tests.reconciliation.test_admin import _signed_inbound
 
 S = BookingState
@@ -265,6 +267,44 @@ def test_a_fenced_expiry_with_redis_down_expires_and_its_lookup_follows_once_red
     _back(redis_down, broker.client, redis_client())
     _sweep_later()
     assert calls(broker, partner_queue) == [("sync_booking", [str(booking.pk)])]
+
+
+def test_sweep_steps_with_redis_down_log_a_warning_each_and_are_queued_again_once_it_is_back(
+    transactional_db, make_booking, redis_down, broker, partner_queue, monkeypatch, caplog
+):
+    """A worker takes up a sweep chunk as Redis stops: each step's queueing fails. It used to be a
+    `level=error "sweep step failed"` with a traceback per booking, then Dramatiq's own error for
+    the failed chunk: an alert for an outage handled by design. Now one warning line per booking,
+    its traceback once a minute per process, and the chunk ends: a retry would need the same
+    Redis, and the bookings stay due in the database (nothing is lost: the next sweep queues them)."""
+    from reconciliation import tasks
+    from reconciliation.services.sweeper import sweep
+
+    monkeypatch.setattr(tasks, "_redis_tracebacks", AtMostEvery(60.0), raising=False)
+    due = timezone.now() - timedelta(seconds=1)
+    bookings = [make_booking(status=S.UNKNOWN, next_check_at=due) for _ in range(3)]
+
+    caplog.handler.addFilter(ContextFilter())  # what the console handler does in LOGGING
+    with caplog.at_level(logging.INFO):
+        tasks.sweep_bookings.fn([str(b.pk) for b in bookings])  # no SweepStepsFailed
+
+    lines = [r for r in caplog.records if r.name == "reconciliation.tasks"]
+    assert [(r.levelname, r.getMessage()) for r in lines] == [
+        ("WARNING", "sweep step not queued: Redis unavailable; the sweeper queues it again")
+    ] * 3
+    assert [r.ctx["booking_id"] for r in lines] == [str(b.pk) for b in bookings]
+    assert all(r.error.startswith(("ConnectionError: ", "HintsPaused: ")) for r in lines), [
+        r.error for r in lines
+    ]
+    assert [bool(r.exc_info) for r in lines] == [True, False, False]
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+    _back(redis_down, broker.client, redis_client())
+    Booking.objects.filter(pk__in=[b.pk for b in bookings]).update(next_check_at=due)
+    sweep()
+    (chunk,) = [m.args[0] for m in queued(broker, "reconciliation")]
+    tasks.sweep_bookings.fn(chunk)
+    assert sorted(calls(broker, partner_queue)) == sorted(("sync_booking", [str(b.pk)]) for b in bookings)
 
 
 # --- orphan cancel -------------------------------------------------------------------------------
