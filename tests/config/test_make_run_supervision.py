@@ -71,31 +71,40 @@ class MakeRun:
     """`python -m config.devstack` in a session of its own (as a terminal runs `make run`), and
     every process seen under it (pid -> start time: a pid names one process, never a later one)."""
 
-    def __init__(self, tmp_path: Path) -> None:
-        self.var_dir = tmp_path / "var"
-        self.log_path = tmp_path / "make-run.log"
-        self.port = free_port()
-        lines = parse_procfile((ROOT / "Procfile").read_text()).processes
-        procfile = tmp_path / "Procfile"
-        procfile.write_text("".join(f"{name}: {lines[name]}\n" for name in PROCESSES))
-        env = {key: value for key, value in os.environ.items() if key != "PROMETHEUS_MULTIPROC_DIR"}
-        env.pop("REDIS_URL", None)  # the embedded defaults: the dev runner starts its own Redis
-        env.update(
-            PROCFILE=str(procfile),
-            VAR_DIR=str(self.var_dir),
-            PORT=str(self.port),
-            WEB_PORT=str(free_port()),
-            EVENTS_PORT=str(free_port()),
-            DATABASE_URL=database_url(),
-            DJANGO_SETTINGS_MODULE="config.settings.test",
-            PYTHONUNBUFFERED="1",  # honcho's lines reach the log as they are printed
-            PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",  # as the Makefile's
-        )
+    def __init__(
+        self, tmp_path: Path, processes: tuple[str, ...] = PROCESSES, *, like: MakeRun | None = None
+    ):
+        """`like`: a second start with the same ports, VAR_DIR and Procfile as that one."""
+        self.log_path = tmp_path / ("make-run-again.log" if like else "make-run.log")
+        if like is not None:
+            self.var_dir, self.port, self.env = like.var_dir, like.port, like.env
+        else:
+            self.var_dir = tmp_path / "var"
+            self.port = free_port()
+            lines = parse_procfile((ROOT / "Procfile").read_text()).processes
+            procfile = tmp_path / "Procfile"
+            procfile.write_text("".join(f"{name}: {lines[name]}\n" for name in processes))
+            env = {key: value for key, value in os.environ.items() if key != "PROMETHEUS_MULTIPROC_DIR"}
+            env.pop("REDIS_URL", None)  # the embedded defaults: the dev runner starts its own Redis
+            env.update(
+                PROCFILE=str(procfile),
+                VAR_DIR=str(self.var_dir),
+                PORT=str(self.port),
+                WEB_PORT=str(free_port()),
+                EVENTS_PORT=str(free_port()),
+                WEBHOOK_PORT=str(free_port()),
+                MAIL_PORT=str(free_port()),
+                DATABASE_URL=database_url(),
+                DJANGO_SETTINGS_MODULE="config.settings.test",
+                PYTHONUNBUFFERED="1",  # honcho's lines reach the log as they are printed
+                PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",  # as the Makefile's
+            )
+            self.env = env
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "config.devstack"],
                 cwd=ROOT,
-                env=env,
+                env=self.env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -249,3 +258,63 @@ def test_killed_processes_come_back_while_the_site_answers_and_ctrl_c_stops_ever
     run.wait(lambda: not run.running(), what="every process to end", timeout_s=10)
     assert "restarting" not in run.log().split("SIGINT received")[-1]
     assert not (run.var_dir / "redis" / "redis.sock").exists()
+
+
+def test_a_second_make_run_refuses_while_a_stack_runs_and_touches_nothing_of_it(make_run, tmp_path):
+    """`make run` killed abruptly (its own process only: a terminal closed hard, the OOM killer)
+    leaves honcho and every process running. The next start used to reuse their embedded Redis,
+    empty var/metrics under them, and only then stop on "address already in use". Now it
+    refuses first, naming what is held and by whom, and how to stop it; the commands it gives
+    stop the leftover stack, its Redis included."""
+    run = make_run
+    run.wait(lambda: run.health() == 200, what="/healthz 200 through the router", timeout_s=120)
+    metrics = run.var_dir / "metrics"
+    run.wait(lambda: sorted(metrics.iterdir()), what="the processes' metrics files")
+    redis_server = run.redis_server()
+
+    # While it runs: refused, and the make run to stop is named.
+    alongside = MakeRun(tmp_path, like=run)
+    try:
+        assert alongside.process.wait(60) == 1, alongside.log()
+    finally:
+        alongside.kill_everything()
+    said = alongside.log()
+    assert f"  port {run.port} (router): pid " in said, said
+    assert re.search(rf"^  kill -INT {run.process.pid} +# its make run: stops every process", said, re.M), (
+        said
+    )
+    assert run.health() == 200 and run.redis_server() == redis_server
+
+    # Killed abruptly, make run alone: honcho and the rest live on.
+    run.track()
+    os.kill(run.process.pid, signal.SIGKILL)
+    run.process.wait(10)
+    assert run.health() == 200
+    files = [path.name for path in metrics.iterdir()]
+
+    again = MakeRun(tmp_path, like=run)
+    try:
+        assert again.process.wait(60) == 1, again.log()
+    finally:
+        again.kill_everything()
+    said = again.log()
+    assert "make run: not starting (nothing was touched)" in said, said
+    router_pid = run.supervised("router")
+    assert f"  port {run.port} (router): pid {router_pid} (" in said, said
+    assert f"  port {run.env['WEB_PORT']} (web): pids " in said, said  # gunicorn's master and workers
+    socket = run.var_dir / "redis" / "redis.sock"
+    assert f"  the embedded Redis's socket {socket}: pid {redis_server} (" in said, said
+    assert "embedded redis-server on" not in said  # not reused
+    honcho = next(pid for pid in run.running() if " -m honcho " in _cmdline(pid))
+    assert re.search(rf"^  kill -INT {honcho} +# honcho, left running without its make run", said, re.M), said
+    assert re.search(rf"^  kill {redis_server} +# the embedded Redis server", said, re.M), said
+    # Nothing of the running stack was touched: its metrics, its Redis, its site.
+    assert set(files) <= {path.name for path in metrics.iterdir()}  # not emptied (they add theirs)
+    assert redis_server in run.running()
+    assert run.health() == 200
+
+    # The commands it gave stop the leftover stack, every process and the Redis server.
+    for interrupt, pid in re.findall(r"^  kill (-INT )?(\d+)", said, re.M):
+        os.kill(int(pid), signal.SIGINT if interrupt else signal.SIGTERM)
+    run.wait(lambda: not run.running(), what="every process of the leftover stack to end", timeout_s=20)
+    assert run.health() == "refused"

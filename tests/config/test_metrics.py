@@ -427,6 +427,7 @@ def test_make_run_gives_its_processes_one_metrics_directory_emptied_at_start(mon
             return 0
 
     monkeypatch.setattr(subprocess, "Popen", Honcho)
+    monkeypatch.setattr(devstack, "already_running", lambda env, var_dir: [])  # ports: not this unit's
     monkeypatch.setattr(signal, "signal", lambda signum, handler: None)  # pytest keeps its own
     monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:6379/15")  # no embedded Redis needed
     monkeypatch.setenv("VAR_DIR", str(tmp_path))

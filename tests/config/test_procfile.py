@@ -4,7 +4,9 @@ address is the router's, which sends the live status streams to the events proce
 
 from __future__ import annotations
 
+import os
 import signal
+import socket
 import subprocess
 from pathlib import Path
 
@@ -12,6 +14,7 @@ from django.conf import settings
 from honcho.environ import parse_procfile
 
 from config import devstack, respawn
+from tests.sandbox_process import free_port
 
 
 def _processes() -> dict[str, str]:
@@ -60,6 +63,7 @@ class _FakeHoncho:
 
 def test_make_run_puts_the_router_on_its_port_and_the_servers_behind_it_on_the_next(monkeypatch, tmp_path):
     monkeypatch.setattr(subprocess, "Popen", _FakeHoncho)
+    monkeypatch.setattr(devstack, "already_running", lambda env, var_dir: [])  # ports: not this unit's
     monkeypatch.setattr(signal, "signal", lambda signum, handler: None)  # pytest keeps its own
     monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:6379/15")  # no embedded Redis needed
     monkeypatch.setenv("VAR_DIR", str(tmp_path))
@@ -80,6 +84,7 @@ def test_make_run_puts_the_router_on_its_port_and_the_servers_behind_it_on_the_n
 def test_make_run_passes_any_stop_signal_sent_to_it_alone_on_to_honcho(monkeypatch, tmp_path):
     handlers = {}
     monkeypatch.setattr(subprocess, "Popen", _FakeHoncho)
+    monkeypatch.setattr(devstack, "already_running", lambda env, var_dir: [])  # ports: not this unit's
     monkeypatch.setattr(signal, "signal", lambda signum, handler: handlers.__setitem__(signum, handler))
     monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:6379/15")
     monkeypatch.setenv("VAR_DIR", str(tmp_path))
@@ -100,6 +105,7 @@ def test_make_run_runs_each_line_of_the_procfile_under_respawn_and_the_procfile_
     # (config/respawn.py). A deployment runs the Procfile's commands under its own process
     # manager, which restarts them: the Procfile itself holds them bare.
     monkeypatch.setattr(subprocess, "Popen", _FakeHoncho)
+    monkeypatch.setattr(devstack, "already_running", lambda env, var_dir: [])  # ports: not this unit's
     monkeypatch.setattr(signal, "signal", lambda signum, handler: None)
     monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:6379/15")
     monkeypatch.setenv("VAR_DIR", str(tmp_path))
@@ -114,3 +120,28 @@ def test_make_run_runs_each_line_of_the_procfile_under_respawn_and_the_procfile_
         name: respawn.wrap(name, command) for name, command in processes.items()
     }
     assert not any("respawn" in command for command in processes.values())
+
+
+def test_make_run_names_what_holds_a_port_it_needs_before_touching_anything(monkeypatch, tmp_path, capsys):
+    # Two whole stacks: test_make_run_supervision.py. Here the web port is held by this process.
+    monkeypatch.setattr(subprocess, "Popen", _FakeHoncho)
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:6379/15")
+    monkeypatch.setenv("VAR_DIR", str(tmp_path))
+    stale = tmp_path / "metrics" / "counter_4242.db"  # a running process's counters
+    stale.parent.mkdir()
+    stale.write_bytes(b"\0" * 16)
+    for name in ("PORT", "WEBHOOK_PORT", "EVENTS_PORT", "MAIL_PORT"):
+        monkeypatch.setenv(name, str(free_port()))
+    _FakeHoncho.started.clear()
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        monkeypatch.setenv("WEB_PORT", str(port))
+
+        assert devstack.main() == 1
+
+    assert _FakeHoncho.started == [] and stale.exists()  # nothing started, nothing emptied
+    said = capsys.readouterr().err
+    assert f"  port {port} (web): pid {os.getpid()} (" in said, said
+    assert f"pid {os.getpid()}: no make run's; stop it, or start on other ports (PORT=...)." in said, said
