@@ -17,7 +17,7 @@ import math
 import threading
 import time
 
-from django.db import InterfaceError
+from django.db import InterfaceError, InternalError, OperationalError
 
 from config.logging import one_line
 from config.metrics import events as metrics
@@ -48,8 +48,11 @@ _SQLITE = {
     "SQLITE_LOCKED": BUSY,
     "SQLITE_CANTOPEN": UNREACHABLE,
 }
-# PostgreSQL's SQLSTATEs (psycopg's `sqlstate`) that reach the middleware as an OperationalError.
+# PostgreSQL's SQLSTATEs (psycopg's `sqlstate`) that reach the middleware as an OperationalError,
+# or as an InternalError for a server that takes no writes (a standby a failover left us on).
+READ_ONLY_SQL_TRANSACTION = "25006"
 _POSTGRES = {
+    READ_ONLY_SQL_TRANSACTION: READ_ONLY,
     "53100": DISK_FULL,  # disk_full
     "58030": IO_ERROR,  # io_error
     "55P03": BUSY,  # lock_not_available (lock_timeout)
@@ -61,6 +64,17 @@ _POSTGRES = {
     "57P02": UNREACHABLE,  # crash_shutdown
     "57P03": UNREACHABLE,  # cannot_connect_now (starting up, shutting down, in recovery)
 }
+
+
+def is_unavailable(exception: BaseException) -> bool:
+    """Whether `exception` says the database is unavailable (for now) rather than that our
+    request is wrong: what the middleware answers 503. PostgreSQL refusing a write because it
+    takes none (`25006`) is raised as an InternalError, the class of a bug of ours otherwise."""
+    if isinstance(exception, OperationalError | InterfaceError):
+        return True
+    if not isinstance(exception, InternalError):
+        return False
+    return getattr(exception.__cause__ or exception, "sqlstate", None) == READ_ONLY_SQL_TRANSACTION
 
 
 def cause_of(exception: BaseException) -> str:

@@ -321,3 +321,48 @@ def test_a_read_refused_or_a_busy_write_does_not_fail_healthz(
     assert written.status_code == 503, written.content
 
     assert client.get("/healthz").status_code == 200
+
+
+@pytest.mark.django_db
+def test_a_postgresql_that_takes_no_writes_is_a_503_not_a_500(
+    client, broker, settings, monkeypatch, fresh, django_db_blocker
+):
+    """A failover that leaves us on a standby (or `default_transaction_read_only`): PostgreSQL
+    refuses each write with SQLSTATE 25006, which psycopg raises as an InternalError, the class
+    Django gives a bug of ours. It was a 500; it is the database refusing writes: 503 and
+    Retry-After, counted as `read_only`, and /healthz says so."""
+    if connection.vendor != "postgresql":
+        pytest.skip("a PostgreSQL server's read-only mode")
+    settings.METRICS_OPEN, settings.METRICS_TOKEN = True, ""
+    settings.HEALTHZ_WRITES_REFUSED_S = 30.0
+    customer = TokenFactory(user=UserFactory())
+    offer = OfferFactory()
+    with django_db_blocker.unblock():
+        standby = ConnectionHandler({"default": dict(connection.settings_dict)})["default"]
+
+    def write_on_the_standby(**kwargs):
+        with standby.cursor() as cursor:
+            cursor.execute("SET default_transaction_read_only = on")
+            cursor.execute("CREATE TEMPORARY TABLE refused (x int)")
+
+    monkeypatch.setattr("bookings.api.views.services.booking_create", write_on_the_standby)
+    before = client.get("/metrics").content.decode()
+    try:
+        answer = client.post(
+            "/api/v1/bookings",
+            {"offer": offer.pk, **_stay()},
+            content_type="application/json",
+            headers={"Authorization": f"Token {customer.key}", "Idempotency-Key": "standby-1"},
+        )
+    finally:
+        with django_db_blocker.unblock():
+            standby.close()
+
+    assert answer.status_code == 503 and answer.headers["Retry-After"], answer.content
+    assert answer.json()["error"]["code"] == "service_unavailable"
+    after = client.get("/metrics").content.decode()
+    assert (
+        _unavailable_total(after, "read_only", "write")
+        == (_unavailable_total(before, "read_only", "write") or 0) + 1
+    )
+    assert client.get("/healthz").status_code == 503
