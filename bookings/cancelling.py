@@ -4,8 +4,10 @@ it is done, beside the money on the booking's page and in the API (`money_words`
 
 The fee is the offer's policy (`bookings.pricing.cancellation_fee`), and `fee_if_cancelled` is
 the one rule of when it applies: `booking_request_cancel` fixes it with it, and the cancel page
-shows it with it. The rest is what the payment side then does for a cancelled booking
-(`payments.decisions.next_step`, owing the fee): a hold is released, or charged for the fee and
+shows it with it. Fixed once, by the cancel of the confirmed booking, it stands for a cancel asked
+again after the first one did not complete (the partner would not cancel: support's), as the
+payment side owes it once cancelled. The rest is what the payment side then does for a cancelled
+booking (`payments.decisions.next_step`, owing the fee): a hold is released, or charged for the fee and
 the rest released; what was paid beyond the fee is refunded; nothing more is ever charged. While
 a charge's outcome is not known (`charge_unknown`), which of those it will be is not known either:
 the customer is told their money comes back, as a release or a refund. What
@@ -127,8 +129,20 @@ def stay_policy(stay: Quote | Booking) -> StayPolicy:
 # --- before a cancel: what it would do to the money -------------------------------------------
 def fee_if_cancelled(booking: Booking, *, at: datetime) -> Decimal | None:
     """The fee a cancel asked for `at` fixes; None when none can be owed: the booking takes no
-    payment, or the partner has not confirmed it (cancelling is free until then)."""
-    if booking.status != BookingState.CONFIRMED or not ports.pays(booking):
+    payment, or the partner has not confirmed it (cancelling is free until then, and while a
+    problem at the partner lasts).
+
+    A fee an earlier cancel fixed is the fee: that cancel was asked of the confirmed booking, the
+    customer agreed to its fee then, and the cut-off is judged when they asked, not when the
+    partner answers. It did not complete (the partner would not cancel: support has it), and
+    cancelled in the end, the booking owes it (`payments.decisions.owed`), so asked again the
+    cancel keeps it, and the page says so. A move off that cancel's road drops it
+    (`Booking._cancel_dropped`: confirmed again, the price is owed and this rule starts afresh)."""
+    if not ports.pays(booking):
+        return None
+    if booking.cancellation_fee is not None:
+        return booking.cancellation_fee
+    if booking.status != BookingState.CONFIRMED:
         return None
     return cancellation_fee(
         terms=booking,
@@ -241,8 +255,11 @@ class CancelMoney:
 
 
 def _why(booking: Booking, *, fee: Decimal | None, policy: StayPolicy, at: datetime) -> str:
-    """Why cancelling costs what it does: the policy with the cut-off that decides the fee, or
-    why no fee can be owed (`fee_if_cancelled`), as the customer's status says it."""
+    """Why cancelling costs what it does: the policy with the cut-off that decides the fee (the
+    one an earlier cancel fixed: when that was asked), or why no fee can be owed
+    (`fee_if_cancelled`), as the customer's status says it."""
+    if fee is not None and booking.cancellation_fee is not None:
+        return _fixed_why(policy, fee)
     if fee is not None:
         return policy.words(at=at)
     if partner_let_go(booking):
@@ -328,6 +345,28 @@ def release_or_refund(held: Decimal, fee: Decimal, currency: str, *, asked: bool
     return told[0].upper() + told[1:] if asked else f"Once the cancellation is done, {told}"
 
 
+def _ended(policy: StayPolicy) -> str:
+    assert policy.cut_off is not None
+    return f"free cancellation ended on {_shown_at(policy.cut_off)} ({policy.hours} hours before the start)"
+
+
+def _fixed_why(policy: StayPolicy, fee: Decimal) -> str:
+    """Why a cancel asked again costs the fee the first one fixed: the cut-off it came before or
+    after (`fee_if_cancelled`)."""
+    if policy.cut_off is None:
+        return "Cancelling this booking is free."
+    if fee == 0:
+        return f"You first asked to cancel before {_ended(policy)}: cancelling costs nothing."
+    shown = f"{fee:.2f} {policy.currency}"
+    if fee != policy.fee:
+        return f"The cancellation fee of {shown} was fixed when you first asked to cancel."
+    share = _percent(policy.fee_percent)
+    return (
+        f"You first asked to cancel after {_ended(policy)}: the fee of {share} of the price, "
+        f"{shown}, was fixed then and stands."
+    )
+
+
 # --- once it is asked for: the mails that follow ----------------------------------------------
 def _after_why(booking: Booking, fee: Decimal) -> str:
     """Why the cancel cost what it did, in the past: the cut-off it came before or after. Empty
@@ -335,7 +374,7 @@ def _after_why(booking: Booking, fee: Decimal) -> str:
     policy = stay_policy(booking)
     if policy.cut_off is None:
         return "Cancelling this booking is free." if fee == 0 else ""
-    ended = f"free cancellation ended on {_shown_at(policy.cut_off)} ({policy.hours} hours before the start)"
+    ended = _ended(policy)
     if fee == 0:
         return f"Your booking was cancelled before {ended}: it cost nothing."
     if fee != policy.fee:

@@ -202,8 +202,11 @@ class Booking(ConcurrentTransitionMixin, CancellationTerms):
     # booking, unique per customer, so a retried request finds the booking it made.
     idempotency_key = models.CharField(max_length=255, blank=True, editable=False)
     request_fingerprint = models.CharField(max_length=64, blank=True, editable=False)
-    # What the customer owes for cancelling, fixed by its kept terms when the cancel was asked
-    # for (null: never asked, or asked before the partner confirmed: nothing is owed).
+    # What the customer owes for cancelling, fixed by its kept terms when the cancel of the
+    # confirmed booking was asked for (null: never asked, or asked before the partner confirmed:
+    # nothing is owed). It stands while that cancel is the booking's way out, a second cancel
+    # included (`cancelling.fee_if_cancelled`), and goes with any other way: confirmed again
+    # (the price is owed, a later cancel fixes its own), failed or sent again (`_cancel_dropped`).
     cancellation_fee = models.DecimalField(max_digits=12, decimal_places=2, null=True, blank=True)
 
     # What the customer is shown, as `bookings.customer_view.refresh` last derived it (the one
@@ -297,6 +300,12 @@ class Booking(ConcurrentTransitionMixin, CancellationTerms):
     def _moved(self) -> None:
         self.status_changed_at = timezone.now()
 
+    def _cancel_dropped(self) -> None:
+        """The booking leaves the road of a cancel asked earlier another way than cancelled: the
+        fee that cancel fixed is owed by nothing any more (`payments.decisions.owed`), and left on
+        the row it would be read by a later end (cancelled after the partner took it back)."""
+        self.cancellation_fee = None
+
     @transition(field=status, source=BookingState.AWAITING_PAYMENT, target=BookingState.REQUESTED)
     def accept_payment(self) -> None:
         """The customer's money is held: the partner may be asked now, and only now."""
@@ -325,6 +334,7 @@ class Booking(ConcurrentTransitionMixin, CancellationTerms):
     @transition(field=status, source=sorted(SETTLEABLE), target=BookingState.CONFIRMED)
     def confirm(self) -> None:
         self._moved()
+        self._cancel_dropped()
         self.attention_reason = ""
 
     @transition(field=status, source=sorted(AWAITING_PARTNER), target=BookingState.REJECTED)
@@ -334,6 +344,7 @@ class Booking(ConcurrentTransitionMixin, CancellationTerms):
     @transition(field=status, source=sorted(SETTLEABLE), target=BookingState.FAILED)
     def fail(self) -> None:
         self._moved()
+        self._cancel_dropped()
         self.attention_reason = ""
 
     @transition(field=status, source=sorted(EXPIRABLE), target=BookingState.EXPIRED)
@@ -382,6 +393,7 @@ class Booking(ConcurrentTransitionMixin, CancellationTerms):
     def requeue_submission(self) -> None:
         """Only once a lookup proved the partner holds nothing for this booking."""
         self._moved()
+        self._cancel_dropped()
         self.attention_reason = ""
 
     @transition(field=status, source=[BookingState.SUBMITTING], target=BookingState.REQUESTED)

@@ -86,6 +86,7 @@ def apply_transition(
                 "submission_count",
                 "attention_reason",
                 "attention_detail",
+                "cancellation_fee",  # fixed by a cancel, dropped by a move off its road
                 "updated_at",
                 *(customer_view.VIEW_FIELDS if change else ()),
                 *extra_fields,
@@ -377,9 +378,9 @@ def booking_request_cancel(
         fields = ("next_check_at",)
         fee = fee_if_cancelled(booking, at=now)
         if fee is not None:
-            # What cancelling costs is fixed now, by the offer's policy, whenever it completes.
+            # What cancelling costs is fixed now, by the offer's policy, whenever it completes
+            # (asked again, the fee the first cancel fixed: `fee_if_cancelled`).
             booking.cancellation_fee = fee
-            fields += ("cancellation_fee",)
             data = {**(data or {}), "cancellation_fee": str(booking.cancellation_fee)}
         money = None
         held = booking.customer_money.get("code") in MONEY_HELD

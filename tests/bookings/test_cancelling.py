@@ -320,6 +320,66 @@ def test_the_money_of_a_booking_the_partner_took_back_goes_back_whether_or_not_i
     )
 
 
+# --- a cancel asked again: the first one fixed the fee, the partner would not cancel ------------
+def asked_again(money: dict, fee: str, **policy):
+    """Confirmed, cancelled with `fee` fixed; the partner would not cancel it: support has it."""
+    return BookingFactory(
+        offer=OfferFactory(**policy),
+        status=S.NEEDS_ATTENTION,
+        attention_reason="compensation_failed",
+        start_date=START,
+        submission_count=1,
+        confirmed_shown_at=AT - timedelta(days=2),
+        cancellation_fee=Decimal(fee),
+        customer_status="disrupted",
+        customer_message="disrupted",
+        customer_money=money,
+    )
+
+
+def test_a_cancel_asked_again_keeps_the_fee_the_first_one_fixed_and_says_so(db):
+    """Review F1: the first cancel, after the cut-off, fixed 90.00; the partner would not cancel.
+    Asked again, the page said "free, refunded in full", and the payment side kept the 90.00."""
+    again = asked_again(told("charged", "360.00"), "90.00", **AFTER_CUT_OFF)
+
+    money = cancel_money(again, at=AT)
+
+    assert fee_if_cancelled(again, at=AT) == Decimal("90.00")
+    assert (money.outcome, money.fee, money.refund) == (Outcome.REFUND_LESS_FEE, Decimal("90.00"), 270)
+    assert money.text == (
+        "Once the cancellation is done, we keep the cancellation fee of 90.00 EUR and refund the "
+        "other 270.00 EUR of the 360.00 EUR you paid to your card."
+    )
+    assert money.why == (
+        "You first asked to cancel after free cancellation ended on 11 Apr 2030, 00:00 UTC (1440 "
+        "hours before the start): the fee of 25% of the price, 90.00 EUR, was fixed then and stands."
+    )
+
+
+def test_a_cancel_asked_free_before_the_cut_off_stays_free_when_asked_again_after_it(db):
+    # the first cancel came before the cut-off (0.00 fixed); asked again after it, still nothing
+    again = asked_again(told("charged", "360.00"), "0.00", **AFTER_CUT_OFF)
+
+    money = cancel_money(again, at=AT)
+
+    assert (money.outcome, money.refund) == (Outcome.FULL_REFUND, PRICE)
+    assert money.why == (
+        "You first asked to cancel before free cancellation ended on 11 Apr 2030, 00:00 UTC (1440 "
+        "hours before the start): cancelling costs nothing."
+    )
+
+
+def test_a_cancel_asked_again_stores_the_fee_the_page_showed(db, time_machine):
+    time_machine.move_to(AT, tick=False)
+    again = asked_again(told("charged", "360.00"), "90.00", **AFTER_CUT_OFF)
+    shown = cancel_money(again, at=AT)
+
+    cancelled = booking_request_cancel(booking_id=again.pk, actor=Actor.CUSTOMER)
+
+    assert cancelled.status == S.CANCEL_REQUESTED
+    assert cancelled.cancellation_fee == shown.fee == Decimal("90.00")
+
+
 def test_a_booking_the_partner_changed_is_free_to_cancel_while_the_problem_lasts(db):
     changed = disrupted("disrupted_partner_changed", told("charged", charged="360.00"), **AFTER_CUT_OFF)
 

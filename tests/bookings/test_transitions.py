@@ -4,6 +4,7 @@ racing transitions (optimistic `ConcurrentTransitionMixin` and pessimistic `lock
 from __future__ import annotations
 
 import threading
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -155,6 +156,40 @@ def test_flag_for_attention_records_why_and_confirm_or_requeue_clears_it():
     requeued = BookingFactory.build(status=S.NEEDS_ATTENTION, attention_reason="lookup_failed")
     requeued.requeue_submission()
     assert requeued.attention_reason == ""
+
+
+@pytest.mark.parametrize(
+    ("state", "transition"),
+    [
+        (S.NEEDS_ATTENTION, "confirm"),
+        (S.NEEDS_ATTENTION, "fail"),
+        (S.NEEDS_ATTENTION, "requeue_submission"),
+    ],
+)
+def test_a_move_off_the_cancel_s_road_drops_the_fee_it_fixed(state, transition):
+    # a cancel fixed 90.00 and did not complete; confirmed again the price is owed, failed nothing
+    booking = BookingFactory.build(status=state, cancellation_fee=Decimal("90.00"))
+
+    getattr(booking, transition)()
+
+    assert booking.cancellation_fee is None
+
+
+@pytest.mark.parametrize(
+    ("state", "transition", "kwargs"),
+    [
+        (S.CANCEL_REQUESTED, "mark_cancelled", {}),
+        (S.NEEDS_ATTENTION, "mark_cancelled", {}),
+        (S.CANCEL_REQUESTED, "flag_for_attention", {"reason": "compensation_failed"}),
+        (S.NEEDS_ATTENTION, "request_cancel", {}),
+    ],
+)
+def test_the_cancel_s_road_keeps_the_fee_it_fixed(state, transition, kwargs):
+    booking = BookingFactory.build(status=state, cancellation_fee=Decimal("90.00"))
+
+    getattr(booking, transition)(**kwargs)
+
+    assert booking.cancellation_fee == Decimal("90.00")
 
 
 def test_the_state_field_cannot_be_assigned_directly():

@@ -1,0 +1,156 @@
+"""A fee fixed by a cancel that did not complete (the partner would not cancel: support has the
+booking, `disrupted`) is the fee of the cancel asked again: the customer agreed to it when they
+first asked, after the cut-off, and the payment side keeps it once cancelled
+(`payments.decisions.owed`). The cancel page and the API's `if_cancelled` said "Cancelling is free
+while there is a problem with your booking at the partner" and a full refund, and then 90.00 EUR
+was kept (review F1). A booking that leaves the cancel's road (confirmed again) drops the fee, so
+a later end the partner caused owes nothing, as it is told.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, time, timedelta
+from decimal import Decimal
+
+import pytest
+from django.db import transaction
+from django.test import Client
+from django.utils import timezone
+
+from bookings.models import Actor, Booking, Notification, NotificationKind
+from bookings.notifications import compose
+from bookings.services import apply_transition, booking_request_cancel, lock_booking
+from bookings.states import BookingState
+from partners.connectors import connector_for
+from partners.models import PartnerReservation
+from payments.decisions import Step
+from payments.models import Payment
+from payments.services.runs import plan_for
+from tests.bookings.web.conftest import mail_sink  # noqa: F401 - the project's SMTP sink, as a process
+from tests.helpers import wait_until
+from tests.partners.conftest import wait_for_status
+from tests.payments.conftest import assert_money_at_rest, wait_for_money
+from tests.reconciliation.paying import PRICE, paying_booking
+
+S = BookingState
+# Free until 60 days before the start, then a quarter: a stay 40 days ahead costs 90.00 EUR to cancel.
+POLICY = {"free_cancellation_hours": 60 * 24, "cancellation_fee_percent": Decimal("25")}
+
+
+def moved(booking: Booking, transition: str, **kwargs) -> Booking:
+    with transaction.atomic():
+        locked = lock_booking(booking.pk)
+        apply_transition(locked, transition, actor=Actor.SUPPORT, actor_label="ops", **kwargs)
+    return Booking.objects.get(pk=booking.pk)
+
+
+def owed_plan(booking: Booking):
+    return plan_for(booking, Payment.objects.get(booking=booking), open_operation=False)
+
+
+def test_a_fee_left_by_a_cancel_goes_when_the_booking_is_confirmed_again(db):
+    """The review's second path: a stale fee survived a return to `confirmed`; the partner then took
+    the booking back (told "refunded in full whether or not you cancel") and support resolved it
+    cancelled (which clears `attention_reason`): the payment side read the old fee and kept 90.00."""
+    payment = paying_booking(status=S.CONFIRMED)
+    start = timezone.now().date() + timedelta(days=40)  # past the 60-day cut-off: 90.00 EUR
+    Booking.objects.filter(pk=payment.booking_id).update(
+        **POLICY, start_date=start, end_date=start + timedelta(days=3), confirmed_shown_at=timezone.now()
+    )
+    booking = booking_request_cancel(booking_id=payment.booking_id, actor=Actor.CUSTOMER)
+    assert booking.cancellation_fee == Decimal("90.00")
+    booking = moved(booking, "flag_for_attention", reason="compensation_failed")
+
+    booking = moved(booking, "confirm")  # support: the stay goes ahead after all
+    assert booking.cancellation_fee is None  # stored, not only on the instance
+    booking = moved(booking, "flag_for_attention", reason="partner_cancelled_confirmed")
+    assert owed_plan(booking).amount == PRICE  # as told: all of it back, whether or not cancelled
+    booking = moved(booking, "mark_cancelled")  # support: resolved cancelled
+
+    plan = owed_plan(booking)
+    assert (plan.step, plan.amount) == (Step.REFUND, PRICE)
+
+
+# --- with the real provider, partner, worker and SMTP sink ---------------------------------------
+def cancel_page(customer, booking: Booking) -> tuple[str, str]:
+    """The cancel page's money paragraph and its why, as the page renders them."""
+    page = Client()
+    page.force_login(customer)
+    html = page.get(f"/bookings/{booking.reference}/cancel/").content.decode()
+
+    def paragraph(css: str) -> str:
+        start = html.index(f'class="{css}"')
+        return html[html.index(">", start) + 1 : html.index("</p>", start)]
+
+    return paragraph("cancel-money"), paragraph("cancel-money__why")
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+def test_a_cancel_asked_again_after_the_partner_would_not_cancel_keeps_the_fee_it_is_told(
+    paying, settings, customer, api_client, request
+):
+    sink = request.getfixturevalue("mail_sink")
+    # given a confirmed booking charged 360.00 EUR, whose free cancellation ended (a fee of 90.00)
+    offer = paying.h.partner.offers.get()
+    type(offer).objects.filter(pk=offer.pk).update(**POLICY)
+    booking = paying.book(customer=customer)
+    wait_for_status(booking, S.CONFIRMED)
+    wait_for_money(booking, "charged")
+    # and a partner that refuses every call (429) past our tries
+    settings.PARTNER_COMPENSATION_MAX_TRIES = 2
+    paying.h.faults(rate_limit_rate=1)
+
+    # when the customer cancels, and the partner will not: support has it, the customer is told
+    # of a problem at the partner
+    assert api_client.post(f"/api/v1/bookings/{booking.reference}/cancel").status_code == 202
+    wait_for_status(booking, S.NEEDS_ATTENTION, timeout_s=30)
+    booking.refresh_from_db()
+    assert (booking.attention_reason, booking.customer_status) == ("compensation_failed", "disrupted")
+    assert booking.cancellation_fee == Decimal("90.00")
+
+    # then cancelling again is told as what the payment side will do: the fee the first cancel
+    # fixed kept, the rest refunded (not "free while there is a problem", not in full)
+    cut_off = datetime.combine(booking.start_date, time.min, tzinfo=UTC) - timedelta(days=60)
+    why = (
+        f"You first asked to cancel after free cancellation ended on {cut_off.day} {cut_off:%b %Y}, "
+        "00:00 UTC (1440 hours before the start): the fee of 25% of the price, 90.00 EUR, was fixed "
+        "then and stands."
+    )
+    keeps = (
+        "Once the cancellation is done, we keep the cancellation fee of 90.00 EUR and refund the "
+        "other 270.00 EUR of the 360.00 EUR you paid to your card."
+    )
+    if_cancelled = api_client.get(f"/api/v1/bookings/{booking.reference}").json()["if_cancelled"]
+    assert (if_cancelled["outcome"], if_cancelled["fee"], if_cancelled["refund"]) == (
+        "refund_less_fee",
+        "90.00",
+        "270.00",
+    )
+    assert (if_cancelled["message"], if_cancelled["why"]) == (keeps, why)
+    assert cancel_page(customer, booking) == (keeps, why)
+
+    # when the partner answers again, the customer cancels again, and the partner cancels it at last
+    paying.h.faults(rate_limit_rate=0)
+    before = set(Notification.objects.filter(booking=booking).values_list("pk", flat=True))
+    assert api_client.post(f"/api/v1/bookings/{booking.reference}/cancel").status_code == 202
+    [reservation] = PartnerReservation.objects.filter(booking=booking)
+    assert connector_for(paying.h.partner).cancel(reservation.partner_ref).ok  # its webhook follows
+
+    # then what was told is what was done: 90.00 kept, 270.00 refunded, and the mails say the same
+    wait_for_status(booking, S.CANCELLED, timeout_s=30)
+    wait_for_money(booking, "partly_refunded", timeout_s=30)
+    assert_money_at_rest(paying, booking, owed=Decimal("90.00"), code="partly_refunded")
+    [intent] = paying.intents(booking)
+    assert [r["amount"] for r in paying.provider.refunds(intent["id"])] == [27_000]
+    after = Notification.objects.filter(booking=booking).exclude(pk__in=before).order_by("status_version")
+    wait_until(
+        lambda: list(after.all().values_list("state", flat=True)) == ["sent", "sent"],
+        what="the two mails after the cancel to be sent",
+    )
+    assert list(after.values_list("kind", flat=True)) == [NotificationKind.CANCELLED, NotificationKind.MONEY]
+    kept = "We keep the cancellation fee of 90.00 EUR and are refunding the other 270.00 EUR to your card."
+    assert kept in compose(after[0]).body
+    sent = {mail["Subject"]: mail for mail in sink.messages()}
+    cancelled = sent[f"Your booking {booking.reference} is cancelled"]
+    assert kept in " ".join(cancelled.get_body(("plain",)).get_content().split())
