@@ -224,7 +224,9 @@ class CancelMoney:
                 "you will not be charged."
             )
         if self.outcome == Outcome.RELEASE_OR_REFUND:
-            return release_or_refund(self.held, self.fee, self.currency, asked=False)
+            return release_or_refund(
+                self.held, self.fee, self.currency, asked=False, anyway=self.returned_anyway
+            )
         if self.outcome == Outcome.REFUND_WITH_SUPPORT:
             return (
                 f"A refund to your card could not be made and we still owe you "
@@ -270,11 +272,14 @@ def _why(booking: Booking, *, fee: Decimal | None, policy: StayPolicy, at: datet
 
 
 def _being_charged(booking: Booking, money: Money) -> bool:
-    """A confirmed booking's hold, still shown held: its charge is due from the confirmation on
-    and may be out to a slow provider, so a cancel may find it charged in full, or not yet. Which
-    is only known at the cancel (`payments.services.runs.money_at_cancel`, under the payment's
-    lock); before it, both are said. No query: the list previews every booking alike."""
-    return money.code in MONEY_HELD and booking.status == BookingState.CONFIRMED
+    """A hold still shown held on a booking the partner confirmed, whatever it shows now: its
+    charge is due from the confirmation on (`payments.decisions.next_step` captures only then)
+    and may be out to a slow provider, and a later move (the partner took it back, a problem at
+    the partner) does not call back a call already made. So a cancel may find it charged in full,
+    or not yet. Which is only known at the cancel (`payments.services.runs.money_at_cancel`: an
+    open capture, under the payment's lock, is `charge_unknown`); before it, both are said, and
+    never "you will not be charged". No query: the list previews every booking alike."""
+    return money.code in MONEY_HELD and booking.confirmed_shown_at is not None
 
 
 def cancel_money(booking: Booking, *, at: datetime) -> CancelMoney:
@@ -292,14 +297,20 @@ def cancel_money(booking: Booking, *, at: datetime) -> CancelMoney:
     }
     if money.code == CustomerMoney.AUTHORIZING:
         return CancelMoney(Outcome.NOT_TAKEN_YET, held=money.amount, **told)
+    anyway = partner_let_go(booking)  # its money goes back in full (payments.decisions.owed)
     if money.code == CustomerMoney.CHARGE_UNKNOWN or _being_charged(booking, money):
-        return CancelMoney(Outcome.RELEASE_OR_REFUND, held=money.amount, fee=min(owed, money.amount), **told)
+        return CancelMoney(
+            Outcome.RELEASE_OR_REFUND,
+            held=money.amount,
+            fee=min(owed, money.amount),
+            returned_anyway=anyway,
+            **told,
+        )
     if money.code == CustomerMoney.REFUND_FAILED:  # automation asks the card nothing more
         paid = money.paid
         return CancelMoney(Outcome.REFUND_WITH_SUPPORT, paid=paid, refund_failed=money.refund_failed, **told)
-    anyway = partner_let_go(booking)  # its money goes back in full (payments.decisions.owed)
     if money.code in MONEY_HELD:
-        # Not confirmed (a confirmed one's hold is `_being_charged`): cancelling is free.
+        # Never confirmed (a hold once confirmed is `_being_charged`): cancelling is free.
         return CancelMoney(
             Outcome.RELEASE, held=money.amount, released=money.amount, returned_anyway=anyway, **told
         )
@@ -316,23 +327,28 @@ def cancel_money(booking: Booking, *, at: datetime) -> CancelMoney:
     return CancelMoney(Outcome.NOTHING_TO_REFUND, paid=paid, fee=paid, **told)
 
 
-def release_or_refund(held: Decimal, fee: Decimal, currency: str, *, asked: bool) -> str:
+def release_or_refund(
+    held: Decimal, fee: Decimal, currency: str, *, asked: bool, anyway: bool = False
+) -> str:
     """What a cancel does to a hold whose charge's outcome is not known: whatever it was, all but
     the fee comes back; whether as a released hold or a refund, only that outcome will tell, and
     finding it out (the charge asked again under its key) may itself complete the charge. The
-    same words before the cancel (the page, the API) and, once it is `asked`, in the mails."""
+    same words before the cancel (the page, the API) and, once it is `asked`, in the mails; of a
+    booking the partner took back (`anyway`), the money comes back whether or not it is cancelled."""
 
     def shown(value: Decimal) -> str:
         return f"{value:.2f} {currency}"
 
-    making = "are making" if asked else "make"
+    now = asked or anyway
+    making = "are making" if now else "make"
     if fee >= held:
         told = f"the {shown(held)} is all the cancellation fee: nothing comes back to your card."
     elif fee <= 0:
+        because = ", as the partner no longer holds your booking, whether or not you cancel" if anyway else ""
         told = (
-            f"we {making} sure the {shown(held)} comes back to your card in full. We do not know "
-            "yet whether it was charged, and finding out may complete the charge: if it is charged, "
-            "we refund it in full; if not, we release the hold."
+            f"we {making} sure the {shown(held)} comes back to your card in full{because}. We do not "
+            "know yet whether it was charged, and finding out may complete the charge: if it is "
+            "charged, we refund it in full; if not, we release the hold."
         )
     else:
         rest = shown(held - fee)
@@ -342,7 +358,7 @@ def release_or_refund(held: Decimal, fee: Decimal, currency: str, *, asked: bool
             f"and finding out may complete the charge: if it is charged, we refund the {rest}; if "
             "not, we charge only the fee and release the rest of the hold."
         )
-    return told[0].upper() + told[1:] if asked else f"Once the cancellation is done, {told}"
+    return told[0].upper() + told[1:] if now else f"Once the cancellation is done, {told}"
 
 
 def _ended(policy: StayPolicy) -> str:

@@ -313,11 +313,38 @@ def test_the_money_of_a_booking_the_partner_took_back_goes_back_whether_or_not_i
         "We are refunding the 360.00 EUR you paid to your card, in full, as the partner no longer "
         "holds your booking: whether or not you cancel."
     )
-    assert (release.outcome, release.released) == (Outcome.RELEASE, PRICE)
+    # still held: its confirmation's capture may be out (a slow provider), and the partner taking
+    # it back does not call that back, so all of it comes back, released or refunded
+    assert (release.outcome, release.fee, release.released) == (Outcome.RELEASE_OR_REFUND, 0, 0)
     assert release.text == (
-        "We are releasing the 360.00 EUR we are holding on your card, as the partner no longer holds "
-        "your booking: you will not be charged, whether or not you cancel."
+        "We are making sure the 360.00 EUR comes back to your card in full, as the partner no longer "
+        "holds your booking, whether or not you cancel. We do not know yet whether it was charged, "
+        "and finding out may complete the charge: if it is charged, we refund it in full; if not, we "
+        "release the hold."
     )
+
+
+@pytest.mark.parametrize(
+    "message", ["disrupted_partner_cancelled", "disrupted_partner_lost", "disrupted_partner_changed"]
+)
+def test_a_hold_on_a_booking_once_confirmed_never_promises_it_is_not_charged(db, message):
+    """Review F2: the confirmation's capture was out when the partner took the booking back (or
+    changed it); the page said "you will not be charged", while the cancel itself, under the
+    payment's lock, said the charge is not known yet, and the capture then took 360.00."""
+    held = disrupted(message, told("held"), **AFTER_CUT_OFF)
+
+    money = cancel_money(held, at=AT)
+
+    assert money.outcome == Outcome.RELEASE_OR_REFUND
+    assert "not be charged" not in money.text
+    assert "finding out may complete the charge: if it is charged, we refund it in full" in money.text
+
+
+def test_a_hold_never_confirmed_is_still_released_with_support(db):
+    # never confirmed: no capture can have been asked (`payments.decisions.next_step`)
+    held = booking(S.NEEDS_ATTENTION, told("held"), **AFTER_CUT_OFF)
+
+    assert cancel_money(held, at=AT).outcome == Outcome.RELEASE
 
 
 # --- a cancel asked again: the first one fixed the fee, the partner would not cancel ------------
@@ -394,3 +421,14 @@ def test_a_booking_the_partner_changed_is_free_to_cancel_while_the_problem_lasts
     )
     assert money.why == "Cancelling is free while there is a problem with your booking at the partner."
     assert fee_if_cancelled(changed, at=AT) is None
+
+
+def test_a_hold_whose_cancel_is_asked_again_keeps_the_fee_and_the_rest_comes_back(db):
+    # held still (no capture asked while the cancel was under way): the fee from the hold, or,
+    # should a capture from the confirmation have been out, the rest refunded
+    again = asked_again(told("held"), "90.00", **AFTER_CUT_OFF)
+
+    money = cancel_money(again, at=AT)
+
+    assert (money.outcome, money.fee) == (Outcome.RELEASE_OR_REFUND, Decimal("90.00"))
+    assert "we keep the cancellation fee of 90.00 EUR and make sure the other 270.00 EUR" in money.text

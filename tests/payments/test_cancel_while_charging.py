@@ -18,6 +18,8 @@ from bookings.models import Booking, Notification
 from bookings.notifications import compose
 from bookings.services import booking_request_cancel
 from bookings.states import BookingState, CustomerMoney
+from partners.connectors import connector_for
+from partners.models import PartnerReservation
 from payments.models import OperationKind, OperationState, PaymentOperation, PaymentStatus
 from payments.services.observations import charge_in_doubt
 from payments.services.operations import operation_open
@@ -142,3 +144,44 @@ def test_a_cancel_while_the_capture_is_out_to_a_slow_provider_promises_only_what
     for notification in Notification.objects.filter(booking=booking):
         mail = compose(notification)
         assert promised(mail.body) == [], mail.body
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+def test_a_hold_the_partner_took_back_while_its_capture_is_out_is_never_said_not_to_be_charged(
+    paying, settings, customer, api_client
+):
+    """Review F2: the confirmation's capture was out when the partner took the booking back; the
+    cancel page said "We are releasing the 360.00 EUR ... you will not be charged, whether or not
+    you cancel", while the cancel itself (under the payment's lock) said the charge is not known
+    yet, and the capture then took the 360.00 (refunded after)."""
+    # given a confirmed booking held, its capture out to a provider that takes seconds to answer
+    paying.h.faults(async_confirm_delay_s=2)  # time to slow the provider between hold and capture
+    booking = paying.book(customer=customer)
+    wait_until(lambda: payment_of(booking).status == P.AUTHORIZED, what="the hold")
+    settings.PAYMENTS_READ_TIMEOUT_S = 4 * HANG_S
+    paying.provider.set_faults(latency_ms=[4000, 4000])
+    wait_until(lambda: capture_out(booking), what="the confirmation's capture out", timeout_s=15)
+
+    # when the partner takes the booking back meanwhile (its webhook tells us)
+    [reservation] = PartnerReservation.objects.filter(booking=booking)
+    assert connector_for(paying.h.partner).cancel(reservation.partner_ref).ok
+    wait_for_status(booking, S.NEEDS_ATTENTION, timeout_s=10)
+    before = api_client.get(f"/api/v1/bookings/{booking.reference}").json()
+    answer = api_client.post(f"/api/v1/bookings/{booking.reference}/cancel")
+    assert capture_out(booking)  # the capture's answer had not come: the window
+
+    # then the page never promised a release: the money comes back, released or refunded
+    assert (before["status"], before["message_code"]) == ("disrupted", "disrupted_partner_cancelled")
+    assert before["money"]["code"] == "held"
+    assert before["if_cancelled"]["outcome"] == "release_or_refund"
+    assert "not be charged" not in before["if_cancelled"]["message"]
+    assert (answer.status_code, answer.json()["money"]["code"]) == (202, "charge_unknown")
+    # and what happened is one of the two said: charged in full by the capture, then refunded
+    wait_for_status(booking, S.CANCELLED)
+    wait_for_money(booking, "refunded", timeout_s=40)
+    assert_money_at_rest(paying, booking, owed=Decimal("0.00"), code="refunded")
+    [intent] = paying.intents(booking)
+    assert intent["amount_received"] == 36_000
+    for notification in Notification.objects.filter(booking=booking):
+        assert "not be charged" not in compose(notification).body
