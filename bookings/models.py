@@ -150,6 +150,14 @@ class Quote(CancellationTerms):
         return (now or timezone.now()) >= self.expires_at
 
 
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 class BookingQuerySet(models.QuerySet["Booking"]):
     def open(self) -> BookingQuerySet:
         return self.filter(status__in=OPEN_STATES)
@@ -159,8 +167,15 @@ class BookingQuerySet(models.QuerySet["Booking"]):
         reference (the pages, the API, its streams, the console's commands) goes through here.
         References are made of capitals and digits only (`new_reference`), so any case names one
         booking. Normalised to how it is stored rather than compared with `iexact`, which would
-        miss the unique index and read every booking."""
-        return self.filter(reference=reference.strip().upper())
+        miss the unique index and read every booking.
+
+        Text the database cannot hold (a NUL, `%00` in a URL; a lone surrogate, a command's
+        argument that is not UTF-8) names no booking: compared with a reference it was a
+        DataError, a 500 where every other unknown reference is a 404."""
+        normalised = reference.strip().upper()
+        if "\x00" in normalised or not _encodable(normalised):
+            return self.none()
+        return self.filter(reference=normalised)
 
 
 class Booking(ConcurrentTransitionMixin, CancellationTerms):

@@ -768,6 +768,20 @@ def test_a_reference_in_any_case_finds_my_booking_and_never_another_customers(
     assert theirs.status == S.CONFIRMED
 
 
+def test_a_nul_in_a_reference_is_not_found_not_a_server_error(api_client, customer):
+    # `%00` reached the database, whose text cannot hold a NUL: a 500 with an error logged, from
+    # anyone with a token. It names no booking, as any other unknown reference.
+    booking = BookingFactory(customer=customer, status=S.CONFIRMED)
+
+    read = api_client.get(f"{BOOKINGS_URL}/{booking.reference}%00")
+    cancel = api_client.post(f"{BOOKINGS_URL}/{booking.reference}%00/cancel")
+
+    assert read.status_code == cancel.status_code == 404
+    assert read.json()["error"]["code"] == cancel.json()["error"]["code"] == "not_found"
+    booking.refresh_from_db()
+    assert booking.status == S.CONFIRMED
+
+
 # --- list -------------------------------------------------------------------------------------
 def test_the_list_holds_only_my_bookings_newest_first(
     api_client, customer, other_customer, django_assert_num_queries

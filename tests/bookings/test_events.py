@@ -274,6 +274,9 @@ def test_streams_follow_the_customers_own_bookings_by_token_or_session(events, o
     lowered = open_stream(events, booking_path(booking).lower(), session=session)
     assert lowered.status == 200 and lowered.next_event().data["reference"] == booking.reference
     assert open_stream(events, booking_path(someone_elses).lower(), session=session).status == 404
+    # a NUL (`%00`) names no booking either: not a database error
+    nul = open_stream(events, f"/api/v1/bookings/{booking.reference}%00/events", session=session)
+    assert (nul.status, nul.body["error"]["code"]) == (404, "not_found")
 
     # no credentials, a wrong token or a malformed Last-Event-ID: refused before any stream
     anonymous = open_stream(events, booking_path(booking))

@@ -209,3 +209,15 @@ def test_a_reference_is_one_case_only_so_any_case_names_one_booking(db):
     booking = BookingFactory()
     assert booking.reference == booking.reference.upper() and new_reference().isupper()
     assert Booking.objects.with_reference(f" {booking.reference.lower()} ").get() == booking
+
+
+def test_a_reference_the_database_cannot_hold_names_no_booking(db):
+    # A NUL (`%00` in a URL) or a lone surrogate: PostgreSQL's text holds neither, and comparing
+    # one with a reference was a DataError (a 500 on the API, its streams and the pages). It names
+    # no booking, as any other unknown reference.
+    booking = BookingFactory()
+
+    for typed in (f"{booking.reference}\x00", "\x00", f"{booking.reference}\ud800"):
+        assert list(Booking.objects.with_reference(typed)) == []
+        with pytest.raises(NotFound):
+            selectors.customer_booking(customer=booking.customer, reference=typed)

@@ -58,6 +58,9 @@ def test_anonymous_is_401_and_unknown_reference_is_404(support_user):
     response = client.get(URL.format("BK-NOPE00"))
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "not_found"
+    # a NUL names no booking either (the database cannot compare one: it was a 500)
+    nul = client.get(URL.format("BK-NOPE00%00"))
+    assert (nul.status_code, nul.json()["error"]["code"]) == (404, "not_found")
 
 
 def test_a_reference_in_any_case_reads_the_booking_s_timeline(support_user):

@@ -284,6 +284,18 @@ def test_another_customers_booking_is_not_found(web, other_customer, offer):
     assert web.get("/bookings/BK-NOSUCH/").status_code == 404
 
 
+def test_a_nul_in_a_reference_is_the_not_found_page(web, customer, offer):
+    # `%00` reached the database (a DataError, the 500 page); it names no booking.
+    mine = progressed(customer, offer, S.REQUESTED)
+
+    assert web.get(f"/bookings/{mine.reference}%00/").status_code == 404
+    assert htmx(web, f"/bookings/{mine.reference}%00/status/").status_code == 404
+    assert web.get(f"/bookings/{mine.reference}%00/cancel/").status_code == 404
+    assert web.post(f"/bookings/{mine.reference}%00/cancel/").status_code == 404
+    mine.refresh_from_db()
+    assert mine.status == S.REQUESTED
+
+
 def test_a_reference_in_any_case_finds_my_booking_and_never_another_customers(
     web, other_customer, customer, offer
 ):
