@@ -11,11 +11,13 @@ import re
 from collections.abc import Callable
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse, HttpResponsePermanentRedirect
+from django.core.exceptions import SuspiciousOperation
+from django.http import HttpRequest, HttpResponse, HttpResponsePermanentRedirect, QueryDict
 from django.middleware.common import CommonMiddleware as DjangoCommonMiddleware
 from django.template.loader import render_to_string
 from django.urls import resolve
 from django.utils.http import escape_leading_slashes
+from django.views.defaults import bad_request
 
 from config import database_errors
 from config.errors import error_response, status_error_response
@@ -103,6 +105,34 @@ class RequestBodyLimitMiddleware:
         if limit is not None and request.path_info.startswith("/api/") and _declared_length(request) > limit:
             return error_response(413, "payload_too_large", f"The request body is larger than {limit} bytes.")
         return self.get_response(request)
+
+
+class NulRefusedMiddleware:
+    """A NUL in a page's query string or posted form, name or value, is a 400: the site's own
+    400 page, before any view reads it.
+
+    PostgreSQL's text cannot hold a NUL: compared with a column (any of the console's list
+    filters, the needs-attention queue's `?partner=`, a token a bulk action reads itself) it was a
+    DataError, the 500 page and an error logged, for any link. No person types one, and Django's
+    form fields refuse it anyway (their message beside the field gives way to this page); every
+    filter and every value a view reads itself is covered here once rather than each apart. The
+    API's and the webhook receivers' paths keep their own parsers: DRF's fields refuse a NUL in a
+    query with the field named, and their bodies are JSON, read with the bytes kept as evidence.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if not request.path_info.startswith(JSON_CLIENT_PATHS) and (
+            _holds_nul(request.GET) or (request.method == "POST" and _holds_nul(request.POST))
+        ):
+            return bad_request(request, SuspiciousOperation("A NUL character in the request's values."))
+        return self.get_response(request)
+
+
+def _holds_nul(values: QueryDict) -> bool:
+    return any("\x00" in name or any("\x00" in value for value in given) for name, given in values.lists())
 
 
 def _declared_length(request: HttpRequest) -> int:

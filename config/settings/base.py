@@ -64,6 +64,8 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",
     # Before sessions and authentication: a refused request costs no database query.
     "config.middleware.RequestBodyLimitMiddleware",
+    # A NUL in a page's query or form (which the database cannot compare) is a 400, not a 500.
+    "config.middleware.NulRefusedMiddleware",
     "config.throttling.RateLimitMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     # Django's, without APPEND_SLASH's redirect for a machine client's write.

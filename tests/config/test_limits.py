@@ -125,6 +125,27 @@ def test_pages_outside_the_api_keep_django_s_own_errors(db):
     assert response["Content-Type"].startswith("text/html")
 
 
+def test_a_nul_in_a_page_s_query_or_form_is_the_site_s_400_page(db, customer):
+    # The database cannot compare a NUL; no view of the pages or the console gets one to try.
+    client = Client()
+    client.force_login(customer)
+    offer = OfferFactory()
+
+    read = client.get("/bookings/?page=%00")
+    posted = client.post(f"/offers/{offer.pk}/", {"start_date": "2027-03-01\x00", "guests": "1"})
+
+    for response in (read, posted):
+        assert response.status_code == 400
+        assert "Sorry, we could not understand this request" in response.content.decode()
+
+
+def test_the_api_names_the_parameter_holding_a_nul_itself(api_client):
+    # Its own fields refuse a NUL with the parameter named, in the one shape.
+    error = assert_error_shape(api_client.get("/api/v1/bookings?status=%00"), 400, "validation_error")
+
+    assert set(error["fields"]) == {"status"}
+
+
 # --- errors DRF answers, for a client that prefers HTML -------------------------------------------
 def test_a_browser_gets_json_errors_from_the_api_not_the_browsable_api(api_client):
     unauthenticated = Client().get("/api/v1/offers", HTTP_ACCEPT=BROWSER_ACCEPT)

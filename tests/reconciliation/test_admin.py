@@ -74,6 +74,47 @@ def test_booking_list_filters_by_state_customer_status_partner_reason_and_age(ma
     assert listed("age=lt5m") == {stuck.reference, fine.reference}
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"{CHANGELIST}?status=%00",
+        f"{CHANGELIST}?attention_reason__exact=%00",
+        reverse("admin:bookings_booking_needs_attention") + "?partner=%00",
+        reverse("admin:bookings_booking_needs_attention") + "?reason=%00",
+        reverse("admin:partners_orphancase_changelist") + "?partner=%00",
+        reverse("admin:partners_inboundevent_changelist") + "?state=%00",
+        reverse("admin:reconciliation_refundproposal_changelist") + "?currency=%00",
+        f"{CHANGELIST}?%00=1",
+    ],
+)
+def test_a_nul_in_a_console_filter_is_the_400_page_not_a_server_error(make_booking, superuser_client, url):
+    # PostgreSQL's text cannot hold a NUL: compared with a column by a list filter or the queue's
+    # own filters, it was a DataError (the 500 page, an error logged), from any staff link.
+    make_booking(status=S.NEEDS_ATTENTION, attention_reason="compensation_failed")
+    superuser_client.raise_request_exception = False
+
+    response = superuser_client.get(url)
+
+    assert response.status_code == 400
+    assert "Sorry, we could not understand this request" in response.content.decode()
+
+
+def test_a_nul_posted_to_a_console_action_is_the_400_page_and_does_nothing(
+    make_booking, support_client, partner_queue, broker
+):
+    # A bulk action reads its token itself, not through a form field (which refuses a NUL).
+    booking = make_booking(status=S.PENDING_PARTNER)
+    support_client.raise_request_exception = False
+    selection = {"action": "force_sync_selected", "_selected_action": [str(booking.pk)], "confirm": "yes"}
+
+    rows = booking.events.count()
+
+    response = support_client.post(CHANGELIST, {**selection, "token": "t\x00"})
+
+    assert response.status_code == 400
+    assert calls(broker, partner_queue) == [] and booking.events.count() == rows
+
+
 def test_booking_list_searches_reference_partner_reservation_id_and_customer_email(
     make_booking, support_client
 ):
