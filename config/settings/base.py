@@ -310,6 +310,8 @@ AXES_RESET_ON_SUCCESS = True
 # A page that says what happened and for how long (with the status 429), not a bare line of text.
 AXES_LOCKOUT_TEMPLATE = "registration/locked.html"
 AXES_CLIENT_IP_CALLABLE = "config.network.client_ip"
+# A username longer than an attempt's record holds is counted under its first 255 characters.
+AXES_USERNAME_CALLABLE = "config.login_lockout.attempted_username"
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "Bookings API",

@@ -31,13 +31,14 @@ def staff(db):
     return user
 
 
-def log_in(username: str, password: str, *, address: str = "203.0.113.7"):
-    """Through the real admin login form: fetch it, then post it back with its CSRF token."""
+def log_in(username: str, password: str, *, address: str = "203.0.113.7", page: str = "/admin/login/"):
+    """Through a real login form (the admin's, or the customer pages'): fetch it, then post it
+    back with its CSRF token."""
     client = Client(enforce_csrf_checks=True, REMOTE_ADDR=address)
-    form = client.get("/admin/login/?next=/admin/").content.decode()
+    form = client.get(f"{page}?next=/admin/").content.decode()
     token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', form).group(1)
     return client.post(
-        "/admin/login/?next=/admin/",
+        f"{page}?next=/admin/",
         {"csrfmiddlewaretoken": token, "username": username, "password": password, "next": "/admin/"},
     )
 
@@ -111,3 +112,19 @@ def test_who_is_locked_out_and_from_where_is_listed_for_ops(staff, capsys):
 
     listed = capsys.readouterr().out
     assert staff.username in listed and "203.0.113.7" in listed
+
+
+@pytest.mark.parametrize(("page", "refused"), [("/admin/login/", 200), ("/account/login/", 400)])
+def test_a_username_longer_than_the_attempts_record_is_a_failed_login_not_a_server_error(
+    db, page, refused, settings
+):
+    # Django's login forms pass a username of any length on to authenticate; its failure was
+    # recorded as typed, and AccessAttempt.username holds 255 characters: a DataError, a 500 for
+    # anyone. It is counted under its first 255 characters, and locks out as any other name.
+    settings.AXES_FAILURE_LIMIT = 2
+    typed = "u" * 256 + "x" * 10_000
+
+    statuses = [log_in(typed, "wrong-password", page=page).status_code for _ in range(2)]
+
+    assert statuses == [refused, 429]
+    assert AccessAttempt.objects.get().username == typed[:255]
