@@ -17,6 +17,11 @@ from pathlib import Path
 import environ
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+# Read as present or absent by a library, whatever their value: prometheus_client turns on its
+# multiprocess mode when either is in the environment at all, and empty it writes each process's
+# `<type>_<pid>.db` files into the working directory, never removed. Empty means unset, as the
+# settings and config/metrics read it.
+UNSET_WHEN_EMPTY = ("PROMETHEUS_MULTIPROC_DIR", "prometheus_multiproc_dir")
 
 
 def path() -> Path:
@@ -26,8 +31,12 @@ def path() -> Path:
 
 def load() -> None:
     """Add the file's variables to os.environ, those not set already; no file, nothing to add.
-    A file named by ENV_FILE must exist: a typo there would start the process on defaults."""
+    A file named by ENV_FILE must exist: a typo there would start the process on defaults. Those
+    of UNSET_WHEN_EMPTY set empty (by the file or the environment) are removed."""
     file = path()
     if os.environ.get("ENV_FILE") and not file.is_file():
         raise FileNotFoundError(f"ENV_FILE names {file}, which is no file")
     environ.Env.read_env(file, overwrite=False)
+    for name in UNSET_WHEN_EMPTY:
+        if name in os.environ and not os.environ[name].strip():
+            del os.environ[name]

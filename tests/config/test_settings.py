@@ -32,6 +32,33 @@ def test_env_example_lists_each_variable_once():
     assert sorted(name for name in set(listed) if listed.count(name) > 1) == []
 
 
+@pytest.mark.parametrize("from_environment", [False, True], ids=["file", "environment"])
+def test_an_empty_metrics_directory_is_unset_and_litters_no_working_directory(tmp_path, from_environment):
+    # prometheus_client turns on its multiprocess mode when PROMETHEUS_MULTIPROC_DIR is present at
+    # all, and writes `<type>_<pid>.db` files into os.path.join("", ...): the working directory,
+    # one more set per process, never removed. `.env.example` copied to `.env` (as its first line
+    # says) set it empty; so may an environment. Empty means unset, as the settings read it.
+    (tmp_path / ".env").write_text((ROOT / ".env.example").read_text())
+    environment = {k: v for k, v in os.environ.items() if k.lower() != "prometheus_multiproc_dir"}
+    environment.update(ENV_FILE=str(tmp_path / ".env"), PYTHONPATH=str(ROOT))
+    if from_environment:
+        environment["PROMETHEUS_MULTIPROC_DIR"] = ""
+    code = (
+        "import os; from config import env_file; env_file.load(); "
+        "from config.metrics import events; from prometheus_client import values; "
+        "events.PARTNER_CALLS.labels('p', 'create', 'ok').inc(); "
+        "print('PROMETHEUS_MULTIPROC_DIR' in os.environ, values.ValueClass.__name__)"
+    )
+
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=environment, capture_output=True, text=True
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "MutexValue"]
+    assert sorted(path.name for path in tmp_path.iterdir()) == [".env"]
+
+
 def _production_import(*unset: str, **env: str) -> subprocess.CompletedProcess:
     environment = production.environment(**env)
     for name in unset:
