@@ -122,4 +122,7 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
             codes = exc.get_codes()
             code = codes if isinstance(codes, str) else code
         response.data = error_body(code, str(getattr(exc, "detail", exc)))
+    # Headers an error names for the client's next try (a 415's `Accept-Encoding`).
+    for name, value in getattr(exc, "response_headers", {}).items():
+        response[name] = value
     return response

@@ -48,7 +48,11 @@ def _error(description: str) -> OpenApiResponse:
 
 _UNAUTHENTICATED = _error("Missing or invalid token (`Authorization: Token <key>`).")
 _THROTTLED = _error("Too many requests from this customer or address; retry after `Retry-After` seconds.")
-_UNSUPPORTED_MEDIA = _error("The body must be JSON (`Content-Type: application/json`).")
+_UNSUPPORTED_MEDIA = _error(
+    "`unsupported_media_type`: the body must be JSON (`Content-Type: application/json`), sent as it "
+    "is: one declared in a content coding (`Content-Encoding: gzip`, `br`, ...) is refused, with "
+    "`Accept-Encoding: identity`."
+)
 _TOO_LARGE = _error("`payload_too_large`: the body is larger than the server takes (1 MiB by default).")
 _BAD_PAGE = _error("`page` is not a whole number from 1 in the digits 0-9 alone, or is given more than once.")
 _PAGE_NOT_FOUND = _error("No such page (past the last one).")
@@ -245,9 +249,9 @@ class BookingCollectionView(CustomerAPIView):
             ),
             400: _error(
                 "Invalid body or stay (`validation_error`, with the fields, and `Unknown field.` for "
-                "one the operation does not take; `parse_error` for a "
-                "body that is not JSON or is nested too deeply), or a missing or invalid "
-                "Idempotency-Key (`idempotency_key_required`, `idempotency_key_invalid`)."
+                "one the operation does not take; `parse_error` for a body that is not JSON "
+                "(read as UTF-8, whatever charset it names) or is nested too deeply), or a missing "
+                "or invalid Idempotency-Key (`idempotency_key_required`, `idempotency_key_invalid`)."
             ),
             401: _UNAUTHENTICATED,
             413: _TOO_LARGE,
@@ -382,8 +386,8 @@ class QuoteCreateView(CustomerAPIView):
             201: QuoteOutputSerializer,
             400: _error(
                 "Invalid body or stay (`validation_error`, with the fields, and `Unknown field.` for "
-                "one the operation does not take; `parse_error` for a "
-                "body that is not JSON or is nested too deeply)."
+                "one the operation does not take; `parse_error` for a body that is not JSON "
+                "(read as UTF-8, whatever charset it names) or is nested too deeply)."
             ),
             401: _UNAUTHENTICATED,
             413: _TOO_LARGE,

@@ -3,6 +3,8 @@ listing, cancelling, offers and quotes. Concurrency lives in test_api_concurrenc
 
 from __future__ import annotations
 
+import gzip
+import json
 import uuid
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
@@ -398,8 +400,10 @@ def test_malformed_json_is_a_parse_error(api_client, db):
             '{"guests": ' + "9" * 5000 + "}",
             "The body is not valid JSON: a value cannot be read (a number too long, say).",
         ),
+        ('{"guests": NaN}', "The body is not valid JSON: NaN is not a JSON value."),
+        ('{"guests": -Infinity}', "The body is not valid JSON: -Infinity is not a JSON value."),
     ],
-    ids=["syntax", "not-utf8", "number-too-long"],
+    ids=["syntax", "not-utf8", "number-too-long", "nan", "infinity"],
 )
 def test_a_body_that_is_not_json_is_told_where_in_plain_words(api_client, db, body, message):
     # Not the decoder's internals ("'utf-8' codec can't decode byte 0xff in position 11",
@@ -411,6 +415,70 @@ def test_a_body_that_is_not_json_is_told_where_in_plain_words(api_client, db, bo
     assert response.status_code == 400
     assert response.json()["error"] == {"code": "parse_error", "message": message}
     assert Booking.objects.count() == 0
+
+
+@pytest.mark.parametrize("coding", ["gzip", "br", "deflate", "GZIP", "identity, gzip", "x-anything"])
+@pytest.mark.parametrize("encoded", [False, True], ids=["plain-body", "gzipped-body"])
+def test_a_body_declared_in_a_content_coding_is_refused_with_415(api_client, offer, coding, encoded):
+    # The API decodes no content coding. A body declared gzip but sent plain was booked as if
+    # plain (a 202 for what the client says is something else); a gzipped one was told it is "not
+    # UTF-8 text". Either is a 415 naming the coding, with the one the API takes (RFC 9110 15.5.16).
+    body = json.dumps(stay_body(offer)).encode()
+    response = api_client.post(
+        BOOKINGS_URL,
+        data=gzip.compress(body) if encoded else body,
+        content_type="application/json",
+        headers={"Idempotency-Key": "k", "Content-Encoding": coding},
+    )
+
+    assert response.status_code == 415
+    assert response.json()["error"] == {
+        "code": "unsupported_media_type",
+        "message": (
+            f'The body is declared in the content coding "{coding}" (Content-Encoding): this API '
+            "reads bodies sent as they are only; send it without a Content-Encoding."
+        ),
+    }
+    assert response["Accept-Encoding"] == "identity"
+    assert Booking.objects.count() == 0
+
+
+@pytest.mark.parametrize("coding", ["identity", "Identity", ""])
+def test_a_body_declared_identity_is_read_as_it_is(api_client, offer, coding):
+    response = api_client.post(
+        BOOKINGS_URL,
+        data=json.dumps(stay_body(offer)),
+        content_type="application/json",
+        headers={"Idempotency-Key": "k", "Content-Encoding": coding},
+    )
+
+    assert response.status_code == 202
+
+
+@pytest.mark.parametrize("charset", ["utf-16", "latin-1", "bogus", "UTF-8"])
+def test_a_json_body_is_read_as_utf8_whatever_charset_it_declares(api_client, offer, charset):
+    # JSON is UTF-8 (RFC 8259 8.1; its media type has no charset parameter, 11): DRF honoured
+    # `charset=utf-16`, so the same UTF-8 body was booked under one label and refused as "a value
+    # cannot be read (a number too long, say)" under another.
+    response = api_client.post(
+        BOOKINGS_URL,
+        data=json.dumps(stay_body(offer)).encode(),
+        content_type=f"application/json; charset={charset}",
+        headers={"Idempotency-Key": "k"},
+    )
+    utf16 = api_client.post(
+        BOOKINGS_URL,
+        data=json.dumps(stay_body(offer)).encode("utf-16"),
+        content_type=f"application/json; charset={charset}",
+        headers={"Idempotency-Key": "k2"},
+    )
+
+    assert response.status_code == 202
+    assert utf16.status_code == 400
+    assert utf16.json()["error"] == {
+        "code": "parse_error",
+        "message": "The body is not valid JSON: it is not UTF-8 text.",
+    }
 
 
 def test_only_json_bodies_are_accepted(api_client, offer):
