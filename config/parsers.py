@@ -8,7 +8,9 @@ What it reads is JSON as RFC 8259 says it is exchanged, one reading of each body
   415 naming the coding, with `Accept-Encoding: identity` (RFC 9110 15.5.16). A body declared
   gzip but sent plain was read as plain and booked; a gzipped one was told it is not UTF-8. Not
   decoding keeps the body limit (`config.middleware.RequestBodyLimitMiddleware`, on the bytes
-  sent) the limit on what is read: no decompression bomb to bound.
+  sent) the limit on what is read: no decompression bomb to bound;
+- each name once per object: a name given twice is a 400, not its last value (Python's reader
+  keeps the last silently, another reader of the same bytes may keep the first).
 """
 
 from __future__ import annotations
@@ -38,6 +40,12 @@ class ContentCodingRefused(UnsupportedMediaType):
         )
 
 
+class _NameTwice(ValueError):
+    def __init__(self, name: str):
+        super().__init__(name)
+        self.name = name
+
+
 class JSONParser(parsers.JSONParser):
     def parse(self, stream, media_type=None, parser_context=None):
         request = (parser_context or {}).get("request")
@@ -47,11 +55,15 @@ class JSONParser(parsers.JSONParser):
             return json.load(
                 codecs.getreader("utf-8")(stream),
                 parse_constant=_not_a_number,
+                object_pairs_hook=_object_of_unique_names,
             )
         except RecursionError:
             # Python's decoder gives up past its recursion limit (`[[[[...`); DRF only turns
             # ValueError into a ParseError, so this one would be a 500.
             raise ParseError("The body is not valid JSON: it is nested too deeply.") from None
+        except _NameTwice as twice:
+            message = f'The body names "{twice.name}" twice in one object: give each name once.'
+            raise ParseError(message) from None
         except ValueError as refused:
             raise ParseError(_why(refused)) from None
 
@@ -60,6 +72,17 @@ def _refuse_content_coding(declared: str) -> None:
     codings = [coding.strip() for coding in declared.split(",") if coding.strip()]
     if any(coding.lower() != IDENTITY for coding in codings):
         raise ContentCodingRefused(declared.strip())
+
+
+def _object_of_unique_names(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    data = dict(pairs)
+    if len(data) != len(pairs):
+        seen: set[str] = set()
+        for name, _ in pairs:
+            if name in seen:
+                raise _NameTwice(name)
+            seen.add(name)
+    return data
 
 
 class _NotAJsonValue(ValueError):

@@ -104,8 +104,22 @@ class CalendarDateField(serializers.DateField):
             raise serializers.ValidationError(exc.message, code=exc.code) from None
 
 
+class JsonIntegerField(serializers.IntegerField):
+    """A JSON integer and nothing else: not DRF's reading, which takes `"1"`, `1.0`, `true` and
+    strings of other scripts' digits (Arabic-Indic, fullwidth: Python's int() reads them) as 1, so
+    that a client's bug books a stay it did not write. A JSON integer's digits are 0-9 (Python's
+    reader takes no other)."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
 class StayInputSerializer(InputSerializer):
-    offer = serializers.IntegerField(min_value=1, max_value=MAX_ID, help_text="An offer id.")
+    offer = JsonIntegerField(
+        min_value=1, max_value=MAX_ID, help_text='An offer id, a JSON integer (not `"1"`, not `1.0`).'
+    )
     start_date = CalendarDateField(
         help_text="First night, written `YYYY-MM-DD` and nothing else (not `20270301`): a 400 otherwise."
     )
@@ -113,10 +127,13 @@ class StayInputSerializer(InputSerializer):
         help_text="Departure day (`YYYY-MM-DD`, as `start_date`), after `start_date`."
     )
     # A stay rule the field can check alone, so it is named with the other fields' errors.
-    guests = serializers.IntegerField(
+    guests = JsonIntegerField(
         min_value=1,
         error_messages={"min_value": GUESTS_REQUIRED},
-        help_text="Number of guests, at least one (and at most the offer's capacity).",
+        help_text=(
+            'Number of guests, a JSON integer (not `"2"`, not `2.0`), at least one (and at most the '
+            "offer's capacity)."
+        ),
     )
 
 

@@ -250,8 +250,9 @@ class BookingCollectionView(CustomerAPIView):
             400: _error(
                 "Invalid body or stay (`validation_error`, with the fields, and `Unknown field.` for "
                 "one the operation does not take; `parse_error` for a body that is not JSON "
-                "(read as UTF-8, whatever charset it names) or is nested too deeply), or a missing "
-                "or invalid Idempotency-Key (`idempotency_key_required`, `idempotency_key_invalid`)."
+                "(read as UTF-8, whatever charset it names), names a field twice in one object or "
+                "is nested too deeply), or a missing or invalid Idempotency-Key "
+                "(`idempotency_key_required`, `idempotency_key_invalid`)."
             ),
             401: _UNAUTHENTICATED,
             413: _TOO_LARGE,
@@ -387,7 +388,8 @@ class QuoteCreateView(CustomerAPIView):
             400: _error(
                 "Invalid body or stay (`validation_error`, with the fields, and `Unknown field.` for "
                 "one the operation does not take; `parse_error` for a body that is not JSON "
-                "(read as UTF-8, whatever charset it names) or is nested too deeply)."
+                "(read as UTF-8, whatever charset it names), names a field twice in one object or "
+                "is nested too deeply)."
             ),
             401: _UNAUTHENTICATED,
             413: _TOO_LARGE,

@@ -7,6 +7,7 @@ each message beside its field and in the error summary, in the API's words.
 
 from __future__ import annotations
 
+import re
 from datetime import date
 
 from django import forms
@@ -54,6 +55,19 @@ class CalendarDateField(forms.DateField):
             raise forms.ValidationError(exc.message, code=exc.code) from None
 
 
+class GuestsField(forms.IntegerField):
+    """A whole number typed in the digits 0-9 (a sign allowed, so that `-1` is told the stay's
+    rule, as the API tells it): Django's IntegerField reads with Python's int(), which also
+    takes other scripts' digits, `+2`, `1_0` (ten) and, after Django strips it, `1.0`. What the
+    API takes, a JSON integer, is written so. Typed: trimmed."""
+
+    def to_python(self, value):
+        if isinstance(value, str) and value.strip() and not _WHOLE_NUMBER.fullmatch(value.strip()):
+            raise forms.ValidationError(self.error_messages["invalid"], code="invalid")
+        return super().to_python(value.strip() if isinstance(value, str) else value)
+
+
+_WHOLE_NUMBER = re.compile(r"-?[0-9]+")
 DAYS_END_HELP = "The day after your last day: 3 days from 1 March end on 4 March."
 
 
@@ -70,7 +84,7 @@ class StayForm(ServiceForm):
         widget=forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d"),
         error_messages={"required": REQUIRED},
     )
-    guests = forms.IntegerField(
+    guests = GuestsField(
         label="Guests",
         widget=forms.NumberInput(attrs={"inputmode": "numeric", "class": "input-short"}),
         error_messages={"required": REQUIRED, "invalid": INVALID_INTEGER},

@@ -34,8 +34,16 @@ def field_errors(response) -> dict[str, list[str]]:
 def api_field_errors(customer, offer, data: dict[str, str]) -> dict[str, list[str]]:
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {TokenFactory(user=customer).key}")
-    # A field left empty in a web form is one the API body leaves out.
-    body = {"offer": offer.pk, **{name: value for name, value in data.items() if value}}
+    # A field left empty in a web form is one the API body leaves out; a number typed in the form
+    # is a JSON number in the API's body.
+    body = {
+        "offer": offer.pk,
+        **{
+            name: int(value) if value.isascii() and value.isdigit() else value
+            for name, value in data.items()
+            if value
+        },
+    }
     response = client.post("/api/v1/quotes", body, format="json")
     assert response.status_code == 400, response.json()
     return response.json()["error"]["fields"]
@@ -206,6 +214,25 @@ def test_refused_stays_say_what_the_api_says_beside_each_field(web, customer, of
             assert f'<a href="#id_{name}">{label}: {message}</a>' in page  # in the summary, linked
         assert f'id="id_{name}_error"' in page
         assert f'aria-describedby="id_{name}_helptext id_{name}_error"' in page  # read with the field
+
+
+@pytest.mark.parametrize("typed", ["\u0661", "\uff12", "1.0", "+2", "1_0", "2e0"])
+def test_guests_are_typed_in_the_digits_0_to_9_alone(web, offer, typed):
+    # Django's IntegerField reads with Python's int(): other scripts' digits, `+2`, `1_0` (ten) and
+    # `1.0` were taken; the API takes a JSON integer, whose digits are 0-9.
+    response = web.post(f"/offers/{offer.pk}/", stay(guests=typed))
+
+    assert response.status_code == 400
+    assert field_errors(response) == {"guests": ["A valid integer is required."]}
+    assert Quote.objects.count() == 0
+
+
+@pytest.mark.parametrize(("typed", "guests"), [(" 2 ", 2), ("02", 2)])
+def test_guests_typed_with_spaces_or_a_leading_zero_are_read(web, offer, typed, guests):
+    response = web.post(f"/offers/{offer.pk}/", stay(guests=typed))
+
+    assert response.status_code == 302
+    assert Quote.objects.get().guests == guests
 
 
 def test_a_date_missing_from_the_calendar_is_said_so_beside_its_field(web, offer):
