@@ -12,6 +12,7 @@ client reconnects after the `retry:` it was given.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from django.conf import settings
@@ -28,6 +29,8 @@ from bookings.streams.hub import hub
 from config.errors import ApplicationError, ValidationFailed, error_body, error_response
 
 LAST_EVENT_ID = "Last-Event-ID"
+# The digits 0-9 alone: str.isdigit() also takes `²` (a latin-1 header byte), which int() refuses.
+_EVENT_ID = re.compile(r"[0-9]{1,18}")
 
 
 def _stream_view(view: Callable[..., Awaitable[HttpResponse]]) -> Callable[..., Awaitable[HttpResponse]]:
@@ -98,7 +101,7 @@ def _last_event_id(request: HttpRequest) -> int | None:
     value = request.headers.get(LAST_EVENT_ID, "").strip()
     if not value:
         return None
-    if not value.isdigit() or len(value) > 18:
+    if not _EVENT_ID.fullmatch(value):
         raise ValidationFailed(
             f"The {LAST_EVENT_ID} header is not an event id of this stream.",
             fields={LAST_EVENT_ID: ["Send back the id of the last event received, a whole number."]},

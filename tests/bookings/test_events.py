@@ -289,6 +289,10 @@ def test_streams_follow_the_customers_own_bookings_by_token_or_session(events, o
         400,
         {"Last-Event-ID": ["Send back the id of the last event received, a whole number."]},
     )
+    # a header byte that reads as a digit to str.isdigit() but not to int() (a latin-1 `²`): a
+    # 400 as any other, not a ValueError's 500
+    superscript = open_stream(events, booking_path(booking), session=session, last_event_id="\u00b2")
+    assert (superscript.status, superscript.body["error"]["code"]) == (400, "validation_error")
 
 
 def test_a_stream_on_the_web_server_is_refused_as_misdirected(ada, client):
