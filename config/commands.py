@@ -13,6 +13,7 @@ report before failing (a batch with refusals, a settlement with mismatches) wrot
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -44,6 +45,11 @@ def command_error_body(exc: CommandError) -> dict[str, Any]:
 class JsonCommand(BaseCommand):
     """A command with `--json`: its errors are JSON on stdout too (module docstring)."""
 
+    # The exit status of a command used wrongly: arguments the parser refuses and an option the
+    # command refuses (`option_error`). None: argparse's 2 and CommandError's 1, as for any Django
+    # command. A command whose statuses say more (reconcile_payments: 1 mismatches, 2 the provider
+    # could not be read) gives its own, so that a cron job tells a typo from those.
+    usage_status: int | None = None
     _json_written = False
     _json_in_argv = False
 
@@ -60,6 +66,8 @@ class JsonCommand(BaseCommand):
             except ApplicationError as exc:  # a service's refusal: a line, never a traceback
                 raise CommandError(exc.message) from exc
         except CommandError as exc:
+            if self.usage_status is not None and getattr(exc, "code", None) == OPTION_REFUSED:
+                exc.returncode = self.usage_status
             if options.get("json") and not self._json_written:
                 self.write_json(command_error_body(exc))
             raise
@@ -76,6 +84,9 @@ class JsonCommand(BaseCommand):
         def error(message: str) -> None:
             if self._json_in_argv and parser.called_from_command_line:
                 self.write_json(error_body(OPTION_REFUSED, message))
+            if self.usage_status is not None and parser.called_from_command_line:
+                parser.print_usage(sys.stderr)  # as argparse says it, with the command's own status
+                parser.exit(self.usage_status, f"{parser.prog}: error: {message}\n")
             refuse(message)  # usage and the message on stderr, exit status 2
 
         parser.error = error  # type: ignore[method-assign]

@@ -80,7 +80,8 @@ def test_an_error_with_json_is_json_on_stdout_in_the_one_error_shape(args, code)
     failed, printed = run_failing(*args)
 
     assert printed == {"error": {"code": code, "message": str(failed)}}
-    assert failed.returncode == 1
+    # reconcile_payments' 1 means mismatches: an option it refuses has a status of its own.
+    assert failed.returncode == (64 if args[0] == "reconcile_payments" else 1)
 
 
 @pytest.mark.django_db
@@ -100,15 +101,27 @@ def test_without_json_an_error_is_only_the_line_it_always_was():
     assert out.getvalue() == ""
 
 
+PARSER, COMMAND = "usage: ", "CommandError: "  # how stderr's line begins: argparse's, or the command's
+
+
 @pytest.mark.parametrize(
-    ("argv", "status", "code"),
+    ("argv", "status", "code", "said"),
     [
         # argparse refuses it before the command runs
-        pytest.param(["partner_health", "--minutes", "abc"], 2, "validation_error", id="argparse"),
-        pytest.param(["reconcile_payments", "--date", "2026-02-30"], 1, "validation_error", id="command"),
+        pytest.param(["partner_health", "--minutes", "abc"], 2, "validation_error", PARSER, id="argparse"),
+        pytest.param(["partner_health", "--minutes", "0"], 1, "validation_error", COMMAND, id="command"),
+        # reconcile_payments says 1 for mismatches and 2 for a provider it could not read: used
+        # wrongly, it exits 64 (EX_USAGE), whoever refused the argument.
+        pytest.param(["reconcile_payments", "--date"], 64, "validation_error", PARSER, id="settle-argparse"),
+        pytest.param(
+            ["reconcile_payments", "--dte", "x"], 64, "validation_error", PARSER, id="settle-unknown"
+        ),
+        pytest.param(
+            ["reconcile_payments", "--date", "2026-02-30"], 64, "validation_error", COMMAND, id="settle-day"
+        ),
     ],
 )
-def test_from_the_shell_stdout_holds_the_json_error_and_stderr_the_line(capsys, argv, status, code):
+def test_from_the_shell_stdout_holds_the_json_error_and_stderr_the_line(capsys, argv, status, code, said):
     command = load_command_class("reconciliation", argv[0])
 
     with pytest.raises(SystemExit) as exited:
@@ -118,4 +131,15 @@ def test_from_the_shell_stdout_holds_the_json_error_and_stderr_the_line(capsys, 
     assert exited.value.code == status
     assert json.loads(out)["error"]["code"] == code
     assert json.loads(out)["error"]["message"].split(": ")[-1] in err
-    assert status == 2 or err.startswith("CommandError: ")  # the line it always was
+    assert err.startswith(said)  # the line it always was
+
+
+def test_without_json_a_settlement_used_wrongly_exits_with_its_own_status_too(capsys):
+    command = load_command_class("reconciliation", "reconcile_payments")
+
+    with pytest.raises(SystemExit) as exited:
+        command.run_from_argv(["manage.py", "reconcile_payments", "--dte", "x"])
+
+    out, err = capsys.readouterr()
+    assert (exited.value.code, out) == (64, "")
+    assert err.startswith("usage: ") and "error: unrecognized arguments: --dte x" in err

@@ -16,8 +16,10 @@ from reconciliation.management.commands._ops import console_for, dump, rows_tabl
 from reconciliation.services.settlement import KINDS, ProviderUnavailable, Settlement, settle_day
 
 # Exit codes: 0 the day settles, 1 mismatches were found, 2 the provider could not be read (its
-# listing, or an intent by its id), each read tried up to connector.READ_TRIES times.
-MISMATCHES, UNAVAILABLE = 1, 2
+# listing, or an intent by its id), each read tried up to connector.READ_TRIES times, 64 the
+# command was used wrongly (sysexits' EX_USAGE: an unknown option, a --date that is not a day),
+# which argparse would have said with 2, the provider's status here.
+MISMATCHES, UNAVAILABLE, USAGE = 1, 2, 64
 UNAVAILABLE_CODE = "provider_unavailable"  # its --json error's code
 # The provider counts time in Unix seconds: it created nothing before this day.
 FIRST_DAY = date(1970, 1, 1)
@@ -82,8 +84,10 @@ class Command(JsonCommand):
         "method, who recorded and approved it), which the provider never saw and is no mismatch. "
         "Exit status 0 when the day settles, 1 when there are mismatches (so a cron job "
         "can alert), 2 when the provider could not be read (each read is asked again, up to 3 tries in all, "
-        "after a 5xx, a timeout or a 429)."
+        "after a 5xx, a timeout or a 429), 64 when it was used wrongly (an unknown option, a --date that "
+        "is not a day)."
     )
+    usage_status = USAGE
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
