@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import pytest
 from django.core.management import call_command, load_command_class
 from django.core.management.base import CommandError
+from django.db import connections
 
 from bookings.models import Booking
 from bookings.states import BookingState
@@ -169,15 +170,73 @@ def test_without_yes_and_no_terminal_it_refuses(case, booking_for, ops_user, par
 
 @BY_COMMAND
 def test_on_a_terminal_it_asks_and_a_no_does_nothing(
+    case, booking_for, ops_user, partner_queue, broker, monkeypatch
+):
+    booking = booking_for(case)
+    monkeypatch.setattr("sys.stdin", Terminal("n\n"))
+
+    out, err = io.StringIO(), io.StringIO()
+
+    with pytest.raises(CommandError, match="Not confirmed; nothing was done"):
+        call_command(
+            case.command,
+            booking.reference,
+            *case.args,
+            "--no-live",
+            "--as",
+            ops_user.username,
+            stdout=out,
+            stderr=err,
+        )
+
+    assert "[y/N]" in err.getvalue() and "[y/N]" not in out.getvalue()  # stdout is the report's
+    assert_unchanged(booking, case.before, broker, partner_queue)
+
+
+@BY_COMMAND
+@pytest.mark.parametrize(
+    ("key", "status"),
+    [pytest.param(EOFError, 1, id="ctrl-d"), pytest.param(KeyboardInterrupt, 130, id="ctrl-c")],
+)
+def test_on_a_terminal_ctrl_d_or_ctrl_c_at_the_question_does_nothing_in_one_line(
+    case, booking_for, ops_user, partner_queue, broker, monkeypatch, capsys, key, status
+):
+    booking = booking_for(case)
+    monkeypatch.setattr("sys.stdin", Terminal(""))
+
+    def pressed(*args: object) -> str:
+        raise key
+
+    monkeypatch.setattr("builtins.input", pressed)
+    monkeypatch.setattr(connections, "close_all", lambda: None)  # run_from_argv's, the test's connection
+    command = load_command_class("reconciliation", case.command)
+    argv = ["manage.py", case.command, booking.reference, *case.args, "--no-live", "--as", ops_user.username]
+
+    with pytest.raises(SystemExit) as exited:
+        command.run_from_argv(argv)
+
+    out, err = capsys.readouterr()
+    assert exited.value.code == status  # 130 for Ctrl-C, as `chaos` and shells say an interrupt
+    assert err.endswith("[y/N] \nCommandError: Not confirmed; nothing was done.\n")  # no traceback
+    assert "[y/N]" not in out  # the question is on stderr: stdout is the report's
+    assert_unchanged(booking, case.before, broker, partner_queue)
+
+
+@BY_COMMAND
+def test_with_json_on_a_terminal_stdout_holds_only_the_json(
     case, booking_for, ops_user, partner_queue, broker, monkeypatch, capsys
 ):
     booking = booking_for(case)
     monkeypatch.setattr("sys.stdin", Terminal("n\n"))
 
     with pytest.raises(CommandError, match="Not confirmed; nothing was done"):
-        run(case.command, booking.reference, *case.args, "--no-live", "--as", ops_user.username)
+        call_command(
+            case.command, booking.reference, *case.args, "--no-live", "--json", "--as", ops_user.username
+        )
 
-    assert "[y/N]" in capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert json.loads(out)["error"]["message"] == "Not confirmed; nothing was done."
+    assert "[y/N]" in err
     assert_unchanged(booking, case.before, broker, partner_queue)
 
 

@@ -133,14 +133,31 @@ def print_preview(console: Console, shown: support.Preview) -> None:
         console.print(f"[bold red]Not possible now:[/] {shown.refusal}")
 
 
+NOT_CONFIRMED = "Not confirmed; nothing was done."
+# The exit status of a command interrupted at its question (Ctrl-C), as `chaos` and shells say it.
+INTERRUPTED = 130
+
+
 def confirm(command: BaseCommand, question: str, options: dict[str, Any]) -> None:
+    """Ask `question` on the operator's terminal (on stderr: stdout is the report, JSON with
+    --json); anything but yes, Ctrl-D (no answer) or Ctrl-C does nothing, said in one line."""
     if options.get("yes"):
         return
     if not sys.stdin.isatty():
         raise CommandError(f"{question} Not confirmed: review the preview (--dry-run), then pass --yes.")
-    answer = input(f"{question} [y/N] ").strip().lower()
+    plain = str  # not in stderr's error style: a question, not an error
+    command.stderr.write(f"{question} [y/N] ", style_func=plain, ending="")
+    command.stderr.flush()
+    try:
+        answer = input().strip().lower()
+    except EOFError:
+        command.stderr.write("", style_func=plain)  # the terminal's line ends before the refusal's
+        raise CommandError(NOT_CONFIRMED) from None
+    except KeyboardInterrupt:
+        command.stderr.write("", style_func=plain)
+        raise CommandError(NOT_CONFIRMED, returncode=INTERRUPTED) from None
     if answer not in ("y", "yes"):
-        raise CommandError("Not confirmed; nothing was done.")
+        raise CommandError(NOT_CONFIRMED)
 
 
 class ActionCommand(JsonCommand):
