@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 
 import pytest
 from django.core.management import call_command
@@ -117,6 +118,29 @@ def test_sync_booking_with_the_same_token_twice_does_nothing_extra(
 
     assert "nothing more was done" in text
     assert actor_names(broker, partner_queue) == ["sync_booking"]
+
+
+@pytest.mark.parametrize("token", ["", "  ", "t" * 65], ids=["empty", "blank", "too-long"])
+def test_a_token_that_is_none_is_refused_before_anything_not_taken_for_no_token(
+    token, make_booking, partner_queue, broker, partner
+):
+    """A script building --token from an empty variable silently lost its idempotency: "" was
+    taken as no token (a new one each run). Refused, as a token too long is, before any target."""
+    from tests.reconciliation.test_admin import _signed_inbound
+
+    booking = make_booking(status=S.UNKNOWN)
+    event = _signed_inbound(partner, booking.reference)
+    said = "A support action needs an action token (up to 64 characters)."
+
+    with pytest.raises(CommandError, match=re.escape(said)):
+        run("sync_booking", booking.reference, "--token", token, "--yes")
+    with pytest.raises(CommandError, match=re.escape(said)):
+        run("replay_inbound_event", str(event.pk), "--token", token)
+
+    assert not booking.events.exists()
+    assert calls(broker, partner_queue) == []
+    event.refresh_from_db()
+    assert event.state == InboundState.FAILED  # not replayed
 
 
 @pytest.mark.parametrize("command", ["sync_booking", "retry_booking"])

@@ -38,6 +38,17 @@ def operator_from(options: dict[str, Any]) -> support.Operator:
         raise CommandError(exc.message) from exc
 
 
+def token_from(options: dict[str, Any]) -> str:
+    """The run's action token: `--token` as the services take it (refused when empty, blank or
+    too long, before any target: "" is no token to repeat a run by), else a new one."""
+    if options.get("token") is None:
+        return support.new_token()
+    try:
+        return support.clean_token(options["token"])
+    except ApplicationError as exc:
+        raise CommandError(exc.message) from exc
+
+
 # The longest window or horizon the health commands look over: a month answers any question about
 # "lately", and a bound keeps a mistyped number a clear refusal rather than a datetime overflow.
 MOST_DAYS = 30
@@ -229,6 +240,7 @@ class ActionCommand(JsonCommand):
         missing = [f"--{name}" for name in self.required_to_act if not options[name]]
         if missing and not options["dry_run"]:
             raise CommandError(f"{self.action} needs {' and '.join(missing)} (--dry-run shows the choices).")
+        token = token_from(options)
         operator = operator_from(options)
         if not operator.can(self.permission()):
             raise CommandError(f"{operator.label} lacks the permission {self.permission()}.")
@@ -265,7 +277,6 @@ class ActionCommand(JsonCommand):
             return
         if self.confirm_question and any(p.allowed for p in previews):
             confirm(self, self.question([p for p in previews if p.allowed]), options)
-        token = options.get("token") or support.new_token()
         batch = [self.key(shown) for shown in previews]
         results: list[dict[str, Any]] = []
         failures = 0

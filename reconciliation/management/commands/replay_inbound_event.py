@@ -15,6 +15,7 @@ from reconciliation.management.commands._ops import (
     operator_from,
     progress_over,
     rows_table,
+    token_from,
 )
 from reconciliation.services import support
 
@@ -39,6 +40,7 @@ class Command(JsonCommand):
         add_operator_arguments(parser)
 
     def handle(self, *args, **options) -> None:
+        token = token_from(options)
         operator = operator_from(options)
         if not operator.can(support.REPLAY_PERMISSION):
             raise CommandError(f"{operator.label} lacks the permission {support.REPLAY_PERMISSION}.")
@@ -53,7 +55,6 @@ class Command(JsonCommand):
         missing = [text for text, pk in wanted.items() if pk not in events]
         if missing:
             raise CommandError(f"No inbound event {', '.join(missing)}.")
-        token = options.get("token") or support.new_token()
         batch = [support.target_key(event) for event in events.values()]
         rows = []
         with progress_over(self, list(events.values()), "replaying") as step:

@@ -17,7 +17,7 @@ from reconciliation.services.support.actions import (
     support_sync,
 )
 from reconciliation.services.support.checks import RESOLUTIONS
-from reconciliation.services.support.once import ActionResult, TokenReused, new_token, target_key
+from reconciliation.services.support.once import ActionResult, TokenReused, clean_token, new_token, target_key
 from reconciliation.services.support.orphans.actions import support_orphan_action_run
 from reconciliation.services.support.orphans.previews import OrphanPreview, orphan_preview
 from reconciliation.services.support.orphans.situation import (
@@ -75,6 +75,7 @@ __all__ = [
     "SupportActionDenied",
     "TokenReused",
     "booking_by_reference",
+    "clean_token",
     "inbound_event_reverify",
     "link_candidate",
     "new_token",
