@@ -6,6 +6,7 @@ offer's `price_unit` names what each of them is for the customer (a night, a day
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -41,6 +42,25 @@ def price_per_unit(offer: Offer) -> str:
 def minor_unit_exponent(currency: str) -> int:
     """Decimal places of the currency's smallest unit (2 for most, 0 for the yen)."""
     return MINOR_UNIT_EXPONENTS.get(currency.upper(), 2)
+
+
+# An amount of money as a person writes it, in a console form or a command (a refund, an offer's
+# price): digits 0-9, then at most a point and the cents (`written_as_amount`). Decimal() reads
+# far more, all refused: other scripts' digits (Arabic-Indic ones, fullwidth ones), an exponent
+# (1e1 is 10), a sign, "_" between digits, padding, ".5", "5." and decimals past the currency's
+# ("1.000 EUR" is a thousand where the point groups thousands).
+_WRITTEN_AS_AN_AMOUNT = re.compile(r"[0-9]+(?:\.(?P<decimals>[0-9]+))?")
+AMOUNT_WRITTEN = "digits 0-9, with a point before the cents (12.50)"
+
+
+def written_as_amount(text: object, currency: str) -> bool:
+    """Is `text` an amount of `currency` written as `AMOUNT_WRITTEN` says: at most as many
+    decimals as the currency's smallest unit has, or two, as our ledger writes every amount
+    (1500.00 JPY)? Its value's bounds are the caller's: more than 0, at most what it may be, a
+    whole number of the currency's smallest unit (1500.50 JPY is not), kept to the cent."""
+    if not isinstance(text, str) or not (written := _WRITTEN_AS_AN_AMOUNT.fullmatch(text)):
+        return False
+    return len(written["decimals"] or "") <= max(2, minor_unit_exponent(currency))
 
 
 @dataclass(frozen=True)

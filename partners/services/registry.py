@@ -15,7 +15,7 @@ from django.db import transaction
 
 from bookings.currencies import currency_error
 from bookings.models import Offer, PriceUnit
-from bookings.pricing import minor_unit_exponent
+from bookings.pricing import AMOUNT_WRITTEN, minor_unit_exponent, written_as_amount
 from config.errors import ValidationFailed
 from partners.models import Adapter, Capability, Partner
 from partners.services import signatures
@@ -109,6 +109,8 @@ class OfferSpec:
         else:
             if why := _price_error(unit_price, currency):
                 errors["unit_price"] = [why]
+            elif not written_as_amount(price, currency):  # Decimal read it (1e1, +10): not written so
+                errors["unit_price"] = [f"{_shown(price)} is not an amount: {AMOUNT_WRITTEN}."]
         try:
             seats = int(capacity)
         except ValueError:

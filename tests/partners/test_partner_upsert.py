@@ -232,6 +232,15 @@ def _replace(args: list[str], flag: str, value: str) -> list[str]:
         pytest.param(
             [*BASE, "--offer", "room:10:EURO:2"], "'EURO' is not an ISO 4217 currency", id="offer-currency"
         ),
+        # Decimal() reads them all (as 10, 10, 10, 10, 10): a price is digits 0-9 and the cents.
+        *(
+            pytest.param(
+                [*BASE, "--offer", f"room:{price}:EUR:2"],
+                f"unit_price: {price!r} is not an amount: digits 0-9, with a point before the cents",
+                id=f"offer-price-written-{price}",
+            )
+            for price in ("\u0661\u0660", "1e1", "+10", "1_0", "10.000")
+        ),
         # Three letters are not a currency: ISO 4217 must list the code as active, with a minor unit.
         *(
             pytest.param(

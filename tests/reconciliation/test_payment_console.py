@@ -347,8 +347,12 @@ def test_the_refund_page_previews_what_its_confirm_offers_everything_refundable(
 @pytest.mark.parametrize(
     ("typed", "words"),
     [
-        ("5,50", "Not an amount: digits, with a point before the cents (12.50)."),
-        ("abc", "Not an amount: digits, with a point before the cents (12.50)."),
+        ("5,50", "Not an amount: digits 0-9, with a point before the cents (12.50)."),
+        ("abc", "Not an amount: digits 0-9, with a point before the cents (12.50)."),
+        # Decimal() reads these as 5, 10 and 10: the command's rule refuses them here too
+        ("\u0665", "Not an amount: digits 0-9, with a point before the cents (12.50)."),
+        ("1e1", "Not an amount: digits 0-9, with a point before the cents (12.50)."),
+        ("10.000", "Not an amount: digits 0-9, with a point before the cents (12.50)."),
         ("-5", "More than 0."),
         ("0", "More than 0."),
         ("10.001", "10.001 EUR is not a whole number of the currency&#x27;s smallest unit"),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import uuid
 from datetime import timedelta
 from decimal import Decimal
@@ -170,6 +171,66 @@ def test_an_amount_that_is_no_number_is_said_so_by_the_service_and_the_command(o
 
     assert refused.value.fields == {"amount": ["Not a number."]}
     assert not PaymentOperation.objects.filter(payment=payment).exists()
+
+
+# Decimal() reads all of these; an amount of a customer's money is written in digits 0-9 with at
+# most the cents (one rule: the console's form and the commands).
+NOT_WRITTEN_AS_AMOUNTS = ["\u0665", "\uff15", "1e1", "1E1", "+5", "1_0", " 5", "5.", ".5", "10.000", "0x10"]
+
+
+@pytest.mark.parametrize("typed", NOT_WRITTEN_AS_AMOUNTS)
+def test_an_amount_not_written_in_digits_and_cents_is_refused_by_the_service_and_the_command(ops_user, typed):
+    payment = paying_booking()
+    words = "Not an amount: digits 0-9, with a point before the cents (12.50)."
+
+    with pytest.raises(ValidationFailed, match=re.escape(f"{typed!r} is not an amount.")) as refused:
+        refund(payment, ops_user, typed)
+    for dry_run in (["--dry-run"], []):
+        with pytest.raises(CommandError, match=re.escape(f"{typed!r} is not an amount.")):
+            call_command(
+                "refund_payment",
+                payment.booking.reference,
+                f"--amount={typed}",
+                *dry_run,
+                "--no-live",
+                "--yes",
+                "--as",
+                ops_user.username,
+                stdout=io.StringIO(),
+                stderr=io.StringIO(),
+            )
+
+    assert refused.value.fields == {"amount": [words]}
+    assert not PaymentOperation.objects.filter(payment=payment).exists()
+    assert support_rows(payment.booking) == []
+
+
+@pytest.mark.parametrize(
+    ("typed", "currency", "read"),
+    [
+        ("1500", "JPY", Decimal("1500.00")),
+        ("1500.00", "JPY", Decimal("1500.00")),  # as the console writes a yen amount back
+        ("10.500", "KWD", Decimal("10.50")),  # three decimals, as the dinar is written
+        ("12.5", "EUR", Decimal("12.50")),
+    ],
+)
+def test_an_amount_is_written_with_at_most_the_currencys_decimals_or_the_cents(typed, currency, read):
+    assert money.parse_amount(typed, currency) == read
+
+
+@pytest.mark.parametrize(
+    ("typed", "currency", "refused"),
+    [
+        ("1500.5", "JPY", "not a whole number of the currency's smallest unit"),
+        ("1500.000", "JPY", "is not an amount"),
+        ("10.0000", "KWD", "is not an amount"),
+        # the provider's unit, but finer than our ledger keeps: it was rounded to 1.00 unsaid
+        ("1.005", "KWD", "1.005 KWD is finer than the cent our ledger keeps"),
+    ],
+)
+def test_an_amount_finer_than_its_currency_or_our_ledger_is_refused(typed, currency, refused):
+    with pytest.raises(ValidationFailed, match=re.escape(refused)):
+        money.parse_amount(typed, currency)
 
 
 def test_nothing_is_refunded_of_a_payment_never_captured(ops_user):

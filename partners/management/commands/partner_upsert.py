@@ -61,8 +61,8 @@ class Command(JsonCommand):
             action="append",
             default=[],
             metavar=OFFER_FORMAT,
-            help=f"Repeatable. UNIT_PRICE above 0 and below {PRICE_LIMIT}, in whole cents (whole units "
-            f"for zero-decimal currencies such as JPY); CURRENCY an active ISO 4217 code such as EUR; "
+            help=f"Repeatable. UNIT_PRICE above 0 and below {PRICE_LIMIT}, digits 0-9 in whole cents (whole "
+            f"units for zero-decimal currencies such as JPY); CURRENCY an active ISO 4217 code such as EUR; "
             f"CAPACITY 1 to {MAX_CAPACITY} guests; PRICE_UNIT what the price is for, night (a room, "
             f"the default) or day (a tour); NAME what customers see (the rest of the text, colons "
             f"and all; without it they see PRODUCT_ID). An offer registered before keeps the unit "

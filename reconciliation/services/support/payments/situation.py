@@ -13,6 +13,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from bookings.models import Booking, BookingEvent
+from bookings.pricing import AMOUNT_WRITTEN, CENT, written_as_amount
 from bookings.states import BookingState
 from config.errors import NotFound, ValidationFailed
 from config.ids import row_id
@@ -127,14 +128,20 @@ def parse_method(value: object) -> str:
     return method
 
 
+def _not_an_amount(value: object) -> ValidationFailed:
+    words = f"Not an amount: {AMOUNT_WRITTEN}."
+    return ValidationFailed(f"{value!r} is not an amount.", fields={"amount": [words]})
+
+
 def parse_amount(value: object, currency: str) -> Decimal:
-    """A refund amount as support types it (`12.50`), refused unless an exact amount the
-    provider can take in the payment's currency."""
+    """A refund amount as support types it (`12.50`: `bookings.pricing.written_as_amount`, the
+    console's form and the commands alike), refused unless an exact amount the provider can take
+    in the payment's currency."""
+    text = str(value)
     try:
-        amount = Decimal(str(value).strip())
+        amount = Decimal(text)
     except (InvalidOperation, ValueError) as exc:
-        words = "Not an amount: digits, with a point before the cents (12.50)."
-        raise ValidationFailed(f"{value!r} is not an amount.", fields={"amount": [words]}) from exc
+        raise _not_an_amount(value) from exc
     if not amount.is_finite():  # NaN, Infinity: Decimal reads them, but they are no amount
         raise ValidationFailed(f"{value!r} is not a number.", fields={"amount": ["Not a number."]})
     if amount <= 0:
@@ -143,7 +150,14 @@ def parse_amount(value: object, currency: str) -> Decimal:
         to_minor(amount, currency)
     except RefusedAmount as exc:
         raise ValidationFailed(str(exc), fields={"amount": [str(exc)]}) from exc
-    return amount.quantize(Decimal("0.01"))
+    if amount != amount.quantize(CENT):  # 1.005 KWD: the provider's unit, but not our ledger's
+        why = f"{amount} {currency} is finer than the cent our ledger keeps"
+        raise ValidationFailed(why, fields={"amount": [why]})
+    # After the value's own refusals, which say more ("more than nothing", "the smallest unit"):
+    # what Decimal read as a fine amount may still not be one written so (1e1, +5, other scripts' digits).
+    if not written_as_amount(text, currency):
+        raise _not_an_amount(value)
+    return amount.quantize(CENT)
 
 
 class PaymentSituation:
