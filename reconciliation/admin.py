@@ -435,7 +435,15 @@ class SupportInboundEventAdmin(InboundEventAdmin):
             **self.admin_site.each_context(request),
             "title": "Replay stored webhooks",
             "opts": self.opts,
-            "events": [{"event": e, "verifies": support.inbound_event_reverify(e)} for e in events],
+            # What the replay would do, by its own rule (`inbound_event_replay_refusal`).
+            "events": [
+                {
+                    "event": e,
+                    "verifies": support.inbound_event_reverify(e),
+                    "refusal": support.inbound_event_replay_refusal(e),
+                }
+                for e in events
+            ],
             "token": support.new_token(),
             "action_name": "replay_selected",
             "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,

@@ -561,33 +561,41 @@ def _set_aside(event: InboundEvent, state: str, why: str) -> None:
 
 
 # --- support and housekeeping -------------------------------------------------------------------
+def replay_refusal(event: InboundEvent) -> Conflict | None:
+    """Why a replay of the stored delivery is refused (the refusal `inbound_event_replay` raises),
+    or None: the one question its previews (a dry run, the console's page) ask too."""
+    if event.duplicate_of_id is not None:
+        return Conflict(
+            f"Delivery {event.pk} repeats delivery {event.duplicate_of_id}; replay that one.",
+            code="replay_duplicate",
+        )
+    if not event.evidence_complete:
+        return Conflict(
+            f"Only the first {len(event.raw_body)} of its {event.body_size} bytes were kept; "
+            "it cannot be verified or replayed.",
+            code="evidence_incomplete",
+        )
+    if not signature_matches(event.partner, bytes(event.raw_body), event.headers):
+        return Conflict(
+            "The stored delivery's signature does not verify; it will not be replayed.",
+            code="signature_mismatch",
+        )
+    try:
+        parse_webhook(read_body(bytes(event.raw_body)))
+    except UnsupportedEvent as exc:  # authentic and readable: answered `ignored` when it came
+        return Conflict(f"Its type is not one we handle ({exc}): nothing to apply.", code="unsupported_event")
+    except UNREADABLE as exc:
+        return Conflict(f"The stored body cannot be applied: {_reason(exc)}", code="malformed_body")
+    return None
+
+
 def inbound_event_replay(event_id: int, *, actor_label: str) -> InboundEvent:
     """Support: re-verify a stored delivery (its HMAC; its age no longer matters) and process it
     again through the one door, which records it as a duplicate or stale if nothing is new."""
     with transaction.atomic():
         event = _locked_events().get(pk=event_id)
-        if event.duplicate_of_id is not None:
-            raise Conflict(
-                f"Delivery {event.pk} repeats delivery {event.duplicate_of_id}; replay that one.",
-                code="replay_duplicate",
-            )
-        if not event.evidence_complete:
-            raise Conflict(
-                f"Only the first {len(event.raw_body)} of its {event.body_size} bytes were kept; "
-                "it cannot be verified or replayed.",
-                code="evidence_incomplete",
-            )
-        if not signature_matches(event.partner, bytes(event.raw_body), event.headers):
-            raise Conflict(
-                "The stored delivery's signature does not verify; it will not be replayed.",
-                code="signature_mismatch",
-            )
-        try:
-            parse_webhook(read_body(bytes(event.raw_body)))
-        except UNREADABLE as exc:
-            raise Conflict(
-                f"The stored body cannot be applied: {_reason(exc)}", code="malformed_body"
-            ) from None
+        if (refused := replay_refusal(event)) is not None:
+            raise refused
         event.state = InboundState.RECEIVED
         event.signature_valid = True
         event.error = ""

@@ -513,18 +513,25 @@ def test_timeline_rows_are_read_only(make_booking, superuser_client):
 
 
 # --- stored webhooks ----------------------------------------------------------------
-def _signed_inbound(partner, booking_ref: str = "BK-NONE00"):
+def _signed_inbound(partner, booking_ref: str = "BK-NONE00", *, body: str | None = None):
+    """A delivery the partner signed, stored as set aside (`body`: another than a reservation's)."""
     from datetime import UTC, datetime
 
     from standardwebhooks.webhooks import Webhook
 
-    body = json.dumps(
-        {
-            "type": "reservation.updated",
-            "timestamp": "2027-02-01T10:15:32+00:00",
-            "data": {"id": "R-hook-1", "client_reference": booking_ref, "status": "confirmed", "version": 2},
-        }
-    )
+    if body is None:
+        body = json.dumps(
+            {
+                "type": "reservation.updated",
+                "timestamp": "2027-02-01T10:15:32+00:00",
+                "data": {
+                    "id": "R-hook-1",
+                    "client_reference": booking_ref,
+                    "status": "confirmed",
+                    "version": 2,
+                },
+            }
+        )
     now = datetime.now(tz=UTC)
     headers = {
         "webhook-id": "msg_replay",
@@ -560,6 +567,18 @@ def test_replay_is_for_ops_and_runs_once_per_confirmation(partner, ops_client, s
     booking.refresh_from_db()
     assert booking.status == S.CONFIRMED
     assert booking.events.filter(kind="support.webhook_replayed").count() == 1
+
+
+def test_the_replay_page_says_which_delivery_its_replay_would_refuse_and_why(partner, ops_client):
+    """The page said "verifies" of an authentic delivery whose body cannot be applied, which its
+    replay then refused: it asks the replay's own question (`replay_refusal`)."""
+    unreadable = _signed_inbound(partner, body="not json")
+    url = reverse("admin:partners_inboundevent_changelist")
+
+    page = ops_client.post(url, {"action": "replay_selected", "_selected_action": [str(unreadable.pk)]})
+
+    body = page.content.decode()
+    assert "would be refused: The stored body cannot be applied: body is not JSON" in body
 
 
 def test_reverify_reports_a_tampered_delivery(partner, ops_client):

@@ -358,9 +358,64 @@ def test_replay_of_a_tampered_delivery_is_refused(partner):
         run("replay_inbound_event", str(event.pk))
     # its dry run (a re-verify) refuses it the same way, and says so in --json too
     out = io.StringIO()
-    with pytest.raises(CommandError, match="Nothing would be replayed: its signature does not verify"):
+    with pytest.raises(
+        CommandError, match="Nothing would be replayed: The stored delivery's signature does not"
+    ):
         call_command("replay_inbound_event", str(event.pk), "--dry-run", "--json", stdout=out)
     assert json.loads(out.getvalue())["results"][0]["verifies"] is False
+
+
+UNREADABLE_BODY = "not json"
+UNSUPPORTED_BODY = json.dumps({"type": "ping", "data": {}})
+
+
+@pytest.mark.parametrize(
+    ("body", "code", "said"),
+    [
+        pytest.param(
+            UNREADABLE_BODY,
+            "malformed_body",
+            "The stored body cannot be applied: body is not JSON (unreadable at line 1, column 1)",
+            id="unreadable",
+        ),
+        # authentic, of a type we do not handle (stored `unsupported`): no malformed body
+        pytest.param(
+            UNSUPPORTED_BODY,
+            "unsupported_event",
+            "Its type is not one we handle (unsupported webhook type 'ping'): nothing to apply.",
+            id="unsupported",
+        ),
+    ],
+)
+def test_a_dry_run_refuses_what_the_replay_refuses_by_the_same_rule(partner, body, code, said):
+    """Its dry run said `verifies` and exited 0 for a delivery whose replay was then refused."""
+    from tests.reconciliation.test_admin import _signed_inbound
+
+    event = _signed_inbound(partner, body=body)
+    out = io.StringIO()
+
+    with pytest.raises(CommandError, match=re.escape(f"Nothing would be replayed: {said}")):
+        call_command("replay_inbound_event", str(event.pk), "--dry-run", "--json", stdout=out)
+    with pytest.raises(CommandError, match="Nothing was replayed"):
+        ran = io.StringIO()
+        call_command("replay_inbound_event", str(event.pk), "--json", stdout=ran)
+
+    previewed = json.loads(out.getvalue())["results"][0]
+    assert previewed["verifies"] is True  # authentic: refused for its body, not its signature
+    assert previewed["refusal"] == {"code": code, "message": said}
+    assert json.loads(ran.getvalue())["results"][0]["error"] == {"code": code, "message": said}
+    event.refresh_from_db()
+    assert event.state == InboundState.FAILED
+
+
+def test_a_dry_run_of_a_replayable_delivery_says_it_would_be_replayed(partner, make_booking):
+    from tests.reconciliation.test_admin import _signed_inbound
+
+    event = _signed_inbound(partner, make_booking(status=S.PENDING_PARTNER).reference)
+
+    previewed = json.loads(run("replay_inbound_event", str(event.pk), "--dry-run", "--json"))
+
+    assert previewed["results"][0]["refusal"] is None
 
 
 def test_a_refused_replay_run_again_with_its_token_is_refused_again_not_already_done(partner):

@@ -23,8 +23,9 @@ from reconciliation.services import support
 class Command(JsonCommand):
     help = (
         "Verify a stored webhook's signature again and process it again through the one door (which "
-        "records, and ignores, what it already holds). A delivery that does not verify is not replayed; "
-        "the command exits non-zero when any was not (with --dry-run, when any does not verify). No "
+        "records, and ignores, what it already holds). A delivery that does not verify, or whose body "
+        "cannot be applied, is not replayed; the command exits non-zero when any was not (with "
+        "--dry-run, which asks the replay's own question, when any would not be). No "
         "confirmation: a replay applies only what the partner sent, through the door that never regresses "
         "state."
     )
@@ -34,7 +35,8 @@ class Command(JsonCommand):
         parser.add_argument(
             "--dry-run",
             action="store_true",
-            help="Only re-verify; replay nothing (exits non-zero when any does not verify).",
+            help="Only say what a replay would do, or why it would refuse; replay nothing (exits "
+            "non-zero when it would refuse any).",
         )
         parser.add_argument("--token", help="Action token: a repeated run with it does nothing extra.")
         add_operator_arguments(parser)
@@ -65,7 +67,12 @@ class Command(JsonCommand):
                     "partner": event.partner.code,
                     "verifies": support.inbound_event_reverify(event),
                 }
-                if not options["dry_run"]:
+                if options["dry_run"]:  # the replay's own question: what it would refuse, and why
+                    refused = support.inbound_event_replay_refusal(event)
+                    entry["refusal"] = (
+                        None if refused is None else {"code": refused.code, "message": refused.message}
+                    )
+                else:
                     try:
                         entry.update(
                             support.support_replay_inbound(
@@ -92,21 +99,23 @@ class Command(JsonCommand):
                             r.get("state", ""),
                             r.get("result", ""),
                             r.get("booking", ""),
-                            r.get("message", "") or (r.get("error") or {}).get("message", ""),
+                            r.get("message", "")
+                            or (r.get("error") or r.get("refusal") or {}).get("message", "")
+                            or ("would be replayed" if options["dry_run"] else ""),
                         )
                         for r in rows
                     ],
                 )
             )
-        if options["dry_run"]:  # as the replay would exit: one that does not verify is refused
-            unverified = sum(not r["verifies"] for r in rows)
-            if unverified and unverified == len(rows):
-                why = "its signature does not verify" if unverified == 1 else "no signature verifies"
-                raise CommandError(f"Nothing would be replayed: {why}; a dry run replays nothing.")
-            if unverified:
+        if options["dry_run"]:  # as the replay would exit: non-zero when it would refuse any
+            refusals = [r["refusal"]["message"] for r in rows if r["refusal"]]
+            if refusals and len(refusals) == len(rows):
+                why = refusals[0] if len(rows) == 1 else "each one's refusal is on its line"
+                raise CommandError(f"Nothing would be replayed: {why}")
+            if refusals:
                 raise CommandError(
-                    f"{unverified} of {len(rows)} would not be replayed (the signature does not verify), "
-                    "the others would; a dry run replays nothing."
+                    f"{len(refusals)} of {len(rows)} would not be replayed (each one's refusal is on its "
+                    "line), the others would; a dry run replays nothing."
                 )
             return
         refused = sum("error" in r for r in rows)

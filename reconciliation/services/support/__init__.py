@@ -46,6 +46,7 @@ from reconciliation.services.support.permissions import (
 from reconciliation.services.support.previews import Preview, booking_by_reference, preview
 from reconciliation.services.support.replay import (
     ReplayResult,
+    inbound_event_replay_refusal,
     inbound_event_reverify,
     support_replay_inbound,
 )
@@ -76,6 +77,7 @@ __all__ = [
     "TokenReused",
     "booking_by_reference",
     "clean_token",
+    "inbound_event_replay_refusal",
     "inbound_event_reverify",
     "link_candidate",
     "new_token",

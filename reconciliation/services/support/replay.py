@@ -17,7 +17,7 @@ from bookings.services import lock_booking
 from bookings.timeline import record_event
 from config.errors import ApplicationError, NotFound, Unavailable
 from partners.models import InboundEvent
-from partners.services.webhooks import inbound_event_replay, signature_matches
+from partners.services.webhooks import inbound_event_replay, replay_refusal, signature_matches
 from reconciliation.services.support.once import Ask, claim_token, clean_token, target_key
 from reconciliation.services.support.permissions import REPLAY, REPLAY_PERMISSION, Operator
 
@@ -45,6 +45,12 @@ class ReplayResult:
 def inbound_event_reverify(event: InboundEvent) -> bool:
     """Does the stored delivery's signature still verify with the partner's secret (age ignored)?"""
     return signature_matches(event.partner, bytes(event.raw_body), event.headers or {})
+
+
+def inbound_event_replay_refusal(event: InboundEvent) -> ApplicationError | None:
+    """Why its replay would be refused, or None: the replay's own rule (`replay_refusal`), for
+    its previews (`replay_inbound_event --dry-run`, the console's confirmation page)."""
+    return replay_refusal(event)
 
 
 def support_replay_inbound(
