@@ -41,6 +41,11 @@ PRICE_PLACES = _PRICE_FIELD.decimal_places
 PRICE_LIMIT = Decimal(10) ** (_PRICE_FIELD.max_digits - PRICE_PLACES)
 PRODUCT_ID_MAX = Offer._meta.get_field("product_id").max_length
 NAME_MAX = Offer._meta.get_field("name").max_length
+# What a partner's columns hold: PostgreSQL refuses a longer value with an error, not a refusal.
+PARTNER_MAX = {
+    field: Partner._meta.get_field(field).max_length
+    for field in ("name", "base_url", "api_key", "webhook_secret", "timezone")
+}
 # Most guests one booking may bring: far above any room or tour, so a slipped finger (an extra
 # digit or ten) is refused rather than stored as a capacity no one meant.
 MAX_CAPACITY = 1000
@@ -124,9 +129,28 @@ class OfferSpec:
         return cls(product_id, cents, currency, seats, price_unit=price_unit, name=name)
 
 
+def _base_url_error(base_url: str) -> str | None:
+    """Why `base_url` is not a partner's http(s) base URL, or None. Not URLValidator: it refuses
+    internal host names without a dot (http://sandbox:8101)."""
+    url = urlsplit(base_url)
+    if url.scheme not in ("http", "https") or not url.hostname or url.query or url.fragment:
+        return f"Not an http(s) base URL: {_shown(base_url)}."
+    try:
+        port = url.port  # ValueError past 65535 or not digits
+    except ValueError:
+        port = 0
+    if port == 0:  # a port said (":" after the host) that no server listens on
+        return f"Not an http(s) base URL: {_shown(base_url)} (a port is 1 to 65535)."
+    if url.username is not None or url.password is not None:
+        # It would be stored and shown (the admin, --json) as any URL: a secret is the key's.
+        return "No user or password in it (the partner's key is --api-key)."
+    return None
+
+
 def _check(
     *,
     code: str,
+    name: str,
     adapter: str,
     base_url: str,
     api_key: str,
@@ -142,10 +166,8 @@ def _check(
             raise ValidationError("too long")
     except ValidationError:
         errors["code"] = ["Letters, digits, - and _ only, at most 40 characters (it names a queue)."]
-    # Not URLValidator: it refuses internal host names without a dot (http://sandbox:8101).
-    url = urlsplit(base_url)
-    if url.scheme not in ("http", "https") or not url.hostname or url.query or url.fragment:
-        errors["base_url"] = [f"Not an http(s) base URL: {base_url!r}."]
+    if why := _base_url_error(base_url):
+        errors["base_url"] = [why]
     if not api_key.strip():
         errors["api_key"] = ["Required (the key itself, or env:VARIABLE)."]
     for field, value in (("api_key", api_key), ("webhook_secret", webhook_secret)):
@@ -163,8 +185,18 @@ def _check(
         errors["capabilities"] = [f"Unknown: {', '.join(unknown)}. Known: {', '.join(Capability.values)}."]
     try:
         ZoneInfo(timezone_name)
-    except (ZoneInfoNotFoundError, ValueError):
-        errors["timezone"] = [f"Unknown time zone {timezone_name!r}."]
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name too long for a file
+        errors["timezone"] = [f"Unknown time zone {_shown(timezone_name)}."]
+    said = {
+        "name": name,
+        "base_url": base_url,
+        "api_key": api_key,
+        "webhook_secret": webhook_secret,
+        "timezone": timezone_name,
+    }
+    for field, value in said.items():
+        if len(value) > PARTNER_MAX[field]:  # said once: "Unknown time zone" says it too
+            errors.setdefault(field, [f"At most {PARTNER_MAX[field]} characters."])
     if not all(0 < t <= 120 for t in timeouts):  # written so that NaN fails it too
         errors["timeouts"] = ["Connect and read timeouts must be between 0 and 120 seconds."]
     if errors:
@@ -217,6 +249,7 @@ def partner_upsert(
     caps = list(DEFAULT_CAPABILITIES.get(adapter, [])) if capabilities is None else capabilities
     _check(
         code=code,
+        name=name,
         adapter=adapter,
         base_url=base_url,
         api_key=api_key,

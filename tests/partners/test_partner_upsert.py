@@ -180,6 +180,39 @@ def _replace(args: list[str], flag: str, value: str) -> list[str]:
         pytest.param(_replace(BASE, "--base-url", "not-a-url"), "base_url:", id="base-url"),
         pytest.param(_replace(BASE, "--base-url", "ftp://x/"), "base_url:", id="base-url-scheme"),
         pytest.param(_replace(BASE, "--api-key", " "), "api_key:", id="api-key"),
+        # What the partners table holds: refused before writing, never a database error's traceback.
+        pytest.param(
+            _replace(BASE, "--base-url", f"http://{'h' * 300}.com"),
+            "base_url: At most 200 characters",
+            id="base-url-too-long",
+        ),
+        pytest.param(
+            _replace(BASE, "--api-key", "k" * 501), "api_key: At most 500 characters", id="key-long"
+        ),
+        pytest.param(
+            [*BASE, "--webhook-secret", f"env:{'S' * 500}"],
+            "webhook_secret: At most 500 characters",
+            id="secret-too-long",
+        ),
+        pytest.param([*BASE, "--name", "n" * 201], "name: At most 200 characters", id="name-too-long"),
+        pytest.param(
+            [*BASE, "--timezone", f"Europe/{'a' * 300}"],
+            "timezone: Unknown time zone",
+            id="timezone-too-long",
+        ),
+        *(
+            pytest.param(
+                _replace(BASE, "--base-url", f"http://127.0.0.1:{port}"),
+                "base_url: Not an http(s) base URL",
+                id=f"base-url-port-{port}",
+            )
+            for port in ("99999", "0", "65536", "x")
+        ),
+        pytest.param(
+            _replace(BASE, "--base-url", "http://user:secret@127.0.0.1:8101"),
+            "base_url: No user or password in it (the partner's key is --api-key)",
+            id="base-url-credentials",
+        ),
         pytest.param(
             [*BASE, "--capabilities", "teleport"], "capabilities: Unknown: teleport", id="capability"
         ),
@@ -401,6 +434,15 @@ def test_any_active_iso_4217_currency_is_accepted_in_capitals():
         "KWD",
         "XCG",
     ]
+
+
+def test_an_update_refused_for_a_value_too_long_keeps_the_partner_as_it_was():
+    upsert(*BASE)
+
+    with pytest.raises(CommandError, match="api_key: At most 500 characters"):
+        upsert(*_replace(_replace(BASE, "--api-key", "k" * 5000), "--base-url", "http://127.0.0.1:9"))
+
+    assert Partner.objects.values_list("api_key", "base_url").get() == ("k-1", "http://127.0.0.1:8101")
 
 
 def test_one_bad_offer_among_good_ones_saves_none_of_them():
