@@ -42,6 +42,16 @@ def command_error_body(exc: CommandError) -> dict[str, Any]:
     return error_body(getattr(exc, "code", COMMAND_ERROR), str(exc))
 
 
+def _is_text(argument: str) -> bool:
+    """Is a shell's argument text? Bytes that are not UTF-8 reach Python as lone surrogates, which
+    nothing downstream can encode (the database's driver fails on them, a traceback)."""
+    try:
+        argument.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 class JsonCommand(BaseCommand):
     """A command with `--json`: its errors are JSON on stdout too (module docstring)."""
 
@@ -75,6 +85,10 @@ class JsonCommand(BaseCommand):
     def run_from_argv(self, argv: list[str]) -> None:
         # Arguments argparse refuses never reach `execute`: the parser says them (below).
         self._json_in_argv = "--json" in argv[2:]
+        for argument in argv[2:]:
+            if not _is_text(argument):  # refused as usage, as the parser refuses any other
+                self._called_from_command_line = True  # as BaseCommand's: the parser exits, says usage
+                self.create_parser(argv[0], argv[1]).error(f"argument {argument!r} is not UTF-8 text")
         super().run_from_argv(argv)
 
     def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> CommandParser:

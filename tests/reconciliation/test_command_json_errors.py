@@ -143,3 +143,31 @@ def test_without_json_a_settlement_used_wrongly_exits_with_its_own_status_too(ca
     out, err = capsys.readouterr()
     assert (exited.value.code, out) == (64, "")
     assert err.startswith("usage: ") and "error: unrecognized arguments: --dte x" in err
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("argv", "status"),
+    [
+        pytest.param(["booking_timeline", "BK-\udcff"], 2, id="reference"),
+        pytest.param(["sync_booking", "BK-NOPE99", "--yes", "--note", "a\udcffb"], 2, id="note"),
+        pytest.param(["reconcile_payments", "--date", "2026-12-0\udcff"], 64, id="settlement"),
+    ],
+)
+def test_an_argument_that_is_not_utf8_is_refused_as_usage_not_a_traceback(capsys, monkeypatch, argv, status):
+    # A shell passes bytes; Python keeps those that are not UTF-8 as lone surrogates, which the
+    # database cannot take (UnicodeEncodeError in psycopg, a traceback).
+    from django.db import connections
+
+    monkeypatch.setattr(connections, "close_all", lambda: None)  # run_from_argv's; the test's connection
+    command = load_command_class("reconciliation", argv[0])
+
+    with pytest.raises(SystemExit) as exited:
+        command.run_from_argv(["manage.py", *argv, "--json"])
+
+    out, err = capsys.readouterr()
+    assert exited.value.code == status
+    assert json.loads(out) == {
+        "error": {"code": "validation_error", "message": f"argument {argv[-1]!r} is not UTF-8 text"}
+    }
+    assert err.startswith("usage: ") and "Traceback" not in err
