@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,9 @@ FAULT_HELP = {
     "time_scale": "divides every delay, so hours of lateness fit in a test",
     "seed": "random seed for reproducible runs (default: random, shown by GET /_sandbox/faults)",
 }
+
+
+MAX_PORT = 65535
 
 
 class ConfigError(ValueError):
@@ -119,11 +123,20 @@ def config_from_options(options: dict[str, Any]) -> SandboxConfig:
         raise ConfigError("--webhook-url needs --webhook-secret")
     try:
         ZoneInfo(options.get("timezone") or "UTC")
-    except (ZoneInfoNotFoundError, ValueError) as exc:
+    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:  # OSError: too long for a file name
         raise ConfigError(f"--timezone: unknown zone {options.get('timezone')!r}") from exc
+    port = int(options["port"])
+    if not 0 <= port <= MAX_PORT:
+        raise ConfigError(f"--port {port}: a port is 0 (any free one) to {MAX_PORT}")
+    threads = int(options["threads"] if options.get("threads") is not None else 64)
+    if threads < 1:
+        raise ConfigError(f"--threads {threads}: at least 1")
+    hang_s = float(options.get("hang_s") if options.get("hang_s") is not None else 30.0)
+    if not (math.isfinite(hang_s) and hang_s >= 0):
+        raise ConfigError(f"--hang-s {hang_s}: seconds, 0 or more")
     return SandboxConfig(
         profile=profile,
-        port=int(options["port"]),
+        port=port,
         store=Path(options["store"]),
         host=options.get("host") or "127.0.0.1",
         api_key=options.get("api_key") or "sandbox-key",
@@ -132,7 +145,7 @@ def config_from_options(options: dict[str, Any]) -> SandboxConfig:
         timezone=options.get("timezone") or "UTC",
         catalogue=_catalogue(options),
         faults=FaultSettings(**faults),
-        hang_s=float(options.get("hang_s") if options.get("hang_s") is not None else 30.0),
-        threads=int(options.get("threads") or 64),
+        hang_s=hang_s,
+        threads=threads,
         lookup_by_reference=not options.get("no_lookup_by_reference"),
     )

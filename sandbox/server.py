@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import sqlite3
 import sys
 import threading
 from collections.abc import Callable
@@ -29,7 +30,7 @@ from sandbox.listener import JOIN_TIMEOUT_S, Listener
 from sandbox.payment_ledger import PaymentLedger
 from sandbox.payments import PaymentsProtocol
 from sandbox.reference import GARBAGE, ReferenceProtocol, render
-from sandbox.store import Store
+from sandbox.store import Store, StoreProfileError
 from sandbox.stripe_wire import stripe_signer
 from sandbox.webhooks import Outbox, ReservationOutbox, standard_webhooks_signer
 from sandbox.wire import ReservationWire, Route, WireProtocol
@@ -207,9 +208,17 @@ class Sandbox:
         logger.info("sandbox partner %s stopped", self.config.profile)
 
 
+class StartError(RuntimeError):
+    """The partner could not start: its store or its port, said in one line (no traceback)."""
+
+
 def run(config: SandboxConfig) -> int:
-    """Serve until SIGTERM or SIGINT, then stop cleanly; return the exit status."""
-    sandbox = Sandbox(config)
+    """Serve until SIGTERM or SIGINT, then stop cleanly; return the exit status. `StartError`
+    when its store cannot be opened or its port taken."""
+    try:
+        sandbox = Sandbox(config)
+    except (sqlite3.Error, OSError, StoreProfileError) as exc:
+        raise StartError(f"could not open its store {config.store}: {exc}") from exc
     stop_requested = threading.Event()
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
@@ -217,7 +226,11 @@ def run(config: SandboxConfig) -> int:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    sandbox.start()
+    try:
+        sandbox.start()
+    except OSError as exc:  # the port is taken (or the host not ours): no worker started yet
+        sandbox.store.close()
+        raise StartError(f"could not listen on {config.host}:{config.port}: {exc}") from exc
     while not stop_requested.wait(0.5):  # a timed wait keeps the main thread responsive
         pass
     sandbox.stop()
@@ -233,7 +246,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         parser.error(str(exc))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    return run(config)
+    try:
+        return run(config)
+    except StartError as exc:
+        parser.exit(1, f"{parser.prog}: sandbox partner {exc}\n")
 
 
 if __name__ == "__main__":

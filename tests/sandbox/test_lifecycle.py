@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -86,6 +87,61 @@ def test_a_bad_start_option_fails_at_once(tmp_path: Path, bad: list[str]) -> Non
 
     assert result.returncode != 0
     assert result.stderr.strip()
+
+
+def _start_refused(*options: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "manage.py", "run_sandbox_partner", "--profile", "reference", *options]
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=30)
+
+
+@pytest.mark.parametrize(
+    ("bad", "said"),
+    [
+        (["--port", "99999"], "--port 99999: a port is 0 (any free one) to 65535"),
+        (["--port", "-1"], "--port -1: a port is 0 (any free one) to 65535"),
+        (["--threads", "0"], "--threads 0: at least 1"),
+        (["--hang-s", "nan"], "--hang-s nan: seconds, 0 or more"),
+        (["--hang-s", "-1"], "--hang-s -1.0: seconds, 0 or more"),
+        (["--timezone", f"Europe/{'a' * 300}"], "--timezone: unknown zone"),
+    ],
+)
+def test_a_start_option_out_of_range_is_one_line_not_a_traceback(
+    tmp_path: Path, bad: list[str], said: str
+) -> None:
+    result = _start_refused("--port", "0", "--store", str(tmp_path / "s.sqlite3"), *bad)
+
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"CommandError: {said}") and result.stderr.count("\n") == 1
+
+
+def test_a_store_it_cannot_open_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    from sandbox.store import Store
+
+    Store(tmp_path / "legacy.sqlite3", "legacy").close()
+
+    missing = _start_refused("--port", "0", "--store", str(tmp_path / "no-such-dir" / "s.sqlite3"))
+    another = _start_refused("--port", "0", "--store", str(tmp_path / "legacy.sqlite3"))
+
+    assert (missing.returncode, another.returncode) == (1, 1)
+    assert missing.stderr == (
+        f"CommandError: sandbox partner could not open its store {tmp_path / 'no-such-dir' / 's.sqlite3'}: "
+        "unable to open database file\n"
+    )
+    assert another.stderr.startswith("CommandError: sandbox partner could not open its store")
+    assert another.stderr.endswith("holds a legacy partner\n")
+
+
+def test_a_port_in_use_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+
+        result = _start_refused("--port", str(port), "--store", str(tmp_path / "s.sqlite3"))
+
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"CommandError: sandbox partner could not listen on 127.0.0.1:{port}: ")
+    assert "Address already in use" in result.stderr and result.stderr.count("\n") == 1
 
 
 def test_catalogue_capacity_makes_sold_out_real(start_sandbox, tmp_path: Path) -> None:

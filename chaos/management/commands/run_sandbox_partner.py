@@ -12,7 +12,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from sandbox.cli import ConfigError, add_arguments, config_from_options
-from sandbox.server import run
+from sandbox.server import StartError, run
 
 
 class Command(BaseCommand):
@@ -28,6 +28,9 @@ class Command(BaseCommand):
         except ConfigError as exc:
             raise CommandError(str(exc)) from exc
         logging.getLogger("sandbox").setLevel(logging.INFO)
-        status = run(config)
+        try:
+            status = run(config)
+        except StartError as exc:
+            raise CommandError(f"sandbox partner {exc}") from exc
         if status:
             raise CommandError(f"sandbox partner exited with status {status}", returncode=status)
