@@ -126,7 +126,13 @@ def _operator(request: HttpRequest) -> support.Operator:
 
 
 def _told(booking, title: str) -> Callable[[money.PaymentActionResult], str]:
-    return lambda result: f"{booking.reference}: {title}. {result.message}"
+    """The page's message: the action asked, then what came of it; a proposal's result says what
+    was proposed itself ("BK-…: Refund proposed (#5): …", not "Refund. Proposed …")."""
+    return lambda result: (
+        f"{booking.reference}: {result.message}"
+        if result.proposed
+        else f"{booking.reference}: {title}. {result.message}"
+    )
 
 
 class PaymentConsoleMixin:

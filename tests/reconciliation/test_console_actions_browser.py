@@ -293,7 +293,7 @@ def test_the_proposer_withdraws_their_own_refund_proposal(page, live_server, pay
     page.wait_for_selector("#confirm-form")
     assert "Above 200.00 EUR: only proposed." in page.inner_text(".effects")
     page.fill("#id_note", "The pool was closed for the whole stay")
-    assert "Proposed (#" in _confirm(page)
+    assert ": Refund proposed (#" in _confirm(page)
     proposal = RefundProposal.objects.get(payment=payment)
     row = _proposal_row(page, proposal.pk)
     assert "a second person approves it" in row.inner_text()

@@ -552,7 +552,8 @@ def test_above_the_approval_amount_it_is_only_proposed_and_the_customer_told_not
     )
     assert (proposed.proposal_id, proposed.method) == (proposal.pk, "cash")
     assert proposed.message == (
-        f"Proposed (#{proposal.pk}): 360.00 EUR paid back another way is above 200.00 EUR; it is recorded, "
+        f"Refund paid another way (cash) proposed (#{proposal.pk}): 360.00 EUR paid back another way "
+        "is above 200.00 EUR; it is recorded, "
         "and the customer told, once another person approves it."
     )
     assert shown.needs_approval and shown.effects[0].startswith("Above 200.00 EUR: only proposed.")
@@ -586,7 +587,8 @@ def test_at_the_approval_amount_it_stays_one_step_and_what_was_paid_back_counts_
 
     assert (first.proposal_id, second.proposal_id is not None) == (None, True)
     assert second.message.startswith(
-        f"Proposed (#{second.proposal_id}): 160.00 EUR paid back another way, with 200.00 EUR paid back "
+        f"Refund paid another way (bank transfer) proposed (#{second.proposal_id}): 160.00 EUR paid back "
+        "another way, with 200.00 EUR paid back "
         "another way before, comes to 360.00 EUR: above 200.00 EUR"
     )
     assert ledger(payment) == (PRICE, ZERO, Decimal("160.00"), Decimal("200.00"))

@@ -111,7 +111,7 @@ def test_support_proposes_a_refund_paid_in_cash_and_ops_approves_it_in_the_conso
     page.screenshot(path=str(SCREENSHOTS / "console-payment-outside-propose.png"), full_page=True)
     page.click("#confirm-form input[type=submit]")
     page.wait_for_selector(".messagelist")
-    assert "Proposed (#" in page.locator(".messagelist").inner_text()
+    assert ": Refund paid another way (cash) proposed (#" in page.locator(".messagelist").inner_text()
     proposal = RefundProposal.objects.get(payment=payment)
     assert (proposal.kind, proposal.method, proposal.state) == ("outside", "cash", ProposalState.PENDING)
     page.goto(booking_url)

@@ -465,7 +465,8 @@ def test_one_person_proposes_another_approves(groups):
         decide(payment.booking, proposal.pk, "approve"), {"token": token(preview), "note": "ok"}
     )
 
-    assert said(proposed)[0].startswith(f"{payment.booking.reference}: Refund. Proposed (#{proposal.pk})")
+    # what happened (proposed), not the action asked ("Refund. Proposed …")
+    assert said(proposed)[0].startswith(f"{payment.booking.reference}: Refund proposed (#{proposal.pk}): ")
     assert f'href="{decide(payment.booking, proposal.pk, "approve")}"' not in own_page
     assert "a second person approves it" in own_page
     assert f'href="{decide(payment.booking, proposal.pk, "reject")}">Withdraw<' in own_page
@@ -535,7 +536,7 @@ def test_support_cannot_split_a_refund_under_the_approval_amount_in_the_console(
         in no_note.content.decode()
     )
     proposal = RefundProposal.objects.get()
-    assert said(proposed)[-1].startswith(f"{payment.booking.reference}: Refund. Proposed (#{proposal.pk})")
+    assert said(proposed)[-1].startswith(f"{payment.booking.reference}: Refund proposed (#{proposal.pk}): ")
     assert said(small)[-1].startswith(f"Refund: Refund proposal #{proposal.pk} of 200.00 EUR by")
     assert [o.amount for o in PaymentOperation.objects.filter(payment=payment)] == [Decimal("200.00")]
 

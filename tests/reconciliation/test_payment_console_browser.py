@@ -81,7 +81,7 @@ def test_support_proposes_a_refund_and_ops_approves_it_in_the_console(
     assert not RefundProposal.objects.filter(payment=payment).exists()
     page.click("#confirm-form input[type=submit]")
     page.wait_for_selector(".messagelist")
-    assert "Proposed (#" in page.locator(".messagelist").inner_text()
+    assert ": Refund proposed (#" in page.locator(".messagelist").inner_text()
     proposal = RefundProposal.objects.get(payment=payment)
     assert "a second person approves it" in page.locator("#refund-proposals").inner_text()
 

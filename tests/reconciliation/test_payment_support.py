@@ -420,7 +420,9 @@ def test_a_refund_above_the_approval_amount_is_only_proposed(ops_user):
         "the room was not cleaned",
     )
     assert (result.performed, result.proposal_id, result.operation_key) == (True, proposal.pk, "")
-    assert result.message.startswith(f"Proposed (#{proposal.pk}): a refund of 200.01 EUR is above 200.00 EUR")
+    assert result.message.startswith(
+        f"Refund proposed (#{proposal.pk}): a refund of 200.01 EUR is above 200.00 EUR"
+    )
     assert not PaymentOperation.objects.filter(payment=payment).exists()  # nothing asked of the provider
     [row] = support_rows(payment.booking)
     assert (row.kind, row.data["proposal"], row.data["amount"]) == (
@@ -684,7 +686,7 @@ def test_refunds_split_under_the_approval_amount_still_need_a_second_person(supp
     assert shown.effects[0].startswith("Above 200.00 EUR: only proposed.")
     assert "200.00 EUR support refunded before" in shown.effects[0]
     assert second.message.startswith(
-        f"Proposed (#{second.proposal_id}): a refund of 200.00 EUR, with 200.00 EUR support refunded "
+        f"Refund proposed (#{second.proposal_id}): a refund of 200.00 EUR, with 200.00 EUR support refunded "
         "before, comes to 400.00 EUR: above 200.00 EUR"
     )
     assert [o.amount for o in PaymentOperation.objects.filter(payment=payment)] == [Decimal("200.00")]

@@ -316,7 +316,7 @@ def _propose(
         True,
         booking.status,
         booking.status,
-        f"Proposed (#{proposal.pk}): {why}; {then}.",
+        f"{proposal.what} proposed (#{proposal.pk}): {why}; {then}.",
         proposal_id=proposal.pk,
         method=method,
     )

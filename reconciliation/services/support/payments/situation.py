@@ -94,6 +94,12 @@ class PaymentActionResult(ActionResult):
     proposal_id: int | None = None
     method: str = ""  # how a refund paid another way was paid (recorded or proposed)
 
+    @property
+    def proposed(self) -> bool:
+        """The action was only proposed (above the approval amount): its message says so, what
+        was proposed first ("Refund proposed (#5): …"), not the action asked."""
+        return self.performed and self.action in (REFUND, OUTSIDE) and self.proposal_id is not None
+
     def as_dict(self) -> dict[str, Any]:
         return {
             **super().as_dict(),
