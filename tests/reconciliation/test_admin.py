@@ -369,6 +369,25 @@ def test_every_console_action_form_bounds_its_note_at_2000_characters(form):
     }
 
 
+@pytest.mark.parametrize(
+    "form",
+    [
+        lambda data: SupportActionForm(data, action=support.SYNC),
+        lambda data: OrphanActionForm(data, needs_note=True),
+        lambda data: PaymentActionForm(data, action=money.VOID),
+    ],
+    ids=["booking", "orphan", "payment"],
+)
+def test_every_console_action_form_refuses_control_characters_in_its_note_but_lines_and_tabs(form):
+    lines = form({"token": "t", "note": "partner called:\r\n\tconfirmed by phone"})
+    controlled = form({"token": "t", "note": "a\x01b\x1b[31m"})
+
+    assert lines.is_valid(), lines.errors
+    assert controlled.errors == {
+        "note": ["A note holds text, lines and tabs: not control characters such as '\\x01'."]
+    }
+
+
 def test_a_refused_action_is_reported_and_changes_nothing(make_booking, ops_client, partner_queue, broker):
     booking = make_booking(status=S.CONFIRMED)
     page = ops_client.get(_action(booking, "compensate")).content.decode()

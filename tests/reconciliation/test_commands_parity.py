@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -315,6 +316,18 @@ def test_a_note_over_2000_characters_is_refused_before_anything_is_asked(
         run("resolve_booking", booking.reference, *action, "--note", "x" * 2001)
     with pytest.raises(CommandError, match="at most 2,000 characters; this one has 100,000"):
         call_command("resolve_booking", booking.reference, *action, note="x" * 100_000, stdout=io.StringIO())
+
+    assert_unchanged(booking, S.NEEDS_ATTENTION, broker, partner_queue)
+
+
+def test_a_note_with_control_characters_is_refused_before_anything_is_asked(
+    booking_for, ops_user, partner_queue, broker
+):
+    booking = booking_for(CASES[1])
+    action = ("--outcome", "failed", "--yes", "--as", ops_user.username)
+
+    with pytest.raises(CommandError, match=re.escape("not control characters such as '\\x1b'")):
+        run("resolve_booking", booking.reference, *action, "--note", "partner \x1b[2Jcalled")
 
     assert_unchanged(booking, S.NEEDS_ATTENTION, broker, partner_queue)
 
