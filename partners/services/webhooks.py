@@ -34,6 +34,7 @@ from bookings.models import Actor, Booking
 from bookings.timeline import record_event
 from config.errors import Conflict
 from partners import messages
+from partners.connectors import bounds
 from partners.connectors.reference import MalformedPayload, UnsupportedEvent, WebhookEvent, parse_webhook
 from partners.models import (
     InboundEvent,
@@ -62,7 +63,6 @@ KEPT_HEADERS = (
 )
 HEADER_CHARS = 1000
 ERROR_CHARS = 2000
-IDENTIFIER_CHARS = 100  # PartnerReservation.partner_ref, client_reference
 EVENT_ID_CHARS = 200  # InboundEvent.event_id: a longer id is refused, never cut (two would become one)
 # What reading a body we cannot use raises: not JSON, nested past the parser, or refused by it
 # (`MalformedPayload`, out-of-range values included).
@@ -372,11 +372,13 @@ def _record_duplicate(fields: dict) -> Receipt:
 
 # --- what an authentic delivery we do not apply names -------------------------------------------
 def _identifier(value: Any) -> str:
-    if isinstance(value, bool) or not isinstance(value, (str, int)):
+    """An id as the bounds read one ('' when they would refuse it): never a NUL, which PostgreSQL
+    refuses to compare, nor a lone surrogate, which psycopg cannot encode (a 500 where a 400 or
+    401 is owed)."""
+    try:
+        return bounds.identifier(value, field="id")
+    except MalformedPayload:
         return ""
-    text = str(value)
-    # No NUL: PostgreSQL refuses to compare text holding one (a 500 where a 400 is owed).
-    return text if 0 < len(text) <= IDENTIFIER_CHARS and "\x00" not in text else ""
 
 
 def _named_booking_id(partner: Partner, body: Any) -> UUID | None:
