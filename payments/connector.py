@@ -33,6 +33,7 @@ from typing import Any, TypeVar
 import stripe
 from django.conf import settings
 
+from config.text import storable
 from payments.models import CallOutcome
 from payments.money import RefusedAmount, from_minor, same_currency, to_minor
 
@@ -140,7 +141,7 @@ class AuthorizeRequest:
 def _text(value: object, name: str, *, limit: int = 255) -> str:
     if value is None:
         return ""
-    if not isinstance(value, str) or len(value) > limit or "\x00" in value:
+    if not isinstance(value, str) or len(value) > limit or not storable(value):
         raise RefusedAmount(f"{name} is not text: {value!r:.80}")
     return value
 
@@ -607,7 +608,7 @@ def verify_event(body: bytes, signature: str) -> dict[str, Any]:
         raise MalformedEvent("not a JSON object")
     for name, limit in (("id", EVENT_ID_CHARS), ("type", EVENT_TYPE_CHARS)):
         value = data.get(name)
-        if not isinstance(value, str) or not 0 < len(value) <= limit or "\x00" in value:
+        if not isinstance(value, str) or not 0 < len(value) <= limit or not storable(value):
             raise MalformedEvent(f"its {name} is not text of 1 to {limit} characters")
     return data
 

@@ -20,6 +20,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from bookings.currencies import currency_error
+from config.text import valid_unicode
 from partners.connectors.http import MalformedPayload
 
 # PartnerReservation.version and PartnerObservation.version are PositiveIntegerFields: int4 on
@@ -88,10 +89,8 @@ def _check_string(value: str, *, field: str) -> None:
     # PostgreSQL stores neither a NUL nor a lone surrogate (json.loads lets both through).
     if "\x00" in value:
         raise OutOfRange(field, value, "no NUL character")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise OutOfRange(field, value, "valid Unicode") from None
+    if not valid_unicode(value):
+        raise OutOfRange(field, value, "valid Unicode")
 
 
 def version(value: Any, *, field: str = "version") -> int | None:

@@ -34,6 +34,7 @@ from bookings import ports
 from bookings.models import Actor, Booking
 from bookings.services import lock_booking
 from bookings.timeline import record_event
+from config.text import storable
 from payments import connector, messages
 from payments.connector import MalformedEvent, RefundTruth, StaleEvent, UnverifiedEvent
 from payments.models import EventState, Payment, PaymentEvent
@@ -73,8 +74,9 @@ class Receipt:
 
 def _name(value: Any) -> str:
     """An id as the provider writes them, or "" for anything that cannot name a row of ours
-    (not text, empty, longer than our columns, a NUL the database refuses to compare)."""
-    if not isinstance(value, str) or not 0 < len(value) <= connector.EVENT_ID_CHARS or "\x00" in value:
+    (not text, empty, longer than our columns, a NUL or lone surrogate the database cannot
+    compare)."""
+    if not isinstance(value, str) or not 0 < len(value) <= connector.EVENT_ID_CHARS or not storable(value):
         return ""
     return value
 

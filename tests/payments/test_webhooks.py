@@ -243,6 +243,9 @@ def test_an_old_signature_that_does_not_verify_is_a_bad_signature_not_a_late_one
         pytest.param(b'{"id": "evt_1", "type": 5}', id="type-not-text"),
         pytest.param(b'{"id": "evt_\\u0000", "type": "payment_intent.succeeded"}', id="nul-in-id"),
         pytest.param(b'{"id": "evt_1", "type": "payment_intent.\\u0000"}', id="nul-in-type"),
+        # A lone surrogate escape: no Unicode character, so no text psycopg can store.
+        pytest.param(b'{"id": "evt_\\ud800", "type": "payment_intent.succeeded"}', id="surrogate-in-id"),
+        pytest.param(b'{"id": "evt_1", "type": "payment_intent.\\udfff"}', id="surrogate-in-type"),
         pytest.param(b'{"id": "evt_' + b"a" * 260 + b'", "type": "x"}', id="id-longer-than-we-keep"),
         # The SDK decodes the body as UTF-8 before checking the signature made over its bytes.
         pytest.param(b"\xff\xfe{}", id="not-utf8"),
@@ -279,8 +282,9 @@ def test_an_intent_whose_metadata_is_no_object_is_not_a_crash(db, metadata, ours
     assert "metadata is not an object" in stored.error
 
 
-def test_an_intent_id_holding_a_nul_names_nothing_of_ours(db):
-    obj = {**intent(paying_booking(), "succeeded"), "id": "pi_\u0000", "metadata": {}}
+@pytest.mark.parametrize("intent_id", ["pi_\u0000", "pi_\ud800"], ids=["nul", "lone-surrogate"])
+def test_an_intent_id_the_database_cannot_compare_names_nothing_of_ours(db, intent_id):
+    obj = {**intent(paying_booking(), "succeeded"), "id": intent_id, "metadata": {}}
 
     response = deliver(event("payment_intent.succeeded", obj))
 
@@ -305,6 +309,20 @@ def test_an_intent_receiving_more_than_it_holds_is_refused_and_plans_no_refund(d
 
     assert (stored.state, payment.status, payment.captured_amount) == (EventState.FAILED, P.AUTHORIZED, 0)
     assert "intent received 999999.99 of 360.00" in stored.error
+    assert kinds(payment.booking)[-1] == "payment.webhook.refused"
+
+
+def test_text_the_database_cannot_hold_is_refused_at_our_edge_not_retried_in_the_worker(db):
+    # A lone surrogate in a decline's words would reach the payment's row, where psycopg cannot
+    # encode it: the worker would fail on every try instead of refusing the delivery once.
+    payment = paying_booking(provider_intent_id="pi_" + uuid.uuid4().hex[:24])
+    declined = {"code": "card_declined", "decline_code": "generic_decline", "message": "No \ud800"}
+    obj = {**intent(payment, "requires_payment_method"), "last_payment_error": declined}
+
+    stored = _applied(event("payment_intent.payment_failed", obj), payment)
+
+    assert (stored.state, stored.tries, payment.status) == (EventState.FAILED, 1, P.AUTHORIZING)
+    assert "decline message is not text" in stored.error
     assert kinds(payment.booking)[-1] == "payment.webhook.refused"
 
 
