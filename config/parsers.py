@@ -1,5 +1,6 @@
 """The API's one body parser: DRF's JSON parser, with its refusals in plain words (where the body
-stops being JSON, never the decoder's internals) and a too deeply nested body a 400 as well.
+stops being JSON, never the decoder's internals) and a too deeply nested body or a lone
+surrogate a 400 as well.
 
 What it reads is JSON as RFC 8259 says it is exchanged, one reading of each body:
 - UTF-8, whatever `charset` the Content-Type names (JSON's media type defines none; DRF honoured
@@ -21,6 +22,8 @@ from typing import Any
 
 from rest_framework import parsers
 from rest_framework.exceptions import ParseError, UnsupportedMediaType
+
+from config.text import json_valid_unicode
 
 # The one content coding the API reads: none.
 IDENTITY = "identity"
@@ -46,13 +49,19 @@ class _NameTwice(ValueError):
         self.name = name
 
 
+LONE_SURROGATE = (
+    "The body is not valid JSON: a string in it holds a lone surrogate (a \\uD800-\\uDFFF escape "
+    "without its pair), which is no Unicode character."
+)
+
+
 class JSONParser(parsers.JSONParser):
     def parse(self, stream, media_type=None, parser_context=None):
         request = (parser_context or {}).get("request")
         if request is not None:
             _refuse_content_coding(request.META.get("HTTP_CONTENT_ENCODING", ""))
         try:
-            return json.load(
+            data = json.load(
                 codecs.getreader("utf-8")(stream),
                 parse_constant=_not_a_number,
                 object_pairs_hook=_object_of_unique_names,
@@ -66,6 +75,11 @@ class JSONParser(parsers.JSONParser):
             raise ParseError(message) from None
         except ValueError as refused:
             raise ParseError(_why(refused)) from None
+        if not json_valid_unicode(data):
+            # A `\ud800` escape without its pair decodes to no Unicode character: echoed in a field
+            # error, the answer could not be written as UTF-8 (a 500); stored, neither could a row.
+            raise ParseError(LONE_SURROGATE)
+        return data
 
 
 def _refuse_content_coding(declared: str) -> None:

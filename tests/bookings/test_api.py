@@ -440,6 +440,12 @@ def test_malformed_json_is_a_parse_error(api_client, db):
     assert Booking.objects.count() == 0
 
 
+LONE_SURROGATE = (
+    "The body is not valid JSON: a string in it holds a lone surrogate (a \\uD800-\\uDFFF escape "
+    "without its pair), which is no Unicode character."
+)
+
+
 @pytest.mark.parametrize(
     ("body", "message"),
     [
@@ -455,8 +461,20 @@ def test_malformed_json_is_a_parse_error(api_client, db):
         ),
         ('{"guests": NaN}', "The body is not valid JSON: NaN is not a JSON value."),
         ('{"guests": -Infinity}', "The body is not valid JSON: -Infinity is not a JSON value."),
+        # A lone surrogate is no character: echoed under "Unknown field." it made the answer
+        # impossible to write as UTF-8 (a 500); as a value it could not be stored.
+        ('{"\\ud800": 1}', LONE_SURROGATE),
+        ('{"guests": 2, "note": ["ok", {"x": "\\udfff"}]}', LONE_SURROGATE),
     ],
-    ids=["syntax", "not-utf8", "number-too-long", "nan", "infinity"],
+    ids=[
+        "syntax",
+        "not-utf8",
+        "number-too-long",
+        "nan",
+        "infinity",
+        "surrogate-name",
+        "surrogate-deep-value",
+    ],
 )
 def test_a_body_that_is_not_json_is_told_where_in_plain_words(api_client, db, body, message):
     # Not the decoder's internals ("'utf-8' codec can't decode byte 0xff in position 11",
