@@ -11,6 +11,7 @@ form fields are decoded with replacement characters).
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 
@@ -43,3 +44,17 @@ def json_valid_unicode(data: Any) -> bool:
         elif isinstance(value, list):
             pending.extend(value)
     return True
+
+
+def strict_json(raw: bytes | str) -> Any:
+    """A stored body read as any strict JSON reader would, for showing it again: `ValueError` for a
+    bare NaN or Infinity (Python's reader takes them, as floats no JSON answer can carry) or a lone
+    surrogate (a string no UTF-8 answer can carry), as for a body that is not JSON at all."""
+    data = json.loads(raw, parse_constant=_not_json)
+    if not json_valid_unicode(data):
+        raise ValueError("a string holds a lone surrogate")
+    return data
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")

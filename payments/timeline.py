@@ -6,10 +6,10 @@ refunds) are kept in the words, and hidden by `hide_provider_ids` from whoever m
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
+from config.text import strict_json
 from payments.models import EventState, PaymentEvent, PaymentOperation
 
 # Who may see the provider's ids of what it holds and made for us (docs/console.md).
@@ -94,7 +94,7 @@ def event_summary(event: PaymentEvent) -> str:
 def _said(body: bytes) -> dict[str, Any]:
     """What a delivery's object says of the payment: its id, status and amounts (minor units)."""
     try:
-        obj = json.loads(body)["data"]["object"]
+        obj = strict_json(body)["data"]["object"]
     except (ValueError, KeyError, TypeError, RecursionError):
         return {"unreadable": True}
     if not isinstance(obj, dict):

@@ -25,6 +25,7 @@ from django.db.models import Q
 from bookings import ports
 from bookings.models import Actor, Booking, BookingEvent, Notification
 from bookings.notifications import message_id, timeline_entries
+from config.text import strict_json
 from partners.models import (
     InboundEvent,
     ObservationResult,
@@ -207,9 +208,11 @@ def _observation_detail(observation: PartnerObservation) -> dict[str, Any]:
 
 
 def _raw_body(event: InboundEvent) -> Any:
+    """The stored body as JSON when strict JSON can carry it, else as its text (or base64): an
+    authentic delivery is linked to its booking even when refused for what it holds."""
     raw = bytes(event.raw_body or b"")
     try:
-        return json.loads(raw)
+        return strict_json(raw)
     except (ValueError, RecursionError):
         try:
             return raw.decode()
