@@ -35,6 +35,7 @@ from bookings.timeline import record_event
 from payments import decisions
 from payments.connector import IntentTruth, RefundTruth
 from payments.models import (
+    BEFORE_AUTHORIZATION,
     CallOutcome,
     OperationKind,
     OperationState,
@@ -152,14 +153,10 @@ def truth_apply(
         payment.provider_intent_id = truth.intent_id
         fields.add("provider_intent_id")
     target = _status_told(truth)
-    ignored = ""
-    if target is not None and target != payment.status:
-        move = getattr(payment, decisions.TRANSITION_TO[target])
-        if can_proceed(move):
-            move()
-            fields |= {"status", "status_changed_at"}
-        else:
-            ignored = f"stale: {target} after {payment.status}"
+    ignored = _stale(payment, truth, target)
+    if target is not None and target != payment.status and not ignored:
+        getattr(payment, decisions.TRANSITION_TO[target])()
+        fields |= {"status", "status_changed_at"}
     if truth.status and not ignored and payment.provider_status != truth.status:
         payment.provider_status = truth.status  # the provider's own word, beside ours
         fields.add("provider_status")
@@ -173,6 +170,19 @@ def truth_apply(
     changed = before != (payment.status, payment.captured_amount, payment.refunded_amount, payment.in_review)
     _record(booking, payment, truth, before, source=source, ignored=ignored, actor=actor, label=actor_label)
     return changed
+
+
+def _stale(payment: Payment, truth: IntentTruth, target: str | None) -> str:
+    """Why the provider's word is older than what the payment holds ('' when it is not): a status
+    our state machine has gone past, or a word naming no status of ours (an intent still asking
+    for a method, a confirmation or an action, or processing: the time before any hold) once the
+    payment is past that time. Its own word, kept beside ours, moves forward only with it."""
+    if target is not None and target != payment.status:
+        if not can_proceed(getattr(payment, decisions.TRANSITION_TO[target])):
+            return f"stale: {target} after {payment.status}"
+    elif target is None and truth.status and payment.status not in BEFORE_AUTHORIZATION:
+        return f"stale: {truth.status} after {payment.status}"
+    return ""
 
 
 def _status_told(truth: IntentTruth) -> str | None:
@@ -212,11 +222,11 @@ def brings_news(payment: Payment, truth: IntentTruth) -> bool:
     if not payment.provider_intent_id or truth.intent_id != payment.provider_intent_id:
         return True
     target = _status_told(truth)
-    if target is not None and target != payment.status:
-        if can_proceed(getattr(payment, decisions.TRANSITION_TO[target])):
+    if not _stale(payment, truth, target):
+        if target is not None and target != payment.status:
             return True
-    elif truth.status and payment.provider_status != truth.status:
-        return True
+        if truth.status and payment.provider_status != truth.status:
+            return True
     grows = any(
         observed is not None and observed > held
         for observed, held in (

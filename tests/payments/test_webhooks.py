@@ -414,6 +414,34 @@ def test_an_older_event_arriving_after_a_newer_one_moves_nothing_back(db):
     ]
 
 
+@pytest.mark.parametrize("word", ["requires_confirmation", "requires_action", "processing"])
+def test_a_word_from_before_the_hold_moves_neither_our_status_nor_the_provider_s_back(db, word):
+    # It names no status of ours, so the state machine never saw it; the provider's word kept
+    # beside ours (the console shows both) was overwritten backwards, and the timeline said
+    # "Nothing new".
+    payment = paying_booking(
+        S.CONFIRMED, P.AUTHORIZED, provider_intent_id="pi_" + "a" * 24, provider_status="requires_capture"
+    )
+    older = event("payment_intent.amount_capturable_updated", intent(payment, word))
+
+    answer = deliver(older).json()["status"]
+
+    payment.refresh_from_db()
+    assert (answer, payment.status, payment.provider_status) == ("known", P.AUTHORIZED, "requires_capture")
+    from bookings.services import lock_booking
+    from payments.connector import intent_truth
+    from payments.services.observations import lock_payment, truth_apply
+
+    with transaction.atomic():  # the one door's own guard, for a word that was news when read
+        locked = lock_payment(lock_booking(payment.booking.pk))
+        truth = intent_truth(intent(payment, word), "EUR")
+        truth_apply(booking=payment.booking, payment=locked, truth=truth, source="test", actor="worker")
+
+    payment.refresh_from_db()
+    assert payment.provider_status == "requires_capture"
+    assert kinds(payment.booking)[-1] == "payment.observation.stale"
+
+
 def test_an_older_event_applied_under_the_lock_is_recorded_as_stale(db):
     # The one door's own guard, for a word that was news when the worker read the row and is
     # old by the time it holds the lock.
