@@ -20,6 +20,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from bookings.currencies import currency_error
+from bookings.dates import NotADate, parse_date
 from config.text import valid_unicode
 from partners.connectors.http import MalformedPayload
 
@@ -39,7 +40,8 @@ MAX_AMOUNT = Decimal("9999999999.99")
 DECIMAL = re.compile(r"[0-9]{1,16}(?:\.[0-9]{1,16})?")
 CENT = Decimal("0.01")
 CURRENCY = re.compile(r"^[A-Za-z]{3}$")
-INTEGER = re.compile(r"^-?\d{1,30}$")
+# ASCII digits only: `\d` also matches other scripts' digits (fullwidth, Arabic-Indic), which int() reads.
+INTEGER = re.compile(r"-?[0-9]{1,30}")
 # How deep a payload we keep may nest (the stored JSON of an answer or webhook).
 MAX_PAYLOAD_DEPTH = 16
 SHOWN_CHARS = 40
@@ -99,7 +101,7 @@ def version(value: Any, *, field: str = "version") -> int | None:
         return None
     if isinstance(value, bool):
         raise MalformedPayload(f"{field} is not an integer: {_shown(value)}")
-    if isinstance(value, str) and INTEGER.match(value.strip()):
+    if isinstance(value, str) and INTEGER.fullmatch(value.strip()):
         value = int(value.strip())
     if not isinstance(value, int):
         raise MalformedPayload(f"{field} is not an integer: {_shown(value)}")
@@ -127,14 +129,14 @@ def unix_time(value: int | float, *, field: str) -> datetime:
 
 
 def stay_date(value: Any, *, field: str) -> date | None:
-    """A stay date `YYYY-MM-DD` (None when absent)."""
+    """A stay date `YYYY-MM-DD` (None when absent), blanks around it ignored: by the customer's one
+    date rule (`bookings.dates`), not `date.fromisoformat`, which also reads `2027-W09-3` (an ISO
+    week date: some day, compared with ours as if the partner had said it)."""
     if value is None:
         return None
-    if not isinstance(value, str) or len(value.strip()) != 10:
-        raise MalformedPayload(f"{field} is not a date YYYY-MM-DD: {_shown(value)}")
     try:
-        parsed = date.fromisoformat(value.strip())
-    except ValueError:
+        parsed = parse_date(value.strip() if isinstance(value, str) else value)
+    except NotADate:
         raise MalformedPayload(f"{field} is not a date YYYY-MM-DD: {_shown(value)}") from None
     if not EARLIEST_YEAR <= parsed.year <= LATEST_YEAR:
         raise OutOfRange(field, value, f"a date in {EARLIEST_YEAR}-{LATEST_YEAR}")

@@ -276,7 +276,7 @@ def _next_page(value: Any) -> int | None:
         return None
     if isinstance(value, int) and not isinstance(value, bool):
         return value
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
         return int(value)
     raise MalformedPayload(f"next_page is not a page number: {value!r}")
 

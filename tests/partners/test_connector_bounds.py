@@ -71,7 +71,8 @@ def test_version_out_of_range(value: Any) -> None:
         bounds.version(value)
 
 
-@pytest.mark.parametrize("value", [True, 1.5, "three", "9" * 31, [], {}])
+# Other scripts' digits (fullwidth, Arabic-Indic): "a string of digits" is ASCII digits, as everywhere.
+@pytest.mark.parametrize("value", [True, 1.5, "three", "9" * 31, [], {}, "\uff11", "\u0661", "1\u0662"])
 def test_version_of_the_wrong_kind_is_malformed_not_out_of_range(value: Any) -> None:
     with pytest.raises(MalformedPayload, match="version is not an integer") as raised:
         bounds.version(value)
@@ -129,6 +130,11 @@ def test_stay_date(value: Any, expected: date | None) -> None:
         ("2027-02-30", MalformedPayload),
         ("2027-3-1", MalformedPayload),
         (20270301, MalformedPayload),
+        # Python's fromisoformat reads these as some day, which was then compared with ours.
+        ("2027-W09-3", MalformedPayload),
+        ("2027W093", MalformedPayload),
+        ("2027-060", MalformedPayload),
+        ("\uff12027-03-01", MalformedPayload),
     ],
 )
 def test_stay_date_refused(value: Any, error: type[Exception]) -> None:

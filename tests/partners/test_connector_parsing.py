@@ -404,6 +404,7 @@ def test_legacy_listing_fixtures_parse() -> None:
         {"items": [{"booking_no": 1, "state": "OK", "modified": "later"}], "next_page": None},
         {"items": [{"ref": "BK-1", "state": "OK"}], "next_page": None},
         {"items": [], "next_page": "two"},
+        {"items": [], "next_page": "\u00b2"},  # a digit to str.isdigit, not to int()
     ],
 )
 def test_legacy_listing_refuses_malformed(data: Any) -> None:
