@@ -336,37 +336,61 @@ def _sample_skew(partner: Partner, headers: dict[str, str], received_at: datetim
 
 
 def _record_duplicate(fields: dict) -> Receipt:
+    """A delivery of an event id we hold: acknowledged, never applied. A redelivery repeats its
+    content; one under the same id with other content (a partner's bug: the id is the event's) is
+    not applied either, since the id is all that orders deliveries, but said so on the timeline,
+    and the booking it or the original names is synced from the partner instead."""
+    partner = fields["partner"]
     with transaction.atomic():
         original = (
             InboundEvent.objects.select_for_update(no_key=True)
             .exclude(state__in=[InboundState.REJECTED, InboundState.INVALID])
             .get(
-                partner=fields["partner"],
+                partner=partner,
                 event_id=fields["event_id"],
                 signature_valid=True,
                 duplicate_of__isnull=True,
             )
         )
+        other_content = fields["body_sha256"] != original.body_sha256
+        booking = original.booking
+        if other_content and booking is None:
+            named = _named_booking_id(partner, _decoded(fields["raw_body"]))
+            booking = Booking.objects.filter(pk=named).first() if named else None
+        why = f"the id of delivery {original.pk}, with other content: not applied" if other_content else ""
         fields = {k: v for k, v in fields.items() if k not in ("state", "result", "error", "processed_at")}
         event = InboundEvent.objects.create(
             **fields,
             duplicate_of=original,
             state=InboundState.PROCESSED,
             result=InboundResult.DUPLICATE,
+            error=why,
             processed_at=timezone.now(),
-            booking=original.booking,
+            booking=booking,
             reservation=original.reservation,
         )
-        if original.booking is not None:
+        if booking is not None:
             record_event(
-                original.booking,
-                "webhook.duplicate",
+                booking,
+                "webhook.duplicate.other_content" if other_content else "webhook.duplicate",
                 actor=Actor.WEBHOOK,
-                actor_label=f"{original.partner.code}:{original.event_id}",
-                summary=f"Webhook {original.event_id} delivered again: ignored",
+                actor_label=f"{partner.code}:{original.event_id}",
+                summary=(
+                    f"Webhook {original.event_id} delivered again with other content: not applied; "
+                    "the booking is synced from the partner instead"
+                    if other_content
+                    else f"Webhook {original.event_id} delivered again: ignored"
+                ),
                 partner_time=event.partner_timestamp,
                 data={"inbound_event_id": event.pk, "duplicate_of": original.pk},
             )
+        if other_content:
+            logger.warning(
+                "webhook id reused with other content",
+                extra={"partner": partner.code, "inbound_event_id": event.pk, "duplicate_of": original.pk},
+            )
+            if booking is not None:
+                _pull_on_commit(partner, booking.pk)
     return Receipt(200, "duplicate", "Already received.", event)
 
 

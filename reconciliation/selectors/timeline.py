@@ -245,7 +245,7 @@ def _inbound_data(event: InboundEvent) -> dict[str, Any]:
 def _event_mark(event: BookingEvent) -> str:
     if event.kind.startswith("partner.observation.") and event.kind != "partner.observation.applied":
         return event.kind.rsplit(".", 1)[1]  # stale / duplicate: ignored, changed nothing
-    if event.kind == "webhook.duplicate":
+    if event.kind in ("webhook.duplicate", "webhook.duplicate.other_content"):
         return "duplicate"
     if event.kind.endswith(".failed"):
         return "failed"

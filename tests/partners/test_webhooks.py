@@ -496,6 +496,49 @@ def test_replayed_event_id_is_acknowledged_recorded_and_changes_nothing(
     assert booking.status == S.CONFIRMED
 
 
+@pytest.mark.parametrize("processed", [True, False], ids=["original-applied", "original-queued"])
+def test_an_event_id_reused_with_other_content_is_not_applied_but_said_and_synced(
+    post,
+    ref_partner,
+    make_booking,
+    broker,
+    clean_queues,
+    webhooks_queue,
+    django_capture_on_commit_callbacks,
+    processed,
+):
+    # The id orders nothing but deliveries: a second content under it is a partner's bug. Answered
+    # "duplicate" as before (asking again would send the same), but no longer silently: the
+    # timeline says so and the booking is read from the partner at once.
+    queue = clean_queues(ref_partner)
+    booking = make_booking(ref_partner, S.PENDING_PARTNER)
+    first = body(client_reference=booking.reference, status="pending", version=1)
+    other = body(client_reference=booking.reference, status="cancelled", version=2)
+    assert post(first, signed(first, event_id="msg_X")).status_code == 202
+    original = InboundEvent.objects.get()
+    if processed:
+        inbound_event_process(original.pk)
+    broker.flush(queue)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        again = post(other, signed(other, event_id="msg_X"))
+
+    assert (again.status_code, again.json()["status"]) == (200, "duplicate")
+    copy = InboundEvent.objects.exclude(pk=original.pk).get()
+    assert (copy.duplicate_of_id, copy.result, copy.booking_id) == (
+        original.pk,
+        InboundResult.DUPLICATE,
+        booking.pk,
+    )
+    assert "with other content: not applied" in copy.error
+    assert timeline(booking)[-1] == "webhook.duplicate.other_content"
+    assert [(m.actor_name, m.args) for m in queued_messages(broker, queue)] == [
+        ("sync_booking", (str(booking.pk),))
+    ]
+    booking.refresh_from_db()
+    assert booking.status == S.PENDING_PARTNER
+
+
 def test_a_forged_delivery_cannot_claim_the_event_id_of_the_real_one(post, ref_partner):
     raw = body()
     forged = signed(raw, event_id="msg_x", secret="whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo=")

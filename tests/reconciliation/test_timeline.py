@@ -56,19 +56,21 @@ def _deliver(
     msg_id: str,
     secret: str | None = None,
     signed_at: datetime | None = None,
+    written_at: datetime | None = None,
 ):
+    written_at = written_at or timezone.now()
     body = json.dumps(
         {
             "type": "reservation.updated",
-            "timestamp": timezone.now().isoformat(),
+            "timestamp": written_at.isoformat(),
             "data": {
                 "id": PARTNER_REF,
                 "client_reference": booking.reference,
                 "product_id": "hotel-42-dbl",
                 "status": status,
                 "version": version,
-                "created_at": timezone.now().isoformat(),
-                "updated_at": timezone.now().isoformat(),
+                "created_at": written_at.isoformat(),
+                "updated_at": written_at.isoformat(),
             },
         }
     )
@@ -121,8 +123,9 @@ def story(make_booking, partner, django_capture_on_commit_callbacks, support_use
         attempt_close(
             lookup, CallResult(outcome=Outcome.TRANSIENT, http_status=503, error="busy", latency_ms=30)
         )
-        _deliver(partner, booking, status="confirmed", version=2, msg_id="msg_confirm")
-        _deliver(partner, booking, status="confirmed", version=2, msg_id="msg_confirm")  # redelivered
+        confirmed = {"status": "confirmed", "version": 2, "written_at": timezone.now()}
+        _deliver(partner, booking, **confirmed, msg_id="msg_confirm")
+        _deliver(partner, booking, **confirmed, msg_id="msg_confirm")  # redelivered: the same bytes
         _deliver(partner, booking, status="pending", version=1, msg_id="msg_late")  # stale, out of order
         _deliver(
             partner, booking, status="cancelled", version=3, msg_id="msg_forged", secret="whsec_Zm9yZ2Vk"
