@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import json
 from decimal import Decimal
+from types import SimpleNamespace
 
 import pytest
+from django.core.management import call_command
 from rest_framework.test import APIClient
 
 from bookings.customer_money import PaymentFacts, money_of
@@ -98,9 +101,12 @@ def test_a_stored_body_strict_json_cannot_carry_is_shown_as_its_text_never_a_500
     api.force_authenticate(support_user)
     client.force_login(support_user)
 
+    printed = io.StringIO()
+    call_command("booking_timeline", booking.reference, "--json", stdout=printed)
     answers = [
         api.get(URL.format(booking.reference)),
         client.get(f"/admin/bookings/booking/{booking.pk}/timeline.json"),
+        SimpleNamespace(status_code=200, content=printed.getvalue()),
     ]
 
     for answer in answers:
