@@ -9,10 +9,8 @@ import dramatiq
 import dramatiq.errors
 import redis
 from django.conf import settings
-from django.utils import timezone
 
 from config.logging import AtMostEvery, log_context, one_line
-from reconciliation.queue_heads import QueueHeads
 from reconciliation.services.sweeper import SWEEP_BOOKINGS, SWEEP_QUEUE, booking_due_run
 
 logger = logging.getLogger(__name__)
@@ -38,11 +36,10 @@ class SweepStepsFailed(Exception):
 )
 def sweep_bookings(booking_ids: list[str]) -> None:
     failed = []
-    heads = QueueHeads(timezone.now())  # each queue's front read once for the chunk
     for booking_id in booking_ids:
         with log_context(booking_id=booking_id, actor=SWEEP_BOOKINGS):
             try:
-                booking_due_run(UUID(booking_id), heads=heads)
+                booking_due_run(UUID(booking_id))
             except REDIS_UNAVAILABLE as exc:
                 # Nothing is lost and nothing is retried: the step's transaction committed or
                 # rolled back whole, and the booking is due again in the database once the check

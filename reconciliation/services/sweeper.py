@@ -18,15 +18,9 @@ however far a partner's queue falls behind, sweeps add no second copy of a step 
 started (`reconciliation.claims`). Work without a row of its own to push forward (stale
 webhooks, owed compensations, settled bookings whose create is still unresolved, legacy
 change-listing walks, mail nobody tried, payments due and their unprocessed webhooks, which
-the payments app's own run settles) relies on the claim alone for the sweeper's own copies.
-
-The first message of a piece of work is queued by the move that wrote its row, after commit,
-and carries no claim: past its grace, the sweeper copies it only once it no longer waits on its
-queue (`reconciliation.queue_heads`, one read of each queue's front per sweep), for a due
-booking's step, a payment's run, mail and webhook deliveries; so a backlog deeper than the grace
-is not doubled. A sweep never calls a partner itself, and running it twice in a row queues
-nothing new. Queries are constant per batch: one UPDATE in its own transaction (one select on a
-dry run), plus one each for the side work.
+the payments app's own run settles) relies on the claim alone. A sweep never calls a partner
+itself, and running it twice in a row queues nothing new. Queries are constant per batch: one
+UPDATE in its own transaction (one select on a dry run), plus one each for the side work.
 """
 
 from __future__ import annotations
@@ -66,7 +60,6 @@ from payments import messages as payment_messages
 from payments import selectors as payment_selectors
 from reconciliation import claims
 from reconciliation.models import OwedMessage
-from reconciliation.queue_heads import QueueHeads
 
 logger = logging.getLogger(__name__)
 
@@ -186,7 +179,6 @@ def sweep(
 ) -> SweepReport:
     now = timezone.now()
     report = SweepReport(started_at=now, dry_run=dry_run)
-    heads = QueueHeads(now)  # what still waits on the queues the side work goes to
     size = batch_size or settings.RECONCILE_BATCH_SIZE
     if dry_run:
         for batch in _due_batches(now, partner, size):
@@ -211,7 +203,7 @@ def sweep(
             if len(batch) < size:
                 break
 
-    report.inbound_requeued = _requeue_stale_inbound(heads, partner, dry_run)
+    report.inbound_requeued = _requeue_stale_inbound(now, partner, dry_run)
     report.refused_pruned = inbound_refused_prune(
         before=now - timedelta(days=settings.WEBHOOK_REFUSED_RETENTION_DAYS),
         partner=partner,
@@ -227,8 +219,8 @@ def sweep(
         report.notifications_given_up,
         report.notifications_delivery_unknown,
     ) = _settle_abandoned_notifications(now, partner, dry_run)
-    report.notifications_requeued = _requeue_lost_notifications(heads, partner, dry_run)
-    report.payments_queued, report.payment_events_requeued = _queue_payments(heads, partner, dry_run)
+    report.notifications_requeued = _requeue_lost_notifications(now, partner, dry_run)
+    report.payments_queued, report.payment_events_requeued = _queue_payments(now, partner, dry_run)
     report.support_messages_sent = _send_owed_messages(now, partner, dry_run)
     report.listings = _walk_listings(partner, dry_run)
     logger.info("sweep finished", extra=report.as_dict())
@@ -402,22 +394,18 @@ def _audit_confirmed(now: datetime, partner: Partner | None, dry_run: bool) -> i
     )
 
 
-def _requeue_stale_inbound(heads: QueueHeads, partner: Partner | None, dry_run: bool) -> int:
-    """Deliveries stored but never processed (their message lost, not waiting on the webhooks
-    queue: `reconciliation.queue_heads`). Only `received` ones: what was set aside (invalid
-    content, tries exhausted) is never queued again."""
-    queue = messages.WEBHOOKS_QUEUE
-    before = heads.now - timedelta(seconds=settings.RECONCILE_INBOUND_STALE_S)
+def _requeue_stale_inbound(now: datetime, partner: Partner | None, dry_run: bool) -> int:
+    """Deliveries stored but never processed (their message lost). Only `received` ones: what was
+    set aside (invalid content, tries exhausted) is never queued again."""
     stale = InboundEvent.objects.filter(
-        state=InboundState.RECEIVED, received_at__lte=heads.cutoff(queue, before)
+        state=InboundState.RECEIVED,
+        received_at__lte=now - timedelta(seconds=settings.RECONCILE_INBOUND_STALE_S),
     )
-    rows = [
-        (pk, code)
-        for pk, code in _for_partner(stale, partner)
+    rows = list(
+        _for_partner(stale, partner)
         .order_by("received_at", "id")
         .values_list("id", "partner__code")[: settings.RECONCILE_BATCH_SIZE]
-        if not heads.at_front(queue, messages.PROCESS_INBOUND_EVENT, pk)
-    ]
+    )
     return _send_claimed(
         rows,
         key="inbound:{}",
@@ -449,28 +437,24 @@ def _resolve_fences_of_settled(now: datetime, partner: Partner | None, dry_run: 
     )
 
 
-def _requeue_lost_notifications(heads: QueueHeads, partner: Partner | None, dry_run: bool) -> int:
-    """Mail owed to customers that nobody tried for NOTIFICATION_REQUEUE_AFTER_S, and whose
-    message no longer waits on the notifications queue (`reconciliation.queue_heads`): lost with
-    Redis. One that only waits behind a backlog gets no copy (a backlog: 301 messages queued for
-    221 mails owed). A copy is claimed until a worker takes it up, as a due booking's step
-    (invariant 3): the queue holds at most one copy per notification from the sweeper. With a
-    claim that lapsed after the grace, every sweep past it queued one more, and a backlog fed
-    itself (a chaos run under load: 34,439 copies for 3,246 notifications)."""
-    queue = notifications.NOTIFICATIONS_QUEUE
-    before = heads.now - timedelta(seconds=settings.NOTIFICATION_REQUEUE_AFTER_S)
+def _requeue_lost_notifications(now: datetime, partner: Partner | None, dry_run: bool) -> int:
+    """Mail owed to customers that nobody tried for a while: its message was lost with Redis, or
+    waits behind a backlog. Claimed until a worker takes the copy up, as a due booking's step
+    (invariant 3): however far the notifications queue falls behind, it holds at most one copy
+    per notification from the sweeper. With a claim that lapsed after the grace, every sweep
+    past it queued one more, and a backlog fed itself (a chaos run under load: 34,439 copies for
+    3,246 notifications)."""
+    grace = settings.NOTIFICATION_REQUEUE_AFTER_S
     # A mail waiting for its booking's earlier one is not lost: the attempt that ends that one
     # sends it. Only a booking's earliest unfinished mail is queued again; the rest follow it.
-    lost = Notification.objects.lost(before=heads.cutoff(queue, before)).exclude(
+    lost = Notification.objects.lost(before=now - timedelta(seconds=grace)).exclude(
         notifications.earlier_unfinished()
     )
-    ids = [
-        pk
-        for pk in _for_partner(lost, partner, "booking__partner")
+    ids = list(
+        _for_partner(lost, partner, "booking__partner")
         .order_by("created_at", "id")
         .values_list("id", flat=True)[: settings.RECONCILE_BATCH_SIZE]
-        if not heads.at_front(queue, notifications.SEND_NOTIFICATION, pk)
-    ]
+    )
     if dry_run:
         return len(ids)
     sent = 0
@@ -501,37 +485,28 @@ def _settle_abandoned_notifications(
     return notifications.abandoned_settle(rows=abandoned, before=before, dry_run=dry_run)
 
 
-def _queue_payments(heads: QueueHeads, partner: Partner | None, dry_run: bool) -> tuple[int, int]:
+def _queue_payments(now: datetime, partner: Partner | None, dry_run: bool) -> tuple[int, int]:
     """The payments app's own due work: payments not at rest whose check is due (a run lost with
     Redis, a hold to decide on before it lapses) and webhook deliveries never processed; the
-    payment's run decides what, if anything, to ask the provider. Not while the message that
-    made it due may still wait on the payments queue (`reconciliation.queue_heads`; a backlog:
-    1,033 runs queued for 514 payments due). Each copy is claimed until a worker takes it up, as
-    a due booking's step is: nothing moves either on before a worker starts it, so with a window
-    a backlog on the payments queue got one more copy per window (chaos runs: 236 messages, 44
-    deliveries a sweep; later 3,278 payment runs queued for about 1,100 payments, each copy a
-    claim that locks the booking and the payment to find nothing to do)."""
-    queue = payment_messages.PAYMENTS_QUEUE
-    # A run was queued with the grace before its payment's `next_check_at`.
-    grace = timedelta(seconds=settings.PAYMENTS_RUN_GRACE_S)
-    due = payment_selectors.due_payments(
-        now=heads.cutoff(queue, heads.now - grace) + grace,
-        partner=partner,
-        limit=settings.RECONCILE_BATCH_SIZE,
-    )
+    payment's run decides what, if anything, to ask the provider. Each is claimed until a worker
+    takes its copy up, as a due booking's step is: nothing moves either on before a worker starts
+    it, so with a window a backlog on the payments queue got one more copy per window (chaos runs:
+    236 messages, 44 deliveries a sweep; later 3,278 payment runs queued for about 1,100
+    payments, each copy a claim that locks the booking and the payment to find nothing to do)."""
+    due = payment_selectors.due_payments(now=now, partner=partner, limit=settings.RECONCILE_BATCH_SIZE)
     runs = _send_until_taken_up(
-        [row for row in due if not heads.at_front(queue, payment_messages.PAYMENT_RUN, row[0])],
+        due,
         key="payment:{}",
         send=lambda booking_id, claim: payment_messages.send_run(booking_id, options=claim),
         dry_run=dry_run,
     )
     stale = payment_selectors.stale_events(
-        before=heads.cutoff(queue, heads.now - timedelta(seconds=settings.RECONCILE_INBOUND_STALE_S)),
+        before=now - timedelta(seconds=settings.RECONCILE_INBOUND_STALE_S),
         partner=partner,
         limit=settings.RECONCILE_BATCH_SIZE,
     )
     events = _send_until_taken_up(
-        [row for row in stale if not heads.at_front(queue, payment_messages.PROCESS_PAYMENT_EVENT, row[0])],
+        stale,
         key="payment-event:{}",
         send=lambda pk, claim: payment_messages.send_event(pk, options=claim),
         dry_run=dry_run,
@@ -579,20 +554,8 @@ def _walk_listings(partner: Partner | None, dry_run: bool) -> list[str]:
     return codes
 
 
-# The states whose step the move into them queued (after its commit): the payment's run, the
-# submission, the cancellation. While that message may still wait on its queue, a due booking's
-# step adds nothing beside it (`reconciliation.queue_heads`).
-# Each as (its queue, None for the booking's partner's; its actor).
-STEP_QUEUED_ON_ENTRY: dict[str, tuple[str | None, str]] = {
-    BookingState.AWAITING_PAYMENT: (payment_messages.PAYMENTS_QUEUE, payment_messages.PAYMENT_RUN),
-    BookingState.REQUESTED: (None, messages.SUBMIT_BOOKING),
-    BookingState.CANCEL_REQUESTED: (None, messages.CANCEL_BOOKING),
-}
-
-
-def booking_due_run(booking_id, *, heads: QueueHeads | None = None) -> None:
-    """The per-booking step of a sweep: lock, re-check, act through the usual services. `heads`:
-    the queues read for the chunk of steps this one runs in (read here otherwise)."""
+def booking_due_run(booking_id) -> None:
+    """The per-booking step of a sweep: lock, re-check, act through the usual services."""
     with transaction.atomic():
         booking = lock_booking(booking_id)
         if booking.status not in OPEN_STATES:
@@ -618,25 +581,11 @@ def booking_due_run(booking_id, *, heads: QueueHeads | None = None) -> None:
             return
         # A long wait is news once: the `taking_longer` message and its mail (CUSTOMER_SLOW_AFTER).
         customer_view.refresh(booking, actor=Actor.SWEEPER)
-        status, entered_at = booking.status, booking.status_changed_at
-        partner_queue = booking.partner.queue_name
-    if status in STEP_QUEUED_ON_ENTRY:
-        queue, actor_name = STEP_QUEUED_ON_ENTRY[status]
-        heads = heads or QueueHeads(timezone.now())
-        if not heads.owed(queue or partner_queue, actor_name, booking_id, entered_at, before=heads.now):
-            # Its move's message may still wait in a backlog: a copy would only double it (and a
-            # cancellation's sync would wait behind the cancellation that answers it anyway).
-            return
+        status = booking.status
     if status == BookingState.AWAITING_PAYMENT:
-        # Nothing is at the partner yet: the payment's run is the step, claimed until a worker
-        # takes it up under the key the payment's own check uses (`_queue_payments`): a window
-        # lapsed while the copy waited, and every sweep past it queued one more.
-        _send_until_taken_up(
-            [(booking_id, None)],
-            key="payment:{}",
-            send=lambda pk, claim: payment_messages.send_run(pk, options=claim),
-            dry_run=False,
-        )
+        # Nothing is at the partner yet: the payment's run is the step (claimed for a window).
+        if _first_time([f"payment:{booking_id}"], settings.RECONCILE_CLAIM_TTL_S)[0]:
+            payment_messages.send_run(booking_id)
     elif status == BookingState.REQUESTED:
         _queue_step(messages.SUBMIT_BOOKING, booking_id)
     elif status == BookingState.CANCEL_REQUESTED:

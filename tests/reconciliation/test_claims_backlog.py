@@ -110,11 +110,6 @@ def test_the_step_claim_ends_when_a_worker_takes_the_message_up(
             lambda: not _sweeper_submissions(broker, queue_name), what="the submissions to be taken up"
         )
         wait_until(lambda: not redis_client().exists(*step_claims), what="their claims to end")
-    # The retries the refused submissions queued themselves are dropped: with one of them still
-    # waiting, the sweeper rightly queues no copy (reconciliation.queue_heads); only the claims
-    # are the question here.
-    broker.flush(queue_name)
-    broker.flush(f"{queue_name}.DQ")
 
     with workers_on(SWEEP_QUEUE):
         _sweep_round(broker, [Booking.objects.get(pk=b.pk) for b in bookings])
