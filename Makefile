@@ -21,7 +21,10 @@ migrate: install
 demo: migrate
 	$(PY) manage.py create_demo_data
 
-run: demo
+# A stack already running here is refused before its database is migrated or its demo data loaded.
+run: install
+	$(PY) -m config.devstack --check
+	$(MAKE) --no-print-directory demo
 	$(PY) manage.py collectstatic --noinput --verbosity 0
 	$(PY) -m config.devstack
 

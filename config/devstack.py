@@ -31,7 +31,11 @@ from config import embedded_redis, env_file, listeners, respawn
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    """Start the stack; with `--check`, only say whether one is running here already (exit 1 if
+    so): `make run` asks that before it migrates or loads the demo data into that stack's
+    database."""
+    check_only = "--check" in (sys.argv[1:] if argv is None else argv)
     env_file.load()  # VAR_DIR, PORT, REDIS_URL, ... may come from .env
     env = dict(os.environ)
     var_dir = Path(env.get("VAR_DIR", BASE_DIR / "var"))
@@ -53,6 +57,8 @@ def main() -> int:
     if held:
         print(refusal(held), file=sys.stderr, flush=True)
         return 1
+    if check_only:
+        return 0
     # Every process writes its counters into one directory that /metrics sums (config/metrics),
     # emptied at each start as a process manager does: no earlier run's processes are summed.
     if not env.get("PROMETHEUS_MULTIPROC_DIR"):

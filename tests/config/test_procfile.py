@@ -139,9 +139,35 @@ def test_make_run_names_what_holds_a_port_it_needs_before_touching_anything(monk
         port = holder.getsockname()[1]
         monkeypatch.setenv("WEB_PORT", str(port))
 
+        assert devstack.main(["--check"]) == 1  # what `make run` asks before migrate and the demo
         assert devstack.main() == 1
 
     assert _FakeHoncho.started == [] and stale.exists()  # nothing started, nothing emptied
     said = capsys.readouterr().err
     assert f"  port {port} (web): pid {os.getpid()} (" in said, said
     assert f"pid {os.getpid()}: no make run's; stop it, or start on other ports (PORT=...)." in said, said
+
+
+def test_make_run_asks_whether_a_stack_runs_before_it_migrates_or_loads_the_demo(monkeypatch, tmp_path):
+    """The check came inside config.devstack, after make had migrated the running stack's
+    database and reset its demo users' passwords: "nothing was touched" was not true."""
+    planned = subprocess.run(
+        ["make", "-n", "run"], cwd=settings.BASE_DIR, capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    step = {
+        name: next(i for i, line in enumerate(planned) if marker in line)
+        for name, marker in (
+            ("check", "-m config.devstack --check"),
+            ("migrate", "manage.py migrate"),
+            ("demo", "manage.py create_demo_data"),
+        )
+    }
+    assert step["check"] < step["migrate"] < step["demo"], planned
+    assert planned[-1].endswith("-m config.devstack"), planned
+
+    monkeypatch.setattr(subprocess, "Popen", _FakeHoncho)
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:6379/15")
+    monkeypatch.setenv("VAR_DIR", str(tmp_path))
+    monkeypatch.setattr(devstack, "already_running", lambda env, var_dir: [])
+    _FakeHoncho.started.clear()
+    assert devstack.main(["--check"]) == 0 and _FakeHoncho.started == []  # checks, starts nothing
