@@ -8,8 +8,10 @@ side is every payment an operation of ours touched on D (opened, tried or closed
 operations on the provider's clock: each refund the provider made on D is matched to our
 operation by its id or the operation key in its metadata, whatever the operation's state and
 whenever it was asked or closed (its answer may have been read hours later, or not yet), and an
-operation of ours asked on D (`opened_at`, just before its call) that the provider holds no
-refund for is reported that day. A refund is reported and counted on the day the provider made
+operation of ours asked on D (`opened_at`, just before its call) and settled (succeeded, or
+failed since) that the provider holds no refund for is reported that day; one still open is not
+(its answer, and so whether a refund exists, is not known yet: it is judged once it settles).
+A refund is reported and counted on the day the provider made
 it. One that succeeded, or failed since (the card refused it after it was made, and the
 provider's refund must say failed too; neither side counts it as given back), agrees. Each
 intent of either side is compared (what our payment holds against what the provider holds now):
@@ -408,8 +410,8 @@ def _compare_refunds(
     its listing filters on), ours by when we asked for it (`opened_at`: its call follows at once),
     and across a day's edge by the provider's id or our key a listed refund names, whatever the
     operation's state (an open one is flagged: the provider is ahead of us until it settles). A
-    pair is reported and counted on the day the provider made it; an operation of ours the
-    provider holds no refund for, on the day we asked for it."""
+    pair is reported and counted on the day the provider made it; a settled operation of ours
+    the provider holds no refund for, on the day we asked for it (an open one is not judged yet)."""
     refunds = list(refunds)
     listed_ids = [str(r["id"]) for r in refunds if r.get("id")]
     listed_keys = [k for r in refunds if (k := (r.get("metadata") or {}).get("operation"))]
