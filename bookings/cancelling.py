@@ -140,10 +140,10 @@ def fee_if_cancelled(booking: Booking, *, at: datetime) -> Decimal | None:
     (`Booking._cancel_dropped`: confirmed again, the price is owed and this rule starts afresh)."""
     if not ports.pays(booking):
         return None
-    if booking.cancellation_fee is not None:
-        return booking.cancellation_fee
     if booking.status != BookingState.CONFIRMED:
-        return None
+        return booking.cancellation_fee  # None when no cancel fixed one
+    # Confirmed, no fee can stand (a move back to confirmed drops it); one still stored was left by
+    # code before that rule (a rolling deploy): the cancel asked now decides afresh.
     return cancellation_fee(
         terms=booking,
         total=booking.total_price,

@@ -376,11 +376,10 @@ def booking_request_cancel(
         now = timezone.now()
         booking.next_check_at = now + settings.BOOKING_SUBMIT_GRACE
         fields = ("next_check_at",)
-        fee = fee_if_cancelled(booking, at=now)
-        if fee is not None:
-            # What cancelling costs is fixed now, by the offer's policy, whenever it completes
-            # (asked again, the fee the first cancel fixed: `fee_if_cancelled`).
-            booking.cancellation_fee = fee
+        # What cancelling costs is fixed now, by the offer's policy, whenever it completes (asked
+        # again, the fee the first cancel fixed: `fee_if_cancelled`); None clears any other.
+        booking.cancellation_fee = fee_if_cancelled(booking, at=now)
+        if booking.cancellation_fee is not None:
             data = {**(data or {}), "cancellation_fee": str(booking.cancellation_fee)}
         money = None
         held = booking.customer_money.get("code") in MONEY_HELD

@@ -432,3 +432,18 @@ def test_a_hold_whose_cancel_is_asked_again_keeps_the_fee_and_the_rest_comes_bac
 
     assert (money.outcome, money.fee) == (Outcome.RELEASE_OR_REFUND, Decimal("90.00"))
     assert "we keep the cancellation fee of 90.00 EUR and make sure the other 270.00 EUR" in money.text
+
+
+def test_a_fee_left_on_a_confirmed_booking_is_not_the_fee_a_cancel_fixes(db, time_machine):
+    """A confirmed booking carries no fee (confirming drops one); one left by older code (a
+    rolling deploy running the old `confirm` after migration 0018) must not be reused: before the
+    cut-off the cancel is free, and the stale fee is replaced, not kept for the payment side."""
+    time_machine.move_to(AT, tick=False)
+    stale = booking(S.CONFIRMED, told("charged", "360.00"), **BEFORE_CUT_OFF)
+    stale.cancellation_fee = Decimal("90.00")
+    stale.save(update_fields=["cancellation_fee"])
+
+    assert fee_if_cancelled(stale, at=AT) == Decimal("0.00")  # before the cut-off: free
+    assert cancel_money(stale, at=AT).outcome == Outcome.FULL_REFUND
+    cancelled = booking_request_cancel(booking_id=stale.pk, actor=Actor.CUSTOMER)
+    assert cancelled.cancellation_fee == Decimal("0.00")
