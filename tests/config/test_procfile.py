@@ -151,9 +151,17 @@ def test_make_run_names_what_holds_a_port_it_needs_before_touching_anything(monk
 def test_make_run_asks_whether_a_stack_runs_before_it_migrates_or_loads_the_demo(monkeypatch, tmp_path):
     """The check came inside config.devstack, after make had migrated the running stack's
     database and reset its demo users' passwords: "nothing was touched" was not true."""
-    planned = subprocess.run(
-        ["make", "-n", "run"], cwd=settings.BASE_DIR, capture_output=True, text=True, check=True
+    # Run as `make test` runs us, make says which directory it enters: its lines, not commands.
+    outside_make = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
+    printed = subprocess.run(
+        ["make", "-n", "run"],
+        cwd=settings.BASE_DIR,
+        env=outside_make,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.splitlines()
+    planned = [line for line in printed if not line.startswith("make[")]
     step = {
         name: next(i for i, line in enumerate(planned) if marker in line)
         for name, marker in (
