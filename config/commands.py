@@ -3,7 +3,8 @@
 A script reads a command's `--json` output and its exit status; an error said only as text on
 stderr leaves it nothing to parse. `JsonCommand` is the one place that keeps the promise: whatever
 the command refuses with (an option it cannot read, a refusal, a failure: a `CommandError`, or an
-`ApplicationError` a service raised) is also written to stdout in the API's one error shape
+`ApplicationError` a service raised, the database or our Redis not answering) is also written to
+stdout in the API's one error shape
 (`config.errors.error_body`: `{"error": {"code": ..., "message": ...}}`), and the exit status
 stays non-zero, with the same line on stderr as without `--json`. A command that wrote its JSON
 report before failing (a batch with refusals, a settlement with mismatches) wrote it with
@@ -16,14 +17,20 @@ import json
 import sys
 from typing import Any
 
+import redis
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import DatabaseError
 
+from config import database_errors
 from config.errors import ApplicationError, error_body
+from config.logging import one_line
 
 # The code of a command's refusal that no service's ApplicationError names.
 COMMAND_ERROR = "command_error"
 # An option the command cannot take, as the API answers a field it refuses.
 OPTION_REFUSED = "validation_error"
+# A store the command needs is not answering, as the API answers its 503.
+UNAVAILABLE = "service_unavailable"
 
 
 def option_error(message: str) -> CommandError:
@@ -31,6 +38,21 @@ def option_error(message: str) -> CommandError:
     bounds): a CommandError as any other (stderr says "CommandError: …"), coded for --json."""
     error = CommandError(message)
     error.code = OPTION_REFUSED  # type: ignore[attr-defined]
+    return error
+
+
+def unavailable_error(exc: Exception) -> CommandError | None:
+    """The refusal for an outage a command ran into (the database or our Redis not answering):
+    one line saying which and why, where it was a traceback that named neither plainly. None for
+    any other error, which stays the bug it is."""
+    if isinstance(exc, DatabaseError) and database_errors.is_unavailable(exc):
+        store = "The database"
+    elif isinstance(exc, redis.ConnectionError | redis.TimeoutError | redis.BusyLoadingError):
+        store = "Our queue (Redis)"
+    else:
+        return None
+    error = CommandError(f"{store} is not answering ({one_line(exc)}). Try again once it answers.")
+    error.code = UNAVAILABLE  # type: ignore[attr-defined]
     return error
 
 
@@ -75,6 +97,10 @@ class JsonCommand(BaseCommand):
                 return super().execute(*args, **options)
             except ApplicationError as exc:  # a service's refusal: a line, never a traceback
                 raise CommandError(exc.message) from exc
+            except (DatabaseError, redis.RedisError) as exc:  # an outage: a line too
+                if (outage := unavailable_error(exc)) is None:
+                    raise
+                raise outage from exc
         except CommandError as exc:
             if self.usage_status is not None and getattr(exc, "code", None) == OPTION_REFUSED:
                 exc.returncode = self.usage_status

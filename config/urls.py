@@ -1,5 +1,5 @@
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from config.health import healthz
@@ -16,8 +16,9 @@ urlpatterns = [
     # The live status streams (served by the events process) before the API they follow.
     path("api/v1/", include("bookings.streams.urls")),
     path("api/v1/", include("bookings.api.urls")),
-    path(
-        "api/v1/support/bookings/<str:reference>/timeline",
+    # With or without its trailing slash, as every route of the API (bookings/api/urls.py).
+    re_path(
+        r"^api/v1/support/bookings/(?P<reference>[^/]+)/timeline(?:/)?$",
         BookingTimelineApi.as_view(),
         name="support-booking-timeline",
     ),

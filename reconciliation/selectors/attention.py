@@ -1,7 +1,7 @@
 """The support console's queue: bookings waiting for a person, the most urgent first.
 
 Urgency is business time: how soon the stay starts (a booking two days before its stay waits
-for nobody), then the money at stake (the booking's price, until payments exist), then how long
+for nobody), then the money at stake (the booking's price), then how long
 it has waited. A booking whose stay starts within ATTENTION_URGENT_HORIZON_H is urgent; the
 stay is taken to start at the first moment of its start date (UTC), the earliest it can.
 """

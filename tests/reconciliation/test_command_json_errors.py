@@ -171,3 +171,31 @@ def test_an_argument_that_is_not_utf8_is_refused_as_usage_not_a_traceback(capsys
         "error": {"code": "validation_error", "message": f"argument {argv[-1]!r} is not UTF-8 text"}
     }
     assert err.startswith("usage: ") and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        pytest.param(["payment_health", "--no-probe"], id="payment-health"),
+        pytest.param(["sync_booking", "BK-AAAAAA", "--dry-run"], id="booking-action"),
+        pytest.param(["orphans"], id="orphans"),
+    ],
+)
+def test_a_database_that_does_not_answer_is_one_line_and_json_not_a_traceback(argv):
+    # A cron job reading --json during a database outage gets the error to parse, and ops a line.
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "DATABASE_URL": "postgres://postgres@127.0.0.1:1/nowhere"}
+
+    ran = subprocess.run(
+        [sys.executable, "manage.py", *argv, "--json"], cwd=root, env=env, capture_output=True, text=True
+    )
+
+    assert ran.returncode == 1, ran.stderr
+    assert json.loads(ran.stdout)["error"]["code"] == "service_unavailable"
+    assert "Traceback" not in ran.stderr
+    assert ran.stderr.startswith("CommandError: The database is not answering (OperationalError:")

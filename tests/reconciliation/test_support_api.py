@@ -119,3 +119,14 @@ def test_a_stored_body_strict_json_cannot_carry_is_shown_as_its_text_never_a_500
 
 def _refuse_constant(name: str):
     raise AssertionError(f"{name} is not JSON")
+
+
+def test_the_timeline_answers_with_a_trailing_slash(support_user):
+    booking = _booking_with_history()
+    client = APIClient()
+    client.force_authenticate(support_user)
+
+    response = client.get(URL.format(booking.reference) + "/")
+
+    assert response.status_code == 200
+    assert response.json()["reference"] == booking.reference
