@@ -330,12 +330,15 @@ def test_a_slow_partner_is_not_taken_for_a_skewed_clock(harness, partner_worker,
     # then the calls were slow, and the skew is said only beyond its uncertainty: a right clock
     # shows none, where half the round trip used to be reported as one
     calls = PartnerAttempt.objects.filter(partner=h.partner).exclude(latency_ms=None)
-    assert calls.count() >= 3 and min(calls.values_list("latency_ms", flat=True)) >= 1200
+    latencies = list(calls.values_list("latency_ms", flat=True))
+    assert len(latencies) >= 3 and min(latencies) >= 1200
     row = json.loads(_command("partner_health", "--json", "--partner", h.partner.code))["partners"][0]
     if skew_s == 0:
         assert row["clock_skew_beyond_doubt_ms"] == 0, row
     estimate, bound = row["clock_skew_ms"], row["clock_skew_uncertainty_ms"]
-    assert 500 <= bound <= 1400  # half a 1.2-1.8 s round trip and half a second, or a webhook's second
+    # half a 1.2-1.8 s round trip and half a second (the Date's), or a webhook's second: judged
+    # against the slowest call this run saw, which a busy machine makes longer than the partner's
+    assert 500 <= bound <= max(max(latencies), 1800) / 2 + 600
     assert abs(estimate - skew_s * 1000) <= bound
     if skew_s == 0:
         said = f"clock within ±{bound / 1000:.1f} s"
