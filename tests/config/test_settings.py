@@ -59,6 +59,44 @@ def test_an_empty_metrics_directory_is_unset_and_litters_no_working_directory(tm
     assert sorted(path.name for path in tmp_path.iterdir()) == [".env"]
 
 
+_SETTINGS_JSON = (
+    "import json, django; django.setup(); from django.conf import settings; "
+    "print(json.dumps({name: getattr(settings, name) for name in dir(settings) if name.isupper()}, "
+    "default=str))"
+)
+
+
+def test_env_example_copied_to_env_changes_no_production_setting(tmp_path):
+    # An operator copies `.env.example` to `.env` and sets what production requires: whatever
+    # else it holds must be production's own defaults. Its TRUSTED_PROXY_COUNT=0 made production
+    # count every client as the proxy (one rate limit for the whole site, a login lockout for
+    # everyone), and its relative VAR_DIR moved with each process's working directory.
+    copied = tmp_path / "copied.env"
+    copied.write_text((ROOT / ".env.example").read_text())
+    empty = tmp_path / "empty.env"
+    empty.write_text("")
+    # The same environment for both: what production requires, and nothing else the file sets.
+    required = production.environment()
+    listed = set(re.findall(r"^([A-Z_]+)=", copied.read_text(), re.M))
+    environment = {k: v for k, v in required.items() if k not in listed}
+    environment.update({k: required[k] for k in (*production.REQUIRED, "SECRET_KEY")}, PYTHONPATH=str(ROOT))
+
+    def settings_with(env_file: Path) -> dict:
+        result = subprocess.run(
+            [sys.executable, "-c", _SETTINGS_JSON],
+            cwd=tmp_path,
+            env={**environment, "ENV_FILE": str(env_file)},
+            capture_output=True,
+            text=True,
+        )
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    with_copy, without = settings_with(copied), settings_with(empty)
+
+    assert {k: with_copy[k] for k in with_copy if with_copy[k] != without.get(k)} == {}
+
+
 def _production_import(*unset: str, **env: str) -> subprocess.CompletedProcess:
     environment = production.environment(**env)
     for name in unset:
