@@ -74,6 +74,18 @@ class ContextFilter(logging.Filter):
         return True
 
 
+class ClientErrorAsWarning(logging.Filter):
+    """A request naming a host this site does not serve (a scanner, a probe by address) is the
+    client's error, answered 400: Django logs it at ERROR with a traceback, which an alert on error
+    lines would page someone for, all day. One warning line says it, the host named."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.WARNING:
+            record.levelno, record.levelname = logging.WARNING, logging.getLevelName(logging.WARNING)
+        record.exc_info = record.exc_text = None
+        return True
+
+
 def _format_value(value: Any) -> str:
     text = value if isinstance(value, str) else json.dumps(value, default=str)
     if text == "" or any(c in text for c in ' ="\n'):

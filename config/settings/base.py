@@ -370,7 +370,10 @@ if LOG_FORMAT not in ("kv", "json"):
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"context": {"()": "config.logging.ContextFilter"}},
+    "filters": {
+        "context": {"()": "config.logging.ContextFilter"},
+        "client_error": {"()": "config.logging.ClientErrorAsWarning"},
+    },
     "formatters": {
         "kv": {"()": "config.logging.KeyValueFormatter"},
         "json": {"()": "config.logging.JsonFormatter"},
@@ -386,6 +389,8 @@ LOGGING = {
         "axes": {"level": "WARNING"},
         # The payment SDK logs every request at INFO; ours name the operation and its key instead.
         "stripe": {"level": "WARNING"},
+        # A Host not in ALLOWED_HOSTS: a warning without a traceback, not an error.
+        "django.security.DisallowedHost": {"filters": ["client_error"]},
     },
 }
 if LOG_FORMAT == "json":

@@ -8,6 +8,8 @@ The same under config.settings.production itself: tests/config/test_deploy_check
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 from django.test import Client
 
@@ -102,6 +104,22 @@ def test_a_name_not_allowed_is_refused_on_the_pages_with_the_site_s_page(product
     assert response.status_code == 400
     assert response["Content-Type"].startswith("text/html")
     assert "<h1>Sorry, we could not understand this request</h1>" in response.content.decode()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("path", ["/", "/api/v1/offers"])
+def test_a_name_not_allowed_logs_one_warning_without_a_traceback(production_edge, caplog, path):
+    # scanners ask by every name and address all day: the client's error, not an error of ours
+    # (Django logs it at ERROR with a traceback, which alerting on error lines pages someone for)
+    with caplog.at_level(logging.INFO):
+        client("scanner.example").get(path, **HTTPS)
+
+    refused = [record for record in caplog.records if record.name == "django.security.DisallowedHost"]
+    assert [(record.levelname, record.exc_info, record.exc_text) for record in refused] == [
+        ("WARNING", None, None)
+    ]
+    assert "Invalid HTTP_HOST header: 'scanner.example'" in refused[0].getMessage()
+    assert [record.name for record in caplog.records if record.levelno >= logging.ERROR] == []
 
 
 # --- plain HTTP ------------------------------------------------------------------------------------
