@@ -124,7 +124,11 @@ def test_the_scheduler_process_logs_json_lines(transactional_db):
     )
 
     assert done.returncode == 0, done.stderr[-3000:]
-    lines = [json.loads(line) for line in done.stderr.splitlines()]  # every line is one object
+    # every line is one object, on either stream (a log shipper reads both): its start line too
+    lines = [json.loads(line) for line in (done.stdout + done.stderr).splitlines()]
+    started = next(line for line in lines if line["message"].startswith("scheduler: sweeping every"))
+    assert started["logger"] == "reconciliation.management.commands.run_scheduler"
+    assert started["interval_s"] == 15
     finished = next(line for line in lines if line["message"] == "sweep finished")
     assert finished["logger"] == "reconciliation.services.sweeper"
     assert finished["level"] == "info"

@@ -49,13 +49,14 @@ class Command(BaseCommand):
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
         lock = SweeperLock(redis_client(), ttl_s=LOCK_INTERVALS * interval, name=settings.SWEEPER_LOCK_KEY)
-        self.stdout.write(f"scheduler: sweeping every {interval:g}s")
+        # Log lines, not stdout: under LOG_FORMAT=json every line of the process is one object.
+        logger.info(f"scheduler: sweeping every {interval:g}s", extra={"interval_s": interval})
         while not stop.is_set():
             pause_s = self._sweep_once(lock, interval, now=options["once"])
             if options["once"]:
                 return
             stop.wait(pause_s)
-        self.stdout.write("scheduler: stopped")
+        logger.info("scheduler: stopped")
 
     def _sweep_once(self, lock: SweeperLock, interval: float | None = None, *, now: bool = False) -> float:
         """One round: sweep if this scheduler takes the lock, else skip. How long to wait for the
