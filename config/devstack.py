@@ -60,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     if check_only:
         return 0
     # Every process writes its counters into one directory that /metrics sums (config/metrics),
-    # emptied at each start as a process manager does: no earlier run's processes are summed.
+    # emptied here, before any of them runs: no earlier run's processes are summed. A respawned
+    # process adds its files beside the others' (emptied under them, their counts would vanish).
     if not env.get("PROMETHEUS_MULTIPROC_DIR"):
         metrics_dir = var_dir / "metrics"
         shutil.rmtree(metrics_dir, ignore_errors=True)
