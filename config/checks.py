@@ -112,3 +112,21 @@ def check_mail(app_configs: object = None, **kwargs: object) -> list[CheckMessag
             )
         )
     return problems
+
+
+@register(Tags.security, deploy=True)
+def check_trusted_proxies(app_configs: object = None, **kwargs: object) -> list[CheckMessage]:
+    """Behind the TLS proxy production is deployed behind, 0 makes every client the proxy."""
+    if settings.TRUSTED_PROXY_COUNT:
+        return []
+    return [
+        CheckWarning(
+            "TRUSTED_PROXY_COUNT is 0: X-Forwarded-For is ignored, so behind a proxy every request "
+            "counts as the proxy's address: one rate limit for the whole site, and "
+            f"{settings.AXES_FAILURE_LIMIT} wrong passwords lock a username out for everyone.",
+            hint="Set TRUSTED_PROXY_COUNT to the number of proxies that append to X-Forwarded-For "
+            "(1 behind the one TLS proxy), or add bookings.W006 to SILENCED_SYSTEM_CHECKS if the "
+            "web server faces the clients directly.",
+            id="bookings.W006",
+        )
+    ]

@@ -16,6 +16,8 @@ import sys
 import uuid
 from pathlib import Path
 
+import pytest
+
 from tests import production
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -78,23 +80,35 @@ def test_check_deploy_warns_of_each_development_default_production_still_starts_
             "SITE_URL": "http://shop.example.com",
             "EMAIL_URL": "smtp://127.0.0.1:8025",
             "DEFAULT_FROM_EMAIL": "Bookings <bookings@localhost>",
+            "TRUSTED_PROXY_COUNT": "0",
         }
     )
 
     assert result.returncode == 1
     warned = dict(re.findall(r"^\?: \((bookings\.W\d+)\) (.*)$", result.stderr, re.M))
-    assert sorted(warned) == [f"bookings.W00{n}" for n in range(1, 6)]
+    assert sorted(warned) == [f"bookings.W00{n}" for n in range(1, 7)]
     assert warned["bookings.W001"].startswith("STRIPE_API_BASE is http://127.0.0.1:8103, not Stripe's API")
     assert warned["bookings.W002"].startswith("SITE_URL is http://shop.example.com: the links in booking")
     assert warned["bookings.W005"].startswith("SITE_URL's host shop.example.com is not in ALLOWED_HOSTS")
     assert warned["bookings.W003"].startswith("EMAIL_URL sends mail to 127.0.0.1:8025, this machine")
     assert warned["bookings.W004"].startswith("DEFAULT_FROM_EMAIL is Bookings <bookings@localhost>")
-
-
-def test_a_deployment_silences_the_warning_it_means():
-    result = check_deploy(
-        **{**DEPLOYED, "EMAIL_URL": "smtp://localhost:25"}, SILENCED_SYSTEM_CHECKS="bookings.W003"
+    assert warned["bookings.W006"].startswith(
+        "TRUSTED_PROXY_COUNT is 0: X-Forwarded-For is ignored, so behind a proxy every request counts "
+        "as the proxy's address: one rate limit for the whole site, and 5 wrong passwords lock"
     )
+    assert "add bookings.W006 to SILENCED_SYSTEM_CHECKS" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("kept", "silenced"),
+    [
+        ({"EMAIL_URL": "smtp://localhost:25"}, "bookings.W003"),  # a mail relay on every machine
+        ({"TRUSTED_PROXY_COUNT": "0"}, "bookings.W006"),  # a web server facing the clients
+    ],
+    ids=["local-mail-relay", "no-proxy"],
+)
+def test_a_deployment_silences_the_warning_it_means(kept, silenced):
+    result = check_deploy(**{**DEPLOYED, **kept}, SILENCED_SYSTEM_CHECKS=silenced)
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "System check identified no issues (1 silenced)."
