@@ -2,6 +2,8 @@
 the benchmarks): gunicorn reads `./gunicorn.conf.py` from its working directory, the repository
 root. What differs between them (address, workers, threads) stays on their command lines."""
 
+from typing import Any
+
 from config import env_file
 
 # The .env file, before anything here or in the workers reads the environment (LOG_FORMAT below,
@@ -55,3 +57,15 @@ def on_reload(server: object) -> None:
 
 def post_fork(server: object, worker: object) -> None:
     _json_lines()
+
+
+def child_exit(server: object, worker: Any) -> None:
+    """A worker ended, killed or not: its live gauges leave the metrics directory now, before a
+    new worker can be given its pid (config/metrics/dead_processes.py). In the master."""
+    import os
+
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory:
+        from config.metrics.dead_processes import forget_process
+
+        forget_process(worker.pid, directory)

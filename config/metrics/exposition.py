@@ -51,10 +51,11 @@ class _Handler(BaseHTTPRequestHandler):
             return
         from prometheus_client import CollectorRegistry
         from prometheus_client.exposition import choose_encoder
-        from prometheus_client.multiprocess import MultiProcessCollector
+
+        from config.metrics import dead_processes
 
         registry = CollectorRegistry()
-        MultiProcessCollector(registry, path=self.directory)
+        dead_processes.collect(registry, self.directory)
         encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
         self._answer(200, content_type, encoder(registry))
 

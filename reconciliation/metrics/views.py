@@ -17,11 +17,10 @@ from django.views.decorators.http import require_GET
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.core import Metric
 from prometheus_client.exposition import choose_encoder
-from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from config.errors import error_response
-from config.metrics import events
+from config.metrics import dead_processes, events
 from config.metrics.exposition import bearer_token_matches
 from reconciliation.metrics.collector import StateCollector
 
@@ -41,7 +40,7 @@ def registry() -> CollectorRegistry:
     Redis as they are now."""
     scraped = CollectorRegistry()
     if events.multiprocess_dir():
-        MultiProcessCollector(scraped)
+        dead_processes.collect(scraped, events.multiprocess_dir())
     else:
         scraped.register(_ThisProcess())
     scraped.register(StateCollector())

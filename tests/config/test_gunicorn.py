@@ -1,6 +1,6 @@
 """gunicorn as the Procfile runs it: its access log says who asked (the client behind the trusted
-proxies) and how long each request took, and what it refuses before the application sees it is
-answered in the one error shape."""
+proxies) and how long each request took, what it refuses before the application sees it is
+answered in the one error shape, and a worker that dies leaves no live gauge behind."""
 
 from __future__ import annotations
 
@@ -8,11 +8,14 @@ import http.client
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 
 import pytest
 from django.conf import settings
+from prometheus_client import CollectorRegistry
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from tests.helpers import wait_until
 from tests.sandbox_process import free_port
@@ -122,3 +125,58 @@ def test_what_gunicorn_refuses_before_the_application_is_answered_in_the_one_err
     assert response.status == status
     assert response.getheader("Content-Type") == "application/json"
     assert json.loads(response.read()) == {"error": {"code": code, "message": message}}
+
+
+def test_a_worker_killed_leaves_its_counts_and_takes_its_live_gauges_with_it(tmp_path):
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
+    port = free_port()
+    gunicorn = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "tests.config.live_gauge_app:application",
+         "--bind", f"127.0.0.1:{port}", "--workers", "1", "--no-control-socket"],
+        cwd=settings.BASE_DIR,  # gunicorn.conf.py, its hooks
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.test",
+             "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        pid = wait_until(lambda: _worker_pid(port, gunicorn), timeout_s=30, interval_s=0.1, what="gunicorn")
+        assert _summed(metrics_dir) == {"test_requests_in_progress": 1.0, "test_requests_total": 1.0}
+
+        os.kill(pid, signal.SIGKILL)
+        # The master reaps it and starts another (whose own gauge starts at 0).
+        wait_until(
+            lambda: _summed(metrics_dir).get("test_requests_in_progress") == 0.0,
+            timeout_s=10,
+            what="the killed worker's live gauge to leave the metrics directory",
+        )
+        assert _summed(metrics_dir)["test_requests_total"] == 1.0  # its count stays
+    finally:
+        gunicorn.terminate()
+        gunicorn.wait(timeout=30)
+
+
+def _worker_pid(port: int, gunicorn: subprocess.Popen) -> int | None:
+    """The pid of the worker that answered a GET, or None while nothing listens yet."""
+    assert gunicorn.poll() is None, gunicorn.stderr.read().decode()[-2000:]
+    try:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        connection.request("GET", "/")
+        pid = int(connection.getresponse().read())
+        connection.close()
+    except OSError:
+        return None
+    return pid
+
+
+def _summed(metrics_dir) -> dict[str, float]:
+    """What a scrape of the directory sums, as prometheus_client reads it (no project code)."""
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(metrics_dir))
+    return {
+        sample.name: sample.value
+        for family in registry.collect()
+        for sample in family.samples
+        if sample.name.startswith("test_requests")
+    }

@@ -9,8 +9,10 @@ tests/partners/test_metrics.py.
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -22,6 +24,7 @@ import pybreaker
 import pytest
 import redis
 import requests
+from django.conf import settings as django_settings
 from django.core.management import call_command
 from django.db import OperationalError, connection
 from django.test import Client
@@ -32,7 +35,7 @@ from bookings.models import Booking
 from bookings.states import BookingState
 from config import devstack
 from config.metrics import events
-from partners import guard
+from partners import guard, messages
 from partners.services.registry import OfferSpec, partner_upsert
 from reconciliation.models import OwedMessage
 from tests import production
@@ -613,3 +616,71 @@ def test_every_process_of_the_machine_in_one_scrape(transactional_db, stack, tmp
     assert (call["partner"], call["operation"], call["outcome"]) == (code, "create", "ok")
     access = [line for line in _json_lines(tmp_path / "web.log") if line["logger"] == "gunicorn.access"]
     assert {"path": "/metrics", "status": 401} in [{"path": a["path"], "status": a["status"]} for a in access]
+
+
+# --- a dead process's live gauges --------------------------------------------------------------
+@pytest.mark.integration
+@pytest.mark.timeout(60)
+def test_a_worker_process_killed_mid_message_leaves_no_message_in_progress(
+    transactional_db, broker, client, open_metrics, tmp_path, monkeypatch
+):
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
+    # A partner that refuses at once, and one that never answers (it holds the listing walk).
+    refusing, _ = partner_upsert(
+        code=unique_code("refuses"), adapter="legacy", base_url=f"http://127.0.0.1:{free_port()}",
+        api_key=SANDBOX_KEY, timeouts=(1.0, 20.0),
+    )  # fmt: skip
+    silent = socket.create_server(("127.0.0.1", 0))  # the kernel takes the connection; nobody answers
+    holding, _ = partner_upsert(
+        code=unique_code("silent"), adapter="legacy",
+        base_url=f"http://127.0.0.1:{silent.getsockname()[1]}", api_key=SANDBOX_KEY, timeouts=(1.0, 20.0),
+    )  # fmt: skip
+    processes = ProjectProcesses(
+        tmp_path,
+        {
+            "DATABASE_URL": _database_url(),
+            "REDIS_URL": django_settings.REDIS_URL,
+            "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+        },
+    )
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(metrics_dir))  # what /metrics here reads
+    try:
+        worker = processes.manage(
+            "worker", "rundramatiq", "--processes", "1", "--threads", "1", "--skip-checks",
+            "--queues", refusing.queue_name, holding.queue_name,
+        )  # fmt: skip
+        messages.send_for_partner(messages.WALK_CHANGE_LISTING, refusing, refusing.pk)
+        wait_until(
+            lambda: _walks(scrape(client), "dramatiq_messages_total", refusing),
+            what=f"the first walk to end (log: {tmp_path / 'worker.log'})",
+            timeout_s=30,
+            interval_s=0.2,
+        )
+        messages.send_for_partner(messages.WALK_CHANGE_LISTING, holding, holding.pk)
+        wait_until(
+            lambda: _walks(scrape(client), "dramatiq_messages_inprogress", holding),
+            what="the second walk to be in progress",
+            timeout_s=30,
+            interval_s=0.2,
+        )
+        (live_file,) = metrics_dir.glob("gauge_livesum_*.db")
+        os.kill(int(live_file.stem.rpartition("_")[2]), signal.SIGKILL)  # the worker process
+        worker.wait(timeout=15)  # Dramatiq's main process reaps it, and exits for it
+    finally:
+        processes.stop_all()
+        silent.close()
+
+    text = scrape(client)
+    assert not _walks(text, "dramatiq_messages_inprogress", holding)
+    # What the dead process counted stays counted.
+    assert _walks(text, "dramatiq_messages_total", refusing) == 1.0
+    calls = value(
+        text, "bookings_partner_calls_total", partner=refusing.code, operation="list", outcome="transient"
+    )
+    assert calls >= 1.0
+
+
+def _walks(text: str, name: str, partner) -> float | None:
+    labels = {"queue_name": partner.queue_name, "actor_name": messages.WALK_CHANGE_LISTING}
+    return value(text, name, **labels)
