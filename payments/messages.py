@@ -31,7 +31,7 @@ def _send(actor_name: str, *args: object, delay_s: float | None = None, options:
 
 def send_run(booking_id: UUID | str, *, delay_s: float | None = None, options: dict | None = None) -> None:
     """Queue a run of the booking's payment (`payments.services.runs.payment_run`); `options`
-    carry a sweeper's claim (reconciliation.claims)."""
+    carry a sweeper's claim (config.claims)."""
     _send(PAYMENT_RUN, str(booking_id), delay_s=delay_s, options=options)
 
 

@@ -171,7 +171,7 @@ DRAMATIQ_BROKER = {
     # its AdminMiddleware writes on every message (our own tables are the record).
     "MIDDLEWARE": [
         # First: a message's claim ends when a worker takes it up, whatever the others decide.
-        "reconciliation.claims.ReleaseClaims",
+        "config.claims.ReleaseClaims",
         "dramatiq.middleware.AgeLimit",
         "dramatiq.middleware.TimeLimit",
         "dramatiq.middleware.Callbacks",

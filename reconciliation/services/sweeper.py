@@ -15,7 +15,7 @@ batch sets all its claims), so that when workers fall behind, sweeps do not pile
 work into the queues; a claim lost with Redis is simply made again. The step such a message
 queues on the partner's queue (submit, sync, cancel) is claimed until a worker takes it up:
 however far a partner's queue falls behind, sweeps add no second copy of a step that has not
-started (`reconciliation.claims`). Work without a row of its own to push forward (stale
+started (`config.claims`). Work without a row of its own to push forward (stale
 webhooks, owed compensations, settled bookings whose create is still unresolved, legacy
 change-listing walks, mail nobody tried, payments due and their unprocessed webhooks, which
 the payments app's own run settles) relies on the claim alone. A sweep never calls a partner
@@ -44,6 +44,7 @@ from bookings import customer_view, notifications
 from bookings.models import Actor, Booking, Notification
 from bookings.services import apply_transition, lock_booking
 from bookings.states import OPEN_STATES, BookingState
+from config import claims as held_claims
 from partners import messages
 from partners.models import (
     Capability,
@@ -295,14 +296,14 @@ def _send_until_taken_up(
         return len(rows)
     sent = 0
     for pk, _code in rows:
-        claim = claims.claim_until_taken_up(key.format(pk), settings.RECONCILE_STEP_CLAIM_TTL_S)
+        claim = held_claims.claim_until_taken_up(key.format(pk), settings.RECONCILE_STEP_CLAIM_TTL_S)
         if claim is None:
             continue
         try:
             send(pk, claim)
         except Exception:
             with suppress(redis.RedisError):  # otherwise the claim lasts its TTL
-                claims.release(claim)
+                held_claims.release(claim)
             raise
         sent += 1
     return sent
@@ -459,7 +460,7 @@ def _requeue_lost_notifications(now: datetime, partner: Partner | None, dry_run:
         return len(ids)
     sent = 0
     for notification_id in ids:
-        claim = claims.claim_until_taken_up(
+        claim = held_claims.claim_until_taken_up(
             f"notification:{notification_id}", settings.RECONCILE_STEP_CLAIM_TTL_S
         )
         if claim is None:
@@ -468,7 +469,7 @@ def _requeue_lost_notifications(now: datetime, partner: Partner | None, dry_run:
             notifications.queue(notification_id, options=claim)
         except Exception:
             with suppress(redis.RedisError):  # otherwise the claim lasts its TTL
-                claims.release(claim)
+                held_claims.release(claim)
             raise
         sent += 1
     return sent
@@ -600,15 +601,17 @@ def _queue_step(actor_name: str, booking_id) -> bool:
     before has not started yet (invariant 3: a partner's backlog is not multiplied by sweeps).
     Whether it was queued now.
 
-    The claim is held until a worker takes the message up (`reconciliation.claims`).
+    The claim is held until a worker takes the message up (`config.claims`).
     """
-    claim = claims.claim_until_taken_up(f"{actor_name}:{booking_id}", settings.RECONCILE_STEP_CLAIM_TTL_S)
+    claim = held_claims.claim_until_taken_up(
+        f"{actor_name}:{booking_id}", settings.RECONCILE_STEP_CLAIM_TTL_S
+    )
     if claim is None:
         return False
     try:
         messages.send_for_booking(actor_name, booking_id, options=claim)
     except Exception:
         with suppress(redis.RedisError):  # otherwise the claim lasts its TTL
-            claims.release(claim)
+            held_claims.release(claim)
         raise
     return True

@@ -17,8 +17,8 @@ from django.utils import timezone
 from bookings import notifications
 from bookings.models import Notification, NotificationKind, NotificationState
 from bookings.states import BookingState
+from config.claims import CLAIM_OPTION
 from config.redis_client import redis_client
-from reconciliation.claims import CLAIM_OPTION
 from reconciliation.services.sweeper import sweep
 from tests.bookings.test_notifications import cancelling_booking, owe_mail, wait_for_state
 from tests.factories import BookingFactory, NotificationFactory, PartnerFactory

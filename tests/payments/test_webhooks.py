@@ -29,6 +29,7 @@ from bookings import customer_view
 from bookings.customer_money import PaymentFacts, money_of
 from bookings.models import Booking
 from bookings.states import BookingState
+from config.claims import CLAIM_OPTION
 from config.redis_client import redis_client
 from payments.connector import CallResult, refund_truth
 from payments.messages import PAYMENTS_QUEUE
@@ -47,7 +48,6 @@ from payments.services import runs
 from payments.services.deliveries import held_deliveries_settle
 from payments.services.operations import operation_open
 from payments.services.webhooks import payment_event_process
-from reconciliation.claims import CLAIM_OPTION
 from reconciliation.services.sweeper import sweep
 from tests.bookings.conftest import postgres_only, run_concurrently
 from tests.factories import BookingFactory

@@ -22,9 +22,9 @@ from django.utils import timezone
 
 from bookings.models import Booking
 from bookings.states import BookingState
+from config.claims import CLAIM_OPTION
 from config.redis_client import redis_client
 from partners import messages
-from reconciliation.claims import CLAIM_OPTION
 from reconciliation.services.sweeper import SWEEP_QUEUE, sweep
 from tests.helpers import wait_until
 from tests.reconciliation.conftest import queued
