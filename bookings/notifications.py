@@ -77,7 +77,7 @@ from bookings.models import (
     NotificationKind,
     NotificationState,
 )
-from config import site_url
+from config import claims, site_url
 
 logger = logging.getLogger(__name__)
 
@@ -110,17 +110,31 @@ class ClaimTakenBack(Exception):
 
 
 # --- queueing ---------------------------------------------------------------------------------
+def claim_name(notification_id: int) -> str:
+    """The claim a notification's message holds while it waits (`config.claims`)."""
+    return f"notification:{notification_id}"
+
+
 def queue(notification_id: int, *, options: dict | None = None, delay_s: float | None = None) -> None:
     """Send the notification's message to its actor, by name (the core never imports actors);
-    `options` travel with the message (the sweeper's claim on it); `delay_s`: not before then."""
-    message = dramatiq.Message(
-        queue_name=NOTIFICATIONS_QUEUE,
-        actor_name=SEND_NOTIFICATION,
-        args=(notification_id,),
-        kwargs={},
-        options=dict(options or {}),
-    )
-    dramatiq.get_broker().enqueue(message, delay=int(delay_s * 1000) if delay_s else None)
+    `delay_s`: not before then. It holds the notification's claim until a worker takes it up,
+    so the sweeper adds no copy while it waits in a backlog; the sweeper's own copy passes the
+    claim it took (`options`)."""
+
+    def enqueue(claim: dict) -> None:
+        message = dramatiq.Message(
+            queue_name=NOTIFICATIONS_QUEUE,
+            actor_name=SEND_NOTIFICATION,
+            args=(notification_id,),
+            kwargs={},
+            options=dict(claim),
+        )
+        dramatiq.get_broker().enqueue(message, delay=int(delay_s * 1000) if delay_s else None)
+
+    if options is not None:
+        enqueue(options)
+    else:
+        claims.send_holding(claim_name(notification_id), enqueue)
 
 
 def queue_after_commit(notification: Notification) -> None:

@@ -4,20 +4,30 @@ A claim is a Redis key, under the broker's namespace (it stands for a queued mes
 with the queues: a Redis that lost its queues lost its claims too), holding a token that the
 message carries in its options; `ReleaseClaims`, first in the broker's middleware, deletes it,
 if it still holds that token, when a worker takes the message up. The sweeper
-(`reconciliation/services/sweeper.py`) queues a due booking's step on its partner's queue, a
-payment's run, a payment webhook and a mail only if it can take the work's claim, so however far
-a queue falls behind, sweeps add no second copy of work that has not started. The TTL
-(`RECONCILE_STEP_CLAIM_TTL_S`) only bounds a message lost where the broker does not give it back.
+(`reconciliation/services/sweeper.py`) queues a piece of due work only if it can take the work's
+claim (`send_claimed`), so while a message for it waits, however far its queue falls behind,
+sweeps add no copy. The TTL (`RECONCILE_STEP_CLAIM_TTL_S`) only bounds a message lost where the
+broker does not give it back.
 
-Here in `config`, beside the broker's middleware list, so that every app's senders can take the
-same claims, the core's among them (docs/design.md, "Apps and who owns what"); the sweeper's
-window claims stay in `reconciliation.claims`.
+The services' own messages for the same work, queued after commit (a submission, a payment
+run, a mail, a webhook delivery) and as follow-ups, hold the same claim (`send_holding`): before
+they did, a message that waited in a backlog past its row's grace looked lost to the sweeper,
+which queued one copy beside it. They take it whether or not a claim stands (the message is
+queued either way; the newest one waiting ends it), and a Redis that does not take it never
+stops the message: it goes without, and the sweeper may copy it once due, as before. A step run
+in a worker's thread with no message (`bookings.ports.next_steps_inline`) holds nothing, so the
+sweeper recovers it after its grace if that worker dies.
+
+Here in `config`, beside the broker's middleware list, because every app sends such messages and
+the core may import nothing above it (docs/design.md, "Apps and who owns what").
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
+from contextlib import suppress
 from functools import cache
 
 import dramatiq
@@ -51,6 +61,38 @@ def claim_until_taken_up(name: str, ttl_s: float) -> Claim | None:
     if not redis_client().set(key, token, nx=True, px=ms(ttl_s)):
         return None
     return {CLAIM_OPTION: [key, token]}
+
+
+def send_claimed(name: str, send: Callable[[Claim], None]) -> bool:
+    """The sweeper's rule: `send(claim)` unless a message for `name` still waits (its claim
+    stands); whether it was sent. A send that fails ends the claim it took."""
+    claim = claim_until_taken_up(name, settings.RECONCILE_STEP_CLAIM_TTL_S)
+    if claim is None:
+        return False
+    _send_or_release(claim, send)
+    return True
+
+
+def send_holding(name: str, send: Callable[[Claim], None]) -> None:
+    """The services' rule: `send(claim)` with the claim on `name` held until this message is
+    taken up, in one Redis round trip; `send({})` if Redis does not take the claim."""
+    key, token = claim_key(name), uuid.uuid4().hex
+    try:
+        redis_client().set(key, token, px=ms(settings.RECONCILE_STEP_CLAIM_TTL_S))
+    except redis.RedisError:  # the message goes without: at worst one copy from the sweeper
+        logger.info("claim not taken; message sent without it", extra={"claim": name})
+        send({})
+        return
+    _send_or_release({CLAIM_OPTION: [key, token]}, send)
+
+
+def _send_or_release(claim: Claim, send: Callable[[Claim], None]) -> None:
+    try:
+        send(claim)
+    except Exception:
+        with suppress(redis.RedisError):  # otherwise the claim lasts its TTL
+            release(claim)
+        raise
 
 
 def release(options: dict) -> bool:

@@ -18,6 +18,7 @@ import redis
 from django.db import transaction
 
 from bookings.models import Booking
+from config import claims
 from config.redis_client import send_hint
 from partners.models import Partner
 
@@ -100,14 +101,42 @@ def send_audit_sync(booking_id: UUID | str, partner: Partner) -> None:
     send(SYNC_BOOKING, str(booking_id), queue_name=partner.audit_queue_name)
 
 
+def step_claim(actor_name: str, booking_id: UUID | str) -> str:
+    """The claim a booking's step (submit, sync, cancel) holds while its message waits."""
+    return f"{actor_name}:{booking_id}"
+
+
+def send_step(
+    actor_name: str,
+    booking_id: UUID | str,
+    *,
+    queue_name: str,
+    delay_s: float | None = None,
+    options: dict | None = None,
+) -> None:
+    """Queue a booking's step. It holds the step's claim until a worker takes it up
+    (`config.claims`), so the sweeper adds no copy of a step whose message waits in a backlog;
+    the sweeper's own copy passes the claim it took (`options`)."""
+    if options is not None:
+        send(actor_name, str(booking_id), queue_name=queue_name, delay_s=delay_s, options=options)
+        return
+    claims.send_holding(
+        step_claim(actor_name, booking_id),
+        lambda held: send(actor_name, str(booking_id), queue_name=queue_name, delay_s=delay_s, options=held),
+    )
+
+
 def send_for_booking(
     actor_name: str, booking_id: UUID | str, *, delay_s: float | None = None, options: dict | None = None
 ) -> None:
+    """A booking's step on its partner's queue (`send_step`)."""
     code = Booking.objects.filter(pk=booking_id).values_list("partner__code", flat=True).first()
     if code is None:
         logger.warning("no booking to queue work for", extra={"booking_id": str(booking_id)})
         return
-    send_for_partner(actor_name, Partner(code=code), str(booking_id), delay_s=delay_s, options=options)
+    send_step(
+        actor_name, booking_id, queue_name=Partner(code=code).queue_name, delay_s=delay_s, options=options
+    )
 
 
 def send_follow_up(booking_id: UUID | str, follow_up: FollowUp, *, sync_queue: str | None = None) -> None:
@@ -118,14 +147,26 @@ def send_follow_up(booking_id: UUID | str, follow_up: FollowUp, *, sync_queue: s
     if follow_up.sync_after_s is None:
         return
     if sync_queue:
-        send(SYNC_BOOKING, str(booking_id), queue_name=sync_queue, delay_s=follow_up.sync_after_s)
+        send_step(SYNC_BOOKING, booking_id, queue_name=sync_queue, delay_s=follow_up.sync_after_s)
     else:
         send_for_booking(SYNC_BOOKING, booking_id, delay_s=follow_up.sync_after_s)
 
 
-def send_inbound_event(event_id: int) -> None:
-    """Queue a stored webhook delivery to be applied."""
-    send(PROCESS_INBOUND_EVENT, event_id, queue_name=WEBHOOKS_QUEUE)
+def inbound_claim(event_id: int) -> str:
+    return f"inbound:{event_id}"
+
+
+def send_inbound_event(event_id: int, *, hold: bool = True) -> None:
+    """Queue a stored webhook delivery to be applied. It holds its claim until a worker takes it
+    up, so the sweeper's window on a stale delivery is not taken while it waits; the sweeper's
+    own copy, paced by that window, holds none (`hold=False`)."""
+    if not hold:
+        send(PROCESS_INBOUND_EVENT, event_id, queue_name=WEBHOOKS_QUEUE)
+        return
+    claims.send_holding(
+        inbound_claim(event_id),
+        lambda held: send(PROCESS_INBOUND_EVENT, event_id, queue_name=WEBHOOKS_QUEUE, options=held),
+    )
 
 
 def send_inbound_event_on_commit(event_id: int) -> None:

@@ -15,14 +15,18 @@ from partners.services.submission import submission_run
 
 class DramatiqPartnerPort:
     def queue_submission(self, booking_id: UUID, partner_code: str) -> None:
-        messages.send_for_partner(messages.SUBMIT_BOOKING, Partner(code=partner_code), str(booking_id))
+        messages.send_step(
+            messages.SUBMIT_BOOKING, booking_id, queue_name=Partner(code=partner_code).queue_name
+        )
 
     def submit_now(self, booking_id: UUID) -> None:
         with log_context(booking_id=str(booking_id)):
             messages.send_follow_up(booking_id, submission_run(booking_id))
 
     def queue_cancellation(self, booking_id: UUID, partner_code: str) -> None:
-        messages.send_for_partner(messages.CANCEL_BOOKING, Partner(code=partner_code), str(booking_id))
+        messages.send_step(
+            messages.CANCEL_BOOKING, booking_id, queue_name=Partner(code=partner_code).queue_name
+        )
 
     def may_hold(self, booking_id: UUID) -> bool:
         """One statement; each EXISTS is answered from an index that starts with the booking

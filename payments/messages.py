@@ -13,6 +13,7 @@ from uuid import UUID
 import dramatiq
 from django.db import transaction
 
+from config import claims
 from config.redis_client import send_hint
 
 logger = logging.getLogger(__name__)
@@ -29,15 +30,36 @@ def _send(actor_name: str, *args: object, delay_s: float | None = None, options:
     dramatiq.get_broker().enqueue(message, delay=int(delay_s * 1000) if delay_s else None)
 
 
+def run_claim(booking_id: UUID | str) -> str:
+    """The claim a booking's payment run holds while its message waits (`config.claims`)."""
+    return f"payment:{booking_id}"
+
+
+def event_claim(event_id: int) -> str:
+    return f"payment-event:{event_id}"
+
+
 def send_run(booking_id: UUID | str, *, delay_s: float | None = None, options: dict | None = None) -> None:
-    """Queue a run of the booking's payment (`payments.services.runs.payment_run`); `options`
-    carry a sweeper's claim (config.claims)."""
-    _send(PAYMENT_RUN, str(booking_id), delay_s=delay_s, options=options)
+    """Queue a run of the booking's payment (`payments.services.runs.payment_run`). It holds
+    the run's claim until a worker takes it up, so the sweeper adds no copy while it waits; the
+    sweeper's own copy passes the claim it took (`options`)."""
+    if options is not None:
+        _send(PAYMENT_RUN, str(booking_id), delay_s=delay_s, options=options)
+        return
+    claims.send_holding(
+        run_claim(booking_id),
+        lambda held: _send(PAYMENT_RUN, str(booking_id), delay_s=delay_s, options=held),
+    )
 
 
 def send_event(event_id: int, *, options: dict | None = None) -> None:
-    """Queue a stored webhook delivery to be applied."""
-    _send(PROCESS_PAYMENT_EVENT, event_id, options=options)
+    """Queue a stored webhook delivery to be applied, holding its claim as `send_run` does."""
+    if options is not None:
+        _send(PROCESS_PAYMENT_EVENT, event_id, options=options)
+        return
+    claims.send_holding(
+        event_claim(event_id), lambda held: _send(PROCESS_PAYMENT_EVENT, event_id, options=held)
+    )
 
 
 def send_event_on_commit(event_id: int) -> None:

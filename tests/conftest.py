@@ -55,12 +55,11 @@ def broker():
 
     broker = dramatiq.get_broker()
 
+    from tests.helpers import lose_claims
+
     def flush() -> None:
         broker.flush_all()
-        # The sweeper's claims stand for queued messages: they go with the queues.
-        claims = list(broker.client.scan_iter(f"{broker.namespace}:reconciliation:queued:*"))
-        if claims:
-            broker.client.delete(*claims)
+        lose_claims(broker)  # the claims stand for queued messages: they go with the queues
 
     flush()
     yield broker

@@ -53,3 +53,20 @@ def queued_messages(broker: dramatiq.Broker, queue_name: str) -> list[dramatiq.M
     ids = broker.client.lrange(key, 0, -1)
     encoded = broker.client.hmget(f"{key}.msgs", ids) if ids else []
     return [dramatiq.Message.decode(data) for data in encoded]
+
+
+def lose_messages(broker: dramatiq.Broker, *queue_names: str) -> None:
+    """What a Redis restart does to the messages waiting on these queues (ready and delayed):
+    gone, and with them every claim a waiting message held (`config.claims`), which lives in
+    the same Redis."""
+    for name in queue_names:
+        broker.flush(name)
+    lose_claims(broker)
+
+
+def lose_claims(broker: dramatiq.Broker) -> None:
+    from config.claims import claim_key
+
+    claims = list(broker.client.scan_iter(claim_key("*")))
+    if claims:
+        broker.client.delete(*claims)

@@ -434,7 +434,7 @@ def _pull_on_commit(partner: Partner, booking_id: UUID) -> None:
     def pull() -> None:
         try:
             if webhook_limits.pull_due(booking_id):
-                messages.send_for_partner(messages.SYNC_BOOKING, partner, str(booking_id))
+                messages.send_step(messages.SYNC_BOOKING, booking_id, queue_name=partner.queue_name)
         except redis.RedisError:
             logger.warning(
                 "sync after a webhook not queued (Redis unavailable)", extra={"booking_id": booking_id}

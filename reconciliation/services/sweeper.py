@@ -13,14 +13,20 @@ batches paginated by id instead.
 Every piece of work is also claimed in Redis for a window before it is queued (one Lua call per
 batch sets all its claims), so that when workers fall behind, sweeps do not pile copies of the same
 work into the queues; a claim lost with Redis is simply made again. The step such a message
-queues on the partner's queue (submit, sync, cancel) is claimed until a worker takes it up:
-however far a partner's queue falls behind, sweeps add no second copy of a step that has not
-started (`config.claims`). Work without a row of its own to push forward (stale
-webhooks, owed compensations, settled bookings whose create is still unresolved, legacy
-change-listing walks, mail nobody tried, payments due and their unprocessed webhooks, which
-the payments app's own run settles) relies on the claim alone. A sweep never calls a partner
-itself, and running it twice in a row queues nothing new. Queries are constant per batch: one
-UPDATE in its own transaction (one select on a dry run), plus one each for the side work.
+queues on the partner's queue (submit, sync, cancel), a payment's run, a payment webhook and a
+mail are claimed until a worker takes them up: however far a queue falls behind, sweeps add no
+second copy of work that has not started (`config.claims`). The services' own messages for the
+same work (queued after commit, and their follow-ups) hold the same claims, so a first message
+still waiting when its row comes due gets no copy either: under a backlog that was one copy per
+message (QA: 1,033 payment runs queued for 514 payments due; two messages per booking in
+`tests/reconciliation/test_claims_after_commit.py` before, one now). A step run inline in a
+worker's thread has no message and holds no claim: the first sweep past its row's grace queues
+it, as ever. Work without a row of its own to push forward (stale webhooks, owed compensations,
+settled bookings whose create is still unresolved, legacy change-listing walks, mail nobody
+tried, payments due and their unprocessed webhooks, which the payments app's own run settles)
+relies on the claim alone. A sweep never calls a partner itself, and running it twice in a row
+queues nothing new. Queries are constant per batch: one UPDATE in its own transaction (one select
+on a dry run), plus one each for the side work.
 """
 
 from __future__ import annotations
@@ -28,11 +34,9 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-import redis
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Exists, OuterRef, Q, QuerySet
@@ -266,18 +270,18 @@ def queue_sweep_messages(batch: list[tuple]) -> None:
 def _send_claimed(
     rows: list[tuple],
     *,
-    key: str,
+    key: Callable[[object], str],
     ttl_s: float,
     send: Callable[[object, str], None],
     dry_run: bool,
     limit: int | None = None,
 ) -> int:
-    """For side work selected as `(id, partner code)` rows: claim each (`key` formats the id;
+    """For side work selected as `(id, partner code)` rows: claim each (`key(id)` names it;
     with `limit`, in order until that many are newly claimed), send the newly claimed ones, and
     return how many were sent (or are due, on a dry run)."""
     if dry_run:
         return len(rows) if limit is None else min(len(rows), limit)
-    claimed = _first_time([key.format(pk) for pk, _ in rows], ttl_s, limit=limit)
+    claimed = _first_time([key(pk) for pk, _ in rows], ttl_s, limit=limit)
     sent = 0
     for (pk, code), first in zip(rows, claimed, strict=True):
         if first:
@@ -287,26 +291,14 @@ def _send_claimed(
 
 
 def _send_until_taken_up(
-    rows: list[tuple], *, key: str, send: Callable[[object, dict], None], dry_run: bool
+    rows: list[tuple], *, key: Callable[[object], str], send: Callable[[object, dict], None], dry_run: bool
 ) -> int:
-    """For side work selected as `(id, partner code)` rows: send each whose copy queued earlier
-    has been taken up (the claim, `key` formatted with the id, rides on the message and ends when
-    a worker starts it); how many were sent (or are due, on a dry run)."""
+    """For side work selected as `(id, partner code)` rows: send each for which no message waits
+    (the claim named `key(id)` rides on every message of that work, the services' and the
+    sweeper's, and ends when a worker starts it); how many were sent (or are due, on a dry run)."""
     if dry_run:
         return len(rows)
-    sent = 0
-    for pk, _code in rows:
-        claim = held_claims.claim_until_taken_up(key.format(pk), settings.RECONCILE_STEP_CLAIM_TTL_S)
-        if claim is None:
-            continue
-        try:
-            send(pk, claim)
-        except Exception:
-            with suppress(redis.RedisError):  # otherwise the claim lasts its TTL
-                held_claims.release(claim)
-            raise
-        sent += 1
-    return sent
+    return sum(held_claims.send_claimed(key(pk), lambda claim, pk=pk: send(pk, claim)) for pk, _code in rows)
 
 
 def _sync(booking_id: object, code: str) -> None:
@@ -345,7 +337,7 @@ def _requeue_owed_compensations(now: datetime, partner: Partner | None, dry_run:
     )
     return _send_claimed(
         rows,
-        key="compensation:{}",
+        key="compensation:{}".format,
         ttl_s=settings.RECONCILE_CLAIM_TTL_S,
         send=lambda pk, code: messages.send_for_partner(
             messages.COMPENSATE_RESERVATION, Partner(code=code), pk
@@ -387,7 +379,7 @@ def _audit_confirmed(now: datetime, partner: Partner | None, dry_run: bool) -> i
     )
     return _send_claimed(
         rows,
-        key="audit:{}",
+        key="audit:{}".format,
         ttl_s=settings.RECONCILE_AUDIT_AGE_S,
         send=lambda pk, code: messages.send_audit_sync(pk, Partner(code=code)),
         dry_run=dry_run,
@@ -409,9 +401,9 @@ def _requeue_stale_inbound(now: datetime, partner: Partner | None, dry_run: bool
     )
     return _send_claimed(
         rows,
-        key="inbound:{}",
+        key=messages.inbound_claim,  # a delivery whose message waits holds it: no copy
         ttl_s=settings.RECONCILE_INBOUND_STALE_S,
-        send=lambda pk, _code: messages.send_inbound_event(pk),
+        send=lambda pk, _code: messages.send_inbound_event(pk, hold=False),
         dry_run=dry_run,
     )
 
@@ -434,7 +426,7 @@ def _resolve_fences_of_settled(now: datetime, partner: Partner | None, dry_run: 
         .distinct()[: settings.RECONCILE_BATCH_SIZE]
     )
     return _send_claimed(
-        rows, key="fence:{}", ttl_s=settings.RECONCILE_SYNC_AGE_S, send=_sync, dry_run=dry_run
+        rows, key="fence:{}".format, ttl_s=settings.RECONCILE_SYNC_AGE_S, send=_sync, dry_run=dry_run
     )
 
 
@@ -458,21 +450,13 @@ def _requeue_lost_notifications(now: datetime, partner: Partner | None, dry_run:
     )
     if dry_run:
         return len(ids)
-    sent = 0
-    for notification_id in ids:
-        claim = held_claims.claim_until_taken_up(
-            f"notification:{notification_id}", settings.RECONCILE_STEP_CLAIM_TTL_S
+    return sum(
+        held_claims.send_claimed(
+            notifications.claim_name(notification_id),
+            lambda claim, pk=notification_id: notifications.queue(pk, options=claim),
         )
-        if claim is None:
-            continue  # the copy queued earlier has not been taken up yet
-        try:
-            notifications.queue(notification_id, options=claim)
-        except Exception:
-            with suppress(redis.RedisError):  # otherwise the claim lasts its TTL
-                held_claims.release(claim)
-            raise
-        sent += 1
-    return sent
+        for notification_id in ids
+    )
 
 
 def _settle_abandoned_notifications(
@@ -497,7 +481,7 @@ def _queue_payments(now: datetime, partner: Partner | None, dry_run: bool) -> tu
     due = payment_selectors.due_payments(now=now, partner=partner, limit=settings.RECONCILE_BATCH_SIZE)
     runs = _send_until_taken_up(
         due,
-        key="payment:{}",
+        key=payment_messages.run_claim,
         send=lambda booking_id, claim: payment_messages.send_run(booking_id, options=claim),
         dry_run=dry_run,
     )
@@ -508,7 +492,7 @@ def _queue_payments(now: datetime, partner: Partner | None, dry_run: bool) -> tu
     )
     events = _send_until_taken_up(
         stale,
-        key="payment-event:{}",
+        key=payment_messages.event_claim,
         send=lambda pk, claim: payment_messages.send_event(pk, options=claim),
         dry_run=dry_run,
     )
@@ -584,9 +568,11 @@ def booking_due_run(booking_id) -> None:
         customer_view.refresh(booking, actor=Actor.SWEEPER)
         status = booking.status
     if status == BookingState.AWAITING_PAYMENT:
-        # Nothing is at the partner yet: the payment's run is the step (claimed for a window).
-        if _first_time([f"payment:{booking_id}"], settings.RECONCILE_CLAIM_TTL_S)[0]:
-            payment_messages.send_run(booking_id)
+        # Nothing is at the partner yet: the payment's run is the step, unless one waits.
+        held_claims.send_claimed(
+            payment_messages.run_claim(booking_id),
+            lambda claim: payment_messages.send_run(booking_id, options=claim),
+        )
     elif status == BookingState.REQUESTED:
         _queue_step(messages.SUBMIT_BOOKING, booking_id)
     elif status == BookingState.CANCEL_REQUESTED:
@@ -597,21 +583,13 @@ def booking_due_run(booking_id) -> None:
 
 
 def _queue_step(actor_name: str, booking_id) -> bool:
-    """Queue a due booking's step on its partner's queue, unless the step this path queued
-    before has not started yet (invariant 3: a partner's backlog is not multiplied by sweeps).
-    Whether it was queued now.
+    """Queue a due booking's step on its partner's queue, unless a message of that step waits,
+    queued by this path before or by the services after commit (invariant 3: a partner's
+    backlog is not multiplied by sweeps). Whether it was queued now.
 
     The claim is held until a worker takes the message up (`config.claims`).
     """
-    claim = held_claims.claim_until_taken_up(
-        f"{actor_name}:{booking_id}", settings.RECONCILE_STEP_CLAIM_TTL_S
+    return held_claims.send_claimed(
+        messages.step_claim(actor_name, booking_id),
+        lambda claim: messages.send_for_booking(actor_name, booking_id, options=claim),
     )
-    if claim is None:
-        return False
-    try:
-        messages.send_for_booking(actor_name, booking_id, options=claim)
-    except Exception:
-        with suppress(redis.RedisError):  # otherwise the claim lasts its TTL
-            held_claims.release(claim)
-        raise
-    return True

@@ -36,7 +36,7 @@ from bookings.tasks import send_notification
 from reconciliation.selectors.timeline import booking_timeline
 from reconciliation.services.sweeper import booking_due_run, sweep
 from tests.factories import BookingFactory, NotificationFactory, PartnerFactory
-from tests.helpers import unique_code, wait_until
+from tests.helpers import lose_messages, unique_code, wait_until
 from tests.partners.conftest import book, wait_for_status
 from tests.reconciliation.conftest import queued
 from tests.sandbox_process import free_port
@@ -60,8 +60,9 @@ def cancelling_booking() -> Booking:
 
 
 def lose_queued_messages(broker) -> None:
-    """What a Redis restart does to the messages waiting on the notifications queue."""
-    broker.flush(notifications.NOTIFICATIONS_QUEUE)
+    """What a Redis restart does to the messages waiting on the notifications queue (and to the
+    claims they held)."""
+    lose_messages(broker, notifications.NOTIFICATIONS_QUEUE)
 
 
 def die_after_claim(notification: Notification, *, handed_over: bool) -> None:

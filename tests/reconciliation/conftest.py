@@ -5,12 +5,14 @@ from tests/factories.py)."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
 import dramatiq
 import pytest
+from django.db import connections
 from django.test import Client
 from django.utils import timezone
 
@@ -33,6 +35,27 @@ def calls(broker: dramatiq.Broker, queue_name: str) -> list[tuple[str, list]]:
 
 def actor_names(broker: dramatiq.Broker, queue_name: str) -> list[str]:
     return [m.actor_name for m in queued(broker, queue_name)]
+
+
+@pytest.fixture
+def workers_on(broker, transactional_db) -> Iterator[Callable[..., object]]:
+    """`with workers_on(queue, ...)`: a real Dramatiq worker serving only these queues."""
+
+    @contextmanager
+    def serve(*queues: str) -> Iterator[dramatiq.Worker]:
+        for name in queues:
+            broker.declare_queue(name)
+        worker = dramatiq.Worker(broker, queues=set(queues), worker_threads=2, worker_timeout=50)
+        worker.start()
+        try:
+            yield worker
+        finally:
+            worker.stop(timeout=10_000)
+            # Off the process-wide broker, or a later declare_queue starts consumers for it.
+            broker.middleware[:] = [m for m in broker.middleware if getattr(m, "worker", None) is not worker]
+            connections.close_all()
+
+    return serve
 
 
 @pytest.fixture

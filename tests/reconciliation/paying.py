@@ -28,11 +28,15 @@ def paying_booking(
     price: Decimal = PRICE,
     captured: Decimal | None = None,
     refunded: Decimal = Decimal("0.00"),
+    booking_fields: dict | None = None,
     **payment_fields,
 ) -> Payment:
-    """A booking and its payment as the test states them (no provider is asked)."""
+    """A booking (with `booking_fields`) and its payment as the test states them (no provider
+    is asked)."""
     facts = PaymentFacts(state=_FACT.get(payment_status, "authorizing"), currency="EUR", amount=price)
-    booking = BookingFactory(status=status, total_price=price, customer_money=money_of(facts).as_json())
+    booking = BookingFactory(
+        status=status, total_price=price, customer_money=money_of(facts).as_json(), **(booking_fields or {})
+    )
     if captured is None:
         captured = price if payment_status == P.CAPTURED else Decimal("0.00")
     payment_fields.setdefault("provider_intent_id", f"pi_{uuid.uuid4().hex[:24]}")

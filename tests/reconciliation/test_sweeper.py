@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from uuid import uuid4
 
@@ -14,7 +15,8 @@ from django.utils import timezone
 
 from bookings.models import Booking
 from bookings.states import BookingState
-from partners.models import InboundState, Operation, Outcome, PartnerAttempt
+from partners import messages as partner_messages
+from partners.models import InboundEvent, InboundState, Operation, Outcome, PartnerAttempt
 from reconciliation.services.sweeper import booking_due_run, sweep
 from tests.factories import (
     BookingFactory,
@@ -275,6 +277,26 @@ def test_stale_unprocessed_webhooks_are_queued_again_once(
 
     assert (first.inbound_requeued, second.inbound_requeued) == (1, 0)
     assert calls(broker, webhooks_queue) == [("process_inbound_event", [stale.pk])]
+
+
+def test_a_stale_webhook_whose_message_still_waits_gets_no_copy_however_many_windows_pass(
+    partner, webhooks_queue, broker, django_capture_on_commit_callbacks, settings
+):
+    """Its message, queued when it was stored, holds the claim the sweeper's window would take
+    (`config.claims`): a backlog on the webhooks queue got one copy per window before."""
+    settings.RECONCILE_INBOUND_STALE_S = 0.2  # stale at once, and each window passes quickly
+    event = InboundEventFactory(partner=partner, state=InboundState.RECEIVED)
+    with django_capture_on_commit_callbacks(execute=True):
+        partner_messages.send_inbound_event_on_commit(event.pk)  # as its receipt queues it
+    InboundEvent.objects.filter(pk=event.pk).update(received_at=timezone.now() - timedelta(minutes=5))
+
+    reports = []
+    for _ in range(3):
+        reports.append(_sweep(django_capture_on_commit_callbacks))
+        time.sleep(0.3)  # past the sweeper's window
+
+    assert [r.inbound_requeued for r in reports] == [0, 0, 0]
+    assert calls(broker, webhooks_queue) == [("process_inbound_event", [event.pk])]
 
 
 def test_settled_booking_with_an_unresolved_create_is_synced_once(
