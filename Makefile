@@ -55,7 +55,7 @@ check: install
 PRODUCTION_CHECK_ENV := DJANGO_SETTINGS_MODULE=config.settings.production \
 	DATABASE_URL=postgres://bookings@db.example.com:5432/bookings REDIS_URL=redis://redis.example.com:6379/0 \
 	STRIPE_API_KEY=sk_live_stand_in STRIPE_WEBHOOK_SECRET=whsec_stand_in STRIPE_API_BASE=https://api.stripe.com \
-	SITE_URL=https://bookings.example.com ALLOWED_HOSTS=bookings.example.com \
+	SITE_URL=https://bookings.example.com ALLOWED_HOSTS=bookings.example.com TRUSTED_PROXY_COUNT=1 \
 	EMAIL_URL=smtp+tls://bookings:stand-in@mail.example.com:587 DEFAULT_FROM_EMAIL=bookings@example.com
 
 bench: install

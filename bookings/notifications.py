@@ -78,6 +78,7 @@ from bookings.models import (
     NotificationState,
 )
 from config import claims, site_url
+from config.redis_client import send_hint
 
 logger = logging.getLogger(__name__)
 
@@ -145,8 +146,8 @@ def queue_after_commit(notification: Notification) -> None:
 
 
 def _queue_or_leave_to_sweeper(notification_id: int, *, delay_s: float | None = None) -> None:
-    try:
-        queue(notification_id, delay_s=delay_s)
+    try:  # a hint: while Redis has just failed to answer one, skipped at once, not waited on again
+        send_hint(lambda: queue(notification_id, delay_s=delay_s))
     except redis.RedisError:
         logger.warning(
             "notification not queued (broker unavailable); the sweeper will queue it",

@@ -13,8 +13,13 @@ The services' own messages for the same work, queued after commit (a submission,
 run, a mail, a webhook delivery) and as follow-ups, hold the same claim (`send_holding`): before
 they did, a message that waited in a backlog past its row's grace looked lost to the sweeper,
 which queued one copy beside it. They take it whether or not a claim stands (the message is
-queued either way; the newest one waiting ends it), and a Redis that does not take it never
-stops the message: it goes without, and the sweeper may copy it once due, as before. A step run
+queued either way; the newest one waiting ends it). A Redis that does not take the claim would
+not take the message either: the claim's error is the send's (one wait, never two, on a request
+that sends after its commit; the caller's hint pause then skips Redis), and the row is recovered
+at its grace, as before. A claim whose message was never queued must not stand: one Redis may
+have set before its answer was lost, or taken before the send failed, is deleted (compare and
+delete, so never another message's) at once if Redis answers, else by this process's next
+claim that Redis takes (`_unreleased`); only a process that ends first leaves one to its TTL. A step run
 in a worker's thread with no message (`bookings.ports.next_steps_inline`) holds nothing, so the
 sweeper recovers it after its grace if that worker dies.
 
@@ -25,9 +30,10 @@ the core may import nothing above it (docs/design.md, "Apps and who owns what").
 from __future__ import annotations
 
 import logging
+import threading
 import uuid
+from collections import deque
 from collections.abc import Callable
-from contextlib import suppress
 from functools import cache
 
 import dramatiq
@@ -75,24 +81,62 @@ def send_claimed(name: str, send: Callable[[Claim], None]) -> bool:
 
 def send_holding(name: str, send: Callable[[Claim], None]) -> None:
     """The services' rule: `send(claim)` with the claim on `name` held until this message is
-    taken up, in one Redis round trip; `send({})` if Redis does not take the claim."""
+    taken up, in one Redis round trip more. Raises the claim's RedisError without sending: a
+    Redis that does not take the claim would not take the message (module docstring)."""
     key, token = claim_key(name), uuid.uuid4().hex
+    claim = {CLAIM_OPTION: [key, token]}
     try:
         redis_client().set(key, token, px=ms(settings.RECONCILE_STEP_CLAIM_TTL_S))
-    except redis.RedisError:  # the message goes without: at worst one copy from the sweeper
-        logger.info("claim not taken; message sent without it", extra={"claim": name})
-        send({})
-        return
-    _send_or_release({CLAIM_OPTION: [key, token]}, send)
+    except redis.RedisError:
+        _unreleased.append(claim)  # it may stand all the same: set before the answer was lost
+        raise
+    _send_or_release(claim, send)
+    _release_unreleased()
 
 
 def _send_or_release(claim: Claim, send: Callable[[Claim], None]) -> None:
     try:
         send(claim)
     except Exception:
-        with suppress(redis.RedisError):  # otherwise the claim lasts its TTL
+        try:
             release(claim)
+        except redis.RedisError:  # standing with no message: ended by the next claim Redis takes
+            _unreleased.append(claim)
         raise
+
+
+class _Unreleased:
+    """This process's claims whose message was never queued and whose deletion Redis did not
+    answer: deleted once Redis answers again. Bounded: an outage's attempts are paced by the
+    hint pause, and past the bound the oldest are left to their TTL."""
+
+    def __init__(self, bound: int = 1000) -> None:
+        self._claims: deque[Claim] = deque(maxlen=bound)
+        self._lock = threading.Lock()
+
+    def append(self, claim: Claim) -> None:
+        with self._lock:
+            self._claims.append(claim)
+
+    def take(self) -> list[Claim]:
+        with self._lock:
+            claims = list(self._claims)
+            self._claims.clear()
+        return claims
+
+
+_unreleased = _Unreleased()
+
+
+def _release_unreleased() -> None:
+    pending = _unreleased.take()
+    for index, claim in enumerate(pending):
+        try:
+            release(claim)
+        except redis.RedisError:  # Redis went again: keep the rest for the next time
+            for kept in pending[index:]:
+                _unreleased.append(kept)
+            return
 
 
 def release(options: dict) -> bool:

@@ -501,10 +501,11 @@ def _queue_payments(now: datetime, partner: Partner | None, dry_run: bool) -> tu
 
 def _send_owed_messages(now: datetime, partner: Partner | None, dry_run: bool) -> int:
     """The messages support actions owe (a sync, a submission) that our Redis did not take when
-    the action committed (`support.owed`): sent now, each under the claim a due booking's step of
-    the same kind takes (`<actor>:<booking>`, held until a worker takes it up), so a copy already
-    waiting on the queue, the sweeper's or this one's, is not doubled; then no longer owed. One
-    owed for less than a sweep's interval is left to its action's own hint."""
+    the action committed (`support.owed`): sent now, then no longer owed. Sent whatever else of
+    that step waits: what an operator asked for is "now", and a step's claim may be held by a
+    follow-up delayed for minutes (a poll, a partner's "come back later"); the message takes the
+    step's claim as the services' do (`config.claims.send_holding`), so due sweeps add no copy.
+    One owed for less than a sweep's interval is left to its action's own hint."""
     owed = OwedMessage.objects.filter(
         sent_at__isnull=True, owed_at__lte=now - timedelta(seconds=settings.RECONCILE_INTERVAL_S)
     )
@@ -517,9 +518,9 @@ def _send_owed_messages(now: datetime, partner: Partner | None, dry_run: bool) -
         return len(rows)
     sent = 0
     for row_id, actor_name, booking_id in rows:
-        sent += _queue_step(actor_name, booking_id)
-        # Sent, or a copy of the same step is still waiting for a worker: it does the work.
+        messages.send_for_booking(actor_name, booking_id)
         OwedMessage.objects.filter(pk=row_id).update(sent_at=timezone.now())
+        sent += 1
     return sent
 
 

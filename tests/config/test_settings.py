@@ -60,7 +60,8 @@ def test_an_empty_metrics_directory_is_unset_and_litters_no_working_directory(tm
 
 
 _SETTINGS_JSON = (
-    "import json, django; django.setup(); from django.conf import settings; "
+    # As the web processes load them (config/wsgi.py sets what they wait on Redis unless set).
+    "import json, config.wsgi; from django.conf import settings; "
     "print(json.dumps({name: getattr(settings, name) for name in dir(settings) if name.isupper()}, "
     "default=str))"
 )

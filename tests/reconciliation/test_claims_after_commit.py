@@ -18,6 +18,7 @@ twice the backlog, and was reverted).
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections import Counter
 from datetime import timedelta
@@ -29,7 +30,7 @@ from django.utils import timezone
 from bookings.models import Booking
 from bookings.services import BookingRequest, booking_create
 from bookings.states import BookingState
-from config.claims import CLAIM_OPTION
+from config.claims import CLAIM_OPTION, claim_key, send_holding
 from config.redis_client import redis_client
 from partners import messages
 from payments import messages as payment_messages
@@ -156,20 +157,72 @@ def test_a_step_run_inline_whose_worker_died_is_queued_at_the_first_sweep_past_i
     assert report.payments_queued == 1
 
 
-def test_a_claim_redis_does_not_take_never_stops_the_message(broker, offer, make_booking):
-    """Our keys' Redis refuses while the broker answers: the step (here a submission's retry, as
-    a worker queues it) goes without its claim, and the sweeper may copy it once due, as before
-    the claims."""
-    booking = make_booking(status=S.REQUESTED)
+@contextlib.contextmanager
+def _our_keys_redis_not_answering():
+    """Our keys' client pointed at a port nothing listens on, as a Redis that went away."""
     client = redis_client()
     pool = client.connection_pool
     client.connection_pool = redis.ConnectionPool.from_url(f"redis://127.0.0.1:{free_port()}/0")
     try:
-        messages.send_for_booking(messages.SUBMIT_BOOKING, booking.pk)
+        yield
     finally:
         client.connection_pool.disconnect()
         client.connection_pool = pool
 
+
+def test_a_claim_redis_does_not_take_is_the_send_s_error_and_nothing_is_queued(broker, offer, make_booking):
+    """A Redis that does not take the claim would not take the message: its error is the send's,
+    after one wait, not two (the caller's fallback applies: the sweeper queues the step once its
+    row is due)."""
+    booking = make_booking(status=S.REQUESTED)
+
+    with _our_keys_redis_not_answering(), pytest.raises(redis.ConnectionError):
+        messages.send_for_booking(messages.SUBMIT_BOOKING, booking.pk)
+
+    assert queued(broker, offer.partner.queue_name) == []
+
+
+def test_a_claim_left_standing_by_a_failed_send_is_deleted_by_the_next_claim_taken(
+    broker, offer, make_booking
+):
+    """The claim was taken, then the send failed and Redis did not answer the claim's deletion
+    either: a claim with no message behind it would hold the sweeper back for its TTL. The next
+    claim this process takes deletes it."""
+    first, second = make_booking(status=S.REQUESTED), make_booking(status=S.REQUESTED)
+    key = claim_key(messages.step_claim(messages.SUBMIT_BOOKING, first.pk))
+
+    gone = contextlib.ExitStack()
+
+    def send_failing_while_redis_goes(claim: dict) -> None:
+        gone.enter_context(_our_keys_redis_not_answering())  # until the send_holding below returns
+        raise redis.ConnectionError("the broker went away mid-send")
+
+    with gone, pytest.raises(redis.ConnectionError):
+        send_holding(messages.step_claim(messages.SUBMIT_BOOKING, first.pk), send_failing_while_redis_goes)
+    assert redis_client().exists(key)  # standing, with no message behind it
+
+    messages.send_for_booking(messages.SUBMIT_BOOKING, second.pk)
+
+    assert not redis_client().exists(key)
     [message] = queued(broker, offer.partner.queue_name)
-    assert (message.actor_name, message.args) == (messages.SUBMIT_BOOKING, (str(booking.pk),))
-    assert CLAIM_OPTION not in message.options
+    assert message.args == (str(second.pk),) and CLAIM_OPTION in message.options
+
+
+def test_an_owed_sync_is_sent_at_the_sweep_though_a_delayed_follow_up_holds_the_step_s_claim(
+    broker, offer, make_booking
+):
+    """An operator's sync owed during a Redis outage is "now": a poll queued for five minutes
+    later, which holds the step's claim while it waits, does not stand in for it."""
+    from reconciliation.models import OwedMessage
+
+    booking = make_booking(status=S.CONFIRMED)
+    messages.send_for_booking(messages.SYNC_BOOKING, booking.pk, delay_s=300)
+    OwedMessage.objects.create(
+        booking=booking, actor_name=messages.SYNC_BOOKING, owed_at=timezone.now() - timedelta(minutes=5)
+    )
+
+    sweep()
+
+    ready = [m for m in queued(broker, offer.partner.queue_name) if not m.queue_name.endswith(".DQ")]
+    assert [(m.actor_name, m.args) for m in ready] == [(messages.SYNC_BOOKING, (str(booking.pk),))]
+    assert OwedMessage.objects.get().sent_at is not None
