@@ -354,7 +354,9 @@ def _record_duplicate(fields: dict) -> Receipt:
         )
         other_content = fields["body_sha256"] != original.body_sha256
         booking = original.booking
-        if other_content and booking is None:
+        # No booking on the original yet: it waits to be applied (a copy sent right behind it),
+        # or names none. Read from the copy's body, so the copy is on the timeline all the same.
+        if booking is None:
             named = _named_booking_id(partner, _decoded(fields["raw_body"]))
             booking = Booking.objects.filter(pk=named).first() if named else None
         why = f"the id of delivery {original.pk}, with other content: not applied" if other_content else ""

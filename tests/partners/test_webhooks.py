@@ -496,6 +496,22 @@ def test_replayed_event_id_is_acknowledged_recorded_and_changes_nothing(
     assert booking.status == S.CONFIRMED
 
 
+def test_a_copy_delivered_before_its_original_was_applied_is_on_the_booking_s_timeline_too(
+    post, ref_partner, make_booking, broker, webhooks_queue, django_capture_on_commit_callbacks
+):
+    # A partner that sends each event twice, the copy right behind the original: the original
+    # still waits for a worker, so it names no booking of ours yet (seen on a busy machine).
+    booking = make_booking(ref_partner, S.PENDING_PARTNER)
+    raw = body(client_reference=booking.reference, status="confirmed", version=2)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert post(raw, signed(raw, event_id="msg_twice")).status_code == 202
+        again = post(raw, signed(raw, event_id="msg_twice"))
+
+    assert again.status_code == 200 and again.json()["status"] == "duplicate"
+    assert InboundEvent.objects.get(duplicate_of__isnull=False).booking_id == booking.pk
+    assert timeline(booking).count("webhook.duplicate") == 1
+
+
 @pytest.mark.parametrize("processed", [True, False], ids=["original-applied", "original-queued"])
 def test_an_event_id_reused_with_other_content_is_not_applied_but_said_and_synced(
     post,
