@@ -27,6 +27,7 @@ Outside Django: gunicorn's master and the workers' exposition process import thi
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import re
 
@@ -40,7 +41,26 @@ LIVE_GAUGE_FILE = re.compile(r"gauge_live[a-z]+_(\d+)\.db")
 def collect(registry: CollectorRegistry, directory: str) -> None:
     """Every process's figures in `directory`, less the live gauges of processes gone."""
     forget_dead_processes(directory)
-    MultiProcessCollector(registry, path=directory)
+    _WrittenFilesCollector(registry, path=directory)
+
+
+class _WrittenFilesCollector(MultiProcessCollector):
+    """prometheus_client's collector, reading only files a process has begun to write: a file
+    exists empty between its creation and its first size (a process starting as the scrape
+    reads, or one killed at that moment), and prometheus_client fails the whole scrape on it
+    (`struct.error`: /metrics answered 500). An empty file holds no figure yet; a dead process's
+    goes with its other live gauges, the rest stay until they are written."""
+
+    def collect(self):  # type: ignore[override]
+        files = glob.glob(os.path.join(self._path, "*.db"))
+        return self.merge([name for name in files if _written(name)], accumulate=True)
+
+
+def _written(path: str) -> bool:
+    try:
+        return os.path.getsize(path) >= 8  # its first field, how much of it is used
+    except OSError:  # gone meanwhile: removed by another scrape or the directory's cleanup
+        return False
 
 
 def forget_process(pid: int, directory: str) -> None:

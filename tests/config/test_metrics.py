@@ -684,3 +684,24 @@ def test_a_worker_process_killed_mid_message_leaves_no_message_in_progress(
 def _walks(text: str, name: str, partner) -> float | None:
     labels = {"queue_name": partner.queue_name, "actor_name": messages.WALK_CHANGE_LISTING}
     return value(text, name, **labels)
+
+
+def test_a_metrics_file_a_process_has_only_created_is_not_a_failed_scrape(tmp_path):
+    # A process that starts (or is killed) between creating its file and sizing it leaves it
+    # empty for that moment: prometheus_client failed the whole scrape on it (/metrics 500 in CI).
+    import os
+
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.mmap_dict import MmapedDict, mmap_key
+
+    from config.metrics import dead_processes
+
+    written = MmapedDict(str(tmp_path / "counter_4242.db"))  # a process that counted once
+    written.write_value(mmap_key("bookings_test", "bookings_test_total", [], [], "test"), 1.0, 0.0)
+    written.close()
+    (tmp_path / f"gauge_livesum_{os.getpid()}.db").write_bytes(b"")  # a live one, creating its file
+    registry = CollectorRegistry()
+
+    dead_processes.collect(registry, str(tmp_path))
+
+    assert b"bookings_test_total 1.0" in generate_latest(registry)
