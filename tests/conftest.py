@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
-# The browser tests' Chromium and pages (fixtures `browser`, `open_page`, `page`).
-pytest_plugins = ["tests.browser"]
+# The browser tests' Chromium and pages (fixtures `browser`, `open_page`, `page`); the SMTP sink
+# (`mail_sink`).
+pytest_plugins = ["tests.browser", "tests.mail"]
 
 _embedded = None
 
@@ -21,6 +22,7 @@ def pytest_configure(config: pytest.Config) -> None:
     from django.conf import settings
 
     os.environ["TEST_RUN_ID"] = settings.TEST_RUN_ID
+    _cheap_test_flush()
     if _xdist_controller(config):
         return  # it runs no test: each worker starts what it needs (config/settings/test.py)
     if settings.EMBEDDED_REDIS_DIR is not None:
@@ -28,6 +30,61 @@ def pytest_configure(config: pytest.Config) -> None:
 
         _embedded = embedded_redis.EmbeddedRedis(settings.EMBEDDED_REDIS_DIR).start()
     os.environ["REDIS_URL"] = settings.REDIS_URL
+
+
+def _cheap_test_flush() -> None:
+    """Empty the test database after each `transactional_db` test with DELETEs, and keep the
+    content types and permissions.
+
+    PostgreSQL's TRUNCATE gives each of the ~30 tables a new file, and the flush's post-migrate
+    signal then inserts every content type and permission again (on SQLite too): 0.3 to 0.8 s a
+    test on PostgreSQL, paid by some 400 tests a suite, for tables that hold a few rows. DELETEs
+    in the flush's one transaction take milliseconds (Django's foreign keys are deferred, so
+    their order does not matter), and the post-migrate signal finds the content types and
+    permissions (derived from the models, which no test changes) already there. Only the tests'
+    flush uses it: the product never flushes.
+    """
+    from django.db.backends.postgresql.base import DatabaseOperations as PostgresOperations
+    from django.db.backends.sqlite3.base import DatabaseOperations as SQLiteOperations
+
+    kept = {"django_content_type", "auth_permission"}
+
+    def postgres_flush(self, style, tables, *, reset_sequences=False, allow_cascade=False):
+        tables = [t for t in tables if t not in kept]
+        if reset_sequences or allow_cascade:
+            return truncate(self, style, tables, reset_sequences=reset_sequences, allow_cascade=allow_cascade)
+        delete = style.SQL_KEYWORD("DELETE FROM")
+        return [f"{delete} {style.SQL_FIELD(self.quote_name(t))};" for t in tables]
+
+    def sqlite_flush(self, style, tables, *, reset_sequences=False, allow_cascade=False):
+        tables = [t for t in tables if t not in kept]
+        return delete_each(self, style, tables, reset_sequences=reset_sequences, allow_cascade=allow_cascade)
+
+    truncate, delete_each = PostgresOperations.sql_flush, SQLiteOperations.sql_flush
+    PostgresOperations.sql_flush, SQLiteOperations.sql_flush = postgres_flush, sqlite_flush
+
+
+@pytest.hookimpl(trylast=True)  # after the conftests that mark tests `once_per_ci`
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """CI runs the suite twice, on PostgreSQL + Redis and on the embedded defaults. A test whose
+    subject does not depend on those stores runs in one of the two only (`once_per_ci(suite)`):
+    the other would repeat it to the second. The browser tests are of these: a page and its
+    scripts are their subject, and they run with the production stack; what the pages stand on is
+    proven by the rest of the suite in both. `TEST_EVERY_SUITE=1` runs them wherever asked."""
+    if os.environ.get("TEST_EVERY_SUITE") == "1":
+        return
+    from django.conf import settings
+
+    here = "postgresql" if settings.DATABASES["default"]["ENGINE"].endswith("postgresql") else "embedded"
+    for item in items:
+        marker = item.get_closest_marker("once_per_ci")
+        suite = marker.args[0] if marker else ("postgresql" if item.get_closest_marker("browser") else None)
+        if suite not in (None, here):
+            reason = f"runs once per CI, in the {SUITES[suite]} suite (TEST_EVERY_SUITE=1 runs it here too)"
+            item.add_marker(pytest.mark.skip(reason=reason))
+
+
+SUITES = {"postgresql": "PostgreSQL + Redis", "embedded": "embedded-defaults"}
 
 
 def _xdist_controller(config: pytest.Config) -> bool:

@@ -14,7 +14,6 @@ from django.db import connections
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from tests.bookings.web.conftest import mail_sink  # noqa: F401 - the project's SMTP sink, as a process
 from tests.factories import OfferFactory, PartnerFactory, TokenFactory, UserFactory
 from tests.helpers import unique_code
 from tests.partners.conftest import (  # noqa: F401 - real sandbox partners and workers

@@ -102,11 +102,7 @@ SETUP = textwrap.dedent(
 
 @pytest.mark.integration
 @pytest.mark.timeout(240)
-@pytest.mark.skipif(
-    connection.vendor != "sqlite",
-    reason="runs once per CI, in the embedded-defaults suite: it brings its own SQLite file and "
-    "Redis, so the PostgreSQL suite would only repeat it",
-)
+@pytest.mark.once_per_ci("embedded")  # it brings its own SQLite file and Redis
 def test_sqlite_on_a_full_disk_fails_healthz_and_is_counted_and_recovers(tmp_path, small_disk):
     redis_server = own_redis(tmp_path / "redis-var")
     database = small_disk / "db.sqlite3"

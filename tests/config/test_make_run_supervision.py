@@ -30,7 +30,11 @@ from tests.helpers import wait_until
 from tests.sandbox_process import free_port
 from tests.streams import database_url
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.timeout(300),
+    pytest.mark.once_per_ci("embedded"),  # `make run`'s own stack, whatever the suite's
+]
 
 ROOT = Path(__file__).resolve().parents[2]
 PROCESSES = ("router", "web", "worker", "scheduler")  # the Procfile's lines this run starts

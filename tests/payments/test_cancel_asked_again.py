@@ -26,7 +26,6 @@ from partners.models import PartnerReservation
 from payments.decisions import Step
 from payments.models import Payment
 from payments.services.runs import plan_for
-from tests.bookings.web.conftest import mail_sink  # noqa: F401 - the project's SMTP sink, as a process
 from tests.helpers import wait_until
 from tests.partners.conftest import wait_for_status
 from tests.payments.conftest import assert_money_at_rest, wait_for_money

@@ -17,7 +17,6 @@ from bookings.models import Notification, NotificationKind
 from bookings.notifications import compose
 from bookings.services import booking_request_cancel
 from bookings.states import BookingState, CustomerMessage
-from tests.bookings.web.conftest import mail_sink  # noqa: F401 - the project's SMTP sink, as a process
 from tests.factories import BookingFactory, NotificationFactory, OfferFactory
 from tests.helpers import wait_until
 from tests.partners.conftest import wait_for_status

@@ -22,7 +22,6 @@ from payments.messages import PAYMENT_RUN, PAYMENTS_QUEUE
 from payments.models import OperationKind, OperationState, Payment, PaymentOperation, PaymentStatus
 from payments.services.runs import payment_run
 from reconciliation.services.sweeper import sweep
-from tests.bookings.web.conftest import mail_sink  # noqa: F401 - the project's SMTP sink, as a process
 from tests.helpers import lose_messages, wait_until
 from tests.partners.conftest import wait_for_status
 from tests.payments.conftest import (

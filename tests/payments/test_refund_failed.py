@@ -43,7 +43,6 @@ from reconciliation.services.support.payments import (
     support_refund,
     support_refund_approve,
 )
-from tests.bookings.web.conftest import mail_sink  # noqa: F401 - the project's SMTP sink, as a process
 from tests.factories import UserFactory
 from tests.helpers import wait_until
 from tests.partners.conftest import wait_for_status

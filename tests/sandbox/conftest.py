@@ -19,24 +19,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.conf import settings
 
 from tests.helpers import wait_until
 from tests.sandbox_process import PERFECT_FAULTS, SandboxProcess
 
-RUN_ONCE = (
-    "the sandbox uses neither our database nor our Redis: its tests run once per CI, in the "
-    "embedded-defaults suite, and the PostgreSQL suite would only repeat them"
-)
-
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
-        return
+    # The sandbox uses neither our database nor our Redis (but for the test of that very claim).
     here = Path(__file__).parent
     for item in items:
         if here in Path(str(item.fspath)).parents and item.fspath.basename != "test_independence.py":
-            item.add_marker(pytest.mark.skip(reason=RUN_ONCE))
+            item.add_marker(pytest.mark.once_per_ci("embedded"))
 
 
 API_KEY = "sandbox-test-key"
