@@ -41,17 +41,29 @@ def option_error(message: str) -> CommandError:
     return error
 
 
+# What a command says of the database's refusal, by its cause (`database_errors.cause_of`):
+# "not answering" is the outage; a lock or a timeout under load and a refused write are not.
+_DATABASE_WORDS = {
+    database_errors.BUSY: "The database is busy (a lock or a timeout under load)",
+    database_errors.READ_ONLY: "The database refuses writes (it is read-only)",
+    database_errors.DISK_FULL: "The database refuses writes (its disk is full)",
+    database_errors.IO_ERROR: "The database refuses writes (its storage is failing)",
+}
+
+
 def unavailable_error(exc: Exception) -> CommandError | None:
-    """The refusal for an outage a command ran into (the database or our Redis not answering):
-    one line saying which and why, where it was a traceback that named neither plainly. None for
-    any other error, which stays the bug it is."""
+    """The refusal for an outage a command ran into (the database or our Redis not answering,
+    busy, or refusing writes): one line saying which and why, where it was a traceback that named
+    neither plainly. None for any other error, which stays the bug it is."""
     if isinstance(exc, DatabaseError) and database_errors.is_unavailable(exc):
-        store = "The database"
+        words = _DATABASE_WORDS.get(database_errors.cause_of(exc), "The database is not answering")
     elif isinstance(exc, redis.ConnectionError | redis.TimeoutError | redis.BusyLoadingError):
-        store = "Our queue (Redis)"
+        words = "Our queue (Redis) is not answering"
+    elif isinstance(exc, redis.ReadOnlyError):  # a replica, or a primary a failover demoted
+        words = "Our queue (Redis) refuses writes (it is a read-only replica)"
     else:
         return None
-    error = CommandError(f"{store} is not answering ({one_line(exc)}). Try again once it answers.")
+    error = CommandError(f"{words} ({one_line(exc)}). Try again once it answers.")
     error.code = UNAVAILABLE  # type: ignore[attr-defined]
     return error
 

@@ -10,12 +10,14 @@ import json
 from datetime import timedelta
 
 import pytest
+from django.conf import settings
 from django.core.management import call_command, get_commands, load_command_class
 from django.core.management.base import CommandError
 from django.utils import timezone
 
 from config.commands import JsonCommand
 
+IS_POSTGRES = settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
 OUR_APPS = {"bookings", "partners", "payments", "reconciliation", "sandbox", "bench", "chaos"}
 LATER = (timezone.now().date() + timedelta(days=2)).isoformat()
 
@@ -199,3 +201,41 @@ def test_a_database_that_does_not_answer_is_one_line_and_json_not_a_traceback(ar
     assert json.loads(ran.stdout)["error"]["code"] == "service_unavailable"
     assert "Traceback" not in ran.stderr
     assert ran.stderr.startswith("CommandError: The database is not answering (OperationalError:")
+
+
+# --- what an outage is called: its cause, not always "not answering" ------------------------------
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(not IS_POSTGRES, reason="a statement timeout is PostgreSQL's (SQLite has none)")
+def test_a_statement_the_database_timed_out_is_said_busy_not_unreachable():
+    from django.db import DatabaseError, connection
+
+    from config.commands import unavailable_error
+
+    with pytest.raises(DatabaseError) as raised, connection.cursor() as cursor:
+        cursor.execute("SET statement_timeout = 50")
+        cursor.execute("SELECT pg_sleep(2)")
+
+    error = unavailable_error(raised.value)
+    assert error is not None and error.code == "service_unavailable"
+    assert str(error).startswith("The database is busy (a lock or a timeout under load) (OperationalError:")
+
+
+def test_a_redis_that_takes_no_writes_is_one_line_not_a_traceback(tmp_path):
+    import redis
+
+    from config.commands import unavailable_error
+    from tests.own_servers import own_redis
+
+    server = own_redis(tmp_path / "redis")
+    try:
+        client = redis.Redis.from_url(server.url)
+        client.execute_command("REPLICAOF", "127.0.0.1", "1")  # a replica of nobody: read-only
+        with pytest.raises(redis.ReadOnlyError) as raised:
+            client.set("probe", "1")
+    finally:
+        server.stop()
+
+    error = unavailable_error(raised.value)
+    assert error is not None and error.code == "service_unavailable"
+    said = "Our queue (Redis) refuses writes (it is a read-only replica) (ReadOnlyError:"
+    assert str(error).startswith(said)
