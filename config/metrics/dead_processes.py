@@ -6,7 +6,8 @@ sums the processes that run: prometheus_client keeps each process's in a file of
 (`prometheus_client.multiprocess.mark_process_dead`). Nothing else removes it: the directory
 outlives any one process (emptied only while none of the machine's processes runs), so what a
 killed process held, a message in progress, stayed in every scrape. Only these files go: a dead
-process's counters, histograms and other gauges stay and are summed (totals never go back).
+process's counters, histograms and other gauges stay counted (totals never go back), folded into
+one archive per kind by each scrape (config/metrics/archive.py).
 
 Both ways a file goes are here:
 
@@ -34,13 +35,17 @@ import re
 from prometheus_client import CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from config.metrics import archive, pids
+
 # prometheus_client's file of a gauge whose multiprocess mode is live*: `gauge_<mode>_<pid>.db`.
 LIVE_GAUGE_FILE = re.compile(r"gauge_live[a-z]+_(\d+)\.db")
 
 
 def collect(registry: CollectorRegistry, directory: str) -> None:
-    """Every process's figures in `directory`, less the live gauges of processes gone."""
+    """Every process's figures in `directory`, less the live gauges of processes gone, with the
+    other files of processes gone folded into their archives first (config/metrics/archive.py)."""
     forget_dead_processes(directory)
+    archive.fold_dead_processes(directory)
     _WrittenFilesCollector(registry, path=directory)
 
 
@@ -52,8 +57,9 @@ class _WrittenFilesCollector(MultiProcessCollector):
     goes with its other live gauges, the rest stay until they are written."""
 
     def collect(self):  # type: ignore[override]
-        files = glob.glob(os.path.join(self._path, "*.db"))
-        return self.merge([name for name in files if _written(name)], accumulate=True)
+        with archive.reading(self._path):  # never beside a fold half done
+            files = glob.glob(os.path.join(self._path, "*.db"))
+            return self.merge([name for name in files if _written(name)], accumulate=True)
 
 
 def _written(path: str) -> bool:
@@ -76,7 +82,7 @@ def forget_dead_processes(directory: str) -> None:
     running: dict[int, bool] = {}
     for name, pid in _live_gauge_files(directory):
         if pid not in running:
-            running[pid] = _running(pid)
+            running[pid] = pids.running(pid)
         if not running[pid]:
             _remove(directory, name)
 
@@ -92,16 +98,3 @@ def _live_gauge_files(directory: str) -> list[tuple[str, int]]:
 def _remove(directory: str, name: str) -> None:
     with contextlib.suppress(OSError):
         os.remove(os.path.join(directory, name))
-
-
-def _running(pid: int) -> bool:
-    """A process with this pid exists: a zombie too, until its parent reaps it (gunicorn's master
-    at once, Dramatiq's main process within a second), and a process the pid went to since (its
-    files then wait for that one's end)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's
-        return True
-    return True

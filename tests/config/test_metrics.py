@@ -705,3 +705,152 @@ def test_a_metrics_file_a_process_has_only_created_is_not_a_failed_scrape(tmp_pa
     dead_processes.collect(registry, str(tmp_path))
 
     assert b"bookings_test_total 1.0" in generate_latest(registry)
+
+
+# --- dead processes' counts, folded -----------------------------------------------------------------
+def _counted(directory, pid: int, **values: float) -> None:
+    """A process's counter file, as prometheus_client writes it: `name=value` per sample."""
+    from prometheus_client.mmap_dict import MmapedDict, mmap_key
+
+    kept = MmapedDict(str(directory / f"counter_{pid}.db"))
+    for name, value in values.items():
+        kept.write_value(mmap_key(name, f"{name}_total", ["kind"], ["a"], "test"), value, 0.0)
+    kept.close()
+
+
+def _observed(directory, pid: int, value: float) -> None:
+    """A process's histogram file with one observation of `value`: buckets 1 and +Inf, each with its
+    own count (the scrape makes them cumulative and reads the count off +Inf), and the sum."""
+    from prometheus_client.mmap_dict import MmapedDict, mmap_key
+
+    kept = MmapedDict(str(directory / f"histogram_{pid}.db"))
+    for name, labels, counted in (
+        ("bookings_wait_seconds_bucket", {"le": "1.0"}, 1.0 if value <= 1 else 0.0),
+        ("bookings_wait_seconds_bucket", {"le": "+Inf"}, 0.0 if value <= 1 else 1.0),
+        ("bookings_wait_seconds_sum", {}, value),
+    ):
+        key = mmap_key("bookings_wait_seconds", name, list(labels), list(labels.values()), "test")
+        kept.write_value(key, counted, 0.0)
+    kept.close()
+
+
+def _dead_pids(count: int) -> list[int]:
+    """Pids of processes that ran and ended (reaped)."""
+    pids = []
+    for _ in range(count):
+        process = subprocess.Popen(["true"])
+        process.wait()
+        pids.append(process.pid)
+    return pids
+
+
+def _scraped(directory) -> str:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from config.metrics import dead_processes
+
+    registry = CollectorRegistry()
+    dead_processes.collect(registry, str(directory))
+    return generate_latest(registry).decode()
+
+
+def test_a_scrape_folds_dead_processes_files_into_one_archive_and_counts_the_same(tmp_path):
+    first, second, third = _dead_pids(3)
+    alive = os.getpid()
+    _counted(tmp_path, first, bookings_a=2.0, bookings_b=1.0)
+    _counted(tmp_path, second, bookings_a=3.0)
+    _counted(tmp_path, alive, bookings_a=10.0)
+    _observed(tmp_path, first, 0.5)
+    _observed(tmp_path, second, 4.0)
+
+    text = _scraped(tmp_path)
+
+    assert value(text, "bookings_a_total", kind="a") == 15.0
+    assert value(text, "bookings_b_total", kind="a") == 1.0
+    assert value(text, "bookings_wait_seconds_count") == 2.0
+    assert value(text, "bookings_wait_seconds_bucket", le="1.0") == 1.0
+    assert value(text, "bookings_wait_seconds_sum") == 4.5
+    # One file per kind for the dead, the live process's own untouched.
+    assert {p.name for p in tmp_path.glob("*.db")} == {
+        "counter_archive.db", f"counter_{alive}.db", "histogram_archive.db"
+    }  # fmt: skip
+
+    # A later death folds into the same archive.
+    _counted(tmp_path, third, bookings_a=5.0)
+    text = _scraped(tmp_path)
+    assert value(text, "bookings_a_total", kind="a") == 20.0
+    assert len(list(tmp_path.glob("*.db"))) == 3
+
+
+def test_a_fold_stopped_at_any_point_counts_each_process_once(tmp_path):
+    from config.metrics import archive
+
+    def fresh(directory):
+        directory.mkdir()
+        first, second = _dead_pids(2)
+        _counted(directory, first, bookings_a=2.0)
+        _counted(directory, second, bookings_a=3.0)
+        _scraped(directory)  # folded: the archive holds 5
+        later = _dead_pids(1)[0]
+        _counted(directory, later, bookings_a=7.0)
+        return [f"counter_{later}.db"]
+
+    # Stopped after its commit point (the journal written, nothing moved): finished, not redone.
+    committed = tmp_path / "committed"
+    archive.stage_fold(str(committed), fresh(committed))
+    assert value(_scraped(committed), "bookings_a_total", kind="a") == 12.0
+    assert not (committed / archive.JOURNAL).exists()
+
+    # Stopped with the archive moved in and the old file not yet removed: not counted twice.
+    moved = tmp_path / "moved"
+    folded = fresh(moved)
+    archive.stage_fold(str(moved), folded)
+    os.replace(moved / archive.STAGING / "counter_archive.db", moved / "counter_archive.db")
+    assert value(_scraped(moved), "bookings_a_total", kind="a") == 12.0
+
+    # Stopped before its commit point (staged, no journal): discarded, folded again.
+    staged = tmp_path / "staged"
+    archive.stage_fold(str(staged), fresh(staged))
+    (staged / archive.JOURNAL).unlink()
+    assert value(_scraped(staged), "bookings_a_total", kind="a") == 12.0
+    assert sorted(p.name for p in staged.glob("*.db")) == ["counter_archive.db"]
+
+
+def test_scrapes_at_once_while_processes_count_and_die_never_count_one_twice_or_lose_one(tmp_path):
+    import threading
+
+    from config.metrics import archive
+
+    # Each process counts once, as a process of ours does (its own file, named by its pid), and ends.
+    count_once = (
+        "import os, sys; from prometheus_client.mmap_dict import MmapedDict, mmap_key; "
+        "kept = MmapedDict(os.path.join(sys.argv[1], f'counter_{os.getpid()}.db')); "
+        "kept.write_value(mmap_key('bookings_a', 'bookings_a_total', ['kind'], ['a'], 'test'), 1.0, 0.0); "
+        "kept.close()"
+    )
+    seen: list[list[float]] = [[] for _ in range(4)]
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def scrape_until_done(totals: list[float]) -> None:
+        try:
+            while not done.wait(0.005):
+                totals.append(value(_scraped(tmp_path), "bookings_a_total", kind="a") or 0.0)
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            errors.append(exc)
+
+    scrapers = [threading.Thread(target=scrape_until_done, args=(totals,)) for totals in seen]
+    for thread in scrapers:
+        thread.start()
+    for _ in range(30):  # processes count and end while the scrapes fold
+        subprocess.run([sys.executable, "-c", count_once, str(tmp_path)], check=True)
+    done.set()
+    for thread in scrapers:
+        thread.join()
+
+    assert not errors, errors
+    # Each scraper's totals never go back: nothing was counted twice, then once, or lost.
+    assert all(len(totals) > 10 and totals == sorted(totals) for totals in seen), seen
+    assert value(_scraped(tmp_path), "bookings_a_total", kind="a") == 30.0
+    assert [p.name for p in tmp_path.glob("*.db")] == ["counter_archive.db"]
+    assert not (tmp_path / archive.JOURNAL).exists()
