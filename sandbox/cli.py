@@ -36,6 +36,7 @@ FAULT_HELP = {
     "auth_failure_window_s": "start,length seconds of answering every API call 401/403 (rotated key)",
     "outage_window_s": "start,length seconds of refused connections, control endpoints included",
     "garbage_values_rate": "share of answers and webhooks carrying out-of-range values",
+    "refund_refused_rate": "share of refunds the payment provider refuses (400 charge_not_refundable)",
     "time_scale": "divides every delay, so hours of lateness fit in a test",
     "seed": "random seed for reproducible runs (default: random, shown by GET /_sandbox/faults)",
 }

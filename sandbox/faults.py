@@ -34,6 +34,7 @@ RATE_KEYS = (
     "vanish_rate",
     "amend_rate",
     "garbage_values_rate",
+    "refund_refused_rate",
 )
 RANGE_KEYS = ("latency_ms", "webhook_delay_s", "partner_cancel_delay_s", "vanish_delay_s")
 WINDOW_KEYS = ("auth_failure_window_s", "outage_window_s")
@@ -68,6 +69,7 @@ class FaultSettings:
     auth_failure_window_s: tuple[float, float] | None = None
     outage_window_s: tuple[float, float] | None = None
     garbage_values_rate: float = 0.0
+    refund_refused_rate: float = 0.0
     time_scale: float = 1.0
     seed: int | None = None
 

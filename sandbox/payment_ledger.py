@@ -439,6 +439,12 @@ class PaymentLedger:
                 code="amount_too_large",
                 param="amount",
             )
+        if self.faults.chance("refund_refused_rate"):
+            # A refund refused whole, nothing made (as Stripe refuses one of a charge it will not
+            # refund): asking again is refused again for as long as the fault is on.
+            raise ApiError(
+                400, f"Charge {charge_id} cannot be refunded.", code="charge_not_refundable", param="charge"
+            )
         fails = self._refund_fails(tx, charge)
         refund = self._refund(tx, charge, amount, reason=reason, moved=True, cause="refund", meta=meta)
         refund["metadata"] = metadata
