@@ -65,6 +65,13 @@ class Held:
     failed_refunds_owed: Decimal = ZERO
     # What support paid back another way (the card took nothing back): given back, not by us.
     refunded_outside: Decimal = ZERO
+    # A refund the provider refused every time it was asked (never made), not given back since.
+    refused_refunds_owed: Decimal = ZERO
+
+    @property
+    def owed_back(self) -> Decimal:
+        """What refunds to the card that could not be made (failed, or refused for good) owe."""
+        return self.failed_refunds_owed + self.refused_refunds_owed
 
     @property
     def paid(self) -> Decimal:
@@ -97,7 +104,8 @@ def next_step(*, booking: BookingFacts, payment: Held, open_operation: bool, lap
     (invariant: never a second authorization, never a refund made twice). A capture needs the
     partner's confirmation; a hold nobody decided on is voided before it lapses; money beyond
     what is owed is refunded; money short of it is never asked for again (support's call), and
-    neither is a refund the card refused (asked again, the same card refuses it again: support's).
+    neither is a refund the card refused (asked again, the same card refuses it again: support's)
+    nor one the provider refused every time it was asked (`runs._leave_to_support`).
     """
     if open_operation:
         if payment.status == P.PENDING and booking.state != S.AWAITING_PAYMENT:
@@ -121,6 +129,11 @@ def next_step(*, booking: BookingFacts, payment: Held, open_operation: bool, lap
         return Plan(
             Step.NOTHING, why=f"a refund of {payment.failed_refunds_owed} failed at the card (support's)"
         )
+    if payment.status == P.CAPTURED and payment.refused_refunds_owed > 0:
+        return Plan(
+            Step.NOTHING,
+            why=f"a refund of {payment.refused_refunds_owed} the provider refused for good (support's)",
+        )
     if payment.status == P.CAPTURED and due is not None:
         paid = payment.paid
         if paid > due:
@@ -137,8 +150,8 @@ def at_rest(*, booking: BookingFacts, payment: Held) -> bool:
         return False
     if payment.status != P.CAPTURED:
         return True  # nothing held: nothing can change
-    if payment.failed_refunds_owed > 0:
-        return True  # a refund the card refused: support's, nothing automatic changes it
+    if payment.owed_back > 0:
+        return True  # a refund the card or the provider refused: support's, nothing automatic changes it
     due = owed(booking)
     return due is None or payment.paid <= due
 

@@ -78,6 +78,13 @@ class Payment(ConcurrentTransitionMixin, models.Model):
     failed_refunds_owed = models.DecimalField(
         max_digits=12, decimal_places=2, default=Decimal("0.00"), db_default=Decimal("0.00")
     )
+    # A refund the provider refused every time it was asked (`runs._leave_to_support`: a 4xx,
+    # never made), less what support gave back since: owed to the customer, and support's, as a
+    # failed refund is. Never made, it is in no total of the provider's, so apart from
+    # `failed_refunds_owed` (which every provider total is read less of).
+    refused_refunds_owed = models.DecimalField(
+        max_digits=12, decimal_places=2, default=Decimal("0.00"), db_default=Decimal("0.00")
+    )
     # Of what failed refunds owed, what support paid back another way (a bank transfer to a
     # customer whose card takes nothing back) and recorded: given back, though not by the
     # provider, so never in `refunded_amount` (the provider's refunds only, compared with its).
@@ -127,6 +134,12 @@ class Payment(ConcurrentTransitionMixin, models.Model):
     def net_amount(self) -> Decimal:
         """What the customer has paid: captured less refunded (by the provider, and another way)."""
         return self.captured_amount - self.refunded_amount - self.refunded_outside
+
+    @property
+    def owed_back(self) -> Decimal:
+        """What refunds to the card that could not be made still owe the customer: made and then
+        refused by the card, or refused by the provider every time it was asked. Support's."""
+        return self.failed_refunds_owed + self.refused_refunds_owed
 
     # --- transitions: pure, own row only --------------------------------------------------------
     def _moved(self) -> None:

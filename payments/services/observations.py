@@ -81,7 +81,7 @@ def payment_facts(payment: Payment, *, open_operation: PaymentOperation | None =
         amount=payment.amount,
         charged=payment.captured_amount,
         refunded=payment.refunded_amount,
-        refund_failed=payment.failed_refunds_owed,
+        refund_failed=payment.owed_back,  # made and refused by the card, or refused for good
         refunded_outside=payment.refunded_outside,
     )
 

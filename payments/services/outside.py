@@ -1,13 +1,14 @@
 """Money owed back that support paid another way than through the provider.
 
 A refund the card refused after it was made is owed to the customer (`failed_refunds_owed`), and
-automation never asks the card again. When the card cannot take money back at all (closed), support
-pays the customer another way (a bank transfer, cash, a voucher or credit) and records it here:
-what is owed goes down by it and `refunded_outside` up, so that for the booking at rest captured -
-refunded - refunded outside is what it owes. The provider is not asked and knows nothing of it:
-`refunded_amount` stays the provider's refunds only, the figure every comparison with the provider
-reads (the console's pairs, the day's settlement). The customer is told at once, as any other news
-of their money.
+so is one the provider refused every time it was asked (`refused_refunds_owed`, e.g. a charge it
+will not refund): automation never asks the card again. When the card cannot take money back at
+all (closed), support pays the customer another way (a bank transfer, cash, a voucher or credit)
+and records it here: what is owed goes down by it and `refunded_outside` up, so that for the
+booking at rest captured - refunded - refunded outside is what it owes. The provider is not
+asked and knows nothing of it: `refunded_amount` stays the provider's refunds only, the figure
+every comparison with the provider reads (the console's pairs, the day's settlement). The
+customer is told at once, as any other news of their money.
 
 Each recording is its `payment.refunded_outside` timeline row, whose data says how it was paid
 (`method`, an `OutsideMethod`), who recorded it and, above the approval amount, who approved it:
@@ -55,14 +56,19 @@ def refund_outside_record(
     approval amount, who proposed it, `approved_by` who approved it and `proposal` which. Call
     inside `atomic()` on the booking and payment from `lock_booking` and `lock_payment`, with no
     operation open (one asked of the provider meanwhile could give the same money back again);
-    the caller has checked 0 < amount <= `failed_refunds_owed`."""
-    if not 0 < amount <= payment.failed_refunds_owed:
-        raise ValueError(f"{amount} is not part of the {payment.failed_refunds_owed} owed back")
+    the caller has checked 0 < amount <= `owed_back`."""
+    if not 0 < amount <= payment.owed_back:
+        raise ValueError(f"{amount} is not part of the {payment.owed_back} owed back")
     if method not in OutsideMethod.values:
         raise ValueError(f"{method!r} is not a way of paying outside the provider")
-    payment.failed_refunds_owed -= amount
+    # What failed refunds owe first, then what a refund the provider refused for good owes.
+    from_failed = min(amount, payment.failed_refunds_owed)
+    payment.failed_refunds_owed -= from_failed
+    payment.refused_refunds_owed -= amount - from_failed
     payment.refunded_outside += amount
-    payment.save(update_fields=["failed_refunds_owed", "refunded_outside", "updated_at"])
+    payment.save(
+        update_fields=["failed_refunds_owed", "refused_refunds_owed", "refunded_outside", "updated_at"]
+    )
     money = payment.currency
     how = method_label(method).lower()
     approved = f", approved by {approved_by}" if approved_by else ""
@@ -73,7 +79,7 @@ def refund_outside_record(
         actor_label=actor_label,
         summary=f"{amount} {money} owed back paid to the customer another way ({how}, "
         f"not through the provider; recorded by {recorded_by or actor_label}{approved}): "
-        f"{payment.refunded_outside} {money} so in all, {payment.failed_refunds_owed} {money} owed still",
+        f"{payment.refunded_outside} {money} so in all, {payment.owed_back} {money} owed still",
         data={
             "amount": str(amount),
             "currency": money,
@@ -82,7 +88,7 @@ def refund_outside_record(
             "approved_by": approved_by or None,
             "proposal": proposal,
             "refunded_outside": str(payment.refunded_outside),
-            "owed": str(payment.failed_refunds_owed),
+            "owed": str(payment.owed_back),
             "refunded": str(payment.refunded_amount),
             "captured": str(payment.captured_amount),
         },

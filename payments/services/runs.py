@@ -139,6 +139,7 @@ def held(payment: Payment) -> decisions.Held:
         authorization_expires_at=payment.authorization_expires_at,
         failed_refunds_owed=payment.failed_refunds_owed,
         refunded_outside=payment.refunded_outside,
+        refused_refunds_owed=payment.refused_refunds_owed,
     )
 
 
@@ -279,7 +280,15 @@ def _leave_to_support(
     booking: Booking, payment: Payment, plan: decisions.Plan, *, actor: Actor | str, actor_label: str
 ) -> None:
     """The provider refused this step every time it was asked: asking again changes nothing.
-    Said once on the timeline; the payment waits for support (nothing due until it moves)."""
+    Said once on the timeline; the payment waits for support (nothing due until it moves).
+
+    A refund so refused is owed to the customer (`refused_refunds_owed`, in this transaction) and
+    told as one the card refused is ("could not be made ... we still owe you"), once: nothing is
+    being refunded, where "we are refunding" stayed for as long as support did nothing."""
+    if plan.step == decisions.Step.REFUND and plan.amount and payment.refused_refunds_owed != plan.amount:
+        payment.refused_refunds_owed = plan.amount
+        payment.save(update_fields=["refused_refunds_owed", "updated_at"])
+        booking_follow(booking, payment, open_operation=None, actor=actor, actor_label=actor_label)
     if payment.next_check_at is None:
         return
     record_event(
@@ -459,10 +468,17 @@ def _record(
             if made > payment.refunded_amount:
                 payment.refunded_amount = min(made, payment.captured_amount).quantize(CENT)
                 unsaved.add("refunded_amount")
+            given = Decimal("0.00")
             if closes == OperationState.SUCCEEDED and _gives_back_a_failure(operation, payment):
                 given = min(operation.amount or Decimal("0.00"), payment.failed_refunds_owed)
                 payment.failed_refunds_owed -= given
                 unsaved.add("failed_refunds_owed")
+            if closes == OperationState.SUCCEEDED and payment.refused_refunds_owed > 0:
+                # Support's: automation asks nothing while a refused refund is owed, and no refund
+                # was open when it was left to support (the refusals were the latest operations).
+                rest = min((operation.amount or Decimal("0.00")) - given, payment.refused_refunds_owed)
+                payment.refused_refunds_owed -= max(rest, Decimal("0.00"))
+                unsaved.add("refused_refunds_owed")
         before = payment.status
         moved = ("status", "status_changed_at")
         if never_made and authorize and payment.status in AUTHORIZATION_UNANSWERED:

@@ -203,12 +203,13 @@ def payment_health(
         .order_by("status_changed_at")
         .values_list("booking__reference", flat=True)[:LIST_LIMIT]
     )
-    owed_back = Payment.objects.filter(failed_refunds_owed__gt=0)
+    # Refunds the card refused after they were made, and those the provider refused for good.
+    owed_back = Payment.objects.filter(Q(failed_refunds_owed__gt=0) | Q(refused_refunds_owed__gt=0))
     health.refunds_failed_count = owed_back.count()
     health.refunds_failed = [
         RefundFailed(
             booking=p.booking.reference,
-            owed=str(p.failed_refunds_owed),
+            owed=str(p.owed_back),
             currency=p.currency,
             failed_at=p.failed_at,
         )

@@ -106,6 +106,7 @@ class PaymentPanel:
             "captured": str(payment.captured_amount),
             "refunded": str(payment.refunded_amount),
             "refunds_failed_owed": str(payment.failed_refunds_owed),
+            "refunds_refused_owed": str(payment.refused_refunds_owed),
             "refunded_outside": str(payment.refunded_outside),
             "net": str(self.net),
             "refundable": str(self.refundable),
@@ -174,8 +175,8 @@ def payment_panel(booking: Booking, *, operator: Operator, live: bool = True) ->
             permitted=operator.can(PAYMENT_ACTIONS[name]["permission"]),
             refusal=refusal(name, situation),
         )
-        # Recording money paid another way only while refunds the card refused owe some.
-        for name in (REFUND, CAPTURE, VOID, *((OUTSIDE,) if payment.failed_refunds_owed > 0 else ()))
+        # Recording money paid another way only while refunds that could not be made owe some.
+        for name in (REFUND, CAPTURE, VOID, *((OUTSIDE,) if payment.owed_back > 0 else ()))
     ]
     return PaymentPanel(
         booking=booking,

@@ -124,10 +124,13 @@ def test_a_refund_the_card_refused_is_told_mailed_once_and_then_told_made(
     for text in (mail.body, mail.alternatives[0][0]):
         flat = " ".join(text.split())
         assert REFUND_FAILED in flat
-        assert "our support team will be in touch with you about the refund your card did not accept" in flat
+        assert (
+            "our support team will be in touch with you about the refund to your card that could not be made"
+            in flat
+        )
         assert "can take a few days" not in flat  # no refund is on its way
     assert REFUND_FAILED in page
-    assert "Our support team will be in touch about the refund your card did not accept" in page
+    assert "Our support team will be in touch about the refund to your card that could not be made" in page
     assert "There is nothing else to do." not in page
 
     # support's refund gives it back: told as refunded, in one mail more

@@ -278,7 +278,7 @@ def _propose(
         more = {
             "proposal_kind": ProposalKind.OUTSIDE,
             "method": method,
-            "owed": str(payment.failed_refunds_owed),
+            "owed": str(payment.owed_back),
             "refunded_outside": str(payment.refunded_outside),
         }
     if outside_before:
@@ -415,7 +415,7 @@ def support_record_outside(
         assert payment is not None
         if s.needs_approval(value):
             return _propose(s, value, operator=operator, token=token, note=note, method=method)
-        money, owed = payment.currency, payment.failed_refunds_owed
+        money, owed = payment.currency, payment.owed_back
         refund_outside_record(
             booking=booking,
             payment=payment,
@@ -430,7 +430,7 @@ def support_record_outside(
             actor=Actor.SUPPORT,
             actor_label=operator.label,
             summary=f"{value} {money} of the {owed} {money} owed back recorded by {operator.label} as paid "
-            f"another way ({method_label(method).lower()}): {payment.failed_refunds_owed} {money} owed still",
+            f"another way ({method_label(method).lower()}): {payment.owed_back} {money} owed still",
             from_state=booking.status,
             to_state=booking.status,
             data=correction_data(
@@ -440,7 +440,7 @@ def support_record_outside(
                 currency=money,
                 method=method,
                 owed_before=str(owed),
-                owed=str(payment.failed_refunds_owed),
+                owed=str(payment.owed_back),
                 refunded_outside=str(payment.refunded_outside),
                 captured=str(payment.captured_amount),
                 refunded=str(payment.refunded_amount),
@@ -460,7 +460,7 @@ def support_record_outside(
 
 
 def _recorded_words(value: Decimal, method: str, payment: Payment) -> str:
-    money, left = payment.currency, payment.failed_refunds_owed
+    money, left = payment.currency, payment.owed_back
     return (
         f"Recorded {value} {money} as paid back another way ({method_label(method).lower()}); "
         + (f"{left} {money} is owed still." if left else "nothing is owed back any more.")
@@ -645,7 +645,7 @@ def _approve_outside(
     assert payment is not None
     money, owed, amount, method = (
         payment.currency,
-        payment.failed_refunds_owed,
+        payment.owed_back,
         proposal.amount,
         proposal.method,
     )
@@ -667,7 +667,7 @@ def _approve_outside(
         actor_label=operator.label,
         summary=f"{proposal.what} of {amount} {money} (#{proposal.pk}, proposed by "
         f"{proposal.proposed_by_label}) approved by {operator.label} and recorded: "
-        f"{payment.failed_refunds_owed} {money} owed back still",
+        f"{payment.owed_back} {money} owed back still",
         from_state=booking.status,
         to_state=booking.status,
         data=correction_data(
@@ -680,7 +680,7 @@ def _approve_outside(
             amount=str(amount),
             currency=money,
             owed_before=str(owed),
-            owed=str(payment.failed_refunds_owed),
+            owed=str(payment.owed_back),
             refunded_outside=str(payment.refunded_outside),
             captured=str(payment.captured_amount),
             refunded=str(payment.refunded_amount),

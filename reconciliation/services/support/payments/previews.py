@@ -78,7 +78,7 @@ class PaymentPreview:
                 "captured": str(payment.captured_amount),
                 "refunded": str(payment.refunded_amount),
                 "refunded_outside": str(payment.refunded_outside),
-                "owed_back": str(payment.failed_refunds_owed),
+                "owed_back": str(payment.owed_back),
                 "refundable": None if self.refundable is None else str(self.refundable),
                 "owed": None if self.owed is None else str(self.owed),
                 "booking_status": self.booking.status,

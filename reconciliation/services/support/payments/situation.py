@@ -271,8 +271,9 @@ class PaymentSituation:
 
     @property
     def owed_back(self) -> Decimal:
-        """What refunds the card refused still owe the customer."""
-        return self.payment.failed_refunds_owed if self.payment is not None else Decimal("0.00")
+        """What refunds that could not be made (the card refused them after they were made, or the
+        provider every time it was asked) still owe the customer."""
+        return self.payment.owed_back if self.payment is not None else Decimal("0.00")
 
     @property
     def capture_amount(self) -> Decimal | None:
