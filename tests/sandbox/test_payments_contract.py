@@ -370,6 +370,25 @@ def test_a_refund_beyond_the_captured_amount_or_of_a_hold_is_refused(client: str
     assert client.v1.refunds.create(params={"payment_intent": intent.id}).amount == 4_000
 
 
+def test_a_refund_refused_by_the_fault_makes_nothing_until_it_is_set_back(
+    provider: SandboxProcess, client: stripe.StripeClient
+) -> None:
+    """`refund_refused_rate`: a refund refused whole, as Stripe refuses one of a charge it will not
+    refund; nothing is made, so asking again once the fault is off makes it."""
+    intent = authorize(client, amount=10_000)
+    client.v1.payment_intents.capture(intent.id)
+    provider.set_faults(refund_refused_rate=1)
+
+    with pytest.raises(stripe.InvalidRequestError) as refused:
+        client.v1.refunds.create(params={"payment_intent": intent.id})
+
+    assert (refused.value.http_status, refused.value.code) == (400, "charge_not_refundable")
+    assert client.v1.charges.retrieve(intent.latest_charge).amount_refunded == 0
+    assert truth_of(provider, intent.id)["refunds"] == []
+    provider.set_faults(refund_refused_rate=0)
+    assert client.v1.refunds.create(params={"payment_intent": intent.id}).status == "succeeded"
+
+
 # --- declines and test cards -----------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("card", "decline_code", "message"),
