@@ -192,7 +192,7 @@ class CancelMoney:
     fee: Decimal = ZERO  # kept from what was paid, or charged from the hold
     refund: Decimal = ZERO
     released: Decimal = ZERO
-    refund_failed: Decimal = ZERO  # refunded, then refused by the card: owed, support's
+    refund_failed: Decimal = ZERO  # a refund that could not be made: owed, support's
     refunded: Decimal = ZERO  # given back already, when nothing is left to refund
     # The money goes back whether or not the customer cancels: the partner took the booking away.
     returned_anyway: bool = False

@@ -26,7 +26,8 @@ class PaymentFacts:
     lapsed), `declined` (by the card's bank), `refused` (the provider refused the request itself,
     e.g. a payment method it does not know: no bank saw it), `not_charged` (the booking ended
     before a hold was asked for). Amounts in the booking's currency; `refund_failed` is what
-    refunds the card refused after they were made still owe the customer (not in `refunded`), and
+    refunds that could not be made (the card refused them after they were made, or the provider
+    every time it was asked) still owe the customer (not in `refunded`), and
     `refunded_outside` what support paid back of it another way (not to the card: not in
     `refunded` either).
     """

@@ -126,7 +126,8 @@ class CustomerMoney(models.TextChoices):
     payments app tells `customer_view` through the payment facts). The words take the amounts
     the customer was shown with them: `{amount}` (asked for), `{charged}`, `{refunded}`,
     `{paid}` (charged less what went back: refunded, or paid back another way),
-    `{refund_failed}` (refunded, then refused by the card: still owed) and `{refunded_outside}`
+    `{refund_failed}` (a refund that could not be made: refused by the card after it was made, or
+    by the provider every time it was asked; still owed) and `{refunded_outside}`
     (of that, what support paid back another way than to the card), each with its currency."""
 
     AUTHORIZING = "authorizing", "We are asking your bank to hold {amount}; you are not charged yet."
@@ -150,8 +151,9 @@ class CustomerMoney(models.TextChoices):
         "We charged {charged} and refunded {refunded} of it to your card: you paid {paid}.",
     )
     REFUNDED = "refunded", "We refunded the {charged} we charged to your card: you paid nothing."
-    # A refund the provider made and then failed (the card refused it, or it was cancelled): owed
-    # to the customer still, and support's to give back (automation never asks the card again).
+    # A refund that could not be made (the provider made it and the card refused it, or it was
+    # cancelled; or the provider refused it every time it was asked): owed to the customer still,
+    # and support's to give back (automation never asks again).
     REFUND_FAILED = (
         "refund_failed",
         "A refund to your card could not be made. We still owe you "

@@ -41,14 +41,25 @@ def option_error(message: str) -> CommandError:
     return error
 
 
-# What a command says of the database's refusal, by its cause (`database_errors.cause_of`):
-# "not answering" is the outage; a lock or a timeout under load and a refused write are not.
+# What a command says of the database's refusal, by its cause (`database_errors.cause_of`), and
+# when to try again: "not answering" is the outage; a lock or a timeout under load and a refused
+# write are not.
 _DATABASE_WORDS = {
-    database_errors.BUSY: "The database is busy (a lock or a timeout under load)",
-    database_errors.READ_ONLY: "The database refuses writes (it is read-only)",
-    database_errors.DISK_FULL: "The database refuses writes (its disk is full)",
-    database_errors.IO_ERROR: "The database refuses writes (its storage is failing)",
+    database_errors.BUSY: ("The database is busy (a lock or a timeout under load)", "Try again shortly."),
+    database_errors.READ_ONLY: (
+        "The database refuses writes (it is read-only)",
+        "Try again once it takes writes.",
+    ),
+    database_errors.DISK_FULL: (
+        "The database refuses writes (its disk is full)",
+        "Try again once it takes writes.",
+    ),
+    database_errors.IO_ERROR: (
+        "The database refuses writes (its storage is failing)",
+        "Try again once it takes writes.",
+    ),
 }
+_NOT_ANSWERING = "Try again once it answers."
 
 
 def unavailable_error(exc: Exception) -> CommandError | None:
@@ -56,14 +67,19 @@ def unavailable_error(exc: Exception) -> CommandError | None:
     busy, or refusing writes): one line saying which and why, where it was a traceback that named
     neither plainly. None for any other error, which stays the bug it is."""
     if isinstance(exc, DatabaseError) and database_errors.is_unavailable(exc):
-        words = _DATABASE_WORDS.get(database_errors.cause_of(exc), "The database is not answering")
+        words, then = _DATABASE_WORDS.get(
+            database_errors.cause_of(exc), ("The database is not answering", _NOT_ANSWERING)
+        )
     elif isinstance(exc, redis.ConnectionError | redis.TimeoutError | redis.BusyLoadingError):
-        words = "Our queue (Redis) is not answering"
+        words, then = "Our queue (Redis) is not answering", _NOT_ANSWERING
     elif isinstance(exc, redis.ReadOnlyError):  # a replica, or a primary a failover demoted
-        words = "Our queue (Redis) refuses writes (it is a read-only replica)"
+        words, then = (
+            "Our queue (Redis) refuses writes (it is a read-only replica)",
+            "Try again once it takes writes.",
+        )
     else:
         return None
-    error = CommandError(f"{words} ({one_line(exc)}). Try again once it answers.")
+    error = CommandError(f"{words} ({one_line(exc)}). {then}")
     error.code = UNAVAILABLE  # type: ignore[attr-defined]
     return error
 

@@ -104,8 +104,9 @@ def next_step(*, booking: BookingFacts, payment: Held, open_operation: bool, lap
     (invariant: never a second authorization, never a refund made twice). A capture needs the
     partner's confirmation; a hold nobody decided on is voided before it lapses; money beyond
     what is owed is refunded; money short of it is never asked for again (support's call), and
-    neither is a refund the card refused (asked again, the same card refuses it again: support's)
-    nor one the provider refused every time it was asked (`runs._leave_to_support`).
+    neither is a refund the card refused (asked again, the same card refuses it again: support's);
+    a refund the provider refused every time it was asked is planned as owed still, and left to
+    support by the run (`runs._refused_for_good`), so that it follows what the booking owes.
     """
     if open_operation:
         if payment.status == P.PENDING and booking.state != S.AWAITING_PAYMENT:
@@ -128,11 +129,6 @@ def next_step(*, booking: BookingFacts, payment: Held, open_operation: bool, lap
     if payment.status == P.CAPTURED and payment.failed_refunds_owed > 0:
         return Plan(
             Step.NOTHING, why=f"a refund of {payment.failed_refunds_owed} failed at the card (support's)"
-        )
-    if payment.status == P.CAPTURED and payment.refused_refunds_owed > 0:
-        return Plan(
-            Step.NOTHING,
-            why=f"a refund of {payment.refused_refunds_owed} the provider refused for good (support's)",
         )
     if payment.status == P.CAPTURED and due is not None:
         paid = payment.paid

@@ -78,7 +78,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     here = "postgresql" if settings.DATABASES["default"]["ENGINE"].endswith("postgresql") else "embedded"
     for item in items:
         marker = item.get_closest_marker("once_per_ci")
-        suite = marker.args[0] if marker else ("postgresql" if item.get_closest_marker("browser") else None)
+        suite = marker.args[0] if marker and marker.args else None
+        if marker and suite not in SUITES:
+            raise pytest.UsageError(f"{item.nodeid}: once_per_ci takes one of {sorted(SUITES)}: {suite!r}")
+        if marker is None and item.get_closest_marker("browser"):
+            suite = "postgresql"
         if suite not in (None, here):
             reason = f"runs once per CI, in the {SUITES[suite]} suite (TEST_EVERY_SUITE=1 runs it here too)"
             item.add_marker(pytest.mark.skip(reason=reason))

@@ -325,8 +325,9 @@ class MoneyOutputSerializer(serializers.Serializer):
             "`held_in_review` (held, not charged, and the provider placed the payment in review), "
             "`charge_unknown` (held, and a charge of it was asked for whose outcome is not known "
             "yet: it may or may not have been charged), `charged`, "
-            "`partly_refunded`, `refunded`, `refund_failed` (a refund was made and the card "
-            "refused it after: `refund_failed` is owed still, and our support team gives it back; "
+            "`partly_refunded`, `refunded`, `refund_failed` (a refund could not be made: the card "
+            "refused it after it was made, or the provider refused it every time it was asked; "
+            "`refund_failed` is owed still, and our support team gives it back; "
             "`refunded_outside` says what of it they paid back another way already), "
             "`refunded_outside` (the card refused a refund, and our support team paid all it owed "
             "back another way than to the card: nothing is owed), "
@@ -352,8 +353,8 @@ class MoneyOutputSerializer(serializers.Serializer):
     refund_failed = serializers.DecimalField(
         max_digits=12,
         decimal_places=2,
-        help_text="Refunded, then refused by the card: owed to the customer still (0 unless "
-        "`refund_failed`).",
+        help_text="A refund that could not be made (refused by the card after it was made, or by "
+        "the provider every time it was asked): owed to the customer still (0 unless `refund_failed`).",
     )
     refunded_outside = serializers.DecimalField(
         max_digits=12,

@@ -10,15 +10,17 @@ for gauges in those modes), then reads: as many files as processes run, and the 
 
 The fold is exact whatever stops it. It runs under an exclusive lock (`fold.lock`) while scrapes
 read under a shared one, so no scrape sees a count both in the archive and in its old file; it
-writes the new archives beside the directory (`fold-staging/`), then a journal naming what they
-replace (the commit point), then moves them in and removes the old files. A fold stopped before
-its journal left nothing that counts (the staging is discarded); one stopped after is finished by
-the next scrape before it reads. Live gauges are not folded: a dead process's go
+writes the new archives into a directory of its own inside it (`fold-staging/`, which no scrape
+reads), then a journal naming what they replace (the commit point), then moves them in and
+removes the old files. A fold stopped before its journal left nothing that counts (the staging is
+discarded); one stopped after is finished before anything reads again (a scrape that finds the
+journal finishes it first). A fold that fails (a full or missing directory) is logged and left
+for the next scrape: the scrape still answers. Live gauges are not folded: a dead process's go
 (`dead_processes`). Gauges kept per process (`all`) or by time (`mostrecent`) are left as they are.
 
-Two processes must not share a pid and a directory at once: a dead process's pid handed to a new
-one between the fold's check and its removal of the file would lose the new process's first
-counts (the pid namespace's wrap-around, within milliseconds).
+A pid handed to a new process between the fold's check that its process is gone and its removal
+of the file (the pid namespace wrapping around within those milliseconds) would leave the new
+process counting into a removed file, unread until it restarts.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import re
 import shutil
@@ -47,12 +50,30 @@ _COMBINE: dict[str, Callable[[float, float], float]] = {
 _PROCESS_FILE = re.compile(r"(counter|histogram|summary|gauge_sum|gauge_max|gauge_min)_(\d+)\.db")
 LOCK, JOURNAL, STAGING = "fold.lock", "fold.journal", "fold-staging"
 
+logger = logging.getLogger(__name__)
+
 
 @contextlib.contextmanager
 def reading(directory: str) -> Iterator[None]:
-    """Read the directory's files under the shared lock: never beside a fold half done."""
-    with _locked(directory, fcntl.LOCK_SH):
-        yield
+    """Read the directory's files under the shared lock: never beside a fold half done (one that
+    stopped after its commit point is finished first, once: a fold that cannot finish is logged
+    and the files read as they are). A directory this process cannot write is read unlocked, as
+    prometheus_client alone would."""
+    for attempt in (1, 2):
+        try:
+            lock = open(os.path.join(directory, LOCK), "a")  # noqa: SIM115 - closed below
+        except OSError:
+            yield
+            return
+        with lock:
+            fcntl.flock(lock, fcntl.LOCK_SH)
+            try:
+                if attempt == 2 or not os.path.exists(os.path.join(directory, JOURNAL)):
+                    yield
+                    return
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+        fold_dead_processes(directory)  # waits for the lock, finishes the fold
 
 
 def fold_dead_processes(directory: str) -> int:
@@ -71,6 +92,9 @@ def fold_dead_processes(directory: str) -> int:
             finish_fold(directory)
             return len(dead)
     except BlockingIOError:
+        return 0
+    except OSError as exc:  # the directory full, gone or not ours: counted as they are, folded later
+        logger.warning("metrics fold skipped: %s", exc)
         return 0
 
 

@@ -314,6 +314,9 @@ def refund_truth_apply(
         )
         return False
     assert found is not None
+    # Made, and not counted yet (its answer was lost): a refund left to support it answers
+    # (`refused_refunds_owed`) is owed now as this failure, not as well.
+    answers_refused = found.state == OperationState.OPEN and payment.refused_refunds_owed > 0
     now = timezone.now()
     found.state, found.failed_at = OperationState.FAILED, now
     found.failure_reason = (refund.failure_reason or refund.status)[:64]
@@ -327,9 +330,13 @@ def refund_truth_apply(
     made = payment.operations.refunds_made()
     payment.refunded_amount = min(max(made, payment.refunded_amount - amount), payment.captured_amount)
     payment.refunded_amount = max(payment.refunded_amount, Decimal("0.00")).quantize(CENT)
-    held_back = payment.captured_amount - payment.refunded_amount - payment.refunded_outside
-    payment.failed_refunds_owed = min(payment.failed_refunds_owed + amount, held_back).quantize(CENT)
     fields = {"refunded_amount", "failed_refunds_owed"}
+    if answers_refused:
+        payment.refused_refunds_owed -= min(amount, payment.refused_refunds_owed)
+        fields.add("refused_refunds_owed")
+    held_back = payment.captured_amount - payment.refunded_amount - payment.refunded_outside
+    owed_at_most = held_back - payment.refused_refunds_owed
+    payment.failed_refunds_owed = min(payment.failed_refunds_owed + amount, owed_at_most).quantize(CENT)
     if unsaved is not None:
         unsaved |= fields
     else:

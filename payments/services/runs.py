@@ -174,6 +174,11 @@ def _claim(booking_id: UUID, *, actor: Actor | str, actor_label: str) -> _Claime
         operation = next((o for o in operations if o.state == OperationState.OPEN), None)
         plan = plan_for(booking, payment, open_operation=operation is not None)
         step = decisions.Step
+        left_to_support = plan.step in (step.CAPTURE, step.VOID, step.REFUND) and _refused_for_good(
+            operations, plan.step
+        )
+        refund_given_up = plan.amount if left_to_support and plan.step == step.REFUND else None
+        _owe_refused_refund(booking, payment, refund_given_up, actor=actor, actor_label=actor_label)
         if plan.step == step.NOTHING:
             schedule(payment, booking)
             return FollowUp()
@@ -188,7 +193,7 @@ def _claim(booking_id: UUID, *, actor: Actor | str, actor_label: str) -> _Claime
             held_deliveries_settle(payment)
             schedule(payment, booking)
             return FollowUp()
-        if plan.step in (step.CAPTURE, step.VOID, step.REFUND) and _refused_for_good(operations, plan.step):
+        if left_to_support:
             _leave_to_support(booking, payment, plan, actor=actor, actor_label=actor_label)
             return FollowUp()
         first_call = plan.step != step.RESOLVE
@@ -276,19 +281,26 @@ def _refused_for_good(operations: list[PaymentOperation], step: decisions.Step) 
     return refused >= settings.PAYMENTS_REFUSED_MAX_TRIES
 
 
+def _owe_refused_refund(
+    booking: Booking, payment: Payment, amount: Decimal | None, *, actor: Actor | str, actor_label: str
+) -> None:
+    """Keep `refused_refunds_owed` what automation has given up refunding: the refund the provider
+    refused every time it was asked (`amount`), else nothing (the booking no longer owes it back,
+    or a refund is asked again). Told at once when it changes: "could not be made ... we still owe
+    you" while nothing is being refunded, where "we are refunding" stayed until support acted."""
+    owed = amount or Decimal("0.00")
+    if payment.refused_refunds_owed == owed:
+        return
+    payment.refused_refunds_owed = owed
+    payment.save(update_fields=["refused_refunds_owed", "updated_at"])
+    booking_follow(booking, payment, open_operation=None, actor=actor, actor_label=actor_label)
+
+
 def _leave_to_support(
     booking: Booking, payment: Payment, plan: decisions.Plan, *, actor: Actor | str, actor_label: str
 ) -> None:
     """The provider refused this step every time it was asked: asking again changes nothing.
-    Said once on the timeline; the payment waits for support (nothing due until it moves).
-
-    A refund so refused is owed to the customer (`refused_refunds_owed`, in this transaction) and
-    told as one the card refused is ("could not be made ... we still owe you"), once: nothing is
-    being refunded, where "we are refunding" stayed for as long as support did nothing."""
-    if plan.step == decisions.Step.REFUND and plan.amount and payment.refused_refunds_owed != plan.amount:
-        payment.refused_refunds_owed = plan.amount
-        payment.save(update_fields=["refused_refunds_owed", "updated_at"])
-        booking_follow(booking, payment, open_operation=None, actor=actor, actor_label=actor_label)
+    Said once on the timeline; the payment waits for support (nothing due until it moves)."""
     if payment.next_check_at is None:
         return
     record_event(

@@ -735,13 +735,9 @@ def _observed(directory, pid: int, value: float) -> None:
 
 
 def _dead_pids(count: int) -> list[int]:
-    """Pids of processes that ran and ended (reaped)."""
-    pids = []
-    for _ in range(count):
-        process = subprocess.Popen(["true"])
-        process.wait()
-        pids.append(process.pid)
-    return pids
+    """Pids no process has: above the kernel's largest (a reaped process's could be reused)."""
+    pid_max = int(Path("/proc/sys/kernel/pid_max").read_text())
+    return [pid_max + 1 + n for n in range(count)]
 
 
 def _scraped(directory) -> str:
@@ -854,3 +850,31 @@ def test_scrapes_at_once_while_processes_count_and_die_never_count_one_twice_or_
     assert value(_scraped(tmp_path), "bookings_a_total", kind="a") == 30.0
     assert [p.name for p in tmp_path.glob("*.db")] == ["counter_archive.db"]
     assert not (tmp_path / archive.JOURNAL).exists()
+
+
+def test_a_scrape_that_finds_a_fold_stopped_after_its_commit_finishes_it_before_it_reads(tmp_path):
+    # A fold killed with its archive moved in and the old file still there: a scrape that lost
+    # the race to fold reads only after finishing it, never both.
+    from config.metrics import archive, dead_processes
+
+    (first,) = _dead_pids(1)
+    _counted(tmp_path, first, bookings_a=2.0)
+    archive.stage_fold(str(tmp_path), [f"counter_{first}.db"])
+    os.replace(tmp_path / archive.STAGING / "counter_archive.db", tmp_path / "counter_archive.db")
+    collector = dead_processes._WrittenFilesCollector(registry=None, path=str(tmp_path))
+
+    totals = {m.name: sum(s.value for s in m.samples) for m in collector.collect()}
+
+    assert totals == {"bookings_a": 2.0}
+    assert not (tmp_path / archive.JOURNAL).exists()
+
+
+def test_a_fold_that_fails_leaves_the_scrape_answering(tmp_path, caplog):
+    from config.metrics import archive
+
+    (first,) = _dead_pids(1)
+    _counted(tmp_path, first, bookings_a=2.0)
+    (tmp_path / archive.STAGING).write_text("")  # a file where the staging directory goes
+
+    assert value(_scraped(tmp_path), "bookings_a_total", kind="a") == 2.0
+    assert "metrics fold skipped" in caplog.text

@@ -12,6 +12,7 @@ from decimal import Decimal
 
 import pytest
 from django.test import Client
+from django.urls import reverse
 
 from bookings.models import Notification, NotificationKind, NotificationState
 from bookings.services import booking_request_cancel
@@ -86,9 +87,13 @@ def test_a_refund_the_provider_refuses_for_good_is_told_owed_once_and_support_s_
     ]
     assert len(told) == 1 and money_mails(booking, "refund_failed").count() == 1
 
+    # support sees it owed on the booking's console, apart from refunds the card refused
+    who, console = operator(groups)
+    panel = console.get(reverse("admin:bookings_booking_change", args=[booking.pk])).content.decode()
+    assert 'id="payment-refund-refused">360.00 EUR' in panel and 'id="payment-refund-failed"' not in panel
+
     # support refunds once the provider takes it: made under a new key, the words move on
     paying.provider.set_faults(refund_refused_rate=0)
-    who, _ = operator(groups)
     result = refund_again(booking, who)
 
     assert result.operation_state == OperationState.SUCCEEDED

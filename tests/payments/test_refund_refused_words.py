@@ -15,10 +15,11 @@ from bookings.customer_money import money_of, money_shown, refund_due
 from bookings.models import Actor, Booking, BookingEvent, Notification, NotificationKind
 from bookings.services import lock_booking
 from bookings.states import BookingState, CustomerMoney
-from payments.decisions import BookingFacts, Held, Step, at_rest, next_step
+from payments.connector import RefundTruth
+from payments.decisions import BookingFacts, Held, at_rest
 from payments.models import OperationKind, OperationState, OutsideMethod, Payment, PaymentOperation
 from payments.models import PaymentStatus as P
-from payments.services.observations import lock_payment, payment_facts
+from payments.services.observations import lock_payment, payment_facts, refund_truth_apply
 from payments.services.outside import refund_outside_record
 from payments.services.runs import payment_run
 from tests.reconciliation.paying import PRICE, paying_booking
@@ -98,16 +99,66 @@ def test_what_refunds_could_not_make_is_told_owed_failed_and_refused_alike():
     assert money_of(facts).text == TOLD
 
 
-def test_automation_asks_nothing_while_a_refused_refund_is_owed():
-    booking = BookingFacts(
+def test_a_refused_refund_owed_is_at_rest_and_follows_what_the_booking_owes(
+    db, settings, django_capture_on_commit_callbacks
+):
+    payment = refused_twice(settings)
+    with django_capture_on_commit_callbacks(execute=True):
+        payment_run(payment.booking_id)
+    payment.refresh_from_db()
+    assert payment.refused_refunds_owed == PRICE
+    facts = BookingFacts(
         state=S.CANCELLED, confirmed=True, attention_reason="", price=PRICE, cancellation_fee=ZERO
     )
-    payment = Held(status=P.CAPTURED, amount=PRICE, captured=PRICE, refunded=ZERO, refused_refunds_owed=PRICE)
+    assert at_rest(booking=facts, payment=Held(status=P.CAPTURED, amount=PRICE, captured=PRICE, refunded=ZERO,
+                                               refused_refunds_owed=PRICE))  # fmt: skip
 
-    plan = next_step(booking=booking, payment=payment, open_operation=False, lapse_due=False)
+    # The booking comes to owe its price after all (support settles it confirmed): nothing is
+    # owed back, and the customer is told what was charged, not that we owe them.
+    Booking.objects.filter(pk=payment.booking_id).update(status=S.CONFIRMED, cancellation_fee=None)
+    with django_capture_on_commit_callbacks(execute=True):
+        payment_run(payment.booking_id)
 
-    assert plan.step == Step.NOTHING and "refused for good" in plan.why
-    assert at_rest(booking=booking, payment=payment)
+    payment.refresh_from_db()
+    assert payment.refused_refunds_owed == ZERO
+    money = money_shown(Booking.objects.get(pk=payment.booking_id))
+    assert (money.code, money.text) == (CustomerMoney.CHARGED, "We charged 360.00 EUR to your card.")
+
+
+def test_support_s_refund_of_a_refused_one_that_the_card_then_refuses_is_owed_once(
+    db, settings, django_capture_on_commit_callbacks
+):
+    payment = refused_twice(settings)
+    with django_capture_on_commit_callbacks(execute=True):
+        payment_run(payment.booking_id)
+    # Support refunds it again; its answer is lost, and the provider then says the card refused it.
+    support_refund = PaymentOperation.objects.create(
+        payment=payment,
+        kind=OperationKind.REFUND,
+        seq=3,
+        idempotency_key=f"{payment.pk}:refund:3",
+        amount=PRICE,
+        state=OperationState.OPEN,
+        tries=1,
+    )
+    failed = RefundTruth(
+        refund_id="re_support", intent_id=payment.provider_intent_id, currency="EUR", amount=PRICE,
+        status="failed", operation=support_refund.idempotency_key, failure_reason="expired_or_canceled_card",
+    )  # fmt: skip
+
+    with django_capture_on_commit_callbacks(execute=True), transaction.atomic():
+        booking = lock_booking(payment.booking_id)
+        refund_truth_apply(
+            booking=booking, payment=lock_payment(booking), refund=failed, source="read", actor=Actor.SYSTEM,
+            operation=support_refund,
+        )  # fmt: skip
+
+    payment.refresh_from_db()
+    assert (payment.failed_refunds_owed, payment.refused_refunds_owed, payment.owed_back) == (
+        PRICE,
+        ZERO,
+        PRICE,
+    )
 
 
 def test_a_refused_refund_paid_back_another_way_is_told_so(db, settings, django_capture_on_commit_callbacks):

@@ -207,12 +207,13 @@ def test_a_database_that_does_not_answer_is_one_line_and_json_not_a_traceback(ar
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.skipif(not IS_POSTGRES, reason="a statement timeout is PostgreSQL's (SQLite has none)")
 def test_a_statement_the_database_timed_out_is_said_busy_not_unreachable():
-    from django.db import DatabaseError, connection
+    from django.db import DatabaseError, connection, transaction
 
     from config.commands import unavailable_error
 
-    with pytest.raises(DatabaseError) as raised, connection.cursor() as cursor:
-        cursor.execute("SET statement_timeout = 50")
+    # SET LOCAL: the timeout ends with the transaction, not with this test's connection.
+    with pytest.raises(DatabaseError) as raised, transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL statement_timeout = 50")
         cursor.execute("SELECT pg_sleep(2)")
 
     error = unavailable_error(raised.value)

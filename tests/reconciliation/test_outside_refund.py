@@ -130,7 +130,7 @@ def test_nothing_is_recorded_where_no_refund_the_card_refused_owes_money(ops_use
     payment = paying_booking(status=S.CANCELLED, refunded=PRICE)  # refunded to the card in full
 
     shown = money.payment_preview(money.OUTSIDE, payment.booking, operator=Operator.for_user(ops_user))
-    with pytest.raises(InvalidTransition, match="No refund the card refused is owed back"):
+    with pytest.raises(InvalidTransition, match="No refund that could not be made is owed back"):
         record(payment, ops_user, "10.00")
 
     assert (shown.allowed, shown.effects) == (False, [])
@@ -141,7 +141,10 @@ def test_nothing_is_recorded_where_no_refund_the_card_refused_owes_money(ops_use
 @pytest.mark.parametrize(
     ("typed", "refused"),
     [
-        ("360.01", "At most 360.00 EUR is owed back after refunds the card refused: 360.01 EUR is more"),
+        (
+            "360.01",
+            "At most 360.00 EUR is owed back after refunds that could not be made: 360.01 EUR is more",
+        ),
         ("0", "more than nothing"),
         ("-5", "more than nothing"),
         ("1.005", "smallest unit"),
@@ -714,8 +717,8 @@ def test_an_approval_is_refused_when_the_amount_is_no_longer_owed(two_person, su
 
     assert (shown.allowed, shown.effects) == (False, [])
     assert shown.refusal == (
-        "Only 100.00 EUR is owed back now after refunds the card refused: 300.00 EUR paid another way is "
-        "more than is owed. Reject the proposal (a smaller one may be proposed)."
+        "Only 100.00 EUR is owed back now after refunds that could not be made: 300.00 EUR paid another "
+        "way is more than is owed. Reject the proposal (a smaller one may be proposed)."
     )
     proposal.refresh_from_db()
     assert proposal.state == ProposalState.PENDING

@@ -35,7 +35,7 @@ def payment_preview_table(shown: money.PaymentPreview) -> Table:
     table.add_row("refundable", f"{shown.refundable} {money_}", "")
     table.add_row("owed now", "not decided" if shown.owed is None else f"{shown.owed} {money_}", "")
     if payment.owed_back or payment.refunded_outside:
-        table.add_row("owed back (card refused)", f"{payment.owed_back} {money_}", "")
+        table.add_row("owed back (refund not made)", f"{payment.owed_back} {money_}", "")
         table.add_row("paid back another way", f"{payment.refunded_outside} {money_}", "")
     if shown.method:
         table.add_row("paid by", method_label(shown.method), "")

@@ -354,7 +354,7 @@ def outside_refusal(s: PaymentSituation, amount: Decimal | None = None) -> str:
     money = s.currency
     if s.owed_back <= 0:
         return (
-            "No refund the card refused is owed back: there is nothing to record as paid another way "
+            "No refund that could not be made is owed back: there is nothing to record as paid another way "
             "(a refund through the provider is the Refund action)."
         )
     pending = s.pending_proposal
@@ -370,7 +370,7 @@ def outside_refusal(s: PaymentSituation, amount: Decimal | None = None) -> str:
         )
     if amount is not None and amount > s.owed_back:
         return (
-            f"At most {s.owed_back} {money} is owed back after refunds the card refused: "
+            f"At most {s.owed_back} {money} is owed back after refunds that could not be made: "
             f"{amount} {money} is more."
         )
     return ""
@@ -445,7 +445,7 @@ def proposal_refusal(proposal: RefundProposal, s: PaymentSituation) -> str:
         return why
     if proposal.outside:
         why = (
-            f"Only {s.owed_back} {s.currency} is owed back now after refunds the card refused: "
+            f"Only {s.owed_back} {s.currency} is owed back now after refunds that could not be made: "
             f"{proposal.amount} {proposal.currency} paid another way is more than is owed."
             if proposal.amount > s.owed_back
             else ""
