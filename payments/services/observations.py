@@ -199,7 +199,11 @@ def _refunded_told(payment: Payment, truth: IntentTruth) -> Decimal | None:
     total may be older than the failure (a reordered `charge.refunded`), and must not count a
     refund again that we know failed. A newer total is then read short, which never lowers ours
     (refunds made under our keys are counted by their operations). What support paid back another
-    way was owed by failed refunds too, and failed at the provider all the same: read less."""
+    way was owed by failed refunds too, and failed at the provider all the same: read less. Part
+    of it may have paid back a refund the provider refused, which no total counted: the total is
+    then read short by that part too, which likewise never lowers ours; only a refund made at the
+    provider outside our keys (its dashboard) would go uncounted by it, and the day's settlement
+    (`reconcile_payments`) lists such a refund as one we do not know."""
     if truth.refunded is None:
         return None
     return truth.refunded - payment.failed_refunds_owed - payment.refunded_outside
