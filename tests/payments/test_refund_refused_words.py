@@ -187,3 +187,26 @@ def test_a_refused_refund_paid_back_another_way_is_told_so(db, settings, django_
     money = money_shown(Booking.objects.get(pk=payment.booking_id))
     assert money.code == CustomerMoney.REFUNDED_OUTSIDE
     assert "we paid the 360.00 EUR back to you another way" in money.text
+
+
+def test_a_refund_left_to_support_before_this_was_kept_is_told_after_the_migration(
+    db, settings, django_capture_on_commit_callbacks
+):
+    # As the code before left it: refused twice, left to support, the customer told "refunding".
+    import importlib
+
+    from django.apps import apps
+
+    payment = refused_twice(settings)
+    Payment.objects.filter(pk=payment.pk).update(next_check_at=None)
+    migration = importlib.import_module("payments.migrations.0009_refused_refunds_due_again")
+
+    migration.refused_refunds_due_again(apps, None)
+    assert Payment.objects.get(pk=payment.pk).next_check_at is not None  # due: the sweeper runs it
+    with django_capture_on_commit_callbacks(execute=True):
+        payment_run(payment.booking_id)
+
+    payment.refresh_from_db()
+    assert (payment.refused_refunds_owed, payment.next_check_at) == (PRICE, None)
+    booking = Booking.objects.get(pk=payment.booking_id)
+    assert money_words(booking, money_shown(booking)) == TOLD
