@@ -22,16 +22,10 @@ from reconciliation.selectors.payment_health import payment_health
 from tests.helpers import wait_until
 from tests.partners.conftest import wait_for_status
 from tests.payments.conftest import assert_money_at_rest, kinds, payment_of, wait_for_money
-from tests.payments.test_refund_failed import operator, refund_again
+from tests.payments.test_refund_failed import PRICE, TOLD, ZERO, operator, refund_again
 
 S = BookingState
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
-PRICE = Decimal("360.00")
-ZERO = Decimal("0.00")
-TOLD = (
-    "A refund to your card could not be made. We still owe you "
-    "360.00 EUR; our support team will be in touch to give it back to you."
-)
 REFUNDED = "We refunded the 360.00 EUR we charged to your card: you paid nothing."
 
 

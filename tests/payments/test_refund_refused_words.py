@@ -22,14 +22,11 @@ from payments.models import PaymentStatus as P
 from payments.services.observations import lock_payment, payment_facts, refund_truth_apply
 from payments.services.outside import refund_outside_record
 from payments.services.runs import payment_run
+from tests.payments.test_refund_failed import TOLD  # the words of a refund that could not be made
 from tests.reconciliation.paying import PRICE, paying_booking
 
 S = BookingState
 ZERO = Decimal("0.00")
-TOLD = (
-    "A refund to your card could not be made. We still owe you "
-    "360.00 EUR; our support team will be in touch to give it back to you."
-)
 
 
 def refused_twice(settings) -> Payment:
