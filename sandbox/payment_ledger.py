@@ -441,7 +441,7 @@ class PaymentLedger:
             )
         if self.faults.chance("refund_refused_rate"):
             # A refund refused whole, nothing made (as Stripe refuses one of a charge it will not
-            # refund): asking again is refused again for as long as the fault is on.
+            # refund): each ask rolls the dice again, so at rate 1 every ask is refused.
             raise ApiError(
                 400, f"Charge {charge_id} cannot be refunded.", code="charge_not_refundable", param="charge"
             )

@@ -3,8 +3,9 @@ read the mail a customer receives (fixture `mail_sink`).
 
 One sink per test process, started at its first use and emptied before each test that asks for
 it: a sink is a Django process whose start costs about a second, paid by every mail test when each
-started its own. Nothing of one test's mail reaches the next: a test's workers and processes end
-in its teardown, and a mail is written before the sink answers the SMTP send that carried it.
+started its own. A mail is written before the sink answers the SMTP send that carried it, and a
+test's workers and processes are stopped in its teardown, so one test's mail reaches the next
+only from a worker thread still sending past its stop's timeout (none is seen to).
 """
 
 from __future__ import annotations
