@@ -65,9 +65,18 @@ def _pids_holding(inodes: set[str]) -> list[int]:
         if not entry.name.isdigit():
             continue
         with contextlib.suppress(OSError):  # gone meanwhile, or not ours to read
-            if any(os.readlink(fd) in wanted for fd in (entry / "fd").iterdir()):
+            if any(_target(fd) in wanted for fd in (entry / "fd").iterdir()):
                 pids.append(int(entry.name))
     return sorted(pids)
+
+
+def _target(fd: Path) -> str:
+    """What a file descriptor points at; "" for one closed since the listing (a busy process's
+    threads open and close them all the time: one gone must not hide the socket it holds)."""
+    try:
+        return os.readlink(fd)
+    except OSError:
+        return ""
 
 
 def command_line(pid: int) -> str:

@@ -179,3 +179,37 @@ def test_make_run_asks_whether_a_stack_runs_before_it_migrates_or_loads_the_demo
     monkeypatch.setattr(devstack, "already_running", lambda env, var_dir: [])
     _FakeHoncho.started.clear()
     assert devstack.main(["--check"]) == 0 and _FakeHoncho.started == []  # checks, starts nothing
+
+
+def test_a_busy_process_holding_a_port_is_named_though_its_descriptors_come_and_go():
+    # The test process itself, under load, opens and closes descriptors in other threads all the
+    # time: one closed between the listing of /proc/<pid>/fd and its readlink hid the process (CI).
+    import threading
+
+    from config import listeners
+
+    stop = threading.Event()
+
+    def churn() -> None:  # descriptors below the listening socket's, opened and closed
+        while not stop.is_set():
+            opened = [os.open(os.devnull, os.O_RDONLY) for _ in range(20)]
+            for fd in opened:
+                os.close(fd)
+
+    below = [os.open(os.devnull, os.O_RDONLY) for _ in range(80)]  # the socket's number comes after
+    with socket.socket() as holder:
+        for fd in below:
+            os.close(fd)
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        churners = [threading.Thread(target=churn) for _ in range(4)]
+        for thread in churners:
+            thread.start()
+        try:
+            found = [os.getpid() in listeners.tcp_listeners(holder.getsockname()[1]) for _ in range(100)]
+        finally:
+            stop.set()
+            for thread in churners:
+                thread.join()
+
+    assert all(found), f"named {sum(found)} times of {len(found)}"
