@@ -28,7 +28,6 @@ from enum import StrEnum
 
 from bookings import ports
 from bookings.customer_money import MONEY_HELD, Money, money_shown, refund_due
-from bookings.customer_view import partner_let_go, sent_to_partner
 from bookings.models import Booking, CancellationTerms, Quote
 from bookings.pricing import cancellation_cut_off, cancellation_fee
 from bookings.states import BookingState, CustomerMoney, CustomerStatus
@@ -158,14 +157,14 @@ class AtPartner(StrEnum):
 
     NOT_SENT = "not_sent"  # never sent to them: stopped before they hear of it
     ASK = "ask"  # they may hold it: asked to cancel it, `cancelling` until they confirm
-    # They took it away after confirming it (`customer_view.partner_let_go`): nothing to ask them.
+    # They took it away after confirming it (`Booking.partner_let_go`): nothing to ask them.
     LET_GO = "let_go"
 
 
 def at_partner(booking: Booking) -> AtPartner:
-    if not sent_to_partner(booking):
+    if not booking.sent_to_partner:
         return AtPartner.NOT_SENT
-    return AtPartner.LET_GO if partner_let_go(booking) else AtPartner.ASK
+    return AtPartner.LET_GO if booking.partner_let_go else AtPartner.ASK
 
 
 class Outcome(StrEnum):
@@ -264,7 +263,7 @@ def _why(booking: Booking, *, fee: Decimal | None, policy: StayPolicy, at: datet
         return _fixed_why(policy, fee)
     if fee is not None:
         return policy.words(at=at)
-    if partner_let_go(booking):
+    if booking.partner_let_go:
         return "Cancelling is free: the partner no longer holds the booking they confirmed."
     if booking.customer_status == CustomerStatus.DISRUPTED:  # confirmed, then a problem at the partner
         return "Cancelling is free while there is a problem with your booking at the partner."
@@ -297,7 +296,7 @@ def cancel_money(booking: Booking, *, at: datetime) -> CancelMoney:
     }
     if money.code == CustomerMoney.AUTHORIZING:
         return CancelMoney(Outcome.NOT_TAKEN_YET, held=money.amount, **told)
-    anyway = partner_let_go(booking)  # its money goes back in full (payments.decisions.owed)
+    anyway = booking.partner_let_go  # its money goes back in full (payments.decisions.owed)
     if money.code == CustomerMoney.CHARGE_UNKNOWN or _being_charged(booking, money):
         return CancelMoney(
             Outcome.RELEASE_OR_REFUND,

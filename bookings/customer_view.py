@@ -24,6 +24,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from bookings import live, notifications, ports
+from bookings.cancelling import money_words
 from bookings.customer_money import MONEY_HELD, Money, PaymentFacts, money_of, money_shown, refund_due
 from bookings.models import Actor, Booking, BookingEvent, Notification, NotificationKind
 from bookings.states import (
@@ -63,7 +64,7 @@ class Facts:
     slow: bool = False
     # What the customer is told about their money; None for a booking without a payment.
     money: Money | None = None
-    # The booking was sent to the partner at least once (`sent_to_partner`): a cancel before
+    # The booking was sent to the partner at least once (`Booking.sent_to_partner`): a cancel before
     # that has nothing to cancel with them, and is told so.
     submitted: bool = True
 
@@ -104,9 +105,6 @@ _DISRUPTED_MESSAGE = {
     "partner_lost_reservation": M.DISRUPTED_PARTNER_LOST,
     "partner_mismatch": M.DISRUPTED_PARTNER_CHANGED,
 }
-# The disrupted views of a booking the partner took away after confirming it (cancelled it, or no
-# longer shows it): nothing is left to cancel with them.
-_PARTNER_LET_GO = frozenset({M.DISRUPTED_PARTNER_CANCELLED, M.DISRUPTED_PARTNER_LOST})
 
 
 def derive(state: str, facts: Facts) -> View:
@@ -163,19 +161,8 @@ def facts_of(booking: Booking) -> Facts:
         slow=booking.status in _AWAITING_MESSAGE
         and timezone.now() - booking.created_at >= settings.CUSTOMER_SLOW_AFTER,
         money=money_shown(booking),
-        submitted=sent_to_partner(booking),
+        submitted=booking.sent_to_partner,
     )
-
-
-def sent_to_partner(booking: Booking) -> bool:
-    """Whether the partner was ever asked for the booking: a submission started (the counter
-    moves before the call), or it was shown confirmed, which only the partner's word does."""
-    return booking.submission_count > 0 or booking.confirmed_shown_at is not None
-
-
-def partner_let_go(booking: Booking) -> bool:
-    """Whether the customer is told the partner no longer holds the booking it had confirmed."""
-    return booking.customer_message in _PARTNER_LET_GO
 
 
 def shown(booking: Booking) -> View:
@@ -356,12 +343,14 @@ def save_row(booking: Booking, event: BookingEvent, change: ViewChange | None) -
     if change is None or change.notification is None:
         event.save(force_insert=True)
     else:
+        money = change.after.money
         notification = Notification(
             booking=booking,
             status_version=change.status_version,
             kind=change.notification,
             message=change.after.message,
-            money=change.after.money.as_json() if change.after.money else {},
+            money=money.as_json() if money else {},
+            money_words=money_words(booking, money) if money else "",
         )
         insert_together(event, notification, savepoint=False)
         notifications.queue_after_commit(notification)

@@ -19,6 +19,7 @@ from bookings.states import (
     CANCELLABLE_STATES,
     EXPIRABLE,
     OPEN_STATES,
+    PARTNER_LET_GO,
     SETTLEABLE,
     UNACKNOWLEDGED,
     BookingState,
@@ -311,6 +312,17 @@ class Booking(ConcurrentTransitionMixin, CancellationTerms):
     def is_cancellable(self) -> bool:
         return self.status in CANCELLABLE_STATES
 
+    @property
+    def sent_to_partner(self) -> bool:
+        """Whether the partner was ever asked for the booking: a submission started (the counter
+        moves before the call), or it was shown confirmed, which only the partner's word does."""
+        return self.submission_count > 0 or self.confirmed_shown_at is not None
+
+    @property
+    def partner_let_go(self) -> bool:
+        """Whether the customer is told the partner no longer holds the booking it had confirmed."""
+        return self.customer_message in PARTNER_LET_GO
+
     # --- transitions: pure, own row only; services save and record them --------------------
     def _moved(self) -> None:
         self.status_changed_at = timezone.now()
@@ -525,8 +537,11 @@ class Notification(models.Model):
     # What the customer was shown at `status_version` (a CustomerMessage code): what the mail says,
     # however the booking has moved on by the time it is sent.
     message = models.CharField(max_length=40)
-    # What the customer was told about their money at `status_version` (Booking.customer_money).
+    # What the customer was told about their money at `status_version` (Booking.customer_money),
+    # and in what words (`cancelling.money_words`, as the page and the API said it then): a mail
+    # sent after the booking moved on (a cancel asked meanwhile) says what was true at its change.
     money = models.JSONField(default=dict, blank=True)
+    money_words = models.TextField(blank=True, default="", db_default="")
     state = models.CharField(
         max_length=16, choices=NotificationState.choices, default=NotificationState.QUEUED
     )

@@ -69,6 +69,7 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 
+from bookings.cancelling import after_cancel
 from bookings.customer_money import Money
 from bookings.models import (
     UNFINISHED_NOTIFICATION_STATES,
@@ -296,6 +297,7 @@ def compose(notification: Notification) -> EmailMultiAlternatives:
         "message_code": notification.message,
         # What the customer was told about their money with this change (empty: no payment).
         "money": _money_told(notification),
+        "money_words": _money_words(notification),
         "booking_url": site_url.absolute(reverse("web:booking", args=[booking.reference])),
     }
     template = f"email/booking_{notification.kind}"
@@ -316,6 +318,21 @@ def compose(notification: Notification) -> EmailMultiAlternatives:
 
 def _money_told(notification: Notification) -> Money | None:
     return Money.from_json(notification.money)
+
+
+# The mails that said, beside the money, what a cancel does with it, before their words were kept.
+_SAID_AFTER_CANCEL = frozenset({NotificationKind.CANCELLED, NotificationKind.MONEY})
+
+
+def _money_words(notification: Notification) -> str:
+    """The money's words as the customer was shown them at the change (kept with it). A mail
+    staged before they were kept is worded from the booking as it is now, as it was then."""
+    if notification.money_words or not notification.money:
+        return notification.money_words
+    money = Money.from_json(notification.money)
+    assert money is not None
+    more = after_cancel(notification.booking, money) if notification.kind in _SAID_AFTER_CANCEL else ""
+    return f"{money.text} {more}" if more else money.text
 
 
 def message_id(notification: Notification) -> str:

@@ -204,6 +204,11 @@ CREATE_UNANSWERED = frozenset({BookingState.SUBMITTING, BookingState.UNKNOWN})
 SETTLEABLE = AWAITING_PARTNER | {BookingState.NEEDS_ATTENTION}
 # States from which the customer's cancel is accepted.
 CANCELLABLE_STATES = SETTLEABLE | {BookingState.CONFIRMED, BookingState.AWAITING_PAYMENT}
+# The disrupted views of a booking the partner took away after confirming it (cancelled it, or no
+# longer shows it): nothing is left to cancel with them.
+PARTNER_LET_GO = frozenset(
+    {CustomerMessage.DISRUPTED_PARTNER_CANCELLED, CustomerMessage.DISRUPTED_PARTNER_LOST}
+)
 # A cancel was accepted: under way, or done.
 CANCEL_ACCEPTED = frozenset({BookingState.CANCEL_REQUESTED, BookingState.CANCELLED})
 # Automation still owes these an outcome (the sweeper watches them).

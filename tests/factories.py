@@ -10,6 +10,8 @@ from django.contrib.auth import get_user_model
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
+from bookings.cancelling import money_words
+from bookings.customer_money import Money
 from bookings.customer_view import Facts, View, derive
 from bookings.models import Booking, Notification, NotificationKind, Offer, Quote
 from bookings.states import BookingState, CustomerMessage
@@ -135,6 +137,11 @@ class NotificationFactory(factory.django.DjangoModelFactory):
     status_version = factory.LazyAttribute(lambda n: n.booking.status_version)
     kind = NotificationKind.CONFIRMED
     message = CustomerMessage.CONFIRMED
+    money = factory.LazyFunction(dict)
+    # The money's words as `customer_view.save_row` keeps them: as the booking's page says them.
+    money_words = factory.LazyAttribute(
+        lambda n: money_words(n.booking, Money.from_json(n.money)) if n.money else ""
+    )
 
 
 class PartnerReservationFactory(factory.django.DjangoModelFactory):

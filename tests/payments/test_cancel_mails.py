@@ -12,8 +12,10 @@ from email.message import EmailMessage
 
 import pytest
 
-from bookings.customer_money import PaymentFacts, money_of
-from bookings.models import Notification, NotificationKind
+from bookings.cancelling import money_words
+from bookings.customer_money import Money, PaymentFacts, money_of
+from bookings.customer_view import refresh
+from bookings.models import Actor, Notification, NotificationKind
 from bookings.notifications import compose
 from bookings.services import booking_request_cancel
 from bookings.states import BookingState, CustomerMessage
@@ -141,6 +143,79 @@ def test_money_that_no_longer_follows_the_fee_alone_is_said_as_it_is(db):
 
     assert "We refunded the 360.00 EUR we charged to your card: you paid nothing.\n" in text
     assert "cancellation fee" not in text
+
+
+def test_a_mail_staged_before_its_words_were_kept_is_worded_from_the_booking(db):
+    booking = BookingFactory(
+        offer=OfferFactory(**POLICY), status=S.CANCELLED, start_date=START, cancellation_fee=Decimal("90.00")
+    )
+    money = told("charged", "360.00")
+    notification = NotificationFactory(
+        booking=booking,
+        kind=NotificationKind.CANCELLED,
+        message=CustomerMessage.CANCELLED,
+        money=money,
+        money_words="",
+    )
+
+    assert (
+        "We charged 360.00 EUR to your card. We keep the cancellation fee of 90.00 EUR and are refunding "
+        f"the other 270.00 EUR to your card. Your booking was cancelled after {AFTER}"
+    ) in compose(notification).body
+
+
+def staged_mail(booking, facts: PaymentFacts) -> tuple[str, str]:
+    """The mail the payment side's news stages for the booking as it is now (`customer_view.refresh`)."""
+    refresh(booking, actor=Actor.WORKER, payment=facts)
+    notification = Notification.objects.filter(booking=booking).latest("status_version")
+    mail = compose(notification)
+    return mail.body, mail.alternatives[0].content
+
+
+def test_news_of_the_money_while_the_cancel_is_only_asked_says_nothing_of_a_refund(db):
+    # given a confirmed booking whose capture was out to a slow provider when the customer
+    # cancelled after the cut-off: the fee is fixed, the partner has not confirmed the cancel
+    booking = BookingFactory(
+        offer=OfferFactory(**POLICY),
+        status=S.CANCEL_REQUESTED,
+        start_date=START,
+        cancellation_fee=Decimal("90.00"),
+        confirmed_shown_at=datetime(2030, 1, 1, tzinfo=UTC),
+        customer_money=told("held"),
+    )
+
+    # when the capture's answer comes: charged
+    text, html = staged_mail(booking, PaymentFacts("charged", "EUR", PRICE, PRICE))
+
+    # then the mail says what the page says: charged, nothing refunded, nothing cancelled yet
+    page = money_words(booking, Money.from_json(booking.customer_money))
+    assert page == "We charged 360.00 EUR to your card."
+    for mail in (text, html):
+        assert page in mail
+        assert "refunding" not in mail
+        assert "cancelled" not in mail
+
+
+def test_a_money_mail_sent_after_the_booking_moved_on_says_what_was_true_at_its_change(db):
+    # given a confirmed booking charged 360.00 EUR, its money mail staged and not sent yet
+    booking = BookingFactory(
+        offer=OfferFactory(**POLICY),
+        status=S.CONFIRMED,
+        start_date=START,
+        confirmed_shown_at=datetime(2030, 1, 1, tzinfo=UTC),
+        customer_money=told("held"),
+    )
+    refresh(booking, actor=Actor.WORKER, payment=PaymentFacts("charged", "EUR", PRICE, PRICE))
+    notification = Notification.objects.get(booking=booking, kind=NotificationKind.MONEY)
+
+    # when the customer cancels after the cut-off before it goes out (a backlog of mails)
+    booking_request_cancel(booking_id=booking.pk, actor="customer")
+    notification.refresh_from_db()
+    mail = compose(notification)
+
+    # then it says the charge, as the page did then: no refund the cancel has not made
+    assert "We charged 360.00 EUR to your card.\n" in mail.body
+    assert "refunding" not in mail.body
 
 
 # --- with the real provider, partner, worker and SMTP sink ---------------------------------------
