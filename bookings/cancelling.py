@@ -30,7 +30,7 @@ from bookings import ports
 from bookings.customer_money import MONEY_HELD, Money, money_shown, refund_due
 from bookings.models import Booking, CancellationTerms, Quote
 from bookings.pricing import cancellation_cut_off, cancellation_fee
-from bookings.states import BookingState, CustomerMoney, CustomerStatus
+from bookings.states import TERMINAL_STATES, BookingState, CustomerMoney, CustomerStatus
 
 ZERO = Decimal("0.00")
 _PAID = frozenset(
@@ -454,6 +454,25 @@ def free_cancel_words(booking: Booking, money: Money | None) -> str:
     return ""
 
 
+def not_going_ahead_words(booking: Booking, money: Money | None) -> str:
+    """A booking that ended without going ahead (rejected, failed, expired) or that the partner
+    took back after confirming it owes nothing (`payments.decisions.owed`), so a hold asked for
+    or held is let go at once: said beside the money, whose own words ("you are not charged
+    yet") alone would leave a charge to come."""
+    ended = booking.status in TERMINAL_STATES and booking.status != BookingState.CANCELLED
+    if money is None or not (ended or booking.partner_let_go):
+        return ""
+    amount = f"{money.amount:.2f} {money.currency}"
+    if money.code == CustomerMoney.AUTHORIZING:
+        return (
+            f"As your booking is not going ahead, any hold of {amount} is released, whatever your "
+            "bank answers."
+        )
+    if money.code in MONEY_HELD:
+        return "As your booking is not going ahead, we are releasing the hold: you will not be charged."
+    return ""
+
+
 def after_cancel(booking: Booking, money: Money | None) -> str:
     """For a mail or page about a booking whose cancellation was asked for, beside what its money
     was told (`money`, the words at that version): the fee kept, what is being refunded or
@@ -487,5 +506,5 @@ def money_words(booking: Booking, money: Money) -> str:
     if booking.status == BookingState.CANCELLED:
         more = after_cancel(booking, money)
     else:
-        more = free_cancel_words(booking, money)
+        more = free_cancel_words(booking, money) or not_going_ahead_words(booking, money)
     return f"{money.text} {more}" if more else money.text

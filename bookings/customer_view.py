@@ -293,7 +293,9 @@ _ANNOUNCED = {
 
 # What happened to the money, announced by mail when it is the only news: the provider took it,
 # gave it back, let the hold go, or could not give it back after all (the card refused a refund;
-# a hold and a decline come with news of the booking itself), or support paid it back another way.
+# a hold comes with news of the booking itself), or support paid it back another way. A decline,
+# or a hold never asked for, is news of the booking too, unless the booking ended while its bank
+# was still being asked (it expired): then it is the last word the customer's inbox has of it.
 _MONEY_ANNOUNCED = frozenset(
     {
         MONEY.CHARGED,
@@ -302,6 +304,9 @@ _MONEY_ANNOUNCED = frozenset(
         MONEY.RELEASED,
         MONEY.REFUND_FAILED,
         MONEY.REFUNDED_OUTSIDE,
+        MONEY.DECLINED,
+        MONEY.METHOD_REFUSED,
+        MONEY.NOT_CHARGED,
     }
 )
 

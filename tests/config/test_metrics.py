@@ -476,10 +476,11 @@ def stack(tmp_path: Path) -> Iterator[ProjectProcesses]:
 
 
 def _get(url: str, headers: dict) -> requests.Response | None:
-    """The answer, or None while nothing listens yet."""
+    """The answer, or None while nothing answers yet: nothing listens, or gunicorn's master
+    listens and its workers are still loading the application (a busy machine: over 10 s)."""
     try:
         return requests.get(url, headers=headers, timeout=10)
-    except requests.ConnectionError:
+    except (requests.ConnectionError, requests.Timeout):
         return None
 
 
