@@ -265,8 +265,8 @@ def _why(booking: Booking, *, fee: Decimal | None, policy: StayPolicy, at: datet
         return policy.words(at=at)
     if booking.partner_let_go:
         return "Cancelling is free: the partner no longer holds the booking they confirmed."
-    if booking.customer_status == CustomerStatus.DISRUPTED:  # confirmed, then a problem at the partner
-        return "Cancelling is free while there is a problem with your booking at the partner."
+    if booking.customer_status == CustomerStatus.DISRUPTED:  # confirmed, then a problem support has
+        return "Cancelling is free while there is a problem with your confirmed booking."
     return "Cancelling is free while the partner has not confirmed your booking."
 
 

@@ -111,7 +111,7 @@ class CustomerMessage(models.TextChoices):
     )
     DISRUPTED = (
         "disrupted",
-        "There is a problem with your booking at the partner that our support team is sorting out. "
+        "There is a problem with your confirmed booking that our support team is sorting out. "
         "We will tell you what happens next.",
     )
     DISRUPTED_ENDED = (

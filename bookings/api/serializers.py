@@ -310,7 +310,8 @@ STATUS_HELP = (
     "- `failed`: the booking did not go ahead and nothing is held at the partner for it;\n"
     "- `cancelling`: a cancellation was asked for and the partner has not confirmed it yet;\n"
     "- `cancelled`: the booking is cancelled and nothing is held at the partner for it;\n"
-    "- `disrupted`: the partner confirmed the booking, then cancelled, lost or changed it; "
+    "- `disrupted`: the partner confirmed the booking, then something went wrong with it: the "
+    "partner cancelled, lost or changed it, or our support team is sorting out another problem; "
     "`message` says what happens next.\n\n"
     "Never backwards: once a booking was shown `confirmed` it is never `pending` again."
 )

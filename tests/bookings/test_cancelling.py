@@ -419,7 +419,7 @@ def test_a_booking_the_partner_changed_is_free_to_cancel_while_the_problem_lasts
         money.text
         == "Once the cancellation is done, we refund the 360.00 EUR you paid to your card, in full."
     )
-    assert money.why == "Cancelling is free while there is a problem with your booking at the partner."
+    assert money.why == "Cancelling is free while there is a problem with your confirmed booking."
     assert fee_if_cancelled(changed, at=AT) is None
 
 

@@ -124,6 +124,18 @@ def test_a_confirmed_booking_with_support_says_what_the_partner_did(reason, mess
     assert derive(S.NEEDS_ATTENTION, Facts(attention_reason=reason)) == view("pending", M.WITH_SUPPORT)
 
 
+@pytest.mark.parametrize(
+    "reason", ["worker_gave_up", "partner_401", "partner_data_refused", "compensation_failed"]
+)
+def test_a_confirmed_booking_with_support_for_a_problem_of_ours_does_not_blame_the_partner(reason):
+    shown = derive(S.NEEDS_ATTENTION, Facts(confirmed_shown=True, attention_reason=reason))
+
+    assert CustomerMessage(shown.message).label == (
+        "There is a problem with your confirmed booking that our support team is sorting out. "
+        "We will tell you what happens next."
+    )
+
+
 @pytest.mark.parametrize("state", list(PENDING))
 def test_a_long_wait_is_said_while_awaiting_the_partner_only(state):
     assert derive(state, Facts(slow=True)) == view("pending", M.TAKING_LONGER)

@@ -2,7 +2,7 @@
 booking, `disrupted`) is the fee of the cancel asked again: the customer agreed to it when they
 first asked, after the cut-off, and the payment side keeps it once cancelled
 (`payments.decisions.owed`). The cancel page and the API's `if_cancelled` said "Cancelling is free
-while there is a problem with your booking at the partner" and a full refund, and then 90.00 EUR
+while there is a problem with your confirmed booking" and a full refund, and then 90.00 EUR
 was kept (review F1). A booking that leaves the cancel's road (confirmed again) drops the fee, so
 a later end the partner caused owes nothing, as it is told.
 """
