@@ -24,7 +24,9 @@ class PaymentFacts:
     capture was asked for whose outcome is not known: it may or may not have been taken),
     `charged` (captured, perhaps partly refunded since), `released` (the hold was voided or
     lapsed), `declined` (by the card's bank), `refused` (the provider refused the request itself,
-    e.g. a payment method it does not know: no bank saw it), `not_charged` (the booking ended
+    e.g. a payment method it does not know: no bank saw it), `needs_action` (the provider answered
+    neither held nor declined: the payment awaits a step from the customer, such as their bank's
+    authentication, that we never ask for), `not_charged` (the booking ended
     before a hold was asked for). Amounts in the booking's currency; `refund_failed` is what
     refunds that could not be made (the card refused them after they were made, or the provider
     every time it was asked) still owe the customer (not in `refunded`), and
@@ -114,6 +116,7 @@ _MONEY_OF_STATE = {
     "released": MONEY.RELEASED,
     "declined": MONEY.DECLINED,
     "refused": MONEY.METHOD_REFUSED,
+    "needs_action": MONEY.NEEDS_ACTION,
     "not_charged": MONEY.NOT_CHARGED,
 }
 

@@ -138,7 +138,11 @@ def _derive_status(state: str, facts: Facts) -> View:
 
 
 # A payment that ended a booking before the partner heard of it, by why it did.
-_PAYMENT_ENDED = {MONEY.DECLINED: M.PAYMENT_DECLINED, MONEY.METHOD_REFUSED: M.PAYMENT_METHOD_REFUSED}
+_PAYMENT_ENDED = {
+    MONEY.DECLINED: M.PAYMENT_DECLINED,
+    MONEY.METHOD_REFUSED: M.PAYMENT_METHOD_REFUSED,
+    MONEY.NEEDS_ACTION: M.PAYMENT_METHOD_REFUSED,
+}
 
 
 def _ended_message(state: str, facts: Facts) -> str:
@@ -306,6 +310,7 @@ _MONEY_ANNOUNCED = frozenset(
         MONEY.REFUNDED_OUTSIDE,
         MONEY.DECLINED,
         MONEY.METHOD_REFUSED,
+        MONEY.NEEDS_ACTION,
         MONEY.NOT_CHARGED,
     }
 )

@@ -175,6 +175,13 @@ class CustomerMoney(models.TextChoices):
         "Your payment method could not be used for {amount}, so your bank was not asked: "
         "you were not charged.",
     )
+    # The provider answered neither held nor declined: the payment awaited a step from the customer
+    # (their bank's authentication, say) that we never ask for. The bank may have been asked.
+    NEEDS_ACTION = (
+        "needs_action",
+        "Your payment of {amount} needed a further step from you that we could not ask for, so it "
+        "was not made: you were not charged.",
+    )
     NOT_CHARGED = "not_charged", "You were not charged."
 
 

@@ -334,7 +334,9 @@ class MoneyOutputSerializer(serializers.Serializer):
             "back another way than to the card: nothing is owed), "
             "`released` (the hold was let go: not charged), "
             "`declined` (by the card's bank), `method_refused` (the provider could not use the "
-            "payment method: no bank was asked), `not_charged`."
+            "payment method: no bank was asked), `needs_action` (the payment needed a step from "
+            "the customer, such as their bank's authentication, that we do not ask for), "
+            "`not_charged`."
         ),
     )
     message = serializers.CharField(

@@ -69,7 +69,9 @@ def payment_facts(payment: Payment, *, open_operation: PaymentOperation | None =
     """The payment as the booking's customer view is told it; `open_operation` is the payment's
     open operation, if any (one at most, the caller has it: no query here)."""
     state = _FACT_OF_STATUS[payment.status]
-    if payment.status == P.DECLINED and _request_refused(payment):
+    if payment.status == P.DECLINED and payment.decline_code == decisions.NOT_AUTHORIZED:
+        state = "needs_action"  # its bank may well have asked for something: not "not asked"
+    elif payment.status == P.DECLINED and _request_refused(payment):
         state = "refused"
     elif payment.status == P.AUTHORIZED and charge_in_doubt(open_operation):
         state = "charge_unknown"
@@ -110,10 +112,8 @@ def open_operation_of(payment: Payment) -> PaymentOperation | None:
 def _request_refused(payment: Payment) -> bool:
     """Whether the payment method could not be used rather than the card's bank declining: the
     provider refused our request (a 400: a payment method it does not know; the connector
-    classified the authorization's answer so, `CallOutcome.REFUSED`), or answered neither held
-    nor declined (`decisions.NOT_AUTHORIZED`). At most one query, only for a declined payment."""
-    if payment.decline_code == decisions.NOT_AUTHORIZED:
-        return True
+    classified the authorization's answer so, `CallOutcome.REFUSED`). One query, only for a
+    declined payment."""
     return payment.operations.filter(
         kind=OperationKind.AUTHORIZE, state=OperationState.DECLINED, last_outcome=CallOutcome.REFUSED
     ).exists()
