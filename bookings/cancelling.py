@@ -447,20 +447,30 @@ def free_cancel_words(booking: Booking, money: Money | None) -> str:
     if money is None or booking.cancellation_fee is not None or not cancelled:
         return ""
     amount = f"{money.amount:.2f} {money.currency}"
+    # Asked, not done: the money waits for the cancellation (`payments.decisions.owed`), which the
+    # partner may yet refuse.
+    done = booking.status == BookingState.CANCELLED
     if money.code == CustomerMoney.AUTHORIZING:
-        return f"Cancelling is free: whatever your bank answers, any hold of {amount} is released."
-    if money.code in MONEY_HELD:
+        when = "" if done else " once the cancellation is done"
+        return f"Cancelling is free: whatever your bank answers, any hold of {amount} is released{when}."
+    if money.code in MONEY_HELD and done:
         return f"Cancelling is free: we are releasing the {amount} we hold on your card."
+    if money.code in MONEY_HELD:
+        return (
+            f"Cancelling is free: once the cancellation is done, we release the {amount} we hold on "
+            "your card."
+        )
     return ""
 
 
 def not_going_ahead_words(booking: Booking, money: Money | None) -> str:
-    """A booking that ended without going ahead (rejected, failed, expired) or that the partner
-    took back after confirming it owes nothing (`payments.decisions.owed`), so a hold asked for
-    or held is let go at once: said beside the money, whose own words ("you are not charged
-    yet") alone would leave a charge to come."""
+    """A booking that ended without ever being confirmed (rejected, failed, expired) owes nothing
+    (`payments.decisions.owed`) and was never charged (a capture follows a confirmation only), so
+    a hold asked for or held is let go at once: said beside the money, whose own words ("you are
+    not charged yet") alone would leave a charge to come. Not for one confirmed first (the
+    partner took it back): its capture may be out, and the hold charged, then refunded."""
     ended = booking.status in TERMINAL_STATES and booking.status != BookingState.CANCELLED
-    if money is None or not (ended or booking.partner_let_go):
+    if money is None or not ended or booking.confirmed_shown_at is not None:
         return ""
     amount = f"{money.amount:.2f} {money.currency}"
     if money.code == CustomerMoney.AUTHORIZING:
