@@ -5,7 +5,9 @@ What is owed is read from the timeline's record of every numbered change of the 
 (`data.customer_view`), by the documented rule, not from our outbox: a change the customer did not
 cause (its actor is not `customer`) to `confirmed`, `failed`, `cancelled` or `disrupted` (each new
 `disrupted` message too), the first `taking_longer`, and a change of the money alone (status and
-message as before) to charged, partly refunded, refunded or released. Each must have exactly one
+message as before) to charged, partly refunded, refunded or released, or to a refund that could
+not be made (`refund_failed`: the card refused it, or the provider every time it was asked) or was
+paid back another way (`refunded_outside`). Each must have exactly one
 message in the sink, of its kind, named by its booking and version; a message for anything else
 is one too many.
 
@@ -36,7 +38,9 @@ ANNOUNCED = {
 TAKING_LONGER = "taking_longer"
 MONEY = "money"
 # What the customer is told of their money that is news by mail on its own (customer_view).
-MONEY_ANNOUNCED = frozenset({"charged", "partly_refunded", "refunded", "released"})
+MONEY_ANNOUNCED = frozenset(
+    {"charged", "partly_refunded", "refunded", "released", "refund_failed", "refunded_outside"}
+)
 CUSTOMER = "customer"
 DELIVERY_UNKNOWN = "delivery_unknown"
 STILL_OWED = frozenset({"queued", "sending"})

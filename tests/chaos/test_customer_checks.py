@@ -569,3 +569,22 @@ def test_news_of_the_money_alone_owes_an_email_and_what_the_customer_was_told_fi
         (4, "confirmed", "charged"),
         (5, "confirmed", "held"),
     ]
+
+
+@pytest.mark.parametrize("code", ["refund_failed", "refunded_outside"])
+def test_a_refund_that_could_not_be_made_or_was_paid_back_another_way_owes_one_money_email(code):
+    # Given a confirmed booking whose money alone moves at v4: a refund refused (the card, or the
+    # provider every time it was asked), or support paying it back another way
+    snapshot = clean()
+    told = event(4, "", "", 3.0, ("confirmed", "confirmed", "confirmed", 4))
+    told.data["customer_view"]["money"] = {"code": code, "refund_failed": "270.00"}
+    booking = snapshot.bookings[A]
+    snapshot.bookings[A] = replace(booking, events=(*booking.events, told), view_version=4)
+    snapshot.notifications.append(notification(A, 4, "money"))
+
+    # Then without its email it is missing, and with it the run passes
+    assert kinds(check_one_mail_per_change(snapshot)) == ["mail_missing"]
+    assert snapshot.mails is not None
+    snapshot.mails.append(mail(A, 4, "money", 3.2, 3))
+    result = check_one_mail_per_change(snapshot)
+    assert (kinds(result), result.figures["owed_by_kind"]["money"]) == ([], 1)
