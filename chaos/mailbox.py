@@ -1,11 +1,13 @@
 """The run's SMTP sink, read back: one `MailRow` per message it kept (`sandbox.mailsink` writes
 each as an `.eml` file named by its arrival time), by the headers our notifications carry to
 name what they announce (`X-Booking-Reference`, `X-Booking-Status-Version`,
-`X-Notification-Kind`; docs/design.md, "Notifications")."""
+`X-Notification-Kind`; docs/design.md, "Notifications"), with its text: the words the customer
+read (the money checks look for what a refund refused for good told them)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from email.message import EmailMessage
 from email.parser import BytesParser
 from email.policy import default as default_policy
 from pathlib import Path
@@ -23,19 +25,26 @@ def read(directory: Path) -> list[MailRow]:
     rows = []
     for path in sorted(directory.glob("*.eml")):
         with path.open("rb") as handle:
-            headers = parser.parse(handle, headersonly=True)
-        version = str(headers.get("X-Booking-Status-Version", "")).strip()
+            message = parser.parse(handle)
+        version = str(message.get("X-Booking-Status-Version", "")).strip()
         rows.append(
             MailRow(
-                reference=str(headers.get("X-Booking-Reference", "")).strip(),
+                reference=str(message.get("X-Booking-Reference", "")).strip(),
                 version=int(version) if version.isdigit() else None,
-                kind=str(headers.get("X-Notification-Kind", "")).strip(),
-                message_id=str(headers.get("Message-ID", "")).strip(),
+                kind=str(message.get("X-Notification-Kind", "")).strip(),
+                message_id=str(message.get("Message-ID", "")).strip(),
                 received_at=arrived_at(path),
                 file=path.name,
+                text=plain_text(message),
             )
         )
     return rows
+
+
+def plain_text(message: EmailMessage) -> str:
+    """The message's text part (our mails carry one beside their HTML), decoded; "" if none."""
+    body = message.get_body(preferencelist=("plain",))
+    return str(body.get_content()) if body is not None else ""
 
 
 def arrived_at(path: Path) -> datetime:

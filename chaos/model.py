@@ -58,6 +58,9 @@ class BookingRow:
     view_status: str = ""
     view_message: str = ""
     view_version: int = 0
+    # What the customer is told of their money now (bookings.customer_view, the `money` the page,
+    # the API and the mails read): its code and amounts as text; empty without a payment.
+    view_money: dict[str, str] = field(default_factory=dict)
 
     def first_reached(self, states: frozenset[str] | set[str]) -> EventRow | None:
         return next((e for e in self.events if e.to_state in states), None)
@@ -90,6 +93,7 @@ class BookingRow:
                 event_id=event.id,
                 before_message=before_message,
                 money=str(money.get("code", "")) if isinstance(money, dict) else "",
+                money_told=dict(money) if isinstance(money, dict) else {},
             )
             changes.append(change)
             before_message = change.message
@@ -109,6 +113,7 @@ class ViewChange:
     event_id: int
     before_message: str = ""  # the message shown before (the version below)
     money: str = ""  # what the customer is told of their money now, when this change moved it
+    money_told: dict[str, str] = field(default_factory=dict)  # that money's code and amounts
 
 
 @dataclass(frozen=True)
@@ -246,6 +251,7 @@ class MailRow:
     message_id: str
     received_at: datetime
     file: str
+    text: str = ""  # its plain-text body: the words the customer read
 
 
 @dataclass(frozen=True)

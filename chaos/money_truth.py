@@ -4,7 +4,7 @@ as plain records the money checks (`chaos.checks.money`) judge."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -14,6 +14,10 @@ ZERO = Decimal("0.00")
 # checks are an oracle of their own, not the product's rule read back.
 OWE_NOTHING = frozenset({"rejected", "failed", "expired"})
 PARTNER_TOOK_IT_BACK = frozenset({"partner_cancelled_confirmed", "partner_lost_reservation"})
+# Refusals of a step in a row after which it is left to support: the run pins the product's
+# PAYMENTS_REFUSED_MAX_TRIES to it (`chaos.payments`), so a refund refused for good was refused
+# at least this many times.
+REFUSED_MAX_TRIES = 2
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,11 @@ class PaymentRow:
     # Owed after a refund the card refused, paid back by support another way: given back, though
     # the provider never saw it (so not in its refunds, nor in ours compared with them).
     refunded_outside: Decimal = ZERO
+    # A refund the provider refused every time it was asked, kept owed to the customer and left to
+    # support (ours alone: never made, so in no total of the provider's), and the idempotency keys
+    # of our refund operations the provider refused.
+    refused_refunds_owed: Decimal = ZERO
+    refund_refusals: tuple[str, ...] = ()
 
     def owed(self) -> Decimal | None:
         """What the booking owes at rest; None while that is not decided."""
@@ -56,6 +65,12 @@ class PaymentRow:
             f"refunded {self.refunded}, intent {self.provider_intent or '-'}; booking {self.booking_status}"
             f"{' (' + self.attention_reason + ')' if self.attention_reason else ''}, "
             f"{'confirmed once' if self.confirmed_ever else 'never confirmed'}, fee {fee}"
+            + (
+                f"; owed back, refused for good {self.refused_refunds_owed} (refund operations refused: "
+                f"{', '.join(self.refund_refusals) or 'none'})"
+                if self.refused_refunds_owed or self.refund_refusals
+                else ""
+            )
         )
 
 
@@ -137,6 +152,9 @@ class MoneyTruth:
     payments: tuple[PaymentRow, ...]
     intents: tuple[ProviderIntent, ...]
     refunds: tuple[ProviderRefund, ...]
+    # The HTTP status the provider saved under each idempotency key: the answer it gave (and
+    # replays) for the one request the key stands for.
+    answers: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def from_ground_truth(cls, payments: list[PaymentRow], truth: dict[str, Any]) -> MoneyTruth:
@@ -144,6 +162,11 @@ class MoneyTruth:
             payments=tuple(payments),
             intents=tuple(ProviderIntent.from_truth(i) for i in truth.get("payment_intents", [])),
             refunds=tuple(ProviderRefund.from_truth(r) for r in truth.get("refunds", [])),
+            answers={
+                str(k["key"]): int(k["status"])
+                for k in truth.get("idempotency_keys", [])
+                if k.get("status") is not None
+            },
         )
 
     def intents_of(self, payment: str) -> list[ProviderIntent]:

@@ -26,7 +26,7 @@ import requests
 from django.db.models import Q
 from django.utils import timezone
 
-from chaos.money_truth import MoneyTruth, PaymentRow
+from chaos.money_truth import REFUSED_MAX_TRIES, MoneyTruth, PaymentRow
 from chaos.procs import ManagedProcess, free_port, wait_until
 
 HTTP_TIMEOUT = (3.0, 60.0)
@@ -140,6 +140,7 @@ class PaymentProvider:
             "PAYMENTS_RUN_GRACE_S": f"{run_grace_s:g}",
             "PAYMENTS_LAPSE_MARGIN_S": f"{LAPSE_MARGIN_S / scale:g}",
             "PAYMENTS_HOLD_RECHECK_S": f"{HOLD_RECHECK_S / scale:g}",
+            "PAYMENTS_REFUSED_MAX_TRIES": str(REFUSED_MAX_TRIES),
         }
 
     def _headers(self) -> dict[str, str]:
@@ -200,7 +201,7 @@ def money_truth(partner_codes: list[str], provider: PaymentProvider) -> MoneyTru
     """Our payment rows of the run's bookings, with the facts that decide what each owes, beside
     the provider's ground truth."""
     from bookings.models import BookingEvent
-    from payments.models import Payment
+    from payments.models import OperationKind, OperationState, Payment, PaymentOperation
 
     payments = list(
         Payment.objects.filter(booking__partner__code__in=partner_codes)
@@ -212,6 +213,11 @@ def money_truth(partner_codes: list[str], provider: PaymentProvider) -> MoneyTru
             booking__in=[p.booking_id for p in payments], to_state="confirmed"
         ).values_list("booking_id", flat=True)
     )
+    refusals: dict[Any, list[str]] = {}
+    for payment, key in PaymentOperation.objects.filter(
+        payment__in=payments, kind=OperationKind.REFUND, state=OperationState.REFUSED
+    ).values_list("payment_id", "idempotency_key"):
+        refusals.setdefault(payment, []).append(key)
     rows = [
         PaymentRow(
             booking=p.booking.reference,
@@ -228,6 +234,8 @@ def money_truth(partner_codes: list[str], provider: PaymentProvider) -> MoneyTru
             confirmed_ever=p.booking_id in confirmed,
             cancellation_fee=p.booking.cancellation_fee,
             next_check_at=p.next_check_at,
+            refused_refunds_owed=p.refused_refunds_owed,
+            refund_refusals=tuple(refusals.get(p.pk, ())),
         )
         for p in payments
     ]

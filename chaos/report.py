@@ -68,6 +68,8 @@ class RunReport:
 def render(report: RunReport, console: Console) -> None:
     console.print(_checks_table(report))
     by_name = {c.name: c for c in report.checks}
+    if (refused := refused_for_good_line(by_name.get("money_owed"))) is not None:
+        console.print(refused)
     if "everything_ends" in by_name:
         console.print(_states_table(report, by_name["everything_ends"]))
         attention = by_name["everything_ends"].figures.get("needs_attention") or {}
@@ -85,6 +87,21 @@ def render(report: RunReport, console: Console) -> None:
     verdict = "[bold green]PASS[/]" if report.passed else "[bold red]FAIL[/]"
     console.print(
         f"Chaos run {report.run_id}: {verdict} - {report.violations} violation(s); logs in {report.run_dir}"
+    )
+
+
+# The money_owed violations of a refund the provider refused every time it was asked.
+REFUSED_KINDS = ("refused_refund_not_left_to_support", "refused_refund_made", "refused_refund_untold")
+
+
+def refused_for_good_line(money_owed: CheckResult | None) -> str | None:
+    """The run's refunds refused for good, judged: each owed back, left to support and told."""
+    if money_owed is None or "refunds_refused_for_good" not in money_owed.figures:
+        return None
+    wrong = {v.booking for v in money_owed.violations if v.kind in REFUSED_KINDS}
+    return (
+        f"Refunds refused for good: {money_owed.figures['refunds_refused_for_good']}, each owed and told"
+        + (f"; {len(wrong)} more not so (money_owed violations)" if wrong else "")
     )
 
 

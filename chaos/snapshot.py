@@ -180,6 +180,7 @@ def _bookings(codes: list[str]) -> dict[str, BookingRow]:
             "customer_status",
             "customer_message",
             "status_version",
+            "customer_money",
         )
     )
     events: dict[Any, list[EventRow]] = {}
@@ -227,6 +228,7 @@ def _bookings(codes: list[str]) -> dict[str, BookingRow]:
             view_status=row[14],
             view_message=row[15],
             view_version=row[16],
+            view_money={str(k): str(v) for k, v in (row[17] or {}).items()},
         )
         for row in rows
     }

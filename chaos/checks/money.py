@@ -9,7 +9,16 @@ beside our payment rows and the partner's ground truth:
   unconfirmed or taken back by the partner nothing (`money_owed_mismatch`); and our row says what
   the provider says (`money_ledger_disagrees`). A refund the card refused after it was made is not
   refunded: it gave nothing back; what support recorded paying back another way instead
-  (`refunded_outside`, ours alone: the provider never saw it) is given back. A booking whose
+  (`refunded_outside`, ours alone: the provider never saw it) is given back. A refund the
+  provider refused every time it was asked (`refund_refused_rate`) gave nothing back either: the
+  provider holding that much more than owed is no violation only if our row keeps exactly that
+  amount owed back (`refused_refunds_owed`), the timeline left it to support
+  (`payment.left_to_support`, step refund, that amount) with no look of ours planned, the provider
+  refused it every time (its saved answer under each key of our refused refunds a 400, at least
+  REFUSED_MAX_TRIES of them, and no refund made under any), and the customer was told so: their
+  view's money `refund_failed` with that amount, and the mail of the change that told it saying
+  "We still owe you <amount>" (`refused_refund_not_left_to_support`, `refused_refund_made`,
+  `refused_refund_untold`; counted as `refunds_refused_for_good` when all hold). A booking whose
   debt is not decided (still open, or support's other cases) is counted, not judged:
   `everything_ends` judges that;
 - `money_one_authorization`: at most one live authorization (held or captured) per booking
@@ -33,8 +42,8 @@ from decimal import Decimal
 from typing import Any
 
 from chaos.checks.base import CheckResult, Violation, booking_evidence
-from chaos.model import Snapshot
-from chaos.money_truth import MoneyTruth, PaymentRow, ProviderIntent
+from chaos.model import BookingRow, Snapshot
+from chaos.money_truth import REFUSED_MAX_TRIES, MoneyTruth, PaymentRow, ProviderIntent
 
 # The provider's intent states that hold or took the customer's money.
 HELD = "requires_capture"
@@ -115,17 +124,37 @@ def check_money_owed(snapshot: Snapshot) -> CheckResult:
             continue
         figures["judged"] += 1
         outside = minor(row.refunded_outside)
-        figures["paid_minor"] += captured - refunded - outside
-        if captured - refunded - outside != minor(owed):
+        # Owed back to the customer, the provider refusing the refund every time: still with it.
+        refused = minor(row.refused_refunds_owed)
+        paid = captured - refunded - outside
+        figures["paid_minor"] += paid
+        balanced = paid == minor(owed) + refused
+        if not balanced:
             result.violations.append(
                 Violation(
                     "money_owed_mismatch",
-                    f"{row.booking} ({row.booking_status}) owes {owed} {row.currency}; the provider holds "
-                    f"captured {captured} - refunded {refunded}"
+                    f"{row.booking} ({row.booking_status}) owes {owed} {row.currency}"
+                    + (f" and owes back {row.refused_refunds_owed} refused for good" if refused else "")
+                    + f"; the provider holds captured {captured} - refunded {refunded}"
                     + (f" - paid back another way {outside}" if outside else "")
-                    + f" = {captured - refunded - outside} minor units",
+                    + f" = {paid} minor units",
                     booking=row.booking,
                     evidence=_evidence(snapshot, money, row.booking, row),
+                )
+            )
+        if refused and balanced:
+            problems = _refused_for_good(snapshot, money, row)
+            if not problems:
+                figures["refunds_refused_for_good"] += 1
+        else:  # whatever else holds, nothing is made under a refund we hold refused
+            problems = _made_under_refusal(money, row)
+        for kind, message in problems:
+            result.violations.append(
+                Violation(
+                    kind,
+                    f"{row.booking}: {message}",
+                    booking=row.booking,
+                    evidence=_refusal_evidence(snapshot, money, row),
                 )
             )
         if (minor(row.captured), minor(row.refunded)) != (captured, refunded):
@@ -140,8 +169,142 @@ def check_money_owed(snapshot: Snapshot) -> CheckResult:
             )
     figures.setdefault("judged", 0)
     figures.setdefault("undecided", 0)
+    figures.setdefault("refunds_refused_for_good", 0)
     result.figures = dict(sorted(figures.items()))
     return result
+
+
+# --- a refund refused for good ------------------------------------------------------------------
+LEFT_TO_SUPPORT = "payment.left_to_support"
+REFUND_FAILED = "refund_failed"
+
+
+def _refused_for_good(snapshot: Snapshot, money: MoneyTruth, row: PaymentRow) -> list[tuple[str, str]]:
+    """What fails of a refund refused for good, owed and told (the provider holds exactly the
+    amount our row keeps owed back); empty when it all holds."""
+    amount = row.refused_refunds_owed
+    booking = snapshot.bookings.get(row.booking)
+    problems: list[tuple[str, str]] = []  # (kind, what fails of the refund of `amount`)
+    left = [
+        e
+        for e in (booking.events if booking else ())
+        if e.kind == LEFT_TO_SUPPORT
+        and e.data.get("step") == "refund"
+        and _amount(e.data.get("amount")) == amount
+    ]
+    if not left:
+        problems.append(
+            (
+                "refused_refund_not_left_to_support",
+                f"no {LEFT_TO_SUPPORT} row of a refund of {amount} on its timeline",
+            )
+        )
+    elif row.next_check_at is not None:
+        problems.append(
+            (
+                "refused_refund_not_left_to_support",
+                f"left to support, yet our next look is at {row.next_check_at}",
+            )
+        )
+    problems.extend(_refused_refund_made(money, row))
+    problems.extend(_untold(snapshot, row, booking))
+    said = f"{amount} {row.currency} owed back, refused for good"
+    return [(kind, f"{said}: {message}") for kind, message in problems]
+
+
+def _made_under_refusal(money: MoneyTruth, row: PaymentRow) -> list[tuple[str, str]]:
+    keys = set(row.refund_refusals)
+    return [
+        ("refused_refund_made", f"the provider made {r.excerpt()} under a refund we hold refused")
+        for i in money.intents_of(row.payment)
+        for r in money.refunds_of(i.id)
+        if r.moved and r.operation in keys
+    ]
+
+
+def _refused_refund_made(money: MoneyTruth, row: PaymentRow) -> list[tuple[str, str]]:
+    """The provider's side of "refused every time it was asked": a 400 saved under each key of our
+    refused refunds, at least REFUSED_MAX_TRIES of them, and no refund made under any."""
+    problems = _made_under_refusal(money, row)
+    answered = {key: money.answers.get(key) for key in sorted(set(row.refund_refusals))}
+    refused = [key for key, status in answered.items() if status == 400]
+    if len(refused) < max(REFUSED_MAX_TRIES, len(answered)):
+        saved = ", ".join(f"{k} {s or 'none'}" for k, s in answered.items()) or "no refused refund of ours"
+        problems.append(
+            (
+                "refused_refund_made",
+                f"the provider refused {len(refused)} of its asks, not every one of at least "
+                f"{REFUSED_MAX_TRIES} (its saved answers: {saved})",
+            )
+        )
+    return problems
+
+
+def _untold(snapshot: Snapshot, row: PaymentRow, booking: BookingRow | None) -> list[tuple[str, str]]:
+    """Told `refund_failed` with the amount owed back: in the view the page, the API and the mails
+    read, and in the mail of the change that told it ("We still owe you <amount>")."""
+    amount = row.refused_refunds_owed
+    view = booking.view_money if booking else {}
+    if view.get("code") != REFUND_FAILED or _amount(view.get(REFUND_FAILED)) != amount:
+        shown = f"{view.get('code')} {view.get(REFUND_FAILED, '')}".strip() if view else "nothing"
+        return [
+            (
+                "refused_refund_untold",
+                f"the customer is shown {shown} of their money, not {REFUND_FAILED} {amount}",
+            )
+        ]
+    assert booking is not None
+    told = [
+        c
+        for c in booking.view_changes()
+        if c.money_told.get("code") == REFUND_FAILED and _amount(c.money_told.get(REFUND_FAILED)) == amount
+    ]
+    if not told:
+        return [
+            ("refused_refund_untold", f"no change of the view on its timeline told {REFUND_FAILED} {amount}")
+        ]
+    change = told[-1]
+    if snapshot.mails is None or change.actor == "customer":
+        return []  # no sink to read; or they caused the change and their page or answer showed it
+    words = f"We still owe you {amount:.2f} {row.currency}"
+    mails = [m for m in snapshot.mails if (m.reference, m.version) == (row.booking, change.version)]
+    if any(words in " ".join(m.text.split()) for m in mails):
+        return []
+    outbox = next(
+        (n for n in snapshot.notifications if (n.reference, n.version) == (row.booking, change.version)), None
+    )
+    if not mails and outbox is not None and outbox.state == "delivery_unknown":
+        return []  # may have been handed over: sent at most once (the mail check counts it)
+    return [
+        (
+            "refused_refund_untold",
+            f"the mail of version {change.version} ({len(mails)} in the sink"
+            + (f", outbox {outbox.state}" if outbox else ", no notification")
+            + f") does not say {words!r}",
+        )
+    ]
+
+
+def _amount(text: object) -> Decimal | None:
+    try:
+        return Decimal(str(text))
+    except (ArithmeticError, ValueError):
+        return None
+
+
+def _refusal_evidence(snapshot: Snapshot, money: MoneyTruth, row: PaymentRow) -> dict[str, Any]:
+    evidence = _evidence(snapshot, money, row.booking, row)
+    booking = snapshot.bookings.get(row.booking)
+    evidence["provider_answers"] = [
+        f"{key}: {money.answers.get(key, 'nothing saved')}" for key in row.refund_refusals
+    ]
+    evidence["customer_money"] = dict(booking.view_money) if booking else {}
+    evidence["mails"] = [
+        f"{m.file} v{m.version} {m.kind}: {' '.join(m.text.split())[:400]}"
+        for m in snapshot.mails or []
+        if m.reference == row.booking
+    ]
+    return evidence
 
 
 def check_one_authorization(snapshot: Snapshot) -> CheckResult:

@@ -329,3 +329,191 @@ def test_a_hold_of_a_booking_support_has_not_decided_may_stay_if_we_look_again_b
     assert kinds(result) == ["hold_left_to_lapse"]
     late = replace(undecided, next_check_at=lapses + timedelta(minutes=1))
     assert kinds(check_nothing_held(snapshot_with([late], [held]))) == ["hold_left_to_lapse"]
+
+
+# --- a refund the provider refused every time it was asked ----------------------------------------
+REFUSALS = ("pay-1:refund:1", "pay-1:refund:2")
+OWED_BACK = Decimal("270.00")
+TOLD = {
+    "code": "refund_failed",
+    "currency": "EUR",
+    "amount": "360.00",
+    "charged": "360.00",
+    "refunded": "0.00",
+    "refund_failed": "270.00",
+}
+MAILED = (
+    "Hello c1,\n\nYour booking is cancelled.\n\nA refund to your card could not be made. We still owe you "
+    "270.00 EUR; our support team will be in touch to give it back to you.\n"
+)
+
+
+def refused_for_good(
+    *,
+    owed_back: Decimal = OWED_BACK,
+    told: dict[str, str] | None = None,
+    mailed: str = MAILED,
+    refunds: list[dict] | None = None,
+    answers: tuple[int, ...] = (400, 400),
+    left_to_support: bool = True,
+    **changes: Any,
+):
+    """A confirmed booking charged 360, cancelled for a fee of 90 (its customer's cancel, v4), whose
+    refund of 270 the provider refused twice: left to support, owed back, and told so (v5, mailed)."""
+    from chaos.model import EventRow, MailRow, NotificationRow
+    from tests.chaos.test_checks import at, confirmed_booking
+
+    told = dict(TOLD) if told is None else told
+    booking = confirmed_booking()
+    view = {"from": "cancelled", "to": "cancelled", "message": "cancelled", "status_version": 5}
+    timeline = [
+        *booking.events,
+        EventRow(5, "booking.cancelled", "customer", "confirmed", "cancelled", at(20)),
+        EventRow(6, "payment.operation_refused", "worker", "", "", at(21)),
+        EventRow(7, "payment.operation_refused", "worker", "", "", at(23)),
+        EventRow(
+            8,
+            "customer.view_changed",
+            "worker",
+            "",
+            "",
+            at(24),
+            data={"customer_view": {**view, "money": told}},
+        ),
+    ]
+    if left_to_support:
+        left = {"step": "refund", "amount": "270.00"}
+        timeline.append(EventRow(9, "payment.left_to_support", "worker", "", "", at(24), data=left))
+    snapshot = snapshot_with(
+        [
+            row(
+                status="captured",
+                booking_status="cancelled",
+                cancellation_fee=Decimal("90.00"),
+                refused_refunds_owed=owed_back,
+                refund_refusals=REFUSALS,
+                **changes,
+            )
+        ],
+        [intent()],
+        refunds,
+    )
+    assert snapshot.money is not None
+    snapshot.money = replace(snapshot.money, answers=dict(zip(REFUSALS, answers, strict=False)))
+    snapshot.bookings[BOOKING] = replace(
+        booking,
+        status="cancelled",
+        events=tuple(timeline),
+        view_status="cancelled",
+        view_version=5,
+        view_money=told,
+    )
+    snapshot.mails = [MailRow(BOOKING, 5, "money", "<n-5@localhost>", at(25), "000001.eml", text=mailed)]
+    snapshot.notifications = [NotificationRow(BOOKING, 5, "money", "cancelled", "sent", 1, at(24))]
+    return snapshot
+
+
+def test_a_refund_refused_for_good_owed_back_left_to_support_and_told_is_no_violation_and_counted():
+    result = check_money_owed(refused_for_good())
+
+    assert kinds(result) == []
+    assert result.figures["refunds_refused_for_good"] == 1
+    # the provider holds 360 - 0 = 270 more than the fee: without the refusal, a mismatch
+    assert kinds(check_money_owed(refused_for_good(owed_back=Decimal("0.00")))) == ["money_owed_mismatch"]
+
+
+def test_a_refund_refused_for_good_whose_amount_owed_back_differs_is_a_mismatch():
+    result = check_money_owed(refused_for_good(owed_back=Decimal("260.00")))
+
+    assert kinds(result) == ["money_owed_mismatch"]
+    assert "owes back 260.00 refused for good" in result.violations[0].message
+    assert result.figures["refunds_refused_for_good"] == 0
+
+
+def test_a_refund_refused_for_good_the_customer_was_told_was_refunded_is_untold():
+    refunded = {**TOLD, "code": "refunded"}
+    del refunded["refund_failed"]
+    mailed = "We refunded the 360.00 EUR we charged to your card: you paid nothing."
+
+    result = check_money_owed(refused_for_good(told=refunded, mailed=mailed))
+
+    [violation] = result.violations
+    assert violation.kind == "refused_refund_untold"
+    assert "shown refunded of their money, not refund_failed 270.00" in violation.message
+    assert violation.evidence["customer_money"]["code"] == "refunded"
+    assert any(mailed in line for line in violation.evidence["mails"])
+
+
+def test_a_refund_refused_for_good_told_with_another_amount_or_never_mailed_is_untold():
+    other = {**TOLD, "refund_failed": "360.00"}
+    assert kinds(check_money_owed(refused_for_good(told=other))) == ["refused_refund_untold"]
+
+    wrong_words = MAILED.replace("270.00 EUR", "360.00 EUR")
+    result = check_money_owed(refused_for_good(mailed=wrong_words))
+    assert kinds(result) == ["refused_refund_untold"]
+    assert "the mail of version 5 (1 in the sink, outbox sent)" in result.violations[0].message
+
+    unmailed = refused_for_good()
+    unmailed.mails = []
+    assert kinds(check_money_owed(unmailed)) == ["refused_refund_untold"]
+    # a mail that may have been handed over is sent at most once: told on the page, counted
+    unmailed.notifications = [replace(unmailed.notifications[0], state="delivery_unknown")]
+    assert check_money_owed(unmailed).passed
+
+
+def test_a_refund_refused_for_good_the_provider_made_after_all_is_a_violation():
+    made = refund(amount=27_000, operation=REFUSALS[1])
+
+    # the provider gave it back (our row counts it), yet we hold it owed back and refused
+    result = check_money_owed(refused_for_good(refunds=[made], refunded=Decimal("270.00")))
+
+    assert kinds(result) == ["money_owed_mismatch", "refused_refund_made"]
+    assert "re_1" in result.violations[1].message
+    assert result.violations[1].evidence["provider_answers"] == [f"{k}: 400" for k in REFUSALS]
+    # made under another key: still given back, still not owed back
+    again = refund(amount=27_000, operation="pay-1:refund:3")
+    result = check_money_owed(refused_for_good(refunds=[again], refunded=Decimal("270.00")))
+    assert kinds(result) == ["money_owed_mismatch"]
+
+
+def test_a_refund_the_provider_did_not_refuse_every_time_is_no_refusal_for_good():
+    once = check_money_owed(refused_for_good(answers=(400,)))  # the second ask: nothing saved
+    assert kinds(once) == ["refused_refund_made"]
+    assert "refused 1 of its asks" in once.violations[0].message
+
+    answered = check_money_owed(refused_for_good(answers=(400, 200)))
+    assert kinds(answered) == ["refused_refund_made"]
+
+
+def test_a_refund_refused_for_good_not_left_to_support_is_a_violation():
+    result = check_money_owed(refused_for_good(left_to_support=False))
+    assert kinds(result) == ["refused_refund_not_left_to_support"]
+
+    from datetime import UTC, datetime
+
+    still_asked = check_money_owed(refused_for_good(next_check_at=datetime(2027, 1, 1, tzinfo=UTC)))
+    assert kinds(still_asked) == ["refused_refund_not_left_to_support"]
+
+
+def test_every_money_check_passes_a_refund_refused_for_good():
+    results = money_checks(refused_for_good())
+
+    assert {r.name: kinds(r) for r in results} == {r.name: [] for r in results}
+
+
+def test_the_sink_s_mails_are_read_with_the_words_the_customer_read(tmp_path):
+    from email.message import EmailMessage
+
+    from chaos import mailbox
+
+    message = EmailMessage()
+    message["X-Booking-Reference"], message["X-Booking-Status-Version"] = BOOKING, "5"
+    message["X-Notification-Kind"], message["Message-ID"] = "money", "<n-5@localhost>"
+    message.set_content(MAILED)
+    message.add_alternative("<p>A refund to your card could not be made.</p>", subtype="html")
+    (tmp_path / "20270101T120000.000000Z-1-000001.eml").write_bytes(message.as_bytes())
+
+    [read] = mailbox.read(tmp_path)
+
+    assert (read.reference, read.version, read.kind) == (BOOKING, 5, "money")
+    assert "We still owe you 270.00 EUR" in read.text

@@ -1,0 +1,79 @@
+"""The money checks on what the product itself recorded: a refund the provider refused every time
+it was asked, left to support by the payments app's own run (`tests/payments/
+test_refund_refused_words.py`), read back from the database the way a chaos run reads it
+(`chaos.payments.money_truth`, `chaos.snapshot`) and its mail as the sink keeps it, beside the
+provider's ground truth of it: judged owed back and told, with nothing to forgive."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bookings.models import Notification, NotificationKind
+from bookings.notifications import compose
+from chaos import mailbox
+from chaos.checks.money import check_money_owed
+from chaos.model import Snapshot
+from chaos.payments import money_truth
+from chaos.snapshot import _bookings, _notifications
+from payments.models import PaymentOperation
+from payments.services.runs import payment_run
+from tests.payments.test_refund_refused_words import refused_twice
+
+
+class Provider:
+    """The provider's ground truth of the payment: captured in full, no refund made, a 400 saved
+    under the key of each refund asked."""
+
+    def __init__(self, truth: dict[str, Any]) -> None:
+        self.truth = truth
+
+    def ground_truth(self) -> dict[str, Any]:
+        return self.truth
+
+
+def test_a_refund_the_payments_app_left_to_support_is_judged_owed_back_and_told(
+    db, settings, tmp_path, django_capture_on_commit_callbacks
+):
+    payment = refused_twice(settings)
+    with django_capture_on_commit_callbacks(execute=True):
+        payment_run(payment.booking_id)
+    booking = payment.booking
+    [mailed] = Notification.objects.filter(booking=booking, kind=NotificationKind.MONEY)
+    (tmp_path / "20270101T120000.000000Z-1-000001.eml").write_bytes(compose(mailed).message().as_bytes())
+    keys = PaymentOperation.objects.filter(payment=payment).values_list("idempotency_key", flat=True)
+    provider = Provider(
+        {
+            "payment_intents": [
+                {
+                    "id": payment.provider_intent_id,
+                    "status": "succeeded",
+                    "amount": 36_000,
+                    "amount_received": 36_000,
+                    "metadata": {"payment": str(payment.pk), "booking": booking.reference},
+                }
+            ],
+            "refunds": [],
+            "idempotency_keys": [{"key": key, "status": 400} for key in keys],
+        }
+    )
+    codes = [booking.partner.code]
+    snapshot = Snapshot(
+        profiles={},
+        skew_s={},
+        bookings=_bookings(codes),
+        idempotency=[],
+        reservations=[],
+        observations=[],
+        truth=[],
+        clients=[],
+        mails=mailbox.read(tmp_path),
+        notifications=_notifications(codes),
+        money=money_truth(codes, provider),  # type: ignore[arg-type]
+    )
+
+    result = check_money_owed(snapshot)
+
+    assert (result.passed, result.figures["refunds_refused_for_good"]) == (True, 1)
+    [row] = snapshot.money.payments if snapshot.money else []
+    assert (row.refused_refunds_owed, len(row.refund_refusals)) == (payment.amount, 2)
+    assert snapshot.bookings[booking.reference].view_money["code"] == "refund_failed"
