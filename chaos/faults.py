@@ -1,8 +1,9 @@
 """The sandbox fault plan: what each partner is told to do wrong (docs/partner-protocols.md keys).
 
 `--fault-rate` scales every rate (0 makes perfect partners: no delays, no skew either);
-`--fault [PROFILE.]KEY=VALUE` overrides one key, its value read as JSON. The plan is sent to
-each sandbox through `POST /_sandbox/faults`, which validates it.
+`--fault [PROFILE.]KEY=VALUE` overrides one key, its value read as JSON: unscoped, at every
+partner; `payments.KEY=VALUE` at the payment provider alone (its plan is `chaos.payments`). The
+plan is sent to each sandbox through `POST /_sandbox/faults`, which validates it.
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ RATE_KEYS = frozenset(
     }
 )
 WINDOW_KEYS = frozenset({"auth_failure_window_s", "outage_window_s"})
+# What only the payment provider does wrong: set with `payments.KEY=VALUE`.
+PAYMENT_KEYS = frozenset({"error_500_saved_rate", "refund_refused_rate"})
+PAYMENTS = "payments"
 KNOWN_KEYS = (
     RATE_KEYS
     | WINDOW_KEYS
@@ -91,17 +95,20 @@ class FaultOptionError(ValueError):
 
 
 def parse_override(text: str) -> tuple[str | None, str, Any]:
-    """`KEY=VALUE` or `PROFILE.KEY=VALUE`; VALUE is JSON (`0.2`, `[0, 5]`, `null`, `true`)."""
+    """`KEY=VALUE` or `PROFILE.KEY=VALUE`; VALUE is JSON (`0.2`, `[0, 5]`, `null`, `true`).
+    PROFILE `payments` is the payment provider, the one that knows `PAYMENT_KEYS`."""
     name, sep, raw = text.partition("=")
     if not sep:
         raise FaultOptionError(f"--fault {text!r}: want [PROFILE.]KEY=VALUE")
     profile, dot, key = name.strip().rpartition(".")
-    if key not in KNOWN_KEYS:
+    if dot and profile not in ("reference", "legacy", PAYMENTS):
+        raise FaultOptionError(f"--fault {text!r}: profile must be reference, legacy or payments")
+    known = KNOWN_KEYS | PAYMENT_KEYS if profile == PAYMENTS else KNOWN_KEYS
+    if key not in known:
+        hint = f"; {key} is the payment provider's: payments.{key}" if key in PAYMENT_KEYS else ""
         raise FaultOptionError(
-            f"--fault {text!r}: unknown key {key!r} (known: {', '.join(sorted(KNOWN_KEYS))})"
+            f"--fault {text!r}: unknown key {key!r}{hint} (known: {', '.join(sorted(known))})"
         )
-    if dot and profile not in ("reference", "legacy"):
-        raise FaultOptionError(f"--fault {text!r}: profile must be reference or legacy")
     try:
         value = json.loads(raw)
     except ValueError:

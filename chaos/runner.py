@@ -219,7 +219,12 @@ class ChaosRun:
         if not self.config.payments:
             return None
         config = self.config
-        faults = provider_faults(fault_rate=config.fault_rate, time_scale=config.time_scale, seed=config.seed)
+        faults = provider_faults(
+            fault_rate=config.fault_rate,
+            time_scale=config.time_scale,
+            seed=config.seed,
+            overrides=config.fault_overrides,
+        )
         return PaymentProvider(faults=faults, host=self._partners_address())
 
     def _partners_address(self) -> str:

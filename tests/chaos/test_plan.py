@@ -164,3 +164,28 @@ def test_the_detection_window_is_a_round_over_the_reads_the_partner_answers():
     assert timing.detection_window_s(7_000, unanswered_share=0.9) == pytest.approx(1_400 + 7)
     # A few bookings: the audit's age sets the window, whatever the partner answers.
     assert timing.detection_window_s(10, unanswered_share=0.3) == timing.audit_age_s + 7
+
+
+def test_the_payment_provider_refuses_a_share_of_refunds_and_takes_its_own_overrides():
+    from chaos.payments import provider_faults
+
+    overrides = (
+        parse_override("payments.refund_refused_rate=0.7"),
+        parse_override("payments.error_5xx_rate=0"),
+        parse_override("error_5xx_rate=0.5"),  # the partners'
+    )
+    default = provider_faults(fault_rate=1, time_scale=60, seed=1)
+    assert (
+        default["refund_refused_rate"],
+        provider_faults(fault_rate=0.5, time_scale=60, seed=1)["refund_refused_rate"],
+    ) == (0.3, 0.15)
+    provider = provider_faults(fault_rate=1, time_scale=60, seed=1, overrides=overrides)
+    assert (provider["refund_refused_rate"], provider["error_5xx_rate"]) == (0.7, 0)
+    partner = build_plan("reference", fault_rate=1, time_scale=60, seed=1, overrides=overrides)
+    assert (partner.settings["error_5xx_rate"], "refund_refused_rate" in partner.settings) == (0.5, False)
+
+
+@pytest.mark.parametrize("text", ["refund_refused_rate=0.5", "reference.refund_refused_rate=0.5"])
+def test_the_payment_provider_s_own_faults_are_set_through_its_scope_only(text):
+    with pytest.raises(FaultOptionError, match=r"payments\.refund_refused_rate"):
+        parse_override(text)
