@@ -119,6 +119,8 @@ def check_money_owed(snapshot: Snapshot) -> CheckResult:
         # A refund the card refused after it was made gave nothing back: not refunded.
         refunded = sum(r.amount for i in intents for r in money.refunds_of(i.id) if r.given_back)
         owed = row.owed()
+        # The asks of a refund the provider refused (the sandbox counts no such fault of its own).
+        figures["refund_asks_refused"] += len(row.refund_refusals)
         if owed is None:
             figures["undecided"] += 1
             continue
@@ -170,6 +172,7 @@ def check_money_owed(snapshot: Snapshot) -> CheckResult:
     figures.setdefault("judged", 0)
     figures.setdefault("undecided", 0)
     figures.setdefault("refunds_refused_for_good", 0)
+    figures.setdefault("refund_asks_refused", 0)
     result.figures = dict(sorted(figures.items()))
     return result
 
