@@ -17,7 +17,8 @@ beside our payment rows and the partner's ground truth:
   refused it every time (its saved answer under each key of our refused refunds a 400, at least
   REFUSED_MAX_TRIES of them, and no refund made under any), and the customer was told so: their
   view's money `refund_failed` with that amount, and the mail of the change that told it saying
-  "We still owe you <amount>" (`refused_refund_not_left_to_support`, `refused_refund_made`,
+  "We still owe you <amount>" (a mail still owed at the end, or whose delivery is unknown, is the
+  mail check's to judge) (`refused_refund_not_left_to_support`, `refused_refund_made`,
   `refused_refund_untold`; counted as `refunds_refused_for_good` when all hold). A booking whose
   debt is not decided (still open, or support's other cases) is counted, not judged:
   `everything_ends` judges that;
@@ -180,6 +181,9 @@ def check_money_owed(snapshot: Snapshot) -> CheckResult:
 # --- a refund refused for good ------------------------------------------------------------------
 LEFT_TO_SUPPORT = "payment.left_to_support"
 REFUND_FAILED = "refund_failed"
+# A notification whose mail is not in the sink for want of a send, not of words: still owed
+# (`queued`, `sending`) or perhaps handed over (`delivery_unknown`).
+MAIL_NOT_YET_OR_UNKNOWN = frozenset({"queued", "sending", "delivery_unknown"})
 
 
 def _refused_for_good(snapshot: Snapshot, money: MoneyTruth, row: PaymentRow) -> list[tuple[str, str]]:
@@ -276,8 +280,10 @@ def _untold(snapshot: Snapshot, row: PaymentRow, booking: BookingRow | None) -> 
     outbox = next(
         (n for n in snapshot.notifications if (n.reference, n.version) == (row.booking, change.version)), None
     )
-    if not mails and outbox is not None and outbox.state == "delivery_unknown":
-        return []  # may have been handed over: sent at most once (the mail check counts it)
+    if not mails and outbox is not None and outbox.state in MAIL_NOT_YET_OR_UNKNOWN:
+        # Told on the page and in the API; its mail late (still owed when the run ended) or maybe
+        # handed over (sent at most once): customer_one_mail_per_change judges those, not this.
+        return []
     return [
         (
             "refused_refund_untold",
