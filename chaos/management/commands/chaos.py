@@ -84,7 +84,11 @@ class Command(BaseCommand):
             action="append",
             default=[],
             metavar="[PROFILE.]KEY=VALUE",
-            help="Override one sandbox fault, value as JSON, e.g. reference.webhook_delay_s=[0,1200].",
+            help=(
+                "Override one sandbox fault, value as JSON, e.g. reference.webhook_delay_s=[0,1200]; "
+                "unscoped at every partner, payments.KEY at the payment provider alone "
+                "(e.g. payments.refund_refused_rate=0.7)."
+            ),
         )
         faults.add_argument(
             "--phase-interval",
