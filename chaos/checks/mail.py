@@ -7,7 +7,9 @@ cause (its actor is not `customer`) to `confirmed`, `failed`, `cancelled` or `di
 `disrupted` message too), the first `taking_longer`, and a change of the money alone (status and
 message as before) to charged, partly refunded, refunded or released, or to a refund that could
 not be made (`refund_failed`: the card refused it, or the provider every time it was asked) or was
-paid back another way (`refunded_outside`). Each must have exactly one
+paid back another way (`refunded_outside`), or to the bank's answer that came after the booking
+ended (declined, method refused, needing a step we never ask for, or never asked: not charged).
+Each must have exactly one
 message in the sink, of its kind, named by its booking and version; a message for anything else
 is one too many.
 
@@ -39,7 +41,18 @@ TAKING_LONGER = "taking_longer"
 MONEY = "money"
 # What the customer is told of their money that is news by mail on its own (customer_view).
 MONEY_ANNOUNCED = frozenset(
-    {"charged", "partly_refunded", "refunded", "released", "refund_failed", "refunded_outside"}
+    {
+        "charged",
+        "partly_refunded",
+        "refunded",
+        "released",
+        "refund_failed",
+        "refunded_outside",
+        "declined",
+        "method_refused",
+        "needs_action",
+        "not_charged",
+    }
 )
 CUSTOMER = "customer"
 DELIVERY_UNKNOWN = "delivery_unknown"

@@ -588,3 +588,12 @@ def test_a_refund_that_could_not_be_made_or_was_paid_back_another_way_owes_one_m
     snapshot.mails.append(mail(A, 4, "money", 3.2, 3))
     result = check_one_mail_per_change(snapshot)
     assert (kinds(result), result.figures["owed_by_kind"]["money"]) == ([], 1)
+
+
+def test_the_mail_oracle_owes_a_money_mail_for_exactly_the_money_the_product_mails():
+    # The oracle spells its rule out itself (docs/chaos.md); this keeps the two from drifting
+    # apart unnoticed, as they did when the product began to mail a refund that failed.
+    from bookings.customer_view import _MONEY_ANNOUNCED
+    from chaos.checks.mail import MONEY_ANNOUNCED
+
+    assert {str(code) for code in _MONEY_ANNOUNCED} == MONEY_ANNOUNCED
