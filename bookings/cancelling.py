@@ -424,6 +424,8 @@ def _after_words(money: Money, fee: Decimal) -> str:
             )
         if paid == fee:
             return f"We keep the {shown(paid)} you paid as the cancellation fee: there is nothing to refund."
+    if money.code in (CustomerMoney.CHARGED, CustomerMoney.PARTLY_REFUNDED):
+        # What was paid beyond the fee is refunded (`refund_due`), whatever support refunded before.
         if paid > fee == 0:
             return f"We are refunding the {shown(paid)} you paid to your card, in full."
         if paid > fee:
@@ -431,7 +433,6 @@ def _after_words(money: Money, fee: Decimal) -> str:
                 f"We keep the cancellation fee of {shown(fee)} and are refunding the other "
                 f"{shown(paid - fee)} to your card."
             )
-        return ""
     if money.code == CustomerMoney.PARTLY_REFUNDED and paid == fee:
         return f"The {shown(paid)} you paid is the cancellation fee we keep."
     if money.code in (CustomerMoney.REFUNDED, CustomerMoney.RELEASED) and fee == 0:

@@ -111,6 +111,21 @@ def mail_of(kind: str, money: dict, *, fee: str | None, **policy) -> tuple[str, 
             "We charged 360.00 EUR to your card. We keep the 360.00 EUR you paid as the cancellation "
             "fee: there is nothing to refund.",  # a policy of 25% does not give 360.00: no why
         ),
+        (  # support refunded 100.00 before the cancel: the rest beyond the fee is refunded too
+            NotificationKind.CANCELLED,
+            told("charged", "360.00", "100.00"),
+            "90.00",
+            "We charged 360.00 EUR and refunded 100.00 EUR of it to your card: you paid 260.00 EUR. "
+            "We keep the cancellation fee of 90.00 EUR and are refunding the other 170.00 EUR to your "
+            f"card. Your booking was cancelled after {AFTER}: the fee is 25% of the price.",
+        ),
+        (
+            NotificationKind.CANCELLED,
+            told("charged", "360.00", "100.00"),
+            "0.00",
+            "We charged 360.00 EUR and refunded 100.00 EUR of it to your card: you paid 260.00 EUR. "
+            "We are refunding the 260.00 EUR you paid to your card, in full.",
+        ),
     ],
     ids=[
         "cancelled-refunding",
@@ -120,6 +135,8 @@ def mail_of(kind: str, money: dict, *, fee: str | None, **policy) -> tuple[str, 
         "fee-from-hold",
         "charge-unknown",
         "all-kept",
+        "support-refunded-part-first",
+        "support-refunded-part-first-free",
     ],
 )
 def test_the_mail_says_the_fee_kept_the_refund_and_the_cut_off(db, kind, money, fee, words):
