@@ -37,6 +37,7 @@ FAULT_HELP = {
     "outage_window_s": "start,length seconds of refused connections, control endpoints included",
     "garbage_values_rate": "share of answers and webhooks carrying out-of-range values",
     "refund_refused_rate": "share of refunds the payment provider refuses (400 charge_not_refundable)",
+    "void_refused_rate": "share of cancels (releases of a hold) the payment provider refuses (400)",
     "time_scale": "divides every delay, so hours of lateness fit in a test",
     "seed": "random seed for reproducible runs (default: random, shown by GET /_sandbox/faults)",
 }

@@ -35,6 +35,7 @@ RATE_KEYS = (
     "amend_rate",
     "garbage_values_rate",
     "refund_refused_rate",
+    "void_refused_rate",
 )
 RANGE_KEYS = ("latency_ms", "webhook_delay_s", "partner_cancel_delay_s", "vanish_delay_s")
 WINDOW_KEYS = ("auth_failure_window_s", "outage_window_s")
@@ -70,6 +71,7 @@ class FaultSettings:
     outage_window_s: tuple[float, float] | None = None
     garbage_values_rate: float = 0.0
     refund_refused_rate: float = 0.0
+    void_refused_rate: float = 0.0
     time_scale: float = 1.0
     seed: int | None = None
 

@@ -393,6 +393,16 @@ class PaymentLedger:
                 code="payment_intent_unexpected_state",
                 extra={"payment_intent": intent},
             )
+        if self.faults.chance("void_refused_rate"):
+            # A cancel refused whole, nothing changed (the hold stays until it lapses): each ask
+            # rolls the dice again, so at rate 1 every ask is refused.
+            raise ApiError(
+                400,
+                f"This PaymentIntent ({intent_id}) could not be canceled now; its authorization "
+                "stays in place until it is captured or expires.",
+                code="payment_intent_unexpected_state",
+                extra={"payment_intent": intent},
+            )
         self._void(tx, intent, reason, cause="cancel", meta=meta)
         return Outcome(200, intent)
 

@@ -28,6 +28,7 @@ PERFECT_FAULTS: dict[str, Any] = {
     "error_5xx_rate": 0,
     "error_500_saved_rate": 0,
     "refund_refused_rate": 0,
+    "void_refused_rate": 0,
     "rate_limit_rate": 0,
     "reject_rate": 0,
     "async_confirm_delay_s": None,

@@ -30,7 +30,7 @@ def test_every_fault_can_be_set_by_a_start_option(start_sandbox) -> None:
         *("--webhook-early-rate", "0.5", "--clock-skew-s", "-90", "--honour-idempotency-keys", "false"),
         *("--partner-cancel-rate", "0.1", "--partner-cancel-delay-s", "30,90", "--vanish-rate", "0.05"),
         *("--vanish-delay-s", "120", "--amend-rate", "0.2", "--garbage-values-rate", "0.01"),
-        *("--refund-refused-rate", "0.5"),
+        *("--refund-refused-rate", "0.5", "--void-refused-rate", "0.25"),
         *("--auth-failure-window-s", "3600,60", "--outage-window-s", "7200,30"),
         *("--time-scale", "60", "--seed", "7", "--no-lookup-by-reference"),
     )
@@ -60,6 +60,7 @@ def test_every_fault_can_be_set_by_a_start_option(start_sandbox) -> None:
         "outage_window_s": [7200, 30],
         "garbage_values_rate": 0.01,
         "refund_refused_rate": 0.5,
+        "void_refused_rate": 0.25,
         "time_scale": 60,
         "seed": 7,
     }

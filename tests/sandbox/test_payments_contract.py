@@ -285,6 +285,31 @@ def test_cancelling_voids_the_authorization(
     assert "status of canceled" in cancel_again.value.user_message
 
 
+def test_a_cancel_refused_by_the_fault_changes_nothing_until_it_is_set_back(
+    provider: SandboxProcess, client: stripe.StripeClient, receiver: WebhookReceiver
+) -> None:
+    """`void_refused_rate`: a cancel (the release of a hold) refused whole, `400
+    payment_intent_unexpected_state`; the hold stays as it was, nothing is released and no event
+    is sent, so asking again once the fault is off releases it."""
+    intent = authorize(client, amount=8_000)
+    wait_events(receiver, intent.id, 1)
+    provider.set_faults(void_refused_rate=1)
+
+    for _ in range(2):  # each ask rolls again: at 1, every one is refused
+        with pytest.raises(stripe.InvalidRequestError) as refused:
+            client.v1.payment_intents.cancel(intent.id)
+        assert (refused.value.http_status, refused.value.code) == (400, "payment_intent_unexpected_state")
+
+    held = client.v1.payment_intents.retrieve(intent.id)
+    assert (held.status, held.amount_capturable, held.canceled_at) == ("requires_capture", 8_000, None)
+    assert truth_of(provider, intent.id)["refunds"] == []
+    assert client.v1.charges.retrieve(intent.latest_charge).amount_refunded == 0
+    time.sleep(0.3)
+    assert types(events(receiver, intent.id)) == ["payment_intent.amount_capturable_updated"]
+    provider.set_faults(void_refused_rate=0)
+    assert client.v1.payment_intents.cancel(intent.id).status == "canceled"
+
+
 def test_an_intent_confirmed_later_and_after_a_decline(client: stripe.StripeClient) -> None:
     intent = client.v1.payment_intents.create(
         params={
