@@ -435,7 +435,10 @@ def _after_words(money: Money, fee: Decimal) -> str:
             )
     if money.code == CustomerMoney.PARTLY_REFUNDED and paid == fee:
         return f"The {shown(paid)} you paid is the cancellation fee we keep."
-    if money.code in (CustomerMoney.REFUNDED, CustomerMoney.RELEASED) and fee == 0:
+    if (
+        money.code in (CustomerMoney.REFUNDED, CustomerMoney.RELEASED, CustomerMoney.RELEASE_REFUSED)
+        and fee == 0
+    ):
         return "No cancellation fee is kept."
     return ""  # money that no longer follows the policy alone (support's refund): said as it is
 

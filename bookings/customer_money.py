@@ -7,10 +7,16 @@ the view; the pages, the API, the mails and the cancel rules read it back from t
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal
 
 from bookings.models import Booking
-from bookings.states import REFUND_FAILED_PARTLY_PAID_BACK, BookingState, CustomerMoney
+from bookings.states import (
+    REFUND_FAILED_PARTLY_PAID_BACK,
+    RELEASE_REFUSED_NO_LAPSE,
+    BookingState,
+    CustomerMoney,
+)
 
 MONEY = CustomerMoney
 
@@ -23,10 +29,12 @@ class PaymentFacts:
     the provider placed the payment in its review queue), `charge_unknown` (held, and a
     capture was asked for whose outcome is not known: it may or may not have been taken),
     `charged` (captured, perhaps partly refunded since), `released` (the hold was voided or
-    lapsed), `declined` (by the card's bank), `refused` (the provider refused the request itself,
-    e.g. a payment method it does not know: no bank saw it), `needs_action` (the provider answered
-    neither held nor declined: the payment awaits a step from the customer, such as their bank's
-    authentication, that we never ask for), `not_charged` (the booking ended
+    lapsed), `release_refused` (held, nothing is owed, and the provider refused to release it
+    every time it was asked: it lapses at `lapses_at`, the provider's word), `declined` (by the
+    card's bank), `refused` (the provider refused the request itself, e.g. a payment method it
+    does not know: no bank saw it), `needs_action` (the provider answered neither held nor
+    declined: the payment awaits a step from the customer, such as their bank's authentication,
+    that we never ask for), `not_charged` (the booking ended
     before a hold was asked for). Amounts in the booking's currency; `refund_failed` is what
     refunds that could not be made (the card refused them after they were made, or the provider
     every time it was asked) still owe the customer (not in `refunded`), and
@@ -41,6 +49,7 @@ class PaymentFacts:
     refunded: Decimal = Decimal(0)
     refund_failed: Decimal = Decimal(0)
     refunded_outside: Decimal = Decimal(0)
+    lapses_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -56,6 +65,8 @@ class Money:
     refund_failed: Decimal = Decimal(0)
     # Paid back another way than to the card, the card having refused it (stored only when some).
     refunded_outside: Decimal = Decimal(0)
+    # When a hold the provider would not release lapses (`release_refused` only; stored only then).
+    lapses_at: datetime | None = None
 
     @property
     def paid(self) -> Decimal:
@@ -70,6 +81,8 @@ class Money:
         words = CustomerMoney(self.code).label
         if self.code == CustomerMoney.REFUND_FAILED and self.refunded_outside > 0:
             words = REFUND_FAILED_PARTLY_PAID_BACK
+        if self.code == CustomerMoney.RELEASE_REFUSED and self.lapses_at is None:
+            words = RELEASE_REFUSED_NO_LAPSE
         return words.format(
             amount=shown(self.amount),
             charged=shown(self.charged),
@@ -77,6 +90,7 @@ class Money:
             paid=shown(self.paid),
             refund_failed=shown(self.refund_failed),
             refunded_outside=shown(self.refunded_outside),
+            lapses=shown_at(self.lapses_at) if self.lapses_at is not None else "",
         )
 
     def as_json(self) -> dict[str, str]:
@@ -91,6 +105,8 @@ class Money:
             told["refund_failed"] = str(self.refund_failed)
         if self.refunded_outside:
             told["refunded_outside"] = str(self.refunded_outside)
+        if self.lapses_at is not None:
+            told["lapses_at"] = self.lapses_at.isoformat()
         return told
 
     @classmethod
@@ -105,6 +121,7 @@ class Money:
             refunded=Decimal(data["refunded"]),
             refund_failed=Decimal(data.get("refund_failed", "0")),
             refunded_outside=Decimal(data.get("refunded_outside", "0")),
+            lapses_at=datetime.fromisoformat(data["lapses_at"]) if data.get("lapses_at") else None,
         )
 
 
@@ -114,6 +131,7 @@ _MONEY_OF_STATE = {
     "held_in_review": MONEY.HELD_IN_REVIEW,
     "charge_unknown": MONEY.CHARGE_UNKNOWN,
     "released": MONEY.RELEASED,
+    "release_refused": MONEY.RELEASE_REFUSED,
     "declined": MONEY.DECLINED,
     "refused": MONEY.METHOD_REFUSED,
     "needs_action": MONEY.NEEDS_ACTION,
@@ -145,7 +163,16 @@ def money_of(facts: PaymentFacts) -> Money:
         code = _MONEY_OF_STATE[facts.state]
     refund_failed = facts.refund_failed if code == MONEY.REFUND_FAILED else Decimal(0)
     outside = facts.refunded_outside if facts.state == "charged" else Decimal(0)
-    return Money(code, facts.currency, facts.amount, facts.charged, facts.refunded, refund_failed, outside)
+    lapses_at = facts.lapses_at if code == MONEY.RELEASE_REFUSED else None
+    return Money(
+        code, facts.currency, facts.amount, facts.charged, facts.refunded, refund_failed, outside, lapses_at
+    )
+
+
+def shown_at(moment: datetime) -> str:
+    """A moment as the customer's pages and mails show one (in UTC)."""
+    utc = moment.astimezone(UTC)
+    return f"{utc.day} {utc:%b %Y, %H:%M} UTC"
 
 
 def money_shown(booking: Booking) -> Money | None:

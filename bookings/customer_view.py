@@ -192,8 +192,8 @@ def created(booking: Booking) -> None:
 # Views that automation may still change without the customer doing anything.
 _UNSETTLED = frozenset({CustomerStatus.PENDING, CustomerStatus.CANCELLING, CustomerStatus.DISRUPTED})
 # Money the provider still holds undecided: it will be charged or released (or, a charge's outcome
-# unknown, turn out charged or not).
-_MONEY_UNSETTLED = frozenset({MONEY.AUTHORIZING, *MONEY_HELD, MONEY.CHARGE_UNKNOWN})
+# unknown, turn out charged or not); or held when it would not release it, until the hold lapses.
+_MONEY_UNSETTLED = frozenset({MONEY.AUTHORIZING, *MONEY_HELD, MONEY.CHARGE_UNKNOWN, MONEY.RELEASE_REFUSED})
 # Money owed back that the card refused: support gives it back, whatever the booking shows.
 _MONEY_WITH_SUPPORT = frozenset({MONEY.REFUND_FAILED})
 
@@ -297,15 +297,17 @@ _ANNOUNCED = {
 
 # What happened to the money, announced by mail when it is the only news: the provider took it,
 # gave it back, let the hold go, or could not give it back after all (the card refused a refund;
-# a hold comes with news of the booking itself), or support paid it back another way. A decline,
-# or a hold never asked for, is news of the booking too, unless the booking ended while its bank
-# was still being asked (it expired): then it is the last word the customer's inbox has of it.
+# a hold comes with news of the booking itself), or would not let the hold go, or support paid it
+# back another way. A decline, or a hold never asked for, is news of the booking too, unless the
+# booking ended while its bank was still being asked (it expired): then it is the last word the
+# customer's inbox has of it.
 _MONEY_ANNOUNCED = frozenset(
     {
         MONEY.CHARGED,
         MONEY.PARTLY_REFUNDED,
         MONEY.REFUNDED,
         MONEY.RELEASED,
+        MONEY.RELEASE_REFUSED,
         MONEY.REFUND_FAILED,
         MONEY.REFUNDED_OUTSIDE,
         MONEY.DECLINED,

@@ -125,7 +125,8 @@ class CustomerMoney(models.TextChoices):
     """What happened to the customer's money, as the payment provider's truth says it (the
     payments app tells `customer_view` through the payment facts). The words take the amounts
     the customer was shown with them: `{amount}` (asked for), `{charged}`, `{refunded}`,
-    `{paid}` (charged less what went back: refunded, or paid back another way),
+    `{paid}` (charged less what went back: refunded, or paid back another way), `{lapses}` (when
+    a hold the provider would not release lapses),
     `{refund_failed}` (a refund that could not be made: refused by the card after it was made, or
     by the provider every time it was asked; still owed) and `{refunded_outside}`
     (of that, what support paid back another way than to the card), each with its currency."""
@@ -167,6 +168,14 @@ class CustomerMoney(models.TextChoices):
         "another way instead: you paid {paid}.",
     )
     RELEASED = "released", "We released the {amount} we were holding on your card: you were not charged."
+    # Nothing is owed and the provider refused to release the hold every time we asked: nothing is
+    # being released by us. The hold ends at the provider when it lapses (`{lapses}`: the
+    # provider's `authorization_expires_at`), unless our support team releases it sooner.
+    RELEASE_REFUSED = (
+        "release_refused",
+        "We could not release the {amount} held on your card: our payment provider refused it. The "
+        "hold ends by {lapses} at the latest, and you will not be charged.",
+    )
     DECLINED = "declined", "Your bank declined the payment of {amount}: you were not charged."
     # The provider refused the request itself (it does not know the payment method): the bank
     # was never asked, so it is not told as the bank's decline.
@@ -183,6 +192,13 @@ class CustomerMoney(models.TextChoices):
         "was not made: you were not charged.",
     )
     NOT_CHARGED = "not_charged", "You were not charged."
+
+
+# `release_refused` when the provider did not say when the hold lapses.
+RELEASE_REFUSED_NO_LAPSE = (
+    "We could not release the {amount} held on your card: our payment provider refused it. The "
+    "hold ends when it lapses, and you will not be charged."
+)
 
 
 # `refund_failed` once support paid part of it back another way: what was paid, and what is owed

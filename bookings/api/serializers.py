@@ -333,6 +333,9 @@ class MoneyOutputSerializer(serializers.Serializer):
             "`refunded_outside` (the card refused a refund, and our support team paid all it owed "
             "back another way than to the card: nothing is owed), "
             "`released` (the hold was let go: not charged), "
+            "`release_refused` (nothing is owed, and the provider refused to let the hold go every "
+            "time we asked: it ends when it lapses, by `lapses_at` at the latest, unless our "
+            "support team releases it sooner; not charged), "
             "`declined` (by the card's bank), `method_refused` (the provider could not use the "
             "payment method: no bank was asked), `needs_action` (the payment needed a step from "
             "the customer, such as their bank's authentication, that we do not ask for), "
@@ -364,6 +367,11 @@ class MoneyOutputSerializer(serializers.Serializer):
         decimal_places=2,
         help_text="Owed after a refund the card refused, and paid back by our support team another way "
         "than to the card (a bank transfer): given back, not in `refunded`.",
+    )
+    lapses_at = serializers.DateTimeField(
+        allow_null=True,
+        help_text="When a hold the provider would not release lapses at the latest, by the provider's "
+        "word (null unless `release_refused`, or when the provider did not say).",
     )
 
 
@@ -521,6 +529,7 @@ class BookingOutputSerializer(serializers.Serializer):
             "refunded": _PRICE.to_representation(money.refunded),
             "refund_failed": _PRICE.to_representation(money.refund_failed),
             "refunded_outside": _PRICE.to_representation(money.refunded_outside),
+            "lapses_at": _DATETIME.to_representation(money.lapses_at),  # None stays None
         }
 
     @extend_schema_field(IfCancelledOutputSerializer(allow_null=True))

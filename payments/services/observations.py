@@ -75,6 +75,8 @@ def payment_facts(payment: Payment, *, open_operation: PaymentOperation | None =
         state = "refused"
     elif payment.status == P.AUTHORIZED and charge_in_doubt(open_operation):
         state = "charge_unknown"
+    elif payment.status == P.AUTHORIZED and payment.release_refused:
+        state = "release_refused"  # nothing owed, and the provider would not let the hold go
     elif payment.status == P.AUTHORIZED and payment.in_review:
         state = "held_in_review"  # told to the customer as well as support (`payment.in_review`)
     return PaymentFacts(
@@ -85,6 +87,7 @@ def payment_facts(payment: Payment, *, open_operation: PaymentOperation | None =
         refunded=payment.refunded_amount,
         refund_failed=payment.owed_back,  # made and refused by the card, or refused for good
         refunded_outside=payment.refunded_outside,
+        lapses_at=payment.authorization_expires_at if state == "release_refused" else None,
     )
 
 
@@ -157,6 +160,9 @@ def truth_apply(
     if target is not None and target != payment.status and not ignored:
         getattr(payment, decisions.TRANSITION_TO[target])()
         fields |= {"status", "status_changed_at"}
+        if payment.release_refused and payment.status != P.AUTHORIZED:
+            payment.release_refused = False  # no longer held: nothing is left to release
+            fields.add("release_refused")
     if truth.status and not ignored and payment.provider_status != truth.status:
         payment.provider_status = truth.status  # the provider's own word, beside ours
         fields.add("provider_status")

@@ -179,6 +179,11 @@ def _claim(booking_id: UUID, *, actor: Actor | str, actor_label: str) -> _Claime
         )
         refund_given_up = plan.amount if left_to_support and plan.step == step.REFUND else None
         _owe_refused_refund(booking, payment, refund_given_up, actor=actor, actor_label=actor_label)
+        if plan.step != step.RESOLVE:  # an operation in flight (support's void) is decided by its answer
+            release_given_up = (
+                left_to_support and plan.step == step.VOID and decisions.owed(booking_facts(booking)) == 0
+            )
+            _keep_release_refused(booking, payment, release_given_up, actor=actor, actor_label=actor_label)
         if plan.step == step.NOTHING:
             schedule(payment, booking)
             return FollowUp()
@@ -293,6 +298,21 @@ def _owe_refused_refund(
         return
     payment.refused_refunds_owed = owed
     payment.save(update_fields=["refused_refunds_owed", "updated_at"])
+    booking_follow(booking, payment, open_operation=None, actor=actor, actor_label=actor_label)
+
+
+def _keep_release_refused(
+    booking: Booking, payment: Payment, given_up: bool, *, actor: Actor | str, actor_label: str
+) -> None:
+    """Keep `release_refused` whether automation has given up releasing a hold the booking owes
+    nothing of (the provider refused the void every time it was asked), or not (the booking owes
+    something again, or a void is asked again). Told at once when it changes: "could not release
+    ... ends by <its lapse> at the latest" while nothing is being released, where "we are holding"
+    and "we are releasing" stayed until the hold lapsed or support voided it."""
+    if payment.release_refused == given_up:
+        return
+    payment.release_refused = given_up
+    payment.save(update_fields=["release_refused", "updated_at"])
     booking_follow(booking, payment, open_operation=None, actor=actor, actor_label=actor_label)
 
 

@@ -3,8 +3,9 @@
 unknown-outcome fences on authorizations, the holds near their lapse, the payments whose run is
 overdue or that automation left to support, the confirmed bookings whose payment holds no money,
 the refunds the card refused after they were made (money owed to the customer: support's), the
-refund proposals waiting for a second person, and the provider's webhook deliveries over the
-window by what came of them. Twelve queries, and the read of the provider unless told not to."""
+holds the provider would not release (nothing owed: support's to void), the refund proposals
+waiting for a second person, and the provider's webhook deliveries over the window by what came
+of them. Thirteen queries, and the read of the provider unless told not to."""
 
 from __future__ import annotations
 
@@ -80,6 +81,21 @@ class RefundFailed:
 
 
 @dataclass
+class ReleaseRefused:
+    """A hold the booking owes nothing of, whose release (a void) the provider refused every time
+    it was asked: automation asks no more; it lapses at the provider at `expires_at`, unless
+    support voids it sooner. The customer is told so (`release_refused`)."""
+
+    booking: str
+    amount: str
+    currency: str
+    expires_at: datetime | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**self.__dict__, "expires_at": self.expires_at.isoformat() if self.expires_at else None}
+
+
+@dataclass
 class PaymentHealth:
     window: timedelta
     horizon: timedelta
@@ -99,6 +115,8 @@ class PaymentHealth:
     # Refunds the card refused, owed to the customer (oldest failure first), and how many in all.
     refunds_failed: list[RefundFailed] = field(default_factory=list)
     refunds_failed_count: int = 0
+    # Holds the provider would not release, owed nothing (soonest lapse first).
+    releases_refused: list[ReleaseRefused] = field(default_factory=list)
     pending_proposals: int = 0
     deliveries: dict[str, int] = field(default_factory=lambda: dict.fromkeys(EventState.values, 0))
     last_delivery_at: datetime | None = None
@@ -122,6 +140,7 @@ class PaymentHealth:
             "unpaid_confirmed": self.unpaid_confirmed,
             "refunds_failed": [r.as_dict() for r in self.refunds_failed],
             "refunds_failed_count": self.refunds_failed_count,
+            "releases_refused": [r.as_dict() for r in self.releases_refused],
             "pending_refund_proposals": self.pending_proposals,
             "deliveries": self.deliveries,
             "last_delivery_at": self.last_delivery_at.isoformat() if self.last_delivery_at else None,
@@ -217,6 +236,17 @@ def payment_health(
         .annotate(failed_at=Max("operations__failed_at"))
         .order_by("failed_at", "id")[:LIST_LIMIT]
     ]
+    health.releases_refused = [
+        ReleaseRefused(
+            booking=p.booking.reference,
+            amount=str(p.amount),
+            currency=p.currency,
+            expires_at=p.authorization_expires_at,
+        )
+        for p in Payment.objects.filter(status=P.AUTHORIZED, release_refused=True)
+        .select_related("booking")
+        .order_by("authorization_expires_at", "id")[:LIST_LIMIT]
+    ]
     health.pending_proposals = RefundProposal.objects.filter(state=ProposalState.PENDING).count()
     deliveries = PaymentEvent.objects.filter(received_at__gte=since)
     for state, n in deliveries.values_list("state").annotate(n=Count("id")).values_list("state", "n"):
@@ -272,6 +302,13 @@ def _problems(h: PaymentHealth, now: datetime) -> list[str]:
             "the money is owed to the customer and automation never asks the card again (support: "
             "refund again, or reach the customer): "
             + ", ".join(f"{r.booking} ({r.owed} {r.currency})" for r in h.refunds_failed[:5])
+        )
+    if h.releases_refused:
+        problems.append(
+            f"{len(h.releases_refused)} hold(s) the provider refused to release every time it was "
+            "asked, though nothing is owed: automation asks no more and the hold stays until it lapses "
+            "(support: void it once the provider takes it): "
+            + ", ".join(f"{r.booking} ({r.amount} {r.currency})" for r in h.releases_refused[:5])
         )
     if h.pending_proposals:
         # A customer's money waits on a second person: not automation's to settle.

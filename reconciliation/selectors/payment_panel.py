@@ -107,6 +107,7 @@ class PaymentPanel:
             "refunded": str(payment.refunded_amount),
             "refunds_failed_owed": str(payment.failed_refunds_owed),
             "refunds_refused_owed": str(payment.refused_refunds_owed),
+            "release_refused": payment.release_refused and payment.status == P.AUTHORIZED,
             "refunded_outside": str(payment.refunded_outside),
             "net": str(self.net),
             "refundable": str(self.refundable),

@@ -80,6 +80,16 @@ class Command(JsonCommand):
                         ", ".join(f"{r.booking} ({r.owed} {r.currency})" for r in health.refunds_failed)
                         or "none",
                     ),
+                    (
+                        "holds the provider would not release",
+                        ", ".join(
+                            f"{r.booking} ({r.amount} {r.currency}, lapses {r.expires_at:%Y-%m-%d %H:%M} UTC)"
+                            if r.expires_at
+                            else f"{r.booking} ({r.amount} {r.currency})"
+                            for r in health.releases_refused
+                        )
+                        or "none",
+                    ),
                     ("refund proposals waiting", health.pending_proposals),
                     (
                         "webhook deliveries in the window",
