@@ -36,6 +36,7 @@ def test_a_customer_pays_with_a_card_and_is_told_what_happened_to_their_money(pa
         "refunded": "0.00",
         "refund_failed": "0.00",
         "refunded_outside": "0.00",
+        "lapses_at": None,
     }
     booking = Booking.objects.get(reference=first["reference"])
     wait_until(lambda: money_code(booking) == "charged", what="the charge", timeout_s=20)

@@ -365,6 +365,7 @@ def test_a_card_placed_in_review_is_told_so_on_the_page_and_in_the_api_and_suppo
         "refunded": "0.00",
         "refund_failed": "0.00",
         "refunded_outside": "0.00",
+        "lapses_at": None,
     }
     web = Client()
     web.force_login(booking.customer)

@@ -129,6 +129,7 @@ def test_a_card_that_pays_confirms_the_booking_and_charges_it_once(page, site, a
         "refunded": "0.00",
         "refund_failed": "0.00",
         "refunded_outside": "0.00",
+        "lapses_at": None,
     }
     assert statuses(page)[-1] == "confirmed" and "failed" not in statuses(page)
 
