@@ -177,9 +177,12 @@ def _claim(booking_id: UUID, *, actor: Actor | str, actor_label: str) -> _Claime
         left_to_support = plan.step in (step.CAPTURE, step.VOID, step.REFUND) and _refused_for_good(
             operations, plan.step
         )
-        refund_given_up = plan.amount if left_to_support and plan.step == step.REFUND else None
-        _owe_refused_refund(booking, payment, refund_given_up, actor=actor, actor_label=actor_label)
-        if plan.step != step.RESOLVE:  # an operation in flight (support's void) is decided by its answer
+        # What automation gave up is kept as each step is decided; an operation in flight (support's
+        # refund or void, asked again) decides nothing: its answer does (`_record`), and telling the
+        # customer "we are refunding" meanwhile would be one more mail, two if it is refused again.
+        if plan.step != step.RESOLVE:
+            refund_given_up = plan.amount if left_to_support and plan.step == step.REFUND else None
+            _owe_refused_refund(booking, payment, refund_given_up, actor=actor, actor_label=actor_label)
             release_given_up = (
                 left_to_support and plan.step == step.VOID and decisions.owed(booking_facts(booking)) == 0
             )

@@ -105,4 +105,5 @@ def test_a_refund_the_provider_refuses_for_good_is_told_owed_once_and_support_s_
     )
     assert money_mails(booking, "refunded").count() == 1
     assert money_mails(booking, "refund_failed").count() == 1
+    assert money_mails(booking, "charged").count() == 1  # the capture's: support's refund is told once
     assert kinds(booking).count("payment.left_to_support") == 1
