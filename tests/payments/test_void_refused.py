@@ -5,7 +5,8 @@ before the partner confirmed owes nothing; after PAYMENTS_REFUSED_MAX_TRIES refu
 is left to support, and nothing is being released by us: the customer is told so, with when the
 hold lapses at the provider (page, API, exactly one mail), where they were told "we are releasing
 the 360.00 EUR we hold on your card" for as long as the hold stayed. Support's void then releases
-it, and the words become "released", in one mail more."""
+it (one refused again first tells nothing new), and the words become "released", in one mail
+more."""
 
 from __future__ import annotations
 
@@ -114,6 +115,13 @@ def test_a_hold_the_provider_will_not_release_is_told_once_and_support_s_void_re
     assert any(booking.reference in problem and "release" in problem for problem in health.problems)
     page = console.get(reverse("admin:reconciliation_payment_health")).content.decode()
     assert f"{booking.reference} (360.00 EUR" in page
+
+    # support's void, refused too while the provider still refuses: nothing new to tell
+    again = support_void(booking_id=booking.pk, operator=who, token=new_token(), inline=True)
+    assert again.operation_state == OperationState.REFUSED
+    wait_for_money(booking, "release_refused")
+    assert money_mails(booking, "release_refused").count() == 1
+    assert Notification.objects.filter(booking=booking, kind=NotificationKind.MONEY).count() == 1
 
     # support voids it once the provider takes it: released, the words move on in one mail more
     paying.provider.set_faults(void_refused_rate=0)
