@@ -7,7 +7,8 @@ cause (its actor is not `customer`) to `confirmed`, `failed`, `cancelled` or `di
 `disrupted` message too), the first `taking_longer`, and a change of the money alone (status and
 message as before) to charged, partly refunded, refunded or released, or to a refund that could
 not be made (`refund_failed`: the card refused it, or the provider every time it was asked) or was
-paid back another way (`refunded_outside`), or to the bank's answer that came after the booking
+paid back another way (`refunded_outside`), or to a release the provider refused for good
+(`release_refused`), or to the bank's answer that came after the booking
 ended (declined, method refused, needing a step we never ask for, or never asked: not charged).
 Each must have exactly one
 message in the sink, of its kind, named by its booking and version; a message for anything else
@@ -46,6 +47,7 @@ MONEY_ANNOUNCED = frozenset(
         "partly_refunded",
         "refunded",
         "released",
+        "release_refused",
         "refund_failed",
         "refunded_outside",
         "declined",
