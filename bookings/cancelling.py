@@ -27,7 +27,7 @@ from decimal import Decimal
 from enum import StrEnum
 
 from bookings import ports
-from bookings.customer_money import MONEY_HELD, Money, money_shown, refund_due
+from bookings.customer_money import MONEY_HELD, Money, money_shown, refund_due, shown_at
 from bookings.models import Booking, CancellationTerms, Quote
 from bookings.pricing import cancellation_cut_off, cancellation_fee
 from bookings.states import TERMINAL_STATES, BookingState, CustomerMoney, CustomerStatus
@@ -41,10 +41,6 @@ _PAID = frozenset(
         CustomerMoney.REFUNDED_OUTSIDE,
     }
 )
-
-
-def _shown_at(moment: datetime) -> str:
-    return f"{moment.day} {moment:%b %Y, %H:%M} UTC"  # as the pages show a time
 
 
 def _percent(share: Decimal) -> str:
@@ -95,7 +91,7 @@ class StayPolicy(Policy):
         """The policy with the stay's cut-off and fee, as they stand at `at`."""
         if self.cut_off is None:
             return "Cancelling this booking is free."
-        when = f"{_shown_at(self.cut_off)} ({self.hours} hours before the start)"
+        when = f"{shown_at(self.cut_off)} ({self.hours} hours before the start)"
         share, fee = _percent(self.fee_percent), f"{self.fee:.2f} {self.currency}"
         if at < self.cut_off:
             return f"Cancelling is free until {when}; from then on the fee is {share} of the price, {fee}."
@@ -265,7 +261,7 @@ def _why(booking: Booking, *, fee: Decimal | None, policy: StayPolicy, at: datet
         return policy.words(at=at)
     if booking.partner_let_go:
         return "Cancelling is free: the partner no longer holds the booking they confirmed."
-    if booking.customer_status == CustomerStatus.DISRUPTED:  # confirmed, then a problem support has
+    if booking.customer_status == CustomerStatus.DISRUPTED:  # confirmed, then a problem support sorts out
         return "Cancelling is free while there is a problem with your confirmed booking."
     return "Cancelling is free while the partner has not confirmed your booking."
 
@@ -362,7 +358,7 @@ def release_or_refund(
 
 def _ended(policy: StayPolicy) -> str:
     assert policy.cut_off is not None
-    return f"free cancellation ended on {_shown_at(policy.cut_off)} ({policy.hours} hours before the start)"
+    return f"free cancellation ended on {shown_at(policy.cut_off)} ({policy.hours} hours before the start)"
 
 
 def _fixed_why(policy: StayPolicy, fee: Decimal) -> str:
@@ -436,7 +432,13 @@ def _after_words(money: Money, fee: Decimal) -> str:
     if money.code == CustomerMoney.PARTLY_REFUNDED and paid == fee:
         return f"The {shown(paid)} you paid is the cancellation fee we keep."
     if (
-        money.code in (CustomerMoney.REFUNDED, CustomerMoney.RELEASED, CustomerMoney.RELEASE_REFUSED)
+        money.code
+        in (
+            CustomerMoney.REFUNDED,
+            CustomerMoney.RELEASED,
+            CustomerMoney.LAPSED,
+            CustomerMoney.RELEASE_REFUSED,
+        )
         and fee == 0
     ):
         return "No cancellation fee is kept."
@@ -499,8 +501,9 @@ def after_cancel(booking: Booking, money: Money | None) -> str:
     if money is None:
         return ""
     if fee is None:
-        if money.code == CustomerMoney.CHARGED and refund_due(booking, money) > 0:
-            # Charged, then cancelled with nothing owed (confirmed, then a problem at the partner).
+        if refund_due(booking, money) > 0:
+            # Charged (support may have refunded part), then cancelled with nothing owed
+            # (confirmed, then a problem with it).
             return _after_words(money, ZERO)
         return free_cancel_words(booking, money)
     words = _after_words(money, fee)

@@ -28,13 +28,14 @@ class PaymentFacts:
     `state` is one of `authorizing` (asked, no answer yet), `held`, `held_in_review` (held, and
     the provider placed the payment in its review queue), `charge_unknown` (held, and a
     capture was asked for whose outcome is not known: it may or may not have been taken),
-    `charged` (captured, perhaps partly refunded since), `released` (the hold was voided or
-    lapsed), `release_refused` (held, nothing is owed, and the provider refused to release it
-    every time it was asked: it lapses at `lapses_at`, the provider's word), `declined` (by the
-    card's bank), `refused` (the provider refused the request itself, e.g. a payment method it
-    does not know: no bank saw it), `needs_action` (the provider answered neither held nor
-    declined: the payment awaits a step from the customer, such as their bank's authentication,
-    that we never ask for), `not_charged` (the booking ended
+    `charged` (captured, perhaps partly refunded since), `released` (the hold was voided),
+    `lapsed` (the hold ended at the provider: nobody released it), `release_refused` (held,
+    nothing is owed, and the provider refused to release it every time it was asked: it lapses
+    at `lapses_at`, the provider's word), `declined` (by the card's bank), `refused` (the
+    provider refused the request itself, e.g. a payment method it does not know: no bank saw
+    it), `needs_action` (the provider answered neither held nor declined: the payment awaits a
+    step from the customer, such as their bank's authentication, that we never ask for),
+    `not_charged` (the booking ended
     before a hold was asked for). Amounts in the booking's currency; `refund_failed` is what
     refunds that could not be made (the card refused them after they were made, or the provider
     every time it was asked) still owe the customer (not in `refunded`), and
@@ -131,6 +132,7 @@ _MONEY_OF_STATE = {
     "held_in_review": MONEY.HELD_IN_REVIEW,
     "charge_unknown": MONEY.CHARGE_UNKNOWN,
     "released": MONEY.RELEASED,
+    "lapsed": MONEY.LAPSED,
     "release_refused": MONEY.RELEASE_REFUSED,
     "declined": MONEY.DECLINED,
     "refused": MONEY.METHOD_REFUSED,

@@ -298,15 +298,16 @@ _ANNOUNCED = {
 # What happened to the money, announced by mail when it is the only news: the provider took it,
 # gave it back, let the hold go, or could not give it back after all (the card refused a refund;
 # a hold comes with news of the booking itself), or would not let the hold go, or support paid it
-# back another way. A decline, or a hold never asked for, is news of the booking too, unless the
-# booking ended while its bank was still being asked (it expired): then it is the last word the
-# customer's inbox has of it.
+# back another way. A decline, or a hold never asked for, is news of the booking as a rule; when it
+# comes alone (the booking ended, or is being cancelled, while its bank was asked) it is mailed on
+# its own, or the inbox would end on "We are asking your bank to hold".
 _MONEY_ANNOUNCED = frozenset(
     {
         MONEY.CHARGED,
         MONEY.PARTLY_REFUNDED,
         MONEY.REFUNDED,
         MONEY.RELEASED,
+        MONEY.LAPSED,
         MONEY.RELEASE_REFUSED,
         MONEY.REFUND_FAILED,
         MONEY.REFUNDED_OUTSIDE,

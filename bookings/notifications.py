@@ -326,7 +326,8 @@ _SAID_AFTER_CANCEL = frozenset({NotificationKind.CANCELLED, NotificationKind.MON
 
 def _money_words(notification: Notification) -> str:
     """The money's words as the customer was shown them at the change (kept with it). A mail
-    staged before they were kept is worded from the booking as it is now, as it was then."""
+    staged before they were kept (bookings/0019) is worded from the booking as it is now, as it
+    was then: for the outbox of an upgrade only, removable once no such mail is left unsent."""
     if notification.money_words or not notification.money:
         return notification.money_words
     money = Money.from_json(notification.money)

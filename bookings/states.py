@@ -65,7 +65,9 @@ class CustomerMessage(models.TextChoices):
         "payment_declined",
         "Your payment was declined, so we did not send your booking to the partner. Nothing is booked.",
     )
-    # The provider refused our request (a payment method it does not know): no bank saw it.
+    # The provider refused our request (a payment method it does not know), or the payment awaited
+    # a step from the customer we never ask for (the money says which: `method_refused`,
+    # `needs_action`).
     PAYMENT_METHOD_REFUSED = (
         "payment_method_refused",
         "Your payment method could not be used, so we did not send your booking to the partner. "
@@ -168,6 +170,8 @@ class CustomerMoney(models.TextChoices):
         "another way instead: you paid {paid}.",
     )
     RELEASED = "released", "We released the {amount} we were holding on your card: you were not charged."
+    # The hold ended at the provider (it lapsed): nobody released it, so not `released`.
+    LAPSED = "lapsed", "The hold of {amount} on your card has ended: you were not charged."
     # Nothing is owed and the provider refused to release the hold every time we asked: nothing is
     # being released by us. The hold ends at the provider when it lapses (`{lapses}`: the
     # provider's `authorization_expires_at`), unless our support team releases it sooner.

@@ -54,7 +54,7 @@ METHODS = (
 # realistic 0.02, 1 refund in 2,500, none in a default run's ~27 refunds (0.01 expected). At 0.3,
 # ~27 x 0.09 = 2.4 are refused for good and ~27 x 0.21 = 5.7 refused once and made when asked
 # again (the chance that a run sees none for good: 0.91^27 = 8 %): rare in production, but the
-# run must see the path every time it runs.
+# run should see the path in almost every run (the report counts those it judged).
 _FAULTS: dict[str, Any] = {
     "latency_ms": [0, 800],
     "timeout_after_commit_rate": 0.04,

@@ -47,6 +47,7 @@ MONEY_ANNOUNCED = frozenset(
         "partly_refunded",
         "refunded",
         "released",
+        "lapsed",
         "release_refused",
         "refund_failed",
         "refunded_outside",

@@ -6,8 +6,9 @@ def refused_releases_due_again(apps, schema_editor):
     """Holds a run left to support after the provider refused to release them, before runs kept
     `release_refused`: their customer is still told "we are holding" (or, cancelled, "we are
     releasing"). Due again, the next run decides the same void, finds it refused for good and
-    tells the customer the truth (`runs._keep_release_refused`); one whose booking owes something
-    now is decided as such."""
+    tells the customer the truth (`runs._keep_release_refused`). Only those of bookings that ended
+    (owing nothing, as a release is told only then): a lapse guard's void refused for a booking
+    still undecided is told nothing, and made due would only be left to support a second time."""
     Payment = apps.get_model("payments", "Payment")
     Payment.objects.filter(
         status="authorized",
@@ -15,6 +16,7 @@ def refused_releases_due_again(apps, schema_editor):
         release_refused=False,
         operations__kind="void",
         operations__state="refused",
+        booking__status__in=("rejected", "failed", "expired", "cancelled"),
     ).update(next_check_at=Now())
 
 

@@ -54,7 +54,7 @@ _FACT_OF_STATUS = {
     P.AUTHORIZED: "held",
     P.CAPTURED: "charged",
     P.VOIDED: "released",
-    P.LAPSED: "released",
+    P.LAPSED: "lapsed",  # it ended at the provider: nobody released it
     P.DECLINED: "declined",
     P.ABANDONED: "not_charged",
 }

@@ -115,8 +115,9 @@ class PaymentHealth:
     # Refunds the card refused, owed to the customer (oldest failure first), and how many in all.
     refunds_failed: list[RefundFailed] = field(default_factory=list)
     refunds_failed_count: int = 0
-    # Holds the provider would not release, owed nothing (soonest lapse first).
+    # Holds the provider would not release, owed nothing (soonest lapse first), and how many in all.
     releases_refused: list[ReleaseRefused] = field(default_factory=list)
+    releases_refused_count: int = 0
     pending_proposals: int = 0
     deliveries: dict[str, int] = field(default_factory=lambda: dict.fromkeys(EventState.values, 0))
     last_delivery_at: datetime | None = None
@@ -141,6 +142,7 @@ class PaymentHealth:
             "refunds_failed": [r.as_dict() for r in self.refunds_failed],
             "refunds_failed_count": self.refunds_failed_count,
             "releases_refused": [r.as_dict() for r in self.releases_refused],
+            "releases_refused_count": self.releases_refused_count,
             "pending_refund_proposals": self.pending_proposals,
             "deliveries": self.deliveries,
             "last_delivery_at": self.last_delivery_at.isoformat() if self.last_delivery_at else None,
@@ -236,6 +238,8 @@ def payment_health(
         .annotate(failed_at=Max("operations__failed_at"))
         .order_by("failed_at", "id")[:LIST_LIMIT]
     ]
+    releases_refused = Payment.objects.filter(status=P.AUTHORIZED, release_refused=True)
+    health.releases_refused_count = releases_refused.count()
     health.releases_refused = [
         ReleaseRefused(
             booking=p.booking.reference,
@@ -243,9 +247,9 @@ def payment_health(
             currency=p.currency,
             expires_at=p.authorization_expires_at,
         )
-        for p in Payment.objects.filter(status=P.AUTHORIZED, release_refused=True)
-        .select_related("booking")
-        .order_by("authorization_expires_at", "id")[:LIST_LIMIT]
+        for p in releases_refused.select_related("booking").order_by("authorization_expires_at", "id")[
+            :LIST_LIMIT
+        ]
     ]
     health.pending_proposals = RefundProposal.objects.filter(state=ProposalState.PENDING).count()
     deliveries = PaymentEvent.objects.filter(received_at__gte=since)
@@ -303,9 +307,9 @@ def _problems(h: PaymentHealth, now: datetime) -> list[str]:
             "refund again, or reach the customer): "
             + ", ".join(f"{r.booking} ({r.owed} {r.currency})" for r in h.refunds_failed[:5])
         )
-    if h.releases_refused:
+    if h.releases_refused_count:
         problems.append(
-            f"{len(h.releases_refused)} hold(s) the provider refused to release every time it was "
+            f"{h.releases_refused_count} hold(s) the provider refused to release every time it was "
             "asked, though nothing is owed: automation asks no more and the hold stays until it lapses "
             "(support: void it once the provider takes it): "
             + ", ".join(f"{r.booking} ({r.amount} {r.currency})" for r in h.releases_refused[:5])

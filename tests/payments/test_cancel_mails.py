@@ -181,6 +181,18 @@ def test_a_mail_staged_before_its_words_were_kept_is_worded_from_the_booking(db)
     ) in compose(notification).body
 
 
+def test_a_free_cancel_after_support_refunded_part_says_it_refunds_the_rest(db):
+    # confirmed, then disrupted (the partner changed it): support refunded 100.00 of the 360.00
+    # as a goodwill gesture, then the customer cancelled, for free (no fee fixed)
+    text, html = mail_of(NotificationKind.CANCELLED, told("charged", "360.00", "100.00"), fee=None)
+
+    for mail in (text, html):
+        assert (
+            "We charged 360.00 EUR and refunded 100.00 EUR of it to your card: you paid 260.00 EUR. "
+            "We are refunding the 260.00 EUR you paid to your card, in full."
+        ) in mail
+
+
 def staged_mail(booking, facts: PaymentFacts) -> tuple[str, str]:
     """The mail the payment side's news stages for the booking as it is now (`customer_view.refresh`)."""
     refresh(booking, actor=Actor.WORKER, payment=facts)

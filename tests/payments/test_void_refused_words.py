@@ -29,7 +29,7 @@ TOLD = (
     "We could not release the 360.00 EUR held on your card: our payment provider refused it. The "
     "hold ends by 9 Jan 2027, 14:05 UTC at the latest, and you will not be charged."
 )
-RELEASED = "We released the 360.00 EUR we were holding on your card: you were not charged."
+LAPSED = "The hold of 360.00 EUR on your card has ended: you were not charged."
 
 
 def refused_twice(settings, *, status: str = S.CANCELLED, lapses: datetime = LAPSES) -> Payment:
@@ -185,7 +185,7 @@ def test_a_void_refused_for_good_before_the_booking_is_decided_is_not_told_so(
     assert money_shown(Booking.objects.get(pk=payment.booking_id)).code == CustomerMoney.HELD
 
 
-def test_the_hold_lapsing_at_the_provider_tells_released_in_one_mail_more(
+def test_the_hold_lapsing_at_the_provider_tells_it_ended_in_one_mail_more(
     db, settings, django_capture_on_commit_callbacks
 ):
     payment = refused_twice(settings)
@@ -207,8 +207,9 @@ def test_the_hold_lapsing_at_the_provider_tells_released_in_one_mail_more(
     payment.refresh_from_db()
     assert (payment.status, payment.release_refused) == (P.LAPSED, False)
     booking = Booking.objects.get(pk=payment.booking_id)
-    assert money_words(booking, money_shown(booking)) == RELEASED
-    assert money_mails(booking) == ["release_refused", "released"]
+    # it ended at the provider: nobody released it, so not "We released"
+    assert money_words(booking, money_shown(booking)) == LAPSED
+    assert money_mails(booking) == ["release_refused", "lapsed"]
 
 
 def test_a_release_left_to_support_before_this_was_kept_is_told_after_the_migration(
@@ -221,10 +222,14 @@ def test_a_release_left_to_support_before_this_was_kept_is_told_after_the_migrat
 
     payment = refused_twice(settings)
     Payment.objects.filter(pk=payment.pk).update(next_check_at=None)
+    # and a lapse guard's void refused for a booking still undecided: nothing to tell its customer
+    undecided = refused_twice(settings, status=S.PENDING_PARTNER)
+    Payment.objects.filter(pk=undecided.pk).update(next_check_at=None)
     migration = importlib.import_module("payments.migrations.0011_refused_releases_due_again")
 
     migration.refused_releases_due_again(apps, None)
     assert Payment.objects.get(pk=payment.pk).next_check_at is not None  # due: the sweeper runs it
+    assert Payment.objects.get(pk=undecided.pk).next_check_at is None
     with django_capture_on_commit_callbacks(execute=True):
         payment_run(payment.booking_id)
 
@@ -232,3 +237,21 @@ def test_a_release_left_to_support_before_this_was_kept_is_told_after_the_migrat
     assert (payment.release_refused, payment.next_check_at) == (True, None)
     booking = Booking.objects.get(pk=payment.booking_id)
     assert money_words(booking, money_shown(booking)) == TOLD
+
+
+def test_payment_health_counts_every_hold_left_held_not_only_those_it_lists(db):
+    from reconciliation.selectors import payment_health as health_of
+
+    for _ in range(health_of.LIST_LIMIT + 1):
+        paying_booking(status=S.CANCELLED, payment_status=P.AUTHORIZED, release_refused=True)
+
+    health = health_of.payment_health(probe=False)
+
+    assert (len(health.releases_refused), health.releases_refused_count) == (
+        health_of.LIST_LIMIT,
+        health_of.LIST_LIMIT + 1,
+    )
+    assert any(
+        problem.startswith(f"{health_of.LIST_LIMIT + 1} hold(s) the provider refused")
+        for problem in health.problems
+    )
