@@ -402,7 +402,15 @@ ALLOWED_MOVES = {
 
 def assert_at_rest(h: Harness, booking: Booking, status: str) -> None:
     """Invariants at rest: the booking's state, at most one live partner reservation (ground
-    truth), our records agree with the partner's, and the timeline never regressed."""
+    truth), our records agree with the partner's, and the timeline never regressed. At rest means
+    no call to the partner is out either: a booking confirmed by one path (the partner's webhook)
+    may still have another's call in flight (status sync reading the partner after an ambiguous
+    create), which ends in its own time."""
+    wait_until(
+        lambda: not booking.partner_attempts.filter(outcome="in_flight").exists(),
+        what="every call to the partner to end",
+        timeout_s=15,
+    )
     booking.refresh_from_db()
     assert booking.status == status, f"{booking.reference}: {booking.status} {booking.attention_reason}"
     truth = h.truth(booking)
@@ -421,7 +429,6 @@ def assert_at_rest(h: Harness, booking: Booking, status: str) -> None:
     assert set(moves) <= ALLOWED_MOVES, f"unexpected moves: {set(moves) - ALLOWED_MOVES}"
     for (_, to_state), (from_state, _) in itertools.pairwise(moves):
         assert to_state == from_state, f"timeline does not chain: {moves}"
-    assert not booking.partner_attempts.filter(outcome="in_flight").exists()
 
 
 def _partner_id(h: Harness, reservation: dict[str, Any]) -> str:
