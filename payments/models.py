@@ -94,7 +94,7 @@ class Payment(ConcurrentTransitionMixin, models.Model):
     # When the held authorization lapses at the provider, by the provider's word.
     authorization_expires_at = models.DateTimeField(null=True, blank=True)
     # The booking owes nothing and the provider refused to release the hold (a void) every time it
-    # was asked (`runs._keep_release_refused`): nothing is being released by us, the hold lapses at
+    # was asked (`runs._keep_given_up`): nothing is being released by us, the hold lapses at
     # the provider (`authorization_expires_at`) unless support voids it. Cleared once not held.
     release_refused = models.BooleanField(default=False, db_default=False)
     decline_code = models.CharField(max_length=64, blank=True)

@@ -6,7 +6,7 @@ def refused_refunds_due_again(apps, schema_editor):
     """Payments a run left to support after the provider refused their refund, before runs kept
     `refused_refunds_owed`: their customer is still told "we are refunding". Due again, the next
     run decides the same step, finds it refused for good and tells the customer it is owed
-    (`runs._owe_refused_refund`); one whose refund was made since finds nothing to do."""
+    (`runs._keep_given_up`); one whose refund was made since finds nothing to do."""
     Payment = apps.get_model("payments", "Payment")
     Payment.objects.filter(
         status="captured",

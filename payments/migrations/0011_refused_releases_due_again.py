@@ -6,7 +6,7 @@ def refused_releases_due_again(apps, schema_editor):
     """Holds a run left to support after the provider refused to release them, before runs kept
     `release_refused`: their customer is still told "we are holding" (or, cancelled, "we are
     releasing"). Due again, the next run decides the same void, finds it refused for good and
-    tells the customer the truth (`runs._keep_release_refused`). Only those of bookings that ended
+    tells the customer the truth (`runs._keep_given_up`). Only those of bookings that ended
     (owing nothing, as a release is told only then): a lapse guard's void refused for a booking
     still undecided is told nothing, and made due would only be left to support a second time."""
     Payment = apps.get_model("payments", "Payment")

@@ -182,11 +182,14 @@ def _claim(booking_id: UUID, *, actor: Actor | str, actor_label: str) -> _Claime
         # customer "we are refunding" meanwhile would be one more mail, two if it is refused again.
         if plan.step != step.RESOLVE:
             refund_given_up = plan.amount if left_to_support and plan.step == step.REFUND else None
-            _owe_refused_refund(booking, payment, refund_given_up, actor=actor, actor_label=actor_label)
             release_given_up = (
                 left_to_support and plan.step == step.VOID and decisions.owed(booking_facts(booking)) == 0
             )
-            _keep_release_refused(booking, payment, release_given_up, actor=actor, actor_label=actor_label)
+            for field, value in (
+                ("refused_refunds_owed", refund_given_up or Decimal("0.00")),
+                ("release_refused", release_given_up),
+            ):
+                _keep_given_up(booking, payment, field, value, actor=actor, actor_label=actor_label)
         if plan.step == step.NOTHING:
             schedule(payment, booking)
             return FollowUp()
@@ -289,33 +292,20 @@ def _refused_for_good(operations: list[PaymentOperation], step: decisions.Step) 
     return refused >= settings.PAYMENTS_REFUSED_MAX_TRIES
 
 
-def _owe_refused_refund(
-    booking: Booking, payment: Payment, amount: Decimal | None, *, actor: Actor | str, actor_label: str
+def _keep_given_up(
+    booking: Booking, payment: Payment, field: str, value: object, *, actor: Actor | str, actor_label: str
 ) -> None:
-    """Keep `refused_refunds_owed` what automation has given up refunding: the refund the provider
-    refused every time it was asked (`amount`), else nothing (the booking no longer owes it back,
-    or a refund is asked again). Told at once when it changes: "could not be made ... we still owe
-    you" while nothing is being refunded, where "we are refunding" stayed until support acted."""
-    owed = amount or Decimal("0.00")
-    if payment.refused_refunds_owed == owed:
+    """Keep on the payment what automation has given up (`field`): `refused_refunds_owed`, the
+    refund the provider refused every time it was asked (0.00 when the booking no longer owes it
+    back, or a refund is asked again); `release_refused`, a hold the booking owes nothing of that
+    the provider would not release (False when the booking owes something again, or a void is
+    asked again). Told at once when it changes: "could not be made ... we still owe you" or
+    "could not release ... ends by <its lapse> at the latest" while nothing more is tried, where
+    "we are refunding" or "we are releasing" stayed until support acted or the hold lapsed."""
+    if getattr(payment, field) == value:
         return
-    payment.refused_refunds_owed = owed
-    payment.save(update_fields=["refused_refunds_owed", "updated_at"])
-    booking_follow(booking, payment, open_operation=None, actor=actor, actor_label=actor_label)
-
-
-def _keep_release_refused(
-    booking: Booking, payment: Payment, given_up: bool, *, actor: Actor | str, actor_label: str
-) -> None:
-    """Keep `release_refused` whether automation has given up releasing a hold the booking owes
-    nothing of (the provider refused the void every time it was asked), or not (the booking owes
-    something again, or a void is asked again). Told at once when it changes: "could not release
-    ... ends by <its lapse> at the latest" while nothing is being released, where "we are holding"
-    and "we are releasing" stayed until the hold lapsed or support voided it."""
-    if payment.release_refused == given_up:
-        return
-    payment.release_refused = given_up
-    payment.save(update_fields=["release_refused", "updated_at"])
+    setattr(payment, field, value)
+    payment.save(update_fields=[field, "updated_at"])
     booking_follow(booking, payment, open_operation=None, actor=actor, actor_label=actor_label)
 
 
