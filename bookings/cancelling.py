@@ -448,13 +448,17 @@ def _after_words(money: Money, fee: Decimal) -> str:
 def free_cancel_words(booking: Booking, money: Money | None) -> str:
     """A booking cancelled before the partner confirmed (free, no fee fixed) while the bank is
     asked for a hold, or holds it: the money words alone ("We are asking your bank to hold…") do
-    not say it is let go. The page and the mails say it beside them."""
-    cancelled = booking.status in (BookingState.CANCEL_REQUESTED, BookingState.CANCELLED)
+    not say it is let go. The page and the mails say it beside them; and so while a cancel that did
+    not complete is with our support team (`Booking.cancel_with_support`): still asked, not done."""
+    cancelled = (
+        booking.status in (BookingState.CANCEL_REQUESTED, BookingState.CANCELLED)
+        or booking.cancel_with_support
+    )
     if money is None or booking.cancellation_fee is not None or not cancelled:
         return ""
     amount = f"{money.amount:.2f} {money.currency}"
     # Asked, not done: the money waits for the cancellation (`payments.decisions.owed`), which the
-    # partner may yet refuse.
+    # partner may yet refuse (or has, and support takes it up: the hold waits for what they settle).
     done = booking.status == BookingState.CANCELLED
     if money.code == CustomerMoney.AUTHORIZING:
         when = "" if done else " once the cancellation is done"

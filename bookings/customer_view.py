@@ -67,6 +67,9 @@ class Facts:
     # The booking was sent to the partner at least once (`Booking.sent_to_partner`): a cancel before
     # that has nothing to cancel with them, and is told so.
     submitted: bool = True
+    # A cancel the customer (or support for them) asked for stands (`Booking.cancel_asked_at`): in
+    # needs_attention, it did not complete and support has it.
+    cancel_asked: bool = False
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,8 @@ _UNSENT_VIEW = {
     S.CANCEL_REQUESTED: View(CustomerStatus.CANCELLING, M.CANCELLING_UNSENT),
     S.CANCELLED: View(CustomerStatus.CANCELLED, M.CANCELLED_UNSENT),
 }
+# A cancel of a booking the partner never confirmed that did not complete: support has it.
+_CANCEL_WITH_SUPPORT = View(CustomerStatus.CANCELLING, M.CANCEL_WITH_SUPPORT)
 # The unconfirmed ends: `failed` with these words once nothing may be held, `releasing` before.
 _ENDED_MESSAGE = {
     S.REJECTED: M.DECLINED,
@@ -119,6 +124,9 @@ def _derive_status(state: str, facts: Facts) -> View:
         return _UNSENT_VIEW[state]
     if state in _FIXED_VIEW:
         return _FIXED_VIEW[state]
+    if state == S.NEEDS_ATTENTION and facts.cancel_asked and not facts.confirmed_shown:
+        # Asked, not done: still `cancelling`, never `pending` again (support has the cancel).
+        return _UNSENT_VIEW[S.CANCEL_REQUESTED] if not facts.submitted else _CANCEL_WITH_SUPPORT
     ended = state in _ENDED_MESSAGE
     if facts.confirmed_shown:
         if ended and not facts.partner_may_hold:
@@ -166,6 +174,7 @@ def facts_of(booking: Booking) -> Facts:
         and timezone.now() - booking.created_at >= settings.CUSTOMER_SLOW_AFTER,
         money=money_shown(booking),
         submitted=booking.sent_to_partner,
+        cancel_asked=booking.cancel_asked_at is not None,
     )
 
 
@@ -194,6 +203,8 @@ _UNSETTLED = frozenset({CustomerStatus.PENDING, CustomerStatus.CANCELLING, Custo
 # Money the provider still holds undecided: it will be charged or released (or, a charge's outcome
 # unknown, turn out charged or not); or held when it would not release it, until the hold lapses.
 _MONEY_UNSETTLED = frozenset({MONEY.AUTHORIZING, *MONEY_HELD, MONEY.CHARGE_UNKNOWN, MONEY.RELEASE_REFUSED})
+# The messages that say our support team has the booking (beside every `disrupted` one).
+_SUPPORT_HAS_IT = frozenset({M.WITH_SUPPORT, M.CANCEL_WITH_SUPPORT})
 # Money owed back that the card refused: support gives it back, whatever the booking shows.
 _MONEY_WITH_SUPPORT = frozenset({MONEY.REFUND_FAILED})
 
@@ -217,7 +228,7 @@ def awaited(booking: Booking) -> Awaited | None:
     money_code = booking.customer_money.get("code")
     unsettled_money = money_code in _MONEY_UNSETTLED
     if booking.customer_status in _UNSETTLED and booking.customer_message != M.DISRUPTED_ENDED:
-        if booking.customer_status == CustomerStatus.DISRUPTED or booking.customer_message == M.WITH_SUPPORT:
+        if booking.customer_status == CustomerStatus.DISRUPTED or booking.customer_message in _SUPPORT_HAS_IT:
             return Awaited.SUPPORT
         if booking.customer_message == M.CHECKING_PAYMENT:
             return Awaited.PAYMENT
@@ -295,6 +306,14 @@ _ANNOUNCED = {
 }
 
 
+# Messages announced by mail whenever they are new, whatever the status: the wait has grown long,
+# and a cancel did not complete (still `cancelling`, now support's).
+_ANNOUNCED_MESSAGES = {
+    M.TAKING_LONGER: NotificationKind.TAKING_LONGER,
+    M.CANCEL_WITH_SUPPORT: NotificationKind.CANCEL_NOT_DONE,
+}
+
+
 # What happened to the money, announced by mail when it is the only news: the provider took it,
 # gave it back, let the hold go, or could not give it back after all (the card refused a refund;
 # a hold comes with news of the booking itself), or would not let the hold go, or support paid it
@@ -325,8 +344,8 @@ def _announcement(before: View, after: View, actor: Actor | str) -> Notification
     if (after.status, after.message) == (before.status, before.message):
         money_news = after.money is not None and after.money.code in _MONEY_ANNOUNCED
         return NotificationKind.MONEY if money_news else None
-    if after.message == M.TAKING_LONGER:
-        return NotificationKind.TAKING_LONGER
+    if after.message in _ANNOUNCED_MESSAGES:
+        return _ANNOUNCED_MESSAGES[after.message]
     if after.status != before.status or after.status == CustomerStatus.DISRUPTED:
         return _ANNOUNCED.get(after.status)
     return None
@@ -353,22 +372,52 @@ def stage(booking: Booking, *, actor: Actor | str, payment: PaymentFacts | None 
 def save_row(booking: Booking, event: BookingEvent, change: ViewChange | None) -> None:
     """Insert the timeline row that carries `change` (and, in the same statement, the
     notification it owes); publish the change and queue its notification after commit."""
-    if change is None or change.notification is None:
+    notification = _notification(booking, change) if change is not None else None
+    if notification is None:
         event.save(force_insert=True)
     else:
-        money = change.after.money
-        notification = Notification(
-            booking=booking,
-            status_version=change.status_version,
-            kind=change.notification,
-            message=change.after.message,
-            money=money.as_json() if money else {},
-            money_words=money_words(booking, money) if money else "",
-        )
         insert_together(event, notification, savepoint=False)
         notifications.queue_after_commit(notification)
     if change is not None:
         live.publish_after_commit(booking)
+
+
+def _notification(booking: Booking, change: ViewChange) -> Notification | None:
+    """The mail a change owes: none if its kind owes none, or if it would tell the customer
+    nothing their last mail did not (`_told_already`)."""
+    if change.notification is None:
+        return None
+    money = change.after.money
+    notification = Notification(
+        booking=booking,
+        status_version=change.status_version,
+        kind=change.notification,
+        message=change.after.message,
+        money=money.as_json() if money else {},
+        money_words=money_words(booking, money) if money else "",
+    )
+    return None if _told_already(booking, notification) else notification
+
+
+def _told_already(booking: Booking, notification: Notification) -> bool:
+    """Whether the booking's last mail said everything this one would: the same kind (its
+    subject), message and money words. A view shown again after changes that were not mailed
+    (`failed`, then `releasing` when a late listing showed a reservation at the partner, then
+    `failed` again once it is released; `cancelled`, then with support, then resolved `cancelled`)
+    is no news to an inbox whose last word it is already; every change is still mailed at most
+    once. A confirmation is never its booking's last mail again (a booking shown confirmed leaves
+    it only by news that is mailed, `disrupted` or `cancelled`, or by the customer's own cancel),
+    so the hot path's first confirmation asks nothing; any other mail reads the last one (the
+    booking is locked: nothing is staged meanwhile)."""
+    if notification.kind == NotificationKind.CONFIRMED:
+        return False
+    last = (
+        Notification.objects.filter(booking_id=booking.pk)
+        .order_by("-status_version")
+        .values_list("kind", "message", "money_words")
+        .first()
+    )
+    return last == (notification.kind, notification.message, notification.money_words)
 
 
 def refresh(

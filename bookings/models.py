@@ -224,6 +224,12 @@ class Booking(ConcurrentTransitionMixin, CancellationTerms):
     # included (`cancelling.fee_if_cancelled`), and goes with any other way: confirmed again
     # (the price is owed, a later cancel fixes its own), failed or sent again (`_cancel_dropped`).
     cancellation_fee = models.DecimalField(max_digits=12, decimal_places=2, null=True, blank=True)
+    # When the customer (or support on their behalf) asked to cancel, for as long as that cancel is
+    # the booking's way out: set by `request_cancel`, kept while the cancel is under way, done, or
+    # with support because it did not complete (`cancel_with_support`), and dropped with the fee by
+    # any other way (`_cancel_dropped`). Null: no cancel stands. Nullable, so the column is added
+    # without a rewrite, and a process still on the code before it inserts bookings without it.
+    cancel_asked_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     # What the customer is shown, as `bookings.customer_view.refresh` last derived it (the one
     # writer). Stored so that every change has a number and "never backwards" has a memory.
@@ -319,6 +325,25 @@ class Booking(ConcurrentTransitionMixin, CancellationTerms):
         return self.submission_count > 0 or self.confirmed_shown_at is not None
 
     @property
+    def cancel_with_support(self) -> bool:
+        """Whether a cancel the customer asked for did not complete and our support team has the
+        booking (the partner would not cancel it, or our work on it kept failing), before the
+        partner ever confirmed it: asked, not done, support's to settle. Asked again, it is the
+        same cancel (`booking_request_cancel`), so it is not offered again (`customer_may_cancel`).
+        A confirmed one shows `disrupted` instead, and may be asked again (its fee stands)."""
+        return (
+            self.status == BookingState.NEEDS_ATTENTION
+            and self.cancel_asked_at is not None
+            and self.confirmed_shown_at is None
+        )
+
+    @property
+    def customer_may_cancel(self) -> bool:
+        """Whether the customer is offered to cancel (the page's button, the API's `links.cancel`
+        and `if_cancelled`): the state allows it, and their cancel is not already with support."""
+        return self.is_cancellable and not self.cancel_with_support
+
+    @property
     def partner_let_go(self) -> bool:
         """Whether the customer is told the partner no longer holds the booking it had confirmed."""
         return self.customer_message in PARTNER_LET_GO
@@ -330,8 +355,10 @@ class Booking(ConcurrentTransitionMixin, CancellationTerms):
     def _cancel_dropped(self) -> None:
         """The booking leaves the road of a cancel asked earlier another way than cancelled: the
         fee that cancel fixed is owed by nothing any more (`payments.decisions.owed`), and left on
-        the row it would be read by a later end (cancelled after the partner took it back)."""
+        the row it would be read by a later end (cancelled after the partner took it back). Nor
+        does the cancel stand any more (`cancel_asked_at`): a later move to support is not it."""
         self.cancellation_fee = None
+        self.cancel_asked_at = None
 
     @transition(field=status, source=BookingState.AWAITING_PAYMENT, target=BookingState.REQUESTED)
     def accept_payment(self) -> None:
@@ -381,6 +408,7 @@ class Booking(ConcurrentTransitionMixin, CancellationTerms):
     @transition(field=status, source=sorted(CANCELLABLE_STATES), target=BookingState.CANCEL_REQUESTED)
     def request_cancel(self) -> None:
         self._moved()
+        self.cancel_asked_at = self.cancel_asked_at or self.status_changed_at
 
     @transition(
         field=status,
@@ -492,6 +520,8 @@ class NotificationKind(models.TextChoices):
     CANCELLED = "cancelled", "Cancelled"
     DISRUPTED = "disrupted", "Disrupted"
     TAKING_LONGER = "taking_longer", "Taking longer"
+    # A cancel the customer asked for did not complete: support has it (`cancel_with_support`).
+    CANCEL_NOT_DONE = "cancel_not_done", "Cancellation not done yet"
     MONEY = "money", "Money (charged, refunded, released)"
 
 

@@ -94,6 +94,7 @@ SUBJECTS = {
     NotificationKind.CANCELLED: "Your booking {reference} is cancelled",
     NotificationKind.DISRUPTED: "A problem with your booking {reference}",
     NotificationKind.TAKING_LONGER: "Your booking {reference} is taking longer than usual",
+    NotificationKind.CANCEL_NOT_DONE: "Your booking {reference} is not cancelled yet",
     NotificationKind.MONEY: "Your payment for booking {reference}",
 }
 

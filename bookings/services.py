@@ -87,6 +87,7 @@ def apply_transition(
                 "attention_reason",
                 "attention_detail",
                 "cancellation_fee",  # fixed by a cancel, dropped by a move off its road
+                "cancel_asked_at",  # the same
                 "updated_at",
                 *(customer_view.VIEW_FIELDS if change else ()),
                 *extra_fields,
@@ -362,11 +363,15 @@ def booking_request_cancel(
     summary: str = "Cancellation requested",
     data: dict[str, Any] | None = None,
 ) -> Booking:
-    """Ask for a cancellation; idempotent while one is under way or done. The move writes one
+    """Ask for a cancellation; idempotent while one is under way or done, and, for the customer,
+    while their cancel is with our support team (`Booking.cancel_with_support`: asked again, it
+    is the same cancel, and would only send it round the same failure). The move writes one
     timeline row: support names it as its correction (`kind`, `summary`, `data`)."""
     with transaction.atomic():
         booking = lock_booking(booking_id)
         if booking.status in CANCEL_ACCEPTED:
+            return booking
+        if actor == Actor.CUSTOMER and booking.cancel_with_support:
             return booking
         if not booking.is_cancellable:
             raise InvalidTransition(

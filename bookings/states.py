@@ -91,6 +91,14 @@ class CustomerMessage(models.TextChoices):
         "We are cancelling your booking. It was never sent to the partner, so there is nothing to "
         "cancel with them.",
     )
+    # The customer's cancel did not complete (the partner would not cancel it, or our work on it
+    # kept failing) before the partner ever confirmed the booking: support has it. Still
+    # `cancelling`: asked, not done (`Booking.cancel_with_support`).
+    CANCEL_WITH_SUPPORT = (
+        "cancel_with_support",
+        "The partner has not confirmed your cancellation, so our support team is taking it up with "
+        "them. We will tell you when it is settled.",
+    )
     CANCELLED = "cancelled", "Your booking is cancelled."
     CANCELLED_UNSENT = (
         "cancelled_unsent",

@@ -296,7 +296,9 @@ class BookingLinksSerializer(serializers.Serializer):
         allow_null=True,
         help_text=(
             "Where to cancel this booking; null when there is nothing to cancel (already "
-            "cancelling or cancelled, or failed). Cancelling again is harmless: it answers 202."
+            "cancelling or cancelled, or failed), and while a cancel that did not complete is with "
+            "our support team (`cancel_with_support`). Cancelling again is harmless: it answers 202 "
+            "and changes nothing."
         ),
     )
 
@@ -308,7 +310,9 @@ STATUS_HELP = (
     "`releasing`);\n"
     "- `confirmed`: the partner confirmed the booking;\n"
     "- `failed`: the booking did not go ahead and nothing is held at the partner for it;\n"
-    "- `cancelling`: a cancellation was asked for and the partner has not confirmed it yet;\n"
+    "- `cancelling`: a cancellation was asked for and the partner has not confirmed it yet "
+    "(`message_code` `cancel_with_support`: it did not complete, and our support team is taking "
+    "it up with the partner);\n"
     "- `cancelled`: the booking is cancelled and nothing is held at the partner for it;\n"
     "- `disrupted`: the partner confirmed the booking, then something went wrong with it: the "
     "partner cancelled, lost or changed it, or our support team is sorting out another problem; "
@@ -535,7 +539,7 @@ class BookingOutputSerializer(serializers.Serializer):
 
     @extend_schema_field(IfCancelledOutputSerializer(allow_null=True))
     def get_if_cancelled(self, booking: Booking) -> dict[str, str | None] | None:
-        if not booking.is_cancellable:
+        if not booking.customer_may_cancel:
             return None
         told = cancel_money(booking, at=timezone.now())
         return {
@@ -556,7 +560,7 @@ class BookingOutputSerializer(serializers.Serializer):
         cancel = reverse("bookings-api:booking-cancel", kwargs={"reference": booking.reference})
         return {
             "self": request.build_absolute_uri(detail),
-            "cancel": request.build_absolute_uri(cancel) if booking.is_cancellable else None,
+            "cancel": request.build_absolute_uri(cancel) if booking.customer_may_cancel else None,
         }
 
 

@@ -234,7 +234,7 @@ def booking_cancel(request: HttpRequest, reference: str) -> HttpResponse:
             return redirect("web:booking", reference=booking.reference)
     # What cancelling does at the partner: whether they were ever asked for it, and still hold it.
     context = {"booking": booking, "form": form, "at_partner": at_partner(booking)}
-    if booking.is_cancellable:
+    if booking.customer_may_cancel:
         # Told before the customer confirms: what they get back, what is kept and why.
         context["money"] = cancel_money(booking, at=timezone.now())
     return render(request, "web/bookings/cancel.html", context, status=status)

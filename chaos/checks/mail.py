@@ -4,13 +4,15 @@ SMTP sink's messages against the changes our timeline records.
 What is owed is read from the timeline's record of every numbered change of the view
 (`data.customer_view`), by the documented rule, not from our outbox: a change the customer did not
 cause (its actor is not `customer`) to `confirmed`, `failed`, `cancelled` or `disrupted` (each new
-`disrupted` message too), the first `taking_longer`, and a change of the money alone (status and
+`disrupted` message too), the first `taking_longer`, a cancel that did not complete and went to
+support (`cancel_with_support`, still `cancelling`), and a change of the money alone (status and
 message as before) to charged, partly refunded, refunded or released, or to a refund that could
 not be made (`refund_failed`: the card refused it, or the provider every time it was asked) or was
 paid back another way (`refunded_outside`), or to a release the provider refused for good
 (`release_refused`), or to the bank's answer that came after the booking
-ended (declined, method refused, needing a step we never ask for, or never asked: not charged).
-Each must have exactly one
+ended (declined, method refused, needing a step we never ask for, or never asked: not charged);
+but not a change that would tell nothing the last mail owed did not (the same kind, message and
+money told: shown `failed` again after `releasing`, with no mail between). Each must have exactly one
 message in the sink, of its kind, named by its booking and version; a message for anything else
 is one too many.
 
@@ -38,7 +40,8 @@ ANNOUNCED = {
     "cancelled": "cancelled",
     "disrupted": "disrupted",
 }
-TAKING_LONGER = "taking_longer"
+# Messages mailed whenever they are new, whatever the status (customer_view._ANNOUNCED_MESSAGES).
+ANNOUNCED_MESSAGES = {"taking_longer": "taking_longer", "cancel_with_support": "cancel_not_done"}
 MONEY = "money"
 # What the customer is told of their money that is news by mail on its own (customer_view).
 MONEY_ANNOUNCED = frozenset(
@@ -68,11 +71,33 @@ def owed_kind(change: ViewChange) -> str | None:
         return None  # they caused it; their page or the API's answer shows it
     if (change.status, change.message) == (change.before, change.before_message):
         return MONEY if change.money in MONEY_ANNOUNCED else None  # only the money moved
-    if change.message == TAKING_LONGER:
-        return TAKING_LONGER
+    if change.message in ANNOUNCED_MESSAGES:
+        return ANNOUNCED_MESSAGES[change.message]
     if change.status != change.before or change.status == "disrupted":
         return ANNOUNCED.get(change.status)
     return None
+
+
+def owed_mails(changes: list[ViewChange]) -> dict[int, str]:
+    """The mails a booking's changes owe, by version: each change's `owed_kind`, unless its mail
+    would tell nothing the last one owed did not (customer_view._told_already): the same kind,
+    message and money as told then (the money a change told is the last one the timeline records
+    at or before it; the product compares the money's words, which the same money in the same
+    kind and message words alike)."""
+    owed: dict[int, str] = {}
+    last: tuple[str, str, dict[str, str]] | None = None
+    money: dict[str, str] = {}
+    for change in sorted(changes, key=lambda c: c.version):
+        money = change.money_told or money
+        kind = owed_kind(change)
+        if kind is None:
+            continue
+        told = (kind, change.message, money)
+        if told == last:
+            continue
+        owed[change.version] = kind
+        last = told
+    return owed
 
 
 def check_one_mail_per_change(snapshot: Snapshot) -> CheckResult:
@@ -96,8 +121,10 @@ def check_one_mail_per_change(snapshot: Snapshot) -> CheckResult:
     owed_keys: set[tuple[str, int | None]] = set()
 
     for reference, booking in snapshot.bookings.items():
-        for change in booking.view_changes():
-            kind = owed_kind(change)
+        changes = booking.view_changes()
+        owing = owed_mails(changes)
+        for change in changes:
+            kind = owing.get(change.version)
             if kind is None:
                 continue
             owed[kind] += 1

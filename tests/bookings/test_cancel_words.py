@@ -1,19 +1,21 @@
 """A cancel is told by what the partner was ever asked: a booking cancelled before it was sent
 (a paying one still awaiting its payment) never says the partner is cancelling it or confirmed
-the cancellation, in the API, on its page or in the mail (docs/design.md, "The honest-status
-contract")."""
+the cancellation, in the API, on its page or in the mail; and a cancel that did not complete is
+still told as asked, not done, with its hold (docs/design.md, "The honest-status contract")."""
 
 from __future__ import annotations
 
 from decimal import Decimal
 
 import pytest
+from django.db import transaction
 from django.test import Client
 
 from bookings.customer_money import PaymentFacts, money_of
 from bookings.customer_view import Facts, View, derive
-from bookings.models import Notification, NotificationKind
+from bookings.models import Actor, Booking, Notification, NotificationKind
 from bookings.notifications import compose
+from bookings.services import apply_transition, booking_request_cancel, lock_booking
 from bookings.states import BookingState, CustomerMessage
 from partners.models import PartnerAttempt
 from partners.services.compensation import booking_cancel_run
@@ -98,3 +100,65 @@ def test_a_booking_the_partner_holds_is_cancelled_with_the_partner(db, customer)
     mail = compose(notification)
 
     assert "Nothing on your side: the partner holds nothing for this booking any more." in mail.body
+
+
+def test_a_cancel_with_support_keeps_its_money_words_and_is_the_same_cancel_asked_again(
+    db, customer, api_client, django_capture_on_commit_callbacks
+):
+    # given a paying booking the partner holds pending, its money held, that the customer cancels
+    held = money_of(PaymentFacts("held", "EUR", Decimal("360.00"))).as_json()
+    booking = BookingFactory(
+        customer=customer, status=S.PENDING_PARTNER, submission_count=1, customer_money=held
+    )
+    with django_capture_on_commit_callbacks():
+        booking_request_cancel(booking_id=booking.pk, actor=Actor.CUSTOMER)
+    release = (
+        "Cancelling is free: once the cancellation is done, we release the 360.00 EUR we hold on your card."
+    )
+    cancelling = api_client.get(f"/api/v1/bookings/{booking.reference}").json()
+    assert release in cancelling["money"]["message"]
+
+    # when the partner would not cancel it and support is handed the booking
+    with django_capture_on_commit_callbacks(), transaction.atomic():
+        apply_transition(
+            lock_booking(booking.pk), "flag_for_attention", actor=Actor.WORKER, reason="compensation_failed"
+        )
+
+    # then the money is told as it was: held, released once the cancellation is done, never charged
+    answer = api_client.get(f"/api/v1/bookings/{booking.reference}").json()
+    assert (answer["status"], answer["message_code"]) == ("cancelling", M.CANCEL_WITH_SUPPORT)
+    assert answer["money"]["message"] == cancelling["money"]["message"]
+    notification = Notification.objects.get(booking=booking)
+    assert (notification.kind, notification.money_words) == (
+        NotificationKind.CANCEL_NOT_DONE,
+        cancelling["money"]["message"],
+    )
+    mail = compose(notification)
+    assert mail.subject == f"Your booking {booking.reference} is not cancelled yet"
+    assert release in mail.body and release in mail.alternatives[0].content
+
+    # and asked again, by the API, it is the same cancel: nothing moves, nothing is paid or mailed
+    with django_capture_on_commit_callbacks() as queued:
+        again = api_client.post(f"/api/v1/bookings/{booking.reference}/cancel")
+    assert (again.status_code, again.json()["status_version"]) == (202, answer["status_version"])
+    assert queued == []
+    assert Booking.objects.values_list("status", flat=True).get(pk=booking.pk) == S.NEEDS_ATTENTION
+
+
+def test_support_resolving_a_cancel_with_support_another_way_drops_the_cancel(db, customer):
+    # given a cancel that went to support
+    booking = BookingFactory(customer=customer, status=S.PENDING_PARTNER, submission_count=1)
+    booking_request_cancel(booking_id=booking.pk, actor=Actor.CUSTOMER)
+    with transaction.atomic():
+        apply_transition(
+            lock_booking(booking.pk), "flag_for_attention", actor=Actor.WORKER, reason="worker_gave_up"
+        )
+    booking.refresh_from_db()
+    assert booking.cancel_with_support and not booking.customer_may_cancel
+
+    # when support fails it instead (it will not go ahead), the cancel stands no more
+    with transaction.atomic():
+        apply_transition(lock_booking(booking.pk), "fail", actor=Actor.SUPPORT)
+    booking.refresh_from_db()
+    assert (booking.cancel_asked_at, booking.cancel_with_support) == (None, False)
+    assert (booking.customer_status, booking.customer_message) == ("failed", M.NOT_COMPLETED)

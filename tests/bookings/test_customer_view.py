@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from datetime import timedelta
+from decimal import Decimal
 
 import pytest
 import redis
@@ -17,6 +19,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
 
 from bookings import customer_view, live, ports
+from bookings.customer_money import PaymentFacts, money_of
 from bookings.customer_view import Facts, View, derive
 from bookings.models import Actor, Booking, BookingEvent, Notification
 from bookings.services import apply_transition, lock_booking
@@ -136,6 +139,21 @@ def test_a_confirmed_booking_with_support_for_a_problem_of_ours_does_not_blame_t
     )
 
 
+def test_a_cancel_that_did_not_complete_is_still_cancelling_while_support_has_it():
+    # asked, not done: still cancelling, support has it (never sent: nothing to cancel with them)
+    asked = Facts(cancel_asked=True, attention_reason="compensation_failed")
+    assert derive(S.NEEDS_ATTENTION, asked) == view("cancelling", M.CANCEL_WITH_SUPPORT)
+    assert derive(S.NEEDS_ATTENTION, replace(asked, submitted=False)) == view(
+        "cancelling", M.CANCELLING_UNSENT
+    )
+    # confirmed first: disrupted, as any confirmed booking support has (its cancel may be asked again)
+    assert derive(S.NEEDS_ATTENTION, replace(asked, confirmed_shown=True)) == GENERIC_DISRUPTION
+    # no cancel stands: support reviews the booking
+    assert derive(S.NEEDS_ATTENTION, Facts(attention_reason="compensation_failed")) == view(
+        "pending", M.WITH_SUPPORT
+    )
+
+
 @pytest.mark.parametrize("state", list(PENDING))
 def test_a_long_wait_is_said_while_awaiting_the_partner_only(state):
     assert derive(state, Facts(slow=True)) == view("pending", M.TAKING_LONGER)
@@ -216,6 +234,43 @@ def test_a_fence_resolved_after_expiry_turns_releasing_into_failed_once(
         (3, "not_confirmed")
     ]
     assert len(callbacks) == 2  # the publish, and the notification's message
+
+
+HELD = PaymentFacts("held", "EUR", Decimal("360.00"))
+RELEASED = PaymentFacts("released", "EUR", Decimal("360.00"))
+
+
+@pytest.mark.parametrize(
+    ("money_after", "mailed"),
+    [(None, ["not_confirmed"]), (RELEASED, ["not_confirmed", "not_confirmed"])],
+    ids=["the-same-words", "other-money-words"],
+)
+def test_a_view_shown_again_is_mailed_again_only_with_news(db, money_after, mailed):
+    # given a paying booking the partner declined, shown failed with its hold, and mailed so
+    booking = BookingFactory(status=S.PENDING_PARTNER, customer_money=money_of(HELD).as_json())
+    with transaction.atomic():
+        apply_transition(_locked(booking), "reject", actor=Actor.WORKER)
+    # when a reservation for it shows up (releasing, not mailed), then is cancelled and verified
+    reservation = PartnerReservationFactory(booking=booking, status=ReservationStatus.CONFIRMED)
+    with transaction.atomic():
+        customer_view.refresh(_locked(booking), actor=Actor.WORKER)
+    PartnerReservation.objects.filter(pk=reservation.pk).update(
+        status=ReservationStatus.CANCELLED,
+        compensation_requested_at=timezone.now(),
+        compensated_at=timezone.now(),
+    )
+    with transaction.atomic():
+        customer_view.refresh(_locked(booking), actor=Actor.WORKER, payment=money_after)
+
+    # then failed again is mailed only if its money's words are news (the hold released meanwhile)
+    booking.refresh_from_db()
+    assert (booking.customer_status, booking.customer_message, booking.status_version) == (
+        "failed",
+        M.DECLINED,
+        4,
+    )
+    assert [row.data["customer_view"]["to"] for row in _view_rows(booking)] == ["pending", "failed"]
+    assert list(Notification.objects.filter(booking=booking).values_list("kind", flat=True)) == mailed
 
 
 def test_a_transition_carries_its_view_change_on_its_own_row(db):
@@ -422,6 +477,8 @@ class HonestView(RuleBasedStateMachine):
         assert (booking.customer_status == "confirmed") == (booking.status == S.CONFIRMED)
         if booking.customer_status == "failed":
             assert not ports.partner_may_hold(booking.pk), "failed while the partner may hold it"
+        if booking.cancel_asked_at is not None:  # asked, and not dropped: cancelling, done, or support's
+            assert booking.customer_status != "pending", "pending while a cancel asked stands"
 
 
 def test_the_contract_holds_under_any_moves_and_partner_facts(db) -> None:
@@ -443,6 +500,7 @@ A = customer_view.Awaited
         ("disrupted", M.DISRUPTED, "held", A.SUPPORT),
         ("pending", M.CHECKING_PAYMENT, "authorizing", A.PAYMENT),
         ("cancelling", M.CANCELLING, "held", A.PARTNER),
+        ("cancelling", M.CANCEL_WITH_SUPPORT, "held", A.SUPPORT),
         ("cancelling", M.CANCELLING_UNSENT, "authorizing", A.PAYMENT),
         ("cancelling", M.CANCELLING_UNSENT, "", A.CANCELLATION),
         ("confirmed", M.CONFIRMED, "held", A.PAYMENT),  # the capture to come

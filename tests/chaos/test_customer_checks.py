@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 
 import pytest
 
@@ -597,3 +598,102 @@ def test_the_mail_oracle_owes_a_money_mail_for_exactly_the_money_the_product_mai
     from chaos.checks.mail import MONEY_ANNOUNCED
 
     assert {str(code) for code in _MONEY_ANNOUNCED} == MONEY_ANNOUNCED
+
+
+def _failed_again(money: tuple[str, str, str] = ("held", "held", "held")) -> Snapshot:
+    """BK-BBBBBB shown failed at v5 (mailed), then releasing at v6 when a late listing showed a
+    reservation at its partner, then failed again at v7 once that one was cancelled; the money it
+    was told at v5, v6 and v7 (`money`)."""
+    snapshot = clean()
+    booking = snapshot.bookings[B]
+
+    def told(row: EventRow, code: str) -> EventRow:
+        row.data["customer_view"]["money"] = {"code": code, "amount": "360.00", "currency": "EUR"}
+        return row
+
+    events = [
+        *booking.events[:4],
+        told(event(15, "", "", 123, ("pending", "failed", "not_confirmed_in_time", 5)), money[0]),
+        event(16, "", "", 200, ("failed", "pending", "releasing", 6)),
+        event(17, "", "", 210, ("pending", "failed", "not_confirmed_in_time", 7)),
+    ]
+    for row, (before, after) in zip(events[-2:], pairwise(money), strict=True):
+        if after != before:
+            told(row, after)
+    snapshot.bookings[B] = replace(booking, events=tuple(events), view_version=7)
+    return snapshot
+
+
+def test_a_view_shown_again_with_no_email_between_owes_no_second_email():
+    # Given BK-BBBBBB failed (mailed), releasing, then failed again, its money told alike
+    snapshot = _failed_again()
+
+    # Then the second failed owes nothing: its one email is v5's
+    result = check_one_mail_per_change(snapshot)
+    assert (kinds(result), result.figures["owed_by_kind"]) == ([], {"confirmed": 1, "not_confirmed": 1})
+    # and an email for it is one too many
+    assert snapshot.mails is not None
+    snapshot.mails.append(mail(B, 7, "not_confirmed", 210.5, 3))
+    result = check_one_mail_per_change(snapshot)
+    assert kinds(result) == ["mail_not_owed"]
+    assert "(pending→failed/not_confirmed_in_time [worker])" in result.violations[0].message
+
+
+def test_a_view_shown_again_with_other_money_words_owes_its_email():
+    # Given the same, but the hold was released meanwhile: the second failed tells that
+    snapshot = _failed_again(("held", "held", "released"))
+    snapshot.notifications.append(notification(B, 7, "not_confirmed"))
+
+    result = check_one_mail_per_change(snapshot)
+
+    assert kinds(result) == ["mail_missing"]
+    assert result.figures["owed_by_kind"] == {"confirmed": 1, "not_confirmed": 2}
+
+
+def test_a_cancel_that_went_to_support_owes_one_email():
+    # Given BK-AAAAAA cancelled by its customer before the partner confirmed it (not mailed), then
+    # handed to support when the partner would not cancel it: still cancelling, told so
+    snapshot = clean()
+    booking = snapshot.bookings[A]
+    snapshot.bookings[A] = replace(
+        booking,
+        status="needs_attention",
+        events=(
+            *booking.events[:2],
+            event(
+                3,
+                "submitting",
+                "cancel_requested",
+                1.0,
+                ("pending", "cancelling", "cancelling", 3),
+                "customer",
+            ),
+            event(
+                4,
+                "cancel_requested",
+                "needs_attention",
+                30,
+                ("cancelling", "cancelling", "cancel_with_support", 4),
+            ),
+        ),
+        view_status="cancelling",
+        view_message="cancel_with_support",
+        view_version=4,
+    )
+    snapshot.notifications[0] = notification(A, 4, "cancel_not_done")
+    assert snapshot.mails is not None
+    snapshot.mails[0] = mail(A, 4, "cancel_not_done", 30.2, 1)
+
+    result = check_one_mail_per_change(snapshot)
+
+    assert (kinds(result), result.figures["owed_by_kind"]) == (
+        [],
+        {"cancel_not_done": 1, "not_confirmed": 1},
+    )
+
+
+def test_the_mail_oracle_mails_the_messages_the_product_mails_whatever_the_status():
+    from bookings.customer_view import _ANNOUNCED_MESSAGES
+    from chaos.checks.mail import ANNOUNCED_MESSAGES
+
+    assert {str(m): str(k) for m, k in _ANNOUNCED_MESSAGES.items()} == ANNOUNCED_MESSAGES

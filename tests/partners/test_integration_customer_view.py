@@ -1,6 +1,8 @@
 """The honest-status contract against a real sandbox partner and a real worker: a booking that
 expires while its create is fenced is never `failed` before the partner's reservation is
-cancelled and verified; a confirmed booking the partner cancels is `disrupted`, never `pending`.
+cancelled and verified; a confirmed booking the partner cancels is `disrupted`, never `pending`;
+a cancel the partner will not make stays `cancelling`, with support, told and mailed once; a
+booking shown `failed` again after a late listing is not mailed "could not be confirmed" twice.
 
 What the customer was shown, change by change, is read back from the timeline (each numbered
 change rides on a row) and from the customer's Redis channel."""
@@ -12,15 +14,24 @@ import uuid
 from datetime import timedelta
 
 import pytest
+import requests
+from django.test import Client
 from django.utils import timezone
+from rest_framework.test import APIClient
 
 from bookings import live
-from bookings.models import Booking, BookingEvent, Notification
-from bookings.services import BookingRequest, booking_create
+from bookings.models import Actor, Booking, BookingEvent, Notification
+from bookings.notifications import compose
+from bookings.services import BookingRequest, booking_create, booking_request_cancel
 from bookings.states import BookingState
 from config.redis_client import redis_client
 from partners.models import PartnerReservation
+from partners.services.compensation import booking_cancel_run, reservation_compensate
+from partners.services.listing import change_listing_walk
 from partners.services.submission import submission_run
+from partners.services.sync import booking_sync
+from reconciliation.services.support import support_action_run
+from reconciliation.services.support.permissions import Operator
 from reconciliation.services.sweeper import booking_due_run
 from tests.factories import UserFactory
 from tests.helpers import wait_until
@@ -153,3 +164,130 @@ def test_a_confirmed_booking_the_partner_cancels_is_disrupted_never_pending(harn
         "disrupted",
     ]
     assert "booking.needs_attention" in timeline(booking)
+
+
+def mailed(booking: Booking) -> list[tuple[int, str]]:
+    return list(Notification.objects.filter(booking=booking).values_list("status_version", "kind"))
+
+
+def test_an_unconfirmed_booking_the_partner_will_not_cancel_stays_cancelling_with_support(harness, settings):
+    # given a booking the partner holds pending (it would confirm it only half a minute later)
+    settings.PARTNER_COMPENSATION_MAX_TRIES = 1
+    h = harness("reference")
+    h.faults(async_confirm_delay_s=30)
+    booking = book(h)
+    submission_run(booking.pk)
+    assert status_of(booking) == S.PENDING_PARTNER
+
+    # when the customer cancels it and the partner refuses every call from then on: the cancel's
+    # one try and the read that would verify it are refused, and support is handed the booking
+    h.faults(rate_limit_rate=1)
+    booking_request_cancel(booking_id=booking.pk, actor=Actor.CUSTOMER)
+    booking_cancel_run(booking.pk)
+    reservation = PartnerReservation.objects.get(booking=booking)
+    reservation_compensate(reservation.pk)
+
+    # then the customer is told what is true: they asked to cancel, it is not done, support has it;
+    # still `cancelling`, never `pending` again, and mailed that once (they did not cause it)
+    booking.refresh_from_db()
+    assert (booking.status, booking.attention_reason) == (S.NEEDS_ATTENTION, "compensation_failed")
+    assert len(h.live(booking)) == 1
+    assert shown_history(booking) == [
+        ("pending", "submitting", 2),
+        ("pending", "partner_confirming", 3),
+        ("cancelling", "cancelling", 4),
+        ("cancelling", "cancel_with_support", 5),
+    ]
+    assert mailed(booking) == [(5, "cancel_not_done")]
+    mail = compose(Notification.objects.get(booking=booking))
+    assert mail.subject == f"Your booking {booking.reference} is not cancelled yet"
+    assert "The partner has not confirmed your cancellation, so our support team is taking it up" in mail.body
+    assert "nor to cancel again" in mail.body
+
+    # and neither the API nor the page offers to cancel again; asking again changes nothing
+    api = APIClient()
+    api.force_authenticate(booking.customer)
+    answer = api.get(f"/api/v1/bookings/{booking.reference}")
+    assert (answer.json()["status"], answer.json()["message_code"]) == ("cancelling", "cancel_with_support")
+    assert (answer.json()["links"]["cancel"], answer.json()["if_cancelled"]) == (None, None)
+    assert answer.json()["deadline"] is None and "Retry-After" in answer  # support's news is awaited
+    page = Client()
+    page.force_login(booking.customer)
+    shown_page = page.get(f"/bookings/{booking.reference}/").content.decode()
+    assert "our support team is taking your cancellation up with them" in shown_page
+    assert "Waiting for our support team" in shown_page
+    assert f"/bookings/{booking.reference}/cancel/" not in shown_page
+    assert "cannot be cancelled now" in page.get(f"/bookings/{booking.reference}/cancel/").content.decode()
+    again = api.post(f"/api/v1/bookings/{booking.reference}/cancel")
+    assert (again.status_code, again.json()["status_version"]) == (202, 5)
+    assert page.post(f"/bookings/{booking.reference}/cancel/").status_code == 302
+    booking.refresh_from_db()
+    assert (booking.status, booking.status_version) == (S.NEEDS_ATTENTION, 5)
+    assert mailed(booking) == [(5, "cancel_not_done")]
+
+    # when support gets the partner to cancel it, the sync records that, and support resolves it
+    h.faults(rate_limit_rate=0)
+    requests.post(
+        f"{h.sandbox.base_url}/v1/reservations/{reservation.partner_ref}/cancel",
+        headers=h.sandbox.auth,
+        timeout=5,
+    ).raise_for_status()
+    booking_sync(booking.pk, actor=Actor.SUPPORT, actor_label="ops:alice")
+    assert h.live(booking) == []
+    assert shown(booking) == ("cancelling", "cancel_with_support", 5)  # support's to settle still
+    support_action_run(
+        "resolve",
+        booking_id=booking.pk,
+        operator=Operator(label="ops:alice"),
+        token="resolve-cancelled",
+        outcome="cancelled",
+        note="The partner cancelled it on the phone.",
+    )
+
+    # then it is cancelled after all, and mailed so
+    assert shown(booking) == ("cancelled", "cancelled", 6)
+    assert mailed(booking) == [(5, "cancel_not_done"), (6, "cancelled")]
+
+
+def test_a_booking_shown_failed_again_after_a_late_listing_is_mailed_once(harness):
+    # given a booking the partner declined: shown failed, and mailed so
+    h = harness("legacy")
+    h.faults(reject_rate=1)
+    booking = book(h)
+    submission_run(booking.pk)
+    status, message, failed_version = shown(booking)
+    assert (status_of(booking), status, message) == (S.REJECTED, "failed", "declined")
+    assert mailed(booking) == [(failed_version, "not_confirmed")]
+
+    # when the partner's change listing shows a reservation for it nobody knew of (a create whose
+    # answer was lost): failed is no longer true, so the customer is told it is being released
+    h.faults(reject_rate=0)
+    stray = requests.post(
+        f"{h.sandbox.base_url}/api/bookings",
+        json={
+            "ref": booking.reference,
+            "item": booking.offer.product_id,
+            "from": booking.start_date.isoformat(),
+            "to": booking.end_date.isoformat(),
+            "pax": booking.guests,
+            "amount": str(booking.total_price),
+            "ccy": booking.currency,
+        },
+        headers=h.sandbox.auth,
+        timeout=5,
+    ).json()
+    change_listing_walk(h.partner.pk)
+    assert shown(booking)[:2] == ("pending", "releasing")
+
+    # and once the partner cancelled it and our read verified that, failed again
+    late = PartnerReservation.objects.get(booking=booking, partner_ref=str(stray["booking_no"]))
+    reservation_compensate(late.pk)
+    assert h.live(booking) == []
+    assert shown_history(booking)[-3:] == [
+        ("failed", "declined", failed_version),
+        ("pending", "releasing", failed_version + 1),
+        ("failed", "declined", failed_version + 2),
+    ]
+
+    # then the second failed told the customer nothing their last mail did not: one mail
+    assert mailed(booking) == [(failed_version, "not_confirmed")]
