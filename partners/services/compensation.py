@@ -79,8 +79,8 @@ def reservation_compensate(
         connector = connector_for(reservation.partner)
         if reservation.status in LIVE_RESERVATION_STATUSES:
             attempt = _cancel_attempt_open(reservation)
-            if isinstance(attempt, Tries):  # the budget is spent: support has it, or is given it now
-                return _give_up(reservation, attempt.count, "no_tries_left")
+            if isinstance(attempt, Tries):  # the budget is spent: its last try decides
+                return _when_spent(reservation, attempt, actor=actor, actor_label=actor_label)
             if isinstance(attempt, float):  # the last try was too recent: this copy comes back
                 return FollowUp(compensate_after_s=attempt)
             result = call_opened_and_close(attempt, lambda: connector.cancel(reservation.partner_ref))
@@ -100,6 +100,37 @@ def reservation_compensate(
             # Else the last try's cancel may have been made (a timeout, a 5xx after the partner
             # committed it): the verifying read says so before support is handed the booking.
         return _verify(reservation_id, actor=actor, actor_label=actor_label)
+
+
+def _when_spent(
+    reservation: PartnerReservation, tries: Tries, *, actor: Actor | str, actor_label: str
+) -> FollowUp:
+    """A copy of the message that finds the budget spent by the series' last cancel. That cancel
+    may be another copy's call still out (support's cancel driven again while an older copy runs):
+    this copy comes back once that call must have ended, whatever its answer. Made, or perhaps
+    made (a timeout, cut off by a kill), it is verified as the copy that made it would: the
+    partner's read decides, and only a reservation still live hands support the booking. Support
+    is handed it at once only when the last cancel failed for sure."""
+    last = (
+        PartnerAttempt.objects.filter(
+            reservation=reservation,
+            operation=Operation.CANCEL,
+            started_at__gte=reservation.compensation_requested_at or reservation.first_seen_at,
+        )
+        .order_by("-started_at", "-id")
+        .values_list("outcome", "started_at")
+        .first()
+    )
+    outcome, started_at = last if last is not None else (Outcome.TRANSIENT, None)
+    if outcome == Outcome.IN_FLIGHT and started_at is not None:
+        partner = reservation.partner
+        call_ends_in = partner.connect_timeout_s + partner.read_timeout_s + 1.0
+        wait = call_ends_in - (timezone.now() - started_at).total_seconds()
+        if wait > 0:
+            return FollowUp(compensate_after_s=wait)
+    if outcome in (Outcome.IN_FLIGHT, Outcome.OK, Outcome.AMBIGUOUS):
+        return _verify(reservation.pk, actor=actor, actor_label=actor_label)
+    return _give_up(reservation, tries.count, "no_tries_left")
 
 
 def _spent(reservation: PartnerReservation) -> bool:

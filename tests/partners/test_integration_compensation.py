@@ -380,3 +380,64 @@ def test_a_last_cancel_whose_answer_was_lost_is_read_before_support_is_handed_it
     reservation.refresh_from_db()
     assert reservation.compensated_at is not None
     assert status_of(reservation.booking) == S.CANCELLED
+
+
+def test_a_copy_that_finds_the_last_cancel_made_verifies_it_instead_of_handing_it_to_support(
+    harness, settings
+):
+    """Support's cancel drove a cancel that had failed again while an older copy of its message
+    was still queued: the new copy made the last try (the partner cancelled it) and the old copy,
+    finding the budget spent, handed the booking to support before the new copy's read verified
+    it. A copy that finds the last cancel made reads the partner as that copy would."""
+    h = harness("reference")
+    reservation = cancelling_while_the_partner_refuses(h, settings, max_tries=1)
+    h.faults(rate_limit_rate=0)
+    # The last try, another copy's: the partner cancels it and its answer is recorded, unverified.
+    assert connector_for(h.partner).cancel(reservation.partner_ref).ok
+    PartnerAttemptFactory(
+        partner=h.partner,
+        booking=reservation.booking,
+        reservation=reservation,
+        operation=Operation.CANCEL,
+        outcome="ok",
+    )
+
+    assert reservation_compensate(reservation.pk).compensate_after_s is None  # the copy that found it spent
+
+    reservation.refresh_from_db()
+    assert reservation.compensated_at is not None
+    assert status_of(reservation.booking) == S.CANCELLED
+    assert cancels_received(h) == 1  # it cancelled nothing more: it read
+
+
+def test_a_copy_that_finds_the_last_cancel_still_out_comes_back_when_that_call_must_have_ended(
+    harness, settings
+):
+    h = harness("reference")
+    reservation = cancelling_while_the_partner_refuses(h, settings, max_tries=1)
+    # The last try is another copy's call, out since now.
+    PartnerAttemptFactory(
+        partner=h.partner,
+        booking=reservation.booking,
+        reservation=reservation,
+        operation=Operation.CANCEL,
+        outcome="in_flight",
+    )
+    call_ends_in = h.partner.connect_timeout_s + h.partner.read_timeout_s + 1.0
+
+    back = reservation_compensate(reservation.pk)
+
+    assert back.compensate_after_s == pytest.approx(call_ends_in, abs=0.5)
+    assert status_of(reservation.booking) == S.CANCEL_REQUESTED  # not handed to support meanwhile
+    assert cancels_received(h) == 0
+    # Cut off for good (its worker killed): once the call must have ended, the partner is read;
+    # it still holds the reservation live, so support has the booking.
+    h.faults(rate_limit_rate=0)
+    long_ago = timezone.now() - timedelta(seconds=call_ends_in + 1)
+    PartnerReservation.objects.filter(pk=reservation.pk).update(compensation_requested_at=long_ago)
+    PartnerAttempt.objects.filter(reservation=reservation, operation=Operation.CANCEL).update(
+        started_at=long_ago
+    )
+    assert reservation_compensate(reservation.pk).compensate_after_s is None
+    assert status_of(reservation.booking) == S.NEEDS_ATTENTION
+    assert cancels_received(h) == 0

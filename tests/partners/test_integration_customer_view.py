@@ -32,6 +32,7 @@ from partners.services.submission import submission_run
 from partners.services.sync import booking_sync
 from reconciliation.services.support import support_action_run
 from reconciliation.services.support.permissions import Operator
+from reconciliation.services.support.previews import preview
 from reconciliation.services.sweeper import booking_due_run
 from tests.factories import UserFactory
 from tests.helpers import wait_until
@@ -291,3 +292,37 @@ def test_a_booking_shown_failed_again_after_a_late_listing_is_mailed_once(harnes
 
     # then the second failed told the customer nothing their last mail did not: one mail
     assert mailed(booking) == [(failed_version, "not_confirmed")]
+
+
+def test_support_s_cancel_drives_the_cancel_that_did_not_complete_again(harness, partner_worker, settings):
+    # given an unconfirmed booking whose customer's cancel the partner refused through its one
+    # try and the verifying read: support has it, the customer is told it is not cancelled yet
+    settings.PARTNER_COMPENSATION_MAX_TRIES = 1
+    h = harness("reference")
+    h.faults(async_confirm_delay_s=30)
+    booking = book(h)
+    submission_run(booking.pk)
+    h.faults(rate_limit_rate=1)
+    booking_request_cancel(booking_id=booking.pk, actor=Actor.CUSTOMER)
+    booking_cancel_run(booking.pk)
+    reservation = PartnerReservation.objects.get(booking=booking)
+    reservation_compensate(reservation.pk)
+    assert shown(booking)[:2] == ("cancelling", "cancel_with_support")
+    assert len(h.live(booking)) == 1
+
+    # when the partner answers again and support cancels on the customer's behalf (the console's
+    # Cancel, its preview naming the cancel it drives again)
+    h.faults(rate_limit_rate=0)
+    effects = preview("cancel", booking, live=False).effects
+    assert any(f"Cancel {reservation.partner_ref} (pending) again" in step for step in effects)
+    support_action_run(
+        "cancel", booking_id=booking.pk, operator=Operator(label="ops:alice"), token="cancel-stalled"
+    )
+    partner_worker(h.partner)
+
+    # then that cancel is made and verified with tries of its own, and the booking is cancelled:
+    # it does not go back to support
+    wait_until(lambda: status_of(booking) == S.CANCELLED, what="the booking to be cancelled", timeout_s=30)
+    assert h.live(booking) == []
+    assert shown(booking)[:2] == ("cancelled", "cancelled")
+    assert [kind for _, kind in mailed(booking)] == ["cancel_not_done", "cancelled"]

@@ -271,7 +271,11 @@ def support_compensate(
 
 @_support_action(CANCEL)
 def support_cancel(situation: Situation, *, operator: Operator, token: str, note: str = "") -> ActionResult:
-    """Cancel on the customer's behalf: the customer's own cancellation service, then its worker."""
+    """Cancel on the customer's behalf: the customer's own cancellation service, then its worker.
+    A cancel of the partner's reservation decided earlier and never verified (the customer's own
+    cancel that did not complete, which is why support has the booking) is driven again, with
+    tries of its own, as compensating does: the cancellation's worker leaves a reservation
+    already being cancelled to that cancel, so without it the booking would come back to support."""
     old = situation.booking.status
     booking = booking_request_cancel(
         booking_id=situation.booking.pk,
@@ -281,6 +285,8 @@ def support_cancel(situation: Situation, *, operator: Operator, token: str, note
         summary=f"Cancelled on the customer's behalf by {operator.label}",
         data=correction_data(token, note),
     )
+    for reservation in situation.stalled_compensations:
+        request_compensation_again(reservation)
     return ActionResult(CANCEL, booking, True, old, booking.status, "Cancellation requested.")
 
 

@@ -13,6 +13,7 @@ from bookings.cancelling import CancelMoney, cancel_money
 from bookings.models import Booking
 from bookings.states import BookingState
 from config.errors import NotFound, ValidationFailed
+from partners.models import PartnerReservation
 from reconciliation.services.support.checks import RESOLUTIONS, Situation, outcome_refusal, refusal
 from reconciliation.services.support.once import new_token
 from reconciliation.services.support.partner_side import (
@@ -117,15 +118,20 @@ def _retry(situation: Situation) -> list[str]:
     return steps
 
 
-def _compensate(situation: Situation) -> list[str]:
-    live, stalled = situation.uncompensated_live, situation.stalled_compensations
-    steps = [f"{situation.booking.status} → failed."]
-    steps += [f"Cancel {r.partner_ref} ({r.status}) at the partner, then verify by a lookup." for r in live]
-    steps += [
+def _cancels_again(stalled: list[PartnerReservation]) -> list[str]:
+    """The cancels decided earlier and never verified that the action drives again."""
+    return [
         f"Cancel {r.partner_ref} ({r.status}) again: the cancel decided "
         f"{r.compensation_requested_at:%Y-%m-%d %H:%M} UTC ({r.compensation_reason}) was never verified."
         for r in stalled
     ]
+
+
+def _compensate(situation: Situation) -> list[str]:
+    live, stalled = situation.uncompensated_live, situation.stalled_compensations
+    steps = [f"{situation.booking.status} → failed."]
+    steps += [f"Cancel {r.partner_ref} ({r.status}) at the partner, then verify by a lookup." for r in live]
+    steps += _cancels_again(stalled)
     if not live and not stalled:
         steps.append("We know of no live reservation at the partner: nothing to cancel there.")
     if situation.fenced:
@@ -141,6 +147,7 @@ def _cancel(situation: Situation) -> list[str]:
         f"Queue the cancellation: cancel {r.partner_ref} at the partner and verify."
         for r in situation.uncompensated_live
     ]
+    steps += _cancels_again(situation.stalled_compensations)
     steps.append("→ cancelled once the partner holds nothing live for it.")
     return steps
 
