@@ -15,8 +15,8 @@ ZERO = Decimal("0.00")
 OWE_NOTHING = frozenset({"rejected", "failed", "expired"})
 PARTNER_TOOK_IT_BACK = frozenset({"partner_cancelled_confirmed", "partner_lost_reservation"})
 # Refusals of a step in a row after which it is left to support: the run pins the product's
-# PAYMENTS_REFUSED_MAX_TRIES to it (`chaos.payments`), so a refund refused for good was refused
-# at least this many times.
+# PAYMENTS_REFUSED_MAX_TRIES to it (`chaos.payments`), so a refund or a release refused for good
+# was refused at least this many times.
 REFUSED_MAX_TRIES = 2
 
 
@@ -45,6 +45,11 @@ class PaymentRow:
     # of our refund operations the provider refused.
     refused_refunds_owed: Decimal = ZERO
     refund_refusals: tuple[str, ...] = ()
+    # A hold the provider refused to release every time it was asked, of a booking that owes
+    # nothing, left to support (`Payment.release_refused`), and the idempotency keys of our void
+    # operations the provider refused.
+    release_refused: bool = False
+    void_refusals: tuple[str, ...] = ()
 
     def owed(self) -> Decimal | None:
         """What the booking owes at rest; None while that is not decided."""
@@ -71,6 +76,12 @@ class PaymentRow:
                 if self.refused_refunds_owed or self.refund_refusals
                 else ""
             )
+            + (
+                f"; release {'refused for good' if self.release_refused else 'not given up'} "
+                f"(void operations refused: {', '.join(self.void_refusals) or 'none'})"
+                if self.release_refused or self.void_refusals
+                else ""
+            )
         )
 
 
@@ -86,6 +97,8 @@ class ProviderIntent:
     amount_received: int
     history: tuple[str, ...] = ()
     lapses_at: datetime | None = None  # a live hold's lapse (the sandbox's own fact)
+    # The idempotency keys of the requests that changed it, as its history names them.
+    changed_by: frozenset[str] = frozenset()
 
     @classmethod
     def from_truth(cls, data: dict[str, Any]) -> ProviderIntent:
@@ -103,6 +116,9 @@ class ProviderIntent:
                 f" received {h['object'].get('amount_received', 0)}"
                 f"{' key ' + h['idempotency_key'] if h.get('idempotency_key') else ''}"
                 for h in data.get("history") or []
+            ),
+            changed_by=frozenset(
+                str(h["idempotency_key"]) for h in data.get("history") or [] if h.get("idempotency_key")
             ),
         )
 

@@ -233,11 +233,17 @@ def money_truth(partner_codes: list[str], provider: PaymentProvider) -> MoneyTru
             booking__in=[p.booking_id for p in payments], to_state="confirmed"
         ).values_list("booking_id", flat=True)
     )
-    refusals: dict[Any, list[str]] = {}
-    for payment, key in PaymentOperation.objects.filter(
-        payment__in=payments, kind=OperationKind.REFUND, state=OperationState.REFUSED
-    ).values_list("payment_id", "idempotency_key"):
-        refusals.setdefault(payment, []).append(key)
+    refusals: dict[tuple[Any, str], list[str]] = {}
+    for payment, kind, key in (
+        PaymentOperation.objects.filter(
+            payment__in=payments,
+            kind__in=(OperationKind.REFUND, OperationKind.VOID),
+            state=OperationState.REFUSED,
+        )
+        .order_by("seq")
+        .values_list("payment_id", "kind", "idempotency_key")
+    ):
+        refusals.setdefault((payment, kind), []).append(key)
     rows = [
         PaymentRow(
             booking=p.booking.reference,
@@ -255,7 +261,9 @@ def money_truth(partner_codes: list[str], provider: PaymentProvider) -> MoneyTru
             cancellation_fee=p.booking.cancellation_fee,
             next_check_at=p.next_check_at,
             refused_refunds_owed=p.refused_refunds_owed,
-            refund_refusals=tuple(refusals.get(p.pk, ())),
+            refund_refusals=tuple(refusals.get((p.pk, OperationKind.REFUND.value), ())),
+            release_refused=p.release_refused,
+            void_refusals=tuple(refusals.get((p.pk, OperationKind.VOID.value), ())),
         )
         for p in payments
     ]

@@ -70,6 +70,8 @@ def render(report: RunReport, console: Console) -> None:
     by_name = {c.name: c for c in report.checks}
     if (refused := refused_for_good_line(by_name.get("money_owed"))) is not None:
         console.print(refused)
+    if (held := release_refused_line(by_name.get("money_nothing_held"))) is not None:
+        console.print(held)
     if "everything_ends" in by_name:
         console.print(_states_table(report, by_name["everything_ends"]))
         attention = by_name["everything_ends"].figures.get("needs_attention") or {}
@@ -102,6 +104,18 @@ def refused_for_good_line(money_owed: CheckResult | None) -> str | None:
     return (
         f"Refunds refused for good: {money_owed.figures['refunds_refused_for_good']}, each owed and told"
         + (f"; {len(wrong)} more not so (money_owed violations)" if wrong else "")
+    )
+
+
+def release_refused_line(nothing_held: CheckResult | None) -> str | None:
+    """The run's holds the provider refused to release for good, judged: each left to support and
+    told; those our row says so of without the evidence are `authorization_left_held`."""
+    if nothing_held is None or "releases_refused_for_good" not in nothing_held.figures:
+        return None
+    wrong = {v.booking for v in nothing_held.violations if "release_refused" in v.evidence}
+    return (
+        f"Releases refused for good: {nothing_held.figures['releases_refused_for_good']}, each left to "
+        "support and told" + (f"; {len(wrong)} more not so (money_nothing_held violations)" if wrong else "")
     )
 
 

@@ -28,7 +28,19 @@ beside our payment rows and the partner's ground truth:
 - `money_nothing_held`: every authorization captured or voided, none left held at rest once the
   booking's debt is decided (`authorization_left_held`); a hold of a booking still undecided
   (support's case) must have our look planned before the provider lets it lapse
-  (`hold_left_to_lapse`);
+  (`hold_left_to_lapse`). A hold the provider refused to release every time it was asked
+  (`void_refused_rate`) is left held for want of a release, not by us: no violation only on the
+  evidence, as a refund refused for good, that the booking owes nothing and our row says the
+  release was refused for good (`release_refused`), the provider refused it every time (a 400
+  saved under the key of each void we hold refused, at least REFUSED_MAX_TRIES of them, none of
+  them in the intent's history: nothing changed, still held), the timeline left it to support
+  (`payment.left_to_support`, step void) with no look of ours planned, and the customer was told
+  so: their view's money `release_refused` with the amount held and the provider's lapse, and the
+  mail of the change that told it saying "We could not release <amount> ... The hold ends by
+  <lapse>" (a mail still owed at the end, or whose delivery is unknown, is the mail check's);
+  without it all, still `authorization_left_held` (counted as `releases_refused_for_good` when
+  all holds). A row that says the release was refused for good while the provider holds nothing
+  tells the customer a hold that is gone (`release_refused_not_held`);
 - `money_no_refund_twice`: one refund per refund operation of ours, and never more refunded (less
   what failed) than captured (`refund_made_twice`, `refunded_more_than_captured`).
 
@@ -39,11 +51,12 @@ its intents and refunds, the booking's timeline and the partner's truth. Pure: p
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from chaos.checks.base import CheckResult, Violation, booking_evidence
-from chaos.model import BookingRow, Snapshot
+from chaos.model import BookingRow, Snapshot, ViewChange
 from chaos.money_truth import REFUSED_MAX_TRIES, MoneyTruth, PaymentRow, ProviderIntent
 
 # The provider's intent states that hold or took the customer's money.
@@ -270,28 +283,31 @@ def _untold(snapshot: Snapshot, row: PaymentRow, booking: BookingRow | None) -> 
         return [
             ("refused_refund_untold", f"no change of the view on its timeline told {REFUND_FAILED} {amount}")
         ]
-    change = told[-1]
+    unsaid = _mail_unsaid(snapshot, row.booking, told[-1], [f"We still owe you {amount:.2f} {row.currency}"])
+    return [("refused_refund_untold", unsaid)] if unsaid else []
+
+
+def _mail_unsaid(snapshot: Snapshot, reference: str, change: ViewChange, words: list[str]) -> str | None:
+    """What the mail of the change that told the customer something fails to say of `words`
+    (read with its lines joined); None when it says them all, or is not this check's to judge."""
     if snapshot.mails is None or change.actor == "customer":
-        return []  # no sink to read; or they caused the change and their page or answer showed it
-    words = f"We still owe you {amount:.2f} {row.currency}"
-    mails = [m for m in snapshot.mails if (m.reference, m.version) == (row.booking, change.version)]
-    if any(words in " ".join(m.text.split()) for m in mails):
-        return []
+        return None  # no sink to read; or they caused the change and their page or answer showed it
+    mails = [m for m in snapshot.mails if (m.reference, m.version) == (reference, change.version)]
+    if any(all(w in " ".join(m.text.split()) for w in words) for m in mails):
+        return None
     outbox = next(
-        (n for n in snapshot.notifications if (n.reference, n.version) == (row.booking, change.version)), None
+        (n for n in snapshot.notifications if (n.reference, n.version) == (reference, change.version)), None
     )
     if not mails and outbox is not None and outbox.state in MAIL_NOT_YET_OR_UNKNOWN:
         # Told on the page and in the API; its mail late (still owed when the run ended) or maybe
         # handed over (sent at most once): customer_one_mail_per_change judges those, not this.
-        return []
-    return [
-        (
-            "refused_refund_untold",
-            f"the mail of version {change.version} ({len(mails)} in the sink"
-            + (f", outbox {outbox.state}" if outbox else ", no notification")
-            + f") does not say {words!r}",
-        )
-    ]
+        return None
+    return (
+        f"the mail of version {change.version} ({len(mails)} in the sink"
+        + (f", outbox {outbox.state}" if outbox else ", no notification")
+        + ") does not say "
+        + " and ".join(repr(w) for w in words)
+    )
 
 
 def _amount(text: object) -> Decimal | None:
@@ -301,12 +317,16 @@ def _amount(text: object) -> Decimal | None:
         return None
 
 
-def _refusal_evidence(snapshot: Snapshot, money: MoneyTruth, row: PaymentRow) -> dict[str, Any]:
+def _refusal_evidence(
+    snapshot: Snapshot, money: MoneyTruth, row: PaymentRow, keys: tuple[str, ...] | None = None
+) -> dict[str, Any]:
+    """The evidence of a step the provider refused: besides the booking's, the provider's saved
+    answer under each refused key (`keys`; the refunds' by default), the money the customer is
+    shown and the booking's mails."""
     evidence = _evidence(snapshot, money, row.booking, row)
     booking = snapshot.bookings.get(row.booking)
-    evidence["provider_answers"] = [
-        f"{key}: {money.answers.get(key, 'nothing saved')}" for key in row.refund_refusals
-    ]
+    keys = row.refund_refusals if keys is None else keys
+    evidence["provider_answers"] = [f"{key}: {money.answers.get(key, 'nothing saved')}" for key in keys]
     evidence["customer_money"] = dict(booking.view_money) if booking else {}
     evidence["mails"] = [
         f"{m.file} v{m.version} {m.kind}: {' '.join(m.text.split())[:400]}"
@@ -369,8 +389,43 @@ def check_nothing_held(snapshot: Snapshot) -> CheckResult:
         return result
     rows = {p.payment: p for p in money.payments}
     figures: Counter[str] = Counter(f"intents_{i.status}" for i in money.intents)
+    # The asks to release a hold the provider refused (the sandbox counts no such fault of its own).
+    figures["release_asks_refused"] = sum(len(p.void_refusals) for p in money.payments)
+    for row in (p for p in money.payments if p.release_refused):
+        intents = money.intents_of(row.payment)
+        if not any(i.status == HELD for i in intents):
+            result.violations.append(
+                Violation(
+                    "release_refused_not_held",
+                    f"{row.booking}: our row says the provider refused to release its hold for good, and the "
+                    "provider holds nothing: " + (", ".join(i.excerpt() for i in intents) or "no intent"),
+                    booking=row.booking,
+                    evidence={
+                        **_refusal_evidence(snapshot, money, row, row.void_refusals),
+                        "release_refused": ["the provider holds nothing"],
+                    },
+                )
+            )
     for intent in (i for i in money.intents if i.status == HELD):
         row = rows.get(intent.payment)
+        if row is not None and row.release_refused:
+            problems = _release_refused_for_good(snapshot, money, row, intent)
+            if not problems:
+                figures["releases_refused_for_good"] += 1
+                continue
+            result.violations.append(
+                Violation(
+                    "authorization_left_held",
+                    f"{intent.booking}: {intent.id} still holds {intent.amount} at rest, its release "
+                    "refused for good by our row, but " + "; ".join(problems),
+                    booking=intent.booking,
+                    evidence={
+                        **_refusal_evidence(snapshot, money, row, row.void_refusals),
+                        "release_refused": problems,  # what fails of its evidence
+                    },
+                )
+            )
+            continue
         if row is not None and row.owed() is None:
             figures["held_undecided"] += 1
             if row.next_check_at is not None and (
@@ -398,8 +453,90 @@ def check_nothing_held(snapshot: Snapshot) -> CheckResult:
             )
         )
     figures.setdefault("held_undecided", 0)
+    figures.setdefault("releases_refused_for_good", 0)
     result.figures = dict(sorted(figures.items()))
     return result
+
+
+# --- a release refused for good -----------------------------------------------------------------
+RELEASE_REFUSED = "release_refused"
+# The lapse the customer is told is the provider's, to the minute the words show it.
+LAPSE_TOLD_WITHIN = timedelta(seconds=60)
+
+
+def _release_refused_for_good(
+    snapshot: Snapshot, money: MoneyTruth, row: PaymentRow, intent: ProviderIntent
+) -> list[str]:
+    """What fails of a hold left held because the provider refused to release it every time it
+    was asked (our row says `release_refused`; `intent` is still held): empty when it all holds."""
+    booking = snapshot.bookings.get(row.booking)
+    problems: list[str] = []
+    owed = row.owed()
+    if owed != 0:
+        problems.append(f"the booking owes {'what is undecided' if owed is None else owed}, not nothing")
+    # The provider's side: a 400 saved under each key, at least REFUSED_MAX_TRIES, nothing changed.
+    answered = {key: money.answers.get(key) for key in sorted(set(row.void_refusals))}
+    refused = [key for key, status in answered.items() if status == 400]
+    if len(refused) < max(REFUSED_MAX_TRIES, len(answered)):
+        saved = ", ".join(f"{k} {s or 'none'}" for k, s in answered.items()) or "no refused void of ours"
+        problems.append(
+            f"the provider refused {len(refused)} of its asks, not every one of at least {REFUSED_MAX_TRIES} "
+            f"(its saved answers: {saved})"
+        )
+    changed = sorted(intent.changed_by & answered.keys())
+    if changed:
+        problems.append(f"the provider changed {intent.id} under voids we hold refused: {', '.join(changed)}")
+    # Ours: left to support, nothing planned.
+    left = [
+        e
+        for e in (booking.events if booking else ())
+        if e.kind == LEFT_TO_SUPPORT and e.data.get("step") == "void"
+    ]
+    if not left:
+        problems.append(f"no {LEFT_TO_SUPPORT} row of a void on its timeline")
+    elif row.next_check_at is not None:
+        problems.append(f"left to support, yet our next look is at {row.next_check_at}")
+    problems.extend(_release_untold(snapshot, row, booking, intent))
+    return problems
+
+
+def _release_untold(
+    snapshot: Snapshot, row: PaymentRow, booking: BookingRow | None, intent: ProviderIntent
+) -> list[str]:
+    """Told `release_refused` with the amount held and the provider's lapse: in the view the page,
+    the API and the mails read, and in the mail of the change that told it ("We could not release
+    <amount> ... The hold ends by <lapse> at the latest")."""
+    held = Decimal(intent.amount) / 100
+    view = booking.view_money if booking else {}
+    if view.get("code") != RELEASE_REFUSED or _amount(view.get("amount")) != held:
+        shown = f"{view.get('code')} {view.get('amount', '')}".strip() if view else "nothing"
+        return [f"the customer is shown {shown} of their money, not {RELEASE_REFUSED} {held:.2f}"]
+    told_lapse = _moment(view.get("lapses_at"))
+    if intent.lapses_at is not None and (
+        told_lapse is None or abs(told_lapse - intent.lapses_at) > LAPSE_TOLD_WITHIN
+    ):
+        return [
+            f"the customer is told the hold lapses at {view.get('lapses_at') or 'no time'}, the provider "
+            f"says {intent.lapses_at.isoformat()}"
+        ]
+    assert booking is not None
+    told = [c for c in booking.view_changes() if c.money_told.get("code") == RELEASE_REFUSED]
+    if not told:
+        return [f"no change of the view on its timeline told {RELEASE_REFUSED}"]
+    words = [f"We could not release the {held:.2f} {row.currency} held on your card"]
+    if told_lapse is not None:
+        at = told_lapse.astimezone(UTC)
+        words.append(f"The hold ends by {at.day} {at:%b %Y, %H:%M} UTC at the latest")
+    unsaid = _mail_unsaid(snapshot, row.booking, told[-1], words)
+    return [unsaid] if unsaid else []
+
+
+def _moment(text: object) -> datetime | None:
+    try:
+        moment = datetime.fromisoformat(str(text)) if text else None
+    except ValueError:
+        return None
+    return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
 
 
 def check_no_refund_twice(snapshot: Snapshot) -> CheckResult:

@@ -5,8 +5,11 @@ payment row, the provider's history)."""
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
+
+import pytest
 
 from chaos.checks.money import (
     check_captured_only_when_confirmed,
@@ -503,6 +506,208 @@ def test_every_money_check_passes_a_refund_refused_for_good():
     results = money_checks(refused_for_good())
 
     assert {r.name: kinds(r) for r in results} == {r.name: [] for r in results}
+
+
+# --- a release the provider refused every time it was asked --------------------------------------
+VOID_REFUSALS = ("pay-1:void:1", "pay-1:void:2")
+LAPSES = "2027-01-01T14:48:00.000+00:00"  # the provider's lapse of the hold (7 days / 60)
+HELD_TOLD = {
+    "code": "release_refused",
+    "currency": "EUR",
+    "amount": "360.00",
+    "charged": "0.00",
+    "refunded": "0.00",
+    "lapses_at": "2027-01-01T14:48:00+00:00",
+}
+RELEASE_MAILED = (
+    "Hello c1,\n\nWe could not release the 360.00 EUR held on your card: our payment provider refused\n"
+    "it. The hold ends by 1 Jan 2027, 14:48 UTC at the latest, and you will not be charged.\n"
+)
+
+
+def held_intent(*, changed_under: str = "") -> dict[str, Any]:
+    """The provider's intent of a hold nobody released: authorized (and changed under the key
+    `changed_under`, if given)."""
+    held = intent(status="requires_capture", received=0)
+    held["history"] = held["history"][:1]
+    if changed_under:
+        change = {**held["history"][0], "version": 2, "cause": "cancel", "idempotency_key": changed_under}
+        held["history"].append({**change, "object": {"status": "canceled", "amount_received": 0}})
+    held["sandbox"] = {"authorization_lapses_at": LAPSES}
+    return held
+
+
+def release_refused_for_good(
+    *,
+    told: dict[str, str] | None = None,
+    mailed: str = RELEASE_MAILED,
+    answers: tuple[int, ...] = (400, 400),
+    left_to_support: bool = True,
+    intents: list[dict] | None = None,
+    **changes: Any,
+):
+    """A booking paid by a hold of 360, cancelled by its customer before the partner confirmed
+    (v3: nothing owed), whose release the provider refused twice: left to support, still held at
+    the provider, and the customer told so (v4, mailed), with when the hold lapses."""
+    from chaos.model import EventRow, MailRow, NotificationRow
+    from tests.chaos.test_checks import at, events
+
+    told = dict(HELD_TOLD) if told is None else told
+    view = {"from": "cancelled", "to": "cancelled", "message": "cancelled", "status_version": 4}
+    told_view = {**view, "money": told}
+    timeline = [
+        *events(
+            ("", "awaiting_payment", 0),
+            ("awaiting_payment", "requested", 0.3),
+            ("requested", "submitting", 0.5),
+            ("submitting", "pending", 1),
+        ),
+        EventRow(5, "booking.cancelled", "customer", "pending", "cancelled", at(20)),
+        EventRow(6, "payment.operation_refused", "worker", "", "", at(21)),
+        EventRow(7, "payment.operation_refused", "worker", "", "", at(23)),
+        EventRow(8, "customer.view_changed", "worker", "", "", at(24), data={"customer_view": told_view}),
+    ]
+    if left_to_support:
+        left = {"step": "void", "amount": None}
+        timeline.append(EventRow(9, "payment.left_to_support", "worker", "", "", at(24), data=left))
+    snapshot = snapshot_with(
+        [
+            row(
+                **{
+                    "status": "authorized",
+                    "captured": Decimal("0.00"),
+                    "booking_status": "cancelled",
+                    "confirmed_ever": False,
+                    "release_refused": True,
+                    "void_refusals": VOID_REFUSALS,
+                    **changes,
+                }
+            )
+        ],
+        [held_intent()] if intents is None else intents,
+    )
+    assert snapshot.money is not None
+    snapshot.money = replace(snapshot.money, answers=dict(zip(VOID_REFUSALS, answers, strict=False)))
+    snapshot.truth[:] = [truth(status="cancelled")]  # the partner's, cancelled before it confirmed
+    booking = snapshot.bookings[BOOKING]
+    snapshot.bookings[BOOKING] = replace(
+        booking,
+        status="cancelled",
+        events=tuple(timeline),
+        view_status="cancelled",
+        view_version=4,
+        view_money=told,
+    )
+    snapshot.mails = [MailRow(BOOKING, 4, "money", "<n-4@localhost>", at(25), "000001.eml", text=mailed)]
+    snapshot.notifications = [NotificationRow(BOOKING, 4, "money", "cancelled", "sent", 1, at(24))]
+    return snapshot
+
+
+def test_a_release_refused_for_good_left_to_support_and_told_passes_every_money_check_and_is_counted():
+    results = money_checks(release_refused_for_good())
+
+    assert {r.name: kinds(r) for r in results} == {r.name: [] for r in results}
+    held = next(r for r in results if r.name == "money_nothing_held")
+    assert (held.figures["releases_refused_for_good"], held.figures["release_asks_refused"]) == (1, 2)
+    assert held.figures["intents_requires_capture"] == 1
+
+
+def test_a_hold_our_row_does_not_say_was_refused_for_good_is_left_held_whatever_else_says_so():
+    result = check_nothing_held(release_refused_for_good(release_refused=False))
+
+    [violation] = result.violations
+    assert violation.kind == "authorization_left_held" and "neither captured nor voided" in violation.message
+    assert (result.figures["releases_refused_for_good"], result.figures["release_asks_refused"]) == (0, 2)
+
+
+@pytest.mark.parametrize(
+    ("changes", "missing"),
+    [
+        # the provider's ground truth
+        ({"answers": (400,)}, "the provider refused 1 of its asks, not every one of at least 2"),
+        ({"answers": (400, 200)}, "(its saved answers: pay-1:void:1 400, pay-1:void:2 200)"),
+        ({"void_refusals": ()}, "refused 0 of its asks, not every one of at least 2 (its saved answers: no "),
+        (
+            {"intents": [held_intent(changed_under="pay-1:void:2")]},
+            "the provider changed pi_1 under voids we hold refused: pay-1:void:2",
+        ),
+        # our timeline and row
+        ({"left_to_support": False}, "no payment.left_to_support row of a void on its timeline"),
+        (
+            {"next_check_at": datetime(2027, 1, 1, 13, tzinfo=UTC)},
+            "left to support, yet our next look is at 2027-01-01 13:00:00+00:00",
+        ),
+        ({"booking_status": "confirmed", "confirmed_ever": True}, "the booking owes 360.00, not nothing"),
+        # what the customer is told
+        (
+            {"told": {**HELD_TOLD, "code": "released"}},
+            "the customer is shown released 360.00 of their money, not release_refused 360.00",
+        ),
+        (
+            {"told": {**HELD_TOLD, "amount": "300.00"}},
+            "shown release_refused 300.00 of their money, not release_refused 360.00",
+        ),
+        (
+            {"told": {**HELD_TOLD, "lapses_at": "2027-01-01T15:48:00+00:00"}},
+            "told the hold lapses at 2027-01-01T15:48:00+00:00, the provider says 2027-01-01T14:48:00+00:00",
+        ),
+        (
+            {"told": {k: v for k, v in HELD_TOLD.items() if k != "lapses_at"}},
+            "told the hold lapses at no time",
+        ),
+        (
+            {"mailed": RELEASE_MAILED.replace("14:48", "15:48")},
+            "the mail of version 4 (1 in the sink, outbox sent) does not say 'We could not release the "
+            "360.00 EUR held on your card' and 'The hold ends by 1 Jan 2027, 14:48 UTC at the latest'",
+        ),
+        ({"mailed": "We released the 360.00 EUR we were holding"}, "the mail of version 4"),
+    ],
+)
+def test_a_hold_left_held_without_the_evidence_of_a_release_refused_for_good_is_left_held(changes, missing):
+    result = check_nothing_held(release_refused_for_good(**changes))
+
+    [violation] = result.violations
+    assert violation.kind == "authorization_left_held"
+    assert "its release refused for good by our row, but " in violation.message
+    assert missing in violation.message
+    assert result.figures["releases_refused_for_good"] == 0
+    assert any(missing in problem for problem in violation.evidence["release_refused"])
+    assert violation.evidence["customer_money"] == changes.get("told", HELD_TOLD)
+
+
+def test_a_release_refused_for_good_unmailed_is_the_mail_check_s_only_while_the_outbox_may_still_send_it():
+    unmailed = release_refused_for_good()
+    unmailed.mails = []
+    [violation] = check_nothing_held(unmailed).violations
+    assert "the mail of version 4 (0 in the sink, outbox sent)" in violation.message
+    for state in ("delivery_unknown", "queued", "sending"):
+        unmailed.notifications = [replace(unmailed.notifications[0], state=state)]
+        assert check_nothing_held(unmailed).passed
+    unmailed.notifications = [replace(unmailed.notifications[0], state="failed")]
+    assert kinds(check_nothing_held(unmailed)) == ["authorization_left_held"]
+
+
+def test_a_release_refused_for_good_by_our_row_that_the_provider_released_is_a_hold_told_that_is_gone():
+    released = intent(status="canceled", received=0)
+
+    result = check_nothing_held(release_refused_for_good(intents=[released]))
+
+    [violation] = result.violations
+    assert violation.kind == "release_refused_not_held"
+    assert "the provider holds nothing: intent pi_1 canceled amount 36000 received 0" in violation.message
+    assert violation.evidence["provider_answers"] == [f"{k}: 400" for k in VOID_REFUSALS]
+
+
+def test_the_report_counts_the_releases_refused_for_good_and_those_without_their_evidence():
+    from chaos.report import release_refused_line
+
+    judged = check_nothing_held(release_refused_for_good())
+    assert release_refused_line(judged) == "Releases refused for good: 1, each left to support and told"
+    unproven = check_nothing_held(release_refused_for_good(left_to_support=False))
+    assert release_refused_line(unproven) == (
+        "Releases refused for good: 0, each left to support and told; 1 more not so (money_nothing_held "
+        "violations)"
+    )
 
 
 def test_the_sink_s_mails_are_read_with_the_words_the_customer_read(tmp_path):
