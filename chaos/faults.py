@@ -29,7 +29,7 @@ RATE_KEYS = frozenset(
 )
 WINDOW_KEYS = frozenset({"auth_failure_window_s", "outage_window_s"})
 # What only the payment provider does wrong: set with `payments.KEY=VALUE`.
-PAYMENT_KEYS = frozenset({"error_500_saved_rate", "refund_refused_rate"})
+PAYMENT_KEYS = frozenset({"error_500_saved_rate", "refund_refused_rate", "void_refused_rate"})
 PAYMENTS = "payments"
 KNOWN_KEYS = (
     RATE_KEYS

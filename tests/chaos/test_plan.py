@@ -185,7 +185,29 @@ def test_the_payment_provider_refuses_a_share_of_refunds_and_takes_its_own_overr
     assert (partner.settings["error_5xx_rate"], "refund_refused_rate" in partner.settings) == (0.5, False)
 
 
-@pytest.mark.parametrize("text", ["refund_refused_rate=0.5", "reference.refund_refused_rate=0.5"])
-def test_the_payment_provider_s_own_faults_are_set_through_its_scope_only(text):
-    with pytest.raises(FaultOptionError, match=r"payments\.refund_refused_rate"):
+def test_the_payment_provider_refuses_a_share_of_releases_and_a_run_may_force_it_higher():
+    from chaos.payments import provider_faults
+
+    assert parse_override("payments.void_refused_rate=0.7") == ("payments", "void_refused_rate", 0.7)
+    # on by default, fewer than refunds: a run releases about four times as many holds as it refunds
+    assert provider_faults(fault_rate=1, time_scale=60, seed=1)["void_refused_rate"] == 0.2
+    assert provider_faults(fault_rate=0.5, time_scale=60, seed=1)["void_refused_rate"] == 0.1
+    assert provider_faults(fault_rate=0, time_scale=60, seed=1)["void_refused_rate"] == 0
+    forced = provider_faults(
+        fault_rate=1, time_scale=60, seed=1, overrides=(parse_override("payments.void_refused_rate=0.7"),)
+    )
+    assert forced["void_refused_rate"] == 0.7
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("refund_refused_rate=0.5", "refund_refused_rate"),
+        ("reference.refund_refused_rate=0.5", "refund_refused_rate"),
+        ("void_refused_rate=0.5", "void_refused_rate"),
+        ("legacy.void_refused_rate=0.5", "void_refused_rate"),
+    ],
+)
+def test_the_payment_provider_s_own_faults_are_set_through_its_scope_only(text, key):
+    with pytest.raises(FaultOptionError, match=rf"payments\.{key}"):
         parse_override(text)

@@ -87,7 +87,7 @@ class Command(BaseCommand):
             help=(
                 "Override one sandbox fault, value as JSON, e.g. reference.webhook_delay_s=[0,1200]; "
                 "unscoped at every partner, payments.KEY at the payment provider alone "
-                "(e.g. payments.refund_refused_rate=0.7)."
+                "(e.g. payments.refund_refused_rate=0.7, payments.void_refused_rate=0.7)."
             ),
         )
         faults.add_argument(
