@@ -26,7 +26,7 @@ from django.utils import timezone
 from bookings import live, notifications, ports
 from bookings.cancelling import money_words
 from bookings.customer_money import MONEY_HELD, Money, PaymentFacts, money_of, money_shown, refund_due
-from bookings.models import Actor, Booking, BookingEvent, Notification, NotificationKind
+from bookings.models import Actor, Booking, BookingEvent, Notification, NotificationKind, NotificationState
 from bookings.states import (
     BookingState,
     CustomerMessage,
@@ -413,6 +413,7 @@ def _told_already(booking: Booking, notification: Notification) -> bool:
         return False
     last = (
         Notification.objects.filter(booking_id=booking.pk)
+        .exclude(state=NotificationState.FAILED)  # never sent: it told the customer nothing
         .order_by("-status_version")
         .values_list("kind", "message", "money_words")
         .first()

@@ -226,8 +226,9 @@ class Booking(ConcurrentTransitionMixin, CancellationTerms):
     cancellation_fee = models.DecimalField(max_digits=12, decimal_places=2, null=True, blank=True)
     # When the customer (or support on their behalf) asked to cancel, for as long as that cancel is
     # the booking's way out: set by `request_cancel`, kept while the cancel is under way, done, or
-    # with support because it did not complete (`cancel_with_support`), and dropped with the fee by
-    # any other way (`_cancel_dropped`). Null: no cancel stands. Nullable, so the column is added
+    # with support because it did not complete (`cancel_with_support`: moved to support from
+    # `cancel_requested`; a move to support from any other state drops it), and dropped with the
+    # fee by any other way (`_cancel_dropped`). Null: no cancel stands. Nullable, so the column is added
     # without a rewrite, and a process still on the code before it inserts bookings without it.
     cancel_asked_at = models.DateTimeField(null=True, blank=True, editable=False)
 
@@ -436,6 +437,11 @@ class Booking(ConcurrentTransitionMixin, CancellationTerms):
         target=BookingState.NEEDS_ATTENTION,
     )
     def flag_for_attention(self, *, reason: str, detail: str = "") -> None:
+        if self.status != BookingState.CANCEL_REQUESTED:
+            # Support has it for something else than a cancel under way: a cancel done before
+            # (cancelled, then a problem) does not stand as one that did not complete. Its fee
+            # stays: the refund less it is still what a cancelled booking owes.
+            self.cancel_asked_at = None
         self._moved()
         self.attention_reason = reason
         self.attention_detail = detail

@@ -78,12 +78,13 @@ def owed_kind(change: ViewChange) -> str | None:
     return None
 
 
-def owed_mails(changes: list[ViewChange]) -> dict[int, str]:
+def owed_mails(changes: list[ViewChange], never_sent: frozenset[int] = frozenset()) -> dict[int, str]:
     """The mails a booking's changes owe, by version: each change's `owed_kind`, unless its mail
     would tell nothing the last one owed did not (customer_view._told_already): the same kind,
     message and money as told then (the money a change told is the last one the timeline records
     at or before it; the product compares the money's words, which the same money in the same
-    kind and message words alike)."""
+    kind and message words alike). A mail that was never sent (`never_sent`: its outbox row
+    `failed`) told nothing: the next change owes its mail even if it says the same."""
     owed: dict[int, str] = {}
     last: tuple[str, str, dict[str, str]] | None = None
     money: dict[str, str] = {}
@@ -96,7 +97,7 @@ def owed_mails(changes: list[ViewChange]) -> dict[int, str]:
         if told == last:
             continue
         owed[change.version] = kind
-        last = told
+        last = None if change.version in never_sent else told
     return owed
 
 
@@ -119,10 +120,14 @@ def check_one_mail_per_change(snapshot: Snapshot) -> CheckResult:
     delays: list[float] = []
     truth = snapshot.truth_by_reference()
     owed_keys: set[tuple[str, int | None]] = set()
+    never_sent: defaultdict[str, set[int]] = defaultdict(set)  # by booking: versions whose mail failed
+    for n in snapshot.notifications:
+        if n.state == "failed":
+            never_sent[n.reference].add(n.version)
 
     for reference, booking in snapshot.bookings.items():
         changes = booking.view_changes()
-        owing = owed_mails(changes)
+        owing = owed_mails(changes, frozenset(never_sent[reference]))
         for change in changes:
             kind = owing.get(change.version)
             if kind is None:

@@ -311,10 +311,24 @@ def never_sent(exc: BaseException) -> bool:
     return False
 
 
+# The longest pause between two connect attempts (`wait_random_exponential`'s max).
+CONNECT_RETRY_WAIT_MAX_S = 1.0
+
+
+def longest_call_s(partner: Partner) -> float:
+    """How long one call to the partner can last at most: every connect attempt timing out with
+    the pauses between them, then the headers' read timeout and the body's one more (`_read_body`),
+    and a second's margin. A call out for longer than that was cut off (its worker killed)."""
+    connecting = (
+        CONNECT_ATTEMPTS * partner.connect_timeout_s + (CONNECT_ATTEMPTS - 1) * CONNECT_RETRY_WAIT_MAX_S
+    )
+    return connecting + 2 * partner.read_timeout_s + 1.0
+
+
 def _connect_retrying(partner: Partner) -> Retrying:
     return Retrying(
         stop=stop_after_attempt(CONNECT_ATTEMPTS),
-        wait=wait_random_exponential(multiplier=0.1, max=1),
+        wait=wait_random_exponential(multiplier=0.1, max=CONNECT_RETRY_WAIT_MAX_S),
         retry=retry_if_exception(never_sent),
         reraise=True,
         before_sleep=lambda state: _log_connect_retry(partner, state),

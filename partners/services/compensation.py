@@ -29,6 +29,7 @@ from bookings.states import BookingState
 from bookings.timeline import record_event
 from config.logging import log_context
 from partners.connectors import connector_for
+from partners.connectors.http import longest_call_s
 from partners.messages import FollowUp
 from partners.models import (
     LIVE_RESERVATION_STATUSES,
@@ -107,10 +108,11 @@ def _when_spent(
 ) -> FollowUp:
     """A copy of the message that finds the budget spent by the series' last cancel. That cancel
     may be another copy's call still out (support's cancel driven again while an older copy runs):
-    this copy comes back once that call must have ended, whatever its answer. Made, or perhaps
-    made (a timeout, cut off by a kill), it is verified as the copy that made it would: the
-    partner's read decides, and only a reservation still live hands support the booking. Support
-    is handed it at once only when the last cancel failed for sure."""
+    this copy comes back once that call must have ended (`longest_call_s`), whatever its answer.
+    Otherwise it reads the partner as the copy that made the last try does after it, whatever
+    that try's answer (made, perhaps made, or refused by a partner that had already cancelled
+    it): only a reservation still live, or a read that fails past its budget, hands support the
+    booking (`_retry_or_give_up`; once while support has it)."""
     last = (
         PartnerAttempt.objects.filter(
             reservation=reservation,
@@ -121,16 +123,11 @@ def _when_spent(
         .values_list("outcome", "started_at")
         .first()
     )
-    outcome, started_at = last if last is not None else (Outcome.TRANSIENT, None)
-    if outcome == Outcome.IN_FLIGHT and started_at is not None:
-        partner = reservation.partner
-        call_ends_in = partner.connect_timeout_s + partner.read_timeout_s + 1.0
-        wait = call_ends_in - (timezone.now() - started_at).total_seconds()
+    if last is not None and last[0] == Outcome.IN_FLIGHT:
+        wait = longest_call_s(reservation.partner) - (timezone.now() - last[1]).total_seconds()
         if wait > 0:
             return FollowUp(compensate_after_s=wait)
-    if outcome in (Outcome.IN_FLIGHT, Outcome.OK, Outcome.AMBIGUOUS):
-        return _verify(reservation.pk, actor=actor, actor_label=actor_label)
-    return _give_up(reservation, tries.count, "no_tries_left")
+    return _verify(reservation.pk, actor=actor, actor_label=actor_label)
 
 
 def _spent(reservation: PartnerReservation) -> bool:

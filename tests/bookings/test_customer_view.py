@@ -21,7 +21,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from bookings import customer_view, live, ports
 from bookings.customer_money import PaymentFacts, money_of
 from bookings.customer_view import Facts, View, derive
-from bookings.models import Actor, Booking, BookingEvent, Notification
+from bookings.models import Actor, Booking, BookingEvent, Notification, NotificationState
 from bookings.services import apply_transition, lock_booking
 from bookings.states import BookingState, CustomerMessage
 from config import embedded_redis
@@ -241,15 +241,21 @@ RELEASED = PaymentFacts("released", "EUR", Decimal("360.00"))
 
 
 @pytest.mark.parametrize(
-    ("money_after", "mailed"),
-    [(None, ["not_confirmed"]), (RELEASED, ["not_confirmed", "not_confirmed"])],
-    ids=["the-same-words", "other-money-words"],
+    ("money_after", "first_mail", "mailed"),
+    [
+        (None, NotificationState.SENT, ["not_confirmed"]),
+        (RELEASED, NotificationState.SENT, ["not_confirmed", "not_confirmed"]),
+        # the first was refused on every attempt, never sent: it told the customer nothing
+        (None, NotificationState.FAILED, ["not_confirmed", "not_confirmed"]),
+    ],
+    ids=["the-same-words", "other-money-words", "the-same-words-never-sent"],
 )
-def test_a_view_shown_again_is_mailed_again_only_with_news(db, money_after, mailed):
+def test_a_view_shown_again_is_mailed_again_only_with_news(db, money_after, first_mail, mailed):
     # given a paying booking the partner declined, shown failed with its hold, and mailed so
     booking = BookingFactory(status=S.PENDING_PARTNER, customer_money=money_of(HELD).as_json())
     with transaction.atomic():
         apply_transition(_locked(booking), "reject", actor=Actor.WORKER)
+    Notification.objects.filter(booking=booking).update(state=first_mail)
     # when a reservation for it shows up (releasing, not mailed), then is cancelled and verified
     reservation = PartnerReservationFactory(booking=booking, status=ReservationStatus.CONFIRMED)
     with transaction.atomic():
@@ -517,3 +523,20 @@ def test_the_wait_names_who_it_is_for_and_the_partner_only_when_it_is_them(statu
 
     assert customer_view.awaited(booking) == awaited
     assert customer_view.awaiting_news(booking) is (awaited is not None)
+
+
+def test_a_cancelled_booking_handed_to_support_is_not_told_its_cancel_did_not_complete(db):
+    # given a booking cancelled at the partner (asked, done, mailed "is cancelled")
+    booking = BookingFactory(status=S.CANCEL_REQUESTED, cancel_asked_at=timezone.now())
+    with transaction.atomic():
+        apply_transition(_locked(booking), "mark_cancelled", actor=Actor.WORKER)
+
+    # when something else sends it to support later (a worker that gave up on it)
+    with transaction.atomic():
+        apply_transition(_locked(booking), "flag_for_attention", actor=Actor.WORKER, reason="worker_gave_up")
+
+    # then its cancel, done, does not stand as one that did not complete
+    booking.refresh_from_db()
+    assert booking.cancel_asked_at is None
+    assert booking.customer_message != M.CANCEL_WITH_SUPPORT
+    assert not Notification.objects.filter(booking=booking, kind="cancel_not_done").exists()

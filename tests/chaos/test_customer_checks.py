@@ -639,6 +639,20 @@ def test_a_view_shown_again_with_no_email_between_owes_no_second_email():
     assert "(pending→failed/not_confirmed_in_time [worker])" in result.violations[0].message
 
 
+def test_a_view_shown_again_after_an_email_that_was_never_sent_owes_its_email():
+    # Given the same, but v5's email was refused on every attempt (its outbox row failed)
+    snapshot = _failed_again()
+    v5 = next(n for n in snapshot.notifications if (n.reference, n.version) == (B, 5))
+    snapshot.notifications[snapshot.notifications.index(v5)] = replace(v5, state="failed")
+    snapshot.notifications.append(notification(B, 7, "not_confirmed"))
+
+    result = check_one_mail_per_change(snapshot)
+
+    # Then the second failed owes the email the first never delivered
+    assert result.figures["owed_by_kind"] == {"confirmed": 1, "not_confirmed": 2}
+    assert "mail_missing" in kinds(result)
+
+
 def test_a_view_shown_again_with_other_money_words_owes_its_email():
     # Given the same, but the hold was released meanwhile: the second failed tells that
     snapshot = _failed_again(("held", "held", "released"))
