@@ -131,7 +131,7 @@ def _derive_status(state: str, facts: Facts) -> View:
     if facts.confirmed_shown:
         if ended and not facts.partner_may_hold:
             return View(CustomerStatus.DISRUPTED, M.DISRUPTED_ENDED)
-        return View(CustomerStatus.DISRUPTED, _DISRUPTED_MESSAGE.get(facts.attention_reason, M.DISRUPTED))
+        return View(CustomerStatus.DISRUPTED, _disrupted_message(state, facts))
     if ended:
         if facts.partner_may_hold:
             return View(CustomerStatus.PENDING, M.RELEASING)
@@ -143,6 +143,16 @@ def _derive_status(state: str, facts: Facts) -> View:
     if facts.slow:
         return View(CustomerStatus.PENDING, M.TAKING_LONGER)
     return View(CustomerStatus.PENDING, _AWAITING_MESSAGE[state])
+
+
+def _disrupted_message(state: str, facts: Facts) -> str:
+    """Why a booking shown confirmed is with support: what the partner did, else the customer's
+    cancel that did not complete (asked, the partner holding it still), else a problem of ours."""
+    if facts.attention_reason in _DISRUPTED_MESSAGE:
+        return _DISRUPTED_MESSAGE[facts.attention_reason]
+    if state == S.NEEDS_ATTENTION and facts.cancel_asked:
+        return M.DISRUPTED_CANCEL_NOT_DONE
+    return M.DISRUPTED
 
 
 # A payment that ended a booking before the partner heard of it, by why it did.

@@ -119,6 +119,13 @@ class CustomerMessage(models.TextChoices):
         "The partner changed your booking after confirming it. Our support team is checking "
         "the change; we will tell you what happens next.",
     )
+    # A confirmed booking whose customer's cancel did not complete (`Booking.cancel_asked_at`):
+    # support has it; the partner holds it still, as far as we know.
+    DISRUPTED_CANCEL_NOT_DONE = (
+        "disrupted_cancel_not_done",
+        "The partner has not confirmed the cancellation of your confirmed booking, so our support "
+        "team is taking it up with them. We will tell you what happens next.",
+    )
     DISRUPTED = (
         "disrupted",
         "There is a problem with your confirmed booking that our support team is sorting out. "

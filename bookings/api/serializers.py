@@ -315,7 +315,8 @@ STATUS_HELP = (
     "it up with the partner);\n"
     "- `cancelled`: the booking is cancelled and nothing is held at the partner for it;\n"
     "- `disrupted`: the partner confirmed the booking, then something went wrong with it: the "
-    "partner cancelled, lost or changed it, or our support team is sorting out another problem; "
+    "partner cancelled, lost or changed it, or has not confirmed the customer's cancel "
+    "(`disrupted_cancel_not_done`), or our support team is sorting out another problem; "
     "`message` says what happens next.\n\n"
     "Never backwards: once a booking was shown `confirmed` it is never `pending` again."
 )

@@ -77,6 +77,9 @@ class BookingMachine(RuleBasedStateMachine):
         self.state = S.REQUESTED
         self.seen_event_id = self._events().order_by("-id").values_list("id", flat=True).first()
         self.confirmed_shown = False
+        # A cancel asked stands while support has the booking only when it went to support from
+        # `cancel_requested` (a cancel that did not complete): still `cancelling` then.
+        self.cancel_stands = False
         self.shown, self.status_version = ("pending", "received"), 1
 
     # --- the steps ---------------------------------------------------------------------------
@@ -89,11 +92,13 @@ class BookingMachine(RuleBasedStateMachine):
 
     @rule()
     def customer_cancels(self) -> None:
-        cancellable = self.state in TRANSITIONS["request_cancel"][0]
+        # Asked again while support has the cancel that did not complete: the same cancel, unchanged.
+        with_support = self.state == S.NEEDS_ATTENTION and self.cancel_stands and not self.confirmed_shown
+        cancellable = self.state in TRANSITIONS["request_cancel"][0] and not with_support
 
         moved = self._step(
             lambda: booking_request_cancel(booking_id=self.booking_id, actor=Actor.CUSTOMER),
-            refusal=not cancellable and self.state not in CANCEL_UNDER_WAY,
+            refusal=not cancellable and self.state not in CANCEL_UNDER_WAY and not with_support,
         )
 
         assert moved == (S.CANCEL_REQUESTED if cancellable else self.state)
@@ -133,7 +138,10 @@ class BookingMachine(RuleBasedStateMachine):
         assert booking.status == self.state
         self.confirmed_shown |= booking.status == S.CONFIRMED
         disrupted = self.confirmed_shown and booking.status not in STILL_SHOWN_AS_IS
-        assert booking.customer_status == ("disrupted" if disrupted else CUSTOMER_STATUS[booking.status])
+        expected = "disrupted" if disrupted else CUSTOMER_STATUS[booking.status]
+        if booking.status == S.NEEDS_ATTENTION and self.cancel_stands and not disrupted:
+            expected = "cancelling"
+        assert booking.customer_status == expected
 
     @invariant()
     def every_change_the_customer_is_shown_has_a_higher_number(self) -> None:
@@ -194,6 +202,8 @@ class BookingMachine(RuleBasedStateMachine):
         assert moves == ([(before, after)] if after != before else [])
         # an outcome is left only for support's hands
         assert before not in TERMINAL or after in (before, S.NEEDS_ATTENTION)
+        if after == S.NEEDS_ATTENTION and before != after:
+            self.cancel_stands = before == S.CANCEL_REQUESTED
         self.state = after
         return after
 

@@ -146,8 +146,16 @@ def test_a_cancel_that_did_not_complete_is_still_cancelling_while_support_has_it
     assert derive(S.NEEDS_ATTENTION, replace(asked, submitted=False)) == view(
         "cancelling", M.CANCELLING_UNSENT
     )
-    # confirmed first: disrupted, as any confirmed booking support has (its cancel may be asked again)
-    assert derive(S.NEEDS_ATTENTION, replace(asked, confirmed_shown=True)) == GENERIC_DISRUPTION
+    # confirmed first: disrupted, as any confirmed booking support has (its cancel may be asked
+    # again), saying it is the cancel that did not complete
+    assert derive(S.NEEDS_ATTENTION, replace(asked, confirmed_shown=True)) == view(
+        "disrupted", M.DISRUPTED_CANCEL_NOT_DONE
+    )
+    # unless the partner did something since (it cancelled the confirmed booking itself)
+    assert derive(
+        S.NEEDS_ATTENTION,
+        replace(asked, confirmed_shown=True, attention_reason="partner_cancelled_confirmed"),
+    ) == view("disrupted", M.DISRUPTED_PARTNER_CANCELLED)
     # no cancel stands: support reviews the booking
     assert derive(S.NEEDS_ATTENTION, Facts(attention_reason="compensation_failed")) == view(
         "pending", M.WITH_SUPPORT

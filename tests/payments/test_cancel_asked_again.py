@@ -105,7 +105,11 @@ def test_a_cancel_asked_again_after_the_partner_would_not_cancel_keeps_the_fee_i
     assert api_client.post(f"/api/v1/bookings/{booking.reference}/cancel").status_code == 202
     wait_for_status(booking, S.NEEDS_ATTENTION, timeout_s=30)
     booking.refresh_from_db()
-    assert (booking.attention_reason, booking.customer_status) == ("compensation_failed", "disrupted")
+    assert (booking.attention_reason, booking.customer_status, booking.customer_message) == (
+        "compensation_failed",
+        "disrupted",
+        "disrupted_cancel_not_done",
+    )
     assert booking.cancellation_fee == Decimal("90.00")
 
     # then cancelling again is told as what the payment side will do: the fee the first cancel
