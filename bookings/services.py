@@ -20,7 +20,7 @@ from bookings.cancelling import fee_if_cancelled
 from bookings.customer_money import MONEY_HELD, PaymentFacts
 from bookings.models import Actor, Booking, Offer, Quote, new_reference
 from bookings.pricing import Stay, confirmation_deadline, price_stay, unit_count, validate_stay
-from bookings.states import CANCEL_ACCEPTED, BookingState
+from bookings.states import CANCEL_ACCEPTED, BookingState, did_not_go_ahead
 from bookings.timeline import new_event
 from config.db import insert_together
 from config.errors import InvalidTransition, Unprocessable, ValidationFailed
@@ -201,22 +201,35 @@ def _replay(*, customer, idempotency_key: str, request: BookingRequest) -> Booki
     return None if booking is None else BookingCreated(booking=booking, created=False)
 
 
-def _booked_otherwise(*, customer, request: BookingRequest) -> bool:
-    """Whether the request's quote is booked already, for the stay the request asks (the quote
-    fixes it), by a request that differs in how it pays: the same request is its replay."""
+def _booked_otherwise(*, customer, request: BookingRequest) -> Booking | None:
+    """The request's quote's booking, for the stay the request asks (the quote fixes it), made by
+    a request that differs in how it pays (the same request is its replay); None if there is none."""
     if request.quote_id is None:
-        return False
-    return Booking.objects.filter(
-        customer=customer,
-        quote_id=request.quote_id,
-        quote__offer_id=request.offer_id,
-        quote__start_date=request.start_date,
-        quote__end_date=request.end_date,
-        quote__guests=request.guests,
-    ).exists()
+        return None
+    return (
+        Booking.objects.filter(
+            customer=customer,
+            quote_id=request.quote_id,
+            quote__offer_id=request.offer_id,
+            quote__start_date=request.start_date,
+            quote__end_date=request.end_date,
+            quote__guests=request.guests,
+        )
+        .only("reference", "customer_status", "customer_message")
+        .first()
+    )
 
 
-def _refuse_booked_otherwise() -> Unprocessable:
+def _refuse_booked_otherwise(booking: Booking) -> Unprocessable:
+    """A quote books once (`booking_one_per_quote`), whatever became of its booking: one that did
+    not go ahead is said so, with the way to the same stay, a new quote (support may still move
+    that booking on, so the quote stays its)."""
+    if did_not_go_ahead(customer_status=booking.customer_status, customer_message=booking.customer_message):
+        return Unprocessable(
+            f"This quote's booking {booking.reference} did not go ahead, and a quote is booked only "
+            "once: get a new quote for the same stay, and book that.",
+            code="quote_booking_did_not_go_ahead",
+        )
     return Unprocessable(
         "This quote is booked already, with another payment method.", code="quote_booked_otherwise"
     )
@@ -273,8 +286,8 @@ def booking_create(*, customer, request: BookingRequest, idempotency_key: str) -
             return replay
         # A quote booked already is answered as booked, whatever else is now wrong with it
         # (expired since, the offer withdrawn): that is moot, the booking is what matters.
-        if _booked_otherwise(customer=customer, request=request):
-            raise _refuse_booked_otherwise() from None
+        if booked := _booked_otherwise(customer=customer, request=request):
+            raise _refuse_booked_otherwise(booked) from None
         raise
     now = timezone.now()
 
@@ -337,10 +350,10 @@ def booking_create(*, customer, request: BookingRequest, idempotency_key: str) -
                 return replay
             if Booking.objects.filter(reference=booking.reference).exists():
                 continue  # the random reference was taken: draw another
-            if _booked_otherwise(customer=customer, request=request):
+            if booked := _booked_otherwise(customer=customer, request=request):
                 # The quote's booking exists, made by a request that differs only in how it pays
                 # (the quote fixes the stay): it is not this request's to answer.
-                raise _refuse_booked_otherwise() from None
+                raise _refuse_booked_otherwise(booked) from None
             raise
         # Published before the next step is queued: its worker's first change comes after it.
         customer_view.created(booking)

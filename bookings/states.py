@@ -228,6 +228,13 @@ REFUND_FAILED_PARTLY_PAID_BACK = (
 )
 
 
+def did_not_go_ahead(*, customer_status: str, customer_message: str) -> bool:
+    """Whether what the customer is shown says their booking did not go ahead, nothing booked:
+    `failed`, or confirmed once and let go by the partner since (`disrupted_ended`). The pages
+    then offer the stay again, and a quote whose booking it was is told so (it books once)."""
+    return customer_status == CustomerStatus.FAILED or customer_message == CustomerMessage.DISRUPTED_ENDED
+
+
 # The named state sets: the transitions in bookings/models.py take their sources from these, and
 # every other module asks for a set by name (or asks the machine, `can_proceed`), never spells
 # one out. tests/bookings/test_state_graph.py checks each against the graph.

@@ -260,7 +260,10 @@ class BookingCollectionView(CustomerAPIView):
             422: _error(
                 "`idempotency_key_reused`: this key was used with a different body; "
                 "`quote_booked_otherwise`: the quote was booked already, under another key and "
-                "with another payment method (said even once the quote has expired since)."
+                "with another payment method (said even once the quote has expired since); "
+                "`quote_booking_did_not_go_ahead`: the same, and that booking did not go ahead "
+                "(its `status` `failed`, or `disrupted` with `message_code` `disrupted_ended`): "
+                "a quote is booked once, so get a new quote for the same stay and book that."
             ),
             429: _THROTTLED,
         },

@@ -30,8 +30,9 @@ from django_htmx.http import HttpResponseClientRefresh
 
 from bookings import customer_view, selectors, services
 from bookings.cancelling import at_partner, cancel_money, stay_policy
-from bookings.models import Actor, Quote
+from bookings.models import Actor, Booking, Quote
 from bookings.pricing import offer_unavailable
+from bookings.states import did_not_go_ahead
 from bookings.web.forms import BookForm, ConfirmForm, PasswordResetForm, SignUpForm, StayForm
 from config.errors import ApplicationError, NotFound
 
@@ -95,10 +96,15 @@ def offer_stay(request: HttpRequest, offer_id: int) -> HttpResponse:
 def _quote_page(request: HttpRequest, quote: Quote, form: BookForm, status: int = HTTPStatus.OK):
     booking = selectors.customer_booking_of_quote(customer=request.user, quote_id=quote.pk)
     nights = (quote.end_date - quote.start_date).days
+    # Told as the customer is shown it; one that did not go ahead offers a new price for the same
+    # stay (the quote books once): the offer page's own form, filled in, posted in one click.
+    booking_ended = booking is not None and _did_not_go_ahead(booking)
     context = {
         "quote": quote,
         "nights": nights,
         "booking": booking,
+        "booking_ended": booking_ended,
+        "stay_again": _stay_of(quote) if booking_ended else None,
         "form": form,
         # What cancelling will cost, told before Book (and beside the card it would come from).
         "cancellation": stay_policy(quote).terms(at=timezone.now()),
@@ -106,6 +112,12 @@ def _quote_page(request: HttpRequest, quote: Quote, form: BookForm, status: int 
         "unavailable": offer_unavailable(quote.offer),
     }
     return render(request, "web/quotes/detail.html", context, status=status)
+
+
+def _stay_of(quote: Quote) -> StayForm:
+    """The offer page's form, holding the quote's stay: a new quote of it is the offer page's."""
+    initial = {"start_date": quote.start_date, "end_date": quote.end_date, "guests": quote.guests}
+    return StayForm(initial=initial, capacity=quote.offer.capacity, price_unit=quote.offer.price_unit)
 
 
 @login_required
@@ -154,6 +166,13 @@ def quote_book(request: HttpRequest, quote_id: UUID) -> HttpResponse:
 
 
 # --- bookings ---------------------------------------------------------------------------------
+def _did_not_go_ahead(booking: Booking) -> bool:
+    """As the customer is shown it (the quote's page and the booking's use the one rule)."""
+    return did_not_go_ahead(
+        customer_status=booking.customer_status, customer_message=booking.customer_message
+    )
+
+
 @login_required
 @never_cache
 @require_GET
@@ -169,14 +188,13 @@ def _progress_context(progress: selectors.BookingProgress) -> dict[str, object]:
     booking = progress.booking
     # Only a booking that did not go ahead offers its dates page again, and only while the offer
     # can still be booked: withdrawn or its partner paused, that page is a 404.
-    did_not_go_ahead = booking.customer_status == "failed" or booking.customer_message == "disrupted_ended"
     return {
         "booking": booking,
         "progress": progress,
         "awaited": customer_view.awaited(booking),
         "timing": timing,
         "poll_after_s": settings.BOOKING_POLL_AFTER_S,
-        "offer_bookable": did_not_go_ahead and not offer_unavailable(booking.offer),
+        "offer_bookable": _did_not_go_ahead(booking) and not offer_unavailable(booking.offer),
     }
 
 

@@ -689,6 +689,45 @@ def test_a_booked_quote_that_has_expired_since_answers_that_it_is_booked(api_cli
     assert Booking.objects.count() == 1
 
 
+@pytest.mark.parametrize("expired_since", [False, True])
+def test_a_quote_whose_booking_did_not_go_ahead_is_refused_pointing_at_a_new_quote(
+    api_client, offer, expired_since
+):
+    """Reviewer: a quote whose booking was declined answered "booked already" to another card."""
+    # given a quote booked with a card its bank declined: the booking ended, nothing booked
+    quote = api_client.post("/api/v1/quotes", stay_body(offer), format="json").json()
+    body = stay_body(offer, quote=quote["id"], payment_method="pm_card_chargeDeclined")
+    first = post_booking(api_client, body, key="first-try")
+    money = money_of(PaymentFacts("declined", "EUR", Decimal(quote["total_price"]))).as_json()
+    Booking.objects.filter(reference=first.json()["reference"]).update(
+        status=S.FAILED, customer_status="failed", customer_message="payment_declined", customer_money=money
+    )
+    if expired_since:
+        Quote.objects.filter(pk=quote["id"]).update(expires_at=timezone.now() - timedelta(seconds=1))
+
+    # when it is booked again with another card, under another key
+    again = post_booking(api_client, {**body, "payment_method": "pm_card_visa"}, key="second-try")
+
+    # then it is refused, saying so and pointing at a new quote for the stay; nothing is booked
+    assert again.status_code == 422
+    assert again.json() == {
+        "error": {
+            "code": "quote_booking_did_not_go_ahead",
+            "message": f"This quote's booking {first.json()['reference']} did not go ahead, and a quote "
+            "is booked only once: get a new quote for the same stay, and book that.",
+        }
+    }
+    assert Booking.objects.count() == 1
+
+    # and a new quote for the same stay books with the other card
+    new = api_client.post("/api/v1/quotes", stay_body(offer), format="json").json()
+    booked = post_booking(
+        api_client, {**body, "quote": new["id"], "payment_method": "pm_card_visa"}, key="third"
+    )
+    assert booked.status_code == 202, booked.json()
+    assert Booking.objects.count() == 2
+
+
 def test_a_booked_quote_asked_for_another_stay_is_refused_for_the_stay(api_client, offer):
     # given a booked quote
     quote = api_client.post("/api/v1/quotes", stay_body(offer), format="json").json()

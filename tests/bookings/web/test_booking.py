@@ -3,6 +3,8 @@ however often Book is sent, the progress page and its status fragment, my bookin
 
 from __future__ import annotations
 
+import html
+import re
 from datetime import timedelta
 from decimal import Decimal
 
@@ -110,6 +112,157 @@ def test_the_quote_page_of_a_booked_quote_links_to_the_booking(web, quote):
 
     assert f'href="/bookings/{booking.reference}/"' in page
     assert "/book/" not in page  # no Book button
+
+
+def main_text(response) -> str:
+    """The page's main part as read: tags dropped, white space folded."""
+    main = response.content.decode().split("<main", 1)[1].split(">", 1)[1].split("</main>", 1)[0]
+    return html.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", main))).strip()
+
+
+def declined(customer, quote) -> Booking:
+    """The quote's booking, ended by a declined card before the partner heard of it."""
+    return BookingFactory(
+        customer=customer,
+        offer=quote.offer,
+        quote=quote,
+        start_date=quote.start_date,
+        end_date=quote.end_date,
+        guests=quote.guests,
+        status=S.FAILED,
+        customer_status="failed",
+        customer_message=M.PAYMENT_DECLINED,
+        customer_money=money_of(PaymentFacts("declined", "EUR", quote.total_price)).as_json(),
+    )
+
+
+def price_again_form(response) -> tuple[str, dict[str, str]]:
+    """The quote page's "Get a new price" form: where it posts, and what."""
+    page = response.content.decode()
+    forms = re.finditer(r'<form method="post" action="([^"]+)"[^>]*>(.*?)</form>', page, re.S)
+    form = next((form for form in forms if 'id="price-again"' in form.group(2)), None)
+    assert form is not None, page
+    fields = dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)"', form.group(2)))
+    return form.group(1), fields
+
+
+@pytest.mark.parametrize(
+    ("status", "message"),
+    [
+        (S.FAILED, M.PAYMENT_DECLINED),  # the card was declined: the partner never heard of it
+        (S.REJECTED, M.DECLINED),  # the partner declined it
+        (S.REJECTED, M.DISRUPTED_ENDED),  # confirmed once, then let go by the partner
+    ],
+)
+def test_the_quote_page_of_a_booking_that_did_not_go_ahead_says_so_and_offers_a_new_price(
+    web, customer, quote, status, message
+):
+    """Reviewer: a quote whose booking was declined said "You have booked this already", with no
+    way to try again; booking it with another card was refused as "booked already"."""
+    customer_status = "disrupted" if message == M.DISRUPTED_ENDED else "failed"
+    booking = BookingFactory(
+        customer=customer,
+        offer=quote.offer,
+        quote=quote,
+        status=status,
+        customer_status=customer_status,
+        customer_message=message,
+    )
+
+    response = web.get(f"/quotes/{quote.pk}/")
+
+    text = main_text(response)
+    assert "booked this already" not in text
+    assert f"Your booking {booking.reference} of this price did not go ahead: {message.label}" in text
+    assert f'href="/bookings/{booking.reference}/"' in response.content.decode()
+    assert 'id="book"' not in response.content.decode()  # the quote is booked once
+    action, fields = price_again_form(response)
+    assert action == f"/offers/{quote.offer_id}/"
+    assert {name: value for name, value in fields.items() if name != "csrfmiddlewaretoken"} == {
+        "start_date": quote.start_date.isoformat(),
+        "end_date": quote.end_date.isoformat(),
+        "guests": str(quote.guests),
+    }
+
+
+def test_a_declined_card_is_tried_again_with_another_on_a_new_price_for_the_same_stay(
+    web, customer, quote, django_capture_on_commit_callbacks
+):
+    # given a quote whose booking ended on a declined card
+    failed = declined(customer, quote)
+
+    # when the customer books the quote again with another card, as a page left open would
+    refused = web.post(
+        f"/quotes/{quote.pk}/book/", {"payment_method": "pm_card_visa", "idempotency_key": "k2"}
+    )
+
+    # then it is refused, saying the booking did not go ahead and how to book the stay again
+    assert refused.status_code == 422
+    assert (
+        f"This quote's booking {failed.reference} did not go ahead, and a quote is booked only once: "
+        "get a new quote for the same stay, and book that." in main_text(refused)
+    )
+    assert Booking.objects.count() == 1
+
+    # when they click "Get a new price for this stay" on the quote's page
+    action, fields = price_again_form(web.get(f"/quotes/{quote.pk}/"))
+    priced = web.post(action, fields)
+
+    # then a new quote of the same stay, priced now, is the page they land on, ready to book
+    new = Quote.objects.exclude(pk=quote.pk).get()
+    assert priced.status_code == 302 and priced["Location"] == f"/quotes/{new.pk}/"
+    assert (new.offer_id, new.start_date, new.end_date, new.guests) == (
+        quote.offer_id,
+        quote.start_date,
+        quote.end_date,
+        quote.guests,
+    )
+    assert not new.is_expired()
+    page = web.get(priced["Location"]).content.decode()
+    assert 'id="book"' in page and "did not go ahead" not in page
+
+    # and booking it with another card makes the booking
+    with django_capture_on_commit_callbacks(execute=False):
+        booked = web.post(
+            f"/quotes/{new.pk}/book/", {"payment_method": "pm_card_visa", "idempotency_key": "k3"}
+        )
+    booking = Booking.objects.get(quote=new)
+    assert booked.status_code == 302 and booked["Location"] == f"/bookings/{booking.reference}/"
+    assert booking.status == S.AWAITING_PAYMENT
+    assert Booking.objects.get(pk=failed.pk).quote_id == quote.pk  # the first keeps its quote
+
+
+def test_a_new_price_for_dates_passed_since_lands_on_the_offer_page_saying_so(web, customer, quote):
+    declined(customer, quote)
+    action, fields = price_again_form(web.get(f"/quotes/{quote.pk}/"))
+
+    response = web.post(action, {**fields, "start_date": timezone.now().date().isoformat()})
+
+    assert response.status_code == 400
+    assert "The start date must be in the future." in main_text(response)
+    assert Quote.objects.count() == 1
+
+
+def test_a_booking_that_did_not_go_ahead_of_a_withdrawn_offer_offers_no_new_price(web, customer, quote):
+    booking = declined(customer, quote)
+    quote.offer.is_active = False
+    quote.offer.save(update_fields=["is_active"])
+
+    response = web.get(f"/quotes/{quote.pk}/")
+
+    text = main_text(response)
+    assert f"Your booking {booking.reference} of this price did not go ahead" in text
+    assert "This offer is no longer available." in text
+    assert 'id="price-again"' not in response.content.decode()
+
+
+def test_the_quote_page_of_a_cancelled_booking_says_it_is_cancelled(web, customer, quote):
+    booking = BookingFactory(customer=customer, offer=quote.offer, quote=quote, status=S.CANCELLED)
+
+    text = main_text(web.get(f"/quotes/{quote.pk}/"))
+
+    assert f"You booked this price: booking {booking.reference}. {M.CANCELLED.label}" in text
+    assert "booked this already" not in text and "did not go ahead" not in text
 
 
 def test_the_quote_page_gives_the_script_its_attempt_and_key_field(web, quote):

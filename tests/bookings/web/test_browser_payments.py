@@ -205,6 +205,58 @@ def test_a_declined_card_shows_not_confirmed_with_the_reason_and_the_partner_nev
     shot(page, "pay-declined")
 
 
+def test_a_declined_card_is_tried_again_on_a_new_price_for_the_same_stay_and_goes_ahead(
+    page, site, ada, paying
+):
+    """Reviewer: back on the quote after a declined card, the page said "You have booked this
+    already" and offered no way to try again; Book with another card was refused as booked."""
+    # given a booking its card's bank declined
+    name_for_customers(paying.h.partner)
+    failed = pay_on_the_page(page, site, ada, paying.h.partner.offers.get(), "pm_card_chargeDeclined")
+    page.wait_for_selector("#booking-status .tag--failed", timeout=PAGE_NEWS_TIMEOUT_MS)
+    wait_for_money(failed, "declined")
+
+    # when the customer goes back to its quote
+    page.goto(f"{site.url}/quotes/{failed.quote_id}/")
+
+    # then it says the booking did not go ahead, and why, and offers a new price, not Book
+    main = page.inner_text("main")
+    assert (
+        f"Your booking {failed.reference} of this price did not go ahead: {M.PAYMENT_DECLINED.label}" in main
+    )
+    assert "booked this already" not in main
+    assert page.locator("#book").count() == 0
+    shot(page, "quote-did-not-go-ahead")
+
+    # when they get a new price for the same stay and book it with a card that pays
+    page.click("#price-again")
+    page.wait_for_url(lambda url: "/quotes/" in url and str(failed.quote_id) not in url)
+    assert "Book for 360.00 EUR" in page.inner_text("#book")
+    page.select_option("select[name=payment_method]", "pm_card_visa")
+    page.click("#book")
+    page.wait_for_url(re.compile(r".*/bookings/BK-\w+/$"))
+
+    # then that booking goes ahead: confirmed and charged, once; the declined one stays as it was
+    booking = Booking.objects.exclude(pk=failed.pk).get()
+    assert page.url.endswith(f"/bookings/{booking.reference}/")
+    assert (booking.start_date, booking.end_date, booking.guests) == (
+        failed.start_date,
+        failed.end_date,
+        failed.guests,
+    )
+    assert booking.quote_id != failed.quote_id
+    page.wait_for_selector("#booking-status .tag--confirmed", timeout=PAGE_NEWS_TIMEOUT_MS)
+    wait_for_money(booking, "charged")
+    page.wait_for_selector('#booking-status [data-money-code="charged"]', timeout=PAGE_NEWS_TIMEOUT_MS)
+    assert money_on_the_page(page) == "We charged 360.00 EUR to your card."
+    assert_money_at_rest(paying, booking, owed=PRICE, code="charged")
+    assert [reservation["status"] for reservation in paying.h.truth(booking)] == ["confirmed"]
+    failed.refresh_from_db()
+    assert (failed.status, failed.submission_count) == (S.FAILED, 0)
+    assert paying.h.truth(failed) == []
+    assert_money_at_rest(paying, failed, owed=Decimal("0.00"), code="declined")
+
+
 # --- cancelling a paid booking --------------------------------------------------------------------
 def test_cancelling_a_paid_booking_refunds_it_as_the_offer_s_policy_says(page, site, ada, paying):
     # given an offer whose free cancellation ends 60 days before the stay (it starts in 40): a
