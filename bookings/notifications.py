@@ -78,6 +78,7 @@ from bookings.models import (
     NotificationKind,
     NotificationState,
 )
+from bookings.states import CustomerMoney
 from config import claims, site_url
 from config.redis_client import send_hint
 
@@ -96,6 +97,39 @@ SUBJECTS = {
     NotificationKind.TAKING_LONGER: "Your booking {reference} is taking longer than usual",
     NotificationKind.CANCEL_NOT_DONE: "Your booking {reference} is not cancelled yet",
     NotificationKind.MONEY: "Your payment for booking {reference}",
+}
+
+
+# What happens next, in a mail of the money alone (`booking_money.*`), for each money code: every
+# code has its line (tests hold the list to `CustomerMoney`), true of that code whatever led to it.
+# No statement descriptor is set at the provider: what the statement shows is the bank's to word.
+_PAGE_SHOWS = "Nothing on your side for now: your booking's page shows what becomes of the payment."
+_REFUND_TAKES_DAYS = "Nothing on your side. A refund can take a few days to show on your card's statement."
+_NOTHING_TAKEN = "Nothing on your side: nothing was taken from your card."
+MONEY_NEXT = {
+    # Still open at the provider (alone in a mail only by exception): its outcome is mailed.
+    CustomerMoney.AUTHORIZING: _PAGE_SHOWS,
+    CustomerMoney.HELD: _PAGE_SHOWS,
+    CustomerMoney.HELD_IN_REVIEW: _PAGE_SHOWS,
+    CustomerMoney.CHARGE_UNKNOWN: _PAGE_SHOWS,
+    # The capture after a confirmation (or of a cancel's fee): the hold became the charge.
+    CustomerMoney.CHARGED: "Nothing on your side: the charge shows on your card's statement once your "
+    "bank has processed it.",
+    CustomerMoney.PARTLY_REFUNDED: _REFUND_TAKES_DAYS,
+    CustomerMoney.REFUNDED: _REFUND_TAKES_DAYS,
+    CustomerMoney.REFUND_FAILED: "Nothing on your side for now: our support team will be in touch with "
+    "you about the refund to your card that could not be made.",
+    CustomerMoney.REFUNDED_OUTSIDE: "Nothing on your side: we owe you nothing more for this refund.",
+    CustomerMoney.RELEASED: "Nothing on your side. A released hold can take a few days to leave your "
+    "card's statement.",
+    CustomerMoney.LAPSED: "Nothing on your side. An ended hold can take a few days to leave your card's "
+    "statement.",
+    CustomerMoney.RELEASE_REFUSED: "Nothing on your side: you will not be charged. The hold can take a "
+    "few days to leave your card's statement once it ends.",
+    CustomerMoney.DECLINED: _NOTHING_TAKEN,
+    CustomerMoney.METHOD_REFUSED: _NOTHING_TAKEN,
+    CustomerMoney.NEEDS_ACTION: _NOTHING_TAKEN,
+    CustomerMoney.NOT_CHARGED: _NOTHING_TAKEN,
 }
 
 
@@ -299,6 +333,7 @@ def compose(notification: Notification) -> EmailMultiAlternatives:
         # What the customer was told about their money with this change (empty: no payment).
         "money": _money_told(notification),
         "money_words": _money_words(notification),
+        "money_next": MONEY_NEXT.get(notification.money.get("code"), "") if notification.money else "",
         "booking_url": site_url.absolute(reverse("web:booking", args=[booking.reference])),
     }
     template = f"email/booking_{notification.kind}"

@@ -7,6 +7,7 @@ once its outcome is unknown."""
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -16,6 +17,7 @@ from decimal import Decimal
 from email import message_from_bytes
 from email.message import EmailMessage
 from email.policy import default as default_policy
+from html import unescape
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -31,7 +33,7 @@ from bookings import notifications
 from bookings.customer_money import PaymentFacts, money_of
 from bookings.models import Actor, Booking, Notification, NotificationKind, NotificationState
 from bookings.services import apply_transition, lock_booking
-from bookings.states import BookingState, CustomerMessage
+from bookings.states import BookingState, CustomerMessage, CustomerMoney
 from bookings.tasks import send_notification
 from reconciliation.selectors.timeline import booking_timeline
 from reconciliation.services.sweeper import booking_due_run, sweep
@@ -202,6 +204,65 @@ def test_each_mail_says_what_happened_what_happens_next_and_links_the_booking(
         assert link in text
         assert booking.reference in text
         assert not {"charge", "refund", "payment", "paid"} & set(text.lower().replace(".", " ").split())
+
+
+def as_read(html_part: str) -> str:
+    """A mail's HTML part as its reader reads it: tags dropped, entities decoded."""
+    return unescape(re.sub(r"<[^>]+>", " ", html_part))
+
+
+def test_every_money_code_has_a_line_for_what_happens_next():
+    assert set(notifications.MONEY_NEXT) == set(CustomerMoney)
+
+
+def test_the_mail_of_a_capture_says_the_charge_shows_on_the_statement_not_a_refund(db):
+    """Reviewer: the money mail of a capture after a confirmation said "A refund or a released hold
+    can take a few days to show on your card's statement"."""
+    money = money_of(PaymentFacts("charged", "EUR", Decimal("360.00"), Decimal("360.00"))).as_json()
+    notification = NotificationFactory(
+        booking__customer_money=money,
+        kind=NotificationKind.MONEY,
+        message=CustomerMessage.CONFIRMED,
+        money=money,
+    )
+
+    mail = notifications.compose(notification)
+
+    for text in (mail.body, as_read(mail.alternatives[0].content)):
+        flat = " ".join(text.split())
+        assert "We charged 360.00 EUR to your card." in flat
+        assert (
+            "What happens next Nothing on your side: the charge shows on your card's statement once "
+            "your bank has processed it." in flat
+        )
+        assert "refund" not in flat.lower() and "released" not in flat.lower()
+
+
+@pytest.mark.parametrize(
+    ("facts", "line"),
+    [
+        (PaymentFacts("charged", "EUR", Decimal("360"), Decimal("360"), Decimal("360")), "A refund can take"),
+        (PaymentFacts("released", "EUR", Decimal("360")), "A released hold can take a few days"),
+        (PaymentFacts("lapsed", "EUR", Decimal("360")), "An ended hold can take a few days"),
+        (PaymentFacts("declined", "EUR", Decimal("360")), "nothing was taken from your card"),
+        (PaymentFacts("not_charged", "EUR", Decimal("360")), "nothing was taken from your card"),
+    ],
+)
+def test_each_money_mail_says_what_happens_next_for_its_money(db, facts, line):
+    money = money_of(facts).as_json()
+    notification = NotificationFactory(
+        booking__customer_money=money,
+        kind=NotificationKind.MONEY,
+        message=CustomerMessage.CONFIRMED,
+        money=money,
+    )
+
+    mail = notifications.compose(notification)
+
+    for text in (mail.body, as_read(mail.alternatives[0].content)):
+        flat = " ".join(text.split())
+        assert f"What happens next {notifications.MONEY_NEXT[money['code']]}" in flat
+        assert line in flat
 
 
 def test_a_customer_without_an_address_is_not_mailed_and_support_sees_why(transactional_db):
