@@ -4,15 +4,16 @@ it is done, beside the money on the booking's page and in the API (`money_words`
 
 The fee is the offer's policy (`bookings.pricing.cancellation_fee`), and `fee_if_cancelled` is
 the one rule of when it applies: `booking_request_cancel` fixes it with it, and the cancel page
-shows it with it. Fixed once, by the cancel of the confirmed booking, it stands for a cancel asked
-again after the first one did not complete (the partner would not cancel: support's), as the
-payment side owes it once cancelled. The rest is what the payment side then does for a cancelled
-booking (`payments.decisions.next_step`, owing the fee): a hold is released, or charged for the fee and
-the rest released; what was paid beyond the fee is refunded; nothing more is ever charged. While
-a charge's outcome is not known (`charge_unknown`), which of those it will be is not known either:
-the customer is told their money comes back, as a release or a refund. What
-the provider holds is read from what the customer was last told (`customer_money.Money`): no
-query, and the page never contradicts its own money line.
+shows it with it. Fixed once, by the cancel of the confirmed booking, it stands for the cancel
+support asks again on the customer's behalf after the first one did not complete (the partner
+would not cancel), as the payment side owes it once cancelled. The rest is what the payment side
+then does for a cancelled booking (`payments.decisions.next_step`, owing the fee): a hold is
+released, or charged for the fee and the rest released; what was paid beyond the fee is
+refunded; nothing more is ever charged. While a charge's outcome is not known
+(`charge_unknown`), which of those it will be is not known either: the customer is told their
+money comes back, as a release or a refund. What the provider holds is read from what the
+customer was last told (`customer_money.Money`): no query, and the page never contradicts its
+own money line.
 
 The policy itself is put into words here too (`Policy`, `StayPolicy`), once for every place that
 shows it: the offers and the quote's page before Book, the API's offers and quotes, the cancel
@@ -130,9 +131,10 @@ def fee_if_cancelled(booking: Booking, *, at: datetime) -> Decimal | None:
     A fee an earlier cancel fixed is the fee: that cancel was asked of the confirmed booking, the
     customer agreed to its fee then, and the cut-off is judged when they asked, not when the
     partner answers. It did not complete (the partner would not cancel: support has it), and
-    cancelled in the end, the booking owes it (`payments.decisions.owed`), so asked again the
-    cancel keeps it, and the page says so. A move off that cancel's road drops it
-    (`Booking._cancel_dropped`: confirmed again, the price is owed and this rule starts afresh)."""
+    cancelled in the end, the booking owes it (`payments.decisions.owed`), so the cancel support
+    asks again on the customer's behalf keeps it, and its preview says so. A move off that
+    cancel's road drops it (`Booking._cancel_dropped`: confirmed again, the price is owed and
+    this rule starts afresh)."""
     if not ports.pays(booking):
         return None
     if booking.status != BookingState.CONFIRMED:

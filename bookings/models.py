@@ -328,15 +328,14 @@ class Booking(ConcurrentTransitionMixin, CancellationTerms):
     @property
     def cancel_with_support(self) -> bool:
         """Whether a cancel the customer asked for did not complete and our support team has the
-        booking (the partner would not cancel it, or our work on it kept failing), before the
-        partner ever confirmed it: asked, not done, support's to settle. Asked again, it is the
-        same cancel (`booking_request_cancel`), so it is not offered again (`customer_may_cancel`).
-        A confirmed one shows `disrupted` instead, and may be asked again (its fee stands)."""
-        return (
-            self.status == BookingState.NEEDS_ATTENTION
-            and self.cancel_asked_at is not None
-            and self.confirmed_shown_at is None
-        )
+        booking (the partner would not cancel it, or our work on it kept failing): asked, not
+        done, support's to settle, whether or not the partner had confirmed the booking (shown
+        `cancelling`/`cancel_with_support` before, `disrupted`/`disrupted_cancel_not_done` after).
+        Asked again by the customer, it is the same cancel (`booking_request_cancel` leaves the
+        booking as it is), so it is not offered again (`customer_may_cancel`): the partner's
+        refusals spent its tries, and support's cancel on the customer's behalf drives it again
+        with fresh ones; a customer's would only hammer the partner."""
+        return self.status == BookingState.NEEDS_ATTENTION and self.cancel_asked_at is not None
 
     @property
     def customer_may_cancel(self) -> bool:

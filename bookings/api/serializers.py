@@ -297,8 +297,9 @@ class BookingLinksSerializer(serializers.Serializer):
         help_text=(
             "Where to cancel this booking; null when there is nothing to cancel (already "
             "cancelling or cancelled, or failed), and while a cancel that did not complete is with "
-            "our support team (`cancel_with_support`). Cancelling again is harmless: it answers 202 "
-            "and changes nothing."
+            "our support team (`cancel_with_support`, or `disrupted_cancel_not_done` once the "
+            "partner had confirmed it). Cancelling again is harmless: it answers 202 and changes "
+            "nothing."
         ),
     )
 

@@ -330,7 +330,8 @@ class BookingCancelView(CustomerAPIView):
             "Asks for the cancellation; the partner is told asynchronously, so the booking is "
             "`cancelling` until it is `cancelled`. Idempotent: asking again returns the same "
             "booking with 202, and so does asking while a cancel that did not complete is with our "
-            "support team (`cancel_with_support`): it is the same cancel. It takes no body: a "
+            "support team (`cancel_with_support`, `disrupted_cancel_not_done`): it is the same "
+            "cancel. It takes no body: a "
             "field sent (a `reason`) is refused with 400, not ignored."
         ),
         tags=[_TAG],

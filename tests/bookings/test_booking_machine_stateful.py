@@ -93,7 +93,7 @@ class BookingMachine(RuleBasedStateMachine):
     @rule()
     def customer_cancels(self) -> None:
         # Asked again while support has the cancel that did not complete: the same cancel, unchanged.
-        with_support = self.state == S.NEEDS_ATTENTION and self.cancel_stands and not self.confirmed_shown
+        with_support = self.state == S.NEEDS_ATTENTION and self.cancel_stands
         cancellable = self.state in TRANSITIONS["request_cancel"][0] and not with_support
 
         moved = self._step(

@@ -1,6 +1,7 @@
 """A fee fixed by a cancel that did not complete (the partner would not cancel: support has the
-booking, `disrupted`) is the fee of the cancel asked again: the customer agreed to it when they
-first asked, after the cut-off, and the payment side keeps it once cancelled
+booking, `disrupted`) is the fee of the cancel asked again (support's, on the customer's behalf:
+the customer's own, asked again, is the same cancel and changes nothing): the customer agreed to it
+when they first asked, after the cut-off, and the payment side keeps it once cancelled
 (`payments.decisions.owed`). The cancel page and the API's `if_cancelled` said "Cancelling is free
 while there is a problem with your confirmed booking" and a full refund, and then 90.00 EUR
 was kept (review F1). A booking that leaves the cancel's road (confirmed again) drops the fee, so
@@ -14,18 +15,17 @@ from decimal import Decimal
 
 import pytest
 from django.db import transaction
-from django.test import Client
 from django.utils import timezone
 
 from bookings.models import Actor, Booking, Notification, NotificationKind
 from bookings.notifications import compose
 from bookings.services import apply_transition, booking_request_cancel, lock_booking
 from bookings.states import BookingState
-from partners.connectors import connector_for
 from partners.models import PartnerReservation
 from payments.decisions import Step
 from payments.models import Payment
 from payments.services.runs import plan_for
+from reconciliation.services import support
 from tests.helpers import wait_until
 from tests.partners.conftest import wait_for_status
 from tests.payments.conftest import assert_money_at_rest, wait_for_money
@@ -71,22 +71,9 @@ def test_a_fee_left_by_a_cancel_goes_when_the_booking_is_confirmed_again(db):
 
 
 # --- with the real provider, partner, worker and SMTP sink ---------------------------------------
-def cancel_page(customer, booking: Booking) -> tuple[str, str]:
-    """The cancel page's money paragraph and its why, as the page renders them."""
-    page = Client()
-    page.force_login(customer)
-    html = page.get(f"/bookings/{booking.reference}/cancel/").content.decode()
-
-    def paragraph(css: str) -> str:
-        start = html.index(f'class="{css}"')
-        return html[html.index(">", start) + 1 : html.index("</p>", start)]
-
-    return paragraph("cancel-money"), paragraph("cancel-money__why")
-
-
 @pytest.mark.integration
 @pytest.mark.timeout(120)
-def test_a_cancel_asked_again_after_the_partner_would_not_cancel_keeps_the_fee_it_is_told(
+def test_a_cancel_support_asks_again_after_the_partner_would_not_cancel_keeps_the_fee_it_is_told(
     paying, settings, customer, api_client, request
 ):
     sink = request.getfixturevalue("mail_sink")
@@ -112,8 +99,19 @@ def test_a_cancel_asked_again_after_the_partner_would_not_cancel_keeps_the_fee_i
     )
     assert booking.cancellation_fee == Decimal("90.00")
 
-    # then cancelling again is told as what the payment side will do: the fee the first cancel
-    # fixed kept, the rest refunded (not "free while there is a problem", not in full)
+    # then the customer is not offered the cancel again: it is the same cancel, with support
+    answer = api_client.get(f"/api/v1/bookings/{booking.reference}").json()
+    assert (answer["links"]["cancel"], answer["if_cancelled"]) == (None, None)
+    version = answer["status_version"]
+    [reservation] = PartnerReservation.objects.filter(booking=booking)
+    asked = reservation.attempts.count()
+    assert api_client.post(f"/api/v1/bookings/{booking.reference}/cancel").status_code == 202
+    booking.refresh_from_db()
+    assert (booking.status, booking.status_version) == (S.NEEDS_ATTENTION, version)
+
+    # and support's cancel on the customer's behalf is previewed as what the payment side will
+    # do: the fee the first cancel fixed kept, the rest refunded (not "free while there is a
+    # problem", not in full)
     cut_off = datetime.combine(booking.start_date, time.min, tzinfo=UTC) - timedelta(days=60)
     why = (
         f"You first asked to cancel after free cancellation ended on {cut_off.day} {cut_off:%b %Y}, "
@@ -124,24 +122,30 @@ def test_a_cancel_asked_again_after_the_partner_would_not_cancel_keeps_the_fee_i
         "Once the cancellation is done, we keep the cancellation fee of 90.00 EUR and refund the "
         "other 270.00 EUR of the 360.00 EUR you paid to your card."
     )
-    if_cancelled = api_client.get(f"/api/v1/bookings/{booking.reference}").json()["if_cancelled"]
-    assert (if_cancelled["outcome"], if_cancelled["fee"], if_cancelled["refund"]) == (
+    told = support.preview(support.CANCEL, booking, live=False).money_dict()
+    assert (told["outcome"], told["fee"], told["refund"], told["text"], told["why"]) == (
         "refund_less_fee",
         "90.00",
         "270.00",
+        keeps,
+        why,
     )
-    assert (if_cancelled["message"], if_cancelled["why"]) == (keeps, why)
-    assert cancel_page(customer, booking) == (keeps, why)
 
-    # when the partner answers again, the customer cancels again, and the partner cancels it at last
+    # when the partner answers again and support cancels on the customer's behalf, with fresh
+    # tries of its own, the partner cancels it at last
     paying.h.faults(rate_limit_rate=0)
     before = set(Notification.objects.filter(booking=booking).values_list("pk", flat=True))
-    assert api_client.post(f"/api/v1/bookings/{booking.reference}/cancel").status_code == 202
-    [reservation] = PartnerReservation.objects.filter(booking=booking)
-    assert connector_for(paying.h.partner).cancel(reservation.partner_ref).ok  # its webhook follows
+    support.support_action_run(
+        support.CANCEL,
+        booking_id=booking.pk,
+        operator=support.Operator(label="ops"),
+        token=support.new_token(),
+        note="the partner answers again",
+    )
 
     # then what was told is what was done: 90.00 kept, 270.00 refunded, and the mails say the same
     wait_for_status(booking, S.CANCELLED, timeout_s=30)
+    assert reservation.attempts.count() > asked  # support's cancel asked the partner again
     wait_for_money(booking, "partly_refunded", timeout_s=30)
     assert_money_at_rest(paying, booking, owed=Decimal("90.00"), code="partly_refunded")
     [intent] = paying.intents(booking)

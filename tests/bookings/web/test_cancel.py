@@ -7,12 +7,14 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from django.db import transaction
 from django.utils import timezone
 
 from bookings.customer_money import PaymentFacts, money_of
-from bookings.models import Booking
+from bookings.models import Actor, Booking
+from bookings.services import apply_transition, lock_booking
 from bookings.states import BookingState, CustomerMessage, CustomerStatus
-from tests.factories import BookingFactory
+from tests.factories import BookingFactory, PartnerReservationFactory
 from tests.helpers import queued_messages
 
 S = BookingState
@@ -191,6 +193,67 @@ def test_cancelling_twice_changes_nothing_more(web, confirmed, django_capture_on
     assert response.status_code == 302
     assert callbacks == []
     assert confirmed.events.count() == 1
+
+
+def test_a_confirmed_booking_whose_cancel_did_not_complete_is_not_offered_the_cancel_again(
+    web, api_client, customer, offer, monkeypatch, django_capture_on_commit_callbacks
+):
+    """The partner refused the customer's cancel of a confirmed booking through every try: support
+    has it. Asked again by the customer, the partner was asked nothing (the reservation's cancel
+    was requested already and its tries are spent), the booking sat `cancelling`, then went back
+    to `disrupted_cancel_not_done` unannounced. It is the same cancel, as before a confirmation:
+    not offered, and posted anyway it changes nothing; support's cancel drives it again."""
+    from partners import messages as partner_messages
+    from partners.services.compensation import booking_cancel_run
+
+    monkeypatch.setattr(partner_messages, "send_for_partner_on_commit", lambda *a, **k: None)
+    monkeypatch.setattr(partner_messages, "send_for_partner", lambda *a, **k: None)
+    # given a confirmed booking the customer cancelled, whose cancel the partner would not make
+    booking = BookingFactory(customer=customer, offer=offer, status=S.CONFIRMED, submission_count=1)
+    reservation = PartnerReservationFactory(booking=booking)
+    with django_capture_on_commit_callbacks(execute=False):
+        web.post(f"/bookings/{booking.reference}/cancel/")
+    booking_cancel_run(booking.pk)
+    reservation.refresh_from_db()
+    asked_at = reservation.compensation_requested_at
+    assert asked_at is not None
+    with transaction.atomic():
+        apply_transition(
+            lock_booking(booking.pk), "flag_for_attention", actor=Actor.WORKER, reason="compensation_failed"
+        )
+    booking.refresh_from_db()
+    assert (booking.customer_status, booking.customer_message) == (
+        CustomerStatus.DISRUPTED,
+        CustomerMessage.DISRUPTED_CANCEL_NOT_DONE,
+    )
+
+    # then neither the page nor the API offers the cancel again
+    assert booking.cancel_with_support and not booking.customer_may_cancel
+    page = web.get(f"/bookings/{booking.reference}/").content.decode()
+    assert f"/bookings/{booking.reference}/cancel/" not in page
+    assert "our support team is taking your cancellation up with them" in page
+    assert "nor to cancel again" in page
+    answer = api_client.get(f"/api/v1/bookings/{booking.reference}").json()
+    assert (answer["links"]["cancel"], answer["if_cancelled"]) == (None, None)
+    cancel_page = web.get(f"/bookings/{booking.reference}/cancel/").content.decode()
+    assert "This booking cannot be cancelled now" in cancel_page
+    assert "<form" not in cancel_page.split("<main")[1]
+
+    # and a cancel posted anyway, by the page or the API, is the same cancel: nothing moves
+    version = booking.status_version
+    with django_capture_on_commit_callbacks(execute=False) as queued:
+        assert web.post(f"/bookings/{booking.reference}/cancel/").status_code == 302
+        again = api_client.post(f"/api/v1/bookings/{booking.reference}/cancel")
+    assert (again.status_code, again.json()["status_version"]) == (202, version)
+    assert queued == []
+    booking.refresh_from_db()
+    assert (booking.status, booking.customer_message, booking.status_version) == (
+        S.NEEDS_ATTENTION,
+        CustomerMessage.DISRUPTED_CANCEL_NOT_DONE,
+        version,
+    )
+    reservation.refresh_from_db()
+    assert reservation.compensation_requested_at == asked_at
 
 
 def test_a_failed_booking_cannot_be_cancelled(web, customer, offer):
