@@ -367,6 +367,17 @@ def booking_create(*, customer, request: BookingRequest, idempotency_key: str) -
     raise IntegrityError("Could not allocate a unique booking reference.")
 
 
+def _not_cancellable(booking: Booking) -> InvalidTransition:
+    """The refusal of a cancel, in the words the customer is shown of the booking (its status
+    message), never its internal state: "rejected" would contradict a page saying `pending` while
+    the partner releases it, or `disrupted` once it was confirmed."""
+    shown = booking.customer_message_text
+    return InvalidTransition(
+        f"Booking {booking.reference} can no longer be cancelled: {shown[:1].lower()}{shown[1:]}",
+        code="not_cancellable",
+    )
+
+
 def booking_request_cancel(
     *,
     booking_id: UUID,
@@ -387,10 +398,7 @@ def booking_request_cancel(
         if actor == Actor.CUSTOMER and booking.cancel_with_support:
             return booking
         if not booking.is_cancellable:
-            raise InvalidTransition(
-                f"Booking {booking.reference} is {booking.status} and can no longer be cancelled.",
-                code="not_cancellable",
-            )
+            raise _not_cancellable(booking)
         now = timezone.now()
         booking.next_check_at = now + settings.BOOKING_SUBMIT_GRACE
         fields = ("next_check_at",)

@@ -11,6 +11,7 @@ from decimal import Decimal
 
 import pytest
 from django.conf import settings
+from django.db import transaction
 from django.utils import timezone
 from rest_framework.fields import DateTimeField
 from rest_framework.test import APIClient
@@ -18,7 +19,8 @@ from rest_framework.test import APIClient
 from bookings import customer_view
 from bookings.cancelling import cancel_money, stay_policy
 from bookings.customer_money import PaymentFacts, money_of
-from bookings.models import Booking, BookingEvent, Quote
+from bookings.models import Actor, Booking, BookingEvent, Quote
+from bookings.services import apply_transition, lock_booking
 from bookings.states import BookingState, CustomerStatus
 from partners.models import PartnerAttempt
 from tests.bookings.conftest import (
@@ -26,7 +28,7 @@ from tests.bookings.conftest import (
     post_booking,
     stay_body,
 )
-from tests.factories import BookingFactory, OfferFactory, PartnerFactory
+from tests.factories import BookingFactory, OfferFactory, PartnerFactory, PartnerReservationFactory
 from tests.helpers import queued_messages, wait_until
 
 S = BookingState
@@ -1132,6 +1134,8 @@ def test_a_finished_booking_is_not_cancellable(
     api_client, customer, state, django_capture_on_commit_callbacks
 ):
     booking = BookingFactory(customer=customer, status=state)
+    shown = booking.customer_message_text  # "The partner could not accept this booking. ..."
+    words = shown[0].lower() + shown[1:]
 
     with django_capture_on_commit_callbacks() as callbacks:
         response = api_client.post(f"{BOOKINGS_URL}/{booking.reference}/cancel")
@@ -1141,12 +1145,40 @@ def test_a_finished_booking_is_not_cancellable(
     assert response.json() == {
         "error": {
             "code": "not_cancellable",
-            "message": f"Booking {booking.reference} is {state} and can no longer be cancelled.",
+            "message": f"Booking {booking.reference} can no longer be cancelled: {words}",
         }
     }
     assert booking.status == state
     assert booking.events.count() == 0
     assert callbacks == []
+
+
+def test_a_refused_cancel_says_what_the_customer_is_shown_never_the_internal_state(
+    api_client, customer, django_capture_on_commit_callbacks
+):
+    # given a booking the partner declined while it may still hold a reservation for it: shown
+    # pending, the partner being asked to release it
+    booking = BookingFactory(customer=customer, status=S.PENDING_PARTNER, submission_count=1)
+    PartnerReservationFactory(booking=booking, status="pending")
+    with django_capture_on_commit_callbacks(), transaction.atomic():
+        apply_transition(lock_booking(booking.pk), "reject", actor=Actor.WORKER)
+    shown = api_client.get(f"{BOOKINGS_URL}/{booking.reference}").json()
+    assert (shown["status"], shown["message_code"]) == ("pending", "releasing")
+
+    # when the customer cancels it anyway
+    response = api_client.post(f"{BOOKINGS_URL}/{booking.reference}/cancel")
+
+    # then the refusal says what they are shown, in the one error shape, never "rejected"
+    assert response.status_code == 409
+    assert response.json() == {
+        "error": {
+            "code": "not_cancellable",
+            "message": f"Booking {booking.reference} can no longer be cancelled: we could not confirm "
+            "your booking and are making sure the partner releases it. We will tell you when this is "
+            "settled.",
+        }
+    }
+    assert shown["message"].startswith("We could not confirm your booking")
 
 
 def test_another_customers_booking_cannot_be_cancelled(

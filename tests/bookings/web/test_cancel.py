@@ -264,9 +264,11 @@ def test_a_failed_booking_cannot_be_cancelled(web, customer, offer):
 
     response = web.post(f"/bookings/{failed.reference}/cancel/")
     assert response.status_code == 409
-    assert f"<li>Booking {failed.reference} is rejected and can no longer be cancelled.</li>" in (
-        response.content.decode()
+    refused = (
+        f"<li>Booking {failed.reference} can no longer be cancelled: the partner could not accept "
+        "this booking. Nothing is booked.</li>"
     )
+    assert refused in response.content.decode()
     failed.refresh_from_db()
     assert failed.status == S.REJECTED
     assert not failed.events.exists()
