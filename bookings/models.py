@@ -21,6 +21,7 @@ from bookings.states import (
     OPEN_STATES,
     PARTNER_LET_GO,
     SETTLEABLE,
+    TERMINAL_STATES,
     UNACKNOWLEDGED,
     BookingState,
     CustomerMessage,
@@ -231,6 +232,13 @@ class Booking(ConcurrentTransitionMixin, CancellationTerms):
     # fee by any other way (`_cancel_dropped`). Null: no cancel stands. Nullable, so the column is added
     # without a rewrite, and a process still on the code before it inserts bookings without it.
     cancel_asked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # The state the booking was in when support got it (`flag_for_attention`), for as long as
+    # support has it ('' otherwise: any move out of needs_attention clears it). Support may get a
+    # booking that had ended (cancelled, rejected, failed, expired) for what is left at the partner
+    # (a stray reservation whose cancel failed every try): the customer's booking has still ended
+    # (`ended_with_support`). A constant database default: added without a rewrite, and filled
+    # for a process still on the code before it; bookings already with support keep ''.
+    attention_from = models.CharField(max_length=20, blank=True, default="", db_default="", editable=False)
 
     # What the customer is shown, as `bookings.customer_view.refresh` last derived it (the one
     # writer). Stored so that every change has a number and "never backwards" has a memory.
@@ -338,10 +346,18 @@ class Booking(ConcurrentTransitionMixin, CancellationTerms):
         return self.status == BookingState.NEEDS_ATTENTION and self.cancel_asked_at is not None
 
     @property
+    def ended_with_support(self) -> bool:
+        """Whether support has the booking after it had ended (`attention_from`): for something
+        left at the partner, such as a stray reservation it could not release, not for the
+        customer's booking, which has ended all the same. There is nothing for them to cancel."""
+        return self.status == BookingState.NEEDS_ATTENTION and self.attention_from in TERMINAL_STATES
+
+    @property
     def customer_may_cancel(self) -> bool:
         """Whether the customer is offered to cancel (the page's button, the API's `links.cancel`
-        and `if_cancelled`): the state allows it, and their cancel is not already with support."""
-        return self.is_cancellable and not self.cancel_with_support
+        and `if_cancelled`): the state allows it, their cancel is not already with support, and
+        the booking had not ended before support got it."""
+        return self.is_cancellable and not self.cancel_with_support and not self.ended_with_support
 
     @property
     def partner_let_go(self) -> bool:
@@ -351,6 +367,7 @@ class Booking(ConcurrentTransitionMixin, CancellationTerms):
     # --- transitions: pure, own row only; services save and record them --------------------
     def _moved(self) -> None:
         self.status_changed_at = timezone.now()
+        self.attention_from = ""  # only `flag_for_attention` enters needs_attention: it sets it
 
     def _cancel_dropped(self) -> None:
         """The booking leaves the road of a cancel asked earlier another way than cancelled: the
@@ -441,7 +458,9 @@ class Booking(ConcurrentTransitionMixin, CancellationTerms):
             # (cancelled, then a problem) does not stand as one that did not complete. Its fee
             # stays: the refund less it is still what a cancelled booking owes.
             self.cancel_asked_at = None
+        from_state = self.status  # the transition sets the target after this body
         self._moved()
+        self.attention_from = from_state
         self.attention_reason = reason
         self.attention_detail = detail
 

@@ -88,6 +88,7 @@ def apply_transition(
                 "attention_detail",
                 "cancellation_fee",  # fixed by a cancel, dropped by a move off its road
                 "cancel_asked_at",  # the same
+                "attention_from",  # set by a move to support, cleared by any move out of it
                 "updated_at",
                 *(customer_view.VIEW_FIELDS if change else ()),
                 *extra_fields,
@@ -397,6 +398,11 @@ def booking_request_cancel(
             return booking
         if actor == Actor.CUSTOMER and booking.cancel_with_support:
             return booking
+        if actor == Actor.CUSTOMER and booking.ended_with_support:
+            # It had ended before support got it: answered as that end was, never moved back.
+            if booking.attention_from in CANCEL_ACCEPTED:
+                return booking
+            raise _not_cancellable(booking)
         if not booking.is_cancellable:
             raise _not_cancellable(booking)
         now = timezone.now()

@@ -80,6 +80,7 @@ class BookingMachine(RuleBasedStateMachine):
         # A cancel asked stands while support has the booking only when it went to support from
         # `cancel_requested` (a cancel that did not complete): still `cancelling` then.
         self.cancel_stands = False
+        self.attention_from = ""  # the state it went to support from, while support has it
         self.shown, self.status_version = ("pending", "received"), 1
 
     # --- the steps ---------------------------------------------------------------------------
@@ -94,11 +95,16 @@ class BookingMachine(RuleBasedStateMachine):
     def customer_cancels(self) -> None:
         # Asked again while support has the cancel that did not complete: the same cancel, unchanged.
         with_support = self.state == S.NEEDS_ATTENTION and self.cancel_stands
-        cancellable = self.state in TRANSITIONS["request_cancel"][0] and not with_support
+        # Support got it after it had ended: answered as that end was (cancelled: accepted, as
+        # done; any other: refused), never moved back.
+        ended = self.attention_from if self.state == S.NEEDS_ATTENTION else ""
+        ended = ended if ended in TERMINAL else ""
+        cancellable = self.state in TRANSITIONS["request_cancel"][0] and not with_support and not ended
+        unchanged = self.state in CANCEL_UNDER_WAY or with_support or ended == S.CANCELLED
 
         moved = self._step(
             lambda: booking_request_cancel(booking_id=self.booking_id, actor=Actor.CUSTOMER),
-            refusal=not cancellable and self.state not in CANCEL_UNDER_WAY and not with_support,
+            refusal=not cancellable and not unchanged,
         )
 
         assert moved == (S.CANCEL_REQUESTED if cancellable else self.state)
@@ -142,6 +148,12 @@ class BookingMachine(RuleBasedStateMachine):
         if booking.status == S.NEEDS_ATTENTION and self.cancel_stands and not disrupted:
             expected = "cancelling"
         assert booking.customer_status == expected
+
+    @invariant()
+    def support_has_it_from_the_state_it_was_in(self) -> None:
+        booking = Booking.objects.get(pk=self.booking_id)
+        expected = self.attention_from if booking.status == S.NEEDS_ATTENTION else ""
+        assert booking.attention_from == expected
 
     @invariant()
     def every_change_the_customer_is_shown_has_a_higher_number(self) -> None:
@@ -204,6 +216,7 @@ class BookingMachine(RuleBasedStateMachine):
         assert before not in TERMINAL or after in (before, S.NEEDS_ATTENTION)
         if after == S.NEEDS_ATTENTION and before != after:
             self.cancel_stands = before == S.CANCEL_REQUESTED
+            self.attention_from = before
         self.state = after
         return after
 

@@ -256,6 +256,54 @@ def test_a_confirmed_booking_whose_cancel_did_not_complete_is_not_offered_the_ca
     assert reservation.compensation_requested_at == asked_at
 
 
+def _moved(booking: Booking, transition: str, **kwargs) -> Booking:
+    with transaction.atomic():
+        apply_transition(lock_booking(booking.pk), transition, actor=Actor.WORKER, **kwargs)
+    return Booking.objects.get(pk=booking.pk)
+
+
+@pytest.mark.parametrize(("ended", "answer"), [("cancelled", 202), ("rejected", 409)])
+def test_a_booking_that_had_ended_when_support_got_it_offers_no_cancel(
+    web, api_client, customer, offer, ended, answer, django_capture_on_commit_callbacks
+):
+    """Support got a booking that had ended, for a reservation the partner still held whose
+    cancel failed every try: the customer's booking has ended all the same. Its page offered
+    "Cancel this booking", and a cancel moved an ended booking back to `cancelling`."""
+    # given a booking that ended (cancelled by its customer, or declined by the partner)
+    booking = BookingFactory(customer=customer, offer=offer, status=S.PENDING_PARTNER, submission_count=1)
+    PartnerReservationFactory(booking=booking, status="pending")
+    with django_capture_on_commit_callbacks(execute=False):
+        if ended == "cancelled":
+            web.post(f"/bookings/{booking.reference}/cancel/")
+            booking = _moved(booking, "mark_cancelled")
+        else:
+            booking = _moved(booking, "reject")
+        # when the partner would not release what it still holds: support has it
+        booking = _moved(booking, "flag_for_attention", reason="compensation_failed")
+    assert (booking.status, booking.attention_from) == (S.NEEDS_ATTENTION, ended)
+
+    # then neither the page nor the API offers a cancel
+    assert booking.ended_with_support and not booking.customer_may_cancel
+    assert (
+        f"/bookings/{booking.reference}/cancel/"
+        not in web.get(f"/bookings/{booking.reference}/").content.decode()
+    )
+    shown = api_client.get(f"/api/v1/bookings/{booking.reference}").json()
+    assert (shown["links"]["cancel"], shown["if_cancelled"]) == (None, None)
+
+    # and a cancel posted anyway is answered as the ended booking's was, changing nothing
+    with django_capture_on_commit_callbacks(execute=False) as queued:
+        response = api_client.post(f"/api/v1/bookings/{booking.reference}/cancel")
+    assert response.status_code == answer
+    assert queued == []
+    after = Booking.objects.get(pk=booking.pk)
+    assert (after.status, after.status_version) == (S.NEEDS_ATTENTION, booking.status_version)
+
+    # and once support settles it, the booking no longer says where it came from
+    after = _moved(after, "mark_cancelled" if ended == "cancelled" else "fail")
+    assert after.attention_from == ""
+
+
 def test_a_failed_booking_cannot_be_cancelled(web, customer, offer):
     failed = BookingFactory(customer=customer, offer=offer, status=S.REJECTED)
 
