@@ -61,9 +61,15 @@ def run_failing(*args: str) -> tuple[CommandError, dict]:
         pytest.param(["approve_refund", "999999"], "not_found", id="proposal-action"),
         pytest.param(["orphan_close", "999999", "--note", "gone"], "not_found", id="orphan-action"),
         pytest.param(["sync_booking", "BK-NOPE99", "--as", "nobody-h2"], "not_found", id="operator"),
-        pytest.param(["replay_inbound_event", "999999"], "command_error", id="replay"),
-        pytest.param(["reconcile", "--dry-run", "--partner", "nope"], "command_error", id="reconcile"),
-        pytest.param(["orphans", "--partner", "nope"], "command_error", id="orphans"),
+        pytest.param(["replay_inbound_event", "999999"], "not_found", id="replay"),
+        pytest.param(["replay_inbound_event", "99999999999999999999"], "not_found", id="replay-beyond-ids"),
+        pytest.param(["reconcile", "--dry-run", "--partner", "nope"], "not_found", id="reconcile"),
+        pytest.param(["orphans", "--partner", "nope"], "not_found", id="orphans"),
+        pytest.param(["partner_health", "--partner", "nope"], "not_found", id="partner-health"),
+        # an empty --date is a script's unset variable, never taken for the default (yesterday)
+        pytest.param(["reconcile_payments", "--date", ""], "validation_error", id="date-empty"),
+        pytest.param(["reconcile_payments", "--date", "  "], "validation_error", id="date-blank"),
+        pytest.param(["sync_booking", "BK-NOPE99", "--note", "hi\x1b[2J"], "validation_error", id="note"),
         pytest.param(
             [
                 "partner_upsert",

@@ -495,3 +495,11 @@ def test_sync_booking_now_runs_the_sync_here(make_booking, partner_queue, broker
     assert kinds[0] == "support.sync_requested"
     assert "sync.failed" in kinds  # the closed port: recorded, retried later
     assert actor_names(broker, partner_queue) == ["sync_booking"]  # the follow-up
+
+
+def test_reconcile_json_is_written_as_every_command_writes_its_json(db, broker):
+    out = run("reconcile", "--dry-run", "--json")
+
+    report = json.loads(out)
+    assert report["dry_run"] is True
+    assert out.rstrip("\n") == json.dumps(report, default=str, indent=2)  # the shared writer: not one line

@@ -388,7 +388,7 @@ def test_a_large_refund_is_proposed_by_one_and_approved_by_another_from_the_shel
         )
     )
     proposal_id = proposed["results"][0]["result"]["proposal"]
-    with pytest.raises(CommandError, match=r"a second person must approve it"):
+    with pytest.raises(CommandError, match=r"nothing was done \(1 refused\)"):  # said on its line
         run("approve_refund", str(proposal_id), "--yes", "--as", proposer.username)
     # the preview puts the proposer's why in our column, not the provider's
     preview = run("approve_refund", str(proposal_id), "--dry-run", "--as", approver.username)
@@ -401,6 +401,63 @@ def test_a_large_refund_is_proposed_by_one_and_approved_by_another_from_the_shel
     payment.refresh_from_db()
     assert [amount for amount, _ in refunds_at(provider, payment)] == [25000]
     assert RefundProposal.objects.get(pk=proposal_id).decided_by == approver
+
+
+def _proposed(payment: Payment, user) -> int:
+    return money.support_refund(
+        booking_id=payment.booking_id,
+        operator=Operator.for_user(user),
+        token=new_token(),
+        amount="300.00",
+        note="the stay was cut short",
+    ).proposal_id
+
+
+def _decide_as(user, *args: str) -> tuple[CommandError, dict]:
+    out = io.StringIO()
+    with pytest.raises(CommandError) as failed:
+        call_command(
+            "approve_refund", *args, "--as", user.username, "--yes", "--no-live", "--json",
+            stdout=out, stderr=io.StringIO(),
+        )  # fmt: skip
+    return failed.value, json.loads(out.getvalue())
+
+
+def test_approve_refund_over_several_approves_the_others_when_one_is_the_operator_s_own(provider, groups):
+    theirs_paid, mine_paid = paid_at_provider(), paid_at_provider()
+    me, other = ops(groups), ops(groups, "other")
+    theirs, mine = _proposed(theirs_paid, other), _proposed(mine_paid, me)
+
+    failed, report = _decide_as(me, str(theirs), str(mine))
+
+    assert str(failed) == "approve_refund: 1 of 2 refused, the others done."
+    assert failed.returncode == 1
+    done, refused = report["results"]
+    assert done["result"]["operation_state"] == "succeeded"
+    assert refused["error"] == {
+        "code": "permission_denied",
+        "message": f"{me.username} proposed refund #{mine}: a second person must approve it.",
+    }
+    assert [amount for amount, _ in refunds_at(provider, theirs_paid)] == [30000]
+    assert refunds_at(provider, mine_paid) == []
+    assert RefundProposal.objects.get(pk=theirs).state == ProposalState.APPROVED
+    assert RefundProposal.objects.get(pk=mine).state == ProposalState.PENDING
+
+
+def test_reject_over_several_withdraws_the_operator_s_own_when_it_may_not_reject_the_others(provider, groups):
+    mine_paid, theirs_paid = paid_at_provider(), paid_at_provider()
+    support = UserFactory(username=f"support-{uuid.uuid4().hex[:6]}", is_staff=True)
+    support.groups.set([groups["support"]])  # may refund (and withdraw), may not reject another's
+    mine, theirs = _proposed(mine_paid, support), _proposed(theirs_paid, ops(groups))
+
+    failed, report = _decide_as(support, str(mine), str(theirs), "--reject")
+
+    assert str(failed) == "reject_refund: 1 of 2 refused, the others done."
+    withdrawn, refused = report["results"]
+    assert withdrawn["result"]["performed"] is True
+    assert refused["error"]["code"] == "permission_denied"
+    assert RefundProposal.objects.get(pk=mine).withdrawn
+    assert RefundProposal.objects.get(pk=theirs).state == ProposalState.PENDING
 
 
 def test_refund_payment_cannot_split_a_refund_under_the_approval_amount(provider, groups):

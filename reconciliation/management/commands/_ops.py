@@ -236,7 +236,7 @@ class ActionCommand(JsonCommand):
 
     def handle(self, *args, **options) -> None:
         if problem := note_problem(options["note"] or ""):
-            raise CommandError(problem)
+            raise option_error(problem)
         missing = [f"--{name}" for name in self.required_to_act if not options[name]]
         if missing and not options["dry_run"]:
             raise CommandError(f"{self.action} needs {' and '.join(missing)} (--dry-run shows the choices).")
@@ -293,14 +293,12 @@ class ActionCommand(JsonCommand):
                             else ""
                         )
                         console.print(f"[{style}]{self.label(shown)}{moved}: {result.message}[/]")
-                except support.SupportActionDenied as exc:
-                    raise CommandError(exc.message) from exc
                 except redis.RedisError as exc:  # the services leave nothing to Redis they need: a bug
                     raise CommandError(
                         f"{self.label(shown)}: our Redis is not answering ({type(exc).__name__}); "
                         "see its timeline for what was recorded."
                     ) from None
-                except ApplicationError as exc:
+                except ApplicationError as exc:  # a target's own denial too: the run goes on
                     failures += 1
                     results.append(
                         {"preview": shown.as_dict(), "error": {"code": exc.code, "message": exc.message}}

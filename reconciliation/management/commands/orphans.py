@@ -3,9 +3,10 @@ orphan queue)."""
 
 from __future__ import annotations
 
-from django.core.management.base import CommandError, CommandParser
+from django.core.management.base import CommandParser
 
 from config.commands import JsonCommand
+from config.errors import NotFound
 from partners.models import Partner
 from reconciliation.management.commands._ops import console_for, dump, rows_table
 from reconciliation.selectors.orphans import orphan_case_row, orphan_queue
@@ -28,7 +29,7 @@ class Command(JsonCommand):
         if options["partner"]:
             partner = Partner.objects.filter(code=options["partner"]).first()
             if partner is None:
-                raise CommandError(f"No partner {options['partner']!r}.")
+                raise NotFound(f"No partner {options['partner']!r}.")
         rows = [
             orphan_case_row(case) for case in orphan_queue(partner=partner, include_closed=options["all"])
         ]

@@ -6,9 +6,10 @@ from __future__ import annotations
 from datetime import timedelta
 
 from django.conf import settings
-from django.core.management.base import CommandError, CommandParser
+from django.core.management.base import CommandParser
 
 from config.commands import JsonCommand
+from config.errors import NotFound
 from reconciliation.management.commands._ops import console_for, dump, rows_table, window_help, window_option
 from reconciliation.selectors.partner_health import partner_health
 
@@ -39,7 +40,7 @@ class Command(JsonCommand):
         if options["partner"]:
             rows = [r for r in rows if r.partner.code == options["partner"]]
             if not rows:
-                raise CommandError(f"No partner {options['partner']!r}.")
+                raise NotFound(f"No partner {options['partner']!r}.")
         if options["json"]:
             dump(self, {"window_minutes": options["minutes"], "partners": [r.as_dict() for r in rows]})
             return

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import redis
 from django.conf import settings
 from django.core.management.base import CommandError, CommandParser
@@ -12,6 +10,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from config.commands import JsonCommand
+from config.errors import NotFound
 from partners.models import Partner
 from reconciliation.services.support.owed import queue_answers
 from reconciliation.services.sweeper import SweepReport, sweep
@@ -31,12 +30,12 @@ class Command(JsonCommand):
             partner = Partner.objects.filter(code=options["partner"]).first()
             if partner is None:
                 known = ", ".join(Partner.objects.values_list("code", flat=True)) or "none"
-                raise CommandError(f"No partner {options['partner']!r} (known: {known}).")
+                raise NotFound(f"No partner {options['partner']!r} (known: {known}).")
         if not options["dry_run"] and not queue_answers():
             raise CommandError("Our queue (Redis) is not answering; nothing was swept. Try again shortly.")
         if options["json"]:
             report = self._sweep(dry_run=options["dry_run"], partner=partner)
-            self.stdout.write(json.dumps(report.as_dict()))
+            self.write_json(report.as_dict())
             return
         console = Console(file=self.stdout, highlight=False)
         with Progress(console=console, transient=True) as progress:

@@ -30,8 +30,12 @@ def _day(text: str | None) -> date:
     today: a day that has not begun has nothing to settle (and the ends of the calendar
     overflow the hour of margin either side)."""
     today = timezone.now().date()
-    if not text:
+    if text is None:  # the option left out; an empty one is a script's variable left unset
         return today - timedelta(days=1)
+    if not text.strip():
+        raise option_error(
+            f"--date {text!r} is not a day: give one as YYYY-MM-DD, or leave --date out for yesterday."
+        )
     try:
         # The product's one date rule: YYYY-MM-DD exactly (date.fromisoformat also took 20261206
         # and 2026-W49-7), and a date the calendar lacks said as such.

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.core.management.base import CommandError, CommandParser
 
 from config.commands import JsonCommand
-from config.errors import ApplicationError
+from config.errors import ApplicationError, NotFound
 from config.ids import row_id
 from partners.models import InboundEvent
 from reconciliation.management.commands._ops import (
@@ -56,7 +56,7 @@ class Command(JsonCommand):
         }
         missing = [text for text, pk in wanted.items() if pk not in events]
         if missing:
-            raise CommandError(f"No inbound event {', '.join(missing)}.")
+            raise NotFound(f"No inbound event {', '.join(missing)}.")
         batch = [support.target_key(event) for event in events.values()]
         rows = []
         with progress_over(self, list(events.values()), "replaying") as step:
