@@ -73,6 +73,11 @@ class SupportActionForm(forms.Form):
             ] or [(value, value) for value in support.RESOLUTIONS]
 
 
+# The most bookings one bulk "Force a partner sync" takes: its confirm page lists each, and its
+# confirmation runs each sync in the request.
+BULK_SYNC_MOST = 500
+
+
 def _operator(request: HttpRequest) -> support.Operator:
     return support.Operator.for_user(request.user)
 
@@ -201,8 +206,19 @@ class SupportBookingAdmin(PaymentConsoleMixin, BookingAdmin):
     # --- bulk actions --------------------------------------------------------------------------
     @admin.action(description="Force a partner sync of the selected bookings", permissions=["sync"])
     def force_sync_selected(self, request: HttpRequest, queryset):
-        """Safe in bulk (a sync only asks and applies); confirmed on a page with a one-time token."""
-        bookings = list(queryset.select_related("partner")[:500])
+        """Safe in bulk (a sync only asks and applies); confirmed on a page with a one-time token.
+        A selection above BULK_SYNC_MOST is refused whole: syncing some arbitrary part of it would
+        leave the rest untouched while the page said the selection was synced."""
+        selected = queryset.count()
+        if selected > BULK_SYNC_MOST:
+            messages.error(
+                request,
+                f"{selected} bookings selected: a bulk sync takes at most {BULK_SYNC_MOST} at a time, "
+                "so nothing was done. Narrow the selection (a filter, or one page of the list) and sync "
+                "again.",
+            )
+            return None
+        bookings = list(queryset.select_related("partner"))
         if request.POST.get("confirm") == "yes":
             token = request.POST.get("token", "")
             operator = _operator(request)

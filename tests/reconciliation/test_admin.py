@@ -459,6 +459,27 @@ def test_bulk_force_sync_asks_then_queues_once(
     assert any("nothing more was done" in m for m in _messages(again))
 
 
+@pytest.mark.parametrize("confirming", [False, True], ids=["preview", "confirm"])
+def test_bulk_force_sync_above_its_limit_is_refused_whole_not_cut_short(
+    make_booking, support_client, partner_queue, broker, monkeypatch, confirming
+):
+    monkeypatch.setattr("reconciliation.admin.BULK_SYNC_MOST", 2, raising=False)
+    bookings = [make_booking(status=S.PENDING_PARTNER) for _ in range(3)]
+    selection = {"action": "force_sync_selected", "_selected_action": [str(b.pk) for b in bookings]}
+    if confirming:
+        selection |= {"confirm": "yes", "token": support.new_token()}
+
+    page = support_client.post(CHANGELIST, selection, follow=True)
+
+    assert "Queue the syncs" not in page.content.decode()
+    assert _messages(page) == [
+        "3 bookings selected: a bulk sync takes at most 2 at a time, so nothing was done. Narrow the "
+        "selection (a filter, or one page of the list) and sync again."
+    ]
+    assert calls(broker, partner_queue) == []
+    assert not any(b.events.filter(kind="support.sync_requested").exists() for b in bookings)
+
+
 def test_bulk_sync_is_not_offered_without_the_permission(make_booking, groups):
     user = UserFactory(is_staff=True)
     user.user_permissions.add(*groups["support"].permissions.filter(codename="view_booking"))
