@@ -20,13 +20,50 @@ action's transaction: the hint after commit sends it and marks it sent; one the 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import models
 from django.db.models import Q
 from django.db.models.functions import Now
 from django.utils import timezone
 
 from payments.models import OutsideMethod
+
+
+@dataclass(frozen=True)
+class Person:
+    """Everyone a person acted as, for the two-person rule: their console accounts and, at the
+    shell, the OS user (who stays the same person whatever `--as` names). An OS user counts as the
+    console account of the same name too: `alice` proposing in the console and approving at the
+    shell as OS user alice is one person. Two are the same when any identity is shared."""
+
+    accounts: frozenset[int]
+    os_users: frozenset[str]
+    label: str
+
+    @classmethod
+    def of(cls, account_id: int | None, os_user: str, label: str) -> Person:
+        accounts = {account_id} if account_id is not None else set()
+        if os_user:
+            named = get_user_model().objects.filter(username=os_user).values_list("pk", flat=True)
+            accounts.update(named)
+        return cls(frozenset(accounts), frozenset({os_user} if os_user else ()), label)
+
+    def same(self, other: Person) -> bool:
+        # The labels too: a row whose account was deleted since keeps only its name.
+        return bool(self.accounts & other.accounts or self.os_users & other.os_users) or (
+            self.label == other.label
+        )
+
+
+def _os_user_of(os_user: str, account_id: int | None, label: str) -> str:
+    """The OS user a row names: recorded, or, on a shell operator's row from before it was, read
+    from its label `ops:<os user>`."""
+    if os_user:
+        return os_user
+    return label.removeprefix("ops:") if account_id is None and label.startswith("ops:") else ""
 
 
 class ProposalState(models.TextChoices):
@@ -62,11 +99,17 @@ class RefundProposal(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     proposed_by_label = models.CharField(max_length=150)
+    # The OS user of a proposal made at the shell (with or without --as, which sets `proposed_by`);
+    # '' in the console and on rows from before it was recorded (`_os_user_of` reads their label).
+    # A database default: the column is added without rewriting the table, and processes still on
+    # the old code insert proposals without it during a rolling deploy.
+    proposed_by_os_user = models.CharField(max_length=150, blank=True, default="", db_default="")
     proposed_at = models.DateTimeField(default=timezone.now)
     decided_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     decided_by_label = models.CharField(max_length=150, blank=True)
+    decided_by_os_user = models.CharField(max_length=150, blank=True, default="", db_default="")
     decided_at = models.DateTimeField(null=True, blank=True)
     decision_note = models.TextField(blank=True)
     # The refund the approval asked for (its key, tries and outcome are the operation's).
@@ -107,20 +150,31 @@ class RefundProposal(models.Model):
     def pending(self) -> bool:
         return self.state == ProposalState.PENDING
 
-    def proposed_by_same(self, user_id: int | None, label: str) -> bool:
-        """Whether this person proposed it: by account where both have one, else by name (a
-        proposal made at the shell has no account). The one rule for who may not approve their
-        own and who withdraws rather than rejects."""
-        if user_id is not None and self.proposed_by_id is not None:
-            return self.proposed_by_id == user_id
-        return self.proposed_by_label == label
+    @property
+    def proposer(self) -> Person:
+        return Person.of(
+            self.proposed_by_id,
+            _os_user_of(self.proposed_by_os_user, self.proposed_by_id, self.proposed_by_label),
+            self.proposed_by_label,
+        )
+
+    @property
+    def decider(self) -> Person:
+        return Person.of(
+            self.decided_by_id,
+            _os_user_of(self.decided_by_os_user, self.decided_by_id, self.decided_by_label),
+            self.decided_by_label,
+        )
+
+    def proposed_by_same(self, person: Person) -> bool:
+        """Whether this person proposed it, by any identity either acted as (`Person.same`). The
+        one rule for who may not approve their own and who withdraws rather than rejects."""
+        return self.proposer.same(person)
 
     @property
     def withdrawn(self) -> bool:
         """Rejected by its own proposer."""
-        return self.state == ProposalState.REJECTED and self.proposed_by_same(
-            self.decided_by_id, self.decided_by_label
-        )
+        return self.state == ProposalState.REJECTED and self.proposer.same(self.decider)
 
     @property
     def outside(self) -> bool:

@@ -271,7 +271,7 @@ class PaymentConsoleMixin:
         if proposal is None:
             raise Http404("No such refund proposal.")
         operator = _operator(request)
-        withdrawing = action == money.REJECT and proposal.proposed_by_same(request.user.pk, operator.label)
+        withdrawing = action == money.REJECT and proposal.proposed_by_same(operator.person)
         if not withdrawing and not operator.can(money.PAYMENT_ACTIONS[action]["permission"]):
             raise PermissionDenied
         change_url = reverse("admin:bookings_booking_change", args=[booking.pk])

@@ -57,7 +57,7 @@ class PaymentPanel:
     actions: list[PanelAction]
     can_approve: bool
     approval_above: Decimal
-    operator_label: str
+    operator: Operator
     refund_ids: list[str] = field(default_factory=list)
     outside: list[OutsideRefund] = field(default_factory=list)  # each recording paid another way
 
@@ -83,7 +83,7 @@ class PaymentPanel:
         with the permission), reject (with the permission) or withdraw (their own)."""
         rows = []
         for proposal in self.proposals:
-            own = same_person(proposal, None, self.operator_label)
+            own = same_person(proposal, self.operator)
             pending = proposal.state == ProposalState.PENDING
             rows.append(
                 {
@@ -191,7 +191,7 @@ def payment_panel(booking: Booking, *, operator: Operator, live: bool = True) ->
         actions=actions,
         can_approve=operator.can(PAYMENT_ACTIONS[APPROVE]["permission"]),
         approval_above=approval_above(),
-        operator_label=operator.label,
+        operator=operator,
         refund_ids=[
             o.provider_object_id
             for o in operations

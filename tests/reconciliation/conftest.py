@@ -59,6 +59,18 @@ def workers_on(broker, transactional_db) -> Iterator[Callable[..., object]]:
 
 
 @pytest.fixture
+def typed_by(monkeypatch) -> Callable[[str], str]:
+    """Sets the OS user the shell's commands are typed by (`ops:<os user>`, kept beside `--as`):
+    two people at the shell are two OS users, as the two-person rule tells them apart."""
+
+    def at_shell(os_user: str) -> str:
+        monkeypatch.setattr("reconciliation.services.support.permissions.getpass.getuser", lambda: os_user)
+        return os_user
+
+    return at_shell
+
+
+@pytest.fixture
 def partner(db):
     return PartnerFactory(code=unique_code("rc"), base_url=CLOSED_PORT_URL)
 

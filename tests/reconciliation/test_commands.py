@@ -195,8 +195,9 @@ def test_compensate_booking_wants_confirmation_when_not_interactive(make_booking
 
 
 def test_compensate_booking_fails_and_cancels_at_the_partner(
-    make_booking, ops_user, partner_queue, broker, django_capture_on_commit_callbacks
+    make_booking, ops_user, partner_queue, broker, django_capture_on_commit_callbacks, typed_by
 ):
+    typed_by("olga")
     booking = make_booking(status=S.PENDING_PARTNER)
     live = PartnerReservationFactory(booking=booking, status="pending")
 
@@ -218,7 +219,8 @@ def test_compensate_booking_fails_and_cancels_at_the_partner(
     assert booking.status == S.FAILED
     assert data["results"][0]["result"]["to_state"] == "failed"
     assert calls(broker, partner_queue) == [("compensate_reservation", [live.pk])]
-    assert booking.events.get(kind="support.compensated").actor_label == ops_user.username
+    # who typed it beside whom it acted as (--as takes no credential)
+    assert booking.events.get(kind="support.compensated").actor_label == f"ops:olga as {ops_user.username}"
 
 
 def test_retry_booking_reports_a_refusal(make_booking, partner_queue, broker):

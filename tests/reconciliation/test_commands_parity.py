@@ -264,8 +264,9 @@ def test_on_a_terminal_a_yes_acts(
 
 @BY_COMMAND
 def test_with_yes_it_acts_and_the_timeline_has_the_correction(
-    case, booking_for, ops_user, partner_queue, broker, django_capture_on_commit_callbacks
+    case, booking_for, ops_user, partner_queue, broker, django_capture_on_commit_callbacks, typed_by
 ):
+    typed_by("olga")
     booking = booking_for(case)
 
     data = json.loads(
@@ -289,7 +290,7 @@ def test_with_yes_it_acts_and_the_timeline_has_the_correction(
     [result] = data["results"]
     assert result["result"]["performed"] is True and result["result"]["to_state"] == case.after
     row = booking.events.get(kind=case.kind)
-    assert (row.actor, row.actor_label) == ("support", ops_user.username)
+    assert (row.actor, row.actor_label) == ("support", f"ops:olga as {ops_user.username}")
     assert (row.from_state, row.to_state) == (case.before, case.after)
     assert row.data["action_token"] == "ops-parity-1"
     assert calls(broker, partner_queue) == case.queued(booking)

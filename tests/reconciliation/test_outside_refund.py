@@ -824,10 +824,11 @@ def test_the_console_proposes_it_and_another_person_approves_it_from_the_panel(
 
 
 def test_the_command_proposes_it_over_the_approval_amount_and_approve_refund_records_it(
-    two_person, support_user, ops_user
+    two_person, support_user, ops_user, typed_by
 ):
     payment = owed_back()
     reference = payment.booking.reference
+    typed_by("sam")
     # without a terminal nor --yes, what it would be asked is what it does: propose
     with pytest.raises(CommandError, match=r"^This proposes the recording for another person's approval"):
         _run(reference, "--amount", "360", "--method", "cash", "--note", "receipt", "--no-live")
@@ -845,6 +846,7 @@ def test_the_command_proposes_it_over_the_approval_amount_and_approve_refund_rec
     assert (outcome["preview"]["needs_approval"], outcome["result"]["method"]) == (True, "cash")
     assert ledger(payment) == (PRICE, ZERO, PRICE, ZERO)
 
+    typed_by("olga")  # another person at the shell: the same OS user is the same person
     out = io.StringIO()
     call_command(
         "approve_refund", str(proposal_id), "--dry-run", "--no-live", "--as", ops_user.username, stdout=out

@@ -319,11 +319,12 @@ def test_refund_payment_previews_asks_to_confirm_then_refunds_once(provider, gro
 
 
 def test_refund_payment_with_a_used_token_and_another_amount_exits_non_zero_and_refunds_nothing(
-    provider, groups
+    provider, groups, typed_by
 ):
     payment = paid_at_provider()
     reference = payment.booking.reference
     user = ops(groups)
+    typed_by("olga")
     done = json.loads(
         run(
             "refund_payment",
@@ -351,7 +352,10 @@ def test_refund_payment_with_a_used_token_and_another_amount_exits_non_zero_and_
 
     [refused] = json.loads(out.getvalue())["results"]
     assert refused["error"]["code"] == "token_reused"
-    assert f"refund_payment of {reference} (amount 20) by {user.username}" in refused["error"]["message"]
+    assert (
+        f"refund_payment of {reference} (amount 20) by ops:olga as {user.username}"
+        in refused["error"]["message"]
+    )
     payment.refresh_from_db()
     assert refunds_at(provider, payment) == [(2000, done["results"][0]["result"]["operation"])]
     assert payment.refunded_amount == Decimal("20.00")
@@ -369,9 +373,10 @@ def test_refund_payment_needs_an_amount_to_act_and_refuses_beyond_the_bound(prov
     assert refunds_at(provider, payment) == []
 
 
-def test_a_large_refund_is_proposed_by_one_and_approved_by_another_from_the_shell(provider, groups):
+def test_a_large_refund_is_proposed_by_one_and_approved_by_another_from_the_shell(provider, groups, typed_by):
     payment = paid_at_provider()
     proposer, approver = ops(groups), ops(groups, "approver")
+    typed_by("pam")
 
     proposed = json.loads(
         run(
@@ -390,6 +395,7 @@ def test_a_large_refund_is_proposed_by_one_and_approved_by_another_from_the_shel
     proposal_id = proposed["results"][0]["result"]["proposal"]
     with pytest.raises(CommandError, match=r"nothing was done \(1 refused\)"):  # said on its line
         run("approve_refund", str(proposal_id), "--yes", "--as", proposer.username)
+    typed_by("ann")  # another person at the shell: the same OS user would be the same person
     # the preview puts the proposer's why in our column, not the provider's
     preview = run("approve_refund", str(proposal_id), "--dry-run", "--as", approver.username)
     assert re.search(r"│ why\s*│ flood in the room\s*│\s*│", preview), preview
@@ -423,9 +429,12 @@ def _decide_as(user, *args: str) -> tuple[CommandError, dict]:
     return failed.value, json.loads(out.getvalue())
 
 
-def test_approve_refund_over_several_approves_the_others_when_one_is_the_operator_s_own(provider, groups):
+def test_approve_refund_over_several_approves_the_others_when_one_is_the_operator_s_own(
+    provider, groups, typed_by
+):
     theirs_paid, mine_paid = paid_at_provider(), paid_at_provider()
     me, other = ops(groups), ops(groups, "other")
+    typed_by("olga")
     theirs, mine = _proposed(theirs_paid, other), _proposed(mine_paid, me)
 
     failed, report = _decide_as(me, str(theirs), str(mine))
@@ -436,7 +445,8 @@ def test_approve_refund_over_several_approves_the_others_when_one_is_the_operato
     assert done["result"]["operation_state"] == "succeeded"
     assert refused["error"] == {
         "code": "permission_denied",
-        "message": f"{me.username} proposed refund #{mine}: a second person must approve it.",
+        "message": f"Refund #{mine} was proposed by {me.username}, the same person as ops:olga as "
+        f"{me.username}: a second person must approve it.",
     }
     assert [amount for amount, _ in refunds_at(provider, theirs_paid)] == [30000]
     assert refunds_at(provider, mine_paid) == []
@@ -581,7 +591,7 @@ def test_a_refund_the_card_refused_settles_as_failed_on_both_sides_and_as_given_
     assert after["totals"]["EUR"]["refunded_on_day_provider"] == "0.00"
 
 
-def test_money_paid_back_another_way_is_listed_apart_and_is_no_mismatch(provider, groups):
+def test_money_paid_back_another_way_is_listed_apart_and_is_no_mismatch(provider, groups, typed_by):
     """A refund of 300 (proposed, approved) the card refuses; support pays the customer 100 by bank
     transfer (one step) and 200 in cash (proposed, approved): the provider never saw either, so
     neither is a mismatch, and the day's report lists both, how and by whom, in text and JSON.
@@ -617,6 +627,7 @@ def test_money_paid_back_another_way_is_listed_apart_and_is_no_mismatch(provider
     payment.refresh_from_db()
     assert payment.failed_refunds_owed == Decimal("300.00")
     reference = payment.booking.reference
+    typed_by("pam")
     run(
         "record_outside_refund",
         reference,
@@ -631,19 +642,22 @@ def test_money_paid_back_another_way_is_listed_apart_and_is_no_mismatch(provider
             *("--as", proposer.username),
         )
     )
+    typed_by("ann")
     run("approve_refund", str(cash["results"][0]["result"]["proposal"]), "--yes", "--as", approver.username)
     day = timezone.now().date().isoformat()
 
     report, code = _reconcile(day)
     text = run("reconcile_payments", "--date", day)
+    # at the shell, each row names who typed it beside whom it acted as
+    by_pam, by_ann = f"ops:pam as {proposer.username}", f"ops:ann as {approver.username}"
 
     assert (code, report["mismatches"]) == (0, [])
     assert [
         (o["booking"], o["amount"], o["method"], o["recorded_by"], o["approved_by"])
         for o in report["paid_outside"]
     ] == [
-        (reference, "100.00", "bank_transfer", proposer.username, None),
-        (reference, "200.00", "cash", proposer.username, approver.username),
+        (reference, "100.00", "bank_transfer", by_pam, None),
+        (reference, "200.00", "cash", by_pam, by_ann),
     ]
     assert report["paid_outside_totals"] == {"EUR": "300.00"}
     # the provider's figures stay the provider's: nothing given back there
@@ -651,12 +665,8 @@ def test_money_paid_back_another_way_is_listed_apart_and_is_no_mismatch(provider
     assert report["totals"]["EUR"]["refunded_on_day_provider"] == "0.00"
     assert "The day settles: no mismatch." in text
     assert f"Paid back another way on {day} (not through the provider: not compared, no mismatch)" in text
-    assert re.search(rf"{reference}\s*│ 100\.00 EUR\s*│ Bank transfer\s*│ {proposer.username}\s*│ -", text), (
-        text
-    )
-    assert re.search(
-        rf"{reference}\s*│ 200\.00 EUR\s*│ Cash\s*│ {proposer.username}\s*│ {approver.username}", text
-    )
+    assert re.search(rf"{reference}\s*│ 100\.00 EUR\s*│ Bank transfer\s*│ {by_pam}\s*│ -", text), text
+    assert re.search(rf"{reference}\s*│ 200\.00 EUR\s*│ Cash\s*│ {by_pam}\s*│ {by_ann}", text)
     assert "2 recording(s), 300.00 EUR in all." in text
 
 

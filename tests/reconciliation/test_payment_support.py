@@ -482,6 +482,101 @@ def test_the_same_shell_operator_cannot_approve_their_own_either(db):
     assert not PaymentOperation.objects.filter(payment=payment).exists()
 
 
+@pytest.fixture
+def at_shell_as(typed_by):
+    """The shell operator `manage.py … [--as USER]` is, typed by this OS user."""
+
+    def shell(os_user: str, as_user=None) -> Operator:
+        typed_by(os_user)
+        return Operator.shell(as_user.username if as_user is not None else None)
+
+    return shell
+
+
+def propose(payment, operator: Operator) -> int:
+    return money.support_refund(
+        booking_id=payment.booking_id, operator=operator, token=new_token(), amount="300", note="goodwill"
+    ).proposal_id
+
+
+def test_a_shell_proposal_is_not_approved_by_the_same_os_user_acting_as_someone_else(at_shell_as, groups):
+    payment = paying_booking()
+    proposal = propose(payment, at_shell_as("root"))  # refund_payment … as OS user root
+
+    with pytest.raises(SupportActionDenied, match="a second person must approve it"):
+        money.support_refund_approve(  # approve_refund 1 --as ops-…, still typed by root
+            proposal_id=proposal, operator=at_shell_as("root", second_ops(groups)), token=new_token()
+        )
+
+    assert RefundProposal.objects.get().state == ProposalState.PENDING
+    assert not PaymentOperation.objects.filter(payment=payment).exists()
+
+
+def test_a_console_user_is_the_same_person_as_the_os_user_of_their_name(ops_user, at_shell_as, groups):
+    console_first, shell_first = paying_booking(), paying_booking()
+    in_console = propose(console_first, op(ops_user))
+    at_shell = propose(shell_first, at_shell_as(ops_user.username))
+
+    with pytest.raises(SupportActionDenied):  # alice in the admin, then ops:alice without --as
+        money.support_refund_approve(
+            proposal_id=in_console, operator=at_shell_as(ops_user.username), token=new_token()
+        )
+    with pytest.raises(SupportActionDenied):  # and the other way round
+        money.support_refund_approve(proposal_id=at_shell, operator=op(ops_user), token=new_token())
+    with pytest.raises(SupportActionDenied):  # their account, --as from another OS user
+        money.support_refund_approve(
+            proposal_id=in_console, operator=at_shell_as("root", ops_user), token=new_token()
+        )
+
+    shown = money.proposal_preview(
+        money.APPROVE, RefundProposal.objects.get(pk=at_shell), operator=op(ops_user), live=False
+    )
+    assert shown.allowed is False
+    assert RefundProposal.objects.filter(state=ProposalState.PENDING).count() == 2
+
+
+def test_a_shell_proposal_row_from_before_the_os_user_was_recorded_reads_it_from_its_label(
+    at_shell_as, groups
+):
+    payment = paying_booking()
+    proposal = propose(payment, at_shell_as("root"))
+    RefundProposal.objects.filter(pk=proposal).update(proposed_by_os_user="")  # as the column's default
+
+    with pytest.raises(SupportActionDenied):
+        money.support_refund_approve(
+            proposal_id=proposal, operator=at_shell_as("root", second_ops(groups)), token=new_token()
+        )
+
+
+def test_two_people_at_the_shell_acting_as_console_users_are_both_named(at_shell_as, groups):
+    payment = paying_booking()
+    bob, alice = second_ops(groups), second_ops(groups)
+    proposal = propose(payment, at_shell_as("root", bob))
+
+    approved = money.support_refund_approve(
+        proposal_id=proposal, operator=at_shell_as("carol", alice), token=new_token()
+    )
+
+    assert approved.performed is True
+    decided = RefundProposal.objects.get()
+    assert (decided.proposed_by, decided.proposed_by_os_user, decided.proposed_by_label) == (
+        bob,
+        "root",
+        f"ops:root as {bob.username}",
+    )
+    assert (decided.decided_by, decided.decided_by_os_user, decided.decided_by_label) == (
+        alice,
+        "carol",
+        f"ops:carol as {alice.username}",
+    )
+    rows = support_rows(payment.booking)
+    assert [(r.kind, r.actor_label) for r in rows] == [
+        ("support.refund_proposed", f"ops:root as {bob.username}"),
+        ("support.refund_approved", f"ops:carol as {alice.username}"),
+    ]
+    assert f"proposed by ops:root as {bob.username}" in rows[1].summary
+
+
 def test_approving_needs_the_approve_permission(ops_user, support_user):
     payment = paying_booking()
     proposed = refund(payment, ops_user, "300.00")

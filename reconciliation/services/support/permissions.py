@@ -10,6 +10,7 @@ from typing import Any
 from django.contrib.auth import get_user_model
 
 from config.errors import ApplicationError, NotFound
+from reconciliation.models import Person
 
 SYNC, RETRY, COMPENSATE, CANCEL, RESOLVE = "sync", "retry", "compensate", "cancel", "resolve"
 ACTIONS: dict[str, dict[str, str]] = {
@@ -69,13 +70,27 @@ class SupportActionDenied(ApplicationError):
     http_status = 403
 
 
+# The longest label the records keep (the actor and proposer labels, an action token's operator).
+LABEL_MAX = 150
+
+
+def os_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
 @dataclass(frozen=True)
 class Operator:
     """Who performs a support action. `user` None means a shell operator (ops at the server),
-    who is trusted; console users are checked against their permissions."""
+    who is trusted; console users are checked against their permissions. `os_user` is the OS
+    user at the shell, kept beside any `--as` account: `--as` takes no credential, so the person
+    at the terminal stays one of the identities the two-person rule compares (`person`)."""
 
     label: str
     user: Any = None
+    os_user: str = ""  # '' in the console
 
     @classmethod
     def for_user(cls, user: Any) -> Operator:
@@ -83,17 +98,20 @@ class Operator:
 
     @classmethod
     def shell(cls, username: str | None = None) -> Operator:
-        """`ops:<os user>`, or the named console user (`--as USER`), checked like in the console."""
+        """`ops:<os user>`, or the named console user (`--as USER`), checked like in the console
+        and labelled with both (`ops:root as alice`): every row it writes names who typed it."""
+        at = os_user()
         if username:
             user = get_user_model().objects.filter(username=username, is_active=True).first()
             if user is None:
                 raise NotFound(f"No active user {username!r}.")
-            return cls.for_user(user)
-        try:
-            os_user = getpass.getuser()
-        except (KeyError, OSError):
-            os_user = "unknown"
-        return cls(label=f"ops:{os_user}")
+            return cls(label=f"ops:{at} as {user.get_username()}"[:LABEL_MAX], user=user, os_user=at)
+        return cls(label=f"ops:{at}"[:LABEL_MAX], os_user=at)
+
+    @property
+    def person(self) -> Person:
+        """Every identity this operator acts as, for the two-person rule."""
+        return Person.of(self.user.pk if self.user is not None else None, self.os_user, self.label)
 
     def can(self, permission: str) -> bool:
         return self.user is None or self.user.has_perm(permission)

@@ -272,6 +272,7 @@ def _propose(
         note=note[:NOTE_MAX_CHARS],
         proposed_by=operator.user,
         proposed_by_label=operator.label,
+        proposed_by_os_user=operator.os_user,
     )
     more: dict[str, object] = {}
     if outside:
@@ -598,11 +599,16 @@ def support_refund_approve(
         if done:
             return done
         proposal = RefundProposal.objects.select_for_update().get(pk=proposal_id)
-        if proposal.pending and same_person(proposal, operator.user, operator.label):
+        if proposal.pending and same_person(proposal, operator):
             what = "the refund paid another way" if proposal.outside else "refund"
-            raise SupportActionDenied(
-                f"{operator.label} proposed {what} #{proposal.pk}: a second person must approve it."
+            by = proposal.proposed_by_label
+            who = (  # the same by another identity (an account, an OS user): say whose
+                f"{operator.label} proposed {what} #{proposal.pk}"
+                if by == operator.label
+                else f"{what[0].upper()}{what[1:]} #{proposal.pk} was proposed by {by}, the same person as "
+                f"{operator.label}"
             )
+            raise SupportActionDenied(f"{who}: a second person must approve it.")
         s = PaymentSituation(booking, payment)
         _refuse_if(proposal_refusal(proposal, s))
         if proposal.outside:
@@ -718,7 +724,7 @@ def support_refund_reject(
         if done:
             return done
         proposal = RefundProposal.objects.select_for_update().get(pk=proposal_id)
-        withdrawing = same_person(proposal, operator.user, operator.label)
+        withdrawing = same_person(proposal, operator)
         if not withdrawing:
             operator.require(PAYMENT_ACTIONS[REJECT]["permission"])
         if not proposal.pending:
@@ -778,11 +784,20 @@ def _decide(
     proposal.state = state
     proposal.decided_by = operator.user
     proposal.decided_by_label = operator.label
+    proposal.decided_by_os_user = operator.os_user
     proposal.decided_at = timezone.now()
     proposal.decision_note = (note or "")[:NOTE_MAX_CHARS]
     proposal.operation = operation
     proposal.save(
-        update_fields=["state", "decided_by", "decided_by_label", "decided_at", "decision_note", "operation"]
+        update_fields=[
+            "state",
+            "decided_by",
+            "decided_by_label",
+            "decided_by_os_user",
+            "decided_at",
+            "decision_note",
+            "operation",
+        ]
     )
 
 

@@ -297,7 +297,7 @@ def proposal_preview(
     booking, payment = proposal.booking, proposal.payment
     s = PaymentSituation(booking, payment)
     money = proposal.currency
-    own = same_person(proposal, operator.user, operator.label)
+    own = same_person(proposal, operator)
     title = WITHDRAW_TITLE if action == REJECT and own else PAYMENT_ACTIONS[action]["title"]
     if proposal.outside:
         title += " paid another way"

@@ -30,6 +30,7 @@ from payments.money import RefusedAmount, to_minor
 from payments.services.runs import booking_facts
 from reconciliation.models import ProposalState, RefundProposal
 from reconciliation.services.support.once import ActionResult
+from reconciliation.services.support.permissions import Operator
 
 P = PaymentStatus
 REFUND, CAPTURE, VOID = "refund_payment", "capture_payment", "void_payment"
@@ -455,9 +456,10 @@ def proposal_refusal(proposal: RefundProposal, s: PaymentSituation) -> str:
     return f"{why} Reject the proposal (a smaller one may be proposed)." if why else ""
 
 
-def same_person(proposal: RefundProposal, user: Any, label: str) -> bool:
-    """Whether the operator is the one who proposed it (`RefundProposal.proposed_by_same`)."""
-    return proposal.proposed_by_same(user.pk if user is not None else None, label)
+def same_person(proposal: RefundProposal, operator: Operator) -> bool:
+    """Whether the operator is the one who proposed it, by any identity either acted as
+    (`RefundProposal.proposed_by_same`: the account, the OS user at the shell)."""
+    return proposal.proposed_by_same(operator.person)
 
 
 def proposal_by_id(proposal_id: object) -> RefundProposal:
