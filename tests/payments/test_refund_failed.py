@@ -315,7 +315,7 @@ ALL_TOLD = (
 
 
 def test_a_refund_the_card_cannot_take_paid_another_way_is_recorded_told_once_each_time_and_settles(
-    paying, api_client, customer, groups, request, settings
+    paying, api_client, customer, groups, request, settings, monkeypatch
 ):
     """The card is closed: support pays the customer by bank transfer, 100 then the other 260, and
     records each (the command, then the service; the second takes what support gave back above
@@ -329,6 +329,7 @@ def test_a_refund_the_card_cannot_take_paid_another_way_is_recorded_told_once_ea
     approver, _ = operator(groups, "ops")
     [intent] = paying.intents(booking)
 
+    monkeypatch.setattr("reconciliation.services.support.permissions.getpass.getuser", lambda: "olga")
     out = io.StringIO()
     call_command(
         "record_outside_refund",
@@ -409,7 +410,7 @@ def test_a_refund_the_card_cannot_take_paid_another_way_is_recorded_told_once_ea
         for o in report.paid_outside
         if o.booking == booking.reference
     ] == [
-        (Decimal("100.00"), "bank_transfer", who.label, ""),
+        (Decimal("100.00"), "bank_transfer", f"ops:olga as {who.label}", ""),  # typed at the shell --as
         (Decimal("260.00"), "bank_transfer", who.label, approver.label),
     ]
 
