@@ -16,6 +16,7 @@ from django.core.management.base import CommandError
 from django.utils import timezone
 
 from config.commands import JsonCommand
+from tests.factories import UserFactory
 
 IS_POSTGRES = settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
 OUR_APPS = {"bookings", "partners", "payments", "reconciliation", "sandbox", "bench", "chaos"}
@@ -90,6 +91,26 @@ def test_an_error_with_json_is_json_on_stdout_in_the_one_error_shape(args, code)
     assert printed == {"error": {"code": code, "message": str(failed)}}
     # reconcile_payments' 1 means mismatches: an option it refuses has a status of its own.
     assert failed.returncode == (64 if args[0] == "reconcile_payments" else 1)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("args", "permission"),
+    [
+        pytest.param(["sync_booking", "BK-NOPE99"], "bookings.sync_booking", id="booking-action"),
+        pytest.param(["approve_refund", "999999"], "reconciliation.approve_refund", id="payment-action"),
+        pytest.param(["replay_inbound_event", "999999"], "partners.replay_inboundevent", id="replay"),
+    ],
+)
+def test_a_permission_the_operator_lacks_is_permission_denied_as_a_target_s_denial_is(args, permission):
+    # Refused before any target (the reference is never looked up), by the same denial and code.
+    nobody = UserFactory(is_staff=True)
+
+    failed, printed = run_failing(*args, "--as", nobody.username)
+
+    assert printed == {"error": {"code": "permission_denied", "message": str(failed)}}
+    assert str(failed).endswith(f"as {nobody.username} lacks the permission {permission}.")
+    assert failed.returncode == 1
 
 
 @pytest.mark.django_db

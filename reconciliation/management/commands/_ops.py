@@ -38,6 +38,15 @@ def operator_from(options: dict[str, Any]) -> support.Operator:
         raise CommandError(exc.message) from exc
 
 
+def require(operator: support.Operator, permission: str) -> None:
+    """Refuses, before any target, an operator without the command's permission: the service's
+    own denial (`permission_denied` in --json, as a target's denial is), exit status 1."""
+    try:
+        operator.require(permission)
+    except ApplicationError as exc:
+        raise CommandError(exc.message) from exc
+
+
 def token_from(options: dict[str, Any]) -> str:
     """The run's action token: `--token` as the services take it (refused when empty, blank or
     too long, before any target: "" is no token to repeat a run by), else a new one."""
@@ -242,8 +251,7 @@ class ActionCommand(JsonCommand):
             raise CommandError(f"{self.action} needs {' and '.join(missing)} (--dry-run shows the choices).")
         token = token_from(options)
         operator = operator_from(options)
-        if not operator.can(self.permission()):
-            raise CommandError(f"{operator.label} lacks the permission {self.permission()}.")
+        require(operator, self.permission())
         try:
             targets = self.targets(options)
         except ApplicationError as exc:

@@ -14,6 +14,7 @@ from reconciliation.management.commands._ops import (
     dump,
     operator_from,
     progress_over,
+    require,
     rows_table,
     token_from,
 )
@@ -44,8 +45,7 @@ class Command(JsonCommand):
     def handle(self, *args, **options) -> None:
         token = token_from(options)
         operator = operator_from(options)
-        if not operator.can(support.REPLAY_PERMISSION):
-            raise CommandError(f"{operator.label} lacks the permission {support.REPLAY_PERMISSION}.")
+        require(operator, support.REPLAY_PERMISSION)
         # An id past our ids' range is "no such event", never sent to the database to overflow.
         wanted = {text: row_id(text) for text in options["ids"]}
         events = {
