@@ -57,6 +57,10 @@ class Person:
             self.label == other.label
         )
 
+    def shares_os_user(self, other: Person) -> str:
+        """The OS user both typed as ('' if none): at the shell one OS account is one person."""
+        return min(self.os_users & other.os_users, default="")
+
 
 def _os_user_of(os_user: str, account_id: int | None, label: str) -> str:
     """The OS user a row names: recorded, or, on a shell operator's row from before it was, read

@@ -329,7 +329,7 @@ def test_a_refund_the_card_cannot_take_paid_another_way_is_recorded_told_once_ea
     approver, _ = operator(groups, "ops")
     [intent] = paying.intents(booking)
 
-    monkeypatch.setattr("reconciliation.services.support.permissions.getpass.getuser", lambda: "olga")
+    monkeypatch.setattr("reconciliation.services.support.permissions.os_user", lambda: "olga")
     out = io.StringIO()
     call_command(
         "record_outside_refund",

@@ -64,7 +64,7 @@ def typed_by(monkeypatch) -> Callable[[str], str]:
     two people at the shell are two OS users, as the two-person rule tells them apart."""
 
     def at_shell(os_user: str) -> str:
-        monkeypatch.setattr("reconciliation.services.support.permissions.getpass.getuser", lambda: os_user)
+        monkeypatch.setattr("reconciliation.services.support.permissions.os_user", lambda: os_user)
         return os_user
 
     return at_shell

@@ -81,7 +81,7 @@ def test_booking_timeline_prints_the_timeline(make_booking):
 def test_sync_booking_queues_a_sync_as_the_os_user(
     make_booking, partner_queue, broker, django_capture_on_commit_callbacks, monkeypatch
 ):
-    monkeypatch.setattr("getpass.getuser", lambda: "opsbot")
+    monkeypatch.setattr("reconciliation.services.support.permissions.os_user", lambda: "opsbot")
     booking = make_booking(status=S.UNKNOWN)
 
     data = json.loads(

@@ -4,7 +4,6 @@ token, and leaves its row in the case's history (and on the booking's timeline f
 
 from __future__ import annotations
 
-import getpass
 import io
 import json
 import re
@@ -25,6 +24,7 @@ from partners.models import OrphanCase, PartnerReservation, Source
 from partners.services.observations import observation_apply
 from reconciliation.selectors.timeline import booking_timeline
 from reconciliation.services import support
+from reconciliation.services.support.permissions import os_user
 from tests.factories import BookingFactory, OfferFactory, PartnerFactory
 from tests.helpers import unique_code, wait_until
 from tests.reconciliation.conftest import CLOSED_PORT_URL
@@ -657,5 +657,5 @@ def test_orphan_link_and_close_from_the_shell(sandbox, partner, ops_user):
         case_of(to_close.reservation.partner_ref).closed_by,
     ) == (
         "closed",
-        f"ops:{getpass.getuser()}",
+        f"ops:{os_user()}",
     )

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import pwd
 import re
 import uuid
 from datetime import timedelta
@@ -575,6 +577,60 @@ def test_two_people_at_the_shell_acting_as_console_users_are_both_named(at_shell
         ("support.refund_approved", f"ops:carol as {alice.username}"),
     ]
     assert f"proposed by ops:root as {bob.username}" in rows[1].summary
+
+
+def test_the_environment_does_not_make_the_proposer_at_the_shell_another_person(groups, monkeypatch):
+    """`USER=bob manage.py approve_refund 5 --as …`, typed by the OS user who proposed it: the OS
+    user is the process's real uid's account, never what LOGNAME, USER, LNAME or USERNAME say."""
+    payment = paying_booking()
+    quiet = {"stdout": io.StringIO(), "stderr": io.StringIO()}
+    call_command(
+        "refund_payment", payment.booking.reference, "--amount", "300", "--note", "goodwill",
+        "--no-live", "--yes", **quiet,
+    )  # fmt: skip
+    proposal = RefundProposal.objects.get()
+    for variable in ("LOGNAME", "USER", "LNAME", "USERNAME"):
+        monkeypatch.setenv(variable, "bob")
+    out = io.StringIO()
+
+    with pytest.raises(CommandError, match="nothing was done"):
+        call_command(
+            "approve_refund", str(proposal.pk), "--as", second_ops(groups).username,
+            "--no-live", "--yes", "--json", stdout=out, stderr=io.StringIO(),
+        )  # fmt: skip
+
+    me = pwd.getpwuid(os.getuid()).pw_name
+    assert proposal.proposed_by_label == f"ops:{me}"
+    error = json.loads(out.getvalue())["results"][0]["error"]
+    assert error["code"] == "permission_denied"
+    assert f"typed at the shell as OS user {me}" in error["message"]
+    assert RefundProposal.objects.get().state == ProposalState.PENDING
+    assert not PaymentOperation.objects.filter(payment=payment).exists()
+
+
+def test_two_people_sharing_one_os_account_are_told_how_to_approve(at_shell_as, groups):
+    """`sudo -u app` (or `docker exec` as root) for both: one OS account is one person at the
+    shell. The refusal, and the preview, say the way out."""
+    payment = paying_booking()
+    bob, alice = second_ops(groups), second_ops(groups)
+    proposal = propose(payment, at_shell_as("app", bob))
+    way_out = (
+        "Both were typed at the shell as OS user app, one person to the rule (--as takes no credential): "
+        "approve it in the console, or from your own OS account."
+    )
+
+    with pytest.raises(SupportActionDenied) as refused:
+        money.support_refund_approve(
+            proposal_id=proposal, operator=at_shell_as("app", alice), token=new_token()
+        )
+    shown = money.proposal_preview(
+        money.APPROVE, RefundProposal.objects.get(), operator=at_shell_as("app", alice), live=False
+    )
+
+    assert refused.value.message.endswith(f"a second person must approve it. {way_out}")
+    assert shown.allowed is False and shown.refusal.endswith(way_out)
+    # The way out is taken: alice in the console is another person.
+    assert money.support_refund_approve(proposal_id=proposal, operator=op(alice), token=new_token()).performed
 
 
 def test_approving_needs_the_approve_permission(ops_user, support_user):

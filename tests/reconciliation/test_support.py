@@ -3,6 +3,8 @@ a double submit doing nothing extra."""
 
 from __future__ import annotations
 
+import os
+import pwd
 from datetime import timedelta
 from decimal import Decimal
 
@@ -15,6 +17,7 @@ from bookings.models import Actor, Booking, BookingEvent
 from bookings.states import BookingState
 from config.errors import InvalidTransition, NotFound, ValidationFailed
 from reconciliation.services import support
+from reconciliation.services.support.permissions import os_user
 from tests.factories import PartnerAttemptFactory, PartnerReservationFactory, UserFactory
 from tests.reconciliation.conftest import actor_names, calls
 from tests.reconciliation.paying import paying_booking
@@ -84,10 +87,33 @@ def test_a_user_without_any_group_may_do_nothing(
 
 
 def test_shell_operator_is_ops_at_the_server(monkeypatch):
-    monkeypatch.setattr("getpass.getuser", lambda: "alice")
+    monkeypatch.setattr("reconciliation.services.support.permissions.os_user", lambda: "alice")
     operator = support.Operator.shell()
     assert operator.label == "ops:alice"
     assert operator.can("bookings.compensate_booking")
+
+
+def test_the_shell_s_os_user_is_its_real_uid_s_whatever_the_environment_says(monkeypatch):
+    # getpass.getuser() reads these first: `USER=bob manage.py approve_refund 5` would be bob.
+    for variable in ("LOGNAME", "USER", "LNAME", "USERNAME"):
+        monkeypatch.setenv(variable, "bob")
+
+    operator = support.Operator.shell()
+
+    assert operator.os_user == pwd.getpwuid(os.getuid()).pw_name != "bob"
+    assert operator.label == f"ops:{operator.os_user}"
+
+
+def test_a_uid_with_no_passwd_entry_is_named_by_its_number(monkeypatch):
+    # A container's uid often has no entry: each uid stays its own person, never one "unknown".
+    def no_entry(uid: int):
+        raise KeyError(f"getpwuid(): uid not found: {uid}")
+
+    monkeypatch.setattr(pwd, "getpwuid", no_entry)
+    monkeypatch.setenv("USER", "bob")
+
+    assert os_user() == f"uid:{os.getuid()}"
+    assert support.Operator.shell().label == f"ops:uid:{os.getuid()}"
 
 
 def test_shell_operator_acting_as_an_unknown_user_is_refused(db):

@@ -3,7 +3,8 @@ operator who acts (a console user, checked against their permissions, or ops at 
 
 from __future__ import annotations
 
-import getpass
+import os
+import pwd
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,10 +76,15 @@ LABEL_MAX = 150
 
 
 def os_user() -> str:
+    """The OS account the shell's command runs as, by the process's real uid: never by the LOGNAME,
+    USER, LNAME or USERNAME variables (`getpass.getuser` reads those first), which whoever types the
+    command sets (`USER=bob manage.py approve_refund 5`). A uid with no passwd entry (a container's)
+    is named by its number, `uid:1000`: two such uids stay two, never one shared "unknown"."""
+    uid = os.getuid()
     try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "unknown"
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid:{uid}"
 
 
 @dataclass(frozen=True)

@@ -59,6 +59,7 @@ from reconciliation.services.support.payments.situation import (
     PaymentSituation,
     approval_above,
     capture_refusal,
+    one_os_account,
     outside_refusal,
     parse_amount,
     parse_method,
@@ -608,7 +609,9 @@ def support_refund_approve(
                 else f"{what[0].upper()}{what[1:]} #{proposal.pk} was proposed by {by}, the same person as "
                 f"{operator.label}"
             )
-            raise SupportActionDenied(f"{who}: a second person must approve it.")
+            raise SupportActionDenied(
+                f"{who}: a second person must approve it.{one_os_account(proposal, operator)}"
+            )
         s = PaymentSituation(booking, payment)
         _refuse_if(proposal_refusal(proposal, s))
         if proposal.outside:

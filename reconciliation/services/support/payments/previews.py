@@ -27,6 +27,7 @@ from reconciliation.services.support.payments.situation import (
     WITHDRAW_TITLE,
     PaymentSituation,
     approval_above,
+    one_os_account,
     proposal_refusal,
     refusal,
     same_person,
@@ -305,7 +306,10 @@ def proposal_preview(
     if action == APPROVE:
         why_not = proposal_refusal(proposal, s)
         if not why_not and own:
-            why_not = f"{proposal.proposed_by_label} proposed it: a second person must approve it."
+            why_not = (
+                f"{proposal.proposed_by_label} proposed it: a second person must approve it."
+                f"{one_os_account(proposal, operator)}"
+            )
         effects = [
             f"Approve {name[0].lower()}{name[1:]} by {proposal.proposed_by_label}: {proposal.note[:200]}"
         ]

@@ -462,6 +462,18 @@ def same_person(proposal: RefundProposal, operator: Operator) -> bool:
     return proposal.proposed_by_same(operator.person)
 
 
+def one_os_account(proposal: RefundProposal, operator: Operator) -> str:
+    """When the operator is the proposer by the OS account both typed at (two people sharing one,
+    `sudo -u app` or `docker exec`, look like one at the shell): what to do instead; else ''."""
+    shared = proposal.proposer.shares_os_user(operator.person)
+    if not shared:
+        return ""
+    return (
+        f" Both were typed at the shell as OS user {shared}, one person to the rule (--as takes no "
+        "credential): approve it in the console, or from your own OS account."
+    )
+
+
 def proposal_by_id(proposal_id: object) -> RefundProposal:
     pk = row_id(proposal_id)  # None past our ids' range: the database would overflow, not miss
     found = (
