@@ -14,7 +14,7 @@ from bookings.models import Booking
 from payments.models import OperationKind, OperationState, Payment, PaymentOperation, PaymentStatus
 from payments.services.outside import OutsideRefund, outside_refunds
 from payments.timeline import hide_provider_ids
-from reconciliation.models import ProposalState, RefundProposal
+from reconciliation.models import Person, ProposalState, RefundProposal
 from reconciliation.services.support.payments import (
     APPROVE,
     CAPTURE,
@@ -28,7 +28,7 @@ from reconciliation.services.support.payments import (
     approval_above,
     provider_side,
 )
-from reconciliation.services.support.payments.situation import refusal, same_person
+from reconciliation.services.support.payments.situation import refusal
 from reconciliation.services.support.permissions import Operator
 
 P = PaymentStatus
@@ -57,7 +57,7 @@ class PaymentPanel:
     actions: list[PanelAction]
     can_approve: bool
     approval_above: Decimal
-    operator: Operator
+    me: Person  # the operator, for the two-person rule: read once with the proposals' people
     refund_ids: list[str] = field(default_factory=list)
     outside: list[OutsideRefund] = field(default_factory=list)  # each recording paid another way
 
@@ -83,7 +83,7 @@ class PaymentPanel:
         with the permission), reject (with the permission) or withdraw (their own)."""
         rows = []
         for proposal in self.proposals:
-            own = same_person(proposal, self.operator)
+            own = proposal.proposed_by_same(self.me)
             pending = proposal.state == ProposalState.PENDING
             rows.append(
                 {
@@ -179,6 +179,10 @@ def payment_panel(booking: Booking, *, operator: Operator, live: bool = True) ->
         # Recording money paid another way only while refunds that could not be made owe some.
         for name in (REFUND, CAPTURE, VOID, *((OUTSIDE,) if payment.owed_back > 0 else ()))
     ]
+    proposals = list(RefundProposal.objects.filter(payment=payment).order_by("-proposed_at", "-id")[:20])
+    # Who proposed and decided each, and who is looking: the accounts named like their OS users in
+    # one query, not one a row (the rows' "own" and "withdrawn").
+    named = RefundProposal.read_people(proposals, operator.os_user)
     return PaymentPanel(
         booking=booking,
         payment=payment,
@@ -187,11 +191,11 @@ def payment_panel(booking: Booking, *, operator: Operator, live: bool = True) ->
         owed=situation.owed,
         refundable=situation.refundable,
         operations=operations,
-        proposals=list(RefundProposal.objects.filter(payment=payment).order_by("-proposed_at", "-id")[:20]),
+        proposals=proposals,
         actions=actions,
         can_approve=operator.can(PAYMENT_ACTIONS[APPROVE]["permission"]),
         approval_above=approval_above(),
-        operator=operator,
+        me=operator.person_among(named),
         refund_ids=[
             o.provider_object_id
             for o in operations

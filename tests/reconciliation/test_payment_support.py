@@ -633,6 +633,43 @@ def test_two_people_sharing_one_os_account_are_told_how_to_approve(at_shell_as, 
     assert money.support_refund_approve(proposal_id=proposal, operator=op(alice), token=new_token()).performed
 
 
+def _decided_proposals(payment, count: int, at_shell_as, groups) -> None:
+    """`count` proposals of the payment, each made and withdrawn at the shell by another OS user."""
+    for n in range(count):
+        proposer = at_shell_as(f"pam{n}", second_ops(groups))
+        proposal = propose(payment, proposer)
+        money.support_refund_reject(proposal_id=proposal, operator=proposer, token=new_token())
+
+
+def test_the_payment_panel_reads_who_is_who_in_one_query_however_many_proposals(
+    ops_user, at_shell_as, groups
+):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from reconciliation.selectors.payment_panel import payment_panel
+
+    one, six = paying_booking(), paying_booking()
+    _decided_proposals(one, 1, at_shell_as, groups)
+    _decided_proposals(six, 6, at_shell_as, groups)
+
+    def queries(payment) -> tuple[int, list]:
+        operator = op(type(ops_user).objects.get(pk=ops_user.pk))  # as the console builds it: per request
+        with CaptureQueriesContext(connection) as captured:
+            panel = payment_panel(payment.booking, operator=operator, live=False)
+            shown = [
+                (row["own"], row["may_approve"], row["proposal"].withdrawn) for row in panel.proposal_rows
+            ]
+            panel.as_dict()
+        return len(captured), shown
+
+    counted_one, shown_one = queries(one)
+    counted_six, shown_six = queries(six)
+
+    assert shown_six == [(False, False, True)] * 6 and shown_one == [(False, False, True)]
+    assert counted_six == counted_one
+
+
 def test_approving_needs_the_approve_permission(ops_user, support_user):
     payment = paying_booking()
     proposed = refund(payment, ops_user, "300.00")

@@ -6,12 +6,13 @@ from __future__ import annotations
 import os
 import pwd
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from django.contrib.auth import get_user_model
 
 from config.errors import ApplicationError, NotFound
-from reconciliation.models import Person
+from reconciliation.models import NamedAccounts, Person
 
 SYNC, RETRY, COMPENSATE, CANCEL, RESOLVE = "sync", "retry", "compensate", "cancel", "resolve"
 ACTIONS: dict[str, dict[str, str]] = {
@@ -114,10 +115,14 @@ class Operator:
             return cls(label=f"ops:{at} as {user.get_username()}"[:LABEL_MAX], user=user, os_user=at)
         return cls(label=f"ops:{at}"[:LABEL_MAX], os_user=at)
 
-    @property
+    @cached_property  # once per request or command, however many proposals it is compared with
     def person(self) -> Person:
         """Every identity this operator acts as, for the two-person rule."""
-        return Person.of(self.user.pk if self.user is not None else None, self.os_user, self.label)
+        return self.person_among(None)
+
+    def person_among(self, named: NamedAccounts | None) -> Person:
+        """`person`, its accounts read from `named` (`RefundProposal.read_people`) when there."""
+        return Person.of(self.user.pk if self.user is not None else None, self.os_user, self.label, named)
 
     def can(self, permission: str) -> bool:
         return self.user is None or self.user.has_perm(permission)
