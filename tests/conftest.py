@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 # The browser tests' Chromium and pages (fixtures `browser`, `open_page`, `page`); the SMTP sink
-# (`mail_sink`).
-pytest_plugins = ["tests.browser", "tests.mail"]
+# (`mail_sink`); a test's timeout paused while a fixture many tests share is set up.
+pytest_plugins = ["tests.browser", "tests.mail", "tests.timeouts"]
 
 _embedded = None
 
