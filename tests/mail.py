@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import wait_until
-from tests.sandbox_process import free_port
+from tests.sandbox_process import START_TIMEOUT_S, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -69,7 +69,7 @@ def mail_sink_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mail
             wait_until(
                 lambda: process.poll() is not None or b"mail sink listening" in log_path.read_bytes(),
                 what="the mail sink to listen",
-                timeout_s=30,
+                timeout_s=START_TIMEOUT_S,
             )
             assert process.poll() is None, log_path.read_text()
             yield MailSink(directory=directory, port=port, process=process)

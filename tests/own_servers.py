@@ -32,7 +32,7 @@ from chaos.cluster import kernel
 from chaos.cluster.network import NOWHERE_MAC
 from config.embedded_redis import EmbeddedRedis
 from tests.helpers import wait_until
-from tests.sandbox_process import free_port
+from tests.sandbox_process import START_TIMEOUT_S, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 PG_ACCOUNT = "postgres"  # the account PostgreSQL runs as when the tests run as root
@@ -224,7 +224,9 @@ class ProjectProcesses:
              "--workers", "1", "--threads", str(threads), "--no-control-socket"],
         )  # fmt: skip
         url = f"http://127.0.0.1:{port}"
-        wait_until(lambda: self._answers(url), what=f"gunicorn at {url}", timeout_s=30, interval_s=0.1)
+        wait_until(
+            lambda: self._answers(url), what=f"gunicorn at {url}", timeout_s=START_TIMEOUT_S, interval_s=0.1
+        )
         return url
 
     def _answers(self, url: str) -> bool:

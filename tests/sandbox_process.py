@@ -8,6 +8,7 @@ tests (tests/partners), which subclass it with the partner code they register it
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -21,6 +22,13 @@ import requests
 from tests.helpers import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
+# How long a started process has to answer. One that dies is seen at once; this bounds only one
+# that lives and never answers, so it is set for a busy 2-core machine, where a start that takes
+# a second alone took eight beside twelve CPU-bound processes.
+START_TIMEOUT_S = 120.0
+# What the process logs once it listens, with the port it took (sandbox/server.py); given an
+# outage window at start, it binds only when the window ends (sandbox/listener.py).
+SAYS_ITS_PORT = re.compile(r"sandbox partner \S+ listening on http://[^\s:]+:(\d+)|port (\d+) open again")
 # No fault at all; `reset()` puts these back (with the process's own seed).
 PERFECT_FAULTS: dict[str, Any] = {
     "latency_ms": [0, 0],
@@ -63,7 +71,10 @@ class SandboxProcess:
     api_key: str
     extra: list[str] = field(default_factory=list)
     seed: int = 1234
-    port: int = field(default_factory=free_port)
+    # 0: the process takes a free port as it binds, and says which in its log. A port chosen
+    # here, free now, may be another process's by the time this one binds it (another worker's
+    # server that asked for any free port); set, it is kept across restarts.
+    port: int = 0
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -97,7 +108,8 @@ class SandboxProcess:
         ]
 
     # --- process ---------------------------------------------------------------------------
-    def start(self, timeout_s: float = 30.0) -> SandboxProcess:
+    def start(self, timeout_s: float = START_TIMEOUT_S) -> SandboxProcess:
+        said_before = self.log_path.stat().st_size if self.log_path.exists() else 0
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 self.command(),
@@ -108,21 +120,33 @@ class SandboxProcess:
                 env={**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.test"},
             )
         wait_until(
-            self._answers,
+            lambda: self._answers(said_before),
             timeout_s=timeout_s,
             interval_s=0.05,
-            what=f"the {self.profile} sandbox at {self.base_url} to answer (its log: {self.log_path})",
+            what=f"the {self.profile} sandbox to listen and answer (its log: {self.log_path})",
         )
         return self
 
-    def _answers(self) -> bool:
+    def _answers(self, said_before: int) -> bool:
+        """Has the process, started when its log was `said_before` bytes long, said its port
+        (when it chose it) and answered a request there?"""
         assert self.proc is not None
         assert self.proc.poll() is None, f"sandbox exited {self.proc.returncode}: {self.log()[-4000:]}"
+        self.port = self.port or self._port_said(said_before)
+        if not self.port:
+            return False
         try:
             requests.get(f"{self.base_url}/_sandbox/faults", headers=self.auth, timeout=1)
-        except requests.ConnectionError:
-            return False
+        except (requests.ConnectionError, requests.Timeout):
+            return False  # not listening yet, or not given the CPU to answer within the second
         return True
+
+    def _port_said(self, said_before: int) -> int:
+        """The port the process says it took, in what it logged after `said_before` bytes; 0 until
+        it says one (a port 0 said is none: an outage window given at start keeps it unbound)."""
+        said = self.log_path.read_bytes()[said_before:].decode(errors="replace")
+        ports = (int(found.group(1) or found.group(2)) for found in SAYS_ITS_PORT.finditer(said))
+        return next((port for port in ports if port), 0)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

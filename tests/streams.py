@@ -77,8 +77,8 @@ class ServerProcess:
             try:
                 requests.get(self.url + ready_path, timeout=5)
                 return self
-            except requests.ConnectionError:
-                pass  # not listening yet
+            except (requests.ConnectionError, requests.Timeout):
+                pass  # not listening yet, or not given the CPU to answer in time
             assert self.process.poll() is None, self.log()
             assert time.monotonic() < deadline, f"no answer on {self.url} within {timeout_s} s\n{self.log()}"
             time.sleep(0.1)
