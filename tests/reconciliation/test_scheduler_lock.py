@@ -22,6 +22,7 @@ from uuid import uuid4
 
 import pytest
 import redis
+from django.conf import settings
 from django.utils import timezone
 
 from bookings.models import Booking
@@ -35,6 +36,7 @@ from tests.reconciliation.conftest import queued
 from tests.streams import database_url
 
 TTL_S = 60.0  # long, like the production lock's minute: nothing below waits for it to expire
+GIVE_UP_S = 0.3  # how long a cut-off scheduler waits for the answer it will not get
 
 
 @pytest.fixture
@@ -45,30 +47,53 @@ def server(tmp_path: Path) -> Iterator[EmbeddedRedis]:
     server.stop()
 
 
-def _lock(
-    server: EmbeddedRedis, *, name: str, answer_within_s: float = 5.0, ttl_s: float = TTL_S
-) -> SweeperLock:
-    client = redis.Redis.from_url(with_socket_timeouts(server.url, answer_within_s))
-    lock = SweeperLock(client, ttl_s=ttl_s, name=name)
-    # Connected, and its scripts loaded, before anything is cut (a script Redis does not know
-    # yet is refused, not run, when its late request arrives).
-    assert (lock.take(), lock.renew(), lock.release()) == (True, True, True)
-    return lock
+def _client(server: EmbeddedRedis, answer_within_s: float = 5.0) -> redis.Redis:
+    return redis.Redis.from_url(with_socket_timeouts(server.url, answer_within_s))
+
+
+def _lock(server: EmbeddedRedis, *, name: str, ttl_s: float = TTL_S) -> SweeperLock:
+    """A scheduler's lock, its client connected and every script loaded before anything is cut
+    (a script Redis does not know yet is refused, not run, when its late request arrives). Tried
+    on a lock of its own with the long TTL: a short one may lapse between two requests of a busy
+    machine."""
+    client = _client(server)
+    trial = SweeperLock(client, ttl_s=TTL_S, name=f"{name}:trial")
+    assert (trial.take(), trial.renew(), trial.release()) == (True, True, True)
+    return SweeperLock(client, ttl_s=ttl_s, name=name)
 
 
 def _take_answered_to_nobody(server: EmbeddedRedis, lock: SweeperLock) -> None:
-    """`lock` asks for the lock while the server is stopped and gives up on the answer; the
-    request is carried out once the server runs again."""
+    """`lock`'s scheduler asks for the lock while the server is stopped and gives up on the
+    answer after GIVE_UP_S; the request is carried out once the server runs again. Only that
+    request is given up on so soon: the scheduler's others wait as long as any other client's,
+    for a busy machine may answer them late."""
+    hasty = SweeperLock(_connected(server, GIVE_UP_S), ttl_s=lock.ttl_ms / 1000, name=lock.name)
+    hasty.token = lock.token  # the same scheduler
     os.kill(server.process.pid, signal.SIGSTOP)
     with pytest.raises(redis.TimeoutError):
-        lock.take()
+        hasty.take()
     os.kill(server.process.pid, signal.SIGCONT)
     wait_until(lambda: lock.client.get(lock.name), what="the late request to take the lock", timeout_s=10)
 
 
+def _connected(server: EmbeddedRedis, answer_within_s: float) -> redis.Redis:
+    """A client connected before the cut (connecting asks Redis too); asked again when a busy
+    machine answered later than it waits."""
+    client = _client(server, answer_within_s)
+    wait_until(lambda: _pings(client), what="a first answer to a hasty client", timeout_s=30)
+    return client
+
+
+def _pings(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.TimeoutError:
+        return False
+
+
 def test_a_take_whose_answer_was_lost_is_recognised_at_the_next_round(server):
     name = f"sweeper-lock-{uuid4().hex}"
-    cut_off = _lock(server, name=name, answer_within_s=0.3)
+    cut_off = _lock(server, name=name)
     standby = _lock(server, name=name)
 
     _take_answered_to_nobody(server, cut_off)
@@ -101,7 +126,7 @@ def test_the_scheduler_whose_take_was_lost_sweeps_its_next_round_and_the_standby
         status=BookingState.PENDING_PARTNER, next_check_at=timezone.now() - timedelta(seconds=1)
     )
     name = f"sweeper-lock-{uuid4().hex}"
-    cut_off = _lock(server, name=name, answer_within_s=0.3)
+    cut_off = _lock(server, name=name)
     standby = _lock(server, name=name)
     _take_answered_to_nobody(server, cut_off)
     caplog.set_level(logging.INFO, logger="reconciliation")
@@ -143,7 +168,7 @@ INTERVAL_S = 1.0
 def _sweeps(stack: ProjectProcesses, name: str) -> list[datetime]:
     """When each of the scheduler's sweeps finished, by its JSON log."""
     finished = []
-    for line in _log(stack, name).splitlines():
+    for line in _log(stack, name).split("\n")[:-1]:  # whole lines: the last may be being written
         if line.startswith("{") and json.loads(line).get("message") == "sweep finished":
             finished.append(datetime.fromisoformat(json.loads(line)["time"]))
     return finished
@@ -173,8 +198,9 @@ def test_two_schedulers_sweep_once_per_interval_between_them_and_either_takes_ov
         gaps = [(later - earlier).total_seconds() for (earlier, _), (later, _) in itertools.pairwise(sweeps)]
         assert min(gaps) >= INTERVAL_S, sweeps
 
-        # and when the one that swept last dies, the other sweeps about an interval after it
-        last_at, last = sweeps[-1]
+        # and when the one that swept last dies between two sweeps, the other sweeps about an
+        # interval after it
+        last, last_at = _stopped_between_sweeps(stack, _client(server))
         os.killpg(stack.started[last].pid, signal.SIGKILL)
         other = "b" if last == "a" else "a"
         wait_until(
@@ -186,6 +212,25 @@ def test_two_schedulers_sweep_once_per_interval_between_them_and_either_takes_ov
         assert (took_over - last_at).total_seconds() < 2 * INTERVAL_S
     finally:
         stack.stop_all()
+
+
+def _stopped_between_sweeps(stack: ProjectProcesses, client: redis.Redis) -> tuple[str, datetime]:
+    """Stop (SIGSTOP) the scheduler that swept last while it holds no lock: its name and its last
+    sweep. Chosen once it is stopped, from its log and the lock, not from a log read before: a
+    test process a busy machine leaves without CPU for an interval would stop one that has swept
+    again since, or one in the middle of a sweep, whose lock the other must then wait out."""
+
+    def stopped() -> tuple[str, datetime] | None:
+        last_at, last = _all_sweeps(stack)[-1]
+        os.killpg(stack.started[last].pid, signal.SIGSTOP)
+        if _all_sweeps(stack)[-1] == (last_at, last) and not client.exists(settings.SWEEPER_LOCK_KEY):
+            return last, last_at
+        os.killpg(stack.started[last].pid, signal.SIGCONT)
+        return None
+
+    return wait_until(
+        stopped, what="the last to sweep, stopped between two sweeps", timeout_s=30, interval_s=0.1
+    )
 
 
 def _log(stack: ProjectProcesses, name: str) -> str:
