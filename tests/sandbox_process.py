@@ -119,12 +119,16 @@ class SandboxProcess:
                 start_new_session=True,  # kill() takes the whole process group
                 env={**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.test"},
             )
-        wait_until(
-            lambda: self._answers(said_before),
-            timeout_s=timeout_s,
-            interval_s=0.05,
-            what=f"the {self.profile} sandbox to listen and answer (its log: {self.log_path})",
-        )
+        try:
+            wait_until(
+                lambda: self._answers(said_before),
+                timeout_s=timeout_s,
+                interval_s=0.05,
+                what=f"the {self.profile} sandbox to listen and answer (its log: {self.log_path})",
+            )
+        except BaseException:  # its start given up (a test's timeout too): no fixture will kill it
+            self.kill()
+            raise
         return self
 
     def _answers(self, said_before: int) -> bool:

@@ -7,6 +7,8 @@ import socket
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.sandbox_process import SandboxProcess
 
 # A partner that says its port as the sandbox does, then keeps its first request 1.5 s: the
@@ -36,6 +38,11 @@ class SlowToAnswer(SandboxProcess):
         return [sys.executable, "-c", SLOW_FIRST_ANSWER, str(self.port)]
 
 
+class NeverListens(SandboxProcess):
+    def command(self) -> list[str]:
+        return [sys.executable, "-c", "import time; time.sleep(120)"]
+
+
 def test_a_partner_too_busy_to_answer_the_first_probe_in_time_is_waited_for(tmp_path: Path) -> None:
     partner = SlowToAnswer("legacy", tmp_path / "slow.sqlite3", "key")
     try:
@@ -58,3 +65,12 @@ def test_a_port_taken_after_the_partner_was_made_does_not_stop_it(tmp_path: Path
             assert partner.stats()["faults"] == {}
         finally:
             partner.kill()
+
+
+def test_a_start_given_up_leaves_no_process_behind(tmp_path: Path) -> None:
+    partner = NeverListens("legacy", tmp_path / "never.sqlite3", "key")
+
+    with pytest.raises(AssertionError, match=r"timed out after 1\.0 s waiting for the legacy sandbox"):
+        partner.start(timeout_s=1.0)
+
+    assert partner.proc is not None and partner.proc.poll() is not None
