@@ -100,6 +100,11 @@ def offer_unavailable(offer: Offer) -> list[str]:
     return why
 
 
+def start_has_passed(start_date: date, *, now: datetime) -> bool:
+    """Whether a stay starting then can no longer be priced: its start is not in the future."""
+    return start_date <= now.date()
+
+
 def validate_stay(stay: Stay, *, now: datetime | None = None) -> None:
     """Raise `ValidationFailed` naming every field that is wrong."""
     now = now or timezone.now()
@@ -107,7 +112,7 @@ def validate_stay(stay: Stay, *, now: datetime | None = None) -> None:
     offer = stay.offer
     if unavailable := offer_unavailable(offer):
         errors["offer"] = unavailable
-    if stay.start_date <= now.date():
+    if start_has_passed(stay.start_date, now=now):
         errors.setdefault("start_date", []).append("The start date must be in the future.")
     elif stay.start_date > now.date() + timedelta(days=settings.BOOKING_MAX_ADVANCE_DAYS):
         errors.setdefault("start_date", []).append(

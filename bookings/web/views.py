@@ -31,7 +31,7 @@ from django_htmx.http import HttpResponseClientRefresh
 from bookings import customer_view, selectors, services
 from bookings.cancelling import at_partner, cancel_money, stay_policy
 from bookings.models import Actor, Booking, Quote
-from bookings.pricing import offer_unavailable
+from bookings.pricing import offer_unavailable, start_has_passed
 from bookings.states import did_not_go_ahead
 from bookings.web.forms import BookForm, ConfirmForm, PasswordResetForm, SignUpForm, StayForm
 from config.errors import ApplicationError, NotFound
@@ -99,15 +99,19 @@ def _quote_page(request: HttpRequest, quote: Quote, form: BookForm, status: int 
     # Told as the customer is shown it; one that did not go ahead offers a new price for the same
     # stay (the quote books once): the offer page's own form, filled in, posted in one click.
     booking_ended = booking is not None and _did_not_go_ahead(booking)
+    now = timezone.now()
     context = {
         "quote": quote,
         "nights": nights,
         "booking": booking,
         "booking_ended": booking_ended,
         "stay_again": _stay_of(quote) if booking_ended else None,
+        # Its dates passed since: the same stay cannot be priced again (the quote service's rule),
+        # so the offer's page is where new dates are chosen.
+        "dates_passed": booking_ended and start_has_passed(quote.start_date, now=now),
         "form": form,
         # What cancelling will cost, told before Book (and beside the card it would come from).
-        "cancellation": stay_policy(quote).terms(at=timezone.now()),
+        "cancellation": stay_policy(quote).terms(at=now),
         # A price still held for an offer withdrawn since is not offered to Book.
         "unavailable": offer_unavailable(quote.offer),
     }

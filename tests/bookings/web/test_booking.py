@@ -232,15 +232,22 @@ def test_a_declined_card_is_tried_again_with_another_on_a_new_price_for_the_same
     assert Booking.objects.get(pk=failed.pk).quote_id == quote.pk  # the first keeps its quote
 
 
-def test_a_new_price_for_dates_passed_since_lands_on_the_offer_page_saying_so(web, customer, quote):
-    declined(customer, quote)
-    action, fields = price_again_form(web.get(f"/quotes/{quote.pk}/"))
+def test_a_booking_that_did_not_go_ahead_whose_dates_have_passed_links_to_choose_new_dates(
+    web, customer, quote
+):
+    """Reviewer: its "Get a new price for this stay" always landed on a 400 ("The start date must
+    be in the future"): a stay starting today or before cannot be priced again."""
+    Quote.objects.filter(pk=quote.pk).update(start_date=timezone.now().date())
+    booking = declined(customer, Quote.objects.get(pk=quote.pk))
 
-    response = web.post(action, {**fields, "start_date": timezone.now().date().isoformat()})
+    response = web.get(f"/quotes/{quote.pk}/")
 
-    assert response.status_code == 400
-    assert "The start date must be in the future." in main_text(response)
-    assert Quote.objects.count() == 1
+    page = response.content.decode()
+    assert response.status_code == 200
+    assert f"Your booking {booking.reference} of this price did not go ahead" in main_text(response)
+    assert "The dates of this stay have passed: choose new dates to book." in main_text(response)
+    assert f'<a href="/offers/{quote.offer_id}/" id="choose-dates">' in page
+    assert 'id="price-again"' not in page
 
 
 def test_a_booking_that_did_not_go_ahead_of_a_withdrawn_offer_offers_no_new_price(web, customer, quote):
