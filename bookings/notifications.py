@@ -133,6 +133,22 @@ MONEY_NEXT = {
 }
 
 
+def money_next(money: Money | None) -> str:
+    """What happens next to the money told (`MONEY_NEXT`), and, when a capture took less than
+    the hold (a cancel's fee), that the rest was released: the customer sees the hold and the
+    charge on their statement, and the capture's own mail is the one that can say so."""
+    if money is None:
+        return ""
+    line = MONEY_NEXT.get(money.code, "")
+    if money.code == CustomerMoney.CHARGED and money.charged < money.amount:
+        rest = f"{money.amount - money.charged:.2f} {money.currency}"
+        line += (
+            f" We released the other {rest} we held on your card: it can take a few days to leave "
+            "your card's statement."
+        )
+    return line
+
+
 class NotAccepted(Exception):
     """The mail server refused the message, or could not be reached: nothing was accepted."""
 
@@ -333,7 +349,7 @@ def compose(notification: Notification) -> EmailMultiAlternatives:
         # What the customer was told about their money with this change (empty: no payment).
         "money": _money_told(notification),
         "money_words": _money_words(notification),
-        "money_next": MONEY_NEXT.get(notification.money.get("code"), "") if notification.money else "",
+        "money_next": money_next(_money_told(notification)),
         "booking_url": site_url.absolute(reverse("web:booking", args=[booking.reference])),
     }
     template = f"email/booking_{notification.kind}"

@@ -238,6 +238,29 @@ def test_the_mail_of_a_capture_says_the_charge_shows_on_the_statement_not_a_refu
         assert "refund" not in flat.lower() and "released" not in flat.lower()
 
 
+def test_the_mail_of_a_fee_captured_from_the_hold_says_the_rest_was_released(db):
+    """Reviewer: the money mail of a cancel's fee captured from the hold, the rest released,
+    named only the charge: the customer sees the hold's rest on their statement for days."""
+    money = money_of(PaymentFacts("charged", "EUR", Decimal("360.00"), Decimal("72.00"))).as_json()
+    notification = NotificationFactory(
+        booking__customer_money=money,
+        kind=NotificationKind.MONEY,
+        message=CustomerMessage.CANCELLED,
+        money=money,
+    )
+
+    mail = notifications.compose(notification)
+
+    for text in (mail.body, as_read(mail.alternatives[0].content)):
+        flat = " ".join(text.split())
+        assert "We charged 72.00 EUR to your card." in flat
+        assert (
+            "What happens next Nothing on your side: the charge shows on your card's statement once "
+            "your bank has processed it. We released the other 288.00 EUR we held on your card: it "
+            "can take a few days to leave your card's statement." in flat
+        )
+
+
 @pytest.mark.parametrize(
     ("facts", "line"),
     [
