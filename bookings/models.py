@@ -237,7 +237,8 @@ class Booking(ConcurrentTransitionMixin, CancellationTerms):
     # booking that had ended (cancelled, rejected, failed, expired) for what is left at the partner
     # (a stray reservation whose cancel failed every try): the customer's booking has still ended
     # (`ended_with_support`). A constant database default: added without a rewrite, and filled
-    # for a process still on the code before it; bookings already with support keep ''.
+    # for a process still on the code before it; bookings already with support got it from
+    # bookings/0023 (their latest move into needs_attention).
     attention_from = models.CharField(max_length=20, blank=True, default="", db_default="", editable=False)
 
     # What the customer is shown, as `bookings.customer_view.refresh` last derived it (the one
