@@ -9,7 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from django.db import transaction
+from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -62,6 +62,13 @@ class BookingMachine(RuleBasedStateMachine):
 
     @initialize()
     def book(self) -> None:
+        # Each example in a savepoint of its own, rolled back by `teardown`: the examples share the
+        # test's transaction, so a database error in one left it aborted for every later query
+        # (shrinking then reported a TransactionManagementError), and each example saw the rows
+        # of those before it.
+        self.example = transaction.atomic()
+        self.example.__enter__()
+        assert not Booking.objects.exists(), "an earlier example's rows are still there"
         offer = OfferFactory()
         start = timezone.now().date() + timedelta(days=30)
         self.booking_id = booking_create(
@@ -82,6 +89,12 @@ class BookingMachine(RuleBasedStateMachine):
         self.cancel_stands = False
         self.attention_from = ""  # the state it went to support from, while support has it
         self.shown, self.status_version = ("pending", "received"), 1
+
+    def teardown(self) -> None:
+        example = getattr(self, "example", None)
+        if example is not None:  # rolled back, whether the example passed, failed or broke the transaction
+            transaction.set_rollback(True)
+            example.__exit__(None, None, None)
 
     # --- the steps ---------------------------------------------------------------------------
     @rule(name=st.sampled_from(sorted(TRANSITIONS)))
@@ -232,3 +245,15 @@ def test_the_booking_machine_keeps_its_invariants_under_any_sequence_of_steps() 
     run_state_machine_as_test(
         BookingMachine, settings=settings(max_examples=30, stateful_step_count=20, deadline=None)
     )
+
+
+@pytest.mark.django_db
+def test_an_example_that_breaks_the_transaction_leaves_the_next_one_a_working_one() -> None:
+    machine = BookingMachine()
+    machine.book()
+    with pytest.raises(DatabaseError), connection.cursor() as cursor:
+        cursor.execute("SELECT 1 / 0")  # the transaction is aborted: every later query would fail
+
+    machine.teardown()
+
+    assert not Booking.objects.exists()
