@@ -17,7 +17,7 @@ from uuid import UUID
 
 import dramatiq
 import redis
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from bookings.models import Booking
@@ -69,10 +69,12 @@ def _send(owed: Owed, actor_name: str, booking_id: UUID) -> None:
 
 def mark_sent(*row_ids: int) -> None:
     """On the queue (or done in this process): no longer owed. A failure here only costs a second
-    copy from the sweeper, which the actors take as they take any repeated message."""
+    copy from the sweeper, which the actors take as they take any repeated message. In a savepoint
+    of its own: a caller's open transaction goes on whatever became of the mark."""
     try:
-        OwedMessage.objects.filter(pk__in=row_ids, sent_at__isnull=True).update(sent_at=timezone.now())
-    except Exception:
+        with transaction.atomic():
+            OwedMessage.objects.filter(pk__in=row_ids, sent_at__isnull=True).update(sent_at=timezone.now())
+    except DatabaseError:
         logger.warning("owed support message sent but not marked so", exc_info=True)
 
 
