@@ -248,12 +248,14 @@ def test_the_booking_machine_keeps_its_invariants_under_any_sequence_of_steps() 
 
 
 @pytest.mark.django_db
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="SQLite answers 1 / 0 with NULL")
 def test_an_example_that_breaks_the_transaction_leaves_the_next_one_a_working_one() -> None:
     machine = BookingMachine()
     machine.book()
-    with pytest.raises(DatabaseError), connection.cursor() as cursor:
-        cursor.execute("SELECT 1 / 0")  # the transaction is aborted: every later query would fail
-
-    machine.teardown()
+    try:
+        with pytest.raises(DatabaseError), connection.cursor() as cursor:
+            cursor.execute("SELECT 1 / 0")  # the transaction is aborted: every later query would fail
+    finally:
+        machine.teardown()  # whatever happened: an example's savepoint left open breaks later tests
 
     assert not Booking.objects.exists()
