@@ -70,6 +70,10 @@ class Facts:
     # A cancel the customer (or support for them) asked for stands (`Booking.cancel_asked_at`): in
     # needs_attention, it did not complete and support has it.
     cancel_asked: bool = False
+    # The end a booking with support had reached when support got it (`Booking.ended_with_support`:
+    # `attention_from`, one of the ended states), for what the partner still holds of it: the
+    # customer's booking has ended all the same, and is shown as that end. "" otherwise.
+    ended_as: str = ""
 
 
 @dataclass(frozen=True)
@@ -114,12 +118,18 @@ _DISRUPTED_MESSAGE = {
 
 def derive(state: str, facts: Facts) -> View:
     """The contract: `confirmed` only in CONFIRMED; `failed` only when nothing may be held at
-    the partner; once `confirmed` was shown, never `pending` again (`disrupted` instead). The
+    the partner; once `confirmed` was shown, never `pending` again (`disrupted` instead); a
+    booking support took up after it had ended is shown as that end (`Facts.ended_as`). The
     money is told as the payment side states it, whatever the state."""
     return replace(_derive_status(state, facts), money=facts.money)
 
 
 def _derive_status(state: str, facts: Facts) -> View:
+    if state == S.NEEDS_ATTENTION and facts.ended_as:
+        # Support took up what the partner still holds of an ended booking (a stray reservation
+        # it would not release): shown as that end, exactly as just before (the same facts, and
+        # no reason of its own: an end carries none), so the move is no news to the customer.
+        state, facts = facts.ended_as, replace(facts, attention_reason="")
     if state in _UNSENT_VIEW and not facts.submitted:
         return _UNSENT_VIEW[state]
     if state in _FIXED_VIEW:
@@ -174,10 +184,13 @@ def _ended_message(state: str, facts: Facts) -> str:
 
 def facts_of(booking: Booking) -> Facts:
     """The facts of a booking as it is now; the partner side is asked only where its answer can
-    change the view (the unconfirmed ends), so the common path pays no query for it. The money
-    is what the customer is told already: only the payment side's news changes it (`stage`)."""
+    change the view (the unconfirmed ends, with support or not), so the common path pays no query
+    for it. The money is what the customer is told already: only the payment side's news changes
+    it (`stage`)."""
+    ended_as = booking.attention_from if booking.ended_with_support else ""
+    shown_as = ended_as or booking.status
     return Facts(
-        partner_may_hold=booking.status in _ENDED_MESSAGE and ports.partner_may_hold(booking.pk),
+        partner_may_hold=shown_as in _ENDED_MESSAGE and ports.partner_may_hold(booking.pk),
         confirmed_shown=booking.confirmed_shown_at is not None,
         attention_reason=booking.attention_reason,
         slow=booking.status in _AWAITING_MESSAGE
@@ -185,6 +198,7 @@ def facts_of(booking: Booking) -> Facts:
         money=money_shown(booking),
         submitted=booking.sent_to_partner,
         cancel_asked=booking.cancel_asked_at is not None,
+        ended_as=ended_as,
     )
 
 

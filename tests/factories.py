@@ -14,7 +14,7 @@ from bookings.cancelling import money_words
 from bookings.customer_money import Money
 from bookings.customer_view import Facts, View, derive
 from bookings.models import Booking, Notification, NotificationKind, Offer, Quote
-from bookings.states import BookingState, CustomerMessage
+from bookings.states import TERMINAL_STATES, BookingState, CustomerMessage
 from partners.models import (
     InboundEvent,
     InboundState,
@@ -79,8 +79,11 @@ class OfferFactory(factory.django.DjangoModelFactory):
 
 
 def _shown(booking) -> View:
+    with_support = booking.status == BookingState.NEEDS_ATTENTION
     facts = Facts(
-        confirmed_shown=booking.confirmed_shown_at is not None, attention_reason=booking.attention_reason
+        confirmed_shown=booking.confirmed_shown_at is not None,
+        attention_reason=booking.attention_reason,
+        ended_as=booking.attention_from if with_support and booking.attention_from in TERMINAL_STATES else "",
     )
     return derive(booking.status, facts)
 
@@ -103,6 +106,7 @@ class BookingFactory(factory.django.DjangoModelFactory):
     status = BookingState.REQUESTED
     deadline = factory.LazyFunction(lambda: timezone.now() + timedelta(minutes=30))
     attention_reason = ""
+    attention_from = ""
     # Shown as the contract derives it for the state, with nothing held at the partner.
     confirmed_shown_at = factory.LazyAttribute(
         lambda b: timezone.now() if b.status == BookingState.CONFIRMED else None

@@ -156,8 +156,11 @@ class BookingMachine(RuleBasedStateMachine):
         assert booking.status in S.values
         assert booking.status == self.state
         self.confirmed_shown |= booking.status == S.CONFIRMED
-        disrupted = self.confirmed_shown and booking.status not in STILL_SHOWN_AS_IS
-        expected = "disrupted" if disrupted else CUSTOMER_STATUS[booking.status]
+        # Support took it up after it had ended: the customer is shown that end still.
+        ended = self.attention_from if booking.status == S.NEEDS_ATTENTION else ""
+        shown_as = ended if ended in TERMINAL else booking.status
+        disrupted = self.confirmed_shown and shown_as not in STILL_SHOWN_AS_IS
+        expected = "disrupted" if disrupted else CUSTOMER_STATUS[shown_as]
         if booking.status == S.NEEDS_ATTENTION and self.cancel_stands and not disrupted:
             expected = "cancelling"
         assert booking.customer_status == expected
@@ -230,6 +233,10 @@ class BookingMachine(RuleBasedStateMachine):
         if after == S.NEEDS_ATTENTION and before != after:
             self.cancel_stands = before == S.CANCEL_REQUESTED
             self.attention_from = before
+        if before in TERMINAL and after == S.NEEDS_ATTENTION:
+            # support taking up an ended booking is no news to its customer: no new view, no number
+            shown = ("customer_status", "customer_message", "status_version")
+            assert [self._row()[f] for f in shown] == [before_row[f] for f in shown]
         self.state = after
         return after
 

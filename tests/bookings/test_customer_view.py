@@ -26,7 +26,10 @@ from bookings.services import apply_transition, lock_booking
 from bookings.states import BookingState, CustomerMessage
 from config import embedded_redis
 from config.redis_client import redis_client
+from partners.connectors.base import CallResult
 from partners.models import Outcome, PartnerAttempt, PartnerReservation, ReservationStatus
+from partners.services import compensation
+from partners.services.observations import reconcile_booking
 from tests.factories import BookingFactory, PartnerAttemptFactory, PartnerReservationFactory
 from tests.helpers import wait_until
 
@@ -160,6 +163,34 @@ def test_a_cancel_that_did_not_complete_is_still_cancelling_while_support_has_it
     assert derive(S.NEEDS_ATTENTION, Facts(attention_reason="compensation_failed")) == view(
         "pending", M.WITH_SUPPORT
     )
+
+
+ENDED = [S.REJECTED, S.FAILED, S.EXPIRED, S.CANCELLED]
+
+
+@pytest.mark.parametrize("ended", ENDED)
+@pytest.mark.parametrize(
+    ("confirmed_shown", "partner_may_hold", "submitted"),
+    [
+        (False, False, True),
+        (False, True, True),
+        (True, False, True),
+        (True, True, True),
+        (False, False, False),
+    ],
+)
+@pytest.mark.parametrize(
+    "reason", ["compensation_failed", "worker_gave_up", "outcome_unknown_no_lookup", "partner_mismatch"]
+)
+def test_an_ended_booking_support_takes_up_is_shown_as_that_end(
+    ended, confirmed_shown, partner_may_hold, submitted, reason
+):
+    # An end carries no attention reason; support's, whatever it is, is not the customer's news.
+    facts = Facts(partner_may_hold=partner_may_hold, confirmed_shown=confirmed_shown, submitted=submitted)
+
+    with_support = replace(facts, attention_reason=reason, ended_as=ended)
+
+    assert derive(S.NEEDS_ATTENTION, with_support) == derive(ended, facts)
 
 
 @pytest.mark.parametrize("state", list(PENDING))
@@ -548,3 +579,82 @@ def test_a_cancelled_booking_handed_to_support_is_not_told_its_cancel_did_not_co
     assert booking.cancel_asked_at is None
     assert booking.customer_message != M.CANCEL_WITH_SUPPORT
     assert not Notification.objects.filter(booking=booking, kind="cancel_not_done").exists()
+
+
+# --- an ended booking support takes up for what the partner still holds -----------------------
+class _PartnerRefusingEverything:
+    """Every call answered 429: the stray's cancel, and the read that would verify it."""
+
+    def cancel(self, partner_ref: str) -> CallResult:
+        return CallResult(Outcome.TRANSIENT, http_status=429, error="rate limited", error_code="rate_limited")
+
+    get = cancel
+
+
+# How each end is reached, by the booking's own transitions: from `pending_partner`, and from
+# `confirmed` (shown confirmed first: the partner took it back, support failed or requeued it).
+TAKEN_BACK = ("flag_for_attention", {"reason": "partner_cancelled_confirmed"})
+ENDS: dict[tuple[str, bool], list[tuple[str, dict[str, str]]]] = {
+    (S.REJECTED, False): [("reject", {})],
+    (S.FAILED, False): [("fail", {})],
+    (S.EXPIRED, False): [("expire", {})],
+    (S.CANCELLED, False): [("request_cancel", {}), ("mark_cancelled", {})],
+    (S.REJECTED, True): [TAKEN_BACK, ("requeue_submission", {}), ("reject", {})],
+    (S.FAILED, True): [TAKEN_BACK, ("fail", {})],
+    (S.EXPIRED, True): [TAKEN_BACK, ("requeue_submission", {}), ("expire", {})],
+    (S.CANCELLED, True): [("request_cancel", {}), ("mark_cancelled", {})],
+}
+# What the customer is shown while the stray is released, and still once support has it.
+RELEASING_VIEW = {
+    (S.CANCELLED, False): ("cancelled", M.CANCELLED),
+    (S.CANCELLED, True): ("cancelled", M.CANCELLED),
+    **{(end, False): ("pending", M.RELEASING) for end in (S.REJECTED, S.FAILED, S.EXPIRED)},
+    **{(end, True): ("disrupted", M.DISRUPTED) for end in (S.REJECTED, S.FAILED, S.EXPIRED)},
+}
+
+
+def _shown_now(booking: Booking) -> tuple[str, str, int]:
+    return Booking.objects.values_list("customer_status", "customer_message", "status_version").get(
+        pk=booking.pk
+    )
+
+
+@pytest.mark.parametrize(("ended", "confirmed_first"), sorted(ENDS))
+def test_an_ended_booking_whose_stray_support_gets_keeps_the_view_of_its_end(
+    transactional_db, broker, settings, monkeypatch, ended, confirmed_first
+):
+    """A booking that had ended (told "cancelled", or releasing a reservation before "failed")
+    whose stray reservation the partner would not let go went to support: it was shown
+    `pending`/`with_support` ("our support team is reviewing your booking"), or `disrupted` and
+    mailed a problem once it was confirmed. The customer's booking has ended all the same."""
+    settings.PARTNER_COMPENSATION_MAX_TRIES = 1
+    monkeypatch.setattr(compensation, "connector_for", lambda partner: _PartnerRefusingEverything())
+    # given a booking that ended by its own transitions
+    start = S.CONFIRMED if confirmed_first else S.PENDING_PARTNER
+    booking = BookingFactory(status=start, submission_count=1)
+    for name, kwargs in ENDS[(ended, confirmed_first)]:
+        with transaction.atomic():
+            apply_transition(_locked(booking), name, actor=Actor.WORKER, **kwargs)
+    assert Booking.objects.get(pk=booking.pk).status == ended
+    # and a reservation of it the partner holds still, found since: the one door has its cancel asked
+    stray = PartnerReservationFactory(booking=booking, status=ReservationStatus.CONFIRMED)
+    with transaction.atomic():
+        reconcile_booking(_locked(booking), actor=Actor.WORKER)
+    before = _shown_now(booking)
+    assert before[:2] == RELEASING_VIEW[(ended, confirmed_first)]
+    mails = list(Notification.objects.filter(booking=booking).values_list("status_version", "kind"))
+
+    # when the partner refuses its cancel through every try: support has the booking
+    assert compensation.reservation_compensate(stray.pk).compensate_after_s is None
+
+    # then the customer is shown the end as before: the same view, the same number, no mail
+    after = Booking.objects.get(pk=booking.pk)
+    assert (after.status, after.attention_from, after.attention_reason) == (
+        S.NEEDS_ATTENTION,
+        ended,
+        "compensation_failed",
+    )
+    assert _shown_now(booking) == before
+    assert list(Notification.objects.filter(booking=booking).values_list("status_version", "kind")) == mails
+    moved = BookingEvent.objects.get(booking=booking, kind="booking.needs_attention", from_state=ended)
+    assert "customer_view" not in moved.data
