@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from bookings import customer_view
 from bookings.models import Booking, BookingEvent, Offer, Quote
-from bookings.states import BookingState
+from bookings.states import TERMINAL_STATES, BookingState
 from config.errors import NotFound
 
 S = BookingState
@@ -57,7 +57,9 @@ def customer_booking_of_quote(*, customer, quote_id: UUID) -> Booking | None:
 # --- a booking's progress, as its customer may see it -----------------------------------------
 # What each state the booking moved into adds to the customer's list of steps. Only our own
 # words: a step never shows the timeline row's summary or data (partner references, errors,
-# support notes). A move back to `requested` is our retry, not news for the customer.
+# support notes). A move back to `requested` is our retry, not news for the customer; nor is
+# support taking up an ended booking for what the partner still holds of it: it is shown as that
+# end still (`customer_view.Facts.ended_as`).
 _STEP_FOR_STATE: dict[str, str] = {
     S.SUBMITTING: "Sent to the partner",
     S.PENDING_PARTNER: "The partner is confirming",
@@ -119,6 +121,8 @@ def customer_booking_progress(*, customer, reference: str) -> BookingProgress:
     )
     steps: list[ProgressStep] = []
     for from_state, to_state, occurred_at in moves:
+        if from_state in TERMINAL_STATES and to_state == S.NEEDS_ATTENTION:
+            continue
         label = _RECEIVED if not from_state and to_state == S.REQUESTED else _STEP_FOR_STATE.get(to_state)
         if label and (not steps or steps[-1].label != label):
             steps.append(ProgressStep(label=label, at=occurred_at))

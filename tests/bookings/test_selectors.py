@@ -77,6 +77,29 @@ def test_the_last_step_and_whether_news_is_awaited(partner, moves, last_step, aw
     assert progress.awaiting_news is awaiting
 
 
+@pytest.mark.parametrize(
+    ("end", "last_step"),
+    [
+        ([S.CANCEL_REQUESTED, S.CANCELLED], "Cancelled"),
+        ([S.REJECTED], "Not confirmed: the partner declined"),
+        ([S.EXPIRED], "Not confirmed in time"),
+    ],
+)
+def test_support_taking_up_an_ended_booking_adds_no_step(partner, end, last_step):
+    # given a booking that ended, shown so
+    booking = BookingFactory(offer=OfferFactory(partner=partner), status=end[-1], submission_count=1)
+    moved(booking, S.REQUESTED, S.SUBMITTING, S.PENDING_PARTNER, *end)
+    before = selectors.customer_booking_progress(customer=booking.customer, reference=booking.reference)
+
+    # when support takes it up for a reservation the partner would not release
+    moved(booking, S.NEEDS_ATTENTION)
+    progress = selectors.customer_booking_progress(customer=booking.customer, reference=booking.reference)
+
+    # then its customer's steps end as they did: the page is unchanged
+    assert progress.steps == before.steps and progress.steps[-1].label == last_step
+    assert progress.version == before.version
+
+
 def test_the_version_changes_exactly_when_what_the_customer_sees_changes(partner):
     booking = BookingFactory(offer=OfferFactory(partner=partner), status=S.SUBMITTING)
     moved(booking, S.REQUESTED, S.SUBMITTING)
