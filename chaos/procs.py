@@ -6,17 +6,69 @@ Only processes this module started are ever signalled, always by their own group
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
+import random
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
+# Ports for the servers a run (or a test) starts are chosen below the kernel's ephemeral range.
+# A port the kernel hands out for a bind to 0 comes from that range, which is also where every
+# outgoing connection's local end is drawn from: with thousands of connections a second to
+# PostgreSQL, Redis and the sandboxes, a client's connect() could take it in the seconds before
+# the server binds it. Below the range only another picker can, and a lock file (held until this
+# process exits) keeps two pickers of this machine, in any process, from choosing the same port.
+_LOCKS = Path(tempfile.gettempdir()) / "free-ports"
+_LOWEST = 20_000
+_held: list[int] = []  # the lock files' descriptors, kept open: closing one releases its port
+
 
 def free_port() -> int:
+    """A port on 127.0.0.1 that nothing is bound to, and that no other caller of this function
+    on the machine gets while this process lives."""
+    ephemeral_low = _ephemeral_low()
+    if ephemeral_low - _LOWEST < 1_000:  # an unusual range: let the kernel choose
+        return _kernel_port()
+    _LOCKS.mkdir(exist_ok=True)
+    for port in random.sample(range(_LOWEST, ephemeral_low), k=200):
+        if _lock(port) and _bindable(port):
+            return port
+    return _kernel_port()
+
+
+def _ephemeral_low() -> int:
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    return 32_768
+
+
+def _lock(port: int) -> bool:
+    fd = os.open(_LOCKS / str(port), os.O_CREAT | os.O_RDWR, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return False
+    _held.append(fd)
+    return True
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _kernel_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from typing import Any
 
 import requests
 
+from chaos.procs import free_port as free_port  # one picker for every process a test starts
 from tests.helpers import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,12 +56,6 @@ PERFECT_FAULTS: dict[str, Any] = {
     "garbage_values_rate": 0,
     "time_scale": 1,
 }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
