@@ -9,6 +9,7 @@ from bookings.pricing import CENT, minor_unit_exponent
 
 # The largest amount the provider takes in one charge (minor units).
 MAX_MINOR_UNITS = 99_999_999
+_MAX_DIGITS = len(str(MAX_MINOR_UNITS))  # an amount's integer digits beyond any payment's
 
 
 class RefusedAmount(ValueError):
@@ -17,6 +18,10 @@ class RefusedAmount(ValueError):
 
 def to_minor(amount: Decimal, currency: str) -> int:
     """An amount as the provider counts it: 12.34 EUR is 1234, 1500 JPY is 1500."""
+    if amount.is_finite() and amount and amount.adjusted() > _MAX_DIGITS:
+        # Refused by its size alone: scaling 1e999999 overflows Decimal's context, and making an
+        # int of 1e400000 takes seconds of CPU, for an amount no payment may be anyway.
+        raise RefusedAmount(f"{amount} {currency} is outside what one payment may be")
     scaled = amount.scaleb(minor_unit_exponent(currency))
     if scaled != scaled.to_integral_value():
         raise RefusedAmount(f"{amount} {currency} is not a whole number of the currency's smallest unit")

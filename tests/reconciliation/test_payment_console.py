@@ -358,6 +358,10 @@ def test_the_refund_page_previews_what_its_confirm_offers_everything_refundable(
         ("10.001", "10.001 EUR is not a whole number of the currency&#x27;s smallest unit"),
         ("NaN", "Not a number."),
         ("Infinity", "Not a number."),
+        # Decimal reads them; scaling the first overflowed (a 500), the other took seconds of CPU
+        ("1e999999", "1E+999999 EUR is outside what one payment may be"),
+        ("9e999998", "9E+999998 EUR is outside what one payment may be"),
+        ("1e400000", "1E+400000 EUR is outside what one payment may be"),
     ],
 )
 def test_an_invalid_amount_is_said_beside_it_and_nothing_is_offered_to_confirm(ops_client, typed, words):

@@ -993,3 +993,25 @@ def run_json(*args: str) -> str:
     out = io.StringIO()
     call_command(*args, "--json", stdout=out, stderr=io.StringIO())
     return out.getvalue()
+
+
+@pytest.mark.parametrize("typed", ["1e999999", "9e999998"])
+def test_an_amount_too_large_to_scale_is_refused_by_the_service_and_the_command(ops_user, typed):
+    payment = paying_booking()
+    refused = rf"^'?{re.escape(str(Decimal(typed)))} EUR is outside what one payment may be"
+
+    with pytest.raises(ValidationFailed, match=refused):
+        refund(payment, ops_user, typed)
+    with pytest.raises(CommandError, match=refused):
+        call_command(
+            "refund_payment",
+            payment.booking.reference,
+            f"--amount={typed}",
+            "--no-live",
+            "--yes",
+            "--as",
+            ops_user.username,
+            stdout=io.StringIO(),
+            stderr=io.StringIO(),
+        )
+    assert not PaymentOperation.objects.filter(payment=payment).exists()
