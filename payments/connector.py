@@ -597,9 +597,10 @@ def verify_event(body: bytes, signature: str) -> dict[str, Any]:
         stripe.WebhookSignature.verify_header(body, signature, secret, tolerance=None)
     except (stripe.SignatureVerificationError, ValueError) as error:
         raise UnverifiedEvent(str(error)[:300]) from error
-    skew = _signed_at(signature) - time.time()
+    skew = _signed_at(signature) - int(time.time())  # whole seconds: a t= of 400 digits is no float
     if abs(skew) > tolerance:
-        raise StaleEvent(f"made {abs(skew):.0f} s {'ahead of' if skew > 0 else 'before'} our clock")
+        apart = f"{abs(skew)} s" if abs(skew) < 10**12 else "more than 10^12 s"
+        raise StaleEvent(f"made {apart} {'ahead of' if skew > 0 else 'before'} our clock")
     try:
         data = json.loads(body)
     except (ValueError, RecursionError) as error:
