@@ -33,12 +33,23 @@ OPTION_REFUSED = "validation_error"
 UNAVAILABLE = "service_unavailable"
 
 
+def _coded(message: str, code: str) -> CommandError:
+    """A CommandError as any other (stderr says "CommandError: …"), coded for --json."""
+    error = CommandError(message)
+    error.code = code  # type: ignore[attr-defined]
+    return error
+
+
 def option_error(message: str) -> CommandError:
     """The refusal of an option the command cannot take (a day that is not one, a window out of
-    bounds): a CommandError as any other (stderr says "CommandError: …"), coded for --json."""
-    error = CommandError(message)
-    error.code = OPTION_REFUSED  # type: ignore[attr-defined]
-    return error
+    bounds)."""
+    return _coded(message, OPTION_REFUSED)
+
+
+def unavailable(message: str) -> CommandError:
+    """The refusal for a store the command found not answering before it began (a probe), as
+    `unavailable_error` says one it ran into: a script tells an outage from a refusal by its code."""
+    return _coded(message, UNAVAILABLE)
 
 
 # What a command says of the database's refusal, by its cause (`database_errors.cause_of`), and
@@ -79,9 +90,7 @@ def unavailable_error(exc: Exception) -> CommandError | None:
         )
     else:
         return None
-    error = CommandError(f"{words} ({one_line(exc)}). {then}")
-    error.code = UNAVAILABLE  # type: ignore[attr-defined]
-    return error
+    return unavailable(f"{words} ({one_line(exc)}). {then}")
 
 
 def command_error_body(exc: CommandError) -> dict[str, Any]:

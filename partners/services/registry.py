@@ -132,8 +132,12 @@ class OfferSpec:
 def _base_url_error(base_url: str) -> str | None:
     """Why `base_url` is not a partner's http(s) base URL, or None. Not URLValidator: it refuses
     internal host names without a dot (http://sandbox:8101)."""
-    url = urlsplit(base_url)
-    if url.scheme not in ("http", "https") or not url.hostname or url.query or url.fragment:
+    try:
+        url = urlsplit(base_url)
+        host = url.hostname  # ValueError for a bracketed host that is no IPv6 address
+    except ValueError:  # an unclosed "[" (http://[::1)
+        return f"Not an http(s) base URL: {_shown(base_url)}."
+    if url.scheme not in ("http", "https") or not host or url.query or url.fragment:
         return f"Not an http(s) base URL: {_shown(base_url)}."
     try:
         port = url.port  # ValueError past 65535 or not digits

@@ -208,6 +208,14 @@ def _replace(args: list[str], flag: str, value: str) -> list[str]:
             )
             for port in ("99999", "0", "65536", "x")
         ),
+        *(  # urlsplit's own refusals (an unclosed or misplaced bracket): a traceback, once
+            pytest.param(
+                _replace(BASE, "--base-url", url),
+                f"base_url: Not an http(s) base URL: {url!r}.",
+                id=f"base-url-brackets-{n}",
+            )
+            for n, url in enumerate(("http://[::1", "http://[zz]/", "http://x]/"))
+        ),
         pytest.param(
             _replace(BASE, "--base-url", "http://user:secret@127.0.0.1:8101"),
             "base_url: No user or password in it (the partner's key is --api-key)",
@@ -470,3 +478,19 @@ def test_a_bad_offer_leaves_an_existing_partner_as_it_was():
         upsert(*_replace(BASE, "--api-key", "k-new"), "--offer", "room:10:EUR:0")
 
     assert Partner.objects.get().api_key == "k-1"
+
+
+def test_a_refused_setting_with_json_is_a_validation_error_naming_its_field():
+    out = StringIO()
+    with pytest.raises(CommandError):
+        call_command("partner_upsert", *_replace(BASE, "--base-url", "http://[::1"), "--json", stdout=out)
+
+    words = "Not an http(s) base URL: 'http://[::1'."
+    assert json.loads(out.getvalue()) == {
+        "error": {
+            "code": "validation_error",
+            "message": f"Invalid partner settings. base_url: {words}",
+            "fields": {"base_url": [words]},
+        }
+    }
+    assert Partner.objects.count() == 0

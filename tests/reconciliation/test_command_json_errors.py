@@ -80,7 +80,7 @@ def run_failing(*args: str) -> tuple[CommandError, dict]:
                 "--api-key=k",
                 "--timeouts=slow",
             ],
-            "command_error",
+            "validation_error",
             id="partner-upsert",
         ),
     ],

@@ -241,8 +241,11 @@ def test_retry_and_reconcile_commands_with_redis_down_say_so_in_a_line(
         stderr=io.StringIO(),
     )
     assert f"Submission requested, {NOT_QUEUED}" in " ".join(out.getvalue().split())
-    with pytest.raises(CommandError, match=r"Our queue \(Redis\) is not answering; nothing was swept"):
+    with pytest.raises(
+        CommandError, match=r"Our queue \(Redis\) is not answering; nothing was swept"
+    ) as refused:
         call_command("reconcile", stdout=io.StringIO())
+    assert refused.value.code == "service_unavailable"  # --json: an outage, as the API's 503
 
 
 # --- the sweeper's own sends --------------------------------------------------------------------

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 from django.core.management.base import CommandError, CommandParser
 
-from config.commands import JsonCommand
+from config.commands import JsonCommand, option_error
 from config.errors import ValidationFailed
 from partners.models import Adapter
 from partners.services import signatures
@@ -24,7 +22,7 @@ def _timeouts(text: str) -> tuple[float, float]:
     try:
         connect, read = (float(part) for part in text.split(","))
     except ValueError:
-        raise CommandError(f"--timeouts {text!r}: expected CONNECT,READ seconds, e.g. 2,10") from None
+        raise option_error(f"--timeouts {text!r}: expected CONNECT,READ seconds, e.g. 2,10") from None
     return connect, read
 
 
@@ -90,7 +88,7 @@ class Command(JsonCommand):
             )
         except ValidationFailed as exc:
             details = "; ".join(f"{k}: {' '.join(v)}" for k, v in exc.fields.items())
-            raise CommandError(f"{exc.message} {details}".strip()) from None
+            raise CommandError(f"{exc.message} {details}".strip()) from exc  # --json: its code and fields
         for warning in unset_variables(partner):
             self.stderr.write(self.style.WARNING(f"Warning: {warning}"))
         result = {
@@ -104,7 +102,7 @@ class Command(JsonCommand):
             "offers": [o.product_id for o in offers],
         }
         if options["json"]:
-            self.stdout.write(json.dumps(result))
+            self.write_json(result)
         else:
             verb = "Registered" if created else "Updated"
             self.stdout.write(self.style.SUCCESS(f"{verb} partner {partner.code} ({partner.adapter})"))

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from config.commands import JsonCommand
+from config.commands import JsonCommand, unavailable
 from config.errors import NotFound
 from partners.models import Partner
 from reconciliation.services.support.owed import queue_answers
@@ -32,7 +32,7 @@ class Command(JsonCommand):
                 known = ", ".join(Partner.objects.values_list("code", flat=True)) or "none"
                 raise NotFound(f"No partner {options['partner']!r} (known: {known}).")
         if not options["dry_run"] and not queue_answers():
-            raise CommandError("Our queue (Redis) is not answering; nothing was swept. Try again shortly.")
+            raise unavailable("Our queue (Redis) is not answering; nothing was swept. Try again shortly.")
         if options["json"]:
             report = self._sweep(dry_run=options["dry_run"], partner=partner)
             self.write_json(report.as_dict())
