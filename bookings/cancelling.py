@@ -453,7 +453,7 @@ def free_cancel_words(booking: Booking, money: Money | None) -> str:
     not say it is let go. The page and the mails say it beside them; and so while a cancel that did
     not complete is with our support team (`Booking.cancel_with_support`): still asked, not done."""
     cancelled = (
-        booking.status in (BookingState.CANCEL_REQUESTED, BookingState.CANCELLED)
+        booking.effective_state in (BookingState.CANCEL_REQUESTED, BookingState.CANCELLED)
         or booking.cancel_with_support
     )
     if money is None or booking.cancellation_fee is not None or not cancelled:
@@ -461,7 +461,7 @@ def free_cancel_words(booking: Booking, money: Money | None) -> str:
     amount = f"{money.amount:.2f} {money.currency}"
     # Asked, not done: the money waits for the cancellation (`payments.decisions.owed`), which the
     # partner may yet refuse (or has, and support takes it up: the hold waits for what they settle).
-    done = booking.status == BookingState.CANCELLED
+    done = booking.effective_state == BookingState.CANCELLED
     if money.code == CustomerMoney.AUTHORIZING:
         when = "" if done else " once the cancellation is done"
         return f"Cancelling is free: whatever your bank answers, any hold of {amount} is released{when}."
@@ -481,7 +481,8 @@ def not_going_ahead_words(booking: Booking, money: Money | None) -> str:
     a hold asked for or held is let go at once: said beside the money, whose own words ("you are
     not charged yet") alone would leave a charge to come. Not for one confirmed first (the
     partner took it back): its capture may be out, and the hold charged, then refunded."""
-    ended = booking.status in TERMINAL_STATES and booking.status != BookingState.CANCELLED
+    end = booking.effective_state  # an end support took up for a stray is that end still
+    ended = end in TERMINAL_STATES and end != BookingState.CANCELLED
     if money is None or not ended or booking.confirmed_shown_at is not None:
         return ""
     amount = f"{money.amount:.2f} {money.currency}"
@@ -526,7 +527,7 @@ def money_words(booking: Booking, money: Money) -> str:
     booking says while its refund is on its way (`refund_due`: from the cancel's confirmation, not
     from the provider's answer). While the cancel is asked and the partner has not confirmed it,
     nothing is refunded, charged or released yet: only that a free cancel lets a hold go."""
-    if booking.status == BookingState.CANCELLED:
+    if booking.effective_state == BookingState.CANCELLED:
         more = after_cancel(booking, money)
     else:
         more = free_cancel_words(booking, money) or not_going_ahead_words(booking, money)

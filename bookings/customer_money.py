@@ -189,9 +189,10 @@ def refund_due(booking: Booking, money: Money | None) -> Decimal:
     """What a cancelled booking's charge still has to give back to the card, from the cancel's
     confirmation until the refund is answered: what was paid beyond the fee the cancel fixed
     (`booking.cancellation_fee`; none fixed, cancelled for free), as the payment side refunds it
-    (`payments.decisions.owed`, `next_step`). Zero for any other booking or money. No query: the
+    (`payments.decisions.owed`, `next_step`), support having its stray reservation or not
+    (`Booking.effective_state`). Zero for any other booking or money. No query: the
     customer's pages and mails say it ("are refunding") and keep following it before the
     provider has even been asked."""
-    if money is None or money.code not in _REFUNDABLE or booking.status != BookingState.CANCELLED:
+    if money is None or money.code not in _REFUNDABLE or booking.effective_state != BookingState.CANCELLED:
         return Decimal(0)
     return max(money.paid - (booking.cancellation_fee or Decimal(0)), Decimal(0))

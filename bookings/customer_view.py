@@ -187,8 +187,8 @@ def facts_of(booking: Booking) -> Facts:
     change the view (the unconfirmed ends, with support or not), so the common path pays no query
     for it. The money is what the customer is told already: only the payment side's news changes
     it (`stage`)."""
-    ended_as = booking.attention_from if booking.ended_with_support else ""
-    shown_as = ended_as or booking.status
+    ended_as = booking.ended_as
+    shown_as = booking.effective_state
     return Facts(
         partner_may_hold=shown_as in _ENDED_MESSAGE and ports.partner_may_hold(booking.pk),
         confirmed_shown=booking.confirmed_shown_at is not None,
@@ -267,7 +267,7 @@ def awaited(booking: Booking) -> Awaited | None:
 def _refund_to_come(booking: Booking) -> bool:
     """Cancelled, and charged beyond the fee its cancel fixed: the refund is the provider's to make
     (`refund_due`), so the page keeps following it rather than saying nothing is awaited."""
-    return booking.status == S.CANCELLED and refund_due(booking, money_shown(booking)) > 0
+    return booking.effective_state == S.CANCELLED and refund_due(booking, money_shown(booking)) > 0
 
 
 def awaiting_news(booking: Booking) -> bool:

@@ -354,6 +354,20 @@ class Booking(ConcurrentTransitionMixin, CancellationTerms):
         return self.status == BookingState.NEEDS_ATTENTION and self.attention_from in TERMINAL_STATES
 
     @property
+    def ended_as(self) -> str:
+        """The end the booking had reached when support took it up (`ended_with_support`), ''
+        otherwise: the customer's booking is in that end, and what it owes is that end's
+        (`payments.decisions.owed`), as is what the customer is shown (`customer_view`)."""
+        return self.attention_from if self.ended_with_support else ""
+
+    @property
+    def effective_state(self) -> str:
+        """The state the customer's booking is in: its end while support has what the partner
+        still holds of it (`ended_as`), else its status. Its money follows it (a refund less the
+        fee, a hold released), and its customer is told of it as of that end."""
+        return self.ended_as or self.status
+
+    @property
     def customer_may_cancel(self) -> bool:
         """Whether the customer is offered to cancel (the page's button, the API's `links.cancel`
         and `if_cancelled`): the state allows it, their cancel is not already with support, and

@@ -13,6 +13,7 @@ ZERO = Decimal("0.00")
 # What the booking's final state owes (docs/design.md, "Money"), spelled out here on purpose: the
 # checks are an oracle of their own, not the product's rule read back.
 OWE_NOTHING = frozenset({"rejected", "failed", "expired"})
+ENDS = OWE_NOTHING | {"cancelled"}
 PARTNER_TOOK_IT_BACK = frozenset({"partner_cancelled_confirmed", "partner_lost_reservation"})
 # Refusals of a step in a row after which it is left to support: the run pins the product's
 # PAYMENTS_REFUSED_MAX_TRIES to it (`chaos.payments`), so a refund or a release refused for good
@@ -36,6 +37,9 @@ class PaymentRow:
     attention_reason: str = ""
     confirmed_ever: bool = False  # the booking reached confirmed at some time
     cancellation_fee: Decimal | None = None  # fixed when a cancel of the confirmed booking was asked
+    # With support, the state its timeline's latest move into needs_attention came from: an end
+    # (support took up a stray reservation of an ended booking) owes what that end owes.
+    attention_from: str = ""
     next_check_at: datetime | None = None  # our next look at the payment
     # Owed after a refund the card refused, paid back by support another way: given back, though
     # the provider never saw it (so not in its refunds, nor in ours compared with them).
@@ -53,13 +57,16 @@ class PaymentRow:
 
     def owed(self) -> Decimal | None:
         """What the booking owes at rest; None while that is not decided."""
-        if self.booking_status == "confirmed":
+        status = self.booking_status
+        if status == "needs_attention" and self.attention_from in ENDS:
+            status = self.attention_from  # the customer's booking had ended: support's stray is not it
+        if status == "confirmed":
             return self.amount
-        if self.booking_status == "cancelled":
+        if status == "cancelled":
             return self.cancellation_fee or ZERO
-        if self.booking_status in OWE_NOTHING:
+        if status in OWE_NOTHING:
             return ZERO
-        if self.booking_status == "needs_attention" and self.confirmed_ever:
+        if status == "needs_attention" and self.confirmed_ever:
             return ZERO if self.attention_reason in PARTNER_TOOK_IT_BACK else None
         return None
 
@@ -68,6 +75,7 @@ class PaymentRow:
         return (
             f"payment {self.payment} {self.status} {self.amount} {self.currency}: captured {self.captured}, "
             f"refunded {self.refunded}, intent {self.provider_intent or '-'}; booking {self.booking_status}"
+            f"{' from ' + self.attention_from if self.attention_from else ''}"
             f"{' (' + self.attention_reason + ')' if self.attention_reason else ''}, "
             f"{'confirmed once' if self.confirmed_ever else 'never confirmed'}, fee {fee}"
             + (

@@ -242,6 +242,19 @@ def money_truth(partner_codes: list[str], provider: PaymentProvider) -> MoneyTru
             booking__in=[p.booking_id for p in payments], to_state="confirmed"
         ).values_list("booking_id", flat=True)
     )
+    # Where each booking with support came from: its latest move into needs_attention, read off
+    # the timeline (not the product's `attention_from`: the oracle keeps its own account).
+    attention_from: dict[Any, str] = {}
+    for booking_id, from_state in (
+        BookingEvent.objects.filter(
+            booking__in=[p.booking_id for p in payments if p.booking.status == "needs_attention"],
+            to_state="needs_attention",
+        )
+        .exclude(from_state="needs_attention")
+        .order_by("occurred_at", "id")
+        .values_list("booking_id", "from_state")
+    ):
+        attention_from[booking_id] = from_state  # the latest wins
     refusals: dict[tuple[Any, str], list[str]] = {}
     for payment, kind, key in (
         PaymentOperation.objects.filter(
@@ -268,6 +281,7 @@ def money_truth(partner_codes: list[str], provider: PaymentProvider) -> MoneyTru
             attention_reason=p.booking.attention_reason or "",
             confirmed_ever=p.booking_id in confirmed,
             cancellation_fee=p.booking.cancellation_fee,
+            attention_from=attention_from.get(p.booking_id, ""),
             next_check_at=p.next_check_at,
             refused_refunds_owed=p.refused_refunds_owed,
             refund_refusals=tuple(refusals.get((p.pk, OperationKind.REFUND.value), ())),

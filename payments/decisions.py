@@ -32,6 +32,16 @@ class BookingFacts:
     price: Decimal
     # Fixed when a cancel of the confirmed booking was asked for (bookings.pricing).
     cancellation_fee: Decimal | None
+    # The end it had reached when support took it up for what the partner still holds of it (a
+    # stray reservation it would not release: `Booking.ended_as`), '' otherwise. The customer's
+    # booking has ended all the same, and owes what that end owes.
+    ended_as: str = ""
+
+    @property
+    def owes_as(self) -> str:
+        """The state whose rule decides what it owes (`owed`): its end, when support took it up
+        after it had ended; else its state."""
+        return self.ended_as or self.state
 
 
 def owed(booking: BookingFacts) -> Decimal | None:
@@ -39,15 +49,18 @@ def owed(booking: BookingFacts) -> Decimal | None:
 
     confirmed: the price. Cancelled: the fee its cancel fixed (nothing when cancelled before the
     partner confirmed). Rejected, failed, expired, and confirmed then taken back by the partner:
-    nothing. Anything still open, and support's other cases: not decided.
+    nothing. An end support took up for a stray reservation (`ended_as`): what that end owes,
+    support's work at the partner changes nothing of it. Anything still open, and support's
+    other cases: not decided.
     """
-    if booking.state == S.CONFIRMED:
+    state = booking.owes_as
+    if state == S.CONFIRMED:
         return booking.price
-    if booking.state == S.CANCELLED:
+    if state == S.CANCELLED:
         return booking.cancellation_fee or ZERO
-    if booking.state in TERMINAL_STATES:
+    if state in TERMINAL_STATES:
         return ZERO
-    if booking.state == S.NEEDS_ATTENTION and booking.confirmed:
+    if state == S.NEEDS_ATTENTION and booking.confirmed:
         return ZERO if booking.attention_reason in PARTNER_TOOK_IT_BACK else None
     return None
 
@@ -124,8 +137,8 @@ def next_step(*, booking: BookingFacts, payment: Held, open_operation: bool, lap
                 return Plan(Step.VOID, why="the hold would lapse before the booking is decided")
             return Plan(Step.NOTHING, why=f"held while the booking is {booking.state}")
         if due > 0 and booking.confirmed:
-            return Plan(Step.CAPTURE, min(due, payment.amount), f"owed {due} as {booking.state}")
-        return Plan(Step.VOID, why=f"nothing owed as {booking.state}")
+            return Plan(Step.CAPTURE, min(due, payment.amount), f"owed {due} as {booking.owes_as}")
+        return Plan(Step.VOID, why=f"nothing owed as {booking.owes_as}")
     if payment.status == P.CAPTURED and payment.failed_refunds_owed > 0:
         return Plan(
             Step.NOTHING, why=f"a refund of {payment.failed_refunds_owed} failed at the card (support's)"
@@ -133,7 +146,7 @@ def next_step(*, booking: BookingFacts, payment: Held, open_operation: bool, lap
     if payment.status == P.CAPTURED and due is not None:
         paid = payment.paid
         if paid > due:
-            return Plan(Step.REFUND, paid - due, f"paid {paid}, owed {due} as {booking.state}")
+            return Plan(Step.REFUND, paid - due, f"paid {paid}, owed {due} as {booking.owes_as}")
         if paid < due:
             return Plan(Step.NOTHING, why=f"short: paid {paid}, owed {due} (support's decision)")
     return Plan(Step.NOTHING, why=f"{payment.status}, owed {due}")

@@ -127,6 +127,7 @@ def booking_facts(booking: Booking) -> decisions.BookingFacts:
         attention_reason=booking.attention_reason,
         price=booking.total_price,
         cancellation_fee=booking.cancellation_fee,
+        ended_as=booking.ended_as,
     )
 
 

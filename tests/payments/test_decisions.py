@@ -4,6 +4,7 @@ confirmed, never a refund of more than was paid beyond what is owed)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -52,6 +53,102 @@ def held(status: str, captured: Decimal = ZERO, refunded: Decimal = ZERO) -> Hel
 )
 def test_what_a_booking_owes(booking, due):
     assert owed(booking) == due
+
+
+# --- an ended booking support took up for a stray reservation (`Booking.ended_as`) ---------------
+FEE = Decimal("90.00")
+# What each end owes, confirmed first or not, with a fee fixed by a cancel or none.
+OWED_AT_END = {
+    (S.CANCELLED, True, FEE): FEE,
+    (S.CANCELLED, True, None): ZERO,  # cancelled for free, or after the partner took it back
+    (S.CANCELLED, False, None): ZERO,
+    **{
+        (end, confirmed, None): ZERO
+        for end in (S.REJECTED, S.FAILED, S.EXPIRED)
+        for confirmed in (False, True)
+    },
+}
+
+
+def with_support(end: str, *, confirmed: bool, fee: Decimal | None, reason: str) -> BookingFacts:
+    """The booking as support has it: in needs_attention, for `reason`, from `end`."""
+    return replace(
+        facts(end, confirmed=confirmed, fee=fee),
+        state=S.NEEDS_ATTENTION,
+        attention_reason=reason,
+        ended_as=end,
+    )
+
+
+@pytest.mark.parametrize(("end", "confirmed", "fee"), sorted(OWED_AT_END, key=str))
+@pytest.mark.parametrize(
+    "reason", ["compensation_failed", "partner_mismatch", "partner_cancelled_confirmed", "worker_gave_up"]
+)
+def test_an_end_support_takes_up_owes_what_that_end_owes(end, confirmed, fee, reason):
+    """The customer's booking has ended all the same: support's reason for the stray, whatever it
+    is, decides nothing of its money (it waited, undecided, for support to resolve the stray)."""
+    due = OWED_AT_END[(end, confirmed, fee)]
+
+    assert owed(facts(end, confirmed=confirmed, fee=fee)) == due
+    assert owed(with_support(end, confirmed=confirmed, fee=fee, reason=reason)) == due
+
+
+@pytest.mark.parametrize("confirmed", [False, True])
+def test_support_still_decides_the_money_of_a_booking_that_had_not_ended(confirmed):
+    # from pending_partner, confirmed, cancel_requested: `Booking.ended_as` is '' for them
+    booking = BookingFacts(
+        state=S.NEEDS_ATTENTION,
+        confirmed=confirmed,
+        attention_reason="compensation_failed",
+        price=PRICE,
+        cancellation_fee=None,
+        ended_as="",
+    )
+
+    assert owed(booking) is None
+
+
+@pytest.mark.parametrize(
+    ("booking", "payment", "step", "amount"),
+    [
+        # cancelled and charged: the refund less the fee, as without support
+        (
+            with_support(S.CANCELLED, confirmed=True, fee=FEE, reason="compensation_failed"),
+            held(P.CAPTURED, PRICE),
+            Step.REFUND,
+            PRICE - FEE,
+        ),
+        # refunded already: nothing more (no refund twice)
+        (
+            with_support(S.CANCELLED, confirmed=True, fee=FEE, reason="compensation_failed"),
+            held(P.CAPTURED, PRICE, PRICE - FEE),
+            Step.NOTHING,
+            None,
+        ),
+        # cancelled with a fee and held: the fee captured, the rest released, as without support
+        (
+            with_support(S.CANCELLED, confirmed=True, fee=FEE, reason="compensation_failed"),
+            held(P.AUTHORIZED),
+            Step.CAPTURE,
+            FEE,
+        ),
+        *(
+            (
+                with_support(end, confirmed=False, fee=None, reason="compensation_failed"),
+                held(P.AUTHORIZED),
+                Step.VOID,
+                None,
+            )
+            for end in (S.CANCELLED, S.REJECTED, S.FAILED, S.EXPIRED)
+        ),
+    ],
+)
+def test_an_end_support_takes_up_is_refunded_or_released_at_once(booking, payment, step, amount):
+    plan = next_step(booking=booking, payment=payment, open_operation=False, lapse_due=False)
+
+    assert (plan.step, plan.amount) == (step, amount)
+    assert plan.why.endswith(f"as {booking.ended_as}") or step == Step.NOTHING
+    assert at_rest(booking=booking, payment=payment) is (step == Step.NOTHING)
 
 
 @pytest.mark.parametrize(

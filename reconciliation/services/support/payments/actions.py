@@ -493,7 +493,7 @@ def support_capture(
         kind=OperationKind.CAPTURE,
         amount=lambda s: s.capture_amount,
         summary=lambda s, amount: (
-            f"Capture of {amount} {s.currency} asked by {operator.label} (owed as {s.booking.status})"
+            f"Capture of {amount} {s.currency} asked by {operator.label} (owed as {s.owes_as})"
         ),
     )
 

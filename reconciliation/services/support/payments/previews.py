@@ -119,7 +119,7 @@ def _effects(
             [
                 f"Capture {s.capture_amount} {money} of the {payment.amount} {money} hold {key}; "
                 + (f"the rest, {rest} {money}, is released." if rest > 0 else "the whole hold is taken."),
-                f"The booking owes {s.owed} {money} as {s.booking.status}.",
+                f"The booking owes {s.owed} {money} as {s.owes_as}.",
                 "The provider's answer enters through the one door; an unknown outcome is asked again "
                 "under the same key.",
             ],
@@ -188,7 +188,7 @@ def short_of_owed(s: PaymentSituation, amount: Decimal) -> list[str]:
     money = s.currency
     return [
         f"After it the customer will have paid {after} {money}, less than the {owed} {money} "
-        f"the booking owes as {s.booking.status} by its policy: automation never charges the "
+        f"the booking owes as {s.owes_as} by its policy: automation never charges the "
         "difference."
     ]
 

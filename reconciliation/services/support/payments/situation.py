@@ -256,6 +256,12 @@ class PaymentSituation:
         return decisions.owed(booking_facts(self.booking))
 
     @property
+    def owes_as(self) -> str:
+        """The state whose rule decides what it owes: an ended booking's end while support has its
+        stray reservation (`Booking.effective_state`), else its status."""
+        return booking_facts(self.booking).owes_as
+
+    @property
     def refundable(self) -> Decimal:
         """What was captured and has not gone back yet, by the provider or another way."""
         if self.payment is None:
@@ -390,7 +396,7 @@ def capture_refusal(s: PaymentSituation) -> str:
         )
     if s.capture_amount is None:
         owed = "not decided yet" if s.owed is None else f"{s.owed} {s.currency}"
-        return f"The booking owes nothing to capture as {s.booking.status} (owed: {owed})."
+        return f"The booking owes nothing to capture as {s.owes_as} (owed: {owed})."
     if s.lapsed:
         return (
             f"The hold lapsed at the provider at {s.payment.authorization_expires_at:%Y-%m-%d %H:%M} UTC: "
@@ -409,7 +415,7 @@ def void_refusal(s: PaymentSituation) -> str:
     owed = s.owed
     if owed is not None and owed > 0:
         return (
-            f"The booking owes {owed} {s.currency} as {s.booking.status}: capture it, or cancel the "
+            f"The booking owes {owed} {s.currency} as {s.owes_as}: capture it, or cancel the "
             "booking (its policy decides what is kept, automation releases the rest)."
         )
     if owed is None and s.booking.status != BookingState.NEEDS_ATTENTION:
