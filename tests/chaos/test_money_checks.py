@@ -201,6 +201,36 @@ def test_a_booking_the_partner_took_back_owes_nothing_and_one_still_open_is_not_
     assert result.passed and result.figures["undecided"] == 1
 
 
+def test_an_ended_booking_support_took_up_for_a_stray_owes_what_its_end_owes():
+    # cancelled with a fee, then support got its stray: the refund less the fee is owed, as without
+    cancelled = row(
+        booking_status="needs_attention",
+        attention_reason="compensation_failed",
+        attention_from="cancelled",
+        cancellation_fee=Decimal("90.00"),
+    )
+    assert kinds(check_money_owed(snapshot_with([cancelled], [intent()])))[0] == "money_owed_mismatch"
+    refunded = replace(cancelled, refunded=Decimal("270.00"))
+    assert check_money_owed(snapshot_with([refunded], [intent()], [refund()])).passed
+    # expired before the partner confirmed: a hold left is left held, not undecided
+    expired = replace(
+        cancelled,
+        status="authorized",
+        captured=Decimal("0.00"),
+        attention_from="expired",
+        confirmed_ever=False,
+        cancellation_fee=None,
+    )
+    held = intent(status="requires_capture", received=0)
+    assert kinds(check_nothing_held(snapshot_with([expired], [held]))) == ["authorization_left_held"]
+    # support got it before it ended (from pending_partner): still support's, not judged
+    pending = replace(
+        expired, attention_from="pending_partner", status="captured", captured=Decimal("360.00")
+    )
+    result = check_money_owed(snapshot_with([pending], [intent()]))
+    assert result.passed and result.figures["undecided"] == 1
+
+
 def test_our_row_disagreeing_with_the_provider_is_a_violation():
     result = check_money_owed(snapshot_with([row(refunded=Decimal("10.00"))], [intent()]))
 

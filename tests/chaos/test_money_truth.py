@@ -7,6 +7,7 @@ held) and told, with nothing to forgive."""
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -124,3 +125,41 @@ def test_a_release_the_payments_app_left_to_support_is_judged_refused_for_good_a
     provider.truth["payment_intents"] = [{**held, "status": "canceled"}]
     gone = check_nothing_held(read_back([booking.partner.code], provider, tmp_path))
     assert [v.kind for v in gone.violations] == ["release_refused_not_held"]
+
+
+def test_an_ended_booking_support_took_up_is_read_with_the_end_its_timeline_shows(db):
+    """The oracle reads where support got the booking off its timeline (its latest move into
+    needs_attention), not off the product's own `attention_from`, and judges what that end owes."""
+    from django.db import transaction
+
+    from bookings.models import Actor, Booking
+    from bookings.services import apply_transition, lock_booking
+    from tests.reconciliation.paying import paying_booking
+
+    payment = paying_booking(status="cancelled", booking_fields={"cancellation_fee": "90.00"})
+    with transaction.atomic():
+        booking = lock_booking(payment.booking_id)
+        apply_transition(booking, "flag_for_attention", actor=Actor.WORKER, reason="compensation_failed")
+    Booking.objects.filter(pk=booking.pk).update(attention_from="")  # not what the oracle reads
+    provider = Provider(
+        {
+            "payment_intents": [
+                {
+                    "id": payment.provider_intent_id,
+                    "status": "succeeded",
+                    "amount": 36_000,
+                    "amount_received": 36_000,
+                    "metadata": {"payment": str(payment.pk), "booking": booking.reference},
+                }
+            ],
+            "refunds": [],
+        }
+    )
+
+    [row] = money_truth([booking.partner.code], provider).payments  # type: ignore[arg-type]
+
+    assert (row.booking_status, row.attention_from, row.owed()) == (
+        "needs_attention",
+        "cancelled",
+        Decimal("90.00"),
+    )

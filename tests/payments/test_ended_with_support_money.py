@@ -215,3 +215,30 @@ def test_an_expired_booking_whose_reservation_goes_to_support_has_its_hold_relea
     assert_money_at_rest(p, booking, owed=Decimal("0.00"), code="released")
     assert status_of(booking) == S.NEEDS_ATTENTION
     assert told(booking) == "We released the 360.00 EUR we were holding on your card: you were not charged."
+
+
+def test_the_payments_of_ended_bookings_already_with_support_are_due_again_after_the_migration(db):
+    """Left at rest by the rule before (undecided), they would wait for support; due, the sweeper
+    runs them. Only those: support's other cases still wait for support."""
+    import importlib
+
+    from django.apps import apps
+
+    from tests.reconciliation.paying import paying_booking
+
+    def with_support(attention_from: str, payment_status: str = "captured") -> Payment:
+        return paying_booking(
+            status=S.NEEDS_ATTENTION,
+            payment_status=payment_status,
+            booking_fields={"attention_from": attention_from, "attention_reason": "compensation_failed"},
+            next_check_at=None,
+        )
+
+    ended = [with_support(S.CANCELLED), with_support(S.EXPIRED, "authorized")]
+    waiting = [with_support(S.PENDING_PARTNER), with_support(S.CANCELLED, "voided")]
+    migration = importlib.import_module("payments.migrations.0012_ended_with_support_due_again")
+
+    migration.ended_with_support_due_again(apps, None)
+
+    assert all(Payment.objects.get(pk=p.pk).next_check_at is not None for p in ended)
+    assert all(Payment.objects.get(pk=p.pk).next_check_at is None for p in waiting)
