@@ -4,16 +4,18 @@ it is done, beside the money on the booking's page and in the API (`money_words`
 
 The fee is the offer's policy (`bookings.pricing.cancellation_fee`), and `fee_if_cancelled` is
 the one rule of when it applies: `booking_request_cancel` fixes it with it, and the cancel page
-shows it with it. Fixed once, by the cancel of the confirmed booking, it stands for the cancel
-support asks again on the customer's behalf after the first one did not complete (the partner
-would not cancel), as the payment side owes it once cancelled. The rest is what the payment side
-then does for a cancelled booking (`payments.decisions.next_step`, owing the fee): a hold is
-released, or charged for the fee and the rest released; what was paid beyond the fee is
-refunded; nothing more is ever charged. While a charge's outcome is not known
-(`charge_unknown`), which of those it will be is not known either: the customer is told their
-money comes back, as a release or a refund. What the provider holds is read from what the
-customer was last told (`customer_money.Money`): no query, and the page never contradicts its
-own money line.
+shows it with it (`fee_told`: the fee as the money can pay it). What was shown can change before
+the customer confirms (the partner confirms, the cut-off passes): the page and the API send back
+the fee they showed, and a cancel that would now take more is refused, never charged. Fixed
+once, by the cancel of the confirmed booking, it stands for the cancel support asks again on the
+customer's behalf after the first one did not complete (the partner would not cancel), as the
+payment side owes it once cancelled. The rest is what the payment side then does for a cancelled
+booking (`payments.decisions.next_step`, owing the fee): a hold is released, or charged for the
+fee and the rest released; what was paid beyond the fee is refunded; nothing more is ever
+charged. While a charge's outcome is not known (`charge_unknown`), which of those it will be is
+not known either: the customer is told their money comes back, as a release or a refund. What
+the provider holds is read from what the customer was last told (`customer_money.Money`): no
+query, and the page never contradicts its own money line.
 
 The policy itself is put into words here too (`Policy`, `StayPolicy`), once for every place that
 shows it: the offers and the quote's page before Book, the API's offers and quotes, the cancel
@@ -322,6 +324,13 @@ def cancel_money(booking: Booking, *, at: datetime) -> CancelMoney:
     if paid > owed:
         return CancelMoney(Outcome.REFUND_LESS_FEE, paid=paid, fee=owed, refund=paid - owed, **told)
     return CancelMoney(Outcome.NOTHING_TO_REFUND, paid=paid, fee=paid, **told)
+
+
+def fee_told(booking: Booking, *, at: datetime) -> Decimal:
+    """The fee the customer is told cancelling at `at` takes (the cancel page's, the API's
+    `if_cancelled.fee`): `fee_if_cancelled` as far as their money can pay it. What a cancel
+    confirmed on a page must not exceed (`booking_request_cancel`'s `expected_fee`)."""
+    return cancel_money(booking, at=at).fee
 
 
 def release_or_refund(

@@ -7,6 +7,7 @@ import json
 import logging
 from dataclasses import dataclass
 from datetime import date, datetime
+from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
@@ -16,14 +17,14 @@ from django.utils import timezone
 from django_fsm import ConcurrentTransition, TransitionNotAllowed, can_proceed
 
 from bookings import catalogue, customer_view, ports
-from bookings.cancelling import fee_if_cancelled
+from bookings.cancelling import fee_if_cancelled, fee_told
 from bookings.customer_money import MONEY_HELD, PaymentFacts
 from bookings.models import Actor, Booking, Offer, Quote, new_reference
 from bookings.pricing import Stay, confirmation_deadline, price_stay, unit_count, validate_stay
 from bookings.states import CANCEL_ACCEPTED, BookingState, did_not_go_ahead
 from bookings.timeline import new_event
 from config.db import insert_together
-from config.errors import InvalidTransition, Unprocessable, ValidationFailed
+from config.errors import Conflict, InvalidTransition, Unprocessable, ValidationFailed
 from config.logging import log_context
 
 logger = logging.getLogger(__name__)
@@ -379,6 +380,23 @@ def _not_cancellable(booking: Booking) -> InvalidTransition:
     )
 
 
+def _fee_changed(booking: Booking, *, shown: Decimal, now: Decimal) -> Conflict:
+    """The refusal of a cancel that would now cost more than the customer was shown when they
+    confirmed it (the cut-off passed, the partner confirmed meanwhile): nothing is cancelled, and
+    the customer is told the new fee, to confirm again or keep the booking."""
+    fee = f"{now:.2f} {booking.currency}"
+    if shown == 0:
+        change = f"cancelling is no longer free: it now costs a cancellation fee of {fee}"
+    else:
+        change = f"the cancellation fee is now {fee}, not {shown:.2f} {booking.currency}"
+    return Conflict(
+        f"The cost of cancelling booking {booking.reference} has changed since it was shown to you: "
+        f"{change}. Nothing has been cancelled: check what cancelling does now, and confirm again "
+        "if you still want to cancel.",
+        code="cancellation_fee_changed",
+    )
+
+
 def booking_request_cancel(
     *,
     booking_id: UUID,
@@ -387,11 +405,18 @@ def booking_request_cancel(
     kind: str = "booking.cancel_requested",
     summary: str = "Cancellation requested",
     data: dict[str, Any] | None = None,
+    expected_fee: Decimal | None = None,
 ) -> Booking:
     """Ask for a cancellation; idempotent while one is under way or done, and, for the customer,
     while their cancel is with our support team (`Booking.cancel_with_support`: asked again, it
     is the same cancel, and would only send it round the same failure). The move writes one
-    timeline row: support names it as its correction (`kind`, `summary`, `data`)."""
+    timeline row: support names it as its correction (`kind`, `summary`, `data`).
+
+    `expected_fee` is the fee the customer was shown when they confirmed (the cancel page's,
+    the API's `if_cancelled.fee`): a cancel that would now take more (`fee_told`, judged under
+    the booking's lock) is refused, nothing cancelled and no fee fixed, so that nobody is charged
+    a fee they were not shown; one that takes as much or less goes ahead. Without it (an API
+    client that sends none, support) the fee is fixed as it stands now."""
     with transaction.atomic():
         booking = lock_booking(booking_id)
         if booking.status in CANCEL_ACCEPTED:
@@ -406,6 +431,8 @@ def booking_request_cancel(
         if not booking.is_cancellable:
             raise _not_cancellable(booking)
         now = timezone.now()
+        if expected_fee is not None and (fee := fee_told(booking, at=now)) > expected_fee:
+            raise _fee_changed(booking, shown=expected_fee, now=fee)
         booking.next_check_at = now + settings.BOOKING_SUBMIT_GRACE
         fields = ("next_check_at",)
         # What cancelling costs is fixed now, by the offer's policy, whenever it completes (asked

@@ -88,8 +88,23 @@ class InputSerializerExtension(OpenApiSerializerExtension):
         return schema
 
 
+EXPECTED_FEE_HELP = (
+    "The fee the customer was shown and agrees to: the booking's `if_cancelled.fee`, as read "
+    "just before cancelling. If cancelling now would take more (the partner confirmed the "
+    "booking, or the cut-off passed, since it was read), nothing is cancelled and the answer is "
+    "`409 cancellation_fee_changed`: read the booking again, show its new `if_cancelled`, and "
+    "cancel again with its `fee`. As much or less goes ahead. Optional: without it, the cancel "
+    "takes the fee as it stands when it is asked, whatever was shown."
+)
+
+
 class BookingCancelInputSerializer(InputSerializer):
-    """A cancel takes no fields: a `reason` sent would look recorded and is refused instead."""
+    """A cancel takes only the fee the customer was shown (`expected_fee`): any other field (a
+    `reason`) would look recorded and is refused instead."""
+
+    expected_fee = serializers.DecimalField(
+        max_digits=12, decimal_places=2, min_value=0, required=False, help_text=EXPECTED_FEE_HELP
+    )
 
 
 class CalendarDateField(serializers.DateField):
@@ -432,7 +447,9 @@ IF_CANCELLED_HELP = (
     "the fee kept, what is refunded or released, and the cut-off that decides it (the same as "
     "the cancel page says, and the fee the cancel then fixes). Null when the booking cannot be "
     "cancelled (see `links.cancel`). Computed when answered: it changes at `cut_off` without "
-    "`status_version` moving, so read it again without `If-None-Match` just before cancelling."
+    "`status_version` moving, so read it again without `If-None-Match` just before cancelling, "
+    "and send its `fee` as the cancel's `expected_fee`: a cancel that would then take more is "
+    "refused, not charged."
 )
 
 

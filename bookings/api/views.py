@@ -331,27 +331,41 @@ class BookingCancelView(CustomerAPIView):
             "`cancelling` until it is `cancelled`. Idempotent: asking again returns the same "
             "booking with 202, and so does asking while a cancel that did not complete is with our "
             "support team (`cancel_with_support`, `disrupted_cancel_not_done`): it is the same "
-            "cancel. It takes no body: a "
-            "field sent (a `reason`) is refused with 400, not ignored."
+            "cancel. The body is optional and takes one field, `expected_fee`: the "
+            "`if_cancelled.fee` the customer was shown, so that a cancel that would now cost more "
+            "(the partner confirmed, the cut-off passed meanwhile) is refused with 409 instead of "
+            "charged. Without it, the fee is the one that stands when the cancel is asked. Any "
+            "other field (a `reason`) is refused with 400, not ignored."
         ),
         tags=[_TAG],
         parameters=[_REFERENCE, *_POLL_HEADERS],
-        request=None,
+        request=BookingCancelInputSerializer,
         responses={
             202: OpenApiResponse(BookingOutputSerializer, description="Cancellation accepted."),
-            400: _error("`validation_error`: the body has a field; a cancel takes none."),
+            400: _error(
+                "`validation_error`: the body has a field other than `expected_fee`, or that is "
+                "not an amount."
+            ),
             401: _UNAUTHENTICATED,
             404: _NOT_FOUND,
-            409: _error("`not_cancellable`: the booking has already failed or ended."),
+            409: _error(
+                "`not_cancellable`: the booking has already failed or ended. "
+                "`cancellation_fee_changed`: cancelling now would take more than `expected_fee`; "
+                "nothing was cancelled: read the booking's `if_cancelled` again."
+            ),
             415: _UNSUPPORTED_MEDIA,
             429: _THROTTLED,
         },
     )
     def post(self, request: Request, reference: str) -> Response:
-        BookingCancelInputSerializer(data=request.data).is_valid(raise_exception=True)
+        payload = BookingCancelInputSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
         booking = selectors.customer_booking(customer=request.user, reference=reference)
         booking = services.booking_request_cancel(
-            booking_id=booking.pk, actor=Actor.CUSTOMER, actor_label=request.user.get_username()
+            booking_id=booking.pk,
+            actor=Actor.CUSTOMER,
+            actor_label=request.user.get_username(),
+            expected_fee=payload.validated_data.get("expected_fee"),
         )
         return _booking_response(request, booking, status_code=status.HTTP_202_ACCEPTED)
 

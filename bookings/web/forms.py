@@ -97,8 +97,21 @@ class StayForm(ServiceForm):
             self.fields["end_date"].help_text = DAYS_END_HELP
 
 
-class ConfirmForm(ServiceForm):
-    """One button (cancel): nothing to parse, but the service may refuse."""
+class CancelForm(ServiceForm):
+    """The cancel's one button, with the fee the page showed (`cancelling.fee_told`), as the
+    API's `expected_fee`: the service refuses a cancel that would now take more. The page writes
+    it from the preview it shows, never from what was posted: a page shown again after a refusal
+    carries the new fee. A form without it (a page from before it was sent) cancels at the fee
+    as it stands, as an API client's cancel without one does."""
+
+    expected_fee = forms.DecimalField(
+        label="Cancellation fee shown",
+        required=False,
+        min_value=0,
+        max_digits=12,
+        decimal_places=2,
+        widget=forms.HiddenInput,
+    )
 
 
 _KEY_FORMAT = f"Use 1 to {IDEMPOTENCY_KEY_MAX_LENGTH} printable ASCII characters."

@@ -33,7 +33,7 @@ from bookings.cancelling import at_partner, cancel_money, stay_policy
 from bookings.models import Actor, Booking, Quote
 from bookings.pricing import offer_unavailable, start_has_passed
 from bookings.states import did_not_go_ahead
-from bookings.web.forms import BookForm, ConfirmForm, PasswordResetForm, SignUpForm, StayForm
+from bookings.web.forms import BookForm, CancelForm, PasswordResetForm, SignUpForm, StayForm
 from config.errors import ApplicationError, NotFound
 
 PAGE_SIZE = 10
@@ -242,16 +242,23 @@ def booking_status(request: HttpRequest, reference: str) -> HttpResponse:
 def booking_cancel(request: HttpRequest, reference: str) -> HttpResponse:
     """What cancelling will do, then the cancellation itself."""
     booking = selectors.customer_booking(customer=request.user, reference=reference)
-    form = ConfirmForm(_posted(request))
+    form = CancelForm(_posted(request))
     status = HTTPStatus.OK
-    if request.method == "POST":
+    if request.method == "POST" and not form.is_valid():
+        status = HTTPStatus.BAD_REQUEST
+    elif request.method == "POST":
         try:
             services.booking_request_cancel(
-                booking_id=booking.pk, actor=Actor.CUSTOMER, actor_label=request.user.get_username()
+                booking_id=booking.pk,
+                actor=Actor.CUSTOMER,
+                actor_label=request.user.get_username(),
+                expected_fee=form.cleaned_data["expected_fee"],
             )
         except ApplicationError as exc:
             form.add_application_error(exc)
             status = exc.http_status
+            # Shown again as it stands now (a refused fee: the new one, which the form sends back).
+            booking = selectors.customer_booking(customer=request.user, reference=reference)
         else:
             return redirect("web:booking", reference=booking.reference)
     # What cancelling does at the partner: whether they were ever asked for it, and still hold it.

@@ -1320,6 +1320,117 @@ def test_the_preview_is_the_cancel_page_s_and_the_fee_the_cancel_then_fixes(api_
     assert cancelled.json()["if_cancelled"] is None  # asked for: nothing left to preview
 
 
+def last_minute_hold(customer) -> Booking:
+    """A booking that starts in 2 days (free cancellation ended 60 days before its start), its
+    money held, the partner not asked to confirm it yet: cancelling it is free until they do."""
+    held = money_of(PaymentFacts("held", "EUR", Decimal("360.00")))
+    return BookingFactory(
+        customer=customer,
+        offer=OfferFactory(**AFTER_CUT_OFF),
+        status=S.PENDING_PARTNER,
+        start_date=timezone.now().date() + timedelta(days=2),
+        customer_money=held.as_json(),
+    )
+
+
+def partner_confirms(booking: Booking) -> None:
+    Booking.objects.filter(pk=booking.pk).update(status=S.CONFIRMED, confirmed_shown_at=timezone.now())
+
+
+def test_a_cancel_that_would_now_cost_more_than_the_fee_shown_is_refused_and_changes_nothing(
+    api_client, customer, django_capture_on_commit_callbacks
+):
+    # given a booking whose preview says cancelling is free
+    booking = last_minute_hold(customer)
+    url = f"{BOOKINGS_URL}/{booking.reference}"
+    shown = api_client.get(url).json()["if_cancelled"]
+    assert (shown["outcome"], shown["fee"]) == ("release", "0.00")
+
+    # when the partner confirms it before the client posts the cancel with the fee it showed
+    partner_confirms(booking)
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = api_client.post(f"{url}/cancel", {"expected_fee": shown["fee"]}, format="json")
+
+    # then it is refused in the one error shape, with the new fee, and nothing is cancelled
+    assert response.status_code == 409
+    assert response.json() == {
+        "error": {
+            "code": "cancellation_fee_changed",
+            "message": (
+                f"The cost of cancelling booking {booking.reference} has changed since it was shown to "
+                "you: cancelling is no longer free: it now costs a cancellation fee of 90.00 EUR. Nothing "
+                "has been cancelled: check what cancelling does now, and confirm again if you still want "
+                "to cancel."
+            ),
+        }
+    }
+    booking.refresh_from_db()
+    assert (booking.status, booking.cancellation_fee) == (S.CONFIRMED, None)
+    assert booking.events.count() == 0
+    assert callbacks == []
+
+    # and the preview read again, its fee sent, cancels at that fee
+    shown = api_client.get(url).json()["if_cancelled"]
+    assert (shown["outcome"], shown["fee"]) == ("release_or_refund", "90.00")
+    response = api_client.post(f"{url}/cancel", {"expected_fee": shown["fee"]}, format="json")
+    assert response.status_code == 202
+    booking.refresh_from_db()
+    assert (booking.status, booking.cancellation_fee) == (S.CANCEL_REQUESTED, Decimal("90.00"))
+
+
+@pytest.mark.parametrize("expected", ["90.00", "90", "100.00", 90])
+def test_a_cancel_that_costs_the_fee_shown_or_less_goes_ahead_at_the_fee_that_stands(
+    api_client, customer, expected
+):
+    booking = paying_booking(customer, **AFTER_CUT_OFF)
+
+    response = api_client.post(
+        f"{BOOKINGS_URL}/{booking.reference}/cancel", {"expected_fee": expected}, format="json"
+    )
+
+    assert response.status_code == 202
+    booking.refresh_from_db()
+    assert (booking.status, booking.cancellation_fee) == (S.CANCEL_REQUESTED, Decimal("90.00"))
+
+
+def test_a_cancel_without_an_expected_fee_takes_the_fee_as_it_stands_when_asked(api_client, customer):
+    # documented: a client that sends no `expected_fee` is not held to a preview it never named
+    booking = last_minute_hold(customer)
+    api_client.get(f"{BOOKINGS_URL}/{booking.reference}")  # free, then
+    partner_confirms(booking)
+
+    response = api_client.post(f"{BOOKINGS_URL}/{booking.reference}/cancel")
+
+    assert response.status_code == 202
+    booking.refresh_from_db()
+    assert (booking.status, booking.cancellation_fee) == (S.CANCEL_REQUESTED, Decimal("90.00"))
+
+
+@pytest.mark.parametrize(
+    ("fee", "message"),
+    [
+        ("free", "A valid number is required."),
+        ("-1.00", "Ensure this value is greater than or equal to 0."),
+        ("1.005", "Ensure that there are no more than 2 decimal places."),
+        (None, "This field may not be null."),
+    ],
+)
+def test_an_expected_fee_that_is_not_an_amount_is_refused_and_cancels_nothing(
+    api_client, customer, fee, message
+):
+    booking = paying_booking(customer, **AFTER_CUT_OFF)
+
+    response = api_client.post(
+        f"{BOOKINGS_URL}/{booking.reference}/cancel", {"expected_fee": fee}, format="json"
+    )
+
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"] == {"expected_fee": [message]}
+    booking.refresh_from_db()
+    assert booking.status == S.CONFIRMED
+    assert booking.events.count() == 0
+
+
 def test_the_list_previews_every_cancellable_paid_booking_in_the_same_queries(
     api_client, customer, django_assert_num_queries
 ):

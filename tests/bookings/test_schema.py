@@ -148,6 +148,18 @@ def test_booking_retrieve_documents_its_conditional_poll(db):
     assert "content" not in retrieve["responses"]["304"]
 
 
+def test_a_cancel_documents_the_fee_it_may_send_back_and_needs_no_body(db):
+    schema = APIClient().get("/api/schema/", {"format": "json"}).json()
+    cancel = schema["paths"]["/api/v1/bookings/{reference}/cancel"]["post"]
+    body = schema["components"]["schemas"]["BookingCancelInputRequest"]
+
+    assert cancel["requestBody"].get("required", False) is False
+    assert set(body["properties"]) == {"expected_fee"} and body["additionalProperties"] is False
+    assert "required" not in body
+    assert "`if_cancelled.fee`" in body["properties"]["expected_fee"]["description"]
+    assert "cancellation_fee_changed" in cancel["responses"]["409"]["description"]
+
+
 def test_a_booking_documents_what_cancelling_would_do_to_the_money(db):
     schema = APIClient().get("/api/schema/", {"format": "json"}).json()
     components = schema["components"]["schemas"]

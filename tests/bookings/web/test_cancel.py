@@ -3,7 +3,8 @@ service as the API, and the `cancelling` state shown as it is."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+import re
+from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 
 import pytest
@@ -67,10 +68,125 @@ def test_the_cancel_page_says_what_happens_to_the_money_and_why_before_the_custo
         "start): the fee is now 25% of the price, 90.00 EUR."
     ) in page
 
-    # and confirming fixes the fee it showed
-    web.post(f"/bookings/{paid.reference}/cancel/")
+    # and confirming (the page's form sends back the fee it showed) fixes that fee
+    assert shown_fee(page) == "90.00"
+    assert confirm(web, paid.reference, page).status_code == 302
     paid.refresh_from_db()
     assert paid.cancellation_fee == Decimal("90.00")
+
+
+def shown_fee(page: str) -> str:
+    """The fee the cancel page's form sends back: the one its money line shows."""
+    found = re.search(r'<input type="hidden" name="expected_fee" value="([^"]*)">', page)
+    assert found, "the cancel form sends no fee"
+    return found.group(1)
+
+
+def confirm(web, reference: str, page: str):
+    """ "Yes, cancel this booking" pressed on `page`: its form posted as the browser posts it."""
+    return web.post(f"/bookings/{reference}/cancel/", {"expected_fee": shown_fee(page)})
+
+
+FEE_NOW_90 = (
+    "has changed since it was shown to you: cancelling is no longer free: it now costs a "
+    "cancellation fee of 90.00 EUR. Nothing has been cancelled: check what cancelling does now, and "
+    "confirm again if you still want to cancel."
+)
+
+
+def test_a_cancel_confirmed_on_a_page_that_said_free_is_refused_once_the_partner_confirmed_meanwhile(
+    web, customer, offer, django_capture_on_commit_callbacks
+):
+    # given a last-minute booking (it starts in 2 days; free cancellation ended 60 days before
+    # its start) the partner has not confirmed yet: its money is held, and cancelling is free
+    type(offer).objects.filter(pk=offer.pk).update(
+        free_cancellation_hours=60 * 24, cancellation_fee_percent=25
+    )
+    offer.refresh_from_db()
+    held = money_of(PaymentFacts("held", "EUR", Decimal("360.00")))
+    booking = BookingFactory(
+        customer=customer,
+        offer=offer,
+        status=S.PENDING_PARTNER,
+        start_date=timezone.now().date() + timedelta(days=2),
+        customer_money=held.as_json(),
+    )
+    page = web.get(f"/bookings/{booking.reference}/cancel/").content.decode()
+    assert 'data-cancel-money="release">Once the cancellation is done, we release the 360.00 EUR' in page
+    assert shown_fee(page) == "0.00"
+
+    # when the partner confirms while the page is open, and the customer presses "Yes, cancel"
+    type(booking).objects.filter(pk=booking.pk).update(status=S.CONFIRMED, confirmed_shown_at=timezone.now())
+    with django_capture_on_commit_callbacks() as callbacks:
+        refused = confirm(web, booking.reference, page)
+
+    # then nothing is cancelled and no fee fixed: the page says why, and what cancelling does now
+    assert refused.status_code == 409
+    again = refused.content.decode()
+    assert f"<li>The cost of cancelling booking {booking.reference} {FEE_NOW_90}</li>" in again
+    assert (
+        'data-cancel-money="release_or_refund">Once the cancellation is done, we keep the cancellation '
+        "fee of 90.00 EUR"
+    ) in again
+    assert "Yes, cancel this booking" in again
+    booking.refresh_from_db()
+    assert (booking.status, booking.cancellation_fee) == (S.CONFIRMED, None)
+    assert not booking.events.exists()
+    assert callbacks == []
+
+    # and the page shown again sends the fee it now shows: confirming there cancels, at that fee
+    assert shown_fee(again) == "90.00"
+    assert confirm(web, booking.reference, again).status_code == 302
+    booking.refresh_from_db()
+    assert (booking.status, booking.cancellation_fee) == (S.CANCEL_REQUESTED, Decimal("90.00"))
+
+
+def test_a_cancel_confirmed_on_a_page_left_open_across_the_cut_off_is_refused(
+    web, customer, offer, time_machine
+):
+    # given a confirmed booking charged 360.00 EUR, free to cancel until 48 hours before its start
+    type(offer).objects.filter(pk=offer.pk).update(free_cancellation_hours=48, cancellation_fee_percent=25)
+    offer.refresh_from_db()
+    charged = money_of(PaymentFacts("charged", "EUR", Decimal("360.00"), Decimal("360.00")))
+    start = timezone.now().date() + timedelta(days=3)
+    booking = BookingFactory(
+        customer=customer, offer=offer, status=S.CONFIRMED, start_date=start, customer_money=charged.as_json()
+    )
+    cut_off = datetime.combine(start, time.min, tzinfo=UTC) - timedelta(hours=48)
+
+    # when the customer opens the cancel page a minute before the cut-off: refunded in full
+    time_machine.move_to(cut_off - timedelta(minutes=1), tick=False)
+    page = web.get(f"/bookings/{booking.reference}/cancel/").content.decode()
+    assert 'data-cancel-money="full_refund"' in page and shown_fee(page) == "0.00"
+
+    # and presses "Yes, cancel" a minute after it
+    time_machine.move_to(cut_off + timedelta(minutes=1), tick=False)
+    refused = confirm(web, booking.reference, page)
+
+    # then the free cancel they confirmed does not become a paid one: refused, the new cost shown
+    assert refused.status_code == 409
+    again = refused.content.decode()
+    assert FEE_NOW_90 in again
+    assert (
+        'data-cancel-money="refund_less_fee">Once the cancellation is done, we keep the cancellation '
+        "fee of 90.00 EUR" in again
+    )
+    assert shown_fee(again) == "90.00"
+    booking.refresh_from_db()
+    assert (booking.status, booking.cancellation_fee) == (S.CONFIRMED, None)
+    assert not booking.events.exists()
+
+
+def test_a_cancel_page_s_form_with_a_fee_that_is_not_an_amount_cancels_nothing(web, customer, offer):
+    booking = BookingFactory(customer=customer, offer=offer, status=S.CONFIRMED)
+
+    response = web.post(f"/bookings/{booking.reference}/cancel/", {"expected_fee": "free"})
+
+    assert response.status_code == 400
+    assert "There is a problem" in response.content.decode()
+    booking.refresh_from_db()
+    assert booking.status == S.CONFIRMED
+    assert not booking.events.exists()
 
 
 @pytest.mark.parametrize(
