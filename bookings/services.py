@@ -386,12 +386,12 @@ def _fee_changed(booking: Booking, *, shown: Decimal, now: Decimal) -> Conflict:
     the customer is told the new fee, to confirm again or keep the booking."""
     fee = f"{now:.2f} {booking.currency}"
     if shown == 0:
-        change = f"cancelling is no longer free: it now costs a cancellation fee of {fee}"
+        change = f"Cancelling is no longer free: it now costs a cancellation fee of {fee}."
     else:
-        change = f"the cancellation fee is now {fee}, not {shown:.2f} {booking.currency}"
+        change = f"The cancellation fee is now {fee}, not {shown:.2f} {booking.currency}."
     return Conflict(
-        f"The cost of cancelling booking {booking.reference} has changed since it was shown to you: "
-        f"{change}. Nothing has been cancelled: check what cancelling does now, and confirm again "
+        f"The cost of cancelling booking {booking.reference} has changed since it was shown to you. "
+        f"{change} Nothing has been cancelled: check what cancelling does now, and confirm again "
         "if you still want to cancel.",
         code="cancellation_fee_changed",
     )

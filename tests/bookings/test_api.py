@@ -1358,7 +1358,7 @@ def test_a_cancel_that_would_now_cost_more_than_the_fee_shown_is_refused_and_cha
             "code": "cancellation_fee_changed",
             "message": (
                 f"The cost of cancelling booking {booking.reference} has changed since it was shown to "
-                "you: cancelling is no longer free: it now costs a cancellation fee of 90.00 EUR. Nothing "
+                "you. Cancelling is no longer free: it now costs a cancellation fee of 90.00 EUR. Nothing "
                 "has been cancelled: check what cancelling does now, and confirm again if you still want "
                 "to cancel."
             ),
@@ -1376,6 +1376,20 @@ def test_a_cancel_that_would_now_cost_more_than_the_fee_shown_is_refused_and_cha
     assert response.status_code == 202
     booking.refresh_from_db()
     assert (booking.status, booking.cancellation_fee) == (S.CANCEL_REQUESTED, Decimal("90.00"))
+
+
+def test_a_cancel_refused_for_a_fee_higher_than_the_one_shown_names_both(api_client, customer):
+    booking = paying_booking(customer, **AFTER_CUT_OFF)
+
+    response = api_client.post(
+        f"{BOOKINGS_URL}/{booking.reference}/cancel", {"expected_fee": "89.99"}, format="json"
+    )
+
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "cancellation_fee_changed"
+    assert "The cancellation fee is now 90.00 EUR, not 89.99 EUR." in response.json()["error"]["message"]
+    booking.refresh_from_db()
+    assert (booking.status, booking.cancellation_fee) == (S.CONFIRMED, None)
 
 
 @pytest.mark.parametrize("expected", ["90.00", "90", "100.00", 90])

@@ -1,13 +1,13 @@
 """Customer pages whose state the factories set, in headless Debian Chromium against the live
 server: no partner nor payment process, since none of these pages asks them anything.
 
-Offers priced by the day and by the night, each under its name; the quote of an offer withdrawn
-(or whose partner paused) since the price was given, and the Book
-clicked on a page opened before that; a quote whose hold expired; Book clicked on a page left
-open of a quote booked and expired since; the cancel page of a booking the
-partner took away after confirming it, of one never sent to the partner, and of one that cannot be
-cancelled any more; a page that is not there, a form posted from a page left open across a new
-log-in, a server error, and the site briefly unable to reach its database; a password reset link
+Offers priced by the day and by the night, each under its name; the quote of an offer withdrawn (or
+whose partner paused) since the price was given, and the Book clicked on a page opened before that;
+a quote whose hold expired; Book clicked on a page left open of a quote booked and expired since;
+the cancel page of a booking the partner took away after confirming it, of one never sent to the
+partner, and of one that cannot be cancelled any more; a cancel confirmed on a page that said free
+after the partner confirmed; a page that is not there, a form posted from a page left open across a
+new log-in, a server error, and the site briefly unable to reach its database; a password reset link
 that no longer works. Each page state is checked with axe and screenshotted at phone width
 (`tests.browser.shot`).
 """
@@ -342,6 +342,56 @@ def test_the_cancel_page_of_a_booking_not_sent_yet_says_the_partner_never_hears_
     assert "no longer holds your booking" not in main
     assert page.locator("main button", has_text="Yes, cancel this booking").count() == 1
     shot(page, "cancel-not-sent")
+
+
+def test_a_cancel_confirmed_on_a_page_that_said_free_is_shown_the_new_fee_before_anything_is_cancelled(
+    page, live_server, ada, offer, broker
+):
+    # given a last-minute booking (it starts in 2 days; free cancellation ended 60 days before
+    # its start) the partner has not confirmed yet: its money is held, and cancelling is free
+    type(offer).objects.filter(pk=offer.pk).update(
+        free_cancellation_hours=60 * 24, cancellation_fee_percent=25
+    )
+    offer.refresh_from_db()  # the booking keeps the offer's terms as they are when it is made
+    booking = BookingFactory(
+        customer=ada,
+        offer=offer,
+        status=S.PENDING_PARTNER,
+        submission_count=1,
+        start_date=timezone.now().date() + timedelta(days=2),
+        customer_money=money_of(PaymentFacts("held", "EUR", PRICE)).as_json(),
+    )
+    log_in(page, live_server, ada)
+    page.goto(f"{live_server.url}/bookings/{booking.reference}/cancel/")
+    assert page.inner_text("[data-cancel-money]").endswith("you will not be charged.")
+
+    # when the partner confirms it while the page is open, and the customer presses "Yes, cancel"
+    type(booking).objects.filter(pk=booking.pk).update(status=S.CONFIRMED, confirmed_shown_at=timezone.now())
+    with page.expect_response(lambda r: r.request.method == "POST") as answer:
+        page.click("text=Yes, cancel this booking")
+
+    # then the page comes back, focused on why: the cost changed, nothing is cancelled, and what
+    # cancelling does now, with the button to confirm it at that cost
+    assert answer.value.status == 409
+    page.wait_for_selector("[data-error-summary]")
+    assert page.evaluate("document.activeElement.matches('[data-error-summary]')")
+    assert page.url == f"{live_server.url}/bookings/{booking.reference}/cancel/"
+    refusal = page.inner_text("[data-error-summary]")
+    assert "Cancelling is no longer free: it now costs a cancellation fee of 90.00 EUR." in refusal
+    assert "Nothing has been cancelled" in refusal
+    money = page.inner_text("[data-cancel-money]")
+    assert "we keep the cancellation fee of 90.00 EUR" in money
+    assert "you will not be charged" not in money
+    booking.refresh_from_db()
+    assert (booking.status, booking.cancellation_fee) == (S.CONFIRMED, None)
+    shot(page, "cancel-fee-changed")
+
+    # and confirming on that page cancels, at the fee it shows
+    page.click("text=Yes, cancel this booking")
+    page.wait_for_url(f"{live_server.url}/bookings/{booking.reference}/")
+    assert "CANCELLING" in status_text(page)
+    booking.refresh_from_db()
+    assert (booking.status, booking.cancellation_fee) == (S.CANCEL_REQUESTED, Decimal("90.00"))
 
 
 @pytest.mark.parametrize("status", [S.CANCELLED, S.REJECTED])

@@ -88,7 +88,7 @@ def confirm(web, reference: str, page: str):
 
 
 FEE_NOW_90 = (
-    "has changed since it was shown to you: cancelling is no longer free: it now costs a "
+    "has changed since it was shown to you. Cancelling is no longer free: it now costs a "
     "cancellation fee of 90.00 EUR. Nothing has been cancelled: check what cancelling does now, and "
     "confirm again if you still want to cancel."
 )
