@@ -3,6 +3,8 @@
 - `order_observation`: is a piece of partner truth newer than what we hold? (invariant 1)
 - `reconcile`: given a booking's state and what its partner holds, what must happen next?
   (invariants 4, 5, 6)
+- `stray_left_to_a_case`: does a duplicate whose cancel gave up go to support alone, or with
+  its booking? (invariant 5)
 - `terms_differences` and `on_mismatch`: do the partner's terms differ from the booking's, and
   what follows? (invariant 6)
 - `lost_verdict`: is a reservation the partner answers 404 for gone, or must it be read again?
@@ -24,6 +26,7 @@ from partners.models import (
     Capability,
     ObservationResult,
     Outcome,
+    ReservationRole,
     ReservationStatus,
 )
 
@@ -160,6 +163,23 @@ def reconcile(state: str, reservations: list[ReservationView], *, fenced: bool) 
             "partner_cancelled" if final.status == ReservationStatus.CANCELLED else PARTNER_LOST_RESERVATION
         )
     return plan
+
+
+# A booking in these keeps a reservation of its own (confirmed, or the one the partner is still
+# deciding on) and goes on with it whatever becomes of a duplicate of it.
+KEEPS_ITS_OWN = AWAITING_PARTNER | {BookingState.CONFIRMED}
+
+
+def stray_left_to_a_case(state: str, role: str) -> bool:
+    """Whether a booking's reservation whose cancel gave up after its tries is support's as a
+    case of its own (`OrphanCase`), the booking left as it is.
+
+    A duplicate of a booking that keeps its own reservation holds nothing of the customer's up:
+    their booking is what it was (confirmed, or on its way), so it is not handed to support, shown
+    disrupted, or made free to cancel; only the stray is left to cancel by hand. Anything else (a
+    cancel under way, an end, a booking already with support) is what the stray holds up, so
+    support gets the booking (`compensation_failed`)."""
+    return role == ReservationRole.DUPLICATE and state in KEEPS_ITS_OWN
 
 
 @dataclass(frozen=True)

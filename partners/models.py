@@ -405,10 +405,13 @@ class OrphanCaseState(models.TextChoices):
 
 
 class OrphanFinding(models.TextChoices):
-    """Why no booking wants the reservation, as the one door found it."""
+    """Why no booking wants the reservation: as the one door found it, or (a booking's duplicate)
+    as its compensation gave up on it."""
 
     UNKNOWN_REFERENCE = "unknown_reference", "Its client reference names no booking of ours at this partner"
     NO_REFERENCE = "no_reference", "It carries no client reference"
+    # Its booking keeps a reservation of its own and goes on as it is: only this one is left.
+    DUPLICATE = "duplicate", "A duplicate of its booking's reservation that we could not cancel"
 
 
 class OrphanAutomation(models.TextChoices):
@@ -431,9 +434,11 @@ class OrphanClosing(models.TextChoices):
 class OrphanCase(models.Model):
     """A support case about a partner reservation that no booking of ours wants.
 
-    Opened by the one door when it finds such a reservation live; closed by automation when the
-    cancel is verified (or the partner settles it), or by support (link it to a booking, or close
-    it with a note). Its history is its own append-only `OrphanCaseEvent` rows.
+    Opened by the one door when it finds such a reservation live, or by the compensation when it
+    gives up cancelling a booking's duplicate whose booking keeps its own reservation (the stray
+    is support's, the booking is left as it is); closed by automation when the cancel is verified
+    (or the partner settles an orphan), or by support (cancel it, link an orphan to a booking, or
+    close it with a note). Its history is its own append-only `OrphanCaseEvent` rows.
     """
 
     reservation = models.OneToOneField(

@@ -2,12 +2,14 @@
 
 - never a blind second create: the partner holds one reservation per booking reference (each
   duplicate is a violation, even when compensated; the figures say how many were left live);
-- at most one live reservation per booking at the partner;
+- at most one live reservation per booking at the partner, apart from a stray support has in an
+  open case (a duplicate whose cancel the partner refused through every try, its booking left as
+  it is: invariant 5's hand-over), counted apart;
 - every reservation the partner holds is linked to the booking it was made for, or is no
   longer live (cancelled by compensation, or rejected);
 - no live reservation for a booking that does not want it (failed, expired, rejected,
   cancelled); one for a booking in needs_attention is a support case, counted apart;
-- duplicates: how many were created, how many were left live.
+- duplicates: how many were created, how many were left live (and, of those, with support).
 """
 
 from __future__ import annotations
@@ -117,6 +119,10 @@ def check_partner_reservations(snapshot: Snapshot) -> CheckResult:
         live = [r for r in reservations if r.live]
         if len(live) > 1:
             figures["duplicates_left_live"] += len(live) - 1
+            with_support = [r for r in live if _in_open_case(ours.get((r.partner_code, r.partner_ref)))]
+            figures["duplicates_left_with_support"] += len(with_support)
+            if len(live) - len(with_support) <= 1:
+                continue
             result.violations.append(
                 Violation(
                     "more_than_one_live",
@@ -137,7 +143,12 @@ def check_partner_reservations(snapshot: Snapshot) -> CheckResult:
                     booking=known.booking_reference,
                 )
             )
-    for key in ("duplicates_created", "duplicates_left_live", "bookings_with_duplicates"):
+    for key in (
+        "duplicates_created",
+        "duplicates_left_live",
+        "duplicates_left_with_support",
+        "bookings_with_duplicates",
+    ):
         figures.setdefault(key, 0)
     result.figures = dict(sorted(figures.items()))
     result.figures["our_roles"] = dict(Counter(r.role for r in snapshot.reservations))
@@ -158,6 +169,11 @@ def _created_beside_another(reservations: list[TruthReservation]) -> int:
             for earlier in made[:index]
         )
     )
+
+
+def _in_open_case(known: OurReservation | None) -> bool:
+    """A stray of a booking that support has in an open case (`OrphanCase`): handed over."""
+    return known is not None and known.booking_reference is not None and known.case_state == "open"
 
 
 def _compensation(known: OurReservation) -> str:

@@ -1,7 +1,8 @@
 """Cancelling reservations at the partner: customer cancellations, duplicates and orphans.
 
 A compensation is a cancel call followed by a verifying lookup, each step on the timeline; a
-compensation that keeps failing sends the booking to needs_attention (invariant 5).
+compensation that keeps failing sends the booking to needs_attention (invariant 5), or, for a
+duplicate of a booking that keeps its own reservation, flags the stray's own case for support.
 
 Its tries are one budget, PARTNER_COMPENSATION_MAX_TRIES, however many copies of its message
 are alive (the chain of follow-ups, the sweeper's re-sends, a redelivery after a worker died):
@@ -28,6 +29,7 @@ from bookings.services import apply_transition, lock_booking
 from bookings.states import BookingState
 from bookings.timeline import record_event
 from config.logging import log_context
+from partners import decisions
 from partners.connectors import connector_for
 from partners.connectors.http import longest_call_s
 from partners.messages import FollowUp
@@ -190,7 +192,7 @@ def _verify(reservation_id: int, *, actor: Actor | str, actor_label: str) -> Fol
                 data=compensation_data(reservation),
             )
             reconcile_booking(booking, actor=actor, actor_label=actor_label)
-        elif updated:
+        if updated:  # an orphan's case, or a stray duplicate's support had: closed by it
             orphan_case_cancel_verified(
                 reservation, actor=actor, actor_label=actor_label, not_found=not_found
             )
@@ -279,17 +281,32 @@ def _retry_or_give_up(reservation: PartnerReservation, error: str, retry_after_s
 
 def _give_up(reservation: PartnerReservation, tries: int, error: str) -> FollowUp:
     """Hand the compensation to support: once while support has the booking (a later copy of
-    its message finds it told), again if the booking has left needs_attention since."""
+    its message finds it told), again if the booking has left needs_attention since. A stray
+    duplicate of a booking that keeps its own reservation is support's case alone
+    (`decisions.stray_left_to_a_case`): the booking goes on as it is."""
     if reservation.booking_id is None:
         orphan_case_cancel_failed(reservation, tries=tries, error=error)  # support's from now on
         return FollowUp()
     with transaction.atomic():
         booking = lock_booking(reservation.booking_id)
+        detail = f"Could not cancel {reservation.partner_ref} at the partner after {tries} tries: {error}"
+        data = {"reservation": reservation.partner_ref, "tries": tries, "error": error}
+        if decisions.stray_left_to_a_case(booking.status, reservation.role):
+            case = orphan_case_cancel_failed(reservation, tries=tries, error=error)
+            if case is not None:  # flagged now (not told before, nor closed by support)
+                logger.error("compensation failed", extra={**data, "orphan_case": case.pk})
+                record_event(
+                    booking,
+                    FAILED,
+                    actor=Actor.WORKER,
+                    summary=f"{detail}; left to support as orphan case #{case.pk}, "
+                    f"{booking.reference} stays {booking.status}",
+                    data={**data, "orphan_case": case.pk},
+                )
+            return FollowUp()
         if booking.status == BookingState.NEEDS_ATTENTION and _told(booking, reservation):
             return FollowUp()
         logger.error("compensation failed", extra={"partner_ref": reservation.partner_ref, "error": error})
-        detail = f"Could not cancel {reservation.partner_ref} at the partner after {tries} tries: {error}"
-        data = {"reservation": reservation.partner_ref, "tries": tries, "error": error}
         if can_proceed(booking.flag_for_attention):
             apply_transition(
                 booking,

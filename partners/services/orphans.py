@@ -3,9 +3,11 @@
 The one door opens the case when it finds such a reservation live (whether or not automation
 cancels it: PARTNER_COMPENSATE_ORPHANS); the compensation closes it when the cancel is verified,
 or flags it when its tries are exhausted (support owns it from then on); the partner letting it
-go, with no cancel of ours under way, closes it too. Every step is a row of the case's own
-history. Each function runs in the caller's transaction, after the reservation's lock (lock
-order: booking, reservation, case).
+go, with no cancel of ours under way, closes it too. A booking's duplicate whose cancel gave up
+while its booking keeps a reservation of its own (`decisions.stray_left_to_a_case`) is such a
+reservation too: its case is opened flagged then, and the booking is left as it is. Every step is
+a row of the case's own history. Each function runs in the caller's transaction, after the
+reservation's lock (lock order: booking, reservation, case).
 """
 
 from __future__ import annotations
@@ -56,7 +58,16 @@ def _locked_case(reservation: PartnerReservation) -> OrphanCase | None:
     return OrphanCase.objects.select_for_update().filter(reservation=reservation).first()
 
 
+def _finding(reservation: PartnerReservation) -> str:
+    if reservation.booking_id is not None:
+        return OrphanFinding.DUPLICATE
+    return OrphanFinding.UNKNOWN_REFERENCE if reservation.client_reference else OrphanFinding.NO_REFERENCE
+
+
 def _found(reservation: PartnerReservation) -> str:
+    if reservation.booking_id is not None:
+        booking = reservation.booking
+        return f"a duplicate of {booking.reference}'s reservation ({booking.reference} keeps its own)"
     if reservation.client_reference:
         return f"its client reference {reservation.client_reference} names no booking of ours"
     return "it carries no client reference"
@@ -65,17 +76,14 @@ def _found(reservation: PartnerReservation) -> str:
 def orphan_case_open(
     reservation: PartnerReservation, *, cancelling: bool, actor: Actor | str, actor_label: str = ""
 ) -> OrphanCase:
-    """The case of a live orphan, opened the first time it is found live."""
+    """The case of a live orphan, opened the first time it is found live (of a booking's
+    duplicate, when its cancel gives up)."""
     case = _locked_case(reservation)
     if case is not None:
         return case
     automation = OrphanAutomation.CANCELLING if cancelling else OrphanAutomation.LEFT_TO_SUPPORT
     case = OrphanCase.objects.create(
-        reservation=reservation,
-        opened_because=(
-            OrphanFinding.UNKNOWN_REFERENCE if reservation.client_reference else OrphanFinding.NO_REFERENCE
-        ),
-        automation=automation,
+        reservation=reservation, opened_because=_finding(reservation), automation=automation
     )
     step = "cancelling it at the partner" if cancelling else "left to support (orphans are not cancelled)"
     record_case_event(
@@ -151,14 +159,17 @@ def orphan_case_settled(
     )
 
 
-def orphan_case_cancel_failed(reservation: PartnerReservation, *, tries: int, error: str) -> None:
-    """The orphan's cancel gave up after its tries: its case stays open, flagged for support
-    (opened now if it had none), and automation leaves it to them."""
+def orphan_case_cancel_failed(
+    reservation: PartnerReservation, *, tries: int, error: str
+) -> OrphanCase | None:
+    """The orphan's (or a booking's stray duplicate's) cancel gave up after its tries: its case
+    stays open, flagged for support (opened now if it had none), and automation leaves it to
+    them. The case when it is flagged now; None when support closed it, or knows already."""
     with transaction.atomic():
         locked = PartnerReservation.objects.select_for_update(no_key=True).get(pk=reservation.pk)
         case = _locked_case(locked) or orphan_case_open(locked, cancelling=True, actor=Actor.WORKER)
         if not case.is_open or case.flagged:
-            return  # support closed it, or knows already
+            return None  # support closed it, or knows already
         case.automation = OrphanAutomation.CANCEL_FAILED
         case.save(update_fields=["automation"])
         record_case_event(
@@ -171,6 +182,7 @@ def orphan_case_cancel_failed(reservation: PartnerReservation, *, tries: int, er
             ),
             data={"reservation": locked.partner_ref, "tries": tries, "error": error},
         )
+        return case
 
 
 def orphan_case_link(

@@ -1,5 +1,5 @@
-"""Orphan cases for support: the queue (flagged first, then the oldest), a case's story, and the
-open cases per partner."""
+"""Orphan cases for support (orphans, and a booking's duplicates automation could not cancel): the
+queue (flagged first, then the oldest), a case's story, and the open cases per partner."""
 
 from __future__ import annotations
 
@@ -26,7 +26,8 @@ def orphan_queue(*, partner: Partner | None = None, include_closed: bool = False
     """Open cases (`include_closed`: every case), those automation gave up on first, then the
     oldest; each annotated with its latest step (`last_kind`, `last_summary`)."""
     latest = OrphanCaseEvent.objects.filter(case=OuterRef("pk")).order_by("-occurred_at", "-id")
-    rows = OrphanCase.objects.select_related("reservation__partner", "booking").annotate(
+    related = ("reservation__partner", "reservation__booking", "booking")
+    rows = OrphanCase.objects.select_related(*related).annotate(
         flag_order=Case(When(_FLAGGED, then=Value(0)), default=Value(1), output_field=IntegerField()),
         last_kind=Subquery(latest.values("kind")[:1]),
         last_summary=Subquery(latest.values("summary")[:1]),
@@ -54,6 +55,8 @@ def orphan_case_row(case: OrphanCase) -> dict[str, Any]:
         "first_seen_at": reservation.first_seen_at.isoformat(),
         "opened_at": case.opened_at.isoformat(),
         "opened_because": case.opened_because,
+        # A booking's duplicate (`opened_because` duplicate): that booking, which keeps its own.
+        "duplicate_of": reservation.booking.reference if reservation.booking_id else None,
         "automation": case.automation,
         "compensation": (
             "verified"

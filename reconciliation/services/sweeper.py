@@ -49,8 +49,9 @@ from bookings.models import Actor, Booking, Notification
 from bookings.services import apply_transition, lock_booking
 from bookings.states import OPEN_STATES, BookingState
 from config import claims as held_claims
-from partners import messages
+from partners import decisions, messages
 from partners.models import (
+    LIVE_RESERVATION_STATUSES,
     Capability,
     InboundEvent,
     InboundState,
@@ -315,16 +316,24 @@ def _requeue_owed_compensations(now: datetime, partner: Partner | None, dry_run:
     One whose chain of retries is alive is left to it: a copy beside a live chain would spend
     the compensation's tries (one budget for every copy) faster than its backoff intends. A
     chain waits at most PARTNER_RETRY_MAX_S between tries, so a compensation with no attempt
-    for that long plus RECONCILE_SYNC_AGE_S has lost its message."""
+    for that long plus RECONCILE_SYNC_AGE_S has lost its message.
+
+    Support owns those of a booking in needs_attention, and a live reservation whose case
+    automation gave up on: an orphan, or a stray duplicate of a booking that keeps its own. Once
+    the partner lets such a one go (we hold it no longer live), it is sent again to be verified,
+    which closes its case; a stray whose booking has moved on since (cancelling, ended) is sent
+    again too, and its spent budget hands that booking to support (`compensation._give_up`)."""
     quiet_since = now - timedelta(seconds=settings.PARTNER_RETRY_MAX_S + settings.RECONCILE_SYNC_AGE_S)
+    stray_with_support = Q(
+        orphan_case__automation=OrphanAutomation.CANCEL_FAILED, status__in=LIVE_RESERVATION_STATUSES
+    ) & (Q(booking__isnull=True) | Q(booking__status__in=decisions.KEEPS_ITS_OWN))
     owed = (
         PartnerReservation.objects.filter(
             compensation_requested_at__lte=now - timedelta(seconds=settings.RECONCILE_SYNC_AGE_S),
             compensated_at__isnull=True,
         )
         .exclude(  # support owns those; no automatic retries
-            Q(booking__status=BookingState.NEEDS_ATTENTION)
-            | Q(orphan_case__automation=OrphanAutomation.CANCEL_FAILED)
+            Q(booking__status=BookingState.NEEDS_ATTENTION) | stray_with_support
         )
         .exclude(
             Exists(PartnerAttempt.objects.filter(reservation=OuterRef("pk"), started_at__gt=quiet_since))

@@ -202,6 +202,31 @@ def test_two_live_reservations_for_one_booking_are_a_violation_and_counted():
     assert (result.figures["duplicates_created"], result.figures["duplicates_left_live"]) == (1, 1)
 
 
+def test_a_stray_duplicate_support_has_in_an_open_case_is_counted_apart_not_left_live():
+    # A duplicate whose cancel the partner refused through every try, its booking left confirmed:
+    # support's case (invariant 5's hand-over), not a second live reservation nobody is on.
+    snapshot = clean_snapshot()
+    snapshot.truth.append(truth("R-2", status="confirmed"))
+    stray = ours(
+        "R-2",
+        role="duplicate",
+        compensation_requested_at=at(3),
+        compensation_reason="duplicate",
+        case_state="open",
+        case_automation="cancel_failed",
+    )
+    snapshot.reservations.append(stray)
+    result = check_partner_reservations(snapshot)
+    assert kinds(result) == ["duplicate_created"]  # the second create itself still broke the rule
+    assert (result.figures["duplicates_left_live"], result.figures["duplicates_left_with_support"]) == (1, 1)
+
+    # a case closed while the partner still holds it live is nobody's: left live again
+    snapshot.reservations[-1] = replace(stray, case_state="closed")
+    result = check_partner_reservations(snapshot)
+    assert kinds(result) == ["duplicate_created", "more_than_one_live"]
+    assert result.figures["duplicates_left_with_support"] == 0
+
+
 def test_a_compensated_duplicate_still_broke_the_no_second_create_rule():
     snapshot = clean_snapshot()
     snapshot.truth.append(truth("R-2", status="cancelled"))

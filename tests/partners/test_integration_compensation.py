@@ -1,30 +1,48 @@
 """Invariant 5 against real partners: extra reservations are cancelled at the partner, verified,
-recorded; a failed compensation goes to needs_attention; a reservation no booking wants
-(an orphan, found by webhook or by the legacy change listing) is cancelled, never forgotten;
-a booking that expires has whatever the partner holds for it cancelled."""
+recorded; a failed compensation goes to needs_attention (a stray duplicate of a booking that
+keeps its own reservation, to a case of its own, the booking left as it is); a reservation no
+booking wants (an orphan, found by webhook or by the legacy change listing) is cancelled, never
+forgotten; a booking that expires has whatever the partner holds for it cancelled."""
 
 from __future__ import annotations
 
 import threading
 import time
 from datetime import timedelta
+from decimal import Decimal
 
 import pytest
 import requests
 from django.db import connection
+from django.urls import reverse
 from django.utils import timezone
 
-from bookings.models import Actor, Booking
+from bookings import cancelling
+from bookings.customer_money import PaymentFacts, money_of
+from bookings.models import Actor, Booking, Notification
 from bookings.services import booking_request_cancel
 from bookings.states import BookingState
 from partners.connectors import connector_for
 from partners.connectors.http import longest_call_s
-from partners.models import Capability, Operation, PartnerAttempt, PartnerReservation, ReservationStatus
+from partners.models import (
+    Capability,
+    Operation,
+    OrphanCase,
+    OrphanFinding,
+    PartnerAttempt,
+    PartnerReservation,
+    ReservationRole,
+    ReservationStatus,
+)
 from partners.services import backoff
 from partners.services.compensation import booking_cancel_run, reservation_compensate
 from partners.services.listing import change_listing_walk
 from partners.services.observations import request_compensation_again
 from partners.services.submission import submission_run
+from payments.decisions import owed
+from payments.services.runs import booking_facts
+from reconciliation.selectors.orphans import orphan_queue
+from reconciliation.services import support
 from reconciliation.services.sweeper import booking_due_run, sweep
 from tests.factories import PartnerAttemptFactory
 from tests.helpers import wait_until
@@ -77,30 +95,107 @@ def test_duplicate_made_by_a_retry_is_cancelled_at_the_partner_and_verified(harn
     assert cancel.reservation_id == extra.pk and cancel.outcome == "ok"
 
 
-def test_a_compensation_that_keeps_failing_goes_to_needs_attention(harness, partner_worker, settings):
-    settings.PARTNER_COMPENSATION_MAX_TRIES = 2
+@pytest.mark.parametrize("released_by", ["support", "partner"])
+def test_a_duplicate_the_partner_will_not_cancel_leaves_the_confirmed_booking_as_it_is(
+    harness, partner_worker, settings, admin_client, admin_user, released_by
+):
+    # given a confirmed booking, as its customer was shown and mailed it, paying with a fee to cancel
     h = keys_only_partner_that_ignores_them(harness)
-    partner_worker(h.partner)
-
+    settings.PARTNER_COMPENSATION_MAX_TRIES = 2
     booking = book(h)
+    Booking.objects.filter(pk=booking.pk).update(
+        customer_money=money_of(
+            PaymentFacts(state="held", currency="EUR", amount=Decimal("360.00"))
+        ).as_json(),
+        free_cancellation_hours=60 * 24,  # its stay is 40 days ahead: a quarter of the price to cancel
+        cancellation_fee_percent=Decimal("25"),
+    )
+    partner_worker(h.partner)
     wait_until(lambda: h.truth(booking), what="the first create to commit")
     h.faults(timeout_after_commit_rate=0)
     wait_for_status(booking, S.CONFIRMED)
-    h.faults(error_5xx_rate=1)  # from now on the partner fails every call, cancels included
-
-    wait_for_status(booking, S.NEEDS_ATTENTION, timeout_s=20)
-
+    h.faults(rate_limit_rate=1)  # before the duplicate is learned of (its webhook is 2.5 s late)
     booking.refresh_from_db()
-    assert booking.attention_reason == "compensation_failed"
-    assert "Could not cancel" in booking.attention_detail
-    # shown confirmed before: support is on it, never "pending" again, nothing silently "confirmed"
-    assert (booking.customer_status, booking.customer_message) == ("disrupted", "disrupted")
-    # never verified (a 5xx may even have come after the partner cancelled it): support decides
-    duplicate = PartnerReservation.objects.get(booking=booking, role="duplicate")
+    shown = (booking.customer_status, booking.customer_message, booking.status_version)
+    mails = Notification.objects.filter(booking=booking).count()
+    fee = cancelling.fee_if_cancelled(booking, at=timezone.now())
+    assert shown[0] == "confirmed" and fee == booking.total_price / 4
+
+    # when the retry's duplicate is refused its cancel (429) through every try
+    wait_until(
+        lambda: (
+            status_of(booking) != S.CONFIRMED
+            or OrphanCase.objects.filter(reservation__booking=booking, automation="cancel_failed").exists()
+        ),
+        timeout_s=25,
+        what="the duplicate's compensation to give up",
+    )
+
+    # then the customer's booking is what it was: confirmed, shown and numbered as before, nothing
+    # mailed, its cancel offered with its fee, the price owed
+    assert_no_call_out(booking)
+    booking.refresh_from_db()
+    assert (booking.status, booking.attention_reason) == (S.CONFIRMED, "")
+    assert (booking.customer_status, booking.customer_message, booking.status_version) == shown
+    assert Notification.objects.filter(booking=booking).count() == mails
+    assert booking.customer_may_cancel
+    assert cancelling.fee_if_cancelled(booking, at=timezone.now()) == fee
+    assert owed(booking_facts(booking)) == booking.total_price
+    # the stray is support's: a flagged case (on the booking's timeline too), in the console
+    duplicate = PartnerReservation.objects.get(booking=booking, role=ReservationRole.DUPLICATE)
     assert (duplicate.compensation_reason, duplicate.compensated_at) == ("duplicate", None)
-    assert len(h.live(booking)) in (1, 2)
-    assert PartnerAttempt.objects.filter(booking=booking, operation=Operation.CANCEL).count() == 2
-    assert timeline(booking)[-1] == "booking.needs_attention"
+    assert [r["status"] for r in h.live(booking)] == ["confirmed", "confirmed"]
+    case = OrphanCase.objects.get(reservation=duplicate)
+    assert (case.flagged, case.opened_because) == (True, OrphanFinding.DUPLICATE)
+    kinds = timeline(booking)
+    assert "partner.compensation.failed" in kinds and "booking.needs_attention" not in kinds
+    failed = booking.events.get(kind="partner.compensation.failed")
+    assert failed.data["orphan_case"] == case.pk and f"{booking.reference} stays confirmed" in failed.summary
+    assert [(c.pk, c.flag_order) for c in orphan_queue(partner=h.partner)] == [(case.pk, 0)]
+    queue = admin_client.get(reverse("admin:partners_orphancase_changelist")).content.decode()
+    assert duplicate.partner_ref in queue and "duplicate of <a" in queue
+    page = admin_client.get(reverse("admin:partners_orphancase_change", args=[case.pk])).content.decode()
+    assert f"{booking.reference}</a>'s reservation" in page
+    operator = support.Operator.for_user(admin_user)
+    link = support.orphan_preview("link", case, operator=operator, live=False)
+    assert not link.allowed and "a duplicate of its reservation" in link.refusal
+    # nothing re-sends its cancel while the partner holds it live: support has it
+    settings.RECONCILE_SYNC_AGE_S = settings.PARTNER_RETRY_MAX_S = 0
+    assert sweep(dry_run=True, partner=h.partner).compensations_requeued == 0
+
+    # when it is released at last: support cancels it again, or the partner lets it go itself
+    h.faults(rate_limit_rate=0)
+    if released_by == "support":
+        support.support_orphan_action_run(
+            "cancel", case_id=case.pk, operator=operator, token=support.new_token()
+        )
+    else:
+        h.sandbox.request("POST", f"/v1/reservations/{duplicate.partner_ref}/cancel").raise_for_status()
+        wait_until(
+            lambda: PartnerReservation.objects.get(pk=duplicate.pk).status == "cancelled",
+            what="the partner's news of it",
+        )
+        assert sweep(partner=h.partner).compensations_requeued == 1  # to be verified
+
+    # then the verified cancel closes the case; the booking is still what it was
+    wait_until(
+        lambda: OrphanCase.objects.get(pk=case.pk).state == "closed", what="the verified cancel to close it"
+    )
+    case.refresh_from_db()
+    assert (case.closed_because, case.automation) == ("cancel_verified", "cancel_verified")
+    assert_at_rest(h, booking, S.CONFIRMED)
+    booking.refresh_from_db()
+    assert (booking.customer_status, booking.customer_message, booking.status_version) == shown
+    assert Notification.objects.filter(booking=booking).count() == mails
+    assert timeline(booking)[-1] != "booking.needs_attention"
+    assert PartnerReservation.objects.get(pk=duplicate.pk).compensated_at is not None
+
+
+def assert_no_call_out(booking: Booking) -> None:
+    wait_until(
+        lambda: not booking.partner_attempts.filter(outcome="in_flight").exists(),
+        what="every call to the partner to end",
+    )
 
 
 def test_orphan_found_by_the_legacy_change_listing_is_cancelled(harness, partner_worker):

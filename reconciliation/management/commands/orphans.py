@@ -1,5 +1,5 @@
-"""List orphan cases: reservations a partner holds that no booking of ours wants (the console's
-orphan queue)."""
+"""List orphan cases: reservations a partner holds that no booking of ours wants, a booking's
+duplicates automation could not cancel among them (the console's orphan queue)."""
 
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ class Command(JsonCommand):
                         f"#{r['case']}" + ("" if r["state"] == "open" else " closed"),
                         r["partner"],
                         r["partner_ref"],
-                        r["client_reference"] or "-",
+                        (r["client_reference"] or "-") + (" (duplicate)" if r["duplicate_of"] else ""),
                         r["status"] + (f" v{r['version']}" if r["version"] is not None else ""),
                         r["opened_at"][:19].replace("T", " "),
                         ("FLAGGED " if r["flagged"] else "") + r["automation"],

@@ -125,6 +125,11 @@ def _cancel_refusal(situation: OrphanSituation) -> str:
 
 def _link_refusal(situation: OrphanSituation) -> str:
     reservation, booking = situation.reservation, situation.booking
+    if reservation.booking_id is not None:
+        return (
+            f"{reservation.partner_ref} is {reservation.booking.reference}'s already (a duplicate of its "
+            "reservation): there is nothing to link. Cancel it at the partner, or close the case."
+        )
     if booking is None:
         return "Name the booking to link it to (its client reference names none of ours at this partner)."
     if booking.partner_id != reservation.partner_id:
@@ -176,7 +181,9 @@ def orphan_refusal(action: str, situation: OrphanSituation) -> str:
 def orphan_case_by_id(case_id: int | str) -> OrphanCase:
     pk = row_id(case_id)  # None past our ids' range: the database would overflow, not miss
     case = (
-        OrphanCase.objects.select_related("reservation__partner", "booking").filter(pk=pk).first()
+        OrphanCase.objects.select_related("reservation__partner", "reservation__booking", "booking")
+        .filter(pk=pk)
+        .first()
         if pk is not None
         else None
     )
