@@ -340,6 +340,16 @@ def test_open_booking_with_settled_duplicates_decides_by_the_last_learned():
     assert plan(S.UNKNOWN, reservations) == ("reject", "partner_rejected", None, {})
 
 
+# --- stray_left_to_a_case: a duplicate whose cancel gave up -> support's case, or the booking's -----
+@pytest.mark.parametrize("state", list(S))
+@pytest.mark.parametrize("role", ["primary", "duplicate", "orphan"])
+def test_only_a_duplicate_of_a_booking_that_keeps_its_own_reservation_is_left_to_a_case(state, role):
+    # confirmed, or still waiting for the partner: the customer's booking is fine, it goes on as it
+    # is; cancelling, ended or already with support: the stray holds the booking up, support gets it
+    keeps_its_own = state in (S.CONFIRMED, S.REQUESTED, S.SUBMITTING, S.PENDING_PARTNER, S.UNKNOWN)
+    assert decisions.stray_left_to_a_case(state, role) == (role == "duplicate" and keeps_its_own)
+
+
 def test_reconciling_twice_gives_the_same_plan():
     reservations = [res(1, "pending"), res(2, "confirmed")]
     assert plan(S.UNKNOWN, reservations) == plan(S.UNKNOWN, reservations)

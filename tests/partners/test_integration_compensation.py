@@ -33,11 +33,12 @@ from partners.models import (
     PartnerReservation,
     ReservationRole,
     ReservationStatus,
+    Source,
 )
 from partners.services import backoff
 from partners.services.compensation import booking_cancel_run, reservation_compensate
 from partners.services.listing import change_listing_walk
-from partners.services.observations import request_compensation_again
+from partners.services.observations import observation_apply, request_compensation_again
 from partners.services.submission import submission_run
 from payments.decisions import owed
 from payments.services.runs import booking_facts
@@ -55,6 +56,7 @@ from tests.partners.conftest import (
     timeline,
     wait_for_status,
 )
+from tests.sandbox.conftest import reference_body
 
 S = BookingState
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
@@ -157,7 +159,7 @@ def test_a_duplicate_the_partner_will_not_cancel_leaves_the_confirmed_booking_as
     page = admin_client.get(reverse("admin:partners_orphancase_change", args=[case.pk])).content.decode()
     assert f"{booking.reference}</a>'s reservation" in page
     operator = support.Operator.for_user(admin_user)
-    link = support.orphan_preview("link", case, operator=operator, live=False)
+    link = support.orphan_preview(support.ORPHAN_LINK, case, operator=operator, live=False)
     assert not link.allowed and "a duplicate of its reservation" in link.refusal
     # nothing re-sends its cancel while the partner holds it live: support has it
     settings.RECONCILE_SYNC_AGE_S = settings.PARTNER_RETRY_MAX_S = 0
@@ -167,7 +169,7 @@ def test_a_duplicate_the_partner_will_not_cancel_leaves_the_confirmed_booking_as
     h.faults(rate_limit_rate=0)
     if released_by == "support":
         support.support_orphan_action_run(
-            "cancel", case_id=case.pk, operator=operator, token=support.new_token()
+            support.ORPHAN_CANCEL, case_id=case.pk, operator=operator, token=support.new_token()
         )
     else:
         h.sandbox.request("POST", f"/v1/reservations/{duplicate.partner_ref}/cancel").raise_for_status()
@@ -189,6 +191,60 @@ def test_a_duplicate_the_partner_will_not_cancel_leaves_the_confirmed_booking_as
     assert Notification.objects.filter(booking=booking).count() == mails
     assert timeline(booking)[-1] != "booking.needs_attention"
     assert PartnerReservation.objects.get(pk=duplicate.pk).compensated_at is not None
+
+
+def test_a_pending_bookings_stray_duplicate_is_supports_case_and_holds_up_only_its_cancel(harness, settings):
+    # given a booking the partner holds pending (it confirms half a minute later), and a second
+    # reservation for it there, learned by a lookup: a duplicate to cancel
+    settings.PARTNER_COMPENSATION_MAX_TRIES = 1
+    h = harness("reference")
+    h.faults(async_confirm_delay_s=30)
+    booking = book(h)
+    submission_run(booking.pk)
+    assert status_of(booking) == S.PENDING_PARTNER
+    made = h.sandbox.request("POST", "/v1/reservations", json=reference_body(booking.reference)).json()
+    observation_apply(
+        partner=h.partner,
+        snapshot=connector_for(h.partner).get(made["id"]).reservation,
+        source=Source.LOOKUP,
+        actor=Actor.WORKER,
+    )
+    duplicate = PartnerReservation.objects.get(partner_ref=made["id"])
+    assert (duplicate.booking_id, duplicate.role) == (booking.pk, ReservationRole.DUPLICATE)
+    booking.refresh_from_db()
+    shown = view_of(booking)
+
+    # when the partner refuses its cancel and the read that would verify it (429)
+    h.faults(rate_limit_rate=1)
+    reservation_compensate(duplicate.pk)
+
+    # then the booking goes on waiting for the partner as it was; the stray is support's case
+    assert view_of(booking) == shown
+    assert OrphanCase.objects.get(reservation=duplicate).flagged
+    assert timeline(booking)[-1] == "partner.compensation.failed"
+    settings.RECONCILE_SYNC_AGE_S = settings.PARTNER_RETRY_MAX_S = 0
+    assert sweep(dry_run=True, partner=h.partner).compensations_requeued == 0
+
+    # when the customer cancels it: its own reservation is cancelled, the stray holds the cancel up
+    h.faults(rate_limit_rate=0)
+    booking_request_cancel(booking_id=booking.pk, actor=Actor.CUSTOMER)
+    booking_cancel_run(booking.pk)
+    own = PartnerReservation.objects.get(booking=booking, role=ReservationRole.PRIMARY)
+    reservation_compensate(own.pk)
+    assert status_of(booking) == S.CANCEL_REQUESTED
+
+    # then the sweeper sends the stray's compensation again, whose spent budget hands support the
+    # booking (a cancel that did not complete), as for any compensation that failed
+    assert sweep(dry_run=True, partner=h.partner).compensations_requeued == 1
+    reservation_compensate(duplicate.pk)
+    booking.refresh_from_db()
+    assert (booking.status, booking.attention_reason) == (S.NEEDS_ATTENTION, "compensation_failed")
+    assert (booking.customer_status, booking.customer_message) == ("cancelling", "cancel_with_support")
+
+
+def view_of(booking: Booking) -> tuple:
+    booking.refresh_from_db()
+    return (booking.status, booking.customer_status, booking.customer_message, booking.status_version)
 
 
 def assert_no_call_out(booking: Booking) -> None:
