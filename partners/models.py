@@ -475,6 +475,11 @@ class OrphanCase(models.Model):
         return self.state == OrphanCaseState.OPEN
 
     @property
+    def of_duplicate(self) -> bool:
+        """The stray duplicate of a booking that keeps its own reservation (`reservation.booking`)."""
+        return self.opened_because == OrphanFinding.DUPLICATE
+
+    @property
     def flagged(self) -> bool:
         """Automation gave up: a person must act."""
         return self.is_open and self.automation == OrphanAutomation.CANCEL_FAILED

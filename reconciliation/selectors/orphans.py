@@ -56,7 +56,7 @@ def orphan_case_row(case: OrphanCase) -> dict[str, Any]:
         "opened_at": case.opened_at.isoformat(),
         "opened_because": case.opened_because,
         # A booking's duplicate (`opened_because` duplicate): that booking, which keeps its own.
-        "duplicate_of": reservation.booking.reference if reservation.booking_id else None,
+        "duplicate_of": reservation.booking.reference if case.of_duplicate else None,
         "automation": case.automation,
         "compensation": (
             "verified"

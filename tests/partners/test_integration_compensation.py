@@ -42,7 +42,7 @@ from partners.services.observations import observation_apply, request_compensati
 from partners.services.submission import submission_run
 from payments.decisions import owed
 from payments.services.runs import booking_facts
-from reconciliation.selectors.orphans import orphan_queue
+from reconciliation.selectors.orphans import orphan_case_row, orphan_queue
 from reconciliation.services import support
 from reconciliation.services.sweeper import booking_due_run, sweep
 from tests.factories import PartnerAttemptFactory
@@ -154,6 +154,7 @@ def test_a_duplicate_the_partner_will_not_cancel_leaves_the_confirmed_booking_as
     failed = booking.events.get(kind="partner.compensation.failed")
     assert failed.data["orphan_case"] == case.pk and f"{booking.reference} stays confirmed" in failed.summary
     assert [(c.pk, c.flag_order) for c in orphan_queue(partner=h.partner)] == [(case.pk, 0)]
+    assert orphan_case_row(case)["duplicate_of"] == booking.reference
     queue = admin_client.get(reverse("admin:partners_orphancase_changelist")).content.decode()
     assert duplicate.partner_ref in queue and "duplicate of <a" in queue
     page = admin_client.get(reverse("admin:partners_orphancase_change", args=[case.pk])).content.decode()

@@ -125,7 +125,7 @@ def _cancel_refusal(situation: OrphanSituation) -> str:
 
 def _link_refusal(situation: OrphanSituation) -> str:
     reservation, booking = situation.reservation, situation.booking
-    if reservation.booking_id is not None:
+    if situation.case.of_duplicate:
         return (
             f"{reservation.partner_ref} is {reservation.booking.reference}'s already (a duplicate of its "
             "reservation): there is nothing to link. Cancel it at the partner, or close the case."
