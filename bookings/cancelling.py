@@ -13,9 +13,11 @@ payment side owes it once cancelled. The rest is what the payment side then does
 booking (`payments.decisions.next_step`, owing the fee): a hold is released, or charged for the
 fee and the rest released; what was paid beyond the fee is refunded; nothing more is ever
 charged. While a charge's outcome is not known (`charge_unknown`), which of those it will be is
-not known either: the customer is told their money comes back, as a release or a refund. What
-the provider holds is read from what the customer was last told (`customer_money.Money`): no
-query, and the page never contradicts its own money line.
+not known either: the customer is told their money comes back, as a release or a refund; but a
+charge of the fee alone from the hold (`Money.charging`) can take no more than the fee, and the
+rest of the hold is released whatever its answer, never charged and refunded. What the provider
+holds is read from what the customer was last told (`customer_money.Money`): no query, and the
+page never contradicts its own money line.
 
 The policy itself is put into words here too (`Policy`, `StayPolicy`), once for every place that
 shows it: the offers and the quote's page before Book, the API's offers and quotes, the cancel
@@ -410,6 +412,15 @@ def _after_words(money: Money, fee: Decimal) -> str:
         return f"{value:.2f} {money.currency}"
 
     paid = money.charged - money.refunded
+    if money.code == CustomerMoney.CHARGE_UNKNOWN and money.charge_asked < money.amount:
+        # The capture of the fee alone (`payments.decisions.next_step`): at most it is taken, and
+        # the rest of the hold is let go with it, never charged, so never refunded either.
+        if money.charge_asked != fee:
+            return ""  # not the fee: said as it is
+        return (
+            f"The {shown(fee)} is the cancellation fee, all we charge: we are releasing the other "
+            f"{shown(money.amount - fee)} we hold on your card."
+        )
     if money.code == CustomerMoney.CHARGE_UNKNOWN:
         return release_or_refund(money.amount, fee, money.currency, asked=True)
     if money.code in MONEY_HELD:
@@ -417,7 +428,9 @@ def _after_words(money: Money, fee: Decimal) -> str:
             return (
                 f"We are releasing the {shown(money.amount)} we hold on your card: you will not be charged."
             )
-        if fee <= money.amount:
+        if fee == money.amount:  # nothing is left to release
+            return f"We are charging the {shown(fee)} we hold on your card: it is all the cancellation fee."
+        if fee < money.amount:
             return (
                 f"We are charging the cancellation fee of {shown(fee)} from the {shown(money.amount)} "
                 f"we hold on your card and releasing the other {shown(money.amount - fee)}."

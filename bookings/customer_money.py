@@ -12,6 +12,7 @@ from decimal import Decimal
 
 from bookings.models import Booking
 from bookings.states import (
+    CHARGE_UNKNOWN_OF_PART,
     REFUND_FAILED_PARTLY_PAID_BACK,
     RELEASE_REFUSED_NO_LAPSE,
     BookingState,
@@ -40,7 +41,8 @@ class PaymentFacts:
     refunds that could not be made (the card refused them after they were made, or the provider
     every time it was asked) still owe the customer (not in `refunded`), and
     `refunded_outside` what support paid back of it another way (not to the card: not in
-    `refunded` either).
+    `refunded` either). `charging` is what the charge in doubt asked to take (`charge_unknown`
+    only): the whole hold, or part of it (a cancel's fee), and no more can be taken.
     """
 
     state: str
@@ -51,6 +53,7 @@ class PaymentFacts:
     refund_failed: Decimal = Decimal(0)
     refunded_outside: Decimal = Decimal(0)
     lapses_at: datetime | None = None
+    charging: Decimal | None = None
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,14 @@ class Money:
     refunded_outside: Decimal = Decimal(0)
     # When a hold the provider would not release lapses (`release_refused` only; stored only then).
     lapses_at: datetime | None = None
+    # What a charge in doubt asked to take of the hold (`charge_unknown` only; stored only then).
+    charging: Decimal | None = None
+
+    @property
+    def charge_asked(self) -> Decimal:
+        """What the charge in doubt asked for: `charging`, or the whole hold when a view stored
+        before it was kept says nothing (the hold was all a charge then asked for)."""
+        return self.amount if self.charging is None else self.charging
 
     @property
     def paid(self) -> Decimal:
@@ -84,8 +95,11 @@ class Money:
             words = REFUND_FAILED_PARTLY_PAID_BACK
         if self.code == CustomerMoney.RELEASE_REFUSED and self.lapses_at is None:
             words = RELEASE_REFUSED_NO_LAPSE
+        if self.code == CustomerMoney.CHARGE_UNKNOWN and self.charge_asked < self.amount:
+            words = CHARGE_UNKNOWN_OF_PART
         return words.format(
             amount=shown(self.amount),
+            charging=shown(self.charge_asked),
             charged=shown(self.charged),
             refunded=shown(self.refunded),
             paid=shown(self.paid),
@@ -108,6 +122,8 @@ class Money:
             told["refunded_outside"] = str(self.refunded_outside)
         if self.lapses_at is not None:
             told["lapses_at"] = self.lapses_at.isoformat()
+        if self.charging is not None:
+            told["charging"] = str(self.charging)
         return told
 
     @classmethod
@@ -123,6 +139,7 @@ class Money:
             refund_failed=Decimal(data.get("refund_failed", "0")),
             refunded_outside=Decimal(data.get("refunded_outside", "0")),
             lapses_at=datetime.fromisoformat(data["lapses_at"]) if data.get("lapses_at") else None,
+            charging=Decimal(data["charging"]) if data.get("charging") else None,
         )
 
 
@@ -166,8 +183,17 @@ def money_of(facts: PaymentFacts) -> Money:
     refund_failed = facts.refund_failed if code == MONEY.REFUND_FAILED else Decimal(0)
     outside = facts.refunded_outside if facts.state == "charged" else Decimal(0)
     lapses_at = facts.lapses_at if code == MONEY.RELEASE_REFUSED else None
+    charging = facts.charging if code == MONEY.CHARGE_UNKNOWN else None
     return Money(
-        code, facts.currency, facts.amount, facts.charged, facts.refunded, refund_failed, outside, lapses_at
+        code,
+        facts.currency,
+        facts.amount,
+        facts.charged,
+        facts.refunded,
+        refund_failed,
+        outside,
+        lapses_at,
+        charging,
     )
 
 

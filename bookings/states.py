@@ -141,7 +141,8 @@ class CustomerMessage(models.TextChoices):
 class CustomerMoney(models.TextChoices):
     """What happened to the customer's money, as the payment provider's truth says it (the
     payments app tells `customer_view` through the payment facts). The words take the amounts
-    the customer was shown with them: `{amount}` (asked for), `{charged}`, `{refunded}`,
+    the customer was shown with them: `{amount}` (asked for), `{charging}` (what a charge in doubt
+    asked to take of it), `{charged}`, `{refunded}`,
     `{paid}` (charged less what went back: refunded, or paid back another way), `{lapses}` (when
     a hold the provider would not release lapses),
     `{refund_failed}` (a refund that could not be made: refused by the card after it was made, or
@@ -158,7 +159,8 @@ class CustomerMoney(models.TextChoices):
         "review; you are not charged yet.",
     )
     # A charge of the hold was asked for and its answer was lost (a timeout): the provider may or
-    # may not have taken the money, so neither "held" nor "charged" is true to say.
+    # may not have taken the money, so neither "held" nor "charged" is true to say. Of the whole
+    # hold: a charge of part of it (a cancel's fee) is `CHARGE_UNKNOWN_OF_PART`.
     CHARGE_UNKNOWN = (
         "charge_unknown",
         "We asked for the {amount} held on your card to be charged and do not know yet whether it was.",
@@ -217,6 +219,15 @@ class CustomerMoney(models.TextChoices):
 RELEASE_REFUSED_NO_LAPSE = (
     "We could not release the {amount} held on your card: our payment provider refused it. The "
     "hold ends when it lapses, and you will not be charged."
+)
+
+
+# `charge_unknown` of a charge asked for part of the hold (a cancel's fee): no more than that part
+# can be taken, and the rest of the hold is not charged whatever the answer (a capture of part of
+# a hold lets the rest go), so never "the {amount} held ... to be charged".
+CHARGE_UNKNOWN_OF_PART = (
+    "We asked for {charging} of the {amount} held on your card to be charged and do not know yet "
+    "whether it was; the rest of the hold is not charged."
 )
 
 

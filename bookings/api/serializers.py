@@ -346,7 +346,8 @@ class MoneyOutputSerializer(serializers.Serializer):
             "`authorizing` (asking the bank to hold it), `held` (held, not charged), "
             "`held_in_review` (held, not charged, and the provider placed the payment in review), "
             "`charge_unknown` (held, and a charge of it was asked for whose outcome is not known "
-            "yet: it may or may not have been charged), `charged`, "
+            "yet: it may or may not have been charged; `charging` says how much it asked for), "
+            "`charged`, "
             "`partly_refunded`, `refunded`, `refund_failed` (a refund could not be made: the card "
             "refused it after it was made, or the provider refused it every time it was asked; "
             "`refund_failed` is owed still, and our support team gives it back; "
@@ -374,6 +375,14 @@ class MoneyOutputSerializer(serializers.Serializer):
     )
     currency = serializers.CharField()
     amount = serializers.DecimalField(max_digits=12, decimal_places=2, help_text="Asked for (held).")
+    charging = serializers.DecimalField(
+        max_digits=12,
+        decimal_places=2,
+        allow_null=True,
+        help_text="What a charge whose outcome is not known asked to take of the hold (null unless "
+        "`charge_unknown`): the whole `amount`, or part of it (a cancellation fee), in which case no "
+        "more than that can be charged and the rest of the hold is released, not charged.",
+    )
     charged = serializers.DecimalField(max_digits=12, decimal_places=2)
     refunded = serializers.DecimalField(
         max_digits=12, decimal_places=2, help_text="Given back to the card (a refund it refused is not)."
@@ -544,11 +553,13 @@ class BookingOutputSerializer(serializers.Serializer):
         money = money_shown(booking)
         if money is None:
             return None
+        unknown = money.code == CustomerMoney.CHARGE_UNKNOWN
         return {
             "code": money.code,
             "message": money_words(booking, money),
             "currency": money.currency,
             "amount": _PRICE.to_representation(money.amount),
+            "charging": _PRICE.to_representation(money.charge_asked) if unknown else None,
             "charged": _PRICE.to_representation(money.charged),
             "refunded": _PRICE.to_representation(money.refunded),
             "refund_failed": _PRICE.to_representation(money.refund_failed),

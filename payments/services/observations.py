@@ -88,7 +88,16 @@ def payment_facts(payment: Payment, *, open_operation: PaymentOperation | None =
         refund_failed=payment.owed_back,  # made and refused by the card, or refused for good
         refunded_outside=payment.refunded_outside,
         lapses_at=payment.authorization_expires_at if state == "release_refused" else None,
+        charging=_charging(payment, open_operation) if state == "charge_unknown" else None,
     )
+
+
+def _charging(payment: Payment, capture: PaymentOperation | None) -> Decimal:
+    """What the capture in doubt asked to take: its amount (a cancel's fee takes part of the
+    hold, and the provider lets the rest go with it), or, none given, the whole hold."""
+    if capture is None or capture.amount is None:
+        return payment.amount
+    return min(capture.amount, payment.amount)
 
 
 def charge_in_doubt(open_operation: PaymentOperation | None) -> bool:

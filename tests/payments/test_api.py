@@ -32,6 +32,7 @@ def test_a_customer_pays_with_a_card_and_is_told_what_happened_to_their_money(pa
         "message": "We are asking your bank to hold 360.00 EUR; you are not charged yet.",
         "currency": "EUR",
         "amount": "360.00",
+        "charging": None,
         "charged": "0.00",
         "refunded": "0.00",
         "refund_failed": "0.00",

@@ -29,6 +29,8 @@ PRICE = Decimal("360.00")
 START = date(2030, 6, 10)
 # Free until 60 days before the start (11 April 2030), then a quarter of the price: 90.00 EUR.
 POLICY = {"free_cancellation_hours": 60 * 24, "cancellation_fee_percent": Decimal("25")}
+# The same, with the whole price as the fee: 360.00 EUR.
+ALL_OF_IT = {**POLICY, "cancellation_fee_percent": Decimal("100")}
 AFTER = "free cancellation ended on 11 Apr 2030, 00:00 UTC (1440 hours before the start)"
 
 
@@ -104,6 +106,15 @@ def mail_of(kind: str, money: dict, *, fee: str | None, **policy) -> tuple[str, 
             "we charge only the fee and release the rest of the hold. Your booking was cancelled "
             f"after {AFTER}: the fee is 25% of the price.",
         ),
+        (  # the capture of the fee alone timed out: at most the fee is taken, the rest released
+            NotificationKind.CANCELLED,
+            money_of(PaymentFacts("charge_unknown", "EUR", PRICE, charging=Decimal("90.00"))).as_json(),
+            "90.00",
+            "We asked for 90.00 EUR of the 360.00 EUR held on your card to be charged and do not know "
+            "yet whether it was; the rest of the hold is not charged. The 90.00 EUR is the "
+            "cancellation fee, all we charge: we are releasing the other 270.00 EUR we hold on your "
+            f"card. Your booking was cancelled after {AFTER}: the fee is 25% of the price.",
+        ),
         (  # the whole price as the fee
             NotificationKind.CANCELLED,
             told("charged", "360.00"),
@@ -134,6 +145,7 @@ def mail_of(kind: str, money: dict, *, fee: str | None, **policy) -> tuple[str, 
         "hold",
         "fee-from-hold",
         "charge-unknown",
+        "fee-charge-unknown",
         "all-kept",
         "support-refunded-part-first",
         "support-refunded-part-first-free",
@@ -144,6 +156,36 @@ def test_the_mail_says_the_fee_kept_the_refund_and_the_cut_off(db, kind, money, 
 
     assert words in text
     assert words in html
+
+
+@pytest.mark.parametrize(
+    ("money", "words"),
+    [
+        (
+            told("held"),
+            "We are holding 360.00 EUR on your card; you are not charged yet. We are charging the "
+            "360.00 EUR we hold on your card: it is all the cancellation fee.",
+        ),
+        (
+            money_of(PaymentFacts("charge_unknown", "EUR", PRICE, charging=PRICE)).as_json(),
+            "We asked for the 360.00 EUR held on your card to be charged and do not know yet whether "
+            "it was. The 360.00 EUR is all the cancellation fee: nothing comes back to your card.",
+        ),
+        (
+            told("charged", "360.00"),
+            "We charged 360.00 EUR to your card. We keep the 360.00 EUR you paid as the cancellation "
+            "fee: there is nothing to refund.",
+        ),
+    ],
+    ids=["held", "charge-unknown", "charged"],
+)
+def test_a_fee_of_the_whole_price_releases_or_refunds_nothing_and_says_no_zero_part(db, money, words):
+    # the fee is the whole price: nothing is left of the hold to release, nor of the charge to refund
+    text, html = mail_of(NotificationKind.CANCELLED, money, fee="360.00", **ALL_OF_IT)
+
+    for mail in (text, html):
+        assert words in " ".join(mail.split())
+        assert "0.00 EUR" not in mail.replace("360.00 EUR", "")
 
 
 def test_a_cancel_before_the_partner_confirmed_says_only_what_happened_to_the_hold(db):

@@ -10,22 +10,24 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from django.db import transaction
+from django.test import Client
 from django.utils import timezone
 
 from bookings.cancelling import after_cancel
 from bookings.customer_money import money_shown
 from bookings.models import Booking, Notification
 from bookings.notifications import compose
-from bookings.services import booking_request_cancel
+from bookings.services import booking_request_cancel, lock_booking
 from bookings.states import BookingState, CustomerMoney
 from partners.connectors import connector_for
 from partners.models import PartnerReservation
 from payments.models import OperationKind, OperationState, PaymentOperation, PaymentStatus
-from payments.services.observations import charge_in_doubt
+from payments.services.observations import booking_follow, charge_in_doubt, lock_payment, open_operation_of
 from payments.services.operations import operation_open
 from tests.helpers import wait_until
 from tests.partners.conftest import wait_for_status
-from tests.payments.conftest import HANG_S, assert_money_at_rest, payment_of, wait_for_money
+from tests.payments.conftest import HANG_S, assert_money_at_rest, money_code, payment_of, wait_for_money
 from tests.reconciliation.paying import PRICE, paying_booking
 
 S = BookingState
@@ -185,3 +187,92 @@ def test_a_hold_the_partner_took_back_while_its_capture_is_out_is_never_said_not
     assert intent["amount_received"] == 36_000
     for notification in Notification.objects.filter(booking=booking):
         assert "not be charged" not in compose(notification).body
+
+
+# --- the cancel's fee charged from the hold, its answer not known yet ------------------------------
+# At most the fee can be taken by its capture: the rest of the hold is released, never charged.
+FEE_ASKED = (
+    "We asked for 90.00 EUR of the 360.00 EUR held on your card to be charged and do not know yet "
+    "whether it was; the rest of the hold is not charged. The 90.00 EUR is the cancellation fee, "
+    "all we charge: we are releasing the other 270.00 EUR we hold on your card."
+)
+# What the whole hold's charge in doubt says, untrue of a capture of the fee alone.
+WHOLE_HOLD = ("asked for the 360.00 EUR held on your card to be charged", "we refund the 270.00 EUR")
+
+
+def said_of_the_whole_hold(words: str) -> list[str]:
+    return [w for w in WHOLE_HOLD if w in words]
+
+
+def test_a_fee_capture_in_doubt_is_told_as_the_fee_from_the_hold_the_rest_released(db, customer, api_client):
+    """Review: a cancel's fee capture (90.00 of a 360.00 hold) whose answer is not known was told
+    as a charge of the whole hold, with a refund of the 270.00 "if it is charged"."""
+    booking = confirmed_and_held(customer, capture_out=False)
+    Booking.objects.filter(pk=booking.pk).update(status=S.CANCELLED, cancellation_fee=Decimal("90.00"))
+    payment = payment_of(booking)
+    # the run's capture of the fee, committed before its call, its call out
+    operation_open(payment, kind=OperationKind.CAPTURE, amount=Decimal("90.00"), claimed=True)
+    with transaction.atomic():
+        locked = lock_booking(booking.pk)
+        held = lock_payment(locked)
+        booking_follow(locked, held, open_operation=open_operation_of(held), actor="worker")
+
+    money = api_client.get(f"/api/v1/bookings/{booking.reference}").json()["money"]
+    assert (money["code"], money["amount"], money["charging"]) == ("charge_unknown", "360.00", "90.00")
+    assert money["message"].startswith(FEE_ASKED)
+    assert said_of_the_whole_hold(money["message"]) == []
+
+
+def fee_capture_tried(booking) -> bool:
+    """The cancel's capture of the fee (90.00 of the hold) asked at least once."""
+    return PaymentOperation.objects.filter(
+        payment__booking=booking, kind=OperationKind.CAPTURE, amount=Decimal("90.00"), tries__gte=1
+    ).exists()
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+def test_a_fee_capture_that_timed_out_is_told_as_the_fee_alone_then_charged_as_said(
+    paying, customer, api_client
+):
+    # given a confirmed booking past its free cancellation (a fee of 90.00 EUR), its 360.00 EUR
+    # still held: the provider refuses the confirmation's capture for now (429: provably not made)
+    offer = paying.h.partner.offers.get()
+    type(offer).objects.filter(pk=offer.pk).update(**AFTER_CUT_OFF)
+    paying.h.faults(async_confirm_delay_s=2)  # time to arm the fault between hold and capture
+    booking = paying.book(customer=customer)
+    wait_until(lambda: payment_of(booking).status == P.AUTHORIZED, what="the hold")
+    paying.provider.set_faults(rate_limit_rate=1)
+    wait_for_status(booking, S.CONFIRMED)
+
+    # when the customer cancels, and the run's capture of the fee times out after the provider made it
+    booking_request_cancel(booking_id=booking.pk, actor="customer")
+    wait_for_status(booking, S.CANCELLED)
+    wait_until(lambda: fee_capture_tried(booking), what="the fee's capture refused for now", timeout_s=20)
+    paying.provider.set_faults(rate_limit_rate=0, timeout_after_commit_rate=1, webhook_delay_s=[60, 60])
+    wait_until(lambda: money_code(booking) == "charge_unknown", what="the fee capture in doubt", timeout_s=30)
+    in_doubt = Booking.objects.get(pk=booking.pk)
+
+    # then the API and the page say at most the fee is charged and the rest of the hold released
+    money = api_client.get(f"/api/v1/bookings/{booking.reference}").json()["money"]
+    assert (money["code"], money["amount"], money["charging"]) == ("charge_unknown", "360.00", "90.00")
+    assert money["message"].startswith(FEE_ASKED), money["message"]
+    page = Client()
+    page.force_login(customer)
+    assert FEE_ASKED in " ".join(page.get(f"/bookings/{booking.reference}/").content.decode().split())
+
+    # and that is what happens: the fee charged, the rest released, nothing refunded
+    paying.provider.set_faults(timeout_after_commit_rate=0)
+    wait_for_money(booking, "charged", timeout_s=40)
+    assert_money_at_rest(paying, booking, owed=Decimal("90.00"), code="charged")
+    [intent] = paying.intents(booking)
+    assert intent["amount_received"] == 9_000
+    assert paying.provider.refunds(intent["id"]) == []
+    # its mail says so, as the page did
+    [mail] = Notification.objects.filter(booking=booking, status_version__gt=in_doubt.status_version)
+    said = " ".join(compose(mail).body.split())
+    assert (
+        "We charged 90.00 EUR to your card. The 90.00 EUR charged is the cancellation fee; the other "
+        "270.00 EUR we were holding on your card is released."
+    ) in said
+    assert said_of_the_whole_hold(said) == []

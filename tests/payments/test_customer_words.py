@@ -361,6 +361,7 @@ def test_a_card_placed_in_review_is_told_so_on_the_page_and_in_the_api_and_suppo
         "message": IN_REVIEW_WORDS,
         "currency": "EUR",
         "amount": "360.00",
+        "charging": None,
         "charged": "0.00",
         "refunded": "0.00",
         "refund_failed": "0.00",

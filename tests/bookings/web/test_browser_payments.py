@@ -125,6 +125,7 @@ def test_a_card_that_pays_confirms_the_booking_and_charges_it_once(page, site, a
         "message": charged,
         "currency": "EUR",
         "amount": "360.00",
+        "charging": None,
         "charged": "360.00",
         "refunded": "0.00",
         "refund_failed": "0.00",
