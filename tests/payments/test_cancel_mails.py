@@ -108,7 +108,7 @@ def mail_of(kind: str, money: dict, *, fee: str | None, **policy) -> tuple[str, 
         ),
         (  # the capture of the fee alone timed out: at most the fee is taken, the rest released
             NotificationKind.CANCELLED,
-            money_of(PaymentFacts("charge_unknown", "EUR", PRICE, charging=Decimal("90.00"))).as_json(),
+            {**told("charge_unknown"), "charging": "90.00"},
             "90.00",
             "We asked for 90.00 EUR of the 360.00 EUR held on your card to be charged and do not know "
             "yet whether it was; the rest of the hold is not charged. The 90.00 EUR is the "
@@ -167,7 +167,7 @@ def test_the_mail_says_the_fee_kept_the_refund_and_the_cut_off(db, kind, money, 
             "360.00 EUR we hold on your card: it is all the cancellation fee.",
         ),
         (
-            money_of(PaymentFacts("charge_unknown", "EUR", PRICE, charging=PRICE)).as_json(),
+            {**told("charge_unknown"), "charging": "360.00"},
             "We asked for the 360.00 EUR held on your card to be charged and do not know yet whether "
             "it was. The 360.00 EUR is all the cancellation fee: nothing comes back to your card.",
         ),

@@ -218,8 +218,8 @@ def test_a_fee_capture_in_doubt_is_told_as_the_fee_from_the_hold_the_rest_releas
         booking_follow(locked, held, open_operation=open_operation_of(held), actor="worker")
 
     money = api_client.get(f"/api/v1/bookings/{booking.reference}").json()["money"]
+    assert money["message"].startswith(FEE_ASKED), money["message"]
     assert (money["code"], money["amount"], money["charging"]) == ("charge_unknown", "360.00", "90.00")
-    assert money["message"].startswith(FEE_ASKED)
     assert said_of_the_whole_hold(money["message"]) == []
 
 
@@ -255,8 +255,8 @@ def test_a_fee_capture_that_timed_out_is_told_as_the_fee_alone_then_charged_as_s
 
     # then the API and the page say at most the fee is charged and the rest of the hold released
     money = api_client.get(f"/api/v1/bookings/{booking.reference}").json()["money"]
-    assert (money["code"], money["amount"], money["charging"]) == ("charge_unknown", "360.00", "90.00")
     assert money["message"].startswith(FEE_ASKED), money["message"]
+    assert (money["code"], money["amount"], money["charging"]) == ("charge_unknown", "360.00", "90.00")
     page = Client()
     page.force_login(customer)
     assert FEE_ASKED in " ".join(page.get(f"/bookings/{booking.reference}/").content.decode().split())

@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from bookings import customer_view
 from bookings.cancelling import cancel_money
-from bookings.customer_money import PaymentFacts, money_of
+from bookings.customer_money import Money, PaymentFacts, money_of
 from bookings.models import Actor, Booking, BookingEvent, Notification, NotificationKind
 from bookings.notifications import compose
 from bookings.services import lock_booking
@@ -322,6 +322,65 @@ def test_a_hold_in_review_is_a_hold_to_the_cancel_and_to_whoever_follows_the_boo
     )
     booking.customer_status, booking.customer_message = "cancelled", CustomerMessage.CANCELLED
     assert customer_view.awaited(booking) == customer_view.Awaited.PAYMENT  # the hold is undecided
+
+
+@pytest.mark.parametrize(
+    ("asked", "charging", "words"),
+    [
+        (  # a cancel's fee from the hold: no more than it can be taken
+            Decimal("90.00"),
+            "90.00",
+            "We asked for 90.00 EUR of the 360.00 EUR held on your card to be charged and do not know "
+            "yet whether it was; the rest of the hold is not charged.",
+        ),
+        (  # the confirmation's capture of the price: the whole hold
+            PRICE,
+            "360.00",
+            "We asked for the 360.00 EUR held on your card to be charged and do not know yet whether it was.",
+        ),
+        (  # no amount given to the capture: the whole hold
+            None,
+            "360.00",
+            "We asked for the 360.00 EUR held on your card to be charged and do not know yet whether it was.",
+        ),
+    ],
+    ids=["fee", "price", "no-amount"],
+)
+def test_a_capture_in_doubt_is_told_with_what_it_asked_to_charge(db, asked, charging, words):
+    booking = BookingFactory(status=S.CANCELLED)
+    payment = Payment.objects.create(
+        booking=booking,
+        amount=PRICE,
+        currency="EUR",
+        payment_method="pm_card_visa",
+        status=PaymentStatus.AUTHORIZED,
+    )
+    operation = PaymentOperation.objects.create(
+        payment=payment,
+        kind=OperationKind.CAPTURE,
+        seq=1,
+        idempotency_key=f"{payment.pk}:capture:1",
+        amount=asked,
+        state=OperationState.OPEN,
+        tries=1,
+        calls_in_doubt=1,
+    )
+
+    money = money_of(payment_facts(payment, open_operation=operation))
+
+    assert money.text == words
+    assert money.as_json()["charging"] == charging
+    assert Money.from_json(money.as_json()) == money  # kept with the view and its mails as it was said
+
+
+def test_a_charge_unknown_kept_before_what_it_asked_for_was_is_still_told_of_the_whole_hold():
+    kept = {"code": "charge_unknown", "currency": "EUR", "amount": "360.00", "charged": "0", "refunded": "0"}
+
+    money = Money.from_json(kept)
+
+    assert money.charge_asked == PRICE
+    assert money.text.startswith("We asked for the 360.00 EUR held on your card to be charged")
+    assert "charging" not in told("held") and "charging" not in told("charged", "360.00")
 
 
 def test_a_capture_in_doubt_of_a_hold_in_review_is_told_unknown_not_in_review(db):
