@@ -71,13 +71,14 @@ class Money:
     refunded_outside: Decimal = Decimal(0)
     # When a hold the provider would not release lapses (`release_refused` only; stored only then).
     lapses_at: datetime | None = None
-    # What a charge in doubt asked to take of the hold (`charge_unknown` only; stored only then).
+    # What a charge in doubt asked to take of the hold when it is only part of it (a cancel's fee;
+    # `charge_unknown` only, stored only then): None, the whole hold.
     charging: Decimal | None = None
 
     @property
     def charge_asked(self) -> Decimal:
-        """What the charge in doubt asked for: `charging`, or the whole hold when a view stored
-        before it was kept says nothing (the hold was all a charge then asked for)."""
+        """What the charge in doubt asked for: `charging`, or else the whole hold (as a view kept
+        before `charging` was, and told so, asked too)."""
         return self.amount if self.charging is None else self.charging
 
     @property
@@ -183,7 +184,9 @@ def money_of(facts: PaymentFacts) -> Money:
     refund_failed = facts.refund_failed if code == MONEY.REFUND_FAILED else Decimal(0)
     outside = facts.refunded_outside if facts.state == "charged" else Decimal(0)
     lapses_at = facts.lapses_at if code == MONEY.RELEASE_REFUSED else None
-    charging = facts.charging if code == MONEY.CHARGE_UNKNOWN else None
+    # Only part of the hold: the whole hold's charge is told as it always was, and kept so.
+    part = code == MONEY.CHARGE_UNKNOWN and facts.charging is not None and facts.charging < facts.amount
+    charging = facts.charging if part else None
     return Money(
         code,
         facts.currency,
