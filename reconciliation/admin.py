@@ -29,7 +29,7 @@ from partners.admin import InboundEventAdmin, PartnerAdmin
 from partners.models import InboundEvent, Partner
 from reconciliation import diagram, orphan_admin  # noqa: F401 - orphan_admin registers its console
 from reconciliation.apis import booking_timeline_json
-from reconciliation.confirm import run_confirmed, show_token, token_to_keep
+from reconciliation.confirm import run_confirmed, show_previewed, show_token, token_to_keep
 from reconciliation.payment_admin import PaymentConsoleMixin
 from reconciliation.selectors.attention import needs_attention_queue, needs_attention_summary, urgent_until
 from reconciliation.selectors.orphans import open_orphans_by_partner
@@ -52,6 +52,16 @@ class SupportActionForm(forms.Form):
         help_text="Why; it goes on the booking's timeline with your name.",
     )
     outcome = forms.ChoiceField(required=False, choices=[], widget=forms.RadioSelect)
+    # A cancel's fee as the page previewed it (what support may have told the customer): the
+    # service refuses a cancel that would now take more, and the page previews the new fee.
+    expected_fee = forms.DecimalField(
+        required=False,
+        min_value=0,
+        max_digits=12,
+        decimal_places=2,
+        widget=forms.HiddenInput,
+        label="The cancellation fee previewed",
+    )
 
     def __init__(self, *args, action: str, outcomes: list[tuple[str, str, str]] = (), **kwargs):
         super().__init__(*args, **kwargs)
@@ -63,6 +73,10 @@ class SupportActionForm(forms.Form):
             self.show_outcomes(outcomes)
         else:
             del self.fields["outcome"]
+        if action == support.CANCEL:
+            self.fields["expected_fee"].required = True
+        else:
+            del self.fields["expected_fee"]
 
     def show_outcomes(self, outcomes: list[tuple[str, str, str]]) -> None:
         """The outcomes as the preview sees them now, each with why it is not possible."""
@@ -173,6 +187,7 @@ class SupportBookingAdmin(PaymentConsoleMixin, BookingAdmin):
                     token=form.cleaned_data["token"],
                     note=form.cleaned_data.get("note", ""),
                     outcome=form.cleaned_data.get("outcome", ""),
+                    expected_fee=form.cleaned_data.get("expected_fee"),
                 )
 
                 def told(result: support.ActionResult) -> str:
@@ -183,12 +198,18 @@ class SupportBookingAdmin(PaymentConsoleMixin, BookingAdmin):
                 response = run_confirmed(request, run, title=title, back_to=change_url, told=told, form=form)
                 if response is not None:
                     return response
+            # Nothing was done: the preview as it stands now (a cancel refused for its fee: the new fee).
             shown = support.preview(action, booking, live=False, token=token_to_keep(form))
             form.show_outcomes(shown.outcomes)
             show_token(form, shown.token)
+            if shown.money is not None:
+                show_previewed(form, expected_fee=f"{shown.money.fee:.2f}")
         else:
             shown = support.preview(action, booking)
-            form = SupportActionForm(initial={"token": shown.token}, action=action, outcomes=shown.outcomes)
+            initial = {"token": shown.token}
+            if shown.money is not None:
+                initial["expected_fee"] = f"{shown.money.fee:.2f}"
+            form = SupportActionForm(initial=initial, action=action, outcomes=shown.outcomes)
         context = {
             **self.admin_site.each_context(request),
             "title": f"{shown.title}: {booking.reference}",

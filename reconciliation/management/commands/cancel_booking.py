@@ -1,18 +1,80 @@
 """Cancel one or more bookings on the customer's behalf (the console's "Cancel on the customer's
-behalf")."""
+behalf").
+
+Each cancel carries the fee its preview showed, as the console's does: the run's own preview (the
+one printed and confirmed; with --yes, the one this run previewed and printed just before), or
+--expected-fee, the fee an earlier --dry-run showed and the customer was told. A cancel that
+would now take more (the partner confirmed, the cut-off passed) is refused by the customer's own
+cancellation service (`cancellation_fee_changed`), and the run goes on with the others.
+"""
 
 from __future__ import annotations
 
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from django.core.management.base import CommandParser
+
+from config.commands import option_error
 from reconciliation.management.commands._ops import BookingActionCommand
 from reconciliation.services import support
+
+
+def fee_option(raw: str) -> Decimal:
+    """--expected-fee as typed (`0.00`, `90`), refused before any target unless an amount of at
+    most two decimals, 0 or more."""
+    try:
+        fee = Decimal(raw)
+    except InvalidOperation:
+        fee = None
+    if fee is None or not fee.is_finite() or fee < 0 or fee != fee.quantize(Decimal("0.01")):
+        raise option_error(f"--expected-fee must be an amount of 0 or more, e.g. 0.00 or 90.00, not {raw!r}.")
+    return fee.quantize(Decimal("0.01"))
 
 
 class Command(BookingActionCommand):
     help = (
         "Cancel a booking through the customer's own cancellation service: cancel_requested at once (the "
         "customer sees 'cancelling'), then a worker cancels every live reservation at the partner, verifies "
-        "it, and the booking is cancelled. Shows our state beside the partner's first and asks to confirm "
-        "(--yes to skip). Recorded as support.cancel_requested."
+        "it, and the booking is cancelled. Shows our state beside the partner's first, with what cancelling "
+        "does to the money, and asks to confirm (--yes to skip). A cancel that would now take a higher fee "
+        "than the preview showed (or --expected-fee) is refused: cancellation_fee_changed. Recorded as "
+        "support.cancel_requested."
     )
     action = support.CANCEL
     confirm_question = "This cancels the booking(s) at the partner on the customer's behalf."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        super().add_arguments(parser)
+        parser.add_argument(
+            "--expected-fee",
+            metavar="AMOUNT",
+            help=(
+                "The most each cancel may take, in its booking's currency: the fee the customer was told "
+                "(an earlier --dry-run's money.fee). Default: the fee this run's preview shows."
+            ),
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        if options.get("expected_fee") is not None:
+            options["expected_fee"] = fee_option(options["expected_fee"])
+        super().handle(*args, **options)
+
+    def perform(
+        self,
+        shown: support.Preview,
+        operator: support.Operator,
+        token: str,
+        options: dict[str, Any],
+        batch: list[str],
+    ):
+        previewed = shown.money.fee if shown.money is not None else None
+        return support.support_action_run(
+            self.action,
+            booking_id=shown.booking.pk,
+            operator=operator,
+            token=token,
+            note=options["note"],
+            batch=batch,
+            expected_fee=options["expected_fee"] if options.get("expected_fee") is not None else previewed,
+        )

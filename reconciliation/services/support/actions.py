@@ -11,6 +11,7 @@ import dataclasses
 import functools
 import logging
 from collections.abc import Callable, Sequence
+from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
@@ -23,7 +24,7 @@ from bookings.models import Actor
 from bookings.services import apply_transition, booking_request_cancel
 from bookings.states import BookingState
 from bookings.timeline import record_event
-from config.errors import InvalidTransition, ValidationFailed
+from config.errors import Conflict, InvalidTransition, ValidationFailed
 from config.logging import log_context
 from partners import messages
 from partners.services.observations import reconcile_booking, request_compensation_again
@@ -269,22 +270,44 @@ def support_compensate(
     )
 
 
+# The service's refusal of a cancel that would now take more than the fee previewed.
+FEE_CHANGED = "cancellation_fee_changed"
+
+
 @_support_action(CANCEL)
-def support_cancel(situation: Situation, *, operator: Operator, token: str, note: str = "") -> ActionResult:
+def support_cancel(
+    situation: Situation,
+    *,
+    operator: Operator,
+    token: str,
+    note: str = "",
+    expected_fee: Decimal | None = None,
+) -> ActionResult:
     """Cancel on the customer's behalf: the customer's own cancellation service, then its worker.
     A cancel of the partner's reservation decided earlier and never verified (the customer's own
     cancel that did not complete, which is why support has the booking) is driven again, with
     tries of its own, as compensating does: the cancellation's worker leaves a reservation
-    already being cancelled to that cancel, so without it the booking would come back to support."""
+    already being cancelled to that cancel, so without it the booking would come back to support.
+
+    `expected_fee`: the fee the confirmed preview showed (`Preview.money.fee`), which support may
+    have told the customer. The service refuses a cancel that would now take more (the partner
+    confirmed, the cut-off passed since): nothing is cancelled, and the token stays unused. The
+    refusal names the form's field (`expected_fee`), so the console shows it with a fresh preview."""
     old = situation.booking.status
-    booking = booking_request_cancel(
-        booking_id=situation.booking.pk,
-        actor=Actor.SUPPORT,
-        actor_label=operator.label,
-        kind=ACTIONS[CANCEL]["kind"],
-        summary=f"Cancelled on the customer's behalf by {operator.label}",
-        data=correction_data(token, note),
-    )
+    try:
+        booking = booking_request_cancel(
+            booking_id=situation.booking.pk,
+            actor=Actor.SUPPORT,
+            actor_label=operator.label,
+            kind=ACTIONS[CANCEL]["kind"],
+            summary=f"Cancelled on the customer's behalf by {operator.label}",
+            data=correction_data(token, note),
+            expected_fee=expected_fee,
+        )
+    except Conflict as exc:
+        if exc.code != FEE_CHANGED:
+            raise
+        raise Conflict(exc.message, code=FEE_CHANGED, fields={"expected_fee": [exc.message]}) from exc
     for reservation in situation.stalled_compensations:
         request_compensation_again(reservation)
     return ActionResult(CANCEL, booking, True, old, booking.status, "Cancellation requested.")
@@ -336,8 +359,10 @@ def support_action_run(
     note: str = "",
     outcome: str = "",
     batch: Sequence[str] = (),
+    expected_fee: Decimal | None = None,
 ) -> ActionResult:
-    """Run the support action named `action` (the console's and the commands' one entry)."""
+    """Run the support action named `action` (the console's and the commands' one entry).
+    `expected_fee`: a cancel's, the fee its preview showed (`support_cancel`)."""
     if action not in _RUNS:
         raise ValidationFailed(f"Unknown support action {action!r}; known: {', '.join(_RUNS)}.")
     kwargs: dict[str, Any] = {
@@ -349,4 +374,6 @@ def support_action_run(
     }
     if action == RESOLVE:
         kwargs["outcome"] = outcome
+    if action == CANCEL:
+        kwargs["expected_fee"] = expected_fee
     return _RUNS[action](**kwargs)
