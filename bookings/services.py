@@ -415,8 +415,9 @@ def booking_request_cancel(
     `expected_fee` is the fee the customer was shown when they confirmed (the cancel page's,
     the API's `if_cancelled.fee`): a cancel that would now take more (`fee_told`, judged under
     the booking's lock) is refused, nothing cancelled and no fee fixed, so that nobody is charged
-    a fee they were not shown; one that takes as much or less goes ahead. Without it (an API
-    client that sends none, support) the fee is fixed as it stands now."""
+    a fee they were not shown; one that takes as much or less goes ahead. Support's cancel
+    passes the fee its preview showed. Without it (an API client that sends none) the fee is
+    fixed as it stands now."""
     with transaction.atomic():
         booking = lock_booking(booking_id)
         if booking.status in CANCEL_ACCEPTED:

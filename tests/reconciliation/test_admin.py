@@ -405,10 +405,11 @@ def test_cancel_and_retry_from_the_console(
 ):
     confirmed = make_booking(status=S.CONFIRMED)
     stuck = make_booking(status=S.NEEDS_ATTENTION, attention_reason="partner_401")
+    cancel_page = ops_client.get(_action(confirmed, "cancel"))
+    # The cancel's form carries the fee its preview showed (none owed here: no payment).
+    assert 'name="expected_fee" value="0.00"' in cancel_page.content.decode()
     with django_capture_on_commit_callbacks(execute=True):
-        ops_client.post(
-            _action(confirmed, "cancel"), {"token": _token(ops_client.get(_action(confirmed, "cancel")))}
-        )
+        ops_client.post(_action(confirmed, "cancel"), {"token": _token(cancel_page), "expected_fee": "0.00"})
         support_client.post(
             _action(stuck, "retry"), {"token": _token(support_client.get(_action(stuck, "retry")))}
         )
