@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode
 
@@ -53,11 +54,13 @@ def responds(path: Path) -> bool:
 
 
 class EmbeddedRedis:
-    """Start (or reuse) the embedded server; `stop()` only stops a server this object started."""
+    """Start (or reuse) the embedded server; `stop()` only stops a server this object started.
+    `options` are more of redis-server's own (`--maxmemory`, `--replicaof`, ...), for tests."""
 
-    def __init__(self, var_dir: Path) -> None:
+    def __init__(self, var_dir: Path, options: Sequence[str] = ()) -> None:
         self.dir = Path(var_dir) / "redis"
         self.socket = self.dir / SOCKET_NAME
+        self.options = tuple(options)
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -89,6 +92,7 @@ class EmbeddedRedis:
                 "warning",
                 "--logfile",
                 str(self.dir / "redis.log"),
+                *self.options,
             ],
             stdin=subprocess.DEVNULL,
             start_new_session=True,

@@ -7,7 +7,12 @@ The database answering a read is not enough: one that refuses writes (its disk f
 refuses every booking. `"database": false` also when this process answered a write 503 because
 the database refused it within `HEALTHZ_WRITES_REFUSED_S` (config.database_errors), and, on
 SQLite, when the file's directory has less than `HEALTHZ_SQLITE_MIN_FREE_MB` free: a write would
-fail on it next. Neither costs the probe a write: a timestamp, and one statvfs on SQLite."""
+fail on it next. Neither costs the probe a write: a timestamp, and one statvfs on SQLite.
+
+The broker likewise: a Redis that answers PING but refuses writes (at `maxmemory` with
+`noeviction`, or a read-only replica a failover left the service on) queues no submission, and
+counts no rate limit, so `"broker": true` only when it takes one tiny write: a key of the
+broker's namespace that every process probing overwrites, gone seconds after the last probe."""
 
 from __future__ import annotations
 
@@ -81,9 +86,16 @@ def _sqlite_directory() -> Path | None:
     return Path(name).parent
 
 
+HEALTHZ_KEY_TTL_MS = 5000  # the probe's key outlives the last probe by this much
+
+
+def broker_probe_key() -> str:
+    return f"{settings.DRAMATIQ_BROKER['OPTIONS']['namespace']}:healthz:probe"
+
+
 def _broker_ok() -> bool:
     try:
-        return bool(dramatiq.get_broker().client.ping())
+        return bool(dramatiq.get_broker().client.set(broker_probe_key(), b"1", px=HEALTHZ_KEY_TTL_MS))
     except Exception as exc:  # noqa: BLE001 - whatever fails is "not healthy", logged in _failed
         return _failed("broker", exc)
 

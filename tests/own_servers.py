@@ -184,10 +184,11 @@ class OwnPostgres:
             raise RuntimeError(f"{program} failed ({done.returncode}): {done.stderr[-2000:]}")
 
 
-def own_redis(directory: Path) -> EmbeddedRedis:
+def own_redis(directory: Path, *options: str) -> EmbeddedRedis:
     """A Redis server of the test's own, started: `stop()` and `start()` it around live requests
-    (it keeps nothing across a restart, as a Redis without persistence after a crash)."""
-    return EmbeddedRedis(directory).start()
+    (it keeps nothing across a restart, as a Redis without persistence after a crash).
+    `options` are redis-server's own, e.g. `"--maxmemory", "2mb"`."""
+    return EmbeddedRedis(directory, options).start()
 
 
 class ProjectProcesses:
