@@ -17,6 +17,7 @@ from django.conf import settings
 from prometheus_client import CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from config.schema import NOT_A_VERSION
 from tests.helpers import wait_until
 from tests.sandbox_process import free_port
 
@@ -125,6 +126,27 @@ def test_what_gunicorn_refuses_before_the_application_is_answered_in_the_one_err
     assert response.status == status
     assert response.getheader("Content-Type") == "application/json"
     assert json.loads(response.read()) == {"error": {"code": code, "message": message}}
+
+
+def test_the_schema_s_version_never_reaches_gunicorn_s_header_check_unsafe(gunicorn_port):
+    """drf-spectacular puts `?version=` into Content-Disposition; gunicorn refused the header of a
+    control character with a 500 (an ERROR traceback). Now such a version is a 400 (config/schema.py)."""
+    answers = {}
+    for query in ("version=%00", "version=a%0d%0aX:1", "version=%22", "version=1.0.0"):
+        connection = http.client.HTTPConnection("127.0.0.1", gunicorn_port, timeout=30)
+        connection.request("GET", f"/api/schema/?format=json&{query}")
+        response = connection.getresponse()
+        answers[query] = (response.status, response.getheader("Content-Disposition"), response.read())
+        connection.close()
+
+    refused = {"error": {"code": "validation_error", "message": "The request is invalid.",
+                         "fields": {"version": [NOT_A_VERSION]}}}  # fmt: skip
+    for query in ("version=%00", "version=a%0d%0aX:1", "version=%22"):
+        status, disposition, body = answers[query]
+        assert (status, disposition, json.loads(body)) == (400, None, refused), query
+    status, disposition, body = answers["version=1.0.0"]
+    assert status == 200 and json.loads(body)["openapi"]
+    assert disposition == 'inline; filename="Bookings API (1.0.0).json"'
 
 
 def test_a_worker_killed_leaves_its_counts_and_takes_its_live_gauges_with_it(tmp_path):
