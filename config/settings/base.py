@@ -307,11 +307,14 @@ AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=5)
 AXES_COOLOFF_TIME = timedelta(minutes=env.int("LOGIN_COOLOFF_MINUTES", default=15))
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
-# A page that says what happened and for how long (with the status 429), not a bare line of text.
+# A page that says what happened and for how long (with the status 429 and `Retry-After`, below),
+# not a bare line of text.
 AXES_LOCKOUT_TEMPLATE = "registration/locked.html"
 AXES_CLIENT_IP_CALLABLE = "config.network.client_ip"
 # A username longer than an attempt's record holds is counted under its first 255 characters.
 AXES_USERNAME_CALLABLE = "config.login_lockout.attempted_username"
+# The lockout answers that page with `Retry-After`: the seconds until it ends.
+AXES_LOCKOUT_CALLABLE = "config.login_lockout.lockout_response"
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "Bookings API",

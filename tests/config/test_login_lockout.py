@@ -31,10 +31,18 @@ def staff(db):
     return user
 
 
-def log_in(username: str, password: str, *, address: str = "203.0.113.7", page: str = "/admin/login/"):
+def log_in(
+    username: str,
+    password: str,
+    *,
+    address: str = "203.0.113.7",
+    page: str = "/admin/login/",
+    user_agent: str | None = None,
+):
     """Through a real login form (the admin's, or the customer pages'): fetch it, then post it
     back with its CSRF token."""
-    client = Client(enforce_csrf_checks=True, REMOTE_ADDR=address)
+    headers = {} if user_agent is None else {"HTTP_USER_AGENT": user_agent}
+    client = Client(enforce_csrf_checks=True, REMOTE_ADDR=address, **headers)
     form = client.get(f"{page}?next=/admin/").content.decode()
     token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', form).group(1)
     return client.post(
@@ -86,6 +94,49 @@ def test_the_lockout_cools_off_after_fifteen_minutes(staff):
 
     assert still_locked.status_code == 429
     assert cooled_off.status_code == 302
+
+
+def test_the_lockout_page_says_when_to_retry_and_the_lockout_ends_then(staff):
+    # As the API's 429 does: the seconds until the lockout ends, the first whole second after its
+    # 15 minutes (axes still refuses a login at 15:00.000). A try in it starts it over.
+    page = "/account/login/"
+    started = timezone.now()
+    with time_machine.travel(started, tick=False):
+        statuses = fail(4, staff.username, page=page)
+        locked = log_in(staff.username, "wrong-password", page=page)
+    restarted = started + timedelta(minutes=14)
+    with time_machine.travel(restarted, tick=False):
+        again = log_in(staff.username, PASSWORD, page=page)
+    retry_after = int(again["Retry-After"])
+    with time_machine.travel(restarted + timedelta(seconds=retry_after - 1), tick=False):
+        too_soon = log_in(staff.username, PASSWORD, page=page)
+    with time_machine.travel(restarted + timedelta(seconds=retry_after), tick=False):
+        in_time = log_in(staff.username, PASSWORD, page=page)
+
+    assert statuses == [400] * 4  # the customer page's form, refused
+    assert (locked.status_code, locked["Retry-After"]) == (429, str(15 * 60 + 1))
+    assert "Too many attempts to log in" in locked.content.decode()
+    assert (again.status_code, retry_after) == (429, 15 * 60 + 1)
+    assert too_soon.status_code != 302 and "_auth_user_id" not in too_soon.client.session
+    assert in_time.status_code == 302
+
+
+def test_retry_after_counts_the_failures_as_the_lockout_does(staff):
+    # Failures from two browsers at one address count together: the lockout ends once the first
+    # browser's three leave the cool-off, 10 minutes after the last two (not 15).
+    started = timezone.now()
+    with time_machine.travel(started, tick=False):
+        first = fail(3, staff.username, user_agent="browser-one")
+    with time_machine.travel(started + timedelta(minutes=5), tick=False):
+        second = fail(2, staff.username, user_agent="browser-two")
+        locked = log_in(staff.username, PASSWORD, user_agent="browser-two")
+    with time_machine.travel(started + timedelta(minutes=15, seconds=1), tick=False):
+        after = log_in(staff.username, PASSWORD, user_agent="browser-two")
+
+    assert first + second == [200, 200, 200, 200, 429]
+    # The right password in the lockout is one more failure: three of each browser's now.
+    assert (locked.status_code, locked["Retry-After"]) == (429, str(10 * 60 + 1))
+    assert after.status_code == 302
 
 
 def test_an_admin_lifts_a_lockout_with_axes_reset_username(staff):
