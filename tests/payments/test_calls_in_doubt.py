@@ -15,14 +15,14 @@ import pytest
 from django.db import transaction
 from django.utils import timezone
 
-from bookings.models import Actor
+from bookings.models import Actor, Booking
 from bookings.services import booking_request_cancel
 from bookings.states import BookingState
 from payments.models import OperationKind, OperationState, Payment, PaymentOperation, PaymentStatus
 from payments.services import runs
 from payments.services.operations import operation_call, operation_open
 from tests.helpers import wait_until
-from tests.payments.conftest import assert_money_at_rest, kinds, payment_of, wait_for_money
+from tests.payments.conftest import assert_money_at_rest, kinds, money_code, payment_of, wait_for_money
 
 S = BookingState
 P = PaymentStatus
@@ -119,6 +119,58 @@ def test_a_void_refused_for_now_is_not_closed_while_another_call_under_its_key_i
     assert payment_of(booking).status == P.VOIDED
     [intent] = paying_idle.intents(booking)
     assert intent["status"] == "canceled"
+
+
+def test_a_fee_capture_is_in_doubt_while_any_call_under_its_key_may_have_made_it(paying_idle, settings):
+    """CI (test_cancel_while_charging): two runs asked a cancel's fee capture under one key, both
+    answered 429. Run A's record said "charge not known" (B's call was still out), B's record "held,
+    not charged yet" (both provably did nothing), and a test that waited for the first word read the
+    second. True each time; a try that timed out, though, keeps the charge in doubt whatever other
+    tries under its key are answered, until the key's own answer."""
+    paying_idle.provider.set_faults(webhook_delay_s=DELAYED_WEBHOOKS)
+    booking = paying_idle.book()
+    runs.payment_run(booking.pk)  # held; the booking goes on to the partner (no worker takes it)
+    # confirmed, then cancelled past its free cancellation: the fee, 90.00 of the 360.00 held, is due
+    Booking.objects.filter(pk=booking.pk).update(
+        status=S.CANCELLED, cancellation_fee=Decimal("90.00"), confirmed_shown_at=timezone.now()
+    )
+
+    first = _claim(booking)  # run A opens the fee's capture
+    second = _claim(booking)  # run B, meanwhile, asks under its key
+    assert (first.operation.kind, first.operation.amount) == (OperationKind.CAPTURE, Decimal("90.00"))
+    assert (first.first_call, second.first_call) == (True, False)
+    paying_idle.provider.set_faults(rate_limit_rate=1)
+    refused_a = operation_call(first.operation, first.call)
+    refused_b = operation_call(second.operation, second.call)
+    assert (refused_a.outcome, refused_b.outcome) == ("transient", "transient")
+
+    _record(booking, first, refused_a)
+    assert money_code(booking) == "charge_unknown"  # B's call may have made it
+    _record(booking, second, refused_b)
+    assert money_code(booking) == "held"  # neither did: not charged, which is true
+    [intent] = paying_idle.intents(booking)
+    assert (intent["status"], intent["amount_received"]) == ("requires_capture", 0)
+
+    # a try under the key that times out after the provider made it: in doubt from its record on,
+    # a 429 of another run's try recorded after it changes nothing of that
+    third = _claim(booking)
+    fourth = _claim(booking)
+    paying_idle.provider.set_faults(rate_limit_rate=0, timeout_after_commit_rate=1)
+    timed_out = operation_call(third.operation, third.call)
+    paying_idle.provider.set_faults(rate_limit_rate=1, timeout_after_commit_rate=0)
+    refused = operation_call(fourth.operation, fourth.call)
+    assert (timed_out.outcome, refused.outcome) == ("ambiguous", "transient")
+    _record(booking, third, timed_out)
+    assert money_code(booking) == "charge_unknown"
+    _record(booking, fourth, refused)
+    assert money_code(booking) == "charge_unknown"
+    [intent] = paying_idle.intents(booking)
+    assert intent["amount_received"] == 9_000  # made: "not charged" would have been untrue
+
+    paying_idle.provider.set_faults(rate_limit_rate=0)
+    runs.payment_run(booking.pk)  # the key's answer: the fee charged, the rest released
+    assert money_code(booking) == "charged"
+    assert PaymentOperation.objects.filter(payment__booking=booking, kind=OperationKind.CAPTURE).count() == 1
 
 
 def test_a_hold_the_provider_reports_for_an_abandoned_payment_is_released(paying_idle, settings):
