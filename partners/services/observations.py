@@ -27,13 +27,20 @@ from partners.connectors.base import TERM_FIELDS, ReservationSnapshot, Terms
 from partners.models import (
     InboundEvent,
     ObservationResult,
+    OrphanCaseState,
+    OrphanFinding,
     Partner,
     PartnerAttempt,
     PartnerObservation,
     PartnerReservation,
     ReservationRole,
 )
-from partners.services.orphans import orphan_case_link, orphan_case_open, orphan_case_settled
+from partners.services.orphans import (
+    orphan_case_link,
+    orphan_case_open,
+    orphan_case_settled,
+    orphan_case_taken_up,
+)
 from partners.timeline import (
     compensation_data,
     compensation_summary,
@@ -360,7 +367,36 @@ def reconcile_booking(
         # What may be held at the partner can change without a move (a fence resolved, a
         # cancellation verified): the customer's view follows it.
         customer_view.refresh(booking, actor=actor, actor_label=actor_label)
+    _take_up_strays(booking, actor=actor, actor_label=actor_label)
     return plan
+
+
+def _take_up_strays(booking: Booking, *, actor: Actor | str, actor_label: str) -> None:
+    """A duplicate's case lasts only while its booking keeps its own reservation
+    (`decisions.stray_left_to_a_case`). Once the booking is cancelling, ended or with support,
+    the stray is what holds it up again: its case closes and its cancel is asked again with a
+    fresh budget (its tries were spent while the booking did not need it), so the partner is
+    asked again; should that give up too, the booking goes to support (`compensation._give_up`)."""
+    strays = PartnerReservation.objects.filter(
+        booking=booking,
+        compensated_at__isnull=True,
+        orphan_case__state=OrphanCaseState.OPEN,
+        orphan_case__opened_because=OrphanFinding.DUPLICATE,
+    )
+    for reservation in strays:
+        if decisions.stray_left_to_a_case(booking.status, reservation.role):
+            continue
+        if orphan_case_taken_up(reservation, booking, actor=actor, actor_label=actor_label):
+            request_compensation_again(reservation)
+            record_event(
+                booking,
+                "partner.compensation.requested",
+                actor=actor,
+                actor_label=actor_label,
+                summary=f"{reservation.partner_ref}: its cancel asked again, as {booking.reference} "
+                f"is {booking.status} (its orphan case #{reservation.orphan_case.pk} closed)",
+                data={**compensation_data(reservation), "orphan_case": reservation.orphan_case.pk},
+            )
 
 
 def _target(booking: Booking, transition: str) -> str:

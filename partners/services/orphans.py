@@ -5,7 +5,9 @@ cancels it: PARTNER_COMPENSATE_ORPHANS); the compensation closes it when the can
 or flags it when its tries are exhausted (support owns it from then on); the partner letting it
 go, with no cancel of ours under way, closes it too. A booking's duplicate whose cancel gave up
 while its booking keeps a reservation of its own (`decisions.stray_left_to_a_case`) is such a
-reservation too: its case is opened flagged then, and the booking is left as it is. Every step is
+reservation too: its case is opened flagged then, and the booking is left as it is; once the
+booking no longer keeps its own (a cancel, an end), its cancel or end takes the stray up again and
+the case closes (`orphan_case_taken_up`). Every step is
 a row of the case's own history. Each function runs in the caller's transaction, after the
 reservation's lock (lock order: booking, reservation, case).
 """
@@ -183,6 +185,32 @@ def orphan_case_cancel_failed(
             data={"reservation": locked.partner_ref, "tries": tries, "error": error},
         )
         return case
+
+
+def orphan_case_taken_up(
+    reservation: PartnerReservation, booking: Booking, *, actor: Actor | str, actor_label: str = ""
+) -> bool:
+    """A duplicate's case whose booking no longer keeps its own reservation: the stray holds
+    the booking up again (its cancel cannot complete, its end leaves it live), so the booking's
+    cancel or end takes it up and the case closes, for support to have one item, not two. True
+    if it closed now (the caller asks the stray's cancel again)."""
+    locked = PartnerReservation.objects.select_for_update(no_key=True).get(pk=reservation.pk)
+    case = _locked_case(locked)
+    if case is None or not case.is_open or case.opened_because != OrphanFinding.DUPLICATE:
+        return False
+    _close(case, OrphanClosing.TAKEN_UP, by=actor_label or str(actor), automation=OrphanAutomation.CANCELLING)
+    record_case_event(
+        case,
+        "orphan.taken_up",
+        actor=actor,
+        actor_label=actor_label,
+        summary=(
+            f"{booking.reference} is {booking.status}: its cancel or end takes {locked.partner_ref} "
+            "up, asking the partner to cancel it again; case closed"
+        ),
+        data={"reservation": locked.partner_ref, "booking": booking.reference, "status": booking.status},
+    )
+    return True
 
 
 def orphan_case_link(

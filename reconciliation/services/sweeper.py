@@ -55,7 +55,9 @@ from partners.models import (
     Capability,
     InboundEvent,
     InboundState,
+    Operation,
     OrphanAutomation,
+    OrphanCaseState,
     Partner,
     PartnerAttempt,
     PartnerReservation,
@@ -325,8 +327,15 @@ def _requeue_owed_compensations(now: datetime, partner: Partner | None, dry_run:
     again too, and its spent budget hands that booking to support (`compensation._give_up`)."""
     quiet_since = now - timedelta(seconds=settings.PARTNER_RETRY_MAX_S + settings.RECONCILE_SYNC_AGE_S)
     stray_with_support = Q(
-        orphan_case__automation=OrphanAutomation.CANCEL_FAILED, status__in=LIVE_RESERVATION_STATUSES
+        orphan_case__state=OrphanCaseState.OPEN,
+        orphan_case__automation=OrphanAutomation.CANCEL_FAILED,
+        status__in=LIVE_RESERVATION_STATUSES,
     ) & (Q(booking__isnull=True) | Q(booking__status__in=decisions.KEEPS_ITS_OWN))
+    # The chain's own tries: its cancels while the reservation is live. The status sync reads a
+    # live reservation of an open booking every minute or so, and those reads must not pass for
+    # a chain alive (a cancelling booking's lost message was never sent again). Once it is no
+    # longer live, the chain's tries are its verifying reads, so any read counts.
+    recent = PartnerAttempt.objects.filter(reservation=OuterRef("pk"), started_at__gt=quiet_since)
     owed = (
         PartnerReservation.objects.filter(
             compensation_requested_at__lte=now - timedelta(seconds=settings.RECONCILE_SYNC_AGE_S),
@@ -335,9 +344,8 @@ def _requeue_owed_compensations(now: datetime, partner: Partner | None, dry_run:
         .exclude(  # support owns those; no automatic retries
             Q(booking__status=BookingState.NEEDS_ATTENTION) | stray_with_support
         )
-        .exclude(
-            Exists(PartnerAttempt.objects.filter(reservation=OuterRef("pk"), started_at__gt=quiet_since))
-        )
+        .exclude(Exists(recent.filter(operation=Operation.CANCEL)))
+        .exclude(Q(Exists(recent)) & ~Q(status__in=LIVE_RESERVATION_STATUSES))
     )
     rows = list(
         _for_partner(owed, partner)

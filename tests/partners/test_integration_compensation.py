@@ -6,6 +6,7 @@ forgotten; a booking that expires has whatever the partner holds for it cancelle
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from datetime import timedelta
@@ -194,11 +195,11 @@ def test_a_duplicate_the_partner_will_not_cancel_leaves_the_confirmed_booking_as
     assert PartnerReservation.objects.get(pk=duplicate.pk).compensated_at is not None
 
 
-def test_a_pending_bookings_stray_duplicate_is_supports_case_and_holds_up_only_its_cancel(harness, settings):
-    # given a booking the partner holds pending (it confirms half a minute later), and a second
-    # reservation for it there, learned by a lookup: a duplicate to cancel
+def pending_with_a_stray_in_a_case(h, settings) -> tuple[Booking, PartnerReservation]:
+    """A booking the partner holds pending (it confirms half a minute later), and a second
+    reservation for it there, learned by a lookup, whose cancel the partner refused (429) through
+    its one try: the stray is support's flagged case, the booking left as it was."""
     settings.PARTNER_COMPENSATION_MAX_TRIES = 1
-    h = harness("reference")
     h.faults(async_confirm_delay_s=30)
     booking = book(h)
     submission_run(booking.pk)
@@ -212,35 +213,113 @@ def test_a_pending_bookings_stray_duplicate_is_supports_case_and_holds_up_only_i
     )
     duplicate = PartnerReservation.objects.get(partner_ref=made["id"])
     assert (duplicate.booking_id, duplicate.role) == (booking.pk, ReservationRole.DUPLICATE)
-    booking.refresh_from_db()
-    shown = view_of(booking)
-
-    # when the partner refuses its cancel and the read that would verify it (429)
     h.faults(rate_limit_rate=1)
     reservation_compensate(duplicate.pk)
+    h.faults(rate_limit_rate=0)
+    return booking, duplicate
+
+
+def assert_taken_up(booking: Booking, case: OrphanCase) -> None:
+    """The stray's case closed as its booking's cancel or end took it up, saying so."""
+    case.refresh_from_db()
+    assert (case.state, case.closed_because) == ("closed", "taken_up")
+    event = case.events.get(kind="orphan.taken_up")
+    assert event.data["booking"] == booking.reference and booking.reference in event.summary
+
+
+def test_a_pending_bookings_stray_duplicate_is_supports_case_until_its_booking_is_cancelled(
+    harness, settings
+):
+    # given a pending booking whose stray's cancel gave up
+    h = harness("reference")
+    booking, duplicate = pending_with_a_stray_in_a_case(h, settings)
 
     # then the booking goes on waiting for the partner as it was; the stray is support's case
-    assert view_of(booking) == shown
+    booking.refresh_from_db()
+    assert (booking.status, booking.customer_status) == (S.PENDING_PARTNER, "pending")
     assert OrphanCase.objects.get(reservation=duplicate).flagged
     assert timeline(booking)[-1] == "partner.compensation.failed"
     settings.RECONCILE_SYNC_AGE_S = settings.PARTNER_RETRY_MAX_S = 0
     assert sweep(dry_run=True, partner=h.partner).compensations_requeued == 0
 
-    # when the customer cancels it: its own reservation is cancelled, the stray holds the cancel up
-    h.faults(rate_limit_rate=0)
+    # when the customer cancels it: the cancel takes the stray up (its case closes) and asks the
+    # partner to cancel it again with tries of its own, spent while the booking did not need it
     booking_request_cancel(booking_id=booking.pk, actor=Actor.CUSTOMER)
     booking_cancel_run(booking.pk)
+    assert_taken_up(booking, OrphanCase.objects.get(reservation=duplicate))
     own = PartnerReservation.objects.get(booking=booking, role=ReservationRole.PRIMARY)
     reservation_compensate(own.pk)
     assert status_of(booking) == S.CANCEL_REQUESTED
+    reservation_compensate(duplicate.pk)  # its message, as the worker would take it
 
-    # then the sweeper sends the stray's compensation again, whose spent budget hands support the
-    # booking (a cancel that did not complete), as for any compensation that failed
-    assert sweep(dry_run=True, partner=h.partner).compensations_requeued == 1
+    # then the partner cancels it, and the customer's cancel completes: nothing is with support
+    assert h.live(booking) == []
+    booking.refresh_from_db()
+    assert (booking.status, booking.customer_status) == (S.CANCELLED, "cancelled")
+    assert not OrphanCase.objects.filter(state="open").exists()
+
+
+def test_a_stray_taken_up_by_a_cancel_whose_partner_still_refuses_is_the_bookings_one_support_item(
+    harness, settings, admin_user
+):
+    # given a pending booking whose stray's cancel gave up, then cancelled by its customer
+    h = harness("reference")
+    booking, duplicate = pending_with_a_stray_in_a_case(h, settings)
+    booking_request_cancel(booking_id=booking.pk, actor=Actor.CUSTOMER)
+    booking_cancel_run(booking.pk)
+    reservation_compensate(PartnerReservation.objects.get(booking=booking, role=ReservationRole.PRIMARY).pk)
+
+    # when the partner refuses the stray's cancel through its fresh tries too
+    h.faults(rate_limit_rate=1)
     reservation_compensate(duplicate.pk)
+
+    # then support has the booking (a cancel that did not complete), and no case beside it
     booking.refresh_from_db()
     assert (booking.status, booking.attention_reason) == (S.NEEDS_ATTENTION, "compensation_failed")
     assert (booking.customer_status, booking.customer_message) == ("cancelling", "cancel_with_support")
+    assert not OrphanCase.objects.filter(state="open").exists()
+    assert list(orphan_queue(partner=h.partner)) == []
+
+    # when support cancels it on the customer's behalf, the partner now taking it
+    h.faults(rate_limit_rate=0)
+    operator = support.Operator.for_user(admin_user)
+    support.support_action_run(
+        support.CANCEL, booking_id=booking.pk, operator=operator, token=support.new_token()
+    )
+    reservation_compensate(duplicate.pk)
+
+    # then the customer's cancel completes
+    assert h.live(booking) == []
+    assert status_of(booking) == S.CANCELLED
+
+
+def test_a_pending_bookings_end_takes_its_stray_up(harness, settings):
+    # given a pending booking whose stray's cancel gave up
+    h = harness("reference")
+    booking, duplicate = pending_with_a_stray_in_a_case(h, settings)
+    own = PartnerReservation.objects.get(booking=booking, role=ReservationRole.PRIMARY)
+
+    # when the partner rejects the booking's own reservation
+    held = connector_for(h.partner).get(own.partner_ref).reservation
+    observation_apply(
+        partner=h.partner,
+        snapshot=dataclasses.replace(
+            held,
+            status=ReservationStatus.REJECTED,
+            version=(held.version or 0) + 1,
+            modified_at=timezone.now(),
+        ),
+        source=Source.LOOKUP,
+        actor=Actor.WORKER,
+    )
+
+    # then the end takes the stray up: its case closes, and the partner is asked to cancel it again
+    assert status_of(booking) == S.REJECTED
+    assert_taken_up(booking, OrphanCase.objects.get(reservation=duplicate))
+    reservation_compensate(duplicate.pk)
+    assert duplicate.partner_ref not in [r["id"] for r in h.live(booking)]
+    assert PartnerReservation.objects.get(pk=duplicate.pk).compensated_at is not None
+    assert status_of(booking) == S.REJECTED
 
 
 def view_of(booking: Booking) -> tuple:
