@@ -15,6 +15,7 @@ from decimal import Decimal
 import pytest
 import requests
 from django.db import connection
+from django.db.models import F
 from django.urls import reverse
 from django.utils import timezone
 
@@ -41,6 +42,7 @@ from partners.services.compensation import booking_cancel_run, reservation_compe
 from partners.services.listing import change_listing_walk
 from partners.services.observations import observation_apply, request_compensation_again
 from partners.services.submission import submission_run
+from partners.services.sync import booking_sync
 from payments.decisions import owed
 from payments.services.runs import booking_facts
 from reconciliation.selectors.orphans import orphan_case_row, orphan_queue
@@ -195,6 +197,58 @@ def test_a_duplicate_the_partner_will_not_cancel_leaves_the_confirmed_booking_as
     assert PartnerReservation.objects.get(pk=duplicate.pk).compensated_at is not None
 
 
+def test_a_confirmed_bookings_stray_is_taken_up_by_its_customers_cancel(harness, partner_worker, settings):
+    # given a confirmed booking, charged, with a fee to cancel, whose retry's duplicate the partner
+    # refused to cancel (429) through every try: a flagged case, the booking as it was
+    h = keys_only_partner_that_ignores_them(harness)
+    settings.PARTNER_COMPENSATION_MAX_TRIES = 2
+    booking = book(h)
+    price = booking.total_price
+    Booking.objects.filter(pk=booking.pk).update(
+        customer_money=money_of(PaymentFacts("charged", "EUR", price, price, Decimal("0.00"))).as_json(),
+        free_cancellation_hours=60 * 24,  # its stay is 40 days ahead: a quarter of the price to cancel
+        cancellation_fee_percent=Decimal("25"),
+    )
+    partner_worker(h.partner)
+    wait_until(lambda: h.truth(booking), what="the first create to commit")
+    h.faults(timeout_after_commit_rate=0)
+    wait_for_status(booking, S.CONFIRMED)
+    h.faults(rate_limit_rate=1)
+    wait_until(
+        lambda: OrphanCase.objects.filter(reservation__booking=booking, automation="cancel_failed").exists(),
+        timeout_s=25,
+        what="the duplicate's compensation to give up",
+    )
+    assert_no_call_out(booking)
+    case = OrphanCase.objects.get(reservation__booking=booking)
+    booking.refresh_from_db()
+    fee = price / 4
+    assert cancelling.cancel_money(booking, at=timezone.now()).outcome == cancelling.Outcome.REFUND_LESS_FEE
+    assert cancelling.fee_told(booking, at=timezone.now()) == fee
+    mails = Notification.objects.filter(booking=booking).count()
+
+    # when the partner takes cancels again and the customer cancels, confirming the fee shown
+    h.faults(rate_limit_rate=0)
+    booking = booking_request_cancel(booking_id=booking.pk, actor=Actor.CUSTOMER, expected_fee=fee)
+    assert booking.customer_status == "cancelling"
+
+    # then the cancel takes the stray up: its case closes, the partner is asked to cancel it again
+    # (tries of its own), and the booking ends cancelled with its fee, nothing live at the partner
+    wait_for_status(booking, S.CANCELLED, timeout_s=25)
+    assert_at_rest(h, booking, S.CANCELLED)
+    assert h.live(booking) == []
+    assert_taken_up(booking, case)
+    duplicate = PartnerReservation.objects.get(booking=booking, role=ReservationRole.DUPLICATE)
+    assert duplicate.compensated_at is not None
+    cancels = PartnerAttempt.objects.filter(reservation=duplicate, operation=Operation.CANCEL)
+    assert cancels.filter(outcome="ok", started_at__gte=duplicate.compensation_requested_at).exists()
+    booking.refresh_from_db()
+    assert (booking.customer_status, booking.cancellation_fee) == ("cancelled", fee)
+    assert owed(booking_facts(booking)) == fee  # the payment side refunds the rest
+    assert Notification.objects.filter(booking=booking).count() == mails + 1
+    assert "booking.needs_attention" not in timeline(booking)
+
+
 def pending_with_a_stray_in_a_case(h, settings) -> tuple[Booking, PartnerReservation]:
     """A booking the partner holds pending (it confirms half a minute later), and a second
     reservation for it there, learned by a lookup, whose cancel the partner refused (429) through
@@ -257,6 +311,35 @@ def test_a_pending_bookings_stray_duplicate_is_supports_case_until_its_booking_i
     booking.refresh_from_db()
     assert (booking.status, booking.customer_status) == (S.CANCELLED, "cancelled")
     assert not OrphanCase.objects.filter(state="open").exists()
+
+
+def test_a_cancel_held_up_by_a_stray_whose_message_was_lost_is_sent_again(harness, settings):
+    # given a pending booking whose stray's case its customer's cancel took up, the stray's
+    # message lost: the booking waits cancel_requested while the stray is live
+    h = harness("reference")
+    booking, duplicate = pending_with_a_stray_in_a_case(h, settings)
+    booking_request_cancel(booking_id=booking.pk, actor=Actor.CUSTOMER)
+    booking_cancel_run(booking.pk)
+    reservation_compensate(PartnerReservation.objects.get(booking=booking, role=ReservationRole.PRIMARY).pk)
+    assert status_of(booking) == S.CANCEL_REQUESTED
+
+    # and time passes, with production's windows: nothing touched the stray for an hour
+    settings.PARTNER_RETRY_MAX_S, settings.RECONCILE_SYNC_AGE_S = 300.0, 60
+    hour = timedelta(hours=1)
+    PartnerAttempt.objects.filter(booking=booking).update(started_at=F("started_at") - hour)
+    PartnerReservation.objects.filter(pk=duplicate.pk).update(
+        compensation_requested_at=F("compensation_requested_at") - hour
+    )
+    assert sweep(dry_run=True, partner=h.partner).compensations_requeued == 1
+
+    # when the open booking's sync reads it, as it does every minute or so
+    booking_sync(booking.pk)
+    booking.refresh_from_db()
+    quiet = timedelta(seconds=settings.PARTNER_RETRY_MAX_S + settings.RECONCILE_SYNC_AGE_S)
+    assert booking.next_check_at - timezone.now() < quiet
+
+    # then the sync's read is no try of the compensation: it is still sent again
+    assert sweep(dry_run=True, partner=h.partner).compensations_requeued == 1
 
 
 def test_a_stray_taken_up_by_a_cancel_whose_partner_still_refuses_is_the_bookings_one_support_item(
