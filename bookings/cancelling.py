@@ -229,11 +229,12 @@ class CancelMoney:
                 self.held, self.fee, self.currency, asked=False, anyway=self.returned_anyway
             )
         if self.outcome == Outcome.REFUND_WITH_SUPPORT:
+            kept = f", less the cancellation fee of {fee} we keep" if self.fee > 0 else ""
             return (
                 f"A refund to your card could not be made and we still owe you "
                 f"{self._shown(self.refund_failed)}, so our support team settles your money: "
                 "cancelling refunds nothing by itself, and they will be in touch to give back what you "
-                "are owed."
+                f"are owed{kept}."
             )
         if self.outcome == Outcome.FULL_REFUND and self.returned_anyway:
             return (
@@ -308,8 +309,16 @@ def cancel_money(booking: Booking, *, at: datetime) -> CancelMoney:
             **told,
         )
     if money.code == CustomerMoney.REFUND_FAILED:  # automation asks the card nothing more
+        # Support settles the money, but the cancel still fixes the policy's fee, kept from what
+        # was paid: the fee told (and the most a confirmed cancel may take) is that one.
         paid = money.paid
-        return CancelMoney(Outcome.REFUND_WITH_SUPPORT, paid=paid, refund_failed=money.refund_failed, **told)
+        return CancelMoney(
+            Outcome.REFUND_WITH_SUPPORT,
+            paid=paid,
+            fee=min(owed, paid),
+            refund_failed=money.refund_failed,
+            **told,
+        )
     if money.code in MONEY_HELD:
         # Never confirmed (a hold once confirmed is `_being_charged`): cancelling is free.
         return CancelMoney(

@@ -419,7 +419,8 @@ class IfCancelledOutputSerializer(serializers.Serializer):
             "`full_refund`, `refund_less_fee`, "
             "`nothing_to_refund` (nothing was paid, or the fee is all of it), `refund_with_support` "
             "(a refund the card refused is owed: our support team settles the money, a cancel "
-            "refunds nothing by itself)."
+            "refunds nothing by itself; `fee` is the cancellation fee a cancel still fixes, kept "
+            "from what was paid)."
         ),
     )
     message = serializers.CharField(

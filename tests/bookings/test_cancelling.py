@@ -10,7 +10,15 @@ import pytest
 from django.utils import timezone
 
 from bookings import catalogue
-from bookings.cancelling import AtPartner, Outcome, at_partner, cancel_money, fee_if_cancelled, stay_policy
+from bookings.cancelling import (
+    AtPartner,
+    Outcome,
+    at_partner,
+    cancel_money,
+    fee_if_cancelled,
+    fee_told,
+    stay_policy,
+)
 from bookings.customer_money import PaymentFacts, money_of
 from bookings.models import Actor
 from bookings.pricing import cancellation_fee
@@ -234,6 +242,24 @@ def test_a_refund_the_card_refused_is_support_s_and_a_cancel_refunds_nothing_by_
         "back what you are owed."
     )
     assert (money.paid, money.refund, money.fee) == (PRICE, Decimal("0.00"), Decimal("0.00"))
+
+
+def test_a_confirmed_bookings_cancel_with_a_refund_support_owes_tells_the_fee_it_fixes(db):
+    """A refund of 100 the card refused is support's; cancelling the confirmed booking after its
+    cut-off still fixes the policy's fee (a quarter of 360): the fee told is that one, which is
+    also the most a cancel confirmed on the page may take (`booking_request_cancel`)."""
+    facts = PaymentFacts("charged", "EUR", PRICE, PRICE, Decimal("0.00"), refund_failed=Decimal("100.00"))
+    confirmed = booking(S.CONFIRMED, money_of(facts).as_json(), **AFTER_CUT_OFF)
+
+    money = cancel_money(confirmed, at=AT)
+
+    assert (money.outcome, money.fee) == (Outcome.REFUND_WITH_SUPPORT, Decimal("90.00"))
+    assert money.text == (
+        "A refund to your card could not be made and we still owe you 100.00 EUR, so our support team "
+        "settles your money: cancelling refunds nothing by itself, and they will be in touch to give "
+        "back what you are owed, less the cancellation fee of 90.00 EUR we keep."
+    )
+    assert fee_told(confirmed, at=AT) == fee_if_cancelled(confirmed, at=AT) == Decimal("90.00")
 
 
 @pytest.mark.parametrize(
