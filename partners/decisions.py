@@ -178,7 +178,9 @@ def stray_left_to_a_case(state: str, role: str) -> bool:
     their booking is what it was (confirmed, or on its way), so it is not handed to support, shown
     disrupted, or made free to cancel; only the stray is left to cancel by hand. Anything else (a
     cancel under way, an end, a booking already with support) is what the stray holds up, so
-    support gets the booking (`compensation_failed`)."""
+    support gets the booking (`compensation_failed`); and a case opened while the booking kept
+    its own closes once it no longer does, the stray's cancel asked again
+    (`observations._take_up_strays`)."""
     return role == ReservationRole.DUPLICATE and state in KEEPS_ITS_OWN
 
 

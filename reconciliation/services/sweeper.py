@@ -317,14 +317,14 @@ def _requeue_owed_compensations(now: datetime, partner: Partner | None, dry_run:
 
     One whose chain of retries is alive is left to it: a copy beside a live chain would spend
     the compensation's tries (one budget for every copy) faster than its backoff intends. A
-    chain waits at most PARTNER_RETRY_MAX_S between tries, so a compensation with no attempt
-    for that long plus RECONCILE_SYNC_AGE_S has lost its message.
+    chain waits at most PARTNER_RETRY_MAX_S between tries, so a compensation with no try of its
+    own for that long plus RECONCILE_SYNC_AGE_S has lost its message.
 
     Support owns those of a booking in needs_attention, and a live reservation whose case
     automation gave up on: an orphan, or a stray duplicate of a booking that keeps its own. Once
     the partner lets such a one go (we hold it no longer live), it is sent again to be verified,
-    which closes its case; a stray whose booking has moved on since (cancelling, ended) is sent
-    again too, and its spent budget hands that booking to support (`compensation._give_up`)."""
+    which closes its case. A stray whose booking has moved on (cancelling, ended) has its case
+    closed and its cancel asked again by then (`observations._take_up_strays`): owed like any."""
     quiet_since = now - timedelta(seconds=settings.PARTNER_RETRY_MAX_S + settings.RECONCILE_SYNC_AGE_S)
     stray_with_support = Q(
         orphan_case__state=OrphanCaseState.OPEN,
