@@ -377,6 +377,8 @@ def _take_up_strays(booking: Booking, *, actor: Actor | str, actor_label: str) -
     the stray is what holds it up again: its case closes and its cancel is asked again with a
     fresh budget (its tries were spent while the booking did not need it), so the partner is
     asked again; should that give up too, the booking goes to support (`compensation._give_up`)."""
+    if decisions.stray_left_to_a_case(booking.status, ReservationRole.DUPLICATE):
+        return  # the booking keeps its own: its strays' cases are support's (no query)
     strays = PartnerReservation.objects.filter(
         booking=booking,
         compensated_at__isnull=True,
@@ -384,8 +386,6 @@ def _take_up_strays(booking: Booking, *, actor: Actor | str, actor_label: str) -
         orphan_case__opened_because=OrphanFinding.DUPLICATE,
     )
     for reservation in strays:
-        if decisions.stray_left_to_a_case(booking.status, reservation.role):
-            continue
         if orphan_case_taken_up(reservation, booking, actor=actor, actor_label=actor_label):
             request_compensation_again(reservation)
             record_event(
