@@ -239,7 +239,11 @@ def test_a_confirmed_bookings_stray_is_taken_up_by_its_customers_cancel(harness,
     assert h.live(booking) == []
     assert_taken_up(booking, case)
     duplicate = PartnerReservation.objects.get(booking=booking, role=ReservationRole.DUPLICATE)
-    assert duplicate.compensated_at is not None
+    wait_until(  # the booking ends on the cancel's answer; its verifying read follows
+        lambda: PartnerReservation.objects.get(pk=duplicate.pk).compensated_at is not None,
+        what="the stray's cancel to be verified",
+    )
+    duplicate.refresh_from_db()
     cancels = PartnerAttempt.objects.filter(reservation=duplicate, operation=Operation.CANCEL)
     assert cancels.filter(outcome="ok", started_at__gte=duplicate.compensation_requested_at).exists()
     booking.refresh_from_db()
