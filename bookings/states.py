@@ -256,6 +256,10 @@ AWAITING_PARTNER = frozenset(
 )
 # Not settled yet: the deadline expires these (a booking whose payment is still being held, too).
 EXPIRABLE = AWAITING_PARTNER | {BookingState.AWAITING_PAYMENT}
+# Going ahead as booked: confirmed, or still on its way (a booking awaiting its payment holds
+# nothing at the partner yet). One of these keeps a reservation of its own whatever becomes of a
+# duplicate of it (partners.decisions.stray_left_to_a_case).
+GOING_AHEAD = EXPIRABLE | {BookingState.CONFIRMED}
 # Not acknowledged by the partner yet: a pending reservation moves these to pending_partner.
 UNACKNOWLEDGED = AWAITING_PARTNER - {BookingState.PENDING_PARTNER}
 # A create may be out with no answer: a worker holds the submission, or its outcome is unknown.

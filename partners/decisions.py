@@ -19,7 +19,7 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 
-from bookings.states import AWAITING_PARTNER, TERMINAL_STATES, UNACKNOWLEDGED, BookingState
+from bookings.states import AWAITING_PARTNER, GOING_AHEAD, TERMINAL_STATES, UNACKNOWLEDGED, BookingState
 from partners.connectors.base import TERM_FIELDS, Terms
 from partners.models import (
     LIVE_RESERVATION_STATUSES,
@@ -165,11 +165,6 @@ def reconcile(state: str, reservations: list[ReservationView], *, fenced: bool) 
     return plan
 
 
-# A booking in these keeps a reservation of its own (confirmed, or the one the partner is still
-# deciding on) and goes on with it whatever becomes of a duplicate of it.
-KEEPS_ITS_OWN = AWAITING_PARTNER | {BookingState.CONFIRMED}
-
-
 def stray_left_to_a_case(state: str, role: str) -> bool:
     """Whether a booking's reservation whose cancel gave up after its tries is support's as a
     case of its own (`OrphanCase`), the booking left as it is.
@@ -181,7 +176,7 @@ def stray_left_to_a_case(state: str, role: str) -> bool:
     support gets the booking (`compensation_failed`); and a case opened while the booking kept
     its own closes once it no longer does, the stray's cancel asked again
     (`observations._take_up_strays`)."""
-    return role == ReservationRole.DUPLICATE and state in KEEPS_ITS_OWN
+    return role == ReservationRole.DUPLICATE and state in GOING_AHEAD
 
 
 @dataclass(frozen=True)

@@ -47,9 +47,9 @@ from django_fsm import can_proceed
 from bookings import customer_view, notifications
 from bookings.models import Actor, Booking, Notification
 from bookings.services import apply_transition, lock_booking
-from bookings.states import OPEN_STATES, BookingState
+from bookings.states import GOING_AHEAD, OPEN_STATES, BookingState
 from config import claims as held_claims
-from partners import decisions, messages
+from partners import messages
 from partners.models import (
     LIVE_RESERVATION_STATUSES,
     Capability,
@@ -330,7 +330,7 @@ def _requeue_owed_compensations(now: datetime, partner: Partner | None, dry_run:
         orphan_case__state=OrphanCaseState.OPEN,
         orphan_case__automation=OrphanAutomation.CANCEL_FAILED,
         status__in=LIVE_RESERVATION_STATUSES,
-    ) & (Q(booking__isnull=True) | Q(booking__status__in=decisions.KEEPS_ITS_OWN))
+    ) & (Q(booking__isnull=True) | Q(booking__status__in=GOING_AHEAD))
     # The chain's own tries: its cancels while the reservation is live. The status sync reads a
     # live reservation of an open booking every minute or so, and those reads must not pass for
     # a chain alive (a cancelling booking's lost message was never sent again). Once it is no

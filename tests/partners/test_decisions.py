@@ -346,7 +346,15 @@ def test_open_booking_with_settled_duplicates_decides_by_the_last_learned():
 def test_only_a_duplicate_of_a_booking_that_keeps_its_own_reservation_is_left_to_a_case(state, role):
     # confirmed, or still waiting for the partner: the customer's booking is fine, it goes on as it
     # is; cancelling, ended or already with support: the stray holds the booking up, support gets it
-    keeps_its_own = state in (S.CONFIRMED, S.REQUESTED, S.SUBMITTING, S.PENDING_PARTNER, S.UNKNOWN)
+    # awaiting its payment: nothing at the partner yet, so no duplicate either; counted as going ahead
+    keeps_its_own = state in (
+        S.CONFIRMED,
+        S.REQUESTED,
+        S.SUBMITTING,
+        S.PENDING_PARTNER,
+        S.UNKNOWN,
+        S.AWAITING_PAYMENT,
+    )
     assert decisions.stray_left_to_a_case(state, role) == (role == "duplicate" and keeps_its_own)
 
 
