@@ -170,7 +170,7 @@ class RefundProposal(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.what} {self.amount} {self.currency} of {self.booking_id} ({self.state})"
+        return f"{self.what} {self.amount} {self.currency} of {self.booking.reference} ({self.state})"
 
     @property
     def pending(self) -> bool:

@@ -19,7 +19,7 @@ from django import forms
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
 from django.forms.utils import ErrorList
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
@@ -304,10 +304,18 @@ class PaymentConsoleMixin:
         return self._render(request, booking, shown, form, change_url)
 
 
+def _payment_panel(proposal: RefundProposal) -> str:
+    """Where a proposal is approved or rejected: its booking's payment panel."""
+    return reverse("admin:bookings_booking_change", args=[proposal.booking_id]) + "#payment"
+
+
 @admin.register(RefundProposal)
 class RefundProposalAdmin(admin.ModelAdmin):
     """Refund proposals, pending first: each links to its booking, where it is approved or rejected
-    (with its preview). Read-only here; and the payment health page."""
+    (with its preview). Read-only here; and the payment health page.
+
+    A proposal has no page of its own: approving or rejecting it needs its booking's payment panel
+    (the preview of what the refund does now), so a proposal's address leads there."""
 
     list_display = (
         "id",
@@ -325,6 +333,7 @@ class RefundProposalAdmin(admin.ModelAdmin):
     ordering = ("state", "-proposed_at")
     change_list_template = "admin/reconciliation/refundproposal_change_list.html"
     readonly_fields = [f.name for f in RefundProposal._meta.fields]
+    list_display_links = None  # the booking's link is the way in: see `change_view`
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -338,10 +347,15 @@ class RefundProposalAdmin(admin.ModelAdmin):
     def get_queryset(self, request: HttpRequest):
         return super().get_queryset(request).select_related("booking")
 
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None):
+        proposal = self.get_object(request, object_id)
+        if proposal is None or not self.has_view_or_change_permission(request, proposal):
+            return super().change_view(request, object_id, form_url, extra_context)  # its 404 / 403
+        return HttpResponseRedirect(_payment_panel(proposal))
+
     @admin.display(description="booking", ordering="booking__reference")
     def booking_link(self, proposal: RefundProposal):
-        url = reverse("admin:bookings_booking_change", args=[proposal.booking_id])
-        return format_html('<a href="{}#payment">{}</a>', url, proposal.booking.reference)
+        return format_html('<a href="{}">{}</a>', _payment_panel(proposal), proposal.booking.reference)
 
     def get_urls(self):
         wrap = self.admin_site.admin_view

@@ -581,3 +581,24 @@ def test_the_refund_proposals_list_and_payment_health_render(groups):
     assert ">1</a>" in health  # one refund proposal waiting
     assert "holds lapsing within 2 days<" in health  # twice the lapse margin, in words
     assert "1 refund proposal(s) waiting for a second person&#x27;s approval." in health
+
+
+def test_a_refund_proposals_address_leads_to_its_bookings_payment_panel(groups):
+    """Explorer: a proposal's page (the list's id link) showed its fields and no way to approve or
+    reject it, titled with a bare booking id; those are on its booking's payment panel."""
+    payment = paying_booking()
+    client, _ = client_of(groups, "ops")
+    client.post(
+        action(payment.booking, "refund_payment"),
+        {"token": "9" * 32, "amount": "300", "previewed": "300", "note": "why"},
+    )
+    proposal = RefundProposal.objects.get()
+    panel = reverse("admin:bookings_booking_change", args=[payment.booking_id]) + "#payment"
+
+    opened = client.get(reverse("admin:reconciliation_refundproposal_change", args=[proposal.pk]))
+    listing = client.get(reverse("admin:reconciliation_refundproposal_changelist")).content.decode()
+
+    assert opened.status_code == 302 and opened["Location"] == panel
+    assert f'<a href="{panel}">{payment.booking.reference}</a>' in listing
+    assert reverse("admin:reconciliation_refundproposal_change", args=[proposal.pk]) not in listing
+    assert payment.booking.reference in str(proposal)
