@@ -185,6 +185,16 @@ def test_the_quote_page_of_a_booking_that_did_not_go_ahead_says_so_and_offers_a_
     }
 
 
+def test_a_booking_a_card_ended_links_to_the_same_stay_with_another_card(web, customer, quote):
+    """Explorer: the page of a booking ended by a declined card offered only other dates or
+    another offer; the stay was not refused, the card was. Its quote's page prices it again."""
+    failed = declined(customer, quote)
+
+    page = web.get(f"/bookings/{failed.reference}/").content.decode()
+
+    assert f'<a href="/quotes/{quote.pk}/">book the same stay with another card</a>' in page
+
+
 def test_a_declined_card_is_tried_again_with_another_on_a_new_price_for_the_same_stay(
     web, customer, quote, django_capture_on_commit_callbacks
 ):
