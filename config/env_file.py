@@ -36,7 +36,8 @@ def load() -> None:
     file = path()
     if os.environ.get("ENV_FILE") and not file.is_file():
         raise FileNotFoundError(f"ENV_FILE names {file}, which is no file")
-    environ.Env.read_env(file, overwrite=False)
+    if file.is_file():  # django-environ would log every process's start without one
+        environ.Env.read_env(file, overwrite=False)
     for name in UNSET_WHEN_EMPTY:
         if name in os.environ and not os.environ[name].strip():
             del os.environ[name]
