@@ -137,6 +137,11 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"].setdefault("OPTIONS", {}).update(
         {"transaction_mode": "IMMEDIATE", "timeout": 20, "init_command": "PRAGMA journal_mode=WAL;"}
     )
+# `manage.py migrate` on PostgreSQL (reconciliation/management/commands/migrate.py): how long one
+# of its statements waits for a table's lock before it fails. A schema change queued behind a long
+# transaction would otherwise hold every later query of that table behind it (a live site's
+# bookings stall); failing, it is simply run again. 0 waits for ever, as PostgreSQL does.
+MIGRATE_LOCK_TIMEOUT_MS = env.int("MIGRATE_LOCK_TIMEOUT_MS", default=5000)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis and Dramatiq -------------------------------------------------------------------
