@@ -1,8 +1,9 @@
 """The declared ports from the booking core to the partner side and to the payment side.
 
 The core never imports the partner app: it asks this port, after commit, to queue work for a
-booking, and asks it the one partner fact the customer's view depends on (whether anything may
-still be held at the partner). `settings.BOOKINGS_PARTNER_PORT` names the implementation (the
+booking, asks it the one partner fact the customer's view depends on (whether anything may
+still be held at the partner), and tells it of every move of a booking (`partner_follows`), in
+the move's transaction. `settings.BOOKINGS_PARTNER_PORT` names the implementation (the
 partner app's).
 
 Nor does it import the payments app: a booking that pays gets its payment row from the payment
@@ -51,6 +52,11 @@ class PartnerPort(Protocol):
     def may_hold(self, booking_id: UUID) -> bool:
         """Whether something can still be live at the partner for the booking: a create whose
         outcome is unknown, or a reservation live or being cancelled and not verified so."""
+        ...
+
+    def booking_moved(self, booking: Booking, *, actor: Actor | str, actor_label: str) -> None:
+        """In the caller's transaction, on a locked booking just moved: what the partner side keeps
+        beside the booking follows the move."""
         ...
 
 
@@ -131,6 +137,13 @@ def money_follows(booking: Booking) -> None:
         return
     _payments().mark_due(booking.pk)
     payment_run_on_commit(booking.pk)
+
+
+def partner_follows(booking: Booking, *, actor: Actor | str, actor_label: str = "") -> None:
+    """Call in the transaction that moved a locked booking (`apply_transition` does, for every
+    move): the partner side's records beside it follow, whoever moved it (a stray duplicate's
+    case lasts only while its booking is going ahead)."""
+    _port().booking_moved(booking, actor=actor, actor_label=actor_label)
 
 
 def partner_may_hold(booking_id: UUID) -> bool:

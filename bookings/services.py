@@ -67,7 +67,8 @@ def apply_transition(
     What the customer is shown follows in the same UPDATE and on the same row: a transition that
     changes the view carries the change (`customer_view.stage`, with the payment side's news
     when it moves the booking: `payment`), so the common path writes no row of its own for it.
-    A paying booking's money follows a move that decides what it owes (`ports.money_follows`).
+    A paying booking's money follows a move that decides what it owes (`ports.money_follows`), and
+    the partner side's records beside the booking follow every move (`ports.partner_follows`).
     Must run inside the caller's `atomic()` block, on a row from `lock_booking`.
     """
     method = getattr(booking, transition)
@@ -110,6 +111,7 @@ def apply_transition(
         data={**(data or {}), **({"customer_view": change.as_data()} if change else {})},
     )
     customer_view.save_row(booking, event, change)
+    ports.partner_follows(booking, actor=actor, actor_label=actor_label)
     ports.money_follows(booking)
     logger.info(
         "booking transition",

@@ -175,7 +175,7 @@ def stray_left_to_a_case(state: str, role: str) -> bool:
     cancel under way, an end, a booking already with support) is what the stray holds up, so
     support gets the booking (`compensation_failed`); and a case opened while the booking kept
     its own closes once it no longer does, the stray's cancel asked again
-    (`observations._take_up_strays`)."""
+    (`observations.take_up_strays`)."""
     return role == ReservationRole.DUPLICATE and state in GOING_AHEAD
 
 

@@ -429,9 +429,9 @@ class OrphanClosing(models.TextChoices):
     PARTNER_SETTLED = "partner_settled", "The partner no longer holds it live"
     LINKED = "linked", "Linked to a booking"
     SUPPORT = "support", "Closed by support with a note"
-    # A duplicate's case, once its booking no longer keeps its own reservation (a cancel, an end):
-    # the stray holds the booking up again, and the booking's cancel or end takes it up.
-    TAKEN_UP = "taken_up", "Its booking's cancel or end took it up"
+    # A duplicate's case, once its booking no longer keeps its own reservation (a cancel, an end,
+    # a move to support): the stray holds the booking up again, and the booking's move takes it up.
+    TAKEN_UP = "taken_up", "Taken up by its booking, no longer going ahead"
 
 
 class OrphanCase(models.Model):

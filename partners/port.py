@@ -6,10 +6,11 @@ from uuid import UUID
 
 from django.db.models import Exists, Q
 
-from bookings.models import Booking
+from bookings.models import Actor, Booking
 from config.logging import log_context
 from partners import messages
 from partners.models import LIVE_RESERVATION_STATUSES, Partner, PartnerAttempt, PartnerReservation
+from partners.services.observations import take_up_strays
 from partners.services.submission import submission_run
 
 
@@ -36,3 +37,8 @@ class DramatiqPartnerPort:
             Q(status__in=LIVE_RESERVATION_STATUSES) | Q(compensation_requested_at__isnull=False)
         )
         return Booking.objects.filter(pk=booking_id).filter(Exists(fence) | Exists(held)).exists()
+
+    def booking_moved(self, booking: Booking, *, actor: Actor | str, actor_label: str) -> None:
+        """Whoever moved it (the one door, the worker's hand-over, support, the sweeper): a booking
+        no longer going ahead takes its strays' cases up (no query while it is going ahead)."""
+        take_up_strays(booking, actor=actor, actor_label=actor_label)

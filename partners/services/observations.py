@@ -367,16 +367,22 @@ def reconcile_booking(
         # What may be held at the partner can change without a move (a fence resolved, a
         # cancellation verified): the customer's view follows it.
         customer_view.refresh(booking, actor=actor, actor_label=actor_label)
-    _take_up_strays(booking, actor=actor, actor_label=actor_label)
     return plan
 
 
-def _take_up_strays(booking: Booking, *, actor: Actor | str, actor_label: str) -> None:
+def take_up_strays(booking: Booking, *, actor: Actor | str, actor_label: str = "") -> None:
     """A duplicate's case lasts only while its booking keeps its own reservation
     (`decisions.stray_left_to_a_case`). Once the booking is cancelling, ended or with support,
     the stray is what holds it up again: its case closes and its cancel is asked again with a
     fresh budget (its tries were spent while the booking did not need it), so the partner is
-    asked again; should that give up too, the booking goes to support (`compensation._give_up`)."""
+    asked again; should that give up too, the booking goes to support (`compensation._give_up`).
+
+    Run by every move of a booking, in its transaction (`bookings.ports.partner_follows`, from
+    `apply_transition`): whatever moves it (the one door's reconciling, the worker's hand-over,
+    the partner's different terms, support, the sweeper's expiry), the case closes with the move,
+    never left open beside the booking for support to find twice. A case opens only while its
+    booking is going ahead, under the booking's lock (`compensation._give_up`), so no move
+    passes one by."""
     if decisions.stray_left_to_a_case(booking.status, ReservationRole.DUPLICATE):
         return  # the booking keeps its own: its strays' cases are support's (no query)
     strays = PartnerReservation.objects.filter(

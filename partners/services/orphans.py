@@ -6,8 +6,9 @@ or flags it when its tries are exhausted (support owns it from then on); the par
 go, with no cancel of ours under way, closes it too. A booking's duplicate whose cancel gave up
 while its booking keeps a reservation of its own (`decisions.stray_left_to_a_case`) is such a
 reservation too: its case is opened flagged then, and the booking is left as it is; once the
-booking no longer keeps its own (a cancel, an end), its cancel or end takes the stray up again and
-the case closes (`orphan_case_taken_up`). Every step is
+booking no longer keeps its own (a cancel, an end, a move to support), the move takes the stray up
+again and the case closes (`orphan_case_taken_up`); should its cancel give up again once the
+booking keeps its own again, the case opens again (`_reopen`). Every step is
 a row of the case's own history. Each function runs in the caller's transaction, after the
 reservation's lock (lock order: booking, reservation, case).
 """
@@ -165,11 +166,14 @@ def orphan_case_cancel_failed(
     reservation: PartnerReservation, *, tries: int, error: str
 ) -> OrphanCase | None:
     """The orphan's (or a booking's stray duplicate's) cancel gave up after its tries: its case
-    stays open, flagged for support (opened now if it had none), and automation leaves it to
-    them. The case when it is flagged now; None when support closed it, or knows already."""
+    stays open, flagged for support (opened now if it had none, opened again if its booking had
+    taken it up: `_reopen`), and automation leaves it to them. The case when it is flagged now;
+    None when support closed it, or knows already."""
     with transaction.atomic():
         locked = PartnerReservation.objects.select_for_update(no_key=True).get(pk=reservation.pk)
         case = _locked_case(locked) or orphan_case_open(locked, cancelling=True, actor=Actor.WORKER)
+        if case.closed_because == OrphanClosing.TAKEN_UP:
+            _reopen(case, locked)
         if not case.is_open or case.flagged:
             return None  # support closed it, or knows already
         case.automation = OrphanAutomation.CANCEL_FAILED
@@ -187,13 +191,35 @@ def orphan_case_cancel_failed(
         return case
 
 
+def _reopen(case: OrphanCase, reservation: PartnerReservation) -> None:
+    """A duplicate's case its booking took up (`orphan_case_taken_up`), whose cancel gave up
+    again while the booking keeps its own once more (support resolved it back to `confirmed`, say):
+    automation closed it, not a person, and the stray is support's alone again, so the case opens
+    again (one case per reservation: its history goes on) for the caller to flag. Left closed,
+    nobody had the stray: the booking goes on as it is, and no case was open."""
+    booking = reservation.booking
+    case.state, case.closed_at, case.closed_because = OrphanCaseState.OPEN, None, ""
+    case.closed_by, case.closed_note, case.automation = "", "", OrphanAutomation.CANCELLING
+    case.save(update_fields=_CASE_FIELDS)
+    record_case_event(
+        case,
+        "orphan.reopened",
+        actor=Actor.WORKER,
+        summary=(
+            f"{booking.reference} is {booking.status} again, keeping its own reservation: "
+            f"{reservation.partner_ref} is support's case again"
+        ),
+        data={"reservation": reservation.partner_ref, "booking": booking.reference, "status": booking.status},
+    )
+
+
 def orphan_case_taken_up(
     reservation: PartnerReservation, booking: Booking, *, actor: Actor | str, actor_label: str = ""
 ) -> bool:
     """A duplicate's case whose booking no longer keeps its own reservation: the stray holds
-    the booking up again (its cancel cannot complete, its end leaves it live), so the booking's
-    cancel or end takes it up and the case closes, for support to have one item, not two. True
-    if it closed now (the caller asks the stray's cancel again)."""
+    the booking up again (its cancel cannot complete, its end leaves it live, support has it), so
+    the booking's move takes it up and the case closes, for support to have one item, not two.
+    True if it closed now (the caller asks the stray's cancel again)."""
     locked = PartnerReservation.objects.select_for_update(no_key=True).get(pk=reservation.pk)
     case = _locked_case(locked)
     if case is None or not case.is_open or case.opened_because != OrphanFinding.DUPLICATE:
@@ -205,8 +231,8 @@ def orphan_case_taken_up(
         actor=actor,
         actor_label=actor_label,
         summary=(
-            f"{booking.reference} is {booking.status}: its cancel or end takes {locked.partner_ref} "
-            "up, asking the partner to cancel it again; case closed"
+            f"{booking.reference} is {booking.status}, no longer going ahead: it takes "
+            f"{locked.partner_ref} up, asking the partner to cancel it again; case closed"
         ),
         data={"reservation": locked.partner_ref, "booking": booking.reference, "status": booking.status},
     )

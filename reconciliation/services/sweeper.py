@@ -324,7 +324,7 @@ def _requeue_owed_compensations(now: datetime, partner: Partner | None, dry_run:
     automation gave up on: an orphan, or a stray duplicate of a booking that keeps its own. Once
     the partner lets such a one go (we hold it no longer live), it is sent again to be verified,
     which closes its case. A stray whose booking has moved on (cancelling, ended) has its case
-    closed and its cancel asked again by then (`observations._take_up_strays`): owed like any."""
+    closed and its cancel asked again by then (`observations.take_up_strays`): owed like any."""
     quiet_since = now - timedelta(seconds=settings.PARTNER_RETRY_MAX_S + settings.RECONCILE_SYNC_AGE_S)
     stray_with_support = Q(
         orphan_case__state=OrphanCaseState.OPEN,

@@ -24,6 +24,7 @@ from bookings.customer_money import PaymentFacts, money_of
 from bookings.models import Actor, Booking, Notification
 from bookings.services import booking_request_cancel
 from bookings.states import BookingState
+from partners import messages
 from partners.connectors import connector_for
 from partners.connectors.http import longest_call_s
 from partners.models import (
@@ -39,6 +40,7 @@ from partners.models import (
 )
 from partners.services import backoff
 from partners.services.compensation import booking_cancel_run, reservation_compensate
+from partners.services.handover import hand_to_reconciliation
 from partners.services.listing import change_listing_walk
 from partners.services.observations import observation_apply, request_compensation_again
 from partners.services.submission import submission_run
@@ -46,6 +48,7 @@ from partners.services.sync import booking_sync
 from payments.decisions import owed
 from payments.services.runs import booking_facts
 from reconciliation.selectors.orphans import orphan_case_row, orphan_queue
+from reconciliation.selectors.timeline import booking_timeline
 from reconciliation.services import support
 from reconciliation.services.sweeper import booking_due_run, sweep
 from tests.factories import PartnerAttemptFactory
@@ -278,7 +281,8 @@ def pending_with_a_stray_in_a_case(h, settings) -> tuple[Booking, PartnerReserva
 
 
 def assert_taken_up(booking: Booking, case: OrphanCase) -> None:
-    """The stray's case closed as its booking's cancel or end took it up, saying so."""
+    """The stray's case closed as its booking's move (a cancel, an end, to support) took it up,
+    saying so."""
     case.refresh_from_db()
     assert (case.state, case.closed_because) == ("closed", "taken_up")
     event = case.events.get(kind="orphan.taken_up")
@@ -407,6 +411,160 @@ def test_a_pending_bookings_end_takes_its_stray_up(harness, settings):
     assert duplicate.partner_ref not in [r["id"] for r in h.live(booking)]
     assert PartnerReservation.objects.get(pk=duplicate.pk).compensated_at is not None
     assert status_of(booking) == S.REJECTED
+
+
+def confirmed_with_a_stray_in_a_case(h, settings) -> tuple[Booking, PartnerReservation, OrphanCase]:
+    """A confirmed booking, and a second reservation for it at the partner, learned by a lookup,
+    whose cancel the partner refused (429) through its one try: the stray is support's flagged
+    case, the booking left as it was. The partner still answers 429."""
+    settings.PARTNER_COMPENSATION_MAX_TRIES = 1
+    booking = book(h)
+    submission_run(booking.pk)
+    assert status_of(booking) == S.CONFIRMED
+    made = h.sandbox.request("POST", "/v1/reservations", json=reference_body(booking.reference)).json()
+    observation_apply(
+        partner=h.partner,
+        snapshot=connector_for(h.partner).get(made["id"]).reservation,
+        source=Source.LOOKUP,
+        actor=Actor.WORKER,
+    )
+    duplicate = PartnerReservation.objects.get(partner_ref=made["id"])
+    assert (duplicate.booking_id, duplicate.role) == (booking.pk, ReservationRole.DUPLICATE)
+    h.faults(rate_limit_rate=1)
+    reservation_compensate(duplicate.pk)  # its message, as the worker would take it
+    case = OrphanCase.objects.get(reservation=duplicate)
+    assert case.flagged and status_of(booking) == S.CONFIRMED
+    return booking, duplicate, case
+
+
+def hand_to_support(h, booking: Booking, settings, moved_by: str) -> None:
+    """Move a confirmed booking to needs_attention outside `reconcile_booking`: its worker's
+    hand-over after its give-ups, or the partner's different terms for its own reservation."""
+    if moved_by == "worker_gave_up":
+        settings.PARTNER_ACTOR_GIVE_UPS_MAX = 1
+        hand_to_reconciliation(str(booking.pk), actor_name=messages.SYNC_BOOKING, error="poison")
+        return
+    own = PartnerReservation.objects.get(booking=booking, role=ReservationRole.PRIMARY)
+    held = connector_for(h.partner).get(own.partner_ref).reservation
+    observation_apply(
+        partner=h.partner,
+        snapshot=dataclasses.replace(
+            held,
+            terms=dataclasses.replace(held.terms, guests=booking.guests + 1),
+            version=(held.version or 0) + 1,
+            modified_at=timezone.now(),
+        ),
+        source=Source.LOOKUP,
+        actor=Actor.WORKER,
+    )
+
+
+@pytest.mark.parametrize("moved_by", ["worker_gave_up", "partner_mismatch"])
+def test_a_stray_is_taken_up_when_its_booking_goes_to_support_by_any_move(
+    harness, partner_worker, settings, moved_by
+):
+    # given a confirmed booking whose stray's cancel gave up: support's flagged case; the partner
+    # takes cancels again, and a worker runs
+    h = harness("reference")
+    booking, duplicate, case = confirmed_with_a_stray_in_a_case(h, settings)
+    h.faults(rate_limit_rate=0)
+    partner_worker(h.partner)
+
+    # when the booking goes to support by a move the one door's reconciling does not make
+    hand_to_support(h, booking, settings, moved_by)
+
+    # then the move takes the stray up: one item for support (the booking), the stray's case
+    # closed and its cancel asked again at once, after the move on the booking's timeline
+    booking.refresh_from_db()
+    assert (booking.status, booking.attention_reason) == (S.NEEDS_ATTENTION, moved_by)
+    assert_taken_up(booking, case)
+    assert list(orphan_queue(partner=h.partner)) == []
+    moved = booking.events.get(kind="booking.needs_attention")
+    asked = booking.events.get(kind="partner.compensation.requested", data__orphan_case=case.pk)
+    assert moved.pk < asked.pk
+    assert f"as {booking.reference} is needs_attention" in asked.summary
+
+    # and the worker has the partner cancel the stray: the booking stays with support
+    wait_until(
+        lambda: PartnerReservation.objects.get(pk=duplicate.pk).compensated_at is not None,
+        timeout_s=25,
+        what="the stray's cancel asked again to be verified",
+    )
+    assert [r["id"] for r in h.live(booking)] == [
+        PartnerReservation.objects.get(booking=booking, role=ReservationRole.PRIMARY).partner_ref
+    ]
+    assert status_of(booking) == S.NEEDS_ATTENTION
+    assert not OrphanCase.objects.filter(state="open").exists()
+
+
+def test_a_stray_taken_up_is_supports_case_again_once_its_booking_is_resolved_confirmed(
+    harness, settings, admin_user
+):
+    # given a confirmed booking whose stray's cancel gave up, handed to support by its worker:
+    # the move took the stray up (its case closed, its cancel asked again)
+    h = harness("reference")
+    booking, duplicate, case = confirmed_with_a_stray_in_a_case(h, settings)
+    hand_to_support(h, booking, settings, "worker_gave_up")
+    assert_taken_up(booking, case)
+
+    # when support resolves the booking back to confirmed (the partner holds it so), and the
+    # partner refuses the stray's fresh cancel too
+    operator = support.Operator.for_user(admin_user)
+    support.support_action_run(
+        support.RESOLVE,
+        booking_id=booking.pk,
+        operator=operator,
+        token=support.new_token(),
+        outcome=S.CONFIRMED,
+        note="the partner holds it confirmed; the worker's failure is fixed",
+    )
+    assert status_of(booking) == S.CONFIRMED
+    reservation_compensate(duplicate.pk)
+
+    # then the stray is support's flagged case again (the booking is going ahead once more), and
+    # the booking stays confirmed, its timeline naming the case
+    case.refresh_from_db()
+    assert (case.state, case.flagged, case.closed_because) == ("open", True, "")
+    assert [c.pk for c in orphan_queue(partner=h.partner)] == [case.pk]
+    history = list(case.events.values_list("kind", flat=True))
+    assert history[-3:] == ["orphan.taken_up", "orphan.reopened", "orphan.cancel_failed"]
+    booking.refresh_from_db()
+    assert (booking.status, booking.attention_reason) == (S.CONFIRMED, "")
+    failed = booking.events.filter(kind="partner.compensation.failed").order_by("-occurred_at", "-id")[0]
+    assert failed.data["orphan_case"] == case.pk and f"{booking.reference} stays confirmed" in failed.summary
+    assert timeline(booking)[-1] == "partner.compensation.failed"
+
+
+@pytest.mark.parametrize("action", ["orphan_cancel", "orphan_close"])
+def test_supports_cancel_or_close_of_a_strays_case_is_on_its_bookings_timeline(
+    harness, settings, admin_user, action
+):
+    # given a confirmed booking whose stray's cancel gave up: support's flagged case
+    h = harness("reference")
+    booking, duplicate, case = confirmed_with_a_stray_in_a_case(h, settings)
+    h.faults(rate_limit_rate=0)
+
+    # when support cancels the stray at the partner, or closes its case with a note
+    operator = support.Operator.for_user(admin_user)
+    support.support_orphan_action_run(
+        action, case_id=case.pk, operator=operator, token=support.new_token(), note="the partner's desk asked"
+    )
+
+    # then the booking's timeline says what support did to its duplicate, once, with who did it
+    kind = support.ORPHAN_ACTIONS[action]["kind"]
+    event = booking.events.get(kind=kind)
+    assert (event.actor, event.actor_label) == ("support", operator.label)
+    assert event.data["orphan_case"] == case.pk and duplicate.partner_ref in event.summary
+    assert (event.from_state, event.to_state) == ("", "")  # not a move of the booking
+    rows = [row for row in booking_timeline(booking) if row.kind == kind]
+    assert [(row.source, row.source_id) for row in rows] == [("event", event.pk)]
+    assert event.data["orphan_case_event_id"] == case.events.get(kind=kind).pk
+    if action == "orphan_cancel":  # and its verified cancel follows, on both as before
+        reservation_compensate(duplicate.pk)
+        assert booking.events.filter(kind="partner.compensation.verified").exists()
+        case.refresh_from_db()
+        assert case.closed_because == "cancel_verified"
+    assert status_of(booking) == S.CONFIRMED
 
 
 def view_of(booking: Booking) -> tuple:

@@ -1,7 +1,7 @@
 """Support actions on an orphan case (a partner reservation no booking wants), in the frame of
 the booking actions: permission, a preview with our record beside the partner's live answer,
 the same checks re-run under the locks, once per token, and a `support.*` row in the case's
-history (and on the booking's timeline when it is linked to one).
+history (and on the booking's timeline when it is linked to one, or is a stray duplicate of it).
 
 - cancel at the partner: the compensation actor cancels and verifies it (a cancel decided
   before is driven again, with a fresh budget of tries); the case closes itself once verified;

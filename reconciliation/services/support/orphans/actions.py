@@ -1,7 +1,8 @@
 """The three orphan actions (cancel at the partner, link to a booking, close with a note) in one
-frame (`_orphan_action`): permission, a clean token, the locks (the booking named, the
-reservation, the case), once per token, the refusals checked again under the locks, and a
-`support.*` row in the case's history; `support_orphan_action_run` runs one by name. A cancel
+frame (`_orphan_action`): permission, a clean token, the locks (the booking named, or the one
+whose stray duplicate the case is; the reservation, the case), once per token, the refusals
+checked again under the locks, and a `support.*` row in the case's history (and on a stray
+duplicate's booking's timeline); `support_orphan_action_run` runs one by name. A cancel
 is a compensation decided in the action's transaction, due for the sweeper from then on, and
 queued after commit as a hint: while our Redis is down the operator is told it is not queued yet."""
 
@@ -12,6 +13,7 @@ import functools
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any
+from uuid import UUID
 
 from django.db import transaction
 
@@ -20,7 +22,14 @@ from bookings.services import lock_booking
 from bookings.timeline import record_event
 from config.errors import InvalidTransition, NotFound, ValidationFailed
 from partners import messages
-from partners.models import OrphanCase, PartnerAttempt, PartnerReservation, ReservationRole
+from partners.models import (
+    OrphanCase,
+    OrphanCaseEvent,
+    OrphanFinding,
+    PartnerAttempt,
+    PartnerReservation,
+    ReservationRole,
+)
 from partners.services.observations import (
     reconcile_booking,
     request_compensation,
@@ -62,6 +71,34 @@ def _lock_case(case_id: int) -> OrphanCase:
     case = OrphanCase.objects.select_for_update().get(pk=case_id)
     case.reservation = reservation
     return case
+
+
+def _duplicate_of(case_id: int) -> UUID | None:
+    """The booking whose stray duplicate the case is about (None for an orphan's): it is locked
+    first, and what support does to the case goes on its timeline too."""
+    return (
+        OrphanCase.objects.filter(pk=case_id, opened_because=OrphanFinding.DUPLICATE)
+        .values_list("reservation__booking_id", flat=True)
+        .first()
+    )
+
+
+def _on_the_bookings_timeline(situation: OrphanSituation, step: OrphanCaseEvent, summary: str) -> None:
+    """Support's step on a stray duplicate's case, on its booking's timeline as well: support
+    reading the booking's one timeline sees what was done to its duplicate, by whom, once (the
+    row names the case's, which the timeline then does not show again). Not a move of the
+    booking: no states on it."""
+    booking = situation.duplicate_of
+    if booking is None:
+        return
+    record_event(
+        booking,
+        step.kind,
+        actor=step.actor,
+        actor_label=step.actor_label,
+        summary=f"Its duplicate's orphan case #{situation.case.pk}: {summary}",
+        data={**step.data, "orphan_case": situation.case.pk, "orphan_case_event_id": step.pk},
+    )
 
 
 def _done_before(action: str, case: OrphanCase, token: str) -> OrphanActionResult | None:
@@ -127,8 +164,10 @@ def _orphan_action(action: str) -> Callable[[Body], Body]:
             operator.require(ORPHAN_ACTIONS[action]["permission"])
             token = clean_token(token)
             named = booking_named(booking_reference) if booking_reference else None
+            stray_of = None if named else _duplicate_of(case_id)
             with transaction.atomic():
                 booking = lock_booking(named.pk) if named else None  # lock order: booking, reservation, case
+                owner = lock_booking(stray_of) if stray_of else None  # the same order: its booking first
                 case = _lock_case(case_id)
                 asked = {"booking": booking.reference if booking else None}
                 claim_token(
@@ -136,7 +175,9 @@ def _orphan_action(action: str) -> Callable[[Body], Body]:
                 )
                 done = _done_before(action, case, token)
                 if done is None:
-                    situation = OrphanSituation(case, operator=operator, booking=booking, note=note)
+                    situation = OrphanSituation(
+                        case, operator=operator, booking=booking, note=note, duplicate_of=owner
+                    )
                     why_not = orphan_refusal(action, situation)
                     if why_not:
                         raise InvalidTransition(why_not)
@@ -173,15 +214,19 @@ def support_orphan_cancel(situation: OrphanSituation, *, token: str) -> OrphanAc
         hint = request_compensation(
             reservation.pk, reason="orphan", booking=None, actor=Actor.SUPPORT, actor_label=operator.label
         )
-    orphan_case_cancelling(
+    summary = (
+        f"Cancel of {reservation.partner_ref} at the partner requested{' again' if again else ''} "
+        f"by {operator.label}"
+    )
+    step = orphan_case_cancelling(
         case,
         kind=ORPHAN_ACTIONS[ORPHAN_CANCEL]["kind"],
         actor=Actor.SUPPORT,
         actor_label=operator.label,
-        summary=f"Cancel of {reservation.partner_ref} at the partner requested{' again' if again else ''} "
-        f"by {operator.label}",
+        summary=summary,
         data=correction_data(token, situation.note or "", reservation=reservation.partner_ref, again=again),
     )
+    _on_the_bookings_timeline(situation, step, summary)
     return OrphanActionResult(
         ORPHAN_CANCEL,
         case,
@@ -252,15 +297,17 @@ def support_orphan_close(situation: OrphanSituation, *, token: str) -> OrphanAct
         raise ValidationFailed("A note is required to close an orphan case.", fields={"note": ["Required."]})
     case, reservation, operator = situation.case, situation.reservation, situation.operator
     old = case.state
-    orphan_case_close(
+    summary = f"Closed by {operator.label} ({reservation.partner_ref} {reservation.status}): {note[:200]}"
+    step = orphan_case_close(
         case,
         kind=ORPHAN_ACTIONS[ORPHAN_CLOSE]["kind"],
         actor=Actor.SUPPORT,
         actor_label=operator.label,
         note=note,
-        summary=f"Closed by {operator.label} ({reservation.partner_ref} {reservation.status}): {note[:200]}",
+        summary=summary,
         data=correction_data(token, note, reservation=reservation.partner_ref, status=reservation.status),
     )
+    _on_the_bookings_timeline(situation, step, summary)
     return OrphanActionResult(ORPHAN_CLOSE, case, True, old, case.state, "Case closed.")
 
 

@@ -66,12 +66,16 @@ class OrphanSituation:
         operator: Operator,
         booking: Booking | None = None,
         note: str | None = None,
+        duplicate_of: Booking | None = None,
     ) -> None:
         self.case = case
         self.reservation = case.reservation
         self.operator = operator
         self.booking = booking
         self.note = note
+        # A stray duplicate's case: its booking, locked by the action (what it does goes on the
+        # booking's timeline too); None in a preview, and for an orphan's case.
+        self.duplicate_of = duplicate_of
 
     @property
     def cancel_under_way(self) -> bool:
