@@ -25,7 +25,17 @@ import uuid
 from functools import cached_property
 
 import redis
+from django.conf import settings
 from redis.commands.core import Script
+
+
+def sweeper_lock_key(namespace: str | None = None) -> str:
+    """The lock's key: under the broker's namespace (DRAMATIQ_NAMESPACE), as the claims the sweeper
+    takes are (config/claims.py), so that two deployments sharing one Redis under namespaces of
+    their own each have their sweeper, and a Redis that lost its queues lost the lock with them."""
+    namespace = namespace or settings.DRAMATIQ_BROKER["OPTIONS"]["namespace"]
+    return f"{namespace}:reconciliation:sweeper-lock"
+
 
 # Take the lock if it is free, or keep it if it is already ours (a take whose answer was lost);
 # not while the round is marked swept, unless asked for a sweep now (ARGV[3]).

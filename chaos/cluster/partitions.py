@@ -20,12 +20,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis
-from django.conf import settings
 
 from chaos.cluster.network import Network
 from chaos.cluster.plan import ClusterPlan, NetworkFault
 from chaos.cluster.services import BrokerServer
 from chaos.disruptions import Disruption
+from reconciliation.sweeper_lock import sweeper_lock_key
 
 logger = logging.getLogger(__name__)
 
@@ -183,7 +183,7 @@ class Partitioner(threading.Thread):
             for key in self._client.scan_iter(match=f"{prefix}*", count=500):
                 worker_id = key.decode()[len(prefix) :].split(".", 1)[0]
                 acks[worker_id] = acks.get(worker_id, 0) + int(self._client.scard(key))
-            lock_ttl = int(self._client.pttl(settings.SWEEPER_LOCK_KEY))
+            lock_ttl = int(self._client.pttl(sweeper_lock_key(self.namespace)))
         except (redis.RedisError, OSError):
             return
         self.samples.append(

@@ -518,9 +518,9 @@ LEGACY_SANDBOX_URL = env.str("LEGACY_SANDBOX_URL", default="http://127.0.0.1:810
 
 # --- Reconciliation ---------------------------------------------------------------------------
 RECONCILE_INTERVAL_S = env.float("RECONCILE_INTERVAL_S", default=15.0)
-# The Redis key of the lock that lets one scheduler sweep at a time (reconciliation/sweeper_lock.py);
-# test runs sharing one Redis each have their own.
-SWEEPER_LOCK_KEY = "reconciliation:sweeper-lock"
+# The lock that lets one scheduler sweep at a time is a key of DRAMATIQ_NAMESPACE, as the claims are
+# (reconciliation/sweeper_lock.py, `sweeper_lock_key`): deployments sharing one Redis under
+# namespaces of their own each sweep.
 RECONCILE_BATCH_SIZE = env.int("RECONCILE_BATCH_SIZE", default=1000)
 # Due bookings per queued message (the per-booking steps run one after another in a worker).
 RECONCILE_MESSAGE_CHUNK = env.int("RECONCILE_MESSAGE_CHUNK", default=50)

@@ -53,7 +53,6 @@ DRAMATIQ_BROKER["OPTIONS"]["namespace"] = f"dramatiq-test-{TEST_RUN_ID}"
 CACHES["default"]["KEY_PREFIX"] = f"test-{TEST_RUN_ID}"
 PARTNER_GUARD_NAMESPACE = f"partner-guard-test-{TEST_RUN_ID}"
 LIVE_CHANNEL_PREFIX = f"bk-test-{TEST_RUN_ID}"
-SWEEPER_LOCK_KEY = f"reconciliation:sweeper-lock:test-{TEST_RUN_ID}"
 API_THROTTLE_REDIS_URL = env.str("API_THROTTLE_REDIS_URL", default="") or REDIS_URL
 API_THROTTLE_NAMESPACE = env.str("API_THROTTLE_NAMESPACE", default=f"throttle-test-{TEST_RUN_ID}")
 

@@ -22,14 +22,13 @@ from uuid import uuid4
 
 import pytest
 import redis
-from django.conf import settings
 from django.utils import timezone
 
 from bookings.models import Booking
 from bookings.states import BookingState
 from config.embedded_redis import EmbeddedRedis, with_socket_timeouts
-from reconciliation.management.commands.run_scheduler import LOCK_LOST, Command
-from reconciliation.sweeper_lock import SweeperLock
+from reconciliation.management.commands.run_scheduler import LOCK_LOST, SKIPPED_SWEPT, Command
+from reconciliation.sweeper_lock import SweeperLock, sweeper_lock_key
 from tests.helpers import wait_until
 from tests.own_servers import ProjectProcesses, own_redis
 from tests.reconciliation.conftest import queued
@@ -223,7 +222,7 @@ def _stopped_between_sweeps(stack: ProjectProcesses, client: redis.Redis) -> tup
     def stopped() -> tuple[str, datetime] | None:
         last_at, last = _all_sweeps(stack)[-1]
         os.killpg(stack.started[last].pid, signal.SIGSTOP)
-        if _all_sweeps(stack)[-1] == (last_at, last) and not client.exists(settings.SWEEPER_LOCK_KEY):
+        if _all_sweeps(stack)[-1] == (last_at, last) and not client.exists(sweeper_lock_key()):
             return last, last_at
         os.killpg(stack.started[last].pid, signal.SIGCONT)
         return None
@@ -239,3 +238,45 @@ def _log(stack: ProjectProcesses, name: str) -> str:
 
 def _all_sweeps(stack: ProjectProcesses) -> list[tuple[datetime, str]]:
     return sorted((at, name) for name in "ab" for at in _sweeps(stack, name))
+
+
+def test_two_deployments_sharing_one_redis_under_namespaces_of_their_own_each_sweep(
+    server, transactional_db, tmp_path
+):
+    """Two deployments (DRAMATIQ_NAMESPACE apart) on one Redis: each one's scheduler sweeps. Their
+    claims and queues were apart, but the lock was one fixed key, so the second deployment's
+    scheduler skipped every round the first had swept, and the other way round: between them
+    they swept as one."""
+    deployments = {}
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        deployments[name] = ProjectProcesses(
+            tmp_path / name,
+            {
+                # the settings an operator runs (the test settings pin a namespace of their own)
+                "DJANGO_SETTINGS_MODULE": "config.settings.dev",
+                "DEBUG": "false",
+                "DATABASE_URL": database_url(),
+                "REDIS_URL": server.url,
+                "DRAMATIQ_NAMESPACE": f"deployment-{name}",
+                "LOG_FORMAT": "json",
+            },
+        )
+    try:
+        deployments["a"].manage("a", "run_scheduler", "--interval", "60")
+        wait_until(lambda: _sweeps(deployments["a"], "a"), what="deployment a's sweep", timeout_s=30)
+        deployments["b"].manage("b", "run_scheduler", "--interval", "60")
+
+        def b_round() -> str | None:
+            if _sweeps(deployments["b"], "b"):
+                return "swept"
+            return "skipped" if SKIPPED_SWEPT in _log(deployments["b"], "b") else None
+
+        assert wait_until(b_round, what="deployment b's first round", timeout_s=30) == "swept"
+        client = _client(server)
+        assert client.exists("deployment-a:reconciliation:sweeper-lock:swept")
+        assert client.exists("deployment-b:reconciliation:sweeper-lock:swept")
+        assert sweeper_lock_key("deployment-a") == "deployment-a:reconciliation:sweeper-lock"
+    finally:
+        for deployment in deployments.values():
+            deployment.stop_all()

@@ -24,7 +24,7 @@ from django.db import close_old_connections
 from config.metrics import events as metrics
 from config.redis_client import redis_client
 from reconciliation.services.sweeper import sweep
-from reconciliation.sweeper_lock import SweeperLock
+from reconciliation.sweeper_lock import SweeperLock, sweeper_lock_key
 
 logger = logging.getLogger(__name__)
 # The lock's life in sweep intervals: a missed renewal or two is not a lost lock.
@@ -48,7 +48,7 @@ class Command(BaseCommand):
         stop = threading.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
-        lock = SweeperLock(redis_client(), ttl_s=LOCK_INTERVALS * interval, name=settings.SWEEPER_LOCK_KEY)
+        lock = SweeperLock(redis_client(), ttl_s=LOCK_INTERVALS * interval, name=sweeper_lock_key())
         # Log lines, not stdout: under LOG_FORMAT=json every line of the process is one object.
         logger.info(f"scheduler: sweeping every {interval:g}s", extra={"interval_s": interval})
         while not stop.is_set():
