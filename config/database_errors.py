@@ -3,12 +3,17 @@ writes this process saw the database refuse, for `/healthz`.
 
 A database that answers reads but refuses writes (its disk full, a file or server turned
 read-only, failing storage) passes a probe that reads: `SELECT 1` succeeds while every booking
-and cancellation is refused. `DatabaseUnavailableMiddleware` knows the moment it answers such a
-write 503, so it notes it here, and `/healthz` (config/health.py) says the database is down for
+and cancellation is refused. What the probe can ask without writing it asks on every call (on
+PostgreSQL, whether the server is a standby or read-only: config/health.py). A full disk or
+failing storage shows only to a write: `DatabaseUnavailableMiddleware` knows the moment it
+answers such a write 503, so it notes it here, and `/healthz` says the database is down for
 `HEALTHZ_WRITES_REFUSED_S` after: no write of its own on each probe.
 
 Per process, as the middleware's traceback allowance is: the probe sees what the process it
-reaches saw (on SQLite, the free space beside the file is read by every process; config/health.py).
+reaches saw, so of one machine's gunicorn workers some may say 200 meanwhile. Hence `/readyz`
+leaves it out (a load balancer would take the instance in and out by which worker answered),
+and alerting reads `bookings_database_unavailable_total`, which counts every process, beside
+`/healthz` (on SQLite, the free space beside the file is read by every probe; config/health.py).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """The HTTP edge of the API: its clients get the one JSON error shape, never an HTML page,
 bodies above the size limit are refused before anything reads them, a database that cannot
 be reached is a 503 to retry, not a server error, a machine client's write over plain HTTP is
-refused rather than redirected, and the probes (`/healthz`, `/metrics`) answer whatever name
-they are asked by."""
+refused rather than redirected, and the probes (`/livez`, `/readyz`, `/healthz`, `/metrics`)
+answer whatever name they are asked by."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ _READS = ("GET", "HEAD", "OPTIONS")
 _tracebacks = AtMostEvery(60.0)
 # Asked by machines under a name of their own (an instance's address, a machine's internal name),
 # never the site's, and building no URL from it: served whatever the Host header says.
-PROBE_PATHS = ("/healthz", "/metrics")
+PROBE_PATHS = ("/livez", "/readyz", "/healthz", "/metrics")
 METRICS_PATH = "/metrics"
 
 
@@ -217,17 +217,17 @@ class HttpsRequiredMiddleware:
 
 
 class ProbesMiddleware:
-    """`/healthz` and `/metrics` answer whatever the Host header says.
+    """The probes (`/livez`, `/readyz`, `/healthz`) and `/metrics` answer whatever the Host header says.
 
     A load balancer or Kubernetes probes an instance by its address, Prometheus scrapes each
     machine by its own name: neither is the site's name, and listing every instance's address in
-    ALLOWED_HOSTS would let redirects and the API's links be built on them. These two views build
+    ALLOWED_HOSTS would let redirects and the API's links be built on them. These views build
     no URL from the Host, so they are served here, before anything asks `request.get_host()` (CSRF,
     CommonMiddleware); every other path keeps Django's host validation (a name not allowed is a
     `400`, in the one error shape on the API's paths). `/metrics` keeps its own authentication
     (METRICS_TOKEN, METRICS_OPEN), and over plain HTTP HttpsRequiredMiddleware has refused it.
 
-    After SecurityMiddleware, which asks no Host of a request it does not redirect (both paths
+    After SecurityMiddleware, which asks no Host of a request it does not redirect (these paths
     are answered with its headers); the views come from the URLconf, which wires them.
     """
 

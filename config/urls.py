@@ -2,12 +2,14 @@ from django.contrib import admin
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularSwaggerSplitView
 
-from config.health import healthz
+from config.health import healthz, livez, readyz
 from config.schema import SchemaView
 from reconciliation.apis import BookingTimelineApi
 from reconciliation.metrics.views import metrics
 
 urlpatterns = [
+    path("livez", livez, name="livez"),
+    path("readyz", readyz, name="readyz"),
     path("healthz", healthz, name="healthz"),
     path("metrics", metrics, name="metrics"),
     path("admin/", admin.site.urls),

@@ -233,7 +233,7 @@ class ProjectProcesses:
     def _answers(self, url: str) -> bool:
         assert self.started["web"].poll() is None, self.log("web")
         try:
-            requests.get(f"{url}/healthz", timeout=5)
+            requests.get(f"{url}/livez", timeout=5)  # the process answers; nothing asked of its dependencies
         except requests.RequestException:
             return False  # not listening yet, or still loading the application
         return True

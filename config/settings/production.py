@@ -87,10 +87,10 @@ if _refused := _refusals():
 # /metrics: production has a token (above) or serves no metrics page.
 METRICS_OPEN = False
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
-# Plain-HTTP requests are redirected to HTTPS, except the health check (load balancers probe it
-# over HTTP).
+# Plain-HTTP requests are redirected to HTTPS, except the probes (load balancers and Kubernetes
+# probe them over HTTP).
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
-SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+SECURE_REDIRECT_EXEMPT = [r"^(livez|readyz|healthz)$"]
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=365 * 24 * 3600)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
 # Lets the domain be submitted to the browsers' preload list; only a submission puts it there.

@@ -159,10 +159,14 @@ from django.test import Client
 https = {"HTTP_X_FORWARDED_PROTO": "https"}
 token = {"HTTP_AUTHORIZATION": "Bearer " + os.environ["METRICS_TOKEN"]}
 healthz = Client(HTTP_HOST="10.1.2.3:8000").get("/healthz")
+livez = Client(HTTP_HOST="10.1.2.3:8000").get("/livez")
+readyz = Client(HTTP_HOST="10.1.2.3:8000").get("/readyz")
 metrics = Client(HTTP_HOST="web-1.internal").get("/metrics", **https, **token)
 page = Client(HTTP_HOST="web-1.internal").get("/", **https)
 print(json.dumps({
     "healthz": [healthz.status_code, healthz["Content-Type"]],
+    "livez": [livez.status_code, livez["Content-Type"]],
+    "readyz": [readyz.status_code, readyz["Content-Type"]],
     "metrics": [metrics.status_code, metrics["Content-Type"].split(";")[0]],
     "page": page.status_code,
 }))
@@ -177,4 +181,10 @@ def test_production_answers_the_probes_whatever_name_they_are_asked_by():
 
     # 503 (answered, saying the database is down) on a run without PostgreSQL: tests/production.py
     healthy = 200 if production.environment()["DATABASE_URL"] == os.environ.get("DATABASE_URL") else 503
-    assert seen == {"healthz": [healthy, "application/json"], "metrics": [200, "text/plain"], "page": 400}
+    assert seen == {
+        "healthz": [healthy, "application/json"],
+        "livez": [200, "application/json"],  # asks no dependency: answered over plain HTTP, by any name
+        "readyz": [healthy, "application/json"],
+        "metrics": [200, "text/plain"],
+        "page": 400,
+    }

@@ -26,7 +26,7 @@ def production_edge(settings):
     settings.ALLOWED_HOSTS = [SITE]
     settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     settings.SECURE_SSL_REDIRECT = True
-    settings.SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+    settings.SECURE_REDIRECT_EXEMPT = [r"^(livez|readyz|healthz)$"]  # production's
     settings.METRICS_OPEN, settings.METRICS_TOKEN = False, TOKEN
     return settings
 
@@ -45,6 +45,17 @@ def test_healthz_answers_a_probe_by_the_instance_s_address(production_edge, brok
 
     assert response.status_code == 200
     assert response.json() == {"status": "ok", "checks": {"database": True, "broker": True}}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("path", "body"), [("/livez", {"status": "ok"}), ("/readyz", None)])
+def test_livez_and_readyz_answer_a_probe_by_the_instance_s_address_over_plain_http(
+    production_edge, broker, path, body
+):
+    response = client("10.1.2.3:8000").get(path)
+
+    assert response.status_code == 200, response
+    assert response.json() == (body or {"status": "ok", "checks": {"database": True, "broker": True}})
 
 
 @pytest.mark.django_db
