@@ -13,7 +13,9 @@ Every answer is read here, at the edge, into `IntentTruth`: amounts from minor u
 in the payment's currency, another currency or an amount out of range refused whole. How a call
 ended is classified once (`CallOutcome`): a decline, a refusal that changes nothing if asked
 again, a try that provably did nothing (429, a key not accepted), and everything that may have
-happened (a timeout, a dropped connection, a 5xx, a key still in flight): ambiguous.
+happened (a timeout, a dropped connection, a 5xx, a key still in flight): ambiguous. Each call
+made is counted here too, by operation and outcome, with its duration (`/metrics`,
+`bookings_payment_calls_total`); an amount that cannot be sent is no call, and is not counted.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from typing import Any, TypeVar
 import stripe
 from django.conf import settings
 
+from config.metrics import events as metrics
 from config.text import storable
 from payments.models import CallOutcome
 from payments.money import RefusedAmount, from_minor, same_currency, to_minor
@@ -310,19 +313,37 @@ def _worth_again(error: stripe.StripeError) -> bool:
     return (error.http_status or 0) >= 500
 
 
-def read_again(read: Callable[[], T], *, tries: int = READ_TRIES) -> T:
+def read_again(read: Callable[[], T], *, operation: str, tries: int = READ_TRIES) -> T:
     """`read()` (one call of the SDK that changes nothing at the provider), asked again up to
-    `tries` times in all while it fails in a way worth another try; `ReadFailed` otherwise."""
+    `tries` times in all while it fails in a way worth another try; `ReadFailed` otherwise.
+    Each try is counted as a call of `operation`."""
     for tried in range(1, tries + 1):
+        started = time.monotonic()
         try:
-            return read()
+            answer = read()
         except stripe.StripeError as error:
+            metrics.payment_call(
+                operation=operation, outcome=_read_outcome(error), seconds=time.monotonic() - started
+            )
             if tried == tries or not _worth_again(error):
                 raise ReadFailed(error, tried) from error
             said = " ".join(str(error).split())[:200]
             logger.info("provider read failed (try %d of %d), asking again: %s", tried, tries, said)
             time.sleep(READ_BACKOFF_S * 2 ** (tried - 1))
+        else:
+            metrics.payment_call(
+                operation=operation, outcome=CallOutcome.OK, seconds=time.monotonic() - started
+            )
+            return answer
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _read_outcome(error: stripe.StripeError) -> CallOutcome:
+    """How a failed read ended, as a call's failure is classified (a card's refusal, which no read
+    meets, is said as declined without reading the intent it may carry)."""
+    if isinstance(error, stripe.CardError):
+        return CallOutcome.DECLINED
+    return _error_result(error, "").outcome
 
 
 def _replayed(headers: Mapping[str, str] | None) -> bool:
@@ -358,7 +379,9 @@ def _error_result(error: stripe.StripeError, currency: str) -> CallResult:
     return CallResult(CallOutcome.AMBIGUOUS, None, status, code or type(error).__name__, message, replayed)
 
 
-def _call(make: Callable[[], Any], read: Callable[[Any], CallResult], *, currency: str) -> CallResult:
+def _call(
+    make: Callable[[], Any], read: Callable[[Any], CallResult], *, currency: str, operation: str
+) -> CallResult:
     started = time.monotonic()
     try:
         answer = make()
@@ -371,7 +394,14 @@ def _call(make: Callable[[], Any], read: Callable[[Any], CallResult], *, currenc
     except RefusedAmount as refused:
         # A 2xx we cannot read tells us nothing: as if it had not answered.
         result = CallResult(CallOutcome.AMBIGUOUS, error=f"refused at our edge: {refused}"[:500])
-    return _with(result, latency_ms=int((time.monotonic() - started) * 1000))
+    return _timed(result, operation=operation, started=started)
+
+
+def _timed(result: CallResult, *, operation: str, started: float) -> CallResult:
+    """The call's result with its latency, counted in the provider's call figures."""
+    seconds = time.monotonic() - started
+    metrics.payment_call(operation=operation, outcome=result.outcome, seconds=seconds)
+    return _with(result, latency_ms=int(seconds * 1000))
 
 
 def _unsendable(refused: RefusedAmount) -> CallResult:
@@ -417,6 +447,7 @@ def authorize(request: AuthorizeRequest, *, key: str) -> CallResult:
         lambda: client().v1.payment_intents.create(params=params, options=_options(key)),
         _intent(request.currency),
         currency=request.currency,
+        operation="authorize",
     )
 
 
@@ -430,6 +461,7 @@ def capture(intent_id: str, *, amount: Decimal, currency: str, key: str) -> Call
         lambda: client().v1.payment_intents.capture(intent_id, params=params, options=_options(key)),
         _intent(currency),
         currency=currency,
+        operation="capture",
     )
 
 
@@ -440,6 +472,7 @@ def void(intent_id: str, *, currency: str, key: str, reason: str = VOID_REASON) 
         lambda: client().v1.payment_intents.cancel(intent_id, params=params, options=_options(key)),
         _intent(currency),
         currency=currency,
+        operation="void",
     )
 
 
@@ -461,6 +494,7 @@ def refund(intent_id: str, *, amount: Decimal, currency: str, key: str) -> CallR
         lambda: client().v1.refunds.create(params=params, options=_options(key)),
         lambda answer: _refund_made(answer.to_dict(), amount=amount, currency=currency),
         currency=currency,
+        operation="refund",
     )
 
 
@@ -497,7 +531,7 @@ def find_refund(intent_id: str, *, amount: Decimal, currency: str, key: str) -> 
             return CallResult(CallOutcome.OK, None, 200)
         return _refund_made(found.to_dict(), amount=amount, currency=currency)
 
-    return _search(search, read, currency=currency)
+    return _search(search, read, currency=currency, operation="find_refund")
 
 
 def retrieve(intent_id: str, *, currency: str) -> CallResult:
@@ -505,6 +539,7 @@ def retrieve(intent_id: str, *, currency: str) -> CallResult:
         lambda: client().v1.payment_intents.retrieve(intent_id, params={"expand": ["latest_charge"]}),
         _intent(currency),
         currency=currency,
+        operation="retrieve",
     )
 
 
@@ -537,11 +572,13 @@ def find_authorization(payment_id: str, *, currency: str, since: datetime) -> Ca
             return CallResult(CallOutcome.OK, None, 200)
         return _intent(currency)(found)
 
-    return _search(search, read, currency=currency)
+    return _search(search, read, currency=currency, operation="find_authorization")
 
 
-def _search(search: Callable[[], Any], read: Callable[[Any], CallResult], *, currency: str) -> CallResult:
-    """A read of several pages, classified as one call."""
+def _search(
+    search: Callable[[], Any], read: Callable[[Any], CallResult], *, currency: str, operation: str
+) -> CallResult:
+    """A read of several pages, classified (and counted) as one call."""
     started = time.monotonic()
     try:
         result = read(search())
@@ -549,7 +586,7 @@ def _search(search: Callable[[], Any], read: Callable[[Any], CallResult], *, cur
         result = _error_result(error, currency)
     except RefusedAmount as refused:
         result = CallResult(CallOutcome.AMBIGUOUS, error=f"refused at our edge: {refused}"[:500])
-    return _with(result, latency_ms=int((time.monotonic() - started) * 1000))
+    return _timed(result, operation=operation, started=started)
 
 
 # --- webhooks ----------------------------------------------------------------------------------

@@ -116,6 +116,9 @@ class Payment(ConcurrentTransitionMixin, models.Model):
             models.Index(
                 fields=["next_check_at"], name="payment_due", condition=Q(next_check_at__isnull=False)
             ),
+            # /metrics: payments by status, and how long the oldest has been in each (the unknown
+            # outcomes'), one index-only scan (reconciliation.metrics.collector).
+            models.Index(fields=["status", "status_changed_at"], name="payment_status_age"),
         ]
         constraints = [
             models.UniqueConstraint(
@@ -325,7 +328,9 @@ class PaymentEvent(models.Model):
         indexes = [
             models.Index(
                 fields=["received_at"], name="payment_event_unprocessed", condition=Q(state="received")
-            )
+            ),
+            # /metrics: the deliveries set aside, counted without reading every delivery ever kept.
+            models.Index(fields=["received_at"], name="payment_event_set_aside", condition=Q(state="failed")),
         ]
 
     def __str__(self) -> str:

@@ -13,6 +13,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from config.errors import error_body
+from config.metrics import events as metrics
 from payments.services.webhooks import payment_event_receive
 
 
@@ -61,8 +62,12 @@ class PaymentWebhookView(APIView):
         try:
             raw = request.body  # the raw bytes, before anything touches request.data
         except RequestDataTooBig:
+            metrics.payment_webhook_delivery(result="payload_too_large")
             return Response(error_body("payload_too_large", "The body is too large."), status=413)
         receipt = payment_event_receive(raw=raw, signature=request.headers.get("Stripe-Signature", ""))
+        # Every answer counted by its code: a wrong STRIPE_WEBHOOK_SECRET is `invalid_signature`
+        # on every delivery, a clock apart `timestamp_out_of_tolerance`.
+        metrics.payment_webhook_delivery(result=receipt.code)
         if receipt.status >= 400:
             return Response(error_body(receipt.code, receipt.message), status=receipt.status)
         return Response({"status": receipt.code, "message": receipt.message}, status=receipt.status)

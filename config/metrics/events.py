@@ -1,5 +1,6 @@
 """What happens in a process, counted where it happens: partner calls, webhook deliveries, a
-partner's change applied, sweeps, requests the database did not serve.
+partner's change applied, the payment provider's calls and webhook deliveries, sweeps, requests
+the database did not serve.
 
 In multiprocess mode (PROMETHEUS_MULTIPROC_DIR set in the environment before this module is
 imported, as `make run` and a deployment's process manager do) each process writes its figures to
@@ -75,6 +76,26 @@ PARTNER_CHANGE_LAG = Histogram(
     ["partner", "source"],
     buckets=LAG_BUCKETS,
 )
+PAYMENT_CALLS = Counter(
+    "bookings_payment_calls_total",
+    "Calls made to the payment provider, by operation (authorize, capture, void, refund, retrieve, "
+    "find_authorization, find_refund; the settlement's list_intents, list_refunds, "
+    "retrieve_refund) and how they ended: ok, declined, refused (asking again changes nothing), "
+    "transient (did not happen), ambiguous (may have happened).",
+    ["operation", "outcome"],
+)
+PAYMENT_CALL_SECONDS = Histogram(
+    "bookings_payment_call_duration_seconds",
+    "How long the payment provider took to answer a call (or to fail it), per operation.",
+    ["operation"],
+    buckets=CALL_BUCKETS,
+)
+PAYMENT_WEBHOOK_DELIVERIES = Counter(
+    "bookings_payment_webhook_deliveries_total",
+    "The payment provider's webhook deliveries, by our answer: accepted, known, duplicate, "
+    "ignored, invalid_signature, timestamp_out_of_tolerance, malformed_body, payload_too_large.",
+    ["result"],
+)
 SWEEP_SECONDS = Histogram(
     "bookings_sweep_duration_seconds",
     "How long a scheduled sweep took, by result: ok or failed.",
@@ -147,6 +168,19 @@ def partner_change_applied(
     at_our_clock = changed_at - timedelta(milliseconds=skew_ms or 0)
     lag = (timezone.now() - at_our_clock).total_seconds()
     PARTNER_CHANGE_LAG.labels(partner, source).observe(max(0.0, lag))
+
+
+@_never_raises
+def payment_call(*, operation: str, outcome: Any, seconds: float) -> None:
+    """One call to the payment provider (payments.connector), made and answered or failed."""
+    PAYMENT_CALLS.labels(operation, _text(outcome)).inc()
+    PAYMENT_CALL_SECONDS.labels(operation).observe(max(0.0, seconds))
+
+
+@_never_raises
+def payment_webhook_delivery(*, result: str) -> None:
+    """One delivery to the payment webhook receiver (payments.views), by the code of our answer."""
+    PAYMENT_WEBHOOK_DELIVERIES.labels(result).inc()
 
 
 @_never_raises

@@ -7,6 +7,19 @@ process, whatever the machine.
 - `bookings_support_messages_owed{partner, actor}`: messages support actions owe a partner's
   queue that our Redis has not taken yet (`OwedMessage` rows not sent: the sweeper sends them
   once it answers), a database figure, so it is there while Redis is down;
+- `bookings_payments_by_status{status}`: payments in each status (every status, 0 included);
+  `bookings_payments_in_doubt` and `bookings_payments_in_doubt_oldest_seconds`: those whose
+  authorization's outcome is unknown (fenced until the provider answers under the same key), and
+  how long the oldest has been so (0 when none);
+- `bookings_payments_overdue`: payments due for a run longer than PAYMENTS_RUN_GRACE_S ago (as
+  payment health counts overdue runs: a worker or the scheduler is not running them);
+- `bookings_payment_operations_open{kind}` and `bookings_payment_operations_open_oldest_seconds{kind}`:
+  operations asked of the provider whose outcome is not known yet (a call out, or asked again
+  until the provider answers), and the age of the oldest of each kind;
+- `bookings_payment_events_unapplied` and `bookings_payment_events_unapplied_oldest_seconds`: the
+  provider's deliveries stored and not applied yet (`received`), and the age of the oldest;
+  `bookings_payment_events_set_aside`: those given up on after their tries or refused at our edge
+  (`failed`: support reads them, the sweeper's runs read the intent instead);
 - `bookings_queue_depth{queue}`, `bookings_queue_delayed{queue}`,
   `bookings_queue_dead_letters{queue}`: messages waiting on each Dramatiq queue (the actors' and
   every partner's two, `partner-<code>` and its audit reads' `audit-<code>`), delayed (retries,
@@ -16,8 +29,10 @@ process, whatever the machine.
 - `bookings_metrics_source_up{source}` and `bookings_metrics_source_seconds{source}`: whether the
   database and Redis answered this scrape, and how long they took.
 
-Four queries (on PostgreSQL under a statement timeout, METRICS_QUERY_TIMEOUT_MS) and two Redis
-round trips. A source that does not answer leaves its figures out of the scrape, marked 0 in
+Nine queries (on PostgreSQL under a statement timeout, METRICS_QUERY_TIMEOUT_MS), each read
+through an index (the payments' through `payment_status_age`, `payment_due`,
+`operation_one_open_per_payment`, `payment_event_unprocessed` and `payment_event_set_aside`), and
+two Redis round trips. A source that does not answer leaves its figures out of the scrape, marked 0 in
 `bookings_metrics_source_up`: never a guess (a breaker read as closed because Redis is down), never
 an error for the whole scrape.
 """
@@ -31,13 +46,16 @@ import importlib.util
 import logging
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 import dramatiq
 import redis
 from django.apps import apps
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
-from django.db.models import Count
+from django.db.models import Count, Min
+from django.utils import timezone
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -46,6 +64,15 @@ from bookings.states import BookingState
 from config.redis_client import redis_client
 from partners import guard
 from partners.models import Partner
+from payments.models import (
+    EventState,
+    OperationKind,
+    OperationState,
+    Payment,
+    PaymentEvent,
+    PaymentOperation,
+    PaymentStatus,
+)
 from reconciliation.models import OwedMessage
 from reconciliation.selectors.attention import needs_attention_summary
 
@@ -72,7 +99,7 @@ class StateCollector(Collector):
         codes: list[str] | None = None
         started = time.monotonic()
         try:
-            states, attention, owed, codes = _database_figures()
+            states, attention, owed, codes, money = _database_figures()
         except DatabaseError:
             logger.warning("metrics: the database did not answer; its figures are left out", exc_info=True)
             up.add_metric(["database"], 0)
@@ -81,6 +108,7 @@ class StateCollector(Collector):
             yield _by_state(states)
             yield _needs_attention(attention)
             yield _owed(owed)
+            yield from _payment_families(money)
         took.add_metric(["database"], time.monotonic() - started)
 
         started = time.monotonic()
@@ -99,8 +127,59 @@ class StateCollector(Collector):
 
 
 # --- the database -----------------------------------------------------------------------------
+@dataclass
+class PaymentFigures:
+    """The payments' figures of one scrape; ages in seconds as of `now` (0 when there is none)."""
+
+    by_status: dict[str, int] = field(default_factory=dict)
+    in_doubt: int = 0
+    in_doubt_oldest_s: float = 0.0
+    overdue: int = 0
+    open_operations: dict[str, tuple[int, float]] = field(default_factory=dict)
+    unapplied: int = 0
+    unapplied_oldest_s: float = 0.0
+    set_aside: int = 0
+
+
+def _age_s(since: datetime | None, now: datetime) -> float:
+    return max(0.0, (now - since).total_seconds()) if since is not None else 0.0
+
+
+def _payment_figures() -> PaymentFigures:
+    """Five queries, each through an index: the count by status and each status's oldest move
+    (an index-only scan of `payment_status_age`), the overdue ones (`payment_due`), the open
+    operations (`operation_one_open_per_payment`: a handful), the deliveries not applied
+    (`payment_event_unprocessed`) and those set aside (`payment_event_set_aside`)."""
+    now = timezone.now()
+    figures = PaymentFigures()
+    oldest: dict[str, datetime] = {}
+    for status, n, since in (
+        Payment.objects.order_by()
+        .values_list("status")
+        .annotate(n=Count("*"), since=Min("status_changed_at"))
+    ):
+        figures.by_status[status], oldest[status] = n, since
+    figures.in_doubt = figures.by_status.get(PaymentStatus.UNKNOWN, 0)
+    figures.in_doubt_oldest_s = _age_s(oldest.get(PaymentStatus.UNKNOWN), now)
+    grace = timedelta(seconds=settings.PAYMENTS_RUN_GRACE_S)
+    figures.overdue = Payment.objects.filter(next_check_at__lte=now - grace).count()
+    figures.open_operations = {
+        kind: (n, _age_s(since, now))
+        for kind, n, since in PaymentOperation.objects.filter(state=OperationState.OPEN)
+        .order_by()
+        .values_list("kind")
+        .annotate(n=Count("*"), since=Min("opened_at"))
+    }
+    unapplied = PaymentEvent.objects.filter(state=EventState.RECEIVED).aggregate(
+        n=Count("*"), since=Min("received_at")
+    )
+    figures.unapplied, figures.unapplied_oldest_s = unapplied["n"], _age_s(unapplied["since"], now)
+    figures.set_aside = PaymentEvent.objects.filter(state=EventState.FAILED).count()
+    return figures
+
+
 def _database_figures() -> tuple[
-    dict[str, int], list[tuple[str, str, str, int]], list[tuple[str, str, int]], list[str]
+    dict[str, int], list[tuple[str, str, str, int]], list[tuple[str, str, int]], list[str], PaymentFigures
 ]:
     bounded = transaction.atomic() if connection.vendor == "postgresql" else contextlib.nullcontext()
     with bounded:
@@ -118,6 +197,7 @@ def _database_figures() -> tuple[
             .annotate(n=Count("*"))
         )
         codes = list(Partner.objects.order_by("code").values_list("code", flat=True))
+        money = _payment_figures()
     attention = [
         (code, reason or "unspecified", urgency, n)
         for code, counts in summary.partners.items()
@@ -125,7 +205,7 @@ def _database_figures() -> tuple[
         for urgency, n in by_urgency.items()
         if n
     ]
-    return states, attention, owed, codes
+    return states, attention, owed, codes, money
 
 
 def _by_state(states: dict[str, int]) -> GaugeMetricFamily:
@@ -157,6 +237,66 @@ def _owed(rows: list[tuple[str, str, int]]) -> GaugeMetricFamily:
     for code, actor, n in rows:
         family.add_metric([code, actor], n)
     return family
+
+
+def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, documentation, value=value)
+
+
+def _payment_families(money: PaymentFigures) -> Iterator[GaugeMetricFamily]:
+    by_status = GaugeMetricFamily(
+        "bookings_payments_by_status", "Payments in each status.", labels=["status"]
+    )
+    for status in [*PaymentStatus.values, *sorted(set(money.by_status) - set(PaymentStatus.values))]:
+        by_status.add_metric([status], money.by_status.get(status, 0))
+    yield by_status
+    yield _gauge(
+        "bookings_payments_in_doubt",
+        "Payments whose authorization's outcome is unknown: fenced until the provider answers.",
+        money.in_doubt,
+    )
+    yield _gauge(
+        "bookings_payments_in_doubt_oldest_seconds",
+        "How long the oldest payment whose authorization's outcome is unknown has been so (0: none).",
+        money.in_doubt_oldest_s,
+    )
+    yield _gauge(
+        "bookings_payments_overdue",
+        "Payments due for a run longer than PAYMENTS_RUN_GRACE_S ago: no worker or scheduler ran them.",
+        money.overdue,
+    )
+    count = GaugeMetricFamily(
+        "bookings_payment_operations_open",
+        "Operations asked of the payment provider whose outcome is not known yet, by kind.",
+        labels=["kind"],
+    )
+    age = GaugeMetricFamily(
+        "bookings_payment_operations_open_oldest_seconds",
+        "How long the oldest open operation of each kind has been open (0: none).",
+        labels=["kind"],
+    )
+    for kind in OperationKind.values:
+        n, oldest_s = money.open_operations.get(kind, (0, 0.0))
+        count.add_metric([kind], n)
+        age.add_metric([kind], oldest_s)
+    yield count
+    yield age
+    yield _gauge(
+        "bookings_payment_events_unapplied",
+        "The payment provider's deliveries stored and not applied yet (received).",
+        money.unapplied,
+    )
+    yield _gauge(
+        "bookings_payment_events_unapplied_oldest_seconds",
+        "How long the oldest delivery stored and not applied yet has waited (0: none).",
+        money.unapplied_oldest_s,
+    )
+    yield _gauge(
+        "bookings_payment_events_set_aside",
+        "The payment provider's deliveries set aside (failed): given up after their tries or "
+        "refused at our edge, never applied.",
+        money.set_aside,
+    )
 
 
 # --- Redis ------------------------------------------------------------------------------------

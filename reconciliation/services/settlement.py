@@ -157,7 +157,7 @@ def day_bounds(day: date) -> tuple[datetime, datetime]:
 
 
 # --- the provider's listing ------------------------------------------------------------------------
-def _list(resource: Any, params: dict[str, Any]) -> list[dict[str, Any]]:
+def _list(resource: Any, params: dict[str, Any], *, operation: str) -> list[dict[str, Any]]:
     """Every object of a list call, page after page, each page asked again after a 5xx or a
     timeout (`connector.read_again`: a read changes nothing at the provider)."""
     found: list[dict[str, Any]] = []
@@ -166,7 +166,7 @@ def _list(resource: Any, params: dict[str, Any]) -> list[dict[str, Any]]:
         page_params = {**params, "limit": PAGE}
         if after:
             page_params["starting_after"] = after
-        page = connector.read_again(functools.partial(resource.list, params=page_params))
+        page = connector.read_again(functools.partial(resource.list, params=page_params), operation=operation)
         found += [item.to_dict() for item in page.data]
         if not page.has_more or not page.data:
             return found
@@ -178,8 +178,12 @@ def provider_listing(start: datetime, end: datetime) -> tuple[list[dict[str, Any
     created = {"gte": int(start.timestamp()), "lt": int(end.timestamp())}
     client = connector.client()
     try:
-        intents = _list(client.v1.payment_intents, {"created": created, "expand": ["data.latest_charge"]})
-        refunds = _list(client.v1.refunds, {"created": created})
+        intents = _list(
+            client.v1.payment_intents,
+            {"created": created, "expand": ["data.latest_charge"]},
+            operation="list_intents",
+        )
+        refunds = _list(client.v1.refunds, {"created": created}, operation="list_refunds")
     except connector.ReadFailed as failed:  # on every try: the day cannot be settled
         logger.warning("payment provider listing failed", exc_info=True)
         raise ProviderUnavailable(str(failed), tries=failed.tries) from failed
@@ -196,7 +200,8 @@ def _intent_read(intent_id: str) -> dict[str, Any] | None:
         intent = connector.read_again(
             lambda: connector.client().v1.payment_intents.retrieve(
                 intent_id, params={"expand": ["latest_charge"]}
-            )
+            ),
+            operation="retrieve",
         )
     except connector.ReadFailed as failed:
         if failed.http_status == 404:
@@ -390,7 +395,9 @@ def _compare_truth(report: Settlement, payment: Payment, truth: IntentTruth, *, 
 def _refund_read(refund_id: str) -> dict[str, Any] | None:
     """The refund as the provider holds it now (asked again as the listing is); None on a 404."""
     try:
-        refund = connector.read_again(lambda: connector.client().v1.refunds.retrieve(refund_id))
+        refund = connector.read_again(
+            lambda: connector.client().v1.refunds.retrieve(refund_id), operation="retrieve_refund"
+        )
     except connector.ReadFailed as failed:
         if failed.http_status == 404:
             return None
