@@ -11,7 +11,7 @@ from django.db import models
 from django.db.models import Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
-from django_fsm import ConcurrentTransitionMixin, FSMField, transition
+from django_fsm import RETURN_VALUE, ConcurrentTransitionMixin, FSMField, transition
 
 from bookings.currencies import validate_currency
 from bookings.states import (
@@ -481,6 +481,23 @@ class Booking(ConcurrentTransitionMixin, CancellationTerms):
 
     @transition(
         field=status,
+        source=BookingState.NEEDS_ATTENTION,
+        target=RETURN_VALUE(*sorted(TERMINAL_STATES)),
+        conditions=[lambda booking: booking.ended_with_support],
+    )
+    def return_to_end(self) -> str:
+        """Support had an ended booking for what the partner still held of it (`ended_with_support`)
+        and the partner holds nothing of it any more: it returns to the end it had reached
+        (`attention_from`), and to no other state. Its customer's booking never left that end
+        (`effective_state`), so nothing it owes, nor what its customer is shown, changes: a
+        cancelled booking keeps its fee (nothing here drops it)."""
+        end = self.ended_as
+        self._moved()
+        self.attention_reason = ""
+        return end
+
+    @transition(
+        field=status,
         source=[BookingState.UNKNOWN, BookingState.NEEDS_ATTENTION],
         target=BookingState.REQUESTED,
     )
@@ -494,6 +511,17 @@ class Booking(ConcurrentTransitionMixin, CancellationTerms):
     def release_submission(self) -> None:
         """The call provably never left (connect error, partner circuit open): try again later."""
         self._moved()
+
+
+def status_edges() -> list[tuple[str, str, str]]:
+    """(transition, source, target) of every move the state machine allows, each target spelled
+    out: `return_to_end` leads to the end its booking had (`RETURN_VALUE`), one edge per end. The
+    graph's readers (the diagram, the chaos timelines check, the graph tests) read it here."""
+    edges = []
+    for t in Booking._meta.get_field("status").get_all_transitions(Booking):
+        targets = t.target.allowed_states if isinstance(t.target, RETURN_VALUE) else [t.target]
+        edges += [(t.name, str(t.source), str(target)) for target in targets]
+    return edges
 
 
 class BookingEventQuerySet(models.QuerySet["BookingEvent"]):

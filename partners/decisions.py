@@ -97,13 +97,26 @@ class Reconciliation:
     compensate: dict[int, str] = field(default_factory=dict)  # reservation id -> reason
 
 
-def reconcile(state: str, reservations: list[ReservationView], *, fenced: bool) -> Reconciliation:
+def reconcile(
+    state: str,
+    reservations: list[ReservationView],
+    *,
+    fenced: bool,
+    ended_as: str = "",
+    may_hold: bool = True,
+) -> Reconciliation:
     """Decide the booking's next step from the partner's truth about all its reservations.
 
     `fenced` is True while a create attempt's outcome is unknown: then nothing is concluded
     from the absence of a live reservation (another may exist that we have not seen).
+    `ended_as`: the end a booking support has had reached before (`Booking.ended_as`), '' for any
+    other; `may_hold`: whether anything may still be held for it at the partner (a fence, or a
+    reservation live or whose cancel is not verified: `observations.may_hold`), asked
+    only for such a booking.
 
     - terminal: every live reservation is cancelled at the partner (compensated);
+    - an end support has for what the partner still holds (`ended_as`): the same, and once
+      nothing may be held it returns to that end, and to no other state (`return_to_end`);
     - cancel_requested: the same, and once nothing is live (and nothing unknown) it is cancelled;
     - confirmed: stays so only while a confirmed reservation is live, else support decides
       (invariant 6);
@@ -114,9 +127,11 @@ def reconcile(state: str, reservations: list[ReservationView], *, fenced: bool) 
     plan = Reconciliation()
     live = [r for r in reservations if r.status in LIVE_RESERVATION_STATUSES and not r.compensating]
 
-    if state in TERMINAL_STATES:
+    if state in TERMINAL_STATES or ended_as:
         for r in live:
-            plan.compensate[r.id] = f"booking_{state}"
+            plan.compensate[r.id] = f"booking_{ended_as or state}"
+        if ended_as and not live and not may_hold:
+            plan.transition, plan.reason = "return_to_end", "nothing_held_at_partner"
         return plan
 
     if state == BookingState.CANCEL_REQUESTED:

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from django.db.models import Exists, Q
-
 from bookings.models import Actor, Booking
 from config.logging import log_context
 from partners import messages
-from partners.models import LIVE_RESERVATION_STATUSES, Partner, PartnerAttempt, PartnerReservation
-from partners.services.observations import take_up_strays
+from partners.models import Partner
+from partners.services import observations
 from partners.services.submission import submission_run
 
 
@@ -30,15 +28,9 @@ class DramatiqPartnerPort:
         )
 
     def may_hold(self, booking_id: UUID) -> bool:
-        """One statement; each EXISTS is answered from an index that starts with the booking
-        (`attempt_fencing`, `reservation_booking_status`)."""
-        fence = PartnerAttempt.objects.fencing().filter(booking_id=booking_id)
-        held = PartnerReservation.objects.filter(booking_id=booking_id, compensated_at__isnull=True).filter(
-            Q(status__in=LIVE_RESERVATION_STATUSES) | Q(compensation_requested_at__isnull=False)
-        )
-        return Booking.objects.filter(pk=booking_id).filter(Exists(fence) | Exists(held)).exists()
+        return observations.may_hold(booking_id)
 
     def booking_moved(self, booking: Booking, *, actor: Actor | str, actor_label: str) -> None:
         """Whoever moved it (the one door, the worker's hand-over, support, the sweeper): a booking
         no longer going ahead takes its strays' cases up (no query while it is going ahead)."""
-        take_up_strays(booking, actor=actor, actor_label=actor_label)
+        observations.take_up_strays(booking, actor=actor, actor_label=actor_label)

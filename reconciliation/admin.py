@@ -84,7 +84,7 @@ class SupportActionForm(forms.Form):
             self.fields["outcome"].choices = [
                 (value, f"{label}" + (f" — not possible: {refusal}" if refusal else ""))
                 for value, label, refusal in outcomes
-            ] or [(value, value) for value in support.RESOLUTIONS]
+            ] or [(value, value) for value in support.all_outcomes()]
 
 
 # The most bookings one bulk "Force a partner sync" takes: its confirm page lists each, and its
@@ -136,6 +136,7 @@ class SupportBookingAdmin(PaymentConsoleMixin, BookingAdmin):
         extra = dict(extra_context or {})
         if booking is not None and self.has_view_permission(request, booking):
             operator = _operator(request)
+            situation = support.Situation(booking)  # each action's refusal, as its preview says it
             extra.update(
                 timeline=timeline_display(rows_for(booking_timeline(booking), request.user)),
                 reservations=list(
@@ -146,6 +147,7 @@ class SupportBookingAdmin(PaymentConsoleMixin, BookingAdmin):
                         "name": name,
                         "title": spec["title"],
                         "allowed": operator.can(spec["permission"]),
+                        "refusal": support.refusal(name, situation),
                         "url": reverse("admin:bookings_booking_support_action", args=[booking.pk, name]),
                     }
                     for name, spec in support.ACTIONS.items()

@@ -12,7 +12,7 @@ import shutil
 from dataclasses import dataclass
 from html import escape
 
-from bookings.models import Booking
+from bookings.models import Booking, status_edges
 from bookings.states import OPEN_STATES, TERMINAL_STATES, BookingState
 
 
@@ -24,11 +24,8 @@ class Edge:
 
 
 def transitions() -> list[Edge]:
-    field = Booking._meta.get_field("status")
-    edges: list[Edge] = []
-    for transition in field.get_all_transitions(Booking):
-        edges.append(Edge(transition.name, str(transition.source), str(transition.target)))
-    return sorted(edges, key=lambda e: (e.name, e.source))
+    edges = [Edge(name, source, target) for name, source, target in status_edges()]
+    return sorted(edges, key=lambda e: (e.name, e.source, e.target))
 
 
 def transition_table() -> list[dict]:

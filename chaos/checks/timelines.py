@@ -18,10 +18,9 @@ CREATED_PAYING = ("", "awaiting_payment")
 
 def allowed_transitions() -> frozenset[tuple[str, str]]:
     """(from, to) of every transition the booking state machine declares, plus the creation."""
-    from bookings.models import Booking
+    from bookings.models import status_edges
 
-    field = Booking._meta.get_field("status")
-    pairs = {(str(t.source), str(t.target)) for t in field.get_all_transitions(Booking)}
+    pairs = {(source, target) for _, source, target in status_edges()}
     return frozenset(pairs | {CREATED, CREATED_PAYING})
 
 

@@ -15,7 +15,9 @@ from uuid import UUID
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Exists, Q
 from django.utils import timezone
+from django_fsm import RETURN_VALUE
 
 from bookings import customer_view
 from bookings.models import Actor, Booking
@@ -25,6 +27,7 @@ from config.metrics import events as metrics
 from partners import decisions, messages
 from partners.connectors.base import TERM_FIELDS, ReservationSnapshot, Terms
 from partners.models import (
+    LIVE_RESERVATION_STATUSES,
     InboundEvent,
     ObservationResult,
     OrphanCaseState,
@@ -336,12 +339,32 @@ def is_fenced(booking: Booking) -> bool:
     return PartnerAttempt.objects.fencing().filter(booking=booking).exists()
 
 
+def may_hold(booking_id: UUID) -> bool:
+    """Whether the partner may still hold something for the booking: an unresolved create (a
+    fence), or a reservation not verified cancelled that is live or that we asked it to cancel.
+    One statement; each EXISTS is answered from an index that starts with the booking
+    (`attempt_fencing`, `reservation_booking_status`). The booking core asks it through its
+    port (`bookings.ports.partner_may_hold`)."""
+    fence = PartnerAttempt.objects.fencing().filter(booking_id=booking_id)
+    held = PartnerReservation.objects.filter(booking_id=booking_id, compensated_at__isnull=True).filter(
+        Q(status__in=LIVE_RESERVATION_STATUSES) | Q(compensation_requested_at__isnull=False)
+    )
+    return Booking.objects.filter(pk=booking_id).filter(Exists(fence) | Exists(held)).exists()
+
+
 def reconcile_booking(
     booking: Booking, *, actor: Actor | str, actor_label: str = ""
 ) -> decisions.Reconciliation:
     """Bring a locked booking in line with what its partner holds (call inside `atomic()`)."""
     fenced = is_fenced(booking)
-    plan = decisions.reconcile(booking.status, _views(booking), fenced=fenced)
+    ended_as = booking.ended_as
+    plan = decisions.reconcile(
+        booking.status,
+        _views(booking),
+        fenced=fenced,
+        ended_as=ended_as,
+        may_hold=bool(ended_as) and may_hold(booking.pk),
+    )
     if plan.primary is not None and fenced:
         # A live reservation for the booking is the partner's answer to our create. Unfenced,
         # there is nothing to resolve (a sync's replay opened since resolves with its answer).
@@ -406,8 +429,10 @@ def take_up_strays(booking: Booking, *, actor: Actor | str, actor_label: str = "
 
 
 def _target(booking: Booking, transition: str) -> str:
-    """Where `transition` takes the booking, as its state machine says."""
-    return next(t.target for t in booking.get_available_status_transitions() if t.name == transition)
+    """Where `transition` takes the booking, as its state machine says; a move whose target is
+    the booking's to say (`return_to_end`) takes it to the state its customer's booking is in."""
+    target = next(t.target for t in booking.get_available_status_transitions() if t.name == transition)
+    return booking.effective_state if isinstance(target, RETURN_VALUE) else target
 
 
 def request_compensation(

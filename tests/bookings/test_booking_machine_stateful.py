@@ -105,6 +105,13 @@ class BookingMachine(RuleBasedStateMachine):
         assert moved == (expected or self.state), f"{name} from {self.state}"
 
     @rule()
+    def returns_to_end(self) -> None:
+        # only a booking support took up after it had ended goes back, and only to that end
+        ended = self._ended()
+        moved = self._step(lambda: self._apply("return_to_end", {}), refusal=not ended)
+        assert moved == (ended or self.state)
+
+    @rule()
     def customer_cancels(self) -> None:
         # Asked again while support has the cancel that did not complete: the same cancel, unchanged.
         with_support = self.state == S.NEEDS_ATTENTION and self.cancel_stands
@@ -192,9 +199,17 @@ class BookingMachine(RuleBasedStateMachine):
         with transaction.atomic():
             apply_transition(lock_booking(self.booking_id), name, actor=Actor.SYSTEM, **kwargs)
 
+    def _ended(self) -> str:
+        """The end support took the booking up from, while support has it ('' otherwise)."""
+        ended = self.attention_from if self.state == S.NEEDS_ATTENTION else ""
+        return ended if ended in TERMINAL else ""
+
     def _support_step(self, action: str, *, outcome: str = "") -> None:
         token = uuid.uuid4().hex
-        self._step(lambda: self._support(action, token=token, outcome=outcome), refusal=None)
+        ended = self._ended()
+        moved = self._step(lambda: self._support(action, token=token, outcome=outcome), refusal=None)
+        if ended:  # support's actions only take what the partner holds: the booking stays, or goes back
+            assert moved in (S.NEEDS_ATTENTION, ended), f"{action} {outcome} took {ended} to {moved}"
         if self._events().filter(data__action_token=token).exists():  # performed, not refused
             self.last_token, self.last_ask = token, (action, outcome)
 
@@ -233,8 +248,10 @@ class BookingMachine(RuleBasedStateMachine):
         if after == S.NEEDS_ATTENTION and before != after:
             self.cancel_stands = before == S.CANCEL_REQUESTED
             self.attention_from = before
-        if before in TERMINAL and after == S.NEEDS_ATTENTION:
-            # support taking up an ended booking is no news to its customer: no new view, no number
+        back_to_end = before == S.NEEDS_ATTENTION and after == self._ended() != ""
+        if (before in TERMINAL and after == S.NEEDS_ATTENTION) or back_to_end:
+            # support taking up an ended booking, or giving it back to its end, is no news to its
+            # customer: no new view, no number
             shown = ("customer_status", "customer_message", "status_version")
             assert [self._row()[f] for f in shown] == [before_row[f] for f in shown]
         self.state = after

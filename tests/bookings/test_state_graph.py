@@ -11,10 +11,11 @@ import importlib
 import pkgutil
 import types
 from collections.abc import Iterator
+from dataclasses import dataclass
 from enum import Enum
 
 from bookings import states
-from bookings.models import Booking
+from bookings.models import status_edges
 from bookings.states import BookingState
 
 PRODUCT_PACKAGES = ("bookings", "partners", "reconciliation")
@@ -22,8 +23,16 @@ ATTENTION = BookingState.NEEDS_ATTENTION
 ALL_STATES = frozenset(BookingState.values)
 
 
-def _transitions() -> list:
-    return list(Booking._meta.get_field("status").get_all_transitions(Booking))
+@dataclass(frozen=True)
+class Edge:
+    name: str
+    source: str
+    target: str
+
+
+def _transitions() -> list[Edge]:
+    """Every move, each target spelled out (`return_to_end` leads to the end its booking had)."""
+    return [Edge(*edge) for edge in status_edges()]
 
 
 def implied_sets() -> set[frozenset[str]]:

@@ -91,6 +91,9 @@ TRANSITIONS: dict[str, tuple[frozenset[str], str, dict[str, Any]]] = {
     "requeue_submission": (frozenset({S.UNKNOWN, S.NEEDS_ATTENTION}), S.REQUESTED, {}),
     "release_submission": (frozenset({S.SUBMITTING}), S.REQUESTED, {}),
 }
+# The one move whose target is not fixed: support had an ended booking for what the partner still
+# held of it, and it returns to that end (`attention_from`), only from needs_attention, only then.
+RETURN_TO_END = "return_to_end"
 CASES = [(state, name) for name in TRANSITIONS for state in ALL_STATES]
 SAVED_FIELDS = ["status", "status_changed_at", "submission_count", "updated_at"]
 
@@ -100,7 +103,34 @@ def test_the_table_covers_every_transition_of_the_model():
 
     declared = {t.name for t in booking.get_all_status_transitions()}
 
-    assert declared == set(TRANSITIONS)
+    assert declared == {*TRANSITIONS, RETURN_TO_END}
+
+
+RETURN_CASES = [(state, came_from) for state in ALL_STATES for came_from in ["", *ALL_STATES]]
+
+
+@pytest.mark.parametrize(
+    ("state", "came_from"), RETURN_CASES, ids=[f"{s}-from-{c or 'none'}" for s, c in RETURN_CASES]
+)
+def test_return_to_end_leads_an_ended_booking_with_support_back_to_its_end_and_nowhere_else(state, came_from):
+    booking = BookingFactory.build(
+        status=state,
+        attention_from=came_from,
+        attention_reason="compensation_failed",
+        cancellation_fee=Decimal("90.00"),
+    )
+
+    if state == S.NEEDS_ATTENTION and came_from in TERMINAL_STATES:
+        assert can_proceed(booking.return_to_end)
+        booking.return_to_end()
+        # its end, the reason gone, the fee a cancelled booking owes kept
+        assert (booking.status, booking.attention_from, booking.attention_reason) == (came_from, "", "")
+        assert booking.cancellation_fee == Decimal("90.00")
+    else:
+        assert not can_proceed(booking.return_to_end)
+        with pytest.raises(TransitionNotAllowed):
+            booking.return_to_end()
+        assert booking.status == state
 
 
 @pytest.mark.parametrize(("state", "name"), CASES, ids=[f"{s}-{n}" for s, n in CASES])

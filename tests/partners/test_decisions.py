@@ -334,6 +334,41 @@ def test_needs_attention_is_left_to_support_apart_from_clear_duplicates(reservat
     assert to_cancel == compensate
 
 
+@pytest.mark.parametrize("end", TERMINAL)
+@pytest.mark.parametrize(
+    ("reservations", "may_hold", "expected"),
+    [
+        # its stray's cancel verified (or none left): back to the end it had, and to nothing else
+        pytest.param([res(1, "cancelled", compensating=True)], False, "back", id="stray-verified"),
+        pytest.param([], False, "back", id="nothing-known"),
+        # its stray's cancel not verified yet, or a create's outcome unknown: support keeps it
+        pytest.param([res(1, "confirmed", compensating=True)], True, "stays", id="stray-cancel-under-way"),
+        pytest.param([res(1, "cancelled", compensating=True)], True, "stays", id="cancel-not-verified"),
+        pytest.param([], True, "stays", id="fenced"),
+        # a reservation it holds live is cancelled as its end's would be (never taken up as its own)
+        pytest.param([res(1, "confirmed"), res(2, "pending")], True, "cancels", id="live-cancelled"),
+    ],
+)
+def test_an_end_support_took_up_returns_to_that_end_once_nothing_may_be_held(
+    end, reservations, may_hold, expected
+):
+    result = decisions.reconcile(
+        S.NEEDS_ATTENTION, reservations, fenced=False, ended_as=end, may_hold=may_hold
+    )
+
+    if expected == "back":
+        assert (result.transition, result.reason, result.compensate) == (
+            "return_to_end",
+            "nothing_held_at_partner",
+            {},
+        )
+    elif expected == "stays":
+        assert (result.transition, result.compensate) == (None, {})
+    else:
+        assert (result.transition, result.primary) == (None, None)
+        assert result.compensate == {1: f"booking_{end}", 2: f"booking_{end}"}
+
+
 def test_open_booking_with_settled_duplicates_decides_by_the_last_learned():
     # a compensated duplicate (cancelled by us) does not decide; the last own one (rejected) does
     reservations = [res(1, "rejected", 0), res(2, "cancelled", 1, compensating=True)]

@@ -147,6 +147,50 @@ def test_booking_page_shows_the_timeline_reservations_and_the_actions_the_user_m
     assert f'href="{_action(booking, "compensate")}"' in ops_client.get(_change(booking)).content.decode()
 
 
+def test_the_page_of_an_ended_booking_support_has_says_which_actions_apply_and_why_not_the_others(
+    make_booking, ops_client, django_capture_on_commit_callbacks
+):
+    # a rejected booking whose stray the partner would not cancel, since let go at the partner
+    booking = make_booking(
+        status=S.NEEDS_ATTENTION, attention_from=S.REJECTED, attention_reason="compensation_failed"
+    )
+    PartnerReservationFactory(booking=booking, status="cancelled")
+    shown = (booking.customer_status, booking.customer_message, booking.status_version)
+
+    page = ops_client.get(_change(booking)).content.decode()
+
+    assert 'id="ended-with-support"' in page
+    refusals = page[page.index('id="support-refusals"') :]
+    refusals = refusals[: refusals.index("</ul>")]
+    assert re.findall(r'data-action="(\w+)"', refusals) == ["retry", "cancel"]
+    assert "The customer&#x27;s booking had ended (rejected)" in refusals
+    for allowed in ("sync", "compensate", "resolve"):
+        assert f'data-action="{allowed}">' in page  # offered, not marked refused
+    # its resolve offers only its end; another outcome posted is refused, nothing done
+    response = ops_client.get(_action(booking, "resolve"))
+    form = response.content.decode()
+    assert re.search(r'value="rejected"[^>]*id="id_outcome_0">\s*Rejected</label>', form)  # first, allowed
+    assert "Failed — not possible: The customer&#x27;s booking had ended (rejected)" in form
+    ops_client.post(
+        _action(booking, "resolve"), {"token": _token(response), "outcome": "failed", "note": "x"}
+    )
+    assert type(booking).objects.get(pk=booking.pk).status == S.NEEDS_ATTENTION
+
+    with django_capture_on_commit_callbacks(execute=True):
+        ops_client.post(
+            _action(booking, "resolve"),
+            {
+                "token": _token(ops_client.get(_action(booking, "resolve"))),
+                "outcome": "rejected",
+                "note": "ok",
+            },
+        )
+
+    booking.refresh_from_db()
+    assert booking.status == S.REJECTED
+    assert (booking.customer_status, booking.customer_message, booking.status_version) == shown
+
+
 def test_timeline_json_for_support_tooling(make_booking, support_client):
     booking = make_booking(status=S.CONFIRMED)
     from bookings.timeline import record_event

@@ -38,7 +38,9 @@ class Command(BookingActionCommand):
         "customer sees 'cancelling'), then a worker cancels every live reservation at the partner, verifies "
         "it, and the booking is cancelled. Shows our state beside the partner's first, with what cancelling "
         "does to the money, and asks to confirm (--yes to skip). A cancel that would now take a higher fee "
-        "than the preview showed (or --expected-fee) is refused: cancellation_fee_changed. Recorded as "
+        "than the preview showed (or --expected-fee) is refused: cancellation_fee_changed. Refused for a "
+        "booking that had ended before support took it up (nothing of the customer's is left to cancel: "
+        "compensate cancels what the partner holds). Recorded as "
         "support.cancel_requested."
     )
     action = support.CANCEL

@@ -11,9 +11,10 @@ from reconciliation.services import support
 class Command(BookingActionCommand):
     help = (
         "Settle a needs-attention booking as confirmed (only when the partner confirmed the reservation we "
-        "hold), failed or cancelled (only when the partner holds nothing live for it), with a note for the "
-        "timeline. The preview shows which outcomes are possible now; asks to confirm (--yes to skip). "
-        "Recorded as support.resolved."
+        "hold), failed or cancelled (only when the partner holds nothing live for it); a booking that "
+        "had ended before support took it up, only back to that end (cancelled, rejected, failed or "
+        "expired); with a note for the timeline. The preview shows which outcomes are possible now; "
+        "asks to confirm (--yes to skip). Recorded as support.resolved."
     )
     action = support.RESOLVE
     confirm_question = "This settles the booking(s) for good, and the customer sees the outcome."
@@ -24,7 +25,7 @@ class Command(BookingActionCommand):
         # Plain strings: argparse words a refusal with each choice's repr, which for the
         # BookingState members is `BookingState.CONFIRMED`, not what --help shows or one types.
         parser.add_argument(
-            "--outcome", choices=[str(s) for s in support.RESOLUTIONS], help="The outcome to settle on."
+            "--outcome", choices=[str(s) for s in support.all_outcomes()], help="The outcome to settle on."
         )
 
     def preview(self, target, operator, options) -> support.Preview:

@@ -11,7 +11,8 @@ class Command(BookingActionCommand):
         "Submit a booking again: re-queue a lost submission, or send a needs-attention booking that the "
         "partner provably holds nothing for back to requested. Refused while an earlier create's outcome "
         "is unknown (never a blind second create), and where our key already made a reservation the partner "
-        "cancelled or rejected (the same key would only get it back). Recorded as support.retry_requested."
+        "cancelled or rejected (the same key would only get it back), and for a booking that had ended "
+        "before support took it up (its customer's booking has ended). Recorded as support.retry_requested."
     )
     action = support.RETRY
     confirm_question = "This sends the booking(s) to the partner again."

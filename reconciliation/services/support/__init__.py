@@ -16,7 +16,7 @@ from reconciliation.services.support.actions import (
     support_retry,
     support_sync,
 )
-from reconciliation.services.support.checks import RESOLUTIONS
+from reconciliation.services.support.checks import RESOLUTIONS, Situation, all_outcomes, refusal
 from reconciliation.services.support.once import ActionResult, TokenReused, clean_token, new_token, target_key
 from reconciliation.services.support.orphans.actions import support_orphan_action_run
 from reconciliation.services.support.orphans.previews import OrphanPreview, orphan_preview
@@ -73,8 +73,10 @@ __all__ = [
     "OrphanPreview",
     "Preview",
     "ReplayResult",
+    "Situation",
     "SupportActionDenied",
     "TokenReused",
+    "all_outcomes",
     "booking_by_reference",
     "clean_token",
     "inbound_event_replay_refusal",
@@ -84,6 +86,7 @@ __all__ = [
     "orphan_case_by_id",
     "orphan_preview",
     "preview",
+    "refusal",
     "support_action_run",
     "support_cancel",
     "support_compensate",

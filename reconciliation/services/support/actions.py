@@ -30,7 +30,13 @@ from partners import messages
 from partners.services.observations import reconcile_booking, request_compensation_again
 from partners.services.sync import booking_sync
 from reconciliation.services.support import owed
-from reconciliation.services.support.checks import RESOLUTIONS, Situation, outcome_refusal, refusal
+from reconciliation.services.support.checks import (
+    Situation,
+    ended_before_support,
+    outcome_refusal,
+    refusal,
+    resolution,
+)
 from reconciliation.services.support.once import ActionResult, clean_token, correction_data, lock_unless_done
 from reconciliation.services.support.permissions import (
     ACTIONS,
@@ -236,28 +242,64 @@ def support_retry(situation: Situation, *, operator: Operator, token: str, note:
 def support_compensate(
     situation: Situation, *, operator: Operator, token: str, note: str = ""
 ) -> ActionResult:
-    """Fail the booking and cancel whatever live reservation the partner holds for it."""
+    """Fail the booking and cancel whatever live reservation the partner holds for it.
+
+    A booking that had ended before support took it up (`checks.ended_before_support`) is not
+    failed: its customer's booking has ended already, and support has it only for what the
+    partner still holds. Only that is cancelled, by the rule automation applies to it
+    (`reconcile_booking`), which returns the booking to its end once nothing may be held there:
+    now, when nothing is; else when the cancel is verified. Its fee, money and view stay."""
     booking = situation.booking
     old = booking.status
     live = [r.partner_ref for r in situation.live if r.compensated_at is None]
     cancelling = f"cancelling {', '.join(live)} at the partner" if live else ""
-    apply_transition(
-        booking,
-        "fail",
-        actor=Actor.SUPPORT,
-        actor_label=operator.label,
-        kind=ACTIONS[COMPENSATE]["kind"],
-        summary=f"Compensated by {operator.label}: failed, {cancelling or 'nothing live at the partner'}",
-        data=correction_data(token, note, cancel=live, fenced=situation.fenced),
-    )
-    # The same rule automation applies to a failed booking: cancel what is live, verified.
-    reconcile_booking(booking, actor=Actor.SUPPORT, actor_label=operator.label)
+    end = ended_before_support(situation)
+    data = correction_data(token, note, cancel=live, fenced=situation.fenced)
+    if end:
+        record_event(
+            booking,
+            ACTIONS[COMPENSATE]["kind"],
+            actor=Actor.SUPPORT,
+            actor_label=operator.label,
+            summary=f"Compensated by {operator.label}: {cancelling or 'nothing live at the partner'}; "
+            f"back to {end} once the partner holds nothing of it",
+            from_state=old,
+            to_state=old,
+            data={**data, "ended_as": end},
+        )
+    else:
+        apply_transition(
+            booking,
+            "fail",
+            actor=Actor.SUPPORT,
+            actor_label=operator.label,
+            kind=ACTIONS[COMPENSATE]["kind"],
+            summary=f"Compensated by {operator.label}: failed, {cancelling or 'nothing live at the partner'}",
+            data=data,
+        )
     # A cancel decided earlier that never got verified (it failed, or its message was lost)
-    # is driven again, with tries of its own: the compensation actor verifies by a lookup.
-    for reservation in situation.stalled_compensations:
+    # is driven again, with tries of its own: the compensation actor verifies by a lookup. Of an
+    # ended booking, one the partner let go since is verified too: until it is, the booking
+    # cannot return to its end.
+    again = situation.unverified_compensations if end else situation.stalled_compensations
+    for reservation in again:
         request_compensation_again(reservation)
+    # The same rule automation applies to a failed (or ended) booking: cancel what is live, verified.
+    reconcile_booking(booking, actor=Actor.SUPPORT, actor_label=operator.label)
     syncs = (owed.owe(booking, messages.SYNC_BOOKING, token=token),) if situation.fenced else ()
-    message = f"Failed; {cancelling}." if live else "Failed; nothing to cancel."
+    if not end:
+        message = f"Failed; {cancelling}." if live else "Failed; nothing to cancel."
+    elif booking.status == end:
+        message = f"Nothing is held at the partner: back to {end}."
+    elif live:
+        message = f"{cancelling.capitalize()}; back to {end} once verified."
+    elif situation.fenced:
+        message = (
+            f"Learning what the partner holds (an earlier create's outcome is unknown); "
+            f"back to {end} once nothing is."
+        )
+    else:
+        message = f"Verifying its cancel at the partner; back to {end} once verified."
     return ActionResult(
         COMPENSATE,
         booking,
@@ -317,7 +359,8 @@ def support_cancel(
 def support_resolve(
     situation: Situation, *, operator: Operator, token: str, outcome: str, note: str
 ) -> ActionResult:
-    """Settle a needs-attention booking to confirmed, failed or cancelled, with a note."""
+    """Settle a needs-attention booking to confirmed, failed or cancelled, with a note; one that had
+    ended before support took it up, only back to that end (`checks.outcome_refusal`)."""
     note = (note or "").strip()
     if not note:
         raise ValidationFailed(
@@ -330,7 +373,7 @@ def support_resolve(
     old, reason = booking.status, booking.attention_reason
     apply_transition(
         booking,
-        RESOLUTIONS[outcome],
+        resolution(outcome, situation),
         actor=Actor.SUPPORT,
         actor_label=operator.label,
         kind=ACTIONS[RESOLVE]["kind"],

@@ -20,13 +20,23 @@ from payments.models import BEFORE_AUTHORIZATION, Payment, PaymentStatus
 from reconciliation.services.support.permissions import CANCEL, COMPENSATE, RESOLVE, RETRY, SYNC
 
 # Outcomes support may resolve a needs_attention booking to, with the transition each runs: the
-# state machine's own transitions from needs_attention to an outcome.
+# state machine's own transitions from needs_attention to an outcome of its choosing. A booking
+# support took up after it had ended (`Booking.ended_with_support`) has no choice: it resolves only
+# to that end, by `return_to_end` (`resolution`).
 RESOLUTIONS = {
     transition.target: transition.name
     for transition in Booking._meta.get_field("status").get_all_transitions(Booking)
     if transition.source == BookingState.NEEDS_ATTENTION
+    and isinstance(transition.target, str)
     and (transition.target == BookingState.CONFIRMED or transition.target in TERMINAL_STATES)
 }
+RETURN_TO_END = "return_to_end"
+
+
+def all_outcomes() -> list[str]:
+    """Every outcome a resolve may name (the console's form, the command's choices): the ones
+    above, and any end an ended booking returns to."""
+    return [*RESOLUTIONS, *sorted(TERMINAL_STATES - set(RESOLUTIONS))]
 
 
 class Situation:
@@ -63,6 +73,12 @@ class Situation:
         return [r for r in self.live if r.compensation_requested_at is not None and r.compensated_at is None]
 
     @property
+    def unverified_compensations(self) -> list[PartnerReservation]:
+        """Reservations we decided to cancel whose cancel was never verified, live or not: of an
+        ended booking support has, each is what still holds it up (`observations.may_hold`)."""
+        return [r for r in self.held if r.compensation_requested_at is not None and r.compensated_at is None]
+
+    @property
     def live_refs(self) -> str:
         return ", ".join(r.partner_ref for r in self.live)
 
@@ -81,6 +97,25 @@ class Situation:
 
 def _sync(situation: Situation) -> str:
     return ""
+
+
+def ended_before_support(situation: Situation) -> str:
+    """The end the customer's booking had reached before support took it up for what the partner
+    still held of it (`Booking.ended_as`), '' for any other booking. Such a booking is support's
+    only for that stray: what it may do is cancel it at the partner and verify it, and the
+    booking then returns to that end (`return_to_end`), never to another state. Its customer
+    sees that end and its money is that end's all along (`Booking.effective_state`), so no
+    action may change either."""
+    return situation.booking.ended_as
+
+
+def _ended_refusal(situation: Situation, what: str) -> str:
+    end = ended_before_support(situation)
+    return (
+        f"The customer's booking had ended ({end}) before support took it up for what the partner "
+        f"still holds of it: {what}. Compensate cancels what the partner holds; once it is "
+        f"verified the booking returns to {end}."
+    )
 
 
 def _unpaid(situation: Situation) -> str:
@@ -104,6 +139,8 @@ def _unpaid(situation: Situation) -> str:
 
 def _retry(situation: Situation) -> str:
     booking = situation.booking
+    if ended_before_support(situation):
+        return _ended_refusal(situation, "it is not sent to the partner again")
     if situation.fenced or booking.status in CREATE_UNANSWERED:
         return (
             "The outcome of an earlier create is not known yet: never a blind second create. "
@@ -138,6 +175,8 @@ def _retry(situation: Situation) -> str:
 
 def _compensate(situation: Situation) -> str:
     booking = situation.booking
+    if ended_before_support(situation):
+        return ""  # it cancels what the partner holds, and the booking returns to its end
     if not can_proceed(booking.fail):
         hint = " Use cancel for a confirmed booking." if booking.status == BookingState.CONFIRMED else ""
         return f"A {booking.status} booking cannot be failed.{hint}"
@@ -146,6 +185,8 @@ def _compensate(situation: Situation) -> str:
 
 def _cancel(situation: Situation) -> str:
     booking = situation.booking
+    if ended_before_support(situation):
+        return _ended_refusal(situation, "there is nothing of the customer's left to cancel")
     if booking.status in CANCEL_ACCEPTED:
         return f"It is already {booking.status}."
     if not can_proceed(booking.request_cancel):
@@ -174,10 +215,33 @@ def refusal(action: str, situation: Situation) -> str:
     return _REFUSALS[action](situation)
 
 
+def resolve_outcomes(situation: Situation) -> list[str]:
+    """The outcomes a resolve of the booking offers (each with its refusal, if any): the usual
+    ones; an ended booking's own end first (the others are there to say why not)."""
+    end = ended_before_support(situation)
+    return [*([end] if end else []), *(outcome for outcome in RESOLUTIONS if outcome != end)]
+
+
+def resolution(outcome: str, situation: Situation) -> str:
+    """The transition that resolves the booking to `outcome` (allowed by `outcome_refusal`)."""
+    return RETURN_TO_END if ended_before_support(situation) else RESOLUTIONS[outcome]
+
+
 def outcome_refusal(outcome: str, situation: Situation) -> str:
     """Why a needs_attention booking cannot be resolved to `outcome` ('' when it can)."""
-    if outcome not in RESOLUTIONS:
-        return f"Unknown outcome {outcome!r}; choose one of {', '.join(RESOLUTIONS)}."
+    end = ended_before_support(situation)
+    if outcome not in all_outcomes():
+        return f"Unknown outcome {outcome!r}; choose one of {', '.join(resolve_outcomes(situation))}."
+    if end and outcome != end:
+        return (
+            f"The customer's booking had ended ({end}) before support took it up for what the "
+            f"partner still holds of it: it returns to {end}, never to {outcome}."
+        )
+    if not end and outcome not in RESOLUTIONS:
+        return (
+            f"Only a booking that had ended {outcome} before support took it up returns to "
+            f"{outcome}; choose one of {', '.join(RESOLUTIONS)}."
+        )
     if outcome == BookingState.CONFIRMED:
         if not any(r.status == ReservationStatus.CONFIRMED for r in situation.uncompensated_live):
             return "We hold no confirmed reservation from the partner: sync first, or choose another outcome."
@@ -186,5 +250,7 @@ def outcome_refusal(outcome: str, situation: Situation) -> str:
         return "An earlier create's outcome is unknown: the partner may hold a reservation. Sync first."
     if situation.live:
         refs = situation.live_refs
+        if end:
+            return f"The partner still holds {refs}: compensate instead (cancel it at the partner)."
         return f"The partner still holds {refs}: compensate instead (cancel at the partner and fail)."
     return ""

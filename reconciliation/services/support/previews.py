@@ -14,7 +14,13 @@ from bookings.models import Booking
 from bookings.states import BookingState
 from config.errors import NotFound, ValidationFailed
 from partners.models import PartnerReservation
-from reconciliation.services.support.checks import RESOLUTIONS, Situation, outcome_refusal, refusal
+from reconciliation.services.support.checks import (
+    Situation,
+    ended_before_support,
+    outcome_refusal,
+    refusal,
+    resolve_outcomes,
+)
 from reconciliation.services.support.once import new_token
 from reconciliation.services.support.partner_side import (
     PartnerSide,
@@ -127,12 +133,33 @@ def _cancels_again(stalled: list[PartnerReservation]) -> list[str]:
     ]
 
 
+# What the customer sees of a booking that had ended before support took it up, whatever support does.
+_ENDED_STAYS = (
+    "The customer's booking had ended ({end}) before support took it up: what they are shown, "
+    "their money and their mail stay those of {end}."
+)
+
+
 def _compensate(situation: Situation) -> list[str]:
     live, stalled = situation.uncompensated_live, situation.stalled_compensations
-    steps = [f"{situation.booking.status} → failed."]
+    end = ended_before_support(situation)
+    if end:
+        back = f"needs_attention → {end} (its end, not failed)"
+        held = live or situation.unverified_compensations or situation.fenced
+        steps = [f"{back} once the partner holds nothing of it." if held else f"{back}: nothing is held."]
+        steps.append(_ENDED_STAYS.format(end=end))
+    else:
+        steps = [f"{situation.booking.status} → failed."]
     steps += [f"Cancel {r.partner_ref} ({r.status}) at the partner, then verify by a lookup." for r in live]
     steps += _cancels_again(stalled)
-    if not live and not stalled:
+    # Of an ended booking, a cancel the partner made since (no longer live) is verified too.
+    let_go = [r for r in situation.unverified_compensations if r not in stalled] if end else []
+    steps += [
+        f"Verify {r.partner_ref} ({r.status}) by a lookup: the cancel decided "
+        f"{r.compensation_requested_at:%Y-%m-%d %H:%M} UTC was never verified."
+        for r in let_go
+    ]
+    if not live and not stalled and not let_go:
         steps.append("We know of no live reservation at the partner: nothing to cancel there.")
     if situation.fenced:
         steps.append(
@@ -153,6 +180,13 @@ def _cancel(situation: Situation) -> list[str]:
 
 
 def _resolve(situation: Situation) -> list[str]:
+    end = ended_before_support(situation)
+    if end:
+        return [
+            f"needs_attention → {end}, the end it had, with your note on the timeline; no other outcome.",
+            "Only when the partner holds nothing live for it.",
+            _ENDED_STAYS.format(end=end),
+        ]
     return [
         "needs_attention → the outcome you choose, with your note on the timeline.",
         "confirmed: only when the partner confirmed the reservation we hold.",
@@ -207,7 +241,8 @@ def preview(action: str, booking: Booking, *, live: bool = True, token: str | No
         shown.effects.append(f"Money: {shown.money.text} {shown.money.why}".rstrip())
     if action == RESOLVE:
         shown.outcomes = [
-            (value, BookingState(value).label, outcome_refusal(value, situation)) for value in RESOLUTIONS
+            (value, BookingState(value).label, outcome_refusal(value, situation))
+            for value in resolve_outcomes(situation)
         ]
         if shown.allowed and all(why for _, _, why in shown.outcomes):
             shown.allowed = False
