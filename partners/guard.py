@@ -3,25 +3,37 @@
 A partner that keeps failing trips its breaker: further calls are not made (they come back as
 transient, "circuit open") until the reset timeout lets one trial call through. The state is
 visible to support and ops through `guard_status`.
+
+The cap is a set of leases, one per call in flight (`slot`): a call takes a lease before it is
+made and gives it back after, and a lease that is never given back (its process killed mid-call)
+runs out by itself (`lease_s`), whatever traffic the partner has meanwhile.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import socket
 import threading
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Any
 
 import pybreaker
+import redis
 from django.conf import settings
-from dramatiq.rate_limits import ConcurrentRateLimiter
-from dramatiq.rate_limits.backends import RedisBackend
+from redis.commands.core import Script
 
 from config.metrics import events as metrics
 from config.redis_client import redis_client
 from partners.connectors.base import CallResult
+from partners.connectors.http import longest_call_s
 from partners.models import Outcome, Partner
+
+logger = logging.getLogger("partners.guard")
 
 _breakers: dict[str, pybreaker.CircuitBreaker] = {}
 _lock = threading.Lock()
@@ -33,11 +45,6 @@ class _PartnerFailing(Exception):
     def __init__(self, result: CallResult) -> None:
         super().__init__(result.error or result.outcome)
         self.result = result
-
-
-@cache
-def _limiter_backend() -> RedisBackend:
-    return RedisBackend(client=redis_client())
 
 
 class SharedBreaker(pybreaker.CircuitBreaker):
@@ -95,14 +102,90 @@ def breaker_state_key(partner: Partner) -> str:
     return f"{_namespace(partner)}:breaker:{pybreaker.CircuitRedisStorage.BASE_NAMESPACE}:state"
 
 
-def limiter_for(partner: Partner) -> ConcurrentRateLimiter:
-    ttl_ms = int(max(60.0, (partner.connect_timeout_s + partner.read_timeout_s) * 3) * 1000)
-    return ConcurrentRateLimiter(
-        _limiter_backend(),
-        f"{_namespace(partner)}:concurrency",
-        limit=partner.max_concurrency,
-        ttl=ttl_ms,
+# The partner's calls in flight: a sorted set of leases, each a holder's token scored with the
+# moment its lease runs out (milliseconds, Redis's clock). In one script, so that counting and
+# taking cannot interleave between processes: drop the leases that ran out, count the rest, and
+# take one when fewer than the limit are held (an empty token only counts). The key lives as
+# long as its longest lease. Redis's own clock (TIME) is the one clock every process shares.
+_SLOTS_LUA = """
+local now = redis.call('TIME')
+local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now_ms)
+local held = redis.call('ZCARD', KEYS[1])
+if ARGV[2] == '' or held >= tonumber(ARGV[1]) then
+    return {0, held}
+end
+redis.call('ZADD', KEYS[1], now_ms + tonumber(ARGV[3]), ARGV[2])
+local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+redis.call('PEXPIREAT', KEYS[1], math.ceil(tonumber(last[2])))
+return {1, held + 1}
+"""
+
+# The guard's own Redis round trips around a call (the breaker's reads before it and writes
+# after, each within the client's socket timeout of at most 5 s), with room to spare.
+LEASE_MARGIN_S = 30.0
+
+
+def lease_s(partner: Partner) -> float:
+    """How long a call's slot is held at most: the longest a call to the partner can last
+    (`longest_call_s`: every connect attempt timing out, then the read timeouts of the headers
+    and of the body) plus `LEASE_MARGIN_S`. Never shorter than a live call, or one call too many
+    would go through; no longer, since a slot whose holder was killed comes back only then."""
+    return longest_call_s(partner) + LEASE_MARGIN_S
+
+
+def _slots_key(partner: Partner) -> str:
+    return f"{_namespace(partner)}:slots"
+
+
+@cache
+def _slots_script() -> Script:
+    """Registered once per process; redis-py runs it by its digest and loads it again where
+    Redis does not know it (a restarted or another server). Run with the client of the moment."""
+    return redis_client().register_script(_SLOTS_LUA)
+
+
+def _slots(partner: Partner, token: str, lease_ms: int) -> tuple[bool, int]:
+    taken, held = _slots_script()(
+        keys=[_slots_key(partner)], args=[partner.max_concurrency, token, lease_ms], client=redis_client()
     )
+    return bool(taken), int(held)
+
+
+def take_slot(partner: Partner) -> str | None:
+    """A lease on one of the partner's `max_concurrency` slots (its token), or None when all are
+    held. Raises `redis.RedisError` when Redis does not answer: then no call may be made."""
+    token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex}"
+    taken, _ = _slots(partner, token, max(1, round(lease_s(partner) * 1000)))
+    return token if taken else None
+
+
+def give_back(partner: Partner, token: str) -> None:
+    """End a lease. The call is over by then and its answer must be kept: a Redis that does not
+    answer is logged, and the lease runs out by itself."""
+    try:
+        redis_client().zrem(_slots_key(partner), token)
+    except redis.RedisError as exc:
+        logger.warning(
+            "partner slot not given back, its lease runs out by itself",
+            extra={"partner": partner.code, "error": f"{type(exc).__name__}: {exc}"},
+        )
+
+
+def in_flight(partner: Partner) -> int:
+    """The partner's slots held now (leases not run out)."""
+    return _slots(partner, "", 0)[1]
+
+
+@contextmanager
+def slot(partner: Partner) -> Iterator[bool]:
+    """Hold one of the partner's slots for the block (True), or none when all are held (False)."""
+    token = take_slot(partner)
+    try:
+        yield token is not None
+    finally:
+        if token is not None:
+            give_back(partner, token)
 
 
 def _counts_as_failure(result: CallResult) -> bool:
@@ -143,7 +226,7 @@ def _guarded_call(partner: Partner, call: Callable[[], CallResult]) -> CallResul
             raise _PartnerFailing(result)
         return result
 
-    with limiter_for(partner).acquire(raise_on_failure=False) as acquired:
+    with slot(partner) as acquired:
         if not acquired:
             return not_sent("concurrency_limit", retry_after_s=1.0)
         try:
@@ -159,12 +242,11 @@ def _guarded_call(partner: Partner, call: Callable[[], CallResult]) -> CallResul
 
 def guard_status(partner: Partner) -> dict[str, Any]:
     breaker = breaker_for(partner)
-    in_flight = redis_client().get(f"{_namespace(partner)}:concurrency")
     opened_at = breaker._state_storage.opened_at
     return {
         "circuit": breaker.current_state,
         "fail_counter": breaker.fail_counter,
         "opened_at": opened_at.isoformat() if opened_at else None,
-        "in_flight": int(in_flight or 0),
+        "in_flight": in_flight(partner),
         "max_concurrency": partner.max_concurrency,
     }

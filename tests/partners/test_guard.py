@@ -4,18 +4,28 @@ from __future__ import annotations
 
 import http.server
 import json
+import logging
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pybreaker
 import pytest
+import redis
 
+from config.embedded_redis import EmbeddedRedis, with_socket_timeouts
+from config.redis_client import redis_client
 from partners import guard
 from partners.connectors import connector_for
 from partners.models import Adapter, Outcome, Partner
 from tests.helpers import unique_code, wait_until
+from tests.own_servers import own_redis
 from tests.partners.conftest import REFERENCE_CAPS
 
 
@@ -226,6 +236,122 @@ def test_concurrency_cap_is_shared_and_excess_calls_are_not_made(partner, script
     assert scripted.requests == 2
     assert scripted.most_in_flight == 2
     assert guard.guard_status(partner)["in_flight"] == 0  # every slot given back
+
+
+def test_the_cap_stays_exact_with_many_threads_calling_at_once(partner, scripted):
+    partner.max_concurrency = 3
+    scripted.delay_s = 0.05
+
+    with ThreadPoolExecutor(12) as pool:
+        results = list(pool.map(lambda _: get(partner), range(96)))
+
+    made = [r for r in results if r.outcome == Outcome.OK]
+    refused = [r for r in results if r.error_code == "concurrency_limit"]
+    assert len(made) + len(refused) == 96
+    assert len(made) == scripted.requests
+    assert scripted.most_in_flight == 3  # reached, never passed
+    assert guard.guard_status(partner)["in_flight"] == 0
+
+
+# A worker process that takes one of the partner's slots for a call that hangs, with a short
+# lease (`guard.lease_s`), and says when its call is under way; the test SIGKILLs it mid-call.
+HOLDER = """
+import json, sys
+import django
+
+django.setup()
+from partners import guard
+from partners.connectors import connector_for
+from partners.models import Partner
+
+guard.lease_s = lambda partner: float(sys.argv[2])
+partner = Partner(**json.loads(sys.argv[1]))
+guard.guarded_call(partner, lambda: connector_for(partner).get("R-1"))
+"""
+
+
+def test_a_slot_whose_holder_was_killed_mid_call_comes_back_after_its_lease_while_calls_go_on(
+    partner, scripted
+):
+    partner.max_concurrency = 2
+    scripted.delay_s = 60.0  # the holder's call hangs until it is killed
+    fields = {
+        "code": partner.code,
+        "adapter": partner.adapter,
+        "base_url": partner.base_url,
+        "api_key": partner.api_key,
+        "capabilities": partner.capabilities,
+        "connect_timeout_s": partner.connect_timeout_s,
+        "read_timeout_s": 120.0,
+        "max_concurrency": partner.max_concurrency,
+    }
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, json.dumps(fields), "2.0"],
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.test", "PYTHONPATH": str(Path.cwd())},
+    )
+    try:
+        wait_until(lambda: scripted.in_flight == 1, timeout_s=30, what="the holder's call to be under way")
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait()
+    scripted.delay_s = 0.1
+    refusals_seen: list[int] = []
+
+    def two_at_once() -> bool:
+        with ThreadPoolExecutor(2) as pool:
+            results = list(pool.map(lambda _: get(partner), range(2)))
+        refusals_seen.append(sum(r.error_code == "concurrency_limit" for r in results))
+        return all(r.outcome == Outcome.OK for r in results)
+
+    # Calls go on all the while (each renews the partner's key); the dead holder's lease still
+    # runs out, and both slots serve calls again.
+    wait_until(two_at_once, timeout_s=15, interval_s=0.1, what="both slots to serve calls again")
+
+    assert refusals_seen[0] == 1  # the killed holder's slot was held at first
+    assert guard.guard_status(partner)["in_flight"] == 0
+
+
+@pytest.fixture
+def stoppable_redis(partner, tmp_path: Path) -> Iterator[EmbeddedRedis]:
+    """Our keys' Redis client pointed at a Redis of the test's own (which it may stop)."""
+    server = own_redis(tmp_path / "redis-var")
+    client = redis_client()
+    pool = client.connection_pool
+    client.connection_pool = redis.ConnectionPool.from_url(with_socket_timeouts(server.url, 1.0))
+    guard._breakers.pop(partner.code, None)  # its storage on the test's Redis
+    try:
+        yield server
+    finally:
+        client.connection_pool.disconnect()
+        client.connection_pool = pool
+        guard._breakers.pop(partner.code, None)
+        server.stop()
+
+
+def test_when_redis_stops_answering_during_a_call_the_partners_answer_is_kept(
+    partner, scripted, stoppable_redis, caplog
+):
+    scripted.delay_s = 0.5
+    with ThreadPoolExecutor(1) as pool:
+        calling = pool.submit(get, partner)
+        wait_until(lambda: scripted.in_flight == 1, what="the call to be under way")
+        stoppable_redis.stop()
+        with caplog.at_level(logging.WARNING, logger="partners.guard"):
+            result = calling.result(timeout=30)
+
+    assert (result.outcome, result.http_status) == (Outcome.OK, 200)
+    assert [r.partner_ref for r in result.reservations] == ["R-1"]
+    assert scripted.requests == 1
+    assert any("slot not given back" in r.getMessage() for r in caplog.records)
+
+
+def test_with_redis_down_no_call_is_made(partner, scripted, stoppable_redis):
+    stoppable_redis.stop()
+
+    with pytest.raises(redis.RedisError):
+        get(partner)
+
+    assert scripted.requests == 0
 
 
 def test_disabled_partner_is_not_called(partner, scripted):

@@ -31,7 +31,6 @@ from bookings.states import BookingState
 from config.embedded_redis import EmbeddedRedis, with_socket_timeouts
 from config.logging import AtMostEvery, ContextFilter
 from config.redis_client import redis_client
-from partners import guard
 from partners.models import InboundState
 from reconciliation.models import ActionToken
 from tests.factories import PartnerAttemptFactory, PartnerReservationFactory
@@ -53,14 +52,12 @@ def our_redis(tmp_path: Path, broker, partner_queue, settings) -> Iterator[Embed
     for client in clients:
         client.connection_pool = redis.ConnectionPool.from_url(url)
     settings.CACHES = {**settings.CACHES, "default": {**settings.CACHES["default"], "LOCATION": url}}
-    guard._limiter_backend.cache_clear()
     try:
         yield server
     finally:
         for client, pool in zip(clients, pools, strict=True):
             client.connection_pool.disconnect()
             client.connection_pool = pool
-        guard._limiter_backend.cache_clear()
         server.stop()
 
 
