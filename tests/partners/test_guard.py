@@ -240,8 +240,24 @@ def test_concurrency_cap_is_shared_and_excess_calls_are_not_made(partner, script
 
 def test_the_cap_stays_exact_with_many_threads_calling_at_once(partner, scripted):
     partner.max_concurrency = 3
-    scripted.delay_s = 0.05
+    # Sixteen threads ask for a slot at the same moment: exactly three get one.
+    together = threading.Barrier(16)
 
+    def take(_: int) -> str | None:
+        together.wait()
+        return guard.take_slot(partner)
+
+    with ThreadPoolExecutor(16) as pool:
+        tokens = [t for t in pool.map(take, range(16)) if t]
+    assert len(set(tokens)) == 3
+    assert guard.guard_status(partner)["in_flight"] == 3
+    for token in tokens:
+        guard.give_back(partner, token)
+    assert guard.guard_status(partner)["in_flight"] == 0
+
+    # Through the guard, calls taking and giving back slots all the while: never more than three
+    # at the partner, every call either made or refused.
+    scripted.delay_s = 0.05
     with ThreadPoolExecutor(12) as pool:
         results = list(pool.map(lambda _: get(partner), range(96)))
 
@@ -249,7 +265,7 @@ def test_the_cap_stays_exact_with_many_threads_calling_at_once(partner, scripted
     refused = [r for r in results if r.error_code == "concurrency_limit"]
     assert len(made) + len(refused) == 96
     assert len(made) == scripted.requests
-    assert scripted.most_in_flight == 3  # reached, never passed
+    assert 1 <= scripted.most_in_flight <= 3
     assert guard.guard_status(partner)["in_flight"] == 0
 
 
@@ -286,7 +302,7 @@ def test_a_slot_whose_holder_was_killed_mid_call_comes_back_after_its_lease_whil
         "max_concurrency": partner.max_concurrency,
     }
     holder = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, json.dumps(fields), "2.0"],
+        [sys.executable, "-c", HOLDER, json.dumps(fields), "5.0"],
         env={**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.test", "PYTHONPATH": str(Path.cwd())},
     )
     try:
@@ -294,21 +310,31 @@ def test_a_slot_whose_holder_was_killed_mid_call_comes_back_after_its_lease_whil
     finally:
         os.kill(holder.pid, signal.SIGKILL)
         holder.wait()
-    scripted.delay_s = 0.1
-    refusals_seen: list[int] = []
+    assert guard.guard_status(partner)["in_flight"] == 1  # the killed holder's slot, still held
+    scripted.delay_s = 0.05
+    stop = threading.Event()
 
-    def two_at_once() -> bool:
-        with ThreadPoolExecutor(2) as pool:
-            results = list(pool.map(lambda _: get(partner), range(2)))
-        refusals_seen.append(sum(r.error_code == "concurrency_limit" for r in results))
-        return all(r.outcome == Outcome.OK for r in results)
+    def calls_go_on() -> None:  # each call takes a lease of its own (and renews the partner's key)
+        while not stop.is_set():
+            assert get(partner).outcome == Outcome.OK
+            time.sleep(0.05)
 
-    # Calls go on all the while (each renews the partner's key); the dead holder's lease still
-    # runs out, and both slots serve calls again.
-    wait_until(two_at_once, timeout_s=15, interval_s=0.1, what="both slots to serve calls again")
+    with ThreadPoolExecutor(1) as pool:
+        traffic = pool.submit(calls_go_on)
+        try:
+            wait_until(
+                lambda: guard.guard_status(partner)["in_flight"] == 0,
+                timeout_s=20,
+                interval_s=0.01,
+                what="the killed holder's slot to come back between two calls",
+            )
+        finally:
+            stop.set()
+        traffic.result()
 
-    assert refusals_seen[0] == 1  # the killed holder's slot was held at first
-    assert guard.guard_status(partner)["in_flight"] == 0
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda _: get(partner), range(2)))
+    assert [r.outcome for r in results] == [Outcome.OK] * 2
 
 
 @pytest.fixture
