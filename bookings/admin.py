@@ -15,6 +15,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.timesince import timesince
 
+from bookings import pricing
 from bookings.models import Booking, BookingEvent, Offer
 from bookings.states import CustomerStatus
 
@@ -132,7 +133,10 @@ class BookingAdmin(ReadOnlyAdmin):
                 )
             },
         ),
-        ("Stay", {"fields": (("start_date", "end_date", "guests"), ("total_price", "currency"))}),
+        (
+            "Stay",
+            {"fields": ("stay_dates", ("start_date", "end_date", "guests"), ("total_price", "currency"))},
+        ),
         (
             "Automation",
             {
@@ -155,6 +159,7 @@ class BookingAdmin(ReadOnlyAdmin):
         "customer",
         "customer_account",
         "customer_email",
+        "stay_dates",
         "start_date",
         "end_date",
         "guests",
@@ -183,6 +188,12 @@ class BookingAdmin(ReadOnlyAdmin):
     @admin.display(description="customer")
     def customer_account(self, booking: Booking) -> str:
         return str(booking.customer)
+
+    @admin.display(description="dates (as the customer reads them)")
+    def stay_dates(self, booking: Booking) -> str:
+        """A day offer's by its days ("1 April 2027 (1 day)"); the end date beside it is the
+        stored one, sent to the partner: the day after the last day."""
+        return pricing.stay_dates_of(booking)
 
     @admin.display(description="customer sees")
     def customer_status_label(self, booking: Booking) -> str:

@@ -78,6 +78,7 @@ from bookings.models import (
     NotificationKind,
     NotificationState,
 )
+from bookings.pricing import stay_dates_of
 from bookings.states import CustomerMoney
 from config import claims, site_url
 from config.redis_client import send_hint
@@ -345,6 +346,8 @@ def compose(notification: Notification) -> EmailMultiAlternatives:
         "booking": booking,
         "customer": booking.customer,
         "message": notification.message_text,
+        # As the pages tell them: a day offer by its days, a night offer to the day you leave.
+        "dates": stay_dates_of(booking),
         "message_code": notification.message,
         # What the customer was told about their money with this change (empty: no payment).
         "money": _money_told(notification),

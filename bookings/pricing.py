@@ -2,7 +2,12 @@
 
 A stay is priced by the days from its start date to its end date, whatever the offer sells: the
 offer's `price_unit` names what each of them is for the customer (a night, a day), and
-`unit_count` and `price_per_unit` are those words."""
+`unit_count`, `price_per_unit` and `stay_dates` are those words.
+
+Stored and sent to partners, a stay's end date is exclusive, whatever the unit: the day after the
+last day. A night offer is told so ("1 April 2027 to 3 April 2027 (2 nights)": the day you leave);
+a day offer by its days, the last one included ("1 April 2027 (1 day)", "1 to 3 April 2027 (3
+days)"), never by the day after its last."""
 
 from __future__ import annotations
 
@@ -14,11 +19,13 @@ from decimal import ROUND_HALF_UP, Decimal
 from django.conf import settings
 from django.utils import timezone
 
-from bookings.models import CancellationTerms, Offer
+from bookings.dates import MONTHS
+from bookings.models import CancellationTerms, Offer, PriceUnit
 from config.errors import INVALID_REQUEST, ValidationFailed
 
 CENT = Decimal("0.01")
 GUESTS_REQUIRED = "At least one guest is required."
+AT_LEAST_ONE_DAY = "A booking covers at least 1 day."
 # Currencies whose smallest unit is not the hundredth as the payment provider counts its minor
 # units (Stripe's zero- and three-decimal currencies): whole units, or thousandths; every other has
 # two. These are the integers on the wire, so the provider's count, not ISO 4217's minor units,
@@ -37,6 +44,38 @@ def unit_count(count: int, unit: str) -> str:
 def price_per_unit(offer: Offer) -> str:
     """An offer's price in words, per its unit: 120.00 EUR a night, 45.00 EUR a day."""
     return f"{offer.unit_price} {offer.currency} a {offer.price_unit}"
+
+
+def _day(day: date, *, month: bool = True, year: bool = True) -> str:
+    return " ".join(
+        [str(day.day), *([MONTHS[day.month - 1]] if month else []), *([str(day.year)] if year else [])]
+    )
+
+
+def last_day(start_date: date, end_date: date) -> date:
+    """A stay's last day (a tour's, or the last night of a room): the day before its end date."""
+    return max(end_date - timedelta(days=1), start_date)
+
+
+def stay_dates(start_date: date, end_date: date, price_unit: str) -> str:
+    """A stay's dates as every page, mail and the console tell them, from its stored (exclusive)
+    end date: a night offer's from the day you arrive to the day you leave, "1 April 2027 to 3
+    April 2027 (2 nights)"; a day offer's as its days, the last included, "1 April 2027 (1 day)",
+    "1 to 3 April 2027 (3 days)", "30 April to 2 May 2027 (3 days)"."""
+    count = unit_count((end_date - start_date).days, price_unit)
+    if price_unit != PriceUnit.DAY:
+        return f"{_day(start_date)} to {_day(end_date)} ({count})"
+    last = last_day(start_date, end_date)
+    if last == start_date:
+        return f"{_day(start_date)} ({count})"
+    same_year = last.year == start_date.year
+    first = _day(start_date, month=not (same_year and last.month == start_date.month), year=not same_year)
+    return f"{first} to {_day(last)} ({count})"
+
+
+def stay_dates_of(stay: object) -> str:
+    """`stay_dates` of a quote or a booking (anything with dates and an offer)."""
+    return stay_dates(stay.start_date, stay.end_date, stay.offer.price_unit)  # type: ignore[attr-defined]
 
 
 def minor_unit_exponent(currency: str) -> int:
@@ -105,6 +144,10 @@ def start_has_passed(start_date: date, *, now: datetime) -> bool:
     return start_date <= now.date()
 
 
+def too_long(price_unit: str) -> str:
+    return f"A booking may cover at most {unit_count(settings.BOOKING_MAX_NIGHTS, price_unit)}."
+
+
 def validate_stay(stay: Stay, *, now: datetime | None = None) -> None:
     """Raise `ValidationFailed` naming every field that is wrong."""
     now = now or timezone.now()
@@ -126,9 +169,7 @@ def validate_stay(stay: Stay, *, now: datetime | None = None) -> None:
     if stay.end_date <= stay.start_date:
         errors.setdefault("end_date", []).append("The end date must be after the start date.")
     elif stay.nights > settings.BOOKING_MAX_NIGHTS:
-        errors.setdefault("end_date", []).append(
-            f"A booking may cover at most {unit_count(settings.BOOKING_MAX_NIGHTS, offer.price_unit)}."
-        )
+        errors.setdefault("end_date", []).append(too_long(offer.price_unit))
     if stay.guests < 1:
         errors.setdefault("guests", []).append(GUESTS_REQUIRED)
     elif stay.guests > offer.capacity:

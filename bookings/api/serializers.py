@@ -23,7 +23,7 @@ from bookings.cancelling import Outcome, cancel_money, money_words, offer_policy
 from bookings.customer_money import money_shown
 from bookings.dates import NotADate, parse_date
 from bookings.models import Booking, Offer, PriceUnit, Quote
-from bookings.pricing import GUESTS_REQUIRED
+from bookings.pricing import GUESTS_REQUIRED, last_day, stay_dates
 from bookings.states import CustomerMessage, CustomerMoney, CustomerStatus
 
 # A database id fits a signed 64-bit integer; anything larger is not an id.
@@ -136,10 +136,17 @@ class StayInputSerializer(InputSerializer):
         min_value=1, max_value=MAX_ID, help_text='An offer id, a JSON integer (not `"1"`, not `1.0`).'
     )
     start_date = CalendarDateField(
-        help_text="First night, written `YYYY-MM-DD` and nothing else (not `20270301`): a 400 otherwise."
+        help_text=(
+            "First night (a night offer) or first day (a day offer), written `YYYY-MM-DD` and "
+            "nothing else (not `20270301`): a 400 otherwise."
+        )
     )
     end_date = CalendarDateField(
-        help_text="Departure day (`YYYY-MM-DD`, as `start_date`), after `start_date`."
+        help_text=(
+            "The day after the last night or day (`YYYY-MM-DD`, as `start_date`), after `start_date`: "
+            "the departure day of a room; for a day offer, the day after its last day, so a one-day "
+            "tour on 2027-04-01 is `start_date` 2027-04-01, `end_date` 2027-04-02."
+        )
     )
     # A stay rule the field can check alone, so it is named with the other fields' errors.
     guests = JsonIntegerField(
@@ -204,7 +211,24 @@ PRICE_UNIT_HELP = (
 )
 NIGHTS_HELP = (
     "How many of the offer's price units the stay covers, the days from `start_date` to `end_date`: "
-    "nights, or days for an offer priced by the day (`offer.price_unit`)."
+    "nights, or days for an offer priced by the day (`offer.price_unit`). Kept for the clients "
+    "that read it; `units` is the same number under a name right for both."
+)
+UNITS_HELP = (
+    "How many of the offer's price units (`offer.price_unit`) the stay covers: 2 nights, or 1 "
+    "day for a one-day tour. Equal to `nights`."
+)
+END_DATE_HELP = (
+    "The day after the stay's last night or day, as the stay is stored and sent to the partner: "
+    "a room's departure day; for a day offer not a day of it (`last_day` is its last day)."
+)
+LAST_DAY_HELP = (
+    "The stay's last night, or a day offer's last day (included): the day before `end_date`. "
+    "A one-day tour's `last_day` is its `start_date`."
+)
+DATES_TEXT_HELP = (
+    'The stay\'s dates as the pages and mails say them: "1 April 2027 to 3 April 2027 (2 nights)", '
+    '"1 April 2027 (1 day)", "1 to 3 April 2027 (3 days)".'
 )
 
 
@@ -280,8 +304,11 @@ class QuoteOutputSerializer(serializers.Serializer):
     id = serializers.UUIDField()
     offer = OfferRefSerializer()
     start_date = serializers.DateField()
-    end_date = serializers.DateField()
+    end_date = serializers.DateField(help_text=END_DATE_HELP)
     nights = serializers.SerializerMethodField(help_text=NIGHTS_HELP)
+    units = serializers.SerializerMethodField(help_text=UNITS_HELP)
+    last_day = serializers.SerializerMethodField(help_text=LAST_DAY_HELP)
+    dates_text = serializers.SerializerMethodField(help_text=DATES_TEXT_HELP)
     guests = serializers.IntegerField()
     total_price = serializers.DecimalField(max_digits=12, decimal_places=2)
     currency = serializers.CharField()
@@ -292,6 +319,16 @@ class QuoteOutputSerializer(serializers.Serializer):
 
     def get_nights(self, quote) -> int:
         return (quote.end_date - quote.start_date).days
+
+    def get_units(self, quote) -> int:
+        return (quote.end_date - quote.start_date).days
+
+    @extend_schema_field(serializers.DateField())
+    def get_last_day(self, quote) -> str:
+        return _DATE.to_representation(last_day(quote.start_date, quote.end_date))
+
+    def get_dates_text(self, quote) -> str:
+        return stay_dates(quote.start_date, quote.end_date, quote.offer.price_unit)
 
     @extend_schema_field(StayCancellationPolicyOutputSerializer)
     def get_cancellation(self, quote: Quote) -> dict[str, Any]:
@@ -499,8 +536,11 @@ class BookingOutputSerializer(serializers.Serializer):
     offer = OfferRefSerializer()
     partner = PartnerRefSerializer()
     start_date = serializers.DateField()
-    end_date = serializers.DateField()
+    end_date = serializers.DateField(help_text=END_DATE_HELP)
     nights = serializers.IntegerField(help_text=NIGHTS_HELP)
+    units = serializers.IntegerField(source="nights", help_text=UNITS_HELP)
+    last_day = serializers.SerializerMethodField(help_text=LAST_DAY_HELP)
+    dates_text = serializers.SerializerMethodField(help_text=DATES_TEXT_HELP)
     guests = serializers.IntegerField()
     total_price = serializers.DecimalField(max_digits=12, decimal_places=2)
     currency = serializers.CharField()
@@ -534,6 +574,9 @@ class BookingOutputSerializer(serializers.Serializer):
             "start_date": _DATE.to_representation(booking.start_date),
             "end_date": _DATE.to_representation(booking.end_date),
             "nights": booking.nights,
+            "units": booking.nights,
+            "last_day": self.get_last_day(booking),
+            "dates_text": self.get_dates_text(booking),
             "guests": booking.guests,
             "total_price": _PRICE.to_representation(booking.total_price),
             "currency": booking.currency,
@@ -544,6 +587,13 @@ class BookingOutputSerializer(serializers.Serializer):
             "if_cancelled": self.get_if_cancelled(booking),
             "links": self.get_links(booking),
         }
+
+    @extend_schema_field(serializers.DateField())
+    def get_last_day(self, booking: Booking) -> str:
+        return _DATE.to_representation(last_day(booking.start_date, booking.end_date))
+
+    def get_dates_text(self, booking: Booking) -> str:
+        return stay_dates(booking.start_date, booking.end_date, booking.offer.price_unit)
 
     @extend_schema_field(serializers.DateTimeField(allow_null=True))
     def get_deadline(self, booking: Booking) -> str | None:

@@ -8,9 +8,10 @@ each message beside its field and in the error summary, in the API's words.
 from __future__ import annotations
 
 import re
-from datetime import date
+from datetime import date, timedelta
 
 from django import forms
+from django.conf import settings
 from django.contrib.auth import forms as auth_forms
 from django.contrib.auth import get_user_model
 from django.contrib.auth.forms import UserCreationForm
@@ -18,6 +19,7 @@ from django.core.validators import RegexValidator
 
 from bookings.dates import NotADate, parse_date
 from bookings.models import PriceUnit
+from bookings.pricing import AT_LEAST_ONE_DAY, too_long
 from bookings.services import IDEMPOTENCY_KEY_MAX_LENGTH, IDEMPOTENCY_KEY_PATTERN
 from config import site_url
 from config.errors import ApplicationError
@@ -36,7 +38,12 @@ class ServiceForm(forms.Form):
         if not error.fields:
             self.add_error(None, error.message)
         for name, messages in error.fields.items():
+            name = self.field_told(name)
             self.add_error(name if name in self.fields else None, messages)
+
+    def field_told(self, name: str) -> str:
+        """The form's field where a service's error about its field `name` is told."""
+        return name
 
 
 class CalendarDateField(forms.DateField):
@@ -68,10 +75,14 @@ class GuestsField(forms.IntegerField):
 
 
 _WHOLE_NUMBER = re.compile(r"-?[0-9]+")
-DAYS_END_HELP = "The day after your last day: 3 days from 1 March end on 4 March."
 
 
 class StayForm(ServiceForm):
+    """The offer's dates page. A night offer asks for the day you arrive and the day you leave; a
+    day offer (a tour) for its first day and how many days, so that a one-day tour is one day,
+    not a start and an end a day apart. Either way the stay is the services' (`stay()`): its
+    end date the day after the last day, as it is stored and sent to the partner."""
+
     start_date = CalendarDateField(
         label="Start date",
         help_text="The first day (or night) you book.",
@@ -92,9 +103,40 @@ class StayForm(ServiceForm):
 
     def __init__(self, *args, capacity: int, price_unit: str = PriceUnit.NIGHT, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        self.price_unit = price_unit
         self.fields["guests"].help_text = f"Up to {capacity}."
-        if price_unit == PriceUnit.DAY:  # counted as nights are: the end date is the day after
-            self.fields["end_date"].help_text = DAYS_END_HELP
+        if price_unit == PriceUnit.DAY:
+            start = self.fields["start_date"]
+            start.label, start.help_text = "First day", "The day of the tour, or its first day."
+            del self.fields["end_date"]
+            self.fields["days"] = GuestsField(
+                label="Number of days",
+                help_text="1 for a single day; 3 from 1 March are 1, 2 and 3 March.",
+                widget=forms.NumberInput(attrs={"inputmode": "numeric", "class": "input-short"}),
+                error_messages={"required": REQUIRED, "invalid": INVALID_INTEGER},
+            )
+            self.order_fields(["start_date", "days", "guests"])
+
+    def clean_days(self) -> int:
+        days = self.cleaned_data["days"]
+        if days < 1:
+            raise forms.ValidationError(AT_LEAST_ONE_DAY, code="min_value")
+        if days > settings.BOOKING_MAX_NIGHTS:  # the service's rule, told before a date overflows
+            raise forms.ValidationError(too_long(PriceUnit.DAY), code="max_value")
+        return days
+
+    def stay(self) -> dict[str, object]:
+        """The stay as the services take it: `start_date`, `end_date` (exclusive), `guests`."""
+        data = self.cleaned_data
+        if self.price_unit == PriceUnit.DAY:
+            end_date = data["start_date"] + timedelta(days=data["days"])
+        else:
+            end_date = data["end_date"]
+        return {"start_date": data["start_date"], "end_date": end_date, "guests": data["guests"]}
+
+    def field_told(self, name: str) -> str:
+        """A day offer's form has no end date: what the services say of it is said of its days."""
+        return "days" if name == "end_date" and "days" in self.fields else name
 
 
 class CancelForm(ServiceForm):

@@ -48,9 +48,10 @@ def price_per_unit(offer: Offer) -> str:
 
 
 @register.filter
-def units(count: int, offer: Offer) -> str:
-    """A stay's length in the offer's price units: 3 nights, 1 day."""
-    return pricing.unit_count(count, offer.price_unit)
+def stay_dates(stay: object) -> str:
+    """A quote's or a booking's dates in the words of its offer's unit (`pricing.stay_dates`):
+    "1 April 2027 to 3 April 2027 (2 nights)", "1 April 2027 (1 day)"."""
+    return pricing.stay_dates_of(stay)
 
 
 @register.filter

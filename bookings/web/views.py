@@ -84,7 +84,7 @@ def offer_stay(request: HttpRequest, offer_id: int) -> HttpResponse:
     if request.method == "POST":
         if form.is_valid():
             try:
-                quote = services.quote_create(customer=request.user, offer_id=offer.pk, **form.cleaned_data)
+                quote = services.quote_create(customer=request.user, offer_id=offer.pk, **form.stay())
             except ApplicationError as exc:
                 form.add_application_error(exc)
             else:
@@ -95,14 +95,12 @@ def offer_stay(request: HttpRequest, offer_id: int) -> HttpResponse:
 
 def _quote_page(request: HttpRequest, quote: Quote, form: BookForm, status: int = HTTPStatus.OK):
     booking = selectors.customer_booking_of_quote(customer=request.user, quote_id=quote.pk)
-    nights = (quote.end_date - quote.start_date).days
     # Told as the customer is shown it; one that did not go ahead offers a new price for the same
     # stay (the quote books once): the offer page's own form, filled in, posted in one click.
     booking_ended = booking is not None and _did_not_go_ahead(booking)
     now = timezone.now()
     context = {
         "quote": quote,
-        "nights": nights,
         "booking": booking,
         "booking_ended": booking_ended,
         "stay_again": _stay_of(quote) if booking_ended else None,
@@ -120,7 +118,12 @@ def _quote_page(request: HttpRequest, quote: Quote, form: BookForm, status: int 
 
 def _stay_of(quote: Quote) -> StayForm:
     """The offer page's form, holding the quote's stay: a new quote of it is the offer page's."""
-    initial = {"start_date": quote.start_date, "end_date": quote.end_date, "guests": quote.guests}
+    initial = {
+        "start_date": quote.start_date,
+        "end_date": quote.end_date,
+        "days": (quote.end_date - quote.start_date).days,  # a day offer's form asks for its days
+        "guests": quote.guests,
+    }
     return StayForm(initial=initial, capacity=quote.offer.capacity, price_unit=quote.offer.price_unit)
 
 

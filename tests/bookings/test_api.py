@@ -20,6 +20,7 @@ from bookings import customer_view
 from bookings.cancelling import cancel_money, stay_policy
 from bookings.customer_money import PaymentFacts, money_of
 from bookings.models import Actor, Booking, BookingEvent, Quote
+from bookings.pricing import stay_dates
 from bookings.services import apply_transition, lock_booking
 from bookings.states import BookingState, CustomerStatus
 from partners.models import PartnerAttempt
@@ -75,6 +76,9 @@ def booking_json(
         "start_date": booking.start_date.isoformat(),
         "end_date": booking.end_date.isoformat(),
         "nights": booking.nights,
+        "units": booking.nights,
+        "last_day": (booking.end_date - timedelta(days=1)).isoformat(),
+        "dates_text": stay_dates(booking.start_date, booking.end_date, "night"),
         "guests": booking.guests,
         "total_price": str(booking.total_price),
         "currency": booking.currency,
@@ -1523,6 +1527,9 @@ def test_a_quote_prices_the_stay_and_expires(api_client, customer, offer):
         "start_date": body["start_date"],
         "end_date": body["end_date"],
         "nights": 3,
+        "units": 3,
+        "last_day": (quote.end_date - timedelta(days=1)).isoformat(),
+        "dates_text": stay_dates(quote.start_date, quote.end_date, "night"),
         "guests": 2,
         "total_price": "360.00",
         "currency": "EUR",
@@ -1538,6 +1545,31 @@ def test_a_quote_prices_the_stay_and_expires(api_client, customer, offer):
     }
     assert quote.customer == customer
     assert quote.expires_at - quote.created_at == pytest.approx(settings.QUOTE_TTL, abs=timedelta(seconds=1))
+
+
+def test_a_one_day_tour_tells_its_day_and_keeps_the_end_date_the_day_after(api_client, partner):
+    """Tester: a one-day tour read `"nights": 1`, and its dates as two days."""
+    tour = OfferFactory(partner=partner, price_unit="day", unit_price=Decimal("45.00"))
+    first = timezone.now().date() + timedelta(days=30)
+    body = stay_body(tour, start_date=first.isoformat(), end_date=(first + timedelta(days=1)).isoformat())
+    said = f"{first.day} {first:%B} {first.year} (1 day)"
+
+    quote = api_client.post("/api/v1/quotes", body, format="json").json()
+    booking = post_booking(api_client, {**body, "quote": quote["id"]}).json()
+
+    for told in (quote, booking):
+        assert {
+            name: told[name]
+            for name in ("start_date", "end_date", "nights", "units", "last_day", "dates_text")
+        } == {
+            "start_date": first.isoformat(),
+            "end_date": (first + timedelta(days=1)).isoformat(),  # exclusive, as stored and sent
+            "nights": 1,  # kept for the clients that read it
+            "units": 1,
+            "last_day": first.isoformat(),
+            "dates_text": said,
+        }
+        assert told["offer"]["price_unit"] == "day"
 
 
 def test_a_quote_says_what_cancelling_would_cost_for_its_stay_before_booking(api_client, partner):

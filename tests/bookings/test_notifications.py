@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import date, timedelta
 from decimal import Decimal
 from email import message_from_bytes
 from email.message import EmailMessage
@@ -209,6 +209,33 @@ def test_each_mail_says_what_happened_what_happens_next_and_links_the_booking(
 def as_read(html_part: str) -> str:
     """A mail's HTML part as its reader reads it: tags dropped, entities decoded."""
     return unescape(re.sub(r"<[^>]+>", " ", html_part))
+
+
+@pytest.mark.parametrize(
+    ("price_unit", "end", "said"),
+    [
+        ("day", date(2027, 4, 2), "1 April 2027 (1 day)"),
+        ("day", date(2027, 4, 4), "1 to 3 April 2027 (3 days)"),
+        ("night", date(2027, 4, 3), "1 April 2027 to 3 April 2027 (2 nights)"),
+    ],
+)
+def test_the_mail_tells_a_day_offers_dates_as_its_days_and_a_rooms_to_the_day_you_leave(
+    db, price_unit, end, said
+):
+    """Tester: a one-day tour on 1 April was mailed as "1 April 2027 to 2 April 2027"."""
+    notification = NotificationFactory(
+        booking__offer__price_unit=price_unit,
+        booking__start_date=date(2027, 4, 1),
+        booking__end_date=end,
+        kind=NotificationKind.CONFIRMED,
+        message=CustomerMessage.CONFIRMED,
+    )
+
+    mail = notifications.compose(notification)
+
+    for text in (mail.body, as_read(mail.alternatives[0].content)):
+        flat = " ".join(text.split())
+        assert f"{notification.booking.offer}, {said}, 2 guests." in flat
 
 
 def test_every_money_code_has_a_line_for_what_happens_next():

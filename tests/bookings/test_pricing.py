@@ -3,7 +3,7 @@ API reports a broken rule (400, `validation_error`, the fields named, nothing wr
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -16,6 +16,7 @@ from bookings.pricing import (
     confirmation_deadline,
     price_per_unit,
     price_stay,
+    stay_dates,
     unit_count,
     validate_stay,
 )
@@ -292,3 +293,24 @@ def test_a_refused_request_does_not_use_up_its_idempotency_key(api_client, offer
     assert refused.status_code == 400
     assert accepted.status_code == 202
     assert Booking.objects.count() == 1
+
+
+@pytest.mark.parametrize(
+    ("unit", "start", "end", "said"),
+    [
+        ("day", (2027, 4, 1), (2027, 4, 2), "1 April 2027 (1 day)"),
+        ("day", (2027, 4, 1), (2027, 4, 4), "1 to 3 April 2027 (3 days)"),
+        ("day", (2027, 4, 1), (2027, 4, 3), "1 to 2 April 2027 (2 days)"),
+        ("day", (2027, 4, 30), (2027, 5, 3), "30 April to 2 May 2027 (3 days)"),
+        ("day", (2027, 4, 30), (2027, 5, 1), "30 April 2027 (1 day)"),  # ends on the 1st: one day
+        ("day", (2027, 12, 31), (2028, 1, 2), "31 December 2027 to 1 January 2028 (2 days)"),
+        ("day", (2027, 12, 31), (2028, 1, 1), "31 December 2027 (1 day)"),
+        ("night", (2027, 4, 1), (2027, 4, 2), "1 April 2027 to 2 April 2027 (1 night)"),
+        ("night", (2027, 4, 1), (2027, 4, 3), "1 April 2027 to 3 April 2027 (2 nights)"),
+        ("night", (2027, 4, 30), (2027, 5, 2), "30 April 2027 to 2 May 2027 (2 nights)"),
+        ("night", (2027, 12, 31), (2028, 1, 1), "31 December 2027 to 1 January 2028 (1 night)"),
+    ],
+)
+def test_a_stays_dates_are_told_in_its_offers_unit_a_day_offers_as_its_days(unit, start, end, said):
+    """Tester: a one-day tour on 1 April 2027 read "1 April 2027 to 2 April 2027", two days."""
+    assert stay_dates(date(*start), date(*end), unit) == said

@@ -139,6 +139,23 @@ def test_a_booking_documents_every_status_and_its_version(db):
     assert {"status_version", "message_code"} <= set(booking["required"])
 
 
+def test_a_quote_and_a_booking_document_how_to_tell_a_day_offers_days(db):
+    """A client tells a one-day tour as one day: `units` in `offer.price_unit`, the `last_day`
+    included and the pages' words; `nights` stays, and `end_date` is documented as exclusive."""
+    schema = APIClient().get("/api/schema/", {"format": "json"}).json()["components"]["schemas"]
+
+    for name in ("QuoteOutput", "BookingOutput"):
+        properties = schema[name]["properties"]
+        assert {"nights", "units", "last_day", "dates_text"} <= set(schema[name]["required"])
+        assert properties["units"]["type"] == "integer"
+        assert (properties["last_day"]["type"], properties["last_day"]["format"]) == ("string", "date")
+        assert properties["dates_text"]["type"] == "string"
+        assert "1 April 2027 (1 day)" in properties["dates_text"]["description"]
+        assert "day after" in properties["end_date"]["description"]
+    for name in ("QuoteCreateInputRequest", "BookingCreateInputRequest"):
+        assert "a one-day tour on 2027-04-01" in schema[name]["properties"]["end_date"]["description"]
+
+
 def test_booking_retrieve_documents_its_conditional_poll(db):
     retrieve = operations(APIClient())["bookings_retrieve"]
 

@@ -7,15 +7,18 @@ import io
 import json
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 from django.test import Client
+from django.utils import timezone
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from bookings.models import Offer
 from reconciliation.management.commands.create_demo_data import DEMO_TOKEN
 from tests import production
 
@@ -68,6 +71,23 @@ def test_the_demo_offers_have_names_for_customers_and_the_tour_is_priced_by_the_
     }
     assert "Tour 7, city tour" in page and "45.00 EUR a day" in page and "120.00 EUR a night" in page
     assert "tour-7-city" not in page and "hotel-42-dbl" not in page
+
+
+def test_the_demo_tour_is_booked_by_its_first_day_and_days_and_reads_as_one_day(db, debug_on):
+    """Tester: a one-day tour was chosen as 1 to 2 April and read as two days."""
+    load_demo_data()
+    tour = Offer.objects.get(product_id="tour-7-city")
+    web = Client()
+    web.force_login(get_user_model().objects.get(username="demo-customer"))
+    first = timezone.now().date() + timedelta(days=30)
+
+    form = web.get(f"/offers/{tour.pk}/").content.decode()
+    posted = web.post(f"/offers/{tour.pk}/", {"start_date": first.isoformat(), "days": "1", "guests": "2"})
+
+    assert "First day" in form and "Number of days" in form
+    assert posted.status_code == 302, posted.content.decode()
+    quote = web.get(posted["Location"]).content.decode()
+    assert f"{first.day} {first:%B} {first.year} (1 day)" in quote
 
 
 def test_loading_the_demo_data_twice_keeps_one_token(db, debug_on):

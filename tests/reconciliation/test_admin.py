@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import json
 import re
-from datetime import timedelta
+from datetime import date, timedelta
 
 import pytest
 from django.contrib.messages import get_messages
@@ -189,6 +189,21 @@ def test_the_page_of_an_ended_booking_support_has_says_which_actions_apply_and_w
     booking.refresh_from_db()
     assert booking.status == S.REJECTED
     assert (booking.customer_status, booking.customer_message, booking.status_version) == shown
+
+
+def test_booking_page_tells_a_day_offers_dates_as_the_customer_reads_them(
+    make_booking, offer, support_client
+):
+    """Support reads a one-day tour as the customer does, beside the end date sent to the partner."""
+    offer.price_unit = "day"
+    offer.save(update_fields=["price_unit"])
+    booking = make_booking(start_date=date(2027, 4, 1), end_date=date(2027, 4, 2))
+
+    page = support_client.get(_change(booking)).content.decode()
+
+    assert "dates (as the customer reads them)" in page.lower()
+    assert '<div class="readonly">1 April 2027 (1 day)</div>' in page
+    assert "April 2, 2027" in page or "2027-04-02" in page  # the stored end date, as sent
 
 
 def test_timeline_json_for_support_tooling(make_booking, support_client):

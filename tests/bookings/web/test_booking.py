@@ -185,6 +185,26 @@ def test_the_quote_page_of_a_booking_that_did_not_go_ahead_says_so_and_offers_a_
     }
 
 
+def test_a_tour_whose_booking_did_not_go_ahead_is_priced_again_by_its_days(web, customer, quote):
+    """The day offer's form asks for days, not an end date: the new price's form sends its days,
+    and the new quote is the same stay."""
+    quote.offer.price_unit = "day"
+    quote.offer.save(update_fields=["price_unit"])
+    declined(customer, quote)
+
+    action, fields = price_again_form(web.get(f"/quotes/{quote.pk}/"))
+
+    assert {name: value for name, value in fields.items() if name != "csrfmiddlewaretoken"} == {
+        "start_date": quote.start_date.isoformat(),
+        "days": str((quote.end_date - quote.start_date).days),
+        "guests": str(quote.guests),
+    }
+    again = web.post(action, fields)
+    assert again.status_code == 302, again.content.decode()
+    new = Quote.objects.exclude(pk=quote.pk).get()
+    assert (new.start_date, new.end_date, new.guests) == (quote.start_date, quote.end_date, quote.guests)
+
+
 def test_a_booking_a_card_ended_links_to_the_same_stay_with_another_card(web, customer, quote):
     """Explorer: the page of a booking ended by a declined card offered only other dates or
     another offer; the stay was not refused, the card was. Its quote's page prices it again."""

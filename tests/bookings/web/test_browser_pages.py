@@ -78,15 +78,16 @@ def test_a_tour_is_priced_by_the_day_and_a_room_by_the_night_each_under_its_name
     page.goto(f"{live_server.url}/offers/{tour.pk}/")
     main = page.inner_text("main")
     assert "45.00 EUR a day." in main and "a night" not in main
-    assert "The day after your last day" in main
+    assert "First day" in main and "Number of days" in main and "End date" not in main
     start = timezone.now().date() + timedelta(days=40)
     page.fill("#id_start_date", start.isoformat())
-    page.fill("#id_end_date", (start + timedelta(days=2)).isoformat())
+    page.fill("#id_days", "1")
     page.fill("#id_guests", "3")
     page.click("main button[type=submit]")
     page.wait_for_selector("#book")
-    assert "Duration\n2 days" in page.inner_text(".summary")
-    assert "Total price\n90.00 EUR" in page.inner_text(".summary")
+    # a one-day tour is one day: its day, not that day to the next
+    assert f"Dates\n{start.day} {start:%B} {start.year} (1 day)" in page.inner_text(".summary")
+    assert "Total price\n45.00 EUR" in page.inner_text(".summary")
     shot(page, "quote-tour")
 
 

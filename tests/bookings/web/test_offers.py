@@ -7,10 +7,12 @@ from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 
 import pytest
+from django.conf import settings
 from django.utils import timezone
 from rest_framework.test import APIClient
 
 from bookings.models import Quote
+from bookings.pricing import stay_dates
 from tests.factories import OfferFactory, PartnerFactory, QuoteFactory, TokenFactory
 from tests.helpers import unique_code
 
@@ -66,43 +68,135 @@ def test_anyone_sees_the_bookable_offers_on_the_home_page(client, offer):
     assert f"/offers/{withdrawn.pk}/" not in page and f"/offers/{paused.pk}/" not in page
 
 
-def test_a_tour_is_priced_by_the_day_wherever_its_price_or_length_is_told(client, web, api_client, customer):
-    """Tester: a tour (an offer that is not a stay) was priced "a night"."""
-    tour = OfferFactory(
+def tour_offer(**fields):
+    return OfferFactory(
         partner=PartnerFactory(code=unique_code("web")),
         product_id="tour-7-city",
         name="Tour 7, city tour",
         price_unit="day",
         unit_price=Decimal("45.00"),
+        **fields,
     )
 
-    # the offers and the dates page say its price per day, and how its end date counts days
+
+def day_stay(**overrides) -> dict[str, str]:
+    """The day offer's form: its first day and how many days."""
+    data = {
+        "start_date": (timezone.now().date() + timedelta(days=30)).isoformat(),
+        "days": "3",
+        "guests": "2",
+    }
+    data.update(overrides)
+    return data
+
+
+def said_as_days(start, days: int) -> str:
+    """How the pages say `days` days from `start` (pricing.stay_dates's own table is its test)."""
+    return stay_dates(start, start + timedelta(days=days), "day")
+
+
+def test_a_tour_is_priced_by_the_day_wherever_its_price_or_length_is_told(client, web, api_client, customer):
+    """Tester: a tour (an offer that is not a stay) was priced "a night"."""
+    tour = tour_offer()
+
+    # the offers and the dates page say its price per day, and ask for its first day and its days
     assert "45.00 EUR a day" in client.get("/").content.decode()
     dates = web.get(f"/offers/{tour.pk}/").content.decode()
     assert "45.00 EUR a day." in dates and "a night" not in dates
-    assert "The day after your last day: 3 days from 1 March end on 4 March." in dates
+    assert "First day" in dates and "Number of days" in dates and 'name="end_date"' not in dates
 
-    # its quote and its booking say how many days, never nights
-    web.post(f"/offers/{tour.pk}/", stay())
+    # its quote, its booking and the list of bookings say its days, never nights
+    web.post(f"/offers/{tour.pk}/", day_stay())
     quote = Quote.objects.get()
-    assert "<dt>Duration</dt><dd>3 days</dd>" in web.get(f"/quotes/{quote.pk}/").content.decode()
+    told = said_as_days(quote.start_date, 3)
+    assert told.endswith("(3 days)") and " to " in told
+    assert f"<dt>Dates</dt><dd>{told}</dd>" in web.get(f"/quotes/{quote.pk}/").content.decode()
     web.post(f"/quotes/{quote.pk}/book/")
     booking = quote.offer.bookings.get()
-    assert "(3 days)" in web.get(f"/bookings/{booking.reference}/").content.decode()
+    assert f"<dd>{told}</dd>" in web.get(f"/bookings/{booking.reference}/").content.decode()
+    assert f"<dd>{told}</dd>" in web.get("/bookings/").content.decode()
 
     # and the API names the unit: on the offer, and on the offer its quotes and bookings refer to
     offers = api_client.get("/api/v1/offers").json()["results"]
     assert [(o["product_id"], o["unit_price"], o["price_unit"]) for o in offers] == [
         ("tour-7-city", "45.00", "day")
     ]
-    told = api_client.get(f"/api/v1/bookings/{booking.reference}").json()
-    assert (told["offer"]["price_unit"], told["nights"]) == ("day", 3)
+    told_api = api_client.get(f"/api/v1/bookings/{booking.reference}").json()
+    assert (told_api["offer"]["price_unit"], told_api["nights"], told_api["units"]) == ("day", 3, 3)
+
+
+def test_a_one_day_tour_is_one_day_from_its_form_to_its_pages(web, customer):
+    """Tester: a one-day tour on 1 April had to be booked from 1 to 2 April, and read so."""
+    tour = tour_offer()
+    first = timezone.now().date() + timedelta(days=30)
+
+    response = web.post(f"/offers/{tour.pk}/", day_stay(start_date=first.isoformat(), days="1"))
+
+    # stored as every stay is, and sent so to the partner: the end date is the day after
+    quote = Quote.objects.get()
+    assert response.status_code == 302
+    assert (quote.start_date, quote.end_date) == (first, first + timedelta(days=1))
+    assert quote.total_price == Decimal("45.00") + service_fee()
+    # and told as the one day it is
+    one_day = f"{first.day} {first:%B} {first.year} (1 day)"
+    page = web.get(f"/quotes/{quote.pk}/").content.decode()
+    assert f"<dt>Dates</dt><dd>{one_day}</dd>" in page and "Duration" not in page
+    web.post(f"/quotes/{quote.pk}/book/")
+    booking = tour.bookings.get()
+    assert booking.end_date == first + timedelta(days=1)
+    assert f"<dd>{one_day}</dd>" in web.get(f"/bookings/{booking.reference}/").content.decode()
+
+
+def service_fee() -> Decimal:
+    return Decimal(settings.BOOKING_SERVICE_FEE).quantize(Decimal("0.01"))
+
+
+@pytest.mark.parametrize(
+    ("days", "said"),
+    [
+        ("", "This field is required."),
+        ("0", "A booking covers at least 1 day."),
+        ("-1", "A booking covers at least 1 day."),
+        ("1.5", "A valid integer is required."),
+        ("100000000", "A booking may cover at most"),
+    ],
+)
+def test_a_tour_refuses_its_days_beside_the_field_and_in_the_summary(web, customer, days, said):
+    tour = tour_offer()
+
+    response = web.post(f"/offers/{tour.pk}/", day_stay(days=days))
+
+    assert response.status_code == 400
+    assert list(field_errors(response)) == ["days"]
+    assert field_errors(response)["days"][0].startswith(said)
+    page = response.content.decode()
+    assert f"Number of days: {field_errors(response)['days'][0]}" in page  # the summary's link
+    assert not Quote.objects.exists()
+
+
+def test_a_tour_longer_than_a_booking_may_cover_is_told_beside_its_days(web, customer, settings):
+    """The service's rule on the stay's end date is told on the day form's days, in days."""
+    tour = tour_offer()
+
+    response = web.post(f"/offers/{tour.pk}/", day_stay(days=str(settings.BOOKING_MAX_NIGHTS + 1)))
+
+    assert field_errors(response) == {
+        "days": [f"A booking may cover at most {settings.BOOKING_MAX_NIGHTS} days."]
+    }
 
 
 def test_a_room_is_priced_by_the_night(web, quote):
     page = web.get(f"/quotes/{quote.pk}/").content.decode()
 
-    assert "<dt>Duration</dt><dd>3 nights</dd>" in page
+    start, end = (f"{day.day} {day:%B} {day.year}" for day in (quote.start_date, quote.end_date))
+    assert f"<dt>Dates</dt><dd>{start} to {end} (3 nights)</dd>" in page
+
+
+def test_a_rooms_form_still_asks_for_the_day_you_leave(web, offer):
+    page = web.get(f"/offers/{offer.pk}/").content.decode()
+
+    assert "Start date" in page and "End date" in page and "The day you leave" in page
+    assert 'name="days"' not in page
 
 
 def test_choosing_dates_needs_an_account(client, offer):
