@@ -79,6 +79,10 @@ def test_a_tour_is_priced_by_the_day_and_a_room_by_the_night_each_under_its_name
     main = page.inner_text("main")
     assert "45.00 EUR a day." in main and "a night" not in main
     assert "First day" in main and "Number of days" in main and "End date" not in main
+    page.click("main button[type=submit]")  # nothing typed: each field says so, and the summary
+    page.wait_for_selector("[data-error-summary]")
+    assert "Number of days: This field is required." in page.inner_text("[data-error-summary]")
+    shot(page, "dates-tour-errors")
     start = timezone.now().date() + timedelta(days=40)
     page.fill("#id_start_date", start.isoformat())
     page.fill("#id_days", "1")
