@@ -130,6 +130,11 @@ def reconcile(
     if state in TERMINAL_STATES or ended_as:
         for r in live:
             plan.compensate[r.id] = f"booking_{ended_as or state}"
+        if ended_as and live:
+            # A live one is the partner's answer to our create: it lifts a create's fence (as the
+            # open path's does), or nothing else might (a partner we cannot ask), and the booking
+            # would wait with support for good.
+            plan.primary = _primary(live).id
         if ended_as and not live and not may_hold:
             plan.transition, plan.reason = "return_to_end", "nothing_held_at_partner"
         return plan
@@ -154,8 +159,8 @@ def reconcile(
         return plan
 
     if live:
-        ordered = sorted(live, key=lambda r: (r.status != ReservationStatus.CONFIRMED, r.linked_order))
-        primary, extras = ordered[0], ordered[1:]
+        primary = _primary(live)
+        extras = [r for r in live if r is not primary]
         plan.primary = primary.id
         for r in extras:
             plan.compensate[r.id] = "duplicate"
@@ -178,6 +183,11 @@ def reconcile(
             "partner_cancelled" if final.status == ReservationStatus.CANCELLED else PARTNER_LOST_RESERVATION
         )
     return plan
+
+
+def _primary(live: list[ReservationView]) -> ReservationView:
+    """The live reservation that is the booking's: confirmed first, else the oldest."""
+    return min(live, key=lambda r: (r.status != ReservationStatus.CONFIRMED, r.linked_order))
 
 
 def stray_left_to_a_case(state: str, role: str) -> bool:

@@ -390,6 +390,9 @@ def reconcile_booking(
         # What may be held at the partner can change without a move (a fence resolved, a
         # cancellation verified): the customer's view follows it.
         customer_view.refresh(booking, actor=actor, actor_label=actor_label)
+        # Every move takes its strays up; a case left open beside a booking no longer going ahead
+        # by a process before that rule (a rolling deploy, rows already there) closes here.
+        take_up_strays(booking, actor=actor, actor_label=actor_label)
     return plan
 
 

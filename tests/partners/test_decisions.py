@@ -345,7 +345,8 @@ def test_needs_attention_is_left_to_support_apart_from_clear_duplicates(reservat
         pytest.param([res(1, "confirmed", compensating=True)], True, "stays", id="stray-cancel-under-way"),
         pytest.param([res(1, "cancelled", compensating=True)], True, "stays", id="cancel-not-verified"),
         pytest.param([], True, "stays", id="fenced"),
-        # a reservation it holds live is cancelled as its end's would be (never taken up as its own)
+        # a reservation it holds live is cancelled as its end's would be; the first is the partner's
+        # answer to our create (`primary`: what lifts a create's fence), never a move of the booking
         pytest.param([res(1, "confirmed"), res(2, "pending")], True, "cancels", id="live-cancelled"),
     ],
 )
@@ -365,7 +366,7 @@ def test_an_end_support_took_up_returns_to_that_end_once_nothing_may_be_held(
     elif expected == "stays":
         assert (result.transition, result.compensate) == (None, {})
     else:
-        assert (result.transition, result.primary) == (None, None)
+        assert (result.transition, result.primary) == (None, 1)
         assert result.compensate == {1: f"booking_{end}", 2: f"booking_{end}"}
 
 

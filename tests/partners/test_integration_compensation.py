@@ -19,7 +19,7 @@ from django.db.models import F
 from django.urls import reverse
 from django.utils import timezone
 
-from bookings import cancelling
+from bookings import cancelling, ports
 from bookings.customer_money import PaymentFacts, money_of
 from bookings.models import Actor, Booking, Notification
 from bookings.services import booking_request_cancel
@@ -31,6 +31,7 @@ from partners.models import (
     Capability,
     Operation,
     OrphanCase,
+    OrphanCaseState,
     OrphanFinding,
     PartnerAttempt,
     PartnerReservation,
@@ -921,3 +922,23 @@ def test_a_copy_that_finds_the_last_cancel_still_out_comes_back_when_that_call_m
     assert reservation_compensate(reservation.pk).compensate_after_s is None
     assert status_of(reservation.booking) == S.NEEDS_ATTENTION
     assert cancels_received(h) == 0
+
+
+def test_a_case_left_open_beside_a_booking_with_support_by_an_older_process_closes_at_its_sync(
+    harness, settings, monkeypatch
+):
+    """Review: the take-up follows every move (`ports.partner_follows`), but a move made by a
+    process of the release before it (a rolling deploy), or a case already in the database, left
+    the case open beside a booking with support; a sync closes it, as it did before."""
+    h = harness("reference")
+    booking, _duplicate, case = confirmed_with_a_stray_in_a_case(h, settings)
+    with monkeypatch.context() as old_code:  # an old worker's move: the partner side not told
+        old_code.setattr(ports, "partner_follows", lambda *args, **kwargs: None)
+        hand_to_support(h, booking, settings, "worker_gave_up")
+    case.refresh_from_db()
+    assert case.state == OrphanCaseState.OPEN
+
+    booking_sync(booking.pk)
+
+    case.refresh_from_db()
+    assert (case.state, case.closed_because) == (OrphanCaseState.CLOSED, "taken_up")

@@ -10,16 +10,20 @@ from django.db import connections, transaction
 from django.utils import timezone
 
 from bookings.models import Actor
+from bookings.services import lock_booking
 from bookings.states import BookingState
 from partners.models import (
+    Capability,
     ObservationResult,
+    Outcome,
+    PartnerAttempt,
     PartnerObservation,
     PartnerReservation,
     ReservationRole,
     Source,
 )
-from partners.services.observations import observation_apply
-from tests.factories import PartnerAttemptFactory
+from partners.services.observations import observation_apply, reconcile_booking
+from tests.factories import BookingFactory, PartnerAttemptFactory, PartnerFactory, PartnerReservationFactory
 from tests.helpers import queued_messages
 from tests.partners.conftest import snapshot, timeline, transitions
 
@@ -369,3 +373,34 @@ def test_the_same_news_arriving_twice_at_once_is_applied_once(ref_partner, make_
     if linked:
         assert reload(booking).status == S.CONFIRMED
         assert transitions(booking) == [("submitting", "confirmed")]
+
+
+def test_the_partners_answer_lifts_the_fence_of_an_ended_booking_support_has(db):
+    """Review: a booking that expired while its create's outcome was unknown, at a partner we
+    cannot ask (webhooks only), is support's (`outcome_unknown_no_lookup`), shown as its end. The
+    partner's report of the reservation is its answer to the create: it lifts the fence, and once
+    that reservation's cancel is verified the booking returns to its end. With the fence left, it
+    waited with support for good (support's resolve is refused while a create is unanswered)."""
+    partner = PartnerFactory(capabilities=[Capability.WEBHOOKS])
+    booking = BookingFactory(
+        partner=partner,
+        offer__partner=partner,
+        status=S.NEEDS_ATTENTION,
+        attention_from=S.EXPIRED,
+        attention_reason="outcome_unknown_no_lookup",
+    )
+    PartnerAttemptFactory(booking=booking, outcome=Outcome.AMBIGUOUS, age=timedelta(minutes=5))
+    stray = PartnerReservationFactory(booking=booking)  # the partner's webhook: it made the create
+
+    with transaction.atomic():
+        reconcile_booking(lock_booking(booking.pk), actor=Actor.WORKER)
+
+    assert not PartnerAttempt.objects.fencing().filter(booking=booking).exists()
+    assert PartnerReservation.objects.get(pk=stray.pk).compensation_requested_at is not None
+
+    # its cancel verified: nothing is held at the partner any more
+    PartnerReservation.objects.filter(pk=stray.pk).update(status="cancelled", compensated_at=timezone.now())
+    with transaction.atomic():
+        reconcile_booking(lock_booking(booking.pk), actor=Actor.WORKER)
+
+    assert reload(booking).status == S.EXPIRED
