@@ -15,7 +15,10 @@ from django.core.asgi import get_asgi_application
 from config import env_file
 
 env_file.load()  # DJANGO_SETTINGS_MODULE may come from .env
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.dev")
+# Unset, a server runs production's settings, which refuse to start on the development defaults:
+# a deploy that forgets the variable must not serve DEBUG pages under the public dev SECRET_KEY.
+# `make run` (config/devstack.py), the tests, the benchmarks and the chaos run name theirs.
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.production")
 django_application = get_asgi_application()
 
 from bookings.streams.hub import hub  # noqa: E402 - needs the apps loaded

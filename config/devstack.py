@@ -40,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     env = dict(os.environ)
     var_dir = Path(env.get("VAR_DIR", BASE_DIR / "var"))
     port = env.get("PORT", "8000")
+    # The servers (config/wsgi.py, config/asgi.py) default to production's settings; this stack is
+    # the development one, unless .env or the environment names another.
+    env.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.dev")
     # The browser's one address is the router's (Procfile `router`): the live status streams go
     # to the events process, everything else to the web server, each on a port of its own.
     env.setdefault("ROUTER_PORT", port)

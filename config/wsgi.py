@@ -6,7 +6,10 @@ from django.core.wsgi import get_wsgi_application
 from config import env_file
 
 env_file.load()  # DJANGO_SETTINGS_MODULE, and REDIS_SOCKET_TIMEOUT_S below, may come from .env
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.dev")
+# Unset, a server runs production's settings, which refuse to start on the development defaults:
+# a deploy that forgets the variable must not serve DEBUG pages under the public dev SECRET_KEY.
+# `make run` (config/devstack.py), the tests, the benchmarks and the chaos run name theirs.
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.production")
 # A request process waits on Redis briefly: nothing it sends there may hold an answer
 # (settings: REDIS_SOCKET_TIMEOUT_S).
 os.environ.setdefault("REDIS_SOCKET_TIMEOUT_S", "1")
