@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 
 from django.conf import settings
+from django.utils.cache import patch_vary_headers
 from django.utils.http import parse_etags
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -130,8 +131,20 @@ _CONDITIONAL_HEADERS = [
 
 # --- helpers --------------------------------------------------------------------------------
 class CustomerAPIView(APIView):
-    # Default authentication and permissions; JSON bodies only (the project's parser).
+    """Default authentication and permissions; JSON bodies only (the project's parser).
+
+    Every answer is one customer's (their bookings, with an `ETag`), chosen by the credential:
+    a shared cache may not keep it (`private`), the client's own revalidates it each time
+    (`no-cache`, with `If-None-Match` where there is an `ETag`), and a cache that keys answers
+    keys them by the credential (`Vary: Authorization, Cookie`)."""
+
     pagination_class = PageNumberPagination
+
+    def finalize_response(self, request: Request, response, *args, **kwargs):
+        response = super().finalize_response(request, response, *args, **kwargs)
+        response["Cache-Control"] = "private, no-cache"
+        patch_vary_headers(response, ("Authorization", "Cookie"))
+        return response
 
     def paginated(self, request: Request, queryset, serializer_class) -> Response:
         paginator = self.pagination_class()

@@ -902,6 +902,29 @@ def test_an_unchanged_booking_answers_304_without_a_body(api_client, customer, i
     assert response.headers["Retry-After"] == str(settings.BOOKING_POLL_AFTER_S)
 
 
+def test_a_customers_answers_are_private_revalidated_and_vary_by_credential(api_client, customer):
+    # An answer tagged for one customer's client must not be served to another by a shared cache,
+    # nor by the client's own without asking (its ETag says whether it is still current).
+    booking = BookingFactory(customer=customer, status=S.PENDING_PARTNER, status_version=3)
+    url = f"{BOOKINGS_URL}/{booking.reference}"
+
+    answers = {
+        "detail": api_client.get(url),
+        "not modified": api_client.get(url, headers={"If-None-Match": 'W/"3"'}),
+        "list": api_client.get(BOOKINGS_URL),
+        "not found": api_client.get(f"{BOOKINGS_URL}/BK-NOPE"),
+        "unauthenticated": APIClient().get(url),
+    }
+
+    assert {name: r.status_code for name, r in answers.items()} == {
+        "detail": 200, "not modified": 304, "list": 200, "not found": 404, "unauthenticated": 401,
+    }  # fmt: skip
+    for name, response in answers.items():
+        assert response.headers["Cache-Control"] == "private, no-cache", name
+        vary = {value.strip().lower() for value in response.headers["Vary"].split(",")}
+        assert {"authorization", "cookie"} <= vary, name
+
+
 def test_a_changed_booking_answers_in_full_to_an_older_etag(api_client, customer):
     booking = BookingFactory(customer=customer, status=S.PENDING_PARTNER, status_version=3)
     Booking.objects.filter(pk=booking.pk).update(
