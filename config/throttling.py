@@ -1,5 +1,6 @@
-"""The API's rate limit: atomic counters in Redis, per customer and per source address (the
-counters, `WindowCounter`, also bound what the webhook receiver stores of refused deliveries).
+"""The rate limits of the API and of the customer pages: atomic counters in Redis, per customer
+and per source address (the counters, `WindowCounter`, also bound what the webhook receiver
+stores of refused deliveries).
 
 Each request under `API_THROTTLE_PATHS` increments two counters in one Lua call (one round
 trip): its customer's, keyed by the credential it presents (the `Authorization` header, else
@@ -8,6 +9,15 @@ opens with its first request and lasts the rate's period; the increment is atomi
 requests never let more than the limit through (DRF's throttles read and rewrite a history list
 without a lock). Counting runs before authentication: requests with a wrong token count against
 their address, and a throttled flood costs no database query.
+
+The customer pages reach the same services (a quote, a booking with its partner request and card
+hold, an account, a password-reset mail), so their writes are counted too, by
+`PageRateLimitMiddleware`: every request to a page of the `web` namespace other than a read, per
+customer when logged in (the user, however many sessions they hold) else per address, and per
+address whoever sends it; the account forms (sign-up, log-in, password reset) have a lower limit
+per address, and a password-reset mail one per address asked for. The pages' reads go unlimited
+(they change nothing and call no partner). A page past a limit answers 429 with `Retry-After` as
+a page (`429.html`, in the look of the login lockout's); the API answers its JSON error shape.
 
 When Redis does not answer, the limit fails open: the request goes through, with a warning.
 """
@@ -20,11 +30,13 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from functools import lru_cache
 
 import redis
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
+from django.template.loader import render_to_string
 
 from config.errors import error_response
 from config.network import client_ip
@@ -108,24 +120,22 @@ def window_counter(redis_url: str, timeout_s: float) -> WindowCounter:
     return WindowCounter(redis_url=redis_url, timeout_s=timeout_s)
 
 
-class RateLimiter:
-    def __init__(self, *, redis_url: str, timeout_s: float, namespace: str, customer: Rate, address: Rate):
+def _digest(text: str) -> str:
+    """What a key says of a secret or a person's address: a digest, naming neither."""
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+class _Limits:
+    """Counts a request's keys; fails open (one warning per process every few seconds) when
+    Redis does not answer."""
+
+    def __init__(self, *, redis_url: str, timeout_s: float, what: str):
         self._counter = window_counter(redis_url, timeout_s)
-        self._namespace = namespace
-        self._customer = customer
-        self._address = address
+        self._what = what
         self._warned_at = -math.inf
 
-    def retry_after_s(self, request: HttpRequest) -> int | None:
-        """Count the request; None when it may go through, else the seconds until it may."""
-        limits = [(f"{self._namespace}:address:{client_ip(request)}", self._address)]
-        credential = request.META.get("HTTP_AUTHORIZATION") or request.COOKIES.get(
-            settings.SESSION_COOKIE_NAME
-        )
-        if credential:
-            # A digest: the key names no secret.
-            digest = hashlib.blake2b(credential.encode(), digest_size=16).hexdigest()
-            limits.append((f"{self._namespace}:customer:{digest}", self._customer))
+    def retry_after_s(self, limits: list[tuple[str, Rate]]) -> int | None:
+        """Count the keys; None when the request may go through, else the seconds until it may."""
         try:
             counts = self._counter.hit(limits)
         except redis.RedisError:
@@ -138,7 +148,25 @@ class RateLimiter:
         now = time.monotonic()
         if now - self._warned_at >= _WARNING_INTERVAL_S:
             self._warned_at = now
-            logger.warning("API rate limit not applied: Redis unavailable", exc_info=True)
+            logger.warning("%s rate limit not applied: Redis unavailable", self._what, exc_info=True)
+
+
+class RateLimiter(_Limits):
+    def __init__(self, *, redis_url: str, timeout_s: float, namespace: str, customer: Rate, address: Rate):
+        super().__init__(redis_url=redis_url, timeout_s=timeout_s, what="API")
+        self._namespace = namespace
+        self._customer = customer
+        self._address = address
+
+    def request_retry_after_s(self, request: HttpRequest) -> int | None:
+        """Count the request; None when it may go through, else the seconds until it may."""
+        limits = [(f"{self._namespace}:address:{client_ip(request)}", self._address)]
+        credential = request.META.get("HTTP_AUTHORIZATION") or request.COOKIES.get(
+            settings.SESSION_COOKIE_NAME
+        )
+        if credential:
+            limits.append((f"{self._namespace}:customer:{_digest(credential)}", self._customer))
+        return self.retry_after_s(limits)
 
 
 @lru_cache(maxsize=4)
@@ -169,7 +197,7 @@ class RateLimitMiddleware:
                 settings.API_THROTTLE_RATE,
                 settings.API_THROTTLE_ADDRESS_RATE,
             )
-            wait_s = limiter.retry_after_s(request)
+            wait_s = limiter.request_retry_after_s(request)
             if wait_s is not None:
                 return error_response(
                     429,
@@ -178,3 +206,87 @@ class RateLimitMiddleware:
                     headers={"Retry-After": str(wait_s)},
                 )
         return self.get_response(request)
+
+
+# --- the customer pages ------------------------------------------------------------------------
+# The pages' URL namespace (bookings/web/urls.py), and its account forms: what an anonymous
+# visitor can send, each one an account made, a password tried or a mail sent.
+PAGES_NAMESPACE = "web"
+ACCOUNT_FORMS = frozenset({"signup", "login", "password_reset", "password_reset_confirm"})
+# The form whose every accepted POST sends a mail to the address it names.
+PASSWORD_RESET_FORM = "password_reset"
+_READS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+@dataclass(frozen=True)
+class PageRates:
+    customer: Rate
+    address: Rate
+    account: Rate
+    reset_email: Rate
+
+
+@lru_cache(maxsize=4)
+def _page_limits(redis_url: str, timeout_s: float) -> _Limits:
+    return _Limits(redis_url=redis_url, timeout_s=timeout_s, what="Page")
+
+
+@lru_cache(maxsize=4)
+def _page_rates(customer: str, address: str, account: str, reset_email: str) -> PageRates:
+    return PageRates(Rate.parse(customer), Rate.parse(address), Rate.parse(account), Rate.parse(reset_email))
+
+
+def page_limits(request: HttpRequest, url_name: str) -> list[tuple[str, Rate]]:
+    """The counters a write to the page `url_name` counts against (after authentication: a
+    logged-in customer is counted as the user, whichever session or address they use)."""
+    namespace = f"{settings.API_THROTTLE_NAMESPACE}:page"
+    rates = _page_rates(
+        settings.PAGE_THROTTLE_RATE,
+        settings.PAGE_THROTTLE_ADDRESS_RATE,
+        settings.ACCOUNT_THROTTLE_RATE,
+        settings.PASSWORD_RESET_EMAIL_RATE,
+    )
+    address = client_ip(request)
+    limits = [(f"{namespace}:address:{address}", rates.address)]
+    user = request.user
+    if user.is_authenticated:
+        limits.append((f"{namespace}:customer:{user.pk}", rates.customer))
+    if url_name in ACCOUNT_FORMS:
+        limits.append((f"{namespace}:account:{address}", rates.account))
+    if url_name == PASSWORD_RESET_FORM:
+        email = request.POST.get("email", "")
+        if isinstance(email, str) and email.strip():
+            limits.append((f"{namespace}:reset-email:{_digest(email.strip().lower())}", rates.reset_email))
+    return limits
+
+
+def throttled_page(request: HttpRequest, wait_s: int) -> HttpResponse:
+    """The page's 429: what happened and when to try again, with `Retry-After` (the login
+    lockout's look and header)."""
+    context = {"retry_after": timedelta(seconds=wait_s)}
+    response = HttpResponse(render_to_string("429.html", context, request=request), status=429)
+    response["Retry-After"] = str(wait_s)
+    return response
+
+
+class PageRateLimitMiddleware:
+    """The customer pages' writes, counted before their view (and before the CSRF check, so that a
+    refused form counts too): 429 as a page, with `Retry-After`, past any of their limits.
+
+    After AuthenticationMiddleware (it counts a logged-in customer as the user); it decides in
+    `process_view`, where the request's page is known by its URL name, not by a path prefix (the
+    pages are at the site's root)."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    def process_view(self, request: HttpRequest, view_func, view_args, view_kwargs) -> HttpResponse | None:
+        match = request.resolver_match
+        if request.method in _READS or match is None or match.namespace != PAGES_NAMESPACE:
+            return None
+        limits = _page_limits(settings.API_THROTTLE_REDIS_URL, settings.API_THROTTLE_REDIS_TIMEOUT_S)
+        wait_s = limits.retry_after_s(page_limits(request, match.url_name))
+        return None if wait_s is None else throttled_page(request, wait_s)

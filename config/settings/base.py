@@ -72,6 +72,8 @@ MIDDLEWARE = [
     "config.middleware.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # After authentication: the customer pages' writes are counted per user (config.throttling).
+    "config.throttling.PageRateLimitMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # request.htmx: the customer pages' fragments know when htmx asks for them.
@@ -291,6 +293,14 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("REQUEST_MAX_BYTES", default=1024 * 1024)
 API_THROTTLE_RATE = env.str("API_THROTTLE_RATE", default="600/min")
 API_THROTTLE_ADDRESS_RATE = env.str("API_THROTTLE_ADDRESS_RATE", default="1200/min")
 API_THROTTLE_PATHS = ("/api/",)
+# The customer pages' writes (every request to a page but a read: a quote, a booking, a cancel, an
+# account form), per customer when logged in and per source address (config.throttling); the
+# account forms (sign-up, log-in, password reset) per address; password-reset mails per address
+# asked for. Reads of the pages are not counted.
+PAGE_THROTTLE_RATE = env.str("PAGE_THROTTLE_RATE", default="60/min")
+PAGE_THROTTLE_ADDRESS_RATE = env.str("PAGE_THROTTLE_ADDRESS_RATE", default="300/min")
+ACCOUNT_THROTTLE_RATE = env.str("ACCOUNT_THROTTLE_RATE", default="20/min")
+PASSWORD_RESET_EMAIL_RATE = env.str("PASSWORD_RESET_EMAIL_RATE", default="5/hour")
 API_THROTTLE_REDIS_URL = env.str("API_THROTTLE_REDIS_URL", default="") or REDIS_URL
 API_THROTTLE_NAMESPACE = env.str("API_THROTTLE_NAMESPACE", default="throttle")
 # How long a request waits for Redis before going through uncounted.

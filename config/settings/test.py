@@ -39,6 +39,10 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # Rate limits out of the way, unless a test (or the process it starts) sets them.
 API_THROTTLE_RATE = env.str("API_THROTTLE_RATE", default="100000/min")
 API_THROTTLE_ADDRESS_RATE = env.str("API_THROTTLE_ADDRESS_RATE", default="100000/min")
+PAGE_THROTTLE_RATE = env.str("PAGE_THROTTLE_RATE", default="100000/min")
+PAGE_THROTTLE_ADDRESS_RATE = env.str("PAGE_THROTTLE_ADDRESS_RATE", default="100000/min")
+ACCOUNT_THROTTLE_RATE = env.str("ACCOUNT_THROTTLE_RATE", default="100000/min")
+PASSWORD_RESET_EMAIL_RATE = env.str("PASSWORD_RESET_EMAIL_RATE", default="100000/min")
 WEBHOOK_REFUSED_PARTNER_RATE = env.str("WEBHOOK_REFUSED_PARTNER_RATE", default="100000/min")
 WEBHOOK_REFUSED_SOURCE_RATE = env.str("WEBHOOK_REFUSED_SOURCE_RATE", default="100000/min")
 
