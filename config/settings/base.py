@@ -321,6 +321,11 @@ HEALTHZ_SQLITE_MIN_FREE_MB = env.float("HEALTHZ_SQLITE_MIN_FREE_MB", default=8.0
 AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=5)
 AXES_COOLOFF_TIME = timedelta(minutes=env.int("LOGIN_COOLOFF_MINUTES", default=15))
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+# And per username from every address together after this many (higher: anyone can make a name's
+# failures), so that rotating addresses does not buy unlimited guesses at one account
+# (config.login_lockout.LockoutHandler: axes's combinations share one limit).
+LOGIN_USERNAME_FAILURE_LIMIT = env.int("LOGIN_USERNAME_FAILURE_LIMIT", default=30)
+AXES_HANDLER = "config.login_lockout.LockoutHandler"
 AXES_RESET_ON_SUCCESS = True
 # A page that says what happened and for how long (with the status 429 and `Retry-After`, below),
 # not a bare line of text.

@@ -179,3 +179,56 @@ def test_a_username_longer_than_the_attempts_record_is_a_failed_login_not_a_serv
 
     assert statuses == [refused, 429]
     assert AccessAttempt.objects.get().username == typed[:255]
+
+
+# --- the username from every address ---------------------------------------------------------------
+LOCKED_EVERYWHERE = (
+    "After 8 wrong passwords for this account, from wherever they came, logging in to it is paused "
+    "for 15 minutes, from everywhere and even with the right password."
+)
+
+
+def test_failures_from_rotating_addresses_lock_the_username_out_everywhere(staff, settings):
+    # Four guesses from each address stay under the per-address limit (5); together they reach
+    # the username's own (8 here), and the right password from a third address is refused too.
+    settings.LOGIN_USERNAME_FAILURE_LIMIT = 8
+    page = "/account/login/"
+    started = timezone.now()
+    with time_machine.travel(started, tick=False):
+        first = fail(4, staff.username, page=page, address="203.0.113.1")
+        second = fail(4, staff.username, page=page, address="203.0.113.2")
+    with time_machine.travel(started + timedelta(minutes=1), tick=False):
+        elsewhere = log_in(staff.username, PASSWORD, page=page, address="198.51.100.3")
+        other_account = log_in("someone-else", "wrong-password", page=page, address="203.0.113.1")
+
+    assert first == [400] * 4
+    assert second == [400] * 3 + [429]  # the failure that reaches the limit is answered as a lockout
+    assert elsewhere.status_code == 429
+    assert "_auth_user_id" not in elsewhere.client.session
+    assert LOCKED_EVERYWHERE in elsewhere.content.decode()
+    # Until the eight guesses leave the cool-off, a minute after they came (the refused right
+    # password is one more failure, but one alone stays under the limit).
+    assert elsewhere["Retry-After"] == str(14 * 60 + 1)
+    assert other_account.status_code == 400  # a wrong password, not a lockout: the rule is per name
+
+
+def test_below_the_username_limit_other_addresses_log_in(staff, settings):
+    settings.LOGIN_USERNAME_FAILURE_LIMIT = 8
+    fail(4, staff.username, address="203.0.113.1")
+    fail(3, staff.username, address="203.0.113.2")
+
+    from_elsewhere = log_in(staff.username, PASSWORD, address="198.51.100.3")
+
+    assert from_elsewhere.status_code == 302
+
+
+def test_the_username_lockout_cools_off(staff, settings):
+    settings.LOGIN_USERNAME_FAILURE_LIMIT = 8
+    started = timezone.now()
+    with time_machine.travel(started, tick=False):
+        for n in range(4):
+            fail(2, staff.username, address=f"203.0.113.{n + 1}")
+    with time_machine.travel(started + timedelta(minutes=15, seconds=1), tick=False):
+        cooled_off = log_in(staff.username, PASSWORD, address="198.51.100.3")
+
+    assert cooled_off.status_code == 302
