@@ -482,6 +482,11 @@ WEBHOOK_EVIDENCE_BYTES = env.int("WEBHOOK_EVIDENCE_BYTES", default=4096)
 WEBHOOK_REFUSED_PARTNER_RATE = env.str("WEBHOOK_REFUSED_PARTNER_RATE", default="300/hour")
 WEBHOOK_REFUSED_SOURCE_RATE = env.str("WEBHOOK_REFUSED_SOURCE_RATE", default="30/hour")
 WEBHOOK_REFUSED_RETENTION_DAYS = env.int("WEBHOOK_REFUSED_RETENTION_DAYS", default=7)
+# A delivery of an event id we hold (a redelivery, or a captured one replayed within the signature's
+# five minutes) is stored, as evidence beside its original, at most this often per partner; each
+# is counted all the same (bookings_webhook_deliveries_total{result="duplicate"}), and a booking's
+# timeline says it once per original and content (partners/services/webhooks.py).
+WEBHOOK_DUPLICATE_PARTNER_RATE = env.str("WEBHOOK_DUPLICATE_PARTNER_RATE", default="600/hour")
 
 # --- Payments (payments/, docs/design.md "Money") ---------------------------------------------
 # The payment provider (Stripe, through its official SDK): the secret key, its API's address and

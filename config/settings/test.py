@@ -45,6 +45,7 @@ ACCOUNT_THROTTLE_RATE = env.str("ACCOUNT_THROTTLE_RATE", default="100000/min")
 PASSWORD_RESET_EMAIL_RATE = env.str("PASSWORD_RESET_EMAIL_RATE", default="100000/min")
 WEBHOOK_REFUSED_PARTNER_RATE = env.str("WEBHOOK_REFUSED_PARTNER_RATE", default="100000/min")
 WEBHOOK_REFUSED_SOURCE_RATE = env.str("WEBHOOK_REFUSED_SOURCE_RATE", default="100000/min")
+WEBHOOK_DUPLICATE_PARTNER_RATE = env.str("WEBHOOK_DUPLICATE_PARTNER_RATE", default="100000/min")
 
 # Without REDIS_URL: an embedded server of this run's own (tests/conftest.py starts and stops it).
 EMBEDDED_REDIS_DIR = None

@@ -10,9 +10,14 @@ A refused delivery is stored as evidence only while its limits allow, counted at
 - authentic ones (late, or invalid content) per partner, in a budget of their own that forgers
   cannot touch. If Redis does not answer they are stored: only the partner can sign them.
 
+- duplicates (a delivery of an event id we hold, answered `200`): per partner, in a budget of
+  their own. Authentic, but not only the partner's: a captured delivery replayed within its
+  signature's five minutes is one. If Redis does not answer, only those with other content than
+  their original are stored (no replay makes one: its signature covers the content).
+
 Over a limit the delivery is answered exactly the same, just not stored; every unverified one is
-still counted, for partner health. A pull of a booking's truth that a delivery asks for is made
-at most once per `PULL_INTERVAL`.
+still counted, for partner health, and every duplicate in the deliveries' metric. A pull of a
+booking's truth that a delivery asks for is made at most once per `PULL_INTERVAL`.
 """
 
 from __future__ import annotations
@@ -73,6 +78,17 @@ def evidence_allowed(partner: Partner, *, source: str, authentic: bool) -> bool:
     except redis.RedisError:
         _warn_unavailable()
         return authentic
+
+
+def duplicate_allowed(partner: Partner) -> bool | None:
+    """Count one duplicate delivery; may it be stored? (None: Redis did not answer.)"""
+    rate = Rate.parse(settings.WEBHOOK_DUPLICATE_PARTNER_RATE)
+    try:
+        [count] = _counter().hit([(_key("duplicate", partner.code), rate)])
+    except redis.RedisError:
+        _warn_unavailable()
+        return None
+    return _within(count.count, rate, f"duplicate deliveries for {partner.code}")
 
 
 def unverified_seen(partners: list[Partner]) -> dict[int, int]:

@@ -339,8 +339,14 @@ def _record_duplicate(fields: dict) -> Receipt:
     """A delivery of an event id we hold: acknowledged, never applied. A redelivery repeats its
     content; one under the same id with other content (a partner's bug: the id is the event's) is
     not applied either, since the id is all that orders deliveries, but said so on the timeline,
-    and the booking it or the original names is synced from the partner instead."""
+    and the booking it or the original names is synced from the partner instead.
+
+    Anyone holding a captured delivery can send it again while its signature is fresh (five
+    minutes), as often as they like: each copy is counted (the deliveries' metric, by the view),
+    but stored only within its budget (`webhook_limits.duplicate_allowed`), and the booking's
+    timeline says it once per original and content, not once per copy."""
     partner = fields["partner"]
+    allowed = webhook_limits.duplicate_allowed(partner)  # before the row lock: Redis may be slow
     with transaction.atomic():
         original = (
             InboundEvent.objects.select_for_update(no_key=True)
@@ -360,21 +366,29 @@ def _record_duplicate(fields: dict) -> Receipt:
             named = _named_booking_id(partner, _decoded(fields["raw_body"]))
             booking = Booking.objects.filter(pk=named).first() if named else None
         why = f"the id of delivery {original.pk}, with other content: not applied" if other_content else ""
-        fields = {k: v for k, v in fields.items() if k not in ("state", "result", "error", "processed_at")}
-        event = InboundEvent.objects.create(
-            **fields,
-            duplicate_of=original,
-            state=InboundState.PROCESSED,
-            result=InboundResult.DUPLICATE,
-            error=why,
-            processed_at=timezone.now(),
-            booking=booking,
-            reservation=original.reservation,
+        event = None
+        # Without Redis, only what no replay can make: another content under the id (signed anew).
+        if allowed or (allowed is None and other_content):
+            kept = {k: v for k, v in fields.items() if k not in ("state", "result", "error", "processed_at")}
+            event = InboundEvent.objects.create(
+                **kept,
+                duplicate_of=original,
+                state=InboundState.PROCESSED,
+                result=InboundResult.DUPLICATE,
+                error=why,
+                processed_at=timezone.now(),
+                booking=booking,
+                reservation=original.reservation,
+            )
+        kind = "webhook.duplicate.other_content" if other_content else "webhook.duplicate"
+        # The original's lock orders its copies: one of them writes this, the others see it.
+        first_of_its_content = booking is not None and not _duplicate_told(
+            booking, kind, original, fields["body_sha256"]
         )
-        if booking is not None:
+        if first_of_its_content:
             record_event(
                 booking,
-                "webhook.duplicate.other_content" if other_content else "webhook.duplicate",
+                kind,
                 actor=Actor.WEBHOOK,
                 actor_label=f"{partner.code}:{original.event_id}",
                 summary=(
@@ -383,17 +397,33 @@ def _record_duplicate(fields: dict) -> Receipt:
                     if other_content
                     else f"Webhook {original.event_id} delivered again: ignored"
                 ),
-                partner_time=event.partner_timestamp,
-                data={"inbound_event_id": event.pk, "duplicate_of": original.pk},
+                partner_time=fields["partner_timestamp"],
+                data={
+                    "inbound_event_id": event.pk if event is not None else None,
+                    "duplicate_of": original.pk,
+                    "body_sha256": fields["body_sha256"],
+                },
             )
         if other_content:
-            logger.warning(
-                "webhook id reused with other content",
-                extra={"partner": partner.code, "inbound_event_id": event.pk, "duplicate_of": original.pk},
-            )
+            if first_of_its_content or booking is None:
+                logger.warning(
+                    "webhook id reused with other content",
+                    extra={
+                        "partner": partner.code,
+                        "inbound_event_id": event.pk if event is not None else None,
+                        "duplicate_of": original.pk,
+                    },
+                )
             if booking is not None:
                 _pull_on_commit(partner, booking.pk)
     return Receipt(200, "duplicate", "Already received.", event)
+
+
+def _duplicate_told(booking: Booking, kind: str, original: InboundEvent, body_sha256: str) -> bool:
+    """Whether the booking's timeline already says that `original` came again with this content."""
+    return booking.events.filter(
+        kind=kind, data__duplicate_of=original.pk, data__body_sha256=body_sha256
+    ).exists()
 
 
 # --- what an authentic delivery we do not apply names -------------------------------------------

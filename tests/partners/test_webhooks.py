@@ -12,7 +12,9 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from django.test import Client
 from django.utils import timezone
+from prometheus_client.parser import text_string_to_metric_families
 from standardwebhooks.webhooks import Webhook
 
 from bookings.states import BookingState
@@ -553,6 +555,106 @@ def test_an_event_id_reused_with_other_content_is_not_applied_but_said_and_synce
     ]
     booking.refresh_from_db()
     assert booking.status == S.PENDING_PARTNER
+
+
+def duplicates_counted(code: str) -> float:
+    """The deliveries' metric of this partner's duplicates, as /metrics shows it."""
+    response = Client().get("/metrics")
+    assert response.status_code == 200
+    for family in text_string_to_metric_families(response.content.decode()):
+        for sample in family.samples:
+            if sample.name == "bookings_webhook_deliveries_total" and sample.labels == {
+                "partner": code,
+                "result": "duplicate",
+            }:
+                return sample.value
+    return 0.0
+
+
+@pytest.fixture
+def duplicate_budget(settings):
+    """Duplicates stored at most 3 an hour per partner, counted in a namespace of this test's own."""
+    settings.WEBHOOK_DUPLICATE_PARTNER_RATE = "3/hour"
+    settings.API_THROTTLE_NAMESPACE = f"throttle-{uuid.uuid4().hex}"
+    settings.METRICS_OPEN, settings.METRICS_TOKEN = True, ""
+
+
+def test_a_replayed_capture_is_counted_stored_within_its_budget_and_told_once(
+    post,
+    ref_partner,
+    make_booking,
+    broker,
+    webhooks_queue,
+    django_capture_on_commit_callbacks,
+    duplicate_budget,
+):
+    # Anyone holding a captured delivery can send it again while its signature is fresh: each copy
+    # is answered as a redelivery and counted, but rows stop at the budget and the timeline says
+    # it once.
+    booking = make_booking(ref_partner, S.PENDING_PARTNER)
+    raw = body(client_reference=booking.reference, status="confirmed", version=2)
+    captured = signed(raw, event_id="msg_captured")
+    with django_capture_on_commit_callbacks(execute=True):
+        assert post(raw, captured).status_code == 202
+    original = InboundEvent.objects.get()
+    inbound_event_process(original.pk)
+    broker.flush(webhooks_queue)
+    counted_before = duplicates_counted(ref_partner.code)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        replies = [post(raw, captured) for _ in range(20)]
+
+    assert {(r.status_code, r.json()["status"]) for r in replies} == {(200, "duplicate")}
+    assert InboundEvent.objects.filter(duplicate_of=original).count() == 3
+    assert timeline(booking).count("webhook.duplicate") == 1
+    assert duplicates_counted(ref_partner.code) - counted_before == 20
+    assert queued_messages(broker, webhooks_queue) == []
+    assert PartnerObservation.objects.count() == 1
+
+
+def test_each_other_content_under_an_id_is_told_once(
+    post, ref_partner, make_booking, clean_queues, django_capture_on_commit_callbacks, duplicate_budget
+):
+    clean_queues(ref_partner)
+    booking = make_booking(ref_partner, S.PENDING_PARTNER)
+    first = body(client_reference=booking.reference, status="pending", version=1)
+    assert post(first, signed(first, event_id="msg_Y")).status_code == 202
+    others = [
+        body(client_reference=booking.reference, status=new, version=2) for new in ("cancelled", "confirmed")
+    ]
+
+    with django_capture_on_commit_callbacks(execute=True):
+        statuses = [post(other, signed(other, event_id="msg_Y")).status_code for other in [*others, *others]]
+
+    assert statuses == [200] * 4
+    told = booking.events.filter(kind="webhook.duplicate.other_content")
+    hashes = sorted(hashlib.sha256(other).hexdigest() for other in others)
+    assert sorted(event.data["body_sha256"] for event in told) == hashes
+
+
+def test_without_redis_a_replay_is_not_stored_but_other_content_is(
+    post,
+    ref_partner,
+    make_booking,
+    clean_queues,
+    django_capture_on_commit_callbacks,
+    duplicate_budget,
+    settings,
+):
+    clean_queues(ref_partner)
+    settings.API_THROTTLE_REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens: refused at once
+    booking = make_booking(ref_partner, S.PENDING_PARTNER)
+    raw = body(client_reference=booking.reference, status="pending", version=1)
+    other = body(client_reference=booking.reference, status="cancelled", version=2)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert post(raw, signed(raw, event_id="msg_Z")).status_code == 202
+        replays = [post(raw, signed(raw, event_id="msg_Z")).status_code for _ in range(3)]
+        changed = post(other, signed(other, event_id="msg_Z")).status_code
+
+    assert (replays, changed) == ([200] * 3, 200)
+    copies = InboundEvent.objects.filter(duplicate_of__isnull=False)
+    assert [c.body_sha256 for c in copies] == [hashlib.sha256(other).hexdigest()]
+    assert timeline(booking).count("webhook.duplicate") == 1
 
 
 def test_a_forged_delivery_cannot_claim_the_event_id_of_the_real_one(post, ref_partner):
