@@ -270,12 +270,14 @@ def throttled_page(request: HttpRequest, wait_s: int) -> HttpResponse:
 
 
 class PageRateLimitMiddleware:
-    """The customer pages' writes, counted before their view (and before the CSRF check, so that a
-    refused form counts too): 429 as a page, with `Retry-After`, past any of their limits.
+    """The customer pages' writes, counted before their view: 429 as a page, with `Retry-After`,
+    past any of their limits.
 
-    After AuthenticationMiddleware (it counts a logged-in customer as the user); it decides in
-    `process_view`, where the request's page is known by its URL name, not by a path prefix (the
-    pages are at the site's root)."""
+    After AuthenticationMiddleware (it counts a logged-in customer as the user) and after the CSRF
+    check (CsrfViewMiddleware's `process_view` runs first): a form another site makes a browser
+    post is refused before it counts, so no site can spend a customer's or an address's budget.
+    It decides in `process_view`, where the request's page is known by its URL name, not by a path
+    prefix (the pages are at the site's root)."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
         self.get_response = get_response

@@ -72,6 +72,19 @@ def test_booking_a_quote_is_counted(web, quote, settings):
     assert not Booking.objects.filter(quote=quote).exists()
 
 
+def test_a_form_without_its_csrf_token_spends_no_budget(customer, web, offer, settings):
+    # Another site can make the customer's browser post (no token): refused before it counts.
+    settings.PAGE_THROTTLE_RATE = "1/min"
+    forged = Client(enforce_csrf_checks=True)
+    forged.force_login(customer)
+
+    refused = [forged.post(f"/offers/{offer.pk}/", stay()).status_code for _ in range(3)]
+    own = web.post(f"/offers/{offer.pk}/", stay())
+
+    assert refused == [403] * 3
+    assert own.status_code == 302
+
+
 def test_reads_are_not_counted(web, offer, settings):
     settings.PAGE_THROTTLE_RATE = "1/min"
     settings.PAGE_THROTTLE_ADDRESS_RATE = "1/min"
