@@ -502,20 +502,27 @@ def _error(failed: CallResult | None) -> str:
     return (failed.error_code or failed.error[:300]) if failed is not None else ""
 
 
+# How a read that found the booking's reservations ends (`sync.completed`), and how one that found
+# none does: the support timeline folds runs of reads that found nothing new by these words
+# (`reconciliation.selectors.timeline`), never one that found nothing at all.
+HOLDS_PREFIX = "Partner holds "
+HOLDS_NOTHING = "Partner holds nothing for this booking"
+
+
 def _summary(findings: Findings) -> str:
     if findings.failed is not None:
         code = findings.failed.error_code or ""
         return f"Sync could not reach the partner: {findings.failed.outcome} {code}".strip()
     found = sorted({s.partner_ref for s, _, _ in findings.snapshots})
     if findings.holds_nothing:
-        return "Partner holds nothing for this booking"
+        return HOLDS_NOTHING
     if findings.suspects:
         return (
             f"Partner does not know {', '.join(findings.suspects)} (404): read again in "
             f"{findings.read_again_in_s:.0f} s before concluding it is lost"
         )
     if found:
-        return f"Partner holds {', '.join(found)}"
+        return f"{HOLDS_PREFIX}{', '.join(found)}"
     if findings.searched and not findings.complete:
         return "Nothing found at the partner yet; the listing has not settled"
     return "Nothing new at the partner"

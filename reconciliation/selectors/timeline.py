@@ -9,18 +9,28 @@ the booking or not, is in its partner's feed (`partner_feed`), never here. A boo
 adds its payment's operations and the provider's webhook deliveries the same way: attached to the
 event that names them (an operation by its key, a delivery by its event id), else rows of their
 own (`payments/timeline.py` words them).
+
+Reads at the partner that found nothing new (the audit's hourly re-read of a confirmed booking,
+until its stay) are stored like every call (invariant 8), but a run of them reads as one row:
+"Checked at the partner N times, <first> to <last>: unchanged" (`SOURCE_CHECKS`). A first query reads
+only the events' kinds and times to find the runs; the rows of a run (its events, their attempts
+and observations with the partner's payloads) are then left out of the queries that load rows
+in full, so a booking audited for two years costs what one audited for a day does, plus one
+small row per event in that first query.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+from bisect import bisect_right
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any
 
-from django.db.models import Q
+from django.db.models import BooleanField, Case, Q, Value, When
+from django.db.models.fields.json import KT
 
 from bookings import ports
 from bookings.models import Actor, Booking, BookingEvent, Notification
@@ -29,13 +39,16 @@ from config.text import strict_json
 from partners.models import (
     InboundEvent,
     ObservationResult,
+    Operation,
     OrphanCaseEvent,
     Outcome,
     PartnerAttempt,
     PartnerObservation,
     PartnerReservation,
+    Source,
 )
 from partners.services.skew import skew_between
+from partners.services.sync import HOLDS_NOTHING, HOLDS_PREFIX
 from partners.timeline import (
     attempt_data,
     attempt_summary,
@@ -59,6 +72,7 @@ SOURCE_ORPHAN_CASE = "orphan_case"  # the history of an orphan case that was lin
 SOURCE_NOTIFICATION = "notification"  # mail owed to the customer about a change they were shown
 SOURCE_PAYMENT_OPERATION = "payment_operation"  # something asked of the payment provider
 SOURCE_PAYMENT_EVENT = "payment_event"  # a webhook delivery of the payment provider
+SOURCE_CHECKS = "checks"  # a run of reads at the partner that found nothing new, folded
 _SOURCE_ORDER = {
     source: rank
     for rank, source in enumerate(
@@ -72,6 +86,7 @@ _SOURCE_ORDER = {
             SOURCE_NOTIFICATION,
             SOURCE_PAYMENT_OPERATION,
             SOURCE_PAYMENT_EVENT,
+            SOURCE_CHECKS,
         ]
     )
 }
@@ -120,10 +135,216 @@ class TimelineRow:
         return _RAW_JSON.encode(self.data)
 
 
+# --- reads that found nothing new ----------------------------------------------------------------
+# A read: a call that only asks the partner what it holds.
+_READ_OPERATIONS = [Operation.GET, Operation.LOOKUP]
+# An observation a read brought (a webhook's is news the partner sent, never folded).
+_READ_SOURCES = [Source.LOOKUP, Source.LISTING, Source.RESPONSE]
+# The fewest reads in a row that fold; the pieces of a run that other rows split may be shorter.
+FOLD_MIN_CHECKS = 2
+# How many runs, the longest first, the full queries leave out by their bounds; the rest (short
+# runs between frequent news) are loaded and dropped here, to keep the statements short.
+_RUNS_LEFT_OUT_IN_SQL = 50
+
+
+def _quiet_event() -> Q:
+    """The events of a read that found nothing new: its call answered, the partner's copy the same
+    as ours (a duplicate observation), and the sync's end naming the reservations it found."""
+    return (
+        Q(kind="partner.attempt.ok", data__operation__in=_READ_OPERATIONS)
+        | Q(kind="partner.observation.duplicate", data__source__in=_READ_SOURCES)
+        | (Q(kind="sync.completed", summary__startswith=HOLDS_PREFIX) & ~Q(summary=HOLDS_NOTHING))
+    )
+
+
+@dataclass(frozen=True)
+class _Check:
+    """One read that found nothing new: its events, from its call's row to the sync's end."""
+
+    first_at: datetime
+    last_at: datetime
+    event_ids: tuple[int, ...]
+    attempt_ids: tuple[int, ...]
+    observation_ids: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class _Run:
+    """Consecutive reads that found nothing new, folded into one row."""
+
+    checks: tuple[_Check, ...]
+
+    @property
+    def first_at(self) -> datetime:
+        return self.checks[0].first_at
+
+    @property
+    def last_at(self) -> datetime:
+        return self.checks[-1].last_at
+
+    def ids(self, name: str) -> set[int]:
+        return {pk for check in self.checks for pk in getattr(check, name)}
+
+    def left_out(self) -> tuple[Q, Q, Q]:
+        """Its events, attempts and observations, for the full queries to leave out: by its
+        bounds and what only a quiet read writes, so a row of anything else is never left out."""
+        events, attempts, observations = (
+            self.ids(n) for n in ("event_ids", "attempt_ids", "observation_ids")
+        )
+        return (
+            _quiet_event()
+            & Q(occurred_at__range=(self.first_at, self.last_at), id__range=(min(events), max(events))),
+            Q(operation__in=_READ_OPERATIONS, outcome=Outcome.OK, id__range=(min(attempts), max(attempts)))
+            if attempts
+            else Q(pk__in=[]),
+            Q(
+                result=ObservationResult.DUPLICATE,
+                source__in=_READ_SOURCES,
+                id__range=(min(observations), max(observations)),
+            )
+            if observations
+            else Q(pk__in=[]),
+        )
+
+
+# The ids a folded run's events name, by the key of the events' data that names them.
+_FOLDED_IDS = {"attempt_id": "attempt_ids", "observation_id": "observation_ids"}
+
+
+def _ref(value: Any) -> int | None:
+    """An id named in an event's data, as the JSON key text query reads it."""
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _quiet_runs(booking: Booking) -> list[_Run]:
+    """The booking's runs of reads that found nothing new, from one light query over its events
+    (kind, time, and the ids a quiet event names; never their data).
+
+    A read counts when every event from its call to the sync's end is quiet and it begins right
+    after the end of another sync (or at the start): the first read after anything else (a
+    webhook's news, a support action, a read that changed something) keeps its rows, so a read
+    whose sync also wrote news never loses a row into a fold."""
+    skeleton = (
+        BookingEvent.objects.filter(booking=booking)
+        .annotate(
+            quiet=Case(
+                When(_quiet_event(), then=Value(True)), default=Value(False), output_field=BooleanField()
+            ),
+            attempt_ref=KT("data__attempt_id"),
+            observation_ref=KT("data__observation_id"),
+        )
+        .order_by("occurred_at", "id")
+        .values_list("id", "occurred_at", "kind", "quiet", "attempt_ref", "observation_ref")
+    )
+    runs: list[_Run] = []
+    run: list[_Check] = []
+    current: list[tuple] = []
+    after_sync = True  # whether the last event ended a sync (or there was none yet)
+
+    def close_run() -> None:
+        if len(run) >= FOLD_MIN_CHECKS:
+            runs.append(_Run(tuple(run)))
+        run.clear()
+
+    for row in skeleton:
+        _pk, at, kind, quiet, *_refs = row
+        if not quiet or not (current or after_sync):
+            # News, or a quiet event of a read that began after news: the run ends here.
+            close_run()
+            current.clear()
+            after_sync = kind.startswith("sync.")
+            continue
+        current.append(row)
+        if kind.startswith("sync."):
+            if current[0][2].startswith("partner.attempt."):
+                run.append(
+                    _Check(
+                        first_at=current[0][1],
+                        last_at=at,
+                        event_ids=tuple(r[0] for r in current),
+                        attempt_ids=tuple({a for r in current if (a := _ref(r[4])) is not None}),
+                        observation_ids=tuple({o for r in current if (o := _ref(r[5])) is not None}),
+                    )
+                )
+            else:
+                close_run()  # a sync that read nothing is not a read at the partner
+            current.clear()
+            after_sync = True
+    close_run()  # a read still under way at the end keeps its rows (`current`)
+    return runs
+
+
+def _left_out(runs: list[_Run]) -> tuple[Q, Q, Q]:
+    """What the full queries leave out: the rows of the longest runs (`_RUNS_LEFT_OUT_IN_SQL`)."""
+    longest = sorted(runs, key=lambda r: len(r.checks), reverse=True)[:_RUNS_LEFT_OUT_IN_SQL]
+    nothing = Q(pk__in=[])
+    events, attempts, observations = nothing, nothing, nothing
+    for run in longest:
+        e, a, o = run.left_out()
+        events, attempts, observations = events | e, attempts | a, observations | o
+    return events, attempts, observations
+
+
+def _split(run: _Run, times: list[datetime]) -> list[_Run]:
+    """The run in pieces wherever another row of the timeline (sorted `times`) falls between two
+    of its reads: the fold stands for consecutive rows only."""
+    pieces: list[_Run] = []
+    piece: list[_Check] = [run.checks[0]]
+    for check in run.checks[1:]:
+        index = bisect_right(times, piece[-1].last_at)
+        if index < len(times) and times[index] < check.first_at:
+            pieces.append(_Run(tuple(piece)))
+            piece = []
+        piece.append(check)
+    pieces.append(_Run(tuple(piece)))
+    return pieces
+
+
+def _utc_minute(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M")
+
+
+def _checks_row(run: _Run, booking: Booking) -> TimelineRow:
+    count = len(run.checks)
+    times = "once" if count == 1 else f"{count} times"
+    span = (
+        _utc_minute(run.first_at)
+        if count == 1
+        else f"{_utc_minute(run.first_at)}\N{EN DASH}{_utc_minute(run.last_at)}"
+    )
+    events = run.ids("event_ids")
+    return TimelineRow(
+        at=run.first_at,
+        kind="partner.checks.unchanged",
+        actor=Actor.WORKER,
+        actor_label="",
+        summary=f"Checked at the partner {times}, {span} UTC: unchanged",
+        source=SOURCE_CHECKS,
+        source_id=min(events),
+        mark="unchanged",
+        data={
+            "checks": count,
+            "first_at": run.first_at.isoformat(),
+            "last_at": run.last_at.isoformat(),
+            # The stored rows themselves (invariant 8): the booking's events between these.
+            "booking": str(booking.pk),
+            "events": len(events),
+            "first_event_id": min(events),
+            "last_event_id": max(events),
+            "attempts": len(run.ids("attempt_ids")),
+            "observations": len(run.ids("observation_ids")),
+        },
+    )
+
+
 @dataclass(frozen=True)
 class _Story:
-    """Everything recorded about one booking, by id (six queries; seven when one of its
-    reservations was an orphan with a case; two more when it pays)."""
+    """Everything recorded about one booking, by id (seven queries; eight when one of its
+    reservations was an orphan with a case; two more when it pays), but the rows of its runs of
+    reads that found nothing new (`runs`), which only the first, light query reads."""
 
     booking: Booking
     events: list[BookingEvent]
@@ -135,9 +356,16 @@ class _Story:
     notifications: list[Notification]
     payment_operations: list[PaymentOperation]
     payment_events: list[PaymentEvent]
+    runs: list[_Run]
 
     @classmethod
     def read(cls, booking: Booking) -> _Story:
+        runs = _quiet_runs(booking)
+        events_folded, attempts_folded, observations_folded = _left_out(runs)
+        folded = {
+            name: set().union(*(run.ids(name) for run in runs))
+            for name in ("event_ids", "attempt_ids", "observation_ids")
+        }
         linked = Q(booking=booking) | Q(reservation__booking=booking)
         # Authentic deliveries only, however a row came to be linked.
         deliveries = InboundEvent.objects.filter(linked, signature_valid=True)
@@ -150,15 +378,27 @@ class _Story:
         pays = ports.pays(booking)
         return cls(
             booking=booking,
-            events=list(BookingEvent.objects.filter(booking=booking).order_by("occurred_at", "id")),
+            events=[
+                e
+                for e in BookingEvent.objects.filter(booking=booking)
+                .exclude(events_folded)
+                .order_by("occurred_at", "id")
+                if e.pk not in folded["event_ids"]
+            ],
             attempts={
-                a.pk: a for a in PartnerAttempt.objects.filter(booking=booking).order_by("started_at", "id")
+                a.pk: a
+                for a in PartnerAttempt.objects.filter(booking=booking)
+                .exclude(attempts_folded)
+                .order_by("started_at", "id")
+                if a.pk not in folded["attempt_ids"]
             },
             observations={
                 o.pk: o
                 for o in PartnerObservation.objects.filter(linked)
+                .exclude(observations_folded)
                 .select_related("reservation")
                 .order_by("received_at", "id")
+                if o.pk not in folded["observation_ids"]
             },
             inbound={e.pk: e for e in deliveries.order_by("received_at", "id")},
             reservations=reservations,
@@ -178,11 +418,16 @@ class _Story:
                 if pays
                 else []
             ),
+            runs=runs,
         )
 
     def described(self, key: str) -> set[int]:
-        """The ids that events name in their data under `key` (e.g. `attempt_id`)."""
-        return {(event.data or {}).get(key) for event in self.events} - {None}
+        """The ids that events name in their data under `key` (e.g. `attempt_id`), those of the
+        folded runs' events included."""
+        named = {(event.data or {}).get(key) for event in self.events} - {None}
+        if key in _FOLDED_IDS:
+            named |= set().union(*(run.ids(_FOLDED_IDS[key]) for run in self.runs))
+        return named
 
     @cached_property
     def operations_by_key(self) -> dict[str, PaymentOperation]:
@@ -449,8 +694,9 @@ def _payment_event_row(event: PaymentEvent) -> TimelineRow:
 
 
 def booking_timeline(booking: Booking) -> list[TimelineRow]:
-    """Everything that happened to one booking, in our time order (six queries, seven with the
-    history of an orphan case linked to it, two more when it pays)."""
+    """Everything that happened to one booking, in our time order, runs of reads that found
+    nothing new folded into one row each (seven queries, eight with the history of an orphan
+    case linked to it, two more when it pays)."""
     story = _Story.read(booking)
     attempts_described = story.described("attempt_id")
     observations_described = story.described("observation_id")
@@ -480,5 +726,7 @@ def booking_timeline(booking: Booking) -> list[TimelineRow]:
     ]
     described_deliveries = story.payment_event_rows
     rows += [_payment_event_row(e) for e in story.payment_events if e.event_id not in described_deliveries]
+    times = sorted(row.at for row in rows)
+    rows += [_checks_row(piece, booking) for run in story.runs for piece in _split(run, times)]
     rows.sort(key=lambda row: (row.at, _SOURCE_ORDER[row.source], row.source_id))
     return rows

@@ -7,11 +7,13 @@ from dataclasses import replace
 from datetime import datetime, tzinfo
 from typing import Any, TypedDict
 
+from django.urls import reverse
 from django.utils import timezone
+from django.utils.http import urlencode
 
 from bookings.models import BookingEvent
 from payments.timeline import PROVIDER_TRUTH_PERMISSION, hide_provider_ids
-from reconciliation.selectors.timeline import TimelineRow
+from reconciliation.selectors.timeline import SOURCE_CHECKS, TimelineRow
 
 # What the console shows in a cell with no value.
 NO_VALUE = "\N{EN DASH}"
@@ -24,7 +26,8 @@ class TimelineRowDisplay(TypedDict):
     `at_iso` is ISO 8601, `*_date` reads `Y-m-d` and `*_clock` `H:i:s.mmm` (milliseconds,
     truncated), as the `|date` filter shows them. Empty `partner_date`/`partner_clock` mean no
     partner time; `skew` is NO_VALUE when unknown; `raw` (the data as indented JSON) is empty
-    when the row has no data.
+    when the row has no data; `link` is where the stored rows a folded row stands for are listed
+    (empty for the others).
     """
 
     kind: str
@@ -42,6 +45,7 @@ class TimelineRowDisplay(TypedDict):
     skew: str
     source_label: str
     raw: str
+    link: str
 
 
 # The words of a timeline row (a TimelineRow, or the BookingEvent stored for one) that may name
@@ -86,6 +90,19 @@ def _local(moment: datetime, zone: tzinfo) -> datetime:
     return moment if timezone.is_naive(moment) else moment.astimezone(zone)
 
 
+def stored_rows_link(row: TimelineRow) -> str:
+    """The stored timeline rows (the Booking events list) that a folded row of reads stands for:
+    the booking's, from the first read's to the last's (invariant 8: folded, never gone)."""
+    if row.source != SOURCE_CHECKS:
+        return ""
+    query = {
+        "booking__id__exact": row.data["booking"],
+        "occurred_at__gte": row.data["first_at"],
+        "occurred_at__lte": row.data["last_at"],
+    }
+    return f"{reverse('admin:bookings_bookingevent_changelist')}?{urlencode(query)}"
+
+
 def _display(row: TimelineRow, zone: tzinfo) -> TimelineRowDisplay:
     at = _local(row.at, zone)
     partner = _local(row.partner_time, zone) if row.partner_time is not None else None
@@ -105,6 +122,7 @@ def _display(row: TimelineRow, zone: tzinfo) -> TimelineRowDisplay:
         skew=NO_VALUE if row.skew_ms is None else str(row.skew_ms),
         source_label=f"{row.source} #{row.source_id}",
         raw=row.data_json if row.data else "",
+        link=stored_rows_link(row),
     )
 
 

@@ -138,7 +138,7 @@ def test_a_refused_delivery_is_attached_to_its_refusal():
     assert not [r for r in rows(payment.booking) if r.source == "payment_event"]
 
 
-def test_a_paying_booking_s_timeline_runs_eight_queries_whatever_its_length(django_assert_num_queries):
+def test_a_paying_booking_s_timeline_runs_nine_queries_whatever_its_length(django_assert_num_queries):
     short = paying_booking()
     long = paying_booking(status=S.AWAITING_PAYMENT, payment_status=P.AUTHORIZING)
     for _ in range(10):
@@ -153,8 +153,8 @@ def test_a_paying_booking_s_timeline_runs_eight_queries_whatever_its_length(djan
     short = Booking.objects.select_related("partner").get(pk=short.booking_id)
     long = Booking.objects.select_related("partner").get(pk=long.booking_id)
 
-    with django_assert_num_queries(8):
+    with django_assert_num_queries(9):
         booking_timeline(short)
-    with django_assert_num_queries(8):
+    with django_assert_num_queries(9):
         # authorized and requested, 9 duplicates, 10 deliveries waiting, 10 operations unnamed
         assert len(booking_timeline(long)) == 2 + 9 + 10 + 10
