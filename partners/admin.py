@@ -189,6 +189,10 @@ class InboundEventAdmin(ReadOnlyAdmin):
             if event.evidence_complete
             else f"Only its first {len(raw)} of {event.body_size} bytes were kept. "
         )
+        if event.body_pruned_at is not None:
+            kept = (
+                f"Its body was cleared on {event.body_pruned_at:%Y-%m-%d} (retention); hash and size stay. "
+            )
         unverified = "" if event.signature_valid else "Unverified: anyone could have sent this. "
         return format_html("<p>{}{}</p><pre>{}</pre>", unverified, kept, text)
 

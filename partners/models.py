@@ -343,6 +343,9 @@ class InboundEvent(models.Model):
     body_sha256 = models.CharField(max_length=64, blank=True)  # of the whole body, when read
     # Only the headers needed to re-verify and to estimate skew; no credentials.
     headers = models.JSONField(default=dict)
+    # When the retention cleared the body of this processed delivery (WEBHOOK_BODY_RETENTION_DAYS);
+    # its id, hash, size and headers stay, so a redelivery is still recognised.
+    body_pruned_at = models.DateTimeField(null=True, blank=True)
     source_address = models.CharField(max_length=64, blank=True)  # config.network.client_ip
     partner_timestamp = models.DateTimeField(null=True, blank=True)
     # The HMAC verifies with the partner's secret: the content is the partner's (however late).
@@ -386,6 +389,12 @@ class InboundEvent(models.Model):
             models.Index(fields=["state", "received_at"], name="inbound_state_time"),
             # A partner's feed and health (newest first, over a window).
             models.Index(fields=["partner", "received_at"], name="inbound_partner_time"),
+            # The retention's queue: processed authentic deliveries whose body is still kept.
+            models.Index(
+                fields=["received_at"],
+                name="inbound_body_kept",
+                condition=Q(signature_valid=True, state="processed", body_pruned_at__isnull=True),
+            ),
         ]
         ordering = ["-received_at", "-id"]
         permissions = [("replay_inboundevent", "Can re-verify and replay a stored webhook")]

@@ -305,6 +305,11 @@ class EventState(models.TextChoices):
     FAILED = "failed", "Gave up after its tries"
 
 
+# Deliveries done with: processed, known or ignored (never one still to process, nor one set aside
+# as failed, which support reads).
+SETTLED_EVENT_STATES = [EventState.PROCESSED, EventState.KNOWN, EventState.IGNORED]
+
+
 class PaymentEvent(models.Model):
     """A webhook delivery from the provider, verified (Stripe-Signature) and stored as received;
     its event id is unique, so a redelivery is recognised and never applied twice."""
@@ -313,6 +318,9 @@ class PaymentEvent(models.Model):
     event_id = models.CharField(max_length=255)
     type = models.CharField(max_length=64)
     body = models.BinaryField()
+    # When the retention cleared the body of this settled delivery (WEBHOOK_BODY_RETENTION_DAYS);
+    # its event id stays, so a redelivery is still recognised.
+    body_pruned_at = models.DateTimeField(null=True, blank=True)
     received_at = models.DateTimeField(default=timezone.now)
     state = models.CharField(max_length=10, choices=EventState.choices, default=EventState.RECEIVED)
     tries = models.PositiveSmallIntegerField(default=0)
@@ -331,6 +339,12 @@ class PaymentEvent(models.Model):
             ),
             # /metrics: the deliveries set aside, counted without reading every delivery ever kept.
             models.Index(fields=["received_at"], name="payment_event_set_aside", condition=Q(state="failed")),
+            # The retention's queue: settled deliveries whose body is still kept.
+            models.Index(
+                fields=["received_at"],
+                name="payment_event_body_kept",
+                condition=Q(state__in=SETTLED_EVENT_STATES, body_pruned_at__isnull=True),
+            ),
         ]
 
     def __str__(self) -> str:

@@ -126,5 +126,9 @@ def event_data(event: PaymentEvent) -> dict[str, Any]:
         "error": event.error[:300],
         "received_at": event.received_at.isoformat(),
         "processed_at": event.processed_at.isoformat() if event.processed_at else None,
-        "object": _said(bytes(event.body or b"")),
+        "object": (
+            {"body_cleared_at": event.body_pruned_at.isoformat()}
+            if event.body_pruned_at is not None
+            else _said(bytes(event.body or b""))
+        ),
     }

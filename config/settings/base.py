@@ -327,6 +327,9 @@ AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 LOGIN_USERNAME_FAILURE_LIMIT = env.int("LOGIN_USERNAME_FAILURE_LIMIT", default=30)
 AXES_HANDLER = "config.login_lockout.LockoutHandler"
 AXES_RESET_ON_SUCCESS = True
+# django-axes's logs of logins and failed logins (Axes > Access logs, Access failures): kept this
+# many days, then deleted by the sweep's retention.
+LOGIN_LOG_RETENTION_DAYS = env.int("LOGIN_LOG_RETENTION_DAYS", default=90)
 # A page that says what happened and for how long (with the status 429 and `Retry-After`, below),
 # not a bare line of text.
 AXES_LOCKOUT_TEMPLATE = "registration/locked.html"
@@ -487,6 +490,9 @@ WEBHOOK_REFUSED_RETENTION_DAYS = env.int("WEBHOOK_REFUSED_RETENTION_DAYS", defau
 # is counted all the same (bookings_webhook_deliveries_total{result="duplicate"}), and a booking's
 # timeline says it once per original and content (partners/services/webhooks.py).
 WEBHOOK_DUPLICATE_PARTNER_RATE = env.str("WEBHOOK_DUPLICATE_PARTNER_RATE", default="600/hour")
+# The bodies of authentic deliveries, the partners' and the payment provider's, once processed: kept
+# this many days, then cleared by the sweep's retention (the rows, with their ids, stay for good).
+WEBHOOK_BODY_RETENTION_DAYS = env.int("WEBHOOK_BODY_RETENTION_DAYS", default=90)
 
 # --- Payments (payments/, docs/design.md "Money") ---------------------------------------------
 # The payment provider (Stripe, through its official SDK): the secret key, its API's address and

@@ -31,6 +31,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from bookings.models import Actor, Booking
+from bookings.states import OPEN_STATES, BookingState
 from bookings.timeline import record_event
 from config.errors import Conflict
 from partners import messages
@@ -627,6 +628,13 @@ def replay_refusal(event: InboundEvent) -> Conflict | None:
             f"Delivery {event.pk} repeats delivery {event.duplicate_of_id}; replay that one.",
             code="replay_duplicate",
         )
+    if event.body_pruned_at is not None:
+        return Conflict(
+            f"Its body was cleared on {event.body_pruned_at:%Y-%m-%d}, more than "
+            f"{settings.WEBHOOK_BODY_RETENTION_DAYS} days after it was received (its id, hash, size and "
+            "headers are kept): it cannot be verified or replayed. Sync the booking instead.",
+            code="body_pruned",
+        )
     if not event.evidence_complete:
         return Conflict(
             f"Only the first {len(event.raw_body)} of its {event.body_size} bytes were kept; "
@@ -689,3 +697,29 @@ def inbound_refused_prune(
         return len(ids)
     deleted, _ = InboundEvent.objects.filter(pk__in=ids).delete()
     return deleted
+
+
+def inbound_bodies_prune(
+    *, before: datetime, partner: Partner | None = None, batch_size: int, dry_run: bool = False
+) -> int:
+    """Clear the bodies of authentic deliveries processed and received before `before` (one batch,
+    oldest first); how many were cleared (would be, on a dry run). The rows stay, with the event
+    id, hash, size and headers: a redelivery is still recognised by (partner, event id) and
+    answered as ever (`_record_duplicate` compares the hash). What the partner said of its
+    reservation stays in the observation it brought. Left alone: deliveries not processed yet or
+    set aside (failed, invalid: support's replay reads those), and those of a booking still open
+    or with support. A pruned delivery is not replayed (`replay_refusal` says why)."""
+    rows = InboundEvent.objects.filter(
+        signature_valid=True,
+        state=InboundState.PROCESSED,
+        body_pruned_at__isnull=True,
+        received_at__lt=before,
+    ).exclude(booking__status__in=[*OPEN_STATES, BookingState.NEEDS_ATTENTION])
+    if partner is not None:
+        rows = rows.filter(partner=partner)
+    ids = list(rows.order_by("received_at").values_list("id", flat=True)[:batch_size])
+    if dry_run or not ids:
+        return len(ids)
+    return InboundEvent.objects.filter(pk__in=ids, body_pruned_at__isnull=True).update(
+        raw_body=b"", body_pruned_at=timezone.now()
+    )

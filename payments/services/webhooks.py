@@ -23,6 +23,7 @@ import logging
 import uuid
 from contextlib import suppress
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
@@ -33,11 +34,12 @@ from django.utils import timezone
 from bookings import ports
 from bookings.models import Actor, Booking
 from bookings.services import lock_booking
+from bookings.states import OPEN_STATES, BookingState
 from bookings.timeline import record_event
 from config.text import storable
 from payments import connector, messages
 from payments.connector import MalformedEvent, RefundTruth, StaleEvent, UnverifiedEvent
-from payments.models import EventState, Payment, PaymentEvent
+from payments.models import SETTLED_EVENT_STATES, EventState, Payment, PaymentEvent
 from payments.money import RefusedAmount
 from payments.services.deliveries import event_object, event_truth, tells_nothing_new
 from payments.services.observations import (
@@ -221,3 +223,23 @@ def _refuse(booking: Booking, event: PaymentEvent, why: str) -> None:
         data={"event": event.event_id, "type": event.type, "error": why[:300]},
     )
     logger.warning("payment webhook refused", extra={"event": event.event_id, "error": why[:300]})
+
+
+def event_bodies_prune(*, before: datetime, partner=None, batch_size: int, dry_run: bool = False) -> int:
+    """Clear the bodies of the provider's deliveries settled (processed, known, ignored) and
+    received before `before` (one batch, oldest first); how many were cleared (would be, on a dry
+    run). The rows stay with their event id, type and state: a redelivery is still refused by the
+    event id's uniqueness and answered "duplicate" as ever. Left alone: deliveries still to
+    process or set aside as failed (support reads those), and those of a booking still open or
+    with support. The timeline then says the body was cleared instead of what it said."""
+    rows = PaymentEvent.objects.filter(
+        state__in=SETTLED_EVENT_STATES, body_pruned_at__isnull=True, received_at__lt=before
+    ).exclude(payment__booking__status__in=[*OPEN_STATES, BookingState.NEEDS_ATTENTION])
+    if partner is not None:
+        rows = rows.filter(payment__booking__partner=partner)
+    ids = list(rows.order_by("received_at").values_list("id", flat=True)[:batch_size])
+    if dry_run or not ids:
+        return len(ids)
+    return PaymentEvent.objects.filter(pk__in=ids, body_pruned_at__isnull=True).update(
+        body=b"", body_pruned_at=timezone.now()
+    )

@@ -455,6 +455,8 @@ def _observation_detail(observation: PartnerObservation) -> dict[str, Any]:
 def _raw_body(event: InboundEvent) -> Any:
     """The stored body as JSON when strict JSON can carry it, else as its text (or base64): an
     authentic delivery is linked to its booking even when refused for what it holds."""
+    if event.body_pruned_at is not None:
+        return None  # cleared by the retention (`body_pruned_at` says when)
     raw = bytes(event.raw_body or b"")
     try:
         return strict_json(raw)
@@ -484,6 +486,7 @@ def _inbound_data(event: InboundEvent) -> dict[str, Any]:
         "evidence_complete": event.evidence_complete,
         "headers": headers,
         "body": _raw_body(event),
+        "body_pruned_at": event.body_pruned_at.isoformat() if event.body_pruned_at else None,
     }
 
 

@@ -63,11 +63,11 @@ from partners.models import (
     PartnerReservation,
 )
 from partners.services.observations import is_fenced, reconcile_booking
-from partners.services.webhooks import inbound_refused_prune
 from payments import messages as payment_messages
 from payments import selectors as payment_selectors
 from reconciliation import claims
 from reconciliation.models import OwedMessage
+from reconciliation.services.retention import retention_run
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +83,11 @@ class SweepReport:
     due: Counter = field(default_factory=Counter)  # booking state -> count queued
     inbound_requeued: int = 0
     refused_pruned: int = 0
+    # The retention phase (`retention.retention_run`): bodies cleared, rows deleted.
+    webhook_bodies_pruned: int = 0
+    payment_bodies_pruned: int = 0
+    sessions_cleared: int = 0
+    login_logs_pruned: int = 0
     compensations_requeued: int = 0
     confirmed_audited: int = 0
     fenced_terminal: int = 0
@@ -104,6 +109,10 @@ class SweepReport:
             "due_total": sum(self.due.values()),
             "inbound_requeued": self.inbound_requeued,
             "refused_pruned": self.refused_pruned,
+            "webhook_bodies_pruned": self.webhook_bodies_pruned,
+            "payment_bodies_pruned": self.payment_bodies_pruned,
+            "sessions_cleared": self.sessions_cleared,
+            "login_logs_pruned": self.login_logs_pruned,
             "compensations_requeued": self.compensations_requeued,
             "confirmed_audited": self.confirmed_audited,
             "fenced_terminal": self.fenced_terminal,
@@ -212,12 +221,14 @@ def sweep(
                 break
 
     report.inbound_requeued = _requeue_stale_inbound(now, partner, dry_run)
-    report.refused_pruned = inbound_refused_prune(
-        before=now - timedelta(days=settings.WEBHOOK_REFUSED_RETENTION_DAYS),
-        partner=partner,
-        batch_size=settings.RECONCILE_BATCH_SIZE,
-        dry_run=dry_run,
+    retained = retention_run(
+        now=now, partner=partner, batch_size=settings.RECONCILE_BATCH_SIZE, dry_run=dry_run
     )
+    report.refused_pruned = retained.refused_pruned
+    report.webhook_bodies_pruned = retained.webhook_bodies_pruned
+    report.payment_bodies_pruned = retained.payment_bodies_pruned
+    report.sessions_cleared = retained.sessions_cleared
+    report.login_logs_pruned = retained.login_logs_pruned
     report.compensations_requeued = _requeue_owed_compensations(now, partner, dry_run)
     report.confirmed_audited = _audit_confirmed(now, partner, dry_run)
     report.fenced_terminal = _resolve_fences_of_settled(now, partner, dry_run)

@@ -357,15 +357,16 @@ def test_sweep_runs_a_constant_number_of_queries_per_batch(
     per_batch = (queries_5 - queries_2) // 3
     assert per_batch * 3 == queries_5 - queries_2
     assert queries_2 - 2 * per_batch == queries_5 - 5 * per_batch  # the same fixed part
-    # savepoint, one update that returns the batch, release: three per batch; eleven for webhooks,
+    # savepoint, one update that returns the batch, release: three per batch; sixteen for webhooks,
     # refused webhooks' evidence, compensations, the confirmed audit, fences, lost and abandoned
-    # notifications, payments due and their unprocessed webhooks, support's owed messages, and
-    # listings
+    # notifications, payments due and their unprocessed webhooks, support's owed messages,
+    # listings, and the retention's looks (old webhook and payment webhook bodies, expired
+    # sessions, old login logs and old login failures)
     assert per_batch == 3
-    assert queries_2 == 11 + 2 * per_batch
+    assert queries_2 == 16 + 2 * per_batch
     for _ in range(2):
         _due(make_booking, S.UNKNOWN)
-    with django_assert_num_queries(11 + 3 * 1 + 3):  # one full batch, then an empty look (an update)
+    with django_assert_num_queries(16 + 3 * 1 + 3):  # one full batch, then an empty look (an update)
         _sweep(django_capture_on_commit_callbacks, batch_size=2)
 
 
