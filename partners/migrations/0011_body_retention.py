@@ -15,14 +15,4 @@ class Migration(migrations.Migration):
             name="body_pruned_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
-        migrations.AddIndex(
-            model_name="inboundevent",
-            index=models.Index(
-                condition=models.Q(
-                    ("body_pruned_at__isnull", True), ("signature_valid", True), ("state", "processed")
-                ),
-                fields=["received_at"],
-                name="inbound_body_kept",
-            ),
-        ),
     ]

@@ -14,14 +14,4 @@ class Migration(migrations.Migration):
             name="body_pruned_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
-        migrations.AddIndex(
-            model_name="paymentevent",
-            index=models.Index(
-                condition=models.Q(
-                    ("body_pruned_at__isnull", True), ("state__in", ["processed", "known", "ignored"])
-                ),
-                fields=["received_at"],
-                name="payment_event_body_kept",
-            ),
-        ),
     ]

@@ -4,7 +4,8 @@ A release migrates while the site runs ("A release", README). A statement that c
 takes a lock that waits behind every transaction already using the table, and every query of the
 table that comes after it waits behind it: one long transaction would stall the site's bookings
 for as long as it lasts. With `lock_timeout` (MIGRATE_LOCK_TIMEOUT_MS), the migration fails
-instead, its transaction rolled back, and is run again; the site never waits longer than that.
+instead (rolled back; an index built concurrently, `config.migration_operations`, is left
+invalid and built again by the next run), and is run again: the site never waits longer.
 """
 
 from __future__ import annotations
@@ -43,8 +44,10 @@ class Command(DjangoMigrate):
                 raise
             raise CommandError(
                 f"A migration waited more than {settings.MIGRATE_LOCK_TIMEOUT_MS} ms for a table's lock "
-                f"({exc}); it was rolled back and the migrations before it stay applied. Another "
-                "transaction held the table: run migrate again (MIGRATE_LOCK_TIMEOUT_MS=0 waits for ever)."
+                f"({exc}); it did not complete (rolled back, or an index built concurrently left "
+                "invalid, which the next run builds again) and the migrations before it stay applied. "
+                "Another transaction held the table: run migrate again (MIGRATE_LOCK_TIMEOUT_MS=0 waits "
+                "for ever)."
             ) from exc
         finally:
             # The connection outlives the command where it is called in a process (the tests'
