@@ -393,17 +393,42 @@ def stage(booking: Booking, *, actor: Actor | str, payment: PaymentFacts | None 
     return ViewChange(before, after, booking.status_version, _announcement(before, after, actor))
 
 
-def save_row(booking: Booking, event: BookingEvent, change: ViewChange | None) -> None:
+def save_row(
+    booking: Booking, event: BookingEvent, change: ViewChange | None, *, money_follows: bool = False
+) -> None:
     """Insert the timeline row that carries `change` (and, in the same statement, the
-    notification it owes); publish the change and queue its notification after commit."""
+    notification it owes); publish the change and queue its notification after commit.
+    `money_follows`: the booking's money is made due by the same move, its step run right after
+    the commit (`ports.money_follows`): a status mail whose money that step changes waits
+    NOTIFICATION_SETTLE_S (`_settles`)."""
     notification = _notification(booking, change) if change is not None else None
     if notification is None:
         event.save(force_insert=True)
     else:
+        assert change is not None
         insert_together(event, notification, savepoint=False)
-        notifications.queue_after_commit(notification)
+        settle = money_follows and _settles(booking, change)
+        notifications.queue_after_commit(
+            notification, delay_s=settings.NOTIFICATION_SETTLE_S if settle else None
+        )
     if change is not None:
         live.publish_after_commit(booking)
+
+
+# Money the step made due by a move still changes: a hold to take or let go, a charge not known yet.
+_MONEY_MOVES_NEXT = frozenset({MONEY.AUTHORIZING, *MONEY_HELD, MONEY.CHARGE_UNKNOWN})
+
+
+def _settles(booking: Booking, change: ViewChange) -> bool:
+    """Whether the status mail a change owes waits a moment for the money step made due with it
+    (a confirmation's capture; a cancel's release or refund): the money change that step makes
+    then usually exists when the mail is composed, and is told in it (`notifications.compose`,
+    its own mail included) rather than a moment later in a mail of its own that contradicts the
+    first one's "holding" or "refunding"."""
+    money = change.after.money
+    if change.notification in (None, NotificationKind.MONEY) or money is None:
+        return False
+    return money.code in _MONEY_MOVES_NEXT or refund_due(booking, money) > 0
 
 
 def _notification(booking: Booking, change: ViewChange) -> Notification | None:

@@ -598,6 +598,9 @@ class NotificationState(models.TextChoices):
     SENT = "sent", "Sent"  # the mail server accepted it
     FAILED = "failed", "Failed"  # refused, or never handed over, on every attempt: never sent
     DELIVERY_UNKNOWN = "delivery_unknown", "Delivery unknown"  # an attempt ended without an answer
+    # A change of the money alone told in the status mail before it, never mailed on its own
+    # (bookings/notifications.py, "include"): it ends as that mail does.
+    INCLUDED = "included", "Included in an earlier mail"
 
 
 UNFINISHED_NOTIFICATION_STATES = (NotificationState.QUEUED, NotificationState.SENDING)

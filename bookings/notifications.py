@@ -30,21 +30,33 @@ themselves, owed to them by mail, at most once (docs/design.md, "Notifications")
 - send: text and HTML from `templates/email/booking_<kind>.*` (composed once claimed: a template
   error is counted as an attempt that was not accepted), with a Message-ID of the notification's
   own and headers naming the booking and the version it announces;
+- include: a status mail (any kind but `money`) tells the money as it is when it is composed: the
+  mails of the money alone that follow it, with no other mail between, still owed (each waits
+  for it), are told in it (`to_include`; their versions in `X-Booking-Included-Versions`), in
+  the words of the latest, and never sent on their own. The handover's mark makes them
+  `included`, in the same commit: from there on they end as the status mail does (sent, or
+  delivery unknown). A refusal proves the customer was told nothing: they are `queued` again,
+  composed into its next attempt, or sent after it once it is given up. The status mail of a
+  move whose money step runs right after it (a confirmation's capture, a cancel's refund or
+  release) is queued NOTIFICATION_SETTLE_S late (`customer_view._settles`), so that the step's
+  change usually exists by then: "confirmed" says "charged", not "holding" with "charged" a
+  moment later (nor is it sent sooner by the attempt that ends an earlier mail: `_next_waiting`).
+  A money change that comes after the status mail was composed is mailed on its own, after it;
 - finish: `sent` once the server accepted it. A refusal, or a server that could not be reached,
   proves nothing was accepted: back to `queued` for a retry after a growing pause, `failed`
   after NOTIFICATION_MAX_ATTEMPTS. A conversation broken off once the message may have been
   handed over ends `delivery_unknown`, never sent again: a second copy is what the customer must
   never get.
 
-The sweeper queues again a `queued` row nobody tried for NOTIFICATION_REQUEUE_AFTER_S (its
-message lost with Redis), unless an earlier mail of its booking is unfinished: only the earliest
-unfinished mail of a booking is queued again, and the rest follow it. If a worker stopped once
-the earlier mail ended, before sending the later one, the later one is now the earliest, and
-queued so. A `sending` row claimed longer than NOTIFICATION_CLAIM_TIMEOUT_S ago (its worker
-died) it puts back to `queued` if the attempt never marked its handover, the attempt
-counted (`failed` once NOTIFICATION_MAX_ATTEMPTS are spent), and settles as `delivery_unknown`
-if it did. The put-back and the mark are conditional UPDATEs of the same row: exactly one of
-them happens, so a late worker never sends a row that was put back.
+The sweeper queues again a `queued` row nobody tried for NOTIFICATION_REQUEUE_AFTER_S (its message
+lost with Redis; an `included` row is finished, never queued again), unless an earlier mail of its
+booking is unfinished: only the earliest unfinished mail of a booking is queued again, and the
+rest follow it. If a worker stopped once the earlier mail ended, before sending the later one, the
+later one is now the earliest, and queued so. A `sending` row claimed longer than
+NOTIFICATION_CLAIM_TIMEOUT_S ago (its worker died) it puts back to `queued` if the attempt never
+marked its handover, the attempt counted (`failed` once NOTIFICATION_MAX_ATTEMPTS are spent), and
+settles as `delivery_unknown` if it did. The put-back and the mark are conditional UPDATEs of the
+same row: exactly one of them happens, so a late worker never sends a row that was put back.
 """
 
 from __future__ import annotations
@@ -53,9 +65,9 @@ import logging
 import random
 import smtplib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import suppress
-from datetime import datetime
+from datetime import datetime, timedelta
 from email.utils import parseaddr
 from typing import NamedTuple
 
@@ -191,11 +203,12 @@ def queue(notification_id: int, *, options: dict | None = None, delay_s: float |
         claims.send_holding(claim_name(notification_id), enqueue)
 
 
-def queue_after_commit(notification: Notification) -> None:
-    """Queue a notification written in the open transaction once that commits. A broker error
-    is logged and swallowed: the row is safe, and the sweeper queues it again."""
+def queue_after_commit(notification: Notification, *, delay_s: float | None = None) -> None:
+    """Queue a notification written in the open transaction once that commits (`delay_s`: not
+    before then; a status mail settling, `customer_view._settles`). A broker error is logged and
+    swallowed: the row is safe, and the sweeper queues it again."""
     notification_id = notification.pk
-    transaction.on_commit(lambda: _queue_or_leave_to_sweeper(notification_id))
+    transaction.on_commit(lambda: _queue_or_leave_to_sweeper(notification_id, delay_s=delay_s))
 
 
 def _queue_or_leave_to_sweeper(notification_id: int, *, delay_s: float | None = None) -> None:
@@ -246,18 +259,20 @@ def _attempt(notification_id: int) -> tuple[Notification, Attempted]:
     if attempt is None:
         return notification, Attempted()
     try:
-        email = compose(notification)
+        included = to_include(notification)
+        email = compose(notification, included=included)
     except Exception as exc:  # a template or data error: counted, so the mail ends (`failed`)
         logger.exception("notification could not be composed", extra={"notification_id": notification_id})
         error = f"the mail could not be composed: {exc!r}"
         return notification, _not_accepted(notification_id, attempt, error=error)
+    included_ids = [n.pk for n in included]
     if not email.to:
         ended = _finish(
             notification_id, attempt, state=State.FAILED, error="the customer has no email address"
         )
         return notification, Attempted(ended=ended)
     try:
-        _deliver(email, hand_over=lambda: _mark_handed_over(notification_id, attempt))
+        _deliver(email, hand_over=lambda: _mark_handed_over(notification_id, attempt, included_ids))
     except ClaimTakenBack:
         logger.warning(
             "notification not sent: its claim was taken back before it was handed over",
@@ -265,7 +280,9 @@ def _attempt(notification_id: int) -> tuple[Notification, Attempted]:
         )
         return notification, Attempted()
     except NotAccepted as exc:
-        return notification, _not_accepted(notification_id, attempt, error=str(exc))
+        return notification, _not_accepted(
+            notification_id, attempt, error=str(exc), included_ids=included_ids
+        )
     except OutcomeUnknown as exc:
         ended = _finish(notification_id, attempt, state=State.DELIVERY_UNKNOWN, error=str(exc))
         logger.warning(
@@ -286,10 +303,12 @@ def _send_waiting(notification: Notification, *, started: float) -> None:
     after the other in this run while each ends, as long as the run is younger than
     EMAIL_TIMEOUT (the actor's time limit is for a mail's few round trips, not a chain of them);
     past that, by a message of its own. A mail that waited was never tried: its message found an
-    earlier one unfinished and left it. One tried before keeps its own messages (a retry)."""
-    while (waiting_id := _next_waiting(notification)) is not None:
-        if time.monotonic() - started >= settings.EMAIL_TIMEOUT:
-            _queue_or_leave_to_sweeper(waiting_id)
+    earlier one unfinished and left it. One tried before keeps its own messages (a retry). A status
+    mail still settling (`_next_waiting`) is queued for when it has settled."""
+    while (waiting := _next_waiting(notification)) is not None:
+        waiting_id, settling_s = waiting
+        if settling_s > 0 or time.monotonic() - started >= settings.EMAIL_TIMEOUT:
+            _queue_or_leave_to_sweeper(waiting_id, delay_s=settling_s or None)
             return
         try:
             notification, attempted = _attempt(waiting_id)
@@ -303,9 +322,11 @@ def _send_waiting(notification: Notification, *, started: float) -> None:
             return
 
 
-def _next_waiting(notification: Notification) -> int | None:
+def _next_waiting(notification: Notification) -> tuple[int, float] | None:
     """The booking's first unfinished mail after `notification`, if it waited for it (`queued`,
-    never tried)."""
+    never tried), and for how long it still settles: a status mail younger than
+    NOTIFICATION_SETTLE_S may be one queued that late for the money step after it
+    (`customer_view._settles`), and is not sent before its time because an earlier one ended."""
     following = (
         Notification.objects.filter(
             booking_id=notification.booking_id,
@@ -313,13 +334,18 @@ def _next_waiting(notification: Notification) -> int | None:
             state__in=UNFINISHED_NOTIFICATION_STATES,
         )
         .order_by("status_version")
-        .values_list("pk", "state", "attempts")
+        .values_list("pk", "state", "attempts", "kind", "created_at")
         .first()
     )
     if following is None:
         return None
-    pk, state, attempts = following
-    return pk if (state, attempts) == (State.QUEUED, 0) else None
+    pk, state, attempts, kind, created_at = following
+    if (state, attempts) != (State.QUEUED, 0):
+        return None
+    if kind == NotificationKind.MONEY:
+        return pk, 0.0
+    settled_at = created_at + timedelta(seconds=settings.NOTIFICATION_SETTLE_S)
+    return pk, max((settled_at - timezone.now()).total_seconds(), 0.0)
 
 
 def earlier_unfinished() -> Exists:
@@ -336,10 +362,40 @@ def earlier_unfinished() -> Exists:
     )
 
 
-def compose(notification: Notification) -> EmailMultiAlternatives:
+def to_include(notification: Notification) -> list[Notification]:
+    """The mails of the money alone (`money`) that a status mail tells with its own: those of its
+    booking that follow it, with no other mail between, still owed (`queued`, never tried: each
+    waits for this one). Read once this one is claimed, so what it tells is the money as it is
+    when it is composed; a money mail owed after that goes on its own, after it."""
+    if notification.kind == NotificationKind.MONEY:
+        return []
+    included = []
+    following = Notification.objects.filter(
+        booking_id=notification.booking_id, status_version__gt=notification.status_version
+    ).order_by("status_version")
+    for row in following:
+        if (row.kind, row.state, row.attempts) != (NotificationKind.MONEY, State.QUEUED, 0):
+            break
+        row.booking = notification.booking
+        included.append(row)
+    return included
+
+
+# The header that names the versions a status mail tells beside its own (`to_include`).
+INCLUDED_VERSIONS_HEADER = "X-Booking-Included-Versions"
+
+
+def compose(
+    notification: Notification, *, included: list[Notification] | None = None
+) -> EmailMultiAlternatives:
     """The mail of a notification: what happened (the words the customer was shown at that
-    version), what happens next, and a link to the booking's page."""
+    version), what happens next, and a link to the booking's page. A status mail tells the money
+    as the latest of the money mails it includes (`included`, by default `to_include`) told it:
+    the words the booking's page showed at that change; its headers name those versions too."""
     booking = notification.booking
+    included = to_include(notification) if included is None else included
+    # Whose money the mail tells: the latest change it announces (empty: no payment).
+    told = included[-1] if included else notification
     subject = SUBJECTS[notification.kind].format(reference=booking.reference)
     context = {
         "subject": subject,
@@ -349,23 +405,25 @@ def compose(notification: Notification) -> EmailMultiAlternatives:
         # As the pages tell them: a day offer by its days, a night offer to the day you leave.
         "dates": stay_dates_of(booking),
         "message_code": notification.message,
-        # What the customer was told about their money with this change (empty: no payment).
-        "money": _money_told(notification),
-        "money_words": _money_words(notification),
-        "money_next": money_next(_money_told(notification)),
+        "money": _money_told(told),
+        "money_words": _money_words(told),
+        "money_next": money_next(_money_told(told)),
         "booking_url": site_url.absolute(reverse("web:booking", args=[booking.reference])),
     }
     template = f"email/booking_{notification.kind}"
+    headers = {
+        "Message-ID": message_id(notification),
+        "X-Booking-Reference": booking.reference,
+        "X-Booking-Status-Version": str(notification.status_version),
+        "X-Notification-Kind": notification.kind,
+    }
+    if included:
+        headers[INCLUDED_VERSIONS_HEADER] = ",".join(str(n.status_version) for n in included)
     email = EmailMultiAlternatives(
         subject=subject,
         body=render_to_string(f"{template}.txt", context),
         to=[booking.customer.email] if booking.customer.email else [],
-        headers={
-            "Message-ID": message_id(notification),
-            "X-Booking-Reference": booking.reference,
-            "X-Booking-Status-Version": str(notification.status_version),
-            "X-Notification-Kind": notification.kind,
-        },
+        headers=headers,
     )
     email.attach_alternative(render_to_string(f"{template}.html", context), "text/html")
     return email
@@ -413,9 +471,21 @@ def _this_attempt(notification_id: int, attempt: int) -> QuerySet[Notification]:
     return Notification.objects.filter(pk=notification_id, state=State.SENDING, attempts=attempt)
 
 
-def _mark_handed_over(notification_id: int, attempt: int) -> bool:
-    """Commit that this attempt now hands the message over; False if its claim was taken back."""
-    return _this_attempt(notification_id, attempt).update(handed_over_at=timezone.now()) == 1
+def _mark_handed_over(notification_id: int, attempt: int, included_ids: Sequence[int] = ()) -> bool:
+    """Commit that this attempt now hands the message over, and that the mails it includes are
+    told in it (`included`: from here on they end as it does, never sent on their own); False if
+    its claim was taken back. Each of those waited for this one, so nothing else took them."""
+    with transaction.atomic():
+        if _this_attempt(notification_id, attempt).update(handed_over_at=timezone.now()) != 1:
+            return False
+        if not included_ids:
+            return True
+        taken = Notification.objects.filter(pk__in=included_ids, state=State.QUEUED, attempts=0).update(
+            state=State.INCLUDED
+        )
+        if taken != len(included_ids):  # raised: the handover's mark is rolled back with it
+            raise NotAccepted("a mail it includes was taken meanwhile: composed again on the next attempt")
+    return True
 
 
 def _deliver(email: EmailMultiAlternatives, *, hand_over: Callable[[], bool]) -> None:
@@ -446,7 +516,11 @@ def _finish(notification_id: int, attempt: int, **fields: object) -> bool:
     return _this_attempt(notification_id, attempt).update(**fields) == 1
 
 
-def _not_accepted(notification_id: int, attempt: int, *, error: str) -> Attempted:
+def _not_accepted(
+    notification_id: int, attempt: int, *, error: str, included_ids: Sequence[int] = ()
+) -> Attempted:
+    """Nothing was accepted: the mails it included are owed again (`queued`), after it if it is
+    retried, on their own if it is given up."""
     with transaction.atomic():
         notification = Notification.objects.select_for_update().get(pk=notification_id)
         if (notification.state, notification.attempts) != (State.SENDING, attempt):
@@ -455,6 +529,8 @@ def _not_accepted(notification_id: int, attempt: int, *, error: str) -> Attempte
         notification.state = State.FAILED if gives_up else State.QUEUED
         notification.error = error
         notification.save(update_fields=["state", "error"])
+        if included_ids:
+            Notification.objects.filter(pk__in=included_ids, state=State.INCLUDED).update(state=State.QUEUED)
     logger.warning(
         "notification not accepted" + ("; giving up" if gives_up else "; retrying"),
         extra={"notification_id": notification_id, "attempts": notification.attempts, "error": error},
@@ -529,6 +605,9 @@ def timeline_entries(notification: Notification) -> list[TimelineEntry]:
     owed = TimelineEntry(
         notification.created_at, "notification.queued", f"{what} owed to the customer", actor=Actor.SYSTEM
     )
+    if notification.state == State.INCLUDED:
+        included = f"{what} told in the status email before it, not sent on its own"
+        return [owed, TimelineEntry(notification.created_at, "notification.included", included)]
     if notification.claimed_at is None:
         return [owed]
     tries = f"attempt {notification.attempts}"

@@ -133,7 +133,7 @@ def money_follows(booking: Booking) -> None:
     """Call in the transaction that moved a locked booking: if it pays and its new state decides
     what it owes (any state automation no longer drives: confirmed, an end, support's hands),
     its payment is due now, and run after commit (a capture, a void, a refund)."""
-    if not pays(booking) or booking.status in OPEN_STATES:
+    if not money_due(booking):
         return
     _payments().mark_due(booking.pk)
     payment_run_on_commit(booking.pk)
@@ -144,6 +144,11 @@ def partner_follows(booking: Booking, *, actor: Actor | str, actor_label: str = 
     move): the partner side's records beside it follow, whoever moved it (a stray duplicate's
     case lasts only while its booking is going ahead)."""
     _port().booking_moved(booking, actor=actor, actor_label=actor_label)
+
+
+def money_due(booking: Booking) -> bool:
+    """Whether `money_follows` makes the booking's money due now (no query)."""
+    return pays(booking) and booking.status not in OPEN_STATES
 
 
 def partner_may_hold(booking_id: UUID) -> bool:

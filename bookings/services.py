@@ -111,6 +111,7 @@ def apply_transition(
         data={**(data or {}), **({"customer_view": change.as_data()} if change else {})},
     )
     customer_view.save_row(booking, event, change)
+    customer_view.save_row(booking, event, change, money_follows=ports.money_due(booking))
     ports.partner_follows(booking, actor=actor, actor_label=actor_label)
     ports.money_follows(booking)
     logger.info(

@@ -1,7 +1,8 @@
 """The run's SMTP sink, read back: one `MailRow` per message it kept (`sandbox.mailsink` writes
 each as an `.eml` file named by its arrival time), by the headers our notifications carry to
 name what they announce (`X-Booking-Reference`, `X-Booking-Status-Version`,
-`X-Notification-Kind`; docs/design.md, "Notifications"), with its text: the words the customer
+`X-Notification-Kind`, and `X-Booking-Included-Versions`: the money changes a status mail tells
+beside its own; docs/design.md, "Notifications"), with its text: the words the customer
 read (the money checks look for what a refund refused for good told them)."""
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ def read(directory: Path) -> list[MailRow]:
         with path.open("rb") as handle:
             message = parser.parse(handle)
         version = str(message.get("X-Booking-Status-Version", "")).strip()
+        included = str(message.get("X-Booking-Included-Versions", "")).split(",")
         rows.append(
             MailRow(
                 reference=str(message.get("X-Booking-Reference", "")).strip(),
@@ -36,6 +38,7 @@ def read(directory: Path) -> list[MailRow]:
                 received_at=arrived_at(path),
                 file=path.name,
                 text=plain_text(message),
+                included=tuple(int(v) for v in (v.strip() for v in included) if v.isdigit()),
             )
         )
     return rows

@@ -252,6 +252,12 @@ class MailRow:
     received_at: datetime
     file: str
     text: str = ""  # its plain-text body: the words the customer read
+    # The versions of money changes a status mail tells beside its own (`X-Booking-Included-Versions`).
+    included: tuple[int, ...] = ()
+
+    def announces(self, reference: str, version: int) -> bool:
+        """Whether the mail tells the booking's change of `version`: its own, or one it includes."""
+        return self.reference == reference and (self.version == version or version in self.included)
 
 
 @dataclass(frozen=True)

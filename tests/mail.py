@@ -89,3 +89,18 @@ def mail_sink(mail_sink_process: MailSink, settings) -> MailSink:
     settings.EMAIL_HOST_USER = settings.EMAIL_HOST_PASSWORD = ""
     settings.EMAIL_USE_TLS = settings.EMAIL_USE_SSL = False
     return mail_sink_process
+
+
+def telling(sink: MailSink, notification) -> list[EmailMessage]:
+    """The sink's messages that tell a notification's change: its own mail, or the status mail
+    before it that included it (`X-Booking-Included-Versions`, bookings/notifications.py)."""
+    version = str(notification.status_version)
+    return [
+        m
+        for m in sink.messages()
+        if m["X-Booking-Reference"] == notification.booking.reference
+        and (
+            m["X-Booking-Status-Version"] == version
+            or version in str(m["X-Booking-Included-Versions"] or "").split(",")
+        )
+    ]

@@ -14,11 +14,15 @@ ended (declined, method refused, needing a step we never ask for, or never asked
 but not a change that would tell nothing the last mail owed did not (the same kind, message and
 money told: shown `failed` again after `releasing`, with no mail between). Each must have exactly one
 message in the sink, of its kind, named by its booking and version; a message for anything else
-is one too many.
+is one too many. A change of the money alone may instead be told in the status mail before it (its
+outbox row `included`, its version named by that mail's `X-Booking-Included-Versions`): that mail
+is its one message, whatever its kind; a mail that names as included a change that owes no money
+mail is one too many.
 
 The product sends at most once: an attempt whose conversation broke off after the message may have
 been handed over ends `delivery_unknown` and is never retried, and support sees it. Such a change
-without a message is counted apart (`delivery_unknown_without_mail`), not as a violation; any other
+without a message is counted apart (`delivery_unknown_without_mail`), as is a change included in such a
+mail (it counts as that mail does), not as a violation; any other
 change without exactly one message is: `mail_still_owed` when the run ended with its notification
 still `queued` or `sending` (late: the settle waits for owed mail, so the settle timed out), else
 `mail_missing` (no notification row, or one the outbox gave up on, or says was sent).
@@ -62,7 +66,21 @@ MONEY_ANNOUNCED = frozenset(
 )
 CUSTOMER = "customer"
 DELIVERY_UNKNOWN = "delivery_unknown"
+INCLUDED = "included"
 STILL_OWED = frozenset({"queued", "sending"})
+
+
+def including_row(
+    rows: dict[tuple[str, int], NotificationRow], reference: str, version: int
+) -> NotificationRow | None:
+    """The status mail's row whose mail included the booking's `included` row of `version`: the
+    nearest earlier row not itself included (bookings.notifications.to_include takes the money
+    mails that follow a status mail with no other between)."""
+    earlier = sorted((v for (r, v) in rows if r == reference and v < version), reverse=True)
+    for v in earlier:
+        if rows[(reference, v)].state != INCLUDED:
+            return rows[(reference, v)]
+    return None
 
 
 def owed_kind(change: ViewChange) -> str | None:
@@ -110,8 +128,11 @@ def check_one_mail_per_change(snapshot: Snapshot) -> CheckResult:
     if snapshot.mails is None:
         return not_observed(result, "this run had no SMTP sink")
     mails: dict[tuple[str, int | None], list[MailRow]] = defaultdict(list)
+    including: dict[tuple[str, int], list[MailRow]] = defaultdict(list)  # by a version it includes
     for mail in snapshot.mails:
         mails[(mail.reference, mail.version)].append(mail)
+        for version in mail.included:
+            including[(mail.reference, version)].append(mail)
     rows: dict[tuple[str, int], NotificationRow] = {
         (n.reference, n.version): n for n in snapshot.notifications
     }
@@ -120,6 +141,7 @@ def check_one_mail_per_change(snapshot: Snapshot) -> CheckResult:
     delays: list[float] = []
     truth = snapshot.truth_by_reference()
     owed_keys: set[tuple[str, int | None]] = set()
+    money_keys: set[tuple[str, int]] = set()  # changes owing a money mail: a status mail may include them
     never_sent: defaultdict[str, set[int]] = defaultdict(set)  # by booking: versions whose mail failed
     for n in snapshot.notifications:
         if n.state == "failed":
@@ -135,11 +157,20 @@ def check_one_mail_per_change(snapshot: Snapshot) -> CheckResult:
             owed[kind] += 1
             key = (reference, change.version)
             owed_keys.add(key)
-            got = mails.get(key, [])
             row = rows.get((reference, change.version))
+            # A money change told in the status mail before it: that mail is its message.
+            told_in = including.get(key, []) if kind == MONEY else []
+            if kind == MONEY:
+                money_keys.add(key)
+            got = mails.get(key, []) + told_in
             outbox = (
                 f"{row.state} after {row.attempts} attempt(s) {row.error[:200]}".strip() if row else "no row"
             )
+            status_row = (
+                including_row(rows, reference, change.version) if row and row.state == INCLUDED else None
+            )
+            if status_row is not None:
+                outbox += f", in the {status_row.kind} mail of v{status_row.version} ({status_row.state})"
             details = {
                 "change": f"v{change.version} {change.before}→{change.status}/{change.message} "
                 f"[{change.actor}] at {change.at.isoformat(timespec='milliseconds')}",
@@ -148,10 +179,12 @@ def check_one_mail_per_change(snapshot: Snapshot) -> CheckResult:
                 "mails": [f"{m.file} {m.kind} {m.message_id}" for m in got],
             }
             if not got:
-                if row is not None and row.state == DELIVERY_UNKNOWN:
+                # Included in a mail, the change counts as that mail does.
+                ended_as = status_row if status_row is not None else row
+                if ended_as is not None and ended_as.state == DELIVERY_UNKNOWN:
                     figures["delivery_unknown_without_mail"] += 1
                     continue
-                late = row is not None and row.state in STILL_OWED
+                late = ended_as is not None and ended_as.state in STILL_OWED
                 result.violations.append(
                     Violation(
                         "mail_still_owed" if late else "mail_missing",
@@ -171,7 +204,9 @@ def check_one_mail_per_change(snapshot: Snapshot) -> CheckResult:
                         evidence={**details, **booking_evidence(booking, truth.get(reference, []))},
                     )
                 )
-            wrong = [m for m in got if m.kind != kind]
+            if told_in and len(got) == 1:
+                figures["money_told_in_status_mail"] += 1
+            wrong = [m for m in got if m.kind != kind and m not in told_in]
             if wrong:
                 result.violations.append(
                     Violation(
@@ -182,6 +217,21 @@ def check_one_mail_per_change(snapshot: Snapshot) -> CheckResult:
                     )
                 )
 
+    for (reference, version), told in including.items():
+        if (reference, version) in money_keys:
+            continue
+        result.violations.append(
+            Violation(
+                "mail_not_owed",
+                f"{len(told)} email(s) for {reference} name v{version} as included, a change that owes "
+                "no money mail",
+                booking=reference or None,
+                evidence={
+                    "mails": [f"{m.file} {m.kind} {m.message_id}" for m in told],
+                    **booking_evidence(snapshot.bookings.get(reference), truth.get(reference, [])),
+                },
+            )
+        )
     for key, extra in mails.items():
         if key in owed_keys:
             continue

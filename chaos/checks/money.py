@@ -56,6 +56,7 @@ from decimal import Decimal
 from typing import Any
 
 from chaos.checks.base import CheckResult, Violation, booking_evidence
+from chaos.checks.mail import INCLUDED, including_row
 from chaos.model import BookingRow, Snapshot, ViewChange
 from chaos.money_truth import REFUSED_MAX_TRIES, MoneyTruth, PaymentRow, ProviderIntent
 
@@ -292,12 +293,14 @@ def _mail_unsaid(snapshot: Snapshot, reference: str, change: ViewChange, words: 
     (read with its lines joined); None when it says them all, or is not this check's to judge."""
     if snapshot.mails is None or change.actor == "customer":
         return None  # no sink to read; or they caused the change and their page or answer showed it
-    mails = [m for m in snapshot.mails if (m.reference, m.version) == (reference, change.version)]
+    # Its own mail, or the status mail that told it with its own (`X-Booking-Included-Versions`).
+    mails = [m for m in snapshot.mails if m.announces(reference, change.version)]
     if any(all(w in " ".join(m.text.split()) for w in words) for m in mails):
         return None
-    outbox = next(
-        (n for n in snapshot.notifications if (n.reference, n.version) == (reference, change.version)), None
-    )
+    rows = {(n.reference, n.version): n for n in snapshot.notifications}
+    outbox = rows.get((reference, change.version))
+    if outbox is not None and outbox.state == INCLUDED:
+        outbox = including_row(rows, reference, change.version) or outbox  # it ends as that mail does
     if not mails and outbox is not None and outbox.state in MAIL_NOT_YET_OR_UNKNOWN:
         # Told on the page and in the API; its mail late (still owed when the run ended) or maybe
         # handed over (sent at most once): customer_one_mail_per_change judges those, not this.

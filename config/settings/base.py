@@ -258,7 +258,10 @@ SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000")
 # sweeper queues it again (more than the longest pause and a send), and how long a send may stay
 # unfinished (more than the actor's 60 s time limit) before it is settled as delivery unknown. A
 # booking's mails go in the order of its changes, each once every earlier one is sent or given
-# up: no setting of its own (docs/design.md, "Notifications").
+# up: no setting of its own (docs/design.md, "Notifications"). A status mail whose money a step
+# made due with it changes right after (a confirmation's capture, a cancel's refund or release)
+# waits NOTIFICATION_SETTLE_S, so that it can tell the money as that step left it.
+NOTIFICATION_SETTLE_S = env.float("NOTIFICATION_SETTLE_S", default=2.0)
 NOTIFICATION_MAX_ATTEMPTS = env.int("NOTIFICATION_MAX_ATTEMPTS", default=6)
 NOTIFICATION_RETRY_BASE_S = env.float("NOTIFICATION_RETRY_BASE_S", default=5.0)
 NOTIFICATION_RETRY_MAX_S = env.float("NOTIFICATION_RETRY_MAX_S", default=60.0)

@@ -30,7 +30,8 @@ from django.test import Client
 from django.utils import timezone
 
 from bookings import notifications
-from bookings.customer_money import PaymentFacts, money_of
+from bookings.cancelling import money_words
+from bookings.customer_money import PaymentFacts, money_of, money_shown
 from bookings.models import Actor, Booking, Notification, NotificationKind, NotificationState
 from bookings.services import apply_transition, lock_booking
 from bookings.states import BookingState, CustomerMessage, CustomerMoney
@@ -40,6 +41,7 @@ from reconciliation.services.sweeper import booking_due_run, sweep
 from tests.factories import BookingFactory, NotificationFactory, PartnerFactory
 from tests.helpers import lose_messages, unique_code, wait_until
 from tests.partners.conftest import book, wait_for_status
+from tests.payments.conftest import wait_for_money
 from tests.reconciliation.conftest import queued
 from tests.sandbox_process import free_port
 
@@ -637,11 +639,11 @@ def test_an_attempt_whose_claim_was_taken_back_before_its_handover_sends_nothing
     mark = notifications._mark_handed_over
     sweeps = []
 
-    def stalled_past_the_claim_timeout(notification_id: int, attempt: int) -> bool:
+    def stalled_past_the_claim_timeout(notification_id: int, attempt: int, *included) -> bool:
         claimed_at = timezone.now() - timedelta(seconds=settings.NOTIFICATION_CLAIM_TIMEOUT_S + 1)
         Notification.objects.filter(pk=notification_id).update(claimed_at=claimed_at)
         sweeps.append(sweep(partner=booking.partner))
-        return mark(notification_id, attempt)
+        return mark(notification_id, attempt, *included)
 
     monkeypatch.setattr(notifications, "_mark_handed_over", stalled_past_the_claim_timeout)
 
@@ -672,13 +674,23 @@ def slow_to_hand_over(monkeypatch, kind: str, *, seconds: float) -> None:
     monkeypatch.setattr(EmailBackend, "send_messages", slowly)
 
 
-def test_a_booking_s_mails_reach_the_inbox_in_the_order_of_its_changes(paying, mail_sink, monkeypatch):
+# What a slow provider takes over each call: the capture's change comes once the confirmation's
+# mail, composed at once (no settle), is on its way; under PAYMENTS_READ_TIMEOUT_S.
+SLOW_PROVIDER_MS = [700, 700]
+
+
+def test_a_booking_s_mails_reach_the_inbox_in_the_order_of_its_changes(
+    paying, mail_sink, monkeypatch, settings
+):
     """QA: a paying booking's money mail ("Your payment": charged) reached the inbox before its
     confirmation: the partner's confirmation and the capture were a moment apart, and two worker
-    threads sent their mails. Here the confirmation's takes a second and a half to hand over."""
+    threads sent their mails. Here the confirmation's takes a second and a half to hand over, and
+    is composed before the capture is answered (no settle, a slow provider): two mails."""
+    settings.NOTIFICATION_SETTLE_S = 0
+    paying.provider.set_faults(latency_ms=SLOW_PROVIDER_MS)
     slow_to_hand_over(monkeypatch, NotificationKind.CONFIRMED, seconds=1.5)
 
-    # when the partner confirms a paying booking and the capture follows at once
+    # when the partner confirms a paying booking and the capture follows
     booking = paying.book()
     wait_for_status(booking, S.CONFIRMED)
     owed = Notification.objects.filter(booking=booking).order_by("status_version")
@@ -699,6 +711,76 @@ def test_a_booking_s_mails_reach_the_inbox_in_the_order_of_its_changes(paying, m
     ]
     assert money.claimed_at >= confirmed.sent_at
     assert (confirmed.attempts, money.attempts) == (1, 1)
+
+
+def test_a_paying_booking_confirmed_and_captured_gets_one_mail_saying_it_was_charged(paying, mail_sink):
+    """QA: "Your booking BK-... is confirmed" said "We are holding 360.00 EUR on your card ... not
+    charged yet", and "Your payment for booking BK-..." said "We charged 360.00 EUR" 20 ms later:
+    the capture runs in the worker's thread right after the confirmation commits. The
+    confirmation's mail waits NOTIFICATION_SETTLE_S and tells the charge; the money mail is
+    included in it."""
+    # when the partner confirms a paying booking and the capture follows at once
+    booking = paying.book()
+    wait_for_status(booking, S.CONFIRMED)
+    wait_for_money(booking, "charged")
+    owed = Notification.objects.filter(booking=booking).order_by("status_version")
+    wait_until(
+        lambda: (
+            list(owed.values_list("kind", "state"))
+            == [(NotificationKind.CONFIRMED, State.SENT), (NotificationKind.MONEY, State.INCLUDED)]
+        ),
+        what="the confirmation to be sent with the money mail included",
+    )
+
+    # then the inbox has one mail, the confirmation, in the money words the booking's page shows
+    confirmed, money = owed
+    booking.refresh_from_db()
+    page = money_words(booking, money_shown(booking))
+    assert page.startswith("We charged 360.00 EUR to your card.")
+    (mail,) = mail_sink.messages()
+    assert mail["Subject"] == f"Your booking {booking.reference} is confirmed"
+    assert (mail["X-Booking-Status-Version"], mail["X-Booking-Included-Versions"]) == (
+        str(confirmed.status_version),
+        str(money.status_version),
+    )
+    for subtype in ("plain", "html"):
+        text = " ".join(as_read(body(mail, subtype)).split())
+        assert page in text
+        assert "holding" not in text
+    # never claimed on its own; support sees it told in the confirmation
+    assert (money.attempts, money.claimed_at) == (0, None)
+    assert sorted(notification_rows(booking)) == [
+        ("notification.included", ""),
+        ("notification.queued", ""),
+        ("notification.queued", ""),
+        ("notification.sent", ""),
+    ]
+
+
+def test_a_money_change_after_the_status_mail_was_sent_is_mailed_on_its_own(paying, mail_sink, settings):
+    # given a confirmation's mail that waits for nothing, and a capture answered 0.7 s later
+    settings.NOTIFICATION_SETTLE_S = 0
+    paying.provider.set_faults(latency_ms=SLOW_PROVIDER_MS)
+
+    # when the partner confirms a paying booking
+    booking = paying.book()
+    wait_for_status(booking, S.CONFIRMED)
+    owed = Notification.objects.filter(booking=booking).order_by("status_version")
+    confirmed = wait_for_state(wait_until(owed.first, what="the confirmation's mail"), State.SENT)
+    wait_for_money(booking, "charged")
+
+    # then the charge that came after it is mailed on its own, after it: two mails, as before
+    money = wait_for_state(owed.last(), State.SENT)
+    assert money.kind == NotificationKind.MONEY
+    assert money.claimed_at >= confirmed.sent_at
+    mails = mail_sink.messages()
+    assert [m["Subject"] for m in mails] == [
+        f"Your booking {booking.reference} is confirmed",
+        f"Your payment for booking {booking.reference}",
+    ]
+    assert "We are holding 360.00 EUR on your card" in body(mails[0], "plain")
+    assert "We charged 360.00 EUR to your card." in body(mails[1], "plain")
+    assert [m["X-Booking-Included-Versions"] for m in mails] == [None, None]
 
 
 def confirmed_then_charged(*, made_ago: timedelta) -> tuple[Notification, Notification]:
@@ -740,13 +822,14 @@ def test_a_later_mail_waits_for_an_earlier_one_however_long_that_one_waits_in_th
     # when a worker takes them up in that order (one thread: the queue's own order)
     partner_worker(threads=1)
     wait_for_state(confirmed, State.SENT)
-    money = wait_for_state(money, State.SENT)
+    money = wait_for_state(money, State.INCLUDED)
 
-    # then the inbox has the confirmation first, each mail once, each sent by one attempt
+    # then the capture's mail waited, and went in the confirmation, the one mail, sent by one
+    # attempt: it was never claimed on its own
     confirmed.refresh_from_db()
-    assert kinds_and_versions(mail_sink) == [(NotificationKind.CONFIRMED, "4"), (NotificationKind.MONEY, "5")]
-    assert money.claimed_at >= confirmed.sent_at
-    assert (confirmed.attempts, money.attempts) == (1, 1)
+    assert kinds_and_versions(mail_sink) == [(NotificationKind.CONFIRMED, "4")]
+    assert mail_sink.messages()[0]["X-Booking-Included-Versions"] == "5"
+    assert (confirmed.attempts, money.attempts, money.claimed_at) == (1, 0, None)
     # and nothing is left asking again for either of them
     wait_until(
         lambda: not queued(broker, notifications.NOTIFICATIONS_QUEUE), what="the notifications queue to drain"
@@ -767,13 +850,15 @@ def test_a_later_mail_whose_earlier_one_s_message_was_lost_follows_it_once_the_s
     assert (state_of(confirmed), state_of(money), mail_sink.messages()) == (State.QUEUED, State.QUEUED, [])
     assert not queued(broker, notifications.NOTIFICATIONS_QUEUE)  # nor asks again by itself
 
-    # and the sweeper queues the confirmation again, and only it: the capture's mail follows it
+    # and the sweeper queues the confirmation again, and only it: the capture's mail goes in it
     report = sweep(partner=confirmed.booking.partner)
     assert report.notifications_requeued == 1
     wait_for_state(confirmed, State.SENT)
-    money = wait_for_state(money, State.SENT)
-    assert kinds_and_versions(mail_sink) == [(NotificationKind.CONFIRMED, "4"), (NotificationKind.MONEY, "5")]
-    assert (money.attempts, sweep(partner=confirmed.booking.partner).notifications_requeued) == (1, 0)
+    money = wait_for_state(money, State.INCLUDED)
+    assert kinds_and_versions(mail_sink) == [(NotificationKind.CONFIRMED, "4")]
+    # and the included mail is finished: a later sweep queues nothing, lost or not
+    Notification.objects.filter(pk=money.pk).update(created_at=timezone.now() - timedelta(hours=1))
+    assert (money.attempts, sweep(partner=confirmed.booking.partner).notifications_requeued) == (0, 0)
 
 
 def test_a_run_past_its_time_leaves_the_mail_that_waited_to_a_message_of_its_own(broker, transactional_db):
@@ -786,6 +871,32 @@ def test_a_run_past_its_time_leaves_the_mail_that_waited_to_a_message_of_its_own
 
     assert state_of(money) == State.QUEUED
     assert [m.args[0] for m in queued(broker, notifications.NOTIFICATIONS_QUEUE)] == [money.pk]
+
+
+def test_a_status_mail_still_settling_is_not_sent_early_by_the_end_of_an_earlier_one(
+    broker, transactional_db
+):
+    """QA (the cancel's refund under load): the attempt that ended the confirmation's mail sent the
+    cancel's at once, 0.9 s after it was owed, before the refund its settle waited for."""
+    # given a booking's confirmation just sent, and its cancel's mail owed a moment ago
+    confirmed, _ = confirmed_then_charged(made_ago=timedelta(minutes=3))
+    Notification.objects.filter(pk=confirmed.pk).update(state=State.SENT, sent_at=timezone.now())
+    Notification.objects.filter(booking=confirmed.booking, status_version=5).delete()
+    cancelled = NotificationFactory(
+        booking=confirmed.booking,
+        status_version=5,
+        kind=NotificationKind.CANCELLED,
+        message=CustomerMessage.CANCELLED,
+    )
+
+    # when the attempt that ended the confirmation looks for the mails that waited for it
+    notifications._send_waiting(confirmed, started=time.monotonic())
+
+    # then the cancel's is left to a message for when it has settled, not sent now
+    assert (state_of(cancelled), cancelled.attempts) == (State.QUEUED, 0)
+    [message] = queued(broker, notifications.NOTIFICATIONS_QUEUE)
+    assert message.args[0] == cancelled.pk
+    assert 0 < message.options["eta"] / 1000 - time.time() <= settings.NOTIFICATION_SETTLE_S
 
 
 def test_a_later_mail_goes_once_the_earlier_one_is_given_up(broker, partner_worker, scripted_smtp, settings):

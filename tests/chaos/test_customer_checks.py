@@ -711,3 +711,68 @@ def test_the_mail_oracle_mails_the_messages_the_product_mails_whatever_the_statu
     from chaos.checks.mail import ANNOUNCED_MESSAGES
 
     assert {str(m): str(k) for m, k in _ANNOUNCED_MESSAGES.items()} == ANNOUNCED_MESSAGES
+
+
+# --- a money change told in the status mail before it ---------------------------------------------
+def _confirmed_then_charged() -> Snapshot:
+    """BK-AAAAAA confirmed at v3 and charged at v4 (the money alone); v4's outbox row `included`
+    in v3's mail, which is in the sink naming v4 as included."""
+    snapshot = clean()
+    booking = snapshot.bookings[A]
+    charged = event(4, "", "", 2.05, ("confirmed", "confirmed", "confirmed", 4))
+    charged.data["customer_view"]["money"] = {"code": "charged"}
+    snapshot.bookings[A] = replace(booking, events=(*booking.events, charged), view_version=4)
+    snapshot.notifications.append(notification(A, 4, "money", state="included"))
+    assert snapshot.mails is not None
+    snapshot.mails[0] = replace(snapshot.mails[0], included=(4,))
+    return snapshot
+
+
+def test_a_money_change_included_in_the_status_mail_that_was_sent_is_told_by_that_mail():
+    result = check_one_mail_per_change(_confirmed_then_charged())
+
+    assert kinds(result) == []
+    assert result.figures["owed_by_kind"] == {"confirmed": 1, "money": 1, "not_confirmed": 1}
+    assert result.figures["money_told_in_status_mail"] == 1
+
+
+def test_a_money_change_included_in_a_mail_whose_delivery_is_unknown_counts_as_that_mail():
+    # Given v3's mail handed over with no answer (not in the sink), v4 included in it
+    snapshot = _confirmed_then_charged()
+    assert snapshot.mails is not None
+    snapshot.mails.pop(0)
+    snapshot.notifications[0] = notification(A, 3, "confirmed", state="delivery_unknown")
+
+    result = check_one_mail_per_change(snapshot)
+
+    assert (kinds(result), result.figures["delivery_unknown_without_mail"]) == ([], 2)
+    # and included in a mail the outbox says was sent, it is missing with that mail
+    snapshot.notifications[0] = notification(A, 3, "confirmed", state="sent")
+    result = check_one_mail_per_change(snapshot)
+    assert kinds(result) == ["mail_missing", "mail_missing"]
+    assert (
+        result.violations[1].evidence["outbox"]
+        == "included after 1 attempt(s), in the confirmed mail of v3 (sent)"
+    )
+
+
+def test_a_money_change_both_included_and_mailed_on_its_own_has_two_emails():
+    snapshot = _confirmed_then_charged()
+    assert snapshot.mails is not None
+    snapshot.mails.append(mail(A, 4, "money", 2.5, 3))
+
+    result = check_one_mail_per_change(snapshot)
+
+    assert kinds(result) == ["mail_duplicated"]
+
+
+def test_a_mail_naming_as_included_a_change_that_owes_no_money_mail_is_one_too_many():
+    # Given v3's mail names v2 (submitting: no mail owed) as included
+    snapshot = clean()
+    assert snapshot.mails is not None
+    snapshot.mails[0] = replace(snapshot.mails[0], included=(2,))
+
+    result = check_one_mail_per_change(snapshot)
+
+    assert kinds(result) == ["mail_not_owed"]
+    assert "name v2 as included" in result.violations[0].message

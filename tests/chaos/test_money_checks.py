@@ -455,6 +455,30 @@ def test_a_refund_refused_for_good_owed_back_left_to_support_and_told_is_no_viol
     assert kinds(check_money_owed(refused_for_good(owed_back=Decimal("0.00")))) == ["money_owed_mismatch"]
 
 
+def test_a_refund_refused_for_good_told_in_the_status_mail_before_it_is_told():
+    # Given v5 (refund_failed) included in a status mail of v4 (its own row `included`)
+    from chaos.model import MailRow, NotificationRow
+    from tests.chaos.test_checks import at
+
+    snapshot = refused_for_good()
+    snapshot.mails = [
+        MailRow(BOOKING, 4, "cancelled", "<n-4@localhost>", at(25), "000001.eml", text=MAILED, included=(5,))
+    ]
+    snapshot.notifications = [
+        NotificationRow(BOOKING, 4, "cancelled", "cancelled", "sent", 1, at(24)),
+        NotificationRow(BOOKING, 5, "money", "cancelled", "included", 0, at(24)),
+    ]
+
+    assert kinds(check_money_owed(snapshot)) == []
+    # and with that mail's delivery unknown and not in the sink, it is not this check's to judge
+    snapshot.mails = []
+    snapshot.notifications[0] = replace(snapshot.notifications[0], state="delivery_unknown")
+    assert kinds(check_money_owed(snapshot)) == []
+    # but with that mail said sent and not in the sink, the words are unsaid
+    snapshot.notifications[0] = replace(snapshot.notifications[0], state="sent")
+    assert kinds(check_money_owed(snapshot)) == ["refused_refund_untold"]
+
+
 def test_a_refund_refused_for_good_whose_amount_owed_back_differs_is_a_mismatch():
     result = check_money_owed(refused_for_good(owed_back=Decimal("260.00")))
 

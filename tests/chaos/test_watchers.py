@@ -42,6 +42,7 @@ def test_the_sinks_messages_are_read_by_the_headers_that_name_their_change(tmp_p
     message["X-Booking-Reference"] = "BK-1"
     message["X-Booking-Status-Version"] = "3"
     message["X-Notification-Kind"] = "confirmed"
+    message["X-Booking-Included-Versions"] = "4,6"
     message.set_content("confirmed")
     first = store.keep(message.as_bytes())
     stranger = EmailMessage()
@@ -57,6 +58,7 @@ def test_the_sinks_messages_are_read_by_the_headers_that_name_their_change(tmp_p
         ("BK-1", 3, "confirmed", "<notification-7@example.com>"),
         ("", None, "", ""),
     ]
+    assert (rows[0].included, rows[1].included) == ((4, 6), ())  # the money changes it tells too
     assert rows[0].file == first.name
     assert rows[0].received_at <= rows[1].received_at
     assert mailbox.read(tmp_path / "missing") == []
