@@ -110,7 +110,6 @@ def apply_transition(
         skew_ms=skew_ms,
         data={**(data or {}), **({"customer_view": change.as_data()} if change else {})},
     )
-    customer_view.save_row(booking, event, change)
     customer_view.save_row(booking, event, change, money_follows=ports.money_due(booking))
     ports.partner_follows(booking, actor=actor, actor_label=actor_label)
     ports.money_follows(booking)
