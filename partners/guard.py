@@ -111,7 +111,7 @@ _SLOTS_LUA = """
 local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now_ms)
-local held = redis.call('ZCARD', KEYS[1])
+local held = redis.call('ZCARD', KEYS[1]) + math.max(0, tonumber(redis.call('GET', KEYS[2]) or '0'))
 if ARGV[2] == '' or held >= tonumber(ARGV[1]) then
     return {0, held}
 end
@@ -138,6 +138,14 @@ def _slots_key(partner: Partner) -> str:
     return f"{_namespace(partner)}:slots"
 
 
+def _old_counter_key(partner: Partner) -> str:
+    """The release before counted calls in flight in one counter (Dramatiq's concurrent limiter).
+    During a rolling restart its workers still do: counted with the leases, the two together keep
+    the cap instead of each allowing it. Nothing writes it once they are gone, and it expires
+    within its minute; this, and the key, can go in the release after."""
+    return f"{_namespace(partner)}:concurrency"
+
+
 @cache
 def _slots_script() -> Script:
     """Registered once per process; redis-py runs it by its digest and loads it again where
@@ -147,7 +155,9 @@ def _slots_script() -> Script:
 
 def _slots(partner: Partner, token: str, lease_ms: int) -> tuple[bool, int]:
     taken, held = _slots_script()(
-        keys=[_slots_key(partner)], args=[partner.max_concurrency, token, lease_ms], client=redis_client()
+        keys=[_slots_key(partner), _old_counter_key(partner)],
+        args=[partner.max_concurrency, token, lease_ms],
+        client=redis_client(),
     )
     return bool(taken), int(held)
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import pybreaker
 import pytest
 import redis
+from django.conf import settings
 
 from config.embedded_redis import EmbeddedRedis, with_socket_timeouts
 from config.redis_client import redis_client
@@ -236,6 +237,22 @@ def test_concurrency_cap_is_shared_and_excess_calls_are_not_made(partner, script
     assert scripted.requests == 2
     assert scripted.most_in_flight == 2
     assert guard.guard_status(partner)["in_flight"] == 0  # every slot given back
+
+
+def test_calls_the_release_before_holds_count_against_the_cap_during_a_rolling_restart(partner, scripted):
+    """Review: the release before counted calls in flight in one counter; while its workers still
+    ran beside the new ones, each side allowed the whole cap, twice the partner's limit."""
+    partner.max_concurrency = 2
+    old_counter = f"{settings.PARTNER_GUARD_NAMESPACE}:{partner.code}:concurrency"
+    redis_client().set(old_counter, 2, px=60_000)  # the old workers' two calls out
+    try:
+        refused = get(partner)
+
+        assert (refused.error_code, scripted.requests) == ("concurrency_limit", 0)
+        redis_client().set(old_counter, 1, px=60_000)  # one of them answered
+        assert get(partner).outcome == Outcome.OK
+    finally:
+        redis_client().delete(old_counter)
 
 
 def test_the_cap_stays_exact_with_many_threads_calling_at_once(partner, scripted):
