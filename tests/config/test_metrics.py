@@ -891,3 +891,26 @@ def test_a_fold_that_fails_leaves_the_scrape_answering(tmp_path, caplog):
 
     assert value(_scraped(tmp_path), "bookings_a_total", kind="a") == 2.0
     assert "metrics fold skipped" in caplog.text
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="a statement timeout is PostgreSQL's")
+def test_a_slow_read_of_the_payments_leaves_out_their_figures_alone(
+    client, open_metrics, broker, transactional_db
+):
+    """Review: the payments' figures shared the bookings' read; a slow count of every payment ever
+    kept dropped every database figure and said the database was down."""
+    open_metrics.METRICS_QUERY_TIMEOUT_MS = 200
+
+    def slow(execute, sql, params, many, context):
+        if "GROUP BY" in sql and '"payments_payment"' in sql:  # the count by status takes a second
+            execute("SELECT pg_sleep(1)", None, False, context)
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(slow):
+        response = client.get("/metrics")
+
+    text = response.content.decode()
+    assert value(text, "bookings_metrics_source_up", source="payments") == 0.0
+    assert value(text, "bookings_metrics_source_up", source="database") == 1.0
+    assert value(text, "bookings_by_state", state="confirmed") == 0.0  # the bookings' figures kept
+    assert not any(name.startswith("bookings_payments_") for name, _ in samples(text))
