@@ -5,7 +5,6 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("bookings", "0023_attention_from_backfill"),
         ("partners", "0010_orphan_case_taken_up_by_any_move"),
     ]
 

@@ -30,8 +30,11 @@ def test_resolve_booking_refuses_an_unknown_outcome_in_the_words_of_its_help():
     with pytest.raises(CommandError) as error:
         run("resolve_booking", "BK-NOPE99", "--outcome", "bogus")
 
-    assert "invalid choice: 'bogus' (choose from 'confirmed', 'failed', 'cancelled')" in str(error.value)
-    assert "{confirmed,failed,cancelled}" in help_of("resolve_booking")
+    assert (
+        "invalid choice: 'bogus' (choose from 'confirmed', 'failed', 'cancelled', 'expired', 'rejected')"
+        in str(error.value)
+    )
+    assert "{confirmed,failed,cancelled,expired,rejected}" in help_of("resolve_booking")
 
 
 # Two days on, so a run across midnight (UTC) still asks for a day to come.
