@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-OURS = {"bookings", "partners", "reconciliation", "config", "chaos", "bench", "tests", "django"}
+OURS = {"bookings", "partners", "payments", "reconciliation", "config", "chaos", "bench", "tests", "django"}
 
 
 def _imported_packages(path: Path) -> set[str]:
