@@ -19,7 +19,10 @@ per address, and a password-reset mail one per address asked for. The pages' rea
 (they change nothing and call no partner). A page past a limit answers 429 with `Retry-After` as
 a page (`429.html`, in the look of the login lockout's); the API answers its JSON error shape.
 
-When Redis does not answer, the limit fails open: the request goes through, with a warning.
+When Redis does not answer, the limit fails open: the request goes through, with a warning. So
+does a page's write when the database does not answer as its customer is read (their session, their
+user): its view runs and answers the outage's 503 page with `Retry-After`, as any page does, where
+an error in the middleware would have been the 500 page.
 """
 
 from __future__ import annotations
@@ -35,9 +38,11 @@ from functools import lru_cache
 
 import redis
 from django.conf import settings
+from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse
 from django.template.loader import render_to_string
 
+from config import database_errors
 from config.errors import error_response
 from config.network import client_ip
 
@@ -289,6 +294,16 @@ class PageRateLimitMiddleware:
         match = request.resolver_match
         if request.method in _READS or match is None or match.namespace != PAGES_NAMESPACE:
             return None
+        try:
+            counted = page_limits(request, match.url_name)
+        except DatabaseError as exc:
+            # The logged-in customer is read from the database (their session, their user). An
+            # error raised here is outside the view, where DatabaseUnavailableMiddleware never
+            # sees it: an outage would be the 500 page. Not counted, the view runs, and the same
+            # outage makes it answer the 503 page with Retry-After.
+            if database_errors.is_unavailable(exc):
+                return None
+            raise
         limits = _page_limits(settings.API_THROTTLE_REDIS_URL, settings.API_THROTTLE_REDIS_TIMEOUT_S)
-        wait_s = limits.retry_after_s(page_limits(request, match.url_name))
+        wait_s = limits.retry_after_s(counted)
         return None if wait_s is None else throttled_page(request, wait_s)

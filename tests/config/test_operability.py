@@ -9,10 +9,14 @@ from types import SimpleNamespace
 import dramatiq
 import pytest
 import redis
-from django.db import OperationalError
+from django.conf import settings
+from django.contrib.sessions.backends.db import SessionStore
+from django.db import OperationalError, ProgrammingError
+from django.urls import resolve
 
 from config.logging import AtMostEvery, ContextFilter, KeyValueFormatter, log_context
-from tests.factories import TokenFactory, UserFactory
+from config.throttling import PageRateLimitMiddleware
+from tests.factories import BookingFactory, TokenFactory, UserFactory
 
 
 @pytest.mark.django_db
@@ -112,6 +116,51 @@ def test_each_503_of_a_database_outage_logs_one_line_and_a_traceback_once_in_a_w
     assert [bool(r.exc_info) for r in health] == [True, False]
     line = KeyValueFormatter().format(unavailable[1])
     assert "\n" not in line and "Traceback" not in line
+
+
+@pytest.mark.django_db
+def test_a_logged_in_customer_s_form_during_an_outage_is_the_503_page_not_the_500(
+    client, monkeypatch, caplog
+):
+    # given a logged-in customer with a booking, and then a database that refuses connections:
+    # their session (and so who they are) can no longer be read
+    booking = BookingFactory()
+    client.force_login(booking.customer)
+
+    def refused(*args, **kwargs):
+        raise OperationalError(REFUSED)
+
+    monkeypatch.setattr(SessionStore, "load", refused)
+    monkeypatch.setattr("config.middleware._tracebacks", AtMostEvery(60.0))
+
+    # when they send a page's form (the page rate limit reads who they are before the view runs)
+    with caplog.at_level(logging.INFO):
+        response = client.post(f"/bookings/{booking.reference}/cancel/", {"expected_fee": "0.00"})
+
+    # then the outage's page with when to come back, as for any page, never the 500 page
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == str(settings.UNAVAILABLE_RETRY_AFTER_S)
+    assert "We are briefly unavailable" in response.content.decode()
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+    assert [r.getMessage() for r in caplog.records if r.name == "config.middleware"] == [
+        "database unavailable: answered 503"
+    ]
+
+
+class _UnreadableUser:
+    @property
+    def is_authenticated(self) -> bool:
+        raise ProgrammingError("a bug of ours")
+
+
+def test_the_page_rate_limit_keeps_a_database_error_that_is_no_outage(rf, monkeypatch):
+    # an error of ours (not the database being away) stays the error it is, in the middleware
+    request = rf.post("/bookings/BK-ANY/cancel/")
+    request.resolver_match = resolve("/bookings/BK-ANY/cancel/")
+    request.user = _UnreadableUser()
+
+    with pytest.raises(ProgrammingError):
+        PageRateLimitMiddleware(lambda _: None).process_view(request, None, (), {})
 
 
 def test_a_condition_logs_its_detail_at_most_once_per_interval():

@@ -29,7 +29,7 @@ from bookings.states import BookingState
 from config.cache import FailSoftRedisCache
 from partners.models import InboundEvent, InboundState
 from partners.services.registry import OfferSpec, partner_upsert
-from reconciliation.management.commands.create_demo_data import DEMO_TOKEN
+from reconciliation.management.commands.create_demo_data import CUSTOMER_PASSWORD, DEMO_TOKEN
 from tests.factories import TokenFactory, UserFactory
 from tests.helpers import unique_code, wait_until
 from tests.own_servers import OwnPostgres, ProjectProcesses, own_redis
@@ -221,6 +221,25 @@ def _status(url: str) -> int | None:
 
 
 # --- PostgreSQL -------------------------------------------------------------------------------
+BOOKED_BEFORE = "booked-before-the-outage"
+
+
+def _logged_in(base: str, username: str, password: str) -> requests.Session:
+    """A browser's session on the site, logged in through the log-in page."""
+    browser = requests.Session()
+    form = browser.get(f"{base}/account/login/", timeout=10)
+    assert form.status_code == 200, form.text[:500]
+    token = browser.cookies["csrftoken"]
+    answer = browser.post(
+        f"{base}/account/login/",
+        data={"csrfmiddlewaretoken": token, "username": username, "password": password},
+        timeout=10,
+        allow_redirects=False,
+    )
+    assert answer.status_code == 302, answer.text[:500]
+    return browser
+
+
 @pytest.fixture
 def postgres_of_our_own() -> Iterator[OwnPostgres]:
     server = OwnPostgres().init()
@@ -240,6 +259,10 @@ def test_postgres_down_is_a_503_with_retry_after_nothing_half_written_and_recove
     api = requests.Session()
     api.headers["Authorization"] = f"Token {DEMO_TOKEN}"
     offer_id = api.get(f"{base}/api/v1/offers", timeout=10).json()["results"][0]["id"]
+    # A customer logged in on the site (a session in the database), on their booking's cancel page.
+    mine = _book(api, base, offer_id, BOOKED_BEFORE).json()["reference"]
+    browser = _logged_in(base, "demo-customer", CUSTOMER_PASSWORD)
+    assert browser.get(f"{base}/bookings/{mine}/cancel/", timeout=10).status_code == 200
 
     # Customers keep booking while the database goes away and comes back.
     answers: dict[str, int] = {}
@@ -269,6 +292,16 @@ def test_postgres_down_is_a_503_with_retry_after_nothing_half_written_and_recove
         page = requests.get(f"{base}/", timeout=10)
         assert page.status_code == 503 and "try again" in page.text
         assert page.headers["Retry-After"] == str(settings.UNAVAILABLE_RETRY_AFTER_S)
+        # A page's form from a logged-in customer: who they are cannot be read either (the page
+        # rate limit asks before the view runs), and that is the same 503 page, not the 500 page.
+        form = browser.post(
+            f"{base}/bookings/{mine}/cancel/",
+            data={"csrfmiddlewaretoken": browser.cookies["csrftoken"], "expected_fee": "0.00"},
+            timeout=10,
+            allow_redirects=False,
+        )
+        assert form.status_code == 503 and "try again" in form.text, form.text[:500]
+        assert form.headers["Retry-After"] == str(settings.UNAVAILABLE_RETRY_AFTER_S)
 
         postgres_of_our_own.start()
         wait_until(lambda: _status(f"{base}/healthz") == 200, what="healthz to recover", timeout_s=15)
@@ -289,5 +322,5 @@ def test_postgres_down_is_a_503_with_retry_after_nothing_half_written_and_recove
             "SELECT count(*) FROM bookings_booking b WHERE NOT EXISTS (SELECT 1 FROM bookings_bookingevent e"
             " WHERE e.booking_id = b.id AND e.kind = 'booking.requested')"
         ).fetchone()[0]
-    assert sorted(keys) == sorted(answers) and orphans == 0
+    assert sorted(keys) == sorted([*answers, BOOKED_BEFORE]) and orphans == 0
     assert stack.started["web"].poll() is None  # the same gunicorn throughout
