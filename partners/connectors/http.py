@@ -42,6 +42,7 @@ from urllib3.exceptions import HTTPError as Urllib3HTTPError
 
 from partners.connectors.base import CallResult, ReservationSnapshot
 from partners.models import Outcome, Partner
+from partners.services.skew import plausible_stamp
 
 logger = logging.getLogger("partners.http")
 
@@ -379,6 +380,10 @@ def _answered_exchange(
 ) -> Exchange:
     lowered = {k.lower(): v for k, v in headers.items()}
     partner_time = parse_http_date(lowered.get("date"))
+    # A `Retry-After` date is counted from the partner's `Date`, unless no clock would write that
+    # (1970): then from ours, or a retry would wait decades (or overflow when scheduled).
+    now = datetime.now(tz=UTC)
+    counted_from = partner_time if partner_time is not None and plausible_stamp(partner_time, at=now) else now
     body, is_json = _parse_json(content)
     error_code, error_message = _error_fields(body) if not 200 <= status < 300 else ("", "")
     return Exchange(
@@ -389,7 +394,7 @@ def _answered_exchange(
         body=body,
         body_is_json=is_json,
         partner_time=partner_time,
-        retry_after_s=parse_retry_after(lowered.get("retry-after"), now=partner_time),
+        retry_after_s=parse_retry_after(lowered.get("retry-after"), now=counted_from),
         error_code=error_code,
         error_message=error_message,
         headers=lowered,
@@ -415,7 +420,9 @@ def _error_fields(body: Any) -> tuple[str, str]:
 
 
 def parse_http_date(value: str | None) -> datetime | None:
-    """An HTTP date (`Date`, `Retry-After`) as an aware datetime; None when absent or unreadable."""
+    """An HTTP date (`Date`, `Retry-After`) as an aware datetime in UTC; None when absent,
+    unreadable, or past what a datetime holds in UTC (`31 Dec 9999 23:59:59 -0100`: storing or
+    comparing it would overflow after the call was made)."""
     if not value:
         return None
     try:
@@ -423,7 +430,12 @@ def parse_http_date(value: str | None) -> datetime | None:
     except (TypeError, ValueError, IndexError):
         return None
     # `-0000` (or no zone) parses naive: HTTP dates are GMT by definition.
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        return None
 
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:

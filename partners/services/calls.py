@@ -95,11 +95,15 @@ def attempt_call(attempt: PartnerAttempt, call: Callable[[], CallResult]) -> Cal
         sent_at = timezone.now()
         result = guard.guarded_call(attempt.partner, call, operation=attempt.operation)
         received_at = timezone.now()
-        if result.partner_time is not None:
-            record_skew_sample(
-                attempt.partner,
-                sample_from_call(result.partner_time, sent_at=sent_at, received_at=received_at),
-            )
+        # A Date no clock would write (1970) is no sample: nothing here may raise once the call
+        # was made, or its answer would be lost with the attempt left open.
+        sample = (
+            None
+            if result.partner_time is None
+            else sample_from_call(result.partner_time, sent_at=sent_at, received_at=received_at)
+        )
+        if sample is not None:
+            record_skew_sample(attempt.partner, sample)
         logger.info(
             "partner call",
             extra={

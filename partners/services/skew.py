@@ -14,6 +14,10 @@ same average of their half-widths: a weighted mean of errors each within its own
 the weighted mean of the bounds. Both are kept on the Partner row. Every partner call yields a
 sample, so the row is written at most every `PERSIST_EVERY` (or on a jump of a second or more): a
 row that every call rewrote would be the hottest row of the database, contended by every worker.
+
+A stamp more than `PLAUSIBLE_SKEW` (a day) from our clock is no sample: no clock drifts that far,
+and the header that says 1970 was never a clock's reading. It is ignored, never an error: on a
+call that would lose the partner's answer, on a delivery the delivery itself.
 """
 
 from __future__ import annotations
@@ -31,6 +35,14 @@ PERSIST_EVERY = timedelta(seconds=10)
 JUMP_MS = 1000
 # HTTP dates and webhook timestamps have whole seconds, truncated by the sender.
 STAMP_RESOLUTION = timedelta(seconds=1)
+# A stamp further from our clock than this is not a clock that drifted: a clock never set (the
+# epoch, 1970), a default or garbled `Date` a proxy or framework wrote. It is no sample. A clock an
+# hour or a time zone off is a real fault partner health should show, well within; so is the
+# skew past the webhook tolerance that refuses a partner's deliveries (five minutes). The
+# estimate is kept within it too (`record_skew_sample`): `Partner.clock_skew_ms` is an int4 of
+# milliseconds (±24.8 days), which a stamp from 1970 would overflow (a DataError on PostgreSQL).
+PLAUSIBLE_SKEW = timedelta(days=1)
+PLAUSIBLE_SKEW_MS = round(PLAUSIBLE_SKEW.total_seconds() * 1000)
 
 
 @dataclass(frozen=True)
@@ -41,13 +53,24 @@ class SkewSample:
     uncertainty_ms: int
 
 
-def sample_from_call(partner_stamp: datetime, *, sent_at: datetime, received_at: datetime) -> SkewSample:
-    """From an answer's whole-second stamp, our request's send time and the answer's receipt."""
+def plausible_stamp(partner_stamp: datetime, *, at: datetime) -> bool:
+    """Could `partner_stamp`, read at our `at`, be a clock's reading (within PLAUSIBLE_SKEW)?"""
+    return abs(partner_stamp - at) <= PLAUSIBLE_SKEW
+
+
+def sample_from_call(
+    partner_stamp: datetime, *, sent_at: datetime, received_at: datetime
+) -> SkewSample | None:
+    """From an answer's whole-second stamp, our request's send time and the answer's receipt;
+    None for a stamp no clock would write (`PLAUSIBLE_SKEW`)."""
+    if not plausible_stamp(partner_stamp, at=received_at):
+        return None
     return _bounded(low=partner_stamp - received_at, high=partner_stamp + STAMP_RESOLUTION - sent_at)
 
 
-def sample_from_delivery(partner_stamp: datetime, *, received_at: datetime) -> SkewSample:
-    """From a delivery's whole-second stamp and our receipt (its transit taken as nothing)."""
+def sample_from_delivery(partner_stamp: datetime, *, received_at: datetime) -> SkewSample | None:
+    """From a delivery's whole-second stamp and our receipt (its transit taken as nothing); None
+    for a stamp no clock would write."""
     return sample_from_call(partner_stamp, sent_at=received_at, received_at=received_at)
 
 
@@ -57,7 +80,14 @@ def _bounded(*, low: timedelta, high: timedelta) -> SkewSample:
 
 
 def record_skew_sample(partner: Partner, sample: SkewSample) -> SkewSample:
-    """Fold one sample into the partner's estimate and its uncertainty; return the sample."""
+    """Fold one sample into the partner's estimate and its uncertainty; return the sample.
+
+    A sample beyond PLAUSIBLE_SKEW (none the functions above make) counts as at that bound, and
+    the estimate is kept within it: whatever a caller passes, the row fits its columns."""
+    sample = SkewSample(
+        centre_ms=_within(sample.centre_ms, -PLAUSIBLE_SKEW_MS, PLAUSIBLE_SKEW_MS),
+        uncertainty_ms=_within(sample.uncertainty_ms, 0, PLAUSIBLE_SKEW_MS),
+    )
     previous = partner.clock_skew_ms
     if previous is None or partner.clock_skew_uncertainty_ms is None:
         # The first sample (or the first since the bound was kept) is the estimate.
@@ -68,6 +98,9 @@ def record_skew_sample(partner: Partner, sample: SkewSample) -> SkewSample:
             partner.clock_skew_uncertainty_ms
             + SMOOTHING * (sample.uncertainty_ms - partner.clock_skew_uncertainty_ms)
         )
+    # An estimate stored beyond the bound (SQLite's integers hold any) is brought within it.
+    estimate = _within(estimate, -PLAUSIBLE_SKEW_MS, PLAUSIBLE_SKEW_MS)
+    uncertainty = _within(uncertainty, 0, PLAUSIBLE_SKEW_MS)
     now = timezone.now()
     jumped = previous is None or abs(estimate - previous) >= JUMP_MS
     written_at = partner.clock_skew_measured_at
@@ -83,6 +116,10 @@ def record_skew_sample(partner: Partner, sample: SkewSample) -> SkewSample:
             partner.clock_skew_measured_at = now
     partner.clock_skew_ms, partner.clock_skew_uncertainty_ms = estimate, uncertainty
     return sample
+
+
+def _within(value: int, low: int, high: int) -> int:
+    return max(low, min(high, value))
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,7 @@ import hashlib
 import json
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -36,6 +35,7 @@ from bookings.timeline import record_event
 from config.errors import Conflict
 from partners import messages
 from partners.connectors import bounds
+from partners.connectors.http import parse_http_date
 from partners.connectors.reference import MalformedPayload, UnsupportedEvent, WebhookEvent, parse_webhook
 from partners.models import (
     InboundEvent,
@@ -321,19 +321,17 @@ def _store_accepted(delivery: Delivery, *, unsupported: str = "") -> Receipt:
 
 def _sample_skew(partner: Partner, headers: dict[str, str], received_at: datetime) -> None:
     """Partner clock minus ours: from its `Date` header, else the signed `webhook-timestamp`
-    (both whole seconds, truncated by the sender)."""
-    partner_time: datetime | None = None
-    if "date" in headers:
-        try:
-            partner_time = parsedate_to_datetime(headers["date"])
-        except (TypeError, ValueError, IndexError):
-            partner_time = None
-        if partner_time is not None and partner_time.tzinfo is None:
-            partner_time = partner_time.replace(tzinfo=UTC)
-    if partner_time is None:
-        partner_time = _timestamp(headers)
-    if partner_time is not None:
-        record_skew_sample(partner, sample_from_delivery(partner_time, received_at=received_at))
+    (both whole seconds, truncated by the sender). The `Date` is not signed: one that cannot be
+    read, or that no clock would write (further off than `skew.PLAUSIBLE_SKEW`, e.g. 1970), is
+    passed over for the signed time, which is within TOLERANCE of ours or the delivery was refused."""
+    sample = None
+    date = parse_http_date(headers.get("date"))
+    if date is not None:
+        sample = sample_from_delivery(date, received_at=received_at)
+    if sample is None and (signed := _timestamp(headers)) is not None:
+        sample = sample_from_delivery(signed, received_at=received_at)
+    if sample is not None:
+        record_skew_sample(partner, sample)
 
 
 def _record_duplicate(fields: dict) -> Receipt:

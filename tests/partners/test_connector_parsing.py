@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -10,10 +11,11 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+import time_machine
 
 from partners.connectors import CONNECTORS, connector_for
 from partners.connectors.base import CreateRequest, PermanentPartnerError
-from partners.connectors.http import money_string, parse_http_date, parse_retry_after
+from partners.connectors.http import _answered_exchange, money_string, parse_http_date, parse_retry_after
 from partners.connectors.legacy import (
     LegacyConnector,
     from_partner_local,
@@ -495,6 +497,8 @@ def test_rejection_reason(message: Any, reason: str) -> None:
         ("Mon, 01 Feb 2027 10:15:30 GMT", datetime(2027, 2, 1, 10, 15, 30, tzinfo=UTC)),
         ("Mon, 01 Feb 2027 10:15:30 -0000", datetime(2027, 2, 1, 10, 15, 30, tzinfo=UTC)),
         ("Mon, 01 Feb 2027 11:15:30 +0100", datetime(2027, 2, 1, 10, 15, 30, tzinfo=UTC)),
+        ("Thu, 01 Jan 1970 00:00:00 GMT", datetime(1970, 1, 1, tzinfo=UTC)),  # the partner's word
+        ("Fri, 31 Dec 9999 23:59:59 -0100", None),  # past what a datetime holds in UTC
         ("not a date", None),
         ("", None),
         (None, None),
@@ -504,7 +508,26 @@ def test_parse_http_date(value: str | None, expected: datetime | None) -> None:
     parsed = parse_http_date(value)
 
     assert parsed == expected
-    assert parsed is None or parsed.tzinfo is not None
+    assert parsed is None or parsed.utcoffset() == timedelta(0)
+
+
+@pytest.mark.parametrize(
+    ("date", "retry_after_s"),
+    [
+        pytest.param("Mon, 01 Feb 2027 10:15:00 GMT", 40.0, id="from-the-partner-s-clock"),
+        pytest.param("Thu, 01 Jan 1970 00:00:00 GMT", 10.0, id="1970-from-ours"),
+        pytest.param("Sat, 01 Jan 2000 00:00:00 GMT", 10.0, id="decades-off-from-ours"),
+    ],
+)
+def test_a_retry_after_date_is_counted_from_a_partner_date_only_a_clock_would_write(date, retry_after_s):
+    # ours is 10:15:30; the partner says come back at 10:15:40 (its clock) and that it is `date`
+    ours = datetime(2027, 2, 1, 10, 15, 30, tzinfo=UTC)
+    headers = {"Date": date, "Retry-After": "Mon, 01 Feb 2027 10:15:40 GMT"}
+
+    with time_machine.travel(ours, tick=False):
+        exchange = _answered_exchange(503, headers, b"", write=False, started=time.monotonic(), attempts=1)
+
+    assert exchange.retry_after_s == retry_after_s
 
 
 @pytest.mark.parametrize(

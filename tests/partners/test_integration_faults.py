@@ -307,6 +307,27 @@ def test_partner_clock_skew_is_measured_and_the_listing_window_follows_it(
         assert syncs[0] is False
 
 
+@BOTH
+def test_a_partner_clock_a_month_off_is_no_skew_and_loses_no_answer(harness, partner_worker, profile):
+    # given a partner whose clock is 30 days behind (its Date header and every time it writes):
+    # no clock drifts that far, and the estimate's column holds ±24.8 days of milliseconds
+    h = harness(profile)
+    h.faults(clock_skew_s=-30 * 86400)
+    partner_worker(h.partner)
+
+    booking = book(h)
+
+    # then its answers are used as any: the create's answer confirms the booking, once
+    wait_for_status(booking, S.CONFIRMED)
+    assert_at_rest(h, booking, S.CONFIRMED)
+    assert creates(booking) == [Outcome.OK]
+    # and its Date, kept on the attempt as its word, was taken for no clock reading
+    attempt = PartnerAttempt.objects.get(booking=booking, operation=Operation.CREATE)
+    assert attempt.partner_time < attempt.started_at - timedelta(days=29)
+    h.partner.refresh_from_db()
+    assert h.partner.clock_skew_ms is None
+
+
 @pytest.mark.parametrize(
     ("profile", "skew_s"),
     [("reference", 0), ("legacy", 0), ("reference", -5)],

@@ -8,9 +8,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import time_machine
 
-from partners.models import Partner
+from partners.connectors.base import CallResult
+from partners.models import Operation, Outcome, Partner
+from partners.services.calls import attempt_open, call_opened_and_close
 from partners.services.skew import (
     PERSIST_EVERY,
+    PLAUSIBLE_SKEW,
+    PLAUSIBLE_SKEW_MS,
     SkewSample,
     SkewVerdict,
     record_skew_sample,
@@ -55,6 +59,67 @@ def test_a_delivery_sample_is_as_wide_as_its_second():
     got = sample_from_delivery(OURS + timedelta(seconds=90), received_at=OURS)
 
     assert got == SkewSample(centre_ms=90_500, uncertainty_ms=500)
+
+
+# --- a stamp no clock writes -------------------------------------------------------------------
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+LAST = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)  # a second added to it overflows
+
+
+@pytest.mark.parametrize(
+    "stamp",
+    [EPOCH, LAST, OURS - PLAUSIBLE_SKEW - timedelta(seconds=1), OURS + PLAUSIBLE_SKEW + timedelta(seconds=1)],
+    ids=["1970", "9999", "a-day-behind", "a-day-ahead"],
+)
+def test_a_stamp_further_off_than_a_clock_drifts_is_no_sample(stamp):
+    assert sample_from_call(stamp, sent_at=OURS - ms(300), received_at=OURS) is None
+    assert sample_from_delivery(stamp, received_at=OURS) is None
+
+
+def test_a_clock_a_day_off_is_still_a_clock():
+    got = sample_from_delivery(OURS - PLAUSIBLE_SKEW, received_at=OURS)
+
+    assert got == SkewSample(centre_ms=-PLAUSIBLE_SKEW_MS + 500, uncertainty_ms=500)
+
+
+@pytest.mark.parametrize("centre_ms", [-(10**12), 10**12], ids=["behind", "ahead"])
+def test_a_sample_past_the_bound_is_kept_at_it_so_the_column_holds_it(centre_ms):
+    # whatever a caller passes: the column is an int4 of milliseconds (±24.8 days)
+    partner = PartnerFactory()
+
+    record_skew_sample(partner, sample(centre_ms, 10**12))
+
+    stored = Partner.objects.get(pk=partner.pk)
+    bound = PLAUSIBLE_SKEW_MS if centre_ms > 0 else -PLAUSIBLE_SKEW_MS
+    assert (stored.clock_skew_ms, stored.clock_skew_uncertainty_ms) == (bound, PLAUSIBLE_SKEW_MS)
+
+
+def test_an_estimate_stored_past_the_bound_is_brought_within_it():
+    # kept before the bound was: a partner measured 23 days behind
+    partner = PartnerFactory(clock_skew_ms=-2_000_000_000, clock_skew_uncertainty_ms=500)
+
+    record_skew_sample(partner, sample(0))
+
+    assert Partner.objects.get(pk=partner.pk).clock_skew_ms == -PLAUSIBLE_SKEW_MS
+
+
+@pytest.mark.django_db(transaction=True)  # a partner call is never made inside a transaction
+@pytest.mark.parametrize("partner_time", [EPOCH, LAST], ids=["1970", "9999"])
+def test_a_call_answered_with_a_date_no_clock_writes_keeps_its_answer(partner_time, reset_guard):
+    # given a partner whose answer says it is 1970 (or the last second a datetime holds)
+    partner = PartnerFactory()
+    reset_guard(partner)
+    attempt = attempt_open(partner=partner, operation=Operation.GET)
+    answer = CallResult(outcome=Outcome.OK, http_status=200, partner_time=partner_time)
+
+    # when the call is made and closed, as every worker's call is
+    result = call_opened_and_close(attempt, lambda: answer)
+
+    # then its answer is kept, the Date with it as the partner's word, and taken for no clock
+    assert result is answer
+    attempt.refresh_from_db()
+    assert (attempt.outcome, attempt.partner_time) == (Outcome.OK, partner_time)
+    assert Partner.objects.get(pk=partner.pk).clock_skew_ms is None
 
 
 # --- the estimate --------------------------------------------------------------------------------

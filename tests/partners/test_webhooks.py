@@ -10,6 +10,7 @@ import json
 import uuid
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from email.utils import format_datetime
 
 import pytest
 from django.test import Client
@@ -801,3 +802,30 @@ def test_partner_clock_skew_is_estimated_from_the_delivery(post, ref_partner):
     ref_partner.refresh_from_db()
     assert 88_000 <= ref_partner.clock_skew_ms <= 92_000
     assert posted_from <= ref_partner.clock_skew_measured_at <= timezone.now()
+
+
+@pytest.mark.parametrize(
+    "date",
+    [
+        "Thu, 01 Jan 1970 00:00:00 GMT",
+        format_datetime(datetime.now(UTC) - timedelta(days=30), usegmt=True),  # past the column's ±24.8 days
+        "Fri, 31 Dec 9999 23:59:59 -0100",  # past what a datetime holds in UTC
+    ],
+    ids=["1970", "a-month-behind", "past-9999"],
+)
+def test_a_date_header_no_clock_writes_is_passed_over_for_the_signed_time(post, ref_partner, date):
+    # given an authentic delivery whose (unsigned) Date says what no partner clock would
+    raw = body()
+    partner_clock = datetime.now(UTC) + timedelta(seconds=90)  # within the signature's tolerance
+
+    first = post(raw, {**signed(raw, event_id="msg_far_date", at=partner_clock), "HTTP_DATE": date})
+    again = post(raw, {**signed(raw, event_id="msg_far_date", at=partner_clock), "HTTP_DATE": date})
+
+    # then it is stored and acknowledged as any, its redelivery answered as a duplicate
+    assert (first.status_code, first.json()["status"]) == (202, "accepted")
+    assert (again.status_code, again.json()["status"]) == (200, "duplicate")
+    original = InboundEvent.objects.get(duplicate_of__isnull=True)
+    assert (original.event_id, original.headers["date"]) == ("msg_far_date", date)
+    # and the partner's clock is read from the signed time instead
+    ref_partner.refresh_from_db()
+    assert 88_000 <= ref_partner.clock_skew_ms <= 92_000
