@@ -9,7 +9,7 @@ import re
 from datetime import timedelta
 
 import pytest
-from django.core.management import call_command
+from django.core.management import call_command, load_command_class
 from django.core.management.base import CommandError
 from django.utils import timezone
 
@@ -122,3 +122,30 @@ def test_the_bounds_themselves_are_accepted_and_hours_are_honoured():
 )
 def test_help_states_the_bounds(command, says):
     assert says in " ".join(help_of(command).split())
+
+
+@pytest.mark.parametrize("interval", ["nan", "inf", "-inf", "-5", "0", "2592001"])
+def test_the_scheduler_refuses_an_interval_that_is_not_seconds_more_than_0_before_it_starts(capsys, interval):
+    # nan and inf were a traceback, a negative swept back to back under a lock of a millisecond,
+    # 0 meant the default without a word; each is refused before anything runs (--once or not)
+    command = load_command_class("reconciliation", "run_scheduler")
+
+    with pytest.raises(SystemExit) as exited:
+        command.run_from_argv(["manage.py", "run_scheduler", f"--interval={interval}", "--once"])
+
+    out, err = capsys.readouterr()
+    assert (exited.value.code, out) == (1, "")
+    bounds = "more than 0 and at most 2592000 (30 days)"
+    assert err.strip() == f"CommandError: --interval must be {bounds}, not {float(interval)}."
+
+
+@pytest.mark.parametrize("interval", [float("nan"), -5.0, 0.0])
+def test_the_scheduler_refuses_a_configured_interval_that_is_not_seconds_more_than_0(settings, interval):
+    settings.RECONCILE_INTERVAL_S = interval
+
+    with pytest.raises(CommandError, match=re.escape("RECONCILE_INTERVAL_S must be more than 0")):
+        run("run_scheduler", "--once")
+
+
+def test_the_scheduler_s_help_states_its_interval_s_bounds():
+    assert "more than 0, at most 2592000: 30 days" in " ".join(help_of("run_scheduler").split())

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from datetime import timedelta
 
 import redis
 from django.conf import settings
@@ -23,6 +24,7 @@ from django.db import close_old_connections
 
 from config.metrics import events as metrics
 from config.redis_client import redis_client
+from reconciliation.management.commands._ops import window_help, window_option
 from reconciliation.services.sweeper import sweep
 from reconciliation.sweeper_lock import SweeperLock, sweeper_lock_key
 
@@ -34,17 +36,25 @@ SKIPPED_SWEEPING = "another scheduler is sweeping; skipping this round"
 SKIPPED_SWEPT = "another scheduler swept this round; skipping it"
 # Past the moment the lock or the swept mark goes: the next take finds it gone.
 TAKE_AFTER_S = 0.05
+SECOND = timedelta(seconds=1)
 
 
 class Command(BaseCommand):
     help = "Run the reconciliation sweeper periodically (the Procfile's scheduler process)."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--interval", type=float, default=None, help="Seconds between sweeps.")
+        parser.add_argument(
+            "--interval",
+            type=float,
+            default=None,
+            help=(
+                f"Seconds between sweeps: more than 0, {window_help(SECOND)} (default: RECONCILE_INTERVAL_S)."
+            ),
+        )
         parser.add_argument("--once", action="store_true", help="Run one locked sweep and exit.")
 
     def handle(self, *args, **options) -> None:
-        interval = options["interval"] or settings.RECONCILE_INTERVAL_S
+        interval = sweep_interval_s(options["interval"])
         stop = threading.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
@@ -79,6 +89,19 @@ class Command(BaseCommand):
         finally:
             close_old_connections()
         return interval + TAKE_AFTER_S
+
+
+def sweep_interval_s(option: float | None) -> float:
+    """`--interval`, else RECONCILE_INTERVAL_S, refused (a CommandError naming which, exit status 1)
+    unless a finite number of seconds above 0 and within `window_option`'s bound. Before this, nan
+    and inf were a traceback, a negative swept back to back under a lock of a millisecond, and 0
+    meant the default without a word."""
+    if option is None:
+        named, interval = "RECONCILE_INTERVAL_S", float(settings.RECONCILE_INTERVAL_S)
+    else:
+        named, interval = "--interval", option
+    window_option(named, interval, SECOND)  # the refusal; the seconds are kept as given
+    return interval
 
 
 def _skipped(lock: SweeperLock, interval: float) -> float:
