@@ -438,8 +438,15 @@ def parse_http_date(value: str | None) -> datetime | None:
         return None
 
 
+# The longest pause a partner's `Retry-After` asks that we honour: nothing of ours waits longer
+# (a booking's deadline comes first), and a larger number ("1e20", a date in 9999) would overflow
+# the datetime arithmetic after the partner call was made, losing its answer.
+RETRY_AFTER_MAX_S = 86_400.0
+
+
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
-    """`Retry-After` in seconds: delta-seconds, or an HTTP date counted from `now` (partner's)."""
+    """`Retry-After` in seconds: delta-seconds, or an HTTP date counted from `now` (partner's);
+    at most RETRY_AFTER_MAX_S."""
     if value is None or not value.strip():
         return None
     text = value.strip()
@@ -452,7 +459,7 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
         seconds = (when - (now or datetime.now(tz=UTC))).total_seconds()
     if seconds != seconds or seconds == float("inf"):  # NaN or infinite: unusable
         return None
-    return max(0.0, seconds)
+    return min(max(0.0, seconds), RETRY_AFTER_MAX_S)
 
 
 def money_string(amount: Decimal) -> str:

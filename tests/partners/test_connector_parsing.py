@@ -539,6 +539,9 @@ def test_a_retry_after_date_is_counted_from_a_partner_date_only_a_clock_would_wr
         ("-4", 0.0),
         ("Mon, 01 Feb 2027 10:15:40 GMT", 10.0),
         ("Mon, 01 Feb 2027 10:15:00 GMT", 0.0),
+        ("86400", 86_400.0),
+        ("1e20", 86_400.0),  # a day at most: a larger pause would overflow the retry's time
+        ("Fri, 31 Dec 9999 23:59:59 GMT", 86_400.0),
         ("soon", None),
         ("nan", None),
         ("", None),
