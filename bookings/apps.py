@@ -7,6 +7,10 @@ class BookingsConfig(AppConfig):
 
     def ready(self) -> None:
         from bookings import catalogue
-        from config import checks  # noqa: F401 - registers the deployment checks (bookings.W0xx)
+        from config import (
+            checks,  # noqa: F401 - registers the deployment checks (bookings.W0xx)
+            integer_bounds,
+        )
 
         catalogue.connect_signals()
+        integer_bounds.connect()
