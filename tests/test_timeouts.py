@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 SUITE = """
@@ -52,6 +54,7 @@ def test_needs_a_shared_start_that_hangs(never_starts):
 """
 
 
+@pytest.mark.once_per_ci("embedded")  # a pytest of its own, without Django: no store of ours
 def test_a_shared_set_up_is_not_charged_to_the_test_that_needs_it_first(tmp_path: Path) -> None:
     (tmp_path / "test_suite.py").write_text(SUITE)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

@@ -10,6 +10,7 @@ import socket
 import subprocess
 from pathlib import Path
 
+import pytest
 from django.conf import settings
 from honcho.environ import parse_procfile
 
@@ -181,6 +182,7 @@ def test_make_run_asks_whether_a_stack_runs_before_it_migrates_or_loads_the_demo
     assert devstack.main(["--check"]) == 0 and _FakeHoncho.started == []  # checks, starts nothing
 
 
+@pytest.mark.once_per_ci("embedded")  # /proc and a socket: no store of ours
 def test_a_busy_process_holding_a_port_is_named_though_its_descriptors_come_and_go():
     # The test process itself, under load, opens and closes descriptors in other threads all the
     # time: one closed between the listing of /proc/<pid>/fd and its readlink hid the process (CI).
