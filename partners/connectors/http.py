@@ -21,7 +21,7 @@ import struct
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from email.utils import parsedate_to_datetime
 from http.cookiejar import DefaultCookiePolicy
@@ -42,7 +42,6 @@ from urllib3.exceptions import HTTPError as Urllib3HTTPError
 
 from partners.connectors.base import CallResult, ReservationSnapshot
 from partners.models import Outcome, Partner
-from partners.services.skew import plausible_stamp
 
 logger = logging.getLogger("partners.http")
 
@@ -417,6 +416,18 @@ def _error_fields(body: Any) -> tuple[str, str]:
     code = body.get("error")
     message = body.get("message") or body.get("err") or body.get("msg") or ""
     return (code if isinstance(code, str) else ""), str(message)[:500]
+
+
+# A stamp further from our clock than this is not a clock that drifted: a clock never set (the
+# epoch, 1970), a default or garbled `Date` a proxy or framework wrote. It is no sample. A clock an
+# hour or a time zone off is a real fault partner health should show, well within; so is the
+# skew past the webhook tolerance that refuses a partner's deliveries (five minutes).
+PLAUSIBLE_SKEW = timedelta(days=1)
+
+
+def plausible_stamp(partner_stamp: datetime, *, at: datetime) -> bool:
+    """Could `partner_stamp`, read at our `at`, be a clock's reading (within PLAUSIBLE_SKEW)?"""
+    return abs(partner_stamp - at) <= PLAUSIBLE_SKEW
 
 
 def parse_http_date(value: str | None) -> datetime | None:

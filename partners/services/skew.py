@@ -28,6 +28,7 @@ from datetime import datetime, timedelta
 from django.db.models import Q
 from django.utils import timezone
 
+from partners.connectors.http import PLAUSIBLE_SKEW, plausible_stamp
 from partners.models import Partner
 
 SMOOTHING = 0.2  # one odd header does not swing the estimate
@@ -35,13 +36,8 @@ PERSIST_EVERY = timedelta(seconds=10)
 JUMP_MS = 1000
 # HTTP dates and webhook timestamps have whole seconds, truncated by the sender.
 STAMP_RESOLUTION = timedelta(seconds=1)
-# A stamp further from our clock than this is not a clock that drifted: a clock never set (the
-# epoch, 1970), a default or garbled `Date` a proxy or framework wrote. It is no sample. A clock an
-# hour or a time zone off is a real fault partner health should show, well within; so is the
-# skew past the webhook tolerance that refuses a partner's deliveries (five minutes). The
-# estimate is kept within it too (`record_skew_sample`): `Partner.clock_skew_ms` is an int4 of
-# milliseconds (±24.8 days), which a stamp from 1970 would overflow (a DataError on PostgreSQL).
-PLAUSIBLE_SKEW = timedelta(days=1)
+# `Partner.clock_skew_ms` is an int4 of milliseconds (±24.8 days), which a stamp from 1970 would
+# overflow (a DataError on PostgreSQL): the estimate is kept within the bound too.
 PLAUSIBLE_SKEW_MS = round(PLAUSIBLE_SKEW.total_seconds() * 1000)
 
 
@@ -51,11 +47,6 @@ class SkewSample:
 
     centre_ms: int
     uncertainty_ms: int
-
-
-def plausible_stamp(partner_stamp: datetime, *, at: datetime) -> bool:
-    """Could `partner_stamp`, read at our `at`, be a clock's reading (within PLAUSIBLE_SKEW)?"""
-    return abs(partner_stamp - at) <= PLAUSIBLE_SKEW
 
 
 def sample_from_call(

@@ -106,7 +106,9 @@ def test_partner_health_counts_late_deliveries_with_their_measured_skew(post, re
     health = health_of(ref_partner)
 
     assert health.deliveries["late"] == 3
-    assert 479_000 <= health.late_skew_ms <= 480_500  # the median: 8 minutes ahead
+    # The median: 8 minutes ahead, less the stamp's truncated second and the post's own time (a
+    # loaded machine can take seconds between signing and receipt).
+    assert 475_000 <= health.late_skew_ms <= 480_500
     assert any("signed outside the time tolerance" in problem for problem in health.problems)
 
 

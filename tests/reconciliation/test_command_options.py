@@ -124,10 +124,11 @@ def test_help_states_the_bounds(command, says):
     assert says in " ".join(help_of(command).split())
 
 
-@pytest.mark.parametrize("interval", ["nan", "inf", "-inf", "-5", "0", "2592001"])
-def test_the_scheduler_refuses_an_interval_that_is_not_seconds_more_than_0_before_it_starts(capsys, interval):
-    # nan and inf were a traceback, a negative swept back to back under a lock of a millisecond,
-    # 0 meant the default without a word; each is refused before anything runs (--once or not)
+@pytest.mark.parametrize("interval", ["nan", "inf", "-inf", "-5", "0", "1e-09", "0.09", "2592001"])
+def test_the_scheduler_refuses_an_interval_not_from_a_tenth_of_a_second_before_it_starts(capsys, interval):
+    # nan and inf were a traceback, a negative or a tiny interval swept back to back under a lock
+    # that expired at once, 0 meant the default without a word; each is refused before anything
+    # runs (--once or not)
     command = load_command_class("reconciliation", "run_scheduler")
 
     with pytest.raises(SystemExit) as exited:
@@ -135,17 +136,17 @@ def test_the_scheduler_refuses_an_interval_that_is_not_seconds_more_than_0_befor
 
     out, err = capsys.readouterr()
     assert (exited.value.code, out) == (1, "")
-    bounds = "more than 0 and at most 2592000 (30 days)"
+    bounds = "at least 0.1 and at most 2592000 (30 days)"
     assert err.strip() == f"CommandError: --interval must be {bounds}, not {float(interval)}."
 
 
-@pytest.mark.parametrize("interval", [float("nan"), -5.0, 0.0])
-def test_the_scheduler_refuses_a_configured_interval_that_is_not_seconds_more_than_0(settings, interval):
+@pytest.mark.parametrize("interval", [float("nan"), -5.0, 0.0, 0.01])
+def test_the_scheduler_refuses_a_configured_interval_that_is_not_seconds_from_a_tenth(settings, interval):
     settings.RECONCILE_INTERVAL_S = interval
 
-    with pytest.raises(CommandError, match=re.escape("RECONCILE_INTERVAL_S must be more than 0")):
+    with pytest.raises(CommandError, match=re.escape("RECONCILE_INTERVAL_S must be at least 0.1")):
         run("run_scheduler", "--once")
 
 
 def test_the_scheduler_s_help_states_its_interval_s_bounds():
-    assert "more than 0, at most 2592000: 30 days" in " ".join(help_of("run_scheduler").split())
+    assert "at least 0.1, at most 2592000: 30 days" in " ".join(help_of("run_scheduler").split())

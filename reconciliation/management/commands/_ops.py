@@ -73,14 +73,14 @@ def window_help(unit: timedelta) -> str:
     return f"at most {most_of(unit)}: {MOST_DAYS} days"
 
 
-def window_option(option: str, value: float, unit: timedelta) -> timedelta:
+def window_option(option: str, value: float, unit: timedelta, *, least: float = 0.0) -> timedelta:
     """`value` units as a timedelta, refused (CommandError naming the option and its bounds) unless
-    a finite number above 0 and at most MOST_DAYS days: nan, inf, 0 and negatives never mean a window."""
+    a finite number above 0 (at least `least`, when given) and at most MOST_DAYS days: nan, inf, 0
+    and negatives never mean a window."""
     most = most_of(unit)
-    if not (math.isfinite(value) and 0 < value <= most):
-        raise option_error(
-            f"{option} must be more than 0 and at most {most} ({MOST_DAYS} days), not {value}."
-        )
+    if not (math.isfinite(value) and 0 < value <= most and value >= least):
+        lower = f"at least {least:g}" if least > 0 else "more than 0"
+        raise option_error(f"{option} must be {lower} and at most {most} ({MOST_DAYS} days), not {value}.")
     return value * unit
 
 

@@ -37,6 +37,9 @@ SKIPPED_SWEPT = "another scheduler swept this round; skipping it"
 # Past the moment the lock or the swept mark goes: the next take finds it gone.
 TAKE_AFTER_S = 0.05
 SECOND = timedelta(seconds=1)
+# The shortest interval: a round takes the lock, sweeps and marks it (a few round trips to Redis
+# and the database), so a shorter one only sweeps back to back. Tests use 0.5 s, production 15.
+MIN_INTERVAL_S = 0.1
 
 
 class Command(BaseCommand):
@@ -48,7 +51,8 @@ class Command(BaseCommand):
             type=float,
             default=None,
             help=(
-                f"Seconds between sweeps: more than 0, {window_help(SECOND)} (default: RECONCILE_INTERVAL_S)."
+                f"Seconds between sweeps: at least {MIN_INTERVAL_S:g}, {window_help(SECOND)} "
+                "(default: RECONCILE_INTERVAL_S)."
             ),
         )
         parser.add_argument("--once", action="store_true", help="Run one locked sweep and exit.")
@@ -93,14 +97,14 @@ class Command(BaseCommand):
 
 def sweep_interval_s(option: float | None) -> float:
     """`--interval`, else RECONCILE_INTERVAL_S, refused (a CommandError naming which, exit status 1)
-    unless a finite number of seconds above 0 and within `window_option`'s bound. Before this, nan
-    and inf were a traceback, a negative swept back to back under a lock of a millisecond, and 0
-    meant the default without a word."""
+    unless a finite number of seconds from MIN_INTERVAL_S to `window_option`'s bound: nan or inf
+    would fail the sweep's arithmetic, and 0, a negative or a tiny interval would sweep back to back
+    under a lock that expires at once, beside a standby scheduler."""
     if option is None:
         named, interval = "RECONCILE_INTERVAL_S", float(settings.RECONCILE_INTERVAL_S)
     else:
         named, interval = "--interval", option
-    window_option(named, interval, SECOND)  # the refusal; the seconds are kept as given
+    window_option(named, interval, SECOND, least=MIN_INTERVAL_S)  # the refusal; the seconds are kept as given
     return interval
 
 
