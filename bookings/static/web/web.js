@@ -89,30 +89,53 @@
   // booking's reference and status_version; when it is newer than what the page shows (the
   // [data-status-version] of that reference), the page fetches its live parts again
   // (data-live-refresh, rendered by the server as on a reload) and swaps them in, inside their
-  // aria-live regions. The booking page's htmx poll is the fallback: kept aside while the stream
-  // works, started when the browser has no EventSource or the stream keeps failing.
+  // aria-live regions. The stream announces a version once: a refresh that fails (the web
+  // process restarting, a 503) is retried, by the same rule as a failed poll, until the page
+  // shows what was announced. The booking page's htmx poll is the fallback: kept aside while the
+  // stream works, started when the browser has no EventSource or the stream keeps failing.
   var STREAM_FAILURES_BEFORE_POLLING = 3;
-  var REFRESH_RETRIES = 3;
+
+  // The pause before asking again after a request that failed (or a refresh that left the page
+  // behind): the answer's Retry-After, else a pause that grows with each try in a row, up to a
+  // minute.
+  function retryPauseMs(xhr, failures) {
+    var retryAfter = parseInt(xhr && xhr.getResponseHeader("Retry-After"), 10);
+    return 1000 * (retryAfter > 0 ? retryAfter : Math.min(60, 2 * failures));
+  }
+
+  function statusTag(reference) {
+    return document.querySelector('[data-status-version][data-reference="' + reference + '"]');
+  }
 
   function shownVersion(reference) {
-    var shown = document.querySelector('[data-status-version][data-reference="' + reference + '"]');
-    return shown ? Number(shown.dataset.statusVersion) : 0;
+    var tag = statusTag(reference);
+    return tag ? Number(tag.dataset.statusVersion) : 0;
   }
 
   function followLive(live) {
-    var poller = document.getElementById("booking-poller");
     if (!window.EventSource) {
       return; // the poll, as rendered, carries on
     }
-    // Kept aside before htmx sees it: while the stream works, nothing polls.
-    var pollerPlace = poller && { parent: poller.parentNode, next: poller.nextSibling };
+    // Kept aside before htmx sees it: while the stream works, nothing polls. Each answer to the
+    // progress page's refresh ends with the next poller, asking from the version it brought (or
+    // none once nothing more is awaited): that one is kept instead, so that a poll that takes
+    // over asks from what the page shows and its live region announces only news.
+    var poller = document.getElementById("booking-poller");
     if (poller) {
       poller.remove();
     }
-    var wanted = {}; // reference -> newest status_version the stream announced
+    var wanted = {}; // reference the page shows -> newest status_version the stream announced
+    // A reference the page does not show -> its announced version: a new booking belongs on the
+    // first page of my bookings, one on another page does not. One answer settles it either way.
+    var unseen = {};
     var refreshing = null;
+    var answer = null; // the refresh's request, as htmx reported it
     var retries = 0;
     var retryTimer = null;
+
+    live.addEventListener("htmx:afterRequest", function (event) {
+      answer = event.detail;
+    });
 
     function behind() {
       return Object.keys(wanted).some(function (reference) {
@@ -120,48 +143,89 @@
       });
     }
 
+    function pending() {
+      return behind() || Object.keys(unseen).length > 0;
+    }
+
     function refresh() {
       // Nothing to do while a refresh is on its way (it retries if it comes back behind), or
       // once an earlier one already brought what was announced: a late retry must not clear the
       // news a newer refresh just gave.
       window.clearTimeout(retryTimer);
-      if (refreshing || !behind()) {
+      if (refreshing || !pending()) {
         return;
       }
+      var before = {}; // reference -> the version shown when asked
+      Object.keys(wanted).concat(Object.keys(unseen)).forEach(function (reference) {
+        before[reference] = shownVersion(reference);
+      });
+      var asked = unseen;
+      unseen = {};
+      answer = null;
       var options = live.dataset.liveTarget
         ? { source: live, target: live.dataset.liveTarget, select: live.dataset.liveTarget, swap: "outerHTML" }
         : { source: live, swap: "none" }; // the answer swaps its parts in by their ids (out of band)
-      // A failed request (the network dropped) settles the same way: still behind, so it retries.
-      refreshing = window.htmx.ajax("GET", live.dataset.liveRefresh, options).then(settled, settled);
+      var done = function () {
+        settled(before, asked);
+      };
+      refreshing = window.htmx.ajax("GET", live.dataset.liveRefresh, options).then(done, done);
     }
 
-    function settled() {
+    function settled(before, asked) {
       refreshing = null;
-      if (live.dataset.liveAnnounce) {
-        announce();
+      if (answer && answer.successful) {
+        Object.keys(wanted).forEach(function (reference) {
+          if (!statusTag(reference)) {
+            delete wanted[reference]; // no longer on this page
+          }
+        });
+        if (!live.dataset.liveTarget) {
+          keepNextPoller(answer.xhr.responseText);
+        }
+        if (live.dataset.liveAnnounce) {
+          announce(Object.keys(before).filter(function (reference) {
+            return shownVersion(reference) > before[reference];
+          }));
+        }
+      } else {
+        // Unanswered (a 503, a dropped connection): what it was asked for is still to ask.
+        Object.keys(asked).forEach(function (reference) {
+          unseen[reference] = Math.max(unseen[reference] || 0, asked[reference]);
+        });
       }
-      if (behind() && retries < REFRESH_RETRIES) {
+      Object.keys(wanted).forEach(function (reference) {
+        if (shownVersion(reference) >= wanted[reference]) {
+          delete wanted[reference];
+        }
+      });
+      if (pending()) {
         retries += 1;
-        retryTimer = window.setTimeout(refresh, 1000 * retries);
+        retryTimer = window.setTimeout(refresh, retryPauseMs(answer && answer.xhr, retries));
       } else {
         retries = 0;
-        wanted = {};
       }
     }
 
-    function announce() {
-      var region = document.getElementById(live.dataset.liveAnnounce);
-      var news = Object.keys(wanted).map(function (reference) {
-        var tag = document.querySelector('[data-status-version][data-reference="' + reference + '"]');
-        return tag ? "Booking " + reference + ": " + tag.textContent.trim() + "." : "";
-      });
-      region.textContent = news.filter(Boolean).join(" ");
+    function keepNextPoller(html) {
+      poller = new window.DOMParser().parseFromString(html, "text/html").getElementById("booking-poller");
+    }
+
+    function announce(references) {
+      if (references.length === 0) {
+        return; // nothing new: the region keeps what it last said
+      }
+      document.getElementById(live.dataset.liveAnnounce).textContent = references.map(function (reference) {
+        return "Booking " + reference + ": " + statusTag(reference).textContent.trim() + ".";
+      }).join(" ");
     }
 
     function startPolling() {
-      if (pollerPlace && !document.getElementById("booking-poller")) {
-        pollerPlace.parent.insertBefore(poller, pollerPlace.next);
+      if (poller && !document.getElementById("booking-poller")) {
+        live.parentNode.insertBefore(poller, live);
         window.htmx.process(poller);
+        // The poll asks from the version shown: it brings whatever a refresh was still after.
+        wanted = {};
+        window.clearTimeout(retryTimer);
       }
     }
 
@@ -172,10 +236,14 @@
     });
     source.addEventListener("status", function (event) {
       var view = JSON.parse(event.data);
-      if (view.status_version > shownVersion(view.reference)) {
+      if (!statusTag(view.reference)) {
+        unseen[view.reference] = Math.max(unseen[view.reference] || 0, view.status_version);
+      } else if (view.status_version > shownVersion(view.reference)) {
         wanted[view.reference] = Math.max(wanted[view.reference] || 0, view.status_version);
-        window.setTimeout(refresh, 0); // a burst of events makes one request
+      } else {
+        return;
       }
+      window.setTimeout(refresh, 0); // a burst of events makes one request
     });
     source.addEventListener("error", function () {
       // The browser reconnects by itself (after the stream's retry:) unless the server refused;
@@ -191,7 +259,7 @@
   document.querySelectorAll("[data-live-stream]").forEach(followLive);
 
   // A booking's status poll (htmx): after a failed request htmx would stop polling, so ask again
-  // after the server's Retry-After, or after a growing pause when there is none.
+  // after `retryPauseMs`.
   document.addEventListener("htmx:afterRequest", function (event) {
     var poller = event.detail.elt;
     if (!poller.matches("[data-poller]") || event.detail.successful) {
@@ -199,12 +267,10 @@
     }
     var failures = Number(poller.dataset.failures || 0) + 1;
     poller.dataset.failures = String(failures);
-    var retryAfter = parseInt(event.detail.xhr && event.detail.xhr.getResponseHeader("Retry-After"), 10);
-    var seconds = retryAfter > 0 ? retryAfter : Math.min(60, 2 * failures);
     window.setTimeout(function () {
       if (document.body.contains(poller)) {
         window.htmx.trigger(poller, "poll-retry");
       }
-    }, seconds * 1000);
+    }, retryPauseMs(event.detail.xhr, failures));
   });
 })();
