@@ -3,11 +3,12 @@
 A script reads a command's `--json` output and its exit status; an error said only as text on
 stderr leaves it nothing to parse. `JsonCommand` is the one place that keeps the promise: whatever
 the command refuses with (an option it cannot read, a refusal, a failure: a `CommandError`, or an
-`ApplicationError` a service raised, the database or our Redis not answering) is also written to
-stdout in the API's one error shape
+`ApplicationError` a service raised, the database or our Redis not answering; a bug too, its
+traceback still on stderr) is also written to stdout in the API's one error shape
 (`config.errors.error_body`: `{"error": {"code": ..., "message": ...}}`), and the exit status
-stays non-zero, with the same line on stderr as without `--json`. A command that wrote its JSON
-report before failing (a batch with refusals, a settlement with mismatches) wrote it with
+stays non-zero, with the same line on stderr as without `--json`: 75 (`OUTAGE_STATUS`) for an
+outage, whatever the command, so that a cron job retries it rather than alerting. A command that
+wrote its JSON report before failing (a batch with refusals, a settlement with mismatches) wrote it with
 `write_json`, which carries its outcome: nothing is added after it.
 """
 
@@ -31,6 +32,9 @@ COMMAND_ERROR = "command_error"
 OPTION_REFUSED = "validation_error"
 # A store the command needs is not answering, as the API answers its 503.
 UNAVAILABLE = "service_unavailable"
+# The exit status of a command an outage stopped (sysexits' EX_TEMPFAIL: try again later), so that
+# a cron job tells it from what a command's 1 says (a refusal, reconcile_payments' mismatches).
+OUTAGE_STATUS = 75
 
 
 def _coded(message: str, code: str) -> CommandError:
@@ -141,8 +145,14 @@ class JsonCommand(BaseCommand):
         except CommandError as exc:
             if self.usage_status is not None and getattr(exc, "code", None) == OPTION_REFUSED:
                 exc.returncode = self.usage_status
+            if getattr(exc, "code", None) == UNAVAILABLE:
+                exc.returncode = OUTAGE_STATUS
             if options.get("json") and not self._json_written:
                 self.write_json(command_error_body(exc))
+            raise
+        except Exception as exc:  # a bug: its traceback on stderr as ever, and JSON to parse on stdout
+            if options.get("json") and not self._json_written:
+                self.write_json(error_body(COMMAND_ERROR, one_line(exc)))
             raise
 
     def run_from_argv(self, argv: list[str]) -> None:

@@ -71,6 +71,18 @@ def run_failing(*args: str) -> tuple[CommandError, dict]:
         pytest.param(["reconcile_payments", "--date", ""], "validation_error", id="date-empty"),
         pytest.param(["reconcile_payments", "--date", "  "], "validation_error", id="date-blank"),
         pytest.param(["sync_booking", "BK-NOPE99", "--note", "hi\x1b[2J"], "validation_error", id="note"),
+        # an empty --as is a script's unset variable, never the trusted shell operator
+        pytest.param(["sync_booking", "BK-NOPE99", "--as", ""], "validation_error", id="as-empty"),
+        pytest.param(["sync_booking", "BK-NOPE99", "--as", "  "], "validation_error", id="as-blank"),
+        # an option the action needs, left out, is an option refused
+        pytest.param(["resolve_booking", "BK-NOPE99", "--note", "n"], "validation_error", id="no-outcome"),
+        pytest.param(["orphan_close", "999999", "--yes"], "validation_error", id="no-note"),
+        pytest.param(["refund_payment", "BK-NOPE99", "--yes"], "validation_error", id="no-amount"),
+        pytest.param(
+            ["record_outside_refund", "BK-NOPE99", "--amount", "5", "--note", "n"],
+            "validation_error",
+            id="no-method",
+        ),
         pytest.param(
             [
                 "partner_upsert",
@@ -211,7 +223,9 @@ def test_an_argument_that_is_not_utf8_is_refused_as_usage_not_a_traceback(capsys
     ],
 )
 def test_a_database_that_does_not_answer_is_one_line_and_json_not_a_traceback(argv):
-    # A cron job reading --json during a database outage gets the error to parse, and ops a line.
+    # A cron job reading --json during a database outage gets the error to parse, and ops a line;
+    # its exit status is the outage's own (EX_TEMPFAIL), never a refusal's (reconcile_payments':
+    # test_payment_provider.py, where a provider answers it).
     import os
     import subprocess
     import sys
@@ -224,7 +238,7 @@ def test_a_database_that_does_not_answer_is_one_line_and_json_not_a_traceback(ar
         [sys.executable, "manage.py", *argv, "--json"], cwd=root, env=env, capture_output=True, text=True
     )
 
-    assert ran.returncode == 1, ran.stderr
+    assert ran.returncode == 75, ran.stderr
     assert json.loads(ran.stdout)["error"]["code"] == "service_unavailable"
     assert "Traceback" not in ran.stderr
     assert ran.stderr.startswith("CommandError: The database is not answering (OperationalError:")

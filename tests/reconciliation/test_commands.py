@@ -505,3 +505,135 @@ def test_reconcile_json_is_written_as_every_command_writes_its_json(db, broker):
     report = json.loads(out)
     assert report["dry_run"] is True
     assert out.rstrip("\n") == json.dumps(report, default=str, indent=2)  # the shared writer: not one line
+
+
+# --- stored text is printed as it is --------------------------------------------------------------
+MARKUP_LIKE = "R-[/]7"  # rich's markup read "[/]" as closing a style none opened: MarkupError
+STYLE_LIKE = "R-[hold]-7"  # and "[hold]" as a style: printed "R--7"
+
+
+def _orphan_case(partner, partner_ref: str, client_reference: str = "BK-[x]:smile:"):
+    from partners.models import OrphanAutomation, OrphanCase, OrphanFinding
+
+    reservation = PartnerReservationFactory(
+        booking=None, partner=partner, partner_ref=partner_ref, client_reference=client_reference
+    )
+    return OrphanCase.objects.create(
+        reservation=reservation,
+        opened_because=OrphanFinding.UNKNOWN_REFERENCE,
+        automation=OrphanAutomation.LEFT_TO_SUPPORT,
+    )
+
+
+def test_the_orphan_queue_and_an_orphan_action_print_a_partner_s_reference_as_it_is(partner):
+    closing, other = _orphan_case(partner, MARKUP_LIKE), _orphan_case(partner, STYLE_LIKE)
+
+    listed = run("orphans", "--partner", partner.code)
+    closed = run("orphan_close", str(closing.pk), "--no-live", "--yes", "--note", "[done] at :ok: desk")
+
+    assert MARKUP_LIKE in listed and STYLE_LIKE in listed and "BK-[x]:smile:" in listed
+    assert f"orphan case #{closing.pk} ({MARKUP_LIKE})" in closed and "Case closed." in closed
+    assert other.reservation.partner_ref == STYLE_LIKE
+
+
+def test_a_preview_and_the_timeline_print_stored_text_as_it_is(make_booking, partner_queue, broker):
+    booking = make_booking(status=S.UNKNOWN)
+    PartnerReservationFactory(booking=booking, partner_ref=STYLE_LIKE, status="pending")
+    record_event(booking, "note.added", actor="support", actor_label="[b]ann[/b]", summary="held [/] :ok:")
+
+    preview = run("sync_booking", booking.reference, "--dry-run", "--no-live")
+    timeline = run("booking_timeline", booking.reference, "--raw")
+
+    assert STYLE_LIKE in preview
+    assert "[b]ann[/b]" in timeline and "held [/] :ok:" in timeline and "\\[" not in timeline
+
+
+# --- a preview refuses what the run refuses, by the run's own rule ----------------------------------
+@pytest.mark.parametrize("outcome", ["expired", "rejected"])
+def test_resolve_dry_run_refuses_an_end_the_booking_never_had_as_the_run_does(
+    outcome, make_booking, partner_queue
+):
+    # failed and cancelled are possible (nothing live): the preview allows the booking, and only
+    # the outcome asked for is refused, by the rule the run applies
+    booking = make_booking(status=S.NEEDS_ATTENTION, attention_reason="partner_401")
+    args = ("resolve_booking", booking.reference, "--outcome", outcome, "--no-live", "--json")
+    said = f"Only a booking that had ended {outcome} before support took it up returns to {outcome}"
+
+    dry_out, run_out = io.StringIO(), io.StringIO()
+    with pytest.raises(CommandError, match=r"nothing would be done \(1 refused\)"):
+        call_command(*args, "--dry-run", stdout=dry_out, stderr=io.StringIO())
+    with pytest.raises(CommandError, match=r"nothing was done \(1 refused\)"):
+        call_command(*args, "--yes", "--note", "gone", stdout=run_out, stderr=io.StringIO())
+
+    [preview] = json.loads(dry_out.getvalue())["previews"]
+    [result] = json.loads(run_out.getvalue())["results"]
+    assert preview["allowed"] is False and said in preview["refusal"]
+    assert said in result["error"]["message"]
+    booking.refresh_from_db()
+    assert booking.status == S.NEEDS_ATTENTION
+
+
+# --- a run an outage or a bug stops keeps what it did ---------------------------------------------
+def _failing_on_second(monkeypatch, error: Exception) -> None:
+    """The sync service, failing with `error` on its second booking (the first is synced)."""
+    from reconciliation.services import support
+
+    real, called = support.support_sync, []
+
+    def sync(**kwargs):
+        called.append(kwargs["booking_id"])
+        if len(called) == 2:
+            raise error
+        return real(**kwargs)
+
+    monkeypatch.setattr(support, "support_sync", sync)
+
+
+def test_an_outage_in_the_middle_of_a_run_keeps_the_results_before_it_in_the_json(
+    make_booking, partner_queue, broker, monkeypatch
+):
+    import redis
+
+    first, second, third = (make_booking(status=S.UNKNOWN) for _ in range(3))
+    _failing_on_second(monkeypatch, redis.ConnectionError("Connection refused"))
+    out = io.StringIO()
+
+    references = (first.reference, second.reference, third.reference)
+
+    with pytest.raises(CommandError) as stopped:
+        call_command(
+            "sync_booking", *references, "--yes", "--no-live", "--json", stdout=out, stderr=io.StringIO()
+        )
+
+    printed = json.loads(out.getvalue())
+    [done] = printed["results"]
+    assert done["result"]["booking"] == first.reference and done["result"]["performed"] is True
+    assert printed["error"] == {"code": "service_unavailable", "message": str(stopped.value)}
+    assert str(stopped.value).startswith(f"{second.reference}: the run stopped here, 1 after it not tried")
+    assert "Our queue (Redis) is not answering (ConnectionError: Connection refused)" in str(stopped.value)
+    assert isinstance(stopped.value.__cause__, redis.ConnectionError)
+    assert stopped.value.returncode == 75  # an outage: try again, not a refusal
+    assert first.events.filter(kind="support.sync_requested").exists()
+    assert not third.events.exists()
+
+
+def test_a_bug_in_the_middle_of_a_run_is_raised_as_it_is_after_the_json_of_what_was_done(
+    make_booking, partner_queue, broker, monkeypatch
+):
+    first, second = make_booking(status=S.UNKNOWN), make_booking(status=S.UNKNOWN)
+    _failing_on_second(monkeypatch, KeyError("oops"))
+    out = io.StringIO()
+
+    with pytest.raises(KeyError):
+        call_command(
+            "sync_booking", first.reference, second.reference, "--yes", "--no-live", "--json",
+            stdout=out, stderr=io.StringIO(),
+        )  # fmt: skip
+
+    printed = json.loads(out.getvalue())
+    assert [r["result"]["booking"] for r in printed["results"]] == [first.reference]
+    assert printed["error"] == {
+        "code": "command_error",
+        "message": f"{second.reference}: the run stopped here (its timeline says what was recorded): "
+        "KeyError: 'oops'",
+    }

@@ -632,6 +632,18 @@ def test_orphan_link_and_close_from_the_shell(sandbox, partner, ops_user):
     with pytest.raises(CommandError, match=r"nothing was done \(1 refused\)"):
         call_command("orphan_link", str(to_link.pk), "--booking", booking.reference, "--yes", stdout=out)
     assert "say in the note why" in out.getvalue()
+    # its dry run says so too, by the note the run would be given (none, or a blank one): a script
+    # checking first read "possible" for the link the run refused
+    for note in ((), ("--note", "  ")):
+        dry = io.StringIO()
+        with pytest.raises(CommandError, match=r"nothing would be done \(1 refused\)"):
+            call_command(
+                "orphan_link", str(to_link.pk), "--booking", booking.reference, *note, "--dry-run", "--json",
+                stdout=dry,
+            )  # fmt: skip
+        [preview] = json.loads(dry.getvalue())["previews"]
+        assert preview["allowed"] is False and "say in the note why" in preview["refusal"]
+    ops("orphan_link", str(to_link.pk), "--booking", booking.reference, "--note", "phone", "--dry-run")
     linked = json.loads(
         ops(
             "orphan_link",

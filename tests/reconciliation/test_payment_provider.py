@@ -775,6 +775,36 @@ def test_reconcile_payments_says_when_the_provider_cannot_be_listed(provider, se
     )
 
 
+def test_reconcile_payments_with_our_database_not_answering_exits_75_not_1_for_mismatches(provider):
+    # A cron job alerts on 1 (mismatches to chase); an outage is no mismatch: 75, EX_TEMPFAIL, try
+    # again. A process of its own, the provider answering, our database a closed port.
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {
+        **os.environ,
+        "DATABASE_URL": "postgres://postgres@127.0.0.1:1/nowhere",
+        "STRIPE_API_BASE": provider.base_url,
+        "STRIPE_API_KEY": payments_fixtures.API_KEY,
+    }
+
+    ran = subprocess.run(
+        [sys.executable, "manage.py", "reconcile_payments", "--date", "2026-01-05", "--json"],
+        cwd=Path(__file__).resolve().parents[2],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert ran.returncode == 75, ran.stderr[-2000:]
+    assert json.loads(ran.stdout)["error"]["code"] == "service_unavailable"
+    assert "Traceback" not in ran.stderr
+    assert "CommandError: The database is not answering (OperationalError:" in ran.stderr
+
+
 @pytest.fixture
 def quick_reads(monkeypatch):
     """The backoff between a read's tries, shortened: the tries are what is tested."""

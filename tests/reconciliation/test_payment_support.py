@@ -835,6 +835,57 @@ def test_a_decided_proposal_cannot_be_decided_again(ops_user, groups):
     assert not PaymentOperation.objects.filter(payment=payment).exists()
 
 
+def _reject_as(user, proposal_id: int, *mode: str) -> tuple[CommandError | None, dict]:
+    out = io.StringIO()
+    args = (
+        "approve_refund",
+        str(proposal_id),
+        "--reject",
+        *mode,
+        "--no-live",
+        "--json",
+        "--as",
+        user.username,
+    )
+    try:
+        call_command(*args, stdout=out, stderr=io.StringIO())
+    except CommandError as exc:
+        return exc, json.loads(out.getvalue())
+    return None, json.loads(out.getvalue())
+
+
+def test_approve_refund_reject_asks_another_s_proposal_for_the_approve_permission_as_the_run_does(
+    ops_user, support_user
+):
+    # support may refund (the permission the command checked), not decide another's proposal: its
+    # dry run said "possible" and the run then refused it
+    proposed = refund(paying_booking(), ops_user, "300.00").proposal_id
+
+    refused, printed = _reject_as(support_user, proposed, "--dry-run")
+    done, report = _reject_as(support_user, proposed, "--yes")
+
+    said = f"{support_user.username} lacks the permission reconciliation.approve_refund."
+    assert refused is not None and "nothing would be done (1 refused)" in str(refused)
+    [preview] = printed["previews"]
+    assert preview["allowed"] is False and preview["refusal"].endswith(said)
+    assert done is not None and report["results"][0]["error"]["code"] == "permission_denied"
+    assert RefundProposal.objects.get().state == ProposalState.PENDING
+
+
+def test_approve_refund_reject_lets_the_proposer_withdraw_with_no_permission(support_user):
+    # as in the console: withdrawing one's own proposal asks no permission (it asked refund_payment)
+    proposed = refund(paying_booking(), support_user, "300.00").proposal_id
+    support_user.groups.clear()
+
+    refused, printed = _reject_as(support_user, proposed, "--dry-run")
+    failed, report = _reject_as(support_user, proposed, "--yes")
+
+    assert refused is None and printed["previews"][0]["allowed"] is True
+    assert printed["previews"][0]["title"] == money.WITHDRAW_TITLE
+    assert failed is None and report["results"][0]["result"]["performed"] is True
+    assert RefundProposal.objects.get().withdrawn
+
+
 def test_only_approvers_or_the_proposer_reject(ops_user, support_user):
     payment = paying_booking()
     proposed = refund(payment, ops_user, "300.00")

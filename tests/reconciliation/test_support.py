@@ -121,6 +121,11 @@ def test_shell_operator_acting_as_an_unknown_user_is_refused(db):
         support.Operator.shell("nobody-here")
 
 
+def test_shell_operator_acting_as_an_empty_name_is_no_user_not_the_trusted_shell(db):
+    with pytest.raises(NotFound, match="No active user ''"):
+        support.Operator.shell("")
+
+
 # --- sync ----------------------------------------------------------------
 def test_sync_queues_the_sync_actor_and_records_a_named_correction(
     make_booking, as_support, support_user, partner_queue, broker, django_capture_on_commit_callbacks

@@ -221,7 +221,12 @@ def test_cancel_booking_yes_with_the_fee_a_dry_run_showed_refuses_per_booking_an
     assert (still_free.status, still_free.cancellation_fee) == (S.CANCEL_REQUESTED, None)  # none owed
 
 
-@pytest.mark.parametrize("fee", ["free", "-1", "1.005", "NaN"])
+@pytest.mark.parametrize(
+    "fee",
+    # 1e30 and 29 digits overflowed the cent (InvalidOperation, a traceback); \u0665 and 1_0 were
+    # read as 5 and 10, as Decimal reads them, where every other amount support types refuses them.
+    ["free", "-1", "1.005", "NaN", "1e30", "9" * 29, "10000000000", "1e1", "\u0665", "1_0", " 5", ".5"],
+)
 def test_cancel_booking_refuses_an_expected_fee_that_is_no_amount_before_any_booking(ops_user, fee):
     booking = last_minute_hold()
 

@@ -243,6 +243,7 @@ def test_retry_and_reconcile_commands_with_redis_down_say_so_in_a_line(
     ) as refused:
         call_command("reconcile", stdout=io.StringIO())
     assert refused.value.code == "service_unavailable"  # --json: an outage, as the API's 503
+    assert refused.value.returncode == 75  # EX_TEMPFAIL: a cron job tries again
 
 
 # --- the sweeper's own sends --------------------------------------------------------------------

@@ -9,14 +9,22 @@ from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
-import redis
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
-from config.commands import JsonCommand, option_error
-from config.errors import ApplicationError
+from config.commands import (
+    COMMAND_ERROR,
+    JsonCommand,
+    command_error_body,
+    option_error,
+    unavailable,
+    unavailable_error,
+)
+from config.errors import ApplicationError, error_body
+from config.logging import one_line
 from reconciliation.services import support
 from reconciliation.services.support.notes import NOTE_MAX_CHARS, note_problem
 
@@ -32,8 +40,16 @@ def add_operator_arguments(parser: CommandParser) -> None:
 
 
 def operator_from(options: dict[str, Any]) -> support.Operator:
+    """The operator: `--as USER` (refused when empty or blank, before any target: a script's
+    unset variable is no user, and taken for none it would act as the trusted shell), else
+    `ops:<os user>`."""
+    as_user = options.get("as_user")
+    if as_user is not None and not as_user.strip():
+        raise option_error(
+            f"--as {as_user!r} names no console user: name one, or leave --as out to act as ops:<os user>."
+        )
     try:
-        return support.Operator.shell(options.get("as_user"))
+        return support.Operator.shell(as_user)
     except ApplicationError as exc:
         raise CommandError(exc.message) from exc
 
@@ -84,12 +100,29 @@ def window_option(option: str, value: float, unit: timedelta, *, least: float = 
     return value * unit
 
 
+def _console(file: Any) -> Console:
+    """A console that prints text as it is: what the commands print is mostly stored text (a
+    partner's reference, a note, a message), where rich's markup would read `[hold]` as a style
+    and `[/]` as an error, and its emoji codes `:x:` as a picture. Our own styling is a `style`
+    or a `Text`, never markup in a string."""
+    return Console(file=file, highlight=False, markup=False, emoji=False, width=160)
+
+
 def console_for(command: BaseCommand) -> Console:
-    return Console(file=command.stdout, highlight=False, width=160)
+    return _console(command.stdout)
 
 
 def err_console(command: BaseCommand) -> Console:
-    return Console(file=command.stderr, highlight=False, width=160)
+    return _console(command.stderr)
+
+
+def mismatch_marked(text: str, mismatch: bool) -> Text:
+    """A partner's side of a row, marked ≠ when it differs from ours."""
+    return Text.assemble(text, (" ≠", "bold red") if mismatch else "")
+
+
+def not_possible(refusal: str) -> Text:
+    return Text.assemble(("Not possible now:", "bold red"), f" {refusal}")
 
 
 def dump(command: JsonCommand, payload: Any) -> None:
@@ -129,11 +162,10 @@ def preview_table(shown: support.Preview) -> Table:
     for pair in shown.pairs:
         version = f" v{pair.version_ours}" if pair.version_ours is not None else ""
         theirs_version = f" v{pair.version_theirs}" if pair.version_theirs is not None else ""
-        mark = " [bold red]≠[/]" if pair.mismatch else ""
         table.add_row(
             pair.partner_ref,
             (pair.ours + version) if pair.ours else "(unknown to us)",
-            ((pair.theirs + theirs_version) if pair.theirs else "(not listed)") + mark,
+            mismatch_marked((pair.theirs + theirs_version) if pair.theirs else "(not listed)", pair.mismatch),
         )
     if not shown.pairs:
         table.add_row("reservations", "none", "none")
@@ -150,7 +182,7 @@ def print_preview(console: Console, shown: support.Preview) -> None:
         for value, label, why_not in shown.outcomes:
             console.print(f"  {value} ({label}): {why_not or 'possible'}")
     else:
-        console.print(f"[bold red]Not possible now:[/] {shown.refusal}")
+        console.print(not_possible(shown.refusal))
 
 
 NOT_CONFIRMED = "Not confirmed; nothing was done."
@@ -215,7 +247,9 @@ class ActionCommand(JsonCommand):
         add_operator_arguments(parser)
 
     # --- what each kind of target supplies ---
-    def permission(self) -> str:
+    def permission(self) -> str | None:
+        """The permission checked before any target; None when it depends on the target (the
+        preview and the action check it on each)."""
         raise NotImplementedError
 
     def targets(self, options: dict[str, Any]) -> list[Any]:
@@ -248,10 +282,11 @@ class ActionCommand(JsonCommand):
             raise option_error(problem)
         missing = [f"--{name}" for name in self.required_to_act if not options[name]]
         if missing and not options["dry_run"]:
-            raise CommandError(f"{self.action} needs {' and '.join(missing)} (--dry-run shows the choices).")
+            raise option_error(f"{self.action} needs {' and '.join(missing)} (--dry-run shows the choices).")
         token = token_from(options)
         operator = operator_from(options)
-        require(operator, self.permission())
+        if (permission := self.permission()) is not None:
+            require(operator, permission)
         try:
             targets = self.targets(options)
         except ApplicationError as exc:
@@ -289,9 +324,25 @@ class ActionCommand(JsonCommand):
         results: list[dict[str, Any]] = []
         failures = 0
         with progress_over(self, previews, self.action) as step:
-            for shown in previews:
+            for number, shown in enumerate(previews):
                 try:
                     result = self.perform(shown, operator, token, options, batch)
+                except ApplicationError as exc:  # a target's own denial too: the run goes on
+                    failures += 1
+                    results.append(
+                        {"preview": shown.as_dict(), "error": {"code": exc.code, "message": exc.message}}
+                    )
+                    if not options["json"]:
+                        console.print(f"{self.label(shown)}: {exc.message}", style="red")
+                except Exception as exc:  # an outage, or a bug: the run stops here
+                    left = len(previews) - number - 1
+                    outage = self.stopped(
+                        exc, shown, left=left, token=token, results=results, json=options["json"]
+                    )
+                    if outage is None:
+                        raise  # a bug, as it is
+                    raise outage from exc
+                else:
                     results.append({"preview": shown.as_dict(), "result": result.as_dict()})
                     if not options["json"]:
                         style = "green" if result.performed else "yellow"
@@ -300,19 +351,7 @@ class ActionCommand(JsonCommand):
                             if result.from_state != result.to_state
                             else ""
                         )
-                        console.print(f"[{style}]{self.label(shown)}{moved}: {result.message}[/]")
-                except redis.RedisError as exc:  # the services leave nothing to Redis they need: a bug
-                    raise CommandError(
-                        f"{self.label(shown)}: our Redis is not answering ({type(exc).__name__}); "
-                        "see its timeline for what was recorded."
-                    ) from None
-                except ApplicationError as exc:  # a target's own denial too: the run goes on
-                    failures += 1
-                    results.append(
-                        {"preview": shown.as_dict(), "error": {"code": exc.code, "message": exc.message}}
-                    )
-                    if not options["json"]:
-                        console.print(f"[red]{self.label(shown)}: {exc.message}[/]")
+                        console.print(f"{self.label(shown)}{moved}: {result.message}", style=style)
                 step()
         if options["json"]:
             dump(self, {"token": token, "results": results})
@@ -320,6 +359,35 @@ class ActionCommand(JsonCommand):
             raise CommandError(f"{self.action}: nothing was done ({failures} refused).")
         if failures:  # a cron job must see it: the exit status, not only the lines or the JSON
             raise CommandError(f"{self.action}: {failures} of {len(previews)} refused, the others done.")
+
+    def stopped(
+        self,
+        exc: Exception,
+        shown: Any,
+        *,
+        left: int,
+        token: str,
+        results: list[dict[str, Any]],
+        json: bool,
+    ) -> CommandError | None:
+        """What ends a run that `exc` stopped at `shown` (`left` targets after it not tried),
+        keeping what it did before: in --json, its results beside the error. An outage (the
+        database or our Redis not answering) is said in a line, `service_unavailable`; None for
+        anything else, a bug, raised as it is after its JSON."""
+        where = f"{self.label(shown)}: the run stopped here" + (
+            f", {left} after it not tried" if left else ""
+        )
+        where += " (its timeline says what was recorded)"
+        outage = unavailable_error(exc)
+        error = unavailable(f"{where}: {outage}") if outage is not None else None
+        if json:
+            said = (
+                command_error_body(error)
+                if error is not None
+                else error_body(COMMAND_ERROR, f"{where}: {one_line(exc)}")
+            )
+            dump(self, {"token": token, "results": results, **said})
+        return error
 
 
 class BookingActionCommand(ActionCommand):
@@ -383,11 +451,10 @@ def orphan_preview_table(shown: support.OrphanPreview) -> Table:
     for pair in shown.pairs:
         version = f" v{pair.version_ours}" if pair.version_ours is not None else ""
         theirs_version = f" v{pair.version_theirs}" if pair.version_theirs is not None else ""
-        mark = " [bold red]≠[/]" if pair.mismatch else ""
         table.add_row(
             pair.partner_ref,
             (pair.ours + version) if pair.ours else "(unknown to us)",
-            ((pair.theirs + theirs_version) if pair.theirs else "(not listed)") + mark,
+            mismatch_marked((pair.theirs + theirs_version) if pair.theirs else "(not listed)", pair.mismatch),
         )
     if shown.booking is not None:
         live = ", ".join(shown.booking_live) or "nothing"
@@ -420,6 +487,7 @@ class OrphanActionCommand(ActionCommand):
             target,
             operator=operator,
             booking_reference=options.get("booking") or "",
+            note=options["note"] or "",
             live=not options["no_live"],
         )
 
@@ -429,7 +497,7 @@ class OrphanActionCommand(ActionCommand):
             for effect in shown.effects:
                 console.print(f"  • {effect}")
         else:
-            console.print(f"[bold red]Not possible now:[/] {shown.refusal}")
+            console.print(not_possible(shown.refusal))
 
     def perform(
         self,

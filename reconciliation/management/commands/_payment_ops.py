@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from payments.services.outside import method_label
-from reconciliation.management.commands._ops import ActionCommand
+from reconciliation.management.commands._ops import ActionCommand, mismatch_marked, not_possible
 from reconciliation.services import support
 from reconciliation.services.support import payments as money
 
@@ -30,8 +30,7 @@ def payment_preview_table(shown: money.PaymentPreview) -> Table:
     table.add_row("amount", f"{payment.amount} {money_}", "")
     if side is not None:
         for pair in side.pairs:
-            mark = " [bold red]≠[/]" if pair.mismatch else ""
-            table.add_row(pair.name, pair.ours or "-", (pair.theirs or "-") + mark)
+            table.add_row(pair.name, pair.ours or "-", mismatch_marked(pair.theirs or "-", pair.mismatch))
     table.add_row("refundable", f"{shown.refundable} {money_}", "")
     table.add_row("owed now", "not decided" if shown.owed is None else f"{shown.owed} {money_}", "")
     if payment.owed_back or payment.refunded_outside:
@@ -60,9 +59,9 @@ def print_payment_preview(console: Console, shown: money.PaymentPreview) -> None
         for effect in shown.effects:
             console.print(f"  • {effect}")
         for warning in shown.warnings:
-            console.print(f"  [yellow]! {warning}[/]")
+            console.print(f"  ! {warning}", style="yellow")
     else:
-        console.print(f"[bold red]Not possible now:[/] {shown.refusal}")
+        console.print(not_possible(shown.refusal))
 
 
 class PaymentActionCommand(ActionCommand):
@@ -158,10 +157,11 @@ class ProposalCommand(ActionCommand):
         self.action = money.REJECT if options["reject"] else money.APPROVE
         super().handle(*args, **options)
 
-    def permission(self) -> str:
+    def permission(self) -> str | None:
         if self.action == money.REJECT:
-            # Its proposer may withdraw it without the approve permission: the service decides.
-            return money.PAYMENT_ACTIONS[money.REFUND]["permission"]
+            # Its proposer withdraws it with no permission, anyone else rejects it with the approve
+            # one: each proposal's preview and the service ask, as the console does.
+            return None
         return money.PAYMENT_ACTIONS[self.action]["permission"]
 
     def targets(self, options: dict[str, Any]) -> list[Any]:

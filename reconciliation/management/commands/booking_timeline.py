@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from django.core.management.base import CommandError, CommandParser
-from rich.markup import escape
 from rich.table import Table
 
 from config.commands import JsonCommand
@@ -60,14 +59,14 @@ class Command(JsonCommand):
                 row.at.strftime("%H:%M:%S.%f")[:-3],
                 row.partner_time.strftime("%H:%M:%S.%f")[:-3] if row.partner_time else "-",
                 "-" if row.skew_ms is None else str(row.skew_ms),
-                escape(row.actor + (f" {row.actor_label}" if row.actor_label else "")),
-                escape(row.kind + (f" [{row.mark}]" if row.mark else "")),
-                escape(row.summary),
+                row.actor + (f" {row.actor_label}" if row.actor_label else ""),
+                row.kind + (f" [{row.mark}]" if row.mark else ""),
+                row.summary,
                 row.transition,
                 style=style,
             )
         console.print(table)
         if options["raw"]:
             for row in rows:
-                console.print(f"[bold]{row.source} #{row.source_id} {escape(row.kind)}[/]")
+                console.print(f"{row.source} #{row.source_id} {row.kind}", style="bold")
                 console.print_json(row.data_json)

@@ -10,26 +10,33 @@ cancellation service (`cancellation_fee_changed`), and the run goes on with the 
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 from django.core.management.base import CommandParser
 
+from bookings.pricing import CENT, written_as_amount
 from config.commands import option_error
 from reconciliation.management.commands._ops import BookingActionCommand
 from reconciliation.services import support
 
+# The largest fee the customer's own cancel takes as the one they were shown (the API's and the
+# cancel page's `expected_fee`: 12 digits, two of them the cents).
+FEE_BELOW = Decimal(10) ** 10
+
 
 def fee_option(raw: str) -> Decimal:
-    """--expected-fee as typed (`0.00`, `90`), refused before any target unless an amount of at
-    most two decimals, 0 or more."""
-    try:
-        fee = Decimal(raw)
-    except InvalidOperation:
-        fee = None
-    if fee is None or not fee.is_finite() or fee < 0 or fee != fee.quantize(Decimal("0.01")):
-        raise option_error(f"--expected-fee must be an amount of 0 or more, e.g. 0.00 or 90.00, not {raw!r}.")
-    return fee.quantize(Decimal("0.01"))
+    """--expected-fee as typed (`0.00`, `90`), refused before any target unless an amount written
+    as support writes every amount (`written_as_amount`: digits 0-9, a point before the cents; not
+    `1e1`, `1_0` or other scripts' digits) with at most two decimals (the cent our ledger keeps, in
+    any booking's currency), 0 or more and below FEE_BELOW."""
+    # "": no currency's own decimals, the ledger's two
+    if not written_as_amount(raw, "") or Decimal(raw) >= FEE_BELOW:
+        raise option_error(
+            f"--expected-fee must be an amount of 0 or more and below {FEE_BELOW}, written with digits "
+            f"0-9 and at most two decimals after a point (e.g. 0.00 or 90.00), not {raw!r}."
+        )
+    return Decimal(raw).quantize(CENT)
 
 
 class Command(BookingActionCommand):

@@ -105,4 +105,4 @@ class Command(JsonCommand):
         )
         for r in rows:
             for problem in r.problems:
-                console.print(f"[red]{r.partner.code}: {problem}[/]")
+                console.print(f"{r.partner.code}: {problem}", style="red")

@@ -136,4 +136,4 @@ class Command(JsonCommand):
                 )
             )
         for problem in health.problems:
-            console.print(f"[red]{problem}[/]")
+            console.print(problem, style="red")

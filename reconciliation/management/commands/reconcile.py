@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import redis
 from django.conf import settings
-from django.core.management.base import CommandError, CommandParser
-from rich.console import Console
+from django.core.management.base import CommandParser
 from rich.progress import Progress
 from rich.table import Table
 
-from config.commands import JsonCommand, unavailable
+from config.commands import JsonCommand, unavailable, unavailable_error
 from config.errors import NotFound
 from partners.models import Partner
+from reconciliation.management.commands._ops import console_for
 from reconciliation.services.support.owed import queue_answers
 from reconciliation.services.sweeper import SweepReport, sweep
 
@@ -37,7 +37,7 @@ class Command(JsonCommand):
             report = self._sweep(dry_run=options["dry_run"], partner=partner)
             self.write_json(report.as_dict())
             return
-        console = Console(file=self.stdout, highlight=False)
+        console = console_for(self)
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task("sweeping", total=None)
             report = self._sweep(
@@ -65,7 +65,9 @@ class Command(JsonCommand):
         try:
             return sweep(**kwargs)
         except redis.RedisError as exc:  # it stopped answering meanwhile: a line, not a traceback
-            raise CommandError(
+            if unavailable_error(exc) is None:
+                raise  # not an outage: a bug
+            raise unavailable(
                 f"Our queue (Redis) stopped answering during the sweep ({type(exc).__name__}); what it did "
                 f"not queue is due again within {settings.RECONCILE_SYNC_AGE_S} s. Try again shortly."
-            ) from None
+            ) from exc

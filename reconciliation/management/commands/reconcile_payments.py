@@ -18,7 +18,8 @@ from reconciliation.services.settlement import KINDS, ProviderUnavailable, Settl
 # Exit codes: 0 the day settles, 1 mismatches were found, 2 the provider could not be read (its
 # listing, or an intent by its id), each read tried up to connector.READ_TRIES times, 64 the
 # command was used wrongly (sysexits' EX_USAGE: an unknown option, a --date that is not a day),
-# which argparse would have said with 2, the provider's status here.
+# which argparse would have said with 2, the provider's status here; 75 our database did not
+# answer (`config.commands.OUTAGE_STATUS`, every command's outage).
 MISMATCHES, UNAVAILABLE, USAGE = 1, 2, 64
 UNAVAILABLE_CODE = "provider_unavailable"  # its --json error's code
 # The provider counts time in Unix seconds: it created nothing before this day.
@@ -89,7 +90,7 @@ class Command(JsonCommand):
         "Exit status 0 when the day settles, 1 when there are mismatches (so a cron job "
         "can alert), 2 when the provider could not be read (each read is asked again, up to 3 tries in all, "
         "after a 5xx, a timeout or a 429), 64 when it was used wrongly (an unknown option, a --date that "
-        "is not a day)."
+        "is not a day), 75 when our database did not answer (try again)."
     )
     usage_status = USAGE
 
@@ -157,7 +158,7 @@ class Command(JsonCommand):
                 for kind in sorted({m.kind for m in report.mismatches}):
                     console.print(f"  {kind}: {KINDS[kind]}")
             else:
-                console.print("[green]The day settles: no mismatch.[/]")
+                console.print("The day settles: no mismatch.", style="green")
         if report.mismatches:
             raise CommandError(
                 f"{len(report.mismatches)} mismatch(es) on {day.isoformat()}.", returncode=MISMATCHES

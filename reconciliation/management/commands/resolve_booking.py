@@ -31,8 +31,10 @@ class Command(BookingActionCommand):
     def preview(self, target, operator, options) -> support.Preview:
         shown = super().preview(target, operator, options)
         # The outcome asked for, when it is refused, refuses the preview: a --dry-run then exits as
-        # the run would.
-        why_not = next((why for value, _, why in shown.outcomes if value == options["outcome"]), "")
+        # the run would. By the run's own rule, not the outcomes the preview lists: an end the
+        # booking never had (expired, rejected) is refused without being listed.
+        outcome = options["outcome"]
+        why_not = support.outcome_refusal(outcome, support.Situation(shown.booking)) if outcome else ""
         if shown.allowed and why_not:
             shown.allowed, shown.refusal = False, f"{options['outcome']}: {why_not}"
         return shown

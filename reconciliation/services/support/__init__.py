@@ -16,7 +16,13 @@ from reconciliation.services.support.actions import (
     support_retry,
     support_sync,
 )
-from reconciliation.services.support.checks import RESOLUTIONS, Situation, all_outcomes, refusal
+from reconciliation.services.support.checks import (
+    RESOLUTIONS,
+    Situation,
+    all_outcomes,
+    outcome_refusal,
+    refusal,
+)
 from reconciliation.services.support.once import ActionResult, TokenReused, clean_token, new_token, target_key
 from reconciliation.services.support.orphans.actions import support_orphan_action_run
 from reconciliation.services.support.orphans.previews import OrphanPreview, orphan_preview
@@ -85,6 +91,7 @@ __all__ = [
     "new_token",
     "orphan_case_by_id",
     "orphan_preview",
+    "outcome_refusal",
     "preview",
     "refusal",
     "support_action_run",

@@ -108,7 +108,7 @@ class Operator:
         """`ops:<os user>`, or the named console user (`--as USER`), checked like in the console
         and labelled with both (`ops:root as alice`): every row it writes names who typed it."""
         at = os_user()
-        if username:
+        if username is not None:  # "" is no user to find, never the trusted shell
             user = get_user_model().objects.filter(username=username, is_active=True).first()
             if user is None:
                 raise NotFound(f"No active user {username!r}.")

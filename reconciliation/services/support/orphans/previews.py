@@ -181,18 +181,21 @@ def orphan_preview(
     *,
     operator: Operator,
     booking_reference: str = "",
+    note: str | None = None,
     live: bool = True,
     token: str | None = None,
 ) -> OrphanPreview:
     """What `action` will do to the case: our record beside the partner's (asked live). For a
-    link, the booking named (default: the one the client reference names)."""
+    link, the booking named (default: the one the client reference names). `note`: the one the
+    action will be given, when it is known already (a command's --note), so that a link the note
+    must explain is refused here as the action refuses it; None before one is typed (the console)."""
     if action not in ORPHAN_ACTIONS:
         raise ValidationFailed(f"Unknown orphan action {action!r}; known: {', '.join(ORPHAN_ACTIONS)}.")
     case = orphan_case_by_id(case.pk)
     booking = None
     if action == ORPHAN_LINK:
         booking = booking_named(booking_reference) if booking_reference else link_candidate(case)
-    situation = OrphanSituation(case, operator=operator, booking=booking)
+    situation = OrphanSituation(case, operator=operator, booking=booking, note=note)
     side = (
         reservation_side(case.reservation)
         if live

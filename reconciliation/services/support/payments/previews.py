@@ -327,7 +327,13 @@ def proposal_preview(
             # as things stand now.
             warnings = short_of_owed(s, proposal.amount)
     else:
-        why_not = "" if proposal.pending else proposal_refusal(proposal, s)
+        # Its proposer withdraws it; anyone else rejects it, with the permission to decide it (the
+        # refusal the service gives, `support_refund_reject`).
+        permission = PAYMENT_ACTIONS[REJECT]["permission"]
+        if not own and not operator.can(permission):
+            why_not = f"{operator.label} lacks the permission {permission}."
+        else:
+            why_not = "" if proposal.pending else proposal_refusal(proposal, s)
         nothing = (
             "nothing is recorded, and the customer is told nothing"
             if proposal.outside
