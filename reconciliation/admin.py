@@ -90,10 +90,29 @@ class SupportActionForm(forms.Form):
 # The most bookings one bulk "Force a partner sync" takes: its confirm page lists each, and its
 # confirmation runs each sync in the request.
 BULK_SYNC_MOST = 500
+# The most stored webhooks one re-verify or one replay takes: each is checked (a replay, processed)
+# in the request, and the replay's confirm page lists each with its check.
+REVERIFY_MOST = 200
+REPLAY_MOST = 100
 
 
 def _operator(request: HttpRequest) -> support.Operator:
     return support.Operator.for_user(request.user)
+
+
+def _too_many(request: HttpRequest, queryset, *, most: int, what: str, doing: str, verb: str) -> bool:
+    """A bulk action's selection above `most` is refused whole, said with the numbers: acting on
+    some arbitrary part of it would leave the rest untouched while the page said the selection
+    was done."""
+    selected = queryset.count()
+    if selected <= most:
+        return False
+    messages.error(
+        request,
+        f"{selected} {what} selected: {doing} takes at most {most} at a time, so nothing was "
+        f"done. Narrow the selection (a filter, or one page of the list) and {verb} again.",
+    )
+    return True
 
 
 # --- bookings ----------------------------------------------------------------
@@ -230,16 +249,10 @@ class SupportBookingAdmin(PaymentConsoleMixin, BookingAdmin):
     @admin.action(description="Force a partner sync of the selected bookings", permissions=["sync"])
     def force_sync_selected(self, request: HttpRequest, queryset):
         """Safe in bulk (a sync only asks and applies); confirmed on a page with a one-time token.
-        A selection above BULK_SYNC_MOST is refused whole: syncing some arbitrary part of it would
-        leave the rest untouched while the page said the selection was synced."""
-        selected = queryset.count()
-        if selected > BULK_SYNC_MOST:
-            messages.error(
-                request,
-                f"{selected} bookings selected: a bulk sync takes at most {BULK_SYNC_MOST} at a time, "
-                "so nothing was done. Narrow the selection (a filter, or one page of the list) and sync "
-                "again.",
-            )
+        A selection above BULK_SYNC_MOST is refused whole (`_too_many`)."""
+        if _too_many(
+            request, queryset, most=BULK_SYNC_MOST, what="bookings", doing="a bulk sync", verb="sync"
+        ):
             return None
         bookings = list(queryset.select_related("partner"))
         if request.POST.get("confirm") == "yes":
@@ -438,7 +451,12 @@ class SupportInboundEventAdmin(InboundEventAdmin):
 
     @admin.action(description="Re-verify the signature of the selected webhooks", permissions=["replay"])
     def reverify_selected(self, request: HttpRequest, queryset):
-        for event in queryset.select_related("partner")[:200]:
+        """A selection above REVERIFY_MOST is refused whole (`_too_many`)."""
+        if _too_many(
+            request, queryset, most=REVERIFY_MOST, what="webhooks", doing="re-verifying", verb="re-verify"
+        ):
+            return None
+        for event in queryset.select_related("partner"):
             ok = support.inbound_event_reverify(event)
             messages.add_message(
                 request,
@@ -451,7 +469,11 @@ class SupportInboundEventAdmin(InboundEventAdmin):
         description="Replay the selected webhooks (re-verify, then process again)", permissions=["replay"]
     )
     def replay_selected(self, request: HttpRequest, queryset):
-        events = list(queryset.select_related("partner", "booking")[:100])
+        """Confirmed on a page listing each webhook with its check; a selection above REPLAY_MOST is
+        refused whole, on the page and on the confirm (`_too_many`)."""
+        if _too_many(request, queryset, most=REPLAY_MOST, what="webhooks", doing="a replay", verb="replay"):
+            return None
+        events = list(queryset.select_related("partner", "booking"))
         if request.POST.get("confirm") == "yes":
             token = request.POST.get("token", "")
             operator = _operator(request)

@@ -669,6 +669,46 @@ def test_replay_is_for_ops_and_runs_once_per_confirmation(partner, ops_client, s
     assert booking.events.filter(kind="support.webhook_replayed").count() == 1
 
 
+@pytest.mark.parametrize("confirming", [False, True], ids=["preview", "confirm"])
+def test_a_replay_above_its_limit_is_refused_whole_not_cut_short(
+    partner, ops_client, monkeypatch, confirming
+):
+    monkeypatch.setattr("reconciliation.admin.REPLAY_MOST", 2)
+    events = [InboundEventFactory(partner=partner, state=InboundState.FAILED) for _ in range(3)]
+    url = reverse("admin:partners_inboundevent_changelist")
+    selection = {"action": "replay_selected", "_selected_action": [str(e.pk) for e in events]}
+    if confirming:
+        selection |= {"confirm": "yes", "token": support.new_token()}
+
+    page = ops_client.post(url, selection, follow=True)
+
+    assert "Replay stored webhooks" not in page.content.decode()
+    assert _messages(page) == [
+        "3 webhooks selected: a replay takes at most 2 at a time, so nothing was done. Narrow the "
+        "selection (a filter, or one page of the list) and replay again."
+    ]
+    assert [type(e).objects.get(pk=e.pk).state for e in events] == [InboundState.FAILED] * 3
+
+
+def test_a_reverify_above_its_limit_is_refused_whole_not_cut_short(partner, ops_client, monkeypatch):
+    monkeypatch.setattr("reconciliation.admin.REVERIFY_MOST", 2)
+    events = [_signed_inbound(partner)] + [InboundEventFactory(partner=partner) for _ in range(2)]
+    url = reverse("admin:partners_inboundevent_changelist")
+
+    page = ops_client.post(
+        url, {"action": "reverify_selected", "_selected_action": [str(e.pk) for e in events]}, follow=True
+    )
+
+    assert _messages(page) == [
+        "3 webhooks selected: re-verifying takes at most 2 at a time, so nothing was done. Narrow the "
+        "selection (a filter, or one page of the list) and re-verify again."
+    ]
+    within = ops_client.post(
+        url, {"action": "reverify_selected", "_selected_action": [str(events[0].pk)]}, follow=True
+    )
+    assert [m.endswith("signature verifies.") for m in _messages(within)] == [True]
+
+
 def test_the_replay_page_says_which_delivery_its_replay_would_refuse_and_why(partner, ops_client):
     """The page said "verifies" of an authentic delivery whose body cannot be applied, which its
     replay then refused: it asks the replay's own question (`replay_refusal`)."""

@@ -109,3 +109,26 @@ def test_the_bulk_sync_and_the_replay_ask_before_they_do_anything(page, live_ser
     assert "msg_replay" in page.inner_text("#content-main")
     assert page.locator("#content-main input[type=submit]").count() == 1
     _checked(page, "replay-confirm")
+
+
+def test_a_replay_above_its_limit_is_refused_with_the_numbers_and_nothing_is_asked(
+    page, live_server, ops_user, monkeypatch
+):
+    monkeypatch.setattr("reconciliation.admin.REPLAY_MOST", 1)  # the server's thread is this process
+    partner = PartnerFactory(code=unique_code("many"))
+    deliveries = [InboundEventFactory(partner=partner, state=InboundState.FAILED) for _ in range(2)]
+    _login(page, live_server, ops_user.username)
+
+    page.goto(f"{live_server.url}/admin/partners/inboundevent/")
+    for delivery in deliveries:
+        page.check(f"input[name=_selected_action][value='{delivery.pk}']")
+    page.select_option("select[name=action]", "replay_selected")
+    page.click("button[name=index]")
+    page.wait_for_selector(".messagelist .error")
+
+    assert page.inner_text(".messagelist .error") == (
+        "2 webhooks selected: a replay takes at most 1 at a time, so nothing was done. Narrow the "
+        "selection (a filter, or one page of the list) and replay again."
+    )
+    assert page.inner_text("h1") != "Replay stored webhooks"
+    assert [type(d).objects.get(pk=d.pk).state for d in deliveries] == [InboundState.FAILED] * 2
