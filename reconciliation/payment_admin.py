@@ -5,7 +5,8 @@ As for the other actions, every button is an interface over the support services
 (`reconciliation.services.support.payments`): the page shows the action's preview (our payment
 beside the provider's live answer), and a confirmed POST calls the service, which checks the
 permission again, locks, re-checks, dedupes by the form's one-time token and audits. The provider
-is asked by a worker after commit: the page says the action was queued, the timeline its outcome.
+is asked by a worker after commit: the page says the action was queued (or, while our Redis is
+down, that it is not queued yet and the sweeper queues it), the timeline its outcome.
 """
 
 from __future__ import annotations

@@ -33,6 +33,7 @@ from config.logging import AtMostEvery, ContextFilter
 from config.redis_client import redis_client
 from partners.models import InboundState
 from reconciliation.models import ActionToken
+from reconciliation.services import support
 from tests.factories import PartnerAttemptFactory, PartnerReservationFactory
 from tests.own_servers import own_redis
 from tests.reconciliation.conftest import actor_names, calls, queued
@@ -175,6 +176,35 @@ def test_bulk_sync_with_redis_down_says_so(transactional_db, make_booking, suppo
     assert response.status_code == 200
     assert any(f"Sync requested for 2 booking(s), {NOT_QUEUED}" in m for m in said), said
     assert not any("Sync queued" in m for m in said)
+
+
+def test_console_refund_with_redis_down_says_not_queued_and_the_sweeper_queues_its_run(
+    transactional_db, ops_client, redis_down, broker
+):
+    from payments.models import PaymentOperation
+    from reconciliation.services.sweeper import sweep
+    from tests.reconciliation.paying import paying_booking
+
+    payment = paying_booking()
+    url = reverse("admin:bookings_booking_payment_action", args=[payment.booking_id, "refund_payment"])
+    posted = {"token": support.new_token(), "amount": "45.50", "previewed": "45.50", "note": "goodwill"}
+
+    first = ops_client.post(url, posted, follow=True)
+    again = ops_client.post(url, posted, follow=True)
+
+    assert (first.status_code, again.status_code) == (200, 200)
+    [operation] = PaymentOperation.objects.filter(payment=payment)
+    said = " ".join(_messages(first))
+    assert f"Refund of 45.50 EUR requested (key {operation.idempotency_key}), {NOT_QUEUED}" in said, said
+    assert "queued: a worker asks the provider" not in said
+    said = " ".join(_messages(again))
+    assert "Already done" not in said and "Already requested by" in said and NOT_QUEUED in said, said
+    assert PaymentOperation.objects.filter(payment=payment).count() == 1
+    _back(redis_down, broker.client, redis_client())
+    # a sweep once the run's own hint had its grace: the payment is due
+    type(payment).objects.filter(pk=payment.pk).update(next_check_at=timezone.now() - timedelta(minutes=5))
+    sweep()
+    assert calls(broker, "payments") == [("payment_run", [str(payment.booking_id)])]
 
 
 def test_replay_with_redis_down_is_refused_before_anything_and_runs_once_it_is_back(

@@ -84,7 +84,8 @@ def _support_action(action: str) -> Callable[[Body], Body]:
                 if why_not:
                     raise InvalidTransition(why_not)
                 result = body(situation, operator=operator, token=token, **kwargs)
-            result = _told(result)  # committed: its hints have run (unless a caller's transaction is open)
+            # Committed: its hints have run (unless a caller's transaction is still open).
+            result = owed.told(result, result.owed)
             with log_context(booking=booking.reference, partner_key=booking.partner_key):
                 logger.info(
                     "support action",
@@ -107,14 +108,6 @@ def _still_owed(booking, token: str) -> str:
     queue does not answer ('' once it does: its hint or, within a sweep, the sweeper sends it)."""
     waiting = owed.unsent(booking.pk, token)
     return waiting if waiting and not owed.queue_answers() else ""
-
-
-def _told(result: ActionResult) -> ActionResult:
-    """The result as the operator is told it: `if_not_queued` when a message it owes is not on
-    the queue (the action is committed; the sweeper sends the message once Redis answers)."""
-    if not result.owed or not owed.waiting(result.owed):
-        return result
-    return dataclasses.replace(result, message=result.if_not_queued, queued=False)
 
 
 @_support_action(SYNC)

@@ -10,9 +10,11 @@ for is lost, and the operator is told that it is not queued yet, never that it i
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 from uuid import UUID
 
 import dramatiq
@@ -94,6 +96,47 @@ def waiting(owed: Iterable[Owed | messages.Hint]) -> bool:
     if any(o.sent is False for o in owed):
         return True
     return any(o.sent is None for o in owed) and not queue_answers()
+
+
+def hint_on_commit(send: Callable[[], object], *, work: str, booking_id: UUID) -> messages.Hint:
+    """After the caller's transaction commits, queue work its rows already mark due (the sweeper
+    queues it when our Redis does not take it), as a hint that says whether the broker took it."""
+    hint = messages.Hint()
+
+    def send_or_leave_to_sweeper() -> None:
+        try:
+            send_hint(send)
+        except Exception:  # the broker's errors, whichever: the rows say it is due
+            hint.sent = False
+            logger.warning(
+                "support work committed but not queued; the sweeper queues it",
+                exc_info=True,
+                extra={"booking_id": str(booking_id), "work": work},
+            )
+            return
+        hint.sent = True
+
+    transaction.on_commit(send_or_leave_to_sweeper)
+    return hint
+
+
+class Told(Protocol):
+    """An action's result (a dataclass): what it says, and what it says instead when not queued."""
+
+    @property
+    def if_not_queued(self) -> str: ...
+
+
+R = TypeVar("R", bound=Told)
+
+
+def told(result: R, hints: Iterable[Owed | messages.Hint]) -> R:
+    """The result as the operator is told it (every support action's one rule): `if_not_queued`
+    instead of its message when work it asked for is not on the queue (`waiting`): the action is
+    committed, and the sweeper sends that work once our Redis answers again."""
+    if not result.if_not_queued or not waiting(hints):
+        return result
+    return dataclasses.replace(result, message=result.if_not_queued, queued=False)
 
 
 def unsent(booking_id: UUID, token: str) -> str:

@@ -8,7 +8,6 @@ queued after commit as a hint: while our Redis is down the operator is told it i
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import logging
 from collections.abc import Callable, Sequence
@@ -106,7 +105,7 @@ def _done_before(action: str, case: OrphanCase, token: str) -> OrphanActionResul
     if earlier is None:
         return None
     by = f"by {earlier.actor_label} at {earlier.occurred_at:%H:%M:%S} ({earlier.kind})"
-    # A cancel no worker has tried yet may still wait for our queue: the broker says (`_told`).
+    # A cancel no worker has tried yet may still wait for our queue: the broker says (`owed.told`).
     pending = action == ORPHAN_CANCEL and _cancel_not_taken_up(case.reservation)
     waiting = f"Already requested {by}; its cancel is {owed.NOT_QUEUED} Nothing more was done."
     return OrphanActionResult(
@@ -130,16 +129,6 @@ def _cancel_not_taken_up(reservation: PartnerReservation) -> bool:
         and reservation.compensated_at is None
         and not PartnerAttempt.objects.filter(reservation=reservation, started_at__gte=asked).exists()
     )
-
-
-def _told(result: OrphanActionResult) -> OrphanActionResult:
-    """The result as the operator is told it: `if_not_queued` when the work it asked for is not on
-    the queue (committed and due for the sweeper, which queues it once our Redis answers): its
-    hint failed or, not known (a double submit, a caller's transaction still open), the broker
-    does not answer now."""
-    if not result.if_not_queued or not owed.waiting(result.hints):
-        return result
-    return dataclasses.replace(result, message=result.if_not_queued, queued=False)
 
 
 def _orphan_action(action: str) -> Callable[[Body], Body]:
@@ -185,8 +174,8 @@ def _orphan_action(action: str) -> Callable[[Body], Body]:
             # Committed (the broker is asked outside the locks): its hints have run, unless a
             # caller's transaction is still open.
             if done is not None:
-                return _told(done)
-            result = _told(result)
+                return owed.told(done, done.hints)
+            result = owed.told(result, result.hints)
             logger.info(
                 "support orphan action",
                 extra={

@@ -23,6 +23,8 @@ recorded then, bounded again by what is owed back then, and only then is the cus
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from decimal import Decimal, InvalidOperation
@@ -31,12 +33,12 @@ from uuid import UUID
 from django.db import transaction
 from django.utils import timezone
 
-from bookings import ports
 from bookings.models import Actor, Booking, BookingEvent
 from bookings.services import lock_booking
 from bookings.timeline import record_event
 from config.errors import InvalidTransition, NotFound, ValidationFailed
 from config.logging import log_context
+from partners.messages import Hint
 from payments import messages
 from payments.models import OperationKind, OperationState, Payment, PaymentOperation
 from payments.services.observations import lock_payment
@@ -44,6 +46,7 @@ from payments.services.operations import operation_open
 from payments.services.outside import method_label, refund_outside_record
 from payments.services.runs import payment_run, schedule
 from reconciliation.models import ProposalKind, ProposalState, RefundProposal
+from reconciliation.services.support import owed
 from reconciliation.services.support.notes import NOTE_MAX_CHARS
 from reconciliation.services.support.once import Ask, claim_token, clean_token, correction_data, target_key
 from reconciliation.services.support.payments.situation import (
@@ -75,7 +78,8 @@ logger = logging.getLogger(__name__)
 
 # --- the frame ------------------------------------------------------------------------------------
 def _done_before(action: str, booking: Booking, token: str) -> PaymentActionResult | None:
-    """The earlier result of a token already used on this booking (a double submit)."""
+    """The earlier result of a token already used on this booking (a double submit). Its operation
+    still untried may wait for our queue: said so while the broker does not answer (`owed.told`)."""
     earlier = (
         BookingEvent.objects.filter(booking=booking, kind__startswith="support.", data__action_token=token)
         .order_by("id")
@@ -85,25 +89,38 @@ def _done_before(action: str, booking: Booking, token: str) -> PaymentActionResu
         return None
     data = earlier.data or {}
     key = data.get("idempotency_key") or ""
-    state = (
-        PaymentOperation.objects.filter(idempotency_key=key).values_list("state", flat=True).first()
-        if key
-        else ""
-    )
+    operation = PaymentOperation.objects.filter(idempotency_key=key).first() if key else None
+    untried = operation is not None and operation.state == OperationState.OPEN and operation.tries == 0
+    by = f"by {earlier.actor_label} at {earlier.occurred_at:%H:%M:%S} ({earlier.kind})"
     return PaymentActionResult(
         action=action,
         booking=booking,
         performed=False,
         from_state=earlier.from_state,
         to_state=earlier.to_state,
-        message=(
-            f"Already done by {earlier.actor_label} at {earlier.occurred_at:%H:%M:%S} ({earlier.kind}); "
-            "nothing more was done."
-        ),
+        message=f"Already done {by}; nothing more was done.",
         operation_key=key,
-        operation_state=state or "",
+        operation_state=operation.state if operation else "",
         proposal_id=data.get("proposal"),
+        owed=(Hint(),) if untried else (),  # not known here: the broker says
+        if_not_queued=(
+            f"Already requested {by}; its run at the provider is {owed.NOT_QUEUED} Nothing more was done."
+            if untried
+            else ""
+        ),
     )
+
+
+def _as_told(action: Callable[..., PaymentActionResult]) -> Callable[..., PaymentActionResult]:
+    """The action's result as the operator is told it, once its transaction has committed (its
+    run's hint has been sent, or has failed): the support actions' one rule (`owed.told`)."""
+
+    @functools.wraps(action)
+    def run(**kwargs: object) -> PaymentActionResult:
+        result = action(**kwargs)
+        return owed.told(result, result.owed)
+
+    return run
 
 
 def _lock(
@@ -151,10 +168,10 @@ def _ask(
     summary: str,
     inline: bool,
     **data: object,
-) -> PaymentOperation:
+) -> tuple[PaymentOperation, tuple[Hint, ...]]:
     """Open the operation (committed with this transaction, before any call), make the payment due
     for the sweeper, write the support row naming the operation's key, and queue its run after
-    commit unless the caller runs it itself."""
+    commit unless the caller runs it itself (with the hint saying whether the broker took it)."""
     booking, payment = s.booking, s.payment
     assert payment is not None
     operation = operation_open(payment, kind=kind, amount=amount)
@@ -180,9 +197,12 @@ def _ask(
             **data,
         ),
     )
-    if not inline:
-        ports.payment_run_on_commit(booking.pk)
-    return operation
+    if inline:
+        return operation, ()
+    hint = owed.hint_on_commit(
+        lambda: messages.send_run(booking.pk), work="payment run", booking_id=booking.pk
+    )
+    return operation, (hint,)
 
 
 def _run_now(booking_id: UUID, operator: Operator) -> None:
@@ -195,10 +215,13 @@ def _run_now(booking_id: UUID, operator: Operator) -> None:
             logger.warning("payment run follow-up not queued; the sweeper runs it", exc_info=True)
 
 
+def _what(operation: PaymentOperation, currency: str) -> str:
+    amount = f" of {operation.amount} {currency}" if operation.amount else ""
+    return f"{operation.get_kind_display()}{amount}"
+
+
 def _outcome(operation: PaymentOperation, currency: str, *, queued: bool) -> str:
-    what = f"{operation.get_kind_display()}" + (
-        f" of {operation.amount} {currency}" if operation.amount else ""
-    )
+    what = _what(operation, currency)
     if queued:
         return (
             f"{what} queued: a worker asks the provider (key {operation.idempotency_key}); "
@@ -235,7 +258,17 @@ def _finish(
             "support payment action",
             extra={"action": result.action, "by": operator.label, "operation_state": operation.state},
         )
-    return result.with_operation(operation, _outcome(operation, currency, queued=not inline))
+    result = result.with_operation(operation, _outcome(operation, currency, queued=not inline))
+    if inline:
+        return result
+    # Told by `_as_told` once committed: said instead when the run's hint was not taken.
+    return dataclasses.replace(
+        result,
+        if_not_queued=(
+            f"{_what(operation, currency)} requested (key {operation.idempotency_key}), {owed.NOT_QUEUED} "
+            "Its answer is on the timeline."
+        ),
+    )
 
 
 def _propose(
@@ -325,6 +358,7 @@ def _propose(
 
 
 # --- the actions --------------------------------------------------------------------------------
+@_as_told
 def support_refund(
     *,
     booking_id: UUID,
@@ -354,7 +388,7 @@ def support_refund(
         money = payment.currency
         if s.needs_approval(value):
             return _propose(s, value, operator=operator, token=token, note=note)
-        operation = _ask(
+        operation, hints = _ask(
             REFUND,
             s,
             kind=OperationKind.REFUND,
@@ -368,11 +402,19 @@ def support_refund(
             support_refunded=str(s.support_refunded),
         )
         result = PaymentActionResult(
-            REFUND, booking, True, booking.status, booking.status, "", operation_key=operation.idempotency_key
+            REFUND,
+            booking,
+            True,
+            booking.status,
+            booking.status,
+            "",
+            operation_key=operation.idempotency_key,
+            owed=hints,
         )
     return _finish(result, operation, operator=operator, inline=inline)
 
 
+@_as_told
 def support_record_outside(
     *,
     booking_id: UUID,
@@ -470,6 +512,7 @@ def _recorded_words(value: Decimal, method: str, payment: Payment) -> str:
     )
 
 
+@_as_told
 def support_capture(
     *,
     booking_id: UUID,
@@ -498,6 +541,7 @@ def support_capture(
     )
 
 
+@_as_told
 def support_void(
     *,
     booking_id: UUID,
@@ -550,7 +594,7 @@ def _ask_provider(
         s = PaymentSituation(booking, payment)
         _refuse_if(refusal(s))
         value = amount(s)
-        operation = _ask(
+        operation, hints = _ask(
             action,
             s,
             kind=kind,
@@ -562,7 +606,14 @@ def _ask_provider(
             inline=inline,
         )
         result = PaymentActionResult(
-            action, booking, True, booking.status, booking.status, "", operation_key=operation.idempotency_key
+            action,
+            booking,
+            True,
+            booking.status,
+            booking.status,
+            "",
+            operation_key=operation.idempotency_key,
+            owed=hints,
         )
     return _finish(result, operation, operator=operator, inline=inline)
 
@@ -579,6 +630,7 @@ def _proposal_key(proposal_id: int) -> Callable[[Booking], str]:
     return lambda _booking: target_key(proposal_id)
 
 
+@_as_told
 def support_refund_approve(
     *,
     proposal_id: int,
@@ -617,7 +669,7 @@ def support_refund_approve(
         if proposal.outside:
             return _approve_outside(proposal, s, operator=operator, token=token, note=note)
         money = proposal.currency
-        operation = _ask(
+        operation, hints = _ask(
             APPROVE,
             s,
             kind=OperationKind.REFUND,
@@ -641,6 +693,7 @@ def support_refund_approve(
             "",
             operation_key=operation.idempotency_key,
             proposal_id=proposal.pk,
+            owed=hints,
         )
     return _finish(result, operation, operator=operator, inline=inline)
 
@@ -714,6 +767,7 @@ def _approve_outside(
     )
 
 
+@_as_told
 def support_refund_reject(
     *, proposal_id: int, operator: Operator, token: str, note: str = "", batch: Sequence[str] = ()
 ) -> PaymentActionResult:
