@@ -618,6 +618,12 @@ def _set_aside(event: InboundEvent, state: str, why: str) -> None:
 
 
 # --- support and housekeeping -------------------------------------------------------------------
+def inbound_event_named_booking_id(event: InboundEvent) -> UUID | None:
+    """The booking of ours a stored delivery names (by the partner's id, else our reference): the
+    one its processing finds, read before it is processed (e.g. its state before a replay)."""
+    return _named_booking_id(event.partner, _decoded(bytes(event.raw_body)))
+
+
 def replay_refusal(event: InboundEvent) -> Conflict | None:
     """Why a replay of the stored delivery is refused (the refusal `inbound_event_replay` raises),
     or None: the one question its previews (a dry run, the console's page) ask too."""

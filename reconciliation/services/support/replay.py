@@ -12,12 +12,17 @@ import redis
 from django.core.cache import cache
 from django.db import transaction
 
-from bookings.models import Actor
+from bookings.models import Actor, Booking
 from bookings.services import lock_booking
 from bookings.timeline import record_event
 from config.errors import ApplicationError, NotFound, Unavailable
 from partners.models import InboundEvent
-from partners.services.webhooks import inbound_event_replay, replay_refusal, signature_matches
+from partners.services.webhooks import (
+    inbound_event_named_booking_id,
+    inbound_event_replay,
+    replay_refusal,
+    signature_matches,
+)
 from reconciliation.services.support.once import Ask, claim_token, clean_token, target_key
 from reconciliation.services.support.permissions import REPLAY, REPLAY_PERMISSION, Operator
 
@@ -78,6 +83,9 @@ def support_replay_inbound(
             ) from None
     if not first:
         return ReplayResult(event, False, "Already replayed with this confirmation; nothing more was done.")
+    # The state the replay finds, for its row: read before it moves the booking.
+    named = inbound_event_named_booking_id(event)
+    before = Booking.objects.filter(pk=named).values_list("status", flat=True).first() if named else None
     try:
         replayed = inbound_event_replay(event.pk, actor_label=operator.label)
     except ApplicationError:
@@ -86,13 +94,15 @@ def support_replay_inbound(
     if replayed.booking_id:
         with transaction.atomic():
             booking = lock_booking(replayed.booking_id)
+            # A booking the processing found otherwise (linked meanwhile): its state as it is now.
+            found = before if replayed.booking_id == named and before else booking.status
             record_event(
                 booking,
                 "support.webhook_replayed",
                 actor=Actor.SUPPORT,
                 actor_label=operator.label,
                 summary=f"Webhook {replayed.event_id} replayed by {operator.label}: {replayed.result}",
-                from_state=booking.status,
+                from_state=found,
                 to_state=booking.status,
                 partner_time=replayed.partner_timestamp,
                 data={"action_token": token, "inbound_event_id": replayed.pk, "result": replayed.result},
