@@ -10,6 +10,8 @@ one-time token and writes the case's history.
 from __future__ import annotations
 
 import functools
+import json
+from collections.abc import Sequence
 
 from django import forms
 from django.contrib import admin
@@ -29,11 +31,34 @@ from reconciliation.services.support.notes import validate_note
 QUEUE_LIMIT = 500
 
 
+class LiveRefsField(forms.CharField):
+    """The partner's ids of the booking's live reservations as the preview showed them, carried as
+    a JSON list: an id is the partner's, any character in it (a comma too) is its own."""
+
+    NOT_PREVIEWED = "Not the booking's live reservations as this page previewed them."
+
+    @staticmethod
+    def carried(refs: Sequence[str]) -> str:
+        return json.dumps(list(refs), ensure_ascii=False)
+
+    def clean(self, value: object) -> list[str]:
+        text = super().clean(value)  # a string, its length bounded
+        if not text:
+            return []
+        try:
+            refs = json.loads(text)
+        except ValueError:
+            raise forms.ValidationError(self.NOT_PREVIEWED) from None
+        if not isinstance(refs, list) or not all(isinstance(ref, str) for ref in refs):
+            raise forms.ValidationError(self.NOT_PREVIEWED)
+        return refs
+
+
 class OrphanActionForm(forms.Form):
     token = forms.CharField(widget=forms.HiddenInput, max_length=64)
     booking = forms.CharField(required=False, widget=forms.HiddenInput, max_length=12, label="Booking")
     # The booking's live reservations the preview showed: a link that would add another is refused.
-    expected_live = forms.CharField(
+    expected_live = LiveRefsField(
         required=False, widget=forms.HiddenInput, max_length=1000, label="The booking's live reservations"
     )
     note = forms.CharField(
@@ -154,7 +179,7 @@ class SupportOrphanCaseAdmin(OrphanCaseAdmin):
                     token=data["token"],
                     note=data["note"],
                     booking_reference=data["booking"],
-                    expected_live=[ref for ref in data["expected_live"].split(",") if ref],
+                    expected_live=data["expected_live"],
                 )
 
                 def told(result: support.OrphanActionResult) -> str:
@@ -171,7 +196,7 @@ class SupportOrphanCaseAdmin(OrphanCaseAdmin):
             show_previewed(
                 form,
                 booking=shown.booking.reference if shown.booking else "",
-                expected_live=",".join(shown.booking_live),
+                expected_live=LiveRefsField.carried(shown.booking_live),
             )
         else:
             booking_reference = request.GET.get("booking", "")
@@ -180,7 +205,7 @@ class SupportOrphanCaseAdmin(OrphanCaseAdmin):
                 initial={
                     "token": shown.token,
                     "booking": shown.booking.reference if shown.booking else "",
-                    "expected_live": ",".join(shown.booking_live),
+                    "expected_live": LiveRefsField.carried(shown.booking_live),
                 },
                 needs_note=shown.needs_note,
             )

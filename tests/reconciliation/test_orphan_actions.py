@@ -25,7 +25,7 @@ from partners.services.observations import observation_apply
 from reconciliation.selectors.timeline import booking_timeline
 from reconciliation.services import support
 from reconciliation.services.support.permissions import os_user
-from tests.factories import BookingFactory, OfferFactory, PartnerFactory
+from tests.factories import BookingFactory, OfferFactory, PartnerFactory, PartnerReservationFactory
 from tests.helpers import unique_code, wait_until
 from tests.reconciliation.conftest import CLOSED_PORT_URL
 from tests.sandbox.conftest import API_KEY, reference_body
@@ -490,6 +490,10 @@ def test_a_token_used_on_another_case_is_refused_on_the_form(sandbox, partner, o
         ("orphan_cancel", "booking", "BK-" + "X" * 20, "at most 12 characters (it has 23)"),
         ("orphan_link", "booking", "BK-" + "X" * 20, "at most 12 characters (it has 23)"),
         ("orphan_link", "expected_live", "R-1," * 300, "at most 1000 characters (it has 1200)"),
+        # carried as a JSON list of the partner's ids: anything else is a tampered page
+        ("orphan_link", "expected_live", "R-1,R-2", "as this page previewed them."),
+        ("orphan_link", "expected_live", '{"R-1": true}', "as this page previewed them."),
+        ("orphan_link", "expected_live", '["R-1", 2]', "as this page previewed them."),
     ],
 )
 def test_a_refused_hidden_field_is_said_on_the_case_action_form_and_nothing_is_done(
@@ -556,6 +560,32 @@ def test_ops_link_from_the_console_with_the_preview_naming_the_booking(sandbox, 
     assert f"Linked to {booking.reference} (pending_partner → confirmed)." in done.content.decode()
     booking.refresh_from_db()
     assert booking.status == S.CONFIRMED
+
+
+def test_a_link_from_the_console_carries_a_live_reference_with_a_comma_whole(sandbox, partner, ops_client):
+    booking = booking_for(partner)
+    own = PartnerReservationFactory(booking=booking, partner=partner, partner_ref="R-7,8", status="confirmed")
+    case = case_of(stray(sandbox, partner, "BK-PHONE3")["id"])
+    url = reverse("admin:partners_orphancase_action", args=[case.pk, "orphan_link"])
+    form = ops_client.get(url, {"booking": booking.reference}).context["form"]
+    assert json.loads(form.initial["expected_live"]) == ["R-7,8"]
+
+    done = ops_client.post(
+        url,
+        {
+            "token": form.initial["token"],
+            "booking": booking.reference,
+            "expected_live": form.initial["expected_live"],
+            "note": "the same stay, booked twice",
+        },
+        follow=True,
+    )
+
+    page = done.content.decode()
+    assert "would get a second live reservation" not in page and f"Linked to {booking.reference}" in page
+    linked = PartnerReservation.objects.get(pk=case.reservation.pk)
+    assert (linked.booking_id, case_of(linked.partner_ref).state) == (booking.pk, "closed")
+    assert PartnerReservation.objects.get(pk=own.pk).booking_id == booking.pk
 
 
 # --- ops commands ------------------------------------------------------------------------------------
