@@ -77,11 +77,13 @@ def reservation_compensate(
         partner_key=booking.partner_key if booking else None,
         partner_ref=reservation.partner_ref,
     ):
-        if reservation.compensated_at is not None:
-            return FollowUp()
+        if reservation.compensated_at is not None or reservation.compensation_requested_at is None:
+            return FollowUp()  # verified, or withdrawn (an orphan linked to its booking)
         connector = connector_for(reservation.partner)
         if reservation.status in LIVE_RESERVATION_STATUSES:
             attempt = _cancel_attempt_open(reservation)
+            if attempt is None:  # withdrawn since this copy read it: nothing to cancel
+                return FollowUp()
             if isinstance(attempt, Tries):  # the budget is spent: its last try decides
                 return _when_spent(reservation, attempt, actor=actor, actor_label=actor_label)
             if isinstance(attempt, float):  # the last try was too recent: this copy comes back
@@ -179,9 +181,9 @@ def _verify(reservation_id: int, *, actor: Actor | str, actor_label: str) -> Fol
         return _retry_or_give_up(reservation, "still_live_after_cancel", None)
     with transaction.atomic():
         booking = lock_booking(reservation.booking_id) if reservation.booking_id else None
-        updated = PartnerReservation.objects.filter(pk=reservation.pk, compensated_at__isnull=True).update(
-            compensated_at=timezone.now()
-        )
+        updated = PartnerReservation.objects.filter(
+            pk=reservation.pk, compensated_at__isnull=True, compensation_requested_at__isnull=False
+        ).update(compensated_at=timezone.now())
         if booking is not None and updated:
             record_event(
                 booking,
@@ -243,18 +245,22 @@ def _tries(reservation: PartnerReservation) -> Tries:
     return Tries(tried["count"], tried["last"])
 
 
-def _cancel_attempt_open(reservation: PartnerReservation) -> PartnerAttempt | float | Tries:
+def _cancel_attempt_open(reservation: PartnerReservation) -> PartnerAttempt | float | Tries | None:
     """Take one try of the budget for a cancel: the attempt is opened and committed under the
     reservation's lock, so two copies of the message cannot both take the last try. The tries
     when the budget is spent; the seconds left to wait when the last try was more recent than
     the series' spacing (`backoff.spacing_s`): however many copies of the message are alive,
-    the tries stay spread over the minutes a partner's bad spell may last."""
+    the tries stay spread over the minutes a partner's bad spell may last. None when the cancel
+    is no longer decided: an orphan's, withdrawn as it was linked to its booking under the same
+    lock before any attempt (`observations.orphan_cancel_withdrawn`)."""
     with transaction.atomic():
         reservation.compensation_requested_at = (  # as it is now: support may have decided again
             PartnerReservation.objects.select_for_update(no_key=True)
             .values_list("compensation_requested_at", flat=True)
             .get(pk=reservation.pk)
         )
+        if reservation.compensation_requested_at is None:
+            return None
         tries = _tries(reservation)
         if tries.count >= settings.PARTNER_COMPENSATION_MAX_TRIES:
             return tries

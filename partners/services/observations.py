@@ -15,7 +15,7 @@ from uuid import UUID
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Exists, Q
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 from django_fsm import RETURN_VALUE
 
@@ -30,6 +30,7 @@ from partners.models import (
     LIVE_RESERVATION_STATUSES,
     InboundEvent,
     ObservationResult,
+    Operation,
     OrphanCaseState,
     OrphanFinding,
     Partner,
@@ -40,6 +41,7 @@ from partners.models import (
 )
 from partners.services.orphans import (
     orphan_case_link,
+    orphan_case_not_linked,
     orphan_case_open,
     orphan_case_settled,
     orphan_case_taken_up,
@@ -129,15 +131,20 @@ def observation_apply(
             },
         )
         incoming = decisions.Held(snapshot.status, snapshot.version, snapshot.modified_at)
-        linked_now = False
+        linked_now = link_refused = withdrawn = False
         if created:
             result = ObservationResult.APPLIED
         else:
             held = decisions.Held(reservation.status, reservation.version, reservation.partner_modified_at)
             result = decisions.order_observation(held, incoming)
-            linked_now = booking is not None and reservation.booking_id is None
+            if booking is not None and reservation.booking_id is None:
+                # An orphan now found to be this booking's: its cancel, if one was decided, must
+                # be withdrawn first, or the booking's own reservation would be cancelled by us.
+                cancel_decided = reservation.compensation_requested_at is not None
+                linked_now = orphan_cancel_withdrawn(reservation)
+                link_refused, withdrawn = not linked_now, cancel_decided and linked_now
             if result == ObservationResult.APPLIED:
-                _update_reservation(reservation, snapshot, booking)
+                _update_reservation(reservation, snapshot, None if link_refused else booking)
             else:
                 reservation.last_observed_at = timezone.now()
                 fields = ["last_observed_at"]
@@ -174,8 +181,15 @@ def observation_apply(
             _record_on_timeline(booking, observation, partner, actor, actor_label)
             if linked_now:
                 orphan_case_link(
-                    reservation, booking, kind="orphan.linked", actor=actor, actor_label=actor_label
+                    reservation,
+                    booking,
+                    kind="orphan.linked",
+                    actor=actor,
+                    actor_label=actor_label,
+                    cancel_withdrawn=withdrawn,
                 )
+            elif link_refused:
+                orphan_case_not_linked(reservation, booking, actor=actor, actor_label=actor_label)
             if result == ObservationResult.APPLIED or linked_now:
                 reconcile_booking(booking, actor=actor, actor_label=actor_label)
             if result != ObservationResult.STALE:
@@ -475,6 +489,30 @@ def request_compensation(
     return messages.send_for_partner_on_commit(
         messages.COMPENSATE_RESERVATION, reservation.partner, reservation_id
     )
+
+
+def orphan_cancel_withdrawn(reservation: PartnerReservation) -> bool:
+    """Whether an orphan (locked by the caller) may be linked to the booking now found for it: no
+    cancel of it decided, or one decided and withdrawn now, as no cancel of it has been sent yet.
+
+    A cancel sent (an attempt opened: it may have been made) or verified cannot be taken back,
+    and the reservation is not the booking's to keep: it stays an orphan, its cancel goes on, and
+    the booking follows what the partner holds for it. One statement, conditional on no cancel
+    attempt: the compensation opens its attempt under the same row lock and makes no call once
+    the decision is withdrawn (`compensation._cancel_attempt_open`), so the two never both win."""
+    if reservation.compensation_requested_at is None:
+        return True
+    sent = PartnerAttempt.objects.filter(reservation=OuterRef("pk"), operation=Operation.CANCEL)
+    withdrawn = (
+        PartnerReservation.objects.filter(
+            pk=reservation.pk, compensation_requested_at__isnull=False, compensated_at__isnull=True
+        )
+        .exclude(Exists(sent))
+        .update(compensation_requested_at=None, compensation_reason="")
+    )
+    if withdrawn:
+        reservation.compensation_requested_at, reservation.compensation_reason = None, ""
+    return bool(withdrawn)
 
 
 def request_compensation_again(reservation: PartnerReservation) -> messages.Hint:

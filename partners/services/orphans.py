@@ -21,6 +21,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from bookings.models import Actor, Booking
+from bookings.timeline import record_event
 from partners.models import (
     OrphanAutomation,
     OrphanCase,
@@ -248,21 +249,48 @@ def orphan_case_link(
     actor_label: str = "",
     note: str = "",
     data: dict[str, Any] | None = None,
+    cancel_withdrawn: bool = False,
 ) -> OrphanCaseEvent | None:
     """The orphan is `booking`'s reservation from now on: its case closes as linked (the
-    caller reconciles the booking). None when it had no case."""
+    caller reconciles the booking). `cancel_withdrawn`: the cancel decided for it was withdrawn
+    before any was sent (`observations.orphan_cancel_withdrawn`). None when it had no case."""
     case = _locked_case(reservation)
     if case is None:
         return None
     _close(case, OrphanClosing.LINKED, by=actor_label or str(actor), note=note, booking=booking)
+    withdrawn = "; its cancel, not sent yet, withdrawn" if cancel_withdrawn else ""
+    extra = {"cancel_withdrawn": True} if cancel_withdrawn else {}
     return record_case_event(
         case,
         kind,
         actor=actor,
         actor_label=actor_label,
-        summary=f"{reservation.partner_ref} linked to {booking.reference}; case closed",
-        data={"reservation": reservation.partner_ref, "booking": booking.reference, **(data or {})},
+        summary=f"{reservation.partner_ref} linked to {booking.reference}{withdrawn}; case closed",
+        data={"reservation": reservation.partner_ref, "booking": booking.reference, **extra, **(data or {})},
     )
+
+
+NOT_LINKED = "orphan.not_linked"
+
+
+def orphan_case_not_linked(
+    reservation: PartnerReservation, booking: Booking, *, actor: Actor | str, actor_label: str = ""
+) -> None:
+    """The partner names `booking` for the orphan, but its cancel was sent (or verified) before:
+    it stays an orphan, its cancel goes on, and the booking follows what the partner holds. Said
+    once, on the booking's timeline and in the case's history."""
+    if booking.events.filter(kind=NOT_LINKED, data__reservation=reservation.partner_ref).exists():
+        return
+    summary = (
+        f"The partner answers {reservation.partner_ref} for {booking.reference}, but it was found an "
+        f"orphan and its cancel was already sent: not linked, {booking.reference} follows what the "
+        "partner holds"
+    )
+    data = {"reservation": reservation.partner_ref, "booking": booking.reference}
+    record_event(booking, NOT_LINKED, actor=actor, actor_label=actor_label, summary=summary, data=data)
+    case = _locked_case(reservation)
+    if case is not None:
+        record_case_event(case, NOT_LINKED, actor=actor, actor_label=actor_label, summary=summary, data=data)
 
 
 def orphan_case_cancelling(

@@ -132,8 +132,13 @@ def test_a_partner_call_inside_a_transaction_is_refused_before_anything_is_sent(
     PartnerAttemptFactory(booking=unknown, fence=True)
     with pytest.raises(PartnerCallInTransaction), transaction.atomic():
         booking_sync(unknown.pk)
-    reservation = PartnerReservationFactory(
-        booking=None, partner=h.partner, partner_ref="1", learned_from="lookup"
+    reservation = PartnerReservationFactory(  # an orphan whose cancel was decided
+        booking=None,
+        partner=h.partner,
+        partner_ref="1",
+        learned_from="lookup",
+        compensation_requested_at=timezone.now(),
+        compensation_reason="orphan",
     )
     with pytest.raises(PartnerCallInTransaction), transaction.atomic():
         reservation_compensate(reservation.pk)
