@@ -20,6 +20,7 @@ from rest_framework.views import APIView
 
 from config.errors import error_body
 from config.metrics import events as metrics
+from config.negotiation import IgnoreAccept
 from config.network import client_ip
 from partners.selectors import webhook_partner
 from partners.services.webhooks import body_too_large, inbound_event_receive
@@ -51,6 +52,7 @@ class PartnerWebhookView(APIView):
     permission_classes = [AllowAny]
     throttle_classes: list = []
     parser_classes = [RawBodyParser]
+    content_negotiation_class = IgnoreAccept  # an authentic delivery is never refused for its Accept
 
     @extend_schema(
         operation_id="partner_webhook",

@@ -14,6 +14,7 @@ from rest_framework.views import APIView
 
 from config.errors import error_body
 from config.metrics import events as metrics
+from config.negotiation import IgnoreAccept
 from payments.services.webhooks import payment_event_receive
 
 
@@ -36,6 +37,7 @@ class PaymentWebhookView(APIView):
     permission_classes = [AllowAny]
     throttle_classes: list = []
     parser_classes = [RawBodyParser]
+    content_negotiation_class = IgnoreAccept  # an authentic delivery is never refused for its Accept
 
     @extend_schema(
         operation_id="payment_webhook",

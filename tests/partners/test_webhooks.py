@@ -137,6 +137,35 @@ def test_valid_delivery_is_stored_raw_acknowledged_and_queued_after_commit(
     assert PartnerReservation.objects.count() == 0  # not applied on receipt: a worker does it
 
 
+# Accept headers a sender may send: a webhook's sender reads our status code alone. DRF's
+# negotiation refused each before the receiver ran (406), nothing stored, redelivered for hours.
+ACCEPTS = [
+    "text/plain",
+    "application/xml, text/html;q=0.9",
+    "))not a media type((;q=x",
+]
+
+
+@pytest.mark.parametrize("accept", ACCEPTS)
+def test_a_delivery_is_stored_and_answered_in_json_whatever_its_accept_header_says(post, ref_partner, accept):
+    raw = body()
+    headers = {**signed(raw, event_id="msg_accept"), "HTTP_ACCEPT": accept}
+    forged = {**signed(raw, secret="whsec_" + "V3JvbmdXcm9uZ1dyb25nV3JvbmdXcm9uZzA="), "HTTP_ACCEPT": accept}
+
+    accepted, again, refused = post(raw, headers), post(raw, headers), post(raw, forged)
+    unknown = post(raw, headers, code="nobody-here")
+
+    assert (accepted.status_code, accepted["Content-Type"]) == (202, "application/json")
+    assert accepted.json()["status"] == "accepted"
+    assert (again.status_code, again.json()["status"]) == (200, "duplicate")
+    assert (refused.status_code, refused.json()["error"]["code"]) == (401, "invalid_signature")
+    assert (unknown.status_code, unknown.json()["error"]["code"]) == (404, "not_found")
+    stored = InboundEvent.objects.get(event_id="msg_accept", duplicate_of=None)
+    assert (bytes(stored.raw_body), stored.signature_valid) == (raw, True)
+    assert stored.state == InboundState.RECEIVED
+    assert InboundEvent.objects.filter(signature_valid=False).count() == 1  # the forgery's evidence
+
+
 def test_stored_delivery_is_applied_once_through_the_one_door(post, ref_partner, make_booking):
     booking = make_booking(ref_partner, S.PENDING_PARTNER)
     raw = body(client_reference=booking.reference, status="confirmed", version=2)

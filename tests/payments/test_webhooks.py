@@ -156,6 +156,30 @@ def test_a_redelivered_event_is_stored_once(db):
     assert PaymentEvent.objects.count() == 1
 
 
+@pytest.mark.parametrize(
+    "accept",
+    ["text/plain", "application/xml, text/html;q=0.9", "))not a media type((;q=x"],
+)
+def test_a_delivery_is_stored_and_answered_in_json_whatever_its_accept_header_says(db, accept):
+    # The provider reads our status code alone: DRF's negotiation answered 406 before the receiver
+    # ran, nothing stored, and the provider delivered it again for a day.
+    payment = paying_booking()
+    body = event("payment_intent.amount_capturable_updated", intent(payment, "requires_capture"))
+
+    def send(sig: str):
+        return Client().post(
+            URL, body, content_type="application/json", HTTP_STRIPE_SIGNATURE=sig, HTTP_ACCEPT=accept
+        )
+
+    accepted, again, refused = send(signature(body)), send(signature(body)), send(signature(body, "whsec_x"))
+
+    assert (accepted.status_code, accepted["Content-Type"]) == (202, "application/json")
+    assert accepted.json()["status"] == "accepted"
+    assert (again.status_code, again.json()["status"]) == (200, "duplicate")
+    assert (refused.status_code, refused.json()["error"]["code"]) == (400, "invalid_signature")
+    assert bytes(PaymentEvent.objects.get().body) == body
+
+
 @pytest.mark.parametrize("debug", [False, True])
 def test_the_receiver_answers_at_its_url_without_the_trailing_slash_too(db, settings, debug):
     # Stripe takes the endpoint's URL verbatim and does not follow a redirect for a POST.
