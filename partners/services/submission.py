@@ -133,10 +133,13 @@ def record_create_outcome(booking_id: UUID, attempt: PartnerAttempt, result: Cal
             customer_view.refresh(booking, actor=Actor.WORKER)
             no_webhooks = not booking.partner.has(Capability.WEBHOOKS)
             if booking.status == BookingState.PENDING_PARTNER and no_webhooks:
-                # Nobody will tell us when it settles: ask again.
+                # Nobody will tell us when it settles: ask again. The sweeper's check never waits
+                # past the deadline for that poll, which may wait behind the partner's backlog.
                 delay = poll_delay_s(booking, timezone.now())
                 grace = settings.BOOKING_SUBMIT_GRACE
-                booking.next_check_at = timezone.now() + timedelta(seconds=delay) + grace
+                booking.next_check_at = min(
+                    timezone.now() + timedelta(seconds=delay) + grace, booking.deadline
+                )
                 booking.save(update_fields=["next_check_at", "updated_at"])
                 return FollowUp(sync_after_s=delay)
             return FollowUp()

@@ -47,7 +47,7 @@ from django_fsm import can_proceed
 from bookings import customer_view, notifications
 from bookings.models import Actor, Booking, Notification
 from bookings.services import apply_transition, lock_booking
-from bookings.states import GOING_AHEAD, OPEN_STATES, BookingState
+from bookings.states import EXPIRABLE, GOING_AHEAD, OPEN_STATES, BookingState
 from config import claims as held_claims
 from partners import messages
 from partners.models import (
@@ -151,11 +151,14 @@ def _due_batches(now: datetime, partner: Partner | None, batch_size: int) -> Ite
 
 def _push_due(now: datetime, recheck_at: datetime, partner: Partner | None, batch_size: int) -> list[tuple]:
     """Push the check of the next `batch_size` due bookings (oldest check first) to `recheck_at`,
-    in one statement; their (id, status, deadline passed) rows.
+    or to its deadline when that comes sooner for a booking the deadline expires, in one
+    statement; their (id, status, deadline passed) rows.
 
-    Run inside a transaction (the pick is FOR UPDATE SKIP LOCKED where the database has it). As
-    `recheck_at` is after `now`, the pushed rows drop out of the due set: calling this again gives
-    the next batch.
+    The deadline caps the check: the step queued now may wait behind a partner's backlog, and its
+    expiry must not wait with it (a sweep at its deadline queues it on a queue of its own). Run
+    inside a transaction (the pick is FOR UPDATE SKIP LOCKED where the database has it). As
+    `recheck_at` and a deadline still ahead are after `now`, the pushed rows drop out of the due
+    set: calling this again gives the next batch.
     """
     picked = (
         _due(now, partner)
@@ -172,15 +175,19 @@ def _push_due(now: datetime, recheck_at: datetime, partner: Partner | None, batc
         name: quote(meta.get_field(name).column) for name in ("id", "status", "next_check_at", "deadline")
     }
     timestamp = meta.get_field("next_check_at")
+    at_now, at_recheck = (timestamp.get_db_prep_value(t, connection) for t in (now, recheck_at))
+    expirable = ", ".join(["%s"] * len(EXPIRABLE))
+    deadline = column["deadline"]
+    check_by = (
+        f"CASE WHEN {column['status']} IN ({expirable}) AND {deadline} > %s AND {deadline} < %s "
+        f"THEN {deadline} ELSE %s END"
+    )
     with connection.cursor() as cursor:
         cursor.execute(
-            f"UPDATE {quote(meta.db_table)} SET {column['next_check_at']} = %s WHERE {column['id']} {match} "
-            f"RETURNING {column['id']}, {column['status']}, {column['deadline']} <= %s",
-            [
-                timestamp.get_db_prep_value(recheck_at, connection),
-                *pick_params,
-                timestamp.get_db_prep_value(now, connection),
-            ],
+            f"UPDATE {quote(meta.db_table)} SET {column['next_check_at']} = {check_by} "
+            f"WHERE {column['id']} {match} "
+            f"RETURNING {column['id']}, {column['status']}, {deadline} <= %s",
+            [*(str(s) for s in sorted(EXPIRABLE)), at_now, at_recheck, at_recheck, *pick_params, at_now],
         )
         rows = cursor.fetchall()
     to_id = meta.pk.to_python  # SQLite returns the id as text

@@ -204,6 +204,22 @@ def test_asynchronous_confirmation(harness, partner_worker, profile):
         assert applied == [("response", "pending"), ("lookup", "confirmed")]
 
 
+def test_a_pending_booking_polled_at_a_partner_without_webhooks_is_checked_by_its_deadline(harness):
+    # given a partner without webhooks that answers our create `pending`, for a booking whose
+    # deadline comes before the poll and its grace
+    h = harness("legacy")
+    h.faults(async_confirm_delay_s=30)
+    deadline = timezone.now() + timedelta(seconds=20)
+    booking = h.booking(status=S.REQUESTED, deadline=deadline)
+
+    # when the answer is recorded (no worker runs the poll it queues)
+    submission_run(booking.pk)
+
+    # then the sweeper's check is due at its deadline, which expires it whatever the poll's fate
+    booking.refresh_from_db()
+    assert (booking.status, booking.next_check_at) == (S.PENDING_PARTNER, deadline)
+
+
 # --- a partner that ignores idempotency keys -----------------------------------------------------
 def test_timeout_at_a_partner_ignoring_keys_is_still_resolved_by_lookup(harness, partner_worker):
     h = harness("reference")

@@ -259,6 +259,39 @@ def test_sweep_picks_a_booking_up_only_once_its_check_is_due(
     assert actor_names(broker, sweep_queue) == ["sweep_bookings"]
 
 
+def test_a_due_booking_whose_deadline_comes_before_its_recheck_is_expired_at_its_deadline(
+    make_booking, sweep_queue, partner_queue, broker, django_capture_on_commit_callbacks, settings
+):
+    # given bookings due for a check, one of them with its deadline within the recheck's minute
+    settings.RECONCILE_SYNC_AGE_S = 60
+    start = datetime(2030, 1, 15, 12, 0, tzinfo=UTC)
+    deadline = start + timedelta(seconds=20)
+    with time_machine.travel(start, tick=False):
+        soon = _due(make_booking, S.PENDING_PARTNER, deadline=deadline)
+        later = _due(make_booking, S.PENDING_PARTNER, deadline=start + timedelta(hours=1))
+        cancelling = _due(make_booking, S.CANCEL_REQUESTED, deadline=deadline)  # no deadline expires it
+        past = _due(make_booking, S.UNKNOWN, deadline=start - timedelta(seconds=1))
+
+        # when a sweep queues their steps: the partner's sync of each waits on its queue, and no
+        # worker takes it up (a backlog, a claim held)
+        _sweep(django_capture_on_commit_callbacks)
+        for booking in (soon, later, cancelling):
+            _run_due(django_capture_on_commit_callbacks, booking)
+
+        # then the one the deadline expires is checked again at its deadline, not a minute on
+        checks = dict(Booking.objects.values_list("pk", "next_check_at"))
+        recheck = start + timedelta(seconds=60)
+        assert (checks[soon.pk], checks[later.pk], checks[cancelling.pk]) == (deadline, recheck, recheck)
+        assert checks[past.pk] == recheck  # its expiry is queued now
+        assert calls(broker, partner_queue).count(("sync_booking", [str(soon.pk)])) == 1
+
+    # and the first sweep after its deadline expires it, though its sync never ran
+    with time_machine.travel(deadline + timedelta(seconds=1), tick=False):
+        assert _sweep(django_capture_on_commit_callbacks).due == {S.PENDING_PARTNER: 1}
+        assert queued(broker, sweep_queue)[-1].args[0] == [str(soon.pk)]
+        assert _run_due(django_capture_on_commit_callbacks, soon).status == S.EXPIRED
+
+
 # --- work without a booking row of its own ----------------------------------------------------------------
 def test_stale_unprocessed_webhooks_are_queued_again_once(
     partner, webhooks_queue, broker, django_capture_on_commit_callbacks, settings
