@@ -69,18 +69,21 @@ def test_failure_story_timeout_retry_late_callback(harness, partner_worker):
         ("submitting", "unknown"),
         ("unknown", "confirmed"),
     ]
-    assert list(
+    # The two late callbacks are due 0.3 s apart: a loaded machine may deliver them either way round.
+    answer, *callbacks = (
         PartnerObservation.objects.filter(booking=booking)
         .order_by("id")
         .values_list("source", "version", "result")
-    ) == [
-        ("response", 2, "applied"),  # the retry's answer
+    )
+    assert answer == ("response", 2, "applied")  # the retry's answer
+    assert sorted(callbacks) == [
         ("webhook", 1, "stale"),  # the first call's late callback (pending)
         ("webhook", 2, "duplicate"),  # the confirmation's callback
     ]
 
     # and the timeline tells it
-    assert timeline(booking) == [
+    told = timeline(booking)
+    assert told[:8] == [
         "booking.requested",  # customer
         "booking.submitting",  # worker: attempt committed before the call
         "partner.attempt.ambiguous",  # the call timed out after the partner committed
@@ -89,8 +92,10 @@ def test_failure_story_timeout_retry_late_callback(harness, partner_worker):
         "partner.observation.applied",
         "booking.confirmed",
         "sync.completed",
-        "partner.observation.stale",  # late callback v1 (pending): ignored
+    ]
+    assert sorted(told[8:]) == [
         "partner.observation.duplicate",  # callback v2 (confirmed): already known
+        "partner.observation.stale",  # late callback v1 (pending): ignored
     ]
     events = {e.kind: e for e in booking.events.all()}
     assert events["booking.confirmed"].actor == "worker"
