@@ -39,6 +39,14 @@ _breakers: dict[str, pybreaker.CircuitBreaker] = {}
 _lock = threading.Lock()
 
 
+class GuardUnavailable(redis.RedisError):
+    """Redis did not answer when a call would take its slot: the call was not made."""
+
+
+# A call its guard did not let through for want of Redis (`GuardUnavailable`).
+GUARD_UNAVAILABLE = "guard_unavailable"
+
+
 class _PartnerFailing(Exception):
     """Carries a failed result through pybreaker so that it counts as a failure."""
 
@@ -164,9 +172,12 @@ def _slots(partner: Partner, token: str, lease_ms: int) -> tuple[bool, int]:
 
 def take_slot(partner: Partner) -> str | None:
     """A lease on one of the partner's `max_concurrency` slots (its token), or None when all are
-    held. Raises `redis.RedisError` when Redis does not answer: then no call may be made."""
+    held. Raises `GuardUnavailable` when Redis does not answer: then no call may be made."""
     token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex}"
-    taken, _ = _slots(partner, token, max(1, round(lease_s(partner) * 1000)))
+    try:
+        taken, _ = _slots(partner, token, max(1, round(lease_s(partner) * 1000)))
+    except redis.RedisError as exc:
+        raise GuardUnavailable(f"{type(exc).__name__}: {exc}") from exc
     return token if taken else None
 
 

@@ -10,6 +10,7 @@ import logging
 from collections.abc import Callable
 from contextlib import contextmanager
 
+from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
@@ -93,7 +94,15 @@ def attempt_call(attempt: PartnerAttempt, call: Callable[[], CallResult]) -> Cal
     with _call_context(attempt):
         # The partner's Date was written between these two moments: they bound its clock.
         sent_at = timezone.now()
-        result = guard.guarded_call(attempt.partner, call, operation=attempt.operation)
+        try:
+            result = guard.guarded_call(attempt.partner, call, operation=attempt.operation)
+        except guard.GuardUnavailable as exc:
+            # Nothing left: the attempt is closed as not sent (left open, a create would fence
+            # its booking as if it might have reached the partner).
+            logger.warning(
+                "partner call not made: its guard's Redis did not answer", extra={"error": str(exc)}
+            )
+            result = guard.not_sent(guard.GUARD_UNAVAILABLE, retry_after_s=settings.PARTNER_RETRY_MIN_S)
         received_at = timezone.now()
         # A Date no clock would write (1970) is no sample: nothing here may raise once the call
         # was made, or its answer would be lost with the attempt left open.

@@ -397,6 +397,32 @@ def test_with_redis_down_no_call_is_made(partner, scripted, stoppable_redis):
     assert scripted.requests == 0
 
 
+def test_a_create_the_guard_could_not_let_through_fences_nothing_and_is_submitted_again(
+    partner, scripted, stoppable_redis, transactional_db
+):
+    # given a booking whose partner's guard cannot reach Redis when its create is to be made
+    from partners.models import Operation, PartnerAttempt
+    from partners.services.submission import submission_run
+    from tests.factories import BookingFactory, OfferFactory
+
+    partner.save()
+    booking = BookingFactory(offer=OfferFactory(partner=partner))
+    stoppable_redis.stop()
+
+    # when the worker submits it
+    follow_up = submission_run(booking.pk)
+
+    # then nothing was sent, the attempt is closed as not sent and fences nothing, and the
+    # booking is back in line for another submission (not taken for a create in doubt)
+    booking.refresh_from_db()
+    attempt = PartnerAttempt.objects.get(booking=booking, operation=Operation.CREATE)
+    assert scripted.requests == 0
+    assert (attempt.outcome, attempt.error) == (Outcome.TRANSIENT, "guard_unavailable")
+    assert not PartnerAttempt.objects.fencing().filter(booking=booking).exists()
+    assert booking.status == "requested"
+    assert follow_up.submit_after_s is not None
+
+
 def test_disabled_partner_is_not_called(partner, scripted):
     partner.enabled = False
 
