@@ -59,7 +59,8 @@ class Held:
 
 
 def order_observation(current: Held | None, incoming: Held) -> ObservationResult:
-    """Monotonic by version; lacking versions by partner modified time, then receipt order."""
+    """Monotonic by version; lacking versions, a status further on (`_RANK`) applies whatever its
+    partner time, else by partner modified time, then receipt order."""
     if current is None:
         return ObservationResult.APPLIED
     if _RANK[incoming.status] < _RANK[current.status]:
@@ -69,6 +70,10 @@ def order_observation(current: Held | None, incoming: Held) -> ObservationResult
             return ObservationResult.STALE
         if incoming.version == current.version:
             return ObservationResult.DUPLICATE
+        return ObservationResult.APPLIED
+    if _RANK[incoming.status] > _RANK[current.status]:
+        # The partner's status cannot move back, so one further on is news whatever its time says:
+        # a wall time read in the hour repeated when clocks go back, or a partner clock stepped back.
         return ObservationResult.APPLIED
     if (
         current.modified_at is not None

@@ -107,7 +107,18 @@ def test_ambiguity_strategy_reads_capabilities_only(capabilities, expected):
             Held("confirmed", None, T1), Held("confirmed", None, T2), DUPLICATE, id="legacy-later-same-status"
         ),
         pytest.param(
-            Held("confirmed", None, T2), Held("cancelled", None, T1), STALE, id="legacy-older-modified"
+            Held("confirmed", None, T2), Held("confirmed", None, T1), STALE, id="legacy-older-modified"
+        ),
+        pytest.param(
+            Held("cancelled", None, T2), Held("rejected", None, T1), STALE, id="legacy-older-same-rank"
+        ),
+        # a status further on applies whatever its time: the partner's clock went back (the hour
+        # repeated in autumn, a clock stepped back) after it wrote the earlier one
+        pytest.param(
+            Held("confirmed", None, T2), Held("cancelled", None, T1), APPLIED, id="legacy-forward-older-time"
+        ),
+        pytest.param(
+            Held("pending", None, T2), Held("confirmed", None, T1), APPLIED, id="legacy-settled-older-time"
         ),
         pytest.param(
             Held("pending", None, T1), Held("confirmed", None, T1), APPLIED, id="legacy-same-second"

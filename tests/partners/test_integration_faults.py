@@ -419,3 +419,30 @@ def test_ambiguous_create_at_a_partner_without_lookup_keys_or_listing_goes_to_su
     assert len(h.truth(booking)) == 1
     assert transitions(booking)[-1] == ("unknown", "needs_attention")
     assert PartnerAttempt.objects.fencing().filter(booking=booking).exists()  # still fenced
+
+
+def test_a_cancellation_written_by_a_partner_clock_gone_back_is_not_lost(harness):
+    # Given a legacy partner's confirmed booking, read with the partner's modified time
+    h = harness("legacy")
+    h.faults(async_confirm_delay_s=0.2)
+    booking = h.booking()
+    submission_run(booking.pk)
+    assert status_of(booking) == S.PENDING_PARTNER
+    wait_until(lambda: h.truth(booking)[0]["state"] == "OK", what="the partner to confirm")
+    booking_sync(booking.pk)
+    assert status_of(booking) == S.CONFIRMED
+    reservation = booking.partner_reservations.get()
+    assert reservation.partner_modified_at is not None
+
+    # When the partner's clock goes back an hour (the repeated autumn hour, a clock stepped back)
+    # and the partner then cancels the booking on its side
+    h.faults(clock_skew_s=-3600)
+    response = h.sandbox.request("DELETE", f"/api/bookings/{reservation.partner_ref}")
+    assert response.status_code == 200, response.text
+
+    # Then our next read applies the cancellation, though its `modified` reads earlier
+    booking_sync(booking.pk)
+    reservation.refresh_from_db()
+    assert reservation.status == "cancelled"
+    booking.refresh_from_db()
+    assert (booking.status, booking.attention_reason) == (S.NEEDS_ATTENTION, "partner_cancelled_confirmed")

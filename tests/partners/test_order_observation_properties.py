@@ -56,14 +56,14 @@ def test_no_sequence_of_observations_moves_what_we_hold_backwards(observations: 
         held, result = fold(held, incoming)
 
         # then an applied one never lowers the status, and never goes back in version, nor (where
-        # versions cannot say) in partner time
+        # versions cannot say) in partner time unless it moves the status on
         if before is None or result != ObservationResult.APPLIED:
             continue
         assert RANK[held.status] >= RANK[before.status]
         if before.version is not None and incoming.version is not None:
             assert incoming.version > before.version
         elif before.modified_at is not None and incoming.modified_at is not None:
-            assert incoming.modified_at >= before.modified_at
+            assert incoming.modified_at >= before.modified_at or RANK[held.status] > RANK[before.status]
 
 
 @dataclass(frozen=True)
@@ -135,3 +135,21 @@ def test_what_we_hold_never_goes_back_in_the_partners_history(
         if held.modified_at is not None:
             assert latest_time is None or held.modified_at >= latest_time
             latest_time = held.modified_at
+
+
+@given(
+    st.lists(st.tuples(statuses, st.integers(min_value=-7200, max_value=7200)), min_size=1, max_size=12).map(
+        lambda seen: sorted(seen, key=lambda s: RANK[s[0]])
+    )
+)
+@settings(max_examples=200, deadline=None)
+def test_a_status_further_on_is_never_lost_to_a_clock_gone_back(seen: list[tuple[str, int]]) -> None:
+    # given a partner without versions whose clock may go back (the hour repeated in autumn, a
+    # clock stepped back): statuses reached in their order, each written at any wall time
+    held: Held | None = None
+    for status, offset_s in seen:
+        # when each is observed in the order the partner reached them
+        held, _ = fold(held, Held(status, None, START + timedelta(seconds=offset_s)))
+
+    # then what we hold is as far on as the partner's last status, whatever the times said
+    assert held is not None and RANK[held.status] == RANK[seen[-1][0]]
