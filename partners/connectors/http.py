@@ -315,14 +315,17 @@ def never_sent(exc: BaseException) -> bool:
 CONNECT_RETRY_WAIT_MAX_S = 1.0
 
 
+def connect_phase_s(partner: Partner) -> float:
+    """How long after a call starts its request may still leave: every connect attempt timing out,
+    with the pauses between them (`_connect_retrying`)."""
+    return CONNECT_ATTEMPTS * partner.connect_timeout_s + (CONNECT_ATTEMPTS - 1) * CONNECT_RETRY_WAIT_MAX_S
+
+
 def longest_call_s(partner: Partner) -> float:
-    """How long one call to the partner can last at most: every connect attempt timing out with
-    the pauses between them, then the headers' read timeout and the body's one more (`_read_body`),
-    and a second's margin. A call out for longer than that was cut off (its worker killed)."""
-    connecting = (
-        CONNECT_ATTEMPTS * partner.connect_timeout_s + (CONNECT_ATTEMPTS - 1) * CONNECT_RETRY_WAIT_MAX_S
-    )
-    return connecting + 2 * partner.read_timeout_s + 1.0
+    """How long one call to the partner can last at most: its connect phase (`connect_phase_s`),
+    then the headers' read timeout and the body's one more (`_read_body`), and a second's margin.
+    A call out for longer than that was cut off (its worker killed)."""
+    return connect_phase_s(partner) + 2 * partner.read_timeout_s + 1.0
 
 
 def _connect_retrying(partner: Partner) -> Retrying:

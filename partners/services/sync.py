@@ -33,6 +33,7 @@ from config.logging import log_context
 from partners import decisions
 from partners.connectors import connector_for
 from partners.connectors.base import CallResult, ReservationSnapshot
+from partners.connectors.http import connect_phase_s, longest_call_s
 from partners.messages import FollowUp
 from partners.models import (
     LIVE_RESERVATION_STATUSES,
@@ -89,12 +90,10 @@ class Findings:
 
 
 def in_flight_budget(attempt: PartnerAttempt) -> timedelta:
-    """How long a worker may still be in the middle of this call (connect retries, the read,
-    the body's own deadline), plus a grace. After that an in-flight attempt is an orphaned one."""
-    partner = attempt.partner
-    return timedelta(
-        seconds=(partner.connect_timeout_s + partner.read_timeout_s) * 2 + settings.PARTNER_IN_FLIGHT_GRACE_S
-    )
+    """How long a worker may still be in the middle of this call (`longest_call_s`: every connect
+    attempt, the read, the body's own deadline), plus a grace. After that an in-flight attempt is
+    an orphaned one."""
+    return timedelta(seconds=longest_call_s(attempt.partner) + settings.PARTNER_IN_FLIGHT_GRACE_S)
 
 
 def _in_flight_remaining_s(attempt: PartnerAttempt, now: datetime) -> float:
@@ -103,16 +102,22 @@ def _in_flight_remaining_s(attempt: PartnerAttempt, now: datetime) -> float:
     return (attempt.started_at + in_flight_budget(attempt) - now).total_seconds()
 
 
-def landed_by(attempt: PartnerAttempt) -> datetime:
-    """When a create we stopped waiting for can no longer reach the partner.
+def sent_by(attempt: PartnerAttempt) -> datetime:
+    """The latest moment a call's request can have left us: its connect phase may retry for
+    seconds after `started_at` (`connect_phase_s`), and nothing leaves once the attempt was closed.
 
     Our client aborts a connection it gives up on (`partners/connectors/http.py`: the socket is
-    reset, not closed, so the kernel never re-sends the request after a partition heals), so a
-    request lands, if ever, within its connect and read time plus the partner's own processing,
-    which the grace covers. A search that finds nothing before then proves nothing yet."""
-    partner = attempt.partner
-    return attempt.started_at + timedelta(
-        seconds=partner.connect_timeout_s + partner.read_timeout_s + settings.PARTNER_IN_FLIGHT_GRACE_S
+    reset, not closed, so the kernel never re-sends the request after a partition heals)."""
+    bound = attempt.started_at + timedelta(seconds=connect_phase_s(attempt.partner))
+    return min(attempt.finished_at, bound) if attempt.finished_at is not None else bound
+
+
+def landed_by(attempt: PartnerAttempt) -> datetime:
+    """When a create we stopped waiting for can no longer reach the partner: a read timeout after
+    it left us (`sent_by`), plus the partner's own processing, which the grace covers. A search
+    that finds nothing before then proves nothing yet."""
+    return sent_by(attempt) + timedelta(
+        seconds=attempt.partner.read_timeout_s + settings.PARTNER_IN_FLIGHT_GRACE_S
     )
 
 
@@ -182,9 +187,9 @@ def _search_listing(booking: Booking, fence: PartnerAttempt | None, findings: Fi
         ours = [s for s in result.reservations if s.client_reference == booking.reference]
         findings.snapshots += [(s, Source.LISTING, attempt) for s in ours]
         page = result.next_page
-    settled_at = started + timedelta(
-        seconds=partner.connect_timeout_s + partner.read_timeout_s + settings.PARTNER_LISTING_SETTLE_S
-    )
+    # As `landed_by`, with the listing's own settling time in place of the grace.
+    left = sent_by(fence) if fence else started + timedelta(seconds=connect_phase_s(partner))
+    settled_at = left + timedelta(seconds=partner.read_timeout_s + settings.PARTNER_LISTING_SETTLE_S)
     findings.complete = True
     _not_final_before(findings, settled_at)
     # The listing's own Date headers refine the skew estimate. If the window we read was placed
