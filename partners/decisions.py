@@ -122,7 +122,8 @@ def reconcile(
     - terminal: every live reservation is cancelled at the partner (compensated);
     - an end support has for what the partner still holds (`ended_as`): the same, and once
       nothing may be held it returns to that end, and to no other state (`return_to_end`);
-    - cancel_requested: the same, and once nothing is live (and nothing unknown) it is cancelled;
+    - cancel_requested: the same (a live one lifting a create's fence), and once nothing is live
+      (and nothing unknown) it is cancelled;
     - confirmed: stays so only while a confirmed reservation is live, else support decides
       (invariant 6);
     - needs_attention: support decides; automation only cancels clear duplicates;
@@ -147,6 +148,9 @@ def reconcile(
     if state == BookingState.CANCEL_REQUESTED:
         for r in live:
             plan.compensate[r.id] = "cancel_requested"
+        if live:
+            # As for an end: a live one answers a create's fence, which would hold the cancel.
+            plan.primary = _primary(live).id
         still_live = [r for r in reservations if r.status in LIVE_RESERVATION_STATUSES]
         if not still_live and not fenced:
             plan.transition, plan.reason = "mark_cancelled", "nothing_live_at_partner"

@@ -411,8 +411,14 @@ def _conclude(booking_id: UUID, findings: Findings, *, actor: Actor | str, actor
             reconcile_booking(booking, actor=actor, actor_label=actor_label)
             still_fenced, status = is_fenced(booking), booking.status
             owed = status in OPEN_STATES or still_fenced
-            # Held by its fence: no create may follow (unanswered), or nothing else looks (ended).
-            held = status in CREATE_UNANSWERED or status in TERMINAL_STATES
+            # Held by its fence: no create may follow (unanswered), its cancel cannot go ahead
+            # (cancelling: what would it cancel?), or nothing else looks (ended). At a partner we
+            # cannot ask nothing but support moves such a booking on: else it waits for ever.
+            held = (
+                status in CREATE_UNANSWERED
+                or status in TERMINAL_STATES
+                or status == BookingState.CANCEL_REQUESTED
+            )
             if still_fenced and findings.strategy == Strategy.ASK_SUPPORT and held:
                 apply_transition(
                     booking,

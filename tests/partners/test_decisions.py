@@ -286,7 +286,11 @@ def test_terminal_booking_compensates_even_while_fenced(state):
         ),
         pytest.param([], True, (None, "", None, {}), id="fenced-never-concludes"),
         pytest.param(
-            [res(1, "confirmed")], False, (None, "", None, {1: "cancel_requested"}), id="live-cancel-it"
+            [res(1, "confirmed")], False, (None, "", 1, {1: "cancel_requested"}), id="live-cancel-it"
+        ),
+        # a live one is the answer to the fenced create: it lifts the fence, so the cancel goes on
+        pytest.param(
+            [res(1, "pending")], True, (None, "", 1, {1: "cancel_requested"}), id="fenced-live-cancel-it"
         ),
         pytest.param(
             [res(1, "confirmed", compensating=True)], False, (None, "", None, {}), id="cancel-under-way"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import random
+import time
 import uuid
 from datetime import timedelta
 
@@ -17,10 +18,22 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
+from bookings.models import Actor
+from bookings.services import booking_request_cancel
 from bookings.states import BookingState
-from partners.models import Capability, Operation, Outcome, Partner, PartnerAttempt, PartnerObservation
+from partners.models import (
+    Capability,
+    InboundEvent,
+    Operation,
+    Outcome,
+    Partner,
+    PartnerAttempt,
+    PartnerObservation,
+)
+from partners.services.compensation import booking_cancel_run
 from partners.services.submission import submission_run
 from partners.services.sync import booking_sync, landed_by
+from partners.services.webhooks import inbound_event_process
 from tests.factories import UserFactory
 from tests.helpers import wait_until
 from tests.partners.conftest import (
@@ -419,6 +432,70 @@ def test_ambiguous_create_at_a_partner_without_lookup_keys_or_listing_goes_to_su
     assert len(h.truth(booking)) == 1
     assert transitions(booking)[-1] == ("unknown", "needs_attention")
     assert PartnerAttempt.objects.fencing().filter(booking=booking).exists()  # still fenced
+
+
+def test_a_cancel_at_a_partner_we_cannot_ask_goes_to_support_instead_of_looping(harness, partner_worker):
+    # Given a booking with support because its create's outcome is unknown at a partner that
+    # offers no lookup, no keys and no listing (its webhook would come too late to help)
+    h = harness("reference", capabilities=[Capability.WEBHOOKS])
+    h.faults(timeout_after_commit_rate=1, webhook_delay_s=[30, 30])
+    partner_worker(h.partner)
+    booking = book(h)
+    wait_for_status(booking, S.NEEDS_ATTENTION)
+
+    # When its customer cancels it (allowed: support has it for something else than a cancel)
+    booking_request_cancel(booking_id=booking.pk, actor=Actor.CUSTOMER)
+
+    # Then, its cancel unable to go on while the fence holds, support gets it back as their cancel
+    # with support, told so, instead of a sync asked again every few seconds for ever
+    wait_until(
+        lambda: ("cancel_requested", "needs_attention") in transitions(booking),
+        what="the cancel to be handed to support",
+    )
+    booking.refresh_from_db()
+    assert (booking.status, booking.attention_reason) == (S.NEEDS_ATTENTION, "outcome_unknown_no_lookup")
+    assert booking.cancel_with_support
+    assert (booking.customer_status, booking.customer_message) == ("cancelling", "cancel_with_support")
+    assert PartnerAttempt.objects.fencing().filter(booking=booking).exists()  # nothing created again
+    assert creates(booking) == [Outcome.AMBIGUOUS]
+    syncs = booking.events.filter(kind__startswith="sync.").count()
+    time.sleep(2)  # many times the sync delay (0.3 s)
+    assert booking.events.filter(kind__startswith="sync.").count() == syncs  # at rest
+    assert status_of(booking) == S.NEEDS_ATTENTION
+
+
+def webhook_about(booking, *, since) -> InboundEvent | None:
+    """The partner's webhook about the booking received since then (stored, not processed)."""
+    events = InboundEvent.objects.filter(partner=booking.partner, received_at__gte=since).order_by("id")
+    return next((e for e in events if booking.reference.encode() in bytes(e.raw_body)), None)
+
+
+def test_a_webhook_showing_the_reservation_lifts_the_fence_of_a_booking_being_cancelled(
+    harness, partner_worker
+):
+    # Given a booking at a partner we cannot ask whose create timed out after the partner made it,
+    # and whose customer cancelled meanwhile
+    h = harness("reference", capabilities=[Capability.WEBHOOKS])
+    h.faults(timeout_after_commit_rate=1, webhook_delay_s=[2, 2])
+    booking = h.booking()
+    started = timezone.now()
+    submission_run(booking.pk)
+    booking_request_cancel(booking_id=booking.pk, actor=Actor.CUSTOMER)
+    assert status_of(booking) == S.CANCEL_REQUESTED
+    assert PartnerAttempt.objects.fencing().filter(booking=booking).exists()
+
+    # When the partner's webhook shows the reservation
+    event = wait_until(lambda: webhook_about(booking, since=started), what="the partner's webhook")
+    inbound_event_process(event.pk)
+
+    # Then it answers the create: the fence lifts, and the cancel goes on to the end
+    assert not PartnerAttempt.objects.fencing().filter(booking=booking).exists()
+    assert status_of(booking) == S.CANCEL_REQUESTED
+    partner_worker(h.partner)
+    booking_cancel_run(booking.pk)
+    wait_for_status(booking, S.CANCELLED)
+    assert h.live(booking) == []
+    assert creates(booking) == [Outcome.AMBIGUOUS]
 
 
 def test_a_cancellation_written_by_a_partner_clock_gone_back_is_not_lost(harness):
