@@ -511,10 +511,18 @@ def not_going_ahead_words(booking: Booking, money: Money | None) -> str:
     (`payments.decisions.owed`) and was never charged (a capture follows a confirmation only), so
     a hold asked for or held is let go at once: said beside the money, whose own words ("you are
     not charged yet") alone would leave a charge to come. Not for one confirmed first (the
-    partner took it back): its capture may be out, and the hold charged, then refunded."""
+    partner took it back): its capture may be out, and the hold charged, then refunded. Charged,
+    a confirmed booking that will not go ahead after all (the partner took it back, or it ended
+    with support) owes nothing either: the refund on its way is said beside "We charged", from
+    the move that decided it until the provider answers (`refund_due`)."""
+    if money is None:
+        return ""
+    refund = refund_due(booking, money)
+    if refund > 0:
+        return _not_going_ahead_refund(money, refund)
     end = booking.effective_state  # an end support took up for a stray is that end still
     ended = end in TERMINAL_STATES and end != BookingState.CANCELLED
-    if money is None or not ended or booking.confirmed_shown_at is not None:
+    if not ended or booking.confirmed_shown_at is not None:
         return ""
     amount = f"{money.amount:.2f} {money.currency}"
     if money.code == CustomerMoney.AUTHORIZING:
@@ -525,6 +533,18 @@ def not_going_ahead_words(booking: Booking, money: Money | None) -> str:
     if money.code in MONEY_HELD:
         return "As your booking is not going ahead, we are releasing the hold: you will not be charged."
     return ""
+
+
+def _not_going_ahead_refund(money: Money, refund: Decimal) -> str:
+    def shown(value: Decimal) -> str:
+        return f"{value:.2f} {money.currency}"
+
+    if refund >= money.paid:
+        return (
+            f"As your booking is not going ahead, we are refunding the {shown(refund)} you paid to "
+            "your card, in full."
+        )
+    return f"As your booking is not going ahead, we are refunding {shown(refund)} to your card."
 
 
 def after_cancel(booking: Booking, money: Money | None) -> str:
@@ -554,9 +574,10 @@ def after_cancel(booking: Booking, money: Money | None) -> str:
 def money_words(booking: Booking, money: Money) -> str:
     """What the booking's page and the API's `money.message` tell the customer of their money:
     its words (`Money.text`) and, once the booking is cancelled, what the cancel does with it as
-    its mails say it (`after_cancel`), so that "We charged 360.00 EUR" is never all a cancelled
-    booking says while its refund is on its way (`refund_due`: from the cancel's confirmation, not
-    from the provider's answer). While the cancel is asked and the partner has not confirmed it,
+    its mails say it (`after_cancel`), so that "We charged 360.00 EUR" is never all a booking says
+    while its refund is on its way (`refund_due`: from the move that decided it, not from the
+    provider's answer): a cancelled one's, or one that will not go ahead after all
+    (`not_going_ahead_words`). While the cancel is asked and the partner has not confirmed it,
     nothing is refunded, charged or released yet: only that a free cancel lets a hold go."""
     if booking.effective_state == BookingState.CANCELLED:
         more = after_cancel(booking, money)

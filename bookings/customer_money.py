@@ -10,12 +10,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 
+from bookings import ports
 from bookings.models import Booking
 from bookings.states import (
     CHARGE_UNKNOWN_OF_PART,
     REFUND_FAILED_PARTLY_PAID_BACK,
     RELEASE_REFUSED_NO_LAPSE,
-    BookingState,
     CustomerMoney,
 )
 
@@ -215,13 +215,17 @@ _REFUNDABLE = frozenset({MONEY.CHARGED, MONEY.PARTLY_REFUNDED})
 
 
 def refund_due(booking: Booking, money: Money | None) -> Decimal:
-    """What a cancelled booking's charge still has to give back to the card, from the cancel's
-    confirmation until the refund is answered: what was paid beyond the fee the cancel fixed
-    (`booking.cancellation_fee`; none fixed, cancelled for free), as the payment side refunds it
-    (`payments.decisions.owed`, `next_step`), support having its stray reservation or not
-    (`Booking.effective_state`). Zero for any other booking or money. No query: the
-    customer's pages and mails say it ("are refunding") and keep following it before the
-    provider has even been asked."""
-    if money is None or money.code not in _REFUNDABLE or booking.effective_state != BookingState.CANCELLED:
+    """What the booking's charge still has to give back to the card: what was paid beyond what
+    the booking owes (`ports.money_owed`, the payment side's own rule, `payments.decisions.owed`),
+    from the move that decided it (a cancel's confirmation, the partner taking a confirmed booking
+    back, support ending it) until the refund is answered: a cancelled one's beyond the fee its
+    cancel fixed; one that will not go ahead, all of it. Zero while what it owes is not decided,
+    and for money that is not a charge automation refunds. No query: the customer's pages and
+    mails say it ("are refunding") and keep following it before the provider has even been
+    asked."""
+    if money is None or money.code not in _REFUNDABLE:
         return Decimal(0)
-    return max(money.paid - (booking.cancellation_fee or Decimal(0)), Decimal(0))
+    owed = ports.money_owed(booking)
+    if owed is None:
+        return Decimal(0)
+    return max(money.paid - owed, Decimal(0))

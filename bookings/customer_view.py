@@ -243,7 +243,7 @@ class Awaited(StrEnum):
     CANCELLATION = "cancellation"
     # The payment provider: a hold asked for, or money held that is still to be taken or let go
     # (a confirmed booking's capture, a cancelled one's release, a capture whose outcome is not
-    # known yet), or a cancelled booking's refund still to be made, whatever the booking shows.
+    # known yet), or a refund still to be made (`refund_due`), whatever the booking shows.
     PAYMENT = "payment"
 
 
@@ -265,9 +265,10 @@ def awaited(booking: Booking) -> Awaited | None:
 
 
 def _refund_to_come(booking: Booking) -> bool:
-    """Cancelled, and charged beyond the fee its cancel fixed: the refund is the provider's to make
-    (`refund_due`), so the page keeps following it rather than saying nothing is awaited."""
-    return booking.effective_state == S.CANCELLED and refund_due(booking, money_shown(booking)) > 0
+    """Charged beyond what the booking owes (cancelled, beyond the fee its cancel fixed; not going
+    ahead, all of it): the refund is the provider's to make (`refund_due`), so the page keeps
+    following it rather than saying nothing is awaited."""
+    return refund_due(booking, money_shown(booking)) > 0
 
 
 def awaiting_news(booking: Booking) -> bool:
@@ -421,7 +422,8 @@ _MONEY_MOVES_NEXT = frozenset({MONEY.AUTHORIZING, *MONEY_HELD, MONEY.CHARGE_UNKN
 
 def _settles(booking: Booking, change: ViewChange) -> bool:
     """Whether the status mail a change owes waits a moment for the money step made due with it
-    (a confirmation's capture; a cancel's release or refund): the money change that step makes
+    (a confirmation's capture; a cancel's release or refund; the refund of a confirmed booking
+    that will not go ahead after all): the money change that step makes
     then usually exists when the mail is composed, and is told in it (`notifications.compose`,
     its own mail included) rather than a moment later in a mail of its own that contradicts the
     first one's "holding" or "refunding"."""

@@ -19,6 +19,7 @@ import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from decimal import Decimal
 from functools import cache
 from typing import TYPE_CHECKING, Protocol
 from uuid import UUID
@@ -79,6 +80,11 @@ class PaymentPort(Protocol):
         """That run in this thread, queueing its follow-up if it asks for one."""
         ...
 
+    def owed(self, booking: Booking) -> Decimal | None:
+        """What the booking owes now, by the payment side's rule; None while that is not decided.
+        No query: it is read from the booking alone."""
+        ...
+
     def money_at_cancel(
         self, booking: Booking, *, ending: str, actor: Actor | str, actor_label: str
     ) -> PaymentFacts | None:
@@ -120,6 +126,12 @@ def payment_run_on_commit(booking_id: UUID) -> None:
         )
         return
     _after_commit(lambda: _payments().queue_run(booking_id), "payment run", booking_id)
+
+
+def money_owed(booking: Booking) -> Decimal | None:
+    """What the booking owes now (`PaymentPort.owed`): the one rule the payment run follows, so
+    that what the customer is told of a refund to come is what that run will refund. No query."""
+    return _payments().owed(booking)
 
 
 def payment_at_cancel(

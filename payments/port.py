@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from decimal import Decimal
 from uuid import UUID
 
 from django.conf import settings
@@ -11,10 +12,10 @@ from django.utils import timezone
 from bookings.customer_money import PaymentFacts
 from bookings.models import Actor, Booking
 from config.errors import ValidationFailed
-from payments import messages
+from payments import decisions, messages
 from payments.models import Payment
 from payments.money import RefusedAmount, to_minor
-from payments.services.runs import money_at_cancel, payment_run_and_follow_up
+from payments.services.runs import booking_facts, money_at_cancel, payment_run_and_follow_up
 
 
 class DramatiqPaymentPort:
@@ -50,6 +51,9 @@ class DramatiqPaymentPort:
 
     def run_now(self, booking_id: UUID) -> None:
         payment_run_and_follow_up(booking_id)
+
+    def owed(self, booking: Booking) -> Decimal | None:
+        return decisions.owed(booking_facts(booking))
 
     def money_at_cancel(
         self, booking: Booking, *, ending: str, actor: Actor | str, actor_label: str

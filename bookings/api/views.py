@@ -122,8 +122,9 @@ _CONDITIONAL_HEADERS = [
         response=[200, 304],
         description=(
             "Present while news is awaited (`pending`, `cancelling`, `disrupted` until its outcome "
-            "is settled, any booking whose money is still being authorized, held or charged, and a "
-            "cancelled one whose refund is still to come): seconds to wait before polling again."
+            "is settled, any booking whose money is still being authorized, held or charged, and "
+            "one whose refund is still to come, cancelled or not going ahead): seconds to wait "
+            "before polling again."
         ),
     ),
 ]

@@ -556,9 +556,9 @@ A = customer_view.Awaited
     ],
 )
 def test_the_wait_names_who_it_is_for_and_the_partner_only_when_it_is_them(status, message, money, awaited):
-    booking = Booking(
-        customer_status=status, customer_message=message, customer_money={"code": money} if money else {}
-    )
+    charged = Decimal("360.00") if money == "charged" else Decimal(0)
+    told = money_of(PaymentFacts(money, "EUR", Decimal("360.00"), charged)).as_json() if money else {}
+    booking = Booking(customer_status=status, customer_message=message, customer_money=told)
 
     assert customer_view.awaited(booking) == awaited
     assert customer_view.awaiting_news(booking) is (awaited is not None)
