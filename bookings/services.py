@@ -188,12 +188,19 @@ class BookingCreated:
     created: bool  # False when an earlier request with the same key made it
 
 
-def _replay(*, customer, idempotency_key: str, request: BookingRequest) -> BookingCreated | None:
+def _replay(
+    *, customer, idempotency_key: str, request: BookingRequest, page_attempt: bool
+) -> BookingCreated | None:
     """The booking an earlier request made: the one of this key (refused if it came with another
-    request), else the one of this request's quote, whatever key booked it (a quote books once)."""
+    request), else the one of this request's quote, whatever key booked it (a quote books once).
+    A page's key (`page_attempt`) names its attempt to book the quote, not one body: the quote
+    booked under it with another card is refused as the quote's booking, as any other key's is
+    (`_refuse_booked_otherwise`), never as a key reused."""
     fingerprint = request.fingerprint()
     booking = Booking.objects.filter(customer=customer, idempotency_key=idempotency_key).first()
     if booking is not None and booking.request_fingerprint != fingerprint:
+        if page_attempt and request.quote_id is not None and booking.quote_id == request.quote_id:
+            raise _refuse_booked_otherwise(booking)
         raise Unprocessable(
             "This Idempotency-Key was already used with a different request body.",
             code="idempotency_key_reused",
@@ -265,13 +272,16 @@ def _quote_for(*, customer, request: BookingRequest, offer: Offer) -> Quote | No
     return quote
 
 
-def booking_create(*, customer, request: BookingRequest, idempotency_key: str) -> BookingCreated:
+def booking_create(
+    *, customer, request: BookingRequest, idempotency_key: str, page_attempt: bool = False
+) -> BookingCreated:
     """Validate, price and store a booking, and queue its submission after commit.
 
     The customer's Idempotency-Key commits with the booking (unique per customer), so the same
     key gives the same booking even when two requests race: a used key makes the insert fail,
     and the failure is answered from the stored record. A quote is booked once (unique too):
-    booking it again under another key answers with its booking the same way.
+    booking it again under another key answers with its booking the same way. `page_attempt`:
+    the key is the quote page's Book attempt (`_replay`).
     """
     fingerprint = request.fingerprint()
     try:
@@ -285,7 +295,9 @@ def booking_create(*, customer, request: BookingRequest, idempotency_key: str) -
     except ValidationFailed:
         # Most keys are new, so the key is looked up only when the fast path fails: a replay
         # answers as the first request did even if its stay no longer validates (dates passed).
-        replay = _replay(customer=customer, idempotency_key=idempotency_key, request=request)
+        replay = _replay(
+            customer=customer, idempotency_key=idempotency_key, request=request, page_attempt=page_attempt
+        )
         if replay:
             return replay
         # A quote booked already is answered as booked, whatever else is now wrong with it
@@ -349,7 +361,9 @@ def booking_create(*, customer, request: BookingRequest, idempotency_key: str) -
             # PostgreSQL, the hot path.
             insert_together(booking, requested, *rows)
         except IntegrityError:
-            replay = _replay(customer=customer, idempotency_key=idempotency_key, request=request)
+            replay = _replay(
+                customer=customer, idempotency_key=idempotency_key, request=request, page_attempt=page_attempt
+            )
             if replay:
                 return replay
             if Booking.objects.filter(reference=booking.reference).exists():

@@ -165,6 +165,7 @@ def quote_book(request: HttpRequest, quote_id: UUID) -> HttpResponse:
                 payment_method=form.cleaned_data["payment_method"],
             ),
             idempotency_key=form.cleaned_data["idempotency_key"] or booking_key(quote),
+            page_attempt=True,
         )
     except ApplicationError as exc:
         form.add_application_error(exc)

@@ -29,7 +29,13 @@ from tests.bookings.conftest import (
     post_booking,
     stay_body,
 )
-from tests.factories import BookingFactory, OfferFactory, PartnerFactory, PartnerReservationFactory
+from tests.factories import (
+    BookingFactory,
+    OfferFactory,
+    PartnerFactory,
+    PartnerReservationFactory,
+    QuoteFactory,
+)
 from tests.helpers import queued_messages, wait_until
 
 S = BookingState
@@ -616,6 +622,27 @@ def test_a_replay_still_works_after_the_offer_is_withdrawn(api_client, offer):
 
     assert replay.status_code == 202
     assert replay.json()["reference"] == first.json()["reference"]
+
+
+def test_the_same_key_booking_the_same_quote_with_another_card_is_a_key_reused(api_client, customer, offer):
+    # an API client's key names one request body (the page's names its attempt at the quote)
+    quote = QuoteFactory(customer=customer, offer=offer)
+    body = {
+        "offer": offer.pk,
+        "quote": str(quote.pk),
+        "start_date": quote.start_date.isoformat(),
+        "end_date": quote.end_date.isoformat(),
+        "guests": quote.guests,
+    }
+    assert (
+        post_booking(api_client, body | {"payment_method": "pm_card_chargeDeclined"}, key="k").status_code
+        == 202
+    )
+
+    again = post_booking(api_client, body | {"payment_method": "pm_card_visa"}, key="k")
+
+    assert again.status_code == 422
+    assert again.json()["error"]["code"] == "idempotency_key_reused"
 
 
 def test_the_same_key_with_another_body_is_refused_and_writes_nothing(

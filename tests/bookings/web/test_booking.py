@@ -215,6 +215,47 @@ def test_a_booking_a_card_ended_links_to_the_same_stay_with_another_card(web, cu
     assert f'<a href="/quotes/{quote.pk}/">book the same stay with another card</a>' in page
 
 
+@pytest.mark.parametrize("key", [None, "0f8e4c2a-5b1d-4e7a-9c3f-2d6b8a1e4f70"], ids=["no-script", "same-tab"])
+def test_book_again_with_another_card_under_the_first_attempt_s_key_is_refused_as_the_quote_s_booking(
+    web, customer, quote, key
+):
+    """Explorer: the page without its script (the quote's key), or a tab whose script kept its
+    key, booking the quote again with another card was told "This Idempotency-Key was already
+    used with a different request body.": the page's key names its attempt to book the quote."""
+    # given the quote booked from its page, then ended by a declined card
+    first = web.post(f"/quotes/{quote.pk}/book/", {"payment_method": "pm_card_chargeDeclined"} | _key(key))
+    assert first.status_code == 302
+    Booking.objects.update(status=S.FAILED, customer_status="failed", customer_message=M.PAYMENT_DECLINED)
+    failed = Booking.objects.get()
+
+    # when they book it again, with another card, under the same key
+    again = web.post(f"/quotes/{quote.pk}/book/", {"payment_method": "pm_card_visa"} | _key(key))
+
+    # then they are told the quote's booking did not go ahead, and how to book the stay again
+    assert again.status_code == 422
+    text = main_text(again)
+    assert (
+        f"This quote's booking {failed.reference} did not go ahead, and a quote is booked only once: "
+        "get a new quote for the same stay, and book that." in text
+    )
+    assert "Idempotency-Key" not in text
+    assert Booking.objects.count() == 1
+
+
+def test_book_again_with_another_card_of_a_booking_going_ahead_is_refused_as_booked(web, quote):
+    first = web.post(f"/quotes/{quote.pk}/book/", {"payment_method": "pm_card_chargeDeclined"})
+    assert first.status_code == 302
+
+    again = web.post(f"/quotes/{quote.pk}/book/", {"payment_method": "pm_card_visa"})
+
+    assert again.status_code == 422
+    assert "This quote is booked already, with another payment method." in main_text(again)
+
+
+def _key(key: str | None) -> dict[str, str]:
+    return {} if key is None else {"idempotency_key": key}
+
+
 def test_a_declined_card_is_tried_again_with_another_on_a_new_price_for_the_same_stay(
     web, customer, quote, django_capture_on_commit_callbacks
 ):
