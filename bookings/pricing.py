@@ -148,6 +148,10 @@ def too_long(price_unit: str) -> str:
     return f"A booking may cover at most {unit_count(settings.BOOKING_MAX_NIGHTS, price_unit)}."
 
 
+def too_far_ahead() -> str:
+    return f"Bookings open at most {settings.BOOKING_MAX_ADVANCE_DAYS} days ahead."
+
+
 def validate_stay(stay: Stay, *, now: datetime | None = None) -> None:
     """Raise `ValidationFailed` naming every field that is wrong."""
     now = now or timezone.now()
@@ -158,9 +162,7 @@ def validate_stay(stay: Stay, *, now: datetime | None = None) -> None:
     if start_has_passed(stay.start_date, now=now):
         errors.setdefault("start_date", []).append("The start date must be in the future.")
     elif stay.start_date > now.date() + timedelta(days=settings.BOOKING_MAX_ADVANCE_DAYS):
-        errors.setdefault("start_date", []).append(
-            f"Bookings open at most {settings.BOOKING_MAX_ADVANCE_DAYS} days ahead."
-        )
+        errors.setdefault("start_date", []).append(too_far_ahead())
     elif confirmation_deadline(start_date=stay.start_date, now=now) <= now + timedelta(minutes=1):
         lead_hours = int(settings.BOOKING_MIN_LEAD_TIME.total_seconds() // 3600)
         errors.setdefault("start_date", []).append(

@@ -19,7 +19,7 @@ from django.core.validators import RegexValidator
 
 from bookings.dates import NotADate, parse_date
 from bookings.models import PriceUnit
-from bookings.pricing import AT_LEAST_ONE_DAY, too_long
+from bookings.pricing import AT_LEAST_ONE_DAY, too_far_ahead, too_long
 from bookings.services import IDEMPOTENCY_KEY_MAX_LENGTH, IDEMPOTENCY_KEY_PATTERN
 from config import site_url
 from config.errors import ApplicationError
@@ -124,6 +124,19 @@ class StayForm(ServiceForm):
         if days > settings.BOOKING_MAX_NIGHTS:  # the service's rule, told before a date overflows
             raise forms.ValidationError(too_long(PriceUnit.DAY), code="max_value")
         return days
+
+    def clean(self) -> dict[str, object]:
+        """A day offer's stay ends `days` after its first day: one past the calendar's last day
+        (9999-12-31) is no date at all, and is told beside the first day in the service's words
+        for a start that far ahead, never a server error."""
+        data = super().clean()
+        start, days = data.get("start_date"), data.get("days")
+        if self.price_unit == PriceUnit.DAY and start is not None and days is not None:
+            try:
+                start + timedelta(days=days)
+            except OverflowError:
+                self.add_error("start_date", forms.ValidationError(too_far_ahead(), code="max_value"))
+        return data
 
     def stay(self) -> dict[str, object]:
         """The stay as the services take it: `start_date`, `end_date` (exclusive), `guests`."""

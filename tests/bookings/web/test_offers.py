@@ -185,6 +185,34 @@ def test_a_tour_longer_than_a_booking_may_cover_is_told_beside_its_days(web, cus
     }
 
 
+@pytest.mark.parametrize("days", ["1", "2"])
+def test_a_tour_whose_last_day_is_past_the_calendar_is_told_beside_its_first_day(
+    web, customer, settings, days
+):
+    """Explorer: 9999-12-31 and 1 day answered the server error page: its end, the day after,
+    is no date at all."""
+    tour = tour_offer()
+
+    response = web.post(f"/offers/{tour.pk}/", day_stay(start_date="9999-12-31", days=days))
+
+    assert response.status_code == 400
+    assert field_errors(response) == {
+        "start_date": [f"Bookings open at most {settings.BOOKING_MAX_ADVANCE_DAYS} days ahead."]
+    }
+    assert not Quote.objects.exists()
+
+
+def test_the_api_refuses_a_stay_at_the_calendar_s_end_in_its_fields(api_client, db):
+    tour = tour_offer()
+    body = {"offer": tour.pk, "start_date": "9999-12-31", "end_date": "9999-12-31", "guests": 2}
+
+    for url in ("/api/v1/quotes", "/api/v1/bookings"):
+        response = api_client.post(url, body, format="json", headers={"Idempotency-Key": "end-of-time"})
+
+        assert response.status_code == 400, (url, response.content)
+        assert set(response.json()["error"]["fields"]) == {"start_date", "end_date"}
+
+
 def test_a_room_is_priced_by_the_night(web, quote):
     page = web.get(f"/quotes/{quote.pk}/").content.decode()
 
