@@ -185,6 +185,27 @@ def test_the_quote_page_of_a_booking_that_did_not_go_ahead_says_so_and_offers_a_
     }
 
 
+def test_the_quote_page_of_a_booking_being_released_says_it_did_not_go_ahead(web, customer, quote):
+    """Reviewer: a booking that could not be confirmed, its place at the partner being released
+    (`pending`, `releasing`), was "You have booked this already" on its quote's page."""
+    booking = BookingFactory(
+        customer=customer,
+        offer=quote.offer,
+        quote=quote,
+        status=S.REJECTED,
+        customer_status="pending",
+        customer_message=M.RELEASING,
+    )
+
+    response = web.get(f"/quotes/{quote.pk}/")
+
+    text = main_text(response)
+    assert "booked this already" not in text
+    assert f"Your booking {booking.reference} of this price did not go ahead: {M.RELEASING.label}" in text
+    assert f'href="/bookings/{booking.reference}/"' in response.content.decode()
+    assert 'id="book"' not in response.content.decode()  # the quote is booked once
+
+
 def test_a_tour_whose_booking_did_not_go_ahead_is_priced_again_by_its_days(web, customer, quote):
     """The day offer's form asks for days, not an end date: the new price's form sends its days,
     and the new quote is the same stay."""
