@@ -165,19 +165,25 @@ class DatabaseUnavailableMiddleware:
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         if not database_errors.is_unavailable(exception):
             return None
-        cause = database_errors.answered_unavailable(exception, write=request.method not in _READS)
-        logger.warning(
-            "database unavailable: answered 503",
-            exc_info=exception if _tracebacks.due() else None,
-            extra={"path": request.path, "error": one_line(exception), "cause": cause},
-        )
-        headers = {"Retry-After": str(settings.UNAVAILABLE_RETRY_AFTER_S)}
-        if request.path_info.startswith(JSON_CLIENT_PATHS):
-            response = error_response(503, "service_unavailable", UNAVAILABLE_MESSAGE, headers=headers)
-        else:
-            response = HttpResponse(render_to_string("503.html"), status=503, headers=headers)
-        response._has_been_logged = True  # Django's mark: django.request logs no ERROR for it
-        return response
+        return database_unavailable(request, exception)
+
+
+def database_unavailable(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """The 503 with `Retry-After` of a database out of reach (`DatabaseUnavailableMiddleware`, and
+    the error pages that read who is logged in, `config.error_pages`), logged and counted once."""
+    cause = database_errors.answered_unavailable(exception, write=request.method not in _READS)
+    logger.warning(
+        "database unavailable: answered 503",
+        exc_info=exception if _tracebacks.due() else None,
+        extra={"path": request.path, "error": one_line(exception), "cause": cause},
+    )
+    headers = {"Retry-After": str(settings.UNAVAILABLE_RETRY_AFTER_S)}
+    if request.path_info.startswith(JSON_CLIENT_PATHS):
+        response = error_response(503, "service_unavailable", UNAVAILABLE_MESSAGE, headers=headers)
+    else:
+        response = HttpResponse(render_to_string("503.html"), status=503, headers=headers)
+    response._has_been_logged = True  # Django's mark: django.request logs no ERROR for it
+    return response
 
 
 class HttpsRequiredMiddleware:

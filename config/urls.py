@@ -30,3 +30,6 @@ urlpatterns = [
     # The customer web client, at the root: after every other prefix.
     path("", include("bookings.web.urls")),
 ]
+
+# Django renders these outside any view: a database out of reach is its 503 there too.
+handler404 = "config.error_pages.page_not_found"

@@ -302,6 +302,18 @@ def test_postgres_down_is_a_503_with_retry_after_nothing_half_written_and_recove
         )
         assert form.status_code == 503 and "try again" in form.text, form.text[:500]
         assert form.headers["Retry-After"] == str(settings.UNAVAILABLE_RETRY_AFTER_S)
+        # The site's own error pages show its header, which reads who is logged in: an address
+        # not found, and a form failing its CSRF check, are that 503 page too, not the 500 page.
+        missing = browser.get(f"{base}/no-such-page/", timeout=10)
+        expired = browser.post(
+            f"{base}/bookings/{mine}/cancel/",
+            data={"csrfmiddlewaretoken": "x" * 64, "expected_fee": "0.00"},
+            timeout=10,
+            allow_redirects=False,
+        )
+        for answer in (missing, expired):
+            assert answer.status_code == 503 and "try again" in answer.text, answer.text[:500]
+            assert answer.headers["Retry-After"] == str(settings.UNAVAILABLE_RETRY_AFTER_S)
 
         postgres_of_our_own.start()
         wait_until(lambda: _status(f"{base}/healthz") == 200, what="healthz to recover", timeout_s=15)
