@@ -528,9 +528,10 @@ class BookingOutputSerializer(serializers.Serializer):
     status_version = serializers.IntegerField(
         min_value=1,
         help_text=(
-            "Grows by one with every change of `status` or `message` (also the `ETag` and the "
-            "event id of the booking's stream): a client drops an update whose version is not "
-            "higher than the one it shows."
+            "Grows by one with every change of what the customer is shown: `status`, `message` "
+            "or `money` (its code or amounts, with no other change; also the `ETag` and the event "
+            "id of the booking's stream): a client drops an update whose version is not higher "
+            "than the one it shows."
         ),
     )
     offer = OfferRefSerializer()

@@ -82,9 +82,10 @@ _IDEMPOTENCY_KEY = OpenApiParameter(
     ),
 )
 _ETAG_DESCRIPTION = (
-    '`W/"<status_version>"`: send it back in `If-None-Match` to be answered 304 while the status '
-    "and message are unchanged (fields the customer does not follow, such as `updated_at`, may "
-    "have moved meanwhile)."
+    '`W/"<status_version>"`: send it back in `If-None-Match` to be answered 304 while what the '
+    "customer is shown is unchanged: `status`, `message` and `money` (news of the money alone, a "
+    "charge or a refund, is a new version too; fields the customer does not follow, such as "
+    "`updated_at`, may have moved meanwhile)."
 )
 _POLL_HEADERS = [
     OpenApiParameter(
