@@ -208,3 +208,45 @@ def test_a_booking_documents_what_cancelling_would_do_to_the_money(db):
         "nothing_to_refund",
         "refund_with_support",
     ]
+
+
+def test_the_version_and_the_etag_say_news_of_the_money_alone_is_a_new_version(
+    api_client, customer, django_capture_on_commit_callbacks
+):
+    """They said a version grows, and If-None-Match answers 304, with a change of `status` or
+    `message` only; news of the money alone (a charge) adds one too, and answers 200."""
+    from decimal import Decimal
+
+    from bookings import customer_view
+    from bookings.customer_money import PaymentFacts, money_of
+    from bookings.models import Actor
+    from bookings.services import lock_booking
+    from tests.factories import BookingFactory
+
+    schema = api_client.get("/api/schema/", {"format": "json"}).json()
+    version = schema["components"]["schemas"]["BookingOutput"]["properties"]["status_version"]
+    etag = operations(api_client)["bookings_retrieve"]["responses"]["200"]["headers"]["ETag"]
+    for description in (version["description"], etag["description"]):
+        assert "`money`" in description, description
+
+    # and so it is: a confirmed booking whose hold is charged, nothing else changing
+    held = PaymentFacts("held", "EUR", Decimal("360.00"))
+    booking = BookingFactory(
+        customer=customer,
+        status="confirmed",
+        customer_status="confirmed",
+        customer_message="confirmed",
+        customer_money=money_of(held).as_json(),
+    )
+    url = f"/api/v1/bookings/{booking.reference}"
+    before = api_client.get(url)["ETag"]
+    with django_capture_on_commit_callbacks():
+        customer_view.refresh(
+            lock_booking(booking.pk),
+            actor=Actor.WORKER,
+            payment=PaymentFacts("charged", "EUR", Decimal("360.00"), Decimal("360.00")),
+        )
+
+    again = api_client.get(url, headers={"If-None-Match": before})
+    assert again.status_code == 200 and again["ETag"] != before
+    assert again.json()["status"] == "confirmed"
