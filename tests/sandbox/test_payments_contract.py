@@ -901,7 +901,8 @@ def test_a_timeout_after_commit_leaves_the_intent_and_its_key_replays_it(provide
 
 def test_the_sdk_retrying_a_timeout_with_its_key_charges_once(provider: SandboxProcess) -> None:
     provider.set_faults(timeout_after_commit_rate=1)
-    retrying = client_for(provider, retries=2, timeout_s=0.5)  # its first retry waits at least 0.5 s
+    # Its first retry waits at least 0.5 s; 2 s lets a loaded machine commit the first attempt first.
+    retrying = client_for(provider, retries=2, timeout_s=2)
 
     def heal_once_committed() -> None:
         wait_until(lambda: provider.payments()["payment_intents"], what="the first attempt to commit")
