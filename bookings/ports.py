@@ -33,8 +33,8 @@ from bookings.states import OPEN_STATES
 from config.redis_client import send_hint
 
 if TYPE_CHECKING:
-    from bookings.customer_money import PaymentFacts
     from bookings.models import Actor, Booking
+    from bookings.payment_facts import PaymentFacts
 
 logger = logging.getLogger(__name__)
 

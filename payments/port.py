@@ -9,8 +9,8 @@ from uuid import UUID
 from django.conf import settings
 from django.utils import timezone
 
-from bookings.customer_money import PaymentFacts
 from bookings.models import Actor, Booking
+from bookings.payment_facts import PaymentFacts
 from config.errors import ValidationFailed
 from payments import decisions, messages
 from payments.models import Payment

@@ -26,8 +26,8 @@ from django.utils import timezone
 from django_fsm import can_proceed
 
 from bookings import customer_view, ports
-from bookings.customer_money import PaymentFacts
 from bookings.models import Actor, Booking
+from bookings.payment_facts import PaymentFacts
 from bookings.pricing import CENT
 from bookings.services import apply_transition
 from bookings.states import BookingState

@@ -27,8 +27,8 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from bookings.customer_money import PaymentFacts
 from bookings.models import Actor, Booking
+from bookings.payment_facts import PaymentFacts
 from bookings.pricing import CENT
 from bookings.services import lock_booking
 from bookings.timeline import record_event
