@@ -55,18 +55,24 @@ def owe(booking: Booking, actor_name: str, *, token: str, hint: bool = True) -> 
 
 
 def _send(owed: Owed, actor_name: str, booking_id: UUID) -> None:
+    owed.sent = _hinted(
+        lambda: messages.send_for_booking(actor_name, booking_id),
+        "support message not queued; the sweeper sends it",
+        {"booking_id": str(booking_id), "actor": actor_name},
+    )
+    if owed.sent:
+        mark_sent(owed.row_id)
+
+
+def _hinted(send: Callable[[], object], not_queued: str, extra: dict[str, str]) -> bool:
+    """Whether the broker took `send`'s message. Its errors, whichever, are logged and answered
+    False: the rows already say the work is due, and the sweeper queues it."""
     try:
-        send_hint(lambda: messages.send_for_booking(actor_name, booking_id))
-    except Exception:  # the broker's errors, whichever: the row is owed, the sweeper sends it
-        owed.sent = False
-        logger.warning(
-            "support message not queued; the sweeper sends it",
-            exc_info=True,
-            extra={"booking_id": str(booking_id), "actor": actor_name},
-        )
-        return
-    owed.sent = True
-    mark_sent(owed.row_id)
+        send_hint(send)
+    except Exception:
+        logger.warning(not_queued, exc_info=True, extra=extra)
+        return False
+    return True
 
 
 def mark_sent(*row_ids: int) -> None:
@@ -104,17 +110,11 @@ def hint_on_commit(send: Callable[[], object], *, work: str, booking_id: UUID) -
     hint = messages.Hint()
 
     def send_or_leave_to_sweeper() -> None:
-        try:
-            send_hint(send)
-        except Exception:  # the broker's errors, whichever: the rows say it is due
-            hint.sent = False
-            logger.warning(
-                "support work committed but not queued; the sweeper queues it",
-                exc_info=True,
-                extra={"booking_id": str(booking_id), "work": work},
-            )
-            return
-        hint.sent = True
+        hint.sent = _hinted(
+            send,
+            "support work committed but not queued; the sweeper queues it",
+            {"booking_id": str(booking_id), "work": work},
+        )
 
     transaction.on_commit(send_or_leave_to_sweeper)
     return hint
