@@ -225,6 +225,36 @@ def test_a_page_whose_fetches_fail_for_a_while_shows_the_news_once_they_succeed(
         assert "We are placing your booking with the partner." in page.inner_text("#booking-status")
 
 
+def test_a_fetch_that_hangs_is_abandoned_and_asked_again(page, site, ada):
+    """A status fetch whose connection hangs (no answer, no error: a proxy holding it, a web
+    process stuck) would hold every later refresh, for a refresh waits for the one out. The pages'
+    htmx gives up on a request after 10 s; the fetch then counts as failed and is asked again, and
+    the news arrives without a reload."""
+    booking = BookingFactory(customer=ada)
+    log_in(page, site, ada)
+    page.goto(f"{site.url}/bookings/{booking.reference}/")
+    assert page.evaluate("htmx.config.timeout") == 10_000
+    wait_until(lambda: followers(live.booking_channel(booking.pk)), what="the page's stream to be followed")
+    page.evaluate("window.sameDocument = true")
+    held: list[float] = []
+
+    def hang_the_first(route) -> None:
+        if held:
+            route.continue_()
+        else:
+            held.append(time.monotonic())  # never answered
+
+    page.route(f"{site.url}/bookings/{booking.reference}/status/", hang_the_first)
+
+    move(booking, "start_submission")
+    wait_until(lambda: page.evaluate("1") and held, what="the fetch of the news")
+    page.wait_for_selector('#booking-status [data-status-version="2"]', timeout=20_000)
+    assert time.monotonic() - held[0] > 9.5  # abandoned at 10 s, not answered sooner
+    assert page.evaluate("window.sameDocument") is True
+    assert "We are placing your booking with the partner." in page.inner_text("#booking-status")
+    page.unroute_all(behavior="ignoreErrors")
+
+
 def test_my_bookings_spend_one_fetch_on_a_booking_they_do_not_show(page, site, ada):
     """A change to a booking on another page of my bookings costs one fetch of the cards (the
     page cannot tell it from a new booking, which it shows first), not a fetch and its retries;
