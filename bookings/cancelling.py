@@ -34,7 +34,7 @@ from enum import StrEnum
 from bookings import ports
 from bookings.customer_money import MONEY_HELD, Money, money_shown, refund_due, shown_at
 from bookings.models import Booking, CancellationTerms, Quote
-from bookings.pricing import cancellation_cut_off, cancellation_fee
+from bookings.pricing import amount_text, cancellation_cut_off, cancellation_fee
 from bookings.states import TERMINAL_STATES, BookingState, CustomerMoney, CustomerStatus
 
 ZERO = Decimal("0.00")
@@ -97,7 +97,7 @@ class StayPolicy(Policy):
         if self.cut_off is None:
             return "Cancelling this booking is free."
         when = f"{shown_at(self.cut_off)} ({self.hours} hours before the start)"
-        share, fee = _percent(self.fee_percent), f"{self.fee:.2f} {self.currency}"
+        share, fee = _percent(self.fee_percent), amount_text(self.fee, self.currency)
         if at < self.cut_off:
             return f"Cancelling is free until {when}; from then on the fee is {share} of the price, {fee}."
         return f"Free cancellation ended on {when}: the fee is now {share} of the price, {fee}."
@@ -202,7 +202,7 @@ class CancelMoney:
     cut_off: datetime | None = None
 
     def _shown(self, value: Decimal) -> str:
-        return f"{value:.2f} {self.currency}"
+        return amount_text(value, self.currency)
 
     @property
     def text(self) -> str:
@@ -354,7 +354,7 @@ def release_or_refund(
     booking the partner took back (`anyway`), the money comes back whether or not it is cancelled."""
 
     def shown(value: Decimal) -> str:
-        return f"{value:.2f} {currency}"
+        return amount_text(value, currency)
 
     now = asked or anyway
     making = "are making" if now else "make"
@@ -390,7 +390,7 @@ def _fixed_why(policy: StayPolicy, fee: Decimal) -> str:
         return "Cancelling this booking is free."
     if fee == 0:
         return f"You first asked to cancel before {_ended(policy)}: cancelling costs nothing."
-    shown = f"{fee:.2f} {policy.currency}"
+    shown = amount_text(fee, policy.currency)
     if fee != policy.fee:
         return f"The cancellation fee of {shown} was fixed when you first asked to cancel."
     share = _percent(policy.fee_percent)
@@ -418,7 +418,7 @@ def _after_why(booking: Booking, fee: Decimal) -> str:
 
 def _after_words(money: Money, fee: Decimal) -> str:
     def shown(value: Decimal) -> str:
-        return f"{value:.2f} {money.currency}"
+        return amount_text(value, money.currency)
 
     paid = money.charged - money.refunded
     if money.code == CustomerMoney.CHARGE_UNKNOWN and money.charge_asked < money.amount:
@@ -489,7 +489,7 @@ def free_cancel_words(booking: Booking, money: Money | None) -> str:
     )
     if money is None or booking.cancellation_fee is not None or not cancelled:
         return ""
-    amount = f"{money.amount:.2f} {money.currency}"
+    amount = amount_text(money.amount, money.currency)
     # Asked, not done: the money waits for the cancellation (`payments.decisions.owed`), which the
     # partner may yet refuse (or has, and support takes it up: the hold waits for what they settle).
     done = booking.effective_state == BookingState.CANCELLED
@@ -524,7 +524,7 @@ def not_going_ahead_words(booking: Booking, money: Money | None) -> str:
     ended = end in TERMINAL_STATES and end != BookingState.CANCELLED
     if not ended or booking.confirmed_shown_at is not None:
         return ""
-    amount = f"{money.amount:.2f} {money.currency}"
+    amount = amount_text(money.amount, money.currency)
     if money.code == CustomerMoney.AUTHORIZING:
         return (
             f"As your booking is not going ahead, any hold of {amount} is released, whatever your "
@@ -537,7 +537,7 @@ def not_going_ahead_words(booking: Booking, money: Money | None) -> str:
 
 def _not_going_ahead_refund(money: Money, refund: Decimal) -> str:
     def shown(value: Decimal) -> str:
-        return f"{value:.2f} {money.currency}"
+        return amount_text(value, money.currency)
 
     if refund >= money.paid:
         return (

@@ -13,6 +13,7 @@ from decimal import Decimal
 from bookings import ports
 from bookings.models import Booking
 from bookings.payment_facts import PaymentFacts
+from bookings.pricing import amount_text
 from bookings.states import (
     CHARGE_UNKNOWN_OF_PART,
     REFUND_FAILED_PARTLY_PAID_BACK,
@@ -56,7 +57,7 @@ class Money:
     @property
     def text(self) -> str:
         def shown(value: Decimal) -> str:
-            return f"{value:.2f} {self.currency}"
+            return amount_text(value, self.currency)
 
         words = CustomerMoney(self.code).label
         if self.code == CustomerMoney.REFUND_FAILED and self.refunded_outside > 0:

@@ -90,7 +90,7 @@ from bookings.models import (
     NotificationKind,
     NotificationState,
 )
-from bookings.pricing import stay_dates_of
+from bookings.pricing import amount_text, stay_dates_of
 from bookings.states import CustomerMoney
 from config import claims, site_url
 from config.redis_client import send_hint
@@ -154,7 +154,7 @@ def money_next(money: Money | None) -> str:
         return ""
     line = MONEY_NEXT.get(money.code, "")
     if money.code == CustomerMoney.CHARGED and money.charged < money.amount:
-        rest = f"{money.amount - money.charged:.2f} {money.currency}"
+        rest = amount_text(money.amount - money.charged, money.currency)
         line += (
             f" We released the other {rest} we held on your card: it can take a few days to leave "
             "your card's statement."

@@ -42,8 +42,9 @@ def unit_count(count: int, unit: str) -> str:
 
 
 def price_per_unit(offer: Offer) -> str:
-    """An offer's price in words, per its unit: 120.00 EUR a night, 45.00 EUR a day."""
-    return f"{offer.unit_price} {offer.currency} a {offer.price_unit}"
+    """An offer's price in words, per its unit: 120.00 EUR a night, 45.00 EUR a day, 15000 JPY
+    a night (`amount_text`)."""
+    return f"{amount_text(offer.unit_price, offer.currency)} a {offer.price_unit}"
 
 
 def _day(day: date, *, month: bool = True, year: bool = True) -> str:
@@ -81,6 +82,19 @@ def stay_dates_of(stay: object) -> str:
 def minor_unit_exponent(currency: str) -> int:
     """Decimal places of the currency's smallest unit (2 for most, 0 for the yen)."""
     return MINOR_UNIT_EXPONENTS.get(currency.upper(), 2)
+
+
+def amount_text(amount: Decimal, currency: str) -> str:
+    """An amount as a person is told it, on a page, in the API's messages and in a mail: with as
+    many decimals as the currency's smallest unit has (`minor_unit_exponent`), "15000 JPY",
+    "360.00 EUR", "12.500 KWD". Our ledger keeps every amount to the cent (15000.00 JPY), so an
+    amount finer than its currency's unit (a yen price with a service fee of 2.50) keeps its
+    cents, "15002.50 JPY": never rounded away from what is charged or refused."""
+    places = minor_unit_exponent(currency)
+    for shown in sorted({places, max(places, 2)}):
+        if amount == amount.quantize(Decimal(1).scaleb(-shown)):
+            return f"{amount:.{shown}f} {currency}"
+    return f"{amount.normalize():f} {currency}"
 
 
 # An amount of money as a person writes it, in a console form or a command (a refund, an offer's

@@ -20,7 +20,7 @@ from bookings import catalogue, customer_view, ports
 from bookings.cancelling import fee_if_cancelled, fee_told
 from bookings.customer_money import MONEY_HELD, PaymentFacts
 from bookings.models import Actor, Booking, Offer, Quote, new_reference
-from bookings.pricing import Stay, confirmation_deadline, price_stay, unit_count, validate_stay
+from bookings.pricing import Stay, amount_text, confirmation_deadline, price_stay, unit_count, validate_stay
 from bookings.states import CANCEL_ACCEPTED, BookingState, did_not_go_ahead
 from bookings.timeline import new_event
 from config.db import insert_together
@@ -400,11 +400,11 @@ def _fee_changed(booking: Booking, *, shown: Decimal, now: Decimal) -> Conflict:
     """The refusal of a cancel that would now cost more than the customer was shown when they
     confirmed it (the cut-off passed, the partner confirmed meanwhile): nothing is cancelled, and
     the customer is told the new fee, to confirm again or keep the booking."""
-    fee = f"{now:.2f} {booking.currency}"
+    fee = amount_text(now, booking.currency)
     if shown == 0:
         change = f"Cancelling is no longer free: it now costs a cancellation fee of {fee}."
     else:
-        change = f"The cancellation fee is now {fee}, not {shown:.2f} {booking.currency}."
+        change = f"The cancellation fee is now {fee}, not {amount_text(shown, booking.currency)}."
     return Conflict(
         f"The cost of cancelling booking {booking.reference} has changed since it was shown to you. "
         f"{change} Nothing has been cancelled: check what cancelling does now, and confirm again "

@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from bookings.models import Actor, Booking
 from bookings.payment_facts import PaymentFacts
+from bookings.pricing import amount_text
 from config.errors import ValidationFailed
 from payments import decisions, messages
 from payments.models import Payment
@@ -24,12 +25,11 @@ class DramatiqPaymentPort:
         try:
             to_minor(booking.total_price, booking.currency)
         except RefusedAmount as refused:
+            price = amount_text(booking.total_price, booking.currency)
             raise ValidationFailed(
                 "This price cannot be paid by card.",
                 code="not_payable",
-                fields={
-                    "payment_method": [f"{booking.total_price} {booking.currency} cannot be paid by card."]
-                },
+                fields={"payment_method": [f"{price} cannot be paid by card."]},
             ) from refused
         payment = Payment(
             booking=booking,

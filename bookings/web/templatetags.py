@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from decimal import Decimal
 
 from django import template
 
@@ -39,6 +40,13 @@ def money_words(booking: Booking) -> str:
     `money.message` too); empty for a booking that does not pay."""
     money = money_shown(booking)
     return cancelling.money_words(booking, money) if money else ""
+
+
+@register.filter
+def amount(value: Decimal, currency: str) -> str:
+    """An amount in its currency as the customer is told it (`pricing.amount_text`):
+    `{{ booking.total_price|amount:booking.currency }}` is "15000 JPY", "360.00 EUR"."""
+    return pricing.amount_text(value, currency)
 
 
 @register.filter

@@ -12,6 +12,7 @@ from decimal import Decimal
 import pytest
 from django.conf import settings
 from django.db import transaction
+from django.test import Client
 from django.utils import timezone
 from rest_framework.fields import DateTimeField
 from rest_framework.test import APIClient
@@ -1322,6 +1323,36 @@ def test_a_paid_booking_before_the_cut_off_is_refunded_in_full_and_says_until_wh
     assert told["cut_off"] == cut_off_of(booking, 24)
     assert told["why"].startswith("Cancelling is free until ")
     assert told["why"].endswith("from then on the fee is 25% of the price, 90.00 EUR.")
+
+
+def test_a_yen_booking_is_told_in_whole_yen_by_the_api_and_its_page(api_client, customer):
+    """Reviewer: the API's money message and the booking's page said "We charged 15000.00 JPY":
+    the yen has no decimals (nor the fee of a yen booking, 3750 JPY, nor its refund)."""
+    told = money_of(PaymentFacts("charged", "JPY", Decimal("15000.00"), Decimal("15000.00")))
+    booking = BookingFactory(
+        customer=customer,
+        offer=OfferFactory(currency="JPY", unit_price=Decimal("5000.00"), **AFTER_CUT_OFF),
+        total_price=Decimal("15000.00"),
+        currency="JPY",
+        status=S.CONFIRMED,
+        customer_money=told.as_json(),
+    )
+
+    shown = api_client.get(f"{BOOKINGS_URL}/{booking.reference}").json()
+
+    assert shown["money"]["message"] == "We charged 15000 JPY to your card."
+    assert shown["total_price"] == "15000.00"  # the amount fields stay the ledger's decimals
+    assert shown["if_cancelled"]["message"] == (
+        "Once the cancellation is done, we keep the cancellation fee of 3750 JPY and refund the "
+        "other 11250 JPY of the 15000 JPY you paid to your card."
+    )
+    assert shown["if_cancelled"]["why"].endswith("the fee is now 25% of the price, 3750 JPY.")
+    page = Client()
+    page.force_login(customer)
+    html = " ".join(page.get(f"/bookings/{booking.reference}/").content.decode().split())
+    assert "We charged 15000 JPY to your card." in html
+    assert "<dd>15000 JPY</dd>" in html
+    assert "15000.00" not in html
 
 
 def test_a_hold_on_a_confirmed_booking_says_the_fee_is_kept_and_the_rest_comes_back_either_way(

@@ -290,6 +290,28 @@ def test_the_mail_of_a_fee_captured_from_the_hold_says_the_rest_was_released(db)
         )
 
 
+def test_the_mail_of_a_yen_booking_tells_whole_yen(db):
+    """Reviewer: a yen booking's mail said "We charged 3750.00 JPY" and "the other 11250.00 JPY":
+    the yen has no decimals."""
+    money = money_of(PaymentFacts("charged", "JPY", Decimal("15000.00"), Decimal("3750.00"))).as_json()
+    notification = NotificationFactory(
+        booking__customer_money=money,
+        booking__currency="JPY",
+        booking__total_price=Decimal("15000.00"),
+        kind=NotificationKind.MONEY,
+        message=CustomerMessage.CANCELLED,
+        money=money,
+    )
+
+    mail = notifications.compose(notification)
+
+    for text in (mail.body, as_read(mail.alternatives[0].content)):
+        flat = " ".join(text.split())
+        assert "We charged 3750 JPY to your card." in flat
+        assert "We released the other 11250 JPY we held on your card" in flat
+        assert ".00 JPY" not in flat
+
+
 @pytest.mark.parametrize(
     ("facts", "line"),
     [

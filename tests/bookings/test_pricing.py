@@ -13,6 +13,7 @@ from django.utils import timezone
 from bookings.models import Booking, BookingEvent, Quote
 from bookings.pricing import (
     Stay,
+    amount_text,
     confirmation_deadline,
     price_per_unit,
     price_stay,
@@ -64,6 +65,34 @@ def test_an_offer_priced_by_the_day_is_priced_by_the_days_of_the_stay_and_told_s
     with pytest.raises(ValidationFailed) as refused:
         validate_stay(too_long)
     assert refused.value.fields == {"end_date": ["A booking may cover at most 30 days."]}
+
+
+@pytest.mark.parametrize(
+    ("amount", "currency", "told"),
+    [
+        ("15000.00", "JPY", "15000 JPY"),  # the ledger's cents of a whole-yen amount: not said
+        ("0.00", "JPY", "0 JPY"),
+        ("1E+4", "KRW", "10000 KRW"),
+        ("360.00", "EUR", "360.00 EUR"),
+        ("360", "EUR", "360.00 EUR"),
+        ("12.50", "KWD", "12.500 KWD"),  # the dinar's thousandths
+        ("1.005", "KWD", "1.005 KWD"),
+        # finer than the currency's unit (a yen price with a fee of 2.50): the real cents, kept
+        ("15002.50", "JPY", "15002.50 JPY"),
+        ("15002.5", "JPY", "15002.50 JPY"),
+        ("0.001", "EUR", "0.001 EUR"),
+    ],
+)
+def test_an_amount_is_told_with_its_currencys_decimals_and_never_rounded(amount, currency, told):
+    """Reviewer: every amount told to a customer was written to two decimals: "We charged
+    15000.00 JPY", and a dinar amount with two of its three."""
+    assert amount_text(Decimal(amount), currency) == told
+
+
+def test_a_yen_offers_price_is_told_in_whole_yen(db):
+    offer = OfferFactory(unit_price=Decimal("15000.00"), currency="JPY")
+
+    assert price_per_unit(offer) == "15000 JPY a night"
 
 
 def test_the_deadline_is_the_confirmation_window_when_the_stay_is_far(settings):
