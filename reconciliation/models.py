@@ -1,7 +1,7 @@
 """Support's own records: what the support actions need to remember between two people, and what
 each action token was given for.
 
-`RefundProposal` is a refund above `PAYMENTS_REFUND_APPROVAL_ABOVE` that one person proposed and
+`RefundProposal` is a refund above its currency's approval amount that one person proposed and
 another must approve before it runs (the two-person rule, docs/console.md): through the provider
 (`kind` refund), or a refund the card refused paid to the customer another way and recorded
 (`kind` outside, with its `method`). The proposal is the state between the two; the audit is on

@@ -67,12 +67,16 @@ class PaymentActionForm(forms.Form):
     def __init__(self, *args: Any, action: str, currency: str = "", **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.currency = currency
+        above = money.approval_above(currency) if currency else None
+        # "more than 200.00 EUR"; with no approval amount for the currency, any amount is proposed.
+        more_than = f"more than {above} {currency}" if above is not None else "any amount"
+        unset = f" (no approval amount is set for {currency})" if above is None else ""
         if action == money.REFUND:
             self.fields["amount"].required = True
             self.fields["previewed"].required = True
             self.fields["amount"].help_text = (
                 f"In the payment's currency. When support's refunds of this payment, with this one and "
-                f"any proposal waiting, come to more than {money.approval_above()}, it is only proposed, "
+                f"any proposal waiting, come to {more_than}{unset}, it is only proposed, "
                 "and a note saying why is required. Another amount than the one previewed above is "
                 "previewed first, then confirmed."
             )
@@ -82,8 +86,8 @@ class PaymentActionForm(forms.Form):
             self.fields["amount"].help_text = (
                 "In the payment's currency: what you paid the customer another way, at most what is owed "
                 "back. Another amount than the one previewed above is previewed first, then confirmed. "
-                f"When what support gave back of this payment, with this, comes to more than "
-                f"{money.approval_above()}, it is only proposed: recorded once another person approves it."
+                f"When what support gave back of this payment, with this, comes to {more_than}{unset}, "
+                "it is only proposed: recorded once another person approves it."
             )
             self.fields["method"].required = True
             self.fields["method"].help_text = (

@@ -4,13 +4,12 @@ Each variable read here is documented in `.env.example`.
 """
 
 from datetime import timedelta
-from decimal import Decimal
 from pathlib import Path
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
-from config import embedded_redis, env_file, raw_errors
+from config import embedded_redis, env_file, raw_errors, refund_approval
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 # The .env file first (config/env_file.py): any variable below, VAR_DIR included, may come from it.
@@ -533,10 +532,24 @@ PAYMENTS_KEY_WINDOW_S = env.float("PAYMENTS_KEY_WINDOW_S", default=23 * 3600.0)
 # than a run's calls (a few, each within its timeouts).
 PAYMENTS_ACTOR_MAX_RETRIES = env.int("PAYMENTS_ACTOR_MAX_RETRIES", default=5)
 PAYMENTS_ACTOR_TIME_LIMIT_MS = env.int("PAYMENTS_ACTOR_TIME_LIMIT_MS", default=10 * 60 * 1000)
-# Support (docs/console.md "Payments"): a refund above this amount, in the payment's currency,
-# needs a second person's approval (one proposes, another approves); the console waits this long
-# for the provider's live answer before it shows the last state the provider told us.
-PAYMENTS_REFUND_APPROVAL_ABOVE = Decimal(env.str("PAYMENTS_REFUND_APPROVAL_ABOVE", default="200.00"))
+# Support (docs/console.md "Payments"): what support gives back of a payment above this amount
+# needs a second person's approval (one proposes, another approves). The amount is in
+# PAYMENTS_REFUND_APPROVAL_CURRENCY; every other currency has its own in
+# PAYMENTS_REFUND_APPROVAL_ABOVE_BY_CURRENCY ("JPY=30000,KWD=60"), and one with none needs a
+# second person for every refund (config/refund_approval.py). The console waits
+# PAYMENTS_CONSOLE_READ_WAIT_S for the provider's live answer before it shows the last state the
+# provider told us.
+PAYMENTS_REFUND_APPROVAL_CURRENCY = refund_approval.currency(
+    "PAYMENTS_REFUND_APPROVAL_CURRENCY", env.str("PAYMENTS_REFUND_APPROVAL_CURRENCY", default="EUR")
+)
+PAYMENTS_REFUND_APPROVAL_ABOVE = refund_approval.amount(
+    "PAYMENTS_REFUND_APPROVAL_ABOVE", env.str("PAYMENTS_REFUND_APPROVAL_ABOVE", default="200.00")
+)
+PAYMENTS_REFUND_APPROVAL_ABOVE_BY_CURRENCY = refund_approval.by_currency(
+    "PAYMENTS_REFUND_APPROVAL_ABOVE_BY_CURRENCY",
+    env.str("PAYMENTS_REFUND_APPROVAL_ABOVE_BY_CURRENCY", default=""),
+    base=PAYMENTS_REFUND_APPROVAL_CURRENCY,
+)
 PAYMENTS_CONSOLE_READ_WAIT_S = env.float("PAYMENTS_CONSOLE_READ_WAIT_S", default=3.0)
 
 # --- Demo and sandbox partners (make run) ---------------------------------------------------

@@ -56,7 +56,7 @@ class PaymentPanel:
     proposals: list[RefundProposal]
     actions: list[PanelAction]
     can_approve: bool
-    approval_above: Decimal
+    approval_above: Decimal | None  # None: no amount is set for the currency, any needs approval
     me: Person  # the operator, for the two-person rule: read once with the proposals' people
     refund_ids: list[str] = field(default_factory=list)
     outside: list[OutsideRefund] = field(default_factory=list)  # each recording paid another way
@@ -194,7 +194,7 @@ def payment_panel(booking: Booking, *, operator: Operator, live: bool = True) ->
         proposals=proposals,
         actions=actions,
         can_approve=operator.can(PAYMENT_ACTIONS[APPROVE]["permission"]),
-        approval_above=approval_above(),
+        approval_above=approval_above(situation.currency),
         me=operator.person_among(named),
         refund_ids=[
             o.provider_object_id

@@ -29,13 +29,18 @@ def paying_booking(
     captured: Decimal | None = None,
     refunded: Decimal = Decimal("0.00"),
     booking_fields: dict | None = None,
+    currency: str = "EUR",
     **payment_fields,
 ) -> Payment:
-    """A booking (with `booking_fields`) and its payment as the test states them (no provider
-    is asked)."""
-    facts = PaymentFacts(state=_FACT.get(payment_status, "authorizing"), currency="EUR", amount=price)
+    """A booking (with `booking_fields`) and its payment in `currency` as the test states them (no
+    provider is asked)."""
+    facts = PaymentFacts(state=_FACT.get(payment_status, "authorizing"), currency=currency, amount=price)
     booking = BookingFactory(
-        status=status, total_price=price, customer_money=money_of(facts).as_json(), **(booking_fields or {})
+        status=status,
+        total_price=price,
+        currency=currency,
+        customer_money=money_of(facts).as_json(),
+        **(booking_fields or {}),
     )
     if captured is None:
         captured = price if payment_status == P.CAPTURED else Decimal("0.00")
@@ -43,7 +48,7 @@ def paying_booking(
     return Payment.objects.create(
         booking=booking,
         amount=price,
-        currency="EUR",
+        currency=currency,
         payment_method="pm_card_visa",
         status=payment_status,
         captured_amount=captured,

@@ -281,6 +281,27 @@ def test_the_confirm_button_says_propose_when_the_amount_will_only_be_proposed(o
     assert not RefundProposal.objects.exists()
 
 
+def test_the_console_tells_each_currency_s_own_approval_amount(ops_client, settings):
+    """Reviewer: the panel and the refund page said "above 200.00" of a yen or a dinar payment,
+    the euro's number. A currency with its own amount is told it; one with none, that any refund
+    of it is only proposed."""
+    settings.PAYMENTS_REFUND_APPROVAL_ABOVE_BY_CURRENCY = {"JPY": Decimal("30000")}
+    yen = paying_booking(price=Decimal("15000.00"), currency="JPY")
+    dinar = paying_booking(price=Decimal("360.00"), currency="KWD")
+
+    yen_panel = " ".join(ops_client.get(change(yen.booking)).content.decode().split())
+    yen_refund = ops_client.get(action(yen.booking, "refund_payment"), {"amount": "5000"}).content.decode()
+    dinar_panel = " ".join(ops_client.get(change(dinar.booking)).content.decode().split())
+    dinar_refund = ops_client.get(action(dinar.booking, "refund_payment"), {"amount": "1"}).content.decode()
+
+    assert "above 30000 JPY in all needs a second person's approval" in yen_panel
+    assert 'value="Refund" name="confirm"' in yen_refund and "come to more than 30000 JPY" in yen_refund
+    assert "of any amount needs a second person's approval: no approval amount is set for KWD" in dinar_panel
+    assert 'value="Propose a refund" name="confirm"' in dinar_refund
+    assert "Any amount of KWD (no approval amount is set for it): only proposed." in dinar_refund
+    assert "come to any amount (no approval amount is set for KWD)" in dinar_refund
+
+
 def test_a_confirm_of_another_amount_than_previewed_does_nothing_and_previews_that_one(ops_client):
     payment = paying_booking(refunded=Decimal("120.00"))
     url = action(payment.booking, "refund_payment")

@@ -443,6 +443,64 @@ def test_the_approval_amount_itself_needs_no_second_person(ops_user):
     assert not RefundProposal.objects.exists()
 
 
+def test_a_dinar_refund_is_held_to_the_dinar_s_own_approval_amount(ops_user, settings):
+    """Reviewer: the approval amount was one number in any currency: 200 KWD (about 600 EUR) was
+    refunded by one person alone, under a rule meant to stop at 200 EUR."""
+    settings.PAYMENTS_REFUND_APPROVAL_ABOVE_BY_CURRENCY = {"KWD": Decimal("60")}
+    payment = paying_booking(price=Decimal("360.00"), currency="KWD")
+
+    shown = money.payment_preview(
+        money.REFUND, payment.booking, operator=op(ops_user), amount=Decimal("200.00"), live=False
+    )
+    result = refund(payment, ops_user, "200.00", note="the room was not cleaned")
+
+    assert shown.needs_approval and shown.effects[0].startswith("Above 60 KWD: only proposed.")
+    assert shown.as_dict()["approval_above"] == "60"
+    proposal = RefundProposal.objects.get(payment=payment)
+    assert result.message.startswith(
+        f"Refund proposed (#{proposal.pk}): a refund of 200.00 KWD is above 60 KWD"
+    )
+    assert not PaymentOperation.objects.filter(payment=payment).exists()
+    assert refund(paying_booking(currency="KWD"), ops_user, "60.00").proposal_id is None  # 60 itself: alone
+
+
+def test_a_yen_refund_under_the_yen_s_approval_amount_needs_no_second_person(ops_user, settings):
+    """Reviewer: 200 was compared with yen too, so a refund of 5000 JPY (about 30 EUR) needed
+    two people."""
+    settings.PAYMENTS_REFUND_APPROVAL_ABOVE_BY_CURRENCY = {"JPY": Decimal("30000")}
+    payment = paying_booking(price=Decimal("15000.00"), currency="JPY")
+
+    shown = money.payment_preview(
+        money.REFUND, payment.booking, operator=op(ops_user), amount=Decimal("5000"), live=False
+    )
+    result = refund(payment, ops_user, "5000")
+
+    assert not shown.needs_approval
+    assert result.proposal_id is None and result.operation_key
+    assert PaymentOperation.objects.get(payment=payment).amount == Decimal("5000.00")
+    assert not RefundProposal.objects.exists()
+
+
+def test_a_currency_with_no_approval_amount_needs_a_second_person_for_any_refund(ops_user, settings):
+    """No amount set for the payment's currency: none is small enough for one person (the
+    default currency's number is not one of it)."""
+    settings.PAYMENTS_REFUND_APPROVAL_ABOVE_BY_CURRENCY = {"JPY": Decimal("30000")}
+    payment = paying_booking(price=Decimal("360.00"), currency="KWD")
+
+    shown = money.payment_preview(
+        money.REFUND, payment.booking, operator=op(ops_user), amount=Decimal("1.00"), live=False
+    )
+    with pytest.raises(ValidationFailed, match="no approval amount is set for KWD: it needs a note"):
+        refund(payment, ops_user, "1.00", note="")
+    result = refund(payment, ops_user, "1.00", note="a late check-in")
+
+    assert shown.needs_approval
+    assert shown.effects[0].startswith("Any amount of KWD (no approval amount is set for it): only proposed.")
+    assert shown.as_dict()["approval_above"] is None
+    assert result.proposal_id == RefundProposal.objects.get(payment=payment).pk
+    assert not PaymentOperation.objects.filter(payment=payment).exists()
+
+
 def test_a_proposal_needs_a_note_saying_why(ops_user):
     payment = paying_booking()
 

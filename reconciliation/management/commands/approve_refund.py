@@ -8,7 +8,8 @@ from reconciliation.management.commands._payment_ops import ProposalCommand
 
 class Command(ProposalCommand):
     help = (
-        "Approve a refund proposal made by someone else (a refund above PAYMENTS_REFUND_APPROVAL_ABOVE): the "
+        "Approve a refund proposal made by someone else (a refund above the approval amount of its "
+        "currency): the "
         "refund then runs, bounded by what is refundable now, recorded as support.refund_approved; a refund "
         "paid another way (proposed by record_outside_refund) is then recorded, bounded by what is owed back "
         "now, and the customer told. --reject "

@@ -20,7 +20,8 @@ class Command(PaymentActionCommand):
         "Nothing is asked of the provider: what is owed back goes down, the payment's refunded_outside up, "
         "the customer is told, and support.refund_recorded_outside is on the timeline. When what support "
         "gave back of the payment (refunds and money paid another way), with this, comes to more than "
-        "PAYMENTS_REFUND_APPROVAL_ABOVE, it is only proposed (support.refund_proposed) and recorded once "
+        "the approval amount of the payment's currency (any amount of a currency with none), it is only "
+        "proposed (support.refund_proposed) and recorded once "
         "another person approves it (approve_refund). Shows our payment beside the provider's first and "
         "asks to confirm (--yes to skip)."
     )

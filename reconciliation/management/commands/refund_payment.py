@@ -13,8 +13,10 @@ from reconciliation.services.support import payments as money
 class Command(PaymentActionCommand):
     help = (
         "Refund --amount of what a booking's payment captured and has not refunded yet, asked of the "
-        "provider under the payments app's own key, recorded as support.refund_requested; above "
-        "PAYMENTS_REFUND_APPROVAL_ABOVE it is only proposed (support.refund_proposed, a --note is required) "
+        "provider under the payments app's own key, recorded as support.refund_requested; above the "
+        "approval amount of the payment's currency (PAYMENTS_REFUND_APPROVAL_ABOVE in "
+        "PAYMENTS_REFUND_APPROVAL_CURRENCY, or PAYMENTS_REFUND_APPROVAL_ABOVE_BY_CURRENCY; any amount "
+        "of a currency with none) it is only proposed (support.refund_proposed, a --note is required) "
         "and runs once another person approves it (approve_refund). Shows our payment beside the provider's "
         "first and asks to confirm (--yes to skip)."
     )

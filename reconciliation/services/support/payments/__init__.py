@@ -2,8 +2,10 @@
 preview with our payment beside the provider's live answer, the same checks re-run under the
 locks, once per token, and a `support.*` row on the booking's timeline.
 
-- refund: part or all of what was captured and not yet refunded; above
-  `PAYMENTS_REFUND_APPROVAL_ABOVE` only proposed, and run once another person approves it
+- refund: part or all of what was captured and not yet refunded; above the payment's
+  currency's approval amount (`approval_above`: `PAYMENTS_REFUND_APPROVAL_ABOVE` in
+  `PAYMENTS_REFUND_APPROVAL_CURRENCY`, or its own in `PAYMENTS_REFUND_APPROVAL_ABOVE_BY_CURRENCY`;
+  with none, any amount) only proposed, and run once another person approves it
   (the two-person rule; the proposer may withdraw it, an approver may reject it);
 - retry the capture: what the booking owes, of a hold the partner's confirmation allows taking;
 - void: release a hold the booking no longer needs (never one a confirmed booking owes);
@@ -48,6 +50,7 @@ from reconciliation.services.support.payments.situation import (
     PaymentActionResult,
     PaymentSituation,
     approval_above,
+    approval_rule,
     parse_amount,
     parse_method,
     proposal_by_id,
@@ -69,6 +72,7 @@ __all__ = [
     "PaymentSituation",
     "ProviderSide",
     "approval_above",
+    "approval_rule",
     "parse_amount",
     "parse_method",
     "payment_action_run",

@@ -14,7 +14,8 @@ the same key while the outcome is unknown). The console queues that run for a wo
 commands run it in their own process (`inline`). Either way the payment is due for the sweeper
 from the moment the operation commits, so a run that never happens is made by the sweeper.
 
-A refund above `PAYMENTS_REFUND_APPROVAL_ABOVE` is only proposed (`RefundProposal`, with its note
+A refund above the approval amount of its payment's currency (`approval_above`; any amount
+of a currency with none) is only proposed (`RefundProposal`, with its note
 on the timeline); another person with the approve permission approves it (the refund then runs,
 bounded again by what is refundable then) or rejects it; the proposer may withdraw it. So is a
 refund paid another way above it (a proposal of kind outside, with its method): approved, it is
@@ -308,6 +309,7 @@ def _propose(
         proposed_by_label=operator.label,
         proposed_by_os_user=operator.os_user,
     )
+    above = approval_above(money)
     more: dict[str, object] = {}
     if outside:
         more = {
@@ -333,7 +335,7 @@ def _propose(
             proposal=proposal.pk,
             amount=str(value),
             currency=money,
-            approval_above=str(approval_above()),
+            approval_above=None if above is None else str(above),
             support_refunded=str(refunded_before),
             captured=str(payment.captured_amount),
             refunded=str(payment.refunded_amount),

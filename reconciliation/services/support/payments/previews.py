@@ -27,6 +27,7 @@ from reconciliation.services.support.payments.situation import (
     WITHDRAW_TITLE,
     PaymentSituation,
     approval_above,
+    approval_rule,
     one_os_account,
     proposal_refusal,
     refusal,
@@ -57,6 +58,7 @@ class PaymentPreview:
 
     def as_dict(self) -> dict[str, Any]:
         payment = self.payment
+        above = approval_above(payment.currency if payment is not None else self.booking.currency)
         return {
             "action": self.action,
             "title": self.title,
@@ -68,7 +70,8 @@ class PaymentPreview:
             "amount": None if self.amount is None else str(self.amount),
             "method": self.method or None,
             "needs_approval": self.needs_approval,
-            "approval_above": str(approval_above()),
+            # None: no amount is set for the payment's currency, every refund in it is proposed.
+            "approval_above": None if above is None else str(above),
             "proposal": None if self.proposal is None else _proposal_dict(self.proposal),
             "ours": None
             if payment is None
@@ -169,8 +172,9 @@ def _approval_step(s: PaymentSituation, amount: Decimal | None, *, outside: bool
         else ""
     )
     then = "it is recorded, and the customer told" if outside else "it runs"
+    rule = approval_rule(s.currency)
     return [
-        f"Above {approval_above()} {s.currency}: only proposed. Another person with the approve permission "
+        f"{rule[0].upper()}{rule[1:]}: only proposed. Another person with the approve permission "
         f"approves it (then {then}) or rejects it; both are on the timeline.{together}"
     ]
 

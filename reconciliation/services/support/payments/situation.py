@@ -116,9 +116,25 @@ class PaymentActionResult(ActionResult):
         return replace(self, operation_state=operation.state, message=message)
 
 
-def approval_above() -> Decimal:
-    """Refunds above this amount (in the payment's currency) need a second person's approval."""
-    return Decimal(settings.PAYMENTS_REFUND_APPROVAL_ABOVE)
+def approval_above(currency: str) -> Decimal | None:
+    """What support may give back of one payment in `currency` before a second person must
+    approve it: the currency's own amount (PAYMENTS_REFUND_APPROVAL_ABOVE_BY_CURRENCY), or
+    PAYMENTS_REFUND_APPROVAL_ABOVE in its currency (PAYMENTS_REFUND_APPROVAL_CURRENCY). None when
+    neither is the currency's: no amount of it is small enough for one person, every refund needs
+    a second (an amount of another currency is not one of this: config/refund_approval.py)."""
+    above = settings.PAYMENTS_REFUND_APPROVAL_ABOVE_BY_CURRENCY.get(currency)
+    if above is None and currency == settings.PAYMENTS_REFUND_APPROVAL_CURRENCY:
+        above = settings.PAYMENTS_REFUND_APPROVAL_ABOVE
+    return None if above is None else Decimal(above)
+
+
+def approval_rule(currency: str) -> str:
+    """When giving back money in `currency` needs a second person, in words: "above 200.00 EUR",
+    or, with no amount set for it, "any amount of JPY (no approval amount is set for it)"."""
+    above = approval_above(currency)
+    if above is None:
+        return f"any amount of {currency} (no approval amount is set for it)"
+    return f"above {above} {currency}"
 
 
 def parse_method(value: object) -> str:
@@ -227,7 +243,8 @@ class PaymentSituation:
 
     def approval_words(self, amount: Decimal, *, outside: bool = False) -> str:
         """Why giving back `amount` (a refund, or with `outside` one paid another way) needs a
-        second person, in words ('... above 200.00 EUR')."""
+        second person, in words ('... above 200.00 EUR', '..., as no approval amount is set for
+        JPY')."""
         money = self.currency
         what = f"{amount} {money} paid back another way" if outside else f"a refund of {amount} {money}"
         before = [
@@ -239,11 +256,13 @@ class PaymentSituation:
             )
             if value
         ]
+        if approval_above(money) is None:
+            return f"{what}, as no approval amount is set for {money}"
         if not before:
-            return f"{what} is above {approval_above()} {money}"
+            return f"{what} is {approval_rule(money)}"
         return (
             f"{what}, with {' and '.join(before)}, comes to "
-            f"{self.support_total(amount)} {money}: above {approval_above()} {money}"
+            f"{self.support_total(amount)} {money}: {approval_rule(money)}"
         )
 
     @property
@@ -297,8 +316,9 @@ class PaymentSituation:
     def needs_approval(self, amount: Decimal) -> bool:
         """The two-person rule: what support gave back of this payment (refunds made or under
         way, money recorded as paid back another way, a proposal waiting) with this amount comes
-        to more than the approval amount."""
-        return self.support_total(amount) > approval_above()
+        to more than the approval amount of its currency; with none set for it, any amount."""
+        above = approval_above(self.currency)
+        return above is None or self.support_total(amount) > above
 
 
 def _common(s: PaymentSituation) -> str:
