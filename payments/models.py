@@ -252,6 +252,11 @@ class PaymentOperation(models.Model):
     seq = models.PositiveSmallIntegerField(help_text="The n-th operation of this kind on the payment.")
     idempotency_key = models.CharField(max_length=255, editable=False)
     amount = models.DecimalField(max_digits=12, decimal_places=2, null=True, blank=True)
+    # A refund's: the payment's refunded total when it was opened, under the payment's lock with
+    # no other operation open, so with none of this refund in it. Made, the refund adds to that
+    # total, whoever made the rest of it (our refunds, or the provider's dashboard): a sum of our
+    # own refunds alone would leave one made beside a dashboard refund uncounted, to be made again.
+    refunded_before = models.DecimalField(max_digits=12, decimal_places=2, null=True, blank=True)
     state = models.CharField(max_length=10, choices=OperationState.choices, default=OperationState.OPEN)
     tries = models.PositiveSmallIntegerField(default=0)
     # Calls under the key that may have changed something at the provider: counted when a run

@@ -13,7 +13,7 @@ from bookings.models import Actor, Booking
 from bookings.timeline import record_event
 from config.logging import log_context
 from payments.connector import CallResult
-from payments.models import OperationState, Payment, PaymentOperation
+from payments.models import OperationKind, OperationState, Payment, PaymentOperation
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +33,8 @@ def operation_open(
     """The next operation of `kind` on the payment, with its key: `<payment id>:<kind>:<n>`.
     The database allows one open operation per payment: this is the fence. `known`: every
     operation of the payment, read under its lock by the caller (spares counting them again).
-    `claimed`: the caller calls it once this commits (its call counted in doubt from now)."""
+    `claimed`: the caller calls it once this commits (its call counted in doubt from now). The
+    caller holds the payment's lock: a refund keeps the refunded total it is opened beside."""
     if known is None:
         seq = PaymentOperation.objects.filter(payment=payment, kind=kind).count() + 1
     else:
@@ -44,6 +45,7 @@ def operation_open(
         seq=seq,
         idempotency_key=f"{payment.pk}:{kind}:{seq}",
         amount=amount,
+        refunded_before=payment.refunded_amount if kind == OperationKind.REFUND else None,
         calls_in_doubt=1 if claimed else 0,
     )
 

@@ -24,7 +24,7 @@ from uuid import UUID
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Sum
 from django.utils import timezone
 
 from bookings.models import Actor, Booking
@@ -106,8 +106,11 @@ def payment_run(booking_id: UUID, *, actor: Actor | str = Actor.WORKER, actor_la
         )
         if isinstance(after, FollowUp):
             return after
-        if after == Next.READ:
-            _read(booking_id, actor=actor, actor_label=actor_label)
+        if after == Next.READ and not _read(booking_id, actor=actor, actor_label=actor_label):
+            # What the provider holds now is not known: deciding again on the totals as we count
+            # them could ask for what the provider already did (a refund beside one made outside
+            # our keys). Run again later, when a read or its webhook may have told it.
+            return FollowUp(run_after_s=retry_delay_s(1))
     return FollowUp(run_after_s=settings.PAYMENTS_RETRY_BASE_S)  # more to do: soon, in a run of its own
 
 
@@ -490,9 +493,9 @@ def _record(
         elif after == decisions.AfterCall.APPLY and operation.kind == OperationKind.REFUND:
             # The refund is made: counted now, so that no later step refunds it again before a
             # read of the totals (refunds only grow; the provider's totals can only raise this).
-            made = payment.operations.refunds_made()
-            if made > payment.refunded_amount:
-                payment.refunded_amount = min(made, payment.captured_amount).quantize(CENT)
+            counted = _refunded_with(operation, payment, counts_it=closes == OperationState.SUCCEEDED)
+            if counted > payment.refunded_amount:
+                payment.refunded_amount = counted
                 unsaved.add("refunded_amount")
             given = Decimal("0.00")
             if closes == OperationState.SUCCEEDED and _gives_back_a_failure(operation, payment):
@@ -570,6 +573,28 @@ def _read_shows_not_made(operation: PaymentOperation, result: CallResult) -> str
         f" ({truth.cancellation_reason})" if truth.status == "canceled" and truth.cancellation_reason else ""
     )
     return f"the provider shows it never happened: its intent is {truth.status}{reason}"
+
+
+def _refunded_with(refund: PaymentOperation, payment: Payment, *, counts_it: bool) -> Decimal:
+    """The payment's refunded total with the refund just made in it (`counts_it`: this record
+    closes it; otherwise the record that did has counted it): what the total was when it was
+    opened, less the refunds whose failure was recorded since, plus its own amount; never less
+    than our own refunds made. The total it was opened beside may hold refunds made outside our
+    keys (the provider's dashboard), which a sum of our refunds alone would leave out: the refund
+    then went uncounted, and a run whose read of the totals failed made it again. A total that
+    already counts it (a delivery applied while its answer was out) stays as it is: the caller
+    only ever raises the payment's."""
+    counted = payment.operations.refunds_made()
+    if counts_it and refund.refunded_before is not None:
+        failed_since = PaymentOperation.objects.filter(
+            payment=payment,
+            kind=OperationKind.REFUND,
+            state=OperationState.FAILED,
+            failed_at__gte=refund.opened_at,
+        ).exclude(pk=refund.pk).aggregate(total=Sum("amount"))["total"] or Decimal("0.00")
+        beside = max(refund.refunded_before - failed_since, Decimal("0.00"))
+        counted = max(counted, beside + (refund.amount or Decimal("0.00")))
+    return min(counted, payment.captured_amount).quantize(CENT)
 
 
 def _gives_back_a_failure(refund: PaymentOperation, payment: Payment) -> bool:
@@ -652,16 +677,16 @@ def _record_move(
     )
 
 
-def _read(booking_id: UUID, *, actor: Actor | str, actor_label: str) -> None:
+def _read(booking_id: UUID, *, actor: Actor | str, actor_label: str) -> bool:
     """Read the intent's truth from the provider and apply it (a read never changes anything
-    at the provider, so it needs no operation)."""
+    at the provider, so it needs no operation); False if the provider did not tell it."""
     payment = Payment.objects.filter(booking_id=booking_id).only("provider_intent_id", "currency").first()
     if payment is None or not payment.provider_intent_id:
-        return
+        return True  # no intent: nothing to read
     result = connector.retrieve(payment.provider_intent_id, currency=payment.currency)
     if result.truth is None:
         logger.info("payment read failed", extra={"error": result.error_code or result.error[:200]})
-        return
+        return False
     with transaction.atomic():
         booking = lock_booking(booking_id)
         locked = lock_payment(booking)
@@ -676,6 +701,7 @@ def _read(booking_id: UUID, *, actor: Actor | str, actor_label: str) -> None:
         booking_follow(
             booking, locked, open_operation=open_operation_of(locked), actor=actor, actor_label=actor_label
         )
+    return True
 
 
 # --- when next ------------------------------------------------------------------------------
