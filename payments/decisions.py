@@ -17,6 +17,9 @@ ZERO = Decimal("0.00")
 # Our decline code for an authorization the provider answered neither held nor declined (its
 # intent awaits an action we never ask the customer for, such as the bank's authentication).
 NOT_AUTHORIZED = "not_authorized"
+# An intent's status while the card's bank has not answered its confirmation: neither held nor
+# declined yet, and it becomes one of them by itself. Never concluded on: read again later.
+AWAITING_BANK = "processing"
 
 # Why support holds a booking the partner confirmed and then took away (the partner side's
 # reasons, bookings/customer_view.py words them): the stay will not happen, the money goes back.

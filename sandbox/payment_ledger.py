@@ -35,6 +35,9 @@ AUTHORIZATION_VALIDITY_S = 7 * 24 * 3600.0  # before time_scale
 # How long after it answered `succeeded` a refund to a card that refuses it fails (before
 # time_scale). Stripe says only "some time later"; a short delay keeps it within a demo's wait.
 REFUND_FAILURE_DELAY_S = 30.0
+# How long a confirmation with the sandbox's `pm_card_processing` stays `processing` before its
+# hold is made (before time_scale): the bank's answer, late.
+PROCESSING_DELAY_S = 30.0
 CANCELABLE = (
     "requires_payment_method",
     "requires_capture",
@@ -68,7 +71,8 @@ CREATE TABLE IF NOT EXISTS payment_history (
     object_id TEXT NOT NULL,
     version INTEGER NOT NULL,
     at TEXT NOT NULL,                           -- partner clock, UTC
-    cause TEXT NOT NULL,                        -- create|confirm|capture|cancel|refund|expire|refund_failed
+    cause TEXT NOT NULL,                        -- create|confirm|processed|capture|cancel|refund|expire|
+                                                -- refund_failed
     request_id TEXT,
     idempotency_key TEXT,
     data TEXT NOT NULL,                         -- the object at this version
@@ -86,6 +90,8 @@ class TestCard:
     review: bool = False  # authorized, and placed in the manual review queue (elevated risk)
     # A refund to it answers succeeded, then fails with this `failure_reason` (the card is closed).
     refund_failure: str | None = None
+    # Its confirmation answers `processing`; the hold is made later (`run_due`).
+    processing: bool = False
 
 
 # Stripe's test PaymentMethods (docs.stripe.com/testing), the ones this sandbox knows.
@@ -100,6 +106,8 @@ TEST_CARDS = {
     ),
     "pm_card_riskLevelElevated": TestCard("visa", "9235", review=True),
     "pm_card_refundFail": TestCard("visa", "5126", refund_failure="expired_or_canceled_card"),
+    # The sandbox's own (Stripe has no card test for it): the bank answers after the confirmation.
+    "pm_card_processing": TestCard("visa", "1881", processing=True),
 }
 DECLINE_MESSAGES = {
     "generic_decline": "Your card was declined.",
@@ -238,7 +246,9 @@ class PaymentLedger:
                 timespec="milliseconds"
             )
             if row["object"] == "payment_intent":
-                entry["sandbox"] = {"test_card": row["test_card"], "authorization_lapses_at": when}
+                # A confirmation still `processing` holds nothing yet: its deadline is the bank's answer.
+                lapses = None if entry.get("status") == "processing" else when
+                entry["sandbox"] = {"test_card": row["test_card"], "authorization_lapses_at": lapses}
             elif row["object"] == "refund":
                 entry["sandbox"] = {"fails_at": when}
             truth[f"{row['object']}s"].append(entry)
@@ -470,22 +480,27 @@ class PaymentLedger:
 
     def run_due(self) -> float:
         """Worker step: authorizations past their validity are cancelled (`automatic`) and
-        released; refunds to a card that refuses them fail."""
+        released; refunds to a card that refuses them fail; a confirmation `processing` is
+        settled (held)."""
         due = self.store.query(
             "SELECT id, object FROM payment_objects WHERE expires_at <= ? ORDER BY expires_at LIMIT ?",
             (time.time(), DUE_BATCH),
         )
         for row in due:
+            inline: list[str] = []
             with self.store.transaction() as tx:
                 self._lapse_no_more(tx, row["id"])
                 if row["object"] == "refund":
                     self._fail_refund(tx, row["id"])
                     continue
                 intent = self.load_in(tx, "payment_intent", row["id"])
-                if intent is not None and intent["status"] == "requires_capture":
+                if intent is not None and intent["status"] == "processing":
+                    charge = self.require_in(tx, "charge", intent["latest_charge"], "charge")
+                    inline = self._settle(tx, intent, charge, "processed", RequestMeta()).inline_events
+                elif intent is not None and intent["status"] == "requires_capture":
                     self._void(tx, intent, "automatic", cause="expire", meta=RequestMeta())
                     Store.bump_in(tx, "outcomes", "authorization_expired")
-            self.committed([])
+            self.committed(inline)
         if len(due) == DUE_BATCH:
             return 0.0
         nxt = self.store.query("SELECT MIN(expires_at) AS nxt FROM payment_objects")[0]["nxt"]
@@ -545,6 +560,30 @@ class PaymentLedger:
             early = self._event(tx, "payment_intent.payment_failed", intent, meta, may_be_early=True)
             return Outcome(402, {"error": {**error.error, "payment_intent": intent}}, early)
         intent.update(payment_method=charge["payment_method"], last_payment_error=None)
+        if card.processing:
+            # Answered before the bank: `processing`, its charge `pending`, settled by `run_due`.
+            charge.update(status="pending", paid=False)
+            intent.update(status="processing")
+            tx.execute(
+                "UPDATE payment_objects SET expires_at = ? WHERE id = ?",
+                (time.time() + self.faults.scaled(PROCESSING_DELAY_S), intent["id"]),
+            )
+            self._save(tx, charge, cause, meta)
+            self._save(tx, intent, cause, meta)
+            Store.bump_in(tx, "outcomes", "processing")
+            return Outcome(200, intent, self._event(tx, "payment_intent.processing", intent, meta))
+        return self._settle(tx, intent, charge, cause, meta)
+
+    def _settle(
+        self,
+        tx: sqlite3.Connection,
+        intent: dict[str, Any],
+        charge: dict[str, Any],
+        cause: str,
+        meta: RequestMeta,
+    ) -> Outcome:
+        """The bank's yes: the amount held (manual capture) or taken."""
+        charge.update(status="succeeded", paid=True)
         if intent["capture_method"] == "manual":
             validity_s = self.faults.scaled(AUTHORIZATION_VALIDITY_S)
             self._card(charge)["capture_before"] = self._now() + round(validity_s)

@@ -179,7 +179,8 @@ class BookingCreateInputSerializer(StayInputSerializer):
             "The card to pay with, as the payment provider's card element names it (`pm_...`; "
             "test cards: `pm_card_visa`, `pm_card_chargeDeclined`, "
             "`pm_card_chargeDeclinedInsufficientFunds`, `pm_card_riskLevelElevated`, "
-            "`pm_card_refundFail`: its refunds fail after they were made). Without "
+            "`pm_card_refundFail`: its refunds fail after they were made, `pm_card_processing`: "
+            "its bank answers a moment after the provider, then holds it). Without "
             "it the booking takes no payment, as before payments existed."
         ),
     )

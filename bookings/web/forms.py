@@ -182,6 +182,7 @@ TEST_CARDS = [
     ("pm_card_chargeDeclinedInsufficientFunds", "Test card Visa 9995: declined, insufficient funds"),
     ("pm_card_riskLevelElevated", "Test card Visa 9235: authorized, placed in review"),
     ("pm_card_refundFail", "Test card Visa 5126: authorized; refunds to it fail later"),
+    ("pm_card_processing", "Test card Visa 1881: the bank answers late, then authorized"),
 ]
 
 

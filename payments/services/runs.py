@@ -59,6 +59,7 @@ from payments.services.operations import operation_call, operation_open, operati
 logger = logging.getLogger(__name__)
 
 P = PaymentStatus
+AWAITING_BANK_WHY = "the provider is processing it: the card's bank has not answered yet"
 MAX_STEPS = 4  # steps of one run: authorize (or resolve), then a read, a capture, a read
 BACKOFF_TRIES = 16
 
@@ -417,6 +418,17 @@ def _record(
             after = decisions.AfterCall.REFUSED
         elif found_nothing:
             after = decisions.AfterCall.UNKNOWN  # a read that found nothing yet: ask again later
+        awaiting_bank = (
+            authorize
+            and after == decisions.AfterCall.APPLY
+            and result.truth is not None
+            and result.truth.status == decisions.AWAITING_BANK
+        )
+        if awaiting_bank:
+            # Answered before the card's bank: the hold may yet be made, or declined. Not known,
+            # so nothing is concluded (a decline here left a hold made later to lapse, the
+            # customer told nothing was taken): the operation stays open, the payment `unknown`.
+            after = decisions.AfterCall.UNKNOWN
         closes = {
             decisions.AfterCall.APPLY: OperationState.SUCCEEDED,
             decisions.AfterCall.DECLINE: OperationState.DECLINED,
@@ -454,6 +466,14 @@ def _record(
             operation.answer_lost = True
             operation.key_spent = operation.key_spent or result.replayed
             operation.save(update_fields=["answer_lost", "key_spent"])
+        elif awaiting_bank and not operation.answer_lost:
+            # The key's request has finished, and asked again it replays this same answer: only a
+            # read of the intent tells what the bank said.
+            operation.answer_lost = operation.key_spent = True
+            operation.save(update_fields=["answer_lost", "key_spent"])
+        why = shown_not_made if closes == OperationState.NOT_MADE else ""
+        if awaiting_bank:
+            why = AWAITING_BANK_WHY  # said on its row, kept as its last word for support
         operation_record(
             operation,
             result,
@@ -462,7 +482,7 @@ def _record(
             actor=actor,
             actor_label=actor_label,
             read=reads,
-            why=shown_not_made if closes == OperationState.NOT_MADE else "",
+            why=why,
         )
         # The payment's changed fields, saved in one UPDATE at the end (the row is locked).
         unsaved: set[str] = set()

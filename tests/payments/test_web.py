@@ -49,7 +49,7 @@ def test_the_book_form_offers_a_test_card_for_each_thing_the_sandbox_s_cards_do(
 
     def does(card: str) -> tuple:
         known = SANDBOX_CARDS[card]
-        return (known.decline_code, known.review, known.refund_failure)
+        return (known.decline_code, known.review, known.refund_failure, known.processing)
 
     assert set(offered) <= set(SANDBOX_CARDS)
     assert {does(card) for card in offered} == {does(card) for card in SANDBOX_CARDS}

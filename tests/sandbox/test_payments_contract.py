@@ -734,6 +734,50 @@ def test_an_uncaptured_authorization_expires_after_seven_scaled_days(
     assert too_late.value.code == "payment_intent_unexpected_state"
 
 
+# --- a confirmation the bank answers late -------------------------------------------------------
+def test_a_confirmation_answered_processing_holds_the_amount_once_the_bank_answers(
+    provider: SandboxProcess, client: stripe.StripeClient, receiver: WebhookReceiver
+) -> None:
+    provider.set_faults(time_scale=30)  # the bank answers 30 scaled seconds on: one second
+    key = f"auth-{uuid.uuid4()}"
+
+    intent = authorize(client, "pm_card_processing", amount=10_000, key=key, expand=["latest_charge"])
+
+    # answered before the bank: nothing held, its charge pending; replayed the same under its key
+    assert (intent.status, intent.amount_capturable, intent.latest_charge.status) == (
+        "processing",
+        0,
+        "pending",
+    )
+    again = authorize(client, "pm_card_processing", amount=10_000, key=key, expand=["latest_charge"])
+    assert (again.id, again.status) == (intent.id, "processing")
+    provider.set_faults(time_scale=1)  # the hold, once made, lasts its 7 days
+
+    # then held, as any authorization, and announced
+    held = wait_until(
+        lambda: (
+            (
+                now := client.v1.payment_intents.retrieve(intent.id, params={"expand": ["latest_charge"]})
+            ).status
+            == "requires_capture"
+            and now
+        ),
+        what="the bank's hold",
+    )
+    assert (held.amount_capturable, held.latest_charge.status, held.latest_charge.paid) == (
+        10_000,
+        "succeeded",
+        True,
+    )
+    assert held.latest_charge.payment_method_details.card.capture_before > time.time() + SEVEN_DAYS_S - 60
+    found = wait_events(receiver, intent.id, 2)
+    assert types(found) == ["payment_intent.processing", "payment_intent.amount_capturable_updated"]
+    assert found[1][1].request.id is None  # nobody asked: the bank answered
+    [pi] = truth_of(provider, intent.id)["payment_intents"]
+    assert [h["cause"] for h in pi["history"]] == ["create", "processed"]
+    assert client.v1.payment_intents.capture(intent.id).status == "succeeded"
+
+
 # --- refunds that fail later ----------------------------------------------------------------------
 def test_a_refund_to_a_card_that_refuses_it_succeeds_then_fails_and_is_announced(
     provider: SandboxProcess, client: stripe.StripeClient, receiver: WebhookReceiver
