@@ -19,7 +19,8 @@ per address, and a password-reset mail one per address asked for. The pages' rea
 (they change nothing and call no partner). A page past a limit answers 429 with `Retry-After` as
 a page (`429.html`, in the look of the login lockout's); the API answers its JSON error shape.
 
-When Redis does not answer, the limit fails open: the request goes through, with a warning. So
+When Redis does not answer, the limit fails open: the request goes through, with a warning (and,
+after a Redis went unanswered, the next few seconds of requests do not wait on it again). So
 does a page's write when the database does not answer as its customer is read (their session, their
 user): its view runs and answers the outage's 503 page with `Retry-After`, as any page does, where
 an error in the middleware would have been the 500 page.
@@ -45,6 +46,7 @@ from django.template.loader import render_to_string
 from config import database_errors
 from config.errors import error_response
 from config.network import client_ip
+from config.redis_pause import unless_paused
 
 logger = logging.getLogger(__name__)
 
@@ -99,16 +101,22 @@ class WindowCounter:
     """Fixed-window counters in Redis: every key of a hit is counted in one atomic Lua call.
 
     Raises `redis.RedisError` when Redis does not answer; each caller decides what that means.
+    After one went unanswered, the process's counts skip that Redis for a while (raising at once,
+    config/redis_pause.py): a silent Redis would otherwise add its timeout to every request.
     """
 
     def __init__(self, *, redis_url: str, timeout_s: float):
+        self._url = redis_url
         self._client = redis.Redis.from_url(
             redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
         )
         self._count = self._client.register_script(_COUNT)
 
     def hit(self, limits: list[tuple[str, Rate]]) -> list[Count]:
-        counted = self._count(keys=[key for key, _ in limits], args=[rate.period_ms for _, rate in limits])
+        counted = unless_paused(
+            self._url,
+            lambda: self._count(keys=[key for key, _ in limits], args=[rate.period_ms for _, rate in limits]),
+        )
         return [
             Count(count, left_ms, rate)
             for (_, rate), count, left_ms in zip(limits, counted[::2], counted[1::2], strict=True)
@@ -116,7 +124,9 @@ class WindowCounter:
 
     def peek(self, keys: list[str]) -> list[int]:
         """The counts so far in the keys' current windows (0 where none is open)."""
-        return [int(value or 0) for value in self._client.mget(keys)] if keys else []
+        if not keys:
+            return []
+        return [int(value or 0) for value in unless_paused(self._url, lambda: self._client.mget(keys))]
 
 
 @lru_cache(maxsize=8)

@@ -193,12 +193,13 @@ def api_client(customer):
 
 
 @pytest.fixture(autouse=True)
-def _hints_not_paused():
-    # A test whose Redis refused a hint pauses this process's hints for REDIS_HINT_PAUSE_S: the
-    # next test's submissions were then left to a sweeper it does not run (a flake found by order).
-    from config.redis_client import _HintPause
+def _redis_not_paused():
+    # A test whose Redis refused a hint pauses this process's calls to it for REDIS_HINT_PAUSE_S:
+    # the next test's submissions were then left to a sweeper it does not run (a flake found by
+    # order), its cache reads missed, its rate limits let everything through.
+    from config import redis_pause
 
-    _HintPause.until = 0.0
+    redis_pause.forget()
     yield
 
 

@@ -69,13 +69,13 @@ def redis_down(our_redis: EmbeddedRedis) -> Iterator[EmbeddedRedis]:
 
 
 def _back(server: EmbeddedRedis, *clients: redis.Redis) -> None:
-    """Redis answers again (empty, as after a crash); the pause of hints is over."""
-    from config.redis_client import _HintPause
+    """Redis answers again (empty, as after a crash); the pause of its skipped calls is over."""
+    from config import redis_pause
 
     server.start()
     for client in clients:
         client.connection_pool.disconnect()
-    _HintPause.until = 0.0
+    redis_pause.forget()
 
 
 def _sweep_later() -> None:
@@ -324,7 +324,7 @@ def test_sweep_steps_with_redis_down_log_a_warning_each_and_are_queued_again_onc
         ("WARNING", "sweep step not queued: Redis unavailable; the sweeper queues it again")
     ] * 3
     assert [r.ctx["booking_id"] for r in lines] == [str(b.pk) for b in bookings]
-    assert all(r.error.startswith(("ConnectionError: ", "HintsPaused: ")) for r in lines), [
+    assert all(r.error.startswith(("ConnectionError: ", "RedisPaused: ")) for r in lines), [
         r.error for r in lines
     ]
     assert [bool(r.exc_info) for r in lines] == [True, False, False]
