@@ -6,17 +6,20 @@ bookings, so another customer's booking is a 404 like a missing one. Each event 
 the booking's view as data (`bookings.live.payload`, what a publish carries) and its id: the
 booking's `status_version`, or the customer's sequence number. A client that reconnects with
 `Last-Event-ID` gets only what changed since. Each stream ends after `LIVE_STREAM_LIFE_S`; the
-client reconnects after the `retry:` it was given.
+client reconnects after the `retry:` it was given. A stream whose database goes away before its
+opening read (its 200 already sent) ends too, with one warning; the reconnection gets the 503.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from django.conf import settings
 from django.core.handlers.asgi import ASGIRequest
+from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
@@ -26,7 +29,11 @@ from bookings import live
 from bookings.streams import selectors, sse
 from bookings.streams.followers import BookingFollower, CustomerFollower, Follower
 from bookings.streams.hub import hub
+from config import database_errors
 from config.errors import ApplicationError, ValidationFailed, error_body, error_response
+from config.logging import one_line
+
+logger = logging.getLogger(__name__)
 
 LAST_EVENT_ID = "Last-Event-ID"
 # The digits 0-9 alone: str.isdigit() also takes `²` (a latin-1 header byte), which int() refuses.
@@ -75,7 +82,7 @@ async def booking_events(request: HttpRequest, reference: str) -> HttpResponse:
     follower = BookingFollower(
         booking_id=booking_id, channel=live.booking_channel(booking_id), life_s=settings.LIVE_STREAM_LIFE_S
     )
-    return _event_stream(follower, since)
+    return _event_stream(request, follower, since)
 
 
 @_stream_view
@@ -87,7 +94,7 @@ async def customer_events(request: HttpRequest) -> HttpResponse:
         channel=live.customer_channel(customer.pk),
         life_s=settings.LIVE_STREAM_LIFE_S,
     )
-    return _event_stream(follower, since)
+    return _event_stream(request, follower, since)
 
 
 async def _customer(request: HttpRequest):
@@ -109,20 +116,33 @@ def _last_event_id(request: HttpRequest) -> int | None:
     return int(value)
 
 
-def _event_stream(follower: Follower, since: int | None) -> StreamingHttpResponse:
-    response = StreamingHttpResponse(_events(follower, since), content_type=sse.CONTENT_TYPE)
+def _event_stream(request: HttpRequest, follower: Follower, since: int | None) -> StreamingHttpResponse:
+    response = StreamingHttpResponse(_events(follower, since, request.path), content_type=sse.CONTENT_TYPE)
     # Proxies must pass each event on at once (nginx buffers a response unless told otherwise).
     response["X-Accel-Buffering"] = "no"
     return response
 
 
-async def _events(follower: Follower, since: int | None) -> AsyncIterator[bytes]:
+async def _events(follower: Follower, since: int | None, path: str) -> AsyncIterator[bytes]:
     # The headers and the reconnection delay go out at once: the client's stream is open.
     yield sse.retry(settings.LIVE_RETRY_MS)
     try:
         # Subscribed first, read second: a change committed in between is in one or the other.
         await hub.follow(follower)
-        yield follower.opening(await hub.db(follower.read), since)
+        try:
+            opening = await hub.db(follower.read)
+        except DatabaseError as exc:
+            # The 200 is out, so DatabaseUnavailableMiddleware cannot answer it 503: raised on,
+            # the error would be the server's "Exception in ASGI application" with a traceback.
+            # The stream ends; its client reconnects after `retry:` and gets the 503.
+            if not database_errors.is_unavailable(exc):
+                raise
+            logger.warning(
+                "database unavailable: stream ended",
+                extra={"path": path, "error": one_line(exc), "cause": database_errors.cause_of(exc)},
+            )
+            return
+        yield follower.opening(opening, since)
         while (chunk := await follower.next_chunk()) is not None:
             yield chunk
     finally:
