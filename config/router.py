@@ -8,7 +8,8 @@ proxy instead (docs/design.md, "Live status").
 One request per connection: the router reads the request's head, picks the upstream by its path,
 asks the upstream to close once it has answered (`Connection: close`), and copies the bytes both
 ways until it does, so a response, streamed or not, reaches the client as it is written. A client
-that goes away closes its upstream connection too (a stream then ends at once).
+that goes away closes its upstream connection too (a stream then ends at once); one that only
+half-closes after its request (it sends nothing more) still gets the whole answer.
 
 An upstream that is not listening (restarting under `make run`) is a 503 with Retry-After, as the
 API answers when it cannot serve; one that closes the connection before answering anything (a
@@ -84,9 +85,16 @@ class Router:
         answer = asyncio.ensure_future(_copy(upstream_reader, client_writer))
         ask = asyncio.ensure_future(_copy(client_reader, upstream_writer))
         try:
-            # The answer is complete when the upstream closes; the client leaving ends it early.
+            # The answer is complete when the upstream closes, or over when the client can no
+            # longer take it. The client's end of file says only that it sends nothing more: one
+            # that half-closes after its request still reads the answer. So the upstream is told
+            # (an events process then ends its stream, as for a client that left) and the answer
+            # goes on; a client that left ends it at the first write that fails.
             await asyncio.wait({answer, ask}, return_when=asyncio.FIRST_COMPLETED)
-            if answer.done() and not answer.cancelled() and not answer.exception() and answer.result() == 0:
+            if not answer.done():
+                _write_eof(upstream_writer)
+                await asyncio.wait({answer})
+            if not answer.cancelled() and not answer.exception() and answer.result() == 0:
                 logger.warning("router: %s closed the connection without answering; answered 502", upstream)
                 message = "The server closed the connection without answering."
                 await _answer(client_writer, 502, "bad_gateway", message)
@@ -120,6 +128,13 @@ def _forwarded_head(head: bytes, peer: tuple | None) -> tuple[str, bytes] | None
     headers += [b"X-Forwarded-For: " + forwarded_for + client, b"Connection: close"]
     path = parts[1].split(b"?", 1)[0].decode("latin-1")
     return path, b"\r\n".join([request_line, *headers]) + b"\r\n\r\n"
+
+
+def _write_eof(writer: asyncio.StreamWriter) -> None:
+    """Half-close the connection: the other end reads its end of file, and may still answer."""
+    with contextlib.suppress(OSError):  # already broken: the answer's copy sees it
+        if writer.can_write_eof():
+            writer.write_eof()
 
 
 async def _copy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> int:

@@ -1,8 +1,9 @@
 """`make run`'s router (config/router.py), as a real process between a client and two upstream
 servers: the stream paths reach the events upstream and everything else the web one, requests
 and responses pass unchanged but for this hop's headers, a streamed answer passes as it is
-written, a client that leaves closes its upstream connection, a missing upstream is a 503 to
-retry and one that hangs up without answering a 502."""
+written, a client that leaves closes its upstream connection while one that only half-closes
+gets its answer, a missing upstream is a 503 to retry and one that hangs up without answering a
+502."""
 
 from __future__ import annotations
 
@@ -27,9 +28,10 @@ pytestmark = pytest.mark.integration
 
 
 class Upstream(ThreadingHTTPServer):
-    """A server standing for the web or the events process: it answers with what it received,
-    or, asked for `?stream=1`, writes a chunk every 50 ms until the client is gone, or, asked for
-    `?hang_up=1`, closes the connection without answering (as a worker killed mid-request)."""
+    """A server standing for the web or the events process: it answers with what it received
+    (after 0.3 s, asked for `?slow=1`), or, asked for `?stream=1`, writes a chunk every 50 ms until
+    the client is gone, or, asked for `?hang_up=1`, closes the connection without answering (as a
+    worker killed mid-request)."""
 
     daemon_threads = True
 
@@ -53,6 +55,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._stream()
         elif self.path.endswith("?hang_up=1"):
             self.close_connection = True
+        elif self.path.endswith("?slow=1"):
+            time.sleep(0.3)
+            self._echo(b"")
         else:
             self._echo(b"")
 
@@ -177,6 +182,22 @@ def test_a_streamed_answer_passes_as_it_is_written_and_a_client_that_leaves_clos
         assert not events.stream_closed.is_set()
 
     assert events.stream_closed.wait(5), "the upstream still streams to a client that left"
+
+
+def test_a_client_that_half_closes_after_its_request_gets_the_whole_answer(router):
+    # A client may shut its sending side once its request is out (HTTP/1.0 tools, `nc -N`): its
+    # end of file says it has nothing more to send, not that it left. The router took it for
+    # leaving and dropped the answer (0 bytes); now it passes the end on and the answer back.
+    with socket.create_connection(("127.0.0.1", router.port), timeout=10) as client:
+        client.sendall(b"GET /api/v1/offers?slow=1 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        client.shutdown(socket.SHUT_WR)
+        received = b""
+        while chunk := client.recv(4096):
+            received += chunk
+
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n"), received
+    assert json.loads(body)["path"] == "/api/v1/offers?slow=1"
 
 
 def test_an_upstream_that_is_not_listening_is_a_503_to_retry_in_the_one_error_shape(tmp_path):
