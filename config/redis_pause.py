@@ -43,15 +43,23 @@ def server_of(url: str) -> str:
     return f"{parts.hostname}:{parts.port or 6379}"
 
 
-def unless_paused(url: str, call: Callable[[], T]) -> T:
+def unless_paused(url: str, call: Callable[[], T], *, timeout_pauses: bool = True) -> T:
     """Run `call`, a call to the Redis at `url` that its caller can do without; raise RedisPaused
-    instead while that Redis failed to answer one in the last REDIS_HINT_PAUSE_S."""
+    instead while that Redis failed to answer one in the last REDIS_HINT_PAUSE_S.
+
+    `timeout_pauses=False`: a call on a budget of its own, far shorter than the socket timeout
+    (a rate limit's count), honours a pause and starts one when it cannot connect, but its
+    timing out says only that Redis was slower than that budget, not that it is gone."""
     server = server_of(url)
     if time.monotonic() < _paused_until.get(server, 0.0):
         raise RedisPaused(f"Redis did not answer moments ago ({server})")
     try:
         return call()
-    except (redis.ConnectionError, redis.TimeoutError):
+    except redis.TimeoutError:
+        if timeout_pauses:
+            _paused_until[server] = time.monotonic() + settings.REDIS_HINT_PAUSE_S
+        raise
+    except redis.ConnectionError:
         _paused_until[server] = time.monotonic() + settings.REDIS_HINT_PAUSE_S
         raise
 

@@ -116,6 +116,7 @@ class WindowCounter:
         counted = unless_paused(
             self._url,
             lambda: self._count(keys=[key for key, _ in limits], args=[rate.period_ms for _, rate in limits]),
+            timeout_pauses=False,
         )
         return [
             Count(count, left_ms, rate)
@@ -126,7 +127,10 @@ class WindowCounter:
         """The counts so far in the keys' current windows (0 where none is open)."""
         if not keys:
             return []
-        return [int(value or 0) for value in unless_paused(self._url, lambda: self._client.mget(keys))]
+        return [
+            int(value or 0)
+            for value in unless_paused(self._url, lambda: self._client.mget(keys), timeout_pauses=False)
+        ]
 
 
 @lru_cache(maxsize=8)
