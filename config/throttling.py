@@ -46,11 +46,11 @@ from django.template.loader import render_to_string
 from config import database_errors
 from config.errors import error_response
 from config.network import client_ip
+from config.rates import Rate  # the settings refuse a malformed one at start
 from config.redis_pause import unless_paused
 
 logger = logging.getLogger(__name__)
 
-_PERIODS_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 # One warning per process per this many seconds while Redis is away, not one per request.
 _WARNING_INTERVAL_S = 10.0
 
@@ -70,18 +70,6 @@ for i, key in ipairs(KEYS) do
 end
 return result
 """
-
-
-@dataclass(frozen=True)
-class Rate:
-    limit: int
-    period_ms: int
-
-    @classmethod
-    def parse(cls, text: str) -> Rate:
-        """`600/min`, `20/s`, `5000/hour`, `100000/day` (DRF's notation)."""
-        count, _, period = text.partition("/")
-        return cls(limit=int(count), period_ms=_PERIODS_S[period.strip()[0]] * 1000)
 
 
 @dataclass(frozen=True)

@@ -6,15 +6,16 @@ Each variable read here is documented in `.env.example`.
 from datetime import timedelta
 from pathlib import Path
 
-import environ
 from django.core.exceptions import ImproperlyConfigured
 
-from config import embedded_redis, env_file, raw_errors, refund_approval
+from config import embedded_redis, env_file, env_values, raw_errors, refund_approval
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 # The .env file first (config/env_file.py): any variable below, VAR_DIR included, may come from it.
 env_file.load()
-env = environ.Env()
+# Each value checked as it is read; every settings module ends with env.check(__name__), which
+# refuses to start naming every value at fault (config/env_values.py).
+env = env_values.Environment()
 VAR_DIR = Path(env.str("VAR_DIR", default=str(BASE_DIR / "var")))
 
 VAR_DIR.mkdir(parents=True, exist_ok=True)
@@ -294,17 +295,17 @@ TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
 # Larger request bodies are refused with 413 (config.middleware), before anything reads them.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("REQUEST_MAX_BYTES", default=1024 * 1024)
 # Requests per customer (per API token or session) and per source address (config.throttling).
-API_THROTTLE_RATE = env.str("API_THROTTLE_RATE", default="600/min")
-API_THROTTLE_ADDRESS_RATE = env.str("API_THROTTLE_ADDRESS_RATE", default="1200/min")
+API_THROTTLE_RATE = env.rate("API_THROTTLE_RATE", default="600/min")
+API_THROTTLE_ADDRESS_RATE = env.rate("API_THROTTLE_ADDRESS_RATE", default="1200/min")
 API_THROTTLE_PATHS = ("/api/",)
 # The customer pages' writes (every request to a page but a read: a quote, a booking, a cancel, an
 # account form), per customer when logged in and per source address (config.throttling); the
 # account forms (sign-up, log-in, password reset) per address; password-reset mails per address
 # asked for. Reads of the pages are not counted.
-PAGE_THROTTLE_RATE = env.str("PAGE_THROTTLE_RATE", default="60/min")
-PAGE_THROTTLE_ADDRESS_RATE = env.str("PAGE_THROTTLE_ADDRESS_RATE", default="300/min")
-ACCOUNT_THROTTLE_RATE = env.str("ACCOUNT_THROTTLE_RATE", default="20/min")
-PASSWORD_RESET_EMAIL_RATE = env.str("PASSWORD_RESET_EMAIL_RATE", default="5/hour")
+PAGE_THROTTLE_RATE = env.rate("PAGE_THROTTLE_RATE", default="60/min")
+PAGE_THROTTLE_ADDRESS_RATE = env.rate("PAGE_THROTTLE_ADDRESS_RATE", default="300/min")
+ACCOUNT_THROTTLE_RATE = env.rate("ACCOUNT_THROTTLE_RATE", default="20/min")
+PASSWORD_RESET_EMAIL_RATE = env.rate("PASSWORD_RESET_EMAIL_RATE", default="5/hour")
 API_THROTTLE_REDIS_URL = env.str("API_THROTTLE_REDIS_URL", default="") or REDIS_URL
 API_THROTTLE_NAMESPACE = env.str("API_THROTTLE_NAMESPACE", default="throttle")
 # How long a request waits for Redis before going through uncounted.
@@ -486,14 +487,14 @@ WEBHOOK_PROCESS_MAX_TRIES = env.int("WEBHOOK_PROCESS_MAX_TRIES", default=PARTNER
 # often per partner (unverified and authentic ones counted apart) and per source address, and the
 # unverified ones for this many days (partners/services/webhook_limits.py).
 WEBHOOK_EVIDENCE_BYTES = env.int("WEBHOOK_EVIDENCE_BYTES", default=4096)
-WEBHOOK_REFUSED_PARTNER_RATE = env.str("WEBHOOK_REFUSED_PARTNER_RATE", default="300/hour")
-WEBHOOK_REFUSED_SOURCE_RATE = env.str("WEBHOOK_REFUSED_SOURCE_RATE", default="30/hour")
+WEBHOOK_REFUSED_PARTNER_RATE = env.rate("WEBHOOK_REFUSED_PARTNER_RATE", default="300/hour")
+WEBHOOK_REFUSED_SOURCE_RATE = env.rate("WEBHOOK_REFUSED_SOURCE_RATE", default="30/hour")
 WEBHOOK_REFUSED_RETENTION_DAYS = env.int("WEBHOOK_REFUSED_RETENTION_DAYS", default=7)
 # A delivery of an event id we hold (a redelivery, or a captured one replayed within the signature's
 # five minutes) is stored, as evidence beside its original, at most this often per partner; each
 # is counted all the same (bookings_webhook_deliveries_total{result="duplicate"}), and a booking's
 # timeline says it once per original and content (partners/services/webhooks.py).
-WEBHOOK_DUPLICATE_PARTNER_RATE = env.str("WEBHOOK_DUPLICATE_PARTNER_RATE", default="600/hour")
+WEBHOOK_DUPLICATE_PARTNER_RATE = env.rate("WEBHOOK_DUPLICATE_PARTNER_RATE", default="600/hour")
 # The bodies of authentic deliveries, the partners' and the payment provider's, once processed: kept
 # this many days, then cleared by the sweep's retention (the rows, with their ids, stay for good).
 WEBHOOK_BODY_RETENTION_DAYS = env.int("WEBHOOK_BODY_RETENTION_DAYS", default=90)

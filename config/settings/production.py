@@ -1,12 +1,11 @@
 """Production: refuses to start on a development default that is insecure or wrong as soon as
 there are two machines (the secret key, the database, Redis, the payment provider's secrets, the
-site's address), naming every one at once with what to set; HTTPS only, behind a TLS-terminating
-proxy that sets X-Forwarded-Proto. `manage.py check --deploy` passes clean, but for the softer
-defaults it warns of (config/checks.py: the payment provider's address, mail)."""
+site's address), naming every one at once with what to set, with any malformed value
+(config/env_values.py); HTTPS only, behind a TLS-terminating proxy that sets X-Forwarded-Proto.
+`manage.py check --deploy` passes clean, but for the softer defaults it warns of (config/checks.py:
+the payment provider's address, mail)."""
 
 from urllib.parse import urlsplit
-
-from django.core.exceptions import ImproperlyConfigured
 
 from config import embedded_redis
 from config.checks import is_loopback_host
@@ -78,11 +77,9 @@ def _public_url(url: str) -> bool:
     return parts.scheme in ("http", "https") and bool(host) and not is_loopback_host(host)
 
 
-if _refused := _refusals():
-    raise ImproperlyConfigured(
-        "config.settings.production does not start on development defaults; set, in the "
-        "environment or the .env file:\n" + "\n".join(f"- {line}" for line in _refused)
-    )
+# Named with the values at fault in what this module and base read, at once, by env.check at the end.
+for _refusal in _refusals():
+    env.refuse(_refusal)
 
 # /metrics: production has a token (above) or serves no metrics page.
 METRICS_OPEN = False
@@ -103,3 +100,6 @@ TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=1)
 # Deployment checks a deployment keeps on purpose (e.g. bookings.W003, a mail relay on every
 # machine): `check --deploy` then passes without them.
 SILENCED_SYSTEM_CHECKS = env.list("SILENCED_SYSTEM_CHECKS", default=[])
+
+# Every value at fault and every development default above, at once (config/env_values.py).
+env.check(__name__)

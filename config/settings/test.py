@@ -37,15 +37,15 @@ STORAGES = {
 }
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # Rate limits out of the way, unless a test (or the process it starts) sets them.
-API_THROTTLE_RATE = env.str("API_THROTTLE_RATE", default="100000/min")
-API_THROTTLE_ADDRESS_RATE = env.str("API_THROTTLE_ADDRESS_RATE", default="100000/min")
-PAGE_THROTTLE_RATE = env.str("PAGE_THROTTLE_RATE", default="100000/min")
-PAGE_THROTTLE_ADDRESS_RATE = env.str("PAGE_THROTTLE_ADDRESS_RATE", default="100000/min")
-ACCOUNT_THROTTLE_RATE = env.str("ACCOUNT_THROTTLE_RATE", default="100000/min")
-PASSWORD_RESET_EMAIL_RATE = env.str("PASSWORD_RESET_EMAIL_RATE", default="100000/min")
-WEBHOOK_REFUSED_PARTNER_RATE = env.str("WEBHOOK_REFUSED_PARTNER_RATE", default="100000/min")
-WEBHOOK_REFUSED_SOURCE_RATE = env.str("WEBHOOK_REFUSED_SOURCE_RATE", default="100000/min")
-WEBHOOK_DUPLICATE_PARTNER_RATE = env.str("WEBHOOK_DUPLICATE_PARTNER_RATE", default="100000/min")
+API_THROTTLE_RATE = env.rate("API_THROTTLE_RATE", default="100000/min")
+API_THROTTLE_ADDRESS_RATE = env.rate("API_THROTTLE_ADDRESS_RATE", default="100000/min")
+PAGE_THROTTLE_RATE = env.rate("PAGE_THROTTLE_RATE", default="100000/min")
+PAGE_THROTTLE_ADDRESS_RATE = env.rate("PAGE_THROTTLE_ADDRESS_RATE", default="100000/min")
+ACCOUNT_THROTTLE_RATE = env.rate("ACCOUNT_THROTTLE_RATE", default="100000/min")
+PASSWORD_RESET_EMAIL_RATE = env.rate("PASSWORD_RESET_EMAIL_RATE", default="100000/min")
+WEBHOOK_REFUSED_PARTNER_RATE = env.rate("WEBHOOK_REFUSED_PARTNER_RATE", default="100000/min")
+WEBHOOK_REFUSED_SOURCE_RATE = env.rate("WEBHOOK_REFUSED_SOURCE_RATE", default="100000/min")
+WEBHOOK_DUPLICATE_PARTNER_RATE = env.rate("WEBHOOK_DUPLICATE_PARTNER_RATE", default="100000/min")
 
 # Without REDIS_URL: an embedded server of this run's own (tests/conftest.py starts and stops it).
 EMBEDDED_REDIS_DIR = None
@@ -73,3 +73,5 @@ STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 
 # Tests run Dramatiq workers inside the pytest process: it must not lower its own priority.
 WORKER_NICE = 0
+
+env.check(__name__)

@@ -32,7 +32,8 @@ from uuid import UUID
 import redis
 from django.conf import settings
 
-from config.throttling import Rate, WindowCounter, window_counter
+from config.rates import Rate
+from config.throttling import WindowCounter, window_counter
 from partners.models import Partner
 
 logger = logging.getLogger(__name__)

@@ -63,4 +63,4 @@ def test_a_server_without_a_settings_module_nor_production_settings_refuses_to_s
     result = _server_entry_point(module, {k: v for k, v in os.environ.items() if k not in unset}, tmp_path)
 
     assert result.returncode != 0, result.stdout
-    assert "config.settings.production does not start on development defaults" in result.stderr
+    assert "config.settings.production does not start on these values" in result.stderr

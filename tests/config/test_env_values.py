@@ -1,0 +1,90 @@
+"""The settings refuse a malformed value at start, naming every one at once (config/env_values.py),
+where it was a 500 on every request it touched."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from config.rates import Rate
+from tests import production
+
+ROOT = Path(__file__).resolve().parents[2]
+RATES = [
+    "API_THROTTLE_RATE",
+    "API_THROTTLE_ADDRESS_RATE",
+    "PAGE_THROTTLE_RATE",
+    "PAGE_THROTTLE_ADDRESS_RATE",
+    "ACCOUNT_THROTTLE_RATE",
+    "PASSWORD_RESET_EMAIL_RATE",
+    "WEBHOOK_REFUSED_PARTNER_RATE",
+    "WEBHOOK_REFUSED_SOURCE_RATE",
+    "WEBHOOK_DUPLICATE_PARTNER_RATE",
+]
+
+
+def _start(code: str = "print('started')", *, module: str = "config.settings.production", **env: str):
+    environment = production.environment(**env)
+    environment["DJANGO_SETTINGS_MODULE"] = module
+    return subprocess.run(
+        [sys.executable, "-c", f"import django; django.setup(); {code}"],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def _refused(result: subprocess.CompletedProcess, module: str = "config.settings.production") -> list[str]:
+    """The names the refusal lists, one line each."""
+    assert result.returncode != 0, result.stdout
+    assert f"ImproperlyConfigured: {module} does not start on these values" in result.stderr, result.stderr
+    return re.findall(r"^- ([A-Z_]+) must ", result.stderr, re.M)
+
+
+@pytest.mark.parametrize("name", RATES)
+def test_each_rate_setting_is_refused_at_start_when_malformed(name):
+    # It was read by the first request it limits: every API request, page form or duplicate
+    # webhook a 500 (a ValueError, a KeyError), while the process started and check --deploy passed.
+    result = _start(**{name: "lots"})
+
+    assert _refused(result) == [name]
+    assert f"{name} must be a rate" in result.stderr
+
+
+@pytest.mark.parametrize("text", ["lots", "600 per min", "10/w", "", "0/min", "10/", "/min", "-5/min"])
+def test_a_malformed_rate_is_refused_whatever_its_fault(text):
+    assert _refused(_start(API_THROTTLE_RATE=text)) == ["API_THROTTLE_RATE"]
+
+
+@pytest.mark.parametrize(
+    ("text", "limit", "period_s"),
+    [
+        ("600/min", 600, 60),
+        ("20/s", 20, 1),
+        ("5000/hour", 5000, 3600),
+        ("1/day", 1, 86400),
+        ("3/minutes", 3, 60),
+    ],
+)
+def test_rates_in_drfs_notation_are_read(text, limit, period_s):
+    assert Rate.parse(text) == Rate(limit=limit, period_ms=period_s * 1000)
+
+
+def test_every_fault_is_named_at_once_with_productions_own_refusals():
+    result = _start(SECRET_KEY="short", API_THROTTLE_RATE="lots", WEBHOOK_DUPLICATE_PARTNER_RATE="10/w")
+
+    assert _refused(result) == ["API_THROTTLE_RATE", "WEBHOOK_DUPLICATE_PARTNER_RATE", "SECRET_KEY"]
+
+
+@pytest.mark.parametrize("name", ["production", "dev", "test", "bench"])
+def test_every_settings_module_refuses_a_malformed_value(name):
+    module = f"config.settings.{name}"
+    result = _start(module=module, PAGE_THROTTLE_RATE="600 per min", ACCOUNT_THROTTLE_RATE="20/w")
+
+    assert _refused(result, module) == ["PAGE_THROTTLE_RATE", "ACCOUNT_THROTTLE_RATE"]
