@@ -108,7 +108,8 @@ TEMPLATES = [
 # Default: a SQLite file beside the project, with IMMEDIATE transactions so that a writer takes
 # the lock at BEGIN instead of failing on upgrade ("database is locked") under worker threads.
 DATABASE_URL = env.str("DATABASE_URL", default="") or f"sqlite:///{VAR_DIR / 'db.sqlite3'}"
-DATABASES = {"default": env.db_url_config(DATABASE_URL)}
+# PostgreSQL or SQLite: a URL of anything else is refused at start, naming it (config/env_values.py).
+DATABASES = {"default": env.database("DATABASE_URL", DATABASE_URL)}
 DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DB_CONN_MAX_AGE", default=60))
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
@@ -158,7 +159,7 @@ DRAMATIQ_NAMESPACE = env.str("DRAMATIQ_NAMESPACE", default="dramatiq")
 # reply moved to it. The request processes (config/wsgi.py) wait 1 s: what they send to Redis is
 # a hint their callers never wait for (config/redis_client.py), and after a failure they skip
 # Redis for REDIS_HINT_PAUSE_S.
-REDIS_SOCKET_TIMEOUT_S = env.float("REDIS_SOCKET_TIMEOUT_S", default=10.0)
+REDIS_SOCKET_TIMEOUT_S = env.float("REDIS_SOCKET_TIMEOUT_S", default=10.0, above=0)
 REDIS_HINT_PAUSE_S = env.float("REDIS_HINT_PAUSE_S", default=5.0)
 
 DRAMATIQ_BROKER = {
@@ -170,11 +171,13 @@ DRAMATIQ_BROKER = {
         # messages it held back on their queues (another worker runs them; if it was only cut
         # off, both may run one, which every actor tolerates). Longer than a broker cut plus TCP's
         # reconnection, short enough that the sweeper's held claims wait no longer.
-        "heartbeat_timeout": env.int("DRAMATIQ_HEARTBEAT_TIMEOUT_MS", default=20_000),
+        "heartbeat_timeout": env.int("DRAMATIQ_HEARTBEAT_TIMEOUT_MS", default=20_000, minimum=1),
         # The pass runs on a command of the queue it serves, this many in a million (dramatiq's
         # default is 1,000): every ~20th, so a dead worker's messages return within seconds of its
         # timeout, not minutes by chance. A pass with no dead worker costs two range reads.
-        "maintenance_chance": env.int("DRAMATIQ_MAINTENANCE_CHANCE", default=50_000),
+        "maintenance_chance": env.int(
+            "DRAMATIQ_MAINTENANCE_CHANCE", default=50_000, minimum=1, maximum=1_000_000
+        ),
     },
     # Explicit list: django-dramatiq's default names a middleware dramatiq 2 no longer has, and
     # its AdminMiddleware writes on every message (our own tables are the record).
@@ -197,7 +200,7 @@ DRAMATIQ_BROKER = {
 }
 # Worker processes run at this nice value (0: as the web server) so that the customer path gets
 # the CPU first where they share cores (config/worker_priority.py).
-WORKER_NICE = env.int("WORKER_NICE", default=10)
+WORKER_NICE = env.int("WORKER_NICE", default=10, minimum=-20, maximum=19)
 DRAMATIQ_AUTODISCOVER_MODULES = ["tasks"]
 
 CACHES = {
@@ -250,7 +253,7 @@ LOGIN_REDIRECT_URL = "web:bookings"
 # smtp://user:password@host:port (smtp+tls:// for STARTTLS); `make run` sets it to its local sink
 # (`manage.py run_mail_sink`, which keeps every message under var/mail/).
 vars().update(env.email_url("EMAIL_URL", default="smtp://127.0.0.1:8025"))
-EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT_S", default=10)
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT_S", default=10, minimum=1)
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Bookings <bookings@localhost>")
 # The customer site's public address: every link we mail is on it, a worker's (no request to ask)
 # and a password reset's (never the Host it was asked by; config/site_url.py).
@@ -264,11 +267,11 @@ SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000")
 # made due with it changes right after (a confirmation's capture, a cancel's refund or release)
 # waits NOTIFICATION_SETTLE_S, so that it can tell the money as that step left it.
 NOTIFICATION_SETTLE_S = env.float("NOTIFICATION_SETTLE_S", default=2.0)
-NOTIFICATION_MAX_ATTEMPTS = env.int("NOTIFICATION_MAX_ATTEMPTS", default=6)
+NOTIFICATION_MAX_ATTEMPTS = env.int("NOTIFICATION_MAX_ATTEMPTS", default=6, minimum=1)
 NOTIFICATION_RETRY_BASE_S = env.float("NOTIFICATION_RETRY_BASE_S", default=5.0)
 NOTIFICATION_RETRY_MAX_S = env.float("NOTIFICATION_RETRY_MAX_S", default=60.0)
-NOTIFICATION_REQUEUE_AFTER_S = env.int("NOTIFICATION_REQUEUE_AFTER_S", default=120)
-NOTIFICATION_CLAIM_TIMEOUT_S = env.int("NOTIFICATION_CLAIM_TIMEOUT_S", default=300)
+NOTIFICATION_REQUEUE_AFTER_S = env.int("NOTIFICATION_REQUEUE_AFTER_S", default=120, minimum=1)
+NOTIFICATION_CLAIM_TIMEOUT_S = env.int("NOTIFICATION_CLAIM_TIMEOUT_S", default=300, minimum=1)
 
 # --- API ----------------------------------------------------------------------------------
 REST_FRAMEWORK = {
@@ -293,7 +296,7 @@ REST_FRAMEWORK = {
 # X-Forwarded-For (0: the connection's address is the client's).
 TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
 # Larger request bodies are refused with 413 (config.middleware), before anything reads them.
-DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("REQUEST_MAX_BYTES", default=1024 * 1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("REQUEST_MAX_BYTES", default=1024 * 1024, minimum=1)
 # Requests per customer (per API token or session) and per source address (config.throttling).
 API_THROTTLE_RATE = env.rate("API_THROTTLE_RATE", default="600/min")
 API_THROTTLE_ADDRESS_RATE = env.rate("API_THROTTLE_ADDRESS_RATE", default="1200/min")
@@ -309,7 +312,7 @@ PASSWORD_RESET_EMAIL_RATE = env.rate("PASSWORD_RESET_EMAIL_RATE", default="5/hou
 API_THROTTLE_REDIS_URL = env.str("API_THROTTLE_REDIS_URL", default="") or REDIS_URL
 API_THROTTLE_NAMESPACE = env.str("API_THROTTLE_NAMESPACE", default="throttle")
 # How long a request waits for Redis before going through uncounted.
-API_THROTTLE_REDIS_TIMEOUT_S = env.float("API_THROTTLE_REDIS_TIMEOUT_S", default=0.25)
+API_THROTTLE_REDIS_TIMEOUT_S = env.float("API_THROTTLE_REDIS_TIMEOUT_S", default=0.25, above=0)
 # While the database is unreachable, requests are answered 503 with this Retry-After
 # (config.middleware.DatabaseUnavailableMiddleware); `/healthz` says which dependency is down.
 # The dev router's 503 while the web server is not listening says the same (config/router.py).
@@ -323,13 +326,13 @@ HEALTHZ_SQLITE_MIN_FREE_MB = env.float("HEALTHZ_SQLITE_MIN_FREE_MB", default=8.0
 # --- Login brute-force protection (django-axes): the admin's and every other login form -------
 # Locked out per username and address after this many failures, for the cool-off; support unlocks
 # early in the admin (Axes > Access attempts) or with `manage.py axes_reset_username NAME`.
-AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=5)
-AXES_COOLOFF_TIME = timedelta(minutes=env.int("LOGIN_COOLOFF_MINUTES", default=15))
+AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("LOGIN_COOLOFF_MINUTES", default=15, minimum=1))
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 # And per username from every address together after this many (higher: anyone can make a name's
 # failures), so that rotating addresses does not buy unlimited guesses at one account
 # (config.login_lockout.LockoutHandler: axes's combinations share one limit).
-LOGIN_USERNAME_FAILURE_LIMIT = env.int("LOGIN_USERNAME_FAILURE_LIMIT", default=30)
+LOGIN_USERNAME_FAILURE_LIMIT = env.int("LOGIN_USERNAME_FAILURE_LIMIT", default=30, minimum=1)
 AXES_HANDLER = "config.login_lockout.LockoutHandler"
 AXES_RESET_ON_SUCCESS = True
 # django-axes's logs of logins and failed logins (Axes > Access logs, Access failures): kept this
@@ -361,14 +364,16 @@ SPECTACULAR_SETTINGS = {
 }
 
 # --- Booking rules ------------------------------------------------------------------------
-BOOKING_CONFIRMATION_WINDOW = timedelta(seconds=env.int("BOOKING_CONFIRMATION_WINDOW_S", default=30 * 60))
+BOOKING_CONFIRMATION_WINDOW = timedelta(
+    seconds=env.int("BOOKING_CONFIRMATION_WINDOW_S", default=30 * 60, minimum=1)
+)
 # Resolve every booking this long before the booked start, whatever the window says.
 BOOKING_MIN_LEAD_TIME = timedelta(seconds=env.int("BOOKING_MIN_LEAD_TIME_S", default=6 * 3600))
-BOOKING_MAX_NIGHTS = env.int("BOOKING_MAX_NIGHTS", default=30)
+BOOKING_MAX_NIGHTS = env.int("BOOKING_MAX_NIGHTS", default=30, minimum=1)
 # How far ahead a stay may start (days from today).
-BOOKING_MAX_ADVANCE_DAYS = env.int("BOOKING_MAX_ADVANCE_DAYS", default=730)
-BOOKING_SERVICE_FEE = env.str("BOOKING_SERVICE_FEE", default="0.00")
-QUOTE_TTL = timedelta(seconds=env.int("QUOTE_TTL_S", default=15 * 60))
+BOOKING_MAX_ADVANCE_DAYS = env.int("BOOKING_MAX_ADVANCE_DAYS", default=730, minimum=1)
+BOOKING_SERVICE_FEE = env.decimal("BOOKING_SERVICE_FEE", default="0.00")
+QUOTE_TTL = timedelta(seconds=env.int("QUOTE_TTL_S", default=15 * 60, minimum=1))
 BOOKING_POLL_AFTER_S = env.int("BOOKING_POLL_AFTER_S", default=2)
 # A booking still awaiting the partner this long after it was made tells its customer so.
 CUSTOMER_SLOW_AFTER = timedelta(seconds=env.int("CUSTOMER_SLOW_AFTER_S", default=10 * 60))
@@ -378,10 +383,10 @@ LIVE_CHANNEL_PREFIX = env.str("LIVE_CHANNEL_PREFIX", default="bk")
 # booking and sends a heartbeat this often, ends after its life (the client reconnects after the
 # retry it was given, with Last-Event-ID), and the process runs its queries on this many threads,
 # one database connection each.
-LIVE_HEARTBEAT_S = env.float("LIVE_HEARTBEAT_S", default=15.0)
-LIVE_STREAM_LIFE_S = env.float("LIVE_STREAM_LIFE_S", default=300.0)
-LIVE_RETRY_MS = env.int("LIVE_RETRY_MS", default=2000)
-LIVE_DB_THREADS = env.int("LIVE_DB_THREADS", default=2)
+LIVE_HEARTBEAT_S = env.float("LIVE_HEARTBEAT_S", default=15.0, above=0)
+LIVE_STREAM_LIFE_S = env.float("LIVE_STREAM_LIFE_S", default=300.0, above=0)
+LIVE_RETRY_MS = env.int("LIVE_RETRY_MS", default=2000, minimum=1)
+LIVE_DB_THREADS = env.int("LIVE_DB_THREADS", default=2, minimum=1)
 # The one port from the booking core to the partner side (see bookings/ports.py).
 BOOKINGS_PARTNER_PORT = "partners.port.DramatiqPartnerPort"
 # The one port from the booking core to the payment side (bookings/ports.py, payments/port.py).
@@ -446,14 +451,14 @@ if PROMETHEUS_MULTIPROC_DIR:
 # A machine running workers without a web server: the workers serve the machine's metrics on this
 # port (0: off, as where a web server's /metrics shows them already), behind METRICS_TOKEN.
 WORKER_METRICS_HOST = env.str("WORKER_METRICS_HOST", default="127.0.0.1")
-WORKER_METRICS_PORT = env.int("WORKER_METRICS_PORT", default=0)
+WORKER_METRICS_PORT = env.int("WORKER_METRICS_PORT", default=0, maximum=65535)
 
 # A submission not picked up by a worker within this grace is re-queued by the sweeper.
-BOOKING_SUBMIT_GRACE = timedelta(seconds=env.int("BOOKING_SUBMIT_GRACE_S", default=60))
-PARTNER_QUEUE_REFRESH_S = env.int("PARTNER_QUEUE_REFRESH_S", default=15)
+BOOKING_SUBMIT_GRACE = timedelta(seconds=env.int("BOOKING_SUBMIT_GRACE_S", default=60, minimum=1))
+PARTNER_QUEUE_REFRESH_S = env.int("PARTNER_QUEUE_REFRESH_S", default=15, minimum=1)
 PARTNER_GUARD_NAMESPACE = env.str("PARTNER_GUARD_NAMESPACE", default="partner-guard")
-PARTNER_BREAKER_FAIL_MAX = env.int("PARTNER_BREAKER_FAIL_MAX", default=5)
-PARTNER_BREAKER_RESET_S = env.float("PARTNER_BREAKER_RESET_S", default=30.0)
+PARTNER_BREAKER_FAIL_MAX = env.int("PARTNER_BREAKER_FAIL_MAX", default=5, minimum=1)
+PARTNER_BREAKER_RESET_S = env.float("PARTNER_BREAKER_RESET_S", default=30.0, above=0)
 # A live partner reservation that no booking of ours wants is cancelled at the partner (True) or
 # only kept as a case for support (False).
 PARTNER_COMPENSATE_ORPHANS = env.bool("PARTNER_COMPENSATE_ORPHANS", default=True)
@@ -465,24 +470,26 @@ PARTNER_SYNC_DELAY_S = env.float("PARTNER_SYNC_DELAY_S", default=2.0)
 # Legacy partners: how long after a create its entry is sure to show in the change listing.
 PARTNER_LISTING_SETTLE_S = env.float("PARTNER_LISTING_SETTLE_S", default=5.0)
 # Cancel tries for one partner reservation before support is asked to step in.
-PARTNER_COMPENSATION_MAX_TRIES = env.int("PARTNER_COMPENSATION_MAX_TRIES", default=8)
+PARTNER_COMPENSATION_MAX_TRIES = env.int("PARTNER_COMPENSATION_MAX_TRIES", default=8, minimum=1)
 # A reservation the partner answers 404 for is read again, as a call of its own, this long after;
 # only a second 404 makes it lost (a glitch or a lagging replica at the partner is not a loss).
 PARTNER_LOST_RECHECK_S = env.float("PARTNER_LOST_RECHECK_S", default=30.0)
 # A booking's partner answers refused at our edge (malformed, out of range) this many times in a
 # row hand it to support (`partner_data_refused`) instead of reading it again for ever.
-PARTNER_REFUSED_MAX_TRIES = env.int("PARTNER_REFUSED_MAX_TRIES", default=3)
+PARTNER_REFUSED_MAX_TRIES = env.int("PARTNER_REFUSED_MAX_TRIES", default=3, minimum=1)
 # Open bookings are synced with their partner at least this often.
-RECONCILE_SYNC_AGE_S = env.int("RECONCILE_SYNC_AGE_S", default=60)
+RECONCILE_SYNC_AGE_S = env.int("RECONCILE_SYNC_AGE_S", default=60, minimum=1)
 PARTNER_ACTOR_MAX_RETRIES = env.int("PARTNER_ACTOR_MAX_RETRIES", default=5)
 # Times a booking's actor may exhaust those retries before support takes the booking
 # (`worker_gave_up`): a failure that outlasts that many rounds is not one retrying cures.
-PARTNER_ACTOR_GIVE_UPS_MAX = env.int("PARTNER_ACTOR_GIVE_UPS_MAX", default=3)
-PARTNER_ACTOR_TIME_LIMIT_MS = env.int("PARTNER_ACTOR_TIME_LIMIT_MS", default=10 * 60 * 1000)
-WEBHOOK_MAX_BYTES = env.int("WEBHOOK_MAX_BYTES", default=256 * 1024)
+PARTNER_ACTOR_GIVE_UPS_MAX = env.int("PARTNER_ACTOR_GIVE_UPS_MAX", default=3, minimum=1)
+PARTNER_ACTOR_TIME_LIMIT_MS = env.int("PARTNER_ACTOR_TIME_LIMIT_MS", default=10 * 60 * 1000, minimum=1)
+WEBHOOK_MAX_BYTES = env.int("WEBHOOK_MAX_BYTES", default=256 * 1024, minimum=1)
 # Runs of one stored delivery's processing, Dramatiq's retries and the sweeper's re-queues together;
 # then it is set aside as failed, for support.
-WEBHOOK_PROCESS_MAX_TRIES = env.int("WEBHOOK_PROCESS_MAX_TRIES", default=PARTNER_ACTOR_MAX_RETRIES + 1)
+WEBHOOK_PROCESS_MAX_TRIES = env.int(
+    "WEBHOOK_PROCESS_MAX_TRIES", default=PARTNER_ACTOR_MAX_RETRIES + 1, minimum=1
+)
 # Refused deliveries are kept as evidence (headers, size, hash and these first bytes), at most this
 # often per partner (unverified and authentic ones counted apart) and per source address, and the
 # unverified ones for this many days (partners/services/webhook_limits.py).
@@ -511,8 +518,8 @@ STRIPE_API_BASE = env.str("STRIPE_API_BASE", default="http://127.0.0.1:8103")
 STRIPE_WEBHOOK_SECRET = env.str("STRIPE_WEBHOOK_SECRET", default=SANDBOX_STRIPE_WEBHOOK_SECRET)
 # Every provider call's connect and read timeouts (the SDK's own retries are off: ours are on the
 # timeline, under the same idempotency key).
-PAYMENTS_CONNECT_TIMEOUT_S = env.float("PAYMENTS_CONNECT_TIMEOUT_S", default=5.0)
-PAYMENTS_READ_TIMEOUT_S = env.float("PAYMENTS_READ_TIMEOUT_S", default=30.0)
+PAYMENTS_CONNECT_TIMEOUT_S = env.float("PAYMENTS_CONNECT_TIMEOUT_S", default=5.0, above=0)
+PAYMENTS_READ_TIMEOUT_S = env.float("PAYMENTS_READ_TIMEOUT_S", default=30.0, above=0)
 # A call that did nothing or whose outcome is unknown is asked again after a pause doubling from
 # the base up to the max (jittered).
 PAYMENTS_RETRY_BASE_S = env.float("PAYMENTS_RETRY_BASE_S", default=2.0)
@@ -523,16 +530,16 @@ PAYMENTS_RUN_GRACE_S = env.float("PAYMENTS_RUN_GRACE_S", default=60.0)
 # A hold nobody has decided on is voided this long before the provider says it lapses; a hold
 # whose lapse time is unknown is looked at this often.
 PAYMENTS_LAPSE_MARGIN_S = env.float("PAYMENTS_LAPSE_MARGIN_S", default=24 * 3600.0)
-PAYMENTS_HOLD_RECHECK_S = env.float("PAYMENTS_HOLD_RECHECK_S", default=3600.0)
+PAYMENTS_HOLD_RECHECK_S = env.float("PAYMENTS_HOLD_RECHECK_S", default=3600.0, above=0)
 # A capture, void or refund the provider refuses this many times in a row is left to support.
-PAYMENTS_REFUSED_MAX_TRIES = env.int("PAYMENTS_REFUSED_MAX_TRIES", default=2)
+PAYMENTS_REFUSED_MAX_TRIES = env.int("PAYMENTS_REFUSED_MAX_TRIES", default=2, minimum=1)
 # The provider keeps an idempotency key's answer for 24 hours; after that a call under it would
 # be made anew. An operation open longer than this is read, never asked again under its key.
-PAYMENTS_KEY_WINDOW_S = env.float("PAYMENTS_KEY_WINDOW_S", default=23 * 3600.0)
+PAYMENTS_KEY_WINDOW_S = env.float("PAYMENTS_KEY_WINDOW_S", default=23 * 3600.0, above=0)
 # The payment actors' retries for the unexpected (a database hiccup) and their time limit, longer
 # than a run's calls (a few, each within its timeouts).
 PAYMENTS_ACTOR_MAX_RETRIES = env.int("PAYMENTS_ACTOR_MAX_RETRIES", default=5)
-PAYMENTS_ACTOR_TIME_LIMIT_MS = env.int("PAYMENTS_ACTOR_TIME_LIMIT_MS", default=10 * 60 * 1000)
+PAYMENTS_ACTOR_TIME_LIMIT_MS = env.int("PAYMENTS_ACTOR_TIME_LIMIT_MS", default=10 * 60 * 1000, minimum=1)
 # Support (docs/console.md "Payments"): what support gives back of a payment above this amount
 # needs a second person's approval (one proposes, another approves). The amount is in
 # PAYMENTS_REFUND_APPROVAL_CURRENCY; every other currency has its own in
@@ -551,7 +558,7 @@ PAYMENTS_REFUND_APPROVAL_ABOVE_BY_CURRENCY = refund_approval.by_currency(
     env.str("PAYMENTS_REFUND_APPROVAL_ABOVE_BY_CURRENCY", default=""),
     base=PAYMENTS_REFUND_APPROVAL_CURRENCY,
 )
-PAYMENTS_CONSOLE_READ_WAIT_S = env.float("PAYMENTS_CONSOLE_READ_WAIT_S", default=3.0)
+PAYMENTS_CONSOLE_READ_WAIT_S = env.float("PAYMENTS_CONSOLE_READ_WAIT_S", default=3.0, above=0)
 
 # --- Demo and sandbox partners (make run) ---------------------------------------------------
 SANDBOX_API_KEY = env.str("SANDBOX_API_KEY", default="sandbox-demo-key")
@@ -562,31 +569,33 @@ REFERENCE_SANDBOX_URL = env.str("REFERENCE_SANDBOX_URL", default="http://127.0.0
 LEGACY_SANDBOX_URL = env.str("LEGACY_SANDBOX_URL", default="http://127.0.0.1:8102")
 
 # --- Reconciliation ---------------------------------------------------------------------------
-RECONCILE_INTERVAL_S = env.float("RECONCILE_INTERVAL_S", default=15.0)
+RECONCILE_INTERVAL_S = env.float("RECONCILE_INTERVAL_S", default=15.0, above=0)
 # The lock that lets one scheduler sweep at a time is a key of DRAMATIQ_NAMESPACE, as the claims are
 # (reconciliation/sweeper_lock.py, `sweeper_lock_key`): deployments sharing one Redis under
 # namespaces of their own each sweep.
-RECONCILE_BATCH_SIZE = env.int("RECONCILE_BATCH_SIZE", default=1000)
+RECONCILE_BATCH_SIZE = env.int("RECONCILE_BATCH_SIZE", default=1000, minimum=1)
 # Due bookings per queued message (the per-booking steps run one after another in a worker).
-RECONCILE_MESSAGE_CHUNK = env.int("RECONCILE_MESSAGE_CHUNK", default=50)
+RECONCILE_MESSAGE_CHUNK = env.int("RECONCILE_MESSAGE_CHUNK", default=50, minimum=1)
 # The sweeper queues a piece of work at most once per this window while it stays due, so that a
 # backlog of slow workers is not multiplied by every sweep.
-RECONCILE_CLAIM_TTL_S = env.float("RECONCILE_CLAIM_TTL_S", default=max(10.0, 2.0 * RECONCILE_SYNC_AGE_S))
+RECONCILE_CLAIM_TTL_S = env.float(
+    "RECONCILE_CLAIM_TTL_S", default=max(10.0, 2.0 * RECONCILE_SYNC_AGE_S), above=0
+)
 # The step a due booking's sweep queues on its partner's queue (submit, sync, cancel) is claimed
 # until a worker takes it up, so no backlog is multiplied; this long at most, for a message the
 # broker never gives back (a reply lost to a live worker, a queue emptied by hand). Above the
 # broker's redelivery of a dead worker's messages (heartbeat timeout + a maintenance pass).
 RECONCILE_STEP_CLAIM_TTL_S = env.float(
-    "RECONCILE_STEP_CLAIM_TTL_S", default=max(60.0, 10 * RECONCILE_SYNC_AGE_S)
+    "RECONCILE_STEP_CLAIM_TTL_S", default=max(60.0, 10 * RECONCILE_SYNC_AGE_S), above=0
 )
 # Confirmed bookings (stay still ahead) are re-read at their partner this often, at most
 # RECONCILE_AUDIT_BATCH per sweep: the detection window for what a partner does without telling
 # us (a cancellation whose webhook it gave up on, a lost reservation, changed terms). At the
 # defaults an hour covers 48,000 confirmed bookings ahead (docs/partner-protocols.md).
-RECONCILE_AUDIT_AGE_S = env.int("RECONCILE_AUDIT_AGE_S", default=3600)
+RECONCILE_AUDIT_AGE_S = env.int("RECONCILE_AUDIT_AGE_S", default=3600, minimum=1)
 RECONCILE_AUDIT_BATCH = env.int("RECONCILE_AUDIT_BATCH", default=200)
 # A webhook stored but not processed after this long is queued again.
-RECONCILE_INBOUND_STALE_S = env.int("RECONCILE_INBOUND_STALE_S", default=60)
+RECONCILE_INBOUND_STALE_S = env.int("RECONCILE_INBOUND_STALE_S", default=60, minimum=1)
 # A booking waiting for support whose stay starts within this many hours is urgent in the queue.
 ATTENTION_URGENT_HORIZON_H = env.int("ATTENTION_URGENT_HORIZON_H", default=48)
 

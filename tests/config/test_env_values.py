@@ -1,5 +1,6 @@
-"""The settings refuse a malformed value at start, naming every one at once (config/env_values.py),
-where it was a 500 on every request it touched."""
+"""The settings refuse a malformed or meaningless value at start, naming every one at once
+(config/env_values.py), where it was a 500 on every request it touched, a traceback naming no
+variable, or a value silently other than the one set."""
 
 from __future__ import annotations
 
@@ -76,15 +77,73 @@ def test_rates_in_drfs_notation_are_read(text, limit, period_s):
     assert Rate.parse(text) == Rate(limit=limit, period_ms=period_s * 1000)
 
 
-def test_every_fault_is_named_at_once_with_productions_own_refusals():
-    result = _start(SECRET_KEY="short", API_THROTTLE_RATE="lots", WEBHOOK_DUPLICATE_PARTNER_RATE="10/w")
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("DB_CONN_MAX_AGE", "abc"),
+        ("RECONCILE_BATCH_SIZE", "ten"),
+        ("RECONCILE_BATCH_SIZE", "0"),  # a sweep that takes nothing
+        ("RECONCILE_INTERVAL_S", "nan"),
+        ("RECONCILE_INTERVAL_S", "inf"),
+        ("LIVE_HEARTBEAT_S", "0"),  # the live hub's heartbeat spun, reconnecting pub/sub endlessly
+        ("REDIS_SOCKET_TIMEOUT_S", "0"),  # a non-blocking socket
+        ("TRUSTED_PROXY_COUNT", "-1"),  # an index out of range: a 500 with X-Forwarded-For
+        ("PAYMENTS_READ_TIMEOUT_S", "30s"),  # django-environ read it as 30.0
+        ("DATABASE_URL", "garbage"),  # a KeyError 'ENGINE'
+        ("DATABASE_URL", "mysql://bookings@db.internal/bookings"),  # no engine we run on
+        ("WORKER_METRICS_PORT", "70000"),
+        ("BOOKING_SERVICE_FEE", "abc"),  # every quote a 500
+    ],
+)
+def test_a_malformed_or_meaningless_number_is_refused_naming_its_variable(name, value):
+    result = _start(**{name: value})
 
-    assert _refused(result) == ["API_THROTTLE_RATE", "WEBHOOK_DUPLICATE_PARTNER_RATE", "SECRET_KEY"]
+    assert _refused(result) == [name]
+    assert f"{name} must be " in result.stderr and repr(value) in result.stderr
+
+
+def test_every_fault_is_named_at_once_with_productions_own_refusals():
+    result = _start(
+        SECRET_KEY="short",
+        DB_CONN_MAX_AGE="abc",
+        LIVE_HEARTBEAT_S="0",
+        API_THROTTLE_RATE="lots",
+        WEBHOOK_DUPLICATE_PARTNER_RATE="10/w",
+    )
+
+    assert _refused(result) == [
+        "DB_CONN_MAX_AGE",
+        "API_THROTTLE_RATE",
+        "LIVE_HEARTBEAT_S",
+        "WEBHOOK_DUPLICATE_PARTNER_RATE",
+        "SECRET_KEY",
+    ]
 
 
 @pytest.mark.parametrize("name", ["production", "dev", "test", "bench"])
 def test_every_settings_module_refuses_a_malformed_value(name):
     module = f"config.settings.{name}"
-    result = _start(module=module, PAGE_THROTTLE_RATE="600 per min", ACCOUNT_THROTTLE_RATE="20/w")
+    result = _start(module=module, RECONCILE_BATCH_SIZE="ten", PAGE_THROTTLE_RATE="600 per min")
 
-    assert _refused(result, module) == ["PAGE_THROTTLE_RATE", "ACCOUNT_THROTTLE_RATE"]
+    assert _refused(result, module) == ["PAGE_THROTTLE_RATE", "RECONCILE_BATCH_SIZE"]
+
+
+def test_numbers_are_read_as_written():
+    # django-environ's float strips letters first: 1e1 was 11.0.
+    names = [
+        "PAYMENTS_READ_TIMEOUT_S",
+        "PAYMENTS_CONNECT_TIMEOUT_S",
+        "RECONCILE_BATCH_SIZE",
+        "TRUSTED_PROXY_COUNT",
+    ]
+    code = f"from django.conf import settings as s; print([getattr(s, n) for n in {names}])"
+    result = _start(
+        code,
+        PAYMENTS_READ_TIMEOUT_S="1e1",
+        PAYMENTS_CONNECT_TIMEOUT_S=" 2.5 ",
+        RECONCILE_BATCH_SIZE="500",
+        TRUSTED_PROXY_COUNT="2",
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[10.0, 2.5, 500, 2]"

@@ -22,7 +22,9 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_env_example_documents_every_variable_the_settings_read():
     read = set()
     for module in (ROOT / "config" / "settings").glob("*.py"):
-        read |= set(re.findall(r'env\.(?:str|int|bool|float|list|rate)\("([A-Z_]+)"', module.read_text()))
+        read |= set(
+            re.findall(r'env\.(?:str|int|bool|float|list|rate|decimal)\(\s*"([A-Z_]+)"', module.read_text())
+        )
     documented = set(re.findall(r"^#?\s*([A-Z_]+)=", (ROOT / ".env.example").read_text(), re.M))
     assert read - documented == set()
 
