@@ -14,6 +14,7 @@ from .base import *  # noqa: F403
 from .base import (
     DATABASES,
     METRICS_TOKEN,
+    PROMETHEUS_MULTIPROC_DIR,
     REDIS_URL,
     SANDBOX_STRIPE_API_KEY,
     SANDBOX_STRIPE_WEBHOOK_SECRET,
@@ -22,6 +23,7 @@ from .base import (
     STRIPE_API_KEY,
     STRIPE_WEBHOOK_SECRET,
     VAR_DIR,
+    WORKER_METRICS_PORT,
     env,
 )
 
@@ -41,6 +43,19 @@ def _refusals() -> list[str]:
     # /metrics: behind a bearer token of at least 32 characters, or not served at all.
     if METRICS_TOKEN and (len(METRICS_TOKEN) < 32 or len(set(METRICS_TOKEN)) < 5):
         refused.append("METRICS_TOKEN must be a random value of at least 32 characters.")
+    # A machine's processes (gunicorn's workers, Dramatiq's, the scheduler) count into one
+    # directory that a scrape sums; without it /metrics shows the answering gunicorn worker's own
+    # counts only, never the workers' or the scheduler's, and the workers' port does not open.
+    serving = {"METRICS_TOKEN": METRICS_TOKEN, "WORKER_METRICS_PORT": WORKER_METRICS_PORT}
+    served = " and ".join(name for name, value in serving.items() if value)
+    if served and not PROMETHEUS_MULTIPROC_DIR:
+        refused.append(
+            f"PROMETHEUS_MULTIPROC_DIR must be set where {served} {'are' if ' and ' in served else 'is'} "
+            "set: one directory per machine, in every process's environment, emptied only while "
+            'none of them runs (README, "Deploying"); without it each process counts on its own and '
+            "/metrics shows one gunicorn worker's counts, none of the Dramatiq workers' or the "
+            "scheduler's."
+        )
     if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         refused.append(
             "DATABASE_URL must name the PostgreSQL database every machine shares "

@@ -173,9 +173,14 @@ print(json.dumps({
 """
 
 
-def test_production_answers_the_probes_whatever_name_they_are_asked_by():
+def test_production_answers_the_probes_whatever_name_they_are_asked_by(tmp_path):
     token = secrets.token_urlsafe(32)
-    result = run(["-c", PROBES], ALLOWED_HOSTS="shop.example", METRICS_TOKEN=token)
+    result = run(
+        ["-c", PROBES],
+        ALLOWED_HOSTS="shop.example",
+        METRICS_TOKEN=token,
+        PROMETHEUS_MULTIPROC_DIR=str(tmp_path),
+    )
     assert result.returncode == 0, result.stderr
     seen = json.loads(result.stdout.strip().splitlines()[-1])
 

@@ -326,14 +326,14 @@ def test_production_never_serves_the_metrics_without_a_token():
     assert opened.stdout.strip() == "404"
 
 
-def test_production_asks_for_the_token_it_has():
+def test_production_asks_for_the_token_it_has(tmp_path):
     get = (
         "from django.test import Client; c = Client(); "
         "print(c.get('/metrics', secure=True).status_code, "
         f"c.get('/metrics', secure=True, HTTP_AUTHORIZATION='Bearer {TOKEN}').status_code)"
     )
 
-    answered = _production(get, METRICS_TOKEN=TOKEN)
+    answered = _production(get, METRICS_TOKEN=TOKEN, PROMETHEUS_MULTIPROC_DIR=str(tmp_path))
 
     assert answered.returncode == 0, answered.stderr[-2000:]
     assert answered.stdout.strip() == "401 200"  # 200 whether or not its database answers
@@ -345,6 +345,27 @@ def test_production_refuses_a_weak_metrics_token(token):
 
     assert refused.returncode != 0
     assert "METRICS_TOKEN must be a random value of at least 32 characters" in refused.stderr
+
+
+@pytest.mark.parametrize("serving", [{"METRICS_TOKEN": TOKEN}, {"WORKER_METRICS_PORT": "9464"}])
+def test_production_refuses_metrics_without_one_directory_for_the_machines_processes(serving):
+    # Each process counting on its own, /metrics showed the answering gunicorn worker's counts
+    # only: never a Dramatiq worker's partner calls nor the scheduler's sweeps, one figure per
+    # scrape as the proxy picked a worker.
+    environment = production.environment(**serving)
+    environment.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    refused = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert refused.returncode != 0
+    assert re.findall(r"^- ([A-Z_]+) must ", refused.stderr, re.M) == ["PROMETHEUS_MULTIPROC_DIR"]
+    assert f"PROMETHEUS_MULTIPROC_DIR must be set where {next(iter(serving))} is set" in refused.stderr
 
 
 # --- a source down is left out, never an error ---------------------------------------------------
