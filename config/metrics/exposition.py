@@ -1,7 +1,10 @@
 """The workers' own metrics port, for a machine that runs workers (and the scheduler) without a web
 server: `GET /metrics` on WORKER_METRICS_HOST:WORKER_METRICS_PORT serves what every process of the
-machine wrote into PROMETHEUS_MULTIPROC_DIR, behind the same bearer token as the web's
-(METRICS_TOKEN).
+machine wrote into PROMETHEUS_MULTIPROC_DIR, behind a bearer token of its own
+(WORKER_METRICS_TOKEN), required unless it listens on a loopback address. Not the web's
+METRICS_TOKEN: this port is plain HTTP, and that token, which reads every web machine's /metrics
+(over HTTPS only, docs/design.md "Metrics"), would cross the network in clear with each scrape.
+Production refuses the two equal (config/settings/production.py).
 
 It runs as a fork process of `rundramatiq` (config.metrics.worker asks Dramatiq for it), outside
 Django: it reads the environment only, so it imports nothing of Django's. Off by default: on a
@@ -27,7 +30,8 @@ def bearer_token_matches(authorization: str, token: str) -> bool:
     return scheme.lower() == "bearer" and hmac.compare_digest(offered.strip().encode(), token.encode())
 
 
-def _loopback(host: str) -> bool:
+def loopback(host: str) -> bool:
+    """An address only this machine reaches (not 0.0.0.0, which listens on every interface)."""
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
@@ -80,12 +84,12 @@ def serve() -> int:
     directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
     host = os.environ.get("WORKER_METRICS_HOST", "127.0.0.1")
     port = int(os.environ.get("WORKER_METRICS_PORT", "0") or 0)
-    token = os.environ.get("METRICS_TOKEN", "")
+    token = os.environ.get("WORKER_METRICS_TOKEN", "")
     if not directory or not port:
         logger.error("worker metrics port: PROMETHEUS_MULTIPROC_DIR and WORKER_METRICS_PORT are required")
         return 1
-    if not token and not _loopback(host):
-        logger.error("worker metrics port: refusing to serve on %s without METRICS_TOKEN", host)
+    if not token and not loopback(host):
+        logger.error("worker metrics port: refusing to serve on %s without WORKER_METRICS_TOKEN", host)
         return 1
     server = ThreadingHTTPServer((host, port), partial(_Handler, directory=directory, token=token))
     server.daemon_threads = True

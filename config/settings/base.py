@@ -449,7 +449,10 @@ if PROMETHEUS_MULTIPROC_DIR:
     # Dramatiq's message metrics, into the same directory.
     DRAMATIQ_BROKER["MIDDLEWARE"].append("config.metrics.worker.WorkerMetrics")
 # A machine running workers without a web server: the workers serve the machine's metrics on this
-# port (0: off, as where a web server's /metrics shows them already), behind METRICS_TOKEN.
+# port (0: off, as where a web server's /metrics shows them already), behind a token of their own,
+# required beyond loopback: the port is plain HTTP, where METRICS_TOKEN must never cross
+# (config/metrics/exposition.py, which reads these from the environment).
+WORKER_METRICS_TOKEN = env.str("WORKER_METRICS_TOKEN", default="")
 WORKER_METRICS_HOST = env.str("WORKER_METRICS_HOST", default="127.0.0.1")
 WORKER_METRICS_PORT = env.int("WORKER_METRICS_PORT", default=0, maximum=65535)
 

@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 from config import embedded_redis
 from config.checks import is_loopback_host
+from config.metrics import exposition
 
 from .base import *  # noqa: F403
 from .base import (
@@ -23,7 +24,9 @@ from .base import (
     STRIPE_API_KEY,
     STRIPE_WEBHOOK_SECRET,
     VAR_DIR,
+    WORKER_METRICS_HOST,
     WORKER_METRICS_PORT,
+    WORKER_METRICS_TOKEN,
     env,
 )
 
@@ -43,6 +46,20 @@ def _refusals() -> list[str]:
     # /metrics: behind a bearer token of at least 32 characters, or not served at all.
     if METRICS_TOKEN and (len(METRICS_TOKEN) < 32 or len(set(METRICS_TOKEN)) < 5):
         refused.append("METRICS_TOKEN must be a random value of at least 32 characters.")
+    # The workers' port is plain HTTP: a token of its own, never the one that reads every web
+    # machine's /metrics, and one at all wherever another machine can reach the port.
+    if WORKER_METRICS_TOKEN and WORKER_METRICS_TOKEN == METRICS_TOKEN:
+        refused.append(
+            "WORKER_METRICS_TOKEN must not be METRICS_TOKEN: the workers' port is plain HTTP, where "
+            "the token that reads every web machine's /metrics would cross in clear."
+        )
+    elif WORKER_METRICS_TOKEN and (len(WORKER_METRICS_TOKEN) < 32 or len(set(WORKER_METRICS_TOKEN)) < 5):
+        refused.append("WORKER_METRICS_TOKEN must be a random value of at least 32 characters.")
+    elif WORKER_METRICS_PORT and not WORKER_METRICS_TOKEN and not exposition.loopback(WORKER_METRICS_HOST):
+        refused.append(
+            f"WORKER_METRICS_TOKEN must be set where WORKER_METRICS_HOST ({WORKER_METRICS_HOST}) is "
+            "not a loopback address: a random value of at least 32 characters, not METRICS_TOKEN."
+        )
     # A machine's processes (gunicorn's workers, Dramatiq's, the scheduler) count into one
     # directory that a scrape sums; without it /metrics shows the answering gunicorn worker's own
     # counts only, never the workers' or the scheduler's, and the workers' port does not open.

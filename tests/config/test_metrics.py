@@ -368,6 +368,96 @@ def test_production_refuses_metrics_without_one_directory_for_the_machines_proce
     assert f"PROMETHEUS_MULTIPROC_DIR must be set where {next(iter(serving))} is set" in refused.stderr
 
 
+WORKER_TOKEN = "worker-metrics-test-token-0123456789abcdefghijklmnop"
+
+
+def _worker_port(tmp_path: Path, **env: str) -> subprocess.Popen:
+    """The workers' metrics port (config.metrics.exposition) as Dramatiq forks it, on its own."""
+    environment = {k: v for k, v in os.environ.items() if "METRICS" not in k}
+    environment.update(PROMETHEUS_MULTIPROC_DIR=str(tmp_path), PYTHONPATH=str(ROOT), **env)
+    code = "import sys; from config.metrics import exposition; sys.exit(exposition.serve())"
+    return subprocess.Popen(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def test_the_workers_port_takes_its_own_token_never_the_webs(tmp_path):
+    # It is plain HTTP: the web's token, which reads every web machine's /metrics, crossed in clear
+    # with each scrape of it (production refuses /metrics over HTTP for that reason).
+    port = free_port()
+    server = _worker_port(
+        tmp_path, WORKER_METRICS_PORT=str(port), METRICS_TOKEN=TOKEN, WORKER_METRICS_TOKEN=WORKER_TOKEN
+    )
+    try:
+        url = f"http://127.0.0.1:{port}/metrics"
+        answered = wait_until(
+            lambda: _get(url, {"Authorization": f"Bearer {WORKER_TOKEN}"}),
+            what="the workers' metrics port",
+            timeout_s=20,
+            interval_s=0.1,
+        )
+        with_the_webs = requests.get(url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10)
+    finally:
+        server.kill()
+        server.wait()
+
+    assert answered.status_code == 200
+    assert with_the_webs.status_code == 401
+
+
+def test_the_workers_port_does_not_open_beyond_loopback_without_its_own_token(tmp_path):
+    server = _worker_port(
+        tmp_path, WORKER_METRICS_HOST="0.0.0.0", WORKER_METRICS_PORT=str(free_port()), METRICS_TOKEN=TOKEN
+    )
+    try:
+        _, stderr = server.communicate(timeout=20)
+    finally:
+        server.kill()
+
+    assert server.returncode == 1
+    assert b"without WORKER_METRICS_TOKEN" in stderr
+
+
+@pytest.mark.parametrize(
+    ("env", "said"),
+    [
+        ({"WORKER_METRICS_TOKEN": TOKEN}, "WORKER_METRICS_TOKEN must not be METRICS_TOKEN"),
+        ({"WORKER_METRICS_TOKEN": "short"}, "WORKER_METRICS_TOKEN must be a random value"),
+        ({"WORKER_METRICS_HOST": "10.0.0.5"}, "WORKER_METRICS_TOKEN must be set where WORKER_METRICS_HOST"),
+    ],
+)
+def test_production_refuses_a_workers_port_token_the_web_shares_or_none_beyond_loopback(tmp_path, env, said):
+    serving = {
+        "METRICS_TOKEN": TOKEN,
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path),
+        "WORKER_METRICS_PORT": "9464",
+    }
+
+    refused = _production("print('started')", **serving, **env)
+
+    assert refused.returncode != 0
+    assert re.findall(r"^- ([A-Z_]+) must ", refused.stderr, re.M) == ["WORKER_METRICS_TOKEN"]
+    assert said in refused.stderr
+
+
+def test_production_starts_with_a_workers_port_token_of_its_own(tmp_path):
+    serving = {
+        "METRICS_TOKEN": TOKEN,
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path),
+        "WORKER_METRICS_PORT": "9464",
+    }
+
+    started = _production(
+        "print('started')", **serving, WORKER_METRICS_HOST="10.0.0.5", WORKER_METRICS_TOKEN=WORKER_TOKEN
+    )
+
+    assert started.returncode == 0, started.stderr[-2000:]
+
+
 # --- a source down is left out, never an error ---------------------------------------------------
 @pytest.mark.django_db
 def test_redis_down_the_database_figures_still_answer(client, open_metrics, broker, monkeypatch):
@@ -499,6 +589,7 @@ def stack(tmp_path: Path) -> Iterator[ProjectProcesses]:
             "REDIS_URL": redis_server.url,
             "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
             "METRICS_TOKEN": TOKEN,
+            "WORKER_METRICS_TOKEN": WORKER_TOKEN,
             "LOG_FORMAT": "json",
             "PARTNER_QUEUE_REFRESH_S": "1",
         },
@@ -600,12 +691,15 @@ def test_every_process_of_the_machine_in_one_scrape(transactional_db, stack, tmp
         unauthorized = requests.get(f"{base}/metrics", timeout=10)
         # Dramatiq starts its fork processes once its workers have booted.
         from_workers = wait_until(
-            lambda: _get(f"http://127.0.0.1:{worker_port}/metrics", scraper.headers),
+            lambda: _get(
+                f"http://127.0.0.1:{worker_port}/metrics", {"Authorization": f"Bearer {WORKER_TOKEN}"}
+            ),
             what="the workers' metrics port",
             timeout_s=30,
             interval_s=0.2,
         )
         refused_by_workers = requests.get(f"http://127.0.0.1:{worker_port}/metrics", timeout=10)
+        webs_token_at_workers = scraper.get(f"http://127.0.0.1:{worker_port}/metrics", timeout=10)
     finally:
         sandbox.kill()
 
@@ -633,8 +727,10 @@ def test_every_process_of_the_machine_in_one_scrape(transactional_db, stack, tmp
             == 1.0
         )
     assert unauthorized.status_code == 401
-    # The workers' own port: the same directory, behind the same token.
+    # The workers' own port: the same directory, behind a token of its own (plain HTTP: the web's
+    # must never cross it).
     assert refused_by_workers.status_code == 401
+    assert webs_token_at_workers.status_code == 401
     assert from_workers.status_code == 200
     worker_view = from_workers.text
     assert (
