@@ -6,8 +6,6 @@ Each variable read here is documented in `.env.example`.
 from datetime import timedelta
 from pathlib import Path
 
-from django.core.exceptions import ImproperlyConfigured
-
 from config import embedded_redis, env_file, env_values, raw_errors, refund_approval
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
@@ -402,7 +400,8 @@ LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
 # kv: key=value lines; json: one JSON object per line, for log shippers (config/logging.py).
 LOG_FORMAT = env.str("LOG_FORMAT", default="kv")
 if LOG_FORMAT not in ("kv", "json"):
-    raise ImproperlyConfigured(f"LOG_FORMAT must be kv or json, not {LOG_FORMAT!r}")
+    env.refuse(f"LOG_FORMAT must be kv or json, not {LOG_FORMAT!r}.")
+    LOG_FORMAT = "kv"  # until env.check refuses to start
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

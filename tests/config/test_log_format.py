@@ -139,7 +139,12 @@ def test_an_unknown_log_format_is_refused_at_start():
     done = subprocess.run(
         [sys.executable, "-c", "import django; django.setup()"],
         cwd=ROOT,
-        env={**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.test", "LOG_FORMAT": "yaml"},
+        env={
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "config.settings.test",
+            "LOG_FORMAT": "yaml",
+            "LIVE_HEARTBEAT_S": "0",
+        },
         capture_output=True,
         text=True,
         timeout=60,
@@ -147,6 +152,8 @@ def test_an_unknown_log_format_is_refused_at_start():
 
     assert done.returncode != 0
     assert "LOG_FORMAT must be kv or json, not 'yaml'" in done.stderr
+    # In the one refusal, with the settings' other faults (config/env_values.py).
+    assert "- LIVE_HEARTBEAT_S must be a number above 0" in done.stderr
 
 
 # --- LOG_FORMAT from the .env file: gunicorn's and uvicorn's own lines too ----------------------
