@@ -17,6 +17,9 @@
   `HEALTHZ_CLOCK_SKEW_WARN_S` off Redis's is reported under `"warnings"` without failing it.
 
 All ask afresh on every call, so they turn 200 again by themselves once the dependency is back.
+Each answers HEAD (a load balancer's check, `curl -I`) and OPTIONS (HAProxy's `option httpchk`
+unless told otherwise) as its GET, the latter with `Allow`; any other method is a 405 in the one
+error shape.
 
 The database answering a read is not enough: one that refuses writes (its disk full, read-only)
 refuses every booking. On PostgreSQL the probe's one query asks whether the server takes writes
@@ -49,12 +52,12 @@ import redis
 from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
-from django.views.decorators.http import require_GET
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from config import database_errors
 from config.logging import AtMostEvery, one_line
+from config.methods import allow
 
 logger = logging.getLogger(__name__)
 
@@ -178,12 +181,17 @@ def _unavailable(body: dict) -> JsonResponse:
     return response
 
 
-@require_GET
+# HEAD as GET (a load balancer's check, `curl -I`), and OPTIONS too, answered as GET with `Allow`:
+# HAProxy's `option httpchk` sends OPTIONS unless told otherwise, and must see the 503 as well.
+PROBE_METHODS = ("GET", "HEAD", "OPTIONS")
+
+
+@allow(*PROBE_METHODS)
 def livez(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"status": "ok"})
 
 
-@require_GET
+@allow(*PROBE_METHODS)
 def readyz(request: HttpRequest) -> JsonResponse:
     database = _database_ok(remembered=False)
     broker_pool = dramatiq.get_broker().client.connection_pool
@@ -192,7 +200,7 @@ def readyz(request: HttpRequest) -> JsonResponse:
     return JsonResponse(body) if database else _unavailable(body)
 
 
-@require_GET
+@allow(*PROBE_METHODS)
 def healthz(request: HttpRequest) -> JsonResponse:
     database = _database_ok()
     broker, skew = _broker_check(_probe_client(dramatiq.get_broker().client.connection_pool))

@@ -25,7 +25,6 @@ from django.urls import reverse_lazy
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET, require_http_methods
 from django_htmx.http import HttpResponseClientRefresh
 
 from bookings import customer_view, selectors, services
@@ -35,6 +34,7 @@ from bookings.pricing import offer_unavailable, start_has_passed
 from bookings.states import did_not_go_ahead
 from bookings.web.forms import BookForm, CancelForm, PasswordResetForm, SignUpForm, StayForm
 from config.errors import ApplicationError, NotFound
+from config.methods import READS, allow
 
 PAGE_SIZE = 10
 # `login()` must name a backend when several are configured (the brute-force guard is one).
@@ -68,14 +68,14 @@ def booking_key(quote: Quote) -> str:
 
 
 # --- offers and quotes ------------------------------------------------------------------------
-@require_GET
+@allow("GET")
 def offer_list(request: HttpRequest) -> HttpResponse:
     page = _page(request, selectors.bookable_offers())
     return render(request, "web/offers/list.html", {"page": page})
 
 
 @login_required
-@require_http_methods(["GET", "POST"])
+@allow("GET", "POST")
 def offer_stay(request: HttpRequest, offer_id: int) -> HttpResponse:
     """Choose dates and guests; the price is locked in a quote."""
     offer = get_object_or_404(selectors.bookable_offers(), pk=offer_id)
@@ -129,7 +129,7 @@ def _stay_of(quote: Quote) -> StayForm:
 
 @login_required
 @never_cache
-@require_GET
+@allow("GET")
 @_missing_is_404
 def quote_detail(request: HttpRequest, quote_id: UUID) -> HttpResponse:
     """The price, how long it holds, and the one Book button."""
@@ -138,7 +138,7 @@ def quote_detail(request: HttpRequest, quote_id: UUID) -> HttpResponse:
 
 
 @login_required
-@require_http_methods(["GET", "POST"])
+@allow("GET", "POST")
 @_missing_is_404
 def quote_book(request: HttpRequest, quote_id: UUID) -> HttpResponse:
     """Book, as `POST /api/v1/bookings` with the quote: one booking however often it is sent
@@ -147,7 +147,7 @@ def quote_book(request: HttpRequest, quote_id: UUID) -> HttpResponse:
     A GET is where the login sends a customer whose session ended before they clicked Book
     (`next` is this URL, the POST's form is gone): back to the quote's page, to book from there.
     """
-    if request.method == "GET":
+    if request.method in READS:  # a HEAD books nothing either
         return redirect("web:quote", quote_id=quote_id)
     quote = selectors.customer_quote(customer=request.user, quote_id=quote_id)
     form = BookForm(request.POST)
@@ -183,7 +183,7 @@ def _did_not_go_ahead(booking: Booking) -> bool:
 
 @login_required
 @never_cache
-@require_GET
+@allow("GET")
 def booking_list(request: HttpRequest) -> HttpResponse:
     page = _page(request, selectors.customer_bookings(customer=request.user))
     return render(request, "web/bookings/list.html", {"page": page})
@@ -208,7 +208,7 @@ def _progress_context(progress: selectors.BookingProgress) -> dict[str, object]:
 
 @login_required
 @never_cache
-@require_GET
+@allow("GET")
 @_missing_is_404
 def booking_detail(request: HttpRequest, reference: str) -> HttpResponse:
     """The booking's progress: its status in words, the steps so far, what happens next."""
@@ -217,7 +217,7 @@ def booking_detail(request: HttpRequest, reference: str) -> HttpResponse:
 
 
 @never_cache
-@require_GET
+@allow("GET")
 @_missing_is_404
 def booking_status(request: HttpRequest, reference: str) -> HttpResponse:
     """The booking page's status, steps and poller, for the page's poll (htmx) to swap in.
@@ -241,7 +241,7 @@ def booking_status(request: HttpRequest, reference: str) -> HttpResponse:
 
 @login_required
 @never_cache
-@require_http_methods(["GET", "POST"])
+@allow("GET", "POST")
 @_missing_is_404
 def booking_cancel(request: HttpRequest, reference: str) -> HttpResponse:
     """What cancelling will do, then the cancellation itself."""
@@ -274,7 +274,7 @@ def booking_cancel(request: HttpRequest, reference: str) -> HttpResponse:
 
 
 # --- accounts ---------------------------------------------------------------------------------
-@require_http_methods(["GET", "POST"])
+@allow("GET", "POST")
 def signup(request: HttpRequest) -> HttpResponse:
     form = SignUpForm(_posted(request))
     next_url = request.POST.get("next") or request.GET.get("next", "")

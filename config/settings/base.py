@@ -70,11 +70,15 @@ MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
     # Django's, without APPEND_SLASH's redirect for a machine client's write.
     "config.middleware.CommonMiddleware",
+    # Before CSRF: a method a page never takes (a PUT, a DELETE) is its 405 page, not "expired".
+    "config.methods.MethodsMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     # After authentication: the customer pages' writes are counted per user (config.throttling).
     "config.throttling.PageRateLimitMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    # After messages: a HEAD leaves the page's messages for the GET that shows them.
+    "config.methods.HeadLeavesMessagesMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # request.htmx: the customer pages' fragments know when htmx asks for them.
     "django_htmx.middleware.HtmxMiddleware",

@@ -1,4 +1,4 @@
-"""`GET /metrics`: every figure for Prometheus, in its text format (OpenMetrics when asked for).
+"""`GET /metrics` (or HEAD): every figure for Prometheus, in its text format (OpenMetrics when asked for).
 
 Who may read it: with METRICS_TOKEN set, a request that sends `Authorization: Bearer <token>`
 (anything else is a 401 in the one error shape); without a token, everybody where METRICS_OPEN
@@ -13,13 +13,13 @@ from collections.abc import Iterable
 from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.core import Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from config.errors import error_response
+from config.methods import allow
 from config.metrics import dead_processes, events
 from config.metrics.exposition import bearer_token_matches
 from reconciliation.metrics.collector import StateCollector
@@ -48,7 +48,7 @@ def registry() -> CollectorRegistry:
 
 
 @never_cache
-@require_GET
+@allow("GET")  # and HEAD
 def metrics(request: HttpRequest) -> HttpResponse:
     if settings.METRICS_TOKEN:
         if not bearer_token_matches(request.headers.get("Authorization", ""), settings.METRICS_TOKEN):
