@@ -292,6 +292,9 @@ REST_FRAMEWORK = {
     # Rate limits are config.throttling's middleware: atomic, and before authentication.
     "DEFAULT_THROTTLE_CLASSES": [],
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
+    # No `?format=` override: with one renderer, any format but json was DRF's 404 "Not found."
+    # before authentication (a booking that exists said it did not). The schema keeps its own.
+    "URL_FORMAT_OVERRIDE": None,
 }
 # --- HTTP edge: client addresses, body size, rate limits -----------------------------------
 # Reverse proxies in front of the web server that append the client's address to

@@ -1775,3 +1775,31 @@ def test_a_cancel_with_a_form_body_is_refused_as_not_json(api_client, customer):
     assert response.status_code == 415
     assert response.json()["error"]["code"] == "unsupported_media_type"
     assert booking.status == S.CONFIRMED
+
+
+# --- `?format=` is the customer's own query, never a renderer's ----------------------------------
+@pytest.mark.parametrize("given", ["xml", "api", "csv", "json"])
+def test_a_format_in_the_query_changes_nothing_of_the_answer(api_client, customer, offer, given):
+    """DRF's `?format=` override answered any format but json `404 Not found.`, before
+    authentication: a booking that exists said it did not, and a booking was refused."""
+    booking = BookingFactory(customer=customer, offer=offer)
+
+    read = api_client.get(f"{BOOKINGS_URL}/{booking.reference}", {"format": given})
+    created = api_client.post(
+        f"{BOOKINGS_URL}?format={given}", stay_body(offer), format="json", headers={"Idempotency-Key": "f-1"}
+    )
+    anonymous = APIClient().get(f"{BOOKINGS_URL}/{booking.reference}", {"format": given})
+
+    assert (read.status_code, read["Content-Type"]) == (200, "application/json")
+    assert read.json()["reference"] == booking.reference
+    assert created.status_code == 202 and created.json()["reference"] != booking.reference
+    assert anonymous.status_code == 401
+
+
+@pytest.mark.django_db
+def test_the_schema_still_takes_its_format_in_the_query():
+    as_json, as_yaml = (APIClient().get("/api/schema/", {"format": kind}) for kind in ("json", "yaml"))
+
+    assert as_json["Content-Type"].startswith("application/vnd.oai.openapi+json")
+    assert as_yaml["Content-Type"].startswith("application/vnd.oai.openapi")
+    assert as_json.json()["openapi"] == "3.0.3" and as_yaml.content.startswith(b"openapi: 3.0.3")
