@@ -370,24 +370,42 @@ class ActionCommand(JsonCommand):
         results: list[dict[str, Any]],
         json: bool,
     ) -> CommandError | None:
-        """What ends a run that `exc` stopped at `shown` (`left` targets after it not tried),
-        keeping what it did before: in --json, its results beside the error. An outage (the
-        database or our Redis not answering) is said in a line, `service_unavailable`; None for
-        anything else, a bug, raised as it is after its JSON."""
-        where = f"{self.label(shown)}: the run stopped here" + (
-            f", {left} after it not tried" if left else ""
+        """What ends a run that `exc` stopped at `shown` (`run_stopped`)."""
+        return run_stopped(
+            self, exc, self.label(shown), left=left, report={"token": token, "results": results}, json=json
         )
-        where += " (its timeline says what was recorded)"
-        outage = unavailable_error(exc)
-        error = unavailable(f"{where}: {outage}") if outage is not None else None
-        if json:
-            said = (
-                command_error_body(error)
-                if error is not None
-                else error_body(COMMAND_ERROR, f"{where}: {one_line(exc)}")
-            )
-            dump(self, {"token": token, "results": results, **said})
-        return error
+
+
+def run_stopped(
+    command: JsonCommand,
+    exc: Exception,
+    label: str,
+    *,
+    left: int,
+    report: dict[str, Any],
+    json: bool,
+    recorded: str = "its timeline says what was recorded",
+) -> CommandError | None:
+    """What ends a run that `exc` stopped at the target `label` (`left` targets after it not
+    tried), keeping what it did before: in --json, its `report` (the run's token, its results so
+    far) beside the error. An outage (the database or our Redis not answering) is said in a line,
+    `service_unavailable`, with the token to run it again by (what it did is not done twice);
+    None for anything else, a bug, raised as it is after its JSON."""
+    where = f"{label}: the run stopped here" + (f", {left} after it not tried" if left else "")
+    where += f" ({recorded})"
+    outage = unavailable_error(exc)
+    error = None
+    if outage is not None:
+        again = f"Run the same command again with --token {report['token']}: what it did is not done twice."
+        error = unavailable(f"{where}: {outage} {again}")
+    if json:
+        said = (
+            command_error_body(error)
+            if error is not None
+            else error_body(COMMAND_ERROR, f"{where}: {one_line(exc)}")
+        )
+        dump(command, {**report, **said})
+    return error
 
 
 class BookingActionCommand(ActionCommand):

@@ -16,6 +16,7 @@ from reconciliation.management.commands._ops import (
     progress_over,
     require,
     rows_table,
+    run_stopped,
     token_from,
 )
 from reconciliation.services import support
@@ -48,65 +49,43 @@ class Command(JsonCommand):
         require(operator, support.REPLAY_PERMISSION)
         # An id past our ids' range is "no such event", never sent to the database to overflow.
         wanted = {text: row_id(text) for text in options["ids"]}
-        events = {
+        found = {
             e.pk: e
             for e in InboundEvent.objects.select_related("partner", "booking").filter(
                 pk__in=[pk for pk in wanted.values() if pk is not None]
             )
         }
-        missing = [text for text, pk in wanted.items() if pk not in events]
+        missing = [text for text, pk in wanted.items() if pk not in found]
         if missing:
             raise NotFound(f"No inbound event {', '.join(missing)}.")
+        # Replayed in the order given: the report, and where an outage stopped the run, read so.
+        events = {pk: found[pk] for pk in wanted.values() if pk is not None}
         batch = [support.target_key(event) for event in events.values()]
-        rows = []
+        rows: list[dict] = []
         with progress_over(self, list(events.values()), "replaying") as step:
-            for event in events.values():
-                entry = {
-                    "inbound_event": event.pk,
-                    "event_id": event.event_id,
-                    "partner": event.partner.code,
-                    "verifies": support.inbound_event_reverify(event),
-                }
-                if options["dry_run"]:  # the replay's own question: what it would refuse, and why
-                    refused = support.inbound_event_replay_refusal(event)
-                    entry["refusal"] = (
-                        None if refused is None else {"code": refused.code, "message": refused.message}
+            for number, event in enumerate(events.values()):
+                try:
+                    rows.append(self._replayed(event, operator, token, batch, options["dry_run"]))
+                except Exception as exc:  # an outage, or a bug: the run stops here, keeping what it did
+                    if not options["json"]:
+                        self._print(rows, options["dry_run"])
+                    outage = run_stopped(
+                        self,
+                        exc,
+                        f"inbound event #{event.pk}",
+                        left=len(events) - number - 1,
+                        report={"dry_run": options["dry_run"], "token": token, "results": rows},
+                        json=options["json"],
+                        recorded="its state in the console says whether it was replayed",
                     )
-                else:
-                    try:
-                        entry.update(
-                            support.support_replay_inbound(
-                                event_id=event.pk, operator=operator, token=token, batch=batch
-                            ).as_dict()
-                        )
-                    except ApplicationError as exc:
-                        entry["error"] = {"code": exc.code, "message": exc.message}
-                rows.append(entry)
+                    if outage is None:
+                        raise  # a bug, as it is
+                    raise outage from exc
                 step()
         if options["json"]:
             dump(self, {"dry_run": options["dry_run"], "token": token, "results": rows})
         else:
-            console_for(self).print(
-                rows_table(
-                    "Stored webhooks" + (" (re-verify only)" if options["dry_run"] else ""),
-                    ["#", "partner", "event id", "signature", "state", "result", "booking", "message"],
-                    [
-                        (
-                            r["inbound_event"],
-                            r["partner"],
-                            r["event_id"],
-                            "verifies" if r["verifies"] else "DOES NOT VERIFY",
-                            r.get("state", ""),
-                            r.get("result", ""),
-                            r.get("booking", ""),
-                            r.get("message", "")
-                            or (r.get("error") or r.get("refusal") or {}).get("message", "")
-                            or ("would be replayed" if options["dry_run"] else ""),
-                        )
-                        for r in rows
-                    ],
-                )
-            )
+            self._print(rows, options["dry_run"])
         if options["dry_run"]:  # as the replay would exit: non-zero when it would refuse any
             refusals = [r["refusal"]["message"] for r in rows if r["refusal"]]
             if refusals and len(refusals) == len(rows):
@@ -123,3 +102,50 @@ class Command(JsonCommand):
             raise CommandError("Nothing was replayed.")
         if refused:  # a cron job must not read success while some deliveries stay unapplied
             raise CommandError(f"{refused} of {len(rows)} not replayed, the others replayed.")
+
+    def _replayed(
+        self, event: InboundEvent, operator: support.Operator, token: str, batch: list[str], dry_run: bool
+    ) -> dict:
+        """One event's row: its replay's result or refusal (on a dry run, what the replay would say)."""
+        entry = {
+            "inbound_event": event.pk,
+            "event_id": event.event_id,
+            "partner": event.partner.code,
+            "verifies": support.inbound_event_reverify(event),
+        }
+        if dry_run:  # the replay's own question: what it would refuse, and why
+            refused = support.inbound_event_replay_refusal(event)
+            entry["refusal"] = None if refused is None else {"code": refused.code, "message": refused.message}
+            return entry
+        try:
+            entry.update(
+                support.support_replay_inbound(
+                    event_id=event.pk, operator=operator, token=token, batch=batch
+                ).as_dict()
+            )
+        except ApplicationError as exc:
+            entry["error"] = {"code": exc.code, "message": exc.message}
+        return entry
+
+    def _print(self, rows: list[dict], dry_run: bool) -> None:
+        console_for(self).print(
+            rows_table(
+                "Stored webhooks" + (" (re-verify only)" if dry_run else ""),
+                ["#", "partner", "event id", "signature", "state", "result", "booking", "message"],
+                [
+                    (
+                        r["inbound_event"],
+                        r["partner"],
+                        r["event_id"],
+                        "verifies" if r["verifies"] else "DOES NOT VERIFY",
+                        r.get("state", ""),
+                        r.get("result", ""),
+                        r.get("booking", ""),
+                        r.get("message", "")
+                        or (r.get("error") or r.get("refusal") or {}).get("message", "")
+                        or ("would be replayed" if dry_run else ""),
+                    )
+                    for r in rows
+                ],
+            )
+        )

@@ -4,6 +4,7 @@ used for another ask is refused: `once.claim_token`)."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -58,6 +59,12 @@ def inbound_event_replay_refusal(event: InboundEvent) -> ApplicationError | None
     return replay_refusal(event)
 
 
+def _forget(replay_key: str) -> None:
+    # Our Redis gone too: the claim lapses with its TTL, and the error said is the first one.
+    with contextlib.suppress(redis.RedisError):
+        cache.delete(replay_key)
+
+
 def support_replay_inbound(
     *, event_id: int, operator: Operator, token: str, batch: Sequence[str] = ()
 ) -> ReplayResult:
@@ -88,8 +95,11 @@ def support_replay_inbound(
     before = Booking.objects.filter(pk=named).values_list("status", flat=True).first() if named else None
     try:
         replayed = inbound_event_replay(event.pk, actor_label=operator.label)
-    except ApplicationError:
-        cache.delete(replay_key)  # refused, nothing replayed: the same ask may try again, and is told so
+    except Exception:
+        # Refused, or cut short (the database gone): not known replayed, so the same ask may try
+        # again (the one door ignores what it already holds), and is told so; kept, the claim
+        # answered that run "already replayed" for a delivery still unapplied.
+        _forget(replay_key)
         raise
     if replayed.booking_id:
         with transaction.atomic():
