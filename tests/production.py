@@ -6,6 +6,11 @@ from __future__ import annotations
 
 import os
 import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # What production refuses to start without, beside SECRET_KEY; a test drops one to see it refused.
 REQUIRED = {
@@ -32,3 +37,16 @@ def environment(**overrides: str) -> dict[str, str]:
     if os.environ.get("REDIS_URL"):
         environ["REDIS_URL"] = os.environ["REDIS_URL"]
     return {**environ, **overrides}
+
+
+def start_django(code: str, **env: str) -> subprocess.CompletedProcess:
+    """Run `code` in a new process after `django.setup()` with `env` (its settings module
+    included): how a test sees settings start, or refuse to."""
+    return subprocess.run(
+        [sys.executable, "-c", f"import django; django.setup(); {code}"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -29,16 +28,7 @@ RATES = [
 
 
 def _start(code: str = "print('started')", *, module: str = "config.settings.production", **env: str):
-    environment = production.environment(**env)
-    environment["DJANGO_SETTINGS_MODULE"] = module
-    return subprocess.run(
-        [sys.executable, "-c", f"import django; django.setup(); {code}"],
-        cwd=ROOT,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return production.start_django(code, **production.environment(**env, DJANGO_SETTINGS_MODULE=module))
 
 
 def _refused(result: subprocess.CompletedProcess, module: str = "config.settings.production") -> list[str]:

@@ -306,15 +306,7 @@ def test_the_bearer_token_reads_the_metrics(client, settings, broker):
 
 
 def _production(code: str, **env: str) -> subprocess.CompletedProcess:
-    environment = production.environment(ALLOWED_HOSTS="testserver", **env)
-    return subprocess.run(
-        [sys.executable, "-c", f"import django; django.setup(); {code}"],
-        cwd=ROOT,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return production.start_django(code, **production.environment(ALLOWED_HOSTS="testserver", **env))
 
 
 def test_production_never_serves_the_metrics_without_a_token():
