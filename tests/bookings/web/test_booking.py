@@ -17,7 +17,7 @@ from bookings.selectors import confirmation_times_cache_key
 from bookings.states import BookingState, CustomerMessage
 from bookings.timeline import record_event
 from bookings.web.views import booking_key
-from tests.factories import PASSWORD, BookingFactory, QuoteFactory
+from tests.factories import PASSWORD, BookingFactory, OfferFactory, QuoteFactory
 from tests.helpers import queued_messages
 
 from .conftest import htmx
@@ -790,3 +790,14 @@ def test_a_poll_costs_four_queries(web, customer, offer, django_assert_num_queri
         response = htmx(web, f"/bookings/{booking.reference}/status/", seen="old")
 
     assert response.status_code == 200
+
+
+def test_a_yen_quotes_page_tells_whole_yen_on_its_book_button_too(web, customer):
+    """Reviewer: the summary said "15000 JPY" and the Book button under it "Book for 15000.00 JPY"."""
+    offer = OfferFactory(currency="JPY", unit_price=Decimal("5000.00"))
+    quote = QuoteFactory(customer=customer, offer=offer, total_price=Decimal("15000.00"), currency="JPY")
+
+    page = web.get(f"/quotes/{quote.pk}/").content.decode()
+
+    assert "Book for 15000 JPY" in page
+    assert "15000.00" not in page
