@@ -71,6 +71,12 @@ def _machines_path(request: HttpRequest) -> bool:
     return request.path_info.startswith(JSON_CLIENT_PATHS) or request.path_info in PROBE_PATHS
 
 
+def _own_answer(request: HttpRequest) -> bool:
+    """Paths that keep their own 405: the machines' (JSON) and the support console's (Django's
+    admin, whose people are not the customers the site's 405 page speaks to)."""
+    return _machines_path(request) or request.path_info.startswith("/admin/")
+
+
 def allowed_methods(view_func: View) -> tuple[str, ...] | None:
     """What a view takes, where it says: `allow`'s mark, or a class-based view's handlers (as
     `View.options` lists them, HEAD with GET as `View.setup` adds it); None when it does not."""
@@ -89,8 +95,9 @@ def allowed_methods(view_func: View) -> tuple[str, ...] | None:
 
 class MethodsMiddleware:
     """A method a page does not take is the site's 405 page with `Allow`: refused before CSRF when
-    the view says what it takes, and Django's empty 405 of any other view (the console's) replaced.
-    The machines' paths keep their own answers (DRF's, the webhook receivers', `allow`'s).
+    the view says what it takes, and Django's empty 405 of any other page's view replaced. The
+    machines' paths keep their own answers (DRF's, the webhook receivers', `allow`'s), and the
+    support console Django's own.
 
     Before CsrfViewMiddleware, whose `process_view` would refuse a PUT or DELETE first."""
 
@@ -99,14 +106,14 @@ class MethodsMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         response = self.get_response(request)
-        if isinstance(response, HttpResponseNotAllowed) and not _machines_path(request):
+        if isinstance(response, HttpResponseNotAllowed) and not _own_answer(request):
             allowed = [method.strip() for method in response["Allow"].split(",") if method.strip()]
             return method_not_allowed(request, allowed)
         return response
 
     def process_view(self, request: HttpRequest, view_func: View, args, kwargs) -> HttpResponse | None:
         allowed = allowed_methods(view_func)
-        if allowed is None or request.method in allowed or _machines_path(request):
+        if allowed is None or request.method in allowed or _own_answer(request):
             return None
         return method_not_allowed(request, allowed)
 

@@ -97,3 +97,13 @@ def test_a_method_a_page_never_takes_is_405_before_csrf_asks_for_a_token(db, url
 
     assert (answer.status_code, answer["Allow"]) == (405, allowed)
     assert "This page cannot do that" in answer.content.decode()
+
+
+def test_the_support_console_keeps_its_own_405_not_the_customers_page(admin_client):
+    """The 405 page speaks to customers ("nothing was booked", links to their bookings): a method
+    the console does not take is Django's own answer there."""
+    answer = admin_client.get("/admin/logout/")
+
+    assert answer.status_code == 405
+    assert "POST" in answer["Allow"]
+    assert "This page cannot do that" not in answer.content.decode()
