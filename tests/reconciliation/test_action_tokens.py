@@ -208,3 +208,35 @@ def test_replay_with_a_token_used_for_another_webhook_is_refused(partner, make_b
     assert row["error"]["code"] == "token_reused"
     second.refresh_from_db()
     assert second.state == InboundState.FAILED  # not replayed
+
+
+def test_a_replay_cut_short_before_its_support_row_replays_again_with_the_same_token(
+    partner, make_booking, monkeypatch
+):
+    """The database went between the replay and its row on the timeline: the run with the same
+    token replays again (the one door ignores what it already holds) and writes the row, rather
+    than answering "already replayed" for a replay the timeline never shows."""
+    from django.db import OperationalError
+
+    from reconciliation.services.support import replay
+    from tests.reconciliation.test_admin import _signed_inbound
+
+    booking = make_booking(status=S.PENDING_PARTNER)
+    event = _signed_inbound(partner, booking.reference)
+    record = replay._record_replayed
+
+    def database_gone(*args, **kwargs):
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(replay, "_record_replayed", database_gone)
+    with pytest.raises(OperationalError):
+        support.support_replay_inbound(event_id=event.pk, operator=support.Operator.shell(), token="r-cut")
+    assert not booking.events.filter(kind="support.webhook_replayed").exists()
+
+    monkeypatch.setattr(replay, "_record_replayed", record)
+    again = support.support_replay_inbound(
+        event_id=event.pk, operator=support.Operator.shell(), token="r-cut"
+    )
+
+    assert again.performed
+    assert booking.events.filter(kind="support.webhook_replayed").count() == 1

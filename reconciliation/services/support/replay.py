@@ -8,6 +8,7 @@ import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+from uuid import UUID
 
 import redis
 from django.core.cache import cache
@@ -65,6 +66,28 @@ def _forget(replay_key: str) -> None:
         cache.delete(replay_key)
 
 
+def _record_replayed(
+    replayed: InboundEvent, *, operator: Operator, token: str, named: UUID | None, before: str | None
+) -> None:
+    """The replay's row on its booking's timeline: from the state the replay found (read before it
+    moved the booking), or, for a booking the processing found otherwise (linked meanwhile), its
+    state as it is now."""
+    with transaction.atomic():
+        booking = lock_booking(replayed.booking_id)
+        found = before if replayed.booking_id == named and before else booking.status
+        record_event(
+            booking,
+            "support.webhook_replayed",
+            actor=Actor.SUPPORT,
+            actor_label=operator.label,
+            summary=f"Webhook {replayed.event_id} replayed by {operator.label}: {replayed.result}",
+            from_state=found,
+            to_state=booking.status,
+            partner_time=replayed.partner_timestamp,
+            data={"action_token": token, "inbound_event_id": replayed.pk, "result": replayed.result},
+        )
+
+
 def support_replay_inbound(
     *, event_id: int, operator: Operator, token: str, batch: Sequence[str] = ()
 ) -> ReplayResult:
@@ -95,28 +118,15 @@ def support_replay_inbound(
     before = Booking.objects.filter(pk=named).values_list("status", flat=True).first() if named else None
     try:
         replayed = inbound_event_replay(event.pk, actor_label=operator.label)
+        if replayed.booking_id:
+            _record_replayed(replayed, operator=operator, token=token, named=named, before=before)
     except Exception:
-        # Refused, or cut short (the database gone): not known replayed, so the same ask may try
-        # again (the one door ignores what it already holds), and is told so; kept, the claim
-        # answered that run "already replayed" for a delivery still unapplied.
+        # Refused, or cut short (the database gone) before its support row was written: not known
+        # replayed, so the same ask may try again (the one door ignores what it already holds, and
+        # the row is written then), and is told so; kept, the claim answered that run "already
+        # replayed" for a delivery still unapplied, or one whose replay the timeline never shows.
         _forget(replay_key)
         raise
-    if replayed.booking_id:
-        with transaction.atomic():
-            booking = lock_booking(replayed.booking_id)
-            # A booking the processing found otherwise (linked meanwhile): its state as it is now.
-            found = before if replayed.booking_id == named and before else booking.status
-            record_event(
-                booking,
-                "support.webhook_replayed",
-                actor=Actor.SUPPORT,
-                actor_label=operator.label,
-                summary=f"Webhook {replayed.event_id} replayed by {operator.label}: {replayed.result}",
-                from_state=found,
-                to_state=booking.status,
-                partner_time=replayed.partner_timestamp,
-                data={"action_token": token, "inbound_event_id": replayed.pk, "result": replayed.result},
-            )
     return ReplayResult(
         replayed, True, f"Replayed: {replayed.get_state_display()}, {replayed.result or '-'}."
     )
