@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 import environ
@@ -27,6 +29,8 @@ from django.core.exceptions import ImproperlyConfigured
 
 from config.rates import EXAMPLE as RATE_EXAMPLE
 from config.rates import Rate
+
+T = TypeVar("T")
 
 _INT = re.compile(r"\s*[+-]?\d+\s*")
 # The engines the project runs on: PostgreSQL, which every machine shares, or a SQLite file.
@@ -46,6 +50,16 @@ class Environment(environ.Env):
         may read a variable again with a default of its own)."""
         if fault.split(" ", 1)[0] not in {known.split(" ", 1)[0] for known in self.faults}:
             self.faults.append(fault)
+
+    def parsed(self, var: str, default: str, parse: Callable[[str, str], T], *, fallback: T) -> T:
+        """`var` read as text and given to `parse(var, text)`, a reader of its own that raises
+        ImproperlyConfigured naming `var`: that fault joins the one refusal (`fallback`, never
+        used, lets the rest be read and checked too)."""
+        try:
+            return parse(var, self.str(var, default=default))
+        except ImproperlyConfigured as fault:
+            self.refuse(str(fault))
+            return fallback
 
     def check(self, module: str) -> None:
         """Refuse to start while any value is at fault, naming every one."""

@@ -37,7 +37,7 @@ def currency(name: str, raw: str) -> str:
     """A currency as written in `name`, refused unless one we price in (`bookings.currencies`)."""
     code = raw.strip()
     if why := currency_error(code):
-        raise ImproperlyConfigured(f"{name}: {why}")
+        raise ImproperlyConfigured(f"{name} must be a currency we price in: {why}")
     return code
 
 

@@ -3,7 +3,10 @@
 Each variable read here is documented in `.env.example`.
 """
 
+import os
 from datetime import timedelta
+from decimal import Decimal
+from functools import partial
 from pathlib import Path
 
 from config import embedded_redis, env_file, env_values, raw_errors, refund_approval
@@ -556,16 +559,17 @@ PAYMENTS_ACTOR_TIME_LIMIT_MS = env.int("PAYMENTS_ACTOR_TIME_LIMIT_MS", default=1
 # second person for every refund (config/refund_approval.py). The console waits
 # PAYMENTS_CONSOLE_READ_WAIT_S for the provider's live answer before it shows the last state the
 # provider told us.
-PAYMENTS_REFUND_APPROVAL_CURRENCY = refund_approval.currency(
-    "PAYMENTS_REFUND_APPROVAL_CURRENCY", env.str("PAYMENTS_REFUND_APPROVAL_CURRENCY", default="EUR")
+PAYMENTS_REFUND_APPROVAL_CURRENCY = env.parsed(
+    "PAYMENTS_REFUND_APPROVAL_CURRENCY", "EUR", refund_approval.currency, fallback="EUR"
 )
-PAYMENTS_REFUND_APPROVAL_ABOVE = refund_approval.amount(
-    "PAYMENTS_REFUND_APPROVAL_ABOVE", env.str("PAYMENTS_REFUND_APPROVAL_ABOVE", default="200.00")
+PAYMENTS_REFUND_APPROVAL_ABOVE = env.parsed(
+    "PAYMENTS_REFUND_APPROVAL_ABOVE", "200.00", refund_approval.amount, fallback=Decimal(0)
 )
-PAYMENTS_REFUND_APPROVAL_ABOVE_BY_CURRENCY = refund_approval.by_currency(
+PAYMENTS_REFUND_APPROVAL_ABOVE_BY_CURRENCY = env.parsed(
     "PAYMENTS_REFUND_APPROVAL_ABOVE_BY_CURRENCY",
-    env.str("PAYMENTS_REFUND_APPROVAL_ABOVE_BY_CURRENCY", default=""),
-    base=PAYMENTS_REFUND_APPROVAL_CURRENCY,
+    "",
+    partial(refund_approval.by_currency, base=PAYMENTS_REFUND_APPROVAL_CURRENCY),
+    fallback={},
 )
 PAYMENTS_CONSOLE_READ_WAIT_S = env.float("PAYMENTS_CONSOLE_READ_WAIT_S", default=3.0, above=0)
 
@@ -617,3 +621,8 @@ RECONCILE_LISTING_MIN_GAP_S = env.float("RECONCILE_LISTING_MIN_GAP_S", default=R
 # An in-flight partner call is taken as abandoned (its worker died) once twice its connect + read
 # timeouts plus this grace have passed; only then does a sync look up what the partner holds.
 PARTNER_IN_FLIGHT_GRACE_S = env.float("PARTNER_IN_FLIGHT_GRACE_S", default=5.0)
+
+# Run as the settings module itself (DJANGO_SETTINGS_MODULE=config.settings.base), base refuses as
+# the others do; read by one of them, it leaves the refusal to that one's end.
+if __name__ == os.environ.get("DJANGO_SETTINGS_MODULE"):
+    env.check(__name__)

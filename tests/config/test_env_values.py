@@ -137,3 +137,12 @@ def test_numbers_are_read_as_written():
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[10.0, 2.5, 500, 2]"
+
+
+@pytest.mark.parametrize("module", ["config.settings.base", "config.settings.test"])
+def test_the_refund_approval_settings_join_the_one_refusal(module):
+    """Read by their own parsers (config/refund_approval.py), they are named beside every other
+    value at fault, at once, by any settings module, base itself included."""
+    result = _start(module=module, PAYMENTS_REFUND_APPROVAL_CURRENCY="XYZ", LIVE_HEARTBEAT_S="0")
+
+    assert _refused(result, module) == ["LIVE_HEARTBEAT_S", "PAYMENTS_REFUND_APPROVAL_CURRENCY"]
