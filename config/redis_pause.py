@@ -29,6 +29,11 @@ T = TypeVar("T")
 
 # server -> time.monotonic() until which it is skipped; one float per key, written whole.
 _paused_until: dict[str, float] = {}
+# server -> budget timeouts in a row (`timeout_pauses=False`); so many start the pause after all:
+# a Redis that keeps missing even a short budget is as good as silent (a rate limit's Redis of its
+# own, used by nothing that waits longer, would otherwise cost every request that budget).
+_budget_timeouts: dict[str, int] = {}
+BUDGET_TIMEOUTS_BEFORE_PAUSE = 3
 
 
 class RedisPaused(redis.ConnectionError):
@@ -48,22 +53,35 @@ def unless_paused(url: str, call: Callable[[], T], *, timeout_pauses: bool = Tru
     instead while that Redis failed to answer one in the last REDIS_HINT_PAUSE_S.
 
     `timeout_pauses=False`: a call on a budget of its own, far shorter than the socket timeout
-    (a rate limit's count), honours a pause and starts one when it cannot connect, but its
-    timing out says only that Redis was slower than that budget, not that it is gone."""
+    (a rate limit's count), honours a pause and starts one when it cannot connect, but one such
+    timeout says only that Redis was slower than that budget, not that it is gone: only
+    BUDGET_TIMEOUTS_BEFORE_PAUSE of them in a row start the pause."""
     server = server_of(url)
     if time.monotonic() < _paused_until.get(server, 0.0):
         raise RedisPaused(f"Redis did not answer moments ago ({server})")
     try:
-        return call()
+        answer = call()
     except redis.TimeoutError:
         if timeout_pauses:
-            _paused_until[server] = time.monotonic() + settings.REDIS_HINT_PAUSE_S
+            _pause(server)
+        else:
+            _budget_timeouts[server] = _budget_timeouts.get(server, 0) + 1
+            if _budget_timeouts[server] >= BUDGET_TIMEOUTS_BEFORE_PAUSE:
+                _pause(server)
         raise
     except redis.ConnectionError:
-        _paused_until[server] = time.monotonic() + settings.REDIS_HINT_PAUSE_S
+        _pause(server)
         raise
+    _budget_timeouts.pop(server, None)
+    return answer
+
+
+def _pause(server: str) -> None:
+    _paused_until[server] = time.monotonic() + settings.REDIS_HINT_PAUSE_S
+    _budget_timeouts.pop(server, None)
 
 
 def forget() -> None:
     """End every pause (tests: a Redis that answers again, a test that must not inherit one)."""
     _paused_until.clear()
+    _budget_timeouts.clear()
