@@ -1,14 +1,10 @@
-"""Which codes are currencies: ISO 4217's active codes that have a minor unit, as the `iso4217`
-package lists them (its table is ISO's own list, republished with each amendment).
-
-An active code whose minor unit ISO gives as "N.A." is not money a stay can be priced in: "no
-currency" (XXX), the testing code (XTS), precious metals (XAU, XAG, XPD, XPT) and units of account
-(XDR, XSU, XUA, XBA to XBD). Three letters that ISO does not list (ABC), or lists no longer (HRK),
-are refused with them. Every place a currency enters asks this module: an offer registered by
-`partner_upsert` (partners.services.registry) or edited in the admin (`Offer.currency`'s
-validator), and a partner's answer (`partners.connectors.bounds.currency`: a code refused here is
-an unreadable value there). Bookings, quotes and payments take the offer's currency, and the
-payment provider's answers are refused unless in the payment's (payments.money.same_currency).
+"""Which codes are currencies we price in: the rule is `config.currencies.currency_error` (ISO
+4217's active codes with a minor unit), asked here by every place a currency enters: an offer
+registered by `partner_upsert` (partners.services.registry) or edited in the admin
+(`Offer.currency`'s validator), and a partner's answer (`partners.connectors.bounds.currency`: a
+code refused here is an unreadable value there). Bookings, quotes and payments take the offer's
+currency, and the payment provider's answers are refused unless in the payment's
+(payments.money.same_currency).
 
 How many decimals a currency's smallest unit has, as the payment provider counts it, is
 `bookings.pricing.minor_unit_exponent`.
@@ -17,24 +13,10 @@ How many decimals a currency's smallest unit has, as the payment provider counts
 from __future__ import annotations
 
 from django.core.exceptions import ValidationError
-from iso4217 import Currency
 
-SHOWN_CHARS = 12
+from config.currencies import currency_error
 
-
-def currency_error(code: object) -> str | None:
-    """Why `code` is not a currency we price in (an active ISO 4217 code with a minor unit, in
-    capitals as ISO writes it), or None."""
-    if isinstance(code, str):
-        try:
-            if Currency(code).exponent is not None:
-                return None
-        except ValueError:
-            pass
-    shown = repr(
-        code if not isinstance(code, str) or len(code) <= SHOWN_CHARS else code[:SHOWN_CHARS] + "..."
-    )
-    return f"{shown} is not an ISO 4217 currency code (three capitals, such as EUR, USD or JPY)."
+__all__ = ["currency_error", "validate_currency"]
 
 
 def validate_currency(value: object) -> None:

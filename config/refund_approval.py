@@ -17,7 +17,7 @@ from decimal import Decimal
 
 from django.core.exceptions import ImproperlyConfigured
 
-from bookings.currencies import currency_error
+from config.currencies import currency_error
 
 # Digits, then at most a point and up to three decimals (the dinar's thousandths).
 _AMOUNT = re.compile(r"[0-9]+(?:\.[0-9]{1,3})?")
