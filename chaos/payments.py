@@ -37,6 +37,12 @@ DUE_SOON_S = 30.0
 # The product's defaults (config/settings), in provider time.
 LAPSE_MARGIN_S = 24 * 3600.0
 HOLD_RECHECK_S = 3600.0
+# How long an operation whose key replays a 5xx is read before an empty read concludes "not
+# made" (the product waits an hour: Stripe may still make such a request). This provider never
+# makes anything after a 500 of its run's plan (`error_500_saved_rate` makes nothing, a 5xx after
+# commit made it already; `error_500_reconciled_rate` is not in the plan), so waiting the hour
+# would only keep those payments from rest past the settle; a few seconds keep the path taken.
+SERVER_ERROR_GRACE_S = 5.0
 PAYMENT_SHARE = 0.4
 # The test cards, with their weights: most pay, some are declined.
 METHODS = (
@@ -170,6 +176,7 @@ class PaymentProvider:
             "PAYMENTS_LAPSE_MARGIN_S": f"{LAPSE_MARGIN_S / scale:g}",
             "PAYMENTS_HOLD_RECHECK_S": f"{HOLD_RECHECK_S / scale:g}",
             "PAYMENTS_REFUSED_MAX_TRIES": str(REFUSED_MAX_TRIES),
+            "PAYMENTS_SERVER_ERROR_GRACE_S": f"{SERVER_ERROR_GRACE_S:g}",
         }
 
     def _headers(self) -> dict[str, str]:

@@ -273,8 +273,10 @@ class PaymentOperation(models.Model):
     # lost, so asking again tells nothing: the next try reads instead.
     answer_lost = models.BooleanField(default=False)
     # The provider replayed an answer saved under the key: the key's one request has finished, so
-    # nothing under it is still running or will run again, and a complete read is the whole truth
-    # (a replayed 500 may follow a change or none: Stripe keeps the 500 of a request that began).
+    # nothing under it is still running or will run again (a replayed 500 may follow a change or
+    # none: Stripe keeps the 500 of a request that began). A 500's outcome is indeterminate all the
+    # same (the provider reconciles it afterwards), so a complete read that finds nothing is the
+    # whole truth only after PAYMENTS_SERVER_ERROR_GRACE_S (`runs._read_is_whole_truth`).
     key_spent = models.BooleanField(default=False, db_default=False)
     # A refund that failed after it was made: when we learnt it, and the provider's reason.
     failed_at = models.DateTimeField(null=True, blank=True)

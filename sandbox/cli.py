@@ -19,6 +19,8 @@ FAULT_HELP = {
     "timeout_after_commit_rate": "share of writes that commit, then hang and drop the connection",
     "error_5xx_rate": "share of calls answered 5xx; half of them after committing",
     "error_500_saved_rate": "share of keyed payment writes answered 500 before their change, kept",
+    "error_500_reconciled_rate": "share of keyed payment writes answered 500 (kept), their change made later",
+    "error_500_reconciled_delay_s": "when such a write's change is made, min,max seconds after its 500",
     "rate_limit_rate": "share of calls answered 429 with Retry-After",
     "reject_rate": "share of creates rejected as sold_out",
     "async_confirm_delay_s": "creates answer pending and settle after this delay (null: at once)",

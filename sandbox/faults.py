@@ -25,6 +25,7 @@ RATE_KEYS = (
     "timeout_after_commit_rate",
     "error_5xx_rate",
     "error_500_saved_rate",
+    "error_500_reconciled_rate",
     "rate_limit_rate",
     "reject_rate",
     "webhook_duplicate_rate",
@@ -37,7 +38,13 @@ RATE_KEYS = (
     "refund_refused_rate",
     "void_refused_rate",
 )
-RANGE_KEYS = ("latency_ms", "webhook_delay_s", "partner_cancel_delay_s", "vanish_delay_s")
+RANGE_KEYS = (
+    "latency_ms",
+    "webhook_delay_s",
+    "partner_cancel_delay_s",
+    "vanish_delay_s",
+    "error_500_reconciled_delay_s",
+)
 WINDOW_KEYS = ("auth_failure_window_s", "outage_window_s")
 
 
@@ -53,6 +60,8 @@ class FaultSettings:
     timeout_after_commit_rate: float = 0.0
     error_5xx_rate: float = 0.0
     error_500_saved_rate: float = 0.0
+    error_500_reconciled_rate: float = 0.0
+    error_500_reconciled_delay_s: tuple[float, float] = (5.0, 10.0)
     rate_limit_rate: float = 0.0
     reject_rate: float = 0.0
     async_confirm_delay_s: float | None = None

@@ -73,6 +73,12 @@ class IdempotencyKeys:
             (status, body, key),
         )
 
+    @staticmethod
+    def keeps_500(tx: sqlite3.Connection, key: str) -> bool:
+        """Whether the key still keeps a saved 500 (a reset wipes it)."""
+        row = tx.execute("SELECT status FROM payment_idempotency_keys WHERE key = ?", (key,)).fetchone()
+        return row is not None and row["status"] == 500
+
     def replace_answer(self, key: str, status: int, body: str) -> None:
         """The change was made but the call failed after it (a 5xx after commit): Stripe saves
         that failure under the key, so a retry with the key gets the failure again."""

@@ -6,7 +6,8 @@ POST bodies are form-encoded (`stripe_wire.decode`); every answer is JSON with a
 Parameters are checked first (a `400` then saves nothing under an idempotency key); the change
 and its saved answer are then one transaction (`payment_keys`). The shared fault injection of
 `app.py` wraps every call; a 5xx after commit is saved under the request's key, as Stripe saves
-its 500s. Ground truth: `GET /_sandbox/ground_truth` (also `/_sandbox/payments`).
+its 500s, and a 500 may be reconciled, its change made a few seconds after the answer
+(`error_500_reconciled_rate`). Ground truth: `GET /_sandbox/ground_truth` (also `/_sandbox/payments`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ import base64
 import binascii
 import hmac
 import sqlite3
+import threading
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from werkzeug.wrappers import Request, Response
@@ -23,6 +27,7 @@ from werkzeug.wrappers import Request, Response
 from sandbox.faults import Faults
 from sandbox.payment_keys import IdempotencyKeys
 from sandbox.payment_ledger import NewIntent, Outcome, PaymentLedger, RequestMeta
+from sandbox.store import Store
 from sandbox.stripe_wire import (
     ApiError,
     StripeResponse,
@@ -64,6 +69,16 @@ LISTS = {
 }
 
 Operation = Callable[[sqlite3.Connection, RequestMeta], Outcome]
+IDLE_WAIT_S = 1.0
+
+
+@dataclass(frozen=True)
+class _Reconciliation:
+    """A write answered 500 whose change the provider makes afterwards (`error_500_reconciled_rate`)."""
+
+    due_at: float  # real epoch
+    operation: Operation
+    meta: RequestMeta
 
 
 class PaymentsProtocol:
@@ -75,6 +90,9 @@ class PaymentsProtocol:
         self.faults = faults
         self.keys = IdempotencyKeys(store=ledger.store, faults=faults)
         self.keys.release_stale()
+        self._reconciling: list[_Reconciliation] = []
+        self._reconciling_lock = threading.Lock()
+        self.wake_reconciler: Callable[[], None] = lambda: None  # set by the server to its worker
 
     def routes(self) -> list[Route]:
         intent = "/v1/payment_intents/<intent>"
@@ -158,6 +176,47 @@ class PaymentsProtocol:
         with self.ledger.store.transaction() as tx:
             self.keys.save(tx, key, 500, body)
         return response(500, body, request_id=request_id, headers=echo)
+
+    def _failed_then_reconciled(
+        self, key: str, echo: dict[str, str], request_id: str, operation: Operation
+    ) -> Response:
+        """`error_500_reconciled_rate`: the endpoint answers 500, kept under the key (a retry
+        replays it), and its change is made `error_500_reconciled_delay_s` later (scaled), with
+        its webhooks, as Stripe reconciles a request whose 500 left its outcome indeterminate:
+        the object appears after the answer said nothing of it. Held in memory: a restart before
+        it is due forgets it (the request then made nothing, also a 500's possible outcome)."""
+        self.ledger.store.bump("faults", "error_500_reconciled")
+        body = self._api_error(500).get_data(as_text=True)
+        with self.ledger.store.transaction() as tx:
+            self.keys.save(tx, key, 500, body)
+        delay = self.faults.scaled(self.faults.uniform(*self.faults.settings.error_500_reconciled_delay_s))
+        late = _Reconciliation(time.time() + delay, operation, RequestMeta(request_id, key))
+        with self._reconciling_lock:
+            self._reconciling.append(late)
+        self.wake_reconciler()
+        return response(500, body, request_id=request_id, headers=echo)
+
+    def reconcile_due(self) -> float:
+        """Worker step: make the changes of the 500s now due (their key keeps its 500); one the
+        provider's rules refuse by then (the charge refunded meanwhile) makes nothing. Seconds
+        until the next one."""
+        now = time.time()
+        with self._reconciling_lock:
+            due = [r for r in self._reconciling if r.due_at <= now]
+            self._reconciling = [r for r in self._reconciling if r.due_at > now]
+            nxt = min((r.due_at for r in self._reconciling), default=None)
+        for late in due:
+            try:
+                with self.ledger.store.transaction() as tx:
+                    if not self.keys.keeps_500(tx, late.meta.idempotency_key or ""):
+                        continue  # wiped by a reset since (or forgotten): nothing to reconcile
+                    outcome = late.operation(tx, late.meta)
+                    Store.bump_in(tx, "faults", "error_500_reconciled_made")
+            except ApiError:
+                self.ledger.store.bump("faults", "error_500_reconciled_refused")
+                continue
+            self.ledger.committed(outcome.inline_events)
+        return IDLE_WAIT_S if nxt is None else max(0.0, min(IDLE_WAIT_S, nxt - time.time()))
 
     def reservation_objects(self, body: Any) -> list[dict[str, Any]]:
         return []
@@ -365,6 +424,8 @@ class PaymentsProtocol:
                 )
             if self.faults.chance("error_500_saved_rate"):
                 return self._failed_before_change(key, echo, request_id)
+            if self.faults.chance("error_500_reconciled_rate"):
+                return self._failed_then_reconciled(key, echo, request_id, operation)
         else:
             ctx.pause()
         meta = RequestMeta(request_id, key)

@@ -166,6 +166,7 @@ class Sandbox:
         ledger = PaymentLedger(store=self.store, faults=self.faults, clock=self.clock, outbox=outbox)
         protocol = PaymentsProtocol(ledger=ledger, faults=self.faults)
         self._add_worker("sandbox-due", ledger.run_due)
+        protocol.wake_reconciler = self._add_worker("sandbox-reconcile", protocol.reconcile_due).wake
         if outbox is not None:
             outbox.wake = self._add_worker("sandbox-webhooks", outbox.deliver_due).wake
         return protocol, protocol.truth_routes()

@@ -35,6 +35,8 @@ PERFECT_FAULTS: dict[str, Any] = {
     "timeout_after_commit_rate": 0,
     "error_5xx_rate": 0,
     "error_500_saved_rate": 0,
+    "error_500_reconciled_rate": 0,
+    "error_500_reconciled_delay_s": [5, 10],
     "refund_refused_rate": 0,
     "void_refused_rate": 0,
     "rate_limit_rate": 0,

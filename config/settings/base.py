@@ -548,6 +548,14 @@ PAYMENTS_REFUSED_MAX_TRIES = env.int("PAYMENTS_REFUSED_MAX_TRIES", default=2, mi
 # The provider keeps an idempotency key's answer for 24 hours; after that a call under it would
 # be made anew. An operation open longer than this is read, never asked again under its key.
 PAYMENTS_KEY_WINDOW_S = env.float("PAYMENTS_KEY_WINDOW_S", default=23 * 3600.0, above=0)
+# A 5xx's outcome is indeterminate: the provider reconciles such a request afterwards, and what
+# it made may appear later, with its webhook (Stripe, "Advanced error handling"). An operation
+# whose key replays a 5xx is read again (the usual backoff) until it appears; only a read that
+# finds nothing this long after the operation opened, or past the key window if that is sooner,
+# proves nothing was made. An hour: Stripe gives no bound, so a dozen reads at the backoff's
+# ceiling (5 min) rather than one; and far inside the key's day, which a refund owed (fenced,
+# the customer told it is coming) or a hold (unknown, the booking waiting) should not wait out.
+PAYMENTS_SERVER_ERROR_GRACE_S = env.float("PAYMENTS_SERVER_ERROR_GRACE_S", default=3600.0, above=0)
 # The payment actors' retries for the unexpected (a database hiccup) and their time limit, longer
 # than a run's calls (a few, each within its timeouts).
 PAYMENTS_ACTOR_MAX_RETRIES = env.int("PAYMENTS_ACTOR_MAX_RETRIES", default=5)

@@ -8,7 +8,9 @@ voiding and refunding the others. An operation whose outcome is unknown stays op
 every other: the next run asks again under the same key, which the provider answers with what
 the first call did (or does it now, once). Where the provider's saved answer is itself a 5xx
 after its change committed, only a read tells: the intent (found by our payment's id in its
-metadata), or the refund (by its operation key).
+metadata), or the refund (by its operation key). A 5xx's outcome is indeterminate (the provider
+may make the change afterwards), so a read that finds nothing says "not made" only after a grace
+(`_read_is_whole_truth`).
 """
 
 from __future__ import annotations
@@ -341,10 +343,27 @@ def _past_key_window(operation: PaymentOperation) -> bool:
 
 
 def _read_is_whole_truth(operation: PaymentOperation) -> bool:
-    """Whether a complete read that finds nothing made under the operation proves nothing was:
-    nothing under its key can still be running (the provider replayed the key's saved answer, or
-    it is past the key window). Sooner, the call may be running at the provider as we read."""
-    return operation.key_spent or _past_key_window(operation)
+    """Whether a complete read that finds nothing made under the operation proves nothing was.
+
+    Past the key window, nothing under its key can still be in flight. A replayed answer
+    (`key_spent`) says the key's one request has finished, not what it did: a 5xx's outcome is
+    indeterminate, and the provider reconciles such a request afterwards, so what it made may
+    appear later, with its webhook (Stripe, "Advanced error handling"). Concluding "not made" at
+    once asked again under a new key: a second refund, or a second hold, once the first appeared.
+    So an empty read proves it only PAYMENTS_SERVER_ERROR_GRACE_S after the operation opened (its
+    first call); sooner, the operation stays open, the payment fenced, and it is read again."""
+    return _past_key_window(operation) or (operation.key_spent and _past_server_error_grace(operation))
+
+
+def _past_server_error_grace(operation: PaymentOperation) -> bool:
+    return timezone.now() - operation.opened_at >= timedelta(seconds=settings.PAYMENTS_SERVER_ERROR_GRACE_S)
+
+
+def _read_again_until(operation: PaymentOperation) -> datetime:
+    """When a read that keeps finding nothing made under the operation concludes it was not."""
+    window = settings.PAYMENTS_KEY_WINDOW_S
+    grace = min(settings.PAYMENTS_SERVER_ERROR_GRACE_S, window) if operation.key_spent else window
+    return operation.opened_at + timedelta(seconds=grace)
 
 
 def _reads(operation: PaymentOperation) -> bool:
@@ -418,6 +437,14 @@ def _record(
             after = decisions.AfterCall.REFUSED
         elif found_nothing:
             after = decisions.AfterCall.UNKNOWN  # a read that found nothing yet: ask again later
+        # Said on the read's row and kept as the operation's last word for support: in doubt, and
+        # until when (`_read_is_whole_truth`).
+        not_found_yet = (
+            "nothing made found yet: what its call did may still appear at the provider; read again"
+            f" until {_read_again_until(operation):%Y-%m-%d %H:%M} UTC"
+            if found_nothing and reads and not never_made
+            else ""
+        )
         awaiting_bank = (
             authorize
             and after == decisions.AfterCall.APPLY
@@ -471,7 +498,7 @@ def _record(
             # read of the intent tells what the bank said.
             operation.answer_lost = operation.key_spent = True
             operation.save(update_fields=["answer_lost", "key_spent"])
-        why = shown_not_made if closes == OperationState.NOT_MADE else ""
+        why = shown_not_made if closes == OperationState.NOT_MADE else not_found_yet
         if awaiting_bank:
             why = AWAITING_BANK_WHY  # said on its row, kept as its last word for support
         operation_record(

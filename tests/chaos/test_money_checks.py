@@ -339,6 +339,21 @@ def test_the_provider_s_holds_outlast_the_margin_at_which_we_void_them_at_the_ru
     assert env["STRIPE_API_BASE"] == provider.base_url and env["PAYMENTS_READ_TIMEOUT_S"] == "2"
 
 
+def test_the_run_s_short_server_error_grace_fits_a_provider_that_makes_nothing_after_a_500():
+    """The product reads an operation whose key replays a 500 for an hour before it concludes
+    "not made" (the provider may still make it); the run's provider never does after a 500 of its
+    plan, so the run waits seconds, and its plan cannot turn on the fault that would."""
+    from chaos.faults import KNOWN_KEYS, PAYMENT_KEYS
+    from chaos.payments import PaymentProvider, provider_faults
+
+    faults = provider_faults(fault_rate=1, time_scale=60, seed=1)
+    env = PaymentProvider(faults=faults).env(read_timeout_s=2, retry_max_s=5, run_grace_s=4)
+
+    assert float(env["PAYMENTS_SERVER_ERROR_GRACE_S"]) == 5
+    assert faults["error_500_saved_rate"] > 0
+    assert not any(k.startswith("error_500_reconciled") for k in {*faults, *PAYMENT_KEYS, *KNOWN_KEYS})
+
+
 def test_a_hold_of_a_booking_support_has_not_decided_may_stay_if_we_look_again_before_it_lapses():
     from datetime import UTC, datetime, timedelta
 

@@ -31,6 +31,7 @@ def test_every_fault_can_be_set_by_a_start_option(start_sandbox) -> None:
         *("--partner-cancel-rate", "0.1", "--partner-cancel-delay-s", "30,90", "--vanish-rate", "0.05"),
         *("--vanish-delay-s", "120", "--amend-rate", "0.2", "--garbage-values-rate", "0.01"),
         *("--refund-refused-rate", "0.5", "--void-refused-rate", "0.25"),
+        *("--error-500-reconciled-rate", "0.03", "--error-500-reconciled-delay-s", "2,4"),
         *("--auth-failure-window-s", "3600,60", "--outage-window-s", "7200,30"),
         *("--time-scale", "60", "--seed", "7", "--no-lookup-by-reference"),
     )
@@ -42,6 +43,8 @@ def test_every_fault_can_be_set_by_a_start_option(start_sandbox) -> None:
         "timeout_after_commit_rate": 0.2,
         "error_5xx_rate": 0.1,
         "error_500_saved_rate": 0.02,
+        "error_500_reconciled_rate": 0.03,
+        "error_500_reconciled_delay_s": [2, 4],
         "rate_limit_rate": 0.05,
         "reject_rate": 0.3,
         "async_confirm_delay_s": 5,

@@ -987,6 +987,35 @@ def test_a_500_before_the_change_is_saved_under_the_key_and_makes_nothing(
     )
 
 
+def test_a_500_reconciled_later_makes_its_change_after_the_answer_with_its_webhook(
+    provider: SandboxProcess, client: stripe.StripeClient, receiver: WebhookReceiver
+) -> None:
+    """`error_500_reconciled_rate`, as Stripe reconciles a request whose 500 left its outcome
+    indeterminate: the 500 is kept under the key (a retry replays it) and nothing is made at
+    first; a few (scaled) seconds on, the request's change is made all the same, under its key,
+    with its webhook."""
+    provider.set_faults(error_500_reconciled_rate=1, error_500_reconciled_delay_s=[2, 2])
+    key, ref = f"authorize-{uuid.uuid4()}", booking_ref()
+    with pytest.raises(stripe.APIError) as failed:
+        authorize(client, key=key, metadata={"booking": ref})
+    assert failed.value.http_status == 500
+    provider.set_faults(error_500_reconciled_rate=0)
+    with pytest.raises(stripe.APIError) as replayed:
+        authorize(client, key=key, metadata={"booking": ref})
+    assert replayed.value.headers["Idempotent-Replayed"] == "true"
+    assert provider.payments()["payment_intents"] == []  # nothing yet: a read finds nothing
+
+    [made] = wait_until(lambda: provider.payments()["payment_intents"], what="the reconciled intent")
+    assert (made["status"], made["metadata"]) == ("requires_capture", {"booking": ref})
+    assert made["history"][0]["idempotency_key"] == key
+    assert types(wait_events(receiver, made["id"], 1)) == ["payment_intent.amount_capturable_updated"]
+    with pytest.raises(stripe.APIError) as still:  # the key keeps its 500
+        authorize(client, key=key, metadata={"booking": ref})
+    assert still.value.headers["Idempotent-Replayed"] == "true"
+    faults = provider.stats()["faults"]
+    assert (faults["error_500_reconciled"], faults["error_500_reconciled_made"]) == (1, 1)
+
+
 def test_5xx_before_commit_makes_nothing_and_after_commit_is_saved_under_the_key(
     provider: SandboxProcess, client: stripe.StripeClient
 ) -> None:
