@@ -38,7 +38,7 @@ from django.conf import settings
 from config.metrics import events as metrics
 from config.text import storable
 from payments.models import CallOutcome
-from payments.money import RefusedAmount, from_minor, same_currency, to_minor
+from payments.money import RefusedAmount, charge_minor, from_minor, same_currency, to_minor
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -429,7 +429,7 @@ def _options(key: str) -> dict[str, str]:
 def authorize(request: AuthorizeRequest, *, key: str) -> CallResult:
     """Create and confirm a manual-capture intent: the amount is held, or declined (402)."""
     try:
-        minor = to_minor(request.amount, request.currency)
+        minor = charge_minor(request.amount, request.currency)
     except RefusedAmount as refused:
         return _unsendable(refused)
     params = {

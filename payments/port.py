@@ -15,21 +15,26 @@ from bookings.pricing import amount_text
 from config.errors import ValidationFailed
 from payments import decisions, messages
 from payments.models import Payment
-from payments.money import RefusedAmount, to_minor
+from payments.money import BelowMinimumCharge, RefusedAmount, charge_minor
 from payments.services.runs import booking_facts, money_at_cancel, payment_run_and_follow_up
 
 
 class DramatiqPaymentPort:
     def payment_for(self, booking: Booking, *, payment_method: str) -> tuple[Payment, PaymentFacts]:
-        """Due at once: if the run queued after commit is lost, the sweeper runs it."""
+        """Due at once: if the run queued after commit is lost, the sweeper runs it. A price the
+        provider cannot charge (not a whole number of the currency's unit, out of range, or below
+        its minimum charge) is refused here, before anything is stored: asked, it would end as a
+        card decline although the card is fine."""
         try:
-            to_minor(booking.total_price, booking.currency)
+            charge_minor(booking.total_price, booking.currency)
         except RefusedAmount as refused:
             price = amount_text(booking.total_price, booking.currency)
+            why = f"{price} cannot be paid by card."
+            if isinstance(refused, BelowMinimumCharge):
+                currency, least = booking.currency, amount_text(refused.minimum, booking.currency)
+                why = f"{price} cannot be paid by card: a card payment in {currency} is at least {least}."
             raise ValidationFailed(
-                "This price cannot be paid by card.",
-                code="not_payable",
-                fields={"payment_method": [f"{price} cannot be paid by card."]},
+                "This price cannot be paid by card.", code="not_payable", fields={"payment_method": [why]}
             ) from refused
         payment = Payment(
             booking=booking,

@@ -266,8 +266,11 @@ class BookingCollectionView(CustomerAPIView):
                 "Invalid body or stay (`validation_error`, with the fields, and `Unknown field.` for "
                 "one the operation does not take; `parse_error` for a body that is not JSON "
                 "(read as UTF-8, whatever charset it names), names a field twice in one object or "
-                "is nested too deeply), or a missing or invalid Idempotency-Key "
-                "(`idempotency_key_required`, `idempotency_key_invalid`)."
+                "is nested too deeply), a missing or invalid Idempotency-Key "
+                "(`idempotency_key_required`, `idempotency_key_invalid`), or a `payment_method` for "
+                "a price no card payment can be (`not_payable`, its `payment_method` field saying "
+                "why: below the least a card payment may be in its currency, such as 0.50 EUR or "
+                "50 JPY, or not a whole number of the currency's smallest unit); nothing is stored."
             ),
             401: _UNAUTHENTICATED,
             413: _TOO_LARGE,

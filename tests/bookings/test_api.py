@@ -440,6 +440,39 @@ def test_an_unknown_offer_is_a_validation_error(api_client, db):
     }
 
 
+@pytest.mark.parametrize(
+    ("unit_price", "currency", "said"),
+    [
+        ("0.10", "EUR", "0.30 EUR cannot be paid by card: a card payment in EUR is at least 0.50 EUR."),
+        ("13.00", "JPY", "39 JPY cannot be paid by card: a card payment in JPY is at least 50 JPY."),
+    ],
+)
+def test_a_price_below_the_least_a_card_payment_may_be_is_not_payable_and_nothing_is_stored(
+    api_client, partner, settings, unit_price, currency, said
+):
+    """Review: Stripe refuses a charge below its minimum (`amount_too_small`), which was read as a
+    refusal: the booking ended as a card decline although the card was fine."""
+    settings.BOOKING_SERVICE_FEE = "0.00"
+    offer = OfferFactory(partner=partner, unit_price=Decimal(unit_price), currency=currency)
+
+    response = post_booking(api_client, stay_body(offer, payment_method="pm_card_visa"))
+
+    assert response.status_code == 400
+    assert response.json() == {
+        "error": {
+            "code": "not_payable",
+            "message": "This price cannot be paid by card.",
+            "fields": {"payment_method": [said]},
+        }
+    }
+    assert not Booking.objects.exists()
+    # a price of the least or more is paid by card; a stay that does not pay is booked at any price
+    least = OfferFactory(partner=partner, unit_price=Decimal("0.17"), currency="EUR")  # 0.51 EUR
+    paid = post_booking(api_client, stay_body(least, payment_method="pm_card_visa"), key="k2")
+    assert paid.status_code == 202
+    assert post_booking(api_client, stay_body(offer), key="k3").status_code == 202
+
+
 def test_malformed_json_is_a_parse_error(api_client, db):
     response = api_client.post(
         BOOKINGS_URL,

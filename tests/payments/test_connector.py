@@ -335,8 +335,16 @@ def test_a_webhook_not_signed_by_the_provider_now_is_refused(settings, tamper):
         lambda: connector.authorize(
             connector.AuthorizeRequest("p", "BK-1", Decimal("12.5"), "JPY", "pm_card_visa"), key="k-auth"
         ),
+        lambda: connector.authorize(
+            connector.AuthorizeRequest("p", "BK-1", Decimal("0.30"), "EUR", "pm_card_visa"), key="k-least"
+        ),
     ],
-    ids=["capture-finer-than-the-unit", "refund-beyond-one-payment", "authorize-yen-fraction"],
+    ids=[
+        "capture-finer-than-the-unit",
+        "refund-beyond-one-payment",
+        "authorize-yen-fraction",
+        "authorize-below-the-minimum-charge",
+    ],
 )
 def test_an_amount_that_cannot_be_sent_is_refused_without_a_call(call, provider):
     """Review: the amount was converted before the call's guard, so the exception escaped the

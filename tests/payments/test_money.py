@@ -7,7 +7,16 @@ from decimal import Decimal
 
 import pytest
 
-from payments.money import RefusedAmount, from_minor, same_currency, to_minor
+from payments.money import (
+    MIN_CHARGE_MINOR_UNITS,
+    BelowMinimumCharge,
+    RefusedAmount,
+    charge_minor,
+    from_minor,
+    min_charge,
+    same_currency,
+    to_minor,
+)
 
 
 @pytest.mark.parametrize(
@@ -40,3 +49,23 @@ def test_another_currency_is_refused():
         same_currency("EUR", "usd")
     with pytest.raises(RefusedAmount):
         same_currency("EUR", None)
+
+
+@pytest.mark.parametrize(
+    ("below", "least", "currency"),
+    [("0.49", "0.50", "EUR"), ("0.29", "0.30", "gbp"), ("49", "50", "JPY"), ("2.99", "3.00", "SEK")],
+)
+def test_a_charge_below_the_providers_minimum_is_refused_and_the_minimum_is_charged(below, least, currency):
+    with pytest.raises(BelowMinimumCharge) as refused:
+        charge_minor(Decimal(below), currency)
+
+    assert refused.value.minimum == min_charge(currency) == Decimal(least)
+    assert charge_minor(Decimal(least), currency) == MIN_CHARGE_MINOR_UNITS[currency.upper()]
+    # a capture or a refund is not held to it
+    assert to_minor(Decimal(below), currency) < MIN_CHARGE_MINOR_UNITS[currency.upper()]
+
+
+def test_a_currency_the_provider_lists_no_minimum_for_is_charged_from_its_smallest_unit():
+    assert (min_charge("KWD"), charge_minor(Decimal("0.01"), "ISK")) == (Decimal("0.001"), 1)
+    with pytest.raises(RefusedAmount):
+        charge_minor(Decimal("0.00"), "KWD")

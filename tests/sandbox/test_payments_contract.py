@@ -496,6 +496,35 @@ def test_an_unknown_payment_method_or_parameter_is_an_invalid_request(
     assert provider.payments()["payment_intents"] == []  # nothing was made
 
 
+@pytest.mark.parametrize(
+    ("currency", "least", "words"),
+    [
+        ("eur", 50, "€0.50 eur"),
+        ("gbp", 30, "£0.30 gbp"),
+        ("jpy", 50, "¥50 jpy"),
+        ("sek", 300, "3.00-kr. sek"),
+    ],
+)
+def test_an_intent_below_stripe_s_minimum_charge_is_amount_too_small_and_makes_nothing(
+    provider: SandboxProcess, client: stripe.StripeClient, currency: str, least: int, words: str
+) -> None:
+    with pytest.raises(stripe.InvalidRequestError) as too_small:
+        authorize(client, amount=least - 1, currency=currency)
+
+    assert (too_small.value.http_status, too_small.value.code, too_small.value.param) == (
+        400,
+        "amount_too_small",
+        "amount",
+    )
+    assert too_small.value.user_message == f"Amount must be at least {words}"
+    assert provider.payments()["payment_intents"] == []  # nothing was made
+    # the minimum itself is charged; a capture or a refund below it is taken
+    intent = authorize(client, amount=least, currency=currency)
+    assert intent.status == "requires_capture"
+    client.v1.payment_intents.capture(intent.id, params={"amount_to_capture": 1})
+    assert client.v1.refunds.create(params={"payment_intent": intent.id, "amount": 1}).status == "succeeded"
+
+
 @pytest.mark.parametrize("currency", ["xyz", "XYZ", "abc", "xxx", "xau", "hrk", "euro", "e1r"])
 def test_a_currency_stripe_would_not_know_is_an_invalid_request_on_currency(
     provider: SandboxProcess, client: stripe.StripeClient, currency: str

@@ -12,7 +12,7 @@ import pytest
 from django.utils import timezone
 
 from bookings.customer_money import PaymentFacts, money_of
-from bookings.models import Actor, Booking, Quote
+from bookings.models import Actor, Booking, Offer, Quote
 from bookings.selectors import confirmation_times_cache_key
 from bookings.states import BookingState, CustomerMessage
 from bookings.timeline import record_event
@@ -403,6 +403,20 @@ def test_a_booked_quote_that_has_expired_since_says_it_is_booked_not_expired(web
     assert f'href="/bookings/{booking.reference}/"' in page
     assert "expired" not in page and "Get a new price" not in page
     assert Booking.objects.count() == 1
+
+
+def test_a_price_below_the_least_a_card_payment_may_be_is_refused_beside_the_card(web, customer, offer):
+    """Review: Stripe refuses a charge below its minimum, and the booking ended as a card decline
+    although the card was fine. Refused before anything is stored, the card field saying why."""
+    Offer.objects.filter(pk=offer.pk).update(unit_price=Decimal("0.10"))
+    quote = QuoteFactory(customer=customer, offer=offer, total_price=Decimal("0.30"))
+
+    response = web.post(f"/quotes/{quote.pk}/book/", {"payment_method": "pm_card_visa"})
+
+    assert response.status_code == 400
+    page = html.unescape(response.content.decode())
+    assert "0.30 EUR cannot be paid by card: a card payment in EUR is at least 0.50 EUR." in page
+    assert not Booking.objects.exists()
 
 
 def test_a_quote_for_a_withdrawn_offer_says_why_it_cannot_be_booked(web, quote):
