@@ -90,10 +90,12 @@ class IntentTruth:
         return bool(self.decline_code or self.decline_message)
 
 
-# A refund's statuses by what they mean for the money: made (given back, or on its way, `pending`
-# until it settles either way), or failed after it was made (the card refused it, or it was
-# cancelled before it settled). Any other (an action awaited from the customer) is not read.
-REFUND_MADE = frozenset({"succeeded", "pending"})
+# A refund's statuses by what they mean for the money: failed after it was made (the card refused
+# it, or it was cancelled before it settled), or made: given back (`succeeded`), or on its way and
+# not final, until it settles either way (`pending`; `requires_action`, an action awaited from the
+# customer; any status Stripe adds). Read as made, a refund not final is counted, and its webhook
+# or a later read tells a failure; refused as unreadable, it was a call in doubt every time it was
+# read, the same refund refused again until its key's window passed.
 REFUND_FAILED = frozenset({"failed", "canceled"})
 
 
@@ -236,14 +238,15 @@ def intent_truth(data: Mapping[str, Any], currency: str, *, amount: Decimal | No
 
 def refund_truth(data: Mapping[str, Any], currency: str) -> RefundTruth:
     """A Refund as the provider rendered it; refused whole (`RefusedAmount`) if it is no refund
-    of a payment intent, is in another currency, or has a status we do not read."""
+    of a payment intent, is in another currency, or has no status. Any status but a failure's
+    (`REFUND_FAILED`) is made (final, or on its way)."""
     refund_id = _text(data.get("id"), "refund id")
     intent_id = _text(data.get("payment_intent"), "payment_intent")
     status = _text(data.get("status"), "refund status")
     if not refund_id.startswith("re_") or not intent_id.startswith("pi_"):
         raise RefusedAmount(f"not a refund of a payment intent: {refund_id!r}, {intent_id!r}")
-    if status not in REFUND_MADE | REFUND_FAILED:
-        raise RefusedAmount(f"refund {refund_id} is {status!r}")
+    if not status:
+        raise RefusedAmount(f"refund {refund_id} has no status")
     ours = same_currency(currency, data.get("currency"))
     metadata = _object(data.get("metadata"), "metadata")
     return RefundTruth(

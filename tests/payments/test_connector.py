@@ -15,6 +15,7 @@ import stripe
 from payments import connector
 from payments.connector import AuthorizeRequest, UnverifiedEvent
 from payments.models import CallOutcome
+from payments.money import RefusedAmount
 from tests.helpers import wait_until
 from tests.payments.conftest import WEBHOOK_SECRET, seed_for
 
@@ -187,6 +188,49 @@ def test_a_refund_the_card_refuses_later_is_read_as_made_then_failed(provider):
     assert (found.refund.status, found.refund.failure_reason) == ("failed", "expired_or_canceled_card")
     assert (replayed.replayed, replayed.refund.status) == (True, "succeeded")
     assert (read.truth.captured, read.truth.refunded) == (Decimal("100.00"), Decimal("0.00"))
+
+
+def refund_rendered(status: str, **extra) -> dict:
+    """A Refund of 30.00 EUR as the provider renders one, in `status`."""
+    return {
+        "id": "re_" + "A" * 24,
+        "object": "refund",
+        "payment_intent": "pi_" + "B" * 24,
+        "amount": 3000,
+        "currency": "eur",
+        "status": status,
+        "metadata": {"operation": "p:refund:1"},
+        **extra,
+    }
+
+
+@pytest.mark.parametrize("status", ["succeeded", "pending", "requires_action", "a_status_stripe_adds"])
+def test_a_refund_in_any_status_but_a_failure_s_is_read_as_made(status):
+    """Review: a status outside succeeded, pending, failed and canceled (Stripe's own
+    `requires_action`) was refused at the edge: the refund's call was ambiguous, and every read of
+    it (`find_refund`) refused the same refund again, until the key's window passed. Made and not
+    final, it is counted; its webhook or a later read tells a failure."""
+    result = connector._refund_made(refund_rendered(status), amount=Decimal("30.00"), currency=EUR)
+
+    assert (result.outcome, result.object_id) == (CallOutcome.OK, "re_" + "A" * 24)
+    assert (result.refund.status, result.refund.failed, result.refund.operation) == (
+        status,
+        False,
+        "p:refund:1",
+    )
+
+
+@pytest.mark.parametrize("status", ["failed", "canceled"])
+def test_a_refund_failed_or_cancelled_is_read_as_failed(status):
+    refund = connector.refund_truth(refund_rendered(status, failure_reason="declined"), EUR)
+
+    assert (refund.failed, refund.failure_reason) == (True, "declined")
+
+
+@pytest.mark.parametrize("status", [None, "", 7])
+def test_a_refund_without_a_status_is_refused_whole(status):
+    with pytest.raises(RefusedAmount):
+        connector.refund_truth(refund_rendered(status), EUR)
 
 
 def test_a_capture_the_intents_state_forbids_is_refused(provider):
