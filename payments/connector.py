@@ -102,7 +102,7 @@ REFUND_FAILED = frozenset({"failed", "canceled"})
 @dataclass(frozen=True)
 class RefundTruth:
     """What the provider says of one refund (a Refund object: a refund's answer or read, or a
-    `charge.refund.updated` delivery)."""
+    `refund.failed`, `refund.updated` or `charge.refund.updated` delivery)."""
 
     refund_id: str
     intent_id: str

@@ -10,7 +10,7 @@ authorization) is released as a refund without a balance transaction: the charge
 `amount_refunded` counts it, `charge.refunded` announces it, and no money moved. A refund to a
 card that cannot take it (the test card `pm_card_refundFail`) answers `succeeded` and fails a
 little later, as at Stripe: `failed` with its `failure_reason`, the charge's `amount_refunded`
-back down, announced by `charge.refund.updated`.
+back down, announced by `charge.refund.updated`, `refund.updated` and `refund.failed`.
 
 An operation raises `ApiError` before it writes anything, or returns its `Outcome`.
 """
@@ -697,7 +697,11 @@ class PaymentLedger:
         meta = RequestMeta()  # nobody asked: the card's bank refused it
         self._save(tx, refund, "refund_failed", meta)
         self._save(tx, charge, "refund_failed", meta)
+        # As Stripe announces it: `charge.refund.updated` (sent for some payment methods only) and,
+        # for every refund, `refund.updated` and `refund.failed`.
         self._event(tx, "charge.refund.updated", refund, meta, previous=previous)
+        self._event(tx, "refund.updated", refund, meta, previous=previous)
+        self._event(tx, "refund.failed", refund, meta)
         Store.bump_in(tx, "outcomes", "refund_failed")
 
     def _new_charge(self, intent: dict[str, Any], card: TestCard) -> dict[str, Any]:

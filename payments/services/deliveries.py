@@ -32,8 +32,8 @@ def event_object(event: dict[str, Any]) -> dict[str, Any]:
 
 def event_truth(obj: dict[str, Any], payment: Payment) -> IntentTruth | RefundTruth:
     """What a delivery's object says of its payment's intent, or of one of its refunds (a
-    `charge.refund.updated`); `RefusedAmount` (or a type error) if we refuse it: another currency,
-    or another amount than the payment's."""
+    `refund.failed`, `refund.updated`, `charge.refund.updated`); `RefusedAmount` (or a type
+    error) if we refuse it: another currency, or another amount than the payment's."""
     if obj.get("object") == "refund":
         return refund_truth(obj, payment.currency)
     if obj.get("object") == "charge":

@@ -12,8 +12,9 @@ shown on the booking's timeline as a delivery of its own. One that arrives while
 payment is still out is held for that call's record, which settles it (`deliveries`). One whose
 content we refuse (another currency, an amount out of range) is set aside as failed on the
 timeline, never applied; the next read of the intent settles the payment instead. A
-`charge.refund.updated` is one refund's own news: only its failure is new, once
-(`observations.refund_truth_apply`); a refund made is its operation's answer, known.
+`refund.failed`, `refund.updated` or `charge.refund.updated` is one refund's own news: only its
+failure is new, once whichever of them says it (`observations.refund_truth_apply`); a refund made
+is its operation's answer, known.
 """
 
 from __future__ import annotations
@@ -61,7 +62,12 @@ HANDLED = frozenset(
         "payment_intent.payment_failed",
         "payment_intent.canceled",
         "charge.refunded",
-        "charge.refund.updated",  # a refund's own news: only its failure is applied
+        # A refund's own news, its object the refund: only its failure is applied, once, whichever
+        # says it first. Stripe sends `charge.refund.updated` only for some payment methods;
+        # `refund.updated` and `refund.failed` for every refund.
+        "charge.refund.updated",
+        "refund.updated",
+        "refund.failed",
     }
 )
 

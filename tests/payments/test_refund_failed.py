@@ -1,16 +1,18 @@
 """A refund the card refuses after it was made, end to end: a real provider process (its test card
-`pm_card_refundFail`: the refund answers succeeded, fails a moment later, and a signed
-`charge.refund.updated` says so), a sandbox partner, a real worker and the SMTP sink. The failed
-refund is no longer counted as refunded: payment health lists it for support, the booking's
-console shows it, the customer is told on the booking's page, in the API and in exactly one mail,
-and support's refund makes it again (a new operation, a new key) until the money is at rest.
-Copies of the failure, and one arriving after support refunded again, change nothing."""
+`pm_card_refundFail`: the refund answers succeeded, fails a moment later, and signed
+`charge.refund.updated`, `refund.updated` and `refund.failed` say so), a sandbox partner, a real
+worker and the SMTP sink. The failed refund is no longer counted as refunded: payment health lists
+it for support, the booking's console shows it, the customer is told on the booking's page, in the
+API and in exactly one mail, and support's refund makes it again (a new operation, a new key) until
+the money is at rest. Copies of the failure, and one arriving after support refunded again, change
+nothing; `refund.failed` alone tells it too."""
 
 from __future__ import annotations
 
 import io
 import json
 import uuid
+from collections.abc import Iterator
 from datetime import timedelta
 from decimal import Decimal
 
@@ -42,6 +44,7 @@ from payments.models import (
     PaymentStatus,
 )
 from payments.services import runs
+from payments.services.webhooks import payment_event_process
 from reconciliation.models import RefundProposal
 from reconciliation.selectors.payment_health import payment_health
 from reconciliation.services.support import Operator, new_token
@@ -54,9 +57,20 @@ from tests.factories import UserFactory
 from tests.helpers import wait_until
 from tests.mail import telling
 from tests.partners.conftest import wait_for_status
-from tests.payments.conftest import assert_money_at_rest, kinds, payment_of, wait_for_money
+from tests.payments.conftest import (
+    API_KEY,
+    HANG_S,
+    WEBHOOK_SECRET,
+    Provider,
+    assert_money_at_rest,
+    kinds,
+    payment_of,
+    point_settings_at,
+    wait_for_money,
+)
 from tests.payments.test_webhooks import deliver, signature
-from tests.reconciliation.paying import paying_booking
+from tests.reconciliation.paying import paid_at_provider, paying_booking
+from tests.sandbox.conftest import WebhookReceiver
 
 S = BookingState
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -117,6 +131,10 @@ def refund_operations(booking: Booking) -> list[tuple[int, str, str]]:
         .order_by("seq")
         .values_list("seq", "state", "idempotency_key")
     )
+
+
+# How the provider tells a refund failed: each event's object is the refund.
+REFUND_EVENTS = ("charge.refund.updated", "refund.updated", "refund.failed")
 
 
 def failure_notifications(booking: Booking):
@@ -218,8 +236,12 @@ def test_copies_of_the_failure_and_one_after_support_refunded_again_change_nothi
         return set(paying.provider.stats()["webhooks"]["events_by_status"]) == {"delivered"}
 
     wait_until(all_delivered, what="every copy of every webhook", timeout_s=30)
-    [failure] = PaymentEvent.objects.filter(payment=payment, type="charge.refund.updated")
-    assert failure.state == EventState.PROCESSED  # stored once, applied once
+    # told by three events, each stored once, and applied once: the first taken up applies it, the
+    # others find it known (or, taken up beside it, recorded as nothing new)
+    told = PaymentEvent.objects.filter(payment=payment, type__in=REFUND_EVENTS)
+    assert sorted(told.values_list("type", flat=True)) == sorted(REFUND_EVENTS)
+    assert {e.state for e in told} <= {EventState.PROCESSED, EventState.KNOWN}
+    failure = told.get(type="charge.refund.updated")
     assert kinds(booking).count("payment.refund.failed") == 1
     assert failure_notifications(booking).count() == 1
 
@@ -257,6 +279,65 @@ def test_copies_of_the_failure_and_one_after_support_refunded_again_change_nothi
     assert kinds(booking) == written  # nothing applied, nothing recorded
     assert Notification.objects.filter(booking=booking).count() == mails
     assert failure_notifications(booking).count() == 1
+
+
+# --- told by refund.failed alone -------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def telling_provider(tmp_path_factory) -> Iterator[tuple[Provider, WebhookReceiver]]:
+    """A provider whose signed webhooks reach a receiver of the test's, not the project: the test
+    hands on the one it chooses."""
+    receiver = WebhookReceiver().start()
+    store = tmp_path_factory.mktemp("telling-provider") / "payments.sqlite3"
+    hooks = ["--webhook-url", receiver.url, "--webhook-secret", WEBHOOK_SECRET, "--hang-s", str(HANG_S)]
+    process = Provider("payments", store, API_KEY, hooks).start()
+    yield process, receiver
+    process.kill()
+    receiver.stop()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_refund_the_card_refuses_is_learnt_through_refund_failed_alone(
+    telling_provider, groups, settings, broker
+):
+    """Review: the receiver applied only `charge.refund.updated`, which Stripe sends for some
+    payment methods only ("for updates on all refunds, listen to refund.updated instead"); a
+    failure told by `refund.failed` or `refund.updated` was stored as ignored and never learnt."""
+    import payments.tasks  # noqa: F401  (declares the payments queue: the broker fixture empties it)
+
+    provider, receiver = telling_provider
+    provider.reset()
+    receiver.reset()
+    point_settings_at(settings, provider)
+    settings.PAYMENTS_REFUND_APPROVAL_ABOVE = Decimal("1000.00")
+    payment = paid_at_provider(method="pm_card_refundFail")
+    provider.set_faults(time_scale=30)  # the refund fails one second after it is made
+    assert refund_again(payment.booking, operator(groups)[0]).operation_state == OperationState.SUCCEEDED
+
+    def told(kind: str) -> bytes:
+        return wait_until(
+            lambda: next((h for h in list(receiver.hooks) if h.payload["type"] == kind), None),
+            what=f"the provider's {kind}",
+        )
+
+    failed = told("refund.failed")
+    response = deliver(failed.body, failed.headers["stripe-signature"])
+    [stored] = PaymentEvent.objects.filter(payment=payment)
+    payment_event_process(stored.pk)
+
+    assert (response.status_code, response.json()["status"]) == (202, "accepted")
+    stored.refresh_from_db()
+    assert (stored.type, stored.state) == ("refund.failed", EventState.PROCESSED)
+    payment.refresh_from_db()
+    assert (payment.refunded_amount, payment.failed_refunds_owed) == (ZERO, PRICE)
+    [(_, state, key)] = refund_operations(payment.booking)
+    assert state == OperationState.FAILED
+    assert PaymentOperation.objects.get(idempotency_key=key).failure_reason == "expired_or_canceled_card"
+    assert kinds(payment.booking).count("payment.refund.failed") == 1
+    # the same failure as the provider's other events tell it: known, nothing applied again
+    for kind in ("refund.updated", "charge.refund.updated"):
+        again = told(kind)
+        assert deliver(again.body, again.headers["stripe-signature"]).json()["status"] == "known"
+    assert kinds(payment.booking).count("payment.refund.failed") == 1
 
 
 # --- what gives a failed refund back ----------------------------------------------------------------

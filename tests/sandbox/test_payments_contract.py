@@ -837,26 +837,31 @@ def test_a_refund_to_a_card_that_refuses_it_succeeds_then_fails_and_is_announced
     intent_now = client.v1.payment_intents.retrieve(intent.id)
     assert (intent_now.status, intent_now.amount_received) == ("succeeded", 10_000)  # still taken
 
-    # announced by a signed charge.refund.updated whose object is the refund
-    found = wait_events(receiver, intent.id, 4)
+    # announced as Stripe announces it, by signed charge.refund.updated, refund.updated and
+    # refund.failed, each with the refund as its object
+    found = wait_events(receiver, intent.id, 6)
     assert types(found) == [
         "payment_intent.amount_capturable_updated",
         "payment_intent.succeeded",
         "charge.refunded",
         "charge.refund.updated",
+        "refund.updated",
+        "refund.failed",
     ]
-    _, updated = found[3]
-    assert updated.data.object.object == "refund" and updated.data.object.id == refund.id
-    assert (updated.data.object.status, updated.data.object.failure_reason) == (
-        "failed",
-        "expired_or_canceled_card",
-    )
-    assert updated.data.previous_attributes.to_dict() == {
-        "status": "succeeded",
-        "failure_balance_transaction": None,
-        "failure_reason": None,
-    }
-    assert updated.request.id is None  # nobody asked: the card's bank refused it
+    for _, told in found[3:]:
+        assert told.data.object.object == "refund" and told.data.object.id == refund.id
+        assert (told.data.object.status, told.data.object.failure_reason) == (
+            "failed",
+            "expired_or_canceled_card",
+        )
+        assert told.request.id is None  # nobody asked: the card's bank refused it
+    for _, updated in found[3:5]:
+        assert updated.data.previous_attributes.to_dict() == {
+            "status": "succeeded",
+            "failure_balance_transaction": None,
+            "failure_reason": None,
+        }
+    assert "previous_attributes" not in found[5][1].data.to_dict()
 
     # the provider's truth keeps each version; a refund made after the failure stands
     truth = truth_of(provider, intent.id)
